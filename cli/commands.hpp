@@ -1,0 +1,11 @@
+// cli/commands.hpp — registration of each subcommand on the CLI11 app.
+// Each register_* adds a subcommand whose callback does the work and may throw ConfigError
+// (input error, exit 2) or any other std::exception (runtime failure, exit 1).
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace scanshard {
+
+void register_list_commands(CLI::App& app);  // models, clusters
+
+}  // namespace scanshard

@@ -1,0 +1,55 @@
+# configs/ — presets (YAML data only), embedded into the binary by program/CMakeLists.txt.
+# List every file explicitly (no globbing); the path is relative to this folder.
+set(SCANSHARD_PRESET_FILES
+  chips/cpu-core.yaml
+  chips/h100-sxm.yaml
+  chips/tpu-v3.yaml
+  chips/tpu-v4.yaml
+  chips/tpu-v5e.yaml
+  chips/tpu-v5p.yaml
+  chips/tpu-v6e.yaml
+  clusters/cpu-local.yaml
+  clusters/dgx-h100-32.yaml
+  clusters/tpu-v3-1024.yaml
+  clusters/tpu-v3-256.yaml
+  clusters/tpu-v4-256.yaml
+  clusters/tpu-v4-4096.yaml
+  clusters/tpu-v5e-256.yaml
+  clusters/tpu-v5e-64.yaml
+  clusters/tpu-v5p-256.yaml
+  clusters/tpu-v5p-4096.yaml
+  clusters/tpu-v6e-256.yaml
+  models/griffin-1.3b.yaml
+  models/griffin-100m.yaml
+  models/griffin-14b.yaml
+  models/griffin-200m.yaml
+  models/griffin-3b.yaml
+  models/griffin-400m.yaml
+  models/griffin-7b.yaml
+  models/griffin-tiny.yaml
+  models/hawk-1.3b.yaml
+  models/hawk-100m.yaml
+  models/hawk-200m.yaml
+  models/hawk-3b.yaml
+  models/hawk-400m.yaml
+  models/hawk-7b.yaml
+  models/hawk-tiny.yaml
+  models/mqa-1.3b.yaml
+  models/mqa-100m.yaml
+  models/mqa-200m.yaml
+  models/mqa-3b.yaml
+  models/mqa-400m.yaml
+  models/mqa-7b.yaml
+  models/mqa-tiny.yaml
+  models/recurrentgemma-2b.yaml
+  models/rwkv4-1.5b.yaml
+  models/rwkv4-14b.yaml
+  models/rwkv4-169m.yaml
+  models/rwkv4-3b.yaml
+  models/rwkv4-430m.yaml
+  models/rwkv4-7b.yaml
+  models/rwkv4-tiny.yaml
+  models/rwkv6-1.6b.yaml
+  models/rwkv6-3b.yaml
+  models/rwkv6-tiny.yaml
+)

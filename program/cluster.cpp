@@ -1,0 +1,171 @@
+// program/cluster.cpp — see cluster.hpp.
+#include "program/cluster.hpp"
+
+#include <stdexcept>
+
+#include "program/yaml_reader.hpp"
+
+namespace scanshard {
+
+double ChipSpec::peak(const std::string& dtype) const {
+  auto it = peak_flops_per_s.find(dtype);
+  if (it == peak_flops_per_s.end())
+    throw ConfigError("chip " + name + " has no peak_flops_per_s for dtype " + dtype);
+  return it->second;
+}
+
+const char* to_string(TopologyKind k) { return k == TopologyKind::torus ? "torus" : "islands"; }
+
+std::int64_t TopologySpec::devices() const {
+  if (kind == TopologyKind::islands) return islands * devices_per_island;
+  std::int64_t n = 1;
+  for (auto d : dims) n *= d;
+  return n;
+}
+
+std::string TopologySpec::describe() const {
+  if (kind == TopologyKind::islands)
+    return std::to_string(islands) + " x " + std::to_string(devices_per_island) +
+           (islands > 1 ? " (islands, fat tree)" : " (one island)");
+  std::string s = "torus ";
+  bool all_wrap = true, any_wrap = false;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i) s += "x";
+    s += std::to_string(dims[i]);
+    all_wrap = all_wrap && wraparound[i];
+    any_wrap = any_wrap || wraparound[i];
+  }
+  return s + (all_wrap ? " (wrap)" : any_wrap ? " (partial wrap)" : " (no wrap)");
+}
+
+namespace {
+
+double positive_double(YamlMap& y, const std::string& key, double v) {
+  if (!(v > 0)) throw y.error(key, "must be positive, got " + format_number(v));
+  return v;
+}
+
+double fraction(YamlMap& y, const std::string& key, double fallback) {
+  const double v = y.optional_double(key, fallback);
+  if (!(v > 0 && v <= 1)) throw y.error(key, "must be a fraction in (0, 1], got " + format_number(v));
+  return v;
+}
+
+Efficiency parse_efficiency(YamlMap y) {
+  Efficiency e;
+  e.gemm = fraction(y, "gemm", e.gemm);
+  e.elementwise = fraction(y, "elementwise", e.elementwise);
+  e.scan = fraction(y, "scan", e.scan);
+  e.attention = fraction(y, "attention", e.attention);
+  e.norm = fraction(y, "norm", e.norm);
+  e.memory = fraction(y, "memory", e.memory);
+  e.network = fraction(y, "network", e.network);
+  y.finish();
+  return e;
+}
+
+void parse_torus(YamlMap& y, TopologySpec& t) {
+  t.dims = y.required_int_list("dims");
+  if (t.dims.empty() || t.dims.size() > 3) throw y.error("dims", "a torus has 1 to 3 dimensions");
+  for (auto d : t.dims)
+    if (d <= 0 || d > 4096) throw y.error("dims", "each dimension must be in 1..4096, got " + std::to_string(d));
+  YAML::Node w = y.raw("wraparound");
+  if (!w.IsDefined() || w.IsScalar()) {
+    const bool all = y.optional_bool("wraparound", true);
+    t.wraparound.assign(t.dims.size(), all);
+  } else {
+    if (!w.IsSequence() || w.size() != t.dims.size())
+      throw y.error("wraparound", "expected true/false or one true/false per dimension (" +
+                                      std::to_string(t.dims.size()) + ")");
+    for (const auto& e : w) {
+      bool b = false;
+      if (!e.IsScalar() || !YAML::convert<bool>::decode(e, b)) throw y.error("wraparound", "expected true or false");
+      t.wraparound.push_back(b);
+    }
+  }
+  t.link_bytes_per_s = positive_double(y, "link_bytes_per_s", y.required_double("link_bytes_per_s"));
+  t.hop_latency_seconds = positive_double(y, "hop_latency_seconds", y.required_double("hop_latency_seconds"));
+}
+
+void parse_islands(YamlMap& y, TopologySpec& t) {
+  t.islands = y.required_int("islands");
+  if (t.islands <= 0 || t.islands > 1000000) throw y.error("islands", "must be in 1..1000000");
+  t.devices_per_island = y.required_int("devices_per_island");
+  if (t.devices_per_island <= 0 || t.devices_per_island > 4096)
+    throw y.error("devices_per_island", "must be in 1..4096");
+  t.island_link_bytes_per_s = positive_double(y, "island_link_bytes_per_s", y.required_double("island_link_bytes_per_s"));
+  t.island_latency_seconds = positive_double(y, "island_latency_seconds", y.required_double("island_latency_seconds"));
+  t.network_bytes_per_s = positive_double(y, "network_bytes_per_s", y.required_double("network_bytes_per_s"));
+  t.network_latency_seconds = positive_double(y, "network_latency_seconds", y.required_double("network_latency_seconds"));
+}
+
+TopologySpec parse_topology(YamlMap y) {
+  TopologySpec t;
+  const auto kind = y.required_string("kind");
+  if (kind == "torus") {
+    t.kind = TopologyKind::torus;
+    parse_torus(y, t);
+  } else if (kind == "islands") {
+    t.kind = TopologyKind::islands;
+    parse_islands(y, t);
+  } else {
+    throw y.error("kind", "unknown topology '" + kind + "' (one of: torus, islands)");
+  }
+  y.finish();
+  return t;
+}
+
+}  // namespace
+
+ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::string& path) {
+  YamlMap y(node, file, path);
+  ChipSpec c;
+  c.name = y.required_string("name");
+  c.source = y.optional_string("source", "");
+  {
+    YamlMap peaks = y.required_map("peak_flops_per_s");
+    for (const auto& dtype : peaks.keys())
+      c.peak_flops_per_s[dtype] = positive_double(peaks, dtype, peaks.required_double(dtype));
+    if (!c.peak_flops_per_s.count("bf16") && !c.peak_flops_per_s.count("fp32"))
+      throw y.error("peak_flops_per_s", "needs at least a bf16 or fp32 entry");
+  }
+  c.vector_flops_per_s = positive_double(y, "vector_flops_per_s", y.required_double("vector_flops_per_s"));
+  c.memory_bytes = positive_double(y, "memory_bytes", y.required_double("memory_bytes"));
+  c.memory_bytes_per_s = positive_double(y, "memory_bytes_per_s", y.required_double("memory_bytes_per_s"));
+  c.onchip_memory_bytes = positive_double(y, "onchip_memory_bytes", y.required_double("onchip_memory_bytes"));
+  c.matrix_tile = y.optional_int("matrix_tile", 1);
+  if (c.matrix_tile <= 0 || c.matrix_tile > 4096) throw y.error("matrix_tile", "must be in 1..4096");
+  c.launch_overhead_seconds = y.optional_double("launch_overhead_seconds", 0.0);
+  if (c.launch_overhead_seconds < 0 || c.launch_overhead_seconds > 1)
+    throw y.error("launch_overhead_seconds", "must be in [0, 1]");
+  if (y.has("efficiency")) c.efficiency = parse_efficiency(y.required_map("efficiency"));
+  else y.raw("efficiency");
+  y.finish();
+  return c;
+}
+
+ClusterSpec parse_cluster(const YAML::Node& node, const std::string& file, const ChipResolver& chips) {
+  YamlMap y(node, file, "");
+  ClusterSpec c;
+  c.origin = file;
+  c.name = y.required_string("name");
+  c.source = y.optional_string("source", "");
+  YAML::Node chip = y.raw("chip");
+  if (!chip.IsDefined()) throw y.error("chip", "missing required key");
+  if (chip.IsScalar()) {
+    std::pair<YAML::Node, std::string> found;
+    try {
+      found = chips(chip.as<std::string>());
+    } catch (const std::invalid_argument& e) {
+      throw y.error("chip", e.what());
+    }
+    c.chip = parse_chip(found.first, found.second, "");
+  } else {
+    c.chip = parse_chip(chip, file, "chip");
+  }
+  c.topology = parse_topology(y.required_map("topology"));
+  y.finish();
+  return c;
+}
+
+}  // namespace scanshard

@@ -1,0 +1,82 @@
+// program/cluster.hpp — chip and cluster specifications (DESIGN §5), read from YAML.
+//
+// For: the typed description of hardware that sim/ prices against and planner/ places onto:
+// per-chip peaks, memory, per-op-class efficiencies, and the network (torus or islands joined
+// by a fat tree). Not for: cost formulas (sim/) or building the topology graph (sim/).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+namespace scanshard {
+
+// Achieved fraction of peak per op class; the defaults are assumptions until `calibrate`.
+struct Efficiency {
+  double gemm = 0.6;
+  double elementwise = 0.7;
+  double scan = 0.7;
+  double attention = 0.5;
+  double norm = 0.7;
+  double memory = 0.85;    // fraction of memory_bytes_per_s reached by streaming ops
+  double network = 0.85;   // fraction of link bandwidth reached by collectives
+};
+
+struct ChipSpec {
+  std::string name;
+  std::string source;
+  std::map<std::string, double> peak_flops_per_s;  // matrix unit per dtype: "bf16", "fp32", ...
+  double vector_flops_per_s = 0;    // vector unit / plain SIMD (elementwise, scan)
+  double memory_bytes = 0;          // HBM / DRAM capacity
+  double memory_bytes_per_s = 0;    // HBM / DRAM bandwidth
+  double onchip_memory_bytes = 0;   // VMEM / SRAM / L2 that a fused scan can keep state in
+  std::int64_t matrix_tile = 1;     // GEMM dims are padded up to this (128 on TPU MXU)
+  double launch_overhead_seconds = 0;
+  Efficiency efficiency;
+
+  double peak(const std::string& dtype) const;  // throws if the chip has no such dtype
+};
+
+enum class TopologyKind { torus, islands };
+const char* to_string(TopologyKind k);
+
+struct TopologySpec {
+  TopologyKind kind = TopologyKind::torus;
+  // torus: chips along each dimension, wraparound per dimension, one-way bandwidth per link
+  std::vector<std::int64_t> dims;
+  std::vector<bool> wraparound;
+  double link_bytes_per_s = 0;
+  double hop_latency_seconds = 0;
+  // islands (NVLink/NVSwitch nodes, or one CPU host) joined by a fat tree
+  std::int64_t islands = 0;
+  std::int64_t devices_per_island = 0;
+  double island_link_bytes_per_s = 0;      // per device, per direction, inside an island
+  double island_latency_seconds = 0;
+  double network_bytes_per_s = 0;          // per device, per direction, between islands
+  double network_latency_seconds = 0;
+
+  std::int64_t devices() const;
+  std::string describe() const;  // "torus 4x8x8 (wrap)", "32 islands x 8, fat tree"
+};
+
+struct ClusterSpec {
+  std::string name;
+  std::string source;
+  std::string origin;
+  ChipSpec chip;
+  TopologySpec topology;
+  std::int64_t devices() const { return topology.devices(); }
+};
+
+// Resolves a chip preset name to (YAML node, file name) — provided by presets.hpp. Throws
+// std::invalid_argument with the reason (e.g. the available names) when there is no such chip.
+using ChipResolver = std::function<std::pair<YAML::Node, std::string>(const std::string& name)>;
+
+ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::string& path);
+ClusterSpec parse_cluster(const YAML::Node& node, const std::string& file, const ChipResolver& chips);
+
+}  // namespace scanshard

@@ -1,0 +1,103 @@
+// program/presets.cpp — see presets.hpp.
+#include "program/presets.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "program/embedded.hpp"
+#include "program/yaml_reader.hpp"
+
+namespace scanshard {
+namespace {
+
+std::string dir_of(PresetKind kind) {
+  switch (kind) {
+    case PresetKind::models: return "configs/models/";
+    case PresetKind::clusters: return "configs/clusters/";
+    case PresetKind::chips: return "configs/chips/";
+  }
+  return "";
+}
+
+std::string stem(std::string_view path, const std::string& dir) {
+  auto s = std::string(path.substr(dir.size()));
+  return s.substr(0, s.rfind('.'));
+}
+
+const EmbeddedFile* find_preset(PresetKind kind, const std::string& name) {
+  const auto dir = dir_of(kind);
+  for (const auto& f : embedded_files())
+    if (f.path.starts_with(dir) && stem(f.path, dir) == name) return &f;
+  return nullptr;
+}
+
+std::string joined_names(PresetKind kind) {
+  std::string s;
+  for (const auto& n : preset_names(kind)) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// (YAML node, file) for a preset name or a path; unknown names throw invalid_argument.
+std::pair<YAML::Node, std::string> resolve(PresetKind kind, const std::string& name_or_path) {
+  if (looks_like_path(name_or_path)) return {load_yaml_file(name_or_path), name_or_path};
+  const EmbeddedFile* f = find_preset(kind, name_or_path);
+  const char* what = kind == PresetKind::models ? "model" : kind == PresetKind::clusters ? "cluster" : "chip";
+  if (!f)
+    throw std::invalid_argument(std::string("unknown ") + what + " preset '" + name_or_path +
+                                "' (available: " + joined_names(kind) + "; or give a path to a .yaml file)");
+  const std::string file(f->path);
+  return {parse_yaml(std::string(f->text), file), file};
+}
+
+ClusterSpec cluster_from(const std::pair<YAML::Node, std::string>& src) {
+  return parse_cluster(src.first, src.second,
+                       [](const std::string& chip) { return resolve(PresetKind::chips, chip); });
+}
+
+}  // namespace
+
+bool looks_like_path(const std::string& arg) {
+  return arg.find('/') != std::string::npos || arg.ends_with(".yaml") || arg.ends_with(".yml");
+}
+
+std::vector<std::string> preset_names(PresetKind kind) {
+  const auto dir = dir_of(kind);
+  std::vector<std::string> out;
+  for (const auto& f : embedded_files())
+    if (f.path.starts_with(dir)) out.push_back(stem(f.path, dir));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+ModelSpec load_model(const std::string& name_or_path) {
+  try {
+    auto [node, file] = resolve(PresetKind::models, name_or_path);
+    return parse_model(node, file);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("--model: ") + e.what());
+  }
+}
+
+ClusterSpec load_cluster(const std::string& name_or_path) {
+  std::pair<YAML::Node, std::string> src;
+  try {
+    src = resolve(PresetKind::clusters, name_or_path);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("--cluster: ") + e.what());
+  }
+  return cluster_from(src);
+}
+
+std::vector<ModelSpec> all_model_presets() {
+  std::vector<ModelSpec> out;
+  for (const auto& n : preset_names(PresetKind::models)) out.push_back(load_model(n));
+  return out;
+}
+
+std::vector<ClusterSpec> all_cluster_presets() {
+  std::vector<ClusterSpec> out;
+  for (const auto& n : preset_names(PresetKind::clusters)) out.push_back(load_cluster(n));
+  return out;
+}
+
+}  // namespace scanshard

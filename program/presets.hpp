@@ -1,0 +1,28 @@
+// program/presets.hpp — named presets (configs/{models,clusters,chips}/*.yaml, embedded in the
+// binary) and loading a model or cluster by preset name or by YAML path.
+// For: every command that takes --model/--cluster. Not for: the meaning of the fields.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "program/cluster.hpp"
+#include "program/model.hpp"
+
+namespace scanshard {
+
+enum class PresetKind { models, clusters, chips };
+
+// Sorted preset names of one kind ("griffin-400m", ...).
+std::vector<std::string> preset_names(PresetKind kind);
+
+// An argument is a path if it contains '/' or ends in .yaml/.yml; otherwise a preset name.
+bool looks_like_path(const std::string& arg);
+
+// Load by preset name or path. Unknown names are a ConfigError listing the available presets.
+ModelSpec load_model(const std::string& name_or_path);
+ClusterSpec load_cluster(const std::string& name_or_path);
+
+std::vector<ModelSpec> all_model_presets();
+std::vector<ClusterSpec> all_cluster_presets();
+
+}  // namespace scanshard

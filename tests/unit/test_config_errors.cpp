@@ -1,0 +1,152 @@
+// tests/unit/test_config_errors.cpp — malformed model and cluster YAML gives
+// `file:line:col: key: reason` (positions are 1-based, as editors show them).
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "program/cluster.hpp"
+#include "program/model.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+
+using namespace scanshard;
+
+namespace {
+
+const std::string kHawk =
+    "name: t\n"
+    "family: hawk\n"
+    "width: 64\n"
+    "depth: 2\n"
+    "vocab: 256\n"
+    "recurrent_width: 64\n"
+    "gate_blocks: 4\n";
+
+std::string model_error(const std::string& text) {
+  try {
+    parse_model(parse_yaml(text, "m.yaml"), "m.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+std::string replace(std::string s, const std::string& from, const std::string& to) {
+  const auto pos = s.find(from);
+  REQUIRE(pos != std::string::npos);
+  return s.replace(pos, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("the base fixture is valid", "[config]") {
+  REQUIRE(model_error(kHawk) == "<no error>");
+}
+
+TEST_CASE("model errors name file line column key and reason", "[config]") {
+  // Exact messages where the position is part of the contract.
+  CHECK(model_error(replace(kHawk, "width: 64\n", "width: wide\n")) ==
+        "m.yaml:3:8: width: expected an integer, got 'wide'");
+  // A misspelt required key points at the misspelling.
+  CHECK(model_error(replace(kHawk, "width: 64\n", "widht: 64\n")) ==
+        "m.yaml:3:1: width: missing required key (did you mean 'width' instead of 'widht'?)");
+  CHECK(model_error(kHawk + "conv_widht: 4\n").starts_with("m.yaml:8:1: conv_widht: unknown key (did you mean 'conv_width'?"));
+  CHECK(model_error(replace(kHawk, "depth: 2\n", "depth: -2\n")) == "m.yaml:4:8: depth: must be positive, got -2");
+  CHECK(model_error(replace(kHawk, "gate_blocks: 4\n", "gate_blocks: 5\n")) ==
+        "m.yaml:7:14: gate_blocks: 5 does not divide recurrent_width 64");
+  CHECK(model_error(replace(kHawk, "width: 64\n", "")) == "m.yaml:1:1: width: missing required key");
+}
+
+TEST_CASE("model errors: reasons for each kind of bad value", "[config]") {
+  struct Case { std::string text; std::string fragment; };
+  const Case cases[] = {
+      {"name: t\nfamily: [hawk\n", "YAML syntax error"},
+      {"", "file is empty"},
+      {"- a\n- b\n", "expected a mapping"},
+      {replace(kHawk, "family: hawk", "family: gryffin"), "family: unknown family 'gryffin'"},
+      {replace(kHawk, "width: 64", "width: [1, 2]"), "width: expected an integer, got a list"},
+      {replace(kHawk, "width: 64", "width: 1.5"), "width: expected an integer, got '1.5'"},
+      {replace(kHawk, "width: 64", "width: 0"), "width: must be positive, got 0"},
+      {replace(kHawk, "width: 64", "width: 99999999999"), "width: 99999999999 is larger than the supported maximum"},
+      {replace(kHawk, "width: 64", "width: 99999999999999999999999"), "width: expected an integer"},
+      {kHawk + "norm_eps: .nan\n", "norm_eps: must be a finite number"},
+      {kHawk + "norm_eps: -1e-6\n", "norm_eps: must be in (0, 1]"},
+      {kHawk + "mlp_expansion: 3.3\n", "mlp_expansion: expansion × width = 211.2 is not a whole number"},
+      {kHawk + "mlp_width: 100\nmlp_expansion: 3\n", "give mlp_width or mlp_expansion, not both"},
+      {kHawk + "heads: 4\n", "heads: unknown key"},  // hawk has no attention
+      {kHawk + "width: 32\n", "width: duplicate key"},
+      {kHawk + "tied_embeddings: maybe\n", "tied_embeddings: expected true or false"},
+      {"name: t\nfamily: mqa\nwidth: 64\ndepth: 2\nvocab: 256\nheads: 7\n", "heads: 7 does not divide width 64"},
+      {"name: t\nfamily: mqa\nwidth: 64\ndepth: 2\nvocab: 256\nheads: 4\nkv_heads: 3\n", "kv_heads: 3 does not divide heads 4"},
+      {"name: t\nfamily: griffin\nwidth: 64\ndepth: 3\nvocab: 256\nrecurrent_width: 64\nheads: 4\n", "window: missing required key"},
+      {"name: t\nfamily: rwkv6\nwidth: 100\ndepth: 2\nvocab: 256\n", "head_size: 64 does not divide width 100"},
+      {"name: t\nfamily: mqa\nwidth: 64\ndepth: 2\nvocab: 256\nheads: 4\nrope_fraction: 0.3\n", "rope_fraction"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.text);
+    const auto msg = model_error(c.text);
+    CHECK(msg.find(c.fragment) != std::string::npos);
+    CHECK(msg.starts_with("m.yaml"));
+  }
+}
+
+namespace {
+
+const std::string kCluster =
+    "name: c\n"
+    "chip: tpu-v5e\n"
+    "topology:\n"
+    "  kind: torus\n"
+    "  dims: [4, 4]\n"
+    "  wraparound: true\n"
+    "  link_bytes_per_s: 4.5e10\n"
+    "  hop_latency_seconds: 1.0e-6\n";
+
+std::string cluster_error(const std::string& text) {
+  try {
+    parse_cluster(parse_yaml(text, "c.yaml"), "c.yaml", [](const std::string& name) {
+      if (name != "tpu-v5e") throw std::invalid_argument("unknown chip preset '" + name + "'");
+      return std::pair<YAML::Node, std::string>(
+          parse_yaml("name: v5e\npeak_flops_per_s: {bf16: 1.97e14}\nvector_flops_per_s: 6e12\n"
+                     "memory_bytes: 1.6e10\nmemory_bytes_per_s: 8.1e11\nonchip_memory_bytes: 1.3e8\n",
+                     "chip.yaml"),
+          "chip.yaml");
+    });
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+}  // namespace
+
+TEST_CASE("cluster errors name file key and reason", "[config]") {
+  REQUIRE(cluster_error(kCluster) == "<no error>");
+  struct Case { std::string text; std::string fragment; };
+  const Case cases[] = {
+      {replace(kCluster, "chip: tpu-v5e", "chip: tpu-v99"), "c.yaml:2:7: chip: unknown chip preset 'tpu-v99'"},
+      {replace(kCluster, "kind: torus", "kind: hypercube"), "c.yaml:4:9: topology.kind: unknown topology 'hypercube'"},
+      {replace(kCluster, "wraparound: true", "wraparound: [true]"), "topology.wraparound: expected true/false or one true/false per dimension (2)"},
+      {replace(kCluster, "dims: [4, 4]", "dims: [4, 0]"), "topology.dims: each dimension must be in 1..4096, got 0"},
+      {replace(kCluster, "link_bytes_per_s: 4.5e10", "link_bytes_per_s: -1"), "topology.link_bytes_per_s: must be positive"},
+      {replace(kCluster, "  hop_latency_seconds: 1.0e-6\n", ""), "topology.hop_latency_seconds: missing required key"},
+      {replace(kCluster, "chip: tpu-v5e", "chip: {name: x}"), "chip.peak_flops_per_s: missing required key"},
+      {kCluster + "extra: 1\n", "extra: unknown key"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.text);
+    CHECK_THAT(cluster_error(c.text), Catch::Contains(c.fragment));
+  }
+}
+
+TEST_CASE("chip efficiencies must be fractions", "[config]") {
+  const std::string chip =
+      "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
+      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\nefficiency: {gemm: 1.5}\n";
+  try {
+    parse_chip(parse_yaml(chip, "x.yaml"), "x.yaml", "");
+    FAIL("no error");
+  } catch (const ConfigError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("x.yaml:7:20: efficiency.gemm: must be a fraction in (0, 1]"));
+  }
+}

@@ -1,0 +1,90 @@
+// train/comm.hpp — the one thin, error-checked wrapper through which every MPI call goes.
+//
+// For: collectives and point-to-point on a communicator (one per mesh axis later), with errors
+// reported as MpiError naming the MPI call, source file, line and world rank. Communicators are
+// switched to MPI_ERRORS_RETURN so a failed call throws instead of aborting silently.
+// Not for: deciding what to communicate (program/ lowering) or timing it (the runner's trace).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <mpi.h>
+
+namespace scanshard::mpi {
+
+class MpiError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws MpiError if rc != MPI_SUCCESS: "<call> failed at file:line on rank r: <MPI message>".
+void check(int rc, const char* call, const char* file, int line);
+#define SCANSHARD_MPI(call) ::scanshard::mpi::check((call), #call, __FILE__, __LINE__)
+
+int world_rank();  // rank in MPI_COMM_WORLD (for messages); -1 before MPI_Init
+
+template <class T> MPI_Datatype datatype();
+template <> inline MPI_Datatype datatype<float>() { return MPI_FLOAT; }
+template <> inline MPI_Datatype datatype<double>() { return MPI_DOUBLE; }
+template <> inline MPI_Datatype datatype<std::int32_t>() { return MPI_INT32_T; }
+template <> inline MPI_Datatype datatype<std::int64_t>() { return MPI_INT64_T; }
+template <> inline MPI_Datatype datatype<std::uint8_t>() { return MPI_UINT8_T; }
+
+// A communicator handle. Owns (frees) communicators it created by split(); does not own world.
+class Comm {
+ public:
+  static Comm world();
+  Comm(Comm&& other) noexcept;
+  Comm& operator=(Comm&& other) noexcept;
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+  ~Comm();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  MPI_Comm raw() const { return comm_; }
+
+  // Ranks with the same color form a new communicator, ordered by key.
+  Comm split(int color, int key) const;
+  void barrier() const;
+
+  // In-place sum over all ranks.
+  template <class T> void allreduce_sum(std::span<T> data) const {
+    SCANSHARD_MPI(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_SUM, comm_));
+  }
+  template <class T> void allreduce_max(std::span<T> data) const {
+    SCANSHARD_MPI(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_MAX, comm_));
+  }
+  // out[r*n .. (r+1)*n) = in of rank r; out.size() must be size()·in.size().
+  template <class T> void allgather(std::span<const T> in, std::span<T> out) const {
+    require(out.size() == in.size() * static_cast<size_t>(size_), "allgather: out.size() must be size()*in.size()");
+    SCANSHARD_MPI(MPI_Allgather(in.data(), count(in.size()), datatype<T>(), out.data(), count(in.size()), datatype<T>(), comm_));
+  }
+  // Sum over ranks of in, scattered: rank r gets elements [r*n, (r+1)*n) with n = out.size().
+  template <class T> void reduce_scatter_sum(std::span<const T> in, std::span<T> out) const {
+    require(in.size() == out.size() * static_cast<size_t>(size_), "reduce_scatter: in.size() must be size()*out.size()");
+    SCANSHARD_MPI(MPI_Reduce_scatter_block(in.data(), out.data(), count(out.size()), datatype<T>(), MPI_SUM, comm_));
+  }
+  template <class T> void broadcast(std::span<T> data, int root) const {
+    SCANSHARD_MPI(MPI_Bcast(data.data(), count(data.size()), datatype<T>(), root, comm_));
+  }
+  // Send `send` to `dest` and receive `recv` from `source` (either may be MPI_PROC_NULL).
+  template <class T> void sendrecv(std::span<const T> send, int dest, std::span<T> recv, int source, int tag = 0) const {
+    SCANSHARD_MPI(MPI_Sendrecv(send.data(), count(send.size()), datatype<T>(), dest, tag, recv.data(),
+                               count(recv.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
+  }
+
+ private:
+  Comm(MPI_Comm comm, bool owned);
+  static int count(size_t n);
+  static void require(bool ok, const char* what);
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  bool owned_ = false;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace scanshard::mpi
