@@ -1,0 +1,94 @@
+// kernels/kernels.hpp — the calling convention of every kernel in kernels/, and the small inline
+// math helpers they share (sigmoid, tanh-GeLU, a vectorisable exp).
+//
+// For: single-rank fp32 math of the Griffin / Hawk / MQA (and RWKV) models, forward and backward.
+// Not for: MPI (train/ does communication), YAML or model specs (program/), timing, allocation
+// policies. Nothing in kernels/ includes MPI or YAML.
+//
+// ─── Calling convention (one for the whole folder) ──────────────────────────────────────────────
+//  * fp32, row-major, contiguous; a shape written [B,T,D] means index ((b·T)+t)·D + d.
+//  * Dimension vocabulary: B batch, T tokens, D width, R recurrent width, H query heads,
+//    Hk key/value heads (1 = multi-query), N head dim, K conv width, W window, V vocab,
+//    F MLP hidden width, Hb gate blocks. M = B·T rows when an op does not care about time.
+//  * Argument order: outputs first, then saved-for-backward buffers, then inputs, then weights,
+//    then sizes (in the order of the vocabulary above), then scalar options.
+//  * Linear weights are stored [in, out] (y = x W + b), as program/model.hpp lists them.
+//  * `forward` writes (=) its outputs and the activations it saves for `backward`.
+//  * `backward` ACCUMULATES (+=) into every gradient buffer it receives, weights and inputs alike,
+//    so a tensor used twice (tied embedding, residual) simply receives two calls. Zero gradient
+//    buffers yourself before the first backward of a step.
+//  * Optional pointers (biases, incoming states, reset masks) may be nullptr, as documented per op.
+//  * Each op exists twice: `ref::op` (plain loops, the equation in a comment above the loop, kept
+//    forever as the specification; a template instantiated for float and for double, so tests
+//    take finite differences in double) and `fast::op` (OpenMP over independent rows/channels,
+//    vectorisable inner loops, OpenBLAS sgemm, fused passes). Tests hold them equal.
+//  * Document boundaries: `reset` is a uint8 mask [B,T]; reset[b,t] = 1 marks token t as the first
+//    token of a document (recurrent state and conv history are dropped there; attention does not
+//    look across it). nullptr = no document start inside this chunk.
+//  * Sequence chunks (scan, conv): ops that carry state across time accept the incoming state of
+//    the previous chunk and return the outgoing state, so a sequence split in pieces and chained
+//    gives exactly the one-pass result (see rglru.hpp, conv1d.hpp).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace scanshard::kernels {
+
+using i64 = std::int64_t;
+
+// ─── shared scalar helpers (inline so they vectorise inside callers' loops) ──────────────────────
+
+// Reference helpers are templates: F = float for the kernels, F = double for finite differences.
+template <class F> inline F sigmoid_ref(F x) { return F(1) / (F(1) + std::exp(-x)); }
+
+// softplus(x) = log(1 + e^x), stable for large |x|.
+template <class F> inline F softplus_ref(F x) { return x > F(20) ? x : std::log1p(std::exp(x)); }
+
+// exp for vector loops: Cody–Waite reduction x = k·ln2 + r, degree-6 polynomial for e^r,
+// scale by 2^k through the exponent bits. Relative error ≲ 2e-7 on [-87, 88]; clamps outside.
+inline float exp_fast(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);
+  // round-to-nearest by the 1.5·2^23 trick (vectorises without -ffast-math)
+  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - k * 0.693145751953125f;
+  r = r - k * 1.428606765330187045e-06f;
+  float p = 1.3888889e-3f;
+  p = p * r + 8.3333333e-3f;
+  p = p * r + 4.1666667e-2f;
+  p = p * r + 1.6666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const std::int32_t bits = (static_cast<std::int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid_fast(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+
+// tanh via exp: tanh(x) = 1 − 2/(e^{2x}+1); exact enough in fp32 (|err| ≲ 3e-7).
+inline float tanh_fast(float x) { return 1.0f - 2.0f / (exp_fast(2.0f * x) + 1.0f); }
+
+// tanh-approximated GeLU: gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+constexpr float kGeluC = 0.7978845608028654f;  // √(2/π)
+template <class F> inline F gelu_ref(F x) {
+  const F c = F(0.7978845608028654), a = F(0.044715);
+  return F(0.5) * x * (F(1) + std::tanh(c * (x + a * x * x * x)));
+}
+// d gelu / dx = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²)
+template <class F> inline F gelu_grad_ref(F x) {
+  const F c = F(0.7978845608028654), a = F(0.044715);
+  const F th = std::tanh(c * (x + a * x * x * x));
+  return F(0.5) * (F(1) + th) + F(0.5) * x * (F(1) - th * th) * c * (F(1) + F(3) * a * x * x);
+}
+inline float gelu_fast(float x) {
+  return 0.5f * x * (1.0f + tanh_fast(kGeluC * (x + 0.044715f * x * x * x)));
+}
+inline float gelu_grad_fast(float x) {
+  const float th = tanh_fast(kGeluC * (x + 0.044715f * x * x * x));
+  return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kGeluC * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+}  // namespace scanshard::kernels

@@ -1,0 +1,402 @@
+// kernels/rwkv4.cpp — see rwkv4.hpp. Reference: scalar loops per (b, c) over t with std::exp.
+// Fast: the same scaled recurrence, vectorised across a block of channels (contiguous in [B,T,D]),
+// exp_fast, one exp per recurrence step. Backward recomputes the forward states (3 floats per
+// token and channel of scratch) and runs the adjoint recurrence in reverse.
+#include "kernels/rwkv4.hpp"
+
+#include <algorithm>
+#include <vector>
+
+namespace scanshard::kernels {
+
+namespace ref {
+
+template <class F>
+void wkv4_forward(F* y, F* state_out, const F* k, const F* v, const F* decay, const F* bonus,
+                  const F* state_in, i64 B, i64 T, i64 D) {
+  const i64 BD = B * D;
+  for (i64 b = 0; b < B; ++b)
+    for (i64 c = 0; c < D; ++c) {
+      const i64 s = b * D + c;
+      F a = state_in ? state_in[s] : F(0);
+      F bb = state_in ? state_in[BD + s] : F(0);
+      F p = state_in ? state_in[2 * BD + s] : F(kWkv4NoState);
+      const F w = std::exp(decay[c]), u = bonus[c];
+      for (i64 t = 0; t < T; ++t) {
+        const i64 i = (b * T + t) * D + c;
+        const F kt = k[i], vt = v[i];
+        // wkv_t = (α_t + e^{u+k_t} v_t) / (β_t + e^{u+k_t}); numerator and denominator ·e^{−q},
+        // q = max(p, u + k_t), α_t = a·e^p, β_t = b·e^p
+        F q = std::max(p, u + kt);
+        F e1 = std::exp(p - q), e2 = std::exp(u + kt - q);
+        y[i] = (e1 * a + e2 * vt) / (e1 * bb + e2);
+        // α_{t+1} = e^{−w} α_t + e^{k_t} v_t,  β_{t+1} = e^{−w} β_t + e^{k_t}   (·e^{−q'},
+        // q' = max(p − w, k_t) becomes the new p)
+        q = std::max(p - w, kt);
+        e1 = std::exp(p - w - q);
+        e2 = std::exp(kt - q);
+        a = e1 * a + e2 * vt;
+        bb = e1 * bb + e2;
+        p = q;
+      }
+      if (state_out) {
+        state_out[s] = a;
+        state_out[BD + s] = bb;
+        state_out[2 * BD + s] = p;
+      }
+    }
+}
+
+template <class F>
+void wkv4_backward(F* dk, F* dv, F* ddecay, F* dbonus, F* dstate_in, const F* dy,
+                   const F* dstate_out, const F* k, const F* v, const F* decay, const F* bonus,
+                   const F* state_in, i64 B, i64 T, i64 D) {
+  const i64 BD = B * D;
+  std::vector<F> sa(T + 1), sb(T + 1), sp(T + 1);
+  for (i64 b = 0; b < B; ++b)
+    for (i64 c = 0; c < D; ++c) {
+      const i64 s = b * D + c;
+      const F w = std::exp(decay[c]), u = bonus[c];
+      // recompute the states before every token (and after the last one)
+      sa[0] = state_in ? state_in[s] : F(0);
+      sb[0] = state_in ? state_in[BD + s] : F(0);
+      sp[0] = state_in ? state_in[2 * BD + s] : F(kWkv4NoState);
+      for (i64 t = 0; t < T; ++t) {
+        const i64 i = (b * T + t) * D + c;
+        const F q = std::max(sp[t] - w, k[i]);
+        const F e1 = std::exp(sp[t] - w - q), e2 = std::exp(k[i] - q);
+        sa[t + 1] = e1 * sa[t] + e2 * v[i];
+        sb[t + 1] = e1 * sb[t] + e2;
+        sp[t + 1] = q;
+      }
+      // da = dL/dα_{t+1}·e^{p_{t+1}}, db = dL/dβ_{t+1}·e^{p_{t+1}} (scaled adjoints)
+      F da = dstate_out ? dstate_out[s] : F(0);
+      F db = dstate_out ? dstate_out[BD + s] : F(0);
+      F dw = 0, du = 0;
+      for (i64 t = T - 1; t >= 0; --t) {
+        const i64 i = (b * T + t) * D + c;
+        const F kt = k[i], vt = v[i], at = sa[t], bt = sb[t], pt = sp[t], p1 = sp[t + 1];
+        // α_{t+1} = e^{−w} α_t + e^{k_t} v_t:
+        //   dk_t += dα_{t+1} e^{k_t} v_t + dβ_{t+1} e^{k_t};  dv_t += dα_{t+1} e^{k_t}
+        //   dw −= e^{−w}(dα_{t+1} α_t + dβ_{t+1} β_t);        dα_t = e^{−w} dα_{t+1} (+ output)
+        const F ek = std::exp(kt - p1), ed = std::exp(pt - w - p1);
+        dk[i] += (da * vt + db) * ek;
+        dv[i] += da * ek;
+        dw -= (da * at + db * bt) * ed;
+        da *= ed;
+        db *= ed;
+        // y_t = (α_t + E v_t) / Z, E = e^{u+k_t}, Z = β_t + E:
+        //   dv += g E/Z;  dk, du += g (v − y) E/Z;  dα_t += g/Z;  dβ_t −= g y/Z
+        const F q = std::max(pt, u + kt);
+        const F e1 = std::exp(pt - q), e2 = std::exp(u + kt - q);
+        const F den = e1 * bt + e2, yt = (e1 * at + e2 * vt) / den, gz = dy[i] / den;
+        dv[i] += gz * e2;
+        const F gk = gz * (vt - yt) * e2;
+        dk[i] += gk;
+        du += gk;
+        da += gz * e1;
+        db -= gz * yt * e1;
+      }
+      ddecay[c] += dw * w;  // w = exp(decay)
+      dbonus[c] += du;
+      if (dstate_in) {
+        dstate_in[s] = da;
+        dstate_in[BD + s] = db;
+      }
+    }
+}
+
+template <class F>
+void token_shift_forward(F* out, const F* x, const F* prev, const F* mu, i64 B, i64 T, i64 D) {
+  for (i64 b = 0; b < B; ++b)
+    for (i64 t = 0; t < T; ++t)
+      for (i64 c = 0; c < D; ++c) {
+        const i64 i = (b * T + t) * D + c;
+        const F xp = t > 0 ? x[i - D] : (prev ? prev[b * D + c] : F(0));
+        // out = μ ⊙ x_t + (1 − μ) ⊙ x_{t−1}
+        out[i] = mu[c] * x[i] + (F(1) - mu[c]) * xp;
+      }
+}
+
+template <class F>
+void token_shift_backward(F* dx, F* dprev, F* dmu, const F* dout, const F* x, const F* prev,
+                          const F* mu, i64 B, i64 T, i64 D) {
+  for (i64 b = 0; b < B; ++b)
+    for (i64 t = 0; t < T; ++t)
+      for (i64 c = 0; c < D; ++c) {
+        const i64 i = (b * T + t) * D + c;
+        const F xp = t > 0 ? x[i - D] : (prev ? prev[b * D + c] : F(0));
+        if (dmu) dmu[c] += dout[i] * (x[i] - xp);           // dμ += dout ⊙ (x_t − x_{t−1})
+        if (dx) {
+          dx[i] += mu[c] * dout[i];                          // own token
+          if (t > 0) dx[i - D] += (F(1) - mu[c]) * dout[i];  // as x_{t−1} of token t
+        }
+        if (t == 0 && dprev) dprev[b * D + c] += (F(1) - mu[c]) * dout[i];
+      }
+}
+
+#define SCANSHARD_RWKV4_INSTANTIATE(F)                                                           \
+  template void wkv4_forward<F>(F*, F*, const F*, const F*, const F*, const F*, const F*, i64,     \
+                                i64, i64);                                                         \
+  template void wkv4_backward<F>(F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*,       \
+                                 const F*, const F*, const F*, i64, i64, i64);                     \
+  template void token_shift_forward<F>(F*, const F*, const F*, const F*, i64, i64, i64);          \
+  template void token_shift_backward<F>(F*, F*, F*, const F*, const F*, const F*, const F*, i64,  \
+                                        i64, i64);
+SCANSHARD_RWKV4_INSTANTIATE(float)
+SCANSHARD_RWKV4_INSTANTIATE(double)
+#undef SCANSHARD_RWKV4_INSTANTIATE
+
+}  // namespace ref
+
+namespace fast {
+
+namespace {
+constexpr i64 kCB = 256;  // channels per block (one OpenMP work item per (b, block))
+
+// e^{−|d|} and the selector: for q = max(x, y), (e^{x−q}, e^{y−q}) is (1, e) if x ≥ y else (e, 1).
+inline void scaled_pair(float x, float y, float& ex, float& ey) {
+  const float d = x - y;
+  const float e = exp_fast(d >= 0.0f ? -d : d);
+  ex = d >= 0.0f ? 1.0f : e;
+  ey = d >= 0.0f ? e : 1.0f;
+}
+}  // namespace
+
+void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
+                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
+  const i64 BD = B * D, NB = (D + kCB - 1) / kCB;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (i64 b = 0; b < B; ++b)
+    for (i64 cb = 0; cb < NB; ++cb) {
+      const i64 c0 = cb * kCB, nc = std::min(kCB, D - c0), s0 = b * D + c0;
+      alignas(64) float a[kCB], bb[kCB], p[kCB], w[kCB], u[kCB];
+      for (i64 c = 0; c < nc; ++c) {
+        a[c] = state_in ? state_in[s0 + c] : 0.0f;
+        bb[c] = state_in ? state_in[BD + s0 + c] : 0.0f;
+        p[c] = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+        w[c] = std::exp(decay[c0 + c]);
+        u[c] = bonus[c0 + c];
+      }
+      for (i64 t = 0; t < T; ++t) {
+        const i64 o = (b * T + t) * D + c0;
+        const float* kt = k + o;
+        const float* vt = v + o;
+        float* yt = y + o;
+#pragma omp simd
+        for (i64 c = 0; c < nc; ++c) {
+          float e1, e2;
+          // y = (α + e^{u+k} v)/(β + e^{u+k}), scaled by e^{−max(p, u+k)}
+          scaled_pair(p[c], u[c] + kt[c], e1, e2);
+          yt[c] = (e1 * a[c] + e2 * vt[c]) / (e1 * bb[c] + e2);
+          // α ← e^{−w} α + e^{k} v, β ← e^{−w} β + e^{k}, scaled by e^{−max(p − w, k)}
+          const float pw = p[c] - w[c];
+          scaled_pair(pw, kt[c], e1, e2);
+          a[c] = e1 * a[c] + e2 * vt[c];
+          bb[c] = e1 * bb[c] + e2;
+          p[c] = pw > kt[c] ? pw : kt[c];
+        }
+      }
+      if (state_out)
+        for (i64 c = 0; c < nc; ++c) {
+          state_out[s0 + c] = a[c];
+          state_out[BD + s0 + c] = bb[c];
+          state_out[2 * BD + s0 + c] = p[c];
+        }
+    }
+}
+
+void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
+                   const float* dy, const float* dstate_out, const float* k, const float* v,
+                   const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
+                   i64 D) {
+  const i64 BD = B * D, NB = (D + kCB - 1) / kCB;
+  // per-(b, block) partial dw, du; reduced over b afterwards (deterministic order)
+  std::vector<float> pdw(size_t(B * D), 0.0f), pdu(size_t(B * D), 0.0f);
+#pragma omp parallel
+  {
+    std::vector<float> sa, sb, sp;
+#pragma omp for collapse(2) schedule(static)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 cb = 0; cb < NB; ++cb) {
+        const i64 c0 = cb * kCB, nc = std::min(kCB, D - c0), s0 = b * D + c0;
+        sa.resize(size_t((T + 1) * kCB));
+        sb.resize(size_t((T + 1) * kCB));
+        sp.resize(size_t((T + 1) * kCB));
+        alignas(64) float w[kCB], u[kCB], da[kCB], db[kCB], dw[kCB], du[kCB];
+        for (i64 c = 0; c < nc; ++c) {
+          sa[c] = state_in ? state_in[s0 + c] : 0.0f;
+          sb[c] = state_in ? state_in[BD + s0 + c] : 0.0f;
+          sp[c] = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+          w[c] = std::exp(decay[c0 + c]);
+          u[c] = bonus[c0 + c];
+          da[c] = dstate_out ? dstate_out[s0 + c] : 0.0f;
+          db[c] = dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
+          dw[c] = 0.0f;
+          du[c] = 0.0f;
+        }
+        // forward: states before each token
+        for (i64 t = 0; t < T; ++t) {
+          const i64 o = (b * T + t) * D + c0;
+          const float *kt = k + o, *vt = v + o;
+          const float *a0 = &sa[t * kCB], *b0 = &sb[t * kCB], *p0 = &sp[t * kCB];
+          float *a1 = &sa[(t + 1) * kCB], *b1 = &sb[(t + 1) * kCB], *p1 = &sp[(t + 1) * kCB];
+#pragma omp simd
+          for (i64 c = 0; c < nc; ++c) {
+            float e1, e2;
+            const float pw = p0[c] - w[c];
+            scaled_pair(pw, kt[c], e1, e2);
+            a1[c] = e1 * a0[c] + e2 * vt[c];
+            b1[c] = e1 * b0[c] + e2;
+            p1[c] = pw > kt[c] ? pw : kt[c];
+          }
+        }
+        // reverse: scaled adjoints da = dL/dα·e^p, db = dL/dβ·e^p (see ref::wkv4_backward)
+        for (i64 t = T - 1; t >= 0; --t) {
+          const i64 o = (b * T + t) * D + c0;
+          const float *kt = k + o, *vt = v + o, *gt = dy + o;
+          float *dkt = dk + o, *dvt = dv + o;
+          const float *a0 = &sa[t * kCB], *b0 = &sb[t * kCB], *p0 = &sp[t * kCB];
+#pragma omp simd
+          for (i64 c = 0; c < nc; ++c) {
+            float ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
+            scaled_pair(p0[c] - w[c], kt[c], ed, ek);
+            float gk = (da[c] * vt[c] + db[c]) * ek, gv = da[c] * ek;
+            dw[c] -= (da[c] * a0[c] + db[c] * b0[c]) * ed;
+            float dan = da[c] * ed, dbn = db[c] * ed;
+            float e1, e2;
+            scaled_pair(p0[c], u[c] + kt[c], e1, e2);
+            const float den = e1 * b0[c] + e2;
+            const float yt = (e1 * a0[c] + e2 * vt[c]) / den, gz = gt[c] / den;
+            gv += gz * e2;
+            const float gku = gz * (vt[c] - yt) * e2;
+            gk += gku;
+            du[c] += gku;
+            dan += gz * e1;
+            dbn -= gz * yt * e1;
+            dkt[c] += gk;
+            dvt[c] += gv;
+            da[c] = dan;
+            db[c] = dbn;
+          }
+        }
+        for (i64 c = 0; c < nc; ++c) {
+          pdw[s0 + c] = dw[c] * w[c];
+          pdu[s0 + c] = du[c];
+          if (dstate_in) {
+            dstate_in[s0 + c] = da[c];
+            dstate_in[BD + s0 + c] = db[c];
+          }
+        }
+      }
+  }
+  for (i64 b = 0; b < B; ++b)
+    for (i64 c = 0; c < D; ++c) {
+      ddecay[c] += pdw[b * D + c];
+      dbonus[c] += pdu[b * D + c];
+    }
+}
+
+void token_shift_forward(float* out, const float* x, const float* prev, const float* mu, i64 B,
+                         i64 T, i64 D) {
+#pragma omp parallel for schedule(static)
+  for (i64 bt = 0; bt < B * T; ++bt) {
+    const i64 b = bt / T, t = bt % T;
+    const float* xt = x + bt * D;
+    const float* xp = t > 0 ? xt - D : (prev ? prev + b * D : nullptr);
+    float* ot = out + bt * D;
+    if (xp) {
+#pragma omp simd
+      for (i64 c = 0; c < D; ++c) ot[c] = mu[c] * xt[c] + (1.0f - mu[c]) * xp[c];
+    } else {
+#pragma omp simd
+      for (i64 c = 0; c < D; ++c) ot[c] = mu[c] * xt[c];
+    }
+  }
+}
+
+void token_shift_backward(float* dx, float* dprev, float* dmu, const float* dout, const float* x,
+                          const float* prev, const float* mu, i64 B, i64 T, i64 D) {
+  if (dx || dprev) {
+#pragma omp parallel for schedule(static)
+    for (i64 bt = 0; bt < B * T; ++bt) {
+      const i64 b = bt / T, t = bt % T;
+      const float* gt = dout + bt * D;
+      if (dx) {
+        float* dxt = dx + bt * D;
+        const float* gn = t + 1 < T ? gt + D : nullptr;  // token t is x_{t−1} of token t+1
+#pragma omp simd
+        for (i64 c = 0; c < D; ++c)
+          dxt[c] += mu[c] * gt[c] + (gn ? (1.0f - mu[c]) * gn[c] : 0.0f);
+      }
+      if (t == 0 && dprev)
+        for (i64 c = 0; c < D; ++c) dprev[b * D + c] += (1.0f - mu[c]) * gt[c];
+    }
+  }
+  if (dmu) {
+#pragma omp parallel for schedule(static)
+    for (i64 c0 = 0; c0 < D; c0 += 64) {
+      const i64 c1 = std::min(D, c0 + 64);
+      for (i64 bt = 0; bt < B * T; ++bt) {
+        const i64 b = bt / T, t = bt % T;
+        const float* xt = x + bt * D;
+        const float* xp = t > 0 ? xt - D : (prev ? prev + b * D : nullptr);
+        const float* gt = dout + bt * D;
+        for (i64 c = c0; c < c1; ++c) dmu[c] += gt[c] * (xt[c] - (xp ? xp[c] : 0.0f));
+      }
+    }
+  }
+}
+
+}  // namespace fast
+
+void wkv4_chunk_forward(float* y, float* state_out, float* log_decay, const float* k,
+                        const float* v, const float* decay, const float* bonus,
+                        const float* state_in, i64 B, i64 T, i64 D) {
+  if (log_decay)
+    for (i64 c = 0; c < D; ++c) log_decay[c] = -float(T) * std::exp(decay[c]);
+  fast::wkv4_forward(y, state_out, k, v, decay, bonus, state_in, B, T, D);
+}
+
+void wkv4_chunk_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
+                         const float* dy, const float* dstate_out, const float* k, const float* v,
+                         const float* decay, const float* bonus, const float* state_in, i64 B,
+                         i64 T, i64 D) {
+  fast::wkv4_backward(dk, dv, ddecay, dbonus, dstate_in, dy, dstate_out, k, v, decay, bonus,
+                      state_in, B, T, D);
+}
+
+void wkv4_state_combine(float* out, const float* in, const float* local, const float* log_decay,
+                        i64 B, i64 D) {
+  const i64 BD = B * D;
+  for (i64 s = 0; s < BD; ++s) {
+    const float la = local[s], lb = local[BD + s], lp = local[2 * BD + s];
+    if (!in) {
+      out[s] = la;
+      out[BD + s] = lb;
+      out[2 * BD + s] = lp;
+      continue;
+    }
+    // α_out = e^{log_decay} α_in + α_local (same for β), rescaled by e^{−max}
+    const float pin = in[2 * BD + s] + log_decay[s % D];
+    const float q = std::max(pin, lp);
+    const float e1 = std::exp(pin - q), e2 = std::exp(lp - q);
+    out[s] = e1 * in[s] + e2 * la;
+    out[BD + s] = e1 * in[BD + s] + e2 * lb;
+    out[2 * BD + s] = q;
+  }
+}
+
+void wkv4_grad_state_combine(float* dstate_in, const float* dstate_out,
+                             const float* local_dstate_in, const float* state_in,
+                             const float* state_out, const float* log_decay, i64 B, i64 D) {
+  const i64 BD = B * D;
+  for (i64 s = 0; s < BD; ++s) {
+    // dα_in = e^{log_decay} dα_out + local; scaled: ·e^{p_in}, dα_out = d_out·e^{−p_out}
+    const float f = std::exp(state_in[2 * BD + s] + log_decay[s % D] - state_out[2 * BD + s]);
+    dstate_in[s] = f * dstate_out[s] + local_dstate_in[s];
+    dstate_in[BD + s] = f * dstate_out[BD + s] + local_dstate_in[BD + s];
+  }
+}
+
+}  // namespace scanshard::kernels
