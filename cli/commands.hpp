@@ -7,5 +7,6 @@
 namespace scanshard {
 
 void register_list_commands(CLI::App& app);  // models, clusters
+void register_simulate_command(CLI::App& app);
 
 }  // namespace scanshard

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.hpp"
+#include "program/plan.hpp"
 #include "program/yaml_reader.hpp"
 
 int main(int argc, char** argv) {
@@ -15,12 +16,16 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("scanshard ") + SCANSHARD_VERSION);
   app.require_subcommand(1);
   scanshard::register_list_commands(app);
+  scanshard::register_simulate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   } catch (const scanshard::ConfigError& e) {
+    std::cerr << "scanshard: error: " << e.what() << "\n";
+    return 2;
+  } catch (const scanshard::PlanError& e) {
     std::cerr << "scanshard: error: " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {

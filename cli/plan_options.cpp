@@ -1,0 +1,79 @@
+// cli/plan_options.cpp — see plan_options.hpp.
+#include "cli/plan_options.hpp"
+
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+
+namespace scanshard {
+
+void PlanOptions::add_to(CLI::App& cmd) {
+  cmd.add_option("--model", model, "Model preset or YAML file (or `model:` in the plan)");
+  cmd.add_option("--cluster", cluster, "Cluster preset or YAML file (or `cluster:` in the plan)");
+  cmd.add_option("--plan", plan_file, "Plan YAML (see configs/plans/)");
+  cmd.add_option("--mesh", mesh, "Mesh axes, e.g. data=8,tensor=4 (others 1)");
+  cmd.add_option("--global-batch", global_batch, "Sequences per step");
+  cmd.add_option("--micro-batch", micro_batch, "Sequences per micro-batch per data replica");
+  cmd.add_option("--seq-len", seq_len, "Tokens per sequence");
+  cmd.add_option("--zero", zero_stage, "ZeRO stage over the fsdp axis (0-3)");
+  cmd.add_option("--remat", remat, "none | selective | block");
+  cmd.add_option("--scan", scan, "naive | sequential | chunked | associative");
+  cmd.add_option("--carry", carry, "Sequence-parallel carry exchange: ring | allgather");
+  cmd.add_option("--schedule", schedule, "Pipeline schedule: gpipe | 1f1b");
+  cmd.add_option("--dtype", dtype, "Parameters and activations: bf16 | fp32");
+  cmd.add_option("--overlap", overlap, "Overlap gradient reduction with backward (true/false)");
+}
+
+Plan PlanOptions::load_base() const {
+  if (plan_file.empty()) return Plan{};
+  return load_plan(plan_file);
+}
+
+namespace {
+std::string pick(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file) {
+  if (!flag.empty() && !from_plan.empty() && flag != from_plan)
+    throw ConfigError(plan_file + ": " + what + ": the plan was made for '" + from_plan + "' but --" + what + " is '" + flag + "'");
+  if (!flag.empty()) return flag;
+  if (!from_plan.empty()) return from_plan;
+  throw ConfigError(std::string("--") + what + ": required (or give `" + what + ":` in the plan file)");
+}
+}  // namespace
+
+ModelSpec PlanOptions::resolve_model(const Plan& p) const { return load_model(pick(model, p.model, "model", plan_file)); }
+ClusterSpec PlanOptions::resolve_cluster(const Plan& p) const { return load_cluster(pick(cluster, p.cluster, "cluster", plan_file)); }
+
+Plan PlanOptions::resolve_plan(std::int64_t devices) const {
+  Plan p = load_base();
+  const bool from_file = !plan_file.empty();
+  if (!mesh.empty()) p.mesh = parse_mesh(mesh, "--mesh");
+  else if (!from_file) { p.mesh = Mesh{}; p.mesh[Axis::data] = devices; }
+  if (seq_len) p.seq_len = *seq_len;
+  else if (!from_file) p.seq_len = 2048;
+  if (global_batch) p.global_batch = *global_batch;
+  else if (!from_file) p.global_batch = p.replicas();
+  if (micro_batch) p.micro_batch = *micro_batch;
+  else if (!from_file || global_batch) p.micro_batch = std::max<std::int64_t>(1, p.global_batch / std::max<std::int64_t>(1, p.replicas()));
+  if (zero_stage) p.zero_stage = static_cast<int>(*zero_stage);
+  auto choose = [](const std::string& v, const char* flag, auto& field, auto... options) {
+    if (v.empty()) return;
+    for (auto [name, value] : {options...})
+      if (v == name) { field = value; return; }
+    throw ConfigError(std::string(flag) + ": unknown value '" + v + "'");
+  };
+  using P = std::pair<const char*, Remat>;
+  choose(remat, "--remat", p.remat, P{"none", Remat::none}, P{"selective", Remat::selective}, P{"block", Remat::block});
+  using S = std::pair<const char*, ScanAlgo>;
+  choose(scan, "--scan", p.scan, S{"naive", ScanAlgo::naive}, S{"sequential", ScanAlgo::sequential}, S{"chunked", ScanAlgo::chunked}, S{"associative", ScanAlgo::associative});
+  using C = std::pair<const char*, CarryScheme>;
+  choose(carry, "--carry", p.carry, C{"ring", CarryScheme::ring}, C{"allgather", CarryScheme::allgather});
+  using Sc = std::pair<const char*, Schedule>;
+  choose(schedule, "--schedule", p.schedule, Sc{"gpipe", Schedule::gpipe}, Sc{"1f1b", Schedule::one_f_one_b});
+  if (!dtype.empty()) {
+    using D = std::pair<const char*, DType>;
+    choose(dtype, "--dtype", p.param_dtype, D{"bf16", DType::bf16}, D{"fp32", DType::fp32});
+    p.act_dtype = p.param_dtype;
+  }
+  if (overlap) p.overlap = *overlap;
+  return p;
+}
+
+}  // namespace scanshard

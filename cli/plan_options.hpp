@@ -1,0 +1,30 @@
+// cli/plan_options.hpp — the plan-related flags shared by simulate (and later plan/train):
+// --plan FILE plus overrides (--mesh, --global-batch, ...), resolved into a Plan.
+#pragma once
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "program/cluster.hpp"
+#include "program/model.hpp"
+#include "program/plan.hpp"
+
+namespace scanshard {
+
+struct PlanOptions {
+  std::string model, cluster, plan_file, mesh;
+  std::optional<std::int64_t> global_batch, micro_batch, seq_len, zero_stage;
+  std::string remat, scan, carry, schedule, dtype;
+  std::optional<bool> overlap;
+
+  void add_to(CLI::App& cmd);
+  // Model and cluster from flags or the plan file (flags win; a mismatch is an error).
+  ModelSpec resolve_model(const Plan& p) const;
+  ClusterSpec resolve_cluster(const Plan& p) const;
+  // The plan: file (if any), then flag overrides; defaults fill the rest for `devices`.
+  Plan resolve_plan(std::int64_t devices) const;
+  Plan load_base() const;  // the --plan file, or an empty plan
+};
+
+}  // namespace scanshard

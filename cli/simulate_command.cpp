@@ -1,0 +1,152 @@
+// cli/simulate_command.cpp — `scanshard simulate`: price a plan for a model on a cluster, print
+// step time, tokens/s, MFU, the per-bucket breakdown and memory per device; `--sweep seq=...`
+// repeats it over sequence lengths at fixed tokens per batch (the Griffin paper's Figure 3 setup).
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/format.hpp"
+#include "cli/plan_options.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/simulate.hpp"
+
+namespace scanshard {
+namespace {
+
+struct SimulateOptions {
+  PlanOptions plan;
+  bool json = false;
+  std::string sweep;
+};
+
+nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
+  nlohmann::json breakdown = nlohmann::json::object();
+  for (int b = 0; b < kBucketCount; ++b) breakdown[to_string(static_cast<Bucket>(b))] = e.seconds[b];
+  const auto& m = e.memory;
+  return {{"mesh", p.mesh.describe()}, {"seq_len", p.seq_len}, {"global_batch", p.global_batch},
+          {"micro_batch", p.micro_batch}, {"step_seconds", e.step_seconds}, {"tokens_per_s", e.tokens_per_s},
+          {"mfu", e.mfu}, {"bottleneck", e.bottleneck}, {"breakdown_seconds", breakdown},
+          {"memory_bytes", {{"params", m.params_bytes}, {"grads", m.grads_bytes}, {"optimizer", m.optimizer_bytes},
+                            {"activations", m.activations_bytes}, {"scan_state", m.state_bytes},
+                            {"buffers", m.buffers_bytes}, {"total", m.total_bytes}, {"capacity", m.capacity_bytes}}},
+          {"fits", m.fits}};
+}
+
+std::string seconds_str(double s) {
+  char buf[32];
+  if (s >= 1) std::snprintf(buf, sizeof buf, "%.3f s", s);
+  else if (s >= 1e-3) std::snprintf(buf, sizeof buf, "%.3f ms", s * 1e3);
+  else std::snprintf(buf, sizeof buf, "%.3f us", s * 1e6);
+  return buf;
+}
+
+void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c, const Plan& p) {
+  std::cout << "model   " << m.name << "  (" << format_count(count_parameters(m).total) << " parameters)\n"
+            << "cluster " << c.name << "  (" << c.devices() << " x " << c.chip.name << ", " << c.topology.describe() << ")\n"
+            << "plan    mesh " << p.mesh.describe() << ", zero " << p.zero_stage << ", batch " << p.global_batch
+            << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << " (" << p.micro_batches()
+            << " per step), remat " << to_string(p.remat) << ", scan " << to_string(p.scan) << ", carry "
+            << to_string(p.carry) << ", " << to_string(p.act_dtype) << "\n\n";
+  char line[160];
+  std::snprintf(line, sizeof line, "step time  %s   tokens/s %s   MFU %.1f %%   bottleneck: %s\n\n",
+                seconds_str(e.step_seconds).c_str(), format_si(e.tokens_per_s, "").c_str(), 100 * e.mfu, e.bottleneck.c_str());
+  std::cout << line;
+  Table t({"where the time goes", "seconds", "share"}, {false, true, true});
+  for (int b = 0; b < kBucketCount; ++b) {
+    if (e.seconds[b] <= 0) continue;
+    char share[16];
+    std::snprintf(share, sizeof share, "%.1f %%", 100 * e.seconds[b] / e.step_seconds);
+    t.add({to_string(static_cast<Bucket>(b)), seconds_str(e.seconds[b]), share});
+  }
+  std::cout << t.str() << "\n";
+  const auto& mem = e.memory;
+  Table mt({"memory per device (stage " + std::to_string(e.critical_stage) + " pace)", "bytes"}, {false, true});
+  mt.add({"parameters", format_bytes(mem.params_bytes)});
+  mt.add({"gradients", format_bytes(mem.grads_bytes)});
+  mt.add({"optimizer state", format_bytes(mem.optimizer_bytes)});
+  mt.add({"activations", format_bytes(mem.activations_bytes)});
+  mt.add({"scan state", format_bytes(mem.state_bytes)});
+  mt.add({"comm buffers", format_bytes(mem.buffers_bytes)});
+  mt.add({"total", format_bytes(mem.total_bytes) + " of " + format_bytes(mem.capacity_bytes)});
+  std::cout << mt.str();
+  if (!mem.fits)
+    std::cout << "\nDOES NOT FIT: needs " << format_bytes(mem.total_bytes) << " per device, the chip has "
+              << format_bytes(mem.capacity_bytes) << " (try zero_stage 3, remat, or more tensor/pipeline sharding)\n";
+}
+
+std::vector<std::int64_t> parse_sweep(const std::string& text) {
+  if (!text.starts_with("seq=")) throw ConfigError("--sweep: expected seq=L1,L2,..., got '" + text + "'");
+  std::vector<std::int64_t> out;
+  std::stringstream ss(text.substr(4));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end || v < 1) throw ConfigError("--sweep: '" + item + "' is not a positive sequence length");
+    out.push_back(v);
+  }
+  if (out.empty()) throw ConfigError("--sweep: no sequence lengths given");
+  return out;
+}
+
+void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& c, Plan base) {
+  const auto lens = parse_sweep(o.sweep);
+  const double tokens = static_cast<double>(base.global_batch) * static_cast<double>(base.seq_len);
+  nlohmann::json arr = nlohmann::json::array();
+  Table t({"seq_len", "global_batch", "step time", "relative", "tokens/s", "MFU", "bottleneck"},
+          {true, true, true, true, true, true, false});
+  double first = 0;
+  for (auto T : lens) {
+    Plan p = base;
+    p.seq_len = T;
+    p.global_batch = std::max<std::int64_t>(p.replicas(), static_cast<std::int64_t>(tokens / static_cast<double>(T)));
+    p.micro_batch = std::min(p.micro_batch, p.global_batch / p.replicas());
+    while (p.micro_batch > 1 && p.local_batch() % p.micro_batch) --p.micro_batch;
+    const auto e = simulate(m, p, c);
+    if (first == 0) first = e.step_seconds;
+    char rel[16], mfu[16];
+    std::snprintf(rel, sizeof rel, "%.3f", e.step_seconds / first);
+    std::snprintf(mfu, sizeof mfu, "%.1f %%", 100 * e.mfu);
+    t.add({std::to_string(T), std::to_string(p.global_batch), seconds_str(e.step_seconds), rel,
+           format_si(e.tokens_per_s, ""), mfu, e.bottleneck});
+    auto j = estimate_json(e, p);
+    j["relative_to_first"] = e.step_seconds / first;
+    arr.push_back(j);
+  }
+  if (o.json) std::cout << nlohmann::json{{"model", m.name}, {"cluster", c.name}, {"sweep", arr}}.dump(2) << "\n";
+  else std::cout << "sequence-length sweep at " << format_si(tokens, "tokens") << " per batch: " << m.name << " on " << c.name << "\n\n" << t.str();
+}
+
+void run_simulate(const SimulateOptions& o) {
+  const Plan base = o.plan.load_base();
+  const ModelSpec m = o.plan.resolve_model(base);
+  const ClusterSpec c = o.plan.resolve_cluster(base);
+  Plan p = o.plan.resolve_plan(c.devices());
+  check_plan(m, p, c.devices());
+  if (!o.sweep.empty()) return run_sweep(o, m, c, p);
+  const Estimate e = simulate(m, p, c);
+  if (o.json) {
+    auto j = estimate_json(e, p);
+    j["model"] = m.name;
+    j["cluster"] = c.name;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    print_estimate(e, m, c, p);
+  }
+}
+
+}  // namespace
+
+void register_simulate_command(CLI::App& app) {
+  auto o = std::make_shared<SimulateOptions>();
+  auto* cmd = app.add_subcommand("simulate", "Price a plan: step time, tokens/s, MFU, breakdown and memory per device");
+  o->plan.add_to(*cmd);
+  cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->add_option("--sweep", o->sweep, "seq=2048,4096,8192: sweep sequence length at fixed tokens per batch");
+  cmd->callback([o] { run_simulate(*o); });
+}
+
+}  // namespace scanshard

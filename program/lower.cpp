@@ -1,0 +1,587 @@
+// program/lower.cpp — see lower.hpp. Each block emitter below writes its forward steps and, in
+// forward order, the backward steps they imply; lower() reverses the backward per layer, adds
+// recompute for the remat policy, pipeline p2p, gradient sync and the optimizer.
+#include "program/lower.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace scanshard {
+
+const char* to_string(Phase p) {
+  static const char* n[] = {"forward", "backward", "recompute", "optimizer"};
+  return n[static_cast<int>(p)];
+}
+const char* to_string(OpClass c) {
+  static const char* n[] = {"gemm", "attention", "scan", "elementwise", "norm", "embedding", "optimizer", "comm"};
+  return n[static_cast<int>(c)];
+}
+const char* to_string(CommKind k) {
+  static const char* n[] = {"none", "all_reduce", "all_gather", "reduce_scatter", "send_recv"};
+  return n[static_cast<int>(k)];
+}
+
+std::array<std::int64_t, kAxisCount> rank_coords(const Mesh& mesh, std::int64_t rank) {
+  std::array<std::int64_t, kAxisCount> c{};
+  for (Axis a : {Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline}) {
+    c[static_cast<int>(a)] = rank % mesh[a];
+    rank /= mesh[a];
+  }
+  return c;
+}
+
+std::int64_t rank_of(const Mesh& mesh, const std::array<std::int64_t, kAxisCount>& c) {
+  std::int64_t r = 0;
+  for (Axis a : {Axis::pipeline, Axis::data, Axis::fsdp, Axis::sequence, Axis::tensor})
+    r = r * mesh[a] + c[static_cast<int>(a)];
+  return r;
+}
+
+std::int64_t critical_rank(const Mesh& mesh) {
+  std::array<std::int64_t, kAxisCount> c{};
+  c[static_cast<int>(Axis::pipeline)] = mesh[Axis::pipeline] - 1;
+  c[static_cast<int>(Axis::sequence)] = mesh[Axis::sequence] - 1;
+  return rank_of(mesh, c);
+}
+
+std::int64_t visible_keys(std::int64_t q0, std::int64_t q1, std::int64_t window) {
+  // Σ_{q=q0}^{q1−1} (q − max(0, q − W) + 1): q+1 keys while q < W (or always if W = 0), then W+1.
+  auto tri = [](std::int64_t a, std::int64_t b) { return (b * (b + 1) - a * (a + 1)) / 2; };  // Σ_{q=a}^{b−1} (q+1)
+  if (window <= 0) return tri(q0, q1);
+  const std::int64_t split = std::clamp(window, q0, q1);
+  return tri(q0, split) + (q1 - split) * (window + 1);
+}
+
+namespace {
+
+// Everything an emitter needs, derived once per lowering.
+struct Ctx {
+  const ModelSpec& m;
+  const Plan& p;
+  std::int64_t t = 1;         // tensor-parallel size
+  std::int64_t sp = 1;        // sequence-parallel size
+  std::int64_t s_coord = 0;   // this rank's sequence shard
+  double B = 1;               // micro-batch sequences
+  double T = 1;               // local tokens
+  double n = 1;               // B·T tokens in one micro-batch on this rank
+  double a = 2;               // activation bytes
+  double w = 2;               // parameter bytes
+  double g = 4;               // gradient bytes (accumulated in fp32 unless params are fp32 anyway)
+  double st = 4;              // scan state bytes
+};
+
+struct Emit {
+  const Ctx& c;
+  std::int32_t layer;
+  std::vector<Step>& fwd;
+  std::vector<Step>& bwd;  // in forward order; reversed by the caller
+
+  Step base(Phase ph, OpClass cls, const char* op, const char* name) const {
+    Step s;
+    s.phase = ph; s.cls = cls; s.op = op; s.name = name; s.layer = layer;
+    return s;
+  }
+
+  // y[n, G·dout] = x[n, G·din] · blockdiag(W_1..W_G), each W_g [din, dout] (+ bias); G = 1 is a
+  // plain linear, G > 1 the RG-LRU gates and RWKV-6's LoRA B. Backward: dX = dY·Wᵀ, dW = Xᵀ·dY.
+  void linear(const char* name, double din, double dout, double groups = 1) {
+    const double X = c.n * groups * din * c.a, Y = c.n * groups * dout * c.a, Wb = groups * din * dout;
+    Step f = base(Phase::forward, OpClass::gemm, "linear", name);
+    f.m = static_cast<std::int64_t>(c.n); f.n = static_cast<std::int64_t>(dout); f.k = static_cast<std::int64_t>(din);
+    f.matmul_flops = 2 * c.n * groups * din * dout;
+    f.bytes_read = X + Wb * c.w;
+    f.bytes_written = Y;
+    f.saved_bytes = Y;
+    fwd.push_back(f);
+    Step dx = base(Phase::backward, OpClass::gemm, "linear.dx", name);
+    dx.m = f.m; dx.n = f.k; dx.k = f.n;
+    dx.matmul_flops = f.matmul_flops;
+    dx.bytes_read = Y + Wb * c.w;
+    dx.bytes_written = X;
+    Step dw = base(Phase::backward, OpClass::gemm, "linear.dw", name);
+    dw.m = f.k; dw.n = f.n; dw.k = f.m;
+    dw.matmul_flops = f.matmul_flops;
+    dw.bytes_read = X + Y;
+    dw.bytes_written = Wb * c.g;
+    bwd.push_back(dw);
+    bwd.push_back(dx);
+  }
+
+  // Elementwise op over `elems` elements reading `reads` and writing `writes` tensors of that size.
+  // Backward reads the inputs plus dOut and writes one gradient per input, at twice the FLOPs.
+  void elementwise(OpClass cls, const char* op, const char* name, double elems, double reads, double writes,
+                   double flops_per_elem, bool saved = true) {
+    Step f = base(Phase::forward, cls, op, name);
+    f.vector_flops = flops_per_elem * elems;
+    f.bytes_read = reads * elems * c.a;
+    f.bytes_written = writes * elems * c.a;
+    f.saved_bytes = saved ? f.bytes_written : 0;
+    fwd.push_back(f);
+    Step b = base(Phase::backward, cls, op, name);
+    b.vector_flops = 2 * f.vector_flops;
+    b.bytes_read = (reads + writes) * elems * c.a;
+    b.bytes_written = reads * elems * c.a;
+    bwd.push_back(b);
+  }
+
+  void collective(Phase ph, CommKind kind, Axis axis, const char* name, double bytes, bool overlappable = false) {
+    const std::int64_t size = c.p.mesh[axis];
+    if (size <= 1 || bytes <= 0) return;
+    Step s = base(ph, OpClass::comm, kind == CommKind::all_reduce ? "all_reduce" : kind == CommKind::all_gather ? "all_gather" : "reduce_scatter", name);
+    s.kind = StepKind::collective; s.comm = kind; s.axis = axis; s.comm_bytes = bytes; s.overlappable = overlappable;
+    (ph == Phase::forward ? fwd : bwd).push_back(s);
+  }
+
+  void p2p(Phase ph, Axis axis, const char* name, double bytes, std::int32_t hops, bool overlappable = false) {
+    if (c.p.mesh[axis] <= 1 || bytes <= 0 || hops <= 0) return;
+    Step s = base(ph, OpClass::comm, "send_recv", name);
+    s.kind = StepKind::p2p; s.comm = CommKind::send_recv; s.axis = axis; s.comm_bytes = bytes; s.hops = hops;
+    s.overlappable = overlappable;
+    (ph == Phase::forward ? fwd : bwd).push_back(s);
+  }
+
+  // Megatron: one all-reduce of [n, D] after each row-split linear in forward, one for the input
+  // gradient of each column-split block in backward (DESIGN §4).
+  void tensor_allreduce_fwd(const char* name) { collective(Phase::forward, CommKind::all_reduce, Axis::tensor, name, c.n * c.m.width * c.a); }
+  void tensor_allreduce_bwd(const char* name) { collective(Phase::backward, CommKind::all_reduce, Axis::tensor, name, c.n * c.m.width * c.a); }
+
+  void rmsnorm(const char* name) { elementwise(OpClass::norm, "rmsnorm", name, c.n * c.m.width, 1, 1, 4); }
+  void layernorm(const char* name) { elementwise(OpClass::norm, "layernorm", name, c.n * c.m.width, 1, 1, 8); }
+  void residual(const char* name) { elementwise(OpClass::elementwise, "add", name, c.n * c.m.width, 2, 1, 1, false); }
+
+  // Linear-recurrence scan over `elems` = n·channels. Base accounting (fused, state on chip):
+  // reads `reads` tensors, writes `writes`, `flops` per element (Griffin paper §4: RG-LRU reads
+  // a, i, x and writes h, 6 FLOPs → bf16: 6 B read + 2 B written → 0.75 FLOP/byte).
+  void scan(const char* op, const char* name, double elems, double reads, double writes, double flops,
+            double state_bytes, double summary_bytes, double bwd_reads, double bwd_writes) {
+    double r = reads, wr = writes, fl = flops;
+    switch (c.p.scan) {
+      case ScanAlgo::naive:        // each stage materialised: ~5 extra elementwise passes
+        r += 6; wr += 4; break;
+      case ScanAlgo::sequential: break;
+      case ScanAlgo::chunked:      // second pass: read local h and cumulative decay, fix h
+        r += 2; wr += 1; fl += 2; break;
+      case ScanAlgo::associative:  // log-depth tree: ~2x FLOPs, (A, B) pairs written and re-read
+        r += 2; wr += 2; fl *= 2; break;
+    }
+    Step f = base(Phase::forward, OpClass::scan, op, name);
+    f.vector_flops = fl * elems;
+    f.bytes_read = r * elems * c.a;
+    f.bytes_written = wr * elems * c.a;
+    f.saved_bytes = writes * elems * c.a;
+    f.state_bytes = state_bytes;
+    f.spill_bytes = c.p.scan == ScanAlgo::sequential ? 2 * elems * c.st : 0;  // h round-trips per token
+    fwd.push_back(f);
+    Step b = base(Phase::backward, OpClass::scan, op, name);  // reverse scan
+    b.vector_flops = 2 * f.vector_flops;
+    b.bytes_read = (bwd_reads + (r - reads)) * elems * c.a;
+    b.bytes_written = (bwd_writes + (wr - writes)) * elems * c.a;
+    b.state_bytes = state_bytes;
+    b.spill_bytes = f.spill_bytes;
+    bwd.push_back(b);
+    sequence_carry(name, summary_bytes, elems);
+  }
+
+  // Sequence-sharded scan: exchange chunk summaries, then fix the local output with
+  // y_t += (Π_{s≤t} a_s) · h_in (read y and the cumulative decay, write y). Backward mirrors it.
+  void sequence_carry(const char* name, double summary_bytes, double elems) {
+    const std::int64_t P = c.p.mesh[Axis::sequence];
+    if (P <= 1) return;
+    for (Phase ph : {Phase::forward, Phase::backward}) {
+      if (c.p.carry == CarryScheme::ring) p2p(ph, Axis::sequence, "scan.carry", summary_bytes, static_cast<std::int32_t>(P - 1));
+      else collective(ph, CommKind::all_gather, Axis::sequence, "scan.carry", summary_bytes * static_cast<double>(P));
+    }
+    Step fix = base(Phase::forward, OpClass::elementwise, "scan.carry_fix", name);
+    fix.vector_flops = 2 * elems; fix.bytes_read = 2 * elems * c.a; fix.bytes_written = elems * c.a;
+    fwd.push_back(fix);
+    fix.phase = Phase::backward;
+    bwd.push_back(fix);
+  }
+
+  // Left-neighbour halo of `tokens` tokens of `channels` channels (forward); its gradient goes
+  // back in backward.
+  void halo(const char* name, double tokens, double channels) {
+    if (c.s_coord == 0) return;  // the first shard has no left neighbour
+    const double bytes = c.B * tokens * channels * c.a;
+    p2p(Phase::forward, Axis::sequence, name, bytes, 1);
+    p2p(Phase::backward, Axis::sequence, name, bytes, 1);
+  }
+};
+
+// ---- Griffin / Hawk / MQA blocks (DESIGN §3.1) ----------------------------------------------
+
+void gated_mlp(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, F = c.m.mlp_width / c.t;
+  e.tensor_allreduce_bwd("mlp.in_grad");
+  e.rmsnorm("norm2");
+  e.linear("mlp.w1", D, F);
+  e.linear("mlp.w2", D, F);
+  e.elementwise(OpClass::elementwise, "gelu_mul", "mlp.act", c.n * F, 2, 1, 10);  // gelu_tanh(h1) ⊙ h2
+  e.linear("mlp.w3", F, D);
+  e.tensor_allreduce_fwd("mlp.out");
+  e.residual("mlp.residual");
+}
+
+void recurrent_block(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, R = c.m.recurrent_width / c.t, K = c.m.conv_width;
+  const double Rb = static_cast<double>(c.m.recurrent_width / c.m.gate_blocks);  // block size
+  e.tensor_allreduce_bwd("rec.in_grad");
+  e.rmsnorm("norm1");
+  e.linear("rec.wy", D, R);
+  e.elementwise(OpClass::elementwise, "gelu", "rec.gate", c.n * R, 1, 1, 8);
+  e.linear("rec.wx", D, R);
+  e.halo("rec.conv_halo", K - 1, R);
+  e.elementwise(OpClass::elementwise, "conv1d", "rec.conv", c.n * R, 1, 1, 2 * K);
+  // block-diagonal gate linears: (R/t)/Rb blocks of Rb×Rb on this rank
+  e.linear("rec.gate_a", Rb, Rb, R / Rb);
+  e.linear("rec.gate_x", Rb, Rb, R / Rb);
+  // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
+  e.elementwise(OpClass::elementwise, "rglru.decay", "rec.decay", c.n * R, 1, 1, 6);
+  e.scan("rglru.scan", "rec.scan", c.n * R, 3, 1, 6, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
+  e.elementwise(OpClass::elementwise, "mul", "rec.gated", c.n * R, 2, 1, 1);
+  e.linear("rec.wo", R, D);
+  e.tensor_allreduce_fwd("rec.out");
+  e.residual("rec.residual");
+}
+
+void attention_block(Emit& e, bool local) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
+  // K/V heads on this rank: split when kv_heads ≥ t, else replicated (MQA's single head).
+  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : c.m.kv_heads);
+  const std::int64_t W = local ? c.m.window : 0;
+  e.tensor_allreduce_bwd("attn.in_grad");
+  e.rmsnorm("norm1");
+  e.linear("attn.wq", D, H * N);
+  e.linear("attn.wk", D, KV * N);
+  e.linear("attn.wv", D, KV * N);
+  e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
+  const auto q0 = static_cast<std::int64_t>(c.s_coord * c.T), q1 = q0 + static_cast<std::int64_t>(c.T);
+  const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
+  const double halo_tokens = local ? std::min<double>(static_cast<double>(W), static_cast<double>(q0)) : static_cast<double>(q0);
+  if (local) {
+    e.halo("attn.kv_halo", halo_tokens, 2 * KV * N);
+  } else if (c.sp > 1) {  // ring attention: K/V blocks travel P−1 hops, hidden behind compute
+    const double block = c.B * c.T * 2 * KV * N * c.a;
+    e.p2p(Phase::forward, Axis::sequence, "attn.ring_kv", block, static_cast<std::int32_t>(c.sp - 1), true);
+    e.p2p(Phase::backward, Axis::sequence, "attn.ring_kv", 2 * block, static_cast<std::int32_t>(c.sp - 1), true);
+  }
+  Step f = e.base(Phase::forward, OpClass::attention, local ? "attention.local" : "attention.global", "attn.core");
+  f.matmul_flops = 4 * N * keys * H * c.B;  // QKᵀ and P·V
+  f.vector_flops = 5 * keys * H * c.B;      // scale, max, exp, sum, normalise
+  const double kv_tokens = c.T + halo_tokens;
+  f.bytes_read = c.n * H * N * c.a + c.B * kv_tokens * 2 * KV * N * c.a;
+  f.bytes_written = c.n * H * N * c.a;
+  f.saved_bytes = f.bytes_written + c.n * H * 4;  // output and the softmax log-sum-exp
+  e.fwd.push_back(f);
+  Step b = f;  // dQ, dK, dV, dP: twice the forward products
+  b.phase = Phase::backward; b.saved_bytes = 0;
+  b.matmul_flops = 2 * f.matmul_flops;
+  b.vector_flops = 2 * f.vector_flops;
+  b.bytes_read = f.bytes_read + 2 * f.bytes_written;
+  b.bytes_written = f.bytes_read;
+  Step scores = f;  // blockwise attention keeps no T×T scores: backward recomputes QKᵀ
+  scores.phase = Phase::backward; scores.saved_bytes = 0; scores.op = "attention.scores";
+  scores.name = "attn.scores_recompute";
+  scores.matmul_flops = f.matmul_flops / 2;
+  e.bwd.push_back(b);
+  e.bwd.push_back(scores);
+  e.linear("attn.wo", H * N, D);
+  e.tensor_allreduce_fwd("attn.out");
+  e.residual("attn.residual");
+}
+
+// ---- RWKV blocks (DESIGN §3.2, §3.3) --------------------------------------------------------
+
+void channel_mix(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, F = c.m.mlp_width / c.t, Dl = D / c.t;
+  e.tensor_allreduce_bwd("cm.in_grad");
+  e.layernorm("norm2");
+  e.halo("cm.shift_halo", 1, D);
+  e.elementwise(OpClass::elementwise, "token_shift", "cm.shift", c.n * D, 2, 2, 4);
+  e.linear("cm.wk", D, F);
+  e.elementwise(OpClass::elementwise, "relu_sq", "cm.act", c.n * F, 1, 1, 2);
+  e.linear("cm.wv", F, D);
+  e.tensor_allreduce_fwd("cm.value");
+  e.linear("cm.wr", D, Dl);  // column split; σ(r) ⊙ value on the local slice, then gathered
+  e.elementwise(OpClass::elementwise, "sigmoid_mul", "cm.gate", c.n * Dl, 2, 1, 5);
+  e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "cm.out", c.n * D * c.a);
+  e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.out_grad", c.n * D * c.a);
+  e.residual("cm.residual");
+}
+
+void rwkv4_time_mix(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, Dl = D / c.t;
+  e.tensor_allreduce_bwd("tm.in_grad");
+  e.layernorm("norm1");
+  e.halo("tm.shift_halo", 1, D);
+  e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 3, 6);
+  e.linear("tm.wr", D, Dl);
+  e.linear("tm.wk", D, Dl);
+  e.linear("tm.wv", D, Dl);
+  // WKV with running maximum exponent: reads k, v, writes wkv; ~14 FLOPs (3 exp, max, 6 mul-add).
+  e.scan("wkv4.scan", "tm.wkv", c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2);
+  e.elementwise(OpClass::elementwise, "sigmoid_mul", "tm.gated", c.n * Dl, 2, 1, 5);
+  e.linear("tm.wo", Dl, D);
+  e.tensor_allreduce_fwd("tm.out");
+  e.residual("tm.residual");
+}
+
+void rwkv6_time_mix(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, Dl = D / c.t, N = c.m.head_size, Hl = Dl / N;
+  const double r = c.m.lora_rank_mix, rw = c.m.lora_rank_decay;
+  e.tensor_allreduce_bwd("tm.in_grad");
+  e.layernorm("norm1");
+  e.halo("tm.shift_halo", 1, D);
+  e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 2, 3);  // xx, x + xx·μ_x
+  e.linear("tm.lora_a", D, 5 * r);                                                   // replicated
+  e.elementwise(OpClass::elementwise, "tanh", "tm.lora_act", c.n * 5 * r, 1, 1, 6);
+  e.linear("tm.lora_b", r, D, 5);  // five rank-r maps, stored [5, r, D]
+  e.elementwise(OpClass::elementwise, "ddlerp", "tm.mix", c.n * D, 3, 5, 10);          // x_□ = x + xx·(μ_□ + m_□)
+  e.linear("tm.decay_a", D, rw);
+  e.elementwise(OpClass::elementwise, "tanh", "tm.decay_act", c.n * rw, 1, 1, 6);
+  e.linear("tm.decay_b", rw, Dl);
+  e.elementwise(OpClass::elementwise, "exp_exp", "tm.decay", c.n * Dl, 1, 1, 4);      // w = exp(−exp(d))
+  for (const char* w : {"tm.wr", "tm.wk", "tm.wv", "tm.wg"}) e.linear(w, D, Dl);
+  // Matrix-state WKV per head: 6·N² FLOPs per token per head (Finch App. E counts 6·D·N per
+  // token forward): decay S, kᵀv outer product, accumulate, r·S, bonus term.
+  const double elems = c.n * Dl;
+  const double state = c.B * Hl * N * N * c.st;
+  if (c.p.scan == ScanAlgo::chunked) {  // chunked form: inter/intra-chunk products on the matrix unit
+    Step f = e.base(Phase::forward, OpClass::gemm, "wkv6.chunked", "tm.wkv");
+    const double C = 64;
+    f.matmul_flops = (4 * N + 4 * C) * elems;
+    f.vector_flops = 4 * elems;
+    f.bytes_read = 4 * elems * c.a; f.bytes_written = elems * c.a; f.saved_bytes = f.bytes_written;
+    f.m = static_cast<std::int64_t>(C); f.n = static_cast<std::int64_t>(N); f.k = static_cast<std::int64_t>(N);
+    e.fwd.push_back(f);
+    Step b = f; b.phase = Phase::backward; b.saved_bytes = 0;
+    b.matmul_flops *= 2; b.vector_flops *= 2; b.bytes_read = 6 * elems * c.a; b.bytes_written = 4 * elems * c.a;
+    e.bwd.push_back(b);
+    e.sequence_carry("tm.wkv", c.B * Hl * (N + N * N) * c.st, elems);
+  } else {
+    e.scan("wkv6.scan", "tm.wkv", elems, 4, 1, 6 * N, state, c.B * Hl * (N + N * N) * c.st, 5, 4);
+  }
+  e.elementwise(OpClass::norm, "groupnorm", "tm.gn", elems, 1, 1, 8);
+  e.elementwise(OpClass::elementwise, "silu_mul", "tm.gated", elems, 2, 1, 6);
+  e.linear("tm.wo", Dl, D);
+  e.tensor_allreduce_fwd("tm.out");
+  e.residual("tm.residual");
+}
+
+void lower_layer(const Ctx& c, std::int32_t layer, std::vector<Step>& fwd, std::vector<Step>& bwd) {
+  Emit e{c, layer, fwd, bwd};
+  switch (temporal_kind(c.m, layer)) {
+    case Temporal::recurrent: recurrent_block(e); break;
+    case Temporal::local_attention: attention_block(e, true); break;
+    case Temporal::global_attention: attention_block(e, false); break;
+    case Temporal::rwkv4_time_mix: rwkv4_time_mix(e); break;
+    case Temporal::rwkv6_time_mix: rwkv6_time_mix(e); break;
+  }
+  if (c.m.is_rwkv()) channel_mix(e); else gated_mlp(e);
+}
+
+// Embedding lookup (vocab-parallel over tensor: each rank holds V/t rows, partial sums all-reduced).
+void embedding(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width;
+  Step f = e.base(Phase::forward, OpClass::embedding, "embedding", "embed.table");
+  f.bytes_read = c.n * D * c.w + c.n * 4;
+  f.bytes_written = c.n * D * c.a;
+  e.fwd.push_back(f);
+  Step b = e.base(Phase::backward, OpClass::embedding, "embedding", "embed.table");  // scatter-add
+  b.bytes_read = c.n * D * c.a + c.n * D * c.g;
+  b.bytes_written = c.n * D * c.g;
+  e.bwd.push_back(b);
+  e.tensor_allreduce_fwd("embed.out");
+  if (c.m.is_rwkv()) e.layernorm("embed_norm");
+}
+
+// Final norm, logits (vocab-parallel column split) and softmax cross-entropy.
+void head(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width;
+  const double Vl = std::ceil(static_cast<double>(c.m.vocab) / static_cast<double>(c.t));  // padded
+  e.tensor_allreduce_bwd("head.in_grad");
+  if (c.m.is_rwkv()) e.layernorm("final_norm"); else e.rmsnorm("final_norm");
+  e.linear(c.m.tied_embeddings ? "embed.table" : "head.w", D, Vl);
+  e.fwd.back().op = "logits";
+  e.elementwise(OpClass::elementwise, "softmax_xent", "loss", c.n * Vl, 1, 0, 6, false);
+  // vocab-parallel cross-entropy: max and sum across tensor ranks
+  e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "loss.stats", 2 * c.n * 4);
+}
+
+Ctx make_ctx(const ModelSpec& m, const Plan& p, std::int64_t s_coord) {
+  Ctx c{m, p};
+  c.t = p.mesh[Axis::tensor];
+  c.sp = p.mesh[Axis::sequence];
+  c.s_coord = s_coord;
+  c.B = static_cast<double>(p.micro_batch);
+  c.T = static_cast<double>(p.local_tokens());
+  c.n = c.B * c.T;
+  c.a = bytes_of(p.act_dtype);
+  c.w = bytes_of(p.param_dtype);
+  c.g = 4;
+  c.st = bytes_of(p.state_dtype);
+  return c;
+}
+
+// Copies of the forward steps a remat policy recomputes before a layer's backward.
+void add_recompute(Remat policy, const std::vector<Step>& fwd, std::vector<Step>& out) {
+  if (policy == Remat::none) return;
+  for (Step s : fwd) {
+    if (s.kind == StepKind::p2p) continue;  // halos are kept
+    const bool elementwise_like = s.cls == OpClass::elementwise || s.cls == OpClass::norm || s.cls == OpClass::scan;
+    if (policy == Remat::selective && (!elementwise_like || s.kind != StepKind::compute)) continue;
+    s.phase = Phase::recompute;
+    s.saved_bytes = 0;
+    out.push_back(s);
+  }
+}
+
+double saved_under(Remat policy, const std::vector<Step>& fwd, const Ctx& c) {
+  if (policy == Remat::block) return c.n * c.m.width * c.a;  // the layer input only
+  double s = 0;
+  for (const auto& st : fwd)
+    if (policy == Remat::none || st.cls == OpClass::gemm || st.cls == OpClass::attention) s += st.saved_bytes;
+  return s + c.n * c.m.width * c.a;
+}
+
+}  // namespace
+
+StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
+  check_plan(m, p, 0);
+  StepProgram prog;
+  prog.rank = rank;
+  prog.coord = rank_coords(p.mesh, rank);
+  const std::int64_t pp = p.mesh[Axis::pipeline], stage = prog.coord[static_cast<int>(Axis::pipeline)];
+  const std::int64_t per_stage = m.depth / pp;
+  prog.first_layer = stage * per_stage;
+  prog.end_layer = prog.first_layer + per_stage;
+  prog.micro_batches = p.micro_batches();
+  prog.in_flight_micro_batches = p.schedule == Schedule::gpipe ? prog.micro_batches : std::min(prog.micro_batches, pp - stage);
+  const Ctx c = make_ctx(m, p, prog.coord[static_cast<int>(Axis::sequence)]);
+  const bool first = stage == 0, last = stage == pp - 1;
+  const double act_bytes = c.n * m.width * c.a;
+
+  std::vector<std::vector<Step>> layer_bwd;
+  std::vector<Step> head_bwd;
+  if (first) {
+    std::vector<Step> bwd;
+    Emit e{c, -1, prog.forward, bwd};
+    embedding(e);
+    head_bwd.insert(head_bwd.end(), bwd.rbegin(), bwd.rend());  // runs last in backward
+  } else {
+    Emit e{c, -1, prog.forward, head_bwd};
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.activations", act_bytes, 1);
+  }
+  for (std::int64_t l = prog.first_layer; l < prog.end_layer; ++l) {
+    std::vector<Step> fwd, bwd, full;
+    lower_layer(c, static_cast<std::int32_t>(l), fwd, bwd);
+    prog.saved_activation_bytes += saved_under(p.remat, fwd, c);
+    add_recompute(p.remat, fwd, full);
+    full.insert(full.end(), bwd.rbegin(), bwd.rend());
+    layer_bwd.push_back(std::move(full));
+    prog.forward.insert(prog.forward.end(), fwd.begin(), fwd.end());
+  }
+  std::vector<Step> tail_bwd;
+  if (last) {
+    std::vector<Step> bwd;
+    Emit e{c, -1, prog.forward, bwd};
+    head(e);
+    tail_bwd.assign(bwd.rbegin(), bwd.rend());
+    prog.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
+  } else {
+    Emit e{c, -1, prog.forward, tail_bwd};
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.gradients", act_bytes, 1);
+  }
+  prog.backward = tail_bwd;
+  for (auto it = layer_bwd.rbegin(); it != layer_bwd.rend(); ++it) prog.backward.insert(prog.backward.end(), it->begin(), it->end());
+  prog.backward.insert(prog.backward.end(), head_bwd.begin(), head_bwd.end());
+
+  // Parameters on this rank: tensor-split matrices and vectors of its layers; replicated norms
+  // and LoRA are counted whole (a slight overestimate for norm vectors).
+  std::int64_t params = 0;
+  for (const auto& t : parameter_tensors(m)) {
+    if (t.block.starts_with("layer.")) {
+      const auto l = std::stoll(t.block.substr(6));
+      if (l < prog.first_layer || l >= prog.end_layer) continue;
+      const bool replicated = t.name.find("norm") != std::string::npos || t.name.find("lora") != std::string::npos ||
+                              t.name.find("decay_a") != std::string::npos || t.name == "tm.mu_x" || t.name == "tm.mu";
+      params += replicated ? t.count() : t.count() / c.t;
+    } else if ((t.block == "embed" && first) || ((t.block == "head" || t.block == "final") && last)) {
+      params += t.embedding ? t.count() / c.t : t.count();
+    }
+  }
+  if (last && m.tied_embeddings && !first) params += m.vocab * m.width / c.t;  // tied head copy
+  prog.local_params = params;
+
+  // Once per step: gradient reduction over the replicas, optimizer, parameter gather (ZeRO).
+  {
+    std::vector<Step> none;
+    Emit e{c, -1, prog.step_end, none};
+    const double grad_bytes = static_cast<double>(params) * (p.param_dtype == DType::fp32 ? 4 : 2);
+    const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
+    const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
+    if (m.tied_embeddings && pp > 1 && (first || last))  // keep the tied embedding and head equal
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, "tied_embedding.grads", m.vocab * m.width / c.t * 4.0);
+    if (zero == 0) {
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::fsdp, "grads", grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes, p.overlap);
+    } else {
+      e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, "grads", grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes / fs, p.overlap);
+    }
+    const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
+    Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");
+    // AdamW on fp32 master weights: read w, g, m, v; write w, m, v (+ a bf16 copy when mixed).
+    opt.vector_flops = 14 * shard;
+    opt.bytes_read = 16 * shard;
+    opt.bytes_written = (12 + (p.param_dtype == DType::bf16 ? 2 : 0)) * shard;
+    prog.step_end.push_back(opt);
+    if (zero == 1 || zero == 2)
+      e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w);
+    for (auto& s : prog.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
+  }
+  if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather each layer's weights before use
+    const double layer_bytes = static_cast<double>(params) * c.w / static_cast<double>(std::max<std::int64_t>(1, per_stage));
+    std::vector<Step> f2, b2;
+    for (std::int64_t l = prog.first_layer; l < prog.end_layer; ++l) {
+      std::vector<Step> none;
+      Emit e{c, static_cast<std::int32_t>(l), f2, b2};
+      e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", layer_bytes, p.overlap);
+      e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, "params", layer_bytes, p.overlap);
+    }
+    prog.forward.insert(prog.forward.begin(), f2.begin(), f2.end());
+    prog.backward.insert(prog.backward.begin(), b2.begin(), b2.end());
+  }
+
+  // Useful model FLOPs of the whole step (for MFU): forward products of every layer and the
+  // head for the global batch, ×3 for forward + backward, no recompute, exact causal keys.
+  {
+    Plan whole = p;
+    whole.mesh = Mesh{};
+    whole.micro_batch = 1;
+    const Ctx u = make_ctx(m, whole, 0);
+    double fwd_flops = 0;
+    for (std::int64_t l = 0; l < m.depth; ++l) {
+      std::vector<Step> f, b;
+      lower_layer(u, static_cast<std::int32_t>(l), f, b);
+      for (const auto& s : f) fwd_flops += s.matmul_flops;
+    }
+    std::vector<Step> f, b;
+    Emit e{u, -1, f, b};
+    head(e);
+    for (const auto& s : f) fwd_flops += s.matmul_flops;
+    prog.model_flops_per_step = 3 * fwd_flops * static_cast<double>(p.global_batch);
+    prog.tokens_per_step = static_cast<double>(p.global_batch) * static_cast<double>(p.seq_len);
+  }
+  return prog;
+}
+
+}  // namespace scanshard

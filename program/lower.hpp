@@ -1,0 +1,87 @@
+// program/lower.hpp — lowering a (model, plan, rank) to the StepProgram that rank executes in one
+// training step: compute steps with FLOPs and bytes, collectives with axis and bytes, p2p sends
+// (pipeline activations, scan carries, conv/token-shift/attention halos), recompute under remat,
+// gradient synchronisation and the optimizer.
+//
+// THE ONLY PLACE where FLOPs, bytes and communication volumes are computed (DESIGN §1): sim/
+// prices these numbers, train/ executes the same steps. Conventions:
+//   * matmul_flops: multiply-adds ×2 of GEMMs and attention score/value products (matrix unit);
+//   * vector_flops: elementwise work, softmax, norms, scans (vector unit);
+//   * bytes_read / bytes_written: HBM traffic assuming each op streams its inputs once;
+//   * saved_bytes (forward steps): activation bytes kept for backward under this remat policy.
+// Notation: B batch (micro-batch sequences), T tokens (local), D width, R recurrent width,
+// H heads, N head size, K conv width, W window, F MLP width, V vocab; t = tensor-parallel size.
+// Not for: seconds (sim/), running kernels (train/).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "program/model.hpp"
+#include "program/plan.hpp"
+
+namespace scanshard {
+
+enum class Phase : std::uint8_t { forward, backward, recompute, optimizer };
+enum class StepKind : std::uint8_t { compute, collective, p2p };
+enum class OpClass : std::uint8_t { gemm, attention, scan, elementwise, norm, embedding, optimizer, comm };
+enum class CommKind : std::uint8_t { none, all_reduce, all_gather, reduce_scatter, send_recv };
+constexpr int kOpClassCount = 8;
+const char* to_string(Phase p);
+const char* to_string(OpClass c);
+const char* to_string(CommKind k);
+
+struct Step {
+  StepKind kind = StepKind::compute;
+  Phase phase = Phase::forward;
+  OpClass cls = OpClass::elementwise;
+  CommKind comm = CommKind::none;
+  Axis axis = Axis::data;
+  const char* op = "";    // kernel / collective vocabulary shared with traces: "linear", "rglru.scan"
+  const char* name = "";  // the tensor it concerns: "mlp.w1", "rec.conv", "grads"
+  std::int32_t layer = -1;           // -1: embedding, head, optimizer, gradient sync
+  double matmul_flops = 0;
+  double vector_flops = 0;
+  double bytes_read = 0;
+  double bytes_written = 0;
+  double saved_bytes = 0;            // forward only: kept for backward
+  double state_bytes = 0;            // scans: recurrent state that should stay on chip
+  double spill_bytes = 0;            // scans: extra traffic if the state does not fit on chip
+  std::int64_t m = 0, n = 0, k = 0;  // GEMM shape on this rank (for tile padding)
+  double comm_bytes = 0;             // collective: bytes of the full buffer per rank; p2p: per hop
+  std::int32_t hops = 0;             // p2p: sequential hops (ring carry: P−1)
+  bool overlappable = false;         // may hide behind compute (DP reduction, ring attention)
+};
+
+struct StepProgram {
+  std::int64_t rank = 0;
+  std::array<std::int64_t, kAxisCount> coord{};  // this rank's index on each mesh axis
+  std::int64_t first_layer = 0, end_layer = 0;   // layers [first, end) live on this rank's stage
+  std::int64_t micro_batches = 1;
+  std::int64_t in_flight_micro_batches = 1;      // activations held at once (schedule)
+  std::vector<Step> forward;    // one micro-batch, in execution order
+  std::vector<Step> backward;   // one micro-batch, in execution order (recompute included)
+  std::vector<Step> step_end;   // once per step: gradient sync, optimizer, parameter gather
+  // Memory inputs (elements, not bytes; sim/ applies dtypes and ZeRO):
+  std::int64_t local_params = 0;        // parameters on this rank after tensor and pipeline split
+  double saved_activation_bytes = 0;    // per micro-batch, this stage, under the remat policy
+  double tokens_per_step = 0;           // global tokens per step (for tokens/s)
+  double model_flops_per_step = 0;      // 6·N·tokens-style useful FLOPs of the whole model (MFU)
+};
+
+// Coordinates of `rank` (pipeline outermost, then data, fsdp, sequence; tensor innermost).
+std::array<std::int64_t, kAxisCount> rank_coords(const Mesh& mesh, std::int64_t rank);
+std::int64_t rank_of(const Mesh& mesh, const std::array<std::int64_t, kAxisCount>& coord);
+
+// The rank that bounds the step time: last pipeline stage's last sequence shard (it sees the
+// most attention keys and holds the head).
+std::int64_t critical_rank(const Mesh& mesh);
+
+// Exact number of (query, key) pairs for queries [q0, q1) under causal attention with window W
+// (W = 0: global): query q sees keys max(0, q − W) .. q.
+std::int64_t visible_keys(std::int64_t q0, std::int64_t q1, std::int64_t window);
+
+// Lowers the plan for one rank. The plan must be legal (check_plan).
+StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank);
+
+}  // namespace scanshard

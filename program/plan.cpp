@@ -1,0 +1,209 @@
+// program/plan.cpp — see plan.hpp.
+#include "program/plan.hpp"
+
+#include <sstream>
+
+#include "program/yaml_reader.hpp"
+
+namespace scanshard {
+
+const char* to_string(Axis a) {
+  static const char* names[] = {"data", "fsdp", "tensor", "sequence", "pipeline"};
+  return names[static_cast<int>(a)];
+}
+const char* to_string(Schedule s) { return s == Schedule::gpipe ? "gpipe" : "1f1b"; }
+const char* to_string(Remat r) {
+  static const char* names[] = {"none", "selective", "block"};
+  return names[static_cast<int>(r)];
+}
+const char* to_string(ScanAlgo s) {
+  static const char* names[] = {"naive", "sequential", "chunked", "associative"};
+  return names[static_cast<int>(s)];
+}
+const char* to_string(CarryScheme c) { return c == CarryScheme::ring ? "ring" : "allgather"; }
+const char* to_string(DType d) { return d == DType::fp32 ? "fp32" : "bf16"; }
+
+std::int64_t Mesh::devices() const {
+  std::int64_t n = 1;
+  for (auto s : size) n *= s;
+  return n;
+}
+
+std::string Mesh::describe() const {
+  std::string s;
+  for (int i = 0; i < kAxisCount; ++i) {
+    if (size[i] == 1) continue;
+    if (!s.empty()) s += ",";
+    s += std::string(to_string(static_cast<Axis>(i))) + "=" + std::to_string(size[i]);
+  }
+  return s.empty() ? "1" : s;
+}
+
+namespace {
+
+bool divides(std::int64_t d, std::int64_t n) { return d > 0 && n % d == 0; }
+
+// One rule: its name, whether it holds, and the numbers for the message.
+struct Rule {
+  const char* name;
+  bool ok;
+  std::string detail;
+};
+
+template <class F>
+const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devices, F&& on_fail) {
+  const auto t = p.mesh[Axis::tensor], sq = p.mesh[Axis::sequence], pp = p.mesh[Axis::pipeline];
+  auto n = [](std::int64_t v) { return std::to_string(v); };
+  for (int i = 0; i < kAxisCount; ++i)
+    if (p.mesh.size[i] < 1) return on_fail(Rule{"mesh axes are positive", false, std::string(to_string(static_cast<Axis>(i))) + " = " + n(p.mesh.size[i])});
+  if (p.global_batch < 1) return on_fail(Rule{"global_batch is positive", false, "global_batch = " + n(p.global_batch)});
+  if (p.micro_batch < 1) return on_fail(Rule{"micro_batch is positive", false, "micro_batch = " + n(p.micro_batch)});
+  if (p.seq_len < 1) return on_fail(Rule{"seq_len is positive", false, "seq_len = " + n(p.seq_len)});
+  if (p.zero_stage < 0 || p.zero_stage > 3) return on_fail(Rule{"zero_stage is 0..3", false, "zero_stage = " + n(p.zero_stage)});
+  const std::vector<Rule> rules = {
+      {"mesh size equals the cluster's device count", devices <= 0 || p.mesh.devices() == devices,
+       "mesh " + p.mesh.describe() + " has " + n(p.mesh.devices()) + " devices, the cluster has " + n(devices)},
+      {"data*fsdp divides global_batch", divides(p.replicas(), p.global_batch),
+       "data*fsdp = " + n(p.replicas()) + " does not divide global_batch " + n(p.global_batch)},
+      {"micro_batch divides the per-replica batch", divides(p.micro_batch, p.global_batch / std::max<std::int64_t>(1, p.replicas())),
+       "micro_batch " + n(p.micro_batch) + " does not divide the per-replica batch " + n(p.global_batch / std::max<std::int64_t>(1, p.replicas()))},
+      {"sequence divides seq_len", divides(sq, p.seq_len), "sequence = " + n(sq) + " does not divide seq_len " + n(p.seq_len)},
+      {"pipeline divides depth", divides(pp, m.depth), "pipeline = " + n(pp) + " does not divide depth " + n(m.depth)},
+      {"tensor divides mlp_width", divides(t, m.mlp_width), "tensor = " + n(t) + " does not divide mlp_width " + n(m.mlp_width)},
+      {"tensor divides heads", m.heads == 0 || divides(t, m.heads), "tensor = " + n(t) + " does not divide heads " + n(m.heads)},
+      {"tensor and kv_heads divide one another", m.kv_heads == 0 || divides(t, m.kv_heads) || divides(m.kv_heads, t),
+       "tensor = " + n(t) + " and kv_heads " + n(m.kv_heads) + " do not divide one another"},
+      {"tensor divides recurrent_width", m.recurrent_width == 0 || divides(t, m.recurrent_width),
+       "tensor = " + n(t) + " does not divide recurrent_width " + n(m.recurrent_width)},
+      {"tensor divides gate_blocks", m.gate_blocks == 0 || divides(t, m.gate_blocks),
+       "tensor = " + n(t) + " does not divide gate_blocks " + n(m.gate_blocks)},
+      {"tensor divides the RWKV-6 heads", m.family != Family::rwkv6 || divides(t, m.width / m.head_size),
+       "tensor = " + n(t) + " does not divide the " + n(m.head_size ? m.width / m.head_size : 0) + " WKV heads"},
+      {"tensor divides width", !m.is_rwkv() || divides(t, m.width), "tensor = " + n(t) + " does not divide width " + n(m.width)},
+      {"each sequence shard holds at least conv_width-1 tokens", sq == 1 || m.conv_width == 0 || p.seq_len / sq >= m.conv_width - 1,
+       "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1)},
+  };
+  for (const auto& r : rules)
+    if (!r.ok) return on_fail(r);
+  return nullptr;
+}
+
+}  // namespace
+
+void check_plan(const ModelSpec& m, const Plan& p, std::int64_t devices) {
+  first_violation(m, p, devices, [](const Rule& r) -> const char* {
+    throw PlanError(r.name, std::string("illegal plan: rule '") + r.name + "' failed: " + r.detail);
+  });
+}
+
+const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devices) {
+  return first_violation(m, p, devices, [](const Rule& r) { return r.name; });
+}
+
+namespace {
+
+template <class E, size_t N>
+E parse_enum(YamlMap& y, const std::string& key, E fallback, const std::array<std::pair<const char*, E>, N>& names) {
+  if (!y.has(key)) { y.raw(key); return fallback; }
+  const auto s = y.required_string(key);
+  std::string allowed;
+  for (const auto& [name, value] : names) {
+    if (s == name) return value;
+    allowed += (allowed.empty() ? "" : ", ") + std::string(name);
+  }
+  throw y.error(key, "unknown value '" + s + "' (one of: " + allowed + ")");
+}
+
+const std::array<std::pair<const char*, DType>, 2> kDTypes{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
+
+std::int64_t positive_int(YamlMap& y, const std::string& key, std::int64_t v) {
+  if (v < 1) throw y.error(key, "must be a positive integer, got " + std::to_string(v));
+  if (v > (std::int64_t{1} << 40)) throw y.error(key, "is unreasonably large (" + std::to_string(v) + ")");
+  return v;
+}
+
+}  // namespace
+
+Plan parse_plan(const YAML::Node& node, const std::string& file) {
+  YamlMap y(node, file, "");
+  Plan p;
+  p.model = y.optional_string("model", "");
+  p.cluster = y.optional_string("cluster", "");
+  if (y.has("mesh")) {
+    YamlMap mesh = y.required_map("mesh");
+    for (int i = 0; i < kAxisCount; ++i) {
+      const std::string axis = to_string(static_cast<Axis>(i));
+      p.mesh.size[i] = positive_int(mesh, axis, mesh.optional_int(axis, 1));
+    }
+    mesh.finish();
+  } else {
+    y.raw("mesh");
+  }
+  p.zero_stage = static_cast<int>(y.optional_int("zero_stage", 0));
+  if (p.zero_stage < 0 || p.zero_stage > 3) throw y.error("zero_stage", "must be 0, 1, 2 or 3");
+  p.global_batch = positive_int(y, "global_batch", y.required_int("global_batch"));
+  p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", p.global_batch / std::max<std::int64_t>(1, p.replicas())));
+  p.seq_len = positive_int(y, "seq_len", y.required_int("seq_len"));
+  p.schedule = parse_enum<Schedule, 2>(y, "schedule", p.schedule, {{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}});
+  p.remat = parse_enum<Remat, 3>(y, "remat", p.remat, {{{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}}});
+  p.scan = parse_enum<ScanAlgo, 4>(y, "scan", p.scan, {{{"naive", ScanAlgo::naive}, {"sequential", ScanAlgo::sequential}, {"chunked", ScanAlgo::chunked}, {"associative", ScanAlgo::associative}}});
+  p.carry = parse_enum<CarryScheme, 2>(y, "carry", p.carry, {{{"ring", CarryScheme::ring}, {"allgather", CarryScheme::allgather}}});
+  if (y.has("dtypes")) {
+    YamlMap d = y.required_map("dtypes");
+    p.param_dtype = parse_enum<DType, 2>(d, "params", p.param_dtype, kDTypes);
+    p.act_dtype = parse_enum<DType, 2>(d, "activations", p.act_dtype, kDTypes);
+    p.state_dtype = parse_enum<DType, 2>(d, "scan_state", p.state_dtype, kDTypes);
+    d.finish();
+  } else {
+    y.raw("dtypes");
+  }
+  p.overlap = y.optional_bool("overlap", true);
+  y.finish();
+  return p;
+}
+
+Plan load_plan(const std::string& path) { return parse_plan(load_yaml_file(path), path); }
+
+Mesh parse_mesh(const std::string& text, const std::string& flag) {
+  Mesh mesh;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw ConfigError(flag + ": expected axis=size, got '" + item + "'");
+    const auto axis = item.substr(0, eq), value = item.substr(eq + 1);
+    int found = -1;
+    for (int i = 0; i < kAxisCount; ++i)
+      if (axis == to_string(static_cast<Axis>(i))) found = i;
+    if (found < 0) throw ConfigError(flag + ": unknown axis '" + axis + "' (one of: data, fsdp, tensor, sequence, pipeline)");
+    char* end = nullptr;
+    const long long v = std::strtoll(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || v < 1 || v > (1LL << 30))
+      throw ConfigError(flag + ": " + axis + " must be a positive integer, got '" + value + "'");
+    mesh.size[found] = v;
+  }
+  return mesh;
+}
+
+std::string plan_to_yaml(const Plan& p) {
+  std::ostringstream o;
+  o << "# scanshard plan (DESIGN §2); `scanshard simulate --plan` and `scanshard train --plan` read it.\n";
+  if (!p.model.empty()) o << "model: " << p.model << "\n";
+  if (!p.cluster.empty()) o << "cluster: " << p.cluster << "\n";
+  o << "mesh:\n";
+  for (int i = 0; i < kAxisCount; ++i) o << "  " << to_string(static_cast<Axis>(i)) << ": " << p.mesh.size[i] << "\n";
+  o << "zero_stage: " << p.zero_stage << "\n"
+    << "global_batch: " << p.global_batch << "\n"
+    << "micro_batch: " << p.micro_batch << "\n"
+    << "seq_len: " << p.seq_len << "\n"
+    << "schedule: " << to_string(p.schedule) << "\n"
+    << "remat: " << to_string(p.remat) << "\n"
+    << "scan: " << to_string(p.scan) << "\n"
+    << "carry: " << to_string(p.carry) << "\n"
+    << "dtypes:\n  params: " << to_string(p.param_dtype) << "\n  activations: " << to_string(p.act_dtype)
+    << "\n  scan_state: " << to_string(p.state_dtype) << "\n"
+    << "overlap: " << (p.overlap ? "true" : "false") << "\n";
+  return o.str();
+}
+
+}  // namespace scanshard

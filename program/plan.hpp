@@ -1,0 +1,90 @@
+// program/plan.hpp — the sharding Plan (DESIGN §2): mesh axes, ZeRO stage, batch and micro-batch,
+// pipeline schedule, remat, scan algorithm, sequence-parallel carry scheme, dtypes, overlap.
+//
+// For: reading a plan from YAML or mesh flags, and the legality rules (check_plan) that say which
+// rule failed. Not for: costs (sim/) or what a rank computes (lower.hpp).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include <yaml-cpp/yaml.h>
+
+#include "program/model.hpp"
+
+namespace scanshard {
+
+enum class Axis : std::uint8_t { data, fsdp, tensor, sequence, pipeline };
+constexpr int kAxisCount = 5;
+const char* to_string(Axis a);
+
+enum class Schedule : std::uint8_t { gpipe, one_f_one_b };
+enum class Remat : std::uint8_t { none, selective, block };
+// naive: every elementwise stage of the scan materialised in HBM (the unfused baseline);
+// sequential: the fused linear scan keeping the state on chip; chunked: chunk-local scans plus a
+// carry fix-up pass; associative: log-depth parallel scan (~2x FLOPs, more traffic).
+enum class ScanAlgo : std::uint8_t { naive, sequential, chunked, associative };
+enum class CarryScheme : std::uint8_t { ring, allgather };
+enum class DType : std::uint8_t { fp32, bf16 };
+const char* to_string(Schedule s);
+const char* to_string(Remat r);
+const char* to_string(ScanAlgo s);
+const char* to_string(CarryScheme c);
+const char* to_string(DType d);
+constexpr double bytes_of(DType d) { return d == DType::fp32 ? 4.0 : 2.0; }
+
+struct Mesh {
+  std::array<std::int64_t, kAxisCount> size{1, 1, 1, 1, 1};
+  std::int64_t operator[](Axis a) const { return size[static_cast<int>(a)]; }
+  std::int64_t& operator[](Axis a) { return size[static_cast<int>(a)]; }
+  std::int64_t devices() const;
+  std::string describe() const;  // "data=8,tensor=4" (axes of size 1 omitted; "1" if all are)
+};
+
+struct Plan {
+  std::string model;    // optional: the model this plan was made for (preset or path)
+  std::string cluster;  // optional: the cluster this plan was made for
+  Mesh mesh;
+  int zero_stage = 0;             // 0 none; 1 optimizer state; 2 + gradients; 3 + parameters (over fsdp)
+  std::int64_t global_batch = 0;  // sequences per step
+  std::int64_t micro_batch = 0;   // sequences per micro-batch per data-parallel replica
+  std::int64_t seq_len = 0;       // T
+  Schedule schedule = Schedule::one_f_one_b;
+  Remat remat = Remat::none;
+  ScanAlgo scan = ScanAlgo::sequential;
+  CarryScheme carry = CarryScheme::ring;
+  DType param_dtype = DType::bf16;
+  DType act_dtype = DType::bf16;
+  DType state_dtype = DType::fp32;  // scan state
+  bool overlap = true;              // overlap DP gradient reduction with backward
+
+  std::int64_t replicas() const { return mesh[Axis::data] * mesh[Axis::fsdp]; }
+  std::int64_t local_batch() const { return global_batch / replicas(); }   // sequences per replica
+  std::int64_t micro_batches() const { return local_batch() / micro_batch; }
+  std::int64_t local_tokens() const { return seq_len / mesh[Axis::sequence]; }
+};
+
+// A plan that breaks a rule. `rule` names it ("tensor divides heads"), what() explains.
+class PlanError : public std::runtime_error {
+ public:
+  PlanError(std::string rule, const std::string& message) : std::runtime_error(message), rule_(std::move(rule)) {}
+  const std::string& rule() const { return rule_; }
+ private:
+  std::string rule_;
+};
+
+// Throws PlanError naming the first failed divisibility/consistency rule. `devices` is the
+// cluster's device count (0 = do not check).
+void check_plan(const ModelSpec& m, const Plan& p, std::int64_t devices);
+// Same rules without exceptions (for the planner's hot loop): nullptr if legal, else the rule.
+const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devices);
+
+// YAML -> Plan; bad keys/values are ConfigError (file:line:col: key: reason).
+Plan parse_plan(const YAML::Node& node, const std::string& file);
+Plan load_plan(const std::string& path);
+// "data=8,tensor=4" -> mesh (other axes 1). Bad text is a ConfigError naming `flag`.
+Mesh parse_mesh(const std::string& text, const std::string& flag);
+// Plan -> YAML text that parse_plan reads back unchanged.
+std::string plan_to_yaml(const Plan& p);
+
+}  // namespace scanshard

@@ -1,0 +1,89 @@
+// sim/cost.cpp — see cost.hpp.
+#include "sim/cost.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace scanshard {
+
+double matrix_peak_flops_per_s(const ChipSpec& chip, DType dtype) {
+  const auto& p = chip.peak_flops_per_s;
+  const char* want = dtype == DType::bf16 ? "bf16" : "fp32";
+  if (auto it = p.find(want); it != p.end()) return it->second;
+  if (dtype == DType::fp32) return p.at("bf16") / 4;
+  return p.at("fp32");
+}
+
+double padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t tile) {
+  if (tile <= 1 || m <= 0 || n <= 0 || k <= 0) return flops;
+  auto up = [tile](std::int64_t x) { return static_cast<double>((x + tile - 1) / tile * tile); };
+  return flops * (up(m) / static_cast<double>(m)) * (up(n) / static_cast<double>(n)) * (up(k) / static_cast<double>(k));
+}
+
+namespace {
+double class_efficiency(OpClass c, const Efficiency& e) {
+  switch (c) {
+    case OpClass::gemm: return e.gemm;
+    case OpClass::attention: return e.attention;
+    case OpClass::scan: return e.scan;
+    case OpClass::norm: return e.norm;
+    default: return e.elementwise;
+  }
+}
+}  // namespace
+
+double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
+  const Efficiency& e = chip.efficiency;
+  const double eff = class_efficiency(s.cls, e);
+  const double mm = s.cls == OpClass::gemm ? padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile) : s.matmul_flops;
+  const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
+  const double vector_s = s.vector_flops / (chip.vector_flops_per_s * (s.matmul_flops > 0 ? e.elementwise : eff));
+  double bytes = s.bytes_read + s.bytes_written;
+  if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
+  const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory);
+  return std::max(matrix_s + vector_s, memory_s) + chip.launch_overhead_seconds;
+}
+
+double all_gather_seconds(double bytes, const AxisNetwork& net) {
+  if (net.size <= 1 || bytes <= 0) return 0;
+  if (net.hierarchical) {  // levels in sequence; outer levels move the inner level's share
+    double t = 0, share = bytes;
+    for (auto it = net.levels.rbegin(); it != net.levels.rend(); ++it) {
+      const double Pl = static_cast<double>(it->members);
+      t += (Pl - 1) / Pl * share / it->bytes_per_s + (Pl - 1) * it->step_latency_seconds;
+      share /= Pl;
+    }
+    return t;
+  }
+  double bw = 0, latency = 0;  // torus dimensions run concurrently
+  for (const auto& l : net.levels) {
+    bw += l.bytes_per_s;
+    latency += static_cast<double>(l.members - 1) * l.step_latency_seconds;
+  }
+  const double P = static_cast<double>(net.size);
+  return (P - 1) / P * bytes / bw + latency;
+}
+
+double reduce_scatter_seconds(double bytes, const AxisNetwork& net) { return all_gather_seconds(bytes, net); }
+
+double all_reduce_seconds(double bytes, const AxisNetwork& net) {
+  return reduce_scatter_seconds(bytes, net) + all_gather_seconds(bytes, net);
+}
+
+double p2p_seconds(double bytes, std::int32_t hops, const AxisNetwork& net) {
+  if (net.size <= 1 || hops <= 0) return 0;
+  return hops * (net.p2p_latency_seconds + bytes / net.p2p_bytes_per_s);
+}
+
+double comm_seconds(const Step& s, const AxisNetwork& net) {
+  switch (s.comm) {
+    case CommKind::all_reduce: return all_reduce_seconds(s.comm_bytes, net);
+    case CommKind::all_gather: return all_gather_seconds(s.comm_bytes, net);
+    case CommKind::reduce_scatter: return reduce_scatter_seconds(s.comm_bytes, net);
+    case CommKind::send_recv: return p2p_seconds(s.comm_bytes, s.hops, net);
+    case CommKind::none: return 0;
+  }
+  return 0;
+}
+
+}  // namespace scanshard

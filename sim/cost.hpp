@@ -1,0 +1,34 @@
+// sim/cost.hpp — pure cost functions: numbers in, seconds out (DESIGN §5). No state, no I/O.
+// For: pricing one compute step on a chip and one collective or p2p on an axis. Not for: walking
+// programs or overlap (simulate.hpp).
+#pragma once
+#include <cstdint>
+
+#include "program/cluster.hpp"
+#include "program/lower.hpp"
+#include "sim/network.hpp"
+
+namespace scanshard {
+
+// Matrix-unit peak for a dtype: the chip's entry, else bf16/4 for fp32 on bf16-only matrix units
+// (multi-pass emulation, an assumption), else the fp32 entry for bf16 on fp32-only CPUs.
+[[nodiscard]] double matrix_peak_flops_per_s(const ChipSpec& chip, DType dtype);
+
+// GEMM FLOPs after padding m, n, k up to the matrix tile.
+[[nodiscard]] double padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t tile);
+
+// Roofline: max(matrix time + vector time, memory time) + launch overhead. A scan whose state
+// does not fit in on-chip memory pays its spill traffic.
+[[nodiscard]] double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype);
+
+// Ring-based collectives over an axis. `bytes` is the full buffer per rank (for all-gather: the
+// gathered result). All-reduce = reduce-scatter + all-gather.
+[[nodiscard]] double all_gather_seconds(double bytes, const AxisNetwork& net);
+[[nodiscard]] double reduce_scatter_seconds(double bytes, const AxisNetwork& net);
+[[nodiscard]] double all_reduce_seconds(double bytes, const AxisNetwork& net);
+// `hops` sequential neighbour transfers of `bytes` each.
+[[nodiscard]] double p2p_seconds(double bytes, std::int32_t hops, const AxisNetwork& net);
+
+[[nodiscard]] double comm_seconds(const Step& s, const AxisNetwork& net);
+
+}  // namespace scanshard

@@ -1,0 +1,144 @@
+// sim/network.cpp — see network.hpp.
+#include "sim/network.hpp"
+
+#include <algorithm>
+
+#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/breadth_first_search.hpp>
+
+namespace scanshard {
+
+struct Network::Graph {
+  boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS> g;
+};
+
+namespace {
+
+using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS>;
+
+// Torus: one vertex per chip, an edge to the next chip along every dimension (and the wraparound
+// edge where the dimension wraps). Device index = mixed radix with dimension 0 fastest.
+void build_torus(BoostGraph& g, const TopologySpec& t) {
+  const std::int64_t n = t.devices();
+  for (std::int64_t v = 0; v < n; ++v) boost::add_vertex(g);
+  std::int64_t stride = 1;
+  for (size_t d = 0; d < t.dims.size(); ++d) {
+    const std::int64_t size = t.dims[d];
+    for (std::int64_t v = 0; v < n; ++v) {
+      const std::int64_t x = (v / stride) % size;
+      if (x + 1 < size) boost::add_edge(static_cast<size_t>(v), static_cast<size_t>(v + stride), g);
+      else if (t.wraparound[d] && size > 2) boost::add_edge(static_cast<size_t>(v), static_cast<size_t>(v - x * stride), g);
+    }
+    stride *= size;
+  }
+}
+
+// Islands: devices 0..n−1, then one switch per island, then the fat-tree core.
+void build_islands(BoostGraph& g, const TopologySpec& t) {
+  const std::int64_t n = t.devices(), per = t.devices_per_island;
+  for (std::int64_t v = 0; v < n + t.islands + 1; ++v) boost::add_vertex(g);
+  for (std::int64_t v = 0; v < n; ++v) boost::add_edge(static_cast<size_t>(v), static_cast<size_t>(n + v / per), g);
+  if (t.islands > 1)
+    for (std::int64_t i = 0; i < t.islands; ++i) boost::add_edge(static_cast<size_t>(n + i), static_cast<size_t>(n + t.islands), g);
+}
+
+std::vector<int> bfs_distances(const BoostGraph& g, std::int64_t from) {
+  std::vector<int> dist(boost::num_vertices(g), 0);
+  boost::breadth_first_search(
+      g, boost::vertex(static_cast<size_t>(from), g),
+      boost::visitor(boost::make_bfs_visitor(boost::record_distances(dist.data(), boost::on_tree_edge()))));
+  return dist;
+}
+
+// Stride of an axis in rank numbering (tensor innermost, then sequence, fsdp, data, pipeline).
+std::int64_t axis_stride(const Mesh& mesh, Axis a) {
+  std::int64_t s = 1;
+  for (Axis b : {Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline}) {
+    if (b == a) return s;
+    s *= mesh[b];
+  }
+  return s;
+}
+
+// A ring through `members` (in order) on the graph: load = link traversals per member per round
+// (1 for a wrapped dimension, ≈2 for a line, ×stride when other axes interleave), latency of the
+// longest step.
+RingLevel ring_level(const BoostGraph& g, const std::vector<std::int64_t>& members, double link_bytes_per_s,
+                     double hop_latency_seconds) {
+  RingLevel r;
+  r.members = static_cast<std::int64_t>(members.size());
+  if (r.members <= 1) return r;
+  double total_hops = 0;
+  int max_hops = 0;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const auto dist = bfs_distances(g, members[i]);
+    const int h = dist[static_cast<size_t>(members[(i + 1) % members.size()])];
+    total_hops += h;
+    max_hops = std::max(max_hops, h);
+  }
+  const double load = std::max(1.0, total_hops / static_cast<double>(r.members));
+  r.bytes_per_s = 2 * link_bytes_per_s / load;  // both ring directions
+  r.step_latency_seconds = max_hops * hop_latency_seconds;
+  return r;
+}
+
+}  // namespace
+
+Network::~Network() = default;
+Network::Network(Network&&) noexcept = default;
+Network& Network::operator=(Network&&) noexcept = default;
+
+int Network::hops(std::int64_t from, std::int64_t to) const {
+  return bfs_distances(graph_->g, from)[static_cast<size_t>(to)];
+}
+
+Network::Network(const ClusterSpec& cluster, const Mesh& mesh) : graph_(std::make_unique<Graph>()) {
+  const TopologySpec& t = cluster.topology;
+  devices_ = t.devices();
+  if (t.kind == TopologyKind::torus) build_torus(graph_->g, t); else build_islands(graph_->g, t);
+  const double eff = cluster.chip.efficiency.network;
+  for (int ai = 0; ai < kAxisCount; ++ai) {
+    const Axis a = static_cast<Axis>(ai);
+    AxisNetwork& net = axes_[ai];
+    net.size = mesh[a];
+    if (net.size <= 1 || mesh.devices() > devices_) continue;
+    const std::int64_t stride = axis_stride(mesh, a);
+    std::vector<std::int64_t> members;
+    for (std::int64_t i = 0; i < net.size; ++i) members.push_back(i * stride);
+    const int neighbour_hops = std::max(1, hops(members[0], members[1]));
+    if (t.kind == TopologyKind::torus) {
+      // One level per torus dimension the axis moves along (members differing only there).
+      std::int64_t dim_stride = 1, covered = 1;
+      for (size_t d = 0; d < t.dims.size(); ++d) {
+        std::vector<std::int64_t> along;
+        for (auto m : members)  // device 0's coordinates everywhere except dimension d
+          if (m % dim_stride == 0 && m < dim_stride * t.dims[d]) along.push_back(m);
+        if (along.size() > 1) {
+          net.levels.push_back(ring_level(graph_->g, along, t.link_bytes_per_s * eff, t.hop_latency_seconds));
+          covered *= static_cast<std::int64_t>(along.size());
+        }
+        dim_stride *= t.dims[d];
+      }
+      if (covered != net.size) {  // not a product of dimensions: one ring through all members
+        net.levels.clear();
+        net.levels.push_back(ring_level(graph_->g, members, t.link_bytes_per_s * eff, t.hop_latency_seconds));
+      }
+      net.p2p_bytes_per_s = t.link_bytes_per_s * eff;
+      net.p2p_latency_seconds = neighbour_hops * t.hop_latency_seconds;
+    } else {
+      // Hierarchical: members inside rank 0's island, then one member per island.
+      const std::int64_t per = t.devices_per_island;
+      std::int64_t inside = 0;
+      for (auto m : members) inside += (m / per == 0) ? 1 : 0;
+      net.hierarchical = true;
+      const double hop2 = 2 * t.island_latency_seconds;
+      if (inside > 1) net.levels.push_back({inside, t.island_link_bytes_per_s * eff, hop2});
+      if (net.size / inside > 1) net.levels.push_back({net.size / inside, t.network_bytes_per_s * eff, 2 * t.network_latency_seconds + hop2});
+      const bool same_island = members[1] / per == 0;
+      net.p2p_bytes_per_s = (same_island ? t.island_link_bytes_per_s : t.network_bytes_per_s) * eff;
+      net.p2p_latency_seconds = same_island ? hop2 : 2 * t.network_latency_seconds + hop2;
+    }
+  }
+}
+
+}  // namespace scanshard

@@ -1,0 +1,60 @@
+// sim/simulate.hpp — prices StepPrograms on a cluster: step time with its breakdown, tokens/s,
+// MFU and memory per device (DESIGN §5). simulate() is a pure function of its inputs.
+//
+// Timeline: each pipeline stage runs m micro-batches of (forward + backward); the slowest stage
+// sets the pace and the schedule adds a bubble of (p − 1) micro-batch slots (GPipe and 1F1B alike;
+// they differ in activation memory). Overlappable communication (ring-attention K/V, ZeRO-3
+// gathers) hides behind the compute of the same pass; data/fsdp gradient reduction hides behind
+// the last backward pass when the plan overlaps; tensor-parallel collectives are exposed.
+// For: simulate, plan, validate. Not for: deciding plans (planner/).
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+#include "program/cluster.hpp"
+#include "program/lower.hpp"
+#include "sim/network.hpp"
+
+namespace scanshard {
+
+enum class Bucket : int {
+  gemm, attention, scan, elementwise, norm, embedding, recompute, optimizer,
+  comm_data, comm_fsdp, comm_tensor, comm_sequence, comm_pipeline, bubble
+};
+constexpr int kBucketCount = 14;
+const char* to_string(Bucket b);
+
+struct MemoryBreakdown {
+  double params_bytes = 0;
+  double grads_bytes = 0;
+  double optimizer_bytes = 0;
+  double activations_bytes = 0;
+  double state_bytes = 0;    // scan states kept on device
+  double buffers_bytes = 0;  // largest communication buffer (and ZeRO-3 gathered layer)
+  double total_bytes = 0;
+  double capacity_bytes = 0;
+  bool fits = true;
+};
+
+struct Estimate {
+  double step_seconds = 0;
+  double tokens_per_s = 0;
+  double mfu = 0;
+  double microbatch_seconds = 0;       // slowest stage, one micro-batch forward + backward
+  std::array<double, kBucketCount> seconds{};  // adds up to step_seconds
+  MemoryBreakdown memory;              // of the stage that needs the most
+  std::int64_t critical_stage = 0;
+  std::string bottleneck;              // "scan 41 %"
+  // Seconds of each step of the critical stage's program, in program order (for validate).
+  std::vector<double> forward_seconds, backward_seconds, step_end_seconds;
+};
+
+// One program per pipeline stage (the stage's last sequence shard), as lower() returns them.
+std::vector<StepProgram> stage_programs(const ModelSpec& m, const Plan& p);
+
+Estimate simulate(const std::vector<StepProgram>& stages, const Plan& p, const ClusterSpec& cluster, const Network& net);
+// Convenience: check the plan against the cluster, lower, build the network, price.
+Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster);
+
+}  // namespace scanshard
