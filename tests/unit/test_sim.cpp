@@ -1,0 +1,183 @@
+// tests/unit/test_sim.cpp — the simulator's cost functions against closed forms (DESIGN §5,
+// Scaling Book), and the qualitative facts of the Griffin paper.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
+#include "sim/simulate.hpp"
+
+using namespace scanshard;
+
+namespace {
+
+Plan plan_for(std::string mesh, std::int64_t batch, std::int64_t seq) {
+  Plan p;
+  p.mesh = parse_mesh(mesh, "--mesh");
+  p.global_batch = batch;
+  p.micro_batch = batch / p.replicas();
+  p.seq_len = seq;
+  return p;
+}
+
+double step(const char* model, const char* cluster, const Plan& p) {
+  return simulate(load_model(model), p, load_cluster(cluster)).step_seconds;
+}
+
+// Plan at fixed tokens per batch: batch·seq = tokens.
+Plan fixed_tokens(const char* mesh, double tokens, std::int64_t seq) {
+  return plan_for(mesh, static_cast<std::int64_t>(tokens / static_cast<double>(seq)), seq);
+}
+
+}  // namespace
+
+TEST_CASE("ring all-reduce on a wrapped torus axis matches the closed form", "[sim]") {
+  // DESIGN §5: 2(P−1)/P · bytes / bw + 2(P−1) · hop latency, where a wrapped ring uses both
+  // directions of every link: bw = 2 × link × network efficiency.
+  const auto c = load_cluster("tpu-v5p-4096");
+  const Network net(c, parse_mesh("tensor=16,data=256", "--mesh"));
+  const auto& ax = net.axis(Axis::tensor);
+  const double bytes = 64.0 * 1024 * 1024, P = 16;
+  const double bw = 2 * c.topology.link_bytes_per_s * c.chip.efficiency.network;
+  REQUIRE(all_reduce_seconds(bytes, ax) == Approx(2 * (P - 1) / P * bytes / bw + 2 * (P - 1) * 1e-6).epsilon(1e-9));
+  REQUIRE(all_reduce_seconds(bytes, ax) == Approx(reduce_scatter_seconds(bytes, ax) + all_gather_seconds(bytes, ax)));
+}
+
+TEST_CASE("a bandwidth-bound all-gather over a full torus axis costs bytes over bidirectional bandwidth", "[sim]") {
+  // Scaling Book (sharding chapter): AllGather over a full axis with wraparound takes
+  // ≈ bytes / (2 · link bandwidth) whatever the axis length; a small one is latency-bound.
+  const double big = 1e9;
+  for (const auto& [cluster, mesh] : {std::pair{"tpu-v5p-256", "tensor=4,data=64"}, std::pair{"tpu-v5p-4096", "tensor=16,data=256"}}) {
+    INFO(cluster);
+    const auto c = load_cluster(cluster);
+    const Network net(c, parse_mesh(mesh, "--mesh"));
+    const double ideal = big / (2 * c.topology.link_bytes_per_s * c.chip.efficiency.network);
+    const double t = all_gather_seconds(big, net.axis(Axis::tensor));
+    REQUIRE(t / ideal > 0.74);  // (P−1)/P ≥ 3/4
+    REQUIRE(t / ideal < 1.01);
+    const double P = static_cast<double>(net.axis(Axis::tensor).size);
+    REQUIRE(all_gather_seconds(1024, net.axis(Axis::tensor)) == Approx((P - 1) * 1e-6).epsilon(0.01));
+  }
+}
+
+TEST_CASE("without wraparound a ring costs about double", "[sim]") {
+  // tpu-v5e-64 is an 8x8 slice without wraparound: the ring's closing hop crosses the line back.
+  const auto nowrap = load_cluster("tpu-v5e-64");
+  auto wrap = nowrap;
+  wrap.topology.wraparound = {true, true};
+  const Plan p = plan_for("tensor=8,data=8", 8, 128);
+  const double a = all_gather_seconds(1e9, Network(nowrap, p.mesh).axis(Axis::tensor));
+  const double b = all_gather_seconds(1e9, Network(wrap, p.mesh).axis(Axis::tensor));
+  REQUIRE(a / b > 1.7);  // link load (7 + 7)/8 = 1.75 vs 1
+  REQUIRE(a / b < 2.01);
+}
+
+TEST_CASE("a one-device mesh prices no communication", "[sim]") {
+  auto c = load_cluster("cpu-local");
+  c.topology.devices_per_island = 1;
+  const auto e = simulate(load_model("griffin-tiny"), plan_for("data=1", 2, 64), c);
+  for (Bucket b : {Bucket::comm_data, Bucket::comm_fsdp, Bucket::comm_tensor, Bucket::comm_sequence, Bucket::comm_pipeline, Bucket::bubble})
+    REQUIRE(e.seconds[static_cast<int>(b)] == 0);
+  REQUIRE(e.step_seconds > 0);
+}
+
+TEST_CASE("on TPU-v3 the RG-LRU scan is memory-bound and large GEMMs compute-bound", "[sim]") {
+  const auto chip = load_cluster("tpu-v3-256").chip;
+  const auto prog = lower(load_model("griffin-1.3b"), plan_for("data=1", 4, 2048), 0);
+  bool saw_scan = false, saw_gemm = false;
+  for (const auto& s : prog.forward) {
+    Step flops_only = s, bytes_only = s;
+    flops_only.bytes_read = flops_only.bytes_written = 0;
+    bytes_only.matmul_flops = bytes_only.vector_flops = 0;
+    const double tf = compute_seconds(flops_only, chip, DType::bf16), tb = compute_seconds(bytes_only, chip, DType::bf16);
+    if (std::strcmp(s.op, "rglru.scan") == 0) { saw_scan = true; REQUIRE(tb > 2 * tf); }
+    if (std::strcmp(s.name, "mlp.w1") == 0) { saw_gemm = true; REQUIRE(tf > 2 * tb); }
+  }
+  REQUIRE(saw_scan);
+  REQUIRE(saw_gemm);
+}
+
+TEST_CASE("the fused scan is priced faster than the naive one and the associative one slower", "[sim]") {
+  const auto chip = load_cluster("tpu-v3-256").chip;
+  auto scan_seconds = [&](ScanAlgo algo) {
+    Plan p = plan_for("data=1", 4, 2048);
+    p.scan = algo;
+    double t = 0;
+    for (const auto& s : lower(load_model("hawk-400m"), p, 0).forward)
+      if (s.cls == OpClass::scan) t += compute_seconds(s, chip, DType::bf16);
+    return t;
+  };
+  const double fused = scan_seconds(ScanAlgo::sequential);
+  REQUIRE(scan_seconds(ScanAlgo::naive) > 2.5 * fused);  // paper: the fused scan was ~3x faster
+  REQUIRE(scan_seconds(ScanAlgo::associative) > 1.2 * fused);
+  REQUIRE(scan_seconds(ScanAlgo::associative) < 2.0 * fused);  // paper: up to ~50 % slower
+}
+
+TEST_CASE("at fixed tokens per batch MQA slows with sequence length while Griffin stays flat", "[sim]") {
+  // Griffin paper Figure 3 setup on TPU-v3, 400M: 2K -> 8K at the same tokens per batch.
+  const double tokens = 256.0 * 2048;
+  const char* mesh = "data=64,tensor=4";
+  const double mqa2 = step("mqa-400m", "tpu-v3-256", fixed_tokens(mesh, tokens, 2048));
+  const double mqa8 = step("mqa-400m", "tpu-v3-256", fixed_tokens(mesh, tokens, 8192));
+  const double gr2 = step("griffin-400m", "tpu-v3-256", fixed_tokens(mesh, tokens, 2048));
+  const double gr8 = step("griffin-400m", "tpu-v3-256", fixed_tokens(mesh, tokens, 8192));
+  REQUIRE(mqa8 / mqa2 > 1.1);
+  REQUIRE(gr8 / gr2 < 1.03);
+  REQUIRE(gr8 < mqa8);
+}
+
+TEST_CASE("at 7B and 2K tokens Griffin is not faster than MQA", "[sim]") {
+  Plan p = plan_for("data=64,tensor=4", 256, 2048);
+  p.remat = Remat::block;
+  REQUIRE(step("griffin-7b", "tpu-v3-256", p) >= step("mqa-7b", "tpu-v3-256", p));
+}
+
+TEST_CASE("every model preset on every cluster preset gives a finite estimate that adds up", "[sim][property]") {
+  for (const auto& c : all_cluster_presets()) {
+    for (const auto& m : all_model_presets()) {
+      INFO(m.name << " on " << c.name);
+      const Plan p = plan_for("data=" + std::to_string(c.devices()), c.devices(), m.width < 512 ? 128 : 2048);
+      const auto e = simulate(m, p, c);
+      REQUIRE(std::isfinite(e.step_seconds));
+      REQUIRE(e.step_seconds > 0);
+      REQUIRE(e.tokens_per_s > 0);
+      REQUIRE(e.mfu > 0);
+      REQUIRE(e.mfu < 1);
+      double sum = 0;
+      for (double s : e.seconds) { REQUIRE(s >= 0); sum += s; }
+      REQUIRE(sum == Approx(e.step_seconds).epsilon(1e-9));
+      const auto& mem = e.memory;
+      REQUIRE(mem.total_bytes == Approx(mem.params_bytes + mem.grads_bytes + mem.optimizer_bytes + mem.activations_bytes +
+                                        mem.state_bytes + mem.buffers_bytes));
+      REQUIRE(mem.fits == (mem.total_bytes <= mem.capacity_bytes));
+    }
+  }
+}
+
+TEST_CASE("ZeRO divides optimizer state gradients and parameters by the fsdp size", "[sim]") {
+  // DESIGN §5: stage 1 shards optimizer state, 2 also gradients, 3 also parameters.
+  const auto m = load_model("griffin-1.3b");
+  const auto c = load_cluster("tpu-v5p-256");
+  Plan p = plan_for("fsdp=256", 256, 2048);
+  p.zero_stage = 0;
+  const auto z0 = simulate(m, p, c).memory;
+  for (int stage = 1; stage <= 3; ++stage) {
+    p.zero_stage = stage;
+    const auto z = simulate(m, p, c).memory;
+    INFO("stage " << stage);
+    REQUIRE(z.optimizer_bytes == Approx(z0.optimizer_bytes / 256));
+    REQUIRE(z.grads_bytes == Approx(stage >= 2 ? z0.grads_bytes / 256 : z0.grads_bytes));
+    REQUIRE(z.params_bytes == Approx(stage >= 3 ? z0.params_bytes / 256 : z0.params_bytes));
+  }
+}
+
+TEST_CASE("the pipeline bubble is (p − 1) micro-batch slots", "[sim]") {
+  // DESIGN §4: bubble fraction (p−1)/(m+p−1).
+  Plan p = plan_for("pipeline=4,data=64", 256, 2048);
+  p.micro_batch = 1;  // m = 4 micro-batches per replica
+  const auto e = simulate(load_model("hawk-1.3b"), p, load_cluster("tpu-v5p-256"));
+  REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] == Approx(3 * e.microbatch_seconds));
+}
