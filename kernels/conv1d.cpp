@@ -1,0 +1,223 @@
+// kernels/conv1d.cpp — see conv1d.hpp. Reference: per-(b,t,r,j) loops with an explicit boundary
+// test. Fast: per batch row and channel block, the lookback of each token (how many previous
+// tokens it may see) is computed once, the inner loop runs over contiguous channels.
+#include "kernels/conv1d.hpp"
+
+#include <vector>
+
+namespace scanshard::kernels {
+
+namespace {
+
+// Input at chunk position p ∈ [−(K−1), T): state for p < 0, x otherwise.
+template <class F>
+F ext(const F* x, const F* state_in, i64 b, i64 p, i64 r, i64 T, i64 R, i64 K) {
+  if (p >= 0) return x[(b * T + p) * R + r];
+  return state_in ? state_in[(b * (K - 1) + (p + K - 1)) * R + r] : F(0);
+}
+
+// true iff no document starts at chunk positions lo+1 … hi (only positions inside the chunk).
+bool no_reset_between(const std::uint8_t* reset, i64 b, i64 lo, i64 hi, i64 T) {
+  if (!reset) return true;
+  for (i64 s = (lo + 1 > 0 ? lo + 1 : 0); s <= hi && s < T; ++s)
+    if (reset[b * T + s]) return false;
+  return true;
+}
+
+// lookback[t] = how many previous positions token t may see (≤ K−1), per batch row.
+void lookbacks(i64* lb, const std::uint8_t* reset, i64 b, i64 T, i64 K) {
+  i64 last = -(K - 1) - 1;  // no reset yet: everything in the state is visible
+  for (i64 t = 0; t < T; ++t) {
+    if (reset && reset[b * T + t]) last = t;
+    const i64 v = t - (last < -(K - 1) ? -(K - 1) : last);
+    lb[t] = v < K - 1 ? v : K - 1;
+  }
+}
+
+}  // namespace
+
+namespace ref {
+
+template <class F>
+void conv1d_forward(F* y, F* state_out, const F* x, const F* state_in, const std::uint8_t* reset,
+                    const F* w, const F* bias, i64 B, i64 T, i64 R, i64 K) {
+  for (i64 b = 0; b < B; ++b)
+    for (i64 t = 0; t < T; ++t)
+      for (i64 r = 0; r < R; ++r) {
+        // y[t] = bias + Σ_j w[K−1−j] x[t−j]   over j with no document start in (t−j, t]
+        double acc = bias ? bias[r] : 0.0;
+        for (i64 j = 0; j < K; ++j)
+          if (no_reset_between(reset, b, t - j, t, T))
+            acc += double(w[(K - 1 - j) * R + r]) * ext(x, state_in, b, t - j, r, T, R, K);
+        y[(b * T + t) * R + r] = F(acc);
+      }
+  if (state_out)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 k = 0; k < K - 1; ++k)
+        for (i64 r = 0; r < R; ++r) {
+          // state_out[k] = x[p] if no document starts in (p, T−1], else 0;  p = T − (K−1) + k
+          const i64 p = T - (K - 1) + k;
+          state_out[(b * (K - 1) + k) * R + r] =
+              no_reset_between(reset, b, p, T - 1, T) ? ext(x, state_in, b, p, r, T, R, K) : F(0);
+        }
+}
+
+template <class F>
+void conv1d_backward(F* dx, F* dstate_in, F* dw, F* dbias, const F* dy, const F* dstate_out,
+                     const F* x, const F* state_in, const std::uint8_t* reset, const F* w, i64 B,
+                     i64 T, i64 R, i64 K) {
+  // d(input at p) accumulates into dx (p ≥ 0) or dstate_in (p < 0)
+  auto dext = [&](i64 b, i64 p, i64 r, F g) {
+    if (p >= 0) { if (dx) dx[(b * T + p) * R + r] += g; }
+    else if (dstate_in) dstate_in[(b * (K - 1) + (p + K - 1)) * R + r] += g;
+  };
+  for (i64 b = 0; b < B; ++b)
+    for (i64 t = 0; t < T; ++t)
+      for (i64 r = 0; r < R; ++r) {
+        const F g = dy[(b * T + t) * R + r];
+        if (dbias) dbias[r] += g;                                        // dbias += dy
+        for (i64 j = 0; j < K; ++j)
+          if (no_reset_between(reset, b, t - j, t, T)) {
+            if (dw) dw[(K - 1 - j) * R + r] += g * ext(x, state_in, b, t - j, r, T, R, K);  // dw += dy x
+            dext(b, t - j, r, g * w[(K - 1 - j) * R + r]);                                   // dx += dy w
+          }
+      }
+  if (dstate_out)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 k = 0; k < K - 1; ++k)
+        for (i64 r = 0; r < R; ++r) {
+          const i64 p = T - (K - 1) + k;
+          if (no_reset_between(reset, b, p, T - 1, T)) dext(b, p, r, dstate_out[(b * (K - 1) + k) * R + r]);
+        }
+}
+
+#define SCANSHARD_INSTANTIATE(F)                                                                    \
+  template void conv1d_forward<F>(F*, F*, const F*, const F*, const std::uint8_t*, const F*,        \
+                                  const F*, i64, i64, i64, i64);                                    \
+  template void conv1d_backward<F>(F*, F*, F*, F*, const F*, const F*, const F*, const F*,          \
+                                   const std::uint8_t*, const F*, i64, i64, i64, i64);
+SCANSHARD_INSTANTIATE(float)
+SCANSHARD_INSTANTIATE(double)
+#undef SCANSHARD_INSTANTIATE
+
+}  // namespace ref
+
+namespace fast {
+
+namespace {
+constexpr i64 kBlock = 256;  // channels per task
+}
+
+void conv1d_forward(float* y, float* state_out, const float* x, const float* state_in,
+                    const std::uint8_t* reset, const float* w, const float* bias, i64 B, i64 T,
+                    i64 R, i64 K) {
+  const i64 nblk = (R + kBlock - 1) / kBlock;
+  std::vector<i64> lb(B * T);
+  for (i64 b = 0; b < B; ++b) lookbacks(lb.data() + b * T, reset, b, T, K);
+  #pragma omp parallel for collapse(2) schedule(static)
+  for (i64 b = 0; b < B; ++b)
+    for (i64 blk = 0; blk < nblk; ++blk) {
+      const i64 r0 = blk * kBlock, r1 = r0 + kBlock < R ? r0 + kBlock : R;
+      for (i64 t = 0; t < T; ++t) {
+        float* yr = y + (b * T + t) * R;
+        const i64 L = lb[b * T + t];
+        #pragma omp simd
+        for (i64 r = r0; r < r1; ++r) yr[r] = bias ? bias[r] : 0.0f;
+        for (i64 j = 0; j <= L; ++j) {
+          const i64 p = t - j;
+          const float* xr = p >= 0 ? x + (b * T + p) * R
+                                   : (state_in ? state_in + (b * (K - 1) + (p + K - 1)) * R : nullptr);
+          if (!xr) continue;
+          const float* wr = w + (K - 1 - j) * R;
+          #pragma omp simd
+          for (i64 r = r0; r < r1; ++r) yr[r] += wr[r] * xr[r];
+        }
+      }
+    }
+  if (state_out)
+    for (i64 b = 0; b < B; ++b) {
+      // the last reset position inside the chunk decides which tail entries stay visible
+      i64 last = -K;
+      if (reset)
+        for (i64 t = 0; t < T; ++t) if (reset[b * T + t]) last = t;
+      for (i64 k = 0; k < K - 1; ++k) {
+        const i64 p = T - (K - 1) + k;
+        float* so = state_out + (b * (K - 1) + k) * R;
+        const float* src = p >= 0 ? x + (b * T + p) * R
+                                  : (state_in ? state_in + (b * (K - 1) + (p + K - 1)) * R : nullptr);
+        const bool vis = p >= last && src;
+        for (i64 r = 0; r < R; ++r) so[r] = vis ? src[r] : 0.0f;
+      }
+    }
+}
+
+void conv1d_backward(float* dx, float* dstate_in, float* dw, float* dbias, const float* dy,
+                     const float* dstate_out, const float* x, const float* state_in,
+                     const std::uint8_t* reset, const float* w, i64 B, i64 T, i64 R, i64 K) {
+  const i64 nblk = (R + kBlock - 1) / kBlock;
+  std::vector<i64> lb(B * T);
+  for (i64 b = 0; b < B; ++b) lookbacks(lb.data() + b * T, reset, b, T, K);
+  // dstate_out first (it adds into dx / dstate_in like any other consumer)
+  if (dstate_out)
+    for (i64 b = 0; b < B; ++b) {
+      i64 last = -K;
+      if (reset)
+        for (i64 t = 0; t < T; ++t) if (reset[b * T + t]) last = t;
+      for (i64 k = 0; k < K - 1; ++k) {
+        const i64 p = T - (K - 1) + k;
+        if (p < last) continue;
+        const float* g = dstate_out + (b * (K - 1) + k) * R;
+        float* dst = p >= 0 ? (dx ? dx + (b * T + p) * R : nullptr)
+                            : (dstate_in ? dstate_in + (b * (K - 1) + (p + K - 1)) * R : nullptr);
+        if (dst) for (i64 r = 0; r < R; ++r) dst[r] += g[r];
+      }
+    }
+  // Each task owns channels [r0, r1) of one batch row: dx is written per channel, dw/dbias are
+  // reduced per batch row afterwards through a private [K+1, R] accumulator per thread.
+  #pragma omp parallel
+  {
+    std::vector<float> acc((dw || dbias) ? (K + 1) * R : 0, 0.0f);
+    #pragma omp for collapse(2) schedule(static)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 blk = 0; blk < nblk; ++blk) {
+        const i64 r0 = blk * kBlock, r1 = r0 + kBlock < R ? r0 + kBlock : R;
+        for (i64 t = 0; t < T; ++t) {
+          const float* g = dy + (b * T + t) * R;
+          const i64 L = lb[b * T + t];
+          if (dbias) {
+            float* ab = acc.data() + K * R;
+            #pragma omp simd
+            for (i64 r = r0; r < r1; ++r) ab[r] += g[r];
+          }
+          for (i64 j = 0; j <= L; ++j) {
+            const i64 p = t - j;
+            const float* xr = p >= 0 ? x + (b * T + p) * R
+                                     : (state_in ? state_in + (b * (K - 1) + (p + K - 1)) * R : nullptr);
+            float* dxr = p >= 0 ? (dx ? dx + (b * T + p) * R : nullptr)
+                                : (dstate_in ? dstate_in + (b * (K - 1) + (p + K - 1)) * R : nullptr);
+            const float* wr = w + (K - 1 - j) * R;
+            if (dxr) {
+              #pragma omp simd
+              for (i64 r = r0; r < r1; ++r) dxr[r] += g[r] * wr[r];
+            }
+            if (dw && xr) {
+              float* aw = acc.data() + (K - 1 - j) * R;
+              #pragma omp simd
+              for (i64 r = r0; r < r1; ++r) aw[r] += g[r] * xr[r];
+            }
+          }
+        }
+      }
+    if (dw || dbias) {
+      #pragma omp critical
+      {
+        if (dw) for (i64 i = 0; i < K * R; ++i) dw[i] += acc[i];
+        if (dbias) for (i64 r = 0; r < R; ++r) dbias[r] += acc[K * R + r];
+      }
+    }
+  }
+}
+
+}  // namespace fast
+
+}  // namespace scanshard::kernels

@@ -1,0 +1,272 @@
+// kernels/rglru.cpp — see rglru.hpp.
+#include "kernels/rglru.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/linear.hpp"
+
+namespace scanshard::kernels {
+
+namespace ref {
+
+template <class F>
+void rglru_forward(F* y, F* h_out, F* decay, F* ga, F* gx, const F* x, const F* h_in,
+                   const std::uint8_t* reset, const F* wa, const F* ba, const F* wx, const F* bx,
+                   const F* lambda, i64 B, i64 T, i64 R, i64 Hb) {
+  // ga = BDa(x), gx = BDx(x)
+  blockdiag_forward(ga, x, wa, ba, B * T, R, Hb);
+  blockdiag_forward(gx, x, wx, bx, B * T, R, Hb);
+  for (i64 b = 0; b < B; ++b)
+    for (i64 c = 0; c < R; ++c) {
+      F h = h_in ? h_in[b * R + c] : F(0);
+      F prod = F(1);
+      for (i64 t = 0; t < T; ++t) {
+        const i64 o = (b * T + t) * R + c;
+        const bool rs = reset && reset[b * T + t];
+        const F r = sigmoid_ref(ga[o]), i = sigmoid_ref(gx[o]);
+        const F log_a = F(-kRgLruC) * r * softplus_ref(lambda[c]);   // log a = −8 r softplus(Λ)
+        const F a = std::exp(log_a);
+        const F abar = rs ? F(0) : a;                                  // reset: drop h_{t−1}
+        const F m = rs ? F(1) : std::sqrt(F(1) - a * a);               // reset: multiplier 1
+        h = abar * h + m * (i * x[o]);                                 // h_t = ā h_{t−1} + m (i x)
+        prod *= abar;
+        y[o] = h;
+      }
+      if (h_out) h_out[b * R + c] = h;
+      if (decay) decay[b * R + c] = prod;
+    }
+}
+
+template <class F>
+void rglru_backward(F* dx, F* dh_in, F* dwa, F* dba, F* dwx, F* dbx, F* dlambda, F* work,
+                    const F* dy, const F* dh_out, const F* y, const F* ga, const F* gx, const F* x,
+                    const F* h_in, const std::uint8_t* reset, const F* wa, const F* wx,
+                    const F* lambda, i64 B, i64 T, i64 R, i64 Hb) {
+  F* dga = work;
+  F* dgx = work + B * T * R;
+  const F zmin = F(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
+  for (i64 b = 0; b < B; ++b)
+    for (i64 c = 0; c < R; ++c) {
+      const F sp = softplus_ref(lambda[c]), sig_l = sigmoid_ref(lambda[c]);
+      F carry = dh_out ? dh_out[b * R + c] : F(0);  // ā_{t+1} dh_{t+1} (dh_out at t = T−1)
+      for (i64 t = T - 1; t >= 0; --t) {
+        const i64 o = (b * T + t) * R + c;
+        const bool rs = reset && reset[b * T + t];
+        const F r = sigmoid_ref(ga[o]), i = sigmoid_ref(gx[o]);
+        const F a = std::exp(F(-kRgLruC) * r * sp);
+        const F z = F(1) - a * a;
+        const F m = rs ? F(1) : std::sqrt(z);
+        const F h_prev = t > 0 ? y[o - R] : (h_in ? h_in[b * R + c] : F(0));
+        // dh_t = dy_t + ā_{t+1} dh_{t+1}
+        const F dh = dy[o] + carry;
+        // da_t = dh_t h_{t−1} + dh_t (i x) dm/da,  dm/da = −a / √max(z, zmin)   (0 at a reset)
+        const F da = rs ? F(0) : dh * h_prev + dh * (i * x[o]) * (-a / std::sqrt(std::max(z, zmin)));
+        const F dlog_a = da * a;
+        // log a = −8 r sp:  dr = −8 sp dlog_a,  dΛ += −8 r σ(Λ) dlog_a
+        const F dr = F(-kRgLruC) * sp * dlog_a;
+        if (dlambda) dlambda[c] += F(-kRgLruC) * r * sig_l * dlog_a;
+        dga[o] = dr * r * (F(1) - r);
+        // gated input g = i x:  di = dh m x,  dx += dh m i
+        dgx[o] = dh * m * x[o] * i * (F(1) - i);
+        dx[o] += dh * m * i;
+        carry = (rs ? F(0) : a) * dh;
+      }
+      if (dh_in) dh_in[b * R + c] += carry;  // dh_{−1} = ā_0 dh_0
+    }
+  blockdiag_backward(dx, dwa, dba, dga, x, wa, B * T, R, Hb);
+  blockdiag_backward(dx, dwx, dbx, dgx, x, wx, B * T, R, Hb);
+}
+
+#define SCANSHARD_INSTANTIATE(F)                                                                   \
+  template void rglru_forward<F>(F*, F*, F*, F*, F*, const F*, const F*, const std::uint8_t*,      \
+                                 const F*, const F*, const F*, const F*, const F*, i64, i64, i64,  \
+                                 i64);                                                             \
+  template void rglru_backward<F>(F*, F*, F*, F*, F*, F*, F*, F*, const F*, const F*, const F*,    \
+                                  const F*, const F*, const F*, const F*, const std::uint8_t*,     \
+                                  const F*, const F*, const F*, i64, i64, i64, i64);
+SCANSHARD_INSTANTIATE(float)
+SCANSHARD_INSTANTIATE(double)
+#undef SCANSHARD_INSTANTIATE
+
+}  // namespace ref
+
+namespace fast {
+
+namespace {
+constexpr i64 kCh = 64;  // channels per task: the state stays in registers / L1
+
+// channel block [c0, c1) of batch row b, given by a flat task index
+struct Task { i64 b, c0, c1; };
+inline Task task(i64 k, i64 nblk, i64 R) {
+  const i64 b = k / nblk, c0 = (k % nblk) * kCh;
+  return {b, c0, std::min(c0 + kCh, R)};
+}
+}  // namespace
+
+void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
+                        const float* gx, const float* h_in, const std::uint8_t* reset,
+                        const float* lambda, i64 B, i64 T, i64 R) {
+  const i64 nblk = (R + kCh - 1) / kCh;
+  #pragma omp parallel for schedule(static)
+  for (i64 k = 0; k < B * nblk; ++k) {
+    const auto [b, c0, c1] = task(k, nblk, R);
+    const i64 n = c1 - c0;
+    alignas(64) float h[kCh], prod[kCh], nsp[kCh];
+    for (i64 j = 0; j < n; ++j) {
+      h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
+      prod[j] = 1.0f;
+      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));  // −8 softplus(Λ)
+    }
+    for (i64 t = 0; t < T; ++t) {
+      const i64 o = (b * T + t) * R + c0;
+      const float* xr = x + o;
+      const float* gar = ga + o;
+      const float* gxr = gx + o;
+      float* yr = y + o;
+      const bool rs = reset && reset[b * T + t];
+      if (rs) {
+        #pragma omp simd
+        for (i64 j = 0; j < n; ++j) {
+          h[j] = sigmoid_fast(gxr[j]) * xr[j];  // ā = 0, m = 1
+          prod[j] = 0.0f;
+          yr[j] = h[j];
+        }
+      } else {
+        #pragma omp simd
+        for (i64 j = 0; j < n; ++j) {
+          const float r = sigmoid_fast(gar[j]), i = sigmoid_fast(gxr[j]);
+          const float a = exp_fast(nsp[j] * r);
+          const float m = std::sqrt(1.0f - a * a);
+          h[j] = a * h[j] + m * (i * xr[j]);
+          prod[j] *= a;
+          yr[j] = h[j];
+        }
+      }
+    }
+    for (i64 j = 0; j < n; ++j) {
+      if (h_out) h_out[b * R + c0 + j] = h[j];
+      if (decay) decay[b * R + c0 + j] = prod[j];
+    }
+  }
+}
+
+void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float* dlambda,
+                         const float* dy, const float* dh_out, const float* y, const float* x,
+                         const float* ga, const float* gx, const float* h_in,
+                         const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
+  const i64 nblk = (R + kCh - 1) / kCh;
+  const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
+  std::vector<float> dl_part(dlambda ? B * R : 0, 0.0f);  // per batch row, reduced below
+  #pragma omp parallel for schedule(static)
+  for (i64 k = 0; k < B * nblk; ++k) {
+    const auto [b, c0, c1] = task(k, nblk, R);
+    const i64 n = c1 - c0;
+    alignas(64) float carry[kCh], nsp[kCh], dlog_sum[kCh];
+    for (i64 j = 0; j < n; ++j) {
+      carry[j] = dh_out ? dh_out[b * R + c0 + j] : 0.0f;
+      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
+      dlog_sum[j] = 0.0f;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
+    }
+    for (i64 t = T - 1; t >= 0; --t) {
+      const i64 o = (b * T + t) * R + c0;
+      const float* xr = x + o;
+      const float* gar = ga + o;
+      const float* gxr = gx + o;
+      const float* dyr = dy + o;
+      const float* hp = t > 0 ? y + o - R : nullptr;
+      float* dxr = dx + o;
+      float* dgar = dga + o;
+      float* dgxr = dgx + o;
+      const bool rs = reset && reset[b * T + t];
+      if (rs) {
+        #pragma omp simd
+        for (i64 j = 0; j < n; ++j) {
+          const float i = sigmoid_fast(gxr[j]);
+          const float dh = dyr[j] + carry[j];
+          dgar[j] = 0.0f;
+          dgxr[j] = dh * xr[j] * i * (1.0f - i);
+          dxr[j] += dh * i;
+          carry[j] = 0.0f;
+        }
+      } else {
+        #pragma omp simd
+        for (i64 j = 0; j < n; ++j) {
+          const float r = sigmoid_fast(gar[j]), i = sigmoid_fast(gxr[j]);
+          const float a = exp_fast(nsp[j] * r);
+          const float z = 1.0f - a * a;
+          const float sz = std::sqrt(z);
+          const float h_prev = hp ? hp[j] : (h_in ? h_in[b * R + c0 + j] : 0.0f);
+          const float dh = dyr[j] + carry[j];
+          const float gin = i * xr[j];
+          const float da = dh * h_prev - dh * gin * a / std::sqrt(std::max(z, zmin));
+          const float dlog_a = da * a;
+          dlog_sum[j] += r * dlog_a;
+          dgar[j] = nsp[j] * dlog_a * r * (1.0f - r);
+          dgxr[j] = dh * sz * xr[j] * i * (1.0f - i);
+          dxr[j] += dh * sz * i;
+          carry[j] = a * dh;
+        }
+      }
+    }
+    for (i64 j = 0; j < n; ++j) {
+      if (dh_in) dh_in[b * R + c0 + j] += carry[j];
+      if (dlambda)
+        dl_part[b * R + c0 + j] = float(-kRgLruC * sigmoid_ref(double(lambda[c0 + j]))) * dlog_sum[j];
+    }
+  }
+  if (dlambda)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 c = 0; c < R; ++c) dlambda[c] += dl_part[b * R + c];
+}
+
+void rglru_forward(float* y, float* h_out, float* decay, float* ga, float* gx, const float* x,
+                   const float* h_in, const std::uint8_t* reset, const float* wa, const float* ba,
+                   const float* wx, const float* bx, const float* lambda, i64 B, i64 T, i64 R, i64 Hb) {
+  blockdiag_forward(ga, x, wa, ba, B * T, R, Hb);
+  blockdiag_forward(gx, x, wx, bx, B * T, R, Hb);
+  rglru_scan_forward(y, h_out, decay, x, ga, gx, h_in, reset, lambda, B, T, R);
+}
+
+void rglru_backward(float* dx, float* dh_in, float* dwa, float* dba, float* dwx, float* dbx,
+                    float* dlambda, float* work, const float* dy, const float* dh_out,
+                    const float* y, const float* ga, const float* gx, const float* x,
+                    const float* h_in, const std::uint8_t* reset, const float* wa, const float* wx,
+                    const float* lambda, i64 B, i64 T, i64 R, i64 Hb) {
+  float* dga = work;
+  float* dgx = work + B * T * R;
+  rglru_scan_backward(dx, dga, dgx, dh_in, dlambda, dy, dh_out, y, x, ga, gx, h_in, reset, lambda, B, T, R);
+  blockdiag_backward(dx, dwa, dba, dga, x, wa, B * T, R, Hb);
+  blockdiag_backward(dx, dwx, dbx, dgx, x, wx, B * T, R, Hb);
+}
+
+void rglru_carry(float* y, float* h_out, const float* h_in, const float* decay, const float* ga,
+                 const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
+  const i64 nblk = (R + kCh - 1) / kCh;
+  #pragma omp parallel for schedule(static)
+  for (i64 k = 0; k < B * nblk; ++k) {
+    const auto [b, c0, c1] = task(k, nblk, R);
+    const i64 n = c1 - c0;
+    alignas(64) float carry[kCh], nsp[kCh];
+    for (i64 j = 0; j < n; ++j) {
+      carry[j] = h_in[b * R + c0 + j];  // (Π_{s≤t} ā_s) h_in, built up over t
+      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
+    }
+    for (i64 t = 0; t < T; ++t) {
+      if (reset && reset[b * T + t]) break;  // ā = 0 from here on: nothing more to add
+      const i64 o = (b * T + t) * R + c0;
+      #pragma omp simd
+      for (i64 j = 0; j < n; ++j) {
+        carry[j] *= exp_fast(nsp[j] * sigmoid_fast(ga[o + j]));
+        y[o + j] += carry[j];
+      }
+    }
+    if (h_out)
+      for (i64 j = 0; j < n; ++j) h_out[b * R + c0 + j] += decay[b * R + c0 + j] * h_in[b * R + c0 + j];
+  }
+}
+
+}  // namespace fast
+
+}  // namespace scanshard::kernels
