@@ -1,0 +1,51 @@
+// kernels/attention.hpp — RoPE (rotate-half, on the first `rot` dims of each head) and causal
+// multi-query / multi-head attention, local (window W: query t sees keys t−W … t, W+1 keys) or
+// global (W = 0), with the document mask; forward and backward.
+//
+// For: Griffin's local MQA block and the MQA transformer baseline (DESIGN §3.1).
+// Not for: projections (linear.hpp), ring attention across ranks (train/), bf16.
+// Convention: kernels.hpp. Shapes: q, out [B,T,H,N]; k, v [B,T,Hk,N] (Hk divides H; query head
+// h uses kv head h / (H/Hk)); saved lse [B,H,T] (log-sum-exp of each score row); reset [B,T]
+// nullable; pos [B,T] int32 positions for RoPE (nullable = t).
+//
+// Nothing here materialises a T×T matrix: the reference walks one score row at a time, the fast
+// version streams key blocks with an online softmax (running max and sum) and recomputes the
+// probabilities in backward from lse.
+#pragma once
+#include "kernels/kernels.hpp"
+
+namespace scanshard::kernels {
+
+namespace ref {
+// With n = rot/2, f_j = base^{−2j/rot}, θ = pos·f_j, for j < n (dims ≥ rot pass through):
+//   y_j = x_j cos θ − x_{j+n} sin θ;   y_{j+n} = x_{j+n} cos θ + x_j sin θ
+template <class F>
+void rope_forward(F* y, const F* x, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base);
+// dx += Rᵀ dy (rotation by −θ)
+template <class F>
+void rope_backward(F* dx, const F* dy, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base);
+
+// s_{t,τ} = (q_t · k_τ)/√N over visible τ (τ ≤ t, t − τ ≤ W if W > 0, no document start in (τ, t]);
+// p = softmax_τ(s);  out_t = Σ_τ p_{t,τ} v_τ;  lse_t = log Σ_τ e^{s_{t,τ}}
+template <class F>
+void attention_forward(F* out, F* lse, const F* q, const F* k, const F* v, const std::uint8_t* reset,
+                       i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W);
+// D_t = dout_t · out_t;  dp = dout_t · v_τ;  ds = p (dp − D_t)
+// dq_t += Σ_τ ds k_τ/√N;  dk_τ += Σ_t ds q_t/√N;  dv_τ += Σ_t p dout_t
+template <class F>
+void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const F* lse, const F* q,
+                        const F* k, const F* v, const std::uint8_t* reset, i64 B, i64 T, i64 H,
+                        i64 Hk, i64 N, i64 W);
+}  // namespace ref
+
+namespace fast {
+void rope_forward(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base);
+void rope_backward(float* dx, const float* dy, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base);
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* lse, const float* q, const float* k, const float* v,
+                        const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W);
+}  // namespace fast
+
+}  // namespace scanshard::kernels

@@ -1,0 +1,118 @@
+// tests/kernels/test_attention.cpp — RoPE and causal MQA/MHA attention (local window and global,
+// with document mask): the reference against a dense masked softmax written here, fast ==
+// reference on awkward shapes (T = 1, T < W, odd T, odd N), backward == finite differences, and
+// RoPE's defining property (scores depend only on the position difference).
+#include "helpers.hpp"
+#include "kernels/attention.hpp"
+
+namespace k = scanshard::kernels;
+using kt::i64;
+
+TEST_CASE("RoPE rotates the first half of each head and makes scores relative", "[attention]") {
+  const i64 B = 2, T = 6, H = 3, N = 10, rot = 6;
+  const auto x = kt::randn(B * T * H * N, 501), dy = kt::randn(B * T * H * N, 502);
+  const std::vector<std::int32_t> pos = {0, 1, 2, 3, 4, 5, 7, 8, 0, 1, 2, 3};
+  std::vector<float> y_ref(x.size()), y_fast(x.size());
+  k::ref::rope_forward(y_ref.data(), x.data(), pos.data(), B, T, H, N, rot, 10000.0);
+  k::fast::rope_forward(y_fast.data(), x.data(), pos.data(), B, T, H, N, rot, 10000.0);
+  KT_CHECK_CLOSE(y_fast, y_ref, 1e-5, 1e-5);
+  // explicit element: b=0, t=3, h=1, j=1 (θ = 3·10000^{−2/6}); dims ≥ rot untouched
+  {
+    const i64 o = ((0 * T + 3) * H + 1) * N;
+    const double th = 3 * std::pow(10000.0, -2.0 / 6.0);
+    CHECK(std::fabs(y_ref[o + 1] - (x[o + 1] * std::cos(th) - x[o + 4] * std::sin(th))) < 1e-5);
+    CHECK(std::fabs(y_ref[o + 4] - (x[o + 4] * std::cos(th) + x[o + 1] * std::sin(th))) < 1e-5);
+    CHECK(y_ref[o + 8] == x[o + 8]);
+  }
+  // relative: rotate the same vectors a, c at positions (p, p−2) for several p → same dot product
+  {
+    const auto a = kt::randn(N, 503), c = kt::randn(N, 504);
+    double first = 0;
+    for (std::int32_t p = 2; p < 9; ++p) {
+      std::vector<double> ra(N), rc(N);
+      const std::int32_t pa[1] = {p}, pc[1] = {p - 2};
+      const auto ad = kt::to_d(a), cd = kt::to_d(c);
+      k::ref::rope_forward(ra.data(), ad.data(), pa, 1, 1, 1, N, rot, 10000.0);
+      k::ref::rope_forward(rc.data(), cd.data(), pc, 1, 1, 1, N, rot, 10000.0);
+      const double d = kt::dot(ra, rc);
+      if (p == 2) first = d;
+      CHECK(std::fabs(d - first) < 1e-9);
+    }
+  }
+  std::vector<float> dx(x.size(), 0.0f);
+  k::fast::rope_backward(dx.data(), dy.data(), pos.data(), B, T, H, N, rot, 10000.0);
+  auto xd = kt::to_d(x), dyd = kt::to_d(dy);
+  auto loss = [&] {
+    std::vector<double> y(xd.size());
+    k::ref::rope_forward(y.data(), xd.data(), pos.data(), B, T, H, N, rot, 10000.0);
+    return kt::dot(y, dyd);
+  };
+  const auto idx = kt::sample_indices(i64(x.size()), 80, 505);
+  KT_CHECK_CLOSE(kt::pick(dx, idx), kt::fd_grad(xd, idx, loss), 1e-5, 1e-5);
+}
+
+TEST_CASE("attention fast equals reference on awkward shapes and backward matches finite differences", "[attention]") {
+  struct Shape { i64 B, T, H, Hk, N, W; };
+  for (const Shape& s : {Shape{1, 1, 2, 1, 8, 4}, Shape{3, 7, 4, 1, 6, 3}, Shape{2, 13, 4, 2, 10, 0},
+                         Shape{1, 5, 3, 3, 5, 20}, Shape{1, 70, 2, 1, 16, 0}, Shape{2, 75, 2, 1, 8, 66}}) {
+    const auto [B, T, H, Hk, N, W] = s;
+    INFO("B " << B << " T " << T << " H " << H << " Hk " << Hk << " N " << N << " W " << W);
+    const auto q = kt::randn(B * T * H * N, 510), kk = kt::randn(B * T * Hk * N, 511), v = kt::randn(B * T * Hk * N, 512),
+               dout = kt::randn(B * T * H * N, 513);
+    std::mt19937 g(514);
+    std::vector<std::uint8_t> reset(B * T);
+    for (auto& r : reset) r = (g() % 6 == 0);
+    std::vector<float> o_ref(q.size()), o_fast(q.size()), l_ref(B * H * T), l_fast(B * H * T);
+    k::ref::attention_forward(o_ref.data(), l_ref.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+    k::fast::attention_forward(o_fast.data(), l_fast.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+    KT_CHECK_CLOSE(o_fast, o_ref, 1e-5, 1e-4);
+    KT_CHECK_CLOSE(l_fast, l_ref, 1e-5, 1e-5);
+    // independent dense masked softmax for a few rows (document id + window + causality)
+    for (i64 b = 0; b < B; ++b) {
+      std::vector<int> doc(T);
+      int d = 0;
+      for (i64 t = 0; t < T; ++t) { if (reset[b * T + t]) ++d; doc[t] = d; }
+      for (i64 t = 0; t < T; t += 3)
+        for (i64 h = 0; h < H; ++h) {
+          const i64 hk = h / (H / Hk);
+          std::vector<double> sc(T, -1e300);
+          double mx = -1e300;
+          for (i64 u = 0; u < T; ++u) {
+            if (u > t || doc[u] != doc[t] || (W > 0 && t - u > W)) continue;
+            double dd = 0;
+            for (i64 j = 0; j < N; ++j) dd += double(q[((b * T + t) * H + h) * N + j]) * kk[((b * T + u) * Hk + hk) * N + j];
+            sc[u] = dd / std::sqrt(double(N));
+            mx = std::max(mx, sc[u]);
+          }
+          double z = 0;
+          for (i64 u = 0; u < T; ++u) if (sc[u] > -1e299) z += std::exp(sc[u] - mx);
+          for (i64 j = 0; j < N; j += 2) {
+            double acc = 0;
+            for (i64 u = 0; u < T; ++u)
+              if (sc[u] > -1e299) acc += std::exp(sc[u] - mx) / z * v[((b * T + u) * Hk + hk) * N + j];
+            CHECK(std::fabs(acc - o_ref[((b * T + t) * H + h) * N + j]) < 1e-5);
+          }
+        }
+    }
+    std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
+    auto rdq = dq, rdk = dk, rdv = dv;
+    k::fast::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), o_fast.data(), l_fast.data(), q.data(),
+                                kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+    k::ref::attention_backward(rdq.data(), rdk.data(), rdv.data(), dout.data(), o_ref.data(), l_ref.data(), q.data(),
+                               kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+    KT_CHECK_CLOSE(dq, rdq, 1e-4, 1e-3);
+    KT_CHECK_CLOSE(dk, rdk, 1e-4, 1e-3);
+    KT_CHECK_CLOSE(dv, rdv, 1e-4, 1e-3);
+    auto qd = kt::to_d(q), kd = kt::to_d(kk), vd = kt::to_d(v), dod = kt::to_d(dout);
+    auto loss = [&] {
+      std::vector<double> o(qd.size()), l(B * H * T);
+      k::ref::attention_forward(o.data(), l.data(), qd.data(), kd.data(), vd.data(), reset.data(), B, T, H, Hk, N, W);
+      return kt::dot(o, dod);
+    };
+    auto check = [&](const std::vector<float>& grad, std::vector<double>& p, unsigned seed) {
+      const auto idx = kt::sample_indices(i64(p.size()), 24, seed);
+      KT_CHECK_CLOSE(kt::pick(grad, idx), kt::fd_grad(p, idx, loss), 1e-4, 1e-3);
+    };
+    check(dq, qd, 520); check(dk, kd, 521); check(dv, vd, 522);
+  }
+}
