@@ -452,6 +452,19 @@ double saved_under(Remat policy, const std::vector<Step>& fwd, const Ctx& c) {
   return s + c.n * c.m.width * c.a;
 }
 
+// Parameters of one layer on a tensor-parallel rank: matrices and their biases split t ways;
+// norms, token-shift mixes and the replicated LoRA A matrices whole.
+std::int64_t sharded_params(const std::vector<ParamTensor>& tensors, std::int64_t t) {
+  std::int64_t n = 0;
+  for (const auto& p : tensors) {
+    const bool replicated = p.name.find("norm") != std::string::npos || p.name.find("lora_a") != std::string::npos ||
+                            p.name.find("decay_a") != std::string::npos || p.name.starts_with("tm.mu") ||
+                            p.name.starts_with("cm.mu");
+    n += replicated ? p.count() : p.count() / t;
+  }
+  return n;
+}
+
 }  // namespace
 
 StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
@@ -469,7 +482,28 @@ StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
   const bool first = stage == 0, last = stage == pp - 1;
   const double act_bytes = c.n * m.width * c.a;
 
-  std::vector<std::vector<Step>> layer_bwd;
+  // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
+  struct Lowered { bool done = false; std::vector<Step> fwd, bwd; double saved = 0; std::int64_t params = 0; };
+  std::array<Lowered, 5> by_kind;
+  auto kind_of = [&](std::int64_t l) -> Lowered& {
+    Lowered& k = by_kind[static_cast<int>(temporal_kind(m, l))];
+    if (k.done) return k;
+    std::vector<Step> fwd, bwd;
+    lower_layer(c, static_cast<std::int32_t>(l), fwd, bwd);
+    k.saved = saved_under(p.remat, fwd, c);
+    add_recompute(p.remat, fwd, k.bwd);
+    k.bwd.insert(k.bwd.end(), bwd.rbegin(), bwd.rend());
+    k.fwd = std::move(fwd);
+    k.params = sharded_params(layer_parameter_tensors(m, l), c.t);
+    k.done = true;
+    return k;
+  };
+  auto relabel = [](std::vector<Step>& out, const std::vector<Step>& in, std::int64_t l) {
+    const auto first = out.size();
+    out.insert(out.end(), in.begin(), in.end());
+    for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
+  };
+
   std::vector<Step> head_bwd;
   if (first) {
     std::vector<Step> bwd;
@@ -480,14 +514,12 @@ StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
     Emit e{c, -1, prog.forward, head_bwd};
     e.p2p(Phase::forward, Axis::pipeline, "pipeline.activations", act_bytes, 1);
   }
+  std::int64_t params = 0;
   for (std::int64_t l = prog.first_layer; l < prog.end_layer; ++l) {
-    std::vector<Step> fwd, bwd, full;
-    lower_layer(c, static_cast<std::int32_t>(l), fwd, bwd);
-    prog.saved_activation_bytes += saved_under(p.remat, fwd, c);
-    add_recompute(p.remat, fwd, full);
-    full.insert(full.end(), bwd.rbegin(), bwd.rend());
-    layer_bwd.push_back(std::move(full));
-    prog.forward.insert(prog.forward.end(), fwd.begin(), fwd.end());
+    const Lowered& k = kind_of(l);
+    relabel(prog.forward, k.fwd, l);
+    prog.saved_activation_bytes += k.saved;
+    params += k.params;
   }
   std::vector<Step> tail_bwd;
   if (last) {
@@ -501,24 +533,12 @@ StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
     e.p2p(Phase::backward, Axis::pipeline, "pipeline.gradients", act_bytes, 1);
   }
   prog.backward = tail_bwd;
-  for (auto it = layer_bwd.rbegin(); it != layer_bwd.rend(); ++it) prog.backward.insert(prog.backward.end(), it->begin(), it->end());
+  for (std::int64_t l = prog.end_layer - 1; l >= prog.first_layer; --l) relabel(prog.backward, kind_of(l).bwd, l);
   prog.backward.insert(prog.backward.end(), head_bwd.begin(), head_bwd.end());
 
-  // Parameters on this rank: tensor-split matrices and vectors of its layers; replicated norms
-  // and LoRA are counted whole (a slight overestimate for norm vectors).
-  std::int64_t params = 0;
-  for (const auto& t : parameter_tensors(m)) {
-    if (t.block.starts_with("layer.")) {
-      const auto l = std::stoll(t.block.substr(6));
-      if (l < prog.first_layer || l >= prog.end_layer) continue;
-      const bool replicated = t.name.find("norm") != std::string::npos || t.name.find("lora") != std::string::npos ||
-                              t.name.find("decay_a") != std::string::npos || t.name == "tm.mu_x" || t.name == "tm.mu";
-      params += replicated ? t.count() : t.count() / c.t;
-    } else if ((t.block == "embed" && first) || ((t.block == "head" || t.block == "final") && last)) {
-      params += t.embedding ? t.count() / c.t : t.count();
-    }
-  }
-  if (last && m.tied_embeddings && !first) params += m.vocab * m.width / c.t;  // tied head copy
+  // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
+  if (first) params += m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0);
+  if (last) params += (m.is_rwkv() ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
   prog.local_params = params;
 
   // Once per step: gradient reduction over the replicas, optimizer, parameter gather (ZeRO).
@@ -569,10 +589,17 @@ StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
     whole.micro_batch = 1;
     const Ctx u = make_ctx(m, whole, 0);
     double fwd_flops = 0;
+    std::array<double, 5> per_kind{};
+    std::array<bool, 5> known{};
     for (std::int64_t l = 0; l < m.depth; ++l) {
-      std::vector<Step> f, b;
-      lower_layer(u, static_cast<std::int32_t>(l), f, b);
-      for (const auto& s : f) fwd_flops += s.matmul_flops;
+      const int k = static_cast<int>(temporal_kind(m, l));
+      if (!known[k]) {
+        std::vector<Step> f, b;
+        lower_layer(u, static_cast<std::int32_t>(l), f, b);
+        for (const auto& s : f) per_kind[k] += s.matmul_flops;
+        known[k] = true;
+      }
+      fwd_flops += per_kind[k];
     }
     std::vector<Step> f, b;
     Emit e{u, -1, f, b};

@@ -124,26 +124,39 @@ void add_rwkv6_time_mix(TensorList& t, const ModelSpec& m) {
 
 }  // namespace
 
+namespace {
+
+void add_layer(TensorList& t, const ModelSpec& m, std::int64_t i) {
+  const auto D = m.width;
+  t.block = "layer." + std::to_string(i);
+  if (m.is_rwkv()) {
+    add_layer_norm(t, "norm1", D);
+    if (m.family == Family::rwkv4) add_rwkv4_time_mix(t, m); else add_rwkv6_time_mix(t, m);
+    add_layer_norm(t, "norm2", D);
+    add_channel_mix(t, m);
+    return;
+  }
+  t.add("norm1.scale", {D});
+  if (temporal_kind(m, i) == Temporal::recurrent) add_recurrent(t, m); else add_attention(t, m);
+  t.add("norm2.scale", {D});
+  add_gated_mlp(t, m);
+}
+
+}  // namespace
+
+std::vector<ParamTensor> layer_parameter_tensors(const ModelSpec& m, std::int64_t layer) {
+  TensorList t;
+  add_layer(t, m, layer);
+  return t.out;
+}
+
 std::vector<ParamTensor> parameter_tensors(const ModelSpec& m) {
   const auto D = m.width, V = m.vocab;
   TensorList t;
   t.block = "embed";
   t.add("embed.table", {V, D}, true);
   if (m.is_rwkv()) add_layer_norm(t, "embed_norm", D);  // RWKV's extra LayerNorm on the embedding
-  for (std::int64_t i = 0; i < m.depth; ++i) {
-    t.block = "layer." + std::to_string(i);
-    if (m.is_rwkv()) {
-      add_layer_norm(t, "norm1", D);
-      if (m.family == Family::rwkv4) add_rwkv4_time_mix(t, m); else add_rwkv6_time_mix(t, m);
-      add_layer_norm(t, "norm2", D);
-      add_channel_mix(t, m);
-      continue;
-    }
-    t.add("norm1.scale", {D});
-    if (temporal_kind(m, i) == Temporal::recurrent) add_recurrent(t, m); else add_attention(t, m);
-    t.add("norm2.scale", {D});
-    add_gated_mlp(t, m);
-  }
+  for (std::int64_t i = 0; i < m.depth; ++i) add_layer(t, m, i);
   t.block = "final";
   if (m.is_rwkv()) add_layer_norm(t, "final_norm", D); else t.add("final_norm.scale", {D});
   if (!m.tied_embeddings) {

@@ -68,6 +68,8 @@ struct ParamTensor {
 
 // Every parameter tensor of the model in a fixed order. The single source of model shapes.
 std::vector<ParamTensor> parameter_tensors(const ModelSpec& m);
+// The tensors of one layer (block "layer.<i>"), in the same order.
+std::vector<ParamTensor> layer_parameter_tensors(const ModelSpec& m, std::int64_t layer);
 
 struct ParamCounts {
   std::int64_t total = 0;

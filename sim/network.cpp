@@ -8,19 +8,20 @@
 
 namespace scanshard {
 
-struct Network::Graph {
-  boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS> g;
+struct Topology::Graph {
+  boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS, boost::no_property, boost::no_property, boost::no_property, boost::vecS> g;
 };
 
 namespace {
 
-using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS>;
+using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS, boost::no_property,
+                                         boost::no_property, boost::no_property, boost::vecS>;
 
 // Torus: one vertex per chip, an edge to the next chip along every dimension (and the wraparound
 // edge where the dimension wraps). Device index = mixed radix with dimension 0 fastest.
 void build_torus(BoostGraph& g, const TopologySpec& t) {
   const std::int64_t n = t.devices();
-  for (std::int64_t v = 0; v < n; ++v) boost::add_vertex(g);
+  g = BoostGraph(static_cast<size_t>(n));
   std::int64_t stride = 1;
   for (size_t d = 0; d < t.dims.size(); ++d) {
     const std::int64_t size = t.dims[d];
@@ -60,10 +61,11 @@ std::int64_t axis_stride(const Mesh& mesh, Axis a) {
   return s;
 }
 
-// A ring through `members` (in order) on the graph: load = link traversals per member per round
-// (1 for a wrapped dimension, ≈2 for a line, ×stride when other axes interleave), latency of the
-// longest step.
-RingLevel ring_level(const BoostGraph& g, const std::vector<std::int64_t>& members, double link_bytes_per_s,
+// A ring through `members` (in order): load = link traversals per member per round (1 for a
+// wrapped dimension, ≈2 for a line, ×stride when other axes interleave), latency of the longest
+// step. `dist(a, b)` is the graph's hop distance.
+template <class Dist>
+RingLevel ring_level(const std::vector<std::int64_t>& members, Dist&& dist, double link_bytes_per_s,
                      double hop_latency_seconds) {
   RingLevel r;
   r.members = static_cast<std::int64_t>(members.size());
@@ -71,8 +73,7 @@ RingLevel ring_level(const BoostGraph& g, const std::vector<std::int64_t>& membe
   double total_hops = 0;
   int max_hops = 0;
   for (size_t i = 0; i < members.size(); ++i) {
-    const auto dist = bfs_distances(g, members[i]);
-    const int h = dist[static_cast<size_t>(members[(i + 1) % members.size()])];
+    const int h = dist(members[i], members[(i + 1) % members.size()]);
     total_hops += h;
     max_hops = std::max(max_hops, h);
   }
@@ -84,19 +85,27 @@ RingLevel ring_level(const BoostGraph& g, const std::vector<std::int64_t>& membe
 
 }  // namespace
 
-Network::~Network() = default;
-Network::Network(Network&&) noexcept = default;
-Network& Network::operator=(Network&&) noexcept = default;
+Topology::~Topology() = default;
+Topology::Topology(Topology&&) noexcept = default;
+Topology& Topology::operator=(Topology&&) noexcept = default;
 
-int Network::hops(std::int64_t from, std::int64_t to) const {
+Topology::Topology(const ClusterSpec& cluster) : graph_(std::make_unique<Graph>()), devices_(cluster.devices()) {
+  if (cluster.topology.kind == TopologyKind::torus) build_torus(graph_->g, cluster.topology);
+  else build_islands(graph_->g, cluster.topology);
+  from0_ = bfs_distances(graph_->g, 0);
+}
+
+int Topology::hops(std::int64_t from, std::int64_t to) const {
   return bfs_distances(graph_->g, from)[static_cast<size_t>(to)];
 }
 
-Network::Network(const ClusterSpec& cluster, const Mesh& mesh) : graph_(std::make_unique<Graph>()) {
+Network::Network(const ClusterSpec& cluster, const Mesh& mesh) : Network(Topology(cluster), cluster, mesh) {}
+
+Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& mesh) {
   const TopologySpec& t = cluster.topology;
-  devices_ = t.devices();
-  if (t.kind == TopologyKind::torus) build_torus(graph_->g, t); else build_islands(graph_->g, t);
+  const std::int64_t devices_ = topo.devices();
   const double eff = cluster.chip.efficiency.network;
+  const std::vector<int>& from0 = topo.from_device0();  // rank 0's group is the representative
   for (int ai = 0; ai < kAxisCount; ++ai) {
     const Axis a = static_cast<Axis>(ai);
     AxisNetwork& net = axes_[ai];
@@ -105,23 +114,30 @@ Network::Network(const ClusterSpec& cluster, const Mesh& mesh) : graph_(std::mak
     const std::int64_t stride = axis_stride(mesh, a);
     std::vector<std::int64_t> members;
     for (std::int64_t i = 0; i < net.size; ++i) members.push_back(i * stride);
-    const int neighbour_hops = std::max(1, hops(members[0], members[1]));
+    const int neighbour_hops = std::max(1, from0[static_cast<size_t>(members[1])]);
     if (t.kind == TopologyKind::torus) {
-      // One level per torus dimension the axis moves along (members differing only there).
+      // One level per torus dimension the axis moves along (members differing only there). Along
+      // one dimension the torus is translation-symmetric, so one BFS from device 0 gives every
+      // step of such a ring: consecutive members are dist(0, m1) apart and the closing step
+      // dist(m_last, 0).
       std::int64_t dim_stride = 1, covered = 1;
       for (size_t d = 0; d < t.dims.size(); ++d) {
         std::vector<std::int64_t> along;
         for (auto m : members)  // device 0's coordinates everywhere except dimension d
           if (m % dim_stride == 0 && m < dim_stride * t.dims[d]) along.push_back(m);
         if (along.size() > 1) {
-          net.levels.push_back(ring_level(graph_->g, along, t.link_bytes_per_s * eff, t.hop_latency_seconds));
+          auto dist = [&](std::int64_t a, std::int64_t b) {
+            return a < b ? from0[static_cast<size_t>(along[1])] : from0[static_cast<size_t>(a)];
+          };
+          net.levels.push_back(ring_level(along, dist, t.link_bytes_per_s * eff, t.hop_latency_seconds));
           covered *= static_cast<std::int64_t>(along.size());
         }
         dim_stride *= t.dims[d];
       }
       if (covered != net.size) {  // not a product of dimensions: one ring through all members
         net.levels.clear();
-        net.levels.push_back(ring_level(graph_->g, members, t.link_bytes_per_s * eff, t.hop_latency_seconds));
+        auto dist = [&topo](std::int64_t a, std::int64_t b) { return topo.hops(a, b); };
+        net.levels.push_back(ring_level(members, dist, t.link_bytes_per_s * eff, t.hop_latency_seconds));
       }
       net.p2p_bytes_per_s = t.link_bytes_per_s * eff;
       net.p2p_latency_seconds = neighbour_hops * t.hop_latency_seconds;

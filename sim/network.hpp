@@ -35,21 +35,34 @@ struct AxisNetwork {
   double p2p_latency_seconds = 0;
 };
 
-class Network {
+// The cluster's graph: one vertex per device (plus island and core switches), built once per
+// cluster and shared by every mesh priced on it.
+class Topology {
  public:
-  Network(const ClusterSpec& cluster, const Mesh& mesh);
-  ~Network();
-  Network(Network&&) noexcept;
-  Network& operator=(Network&&) noexcept;
-  const AxisNetwork& axis(Axis a) const { return axes_[static_cast<int>(a)]; }
+  explicit Topology(const ClusterSpec& cluster);
+  ~Topology();
+  Topology(Topology&&) noexcept;
+  Topology& operator=(Topology&&) noexcept;
   std::int64_t devices() const { return devices_; }
-  // BFS hop distance between two devices on the topology graph.
+  // BFS hop distance between two devices.
   int hops(std::int64_t from, std::int64_t to) const;
+  // BFS distances from device 0 to every vertex (cached).
+  const std::vector<int>& from_device0() const { return from0_; }
 
  private:
   struct Graph;  // boost::adjacency_list (pimpl keeps Boost out of the header)
   std::unique_ptr<Graph> graph_;
   std::int64_t devices_ = 0;
+  std::vector<int> from0_;
+};
+
+class Network {
+ public:
+  Network(const Topology& topology, const ClusterSpec& cluster, const Mesh& mesh);
+  Network(const ClusterSpec& cluster, const Mesh& mesh);  // builds a Topology for the occasion
+  const AxisNetwork& axis(Axis a) const { return axes_[static_cast<int>(a)]; }
+
+ private:
   std::array<AxisNetwork, kAxisCount> axes_;
 };
 
