@@ -1,0 +1,236 @@
+// tests/kernels/tiny_model.hpp — a whole Griffin / Hawk / MQA model assembled from kernels/ ops,
+// for tests only: parameter names and shapes come from program/'s parameter_tensors(), so the
+// test follows the one source of model shapes. The model is a template over the scalar type and
+// the op set (Ref = kernels::ref in double for finite differences, Fast = kernels::fast in float).
+// Not for: the runner (train/ walks the StepProgram); this is the simplest faithful composition:
+//   x = E[tokens]; per layer: x += Temporal(RMSNorm(x)); x += MLP(RMSNorm(x));
+//   loss = mean CE(softmax(RMSNorm(x) Eᵀ), targets)                          (DESIGN §3.1)
+#pragma once
+#include <cmath>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/attention.hpp"
+#include "kernels/conv1d.hpp"
+#include "kernels/embedding.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/mlp.hpp"
+#include "kernels/rglru.hpp"
+#include "kernels/rmsnorm.hpp"
+#include "program/model.hpp"
+
+namespace kt {
+
+namespace kk = scanshard::kernels;
+
+#define KT_FWD(ns, name) \
+  template <class... A> static void name(A&&... a) { ns::name(std::forward<A>(a)...); }
+#define KT_OPS(ns)                                                                                  \
+  KT_FWD(ns, embedding_forward) KT_FWD(ns, embedding_backward) KT_FWD(ns, logits_tied_forward)      \
+  KT_FWD(ns, logits_tied_backward) KT_FWD(ns, softmax_ce_forward) KT_FWD(ns, softmax_ce_backward)   \
+  KT_FWD(ns, linear_forward) KT_FWD(ns, linear_backward) KT_FWD(ns, rmsnorm_forward)                \
+  KT_FWD(ns, rmsnorm_backward) KT_FWD(ns, gelu_mul_forward) KT_FWD(ns, gelu_mul_backward)           \
+  KT_FWD(ns, gated_mlp_forward) KT_FWD(ns, gated_mlp_backward) KT_FWD(ns, conv1d_forward)           \
+  KT_FWD(ns, conv1d_backward) KT_FWD(ns, rglru_forward) KT_FWD(ns, rglru_backward)                  \
+  KT_FWD(ns, rope_forward) KT_FWD(ns, rope_backward) KT_FWD(ns, attention_forward)                  \
+  KT_FWD(ns, attention_backward)
+struct RefOps { KT_OPS(kk::ref) };
+struct FastOps { KT_OPS(kk::fast) };
+#undef KT_OPS
+#undef KT_FWD
+
+// Offsets of every parameter tensor in one flat buffer, in parameter_tensors() order.
+struct Layout {
+  std::vector<scanshard::ParamTensor> tensors;
+  std::vector<i64> offset;
+  i64 total = 0;
+  std::map<std::string, size_t> index;
+  explicit Layout(const scanshard::ModelSpec& m) : tensors(scanshard::parameter_tensors(m)) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      offset.push_back(total);
+      total += tensors[i].count();
+      index[tensors[i].block + "/" + tensors[i].name] = i;
+    }
+  }
+  i64 off(const std::string& block, const std::string& name) const {
+    auto it = index.find(block + "/" + name);
+    if (it == index.end()) throw std::runtime_error("no parameter " + block + "/" + name);
+    return offset[it->second];
+  }
+};
+
+// Deterministic init: matrices N(0, 1/fan_in), biases and norm scales small N(0, 0.1²) (nonzero
+// so that every gradient path is exercised), Λ so that a = σ(−Λ) ∈ [0.9, 0.999].
+inline std::vector<float> init_params(const Layout& lay, unsigned seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<double> nd(0, 1);
+  std::uniform_real_distribution<double> ua(0.9, 0.999);
+  std::vector<float> p(lay.total);
+  for (size_t i = 0; i < lay.tensors.size(); ++i) {
+    const auto& t = lay.tensors[i];
+    float* d = p.data() + lay.offset[i];
+    const bool lambda = t.name == "rec.lambda";
+    const double sd = t.shape.size() >= 2 ? 1.0 / std::sqrt(double(t.shape[t.shape.size() - 2])) : 0.1;
+    for (i64 j = 0; j < t.count(); ++j)
+      d[j] = lambda ? float(std::log(std::expm1(-std::log(ua(g))))) : float(sd * nd(g));
+  }
+  return p;
+}
+
+template <class F, class K>
+class Model {
+ public:
+  Model(const scanshard::ModelSpec& m, const Layout& lay, i64 B, i64 T)
+      : m_(m), lay_(lay), B_(B), T_(T), M_(B * T) {}
+
+  // Mean cross-entropy over the B·T tokens; saves the activations for backward().
+  F forward(const F* p, const std::vector<std::int32_t>& tokens, const std::vector<std::int32_t>& targets,
+            const std::vector<std::uint8_t>& reset) {
+    tokens_ = tokens; targets_ = targets; reset_ = reset;
+    pos_.assign(M_, 0);
+    for (i64 b = 0; b < B_; ++b)
+      for (i64 t = 0, s = 0; t < T_; ++t) { if (reset[b * T_ + t]) s = t; pos_[b * T_ + t] = std::int32_t(t - s); }
+    const i64 D = m_.width, V = m_.vocab, M = M_;
+    const F* E = p + lay_.off("embed", "embed.table");
+    x0_.assign(M * D, F(0));
+    K::embedding_forward(x0_.data(), tokens.data(), E, M, D, m_.scale_embedding ? F(std::sqrt(double(D))) : F(1));
+    std::vector<F> x = x0_;
+    acts_.assign(m_.depth, Acts{});
+    for (i64 l = 0; l < m_.depth; ++l) layer_forward(p, l, x);
+    xf_ = x;
+    nf_.assign(M * D, F(0)); rstdf_.assign(M, F(0));
+    K::rmsnorm_forward(nf_.data(), rstdf_.data(), xf_.data(), p + lay_.off("final", "final_norm.scale"), M, D, F(1e-6));
+    probs_.assign(M * V, F(0)); losses_.assign(M, F(0));
+    K::logits_tied_forward(probs_.data(), nf_.data(), E, M, D, V);
+    K::softmax_ce_forward(losses_.data(), probs_.data(), probs_.data(), targets.data(), M, V);
+    double s = 0;
+    for (auto v : losses_) s += v;
+    return F(s / double(M));
+  }
+
+  // Accumulates d(mean loss)/d params into g.
+  void backward(const F* p, F* g) {
+    const i64 D = m_.width, V = m_.vocab, M = M_;
+    const F* E = p + lay_.off("embed", "embed.table");
+    F* dE = g + lay_.off("embed", "embed.table");
+    std::vector<F> dl(M, F(1.0 / double(M))), dlogits(M * V, F(0)), dnf(M * D, F(0)), dx(M * D, F(0));
+    K::softmax_ce_backward(dlogits.data(), dl.data(), probs_.data(), targets_.data(), M, V);
+    K::logits_tied_backward(dnf.data(), dE, dlogits.data(), nf_.data(), E, M, D, V);
+    K::rmsnorm_backward(dx.data(), g + lay_.off("final", "final_norm.scale"), dnf.data(), xf_.data(), rstdf_.data(),
+                        p + lay_.off("final", "final_norm.scale"), M, D);
+    for (i64 l = m_.depth - 1; l >= 0; --l) layer_backward(p, g, l, dx);
+    K::embedding_backward(dE, dx.data(), tokens_.data(), M, D, m_.scale_embedding ? F(std::sqrt(double(D))) : F(1));
+  }
+
+ private:
+  struct Acts {
+    std::vector<F> x_in, n1, rstd1, gy, u, cu, hs, ga, gx, pr, qr, q, kr, k, v, a, lse, x_mid, n2, rstd2, h1, h2, gm;
+  };
+
+  static constexpr F* nul() { return static_cast<F*>(nullptr); }
+  static constexpr const F* cnul() { return static_cast<const F*>(nullptr); }
+
+  void layer_forward(const F* p, i64 l, std::vector<F>& x) {
+    const std::string blk = "layer." + std::to_string(l);
+    auto P = [&](const char* n) { return p + lay_.off(blk, n); };
+    const i64 D = m_.width, M = M_, Fh = m_.mlp_width;
+    Acts& A = acts_[l];
+    A.x_in = x;
+    A.n1.assign(M * D, F(0)); A.rstd1.assign(M, F(0));
+    K::rmsnorm_forward(A.n1.data(), A.rstd1.data(), x.data(), P("norm1.scale"), M, D, F(1e-6));
+    std::vector<F> tout(M * D, F(0));
+    if (scanshard::temporal_kind(m_, l) == scanshard::Temporal::recurrent) {
+      const i64 R = m_.recurrent_width, Kc = m_.conv_width, Hb = m_.gate_blocks;
+      for (auto* v : {&A.gy, &A.u, &A.cu, &A.hs, &A.ga, &A.gx, &A.pr}) v->assign(M * R, F(0));
+      K::linear_forward(A.gy.data(), A.n1.data(), P("rec.wy"), P("rec.by"), M, D, R);   // gate branch
+      K::linear_forward(A.u.data(), A.n1.data(), P("rec.wx"), P("rec.bx"), M, D, R);    // input branch
+      K::conv1d_forward(A.cu.data(), nul(), A.u.data(), cnul(), reset_.data(), P("rec.conv_w"), P("rec.conv_b"), B_, T_, R, Kc);
+      K::rglru_forward(A.hs.data(), nul(), nul(), A.ga.data(), A.gx.data(), A.cu.data(), cnul(), reset_.data(),
+                       P("rec.gate_a_w"), P("rec.gate_a_b"), P("rec.gate_x_w"), P("rec.gate_x_b"), P("rec.lambda"),
+                       B_, T_, R, Hb);
+      K::gelu_mul_forward(A.pr.data(), A.gy.data(), A.hs.data(), M * R);               // gelu(gy) ⊙ h
+      K::linear_forward(tout.data(), A.pr.data(), P("rec.wo"), P("rec.bo"), M, R, D);
+    } else {
+      const i64 H = m_.heads, Hk = m_.kv_heads, N = m_.head_dim;
+      const i64 rot = i64(std::lround(m_.rope_fraction * double(N)));
+      A.qr.assign(M * H * N, F(0)); A.q = A.qr; A.a = A.qr;
+      A.kr.assign(M * Hk * N, F(0)); A.k = A.kr; A.v = A.kr;
+      A.lse.assign(B_ * H * T_, F(0));
+      K::linear_forward(A.qr.data(), A.n1.data(), P("attn.wq"), cnul(), M, D, H * N);
+      K::linear_forward(A.kr.data(), A.n1.data(), P("attn.wk"), cnul(), M, D, Hk * N);
+      K::linear_forward(A.v.data(), A.n1.data(), P("attn.wv"), cnul(), M, D, Hk * N);
+      K::rope_forward(A.q.data(), A.qr.data(), pos_.data(), B_, T_, H, N, rot, m_.rope_base);
+      K::rope_forward(A.k.data(), A.kr.data(), pos_.data(), B_, T_, Hk, N, rot, m_.rope_base);
+      K::attention_forward(A.a.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), reset_.data(), B_, T_, H, Hk,
+                           N, m_.window);
+      K::linear_forward(tout.data(), A.a.data(), P("attn.wo"), P("attn.bo"), M, H * N, D);
+    }
+    for (i64 i = 0; i < M * D; ++i) x[i] += tout[i];
+    A.x_mid = x;
+    A.n2.assign(M * D, F(0)); A.rstd2.assign(M, F(0));
+    K::rmsnorm_forward(A.n2.data(), A.rstd2.data(), x.data(), P("norm2.scale"), M, D, F(1e-6));
+    A.h1.assign(M * Fh, F(0)); A.h2 = A.h1; A.gm = A.h1;
+    std::vector<F> y(M * D, F(0));
+    K::gated_mlp_forward(y.data(), A.h1.data(), A.h2.data(), A.gm.data(), A.n2.data(), P("mlp.w1"), P("mlp.b1"),
+                         P("mlp.w2"), P("mlp.b2"), P("mlp.w3"), P("mlp.b3"), M, D, Fh);
+    for (i64 i = 0; i < M * D; ++i) x[i] += y[i];
+  }
+
+  void layer_backward(const F* p, F* g, i64 l, std::vector<F>& dx) {
+    const std::string blk = "layer." + std::to_string(l);
+    auto P = [&](const char* n) { return p + lay_.off(blk, n); };
+    auto G = [&](const char* n) { return g + lay_.off(blk, n); };
+    const i64 D = m_.width, M = M_, Fh = m_.mlp_width;
+    Acts& A = acts_[l];
+    // x2 = x1 + MLP(RMSNorm(x1))
+    std::vector<F> dn2(M * D, F(0)), work(3 * M * Fh);
+    K::gated_mlp_backward(dn2.data(), G("mlp.w1"), G("mlp.b1"), G("mlp.w2"), G("mlp.b2"), G("mlp.w3"), G("mlp.b3"),
+                          work.data(), dx.data(), A.n2.data(), A.h1.data(), A.h2.data(), A.gm.data(), P("mlp.w1"),
+                          P("mlp.w2"), P("mlp.w3"), M, D, Fh);
+    K::rmsnorm_backward(dx.data(), G("norm2.scale"), dn2.data(), A.x_mid.data(), A.rstd2.data(), P("norm2.scale"), M, D);
+    // x1 = x0 + Temporal(RMSNorm(x0))
+    std::vector<F> dn1(M * D, F(0));
+    if (scanshard::temporal_kind(m_, l) == scanshard::Temporal::recurrent) {
+      const i64 R = m_.recurrent_width, Kc = m_.conv_width, Hb = m_.gate_blocks;
+      std::vector<F> dpr(M * R, F(0)), dgy(M * R, F(0)), dhs(M * R, F(0)), dcu(M * R, F(0)), du(M * R, F(0)),
+          w2(2 * M * R);
+      K::linear_backward(dpr.data(), G("rec.wo"), G("rec.bo"), dx.data(), A.pr.data(), P("rec.wo"), M, R, D);
+      K::gelu_mul_backward(dgy.data(), dhs.data(), dpr.data(), A.gy.data(), A.hs.data(), M * R);
+      K::rglru_backward(dcu.data(), nul(), G("rec.gate_a_w"), G("rec.gate_a_b"), G("rec.gate_x_w"), G("rec.gate_x_b"),
+                        G("rec.lambda"), w2.data(), dhs.data(), cnul(), A.hs.data(), A.ga.data(), A.gx.data(),
+                        A.cu.data(), cnul(), reset_.data(), P("rec.gate_a_w"), P("rec.gate_x_w"), P("rec.lambda"), B_,
+                        T_, R, Hb);
+      K::conv1d_backward(du.data(), nul(), G("rec.conv_w"), G("rec.conv_b"), dcu.data(), cnul(), A.u.data(), cnul(),
+                         reset_.data(), P("rec.conv_w"), B_, T_, R, Kc);
+      K::linear_backward(dn1.data(), G("rec.wx"), G("rec.bx"), du.data(), A.n1.data(), P("rec.wx"), M, D, R);
+      K::linear_backward(dn1.data(), G("rec.wy"), G("rec.by"), dgy.data(), A.n1.data(), P("rec.wy"), M, D, R);
+    } else {
+      const i64 H = m_.heads, Hk = m_.kv_heads, N = m_.head_dim;
+      const i64 rot = i64(std::lround(m_.rope_fraction * double(N)));
+      std::vector<F> da(M * H * N, F(0)), dq = da, dqr = da, dk(M * Hk * N, F(0)), dkr = dk, dv = dk;
+      K::linear_backward(da.data(), G("attn.wo"), G("attn.bo"), dx.data(), A.a.data(), P("attn.wo"), M, H * N, D);
+      K::attention_backward(dq.data(), dk.data(), dv.data(), da.data(), A.a.data(), A.lse.data(), A.q.data(),
+                            A.k.data(), A.v.data(), reset_.data(), B_, T_, H, Hk, N, m_.window);
+      K::rope_backward(dqr.data(), dq.data(), pos_.data(), B_, T_, H, N, rot, m_.rope_base);
+      K::rope_backward(dkr.data(), dk.data(), pos_.data(), B_, T_, Hk, N, rot, m_.rope_base);
+      K::linear_backward(dn1.data(), G("attn.wq"), nul(), dqr.data(), A.n1.data(), P("attn.wq"), M, D, H * N);
+      K::linear_backward(dn1.data(), G("attn.wk"), nul(), dkr.data(), A.n1.data(), P("attn.wk"), M, D, Hk * N);
+      K::linear_backward(dn1.data(), G("attn.wv"), nul(), dv.data(), A.n1.data(), P("attn.wv"), M, D, Hk * N);
+    }
+    K::rmsnorm_backward(dx.data(), G("norm1.scale"), dn1.data(), A.x_in.data(), A.rstd1.data(), P("norm1.scale"), M, D);
+  }
+
+  const scanshard::ModelSpec& m_;
+  const Layout& lay_;
+  i64 B_, T_, M_;
+  std::vector<std::int32_t> tokens_, targets_, pos_;
+  std::vector<std::uint8_t> reset_;
+  std::vector<F> x0_, xf_, nf_, rstdf_, probs_, losses_;
+  std::vector<Acts> acts_;
+};
+
+}  // namespace kt
