@@ -23,6 +23,14 @@ void PlanOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--overlap", overlap, "Overlap gradient reduction with backward (true/false)");
 }
 
+void PlanOptions::check(const ModelSpec& m, const Plan& p, std::int64_t devices) const {
+  try {
+    check_plan(m, p, devices);
+  } catch (const PlanError& e) {
+    throw ConfigError(plan_file.empty() ? "plan from flags" : plan_file, 0, 0, e.key(), e.what());
+  }
+}
+
 Plan PlanOptions::load_base() const {
   if (plan_file.empty()) return Plan{};
   return load_plan(plan_file);
@@ -38,8 +46,12 @@ std::string pick(const std::string& flag, const std::string& from_plan, const ch
 }
 }  // namespace
 
-ModelSpec PlanOptions::resolve_model(const Plan& p) const { return load_model(pick(model, p.model, "model", plan_file)); }
-ClusterSpec PlanOptions::resolve_cluster(const Plan& p) const { return load_cluster(pick(cluster, p.cluster, "cluster", plan_file)); }
+ModelSpec PlanOptions::resolve_model(const Plan& p) const {
+  return load_model(pick(model, p.model, "model", plan_file), model.empty() ? plan_file + ": model" : "--model");
+}
+ClusterSpec PlanOptions::resolve_cluster(const Plan& p) const {
+  return load_cluster(pick(cluster, p.cluster, "cluster", plan_file), cluster.empty() ? plan_file + ": cluster" : "--cluster");
+}
 
 Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   Plan p = load_base();

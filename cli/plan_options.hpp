@@ -25,6 +25,8 @@ struct PlanOptions {
   // The plan: file (if any), then flag overrides; defaults fill the rest for `devices`.
   Plan resolve_plan(std::int64_t devices) const;
   Plan load_base() const;  // the --plan file, or an empty plan
+  // check_plan, reported as an input error naming the plan file (or the flags) and the key.
+  void check(const ModelSpec& m, const Plan& p, std::int64_t devices) const;
 };
 
 }  // namespace scanshard

@@ -63,7 +63,7 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
   }
   std::cout << t.str() << "\n";
   const auto& mem = e.memory;
-  Table mt({"memory per device (stage " + std::to_string(e.critical_stage) + " pace)", "bytes"}, {false, true});
+  Table mt({"memory per device (most loaded stage)", "bytes"}, {false, true});
   mt.add({"parameters", format_bytes(mem.params_bytes)});
   mt.add({"gradients", format_bytes(mem.grads_bytes)});
   mt.add({"optimizer state", format_bytes(mem.optimizer_bytes)});
@@ -125,7 +125,7 @@ void run_simulate(const SimulateOptions& o) {
   const ModelSpec m = o.plan.resolve_model(base);
   const ClusterSpec c = o.plan.resolve_cluster(base);
   Plan p = o.plan.resolve_plan(c.devices());
-  check_plan(m, p, c.devices());
+  o.plan.check(m, p, c.devices());
   if (!o.sweep.empty()) return run_sweep(o, m, c, p);
   const Estimate e = simulate(m, p, c);
   if (o.json) {

@@ -48,6 +48,7 @@ struct Rule {
   const char* name;
   bool ok;
   std::string detail;
+  const char* key = "mesh";
 };
 
 template <class F>
@@ -56,32 +57,32 @@ const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devi
   auto n = [](std::int64_t v) { return std::to_string(v); };
   for (int i = 0; i < kAxisCount; ++i)
     if (p.mesh.size[i] < 1) return on_fail(Rule{"mesh axes are positive", false, std::string(to_string(static_cast<Axis>(i))) + " = " + n(p.mesh.size[i])});
-  if (p.global_batch < 1) return on_fail(Rule{"global_batch is positive", false, "global_batch = " + n(p.global_batch)});
-  if (p.micro_batch < 1) return on_fail(Rule{"micro_batch is positive", false, "micro_batch = " + n(p.micro_batch)});
-  if (p.seq_len < 1) return on_fail(Rule{"seq_len is positive", false, "seq_len = " + n(p.seq_len)});
-  if (p.zero_stage < 0 || p.zero_stage > 3) return on_fail(Rule{"zero_stage is 0..3", false, "zero_stage = " + n(p.zero_stage)});
+  if (p.global_batch < 1) return on_fail(Rule{"global_batch is positive", false, "global_batch = " + n(p.global_batch), "global_batch"});
+  if (p.micro_batch < 1) return on_fail(Rule{"micro_batch is positive", false, "micro_batch = " + n(p.micro_batch), "micro_batch"});
+  if (p.seq_len < 1) return on_fail(Rule{"seq_len is positive", false, "seq_len = " + n(p.seq_len), "seq_len"});
+  if (p.zero_stage < 0 || p.zero_stage > 3) return on_fail(Rule{"zero_stage is 0..3", false, "zero_stage = " + n(p.zero_stage), "zero_stage"});
   const std::vector<Rule> rules = {
       {"mesh size equals the cluster's device count", devices <= 0 || p.mesh.devices() == devices,
        "mesh " + p.mesh.describe() + " has " + n(p.mesh.devices()) + " devices, the cluster has " + n(devices)},
       {"data*fsdp divides global_batch", divides(p.replicas(), p.global_batch),
-       "data*fsdp = " + n(p.replicas()) + " does not divide global_batch " + n(p.global_batch)},
+       "data*fsdp = " + n(p.replicas()) + " does not divide global_batch " + n(p.global_batch), "global_batch"},
       {"micro_batch divides the per-replica batch", divides(p.micro_batch, p.global_batch / std::max<std::int64_t>(1, p.replicas())),
-       "micro_batch " + n(p.micro_batch) + " does not divide the per-replica batch " + n(p.global_batch / std::max<std::int64_t>(1, p.replicas()))},
-      {"sequence divides seq_len", divides(sq, p.seq_len), "sequence = " + n(sq) + " does not divide seq_len " + n(p.seq_len)},
-      {"pipeline divides depth", divides(pp, m.depth), "pipeline = " + n(pp) + " does not divide depth " + n(m.depth)},
-      {"tensor divides mlp_width", divides(t, m.mlp_width), "tensor = " + n(t) + " does not divide mlp_width " + n(m.mlp_width)},
-      {"tensor divides heads", m.heads == 0 || divides(t, m.heads), "tensor = " + n(t) + " does not divide heads " + n(m.heads)},
+       "micro_batch " + n(p.micro_batch) + " does not divide the per-replica batch " + n(p.global_batch / std::max<std::int64_t>(1, p.replicas())), "micro_batch"},
+      {"sequence divides seq_len", divides(sq, p.seq_len), "sequence = " + n(sq) + " does not divide seq_len " + n(p.seq_len), "mesh.sequence"},
+      {"pipeline divides depth", divides(pp, m.depth), "pipeline = " + n(pp) + " does not divide depth " + n(m.depth), "mesh.pipeline"},
+      {"tensor divides mlp_width", divides(t, m.mlp_width), "tensor = " + n(t) + " does not divide mlp_width " + n(m.mlp_width), "mesh.tensor"},
+      {"tensor divides heads", m.heads == 0 || divides(t, m.heads), "tensor = " + n(t) + " does not divide heads " + n(m.heads), "mesh.tensor"},
       {"tensor and kv_heads divide one another", m.kv_heads == 0 || divides(t, m.kv_heads) || divides(m.kv_heads, t),
-       "tensor = " + n(t) + " and kv_heads " + n(m.kv_heads) + " do not divide one another"},
+       "tensor = " + n(t) + " and kv_heads " + n(m.kv_heads) + " do not divide one another", "mesh.tensor"},
       {"tensor divides recurrent_width", m.recurrent_width == 0 || divides(t, m.recurrent_width),
-       "tensor = " + n(t) + " does not divide recurrent_width " + n(m.recurrent_width)},
+       "tensor = " + n(t) + " does not divide recurrent_width " + n(m.recurrent_width), "mesh.tensor"},
       {"tensor divides gate_blocks", m.gate_blocks == 0 || divides(t, m.gate_blocks),
-       "tensor = " + n(t) + " does not divide gate_blocks " + n(m.gate_blocks)},
+       "tensor = " + n(t) + " does not divide gate_blocks " + n(m.gate_blocks), "mesh.tensor"},
       {"tensor divides the RWKV-6 heads", m.family != Family::rwkv6 || divides(t, m.width / m.head_size),
-       "tensor = " + n(t) + " does not divide the " + n(m.head_size ? m.width / m.head_size : 0) + " WKV heads"},
-      {"tensor divides width", !m.is_rwkv() || divides(t, m.width), "tensor = " + n(t) + " does not divide width " + n(m.width)},
+       "tensor = " + n(t) + " does not divide the " + n(m.head_size ? m.width / m.head_size : 0) + " WKV heads", "mesh.tensor"},
+      {"tensor divides width", !m.is_rwkv() || divides(t, m.width), "tensor = " + n(t) + " does not divide width " + n(m.width), "mesh.tensor"},
       {"each sequence shard holds at least conv_width-1 tokens", sq == 1 || m.conv_width == 0 || p.seq_len / sq >= m.conv_width - 1,
-       "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1)},
+       "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1), "mesh.sequence"},
   };
   for (const auto& r : rules)
     if (!r.ok) return on_fail(r);
@@ -92,7 +93,7 @@ const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devi
 
 void check_plan(const ModelSpec& m, const Plan& p, std::int64_t devices) {
   first_violation(m, p, devices, [](const Rule& r) -> const char* {
-    throw PlanError(r.name, std::string("illegal plan: rule '") + r.name + "' failed: " + r.detail);
+    throw PlanError(r.name, r.key, std::string("illegal plan: rule '") + r.name + "' failed: " + r.detail);
   });
 }
 

@@ -64,13 +64,16 @@ struct Plan {
   std::int64_t local_tokens() const { return seq_len / mesh[Axis::sequence]; }
 };
 
-// A plan that breaks a rule. `rule` names it ("tensor divides heads"), what() explains.
+// A plan that breaks a rule. `rule` names it ("tensor divides heads"), `key` is the plan key to
+// change ("mesh.tensor"), what() explains with the numbers.
 class PlanError : public std::runtime_error {
  public:
-  PlanError(std::string rule, const std::string& message) : std::runtime_error(message), rule_(std::move(rule)) {}
+  PlanError(std::string rule, std::string key, const std::string& message)
+      : std::runtime_error(message), rule_(std::move(rule)), key_(std::move(key)) {}
   const std::string& rule() const { return rule_; }
+  const std::string& key() const { return key_; }
  private:
-  std::string rule_;
+  std::string rule_, key_;
 };
 
 // Throws PlanError naming the first failed divisibility/consistency rule. `devices` is the

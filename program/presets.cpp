@@ -69,21 +69,22 @@ std::vector<std::string> preset_names(PresetKind kind) {
   return out;
 }
 
-ModelSpec load_model(const std::string& name_or_path) {
+ModelSpec load_model(const std::string& name_or_path, const std::string& context) {
+  std::pair<YAML::Node, std::string> src;
   try {
-    auto [node, file] = resolve(PresetKind::models, name_or_path);
-    return parse_model(node, file);
+    src = resolve(PresetKind::models, name_or_path);
   } catch (const std::invalid_argument& e) {
-    throw ConfigError(std::string("--model: ") + e.what());
+    throw ConfigError(context + ": " + e.what());
   }
+  return parse_model(src.first, src.second);
 }
 
-ClusterSpec load_cluster(const std::string& name_or_path) {
+ClusterSpec load_cluster(const std::string& name_or_path, const std::string& context) {
   std::pair<YAML::Node, std::string> src;
   try {
     src = resolve(PresetKind::clusters, name_or_path);
   } catch (const std::invalid_argument& e) {
-    throw ConfigError(std::string("--cluster: ") + e.what());
+    throw ConfigError(context + ": " + e.what());
   }
   return cluster_from(src);
 }

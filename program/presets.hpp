@@ -18,9 +18,10 @@ std::vector<std::string> preset_names(PresetKind kind);
 // An argument is a path if it contains '/' or ends in .yaml/.yml; otherwise a preset name.
 bool looks_like_path(const std::string& arg);
 
-// Load by preset name or path. Unknown names are a ConfigError listing the available presets.
-ModelSpec load_model(const std::string& name_or_path);
-ClusterSpec load_cluster(const std::string& name_or_path);
+// Load by preset name or path. Unknown names are a ConfigError listing the available presets,
+// prefixed with `context` (where the name came from: "--model", "plan.yaml: model").
+ModelSpec load_model(const std::string& name_or_path, const std::string& context = "--model");
+ClusterSpec load_cluster(const std::string& name_or_path, const std::string& context = "--cluster");
 
 std::vector<ModelSpec> all_model_presets();
 std::vector<ClusterSpec> all_cluster_presets();

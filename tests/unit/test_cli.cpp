@@ -108,14 +108,44 @@ TEST_CASE("bad-input corpus: every file is rejected with exit 2 and its message"
     REQUIRE(kind_line.starts_with("# kind: "));
     REQUIRE(expect_line.starts_with("# expect: "));
     const auto kind = kind_line.substr(8), expect = expect_line.substr(10);
-    const std::string cmd = kind == "model" ? "models" : kind == "cluster" ? "clusters" : "";
+    const std::string cmd = kind == "model" ? "models " : kind == "cluster" ? "clusters " : kind == "plan" ? "simulate --plan " : "";
     REQUIRE(!cmd.empty());
-    auto r = run(cmd + " " + path.string());
+    auto r = run(cmd + path.string());
     CHECK(r.code == 2);
     CHECK_THAT(r.err, Catch::Contains(path.string() + ":"));
     CHECK_THAT(r.err, Catch::Contains(expect));
     CHECK(r.out.empty());
     ++n;
   }
-  CHECK(n >= 12);
+  CHECK(n >= 30);
+}
+
+TEST_CASE("CLI simulate prices every example plan", "[cli]") {
+  const fs::path dir = fs::path(SCANSHARD_TEST_DATA) / ".." / ".." / "configs" / "plans";
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    INFO(entry.path().string());
+    auto r = run("simulate --json --plan " + entry.path().string());
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["step_seconds"].get<double>() > 0);
+    double sum = 0;
+    for (const auto& [k, v] : j["breakdown_seconds"].items()) sum += v.get<double>();
+    CHECK(sum == Approx(j["step_seconds"].get<double>()));
+    ++n;
+  }
+  CHECK(n >= 3);
+}
+
+TEST_CASE("CLI simulate sweeps sequence length at fixed tokens per batch", "[cli]") {
+  auto r = run("simulate --json --model mqa-400m --cluster tpu-v3-256 --mesh data=64,tensor=4 --global-batch 256 "
+               "--seq-len 2048 --sweep seq=2048,8192");
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j["sweep"].size() == 2);
+  CHECK(j["sweep"][1]["global_batch"] == 64);  // 256 · 2048 / 8192
+  CHECK(j["sweep"][1]["relative_to_first"].get<double>() > 1.0);
+  CHECK(run("simulate --model mqa-400m --cluster tpu-v3-256 --sweep len=2").code == 2);
+  CHECK(run("simulate --model mqa-400m --cluster tpu-v3-256 --mesh data=0").code == 2);
+  CHECK(run("simulate --model mqa-400m").code == 2);  // no cluster
 }
