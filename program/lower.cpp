@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string_view>
 
 namespace scanshard {
 
@@ -467,84 +469,133 @@ std::int64_t sharded_params(const std::vector<ParamTensor>& tensors, std::int64_
 
 }  // namespace
 
-StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
-  check_plan(m, p, 0);
-  StepProgram prog;
-  prog.rank = rank;
-  prog.coord = rank_coords(p.mesh, rank);
-  const std::int64_t pp = p.mesh[Axis::pipeline], stage = prog.coord[static_cast<int>(Axis::pipeline)];
+namespace {
+
+// One step's useful FLOPs: forward products of every layer and the head for the global batch,
+// ×3 for forward + backward, no recompute, exact causal keys.
+double model_flops_per_step(const ModelSpec& m, const Plan& p) {
+  Plan whole = p;
+  whole.mesh = Mesh{};
+  whole.micro_batch = 1;
+  const Ctx u = make_ctx(m, whole, 0);
+  double fwd_flops = 0;
+  std::array<double, 5> per_kind{};
+  std::array<bool, 5> known{};
+  for (std::int64_t l = 0; l < m.depth; ++l) {
+    const int k = static_cast<int>(temporal_kind(m, l));
+    if (!known[k]) {
+      std::vector<Step> f, b;
+      lower_layer(u, static_cast<std::int32_t>(l), f, b);
+      for (const auto& s : f) per_kind[k] += s.matmul_flops;
+      known[k] = true;
+    }
+    fwd_flops += per_kind[k];
+  }
+  std::vector<Step> f, b;
+  Emit e{u, -1, f, b};
+  head(e);
+  for (const auto& s : f) fwd_flops += s.matmul_flops;
+  return 3 * fwd_flops * static_cast<double>(p.global_batch);
+}
+
+// Everything a layer's lowering depends on besides the model and its kind.
+std::array<double, 14> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+  return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
+          static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
+          static_cast<double>(p.remat), static_cast<double>(p.scan), static_cast<double>(p.carry),
+          static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
+          static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1), p.overlap ? 1.0 : 0.0};
+}
+
+std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const Plan& p, const Ctx& c, std::int64_t layer) {
+  auto k = std::make_shared<LayerLowering>();
+  std::vector<Step> fwd, bwd;
+  Emit e{c, static_cast<std::int32_t>(layer), fwd, bwd};
+  const std::int64_t params = sharded_params(layer_parameter_tensors(m, layer), c.t);
+  if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather the layer's weights before use
+    e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, p.overlap);
+    e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, p.overlap);
+  }
+  lower_layer(c, static_cast<std::int32_t>(layer), fwd, bwd);
+  k->saved_bytes = saved_under(p.remat, fwd, c);
+  if (!bwd.empty() && bwd.front().comm == CommKind::all_gather && std::string_view(bwd.front().name) == "params") {
+    k->backward.push_back(bwd.front());  // the ZeRO-3 gather comes before recompute and backward
+    bwd.erase(bwd.begin());
+  }
+  add_recompute(p.remat, fwd, k->backward);
+  k->backward.insert(k->backward.end(), bwd.rbegin(), bwd.rend());
+  k->forward = std::move(fwd);
+  k->params = params;
+  return k;
+}
+
+}  // namespace
+
+StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, std::int64_t seq_coord, LowerCache* cache) {
+  StageSummary st;
+  const std::int64_t pp = p.mesh[Axis::pipeline];
   const std::int64_t per_stage = m.depth / pp;
-  prog.first_layer = stage * per_stage;
-  prog.end_layer = prog.first_layer + per_stage;
-  prog.micro_batches = p.micro_batches();
-  prog.in_flight_micro_batches = p.schedule == Schedule::gpipe ? prog.micro_batches : std::min(prog.micro_batches, pp - stage);
-  const Ctx c = make_ctx(m, p, prog.coord[static_cast<int>(Axis::sequence)]);
+  st.stage = stage;
+  st.seq_coord = seq_coord;
+  st.first_layer = stage * per_stage;
+  st.end_layer = st.first_layer + per_stage;
+  st.micro_batches = p.micro_batches();
+  st.in_flight_micro_batches = p.schedule == Schedule::gpipe ? st.micro_batches : std::min(st.micro_batches, pp - stage);
+  const Ctx c = make_ctx(m, p, seq_coord);
   const bool first = stage == 0, last = stage == pp - 1;
   const double act_bytes = c.n * m.width * c.a;
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
-  struct Lowered { bool done = false; std::vector<Step> fwd, bwd; double saved = 0; std::int64_t params = 0; };
-  std::array<Lowered, 5> by_kind;
-  auto kind_of = [&](std::int64_t l) -> Lowered& {
-    Lowered& k = by_kind[static_cast<int>(temporal_kind(m, l))];
-    if (k.done) return k;
-    std::vector<Step> fwd, bwd;
-    lower_layer(c, static_cast<std::int32_t>(l), fwd, bwd);
-    k.saved = saved_under(p.remat, fwd, c);
-    add_recompute(p.remat, fwd, k.bwd);
-    k.bwd.insert(k.bwd.end(), bwd.rbegin(), bwd.rend());
-    k.fwd = std::move(fwd);
-    k.params = sharded_params(layer_parameter_tensors(m, l), c.t);
-    k.done = true;
-    return k;
-  };
-  auto relabel = [](std::vector<Step>& out, const std::vector<Step>& in, std::int64_t l) {
-    const auto first = out.size();
-    out.insert(out.end(), in.begin(), in.end());
-    for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
-  };
+  std::int64_t params = 0;
+  for (std::int64_t l = st.first_layer; l < st.end_layer; ++l) {
+    const Temporal kind = temporal_kind(m, l);
+    auto it = std::find_if(st.groups.begin(), st.groups.end(), [&](const LayerGroup& g) { return g.kind == kind; });
+    if (it == st.groups.end()) {
+      std::shared_ptr<const LayerLowering> lowered;
+      if (cache) {
+        auto& slot = cache->layers[layer_key(p, seq_coord, kind)];
+        if (!slot) slot = lower_layer_kind(m, p, c, l);
+        lowered = slot;
+      } else {
+        lowered = lower_layer_kind(m, p, c, l);
+      }
+      st.groups.push_back({kind, 0, std::move(lowered)});
+      it = st.groups.end() - 1;
+    }
+    ++it->count;
+    st.saved_activation_bytes += it->lowered->saved_bytes;
+    params += it->lowered->params;
+  }
 
-  std::vector<Step> head_bwd;
   if (first) {
     std::vector<Step> bwd;
-    Emit e{c, -1, prog.forward, bwd};
+    Emit e{c, -1, st.pre_forward, bwd};
     embedding(e);
-    head_bwd.insert(head_bwd.end(), bwd.rbegin(), bwd.rend());  // runs last in backward
+    st.pre_backward.assign(bwd.rbegin(), bwd.rend());
   } else {
-    Emit e{c, -1, prog.forward, head_bwd};
+    Emit e{c, -1, st.pre_forward, st.pre_backward};
     e.p2p(Phase::forward, Axis::pipeline, "pipeline.activations", act_bytes, 1);
   }
-  std::int64_t params = 0;
-  for (std::int64_t l = prog.first_layer; l < prog.end_layer; ++l) {
-    const Lowered& k = kind_of(l);
-    relabel(prog.forward, k.fwd, l);
-    prog.saved_activation_bytes += k.saved;
-    params += k.params;
-  }
-  std::vector<Step> tail_bwd;
   if (last) {
     std::vector<Step> bwd;
-    Emit e{c, -1, prog.forward, bwd};
+    Emit e{c, -1, st.post_forward, bwd};
     head(e);
-    tail_bwd.assign(bwd.rbegin(), bwd.rend());
-    prog.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
+    st.post_backward.assign(bwd.rbegin(), bwd.rend());
+    st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
   } else {
-    Emit e{c, -1, prog.forward, tail_bwd};
+    Emit e{c, -1, st.post_forward, st.post_backward};
     e.p2p(Phase::backward, Axis::pipeline, "pipeline.gradients", act_bytes, 1);
   }
-  prog.backward = tail_bwd;
-  for (std::int64_t l = prog.end_layer - 1; l >= prog.first_layer; --l) relabel(prog.backward, kind_of(l).bwd, l);
-  prog.backward.insert(prog.backward.end(), head_bwd.begin(), head_bwd.end());
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
   if (first) params += m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0);
   if (last) params += (m.is_rwkv() ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
-  prog.local_params = params;
+  st.local_params = params;
 
   // Once per step: gradient reduction over the replicas, optimizer, parameter gather (ZeRO).
   {
     std::vector<Step> none;
-    Emit e{c, -1, prog.step_end, none};
+    Emit e{c, -1, st.step_end, none};
     const double grad_bytes = static_cast<double>(params) * (p.param_dtype == DType::fp32 ? 4 : 2);
     const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
     const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
@@ -563,51 +614,62 @@ StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
     opt.vector_flops = 14 * shard;
     opt.bytes_read = 16 * shard;
     opt.bytes_written = (12 + (p.param_dtype == DType::bf16 ? 2 : 0)) * shard;
-    prog.step_end.push_back(opt);
+    st.step_end.push_back(opt);
     if (zero == 1 || zero == 2)
       e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w);
-    for (auto& s : prog.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
-  }
-  if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather each layer's weights before use
-    const double layer_bytes = static_cast<double>(params) * c.w / static_cast<double>(std::max<std::int64_t>(1, per_stage));
-    std::vector<Step> f2, b2;
-    for (std::int64_t l = prog.first_layer; l < prog.end_layer; ++l) {
-      std::vector<Step> none;
-      Emit e{c, static_cast<std::int32_t>(l), f2, b2};
-      e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", layer_bytes, p.overlap);
-      e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, "params", layer_bytes, p.overlap);
-    }
-    prog.forward.insert(prog.forward.begin(), f2.begin(), f2.end());
-    prog.backward.insert(prog.backward.begin(), b2.begin(), b2.end());
+    for (auto& s : st.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
   }
 
-  // Useful model FLOPs of the whole step (for MFU): forward products of every layer and the
-  // head for the global batch, ×3 for forward + backward, no recompute, exact causal keys.
-  {
-    Plan whole = p;
-    whole.mesh = Mesh{};
-    whole.micro_batch = 1;
-    const Ctx u = make_ctx(m, whole, 0);
-    double fwd_flops = 0;
-    std::array<double, 5> per_kind{};
-    std::array<bool, 5> known{};
-    for (std::int64_t l = 0; l < m.depth; ++l) {
-      const int k = static_cast<int>(temporal_kind(m, l));
-      if (!known[k]) {
-        std::vector<Step> f, b;
-        lower_layer(u, static_cast<std::int32_t>(l), f, b);
-        for (const auto& s : f) per_kind[k] += s.matmul_flops;
-        known[k] = true;
-      }
-      fwd_flops += per_kind[k];
+  st.tokens_per_step = static_cast<double>(p.global_batch) * static_cast<double>(p.seq_len);
+  if (cache) {
+    if (cache->model_flops_seq_len != p.seq_len || cache->model_flops_batch != p.global_batch) {
+      cache->model_flops = model_flops_per_step(m, p);
+      cache->model_flops_seq_len = p.seq_len;
+      cache->model_flops_batch = p.global_batch;
     }
-    std::vector<Step> f, b;
-    Emit e{u, -1, f, b};
-    head(e);
-    for (const auto& s : f) fwd_flops += s.matmul_flops;
-    prog.model_flops_per_step = 3 * fwd_flops * static_cast<double>(p.global_batch);
-    prog.tokens_per_step = static_cast<double>(p.global_batch) * static_cast<double>(p.seq_len);
+    st.model_flops_per_step = cache->model_flops;
+  } else {
+    st.model_flops_per_step = model_flops_per_step(m, p);
   }
+  return st;
+}
+
+StepProgram expand(const StageSummary& st, const ModelSpec& m) {
+  StepProgram prog;
+  prog.first_layer = st.first_layer;
+  prog.end_layer = st.end_layer;
+  prog.micro_batches = st.micro_batches;
+  prog.in_flight_micro_batches = st.in_flight_micro_batches;
+  prog.local_params = st.local_params;
+  prog.saved_activation_bytes = st.saved_activation_bytes;
+  prog.tokens_per_step = st.tokens_per_step;
+  prog.model_flops_per_step = st.model_flops_per_step;
+  auto group = [&](std::int64_t l) -> const LayerLowering& {
+    const Temporal kind = temporal_kind(m, l);
+    for (const auto& g : st.groups) if (g.kind == kind) return *g.lowered;
+    throw std::logic_error("expand: layer kind missing from the stage summary");
+  };
+  auto append = [](std::vector<Step>& out, const std::vector<Step>& in, std::int64_t l) {
+    const auto first = out.size();
+    out.insert(out.end(), in.begin(), in.end());
+    for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
+  };
+  prog.forward = st.pre_forward;
+  for (std::int64_t l = st.first_layer; l < st.end_layer; ++l) append(prog.forward, group(l).forward, l);
+  prog.forward.insert(prog.forward.end(), st.post_forward.begin(), st.post_forward.end());
+  prog.backward = st.post_backward;
+  for (std::int64_t l = st.end_layer - 1; l >= st.first_layer; --l) append(prog.backward, group(l).backward, l);
+  prog.backward.insert(prog.backward.end(), st.pre_backward.begin(), st.pre_backward.end());
+  prog.step_end = st.step_end;
+  return prog;
+}
+
+StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {
+  check_plan(m, p, 0);
+  const auto coord = rank_coords(p.mesh, rank);
+  StepProgram prog = expand(lower_stage(m, p, coord[static_cast<int>(Axis::pipeline)], coord[static_cast<int>(Axis::sequence)]), m);
+  prog.rank = rank;
+  prog.coord = coord;
   return prog;
 }
 

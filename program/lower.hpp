@@ -15,6 +15,8 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "program/model.hpp"
@@ -68,6 +70,48 @@ struct StepProgram {
   double tokens_per_step = 0;           // global tokens per step (for tokens/s)
   double model_flops_per_step = 0;      // 6·N·tokens-style useful FLOPs of the whole model (MFU)
 };
+
+// The steps of one layer of a given kind on a rank (layer index set to the representative).
+struct LayerLowering {
+  std::vector<Step> forward;   // in execution order
+  std::vector<Step> backward;  // in execution order: ZeRO-3 gather, recompute, then backward
+  double saved_bytes = 0;      // activation bytes kept per micro-batch under the remat policy
+  std::int64_t params = 0;     // parameters of the layer on this rank
+};
+struct LayerGroup {
+  Temporal kind;
+  std::int64_t count = 0;  // layers of this kind in the stage
+  std::shared_ptr<const LayerLowering> lowered;
+};
+
+// One pipeline stage's program in compressed form: identical layers appear once with a count.
+// lower() expands it; sim/ prices each group once.
+struct StageSummary {
+  std::int64_t stage = 0, seq_coord = 0;
+  std::int64_t first_layer = 0, end_layer = 0;
+  std::int64_t micro_batches = 1, in_flight_micro_batches = 1;
+  std::vector<Step> pre_forward, pre_backward;    // embedding or pipeline receive (pre_backward runs last)
+  std::vector<Step> post_forward, post_backward;  // head and loss or pipeline send (post_backward runs first)
+  std::vector<LayerGroup> groups;
+  std::vector<Step> step_end;
+  std::int64_t local_params = 0;
+  double saved_activation_bytes = 0;
+  double tokens_per_step = 0;
+  double model_flops_per_step = 0;
+};
+
+// Memoises layer lowerings across plans that share what a layer depends on (the planner).
+struct LowerCache {
+  std::map<std::array<double, 14>, std::shared_ptr<const LayerLowering>> layers;
+  double model_flops = 0;
+  std::int64_t model_flops_seq_len = -1, model_flops_batch = -1;
+};
+
+// The summary for pipeline stage `stage` and sequence shard `seq_coord`. The plan must be legal.
+StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, std::int64_t seq_coord,
+                         LowerCache* cache = nullptr);
+// The stage's full step list in execution order (layer indices filled in).
+StepProgram expand(const StageSummary& st, const ModelSpec& m);
 
 // Coordinates of `rank` (pipeline outermost, then data, fsdp, sequence; tensor innermost).
 std::array<std::int64_t, kAxisCount> rank_coords(const Mesh& mesh, std::int64_t rank);

@@ -15,14 +15,10 @@ const char* to_string(Bucket b) {
   return names[static_cast<int>(b)];
 }
 
-std::vector<StepProgram> stage_programs(const ModelSpec& m, const Plan& p) {
-  std::vector<StepProgram> out;
-  for (std::int64_t s = 0; s < p.mesh[Axis::pipeline]; ++s) {
-    std::array<std::int64_t, kAxisCount> c{};
-    c[static_cast<int>(Axis::pipeline)] = s;
-    c[static_cast<int>(Axis::sequence)] = p.mesh[Axis::sequence] - 1;
-    out.push_back(lower(m, p, rank_of(p.mesh, c)));
-  }
+std::vector<StageSummary> stage_summaries(const ModelSpec& m, const Plan& p, LowerCache* cache) {
+  std::vector<StageSummary> out;
+  for (std::int64_t s = 0; s < p.mesh[Axis::pipeline]; ++s)
+    out.push_back(lower_stage(m, p, s, p.mesh[Axis::sequence] - 1, cache));
   return out;
 }
 
@@ -43,45 +39,53 @@ Bucket compute_bucket(const Step& s) {
   }
 }
 
-// One pass (forward or backward of a micro-batch): seconds per step, the pass time with
-// overlappable communication hidden behind its compute, and the per-bucket split.
+// One pass (forward or backward of a micro-batch), accumulated group by group: compute and
+// exposed communication per bucket; overlappable communication hides behind the pass's compute.
 struct Pass {
-  double seconds = 0;
   double compute = 0;
-  std::array<double, kBucketCount> buckets{};
-};
-
-Pass price_pass(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype,
-                std::vector<double>* per_step) {
-  Pass p;
   double overlappable = 0;
   std::array<double, kAxisCount> hidden_by_axis{};
-  for (const auto& s : steps) {
-    double t = 0;
-    if (s.kind == StepKind::compute) {
-      t = compute_seconds(s, cl.chip, dtype);
-      p.compute += t;
-      p.buckets[static_cast<int>(compute_bucket(s))] += t;
-    } else {
-      t = comm_seconds(s, net.axis(s.axis));
-      if (s.overlappable) {
-        overlappable += t;
-        hidden_by_axis[static_cast<int>(s.axis)] += t;
+  std::array<double, kBucketCount> buckets{};
+
+  void add(const std::vector<Step>& steps, double times, const ClusterSpec& cl, const Network& net, DType dtype) {
+    for (const auto& s : steps) {
+      if (s.kind == StepKind::compute) {
+        const double t = times * compute_seconds(s, cl.chip, dtype);
+        compute += t;
+        buckets[static_cast<int>(compute_bucket(s))] += t;
       } else {
-        p.buckets[static_cast<int>(comm_bucket(s.axis))] += t;
+        const double t = times * comm_seconds(s, net.axis(s.axis));
+        if (s.overlappable) {
+          overlappable += t;
+          hidden_by_axis[static_cast<int>(s.axis)] += t;
+        } else {
+          buckets[static_cast<int>(comm_bucket(s.axis))] += t;
+        }
       }
     }
-    if (per_step) per_step->push_back(t);
   }
-  const double exposed = std::max(0.0, overlappable - p.compute);
-  if (overlappable > 0)  // attribute the exposed part to axes in proportion
-    for (int a = 0; a < kAxisCount; ++a)
-      p.buckets[static_cast<int>(comm_bucket(static_cast<Axis>(a)))] += exposed * hidden_by_axis[a] / overlappable;
-  for (double b : p.buckets) p.seconds += b;
+  // Charges what compute could not hide to the axes, in proportion.
+  double finish() {
+    const double exposed = std::max(0.0, overlappable - compute);
+    if (overlappable > 0)
+      for (int a = 0; a < kAxisCount; ++a)
+        buckets[static_cast<int>(comm_bucket(static_cast<Axis>(a)))] += exposed * hidden_by_axis[a] / overlappable;
+    double total = 0;
+    for (double b : buckets) total += b;
+    return total;
+  }
+};
+
+Pass price_pass(const StageSummary& st, bool forward, const ClusterSpec& cl, const Network& net, DType dtype) {
+  Pass p;
+  p.add(forward ? st.pre_forward : st.pre_backward, 1, cl, net, dtype);
+  for (const auto& g : st.groups)
+    p.add(forward ? g.lowered->forward : g.lowered->backward, static_cast<double>(g.count), cl, net, dtype);
+  p.add(forward ? st.post_forward : st.post_backward, 1, cl, net, dtype);
   return p;
 }
 
-MemoryBreakdown memory_of(const StepProgram& prog, const Plan& p, const ChipSpec& chip) {
+MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpec& chip) {
   MemoryBreakdown m;
   const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
   const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
@@ -91,11 +95,14 @@ MemoryBreakdown memory_of(const StepProgram& prog, const Plan& p, const ChipSpec
   // AdamW: two fp32 moments, plus an fp32 master copy when parameters are bf16 (DESIGN §5).
   m.optimizer_bytes = n * (8 + (p.param_dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fs : 1);
   m.activations_bytes = prog.saved_activation_bytes * static_cast<double>(prog.in_flight_micro_batches);
-  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
-    for (const auto& s : *list) {
+  auto scan = [&m](const std::vector<Step>& steps) {
+    for (const auto& s : steps) {
       m.state_bytes = std::max(m.state_bytes, s.state_bytes);
       if (s.kind != StepKind::compute) m.buffers_bytes = std::max(m.buffers_bytes, s.comm_bytes);
     }
+  };
+  for (const auto* list : {&prog.pre_forward, &prog.post_forward, &prog.pre_backward, &prog.post_backward, &prog.step_end}) scan(*list);
+  for (const auto& g : prog.groups) { scan(g.lowered->forward); scan(g.lowered->backward); }
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activations_bytes + m.state_bytes + m.buffers_bytes;
   m.capacity_bytes = chip.memory_bytes;
   m.fits = m.total_bytes <= m.capacity_bytes;
@@ -104,43 +111,41 @@ MemoryBreakdown memory_of(const StepProgram& prog, const Plan& p, const ChipSpec
 
 }  // namespace
 
-Estimate simulate(const std::vector<StepProgram>& stages, const Plan& p, const ClusterSpec& cl, const Network& net) {
+Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const ClusterSpec& cl, const Network& net) {
   Estimate e;
   const DType dtype = p.act_dtype;
   const double m = static_cast<double>(p.micro_batches());
   const double pp = static_cast<double>(p.mesh[Axis::pipeline]);
   // The slowest stage sets the pace.
-  std::vector<Pass> fwd, bwd;
+  Pass fwd, bwd;
   for (std::size_t s = 0; s < stages.size(); ++s) {
-    fwd.push_back(price_pass(stages[s].forward, cl, net, dtype, nullptr));
-    bwd.push_back(price_pass(stages[s].backward, cl, net, dtype, nullptr));
-    const double t = fwd.back().seconds + bwd.back().seconds;
-    if (t > e.microbatch_seconds) { e.microbatch_seconds = t; e.critical_stage = static_cast<std::int64_t>(s); }
+    Pass f = price_pass(stages[s], true, cl, net, dtype), b = price_pass(stages[s], false, cl, net, dtype);
+    const double t = f.finish() + b.finish();
+    if (t > e.microbatch_seconds || s == 0) {
+      e.microbatch_seconds = t;
+      e.critical_stage = static_cast<std::int64_t>(s);
+      fwd = f;
+      bwd = b;
+    }
   }
-  const auto crit = static_cast<std::size_t>(e.critical_stage);
-  const StepProgram& prog = stages[crit];
-  fwd[crit] = price_pass(prog.forward, cl, net, dtype, &e.forward_seconds);
-  bwd[crit] = price_pass(prog.backward, cl, net, dtype, &e.backward_seconds);
-  for (int b = 0; b < kBucketCount; ++b) e.seconds[b] = m * (fwd[crit].buckets[b] + bwd[crit].buckets[b]);
+  const StageSummary& prog = stages[static_cast<std::size_t>(e.critical_stage)];
+  for (int b = 0; b < kBucketCount; ++b) e.seconds[b] = m * (fwd.buckets[b] + bwd.buckets[b]);
   e.seconds[static_cast<int>(Bucket::bubble)] = (pp - 1) * e.microbatch_seconds;
 
   // Once per step: gradient sync (hidden behind the last backward pass if overlapped), optimizer.
-  double hide = bwd[crit].compute;
+  double hide = bwd.compute;
   for (const auto& s : prog.step_end) {
-    double t = 0;
     if (s.kind == StepKind::compute) {
-      t = compute_seconds(s, cl.chip, dtype);
-      e.seconds[static_cast<int>(compute_bucket(s))] += t;
-    } else {
-      t = comm_seconds(s, net.axis(s.axis));
-      double exposed = t;
-      if (s.overlappable && p.overlap) {
-        exposed = std::max(0.0, t - hide);
-        hide = std::max(0.0, hide - t);
-      }
-      e.seconds[static_cast<int>(comm_bucket(s.axis))] += exposed;
+      e.seconds[static_cast<int>(compute_bucket(s))] += compute_seconds(s, cl.chip, dtype);
+      continue;
     }
-    e.step_end_seconds.push_back(t);
+    const double t = comm_seconds(s, net.axis(s.axis));
+    double exposed = t;
+    if (s.overlappable && p.overlap) {
+      exposed = std::max(0.0, t - hide);
+      hide = std::max(0.0, hide - t);
+    }
+    e.seconds[static_cast<int>(comm_bucket(s.axis))] += exposed;
   }
   for (double b : e.seconds) e.step_seconds += b;
   e.tokens_per_s = prog.tokens_per_step / e.step_seconds;
@@ -159,10 +164,18 @@ Estimate simulate(const std::vector<StepProgram>& stages, const Plan& p, const C
   return e;
 }
 
+std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype) {
+  std::vector<double> out;
+  out.reserve(steps.size());
+  for (const auto& s : steps)
+    out.push_back(s.kind == StepKind::compute ? compute_seconds(s, cl.chip, dtype) : comm_seconds(s, net.axis(s.axis)));
+  return out;
+}
+
 Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
   check_plan(m, p, cluster.devices());
   const Network net(cluster, p.mesh);
-  return simulate(stage_programs(m, p), p, cluster, net);
+  return simulate(stage_summaries(m, p), p, cluster, net);
 }
 
 }  // namespace scanshard

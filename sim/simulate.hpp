@@ -46,14 +46,15 @@ struct Estimate {
   MemoryBreakdown memory;              // of the stage that needs the most
   std::int64_t critical_stage = 0;
   std::string bottleneck;              // "scan 41 %"
-  // Seconds of each step of the critical stage's program, in program order (for validate).
-  std::vector<double> forward_seconds, backward_seconds, step_end_seconds;
 };
 
-// One program per pipeline stage (the stage's last sequence shard), as lower() returns them.
-std::vector<StepProgram> stage_programs(const ModelSpec& m, const Plan& p);
+// One summary per pipeline stage (the stage's last sequence shard: it sees the most keys).
+std::vector<StageSummary> stage_summaries(const ModelSpec& m, const Plan& p, LowerCache* cache = nullptr);
 
-Estimate simulate(const std::vector<StepProgram>& stages, const Plan& p, const ClusterSpec& cluster, const Network& net);
+// Prices the stages; each layer group is priced once and multiplied by its count.
+Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const ClusterSpec& cluster, const Network& net);
+// Seconds of every step of an expanded program, in order (for comparing with a measured trace).
+std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Convenience: check the plan against the cluster, lower, build the network, price.
 Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster);
 
