@@ -68,6 +68,17 @@ inline float exp_fast(float x) {
 
 inline float sigmoid_fast(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
 
+// Two sigmoids for one division: with u = 1 + e^{−x1}, v = 1 + e^{−x2}, σ(x1) = v/(uv), σ(x2) =
+// u/(uv). Arguments are clamped to ±40 so uv stays finite (σ(±40) is 0/1 to fp32 precision).
+inline void sigmoid2_fast(float x1, float x2, float& s1, float& s2) {
+  x1 = x1 < -40.0f ? -40.0f : (x1 > 40.0f ? 40.0f : x1);
+  x2 = x2 < -40.0f ? -40.0f : (x2 > 40.0f ? 40.0f : x2);
+  const float u = 1.0f + exp_fast(-x1), v = 1.0f + exp_fast(-x2);
+  const float inv = 1.0f / (u * v);
+  s1 = v * inv;
+  s2 = u * inv;
+}
+
 // tanh via exp: tanh(x) = 1 − 2/(e^{2x}+1); exact enough in fp32 (|err| ≲ 3e-7).
 inline float tanh_fast(float x) { return 1.0f - 2.0f / (exp_fast(2.0f * x) + 1.0f); }
 

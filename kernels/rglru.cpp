@@ -5,6 +5,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 #include "kernels/linear.hpp"
 
 namespace scanshard::kernels {
@@ -95,25 +97,39 @@ SCANSHARD_INSTANTIATE(double)
 namespace fast {
 
 namespace {
-constexpr i64 kCh = 64;  // channels per task: the state stays in registers / L1
-
-// channel block [c0, c1) of batch row b, given by a flat task index
+// Work split: each task owns a contiguous channel range [c0, c1) of one batch row and walks t.
+// Wide ranges keep every row access a long contiguous run (the hardware prefetcher then streams
+// along t; 64-channel slivers were latency-bound on page-crossing strided loads). The range is
+// as wide as possible while still giving every thread a task: ceil(threads / B) slices of R,
+// rounded up to whole 64-byte lines.
+struct Split { i64 nblk, width; };
+inline Split split(i64 B, i64 R) {
+  const i64 th = omp_get_max_threads();
+  i64 nblk = (th + B - 1) / B;
+  i64 width = (R + nblk - 1) / nblk;
+  width = (width + 15) / 16 * 16;
+  nblk = (R + width - 1) / width;
+  return {nblk, width};
+}
 struct Task { i64 b, c0, c1; };
-inline Task task(i64 k, i64 nblk, i64 R) {
-  const i64 b = k / nblk, c0 = (k % nblk) * kCh;
-  return {b, c0, std::min(c0 + kCh, R)};
+inline Task task(i64 k, const Split& s, i64 R) {
+  const i64 b = k / s.nblk, c0 = (k % s.nblk) * s.width;
+  return {b, c0, std::min(c0 + s.width, R)};
 }
 }  // namespace
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
                         const float* gx, const float* h_in, const std::uint8_t* reset,
                         const float* lambda, i64 B, i64 T, i64 R) {
-  const i64 nblk = (R + kCh - 1) / kCh;
+  const Split sp = split(B, R);
   #pragma omp parallel for schedule(static)
-  for (i64 k = 0; k < B * nblk; ++k) {
-    const auto [b, c0, c1] = task(k, nblk, R);
+  for (i64 k = 0; k < B * sp.nblk; ++k) {
+    const auto [b, c0, c1] = task(k, sp, R);
     const i64 n = c1 - c0;
-    alignas(64) float h[kCh], prod[kCh], nsp[kCh];
+    std::vector<float> buf(3 * n);
+    float* __restrict h = buf.data();
+    float* __restrict prod = h + n;
+    float* __restrict nsp = prod + n;
     for (i64 j = 0; j < n; ++j) {
       h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       prod[j] = 1.0f;
@@ -136,7 +152,8 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
       } else {
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
-          const float r = sigmoid_fast(gar[j]), i = sigmoid_fast(gxr[j]);
+          float r, i;
+          sigmoid2_fast(gar[j], gxr[j], r, i);
           const float a = exp_fast(nsp[j] * r);
           const float m = std::sqrt(1.0f - a * a);
           h[j] = a * h[j] + m * (i * xr[j]);
@@ -156,15 +173,20 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
                          const float* dy, const float* dh_out, const float* y, const float* x,
                          const float* ga, const float* gx, const float* h_in,
                          const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
-  const i64 nblk = (R + kCh - 1) / kCh;
+  const Split sp = split(B, R);
   const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
   std::vector<float> dl_part(dlambda ? B * R : 0, 0.0f);  // per batch row, reduced below
   #pragma omp parallel for schedule(static)
-  for (i64 k = 0; k < B * nblk; ++k) {
-    const auto [b, c0, c1] = task(k, nblk, R);
+  for (i64 k = 0; k < B * sp.nblk; ++k) {
+    const auto [b, c0, c1] = task(k, sp, R);
     const i64 n = c1 - c0;
-    alignas(64) float carry[kCh], nsp[kCh], dlog_sum[kCh];
+    std::vector<float> buf(4 * n);
+    float* __restrict carry = buf.data();
+    float* __restrict nsp = carry + n;
+    float* __restrict dlog_sum = nsp + n;
+    float* __restrict h0 = dlog_sum + n;  // h_{−1} of this chunk (h_in or 0)
     for (i64 j = 0; j < n; ++j) {
+      h0[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       carry[j] = dh_out ? dh_out[b * R + c0 + j] : 0.0f;
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
       dlog_sum[j] = 0.0f;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
@@ -175,7 +197,7 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       const float* gar = ga + o;
       const float* gxr = gx + o;
       const float* dyr = dy + o;
-      const float* hp = t > 0 ? y + o - R : nullptr;
+      const float* hp = t > 0 ? y + o - R : h0;
       float* dxr = dx + o;
       float* dgar = dga + o;
       float* dgxr = dgx + o;
@@ -193,14 +215,15 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       } else {
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
-          const float r = sigmoid_fast(gar[j]), i = sigmoid_fast(gxr[j]);
+          float r, i;
+          sigmoid2_fast(gar[j], gxr[j], r, i);
           const float a = exp_fast(nsp[j] * r);
           const float z = 1.0f - a * a;
           const float sz = std::sqrt(z);
-          const float h_prev = hp ? hp[j] : (h_in ? h_in[b * R + c0 + j] : 0.0f);
+          const float h_prev = hp[j];
           const float dh = dyr[j] + carry[j];
           const float gin = i * xr[j];
-          const float da = dh * h_prev - dh * gin * a / std::sqrt(std::max(z, zmin));
+          const float da = dh * h_prev - dh * gin * a / std::sqrt(z > zmin ? z : zmin);
           const float dlog_a = da * a;
           dlog_sum[j] += r * dlog_a;
           dgar[j] = nsp[j] * dlog_a * r * (1.0f - r);
@@ -243,12 +266,14 @@ void rglru_backward(float* dx, float* dh_in, float* dwa, float* dba, float* dwx,
 
 void rglru_carry(float* y, float* h_out, const float* h_in, const float* decay, const float* ga,
                  const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
-  const i64 nblk = (R + kCh - 1) / kCh;
+  const Split sp = split(B, R);
   #pragma omp parallel for schedule(static)
-  for (i64 k = 0; k < B * nblk; ++k) {
-    const auto [b, c0, c1] = task(k, nblk, R);
+  for (i64 k = 0; k < B * sp.nblk; ++k) {
+    const auto [b, c0, c1] = task(k, sp, R);
     const i64 n = c1 - c0;
-    alignas(64) float carry[kCh], nsp[kCh];
+    std::vector<float> buf(2 * n);
+    float* __restrict carry = buf.data();
+    float* __restrict nsp = carry + n;
     for (i64 j = 0; j < n; ++j) {
       carry[j] = h_in[b * R + c0 + j];  // (Π_{s≤t} ā_s) h_in, built up over t
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));

@@ -25,6 +25,7 @@
 
 namespace kt {
 
+using i64 = std::int64_t;
 namespace kk = scanshard::kernels;
 
 #define KT_FWD(ns, name) \
