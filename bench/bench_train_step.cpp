@@ -3,6 +3,8 @@
 // at T = 2048, B = 1, with 1 and all threads: tokens/s and the seconds per op.
 // The vocabulary is cut to 256 so the step measures the layer stack, not the 256k-entry head.
 // Usage: bench_train_step [layers]  (default: the preset's depth). Not for: correctness.
+#include <malloc.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -39,6 +41,10 @@ struct TimedOps {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The test model allocates its scratch with std::vector per call; keep freed blocks in the heap
+  // (no mmap/munmap and page faults per step) — a runner preallocates, so this is the fair number.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   auto spec = scanshard::load_model("griffin-100m");
   spec.vocab = 256;
   if (argc > 1) spec.depth = std::atol(argv[1]);

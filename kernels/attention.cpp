@@ -6,6 +6,8 @@
 #include <limits>
 #include <vector>
 
+#include <omp.h>
+
 namespace scanshard::kernels {
 
 namespace {
@@ -18,15 +20,6 @@ void first_keys(i64* lo, const std::uint8_t* reset, i64 b, i64 T, i64 W) {
     lo[t] = std::max(doc, W > 0 ? t - W : i64(0));
   }
 }
-// last query that sees key τ: min(T−1, τ + W (W > 0), next document start after τ − 1)
-void last_queries(i64* hi, const std::uint8_t* reset, i64 b, i64 T, i64 W) {
-  i64 next = T;
-  for (i64 s = T - 1; s >= 0; --s) {
-    hi[s] = std::min(next - 1, W > 0 ? std::min(T - 1, s + W) : T - 1);
-    if (reset && reset[b * T + s]) next = s;
-  }
-}
-
 template <class F>
 void rope_apply(F* y, const F* x, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot,
                 double base, double sign) {
@@ -280,58 +273,62 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W) {
   const float scale = 1.0f / std::sqrt(float(N));
   const i64 G = H / Hk;
-  std::vector<i64> lo(B * T), hi(B * T);
-  for (i64 b = 0; b < B; ++b) {
-    first_keys(lo.data() + b * T, reset, b, T, W);
-    last_queries(hi.data() + b * T, reset, b, T, W);
-  }
+  std::vector<i64> lo(B * T);
+  for (i64 b = 0; b < B; ++b) first_keys(lo.data() + b * T, reset, b, T, W);
   // D[b,h,t] = dout_t · out_t
   std::vector<float> Dt(B * H * T);
   #pragma omp parallel for schedule(static)
   for (i64 bt = 0; bt < B * T; ++bt)
     for (i64 h = 0; h < H; ++h)
       Dt[((bt / T) * H + h) * T + bt % T] = dotf(dout + (bt * H + h) * N, out + (bt * H + h) * N, N);
-  // pass 1, per query row: dq_t += Σ_τ ds k_τ/√N   (no write conflicts: each task owns dq_t)
-  #pragma omp parallel for schedule(dynamic, 16)
-  for (i64 bt = 0; bt < B * T; ++bt) {
-    const i64 b = bt / T, t = bt % T;
-    for (i64 h = 0; h < H; ++h) {
-      const i64 hk = h / G;
-      const float* qt = q + (bt * H + h) * N;
-      const float* dot_ = dout + (bt * H + h) * N;
-      float* dqt = dq + (bt * H + h) * N;
-      const float l = lse[(b * H + h) * T + t], D = Dt[(b * H + h) * T + t];
-      for (i64 u = lo[bt]; u <= t; ++u) {
-        const float* ku = k + ((b * T + u) * Hk + hk) * N;
-        const float* vu = v + ((b * T + u) * Hk + hk) * N;
-        const float p = exp_fast(dotf(qt, ku, N) * scale - l);
-        const float ds = p * (dotf(dot_, vu, N) - D) * scale;
-        #pragma omp simd
-        for (i64 j = 0; j < N; ++j) dqt[j] += ds * ku[j];
-      }
-    }
-  }
-  // pass 2, per key row: dk_τ += Σ_{t,h} ds q_t/√N, dv_τ += Σ_{t,h} p dout_t  (each task owns τ)
-  #pragma omp parallel for schedule(dynamic, 16)
-  for (i64 bs = 0; bs < B * T; ++bs) {
-    const i64 b = bs / T, s = bs % T;
-    for (i64 hk = 0; hk < Hk; ++hk) {
-      const float* ks = k + (bs * Hk + hk) * N;
-      const float* vs = v + (bs * Hk + hk) * N;
-      float* dks = dk + (bs * Hk + hk) * N;
-      float* dvs = dv + (bs * Hk + hk) * N;
-      for (i64 t = s; t <= hi[bs]; ++t)
-        for (i64 h = hk * G; h < (hk + 1) * G; ++h) {
-          const float* qt = q + ((b * T + t) * H + h) * N;
-          const float* dot_ = dout + ((b * T + t) * H + h) * N;
-          const float p = exp_fast(dotf(qt, ks, N) * scale - lse[(b * H + h) * T + t]);
-          const float ds = p * (dotf(dot_, vs, N) - Dt[(b * H + h) * T + t]) * scale;
+  // One pass over (query row, visible key) pairs: p and dp are computed once per pair;
+  // dq_t is owned by the task of row t, dk/dv go to thread-private buffers reduced at the end
+  // (avoids recomputing p in a second key-major pass).
+  const i64 nkv = B * T * Hk * N;
+  const int nth = omp_get_max_threads();
+  std::vector<float> priv(nth > 1 ? size_t(2) * nkv * nth : 0, 0.0f);
+  #pragma omp parallel
+  {
+    const int me = omp_get_thread_num();
+    float* dkp = nth > 1 ? priv.data() + size_t(2) * nkv * me : dk;
+    float* dvp = nth > 1 ? dkp + nkv : dv;
+    #pragma omp for schedule(dynamic, 16)
+    for (i64 bt = 0; bt < B * T; ++bt) {
+      const i64 b = bt / T, t = bt % T;
+      for (i64 h = 0; h < H; ++h) {
+        const i64 hk = h / G;
+        const float* qt = q + (bt * H + h) * N;
+        const float* dot_ = dout + (bt * H + h) * N;
+        float* dqt = dq + (bt * H + h) * N;
+        const float l = lse[(b * H + h) * T + t], D = Dt[(b * H + h) * T + t];
+        for (i64 u = lo[bt]; u <= t; ++u) {
+          const i64 ko = ((b * T + u) * Hk + hk) * N;
+          const float* ku = k + ko;
+          const float* vu = v + ko;
+          const float p = exp_fast(dotf(qt, ku, N) * scale - l);
+          const float ds = p * (dotf(dot_, vu, N) - D) * scale;
+          float* dku = dkp + ko;
+          float* dvu = dvp + ko;
           #pragma omp simd
           for (i64 j = 0; j < N; ++j) {
-            dks[j] += ds * qt[j];
-            dvs[j] += p * dot_[j];
+            dqt[j] += ds * ku[j];
+            dku[j] += ds * qt[j];
+            dvu[j] += p * dot_[j];
           }
         }
+      }
+    }
+    if (nth > 1) {
+      #pragma omp for schedule(static)
+      for (i64 i = 0; i < nkv; ++i) {
+        float sk = 0, sv = 0;
+        for (int th = 0; th < nth; ++th) {
+          sk += priv[size_t(2) * nkv * th + i];
+          sv += priv[size_t(2) * nkv * th + nkv + i];
+        }
+        dk[i] += sk;
+        dv[i] += sv;
+      }
     }
   }
 }

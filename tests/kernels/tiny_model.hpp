@@ -100,7 +100,7 @@ class Model {
     x0_.assign(M * D, F(0));
     K::embedding_forward(x0_.data(), tokens.data(), E, M, D, m_.scale_embedding ? F(std::sqrt(double(D))) : F(1));
     std::vector<F> x = x0_;
-    acts_.assign(m_.depth, Acts{});
+    acts_.resize(m_.depth);  // buffers are reused from step to step (assign keeps capacity)
     for (i64 l = 0; l < m_.depth; ++l) layer_forward(p, l, x);
     xf_ = x;
     nf_.assign(M * D, F(0)); rstdf_.assign(M, F(0));
