@@ -1,8 +1,11 @@
 // kernels/rwkv4.cpp — see rwkv4.hpp. Reference: scalar loops per (b, c) over t with std::exp.
 // Fast: the same scaled recurrence, vectorised across a block of channels (contiguous in [B,T,D]),
-// exp_fast, one exp per recurrence step. Backward recomputes the forward states (3 floats per
-// token and channel of scratch) and runs the adjoint recurrence in reverse.
+// exp_fast, one exp per recurrence step; whole rows per work item so every stream is contiguous.
+// Backward: pass 1 keeps the state every kSeg tokens, pass 2 walks the segments in reverse,
+// recomputes a segment's per-token states (they stay in L2) and runs the adjoint recurrence.
 #include "kernels/rwkv4.hpp"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -152,132 +155,161 @@ SCANSHARD_RWKV4_INSTANTIATE(double)
 namespace fast {
 
 namespace {
-constexpr i64 kCB = 256;  // channels per block (one OpenMP work item per (b, block))
+constexpr i64 kSeg = 8;  // tokens per backward segment (its per-token states stay in L2)
 
-// e^{−|d|} and the selector: for q = max(x, y), (e^{x−q}, e^{y−q}) is (1, e) if x ≥ y else (e, 1).
+// Channels per work item: whole rows (contiguous streams over t) unless there are fewer batch
+// rows than threads, then rows are split so that every thread has work; multiple of 16.
+i64 channel_block(i64 B, i64 D) {
+  const i64 th = omp_get_max_threads();
+  const i64 splits = std::max<i64>(1, (th + B - 1) / B);
+  const i64 cb = ((D + splits - 1) / splits + 15) / 16 * 16;
+  return std::max<i64>(1, std::min(cb, D));
+}
+
+// For q = max(x, y): (e^{x−q}, e^{y−q}) is (1, e^{−|x−y|}) if x ≥ y else (e^{−|x−y|}, 1).
 inline void scaled_pair(float x, float y, float& ex, float& ey) {
   const float d = x - y;
   const float e = exp_fast(d >= 0.0f ? -d : d);
   ex = d >= 0.0f ? 1.0f : e;
   ey = d >= 0.0f ? e : 1.0f;
 }
+
+// One token of the forward recurrence over nc channels: optional output y, state (a, bb, p)
+// updated from (a0, b0, p0) (which may alias).
+inline void wkv4_step(float* y, float* a, float* bb, float* p, const float* a0, const float* b0,
+                      const float* p0, const float* kt, const float* vt, const float* w,
+                      const float* u, i64 nc) {
+#pragma omp simd
+  for (i64 c = 0; c < nc; ++c) {
+    float e1, e2;
+    if (y) {
+      // y = (α + e^{u+k} v)/(β + e^{u+k}), scaled by e^{−max(p, u+k)}
+      scaled_pair(p0[c], u[c] + kt[c], e1, e2);
+      y[c] = (e1 * a0[c] + e2 * vt[c]) / (e1 * b0[c] + e2);
+    }
+    // α ← e^{−w} α + e^{k} v, β ← e^{−w} β + e^{k}, scaled by e^{−max(p − w, k)}
+    const float pw = p0[c] - w[c];
+    scaled_pair(pw, kt[c], e1, e2);
+    const float an = e1 * a0[c] + e2 * vt[c], bn = e1 * b0[c] + e2;
+    a[c] = an;
+    bb[c] = bn;
+    p[c] = pw > kt[c] ? pw : kt[c];
+  }
+}
+
+void load_state(float* a, float* bb, float* p, float* w, float* u, const float* state_in,
+                const float* decay, const float* bonus, i64 BD, i64 s0, i64 c0, i64 nc) {
+  for (i64 c = 0; c < nc; ++c) {
+    a[c] = state_in ? state_in[s0 + c] : 0.0f;
+    bb[c] = state_in ? state_in[BD + s0 + c] : 0.0f;
+    p[c] = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+    w[c] = std::exp(decay[c0 + c]);
+    u[c] = bonus[c0 + c];
+  }
+}
 }  // namespace
 
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
                   const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
-  const i64 BD = B * D, NB = (D + kCB - 1) / kCB;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (i64 b = 0; b < B; ++b)
-    for (i64 cb = 0; cb < NB; ++cb) {
-      const i64 c0 = cb * kCB, nc = std::min(kCB, D - c0), s0 = b * D + c0;
-      alignas(64) float a[kCB], bb[kCB], p[kCB], w[kCB], u[kCB];
-      for (i64 c = 0; c < nc; ++c) {
-        a[c] = state_in ? state_in[s0 + c] : 0.0f;
-        bb[c] = state_in ? state_in[BD + s0 + c] : 0.0f;
-        p[c] = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-        w[c] = std::exp(decay[c0 + c]);
-        u[c] = bonus[c0 + c];
-      }
-      for (i64 t = 0; t < T; ++t) {
-        const i64 o = (b * T + t) * D + c0;
-        const float* kt = k + o;
-        const float* vt = v + o;
-        float* yt = y + o;
-#pragma omp simd
-        for (i64 c = 0; c < nc; ++c) {
-          float e1, e2;
-          // y = (α + e^{u+k} v)/(β + e^{u+k}), scaled by e^{−max(p, u+k)}
-          scaled_pair(p[c], u[c] + kt[c], e1, e2);
-          yt[c] = (e1 * a[c] + e2 * vt[c]) / (e1 * bb[c] + e2);
-          // α ← e^{−w} α + e^{k} v, β ← e^{−w} β + e^{k}, scaled by e^{−max(p − w, k)}
-          const float pw = p[c] - w[c];
-          scaled_pair(pw, kt[c], e1, e2);
-          a[c] = e1 * a[c] + e2 * vt[c];
-          bb[c] = e1 * bb[c] + e2;
-          p[c] = pw > kt[c] ? pw : kt[c];
+  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
+#pragma omp parallel
+  {
+    std::vector<float> buf(static_cast<size_t>(5 * CB));
+#pragma omp for collapse(2) schedule(static)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 cb = 0; cb < NB; ++cb) {
+        const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0;
+        float *a = buf.data(), *bb = a + CB, *p = bb + CB, *w = p + CB, *u = w + CB;
+        load_state(a, bb, p, w, u, state_in, decay, bonus, BD, s0, c0, nc);
+        for (i64 t = 0; t < T; ++t) {
+          const i64 o = (b * T + t) * D + c0;
+          wkv4_step(y + o, a, bb, p, a, bb, p, k + o, v + o, w, u, nc);
         }
+        if (state_out)
+          for (i64 c = 0; c < nc; ++c) {
+            state_out[s0 + c] = a[c];
+            state_out[BD + s0 + c] = bb[c];
+            state_out[2 * BD + s0 + c] = p[c];
+          }
       }
-      if (state_out)
-        for (i64 c = 0; c < nc; ++c) {
-          state_out[s0 + c] = a[c];
-          state_out[BD + s0 + c] = bb[c];
-          state_out[2 * BD + s0 + c] = p[c];
-        }
-    }
+  }
 }
 
 void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                    const float* dy, const float* dstate_out, const float* k, const float* v,
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
                    i64 D) {
-  const i64 BD = B * D, NB = (D + kCB - 1) / kCB;
-  // per-(b, block) partial dw, du; reduced over b afterwards (deterministic order)
-  std::vector<float> pdw(size_t(B * D), 0.0f), pdu(size_t(B * D), 0.0f);
+  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
+  const i64 NS = (T + kSeg - 1) / kSeg;
+  // per-(b, channel) partial dw, du; reduced over b afterwards (deterministic order)
+  std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
 #pragma omp parallel
   {
-    std::vector<float> sa, sb, sp;
+    // checkpoints: the state at the start of every segment; seg: the states inside one segment
+    std::vector<float> ck(static_cast<size_t>((NS + 1) * 3 * CB)),
+        seg(static_cast<size_t>((kSeg + 1) * 3 * CB)), buf(static_cast<size_t>(6 * CB));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 cb = 0; cb < NB; ++cb) {
-        const i64 c0 = cb * kCB, nc = std::min(kCB, D - c0), s0 = b * D + c0;
-        sa.resize(size_t((T + 1) * kCB));
-        sb.resize(size_t((T + 1) * kCB));
-        sp.resize(size_t((T + 1) * kCB));
-        alignas(64) float w[kCB], u[kCB], da[kCB], db[kCB], dw[kCB], du[kCB];
+        const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0;
+        float *w = buf.data(), *u = w + CB, *da = u + CB, *db = da + CB, *dw = db + CB, *du = dw + CB;
+        float* a = ck.data();
+        load_state(a, a + CB, a + 2 * CB, w, u, state_in, decay, bonus, BD, s0, c0, nc);
         for (i64 c = 0; c < nc; ++c) {
-          sa[c] = state_in ? state_in[s0 + c] : 0.0f;
-          sb[c] = state_in ? state_in[BD + s0 + c] : 0.0f;
-          sp[c] = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-          w[c] = std::exp(decay[c0 + c]);
-          u[c] = bonus[c0 + c];
           da[c] = dstate_out ? dstate_out[s0 + c] : 0.0f;
           db[c] = dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
           dw[c] = 0.0f;
           du[c] = 0.0f;
         }
-        // forward: states before each token
-        for (i64 t = 0; t < T; ++t) {
-          const i64 o = (b * T + t) * D + c0;
-          const float *kt = k + o, *vt = v + o;
-          const float *a0 = &sa[t * kCB], *b0 = &sb[t * kCB], *p0 = &sp[t * kCB];
-          float *a1 = &sa[(t + 1) * kCB], *b1 = &sb[(t + 1) * kCB], *p1 = &sp[(t + 1) * kCB];
-#pragma omp simd
-          for (i64 c = 0; c < nc; ++c) {
-            float e1, e2;
-            const float pw = p0[c] - w[c];
-            scaled_pair(pw, kt[c], e1, e2);
-            a1[c] = e1 * a0[c] + e2 * vt[c];
-            b1[c] = e1 * b0[c] + e2;
-            p1[c] = pw > kt[c] ? pw : kt[c];
+        // pass 1: states at the segment starts
+        for (i64 s = 0; s + 1 < NS; ++s) {
+          float* cur = &ck[s * 3 * CB];
+          float* nxt = &ck[(s + 1) * 3 * CB];
+          std::copy_n(cur, 3 * CB, nxt);
+          for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
+            const i64 o = (b * T + t) * D + c0;
+            wkv4_step(nullptr, nxt, nxt + CB, nxt + 2 * CB, nxt, nxt + CB, nxt + 2 * CB, k + o, v + o, w, u, nc);
           }
         }
-        // reverse: scaled adjoints da = dL/dα·e^p, db = dL/dβ·e^p (see ref::wkv4_backward)
-        for (i64 t = T - 1; t >= 0; --t) {
-          const i64 o = (b * T + t) * D + c0;
-          const float *kt = k + o, *vt = v + o, *gt = dy + o;
-          float *dkt = dk + o, *dvt = dv + o;
-          const float *a0 = &sa[t * kCB], *b0 = &sb[t * kCB], *p0 = &sp[t * kCB];
+        // pass 2: segments in reverse; states of the segment recomputed, then the adjoint
+        // recurrence (scaled adjoints da = dL/dα·e^p, db = dL/dβ·e^p; see ref::wkv4_backward)
+        for (i64 s = NS - 1; s >= 0; --s) {
+          const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
+          std::copy_n(&ck[s * 3 * CB], 3 * CB, seg.data());
+          for (i64 t = t0; t < t1; ++t) {
+            const i64 o = (b * T + t) * D + c0;
+            float* cur = &seg[(t - t0) * 3 * CB];
+            float* nxt = cur + 3 * CB;
+            wkv4_step(nullptr, nxt, nxt + CB, nxt + 2 * CB, cur, cur + CB, cur + 2 * CB, k + o, v + o, w, u, nc);
+          }
+          for (i64 t = t1 - 1; t >= t0; --t) {
+            const i64 o = (b * T + t) * D + c0;
+            const float *kt = k + o, *vt = v + o, *gt = dy + o;
+            float *dkt = dk + o, *dvt = dv + o;
+            const float* cur = &seg[(t - t0) * 3 * CB];
+            const float *a0 = cur, *b0 = cur + CB, *p0 = cur + 2 * CB;
 #pragma omp simd
-          for (i64 c = 0; c < nc; ++c) {
-            float ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
-            scaled_pair(p0[c] - w[c], kt[c], ed, ek);
-            float gk = (da[c] * vt[c] + db[c]) * ek, gv = da[c] * ek;
-            dw[c] -= (da[c] * a0[c] + db[c] * b0[c]) * ed;
-            float dan = da[c] * ed, dbn = db[c] * ed;
-            float e1, e2;
-            scaled_pair(p0[c], u[c] + kt[c], e1, e2);
-            const float den = e1 * b0[c] + e2;
-            const float yt = (e1 * a0[c] + e2 * vt[c]) / den, gz = gt[c] / den;
-            gv += gz * e2;
-            const float gku = gz * (vt[c] - yt) * e2;
-            gk += gku;
-            du[c] += gku;
-            dan += gz * e1;
-            dbn -= gz * yt * e1;
-            dkt[c] += gk;
-            dvt[c] += gv;
-            da[c] = dan;
-            db[c] = dbn;
+            for (i64 c = 0; c < nc; ++c) {
+              float ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
+              scaled_pair(p0[c] - w[c], kt[c], ed, ek);
+              float gk = (da[c] * vt[c] + db[c]) * ek, gv = da[c] * ek;
+              dw[c] -= (da[c] * a0[c] + db[c] * b0[c]) * ed;
+              float dan = da[c] * ed, dbn = db[c] * ed;
+              float e1, e2;
+              scaled_pair(p0[c], u[c] + kt[c], e1, e2);
+              const float den = e1 * b0[c] + e2;
+              const float yt = (e1 * a0[c] + e2 * vt[c]) / den, gz = gt[c] / den;
+              gv += gz * e2;
+              const float gku = gz * (vt[c] - yt) * e2;
+              gk += gku;
+              du[c] += gku;
+              dan += gz * e1;
+              dbn -= gz * yt * e1;
+              dkt[c] += gk;
+              dvt[c] += gv;
+              da[c] = dan;
+              db[c] = dbn;
+            }
           }
         }
         for (i64 c = 0; c < nc; ++c) {

@@ -120,27 +120,35 @@ namespace fast {
 namespace {
 
 constexpr float kMaxLogSpan = 60.0f;  // bound on −A where e^{−A} is used (e^{60} ≈ 1e26)
+constexpr i64 kMaxN = 256;            // head sizes above this fall back to the reference
 
 // Scratch of one (b, h) work item: chunk tiles [C,N] and [C,C].
 struct Tiles {
   i64 C = 0, N = 0;
-  std::vector<float> R, K, V, G, A, RT, KT, KH, EL, P, dP, dR, dK, dV, dA;
+  std::vector<float> R, K, V, G, A, RT, KT, KH, EL, P, dP, dR, dK, dV, dA, S0T, dST;
   void resize(i64 c, i64 n) {
     C = c;
     N = n;
-    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) x->assign(size_t(c * n), 0.f);
-    A.assign(size_t((c + 1) * n), 0.f);
-    dA.assign(size_t((c + 1) * n), 0.f);
-    EL.assign(size_t(n), 0.f);
-    P.assign(size_t(c * c), 0.f);
-    dP.assign(size_t(c * c), 0.f);
+    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) x->assign(static_cast<size_t>(c * n), 0.f);
+    A.assign(static_cast<size_t>((c + 1) * n), 0.f);
+    dA.assign(static_cast<size_t>((c + 1) * n), 0.f);
+    EL.assign(static_cast<size_t>(n), 0.f);
+    P.assign(static_cast<size_t>(c * c), 0.f);
+    dP.assign(static_cast<size_t>(c * c), 0.f);
+    S0T.assign(static_cast<size_t>(n * n), 0.f);
+    dST.assign(static_cast<size_t>(n * n), 0.f);
   }
 };
 
+// NC > 0: the head size as a compile-time constant (rows of N floats stay in registers); 0: runtime.
+template <int NC>
+inline i64 head(const Tiles& W) { return NC > 0 ? NC : W.N; }
+
 // Length of the chunk starting at t0 and its cumulative log decay A[0..L] (tile rows): the chunk
 // stops early once −A_t > kMaxLogSpan at a token t ≥ 1 (that token would need e^{−A_t}).
+template <int NC>
 i64 chunk_decay(Tiles& W, const float* logw, i64 b, i64 t0, i64 T, i64 D, i64 hN, i64 chunk) {
-  const i64 N = W.N;
+  const i64 N = head<NC>(W);
   float* A = W.A.data();
   std::fill(A, A + N, 0.0f);
   i64 L = 0;
@@ -158,13 +166,14 @@ i64 chunk_decay(Tiles& W, const float* logw, i64 b, i64 t0, i64 T, i64 D, i64 hN
   return L;
 }
 
-void load_tile(float* dst, const float* src, i64 b, i64 t0, i64 L, i64 T, i64 D, i64 hN, i64 N) {
+inline void load_tile(float* dst, const float* src, i64 b, i64 t0, i64 L, i64 T, i64 D, i64 hN, i64 N) {
   for (i64 t = 0; t < L; ++t) std::copy_n(src + (b * T + t0 + t) * D + hN, N, dst + t * N);
 }
 
 // RT = R ⊙ e^{A_t}; KT = K ⊙ e^{−A_{s+1}} (s < L−1 only); KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}
+template <int NC>
 void decay_factors(Tiles& W, i64 L) {
-  const i64 N = W.N;
+  const i64 N = head<NC>(W);
   const float* A = W.A.data();
   for (i64 t = 0; t < L; ++t) {
     const float *a0 = A + t * N, *a1 = A + (t + 1) * N, *aL = A + L * N;
@@ -183,18 +192,21 @@ void decay_factors(Tiles& W, i64 L) {
   for (i64 i = 0; i < N; ++i) W.EL[i] = exp_fast(A[L * N + i]);
 }
 
-// P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]
-void intra_scores(Tiles& W, const float* uh, i64 L) {
-  const i64 N = W.N, C = W.C;
-  for (i64 t = 0; t < L; ++t) {
-    const float* rt = &W.RT[t * N];
-    for (i64 s = 0; s < t; ++s) {
-      const float* ks = &W.KT[s * N];
-      float acc = 0;
+template <int NC>
+inline float dot(const float* a, const float* b, i64 n) {
+  const i64 N = NC > 0 ? NC : n;
+  float acc = 0;
 #pragma omp simd reduction(+ : acc)
-      for (i64 i = 0; i < N; ++i) acc += rt[i] * ks[i];
-      W.P[t * C + s] = acc;
-    }
+  for (i64 i = 0; i < N; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]
+template <int NC>
+void intra_scores(Tiles& W, const float* uh, i64 L) {
+  const i64 N = head<NC>(W), C = W.C;
+  for (i64 t = 0; t < L; ++t) {
+    for (i64 s = 0; s < t; ++s) W.P[t * C + s] = dot<NC>(&W.RT[t * N], &W.KT[s * N], N);
     const float *rr = &W.R[t * N], *kk = &W.K[t * N];
     float acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -203,19 +215,222 @@ void intra_scores(Tiles& W, const float* uh, i64 L) {
   }
 }
 
-// S ← diag(EL) S + KHᵀ V
-void state_update(float* S, const Tiles& W, i64 L) {
-  const i64 N = W.N;
+// S ← diag(EL) S + KHᵀ V   (row i accumulated in registers)
+template <int NC>
+void state_update(float* __restrict S, const Tiles& W, i64 L) {
+  const i64 N = head<NC>(W);
   for (i64 i = 0; i < N; ++i) {
-    float* si = S + i * N;
+    alignas(64) float acc[kMaxN];
     const float el = W.EL[i];
 #pragma omp simd
-    for (i64 j = 0; j < N; ++j) si[j] *= el;
+    for (i64 j = 0; j < N; ++j) acc[j] = el * S[i * N + j];
     for (i64 s = 0; s < L; ++s) {
       const float kh = W.KH[s * N + i];
       const float* vs = &W.V[s * N];
 #pragma omp simd
-      for (i64 j = 0; j < N; ++j) si[j] += kh * vs[j];
+      for (i64 j = 0; j < N; ++j) acc[j] += kh * vs[j];
+    }
+    std::copy_n(acc, N, S + i * N);
+  }
+}
+
+template <int NC>
+void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
+                const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
+  const i64 N = head<NC>(W);
+  for (i64 t0 = 0; t0 < T;) {
+    const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
+    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
+    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
+    decay_factors<NC>(W, L);
+    intra_scores<NC>(W, uh, L);
+    for (i64 t = 0; t < L; ++t) {
+      alignas(64) float acc[kMaxN];
+      std::fill(acc, acc + N, 0.0f);
+      // inter-chunk: y_t = (r_t ⊙ e^{A_t}) S_0
+      for (i64 i = 0; i < N; ++i) {
+        const float rt = W.RT[t * N + i];
+        const float* si = S + i * N;
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) acc[j] += rt * si[j];
+      }
+      // intra-chunk and bonus: y_t += Σ_{s≤t} P[t][s] v_s
+      for (i64 s = 0; s <= t; ++s) {
+        const float p = W.P[t * W.C + s];
+        const float* vs = &W.V[s * N];
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) acc[j] += p * vs[j];
+      }
+      std::copy_n(acc, N, y + (b * T + t0 + t) * D + hN);
+    }
+    state_update<NC>(S, W, L);
+    t0 += L;
+  }
+}
+
+template <int NC>
+void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, float* dS, float* dr,
+                 float* dk, float* dv, float* dlogw, float* duh, const float* dy, const float* r,
+                 const float* k, const float* v, const float* logw, const float* uh, const float* s_in,
+                 i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
+  const i64 N = head<NC>(W), NN = N * N, C = W.C;
+  // pass 1: chunk boundaries and the incoming state of every chunk
+  starts.clear();
+  S0s.clear();
+  std::vector<float> S(static_cast<size_t>(NN));
+  if (s_in) std::copy_n(s_in, NN, S.data());
+  else std::fill(S.begin(), S.end(), 0.0f);
+  for (i64 t0 = 0; t0 < T;) {
+    const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
+    starts.push_back(t0);
+    S0s.insert(S0s.end(), S.begin(), S.end());
+    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
+    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
+    decay_factors<NC>(W, L);
+    state_update<NC>(S.data(), W, L);
+    t0 += L;
+  }
+  starts.push_back(T);
+  // pass 2: chunks in reverse with dS = dL/d(state after the chunk)
+  for (i64 c = i64(starts.size()) - 2; c >= 0; --c) {
+    const i64 t0 = starts[c], L = starts[c + 1] - t0;
+    const float* S0 = &S0s[static_cast<size_t>(c) * NN];
+    chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
+    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
+    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
+    load_tile(W.G.data(), dy, b, t0, L, T, D, hN, N);
+    decay_factors<NC>(W, L);
+    intra_scores<NC>(W, uh, L);
+    float* S0T = W.S0T.data();
+    float* dST = W.dST.data();
+    for (i64 i = 0; i < N; ++i)
+      for (i64 j = 0; j < N; ++j) {
+        S0T[j * N + i] = S0[i * N + j];
+        dST[j * N + i] = dS[i * N + j];
+      }
+    // dP[t][s] = g_t · v_s (s ≤ t)
+    for (i64 t = 0; t < L; ++t)
+      for (i64 s = 0; s <= t; ++s) W.dP[t * C + s] = dot<NC>(&W.G[t * N], &W.V[s * N], N);
+    for (i64 s = 0; s < L; ++s) {
+      alignas(64) float acc[kMaxN];
+      // dV_s = Σ_{t≥s} P[t][s] g_t + Σ_i KH_s[i] dS[i][:]
+      std::fill(acc, acc + N, 0.0f);
+      for (i64 t = s; t < L; ++t) {
+        const float p = W.P[t * C + s];
+        const float* gt = &W.G[t * N];
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) acc[j] += p * gt[j];
+      }
+      for (i64 i = 0; i < N; ++i) {
+        const float kh = W.KH[s * N + i];
+        const float* dsi = dS + i * N;
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) acc[j] += kh * dsi[j];
+      }
+      float* dvout = dv + (b * T + t0 + s) * D + hN;
+#pragma omp simd
+      for (i64 j = 0; j < N; ++j) dvout[j] += acc[j];
+      // dKH_s[i] = Σ_j dS[i][j] v_s[j]  (kept in dK until scaled)
+      std::fill(acc, acc + N, 0.0f);
+      for (i64 j = 0; j < N; ++j) {
+        const float vj = W.V[s * N + j];
+        const float* dsj = dST + j * N;
+#pragma omp simd
+        for (i64 i = 0; i < N; ++i) acc[i] += vj * dsj[i];
+      }
+      std::copy_n(acc, N, &W.dK[s * N]);
+    }
+    // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
+    for (i64 t = 0; t < L; ++t) {
+      alignas(64) float acc[kMaxN];
+      std::fill(acc, acc + N, 0.0f);
+      for (i64 j = 0; j < N; ++j) {
+        const float gj = W.G[t * N + j];
+        const float* sj = S0T + j * N;
+#pragma omp simd
+        for (i64 i = 0; i < N; ++i) acc[i] += gj * sj[i];
+      }
+      for (i64 s = 0; s < t; ++s) {
+        const float p = W.dP[t * C + s];
+        const float* ks = &W.KT[s * N];
+#pragma omp simd
+        for (i64 i = 0; i < N; ++i) acc[i] += p * ks[i];
+      }
+      std::copy_n(acc, N, &W.dR[t * N]);
+    }
+    // dA (rows 1..L), then dr, dk and du
+    float* dA = W.dA.data();
+    std::fill(dA, dA + (L + 1) * N, 0.0f);
+    const float* A = W.A.data();
+    for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * dot<NC>(dS + i * N, S0 + i * N, N);
+    for (i64 s = 0; s < L; ++s) {
+      const float* dks = &W.dK[s * N];  // holds dKH_s
+      const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
+      const float* a1 = A + (s + 1) * N;
+      const float* aL = A + L * N;
+      alignas(64) float dki[kMaxN];
+      std::fill(dki, dki + N, 0.0f);
+      // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
+      for (i64 t = s + 1; t < L; ++t) {
+        const float p = W.dP[t * C + s];
+        const float* rt = &W.RT[t * N];
+#pragma omp simd
+        for (i64 i = 0; i < N; ++i) dki[i] += p * rt[i];
+      }
+      const bool has_intra = s + 1 < L;
+      const float pd = W.dP[s * C + s];
+      float* dkout = dk + (b * T + t0 + s) * D + hN;
+#pragma omp simd
+      for (i64 i = 0; i < N; ++i) {
+        const float kin = has_intra ? dki[i] * exp_fast(-a1[i]) : 0.0f;
+        dA[L * N + i] += dks[i] * kh[i];  // KH depends on A_L
+        const float kst = dks[i] * exp_fast(aL[i] - a1[i]);
+        dA[(s + 1) * N + i] -= ks[i] * (kin + kst);  // −A_{s+1} enters through KT_s and KH_s
+        dkout[i] += kin + kst + pd * uh[i] * rs[i];
+      }
+    }
+    for (i64 t = 0; t < L; ++t) {
+      const float* a0 = A + t * N;
+      const float *rr = &W.R[t * N], *kk = &W.K[t * N], *drt = &W.dR[t * N];
+      const float pd = W.dP[t * C + t];
+      float* drout = dr + (b * T + t0 + t) * D + hN;
+#pragma omp simd
+      for (i64 i = 0; i < N; ++i) {
+        const float g = drt[i] * exp_fast(a0[i]);  // (inter + intra) · e^{A_t}
+        if (t > 0) dA[t * N + i] += rr[i] * g;
+        drout[i] += g + pd * uh[i] * kk[i];
+        duh[i] += pd * rr[i] * kk[i];
+      }
+    }
+    // dlogw_q = Σ_{t=q+1..L} dA_t (reverse cumulative sum)
+    {
+      alignas(64) float acc[kMaxN];
+      std::fill(acc, acc + N, 0.0f);
+      for (i64 q = L - 1; q >= 0; --q) {
+        float* dl = dlogw + (b * T + t0 + q) * D + hN;
+#pragma omp simd
+        for (i64 i = 0; i < N; ++i) {
+          acc[i] += dA[(q + 1) * N + i];
+          dl[i] += acc[i];
+        }
+      }
+    }
+    // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
+    for (i64 i = 0; i < N; ++i) {
+      alignas(64) float acc[kMaxN];
+      const float el = W.EL[i];
+#pragma omp simd
+      for (i64 j = 0; j < N; ++j) acc[j] = el * dS[i * N + j];
+      for (i64 t = 0; t < L; ++t) {
+        const float rt = W.RT[t * N + i];
+        const float* gt = &W.G[t * N];
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) acc[j] += rt * gt[j];
+      }
+      std::copy_n(acc, N, dS + i * N);
     }
   }
 }
@@ -225,49 +440,26 @@ void state_update(float* S, const Tiles& W, i64 L) {
 void wkv6_forward(float* y, float* state_out, const float* r, const float* k, const float* v,
                   const float* logw, const float* u, const float* state_in, i64 B, i64 T, i64 H,
                   i64 N, i64 chunk) {
+  if (N > kMaxN) {
+    ref::wkv6_forward<float>(y, state_out, r, k, v, logw, u, state_in, B, T, H, N);
+    return;
+  }
   const i64 D = H * N, NN = N * N;
   chunk = std::max<i64>(1, chunk);
 #pragma omp parallel
   {
     Tiles W;
     W.resize(chunk, N);
-    std::vector<float> S(static_cast<size_t>(NN)), Y(static_cast<size_t>(chunk * N));
+    std::vector<float> S(static_cast<size_t>(NN));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 h = 0; h < H; ++h) {
         const i64 so = (b * H + h) * NN, hN = h * N;
-        const float* uh = u + hN;
         if (state_in) std::copy_n(state_in + so, NN, S.data());
         else std::fill(S.begin(), S.end(), 0.0f);
-        for (i64 t0 = 0; t0 < T;) {
-          const i64 L = chunk_decay(W, logw, b, t0, T, D, hN, chunk);
-          load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-          load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-          load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-          decay_factors(W, L);
-          intra_scores(W, uh, L);
-          for (i64 t = 0; t < L; ++t) {
-            float* yt = &Y[t * N];
-            std::fill(yt, yt + N, 0.0f);
-            // inter-chunk: y_t = (r_t ⊙ e^{A_t}) S_0
-            for (i64 i = 0; i < N; ++i) {
-              const float rt = W.RT[t * N + i];
-              const float* si = &S[i * N];
-#pragma omp simd
-              for (i64 j = 0; j < N; ++j) yt[j] += rt * si[j];
-            }
-            // intra-chunk and bonus: y_t += Σ_{s≤t} P[t][s] v_s
-            for (i64 s = 0; s <= t; ++s) {
-              const float p = W.P[t * chunk + s];
-              const float* vs = &W.V[s * N];
-#pragma omp simd
-              for (i64 j = 0; j < N; ++j) yt[j] += p * vs[j];
-            }
-            std::copy_n(yt, N, y + (b * T + t0 + t) * D + hN);
-          }
-          state_update(S.data(), W, L);
-          t0 += L;
-        }
+        if (N == 64) forward_bh<64>(W, S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, chunk);
+        else if (N == 32) forward_bh<32>(W, S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, chunk);
+        else forward_bh<0>(W, S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, chunk);
         if (state_out) std::copy_n(S.data(), NN, state_out + so);
       }
   }
@@ -277,196 +469,37 @@ void wkv6_backward(float* dr, float* dk, float* dv, float* dlogw, float* du, flo
                    const float* dy, const float* dstate_out, const float* r, const float* k,
                    const float* v, const float* logw, const float* u, const float* state_in, i64 B,
                    i64 T, i64 H, i64 N, i64 chunk) {
+  if (N > kMaxN) {
+    ref::wkv6_backward<float>(dr, dk, dv, dlogw, du, dstate_in, dy, dstate_out, r, k, v, logw, u,
+                              state_in, B, T, H, N);
+    return;
+  }
   const i64 D = H * N, NN = N * N;
   chunk = std::max<i64>(1, chunk);
-  std::vector<float> pdu(size_t(B * H * N), 0.0f);  // per-(b,h) du, reduced in order below
+  std::vector<float> pdu(static_cast<size_t>(B * H * N), 0.0f);  // per-(b,h) du, reduced in order below
 #pragma omp parallel
   {
     Tiles W;
     W.resize(chunk, N);
-    std::vector<float> S0s, dS(static_cast<size_t>(NN)), rowdot(static_cast<size_t>(N));
+    std::vector<float> S0s, dS(static_cast<size_t>(NN));
     std::vector<i64> starts;
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 h = 0; h < H; ++h) {
         const i64 so = (b * H + h) * NN, hN = h * N;
-        const float* uh = u + hN;
         float* duh = &pdu[(b * H + h) * N];
-        // pass 1: chunk boundaries and the incoming state of every chunk
-        starts.clear();
-        S0s.clear();
-        std::vector<float> S(static_cast<size_t>(NN));
-        if (state_in) std::copy_n(state_in + so, NN, S.data());
-        else std::fill(S.begin(), S.end(), 0.0f);
-        for (i64 t0 = 0; t0 < T;) {
-          const i64 L = chunk_decay(W, logw, b, t0, T, D, hN, chunk);
-          starts.push_back(t0);
-          S0s.insert(S0s.end(), S.begin(), S.end());
-          load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-          load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-          load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-          decay_factors(W, L);
-          state_update(S.data(), W, L);
-          t0 += L;
-        }
-        starts.push_back(T);
-        // pass 2: chunks in reverse with dS = dL/d(state after the chunk)
         if (dstate_out) std::copy_n(dstate_out + so, NN, dS.data());
         else std::fill(dS.begin(), dS.end(), 0.0f);
-        for (i64 c = i64(starts.size()) - 2; c >= 0; --c) {
-          const i64 t0 = starts[c], L = starts[c + 1] - t0;
-          const float* S0 = &S0s[size_t(c) * NN];
-          chunk_decay(W, logw, b, t0, T, D, hN, L);
-          load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-          load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-          load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-          load_tile(W.G.data(), dy, b, t0, L, T, D, hN, N);
-          decay_factors(W, L);
-          intra_scores(W, uh, L);
-          const i64 C = chunk;
-          // dP[t][s] = g_t · v_s (s ≤ t)
-          for (i64 t = 0; t < L; ++t)
-            for (i64 s = 0; s <= t; ++s) {
-              const float *gt = &W.G[t * N], *vs = &W.V[s * N];
-              float acc = 0;
-#pragma omp simd reduction(+ : acc)
-              for (i64 j = 0; j < N; ++j) acc += gt[j] * vs[j];
-              W.dP[t * C + s] = acc;
-            }
-          // dV_s = Σ_{t≥s} P[t][s] g_t + Σ_i KH_s[i] dS[i][:]
-          // dKH_s[i] = dS[i][:] · v_s   (kept in dK until scaled)
-          for (i64 s = 0; s < L; ++s) {
-            float* dvs = &W.dV[s * N];
-            std::fill(dvs, dvs + N, 0.0f);
-            for (i64 t = s; t < L; ++t) {
-              const float p = W.P[t * C + s];
-              const float* gt = &W.G[t * N];
-#pragma omp simd
-              for (i64 j = 0; j < N; ++j) dvs[j] += p * gt[j];
-            }
-            const float* vs = &W.V[s * N];
-            for (i64 i = 0; i < N; ++i) {
-              const float kh = W.KH[s * N + i];
-              const float* dsi = &dS[i * N];
-              float acc = 0;
-#pragma omp simd reduction(+ : acc)
-              for (i64 j = 0; j < N; ++j) {
-                dvs[j] += kh * dsi[j];
-                acc += dsi[j] * vs[j];
-              }
-              W.dK[s * N + i] = acc;  // dKH
-            }
-          }
-          // dRT_t[i] = g_t · S_0[i][:] (inter); dR_intra_t = Σ_{s<t} dP[t][s] KT_s
-          for (i64 t = 0; t < L; ++t) {
-            const float* gt = &W.G[t * N];
-            float* drt = &W.dR[t * N];
-            for (i64 i = 0; i < N; ++i) {
-              const float* si = S0 + i * N;
-              float acc = 0;
-#pragma omp simd reduction(+ : acc)
-              for (i64 j = 0; j < N; ++j) acc += gt[j] * si[j];
-              drt[i] = acc;
-            }
-            for (i64 s = 0; s < t; ++s) {
-              const float p = W.dP[t * C + s];
-              const float* ks = &W.KT[s * N];
-#pragma omp simd
-              for (i64 i = 0; i < N; ++i) drt[i] += p * ks[i];
-            }
-          }
-          // row dots for dA_L: Σ_j dS[i][j] S_0[i][j]
-          for (i64 i = 0; i < N; ++i) {
-            const float *dsi = &dS[i * N], *si = S0 + i * N;
-            float acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (i64 j = 0; j < N; ++j) acc += dsi[j] * si[j];
-            rowdot[i] = acc;
-          }
-          // dA (rows 1..L), then dr, dk and du
-          float* dA = W.dA.data();
-          std::fill(dA, dA + (L + 1) * N, 0.0f);
-          const float* A = W.A.data();
-          for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * rowdot[i];
-          for (i64 s = 0; s < L; ++s) {
-            float* dks = &W.dK[s * N];  // holds dKH_s
-            const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
-            const float* a1 = A + (s + 1) * N;
-            const float* aL = A + L * N;
-            float intra[512];
-            float* dki = N <= 512 ? intra : nullptr;
-            std::vector<float> big;
-            if (!dki) {
-              big.assign(size_t(N), 0.0f);
-              dki = big.data();
-            }
-            std::fill(dki, dki + N, 0.0f);
-            // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
-            for (i64 t = s + 1; t < L; ++t) {
-              const float p = W.dP[t * C + s];
-              const float* rt = &W.RT[t * N];
-#pragma omp simd
-              for (i64 i = 0; i < N; ++i) dki[i] += p * rt[i];
-            }
-            const bool has_intra = s + 1 < L;
-            const float pd = W.dP[s * C + s];
-            float* dkout = dk + (b * T + t0 + s) * D + hN;
-#pragma omp simd
-            for (i64 i = 0; i < N; ++i) {
-              const float kin = has_intra ? dki[i] * exp_fast(-a1[i]) : 0.0f;
-              const float khs = dks[i] * kh[i];  // dKH·KH → dA_L
-              dA[L * N + i] += khs;
-              const float kst = dks[i] * exp_fast(aL[i] - a1[i]);
-              // −A_{s+1} enters through KT_s and KH_s
-              dA[(s + 1) * N + i] -= ks[i] * (kin + kst);
-              dkout[i] += kin + kst + pd * uh[i] * rs[i];
-            }
-          }
-          for (i64 t = 0; t < L; ++t) {
-            const float* a0 = A + t * N;
-            const float *rr = &W.R[t * N], *kk = &W.K[t * N], *drt = &W.dR[t * N];
-            const float pd = W.dP[t * C + t];
-            float* drout = dr + (b * T + t0 + t) * D + hN;
-#pragma omp simd
-            for (i64 i = 0; i < N; ++i) {
-              const float g = drt[i] * exp_fast(a0[i]);  // (inter + intra) · e^{A_t}
-              if (t > 0) dA[t * N + i] += rr[i] * g;
-              drout[i] += g + pd * uh[i] * kk[i];
-              duh[i] += pd * rr[i] * kk[i];
-            }
-          }
-          // dlogw_q = Σ_{t=q+1..L} dA_t (reverse cumulative sum)
-          {
-            float acc[512];
-            std::vector<float> big;
-            float* ac = N <= 512 ? acc : (big.assign(size_t(N), 0.f), big.data());
-            std::fill(ac, ac + N, 0.0f);
-            for (i64 q = L - 1; q >= 0; --q) {
-              float* dl = dlogw + (b * T + t0 + q) * D + hN;
-              for (i64 i = 0; i < N; ++i) {
-                ac[i] += dA[(q + 1) * N + i];
-                dl[i] += ac[i];
-              }
-            }
-          }
-          for (i64 s = 0; s < L; ++s) {
-            float* dvout = dv + (b * T + t0 + s) * D + hN;
-            for (i64 j = 0; j < N; ++j) dvout[j] += W.dV[s * N + j];
-          }
-          // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
-          for (i64 i = 0; i < N; ++i) {
-            float* dsi = &dS[i * N];
-            const float el = W.EL[i];
-#pragma omp simd
-            for (i64 j = 0; j < N; ++j) dsi[j] *= el;
-            for (i64 t = 0; t < L; ++t) {
-              const float rt = W.RT[t * N + i];
-              const float* gt = &W.G[t * N];
-#pragma omp simd
-              for (i64 j = 0; j < N; ++j) dsi[j] += rt * gt[j];
-            }
-          }
-        }
+        const float* s_in = state_in ? state_in + so : nullptr;
+        if (N == 64)
+          backward_bh<64>(W, S0s, starts, dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
+                          T, D, hN, chunk);
+        else if (N == 32)
+          backward_bh<32>(W, S0s, starts, dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
+                          T, D, hN, chunk);
+        else
+          backward_bh<0>(W, S0s, starts, dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
+                         T, D, hN, chunk);
         if (dstate_in) std::copy_n(dS.data(), NN, dstate_in + so);
       }
   }

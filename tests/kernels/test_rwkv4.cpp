@@ -4,6 +4,8 @@
 // Not for: the block composition or the tiny model (test_rwkv_model.cpp).
 #include "kernels/rwkv4.hpp"
 
+#include <omp.h>
+
 #include <cmath>
 #include <vector>
 
@@ -319,4 +321,29 @@ TEST_CASE("RWKV token shift backward matches finite differences and fast equals 
   KT_CHECK_CLOSE(dxf, dx, 1e-6, 1e-5);
   KT_CHECK_CLOSE(dpf, dp, 1e-6, 1e-5);
   KT_CHECK_CLOSE(dmf, dm, 1e-5, 1e-5);
+}
+
+TEST_CASE("RWKV4 WKV fast with more threads than batch rows equals reference", "[rwkv4][threads]") {
+  // B = 1 on 3 threads: each row is split into channel blocks (one per thread); T spans several
+  // backward segments with a ragged last one.
+  const i64 B = 1, T = 29, D = 70;
+  auto c = make_case(B, T, D, 81, 2.0f);
+  auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), dd = kt::to_d(c.decay), ud = kt::to_d(c.bonus),
+       gd = kt::to_d(c.dy);
+  std::vector<double> yr(B * T * D), dkr(B * T * D), dvr(B * T * D), ddr(D), dur(D);
+  ref::wkv4_forward<double>(yr.data(), nullptr, kd.data(), vd.data(), dd.data(), ud.data(), nullptr, B, T, D);
+  ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), nullptr, gd.data(), nullptr,
+                             kd.data(), vd.data(), dd.data(), ud.data(), nullptr, B, T, D);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(3);
+  std::vector<float> y(B * T * D), dk(B * T * D), dv(B * T * D), ddc(D), du(D);
+  fast::wkv4_forward(y.data(), nullptr, c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
+  fast::wkv4_backward(dk.data(), dv.data(), ddc.data(), du.data(), nullptr, c.dy.data(), nullptr, c.k.data(),
+                      c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
+  omp_set_num_threads(saved);
+  KT_CHECK_CLOSE(y, yr, 1e-5, 1e-4);
+  KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-4);
+  KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-4);
+  KT_CHECK_CLOSE(ddc, ddr, 1e-3, 1e-4);
+  KT_CHECK_CLOSE(du, dur, 1e-3, 1e-4);
 }

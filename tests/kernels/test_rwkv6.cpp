@@ -115,8 +115,12 @@ TEST_CASE("RWKV6 WKV reference forward equals the unrolled sum in long double", 
 }
 
 TEST_CASE("RWKV6 WKV chunked fast kernel equals the sequential reference", "[rwkv6][chunk]") {
-  // T = 50 is not a multiple of 7, 16 or 64 (and 64 > T); N = 12 is not a vector multiple.
-  const i64 B = 2, T = 50, H = 2, N = 12, NS = B * H * N * N, n = B * T * H * N;
+  // T = 50 and 37 are not multiples of 7, 16 or 64 (and 64 > T); N = 12 is not a vector
+  // multiple (runtime head size path); N = 32 and 64 take the compile-time head size paths.
+  struct Shape { i64 B, T, H, N; };
+  for (Shape sh : {Shape{2, 50, 2, 12}, Shape{1, 37, 2, 32}, Shape{1, 37, 2, 64}}) {
+  const i64 B = sh.B, T = sh.T, H = sh.H, N = sh.N, NS = B * H * N * N, n = B * T * H * N;
+  INFO("B " << B << " T " << T << " H " << H << " N " << N);
   auto c = make_case(B, T, H, N, 121);
   auto sin = kt::randn(NS, 122), dso = kt::randn(NS, 123);
   const auto e = ref_double(c, &sin, &dso);
@@ -136,6 +140,7 @@ TEST_CASE("RWKV6 WKV chunked fast kernel equals the sequential reference", "[rwk
     KT_CHECK_CLOSE(dlw, e.dlw, 1e-3, 1e-3);
     KT_CHECK_CLOSE(du, e.du, 1e-3, 1e-4);
     KT_CHECK_CLOSE(dsi, e.dsin, 1e-4, 1e-4);
+  }
   }
 }
 

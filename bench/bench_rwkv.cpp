@@ -1,0 +1,327 @@
+// bench/bench_rwkv.cpp — RWKV kernels against baselines measured in the same run (never run by ctest):
+//  1. STREAM triad (a = b + s·c, 12 B per element) and bare cblas_sgemm FLOP/s: the machine's
+//     bandwidth and GEMM ceilings, at 1 and all threads;
+//  2. WKV-4: fast vs reference speedup; bandwidth vs triad (forward moves 12 B per element: k, v
+//     read, y written; backward 28 B: k, v, dy read, dk, dv read + written). Goal ≥ 0.85 of triad;
+//  3. WKV-6: sequential reference vs the chunked fast kernel (chunk 1 = per-token form, 16, 32,
+//     64): nominal FLOP/s (4N² per token and head forward, the sequential count, 8N² backward +
+//     recompute) vs sgemm, bytes/s (forward 20 B per element: r, k, v, log w read, y written) vs triad;
+//  4. one full RWKV-6 layer training step (LN, time mix with LoRAs, WKV-6, GroupNorm, channel mix,
+//     forward + backward) at B·T = 1024 tokens, D = 768: tokens/s and the per-op breakdown.
+// Not for: correctness (tests/kernels). Usage: bench_rwkv [quick]  (quick = smaller sizes).
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/layernorm.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/rwkv4.hpp"
+#include "kernels/rwkv6.hpp"
+#include "kernels/rwkv_ops.hpp"
+
+namespace k = scanshard::kernels;
+using k::i64;
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+template <class Fn>
+double best_of(int reps, Fn&& f) {
+  f();  // warm-up
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = now();
+    f();
+    best = std::min(best, now() - t0);
+  }
+  return best;
+}
+std::vector<float> filled(i64 n, float a, float b, unsigned seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  unsigned s = seed;
+  for (auto& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = a + b * (float(s >> 8) / float(1u << 24) - 0.5f);
+  }
+  return v;
+}
+
+double triad_gbs(i64 n) {
+  std::vector<float> a(static_cast<size_t>(n)), b = filled(n, 1, 1, 1), c = filled(n, 1, 1, 2);
+  const double t = best_of(5, [&] {
+    const float s = 3.0f;
+#pragma omp parallel for simd schedule(static)
+    for (i64 i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+  });
+  return 12.0 * double(n) / t / 1e9;
+}
+
+double sgemm_gflops(i64 n) {
+  auto a = filled(n * n, 0, 1, 3), b = filled(n * n, 0, 1, 4);
+  std::vector<float> c(static_cast<size_t>(n * n));
+  const double t = best_of(3, [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(n), int(n), 1.0f, a.data(), int(n), b.data(),
+                int(n), 0.0f, c.data(), int(n));
+  });
+  return 2.0 * double(n) * n * n / t / 1e9;
+}
+
+// ─── one RWKV-6 layer, forward + backward, with per-op timers ────────────────────────────────
+struct Timers {
+  std::map<std::string, double> t;
+  template <class Fn>
+  void run(const char* name, Fn&& f) {
+    const double t0 = now();
+    f();
+    t[name] += now() - t0;
+  }
+};
+
+void rwkv6_layer_step(i64 B, i64 T, i64 D, i64 N, i64 r, i64 rw, Timers& tm, int steps) {
+  const i64 M = B * T, H = D / N, Fh = D * 7 / 2;
+  auto W = [&](i64 n, unsigned s, float sc) { return filled(n, 0, sc, s); };
+  // parameters
+  auto ln1s = filled(D, 1, 0.1f, 10), ln1b = W(D, 11, 0.1f), ln2s = filled(D, 1, 0.1f, 12), ln2b = W(D, 13, 0.1f);
+  auto mux = filled(D, 0.5f, 0.5f, 14), mu = filled(5 * D, 0.5f, 0.5f, 15);
+  auto la = W(D * 5 * r, 16, 0.01f), lb = W(5 * r * D, 17, 0.01f), lam = filled(D, -1.5f, 1.0f, 18);
+  auto da = W(D * rw, 19, 0.01f), db = W(rw * D, 20, 0.01f), u = W(D, 21, 0.5f);
+  const float ws = 1.0f / std::sqrt(float(D));
+  auto wr = W(D * D, 22, ws), wk = W(D * D, 23, ws), wv = W(D * D, 24, ws), wg = W(D * D, 25, ws),
+       wo = W(D * D, 26, ws), gns = filled(D, 1, 0.1f, 27), gnb = W(D, 28, 0.1f);
+  auto cmk = filled(D, 0.5f, 0.5f, 29), cmr = filled(D, 0.5f, 0.5f, 30), cwk = W(D * Fh, 31, ws),
+       cwv = W(Fh * D, 32, 1.0f / std::sqrt(float(Fh))), cwr = W(D * D, 33, ws);
+  auto x = W(M * D, 34, 1.0f), dyo = W(M * D, 35, 0.01f);
+  // gradients (one buffer each, re-zeroed per step is not needed for timing)
+  std::vector<float> g(size_t(std::max<i64>(D * Fh, D * D) * 2), 0.0f);
+  auto V = [](i64 n) { return std::vector<float>(size_t(n), 0.0f); };
+  auto n1 = V(M * D), m1 = V(M), r1 = V(M), xx = V(M * D), xxx = V(M * D), z = V(M * 5 * r), tz = V(M * 5 * r),
+       tj = V(M * r), mz = V(5 * M * D), xs = V(5 * M * D), dz = V(M * rw), dlt = V(M * rw), dd = V(M * D),
+       lw = V(M * D), rr = V(M * D), kk = V(M * D), vv = V(M * D), gg = V(M * D), y = V(M * D), yn = V(M * D),
+       gm = V(M * H), gr = V(M * H), o = V(M * D), t = V(M * D), x2 = V(M * D), n2 = V(M * D), m2 = V(M),
+       r2 = V(M), cxk = V(M * D), cxr = V(M * D), ck = V(M * Fh), ch = V(M * Fh), cv = V(M * D), cr = V(M * D),
+       co = V(M * D);
+  auto d1 = V(M * D), d2 = V(M * D), d3 = V(M * D), d4 = V(M * D), d5 = V(M * D), dF1 = V(M * Fh),
+       dF2 = V(M * Fh), dxs = V(5 * M * D), dmz = V(5 * M * D), dr5 = V(M * 5 * r), dtz = V(M * 5 * r),
+       drw = V(M * rw), drw2 = V(M * rw), dgv = V(D), dgv2 = V(5 * D);
+  for (int s = 0; s < steps; ++s) {
+    // forward
+    tm.run("layernorm", [&] { k::fast::layer_norm_forward(n1.data(), m1.data(), r1.data(), x.data(), ln1s.data(), ln1b.data(), M, D, 1e-5f); });
+    tm.run("token shift + LoRA", [&] {
+      k::fast::ddlerp_shift_forward(xx.data(), xxx.data(), n1.data(), nullptr, mux.data(), B, T, D);
+      k::fast::linear_forward(z.data(), xxx.data(), la.data(), nullptr, M, D, 5 * r);
+      k::fast::tanh_forward(tz.data(), z.data(), M * 5 * r);
+      for (i64 j = 0; j < 5; ++j) {
+        for (i64 m = 0; m < M; ++m) std::memcpy(&tj[m * r], &tz[m * 5 * r + j * r], size_t(r) * 4);
+        k::fast::linear_forward(mz.data() + j * M * D, tj.data(), lb.data() + j * r * D, nullptr, M, r, D);
+      }
+      k::fast::ddlerp_mix_forward(xs.data(), n1.data(), xx.data(), mu.data(), mz.data(), 5, M, D);
+      k::fast::linear_forward(dz.data(), xs.data(), da.data(), nullptr, M, D, rw);
+      k::fast::tanh_forward(dlt.data(), dz.data(), M * rw);
+      k::fast::linear_forward(dd.data(), dlt.data(), db.data(), nullptr, M, rw, D);
+      k::fast::decay_forward(lw.data(), lam.data(), dd.data(), M, D);
+    });
+    tm.run("r k v g projections", [&] {
+      k::fast::linear_forward(kk.data(), xs.data() + 1 * M * D, wk.data(), nullptr, M, D, D);
+      k::fast::linear_forward(vv.data(), xs.data() + 2 * M * D, wv.data(), nullptr, M, D, D);
+      k::fast::linear_forward(rr.data(), xs.data() + 3 * M * D, wr.data(), nullptr, M, D, D);
+      k::fast::linear_forward(gg.data(), xs.data() + 4 * M * D, wg.data(), nullptr, M, D, D);
+    });
+    tm.run("WKV-6", [&] { k::fast::wkv6_forward(y.data(), nullptr, rr.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B, T, H, N); });
+    tm.run("groupnorm + gate", [&] {
+      k::fast::group_norm_forward(yn.data(), gm.data(), gr.data(), y.data(), gns.data(), gnb.data(), M, H, N, 64e-5f);
+      k::fast::silu_mul_forward(o.data(), yn.data(), gg.data(), M * D);
+    });
+    tm.run("output projection", [&] { k::fast::linear_forward(t.data(), o.data(), wo.data(), nullptr, M, D, D); });
+    tm.run("layernorm", [&] {
+      for (i64 i = 0; i < M * D; ++i) x2[i] = x[i] + t[i];
+      k::fast::layer_norm_forward(n2.data(), m2.data(), r2.data(), x2.data(), ln2s.data(), ln2b.data(), M, D, 1e-5f);
+    });
+    tm.run("channel mix", [&] {
+      k::fast::token_shift_forward(cxk.data(), n2.data(), nullptr, cmk.data(), B, T, D);
+      k::fast::token_shift_forward(cxr.data(), n2.data(), nullptr, cmr.data(), B, T, D);
+      k::fast::linear_forward(ck.data(), cxk.data(), cwk.data(), nullptr, M, D, Fh);
+      k::fast::relu_square_forward(ch.data(), ck.data(), M * Fh);
+      k::fast::linear_forward(cv.data(), ch.data(), cwv.data(), nullptr, M, Fh, D);
+      k::fast::linear_forward(cr.data(), cxr.data(), cwr.data(), nullptr, M, D, D);
+      k::fast::sigmoid_mul_forward(co.data(), cr.data(), cv.data(), M * D);
+    });
+    // backward (gradients of weights go to a scratch buffer; dx into d1..d5)
+    tm.run("channel mix", [&] {
+      std::fill(d1.begin(), d1.end(), 0.f); std::fill(d2.begin(), d2.end(), 0.f);
+      k::fast::sigmoid_mul_backward(d1.data(), d2.data(), dyo.data(), cr.data(), cv.data(), M * D);
+      std::fill(d3.begin(), d3.end(), 0.f);
+      k::fast::linear_backward(d3.data(), g.data(), nullptr, d1.data(), cxr.data(), cwr.data(), M, D, D);
+      std::fill(dF1.begin(), dF1.end(), 0.f); std::fill(dF2.begin(), dF2.end(), 0.f);
+      k::fast::linear_backward(dF1.data(), g.data(), nullptr, d2.data(), ch.data(), cwv.data(), M, Fh, D);
+      k::fast::relu_square_backward(dF2.data(), dF1.data(), ck.data(), M * Fh);
+      std::fill(d4.begin(), d4.end(), 0.f);
+      k::fast::linear_backward(d4.data(), g.data(), nullptr, dF2.data(), cxk.data(), cwk.data(), M, D, Fh);
+      std::fill(d5.begin(), d5.end(), 0.f);
+      k::fast::token_shift_backward(d5.data(), nullptr, dgv.data(), d4.data(), n2.data(), nullptr, cmk.data(), B, T, D);
+      k::fast::token_shift_backward(d5.data(), nullptr, dgv.data(), d3.data(), n2.data(), nullptr, cmr.data(), B, T, D);
+    });
+    tm.run("layernorm", [&] {
+      std::copy(dyo.begin(), dyo.end(), d1.begin());
+      k::fast::layer_norm_backward(d1.data(), dgv.data(), dgv.data(), d5.data(), m2.data(), r2.data(), x2.data(), ln2s.data(), M, D);
+    });
+    tm.run("output projection", [&] {
+      std::fill(d2.begin(), d2.end(), 0.f);
+      k::fast::linear_backward(d2.data(), g.data(), nullptr, d1.data(), o.data(), wo.data(), M, D, D);
+    });
+    tm.run("groupnorm + gate", [&] {
+      std::fill(d3.begin(), d3.end(), 0.f); std::fill(d4.begin(), d4.end(), 0.f);
+      k::fast::silu_mul_backward(d3.data(), d4.data(), d2.data(), yn.data(), gg.data(), M * D);
+      std::fill(d5.begin(), d5.end(), 0.f);
+      k::fast::group_norm_backward(d5.data(), dgv.data(), dgv.data(), d3.data(), gm.data(), gr.data(), y.data(), gns.data(), M, H, N);
+    });
+    std::fill(dxs.begin(), dxs.end(), 0.f);
+    tm.run("WKV-6", [&] {
+      std::fill(d2.begin(), d2.end(), 0.f); std::fill(d3.begin(), d3.end(), 0.f);
+      std::fill(dxs.begin() + 0, dxs.begin() + M * D, 0.f);
+      // dr → d2, dk → d3, dv → dmz[0], dlogw → dmz[1] (scratch)
+      std::fill(dmz.begin(), dmz.begin() + 2 * M * D, 0.f);
+      k::fast::wkv6_backward(d2.data(), d3.data(), dmz.data(), dmz.data() + M * D, dgv.data(), nullptr, d5.data(),
+                             nullptr, rr.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B, T, H, N);
+    });
+    tm.run("r k v g projections", [&] {
+      k::fast::linear_backward(dxs.data() + 3 * M * D, g.data(), nullptr, d2.data(), xs.data() + 3 * M * D, wr.data(), M, D, D);
+      k::fast::linear_backward(dxs.data() + 1 * M * D, g.data(), nullptr, d3.data(), xs.data() + 1 * M * D, wk.data(), M, D, D);
+      k::fast::linear_backward(dxs.data() + 2 * M * D, g.data(), nullptr, dmz.data(), xs.data() + 2 * M * D, wv.data(), M, D, D);
+      k::fast::linear_backward(dxs.data() + 4 * M * D, g.data(), nullptr, d4.data(), xs.data() + 4 * M * D, wg.data(), M, D, D);
+    });
+    tm.run("token shift + LoRA", [&] {
+      std::fill(d2.begin(), d2.end(), 0.f);
+      k::fast::decay_backward(dgv.data(), d2.data(), dmz.data() + M * D, lw.data(), M, D);
+      std::fill(drw.begin(), drw.end(), 0.f); std::fill(drw2.begin(), drw2.end(), 0.f);
+      k::fast::linear_backward(drw.data(), g.data(), nullptr, d2.data(), dlt.data(), db.data(), M, rw, D);
+      k::fast::tanh_backward(drw2.data(), drw.data(), dlt.data(), M * rw);
+      k::fast::linear_backward(dxs.data(), g.data(), nullptr, drw2.data(), xs.data(), da.data(), M, D, rw);
+      std::fill(d3.begin(), d3.end(), 0.f); std::fill(d4.begin(), d4.end(), 0.f);
+      std::fill(dmz.begin(), dmz.end(), 0.f);
+      k::fast::ddlerp_mix_backward(d3.data(), d4.data(), dgv2.data(), dmz.data(), dxs.data(), xx.data(), mu.data(), mz.data(), 5, M, D);
+      std::fill(dtz.begin(), dtz.end(), 0.f);
+      for (i64 j = 0; j < 5; ++j) {
+        std::vector<float> dtj(size_t(M * r), 0.f);
+        for (i64 m = 0; m < M; ++m) std::memcpy(&tj[m * r], &tz[m * 5 * r + j * r], size_t(r) * 4);
+        k::fast::linear_backward(dtj.data(), g.data(), nullptr, dmz.data() + j * M * D, tj.data(), lb.data() + j * r * D, M, r, D);
+        for (i64 m = 0; m < M; ++m)
+          for (i64 c = 0; c < r; ++c) dtz[m * 5 * r + j * r + c] += dtj[m * r + c];
+      }
+      std::fill(dr5.begin(), dr5.end(), 0.f);
+      k::fast::tanh_backward(dr5.data(), dtz.data(), tz.data(), M * 5 * r);
+      std::fill(d5.begin(), d5.end(), 0.f);
+      k::fast::linear_backward(d5.data(), g.data(), nullptr, dr5.data(), xxx.data(), la.data(), M, D, 5 * r);
+      k::fast::ddlerp_shift_backward(d3.data(), nullptr, dgv.data(), d4.data(), d5.data(), n1.data(), nullptr, mux.data(), B, T, D);
+    });
+    tm.run("layernorm", [&] {
+      k::fast::layer_norm_backward(d1.data(), dgv.data(), dgv.data(), d3.data(), m1.data(), r1.data(), x.data(), ln1s.data(), M, D);
+    });
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  const i64 n_triad = quick ? (i64(1) << 22) : (i64(1) << 24);
+  const i64 B4 = quick ? 2 : 8, T4 = 1024, D4 = 2048;            // WKV-4: 16.8M elements, 67 MB per array
+  const i64 B6 = quick ? 1 : 2, T6 = 1024, H6 = 12, N6 = 64;      // WKV-6: D = 768
+  std::printf("bench_rwkv%s\n", quick ? " (quick)" : "");
+  for (int th : {1, omp_get_num_procs()}) {
+    omp_set_num_threads(th);
+    std::printf("\n=== %d thread(s) ===\n", th);
+    const double triad = triad_gbs(n_triad), gemm = sgemm_gflops(quick ? 512 : 1024);
+    std::printf("STREAM triad: %.2f GB/s; sgemm: %.1f GFLOP/s\n", triad, gemm);
+
+    // ── WKV-4 ──
+    {
+      const i64 n = B4 * T4 * D4;
+      auto kk = filled(n, 0, 4, 40), vv = filled(n, 0, 2, 41), dy = filled(n, 0, 1, 42);
+      auto decay = filled(D4, -1, 2, 43), bonus = filled(D4, 0, 1, 44);
+      std::vector<float> y(static_cast<size_t>(n)), dk(static_cast<size_t>(n)), dv(static_cast<size_t>(n)), dd(static_cast<size_t>(D4)), du(static_cast<size_t>(D4));
+      const double tf = best_of(3, [&] {
+        k::fast::wkv4_forward(y.data(), nullptr, kk.data(), vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4);
+      });
+      const double tb = best_of(3, [&] {
+        k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
+                               vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4);
+      });
+      const double rf = best_of(1, [&] {
+        k::ref::wkv4_forward<float>(y.data(), nullptr, kk.data(), vv.data(), decay.data(), bonus.data(), nullptr, B4,
+                                    T4, D4);
+      });
+      const double rb = best_of(1, [&] {
+        k::ref::wkv4_backward<float>(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr,
+                                     kk.data(), vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4);
+      });
+      const double bwf = 12.0 * n / tf / 1e9, bwb = 28.0 * n / tb / 1e9;
+      std::printf("WKV-4 B=%ld T=%ld D=%ld\n", long(B4), long(T4), long(D4));
+      std::printf("  forward : fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad\n", tf * 1e3,
+                  rf * 1e3, rf / tf, bwf, bwf / triad);
+      std::printf("  backward: fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad\n", tb * 1e3,
+                  rb * 1e3, rb / tb, bwb, bwb / triad);
+    }
+    // ── WKV-6 ──
+    {
+      const i64 D = H6 * N6, n = B6 * T6 * D;
+      auto r = filled(n, 0, 1, 50), kk = filled(n, 0, 1, 51), vv = filled(n, 0, 1, 52), dy = filled(n, 0, 1, 53);
+      auto lw = filled(n, -0.3f, 0.5f, 54), u = filled(D, 0, 1, 55);
+      for (auto& x : lw) x = std::min(x, -1e-3f);  // log w ∈ [−0.55, −0.05]: w ∈ [0.58, 0.95]
+      std::vector<float> y(static_cast<size_t>(n)), dr(static_cast<size_t>(n)), dk(static_cast<size_t>(n)), dv(static_cast<size_t>(n)), dlw(static_cast<size_t>(n)), du(static_cast<size_t>(D));
+      const double flop_f = 4.0 * B6 * T6 * H6 * N6 * N6, flop_b = 8.0 * B6 * T6 * H6 * N6 * N6 + flop_f;
+      const double rf = best_of(1, [&] {
+        k::ref::wkv6_forward<float>(y.data(), nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr,
+                                    B6, T6, H6, N6);
+      });
+      const double rb = best_of(1, [&] {
+        k::ref::wkv6_backward<float>(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), nullptr, dy.data(),
+                                     nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6, T6, H6,
+                                     N6);
+      });
+      std::printf("WKV-6 B=%ld T=%ld H=%ld N=%ld (nominal %.2f GFLOP fwd, %.2f GFLOP bwd)\n", long(B6), long(T6),
+                  long(H6), long(N6), flop_f / 1e9, flop_b / 1e9);
+      std::printf("  reference (sequential): fwd %.1f ms = %.2f GFLOP/s (%.3f of sgemm), bwd %.1f ms = %.2f GFLOP/s\n",
+                  rf * 1e3, flop_f / rf / 1e9, flop_f / rf / 1e9 / gemm, rb * 1e3, flop_b / rb / 1e9);
+      for (i64 chunk : {i64(1), i64(16), i64(32), i64(64)}) {
+        const double tf = best_of(3, [&] {
+          k::fast::wkv6_forward(y.data(), nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6,
+                                T6, H6, N6, chunk);
+        });
+        const double tb = best_of(2, [&] {
+          k::fast::wkv6_backward(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), nullptr, dy.data(), nullptr,
+                                 r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6, T6, H6, N6, chunk);
+        });
+        const double bw = 20.0 * n / tf / 1e9;
+        std::printf("  fast chunk %2ld: fwd %.2f ms = %.2f GFLOP/s (%.3f of sgemm), %.2f GB/s (%.3f of triad), "
+                    "speedup %.1fx | bwd %.2f ms = %.2f GFLOP/s, speedup %.1fx\n",
+                    long(chunk), tf * 1e3, flop_f / tf / 1e9, flop_f / tf / 1e9 / gemm, bw, bw / triad, rf / tf,
+                    tb * 1e3, flop_b / tb / 1e9, rb / tb);
+      }
+    }
+    // ── one RWKV-6 layer training step ──
+    {
+      const i64 B = 1, T = quick ? 256 : 1024, D = 768;
+      Timers warm, tm;
+      rwkv6_layer_step(B, T, D, 64, 32, 64, warm, 1);
+      const int steps = quick ? 1 : 3;
+      rwkv6_layer_step(B, T, D, 64, 32, 64, tm, steps);
+      double total = 0;
+      for (auto& [name, s] : tm.t) total += s;
+      std::printf("RWKV-6 layer step (B=%ld T=%ld D=%ld, forward + backward): %.1f ms/step, %.0f tokens/s\n", long(B),
+                  long(T), long(D), total / steps * 1e3, double(B * T) * steps / total);
+      for (auto& [name, s] : tm.t)
+        std::printf("  %-22s %7.2f ms  %5.1f %%\n", name.c_str(), s / steps * 1e3, 100.0 * s / total);
+    }
+  }
+  return 0;
+}
