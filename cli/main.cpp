@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("scanshard ") + SCANSHARD_VERSION);
   app.require_subcommand(1);
   scanshard::register_list_commands(app);
+  scanshard::register_plan_command(app);
   scanshard::register_simulate_command(app);
   try {
     app.parse(argc, argv);

@@ -499,12 +499,12 @@ double model_flops_per_step(const ModelSpec& m, const Plan& p) {
 }
 
 // Everything a layer's lowering depends on besides the model and its kind.
-std::array<double, 14> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+std::array<double, 13> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
   return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
           static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
           static_cast<double>(p.remat), static_cast<double>(p.scan), static_cast<double>(p.carry),
           static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
-          static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1), p.overlap ? 1.0 : 0.0};
+          static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1)};
 }
 
 std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const Plan& p, const Ctx& c, std::int64_t layer) {
@@ -513,8 +513,9 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
   Emit e{c, static_cast<std::int32_t>(layer), fwd, bwd};
   const std::int64_t params = sharded_params(layer_parameter_tensors(m, layer), c.t);
   if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather the layer's weights before use
-    e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, p.overlap);
-    e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, p.overlap);
+    // prefetched behind the previous layer's compute, as FSDP implementations do
+    e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, true);
+    e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, true);
   }
   lower_layer(c, static_cast<std::int32_t>(layer), fwd, bwd);
   k->saved_bytes = saved_under(p.remat, fwd, c);
@@ -620,6 +621,14 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     for (auto& s : st.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
   }
 
+  auto extremes = [&st](const std::vector<Step>& steps) {
+    for (const auto& s : steps) {
+      st.max_state_bytes = std::max(st.max_state_bytes, s.state_bytes);
+      if (s.kind != StepKind::compute) st.max_comm_bytes = std::max(st.max_comm_bytes, s.comm_bytes);
+    }
+  };
+  for (const auto* l : {&st.pre_forward, &st.post_forward, &st.pre_backward, &st.post_backward, &st.step_end}) extremes(*l);
+  for (const auto& g : st.groups) { extremes(g.lowered->forward); extremes(g.lowered->backward); }
   st.tokens_per_step = static_cast<double>(p.global_batch) * static_cast<double>(p.seq_len);
   if (cache) {
     if (cache->model_flops_seq_len != p.seq_len || cache->model_flops_batch != p.global_batch) {

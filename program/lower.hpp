@@ -98,11 +98,13 @@ struct StageSummary {
   double saved_activation_bytes = 0;
   double tokens_per_step = 0;
   double model_flops_per_step = 0;
+  double max_state_bytes = 0;  // largest scan state any step keeps on device
+  double max_comm_bytes = 0;   // largest communication buffer of any step
 };
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
 struct LowerCache {
-  std::map<std::array<double, 14>, std::shared_ptr<const LayerLowering>> layers;
+  std::map<std::array<double, 13>, std::shared_ptr<const LayerLowering>> layers;
   double model_flops = 0;
   std::int64_t model_flops_seq_len = -1, model_flops_batch = -1;
 };

@@ -159,6 +159,24 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
     y.raw("dtypes");
   }
   p.overlap = y.optional_bool("overlap", true);
+  if (y.has("placement")) {
+    const YAML::Node list = y.raw("placement");
+    if (!list.IsSequence() || list.size() != kAxisCount)
+      throw y.error("placement", "expected a list of the five axes, innermost first (e.g. [tensor, sequence, fsdp, data, pipeline])");
+    std::array<bool, kAxisCount> seen{};
+    for (std::size_t i = 0; i < kAxisCount; ++i) {
+      const std::string name = list[i].IsScalar() ? list[i].Scalar() : "";
+      int found = -1;
+      for (int a = 0; a < kAxisCount; ++a)
+        if (name == to_string(static_cast<Axis>(a))) found = a;
+      if (found < 0 || seen[static_cast<std::size_t>(found)])
+        throw y.error("placement", "'" + name + "' is not an axis or appears twice (axes: data, fsdp, tensor, sequence, pipeline)");
+      seen[static_cast<std::size_t>(found)] = true;
+      p.placement[i] = static_cast<Axis>(found);
+    }
+  } else {
+    y.raw("placement");
+  }
   y.finish();
   return p;
 }
@@ -203,7 +221,10 @@ std::string plan_to_yaml(const Plan& p) {
     << "carry: " << to_string(p.carry) << "\n"
     << "dtypes:\n  params: " << to_string(p.param_dtype) << "\n  activations: " << to_string(p.act_dtype)
     << "\n  scan_state: " << to_string(p.state_dtype) << "\n"
-    << "overlap: " << (p.overlap ? "true" : "false") << "\n";
+    << "overlap: " << (p.overlap ? "true" : "false") << "\n"
+    << "placement: [";
+  for (int i = 0; i < kAxisCount; ++i) o << (i ? ", " : "") << to_string(p.placement[static_cast<std::size_t>(i)]);
+  o << "]   # device order of the axes, innermost first\n";
   return o.str();
 }
 

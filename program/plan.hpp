@@ -56,7 +56,12 @@ struct Plan {
   DType param_dtype = DType::bf16;
   DType act_dtype = DType::bf16;
   DType state_dtype = DType::fp32;  // scan state
-  bool overlap = true;              // overlap DP gradient reduction with backward
+  bool overlap = true;              // overlap data/fsdp gradient reduction with backward (ZeRO-3
+                                    // parameter gathers are always prefetched)
+  // Placement: device order of the mesh axes, innermost (neighbouring chips) first. Only the
+  // simulator's network reads it; the runner numbers ranks tensor-innermost and a launcher maps
+  // ranks to devices in this order.
+  std::array<Axis, kAxisCount> placement{Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline};
 
   std::int64_t replicas() const { return mesh[Axis::data] * mesh[Axis::fsdp]; }
   std::int64_t local_batch() const { return global_batch / replicas(); }   // sequences per replica

@@ -51,10 +51,10 @@ std::vector<int> bfs_distances(const BoostGraph& g, std::int64_t from) {
   return dist;
 }
 
-// Stride of an axis in rank numbering (tensor innermost, then sequence, fsdp, data, pipeline).
-std::int64_t axis_stride(const Mesh& mesh, Axis a) {
+// Stride of an axis in device numbering, axes ordered innermost first.
+std::int64_t axis_stride(const Mesh& mesh, Axis a, const std::array<Axis, kAxisCount>& order) {
   std::int64_t s = 1;
-  for (Axis b : {Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline}) {
+  for (Axis b : order) {
     if (b == a) return s;
     s *= mesh[b];
   }
@@ -100,8 +100,9 @@ int Topology::hops(std::int64_t from, std::int64_t to) const {
 }
 
 Network::Network(const ClusterSpec& cluster, const Mesh& mesh) : Network(Topology(cluster), cluster, mesh) {}
+Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& mesh) : Network(topo, cluster, mesh, Plan{}.placement) {}
 
-Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& mesh) {
+Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& mesh, const std::array<Axis, kAxisCount>& placement) {
   const TopologySpec& t = cluster.topology;
   const std::int64_t devices_ = topo.devices();
   const double eff = cluster.chip.efficiency.network;
@@ -111,7 +112,7 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
     AxisNetwork& net = axes_[ai];
     net.size = mesh[a];
     if (net.size <= 1 || mesh.devices() > devices_) continue;
-    const std::int64_t stride = axis_stride(mesh, a);
+    const std::int64_t stride = axis_stride(mesh, a, placement);
     std::vector<std::int64_t> members;
     for (std::int64_t i = 0; i < net.size; ++i) members.push_back(i * stride);
     const int neighbour_hops = std::max(1, from0[static_cast<size_t>(members[1])]);

@@ -58,7 +58,9 @@ class Topology {
 
 class Network {
  public:
-  Network(const Topology& topology, const ClusterSpec& cluster, const Mesh& mesh);
+  // `placement`: device order of the axes, innermost first (Plan::placement).
+  Network(const Topology& topology, const ClusterSpec& cluster, const Mesh& mesh, const std::array<Axis, kAxisCount>& placement);
+  Network(const Topology& topology, const ClusterSpec& cluster, const Mesh& mesh);  // default placement
   Network(const ClusterSpec& cluster, const Mesh& mesh);  // builds a Topology for the occasion
   const AxisNetwork& axis(Axis a) const { return axes_[static_cast<int>(a)]; }
 

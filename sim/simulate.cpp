@@ -64,6 +64,20 @@ struct Pass {
       }
     }
   }
+  // A group whose compute was priced before: add it, then price only its communication.
+  void add_cached(const GroupCompute& g, double times, const Network& net) {
+    compute += times * g.compute;
+    for (int b = 0; b < kBucketCount; ++b) buckets[b] += times * g.buckets[b];
+    for (const Step* s : g.comm) {
+      const double t = times * comm_seconds(*s, net.axis(s->axis));
+      if (s->overlappable) {
+        overlappable += t;
+        hidden_by_axis[static_cast<int>(s->axis)] += t;
+      } else {
+        buckets[static_cast<int>(comm_bucket(s->axis))] += t;
+      }
+    }
+  }
   // Charges what compute could not hide to the axes, in proportion.
   double finish() {
     const double exposed = std::max(0.0, overlappable - compute);
@@ -76,11 +90,27 @@ struct Pass {
   }
 };
 
-Pass price_pass(const StageSummary& st, bool forward, const ClusterSpec& cl, const Network& net, DType dtype) {
+const GroupCompute& group_compute(PriceCache& cache, const LayerLowering& l, bool forward, const ClusterSpec& cl, DType dtype) {
+  auto [it, fresh] = cache.groups.try_emplace({&l, forward});
+  if (fresh) {
+    GroupCompute& g = it->second;
+    for (const auto& s : forward ? l.forward : l.backward) {
+      if (s.kind != StepKind::compute) { g.comm.push_back(&s); continue; }
+      const double t = compute_seconds(s, cl.chip, dtype);
+      g.compute += t;
+      g.buckets[static_cast<int>(compute_bucket(s))] += t;
+    }
+  }
+  return it->second;
+}
+
+Pass price_pass(const StageSummary& st, bool forward, const ClusterSpec& cl, const Network& net, DType dtype, PriceCache* cache) {
   Pass p;
   p.add(forward ? st.pre_forward : st.pre_backward, 1, cl, net, dtype);
-  for (const auto& g : st.groups)
-    p.add(forward ? g.lowered->forward : g.lowered->backward, static_cast<double>(g.count), cl, net, dtype);
+  for (const auto& g : st.groups) {
+    if (cache) p.add_cached(group_compute(*cache, *g.lowered, forward, cl, dtype), static_cast<double>(g.count), net);
+    else p.add(forward ? g.lowered->forward : g.lowered->backward, static_cast<double>(g.count), cl, net, dtype);
+  }
   p.add(forward ? st.post_forward : st.post_backward, 1, cl, net, dtype);
   return p;
 }
@@ -94,15 +124,12 @@ MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpe
   m.grads_bytes = n * 4 / (zero >= 2 ? fs : 1);  // fp32 gradient accumulation
   // AdamW: two fp32 moments, plus an fp32 master copy when parameters are bf16 (DESIGN §5).
   m.optimizer_bytes = n * (8 + (p.param_dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fs : 1);
-  m.activations_bytes = prog.saved_activation_bytes * static_cast<double>(prog.in_flight_micro_batches);
-  auto scan = [&m](const std::vector<Step>& steps) {
-    for (const auto& s : steps) {
-      m.state_bytes = std::max(m.state_bytes, s.state_bytes);
-      if (s.kind != StepKind::compute) m.buffers_bytes = std::max(m.buffers_bytes, s.comm_bytes);
-    }
-  };
-  for (const auto* list : {&prog.pre_forward, &prog.post_forward, &prog.pre_backward, &prog.post_backward, &prog.step_end}) scan(*list);
-  for (const auto& g : prog.groups) { scan(g.lowered->forward); scan(g.lowered->backward); }
+  // In-flight micro-batches follow the plan's schedule (GPipe: all; 1F1B: p − stage).
+  const std::int64_t mb = p.micro_batches();
+  const std::int64_t in_flight = p.schedule == Schedule::gpipe ? mb : std::min(mb, p.mesh[Axis::pipeline] - prog.stage);
+  m.activations_bytes = prog.saved_activation_bytes * static_cast<double>(in_flight);
+  m.state_bytes = prog.max_state_bytes;
+  m.buffers_bytes = prog.max_comm_bytes;
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activations_bytes + m.state_bytes + m.buffers_bytes;
   m.capacity_bytes = chip.memory_bytes;
   m.fits = m.total_bytes <= m.capacity_bytes;
@@ -111,29 +138,36 @@ MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpe
 
 }  // namespace
 
-Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const ClusterSpec& cl, const Network& net) {
+PricedPasses price_passes(const std::vector<StageSummary>& stages, const ClusterSpec& cl, const Network& net, DType dtype,
+                          PriceCache* cache) {
+  PricedPasses out;
+  for (std::size_t s = 0; s < stages.size(); ++s) {  // the slowest stage sets the pace
+    Pass f = price_pass(stages[s], true, cl, net, dtype, cache), b = price_pass(stages[s], false, cl, net, dtype, cache);
+    const double t = f.finish() + b.finish();
+    if (t > out.microbatch_seconds || s == 0) {
+      out.microbatch_seconds = t;
+      out.critical_stage = static_cast<std::int64_t>(s);
+      out.backward_compute_seconds = b.compute;
+      for (int k = 0; k < kBucketCount; ++k) out.per_microbatch[k] = f.buckets[k] + b.buckets[k];
+    }
+  }
+  return out;
+}
+
+Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSummary>& stages, const Plan& p,
+                         const ClusterSpec& cl, const Network& net) {
   Estimate e;
   const DType dtype = p.act_dtype;
   const double m = static_cast<double>(p.micro_batches());
   const double pp = static_cast<double>(p.mesh[Axis::pipeline]);
-  // The slowest stage sets the pace.
-  Pass fwd, bwd;
-  for (std::size_t s = 0; s < stages.size(); ++s) {
-    Pass f = price_pass(stages[s], true, cl, net, dtype), b = price_pass(stages[s], false, cl, net, dtype);
-    const double t = f.finish() + b.finish();
-    if (t > e.microbatch_seconds || s == 0) {
-      e.microbatch_seconds = t;
-      e.critical_stage = static_cast<std::int64_t>(s);
-      fwd = f;
-      bwd = b;
-    }
-  }
+  e.microbatch_seconds = passes.microbatch_seconds;
+  e.critical_stage = passes.critical_stage;
   const StageSummary& prog = stages[static_cast<std::size_t>(e.critical_stage)];
-  for (int b = 0; b < kBucketCount; ++b) e.seconds[b] = m * (fwd.buckets[b] + bwd.buckets[b]);
+  for (int b = 0; b < kBucketCount; ++b) e.seconds[b] = m * passes.per_microbatch[b];
   e.seconds[static_cast<int>(Bucket::bubble)] = (pp - 1) * e.microbatch_seconds;
 
   // Once per step: gradient sync (hidden behind the last backward pass if overlapped), optimizer.
-  double hide = bwd.compute;
+  double hide = passes.backward_compute_seconds;
   for (const auto& s : prog.step_end) {
     if (s.kind == StepKind::compute) {
       e.seconds[static_cast<int>(compute_bucket(s))] += compute_seconds(s, cl.chip, dtype);
@@ -156,11 +190,24 @@ Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const 
     const auto mem = memory_of(s, p, cl.chip);
     if (mem.total_bytes > e.memory.total_bytes) e.memory = mem;
   }
+  return e;
+}
+
+std::string bottleneck_text(const std::array<double, kBucketCount>& seconds) {
   int top = 0;
-  for (int b = 1; b < kBucketCount; ++b) if (e.seconds[b] > e.seconds[top]) top = b;
+  double total = 0;
+  for (int b = 0; b < kBucketCount; ++b) {
+    total += seconds[b];
+    if (seconds[b] > seconds[top]) top = b;
+  }
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%s %.0f %%", to_string(static_cast<Bucket>(top)), 100 * e.seconds[top] / e.step_seconds);
-  e.bottleneck = buf;
+  std::snprintf(buf, sizeof buf, "%s %.0f %%", to_string(static_cast<Bucket>(top)), 100 * seconds[top] / total);
+  return buf;
+}
+
+Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const ClusterSpec& cl, const Network& net) {
+  Estimate e = finish_estimate(price_passes(stages, cl, net, p.act_dtype), stages, p, cl, net);
+  e.bottleneck = bottleneck_text(e.seconds);
   return e;
 }
 
@@ -174,7 +221,7 @@ std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSp
 
 Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
   check_plan(m, p, cluster.devices());
-  const Network net(cluster, p.mesh);
+  const Network net(Topology(cluster), cluster, p.mesh, p.placement);
   return simulate(stage_summaries(m, p), p, cluster, net);
 }
 

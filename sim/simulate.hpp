@@ -9,6 +9,7 @@
 // For: simulate, plan, validate. Not for: deciding plans (planner/).
 #pragma once
 #include <array>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,14 +46,40 @@ struct Estimate {
   std::array<double, kBucketCount> seconds{};  // adds up to step_seconds
   MemoryBreakdown memory;              // of the stage that needs the most
   std::int64_t critical_stage = 0;
-  std::string bottleneck;              // "scan 41 %"
+  std::string bottleneck;              // "scan 41 %" (simulate() fills it; finish_estimate() does not)
 };
+
+// "scan 41 %": the largest bucket and its share.
+std::string bottleneck_text(const std::array<double, kBucketCount>& seconds);
 
 // One summary per pipeline stage (the stage's last sequence shard: it sees the most keys).
 std::vector<StageSummary> stage_summaries(const ModelSpec& m, const Plan& p, LowerCache* cache = nullptr);
 
 // Prices the stages; each layer group is priced once and multiplied by its count.
 Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const ClusterSpec& cluster, const Network& net);
+
+// The two halves of simulate(), for callers that vary only the schedule or overlap of a plan
+// (they change activation memory and gradient-sync exposure, not the per-micro-batch passes).
+struct PricedPasses {
+  double microbatch_seconds = 0;
+  std::int64_t critical_stage = 0;
+  double backward_compute_seconds = 0;
+  std::array<double, kBucketCount> per_microbatch{};
+};
+// Compute time of a layer group depends only on the chip, so a search can price it once and
+// re-price only the group's communication per network. Keyed by the shared lowering.
+struct GroupCompute {
+  double compute = 0;
+  std::array<double, kBucketCount> buckets{};
+  std::vector<const Step*> comm;
+};
+struct PriceCache {
+  std::map<std::pair<const LayerLowering*, bool>, GroupCompute> groups;  // (lowering, forward?)
+};
+PricedPasses price_passes(const std::vector<StageSummary>& stages, const ClusterSpec& cluster, const Network& net, DType dtype,
+                          PriceCache* cache = nullptr);
+Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSummary>& stages, const Plan& p,
+                         const ClusterSpec& cluster, const Network& net);
 // Seconds of every step of an expanded program, in order (for comparing with a measured trace).
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Convenience: check the plan against the cluster, lower, build the network, price.

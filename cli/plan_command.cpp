@@ -1,0 +1,193 @@
+// cli/plan_command.cpp — `scanshard plan`: search the sharding space for a model on a cluster and
+// explain the choice: top-k table, Pareto front (step time vs memory), why-not lines, the chosen
+// plan as YAML (stdout or --out FILE, written atomically) that simulate/train accept unchanged.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <numeric>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/format.hpp"
+#include "planner/search.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+
+namespace scanshard {
+namespace {
+
+struct PlanCmdOptions {
+  std::string model, cluster, fix, out, dtype = "bf16";
+  std::int64_t devices = 0, global_batch = 0, seq_len = 2048;
+  double max_memory_fraction = 0.9;
+  std::size_t top = 10;
+  bool json = false, quiet = false;
+};
+
+// The first `devices` chips of a cluster: a torus slice filled dimension by dimension (wraparound
+// kept only on full dimensions), or whole islands (or part of one).
+ClusterSpec slice(const ClusterSpec& c, std::int64_t devices) {
+  if (devices == 0 || devices == c.devices()) return c;
+  if (devices < 0 || devices > c.devices())
+    throw ConfigError("--devices: " + std::to_string(devices) + " is not between 1 and the " + std::to_string(c.devices()) + " devices of " + c.name);
+  ClusterSpec s = c;
+  s.name = c.name + "[" + std::to_string(devices) + "]";
+  auto& t = s.topology;
+  if (t.kind == TopologyKind::islands) {
+    if (devices <= t.devices_per_island) { t.islands = 1; t.devices_per_island = devices; }
+    else if (devices % t.devices_per_island == 0) t.islands = devices / t.devices_per_island;
+    else throw ConfigError("--devices: " + std::to_string(devices) + " is neither part of one island nor whole islands of " + std::to_string(t.devices_per_island));
+    return s;
+  }
+  std::int64_t left = devices;
+  for (std::size_t d = 0; d < t.dims.size(); ++d) {
+    const std::int64_t take = std::gcd(left, t.dims[d]);
+    if (take < t.dims[d]) t.wraparound[d] = false;
+    t.dims[d] = take;
+    left /= take;
+  }
+  if (left != 1) throw ConfigError("--devices: " + std::to_string(devices) + " chips do not form a slice of " + c.topology.describe());
+  return s;
+}
+
+std::string seconds_str(double s) {
+  char buf[32];
+  if (s >= 1) std::snprintf(buf, sizeof buf, "%.3f s", s);
+  else std::snprintf(buf, sizeof buf, "%.2f ms", s * 1e3);
+  return buf;
+}
+
+std::string describe(const Plan& p) {
+  std::string s = p.mesh.describe();
+  if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
+  s += " mb" + std::to_string(p.micro_batch);
+  s += std::string(" remat:") + to_string(p.remat) + " scan:" + to_string(p.scan);
+  if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
+  if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
+  if (!p.overlap) s += " no-overlap";
+  s += std::string(" inner:") + to_string(p.placement[0]);
+  return s;
+}
+
+Table candidates_table(const std::vector<Candidate>& cs) {
+  Table t({"#", "plan", "step time", "tokens/s", "MFU", "memory/device", "bottleneck"}, {true, false, true, true, true, true, false});
+  int i = 0;
+  for (const auto& c : cs) {
+    char mfu[16];
+    std::snprintf(mfu, sizeof mfu, "%.1f %%", 100 * c.mfu);
+    t.add({std::to_string(++i), describe(c.plan), seconds_str(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
+           format_bytes(c.memory_bytes), c.bottleneck});
+  }
+  return t;
+}
+
+nlohmann::json candidate_json(const Candidate& c) {
+  return {{"mesh", c.plan.mesh.describe()}, {"plan", describe(c.plan)}, {"step_seconds", c.step_seconds},
+          {"tokens_per_s", c.tokens_per_s}, {"mfu", c.mfu}, {"memory_bytes", c.memory_bytes}, {"bottleneck", c.bottleneck}};
+}
+
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+    out << text;
+    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+void run_plan(const PlanCmdOptions& o) {
+  if (o.model.empty()) throw ConfigError("--model: required");
+  if (o.cluster.empty()) throw ConfigError("--cluster: required");
+  const ModelSpec m = load_model(o.model);
+  const ClusterSpec c = slice(load_cluster(o.cluster), o.devices);
+  SearchOptions so;
+  so.global_batch = o.global_batch ? o.global_batch : c.devices();
+  so.seq_len = o.seq_len;
+  if (!(o.max_memory_fraction > 0 && o.max_memory_fraction <= 1)) throw ConfigError("--max-memory-fraction: must be in (0, 1]");
+  so.max_memory_fraction = o.max_memory_fraction;
+  so.top = o.top;
+  if (o.dtype != "bf16" && o.dtype != "fp32") throw ConfigError("--dtype: bf16 or fp32");
+  so.dtype = o.dtype == "fp32" ? DType::fp32 : DType::bf16;
+  if (!o.fix.empty()) {  // only the axes named are fixed (an axis may be fixed to 1)
+    std::stringstream ss(o.fix);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      const Mesh one = parse_mesh(item, "--fix");
+      const std::string axis = item.substr(0, item.find('='));
+      for (int a = 0; a < kAxisCount; ++a)
+        if (axis == to_string(static_cast<Axis>(a))) so.fixed[static_cast<std::size_t>(a)] = one.size[static_cast<std::size_t>(a)];
+    }
+  }
+  if (!o.quiet && !o.json)
+    so.progress = [](double f) { std::fprintf(stderr, "\rsearching... %3.0f %%", 100 * f); std::fflush(stderr); };
+  const SearchResult r = search(m, c, so);
+  if (so.progress && r.seconds > 0.5) std::fprintf(stderr, "\r%*s\r", 20, "");
+  Plan best;
+  if (!r.top.empty()) {
+    best = r.top.front().plan;
+    best.model = o.model;
+    best.cluster = o.devices ? "" : o.cluster;
+  }
+  if (o.json) {
+    nlohmann::json j = {{"model", m.name}, {"cluster", c.name}, {"considered", r.considered}, {"illegal", r.illegal},
+                        {"pruned", r.pruned}, {"priced", r.priced}, {"over_memory", r.over_memory}, {"seconds", r.seconds},
+                        {"why_not", r.why_not}};
+    j["top"] = nlohmann::json::array();
+    for (const auto& cnd : r.top) j["top"].push_back(candidate_json(cnd));
+    j["pareto"] = nlohmann::json::array();
+    for (const auto& cnd : r.pareto) j["pareto"].push_back(candidate_json(cnd));
+    if (!r.top.empty()) j["plan_yaml"] = plan_to_yaml(best);
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << "model " << m.name << " on " << c.name << " (" << c.devices() << " x " << c.chip.name << "), batch "
+              << so.global_batch << " x " << so.seq_len << " tokens\n";
+    char stats[256];
+    std::snprintf(stats, sizeof stats, "considered %lld plans: %lld illegal, %lld pruned by the memory bound, %lld priced (%lld over memory) in %.2f s\n\n",
+                  static_cast<long long>(r.considered), static_cast<long long>(r.illegal), static_cast<long long>(r.pruned),
+                  static_cast<long long>(r.priced), static_cast<long long>(r.over_memory), r.seconds);
+    std::cout << stats;
+    if (r.top.empty()) {
+      std::cout << "NO LEGAL PLAN FITS. Why, per family:\n";
+      for (const auto& w : r.why_not) std::cout << "  " << w << "\n";
+    } else {
+      std::cout << "fastest plans\n" << candidates_table(r.top).str() << "\n";
+      std::cout << "Pareto front: step time vs memory per device\n" << candidates_table(r.pareto).str() << "\n";
+      std::cout << "why not\n";
+      for (const auto& w : r.why_not) std::cout << "  " << w << "\n";
+      if (o.out.empty()) std::cout << "\nchosen plan (save with --out FILE):\n" << plan_to_yaml(best);
+    }
+  }
+  if (!o.out.empty() && !r.top.empty()) {
+    write_atomically(o.out, plan_to_yaml(best));
+    if (!o.json) std::cout << "\nchosen plan written to " << o.out << "\n";
+  }
+  if (r.top.empty()) throw ConfigError("no legal plan fits " + m.name + " on " + c.name + " (see the reasons above)");
+}
+
+}  // namespace
+
+void register_plan_command(CLI::App& app) {
+  auto o = std::make_shared<PlanCmdOptions>();
+  auto* cmd = app.add_subcommand("plan", "Search data/fsdp/tensor/sequence/pipeline sharding, remat, micro-batching; explain the best plan");
+  cmd->add_option("--model", o->model, "Model preset or YAML file")->required();
+  cmd->add_option("--cluster", o->cluster, "Cluster preset or YAML file")->required();
+  cmd->add_option("--devices", o->devices, "Use this many devices of the cluster (a slice)");
+  cmd->add_option("--global-batch", o->global_batch, "Sequences per step (default: one per device)");
+  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence");
+  cmd->add_option("--fix", o->fix, "Fix axes, e.g. tensor=4,pipeline=2");
+  cmd->add_option("--max-memory-fraction", o->max_memory_fraction, "Fraction of device memory a plan may use (default 0.9)");
+  cmd->add_option("--top", o->top, "How many plans to list (default 10)");
+  cmd->add_option("--dtype", o->dtype, "bf16 or fp32");
+  cmd->add_option("--out", o->out, "Write the chosen plan YAML here (atomically)");
+  cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->add_flag("--quiet", o->quiet, "No progress indicator");
+  cmd->callback([o] { run_plan(*o); });
+}
+
+}  // namespace scanshard

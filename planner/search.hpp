@@ -1,0 +1,62 @@
+// planner/search.hpp — finds the fastest legal plan for a model on a cluster (DESIGN §1, §2).
+//
+// Enumerates every factorisation of the device count into data × fsdp × tensor × sequence ×
+// pipeline, × ZeRO stage, micro-batch size, pipeline schedule, remat policy, scan algorithm,
+// carry scheme, overlap and placement (which mesh axis sits innermost on the topology); rejects
+// illegal plans by the divisibility rules; prunes by a cheap memory lower bound; prices the rest
+// with sim/ (layer lowerings cached across plans, one network per mesh). Returns the top k, the
+// Pareto front of step time vs memory per device and, for each family (an axis at a value, a remat
+// policy, a scan algorithm), why its best plan lost.
+// Not for: printing (cli/plan_command.cpp).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "program/cluster.hpp"
+#include "program/model.hpp"
+#include "program/plan.hpp"
+#include "sim/simulate.hpp"
+
+namespace scanshard {
+
+struct SearchOptions {
+  std::int64_t global_batch = 0;  // sequences per step
+  std::int64_t seq_len = 2048;
+  std::array<std::int64_t, kAxisCount> fixed{};  // 0 = free; else the axis must have this size
+  double max_memory_fraction = 0.9;              // of device memory a plan may use
+  std::size_t top = 10;
+  DType dtype = DType::bf16;
+  std::function<void(double fraction)> progress;  // called now and then during long searches
+};
+
+struct Candidate {
+  Plan plan;
+  double step_seconds = 0;
+  double tokens_per_s = 0;
+  double mfu = 0;
+  double memory_bytes = 0;
+  std::string bottleneck;
+  std::array<double, kBucketCount> seconds{};
+};
+
+struct SearchResult {
+  std::vector<Candidate> top;     // fastest first
+  std::vector<Candidate> pareto;  // step time vs memory per device, by memory
+  std::vector<std::string> why_not;
+  std::int64_t considered = 0;    // plans enumerated
+  std::int64_t illegal = 0;       // rejected by a divisibility rule
+  std::int64_t pruned = 0;        // rejected by the memory lower bound without pricing
+  std::int64_t priced = 0;        // fully priced
+  std::int64_t over_memory = 0;   // priced and over the memory limit
+  double seconds = 0;
+};
+
+// Throws ConfigError for impossible constraints (a fixed axis that does not divide the devices).
+SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o);
+
+// Plans per axis order tried for placement: innermost axis first.
+std::vector<std::array<Axis, kAxisCount>> placements();
+
+}  // namespace scanshard

@@ -1,0 +1,127 @@
+// tests/unit/test_planner.cpp — the planner finds answers that are known analytically, never
+// returns an illegal or over-memory plan, explains rejections, and is deterministic.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "planner/search.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/simulate.hpp"
+
+using namespace scanshard;
+
+namespace {
+SearchOptions opts(std::int64_t batch, std::int64_t seq) {
+  SearchOptions o;
+  o.global_batch = batch;
+  o.seq_len = seq;
+  o.top = 5;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("a compute-bound model on a small slice is sharded over the batch only", "[planner]") {
+  // Hawk-100M with 512 sequences on 64 chips: 8 sequences of 2K per chip keep every GEMM large;
+  // tensor, sequence or pipeline sharding only add communication or bubbles.
+  const auto r = search(load_model("hawk-100m"), load_cluster("tpu-v5e-64"), opts(512, 2048));
+  REQUIRE(!r.top.empty());
+  const auto& mesh = r.top.front().plan.mesh;
+  CHECK(mesh[Axis::tensor] == 1);
+  CHECK(mesh[Axis::sequence] == 1);
+  CHECK(mesh[Axis::pipeline] == 1);
+  CHECK(mesh[Axis::data] * mesh[Axis::fsdp] == 64);
+}
+
+TEST_CASE("tensor parallelism is not chosen beyond the Scaling-Book threshold", "[planner]") {
+  // Scaling Book (training chapter): Megatron sharding of an MLP of width F over t chips stays
+  // compute-bound while F / t > C / W_ici. TPU v5p: C = 4.59e14 FLOP/s, W_ici = 2 × 9e10 B/s
+  // (bidirectional) -> F / t > 2550. Griffin-400M has F = 4608, so t = 2 is the most that can
+  // pay off and larger t is comm-bound.
+  const auto c = load_cluster("tpu-v5p-256");
+  const double threshold = c.chip.peak("bf16") / (2 * c.topology.link_bytes_per_s);
+  const auto m = load_model("griffin-400m");
+  REQUIRE(static_cast<double>(m.mlp_width) / 4 < threshold);
+  const auto r = search(m, c, opts(256, 2048));
+  REQUIRE(!r.top.empty());
+  CHECK(r.top.front().plan.mesh[Axis::tensor] <= 2);
+  // and the simulator agrees that at t = 4 the tensor all-reduces outweigh a chip's MLP GEMMs.
+  Plan p = r.top.front().plan;
+  p.mesh = parse_mesh("tensor=4,data=64", "--mesh");
+  p.zero_stage = 0;
+  p.micro_batch = 4;
+  const auto e = simulate(m, p, c);
+  CHECK(e.seconds[static_cast<int>(Bucket::comm_tensor)] > 0.2 * e.seconds[static_cast<int>(Bucket::gemm)]);
+}
+
+TEST_CASE("long-sequence Griffin shards the sequence when activations would not fit otherwise", "[planner]") {
+  // Griffin-1.3B, 8 sequences of 64K tokens on 64 TPU v5e chips (16 GiB): at most 8 replicas,
+  // and without sequence sharding the per-chip activations only fit with heavy tensor sharding.
+  const auto m = load_model("griffin-1.3b");
+  const auto c = load_cluster("tpu-v5e-64");
+  const auto r = search(m, c, opts(8, 65536));
+  REQUIRE(!r.top.empty());
+  CHECK(r.top.front().plan.mesh[Axis::sequence] > 1);
+  SearchOptions no_seq = opts(8, 65536);
+  no_seq.fixed[static_cast<int>(Axis::sequence)] = 1;
+  const auto r1 = search(m, c, no_seq);
+  REQUIRE(!r1.top.empty());
+  CHECK(r1.top.front().step_seconds > 1.5 * r.top.front().step_seconds);
+}
+
+TEST_CASE("plans returned are legal and fit for random models clusters and batches", "[planner][property]") {
+  std::mt19937 rng(12345);
+  const std::vector<std::string> models = {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "griffin-100m", "rwkv4-169m", "mqa-200m"};
+  const std::vector<std::string> clusters = {"cpu-local", "tpu-v5e-64", "tpu-v3-256"};
+  for (int i = 0; i < 12; ++i) {
+    const auto m = load_model(models[rng() % models.size()]);
+    const auto c = load_cluster(clusters[rng() % clusters.size()]);
+    const std::int64_t batch = c.devices() * (1 + static_cast<std::int64_t>(rng() % 4));
+    const std::int64_t seq = 256 << (rng() % 3);
+    INFO(m.name << " on " << c.name << " batch " << batch << " seq " << seq);
+    SearchOptions o = opts(batch, seq);
+    o.max_memory_fraction = 0.5;
+    const auto r = search(m, c, o);
+    REQUIRE(!r.top.empty());
+    for (const auto& cand : r.top) {
+      REQUIRE(plan_violation(m, cand.plan, c.devices()) == nullptr);
+      const auto e = simulate(m, cand.plan, c);  // the CLI's path prices it the same
+      REQUIRE(e.step_seconds == Approx(cand.step_seconds).epsilon(1e-9));
+      REQUIRE(e.memory.total_bytes <= 0.5 * c.chip.memory_bytes);
+    }
+    for (std::size_t k = 1; k < r.pareto.size(); ++k) {  // front: more memory buys a faster step
+      REQUIRE(r.pareto[k].memory_bytes >= r.pareto[k - 1].memory_bytes);
+      REQUIRE(r.pareto[k].step_seconds < r.pareto[k - 1].step_seconds);
+    }
+  }
+}
+
+TEST_CASE("the search is deterministic", "[planner]") {
+  const auto m = load_model("griffin-100m");
+  const auto c = load_cluster("tpu-v5e-64");
+  const auto a = search(m, c, opts(128, 2048)), b = search(m, c, opts(128, 2048));
+  REQUIRE(a.top.size() == b.top.size());
+  for (std::size_t i = 0; i < a.top.size(); ++i) {
+    REQUIRE(plan_to_yaml(a.top[i].plan) == plan_to_yaml(b.top[i].plan));
+    REQUIRE(a.top[i].step_seconds == b.top[i].step_seconds);
+  }
+  REQUIRE(a.why_not == b.why_not);
+}
+
+TEST_CASE("impossible constraints and hopeless searches explain themselves", "[planner]") {
+  const auto m = load_model("griffin-tiny");
+  auto c = load_cluster("tpu-v5e-64");
+  SearchOptions o = opts(64, 128);
+  o.fixed[static_cast<int>(Axis::tensor)] = 3;
+  REQUIRE_THROWS_AS(search(m, c, o), ConfigError);
+  // A 14B model cannot fit on 8 GPUs' worth of 1 GB chips: no plan, but a reason per family.
+  auto tiny_memory = load_cluster("dgx-h100-32");
+  tiny_memory.chip.memory_bytes = 1e9;
+  tiny_memory.topology.islands = 1;
+  const auto r = search(load_model("griffin-14b"), tiny_memory, opts(8, 2048));
+  REQUIRE(r.top.empty());
+  REQUIRE(!r.why_not.empty());
+  bool memory_reason = false;
+  for (const auto& w : r.why_not) memory_reason = memory_reason || w.find("GB") != std::string::npos;
+  REQUIRE(memory_reason);
+}
