@@ -190,33 +190,35 @@ SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOption
     std::vector<std::array<Axis, kAxisCount>> orders;
     for (const auto& ord : placements())
       if (std::none_of(orders.begin(), orders.end(), [&](const auto& q) { return same_effective_order(mesh, q, ord); })) orders.push_back(ord);
-    for (const auto& ord : orders) {
-      const Network net(topo, c, mesh, ord);
-      for (int zero : zeros) {
-        const double fsd = static_cast<double>(fs);
-        const double states = share * (wbytes / (zero >= 3 ? fsd : 1) + 4 / (zero >= 2 ? fsd : 1) +
-                                       (8 + (o.dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fsd : 1));
-        for (auto mb : divisors(p.local_batch())) {
-          for (Remat remat : {Remat::none, Remat::selective, Remat::block}) {
-            for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive}) {
-              if (!has_scan(m) && scan != ScanAlgo::sequential) continue;
-              for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {
-                if (mesh[Axis::sequence] == 1 && carry != CarryScheme::ring) continue;
-                Plan q = p;
-                q.placement = ord;
-                q.zero_stage = zero;
-                q.micro_batch = mb;
-                q.remat = remat;
-                q.scan = scan;
-                q.carry = carry;
-                const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1);
-                r.considered += variants;
-                if (states > capacity) {
-                  r.pruned += variants;
-                  note_rejection(fams, q, true, "parameters, gradients and optimizer state need " + gib(states) + " > " + gib(capacity), states);
-                  continue;
-                }
-                const auto stages = stage_summaries(m, q, &cache);
+    std::vector<Network> nets;  // one per distinct placement; the lowering does not depend on it
+    for (const auto& ord : orders) nets.emplace_back(topo, c, mesh, ord);
+    for (int zero : zeros) {
+      const double fsd = static_cast<double>(fs);
+      const double states = share * (wbytes / (zero >= 3 ? fsd : 1) + 4 / (zero >= 2 ? fsd : 1) +
+                                     (8 + (o.dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fsd : 1));
+      for (auto mb : divisors(p.local_batch())) {
+        for (Remat remat : {Remat::none, Remat::selective, Remat::block}) {
+          for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive}) {
+            if (!has_scan(m) && scan != ScanAlgo::sequential) continue;
+            for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {
+              if (mesh[Axis::sequence] == 1 && carry != CarryScheme::ring) continue;
+              Plan q = p;
+              q.zero_stage = zero;
+              q.micro_batch = mb;
+              q.remat = remat;
+              q.scan = scan;
+              q.carry = carry;
+              const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
+              r.considered += variants;
+              if (states > capacity) {
+                r.pruned += variants;
+                note_rejection(fams, q, true, "parameters, gradients and optimizer state need " + gib(states) + " > " + gib(capacity), states);
+                continue;
+              }
+              const auto stages = stage_summaries(m, q, &cache);
+              for (std::size_t k = 0; k < nets.size(); ++k) {
+                const Network& net = nets[k];
+                q.placement = orders[k];
                 const auto passes = price_passes(stages, c, net, q.act_dtype, &prices);
                 for (Schedule sched : {Schedule::one_f_one_b, Schedule::gpipe}) {
                   if (pp == 1 && sched != Schedule::one_f_one_b) continue;

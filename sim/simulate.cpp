@@ -91,17 +91,19 @@ struct Pass {
 };
 
 const GroupCompute& group_compute(PriceCache& cache, const LayerLowering& l, bool forward, const ClusterSpec& cl, DType dtype) {
-  auto [it, fresh] = cache.groups.try_emplace({&l, forward});
+  auto [it, fresh] = cache.groups.try_emplace(&l);
   if (fresh) {
-    GroupCompute& g = it->second;
-    for (const auto& s : forward ? l.forward : l.backward) {
-      if (s.kind != StepKind::compute) { g.comm.push_back(&s); continue; }
-      const double t = compute_seconds(s, cl.chip, dtype);
-      g.compute += t;
-      g.buckets[static_cast<int>(compute_bucket(s))] += t;
+    for (int dir = 0; dir < 2; ++dir) {
+      GroupCompute& g = it->second[static_cast<std::size_t>(dir)];
+      for (const auto& s : dir ? l.forward : l.backward) {
+        if (s.kind != StepKind::compute) { g.comm.push_back(&s); continue; }
+        const double t = compute_seconds(s, cl.chip, dtype);
+        g.compute += t;
+        g.buckets[static_cast<int>(compute_bucket(s))] += t;
+      }
     }
   }
-  return it->second;
+  return it->second[forward ? 1 : 0];
 }
 
 Pass price_pass(const StageSummary& st, bool forward, const ClusterSpec& cl, const Network& net, DType dtype, PriceCache* cache) {

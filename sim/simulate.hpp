@@ -10,6 +10,7 @@
 #pragma once
 #include <array>
 #include <map>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -74,7 +75,7 @@ struct GroupCompute {
   std::vector<const Step*> comm;
 };
 struct PriceCache {
-  std::map<std::pair<const LayerLowering*, bool>, GroupCompute> groups;  // (lowering, forward?)
+  std::unordered_map<const LayerLowering*, std::array<GroupCompute, 2>> groups;  // [backward, forward]
 };
 PricedPasses price_passes(const std::vector<StageSummary>& stages, const ClusterSpec& cluster, const Network& net, DType dtype,
                           PriceCache* cache = nullptr);
