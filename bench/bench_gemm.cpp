@@ -28,7 +28,7 @@ int main() {
       dw2(D * F), db2(F), dw3(F * D), db3(D), work(3 * M * F);
   std::printf("bench_gemm: M=%ld D=%ld F=%ld\n", long(M), long(D), long(F));
   for (int th : bench::thread_counts()) {
-    omp_set_num_threads(th);
+    bench::set_threads(th);
     // linear D→F with bias
     const double t_lin = bench::best_of(5, [&] { k::fast::linear_forward(h1.data(), x.data(), w1.data(), b1.data(), M, D, F); });
     const double t_lin0 = bench::best_of(5, [&] { sgemm(false, false, M, F, D, x.data(), D, w1.data(), F, h1.data(), F, 0.0f); });

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   }
   for (i64 r = 0; r < R; ++r) lambda[r] = -2.0f + 4.0f * float(r) / float(R);
   for (int th : bench::thread_counts()) {
-    omp_set_num_threads(th);
+    bench::set_threads(th);
     const double t_triad = bench::best_of(5, [&] {
       const float s = 3.0f;
       #pragma omp parallel for simd schedule(static)

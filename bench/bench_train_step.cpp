@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   k::AdamW opt;
   kt::Model<float, TimedOps> model(spec, lay, B, T);
   for (int th : bench::thread_counts()) {
-    omp_set_num_threads(th);
+    bench::set_threads(th);
     double best = 1e300;
     std::map<std::string, double> best_ops;
     double best_fwd = 0, best_bwd = 0, best_opt = 0;

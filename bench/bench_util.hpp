@@ -1,6 +1,7 @@
 // bench/bench_util.hpp — tiny helpers shared by the kernel benchmarks: wall clock, best-of-n
 // timing, thread count control. Not for: tests (no assertions here; benchmarks only print).
 #pragma once
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -25,6 +26,13 @@ double best_of(int reps, Fn&& f) {
     best = std::min(best, now() - t0);
   }
   return best;
+}
+
+// Same thread count for our OpenMP loops and for OpenBLAS (which otherwise keeps the count it
+// read from the environment at load time).
+inline void set_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
 }
 
 // Thread counts to sweep: 1 and the machine's count (2 here).

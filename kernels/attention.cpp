@@ -1,7 +1,10 @@
 // kernels/attention.cpp — see attention.hpp.
 #include "kernels/attention.hpp"
 
+#include <cblas.h>
+
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -220,49 +223,107 @@ void rope_backward(float* dx, const float* dy, const std::int32_t* pos, i64 B, i
   rope_fast(dx, dy, pos, B, T, H, N, rot, base, true);
 }
 
+// Blocked ("flash") attention. One task = (batch row b, kv head hk, block of kQBlock queries);
+// its G = H/Hk query heads are gathered into one [rows = queries·G, N] matrix Qs (for MQA every
+// head shares the K/V block, so the block products are real GEMMs). Key blocks of kKeyBlock keys
+// are visited in order; S = Qs Kᵀ and O += P V are sgemm calls on [rows, ≤ kKeyBlock] tiles, the
+// online softmax keeps a running max m and sum l per row. Memory per task: O(rows·(N + kKeyBlock)).
+namespace {
+constexpr i64 kQBlock = 32;
+
+struct AttnTask {
+  i64 b, hk, t0, nq;
+};
+inline AttnTask attn_task(i64 id, i64 T, i64 Hk) {
+  const i64 nqb = (T + kQBlock - 1) / kQBlock;
+  const i64 b = id / (Hk * nqb), rem = id % (Hk * nqb);
+  const i64 hk = rem / nqb, t0 = (rem % nqb) * kQBlock;
+  return {b, hk, t0, std::min(kQBlock, T - t0)};
+}
+
+// OpenBLAS (pthreads build) must not start its own threads inside our OpenMP tasks: the per-tile
+// GEMMs are small and concurrent threaded calls serialise on its thread pool. Single-threaded
+// OpenBLAS for the duration of one attention call; restored afterwards. (Not re-entrant: kernels
+// are called from one thread at a time, as everywhere in kernels/.)
+struct BlasSingleThread {
+  int saved;
+  BlasSingleThread() : saved(openblas_get_num_threads()) { if (saved != 1) openblas_set_num_threads(1); }
+  ~BlasSingleThread() { if (saved != 1) openblas_set_num_threads(saved); }
+};
+
+void sgemm_rm(bool ta, bool tb, i64 M, i64 Nn, i64 K, float alpha, const float* A, i64 lda, const float* Bm,
+              i64 ldb, float beta, float* C, i64 ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(Nn),
+              int(K), alpha, A, int(lda), Bm, int(ldb), beta, C, int(ldc));
+}
+}  // namespace
+
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W) {
   const float scale = 1.0f / std::sqrt(float(N));
+  const i64 G = H / Hk, ldk = Hk * N;
   std::vector<i64> lo(B * T);
   for (i64 b = 0; b < B; ++b) first_keys(lo.data() + b * T, reset, b, T, W);
-  // one task = one (b, t) row for all H heads: the K/V rows of the window are shared by the heads
+  const i64 ntask = B * Hk * ((T + kQBlock - 1) / kQBlock);
+  const BlasSingleThread one_blas_thread;
   #pragma omp parallel
   {
-    std::vector<float> acc(N), sc(kKeyBlock);
-    #pragma omp for schedule(dynamic, 16)
-    for (i64 bt = 0; bt < B * T; ++bt) {
-      const i64 b = bt / T, t = bt % T;
-      for (i64 h = 0; h < H; ++h) {
-        const i64 hk = h / (H / Hk);
-        const float* qt = q + (bt * H + h) * N;
-        float mx = -std::numeric_limits<float>::infinity(), sum = 0.0f;
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        // online softmax over key blocks: rescale (acc, sum) when the running max grows
-        for (i64 u0 = lo[bt]; u0 <= t; u0 += kKeyBlock) {
-          const i64 u1 = std::min(t + 1, u0 + kKeyBlock);
-          float bmx = mx;
-          for (i64 u = u0; u < u1; ++u) {
-            sc[u - u0] = dotf(qt, k + ((b * T + u) * Hk + hk) * N, N) * scale;
-            bmx = std::max(bmx, sc[u - u0]);
+    const i64 maxrows = kQBlock * G;
+    std::vector<float> Qs(maxrows * N), O(maxrows * N), S(maxrows * kKeyBlock), m(maxrows), l(maxrows);
+    #pragma omp for schedule(dynamic, 1)
+    for (i64 id = 0; id < ntask; ++id) {
+      const auto [b, hk, t0, nq] = attn_task(id, T, Hk);
+      const i64 rows = nq * G;
+      for (i64 i = 0; i < nq; ++i)
+        std::memcpy(Qs.data() + i * G * N, q + ((b * T + t0 + i) * H + hk * G) * N, sizeof(float) * G * N);
+      std::fill(O.begin(), O.begin() + rows * N, 0.0f);
+      std::fill(m.begin(), m.begin() + rows, -std::numeric_limits<float>::infinity());
+      std::fill(l.begin(), l.begin() + rows, 0.0f);
+      i64 u_lo = lo[b * T + t0];
+      for (i64 i = 1; i < nq; ++i) u_lo = std::min(u_lo, lo[b * T + t0 + i]);
+      const i64 u_hi = t0 + nq - 1;
+      for (i64 kb = u_lo; kb <= u_hi; kb += kKeyBlock) {
+        const i64 nk = std::min(kKeyBlock, u_hi + 1 - kb);
+        const float* Kb = k + ((b * T + kb) * Hk + hk) * N;
+        const float* Vb = v + ((b * T + kb) * Hk + hk) * N;
+        // S = scale · Qs Kbᵀ   [rows, nk]
+        sgemm_rm(false, true, rows, nk, N, scale, Qs.data(), N, Kb, ldk, 0.0f, S.data(), nk);
+        for (i64 r = 0; r < rows; ++r) {
+          const i64 t = t0 + r / G;
+          const i64 j0 = std::max<i64>(lo[b * T + t] - kb, 0), j1 = std::min<i64>(t - kb + 1, nk);  // visible [j0, j1)
+          float* Sr = S.data() + r * nk;
+          if (j0 >= j1) {
+            std::fill(Sr, Sr + nk, 0.0f);
+            continue;
           }
-          const float corr = exp_fast(mx - bmx);  // 0 on the first block (mx = −∞ clamps)
-          sum *= corr;
+          float bm = m[r];
+          for (i64 j = j0; j < j1; ++j) bm = std::max(bm, Sr[j]);
+          const float corr = exp_fast(m[r] - bm);  // ≈ 0 when m was −∞ (clamped), O and l are 0 then
+          float sum = 0;
+          for (i64 j = 0; j < j0; ++j) Sr[j] = 0.0f;
+          #pragma omp simd reduction(+ : sum)
+          for (i64 j = j0; j < j1; ++j) {
+            Sr[j] = exp_fast(Sr[j] - bm);
+            sum += Sr[j];
+          }
+          for (i64 j = j1; j < nk; ++j) Sr[j] = 0.0f;
+          l[r] = l[r] * corr + sum;
+          m[r] = bm;
+          float* Or = O.data() + r * N;
           #pragma omp simd
-          for (i64 j = 0; j < N; ++j) acc[j] *= corr;
-          for (i64 u = u0; u < u1; ++u) {
-            const float p = exp_fast(sc[u - u0] - bmx);
-            sum += p;
-            const float* vu = v + ((b * T + u) * Hk + hk) * N;
-            #pragma omp simd
-            for (i64 j = 0; j < N; ++j) acc[j] += p * vu[j];
-          }
-          mx = bmx;
+          for (i64 j = 0; j < N; ++j) Or[j] *= corr;
         }
-        float* ot = out + (bt * H + h) * N;
-        const float inv = 1.0f / sum;
+        // O += P Vb   [rows, N]
+        sgemm_rm(false, false, rows, N, nk, 1.0f, S.data(), nk, Vb, ldk, 1.0f, O.data(), N);
+      }
+      for (i64 r = 0; r < rows; ++r) {
+        const i64 t = t0 + r / G, h = hk * G + r % G;
+        const float inv = 1.0f / l[r];
+        float* ot = out + ((b * T + t) * H + h) * N;
+        const float* Or = O.data() + r * N;
         #pragma omp simd
-        for (i64 j = 0; j < N; ++j) ot[j] = acc[j] * inv;
-        lse[(b * H + h) * T + t] = mx + std::log(sum);
+        for (i64 j = 0; j < N; ++j) ot[j] = Or[j] * inv;
+        lse[(b * H + h) * T + t] = m[r] + std::log(l[r]);
       }
     }
   }
@@ -272,50 +333,71 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* lse, const float* q, const float* k, const float* v,
                         const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W) {
   const float scale = 1.0f / std::sqrt(float(N));
-  const i64 G = H / Hk;
+  const i64 G = H / Hk, ldk = Hk * N;
   std::vector<i64> lo(B * T);
   for (i64 b = 0; b < B; ++b) first_keys(lo.data() + b * T, reset, b, T, W);
-  // D[b,h,t] = dout_t · out_t
-  std::vector<float> Dt(B * H * T);
-  #pragma omp parallel for schedule(static)
-  for (i64 bt = 0; bt < B * T; ++bt)
-    for (i64 h = 0; h < H; ++h)
-      Dt[((bt / T) * H + h) * T + bt % T] = dotf(dout + (bt * H + h) * N, out + (bt * H + h) * N, N);
-  // One pass over (query row, visible key) pairs: p and dp are computed once per pair;
-  // dq_t is owned by the task of row t, dk/dv go to thread-private buffers reduced at the end
-  // (avoids recomputing p in a second key-major pass).
+  const i64 ntask = B * Hk * ((T + kQBlock - 1) / kQBlock);
   const i64 nkv = B * T * Hk * N;
   const int nth = omp_get_max_threads();
   std::vector<float> priv(nth > 1 ? size_t(2) * nkv * nth : 0, 0.0f);
+  const BlasSingleThread one_blas_thread;
   #pragma omp parallel
   {
     const int me = omp_get_thread_num();
-    float* dkp = nth > 1 ? priv.data() + size_t(2) * nkv * me : dk;
+    float* dkp = nth > 1 ? priv.data() + size_t(2) * nkv * me : dk;  // thread-private dK, dV
     float* dvp = nth > 1 ? dkp + nkv : dv;
-    #pragma omp for schedule(dynamic, 16)
-    for (i64 bt = 0; bt < B * T; ++bt) {
-      const i64 b = bt / T, t = bt % T;
-      for (i64 h = 0; h < H; ++h) {
-        const i64 hk = h / G;
-        const float* qt = q + (bt * H + h) * N;
-        const float* dot_ = dout + (bt * H + h) * N;
-        float* dqt = dq + (bt * H + h) * N;
-        const float l = lse[(b * H + h) * T + t], D = Dt[(b * H + h) * T + t];
-        for (i64 u = lo[bt]; u <= t; ++u) {
-          const i64 ko = ((b * T + u) * Hk + hk) * N;
-          const float* ku = k + ko;
-          const float* vu = v + ko;
-          const float p = exp_fast(dotf(qt, ku, N) * scale - l);
-          const float ds = p * (dotf(dot_, vu, N) - D) * scale;
-          float* dku = dkp + ko;
-          float* dvu = dvp + ko;
-          #pragma omp simd
-          for (i64 j = 0; j < N; ++j) {
-            dqt[j] += ds * ku[j];
-            dku[j] += ds * qt[j];
-            dvu[j] += p * dot_[j];
+    const i64 maxrows = kQBlock * G;
+    std::vector<float> Qs(maxrows * N), dOs(maxrows * N), dQs(maxrows * N), P(maxrows * kKeyBlock),
+        dP(maxrows * kKeyBlock), L(maxrows), Dr(maxrows);
+    #pragma omp for schedule(dynamic, 1)
+    for (i64 id = 0; id < ntask; ++id) {
+      const auto [b, hk, t0, nq] = attn_task(id, T, Hk);
+      const i64 rows = nq * G;
+      for (i64 i = 0; i < nq; ++i) {
+        const i64 src = ((b * T + t0 + i) * H + hk * G) * N;
+        std::memcpy(Qs.data() + i * G * N, q + src, sizeof(float) * G * N);
+        std::memcpy(dOs.data() + i * G * N, dout + src, sizeof(float) * G * N);
+      }
+      for (i64 r = 0; r < rows; ++r) {
+        const i64 t = t0 + r / G, h = hk * G + r % G;
+        L[r] = lse[(b * H + h) * T + t];
+        float d = 0;  // D = dout_t · out_t
+        const float* o = out + ((b * T + t) * H + h) * N;
+        const float* g = dOs.data() + r * N;
+        #pragma omp simd reduction(+ : d)
+        for (i64 j = 0; j < N; ++j) d += g[j] * o[j];
+        Dr[r] = d;
+      }
+      std::fill(dQs.begin(), dQs.begin() + rows * N, 0.0f);
+      i64 u_lo = lo[b * T + t0];
+      for (i64 i = 1; i < nq; ++i) u_lo = std::min(u_lo, lo[b * T + t0 + i]);
+      const i64 u_hi = t0 + nq - 1;
+      for (i64 kb = u_lo; kb <= u_hi; kb += kKeyBlock) {
+        const i64 nk = std::min(kKeyBlock, u_hi + 1 - kb);
+        const i64 ko = ((b * T + kb) * Hk + hk) * N;
+        sgemm_rm(false, true, rows, nk, N, scale, Qs.data(), N, k + ko, ldk, 0.0f, P.data(), nk);     // S
+        sgemm_rm(false, true, rows, nk, N, 1.0f, dOs.data(), N, v + ko, ldk, 0.0f, dP.data(), nk);    // dP = dO Vᵀ
+        for (i64 r = 0; r < rows; ++r) {
+          const i64 t = t0 + r / G;
+          const i64 j0 = std::max<i64>(lo[b * T + t] - kb, 0), j1 = std::min<i64>(t - kb + 1, nk);
+          float* Pr = P.data() + r * nk;
+          float* dPr = dP.data() + r * nk;
+          for (i64 j = 0; j < nk; ++j) {
+            const bool vis = j >= j0 && j < j1;
+            const float p = vis ? exp_fast(Pr[j] - L[r]) : 0.0f;  // P = e^{S − lse}
+            Pr[j] = p;
+            dPr[j] = p * (dPr[j] - Dr[r]) * scale;                // dS/√N = P (dP − D)/√N
           }
         }
+        sgemm_rm(false, false, rows, N, nk, 1.0f, dP.data(), nk, k + ko, ldk, 1.0f, dQs.data(), N);   // dQ += dS K
+        sgemm_rm(true, false, nk, N, rows, 1.0f, dP.data(), nk, Qs.data(), N, 1.0f, dkp + ko, ldk);   // dK += dSᵀ Q
+        sgemm_rm(true, false, nk, N, rows, 1.0f, P.data(), nk, dOs.data(), N, 1.0f, dvp + ko, ldk);   // dV += Pᵀ dO
+      }
+      for (i64 i = 0; i < nq; ++i) {
+        float* dst = dq + ((b * T + t0 + i) * H + hk * G) * N;
+        const float* src = dQs.data() + i * G * N;
+        #pragma omp simd
+        for (i64 j = 0; j < G * N; ++j) dst[j] += src[j];
       }
     }
     if (nth > 1) {
