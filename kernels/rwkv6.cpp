@@ -1,12 +1,15 @@
 // kernels/rwkv6.cpp — see rwkv6.hpp. Reference: token-by-token recurrence per (b, h) with the
 // states of every token kept for the backward. Fast: chunked form per (b, h) (OpenMP over B·H),
-// chunk tensors copied to contiguous [L,N] tiles, small matrix products as vectorised loops;
+// chunk tensors copied to contiguous [L,N] tiles; every small matrix product is written as rows
+// accumulated in vector registers (RowAcc, head size a compile-time 32 or 64; a runtime-N loop
+// version otherwise), with Kᵀ, Vᵀ, S_0ᵀ, dSᵀ tiles so no product needs a horizontal sum. The
 // backward recomputes the chunk-boundary states, then walks the chunks in reverse.
 #include "kernels/rwkv6.hpp"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace scanshard::kernels {
@@ -122,10 +125,48 @@ namespace {
 constexpr float kMaxLogSpan = 60.0f;  // bound on −A where e^{−A} is used (e^{60} ≈ 1e26)
 constexpr i64 kMaxN = 256;            // head sizes above this fall back to the reference
 
+// A row of NC floats kept in vector registers (GCC/Clang vector extension; 16 lanes per vector,
+// split by the compiler on narrower machines). Used when the head size is a compile-time
+// multiple of 16, so the accumulators of the small matrix products never round-trip memory.
+typedef float v16 __attribute__((vector_size(64)));
+inline v16 ld16(const float* p) { v16 x; std::memcpy(&x, p, sizeof x); return x; }
+inline void st16(float* p, v16 x) { std::memcpy(p, &x, sizeof x); }
+template <int NC>
+struct RowAcc {
+  static constexpr int kV = NC >= 16 ? NC / 16 : 1;  // (NC < 16: never used, kept well-formed)
+  v16 a[kV];
+  void zero() {
+#pragma GCC unroll 16
+    for (int q = 0; q < kV; ++q) a[q] = v16{};
+  }
+  void load(const float* p, float scale) {
+#pragma GCC unroll 16
+    for (int q = 0; q < kV; ++q) a[q] = scale * ld16(p + 16 * q);
+  }
+  // acc += Σ_{m<M} coef[m·cs] · rows[m·rs .. m·rs + NC)
+  void fma_rows(const float* coef, i64 cs, const float* rows, i64 rs, i64 M) {
+    for (i64 m = 0; m < M; ++m) {
+      const float c = coef[m * cs];
+      const float* r = rows + m * rs;
+#pragma GCC unroll 16
+      for (int q = 0; q < kV; ++q) a[q] += c * ld16(r + 16 * q);
+    }
+  }
+  void store(float* p) const {
+#pragma GCC unroll 16
+    for (int q = 0; q < kV; ++q) st16(p + 16 * q, a[q]);
+  }
+  void add_to(float* p) const {
+#pragma GCC unroll 16
+    for (int q = 0; q < kV; ++q) st16(p + 16 * q, ld16(p + 16 * q) + a[q]);
+  }
+};
+template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
+
 // Scratch of one (b, h) work item: chunk tiles [C,N] and [C,C].
 struct Tiles {
   i64 C = 0, N = 0;
-  std::vector<float> R, K, V, G, A, RT, KT, KH, EL, P, dP, dR, dK, dV, dA, S0T, dST;
+  std::vector<float> R, K, V, G, A, RT, KT, KH, EL, P, dP, dR, dK, dV, dA, S0T, dST, KTT, VT;
   void resize(i64 c, i64 n) {
     C = c;
     N = n;
@@ -137,6 +178,8 @@ struct Tiles {
     dP.assign(static_cast<size_t>(c * c), 0.f);
     S0T.assign(static_cast<size_t>(n * n), 0.f);
     dST.assign(static_cast<size_t>(n * n), 0.f);
+    KTT.assign(static_cast<size_t>(n * c), 0.f);
+    VT.assign(static_cast<size_t>(n * c), 0.f);
   }
 };
 
@@ -155,6 +198,7 @@ i64 chunk_decay(Tiles& W, const float* logw, i64 b, i64 t0, i64 T, i64 D, i64 hN
   for (i64 t = 0; t < chunk && t0 + t < T; ++t) {
     if (t > 0) {
       float mn = 0;
+#pragma omp simd reduction(min : mn)
       for (i64 i = 0; i < N; ++i) mn = std::min(mn, A[t * N + i]);
       if (mn < -kMaxLogSpan) break;
     }
@@ -201,17 +245,63 @@ inline float dot(const float* a, const float* b, i64 n) {
   return acc;
 }
 
-// P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]
+// P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]. Computed as rows
+// P[t][:] = Σ_i RT_t[i] KTᵀ[i][:] (vectorised over s, no horizontal sums); only s ≤ t is read.
 template <int NC>
 void intra_scores(Tiles& W, const float* uh, i64 L) {
   const i64 N = head<NC>(W), C = W.C;
+  float* KTT = W.KTT.data();
+  for (i64 s = 0; s < L; ++s)
+    for (i64 i = 0; i < N; ++i) KTT[i * C + s] = W.KT[s * N + i];
   for (i64 t = 0; t < L; ++t) {
-    for (i64 s = 0; s < t; ++s) W.P[t * C + s] = dot<NC>(&W.RT[t * N], &W.KT[s * N], N);
+    float* pt = &W.P[t * C];
+    if (C == 16) {
+      RowAcc<16> acc;
+      acc.zero();
+      acc.fma_rows(&W.RT[t * N], 1, KTT, C, N);
+      acc.store(pt);
+    } else {
+#pragma omp simd
+    for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
+    for (i64 i = 0; i < N; ++i) {
+      const float rt = W.RT[t * N + i];
+      const float* ki = KTT + i * C;
+#pragma omp simd
+      for (i64 s = 0; s < L; ++s) pt[s] += rt * ki[s];  // full rows: fixed trip count; s ≥ t unused
+    }
+    }
     const float *rr = &W.R[t * N], *kk = &W.K[t * N];
     float acc = 0;
 #pragma omp simd reduction(+ : acc)
     for (i64 i = 0; i < N; ++i) acc += rr[i] * uh[i] * kk[i];
-    W.P[t * C + t] = acc;
+    pt[t] = acc;
+  }
+}
+
+// dP[t][s] = g_t · v_s for s ≤ t, as rows over s through Vᵀ
+template <int NC>
+void intra_grad_scores(Tiles& W, i64 L) {
+  const i64 N = head<NC>(W), C = W.C;
+  float* VT = W.VT.data();
+  for (i64 s = 0; s < L; ++s)
+    for (i64 j = 0; j < N; ++j) VT[j * C + s] = W.V[s * N + j];
+  for (i64 t = 0; t < L; ++t) {
+    float* pt = &W.dP[t * C];
+    if (C == 16) {
+      RowAcc<16> acc;
+      acc.zero();
+      acc.fma_rows(&W.G[t * N], 1, VT, C, N);
+      acc.store(pt);
+      continue;
+    }
+#pragma omp simd
+    for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
+    for (i64 j = 0; j < N; ++j) {
+      const float gj = W.G[t * N + j];
+      const float* vj = VT + j * C;
+#pragma omp simd
+      for (i64 s = 0; s < L; ++s) pt[s] += gj * vj[s];  // full rows; s > t unused
+    }
   }
 }
 
@@ -219,6 +309,15 @@ void intra_scores(Tiles& W, const float* uh, i64 L) {
 template <int NC>
 void state_update(float* __restrict S, const Tiles& W, i64 L) {
   const i64 N = head<NC>(W);
+  if constexpr (kVec<NC>) {
+    for (i64 i = 0; i < N; ++i) {
+      RowAcc<NC> acc;
+      acc.load(S + i * N, W.EL[i]);
+      acc.fma_rows(&W.KH[i], N, W.V.data(), N, L);
+      acc.store(S + i * N);
+    }
+    return;
+  }
   for (i64 i = 0; i < N; ++i) {
     alignas(64) float acc[kMaxN];
     const float el = W.EL[i];
@@ -230,7 +329,8 @@ void state_update(float* __restrict S, const Tiles& W, i64 L) {
 #pragma omp simd
       for (i64 j = 0; j < N; ++j) acc[j] += kh * vs[j];
     }
-    std::copy_n(acc, N, S + i * N);
+#pragma omp simd
+    for (i64 j = 0; j < N; ++j) S[i * N + j] = acc[j];
   }
 }
 
@@ -245,9 +345,17 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
     load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     intra_scores<NC>(W, uh, L);
-    for (i64 t = 0; t < L; ++t) {
+    for (i64 t = 0; t < L && kVec<NC>; ++t) {
+      RowAcc<NC> acc;
+      acc.zero();
+      acc.fma_rows(&W.RT[t * N], 1, S, N, N);                // y_t = (r_t ⊙ e^{A_t}) S_0
+      acc.fma_rows(&W.P[t * W.C], 1, W.V.data(), N, t + 1);  // + Σ_{s≤t} P[t][s] v_s
+      acc.store(y + (b * T + t0 + t) * D + hN);
+    }
+    for (i64 t = 0; t < L && !kVec<NC>; ++t) {
       alignas(64) float acc[kMaxN];
-      std::fill(acc, acc + N, 0.0f);
+#pragma omp simd
+      for (i64 j = 0; j < N; ++j) acc[j] = 0.0f;
       // inter-chunk: y_t = (r_t ⊙ e^{A_t}) S_0
       for (i64 i = 0; i < N; ++i) {
         const float rt = W.RT[t * N + i];
@@ -262,7 +370,9 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
 #pragma omp simd
         for (i64 j = 0; j < N; ++j) acc[j] += p * vs[j];
       }
-      std::copy_n(acc, N, y + (b * T + t0 + t) * D + hN);
+      float* yt = y + (b * T + t0 + t) * D + hN;
+#pragma omp simd
+      for (i64 j = 0; j < N; ++j) yt[j] = acc[j];
     }
     state_update<NC>(S, W, L);
     t0 += L;
@@ -311,10 +421,18 @@ void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, fl
         S0T[j * N + i] = S0[i * N + j];
         dST[j * N + i] = dS[i * N + j];
       }
-    // dP[t][s] = g_t · v_s (s ≤ t)
-    for (i64 t = 0; t < L; ++t)
-      for (i64 s = 0; s <= t; ++s) W.dP[t * C + s] = dot<NC>(&W.G[t * N], &W.V[s * N], N);
-    for (i64 s = 0; s < L; ++s) {
+    intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
+    for (i64 s = 0; s < L && kVec<NC>; ++s) {
+      RowAcc<NC> acc;
+      acc.zero();
+      acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // Σ_{t≥s} P[t][s] g_t
+      acc.fma_rows(&W.KH[s * N], 1, dS, N, N);                  // + Σ_i KH_s[i] dS[i][:]
+      acc.add_to(dv + (b * T + t0 + s) * D + hN);
+      acc.zero();
+      acc.fma_rows(&W.V[s * N], 1, dST, N, N);                  // dKH_s = dS v_s
+      acc.store(&W.dK[s * N]);
+    }
+    for (i64 s = 0; s < L && !kVec<NC>; ++s) {
       alignas(64) float acc[kMaxN];
       // dV_s = Σ_{t≥s} P[t][s] g_t + Σ_i KH_s[i] dS[i][:]
       std::fill(acc, acc + N, 0.0f);
@@ -344,7 +462,14 @@ void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, fl
       std::copy_n(acc, N, &W.dK[s * N]);
     }
     // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
-    for (i64 t = 0; t < L; ++t) {
+    for (i64 t = 0; t < L && kVec<NC>; ++t) {
+      RowAcc<NC> acc;
+      acc.zero();
+      acc.fma_rows(&W.G[t * N], 1, S0T, N, N);           // S_0 g_t
+      acc.fma_rows(&W.dP[t * C], 1, W.KT.data(), N, t);  // + Σ_{s<t} dP[t][s] KT_s
+      acc.store(&W.dR[t * N]);
+    }
+    for (i64 t = 0; t < L && !kVec<NC>; ++t) {
       alignas(64) float acc[kMaxN];
       std::fill(acc, acc + N, 0.0f);
       for (i64 j = 0; j < N; ++j) {
@@ -372,9 +497,15 @@ void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, fl
       const float* a1 = A + (s + 1) * N;
       const float* aL = A + L * N;
       alignas(64) float dki[kMaxN];
-      std::fill(dki, dki + N, 0.0f);
       // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
-      for (i64 t = s + 1; t < L; ++t) {
+      if constexpr (kVec<NC>) {
+        RowAcc<NC> acc;
+        acc.zero();
+        if (s + 1 < L) acc.fma_rows(&W.dP[(s + 1) * C + s], C, &W.RT[(s + 1) * N], N, L - s - 1);
+        acc.store(dki);
+      } else
+        std::fill(dki, dki + N, 0.0f);
+      for (i64 t = s + 1; t < L && !kVec<NC>; ++t) {
         const float p = W.dP[t * C + s];
         const float* rt = &W.RT[t * N];
 #pragma omp simd
@@ -419,7 +550,13 @@ void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, fl
       }
     }
     // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
-    for (i64 i = 0; i < N; ++i) {
+    for (i64 i = 0; i < N && kVec<NC>; ++i) {
+      RowAcc<NC> acc;
+      acc.load(dS + i * N, W.EL[i]);
+      acc.fma_rows(&W.RT[i], N, W.G.data(), N, L);
+      acc.store(dS + i * N);
+    }
+    for (i64 i = 0; i < N && !kVec<NC>; ++i) {
       alignas(64) float acc[kMaxN];
       const float el = W.EL[i];
 #pragma omp simd
