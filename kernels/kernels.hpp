@@ -25,6 +25,11 @@
 //  * Document boundaries: `reset` is a uint8 mask [B,T]; reset[b,t] = 1 marks token t as the first
 //    token of a document (recurrent state and conv history are dropped there; attention does not
 //    look across it). nullptr = no document start inside this chunk.
+//  * Files: linear (dense + block-diagonal), embedding (embedding, tied head, softmax CE),
+//    rmsnorm, mlp (gated MLP, gelu⊙), conv1d, rglru, attention (RoPE, local/global MQA), adamw —
+//    Griffin / Hawk / MQA; rwkv4, rwkv6, layernorm — RWKV (they reuse linear, embedding, adamw).
+//  * Threads: fast ops use OpenMP (omp_get_max_threads()); GEMMs use OpenBLAS's own threads, except
+//    inside attention, which runs its tile GEMMs single-threaded within its OpenMP tasks.
 //  * Sequence chunks (scan, conv): ops that carry state across time accept the incoming state of
 //    the previous chunk and return the outgoing state, so a sequence split in pieces and chained
 //    gives exactly the one-pass result (see rglru.hpp, conv1d.hpp).
