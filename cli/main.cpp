@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   scanshard::register_list_commands(app);
   scanshard::register_plan_command(app);
   scanshard::register_simulate_command(app);
+  scanshard::register_train_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,52 @@
+// train/runner.hpp — the training loop of the runner's first slice: data / fsdp parallelism for
+// Griffin, Hawk and MQA models in fp32 (issue 8, first slice).
+//
+// For: `scanshard train` and the MPI tests. Every rank holds the full model (fsdp is treated like
+// data in this slice: the gradient is all-reduced over all replicas, no ZeRO sharding yet), runs
+// its contiguous slice of the global batch in micro-batches, all-reduces the summed gradient
+// once per step and applies the same AdamW update as every other rank.
+// Not for: tensor / sequence / pipeline parallelism, RWKV, checkpoints (later slices).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.hpp"
+#include "program/model.hpp"
+#include "program/plan.hpp"
+#include "train/comm.hpp"
+#include "train/trace.hpp"
+
+namespace scanshard::train {
+
+struct Options {
+  std::int64_t steps = 10;
+  unsigned seed = 1234;
+  kernels::AdamW adamw{};  // the same hyperparameters for every plan; weight decay on matrices only
+};
+
+struct Result {
+  std::vector<double> losses;        // mean over the global batch, per step
+  std::vector<double> tokens_per_s;  // global tokens / wall seconds, per step
+  std::vector<float> params;         // full parameters after the last step, parameter_tensors() order
+  Trace trace;
+};
+
+// Throws PlanError when the runner cannot execute (model, plan) on `world_size` ranks: mesh size
+// ≠ world size, an illegal plan, RWKV, or tensor / sequence / pipeline > 1 (not yet supported).
+void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size);
+
+// The bytes of a text or binary file as byte-level tokens (vocab 256). ConfigError when missing
+// or shorter than `min_bytes`.
+std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes);
+// The corpus shipped with the repository (data/corpus.txt).
+std::string default_corpus_path();
+
+// Runs `o.steps` steps. comm == nullptr: one process and no MPI call at all (the plan's mesh must
+// have one device) — the reference the tests compare against. `progress(step, loss, tokens_per_s)` is called on every
+// rank after every step.
+Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& data, const Options& o,
+           const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress = {});
+
+}  // namespace scanshard::train
