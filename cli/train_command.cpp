@@ -73,7 +73,11 @@ void run_train(const TrainOptions& o) {
     if (model.empty()) throw ConfigError("--model: required (or give `model:` in the plan file)");
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
     if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
-    train::check_supported(m, p, world.size());
+    try {
+      train::check_supported(m, p, world.size());
+    } catch (const PlanError& e) {  // name the plan file and the key to change
+      throw ConfigError(o.plan_file, 0, 0, e.key(), e.what());
+    }
     data = train::load_bytes(o.data.empty() ? train::default_corpus_path() : o.data, p.seq_len + 2);
   } catch (const std::exception& e) {
     if (rank == 0) throw;  // main prints it and exits 2 (input) or 1

@@ -2,6 +2,7 @@
 #include "train/runner.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <span>
@@ -39,6 +40,8 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
 }
 
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw ConfigError(path + ": not a readable data file (missing, or a directory)");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw ConfigError(path + ": cannot open the data file");
   std::vector<std::uint8_t> d((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -108,11 +108,23 @@ TEST_CASE("bad-input corpus: every file is rejected with exit 2 and its message"
     REQUIRE(kind_line.starts_with("# kind: "));
     REQUIRE(expect_line.starts_with("# expect: "));
     const auto kind = kind_line.substr(8), expect = expect_line.substr(10);
-    const std::string cmd = kind == "model" ? "models " : kind == "cluster" ? "clusters " : kind == "plan" ? "simulate --plan " : "";
+    const std::string cmd = kind == "model"     ? "models "
+                            : kind == "cluster" ? "clusters "
+                            : kind == "plan"    ? "simulate --plan "
+                            : kind == "train"   ? "train --steps 1 --plan "
+                                                : "";
     REQUIRE(!cmd.empty());
-    auto r = run(cmd + path.string());
+    // optional third line "# args: ..." with @DATA@ standing for tests/data
+    std::string args_line, args;
+    std::getline(in, args_line);
+    if (args_line.starts_with("# args: ")) {
+      args = " " + args_line.substr(8);
+      for (auto at = args.find("@DATA@"); at != std::string::npos; at = args.find("@DATA@"))
+        args.replace(at, 6, SCANSHARD_TEST_DATA);
+    }
+    auto r = run(cmd + path.string() + args);
     CHECK(r.code == 2);
-    CHECK_THAT(r.err, Catch::Contains(path.string() + ":"));
+    if (args.empty()) CHECK_THAT(r.err, Catch::Contains(path.string() + ":"));  // else the bad file is in the args
     CHECK_THAT(r.err, Catch::Contains(expect));
     CHECK(r.out.empty());
     ++n;
