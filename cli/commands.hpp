@@ -9,6 +9,7 @@ namespace scanshard {
 void register_list_commands(CLI::App& app);  // models, clusters
 void register_simulate_command(CLI::App& app);
 void register_plan_command(CLI::App& app);
+void register_report_command(CLI::App& app);
 void register_train_command(CLI::App& app);  // mpirun -n N scanshard train
 
 }  // namespace scanshard

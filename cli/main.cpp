@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   scanshard::register_list_commands(app);
   scanshard::register_plan_command(app);
+  scanshard::register_report_command(app);
   scanshard::register_simulate_command(app);
   scanshard::register_train_command(app);
   try {

@@ -161,3 +161,34 @@ TEST_CASE("CLI simulate sweeps sequence length at fixed tokens per batch", "[cli
   CHECK(run("simulate --model mqa-400m --cluster tpu-v3-256 --mesh data=0").code == 2);
   CHECK(run("simulate --model mqa-400m").code == 2);  // no cluster
 }
+
+TEST_CASE("CLI train then report puts measured and predicted seconds side by side", "[cli]") {
+  const fs::path dir = fs::temp_directory_path() / ("scanshard-report-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto plan = dir / "plan.yaml", trace = dir / "trace.json";
+  std::ofstream(plan) << "model: hawk-tiny\ncluster: cpu-local\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  REQUIRE(run("train --steps 2 --plan " + plan.string() + " --trace " + trace.string()).code == 0);
+  auto r = run("report --plan " + plan.string() + " --trace " + trace.string() + " --out-dir " + dir.string());
+  CHECK(r.code == 2);  // the plan says cpu-local (2 devices) but ran on 1 rank: mesh does not match
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  r = run("report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " + plan.string() +
+          " --trace " + trace.string() + " --out-dir " + dir.string());
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(slurp(dir / "report.json"));
+  bool mlp = false;
+  for (const auto& g : j["groups"])
+    if (g["group"] == "mlp") {
+      mlp = true;
+      CHECK(g["predicted_seconds"].get<double>() > 0);
+      CHECK(g["measured_seconds"].get<double>() > 0);
+    }
+  CHECK(mlp);
+  CHECK(j["measured_step_seconds"].get<double>() > 0);
+  // a trace of another model is refused
+  std::ofstream(plan) << "model: griffin-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  r = run("report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " + plan.string() +
+          " --trace " + trace.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("the trace is of 'hawk-tiny'"));
+  fs::remove_all(dir);
+}
