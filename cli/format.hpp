@@ -12,6 +12,9 @@ std::string format_count(std::int64_t n);
 // 4.59e14, "FLOP/s" -> "459 TFLOP/s"; 9.5e10, "B" -> "95 GB" (decimal SI prefixes).
 std::string format_si(double value, const std::string& unit);
 
+// Durations: "1.234 s", "21.085 ms", "527.402 us".
+std::string format_seconds(double seconds);
+
 // Memory capacities in binary units: 3.4359738368e10 -> "32 GiB", 9.5e10 -> "88.5 GiB".
 std::string format_bytes(double bytes);
 

@@ -54,13 +54,6 @@ ClusterSpec slice(const ClusterSpec& c, std::int64_t devices) {
   return s;
 }
 
-std::string seconds_str(double s) {
-  char buf[32];
-  if (s >= 1) std::snprintf(buf, sizeof buf, "%.3f s", s);
-  else std::snprintf(buf, sizeof buf, "%.2f ms", s * 1e3);
-  return buf;
-}
-
 std::string describe(const Plan& p) {
   std::string s = p.mesh.describe();
   if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
@@ -79,7 +72,7 @@ Table candidates_table(const std::vector<Candidate>& cs) {
   for (const auto& c : cs) {
     char mfu[16];
     std::snprintf(mfu, sizeof mfu, "%.1f %%", 100 * c.mfu);
-    t.add({std::to_string(++i), describe(c.plan), seconds_str(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
+    t.add({std::to_string(++i), describe(c.plan), format_seconds(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
            format_bytes(c.memory_bytes), c.bottleneck});
   }
   return t;

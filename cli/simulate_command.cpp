@@ -35,14 +35,6 @@ nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
           {"fits", m.fits}};
 }
 
-std::string seconds_str(double s) {
-  char buf[32];
-  if (s >= 1) std::snprintf(buf, sizeof buf, "%.3f s", s);
-  else if (s >= 1e-3) std::snprintf(buf, sizeof buf, "%.3f ms", s * 1e3);
-  else std::snprintf(buf, sizeof buf, "%.3f us", s * 1e6);
-  return buf;
-}
-
 void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c, const Plan& p) {
   std::cout << "model   " << m.name << "  (" << format_count(count_parameters(m).total) << " parameters)\n"
             << "cluster " << c.name << "  (" << c.devices() << " x " << c.chip.name << ", " << c.topology.describe() << ")\n"
@@ -52,14 +44,14 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
             << to_string(p.carry) << ", " << to_string(p.act_dtype) << "\n\n";
   char line[160];
   std::snprintf(line, sizeof line, "step time  %s   tokens/s %s   MFU %.1f %%   bottleneck: %s\n\n",
-                seconds_str(e.step_seconds).c_str(), format_si(e.tokens_per_s, "").c_str(), 100 * e.mfu, e.bottleneck.c_str());
+                format_seconds(e.step_seconds).c_str(), format_si(e.tokens_per_s, "").c_str(), 100 * e.mfu, e.bottleneck.c_str());
   std::cout << line;
   Table t({"where the time goes", "seconds", "share"}, {false, true, true});
   for (int b = 0; b < kBucketCount; ++b) {
     if (e.seconds[b] <= 0) continue;
     char share[16];
     std::snprintf(share, sizeof share, "%.1f %%", 100 * e.seconds[b] / e.step_seconds);
-    t.add({to_string(static_cast<Bucket>(b)), seconds_str(e.seconds[b]), share});
+    t.add({to_string(static_cast<Bucket>(b)), format_seconds(e.seconds[b]), share});
   }
   std::cout << t.str() << "\n";
   const auto& mem = e.memory;
@@ -110,7 +102,7 @@ void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& 
     char rel[16], mfu[16];
     std::snprintf(rel, sizeof rel, "%.3f", e.step_seconds / first);
     std::snprintf(mfu, sizeof mfu, "%.1f %%", 100 * e.mfu);
-    t.add({std::to_string(T), std::to_string(p.global_batch), seconds_str(e.step_seconds), rel,
+    t.add({std::to_string(T), std::to_string(p.global_batch), format_seconds(e.step_seconds), rel,
            format_si(e.tokens_per_s, ""), mfu, e.bottleneck});
     auto j = estimate_json(e, p);
     j["relative_to_first"] = e.step_seconds / first;
