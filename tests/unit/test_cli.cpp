@@ -118,7 +118,7 @@ TEST_CASE("bad-input corpus: every file is rejected with exit 2 and its message"
     std::string args_line, args;
     std::getline(in, args_line);
     if (args_line.starts_with("# args: ")) {
-      args = " " + args_line.substr(8);
+      args = args_line.substr(7);  // keeps the space after "args:"
       for (auto at = args.find("@DATA@"); at != std::string::npos; at = args.find("@DATA@"))
         args.replace(at, 6, SCANSHARD_TEST_DATA);
     }
