@@ -132,7 +132,6 @@ SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOption
   PriceCache prices;  // compute time per layer lowering; only communication is re-priced per mesh
   const double capacity = c.chip.memory_bytes * o.max_memory_fraction;
   const double total_params = static_cast<double>(count_parameters(m).total);
-  const double wbytes = bytes_of(o.dtype);
   SearchResult r;
   std::map<FamilyKey, FamilyBest> fams;
   std::vector<Candidate> priced_ok;
@@ -193,9 +192,7 @@ SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOption
     std::vector<Network> nets;  // one per distinct placement; the lowering does not depend on it
     for (const auto& ord : orders) nets.emplace_back(topo, c, mesh, ord);
     for (int zero : zeros) {
-      const double fsd = static_cast<double>(fs);
-      const double states = share * (wbytes / (zero >= 3 ? fsd : 1) + 4 / (zero >= 2 ? fsd : 1) +
-                                     (8 + (o.dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fsd : 1));
+      const double states = state_bytes(share, o.dtype, zero, static_cast<double>(fs)).total();
       for (auto mb : divisors(p.local_batch())) {
         for (Remat remat : {Remat::none, Remat::selective, Remat::block}) {
           for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive}) {

@@ -117,15 +117,26 @@ Pass price_pass(const StageSummary& st, bool forward, const ClusterSpec& cl, con
   return p;
 }
 
+}  // namespace
+
+StateBytes state_bytes(double params, DType param_dtype, int zero_stage, double fsdp) {
+  const int zero = fsdp > 1 ? zero_stage : 0;
+  StateBytes b;
+  b.params = params * bytes_of(param_dtype) / (zero >= 3 ? fsdp : 1);
+  b.grads = params * 4 / (zero >= 2 ? fsdp : 1);
+  b.optimizer = params * (8 + (param_dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fsdp : 1);
+  return b;
+}
+
+namespace {
+
 MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpec& chip) {
   MemoryBreakdown m;
-  const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
-  const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
-  const double n = static_cast<double>(prog.local_params);
-  m.params_bytes = n * bytes_of(p.param_dtype) / (zero >= 3 ? fs : 1);
-  m.grads_bytes = n * 4 / (zero >= 2 ? fs : 1);  // fp32 gradient accumulation
-  // AdamW: two fp32 moments, plus an fp32 master copy when parameters are bf16 (DESIGN §5).
-  m.optimizer_bytes = n * (8 + (p.param_dtype == DType::bf16 ? 4 : 0)) / (zero >= 1 ? fs : 1);
+  const StateBytes states = state_bytes(static_cast<double>(prog.local_params), p.param_dtype, p.zero_stage,
+                                        static_cast<double>(p.mesh[Axis::fsdp]));
+  m.params_bytes = states.params;
+  m.grads_bytes = states.grads;
+  m.optimizer_bytes = states.optimizer;
   // In-flight micro-batches follow the plan's schedule (GPipe: all; 1F1B: p − stage).
   const std::int64_t mb = p.micro_batches();
   const std::int64_t in_flight = p.schedule == Schedule::gpipe ? mb : std::min(mb, p.mesh[Axis::pipeline] - prog.stage);

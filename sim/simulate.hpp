@@ -39,6 +39,16 @@ struct MemoryBreakdown {
   bool fits = true;
 };
 
+// Per-device bytes of parameters, gradients and AdamW state for `params` local parameters under a
+// ZeRO stage over `fsdp` ranks: parameters in their dtype (sharded at stage 3), fp32 gradient
+// accumulation (stage ≥ 2), two fp32 moments plus an fp32 master copy when parameters are bf16
+// (stage ≥ 1) — DESIGN §5. The one place these per-parameter byte counts live.
+struct StateBytes {
+  double params = 0, grads = 0, optimizer = 0;
+  double total() const { return params + grads + optimizer; }
+};
+[[nodiscard]] StateBytes state_bytes(double params, DType param_dtype, int zero_stage, double fsdp);
+
 struct Estimate {
   double step_seconds = 0;
   double tokens_per_s = 0;
