@@ -18,36 +18,6 @@ namespace scanshard::train {
 
 namespace K = scanshard::kernels::fast;
 
-Layout::Layout(const ModelSpec& m) : tensors(parameter_tensors(m)) {
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    offset.push_back(total);
-    total += tensors[i].count();
-    index[tensors[i].block + "/" + tensors[i].name] = i;
-  }
-}
-
-i64 Layout::off(const std::string& block, const std::string& name) const {
-  auto it = index.find(block + "/" + name);
-  if (it == index.end()) throw std::runtime_error("no parameter " + block + "/" + name);
-  return offset[it->second];
-}
-
-std::vector<float> init_params(const Layout& lay, unsigned seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<double> nd(0, 1);
-  std::uniform_real_distribution<double> ua(0.9, 0.999);
-  std::vector<float> p(lay.total);
-  for (size_t i = 0; i < lay.tensors.size(); ++i) {
-    const auto& t = lay.tensors[i];
-    float* d = p.data() + lay.offset[i];
-    const bool lambda = t.name == "rec.lambda";
-    const double sd = t.shape.size() >= 2 ? 1.0 / std::sqrt(double(t.shape[t.shape.size() - 2])) : 0.1;
-    for (i64 j = 0; j < t.count(); ++j)
-      d[j] = lambda ? float(std::log(std::expm1(-std::log(ua(g))))) : float(sd * nd(g));
-  }
-  return p;
-}
-
 namespace {
 constexpr float* nul() { return static_cast<float*>(nullptr); }
 constexpr const float* cnul() { return static_cast<const float*>(nullptr); }

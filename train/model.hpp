@@ -14,26 +14,14 @@
 #include <vector>
 
 #include "program/model.hpp"
+#include "program/param_layout.hpp"
 #include "train/trace.hpp"
 
 namespace scanshard::train {
 
 using i64 = std::int64_t;
 
-// Offsets of every parameter tensor in one flat buffer, in parameter_tensors() order.
-struct Layout {
-  std::vector<ParamTensor> tensors;
-  std::vector<i64> offset;
-  i64 total = 0;
-  std::map<std::string, size_t> index;
-  explicit Layout(const ModelSpec& m);
-  i64 off(const std::string& block, const std::string& name) const;
-};
-
-// Deterministic init of the full logical tensors from `seed`, in parameter_tensors() order:
-// matrices N(0, 1/fan_in), vectors N(0, 0.1²), Λ so that a = σ(−Λ) ∈ [0.9, 0.999]. Identical for
-// every plan and rank.
-std::vector<float> init_params(const Layout& lay, unsigned seed);
+// Layout and init_params: program/param_layout.hpp (shared with the kernel tests).
 
 class Model {
  public:

@@ -22,6 +22,7 @@
 #include "kernels/rglru.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "program/model.hpp"
+#include "program/param_layout.hpp"
 
 namespace kt {
 
@@ -44,43 +45,9 @@ struct FastOps { KT_OPS(kk::fast) };
 #undef KT_OPS
 #undef KT_FWD
 
-// Offsets of every parameter tensor in one flat buffer, in parameter_tensors() order.
-struct Layout {
-  std::vector<scanshard::ParamTensor> tensors;
-  std::vector<i64> offset;
-  i64 total = 0;
-  std::map<std::string, size_t> index;
-  explicit Layout(const scanshard::ModelSpec& m) : tensors(scanshard::parameter_tensors(m)) {
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      offset.push_back(total);
-      total += tensors[i].count();
-      index[tensors[i].block + "/" + tensors[i].name] = i;
-    }
-  }
-  i64 off(const std::string& block, const std::string& name) const {
-    auto it = index.find(block + "/" + name);
-    if (it == index.end()) throw std::runtime_error("no parameter " + block + "/" + name);
-    return offset[it->second];
-  }
-};
-
-// Deterministic init: matrices N(0, 1/fan_in), biases and norm scales small N(0, 0.1²) (nonzero
-// so that every gradient path is exercised), Λ so that a = σ(−Λ) ∈ [0.9, 0.999].
-inline std::vector<float> init_params(const Layout& lay, unsigned seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<double> nd(0, 1);
-  std::uniform_real_distribution<double> ua(0.9, 0.999);
-  std::vector<float> p(lay.total);
-  for (size_t i = 0; i < lay.tensors.size(); ++i) {
-    const auto& t = lay.tensors[i];
-    float* d = p.data() + lay.offset[i];
-    const bool lambda = t.name == "rec.lambda";
-    const double sd = t.shape.size() >= 2 ? 1.0 / std::sqrt(double(t.shape[t.shape.size() - 2])) : 0.1;
-    for (i64 j = 0; j < t.count(); ++j)
-      d[j] = lambda ? float(std::log(std::expm1(-std::log(ua(g))))) : float(sd * nd(g));
-  }
-  return p;
-}
+// One flat parameter buffer and its deterministic init: the runner's (program/param_layout.hpp).
+using scanshard::Layout;
+using scanshard::init_params;
 
 template <class F, class K>
 class Model {
