@@ -3,6 +3,8 @@
 // recompute for the remat policy, pipeline p2p, gradient sync and the optimizer.
 #include "program/lower.hpp"
 
+#include "program/param_layout.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -155,7 +157,7 @@ struct Emit {
   // reads `reads` tensors, writes `writes`, `flops` per element (Griffin paper §4: RG-LRU reads
   // a, i, x and writes h, 6 FLOPs → bf16: 6 B read + 2 B written → 0.75 FLOP/byte).
   void scan(const char* op, const char* name, double elems, double reads, double writes, double flops,
-            double state_bytes, double summary_bytes, double bwd_reads, double bwd_writes) {
+            double state_bytes, double ring_bytes, double gather_bytes, double bwd_reads, double bwd_writes) {
     double r = reads, wr = writes, fl = flops;
     switch (c.p.scan) {
       case ScanAlgo::naive:        // each stage materialised: ~5 extra elementwise passes
@@ -181,17 +183,19 @@ struct Emit {
     b.state_bytes = state_bytes;
     b.spill_bytes = f.spill_bytes;
     bwd.push_back(b);
-    sequence_carry(name, summary_bytes, elems);
+    sequence_carry(name, ring_bytes, gather_bytes, elems);
   }
 
   // Sequence-sharded scan: exchange chunk summaries, then fix the local output with
   // y_t += (Π_{s≤t} a_s) · h_in (read y and the cumulative decay, write y). Backward mirrors it.
-  void sequence_carry(const char* name, double summary_bytes, double elems) {
+  // ring: each hop passes the combined state onward (`ring_bytes`); all-gather: every shard's
+  // (local final state, decay product) summary (`gather_bytes` each).
+  void sequence_carry(const char* name, double ring_bytes, double gather_bytes, double elems) {
     const std::int64_t P = c.p.mesh[Axis::sequence];
     if (P <= 1) return;
     for (Phase ph : {Phase::forward, Phase::backward}) {
-      if (c.p.carry == CarryScheme::ring) p2p(ph, Axis::sequence, "scan.carry", summary_bytes, static_cast<std::int32_t>(P - 1));
-      else collective(ph, CommKind::all_gather, Axis::sequence, "scan.carry", summary_bytes * static_cast<double>(P));
+      if (c.p.carry == CarryScheme::ring) p2p(ph, Axis::sequence, "scan.carry", ring_bytes, static_cast<std::int32_t>(P - 1));
+      else collective(ph, CommKind::all_gather, Axis::sequence, "scan.carry", gather_bytes * static_cast<double>(P));
     }
     Step fix = base(Phase::forward, OpClass::elementwise, "scan.carry_fix", name);
     fix.vector_flops = 2 * elems; fix.bytes_read = 2 * elems * c.a; fix.bytes_written = elems * c.a;
@@ -200,10 +204,9 @@ struct Emit {
     bwd.push_back(fix);
   }
 
-  // Left-neighbour halo of `tokens` tokens of `channels` channels (forward); its gradient goes
-  // back in backward.
+  // Halo of `tokens` tokens of `channels` channels from the left neighbour (forward; every shard
+  // sends its last tokens right, the first receives nothing); the gradient goes back in backward.
   void halo(const char* name, double tokens, double channels) {
-    if (c.s_coord == 0) return;  // the first shard has no left neighbour
     const double bytes = c.B * tokens * channels * c.a;
     p2p(Phase::forward, Axis::sequence, name, bytes, 1);
     p2p(Phase::backward, Axis::sequence, name, bytes, 1);
@@ -215,8 +218,8 @@ struct Emit {
 void gated_mlp(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t;
-  e.tensor_allreduce_bwd("mlp.in_grad");
   e.rmsnorm("norm2");
+  e.tensor_allreduce_bwd("mlp.in_grad");  // after the norm in forward order: runs before its backward
   e.linear("mlp.w1", D, F);
   e.linear("mlp.w2", D, F);
   e.elementwise(OpClass::elementwise, "gelu_mul", "mlp.act", c.n * F, 2, 1, 10);  // gelu_tanh(h1) ⊙ h2
@@ -229,8 +232,8 @@ void recurrent_block(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, R = c.m.recurrent_width / c.t, K = c.m.conv_width;
   const double Rb = static_cast<double>(c.m.recurrent_width / c.m.gate_blocks);  // block size
-  e.tensor_allreduce_bwd("rec.in_grad");
   e.rmsnorm("norm1");
+  e.tensor_allreduce_bwd("rec.in_grad");
   e.linear("rec.wy", D, R);
   e.elementwise(OpClass::elementwise, "gelu", "rec.gate", c.n * R, 1, 1, 8);
   e.linear("rec.wx", D, R);
@@ -241,7 +244,7 @@ void recurrent_block(Emit& e) {
   e.linear("rec.gate_x", Rb, Rb, R / Rb);
   // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
   e.elementwise(OpClass::elementwise, "rglru.decay", "rec.decay", c.n * R, 1, 1, 6);
-  e.scan("rglru.scan", "rec.scan", c.n * R, 3, 1, 6, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
+  e.scan("rglru.scan", "rec.scan", c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
   e.elementwise(OpClass::elementwise, "mul", "rec.gated", c.n * R, 2, 1, 1);
   e.linear("rec.wo", R, D);
   e.tensor_allreduce_fwd("rec.out");
@@ -254,17 +257,20 @@ void attention_block(Emit& e, bool local) {
   // K/V heads on this rank: split when kv_heads ≥ t, else replicated (MQA's single head).
   const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : c.m.kv_heads);
   const std::int64_t W = local ? c.m.window : 0;
-  e.tensor_allreduce_bwd("attn.in_grad");
   e.rmsnorm("norm1");
+  e.tensor_allreduce_bwd("attn.in_grad");
   e.linear("attn.wq", D, H * N);
+  if (c.m.kv_heads < c.t)  // replicated K/V head: each rank's weight gradient covers its query heads only
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * KV * N * c.g);
   e.linear("attn.wk", D, KV * N);
   e.linear("attn.wv", D, KV * N);
   e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
   const auto q0 = static_cast<std::int64_t>(c.s_coord * c.T), q1 = q0 + static_cast<std::int64_t>(c.T);
   const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
   const double halo_tokens = local ? std::min<double>(static_cast<double>(W), static_cast<double>(q0)) : static_cast<double>(q0);
+  const double halo_sent = c.s_coord == 0 ? std::min<double>(static_cast<double>(W), c.T) : halo_tokens;
   if (local) {
-    e.halo("attn.kv_halo", halo_tokens, 2 * KV * N);
+    e.halo("attn.kv_halo", halo_sent, 2 * KV * N);
   } else if (c.sp > 1) {  // ring attention: K/V blocks travel P−1 hops, hidden behind compute
     const double block = c.B * c.T * 2 * KV * N * c.a;
     e.p2p(Phase::forward, Axis::sequence, "attn.ring_kv", block, static_cast<std::int32_t>(c.sp - 1), true);
@@ -300,8 +306,8 @@ void attention_block(Emit& e, bool local) {
 void channel_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t, Dl = D / c.t;
-  e.tensor_allreduce_bwd("cm.in_grad");
   e.layernorm("norm2");
+  e.tensor_allreduce_bwd("cm.in_grad");
   e.halo("cm.shift_halo", 1, D);
   e.elementwise(OpClass::elementwise, "token_shift", "cm.shift", c.n * D, 2, 2, 4);
   e.linear("cm.wk", D, F);
@@ -318,15 +324,15 @@ void channel_mix(Emit& e) {
 void rwkv4_time_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, Dl = D / c.t;
-  e.tensor_allreduce_bwd("tm.in_grad");
   e.layernorm("norm1");
+  e.tensor_allreduce_bwd("tm.in_grad");
   e.halo("tm.shift_halo", 1, D);
   e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 3, 6);
   e.linear("tm.wr", D, Dl);
   e.linear("tm.wk", D, Dl);
   e.linear("tm.wv", D, Dl);
   // WKV with running maximum exponent: reads k, v, writes wkv; ~14 FLOPs (3 exp, max, 6 mul-add).
-  e.scan("wkv4.scan", "tm.wkv", c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2);
+  e.scan("wkv4.scan", "tm.wkv", c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2);
   e.elementwise(OpClass::elementwise, "sigmoid_mul", "tm.gated", c.n * Dl, 2, 1, 5);
   e.linear("tm.wo", Dl, D);
   e.tensor_allreduce_fwd("tm.out");
@@ -337,8 +343,8 @@ void rwkv6_time_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, Dl = D / c.t, N = c.m.head_size, Hl = Dl / N;
   const double r = c.m.lora_rank_mix, rw = c.m.lora_rank_decay;
-  e.tensor_allreduce_bwd("tm.in_grad");
   e.layernorm("norm1");
+  e.tensor_allreduce_bwd("tm.in_grad");
   e.halo("tm.shift_halo", 1, D);
   e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 2, 3);  // xx, x + xx·μ_x
   e.linear("tm.lora_a", D, 5 * r);                                                   // replicated
@@ -365,9 +371,9 @@ void rwkv6_time_mix(Emit& e) {
     Step b = f; b.phase = Phase::backward; b.saved_bytes = 0;
     b.matmul_flops *= 2; b.vector_flops *= 2; b.bytes_read = 6 * elems * c.a; b.bytes_written = 4 * elems * c.a;
     e.bwd.push_back(b);
-    e.sequence_carry("tm.wkv", c.B * Hl * (N + N * N) * c.st, elems);
+    e.sequence_carry("tm.wkv", c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, elems);
   } else {
-    e.scan("wkv6.scan", "tm.wkv", elems, 4, 1, 6 * N, state, c.B * Hl * (N + N * N) * c.st, 5, 4);
+    e.scan("wkv6.scan", "tm.wkv", elems, 4, 1, 6 * N, state, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, 5, 4);
   }
   e.elementwise(OpClass::norm, "groupnorm", "tm.gn", elems, 1, 1, 8);
   e.elementwise(OpClass::elementwise, "silu_mul", "tm.gated", elems, 2, 1, 6);
@@ -409,13 +415,14 @@ void head(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width;
   const double Vl = std::ceil(static_cast<double>(c.m.vocab) / static_cast<double>(c.t));  // padded
-  e.tensor_allreduce_bwd("head.in_grad");
   if (c.m.is_rwkv()) e.layernorm("final_norm"); else e.rmsnorm("final_norm");
+  e.tensor_allreduce_bwd("head.in_grad");
   e.linear(c.m.tied_embeddings ? "embed.table" : "head.w", D, Vl);
   e.fwd.back().op = "logits";
-  e.elementwise(OpClass::elementwise, "softmax_xent", "loss", c.n * Vl, 1, 0, 6, false);
-  // vocab-parallel cross-entropy: max and sum across tensor ranks
+  // vocab-parallel cross-entropy: each rank's (max, Σ exp) per token merged across tensor ranks
+  // (the logits step computes them), then the softmax and loss are finished locally
   e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "loss.stats", 2 * c.n * 4);
+  e.elementwise(OpClass::elementwise, "softmax_xent", "loss", c.n * Vl, 1, 0, 6, false);
 }
 
 Ctx make_ctx(const ModelSpec& m, const Plan& p, std::int64_t s_coord) {
@@ -454,16 +461,10 @@ double saved_under(Remat policy, const std::vector<Step>& fwd, const Ctx& c) {
   return s + c.n * c.m.width * c.a;
 }
 
-// Parameters of one layer on a tensor-parallel rank: matrices and their biases split t ways;
-// norms, token-shift mixes and the replicated LoRA A matrices whole.
-std::int64_t sharded_params(const std::vector<ParamTensor>& tensors, std::int64_t t) {
+// Parameters of one layer on a tensor-parallel rank (the split rule: param_layout.hpp).
+std::int64_t sharded_params(const ModelSpec& m, const std::vector<ParamTensor>& tensors, std::int64_t t) {
   std::int64_t n = 0;
-  for (const auto& p : tensors) {
-    const bool replicated = p.name.find("norm") != std::string::npos || p.name.find("lora_a") != std::string::npos ||
-                            p.name.find("decay_a") != std::string::npos || p.name.starts_with("tm.mu") ||
-                            p.name.starts_with("cm.mu");
-    n += replicated ? p.count() : p.count() / t;
-  }
+  for (const auto& p : tensors) n += tensor_split_dim(m, p, t) < 0 ? p.count() : p.count() / t;
   return n;
 }
 
@@ -511,7 +512,7 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
   auto k = std::make_shared<LayerLowering>();
   std::vector<Step> fwd, bwd;
   Emit e{c, static_cast<std::int32_t>(layer), fwd, bwd};
-  const std::int64_t params = sharded_params(layer_parameter_tensors(m, layer), c.t);
+  const std::int64_t params = sharded_params(m, layer_parameter_tensors(m, layer), c.t);
   if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather the layer's weights before use
     // prefetched behind the previous layer's compute, as FSDP implementations do
     e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, true);
@@ -602,6 +603,8 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
     if (m.tied_embeddings && pp > 1 && (first || last))  // keep the tied embedding and head equal
       e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, "tied_embedding.grads", m.vocab * m.width / c.t * 4.0);
+    // sequence shards saw different tokens of the same sequences: their gradients add up
+    e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes, p.overlap);
     if (zero == 0) {
       e.collective(Phase::forward, CommKind::all_reduce, Axis::fsdp, "grads", grad_bytes, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes, p.overlap);

@@ -21,6 +21,28 @@ std::int64_t Layout::off(const std::string& block, const std::string& name) cons
   return offset[it->second];
 }
 
+int tensor_split_dim(const ModelSpec& m, const ParamTensor& p, std::int64_t t) {
+  if (t <= 1) return -1;
+  const std::string& n = p.name;
+  const int last = static_cast<int>(p.shape.size()) - 1;
+  if (n == "embed.table") return 0;                      // vocab-parallel rows
+  if (n == "head.w") return 1;                           // untied head [D, V]: vocab columns
+  // replicated: norms, token-shift mixes, shared LoRA A, biases after a row-split all-reduce
+  if (n.find("norm") != std::string::npos || n.starts_with("tm.mu") || n.starts_with("cm.mu") || n == "tm.lora_a" ||
+      n == "tm.decay_a" || n == "tm.lora_b" || n == "rec.bo" || n == "attn.bo" || n == "mlp.b3")
+    return -1;
+  if ((n == "attn.wk" || n == "attn.wv") && m.kv_heads < t) return -1;  // one K/V head per rank
+  // row-split (input dim): the projections back to D
+  if (n == "rec.wo" || n == "attn.wo" || n == "mlp.w3" || n == "tm.wo" || n == "cm.wv") return 0;
+  if (n == "rec.gate_a_w" || n == "rec.gate_x_w" || n == "tm.bonus") return 0;  // blocks / heads
+  if (n == "tm.decay_b") return last;                                           // [rw, D] -> D/t columns
+  return last;  // column-split weights and per-channel vectors
+}
+
+Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i) {
+  return {n * i / parts, n * (i + 1) / parts};
+}
+
 std::vector<float> init_params(const Layout& lay, unsigned seed) {
   std::mt19937 g(seed);
   std::normal_distribution<double> nd(0, 1);

@@ -22,6 +22,18 @@ struct Layout {
   std::int64_t off(const std::string& block, const std::string& name) const;
 };
 
+// How a tensor-parallel group of size t splits a logical tensor (Megatron, DESIGN §4): -1 when
+// every rank holds it whole (norms, token-shift mixes, LoRA A, biases added after a row-split
+// all-reduce, a replicated MQA K/V head), else the dimension cut into t contiguous ranges:
+// column-split weights on their output dim, row-split weights on their input dim, the embedding
+// table on the vocab dim, per-channel vectors on their only dim.
+int tensor_split_dim(const ModelSpec& m, const ParamTensor& p, std::int64_t t);
+
+// The contiguous range [begin, end) that part `i` of `parts` gets of `n` items (sizes differ by
+// at most one).
+struct Range { std::int64_t begin = 0, end = 0; std::int64_t size() const { return end - begin; } };
+Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i);
+
 // Deterministic init from `seed`, in parameter_tensors() order: matrices N(0, 1/fan_in), vectors
 // N(0, 0.1²) (nonzero so every gradient path is exercised), Λ (rec.lambda) so that
 // a = σ(−Λ) ∈ [0.9, 0.999].

@@ -161,8 +161,9 @@ TEST_CASE("a one-device plan has no communication", "[lower]") {
 }
 
 TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", "[lower]") {
-  // Hawk on 4 sequence shards, ring carry: each scan sends P−1 = 3 sequential hops of the
-  // summary (Π a, h_last) = 2·B·R fp32 values; Conv1D needs K−1 = 3 tokens of R channels.
+  // Hawk on 4 sequence shards, ring carry: each scan passes the combined state h (B·R fp32
+  // values) P−1 = 3 sequential hops; the all-gather variant gathers every shard's summary
+  // (Π a, h_last) = 2·B·R values; Conv1D needs K−1 = 3 tokens of R channels.
   const auto m = load_model("hawk-tiny");
   Plan p = single_device(2, 64);
   p.mesh[Axis::sequence] = 4;
@@ -171,7 +172,7 @@ TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", 
   int carries = 0, halos = 0;
   for (const auto& s : prog.forward) {
     if (s.kind != StepKind::p2p) continue;
-    if (std::strcmp(s.name, "scan.carry") == 0) { ++carries; REQUIRE(s.hops == 3); REQUIRE(s.comm_bytes == 2 * B * R * 4); }
+    if (std::strcmp(s.name, "scan.carry") == 0) { ++carries; REQUIRE(s.hops == 3); REQUIRE(s.comm_bytes == B * R * 4); }
     if (std::strcmp(s.name, "rec.conv_halo") == 0) { ++halos; REQUIRE(s.comm_bytes == B * 3 * R * 2); }
   }
   REQUIRE(carries == m.depth);
