@@ -1,5 +1,5 @@
-// cli/train_command.cpp — `scanshard train`: run a plan for real on MPI ranks (issue 8, first slice:
-// data / fsdp parallelism for Griffin / Hawk / MQA, fp32). Run as
+// cli/train_command.cpp — `scanshard train`: run a plan for real on MPI ranks (issue 8: data, fsdp
+// with ZeRO 0–2, tensor and sequence parallelism for Griffin / Hawk / MQA, fp32). Run as
 //   mpirun -n N scanshard train --plan P [--model M] [--data FILE] [--steps S] [--seed N] [--trace FILE]
 // or plainly for one rank. N must equal the plan's mesh size. Input errors (bad plan, mesh ≠ ranks,
 // unsupported axis or family, missing data) are detected identically on every rank before any
@@ -92,8 +92,6 @@ void run_train(const TrainOptions& o) {
               << o.steps << " steps, seed " << o.seed << "\n";
     if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32)
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
-    if (p.mesh[Axis::fsdp] > 1)
-      std::cout << "note: fsdp runs as plain data parallelism (gradient all-reduce, no ZeRO sharding yet)\n";
     std::cout.flush();
   }
   train::Options opt;
@@ -122,8 +120,8 @@ void run_train(const TrainOptions& o) {
 
 void register_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
-  auto* cmd = app.add_subcommand("train", "run a plan for real on MPI ranks (mpirun -n <mesh size>); fp32, data/fsdp "
-                                          "meshes, Griffin/Hawk/MQA");
+  auto* cmd = app.add_subcommand("train", "run a plan for real on MPI ranks (mpirun -n <mesh size>); fp32, data / fsdp "
+                                          "(ZeRO 0-2) / tensor / sequence meshes, Griffin/Hawk/MQA");
   cmd->add_option("--plan", o->plan_file, "plan YAML file (mesh, batch, seq_len)")->required();
   cmd->add_option("--model", o->model, "model preset or YAML path (default: the plan's model)");
   cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");

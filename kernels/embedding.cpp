@@ -181,6 +181,86 @@ void softmax_ce_backward(float* dlogits, const float* dlosses, const float* prob
   }
 }
 
+void embedding_shard_forward(float* out, const std::int32_t* tokens, const float* table, i64 v0, i64 Vl, i64 M, i64 D,
+                             float scale) {
+  #pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; ++m) {
+    const i64 r = i64(tokens[m]) - v0;
+    float* dst = out + m * D;
+    if (r < 0 || r >= Vl) {
+      for (i64 d = 0; d < D; ++d) dst[d] = 0.0f;
+      continue;
+    }
+    const float* src = table + r * D;
+    #pragma omp simd
+    for (i64 d = 0; d < D; ++d) dst[d] = scale * src[d];
+  }
+}
+
+void embedding_shard_backward(float* dtable, const float* dout, const std::int32_t* tokens, i64 v0, i64 Vl, i64 M,
+                              i64 D, float scale) {
+  #pragma omp parallel for schedule(static)
+  for (i64 d0 = 0; d0 < D; d0 += 64) {  // columns per thread: repeated rows never collide
+    const i64 d1 = d0 + 64 < D ? d0 + 64 : D;
+    for (i64 m = 0; m < M; ++m) {
+      const i64 r = i64(tokens[m]) - v0;
+      if (r < 0 || r >= Vl) continue;
+      float* dst = dtable + r * D;
+      const float* src = dout + m * D;
+      for (i64 d = d0; d < d1; ++d) dst[d] += scale * src[d];
+    }
+  }
+}
+
+void softmax_stats(float* stats, const float* logits, i64 M, i64 Vl) {
+  #pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; ++m) {
+    const float* l = logits + m * Vl;
+    float mx = l[0];
+    for (i64 v = 1; v < Vl; ++v) mx = l[v] > mx ? l[v] : mx;
+    double sum = 0;
+    for (i64 v = 0; v < Vl; ++v) sum += std::exp(double(l[v]) - mx);
+    stats[2 * m] = mx;
+    stats[2 * m + 1] = float(sum);
+  }
+}
+
+void merge_softmax_stats(float* io, const float* in, i64 n) {
+  for (i64 m = 0; m < n; ++m) {
+    const double a = io[2 * m], b = in[2 * m], mx = a > b ? a : b;
+    io[2 * m + 1] = float(double(io[2 * m + 1]) * std::exp(a - mx) + double(in[2 * m + 1]) * std::exp(b - mx));
+    io[2 * m] = float(mx);
+  }
+}
+
+void softmax_ce_shard_finish(float* losses, float* probs, const float* logits, const float* stats,
+                             const std::int32_t* targets, i64 v0, i64 M, i64 Vl) {
+  #pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; ++m) {
+    const float* l = logits + m * Vl;
+    float* p = probs + m * Vl;
+    const double lse = double(stats[2 * m]) + std::log(double(stats[2 * m + 1]));
+    const i64 r = i64(targets[m]) - v0;
+    const bool local = targets[m] >= 0 && r >= 0 && r < Vl;
+    losses[m] = local ? float(lse - double(l[r])) : 0.0f;  // before p may overwrite l
+    for (i64 v = 0; v < Vl; ++v) p[v] = float(std::exp(double(l[v]) - lse));
+  }
+}
+
+void softmax_ce_shard_backward(float* dlogits, const float* dlosses, const float* probs, const std::int32_t* targets,
+                               i64 v0, i64 M, i64 Vl) {
+  #pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; ++m) {
+    float* g = dlogits + m * Vl;
+    const float* p = probs + m * Vl;
+    const float s = targets[m] >= 0 ? dlosses[m] : 0.0f;
+    #pragma omp simd
+    for (i64 v = 0; v < Vl; ++v) g[v] = s * p[v];
+    const i64 r = i64(targets[m]) - v0;
+    if (targets[m] >= 0 && r >= 0 && r < Vl) g[r] -= s;
+  }
+}
+
 }  // namespace fast
 
 }  // namespace scanshard::kernels

@@ -50,6 +50,26 @@ void softmax_ce_forward(float* losses, float* probs, const float* logits, const 
 // (then the += is relative to nothing: dlogits[m,v] = dlosses[m]·(probs − onehot)).
 void softmax_ce_backward(float* dlogits, const float* dlosses, const float* probs,
                          const std::int32_t* targets, i64 M, i64 V);
+
+// ---- vocab-parallel forms (Megatron): this rank holds table rows / logit columns [v0, v0+Vl) --
+// out[m,:] = scale · E[tokens[m] − v0, :] if v0 ≤ tokens[m] < v0+Vl, else 0 (partial sums over ranks)
+void embedding_shard_forward(float* out, const std::int32_t* tokens, const float* table, i64 v0, i64 Vl, i64 M, i64 D,
+                             float scale);
+// dE[tokens[m] − v0, :] += scale · dout[m, :] for the tokens in range
+void embedding_shard_backward(float* dtable, const float* dout, const std::int32_t* tokens, i64 v0, i64 Vl, i64 M,
+                              i64 D, float scale);
+// stats[m] = (max_v l[m,v], Σ_v exp(l[m,v] − max)) over the local columns
+void softmax_stats(float* stats, const float* logits, i64 M, i64 Vl);
+// Merges stats of two vocab shards in place: io ← merge(io, in), n rows (an MPI user reduction).
+void merge_softmax_stats(float* io, const float* in, i64 n);
+// With the merged stats: lse = max + log Σ; probs = exp(l − lse) (may alias logits);
+// losses[m] = lse − l[targets[m] − v0] when the target is a local column, else 0 (targets < 0: 0).
+void softmax_ce_shard_finish(float* losses, float* probs, const float* logits, const float* stats,
+                             const std::int32_t* targets, i64 v0, i64 M, i64 Vl);
+// dlogits[m,v] = dlosses[m] · (probs[m,v] − [v + v0 == targets[m]])   (overwrites; rows with a
+// negative target get zero)
+void softmax_ce_shard_backward(float* dlogits, const float* dlosses, const float* probs, const std::int32_t* targets,
+                               i64 v0, i64 M, i64 Vl);
 }  // namespace fast
 
 }  // namespace scanshard::kernels

@@ -292,6 +292,33 @@ void rglru_carry(float* y, float* h_out, const float* h_in, const float* decay, 
   }
 }
 
+void rglru_carry_backward(float* dh_in, const float* dy, const float* ga, const std::uint8_t* reset,
+                          const float* lambda, i64 B, i64 T, i64 R) {
+  const Split sp = split(B, R);
+  #pragma omp parallel for schedule(static)
+  for (i64 k = 0; k < B * sp.nblk; ++k) {
+    const auto [b, c0, c1] = task(k, sp, R);
+    const i64 n = c1 - c0;
+    std::vector<float> buf(2 * n);
+    float* __restrict carry = buf.data();  // ā_{t+1} g_{t+1}
+    float* __restrict nsp = carry + n;
+    for (i64 j = 0; j < n; ++j) {
+      carry[j] = 0.0f;
+      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
+    }
+    for (i64 t = T - 1; t >= 0; --t) {
+      const i64 o = (b * T + t) * R + c0;
+      const bool rs = reset && reset[b * T + t];
+      #pragma omp simd
+      for (i64 j = 0; j < n; ++j) {
+        const float g = dy[o + j] + carry[j];
+        carry[j] = rs ? 0.0f : g * exp_fast(nsp[j] * sigmoid_fast(ga[o + j]));
+      }
+    }
+    for (i64 j = 0; j < n; ++j) dh_in[b * R + c0 + j] = carry[j];
+  }
+}
+
 }  // namespace fast
 
 }  // namespace scanshard::kernels

@@ -65,6 +65,12 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
 //   y_t += (Π_{s≤t} ā_s) ⊙ h_in;   h_out += decay ⊙ h_in        (ā recomputed from ga)
 void rglru_carry(float* y, float* h_out, const float* h_in, const float* decay, const float* ga,
                  const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R);
+// The backward counterpart of the carry, for a chunk whose successor's gradient is not known yet:
+// dh_in = the gradient reaching h_in from this chunk's dy alone (dh_out = 0):
+//   g_{T−1} = dy_{T−1};  g_t = dy_t + ā_{t+1} g_{t+1};  dh_in = ā_0 g_0     (ā recomputed from ga)
+// The chunk's total is then dh_in + decay ⊙ dh_out once dh_out arrives (decay = Π ā, forward).
+void rglru_carry_backward(float* dh_in, const float* dy, const float* ga, const std::uint8_t* reset,
+                          const float* lambda, i64 B, i64 T, i64 R);
 }  // namespace fast
 
 }  // namespace scanshard::kernels

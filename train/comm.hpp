@@ -68,6 +68,23 @@ class Comm {
     require(in.size() == out.size() * static_cast<size_t>(size_), "reduce_scatter: in.size() must be size()*out.size()");
     SCANSHARD_MPI(MPI_Reduce_scatter_block(in.data(), out.data(), count(out.size()), datatype<T>(), MPI_SUM, comm_));
   }
+  // Sum over ranks of `in` (length Σ counts); rank r receives its contiguous part of counts[r]
+  // elements in `out` (ZeRO gradient sharding with uneven shards).
+  template <class T> void reduce_scatter_sum_v(std::span<const T> in, std::span<T> out, const std::vector<int>& counts) const {
+    require(counts.size() == static_cast<size_t>(size_) && out.size() == static_cast<size_t>(counts[static_cast<size_t>(rank_)]),
+            "reduce_scatter_v: one count per rank, out sized to this rank's count");
+    SCANSHARD_MPI(MPI_Reduce_scatter(in.data(), out.data(), counts.data(), datatype<T>(), MPI_SUM, comm_));
+  }
+  // In place: buf holds Σ counts elements, this rank's part (counts[rank] at its offset) is
+  // current; afterwards every part is (ZeRO parameter gather).
+  template <class T> void allgather_v_inplace(std::span<T> buf, const std::vector<int>& counts) const {
+    std::vector<int> displs(counts.size(), 0);
+    for (size_t i = 1; i < counts.size(); ++i) displs[i] = displs[i - 1] + counts[i - 1];
+    require(counts.size() == static_cast<size_t>(size_) && buf.size() == static_cast<size_t>(displs.back() + counts.back()),
+            "allgather_v: one count per rank summing to the buffer size");
+    SCANSHARD_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data(), counts.data(), displs.data(),
+                                 datatype<T>(), comm_));
+  }
   template <class T> void broadcast(std::span<T> data, int root) const {
     SCANSHARD_MPI(MPI_Bcast(data.data(), count(data.size()), datatype<T>(), root, comm_));
   }

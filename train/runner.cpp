@@ -1,4 +1,4 @@
-// train/runner.cpp — the data / fsdp training loop (see runner.hpp).
+// train/runner.cpp — the training loop around the Executor (see runner.hpp).
 #include "train/runner.hpp"
 
 #include <chrono>
@@ -6,11 +6,12 @@
 #include <fstream>
 #include <iterator>
 #include <span>
+#include <string_view>
 #include <stdexcept>
 
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
-#include "train/model.hpp"
+#include "train/executor.hpp"
 
 #ifndef SCANSHARD_DEFAULT_CORPUS
 #define SCANSHARD_DEFAULT_CORPUS "data/corpus.txt"
@@ -24,16 +25,25 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
                         " devices but the job has " + std::to_string(world_size) +
                         " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
-  if (m.is_rwkv())
-    throw PlanError("runner family", "model",
-                    std::string("model family ") + to_string(m.family) +
-                        " is not yet supported by the runner (this slice runs griffin, hawk and mqa)");
-  for (Axis a : {Axis::tensor, Axis::sequence, Axis::pipeline})
-    if (p.mesh[a] > 1)
-      throw PlanError("runner axes", std::string("mesh.") + to_string(a),
-                      std::string("mesh axis ") + to_string(a) + "=" + std::to_string(p.mesh[a]) +
-                          " is not yet supported by the runner (this slice runs data and fsdp only)");
+  auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
+    throw PlanError(rule, key, what + " is not yet supported by the runner");
+  };
+  if (m.is_rwkv()) not_yet("runner family", "model", std::string("model family ") + to_string(m.family));
+  if (p.mesh[Axis::pipeline] > 1) not_yet("runner axes", "mesh.pipeline", "pipeline parallelism (mesh.pipeline > 1)");
+  if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) not_yet("runner zero", "zero_stage", "ZeRO stage 3");
+  if (!m.tied_embeddings) not_yet("runner head", "model", "an untied output head");
   check_plan(m, p, world_size);
+  const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
+  if (sp > 1) {
+    for (std::int64_t l = 0; l < m.depth; ++l) {
+      const Temporal k = temporal_kind(m, l);
+      if (k == Temporal::global_attention) not_yet("runner ring attention", "mesh.sequence", "ring attention (global attention with mesh.sequence > 1)");
+      if (k == Temporal::local_attention && Tl < m.window)
+        not_yet("runner attention halo", "mesh.sequence",
+                "a local-attention window (" + std::to_string(m.window) + ") longer than the " + std::to_string(Tl) +
+                    " tokens of a sequence shard");
+    }
+  }
   if (m.vocab < 256)
     throw PlanError("byte vocabulary", "model", "the runner feeds byte tokens 0..255 but the model's vocab is " +
                                                     std::to_string(m.vocab));
@@ -53,82 +63,148 @@ std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_b
 
 std::string default_corpus_path() { return SCANSHARD_DEFAULT_CORPUS; }
 
+namespace {
+
+// One communicator per mesh axis of size > 1: the ranks that differ only in that coordinate.
+struct AxisComms {
+  std::vector<mpi::Comm> owned;
+  MeshComms view;
+  AxisComms(const mpi::Comm* world, const Mesh& mesh, std::int64_t rank) {
+    if (!world) return;
+    const auto coord = rank_coords(mesh, rank);
+    owned.reserve(kAxisCount);
+    for (int a = 0; a < kAxisCount; ++a) {
+      if (mesh[static_cast<Axis>(a)] <= 1) continue;
+      auto c = coord;
+      c[a] = 0;
+      owned.push_back(world->split(static_cast<int>(rank_of(mesh, c)), static_cast<int>(coord[a])));
+      view.axis[a] = &owned.back();
+    }
+  }
+};
+
+// ZeRO: this rank's part of the local flat parameter buffer (the whole buffer without sharding).
+struct Owned {
+  std::vector<int> counts;  // per fsdp rank
+  std::int64_t begin = 0, end = 0;
+};
+Owned owned_range(std::int64_t total, std::int64_t parts, std::int64_t me) {
+  Owned o;
+  for (std::int64_t i = 0; i < parts; ++i) o.counts.push_back(static_cast<int>(split_range(total, parts, i).size()));
+  const Range r = split_range(total, parts, me);
+  o.begin = r.begin;
+  o.end = r.end;
+  return o;
+}
+
+}  // namespace
+
 Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& data, const Options& o,
            const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress) {
   const std::int64_t world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   check_supported(m, p, world);
-  const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch;
+  const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch, Tl = p.local_tokens();
   if (std::int64_t(data.size()) < T + 2) throw ConfigError("data: shorter than one sequence of seq_len+1 bytes");
   const auto coord = rank_coords(p.mesh, rank);
-  // Replica index over data × fsdp (fsdp is handled like data in this slice).
-  const std::int64_t replica = coord[int(Axis::data)] * p.mesh[Axis::fsdp] + coord[int(Axis::fsdp)];
-  const std::int64_t local = p.local_batch(), first_seq = replica * local;
+  auto at = [&](Axis a) { return coord[static_cast<int>(a)]; };
+  const std::int64_t replica = at(Axis::data) * p.mesh[Axis::fsdp] + at(Axis::fsdp);
+  const std::int64_t local = p.local_batch(), first_seq = replica * local, s0 = at(Axis::sequence) * Tl;
+  const AxisComms comms(comm, p.mesh, rank);
+  const StepProgram prog = lower(m, p, rank);
 
   const Layout lay(m);
+  const ShardLayout sl(m, lay, p.mesh[Axis::tensor], at(Axis::tensor));
   Result res;
-  res.params = init_params(lay, o.seed);
-  std::vector<float> grad(lay.total), m1(lay.total, 0.0f), m2(lay.total, 0.0f);
+  std::vector<float> params(static_cast<std::size_t>(sl.total));
+  sl.extract(init_params(lay, o.seed).data(), params.data());  // every plan starts from the same full tensors
+  std::vector<float> grad(params.size()), m1(params.size(), 0.0f), m2(params.size(), 0.0f);
   // Gradients are summed over micro-batches and replicas in double: a sum of a few fp32 terms is
-  // then (nearly always) exact, so the result does not depend on how the batch was split or in
-  // which order MPI adds — any plan gives the 1-rank gradient bit for bit after rounding to fp32.
-  std::vector<double> gacc(lay.total);
-  Model model(m, lay, mb, T);
-  std::vector<std::int32_t> tokens(mb * T), targets(mb * T);
+  // then (nearly always) exact, so the result barely depends on how the batch was split.
+  std::vector<double> gacc(params.size());
+  const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
+  const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
+  Executor ex(m, p, prog, sl, comms.view);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
   const std::int64_t span = std::int64_t(data.size()) - T;  // start offsets 0 .. size-T-1
   Trace& tr = res.trace;
 
   for (std::int64_t step = 0; step < o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(gacc.begin(), gacc.end(), 0.0);
-    double loss_sum = 0;  // Σ over this replica's micro-batches of the micro-batch mean loss
+    double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
     for (std::int64_t j = 0; j < local / mb; ++j) {
       for (std::int64_t b = 0; b < mb; ++b) {
         // Sequence i of step k starts at byte ((k·G + i)·(T+1)) mod span: a deterministic cursor.
         const std::int64_t i = first_seq + j * mb + b;
-        const std::int64_t start = ((step * G + i) * (T + 1)) % span;
-        for (std::int64_t t = 0; t < T; ++t) {
-          tokens[b * T + t] = data[start + t];
-          targets[b * T + t] = data[start + t + 1];
+        const std::int64_t start = ((step * G + i) * (T + 1)) % span + s0;
+        for (std::int64_t t = 0; t < Tl; ++t) {
+          tokens[static_cast<std::size_t>(b * Tl + t)] = data[static_cast<std::size_t>(start + t)];
+          targets[static_cast<std::size_t>(b * Tl + t)] = data[static_cast<std::size_t>(start + t + 1)];
         }
       }
-      loss_sum += model.forward(res.params.data(), tokens, targets, &tr);
+      loss_sum += ex.forward(params.data(), tokens.data(), targets.data(), &tr);
       std::fill(grad.begin(), grad.end(), 0.0f);
-      model.backward(res.params.data(), grad.data(), &tr);
-      for (std::int64_t i = 0; i < lay.total; ++i) gacc[i] += double(grad[i]);
+      ex.backward(params.data(), grad.data(), &tr);
+      for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += double(grad[i]);
     }
-    // Sum over replicas (ZeRO stage is ignored in this slice: fsdp = plain all-reduce), then scale
-    // the sum of micro-batch mean gradients to the mean over the global batch.
+    // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
+    for (const Step& st : prog.step_end) {
+      Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
+      const mpi::Comm* c = comms.view[st.axis];
+      const std::string_view op = st.op;
+      if (op == "all_reduce" && std::string_view(st.name) == "grads") {
+        c->allreduce_sum(std::span<double>(gacc.data() + own.begin, static_cast<std::size_t>(own.end - own.begin)));
+      } else if (op == "reduce_scatter") {
+        std::vector<double> part(static_cast<std::size_t>(own.end - own.begin));
+        c->reduce_scatter_sum_v(std::span<const double>(gacc), std::span<double>(part), own.counts);
+        std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
+      } else if (op == "adamw") {
+        // the mean gradient over the global batch, its global norm, and AdamW on the owned part
+        const double gscale = double(mb) / double(G);
+        for (std::int64_t i = own.begin; i < own.end; ++i) grad[i] = float(gacc[i] * gscale);
+        double sq[2] = {0, 0};  // [0] tensor-split parts, [1] tensors every tensor rank holds
+        for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
+          const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
+          if (b < e) sq[sl.dim[ti] < 0 ? 1 : 0] += kernels::sum_squares(grad.data() + b, e - b);
+        }
+        if (const mpi::Comm* z = zero ? comms.view[Axis::fsdp] : nullptr) z->allreduce_sum(std::span<double>(sq, 2));
+        if (const mpi::Comm* tc = comms.view[Axis::tensor]) {
+          double split = sq[0];
+          tc->allreduce_sum(std::span<double>(&split, 1));
+          sq[0] = split;
+        }
+        const float clip = kernels::clip_scale(sq[0] + sq[1], o.adamw.max_grad_norm);
+        for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
+          const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
+          if (b >= e) continue;
+          const float wd = lay.tensors[ti].shape.size() >= 2 ? o.adamw.weight_decay : 0.0f;
+          kernels::fast::adamw_update(params.data() + b, m1.data() + b, m2.data() + b, grad.data() + b, e - b, step + 1,
+                                      o.adamw, wd, clip);
+        }
+      } else if (op == "all_gather" && std::string_view(st.name) == "params") {
+        c->allgather_v_inplace(std::span<float>(params), own.counts);
+      } else {
+        throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");
+      }
+    }
     double loss_buf[1] = {loss_sum};
-    if (comm && world > 1) {
-      Trace::Scope s(&tr, "forward", "all_reduce", "grads");
-      comm->allreduce_sum(std::span<double>(gacc));
-      comm->allreduce_sum(std::span<double>(loss_buf, 1));
-    }
-    const double gscale = double(mb) / double(G);
-    for (std::int64_t i = 0; i < lay.total; ++i) grad[i] = float(gacc[i] * gscale);
-    const double loss = loss_buf[0] * double(mb) / double(G);
-    {
-      Trace::Scope s(&tr, "optimizer", "optimizer", "params");
-      double sq = 0;
-      for (size_t ti = 0; ti < lay.tensors.size(); ++ti) {
-        // Σ g² of the mean gradient, tensor by tensor (the same order on every plan)
-        sq += kernels::sum_squares(grad.data() + lay.offset[ti], lay.tensors[ti].count());
-      }
-      const float clip = kernels::clip_scale(sq, o.adamw.max_grad_norm);
-      for (size_t ti = 0; ti < lay.tensors.size(); ++ti) {
-        const auto& t = lay.tensors[ti];
-        const std::int64_t off = lay.offset[ti];
-        const float wd = t.shape.size() >= 2 ? o.adamw.weight_decay : 0.0f;
-        kernels::fast::adamw_update(res.params.data() + off, m1.data() + off, m2.data() + off, grad.data() + off,
-                                    t.count(), step + 1, o.adamw, wd, clip);
-      }
-    }
+    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
+    const double loss = loss_buf[0] / double(G * T);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(G * T) / wall;
     res.losses.push_back(loss);
     res.tokens_per_s.push_back(tps);
     tr.end_step(long(step), wall, loss);
     if (progress) progress(step, loss, tps);
+  }
+  // Full logical parameters on every rank: shards into place, tensor-replicated ones counted once.
+  res.params.assign(static_cast<std::size_t>(lay.total), 0.0f);
+  sl.insert(params.data(), res.params.data());
+  if (const mpi::Comm* tc = comms.view[Axis::tensor]) {
+    if (at(Axis::tensor) != 0)
+      for (std::size_t ti = 0; ti < sl.dim.size(); ++ti)
+        if (sl.dim[ti] < 0) std::fill_n(res.params.data() + lay.offset[ti], lay.tensors[ti].count(), 0.0f);
+    tc->allreduce_sum(std::span<float>(res.params));
   }
   return res;
 }

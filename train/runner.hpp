@@ -1,11 +1,12 @@
-// train/runner.hpp — the training loop of the runner's first slice: data / fsdp parallelism for
-// Griffin, Hawk and MQA models in fp32 (issue 8, first slice).
+// train/runner.hpp — the training loop: one rank's StepProgram (program/lower.hpp) executed by
+// the Executor (executor.hpp) in fp32 for Griffin, Hawk and MQA models.
 //
-// For: `scanshard train` and the MPI tests. Every rank holds the full model (fsdp is treated like
-// data in this slice: the gradient is all-reduced over all replicas, no ZeRO sharding yet), runs
-// its contiguous slice of the global batch in micro-batches, all-reduces the summed gradient
-// once per step and applies the same AdamW update as every other rank.
-// Not for: tensor / sequence / pipeline parallelism, RWKV, checkpoints (later slices).
+// For: `scanshard train` and the MPI tests. Each rank lowers the plan for itself, keeps its
+// tensor-parallel shard of every parameter (cut from the same full tensors for every plan), feeds
+// its replica's sequences (data × fsdp) and its sequence shard's tokens in micro-batches, sums the
+// micro-batch gradients in double, then walks the program's step end: gradient all-reduce /
+// reduce-scatter (ZeRO 1–2: AdamW on this rank's part, then the parameter all-gather).
+// Not for: pipeline stages, ZeRO-3, RWKV, ring attention (check_supported refuses them), checkpoints.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -34,7 +35,8 @@ struct Result {
 };
 
 // Throws PlanError when the runner cannot execute (model, plan) on `world_size` ranks: mesh size
-// ≠ world size, an illegal plan, RWKV, or tensor / sequence / pipeline > 1 (not yet supported).
+// ≠ world size, an illegal plan, or what is not yet supported (RWKV, pipeline, ZeRO-3, an untied
+// head, global attention or a window longer than a shard under sequence sharding).
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size);
 
 // The bytes of a text or binary file as byte-level tokens (vocab 256). ConfigError when missing

@@ -1,0 +1,866 @@
+// train/executor.cpp — see executor.hpp. Layout of this file: the shard layout; the State (all
+// buffers of one micro-batch); communication helpers; one handler per (op, name), forward then
+// backward, block by block in the order lower.cpp emits them; the dispatch table.
+#include "train/executor.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <string_view>
+
+#include "kernels/attention.hpp"
+#include "kernels/conv1d.hpp"
+#include "kernels/embedding.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/mlp.hpp"
+#include "kernels/rglru.hpp"
+#include "kernels/rmsnorm.hpp"
+
+namespace scanshard::train {
+
+namespace K = scanshard::kernels::fast;
+using Vec = std::vector<float>;
+
+// ---- shard layout ------------------------------------------------------------------------------
+
+ShardLayout::ShardLayout(const ModelSpec& m, const Layout& f, i64 t, i64 tcoord) : full(f) {
+  for (const auto& p : full.tensors) {
+    const int d = tensor_split_dim(m, p, t);
+    dim.push_back(d);
+    std::vector<i64> sh = p.shape;
+    Range r{0, d < 0 ? 0 : sh[static_cast<std::size_t>(d)]};
+    if (d >= 0) {
+      r = split_range(sh[static_cast<std::size_t>(d)], t, tcoord);
+      sh[static_cast<std::size_t>(d)] = r.size();
+    }
+    range.push_back(r);
+    shape.push_back(sh);
+    offset.push_back(total);
+    total += count(shape.size() - 1);
+  }
+}
+
+i64 ShardLayout::count(std::size_t i) const {
+  i64 n = 1;
+  for (auto s : shape[i]) n *= s;
+  return n;
+}
+
+i64 ShardLayout::off(const std::string& block, const std::string& name) const {
+  auto it = full.index.find(block + "/" + name);
+  if (it == full.index.end()) throw std::logic_error("no parameter " + block + "/" + name);
+  return offset[it->second];
+}
+
+namespace {
+// outer × mid × inner view of tensor i around its split dimension
+struct Slab3 { i64 outer = 1, mid = 1, inner = 1, begin = 0, len = 0; };
+Slab3 slab3(const ShardLayout& s, std::size_t i) {
+  Slab3 v;
+  const auto& full = s.full.tensors[i].shape;
+  const int d = s.dim[i];
+  if (d < 0) { v.mid = s.full.tensors[i].count(); v.len = v.mid; return v; }
+  for (int k = 0; k < d; ++k) v.outer *= full[static_cast<std::size_t>(k)];
+  for (std::size_t k = static_cast<std::size_t>(d) + 1; k < full.size(); ++k) v.inner *= full[k];
+  v.mid = full[static_cast<std::size_t>(d)];
+  v.begin = s.range[i].begin;
+  v.len = s.range[i].size();
+  return v;
+}
+}  // namespace
+
+void ShardLayout::extract(const float* full_buf, float* local) const {
+  for (std::size_t i = 0; i < dim.size(); ++i) {
+    const Slab3 v = slab3(*this, i);
+    const float* src = full_buf + full.offset[i];
+    float* dst = local + offset[i];
+    for (i64 o = 0; o < v.outer; ++o)
+      std::copy_n(src + (o * v.mid + v.begin) * v.inner, v.len * v.inner, dst + o * v.len * v.inner);
+  }
+}
+
+void ShardLayout::insert(const float* local, float* full_buf) const {
+  for (std::size_t i = 0; i < dim.size(); ++i) {
+    const Slab3 v = slab3(*this, i);
+    const float* src = local + offset[i];
+    float* dst = full_buf + full.offset[i];
+    for (i64 o = 0; o < v.outer; ++o)
+      std::copy_n(src + o * v.len * v.inner, v.len * v.inner, dst + (o * v.mid + v.begin) * v.inner);
+  }
+}
+
+// ---- state --------------------------------------------------------------------------------------
+
+// Buffers of one layer. Forward values are kept for backward (the runner's models are small);
+// names follow DESIGN §3.1.
+struct LayerBufs {
+  Temporal kind = Temporal::recurrent;
+  // forward
+  Vec n1, rstd1, tpart, tout_s, x_mid, n2, rstd2, h1, h2, gm, ypart, y_s;
+  float* tout = nullptr;  // all-reduced temporal output (aliases tpart when tensor = 1)
+  float* y = nullptr;     // all-reduced MLP output
+  // recurrent
+  Vec gy, u, conv_state, cu, ga, gx, hs0, hs_s, h_out, decay, h_in, pr;
+  float* hs = nullptr;    // scan output after the carry fix (aliases hs0 when sequence = 1)
+  // attention (ext: `halo` rows from the left neighbour, then the local T rows)
+  Vec qr, kr, v, q_ext, k_ext, v_ext, a_ext, lse_ext, a;
+  std::vector<std::uint8_t> reset_ext;
+  // backward
+  Vec dy, dgm, dh1, dh2, dn2, dx_mid, dtout, dpr, dgy, dhs, dcu, dga, dgx, du, dconv_state, dh_out, dh_loc, dn1;
+  Vec da_ext, dq_ext, dk_ext, dv_ext, dqr, dkr, dv;
+};
+
+struct Executor::State {
+  const ModelSpec& m;
+  const Plan& p;
+  const ShardLayout& lay;
+  MeshComms comms;
+  i64 B, T, M, D, V, v0, Vl, R, F, H, KV, N, rot, Kc, W, Hb;
+  i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;  // halo: K/V rows received (local attention)
+  float escale = 1;
+  const float* P = nullptr;  // parameters of this rank (ShardLayout order)
+  float* G = nullptr;        // gradients
+  std::vector<std::int32_t> tokens, targets, pos;
+  std::vector<std::uint8_t> reset;
+  std::vector<Vec> xs;  // residual stream: xs[l] enters layer l, xs[L] leaves the last
+  std::vector<Vec> dxs;
+  Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf;
+  std::vector<LayerBufs> L;
+
+  State(const ModelSpec& m_, const Plan& p_, const ShardLayout& l_, MeshComms c) : m(m_), p(p_), lay(l_), comms(c) {}
+  const float* par(i64 layer, const char* name) const { return P + lay.off(block(layer), name); }
+  float* grad(i64 layer, const char* name) const { return G + lay.off(block(layer), name); }
+  static std::string block(i64 layer) {
+    return layer == -1 ? "embed" : layer == -2 ? "final" : "layer." + std::to_string(layer);
+  }
+  const float* bias_after_reduce(i64 layer, const char* name) const { return tcoord == 0 ? par(layer, name) : nullptr; }
+};
+
+Executor::~Executor() = default;
+
+namespace {
+
+using State = Executor::State;
+float* nul() { return nullptr; }
+void zero(Vec& v) { std::fill(v.begin(), v.end(), 0.0f); }
+void add(float* out, const float* a, const float* b, i64 n) { for (i64 i = 0; i < n; ++i) out[i] = a[i] + b[i]; }
+
+// ---- communication ------------------------------------------------------------------------------
+
+const mpi::Comm& need(const State& s, Axis a, const Step& st) {
+  const mpi::Comm* c = s.comms[a];
+  if (!c) throw std::logic_error(std::string("executor: step ") + st.op + " " + st.name + " needs a communicator on axis " +
+                                 to_string(a));
+  return *c;
+}
+
+// out = Σ over the step's axis of in (out-of-place, so forward handlers stay idempotent).
+void allreduce_into(const State& s, const Step& st, const float* in, float* out, i64 n) {
+  std::copy_n(in, n, out);
+  need(s, st.axis, st).allreduce_sum(std::span<float>(out, static_cast<std::size_t>(n)));
+}
+void allreduce_inplace(const State& s, const Step& st, float* buf, i64 n) {
+  need(s, st.axis, st).allreduce_sum(std::span<float>(buf, static_cast<std::size_t>(n)));
+}
+int left(const State& s) { return s.s > 0 ? static_cast<int>(s.s - 1) : MPI_PROC_NULL; }
+int right(const State& s) { return s.s + 1 < s.sp ? static_cast<int>(s.s + 1) : MPI_PROC_NULL; }
+
+// Sends `send` to the right neighbour and receives `recv` from the left one (zeros on shard 0).
+void shift_right(const State& s, const Step& st, const Vec& send, Vec& recv) {
+  if (s.s == 0) zero(recv);
+  need(s, Axis::sequence, st).sendrecv(std::span<const float>(send), right(s), std::span<float>(recv), left(s));
+}
+// The gradient of a halo goes back: send `send` left, receive `recv` from the right (zeros on the last shard).
+void shift_left(const State& s, const Step& st, const Vec& send, Vec& recv) {
+  if (s.s + 1 == s.sp) zero(recv);
+  need(s, Axis::sequence, st).sendrecv(std::span<const float>(send), left(s), std::span<float>(recv), right(s));
+}
+
+// Rows [T−n, T) of x [B, T, C] → out [B, n, C]; with `reset`, entries followed by a document
+// start inside the chunk are zeroed (they are invisible to any later token, conv1d.hpp).
+Vec last_rows(const State& s, const float* x, i64 n, i64 C, bool masked) {
+  Vec out(static_cast<std::size_t>(s.B * n * C), 0.0f);
+  for (i64 b = 0; b < s.B; ++b) {
+    bool later_reset = false;
+    for (i64 k = n - 1; k >= 0; --k) {
+      const i64 t = s.T - n + k;
+      if (!later_reset || !masked) std::copy_n(x + (b * s.T + t) * C, C, out.data() + (b * n + k) * C);
+      if (masked && s.reset[static_cast<std::size_t>(b * s.T + t)]) later_reset = true;
+    }
+  }
+  return out;
+}
+void add_last_rows(const State& s, float* x, const Vec& in, i64 n, i64 C) {
+  for (i64 b = 0; b < s.B; ++b)
+    for (i64 k = 0; k < n; ++k) {
+      float* dst = x + (b * s.T + s.T - n + k) * C;
+      const float* src = in.data() + (b * n + k) * C;
+      for (i64 c = 0; c < C; ++c) dst[c] += src[c];
+    }
+}
+
+// ---- embedding and head -------------------------------------------------------------------------
+
+void embed_fwd(State& s, const Step&) {  // a partial sum over vocab shards when tensor > 1
+  K::embedding_shard_forward(s.t > 1 ? s.epart.data() : s.xs[0].data(), s.tokens.data(), s.par(-1, "embed.table"), s.v0, s.Vl, s.M, s.D, s.escale);
+}
+void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.epart.data(), s.xs[0].data(), s.M * s.D); }
+void embed_bwd(State& s, const Step&) {
+  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
+                              s.escale);
+}
+void final_norm_fwd(State& s, const Step&) {
+  K::rmsnorm_forward(s.nf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"), s.M, s.D, 1e-6f);
+}
+void final_norm_bwd(State& s, const Step&) {
+  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.dnf.data(), s.xs.back().data(),
+                      s.rstdf.data(), s.par(-2, "final_norm.scale"), s.M, s.D);
+}
+void logits_fwd(State& s, const Step&) {  // local vocab columns, and their (max, Σ exp) per token
+  K::logits_tied_forward(s.logits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M, s.D, s.Vl);
+  K::softmax_stats(s.stats.data(), s.logits.data(), s.M, s.Vl);
+}
+void merge_stats_op(void* in, void* io, int* len, MPI_Datatype*) {
+  K::merge_softmax_stats(static_cast<float*>(io), static_cast<const float*>(in), *len / 2);
+}
+void loss_stats_fwd(State& s, const Step& st) {
+  MPI_Op op;
+  SCANSHARD_MPI(MPI_Op_create(&merge_stats_op, 1, &op));
+  const int rc = MPI_Allreduce(MPI_IN_PLACE, s.stats.data(), static_cast<int>(s.stats.size()), MPI_FLOAT, op,
+                               need(s, st.axis, st).raw());
+  MPI_Op_free(&op);
+  SCANSHARD_MPI(rc);
+}
+void softmax_xent_fwd(State& s, const Step&) {
+  K::softmax_ce_shard_finish(s.losses.data(), s.logits.data(), s.logits.data(), s.stats.data(), s.targets.data(), s.v0,
+                             s.M, s.Vl);
+}
+void softmax_xent_bwd(State& s, const Step&) {
+  K::softmax_ce_shard_backward(s.dlogits.data(), s.dlosses.data(), s.logits.data(), s.targets.data(), s.v0, s.M, s.Vl);
+}
+void head_dx_bwd(State& s, const Step&) {
+  zero(s.dnf);
+  K::logits_tied_backward(s.dnf.data(), nul(), s.dlogits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M, s.D, s.Vl);
+}
+void head_dw_bwd(State& s, const Step&) {
+  K::logits_tied_backward(nul(), s.grad(-1, "embed.table"), s.dlogits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M,
+                          s.D, s.Vl);
+}
+void head_in_grad_bwd(State& s, const Step& st) { allreduce_inplace(s, st, s.dnf.data(), s.M * s.D); }
+
+// ---- shared block pieces ------------------------------------------------------------------------
+
+LayerBufs& lb(State& s, const Step& st) { return s.L[static_cast<std::size_t>(st.layer)]; }
+const float* x_in(const State& s, const Step& st) { return s.xs[static_cast<std::size_t>(st.layer)].data(); }
+
+void norm1_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::rmsnorm_forward(b.n1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.M, s.D, 1e-6f);
+}
+void norm1_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::rmsnorm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"), b.dn1.data(),
+                      x_in(s, st), b.rstd1.data(), s.par(st.layer, "norm1.scale"), s.M, s.D);
+}
+void norm2_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::rmsnorm_forward(b.n2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.M, s.D, 1e-6f);
+}
+void norm2_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::rmsnorm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), b.dn2.data(), b.x_mid.data(), b.rstd2.data(),
+                      s.par(st.layer, "norm2.scale"), s.M, s.D);
+}
+void in_grad1_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn1.data(), s.M * s.D); }
+void in_grad2_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn2.data(), s.M * s.D); }
+void temporal_out_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  allreduce_into(s, st, b.tpart.data(), b.tout, s.M * s.D);
+}
+void temporal_residual_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  add(b.x_mid.data(), x_in(s, st), b.tout, s.M * s.D);
+}
+void temporal_residual_bwd(State& s, const Step& st) {  // d tout = d x_in (so far) = d x_mid
+  auto& b = lb(s, st);
+  b.dtout = b.dx_mid;
+  s.dxs[static_cast<std::size_t>(st.layer)] = b.dx_mid;
+}
+
+// Gated MLP, Megatron split: W1, W2 by columns (F/t), W3 by rows, all-reduce after W3.
+void mlp_w1_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.par(st.layer, "mlp.b1"), s.M, s.D, s.F);
+}
+void mlp_w2_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.par(st.layer, "mlp.b2"), s.M, s.D, s.F);
+}
+void mlp_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_forward(b.gm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+}
+void mlp_w3_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.ypart.data(), b.gm.data(), s.par(st.layer, "mlp.w3"), s.bias_after_reduce(st.layer, "mlp.b3"), s.M,
+                    s.F, s.D);
+}
+void mlp_out_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  allreduce_into(s, st, b.ypart.data(), b.y, s.M * s.D);
+}
+void mlp_residual_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.y, s.M * s.D);
+}
+void mlp_residual_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  b.dy = s.dxs[static_cast<std::size_t>(st.layer) + 1];
+  b.dx_mid = b.dy;
+}
+void mlp_w3_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dgm.data(), nul(), nul(), b.dy.data(), b.gm.data(), s.par(st.layer, "mlp.w3"), s.M, s.F, s.D);
+}
+void mlp_w3_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w3"), s.grad(st.layer, "mlp.b3"), b.dy.data(), b.gm.data(),
+                     s.par(st.layer, "mlp.w3"), s.M, s.F, s.D);
+}
+void mlp_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_backward(b.dh1.data(), b.dh2.data(), b.dgm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+}
+void mlp_w2_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.M, s.D, s.F);
+}
+void mlp_w2_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w2"), s.grad(st.layer, "mlp.b2"), b.dh2.data(), b.n2.data(),
+                     s.par(st.layer, "mlp.w2"), s.M, s.D, s.F);
+}
+void mlp_w1_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.M, s.D, s.F);
+}
+void mlp_w1_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w1"), s.grad(st.layer, "mlp.b1"), b.dh1.data(), b.n2.data(),
+                     s.par(st.layer, "mlp.w1"), s.M, s.D, s.F);
+}
+
+// ---- recurrent block (R/t channels per tensor rank; channel-local conv, gates, scan) -----------
+
+void rec_wy_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.gy.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.par(st.layer, "rec.by"), s.M, s.D, s.R);
+}
+void rec_wx_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.u.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.par(st.layer, "rec.bx"), s.M, s.D, s.R);
+}
+void conv_halo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  shift_right(s, st, last_rows(s, b.u.data(), s.Kc - 1, s.R, true), b.conv_state);
+}
+void conv_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::conv1d_forward(b.cu.data(), nul(), b.u.data(), s.sp > 1 ? b.conv_state.data() : nullptr, s.reset.data(),
+                    s.par(st.layer, "rec.conv_w"), s.par(st.layer, "rec.conv_b"), s.B, s.T, s.R, s.Kc);
+}
+void gate_a_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_forward(b.ga.data(), b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.par(st.layer, "rec.gate_a_b"), s.M,
+                       s.R, s.Hb);
+}
+void gate_x_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_forward(b.gx.data(), b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.par(st.layer, "rec.gate_x_b"), s.M,
+                       s.R, s.Hb);
+}
+void scan_fwd(State& s, const Step& st) {  // chunk-local: from h = 0 when the sequence is sharded
+  auto& b = lb(s, st);
+  K::rglru_scan_forward(b.hs0.data(), s.sp > 1 ? b.h_out.data() : nullptr, s.sp > 1 ? b.decay.data() : nullptr,
+                        b.cu.data(), b.ga.data(), b.gx.data(), nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"),
+                        s.B, s.T, s.R);
+}
+// Ring: shard s waits for h_in from s−1, passes h_out + decay ⊙ h_in to s+1 (P−1 sequential hops).
+void carry_ring_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  const i64 n = s.B * s.R;
+  zero(b.h_in);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.h_in), left(s));
+  Vec h_fin(static_cast<std::size_t>(n));
+  for (i64 i = 0; i < n; ++i) h_fin[i] = b.h_out[i] + b.decay[i] * b.h_in[i];
+  c.sendrecv(std::span<const float>(h_fin), right(s), std::span<float>(), MPI_PROC_NULL);
+}
+// All-gather: every shard's (h_out, decay); shard s folds shards 0..s−1 into its h_in.
+void carry_gather_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 n = s.B * s.R;
+  Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
+  std::copy(b.h_out.begin(), b.h_out.end(), mine.begin());
+  std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  zero(b.h_in);
+  for (i64 r = 0; r < s.s; ++r)
+    for (i64 i = 0; i < n; ++i) b.h_in[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.h_in[i];
+}
+void carry_fix_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  b.hs_s = b.hs0;
+  K::rglru_carry(b.hs_s.data(), nullptr, b.h_in.data(), b.decay.data(), b.ga.data(), s.reset.data(),
+                 s.par(st.layer, "rec.lambda"), s.B, s.T, s.R);
+}
+void rec_gated_fwd(State& s, const Step& st) {  // gelu(gy) ⊙ h (the "gelu rec.gate" step is fused here)
+  auto& b = lb(s, st);
+  K::gelu_mul_forward(b.pr.data(), b.gy.data(), b.hs, s.M * s.R);
+}
+void rec_wo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.tpart.data(), b.pr.data(), s.par(st.layer, "rec.wo"), s.bias_after_reduce(st.layer, "rec.bo"), s.M,
+                    s.R, s.D);
+}
+
+void rec_wo_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dpr.data(), nul(), nul(), b.dtout.data(), b.pr.data(), s.par(st.layer, "rec.wo"), s.M, s.R, s.D);
+}
+void rec_wo_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wo"), s.grad(st.layer, "rec.bo"), b.dtout.data(), b.pr.data(),
+                     s.par(st.layer, "rec.wo"), s.M, s.R, s.D);
+}
+void rec_gated_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_backward(b.dgy.data(), b.dhs.data(), b.dpr.data(), b.gy.data(), b.hs, s.M * s.R);
+}
+void carry_fix_bwd(State& s, const Step& st) {  // this chunk's own contribution to dh_in
+  auto& b = lb(s, st);
+  K::rglru_carry_backward(b.dh_loc.data(), b.dhs.data(), b.ga.data(), s.reset.data(), s.par(st.layer, "rec.lambda"), s.B,
+                          s.T, s.R);
+}
+// Mirrored ring: shard s waits for dh_out from s+1, passes dh_loc + decay ⊙ dh_out to s−1.
+void carry_ring_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  const i64 n = s.B * s.R;
+  zero(b.dh_out);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dh_out), right(s));
+  Vec d_fin(static_cast<std::size_t>(n));
+  for (i64 i = 0; i < n; ++i) d_fin[i] = b.dh_loc[i] + b.decay[i] * b.dh_out[i];
+  c.sendrecv(std::span<const float>(d_fin), left(s), std::span<float>(), MPI_PROC_NULL);
+}
+void carry_gather_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 n = s.B * s.R;
+  Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
+  std::copy(b.dh_loc.begin(), b.dh_loc.end(), mine.begin());
+  std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  zero(b.dh_out);
+  for (i64 r = s.sp - 1; r > s.s; --r)
+    for (i64 i = 0; i < n; ++i) b.dh_out[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.dh_out[i];
+}
+void scan_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const bool sh = s.sp > 1;
+  K::rglru_scan_backward(b.dcu.data(), b.dga.data(), b.dgx.data(), nullptr, s.grad(st.layer, "rec.lambda"), b.dhs.data(),
+                         sh ? b.dh_out.data() : nullptr, b.hs, b.cu.data(), b.ga.data(), b.gx.data(),
+                         sh ? b.h_in.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"), s.B, s.T, s.R);
+}
+void gate_x_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(b.dcu.data(), nul(), nul(), b.dgx.data(), b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.M, s.R,
+                        s.Hb);
+}
+void gate_x_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_x_w"), s.grad(st.layer, "rec.gate_x_b"), b.dgx.data(),
+                        b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.M, s.R, s.Hb);
+}
+void gate_a_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(b.dcu.data(), nul(), nul(), b.dga.data(), b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.M, s.R,
+                        s.Hb);
+}
+void gate_a_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_a_w"), s.grad(st.layer, "rec.gate_a_b"), b.dga.data(),
+                        b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.M, s.R, s.Hb);
+}
+void conv_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const bool sh = s.sp > 1;
+  K::conv1d_backward(b.du.data(), sh ? b.dconv_state.data() : nullptr, s.grad(st.layer, "rec.conv_w"),
+                     s.grad(st.layer, "rec.conv_b"), b.dcu.data(), nullptr, b.u.data(), sh ? b.conv_state.data() : nullptr,
+                     s.reset.data(), s.par(st.layer, "rec.conv_w"), s.B, s.T, s.R, s.Kc);
+}
+void conv_halo_bwd(State& s, const Step& st) {  // the halo's gradient returns to its owner's last K−1 rows
+  auto& b = lb(s, st);
+  Vec back(b.dconv_state.size());
+  shift_left(s, st, b.dconv_state, back);
+  // entries the owner masked (a later document start) were zeros there: their gradient is dropped
+  const Vec mask = last_rows(s, std::vector<float>(static_cast<std::size_t>(s.M * s.R), 1.0f).data(), s.Kc - 1, s.R, true);
+  for (std::size_t i = 0; i < back.size(); ++i) back[i] *= mask[i];
+  add_last_rows(s, b.du.data(), back, s.Kc - 1, s.R);
+}
+void rec_wx_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.du.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.M, s.D, s.R);
+}
+void rec_wx_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wx"), s.grad(st.layer, "rec.bx"), b.du.data(), b.n1.data(),
+                     s.par(st.layer, "rec.wx"), s.M, s.D, s.R);
+}
+void rec_wy_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.dgy.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.M, s.D, s.R);
+}
+void rec_wy_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wy"), s.grad(st.layer, "rec.by"), b.dgy.data(), b.n1.data(),
+                     s.par(st.layer, "rec.wy"), s.M, s.D, s.R);
+}
+
+// ---- attention block (H/t query heads per rank; K/V split when kv_heads ≥ t, else replicated) --
+
+i64 text(const State& s) { return s.halo + s.T; }  // rows of the extended (halo + local) K/V
+void attn_q_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.qr.data(), b.n1.data(), s.par(st.layer, "attn.wq"), nullptr, s.M, s.D, s.H * s.N);
+}
+void attn_k_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.kr.data(), b.n1.data(), s.par(st.layer, "attn.wk"), nullptr, s.M, s.D, s.KV * s.N);
+}
+void attn_v_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.v.data(), b.n1.data(), s.par(st.layer, "attn.wv"), nullptr, s.M, s.D, s.KV * s.N);
+}
+// Writes the local rows into the extended buffers: q after rope at rows halo.., zeros above.
+void rope_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), qw = s.H * s.N, kw = s.KV * s.N;
+  Vec q(static_cast<std::size_t>(s.M * qw)), k(static_cast<std::size_t>(s.M * kw));
+  K::rope_forward(q.data(), b.qr.data(), s.pos.data(), s.B, s.T, s.H, s.N, s.rot, s.m.rope_base);
+  K::rope_forward(k.data(), b.kr.data(), s.pos.data(), s.B, s.T, s.KV, s.N, s.rot, s.m.rope_base);
+  for (i64 r = 0; r < s.B; ++r) {
+    std::copy_n(q.data() + r * s.T * qw, s.T * qw, b.q_ext.data() + (r * Te + s.halo) * qw);
+    std::copy_n(k.data() + r * s.T * kw, s.T * kw, b.k_ext.data() + (r * Te + s.halo) * kw);
+    std::copy_n(b.v.data() + r * s.T * kw, s.T * kw, b.v_ext.data() + (r * Te + s.halo) * kw);
+  }
+}
+// Local attention across shards: my last W rows of K and V go right; W rows arrive from the left.
+void kv_halo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), kw = s.KV * s.N, W = s.W;
+  Vec send(static_cast<std::size_t>(2 * s.B * W * kw)), recv(send.size());
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which) {
+      const Vec& src = which == 0 ? b.k_ext : b.v_ext;
+      std::copy_n(src.data() + (r * Te + Te - W) * kw, W * kw, send.data() + ((2 * r + which) * W) * kw);
+    }
+  shift_right(s, st, send, recv);
+  if (s.halo == 0) return;
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which) {
+      Vec& dst = which == 0 ? b.k_ext : b.v_ext;
+      std::copy_n(recv.data() + ((2 * r + which) * W) * kw, W * kw, dst.data() + (r * Te) * kw);
+    }
+}
+void attn_core_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), qw = s.H * s.N;
+  K::attention_forward(b.a_ext.data(), b.lse_ext.data(), b.q_ext.data(), b.k_ext.data(), b.v_ext.data(),
+                       b.reset_ext.data(), s.B, Te, s.H, s.KV, s.N, s.W);
+  for (i64 r = 0; r < s.B; ++r)
+    std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
+}
+void attn_wo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.tpart.data(), b.a.data(), s.par(st.layer, "attn.wo"), s.bias_after_reduce(st.layer, "attn.bo"), s.M,
+                    s.H * s.N, s.D);
+}
+
+void attn_wo_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), qw = s.H * s.N;
+  Vec da(static_cast<std::size_t>(s.M * qw), 0.0f);
+  K::linear_backward(da.data(), nul(), nul(), b.dtout.data(), b.a.data(), s.par(st.layer, "attn.wo"), s.M, qw, s.D);
+  for (i64 r = 0; r < s.B; ++r) std::copy_n(da.data() + r * s.T * qw, s.T * qw, b.da_ext.data() + (r * Te + s.halo) * qw);
+}
+void attn_wo_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "attn.wo"), s.grad(st.layer, "attn.bo"), b.dtout.data(), b.a.data(),
+                     s.par(st.layer, "attn.wo"), s.M, s.H * s.N, s.D);
+}
+void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block by block (the
+  auto& b = lb(s, st);                            // "attention.scores" step is fused here)
+  K::attention_backward(b.dq_ext.data(), b.dk_ext.data(), b.dv_ext.data(), b.da_ext.data(), b.a_ext.data(),
+                        b.lse_ext.data(), b.q_ext.data(), b.k_ext.data(), b.v_ext.data(), b.reset_ext.data(), s.B, text(s),
+                        s.H, s.KV, s.N, s.W);
+}
+void kv_halo_bwd(State& s, const Step& st) {  // gradients of the received rows go back left
+  auto& b = lb(s, st);
+  const i64 Te = text(s), kw = s.KV * s.N, W = s.W;
+  Vec send(static_cast<std::size_t>(2 * s.B * W * kw), 0.0f), recv(send.size());
+  if (s.halo > 0)
+    for (i64 r = 0; r < s.B; ++r)
+      for (int which = 0; which < 2; ++which) {
+        const Vec& src = which == 0 ? b.dk_ext : b.dv_ext;
+        std::copy_n(src.data() + (r * Te) * kw, W * kw, send.data() + ((2 * r + which) * W) * kw);
+      }
+  shift_left(s, st, send, recv);
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which) {
+      Vec& dst = which == 0 ? b.dk_ext : b.dv_ext;
+      float* d = dst.data() + (r * Te + Te - W) * kw;
+      const float* g = recv.data() + ((2 * r + which) * W) * kw;
+      for (i64 i = 0; i < W * kw; ++i) d[i] += g[i];
+    }
+}
+void rope_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), qw = s.H * s.N, kw = s.KV * s.N;
+  Vec dq(static_cast<std::size_t>(s.M * qw)), dk(static_cast<std::size_t>(s.M * kw));
+  for (i64 r = 0; r < s.B; ++r) {
+    std::copy_n(b.dq_ext.data() + (r * Te + s.halo) * qw, s.T * qw, dq.data() + r * s.T * qw);
+    std::copy_n(b.dk_ext.data() + (r * Te + s.halo) * kw, s.T * kw, dk.data() + r * s.T * kw);
+    std::copy_n(b.dv_ext.data() + (r * Te + s.halo) * kw, s.T * kw, b.dv.data() + r * s.T * kw);
+  }
+  K::rope_backward(b.dqr.data(), dq.data(), s.pos.data(), s.B, s.T, s.H, s.N, s.rot, s.m.rope_base);
+  K::rope_backward(b.dkr.data(), dk.data(), s.pos.data(), s.B, s.T, s.KV, s.N, s.rot, s.m.rope_base);
+}
+template <int Which>  // 0 q, 1 k, 2 v
+void attn_proj_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
+  const float* dy = Which == 0 ? b.dqr.data() : Which == 1 ? b.dkr.data() : b.dv.data();
+  K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, (Which == 0 ? s.H : s.KV) * s.N);
+}
+template <int Which>
+void attn_proj_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
+  const float* dy = Which == 0 ? b.dqr.data() : Which == 1 ? b.dkr.data() : b.dv.data();
+  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D,
+                     (Which == 0 ? s.H : s.KV) * s.N);
+}
+void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V head: sum the per-rank partial gradients
+  const i64 n = s.D * s.KV * s.N;
+  allreduce_inplace(s, st, s.grad(st.layer, "attn.wk"), n);
+  allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), n);
+}
+
+void fused(State&, const Step&) {}  // work done inside a neighbouring step's kernel (named in the table)
+
+// ---- dispatch -----------------------------------------------------------------------------------
+
+struct Entry { Executor::Handler fwd; Executor::Handler bwd; };
+const std::map<std::string, Entry, std::less<>>& table() {
+  static const std::map<std::string, Entry, std::less<>> t = {
+      {"embedding|embed.table", {embed_fwd, embed_bwd}},
+      {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
+      {"rmsnorm|final_norm", {final_norm_fwd, final_norm_bwd}},
+      {"all_reduce|head.in_grad", {nullptr, head_in_grad_bwd}},
+      {"logits|embed.table", {logits_fwd, nullptr}},
+      {"linear.dx|embed.table", {nullptr, head_dx_bwd}},
+      {"linear.dw|embed.table", {nullptr, head_dw_bwd}},
+      {"all_reduce|loss.stats", {loss_stats_fwd, nullptr}},
+      {"softmax_xent|loss", {softmax_xent_fwd, softmax_xent_bwd}},
+      // blocks: norms, reductions, residuals
+      {"rmsnorm|norm1", {norm1_fwd, norm1_bwd}},
+      {"rmsnorm|norm2", {norm2_fwd, norm2_bwd}},
+      {"all_reduce|rec.in_grad", {nullptr, in_grad1_bwd}},
+      {"all_reduce|attn.in_grad", {nullptr, in_grad1_bwd}},
+      {"all_reduce|mlp.in_grad", {nullptr, in_grad2_bwd}},
+      {"all_reduce|rec.out", {temporal_out_fwd, nullptr}},
+      {"all_reduce|attn.out", {temporal_out_fwd, nullptr}},
+      {"add|rec.residual", {temporal_residual_fwd, temporal_residual_bwd}},
+      {"add|attn.residual", {temporal_residual_fwd, temporal_residual_bwd}},
+      // gated MLP
+      {"linear|mlp.w1", {mlp_w1_fwd, nullptr}},
+      {"linear|mlp.w2", {mlp_w2_fwd, nullptr}},
+      {"gelu_mul|mlp.act", {mlp_act_fwd, mlp_act_bwd}},
+      {"linear|mlp.w3", {mlp_w3_fwd, nullptr}},
+      {"linear.dx|mlp.w3", {nullptr, mlp_w3_dx}}, {"linear.dw|mlp.w3", {nullptr, mlp_w3_dw}},
+      {"linear.dx|mlp.w2", {nullptr, mlp_w2_dx}}, {"linear.dw|mlp.w2", {nullptr, mlp_w2_dw}},
+      {"linear.dx|mlp.w1", {nullptr, mlp_w1_dx}}, {"linear.dw|mlp.w1", {nullptr, mlp_w1_dw}},
+      {"all_reduce|mlp.out", {mlp_out_fwd, nullptr}},
+      {"add|mlp.residual", {mlp_residual_fwd, mlp_residual_bwd}},
+      // recurrent block
+      {"linear|rec.wy", {rec_wy_fwd, nullptr}},
+      {"linear.dx|rec.wy", {nullptr, rec_wy_dx}}, {"linear.dw|rec.wy", {nullptr, rec_wy_dw}},
+      {"gelu|rec.gate", {fused, fused}},  // inside "mul rec.gated" (gelu(gy) ⊙ h)
+      {"linear|rec.wx", {rec_wx_fwd, nullptr}},
+      {"linear.dx|rec.wx", {nullptr, rec_wx_dx}}, {"linear.dw|rec.wx", {nullptr, rec_wx_dw}},
+      {"send_recv|rec.conv_halo", {conv_halo_fwd, conv_halo_bwd}},
+      {"conv1d|rec.conv", {conv_fwd, conv_bwd}},
+      {"linear|rec.gate_a", {gate_a_fwd, nullptr}},
+      {"linear.dx|rec.gate_a", {nullptr, gate_a_dx}}, {"linear.dw|rec.gate_a", {nullptr, gate_a_dw}},
+      {"linear|rec.gate_x", {gate_x_fwd, nullptr}},
+      {"linear.dx|rec.gate_x", {nullptr, gate_x_dx}}, {"linear.dw|rec.gate_x", {nullptr, gate_x_dw}},
+      {"rglru.decay|rec.decay", {fused, fused}},  // inside the fused scan (σ, softplus, √(1−a²))
+      {"rglru.scan|rec.scan", {scan_fwd, scan_bwd}},
+      {"send_recv|scan.carry", {carry_ring_fwd, carry_ring_bwd}},
+      {"all_gather|scan.carry", {carry_gather_fwd, carry_gather_bwd}},
+      {"scan.carry_fix|rec.scan", {carry_fix_fwd, carry_fix_bwd}},
+      {"mul|rec.gated", {rec_gated_fwd, rec_gated_bwd}},
+      {"linear|rec.wo", {rec_wo_fwd, nullptr}},
+      {"linear.dx|rec.wo", {nullptr, rec_wo_dx}}, {"linear.dw|rec.wo", {nullptr, rec_wo_dw}},
+      // attention block
+      {"linear|attn.wq", {attn_q_fwd, nullptr}},
+      {"linear|attn.wk", {attn_k_fwd, nullptr}},
+      {"linear|attn.wv", {attn_v_fwd, nullptr}},
+      {"linear.dx|attn.wq", {nullptr, attn_proj_dx<0>}}, {"linear.dw|attn.wq", {nullptr, attn_proj_dw<0>}},
+      {"linear.dx|attn.wk", {nullptr, attn_proj_dx<1>}}, {"linear.dw|attn.wk", {nullptr, attn_proj_dw<1>}},
+      {"linear.dx|attn.wv", {nullptr, attn_proj_dx<2>}}, {"linear.dw|attn.wv", {nullptr, attn_proj_dw<2>}},
+      {"all_reduce|attn.kv_grads", {nullptr, kv_grads_bwd}},
+      {"rope|attn.rope", {rope_fwd, rope_bwd}},
+      {"send_recv|attn.kv_halo", {kv_halo_fwd, kv_halo_bwd}},
+      {"attention.local|attn.core", {attn_core_fwd, attn_core_bwd}},
+      {"attention.global|attn.core", {attn_core_fwd, attn_core_bwd}},
+      {"attention.scores|attn.scores_recompute", {nullptr, fused}},  // inside the attention backward
+      {"linear|attn.wo", {attn_wo_fwd, nullptr}},
+      {"linear.dx|attn.wo", {nullptr, attn_wo_dx}}, {"linear.dw|attn.wo", {nullptr, attn_wo_dw}},
+  };
+  return t;
+}
+
+}  // namespace
+
+std::vector<Executor::Bound> Executor::bind(const std::vector<Step>& steps, bool backward) const {
+  std::vector<Bound> out;
+  for (const Step& st : steps) {
+    const std::string key = std::string(st.op) + "|" + st.name;
+    auto it = table().find(key);
+    const bool bwd = backward && st.phase == Phase::backward;  // recompute steps rerun the forward handler
+    Handler h = it == table().end() ? nullptr : bwd ? it->second.bwd : it->second.fwd;
+    if (!h)
+      throw std::logic_error(std::string("executor: no kernel for the ") + to_string(st.phase) + " step '" + st.op + " " +
+                             st.name + "' (layer " + std::to_string(st.layer) + ") of " + to_string(s_->m.family) +
+                             " under this plan");
+    out.push_back({h, &st});
+  }
+  return out;
+}
+
+Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms)
+    : prog_(prog), s_(std::make_unique<State>(m, p, lay, comms)) {
+  State& s = *s_;
+  s.t = p.mesh[Axis::tensor];
+  s.tcoord = prog.coord[static_cast<int>(Axis::tensor)];
+  s.sp = p.mesh[Axis::sequence];
+  s.s = prog.coord[static_cast<int>(Axis::sequence)];
+  s.B = p.micro_batch;
+  s.T = p.local_tokens();
+  s.M = s.B * s.T;
+  s.D = m.width;
+  s.V = m.vocab;
+  const Range vr = split_range(m.vocab, s.t, s.tcoord);
+  s.v0 = vr.begin;
+  s.Vl = vr.size();
+  s.R = m.recurrent_width / s.t;
+  s.F = m.mlp_width / s.t;
+  s.H = m.heads ? m.heads / s.t : 0;
+  s.KV = m.kv_heads >= s.t ? m.kv_heads / s.t : m.kv_heads;
+  s.N = m.head_dim;
+  s.rot = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
+  s.Kc = m.conv_width;
+  s.W = m.window;
+  s.Hb = m.gate_blocks ? m.gate_blocks / s.t : 0;
+  s.halo = (s.sp > 1 && s.s > 0 && s.W > 0) ? s.W : 0;
+  s.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
+
+  const auto sz = [](i64 n) { return static_cast<std::size_t>(n); };
+  const i64 M = s.M, D = s.D;
+  s.xs.assign(sz(m.depth + 1), Vec(sz(M * D)));
+  s.dxs = s.xs;
+  for (auto* v : {&s.epart, &s.nf, &s.dnf}) v->assign(sz(M * D), 0.0f);
+  s.rstdf.assign(sz(M), 0.0f);
+  s.logits.assign(sz(M * s.Vl), 0.0f);
+  s.dlogits = s.logits;
+  s.stats.assign(sz(2 * M), 0.0f);
+  s.losses.assign(sz(M), 0.0f);
+  s.dlosses.assign(sz(M), 1.0f / static_cast<float>(s.B * p.seq_len));
+  s.L.resize(sz(m.depth));
+  const i64 Te = s.halo + s.T;
+  for (i64 l = prog.first_layer; l < prog.end_layer; ++l) {
+    LayerBufs& b = s.L[sz(l)];
+    b.kind = temporal_kind(m, l);
+    for (auto* v : {&b.n1, &b.tpart, &b.tout_s, &b.x_mid, &b.n2, &b.ypart, &b.y_s, &b.dy, &b.dn2, &b.dx_mid, &b.dtout, &b.dn1})
+      v->assign(sz(M * D), 0.0f);
+    b.rstd1.assign(sz(M), 0.0f);
+    b.rstd2 = b.rstd1;
+    for (auto* v : {&b.h1, &b.h2, &b.gm, &b.dgm, &b.dh1, &b.dh2}) v->assign(sz(M * s.F), 0.0f);
+    b.tout = s.t > 1 ? b.tout_s.data() : b.tpart.data();
+    b.y = s.t > 1 ? b.y_s.data() : b.ypart.data();
+    if (b.kind == Temporal::recurrent) {
+      for (auto* v : {&b.gy, &b.u, &b.cu, &b.ga, &b.gx, &b.hs0, &b.hs_s, &b.pr, &b.dpr, &b.dgy, &b.dhs, &b.dcu, &b.dga, &b.dgx, &b.du})
+        v->assign(sz(M * s.R), 0.0f);
+      for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.R), 0.0f);
+      for (auto* v : {&b.conv_state, &b.dconv_state}) v->assign(sz(s.B * (s.Kc - 1) * s.R), 0.0f);
+      b.hs = s.sp > 1 ? b.hs_s.data() : b.hs0.data();
+    } else {
+      const i64 qw = s.H * s.N, kw = s.KV * s.N;
+      for (auto* v : {&b.qr, &b.a, &b.dqr}) v->assign(sz(M * qw), 0.0f);
+      for (auto* v : {&b.kr, &b.v, &b.dkr, &b.dv}) v->assign(sz(M * kw), 0.0f);
+      for (auto* v : {&b.q_ext, &b.a_ext, &b.da_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
+      for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
+      b.lse_ext.assign(sz(s.B * s.H * Te), 0.0f);
+      b.reset_ext.assign(sz(s.B * Te), 0);
+      for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
+        const i64 g0 = s.s * s.T - s.halo;
+        if (g0 <= 0) b.reset_ext[sz(r * Te - g0)] = 1;
+      }
+    }
+  }
+  fwd_ = bind(prog.forward, false);
+  bwd_ = bind(prog.backward, true);
+}
+
+double Executor::forward(const float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr) {
+  State& s = *s_;
+  s.P = params;
+  const auto n = static_cast<std::size_t>(s.M);
+  s.tokens.assign(tokens, tokens + n);
+  s.targets.assign(targets, targets + n);
+  s.reset.assign(n, 0);
+  s.pos.assign(n, 0);
+  for (i64 b = 0; b < s.B; ++b)
+    for (i64 t = 0; t < s.T; ++t) {
+      const i64 g = s.s * s.T + t;  // global position in the sequence
+      s.pos[static_cast<std::size_t>(b * s.T + t)] = static_cast<std::int32_t>(g);
+      s.reset[static_cast<std::size_t>(b * s.T + t)] = g == 0;
+    }
+  for (const Bound& b : fwd_) {
+    Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
+    b.fn(s, *b.step);
+  }
+  double sum = 0;
+  for (float l : s.losses) sum += l;
+  return sum;
+}
+
+void Executor::backward(const float* params, float* grads, Trace* tr) {
+  State& s = *s_;
+  s.P = params;
+  s.G = grads;
+  zero(s.dxs.back());
+  for (auto& b : s.L)  // accumulation targets of this micro-batch's backward
+    for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
+                    &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr})
+      zero(*v);
+  for (const Bound& b : bwd_) {
+    Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
+    b.fn(s, *b.step);
+  }
+}
+
+}  // namespace scanshard::train

@@ -1,0 +1,76 @@
+// train/executor.hpp — runs one rank's StepProgram (program/lower.hpp) for real: every compute
+// step calls a kernel, every collective or send calls MPI on the mesh axis the step names, and
+// every step is timed into the Trace under its own (phase, op, name). There is no second
+// description of the model here: the step list decides what runs and in which order; this file
+// only knows what each (op, name) means.
+//
+// For: the runner (train/runner.cpp). Griffin / Hawk / MQA under data, fsdp (ZeRO 0–2), tensor
+// (Megatron column/row splits, vocab-parallel embedding and loss, replicated MQA K/V head) and
+// sequence parallelism (chunk-local RG-LRU scans with the ring or all-gather carry, Conv1D halo,
+// local-attention K/V halo). A step the executor has no meaning for is an error naming it.
+// Not for: the training loop, data, optimizer state (runner.cpp), pipeline stages, RWKV, ring
+// attention, ZeRO-3 (refused by runner::check_supported until they exist).
+//
+// Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
+// steps simply run the forward handler again.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "program/lower.hpp"
+#include "program/param_layout.hpp"
+#include "train/comm.hpp"
+#include "train/trace.hpp"
+
+namespace scanshard::train {
+
+using i64 = std::int64_t;
+
+// This rank's tensor-parallel shard of every parameter tensor, contiguous, in Layout order.
+struct ShardLayout {
+  ShardLayout(const ModelSpec& m, const Layout& full, i64 t, i64 tcoord);
+  const Layout& full;
+  std::vector<int> dim;                     // split dimension, −1 = whole tensor on every rank
+  std::vector<Range> range;                 // this rank's range on `dim`
+  std::vector<std::vector<i64>> shape;      // local shape
+  std::vector<i64> offset;
+  i64 total = 0;
+  i64 off(const std::string& block, const std::string& name) const;
+  i64 count(std::size_t i) const;
+  // Copies this rank's shards out of / into a full Layout-ordered buffer.
+  void extract(const float* full_buf, float* local) const;
+  void insert(const float* local, float* full_buf) const;
+};
+
+// One communicator per mesh axis (nullptr when the axis has size 1).
+struct MeshComms {
+  std::array<const mpi::Comm*, kAxisCount> axis{};
+  const mpi::Comm* operator[](Axis a) const { return axis[static_cast<int>(a)]; }
+};
+
+class Executor {
+ public:
+  Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms);
+  ~Executor();
+  // One micro-batch: tokens/targets [B, T] of this rank's sequence shard. Returns the sum of the
+  // token losses whose target falls in this rank's vocab shard (summing over the tensor group
+  // gives every token's loss once).
+  double forward(const float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
+  // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
+  void backward(const float* params, float* grads, Trace* tr);
+
+  struct State;  // activations and buffers (executor.cpp)
+  using Handler = void (*)(State&, const Step&);
+
+ private:
+  struct Bound { Handler fn; const Step* step; };
+  std::vector<Bound> bind(const std::vector<Step>& steps, bool backward) const;
+  const StepProgram& prog_;
+  std::unique_ptr<State> s_;
+  std::vector<Bound> fwd_, bwd_;
+};
+
+}  // namespace scanshard::train
