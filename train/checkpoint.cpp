@@ -1,0 +1,690 @@
+// train/checkpoint.cpp — see checkpoint.hpp.
+//
+// Every step that can fail differently on different ranks (argument checks, rank 0's file-system
+// checks, the collective HDF5 phases) ends in agree(): the ranks exchange whether and how they
+// failed and all throw the first failing rank's error, so a bad input never leaves one rank
+// waiting in a collective call. HDF5's automatic error printing is off for the whole call; its
+// innermost message is quoted in our errors instead.
+#include "train/checkpoint.hpp"
+
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <utility>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "program/yaml_reader.hpp"
+
+namespace scanshard::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kDescription =
+    "scanshard training checkpoint: /params/<block>/<name> holds every full logical float32 parameter "
+    "tensor of the model (row-major, independent of the parallel plan that wrote it), /optim/adam_m and "
+    "/optim/adam_v the AdamW first and second moments under the same names and shapes, and the attributes "
+    "of /meta the model, plan, step, seed, data cursor and format_version.";
+
+struct Section {
+  const char* group;  // HDF5 group holding the blocks
+  const char* what;   // for messages
+};
+constexpr Section kSections[3] = {{"/params", "parameters"}, {"/optim/adam_m", "AdamW first moments"},
+                                  {"/optim/adam_v", "AdamW second moments"}};
+
+// ---- who takes part -------------------------------------------------------------------------
+
+// An MPI communicator, or this process alone without any MPI call (serial HDF5 driver).
+struct Group {
+  MPI_Comm comm = MPI_COMM_NULL;  // MPI_COMM_NULL: serial
+  int rank = 0, size = 1;
+  bool mpi() const { return comm != MPI_COMM_NULL; }
+};
+
+Group group_of(const mpi::Comm* c) {
+  if (c) return {c->raw(), c->rank(), c->size()};
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) return {MPI_COMM_SELF, 0, 1};
+  return {};
+}
+
+std::string bcast_string(const Group& g, std::string s, int root) {
+  if (!g.mpi() || g.size == 1) return s;
+  long long n = static_cast<long long>(s.size());
+  SCANSHARD_MPI(MPI_Bcast(&n, 1, MPI_LONG_LONG, root, g.comm));
+  if (n > INT_MAX) throw mpi::MpiError("checkpoint: string of " + std::to_string(n) + " bytes is too long to broadcast");
+  s.resize(static_cast<size_t>(n));
+  if (n > 0) SCANSHARD_MPI(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, root, g.comm));
+  return s;
+}
+
+template <class T> void bcast_value(const Group& g, T& v, int root) {
+  if (!g.mpi() || g.size == 1) return;
+  SCANSHARD_MPI(MPI_Bcast(&v, static_cast<int>(sizeof(T)), MPI_BYTE, root, g.comm));
+}
+
+// ---- failures agreed over all ranks ---------------------------------------------------------
+
+enum class Kind : int { none = 0, config = 1, invalid = 2, runtime = 3 };
+struct Failure {
+  Kind kind = Kind::none;
+  std::string what;
+  explicit operator bool() const { return kind != Kind::none; }
+};
+
+Failure attempt(const std::function<void()>& f) {
+  try {
+    f();
+    return {};
+  } catch (const ConfigError& e) {
+    return {Kind::config, e.what()};
+  } catch (const std::invalid_argument& e) {
+    return {Kind::invalid, e.what()};
+  } catch (const std::exception& e) {
+    return {Kind::runtime, e.what()};
+  }
+}
+
+// The failure of the lowest failing rank, on every rank (none if no rank failed).
+Failure agree(const Group& g, Failure f) {
+  if (!g.mpi() || g.size == 1) return f;
+  int mine = f ? g.rank : INT_MAX, first = INT_MAX;
+  SCANSHARD_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, g.comm));
+  if (first == INT_MAX) return {};
+  int kind = static_cast<int>(f.kind);
+  SCANSHARD_MPI(MPI_Bcast(&kind, 1, MPI_INT, first, g.comm));
+  return {static_cast<Kind>(kind), bcast_string(g, f.what, first)};
+}
+
+[[noreturn]] void raise(const Failure& f) {
+  if (f.kind == Kind::config) throw ConfigError(f.what);
+  if (f.kind == Kind::invalid) throw std::invalid_argument(f.what);
+  throw std::runtime_error(f.what);
+}
+
+void agree_or_throw(const Group& g, const Failure& f) {
+  if (const Failure all = agree(g, f)) raise(all);
+}
+
+// ---- HDF5 helpers ---------------------------------------------------------------------------
+
+// Turns HDF5's automatic error printing off for its lifetime (restores the previous handler).
+class QuietHdf5 {
+ public:
+  QuietHdf5() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  QuietHdf5(const QuietHdf5&) = delete;
+  QuietHdf5& operator=(const QuietHdf5&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// The innermost message on HDF5's error stack (where the error was detected); clears the stack.
+std::string hdf5_error() {
+  std::string msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD,
+           [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+             if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
+             return 0;
+           },
+           &msg);
+  H5Eclear2(H5E_DEFAULT);
+  return msg.empty() ? "HDF5 error" : msg;
+}
+
+// An owned HDF5 identifier.
+class Hid {
+ public:
+  Hid() = default;
+  Hid(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Hid(Hid&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
+  Hid& operator=(Hid&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+      close_ = o.close_;
+    }
+    return *this;
+  }
+  Hid(const Hid&) = delete;
+  Hid& operator=(const Hid&) = delete;
+  ~Hid() { reset(); }
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  // Closes now; returns the close status (negative on failure).
+  herr_t close() {
+    herr_t rc = 0;
+    if (id_ >= 0 && close_) rc = close_(id_);
+    id_ = H5I_INVALID_HID;
+    return rc;
+  }
+  void reset() {
+    if (id_ >= 0 && close_) close_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+hid_t ok(hid_t id, const std::string& what) {
+  if (id < 0) throw std::runtime_error(what + ": " + hdf5_error());
+  return id;
+}
+void ok_status(herr_t rc, const std::string& what) {
+  if (rc < 0) throw std::runtime_error(what + ": " + hdf5_error());
+}
+
+Hid plist(hid_t cls, const std::string& what) { return Hid(ok(H5Pcreate(cls), what), H5Pclose); }
+
+std::string shape_str(const std::vector<std::int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::string tensor_name(const ParamTensor& t) { return t.block + "/" + t.name; }
+std::string dataset_path(const Section& s, const ParamTensor& t) { return std::string(s.group) + "/" + tensor_name(t); }
+
+std::vector<hsize_t> hsizes(const std::vector<std::int64_t>& v) {
+  std::vector<hsize_t> out;
+  for (auto x : v) out.push_back(static_cast<hsize_t>(x));
+  return out;
+}
+
+std::int64_t elements(const std::vector<std::int64_t>& count) {
+  std::int64_t n = 1;
+  for (auto c : count) n *= c;
+  return n;
+}
+
+Hid simple_space(const std::vector<std::int64_t>& dims, const std::string& what) {
+  if (dims.empty()) return Hid(ok(H5Screate(H5S_SCALAR), what), H5Sclose);
+  const auto d = hsizes(dims);
+  return Hid(ok(H5Screate_simple(static_cast<int>(d.size()), d.data(), nullptr), what), H5Sclose);
+}
+
+// The file-space selection of this rank's slab (nothing when `on` is false or the slab is empty).
+void select_slab(hid_t space, const Slab& s, bool on, const std::string& what) {
+  if (!on || elements(s.count) == 0) {
+    ok_status(H5Sselect_none(space), what);
+    return;
+  }
+  if (s.count.empty()) return;  // scalar: all selected
+  const auto start = hsizes(s.offset), count = hsizes(s.count);
+  ok_status(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), what);
+}
+
+// The memory space of this rank's contiguous slab buffer (an empty selection when not taking part).
+Hid memory_space(const Slab& s, bool on, const std::string& what) {
+  if (!on || elements(s.count) == 0) {
+    const hsize_t one = 1;
+    Hid sp(ok(H5Screate_simple(1, &one, nullptr), what), H5Sclose);
+    ok_status(H5Sselect_none(sp.get()), what);
+    return sp;
+  }
+  return simple_space(s.count, what);
+}
+
+// ---- attributes -----------------------------------------------------------------------------
+
+void write_string_attr(hid_t obj, const char* name, const std::string& value) {
+  const std::string what = std::string("attribute ") + name;
+  Hid type(ok(H5Tcopy(H5T_C_S1), what), H5Tclose);
+  ok_status(H5Tset_size(type.get(), value.empty() ? 1 : value.size()), what);
+  ok_status(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), what);
+  ok_status(H5Tset_cset(type.get(), H5T_CSET_UTF8), what);
+  Hid space(ok(H5Screate(H5S_SCALAR), what), H5Sclose);
+  Hid attr(ok(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), what), H5Aclose);
+  std::string buf = value.empty() ? std::string(1, '\0') : value;
+  ok_status(H5Awrite(attr.get(), type.get(), buf.data()), what);
+}
+
+template <class T> void write_int_attr(hid_t obj, const char* name, hid_t file_type, hid_t mem_type, T value) {
+  const std::string what = std::string("attribute ") + name;
+  Hid space(ok(H5Screate(H5S_SCALAR), what), H5Sclose);
+  Hid attr(ok(H5Acreate2(obj, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), what), H5Aclose);
+  ok_status(H5Awrite(attr.get(), mem_type, &value), what);
+}
+
+// Reading: a missing or mistyped attribute is a ConfigError "<path>: not a scanshard checkpoint (...)".
+struct Reader {
+  std::string path;
+  [[noreturn]] void not_checkpoint(const std::string& reason) const {
+    throw ConfigError(path + ": not a scanshard checkpoint (" + reason + ")");
+  }
+
+  Hid attribute(hid_t obj, const char* name) const {
+    const htri_t exists = H5Aexists(obj, name);
+    if (exists <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      not_checkpoint(std::string("no attribute ") + name + " in /meta");
+    }
+    const hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) not_checkpoint(std::string("cannot open /meta attribute ") + name + ": " + hdf5_error());
+    return Hid(a, H5Aclose);
+  }
+
+  std::string string_attr(hid_t obj, const char* name) const {
+    Hid attr = attribute(obj, name);
+    Hid type(ok(H5Aget_type(attr.get()), name), H5Tclose);
+    if (H5Tget_class(type.get()) != H5T_STRING) not_checkpoint(std::string("/meta attribute ") + name + " is not a string");
+    Hid space(ok(H5Aget_space(attr.get()), name), H5Sclose);
+    if (H5Sget_simple_extent_npoints(space.get()) != 1) not_checkpoint(std::string("/meta attribute ") + name + " is not a single string");
+    if (H5Tis_variable_str(type.get()) > 0) {
+      Hid mem(ok(H5Tcopy(H5T_C_S1), name), H5Tclose);
+      ok_status(H5Tset_size(mem.get(), H5T_VARIABLE), name);
+      ok_status(H5Tset_cset(mem.get(), H5Tget_cset(type.get())), name);
+      char* s = nullptr;
+      if (H5Aread(attr.get(), mem.get(), &s) < 0) not_checkpoint(std::string("cannot read /meta attribute ") + name + ": " + hdf5_error());
+      std::string out = s ? s : "";
+      if (s) H5free_memory(s);
+      return out;
+    }
+    const size_t n = H5Tget_size(type.get());
+    std::string buf(n + 1, '\0');  // read as stored (any padding, any character set); NUL-terminated below
+    if (H5Aread(attr.get(), type.get(), buf.data()) < 0)
+      not_checkpoint(std::string("cannot read /meta attribute ") + name + ": " + hdf5_error());
+    buf.resize(std::strlen(buf.c_str()));
+    return buf;
+  }
+
+  template <class T> T int_attr(hid_t obj, const char* name, hid_t mem_type) const {
+    Hid attr = attribute(obj, name);
+    Hid type(ok(H5Aget_type(attr.get()), name), H5Tclose);
+    if (H5Tget_class(type.get()) != H5T_INTEGER) not_checkpoint(std::string("/meta attribute ") + name + " is not an integer");
+    Hid space(ok(H5Aget_space(attr.get()), name), H5Sclose);
+    if (H5Sget_simple_extent_npoints(space.get()) != 1) not_checkpoint(std::string("/meta attribute ") + name + " is not a single integer");
+    T v{};
+    if (H5Aread(attr.get(), mem_type, &v) < 0) not_checkpoint(std::string("cannot read /meta attribute ") + name + ": " + hdf5_error());
+    return v;
+  }
+
+  Hid group(hid_t parent, const std::string& name, const std::string& full) const {
+    const htri_t exists = H5Lexists(parent, name.c_str(), H5P_DEFAULT);
+    if (exists <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      not_checkpoint("no group " + full);
+    }
+    const hid_t g = H5Gopen2(parent, name.c_str(), H5P_DEFAULT);
+    if (g < 0) {
+      H5Eclear2(H5E_DEFAULT);
+      not_checkpoint(full + " is not a group");
+    }
+    return Hid(g, H5Gclose);
+  }
+};
+
+std::vector<std::string> link_names(hid_t group, const std::string& what) {
+  H5G_info_t info;
+  ok_status(H5Gget_info(group, &info), what);
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (n < 0) ok_status(-1, what);
+    std::string s(static_cast<size_t>(n) + 1, '\0');
+    ok_status(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size(), H5P_DEFAULT) < 0 ? -1 : 0, what);
+    s.resize(static_cast<size_t>(n));
+    names.push_back(s);
+  }
+  return names;
+}
+
+// ---- argument checks ------------------------------------------------------------------------
+
+template <class P>
+void check_arguments(const char* fn, const Layout& lay, const std::vector<Slab>& slabs, const std::vector<P>& a,
+                     const std::vector<P>& b, const std::vector<P>& c, bool writing) {
+  const size_t n = lay.tensors.size();
+  auto bad = [&](const std::string& why) { throw std::invalid_argument(std::string(fn) + ": " + why); };
+  if (slabs.size() != n) bad(std::to_string(slabs.size()) + " slabs for " + std::to_string(n) + " tensors");
+  if (a.size() != n || b.size() != n || c.size() != n)
+    bad("params / moment1 / moment2 must have one pointer per tensor (" + std::to_string(n) + "), got " +
+        std::to_string(a.size()) + " / " + std::to_string(b.size()) + " / " + std::to_string(c.size()));
+  for (size_t i = 0; i < n; ++i) {
+    const auto& t = lay.tensors[i];
+    const auto& s = slabs[i];
+    const std::string name = "tensor " + tensor_name(t);
+    if (s.offset.size() != t.shape.size() || s.count.size() != t.shape.size())
+      bad(name + ": slab offset " + shape_str(s.offset) + " count " + shape_str(s.count) + " does not have the rank of shape " +
+          shape_str(t.shape));
+    for (size_t d = 0; d < t.shape.size(); ++d)
+      if (s.offset[d] < 0 || s.count[d] < 0 || s.offset[d] + s.count[d] > t.shape[d])
+        bad(name + ": slab offset " + shape_str(s.offset) + " count " + shape_str(s.count) + " is outside the shape " +
+            shape_str(t.shape));
+    if ((s.write || !writing) && elements(s.count) > 0 && (!a[i] || !b[i] || !c[i])) bad(name + ": null data pointer for a non-empty slab");
+  }
+}
+
+// ---- writing --------------------------------------------------------------------------------
+
+fs::path directory_of(const std::string& path) {
+  const fs::path dir = fs::path(path).parent_path();
+  return dir.empty() ? fs::path(".") : dir;
+}
+
+// Rank 0: can the checkpoint be created in its directory?
+void check_directory(const std::string& path) {
+  const fs::path dir = directory_of(path);
+  const std::string d = dir.string();
+  std::error_code ec;
+  if (path.empty() || fs::path(path).filename().empty()) throw ConfigError(path + ": checkpoint path must name a file");
+  if (!fs::exists(dir, ec)) throw ConfigError(d + ": cannot write checkpoint " + path + ": the directory does not exist");
+  if (!fs::is_directory(dir, ec)) throw ConfigError(d + ": cannot write checkpoint " + path + ": not a directory");
+  if (::access(d.c_str(), W_OK | X_OK) != 0)
+    throw ConfigError(d + ": cannot write checkpoint " + path + ": the directory is not writable (" + std::strerror(errno) + ")");
+  if (fs::is_directory(path, ec)) throw ConfigError(path + ": cannot write checkpoint: a directory of that name exists");
+}
+
+void fsync_path(const std::string& p, int flags, const std::string& what) {
+  const int fd = ::open(p.c_str(), flags);
+  if (fd < 0) throw std::runtime_error(what + ": cannot open " + p + " to fsync: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw std::runtime_error(what + ": fsync " + p + ": " + std::strerror(err));
+}
+
+Hid create_group(hid_t parent, const std::string& name, hid_t gcpl = H5P_DEFAULT) {
+  return Hid(ok(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT), "create group " + name), H5Gclose);
+}
+
+void write_file(const Group& g, const std::string& tmp, const std::string& path, const Layout& lay,
+                const std::vector<Slab>& slabs, const std::vector<const float*>* data[3], const CheckpointMeta& meta) {
+  Hid fapl = plist(H5P_FILE_ACCESS, "file access properties");
+  if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+  // v1.8+ object headers: an attribute larger than 64 KiB (a long model YAML or plan) moves to dense storage.
+  ok_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), "H5Pset_libver_bounds");
+  const hid_t fid = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (fid < 0)
+    throw ConfigError(directory_of(path).string() + ": cannot create checkpoint file " + tmp + " (" + hdf5_error() + ")");
+  Hid file(fid, H5Fclose);
+
+  write_string_attr(file.get(), "description", kDescription);
+  {
+    Hid m = create_group(file.get(), "meta");
+    write_string_attr(m.get(), "model_name", meta.model_name);
+    write_string_attr(m.get(), "model_yaml", meta.model_yaml);
+    write_string_attr(m.get(), "plan", meta.plan_text);
+    write_int_attr<std::int64_t>(m.get(), "step", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.step);
+    write_int_attr<std::uint64_t>(m.get(), "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, meta.seed);
+    write_int_attr<std::int64_t>(m.get(), "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.data_cursor);
+    write_int_attr<std::int32_t>(m.get(), "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, kCheckpointFormatVersion);
+  }
+
+  Hid params = create_group(file.get(), "params");
+  Hid optim = create_group(file.get(), "optim");
+  Hid adam_m = create_group(optim.get(), "adam_m");
+  Hid adam_v = create_group(optim.get(), "adam_v");
+  const hid_t roots[3] = {params.get(), adam_m.get(), adam_v.get()};
+
+  Hid dcpl = plist(H5P_DATASET_CREATE, "dataset creation properties");
+  ok_status(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), "H5Pset_fill_time");  // every element is written
+  Hid dxpl = plist(H5P_DATASET_XFER, "dataset transfer properties");
+  if (g.mpi()) ok_status(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+
+  static const float none = 0;
+  for (int s = 0; s < 3; ++s) {
+    std::map<std::string, Hid> blocks;
+    for (size_t i = 0; i < lay.tensors.size(); ++i) {
+      const auto& t = lay.tensors[i];
+      auto it = blocks.find(t.block);
+      if (it == blocks.end()) it = blocks.emplace(t.block, create_group(roots[s], t.block)).first;
+      const std::string what = "write " + dataset_path(kSections[s], t);
+      Hid fspace = simple_space(t.shape, what);
+      Hid dset(ok(H5Dcreate2(it->second.get(), t.name.c_str(), H5T_IEEE_F32LE, fspace.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                  what),
+               H5Dclose);
+      const bool on = slabs[i].write;
+      select_slab(fspace.get(), slabs[i], on, what);
+      Hid mspace = memory_space(slabs[i], on, what);
+      const float* buf = (*data[s])[i];
+      ok_status(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), dxpl.get(), buf ? buf : &none), what);
+    }
+  }
+  adam_v.reset();
+  adam_m.reset();
+  optim.reset();
+  params.reset();
+  ok_status(file.close(), "close " + tmp);
+}
+
+void write_impl(const Group& g, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
+                const std::vector<const float*>& params, const std::vector<const float*>& m1,
+                const std::vector<const float*>& m2, const CheckpointMeta& meta_in) {
+  QuietHdf5 quiet;
+  agree_or_throw(g, attempt([&] { check_arguments("write_checkpoint", lay, slabs, params, m1, m2, true); }));
+
+  std::string tmp;
+  if (g.rank == 0) {
+    const Failure f = attempt([&] {
+      check_directory(path);
+      tmp = path + ".tmp-" + std::to_string(::getpid());
+    });
+    agree_or_throw(g, f);
+  } else {
+    agree_or_throw(g, {});
+  }
+  tmp = bcast_string(g, tmp, 0);
+
+  // Metadata (attributes) must be identical on every rank: take rank 0's.
+  CheckpointMeta meta = meta_in;
+  meta.model_name = bcast_string(g, meta.model_name, 0);
+  meta.model_yaml = bcast_string(g, meta.model_yaml, 0);
+  meta.plan_text = bcast_string(g, meta.plan_text, 0);
+  bcast_value(g, meta.step, 0);
+  bcast_value(g, meta.seed, 0);
+  bcast_value(g, meta.data_cursor, 0);
+
+  const std::vector<const float*>* data[3] = {&params, &m1, &m2};
+  Failure f = agree(g, attempt([&] { write_file(g, tmp, path, lay, slabs, data, meta); }));
+  if (!f && g.rank == 0) {
+    f = attempt([&] {
+      const std::string dir = directory_of(path).string();
+      fsync_path(tmp, O_RDONLY, "checkpoint " + path);
+      std::error_code ec;
+      fs::rename(tmp, path, ec);
+      if (ec) throw ConfigError(path + ": cannot move the finished checkpoint " + tmp + " into place: " + ec.message());
+      fsync_path(dir, O_RDONLY | O_DIRECTORY, "checkpoint " + path);
+    });
+  }
+  if (g.rank == 0 && f) {
+    std::error_code ec;
+    fs::remove(tmp, ec);  // never leave a partial file behind
+  }
+  agree_or_throw(g, f);
+}
+
+// ---- reading --------------------------------------------------------------------------------
+
+// Rank 0: a readable, non-empty HDF5 file?
+void precheck_file(const Reader& r) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(r.path, ec);
+  if (!fs::exists(st)) r.not_checkpoint("no such file");
+  if (fs::is_directory(st)) r.not_checkpoint("it is a directory");
+  if (::access(r.path.c_str(), R_OK) != 0) r.not_checkpoint(std::string("cannot read it: ") + std::strerror(errno));
+  const auto size = fs::file_size(r.path, ec);
+  if (ec) r.not_checkpoint("cannot read it: " + ec.message());
+  if (size == 0) r.not_checkpoint("empty file");
+  const htri_t is = H5Fis_hdf5(r.path.c_str());
+  if (is < 0) r.not_checkpoint("cannot read it: " + hdf5_error());
+  if (is == 0) r.not_checkpoint("not an HDF5 file");
+}
+
+CheckpointMeta read_meta(const Reader& r, hid_t file) {
+  Hid m = r.group(file, "meta", "/meta");
+  CheckpointMeta meta;
+  meta.version = static_cast<int>(r.int_attr<std::int64_t>(m.get(), "format_version", H5T_NATIVE_INT64));
+  if (meta.version != kCheckpointFormatVersion)
+    throw ConfigError(r.path + ": checkpoint format_version " + std::to_string(meta.version) +
+                      " is not supported (this scanshard reads format_version " + std::to_string(kCheckpointFormatVersion) + ")");
+  meta.model_name = r.string_attr(m.get(), "model_name");
+  meta.model_yaml = r.string_attr(m.get(), "model_yaml");
+  meta.plan_text = r.string_attr(m.get(), "plan");
+  meta.step = r.int_attr<std::int64_t>(m.get(), "step", H5T_NATIVE_INT64);
+  meta.seed = r.int_attr<std::uint64_t>(m.get(), "seed", H5T_NATIVE_UINT64);
+  meta.data_cursor = r.int_attr<std::int64_t>(m.get(), "data_cursor", H5T_NATIVE_INT64);
+  return meta;
+}
+
+// Shape of the dataset `name` in `block` (throws "not a scanshard checkpoint" if it is not a float dataset).
+std::vector<std::int64_t> dataset_shape(const Reader& r, hid_t block, const std::string& name, const std::string& full) {
+  const hid_t d = H5Dopen2(block, name.c_str(), H5P_DEFAULT);
+  if (d < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    r.not_checkpoint(full + " is not a dataset");
+  }
+  Hid dset(d, H5Dclose);
+  Hid type(ok(H5Dget_type(dset.get()), full), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_FLOAT) r.not_checkpoint(full + " is not floating point");
+  Hid space(ok(H5Dget_space(dset.get()), full), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) r.not_checkpoint(full + ": unreadable dataspace");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  if (rank > 0) ok_status(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), full);
+  return {dims.begin(), dims.end()};
+}
+
+// All "<block>/<name>" -> shape under one section group.
+std::map<std::string, std::vector<std::int64_t>> list_tensors(const Reader& r, hid_t file, const Section& s) {
+  const std::string root = s.group;
+  Hid sec = r.group(file, root, root);
+  std::map<std::string, std::vector<std::int64_t>> out;
+  for (const auto& block : link_names(sec.get(), root)) {
+    Hid b = r.group(sec.get(), block, root + "/" + block);
+    for (const auto& name : link_names(b.get(), root + "/" + block))
+      out[block + "/" + name] = dataset_shape(r, b.get(), name, root + "/" + block + "/" + name);
+  }
+  return out;
+}
+
+void check_model(const Reader& r, hid_t file, const Layout& lay, const CheckpointMeta& meta) {
+  const std::string whose = " (the checkpoint's model_name is '" + meta.model_name + "')";
+  for (int s = 0; s < 3; ++s) {
+    const auto found = list_tensors(r, file, kSections[s]);
+    std::set<std::string> needed;
+    for (const auto& t : lay.tensors) {
+      const std::string n = tensor_name(t);
+      needed.insert(n);
+      const auto it = found.find(n);
+      if (s == 0) {
+        if (it == found.end())
+          throw ConfigError(r.path + ": checkpoint is of another model: it has no tensor " + n + ", the model needs one of shape " +
+                            shape_str(t.shape) + whose);
+        if (it->second != t.shape)
+          throw ConfigError(r.path + ": checkpoint is of another model: tensor " + n + " has shape " + shape_str(it->second) +
+                            ", the model needs " + shape_str(t.shape) + whose);
+      } else if (it == found.end() || it->second != t.shape) {
+        r.not_checkpoint(std::string(kSections[s].what) + " " + dataset_path(kSections[s], t) +
+                         (it == found.end() ? " is missing" : " has shape " + shape_str(it->second)) + ", the parameters have " +
+                         shape_str(t.shape));
+      }
+    }
+    if (s == 0)
+      for (const auto& [n, shape] : found)
+        if (!needed.count(n))
+          throw ConfigError(r.path + ": checkpoint is of another model: it has tensor " + n + " of shape " + shape_str(shape) +
+                            ", which the model does not have" + whose);
+  }
+}
+
+void read_data(const Group& g, hid_t file, const Layout& lay, const std::vector<Slab>& slabs, const std::vector<float*>* data[3]) {
+  Hid dxpl = plist(H5P_DATASET_XFER, "dataset transfer properties");
+  if (g.mpi()) ok_status(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  static float none = 0;
+  for (int s = 0; s < 3; ++s)
+    for (size_t i = 0; i < lay.tensors.size(); ++i) {
+      const std::string full = dataset_path(kSections[s], lay.tensors[i]);
+      const std::string what = "read " + full;
+      Hid dset(ok(H5Dopen2(file, full.c_str(), H5P_DEFAULT), what), H5Dclose);
+      Hid fspace(ok(H5Dget_space(dset.get()), what), H5Sclose);
+      select_slab(fspace.get(), slabs[i], true, what);
+      Hid mspace = memory_space(slabs[i], true, what);
+      float* buf = (*data[s])[i];
+      ok_status(H5Dread(dset.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), dxpl.get(), buf ? buf : &none), what);
+    }
+}
+
+CheckpointMeta read_impl(const Group& g, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
+                         const std::vector<float*>& params, const std::vector<float*>& m1, const std::vector<float*>& m2) {
+  QuietHdf5 quiet;
+  const Reader r{path};
+  agree_or_throw(g, attempt([&] { check_arguments("read_checkpoint", lay, slabs, params, m1, m2, false); }));
+  agree_or_throw(g, g.rank == 0 ? attempt([&] { precheck_file(r); }) : Failure{});
+
+  Hid file;
+  CheckpointMeta meta;
+  agree_or_throw(g, attempt([&] {
+    Hid fapl = plist(H5P_FILE_ACCESS, "file access properties");
+    if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+    const hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+    if (fid < 0) r.not_checkpoint("damaged or truncated HDF5 file: " + hdf5_error());
+    file = Hid(fid, H5Fclose);
+    meta = read_meta(r, file.get());
+    check_model(r, file.get(), lay, meta);
+  }));
+  const std::vector<float*>* data[3] = {&params, &m1, &m2};
+  agree_or_throw(g, attempt([&] {
+    try {
+      read_data(g, file.get(), lay, slabs, data);
+    } catch (const std::runtime_error& e) {
+      r.not_checkpoint(std::string("damaged data: ") + e.what());
+    }
+  }));
+  agree_or_throw(g, attempt([&] { ok_status(file.close(), "close " + path); }));
+  return meta;
+}
+
+}  // namespace
+
+Slab whole_tensor(const ParamTensor& t, bool write) {
+  Slab s;
+  s.offset.assign(t.shape.size(), 0);
+  s.count = t.shape;
+  s.write = write;
+  return s;
+}
+
+void write_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
+                      const std::vector<const float*>& params, const std::vector<const float*>& m1,
+                      const std::vector<const float*>& m2, const CheckpointMeta& meta) {
+  write_impl(group_of(&comm), path, lay, slabs, params, m1, m2, meta);
+}
+
+void write_checkpoint(const mpi::Comm* comm, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
+                      const std::vector<const float*>& params, const std::vector<const float*>& m1,
+                      const std::vector<const float*>& m2, const CheckpointMeta& meta) {
+  write_impl(group_of(comm), path, lay, slabs, params, m1, m2, meta);
+}
+
+CheckpointMeta read_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay,
+                               const std::vector<Slab>& slabs, const std::vector<float*>& params,
+                               const std::vector<float*>& m1, const std::vector<float*>& m2) {
+  return read_impl(group_of(&comm), path, lay, slabs, params, m1, m2);
+}
+
+CheckpointMeta read_checkpoint(const mpi::Comm* comm, const std::string& path, const Layout& lay,
+                               const std::vector<Slab>& slabs, const std::vector<float*>& params,
+                               const std::vector<float*>& m1, const std::vector<float*>& m2) {
+  return read_impl(group_of(comm), path, lay, slabs, params, m1, m2);
+}
+
+}  // namespace scanshard::train

@@ -1,0 +1,74 @@
+// train/checkpoint.hpp — plan-independent training checkpoints in one parallel-HDF5 file (DESIGN §6).
+//
+// For: saving and resuming the runner's state (parameters, AdamW moments, step, seed, data cursor)
+// so that a run may resume under a different plan and rank count. Each rank writes / reads its
+// hyperslab of every full logical tensor with collective MPI-IO; the caller decides the sharding.
+// Not for: deciding who holds what (the runner), or the trace (trace.hpp).
+//
+// File layout (h5dump -H reads it):
+//   /                         attribute description (one sentence explaining the layout)
+//   /params/<block>/<name>    float32, the full logical parameter tensor, e.g. /params/layer.0/mlp.w1
+//   /optim/adam_m/<block>/<name>, /optim/adam_v/<block>/<name>   AdamW moments, same shapes
+//   /meta                     attributes model_name, model_yaml, plan, step, seed, data_cursor, format_version
+//
+// Atomicity: the file is written as `<path>.tmp-<pid of rank 0>`, closed collectively, fsynced, and
+// renamed to `path` by rank 0 (then the directory is fsynced). An existing checkpoint at `path` is
+// replaced only by that rename; on failure the temporary file is removed and nothing appears under
+// `path`.
+//
+// Errors: input problems (unwritable or missing directory, missing / non-HDF5 / truncated file,
+// a file of another model, an unknown format_version) throw ConfigError naming the file or
+// directory and the reason — on every rank of the communicator, so no rank hangs. A bad call
+// (slab out of range, wrong number of buffers) throws std::invalid_argument on every rank.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "program/param_layout.hpp"
+#include "train/comm.hpp"
+
+namespace scanshard::train {
+
+// This rank's part of one logical tensor.
+struct Slab {
+  std::vector<std::int64_t> offset, count;  // hyperslab in the full logical shape (same rank as shape)
+  bool write = true;  // false: this rank holds a replica another rank writes (it selects nothing on write)
+};
+
+// The slab covering all of tensor `t` (a rank holding a full replica).
+Slab whole_tensor(const ParamTensor& t, bool write = true);
+
+struct CheckpointMeta {
+  std::string model_yaml;  // the model's YAML text (whatever the caller wants to record)
+  std::string model_name;
+  std::string plan_text;   // the plan the run used (informational: resume may use another plan)
+  std::int64_t step = 0;
+  std::uint64_t seed = 0;
+  std::int64_t data_cursor = 0;
+  int version = 1;         // format_version; read_checkpoint only accepts 1, write always writes 1
+};
+
+inline constexpr int kCheckpointFormatVersion = 1;
+
+// Collective over comm. params / m1 / m2: per tensor of `lay`, a pointer to this rank's slab data,
+// contiguous and row-major over slab.count (may be null where the slab is empty or write == false).
+// `meta` is taken from rank 0. comm == nullptr: this process alone (MPI_COMM_SELF when MPI is
+// initialised, otherwise HDF5's serial driver and no MPI call at all).
+void write_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
+                      const std::vector<const float*>& params, const std::vector<const float*>& m1,
+                      const std::vector<const float*>& m2, const CheckpointMeta& meta);
+void write_checkpoint(const mpi::Comm* comm, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
+                      const std::vector<const float*>& params, const std::vector<const float*>& m1,
+                      const std::vector<const float*>& m2, const CheckpointMeta& meta);
+
+// Collective. Reads every rank's slabs (the write flag is ignored) into the given buffers after
+// checking that the file's tensor names and shapes are exactly those of `lay`; returns the meta.
+CheckpointMeta read_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay,
+                               const std::vector<Slab>& slabs, const std::vector<float*>& params,
+                               const std::vector<float*>& m1, const std::vector<float*>& m2);
+CheckpointMeta read_checkpoint(const mpi::Comm* comm, const std::string& path, const Layout& lay,
+                               const std::vector<Slab>& slabs, const std::vector<float*>& params,
+                               const std::vector<float*>& m1, const std::vector<float*>& m2);
+
+}  // namespace scanshard::train
