@@ -1,5 +1,5 @@
 // cli/train_command.cpp — `scanshard train`: run a plan for real on MPI ranks (issue 8: data, fsdp
-// with ZeRO 0–2, tensor and sequence parallelism for Griffin / Hawk / MQA, fp32). Run as
+// with ZeRO 0–3, tensor and sequence parallelism for Griffin / Hawk / MQA, fp32). Run as
 //   mpirun -n N scanshard train --plan P [--model M] [--data FILE] [--steps S] [--seed N] [--trace FILE]
 // or plainly for one rank. N must equal the plan's mesh size. Input errors (bad plan, mesh ≠ ranks,
 // unsupported axis or family, missing data) are detected identically on every rank before any
@@ -121,7 +121,7 @@ void run_train(const TrainOptions& o) {
 void register_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
   auto* cmd = app.add_subcommand("train", "run a plan for real on MPI ranks (mpirun -n <mesh size>); fp32, data / fsdp "
-                                          "(ZeRO 0-2) / tensor / sequence meshes, Griffin/Hawk/MQA");
+                                          "(ZeRO 0-3) / tensor / sequence meshes, Griffin/Hawk/MQA");
   cmd->add_option("--plan", o->plan_file, "plan YAML file (mesh, batch, seq_len)")->required();
   cmd->add_option("--model", o->model, "model preset or YAML path (default: the plan's model)");
   cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");

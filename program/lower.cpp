@@ -569,9 +569,14 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     params += it->lowered->params;
   }
 
+  const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3;
+  // ZeRO-3 gathers the embedding (and tied head) and the final norm / untied head before use too
+  const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0);
+  const std::int64_t head_params = (m.is_rwkv() ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
   if (first) {
     std::vector<Step> bwd;
     Emit e{c, -1, st.pre_forward, bwd};
+    if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
     embedding(e);
     st.pre_backward.assign(bwd.rbegin(), bwd.rend());
   } else {
@@ -581,6 +586,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   if (last) {
     std::vector<Step> bwd;
     Emit e{c, -1, st.post_forward, bwd};
+    if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "head.params", static_cast<double>(head_params) * c.w, true);
     head(e);
     st.post_backward.assign(bwd.rbegin(), bwd.rend());
     st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
@@ -590,8 +596,8 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   }
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
-  if (first) params += m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0);
-  if (last) params += (m.is_rwkv() ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
+  if (first) params += embed_params;
+  if (last) params += head_params;
   st.local_params = params;
 
   // Once per step: gradient reduction over the replicas, optimizer, parameter gather (ZeRO).
@@ -603,13 +609,15 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
     if (m.tied_embeddings && pp > 1 && (first || last))  // keep the tied embedding and head equal
       e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, "tied_embedding.grads", m.vocab * m.width / c.t * 4.0);
-    // sequence shards saw different tokens of the same sequences: their gradients add up
-    e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes, p.overlap);
+    // Sequence shards saw different tokens of the same sequences: their gradients add up like the
+    // replicas' (after the ZeRO reduce-scatter, only each rank's part travels).
     if (zero == 0) {
       e.collective(Phase::forward, CommKind::all_reduce, Axis::fsdp, "grads", grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes, p.overlap);
     } else {
       e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, "grads", grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes / fs, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes / fs, p.overlap);
     }
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);

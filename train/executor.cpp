@@ -121,6 +121,8 @@ struct Executor::State {
   i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;  // halo: K/V rows received (local attention)
   float escale = 1;
   const float* P = nullptr;  // parameters of this rank (ShardLayout order)
+  float* Pw = nullptr;       // the same, for ZeRO-3's gathers
+  std::vector<Range> zero3;  // ZeRO-3: the part of the flat buffer each fsdp rank owns
   float* G = nullptr;        // gradients
   std::vector<std::int32_t> tokens, targets, pos;
   std::vector<std::uint8_t> reset;
@@ -658,6 +660,28 @@ void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V head: sum the p
   allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), n);
 }
 
+// ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
+
+Range block_range(const ShardLayout& lay, const std::string& block) {
+  Range r{lay.total, 0};
+  for (std::size_t i = 0; i < lay.dim.size(); ++i)
+    if (lay.full.tensors[i].block == block) {
+      r.begin = std::min(r.begin, lay.offset[i]);
+      r.end = std::max(r.end, lay.offset[i] + lay.count(i));
+    }
+  return r;
+}
+void gather_block(State& s, const Step& st, const std::string& block) {
+  const Range r = block_range(s.lay, block);
+  std::vector<int> counts;
+  for (const Range& part : s.zero3)
+    counts.push_back(static_cast<int>(std::max<i64>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
+  need(s, Axis::fsdp, st).allgather_v_inplace(std::span<float>(s.Pw + r.begin, static_cast<std::size_t>(r.size())), counts);
+}
+void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::block(st.layer)); }
+void embed_params_gather(State& s, const Step& st) { gather_block(s, st, "embed"); }
+void head_params_gather(State& s, const Step& st) { gather_block(s, st, "final"); }
+
 void fused(State&, const Step&) {}  // work done inside a neighbouring step's kernel (named in the table)
 
 // ---- dispatch -----------------------------------------------------------------------------------
@@ -665,6 +689,9 @@ void fused(State&, const Step&) {}  // work done inside a neighbouring step's ke
 struct Entry { Executor::Handler fwd; Executor::Handler bwd; };
 const std::map<std::string, Entry, std::less<>>& table() {
   static const std::map<std::string, Entry, std::less<>> t = {
+      {"all_gather|params", {layer_params_gather, layer_params_gather}},
+      {"all_gather|embed.params", {embed_params_gather, nullptr}},
+      {"all_gather|head.params", {head_params_gather, nullptr}},
       {"embedding|embed.table", {embed_fwd, embed_bwd}},
       {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
       {"rmsnorm|final_norm", {final_norm_fwd, final_norm_bwd}},
@@ -751,9 +778,11 @@ std::vector<Executor::Bound> Executor::bind(const std::vector<Step>& steps, bool
   return out;
 }
 
-Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms)
+Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
+                   std::vector<Range> zero3_parts)
     : prog_(prog), s_(std::make_unique<State>(m, p, lay, comms)) {
   State& s = *s_;
+  s.zero3 = std::move(zero3_parts);
   s.t = p.mesh[Axis::tensor];
   s.tcoord = prog.coord[static_cast<int>(Axis::tensor)];
   s.sp = p.mesh[Axis::sequence];
@@ -825,9 +854,9 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
   bwd_ = bind(prog.backward, true);
 }
 
-double Executor::forward(const float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr) {
+double Executor::forward(float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr) {
   State& s = *s_;
-  s.P = params;
+  s.P = s.Pw = params;
   const auto n = static_cast<std::size_t>(s.M);
   s.tokens.assign(tokens, tokens + n);
   s.targets.assign(targets, targets + n);
@@ -848,9 +877,9 @@ double Executor::forward(const float* params, const std::int32_t* tokens, const 
   return sum;
 }
 
-void Executor::backward(const float* params, float* grads, Trace* tr) {
+void Executor::backward(float* params, float* grads, Trace* tr) {
   State& s = *s_;
-  s.P = params;
+  s.P = s.Pw = params;
   s.G = grads;
   zero(s.dxs.back());
   for (auto& b : s.L)  // accumulation targets of this micro-batch's backward

@@ -4,12 +4,12 @@
 // description of the model here: the step list decides what runs and in which order; this file
 // only knows what each (op, name) means.
 //
-// For: the runner (train/runner.cpp). Griffin / Hawk / MQA under data, fsdp (ZeRO 0–2), tensor
+// For: the runner (train/runner.cpp). Griffin / Hawk / MQA under data, fsdp (ZeRO 0–3), tensor
 // (Megatron column/row splits, vocab-parallel embedding and loss, replicated MQA K/V head) and
 // sequence parallelism (chunk-local RG-LRU scans with the ring or all-gather carry, Conv1D halo,
 // local-attention K/V halo). A step the executor has no meaning for is an error naming it.
 // Not for: the training loop, data, optimizer state (runner.cpp), pipeline stages, RWKV, ring
-// attention, ZeRO-3 (refused by runner::check_supported until they exist).
+// attention (refused by runner::check_supported until they exist).
 //
 // Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
 // steps simply run the forward handler again.
@@ -53,14 +53,18 @@ struct MeshComms {
 
 class Executor {
  public:
-  Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms);
+  // zero3_parts: under ZeRO-3, the range of the flat parameter buffer each fsdp rank owns (the
+  // parameter all-gather steps fill the rest before use); empty otherwise.
+  Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
+           std::vector<Range> zero3_parts = {});
   ~Executor();
   // One micro-batch: tokens/targets [B, T] of this rank's sequence shard. Returns the sum of the
   // token losses whose target falls in this rank's vocab shard (summing over the tensor group
   // gives every token's loss once).
-  double forward(const float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
+  // `params` is written only by ZeRO-3's parameter all-gathers.
+  double forward(float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
   // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
-  void backward(const float* params, float* grads, Trace* tr);
+  void backward(float* params, float* grads, Trace* tr);
 
   struct State;  // activations and buffers (executor.cpp)
   using Handler = void (*)(State&, const Step&);

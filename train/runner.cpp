@@ -30,7 +30,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   };
   if (m.is_rwkv()) not_yet("runner family", "model", std::string("model family ") + to_string(m.family));
   if (p.mesh[Axis::pipeline] > 1) not_yet("runner axes", "mesh.pipeline", "pipeline parallelism (mesh.pipeline > 1)");
-  if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) not_yet("runner zero", "zero_stage", "ZeRO stage 3");
   if (!m.tied_embeddings) not_yet("runner head", "model", "an untied output head");
   check_plan(m, p, world_size);
   const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
@@ -123,7 +122,10 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
   std::vector<double> gacc(params.size());
   const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
   const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
-  Executor ex(m, p, prog, sl, comms.view);
+  std::vector<Range> zero3_parts;  // ZeRO-3: who owns which part (the executor gathers before use)
+  if (zero && p.zero_stage == 3)
+    for (std::int64_t r = 0; r < p.mesh[Axis::fsdp]; ++r) zero3_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
+  Executor ex(m, p, prog, sl, comms.view, zero3_parts);
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
   const std::int64_t span = std::int64_t(data.size()) - T;  // start offsets 0 .. size-T-1
   Trace& tr = res.trace;
@@ -148,16 +150,19 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
       for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += double(grad[i]);
     }
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
+    bool scattered = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
     for (const Step& st : prog.step_end) {
       Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
       const mpi::Comm* c = comms.view[st.axis];
       const std::string_view op = st.op;
       if (op == "all_reduce" && std::string_view(st.name) == "grads") {
-        c->allreduce_sum(std::span<double>(gacc.data() + own.begin, static_cast<std::size_t>(own.end - own.begin)));
+        const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
+        c->allreduce_sum(std::span<double>(gacc.data() + b, static_cast<std::size_t>(e - b)));
       } else if (op == "reduce_scatter") {
         std::vector<double> part(static_cast<std::size_t>(own.end - own.begin));
         c->reduce_scatter_sum_v(std::span<const double>(gacc), std::span<double>(part), own.counts);
         std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
+        scattered = true;
       } else if (op == "adamw") {
         // the mean gradient over the global batch, its global norm, and AdamW on the owned part
         const double gscale = double(mb) / double(G);
@@ -197,7 +202,9 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
     tr.end_step(long(step), wall, loss);
     if (progress) progress(step, loss, tps);
   }
-  // Full logical parameters on every rank: shards into place, tensor-replicated ones counted once.
+  // Full logical parameters on every rank: ZeRO-3 parts gathered, shards into place,
+  // tensor-replicated ones counted once.
+  if (!zero3_parts.empty()) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(params), own.counts);
   res.params.assign(static_cast<std::size_t>(lay.total), 0.0f);
   sl.insert(params.data(), res.params.data());
   if (const mpi::Comm* tc = comms.view[Axis::tensor]) {

@@ -5,8 +5,9 @@
 // tensor-parallel shard of every parameter (cut from the same full tensors for every plan), feeds
 // its replica's sequences (data × fsdp) and its sequence shard's tokens in micro-batches, sums the
 // micro-batch gradients in double, then walks the program's step end: gradient all-reduce /
-// reduce-scatter (ZeRO 1–2: AdamW on this rank's part, then the parameter all-gather).
-// Not for: pipeline stages, ZeRO-3, RWKV, ring attention (check_supported refuses them), checkpoints.
+// reduce-scatter (ZeRO 1–3: AdamW on this rank's part, then the parameter all-gather — per
+// block before use under ZeRO-3).
+// Not for: pipeline stages, RWKV, ring attention (check_supported refuses them), checkpoints.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -35,7 +36,7 @@ struct Result {
 };
 
 // Throws PlanError when the runner cannot execute (model, plan) on `world_size` ranks: mesh size
-// ≠ world size, an illegal plan, or what is not yet supported (RWKV, pipeline, ZeRO-3, an untied
+// ≠ world size, an illegal plan, or what is not yet supported (RWKV, pipeline, an untied
 // head, global attention or a window longer than a shard under sequence sharding).
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size);
 

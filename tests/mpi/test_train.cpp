@@ -1,6 +1,6 @@
 // tests/mpi/test_train.cpp — the runner's central contract (issue 8): for griffin-tiny,
 // hawk-tiny and mqa-tiny, on meshes of the world size over each supported axis alone and in
-// combination (data, fsdp with ZeRO 0–2, tensor, sequence with both carry schemes), the loss at
+// combination (data, fsdp with ZeRO 0–3, tensor, sequence with both carry schemes), the loss at
 // every step and every parameter after 3 steps equal a single-process reference run (mesh of 1,
 // no MPI call) computed on each rank, to relative 1e-5. A mesh the world size cannot form (e.g.
 // tensor = 3 for 4 heads) is skipped with a note, never silently passed.
@@ -133,9 +133,9 @@ TEST_CASE("train: data-parallel runs equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
   for (const char* m : {"griffin-tiny", "hawk-tiny", "mqa-tiny"}) check_case(m, one_axis(Axis::data, w));
 }
-TEST_CASE("train: fsdp with ZeRO 0 1 and 2 equals the single-process run", "[train]") {
+TEST_CASE("train: fsdp with ZeRO 0 to 3 equals the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
-  for (int z : {0, 1, 2}) {
+  for (int z : {0, 1, 2, 3}) {
     Case c = one_axis(Axis::fsdp, w);
     c.zero_stage = z;
     check_case("griffin-tiny", c);
@@ -164,6 +164,10 @@ TEST_CASE("train: two-axis meshes on 4 ranks equal the single-process run", "[tr
   ft.mesh = {{Axis::fsdp, 2}, {Axis::tensor, 2}};
   ft.zero_stage = 2;
   check_case("griffin-tiny", ft);
+  Case fs = sequence_case(2, CarryScheme::ring);  // fsdp (ZeRO-3) × sequence
+  fs.mesh = {{Axis::fsdp, 2}, {Axis::sequence, 2}};
+  fs.zero_stage = 3;
+  check_case("griffin-tiny", fs);
   Case ds = sequence_case(2, CarryScheme::allgather);  // data × sequence
   ds.mesh = {{Axis::data, 2}, {Axis::sequence, 2}};
   check_case("hawk-tiny", ds);
