@@ -1,6 +1,7 @@
 // cli/train_command.cpp — `scanshard train`: run a plan for real on MPI ranks (issue 8: data, fsdp
 // with ZeRO 0–3, tensor and sequence parallelism for Griffin / Hawk / MQA, fp32). Run as
 //   mpirun -n N scanshard train --plan P [--model M] [--data FILE] [--steps S] [--seed N] [--trace FILE]
+//                                [--checkpoint-dir D [--checkpoint-every K]] [--resume PATH]
 // or plainly for one rank. N must equal the plan's mesh size. Input errors (bad plan, mesh ≠ ranks,
 // unsupported axis or family, missing data) are detected identically on every rank before any
 // communication: rank 0 reports them, every rank exits with the same code (2), nothing hangs. A
@@ -24,8 +25,8 @@ namespace scanshard {
 namespace {
 
 struct TrainOptions {
-  std::string plan_file, model, data, trace;
-  std::int64_t steps = 10;
+  std::string plan_file, model, data, trace, checkpoint_dir, resume;
+  std::int64_t steps = 10, checkpoint_every = 0;
   unsigned seed = 1234;
 };
 
@@ -73,6 +74,8 @@ void run_train(const TrainOptions& o) {
     if (model.empty()) throw ConfigError("--model: required (or give `model:` in the plan file)");
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
     if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
+    if (o.checkpoint_every < 0) throw ConfigError("--checkpoint-every: must be 0 (only after the last step) or positive");
+    if (o.checkpoint_every > 0 && o.checkpoint_dir.empty()) throw ConfigError("--checkpoint-every: needs --checkpoint-dir");
     try {
       train::check_supported(m, p, world.size());
     } catch (const PlanError& e) {  // name the plan file and the key to change
@@ -97,6 +100,9 @@ void run_train(const TrainOptions& o) {
   train::Options opt;
   opt.steps = o.steps;
   opt.seed = o.seed;
+  opt.checkpoint_dir = o.checkpoint_dir;
+  opt.checkpoint_every = o.checkpoint_every;
+  opt.resume = o.resume;
   try {
     auto res = train::run(m, p, data, opt, &world, [&](std::int64_t step, double loss, double tps) {
       if (rank != 0) return;
@@ -110,6 +116,12 @@ void run_train(const TrainOptions& o) {
       f << trace_json(res.trace, m, p, world.size()).dump(1) << "\n";
       if (!f) throw std::runtime_error(o.trace + ": write failed");
     }
+    if (rank == 0)
+      for (const auto& c : res.checkpoints) std::cout << "checkpoint " << c << "\n";
+  } catch (const ConfigError& e) {  // a bad --resume file or checkpoint directory: every rank agrees
+    if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
+    MPI_Finalize();
+    std::exit(2);
   } catch (const std::exception& e) {
     std::cerr << "scanshard: rank " << rank << ": runtime failure: " << e.what() << "\n" << std::flush;
     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -127,6 +139,10 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");
   cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
   cmd->add_option("--seed", o->seed, "initialisation seed (the same parameters for every plan)")->capture_default_str();
+  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
+                  "write <dir>/step-<N>.h5 (parallel HDF5, full logical tensors) after the last step");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every, "also checkpoint every N steps (needs --checkpoint-dir)");
+  cmd->add_option("--resume", o->resume, "start from this checkpoint (written under any plan and rank count)");
   cmd->add_option("--trace", o->trace, "write measured seconds per (phase, op, name) per step as JSON (rank 0)");
   cmd->callback([o] { run_train(*o); });
 }

@@ -11,6 +11,7 @@
 
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
+#include "train/checkpoint.hpp"
 #include "train/executor.hpp"
 
 #ifndef SCANSHARD_DEFAULT_CORPUS
@@ -96,6 +97,33 @@ Owned owned_range(std::int64_t total, std::int64_t parts, std::int64_t me) {
   return o;
 }
 
+// Who writes what in a checkpoint: this rank's slab of every tensor; one writer per slab (the
+// first rank on the data, fsdp and sequence axes, and on the tensor axis for whole tensors).
+std::vector<Slab> checkpoint_slabs(const ShardLayout& sl, const std::array<std::int64_t, kAxisCount>& coord) {
+  const bool replica_writer = coord[static_cast<int>(Axis::data)] == 0 && coord[static_cast<int>(Axis::fsdp)] == 0 &&
+                              coord[static_cast<int>(Axis::sequence)] == 0;
+  std::vector<Slab> slabs;
+  for (std::size_t i = 0; i < sl.dim.size(); ++i) {
+    Slab s;
+    s.offset.assign(sl.full.tensors[i].shape.size(), 0);
+    s.count = sl.shape[i];
+    if (sl.dim[i] >= 0) s.offset[static_cast<std::size_t>(sl.dim[i])] = sl.range[i].begin;
+    s.write = replica_writer && (sl.dim[i] >= 0 || coord[static_cast<int>(Axis::tensor)] == 0);
+    slabs.push_back(std::move(s));
+  }
+  return slabs;
+}
+template <class P>
+std::vector<P> per_tensor(const ShardLayout& sl, P base) {
+  std::vector<P> out;
+  for (std::size_t i = 0; i < sl.dim.size(); ++i) out.push_back(base + sl.offset[i]);
+  return out;
+}
+std::string model_summary(const ModelSpec& m) {
+  return "name: " + m.name + "\nfamily: " + to_string(m.family) + "\nwidth: " + std::to_string(m.width) +
+         "\ndepth: " + std::to_string(m.depth) + "\nvocab: " + std::to_string(m.vocab) + "\n";
+}
+
 }  // namespace
 
 Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& data, const Options& o,
@@ -126,11 +154,41 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
   if (zero && p.zero_stage == 3)
     for (std::int64_t r = 0; r < p.mesh[Axis::fsdp]; ++r) zero3_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
   Executor ex(m, p, prog, sl, comms.view, zero3_parts);
+  const std::vector<Slab> slabs = checkpoint_slabs(sl, coord);
+  std::int64_t first_step = 0;
+  if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
+    const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
+                                                per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
+    if (meta.model_name != m.name)
+      throw ConfigError(o.resume + ": checkpoint of model '" + meta.model_name + "', not '" + m.name + "'");
+    first_step = meta.step;
+  }
+  res.first_step = first_step;
+  // Writes <dir>/step-<N>.h5 after step N (collective). ZeRO parts are gathered first.
+  auto save = [&](std::int64_t done) {
+    if (zero) {
+      for (auto* v : {&m1, &m2}) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(*v), own.counts);
+      if (!zero3_parts.empty()) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(params), own.counts);
+    }
+    CheckpointMeta meta;
+    meta.model_name = m.name;
+    meta.model_yaml = model_summary(m);
+    meta.plan_text = plan_to_yaml(p);
+    meta.step = done;
+    meta.seed = o.seed;
+    meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
+    const std::string path = o.checkpoint_dir + "/step-" + std::to_string(done) + ".h5";
+    Trace::Scope sc(&res.trace, "optimizer", "checkpoint", "params");
+    write_checkpoint(comm, path, lay, slabs, per_tensor(sl, static_cast<const float*>(params.data())),
+                     per_tensor(sl, static_cast<const float*>(m1.data())), per_tensor(sl, static_cast<const float*>(m2.data())),
+                     meta);
+    res.checkpoints.push_back(path);
+  };
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
   const std::int64_t span = std::int64_t(data.size()) - T;  // start offsets 0 .. size-T-1
   Trace& tr = res.trace;
 
-  for (std::int64_t step = 0; step < o.steps; ++step) {
+  for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(gacc.begin(), gacc.end(), 0.0);
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
@@ -192,6 +250,9 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
         throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");
       }
     }
+    const bool last = step + 1 == first_step + o.steps;
+    if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0)))
+      save(step + 1);
     double loss_buf[1] = {loss_sum};
     if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
     const double loss = loss_buf[0] / double(G * T);

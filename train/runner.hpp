@@ -6,8 +6,9 @@
 // its replica's sequences (data × fsdp) and its sequence shard's tokens in micro-batches, sums the
 // micro-batch gradients in double, then walks the program's step end: gradient all-reduce /
 // reduce-scatter (ZeRO 1–3: AdamW on this rank's part, then the parameter all-gather — per
-// block before use under ZeRO-3).
-// Not for: pipeline stages, RWKV, ring attention (check_supported refuses them), checkpoints.
+// block before use under ZeRO-3). Checkpoints (checkpoint.hpp) hold full logical tensors, so a run
+// resumes under any plan; the data cursor is the step index.
+// Not for: pipeline stages, RWKV, ring attention (check_supported refuses them).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -23,13 +24,18 @@
 namespace scanshard::train {
 
 struct Options {
-  std::int64_t steps = 10;
+  std::int64_t steps = 10;             // steps to run in this invocation (after a resume: more steps)
+  std::string checkpoint_dir;          // "": no checkpoints; else <dir>/step-<N>.h5 after the last step
+  std::int64_t checkpoint_every = 0;   // > 0: also every this many steps
+  std::string resume;                  // a checkpoint to start from (any plan, any rank count)
   unsigned seed = 1234;
   kernels::AdamW adamw{};  // the same hyperparameters for every plan; weight decay on matrices only
 };
 
 struct Result {
-  std::vector<double> losses;        // mean over the global batch, per step
+  std::int64_t first_step = 0;       // 0, or the step a resumed run started from
+  std::vector<double> losses;        // mean over the global batch, per step run
+  std::vector<std::string> checkpoints;  // files written
   std::vector<double> tokens_per_s;  // global tokens / wall seconds, per step
   std::vector<float> params;         // full parameters after the last step, parameter_tensors() order
   Trace trace;

@@ -8,12 +8,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <span>
+#include <unistd.h>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
 #include "train/comm.hpp"
 #include "train/runner.hpp"
 
@@ -53,6 +57,36 @@ Plan tiny_plan(const std::string& model, Axis axis, std::int64_t n) {
   return make_plan(model, c, true);
 }
 
+// Every parameter equal to relative 1e-5 at the scale of its tensor; names the tensors that differ.
+void compare_params(const ModelSpec& m, const std::vector<float>& dist, const std::vector<float>& ref,
+                    const std::string& label) {
+  REQUIRE(dist.size() == ref.size());
+  size_t bad = 0, worst = 0;
+  double worst_rel = 0;
+  const Layout lay(m);
+  std::string where;  // tensors holding differing parameters
+  // Relative 1e-5 at the scale of each tensor (its largest reference entry): fp32 sums in another
+  // order differ by rounding relative to the terms summed, not to a result that cancels to ~0.
+  for (size_t ti = 0; ti < lay.tensors.size(); ++ti) {
+    size_t bad_here = 0;
+    double scale = 1e-6;
+    for (std::int64_t j = 0; j < lay.tensors[ti].count(); ++j)
+      scale = std::max(scale, std::abs(double(ref[static_cast<size_t>(lay.offset[ti] + j)])));
+    for (std::int64_t j = 0; j < lay.tensors[ti].count(); ++j) {
+      const size_t i = static_cast<size_t>(lay.offset[ti] + j);
+      const double rel = std::abs(double(dist[i]) - double(ref[i])) / scale;
+      if (rel > 1e-5) ++bad_here;
+      if (rel > worst_rel) { worst_rel = rel; worst = i; }
+    }
+    if (bad_here) where += " " + lay.tensors[ti].block + "/" + lay.tensors[ti].name + ":" + std::to_string(bad_here);
+    bad += bad_here;
+  }
+  INFO(label << ": " << bad << " of " << ref.size()
+            << " parameters differ; worst (relative to its tensor's scale) " << worst_rel << " at " << worst << " (" << dist[worst]
+            << " vs " << ref[worst] << ") in" << where);
+  CHECK(bad == 0);
+}
+
 bool close(double a, double b, double rel) { return std::abs(a - b) <= rel * std::max({std::abs(a), std::abs(b), 1e-3}); }
 
 void check_case(const std::string& name, const Case& c) {
@@ -84,31 +118,7 @@ void check_case(const std::string& name, const Case& c) {
     CHECK(close(dist.losses[s], ref.losses[s], 1e-5));
   }
   CHECK(ref.losses[2] < ref.losses[0]);  // it learns
-  REQUIRE(dist.params.size() == ref.params.size());
-  size_t bad = 0, worst = 0;
-  double worst_rel = 0;
-  const Layout lay(m);
-  std::string where;  // tensors holding differing parameters
-  // Relative 1e-5 at the scale of each tensor (its largest reference entry): fp32 sums in another
-  // order differ by rounding relative to the terms summed, not to a result that cancels to ~0.
-  for (size_t ti = 0; ti < lay.tensors.size(); ++ti) {
-    size_t bad_here = 0;
-    double scale = 1e-6;
-    for (std::int64_t j = 0; j < lay.tensors[ti].count(); ++j)
-      scale = std::max(scale, std::abs(double(ref.params[static_cast<size_t>(lay.offset[ti] + j)])));
-    for (std::int64_t j = 0; j < lay.tensors[ti].count(); ++j) {
-      const size_t i = static_cast<size_t>(lay.offset[ti] + j);
-      const double rel = std::abs(double(dist.params[i]) - double(ref.params[i])) / scale;
-      if (rel > 1e-5) ++bad_here;
-      if (rel > worst_rel) { worst_rel = rel; worst = i; }
-    }
-    if (bad_here) where += " " + lay.tensors[ti].block + "/" + lay.tensors[ti].name + ":" + std::to_string(bad_here);
-    bad += bad_here;
-  }
-  INFO(name << " on " << dist_plan.mesh.describe() << ": " << bad << " of " << ref.params.size()
-            << " parameters differ; worst (relative to its tensor's scale) " << worst_rel << " at " << worst << " (" << dist.params[worst]
-            << " vs " << ref.params[worst] << ") in" << where);
-  CHECK(bad == 0);
+  compare_params(m, dist.params, ref.params, name + " on " + dist_plan.mesh.describe());
 }
 
 // The case with one axis of the world's size.
@@ -179,6 +189,62 @@ TEST_CASE("train: remat policies recompute without changing the result", "[train
     c.remat = r;
     check_case("griffin-tiny", c);
   }
+}
+TEST_CASE("train: 2 steps then checkpoint then resume under another plan for 2 steps equals 4 steps", "[train]") {
+  const auto world = mpi::Comm::world();
+  const auto w = world.size();
+  const ModelSpec m = load_model("griffin-tiny");
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
+  world.broadcast(std::span<std::int64_t>(id, 1), 0);
+  const std::string dir = "/tmp/scanshard-resume-" + std::to_string(id[0]);
+  if (world.rank() == 0) std::filesystem::create_directories(dir);
+  world.barrier();
+  Case before = one_axis(Axis::data, w), after = one_axis(Axis::tensor, w);
+  if (w == 3) after = one_axis(Axis::fsdp, 3), after.zero_stage = 2;  // tensor = 3 does not divide 4 heads
+  train::Options o;
+  o.seed = 7;
+  o.adamw.eps = 1e-3f;  // see check_case
+  o.adamw.lr = 1e-2f;
+  o.steps = 4;
+  const auto ref = train::run(m, make_plan("griffin-tiny", before, false), data, o, nullptr);
+  o.steps = 2;
+  o.checkpoint_dir = dir;
+  const auto first = train::run(m, make_plan("griffin-tiny", before, true), data, o, &world);
+  REQUIRE(first.checkpoints == std::vector<std::string>{dir + "/step-2.h5"});
+  o.checkpoint_dir.clear();
+  o.resume = dir + "/step-2.h5";
+  o.seed = 999;  // ignored: parameters come from the checkpoint
+  const auto second = train::run(m, make_plan("griffin-tiny", after, true), data, o, &world);
+  CHECK(second.first_step == 2);
+  REQUIRE(second.losses.size() == 2);
+  for (size_t s = 0; s < 2; ++s) {
+    INFO("resumed step " << s + 2 << ": " << second.losses[s] << " vs uninterrupted " << ref.losses[s + 2]);
+    CHECK(close(second.losses[s], ref.losses[s + 2], 1e-5));
+  }
+  compare_params(m, second.params, ref.params, "resumed on " + make_plan("griffin-tiny", after, true).mesh.describe());
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(dir);
+}
+TEST_CASE("train: resuming from a checkpoint of another model is a ConfigError on every rank", "[train]") {
+  const auto world = mpi::Comm::world();
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
+  world.broadcast(std::span<std::int64_t>(id, 1), 0);
+  const std::string dir = "/tmp/scanshard-other-" + std::to_string(id[0]);
+  if (world.rank() == 0) std::filesystem::create_directories(dir);
+  world.barrier();
+  train::Options o;
+  o.steps = 1;
+  o.checkpoint_dir = dir;
+  train::run(load_model("hawk-tiny"), make_plan("hawk-tiny", one_axis(Axis::data, world.size()), true), data, o, &world);
+  o.checkpoint_dir.clear();
+  o.resume = dir + "/step-1.h5";
+  CHECK_THROWS_AS(train::run(load_model("griffin-tiny"), make_plan("griffin-tiny", one_axis(Axis::data, world.size()), true),
+                             data, o, &world),
+                  ConfigError);
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(dir);
 }
 TEST_CASE("train: mesh size different from the world size is a PlanError", "[train]") {
   const auto world = mpi::Comm::world();
