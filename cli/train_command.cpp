@@ -7,6 +7,7 @@
 // communication: rank 0 reports them, every rank exits with the same code (2), nothing hangs. A
 // failure during training aborts the whole job (MPI_Abort) after the failing rank prints it.
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -97,6 +98,11 @@ void run_train(const TrainOptions& o) {
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
     std::cout.flush();
   }
+  if (rank == 0 && !o.checkpoint_dir.empty()) {  // a missing directory is created; failures surface
+    std::error_code ec;                           // as the checkpoint writer's error on every rank
+    std::filesystem::create_directories(o.checkpoint_dir, ec);
+  }
+  world.barrier();
   train::Options opt;
   opt.steps = o.steps;
   opt.seed = o.seed;
