@@ -11,5 +11,6 @@ void register_simulate_command(CLI::App& app);
 void register_plan_command(CLI::App& app);
 void register_report_command(CLI::App& app);
 void register_train_command(CLI::App& app);  // mpirun -n N scanshard train
+void register_calibrate_command(CLI::App& app);  // mpirun -n N scanshard calibrate
 
 }  // namespace scanshard

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   scanshard::register_report_command(app);
   scanshard::register_simulate_command(app);
   scanshard::register_train_command(app);
+  scanshard::register_calibrate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -164,6 +164,7 @@ ClusterSpec parse_cluster(const YAML::Node& node, const std::string& file, const
     c.chip = parse_chip(chip, file, "chip");
   }
   c.topology = parse_topology(y.required_map("topology"));
+  y.raw("measurements");  // free-form raw data written by `scanshard calibrate`: kept for readers, not interpreted
   y.finish();
   return c;
 }

@@ -63,6 +63,8 @@ struct TopologySpec {
   std::string describe() const;  // "torus 4x8x8 (wrap)", "32 islands x 8, fat tree"
 };
 
+// YAML keys: name, source, chip (preset name or inline mapping), topology, and optionally
+// measurements (free-form raw data from `scanshard calibrate`; accepted and ignored by the loader).
 struct ClusterSpec {
   std::string name;
   std::string source;

@@ -1,0 +1,789 @@
+// cli/calibrate_command.cpp — `scanshard calibrate`: measure this machine and write it as a cluster
+// YAML (DESIGN §7) that `simulate`, `plan`, `validate` and `report` read like any preset. Run as
+//   mpirun -n N scanshard calibrate [--out cpu-local.yaml] [--name cpu-local] [--quick]
+// or plainly (one rank: no network measurements; the link numbers stay the cpu-local preset's
+// placeholders and `source:` says so). One rank = one core = one device, so every benchmark runs
+// single-threaded (OpenMP and OpenBLAS), on all ranks at once (as they will when training).
+//
+// What is measured, and what it becomes in the cluster file:
+//   * OpenBLAS cblas_sgemm at several shapes -> peak_flops_per_s.fp32 (the best rate);
+//   * a STREAM-triad loop at working sets from L2-sized to DRAM-sized -> memory_bytes_per_s (the
+//     best rate: the roofline ceiling; efficiency.memory = 1);
+//   * an FMA loop on registers -> vector_flops_per_s;
+//   * a tiny kernel call -> launch_overhead_seconds;
+//   * per op class, the kernels the runner's executor calls for one layer's steps (kernels::fast,
+//     same call pattern) on griffin-tiny / mqa-tiny shapes (4 sequences x 128 tokens), priced
+//     with the same lowering and cost function the simulator uses: the class efficiency is the
+//     value at which the roofline price of those steps equals the measured median time
+//     (bisection; clamped to (0, 1]). Benchmarks: elementwise = gelu ⊙ of the recurrent gate;
+//     norm = RMSNorm; gemm = the gated MLP, the recurrent projections and the block-diagonal
+//     gates (fitted together, time-weighted; each one's own value is recorded); scan = the fused
+//     RG-LRU scan; attention = local (griffin-tiny) and global (mqa-tiny) attention together.
+//     Order: elementwise, norm, gemm (the MLP contains a gelu ⊙), scan, attention;
+//   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB
+//     (buffer per rank; all-gather: the gathered result), each fitted to latency + bytes/bandwidth
+//     on relative residuals; the island link (bytes/s, per-step latency) comes from the
+//     all-reduce fit — the collective data/fsdp training uses — through the simulator's ring
+//     formula 2(P−1)/P·bytes/bw + 2(P−1)·latency; efficiency.network = 1.
+// Raw numbers go under `measurements:` (free-form; the loader accepts and ignores it). The file
+// is written atomically and loaded back with load_cluster before it replaces --out.
+// --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
+#include <cblas.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <mpi.h>
+
+#include "cli/commands.hpp"
+#include "cli/format.hpp"
+#include "kernels/attention.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/mlp.hpp"
+#include "kernels/rglru.hpp"
+#include "kernels/rmsnorm.hpp"
+#include "program/lower.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
+#include "sim/stats.hpp"
+#include "train/comm.hpp"
+
+namespace scanshard {
+namespace {
+
+namespace K = kernels::fast;
+using i64 = std::int64_t;
+
+struct CalibrateOptions {
+  std::string out = "cpu-local.yaml";
+  std::string name = "cpu-local";
+  bool quick = false;
+};
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Seconds of f() per call after one warm-up call: at least min_reps calls, more until `budget`
+// seconds have been spent. The median (what a run typically sees: kernels) or the minimum (a peak
+// rate: other processes on the machine only ever slow a call down).
+template <class F>
+std::vector<double> call_seconds(F&& f, double budget, int min_reps, int max_reps) {
+  f();
+  std::vector<double> t;
+  double total = 0;
+  while (static_cast<int>(t.size()) < min_reps || (total < budget && static_cast<int>(t.size()) < max_reps)) {
+    const double t0 = now();
+    f();
+    const double dt = now() - t0;
+    t.push_back(dt);
+    total += dt;
+  }
+  return t;
+}
+template <class F>
+double median_seconds(F&& f, double budget, int min_reps = 3, int max_reps = 100000) {
+  return stats::median(call_seconds(f, budget, min_reps, max_reps));
+}
+template <class F>
+double best_seconds(F&& f, double budget, int min_reps = 3, int max_reps = 100000) {
+  const auto t = call_seconds(f, budget, min_reps, max_reps);
+  return *std::min_element(t.begin(), t.end());
+}
+
+std::vector<float> random_vector(std::size_t n, float scale, unsigned seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+// ─── compute benchmarks ─────────────────────────────────────────────────────────────────────────
+
+struct GemmSample { i64 m, n, k; double seconds, flops_per_s; };
+
+std::vector<GemmSample> bench_sgemm(bool quick) {
+  std::vector<std::array<i64, 3>> shapes = {{512, 384, 128}, {512, 128, 128}, {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}};
+  if (!quick) shapes.insert(shapes.end(), {{64, 64, 64}, {2048, 384, 128}, {2048, 128, 384}, {2048, 2048, 512}});
+  std::vector<GemmSample> out;
+  for (const auto& [m, n, k] : shapes) {
+    auto a = random_vector(m * k, 1, 1), b = random_vector(k * n, 1, 2);
+    std::vector<float> c(m * n);
+    const double s = best_seconds([&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, a.data(), int(k), b.data(), int(n),
+                  0.0f, c.data(), int(n));
+    }, quick ? 0.02 : 0.1);
+    out.push_back({m, n, k, s, 2.0 * double(m) * double(n) * double(k) / s});
+  }
+  return out;
+}
+
+struct TriadSample { double bytes, bytes_per_s; };
+
+// a = b + s·c over three float arrays of `bytes` in total; counts 12 bytes per element.
+std::vector<TriadSample> bench_triad(bool quick) {
+  std::vector<double> sizes = {384.0 * 1024, 3.0 * 1024 * 1024, 24.0 * 1024 * 1024};
+  if (!quick) sizes.push_back(192.0 * 1024 * 1024);
+  std::vector<TriadSample> out;
+  for (double bytes : sizes) {
+    const std::size_t n = static_cast<std::size_t>(bytes / 12);
+    std::vector<float> a(n, 0.0f), b(n, 1.0f), c(n, 2.0f);
+    const float s = 0.5f;
+    float* __restrict pa = a.data();
+    const float* __restrict pb = b.data();
+    const float* __restrict pc = c.data();
+    const double t = best_seconds([&] {
+      for (std::size_t i = 0; i < n; ++i) pa[i] = pb[i] + s * pc[i];
+    }, quick ? 0.02 : 0.1);
+    volatile float sink = a[n / 2];
+    (void)sink;
+    out.push_back({12.0 * double(n), 12.0 * double(n) / t});
+  }
+  return out;
+}
+
+// Multiply-adds on 128 independent lanes held in registers: the vector unit's FLOP/s.
+double bench_vector_flops(bool quick) {
+  constexpr int kLanes = 128;
+  alignas(64) float acc[kLanes];
+  for (int j = 0; j < kLanes; ++j) acc[j] = 1.0f + 1e-3f * float(j);
+  const float mul = 0.999999f, add = 1e-7f;
+  const long reps = 20000;  // ~1-2 ms per timed call
+  const double t = best_seconds([&] {
+    for (long r = 0; r < reps; ++r)
+      for (int j = 0; j < kLanes; ++j) acc[j] = acc[j] * mul + add;
+  }, quick ? 0.02 : 0.1);
+  float sum = 0;
+  for (float x : acc) sum += x;
+  volatile float sink = sum;
+  (void)sink;
+  return 2.0 * kLanes * double(reps) / t;
+}
+
+// Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).
+double bench_launch_overhead() {
+  const i64 M = 1, D = 16;
+  auto x = random_vector(M * D, 1, 3), scale = random_vector(D, 0.1f, 4);
+  std::vector<float> y(M * D), rstd(M);
+  constexpr int kCalls = 2000;
+  return best_seconds([&] {
+    for (int i = 0; i < kCalls; ++i) K::rmsnorm_forward(y.data(), rstd.data(), x.data(), scale.data(), M, D);
+  }, 0.02) / kCalls;
+}
+
+// ─── per-class efficiency from the runner's kernels ────────────────────────────────────────────
+
+struct KernelBench {
+  std::string cls;      // efficiency field fitted: elementwise, norm, gemm, scan, attention
+  std::string model;    // preset whose shapes (and lowering) are used
+  std::string group;    // label: the program steps the kernels implement
+  std::vector<std::string> names;  // those steps' names (forward and backward of one layer)
+  std::function<void()> run;  // the kernels train/executor.cpp calls for them, one micro-batch
+  double seconds = 0;   // measured (median)
+  double efficiency = 0;
+  bool clamped = false;
+};
+
+constexpr i64 kBenchBatch = 4, kBenchSeq = 128;
+
+Plan bench_plan(const std::string& model) {
+  Plan p;
+  p.model = model;
+  p.global_batch = kBenchBatch;
+  p.micro_batch = kBenchBatch;
+  p.seq_len = kBenchSeq;
+  p.param_dtype = p.act_dtype = DType::fp32;
+  return p;
+}
+
+// Forward and backward compute steps named in `names`, of the first layer that has them.
+std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names) {
+  const StepProgram prog = lower(m, bench_plan(m.name), 0);
+  auto wanted = [&](const Step& s) { return std::find(names.begin(), names.end(), std::string(s.name)) != names.end(); };
+  std::int32_t layer = -2;
+  for (const auto& s : prog.forward)
+    if (wanted(s)) { layer = s.layer; break; }
+  std::vector<Step> out;
+  for (const auto* list : {&prog.forward, &prog.backward})
+    for (const auto& s : *list)
+      if (wanted(s) && s.layer == layer && s.kind == StepKind::compute) out.push_back(s);
+  if (out.empty()) throw std::runtime_error("calibrate: the lowering of " + m.name + " has no steps named " + names.front());
+  return out;
+}
+
+double& efficiency_field(Efficiency& e, const std::string& cls) {
+  if (cls == "gemm") return e.gemm;
+  if (cls == "elementwise") return e.elementwise;
+  if (cls == "scan") return e.scan;
+  if (cls == "attention") return e.attention;
+  if (cls == "norm") return e.norm;
+  throw std::logic_error("calibrate: no efficiency field " + cls);
+}
+
+// The efficiency at which the roofline price of `steps` equals `measured` (bisection in log space;
+// the price falls as the efficiency grows). Clamped to [1e-4, 1].
+double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::string& cls, double measured, bool* clamped) {
+  auto price = [&](double eff) {
+    efficiency_field(chip.efficiency, cls) = eff;
+    double t = 0;
+    for (const auto& s : steps)
+      if (s.kind == StepKind::compute) t += compute_seconds(s, chip, DType::fp32);
+    return t;
+  };
+  *clamped = false;
+  if (price(1.0) >= measured) { *clamped = true; return 1.0; }
+  if (price(1e-4) <= measured) { *clamped = true; return 1e-4; }
+  double lo = std::log(1e-4), hi = 0;
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (price(std::exp(mid)) > measured ? lo : hi) = mid;
+  }
+  return std::exp(0.5 * (lo + hi));
+}
+
+// Buffers of one benchmark, kept alive by the closure.
+struct Buffers {
+  std::vector<std::vector<float>> f;
+  std::vector<std::uint8_t> reset;
+  float* add(std::size_t n, float scale = 0.5f) {
+    f.push_back(random_vector(n, scale, static_cast<unsigned>(f.size() + 11)));
+    return f.back().data();
+  }
+};
+
+// One layer's worth of each op class, run with the kernels and call pattern of the executor's
+// handlers (linear forward; backward as separate dx and dw calls; the gelu of the recurrent gate
+// fused into gelu ⊙ h; the RG-LRU decay fused into the scan; scores recomputed inside the
+// attention backward).
+std::vector<KernelBench> kernel_benches() {
+  std::vector<KernelBench> out;
+  const ModelSpec g = load_model("griffin-tiny"), q = load_model("mqa-tiny");
+  const i64 B = kBenchBatch, T = kBenchSeq, M = B * T;
+  auto make_reset = [&] {
+    std::vector<std::uint8_t> r(M, 0);
+    for (i64 b = 0; b < B; ++b) r[b * T] = 1;
+    return r;
+  };
+  // y = x W + b forward, then dx and dw as two calls: [M, C] -> [M, OC].
+  struct Linear {
+    float *y, *x, *w, *b, *dx, *dw, *db, *dy;
+    i64 M, C, OC;
+    void fwd() const { K::linear_forward(y, x, w, b, M, C, OC); }
+    void bwd() const {
+      K::linear_backward(dx, nullptr, nullptr, dy, x, w, M, C, OC);
+      K::linear_backward(nullptr, dw, db, dy, x, w, M, C, OC);
+    }
+  };
+  auto linear = [](Buffers& buf, i64 M, i64 C, i64 OC) {
+    const float ws = 1.0f / std::sqrt(float(C));
+    return Linear{buf.add(M * OC), buf.add(M * C), buf.add(C * OC, ws), buf.add(OC), buf.add(M * C), buf.add(C * OC), buf.add(OC),
+                  buf.add(M * OC), M, C, OC};
+  };
+  {  // elementwise: gelu(gy) ⊙ h of the recurrent block (lowered: rec.gate + rec.gated)
+    auto buf = std::make_shared<Buffers>();
+    const i64 n = M * g.recurrent_width;
+    float *o = buf->add(n), *a = buf->add(n), *b = buf->add(n), *da = buf->add(n), *db = buf->add(n), *dout = buf->add(n);
+    out.push_back({"elementwise", g.name, "rec.gate + rec.gated", {"rec.gate", "rec.gated"}, [=, keep = buf] {
+      K::gelu_mul_forward(o, a, b, n);
+      K::gelu_mul_backward(da, db, dout, a, b, n);
+    }});
+  }
+  {  // norm: RMSNorm forward + backward
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = g.width;
+    float *y = buf->add(M * D), *rstd = buf->add(M), *x = buf->add(M * D), *scale = buf->add(D, 0.1f), *dx = buf->add(M * D),
+          *dscale = buf->add(D), *dy = buf->add(M * D);
+    out.push_back({"norm", g.name, "norm1", {"norm1"}, [=, keep = buf] {
+      K::rmsnorm_forward(y, rstd, x, scale, M, D);
+      K::rmsnorm_backward(dx, dscale, dy, x, rstd, scale, M, D);
+    }});
+  }
+  {  // gemm: the gated MLP — W1, W2, gelu ⊙, W3 and their backward
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = g.width, F = g.mlp_width;
+    const Linear w1 = linear(*buf, M, D, F), w2 = linear(*buf, M, D, F), w3 = linear(*buf, M, F, D);
+    float *da = buf->add(M * F), *db = buf->add(M * F);
+    out.push_back({"gemm", g.name, "mlp.w1 + w2 + act + w3", {"mlp.w1", "mlp.w2", "mlp.act", "mlp.w3"}, [=, keep = buf] {
+      w1.fwd();
+      w2.fwd();
+      K::gelu_mul_forward(w3.x, w1.y, w2.y, M * F);
+      w3.fwd();
+      w3.bwd();
+      K::gelu_mul_backward(da, db, w3.dx, w1.y, w2.y, M * F);
+      w2.bwd();
+      w1.bwd();
+    }});
+  }
+  {  // gemm: the recurrent block's projections D -> R (wx, wy) and R -> D (wo)
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = g.width, R = g.recurrent_width;
+    const Linear wx = linear(*buf, M, D, R), wy = linear(*buf, M, D, R), wo = linear(*buf, M, R, D);
+    out.push_back({"gemm", g.name, "rec.wx + wy + wo", {"rec.wx", "rec.wy", "rec.wo"}, [=, keep = buf] {
+      wy.fwd();
+      wx.fwd();
+      wo.fwd();
+      wo.bwd();
+      wx.bwd();
+      wy.bwd();
+    }});
+  }
+  {  // gemm: the RG-LRU's block-diagonal gates (Hb blocks of R/Hb)
+    auto buf = std::make_shared<Buffers>();
+    const i64 R = g.recurrent_width, Hb = g.gate_blocks, Rb = R / Hb;
+    float *ya = buf->add(M * R), *yx = buf->add(M * R), *x = buf->add(M * R), *wa = buf->add(Hb * Rb * Rb, 0.2f),
+          *ba = buf->add(R), *wx = buf->add(Hb * Rb * Rb, 0.2f), *bx = buf->add(R), *dx = buf->add(M * R),
+          *dwa = buf->add(Hb * Rb * Rb), *dba = buf->add(R), *dwx = buf->add(Hb * Rb * Rb), *dbx = buf->add(R),
+          *dya = buf->add(M * R), *dyx = buf->add(M * R);
+    out.push_back({"gemm", g.name, "rec.gate_a + gate_x", {"rec.gate_a", "rec.gate_x"}, [=, keep = buf] {
+      K::blockdiag_forward(ya, x, wa, ba, M, R, Hb);
+      K::blockdiag_forward(yx, x, wx, bx, M, R, Hb);
+      K::blockdiag_backward(dx, nullptr, nullptr, dyx, x, wx, M, R, Hb);
+      K::blockdiag_backward(nullptr, dwx, dbx, dyx, x, wx, M, R, Hb);
+      K::blockdiag_backward(dx, nullptr, nullptr, dya, x, wa, M, R, Hb);
+      K::blockdiag_backward(nullptr, dwa, dba, dya, x, wa, M, R, Hb);
+    }});
+  }
+  {  // scan: the fused RG-LRU scan (σ, softplus decay, √(1−a²), recurrence), forward + reverse
+    auto buf = std::make_shared<Buffers>();
+    const i64 R = g.recurrent_width;
+    buf->reset = make_reset();
+    const std::uint8_t* reset = buf->reset.data();
+    float *y = buf->add(M * R), *x = buf->add(M * R), *ga = buf->add(M * R), *gx = buf->add(M * R), *lambda = buf->add(R),
+          *dx = buf->add(M * R), *dga = buf->add(M * R), *dgx = buf->add(M * R), *dlambda = buf->add(R), *dy = buf->add(M * R);
+    for (i64 i = 0; i < R; ++i) lambda[i] = -3.0f + 0.5f * lambda[i];  // a = σ(−Λ)^(8r) well inside (0, 1)
+    out.push_back({"scan", g.name, "rec.decay + rec.scan", {"rec.decay", "rec.scan"}, [=, keep = buf] {
+      K::rglru_scan_forward(y, nullptr, nullptr, x, ga, gx, nullptr, reset, lambda, B, T, R);
+      K::rglru_scan_backward(dx, dga, dgx, nullptr, dlambda, dy, nullptr, y, x, ga, gx, nullptr, reset, lambda, B, T, R);
+    }});
+  }
+  for (const ModelSpec* m : {&g, &q}) {  // attention: local (griffin-tiny) and global (mqa-tiny)
+    auto buf = std::make_shared<Buffers>();
+    const i64 H = m->heads, Hk = m->kv_heads, N = m->head_dim, W = m->window;
+    buf->reset = make_reset();
+    const std::uint8_t* reset = buf->reset.data();
+    float *o = buf->add(M * H * N), *lse = buf->add(B * H * T), *qq = buf->add(M * H * N), *k = buf->add(M * Hk * N),
+          *v = buf->add(M * Hk * N), *dq = buf->add(M * H * N), *dk = buf->add(M * Hk * N), *dv = buf->add(M * Hk * N),
+          *dout = buf->add(M * H * N);
+    out.push_back({"attention", m->name, "attn.core", {"attn.core", "attn.scores_recompute"}, [=, keep = buf] {
+      K::attention_forward(o, lse, qq, k, v, reset, B, T, H, Hk, N, W);
+      K::attention_backward(dq, dk, dv, dout, o, lse, qq, k, v, reset, B, T, H, Hk, N, W);
+    }});
+  }
+  return out;
+}
+
+// ─── MPI benchmarks ─────────────────────────────────────────────────────────────────────────────
+
+struct CommFit {
+  std::string kind;
+  std::vector<std::pair<double, double>> samples;  // (bytes, seconds)
+  stats::AffineFit fit;
+  double link_bytes_per_s = 0, link_latency_seconds = 0;  // implied by the simulator's formula
+};
+
+// Seconds of one call of op(): the max over ranks of the mean over reps, best of 4 loops (2 for
+// calls over 10 ms); reps chosen so one loop lasts ~target seconds, the same count on every rank.
+template <class F>
+double time_collective(const mpi::Comm& w, F&& op, double target) {
+  op();
+  w.barrier();
+  double t0 = now();
+  op();
+  double one = now() - t0;
+  w.allreduce_max(std::span<double>(&one, 1));
+  const int reps = static_cast<int>(std::clamp(std::ceil(target / std::max(one, 1e-7)), 1.0, 2000.0));
+  const int rounds = one > 0.01 ? 2 : 4;  // large messages: fewer loops (the run stays under a minute)
+  double best = 1e300;  // the fastest of a few timing loops: other processes only slow one down
+  for (int round = 0; round < rounds; ++round) {
+    w.barrier();
+    t0 = now();
+    for (int r = 0; r < reps; ++r) op();
+    double mean = (now() - t0) / reps;
+    w.allreduce_max(std::span<double>(&mean, 1));
+    best = std::min(best, mean);
+  }
+  return best;
+}
+
+std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
+  const int P = w.size();
+  std::vector<double> sizes;
+  const double max_bytes = quick ? 1024.0 * 1024 : 64.0 * 1024 * 1024;
+  for (double b = 8; b <= max_bytes; b *= (quick ? 8 : 4)) sizes.push_back(b);
+  if (sizes.back() != max_bytes) sizes.push_back(max_bytes);
+  const double target = quick ? 0.004 : 0.02;
+  std::vector<CommFit> fits;
+  for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "send_recv"}) {
+    CommFit f;
+    f.kind = kind;
+    for (double bytes : sizes) {
+      // Whole floats, a multiple of P for the gather/scatter (the buffer per rank is `bytes`).
+      const std::size_t n = std::max<std::size_t>(P, static_cast<std::size_t>(bytes / 4) / P * P);
+      std::vector<float> a(n, 0.0f), b(n, 0.0f);  // zeros: repeated in-place sums stay finite
+      const std::size_t part = n / P;
+      double s = 0;
+      const std::string k = kind;
+      if (k == "all_reduce") s = time_collective(w, [&] { w.allreduce_sum(std::span<float>(a)); }, target);
+      else if (k == "all_gather") s = time_collective(w, [&] { w.allgather(std::span<const float>(a.data(), part), std::span<float>(b)); }, target);
+      else if (k == "reduce_scatter") s = time_collective(w, [&] { w.reduce_scatter_sum(std::span<const float>(a), std::span<float>(b.data(), part)); }, target);
+      else s = time_collective(w, [&] {
+        w.sendrecv(std::span<const float>(a), (w.rank() + 1) % P, std::span<float>(b), (w.rank() + P - 1) % P);
+      }, target);
+      f.samples.push_back({4.0 * double(n), s});
+    }
+    std::vector<double> x, y;
+    for (const auto& [bytes, s] : f.samples) { x.push_back(bytes); y.push_back(s); }
+    f.fit = stats::fit_affine_relative(x, y);
+    // Simulator formulas (sim/cost.cpp) on one island of P devices:
+    //   all-reduce 2(P−1)/P·b/bw + 2(P−1)·lat; all-gather, reduce-scatter (P−1)/P·b/bw + (P−1)·lat;
+    //   send/recv lat + b/bw.
+    const double Pd = P;
+    double bw_factor = 1, lat_factor = 1;
+    if (f.kind == "all_reduce") { bw_factor = 2 * (Pd - 1) / Pd; lat_factor = 2 * (Pd - 1); }
+    else if (f.kind != "send_recv") { bw_factor = (Pd - 1) / Pd; lat_factor = Pd - 1; }
+    const double smallest = f.samples.front().second;
+    f.link_bytes_per_s = f.fit.slope > 0 ? bw_factor / f.fit.slope : 0;
+    // A negative fitted intercept (noise) falls back to half the smallest message's time.
+    f.link_latency_seconds = (f.fit.intercept > 0 ? f.fit.intercept : 0.5 * smallest) / lat_factor;
+    fits.push_back(std::move(f));
+  }
+  return fits;
+}
+
+
+// ─── the cluster file ───────────────────────────────────────────────────────────────────────────
+
+struct Measured {
+  int ranks = 1;
+  std::vector<GemmSample> gemm;
+  std::vector<TriadSample> triad;
+  double vector_flops = 0, launch = 0;
+  std::vector<KernelBench> kernels;
+  std::vector<CommFit> comm;
+  double seconds = 0;
+};
+
+std::string hostname() {
+  char h[256] = {0};
+  if (::gethostname(h, sizeof h - 1) != 0) return "unknown-host";
+  return h;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char b[64];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+std::string yaml_string(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) o += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+  return o + "\"";
+}
+
+std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const ChipSpec& chip, const TopologySpec& topo,
+                         const std::string& host, const std::string& date) {
+  std::ostringstream y;
+  const bool net = !r.comm.empty();
+  y << "# Written by `scanshard calibrate` (" << (o.quick ? "--quick, " : "") << r.ranks << " rank(s)) on " << host << " at " << date << ".\n"
+    << "# One device = one core running one MPI rank single-threaded. Re-run calibrate to refresh; the raw numbers\n"
+    << "# are under `measurements:` (free-form, ignored by the loader).\n"
+    << "name: " << yaml_string(o.name) << "\n"
+    << "source: " << yaml_string("measured by scanshard calibrate on " + host + " at " + date + " with " + std::to_string(r.ranks) +
+                                  " MPI rank(s)" + (o.quick ? " (--quick)" : "") +
+                                  (net ? "" : "; network NOT measured (one rank): link numbers are the cpu-local placeholders")) << "\n"
+    << "chip:\n"
+    << "  name: " << yaml_string(chip.name) << "\n"
+    << "  source: " << yaml_string(chip.source) << "\n"
+    << "  peak_flops_per_s:\n"
+    << "    fp32: " << fmt(chip.peak_flops_per_s.at("fp32")) << "          # best OpenBLAS sgemm rate, one thread\n"
+    << "  vector_flops_per_s: " << fmt(chip.vector_flops_per_s) << "      # FMA loop on registers\n"
+    << "  memory_bytes: " << fmt(chip.memory_bytes) << "            # physical memory / devices\n"
+    << "  memory_bytes_per_s: " << fmt(chip.memory_bytes_per_s) << "      # best STREAM-triad rate over working sets\n"
+    << "  onchip_memory_bytes: " << fmt(chip.onchip_memory_bytes) << "\n"
+    << "  matrix_tile: 1\n"
+    << "  launch_overhead_seconds: " << fmt(chip.launch_overhead_seconds) << "\n"
+    << "  efficiency:                     # roofline price of the runner's kernels = measured time\n"
+    << "    gemm: " << fmt(chip.efficiency.gemm) << "\n"
+    << "    elementwise: " << fmt(chip.efficiency.elementwise) << "\n"
+    << "    scan: " << fmt(chip.efficiency.scan) << "\n"
+    << "    attention: " << fmt(chip.efficiency.attention) << "\n"
+    << "    norm: " << fmt(chip.efficiency.norm) << "\n"
+    << "    memory: " << fmt(chip.efficiency.memory) << "\n"
+    << "    network: " << fmt(chip.efficiency.network) << "\n"
+    << "topology:\n"
+    << "  kind: islands\n"
+    << "  islands: 1\n"
+    << "  devices_per_island: " << topo.devices_per_island << "\n"
+    << "  island_link_bytes_per_s: " << fmt(topo.island_link_bytes_per_s) << (net ? "   # from the all-reduce fit" : "   # placeholder") << "\n"
+    << "  island_latency_seconds: " << fmt(topo.island_latency_seconds) << "\n"
+    << "  network_bytes_per_s: " << fmt(topo.network_bytes_per_s) << "       # one island: unused\n"
+    << "  network_latency_seconds: " << fmt(topo.network_latency_seconds) << "\n"
+    << "measurements:\n"
+    << "  date: " << yaml_string(date) << "\n"
+    << "  host: " << yaml_string(host) << "\n"
+    << "  ranks: " << r.ranks << "\n"
+    << "  threads_per_rank: 1\n"
+    << "  quick: " << (o.quick ? "true" : "false") << "\n"
+    << "  seconds: " << fmt(r.seconds) << "\n"
+    << "  sgemm:                          # [m, n, k, seconds, flop/s], mean over ranks\n";
+  for (const auto& g : r.gemm)
+    y << "    - [" << g.m << ", " << g.n << ", " << g.k << ", " << fmt(g.seconds) << ", " << fmt(g.flops_per_s) << "]\n";
+  y << "  triad:                          # [bytes streamed, bytes/s]\n";
+  for (const auto& t : r.triad) y << "    - [" << fmt(t.bytes) << ", " << fmt(t.bytes_per_s) << "]\n";
+  y << "  vector_fma_flops_per_s: " << fmt(r.vector_flops) << "\n"
+    << "  launch_overhead_seconds: " << fmt(r.launch) << "\n"
+    << "  kernels:                        # forward + backward of one layer, 4 x 128 tokens\n";
+  for (const auto& k : r.kernels)
+    y << "    - {class: " << k.cls << ", model: " << k.model << ", steps: " << yaml_string(k.group) << ", seconds: " << fmt(k.seconds)
+      << ", efficiency: " << fmt(k.efficiency) << ", clamped: " << (k.clamped ? "true" : "false") << "}\n";
+  if (net) {
+    y << "  mpi:                            # bytes = buffer per rank (all-gather: the gathered result)\n";
+    for (const auto& c : r.comm) {
+      y << "    " << c.kind << ":\n"
+        << "      fit_latency_seconds: " << fmt(c.fit.intercept) << "\n"
+        << "      fit_seconds_per_byte: " << fmt(c.fit.slope) << "\n"
+        << "      fit_max_relative_residual: " << fmt(c.fit.max_abs_relative_residual) << "\n"
+        << "      link_bytes_per_s: " << fmt(c.link_bytes_per_s) << "\n"
+        << "      link_latency_seconds: " << fmt(c.link_latency_seconds) << "\n"
+        << "      samples:                  # [bytes, seconds]\n";
+      for (const auto& [b, s] : c.samples) y << "        - [" << fmt(b) << ", " << fmt(s) << "]\n";
+    }
+  }
+  return y.str();
+}
+
+int error_code(const std::exception& e) {
+  return dynamic_cast<const ConfigError*>(&e) || dynamic_cast<const PlanError*>(&e) ? 2 : 1;
+}
+
+// Mean over ranks, in place.
+void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v) {
+  if (w.size() == 1 || v.empty()) return;
+  w.allreduce_sum(std::span<double>(v));
+  for (auto& x : v) x /= w.size();
+}
+
+void run_calibrate(const CalibrateOptions& o) {
+  int initialized = 0;
+  SCANSHARD_MPI(MPI_Initialized(&initialized));
+  if (!initialized) SCANSHARD_MPI(MPI_Init(nullptr, nullptr));
+  struct Finalize {
+    ~Finalize() {
+      int fin = 0;
+      MPI_Finalized(&fin);
+      if (!fin) MPI_Finalize();
+    }
+  } finalize;
+  const mpi::Comm world = mpi::Comm::world();
+  const int rank = world.rank();
+
+  // Input checks: the same on every rank, before any communication.
+  namespace fs = std::filesystem;
+  fs::path out_path(o.out), tmp_path;
+  ClusterSpec placeholder;
+  try {
+    if (o.name.empty()) throw ConfigError("--name: must not be empty");
+    if (!looks_like_path(o.out) || !(o.out.ends_with(".yaml") || o.out.ends_with(".yml")))
+      throw ConfigError("--out: '" + o.out + "' must name a .yaml file");
+    const fs::path dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw ConfigError("--out: directory '" + dir.string() + "' does not exist");
+    if (fs::is_directory(out_path, ec)) throw ConfigError("--out: '" + o.out + "' is a directory");
+    tmp_path = dir / (".calibrate-" + std::to_string(::getpid()) + "-" + out_path.filename().string());
+    if (tmp_path.extension() != ".yaml" && tmp_path.extension() != ".yml") tmp_path += ".yaml";
+    placeholder = load_cluster("cpu-local");
+  } catch (const std::exception& e) {
+    if (rank == 0) throw;
+    const int code = error_code(e);
+    MPI_Finalize();
+    std::exit(code);
+  }
+
+  try {
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
+    const double t_start = now();
+    Measured r;
+    r.ranks = world.size();
+    double t_phase = t_start;
+    auto say = [&](const std::string& s) {  // progress, with the seconds the previous phase took
+      const double t = now();
+      if (rank == 0) {
+        if (s.starts_with(" ")) std::cout << " (" << format_seconds(t - t_phase) << ")";
+        std::cout << s << std::flush;
+      }
+      t_phase = t;
+    };
+    say("calibrate: " + std::to_string(r.ranks) + " rank(s), one thread each" + (o.quick ? ", --quick" : "") + "\n");
+
+    world.barrier();
+    say("sgemm ...");
+    r.gemm = bench_sgemm(o.quick);
+    {
+      std::vector<double> v;
+      for (const auto& g : r.gemm) v.push_back(g.seconds);
+      mean_over_ranks(world, v);
+      for (std::size_t i = 0; i < v.size(); ++i)
+        r.gemm[i] = {r.gemm[i].m, r.gemm[i].n, r.gemm[i].k, v[i], 2.0 * double(r.gemm[i].m * r.gemm[i].n * r.gemm[i].k) / v[i]};
+    }
+    world.barrier();
+    say(" triad ...");
+    r.triad = bench_triad(o.quick);
+    {
+      std::vector<double> v;
+      for (const auto& t : r.triad) v.push_back(t.bytes / t.bytes_per_s);
+      mean_over_ranks(world, v);
+      for (std::size_t i = 0; i < v.size(); ++i) r.triad[i].bytes_per_s = r.triad[i].bytes / v[i];
+    }
+    world.barrier();
+    say(" vector ...");
+    {
+      std::vector<double> v = {1.0 / bench_vector_flops(o.quick), bench_launch_overhead()};
+      mean_over_ranks(world, v);
+      r.vector_flops = 1.0 / v[0];
+      r.launch = v[1];
+    }
+
+    ChipSpec chip;
+    chip.name = "CPU core (" + hostname() + ", calibrated)";
+    const std::string host = hostname(), date = utc_now();
+    chip.source = "measured by scanshard calibrate on " + host + " at " + date;
+    double peak = 0, bw = 0;
+    for (const auto& g : r.gemm) peak = std::max(peak, g.flops_per_s);
+    for (const auto& t : r.triad) bw = std::max(bw, t.bytes_per_s);
+    chip.peak_flops_per_s["fp32"] = peak;
+    chip.vector_flops_per_s = r.vector_flops;
+    const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+    const int cores = std::max(1u, std::thread::hardware_concurrency());
+    const std::int64_t devices = r.ranks > 1 ? r.ranks : cores;
+    chip.memory_bytes = phys > 0 ? phys / double(devices) : placeholder.chip.memory_bytes;
+    chip.memory_bytes_per_s = bw;
+    const long l2 = ::sysconf(_SC_LEVEL2_CACHE_SIZE);
+    chip.onchip_memory_bytes = l2 > 0 ? double(l2) : placeholder.chip.onchip_memory_bytes;
+    chip.matrix_tile = 1;
+    chip.launch_overhead_seconds = r.launch;
+    chip.efficiency.memory = 1.0;
+    chip.efficiency.network = 1.0;
+
+    // Per-class efficiencies, in dependency order.
+    say(" kernels ...");
+    r.kernels = kernel_benches();
+    {
+      std::vector<double> v;
+      for (auto& k : r.kernels) {
+        world.barrier();
+        v.push_back(median_seconds(k.run, o.quick ? 0.03 : 0.15));
+      }
+      mean_over_ranks(world, v);
+      for (std::size_t i = 0; i < v.size(); ++i) r.kernels[i].seconds = v[i];
+    }
+    for (const char* cls : {"elementwise", "norm", "gemm", "scan", "attention"}) {
+      // Each benchmark's own efficiency (recorded), then one for the class: the value at which the
+      // benchmarks' steps together cost their measured total (time-weighted, so the larger kernels
+      // the runner spends its time in count most).
+      std::vector<Step> all;
+      double total = 0;
+      for (auto& k : r.kernels) {
+        if (k.cls != cls) continue;
+        const auto steps = named_steps(load_model(k.model), k.names);
+        k.efficiency = fit_efficiency(steps, chip, cls, k.seconds, &k.clamped);
+        all.insert(all.end(), steps.begin(), steps.end());
+        total += k.seconds;
+      }
+      bool clamped = false;
+      efficiency_field(chip.efficiency, cls) = fit_efficiency(all, chip, cls, total, &clamped);
+    }
+
+    TopologySpec topo = placeholder.topology;
+    topo.kind = TopologyKind::islands;
+    topo.islands = 1;
+    topo.devices_per_island = devices;
+    if (r.ranks > 1) {
+      say(" mpi ...");
+      r.comm = bench_mpi(world, o.quick);
+      const CommFit& ar = r.comm.front();
+      if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
+      if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = ar.link_latency_seconds;
+    }
+    r.seconds = now() - t_start;
+    say(" done (" + format_seconds(r.seconds) + ")\n");
+
+    if (rank == 0) {
+      const std::string text = cluster_yaml(o, r, chip, topo, host, date);
+      {
+        std::ofstream f(tmp_path);
+        if (!f) throw std::runtime_error(tmp_path.string() + ": cannot write");
+        f << text;
+        if (!f.flush()) throw std::runtime_error(tmp_path.string() + ": write failed");
+      }
+      ClusterSpec back;
+      try {
+        back = load_cluster(tmp_path.string());  // round trip through the strict loader
+      } catch (...) {
+        std::error_code ec;
+        fs::remove(tmp_path, ec);
+        throw;
+      }
+      fs::rename(tmp_path, out_path);
+      const auto& e = back.chip.efficiency;
+      Table t({"measured", "value"}, {false, true});
+      t.add({"sgemm peak (fp32, 1 thread)", format_si(back.chip.peak("fp32"), "FLOP/s")});
+      t.add({"vector FMA", format_si(back.chip.vector_flops_per_s, "FLOP/s")});
+      t.add({"stream triad (best)", format_si(back.chip.memory_bytes_per_s, "B/s")});
+      t.add({"launch overhead", format_seconds(back.chip.launch_overhead_seconds)});
+      char effs[200];
+      std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f", e.gemm,
+                    e.elementwise, e.norm, e.scan, e.attention);
+      t.add({"efficiency", effs});
+      if (!r.comm.empty()) {
+        for (const auto& c : r.comm)
+          t.add({c.kind + " (fit)", format_seconds(c.fit.intercept > 0 ? c.fit.intercept : 0) + " + bytes / " +
+                                        format_si(c.fit.slope > 0 ? 1.0 / c.fit.slope : 0, "B/s")});
+        t.add({"island link (from all-reduce)", format_si(back.topology.island_link_bytes_per_s, "B/s") + ", " +
+                                                   format_seconds(back.topology.island_latency_seconds) + " per step"});
+      } else {
+        t.add({"network", "not measured (1 rank; run under mpirun -n 2)"});
+      }
+      std::cout << "\n" << t.str() << "wrote " << out_path.string() << " (cluster '" << back.name << "', " << back.devices()
+                << " devices; use it with --cluster " << out_path.string() << ")\n";
+    }
+  } catch (const std::exception& e) {
+    if (world.size() == 1) throw;
+    std::cerr << "scanshard: rank " << rank << ": runtime failure: " << e.what() << "\n" << std::flush;
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+}
+
+}  // namespace
+
+void register_calibrate_command(CLI::App& app) {
+  auto o = std::make_shared<CalibrateOptions>();
+  auto* cmd = app.add_subcommand("calibrate", "measure this machine (sgemm, stream, kernels, MPI) and write a cluster YAML; "
+                                              "run as mpirun -n N scanshard calibrate");
+  cmd->add_option("--out", o->out, "cluster YAML to write (atomically)")->capture_default_str();
+  cmd->add_option("--name", o->name, "cluster name inside the file")->capture_default_str();
+  cmd->add_flag("--quick", o->quick, "fewer shapes and repetitions, messages up to 1 MiB (a few seconds)");
+  cmd->callback([o] { run_calibrate(*o); });
+}
+
+}  // namespace scanshard
