@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   scanshard::register_simulate_command(app);
   scanshard::register_train_command(app);
   scanshard::register_calibrate_command(app);
+  scanshard::register_validate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

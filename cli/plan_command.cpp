@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/compare.hpp"
 #include "cli/format.hpp"
 #include "planner/search.hpp"
 #include "program/presets.hpp"
@@ -27,32 +28,6 @@ struct PlanCmdOptions {
   std::size_t top = 10;
   bool json = false, quiet = false;
 };
-
-// The first `devices` chips of a cluster: a torus slice filled dimension by dimension (wraparound
-// kept only on full dimensions), or whole islands (or part of one).
-ClusterSpec slice(const ClusterSpec& c, std::int64_t devices) {
-  if (devices == 0 || devices == c.devices()) return c;
-  if (devices < 0 || devices > c.devices())
-    throw ConfigError("--devices: " + std::to_string(devices) + " is not between 1 and the " + std::to_string(c.devices()) + " devices of " + c.name);
-  ClusterSpec s = c;
-  s.name = c.name + "[" + std::to_string(devices) + "]";
-  auto& t = s.topology;
-  if (t.kind == TopologyKind::islands) {
-    if (devices <= t.devices_per_island) { t.islands = 1; t.devices_per_island = devices; }
-    else if (devices % t.devices_per_island == 0) t.islands = devices / t.devices_per_island;
-    else throw ConfigError("--devices: " + std::to_string(devices) + " is neither part of one island nor whole islands of " + std::to_string(t.devices_per_island));
-    return s;
-  }
-  std::int64_t left = devices;
-  for (std::size_t d = 0; d < t.dims.size(); ++d) {
-    const std::int64_t take = std::gcd(left, t.dims[d]);
-    if (take < t.dims[d]) t.wraparound[d] = false;
-    t.dims[d] = take;
-    left /= take;
-  }
-  if (left != 1) throw ConfigError("--devices: " + std::to_string(devices) + " chips do not form a slice of " + c.topology.describe());
-  return s;
-}
 
 std::string describe(const Plan& p) {
   std::string s = p.mesh.describe();
@@ -98,7 +73,7 @@ void run_plan(const PlanCmdOptions& o) {
   if (o.model.empty()) throw ConfigError("--model: required");
   if (o.cluster.empty()) throw ConfigError("--cluster: required");
   const ModelSpec m = load_model(o.model);
-  const ClusterSpec c = slice(load_cluster(o.cluster), o.devices);
+  const ClusterSpec c = cluster_slice(load_cluster(o.cluster), o.devices);
   SearchOptions so;
   so.global_batch = o.global_batch ? o.global_batch : c.devices();
   so.seq_len = o.seq_len;

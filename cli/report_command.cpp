@@ -1,7 +1,10 @@
-// cli/report_command.cpp — `scanshard report --plan P --trace T`: the measured trace of a
-// `scanshard train` run next to the simulator's prediction for the same plan, op group by op
-// group (seconds per step), with the total step time; also written as CSV and JSON.
-// Not yet: the HTML page with SVG charts and the multi-plan validate sweep (issue 9).
+// cli/report_command.cpp — `scanshard report`, two modes:
+//   report --plan P --trace T [--cluster C] [--out-dir D]: the measured trace of a `scanshard train`
+//     run next to the simulator's prediction for the same plan, op group by op group (seconds per
+//     step, cli/compare.hpp), with the total step time; also written as CSV and JSON.
+//   report --validate DIR --html FILE [...]: the self-contained HTML page with gnuplot SVG charts
+//     of a `scanshard validate` run plus the planner's Pareto front and a sequence-length sweep
+//     (cli/html_report.hpp); CSV/JSON next to the page. No gnuplot on PATH: exit 2, nothing written.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/compare.hpp"
 #include "cli/format.hpp"
+#include "cli/html_report.hpp"
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -24,18 +29,9 @@ namespace {
 
 struct ReportOptions {
   std::string plan_file, trace_file, cluster, out_dir;
+  std::string validate_dir, html;
+  HtmlReportOptions page;
 };
-
-// Kernels fuse some program steps (the gated MLP, the RG-LRU gates + decay + scan); compare at the
-// granularity both sides share.
-std::string group_of(const std::string& name) {
-  if (name.starts_with("mlp")) return "mlp";
-  if (name == "rec.gate_a" || name == "rec.gate_x" || name == "rec.decay" || name == "rec.scan" || name == "scan.carry_fix")
-    return "rec.rglru";
-  if (name == "rec.gate" || name == "rec.gated") return "rec.gate";
-  if (name.ends_with(".residual")) return "residual";
-  return name;
-}
 
 nlohmann::json load_json(const std::string& path) {
   std::ifstream in(path);
@@ -47,78 +43,68 @@ nlohmann::json load_json(const std::string& path) {
   }
 }
 
+void run_html_report(ReportOptions o) {
+  if (!o.plan_file.empty() || !o.trace_file.empty() || !o.out_dir.empty() || !o.cluster.empty())
+    throw ConfigError("report: --html renders a validate run (--validate DIR); --plan/--trace/--cluster/--out-dir belong to the "
+                      "single-trace report");
+  if (o.validate_dir.empty()) throw ConfigError("--html: needs --validate DIR (the output directory of `scanshard validate`)");
+  if (o.html.empty()) throw ConfigError("--validate: needs --html FILE (the page to write)");
+  o.page.validate_dir = o.validate_dir;
+  o.page.html = o.html;
+  const auto written = write_html_report(o.page);
+  std::cout << "report: wrote " << written.front() << " (" << written.size() - 1 << " data files next to it:";
+  for (std::size_t i = 1; i < written.size(); ++i) std::cout << " " << std::filesystem::path(written[i]).filename().string();
+  std::cout << ")\n";
+}
+
 void run_report(const ReportOptions& o) {
+  if (!o.html.empty() || !o.validate_dir.empty()) return run_html_report(o);
+  if (o.plan_file.empty() || o.trace_file.empty())
+    throw ConfigError("report: give --plan P --trace T (one train run), or --validate DIR --html FILE (the HTML report)");
   const Plan p = load_plan(o.plan_file);
   if (p.model.empty()) throw ConfigError(o.plan_file + ": model: the plan must name its model for a report");
   const ModelSpec m = load_model(p.model, o.plan_file + ": model");
   const std::string cluster_name = !o.cluster.empty() ? o.cluster : !p.cluster.empty() ? p.cluster : "cpu-local";
   const ClusterSpec c = load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster");
   const auto trace = load_json(o.trace_file);
-  if (!trace.contains("steps") || !trace["steps"].is_array() || trace["steps"].empty())
-    throw ConfigError(o.trace_file + ": steps: missing or empty (write one with `scanshard train --trace`)");
+  const auto steps = measured_steps(trace, o.trace_file);
   if (trace.value("model", std::string()) != m.name)
     throw ConfigError(o.trace_file + ": model: the trace is of '" + trace.value("model", std::string("?")) + "', the plan of '" + m.name + "'");
   if (trace.value("mesh", std::string()) != p.mesh.describe())
     throw ConfigError(o.trace_file + ": mesh: the trace ran mesh " + trace.value("mesh", std::string("?")) + ", the plan says " + p.mesh.describe());
 
-  // Predicted seconds per step and group, on rank 0's program.
   try {
     check_plan(m, p, c.devices());
   } catch (const PlanError& e) {
     throw ConfigError(o.plan_file, 0, 0, e.key(), std::string(e.what()) + " (pick the cluster the run used with --cluster)");
   }
-  const Network net(Topology(c), c, p.mesh, p.placement);
-  const StepProgram prog = lower(m, p, 0);
-  std::map<std::string, double> predicted, measured;
-  const double mb = static_cast<double>(p.micro_batches());
-  for (const auto* list : {&prog.forward, &prog.backward}) {
-    const auto secs = step_seconds(*list, c, net, p.act_dtype);
-    for (std::size_t i = 0; i < list->size(); ++i) predicted[group_of((*list)[i].name)] += mb * secs[i];
-  }
-  const auto end_secs = step_seconds(prog.step_end, c, net, p.act_dtype);
-  for (std::size_t i = 0; i < prog.step_end.size(); ++i) predicted[group_of(prog.step_end[i].name)] += end_secs[i];
-  const Estimate est = simulate(m, p, c);
+  // Predicted seconds per step and group on rank 0's program; measured: median over the steps
+  // after the first (warm-up).
+  const Comparison cmp = compare(m, p, c, steps);
 
-  // Measured: mean over the steps after the first (warm-up).
-  const auto& steps = trace["steps"];
-  const std::size_t first = steps.size() > 1 ? 1 : 0;
-  double wall = 0;
-  for (std::size_t s = first; s < steps.size(); ++s) {
-    wall += steps[s].value("wall_seconds", 0.0);
-    for (const auto& op : steps[s]["ops"]) measured[group_of(op.value("name", std::string()))] += op.value("seconds", 0.0);
-  }
-  const double n = static_cast<double>(steps.size() - first);
-  wall /= n;
-  for (auto& [k, v] : measured) v /= n;
-
-  std::set<std::string> groups;
-  for (const auto& [k, v] : predicted) groups.insert(k);
-  for (const auto& [k, v] : measured) groups.insert(k);
-  std::vector<std::string> order(groups.begin(), groups.end());
-  std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
-    return std::max(predicted[a], measured[a]) > std::max(predicted[b], measured[b]);
-  });
   Table t({"op group", "predicted", "measured", "measured/predicted"}, {false, true, true, true});
   nlohmann::json rows = nlohmann::json::array();
-  std::string csv = "group,predicted_seconds,measured_seconds\n";
+  std::string csv = "group,class,predicted_seconds,measured_seconds\n";
   auto ms = [](double s) { char b[32]; std::snprintf(b, sizeof b, "%.3f ms", 1e3 * s); return std::string(b); };
-  for (const auto& g : order) {
-    const double pr = predicted.count(g) ? predicted[g] : 0, me = measured.count(g) ? measured[g] : 0;
+  for (const auto& g : cmp.groups) {
+    const double pr = g.predicted, me = g.measured;
     char ratio[32] = "-";
     if (pr > 0 && me > 0) std::snprintf(ratio, sizeof ratio, "%.2f", me / pr);
-    t.add({g, pr > 0 ? ms(pr) : "-", me > 0 ? ms(me) : "-", ratio});
-    rows.push_back({{"group", g}, {"predicted_seconds", pr}, {"measured_seconds", me}});
-    csv += g + "," + std::to_string(pr) + "," + std::to_string(me) + "\n";
+    t.add({g.group, pr > 0 ? ms(pr) : "-", me > 0 ? ms(me) : "-", ratio});
+    rows.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", pr}, {"measured_seconds", me}});
+    csv += g.group + "," + g.cls + "," + std::to_string(pr) + "," + std::to_string(me) + "\n";
   }
+  const double wall = cmp.measured_step_seconds;
+  const Estimate& est = cmp.estimate;
   std::cout << "report: " << m.name << ", plan " << o.plan_file << " (mesh " << p.mesh.describe() << "), cluster " << c.name
             << ", trace " << o.trace_file << " (" << steps.size() << " steps, first skipped as warm-up)\n\n"
             << t.str() << "\n";
   char total[200];
-  std::snprintf(total, sizeof total, "step time: predicted %s, measured %s (wall, mean) -> measured/predicted %.2f\n",
+  std::snprintf(total, sizeof total, "step time: predicted %s, measured %s (wall, median) -> measured/predicted %.2f\n",
                 ms(est.step_seconds).c_str(), ms(wall).c_str(), wall / est.step_seconds);
   std::cout << total;
   if (c.source.find("placeholder") != std::string::npos)
-    std::cout << "note: " << c.name << " is an uncalibrated placeholder; `scanshard calibrate` (not built yet) will measure it\n";
+    std::cout << "note: " << c.name << " is an uncalibrated placeholder; `mpirun -n 2 scanshard calibrate` measures this machine\n";
   if (!o.out_dir.empty()) {
     std::filesystem::create_directories(o.out_dir);
     std::ofstream(o.out_dir + "/report.csv") << csv;
@@ -135,11 +121,26 @@ void run_report(const ReportOptions& o) {
 
 void register_report_command(CLI::App& app) {
   auto o = std::make_shared<ReportOptions>();
-  auto* cmd = app.add_subcommand("report", "Measured trace of a train run next to the simulator's prediction");
-  cmd->add_option("--plan", o->plan_file, "The plan the run used")->required();
-  cmd->add_option("--trace", o->trace_file, "Trace JSON written by `scanshard train --trace`")->required();
+  auto* cmd = app.add_subcommand("report", "Measured vs predicted: one train trace (--plan --trace), or the HTML report of a "
+                                           "validate run (--validate DIR --html FILE)");
+  cmd->add_option("--plan", o->plan_file, "The plan the run used");
+  cmd->add_option("--trace", o->trace_file, "Trace JSON written by `scanshard train --trace`");
   cmd->add_option("--cluster", o->cluster, "Cluster to predict on (default: the plan's, else cpu-local)");
   cmd->add_option("--out-dir", o->out_dir, "Also write report.csv and report.json here");
+  cmd->add_option("--validate", o->validate_dir, "HTML mode: the output directory of `scanshard validate`");
+  cmd->add_option("--html", o->html, "HTML mode: the page to write (CSV/JSON next to it); needs gnuplot");
+  auto& pg = o->page;
+  cmd->add_option("--pareto-model", pg.pareto_model, "HTML: model for the Pareto front")->capture_default_str();
+  cmd->add_option("--pareto-cluster", pg.pareto_cluster, "HTML: cluster for the Pareto front (default: validate's)");
+  cmd->add_option("--pareto-global-batch", pg.pareto_global_batch, "HTML: global batch for the Pareto front")->capture_default_str();
+  cmd->add_option("--pareto-seq-len", pg.pareto_seq_len, "HTML: sequence length for the Pareto front")->capture_default_str();
+  cmd->add_option("--pareto-dtype", pg.pareto_dtype, "HTML: fp32 or bf16 for the Pareto front")->capture_default_str();
+  cmd->add_option("--sweep-models", pg.sweep_models, "HTML: models of the sequence-length sweep (first = baseline)")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--sweep-cluster", pg.sweep_cluster, "HTML: cluster of the sweep")->capture_default_str();
+  cmd->add_option("--sweep-mesh", pg.sweep_mesh, "HTML: mesh of the sweep")->capture_default_str();
+  cmd->add_option("--sweep-seq", pg.sweep_seq, "HTML: sequence lengths of the sweep")->delimiter(',')->capture_default_str();
+  cmd->add_option("--sweep-tokens", pg.sweep_tokens, "HTML: tokens per batch, fixed along the sweep")->capture_default_str();
   cmd->callback([o] { run_report(*o); });
 }
 

@@ -1,0 +1,146 @@
+// cli/compare.cpp — see compare.hpp.
+#include "cli/compare.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+#include "program/lower.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/stats.hpp"
+
+namespace scanshard {
+
+std::vector<MeasuredStep> measured_steps(const nlohmann::json& trace, const std::string& file) {
+  if (!trace.is_object() || !trace.contains("steps") || !trace["steps"].is_array() || trace["steps"].empty())
+    throw ConfigError(file + ": steps: missing or empty (write one with `scanshard train --trace`)");
+  std::vector<MeasuredStep> out;
+  try {
+    for (const auto& s : trace["steps"]) {
+      MeasuredStep m;
+      m.wall_seconds = s.value("wall_seconds", 0.0);
+      if (s.contains("ops"))
+        for (const auto& op : s["ops"]) m.seconds_by_name[op.value("name", std::string())] += op.value("seconds", 0.0);
+      out.push_back(std::move(m));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(file + ": steps: not a trace written by `scanshard train --trace`: " + e.what());
+  }
+  return out;
+}
+
+std::vector<MeasuredStep> measured_steps(const train::Trace& trace) {
+  std::vector<MeasuredStep> out;
+  for (const auto& s : trace.steps()) {
+    MeasuredStep m;
+    m.wall_seconds = s.wall;
+    for (const auto& [key, cell] : s.cells) m.seconds_by_name[std::get<2>(key)] += cell.seconds;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::string op_group(const std::string& name) {
+  if (name.starts_with("mlp")) return "mlp";
+  if (name == "rec.gate_a" || name == "rec.gate_x" || name == "rec.decay" || name == "rec.scan" || name == "scan.carry_fix")
+    return "rec.rglru";
+  if (name == "rec.gate" || name == "rec.gated") return "rec.gate";
+  if (name == "attn.scores_recompute") return "attn.core";  // recomputed inside the attention backward
+  if (name.ends_with(".residual")) return "residual";
+  return name;
+}
+
+Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps) {
+  if (steps.empty()) throw ConfigError("compare: no measured steps");
+  Comparison out;
+  const Network net(Topology(c), c, p.mesh, p.placement);
+  const StepProgram prog = lower(m, p, 0);
+  std::map<std::string, double> predicted;
+  std::map<std::string, std::map<std::string, double>> class_seconds;  // group -> class -> seconds
+  auto add = [&](const std::vector<Step>& list, double times) {
+    const auto secs = step_seconds(list, c, net, p.act_dtype);
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      const std::string g = op_group(list[i].name);
+      predicted[g] += times * secs[i];
+      class_seconds[g][to_string(list[i].cls)] += times * secs[i];
+    }
+  };
+  const double mb = static_cast<double>(p.micro_batches());
+  add(prog.forward, mb);
+  add(prog.backward, mb);
+  add(prog.step_end, 1.0);
+  out.estimate = simulate(m, p, c);
+  out.predicted_step_seconds = out.estimate.step_seconds;
+
+  // Measured: median over the steps after the first (warm-up), per group and for the wall time.
+  const std::size_t first = steps.size() > 1 ? 1 : 0;
+  out.steps_total = steps.size();
+  out.steps_used = steps.size() - first;
+  std::vector<double> walls;
+  std::set<std::string> measured_groups;
+  std::vector<std::map<std::string, double>> per_step;
+  for (std::size_t s = first; s < steps.size(); ++s) {
+    walls.push_back(steps[s].wall_seconds);
+    std::map<std::string, double> g;
+    for (const auto& [name, sec] : steps[s].seconds_by_name) g[op_group(name)] += sec;
+    for (const auto& [k, v] : g) measured_groups.insert(k);
+    per_step.push_back(std::move(g));
+  }
+  out.measured_step_seconds = stats::median(walls);
+  std::map<std::string, double> measured;
+  for (const auto& g : measured_groups) {
+    std::vector<double> v;
+    for (const auto& st : per_step) v.push_back(st.count(g) ? st.at(g) : 0.0);
+    measured[g] = stats::median(v);
+  }
+
+  std::set<std::string> groups(measured_groups);
+  for (const auto& [k, v] : predicted) groups.insert(k);
+  for (const auto& g : groups) {
+    GroupRow r;
+    r.group = g;
+    r.predicted = predicted.count(g) ? predicted[g] : 0.0;
+    r.measured = measured.count(g) ? measured[g] : 0.0;
+    r.cls = "other";
+    if (class_seconds.count(g)) {
+      const auto& cs = class_seconds[g];
+      r.cls = std::max_element(cs.begin(), cs.end(), [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+    }
+    if (r.predicted > 0 && r.measured > 0) {
+      out.predicted_by_class[r.cls] += r.predicted;
+      out.measured_by_class[r.cls] += r.measured;
+    }
+    out.groups.push_back(std::move(r));
+  }
+  std::sort(out.groups.begin(), out.groups.end(), [](const GroupRow& a, const GroupRow& b) {
+    const double x = std::max(a.predicted, a.measured), y = std::max(b.predicted, b.measured);
+    return x != y ? x > y : a.group < b.group;
+  });
+  return out;
+}
+
+ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std::string& flag) {
+  if (devices == 0 || devices == c.devices()) return c;
+  if (devices < 0 || devices > c.devices())
+    throw ConfigError(flag + ": " + std::to_string(devices) + " is not between 1 and the " + std::to_string(c.devices()) + " devices of " + c.name);
+  ClusterSpec s = c;
+  s.name = c.name + "[" + std::to_string(devices) + "]";
+  auto& t = s.topology;
+  if (t.kind == TopologyKind::islands) {
+    if (devices <= t.devices_per_island) { t.islands = 1; t.devices_per_island = devices; }
+    else if (devices % t.devices_per_island == 0) t.islands = devices / t.devices_per_island;
+    else throw ConfigError(flag + ": " + std::to_string(devices) + " is neither part of one island nor whole islands of " + std::to_string(t.devices_per_island));
+    return s;
+  }
+  std::int64_t left = devices;
+  for (std::size_t d = 0; d < t.dims.size(); ++d) {
+    const std::int64_t take = std::gcd(left, t.dims[d]);
+    if (take < t.dims[d]) t.wraparound[d] = false;
+    t.dims[d] = take;
+    left /= take;
+  }
+  if (left != 1) throw ConfigError(flag + ": " + std::to_string(devices) + " chips do not form a slice of " + c.topology.describe());
+  return s;
+}
+
+}  // namespace scanshard

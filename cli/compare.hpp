@@ -1,0 +1,66 @@
+// cli/compare.hpp — a measured run next to the simulator's prediction for the same plan, op group
+// by op group (seconds per step) and in total. Shared by `scanshard report` (one trace file) and
+// `scanshard validate` (many plans run in-process).
+//
+// Groups: some program steps are fused into one kernel call (the gelu of the recurrent gate into
+// gelu ⊙ h, the RG-LRU decay into the scan, the score recompute into the attention backward) and
+// reports have always shown the gated MLP and the RG-LRU (gates + scan) as one group each, so both
+// sides are summed to those groups (op_group). Each group gets the op class
+// (gemm, scan, attention, elementwise, norm, embedding, optimizer, comm) of the steps that carry
+// most of its predicted time. Measured: the median over the steps after the first (warm-up).
+// For: report, validate, the HTML report. Not for: statistics over many plans (sim/stats.hpp).
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "program/cluster.hpp"
+#include "program/model.hpp"
+#include "program/plan.hpp"
+#include "sim/simulate.hpp"
+#include "train/trace.hpp"
+
+namespace scanshard {
+
+// One measured training step: wall seconds and seconds per trace name ("mlp", "rec.scan", ...).
+struct MeasuredStep {
+  double wall_seconds = 0;
+  std::map<std::string, double> seconds_by_name;
+};
+// From `scanshard train --trace` JSON (throws ConfigError naming `file` when malformed) or from
+// the runner's in-memory Trace.
+std::vector<MeasuredStep> measured_steps(const nlohmann::json& trace, const std::string& file);
+std::vector<MeasuredStep> measured_steps(const train::Trace& trace);
+
+// The program step name -> the group both sides share ("mlp.w1" -> "mlp", "rec.scan" -> "rec.rglru").
+std::string op_group(const std::string& name);
+
+struct GroupRow {
+  std::string group;
+  std::string cls;         // op class of the group ("other" if the simulator has no such steps)
+  double predicted = 0;    // seconds per step
+  double measured = 0;     // seconds per step (median over the measured steps)
+};
+
+struct Comparison {
+  std::vector<GroupRow> groups;      // largest first
+  Estimate estimate;                 // the simulator's full estimate for the plan
+  double predicted_step_seconds = 0;
+  double measured_step_seconds = 0;  // median wall seconds over the steps after the first
+  std::size_t steps_used = 0;
+  std::size_t steps_total = 0;
+  // Per op class over the groups present on both sides (so an unmeasured group does not count).
+  std::map<std::string, double> predicted_by_class, measured_by_class;
+};
+
+// Predicts (model, plan) on the cluster (rank 0's program) and lines it up with the measured
+// steps. The plan must be legal on the cluster (check_plan with its device count). Needs ≥ 1 step.
+Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps);
+
+// The first `devices` chips of a cluster (torus slice filled dimension by dimension, or part of
+// one island / whole islands). ConfigError naming `flag` when no such slice exists.
+ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std::string& flag = "--devices");
+
+}  // namespace scanshard

@@ -1,0 +1,784 @@
+// cli/html_report.cpp — see html_report.hpp.
+#include "cli/html_report.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/format.hpp"
+#include "planner/search.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/simulate.hpp"
+
+extern char** environ;
+
+namespace scanshard {
+
+namespace fs = std::filesystem;
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  static std::atomic<int> counter{0};
+  const fs::path tmp = dir / ("." + p.filename().string() + ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    if (!f) throw std::runtime_error(tmp.string() + ": cannot write");
+    f << text;
+    f.flush();
+    if (!f) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw std::runtime_error(tmp.string() + ": write failed");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, p, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw std::runtime_error(path + ": cannot rename the temporary file into place: " + ec.message());
+  }
+}
+
+std::string find_on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  if (!path) return "";
+  std::stringstream ss(path);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    std::string candidate = dir.empty() ? std::string(".") : dir;
+    candidate += '/';
+    candidate += program;
+    struct stat st{};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A private temporary directory, removed on destruction.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string templ = (fs::temp_directory_path() / "scanshard-gnuplot-XXXXXX").string();
+    if (!::mkdtemp(templ.data())) throw std::runtime_error("cannot create a temporary directory for gnuplot");
+    path = templ;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+std::string run_gnuplot(const std::string& gnuplot, const std::string& script) {
+  TempDir tmp;
+  const fs::path in = tmp.path / "chart.gp", out = tmp.path / "chart.svg", err = tmp.path / "stderr.txt";
+  std::ofstream(in) << script;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, in.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::vector<char*> argv = {const_cast<char*>(gnuplot.c_str()), nullptr};
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, gnuplot.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) throw std::runtime_error("cannot start " + gnuplot + ": " + std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) throw std::runtime_error("waiting for gnuplot failed");
+  const std::string svg = slurp(out), messages = slurp(err);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || svg.find("<svg") == std::string::npos)
+    throw std::runtime_error("gnuplot failed (" + gnuplot + "): " + (messages.empty() ? std::string("no SVG produced") : messages));
+  return svg;
+}
+
+namespace {
+
+// ─── small helpers ──────────────────────────────────────────────────────────────────────────────
+
+std::string num(double v, int digits = 6) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%.*g", digits, v);
+  return b;
+}
+
+// A gnuplot single-quoted string ('' escapes a quote; nothing else is special).
+std::string gq(const std::string& s) {
+  std::string o = "'";
+  for (char c : s) o += c == '\'' ? std::string("''") : std::string(1, c);
+  return o + "'";
+}
+
+// A gnuplot double-quoted string: "\n" breaks the line (titles on two lines).
+std::string gq2(const std::string& line1, const std::string& line2) {
+  std::string o = "\"";
+  for (const std::string* l : {&line1, &line2}) {
+    if (l == &line2) o += "\\n";
+    for (char c : *l) {
+      if (c == '"' || c == '\\') o += '\\';
+      o += c;
+    }
+  }
+  return o + "\"";
+}
+
+// Tics 1, 2, 5 x 10^k inside [lo, hi] for a log axis, as a gnuplot tic list.
+std::string log_tics(double lo, double hi) {
+  std::string t;
+  for (double decade = std::pow(10.0, std::floor(std::log10(lo))); decade <= hi; decade *= 10)
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double v = m * decade;
+      if (v < lo || v > hi) continue;
+      char b[32];
+      std::snprintf(b, sizeof b, "%g", v);
+      t += std::string(t.empty() ? "" : ", ") + "'" + b + "' " + b;
+    }
+  return t;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+// " a b" appended without temporaries (GCC 12 -Wrestrict false positives on "x" + std::string).
+void append_nums(std::string& d, std::initializer_list<double> values) {
+  for (double v : values) {
+    d += ' ';
+    d += num(v);
+  }
+}
+void append_csv(std::string& d, double v) {
+  d += ',';
+  d += num(v, 9);
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return o + "\"";
+}
+
+std::string pct(double e, bool sign = true) {
+  char b[32];
+  std::snprintf(b, sizeof b, sign ? "%+.1f %%" : "%.1f %%", 100 * e);
+  return b;
+}
+
+std::string family_label(const std::string& f) {
+  if (f == "mqa") return "MQA";
+  if (f == "griffin") return "Griffin";
+  if (f == "hawk") return "Hawk";
+  if (f == "rwkv6") return "RWKV-6";
+  if (f == "rwkv4") return "RWKV-4";
+  return f;
+}
+
+std::string seq_label(std::int64_t T) { return T % 1024 == 0 ? std::to_string(T / 1024) + "K" : std::to_string(T); }
+
+// SVG text from gnuplot without the XML prolog, ready to inline.
+std::string inline_svg(const std::string& svg) {
+  const auto at = svg.find("<svg");
+  return at == std::string::npos ? svg : svg.substr(at);
+}
+
+std::string terminal(const std::string& name, int w, int h) {
+  return "set terminal svg size " + std::to_string(w) + "," + std::to_string(h) + " dynamic noenhanced font 'Helvetica,13' name " +
+         gq(name) + " background '#ffffff'\nset encoding utf8\nset border lw 1 lc rgb '#444444'\nset grid ytics lc rgb '#dddddd'\n";
+}
+
+// Class palette (tableau-like), in stacking order.
+const std::vector<std::pair<std::string, std::string>> kClassColors = {
+    {"gemm", "#4e79a7"},      {"attention", "#f28e2b"}, {"scan", "#59a14f"}, {"elementwise", "#edc948"},
+    {"norm", "#b07aa1"},      {"embedding", "#76b7b2"}, {"optimizer", "#ff9da7"}, {"comm", "#e15759"},
+    {"other", "#9c755f"},     {"untraced", "#bab0ac"}};
+
+struct Chart {
+  std::string id, title, caption, svg, csv_name, csv;
+  std::string extra_html;  // a table under the chart
+};
+
+Chart make_chart(const std::string& id, const std::string& title, const std::string& csv_name) {
+  Chart c;
+  c.id = id;
+  c.title = title;
+  c.csv_name = csv_name;
+  return c;
+}
+
+// ─── validate output ────────────────────────────────────────────────────────────────────────────
+
+struct ValidatedPlan {
+  std::string id, model, family, mesh, description;
+  std::int64_t global_batch = 0, micro_batch = 0, seq_len = 0;
+  double predicted = 0, measured = 0, error = 0;
+  std::map<std::string, double> pred_class, meas_class;  // all groups, by class (+ "untraced")
+};
+
+struct Validated {
+  nlohmann::json doc;
+  std::vector<ValidatedPlan> plans;
+  std::string file;
+};
+
+Validated load_validate(const std::string& dir) {
+  Validated v;
+  v.file = (fs::path(dir) / "validate.json").string();
+  std::ifstream in(v.file);
+  if (!in) throw ConfigError("--validate: " + v.file + ": cannot open (write it with `scanshard validate --out " + dir + "`)");
+  try {
+    v.doc = nlohmann::json::parse(in);
+    for (const auto& p : v.doc.at("plans")) {
+      ValidatedPlan q;
+      q.id = p.at("id").get<std::string>();
+      q.model = p.at("model").get<std::string>();
+      q.family = p.value("family", std::string("?"));
+      q.mesh = p.at("mesh").get<std::string>();
+      q.global_batch = p.value("global_batch", std::int64_t{0});
+      q.micro_batch = p.value("micro_batch", std::int64_t{0});
+      q.seq_len = p.value("seq_len", std::int64_t{0});
+      q.description = p.value("description", q.model + " " + q.mesh + " B" + std::to_string(q.global_batch) + " mb" +
+                                                 std::to_string(q.micro_batch) + " T" + std::to_string(q.seq_len));
+      q.predicted = p.at("predicted_step_seconds").get<double>();
+      q.measured = p.at("measured_step_seconds").get<double>();
+      if (!(q.predicted > 0) || !(q.measured > 0)) throw ConfigError(v.file + ": plans: " + q.id + ": step seconds must be positive");
+      q.error = (q.predicted - q.measured) / q.measured;
+      double traced = 0;
+      for (const auto& g : p.at("groups")) {
+        const std::string cls = g.value("class", std::string("other"));
+        q.pred_class[cls] += g.value("predicted_seconds", 0.0);
+        q.meas_class[cls] += g.value("measured_seconds", 0.0);
+        traced += g.value("measured_seconds", 0.0);
+      }
+      q.meas_class["untraced"] = std::max(0.0, q.measured - traced);
+      v.plans.push_back(std::move(q));
+    }
+    v.doc.at("summary");
+    v.doc.at("cluster").at("name");
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(v.file + ": not the output of `scanshard validate`: " + e.what());
+  }
+  if (v.plans.empty()) throw ConfigError(v.file + ": plans: empty (no plan ran)");
+  return v;
+}
+
+// ─── charts ─────────────────────────────────────────────────────────────────────────────────────
+
+Chart breakdown_chart(const std::string& gp, const Validated& v) {
+  Chart c = make_chart("breakdown", "Step-time breakdown per plan", "breakdown.csv");
+  std::vector<std::string> classes;
+  for (const auto& [cls, color] : kClassColors) {
+    bool used = false;
+    for (const auto& p : v.plans) used = used || (p.pred_class.count(cls) && p.pred_class.at(cls) > 0) || (p.meas_class.count(cls) && p.meas_class.at(cls) > 0);
+    if (used) classes.push_back(cls);
+  }
+  std::string colors, names;
+  for (const auto& cls : classes) {
+    for (const auto& [k, col] : kClassColors)
+      if (k == cls) colors += (colors.empty() ? "" : " ") + col;
+    names += (names.empty() ? "" : " ") + cls;
+  }
+  // Per bar and class: bottom and top of its segment (ms).
+  auto block = [&](const char* name, bool measured) {
+    std::string d = std::string("$") + name + " << EOD\n";
+    for (std::size_t i = 0; i < v.plans.size(); ++i) {
+      const auto& m = measured ? v.plans[i].meas_class : v.plans[i].pred_class;
+      double lo = 0;
+      d += num(3.0 * double(i) + (measured ? 1 : 0));
+      for (const auto& cls : classes) {
+        const double s = m.count(cls) ? 1e3 * m.at(cls) : 0.0;
+        append_nums(d, {lo, lo + s});
+        lo += s;
+      }
+      d += "\n";
+    }
+    return d + "EOD\n";
+  };
+  std::string tics;
+  double ymax = 0;
+  for (std::size_t i = 0; i < v.plans.size(); ++i) {
+    tics += (i ? ", " : "") + gq(v.plans[i].id) + " " + num(3.0 * double(i) + 0.5);
+    double sp = 0, sm = 0;
+    for (const auto& [k, s] : v.plans[i].pred_class) sp += s;
+    for (const auto& [k, s] : v.plans[i].meas_class) sm += s;
+    ymax = std::max({ymax, 1e3 * sp, 1e3 * sm});
+  }
+  std::string s = terminal("breakdown", 1100, 520) + block("pred", false) + block("meas", true) +
+                  "colors = " + gq(colors) + "\nnames = " + gq(names) + "\n"
+                  "set title 'Step-time breakdown per plan by op class: simulator (pale, left bar) vs measured (solid, right bar)'\n"
+                  "set xlabel 'validated plan (see the table below)'\nset ylabel 'time per training step (ms)'\n"
+                  "set xtics (" + tics + ") rotate by -45 font ',10'\n"
+                  "set xrange [-1:" + num(3.0 * double(v.plans.size())) + "]\nset yrange [0:" + num(ymax * 1.08) + "]\n"
+                  "set key outside right top vertical title 'op class'\n"
+                  "plot for [k=1:words(names)] $pred using 1:(0):($1-0.45):($1+0.45):(column(2*k)):(column(2*k+1)) "
+                  "with boxxyerror fs transparent solid 0.35 noborder lc rgb word(colors,k) notitle, \\\n"
+                  "     for [k=1:words(names)] $meas using 1:(0):($1-0.45):($1+0.45):(column(2*k)):(column(2*k+1)) "
+                  "with boxxyerror fs solid 0.9 noborder lc rgb word(colors,k) title word(names,k)\n";
+  c.svg = run_gnuplot(gp, s);
+  c.caption = "Seconds per training step of every validated plan, split by op class. The pale left bar is the simulator's "
+              "prediction (sum of its op groups), the solid right bar the median measured step; \"untraced\" is wall time "
+              "outside the runner's timed kernels (residual adds, copies, allocation).";
+  c.csv = "id,side";
+  for (const auto& cls : classes) c.csv += "," + cls + "_seconds";
+  c.csv += "\n";
+  for (const auto& p : v.plans)
+    for (int side = 0; side < 2; ++side) {
+      const auto& m = side ? p.meas_class : p.pred_class;
+      c.csv += p.id + (side ? ",measured" : ",predicted");
+      for (const auto& cls : classes) append_csv(c.csv, m.count(cls) ? m.at(cls) : 0.0);
+      c.csv += "\n";
+    }
+  return c;
+}
+
+Chart scatter_chart(const std::string& gp, const Validated& v) {
+  Chart c = make_chart("scatter", "Predicted vs measured step time", "scatter.csv");
+  double lo = 1e300, hi = 0;
+  for (const auto& p : v.plans) {
+    lo = std::min({lo, 1e3 * p.predicted, 1e3 * p.measured});
+    hi = std::max({hi, 1e3 * p.predicted, 1e3 * p.measured});
+  }
+  lo /= 1.3;
+  hi *= 1.3;
+  std::string band = "$band << EOD\n";
+  for (int i = 0; i <= 40; ++i) {
+    const double x = lo * std::pow(hi / lo, i / 40.0);
+    band += num(x) + " " + num(0.9 * x) + " " + num(1.1 * x) + "\n";
+  }
+  band += "EOD\n";
+  std::map<std::string, std::string> by_family;
+  std::string labels = "$labels << EOD\n";
+  for (const auto& p : v.plans) {
+    by_family[p.family] += num(1e3 * p.measured) + " " + num(1e3 * p.predicted) + "\n";
+    labels += num(1e3 * p.measured) + " " + num(1e3 * p.predicted) + " " + p.id + "\n";
+  }
+  labels += "EOD\n";
+  const std::map<std::string, std::string> fam_color = {{"griffin", "#4e79a7"}, {"hawk", "#59a14f"}, {"mqa", "#f28e2b"},
+                                                        {"rwkv6", "#b07aa1"}, {"rwkv4", "#9c755f"}};
+  const std::map<std::string, int> fam_point = {{"griffin", 7}, {"hawk", 5}, {"mqa", 9}, {"rwkv6", 11}, {"rwkv4", 13}};
+  std::string s = terminal("scatter", 820, 680) + band + labels;
+  std::string plot = "plot $band using 1:2:3 with filledcurves fc rgb '#9ecae1' fs transparent solid 0.35 noborder title '±10 % band', \\\n"
+                     "     $band using 1:1 with lines lw 1.5 lc rgb '#333333' dt 2 title 'y = x (perfect prediction)'";
+  for (const auto& [fam, data] : by_family) {
+    s += "$fam_" + fam + " << EOD\n" + data + "EOD\n";
+    const std::string col = fam_color.count(fam) ? fam_color.at(fam) : "#666666";
+    const int pt = fam_point.count(fam) ? fam_point.at(fam) : 7;
+    plot += ", \\\n     $fam_" + fam + " using 1:2 with points pt " + std::to_string(pt) + " ps 1.3 lc rgb '" + col + "' title " +
+            gq(family_label(fam));
+  }
+  plot += ", \\\n     $labels using 1:2:3 with labels offset char 1.2,0.5 font ',9' tc rgb '#555555' notitle\n";
+  const auto& sm = v.doc.at("summary");
+  char stats_line[256];
+  std::snprintf(stats_line, sizeof stats_line, "median |error| %.1f %%, max |error| %.1f %%, Spearman rank correlation %s",
+                100 * sm.value("median_abs_error", 0.0), 100 * sm.value("max_abs_error", 0.0),
+                sm.contains("spearman") && sm["spearman"].is_number() ? num(sm["spearman"].get<double>(), 3).c_str() : "n/a");
+  const std::string tics = log_tics(lo, hi);
+  s += "set title " + gq2("Predicted vs measured step time, " + std::to_string(v.plans.size()) + " plans", stats_line) +
+       "\nset logscale xy\nset xrange [" + num(lo) + ":" + num(hi) + "]\nset yrange [" + num(lo) + ":" + num(hi) + "]\n" +
+       "set xtics (" + tics + ")\nset ytics (" + tics + ")\nset mxtics 10\nset mytics 10\n"
+       "set size ratio -1\nset grid xtics ytics lc rgb '#e5e5e5'\n"
+       "set xlabel 'measured step time (ms, median of the steps after warm-up)'\nset ylabel 'predicted step time (ms)'\n"
+       "set key top left box opaque\n" + plot;
+  c.svg = run_gnuplot(gp, s);
+  c.caption = "One point per validated plan. Points inside the band are within ±10 % of the measurement; above the dashed "
+              "line the simulator is too slow, below it too fast.";
+  c.csv = "id,plan,model,family,mesh,global_batch,micro_batch,seq_len,predicted_seconds,measured_seconds,relative_error\n";
+  for (const auto& p : v.plans)
+    c.csv += p.id + "," + csv_field(p.description) + "," + p.model + "," + p.family + "," + csv_field(p.mesh) + "," +
+             std::to_string(p.global_batch) + "," +
+             std::to_string(p.micro_batch) + "," + std::to_string(p.seq_len) + "," + num(p.predicted, 9) + "," + num(p.measured, 9) + "," +
+             num(p.error, 6) + "\n";
+  return c;
+}
+
+struct Unit { double div; std::string name; };
+Unit bytes_unit(double max_bytes) {
+  if (max_bytes >= 1024.0 * 1024 * 1024) return {1024.0 * 1024 * 1024, "GiB"};
+  if (max_bytes >= 1024.0 * 1024) return {1024.0 * 1024, "MiB"};
+  return {1024.0, "KiB"};
+}
+
+std::string plan_label(const Plan& p) {
+  std::string s = p.mesh.describe();
+  if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
+  s += " mb" + std::to_string(p.micro_batch);
+  if (p.remat != Remat::none) s += std::string(" remat:") + to_string(p.remat);
+  s += std::string(" scan:") + to_string(p.scan);
+  return s;
+}
+
+std::pair<Chart, Chart> pareto_charts(const std::string& gp, const HtmlReportOptions& o, const std::string& default_cluster,
+                                      nlohmann::json& json) {
+  const ModelSpec m = load_model(o.pareto_model, "--pareto-model");
+  const std::string cluster_name = o.pareto_cluster.empty() ? default_cluster : o.pareto_cluster;
+  const ClusterSpec c = load_cluster(cluster_name, "--pareto-cluster");
+  SearchOptions so;
+  so.global_batch = o.pareto_global_batch;
+  so.seq_len = o.pareto_seq_len;
+  so.top = 40;
+  if (o.pareto_dtype == "fp32") so.dtype = DType::fp32;
+  else if (o.pareto_dtype == "bf16") so.dtype = DType::bf16;
+  else throw ConfigError("--pareto-dtype: expected fp32 or bf16, got '" + o.pareto_dtype + "'");
+  const SearchResult r = search(m, c, so);
+  if (r.pareto.empty()) throw ConfigError("--pareto-model: no plan of " + m.name + " fits on " + c.name + " at batch " +
+                                          std::to_string(o.pareto_global_batch) + " x " + std::to_string(o.pareto_seq_len));
+  double max_mem = 0;
+  for (const auto* list : {&r.top, &r.pareto})
+    for (const auto& cand : *list) max_mem = std::max(max_mem, cand.memory_bytes);
+  const Unit u = bytes_unit(max_mem);
+
+  Chart pc = make_chart("pareto", "Planner: Pareto front of step time vs memory per device", "pareto.csv");
+  std::string all = "$all << EOD\n", front = "$front << EOD\n";
+  for (const auto& cand : r.top) all += num(cand.memory_bytes / u.div) + " " + num(1e3 * cand.step_seconds) + "\n";
+  std::string table = "<table><tr><th>#</th><th>plan</th><th>step time</th><th>memory per device</th><th>bottleneck</th></tr>";
+  pc.csv = "front_index,plan,step_seconds,memory_bytes_per_device,tokens_per_s,bottleneck\n";
+  for (std::size_t i = 0; i < r.pareto.size(); ++i) {
+    const auto& cand = r.pareto[i];
+    front += num(cand.memory_bytes / u.div) + " " + num(1e3 * cand.step_seconds) + " F" + std::to_string(i + 1) + "\n";
+    table += "<tr><td>F" + std::to_string(i + 1) + "</td><td>" + html_escape(plan_label(cand.plan)) + "</td><td>" +
+             format_seconds(cand.step_seconds) + "</td><td>" + format_bytes(cand.memory_bytes) + "</td><td>" +
+             html_escape(cand.bottleneck) + "</td></tr>";
+    pc.csv += "F" + std::to_string(i + 1) + "," + csv_field(plan_label(cand.plan)) + "," + num(cand.step_seconds, 9) + "," +
+              num(cand.memory_bytes, 9) + "," + num(cand.tokens_per_s, 6) + "," + csv_field(cand.bottleneck) + "\n";
+  }
+  pc.csv += "\nrank_in_top,plan,step_seconds,memory_bytes_per_device\n";
+  for (std::size_t i = 0; i < r.top.size(); ++i)
+    pc.csv += std::to_string(i + 1) + "," + csv_field(plan_label(r.top[i].plan)) + "," + num(r.top[i].step_seconds, 9) + "," +
+              num(r.top[i].memory_bytes, 9) + "\n";
+  all += "EOD\n";
+  front += "EOD\n";
+  table += "</table>";
+  const std::string title = "Pareto front: " + m.name + " on " + c.name + ", batch " + std::to_string(o.pareto_global_batch) + " x " +
+                            std::to_string(o.pareto_seq_len) + " tokens, " + o.pareto_dtype;
+  std::string s = terminal("pareto", 900, 520) + all + front + "set title " + gq(title) + "\nset xlabel " +
+                  gq("memory per device (" + u.name + ")") + "\nset ylabel 'step time (ms)'\nset grid xtics ytics lc rgb '#e5e5e5'\n"
+                  "set key top right box opaque\nset offsets graph 0.05, graph 0.1, graph 0.1, graph 0.1\n"
+                  "plot $all using 1:2 with points pt 6 ps 1.1 lc rgb '#9a9a9a' title 'fastest plans (top " +
+                  std::to_string(r.top.size()) + ")', \\\n"
+                  "     $front using 1:2 with linespoints lw 2 pt 7 ps 1.3 lc rgb '#e15759' title 'Pareto front', \\\n"
+                  "     $front using 1:2:3 with labels offset char 1.2,0.7 font ',10' notitle\n";
+  pc.svg = run_gnuplot(gp, s);
+  pc.caption = "Every plan the planner priced among the fastest (grey) and the plans no other plan beats in both step time "
+               "and memory per device (red, F1... listed below).";
+  pc.extra_html = table;
+
+  // Memory breakdown per device of the front's plans.
+  Chart mc = make_chart("memory", "Memory per device of the Pareto-front plans", "memory.csv");
+  const std::vector<std::pair<std::string, std::string>> parts = {{"params", "#4e79a7"}, {"grads", "#f28e2b"}, {"optimizer", "#e15759"},
+                                                                  {"activations", "#59a14f"}, {"scan_state", "#edc948"},
+                                                                  {"buffers", "#b07aa1"}};
+  std::string d = "$mem << EOD\n", tics, colors, names;
+  for (const auto& [k, col] : parts) {
+    colors += (colors.empty() ? "" : " ") + col;
+    names += (names.empty() ? "" : " ") + k;
+  }
+  mc.csv = "front_index,plan,params_bytes,grads_bytes,optimizer_bytes,activations_bytes,scan_state_bytes,buffers_bytes,total_bytes,capacity_bytes\n";
+  double top = 0;
+  nlohmann::json mem_json = nlohmann::json::array();
+  for (std::size_t i = 0; i < r.pareto.size(); ++i) {
+    const Estimate e = simulate(m, r.pareto[i].plan, c);
+    const auto& mm = e.memory;
+    const double v[] = {mm.params_bytes, mm.grads_bytes, mm.optimizer_bytes, mm.activations_bytes, mm.state_bytes, mm.buffers_bytes};
+    double lo = 0;
+    d += std::to_string(i);
+    for (double x : v) {
+      append_nums(d, {lo / u.div, (lo + x) / u.div});
+      lo += x;
+    }
+    d += "\n";
+    top = std::max(top, lo);
+    tics += (i ? ", " : "") + gq("F" + std::to_string(i + 1)) + " " + std::to_string(i);
+    mc.csv += "F" + std::to_string(i + 1) + "," + csv_field(plan_label(r.pareto[i].plan));
+    for (double x : v) append_csv(mc.csv, x);
+    mc.csv += "," + num(mm.total_bytes, 9) + "," + num(mm.capacity_bytes, 9) + "\n";
+    mem_json.push_back({{"plan", plan_label(r.pareto[i].plan)}, {"params", mm.params_bytes}, {"grads", mm.grads_bytes},
+                        {"optimizer", mm.optimizer_bytes}, {"activations", mm.activations_bytes}, {"scan_state", mm.state_bytes},
+                        {"buffers", mm.buffers_bytes}, {"total", mm.total_bytes}, {"capacity", mm.capacity_bytes}});
+  }
+  d += "EOD\n";
+  std::string ms = terminal("memory", 900, 480) + d + "colors = " + gq(colors) + "\nnames = " + gq(names) + "\n" +
+                   "set title " + gq("Memory per device: " + m.name + " on " + c.name + " (capacity " + format_bytes(c.chip.memory_bytes) + ")") +
+                   "\nset xlabel 'Pareto-front plan (see the table above)'\nset ylabel " + gq("memory per device (" + u.name + ")") +
+                   "\nset xtics (" + tics + ")\nset xrange [-0.7:" + num(double(r.pareto.size()) - 0.3) + "]\nset yrange [0:" +
+                   num(top / u.div * 1.1) + "]\nset key outside right top vertical\n"
+                   "plot for [k=1:words(names)] $mem using 1:(0):($1-0.35):($1+0.35):(column(2*k)):(column(2*k+1)) "
+                   "with boxxyerror fs solid 0.9 noborder lc rgb word(colors,k) title word(names,k)\n";
+  mc.svg = run_gnuplot(gp, ms);
+  mc.caption = "What each Pareto-front plan keeps on one device: parameters, gradients, optimizer state, activations saved for "
+               "backward, scan states and communication buffers (the simulator's memory model).";
+  json["pareto"] = {{"model", m.name}, {"cluster", c.name}, {"global_batch", o.pareto_global_batch}, {"seq_len", o.pareto_seq_len},
+                    {"front", nlohmann::json::array()}, {"memory", mem_json}};
+  for (const auto& cand : r.pareto)
+    json["pareto"]["front"].push_back({{"plan", plan_label(cand.plan)}, {"step_seconds", cand.step_seconds}, {"memory_bytes", cand.memory_bytes}});
+  return {pc, mc};
+}
+
+std::pair<Chart, Chart> sweep_charts(const std::string& gp, const HtmlReportOptions& o, nlohmann::json& json) {
+  if (o.sweep_models.empty()) throw ConfigError("--sweep-models: at least one model");
+  if (o.sweep_seq.empty()) throw ConfigError("--sweep-seq: at least one sequence length");
+  const ClusterSpec c = load_cluster(o.sweep_cluster, "--sweep-cluster");
+  const Mesh mesh = parse_mesh(o.sweep_mesh, "--sweep-mesh");
+  if (o.sweep_tokens <= 0) throw ConfigError("--sweep-tokens: must be positive");
+  struct Point { std::string model, family; std::int64_t T, batch; Estimate e; };
+  std::vector<Point> pts;
+  for (const auto& name : o.sweep_models) {
+    const ModelSpec m = load_model(name, "--sweep-models");
+    for (auto T : o.sweep_seq) {
+      if (T <= 0) throw ConfigError("--sweep-seq: " + std::to_string(T) + " is not a positive length");
+      Plan p;
+      p.model = m.name;
+      p.mesh = mesh;
+      p.seq_len = T;
+      p.global_batch = o.sweep_tokens / T;
+      p.micro_batch = 1;
+      p.param_dtype = p.act_dtype = DType::bf16;
+      try {
+        check_plan(m, p, c.devices());
+      } catch (const PlanError& e) {
+        throw ConfigError("--sweep-mesh: " + m.name + " at seq_len " + std::to_string(T) + " (batch " + std::to_string(p.global_batch) +
+                          "): " + e.what());
+      }
+      pts.push_back({m.name, to_string(m.family), T, p.global_batch, simulate(m, p, c)});
+    }
+  }
+  const double base = pts.front().e.step_seconds;
+  // Categories of the split.
+  const std::vector<std::pair<std::string, std::string>> cats = {{"GEMM", "#4e79a7"}, {"attention", "#f28e2b"}, {"scan", "#59a14f"},
+                                                                 {"other compute", "#bab0ac"}, {"communication + bubble", "#e15759"}};
+  auto cat_of = [](Bucket b) -> int {
+    switch (b) {
+      case Bucket::gemm: return 0;
+      case Bucket::attention: return 1;
+      case Bucket::scan: return 2;
+      case Bucket::comm_data: case Bucket::comm_fsdp: case Bucket::comm_tensor: case Bucket::comm_sequence:
+      case Bucket::comm_pipeline: case Bucket::bubble: return 4;
+      default: return 3;
+    }
+  };
+  const std::size_t M = o.sweep_models.size(), S = o.sweep_seq.size();
+  // Lines.
+  Chart lc = make_chart("sweep", "Sequence-length sweep at fixed tokens per batch", "sweep.csv");
+  std::string s = terminal("sweep", 1000, 500), plot = "plot ";
+  const std::vector<std::string> line_colors = {"#f28e2b", "#4e79a7", "#59a14f", "#b07aa1", "#e15759", "#76b7b2"};
+  std::string xt;
+  for (std::size_t j = 0; j < S; ++j) xt += (j ? ", " : "") + gq(seq_label(o.sweep_seq[j])) + " " + std::to_string(o.sweep_seq[j]);
+  for (std::size_t i = 0; i < M; ++i) {
+    s += "$m" + std::to_string(i) + " << EOD\n";
+    for (std::size_t j = 0; j < S; ++j) s += std::to_string(pts[i * S + j].T) + " " + num(pts[i * S + j].e.step_seconds / base) + "\n";
+    s += "EOD\n";
+    plot += std::string(i ? ", \\\n     " : "") + "$m" + std::to_string(i) + " using 1:2 with linespoints lw 2 pt 7 ps 1.2 lc rgb '" +
+            line_colors[i % line_colors.size()] + "' title " + gq(family_label(pts[i * S].family) + " (" + pts[i * S].model + ")");
+  }
+  const std::string where = c.name + ", mesh " + mesh.describe() + ", " + format_si(double(o.sweep_tokens), "tokens") + " per batch, bf16";
+  s += "set title " + gq2("Step time relative to " + pts.front().model + " at " + seq_label(o.sweep_seq.front()), where) +
+       "\nset logscale x 2\nset xtics (" + xt + ")\nset xrange [" + num(o.sweep_seq.front() / 1.2) + ":" + num(o.sweep_seq.back() * 1.2) +
+       "]\nset xlabel 'sequence length (tokens; batch shrinks to keep tokens per batch fixed)'\n"
+       "set ylabel 'step time relative to the baseline (x, 1 = " + format_seconds(base) + ")'\n"
+       "set key outside right top vertical\n" + plot + "\n";
+  lc.svg = run_gnuplot(gp, s);
+  lc.caption = "The Griffin paper's Figure-3 setup: the same number of tokens per batch at every sequence length, so a model "
+               "whose cost is linear in length stays flat while global attention grows.";
+  lc.csv = "model,family,seq_len,global_batch,step_seconds,relative_to_baseline";
+  for (const auto& [k, col] : cats) lc.csv += "," + csv_field(k + " seconds");
+  lc.csv += "\n";
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& p : pts) {
+    double cat[5] = {0, 0, 0, 0, 0};
+    for (int b = 0; b < kBucketCount; ++b) cat[cat_of(static_cast<Bucket>(b))] += p.e.seconds[b];
+    lc.csv += p.model + "," + p.family + "," + std::to_string(p.T) + "," + std::to_string(p.batch) + "," + num(p.e.step_seconds, 9) + "," +
+              num(p.e.step_seconds / base, 6);
+    for (double x : cat) append_csv(lc.csv, x);
+    lc.csv += "\n";
+    arr.push_back({{"model", p.model}, {"seq_len", p.T}, {"global_batch", p.batch}, {"step_seconds", p.e.step_seconds},
+                   {"relative", p.e.step_seconds / base}, {"gemm_seconds", cat[0]}, {"attention_seconds", cat[1]},
+                   {"scan_seconds", cat[2]}, {"other_compute_seconds", cat[3]}, {"communication_seconds", cat[4]}});
+  }
+  json["sweep"] = {{"cluster", c.name}, {"mesh", mesh.describe()}, {"tokens_per_batch", o.sweep_tokens}, {"points", arr}};
+
+  // Split bars: x = group (sequence length) · (M + 1) + model.
+  Chart bc = make_chart("sweep_split", "Where the time goes along the sweep", "sweep.csv");
+  std::string d = "$split << EOD\n", tics, colors, names;
+  for (const auto& [k, col] : cats) colors += (colors.empty() ? "" : " ") + col;
+  double top = 0;
+  for (std::size_t j = 0; j < S; ++j)
+    for (std::size_t i = 0; i < M; ++i) {
+      const auto& p = pts[i * S + j];
+      const double x = double(j * (M + 1) + i);
+      double cat[5] = {0, 0, 0, 0, 0};
+      for (int b = 0; b < kBucketCount; ++b) cat[cat_of(static_cast<Bucket>(b))] += p.e.seconds[b];
+      double lo = 0;
+      d += num(x);
+      for (double v : cat) {
+        append_nums(d, {lo / base, (lo + v) / base});
+        lo += v;
+      }
+      d += "\n";
+      top = std::max(top, lo / base);
+      tics += std::string(tics.empty() ? "" : ", ") + gq(family_label(p.family) + " " + seq_label(p.T)) + " " + num(x);
+    }
+  d += "EOD\n";
+  std::string plots;
+  for (std::size_t k = 0; k < cats.size(); ++k)
+    plots += std::string(k ? ", \\\n     " : "") + "$split using 1:(0):($1-0.4):($1+0.4):(column(" + std::to_string(2 * k + 2) + ")):(column(" +
+             std::to_string(2 * k + 3) + ")) with boxxyerror fs solid 0.9 noborder lc rgb '" + cats[k].second + "' title " + gq(cats[k].first);
+  std::string ss = terminal("sweep_split", 1100, 540) + d + "set title " +
+                   gq2("Step time split into GEMM / attention / scan / other, relative to " + pts.front().model + " at " +
+                           seq_label(o.sweep_seq.front()),
+                       where) +
+                   "\nset xtics (" + tics + ") rotate by -45 font ',10'\nset xrange [-1:" + num(double(S * (M + 1)) - 1) +
+                   "]\nset yrange [0:" + num(top * 1.1) + "]\nset xlabel 'model and sequence length (groups of " + std::to_string(M) +
+                   " bars per length)'\nset ylabel 'step time relative to the baseline (x)'\nset key outside right top vertical\nplot " +
+                   plots + "\n";
+  bc.svg = run_gnuplot(gp, ss);
+  bc.caption = "The same sweep, each bar split by the simulator's buckets: GEMMs, attention, the linear-recurrence scan, other "
+               "compute (elementwise, norms, embedding, optimizer, recompute) and exposed communication plus pipeline bubble.";
+  bc.csv.clear();  // same data as the line chart's CSV
+  return {lc, bc};
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char b[64];
+  std::strftime(b, sizeof b, "%Y-%m-%d %H:%M UTC", std::gmtime(&t));
+  return b;
+}
+
+}  // namespace
+
+std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
+  // Everything that can fail on input or a missing tool fails before anything is written.
+  const std::string gp = find_on_path("gnuplot");
+  if (gp.empty())
+    throw ConfigError("report --html: gnuplot not found on PATH; the charts are drawn by gnuplot (Debian: apt-get install "
+                      "gnuplot-nox, or run scripts/install-deps). Nothing was written.");
+  if (o.html.empty() || fs::is_directory(o.html)) throw ConfigError("--html: must name a file, got '" + o.html + "'");
+  const fs::path page(o.html);
+  const fs::path dir = page.has_parent_path() ? page.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw ConfigError("--html: '" + dir.string() + "' is not a directory");
+  const Validated v = load_validate(o.validate_dir);
+  // The Pareto front defaults to the cluster validate predicted on (as it was named on its command line).
+  const std::string default_cluster = v.doc.at("cluster").value("argument", std::string("cpu-local"));
+
+  nlohmann::json json = {{"generated", utc_now()}, {"validate", v.doc}};
+  std::vector<Chart> charts;
+  charts.push_back(breakdown_chart(gp, v));
+  charts.push_back(scatter_chart(gp, v));
+  auto [pareto, memory] = pareto_charts(gp, o, default_cluster, json);
+  charts.push_back(pareto);
+  charts.push_back(memory);
+  auto [sweep, split] = sweep_charts(gp, o, json);
+  charts.push_back(sweep);
+  charts.push_back(split);
+
+  const std::string stem = page.stem().string();
+  auto data_name = [&](const std::string& csv) { return stem + "-" + csv; };
+
+  // The page.
+  const auto& sm = v.doc.at("summary");
+  const double med = sm.value("median_abs_error", 0.0), mx = sm.value("max_abs_error", 0.0);
+  const bool has_rho = sm.contains("spearman") && sm["spearman"].is_number();
+  const double rho = has_rho ? sm["spearman"].get<double>() : 0.0;
+  const bool met = med <= 0.03 && mx <= 0.10 && has_rho && rho >= 0.95;
+  const auto& cl = v.doc.at("cluster");
+  std::ostringstream h;
+  h << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>scanshard efficiency report</title>\n"
+    << "<style>\nbody{font-family:Helvetica,Arial,sans-serif;margin:24px auto;max-width:1160px;color:#222;line-height:1.4}\n"
+    << "h1{font-size:26px;margin-bottom:4px}h2{font-size:19px;margin-top:34px;border-bottom:1px solid #ddd;padding-bottom:4px}\n"
+    << ".meta{color:#666;font-size:13px}.cards{display:flex;gap:14px;margin:18px 0;flex-wrap:wrap}\n"
+    << ".card{border:1px solid #ddd;border-radius:6px;padding:10px 16px;min-width:150px}.card b{display:block;font-size:24px}\n"
+    << ".ok{color:#2e7d32}.bad{color:#c62828}figure{margin:10px 0}figure svg{width:100%;height:auto;border:1px solid #eee}\n"
+    << "figcaption{font-size:13px;color:#555;margin-top:4px}table{border-collapse:collapse;font-size:13px;margin:10px 0}\n"
+    << "td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5}td:first-child,td:nth-child(2){text-align:left}\n"
+    << "a{color:#1f5fa8}\n</style></head><body>\n"
+    << "<h1>scanshard efficiency report</h1>\n<div class=\"meta\">generated " << html_escape(utc_now()) << " &middot; predictions on "
+    << html_escape(cl.value("name", std::string("?"))) << " (" << html_escape(cl.value("origin", std::string("?"))) << "): "
+    << html_escape(cl.value("source", std::string(""))) << " &middot; " << v.doc.value("ranks", 1) << " MPI rank(s), "
+    << v.doc.value("steps", 0) << " steps per plan</div>\n"
+    << "<div class=\"cards\"><div class=\"card\">plans compared<b>" << v.plans.size() << "</b></div>"
+    << "<div class=\"card\">median |error| of step time<b>" << pct(med, false) << "</b></div>"
+    << "<div class=\"card\">max |error|<b>" << pct(mx, false) << "</b></div>"
+    << "<div class=\"card\">Spearman rank correlation<b>" << (has_rho ? num(rho, 3) : "n/a") << "</b></div>"
+    << "<div class=\"card\">goal: median &le; 3 %, max &le; 10 %, Spearman &ge; 0.95<b class=\"" << (met ? "ok\">met" : "bad\">not met")
+    << "</b></div></div>\n";
+  auto figure = [&](const Chart& c) {
+    h << "<h2 id=\"" << c.id << "\">" << html_escape(c.title) << "</h2>\n<figure>" << inline_svg(c.svg) << "\n<figcaption>"
+      << html_escape(c.caption);
+    if (!c.csv_name.empty()) h << " Data: <a href=\"" << html_escape(data_name(c.csv_name)) << "\">" << html_escape(data_name(c.csv_name)) << "</a>.";
+    h << "</figcaption></figure>\n" << c.extra_html << "\n";
+  };
+  figure(charts[0]);
+  figure(charts[1]);
+  h << "<table><tr><th>id</th><th>plan</th><th>predicted</th><th>measured</th><th>error</th></tr>";
+  for (const auto& p : v.plans)
+    h << "<tr><td>" << p.id << "</td><td>" << html_escape(p.description) << "</td><td>" << format_seconds(p.predicted) << "</td><td>" << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td></tr>";
+  h << "</table>\n<h2 id=\"classes\">Error per op class</h2>\n<table><tr><th>op class</th><th>plans</th><th>median |error|</th>"
+    << "<th>max |error|</th><th>bias (median signed)</th></tr>";
+  if (v.doc.contains("classes"))
+    for (const auto& [cls, s] : v.doc["classes"].items())
+      h << "<tr><td>" << html_escape(cls) << "</td><td>" << s.value("plans", 0) << "</td><td>" << pct(s.value("median_abs_error", 0.0), false)
+        << "</td><td>" << pct(s.value("max_abs_error", 0.0), false) << "</td><td>" << pct(s.value("median_signed_error", 0.0)) << "</td></tr>";
+  h << "</table>\n<p class=\"meta\">Per class: the sum over a plan's op groups of that class (groups present on both sides), "
+       "compared plan by plan. Data: <a href=\"" << html_escape(stem) << ".json\">" << html_escape(stem) << ".json</a>.</p>\n";
+  for (std::size_t i = 2; i < charts.size(); ++i) figure(charts[i]);
+  h << "<p class=\"meta\">Charts drawn by gnuplot (SVG terminal) from the CSV files next to this page; produced by "
+       "<code>scanshard report --validate " << html_escape(o.validate_dir) << " --html " << html_escape(o.html) << "</code>.</p>\n</body></html>\n";
+
+  // Write: data first, the page last; each file atomically.
+  fs::create_directories(dir);
+  std::vector<std::string> written;
+  const std::string page_text = h.str();
+  for (const auto& c : charts)
+    if (!c.csv.empty()) {
+      const std::string p = (dir / data_name(c.csv_name)).string();
+      write_file_atomically(p, c.csv);
+      written.push_back(p);
+    }
+  const std::string jp = (dir / (stem + ".json")).string();
+  write_file_atomically(jp, json.dump(1) + "\n");
+  written.push_back(jp);
+  write_file_atomically(o.html, page_text);
+  written.insert(written.begin(), o.html);
+  return written;
+}
+
+}  // namespace scanshard

@@ -1,0 +1,283 @@
+// tests/unit/test_report.cpp — the measuring loop through the real `scanshard` binary:
+// calibrate writes a cluster file the strict loader accepts (1 rank, and 2 ranks under mpirun);
+// report takes the median of the steps after the warm-up; the HTML report contains every chart
+// (inline SVG, titles) and its CSV/JSON; a PATH without gnuplot gives the clear message, exit 2,
+// and leaves no page behind; validate runs its 1-rank plans and writes its statistics.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result { int code; std::string out, err; };
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A fresh directory per test case, removed at the end.
+struct Scratch {
+  fs::path dir;
+  explicit Scratch(const std::string& tag) {
+    dir = fs::temp_directory_path() / ("scanshard-" + tag + "-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~Scratch() { fs::remove_all(dir); }
+};
+
+// Runs `prefix SCANSHARD_BIN args` in a shell (prefix: environment assignments or a launcher).
+Result run(const std::string& args, const std::string& prefix = "") {
+  const fs::path dir = fs::temp_directory_path() / ("scanshard-report-io-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto out = dir / "out", err = dir / "err";
+  const std::string cmd = prefix + " " + std::string(SCANSHARD_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(cmd.c_str());
+  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
+  fs::remove_all(dir);
+  return r;
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+void check_calibrated(const fs::path& file, int devices) {
+  REQUIRE(fs::exists(file));
+  const std::string text = slurp(file);
+  CHECK_THAT(text, Catch::Contains("measured by scanshard calibrate on"));
+  CHECK_THAT(text, Catch::Contains("measurements:"));
+  CHECK_THAT(text, Catch::Contains("sgemm:"));
+  const scanshard::ClusterSpec c = scanshard::load_cluster(file.string());  // strict loader: unknown keys would throw
+  CHECK(c.name == "test-local");
+  CHECK(c.devices() == devices);
+  CHECK_THAT(c.source, Catch::Contains("measured"));
+  const auto& chip = c.chip;
+  CHECK(positive_finite(chip.peak("fp32")));
+  CHECK(positive_finite(chip.vector_flops_per_s));
+  CHECK(positive_finite(chip.memory_bytes));
+  CHECK(positive_finite(chip.memory_bytes_per_s));
+  CHECK(positive_finite(chip.onchip_memory_bytes));
+  CHECK(std::isfinite(chip.launch_overhead_seconds));
+  CHECK(chip.launch_overhead_seconds >= 0);
+  for (double e : {chip.efficiency.gemm, chip.efficiency.elementwise, chip.efficiency.scan, chip.efficiency.attention,
+                   chip.efficiency.norm, chip.efficiency.memory, chip.efficiency.network}) {
+    CHECK(positive_finite(e));
+    CHECK(e <= 1.0);
+  }
+  CHECK(positive_finite(c.topology.island_link_bytes_per_s));
+  CHECK(positive_finite(c.topology.island_latency_seconds));
+}
+
+// A validate.json as `scanshard validate` writes it, with known numbers.
+void write_synthetic_validate(const fs::path& dir) {
+  nlohmann::json plans = nlohmann::json::array();
+  const char* fams[] = {"griffin", "hawk", "mqa"};
+  for (int i = 0; i < 6; ++i) {
+    const double measured = 0.010 * (i + 1), predicted = measured * (1.0 + 0.02 * (i - 2));
+    nlohmann::json groups = nlohmann::json::array(
+        {{{"group", "mlp"}, {"class", "gemm"}, {"predicted_seconds", 0.6 * predicted}, {"measured_seconds", 0.55 * measured}},
+         {{"group", "rec.rglru"}, {"class", "scan"}, {"predicted_seconds", 0.2 * predicted}, {"measured_seconds", 0.25 * measured}},
+         {{"group", "norm1"}, {"class", "norm"}, {"predicted_seconds", 0.1 * predicted}, {"measured_seconds", 0.1 * measured}},
+         {{"group", "grads"}, {"class", "comm"}, {"predicted_seconds", 0.1 * predicted}, {"measured_seconds", 0.0}}});
+    char id[8];
+    std::snprintf(id, sizeof id, "P%02d", i + 1);
+    plans.push_back({{"id", id}, {"model", std::string(fams[i % 3]) + "-tiny"}, {"family", fams[i % 3]}, {"mesh", i % 2 ? "data=2" : "1"},
+                     {"ranks", i % 2 ? 2 : 1}, {"global_batch", 4}, {"micro_batch", 2}, {"seq_len", 128},
+                     {"predicted_step_seconds", predicted}, {"measured_step_seconds", measured},
+                     {"relative_error", (predicted - measured) / measured}, {"groups", groups}});
+  }
+  const nlohmann::json doc = {
+      {"cluster", {{"name", "cpu-local"}, {"origin", "configs/clusters/cpu-local.yaml"}, {"source", "test"}, {"argument", "cpu-local"}}},
+      {"ranks", 2}, {"steps", 4}, {"plans", plans}, {"skipped", nlohmann::json::array()},
+      {"summary", {{"plans", 6}, {"median_abs_error", 0.02}, {"max_abs_error", 0.06}, {"median_signed_error", 0.01}, {"spearman", 1.0}}},
+      {"classes", {{"gemm", {{"plans", 6}, {"median_abs_error", 0.1}, {"max_abs_error", 0.2}, {"median_signed_error", 0.1}}}}}};
+  std::ofstream(dir / "validate.json") << doc.dump(1);
+}
+
+const char* kChartTitles[] = {"Step-time breakdown per plan", "Predicted vs measured step time", "Pareto front",
+                              "Memory per device", "Sequence-length sweep", "Where the time goes along the sweep"};
+
+}  // namespace
+
+TEST_CASE("calibrate --quick writes a cluster file the loader accepts", "[report][calibrate]") {
+  Scratch s("calibrate");
+  const auto file = s.dir / "local.yaml";
+  const auto r = run("calibrate --quick --name test-local --out " + file.string());
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("wrote " + file.string()));
+  check_calibrated(file, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  // No temporary file is left next to it, and simulate reads it like any preset.
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(s.dir)) files += e.is_regular_file();
+  CHECK(files == 1);
+  const auto plan = run("plan --model griffin-tiny --cluster " + file.string() + " --global-batch 4 --seq-len 64 --dtype fp32 --quiet");
+  INFO(plan.err);
+  CHECK(plan.code == 0);
+}
+
+TEST_CASE("calibrate refuses a bad --out without writing anything", "[report][calibrate]") {
+  Scratch s("calibrate-bad");
+  auto r = run("calibrate --quick --out " + (s.dir / "no-such-dir" / "x.yaml").string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("does not exist"));
+  r = run("calibrate --quick --out " + (s.dir / "x.txt").string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(".yaml"));
+  CHECK(fs::is_empty(s.dir));
+}
+
+#ifdef SCANSHARD_MPIRUN
+TEST_CASE("calibrate on 2 MPI ranks measures the collectives and fits the link", "[report][calibrate][mpi]") {
+  Scratch s("calibrate-np2");
+  const auto file = s.dir / "local2.yaml";
+  const auto r = run("calibrate --quick --name test-local --out " + file.string(),
+                     std::string("OMP_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n 2");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  check_calibrated(file, 2);
+  const std::string text = slurp(file);
+  for (const char* k : {"all_reduce:", "all_gather:", "reduce_scatter:", "send_recv:", "link_bytes_per_s:"})
+    CHECK_THAT(text, Catch::Contains(k));
+  CHECK_THAT(text, !Catch::Contains("NOT measured"));
+}
+#endif
+
+TEST_CASE("report takes the median wall time of the steps after the warm-up", "[report]") {
+  Scratch s("report-median");
+  const auto plan = s.dir / "plan.yaml", trace = s.dir / "trace.json";
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  // Warm-up 1 s (ignored), then 10, 30, 12 ms: the median is 12 ms (a mean would say 17.3 ms).
+  nlohmann::json steps = nlohmann::json::array();
+  for (double w : {1.0, 0.010, 0.030, 0.012})
+    steps.push_back({{"wall_seconds", w}, {"ops", {{{"phase", "forward"}, {"op", "gated_mlp"}, {"name", "mlp"}, {"seconds", w / 2}}}}});
+  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "1"}, {"steps", steps}}.dump();
+  const auto r = run("report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " + plan.string() +
+                     " --trace " + trace.string() + " --out-dir " + s.dir.string());
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(slurp(s.dir / "report.json"));
+  CHECK(j["measured_step_seconds"].get<double>() == Approx(0.012));
+  bool mlp = false;
+  for (const auto& g : j["groups"])
+    if (g["group"] == "mlp") {
+      mlp = true;
+      CHECK(g["measured_seconds"].get<double>() == Approx(0.006));
+      CHECK(g["class"] == "gemm");
+    }
+  CHECK(mlp);
+  CHECK_THAT(slurp(s.dir / "report.csv"), Catch::StartsWith("group,class,predicted_seconds,measured_seconds\n"));
+}
+
+TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSON", "[report][html]") {
+  Scratch s("report-html");
+  write_synthetic_validate(s.dir);
+  const auto page = s.dir / "out" / "efficiency.html";
+  fs::create_directories(page.parent_path());
+  const auto r = run("report --validate " + s.dir.string() + " --html " + page.string() + " --sweep-seq 2048,4096,8192");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains(page.string()));
+  const std::string html = slurp(page);
+  CHECK_THAT(html, Catch::StartsWith("<!DOCTYPE html>"));
+  CHECK(count(html, "<svg") == 6);
+  CHECK(count(html, "</svg>") == 6);
+  CHECK(html.find("<?xml") == std::string::npos);  // prologs stripped: the SVG is inlined
+  for (const char* title : kChartTitles) CHECK_THAT(html, Catch::Contains(title));
+  // Axis labels with units.
+  for (const char* label : {"time per training step (ms)", "measured step time (ms", "predicted step time (ms)",
+                            "memory per device (", "step time (ms)", "sequence length (tokens"})
+    CHECK_THAT(html, Catch::Contains(label));
+  CHECK_THAT(html, Catch::Contains("y = x"));
+  CHECK_THAT(html, Catch::Contains("10 % band"));
+  // Self-contained: no external scripts or stylesheets.
+  CHECK(html.find("<script src") == std::string::npos);
+  CHECK(html.find("<link") == std::string::npos);
+  // Every chart's data next to the page, linked from it.
+  for (const char* csv : {"breakdown", "scatter", "pareto", "memory", "sweep"}) {
+    const auto f = page.parent_path() / (std::string("efficiency-") + csv + ".csv");
+    INFO(f);
+    REQUIRE(fs::exists(f));
+    const std::string text = slurp(f);
+    CHECK(count(text, "\n") >= 3);
+    CHECK_THAT(html, Catch::Contains(f.filename().string()));
+  }
+  CHECK_THAT(slurp(page.parent_path() / "efficiency-scatter.csv"), Catch::Contains("P06,"));
+  const auto sweep = slurp(page.parent_path() / "efficiency-sweep.csv");
+  for (const char* m : {"mqa-1.3b,", "griffin-1.3b,", "hawk-1.3b,", "rwkv6-1.6b,"}) CHECK_THAT(sweep, Catch::Contains(m));
+  const auto j = nlohmann::json::parse(slurp(page.parent_path() / "efficiency.json"));
+  CHECK(j["sweep"]["points"].size() == 12);  // 4 models x 3 lengths
+  CHECK(j["pareto"]["front"].size() >= 1);
+  // Nothing temporary left behind.
+  for (const auto& e : fs::directory_iterator(page.parent_path())) CHECK(e.path().filename().string().front() != '.');
+}
+
+TEST_CASE("report --html without gnuplot on PATH: clear message, exit 2, no page", "[report][html]") {
+  Scratch s("report-nognuplot");
+  write_synthetic_validate(s.dir);
+  const auto page = s.dir / "page.html";
+  const auto r = run("report --validate " + s.dir.string() + " --html " + page.string(), "PATH=" + (s.dir / "empty-bin").string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("gnuplot not found on PATH"));
+  CHECK_THAT(r.err, Catch::Contains("Nothing was written"));
+  CHECK_FALSE(fs::exists(page));
+  for (const auto& e : fs::directory_iterator(s.dir)) CHECK(e.path().filename() == "validate.json");
+}
+
+TEST_CASE("report --html input errors exit 2", "[report][html]") {
+  Scratch s("report-html-bad");
+  CHECK(run("report --validate " + (s.dir / "missing").string() + " --html " + (s.dir / "p.html").string()).code == 2);
+  std::ofstream(s.dir / "validate.json") << "{\"plans\": 3}";
+  const auto r = run("report --validate " + s.dir.string() + " --html " + (s.dir / "p.html").string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("not the output of `scanshard validate`"));
+  CHECK(run("report --html " + (s.dir / "p.html").string()).code == 2);  // no --validate
+  CHECK(run("report").code == 2);                                       // neither mode
+  CHECK_FALSE(fs::exists(s.dir / "p.html"));
+}
+
+TEST_CASE("validate --quick runs the 1-rank plans, skips the rest and writes its statistics", "[report][validate]") {
+  Scratch s("validate");
+  const auto out = s.dir / "v";
+  const auto r = run("validate --quick --steps 2 --cluster cpu-local --out " + out.string(), "OMP_NUM_THREADS=1");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("Spearman"));
+  CHECK_THAT(r.out, Catch::Contains("skipped"));  // 2-rank plans on 1 rank
+  const auto j = nlohmann::json::parse(slurp(out / "validate.json"));
+  REQUIRE(j["plans"].size() >= 3);
+  for (const auto& p : j["plans"]) {
+    CHECK(p["ranks"] == 1);
+    CHECK(p["measured_step_seconds"].get<double>() > 0);
+    CHECK(p["predicted_step_seconds"].get<double>() > 0);
+    CHECK(std::abs(p["relative_error"].get<double>() -
+                   (p["predicted_step_seconds"].get<double>() / p["measured_step_seconds"].get<double>() - 1)) < 1e-9);
+  }
+  CHECK(j["skipped"].size() >= 1);
+  CHECK(j["summary"]["max_abs_error"].get<double>() >= j["summary"]["median_abs_error"].get<double>());
+  for (const char* f : {"validate.csv", "validate-groups.csv", "validate-classes.csv"}) CHECK(fs::exists(out / f));
+  CHECK(run("validate --steps 1 --out " + out.string()).code == 2);  // the only step would be the warm-up
+}
