@@ -579,9 +579,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
     embedding(e);
     st.pre_backward.assign(bwd.rbegin(), bwd.rend());
-  } else {
+  } else {  // receive the micro-batch's activations; send their gradient back at the very end
     Emit e{c, -1, st.pre_forward, st.pre_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.activations", act_bytes, 1);
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", act_bytes, 1);
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", act_bytes, 1);
   }
   if (last) {
     std::vector<Step> bwd;
@@ -590,9 +591,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     head(e);
     st.post_backward.assign(bwd.rbegin(), bwd.rend());
     st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
-  } else {
+  } else {  // send the activations on; the backward starts by receiving their gradient
     Emit e{c, -1, st.post_forward, st.post_backward};
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.gradients", act_bytes, 1);
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", act_bytes, 1);
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", act_bytes, 1);
   }
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.

@@ -85,6 +85,20 @@ class Comm {
     SCANSHARD_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data(), counts.data(), displs.data(),
                                  datatype<T>(), comm_));
   }
+  // Point to point (pipeline stages): a non-blocking send completed by wait_all, a blocking receive.
+  template <class T> MPI_Request isend(std::span<const T> data, int dest, int tag) const {
+    MPI_Request r = MPI_REQUEST_NULL;
+    SCANSHARD_MPI(MPI_Isend(data.data(), count(data.size()), datatype<T>(), dest, tag, comm_, &r));
+    return r;
+  }
+  template <class T> void recv(std::span<T> data, int source, int tag) const {
+    SCANSHARD_MPI(MPI_Recv(data.data(), count(data.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
+  }
+  static void wait_all(std::vector<MPI_Request>& requests) {
+    if (requests.empty()) return;
+    SCANSHARD_MPI(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
+    requests.clear();
+  }
   template <class T> void broadcast(std::span<T> data, int root) const {
     SCANSHARD_MPI(MPI_Bcast(data.data(), count(data.size()), datatype<T>(), root, comm_));
   }

@@ -118,7 +118,9 @@ struct Executor::State {
   const ShardLayout& lay;
   MeshComms comms;
   i64 B, T, M, D, V, v0, Vl, R, F, H, KV, N, rot, Kc, W, Hb;
-  i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;  // halo: K/V rows received (local attention)
+  i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;
+  i64 stage = 0, first_layer = 0, end_layer = 0;
+  std::vector<MPI_Request> pending;  // pipeline sends from this slot's buffers  // halo: K/V rows received (local attention)
   float escale = 1;
   const float* P = nullptr;  // parameters of this rank (ShardLayout order)
   float* Pw = nullptr;       // the same, for ZeRO-3's gathers
@@ -682,6 +684,24 @@ void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::
 void embed_params_gather(State& s, const Step& st) { gather_block(s, st, "embed"); }
 void head_params_gather(State& s, const Step& st) { gather_block(s, st, "final"); }
 
+// ---- pipeline stages: activations forward, their gradients back (tag 0 / 1) -------------------
+
+std::span<float> span_of(Vec& v) { return std::span<float>(v); }
+void pp_recv_act(State& s, const Step& st) {
+  need(s, Axis::pipeline, st).recv(span_of(s.xs[static_cast<std::size_t>(s.first_layer)]), static_cast<int>(s.stage - 1), 0);
+}
+void pp_send_act(State& s, const Step& st) {
+  const Vec& x = s.xs[static_cast<std::size_t>(s.end_layer)];
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(x), static_cast<int>(s.stage + 1), 0));
+}
+void pp_recv_grad(State& s, const Step& st) {
+  need(s, Axis::pipeline, st).recv(span_of(s.dxs[static_cast<std::size_t>(s.end_layer)]), static_cast<int>(s.stage + 1), 1);
+}
+void pp_send_grad(State& s, const Step& st) {
+  const Vec& d = s.dxs[static_cast<std::size_t>(s.first_layer)];
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(d), static_cast<int>(s.stage - 1), 1));
+}
+
 void fused(State&, const Step&) {}  // work done inside a neighbouring step's kernel (named in the table)
 
 // ---- dispatch -----------------------------------------------------------------------------------
@@ -689,6 +709,10 @@ void fused(State&, const Step&) {}  // work done inside a neighbouring step's ke
 struct Entry { Executor::Handler fwd; Executor::Handler bwd; };
 const std::map<std::string, Entry, std::less<>>& table() {
   static const std::map<std::string, Entry, std::less<>> t = {
+      {"send_recv|pipeline.recv_activations", {pp_recv_act, nullptr}},
+      {"send_recv|pipeline.send_activations", {pp_send_act, nullptr}},
+      {"send_recv|pipeline.recv_gradients", {nullptr, pp_recv_grad}},
+      {"send_recv|pipeline.send_gradients", {nullptr, pp_send_grad}},
       {"all_gather|params", {layer_params_gather, layer_params_gather}},
       {"all_gather|embed.params", {embed_params_gather, nullptr}},
       {"all_gather|head.params", {head_params_gather, nullptr}},
@@ -771,18 +795,20 @@ std::vector<Executor::Bound> Executor::bind(const std::vector<Step>& steps, bool
     Handler h = it == table().end() ? nullptr : bwd ? it->second.bwd : it->second.fwd;
     if (!h)
       throw std::logic_error(std::string("executor: no kernel for the ") + to_string(st.phase) + " step '" + st.op + " " +
-                             st.name + "' (layer " + std::to_string(st.layer) + ") of " + to_string(s_->m.family) +
+                             st.name + "' (layer " + std::to_string(st.layer) + ") of " + to_string(slots_[0]->m.family) +
                              " under this plan");
     out.push_back({h, &st});
   }
   return out;
 }
 
-Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
-                   std::vector<Range> zero3_parts)
-    : prog_(prog), s_(std::make_unique<State>(m, p, lay, comms)) {
-  State& s = *s_;
-  s.zero3 = std::move(zero3_parts);
+namespace {
+// Sizes every buffer of one activation slot for this rank's stage.
+void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& prog, const std::vector<Range>& zero3_parts) {
+  s.zero3 = zero3_parts;
+  s.stage = prog.coord[static_cast<int>(Axis::pipeline)];
+  s.first_layer = prog.first_layer;
+  s.end_layer = prog.end_layer;
   s.t = p.mesh[Axis::tensor];
   s.tcoord = prog.coord[static_cast<int>(Axis::tensor)];
   s.sp = p.mesh[Axis::sequence];
@@ -850,12 +876,35 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
       }
     }
   }
+}
+
+}  // namespace
+
+Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
+                   std::vector<Range> zero3_parts)
+    : prog_(prog) {
+  const std::int64_t n = std::max<std::int64_t>(1, prog.in_flight_micro_batches);
+  for (std::int64_t i = 0; i < n; ++i) {
+    slots_.push_back(std::make_unique<State>(m, p, lay, comms));
+    init_state(*slots_.back(), m, p, prog, zero3_parts);
+  }
   fwd_ = bind(prog.forward, false);
   bwd_ = bind(prog.backward, true);
 }
 
-double Executor::forward(float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr) {
-  State& s = *s_;
+Executor::State& Executor::slot(std::int64_t micro) {
+  State& s = *slots_[static_cast<std::size_t>(micro % static_cast<std::int64_t>(slots_.size()))];
+  mpi::Comm::wait_all(s.pending);  // its buffers are about to be rewritten
+  return s;
+}
+
+void Executor::finish() {
+  for (auto& s : slots_) mpi::Comm::wait_all(s->pending);
+}
+
+double Executor::forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets,
+                         Trace* tr) {
+  State& s = slot(micro);
   s.P = s.Pw = params;
   const auto n = static_cast<std::size_t>(s.M);
   s.tokens.assign(tokens, tokens + n);
@@ -877,8 +926,8 @@ double Executor::forward(float* params, const std::int32_t* tokens, const std::i
   return sum;
 }
 
-void Executor::backward(float* params, float* grads, Trace* tr) {
-  State& s = *s_;
+void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* tr) {
+  State& s = slot(micro);
   s.P = s.Pw = params;
   s.G = grads;
   zero(s.dxs.back());

@@ -8,8 +8,10 @@
 // (Megatron column/row splits, vocab-parallel embedding and loss, replicated MQA K/V head) and
 // sequence parallelism (chunk-local RG-LRU scans with the ring or all-gather carry, Conv1D halo,
 // local-attention K/V halo). A step the executor has no meaning for is an error naming it.
-// Not for: the training loop, data, optimizer state (runner.cpp), pipeline stages, RWKV, ring
-// attention (refused by runner::check_supported until they exist).
+// Pipeline stages: the program's p2p steps move activations and their gradients between stages
+// (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
+// Not for: the training loop, data, optimizer state (runner.cpp), RWKV, ring attention (refused
+// by runner::check_supported until they exist).
 //
 // Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
 // steps simply run the forward handler again.
@@ -58,13 +60,16 @@ class Executor {
   Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
            std::vector<Range> zero3_parts = {});
   ~Executor();
-  // One micro-batch: tokens/targets [B, T] of this rank's sequence shard. Returns the sum of the
-  // token losses whose target falls in this rank's vocab shard (summing over the tensor group
-  // gives every token's loss once).
-  // `params` is written only by ZeRO-3's parameter all-gathers.
-  double forward(float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
+  // Forward of micro-batch `micro` (its activations live in slot micro mod in-flight count until
+  // its backward): tokens/targets [B, T] of this rank's sequence shard (ignored by stages after
+  // the first / before the last). Returns the sum of the token losses whose target falls in this
+  // rank's vocab shard (0 off the last stage; summing over the tensor group gives every token's
+  // loss once). `params` is written only by ZeRO-3's parameter all-gathers.
+  double forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
   // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
-  void backward(float* params, float* grads, Trace* tr);
+  void backward(std::int64_t micro, float* params, float* grads, Trace* tr);
+  // Completes outstanding pipeline sends (before the step's gradient reduction).
+  void finish();
 
   struct State;  // activations and buffers (executor.cpp)
   using Handler = void (*)(State&, const Step&);
@@ -72,8 +77,9 @@ class Executor {
  private:
   struct Bound { Handler fn; const Step* step; };
   std::vector<Bound> bind(const std::vector<Step>& steps, bool backward) const;
+  State& slot(std::int64_t micro);
   const StepProgram& prog_;
-  std::unique_ptr<State> s_;
+  std::vector<std::unique_ptr<State>> slots_;  // one activation set per micro-batch in flight
   std::vector<Bound> fwd_, bwd_;
 };
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <stdexcept>
@@ -30,7 +31,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
   if (m.is_rwkv()) not_yet("runner family", "model", std::string("model family ") + to_string(m.family));
-  if (p.mesh[Axis::pipeline] > 1) not_yet("runner axes", "mesh.pipeline", "pipeline parallelism (mesh.pipeline > 1)");
   if (!m.tied_embeddings) not_yet("runner head", "model", "an untied output head");
   check_plan(m, p, world_size);
   const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
@@ -97,6 +97,40 @@ Owned owned_range(std::int64_t total, std::int64_t parts, std::int64_t me) {
   return o;
 }
 
+// The tensors this rank's pipeline stage owns (updates, counts in the gradient norm, writes):
+// its layers, the embedding on the first stage, the final norm on the last. With a tied head the
+// last stage also holds the table (`held`): updated identically, owned by the first stage.
+struct StageTensors { std::vector<char> owned, held; };
+StageTensors stage_tensors(const ModelSpec& m, const ShardLayout& sl, const StepProgram& prog, std::int64_t pp) {
+  const std::int64_t stage = prog.coord[static_cast<int>(Axis::pipeline)];
+  StageTensors st;
+  for (const auto& t : sl.full.tensors) {
+    bool own = false, hold = false;
+    if (t.block == "embed") { own = stage == 0; hold = own || (m.tied_embeddings && stage == pp - 1); }
+    else if (t.block == "final" || t.block == "head") own = hold = stage == pp - 1;
+    else {
+      const std::int64_t l = std::stoll(t.block.substr(t.block.find('.') + 1));
+      own = hold = l >= prog.first_layer && l < prog.end_layer;
+    }
+    st.owned.push_back(own);
+    st.held.push_back(hold);
+  }
+  return st;
+}
+
+// The order of forward (true) and backward (false) passes of micro-batches 0..n−1 on a stage:
+// GPipe runs every forward, then every backward; 1F1B runs pp − stage − 1 forwards to fill the
+// pipeline, then alternates one forward and one backward, then drains.
+std::vector<std::pair<bool, std::int64_t>> schedule(Schedule kind, std::int64_t n, std::int64_t pp, std::int64_t stage) {
+  std::vector<std::pair<bool, std::int64_t>> order;
+  const std::int64_t warm = kind == Schedule::gpipe ? n : std::min(n, pp - stage - 1);
+  std::int64_t f = 0, b = 0;
+  for (; f < warm; ++f) order.push_back({true, f});
+  for (; f < n; ++f, ++b) { order.push_back({true, f}); order.push_back({false, b}); }
+  for (; b < n; ++b) order.push_back({false, b});
+  return order;
+}
+
 // Who writes what in a checkpoint: this rank's slab of every tensor; one writer per slab (the
 // first rank on the data, fsdp and sequence axes, and on the tensor axis for whole tensors).
 std::vector<Slab> checkpoint_slabs(const ShardLayout& sl, const std::array<std::int64_t, kAxisCount>& coord) {
@@ -154,7 +188,16 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
   if (zero && p.zero_stage == 3)
     for (std::int64_t r = 0; r < p.mesh[Axis::fsdp]; ++r) zero3_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
   Executor ex(m, p, prog, sl, comms.view, zero3_parts);
-  const std::vector<Slab> slabs = checkpoint_slabs(sl, coord);
+  const StageTensors stage = stage_tensors(m, sl, prog, p.mesh[Axis::pipeline]);
+  std::vector<Slab> slabs = checkpoint_slabs(sl, coord);
+  for (std::size_t i = 0; i < slabs.size(); ++i) slabs[i].write = slabs[i].write && stage.owned[i];
+  // A tied head: the first and last stages keep the table's gradient equal (lower.cpp step end).
+  std::optional<mpi::Comm> tied;
+  if (const mpi::Comm* pc = comms.view[Axis::pipeline]) {
+    const std::int64_t s_ = at(Axis::pipeline), pp = p.mesh[Axis::pipeline];
+    tied = pc->split(s_ == 0 || s_ == pp - 1 ? 0 : 1, static_cast<int>(s_));
+  }
+  const auto order = schedule(p.schedule, prog.micro_batches, p.mesh[Axis::pipeline], at(Axis::pipeline));
   std::int64_t first_step = 0;
   if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
@@ -192,7 +235,13 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(gacc.begin(), gacc.end(), 0.0);
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
-    for (std::int64_t j = 0; j < local / mb; ++j) {
+    for (auto [fwd, j] : order) {
+      if (!fwd) {
+        std::fill(grad.begin(), grad.end(), 0.0f);
+        ex.backward(j, params.data(), grad.data(), &tr);
+        for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += double(grad[i]);
+        continue;
+      }
       for (std::int64_t b = 0; b < mb; ++b) {
         // Sequence i of step k starts at byte ((k·G + i)·(T+1)) mod span: a deterministic cursor.
         const std::int64_t i = first_seq + j * mb + b;
@@ -202,11 +251,9 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
           targets[static_cast<std::size_t>(b * Tl + t)] = data[static_cast<std::size_t>(start + t + 1)];
         }
       }
-      loss_sum += ex.forward(params.data(), tokens.data(), targets.data(), &tr);
-      std::fill(grad.begin(), grad.end(), 0.0f);
-      ex.backward(params.data(), grad.data(), &tr);
-      for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += double(grad[i]);
+      loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr);
     }
+    ex.finish();
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
     bool scattered = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
     for (const Step& st : prog.step_end) {
@@ -216,6 +263,9 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
       if (op == "all_reduce" && std::string_view(st.name) == "grads") {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         c->allreduce_sum(std::span<double>(gacc.data() + b, static_cast<std::size_t>(e - b)));
+      } else if (op == "all_reduce" && std::string_view(st.name) == "tied_embedding.grads") {
+        const std::size_t ti = lay.index.at("embed/embed.table");
+        tied->allreduce_sum(std::span<double>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));
       } else if (op == "reduce_scatter") {
         std::vector<double> part(static_cast<std::size_t>(own.end - own.begin));
         c->reduce_scatter_sum_v(std::span<const double>(gacc), std::span<double>(part), own.counts);
@@ -228,8 +278,9 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
         double sq[2] = {0, 0};  // [0] tensor-split parts, [1] tensors every tensor rank holds
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
-          if (b < e) sq[sl.dim[ti] < 0 ? 1 : 0] += kernels::sum_squares(grad.data() + b, e - b);
+          if (b < e && stage.owned[ti]) sq[sl.dim[ti] < 0 ? 1 : 0] += kernels::sum_squares(grad.data() + b, e - b);
         }
+        if (const mpi::Comm* pc = comms.view[Axis::pipeline]) pc->allreduce_sum(std::span<double>(sq, 2));
         if (const mpi::Comm* z = zero ? comms.view[Axis::fsdp] : nullptr) z->allreduce_sum(std::span<double>(sq, 2));
         if (const mpi::Comm* tc = comms.view[Axis::tensor]) {
           double split = sq[0];
@@ -239,7 +290,7 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
         const float clip = kernels::clip_scale(sq[0] + sq[1], o.adamw.max_grad_norm);
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
-          if (b >= e) continue;
+          if (b >= e || !stage.held[ti]) continue;
           const float wd = lay.tensors[ti].shape.size() >= 2 ? o.adamw.weight_decay : 0.0f;
           kernels::fast::adamw_update(params.data() + b, m1.data() + b, m2.data() + b, grad.data() + b, e - b, step + 1,
                                       o.adamw, wd, clip);
@@ -263,17 +314,16 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& d
     tr.end_step(long(step), wall, loss);
     if (progress) progress(step, loss, tps);
   }
-  // Full logical parameters on every rank: ZeRO-3 parts gathered, shards into place,
-  // tensor-replicated ones counted once.
+  // Full logical parameters on every rank: ZeRO-3 parts gathered, shards into place, each value
+  // counted once (owning stage, tensor rank 0 for whole tensors).
   if (!zero3_parts.empty()) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(params), own.counts);
   res.params.assign(static_cast<std::size_t>(lay.total), 0.0f);
   sl.insert(params.data(), res.params.data());
-  if (const mpi::Comm* tc = comms.view[Axis::tensor]) {
-    if (at(Axis::tensor) != 0)
-      for (std::size_t ti = 0; ti < sl.dim.size(); ++ti)
-        if (sl.dim[ti] < 0) std::fill_n(res.params.data() + lay.offset[ti], lay.tensors[ti].count(), 0.0f);
-    tc->allreduce_sum(std::span<float>(res.params));
-  }
+  for (std::size_t ti = 0; ti < sl.dim.size(); ++ti)  // each value once: its stage, tensor rank 0 if whole
+    if (!stage.owned[ti] || (sl.dim[ti] < 0 && at(Axis::tensor) != 0))
+      std::fill_n(res.params.data() + lay.offset[ti], lay.tensors[ti].count(), 0.0f);
+  for (Axis a : {Axis::tensor, Axis::pipeline})
+    if (const mpi::Comm* c = comms.view[a]) c->allreduce_sum(std::span<float>(res.params));
   return res;
 }
 

@@ -8,7 +8,9 @@
 // reduce-scatter (ZeRO 1–3: AdamW on this rank's part, then the parameter all-gather — per
 // block before use under ZeRO-3). Checkpoints (checkpoint.hpp) hold full logical tensors, so a run
 // resumes under any plan; the data cursor is the step index.
-// Not for: pipeline stages, RWKV, ring attention (check_supported refuses them).
+// Pipeline stages run the micro-batches in the plan's schedule (GPipe or 1F1B); each stage owns
+// (updates, checkpoints) its layers' tensors, the first and last keep a tied table equal.
+// Not for: RWKV, ring attention (check_supported refuses them).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -42,7 +44,7 @@ struct Result {
 };
 
 // Throws PlanError when the runner cannot execute (model, plan) on `world_size` ranks: mesh size
-// ≠ world size, an illegal plan, or what is not yet supported (RWKV, pipeline, an untied
+// ≠ world size, an illegal plan, or what is not yet supported (RWKV, an untied
 // head, global attention or a window longer than a shard under sequence sharding).
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size);
 
