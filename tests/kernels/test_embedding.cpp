@@ -83,3 +83,185 @@ TEST_CASE("softmax cross-entropy is stable and its backward matches finite diffe
   for (i64 i = 0; i < M * V; ++i) idx.push_back(i);
   KT_CHECK_CLOSE(kt::to_d(dlog), kt::fd_grad(ld, idx, loss), 1e-5, 1e-4);
 }
+
+// ─── vocab-parallel forms: a rank holds table rows / logit columns [v0, v0+Vl) ───────────────────
+
+namespace {
+
+// Uneven vocab splits as cut points {0, …, V}.
+const std::vector<std::vector<i64>>& vocab_splits() {
+  static const std::vector<std::vector<i64>> s = {{0, 12, 17}, {0, 5, 11, 17}, {0, 1, 9, 17}};
+  return s;
+}
+
+// columns [v0, v0+Vl) of a row-major [M, V] matrix
+std::vector<float> columns(const std::vector<float>& a, i64 M, i64 V, i64 v0, i64 Vl) {
+  std::vector<float> r(M * Vl);
+  for (i64 m = 0; m < M; ++m)
+    for (i64 v = 0; v < Vl; ++v) r[m * Vl + v] = a[m * V + v0 + v];
+  return r;
+}
+void put_columns(std::vector<float>& a, const std::vector<float>& part, i64 M, i64 V, i64 v0, i64 Vl) {
+  for (i64 m = 0; m < M; ++m)
+    for (i64 v = 0; v < Vl; ++v) a[m * V + v0 + v] = part[m * Vl + v];
+}
+
+}  // namespace
+
+TEST_CASE("vocab-parallel embedding: shard forwards sum to the full forward, shard backwards concatenate",
+          "[embedding][vocab]") {
+  const i64 M = 10, D = 13, V = 17;
+  // every shard of every split gets tokens, with repeats, and the boundary rows 0, 16, 11, 12, 1, 9
+  const std::vector<std::int32_t> tok = {3, 0, 16, 11, 12, 3, 5, 1, 9, 16};
+  const auto table = kt::randn(V * D, 41), dout = kt::randn(M * D, 42), dtab0 = kt::randn(V * D, 43);
+  const float scale = 1.3f;
+  std::vector<float> e_ref(M * D);
+  k::ref::embedding_forward(e_ref.data(), tok.data(), table.data(), M, D, scale);
+  std::vector<float> dt_ref = dtab0;  // the backward accumulates onto what is there
+  k::ref::embedding_backward(dt_ref.data(), dout.data(), tok.data(), M, D, scale);
+
+  for (const auto& cut : vocab_splits()) {
+    INFO("split into " << cut.size() - 1 << " shards at " << cut[1]);
+    std::vector<float> sum(M * D, 0.0f), dt = dtab0;
+    for (size_t s = 0; s + 1 < cut.size(); ++s) {
+      const i64 v0 = cut[s], Vl = cut[s + 1] - v0;
+      std::vector<float> part(M * D, 77.0f);  // garbage: the shard forward writes every row
+      k::fast::embedding_shard_forward(part.data(), tok.data(), table.data() + v0 * D, v0, Vl, M, D, scale);
+      for (i64 m = 0; m < M; ++m) {
+        const bool local = tok[m] >= v0 && tok[m] < v0 + Vl;
+        for (i64 d = 0; d < D; ++d) {
+          if (!local) CHECK(part[m * D + d] == 0.0f);  // rows of other shards are exactly zero
+          sum[m * D + d] += part[m * D + d];
+        }
+      }
+      // the shard's gradient rows, starting from the same initial values as the full table's,
+      // between two guard rows that must stay untouched (no write outside [v0, v0+Vl))
+      std::vector<float> dloc(D, 31.0f);
+      dloc.insert(dloc.end(), dtab0.begin() + v0 * D, dtab0.begin() + (v0 + Vl) * D);
+      dloc.insert(dloc.end(), D, 31.0f);
+      k::fast::embedding_shard_backward(dloc.data() + D, dout.data(), tok.data(), v0, Vl, M, D, scale);
+      for (i64 d = 0; d < D; ++d) {
+        CHECK(dloc[d] == 31.0f);
+        CHECK(dloc[(Vl + 1) * D + d] == 31.0f);
+      }
+      std::copy(dloc.begin() + D, dloc.end() - D, dt.begin() + v0 * D);
+    }
+    KT_CHECK_CLOSE(sum, e_ref, 0.0, 1e-7);
+    KT_CHECK_CLOSE(dt, dt_ref, 1e-6, 1e-6);
+  }
+  // the reference itself moved something (the checks above do not compare untouched buffers)
+  CHECK(kt::compare(dt_ref, dtab0, 1e-3, 0.0).worst > 1.0);
+}
+
+TEST_CASE("vocab-parallel softmax cross-entropy: merged shard stats give the full losses, probs and gradient",
+          "[embedding][vocab]") {
+  const i64 M = 8, V = 17;
+  auto logits = kt::randn(M * V, 51, 3.0f);
+  // rows with large logits: the max in one shard and −60 elsewhere, and a row where one whole
+  // shard sits at −60 (its local sum is tiny next to the other shards' maxima)
+  for (i64 v = 0; v < V; ++v) logits[2 * V + v] = (v % 2 ? -60.0f : 0.5f * float(v) - 4.0f);
+  logits[2 * V + 14] = 60.0f;
+  for (i64 v = 0; v < 12; ++v) logits[3 * V + v] = -60.0f + 0.25f * float(v);
+  logits[3 * V + 15] = 59.0f;
+  logits[3 * V + 16] = 60.0f;
+  for (i64 v = 0; v < V; ++v) logits[4 * V + v] = 60.0f - 0.1f * float(v);  // all large
+  // targets: −1 (no target), shard-boundary columns, the column of the large max, a −60 column
+  const std::vector<std::int32_t> tg = {0, 16, 14, 1, -1, 11, 5, -1};
+  const auto dls = kt::randn(M, 52);
+
+  std::vector<float> loss_ref(M), p_ref(M * V), dl_ref(M * V, 0.0f);
+  k::ref::softmax_ce_forward(loss_ref.data(), p_ref.data(), logits.data(), tg.data(), M, V);
+  k::ref::softmax_ce_backward(dl_ref.data(), dls.data(), p_ref.data(), tg.data(), M, V);
+  // the full reference in double too, so the float reference's own rounding is not the truth
+  auto ld = kt::to_d(logits), dlsd = kt::to_d(dls);
+  std::vector<double> loss_d(M), p_d(M * V), dl_d(M * V, 0.0);
+  k::ref::softmax_ce_forward(loss_d.data(), p_d.data(), ld.data(), tg.data(), M, V);
+  k::ref::softmax_ce_backward(dl_d.data(), dlsd.data(), p_d.data(), tg.data(), M, V);
+  KT_CHECK_CLOSE(loss_ref, loss_d, 1e-5, 1e-6);
+
+  for (const auto& cut : vocab_splits()) {
+    const i64 P = i64(cut.size()) - 1;
+    INFO("split into " << P << " shards at " << cut[1]);
+    std::vector<std::vector<float>> loc(P), st(P);
+    for (i64 s = 0; s < P; ++s) {
+      const i64 v0 = cut[s], Vl = cut[s + 1] - v0;
+      loc[s] = columns(logits, M, V, v0, Vl);
+      st[s].assign(2 * M, -1.0f);
+      k::fast::softmax_stats(st[s].data(), loc[s].data(), M, Vl);
+      // the local stats themselves: (max, Σ e^{l − max}) over the shard's columns, in double
+      for (i64 m = 0; m < M; ++m) {
+        double mx = -1e300, sm = 0;
+        for (i64 v = 0; v < Vl; ++v) mx = std::max(mx, double(loc[s][m * Vl + v]));
+        for (i64 v = 0; v < Vl; ++v) sm += std::exp(double(loc[s][m * Vl + v]) - mx);
+        CHECK(st[s][2 * m] == float(mx));
+        CHECK(std::fabs(st[s][2 * m + 1] - sm) <= 1e-6 * sm);
+      }
+    }
+    // the merged stats against the full row, in double: (max_v l, Σ_v e^{l − max})
+    std::vector<float> full_stats(2 * M);
+    for (i64 m = 0; m < M; ++m) {
+      double mx = -1e300, sm = 0;
+      for (i64 v = 0; v < V; ++v) mx = std::max(mx, ld[m * V + v]);
+      for (i64 v = 0; v < V; ++v) sm += std::exp(ld[m * V + v] - mx);
+      full_stats[2 * m] = float(mx);
+      full_stats[2 * m + 1] = float(sm);
+    }
+    // every merge order: left folds over all permutations, plus a right fold (a ⊕ (b ⊕ c))
+    std::vector<std::vector<i64>> orders;
+    std::vector<i64> perm(P);
+    for (i64 s = 0; s < P; ++s) perm[s] = s;
+    do orders.push_back(perm); while (std::next_permutation(perm.begin(), perm.end()));
+    for (size_t o = 0; o <= orders.size(); ++o) {
+      std::vector<float> merged;
+      if (o < orders.size()) {
+        merged = st[orders[o][0]];
+        for (i64 s = 1; s < P; ++s) k::fast::merge_softmax_stats(merged.data(), st[orders[o][s]].data(), M);
+      } else {
+        merged = st[P - 1];
+        for (i64 s = P - 2; s >= 0; --s) {
+          std::vector<float> acc = st[s];
+          k::fast::merge_softmax_stats(acc.data(), merged.data(), M);
+          merged = acc;
+        }
+      }
+      INFO("merge order " << o);
+      KT_CHECK_CLOSE(merged, full_stats, 0.0, 1e-6);
+
+      std::vector<float> loss_sum(M, 0.0f), probs(M * V, -1.0f), dlog(M * V, -1.0f);
+      for (i64 s = 0; s < P; ++s) {
+        const i64 v0 = cut[s], Vl = cut[s + 1] - v0;
+        std::vector<float> ls(M, 99.0f), ps(M * Vl, 99.0f);
+        k::fast::softmax_ce_shard_finish(ls.data(), ps.data(), loc[s].data(), merged.data(), tg.data(), v0, M, Vl);
+        if (o == 0) {  // in place (probs aliasing logits), as the executor runs it
+          std::vector<float> ls2(M, 99.0f), inpl = loc[s];
+          k::fast::softmax_ce_shard_finish(ls2.data(), inpl.data(), inpl.data(), merged.data(), tg.data(), v0, M, Vl);
+          KT_CHECK_CLOSE(ls2, ls, 0.0, 0.0);
+          KT_CHECK_CLOSE(inpl, ps, 0.0, 0.0);
+        }
+        for (i64 m = 0; m < M; ++m) {
+          const bool local = tg[m] >= v0 && tg[m] < v0 + Vl;
+          if (!local) CHECK(ls[m] == 0.0f);  // only the shard holding the target reports a loss
+          loss_sum[m] += ls[m];
+        }
+        put_columns(probs, ps, M, V, v0, Vl);
+        std::vector<float> gs(M * Vl, 55.0f);  // garbage: the shard backward overwrites
+        k::fast::softmax_ce_shard_backward(gs.data(), dls.data(), ps.data(), tg.data(), v0, M, Vl);
+        put_columns(dlog, gs, M, V, v0, Vl);
+      }
+      KT_CHECK_CLOSE(loss_sum, loss_ref, 1e-5, 1e-5);
+      KT_CHECK_CLOSE(loss_sum, loss_d, 1e-5, 1e-5);
+      KT_CHECK_CLOSE(probs, p_ref, 1e-7, 1e-5);
+      KT_CHECK_CLOSE(probs, p_d, 1e-7, 1e-5);
+      KT_CHECK_CLOSE(dlog, dl_ref, 1e-7, 1e-5);
+      KT_CHECK_CLOSE(dlog, dl_d, 1e-7, 1e-5);
+      for (i64 m = 0; m < M; ++m)
+        if (tg[m] < 0)
+          for (i64 v = 0; v < V; ++v) CHECK(dlog[m * V + v] == 0.0f);  // no target: no gradient
+    }
+  }
+  // the large-logit rows exercise both ends: target at the +60 max (loss ≈ 0) and a target near
+  // −60 with the max at +60 (loss ≈ 120, exp(−120) underflows fp32 probs)
+  CHECK(loss_d[2] >= 0.0);
+  CHECK(loss_d[2] < 1e-6);
+  CHECK(loss_d[3] > 100.0);
+}

@@ -230,3 +230,208 @@ TEST_CASE("RG-LRU over any split of the sequence chained through the chunk API e
         KT_CHECK_CLOSE(dl, dl1, 1e-5, 1e-4);
       }
 }
+
+// ─── rglru_carry_backward: the gradient reaching h_in from a chunk's own dy (dh_out = 0) ───────
+
+namespace {
+
+// Resets that hit every case: row 0 starts a document at t = 0 (a chunk start when chunks are cut
+// there) and again at t = at2; row 1 has one document start inside; row 2 has none.
+std::vector<std::uint8_t> carry_resets(i64 B, i64 T, i64 at1, i64 at2) {
+  std::vector<std::uint8_t> r(B * T, 0);
+  r[0 * T + 0] = 1;
+  if (at2 < T) r[0 * T + at2] = 1;
+  if (B > 1) r[1 * T + at1] = 1;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("RG-LRU carry backward equals the reference dh_in with no dh_out and finite differences",
+          "[rglru][chunk]") {
+  for (auto [B, T, R, Hb] : {std::tuple<i64, i64, i64, i64>{1, 7, 20, 4}, {3, 11, 36, 3}, {3, 1, 20, 2},
+                             {1, 13, 100, 5}}) {
+    INFO("B " << B << " T " << T << " R " << R);
+    Lru p(B, T, R, Hb, 500 + unsigned(T + R));
+    // row 0: document start at t = 0 and at T/2; row 1: inside at 2 (or 0 if T is tiny)
+    p.reset = carry_resets(B, T, T > 2 ? 2 : 0, T / 2 > 0 ? T / 2 : T);
+    if (B == 1 && T > 4) p.reset[0] = 0;  // one B = 1 case with no start at t = 0 but one inside
+    const i64 N = B * T * R;
+    const auto dy = kt::randn(N, 510);
+
+    // gates and states of the real chunk (the carry backward only needs ga)
+    std::vector<float> y(N), ga(N), gx(N), ho(B * R), dec(B * R);
+    k::fast::rglru_forward(y.data(), ho.data(), dec.data(), ga.data(), gx.data(), p.x.data(), p.h_in.data(),
+                           p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(), p.lambda.data(), B, T,
+                           R, Hb);
+    std::vector<float> dhi(B * R, 123.0f);  // garbage: the carry backward WRITES dh_in
+    k::fast::rglru_carry_backward(dhi.data(), dy.data(), ga.data(), p.reset.data(), p.lambda.data(), B, T, R);
+
+    // (a1) the double reference backward with dh_out = nullptr, its dh_in alone
+    auto xd = kt::to_d(p.x), wad = kt::to_d(p.wa), bad = kt::to_d(p.ba), wxd = kt::to_d(p.wx),
+         bxd = kt::to_d(p.bx), ld = kt::to_d(p.lambda), hid = kt::to_d(p.h_in), dyd = kt::to_d(dy);
+    std::vector<double> yd(N), gad(N), gxd(N);
+    k::ref::rglru_forward(yd.data(), static_cast<double*>(nullptr), static_cast<double*>(nullptr), gad.data(),
+                          gxd.data(), xd.data(), hid.data(), p.reset.data(), wad.data(), bad.data(), wxd.data(),
+                          bxd.data(), ld.data(), B, T, R, Hb);
+    std::vector<double> rdx(N, 0.0), rdhi(B * R, 0.0), work(2 * N);
+    k::ref::rglru_backward(rdx.data(), rdhi.data(), static_cast<double*>(nullptr), static_cast<double*>(nullptr),
+                           static_cast<double*>(nullptr), static_cast<double*>(nullptr),
+                           static_cast<double*>(nullptr), work.data(), dyd.data(), static_cast<const double*>(nullptr),
+                           yd.data(), gad.data(), gxd.data(), xd.data(), hid.data(), p.reset.data(), wad.data(),
+                           wxd.data(), ld.data(), B, T, R, Hb);
+    KT_CHECK_CLOSE(dhi, rdhi, 1e-6, 1e-5);
+
+    // (a2) finite differences of Σ y·dy w.r.t. h_in, x and gates fixed (the whole forward in double)
+    auto loss = [&] {
+      std::vector<double> yy(N), g1(N), g2(N);
+      k::ref::rglru_forward(yy.data(), static_cast<double*>(nullptr), static_cast<double*>(nullptr), g1.data(),
+                            g2.data(), xd.data(), hid.data(), p.reset.data(), wad.data(), bad.data(), wxd.data(),
+                            bxd.data(), ld.data(), B, T, R, Hb);
+      return kt::dot(yy, dyd);
+    };
+    const auto idx = kt::sample_indices(B * R, 60, 511);
+    KT_CHECK_CLOSE(kt::pick(dhi, idx), kt::fd_grad(hid, idx, loss), 1e-5, 1e-4);
+
+    // rows whose first token starts a document receive no gradient at all
+    for (i64 b = 0; b < B; ++b)
+      if (p.reset[b * T])
+        for (i64 c = 0; c < R; ++c) CHECK(dhi[b * R + c] == 0.0f);
+    // and the others do (so the checks above are not comparing zeros)
+    for (i64 b = 0; b < B; ++b)
+      if (!p.reset[b * T]) {
+        double mx = 0;
+        for (i64 c = 0; c < R; ++c) mx = std::max(mx, std::fabs(double(dhi[b * R + c])));
+        CHECK(mx > 1e-2);
+      }
+
+    // no reset mask at all (nullptr) == an all-zero mask, against the reference
+    std::vector<float> dhi0(B * R, -5.0f);
+    k::fast::rglru_carry_backward(dhi0.data(), dy.data(), ga.data(), nullptr, p.lambda.data(), B, T, R);
+    std::vector<double> y0(N), ga0(N), gx0(N), rdhi0(B * R, 0.0), rdx0(N, 0.0);
+    k::ref::rglru_forward(y0.data(), static_cast<double*>(nullptr), static_cast<double*>(nullptr), ga0.data(),
+                          gx0.data(), xd.data(), hid.data(), static_cast<const std::uint8_t*>(nullptr), wad.data(),
+                          bad.data(), wxd.data(), bxd.data(), ld.data(), B, T, R, Hb);
+    k::ref::rglru_backward(rdx0.data(), rdhi0.data(), static_cast<double*>(nullptr), static_cast<double*>(nullptr),
+                           static_cast<double*>(nullptr), static_cast<double*>(nullptr),
+                           static_cast<double*>(nullptr), work.data(), dyd.data(), static_cast<const double*>(nullptr),
+                           y0.data(), ga0.data(), gx0.data(), xd.data(), hid.data(),
+                           static_cast<const std::uint8_t*>(nullptr), wad.data(), wxd.data(), ld.data(), B, T, R, Hb);
+    KT_CHECK_CLOSE(dhi0, rdhi0, 1e-6, 1e-5);
+  }
+}
+
+TEST_CASE("RG-LRU sequence shards: carry backward + decay ⊙ dh_out chains the backward to the one-pass result",
+          "[rglru][chunk]") {
+  // Forward per chunk as a sequence shard runs it: local scan from h_in = 0, then rglru_carry with
+  // the previous chunk's h_out. Backward from the last chunk: dh_out_s = carry_backward(chunk s+1)
+  // + decay_{s+1} ⊙ dh_out_{s+1}; each chunk's reference backward with that dh_out must give the
+  // one-pass dx and parameter gradients.
+  struct Case { i64 B, T, R, Hb; std::vector<i64> cut; };
+  const std::vector<Case> cases = {
+      {3, 11, 20, 4, {0, 4, 11}},     // 2 chunks; row 0 starts a document at chunk start t = 4
+      {3, 11, 36, 3, {0, 3, 4, 11}},  // 3 uneven chunks, one of length 1
+      {1, 13, 20, 2, {0, 5, 9, 13}},  // B = 1, 3 chunks, a document start inside chunk 1
+      {1, 9, 100, 5, {0, 8, 9}},      // B = 1, wide R (several channel tasks), last chunk of one token
+  };
+  for (const auto& cs : cases) {
+    const i64 B = cs.B, T = cs.T, R = cs.R, Hb = cs.Hb, S = R / Hb;
+    INFO("B " << B << " T " << T << " R " << R << " chunks " << cs.cut.size() - 1);
+    Lru p(B, T, R, Hb, 600 + unsigned(T * R));
+    // row 0: document start at the start of chunk 1 and inside the last chunk; row 1 inside chunk 0
+    p.reset.assign(B * T, 0);
+    if (B == 1) {
+      p.reset[cs.cut[1] + 1 < cs.cut[2] ? cs.cut[1] + 1 : cs.cut[1]] = 1;  // inside chunk 1 when it is long
+    } else {
+      p.reset[0 * T + cs.cut[1]] = 1;
+      p.reset[0 * T + T - 2] = 1;
+      p.reset[1 * T + 1] = 1;
+    }
+    const i64 N = B * T * R;
+    const auto dy = kt::randn(N, 610);
+
+    // one pass (float reference), with a nonzero incoming state for the whole sequence
+    std::vector<float> y1(N), ga1(N), gx1(N), ho1(B * R);
+    k::ref::rglru_forward(y1.data(), ho1.data(), static_cast<float*>(nullptr), ga1.data(), gx1.data(), p.x.data(),
+                          p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(),
+                          p.lambda.data(), B, T, R, Hb);
+    std::vector<float> dx1(N, 0), dh1(B * R, 0), dwa1(Hb * S * S, 0), dba1(R, 0), dwx1(Hb * S * S, 0), dbx1(R, 0),
+        dl1(R, 0), work1(2 * N);
+    k::ref::rglru_backward(dx1.data(), dh1.data(), dwa1.data(), dba1.data(), dwx1.data(), dbx1.data(), dl1.data(),
+                           work1.data(), dy.data(), static_cast<const float*>(nullptr), y1.data(), ga1.data(),
+                           gx1.data(), p.x.data(), p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(),
+                           p.lambda.data(), B, T, R, Hb);
+
+    auto slice = [&](const auto& v, i64 a, i64 e) {
+      const i64 W = i64(v.size()) / (B * T);
+      std::vector<std::decay_t<decltype(v[0])>> r;
+      for (i64 b = 0; b < B; ++b) r.insert(r.end(), v.begin() + (b * T + a) * W, v.begin() + (b * T + e) * W);
+      return r;
+    };
+    auto unslice = [&](std::vector<float>& dst, const std::vector<float>& src, i64 a, i64 n) {
+      for (i64 b = 0; b < B; ++b)
+        std::copy(src.begin() + b * n * R, src.begin() + (b + 1) * n * R, dst.begin() + (b * T + a) * R);
+    };
+    const i64 C = i64(cs.cut.size()) - 1;
+    struct Chunk { i64 a, n; std::vector<float> x, dy, y, ga, gx, h_in, decay; std::vector<std::uint8_t> reset; };
+    std::vector<Chunk> ch(C);
+    std::vector<float> y(N), h = p.h_in;
+    for (i64 s = 0; s < C; ++s) {
+      Chunk& c = ch[s];
+      c.a = cs.cut[s];
+      c.n = cs.cut[s + 1] - c.a;
+      c.x = slice(p.x, c.a, c.a + c.n);
+      c.dy = slice(dy, c.a, c.a + c.n);
+      c.reset = slice(p.reset, c.a, c.a + c.n);
+      const i64 Nc = B * c.n * R;
+      c.y.resize(Nc); c.ga.resize(Nc); c.gx.resize(Nc); c.decay.resize(B * R);
+      c.h_in = h;
+      std::vector<float> ho(B * R);
+      k::fast::rglru_forward(c.y.data(), ho.data(), c.decay.data(), c.ga.data(), c.gx.data(), c.x.data(), nullptr,
+                             c.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(), p.lambda.data(), B,
+                             c.n, R, Hb);
+      k::fast::rglru_carry(c.y.data(), ho.data(), c.h_in.data(), c.decay.data(), c.ga.data(), c.reset.data(),
+                           p.lambda.data(), B, c.n, R);
+      unslice(y, c.y, c.a, c.n);
+      h = ho;
+    }
+    KT_CHECK_CLOSE(y, y1, 1e-5, 1e-4);  // the forward chain itself is right
+    KT_CHECK_CLOSE(h, ho1, 1e-5, 1e-4);
+
+    // every chunk's carry backward is computable before any dh_out is known (independently)
+    std::vector<std::vector<float>> loc(C, std::vector<float>(B * R));
+    for (i64 s = 0; s < C; ++s)
+      k::fast::rglru_carry_backward(loc[s].data(), ch[s].dy.data(), ch[s].ga.data(), ch[s].reset.data(),
+                                    p.lambda.data(), B, ch[s].n, R);
+    // dh_out of the last chunk is 0; dh_out_s = loc_{s+1} + decay_{s+1} ⊙ dh_out_{s+1}
+    std::vector<std::vector<float>> dh_out(C, std::vector<float>(B * R, 0.0f));
+    for (i64 s = C - 2; s >= 0; --s)
+      for (i64 j = 0; j < B * R; ++j) dh_out[s][j] = loc[s + 1][j] + ch[s + 1].decay[j] * dh_out[s + 1][j];
+    std::vector<float> dh_first(B * R);
+    for (i64 j = 0; j < B * R; ++j) dh_first[j] = loc[0][j] + ch[0].decay[j] * dh_out[0][j];
+
+    std::vector<float> dx(N, 0), dwa(Hb * S * S, 0), dba(R, 0), dwx(Hb * S * S, 0), dbx(R, 0), dl(R, 0);
+    for (i64 s = C - 1; s >= 0; --s) {
+      const Chunk& c = ch[s];
+      const i64 Nc = B * c.n * R;
+      std::vector<float> dxc(Nc, 0), dhi(B * R, 0), work(2 * Nc);
+      k::ref::rglru_backward(dxc.data(), dhi.data(), dwa.data(), dba.data(), dwx.data(), dbx.data(), dl.data(),
+                             work.data(), c.dy.data(), s == C - 1 ? static_cast<const float*>(nullptr)
+                                                                  : dh_out[s].data(),
+                             c.y.data(), c.ga.data(), c.gx.data(), c.x.data(), c.h_in.data(), c.reset.data(),
+                             p.wa.data(), p.wx.data(), p.lambda.data(), B, c.n, R, Hb);
+      unslice(dx, dxc, c.a, c.n);
+      // the reference's own dh_in of chunk s is what the carry formula promised the previous chunk
+      INFO("chunk " << s);
+      if (s > 0) KT_CHECK_CLOSE(dhi, dh_out[s - 1], 1e-5, 1e-4);
+      else KT_CHECK_CLOSE(dhi, dh_first, 1e-5, 1e-4);
+    }
+    KT_CHECK_CLOSE(dh_first, dh1, 1e-5, 1e-4);
+    KT_CHECK_CLOSE(dx, dx1, 1e-5, 1e-4);
+    KT_CHECK_CLOSE(dwa, dwa1, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dba, dba1, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dwx, dwx1, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dbx, dbx1, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dl, dl1, 1e-4, 1e-4);
+  }
+}
