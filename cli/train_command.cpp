@@ -6,6 +6,7 @@
 // unsupported axis or family, missing data) are detected identically on every rank before any
 // communication: rank 0 reports them, every rank exits with the same code (2), nothing hangs. A
 // failure during training aborts the whole job (MPI_Abort) after the failing rank prints it.
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -26,7 +27,7 @@ namespace scanshard {
 namespace {
 
 struct TrainOptions {
-  std::string plan_file, model, data, trace, checkpoint_dir, resume;
+  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume;
   std::int64_t steps = 10, checkpoint_every = 0;
   unsigned seed = 1234;
 };
@@ -66,7 +67,7 @@ void run_train(const TrainOptions& o) {
   // Input checks: deterministic, the same on every rank, no communication.
   ModelSpec m;
   Plan p;
-  std::vector<std::uint8_t> data;
+  std::vector<std::int32_t> data;
   try {
     p = load_plan(o.plan_file);
     if (!o.model.empty() && !p.model.empty() && o.model != p.model)
@@ -82,7 +83,8 @@ void run_train(const TrainOptions& o) {
     } catch (const PlanError& e) {  // name the plan file and the key to change
       throw ConfigError(o.plan_file, 0, 0, e.key(), e.what());
     }
-    data = train::load_bytes(o.data.empty() ? train::default_corpus_path() : o.data, p.seq_len + 2);
+    data = train::load_tokens(o.data.empty() ? train::default_corpus_path() : o.data, train::parse_token_format(o.data_format),
+                              p.seq_len + 2, m.vocab);
   } catch (const std::exception& e) {
     if (rank == 0) throw;  // main prints it and exits 2 (input) or 1
     const int code = error_code(e);
@@ -110,10 +112,16 @@ void run_train(const TrainOptions& o) {
   opt.checkpoint_every = o.checkpoint_every;
   opt.resume = o.resume;
   try {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::int64_t done = 0;
     auto res = train::run(m, p, data, opt, &world, [&](std::int64_t step, double loss, double tps) {
       if (rank != 0) return;
-      char line[128];
-      std::snprintf(line, sizeof line, "step %lld loss %.6f tokens/s %.1f\n", static_cast<long long>(step + 1), loss, tps);
+      ++done;  // ETA: the mean step time so far times the steps left in this run
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double eta = elapsed / static_cast<double>(done) * static_cast<double>(o.steps - done);
+      char line[160];
+      std::snprintf(line, sizeof line, "step %lld loss %.6f tokens/s %.1f eta %.1f s\n", static_cast<long long>(step + 1),
+                    loss, tps, eta);
       std::cout << line << std::flush;
     });
     if (rank == 0 && !o.trace.empty()) {
@@ -142,7 +150,9 @@ void register_train_command(CLI::App& app) {
                                           "(ZeRO 0-3) / tensor / sequence meshes, Griffin/Hawk/MQA");
   cmd->add_option("--plan", o->plan_file, "plan YAML file (mesh, batch, seq_len)")->required();
   cmd->add_option("--model", o->model, "model preset or YAML path (default: the plan's model)");
-  cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");
+  cmd->add_option("--data", o->data, "training data (default: the repository's data/corpus.txt)");
+  cmd->add_option("--data-format", o->data_format, "bytes (text, any file), uint16 or uint32 (little-endian token ids)")
+      ->capture_default_str();
   cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
   cmd->add_option("--seed", o->seed, "initialisation seed (the same parameters for every plan)")->capture_default_str();
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir,

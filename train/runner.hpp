@@ -51,12 +51,23 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
 // The bytes of a text or binary file as byte-level tokens (vocab 256). ConfigError when missing
 // or shorter than `min_bytes`.
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes);
+
+// Token files: plain text / any file read as bytes, or little-endian uint16 / uint32 token ids.
+enum class TokenFormat { bytes, uint16, uint32 };
+TokenFormat parse_token_format(const std::string& s);  // ConfigError naming --data-format
+// Reads a token file; ConfigError naming the file when it is missing, empty, not a whole number
+// of tokens, shorter than `min_tokens`, or holds an id ≥ `vocab` (with its position).
+std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat format, std::int64_t min_tokens,
+                                      std::int64_t vocab);
 // The corpus shipped with the repository (data/corpus.txt).
 std::string default_corpus_path();
 
 // Runs `o.steps` steps. comm == nullptr: one process and no MPI call at all (the plan's mesh must
 // have one device) — the reference the tests compare against. `progress(step, loss, tokens_per_s)` is called on every
 // rank after every step.
+Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& tokens, const Options& o,
+           const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress = {});
+// The same on byte tokens (ids 0..255).
 Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& data, const Options& o,
            const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress = {});
 

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <span>
 #include <unistd.h>
 #include <string>
@@ -276,4 +278,35 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   CHECK_THROWS_AS(train::check_supported(load_model("mqa-tiny"), tiny_plan("mqa-tiny", Axis::sequence, 2), 2), PlanError);
   CHECK_THROWS_AS(train::check_supported(load_model("rwkv4-tiny"), tiny_plan("rwkv4-tiny", Axis::data, 1), 1),
                   PlanError);
+}
+TEST_CASE("train: token files in bytes uint16 and uint32 load as written and bad ones are ConfigErrors", "[train]") {
+  const auto world = mpi::Comm::world();
+  const std::string dir = "/tmp/scanshard-tokens-" + std::to_string(::getpid());  // per rank: no sharing
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::vector<std::uint8_t>& bytes) {
+    std::ofstream f(dir + "/" + name, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    return dir + "/" + name;
+  };
+  // little-endian by hand: 1, 258 (= 0x0102), 65535
+  const auto u16 = write("t.u16", {1, 0, 2, 1, 255, 255});
+  CHECK(train::load_tokens(u16, train::TokenFormat::uint16, 3, 65536) == std::vector<std::int32_t>{1, 258, 65535});
+  const auto u32 = write("t.u32", {7, 0, 0, 0, 0, 0, 1, 0});
+  CHECK(train::load_tokens(u32, train::TokenFormat::uint32, 2, 100000) == std::vector<std::int32_t>{7, 65536});
+  const auto txt = write("t.txt", {'a', 'b', 'c'});
+  CHECK(train::load_tokens(txt, train::TokenFormat::bytes, 3, 256) == std::vector<std::int32_t>{'a', 'b', 'c'});
+  auto message = [](const std::function<void()>& f) {
+    try { f(); } catch (const ConfigError& e) { return std::string(e.what()); }
+    return std::string("no error");
+  };
+  CHECK_THAT(message([&] { train::load_tokens(write("odd.u16", {1, 0, 2}), train::TokenFormat::uint16, 1, 256); }),
+             Catch::Contains("3 bytes is not a whole number of uint16 tokens"));
+  CHECK_THAT(message([&] { train::load_tokens(u16, train::TokenFormat::uint16, 1, 1000); }),
+             Catch::Contains("token 65535 at position 2 is outside the model's vocabulary of 1000"));
+  CHECK_THAT(message([&] { train::load_tokens(write("empty", {}), train::TokenFormat::bytes, 1, 256); }),
+             Catch::Contains("is empty"));
+  CHECK_THAT(message([&] { train::load_tokens(u16, train::TokenFormat::uint16, 10, 65536); }),
+             Catch::Contains("has 3 tokens; one sequence needs 10"));
+  CHECK_THAT(message([&] { train::parse_token_format("int8"); }), Catch::Contains("--data-format: 'int8'"));
+  std::filesystem::remove_all(dir);
 }
