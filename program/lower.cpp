@@ -309,15 +309,18 @@ void channel_mix(Emit& e) {
   e.layernorm("norm2");
   e.tensor_allreduce_bwd("cm.in_grad");
   e.halo("cm.shift_halo", 1, D);
+  // the shift's mixes μ_k, μ_r are whole on every tensor rank but see partial input gradients
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "cm.mu_grads", 2 * D * c.g);
   e.elementwise(OpClass::elementwise, "token_shift", "cm.shift", c.n * D, 2, 2, 4);
   e.linear("cm.wk", D, F);
   e.elementwise(OpClass::elementwise, "relu_sq", "cm.act", c.n * F, 1, 1, 2);
   e.linear("cm.wv", F, D);
   e.tensor_allreduce_fwd("cm.value");
   e.linear("cm.wr", D, Dl);  // column split; σ(r) ⊙ value on the local slice, then gathered
+  // backward: the value's gradient slices are gathered after the gate's backward (for Wv's dX)
+  e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.value_grad", c.n * D * c.a);
   e.elementwise(OpClass::elementwise, "sigmoid_mul", "cm.gate", c.n * Dl, 2, 1, 5);
   e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "cm.out", c.n * D * c.a);
-  e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.out_grad", c.n * D * c.a);
   e.residual("cm.residual");
 }
 
@@ -327,6 +330,7 @@ void rwkv4_time_mix(Emit& e) {
   e.layernorm("norm1");
   e.tensor_allreduce_bwd("tm.in_grad");
   e.halo("tm.shift_halo", 1, D);
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "tm.mu_grads", 3 * D * c.g);
   e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 3, 6);
   e.linear("tm.wr", D, Dl);
   e.linear("tm.wk", D, Dl);

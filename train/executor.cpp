@@ -13,6 +13,9 @@
 #include "kernels/attention.hpp"
 #include "kernels/conv1d.hpp"
 #include "kernels/embedding.hpp"
+#include "kernels/layernorm.hpp"
+#include "kernels/rwkv4.hpp"
+#include "kernels/rwkv_ops.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/mlp.hpp"
 #include "kernels/rglru.hpp"
@@ -107,6 +110,12 @@ struct LayerBufs {
   // attention (ext: `halo` rows from the left neighbour, then the local T rows)
   Vec qr, kr, v, q_ext, k_ext, v_ext, a_ext, lse_ext, a;
   std::vector<std::uint8_t> reset_ext;
+  // RWKV-4 (ln: LayerNorm statistics; xs3: the three token-shift mixes r, k, v; c*: channel mix)
+  Vec mean1, mean2, xs3, r, k, wkv, o, cxk, cxr, ck, ch, cv_s, cr, cvl, cg, cgath_s;
+  float* cv = nullptr;     // all-reduced channel-mix value (aliases cvpart = ypart when tensor = 1)
+  float* cgath = nullptr;  // gathered gated output (aliases cg when tensor = 1)
+  Vec dxs3, dr, dk, dwkv, do_, dcxk, dcxr, dck, dch, dcv, dcr, dcvl_s;
+  float* dcvl = nullptr;   // the gate's value-gradient slice (aliases dcv when tensor = 1)
   // backward
   Vec dy, dgm, dh1, dh2, dn2, dx_mid, dtout, dpr, dgy, dhs, dcu, dga, dgx, du, dconv_state, dh_out, dh_loc, dn1;
   Vec da_ext, dq_ext, dk_ext, dv_ext, dqr, dkr, dv;
@@ -117,7 +126,7 @@ struct Executor::State {
   const Plan& p;
   const ShardLayout& lay;
   MeshComms comms;
-  i64 B, T, M, D, V, v0, Vl, R, F, H, KV, N, rot, Kc, W, Hb;
+  i64 B, T, M, D, Dl, V, v0, Vl, R, F, H, KV, N, rot, Kc, W, Hb;
   i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;
   i64 stage = 0, first_layer = 0, end_layer = 0;
   std::vector<MPI_Request> pending;  // pipeline sends from this slot's buffers  // halo: K/V rows received (local attention)
@@ -130,6 +139,8 @@ struct Executor::State {
   std::vector<std::uint8_t> reset;
   std::vector<Vec> xs;  // residual stream: xs[l] enters layer l, xs[L] leaves the last
   std::vector<Vec> dxs;
+  Vec emb, emean, erstd, demb, meanf;  // RWKV: embedding before its LayerNorm
+  float* emb_out = nullptr;            // where the (reduced) lookup lands: xs[0], or emb (RWKV)
   Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf;
   std::vector<LayerBufs> L;
 
@@ -137,7 +148,7 @@ struct Executor::State {
   const float* par(i64 layer, const char* name) const { return P + lay.off(block(layer), name); }
   float* grad(i64 layer, const char* name) const { return G + lay.off(block(layer), name); }
   static std::string block(i64 layer) {
-    return layer == -1 ? "embed" : layer == -2 ? "final" : "layer." + std::to_string(layer);
+    return layer == -1 ? "embed" : layer == -2 ? "final" : layer == -3 ? "head" : "layer." + std::to_string(layer);
   }
   const float* bias_after_reduce(i64 layer, const char* name) const { return tcoord == 0 ? par(layer, name) : nullptr; }
 };
@@ -208,11 +219,11 @@ void add_last_rows(const State& s, float* x, const Vec& in, i64 n, i64 C) {
 // ---- embedding and head -------------------------------------------------------------------------
 
 void embed_fwd(State& s, const Step&) {  // a partial sum over vocab shards when tensor > 1
-  K::embedding_shard_forward(s.t > 1 ? s.epart.data() : s.xs[0].data(), s.tokens.data(), s.par(-1, "embed.table"), s.v0, s.Vl, s.M, s.D, s.escale);
+  K::embedding_shard_forward(s.t > 1 ? s.epart.data() : s.emb_out, s.tokens.data(), s.par(-1, "embed.table"), s.v0, s.Vl, s.M, s.D, s.escale);
 }
-void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.epart.data(), s.xs[0].data(), s.M * s.D); }
+void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.epart.data(), s.emb_out, s.M * s.D); }
 void embed_bwd(State& s, const Step&) {
-  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
+  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() ? s.demb.data() : s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
                               s.escale);
 }
 void final_norm_fwd(State& s, const Step&) {
@@ -662,6 +673,236 @@ void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V head: sum the p
   allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), n);
 }
 
+// ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
+
+float eps_of(const State& s) { return static_cast<float>(s.m.norm_eps); }
+void embed_norm_fwd(State& s, const Step&) {
+  K::layer_norm_forward(s.xs[0].data(), s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
+                        s.par(-1, "embed_norm.bias"), s.M, s.D, eps_of(s));
+}
+void embed_norm_bwd(State& s, const Step&) {
+  zero(s.demb);
+  K::layer_norm_backward(s.demb.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
+                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.M, s.D);
+}
+void ln_final_fwd(State& s, const Step&) {
+  K::layer_norm_forward(s.nf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
+                        s.par(-2, "final_norm.bias"), s.M, s.D, eps_of(s));
+}
+void ln_final_bwd(State& s, const Step&) {
+  K::layer_norm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.grad(-2, "final_norm.bias"),
+                         s.dnf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
+                         s.M, s.D);
+}
+// The untied head [D, V]: this rank's vocab columns.
+void head_w_fwd(State& s, const Step&) {
+  K::linear_forward(s.logits.data(), s.nf.data(), s.par(-3, "head.w"), nullptr, s.M, s.D, s.Vl);
+  K::softmax_stats(s.stats.data(), s.logits.data(), s.M, s.Vl);
+}
+void head_w_dx(State& s, const Step&) {
+  zero(s.dnf);
+  K::linear_backward(s.dnf.data(), nul(), nul(), s.dlogits.data(), s.nf.data(), s.par(-3, "head.w"), s.M, s.D, s.Vl);
+}
+void head_w_dw(State& s, const Step&) {
+  K::linear_backward(nul(), s.grad(-3, "head.w"), nul(), s.dlogits.data(), s.nf.data(), s.par(-3, "head.w"), s.M, s.D,
+                     s.Vl);
+}
+void ln1_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::layer_norm_forward(b.n1.data(), b.mean1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"),
+                        s.par(st.layer, "norm1.bias"), s.M, s.D, eps_of(s));
+}
+void ln1_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::layer_norm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"),
+                         s.grad(st.layer, "norm1.bias"), b.dn1.data(), b.mean1.data(), b.rstd1.data(), x_in(s, st),
+                         s.par(st.layer, "norm1.scale"), s.M, s.D);
+}
+void ln2_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::layer_norm_forward(b.n2.data(), b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"),
+                        s.par(st.layer, "norm2.bias"), s.M, s.D, eps_of(s));
+}
+void ln2_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::layer_norm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), s.grad(st.layer, "norm2.bias"), b.dn2.data(),
+                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.M, s.D);
+}
+constexpr const char* kTmMu[3] = {"tm.mu_r", "tm.mu_k", "tm.mu_v"};
+void tm_shift_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  for (int j = 0; j < 3; ++j)
+    K::token_shift_forward(b.xs3.data() + j * s.M * s.D, b.n1.data(), nullptr, s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
+}
+void tm_shift_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  for (int j = 0; j < 3; ++j)
+    K::token_shift_backward(b.dn1.data(), nullptr, s.grad(st.layer, kTmMu[j]), b.dxs3.data() + j * s.M * s.D, b.n1.data(),
+                            nullptr, s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
+}
+void tm_mu_grads_bwd(State& s, const Step& st) {
+  for (const char* mu : kTmMu) allreduce_inplace(s, st, s.grad(st.layer, mu), s.D);
+}
+template <int J>  // 0 r, 1 k, 2 v
+void tm_proj_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  float* out = J == 0 ? b.r.data() : J == 1 ? b.k.data() : b.v.data();
+  K::linear_forward(out, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), nullptr, s.M, s.D, s.Dl);
+}
+template <int J>
+void tm_proj_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
+  K::linear_backward(b.dxs3.data() + J * s.M * s.D, nul(), nul(), dy, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), s.M,
+                     s.D, s.Dl);
+}
+template <int J>
+void tm_proj_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
+  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), s.M, s.D,
+                     s.Dl);
+}
+void wkv4_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+                  nullptr, s.B, s.T, s.Dl);
+}
+void wkv4_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nul(),
+                   b.dwkv.data(), nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+                   nullptr, s.B, s.T, s.Dl);
+}
+void tm_gated_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::sigmoid_mul_forward(b.o.data(), b.r.data(), b.wkv.data(), s.M * s.Dl);
+}
+void tm_gated_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::sigmoid_mul_backward(b.dr.data(), b.dwkv.data(), b.do_.data(), b.r.data(), b.wkv.data(), s.M * s.Dl);
+}
+void tm_wo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.tpart.data(), b.o.data(), s.par(st.layer, "tm.wo"), nullptr, s.M, s.Dl, s.D);
+}
+void tm_wo_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.do_.data(), nul(), nul(), b.dtout.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.M, s.Dl, s.D);
+}
+void tm_wo_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.wo"), nul(), b.dtout.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.M,
+                     s.Dl, s.D);
+}
+// Channel mix: Wk column split (F/t), Wv row split + all-reduce, Wr column split (D/t), the gate on
+// the local D/t slice, then gathered.
+void cm_shift_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::token_shift_forward(b.cxk.data(), b.n2.data(), nullptr, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
+  K::token_shift_forward(b.cxr.data(), b.n2.data(), nullptr, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+}
+void cm_shift_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::token_shift_backward(b.dn2.data(), nullptr, s.grad(st.layer, "cm.mu_k"), b.dcxk.data(), b.n2.data(), nullptr,
+                          s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
+  K::token_shift_backward(b.dn2.data(), nullptr, s.grad(st.layer, "cm.mu_r"), b.dcxr.data(), b.n2.data(), nullptr,
+                          s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+}
+void cm_mu_grads_bwd(State& s, const Step& st) {
+  for (const char* mu : {"cm.mu_k", "cm.mu_r"}) allreduce_inplace(s, st, s.grad(st.layer, mu), s.D);
+}
+void cm_wk_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.ck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), nullptr, s.M, s.D, s.F);
+}
+void cm_wk_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dcxk.data(), nul(), nul(), b.dck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), s.M, s.D, s.F);
+}
+void cm_wk_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wk"), nul(), b.dck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), s.M,
+                     s.D, s.F);
+}
+void cm_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::relu_square_forward(b.ch.data(), b.ck.data(), s.M * s.F);
+}
+void cm_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::relu_square_backward(b.dck.data(), b.dch.data(), b.ck.data(), s.M * s.F);
+}
+void cm_wv_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.ypart.data(), b.ch.data(), s.par(st.layer, "cm.wv"), nullptr, s.M, s.F, s.D);
+}
+void cm_wv_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dch.data(), nul(), nul(), b.dcv.data(), b.ch.data(), s.par(st.layer, "cm.wv"), s.M, s.F, s.D);
+}
+void cm_wv_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wv"), nul(), b.dcv.data(), b.ch.data(), s.par(st.layer, "cm.wv"), s.M,
+                     s.F, s.D);
+}
+void cm_value_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  allreduce_into(s, st, b.ypart.data(), b.cv, s.M * s.D);
+}
+void cm_wr_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.cr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), nullptr, s.M, s.D, s.Dl);
+}
+void cm_wr_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dcxr.data(), nul(), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M, s.D, s.Dl);
+}
+void cm_wr_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M,
+                     s.D, s.Dl);
+}
+// rows [M, D] ↔ this rank's column slice [M, Dl]
+void take_cols(const State& s, const float* full, float* part) {
+  const i64 d0 = s.tcoord * s.Dl;
+  for (i64 m = 0; m < s.M; ++m) std::copy_n(full + m * s.D + d0, s.Dl, part + m * s.Dl);
+}
+void cm_gate_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  take_cols(s, b.cv, b.cvl.data());
+  K::sigmoid_mul_forward(b.cg.data(), b.cr.data(), b.cvl.data(), s.M * s.Dl);
+}
+void cm_gate_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  Vec dcg(static_cast<std::size_t>(s.M * s.Dl));
+  take_cols(s, b.dy.data(), dcg.data());
+  std::fill_n(b.dcvl, s.M * s.Dl, 0.0f);
+  K::sigmoid_mul_backward(b.dcr.data(), b.dcvl, dcg.data(), b.cr.data(), b.cvl.data(), s.M * s.Dl);
+}
+// All-gather of [M, Dl] column slices into [M, D].
+void gather_cols(const State& s, const Step& st, const float* part, float* full) {
+  Vec all(static_cast<std::size_t>(s.M * s.D));
+  need(s, Axis::tensor, st).allgather(std::span<const float>(part, static_cast<std::size_t>(s.M * s.Dl)), std::span<float>(all));
+  for (i64 r = 0; r < s.t; ++r)
+    for (i64 m = 0; m < s.M; ++m) std::copy_n(all.data() + (r * s.M + m) * s.Dl, s.Dl, full + m * s.D + r * s.Dl);
+}
+void cm_out_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  gather_cols(s, st, b.cg.data(), b.cgath);
+}
+void cm_value_grad_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  gather_cols(s, st, b.dcvl, b.dcv.data());
+}
+void cm_residual_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath, s.M * s.D);
+}
+
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
 
 Range block_range(const ShardLayout& lay, const std::string& block) {
@@ -682,7 +923,10 @@ void gather_block(State& s, const Step& st, const std::string& block) {
 }
 void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::block(st.layer)); }
 void embed_params_gather(State& s, const Step& st) { gather_block(s, st, "embed"); }
-void head_params_gather(State& s, const Step& st) { gather_block(s, st, "final"); }
+void head_params_gather(State& s, const Step& st) {
+  gather_block(s, st, "final");
+  if (!s.m.tied_embeddings) gather_block(s, st, "head");
+}
 
 // ---- pipeline stages: activations forward, their gradients back (tag 0 / 1) -------------------
 
@@ -717,6 +961,36 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"all_gather|embed.params", {embed_params_gather, nullptr}},
       {"all_gather|head.params", {head_params_gather, nullptr}},
       {"embedding|embed.table", {embed_fwd, embed_bwd}},
+      {"layernorm|embed_norm", {embed_norm_fwd, embed_norm_bwd}},
+      {"layernorm|final_norm", {ln_final_fwd, ln_final_bwd}},
+      {"logits|head.w", {head_w_fwd, nullptr}},
+      {"linear.dx|head.w", {nullptr, head_w_dx}}, {"linear.dw|head.w", {nullptr, head_w_dw}},
+      // RWKV-4 time mix and the RWKV channel mix
+      {"layernorm|norm1", {ln1_fwd, ln1_bwd}},
+      {"layernorm|norm2", {ln2_fwd, ln2_bwd}},
+      {"all_reduce|tm.in_grad", {nullptr, in_grad1_bwd}},
+      {"all_reduce|cm.in_grad", {nullptr, in_grad2_bwd}},
+      {"all_reduce|tm.mu_grads", {nullptr, tm_mu_grads_bwd}},
+      {"all_reduce|cm.mu_grads", {nullptr, cm_mu_grads_bwd}},
+      {"token_shift|tm.shift", {tm_shift_fwd, tm_shift_bwd}},
+      {"linear|tm.wr", {tm_proj_fwd<0>, nullptr}}, {"linear.dx|tm.wr", {nullptr, tm_proj_dx<0>}}, {"linear.dw|tm.wr", {nullptr, tm_proj_dw<0>}},
+      {"linear|tm.wk", {tm_proj_fwd<1>, nullptr}}, {"linear.dx|tm.wk", {nullptr, tm_proj_dx<1>}}, {"linear.dw|tm.wk", {nullptr, tm_proj_dw<1>}},
+      {"linear|tm.wv", {tm_proj_fwd<2>, nullptr}}, {"linear.dx|tm.wv", {nullptr, tm_proj_dx<2>}}, {"linear.dw|tm.wv", {nullptr, tm_proj_dw<2>}},
+      {"wkv4.scan|tm.wkv", {wkv4_fwd, wkv4_bwd}},
+      {"sigmoid_mul|tm.gated", {tm_gated_fwd, tm_gated_bwd}},
+      {"linear|tm.wo", {tm_wo_fwd, nullptr}}, {"linear.dx|tm.wo", {nullptr, tm_wo_dx}}, {"linear.dw|tm.wo", {nullptr, tm_wo_dw}},
+      {"all_reduce|tm.out", {temporal_out_fwd, nullptr}},
+      {"add|tm.residual", {temporal_residual_fwd, temporal_residual_bwd}},
+      {"token_shift|cm.shift", {cm_shift_fwd, cm_shift_bwd}},
+      {"linear|cm.wk", {cm_wk_fwd, nullptr}}, {"linear.dx|cm.wk", {nullptr, cm_wk_dx}}, {"linear.dw|cm.wk", {nullptr, cm_wk_dw}},
+      {"relu_sq|cm.act", {cm_act_fwd, cm_act_bwd}},
+      {"linear|cm.wv", {cm_wv_fwd, nullptr}}, {"linear.dx|cm.wv", {nullptr, cm_wv_dx}}, {"linear.dw|cm.wv", {nullptr, cm_wv_dw}},
+      {"all_reduce|cm.value", {cm_value_fwd, nullptr}},
+      {"linear|cm.wr", {cm_wr_fwd, nullptr}}, {"linear.dx|cm.wr", {nullptr, cm_wr_dx}}, {"linear.dw|cm.wr", {nullptr, cm_wr_dw}},
+      {"sigmoid_mul|cm.gate", {cm_gate_fwd, cm_gate_bwd}},
+      {"all_gather|cm.value_grad", {nullptr, cm_value_grad_bwd}},
+      {"all_gather|cm.out", {cm_out_fwd, nullptr}},
+      {"add|cm.residual", {cm_residual_fwd, mlp_residual_bwd}},
       {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
       {"rmsnorm|final_norm", {final_norm_fwd, final_norm_bwd}},
       {"all_reduce|head.in_grad", {nullptr, head_in_grad_bwd}},
@@ -817,6 +1091,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.T = p.local_tokens();
   s.M = s.B * s.T;
   s.D = m.width;
+  s.Dl = m.width / s.t;
   s.V = m.vocab;
   const Range vr = split_range(m.vocab, s.t, s.tcoord);
   s.v0 = vr.begin;
@@ -844,6 +1119,11 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.stats.assign(sz(2 * M), 0.0f);
   s.losses.assign(sz(M), 0.0f);
   s.dlosses.assign(sz(M), 1.0f / static_cast<float>(s.B * p.seq_len));
+  if (m.is_rwkv()) {
+    for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);
+    for (auto* v : {&s.emean, &s.erstd, &s.meanf}) v->assign(sz(M), 0.0f);
+  }
+  s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
   s.L.resize(sz(m.depth));
   const i64 Te = s.halo + s.T;
   for (i64 l = prog.first_layer; l < prog.end_layer; ++l) {
@@ -856,7 +1136,18 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
     for (auto* v : {&b.h1, &b.h2, &b.gm, &b.dgm, &b.dh1, &b.dh2}) v->assign(sz(M * s.F), 0.0f);
     b.tout = s.t > 1 ? b.tout_s.data() : b.tpart.data();
     b.y = s.t > 1 ? b.y_s.data() : b.ypart.data();
-    if (b.kind == Temporal::recurrent) {
+    if (m.is_rwkv()) {
+      const i64 Dl = s.Dl;
+      for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
+      for (auto* v : {&b.xs3, &b.dxs3}) v->assign(sz(3 * M * D), 0.0f);
+      for (auto* v : {&b.r, &b.k, &b.v, &b.wkv, &b.o, &b.dr, &b.dk, &b.dv, &b.dwkv, &b.do_, &b.cr, &b.dcr, &b.cvl, &b.cg, &b.dcvl_s})
+        v->assign(sz(M * Dl), 0.0f);
+      for (auto* v : {&b.cxk, &b.cxr, &b.dcxk, &b.dcxr, &b.cv_s, &b.dcv, &b.cgath_s}) v->assign(sz(M * D), 0.0f);
+      for (auto* v : {&b.ck, &b.ch, &b.dck, &b.dch}) v->assign(sz(M * s.F), 0.0f);
+      b.cv = s.t > 1 ? b.cv_s.data() : b.ypart.data();
+      b.cgath = s.t > 1 ? b.cgath_s.data() : b.cg.data();
+      b.dcvl = s.t > 1 ? b.dcvl_s.data() : b.dcv.data();
+    } else if (b.kind == Temporal::recurrent) {
       for (auto* v : {&b.gy, &b.u, &b.cu, &b.ga, &b.gx, &b.hs0, &b.hs_s, &b.pr, &b.dpr, &b.dgy, &b.dhs, &b.dcu, &b.dga, &b.dgx, &b.du})
         v->assign(sz(M * s.R), 0.0f);
       for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.R), 0.0f);
@@ -933,7 +1224,8 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   zero(s.dxs.back());
   for (auto& b : s.L)  // accumulation targets of this micro-batch's backward
     for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
-                    &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr})
+                    &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,
+                    &b.dcxr, &b.dck, &b.dch, &b.dcr})
       zero(*v);
   for (const Bound& b : bwd_) {
     Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);

@@ -158,6 +158,16 @@ TEST_CASE("train: fsdp with ZeRO 0 to 3 equals the single-process run", "[train]
     check_case("griffin-tiny", c);
   }
 }
+TEST_CASE("train: rwkv4-tiny under data tensor fsdp and pipeline equals the single-process run", "[train]") {
+  const auto w = mpi::Comm::world().size();
+  for (Axis a : {Axis::data, Axis::tensor, Axis::pipeline}) check_case("rwkv4-tiny", one_axis(a, w));
+  Case z = one_axis(Axis::fsdp, w);
+  z.zero_stage = 3;
+  check_case("rwkv4-tiny", z);
+  Case tp;  // tensor × pipeline
+  tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
+  check_case("rwkv4-tiny", tp);
+}
 TEST_CASE("train: tensor-parallel runs equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
   for (const char* m : {"griffin-tiny", "hawk-tiny", "mqa-tiny"}) check_case(m, one_axis(Axis::tensor, w));
@@ -276,7 +286,7 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   CHECK_THROWS_AS(train::run(m, tiny_plan("griffin-tiny", Axis::data, world.size() + 1), data, {}, &world), PlanError);
   // Not yet supported by the runner: ring attention, RWKV.
   CHECK_THROWS_AS(train::check_supported(load_model("mqa-tiny"), tiny_plan("mqa-tiny", Axis::sequence, 2), 2), PlanError);
-  CHECK_THROWS_AS(train::check_supported(load_model("rwkv4-tiny"), tiny_plan("rwkv4-tiny", Axis::data, 1), 1),
+  CHECK_THROWS_AS(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::data, 1), 1),
                   PlanError);
 }
 TEST_CASE("train: token files in bytes uint16 and uint32 load as written and bad ones are ConfigErrors", "[train]") {
