@@ -15,7 +15,9 @@
 //     same call pattern) on griffin-tiny / mqa-tiny shapes (4 sequences x 128 tokens), priced
 //     with the same lowering and cost function the simulator uses: the class efficiency is the
 //     value at which the roofline price of those steps equals the measured median time
-//     (bisection; clamped to (0, 1]). Benchmarks: elementwise = gelu ⊙ of the recurrent gate;
+//     (bisection; clamped to (0, 1]). Benchmarks: elementwise = gelu ⊙ of the recurrent gate,
+//     Conv1D, RoPE (with the executor's staging copies), softmax cross-entropy, a residual add and
+//     the optimizer (AdamW, which the simulator prices with the elementwise efficiency), together;
 //     norm = RMSNorm; gemm = the gated MLP, the recurrent projections and the block-diagonal
 //     gates (fitted together, time-weighted; each one's own value is recorded); scan = the fused
 //     RG-LRU scan; attention = local (griffin-tiny) and global (mqa-tiny) attention together.
@@ -48,8 +50,12 @@
 #include <mpi.h>
 
 #include "cli/commands.hpp"
+#include "cli/compare.hpp"
 #include "cli/format.hpp"
+#include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/conv1d.hpp"
+#include "kernels/embedding.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/mlp.hpp"
 #include "kernels/rglru.hpp"
@@ -214,15 +220,17 @@ Plan bench_plan(const std::string& model) {
   return p;
 }
 
-// Forward and backward compute steps named in `names`, of the first layer that has them.
+// Compute steps named in `names` (forward, backward and step end), of the first layer that has
+// them (−1 for the embedding, head, loss and optimizer).
 std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names) {
   const StepProgram prog = lower(m, bench_plan(m.name), 0);
   auto wanted = [&](const Step& s) { return std::find(names.begin(), names.end(), std::string(s.name)) != names.end(); };
   std::int32_t layer = -2;
-  for (const auto& s : prog.forward)
-    if (wanted(s)) { layer = s.layer; break; }
+  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
+    for (const auto& s : *list)
+      if (layer == -2 && wanted(s)) layer = s.layer;
   std::vector<Step> out;
-  for (const auto* list : {&prog.forward, &prog.backward})
+  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
     for (const auto& s : *list)
       if (wanted(s) && s.layer == layer && s.kind == StepKind::compute) out.push_back(s);
   if (out.empty()) throw std::runtime_error("calibrate: the lowering of " + m.name + " has no steps named " + names.front());
@@ -304,6 +312,72 @@ std::vector<KernelBench> kernel_benches() {
     out.push_back({"elementwise", g.name, "rec.gate + rec.gated", {"rec.gate", "rec.gated"}, [=, keep = buf] {
       K::gelu_mul_forward(o, a, b, n);
       K::gelu_mul_backward(da, db, dout, a, b, n);
+    }});
+  }
+  {  // elementwise: the recurrent block's causal depthwise Conv1D
+    auto buf = std::make_shared<Buffers>();
+    const i64 R = g.recurrent_width, Kc = g.conv_width;
+    buf->reset = make_reset();
+    const std::uint8_t* reset = buf->reset.data();
+    float *y = buf->add(M * R), *x = buf->add(M * R), *w = buf->add(Kc * R, 0.3f), *b = buf->add(R), *dx = buf->add(M * R),
+          *dw = buf->add(Kc * R), *db = buf->add(R), *dy = buf->add(M * R);
+    out.push_back({"elementwise", g.name, "rec.conv", {"rec.conv"}, [=, keep = buf] {
+      K::conv1d_forward(y, nullptr, x, nullptr, reset, w, b, B, T, R, Kc);
+      K::conv1d_backward(dx, nullptr, dw, db, dy, nullptr, x, nullptr, reset, w, B, T, R, Kc);
+    }});
+  }
+  {  // elementwise: RoPE on q and k, with the executor's staging copies (forward and backward)
+    auto buf = std::make_shared<Buffers>();
+    const i64 H = g.heads, Hk = g.kv_heads, N = g.head_dim, rot = i64(std::lround(g.rope_fraction * double(N)));
+    const double base = g.rope_base;
+    auto pos = std::make_shared<std::vector<std::int32_t>>(M);
+    for (i64 i = 0; i < M; ++i) (*pos)[i] = std::int32_t(i % T);
+    float *qr = buf->add(M * H * N), *kr = buf->add(M * Hk * N), *qe = buf->add(M * H * N), *ke = buf->add(M * Hk * N),
+          *dqr = buf->add(M * H * N), *dkr = buf->add(M * Hk * N), *dqe = buf->add(M * H * N), *dke = buf->add(M * Hk * N);
+    out.push_back({"elementwise", g.name, "attn.rope", {"attn.rope"}, [=, keep = buf] {
+      std::vector<float> q(M * H * N), k(M * Hk * N);
+      K::rope_forward(q.data(), qr, pos->data(), B, T, H, N, rot, base);
+      K::rope_forward(k.data(), kr, pos->data(), B, T, Hk, N, rot, base);
+      std::copy(q.begin(), q.end(), qe);
+      std::copy(k.begin(), k.end(), ke);
+      std::vector<float> dq(dqe, dqe + M * H * N), dk(dke, dke + M * Hk * N);
+      K::rope_backward(dqr, dq.data(), pos->data(), B, T, H, N, rot, base);
+      K::rope_backward(dkr, dk.data(), pos->data(), B, T, Hk, N, rot, base);
+    }});
+  }
+  {  // elementwise: softmax cross-entropy over the vocabulary (stats, finish, backward)
+    auto buf = std::make_shared<Buffers>();
+    const i64 V = g.vocab;
+    auto targets = std::make_shared<std::vector<std::int32_t>>(M);
+    for (i64 i = 0; i < M; ++i) (*targets)[i] = std::int32_t((i * 7) % V);
+    float *logits = buf->add(M * V, 2.0f), *probs = buf->add(M * V), *stats = buf->add(2 * M), *losses = buf->add(M),
+          *dlosses = buf->add(M), *dlogits = buf->add(M * V);
+    out.push_back({"elementwise", g.name, "loss", {"loss"}, [=, keep = buf] {
+      K::softmax_stats(stats, logits, M, V);
+      K::softmax_ce_shard_finish(losses, probs, logits, stats, targets->data(), 0, M, V);
+      K::softmax_ce_shard_backward(dlogits, dlosses, probs, targets->data(), 0, M, V);
+    }});
+  }
+  {  // elementwise: a residual add (forward) and its gradient copies (backward)
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = g.width, n = M * D;
+    float *xm = buf->add(n), *x = buf->add(n), *t = buf->add(n), *dxm = buf->add(n), *dt = buf->add(n), *dx = buf->add(n);
+    out.push_back({"elementwise", g.name, "rec.residual", {"rec.residual"}, [=, keep = buf] {
+      for (i64 i = 0; i < n; ++i) xm[i] = x[i] + t[i];
+      std::copy(dxm, dxm + n, dt);
+      std::copy(dxm, dxm + n, dx);
+    }});
+  }
+  {  // optimizer (priced with the elementwise efficiency): mean gradient from the double sums,
+     // its norm, AdamW — over all of griffin-tiny's parameters
+    auto buf = std::make_shared<Buffers>();
+    const i64 n = count_parameters(g).total;
+    auto gacc = std::make_shared<std::vector<double>>(n, 1e-3);
+    float *param = buf->add(n), *m1 = buf->add(n, 0.0f), *m2 = buf->add(n, 0.0f), *grad = buf->add(n);
+    out.push_back({"elementwise", g.name, "params (AdamW)", {"params"}, [=, keep = buf] {
+      for (i64 i = 0; i < n; ++i) grad[i] = float((*gacc)[i] * 0.5);
+      const double sq = kernels::sum_squares(grad, n);
+      kernels::fast::adamw_update(param, m1, m2, grad, n, 1, kernels::AdamW{}, 0.1f, kernels::clip_scale(sq, 1.0f));
     }});
   }
   {  // norm: RMSNorm forward + backward
@@ -479,6 +553,7 @@ struct Measured {
   std::vector<KernelBench> kernels;
   std::vector<CommFit> comm;
   double seconds = 0;
+  double load_start = -1, load_end = -1;  // machine load average around the run
 };
 
 std::string hostname() {
@@ -544,6 +619,7 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
     << "  ranks: " << r.ranks << "\n"
     << "  threads_per_rank: 1\n"
     << "  quick: " << (o.quick ? "true" : "false") << "\n"
+    << "  load_average_1min: [" << fmt(r.load_start) << ", " << fmt(r.load_end) << "]   # at start and end; > cores: timings inflated\n"
     << "  seconds: " << fmt(r.seconds) << "\n"
     << "  sgemm:                          # [m, n, k, seconds, flop/s], mean over ranks\n";
   for (const auto& g : r.gemm)
@@ -625,6 +701,7 @@ void run_calibrate(const CalibrateOptions& o) {
     const double t_start = now();
     Measured r;
     r.ranks = world.size();
+    r.load_start = load_average_1min();
     double t_phase = t_start;
     auto say = [&](const std::string& s) {  // progress, with the seconds the previous phase took
       const double t = now();
@@ -726,6 +803,7 @@ void run_calibrate(const CalibrateOptions& o) {
       if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = ar.link_latency_seconds;
     }
     r.seconds = now() - t_start;
+    r.load_end = load_average_1min();
     say(" done (" + format_seconds(r.seconds) + ")\n");
 
     if (rank == 0) {

@@ -2,6 +2,7 @@
 #include "cli/compare.hpp"
 
 #include <algorithm>
+#include <fstream>
 #include <numeric>
 #include <set>
 
@@ -141,6 +142,13 @@ ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std:
   }
   if (left != 1) throw ConfigError(flag + ": " + std::to_string(devices) + " chips do not form a slice of " + c.topology.describe());
   return s;
+}
+
+double load_average_1min() {
+  std::ifstream f("/proc/loadavg");
+  double v = -1;
+  if (!(f >> v)) return -1;
+  return v;
 }
 
 }  // namespace scanshard

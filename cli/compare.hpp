@@ -63,4 +63,8 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
 // one island / whole islands). ConfigError naming `flag` when no such slice exists.
 ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std::string& flag = "--devices");
 
+// The machine's 1-minute load average (/proc/loadavg), or −1 where unavailable. Recorded next to
+// measurements: other processes on the same cores slow every timing down.
+double load_average_1min();
+
 }  // namespace scanshard

@@ -733,7 +733,15 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
     << "<h1>scanshard efficiency report</h1>\n<div class=\"meta\">generated " << html_escape(utc_now()) << " &middot; predictions on "
     << html_escape(cl.value("name", std::string("?"))) << " (" << html_escape(cl.value("origin", std::string("?"))) << "): "
     << html_escape(cl.value("source", std::string(""))) << " &middot; " << v.doc.value("ranks", 1) << " MPI rank(s), "
-    << v.doc.value("steps", 0) << " steps per plan</div>\n"
+    << v.doc.value("steps", 0) << " steps per plan";
+  if (v.doc.contains("load_average")) {
+    const auto& la = v.doc["load_average"];
+    h << " &middot; machine load " << num(la.value("start", -1.0), 3) << " &rarr; " << num(la.value("end", -1.0), 3) << " on "
+      << num(la.value("cores", 0.0), 3) << " cores";
+    if (std::max(la.value("start", 0.0), la.value("end", 0.0)) > la.value("cores", 1e9))
+      h << " (other processes competed: measured times inflated)";
+  }
+  h << "</div>\n"
     << "<div class=\"cards\"><div class=\"card\">plans compared<b>" << v.plans.size() << "</b></div>"
     << "<div class=\"card\">median |error| of step time<b>" << pct(med, false) << "</b></div>"
     << "<div class=\"card\">max |error|<b>" << pct(mx, false) << "</b></div>"
@@ -751,7 +759,13 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
   h << "<table><tr><th>id</th><th>plan</th><th>predicted</th><th>measured</th><th>error</th></tr>";
   for (const auto& p : v.plans)
     h << "<tr><td>" << p.id << "</td><td>" << html_escape(p.description) << "</td><td>" << format_seconds(p.predicted) << "</td><td>" << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td></tr>";
-  h << "</table>\n<h2 id=\"classes\">Error per op class</h2>\n<table><tr><th>op class</th><th>plans</th><th>median |error|</th>"
+  h << "</table>\n";
+  if (v.doc.contains("skipped") && v.doc["skipped"].is_array() && !v.doc["skipped"].empty()) {
+    h << "<p class=\"meta\">Skipped plans:</p><ul class=\"meta\">";
+    for (const auto& sk : v.doc["skipped"]) h << "<li>" << html_escape(sk.is_string() ? sk.get<std::string>() : sk.dump()) << "</li>";
+    h << "</ul>\n";
+  }
+  h << "<h2 id=\"classes\">Error per op class</h2>\n<table><tr><th>op class</th><th>plans</th><th>median |error|</th>"
     << "<th>max |error|</th><th>bias (median signed)</th></tr>";
   if (v.doc.contains("classes"))
     for (const auto& [cls, s] : v.doc["classes"].items())

@@ -16,10 +16,12 @@
 //
 // The plan set varies what the runner executes: family (griffin / hawk / mqa), width and depth,
 // sequence length, batch, micro-batch, mesh axes at 1–2 ranks (data, fsdp with ZeRO 0–3,
-// tensor, sequence with the ring or all-gather carry), remat policy (the executor re-runs the
+// tensor, sequence with the ring or all-gather carry, pipeline with 1F1B or GPipe), remat policy (the executor re-runs the
 // forward steps the lowering lists as recompute). The scan algorithm stays `sequential`: the
 // executor runs the same fused scan kernel whatever the plan says (only the simulator's price
 // changes), so comparing an unfused or associative prediction with it would measure nothing.
+// Likewise every plan says overlap: false and fp32, because that is how the runner executes it
+// (gradient reduction after the last backward; fp32 everywhere).
 // Plans the runner refuses today (e.g. ZeRO-3 before it lands) are listed as skipped.
 //
 // Writes DIR/validate.json (everything), validate.csv (one row per plan), validate-groups.csv
@@ -87,6 +89,7 @@ struct Knobs {
   int zero = 0;
   Remat remat = Remat::none;
   CarryScheme carry = CarryScheme::ring;
+  Schedule schedule = Schedule::one_f_one_b;
 };
 
 Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t micro_batch, std::int64_t seq_len, Knobs k) {
@@ -98,17 +101,19 @@ Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t 
   p.zero_stage = k.zero;
   p.remat = k.remat;
   p.carry = k.carry;
+  p.schedule = k.schedule;
   p.param_dtype = p.act_dtype = DType::fp32;  // the runner computes in fp32
+  p.overlap = false;  // the runner reduces gradients after the last backward, not during it
   return p;
 }
 
-// The built-in plan set (see the file comment). --quick: every third plan.
+// The built-in plan set (see the file comment), 39 plans. --quick: every third plan.
 std::vector<PlanCase> plan_set(bool quick) {
   const ModelSpec g = load_model("griffin-tiny"), h = load_model("hawk-tiny"), q = load_model("mqa-tiny");
   const ModelSpec gw = variant("griffin-tiny", 256, 3), hw = variant("hawk-tiny", 256, 2), qw = variant("mqa-tiny", 256, 2),
                   gd = variant("griffin-tiny", 128, 6);
   const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::selective},
-      gather{0, Remat::none, CarryScheme::allgather};
+      gather{0, Remat::none, CarryScheme::allgather}, gpipe{0, Remat::none, CarryScheme::ring, Schedule::gpipe};
   struct Row { const ModelSpec* m; const char* mesh; std::int64_t G, mb, T; Knobs k; };
   const std::vector<Row> rows = {
       {&g, "data=1", 4, 4, 128, none},   {&g, "data=1", 8, 4, 128, none},     {&g, "data=1", 4, 2, 256, none},
@@ -123,6 +128,7 @@ std::vector<PlanCase> plan_set(bool quick) {
       {&gw, "data=1", 4, 4, 128, none},  {&gw, "data=2", 8, 4, 128, none},    {&gw, "tensor=2", 4, 2, 128, none},
       {&hw, "data=1", 4, 2, 128, none},  {&hw, "data=2", 4, 2, 256, none},    {&qw, "data=1", 4, 4, 128, none},
       {&qw, "data=2", 8, 2, 128, none},  {&gd, "data=2", 8, 4, 128, none},    {&gd, "data=1", 4, 4, 128, blk},
+      {&h, "pipeline=2", 4, 1, 128, none}, {&q, "pipeline=2", 8, 2, 128, gpipe}, {&gd, "pipeline=2", 8, 2, 128, none},
   };
   std::vector<PlanCase> out;
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -156,6 +162,7 @@ std::string describe_plan(const PlanCase& c) {
   if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
   s += " B" + std::to_string(p.global_batch) + " mb" + std::to_string(p.micro_batch) + " T" + std::to_string(p.seq_len);
   if (p.remat != Remat::none) s += std::string(" remat:") + to_string(p.remat);
+  if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
   return s;
 }
 
@@ -213,6 +220,7 @@ void run_validate(const ValidateOptions& o) {
 
   omp_set_num_threads(1);
   openblas_set_num_threads(1);
+  const double load_start = load_average_1min();
   if (rank == 0) {
     std::cout << "validate: " << cases.size() << " plans, " << o.steps << " steps each (first = warm-up), " << W
               << " rank(s), one thread each; predicted on " << cluster.name << " (" << cluster.origin << ")\n";
@@ -345,6 +353,13 @@ void run_validate(const ValidateOptions& o) {
                 step_err.count, 100 * step_err.median_abs, 100 * step_err.max_abs, 100 * step_err.bias, rho,
                 step_err.median_abs <= 0.03 && step_err.max_abs <= 0.10 && rho >= 0.95 ? "met" : "not met");
   std::cout << summary;
+  const double load_end = load_average_1min();
+  const double cores = std::max(1u, std::thread::hardware_concurrency());
+  std::cout << "machine load (1-min average): " << load_start << " at the start, " << load_end << " at the end, on " << cores
+            << " cores, " << W << " of them ours";
+  if (std::max(load_start, load_end) > cores)
+    std::cout << " -- other processes competed for the cores: measured times are inflated and noisy";
+  std::cout << "\n";
   for (const auto& s : skipped) std::cout << "skipped " << s << "\n";
 
   const nlohmann::json doc = {
@@ -352,6 +367,7 @@ void run_validate(const ValidateOptions& o) {
                    {"argument", looks_like_path(o.cluster) ? std::filesystem::absolute(o.cluster).string() : o.cluster}}},
       {"ranks", W},
       {"steps", o.steps},
+      {"load_average", {{"start", load_start}, {"end", load_end}, {"cores", cores}}},
       {"quick", o.quick},
       {"plans", plans_json},
       {"skipped", skipped},
