@@ -116,6 +116,8 @@ struct LayerBufs {
   float* cgath = nullptr;  // gathered gated output (aliases cg when tensor = 1)
   Vec dxs3, dr, dk, dwkv, do_, dcxk, dcxr, dck, dch, dcv, dcr, dcvl_s;
   float* dcvl = nullptr;   // the gate's value-gradient slice (aliases dcv when tensor = 1)
+  // RWKV under sequence sharding: token-shift halos, WKV-4 chunk states [3,B,Dl], their gradients [2,B,Dl]
+  Vec shift_prev, dshift_prev, cprev, dcprev, wkv_loc, st_loc, st_in, st_fin, logdec, dloc, dst_out;
   // backward
   Vec dy, dgm, dh1, dh2, dn2, dx_mid, dtout, dpr, dgy, dhs, dcu, dga, dgx, du, dconv_state, dh_out, dh_loc, dn1;
   Vec da_ext, dq_ext, dk_ext, dv_ext, dqr, dkr, dv;
@@ -403,6 +405,23 @@ void scan_fwd(State& s, const Step& st) {  // chunk-local: from h = 0 when the s
                         s.B, s.T, s.R);
 }
 // Ring: shard s waits for h_in from s−1, passes h_out + decay ⊙ h_in to s+1 (P−1 sequential hops).
+void carry_ring_fwd(State& s, const Step& st);
+void carry_gather_fwd(State& s, const Step& st);
+void carry_ring_bwd(State& s, const Step& st);
+void carry_gather_bwd(State& s, const Step& st);
+void wkv_carry_ring_fwd(State& s, const Step& st);
+void wkv_carry_gather_fwd(State& s, const Step& st);
+void wkv_carry_ring_bwd(State& s, const Step& st);
+void wkv_carry_gather_bwd(State& s, const Step& st);
+// "scan.carry" belongs to whichever scan the layer has.
+template <bool Ring, bool Fwd>
+void carry_any(State& s, const Step& st) {
+  const bool wkv = lb(s, st).kind == Temporal::rwkv4_time_mix;
+  if (Ring && Fwd) (wkv ? wkv_carry_ring_fwd : carry_ring_fwd)(s, st);
+  if (!Ring && Fwd) (wkv ? wkv_carry_gather_fwd : carry_gather_fwd)(s, st);
+  if (Ring && !Fwd) (wkv ? wkv_carry_ring_bwd : carry_ring_bwd)(s, st);
+  if (!Ring && !Fwd) (wkv ? wkv_carry_gather_bwd : carry_gather_bwd)(s, st);
+}
 void carry_ring_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const auto& c = need(s, Axis::sequence, st);
@@ -732,13 +751,15 @@ constexpr const char* kTmMu[3] = {"tm.mu_r", "tm.mu_k", "tm.mu_v"};
 void tm_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   for (int j = 0; j < 3; ++j)
-    K::token_shift_forward(b.xs3.data() + j * s.M * s.D, b.n1.data(), nullptr, s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
+    K::token_shift_forward(b.xs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                           s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
 }
 void tm_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   for (int j = 0; j < 3; ++j)
-    K::token_shift_backward(b.dn1.data(), nullptr, s.grad(st.layer, kTmMu[j]), b.dxs3.data() + j * s.M * s.D, b.n1.data(),
-                            nullptr, s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
+    K::token_shift_backward(b.dn1.data(), s.sp > 1 ? b.dshift_prev.data() : nullptr, s.grad(st.layer, kTmMu[j]),
+                            b.dxs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                            s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
 }
 void tm_mu_grads_bwd(State& s, const Step& st) {
   for (const char* mu : kTmMu) allreduce_inplace(s, st, s.grad(st.layer, mu), s.D);
@@ -768,11 +789,23 @@ void tm_proj_dw(State& s, const Step& st) {
 }
 void wkv4_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
+  if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
+    kernels::wkv4_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.k.data(), b.v.data(),
+                          s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, s.Dl);
+    return;
+  }
   K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
                   nullptr, s.B, s.T, s.Dl);
 }
 void wkv4_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
+  if (s.sp > 1) {
+    kernels::wkv4_chunk_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nullptr,
+                           b.dwkv.data(), s.s + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(), b.v.data(),
+                           s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), s.s > 0 ? b.st_in.data() : nullptr,
+                           s.B, s.T, s.Dl);
+    return;
+  }
   K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nul(),
                    b.dwkv.data(), nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
                    nullptr, s.B, s.T, s.Dl);
@@ -802,14 +835,17 @@ void tm_wo_dw(State& s, const Step& st) {
 // the local D/t slice, then gathered.
 void cm_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::token_shift_forward(b.cxk.data(), b.n2.data(), nullptr, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
-  K::token_shift_forward(b.cxr.data(), b.n2.data(), nullptr, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+  const float* prev = s.sp > 1 ? b.cprev.data() : nullptr;
+  K::token_shift_forward(b.cxk.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
+  K::token_shift_forward(b.cxr.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
 }
 void cm_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::token_shift_backward(b.dn2.data(), nullptr, s.grad(st.layer, "cm.mu_k"), b.dcxk.data(), b.n2.data(), nullptr,
+  const float* prev = s.sp > 1 ? b.cprev.data() : nullptr;
+  float* dprev = s.sp > 1 ? b.dcprev.data() : nullptr;
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_k"), b.dcxk.data(), b.n2.data(), prev,
                           s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
-  K::token_shift_backward(b.dn2.data(), nullptr, s.grad(st.layer, "cm.mu_r"), b.dcxr.data(), b.n2.data(), nullptr,
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_r"), b.dcxr.data(), b.n2.data(), prev,
                           s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
 }
 void cm_mu_grads_bwd(State& s, const Step& st) {
@@ -866,6 +902,85 @@ void cm_wr_dw(State& s, const Step& st) {
   K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M,
                      s.D, s.Dl);
 }
+// Token-shift halo: the last token of the norm output goes right; its gradient comes back.
+template <bool Channel>
+void shift_halo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  shift_right(s, st, last_rows(s, (Channel ? b.n2 : b.n1).data(), 1, s.D, false), Channel ? b.cprev : b.shift_prev);
+}
+template <bool Channel>
+void shift_halo_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  Vec back(static_cast<std::size_t>(s.B * s.D));
+  shift_left(s, st, Channel ? b.dcprev : b.dshift_prev, back);
+  add_last_rows(s, (Channel ? b.dn2 : b.dn1).data(), back, 1, s.D);
+}
+// WKV-4 carry: states combine in the kernel's scaled (α, β, p) form; the fix recomputes the chunk
+// from its true incoming state (the output is not linear in it).
+void wkv_carry_ring_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.st_in), left(s));
+  kernels::wkv4_state_combine(b.st_fin.data(), s.s > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data(), s.B, s.Dl);
+  c.sendrecv(std::span<const float>(b.st_fin), right(s), std::span<float>(), MPI_PROC_NULL);
+}
+void wkv_carry_gather_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 n = 3 * s.B * s.Dl, per = n + s.Dl;
+  Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
+  std::copy(b.st_loc.begin(), b.st_loc.end(), mine.begin());
+  std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  for (i64 r = 0; r <= s.s; ++r) {  // fold shards 0..s: st_in before this shard, st_fin after it
+    if (r == s.s) b.st_in = b.st_fin;
+    kernels::wkv4_state_combine(b.st_fin.data(), r > 0 ? b.st_in.data() : nullptr, all.data() + r * per,
+                          all.data() + r * per + n, s.B, s.Dl);
+    if (r < s.s) b.st_in = b.st_fin;
+  }
+}
+void wkv_carry_fix_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  if (s.s == 0) { b.wkv = b.wkv_loc; return; }
+  kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"),
+                        s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.Dl);
+}
+void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
+  auto& b = lb(s, st);
+  Vec dk(b.dk.size()), dv(b.dv.size()), dd(static_cast<std::size_t>(s.Dl)), db(static_cast<std::size_t>(s.Dl));
+  std::fill(b.dloc.begin(), b.dloc.end(), 0.0f);
+  kernels::wkv4_chunk_backward(dk.data(), dv.data(), dd.data(), db.data(), b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(),
+                         b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+                         s.s > 0 ? b.st_in.data() : nullptr, s.B, s.T, s.Dl);
+}
+void wkv_carry_ring_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  zero(b.dst_out);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dst_out), right(s));
+  if (s.s == 0) return;
+  Vec d_in(b.dloc.size());
+  kernels::wkv4_grad_state_combine(d_in.data(), b.dst_out.data(), b.dloc.data(), b.st_in.data(), b.st_fin.data(),
+                             b.logdec.data(), s.B, s.Dl);
+  c.sendrecv(std::span<const float>(d_in), left(s), std::span<float>(), MPI_PROC_NULL);
+}
+void wkv_carry_gather_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 n2 = 2 * s.B * s.Dl, n3 = 3 * s.B * s.Dl, per = n2 + 2 * n3 + s.Dl;
+  Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
+  std::copy(b.dloc.begin(), b.dloc.end(), mine.begin());
+  std::copy(b.st_in.begin(), b.st_in.end(), mine.begin() + n2);
+  std::copy(b.st_fin.begin(), b.st_fin.end(), mine.begin() + n2 + n3);
+  std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n2 + 2 * n3);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  zero(b.dst_out);
+  for (i64 r = s.sp - 1; r > s.s; --r) {  // dstate_out of shard r−1 = total dstate_in of shard r
+    const float* o = all.data() + r * per;
+    Vec d_in(static_cast<std::size_t>(n2));
+    kernels::wkv4_grad_state_combine(d_in.data(), b.dst_out.data(), o, o + n2, o + n2 + n3, o + n2 + 2 * n3, s.B, s.Dl);
+    b.dst_out = d_in;
+  }
+}
+
 // rows [M, D] ↔ this rank's column slice [M, Dl]
 void take_cols(const State& s, const float* full, float* part) {
   const i64 d0 = s.tcoord * s.Dl;
@@ -977,6 +1092,9 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear|tm.wk", {tm_proj_fwd<1>, nullptr}}, {"linear.dx|tm.wk", {nullptr, tm_proj_dx<1>}}, {"linear.dw|tm.wk", {nullptr, tm_proj_dw<1>}},
       {"linear|tm.wv", {tm_proj_fwd<2>, nullptr}}, {"linear.dx|tm.wv", {nullptr, tm_proj_dx<2>}}, {"linear.dw|tm.wv", {nullptr, tm_proj_dw<2>}},
       {"wkv4.scan|tm.wkv", {wkv4_fwd, wkv4_bwd}},
+      {"scan.carry_fix|tm.wkv", {wkv_carry_fix_fwd, wkv_carry_fix_bwd}},
+      {"send_recv|tm.shift_halo", {shift_halo_fwd<false>, shift_halo_bwd<false>}},
+      {"send_recv|cm.shift_halo", {shift_halo_fwd<true>, shift_halo_bwd<true>}},
       {"sigmoid_mul|tm.gated", {tm_gated_fwd, tm_gated_bwd}},
       {"linear|tm.wo", {tm_wo_fwd, nullptr}}, {"linear.dx|tm.wo", {nullptr, tm_wo_dx}}, {"linear.dw|tm.wo", {nullptr, tm_wo_dw}},
       {"all_reduce|tm.out", {temporal_out_fwd, nullptr}},
@@ -1033,8 +1151,8 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear.dx|rec.gate_x", {nullptr, gate_x_dx}}, {"linear.dw|rec.gate_x", {nullptr, gate_x_dw}},
       {"rglru.decay|rec.decay", {fused, fused}},  // inside the fused scan (σ, softplus, √(1−a²))
       {"rglru.scan|rec.scan", {scan_fwd, scan_bwd}},
-      {"send_recv|scan.carry", {carry_ring_fwd, carry_ring_bwd}},
-      {"all_gather|scan.carry", {carry_gather_fwd, carry_gather_bwd}},
+      {"send_recv|scan.carry", {carry_any<true, true>, carry_any<true, false>}},
+      {"all_gather|scan.carry", {carry_any<false, true>, carry_any<false, false>}},
       {"scan.carry_fix|rec.scan", {carry_fix_fwd, carry_fix_bwd}},
       {"mul|rec.gated", {rec_gated_fwd, rec_gated_bwd}},
       {"linear|rec.wo", {rec_wo_fwd, nullptr}},
@@ -1147,6 +1265,11 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       b.cv = s.t > 1 ? b.cv_s.data() : b.ypart.data();
       b.cgath = s.t > 1 ? b.cgath_s.data() : b.cg.data();
       b.dcvl = s.t > 1 ? b.dcvl_s.data() : b.dcv.data();
+      for (auto* v : {&b.shift_prev, &b.dshift_prev, &b.cprev, &b.dcprev}) v->assign(sz(s.B * D), 0.0f);
+      b.wkv_loc.assign(sz(M * Dl), 0.0f);
+      for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(3 * s.B * Dl), 0.0f);
+      for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(2 * s.B * Dl), 0.0f);
+      b.logdec.assign(sz(Dl), 0.0f);
     } else if (b.kind == Temporal::recurrent) {
       for (auto* v : {&b.gy, &b.u, &b.cu, &b.ga, &b.gx, &b.hs0, &b.hs_s, &b.pr, &b.dpr, &b.dgy, &b.dhs, &b.dcu, &b.dga, &b.dgx, &b.du})
         v->assign(sz(M * s.R), 0.0f);
@@ -1225,7 +1348,7 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   for (auto& b : s.L)  // accumulation targets of this micro-batch's backward
     for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
                     &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,
-                    &b.dcxr, &b.dck, &b.dch, &b.dcr})
+                    &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev})
       zero(*v);
   for (const Bound& b : bwd_) {
     Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);

@@ -31,8 +31,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
   if (m.family == Family::rwkv6) not_yet("runner family", "model", "model family rwkv6");
-  if (m.is_rwkv() && p.mesh[Axis::sequence] > 1)
-    not_yet("runner rwkv sequence", "mesh.sequence", "RWKV under sequence sharding (token-shift halo, WKV carry)");
   check_plan(m, p, world_size);
   const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
   if (sp > 1) {

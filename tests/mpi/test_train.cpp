@@ -158,7 +158,7 @@ TEST_CASE("train: fsdp with ZeRO 0 to 3 equals the single-process run", "[train]
     check_case("griffin-tiny", c);
   }
 }
-TEST_CASE("train: rwkv4-tiny under data tensor fsdp and pipeline equals the single-process run", "[train]") {
+TEST_CASE("train: rwkv4-tiny under data tensor fsdp pipeline and sequence equals the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
   for (Axis a : {Axis::data, Axis::tensor, Axis::pipeline}) check_case("rwkv4-tiny", one_axis(a, w));
   Case z = one_axis(Axis::fsdp, w);
@@ -167,6 +167,10 @@ TEST_CASE("train: rwkv4-tiny under data tensor fsdp and pipeline equals the sing
   Case tp;  // tensor × pipeline
   tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
   check_case("rwkv4-tiny", tp);
+  for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) check_case("rwkv4-tiny", sequence_case(w, carry));
+  Case ts = sequence_case(2, CarryScheme::allgather);  // tensor × sequence
+  ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+  check_case("rwkv4-tiny", ts);
 }
 TEST_CASE("train: tensor-parallel runs equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
