@@ -608,6 +608,53 @@ void kv_halo_fwd(State& s, const Step& st) {
       std::copy_n(recv.data() + ((2 * r + which) * W) * kw, W * kw, dst.data() + (r * Te) * kw);
     }
 }
+// Ring attention (global attention, sequence-sharded): K/V blocks travel one hop right per step
+// of a P−1-hop chain; shard s keeps the blocks of shards 0..s−1 in its extended K/V rows.
+void ring_kv_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), kw = s.KV * s.N, blk = s.B * s.T * kw;
+  const auto& c = need(s, Axis::sequence, st);
+  Vec cur(static_cast<std::size_t>(2 * blk)), got(cur.size());
+  for (i64 r = 0; r < s.B; ++r)  // my own block, packed [k|v][B][T][kw]
+    for (int which = 0; which < 2; ++which)
+      std::copy_n((which ? b.v_ext : b.k_ext).data() + (r * Te + s.halo) * kw, s.T * kw, cur.data() + which * blk + r * s.T * kw);
+  for (i64 h = 0; h + 1 < s.sp; ++h) {
+    c.sendrecv(std::span<const float>(cur), right(s), std::span<float>(got), left(s));
+    const i64 owner = s.s - h - 1;  // whose block just arrived
+    if (owner >= 0)
+      for (i64 r = 0; r < s.B; ++r)
+        for (int which = 0; which < 2; ++which)
+          std::copy_n(got.data() + which * blk + r * s.T * kw, s.T * kw,
+                      (which ? b.v_ext : b.k_ext).data() + (r * Te + owner * s.T) * kw);
+    cur.swap(got);
+  }
+}
+// Backward: gradients of the borrowed blocks flow back along the chain, summed on the way: shard
+// s receives the sums for blocks 0..s from s+1, keeps its own block's, adds its contributions to
+// blocks 0..s−1 and passes them on.
+void ring_kv_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), kw = s.KV * s.N, blk = s.B * s.T * kw;
+  const auto& c = need(s, Axis::sequence, st);
+  auto at = [&](Vec& v, i64 block, int which) { return v.data() + (block * 2 + which) * blk; };  // [block][k|v][B][T][kw]
+  Vec in(static_cast<std::size_t>((s.s + 1) * 2 * blk), 0.0f);
+  if (s.s + 1 < s.sp) c.recv(std::span<float>(in), static_cast<int>(s.s + 1), 2);
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which) {
+      Vec& g = which ? b.dv_ext : b.dk_ext;
+      float* own = g.data() + (r * Te + s.halo) * kw;  // received sums for my own block
+      const float* add_in = at(in, s.s, which) + r * s.T * kw;
+      for (i64 i = 0; i < s.T * kw; ++i) own[i] += add_in[i];
+      for (i64 j = 0; j < s.s; ++j) {  // my contributions to the borrowed blocks
+        float* acc = at(in, j, which) + r * s.T * kw;
+        const float* mine = g.data() + (r * Te + j * s.T) * kw;
+        for (i64 i = 0; i < s.T * kw; ++i) acc[i] += mine[i];
+      }
+    }
+  if (s.s > 0) c.sendrecv(std::span<const float>(in.data(), static_cast<std::size_t>(s.s * 2 * blk)), static_cast<int>(s.s - 1),
+                          std::span<float>(), MPI_PROC_NULL, 2);
+}
+
 void attn_core_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 Te = text(s), qw = s.H * s.N;
@@ -1167,6 +1214,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"all_reduce|attn.kv_grads", {nullptr, kv_grads_bwd}},
       {"rope|attn.rope", {rope_fwd, rope_bwd}},
       {"send_recv|attn.kv_halo", {kv_halo_fwd, kv_halo_bwd}},
+      {"send_recv|attn.ring_kv", {ring_kv_fwd, ring_kv_bwd}},
       {"attention.local|attn.core", {attn_core_fwd, attn_core_bwd}},
       {"attention.global|attn.core", {attn_core_fwd, attn_core_bwd}},
       {"attention.scores|attn.scores_recompute", {nullptr, fused}},  // inside the attention backward
@@ -1223,7 +1271,8 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.Kc = m.conv_width;
   s.W = m.window;
   s.Hb = m.gate_blocks ? m.gate_blocks / s.t : 0;
-  s.halo = (s.sp > 1 && s.s > 0 && s.W > 0) ? s.W : 0;
+  // K/V rows before the local ones: the window's halo (local attention) or every earlier shard (ring)
+  s.halo = s.sp > 1 && s.s > 0 ? (s.W > 0 ? s.W : s.s * s.T) : 0;
   s.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
 
   const auto sz = [](i64 n) { return static_cast<std::size_t>(n); };

@@ -36,7 +36,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   if (sp > 1) {
     for (std::int64_t l = 0; l < m.depth; ++l) {
       const Temporal k = temporal_kind(m, l);
-      if (k == Temporal::global_attention) not_yet("runner ring attention", "mesh.sequence", "ring attention (global attention with mesh.sequence > 1)");
       if (k == Temporal::local_attention && Tl < m.window)
         not_yet("runner attention halo", "mesh.sequence",
                 "a local-attention window (" + std::to_string(m.window) + ") longer than the " + std::to_string(Tl) +

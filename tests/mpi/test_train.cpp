@@ -178,7 +178,7 @@ TEST_CASE("train: tensor-parallel runs equal the single-process run", "[train]")
 }
 TEST_CASE("train: sequence-parallel runs with the ring carry equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
-  for (const char* m : {"griffin-tiny", "hawk-tiny"}) check_case(m, sequence_case(w, CarryScheme::ring));
+  for (const char* m : {"griffin-tiny", "hawk-tiny", "mqa-tiny"}) check_case(m, sequence_case(w, CarryScheme::ring));
 }
 TEST_CASE("train: sequence-parallel runs with the all-gather carry equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
@@ -288,8 +288,7 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   const ModelSpec m = load_model("griffin-tiny");
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   CHECK_THROWS_AS(train::run(m, tiny_plan("griffin-tiny", Axis::data, world.size() + 1), data, {}, &world), PlanError);
-  // Not yet supported by the runner: ring attention, RWKV.
-  CHECK_THROWS_AS(train::check_supported(load_model("mqa-tiny"), tiny_plan("mqa-tiny", Axis::sequence, 2), 2), PlanError);
+  // Not yet supported by the runner: RWKV-6.
   CHECK_THROWS_AS(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::data, 1), 1),
                   PlanError);
 }
