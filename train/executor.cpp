@@ -15,6 +15,7 @@
 #include "kernels/embedding.hpp"
 #include "kernels/layernorm.hpp"
 #include "kernels/rwkv4.hpp"
+#include "kernels/rwkv6.hpp"
 #include "kernels/rwkv_ops.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/mlp.hpp"
@@ -118,6 +119,10 @@ struct LayerBufs {
   float* dcvl = nullptr;   // the gate's value-gradient slice (aliases dcv when tensor = 1)
   // RWKV under sequence sharding: token-shift halos, WKV-4 chunk states [3,B,Dl], their gradients [2,B,Dl]
   Vec shift_prev, dshift_prev, cprev, dcprev, wkv_loc, st_loc, st_in, st_fin, logdec, dloc, dst_out;
+  // RWKV-6 time mix: xx, xxx (shift), z/tz (LoRA A, tanh), mz [5,M,D] (LoRA B), xs5 [5,M,D] (w k v r g),
+  // dz/dlt (decay LoRA), dd, logw, g, gn (GroupNorm out), gmean/grstd [M,H]
+  Vec xx, xxx, lz, ltz, mz, xs5, dza, dlt, dd, logw, gg, gn, gmean, grstd;
+  Vec dxx, dxxx, dlz, dltz, dmz, dxs5, ddza, ddlt, ddd, dlogw, dgg, dgn;
   // backward
   Vec dy, dgm, dh1, dh2, dn2, dx_mid, dtout, dpr, dgy, dhs, dcu, dga, dgx, du, dconv_state, dh_out, dh_loc, dn1;
   Vec da_ext, dq_ext, dk_ext, dv_ext, dqr, dkr, dv;
@@ -949,6 +954,191 @@ void cm_wr_dw(State& s, const Step& st) {
   K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M,
                      s.D, s.Dl);
 }
+// ---- RWKV-6 time mix (DESIGN §3.3), whole on each rank (data / fsdp / pipeline) ----------------
+
+i64 rank_mix(const State& s) { return s.m.lora_rank_mix; }
+i64 rank_decay(const State& s) { return s.m.lora_rank_decay; }
+float* x5(State& s, Vec& v, int j) { return v.data() + j * s.M * s.D; }  // j: 0 w, 1 k, 2 v, 3 r, 4 g
+void r6_shift_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_shift_forward(b.xx.data(), b.xxx.data(), b.n1.data(), nullptr, s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+}
+void r6_shift_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_shift_backward(b.dn1.data(), nullptr, s.grad(st.layer, "tm.mu_x"), b.dxx.data(), b.dxxx.data(), b.n1.data(),
+                           nullptr, s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+}
+void r6_lora_a_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.lz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"), nullptr, s.M, s.D, 5 * rank_mix(s));
+}
+void r6_lora_a_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dxxx.data(), nul(), nul(), b.dlz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"), s.M, s.D,
+                     5 * rank_mix(s));
+}
+void r6_lora_a_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.lora_a"), nul(), b.dlz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"),
+                     s.M, s.D, 5 * rank_mix(s));
+}
+void r6_lora_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_forward(b.ltz.data(), b.lz.data(), s.M * 5 * rank_mix(s));
+}
+void r6_lora_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_backward(b.dlz.data(), b.dltz.data(), b.ltz.data(), s.M * 5 * rank_mix(s));
+}
+// LoRA B: five rank-r maps; map j reads columns [j·r, (j+1)·r) of tanh(z).
+Vec cols(const Vec& a, i64 M, i64 C, i64 c0, i64 n) {
+  Vec r(static_cast<std::size_t>(M * n));
+  for (i64 m = 0; m < M; ++m) std::copy_n(a.data() + m * C + c0, n, r.data() + m * n);
+  return r;
+}
+void r6_lora_b_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 r = rank_mix(s);
+  for (int j = 0; j < 5; ++j) {
+    const Vec tj = cols(b.ltz, s.M, 5 * r, j * r, r);
+    K::linear_forward(x5(s, b.mz, j), tj.data(), s.par(st.layer, "tm.lora_b") + j * r * s.D, nullptr, s.M, r, s.D);
+  }
+}
+void r6_lora_b_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 r = rank_mix(s);
+  for (int j = 0; j < 5; ++j) {
+    const Vec tj = cols(b.ltz, s.M, 5 * r, j * r, r);
+    Vec dtj(static_cast<std::size_t>(s.M * r), 0.0f);
+    K::linear_backward(dtj.data(), nul(), nul(), x5(s, b.dmz, j), tj.data(), s.par(st.layer, "tm.lora_b") + j * r * s.D, s.M,
+                       r, s.D);
+    for (i64 m = 0; m < s.M; ++m)
+      for (i64 c = 0; c < r; ++c) b.dltz[static_cast<std::size_t>(m * 5 * r + j * r + c)] += dtj[static_cast<std::size_t>(m * r + c)];
+  }
+}
+void r6_lora_b_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 r = rank_mix(s);
+  for (int j = 0; j < 5; ++j) {
+    const Vec tj = cols(b.ltz, s.M, 5 * r, j * r, r);
+    K::linear_backward(nul(), s.grad(st.layer, "tm.lora_b") + j * r * s.D, nul(), x5(s, b.dmz, j), tj.data(),
+                       s.par(st.layer, "tm.lora_b") + j * r * s.D, s.M, r, s.D);
+  }
+}
+void r6_mix_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_mix_forward(b.xs5.data(), b.n1.data(), b.xx.data(), s.par(st.layer, "tm.mu"), b.mz.data(), 5, s.M, s.D);
+}
+void r6_mix_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_mix_backward(b.dn1.data(), b.dxx.data(), s.grad(st.layer, "tm.mu"), b.dmz.data(), b.dxs5.data(), b.xx.data(),
+                         s.par(st.layer, "tm.mu"), b.mz.data(), 5, s.M, s.D);
+}
+void r6_decay_a_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.dza.data(), x5(s, b.xs5, 0), s.par(st.layer, "tm.decay_a"), nullptr, s.M, s.D, rank_decay(s));
+}
+void r6_decay_a_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(x5(s, b.dxs5, 0), nul(), nul(), b.ddza.data(), x5(s, b.xs5, 0), s.par(st.layer, "tm.decay_a"), s.M,
+                     s.D, rank_decay(s));
+}
+void r6_decay_a_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_a"), nul(), b.ddza.data(), x5(s, b.xs5, 0),
+                     s.par(st.layer, "tm.decay_a"), s.M, s.D, rank_decay(s));
+}
+void r6_decay_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_forward(b.dlt.data(), b.dza.data(), s.M * rank_decay(s));
+}
+void r6_decay_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_backward(b.ddza.data(), b.ddlt.data(), b.dlt.data(), s.M * rank_decay(s));
+}
+void r6_decay_b_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.dd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.M, rank_decay(s), s.D);
+}
+void r6_decay_b_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.ddlt.data(), nul(), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), s.M,
+                     rank_decay(s), s.D);
+}
+void r6_decay_b_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_b"), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"),
+                     s.M, rank_decay(s), s.D);
+}
+void r6_decay_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.dd.data(), s.M, s.D);
+}
+void r6_decay_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddd.data(), b.dlogw.data(), b.logw.data(), s.M, s.D);
+}
+template <int J>  // 1 k, 2 v, 3 r, 4 g
+float* r6_out(State& s, LayerBufs& b, bool grad) {
+  if (J == 1) return (grad ? b.dk : b.k).data();
+  if (J == 2) return (grad ? b.dv : b.v).data();
+  if (J == 3) return (grad ? b.dr : b.r).data();
+  return (grad ? b.dgg : b.gg).data();
+}
+constexpr const char* kR6W[5] = {"", "tm.wk", "tm.wv", "tm.wr", "tm.wg"};
+template <int J>
+void r6_proj_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(r6_out<J>(s, b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.D);
+}
+template <int J>
+void r6_proj_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(x5(s, b.dxs5, J), nul(), nul(), r6_out<J>(s, b, true), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), s.M,
+                     s.D, s.D);
+}
+template <int J>
+void r6_proj_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(s, b, true), x5(s, b.xs5, J),
+                     s.par(st.layer, kR6W[J]), s.M, s.D, s.D);
+}
+i64 heads6(const State& s) { return s.D / s.m.head_size; }
+void wkv6_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::wkv6_forward(b.wkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+                  nullptr, s.B, s.T, heads6(s), s.m.head_size);
+}
+void wkv6_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::wkv6_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
+                   b.dwkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+                   nullptr, s.B, s.T, heads6(s), s.m.head_size);
+}
+void r6_gn_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::group_norm_forward(b.gn.data(), b.gmean.data(), b.grstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"),
+                        s.par(st.layer, "tm.gn_bias"), s.M, heads6(s), s.m.head_size, static_cast<float>(s.m.group_norm_eps));
+}
+void r6_gn_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::group_norm_backward(b.dwkv.data(), s.grad(st.layer, "tm.gn_scale"), s.grad(st.layer, "tm.gn_bias"), b.dgn.data(),
+                         b.gmean.data(), b.grstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"), s.M, heads6(s),
+                         s.m.head_size);
+}
+void r6_gated_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::silu_mul_forward(b.o.data(), b.gn.data(), b.gg.data(), s.M * s.D);
+}
+void r6_gated_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::silu_mul_backward(b.dgn.data(), b.dgg.data(), b.do_.data(), b.gn.data(), b.gg.data(), s.M * s.D);
+}
+
+// Steps both RWKV generations name alike ("tm.shift", "tm.wr", ...) but compute differently.
+template <Executor::Handler Four, Executor::Handler Six>
+void by_family(State& s, const Step& st) { (s.m.family == Family::rwkv6 ? Six : Four)(s, st); }
+
 // Token-shift halo: the last token of the norm output goes right; its gradient comes back.
 template <bool Channel>
 void shift_halo_fwd(State& s, const Step& st) {
@@ -1134,12 +1324,26 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"all_reduce|cm.in_grad", {nullptr, in_grad2_bwd}},
       {"all_reduce|tm.mu_grads", {nullptr, tm_mu_grads_bwd}},
       {"all_reduce|cm.mu_grads", {nullptr, cm_mu_grads_bwd}},
-      {"token_shift|tm.shift", {tm_shift_fwd, tm_shift_bwd}},
-      {"linear|tm.wr", {tm_proj_fwd<0>, nullptr}}, {"linear.dx|tm.wr", {nullptr, tm_proj_dx<0>}}, {"linear.dw|tm.wr", {nullptr, tm_proj_dw<0>}},
-      {"linear|tm.wk", {tm_proj_fwd<1>, nullptr}}, {"linear.dx|tm.wk", {nullptr, tm_proj_dx<1>}}, {"linear.dw|tm.wk", {nullptr, tm_proj_dw<1>}},
-      {"linear|tm.wv", {tm_proj_fwd<2>, nullptr}}, {"linear.dx|tm.wv", {nullptr, tm_proj_dx<2>}}, {"linear.dw|tm.wv", {nullptr, tm_proj_dw<2>}},
+      {"token_shift|tm.shift", {by_family<tm_shift_fwd, r6_shift_fwd>, by_family<tm_shift_bwd, r6_shift_bwd>}},
+      {"linear|tm.wr", {by_family<tm_proj_fwd<0>, r6_proj_fwd<3>>, nullptr}}, {"linear.dx|tm.wr", {nullptr, by_family<tm_proj_dx<0>, r6_proj_dx<3>>}}, {"linear.dw|tm.wr", {nullptr, by_family<tm_proj_dw<0>, r6_proj_dw<3>>}},
+      {"linear|tm.wk", {by_family<tm_proj_fwd<1>, r6_proj_fwd<1>>, nullptr}}, {"linear.dx|tm.wk", {nullptr, by_family<tm_proj_dx<1>, r6_proj_dx<1>>}}, {"linear.dw|tm.wk", {nullptr, by_family<tm_proj_dw<1>, r6_proj_dw<1>>}},
+      {"linear|tm.wv", {by_family<tm_proj_fwd<2>, r6_proj_fwd<2>>, nullptr}}, {"linear.dx|tm.wv", {nullptr, by_family<tm_proj_dx<2>, r6_proj_dx<2>>}}, {"linear.dw|tm.wv", {nullptr, by_family<tm_proj_dw<2>, r6_proj_dw<2>>}},
       {"wkv4.scan|tm.wkv", {wkv4_fwd, wkv4_bwd}},
       {"scan.carry_fix|tm.wkv", {wkv_carry_fix_fwd, wkv_carry_fix_bwd}},
+      // RWKV-6 time mix
+      {"linear|tm.lora_a", {r6_lora_a_fwd, nullptr}}, {"linear.dx|tm.lora_a", {nullptr, r6_lora_a_dx}}, {"linear.dw|tm.lora_a", {nullptr, r6_lora_a_dw}},
+      {"tanh|tm.lora_act", {r6_lora_act_fwd, r6_lora_act_bwd}},
+      {"linear|tm.lora_b", {r6_lora_b_fwd, nullptr}}, {"linear.dx|tm.lora_b", {nullptr, r6_lora_b_dx}}, {"linear.dw|tm.lora_b", {nullptr, r6_lora_b_dw}},
+      {"ddlerp|tm.mix", {r6_mix_fwd, r6_mix_bwd}},
+      {"linear|tm.decay_a", {r6_decay_a_fwd, nullptr}}, {"linear.dx|tm.decay_a", {nullptr, r6_decay_a_dx}}, {"linear.dw|tm.decay_a", {nullptr, r6_decay_a_dw}},
+      {"tanh|tm.decay_act", {r6_decay_act_fwd, r6_decay_act_bwd}},
+      {"linear|tm.decay_b", {r6_decay_b_fwd, nullptr}}, {"linear.dx|tm.decay_b", {nullptr, r6_decay_b_dx}}, {"linear.dw|tm.decay_b", {nullptr, r6_decay_b_dw}},
+      {"exp_exp|tm.decay", {r6_decay_fwd, r6_decay_bwd}},
+      {"linear|tm.wg", {r6_proj_fwd<4>, nullptr}}, {"linear.dx|tm.wg", {nullptr, r6_proj_dx<4>}}, {"linear.dw|tm.wg", {nullptr, r6_proj_dw<4>}},
+      {"wkv6.scan|tm.wkv", {wkv6_fwd, wkv6_bwd}},
+      {"wkv6.chunked|tm.wkv", {wkv6_fwd, wkv6_bwd}},
+      {"groupnorm|tm.gn", {r6_gn_fwd, r6_gn_bwd}},
+      {"silu_mul|tm.gated", {r6_gated_fwd, r6_gated_bwd}},
       {"send_recv|tm.shift_halo", {shift_halo_fwd<false>, shift_halo_bwd<false>}},
       {"send_recv|cm.shift_halo", {shift_halo_fwd<true>, shift_halo_bwd<true>}},
       {"sigmoid_mul|tm.gated", {tm_gated_fwd, tm_gated_bwd}},
@@ -1319,6 +1523,15 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(3 * s.B * Dl), 0.0f);
       for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(2 * s.B * Dl), 0.0f);
       b.logdec.assign(sz(Dl), 0.0f);
+      if (m.family == Family::rwkv6) {
+        const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = D / m.head_size;
+        for (auto* v : {&b.xx, &b.xxx, &b.dd, &b.logw, &b.gg, &b.gn, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw, &b.dgg, &b.dgn})
+          v->assign(sz(M * D), 0.0f);
+        for (auto* v : {&b.lz, &b.ltz, &b.dlz, &b.dltz}) v->assign(sz(M * r5), 0.0f);
+        for (auto* v : {&b.mz, &b.xs5, &b.dmz, &b.dxs5}) v->assign(sz(5 * M * D), 0.0f);
+        for (auto* v : {&b.dza, &b.dlt, &b.ddza, &b.ddlt}) v->assign(sz(M * rw), 0.0f);
+        for (auto* v : {&b.gmean, &b.grstd}) v->assign(sz(M * Hh), 0.0f);
+      }
     } else if (b.kind == Temporal::recurrent) {
       for (auto* v : {&b.gy, &b.u, &b.cu, &b.ga, &b.gx, &b.hs0, &b.hs_s, &b.pr, &b.dpr, &b.dgy, &b.dhs, &b.dcu, &b.dga, &b.dgx, &b.du})
         v->assign(sz(M * s.R), 0.0f);
@@ -1397,7 +1610,8 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   for (auto& b : s.L)  // accumulation targets of this micro-batch's backward
     for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
                     &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,
-                    &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev})
+                    &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw,
+                    &b.dgg, &b.dgn, &b.dlz, &b.dltz, &b.dmz, &b.dxs5, &b.ddza, &b.ddlt})
       zero(*v);
   for (const Bound& b : bwd_) {
     Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);

@@ -30,7 +30,9 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
-  if (m.family == Family::rwkv6) not_yet("runner family", "model", "model family rwkv6");
+  if (m.family == Family::rwkv6 && (p.mesh[Axis::tensor] > 1 || p.mesh[Axis::sequence] > 1))
+    not_yet("runner rwkv6 axes", p.mesh[Axis::tensor] > 1 ? "mesh.tensor" : "mesh.sequence",
+            "RWKV-6 under tensor or sequence sharding");
   check_plan(m, p, world_size);
   const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
   if (sp > 1) {
