@@ -14,7 +14,7 @@
 //   * per op class, the kernels the runner's executor calls for one layer's steps (kernels::fast,
 //     same call pattern) on griffin-tiny / mqa-tiny shapes (4 sequences x 128 tokens), priced
 //     with the same lowering and cost function the simulator uses: the class efficiency is the
-//     value at which the roofline price of those steps equals the measured median time
+//     value at which the roofline price of those steps equals the measured (best) time
 //     (bisection; clamped to (0, 1]). Benchmarks: elementwise = gelu ⊙ of the recurrent gate,
 //     Conv1D, RoPE (with the executor's staging copies), softmax cross-entropy, a residual add and
 //     the optimizer (AdamW, which the simulator prices with the elementwise efficiency), together;
@@ -27,6 +27,9 @@
 //     on relative residuals; the island link (bytes/s, per-step latency) comes from the
 //     all-reduce fit — the collective data/fsdp training uses — through the simulator's ring
 //     formula 2(P−1)/P·bytes/bw + 2(P−1)·latency; efficiency.network = 1.
+// Every time is the best of repeated runs (collectives: of a few timing loops): other processes on
+// the machine only ever slow a run down, and a cluster file describes the hardware, not the
+// moment's load (which is recorded under measurements: load_average_1min).
 // Raw numbers go under `measurements:` (free-form; the loader accepts and ignores it). The file
 // is written atomically and loaded back with load_cluster before it replaces --out.
 // --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
@@ -82,8 +85,7 @@ struct CalibrateOptions {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Seconds of f() per call after one warm-up call: at least min_reps calls, more until `budget`
-// seconds have been spent. The median (what a run typically sees: kernels) or the minimum (a peak
-// rate: other processes on the machine only ever slow a call down).
+// seconds have been spent; best_seconds takes the fastest (other processes only slow calls down).
 template <class F>
 std::vector<double> call_seconds(F&& f, double budget, int min_reps, int max_reps) {
   f();
@@ -97,10 +99,6 @@ std::vector<double> call_seconds(F&& f, double budget, int min_reps, int max_rep
     total += dt;
   }
   return t;
-}
-template <class F>
-double median_seconds(F&& f, double budget, int min_reps = 3, int max_reps = 100000) {
-  return stats::median(call_seconds(f, budget, min_reps, max_reps));
 }
 template <class F>
 double best_seconds(F&& f, double budget, int min_reps = 3, int max_reps = 100000) {
@@ -203,7 +201,7 @@ struct KernelBench {
   std::string group;    // label: the program steps the kernels implement
   std::vector<std::string> names;  // those steps' names (forward and backward of one layer)
   std::function<void()> run;  // the kernels train/executor.cpp calls for them, one micro-batch
-  double seconds = 0;   // measured (median)
+  double seconds = 0;   // measured (best of repeated runs, mean over ranks)
   double efficiency = 0;
   bool clamped = false;
 };
@@ -769,7 +767,7 @@ void run_calibrate(const CalibrateOptions& o) {
       std::vector<double> v;
       for (auto& k : r.kernels) {
         world.barrier();
-        v.push_back(median_seconds(k.run, o.quick ? 0.03 : 0.15));
+        v.push_back(best_seconds(k.run, o.quick ? 0.03 : 0.15));
       }
       mean_over_ranks(world, v);
       for (std::size_t i = 0; i < v.size(); ++i) r.kernels[i].seconds = v[i];

@@ -49,6 +49,7 @@ struct Comparison {
   Estimate estimate;                 // the simulator's full estimate for the plan
   double predicted_step_seconds = 0;
   double measured_step_seconds = 0;  // median wall seconds over the steps after the first
+  double fastest_step_seconds = 0;   // the fastest of those steps (least disturbed by other processes)
   std::size_t steps_used = 0;
   std::size_t steps_total = 0;
   // Per op class over the groups present on both sides (so an unmeasured group does not count).

@@ -748,6 +748,13 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
     << "<div class=\"card\">Spearman rank correlation<b>" << (has_rho ? num(rho, 3) : "n/a") << "</b></div>"
     << "<div class=\"card\">goal: median &le; 3 %, max &le; 10 %, Spearman &ge; 0.95<b class=\"" << (met ? "ok\">met" : "bad\">not met")
     << "</b></div></div>\n";
+  if (v.doc.contains("summary_fastest_step")) {
+    const auto& f = v.doc["summary_fastest_step"];
+    h << "<p class=\"meta\">Measured = the median step after the warm-up. Against each plan's fastest step instead (least "
+         "disturbed by other processes): median |error| "
+      << pct(f.value("median_abs_error", 0.0), false) << ", max " << pct(f.value("max_abs_error", 0.0), false) << ", Spearman "
+      << (f.contains("spearman") && f["spearman"].is_number() ? num(f["spearman"].get<double>(), 3) : std::string("n/a")) << ".</p>\n";
+  }
   auto figure = [&](const Chart& c) {
     h << "<h2 id=\"" << c.id << "\">" << html_escape(c.title) << "</h2>\n<figure>" << inline_svg(c.svg) << "\n<figcaption>"
       << html_escape(c.caption);

@@ -235,7 +235,7 @@ void run_validate(const ValidateOptions& o) {
   }
 
   nlohmann::json plans_json = nlohmann::json::array();
-  std::vector<double> pred_steps, meas_steps;
+  std::vector<double> pred_steps, meas_steps, fastest_steps;
   std::vector<stats::ClassSample> class_samples;
   Table t({"id", "plan", "predicted", "measured", "error", "largest group error"}, {false, false, true, true, true, false});
   std::string csv = "id,model,family,mesh,zero_stage,remat,carry,ranks,global_batch,micro_batch,seq_len,predicted_seconds,"
@@ -277,6 +277,7 @@ void run_validate(const ValidateOptions& o) {
       const double err = stats::relative_error(cmp.predicted_step_seconds, cmp.measured_step_seconds);
       pred_steps.push_back(cmp.predicted_step_seconds);
       meas_steps.push_back(cmp.measured_step_seconds);
+      fastest_steps.push_back(cmp.fastest_step_seconds);
       std::string worst = "-";
       double worst_share = 0;
       nlohmann::json groups = nlohmann::json::array();
@@ -307,6 +308,7 @@ void run_validate(const ValidateOptions& o) {
                             {"plan_yaml", plan_to_yaml(c.plan)}, {"cluster", cs.name},
                             {"predicted_step_seconds", cmp.predicted_step_seconds},
                             {"measured_step_seconds", cmp.measured_step_seconds}, {"relative_error", err},
+                            {"fastest_step_seconds", cmp.fastest_step_seconds},
                             {"steps_measured", cmp.steps_used}, {"groups", groups}, {"classes", by_class},
                             {"predicted_buckets_seconds", buckets},
                             {"memory_bytes", {{"params", mem.params_bytes}, {"grads", mem.grads_bytes},
@@ -336,6 +338,10 @@ void run_validate(const ValidateOptions& o) {
   const auto step_err = stats::summarize_errors(pred_steps, meas_steps);
   const double rho = pred_steps.size() >= 2 ? stats::spearman(pred_steps, meas_steps) : std::nan("");
   const auto class_err = stats::errors_by_class(class_samples);
+  // Secondary view: against the fastest measured step of each plan (what the plan costs when
+  // other processes leave the cores alone; the primary numbers use the median, as measured).
+  const auto fastest_err = stats::summarize_errors(pred_steps, fastest_steps);
+  const double rho_fastest = pred_steps.size() >= 2 ? stats::spearman(pred_steps, fastest_steps) : std::nan("");
   std::cout << "\n" << t.str() << "\n";
   Table ct({"op class", "plans", "median |error|", "max |error|", "bias (median)"}, {false, true, true, true, true});
   nlohmann::json classes_json = nlohmann::json::object();
@@ -356,6 +362,11 @@ void run_validate(const ValidateOptions& o) {
                 "goal (issue 9): median <= 3 %%, max <= 10 %%, Spearman >= 0.95 -> %s\n",
                 step_err.count, 100 * step_err.median_abs, 100 * step_err.max_abs, 100 * step_err.bias, rho,
                 step_err.median_abs <= 0.03 && step_err.max_abs <= 0.10 && rho >= 0.95 ? "met" : "not met");
+  std::cout << summary;
+  std::snprintf(summary, sizeof summary,
+                "(against each plan's fastest step instead of the median: median |error| %.1f %%, max %.1f %%, bias %+.1f %%, "
+                "Spearman %.3f)\n",
+                100 * fastest_err.median_abs, 100 * fastest_err.max_abs, 100 * fastest_err.bias, rho_fastest);
   std::cout << summary;
   const double load_end = load_average_1min();
   const double cores = std::max(1u, std::thread::hardware_concurrency());
@@ -378,6 +389,9 @@ void run_validate(const ValidateOptions& o) {
       {"summary", {{"plans", step_err.count}, {"median_abs_error", step_err.median_abs}, {"max_abs_error", step_err.max_abs},
                    {"median_signed_error", step_err.bias}, {"mean_abs_error", step_err.mean_abs},
                    {"spearman", std::isnan(rho) ? nlohmann::json() : nlohmann::json(rho)}}},
+      {"summary_fastest_step", {{"median_abs_error", fastest_err.median_abs}, {"max_abs_error", fastest_err.max_abs},
+                                {"median_signed_error", fastest_err.bias},
+                                {"spearman", std::isnan(rho_fastest) ? nlohmann::json() : nlohmann::json(rho_fastest)}}},
       {"classes", classes_json}};
   std::filesystem::create_directories(o.out);
   write_file_atomically(o.out + "/validate.json", doc.dump(2) + "\n");
