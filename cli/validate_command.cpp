@@ -17,7 +17,8 @@
 // The plan set varies what the runner executes: family (griffin / hawk / mqa / rwkv4 / rwkv6 — a
 // family the runner does not run yet is listed as skipped with its reason), width and depth,
 // sequence length, batch, micro-batch, mesh axes at 1–2 ranks (data, fsdp with ZeRO 0–3,
-// tensor, sequence with the ring or all-gather carry, pipeline with 1F1B or GPipe), remat policy (the executor re-runs the
+// tensor, sequence with the ring or all-gather carry or ring attention, pipeline with 1F1B or
+// GPipe), remat policy (the executor re-runs the
 // forward steps the lowering lists as recompute). The scan algorithm stays `sequential`: the
 // executor runs the same fused scan kernel whatever the plan says (only the simulator's price
 // changes), so comparing an unfused or associative prediction with it would measure nothing.
@@ -108,7 +109,7 @@ Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t 
   return p;
 }
 
-// The built-in plan set (see the file comment), 45 plans. --quick: every third plan.
+// The built-in plan set (see the file comment), 47 plans. --quick: every third plan.
 std::vector<PlanCase> plan_set(bool quick) {
   const ModelSpec g = load_model("griffin-tiny"), h = load_model("hawk-tiny"), q = load_model("mqa-tiny");
   const ModelSpec r4 = load_model("rwkv4-tiny"), r6 = load_model("rwkv6-tiny");
@@ -133,6 +134,7 @@ std::vector<PlanCase> plan_set(bool quick) {
       {&h, "pipeline=2", 4, 1, 128, none}, {&q, "pipeline=2", 8, 2, 128, gpipe}, {&gd, "pipeline=2", 8, 2, 128, none},
       {&r4, "data=1", 4, 4, 128, none},  {&r4, "data=2", 8, 4, 128, none},    {&r4, "tensor=2", 4, 4, 128, none},
       {&r6, "data=1", 4, 4, 128, none},  {&r6, "data=2", 8, 4, 128, none},    {&r6, "tensor=2", 4, 2, 128, none},
+      {&q, "sequence=2", 4, 4, 128, none}, {&r4, "sequence=2", 4, 2, 128, gather},
   };
   std::vector<PlanCase> out;
   for (std::size_t i = 0; i < rows.size(); ++i) {
