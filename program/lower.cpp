@@ -512,11 +512,21 @@ std::array<double, 13> layer_key(const Plan& p, std::int64_t s_coord, Temporal k
           static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1)};
 }
 
-std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const Plan& p, const Ctx& c, std::int64_t layer) {
+std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const Plan& p, const Ctx& c, std::int64_t layer,
+                                                      LowerCache* cache) {
   auto k = std::make_shared<LayerLowering>();
   std::vector<Step> fwd, bwd;
+  fwd.reserve(32);
+  bwd.reserve(48);
   Emit e{c, static_cast<std::int32_t>(layer), fwd, bwd};
-  const std::int64_t params = sharded_params(m, layer_parameter_tensors(m, layer), c.t);
+  std::int64_t params = -1;  // the same for every layer of a kind (as the lowering is)
+  if (cache) {
+    auto [it, fresh] = cache->layer_params.try_emplace({static_cast<int>(temporal_kind(m, layer)), c.t}, -1);
+    if (fresh) it->second = sharded_params(m, layer_parameter_tensors(m, layer), c.t);
+    params = it->second;
+  } else {
+    params = sharded_params(m, layer_parameter_tensors(m, layer), c.t);
+  }
   if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather the layer's weights before use
     // prefetched behind the previous layer's compute, as FSDP implementations do
     e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, true);
@@ -528,6 +538,7 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
     k->backward.push_back(bwd.front());  // the ZeRO-3 gather comes before recompute and backward
     bwd.erase(bwd.begin());
   }
+  k->backward.reserve(k->backward.size() + fwd.size() + bwd.size());
   add_recompute(p.remat, fwd, k->backward);
   k->backward.insert(k->backward.end(), bwd.rbegin(), bwd.rend());
   k->forward = std::move(fwd);
@@ -560,10 +571,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       std::shared_ptr<const LayerLowering> lowered;
       if (cache) {
         auto& slot = cache->layers[layer_key(p, seq_coord, kind)];
-        if (!slot) slot = lower_layer_kind(m, p, c, l);
+        if (!slot) slot = lower_layer_kind(m, p, c, l, cache);
         lowered = slot;
       } else {
-        lowered = lower_layer_kind(m, p, c, l);
+        lowered = lower_layer_kind(m, p, c, l, nullptr);
       }
       st.groups.push_back({kind, 0, std::move(lowered)});
       it = st.groups.end() - 1;
