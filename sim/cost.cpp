@@ -86,4 +86,32 @@ double comm_seconds(const Step& s, const AxisNetwork& net) {
   return 0;
 }
 
+CommLine all_gather_line(const AxisNetwork& net) {
+  CommLine l;
+  if (net.size <= 1) return l;
+  if (net.hierarchical) {
+    double share = 1;  // bytes moved per byte of the buffer, level by level (see all_gather_seconds)
+    for (auto it = net.levels.rbegin(); it != net.levels.rend(); ++it) {
+      const double Pl = static_cast<double>(it->members);
+      l.per_byte += (Pl - 1) / Pl * share / it->bytes_per_s;
+      l.fixed += (Pl - 1) * it->step_latency_seconds;
+      share /= Pl;
+    }
+    return l;
+  }
+  double bw = 0;
+  for (const auto& lv : net.levels) {
+    bw += lv.bytes_per_s;
+    l.fixed += static_cast<double>(lv.members - 1) * lv.step_latency_seconds;
+  }
+  const double P = static_cast<double>(net.size);
+  l.per_byte = (P - 1) / P / bw;
+  return l;
+}
+
+CommLine p2p_hop_line(const AxisNetwork& net) {
+  if (net.size <= 1) return {};
+  return {net.p2p_latency_seconds, 1 / net.p2p_bytes_per_s};
+}
+
 }  // namespace scanshard

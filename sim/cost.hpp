@@ -31,4 +31,14 @@ namespace scanshard {
 
 [[nodiscard]] double comm_seconds(const Step& s, const AxisNetwork& net);
 
+// The same prices as straight lines in the bytes moved, for bounds (planner/): the formulas above
+// regrouped as fixed + per_byte · bytes — equal in exact arithmetic, the last bits may differ.
+// An all-gather and a reduce-scatter cost one all_gather_line, an all-reduce two; a p2p transfer
+// costs `hops` p2p_hop_lines. Zero on an axis of size 1.
+struct CommLine {
+  double fixed = 0, per_byte = 0;
+};
+[[nodiscard]] CommLine all_gather_line(const AxisNetwork& net);
+[[nodiscard]] CommLine p2p_hop_line(const AxisNetwork& net);
+
 }  // namespace scanshard

@@ -198,12 +198,17 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
   e.tokens_per_s = prog.tokens_per_step / e.step_seconds;
   const double peak = matrix_peak_flops_per_s(cl.chip, dtype) * static_cast<double>(p.mesh.devices());
   e.mfu = prog.model_flops_per_step / (e.step_seconds * peak);
-  // Memory: the stage that needs the most.
-  for (const auto& s : stages) {
-    const auto mem = memory_of(s, p, cl.chip);
-    if (mem.total_bytes > e.memory.total_bytes) e.memory = mem;
-  }
+  e.memory = stage_memory(stages, p, cl.chip);
   return e;
+}
+
+MemoryBreakdown stage_memory(const std::vector<StageSummary>& stages, const Plan& p, const ChipSpec& chip) {
+  MemoryBreakdown most;
+  for (const auto& s : stages) {
+    const auto mem = memory_of(s, p, chip);
+    if (mem.total_bytes > most.total_bytes) most = mem;
+  }
+  return most;
 }
 
 std::string bottleneck_text(const std::array<double, kBucketCount>& seconds) {

@@ -91,6 +91,9 @@ PricedPasses price_passes(const std::vector<StageSummary>& stages, const Cluster
                           PriceCache* cache = nullptr);
 Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSummary>& stages, const Plan& p,
                          const ClusterSpec& cluster, const Network& net);
+// Memory per device of the stage that needs the most (Estimate::memory); depends on the plan's
+// schedule and ZeRO stage, not on the network or overlap.
+MemoryBreakdown stage_memory(const std::vector<StageSummary>& stages, const Plan& p, const ChipSpec& chip);
 // Seconds of every step of an expanded program, in order (for comparing with a measured trace).
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Convenience: check the plan against the cluster, lower, build the network, price.

@@ -181,3 +181,26 @@ TEST_CASE("the pipeline bubble is (p − 1) micro-batch slots", "[sim]") {
   const auto e = simulate(load_model("hawk-1.3b"), p, load_cluster("tpu-v5p-256"));
   REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] == Approx(3 * e.microbatch_seconds));
 }
+
+TEST_CASE("collective prices as lines equal the collective prices", "[sim]") {
+  // The planner's bounds price collectives as fixed + per_byte · bytes (cost.hpp).
+  for (const char* name : {"tpu-v5p-256", "tpu-v5e-64", "dgx-h100-32", "cpu-local"}) {
+    const auto c = load_cluster(name);
+    for (const char* mesh : {"data=2", "tensor=4,data=2", "fsdp=16", "sequence=8,tensor=8", "pipeline=2,data=4,tensor=4"}) {
+      Mesh m = parse_mesh(mesh, "--mesh");
+      if (c.devices() % m.devices() != 0) continue;
+      m[Axis::data] *= c.devices() / m.devices();
+      const Network net(c, m);
+      for (int a = 0; a < kAxisCount; ++a) {
+        const AxisNetwork& n = net.axis(static_cast<Axis>(a));
+        INFO(name << " " << m.describe() << " axis " << to_string(static_cast<Axis>(a)));
+        const CommLine g = all_gather_line(n), h = p2p_hop_line(n);
+        for (double bytes : {1.0, 4096.0, 3e8}) {
+          CHECK(g.fixed + g.per_byte * bytes == Approx(all_gather_seconds(bytes, n)).epsilon(1e-12).margin(1e-300));
+          CHECK(2 * (g.fixed + g.per_byte * bytes) == Approx(all_reduce_seconds(bytes, n)).epsilon(1e-12).margin(1e-300));
+          CHECK(3 * (h.fixed + h.per_byte * bytes) == Approx(p2p_seconds(bytes, 3, n)).epsilon(1e-12).margin(1e-300));
+        }
+      }
+    }
+  }
+}
