@@ -9,6 +9,8 @@
 #include <numeric>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
@@ -92,10 +94,16 @@ void run_plan(const PlanCmdOptions& o) {
         if (axis == to_string(static_cast<Axis>(a))) so.fixed[static_cast<std::size_t>(a)] = one.size[static_cast<std::size_t>(a)];
     }
   }
-  if (!o.quiet && !o.json)
-    so.progress = [](double f) { std::fprintf(stderr, "\rsearching... %3.0f %%", 100 * f); std::fflush(stderr); };
+  // Progress on a terminal only (search() reports after about a second); pipes and logs stay clean.
+  bool shown = false;
+  if (!o.quiet && isatty(STDERR_FILENO))
+    so.progress = [&shown](double f) {
+      std::fprintf(stderr, "\rsearching... %3.0f %%", 100 * f);
+      std::fflush(stderr);
+      shown = true;
+    };
   const SearchResult r = search(m, c, so);
-  if (so.progress && r.seconds > 0.5) std::fprintf(stderr, "\r%*s\r", 20, "");
+  if (shown) std::fprintf(stderr, "\r%*s\r", 20, "");
   Plan best;
   if (!r.top.empty()) {
     best = r.top.front().plan;
@@ -104,7 +112,8 @@ void run_plan(const PlanCmdOptions& o) {
   }
   if (o.json) {
     nlohmann::json j = {{"model", m.name}, {"cluster", c.name}, {"considered", r.considered}, {"illegal", r.illegal},
-                        {"pruned", r.pruned}, {"priced", r.priced}, {"over_memory", r.over_memory}, {"seconds", r.seconds},
+                        {"pruned", r.pruned}, {"over_memory", r.over_memory}, {"bounded", r.bounded}, {"priced", r.priced},
+                        {"seconds", r.seconds},
                         {"why_not", r.why_not}};
     j["top"] = nlohmann::json::array();
     for (const auto& cnd : r.top) j["top"].push_back(candidate_json(cnd));
@@ -116,9 +125,11 @@ void run_plan(const PlanCmdOptions& o) {
     std::cout << "model " << m.name << " on " << c.name << " (" << c.devices() << " x " << c.chip.name << "), batch "
               << so.global_batch << " x " << so.seq_len << " tokens\n";
     char stats[256];
-    std::snprintf(stats, sizeof stats, "considered %lld plans: %lld illegal, %lld pruned by the memory bound, %lld priced (%lld over memory) in %.2f s\n\n",
+    std::snprintf(stats, sizeof stats,
+                  "considered %lld plans: %lld illegal, %lld pruned by the memory bound, %lld over memory, %lld skipped by the "
+                  "step-time bound, %lld priced in %.2f s\n\n",
                   static_cast<long long>(r.considered), static_cast<long long>(r.illegal), static_cast<long long>(r.pruned),
-                  static_cast<long long>(r.priced), static_cast<long long>(r.over_memory), r.seconds);
+                  static_cast<long long>(r.over_memory), static_cast<long long>(r.bounded), static_cast<long long>(r.priced), r.seconds);
     std::cout << stats;
     if (r.top.empty()) {
       std::cout << "NO LEGAL PLAN FITS. Why, per family:\n";

@@ -1,13 +1,38 @@
 // planner/search.cpp — see search.hpp.
+//
+// Two paths, one answer. The exhaustive path (SearchOptions::prune = false) prices every plan in
+// enumeration order. The pruned path (the default):
+//  1. walks the same enumeration — illegal meshes and the cheap state-memory bound as before — and
+//     gives every other configuration (mesh, ZeRO stage, micro-batch, remat, scan, carry) lower
+//     bounds on step time and memory per device without lowering it, from Records (one lowering per
+//     tensor × sequence × micro-batch × remat × scan × carry: compute of each layer kind, the
+//     embedding, head and pipeline sends, their collectives as lines in the bytes moved, cost.hpp)
+//     and Anchors (one lowering per mesh and ZeRO stage: gradient sync, optimizer, ZeRO-3 gathers,
+//     parameters per stage), priced on each placement's network;
+//  2. visits configurations cheapest bound first and skips every plan whose bounds prove that it
+//     can enter neither the top k, nor the best of any of its families (the why-not lines), nor
+//     the Pareto front; lowers and prices the rest with exactly the exhaustive path's calls;
+//  3. breaks every tie by enumeration order (Collector), so the visiting order does not matter.
+// The bounds rely on what lower.cpp emits: a layer's steps depend on its layer_key only, and the
+// ZeRO-3 gathers are its only collectives on the fsdp axis; the embedding, head and pipeline
+// send/receive steps depend on neither the pipeline size nor remat, scan or carry; a stage's
+// step-end work and parameters depend on neither micro-batch, remat, scan nor carry. A bound found
+// above an exact price makes the search fall back to the exhaustive path, and
+// tests/unit/test_planner.cpp holds the two paths equal on random cases.
 #include "planner/search.hpp"
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <optional>
+#include <tuple>
+#include <unordered_map>
 
 #include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
 
 namespace scanshard {
 
@@ -27,6 +52,10 @@ std::vector<std::array<Axis, kAxisCount>> placements() {
 }
 
 namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Bounds add the same terms in another order (and the collectives as lines): allow for rounding.
+constexpr double kBoundSlack = 1 - 1e-9;
 
 std::vector<std::int64_t> divisors(std::int64_t n) {
   std::vector<std::int64_t> d;
@@ -57,7 +86,37 @@ bool same_effective_order(const Mesh& mesh, const std::array<Axis, kAxisCount>& 
   return x == y;
 }
 
+std::vector<std::array<Axis, kAxisCount>> distinct_orders(const Mesh& mesh) {
+  std::vector<std::array<Axis, kAxisCount>> orders;
+  for (const auto& ord : placements())
+    if (std::none_of(orders.begin(), orders.end(), [&](const auto& q) { return same_effective_order(mesh, q, ord); })) orders.push_back(ord);
+  return orders;
+}
+
 bool has_scan(const ModelSpec& m) { return m.family != Family::mqa; }
+
+// The enumeration order of the per-plan choices (also the tie-break order).
+constexpr std::array<Remat, 3> kRemats = {Remat::none, Remat::selective, Remat::block};
+constexpr std::array<ScanAlgo, 4> kScans = {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive};
+constexpr std::array<CarryScheme, 2> kCarries = {CarryScheme::ring, CarryScheme::allgather};
+constexpr std::array<Schedule, 2> kSchedules = {Schedule::one_f_one_b, Schedule::gpipe};
+constexpr std::array<bool, 2> kOverlaps = {true, false};
+
+// A plan's position in the exhaustive enumeration: mesh, ZeRO, micro-batch, remat, scan, carry,
+// placement, schedule, overlap — most significant first.
+std::uint64_t plan_index(std::size_t mesh, std::size_t zero_i, std::size_t mb_i, std::size_t remat_i, std::size_t scan_i,
+                         std::size_t carry_i, std::size_t net, std::size_t sched_i, std::size_t overlap_i) {
+  std::uint64_t x = mesh;
+  x = (x << 2) | zero_i;
+  x = (x << 14) | mb_i;
+  x = (x << 2) | remat_i;
+  x = (x << 2) | scan_i;
+  x = (x << 1) | carry_i;
+  x = (x << 3) | net;
+  x = (x << 1) | sched_i;
+  x = (x << 1) | overlap_i;
+  return x;
+}
 
 // A family: a category (0-4 the mesh axes, 5 remat, 6 scan, 7 ZeRO stage) at one value.
 using FamilyKey = std::pair<int, std::int64_t>;
@@ -69,40 +128,856 @@ std::string family_name(const FamilyKey& k) {
   return "zero=" + std::to_string(k.second);
 }
 
-// Best plan and reasons per family, for the "why not" lines.
-struct FamilyBest {
-  bool have = false;
-  Candidate best;
-  std::string rejected_reason;  // if nothing in the family survived
-  double rejected_memory = 0;
-};
-
-int family_keys(const Plan& p, std::array<FamilyKey, 8>& out, bool with_choices) {
-  int n = 0;
-  for (int a = 0; a < kAxisCount; ++a) out[static_cast<std::size_t>(n++)] = {a, p.mesh.size[static_cast<std::size_t>(a)]};
-  if (!with_choices) return n;
-  out[static_cast<std::size_t>(n++)] = {5, static_cast<std::int64_t>(p.remat)};
-  out[static_cast<std::size_t>(n++)] = {6, static_cast<std::int64_t>(p.scan)};
-  if (p.mesh[Axis::fsdp] > 1) out[static_cast<std::size_t>(n++)] = {7, p.zero_stage};
-  return n;
-}
-
-void note_rejection(std::map<FamilyKey, FamilyBest>& fams, const Plan& p, bool with_choices, const std::string& reason, double memory = 0) {
-  std::array<FamilyKey, 8> keys;
-  const int n = family_keys(p, keys, with_choices);
-  for (int i = 0; i < n; ++i) {
-    FamilyBest& f = fams[keys[static_cast<std::size_t>(i)]];
-    if (f.rejected_reason.empty() || (memory > 0 && memory < f.rejected_memory)) {
-      f.rejected_reason = reason;
-      f.rejected_memory = memory;
-    }
-  }
-}
-
 std::string gib(double b) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f GB", b / 1e9);
   return buf;
+}
+
+struct FamIds {
+  std::array<int, 8> id{};
+  int n = 0;
+};
+
+// A rejection that explains a family if none of its plans survives. Replayed in enumeration order
+// at the end; the reason text is only built if it is used.
+struct Note {
+  enum Kind : std::uint8_t { illegal, states, over_memory };
+  std::uint64_t index = 0;
+  FamIds fams;
+  Kind kind = illegal;
+  const char* rule = nullptr;
+  double memory = 0, activations = 0;
+};
+
+// What the search returns, fed plan by plan in any order: top k, Pareto front, best plan and
+// rejection reasons per family. Every tie is broken by the plan's enumeration index, so the result
+// equals feeding the plans in enumeration order, where ties keep the first plan (for the top list
+// with k ≤ 15 exactly the order the std::sort used before gave; beyond, its order of exact ties
+// was an accident of introsort).
+class Collector {
+ public:
+  Collector(const SearchOptions& o, double capacity) : o_(o), capacity_(capacity) {}
+
+  int family(const FamilyKey& k) {
+    auto [it, fresh] = ids_.try_emplace(k, static_cast<int>(fams_.size()));
+    if (fresh) {
+      fams_.emplace_back();
+      fams_.back().key = k;
+    }
+    return it->second;
+  }
+  FamIds families(const Plan& p, bool with_choices) {
+    FamIds f;
+    for (int a = 0; a < kAxisCount; ++a) f.id[static_cast<std::size_t>(f.n++)] = family({a, p.mesh.size[static_cast<std::size_t>(a)]});
+    if (!with_choices) return f;
+    f.id[static_cast<std::size_t>(f.n++)] = family({5, static_cast<std::int64_t>(p.remat)});
+    f.id[static_cast<std::size_t>(f.n++)] = family({6, static_cast<std::int64_t>(p.scan)});
+    if (p.mesh[Axis::fsdp] > 1) f.id[static_cast<std::size_t>(f.n++)] = family({7, p.zero_stage});
+    return f;
+  }
+
+  // A plan of these families slower than this changes neither the top k nor any family's best.
+  double threshold(const FamIds& f) const {
+    double t = -kInf;
+    if (o_.top > 0) {
+      if (top_.size() < o_.top) return kInf;
+      t = top_.back().c.step_seconds;
+    }
+    for (int i = 0; i < f.n; ++i) {
+      const Family& F = fams_[static_cast<std::size_t>(f.id[static_cast<std::size_t>(i)])];
+      if (!F.have) return kInf;
+      t = std::max(t, F.best_step);
+    }
+    return t;
+  }
+  // True if no plan with step time above `step_bound` and memory at least `memory_bound` can matter.
+  bool skippable(const FamIds& f, double step_bound, double memory_bound) const {
+    if (!(step_bound > 0) || step_bound < threshold(f)) return false;
+    for (const auto& p : pareto_)
+      if (p.c.step_seconds <= step_bound && p.c.memory_bytes <= memory_bound) return true;
+    return false;
+  }
+
+  void keep(const Plan& q, const Estimate& e, std::uint64_t index, const FamIds& f) {
+    const double step = e.step_seconds, mem = e.memory.total_bytes;
+    std::optional<Candidate> cand;
+    auto make = [&]() -> const Candidate& {
+      if (!cand) cand = Candidate{q, e.step_seconds, e.tokens_per_s, e.mfu, e.memory.total_bytes, bottleneck_text(e.seconds), e.seconds};
+      return *cand;
+    };
+    for (int i = 0; i < f.n; ++i) {
+      Family& F = fams_[static_cast<std::size_t>(f.id[static_cast<std::size_t>(i)])];
+      F.touched = true;
+      if (!F.have || before(step, index, F.best_step, F.best_index)) {
+        F.best = make();
+        F.best_step = step;
+        F.best_index = index;
+        F.have = true;
+      }
+    }
+    if (o_.top > 0 && (top_.size() < o_.top || before(step, index, top_.back().c.step_seconds, top_.back().index))) {
+      const auto at = std::find_if(top_.begin(), top_.end(), [&](const Kept& k) { return before(step, index, k.c.step_seconds, k.index); });
+      top_.insert(at, Kept{make(), index});
+      if (top_.size() > o_.top) top_.pop_back();
+    }
+    // Pareto front: the plans no other plan beats in both step time and memory (an exact tie: the
+    // first in enumeration order).
+    auto beats = [](double s1, double m1, std::uint64_t i1, double s2, double m2, std::uint64_t i2) {
+      return s1 <= s2 && m1 <= m2 && (s1 < s2 || m1 < m2 || i1 < i2);
+    };
+    for (const auto& p : pareto_)
+      if (beats(p.c.step_seconds, p.c.memory_bytes, p.index, step, mem, index)) return;
+    std::erase_if(pareto_, [&](const Kept& p) { return beats(step, mem, index, p.c.step_seconds, p.c.memory_bytes, p.index); });
+    pareto_.push_back(Kept{make(), index});
+  }
+
+  void note(const Note& n) { notes_.push_back(n); }
+
+  void finish(SearchResult& r) {
+    // Rejection reasons count only for families without a surviving plan; replay them in order.
+    std::stable_sort(notes_.begin(), notes_.end(), [](const Note& a, const Note& b) { return a.index < b.index; });
+    for (const Note& n : notes_) {
+      for (int i = 0; i < n.fams.n; ++i) {
+        Family& F = fams_[static_cast<std::size_t>(n.fams.id[static_cast<std::size_t>(i)])];
+        F.touched = true;
+        if (F.have) continue;
+        if (F.reason.empty() || (n.memory > 0 && n.memory < F.reason_memory)) {
+          F.reason = reason(n);
+          F.reason_memory = n.memory;
+        }
+      }
+    }
+    for (auto& k : top_) r.top.push_back(std::move(k.c));
+    for (auto& k : pareto_) r.pareto.push_back(std::move(k.c));
+    std::sort(r.pareto.begin(), r.pareto.end(), [](const Candidate& a, const Candidate& b) { return a.memory_bytes < b.memory_bytes; });
+
+    // Why not: every family whose best plan is not the winner (by category, then value).
+    const Candidate* best = r.top.empty() ? nullptr : &r.top.front();
+    for (const auto& [key, id] : ids_) {
+      const Family& f = fams_[static_cast<std::size_t>(id)];
+      if (!f.touched) continue;
+      const std::string name = family_name(key);
+      if (!f.have) {
+        r.why_not.push_back(name + ": no plan survived: " + f.reason);
+        continue;
+      }
+      if (!best || f.best.step_seconds <= best->step_seconds) continue;  // the winner's own families
+      const double ratio = f.best.step_seconds / best->step_seconds;
+      int grew = 0;  // the bucket that grew the most against the winner
+      double most = -1;
+      for (int b = 0; b < kBucketCount; ++b) {
+        const double d = f.best.seconds[b] - best->seconds[b];
+        if (d > most) { most = d; grew = b; }
+      }
+      char line[256];
+      if (ratio < 1.01)
+        std::snprintf(line, sizeof line, "%s: within 1 %% of the best (%.3fx)", name.c_str(), ratio);
+      else
+        std::snprintf(line, sizeof line, "%s: best is %.2fx slower; %s is %.0f %% of its step", name.c_str(), ratio,
+                      to_string(static_cast<Bucket>(grew)), 100 * f.best.seconds[grew] / f.best.step_seconds);
+      r.why_not.push_back(line);
+    }
+  }
+
+ private:
+  struct Kept {
+    Candidate c;
+    std::uint64_t index = 0;
+  };
+  struct Family {
+    FamilyKey key;
+    bool touched = false, have = false;
+    double best_step = 0;
+    std::uint64_t best_index = 0;
+    Candidate best;
+    std::string reason;
+    double reason_memory = 0;
+  };
+  static bool before(double s1, std::uint64_t i1, double s2, std::uint64_t i2) { return s1 < s2 || (s1 == s2 && i1 < i2); }
+
+  std::string reason(const Note& n) const {
+    switch (n.kind) {
+      case Note::illegal: return std::string("illegal: ") + n.rule;
+      case Note::states: return "parameters, gradients and optimizer state need " + gib(n.memory) + " > " + gib(capacity_);
+      case Note::over_memory:
+        return "needs " + gib(n.memory) + " per device (activations " + gib(n.activations) + ") > " + gib(capacity_);
+    }
+    return {};
+  }
+
+  const SearchOptions& o_;
+  double capacity_;
+  std::vector<Kept> top_, pareto_;
+  std::vector<Family> fams_;
+  std::map<FamilyKey, int> ids_;
+  std::vector<Note> notes_;
+};
+
+// Calls o.progress once a search has run for a second, then every half second.
+class Progress {
+ public:
+  explicit Progress(const SearchOptions& o) : o_(o), next_(std::chrono::steady_clock::now() + std::chrono::seconds(1)) {}
+  void operator()(double fraction) {
+    if (!o_.progress) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_) return;
+    o_.progress(fraction);
+    next_ = now + std::chrono::milliseconds(500);
+  }
+
+ private:
+  const SearchOptions& o_;
+  std::chrono::steady_clock::time_point next_;
+};
+
+// The plan every search starts from: the mesh, batch, sequence and dtypes.
+Plan base_plan(const Mesh& mesh, const SearchOptions& o) {
+  Plan p;
+  p.mesh = mesh;
+  p.global_batch = o.global_batch;
+  p.seq_len = o.seq_len;
+  p.micro_batch = 1;
+  p.param_dtype = p.act_dtype = o.dtype;
+  return p;
+}
+
+std::vector<int> zero_stages(std::int64_t fsdp) { return fsdp > 1 ? std::vector<int>{1, 2, 3} : std::vector<int>{0}; }
+
+// Cheap lower bound on per-device state: parameters, gradients and AdamW state of 1/(t·pp) of the
+// model under a ZeRO stage (activations come on top).
+double state_bound(double total_params, const Mesh& mesh, DType dtype, int zero) {
+  const double share = total_params / static_cast<double>(mesh[Axis::tensor] * mesh[Axis::pipeline]);
+  return state_bytes(share, dtype, zero, static_cast<double>(mesh[Axis::fsdp])).total();
+}
+
+// ---- exhaustive path ---------------------------------------------------------------------------
+
+void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o, const std::vector<Mesh>& all,
+                       SearchResult& r) {
+  const std::int64_t N = c.devices();
+  const Topology topo(c);
+  LowerCache cache;
+  PriceCache prices;  // compute time per layer lowering; only communication is re-priced per mesh
+  const double capacity = c.chip.memory_bytes * o.max_memory_fraction;
+  const double total_params = static_cast<double>(count_parameters(m).total);
+  Collector col(o, capacity);
+  Progress progress(o);
+
+  for (std::size_t mi = 0; mi < all.size(); ++mi) {
+    progress(static_cast<double>(mi) / static_cast<double>(all.size()));
+    const Mesh& mesh = all[mi];
+    const Plan p = base_plan(mesh, o);
+    if (const char* rule = plan_violation(m, p, N)) {
+      ++r.illegal;
+      ++r.considered;
+      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
+      continue;
+    }
+    const std::int64_t pp = mesh[Axis::pipeline];
+    const auto orders = distinct_orders(mesh);
+    std::vector<Network> nets;  // one per distinct placement; the lowering does not depend on it
+    for (const auto& ord : orders) nets.emplace_back(topo, c, mesh, ord);
+    const auto zeros = zero_stages(mesh[Axis::fsdp]);
+    const auto mbs = divisors(p.local_batch());
+    for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
+      const double states = state_bound(total_params, mesh, o.dtype, zeros[zi]);
+      for (std::size_t bi = 0; bi < mbs.size(); ++bi) {
+        for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
+          for (std::size_t si = 0; si < kScans.size(); ++si) {
+            if (!has_scan(m) && kScans[si] != ScanAlgo::sequential) continue;
+            for (std::size_t ci = 0; ci < kCarries.size(); ++ci) {
+              if (mesh[Axis::sequence] == 1 && kCarries[ci] != CarryScheme::ring) continue;
+              Plan q = p;
+              q.zero_stage = zeros[zi];
+              q.micro_batch = mbs[bi];
+              q.remat = kRemats[ri];
+              q.scan = kScans[si];
+              q.carry = kCarries[ci];
+              const FamIds fams = col.families(q, true);
+              const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
+              r.considered += variants;
+              if (states > capacity) {
+                r.pruned += variants;
+                col.note({plan_index(mi, zi, bi, ri, si, ci, 0, 0, 0), fams, Note::states, nullptr, states});
+                continue;
+              }
+              const auto stages = stage_summaries(m, q, &cache);
+              for (std::size_t k = 0; k < nets.size(); ++k) {
+                q.placement = orders[k];
+                const auto passes = price_passes(stages, c, nets[k], q.act_dtype, &prices);
+                for (std::size_t sc = 0; sc < kSchedules.size(); ++sc) {
+                  if (pp == 1 && kSchedules[sc] != Schedule::one_f_one_b) continue;
+                  for (std::size_t ov = 0; ov < kOverlaps.size(); ++ov) {
+                    if (p.replicas() == 1 && !kOverlaps[ov]) continue;
+                    q.schedule = kSchedules[sc];
+                    q.overlap = kOverlaps[ov];
+                    const Estimate e = finish_estimate(passes, stages, q, c, nets[k]);
+                    const std::uint64_t index = plan_index(mi, zi, bi, ri, si, ci, k, sc, ov);
+                    if (e.memory.total_bytes > capacity) {
+                      ++r.over_memory;
+                      col.note({index, fams, Note::over_memory, nullptr, e.memory.total_bytes, e.memory.activations_bytes});
+                      continue;
+                    }
+                    ++r.priced;
+                    col.keep(q, e, index, fams);
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  col.finish(r);
+}
+
+// ---- pruned path -------------------------------------------------------------------------------
+
+// Collective totals of some steps on one mesh axis: all-gather equivalents (bytes, count; an
+// all-reduce is two) and p2p hops (hops·bytes, hops).
+struct CommTotal {
+  Axis axis = Axis::data;
+  bool overlappable = false;
+  double gather_bytes = 0, gathers = 0, hop_bytes = 0, hops = 0;
+};
+
+// Every mesh axis's collective and p2p price as lines (cost.hpp) on one network.
+struct NetLines {
+  std::array<CommLine, kAxisCount> gather, hop;
+};
+
+// Compute seconds and collective totals of some steps, [forward, backward].
+// Also the largest scan state and communication buffer (memory_of in simulate.cpp).
+struct Part {
+  std::array<double, 2> compute{};
+  std::array<std::vector<CommTotal>, 2> comm;
+  double max_state = 0, max_comm = 0;
+  void add(int dir, const std::vector<Step>& steps, const ClusterSpec& c, DType dtype, bool only_fsdp = false) {
+    const auto d = static_cast<std::size_t>(dir);
+    for (const auto& s : steps) {
+      if (s.kind == StepKind::compute) {
+        if (!only_fsdp) {
+          compute[d] += compute_seconds(s, c.chip, dtype);
+          max_state = std::max(max_state, s.state_bytes);
+        }
+        continue;
+      }
+      if (only_fsdp && s.axis != Axis::fsdp) continue;
+      max_comm = std::max(max_comm, s.comm_bytes);
+      auto& list = comm[d];
+      auto it = std::find_if(list.begin(), list.end(), [&](const CommTotal& t) { return t.axis == s.axis && t.overlappable == s.overlappable; });
+      if (it == list.end()) it = list.insert(list.end(), CommTotal{s.axis, s.overlappable});
+      if (s.kind == StepKind::p2p) {
+        it->hop_bytes += s.hops * s.comm_bytes;
+        it->hops += s.hops;
+      } else {
+        const double times = s.comm == CommKind::all_reduce ? 2 : 1;
+        it->gather_bytes += times * s.comm_bytes;
+        it->gathers += times;
+      }
+    }
+  }
+};
+// A Part on one network: per direction compute, exposed and overlappable communication.
+struct Priced {
+  std::array<double, 2> compute{}, exposed{}, hidden{};
+};
+Priced price(const Part& p, const NetLines& l) {
+  Priced out;
+  out.compute = p.compute;
+  for (std::size_t d = 0; d < 2; ++d)
+    for (const auto& t : p.comm[d]) {
+      const auto a = static_cast<std::size_t>(t.axis);
+      double s = 0;
+      if (t.gathers > 0) s += l.gather[a].fixed * t.gathers + l.gather[a].per_byte * t.gather_bytes;
+      if (t.hops > 0) s += l.hop[a].fixed * t.hops + l.hop[a].per_byte * t.hop_bytes;
+      (t.overlappable ? out.hidden : out.exposed)[d] += s;
+    }
+  return out;
+}
+
+constexpr int kKinds = 5;  // Temporal
+constexpr std::size_t kMaxNets = 5;
+
+// What the bounds of every configuration with one (tensor, sequence, micro-batch, remat, scan,
+// carry) need, from lowerings on a tensor × sequence mesh (pp = 1, and pp = 2 for the pipeline
+// sends), priced once. Layer lowerings depend on nothing else (lower.cpp's layer_key; ZeRO-3 only
+// adds its gathers, taken from the Anchor); the embedding, head and pipeline sends are the same on
+// every first, last and middle stage.
+// Parts: the layer kinds (Temporal), then the first stage's pre (embedding), the last stage's post
+// (head and loss), and the pipeline receive (pre) and send (post) of the other stages.
+constexpr std::size_t kEmbed = kKinds, kHead = kKinds + 1, kReceive = kKinds + 2, kSend = kKinds + 3, kParts = kKinds + 4;
+struct Record {
+  std::vector<Temporal> kinds;  // present in the model
+  std::array<Part, kParts> part;
+  std::array<double, kKinds> saved{}, params{};
+  double head_saved = 0;  // activations the last stage keeps besides its layers' (the logits)
+  // Every part's collective totals in one array, for pricing on many networks.
+  struct Flat {
+    std::uint8_t part, dir;
+    CommTotal total;
+  };
+  std::vector<Flat> flat;
+  void flatten() {
+    for (std::size_t i = 0; i < kParts; ++i)
+      for (std::uint8_t d = 0; d < 2; ++d)
+        for (const auto& t : part[i].comm[d]) flat.push_back({static_cast<std::uint8_t>(i), d, t});
+  }
+};
+
+// The pipeline sends and receives of a (tensor, sequence, micro-batch): the same for every remat,
+// scan and carry (lower_stage emits them for the stage boundary, whatever the layers are).
+struct PipelineKey {
+  std::int64_t t, sp, mb;
+  bool operator<(const PipelineKey& o) const { return std::tie(t, sp, mb) < std::tie(o.t, o.sp, o.mb); }
+};
+
+struct RecordKey {
+  std::int64_t t, sp, mb;
+  int remat, scan, carry;
+  bool operator==(const RecordKey&) const = default;
+};
+struct RecordKeyHash {
+  std::size_t operator()(const RecordKey& k) const {
+    std::uint64_t h = static_cast<std::uint64_t>(k.t) * 0x9E3779B97F4A7C15ull;
+    h ^= static_cast<std::uint64_t>(k.sp) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+    h ^= static_cast<std::uint64_t>(k.mb) + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h ^= static_cast<std::uint64_t>(k.remat * 16 + k.scan * 2 + k.carry) + (h << 6) + (h >> 2);
+    return static_cast<std::size_t>(h);
+  }
+};
+
+Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o, const RecordKey& k, LowerCache& lc,
+                   std::map<PipelineKey, std::pair<Part, Part>>& pipeline) {
+  Plan q = base_plan(Mesh{}, o);
+  q.mesh[Axis::tensor] = k.t;
+  q.mesh[Axis::sequence] = k.sp;
+  q.micro_batch = k.mb;
+  q.remat = static_cast<Remat>(k.remat);
+  q.scan = static_cast<ScanAlgo>(k.scan);
+  q.carry = static_cast<CarryScheme>(k.carry);
+  const DType dtype = q.act_dtype;
+  Record r;
+  const StageSummary st = lower_stage(m, q, 0, k.sp - 1, &lc);
+  for (const auto& g : st.groups) {
+    const auto i = static_cast<std::size_t>(g.kind);
+    r.kinds.push_back(g.kind);
+    r.part[i].add(0, g.lowered->forward, c, dtype);
+    r.part[i].add(1, g.lowered->backward, c, dtype);
+    r.saved[i] = g.lowered->saved_bytes;
+    r.params[i] = static_cast<double>(g.lowered->params);
+  }
+  r.part[kEmbed].add(0, st.pre_forward, c, dtype);
+  r.part[kEmbed].add(1, st.pre_backward, c, dtype);
+  r.part[kHead].add(0, st.post_forward, c, dtype);
+  r.part[kHead].add(1, st.post_backward, c, dtype);
+  double layers_saved = 0;
+  for (const auto& g : st.groups) layers_saved += static_cast<double>(g.count) * g.lowered->saved_bytes;
+  r.head_saved = std::max(0.0, st.saved_activation_bytes - layers_saved);
+  if (m.depth > 1) {  // the pipeline sends (the layers these two stages hold do not matter)
+    auto [it, fresh] = pipeline.try_emplace(PipelineKey{k.t, k.sp, k.mb});
+    if (fresh) {
+      q.mesh[Axis::pipeline] = 2;
+      const StageSummary first = lower_stage(m, q, 0, k.sp - 1, &lc), last = lower_stage(m, q, 1, k.sp - 1, &lc);
+      it->second.first.add(0, last.pre_forward, c, dtype);
+      it->second.first.add(1, last.pre_backward, c, dtype);
+      it->second.second.add(0, first.post_forward, c, dtype);
+      it->second.second.add(1, first.post_backward, c, dtype);
+    }
+    r.part[kReceive] = it->second.first;
+    r.part[kSend] = it->second.second;
+  }
+  r.flatten();
+  lc.layers.clear();  // keep memory flat: the record is all the bounds need
+  return r;
+}
+
+// Layers of each kind on every stage of a pp-stage pipeline.
+using StageCounts = std::vector<std::array<double, kKinds>>;
+StageCounts stage_counts(const ModelSpec& m, std::int64_t pp) {
+  StageCounts out(static_cast<std::size_t>(pp));
+  const std::int64_t per = m.depth / pp;
+  for (std::int64_t s = 0; s < pp; ++s)
+    for (std::int64_t l = s * per; l < (s + 1) * per; ++l) out[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+  return out;
+}
+
+// What depends on the mesh and ZeRO stage but not on micro-batch, remat, scan or carry, from one
+// lowering of the mesh (micro-batch 1) priced on each network: per stage the once-per-step work
+// (optimizer compute, exposed and overlappable gradient sync and parameter gathers); per layer kind
+// the ZeRO-3 parameter gathers (its collectives on the fsdp axis).
+struct Anchor {
+  std::size_t pp = 1;
+  bool gathers = false;
+  std::vector<double> params, buffer;  // per stage: local parameters, the largest step-end or gather buffer
+  std::vector<std::array<double, 3>> step_end;  // [net · pp + stage]: optimizer, exposed, overlappable
+  std::vector<std::array<Priced, kKinds>> gather;  // [net][kind]
+};
+
+Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, const std::vector<NetLines>& lines, LowerCache& lc) {
+  Plan q = q0;
+  q.micro_batch = 1;
+  q.remat = Remat::none;
+  q.scan = ScanAlgo::sequential;
+  q.carry = CarryScheme::ring;
+  const auto stages = stage_summaries(m, q, &lc);
+  Anchor a;
+  a.pp = stages.size();
+  std::array<Part, kKinds> gathers;
+  std::array<bool, kKinds> seen{};
+  std::vector<Part> ends(stages.size());
+  for (std::size_t s = 0; s < stages.size(); ++s) {
+    ends[s].add(0, stages[s].step_end, c, q.act_dtype);
+    a.params.push_back(static_cast<double>(stages[s].local_params));
+    double buffer = ends[s].max_comm;
+    for (const auto& g : stages[s].groups)
+      for (const auto* steps : {&g.lowered->forward, &g.lowered->backward})
+        for (const auto& st : *steps)
+          if (st.kind != StepKind::compute && st.axis == Axis::fsdp) buffer = std::max(buffer, st.comm_bytes);
+    a.buffer.push_back(buffer);
+    for (const auto& g : stages[s].groups) {
+      const auto i = static_cast<std::size_t>(g.kind);
+      if (seen[i]) continue;
+      seen[i] = true;
+      gathers[i].add(0, g.lowered->forward, c, q.act_dtype, true);
+      gathers[i].add(1, g.lowered->backward, c, q.act_dtype, true);
+      a.gathers = a.gathers || !gathers[i].comm[0].empty() || !gathers[i].comm[1].empty();
+    }
+  }
+  for (const auto& l : lines) {
+    for (const auto& e : ends) {
+      const Priced p = price(e, l);
+      a.step_end.push_back({p.compute[0], p.exposed[0], p.hidden[0]});
+    }
+    std::array<Priced, kKinds> g{};
+    for (std::size_t k = 0; k < static_cast<std::size_t>(kKinds); ++k) g[k] = price(gathers[k], l);
+    a.gather.push_back(g);
+  }
+  return a;
+}
+
+// A Record priced on one network.
+using PricedRecord = std::array<Priced, kParts>;
+PricedRecord price(const Record& rec, const NetLines& l) {
+  PricedRecord pr{};
+  for (std::size_t i = 0; i < kParts; ++i) pr[i].compute = rec.part[i].compute;
+  for (const auto& f : rec.flat) {
+    const auto& t = f.total;
+    const auto a = static_cast<std::size_t>(t.axis);
+    double s = 0;
+    if (t.gathers > 0) s += l.gather[a].fixed * t.gathers + l.gather[a].per_byte * t.gather_bytes;
+    if (t.hops > 0) s += l.hop[a].fixed * t.hops + l.hop[a].per_byte * t.hop_bytes;
+    (t.overlappable ? pr[f.part].hidden : pr[f.part].exposed)[f.dir] += s;
+  }
+  return pr;
+}
+
+// Lower bounds on one micro-batch of the slowest stage (a pass is at least its exposed collectives
+// plus the larger of its compute and its overlappable collectives: Pass::finish in simulate.cpp)
+// and an upper bound on any stage's backward compute (what can hide the gradient sync).
+struct PassBound {
+  double slowest = 0, backward = 0;
+};
+PassBound pass_bound(const PricedRecord& pr, const Record& rec, const StageCounts& counts, const std::array<Priced, kKinds>* gathers) {
+  PassBound b;
+  const std::size_t pp = counts.size();
+  for (std::size_t s = 0; s < pp; ++s) {
+    const Priced& pre = pr[s == 0 ? kEmbed : kReceive];
+    const Priced& post = pr[s + 1 == pp ? kHead : kSend];
+    double t = 0;
+    for (std::size_t d = 0; d < 2; ++d) {
+      double comp = pre.compute[d] + post.compute[d], ex = pre.exposed[d] + post.exposed[d], hid = pre.hidden[d] + post.hidden[d];
+      for (Temporal kind : rec.kinds) {
+        const auto k = static_cast<std::size_t>(kind);
+        const double n = counts[s][k];
+        comp += n * pr[k].compute[d];
+        ex += n * pr[k].exposed[d];
+        hid += n * pr[k].hidden[d];
+        if (gathers) {
+          ex += n * (*gathers)[k].exposed[d];
+          hid += n * (*gathers)[k].hidden[d];
+        }
+      }
+      t += ex + std::max(comp, hid);
+      if (d == 1) b.backward = std::max(b.backward, comp);
+    }
+    b.slowest = std::max(b.slowest, t);
+  }
+  b.backward *= 2 - kBoundSlack;  // an upper bound
+  return b;
+}
+
+// Lower bound on step time (finish_estimate): (micro-batches + pp − 1) micro-batches of the slowest
+// stage, plus the once-per-step work of the stage that needs the least, its overlappable sync
+// hidden behind at most the largest backward compute.
+double step_bound(const PassBound& pb, double micro_batches, const Anchor& an, std::size_t net, bool overlap) {
+  double least_end = kInf;
+  for (std::size_t s = 0; s < an.pp; ++s) {
+    const auto& e = an.step_end[net * an.pp + s];
+    least_end = std::min(least_end, e[0] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
+  }
+  return ((micro_batches + static_cast<double>(an.pp) - 1) * pb.slowest + least_end) * kBoundSlack;
+}
+
+// Lower bound on memory per device (memory_of in simulate.cpp): per stage the parameter state of
+// its parameters, the activations its layers and head keep per micro-batch in flight, the largest
+// scan state and communication buffer among its steps.
+double memory_bound(const Record& rec, const StageCounts& counts, const Anchor& an, const Plan& q) {
+  const std::int64_t pp = static_cast<std::int64_t>(counts.size()), mb = q.micro_batches();
+  double most = 0;
+  for (std::int64_t s = 0; s < pp; ++s) {
+    const auto si = static_cast<std::size_t>(s);
+    double act = s + 1 == pp ? rec.head_saved : 0, state = 0;
+    double buffer = std::max({an.buffer[si], rec.part[s == 0 ? kEmbed : kReceive].max_comm, rec.part[s + 1 == pp ? kHead : kSend].max_comm});
+    for (Temporal kind : rec.kinds) {
+      const auto k = static_cast<std::size_t>(kind);
+      if (counts[si][k] == 0) continue;
+      act += counts[si][k] * rec.saved[k];
+      state = std::max(state, rec.part[k].max_state);
+      buffer = std::max(buffer, rec.part[k].max_comm);
+    }
+    const std::int64_t in_flight = q.schedule == Schedule::gpipe ? mb : std::min(mb, pp - s);
+    const double mem = state_bytes(an.params[si], q.param_dtype, q.zero_stage, static_cast<double>(q.mesh[Axis::fsdp])).total() +
+                       act * static_cast<double>(in_flight) + state + buffer;
+    most = std::max(most, mem);
+  }
+  return most * kBoundSlack;
+}
+
+struct MeshInfo {
+  std::size_t index = 0;  // in the enumeration
+  std::vector<std::array<Axis, kAxisCount>> orders;
+  std::vector<Network> nets;
+  std::vector<NetLines> lines;
+  FamIds axis_fams;
+};
+
+// One (mesh, ZeRO stage, micro-batch, remat, scan, carry): its plans differ in placement, schedule
+// and overlap only.
+struct Config {
+  std::uint32_t mesh = 0;    // into the MeshInfo list
+  std::uint32_t record = 0;  // into the Record list
+  std::uint32_t anchor = 0;  // into the Anchor list
+  std::uint16_t mb_i = 0;
+  std::uint8_t zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0;
+  double step_bound = 0;    // the least over placements and overlap
+  double memory_bound = 0;  // the least over schedules
+};
+
+void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o, const std::vector<Mesh>& all,
+                   SearchResult& r) {
+  const std::int64_t N = c.devices();
+  const Topology topo(c);
+  const double capacity = c.chip.memory_bytes * o.max_memory_fraction;
+  const double total_params = static_cast<double>(count_parameters(m).total);
+  Collector col(o, capacity);
+  Progress progress(o);
+  LowerCache lc, anchor_lc;
+
+  std::vector<Record> records;
+  std::unordered_map<RecordKey, std::uint32_t, RecordKeyHash> record_ids;
+  std::map<PipelineKey, std::pair<Part, Part>> pipeline_parts;
+  std::map<std::int64_t, StageCounts> counts_by_pp;
+  std::vector<MeshInfo> infos;
+  std::vector<Anchor> anchors;
+  std::vector<Config> configs;
+
+  std::array<int, kRemats.size()> remat_fam{};
+  std::array<int, kScans.size()> scan_fam{};
+  std::array<int, 4> zero_fam{};
+  for (std::size_t i = 0; i < kRemats.size(); ++i) remat_fam[i] = col.family({5, static_cast<std::int64_t>(kRemats[i])});
+  for (std::size_t i = 0; i < kScans.size(); ++i) scan_fam[i] = col.family({6, static_cast<std::int64_t>(kScans[i])});
+  for (int z = 0; z < 4; ++z) zero_fam[static_cast<std::size_t>(z)] = col.family({7, z});
+  auto families = [&](const FamIds& axes, const Mesh& mesh, std::size_t ri, std::size_t si, int zero) {
+    FamIds f = axes;  // the order of Collector::families(q, true)
+    f.id[static_cast<std::size_t>(f.n++)] = remat_fam[ri];
+    f.id[static_cast<std::size_t>(f.n++)] = scan_fam[si];
+    if (mesh[Axis::fsdp] > 1) f.id[static_cast<std::size_t>(f.n++)] = zero_fam[static_cast<std::size_t>(zero)];
+    return f;
+  };
+
+  // 1. Enumerate: legality, the state bound, and per configuration its bounds.
+  struct SubBound {  // per (micro-batch, remat, scan, carry) of a mesh: pass bounds per network, without/with ZeRO-3 gathers
+    bool done[2] = {false, false};
+    std::array<std::array<PassBound, 2>, kMaxNets> pass{};
+  };
+  std::vector<SubBound> subs;
+  for (std::size_t mi = 0; mi < all.size(); ++mi) {
+    progress(0.4 * static_cast<double>(mi) / static_cast<double>(all.size()));
+    const Mesh& mesh = all[mi];
+    const Plan p = base_plan(mesh, o);
+    if (const char* rule = plan_violation(m, p, N)) {
+      ++r.illegal;
+      ++r.considered;
+      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
+      continue;
+    }
+    const std::int64_t pp = mesh[Axis::pipeline];
+    const FamIds axis_fams = col.families(p, false);
+    MeshInfo info;
+    info.index = mi;
+    info.axis_fams = axis_fams;
+    info.orders = distinct_orders(mesh);
+    const auto mesh_id = static_cast<std::uint32_t>(infos.size());
+    auto cit = counts_by_pp.find(pp);
+    if (cit == counts_by_pp.end()) cit = counts_by_pp.emplace(pp, stage_counts(m, pp)).first;
+    const StageCounts& counts = cit->second;
+    const auto zeros = zero_stages(mesh[Axis::fsdp]);
+    const auto mbs = divisors(p.local_batch());
+    const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(info.orders.size());
+    const std::size_t overlaps = p.replicas() > 1 ? 2 : 1;
+    for (auto& s : subs) s = SubBound{};
+    for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
+      const double states = state_bound(total_params, mesh, o.dtype, zeros[zi]);
+      std::uint32_t anchor = UINT32_MAX;
+      std::size_t sub = 0;
+      for (std::size_t bi = 0; bi < mbs.size(); ++bi) {
+        for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
+          for (std::size_t si = 0; si < kScans.size(); ++si) {
+            if (!has_scan(m) && kScans[si] != ScanAlgo::sequential) continue;
+            for (std::size_t ci = 0; ci < kCarries.size(); ++ci, ++sub) {
+              if (mesh[Axis::sequence] == 1 && kCarries[ci] != CarryScheme::ring) continue;
+              r.considered += variants;
+              if (states > capacity) {
+                r.pruned += variants;
+                col.note({plan_index(mi, zi, bi, ri, si, ci, 0, 0, 0), families(axis_fams, mesh, ri, si, zeros[zi]), Note::states,
+                          nullptr, states});
+                continue;
+              }
+              Plan q = p;
+              q.zero_stage = zeros[zi];
+              q.micro_batch = mbs[bi];
+              q.remat = kRemats[ri];
+              q.scan = kScans[si];
+              q.carry = kCarries[ci];
+              if (info.nets.empty())
+                for (const auto& ord : info.orders) {
+                  info.nets.emplace_back(topo, c, mesh, ord);
+                  NetLines l;
+                  for (int a = 0; a < kAxisCount; ++a) {
+                    l.gather[static_cast<std::size_t>(a)] = all_gather_line(info.nets.back().axis(static_cast<Axis>(a)));
+                    l.hop[static_cast<std::size_t>(a)] = p2p_hop_line(info.nets.back().axis(static_cast<Axis>(a)));
+                  }
+                  info.lines.push_back(l);
+                }
+              if (anchor == UINT32_MAX) {
+                anchor = static_cast<std::uint32_t>(anchors.size());
+                anchors.push_back(make_anchor(m, c, q, info.lines, anchor_lc));
+              }
+              const Anchor& an = anchors[anchor];
+              const RecordKey key{mesh[Axis::tensor], mesh[Axis::sequence], mbs[bi], static_cast<int>(q.remat),
+                                  static_cast<int>(q.scan), static_cast<int>(q.carry)};
+              auto [rit, fresh] = record_ids.try_emplace(key, static_cast<std::uint32_t>(records.size()));
+              if (fresh) records.push_back(make_record(m, c, o, key, lc, pipeline_parts));
+              const Record& rec = records[rit->second];
+              if (subs.size() <= sub) subs.resize(sub + 1);
+              SubBound& sb = subs[sub];
+              if (!sb.done[an.gathers])
+                for (std::size_t k = 0; k < info.lines.size(); ++k)
+                  sb.pass[k][an.gathers] = pass_bound(price(rec, info.lines[k]), rec, counts, an.gathers ? &an.gather[k] : nullptr);
+              sb.done[an.gathers] = true;
+
+              Config cfg;
+              cfg.mesh = mesh_id;
+              cfg.record = rit->second;
+              cfg.anchor = anchor;
+              cfg.zero_i = static_cast<std::uint8_t>(zi);
+              cfg.mb_i = static_cast<std::uint16_t>(bi);
+              cfg.remat_i = static_cast<std::uint8_t>(ri);
+              cfg.scan_i = static_cast<std::uint8_t>(si);
+              cfg.carry_i = static_cast<std::uint8_t>(ci);
+              const double mcount = static_cast<double>(q.micro_batches());
+              cfg.step_bound = kInf;
+              for (std::size_t k = 0; k < info.lines.size(); ++k)
+                for (std::size_t ov = 0; ov < overlaps; ++ov)
+                  cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, an, k, kOverlaps[ov]));
+              cfg.memory_bound = memory_bound(rec, counts, an, q);  // 1F1B holds no more activations than GPipe
+              configs.push_back(cfg);
+            }
+          }
+        }
+      }
+    }
+    infos.push_back(std::move(info));
+  }
+
+  // 2. Cheapest bound first: skip what cannot matter, price the rest exactly.
+  std::sort(configs.begin(), configs.end(), [](const Config& a, const Config& b) {
+    if (a.step_bound != b.step_bound) return a.step_bound < b.step_bound;
+    return std::tie(a.mesh, a.zero_i, a.mb_i, a.remat_i, a.scan_i, a.carry_i) < std::tie(b.mesh, b.zero_i, b.mb_i, b.remat_i, b.scan_i, b.carry_i);
+  });
+  PriceCache prices;
+  bool bound_broken = false;
+  for (std::size_t ci = 0; ci < configs.size() && !bound_broken; ++ci) {
+    progress(0.4 + 0.6 * static_cast<double>(ci) / static_cast<double>(configs.size()));
+    const Config& cfg = configs[ci];
+    const MeshInfo& info = infos[cfg.mesh];
+    const Mesh& mesh = all[info.index];
+    const std::int64_t pp = mesh[Axis::pipeline];
+    Plan q = base_plan(mesh, o);
+    const std::size_t scheds = pp > 1 ? 2 : 1, overlaps = q.replicas() > 1 ? 2 : 1;
+    const std::int64_t per_schedule = static_cast<std::int64_t>(info.nets.size() * overlaps);
+    q.zero_stage = zero_stages(mesh[Axis::fsdp])[cfg.zero_i];
+    const FamIds fams = families(info.axis_fams, mesh, cfg.remat_i, cfg.scan_i, q.zero_stage);
+    if (col.skippable(fams, cfg.step_bound, cfg.memory_bound)) {
+      r.bounded += per_schedule * static_cast<std::int64_t>(scheds);
+      continue;
+    }
+    q.micro_batch = divisors(q.local_batch())[cfg.mb_i];
+    q.remat = kRemats[cfg.remat_i];
+    q.scan = kScans[cfg.scan_i];
+    q.carry = kCarries[cfg.carry_i];
+    const Record& rec = records[cfg.record];
+    const Anchor& an = anchors[cfg.anchor];
+    const StageCounts& counts = counts_by_pp.at(pp);
+
+    const auto stages = stage_summaries(m, q, &lc);
+    std::array<MemoryBreakdown, 2> mem{};
+    std::array<bool, 2> fits{};
+    for (std::size_t sc = 0; sc < scheds; ++sc) {
+      q.schedule = kSchedules[sc];
+      mem[sc] = stage_memory(stages, q, c.chip);
+      fits[sc] = mem[sc].total_bytes <= capacity;
+      if (mem[sc].total_bytes < memory_bound(rec, counts, an, q)) bound_broken = true;
+      if (!fits[sc]) {
+        r.over_memory += per_schedule;
+        col.note({plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, 0, sc, 0), fams,
+                  Note::over_memory, nullptr, mem[sc].total_bytes, mem[sc].activations_bytes});
+      }
+    }
+    for (std::size_t k = 0; k < info.nets.size(); ++k) {
+      q.placement = info.orders[k];
+      const PassBound pb = pass_bound(price(rec, info.lines[k]), rec, counts, an.gathers ? &an.gather[k] : nullptr);
+      std::optional<PricedPasses> passes;
+      for (std::size_t sc = 0; sc < scheds; ++sc) {
+        if (!fits[sc]) continue;
+        for (std::size_t ov = 0; ov < overlaps; ++ov) {
+          const double bound = step_bound(pb, static_cast<double>(q.micro_batches()), an, k, kOverlaps[ov]);
+          if (col.skippable(fams, bound, mem[sc].total_bytes * kBoundSlack)) {
+            ++r.bounded;
+            continue;
+          }
+          if (!passes) passes = price_passes(stages, c, info.nets[k], q.act_dtype, &prices);
+          q.schedule = kSchedules[sc];
+          q.overlap = kOverlaps[ov];
+          const Estimate e = finish_estimate(*passes, stages, q, c, info.nets[k]);
+          ++r.priced;
+          if (e.step_seconds < bound) bound_broken = true;
+          col.keep(q, e, plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, k, sc, ov), fams);
+        }
+      }
+    }
+    lc.layers.clear();  // the price cache is keyed by these lowerings: drop both together
+    prices.groups.clear();
+  }
+  if (bound_broken) {  // a bound above an exact price would make skipping unsafe: price everything
+    r = SearchResult{};
+    search_exhaustive(m, c, o, all, r);
+    return;
+  }
+  col.finish(r);
 }
 
 }  // namespace
@@ -127,148 +1002,9 @@ SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOption
   std::vector<Mesh> all;
   Mesh cur;
   meshes(N, 0, cur, o.fixed, all);
-  const Topology topo(c);
-  LowerCache cache;
-  PriceCache prices;  // compute time per layer lowering; only communication is re-priced per mesh
-  const double capacity = c.chip.memory_bytes * o.max_memory_fraction;
-  const double total_params = static_cast<double>(count_parameters(m).total);
   SearchResult r;
-  std::map<FamilyKey, FamilyBest> fams;
-  std::vector<Candidate> priced_ok;
-
-  // Keeps a priced plan where it matters: top k, Pareto front, best of each of its families.
-  // The candidate (with its text) is only built when one of them wants it.
-  auto keep = [&](const Plan& q, const Estimate& e) {
-    std::optional<Candidate> cand;
-    auto make = [&]() -> const Candidate& {
-      if (!cand) cand = Candidate{q, e.step_seconds, e.tokens_per_s, e.mfu, e.memory.total_bytes, bottleneck_text(e.seconds), e.seconds};
-      return *cand;
-    };
-    std::array<FamilyKey, 8> keys;
-    const int n = family_keys(q, keys, true);
-    for (int i = 0; i < n; ++i) {
-      FamilyBest& f = fams[keys[static_cast<std::size_t>(i)]];
-      if (!f.have || e.step_seconds < f.best.step_seconds) { f.best = make(); f.have = true; }
-    }
-    if (r.top.size() < o.top || e.step_seconds < r.top.back().step_seconds) {
-      r.top.push_back(make());
-      std::sort(r.top.begin(), r.top.end(), [](const Candidate& a, const Candidate& b) { return a.step_seconds < b.step_seconds; });
-      if (r.top.size() > o.top) r.top.pop_back();
-    }
-    for (const auto& p : r.pareto)
-      if (p.step_seconds <= e.step_seconds && p.memory_bytes <= e.memory.total_bytes) return;
-    std::erase_if(r.pareto, [&](const Candidate& p) { return e.step_seconds <= p.step_seconds && e.memory.total_bytes <= p.memory_bytes; });
-    r.pareto.push_back(make());
-  };
-
-  std::size_t done = 0;
-  auto last_report = t0;
-  for (const Mesh& mesh : all) {
-    ++done;
-    if (o.progress && std::chrono::steady_clock::now() - last_report > std::chrono::milliseconds(500)) {
-      o.progress(static_cast<double>(done) / static_cast<double>(all.size()));
-      last_report = std::chrono::steady_clock::now();
-    }
-    Plan p;
-    p.mesh = mesh;
-    p.global_batch = o.global_batch;
-    p.seq_len = o.seq_len;
-    p.micro_batch = 1;
-    p.param_dtype = p.act_dtype = o.dtype;
-    if (const char* rule = plan_violation(m, p, N)) {
-      ++r.illegal;
-      ++r.considered;
-      note_rejection(fams, p, false, std::string("illegal: ") + rule);
-      continue;
-    }
-    const std::int64_t t = mesh[Axis::tensor], pp = mesh[Axis::pipeline], fs = mesh[Axis::fsdp];
-    // Cheap lower bound on per-device state: parameters, gradients and AdamW state of 1/(t·pp)
-    // of the model under each ZeRO stage (activations come on top).
-    const double share = total_params / static_cast<double>(t * pp);
-    std::vector<int> zeros = fs > 1 ? std::vector<int>{1, 2, 3} : std::vector<int>{0};
-    std::vector<std::array<Axis, kAxisCount>> orders;
-    for (const auto& ord : placements())
-      if (std::none_of(orders.begin(), orders.end(), [&](const auto& q) { return same_effective_order(mesh, q, ord); })) orders.push_back(ord);
-    std::vector<Network> nets;  // one per distinct placement; the lowering does not depend on it
-    for (const auto& ord : orders) nets.emplace_back(topo, c, mesh, ord);
-    for (int zero : zeros) {
-      const double states = state_bytes(share, o.dtype, zero, static_cast<double>(fs)).total();
-      for (auto mb : divisors(p.local_batch())) {
-        for (Remat remat : {Remat::none, Remat::selective, Remat::block}) {
-          for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive}) {
-            if (!has_scan(m) && scan != ScanAlgo::sequential) continue;
-            for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {
-              if (mesh[Axis::sequence] == 1 && carry != CarryScheme::ring) continue;
-              Plan q = p;
-              q.zero_stage = zero;
-              q.micro_batch = mb;
-              q.remat = remat;
-              q.scan = scan;
-              q.carry = carry;
-              const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
-              r.considered += variants;
-              if (states > capacity) {
-                r.pruned += variants;
-                note_rejection(fams, q, true, "parameters, gradients and optimizer state need " + gib(states) + " > " + gib(capacity), states);
-                continue;
-              }
-              const auto stages = stage_summaries(m, q, &cache);
-              for (std::size_t k = 0; k < nets.size(); ++k) {
-                const Network& net = nets[k];
-                q.placement = orders[k];
-                const auto passes = price_passes(stages, c, net, q.act_dtype, &prices);
-                for (Schedule sched : {Schedule::one_f_one_b, Schedule::gpipe}) {
-                  if (pp == 1 && sched != Schedule::one_f_one_b) continue;
-                  for (bool overlap : {true, false}) {
-                    if (p.replicas() == 1 && !overlap) continue;
-                    q.schedule = sched;
-                    q.overlap = overlap;
-                    const Estimate e = finish_estimate(passes, stages, q, c, net);
-                    ++r.priced;
-                    if (e.memory.total_bytes > capacity) {
-                      ++r.over_memory;
-                      note_rejection(fams, q, true,
-                                     "needs " + gib(e.memory.total_bytes) + " per device (activations " + gib(e.memory.activations_bytes) +
-                                         ") > " + gib(capacity),
-                                     e.memory.total_bytes);
-                      continue;
-                    }
-                    keep(q, e);
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  std::sort(r.pareto.begin(), r.pareto.end(), [](const Candidate& a, const Candidate& b) { return a.memory_bytes < b.memory_bytes; });
-
-  // Why not: every family whose best plan is not the winner (map order: by category, then value).
-  const Candidate* best = r.top.empty() ? nullptr : &r.top.front();
-  for (const auto& [key, f] : fams) {
-    const std::string name = family_name(key);
-    if (!f.have) {
-      r.why_not.push_back(name + ": no plan survived: " + f.rejected_reason);
-      continue;
-    }
-    if (!best || f.best.step_seconds <= best->step_seconds) continue;  // the winner's own families
-    const double ratio = f.best.step_seconds / best->step_seconds;
-    int grew = 0;  // the bucket that grew the most against the winner
-    double most = -1;
-    for (int b = 0; b < kBucketCount; ++b) {
-      const double d = f.best.seconds[b] - best->seconds[b];
-      if (d > most) { most = d; grew = b; }
-    }
-    char line[256];
-    if (ratio < 1.01)
-      std::snprintf(line, sizeof line, "%s: within 1 %% of the best (%.3fx)", name.c_str(), ratio);
-    else
-      std::snprintf(line, sizeof line, "%s: best is %.2fx slower; %s is %.0f %% of its step", name.c_str(), ratio,
-                    to_string(static_cast<Bucket>(grew)), 100 * f.best.seconds[grew] / f.best.step_seconds);
-    r.why_not.push_back(line);
-  }
+  if (o.prune) search_pruned(m, c, o, all, r);
+  else search_exhaustive(m, c, o, all, r);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -3,10 +3,11 @@
 // Enumerates every factorisation of the device count into data × fsdp × tensor × sequence ×
 // pipeline, × ZeRO stage, micro-batch size, pipeline schedule, remat policy, scan algorithm,
 // carry scheme, overlap and placement (which mesh axis sits innermost on the topology); rejects
-// illegal plans by the divisibility rules; prunes by a cheap memory lower bound; prices the rest
-// with sim/ (layer lowerings cached across plans, one network per mesh). Returns the top k, the
-// Pareto front of step time vs memory per device and, for each family (an axis at a value, a remat
-// policy, a scan algorithm), why its best plan lost.
+// illegal plans by the divisibility rules; prunes by a cheap memory lower bound; skips plans whose
+// lower bound on step time (compute and layer collectives from cached per-layer records) proves they
+// cannot matter; prices the rest with sim/. Returns the top k, the Pareto front of step time vs
+// memory per device and, for each family (an axis at a value, a remat policy, a scan algorithm, a
+// ZeRO stage), why its best plan lost. Ties go to the plan enumerated first.
 // Not for: printing (cli/plan_command.cpp).
 #pragma once
 #include <cstdint>
@@ -28,7 +29,11 @@ struct SearchOptions {
   double max_memory_fraction = 0.9;              // of device memory a plan may use
   std::size_t top = 10;
   DType dtype = DType::bf16;
-  std::function<void(double fraction)> progress;  // called now and then during long searches
+  std::function<void(double fraction)> progress;  // fraction done: after a second, then every half second
+  // Skip plans whose lower bounds on step time and memory prove they cannot enter the top k, the
+  // Pareto front or any family's best (the result is the same). false: price every plan — the
+  // exhaustive reference the tests compare against.
+  bool prune = true;
 };
 
 struct Candidate {
@@ -45,11 +50,13 @@ struct SearchResult {
   std::vector<Candidate> top;     // fastest first
   std::vector<Candidate> pareto;  // step time vs memory per device, by memory
   std::vector<std::string> why_not;
+  // considered = illegal + pruned + over_memory + bounded + priced
   std::int64_t considered = 0;    // plans enumerated
-  std::int64_t illegal = 0;       // rejected by a divisibility rule
-  std::int64_t pruned = 0;        // rejected by the memory lower bound without pricing
-  std::int64_t priced = 0;        // fully priced
-  std::int64_t over_memory = 0;   // priced and over the memory limit
+  std::int64_t illegal = 0;       // rejected by a divisibility rule (one per mesh)
+  std::int64_t pruned = 0;        // rejected by the state-memory lower bound without lowering
+  std::int64_t over_memory = 0;   // lowered and over the memory limit
+  std::int64_t bounded = 0;       // skipped: the step-time bound shows they cannot matter (prune only)
+  std::int64_t priced = 0;        // fully priced, within the memory limit
   double seconds = 0;
 };
 

@@ -125,3 +125,59 @@ TEST_CASE("impossible constraints and hopeless searches explain themselves", "[p
   for (const auto& w : r.why_not) memory_reason = memory_reason || w.find("GB") != std::string::npos;
   REQUIRE(memory_reason);
 }
+
+namespace {
+void require_same(const std::vector<Candidate>& a, const std::vector<Candidate>& b) {
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO("rank " << i);
+    REQUIRE(plan_to_yaml(a[i].plan) == plan_to_yaml(b[i].plan));
+    REQUIRE(a[i].step_seconds == b[i].step_seconds);  // bit for bit: the same pricing calls
+    REQUIRE(a[i].memory_bytes == b[i].memory_bytes);
+    REQUIRE(a[i].mfu == b[i].mfu);
+    REQUIRE(a[i].bottleneck == b[i].bottleneck);
+    REQUIRE(a[i].seconds == b[i].seconds);
+  }
+}
+}  // namespace
+
+TEST_CASE("the pruned search returns exactly what pricing every plan returns", "[planner][property]") {
+  // The bounds only skip plans that cannot enter the top k, the Pareto front or any family's best;
+  // ties go to the first plan in enumeration order on both paths.
+  std::mt19937 rng(2024);
+  const std::vector<std::string> models = {"griffin-tiny", "hawk-tiny",   "mqa-tiny",     "rwkv4-tiny", "rwkv6-tiny",
+                                           "griffin-100m", "hawk-100m",   "mqa-200m",     "rwkv4-169m", "griffin-400m"};
+  std::vector<ClusterSpec> clusters = {load_cluster("cpu-local"), load_cluster("tpu-v5e-64"), load_cluster("tpu-v4-256")};
+  ClusterSpec islands = load_cluster("dgx-h100-32");  // hierarchical network: 4 islands of 8
+  islands.topology.islands = 4;
+  clusters.push_back(islands);
+  std::int64_t bounded = 0;
+  for (int i = 0; i < 14; ++i) {
+    const auto m = load_model(models[rng() % models.size()]);
+    const auto& c = clusters[rng() % clusters.size()];
+    SearchOptions o = opts(c.devices() * (1 + static_cast<std::int64_t>(rng() % 4)), 256 << (rng() % 4));
+    const double fractions[] = {0.9, 0.5, 0.05, 0.01};
+    o.max_memory_fraction = fractions[rng() % 4];
+    const std::size_t tops[] = {1, 3, 10, 20};
+    o.top = tops[rng() % 4];
+    if (rng() % 4 == 0) o.dtype = DType::fp32;
+    if (rng() % 4 == 0) o.fixed[static_cast<int>(Axis::pipeline)] = 1;
+    INFO(m.name << " on " << c.name << " batch " << o.global_batch << " seq " << o.seq_len << " memory " << o.max_memory_fraction
+                << " top " << o.top);
+    SearchOptions x = o;
+    x.prune = false;
+    const auto pruned = search(m, c, o), all = search(m, c, x);
+    require_same(pruned.top, all.top);
+    require_same(pruned.pareto, all.pareto);
+    REQUIRE(pruned.why_not == all.why_not);
+    REQUIRE(pruned.considered == all.considered);
+    REQUIRE(pruned.illegal == all.illegal);
+    REQUIRE(pruned.pruned == all.pruned);
+    REQUIRE(all.bounded == 0);
+    REQUIRE(pruned.considered == pruned.illegal + pruned.pruned + pruned.over_memory + pruned.bounded + pruned.priced);
+    REQUIRE(all.considered == all.illegal + all.pruned + all.over_memory + all.priced);
+    if (all.priced > 5000) CHECK(pruned.bounded > 0);  // not a fallback to pricing everything
+    bounded += pruned.bounded;
+  }
+  CHECK(bounded > 0);  // and the bounds do skip plans
+}
