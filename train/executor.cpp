@@ -1079,7 +1079,7 @@ void r6_decay_bwd(State& s, const Step& st) {
   K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddd.data(), b.dlogw.data(), b.logw.data(), s.M, s.D);
 }
 template <int J>  // 1 k, 2 v, 3 r, 4 g
-float* r6_out(State& s, LayerBufs& b, bool grad) {
+float* r6_out(LayerBufs& b, bool grad) {
   if (J == 1) return (grad ? b.dk : b.k).data();
   if (J == 2) return (grad ? b.dv : b.v).data();
   if (J == 3) return (grad ? b.dr : b.r).data();
@@ -1089,18 +1089,18 @@ constexpr const char* kR6W[5] = {"", "tm.wk", "tm.wv", "tm.wr", "tm.wg"};
 template <int J>
 void r6_proj_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(r6_out<J>(s, b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.D);
+  K::linear_forward(r6_out<J>(b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.D);
 }
 template <int J>
 void r6_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(x5(s, b.dxs5, J), nul(), nul(), r6_out<J>(s, b, true), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), s.M,
+  K::linear_backward(x5(s, b.dxs5, J), nul(), nul(), r6_out<J>(b, true), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), s.M,
                      s.D, s.D);
 }
 template <int J>
 void r6_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(s, b, true), x5(s, b.xs5, J),
+  K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(b, true), x5(s, b.xs5, J),
                      s.par(st.layer, kR6W[J]), s.M, s.D, s.D);
 }
 i64 heads6(const State& s) { return s.D / s.m.head_size; }
