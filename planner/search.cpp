@@ -57,9 +57,14 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Bounds add the same terms in another order (and the collectives as lines): allow for rounding.
 constexpr double kBoundSlack = 1 - 1e-9;
 
-std::vector<std::int64_t> divisors(std::int64_t n) {
-  std::vector<std::int64_t> d;
-  for (std::int64_t i = 1; i <= n; ++i) if (n % i == 0) d.push_back(i);
+std::vector<std::int64_t> divisors(std::int64_t n) {  // ascending
+  std::vector<std::int64_t> d, large;
+  for (std::int64_t i = 1; i <= n / i; ++i)
+    if (n % i == 0) {
+      d.push_back(i);
+      if (i != n / i) large.push_back(n / i);
+    }
+  d.insert(d.end(), large.rbegin(), large.rend());
   return d;
 }
 
@@ -760,8 +765,9 @@ struct Config {
   std::uint32_t mesh = 0;    // into the MeshInfo list
   std::uint32_t record = 0;  // into the Record list
   std::uint32_t anchor = 0;  // into the Anchor list
+  std::int64_t mb = 0;       // micro-batch
   std::uint16_t mb_i = 0;
-  std::uint8_t zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0;
+  std::uint8_t zero = 0, zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0;
   double step_bound = 0;    // the least over placements and overlap
   double memory_bound = 0;  // the least over schedules
 };
@@ -798,6 +804,17 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     return f;
   };
 
+  {  // room for every configuration at once (an upper bound: pages never written cost nothing)
+    std::size_t most = 0;
+    for (const Mesh& mesh : all) {
+      const std::int64_t replicas = mesh[Axis::data] * mesh[Axis::fsdp];
+      if (o.global_batch % replicas != 0) continue;
+      most += zero_stages(mesh[Axis::fsdp]).size() * divisors(o.global_batch / replicas).size() * kRemats.size() * kScans.size() *
+              kCarries.size();
+    }
+    configs.reserve(most);
+  }
+
   // 1. Enumerate: legality, the state bound, and per configuration its bounds.
   struct SubBound {  // per (micro-batch, remat, scan, carry) of a mesh: pass bounds per network, without/with ZeRO-3 gathers
     bool done[2] = {false, false};
@@ -827,7 +844,6 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     const auto zeros = zero_stages(mesh[Axis::fsdp]);
     const auto mbs = divisors(p.local_batch());
     const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(info.orders.size());
-    const std::size_t overlaps = p.replicas() > 1 ? 2 : 1;
     for (auto& s : subs) s = SubBound{};
     for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
       const double states = state_bound(total_params, mesh, o.dtype, zeros[zi]);
@@ -883,16 +899,17 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
               cfg.mesh = mesh_id;
               cfg.record = rit->second;
               cfg.anchor = anchor;
+              cfg.zero = static_cast<std::uint8_t>(zeros[zi]);
               cfg.zero_i = static_cast<std::uint8_t>(zi);
+              cfg.mb = mbs[bi];
               cfg.mb_i = static_cast<std::uint16_t>(bi);
               cfg.remat_i = static_cast<std::uint8_t>(ri);
               cfg.scan_i = static_cast<std::uint8_t>(si);
               cfg.carry_i = static_cast<std::uint8_t>(ci);
               const double mcount = static_cast<double>(q.micro_batches());
-              cfg.step_bound = kInf;
+              cfg.step_bound = kInf;  // overlapping the gradient sync never makes the bound larger
               for (std::size_t k = 0; k < info.lines.size(); ++k)
-                for (std::size_t ov = 0; ov < overlaps; ++ov)
-                  cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, an, k, kOverlaps[ov]));
+                cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, an, k, true));
               cfg.memory_bound = memory_bound(rec, counts, an, q);  // 1F1B holds no more activations than GPipe
               configs.push_back(cfg);
             }
@@ -904,28 +921,28 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   }
 
   // 2. Cheapest bound first: skip what cannot matter, price the rest exactly.
-  std::sort(configs.begin(), configs.end(), [](const Config& a, const Config& b) {
-    if (a.step_bound != b.step_bound) return a.step_bound < b.step_bound;
-    return std::tie(a.mesh, a.zero_i, a.mb_i, a.remat_i, a.scan_i, a.carry_i) < std::tie(b.mesh, b.zero_i, b.mb_i, b.remat_i, b.scan_i, b.carry_i);
-  });
+  std::vector<std::pair<double, std::uint32_t>> order;  // configs are in enumeration order: ties by index
+  order.reserve(configs.size());
+  for (std::size_t i = 0; i < configs.size(); ++i) order.emplace_back(configs[i].step_bound, static_cast<std::uint32_t>(i));
+  std::sort(order.begin(), order.end());
   PriceCache prices;
   bool bound_broken = false;
-  for (std::size_t ci = 0; ci < configs.size() && !bound_broken; ++ci) {
-    progress(0.4 + 0.6 * static_cast<double>(ci) / static_cast<double>(configs.size()));
-    const Config& cfg = configs[ci];
+  for (std::size_t ci = 0; ci < order.size() && !bound_broken; ++ci) {
+    progress(0.4 + 0.6 * static_cast<double>(ci) / static_cast<double>(order.size()));
+    const Config& cfg = configs[order[ci].second];
     const MeshInfo& info = infos[cfg.mesh];
     const Mesh& mesh = all[info.index];
     const std::int64_t pp = mesh[Axis::pipeline];
     Plan q = base_plan(mesh, o);
     const std::size_t scheds = pp > 1 ? 2 : 1, overlaps = q.replicas() > 1 ? 2 : 1;
     const std::int64_t per_schedule = static_cast<std::int64_t>(info.nets.size() * overlaps);
-    q.zero_stage = zero_stages(mesh[Axis::fsdp])[cfg.zero_i];
+    q.zero_stage = cfg.zero;
     const FamIds fams = families(info.axis_fams, mesh, cfg.remat_i, cfg.scan_i, q.zero_stage);
     if (col.skippable(fams, cfg.step_bound, cfg.memory_bound)) {
       r.bounded += per_schedule * static_cast<std::int64_t>(scheds);
       continue;
     }
-    q.micro_batch = divisors(q.local_batch())[cfg.mb_i];
+    q.micro_batch = cfg.mb;
     q.remat = kRemats[cfg.remat_i];
     q.scan = kScans[cfg.scan_i];
     q.carry = kCarries[cfg.carry_i];
