@@ -68,10 +68,14 @@ void run_report(const ReportOptions& o) {
   const ClusterSpec c = load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster");
   const auto trace = load_json(o.trace_file);
   const auto steps = measured_steps(trace, o.trace_file);
-  if (trace.value("model", std::string()) != m.name)
-    throw ConfigError(o.trace_file + ": model: the trace is of '" + trace.value("model", std::string("?")) + "', the plan of '" + m.name + "'");
-  if (trace.value("mesh", std::string()) != p.mesh.describe())
-    throw ConfigError(o.trace_file + ": mesh: the trace ran mesh " + trace.value("mesh", std::string("?")) + ", the plan says " + p.mesh.describe());
+  auto text = [&](const char* key) {  // "?" when missing or not a string (json::value would throw)
+    const auto it = trace.find(key);
+    return it != trace.end() && it->is_string() ? it->get<std::string>() : std::string("?");
+  };
+  if (text("model") != m.name)
+    throw ConfigError(o.trace_file + ": model: the trace is of '" + text("model") + "', the plan of '" + m.name + "'");
+  if (text("mesh") != p.mesh.describe())
+    throw ConfigError(o.trace_file + ": mesh: the trace ran mesh " + text("mesh") + ", the plan says " + p.mesh.describe());
 
   try {
     check_plan(m, p, c.devices());

@@ -1,6 +1,7 @@
 // program/model.cpp — see model.hpp.
 #include "program/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "program/yaml_reader.hpp"
@@ -181,6 +182,25 @@ namespace {
 constexpr std::int64_t kMaxWidth = 1 << 20;
 constexpr std::int64_t kMaxDepth = 100000;
 constexpr std::int64_t kMaxVocab = 1 << 26;
+constexpr double kMaxParameters = 1125899906842624.0;  // 2^50: counts and byte sizes stay far from int64 overflow
+
+// The parameter count in floating point (no overflow whatever the sizes): layers repeat with
+// period 3 (Griffin) or 1, so three layers stand for all of them.
+double parameters_estimate(const ModelSpec& m) {
+  auto sum = [](const std::vector<ParamTensor>& ts) {
+    double n = 0;
+    for (const auto& t : ts) {
+      double c = 1;
+      for (auto s : t.shape) c *= static_cast<double>(s);
+      n += c;
+    }
+    return n;
+  };
+  double total = 2.0 * static_cast<double>(m.vocab) * static_cast<double>(m.width) + 4.0 * static_cast<double>(m.width);
+  for (std::int64_t l = 0; l < std::min<std::int64_t>(3, m.depth); ++l)
+    total += sum(layer_parameter_tensors(m, l)) * static_cast<double>((m.depth - l + 2) / 3);
+  return total;
+}
 
 std::int64_t positive(YamlMap& y, const std::string& key, std::int64_t v, std::int64_t max) {
   if (v <= 0) throw y.error(key, "must be positive, got " + format_number(v));
@@ -288,6 +308,9 @@ ModelSpec parse_model(const YAML::Node& node, const std::string& file) {
     if (m.logit_softcap < 0) throw y.error("logit_softcap", "must be 0 (off) or positive");
   }
   y.finish();
+  if (const double n = parameters_estimate(m); n > kMaxParameters)
+    throw ConfigError(file, 0, 0, "", "the model has about " + format_number(n) +
+                                          " parameters, more than the supported maximum 2^50 (reduce width, depth, vocab or mlp_width)");
   return m;
 }
 

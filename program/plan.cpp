@@ -117,6 +117,19 @@ E parse_enum(YamlMap& y, const std::string& key, E fallback, const std::array<st
 
 const std::array<std::pair<const char*, DType>, 2> kDTypes{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
 
+// The product of the axes must stay far from int64 overflow (each axis alone may be up to 2^40):
+// Mesh::devices() and everything that multiplies device counts rely on it.
+constexpr std::int64_t kMaxDevices = std::int64_t{1} << 40;
+constexpr const char* kMeshTooLarge = "data × fsdp × tensor × sequence × pipeline is more than 2^40 devices";
+bool mesh_size_ok(const Mesh& mesh) {
+  std::int64_t n = 1;
+  for (auto s : mesh.size) {
+    if (s < 1 || s > kMaxDevices / n) return false;
+    n *= s;
+  }
+  return true;
+}
+
 std::int64_t positive_int(YamlMap& y, const std::string& key, std::int64_t v) {
   if (v < 1) throw y.error(key, "must be a positive integer, got " + std::to_string(v));
   if (v > (std::int64_t{1} << 40)) throw y.error(key, "is unreasonably large (" + std::to_string(v) + ")");
@@ -137,6 +150,7 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
       p.mesh.size[i] = positive_int(mesh, axis, mesh.optional_int(axis, 1));
     }
     mesh.finish();
+    if (!mesh_size_ok(p.mesh)) throw y.error("mesh", kMeshTooLarge);
   } else {
     y.raw("mesh");
   }
@@ -201,6 +215,7 @@ Mesh parse_mesh(const std::string& text, const std::string& flag) {
       throw ConfigError(flag + ": " + axis + " must be a positive integer, got '" + value + "'");
     mesh.size[found] = v;
   }
+  if (!mesh_size_ok(mesh)) throw ConfigError(flag + ": " + kMeshTooLarge);
   return mesh;
 }
 

@@ -2,6 +2,7 @@
 #include "program/presets.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <stdexcept>
 
 #include "program/embedded.hpp"
@@ -39,7 +40,13 @@ std::string joined_names(PresetKind kind) {
 
 // (YAML node, file) for a preset name or a path; unknown names throw invalid_argument.
 std::pair<YAML::Node, std::string> resolve(PresetKind kind, const std::string& name_or_path) {
-  if (looks_like_path(name_or_path)) return {load_yaml_file(name_or_path), name_or_path};
+  if (looks_like_path(name_or_path)) {
+    std::error_code ec;  // said here so that the caller's context (which file, which key) comes first
+    if (!std::filesystem::is_regular_file(name_or_path, ec))
+      throw std::invalid_argument(name_or_path + ": cannot open file (" +
+                                  (std::filesystem::exists(name_or_path, ec) ? "not a regular file" : "no such file") + ")");
+    return {load_yaml_file(name_or_path), name_or_path};
+  }
   const EmbeddedFile* f = find_preset(kind, name_or_path);
   const char* what = kind == PresetKind::models ? "model" : kind == PresetKind::clusters ? "cluster" : "chip";
   if (!f)

@@ -8,6 +8,7 @@
 #include "train/checkpoint.hpp"
 
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -119,11 +120,23 @@ void agree_or_throw(const Group& g, const Failure& f) {
 
 // ---- HDF5 helpers ---------------------------------------------------------------------------
 
+// After a failed read of some damaged files (e.g. a flipped byte in a group's object header),
+// HDF5 1.10 can no longer release one of its free lists and, at exit, prints "HDF5: infinite loop
+// closing library" and a line of interface names when automatic error printing is on. Our error
+// has already said what is wrong: switch the printing off at exit, just before HDF5's own atexit
+// handler runs (handlers run in reverse order of registration; HDF5 registers its handler when the
+// library initialises, which happened before this is called).
+void quiet_hdf5_at_exit() {
+  static const bool once = [] { return std::atexit([] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }) == 0; }();
+  (void)once;
+}
+
 // Turns HDF5's automatic error printing off for its lifetime (restores the previous handler).
 class QuietHdf5 {
  public:
   QuietHdf5() {
     H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    quiet_hdf5_at_exit();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   }
   ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }

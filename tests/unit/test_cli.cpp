@@ -3,11 +3,16 @@
 // the message fragment it must produce in its first lines).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <random>
+#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
@@ -95,41 +100,196 @@ TEST_CASE("CLI unknown presets exit 2 and list what exists", "[cli]") {
   CHECK(run("models /no/such/file.yaml").code == 2);
 }
 
-TEST_CASE("bad-input corpus: every file is rejected with exit 2 and its message", "[cli][corpus]") {
-  const fs::path dir = fs::path(SCANSHARD_TEST_DATA) / "bad";
-  int n = 0;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const auto path = entry.path();
-    std::ifstream in(path);
-    std::string kind_line, expect_line;
-    std::getline(in, kind_line);
-    std::getline(in, expect_line);
-    INFO(path.string());
-    REQUIRE(kind_line.starts_with("# kind: "));
-    REQUIRE(expect_line.starts_with("# expect: "));
-    const auto kind = kind_line.substr(8), expect = expect_line.substr(10);
-    const std::string cmd = kind == "model"     ? "models "
-                            : kind == "cluster" ? "clusters "
-                            : kind == "plan"    ? "simulate --plan "
-                            : kind == "train"   ? "train --steps 1 --plan "
-                                                : "";
-    REQUIRE(!cmd.empty());
-    // optional third line "# args: ..." with @DATA@ standing for tests/data
-    std::string args_line, args;
-    std::getline(in, args_line);
-    if (args_line.starts_with("# args: ")) {
-      args = args_line.substr(7);  // keeps the space after "args:"
-      for (auto at = args.find("@DATA@"); at != std::string::npos; at = args.find("@DATA@"))
-        args.replace(at, 6, SCANSHARD_TEST_DATA);
+// ---- the bad-input corpus ----------------------------------------------------------------
+//
+// Every tests/data/bad/*.yaml starts with header lines:
+//   # kind: model|cluster|plan|train|report   which command gets the file (see corpus_command)
+//   # expect: <fragment>                       that stderr must contain
+//   # args: <more arguments>                   optional; placeholders below
+//   # fixture: <source> [<edit> ...]           optional; a generated non-YAML input, @FIXTURE@ in args
+// Placeholders in args: @DATA@ = tests/data, @TMP@ = a fresh empty directory for this case (after
+// the run it must hold no file: no partial output), @FIXTURE@ = the fixture file.
+// Fixture sources: checkpoint:<model> (a real checkpoint of that preset after one training step,
+// made once per test process with the CLI), random:<bytes> (seeded random bytes), empty.
+// Edits, in order: truncate:<bytes>|<percent>%, flip:<offset>|<percent>% (inverts one byte;
+// a negative offset counts from the end).
+// Each case must exit 2 with the fragment on stderr, crash nowhere and print no result on stdout
+// (train may print its one-line header before it reads a --resume file, nothing else).
+namespace {
+
+struct CorpusCase {
+  fs::path file;
+  std::map<std::string, std::string> header;
+};
+
+CorpusCase read_case(const fs::path& path) {
+  CorpusCase c{path, {}};
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  while (std::getline(in, line) && line.starts_with("# ")) {
+    const auto colon = line.find(": ");
+    if (colon == std::string::npos) break;
+    c.header[line.substr(2, colon - 2)] = line.substr(colon + 2);
+  }
+  return c;
+}
+
+std::string corpus_command(const std::string& kind) {
+  if (kind == "model") return "models ";
+  if (kind == "cluster") return "clusters ";
+  if (kind == "plan") return "simulate --plan ";
+  if (kind == "train") return "train --steps 1 --plan ";
+  if (kind == "report") return "report --plan ";
+  return "";
+}
+
+void replace_all(std::string& s, const std::string& what, const std::string& with) {
+  for (auto at = s.find(what); at != std::string::npos; at = s.find(what, at + with.size())) s.replace(at, what.size(), with);
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Generated fixture files, made once per process under one temporary directory.
+class Fixtures {
+ public:
+  Fixtures() : dir_(fs::temp_directory_path() / ("scanshard-fixtures-" + std::to_string(::getpid()))) {
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  ~Fixtures() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  // The file for one fixture spec (see above).
+  fs::path get(const std::string& spec) {
+    std::istringstream words(spec);
+    std::string source, edit;
+    words >> source;
+    std::string bytes;
+    if (source.starts_with("checkpoint:")) {
+      bytes = read_bytes(checkpoint(source.substr(11)));
+    } else if (source.starts_with("random:")) {
+      std::mt19937 g(2024);
+      bytes.resize(std::stoul(source.substr(7)));
+      for (auto& b : bytes) b = static_cast<char>(g() & 0xff);
+    } else if (source != "empty") {
+      FAIL("unknown fixture source '" << source << "'");
     }
-    auto r = run(cmd + path.string() + args);
+    while (words >> edit) {
+      const auto colon = edit.find(':');
+      REQUIRE(colon != std::string::npos);
+      const std::string op = edit.substr(0, colon), arg = edit.substr(colon + 1);
+      const auto n = static_cast<std::int64_t>(bytes.size());
+      std::int64_t at = arg.ends_with("%") ? n * std::stoll(arg) / 100 : std::stoll(arg);
+      if (at < 0) at += n;
+      REQUIRE(at >= 0);
+      if (op == "truncate") {
+        REQUIRE(at <= n);
+        bytes.resize(static_cast<std::size_t>(at));
+      } else if (op == "flip") {
+        REQUIRE(at < n);
+        bytes[static_cast<std::size_t>(at)] = static_cast<char>(~bytes[static_cast<std::size_t>(at)]);
+      } else {
+        FAIL("unknown fixture edit '" << op << "'");
+      }
+    }
+    const fs::path out = dir_ / ("fixture-" + std::to_string(count_++) + ".h5");
+    std::ofstream(out, std::ios::binary) << bytes;
+    return out;
+  }
+
+ private:
+  fs::path checkpoint(const std::string& model) {
+    const fs::path ck = dir_ / ("ckpt-" + model);
+    if (!fs::exists(ck / "step-1.h5")) {
+      const fs::path plan = dir_ / ("plan-" + model + ".yaml");
+      std::ofstream(plan) << "model: " << model << "\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+      const auto r = run("train --steps 1 --plan " + plan.string() + " --checkpoint-dir " + ck.string());
+      INFO(r.err);
+      REQUIRE(r.code == 0);
+      REQUIRE(fs::exists(ck / "step-1.h5"));
+    }
+    return ck / "step-1.h5";
+  }
+  fs::path dir_;
+  int count_ = 0;
+};
+
+Fixtures& fixtures() {
+  static Fixtures f;
+  return f;
+}
+
+// Runs every corpus file of `kinds`; returns how many ran.
+int run_corpus(const std::set<std::string>& kinds) {
+  const fs::path dir = fs::path(SCANSHARD_TEST_DATA) / "bad";
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  int n = 0;
+  for (const auto& path : files) {
+    INFO(path.string());
+    const CorpusCase c = read_case(path);
+    REQUIRE(c.header.count("kind"));
+    REQUIRE(c.header.count("expect"));
+    const std::string& kind = c.header.at("kind");
+    const std::string cmd = corpus_command(kind);
+    REQUIRE(!cmd.empty());
+    if (!kinds.count(kind)) continue;
+    const fs::path tmp = fs::temp_directory_path() / ("scanshard-case-" + std::to_string(::getpid()));
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    std::string args = c.header.count("args") ? " " + c.header.at("args") : "";
+    replace_all(args, "@DATA@", SCANSHARD_TEST_DATA);
+    replace_all(args, "@TMP@", tmp.string());
+    if (c.header.count("fixture")) replace_all(args, "@FIXTURE@", fixtures().get(c.header.at("fixture")).string());
+    const auto r = run(cmd + path.string() + args);
+    INFO("exit " << r.code << "\nstdout: " << r.out << "\nstderr: " << r.err);
     CHECK(r.code == 2);
-    if (args.empty()) CHECK_THAT(r.err, Catch::Contains(path.string() + ":"));  // else the bad file is in the args
-    CHECK_THAT(r.err, Catch::Contains(expect));
-    CHECK(r.out.empty());
+    if (args.empty()) CHECK_THAT(r.err, Catch::Contains(path.string() + ":"));  // else the bad file may be in the args
+    CHECK_THAT(r.err, Catch::Contains(c.header.at("expect")));
+    CHECK_THAT(r.err, !Catch::Contains("Sanitizer") && !Catch::Contains("runtime error:"));
+    std::istringstream out(r.out);
+    for (std::string line; std::getline(out, line);)
+      CHECK((kind == "train" && (line.starts_with("train ") || line.starts_with("note: "))));
+    for (const auto& e : fs::recursive_directory_iterator(tmp)) {
+      INFO("left behind: " << e.path().string());
+      CHECK(!e.is_regular_file());
+    }
+    fs::remove_all(tmp);
     ++n;
   }
-  CHECK(n >= 30);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("bad-input corpus: models and clusters are rejected with exit 2 and their message", "[cli][corpus]") {
+  CHECK(run_corpus({"model", "cluster"}) >= 20);
+}
+
+TEST_CASE("bad-input corpus: plans and traces are rejected with exit 2 and their message", "[cli][corpus]") {
+  CHECK(run_corpus({"plan", "report"}) >= 15);
+}
+
+TEST_CASE("bad-input corpus: train inputs (plans, data, checkpoints) are rejected with exit 2", "[cli][corpus]") {
+  CHECK(run_corpus({"train"}) >= 15);
+}
+
+TEST_CASE("bad-input corpus has at least 60 inputs, every one of a known kind", "[cli][corpus]") {
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(SCANSHARD_TEST_DATA) / "bad")) {
+    INFO(entry.path().string());
+    CHECK(entry.path().extension() == ".yaml");
+    const CorpusCase c = read_case(entry.path());
+    CHECK(!corpus_command(c.header.count("kind") ? c.header.at("kind") : "").empty());
+    CHECK(c.header.count("expect"));
+    ++n;
+  }
+  CHECK(n >= 60);
 }
 
 TEST_CASE("CLI simulate prices every example plan", "[cli]") {
