@@ -6,12 +6,17 @@
 // unsupported axis or family, missing data) are detected identically on every rank before any
 // communication: rank 0 reports them, every rank exits with the same code (2), nothing hangs. A
 // failure during training aborts the whole job (MPI_Abort) after the failing rank prints it.
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <span>
+
+#include <unistd.h>
 
 #include <mpi.h>
 #include <nlohmann/json.hpp>
@@ -27,7 +32,7 @@ namespace scanshard {
 namespace {
 
 struct TrainOptions {
-  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume;
+  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume, on_nan = "stop";
   std::int64_t steps = 10, checkpoint_every = 0;
   unsigned seed = 1234;
 };
@@ -44,6 +49,31 @@ nlohmann::json trace_json(const train::Trace& t, const ModelSpec& m, const Plan&
   return {{"model", m.name}, {"mesh", p.mesh.describe()}, {"ranks", world}, {"rank", 0},
           {"global_batch", p.global_batch}, {"micro_batch", p.micro_batch}, {"seq_len", p.seq_len},
           {"dtype", "fp32"}, {"steps", steps}};
+}
+
+// Rank 0, before training: "" if the outputs can be written, else why not (an input error).
+std::string output_problem(const TrainOptions& o) {
+  namespace fs = std::filesystem;
+  auto writable_dir = [](const fs::path& d, const std::string& flag) -> std::string {
+    std::error_code ec;
+    if (!fs::is_directory(d, ec)) return flag + ": " + d.string() + ": not a directory";
+    if (::access(d.c_str(), W_OK | X_OK) != 0) return flag + ": " + d.string() + ": not writable (" + std::strerror(errno) + ")";
+    return "";
+  };
+  if (!o.checkpoint_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.checkpoint_dir, ec);
+    if (ec && !fs::is_directory(o.checkpoint_dir))
+      return "--checkpoint-dir: " + o.checkpoint_dir + ": cannot create the directory (" + ec.message() + ")";
+    if (auto why = writable_dir(o.checkpoint_dir, "--checkpoint-dir"); !why.empty()) return why;
+  }
+  if (!o.trace.empty()) {
+    const fs::path t(o.trace);
+    std::error_code ec;
+    if (fs::is_directory(t, ec)) return "--trace: " + o.trace + ": is a directory";
+    if (auto why = writable_dir(t.has_parent_path() ? t.parent_path() : fs::path("."), "--trace"); !why.empty()) return why;
+  }
+  return "";
 }
 
 int error_code(const std::exception& e) {
@@ -68,6 +98,7 @@ void run_train(const TrainOptions& o) {
   ModelSpec m;
   Plan p;
   std::vector<std::int32_t> data;
+  train::OnNan on_nan = train::OnNan::stop;
   try {
     p = load_plan(o.plan_file);
     if (!o.model.empty() && !p.model.empty() && o.model != p.model)
@@ -83,6 +114,7 @@ void run_train(const TrainOptions& o) {
     } catch (const PlanError& e) {  // name the plan file and the key to change
       throw ConfigError(o.plan_file, 0, 0, e.key(), e.what());
     }
+    on_nan = train::parse_on_nan(o.on_nan);
     data = train::load_tokens(o.data.empty() ? train::default_corpus_path() : o.data, train::parse_token_format(o.data_format),
                               p.seq_len + 2, m.vocab);
   } catch (const std::exception& e) {
@@ -90,6 +122,22 @@ void run_train(const TrainOptions& o) {
     const int code = error_code(e);
     MPI_Finalize();
     std::exit(code);  // other ranks: silent, same exit code
+  }
+
+  // Output checks before the first step, so a long run does not die at its first checkpoint or
+  // at the end for a bad path: rank 0 creates a missing --checkpoint-dir and checks that it and the
+  // --trace file's directory are writable directories; every rank gets its verdict.
+  {
+    std::string bad = rank == 0 ? output_problem(o) : std::string();
+    std::int64_t n = static_cast<std::int64_t>(bad.size());
+    world.broadcast(std::span<std::int64_t>(&n, 1), 0);
+    bad.resize(static_cast<std::size_t>(n));
+    if (n > 0) world.broadcast(std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(bad.data()), bad.size()), 0);
+    if (n > 0) {
+      if (rank == 0) throw ConfigError(bad);
+      MPI_Finalize();
+      std::exit(2);
+    }
   }
 
   if (rank == 0) {
@@ -100,17 +148,16 @@ void run_train(const TrainOptions& o) {
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
     std::cout.flush();
   }
-  if (rank == 0 && !o.checkpoint_dir.empty()) {  // a missing directory is created; failures surface
-    std::error_code ec;                           // as the checkpoint writer's error on every rank
-    std::filesystem::create_directories(o.checkpoint_dir, ec);
-  }
-  world.barrier();
   train::Options opt;
   opt.steps = o.steps;
   opt.seed = o.seed;
   opt.checkpoint_dir = o.checkpoint_dir;
   opt.checkpoint_every = o.checkpoint_every;
   opt.resume = o.resume;
+  opt.on_nan = on_nan;
+  opt.notice = [rank](const std::string& line) {
+    if (rank == 0) std::cout << "warning: " << line << "\n" << std::flush;
+  };
   try {
     const auto t0 = std::chrono::steady_clock::now();
     std::int64_t done = 0;
@@ -132,6 +179,10 @@ void run_train(const TrainOptions& o) {
     }
     if (rank == 0)
       for (const auto& c : res.checkpoints) std::cout << "checkpoint " << c << "\n";
+  } catch (const train::NumericalError& e) {  // every rank saw the same non-finite values
+    if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
+    MPI_Finalize();
+    std::exit(3);
   } catch (const ConfigError& e) {  // a bad --resume file or checkpoint directory: every rank agrees
     if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
     MPI_Finalize();
@@ -159,6 +210,10 @@ void register_train_command(CLI::App& app) {
                   "write <dir>/step-<N>.h5 (parallel HDF5, full logical tensors) after the last step");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also checkpoint every N steps (needs --checkpoint-dir)");
   cmd->add_option("--resume", o->resume, "start from this checkpoint (written under any plan and rank count)");
+  cmd->add_option("--on-nan", o->on_nan,
+                  "a NaN/Inf loss or gradient: stop (exit 3, naming the step and the first bad tensor) or skip "
+                  "that step's update")
+      ->capture_default_str();
   cmd->add_option("--trace", o->trace, "write measured seconds per (phase, op, name) per step as JSON (rank 0)");
   cmd->callback([o] { run_train(*o); });
 }

@@ -2,11 +2,13 @@
 #include "train/runner.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <span>
+#include <sstream>
 #include <string_view>
 #include <stdexcept>
 
@@ -92,6 +94,12 @@ std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat forma
     throw ConfigError(path + ": the data file has " + std::to_string(t.size()) + " tokens; one sequence needs " +
                       std::to_string(min_tokens));
   return t;
+}
+
+OnNan parse_on_nan(const std::string& s) {
+  if (s == "stop") return OnNan::stop;
+  if (s == "skip") return OnNan::skip;
+  throw ConfigError("--on-nan: '" + s + "' is not one of stop, skip");
 }
 
 namespace {
@@ -184,6 +192,39 @@ std::vector<P> per_tensor(const ShardLayout& sl, P base) {
   for (std::size_t i = 0; i < sl.dim.size(); ++i) out.push_back(base + sl.offset[i]);
   return out;
 }
+// A non-finite step, said the same on every rank: the first tensor (parameter_tensors() order)
+// whose reduced gradient has a NaN/Inf on any rank, and the first non-finite parameter if any.
+// `owned` / `held` limit each rank to the part it reduced / holds. Collective over `world`.
+std::string non_finite_report(std::int64_t step, double loss, double grad_sq, const Layout& lay, const ShardLayout& sl,
+                              const std::vector<float>& grad, const std::vector<float>& params, Range owned,
+                              const StageTensors& stage, const mpi::Comm* world) {
+  const std::size_t n = sl.dim.size();
+  std::vector<double> bad(2 * n, 0.0);  // [ti]: gradient, [n + ti]: parameter
+  auto any_bad = [](const float* x, std::int64_t len) {
+    for (std::int64_t i = 0; i < len; ++i)
+      if (!std::isfinite(x[i])) return true;
+    return false;
+  };
+  for (std::size_t ti = 0; ti < n; ++ti) {
+    const std::int64_t b = std::max(owned.begin, sl.offset[ti]), e = std::min(owned.end, sl.offset[ti] + sl.count(ti));
+    if (b < e && stage.owned[ti] && any_bad(grad.data() + b, e - b)) bad[ti] = 1;
+    if (stage.held[ti] && any_bad(params.data() + sl.offset[ti], sl.count(ti))) bad[n + ti] = 1;
+  }
+  if (world) world->allreduce_sum(std::span<double>(bad));
+  auto first = [&](std::size_t base) -> std::string {
+    std::size_t count = 0, at = n;
+    for (std::size_t ti = 0; ti < n; ++ti)
+      if (bad[base + ti] > 0) { ++count; at = std::min(at, ti); }
+    if (!count) return "";
+    return lay.tensors[at].block + "/" + lay.tensors[at].name + (count > 1 ? " (and " + std::to_string(count - 1) + " more)" : "");
+  };
+  std::ostringstream msg;
+  msg << "step " << step + 1 << ": non-finite training values: loss " << loss << ", gradient norm " << std::sqrt(grad_sq);
+  if (const auto g = first(0); !g.empty()) msg << "; first non-finite gradient: " << g;
+  if (const auto q = first(n); !q.empty()) msg << "; first non-finite parameter: " << q;
+  return msg.str();
+}
+
 std::string model_summary(const ModelSpec& m) {
   return "name: " + m.name + "\nfamily: " + to_string(m.family) + "\nwidth: " + std::to_string(m.width) +
          "\ndepth: " + std::to_string(m.depth) + "\nvocab: " + std::to_string(m.vocab) + "\n";
@@ -294,6 +335,11 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
       loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr);
     }
     ex.finish();
+    if (o.gradient_hook) o.gradient_hook(step, std::span<double>(gacc));
+    // The global mean loss (before the update: a non-finite loss stops or skips it)
+    double loss_buf[1] = {loss_sum};
+    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
+    const double loss = loss_buf[0] / double(G * T);
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
     bool scattered = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
     for (const Step& st : prog.step_end) {
@@ -327,6 +373,15 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
           tc->allreduce_sum(std::span<double>(&split, 1));
           sq[0] = split;
         }
+        if (!std::isfinite(sq[0] + sq[1]) || !std::isfinite(loss)) {  // the same verdict on every rank
+          const std::string why = non_finite_report(step, loss, sq[0] + sq[1], lay, sl, grad, params,
+                                                    Range{own.begin, own.end}, stage, comm && world > 1 ? comm : nullptr);
+          if (o.on_nan == OnNan::stop)
+            throw NumericalError(why + " (stopped: --on-nan stop; earlier checkpoints are intact)");
+          res.skipped_steps.push_back(step + 1);
+          if (o.notice) o.notice(why + "; the update is skipped (--on-nan skip)");
+          continue;
+        }
         const float clip = kernels::clip_scale(sq[0] + sq[1], o.adamw.max_grad_norm);
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
@@ -344,9 +399,6 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
     const bool last = step + 1 == first_step + o.steps;
     if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0)))
       save(step + 1);
-    double loss_buf[1] = {loss_sum};
-    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
-    const double loss = loss_buf[0] / double(G * T);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(G * T) / wall;
     res.losses.push_back(loss);

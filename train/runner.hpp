@@ -14,6 +14,8 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,19 @@
 
 namespace scanshard::train {
 
+// What the runner does when a step's loss or gradient norm is NaN or infinite (every rank sees
+// the same global values, so every rank decides alike): stop with a NumericalError, or skip the
+// optimizer update of that step (parameters and AdamW moments unchanged) and go on.
+enum class OnNan { stop, skip };
+OnNan parse_on_nan(const std::string& s);  // ConfigError naming --on-nan
+
+// A non-finite loss or gradient: the 1-based step and the first bad gradient tensor (and the first
+// non-finite parameter, if any) in parameter_tensors() order, as "block/name".
+class NumericalError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 struct Options {
   std::int64_t steps = 10;             // steps to run in this invocation (after a resume: more steps)
   std::string checkpoint_dir;          // "": no checkpoints; else <dir>/step-<N>.h5 after the last step
@@ -32,6 +47,13 @@ struct Options {
   std::string resume;                  // a checkpoint to start from (any plan, any rank count)
   unsigned seed = 1234;
   kernels::AdamW adamw{};  // the same hyperparameters for every plan; weight decay on matrices only
+  OnNan on_nan = OnNan::stop;
+  // Called on every rank with a one-line notice (a skipped step); may be empty.
+  std::function<void(const std::string&)> notice;
+  // Fault injection for tests: called on every rank with the step index (0-based) and this rank's
+  // gradient sums (double, the local flat layout) after the step's backward passes, before any
+  // gradient reduction. Empty in normal runs.
+  std::function<void(std::int64_t, std::span<double>)> gradient_hook;
 };
 
 struct Result {
@@ -40,6 +62,7 @@ struct Result {
   std::vector<std::string> checkpoints;  // files written
   std::vector<double> tokens_per_s;  // global tokens / wall seconds, per step
   std::vector<float> params;         // full parameters after the last step, parameter_tensors() order
+  std::vector<std::int64_t> skipped_steps;  // 1-based steps whose update --on-nan skip dropped
   Trace trace;
 };
 

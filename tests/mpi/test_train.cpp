@@ -330,3 +330,65 @@ TEST_CASE("train: token files in bytes uint16 and uint32 load as written and bad
   CHECK_THAT(message([&] { train::parse_token_format("int8"); }), Catch::Contains("--data-format: 'int8'"));
   std::filesystem::remove_all(dir);
 }
+TEST_CASE("train: a NaN gradient on one rank stops every rank naming the step and the first bad tensor", "[train][nan]") {
+  const auto world = mpi::Comm::world();
+  const ModelSpec m = load_model("griffin-tiny");
+  const Layout lay(m);
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  Case c = one_axis(Axis::fsdp, world.size());
+  c.zero_stage = 2;  // the bad values reach the owners through the reduce-scatter
+  train::Options o;
+  o.steps = 3;
+  // The last rank poisons two tensors in step 2 (index 1): a NaN in layer 1's mlp.w2 and an Inf in
+  // the later layer 2's mlp.w3. The message names the earlier one first, on every rank.
+  const std::size_t first = lay.index.at("layer.1/mlp.w2"), later = lay.index.at("layer.2/mlp.w3");
+  o.gradient_hook = [&](std::int64_t step, std::span<double> g) {
+    if (step != 1 || world.rank() != world.size() - 1) return;
+    g[static_cast<std::size_t>(lay.offset[first] + 5)] = std::nan("");
+    g[static_cast<std::size_t>(lay.offset[later])] = HUGE_VAL;
+  };
+  std::string message;
+  try {
+    train::run(m, make_plan("griffin-tiny", c, true), data, o, &world);
+  } catch (const train::NumericalError& e) {
+    message = e.what();
+  }
+  INFO("rank " << world.rank() << ": '" << message << "'");
+  CHECK(message.find("step 2:") != std::string::npos);
+  CHECK(message.find("first non-finite gradient: layer.1/mlp.w2 (and 1 more)") != std::string::npos);
+  CHECK(message.find("first non-finite parameter") == std::string::npos);  // the parameters are still finite
+}
+TEST_CASE("train: --on-nan skip drops the bad step's update and keeps training", "[train][nan]") {
+  const auto world = mpi::Comm::world();
+  const ModelSpec m = load_model("griffin-tiny");
+  const Layout lay(m);
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  const Case c = one_axis(Axis::data, world.size());
+  train::Options o;
+  o.seed = 7;
+  o.steps = 1;
+  const auto one = train::run(m, make_plan("griffin-tiny", c, false), data, o, nullptr);
+  o.steps = 2;
+  const auto clean = train::run(m, make_plan("griffin-tiny", c, false), data, o, nullptr);
+  o.on_nan = train::OnNan::skip;
+  int notices = 0;
+  o.notice = [&](const std::string& line) {
+    ++notices;
+    CHECK(line.find("step 2:") != std::string::npos);
+    CHECK(line.find("layer.0/mlp.w1") != std::string::npos);
+  };
+  o.gradient_hook = [&](std::int64_t step, std::span<double> g) {
+    if (step == 1 && world.rank() == 0) g[static_cast<std::size_t>(lay.offset[lay.index.at("layer.0/mlp.w1")])] = -HUGE_VAL;
+  };
+  const auto skipped = train::run(m, make_plan("griffin-tiny", c, true), data, o, &world);
+  CHECK(notices == 1);
+  CHECK(skipped.skipped_steps == std::vector<std::int64_t>{2});
+  REQUIRE(skipped.losses.size() == 2);
+  // The losses are computed before the update: both equal the clean run's; the parameters after
+  // the skipped step are those after step 1 (no update, moments untouched).
+  CHECK(close(skipped.losses[0], clean.losses[0], 1e-5));
+  CHECK(close(skipped.losses[1], clean.losses[1], 1e-5));
+  compare_params(m, skipped.params, one.params, "step 2 skipped");
+  CHECK(train::parse_on_nan("skip") == train::OnNan::skip);
+  CHECK_THROWS_AS(train::parse_on_nan("ignore"), ConfigError);
+}
