@@ -53,6 +53,7 @@
 #include <mpi.h>
 
 #include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
 #include "kernels/adamw.hpp"
@@ -646,10 +647,6 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
   return y.str();
 }
 
-int error_code(const std::exception& e) {
-  return dynamic_cast<const ConfigError*>(&e) || dynamic_cast<const PlanError*>(&e) ? 2 : 1;
-}
-
 // Mean over ranks, in place.
 void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v) {
   if (w.size() == 1 || v.empty()) return;
@@ -658,16 +655,7 @@ void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v) {
 }
 
 void run_calibrate(const CalibrateOptions& o) {
-  int initialized = 0;
-  SCANSHARD_MPI(MPI_Initialized(&initialized));
-  if (!initialized) SCANSHARD_MPI(MPI_Init(nullptr, nullptr));
-  struct Finalize {
-    ~Finalize() {
-      int fin = 0;
-      MPI_Finalized(&fin);
-      if (!fin) MPI_Finalize();
-    }
-  } finalize;
+  const MpiSession session;
   const mpi::Comm world = mpi::Comm::world();
   const int rank = world.rank();
 
@@ -675,7 +663,7 @@ void run_calibrate(const CalibrateOptions& o) {
   namespace fs = std::filesystem;
   fs::path out_path(o.out), tmp_path;
   ClusterSpec placeholder;
-  try {
+  check_inputs_on_every_rank(rank, [&] {
     if (o.name.empty()) throw ConfigError("--name: must not be empty");
     if (!looks_like_path(o.out) || !(o.out.ends_with(".yaml") || o.out.ends_with(".yml")))
       throw ConfigError("--out: '" + o.out + "' must name a .yaml file");
@@ -686,12 +674,7 @@ void run_calibrate(const CalibrateOptions& o) {
     tmp_path = dir / (".calibrate-" + std::to_string(::getpid()) + "-" + out_path.filename().string());
     if (tmp_path.extension() != ".yaml" && tmp_path.extension() != ".yml") tmp_path += ".yaml";
     placeholder = load_cluster("cpu-local");
-  } catch (const std::exception& e) {
-    if (rank == 0) throw;
-    const int code = error_code(e);
-    MPI_Finalize();
-    std::exit(code);
-  }
+  });
 
   try {
     omp_set_num_threads(1);

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
 #include "program/plan.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -76,21 +77,8 @@ std::string output_problem(const TrainOptions& o) {
   return "";
 }
 
-int error_code(const std::exception& e) {
-  return dynamic_cast<const ConfigError*>(&e) || dynamic_cast<const PlanError*>(&e) ? 2 : 1;
-}
-
 void run_train(const TrainOptions& o) {
-  int initialized = 0;
-  SCANSHARD_MPI(MPI_Initialized(&initialized));
-  if (!initialized) SCANSHARD_MPI(MPI_Init(nullptr, nullptr));
-  struct Finalize {
-    ~Finalize() {
-      int fin = 0;
-      MPI_Finalized(&fin);
-      if (!fin) MPI_Finalize();
-    }
-  } finalize;
+  const MpiSession session;
   const mpi::Comm world = mpi::Comm::world();
   const int rank = world.rank();
 
@@ -99,7 +87,7 @@ void run_train(const TrainOptions& o) {
   Plan p;
   std::vector<std::int32_t> data;
   train::OnNan on_nan = train::OnNan::stop;
-  try {
+  check_inputs_on_every_rank(rank, [&] {
     p = load_plan(o.plan_file);
     if (!o.model.empty() && !p.model.empty() && o.model != p.model)
       throw ConfigError(o.plan_file + ": model: the plan was made for '" + p.model + "' but --model is '" + o.model + "'");
@@ -117,12 +105,7 @@ void run_train(const TrainOptions& o) {
     on_nan = train::parse_on_nan(o.on_nan);
     data = train::load_tokens(o.data.empty() ? train::default_corpus_path() : o.data, train::parse_token_format(o.data_format),
                               p.seq_len + 2, m.vocab);
-  } catch (const std::exception& e) {
-    if (rank == 0) throw;  // main prints it and exits 2 (input) or 1
-    const int code = error_code(e);
-    MPI_Finalize();
-    std::exit(code);  // other ranks: silent, same exit code
-  }
+  });
 
   // Output checks before the first step, so a long run does not die at its first checkpoint or
   // at the end for a bad path: rank 0 creates a missing --checkpoint-dir and checks that it and the
@@ -135,8 +118,7 @@ void run_train(const TrainOptions& o) {
     if (n > 0) world.broadcast(std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(bad.data()), bad.size()), 0);
     if (n > 0) {
       if (rank == 0) throw ConfigError(bad);
-      MPI_Finalize();
-      std::exit(2);
+      finalize_and_exit(2);
     }
   }
 
@@ -181,12 +163,10 @@ void run_train(const TrainOptions& o) {
       for (const auto& c : res.checkpoints) std::cout << "checkpoint " << c << "\n";
   } catch (const train::NumericalError& e) {  // every rank saw the same non-finite values
     if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
-    MPI_Finalize();
-    std::exit(3);
+    finalize_and_exit(3);
   } catch (const ConfigError& e) {  // a bad --resume file or checkpoint directory: every rank agrees
     if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
-    MPI_Finalize();
-    std::exit(2);
+    finalize_and_exit(2);
   } catch (const std::exception& e) {
     std::cerr << "scanshard: rank " << rank << ": runtime failure: " << e.what() << "\n" << std::flush;
     MPI_Abort(MPI_COMM_WORLD, 1);

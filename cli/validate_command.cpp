@@ -45,6 +45,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
 #include "cli/html_report.hpp"
@@ -184,21 +185,8 @@ std::string ms(double s) {
   return b;
 }
 
-int error_code(const std::exception& e) {
-  return dynamic_cast<const ConfigError*>(&e) || dynamic_cast<const PlanError*>(&e) ? 2 : 1;
-}
-
 void run_validate(const ValidateOptions& o) {
-  int initialized = 0;
-  SCANSHARD_MPI(MPI_Initialized(&initialized));
-  if (!initialized) SCANSHARD_MPI(MPI_Init(nullptr, nullptr));
-  struct Finalize {
-    ~Finalize() {
-      int fin = 0;
-      MPI_Finalized(&fin);
-      if (!fin) MPI_Finalize();
-    }
-  } finalize;
+  const MpiSession session;
   const mpi::Comm world = mpi::Comm::world();
   const int rank = world.rank(), W = world.size();
 
@@ -206,7 +194,7 @@ void run_validate(const ValidateOptions& o) {
   ClusterSpec cluster;
   std::vector<PlanCase> cases;
   std::vector<std::uint8_t> data;
-  try {
+  check_inputs_on_every_rank(rank, [&] {
     if (o.steps < 2) throw ConfigError("--steps: must be at least 2 (the first step is a warm-up)");
     if (o.out.empty()) throw ConfigError("--out: must name a directory");
     std::error_code ec;
@@ -217,12 +205,7 @@ void run_validate(const ValidateOptions& o) {
     std::int64_t longest = 0;
     for (const auto& c : cases) longest = std::max(longest, c.plan.seq_len);
     data = train::load_bytes(o.data.empty() ? train::default_corpus_path() : o.data, longest + 2);
-  } catch (const std::exception& e) {
-    if (rank == 0) throw;
-    const int code = error_code(e);
-    MPI_Finalize();
-    std::exit(code);
-  }
+  });
 
   omp_set_num_threads(1);
   openblas_set_num_threads(1);
