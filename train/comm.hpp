@@ -94,6 +94,20 @@ class Comm {
   template <class T> void recv(std::span<T> data, int source, int tag) const {
     SCANSHARD_MPI(MPI_Recv(data.data(), count(data.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
   }
+  // Non-blocking in-place sum (a gradient bucket while the backward pass goes on); complete it
+  // with wait_all. `data` must stay alive and untouched until then.
+  template <class T> MPI_Request iallreduce_sum(std::span<T> data) const {
+    MPI_Request r = MPI_REQUEST_NULL;
+    SCANSHARD_MPI(MPI_Iallreduce(MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_SUM, comm_, &r));
+    return r;
+  }
+  // Lets outstanding requests progress (MPI moves non-blocking collectives on only inside MPI calls).
+  static void test_all(std::vector<MPI_Request>& requests) {
+    if (requests.empty()) return;
+    int done = 0;
+    SCANSHARD_MPI(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE));
+    if (done) requests.clear();
+  }
   static void wait_all(std::vector<MPI_Request>& requests) {
     if (requests.empty()) return;
     SCANSHARD_MPI(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));

@@ -1566,6 +1566,16 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
   }
   fwd_ = bind(prog.forward, false);
   bwd_ = bind(prog.backward, true);
+  last_of_layer_.assign(bwd_.size(), 0);
+  std::vector<char> seen(static_cast<std::size_t>(std::max<std::int64_t>(m.depth, 0)), 0);
+  for (std::size_t i = 0; i < bwd_.size(); ++i) {
+    const std::int32_t l = bwd_[i].step->layer;
+    if (l < 0) continue;
+    const bool run_starts = i == 0 || bwd_[i - 1].step->layer != l;
+    if (run_starts && seen[static_cast<std::size_t>(l)]) layers_contiguous_ = false;  // the layer comes back
+    seen[static_cast<std::size_t>(l)] = 1;
+    last_of_layer_[i] = i + 1 == bwd_.size() || bwd_[i + 1].step->layer != l;
+  }
 }
 
 Executor::State& Executor::slot(std::int64_t micro) {
@@ -1602,7 +1612,8 @@ double Executor::forward(std::int64_t micro, float* params, const std::int32_t* 
   return sum;
 }
 
-void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* tr) {
+void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* tr,
+                        const std::function<void(std::int32_t)>& layer_done) {
   State& s = slot(micro);
   s.P = s.Pw = params;
   s.G = grads;
@@ -1613,9 +1624,13 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
                     &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw,
                     &b.dgg, &b.dgn, &b.dlz, &b.dltz, &b.dmz, &b.dxs5, &b.ddza, &b.ddlt})
       zero(*v);
-  for (const Bound& b : bwd_) {
-    Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
-    b.fn(s, *b.step);
+  for (std::size_t i = 0; i < bwd_.size(); ++i) {
+    const Bound& b = bwd_[i];
+    {
+      Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
+      b.fn(s, *b.step);
+    }
+    if (layer_done && layers_contiguous_ && last_of_layer_[i]) layer_done(b.step->layer);
   }
 }
 

@@ -18,6 +18,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,7 +68,13 @@ class Executor {
   // loss once). `params` is written only by ZeRO-3's parameter all-gathers.
   double forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
   // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
-  void backward(std::int64_t micro, float* params, float* grads, Trace* tr);
+  // `layer_done(l)`, if given, is called as soon as layer l's steps are over: from then on this
+  // backward no longer touches layer l's gradients (the runner starts their reduction early).
+  void backward(std::int64_t micro, float* params, float* grads, Trace* tr,
+                const std::function<void(std::int32_t)>& layer_done = {});
+  // True when every layer's backward steps form one contiguous run (layer_done is then called
+  // once per layer of this stage, in the order of the backward pass).
+  bool layers_contiguous() const { return layers_contiguous_; }
   // Completes outstanding pipeline sends (before the step's gradient reduction).
   void finish();
 
@@ -81,6 +88,8 @@ class Executor {
   const StepProgram& prog_;
   std::vector<std::unique_ptr<State>> slots_;  // one activation set per micro-batch in flight
   std::vector<Bound> fwd_, bwd_;
+  std::vector<char> last_of_layer_;  // bwd_[i] is the last step of its layer (layer ≥ 0)
+  bool layers_contiguous_ = true;
 };
 
 }  // namespace scanshard::train

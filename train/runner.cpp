@@ -225,6 +225,61 @@ std::string non_finite_report(std::int64_t step, double loss, double grad_sq, co
   return msg.str();
 }
 
+// Overlapped gradient reduction (plan.overlap without a ZeRO reduce-scatter): during the step's
+// last backward pass, each layer's gradients start their all-reduce (one bucket per layer,
+// MPI_Iallreduce over the data × fsdp × sequence group at once) as soon as the executor is done
+// with the layer; the step end waits for them and reduces the rest (embedding, final norm, head).
+struct GradBuckets {
+  bool active = false;
+  std::optional<mpi::Comm> group;    // ranks with this rank's tensor and pipeline coordinates
+  std::vector<Range> layer;          // per layer: its tensors' range in the local flat buffer
+  std::vector<std::int32_t> tensor_layer;  // per tensor: its layer, −1 outside the layers
+  std::vector<char> started;         // per layer: bucket started in this step
+  std::vector<MPI_Request> requests;
+
+  // The ranges of the buffer no bucket has covered this step, merged.
+  std::vector<Range> rest(const ShardLayout& sl) const {
+    std::vector<Range> out;
+    for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
+      if (tensor_layer[ti] >= 0 && started[static_cast<std::size_t>(tensor_layer[ti])]) continue;
+      const Range r{sl.offset[ti], sl.offset[ti] + sl.count(ti)};
+      if (!out.empty() && out.back().end == r.begin) out.back().end = r.end;
+      else out.push_back(r);
+    }
+    return out;
+  }
+};
+
+GradBuckets grad_buckets(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& sl,
+                         const mpi::Comm* world, std::int64_t rank) {
+  GradBuckets g;
+  bool all_reduce = false, scatter = false;
+  for (const Step& st : prog.step_end) {
+    all_reduce = all_reduce || (std::string_view(st.op) == "all_reduce" && std::string_view(st.name) == "grads");
+    scatter = scatter || std::string_view(st.op) == "reduce_scatter";
+  }
+  if (!world || !p.overlap || !all_reduce || scatter) return g;
+  auto coord = rank_coords(p.mesh, rank);
+  for (Axis a : {Axis::data, Axis::fsdp, Axis::sequence}) coord[static_cast<int>(a)] = 0;
+  g.group = world->split(static_cast<int>(rank_of(p.mesh, coord)), static_cast<int>(rank));  // collective
+  g.layer.assign(static_cast<std::size_t>(m.depth), Range{});
+  g.started.assign(g.layer.size(), 0);
+  for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
+    const std::string& block = sl.full.tensors[ti].block;
+    std::int32_t l = -1;
+    if (block.rfind("layer.", 0) == 0) l = static_cast<std::int32_t>(std::stol(block.substr(6)));
+    g.tensor_layer.push_back(l);
+    if (l < 0) continue;
+    Range& r = g.layer[static_cast<std::size_t>(l)];
+    const Range t{sl.offset[ti], sl.offset[ti] + sl.count(ti)};
+    if (r.size() == 0) r = t;
+    else if (r.end == t.begin) r.end = t.end;
+    else throw std::logic_error("runner: the tensors of layer " + std::to_string(l) + " are not contiguous");
+  }
+  g.active = true;
+  return g;
+}
+
 std::string model_summary(const ModelSpec& m) {
   return "name: " + m.name + "\nfamily: " + to_string(m.family) + "\nwidth: " + std::to_string(m.width) +
          "\ndepth: " + std::to_string(m.depth) + "\nvocab: " + std::to_string(m.vocab) + "\n";
@@ -279,6 +334,11 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
     tied = pc->split(s_ == 0 || s_ == pp - 1 ? 0 : 1, static_cast<int>(s_));
   }
   const auto order = schedule(p.schedule, prog.micro_batches, p.mesh[Axis::pipeline], at(Axis::pipeline));
+  std::size_t last_backward = 0;
+  for (std::size_t oi = 0; oi < order.size(); ++oi)
+    if (!order[oi].first) last_backward = oi;
+  GradBuckets buckets = grad_buckets(m, p, prog, sl, comm, rank);
+  buckets.active = buckets.active && ex.layers_contiguous();
   std::int64_t first_step = 0;
   if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
@@ -316,9 +376,24 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(gacc.begin(), gacc.end(), 0.0);
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
-    for (auto [fwd, j] : order) {
+    std::fill(buckets.started.begin(), buckets.started.end(), 0);
+    for (std::size_t oi = 0; oi < order.size(); ++oi) {
+      const auto [fwd, j] = order[oi];
       if (!fwd) {
         std::fill(grad.begin(), grad.end(), 0.0f);
+        if (buckets.active && oi == last_backward) {  // the step's last backward: start the buckets
+          ex.backward(j, params.data(), grad.data(), &tr, [&](std::int32_t l) {
+            const Range r = buckets.layer[static_cast<std::size_t>(l)];
+            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += double(grad[i]);
+            buckets.started[static_cast<std::size_t>(l)] = 1;
+            ++res.overlapped_buckets;
+            buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<double>(gacc.data() + r.begin, r.size())));
+            mpi::Comm::test_all(buckets.requests);
+          });
+          for (const Range& r : buckets.rest(sl))
+            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += double(grad[i]);
+          continue;
+        }
         ex.backward(j, params.data(), grad.data(), &tr);
         for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += double(grad[i]);
         continue;
@@ -341,12 +416,19 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
     if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
     const double loss = loss_buf[0] / double(G * T);
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
-    bool scattered = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
+    bool scattered = false, grads_reduced = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
     for (const Step& st : prog.step_end) {
       Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
       const mpi::Comm* c = comms.view[st.axis];
       const std::string_view op = st.op;
-      if (op == "all_reduce" && std::string_view(st.name) == "grads") {
+      if (op == "all_reduce" && std::string_view(st.name) == "grads" && buckets.active) {
+        // every grads axis at once, at the first of them: the buckets, then the rest
+        if (grads_reduced) continue;
+        mpi::Comm::wait_all(buckets.requests);
+        for (const Range& r : buckets.rest(sl))
+          buckets.group->allreduce_sum(std::span<double>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())));
+        grads_reduced = true;
+      } else if (op == "all_reduce" && std::string_view(st.name) == "grads") {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         c->allreduce_sum(std::span<double>(gacc.data() + b, static_cast<std::size_t>(e - b)));
       } else if (op == "all_reduce" && std::string_view(st.name) == "tied_embedding.grads") {

@@ -6,7 +6,10 @@
 // its replica's sequences (data × fsdp) and its sequence shard's tokens in micro-batches, sums the
 // micro-batch gradients in double, then walks the program's step end: gradient all-reduce /
 // reduce-scatter (ZeRO 1–3: AdamW on this rank's part, then the parameter all-gather — per
-// block before use under ZeRO-3). Checkpoints (checkpoint.hpp) hold full logical tensors, so a run
+// block before use under ZeRO-3). With plan.overlap and no ZeRO reduce-scatter, the gradient
+// all-reduce runs in buckets of one layer during the step's last backward pass (MPI_Iallreduce
+// over the data × fsdp × sequence group, started as the executor leaves each layer); the step
+// end waits for them and reduces the rest. Checkpoints (checkpoint.hpp) hold full logical tensors, so a run
 // resumes under any plan; the data cursor is the step index.
 // Pipeline stages run the micro-batches in the plan's schedule (GPipe or 1F1B); each stage owns
 // (updates, checkpoints) its layers' tensors, the first and last keep a tied table equal.
@@ -62,7 +65,8 @@ struct Result {
   std::vector<std::string> checkpoints;  // files written
   std::vector<double> tokens_per_s;  // global tokens / wall seconds, per step
   std::vector<float> params;         // full parameters after the last step, parameter_tensors() order
-  std::vector<std::int64_t> skipped_steps;  // 1-based steps whose update --on-nan skip dropped
+  std::vector<std::int64_t> skipped_steps;
+  std::int64_t overlapped_buckets = 0;  // gradient buckets reduced during backward (plan.overlap)  // 1-based steps whose update --on-nan skip dropped
   Trace trace;
 };
 

@@ -392,3 +392,38 @@ TEST_CASE("train: --on-nan skip drops the bad step's update and keeps training",
   CHECK(train::parse_on_nan("skip") == train::OnNan::skip);
   CHECK_THROWS_AS(train::parse_on_nan("ignore"), ConfigError);
 }
+TEST_CASE("train: the overlapped per-layer gradient all-reduce equals the reduction at the step end", "[train]") {
+  const auto world = mpi::Comm::world();
+  const auto w = world.size();
+  // data alone, and (4 ranks) data × sequence, where one bucket spans both axes
+  std::vector<Case> cases{one_axis(Axis::data, w)};
+  if (w == 4) {
+    Case c = sequence_case(2, CarryScheme::ring);
+    c.mesh = {{Axis::data, 2}, {Axis::sequence, 2}};
+    cases.push_back(c);
+  }
+  const ModelSpec m = load_model("griffin-tiny");
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  for (const Case& c : cases) {
+    train::Options o;
+    o.steps = 2;
+    o.seed = 7;
+    o.adamw.eps = 1e-3f;  // see check_case
+    o.adamw.lr = 1e-2f;
+    Plan p = make_plan("griffin-tiny", c, true);
+    p.overlap = true;
+    const auto overlapped = train::run(m, p, data, o, &world);
+    p.overlap = false;
+    const auto at_end = train::run(m, p, data, o, &world);
+    const auto ref = train::run(m, make_plan("griffin-tiny", c, false), data, o, nullptr);
+    // one bucket per layer per step when there is anything to reduce
+    CHECK(overlapped.overlapped_buckets == (w > 1 ? 2 * m.depth : 0));
+    CHECK(at_end.overlapped_buckets == 0);
+    for (std::size_t s = 0; s < 2; ++s) {
+      CHECK(close(overlapped.losses[s], at_end.losses[s], 1e-5));
+      CHECK(close(overlapped.losses[s], ref.losses[s], 1e-5));
+    }
+    compare_params(m, overlapped.params, at_end.params, "overlapped vs at the step end on " + p.mesh.describe());
+    compare_params(m, overlapped.params, ref.params, "overlapped vs 1 rank on " + p.mesh.describe());
+  }
+}
