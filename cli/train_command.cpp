@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include <unistd.h>
@@ -85,7 +86,7 @@ void run_train(const TrainOptions& o) {
   // Input checks: deterministic, the same on every rank, no communication.
   ModelSpec m;
   Plan p;
-  std::vector<std::int32_t> data;
+  std::optional<train::Tokens> data;  // mapped: each rank reads only its sequences
   train::OnNan on_nan = train::OnNan::stop;
   check_inputs_on_every_rank(rank, [&] {
     p = load_plan(o.plan_file);
@@ -103,8 +104,8 @@ void run_train(const TrainOptions& o) {
       throw ConfigError(o.plan_file, 0, 0, e.key(), e.what());
     }
     on_nan = train::parse_on_nan(o.on_nan);
-    data = train::load_tokens(o.data.empty() ? train::default_corpus_path() : o.data, train::parse_token_format(o.data_format),
-                              p.seq_len + 2, m.vocab);
+    data = train::Tokens::map_file(o.data.empty() ? train::default_corpus_path() : o.data,
+                                   train::parse_token_format(o.data_format), p.seq_len + 2);
   });
 
   // Output checks before the first step, so a long run does not die at its first checkpoint or
@@ -143,7 +144,7 @@ void run_train(const TrainOptions& o) {
   try {
     const auto t0 = std::chrono::steady_clock::now();
     std::int64_t done = 0;
-    auto res = train::run(m, p, data, opt, &world, [&](std::int64_t step, double loss, double tps) {
+    auto res = train::run(m, p, *data, opt, &world, [&](std::int64_t step, double loss, double tps) {
       if (rank != 0) return;
       ++done;  // ETA: the mean step time so far times the steps left in this run
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -62,38 +62,11 @@ std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_b
 
 std::string default_corpus_path() { return SCANSHARD_DEFAULT_CORPUS; }
 
-TokenFormat parse_token_format(const std::string& s) {
-  if (s == "bytes") return TokenFormat::bytes;
-  if (s == "uint16") return TokenFormat::uint16;
-  if (s == "uint32") return TokenFormat::uint32;
-  throw ConfigError("--data-format: '" + s + "' is not one of bytes, uint16, uint32");
-}
-
 std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat format, std::int64_t min_tokens,
                                       std::int64_t vocab) {
-  const std::vector<std::uint8_t> raw = load_bytes(path, 0);
-  const std::size_t width = format == TokenFormat::bytes ? 1 : format == TokenFormat::uint16 ? 2 : 4;
-  const char* what = format == TokenFormat::bytes ? "bytes" : format == TokenFormat::uint16 ? "uint16" : "uint32";
-  if (raw.empty()) throw ConfigError(path + ": the data file is empty");
-  if (raw.size() % width)
-    throw ConfigError(path + ": " + std::to_string(raw.size()) + " bytes is not a whole number of " + what +
-                      " tokens (" + std::to_string(width) + " bytes each)");
-  std::vector<std::int32_t> t(raw.size() / width);
-  for (std::size_t i = 0; i < t.size(); ++i) {
-    std::uint64_t v = 0;
-    for (std::size_t b = 0; b < width; ++b) v |= std::uint64_t(raw[i * width + b]) << (8 * b);  // little-endian
-    if (v >= static_cast<std::uint64_t>(vocab))
-      throw ConfigError(path + ": token " + std::to_string(v) + " at position " + std::to_string(i) +
-                        " is outside the model's vocabulary of " + std::to_string(vocab) +
-                        (format == TokenFormat::bytes ? " (the file is read as bytes: use --data-format uint16/uint32 "
-                                                        "for token ids, or a model with vocab >= 256)"
-                                                      : ""));
-    t[i] = static_cast<std::int32_t>(v);
-  }
-  if (std::int64_t(t.size()) < min_tokens)
-    throw ConfigError(path + ": the data file has " + std::to_string(t.size()) + " tokens; one sequence needs " +
-                      std::to_string(min_tokens));
-  return t;
+  const Tokens t = Tokens::map_file(path, format, min_tokens);
+  t.check_vocab(vocab, nullptr);
+  return t.to_vector();
 }
 
 OnNan parse_on_nan(const std::string& s) {
@@ -289,19 +262,21 @@ std::string model_summary(const ModelSpec& m) {
 
 Result run(const ModelSpec& m, const Plan& p, const std::vector<std::uint8_t>& data, const Options& o,
            const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress) {
-  for (std::size_t i = 0; i < data.size(); ++i)
-    if (data[i] >= m.vocab)
-      throw ConfigError("data: byte " + std::to_string(data[i]) + " at position " + std::to_string(i) +
-                        " is outside the model's vocabulary of " + std::to_string(m.vocab));
-  return run(m, p, std::vector<std::int32_t>(data.begin(), data.end()), o, comm, progress);
+  return run(m, p, Tokens(std::vector<std::int32_t>(data.begin(), data.end())), o, comm, progress);
 }
 
 Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& data, const Options& o,
            const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress) {
+  return run(m, p, Tokens(data), o, comm, progress);
+}
+
+Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,
+           const std::function<void(std::int64_t, double, double)>& progress) {
   const std::int64_t world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   check_supported(m, p, world);
+  data.check_vocab(m.vocab, comm && world > 1 ? comm : nullptr);
   const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch, Tl = p.local_tokens();
-  if (std::int64_t(data.size()) < T + 2) throw ConfigError("data: shorter than one sequence of seq_len+1 tokens");
+  if (data.size() < T + 2) throw ConfigError("data: shorter than one sequence of seq_len+1 tokens");
   const auto coord = rank_coords(p.mesh, rank);
   auto at = [&](Axis a) { return coord[static_cast<int>(a)]; };
   const std::int64_t replica = at(Axis::data) * p.mesh[Axis::fsdp] + at(Axis::fsdp);
@@ -369,7 +344,7 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
     res.checkpoints.push_back(path);
   };
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
-  const std::int64_t span = std::int64_t(data.size()) - T;  // start offsets 0 .. size-T-1
+  const std::int64_t span = data.size() - T;  // start offsets 0 .. size-T-1
   Trace& tr = res.trace;
 
   for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
@@ -403,8 +378,8 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
         const std::int64_t i = first_seq + j * mb + b;
         const std::int64_t start = ((step * G + i) * (T + 1)) % span + s0;
         for (std::int64_t t = 0; t < Tl; ++t) {
-          tokens[static_cast<std::size_t>(b * Tl + t)] = data[static_cast<std::size_t>(start + t)];
-          targets[static_cast<std::size_t>(b * Tl + t)] = data[static_cast<std::size_t>(start + t + 1)];
+          tokens[static_cast<std::size_t>(b * Tl + t)] = data[start + t];
+          targets[static_cast<std::size_t>(b * Tl + t)] = data[start + t + 1];
         }
       }
       loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr);

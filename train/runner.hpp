@@ -26,6 +26,7 @@
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "train/comm.hpp"
+#include "train/tokens.hpp"
 #include "train/trace.hpp"
 
 namespace scanshard::train {
@@ -79,19 +80,19 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
 // or shorter than `min_bytes`.
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes);
 
-// Token files: plain text / any file read as bytes, or little-endian uint16 / uint32 token ids.
-enum class TokenFormat { bytes, uint16, uint32 };
-TokenFormat parse_token_format(const std::string& s);  // ConfigError naming --data-format
-// Reads a token file; ConfigError naming the file when it is missing, empty, not a whole number
-// of tokens, shorter than `min_tokens`, or holds an id ≥ `vocab` (with its position).
+// Reads a whole token file into memory (Tokens::map_file + check_vocab on one process).
 std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat format, std::int64_t min_tokens,
                                       std::int64_t vocab);
 // The corpus shipped with the repository (data/corpus.txt).
 std::string default_corpus_path();
 
-// Runs `o.steps` steps. comm == nullptr: one process and no MPI call at all (the plan's mesh must
+// Runs `o.steps` steps on `data` (every rank first checks its slice of the tokens against the
+// vocabulary: a ConfigError on every rank). Each rank reads only its sequences' tokens. comm == nullptr: one process and no MPI call at all (the plan's mesh must
 // have one device) — the reference the tests compare against. `progress(step, loss, tokens_per_s)` is called on every
 // rank after every step.
+Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,
+           const std::function<void(std::int64_t, double, double)>& progress = {});
+// The same on tokens in memory.
 Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& tokens, const Options& o,
            const mpi::Comm* comm, const std::function<void(std::int64_t, double, double)>& progress = {});
 // The same on byte tokens (ids 0..255).

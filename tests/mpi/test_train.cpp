@@ -427,3 +427,34 @@ TEST_CASE("train: the overlapped per-layer gradient all-reduce equals the reduct
     compare_params(m, overlapped.params, ref.params, "overlapped vs 1 rank on " + p.mesh.describe());
   }
 }
+TEST_CASE("train: a mapped token file is read in slices and a bad token is found by the rank that holds it", "[train]") {
+  const auto world = mpi::Comm::world();
+  std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
+  world.broadcast(std::span<std::int64_t>(id, 1), 0);
+  const std::string path = "/tmp/scanshard-tokens-" + std::to_string(id[0]) + ".u16";
+  // 100 uint16 tokens 0..99 with two out-of-vocab ids (≥ 256) at 61 and 97: the last rank's slice
+  // holds 97, an earlier one 61; every rank must report 61, the first.
+  if (world.rank() == 0) {
+    std::ofstream f(path, std::ios::binary);
+    for (int i = 0; i < 100; ++i) {
+      const std::uint16_t v = i == 61 ? 300 : i == 97 ? 4000 : static_cast<std::uint16_t>(i);
+      f.put(static_cast<char>(v & 0xff)).put(static_cast<char>(v >> 8));
+    }
+  }
+  world.barrier();
+  const auto t = train::Tokens::map_file(path, train::TokenFormat::uint16, 18);
+  CHECK(t.size() == 100);
+  CHECK(t[5] == 5);
+  CHECK(t[97] == 4000);  // little-endian decoding straight from the mapping
+  std::string message;
+  try {
+    t.check_vocab(256, &world);
+  } catch (const ConfigError& e) {
+    message = e.what();
+  }
+  INFO(message);
+  CHECK_THAT(message, Catch::Contains("token 300 at position 61 is outside the model's vocabulary of 256"));
+  CHECK_NOTHROW(t.check_vocab(4001, &world));
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove(path);
+}
