@@ -406,6 +406,21 @@ void check_directory(const std::string& path) {
   if (fs::is_directory(path, ec)) throw ConfigError(path + ": cannot write checkpoint: a directory of that name exists");
 }
 
+// The file system holding `path` has room for a checkpoint of about `bytes` (the tensors, plus
+// HDF5's metadata; another job may still fill the disk during the write, which write_file's
+// per-dataset agreement then reports).
+void check_space(const std::string& path, double bytes) {
+  const fs::path dir = directory_of(path);
+  std::error_code ec;
+  const fs::space_info sp = fs::space(dir, ec);
+  if (ec) return;  // unknown: let the write report what happens
+  const double need = bytes * 1.02 + (1 << 20);
+  if (static_cast<double>(sp.available) < need)
+    throw ConfigError(dir.string() + ": cannot write checkpoint " + path + ": not enough space on the file system (" +
+                      std::to_string(static_cast<long long>(sp.available >> 20)) + " MiB free, the checkpoint needs about " +
+                      std::to_string(static_cast<long long>(need) >> 20) + " MiB)");
+}
+
 void fsync_path(const std::string& p, int flags, const std::string& what) {
   const int fd = ::open(p.c_str(), flags);
   if (fd < 0) throw std::runtime_error(what + ": cannot open " + p + " to fsync: " + std::strerror(errno));
@@ -469,7 +484,11 @@ void write_file(const Group& g, const std::string& tmp, const std::string& path,
       select_slab(fspace.get(), slabs[i], on, what);
       Hid mspace = memory_space(slabs[i], on, what);
       const float* buf = (*data[s])[i];
-      ok_status(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), dxpl.get(), buf ? buf : &none), what);
+      // Every rank learns of a failed write here (e.g. the disk filled up on one rank's part): all
+      // then leave together and close the file collectively instead of waiting for each other.
+      agree_or_throw(g, attempt([&] {
+        ok_status(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), dxpl.get(), buf ? buf : &none), what);
+      }));
     }
   }
   adam_v.reset();
@@ -489,6 +508,7 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   if (g.rank == 0) {
     const Failure f = attempt([&] {
       check_directory(path);
+      check_space(path, 3.0 * 4.0 * static_cast<double>(lay.total));  // parameters and two AdamW moments, fp32
       tmp = path + ".tmp-" + std::to_string(::getpid());
     });
     agree_or_throw(g, f);
