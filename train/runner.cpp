@@ -313,7 +313,8 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
   for (std::size_t oi = 0; oi < order.size(); ++oi)
     if (!order[oi].first) last_backward = oi;
   GradBuckets buckets = grad_buckets(m, p, prog, sl, comm, rank);
-  buckets.active = buckets.active && ex.layers_contiguous();
+  // A gradient hook (fault injection) needs every local gradient before any reduction starts.
+  buckets.active = buckets.active && ex.layers_contiguous() && !o.gradient_hook;
   std::int64_t first_step = 0;
   if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),

@@ -56,7 +56,7 @@ struct Options {
   std::function<void(const std::string&)> notice;
   // Fault injection for tests: called on every rank with the step index (0-based) and this rank's
   // gradient sums (double, the local flat layout) after the step's backward passes, before any
-  // gradient reduction. Empty in normal runs.
+  // gradient reduction (the overlapped per-layer reduction is off then). Empty in normal runs.
   std::function<void(std::int64_t, std::span<double>)> gradient_hook;
 };
 
