@@ -18,7 +18,7 @@ function(scanshard_add_mpi_test)
              COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${n} ${SCANSHARD_MPIEXEC_FLAGS}
                      ${MPIEXEC_PREFLAGS} $<TARGET_FILE:${T_TARGET}> ${MPIEXEC_POSTFLAGS})
     set_tests_properties(MPI.${T_NAME}.np${n} PROPERTIES
-      PROCESSORS ${n} TIMEOUT 300
+      PROCESSORS ${n} TIMEOUT ${SCANSHARD_MPI_TIMEOUT}
       ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
   endforeach()
 endfunction()
