@@ -104,7 +104,7 @@ struct StageSummary {
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
 struct LowerCache {
-  std::map<std::array<double, 13>, std::shared_ptr<const LayerLowering>> layers;
+  std::map<std::array<double, 15>, std::shared_ptr<const LayerLowering>> layers;
   std::map<std::pair<int, std::int64_t>, std::int64_t> layer_params;  // (layer kind, tensor) -> parameters on a rank
   double model_flops = 0;
   std::int64_t model_flops_seq_len = -1, model_flops_batch = -1;

@@ -30,6 +30,8 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
+  if (m.family == Family::transformer) not_yet("runner transformer", "model", "the transformer family");
+  if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
   if (m.family == Family::rwkv6 && (p.mesh[Axis::tensor] > 1 || p.mesh[Axis::sequence] > 1))
     not_yet("runner rwkv6 axes", p.mesh[Axis::tensor] > 1 ? "mesh.tensor" : "mesh.sequence",
             "RWKV-6 under tensor or sequence sharding");

@@ -228,7 +228,7 @@ TEST_CASE("train: two-axis meshes on 4 ranks equal the single-process run", "[tr
 }
 TEST_CASE("train: remat policies recompute without changing the result", "[train]") {
   const auto w = mpi::Comm::world().size();
-  for (Remat r : {Remat::selective, Remat::block}) {
+  for (Remat r : {Remat::selective, Remat::elementwise, Remat::block}) {
     Case c = w == 1 ? one_axis(Axis::data, 1) : sequence_case(w, CarryScheme::allgather);
     c.remat = r;
     check_case("griffin-tiny", c);

@@ -1,0 +1,159 @@
+// tests/unit/test_transformer.cpp — the transformer family's lowering and the Megatron options
+// (sequence parallelism as tensor_comm: rs_ag, selective recompute, materialized attention)
+// against the closed forms of Narayanan et al. 2021 and Korthikanti et al. 2022, derived here.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "program/lower.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
+#include "sim/network.hpp"
+#include "sim/simulate.hpp"
+
+using namespace scanshard;
+
+namespace {
+
+Plan plan(const std::string& mesh, std::int64_t batch, std::int64_t micro, std::int64_t seq) {
+  Plan p;
+  p.mesh = parse_mesh(mesh, "--mesh");
+  p.global_batch = batch;
+  p.micro_batch = micro;
+  p.seq_len = seq;
+  return p;
+}
+
+double matmul(const std::vector<Step>& steps) {
+  double s = 0;
+  for (const auto& st : steps) s += st.matmul_flops;
+  return s;
+}
+
+// The one layer group of a transformer stage (every layer lowers alike).
+const LayerLowering& layer_of(const ModelSpec& m, const Plan& p) {
+  static std::vector<StageSummary> keep;
+  keep.push_back(lower_stage(m, p, 0, 0));
+  REQUIRE(keep.back().groups.size() == 1);
+  return *keep.back().groups[0].lowered;
+}
+
+}  // namespace
+
+TEST_CASE("transformer FLOPs per iteration with full recomputation follow Narayanan et al. 2021", "[lower][transformer]") {
+  // Narayanan et al. 2021 (arXiv 2104.04473) §5.1: with full activation recomputation one
+  // iteration costs 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)) FLOPs: per layer forward 24·B·s·h²
+  // (QKV 6, O 2, MLP 16) + 4·B·s²·h (QKᵀ and P·V over the whole s×s square, as Megatron
+  // computes it), ×4 for forward, recompute and a backward of twice the forward; the logits
+  // 2·B·s·h·V ×3 (not recomputed). A materialized attention core counts the whole square.
+  for (const char* name : {"megatron-22b", "gpt3-175b"}) {
+    INFO(name);
+    const auto m = load_model(name);
+    const double B = 2, s = 2048, l = static_cast<double>(m.depth), h = static_cast<double>(m.width),
+                 V = static_cast<double>(m.vocab);
+    Plan p = plan("data=1", 2, 2, 2048);
+    p.remat = Remat::block;
+    p.attention = AttentionKernel::materialized;
+    const auto prog = lower(m, p, 0);
+    const double expected = 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h));
+    REQUIRE(matmul(prog.forward) + matmul(prog.backward) == Approx(expected).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("GPT-3 175B activation memory per layer follows Korthikanti et al. 2022 in every mode", "[lower][transformer]") {
+  // Korthikanti et al. 2022 (arXiv 2205.05198) §4: per layer, with bf16 activations and 1-byte
+  // dropout masks, s·b·h·(34 + 5·a·s/h) bytes unsharded. Under tensor parallelism t the
+  // LayerNorm/dropout/residual part (10·s·b·h) stays replicated: s·b·h·(10 + 24/t + 5as/(ht))
+  // (eq. 2); sequence parallelism shards it too: s·b·h·(34 + 5as/h)/t (eq. 3); selective
+  // recompute drops the 5as²b attention-core term (34·s·b·h/t with sequence parallelism, eq. 4);
+  // full recompute keeps the layer input, 2·s·b·h (Table 2), sharded to 2·s·b·h/t under rs_ag.
+  const auto m = load_model("gpt3-175b");
+  const double s = 2048, b = 1, h = 12288, a = 96, t = 8;
+  REQUIRE(m.width == h);
+  REQUIRE(m.heads == a);
+  REQUIRE(m.dropout > 0);
+  const double sbh = s * b * h;
+  struct Mode { Remat remat; TensorComm comm; double expected; const char* what; };
+  const Mode modes[] = {
+      {Remat::none, TensorComm::allreduce, sbh * (10 + 24 / t + 5 * a * s / (h * t)), "tensor parallel"},
+      {Remat::none, TensorComm::rs_ag, sbh * (34 + 5 * a * s / h) / t, "tensor + sequence parallel"},
+      {Remat::selective, TensorComm::rs_ag, 34 * sbh / t, "sequence parallel + selective recompute"},
+      {Remat::selective, TensorComm::allreduce, sbh * (10 + 24 / t), "tensor parallel + selective recompute"},
+      {Remat::block, TensorComm::allreduce, 2 * sbh, "full recompute"},
+      {Remat::block, TensorComm::rs_ag, 2 * sbh / t, "full recompute, sequence-sharded input"},
+  };
+  for (const auto& mode : modes) {
+    INFO(mode.what);
+    Plan p = plan("tensor=8", 1, 1, 2048);
+    p.remat = mode.remat;
+    p.tensor_comm = mode.comm;
+    p.attention = AttentionKernel::materialized;
+    REQUIRE(layer_of(m, p).saved_bytes == Approx(mode.expected).epsilon(1e-12));
+  }
+  // Unsharded: 34·s·b·h + 5·a·s²·b.
+  Plan p = plan("data=1", 1, 1, 2048);
+  p.attention = AttentionKernel::materialized;
+  REQUIRE(layer_of(m, p).saved_bytes == Approx(sbh * (34 + 5 * a * s / h)).epsilon(1e-12));
+}
+
+TEST_CASE("rs_ag replaces each tensor all-reduce by a reduce-scatter and an all-gather of the same bytes", "[lower][sim][transformer]") {
+  // Korthikanti et al. 2022 §4.2.2: on a ring, all-reduce = reduce-scatter + all-gather, each
+  // moving (t−1)/t of the buffer, so sequence parallelism costs the same communication as
+  // tensor parallelism. Check it for every family's layer on a ring (an NVSwitch island and a
+  // TPU torus axis): the exposed tensor-axis seconds of a layer are equal, and the byte sums
+  // agree (reduce-scatter and all-gather bytes each equal the all-reduce bytes). RWKV is left
+  // out: its channel mix gates the gathered value on a channel slice, which needs an exchange
+  // beyond Megatron's pattern under rs_ag (lower.cpp prices it as an all-gather).
+  for (const char* cluster : {"dgx-a100-1", "tpu-v5e-64"}) {
+    const auto c = load_cluster(cluster);
+    for (const char* name : {"gpt3-175b", "llama2-70b", "griffin-7b", "hawk-7b", "mqa-7b"}) {
+      INFO(name << " on " << cluster);
+      const auto m = load_model(name);
+      Plan p = plan("tensor=8", 1, 1, 2048);
+      p.mesh[Axis::data] = c.devices() / 8;
+      p.global_batch = p.micro_batch = p.mesh[Axis::data];
+      p.micro_batch = 1;
+      const Network net(Topology(c), c, p.mesh, p.placement);
+      auto tensor_comm = [&](TensorComm comm) {
+        p.tensor_comm = comm;
+        const auto st = lower_stage(m, p, 0, 0);
+        std::array<double, 4> out{};  // exposed seconds, all-reduce bytes, reduce-scatter bytes, all-gather bytes
+        for (const auto& g : st.groups)
+          for (const auto* steps : {&g.lowered->forward, &g.lowered->backward})
+            for (const auto& s : *steps) {
+              if (s.kind != StepKind::collective || s.axis != Axis::tensor || s.overlappable) continue;
+              out[0] += static_cast<double>(g.count) * comm_seconds(s, net.axis(Axis::tensor));
+              const int k = s.comm == CommKind::all_reduce ? 1 : s.comm == CommKind::reduce_scatter ? 2 : 3;
+              out[static_cast<std::size_t>(k)] += static_cast<double>(g.count) * s.comm_bytes;
+            }
+        return out;
+      };
+      const auto ar = tensor_comm(TensorComm::allreduce), rs = tensor_comm(TensorComm::rs_ag);
+      REQUIRE(ar[0] > 0);
+      REQUIRE(rs[0] == Approx(ar[0]).epsilon(1e-12));
+      REQUIRE(rs[2] > 0);
+      REQUIRE(rs[1] + rs[2] == Approx(ar[1] + ar[3]).epsilon(1e-12));  // each all-reduce became one reduce-scatter...
+      REQUIRE(rs[1] + rs[3] == Approx(ar[1] + ar[3]).epsilon(1e-12));  // ...and one all-gather of the same bytes
+    }
+  }
+}
+
+TEST_CASE("selective recompute reruns only the attention core", "[lower][transformer]") {
+  // Korthikanti et al. 2022 §5: the recompute pass costs the attention core's forward only —
+  // 4·B·s²·h/t matmul FLOPs per layer for a materialized core (QKᵀ and P·V over the square).
+  const auto m = load_model("gpt3-175b");
+  Plan p = plan("tensor=8", 1, 1, 2048);
+  p.attention = AttentionKernel::materialized;
+  p.remat = Remat::selective;
+  p.tensor_comm = TensorComm::rs_ag;
+  const auto& l = layer_of(m, p);
+  double recompute = 0;
+  for (const auto& s : l.backward)
+    if (s.phase == Phase::recompute) {
+      REQUIRE(s.cls == OpClass::attention);
+      recompute += s.matmul_flops;
+    }
+  const double s = 2048, h = 12288, t = 8;
+  REQUIRE(recompute == Approx(4 * s * s * h / t).epsilon(1e-12));
+}
