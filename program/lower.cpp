@@ -695,23 +695,35 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
 
 }  // namespace
 
+double in_flight_micro_batches(const Plan& p, std::int64_t stage) {
+  const std::int64_t m = p.micro_batches(), pp = p.mesh[Axis::pipeline], v = p.virtual_stages;
+  if (p.schedule == Schedule::gpipe) return static_cast<double>(m);
+  if (v <= 1 || pp <= 1) return static_cast<double>(std::min(m, pp - stage));
+  const std::int64_t chunk_passes = std::min(m * v, (pp - stage - 1) * 2 + (v - 1) * pp + 1);
+  return static_cast<double>(chunk_passes) / static_cast<double>(v);
+}
+
 StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, std::int64_t seq_coord, LowerCache* cache) {
   StageSummary st;
   const std::int64_t pp = p.mesh[Axis::pipeline];
-  const std::int64_t per_stage = m.depth / pp;
+  const std::int64_t v = pp > 1 ? std::max<std::int64_t>(1, p.virtual_stages) : 1;
+  const std::int64_t per_chunk = m.depth / (pp * v);
   st.stage = stage;
   st.seq_coord = seq_coord;
-  st.first_layer = stage * per_stage;
-  st.end_layer = st.first_layer + per_stage;
+  st.first_layer = stage * per_chunk;
+  st.end_layer = st.first_layer + per_chunk;
+  st.chunks = v;
+  st.chunk_stride = pp * per_chunk;
   st.micro_batches = p.micro_batches();
-  st.in_flight_micro_batches = p.schedule == Schedule::gpipe ? st.micro_batches : std::min(st.micro_batches, pp - stage);
+  st.in_flight_micro_batches = static_cast<std::int64_t>(std::ceil(in_flight_micro_batches(p, stage)));
   const Ctx c = make_ctx(m, p, seq_coord);
   const bool first = stage == 0, last = stage == pp - 1;
   const double act_bytes = c.n * m.width * c.a / c.tp_seq;  // rs_ag: stages exchange n/t tokens
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
   std::int64_t params = 0;
-  for (std::int64_t l = st.first_layer; l < st.end_layer; ++l) {
+  for (std::int64_t j = 0; j < st.chunks; ++j)
+  for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l) {
     const Temporal kind = temporal_kind(m, l);
     auto it = std::find_if(st.groups.begin(), st.groups.end(), [&](const LayerGroup& g) { return g.kind == kind; });
     if (it == st.groups.end()) {
@@ -741,10 +753,14 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
     embedding(e);
     st.pre_backward.assign(bwd.rbegin(), bwd.rend());
-  } else {  // receive the micro-batch's activations; send their gradient back at the very end
+  }
+  // Receive the micro-batch's activations once per chunk (not for the model's first chunk); send
+  // their gradient back at the very end. Interleaved chunks' transfers are priced as that many
+  // sequential hops of one transfer each.
+  if (const std::int64_t recvs = st.chunks - (first ? 1 : 0); recvs > 0) {
     Emit e{c, -1, st.pre_forward, st.pre_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", act_bytes, 1);
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", act_bytes, 1);
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", act_bytes, static_cast<std::int32_t>(recvs));
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", act_bytes, static_cast<std::int32_t>(recvs));
   }
   if (last) {
     std::vector<Step> bwd;
@@ -753,10 +769,13 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     head(e);
     st.post_backward.assign(bwd.rbegin(), bwd.rend());
     st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
-  } else {  // send the activations on; the backward starts by receiving their gradient
+  }
+  // Send the activations on (once per chunk but the model's last); the backward starts by
+  // receiving their gradient.
+  if (const std::int64_t sends = st.chunks - (last ? 1 : 0); sends > 0) {
     Emit e{c, -1, st.post_forward, st.post_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", act_bytes, 1);
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", act_bytes, 1);
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", act_bytes, static_cast<std::int32_t>(sends));
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", act_bytes, static_cast<std::int32_t>(sends));
   }
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
@@ -839,10 +858,14 @@ StepProgram expand(const StageSummary& st, const ModelSpec& m) {
     for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
   };
   prog.forward = st.pre_forward;
-  for (std::int64_t l = st.first_layer; l < st.end_layer; ++l) append(prog.forward, group(l).forward, l);
+  for (std::int64_t j = 0; j < st.chunks; ++j)
+    for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l)
+      append(prog.forward, group(l).forward, l);
   prog.forward.insert(prog.forward.end(), st.post_forward.begin(), st.post_forward.end());
   prog.backward = st.post_backward;
-  for (std::int64_t l = st.end_layer - 1; l >= st.first_layer; --l) append(prog.backward, group(l).backward, l);
+  for (std::int64_t j = st.chunks - 1; j >= 0; --j)
+    for (std::int64_t l = st.end_layer - 1 + j * st.chunk_stride; l >= st.first_layer + j * st.chunk_stride; --l)
+      append(prog.backward, group(l).backward, l);
   prog.backward.insert(prog.backward.end(), st.pre_backward.begin(), st.pre_backward.end());
   prog.step_end = st.step_end;
   return prog;

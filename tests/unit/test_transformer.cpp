@@ -157,3 +157,37 @@ TEST_CASE("selective recompute reruns only the attention core", "[lower][transfo
   const double s = 2048, h = 12288, t = 8;
   REQUIRE(recompute == Approx(4 * s * s * h / t).epsilon(1e-12));
 }
+
+TEST_CASE("interleaving v model chunks per stage shrinks the bubble to (p − 1)/(v·m)", "[sim][transformer]") {
+  // Narayanan et al. 2021 §2.2.2: with v chunks per device a micro-batch's pass through one chunk
+  // takes t/v, so the bubble is (p − 1)·t/v against m·t of work: fraction (p − 1)/(v·m). The
+  // per-micro-batch compute is the same for every v (only the number of pipeline transfers
+  // grows), and each stage still holds depth/p layers.
+  const auto m = load_model("gpt3-175b");
+  const auto c = load_cluster("dgx-a100-8");
+  const double pp = 8, mb = 16;
+  Estimate base;
+  for (std::int64_t v : {1, 2, 4}) {
+    INFO("v = " << v);
+    Plan p = plan("tensor=8,pipeline=8", 16, 1, 2048);
+    p.remat = Remat::block;
+    p.virtual_stages = v;
+    const auto e = simulate(m, p, c);
+    REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] / (mb * e.microbatch_seconds) ==
+            Approx((pp - 1) / (static_cast<double>(v) * mb)).epsilon(1e-12));
+    const auto stages = stage_summaries(m, p);
+    std::int64_t layers = 0;
+    for (const auto& g : stages[3].groups) layers += g.count;
+    REQUIRE(layers == 96 / 8);
+    const auto prog = expand(stages[3], m);  // stage 3 holds chunks 3, 11, 19, ... of 96/(8v) layers
+    REQUIRE(prog.forward.front().kind == StepKind::p2p);
+    REQUIRE(prog.forward.front().hops == v);
+    if (v == 1) { base = e; continue; }
+    for (Bucket b : {Bucket::gemm, Bucket::attention, Bucket::comm_tensor})
+      REQUIRE(e.seconds[static_cast<int>(b)] == Approx(base.seconds[static_cast<int>(b)]).epsilon(1e-12));
+    REQUIRE(e.step_seconds < base.step_seconds);
+  }
+  Plan bad = plan("tensor=8,pipeline=8", 16, 1, 2048);
+  bad.virtual_stages = 5;  // 8·5 does not divide 96
+  REQUIRE_THROWS_AS(check_plan(m, bad, 64), PlanError);
+}
