@@ -3,6 +3,7 @@
 // against the closed forms of Narayanan et al. 2021 and Korthikanti et al. 2022, derived here.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
 
 #include "program/lower.hpp"
@@ -190,4 +191,41 @@ TEST_CASE("interleaving v model chunks per stage shrinks the bubble to (p − 1)
   Plan bad = plan("tensor=8,pipeline=8", 16, 1, 2048);
   bad.virtual_stages = 5;  // 8·5 does not divide 96
   REQUIRE_THROWS_AS(check_plan(m, bad, 64), PlanError);
+}
+
+TEST_CASE("a GEMM efficiency curve from the chip file prices small GEMMs slower", "[sim]") {
+  // Efficiency::gemm_curve: linear in log(FLOPs of one GEMM) between points, held beyond them.
+  const auto chip = parse_chip(parse_yaml("name: c\nsource: s\npeak_flops_per_s: {bf16: 1.0e14}\nvector_flops_per_s: 1.0e12\n"
+                                          "memory_bytes: 1.0e10\nmemory_bytes_per_s: 1.0e15\nonchip_memory_bytes: 1.0e6\n"
+                                          "efficiency:\n  gemm_curve: [[1.0e6, 0.2], [1.0e10, 0.8]]\n", "c.yaml"),
+                               "c.yaml", "");
+  const Efficiency& e = chip.efficiency;
+  REQUIRE(e.gemm_at(1e3) == 0.2);
+  REQUIRE(e.gemm_at(1e6) == 0.2);
+  REQUIRE(e.gemm_at(1e8) == Approx(0.5).epsilon(1e-12));  // halfway in log between 1e6 and 1e10
+  REQUIRE(e.gemm_at(1e10) == 0.8);
+  REQUIRE(e.gemm_at(1e14) == 0.8);
+  // A linear of m = 128 tokens, k = n = 128: 2·128³ FLOPs, compute-bound here (huge bandwidth).
+  Step s;
+  s.cls = OpClass::gemm;
+  s.m = s.n = s.k = 128;
+  s.matmul_flops = 2.0 * 128 * 128 * 128;
+  const double eff = 0.2 + 0.6 * (std::log(s.matmul_flops) - std::log(1e6)) / (std::log(1e10) - std::log(1e6));
+  REQUIRE(compute_seconds(s, chip, DType::bf16) == Approx(s.matmul_flops / (1e14 * eff)).epsilon(1e-12));
+  // Chips without a curve keep the single gemm fraction (0.6 by default).
+  const auto flat = load_cluster("tpu-v5p-256").chip;
+  REQUIRE(flat.efficiency.gemm_curve.empty());
+  REQUIRE(flat.efficiency.gemm_at(1e3) == flat.efficiency.gemm);
+  // Bad curves are input errors naming the key.
+  for (const char* bad : {"[[1.0e6, 0.2], [1.0e5, 0.8]]", "[[1.0e6, 1.5]]", "[1.0e6, 0.2]", "[]"}) {
+    INFO(bad);
+    const std::string y = std::string("name: c\npeak_flops_per_s: {bf16: 1.0e14}\nvector_flops_per_s: 1.0e12\nmemory_bytes: 1.0e10\n"
+                                      "memory_bytes_per_s: 1.0e12\nonchip_memory_bytes: 1.0e6\nefficiency:\n  gemm_curve: ") + bad + "\n";
+    try {
+      parse_chip(parse_yaml(y, "c.yaml"), "c.yaml", "");
+      FAIL("no error");
+    } catch (const ConfigError& err) {
+      REQUIRE(std::string(err.what()).find("gemm_curve") != std::string::npos);
+    }
+  }
 }
