@@ -59,5 +59,6 @@ set(SCANSHARD_PRESET_FILES
   models/rwkv6-1.6b.yaml
   models/rwkv6-3b.yaml
   models/rwkv6-tiny.yaml
+  models/transformer-tiny.yaml
   models/turing-nlg-530b.yaml
 )
