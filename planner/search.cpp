@@ -117,6 +117,13 @@ bool tensor_comm_applies(const ModelSpec& m, const Plan& q, TensorComm tc) {
   const std::int64_t t = q.mesh[Axis::tensor];
   return t > 1 && (q.micro_batch * q.local_tokens()) % t == 0;
 }
+// selective recomputes attention cores only: without attention layers it is remat none.
+bool remat_applies(const ModelSpec& m, Remat r) {
+  if (r != Remat::selective) return true;
+  for (std::int64_t l = 0; l < std::min<std::int64_t>(3, m.depth); ++l)
+    if (temporal_kind(m, l) == Temporal::local_attention || temporal_kind(m, l) == Temporal::global_attention) return true;
+  return false;
+}
 bool virtual_stages_apply(const ModelSpec& m, const Mesh& mesh, std::int64_t v) {
   const std::int64_t pp = mesh[Axis::pipeline];
   return v == 1 || (pp > 1 && m.depth % (pp * v) == 0);
@@ -423,7 +430,9 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
               q.carry = kCarries[ci];
               q.tensor_comm = kTensorComms[ti];
               q.virtual_stages = kVirtualStages[vi];
-              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages)) continue;
+              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages) ||
+                  !remat_applies(m, q.remat))
+                continue;
               const FamIds fams = col.families(q, true);
               const std::size_t scheds = schedules_for(pp, q.virtual_stages);
               const int variants = static_cast<int>(scheds) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
@@ -893,7 +902,9 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
               q.carry = kCarries[ci];
               q.tensor_comm = kTensorComms[ti];
               q.virtual_stages = kVirtualStages[vi];
-              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages)) continue;
+              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages) ||
+                  !remat_applies(m, q.remat))
+                continue;
               const int variants = static_cast<int>(schedules_for(pp, q.virtual_stages)) * (p.replicas() > 1 ? 2 : 1) *
                                    static_cast<int>(info.orders.size());
               r.considered += variants;
