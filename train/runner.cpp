@@ -22,16 +22,19 @@
 namespace scanshard::train {
 
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size) {
-  if (p.mesh.devices() != world_size)
-    throw PlanError("mesh size equals ranks", "mesh",
-                    "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
-                        " devices but the job has " + std::to_string(world_size) +
-                        " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
   auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
   if (m.family == Family::transformer) not_yet("runner transformer", "model", "the transformer family");
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
+  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1)
+    not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag (Megatron sequence parallelism)");
+  if (p.attention == AttentionKernel::materialized) not_yet("runner materialized attention", "attention", "attention: materialized");
+  if (p.mesh.devices() != world_size)
+    throw PlanError("mesh size equals ranks", "mesh",
+                    "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
+                        " devices but the job has " + std::to_string(world_size) +
+                        " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
   if (m.family == Family::rwkv6 && (p.mesh[Axis::tensor] > 1 || p.mesh[Axis::sequence] > 1))
     not_yet("runner rwkv6 axes", p.mesh[Axis::tensor] > 1 ? "mesh.tensor" : "mesh.sequence",
             "RWKV-6 under tensor or sequence sharding");
