@@ -229,3 +229,48 @@ TEST_CASE("a GEMM efficiency curve from the chip file prices small GEMMs slower"
     }
   }
 }
+
+TEST_CASE("rs_ag shards the token-wise regions of the linear-recurrence families too", "[lower]") {
+  // Under rs_ag a layer's input and its two norm outputs (the regions between tensor-parallel
+  // blocks; Griffin's residual adds keep nothing) hold n/t tokens instead of n: the layer keeps
+  // (1 − 1/t)·3·n·D·a bytes less with every activation kept, (1 − 1/t)·n·D·a less under full
+  // recompute. The stages exchange n/t tokens.
+  const auto m = load_model("griffin-7b");
+  const double t = 8, n = 2 * 2048, D = static_cast<double>(m.width), a = 2;
+  for (Remat remat : {Remat::none, Remat::block}) {
+    Plan p = plan("tensor=8,pipeline=2", 4, 2, 2048);
+    p.remat = remat;
+    const auto ar = lower_stage(m, p, 1, 0);
+    p.tensor_comm = TensorComm::rs_ag;
+    const auto rs = lower_stage(m, p, 1, 0);
+    REQUIRE(ar.groups.size() == 2);  // recurrent and local-attention layers
+    for (std::size_t g = 0; g < ar.groups.size(); ++g) {
+      INFO(to_string(ar.groups[g].kind) << " remat " << to_string(remat));
+      const double regions = remat == Remat::block ? 1 : 3;
+      REQUIRE(ar.groups[g].lowered->saved_bytes - rs.groups[g].lowered->saved_bytes ==
+              Approx((1 - 1 / t) * regions * n * D * a).epsilon(1e-12));
+    }
+    REQUIRE(ar.pre_forward.front().comm_bytes == Approx(n * D * a));
+    REQUIRE(rs.pre_forward.front().comm_bytes == Approx(n * D * a / t));
+  }
+}
+
+TEST_CASE("interleaved 1F1B holds Megatron-LM's warm-up of chunk passes in flight", "[lower]") {
+  // Megatron-LM (schedules.py, interleaved): stage s runs (p − s − 1)·2 + (v − 1)·p warm-up
+  // chunk passes before its first backward, so it holds that many plus one, each 1/v of the
+  // stage's layers, capped at all m·v; plain 1F1B holds p − s micro-batches, GPipe all m.
+  Plan p = plan("pipeline=8", 16, 1, 2048);
+  const double pp = 8, m = 16;
+  for (std::int64_t s = 0; s < 8; ++s) {
+    p.virtual_stages = 1;
+    REQUIRE(in_flight_micro_batches(p, s) == pp - static_cast<double>(s));
+    p.virtual_stages = 2;
+    REQUIRE(in_flight_micro_batches(p, s) == std::min(m * 2, (pp - static_cast<double>(s) - 1) * 2 + (2 - 1) * pp + 1) / 2);
+  }
+  p.global_batch = 4;  // m = 4 < the warm-up: every chunk pass of every micro-batch is in flight
+  p.virtual_stages = 4;
+  REQUIRE(in_flight_micro_batches(p, 0) == 4);
+  p.virtual_stages = 1;
+  p.schedule = Schedule::gpipe;
+  REQUIRE(in_flight_micro_batches(p, 0) == 4);
+}
