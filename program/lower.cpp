@@ -745,8 +745,9 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
 
   const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3;
   // ZeRO-3 gathers the embedding (and tied head) and the final norm / untied head before use too
-  const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0);
-  const std::int64_t head_params = (m.is_rwkv() ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
+  // (the learned position table is replicated; LayerNorms have a scale and a bias)
+  const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0) + m.max_positions * m.width;
+  const std::int64_t head_params = (m.norm == NormKind::layernorm ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
   if (first) {
     std::vector<Step> bwd;
     Emit e{c, -1, st.pre_forward, bwd};

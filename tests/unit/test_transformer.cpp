@@ -274,3 +274,13 @@ TEST_CASE("interleaved 1F1B holds Megatron-LM's warm-up of chunk passes in fligh
   p.schedule = Schedule::gpipe;
   REQUIRE(in_flight_micro_batches(p, 0) == 4);
 }
+
+TEST_CASE("one device holds every parameter of every preset", "[lower]") {
+  // The stage's local parameters (memory and gradient sync) on a 1-device mesh equal the
+  // parameter tensor list's total: embedding, learned positions, layers, final norm, head.
+  for (const auto& m : all_model_presets()) {
+    INFO(m.name);
+    const auto st = lower_stage(m, plan("data=1", 1, 1, 64), 0, 0);
+    REQUIRE(st.local_params == count_parameters(m).total);
+  }
+}
