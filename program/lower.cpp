@@ -357,13 +357,14 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
 void attention_block(Emit& e, bool local) {
   const Ctx& c = e.c;
   const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
-  // K/V heads on this rank: split when kv_heads ≥ t, else replicated (MQA's single head).
-  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : c.m.kv_heads);
+  // K/V heads on this rank: split when kv_heads ≥ t, else the weights are replicated and each rank
+  // computes the one K/V head its query heads share (MQA's single head).
+  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);
   e.rmsnorm("norm1");
   e.tensor_allreduce_bwd("attn.in_grad");
   e.linear("attn.wq", D, H * N);
   if (c.m.kv_heads < c.t)  // replicated K/V head: each rank's weight gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * KV * N * c.g);
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear("attn.wk", D, KV * N);
   e.linear("attn.wv", D, KV * N);
   e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
@@ -383,12 +384,12 @@ void attention_block(Emit& e, bool local) {
 void transformer_attention(Emit& e, bool local) {
   const Ctx& c = e.c;
   const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
-  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : c.m.kv_heads);
+  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);  // as attention_block
   e.norm("norm1");
   e.tensor_allreduce_bwd("attn.in_grad");
   e.linear("attn.wq", D, H * N);
   if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * KV * N * c.g);
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear("attn.wk", D, KV * N);
   e.linear("attn.wv", D, KV * N);
   if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles
