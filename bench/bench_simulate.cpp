@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   p.micro_batch = 2;
   p.seq_len = 2048;
   p.zero_stage = 1;
-  p.remat = Remat::selective;
+  p.remat = Remat::elementwise;
   volatile double sink = 0;
   const double full = rate(secs, [&] { sink = sink + simulate(m, p, c).step_seconds; });
   const auto programs = stage_summaries(m, p);

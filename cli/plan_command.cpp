@@ -37,7 +37,9 @@ std::string describe(const Plan& p) {
   s += " mb" + std::to_string(p.micro_batch);
   s += std::string(" remat:") + to_string(p.remat) + " scan:" + to_string(p.scan);
   if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
+  if (p.mesh[Axis::tensor] > 1 && p.tensor_comm != TensorComm::allreduce) s += std::string(" ") + to_string(p.tensor_comm);
   if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
+  if (p.virtual_stages > 1) s += " v" + std::to_string(p.virtual_stages);
   if (!p.overlap) s += " no-overlap";
   s += std::string(" inner:") + to_string(p.placement[0]);
   return s;

@@ -15,7 +15,10 @@ void PlanOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--micro-batch", micro_batch, "Sequences per micro-batch per data replica");
   cmd.add_option("--seq-len", seq_len, "Tokens per sequence");
   cmd.add_option("--zero", zero_stage, "ZeRO stage over the fsdp axis (0-3)");
-  cmd.add_option("--remat", remat, "none | selective | block");
+  cmd.add_option("--remat", remat, "none | selective (attention core) | elementwise | block");
+  cmd.add_option("--tensor-comm", tensor_comm, "Tensor-parallel communication: allreduce | rs_ag (sequence parallelism)");
+  cmd.add_option("--attention", attention, "Attention core: flash | materialized");
+  cmd.add_option("--virtual-stages", virtual_stages, "Interleaved 1F1B: model chunks per pipeline stage");
   cmd.add_option("--scan", scan, "naive | sequential | chunked | associative");
   cmd.add_option("--carry", carry, "Sequence-parallel carry exchange: ring | allgather");
   cmd.add_option("--schedule", schedule, "Pipeline schedule: gpipe | 1f1b");
@@ -72,7 +75,16 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
     throw ConfigError(std::string(flag) + ": unknown value '" + v + "'");
   };
   using P = std::pair<const char*, Remat>;
-  choose(remat, "--remat", p.remat, P{"none", Remat::none}, P{"selective", Remat::selective}, P{"block", Remat::block});
+  choose(remat, "--remat", p.remat, P{"none", Remat::none}, P{"selective", Remat::selective}, P{"block", Remat::block},
+         P{"elementwise", Remat::elementwise});
+  using T = std::pair<const char*, TensorComm>;
+  choose(tensor_comm, "--tensor-comm", p.tensor_comm, T{"allreduce", TensorComm::allreduce}, T{"rs_ag", TensorComm::rs_ag});
+  using A = std::pair<const char*, AttentionKernel>;
+  choose(attention, "--attention", p.attention, A{"flash", AttentionKernel::flash}, A{"materialized", AttentionKernel::materialized});
+  if (virtual_stages) {
+    if (*virtual_stages < 1) throw ConfigError("--virtual-stages: must be a positive integer");
+    p.virtual_stages = *virtual_stages;
+  }
   using S = std::pair<const char*, ScanAlgo>;
   choose(scan, "--scan", p.scan, S{"naive", ScanAlgo::naive}, S{"sequential", ScanAlgo::sequential}, S{"chunked", ScanAlgo::chunked}, S{"associative", ScanAlgo::associative});
   using C = std::pair<const char*, CarryScheme>;

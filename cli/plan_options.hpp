@@ -15,8 +15,9 @@ namespace scanshard {
 struct PlanOptions {
   std::string model, cluster, plan_file, mesh;
   std::optional<std::int64_t> global_batch, micro_batch, seq_len, zero_stage;
-  std::string remat, scan, carry, schedule, dtype;
+  std::string remat, scan, carry, schedule, dtype, tensor_comm, attention;
   std::optional<bool> overlap;
+  std::optional<std::int64_t> virtual_stages;
 
   void add_to(CLI::App& cmd);
   // Model and cluster from flags or the plan file (flags win; a mismatch is an error).

@@ -41,7 +41,11 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
             << "plan    mesh " << p.mesh.describe() << ", zero " << p.zero_stage << ", batch " << p.global_batch
             << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << " (" << p.micro_batches()
             << " per step), remat " << to_string(p.remat) << ", scan " << to_string(p.scan) << ", carry "
-            << to_string(p.carry) << ", " << to_string(p.act_dtype) << "\n\n";
+            << to_string(p.carry) << ", " << to_string(p.act_dtype);
+  if (p.mesh[Axis::tensor] > 1) std::cout << ", tensor_comm " << to_string(p.tensor_comm);
+  if (p.virtual_stages > 1) std::cout << ", " << p.virtual_stages << " chunks per stage (interleaved 1f1b)";
+  if (p.attention != AttentionKernel::flash) std::cout << ", attention " << to_string(p.attention);
+  std::cout << "\n\n";
   char line[160];
   std::snprintf(line, sizeof line, "step time  %s   tokens/s %s   MFU %.1f %%   bottleneck: %s\n\n",
                 format_seconds(e.step_seconds).c_str(), format_si(e.tokens_per_s, "").c_str(), 100 * e.mfu, e.bottleneck.c_str());

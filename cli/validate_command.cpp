@@ -116,7 +116,7 @@ std::vector<PlanCase> plan_set(bool quick) {
   const ModelSpec r4 = load_model("rwkv4-tiny"), r6 = load_model("rwkv6-tiny");
   const ModelSpec gw = variant("griffin-tiny", 256, 3), hw = variant("hawk-tiny", 256, 2), qw = variant("mqa-tiny", 256, 2),
                   gd = variant("griffin-tiny", 128, 6);
-  const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::selective},
+  const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::elementwise},
       gather{0, Remat::none, CarryScheme::allgather}, gpipe{0, Remat::none, CarryScheme::ring, Schedule::gpipe};
   struct Row { const ModelSpec* m; const char* mesh; std::int64_t G, mb, T; Knobs k; };
   const std::vector<Row> rows = {

@@ -1,6 +1,7 @@
 # configs/ — presets (YAML data only), embedded into the binary by program/CMakeLists.txt.
 # List every file explicitly (no globbing); the path is relative to this folder.
 set(SCANSHARD_PRESET_FILES
+  chips/a100-sxm-80gb.yaml
   chips/cpu-core.yaml
   chips/h100-sxm.yaml
   chips/tpu-v3.yaml
@@ -9,7 +10,9 @@ set(SCANSHARD_PRESET_FILES
   chips/tpu-v5p.yaml
   chips/tpu-v6e.yaml
   clusters/cpu-local.yaml
+  clusters/dgx-a100.yaml
   clusters/dgx-h100-32.yaml
+  clusters/dgx-h100.yaml
   clusters/tpu-v3-1024.yaml
   clusters/tpu-v3-256.yaml
   clusters/tpu-v4-256.yaml
@@ -19,6 +22,7 @@ set(SCANSHARD_PRESET_FILES
   clusters/tpu-v5p-256.yaml
   clusters/tpu-v5p-4096.yaml
   clusters/tpu-v6e-256.yaml
+  models/gpt3-175b.yaml
   models/griffin-1.3b.yaml
   models/griffin-100m.yaml
   models/griffin-14b.yaml
@@ -34,6 +38,9 @@ set(SCANSHARD_PRESET_FILES
   models/hawk-400m.yaml
   models/hawk-7b.yaml
   models/hawk-tiny.yaml
+  models/llama2-70b.yaml
+  models/megatron-1t.yaml
+  models/megatron-22b.yaml
   models/mqa-1.3b.yaml
   models/mqa-100m.yaml
   models/mqa-200m.yaml
@@ -52,4 +59,6 @@ set(SCANSHARD_PRESET_FILES
   models/rwkv6-1.6b.yaml
   models/rwkv6-3b.yaml
   models/rwkv6-tiny.yaml
+  models/transformer-tiny.yaml
+  models/turing-nlg-530b.yaml
 )

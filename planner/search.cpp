@@ -98,25 +98,52 @@ std::vector<std::array<Axis, kAxisCount>> distinct_orders(const Mesh& mesh) {
   return orders;
 }
 
-bool has_scan(const ModelSpec& m) { return m.family != Family::mqa; }
+bool has_scan(const ModelSpec& m) { return m.family != Family::mqa && m.family != Family::transformer; }
 
 // The enumeration order of the per-plan choices (also the tie-break order).
-constexpr std::array<Remat, 3> kRemats = {Remat::none, Remat::selective, Remat::block};
+constexpr std::array<Remat, 4> kRemats = {Remat::none, Remat::selective, Remat::block, Remat::elementwise};
 constexpr std::array<ScanAlgo, 4> kScans = {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive};
 constexpr std::array<CarryScheme, 2> kCarries = {CarryScheme::ring, CarryScheme::allgather};
 constexpr std::array<Schedule, 2> kSchedules = {Schedule::one_f_one_b, Schedule::gpipe};
 constexpr std::array<bool, 2> kOverlaps = {true, false};
+constexpr std::array<TensorComm, 2> kTensorComms = {TensorComm::allreduce, TensorComm::rs_ag};
+constexpr std::array<std::int64_t, 3> kVirtualStages = {1, 2, 4};  // interleaved 1F1B model chunks per stage
+
+// Tensor-parallel communication and interleaving worth enumerating: rs_ag only with tensor > 1
+// (and the tokens dividing), chunks only with a pipeline they divide into the depth.
+bool tensor_comm_applies(const ModelSpec& m, const Plan& q, TensorComm tc) {
+  (void)m;
+  if (tc == TensorComm::allreduce) return true;
+  const std::int64_t t = q.mesh[Axis::tensor];
+  return t > 1 && (q.micro_batch * q.local_tokens()) % t == 0;
+}
+// selective recomputes attention cores only: without attention layers it is remat none.
+bool remat_applies(const ModelSpec& m, Remat r) {
+  if (r != Remat::selective) return true;
+  for (std::int64_t l = 0; l < std::min<std::int64_t>(3, m.depth); ++l)
+    if (temporal_kind(m, l) == Temporal::local_attention || temporal_kind(m, l) == Temporal::global_attention) return true;
+  return false;
+}
+bool virtual_stages_apply(const ModelSpec& m, const Mesh& mesh, std::int64_t v) {
+  const std::int64_t pp = mesh[Axis::pipeline];
+  return v == 1 || (pp > 1 && m.depth % (pp * v) == 0);
+}
+// Schedules for a chunk count: GPipe cannot interleave.
+std::size_t schedules_for(std::int64_t pp, std::int64_t v) { return pp > 1 && v == 1 ? 2 : 1; }
 
 // A plan's position in the exhaustive enumeration: mesh, ZeRO, micro-batch, remat, scan, carry,
-// placement, schedule, overlap — most significant first.
+// tensor communication, chunks per stage, placement, schedule, overlap — most significant first.
 std::uint64_t plan_index(std::size_t mesh, std::size_t zero_i, std::size_t mb_i, std::size_t remat_i, std::size_t scan_i,
-                         std::size_t carry_i, std::size_t net, std::size_t sched_i, std::size_t overlap_i) {
+                         std::size_t carry_i, std::size_t tc_i, std::size_t v_i, std::size_t net, std::size_t sched_i,
+                         std::size_t overlap_i) {
   std::uint64_t x = mesh;
   x = (x << 2) | zero_i;
   x = (x << 14) | mb_i;
   x = (x << 2) | remat_i;
   x = (x << 2) | scan_i;
   x = (x << 1) | carry_i;
+  x = (x << 1) | tc_i;
+  x = (x << 2) | v_i;
   x = (x << 3) | net;
   x = (x << 1) | sched_i;
   x = (x << 1) | overlap_i;
@@ -376,7 +403,7 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
     if (const char* rule = plan_violation(m, p, N)) {
       ++r.illegal;
       ++r.considered;
-      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
+      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
       continue;
     }
     const std::int64_t pp = mesh[Axis::pipeline];
@@ -391,7 +418,9 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
         for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
           for (std::size_t si = 0; si < kScans.size(); ++si) {
             if (!has_scan(m) && kScans[si] != ScanAlgo::sequential) continue;
-            for (std::size_t ci = 0; ci < kCarries.size(); ++ci) {
+            for (std::size_t ci = 0; ci < kCarries.size(); ++ci)
+            for (std::size_t ti = 0; ti < kTensorComms.size(); ++ti)
+            for (std::size_t vi = 0; vi < kVirtualStages.size(); ++vi) {
               if (mesh[Axis::sequence] == 1 && kCarries[ci] != CarryScheme::ring) continue;
               Plan q = p;
               q.zero_stage = zeros[zi];
@@ -399,26 +428,31 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
               q.remat = kRemats[ri];
               q.scan = kScans[si];
               q.carry = kCarries[ci];
+              q.tensor_comm = kTensorComms[ti];
+              q.virtual_stages = kVirtualStages[vi];
+              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages) ||
+                  !remat_applies(m, q.remat))
+                continue;
               const FamIds fams = col.families(q, true);
-              const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
+              const std::size_t scheds = schedules_for(pp, q.virtual_stages);
+              const int variants = static_cast<int>(scheds) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
               r.considered += variants;
               if (states > capacity) {
                 r.pruned += variants;
-                col.note({plan_index(mi, zi, bi, ri, si, ci, 0, 0, 0), fams, Note::states, nullptr, states});
+                col.note({plan_index(mi, zi, bi, ri, si, ci, ti, vi, 0, 0, 0), fams, Note::states, nullptr, states});
                 continue;
               }
               const auto stages = stage_summaries(m, q, &cache);
               for (std::size_t k = 0; k < nets.size(); ++k) {
                 q.placement = orders[k];
                 const auto passes = price_passes(stages, c, nets[k], q.act_dtype, &prices);
-                for (std::size_t sc = 0; sc < kSchedules.size(); ++sc) {
-                  if (pp == 1 && kSchedules[sc] != Schedule::one_f_one_b) continue;
+                for (std::size_t sc = 0; sc < scheds; ++sc) {
                   for (std::size_t ov = 0; ov < kOverlaps.size(); ++ov) {
                     if (p.replicas() == 1 && !kOverlaps[ov]) continue;
                     q.schedule = kSchedules[sc];
                     q.overlap = kOverlaps[ov];
                     const Estimate e = finish_estimate(passes, stages, q, c, nets[k]);
-                    const std::uint64_t index = plan_index(mi, zi, bi, ri, si, ci, k, sc, ov);
+                    const std::uint64_t index = plan_index(mi, zi, bi, ri, si, ci, ti, vi, k, sc, ov);
                     if (e.memory.total_bytes > capacity) {
                       ++r.over_memory;
                       col.note({index, fams, Note::over_memory, nullptr, e.memory.total_bytes, e.memory.activations_bytes});
@@ -536,12 +570,13 @@ struct Record {
 // scan and carry (lower_stage emits them for the stage boundary, whatever the layers are).
 struct PipelineKey {
   std::int64_t t, sp, mb;
-  bool operator<(const PipelineKey& o) const { return std::tie(t, sp, mb) < std::tie(o.t, o.sp, o.mb); }
+  int tc;  // rs_ag sends n/t tokens between stages
+  bool operator<(const PipelineKey& o) const { return std::tie(t, sp, mb, tc) < std::tie(o.t, o.sp, o.mb, o.tc); }
 };
 
 struct RecordKey {
   std::int64_t t, sp, mb;
-  int remat, scan, carry;
+  int remat, scan, carry, tc;
   bool operator==(const RecordKey&) const = default;
 };
 struct RecordKeyHash {
@@ -549,7 +584,7 @@ struct RecordKeyHash {
     std::uint64_t h = static_cast<std::uint64_t>(k.t) * 0x9E3779B97F4A7C15ull;
     h ^= static_cast<std::uint64_t>(k.sp) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
     h ^= static_cast<std::uint64_t>(k.mb) + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-    h ^= static_cast<std::uint64_t>(k.remat * 16 + k.scan * 2 + k.carry) + (h << 6) + (h >> 2);
+    h ^= static_cast<std::uint64_t>(k.tc * 64 + k.remat * 16 + k.scan * 2 + k.carry) + (h << 6) + (h >> 2);
     return static_cast<std::size_t>(h);
   }
 };
@@ -563,6 +598,7 @@ Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   q.remat = static_cast<Remat>(k.remat);
   q.scan = static_cast<ScanAlgo>(k.scan);
   q.carry = static_cast<CarryScheme>(k.carry);
+  q.tensor_comm = static_cast<TensorComm>(k.tc);
   const DType dtype = q.act_dtype;
   Record r;
   const StageSummary st = lower_stage(m, q, 0, k.sp - 1, &lc);
@@ -582,7 +618,7 @@ Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   for (const auto& g : st.groups) layers_saved += static_cast<double>(g.count) * g.lowered->saved_bytes;
   r.head_saved = std::max(0.0, st.saved_activation_bytes - layers_saved);
   if (m.depth > 1) {  // the pipeline sends (the layers these two stages hold do not matter)
-    auto [it, fresh] = pipeline.try_emplace(PipelineKey{k.t, k.sp, k.mb});
+    auto [it, fresh] = pipeline.try_emplace(PipelineKey{k.t, k.sp, k.mb, k.tc});
     if (fresh) {
       q.mesh[Axis::pipeline] = 2;
       const StageSummary first = lower_stage(m, q, 0, k.sp - 1, &lc), last = lower_stage(m, q, 1, k.sp - 1, &lc);
@@ -599,13 +635,16 @@ Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   return r;
 }
 
-// Layers of each kind on every stage of a pp-stage pipeline.
+// Layers of each kind on every stage of a pp-stage pipeline with v chunks per stage (stage s holds
+// chunks s, s + pp, ..., as lower_stage assigns them).
 using StageCounts = std::vector<std::array<double, kKinds>>;
-StageCounts stage_counts(const ModelSpec& m, std::int64_t pp) {
+StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
   StageCounts out(static_cast<std::size_t>(pp));
-  const std::int64_t per = m.depth / pp;
+  const std::int64_t per = m.depth / (pp * v);
   for (std::int64_t s = 0; s < pp; ++s)
-    for (std::int64_t l = s * per; l < (s + 1) * per; ++l) out[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+    for (std::int64_t j = 0; j < v; ++j)
+      for (std::int64_t l = (j * pp + s) * per; l < (j * pp + s + 1) * per; ++l)
+        out[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
   return out;
 }
 
@@ -627,6 +666,8 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
   q.remat = Remat::none;
   q.scan = ScanAlgo::sequential;
   q.carry = CarryScheme::ring;
+  q.tensor_comm = TensorComm::allreduce;
+  q.virtual_stages = 1;
   const auto stages = stage_summaries(m, q, &lc);
   Anchor a;
   a.pp = stages.size();
@@ -714,16 +755,16 @@ PassBound pass_bound(const PricedRecord& pr, const Record& rec, const StageCount
   return b;
 }
 
-// Lower bound on step time (finish_estimate): (micro-batches + pp − 1) micro-batches of the slowest
-// stage, plus the once-per-step work of the stage that needs the least, its overlappable sync
-// hidden behind at most the largest backward compute.
-double step_bound(const PassBound& pb, double micro_batches, const Anchor& an, std::size_t net, bool overlap) {
+// Lower bound on step time (finish_estimate): (micro-batches + (pp − 1)/v) micro-batches of the
+// slowest stage (v interleaved chunks), plus the once-per-step work of the stage that needs the
+// least, its overlappable sync hidden behind at most the largest backward compute.
+double step_bound(const PassBound& pb, double micro_batches, double v, const Anchor& an, std::size_t net, bool overlap) {
   double least_end = kInf;
   for (std::size_t s = 0; s < an.pp; ++s) {
     const auto& e = an.step_end[net * an.pp + s];
     least_end = std::min(least_end, e[0] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
   }
-  return ((micro_batches + static_cast<double>(an.pp) - 1) * pb.slowest + least_end) * kBoundSlack;
+  return ((micro_batches + (static_cast<double>(an.pp) - 1) / v) * pb.slowest + least_end) * kBoundSlack;
 }
 
 // Lower bound on memory per device (memory_of in simulate.cpp): per stage the parameter state of
@@ -767,7 +808,7 @@ struct Config {
   std::uint32_t anchor = 0;  // into the Anchor list
   std::int64_t mb = 0;       // micro-batch
   std::uint16_t mb_i = 0;
-  std::uint8_t zero = 0, zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0;
+  std::uint8_t zero = 0, zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0, tc_i = 0, v_i = 0;
   double step_bound = 0;    // the least over placements and overlap
   double memory_bound = 0;  // the least over schedules
 };
@@ -785,7 +826,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   std::vector<Record> records;
   std::unordered_map<RecordKey, std::uint32_t, RecordKeyHash> record_ids;
   std::map<PipelineKey, std::pair<Part, Part>> pipeline_parts;
-  std::map<std::int64_t, StageCounts> counts_by_pp;
+  std::map<std::pair<std::int64_t, std::int64_t>, StageCounts> counts_by_pp;  // (pp, chunks per stage)
   std::vector<MeshInfo> infos;
   std::vector<Anchor> anchors;
   std::vector<Config> configs;
@@ -810,7 +851,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       const std::int64_t replicas = mesh[Axis::data] * mesh[Axis::fsdp];
       if (o.global_batch % replicas != 0) continue;
       most += zero_stages(mesh[Axis::fsdp]).size() * divisors(o.global_batch / replicas).size() * kRemats.size() * kScans.size() *
-              kCarries.size();
+              kCarries.size() * kTensorComms.size() * kVirtualStages.size();
     }
     configs.reserve(most);
   }
@@ -828,7 +869,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     if (const char* rule = plan_violation(m, p, N)) {
       ++r.illegal;
       ++r.considered;
-      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
+      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
       continue;
     }
     const std::int64_t pp = mesh[Axis::pipeline];
@@ -838,12 +879,8 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     info.axis_fams = axis_fams;
     info.orders = distinct_orders(mesh);
     const auto mesh_id = static_cast<std::uint32_t>(infos.size());
-    auto cit = counts_by_pp.find(pp);
-    if (cit == counts_by_pp.end()) cit = counts_by_pp.emplace(pp, stage_counts(m, pp)).first;
-    const StageCounts& counts = cit->second;
     const auto zeros = zero_stages(mesh[Axis::fsdp]);
     const auto mbs = divisors(p.local_batch());
-    const int variants = (pp > 1 ? 2 : 1) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(info.orders.size());
     for (auto& s : subs) s = SubBound{};
     for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
       const double states = state_bound(total_params, mesh, o.dtype, zeros[zi]);
@@ -853,21 +890,33 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
         for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
           for (std::size_t si = 0; si < kScans.size(); ++si) {
             if (!has_scan(m) && kScans[si] != ScanAlgo::sequential) continue;
-            for (std::size_t ci = 0; ci < kCarries.size(); ++ci, ++sub) {
+            for (std::size_t ci = 0; ci < kCarries.size(); ++ci)
+            for (std::size_t ti = 0; ti < kTensorComms.size(); ++ti)
+            for (std::size_t vi = 0; vi < kVirtualStages.size(); ++vi, ++sub) {
               if (mesh[Axis::sequence] == 1 && kCarries[ci] != CarryScheme::ring) continue;
-              r.considered += variants;
-              if (states > capacity) {
-                r.pruned += variants;
-                col.note({plan_index(mi, zi, bi, ri, si, ci, 0, 0, 0), families(axis_fams, mesh, ri, si, zeros[zi]), Note::states,
-                          nullptr, states});
-                continue;
-              }
               Plan q = p;
               q.zero_stage = zeros[zi];
               q.micro_batch = mbs[bi];
               q.remat = kRemats[ri];
               q.scan = kScans[si];
               q.carry = kCarries[ci];
+              q.tensor_comm = kTensorComms[ti];
+              q.virtual_stages = kVirtualStages[vi];
+              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages) ||
+                  !remat_applies(m, q.remat))
+                continue;
+              const int variants = static_cast<int>(schedules_for(pp, q.virtual_stages)) * (p.replicas() > 1 ? 2 : 1) *
+                                   static_cast<int>(info.orders.size());
+              r.considered += variants;
+              if (states > capacity) {
+                r.pruned += variants;
+                col.note({plan_index(mi, zi, bi, ri, si, ci, ti, vi, 0, 0, 0), families(axis_fams, mesh, ri, si, zeros[zi]), Note::states,
+                          nullptr, states});
+                continue;
+              }
+              auto cit = counts_by_pp.find({pp, q.virtual_stages});
+              if (cit == counts_by_pp.end()) cit = counts_by_pp.emplace(std::pair{pp, q.virtual_stages}, stage_counts(m, pp, q.virtual_stages)).first;
+              const StageCounts& counts = cit->second;
               if (info.nets.empty())
                 for (const auto& ord : info.orders) {
                   info.nets.emplace_back(topo, c, mesh, ord);
@@ -884,7 +933,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
               }
               const Anchor& an = anchors[anchor];
               const RecordKey key{mesh[Axis::tensor], mesh[Axis::sequence], mbs[bi], static_cast<int>(q.remat),
-                                  static_cast<int>(q.scan), static_cast<int>(q.carry)};
+                                  static_cast<int>(q.scan), static_cast<int>(q.carry), static_cast<int>(q.tensor_comm)};
               auto [rit, fresh] = record_ids.try_emplace(key, static_cast<std::uint32_t>(records.size()));
               if (fresh) records.push_back(make_record(m, c, o, key, lc, pipeline_parts));
               const Record& rec = records[rit->second];
@@ -906,10 +955,12 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
               cfg.remat_i = static_cast<std::uint8_t>(ri);
               cfg.scan_i = static_cast<std::uint8_t>(si);
               cfg.carry_i = static_cast<std::uint8_t>(ci);
-              const double mcount = static_cast<double>(q.micro_batches());
+              cfg.tc_i = static_cast<std::uint8_t>(ti);
+              cfg.v_i = static_cast<std::uint8_t>(vi);
+              const double mcount = static_cast<double>(q.micro_batches()), v = static_cast<double>(q.virtual_stages);
               cfg.step_bound = kInf;  // overlapping the gradient sync never makes the bound larger
               for (std::size_t k = 0; k < info.lines.size(); ++k)
-                cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, an, k, true));
+                cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, v, an, k, true));
               cfg.memory_bound = memory_bound(rec, counts, an, q);  // 1F1B holds no more activations than GPipe
               configs.push_back(cfg);
             }
@@ -934,7 +985,8 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     const Mesh& mesh = all[info.index];
     const std::int64_t pp = mesh[Axis::pipeline];
     Plan q = base_plan(mesh, o);
-    const std::size_t scheds = pp > 1 ? 2 : 1, overlaps = q.replicas() > 1 ? 2 : 1;
+    const std::int64_t v = kVirtualStages[cfg.v_i];
+    const std::size_t scheds = schedules_for(pp, v), overlaps = q.replicas() > 1 ? 2 : 1;
     const std::int64_t per_schedule = static_cast<std::int64_t>(info.nets.size() * overlaps);
     q.zero_stage = cfg.zero;
     const FamIds fams = families(info.axis_fams, mesh, cfg.remat_i, cfg.scan_i, q.zero_stage);
@@ -946,9 +998,11 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     q.remat = kRemats[cfg.remat_i];
     q.scan = kScans[cfg.scan_i];
     q.carry = kCarries[cfg.carry_i];
+    q.tensor_comm = kTensorComms[cfg.tc_i];
+    q.virtual_stages = v;
     const Record& rec = records[cfg.record];
     const Anchor& an = anchors[cfg.anchor];
-    const StageCounts& counts = counts_by_pp.at(pp);
+    const StageCounts& counts = counts_by_pp.at({pp, v});
 
     const auto stages = stage_summaries(m, q, &lc);
     std::array<MemoryBreakdown, 2> mem{};
@@ -960,7 +1014,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       if (mem[sc].total_bytes < memory_bound(rec, counts, an, q)) bound_broken = true;
       if (!fits[sc]) {
         r.over_memory += per_schedule;
-        col.note({plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, 0, sc, 0), fams,
+        col.note({plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, cfg.tc_i, cfg.v_i, 0, sc, 0), fams,
                   Note::over_memory, nullptr, mem[sc].total_bytes, mem[sc].activations_bytes});
       }
     }
@@ -971,7 +1025,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       for (std::size_t sc = 0; sc < scheds; ++sc) {
         if (!fits[sc]) continue;
         for (std::size_t ov = 0; ov < overlaps; ++ov) {
-          const double bound = step_bound(pb, static_cast<double>(q.micro_batches()), an, k, kOverlaps[ov]);
+          const double bound = step_bound(pb, static_cast<double>(q.micro_batches()), static_cast<double>(v), an, k, kOverlaps[ov]);
           if (col.skippable(fams, bound, mem[sc].total_bytes * kBoundSlack)) {
             ++r.bounded;
             continue;
@@ -982,7 +1036,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
           const Estimate e = finish_estimate(*passes, stages, q, c, info.nets[k]);
           ++r.priced;
           if (e.step_seconds < bound) bound_broken = true;
-          col.keep(q, e, plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, k, sc, ov), fams);
+          col.keep(q, e, plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, cfg.tc_i, cfg.v_i, k, sc, ov), fams);
         }
       }
     }

@@ -1,6 +1,7 @@
 // program/cluster.cpp — see cluster.hpp.
 #include "program/cluster.hpp"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "program/yaml_reader.hpp"
@@ -12,6 +13,18 @@ double ChipSpec::peak(const std::string& dtype) const {
   if (it == peak_flops_per_s.end())
     throw ConfigError("chip " + name + " has no peak_flops_per_s for dtype " + dtype);
   return it->second;
+}
+
+double Efficiency::gemm_at(double gemm_flops) const {
+  if (gemm_curve.empty()) return gemm;
+  if (gemm_flops <= gemm_curve.front().first) return gemm_curve.front().second;
+  if (gemm_flops >= gemm_curve.back().first) return gemm_curve.back().second;
+  std::size_t i = 1;
+  while (gemm_curve[i].first < gemm_flops) ++i;
+  const auto [f0, e0] = gemm_curve[i - 1];
+  const auto [f1, e1] = gemm_curve[i];
+  const double x = (std::log(gemm_flops) - std::log(f0)) / (std::log(f1) - std::log(f0));
+  return e0 + x * (e1 - e0);
 }
 
 const char* to_string(TopologyKind k) { return k == TopologyKind::torus ? "torus" : "islands"; }
@@ -51,9 +64,33 @@ double fraction(YamlMap& y, const std::string& key, double fallback) {
   return v;
 }
 
+// gemm_curve: a list of [gemm_flops, fraction] pairs with increasing FLOPs.
+std::vector<std::pair<double, double>> parse_gemm_curve(YamlMap& y) {
+  std::vector<std::pair<double, double>> out;
+  const YAML::Node list = y.raw("gemm_curve");
+  if (!list.IsDefined()) return out;
+  if (!list.IsSequence() || list.size() == 0)
+    throw y.error("gemm_curve", "expected a list of [gemm_flops, fraction] pairs, e.g. [[1.0e6, 0.1], [1.0e12, 0.8]]");
+  for (const auto& item : list) {
+    double f = 0, eff = 0;
+    if (!item.IsSequence() || item.size() != 2 || !item[0].IsScalar() || !item[1].IsScalar() ||
+        !YAML::convert<double>::decode(item[0], f) || !YAML::convert<double>::decode(item[1], eff))
+      throw y.error("gemm_curve", "each entry must be a pair [gemm_flops, fraction]");
+    if (!(f > 0)) throw y.error("gemm_curve", "gemm_flops must be positive, got " + format_number(f));
+    if (!(eff > 0 && eff <= 1)) throw y.error("gemm_curve", "fraction must be in (0, 1], got " + format_number(eff));
+    if (!out.empty() && f <= out.back().first)
+      throw y.error("gemm_curve", "gemm_flops must increase from entry to entry (" + format_number(out.back().first) +
+                                      " then " + format_number(f) + ")");
+    out.emplace_back(f, eff);
+  }
+  return out;
+}
+
 Efficiency parse_efficiency(YamlMap y) {
   Efficiency e;
-  e.gemm = fraction(y, "gemm", e.gemm);
+  e.gemm_curve = parse_gemm_curve(y);
+  if (!e.gemm_curve.empty() && y.has("gemm")) throw y.error("gemm", "give gemm or gemm_curve, not both");
+  e.gemm = fraction(y, "gemm", e.gemm_curve.empty() ? e.gemm : e.gemm_curve.back().second);
   e.elementwise = fraction(y, "elementwise", e.elementwise);
   e.scan = fraction(y, "scan", e.scan);
   e.attention = fraction(y, "attention", e.attention);

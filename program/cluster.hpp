@@ -24,6 +24,11 @@ struct Efficiency {
   double norm = 0.7;
   double memory = 0.85;    // fraction of memory_bytes_per_s reached by streaming ops
   double network = 0.85;   // fraction of link bandwidth reached by collectives
+  // Optional shape dependence of `gemm`: (FLOPs of one GEMM 2·m·n·k, fraction of peak) points,
+  // FLOPs increasing; between points the fraction is interpolated linearly in log(FLOPs), beyond
+  // them held at the end value. Empty: every GEMM reaches `gemm`.
+  std::vector<std::pair<double, double>> gemm_curve;
+  [[nodiscard]] double gemm_at(double gemm_flops) const;
 };
 
 struct ChipSpec {

@@ -72,6 +72,8 @@ struct Ctx {
   double w = 2;               // parameter bytes
   double g = 4;               // gradient bytes (accumulated in fp32 unless params are fp32 anyway)
   double st = 4;              // scan state bytes
+  double tp_seq = 1;          // rs_ag: t — norm/dropout/residual regions hold n/t tokens (Korthikanti et al. 2022)
+  bool rs_ag = false;
 };
 
 struct Emit {
@@ -145,13 +147,40 @@ struct Emit {
   }
 
   // Megatron: one all-reduce of [n, D] after each row-split linear in forward, one for the input
-  // gradient of each column-split block in backward (DESIGN §4).
-  void tensor_allreduce_fwd(const char* name) { collective(Phase::forward, CommKind::all_reduce, Axis::tensor, name, c.n * c.m.width * c.a); }
-  void tensor_allreduce_bwd(const char* name) { collective(Phase::backward, CommKind::all_reduce, Axis::tensor, name, c.n * c.m.width * c.a); }
+  // gradient of each column-split block in backward (DESIGN §4). Under rs_ag (sequence
+  // parallelism, Korthikanti et al. 2022 §4.2.2) the exit of a block is a reduce-scatter to n/t
+  // tokens in forward and an all-gather of the output gradient in backward; the entry is an
+  // all-gather of the sequence-sharded norm output in forward and a reduce-scatter of the input
+  // gradient in backward — the same bytes as the all-reduce each pair replaces. The entry's
+  // input is saved sharded, so backward gathers it again for the weight gradients (overlapped
+  // with the input-gradient GEMM, §4.2.2), unless the whole block is recomputed anyway.
+  void tensor_allreduce_fwd(const char* name) {
+    const double bytes = c.n * c.m.width * c.a;
+    if (!c.rs_ag) return collective(Phase::forward, CommKind::all_reduce, Axis::tensor, name, bytes);
+    collective(Phase::forward, CommKind::reduce_scatter, Axis::tensor, name, bytes);
+    collective(Phase::backward, CommKind::all_gather, Axis::tensor, name, bytes);
+  }
+  void tensor_allreduce_bwd(const char* name) {
+    const double bytes = c.n * c.m.width * c.a;
+    if (!c.rs_ag) return collective(Phase::backward, CommKind::all_reduce, Axis::tensor, name, bytes);
+    collective(Phase::forward, CommKind::all_gather, Axis::tensor, name, bytes);
+    if (c.p.remat != Remat::block) collective(Phase::backward, CommKind::all_gather, Axis::tensor, "tp.regather_input", bytes, true);
+    collective(Phase::backward, CommKind::reduce_scatter, Axis::tensor, name, bytes);
+  }
 
-  void rmsnorm(const char* name) { elementwise(OpClass::norm, "rmsnorm", name, c.n * c.m.width, 1, 1, 4); }
-  void layernorm(const char* name) { elementwise(OpClass::norm, "layernorm", name, c.n * c.m.width, 1, 1, 8); }
-  void residual(const char* name) { elementwise(OpClass::elementwise, "add", name, c.n * c.m.width, 2, 1, 1, false); }
+  // Token-wise regions between tensor-parallel blocks: n·D elements, or n·D/t under rs_ag.
+  double seq_elems() const { return c.n * c.m.width / c.tp_seq; }
+  void rmsnorm(const char* name) { elementwise(OpClass::norm, "rmsnorm", name, seq_elems(), 1, 1, 4); }
+  void layernorm(const char* name) { elementwise(OpClass::norm, "layernorm", name, seq_elems(), 1, 1, 8); }
+  void norm(const char* name) { c.m.norm == NormKind::layernorm ? layernorm(name) : rmsnorm(name); }
+  void residual(const char* name, bool saved = false) { elementwise(OpClass::elementwise, "add", name, seq_elems(), 2, 1, 1, saved); }
+  // Dropout (training): reads x, writes y and a one-byte mask; the mask is what backward keeps.
+  void dropout(const char* name, double elems) {
+    if (c.m.dropout <= 0) return;
+    elementwise(OpClass::elementwise, "dropout", name, elems, 1, 1, 2);
+    fwd.back().bytes_written += elems;
+    fwd.back().saved_bytes = elems;  // the mask, 1 byte per element
+  }
 
   // Linear-recurrence scan over `elems` = n·channels. Base accounting (fused, state on chip):
   // reads `reads` tensors, writes `writes`, `flops` per element (Griffin paper §4: RG-LRU reads
@@ -251,22 +280,16 @@ void recurrent_block(Emit& e) {
   e.residual("rec.residual");
 }
 
-void attention_block(Emit& e, bool local) {
+// The attention core on this rank's H query and KV key/value heads of size N: halo or ring
+// K/V exchange under `sequence`, then the scores/softmax/P·V products. Flash (blockwise) keeps
+// the output and the log-sum-exp and recomputes QKᵀ in backward; materialized (Megatron-LM)
+// computes the whole T×T square (the causal mask is applied to it), writes the softmax output
+// and, with dropout, its mask and dropped copy — the 5·a·s²·b bytes of Korthikanti et al. 2022
+// §4.1 — and keeps them for backward.
+void attention_core(Emit& e, bool local, double H, double KV, double N) {
   const Ctx& c = e.c;
-  const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
-  // K/V heads on this rank: split when kv_heads ≥ t, else replicated (MQA's single head).
-  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : c.m.kv_heads);
   const std::int64_t W = local ? c.m.window : 0;
-  e.rmsnorm("norm1");
-  e.tensor_allreduce_bwd("attn.in_grad");
-  e.linear("attn.wq", D, H * N);
-  if (c.m.kv_heads < c.t)  // replicated K/V head: each rank's weight gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * KV * N * c.g);
-  e.linear("attn.wk", D, KV * N);
-  e.linear("attn.wv", D, KV * N);
-  e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
   const auto q0 = static_cast<std::int64_t>(c.s_coord * c.T), q1 = q0 + static_cast<std::int64_t>(c.T);
-  const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
   const double halo_tokens = local ? std::min<double>(static_cast<double>(W), static_cast<double>(q0)) : static_cast<double>(q0);
   const double halo_sent = c.s_coord == 0 ? std::min<double>(static_cast<double>(W), c.T) : halo_tokens;
   if (local) {
@@ -276,12 +299,45 @@ void attention_block(Emit& e, bool local) {
     e.p2p(Phase::forward, Axis::sequence, "attn.ring_kv", block, static_cast<std::int32_t>(c.sp - 1), true);
     e.p2p(Phase::backward, Axis::sequence, "attn.ring_kv", 2 * block, static_cast<std::int32_t>(c.sp - 1), true);
   }
+  const double kv_tokens = c.T + halo_tokens;
+  const double q_bytes = c.n * H * N * c.a, kv_bytes = c.B * kv_tokens * 2 * KV * N * c.a;
+  if (c.p.attention == AttentionKernel::materialized) {
+    const double pairs = c.T * kv_tokens * H * c.B;  // the whole square: every (query, key) pair
+    const double drop = c.m.dropout > 0 ? 1 : 0;
+    // scores = QKᵀ·N^−½ (written), softmax (read, write P), dropout (read P, write mask + P')
+    Step sc = e.base(Phase::forward, OpClass::attention, "attention.scores", "attn.core");
+    sc.matmul_flops = 2 * N * pairs;
+    sc.vector_flops = (5 + 2 * drop) * pairs;
+    sc.bytes_read = q_bytes + kv_bytes / 2 + pairs * c.a * (1 + drop);
+    sc.bytes_written = pairs * (2 * c.a + drop * (c.a + 1));
+    sc.saved_bytes = pairs * (c.a + drop * (c.a + 1));  // P, mask, P' (Korthikanti: 2 + 1 + 2 bytes)
+    e.fwd.push_back(sc);
+    Step cx = e.base(Phase::forward, OpClass::attention, "attention.context", "attn.core");  // P'·V
+    cx.matmul_flops = 2 * N * pairs;
+    cx.bytes_read = pairs * c.a + kv_bytes / 2;
+    cx.bytes_written = q_bytes;
+    cx.saved_bytes = q_bytes;
+    e.fwd.push_back(cx);
+    Step bsc = sc;  // dQ, dK from dS; softmax and dropout backward
+    bsc.phase = Phase::backward; bsc.saved_bytes = 0;
+    bsc.matmul_flops = 2 * sc.matmul_flops;
+    bsc.bytes_read = sc.bytes_written + q_bytes + kv_bytes / 2;
+    bsc.bytes_written = pairs * c.a + q_bytes + kv_bytes / 2;
+    Step bcx = cx;  // dP' = dO·Vᵀ, dV = P'ᵀ·dO
+    bcx.phase = Phase::backward; bcx.saved_bytes = 0;
+    bcx.matmul_flops = 2 * cx.matmul_flops;
+    bcx.bytes_read = cx.bytes_read + q_bytes;
+    bcx.bytes_written = pairs * c.a + kv_bytes / 2;
+    e.bwd.push_back(bsc);
+    e.bwd.push_back(bcx);
+    return;
+  }
+  const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
   Step f = e.base(Phase::forward, OpClass::attention, local ? "attention.local" : "attention.global", "attn.core");
   f.matmul_flops = 4 * N * keys * H * c.B;  // QKᵀ and P·V
   f.vector_flops = 5 * keys * H * c.B;      // scale, max, exp, sum, normalise
-  const double kv_tokens = c.T + halo_tokens;
-  f.bytes_read = c.n * H * N * c.a + c.B * kv_tokens * 2 * KV * N * c.a;
-  f.bytes_written = c.n * H * N * c.a;
+  f.bytes_read = q_bytes + kv_bytes;
+  f.bytes_written = q_bytes;
   f.saved_bytes = f.bytes_written + c.n * H * 4;  // output and the softmax log-sum-exp
   e.fwd.push_back(f);
   Step b = f;  // dQ, dK, dV, dP: twice the forward products
@@ -296,9 +352,74 @@ void attention_block(Emit& e, bool local) {
   scores.matmul_flops = f.matmul_flops / 2;
   e.bwd.push_back(b);
   e.bwd.push_back(scores);
+}
+
+void attention_block(Emit& e, bool local) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
+  // K/V heads on this rank: split when kv_heads ≥ t, else the weights are replicated and each rank
+  // computes the one K/V head its query heads share (MQA's single head).
+  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);
+  e.rmsnorm("norm1");
+  e.tensor_allreduce_bwd("attn.in_grad");
+  e.linear("attn.wq", D, H * N);
+  if (c.m.kv_heads < c.t)  // replicated K/V head: each rank's weight gradient covers its query heads only
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
+  e.linear("attn.wk", D, KV * N);
+  e.linear("attn.wv", D, KV * N);
+  e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
+  attention_core(e, local, H, KV, N);
   e.linear("attn.wo", H * N, D);
   e.tensor_allreduce_fwd("attn.out");
   e.residual("attn.residual");
+}
+
+// ---- Transformer (GPT-style pre-LN block) -----------------------------------------------------
+// Activation bytes kept follow Korthikanti et al. 2022 §4.1 (per layer, s·b tokens, width h, a
+// heads, bf16, dropout masks 1 byte): LayerNorm inputs 2·2sbh, QKV input 2sbh, Q K V 6sbh, core
+// output 2sbh, the 5as²b of a materialized core, two dropout masks 2sbh, MLP input 2sbh, the
+// 4h-wide GeLU input and output 16sbh — 34sbh + 5as²b. Linears keep their inputs (the previous
+// step's output), so a branch's last linear and the residual add after the dropout keep nothing.
+
+void transformer_attention(Emit& e, bool local) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
+  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);  // as attention_block
+  e.norm("norm1");
+  e.tensor_allreduce_bwd("attn.in_grad");
+  e.linear("attn.wq", D, H * N);
+  if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight gradient covers its query heads only
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
+  e.linear("attn.wk", D, KV * N);
+  e.linear("attn.wv", D, KV * N);
+  if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles
+    e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, false);
+  }
+  attention_core(e, local, H, KV, N);
+  e.linear("attn.wo", H * N, D);
+  e.fwd.back().saved_bytes = 0;
+  e.tensor_allreduce_fwd("attn.out");
+  e.dropout("attn.dropout", e.seq_elems());
+  e.residual("attn.residual", true);  // the second norm's input
+}
+
+void transformer_mlp(Emit& e) {
+  const Ctx& c = e.c;
+  const double D = c.m.width, F = c.m.mlp_width / c.t;
+  e.norm("norm2");
+  e.tensor_allreduce_bwd("mlp.in_grad");
+  e.linear("mlp.w1", D, F);
+  if (c.m.mlp == MlpKind::gelu) {
+    e.elementwise(OpClass::elementwise, "gelu", "mlp.act", c.n * F, 1, 1, 8);
+  } else {  // swiglu: silu(x W1) ⊙ x W2
+    e.linear("mlp.w2", D, F);
+    e.elementwise(OpClass::elementwise, "silu_mul", "mlp.act", c.n * F, 2, 1, 6);
+  }
+  e.linear("mlp.w3", F, D);
+  e.fwd.back().saved_bytes = 0;
+  e.tensor_allreduce_fwd("mlp.out");
+  e.dropout("mlp.dropout", e.seq_elems());
+  e.residual("mlp.residual");
 }
 
 // ---- RWKV blocks (DESIGN §3.2, §3.3) --------------------------------------------------------
@@ -315,12 +436,17 @@ void channel_mix(Emit& e) {
   e.linear("cm.wk", D, F);
   e.elementwise(OpClass::elementwise, "relu_sq", "cm.act", c.n * F, 1, 1, 2);
   e.linear("cm.wv", F, D);
-  e.tensor_allreduce_fwd("cm.value");
+  // stays an all-reduce under rs_ag too: the gate needs every token on this rank's channels
+  e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "cm.value", c.n * D * c.a);
   e.linear("cm.wr", D, Dl);  // column split; σ(r) ⊙ value on the local slice, then gathered
   // backward: the value's gradient slices are gathered after the gate's backward (for Wv's dX)
   e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.value_grad", c.n * D * c.a);
   e.elementwise(OpClass::elementwise, "sigmoid_mul", "cm.gate", c.n * Dl, 2, 1, 5);
   e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "cm.out", c.n * D * c.a);
+  // rs_ag: the residual keeps this rank's n/t tokens of the gathered output (a slice, free);
+  // backward must turn those tokens' gradient back into all tokens of the channel slice (an
+  // all-to-all, priced as the all-gather that bounds it).
+  if (c.rs_ag) e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.out_grad", c.n * D * c.a);
   e.residual("cm.residual");
 }
 
@@ -388,6 +514,11 @@ void rwkv6_time_mix(Emit& e) {
 
 void lower_layer(const Ctx& c, std::int32_t layer, std::vector<Step>& fwd, std::vector<Step>& bwd) {
   Emit e{c, layer, fwd, bwd};
+  if (c.m.family == Family::transformer) {
+    transformer_attention(e, temporal_kind(c.m, layer) == Temporal::local_attention);
+    transformer_mlp(e);
+    return;
+  }
   switch (temporal_kind(c.m, layer)) {
     case Temporal::recurrent: recurrent_block(e); break;
     case Temporal::local_attention: attention_block(e, true); break;
@@ -411,6 +542,10 @@ void embedding(Emit& e) {
   b.bytes_written = c.n * D * c.g;
   e.bwd.push_back(b);
   e.tensor_allreduce_fwd("embed.out");
+  if (c.m.max_positions > 0) {  // learned positions: a replicated table, added to this rank's tokens
+    e.elementwise(OpClass::embedding, "add_positions", "embed.positions", e.seq_elems(), 2, 1, 1, false);
+  }
+  if (c.m.family == Family::transformer) e.dropout("embed.dropout", e.seq_elems());
   if (c.m.is_rwkv()) e.layernorm("embed_norm");
 }
 
@@ -419,7 +554,8 @@ void head(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width;
   const double Vl = std::ceil(static_cast<double>(c.m.vocab) / static_cast<double>(c.t));  // padded
-  if (c.m.is_rwkv()) e.layernorm("final_norm"); else e.rmsnorm("final_norm");
+  if (c.m.family == Family::transformer) e.norm("final_norm");
+  else if (c.m.is_rwkv()) e.layernorm("final_norm"); else e.rmsnorm("final_norm");
   e.tensor_allreduce_bwd("head.in_grad");
   e.linear(c.m.tied_embeddings ? "embed.table" : "head.w", D, Vl);
   e.fwd.back().op = "logits";
@@ -441,6 +577,8 @@ Ctx make_ctx(const ModelSpec& m, const Plan& p, std::int64_t s_coord) {
   c.w = bytes_of(p.param_dtype);
   c.g = 4;
   c.st = bytes_of(p.state_dtype);
+  c.rs_ag = p.tensor_comm == TensorComm::rs_ag && c.t > 1;
+  c.tp_seq = c.rs_ag ? static_cast<double>(c.t) : 1.0;
   return c;
 }
 
@@ -450,19 +588,28 @@ void add_recompute(Remat policy, const std::vector<Step>& fwd, std::vector<Step>
   for (Step s : fwd) {
     if (s.kind == StepKind::p2p) continue;  // halos are kept
     const bool elementwise_like = s.cls == OpClass::elementwise || s.cls == OpClass::norm || s.cls == OpClass::scan;
-    if (policy == Remat::selective && (!elementwise_like || s.kind != StepKind::compute)) continue;
+    if (policy == Remat::elementwise && (!elementwise_like || s.kind != StepKind::compute)) continue;
+    if (policy == Remat::selective && (s.cls != OpClass::attention || s.kind != StepKind::compute)) continue;
     s.phase = Phase::recompute;
     s.saved_bytes = 0;
     out.push_back(s);
   }
 }
 
+// Activation bytes a layer keeps for backward: the layer input (n/t tokens under rs_ag) plus
+// what its steps keep under the policy. selective keeps the attention core's output (the next
+// linear's input) but none of its internals (the softmax statistics, a materialized T×T square).
 double saved_under(Remat policy, const std::vector<Step>& fwd, const Ctx& c) {
-  if (policy == Remat::block) return c.n * c.m.width * c.a;  // the layer input only
+  const double input = c.n * c.m.width * c.a / c.tp_seq;
+  if (policy == Remat::block) return input;  // the layer input only
   double s = 0;
-  for (const auto& st : fwd)
-    if (policy == Remat::none || st.cls == OpClass::gemm || st.cls == OpClass::attention) s += st.saved_bytes;
-  return s + c.n * c.m.width * c.a;
+  for (const auto& st : fwd) {
+    if (policy == Remat::none) s += st.saved_bytes;
+    else if (policy == Remat::elementwise) s += st.cls == OpClass::gemm || st.cls == OpClass::attention ? st.saved_bytes : 0;
+    else if (st.cls != OpClass::attention) s += st.saved_bytes;
+    else if (std::string_view(st.op) != "attention.scores") s += std::min(st.saved_bytes, st.bytes_written);
+  }
+  return s + input;
 }
 
 // Parameters of one layer on a tensor-parallel rank (the split rule: param_layout.hpp).
@@ -504,12 +651,13 @@ double model_flops_per_step(const ModelSpec& m, const Plan& p) {
 }
 
 // Everything a layer's lowering depends on besides the model and its kind.
-std::array<double, 13> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+std::array<double, 15> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
   return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
           static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
           static_cast<double>(p.remat), static_cast<double>(p.scan), static_cast<double>(p.carry),
           static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
-          static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1)};
+          static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1),
+          static_cast<double>(p.tensor_comm), static_cast<double>(p.attention)};
 }
 
 std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const Plan& p, const Ctx& c, std::int64_t layer,
@@ -548,23 +696,35 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
 
 }  // namespace
 
+double in_flight_micro_batches(const Plan& p, std::int64_t stage) {
+  const std::int64_t m = p.micro_batches(), pp = p.mesh[Axis::pipeline], v = p.virtual_stages;
+  if (p.schedule == Schedule::gpipe) return static_cast<double>(m);
+  if (v <= 1 || pp <= 1) return static_cast<double>(std::min(m, pp - stage));
+  const std::int64_t chunk_passes = std::min(m * v, (pp - stage - 1) * 2 + (v - 1) * pp + 1);
+  return static_cast<double>(chunk_passes) / static_cast<double>(v);
+}
+
 StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, std::int64_t seq_coord, LowerCache* cache) {
   StageSummary st;
   const std::int64_t pp = p.mesh[Axis::pipeline];
-  const std::int64_t per_stage = m.depth / pp;
+  const std::int64_t v = pp > 1 ? std::max<std::int64_t>(1, p.virtual_stages) : 1;
+  const std::int64_t per_chunk = m.depth / (pp * v);
   st.stage = stage;
   st.seq_coord = seq_coord;
-  st.first_layer = stage * per_stage;
-  st.end_layer = st.first_layer + per_stage;
+  st.first_layer = stage * per_chunk;
+  st.end_layer = st.first_layer + per_chunk;
+  st.chunks = v;
+  st.chunk_stride = pp * per_chunk;
   st.micro_batches = p.micro_batches();
-  st.in_flight_micro_batches = p.schedule == Schedule::gpipe ? st.micro_batches : std::min(st.micro_batches, pp - stage);
+  st.in_flight_micro_batches = static_cast<std::int64_t>(std::ceil(in_flight_micro_batches(p, stage)));
   const Ctx c = make_ctx(m, p, seq_coord);
   const bool first = stage == 0, last = stage == pp - 1;
-  const double act_bytes = c.n * m.width * c.a;
+  const double act_bytes = c.n * m.width * c.a / c.tp_seq;  // rs_ag: stages exchange n/t tokens
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
   std::int64_t params = 0;
-  for (std::int64_t l = st.first_layer; l < st.end_layer; ++l) {
+  for (std::int64_t j = 0; j < st.chunks; ++j)
+  for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l) {
     const Temporal kind = temporal_kind(m, l);
     auto it = std::find_if(st.groups.begin(), st.groups.end(), [&](const LayerGroup& g) { return g.kind == kind; });
     if (it == st.groups.end()) {
@@ -586,18 +746,23 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
 
   const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3;
   // ZeRO-3 gathers the embedding (and tied head) and the final norm / untied head before use too
-  const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0);
-  const std::int64_t head_params = (m.is_rwkv() ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
+  // (the learned position table is replicated; LayerNorms have a scale and a bias)
+  const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0) + m.max_positions * m.width;
+  const std::int64_t head_params = (m.norm == NormKind::layernorm ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
   if (first) {
     std::vector<Step> bwd;
     Emit e{c, -1, st.pre_forward, bwd};
     if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
     embedding(e);
     st.pre_backward.assign(bwd.rbegin(), bwd.rend());
-  } else {  // receive the micro-batch's activations; send their gradient back at the very end
+  }
+  // Receive the micro-batch's activations once per chunk (not for the model's first chunk); send
+  // their gradient back at the very end. Interleaved chunks' transfers are priced as that many
+  // sequential hops of one transfer each.
+  if (const std::int64_t recvs = st.chunks - (first ? 1 : 0); recvs > 0) {
     Emit e{c, -1, st.pre_forward, st.pre_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", act_bytes, 1);
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", act_bytes, 1);
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", act_bytes, static_cast<std::int32_t>(recvs));
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", act_bytes, static_cast<std::int32_t>(recvs));
   }
   if (last) {
     std::vector<Step> bwd;
@@ -606,10 +771,13 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     head(e);
     st.post_backward.assign(bwd.rbegin(), bwd.rend());
     st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
-  } else {  // send the activations on; the backward starts by receiving their gradient
+  }
+  // Send the activations on (once per chunk but the model's last); the backward starts by
+  // receiving their gradient.
+  if (const std::int64_t sends = st.chunks - (last ? 1 : 0); sends > 0) {
     Emit e{c, -1, st.post_forward, st.post_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", act_bytes, 1);
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", act_bytes, 1);
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", act_bytes, static_cast<std::int32_t>(sends));
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", act_bytes, static_cast<std::int32_t>(sends));
   }
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
@@ -692,10 +860,14 @@ StepProgram expand(const StageSummary& st, const ModelSpec& m) {
     for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
   };
   prog.forward = st.pre_forward;
-  for (std::int64_t l = st.first_layer; l < st.end_layer; ++l) append(prog.forward, group(l).forward, l);
+  for (std::int64_t j = 0; j < st.chunks; ++j)
+    for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l)
+      append(prog.forward, group(l).forward, l);
   prog.forward.insert(prog.forward.end(), st.post_forward.begin(), st.post_forward.end());
   prog.backward = st.post_backward;
-  for (std::int64_t l = st.end_layer - 1; l >= st.first_layer; --l) append(prog.backward, group(l).backward, l);
+  for (std::int64_t j = st.chunks - 1; j >= 0; --j)
+    for (std::int64_t l = st.end_layer - 1 + j * st.chunk_stride; l >= st.first_layer + j * st.chunk_stride; --l)
+      append(prog.backward, group(l).backward, l);
   prog.backward.insert(prog.backward.end(), st.pre_backward.begin(), st.pre_backward.end());
   prog.step_end = st.step_end;
   return prog;

@@ -88,7 +88,10 @@ struct LayerGroup {
 // lower() expands it; sim/ prices each group once.
 struct StageSummary {
   std::int64_t stage = 0, seq_coord = 0;
-  std::int64_t first_layer = 0, end_layer = 0;
+  std::int64_t first_layer = 0, end_layer = 0;  // the stage's first model chunk
+  // Interleaved 1F1B: `chunks` model chunks of (end_layer − first_layer) layers, chunk j starting
+  // at first_layer + j·chunk_stride (stage s holds chunks s, s + p, s + 2p, ...).
+  std::int64_t chunks = 1, chunk_stride = 0;
   std::int64_t micro_batches = 1, in_flight_micro_batches = 1;
   std::vector<Step> pre_forward, pre_backward;    // embedding or pipeline receive (pre_backward runs last)
   std::vector<Step> post_forward, post_backward;  // head and loss or pipeline send (post_backward runs first)
@@ -104,7 +107,7 @@ struct StageSummary {
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
 struct LowerCache {
-  std::map<std::array<double, 13>, std::shared_ptr<const LayerLowering>> layers;
+  std::map<std::array<double, 15>, std::shared_ptr<const LayerLowering>> layers;
   std::map<std::pair<int, std::int64_t>, std::int64_t> layer_params;  // (layer kind, tensor) -> parameters on a rank
   double model_flops = 0;
   std::int64_t model_flops_seq_len = -1, model_flops_batch = -1;
@@ -115,6 +118,11 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
                          LowerCache* cache = nullptr);
 // The stage's full step list in execution order (layer indices filled in).
 StepProgram expand(const StageSummary& st, const ModelSpec& m);
+
+// Micro-batches' worth of activations a pipeline stage holds at once under the plan's schedule:
+// GPipe all m; 1F1B min(m, p − stage); interleaved 1F1B (v chunks) the Megatron-LM warm-up of
+// (p − stage − 1)·2 + (v − 1)·p chunk passes plus the one in flight, each 1/v of the stage.
+double in_flight_micro_batches(const Plan& p, std::int64_t stage);
 
 // Coordinates of `rank` (pipeline outermost, then data, fsdp, sequence; tensor innermost).
 std::array<std::int64_t, kAxisCount> rank_coords(const Mesh& mesh, std::int64_t rank);

@@ -15,8 +15,15 @@ const char* to_string(Family f) {
     case Family::mqa: return "mqa";
     case Family::rwkv4: return "rwkv4";
     case Family::rwkv6: return "rwkv6";
+    case Family::transformer: return "transformer";
   }
   return "?";
+}
+
+const char* to_string(NormKind n) { return n == NormKind::rmsnorm ? "rmsnorm" : "layernorm"; }
+const char* to_string(MlpKind k) {
+  static const char* names[] = {"gated_gelu", "gelu", "swiglu"};
+  return names[static_cast<int>(k)];
 }
 
 const char* to_string(Temporal t) {
@@ -38,6 +45,7 @@ Temporal temporal_kind(const ModelSpec& m, std::int64_t layer) {
     case Family::mqa: return m.window > 0 ? Temporal::local_attention : Temporal::global_attention;
     case Family::rwkv4: return Temporal::rwkv4_time_mix;
     case Family::rwkv6: return Temporal::rwkv6_time_mix;
+    case Family::transformer: return m.window > 0 ? Temporal::local_attention : Temporal::global_attention;
   }
   return Temporal::recurrent;
 }
@@ -95,6 +103,32 @@ void add_layer_norm(TensorList& t, const std::string& name, std::int64_t D) {
   t.add(name + ".scale", {D}); t.add(name + ".bias", {D});
 }
 
+// Transformer norm: RMSNorm (scale) or LayerNorm (scale, bias).
+void add_norm(TensorList& t, const ModelSpec& m, const std::string& name) {
+  if (m.norm == NormKind::layernorm) add_layer_norm(t, name, m.width); else t.add(name + ".scale", {m.width});
+}
+
+// Transformer layer (pre-LN GPT block): x += Wo·Attn(Q, K, V)(norm1(x)); x += MLP(norm2(x)).
+// Q has H heads, K/V kv_heads (H: multi-head, 1: multi-query, else grouped-query); MLP
+// gelu: gelu(x W1 + b1) W3 + b3, swiglu: (silu(x W1) ⊙ x W2) W3; biases on every linear if
+// linear_bias (GPT-3/Megatron: 13·D per layer with the two LayerNorms, Narayanan et al. 2021 §5.1).
+void add_transformer_layer(TensorList& t, const ModelSpec& m) {
+  const auto D = m.width, N = m.head_dim, F = m.mlp_width;
+  auto linear = [&](const char* w, const char* b, std::int64_t din, std::int64_t dout) {
+    t.add(w, {din, dout});
+    if (m.linear_bias) t.add(b, {dout});
+  };
+  add_norm(t, m, "norm1");
+  linear("attn.wq", "attn.bq", D, m.heads * N);
+  linear("attn.wk", "attn.bk", D, m.kv_heads * N);
+  linear("attn.wv", "attn.bv", D, m.kv_heads * N);
+  linear("attn.wo", "attn.bo", m.heads * N, D);
+  add_norm(t, m, "norm2");
+  linear("mlp.w1", "mlp.b1", D, F);
+  if (m.mlp != MlpKind::gelu) linear("mlp.w2", "mlp.b2", D, F);
+  linear("mlp.w3", "mlp.b3", F, D);
+}
+
 // RWKV channel mix: o = σ(x_r Wr) ⊙ (relu(x_k Wk)²) Wv, token-shift mixes μ_k, μ_r.
 void add_channel_mix(TensorList& t, const ModelSpec& m) {
   const auto D = m.width, F = m.mlp_width;
@@ -130,6 +164,10 @@ namespace {
 void add_layer(TensorList& t, const ModelSpec& m, std::int64_t i) {
   const auto D = m.width;
   t.block = "layer." + std::to_string(i);
+  if (m.family == Family::transformer) {
+    add_transformer_layer(t, m);
+    return;
+  }
   if (m.is_rwkv()) {
     add_layer_norm(t, "norm1", D);
     if (m.family == Family::rwkv4) add_rwkv4_time_mix(t, m); else add_rwkv6_time_mix(t, m);
@@ -157,9 +195,11 @@ std::vector<ParamTensor> parameter_tensors(const ModelSpec& m) {
   t.block = "embed";
   t.add("embed.table", {V, D}, true);
   if (m.is_rwkv()) add_layer_norm(t, "embed_norm", D);  // RWKV's extra LayerNorm on the embedding
+  if (m.max_positions > 0) t.add("embed.positions", {m.max_positions, D}, true);  // learned positions
   for (std::int64_t i = 0; i < m.depth; ++i) add_layer(t, m, i);
   t.block = "final";
-  if (m.is_rwkv()) add_layer_norm(t, "final_norm", D); else t.add("final_norm.scale", {D});
+  if (m.family == Family::transformer) add_norm(t, m, "final_norm");
+  else if (m.is_rwkv()) add_layer_norm(t, "final_norm", D); else t.add("final_norm.scale", {D});
   if (!m.tied_embeddings) {
     t.block = "head";
     t.add("head.w", {D, V}, true);
@@ -216,9 +256,9 @@ void must_divide(YamlMap& y, const std::string& key, std::int64_t divisor, const
 
 Family parse_family(YamlMap& y) {
   const auto s = y.required_string("family");
-  for (Family f : {Family::griffin, Family::hawk, Family::mqa, Family::rwkv4, Family::rwkv6})
+  for (Family f : {Family::griffin, Family::hawk, Family::mqa, Family::rwkv4, Family::rwkv6, Family::transformer})
     if (s == to_string(f)) return f;
-  throw y.error("family", "unknown family '" + s + "' (one of: griffin, hawk, mqa, rwkv4, rwkv6)");
+  throw y.error("family", "unknown family '" + s + "' (one of: griffin, hawk, mqa, rwkv4, rwkv6, transformer)");
 }
 
 // F = expansion · D, or given directly as mlp_width; must be a whole number.
@@ -245,11 +285,12 @@ void parse_recurrent(YamlMap& y, ModelSpec& m) {
   m.conv_width = positive(y, "conv_width", y.optional_int("conv_width", 4), 64);
 }
 
-void parse_attention(YamlMap& y, ModelSpec& m, bool window_required) {
+// kv_heads defaults to 1 (multi-query) or, for the transformer, to heads (multi-head).
+void parse_attention(YamlMap& y, ModelSpec& m, bool window_required, double default_rope_fraction = 0.5) {
   m.heads = positive(y, "heads", y.required_int("heads"), kMaxWidth);
   if (!y.has("head_dim")) must_divide(y, "heads", m.heads, "width", m.width);
   m.head_dim = positive(y, "head_dim", y.optional_int("head_dim", m.width / m.heads), kMaxWidth);
-  m.kv_heads = positive(y, "kv_heads", y.optional_int("kv_heads", 1), kMaxWidth);
+  m.kv_heads = positive(y, "kv_heads", y.optional_int("kv_heads", m.family == Family::transformer ? m.heads : 1), kMaxWidth);
   must_divide(y, "kv_heads", m.kv_heads, "heads", m.heads);
   if (window_required) {
     m.window = positive(y, "window", y.required_int("window"), 1 << 30);
@@ -257,7 +298,7 @@ void parse_attention(YamlMap& y, ModelSpec& m, bool window_required) {
     m.window = y.optional_int("window", 0);
     if (m.window < 0) throw y.error("window", "must be 0 (global attention) or positive");
   }
-  m.rope_fraction = y.optional_double("rope_fraction", 0.5);
+  m.rope_fraction = y.optional_double("rope_fraction", default_rope_fraction);
   if (m.rope_fraction <= 0 || m.rope_fraction > 1)
     throw y.error("rope_fraction", "must be in (0, 1]");
   const double rot = m.rope_fraction * static_cast<double>(m.head_dim);
@@ -265,6 +306,37 @@ void parse_attention(YamlMap& y, ModelSpec& m, bool window_required) {
     throw y.error("rope_fraction", "rope_fraction × head_dim = " + format_number(rot) + " must be an even whole number");
   m.rope_base = y.optional_double("rope_base", 10000.0);
   if (m.rope_base <= 1) throw y.error("rope_base", "must be > 1");
+}
+
+template <class E, std::size_t N>
+E parse_choice(YamlMap& y, const std::string& key, E fallback, const std::array<std::pair<const char*, E>, N>& names) {
+  if (!y.has(key)) return fallback;
+  const auto s = y.required_string(key);
+  std::string allowed;
+  for (const auto& [name, value] : names) {
+    if (s == name) return value;
+    allowed += (allowed.empty() ? "" : ", ") + std::string(name);
+  }
+  throw y.error(key, "unknown value '" + s + "' (one of: " + allowed + ")");
+}
+
+// Transformer: positions (learned table of max_positions rows, or rotary), norm, MLP kind,
+// linear biases, dropout. Attention keys are read by parse_attention (rope only if rotary).
+void parse_transformer(YamlMap& y, ModelSpec& m) {
+  const bool rotary = parse_choice<bool, 2>(y, "positions", false, {{{"learned", false}, {"rotary", true}}});
+  if (rotary) {
+    parse_attention(y, m, false, 1.0);
+    if (y.has("max_positions")) throw y.error("max_positions", "only learned positions have a table (positions: learned)");
+  } else {
+    parse_attention(y, m, false, 1.0);
+    m.rope_fraction = 0;  // no rotary embedding
+    m.max_positions = positive(y, "max_positions", y.required_int("max_positions"), 1 << 24);
+  }
+  m.norm = parse_choice<NormKind, 2>(y, "norm", NormKind::layernorm, {{{"layernorm", NormKind::layernorm}, {"rmsnorm", NormKind::rmsnorm}}});
+  m.mlp = parse_choice<MlpKind, 2>(y, "mlp", MlpKind::gelu, {{{"gelu", MlpKind::gelu}, {"swiglu", MlpKind::swiglu}}});
+  m.linear_bias = y.optional_bool("bias", true);
+  m.dropout = y.optional_double("dropout", 0.0);
+  if (!(m.dropout >= 0 && m.dropout < 1)) throw y.error("dropout", "must be in [0, 1), got " + format_number(m.dropout));
 }
 
 void parse_rwkv6(YamlMap& y, ModelSpec& m) {
@@ -300,8 +372,13 @@ ModelSpec parse_model(const YAML::Node& node, const std::string& file) {
     case Family::mqa: parse_attention(y, m, false); break;
     case Family::rwkv4: break;
     case Family::rwkv6: parse_rwkv6(y, m); break;
+    case Family::transformer: parse_transformer(y, m); break;
   }
-  m.mlp_width = parse_mlp_width(y, m.width, m.family == Family::rwkv4 ? 4.0 : m.family == Family::rwkv6 ? 3.5 : 3.0);
+  if (m.is_rwkv()) m.norm = NormKind::layernorm;
+  if (m.family == Family::transformer && m.mlp == MlpKind::swiglu && !y.has("mlp_width") && !y.has("mlp_expansion"))
+    throw y.error("mlp", "a swiglu MLP needs mlp_width (its hidden size is a model choice, e.g. 28672 for Llama-2-70B)");
+  m.mlp_width = parse_mlp_width(y, m.width, m.family == Family::rwkv4 || m.family == Family::transformer ? 4.0
+                                            : m.family == Family::rwkv6 ? 3.5 : 3.0);
   if (!m.is_rwkv()) {
     m.scale_embedding = y.optional_bool("scale_embedding", false);
     m.logit_softcap = y.optional_double("logit_softcap", 0.0);

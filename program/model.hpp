@@ -16,8 +16,14 @@
 
 namespace scanshard {
 
-enum class Family { griffin, hawk, mqa, rwkv4, rwkv6 };
+enum class Family { griffin, hawk, mqa, rwkv4, rwkv6, transformer };
 const char* to_string(Family f);
+
+// Transformer family (GPT-style pre-LN blocks) choices; the other families fix these.
+enum class NormKind : std::uint8_t { rmsnorm, layernorm };
+enum class MlpKind : std::uint8_t { gated_gelu, gelu, swiglu };  // gated_gelu: Griffin's MLP
+const char* to_string(NormKind n);
+const char* to_string(MlpKind k);
 
 // What the temporal-mixing half of layer i is.
 enum class Temporal { recurrent, local_attention, global_attention, rwkv4_time_mix, rwkv6_time_mix };
@@ -52,6 +58,13 @@ struct ModelSpec {
   std::int64_t lora_rank_mix = 0;    // shared token-shift LoRA (32)
   std::int64_t lora_rank_decay = 0;  // decay LoRA (64)
   double group_norm_eps = 0.0;
+  // Transformer (family transformer): norm, MLP kind, learned position table, linear biases,
+  // dropout probability (masks are activation memory, Korthikanti et al. 2022 §4).
+  NormKind norm = NormKind::rmsnorm;
+  MlpKind mlp = MlpKind::gated_gelu;
+  std::int64_t max_positions = 0;  // learned position table rows (0 = none: rotary or no positions)
+  bool linear_bias = true;
+  double dropout = 0.0;
 
   bool is_rwkv() const { return family == Family::rwkv4 || family == Family::rwkv6; }
 };

@@ -26,12 +26,13 @@ int tensor_split_dim(const ModelSpec& m, const ParamTensor& p, std::int64_t t) {
   const std::string& n = p.name;
   const int last = static_cast<int>(p.shape.size()) - 1;
   if (n == "embed.table") return 0;                      // vocab-parallel rows
+  if (n == "embed.positions") return -1;                 // learned positions: replicated (Megatron)
   if (n == "head.w") return 1;                           // untied head [D, V]: vocab columns
   // replicated: norms, token-shift mixes, shared LoRA A, biases after a row-split all-reduce
   if (n.find("norm") != std::string::npos || n.starts_with("tm.mu") || n.starts_with("cm.mu") || n == "tm.lora_a" ||
       n == "tm.decay_a" || n == "tm.lora_b" || n == "rec.bo" || n == "attn.bo" || n == "mlp.b3")
     return -1;
-  if ((n == "attn.wk" || n == "attn.wv") && m.kv_heads < t) return -1;  // one K/V head per rank
+  if ((n == "attn.wk" || n == "attn.wv" || n == "attn.bk" || n == "attn.bv") && m.kv_heads < t) return -1;  // K/V heads replicated
   // row-split (input dim): the projections back to D
   if (n == "rec.wo" || n == "attn.wo" || n == "mlp.w3" || n == "tm.wo" || n == "cm.wv") return 0;
   if (n == "rec.gate_a_w" || n == "rec.gate_x_w" || n == "tm.bonus") return 0;  // blocks / heads

@@ -13,7 +13,7 @@ const char* to_string(Axis a) {
 }
 const char* to_string(Schedule s) { return s == Schedule::gpipe ? "gpipe" : "1f1b"; }
 const char* to_string(Remat r) {
-  static const char* names[] = {"none", "selective", "block"};
+  static const char* names[] = {"none", "selective", "block", "elementwise"};
   return names[static_cast<int>(r)];
 }
 const char* to_string(ScanAlgo s) {
@@ -22,6 +22,8 @@ const char* to_string(ScanAlgo s) {
 }
 const char* to_string(CarryScheme c) { return c == CarryScheme::ring ? "ring" : "allgather"; }
 const char* to_string(DType d) { return d == DType::fp32 ? "fp32" : "bf16"; }
+const char* to_string(TensorComm c) { return c == TensorComm::allreduce ? "allreduce" : "rs_ag"; }
+const char* to_string(AttentionKernel k) { return k == AttentionKernel::flash ? "flash" : "materialized"; }
 
 std::int64_t Mesh::devices() const {
   std::int64_t n = 1;
@@ -70,6 +72,13 @@ const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devi
        "micro_batch " + n(p.micro_batch) + " does not divide the per-replica batch " + n(p.global_batch / std::max<std::int64_t>(1, p.replicas())), "micro_batch"},
       {"sequence divides seq_len", divides(sq, p.seq_len), "sequence = " + n(sq) + " does not divide seq_len " + n(p.seq_len), "mesh.sequence"},
       {"pipeline divides depth", divides(pp, m.depth), "pipeline = " + n(pp) + " does not divide depth " + n(m.depth), "mesh.pipeline"},
+      {"virtual_stages is positive", p.virtual_stages >= 1, "virtual_stages = " + n(p.virtual_stages), "virtual_stages"},
+      {"interleaving needs the 1f1b schedule", p.virtual_stages == 1 || p.schedule == Schedule::one_f_one_b,
+       "virtual_stages = " + n(p.virtual_stages) + " with schedule " + to_string(p.schedule), "virtual_stages"},
+      {"pipeline*virtual_stages divides depth", divides(pp * std::max<std::int64_t>(1, p.virtual_stages), m.depth),
+       "pipeline*virtual_stages = " + n(pp * p.virtual_stages) + " does not divide depth " + n(m.depth), "virtual_stages"},
+      {"rs_ag: tensor divides the tokens of a micro-batch", p.tensor_comm == TensorComm::allreduce || divides(t, p.micro_batch * (p.seq_len / std::max<std::int64_t>(1, sq))),
+       "tensor = " + n(t) + " does not divide the " + n(p.micro_batch * (p.seq_len / std::max<std::int64_t>(1, sq))) + " tokens of a micro-batch shard", "tensor_comm"},
       {"tensor divides mlp_width", divides(t, m.mlp_width), "tensor = " + n(t) + " does not divide mlp_width " + n(m.mlp_width), "mesh.tensor"},
       {"tensor divides heads", m.heads == 0 || divides(t, m.heads), "tensor = " + n(t) + " does not divide heads " + n(m.heads), "mesh.tensor"},
       {"tensor and kv_heads divide one another", m.kv_heads == 0 || divides(t, m.kv_heads) || divides(m.kv_heads, t),
@@ -160,7 +169,10 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", p.global_batch / std::max<std::int64_t>(1, p.replicas())));
   p.seq_len = positive_int(y, "seq_len", y.required_int("seq_len"));
   p.schedule = parse_enum<Schedule, 2>(y, "schedule", p.schedule, {{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}});
-  p.remat = parse_enum<Remat, 3>(y, "remat", p.remat, {{{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}}});
+  p.virtual_stages = positive_int(y, "virtual_stages", y.optional_int("virtual_stages", 1));
+  p.remat = parse_enum<Remat, 4>(y, "remat", p.remat, {{{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}});
+  p.tensor_comm = parse_enum<TensorComm, 2>(y, "tensor_comm", p.tensor_comm, {{{"allreduce", TensorComm::allreduce}, {"rs_ag", TensorComm::rs_ag}}});
+  p.attention = parse_enum<AttentionKernel, 2>(y, "attention", p.attention, {{{"flash", AttentionKernel::flash}, {"materialized", AttentionKernel::materialized}}});
   p.scan = parse_enum<ScanAlgo, 4>(y, "scan", p.scan, {{{"naive", ScanAlgo::naive}, {"sequential", ScanAlgo::sequential}, {"chunked", ScanAlgo::chunked}, {"associative", ScanAlgo::associative}}});
   p.carry = parse_enum<CarryScheme, 2>(y, "carry", p.carry, {{{"ring", CarryScheme::ring}, {"allgather", CarryScheme::allgather}}});
   if (y.has("dtypes")) {
@@ -231,7 +243,10 @@ std::string plan_to_yaml(const Plan& p) {
     << "micro_batch: " << p.micro_batch << "\n"
     << "seq_len: " << p.seq_len << "\n"
     << "schedule: " << to_string(p.schedule) << "\n"
+    << "virtual_stages: " << p.virtual_stages << "\n"
     << "remat: " << to_string(p.remat) << "\n"
+    << "tensor_comm: " << to_string(p.tensor_comm) << "\n"
+    << "attention: " << to_string(p.attention) << "\n"
     << "scan: " << to_string(p.scan) << "\n"
     << "carry: " << to_string(p.carry) << "\n"
     << "dtypes:\n  params: " << to_string(p.param_dtype) << "\n  activations: " << to_string(p.act_dtype)

@@ -19,7 +19,18 @@ constexpr int kAxisCount = 5;
 const char* to_string(Axis a);
 
 enum class Schedule : std::uint8_t { gpipe, one_f_one_b };
-enum class Remat : std::uint8_t { none, selective, block };
+// none: keep every activation; selective: recompute only the attention core (scores, softmax,
+// dropout, P·V — Korthikanti et al. 2022 §5); elementwise: keep GEMM and attention outputs,
+// recompute elementwise ops, norms and scans; block: keep only each layer's input (full
+// recompute).
+enum class Remat : std::uint8_t { none, selective, block, elementwise };
+// Tensor-parallel communication: allreduce (Megatron, Shoeybi et al. 2019) or rs_ag (Megatron
+// sequence parallelism, Korthikanti et al. 2022: norm/dropout/residual regions sharded along the
+// tokens; each all-reduce becomes a reduce-scatter and an all-gather).
+enum class TensorComm : std::uint8_t { allreduce, rs_ag };
+// Attention core: flash (blockwise, keeps no T×T scores, causal keys only) or materialized
+// (scores, softmax and dropout written for the whole T×T square, as Megatron-LM 2021-22 did).
+enum class AttentionKernel : std::uint8_t { flash, materialized };
 // naive: every elementwise stage of the scan materialised in HBM (the unfused baseline);
 // sequential: the fused linear scan keeping the state on chip; chunked: chunk-local scans plus a
 // carry fix-up pass; associative: log-depth parallel scan (~2x FLOPs, more traffic).
@@ -31,6 +42,8 @@ const char* to_string(Remat r);
 const char* to_string(ScanAlgo s);
 const char* to_string(CarryScheme c);
 const char* to_string(DType d);
+const char* to_string(TensorComm c);
+const char* to_string(AttentionKernel k);
 constexpr double bytes_of(DType d) { return d == DType::fp32 ? 4.0 : 2.0; }
 
 struct Mesh {
@@ -50,7 +63,10 @@ struct Plan {
   std::int64_t micro_batch = 0;   // sequences per micro-batch per data-parallel replica
   std::int64_t seq_len = 0;       // T
   Schedule schedule = Schedule::one_f_one_b;
+  std::int64_t virtual_stages = 1;  // interleaved 1F1B: model chunks per pipeline stage (Narayanan et al. 2021 §2.2)
   Remat remat = Remat::none;
+  TensorComm tensor_comm = TensorComm::allreduce;
+  AttentionKernel attention = AttentionKernel::flash;
   ScanAlgo scan = ScanAlgo::sequential;
   CarryScheme carry = CarryScheme::ring;
   DType param_dtype = DType::bf16;

@@ -87,11 +87,30 @@ ModelSpec load_model(const std::string& name_or_path, const std::string& context
 }
 
 ClusterSpec load_cluster(const std::string& name_or_path, const std::string& context) {
+  // "<preset>-<nodes>": an islands preset (one node type, e.g. dgx-a100) with that many islands,
+  // unless a preset has exactly that name (dgx-h100-32).
+  if (!looks_like_path(name_or_path) && !find_preset(PresetKind::clusters, name_or_path)) {
+    const auto dash = name_or_path.rfind('-');
+    const std::string base = dash == std::string::npos ? "" : name_or_path.substr(0, dash);
+    const std::string count = dash == std::string::npos ? "" : name_or_path.substr(dash + 1);
+    if (!count.empty() && count.size() <= 7 && std::all_of(count.begin(), count.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
+        find_preset(PresetKind::clusters, base)) {
+      ClusterSpec c = cluster_from(resolve(PresetKind::clusters, base));
+      const std::int64_t nodes = std::stoll(count);
+      if (c.topology.kind != TopologyKind::islands)
+        throw ConfigError(context + ": '" + name_or_path + "': only island (node) presets take a node count; " + base + " is a " +
+                          to_string(c.topology.kind));
+      if (nodes < 1) throw ConfigError(context + ": '" + name_or_path + "': the node count must be at least 1");
+      c.topology.islands = nodes;
+      c.name = name_or_path;
+      return c;
+    }
+  }
   std::pair<YAML::Node, std::string> src;
   try {
     src = resolve(PresetKind::clusters, name_or_path);
   } catch (const std::invalid_argument& e) {
-    throw ConfigError(context + ": " + e.what());
+    throw ConfigError(context + ": " + e.what() + " (island presets such as dgx-a100 take a node count: dgx-a100-64)");
   }
   return cluster_from(src);
 }

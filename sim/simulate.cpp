@@ -137,10 +137,9 @@ MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpe
   m.params_bytes = states.params;
   m.grads_bytes = states.grads;
   m.optimizer_bytes = states.optimizer;
-  // In-flight micro-batches follow the plan's schedule (GPipe: all; 1F1B: p − stage).
-  const std::int64_t mb = p.micro_batches();
-  const std::int64_t in_flight = p.schedule == Schedule::gpipe ? mb : std::min(mb, p.mesh[Axis::pipeline] - prog.stage);
-  m.activations_bytes = prog.saved_activation_bytes * static_cast<double>(in_flight);
+  // In-flight micro-batches follow the plan's schedule (GPipe: all; 1F1B: p − stage; interleaved:
+  // lower.hpp).
+  m.activations_bytes = prog.saved_activation_bytes * in_flight_micro_batches(p, prog.stage);
   m.state_bytes = prog.max_state_bytes;
   m.buffers_bytes = prog.max_comm_bytes;
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activations_bytes + m.state_bytes + m.buffers_bytes;
@@ -177,7 +176,10 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
   e.critical_stage = passes.critical_stage;
   const StageSummary& prog = stages[static_cast<std::size_t>(e.critical_stage)];
   for (int b = 0; b < kBucketCount; ++b) e.seconds[b] = m * passes.per_microbatch[b];
-  e.seconds[static_cast<int>(Bucket::bubble)] = (pp - 1) * e.microbatch_seconds;
+  // (p − 1) slots of a micro-batch's pass through one model chunk: 1/v of the stage's pass with
+  // v interleaved chunks (Narayanan et al. 2021 §2.2.2: bubble fraction (p − 1)/(v·m)).
+  const double v = pp > 1 ? static_cast<double>(std::max<std::int64_t>(1, p.virtual_stages)) : 1.0;
+  e.seconds[static_cast<int>(Bucket::bubble)] = (pp - 1) * e.microbatch_seconds / v;
 
   // Once per step: gradient sync (hidden behind the last backward pass if overlapped), optimizer.
   double hide = passes.backward_compute_seconds;

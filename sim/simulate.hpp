@@ -2,7 +2,8 @@
 // MFU and memory per device (DESIGN §5). simulate() is a pure function of its inputs.
 //
 // Timeline: each pipeline stage runs m micro-batches of (forward + backward); the slowest stage
-// sets the pace and the schedule adds a bubble of (p − 1) micro-batch slots (GPipe and 1F1B alike;
+// sets the pace and the schedule adds a bubble of (p − 1) micro-batch slots, (p − 1)/v with v
+// interleaved model chunks (GPipe and 1F1B alike;
 // they differ in activation memory). Overlappable communication (ring-attention K/V, ZeRO-3
 // gathers) hides behind the compute of the same pass; data/fsdp gradient reduction hides behind
 // the last backward pass when the plan overlaps; tensor-parallel collectives are exposed.

@@ -157,7 +157,11 @@ struct Executor::State {
   static std::string block(i64 layer) {
     return layer == -1 ? "embed" : layer == -2 ? "final" : layer == -3 ? "head" : "layer." + std::to_string(layer);
   }
-  const float* bias_after_reduce(i64 layer, const char* name) const { return tcoord == 0 ? par(layer, name) : nullptr; }
+  // Biases the model may not have (transformer `bias: false`): nullptr when absent.
+  bool has(i64 layer, const char* name) const { return lay.full.index.count(block(layer) + "/" + name) > 0; }
+  const float* opt_par(i64 layer, const char* name) const { return has(layer, name) ? par(layer, name) : nullptr; }
+  float* opt_grad(i64 layer, const char* name) const { return has(layer, name) ? grad(layer, name) : nullptr; }
+  const float* bias_after_reduce(i64 layer, const char* name) const { return tcoord == 0 ? opt_par(layer, name) : nullptr; }
 };
 
 Executor::~Executor() = default;
@@ -314,11 +318,11 @@ void temporal_residual_bwd(State& s, const Step& st) {  // d tout = d x_in (so f
 // Gated MLP, Megatron split: W1, W2 by columns (F/t), W3 by rows, all-reduce after W3.
 void mlp_w1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.par(st.layer, "mlp.b1"), s.M, s.D, s.F);
+  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.opt_par(st.layer, "mlp.b1"), s.M, s.D, s.F);
 }
 void mlp_w2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.par(st.layer, "mlp.b2"), s.M, s.D, s.F);
+  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.opt_par(st.layer, "mlp.b2"), s.M, s.D, s.F);
 }
 void mlp_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -348,12 +352,21 @@ void mlp_w3_dx(State& s, const Step& st) {
 }
 void mlp_w3_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w3"), s.grad(st.layer, "mlp.b3"), b.dy.data(), b.gm.data(),
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w3"), s.opt_grad(st.layer, "mlp.b3"), b.dy.data(), b.gm.data(),
                      s.par(st.layer, "mlp.w3"), s.M, s.F, s.D);
 }
 void mlp_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::gelu_mul_backward(b.dh1.data(), b.dh2.data(), b.dgm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+}
+// SwiGLU (transformer): g = silu(h1) ⊙ h2 — rwkv_ops' a ⊙ silu(g) with a = h2, g = h1.
+void swiglu_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::silu_mul_forward(b.gm.data(), b.h2.data(), b.h1.data(), s.M * s.F);
+}
+void swiglu_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::silu_mul_backward(b.dh2.data(), b.dh1.data(), b.dgm.data(), b.h2.data(), b.h1.data(), s.M * s.F);
 }
 void mlp_w2_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -361,7 +374,7 @@ void mlp_w2_dx(State& s, const Step& st) {
 }
 void mlp_w2_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w2"), s.grad(st.layer, "mlp.b2"), b.dh2.data(), b.n2.data(),
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w2"), s.opt_grad(st.layer, "mlp.b2"), b.dh2.data(), b.n2.data(),
                      s.par(st.layer, "mlp.w2"), s.M, s.D, s.F);
 }
 void mlp_w1_dx(State& s, const Step& st) {
@@ -370,7 +383,7 @@ void mlp_w1_dx(State& s, const Step& st) {
 }
 void mlp_w1_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w1"), s.grad(st.layer, "mlp.b1"), b.dh1.data(), b.n2.data(),
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w1"), s.opt_grad(st.layer, "mlp.b1"), b.dh1.data(), b.n2.data(),
                      s.par(st.layer, "mlp.w1"), s.M, s.D, s.F);
 }
 
@@ -683,7 +696,7 @@ void attn_wo_dx(State& s, const Step& st) {
 }
 void attn_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "attn.wo"), s.grad(st.layer, "attn.bo"), b.dtout.data(), b.a.data(),
+  K::linear_backward(nul(), s.grad(st.layer, "attn.wo"), s.opt_grad(st.layer, "attn.bo"), b.dtout.data(), b.a.data(),
                      s.par(st.layer, "attn.wo"), s.M, s.H * s.N, s.D);
 }
 void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block by block (the
@@ -1382,6 +1395,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear|mlp.w1", {mlp_w1_fwd, nullptr}},
       {"linear|mlp.w2", {mlp_w2_fwd, nullptr}},
       {"gelu_mul|mlp.act", {mlp_act_fwd, mlp_act_bwd}},
+      {"silu_mul|mlp.act", {swiglu_act_fwd, swiglu_act_bwd}},  // transformer: SwiGLU
       {"linear|mlp.w3", {mlp_w3_fwd, nullptr}},
       {"linear.dx|mlp.w3", {nullptr, mlp_w3_dx}}, {"linear.dw|mlp.w3", {nullptr, mlp_w3_dw}},
       {"linear.dx|mlp.w2", {nullptr, mlp_w2_dx}}, {"linear.dw|mlp.w2", {nullptr, mlp_w2_dw}},

@@ -24,14 +24,32 @@
 namespace scanshard::train {
 
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size) {
+  auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
+    throw PlanError(rule, key, what + " is not yet supported by the runner");
+  };
+  // The runner trains the transformer family with the Griffin/MQA kernels: rotary positions,
+  // RMSNorm, a SwiGLU MLP, no biases, no dropout (fp32 training is deterministic).
+  if (m.family == Family::transformer) {
+    if (m.max_positions > 0) not_yet("runner transformer", "positions", "a transformer with learned positions");
+    if (m.norm != NormKind::rmsnorm) not_yet("runner transformer", "norm", "a transformer with LayerNorm");
+    if (m.mlp != MlpKind::swiglu) not_yet("runner transformer", "mlp", "a transformer with a GeLU MLP");
+    if (m.linear_bias) not_yet("runner transformer", "bias", "a transformer with linear biases");
+    if (m.dropout > 0) not_yet("runner transformer", "dropout", "dropout");
+    if (m.window > 0) not_yet("runner transformer", "window", "a transformer with local attention");
+  }
+  if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
+  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1)
+    not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag (Megatron sequence parallelism)");
+  if (p.attention == AttentionKernel::materialized) not_yet("runner materialized attention", "attention", "attention: materialized");
+  if (m.kv_heads > 1 && m.kv_heads < p.mesh[Axis::tensor])
+    not_yet("runner replicated K/V heads", "mesh.tensor",
+            "grouped-query attention with fewer K/V heads (" + std::to_string(m.kv_heads) + ") than tensor ranks (" +
+                std::to_string(p.mesh[Axis::tensor]) + ")");
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
                         " devices but the job has " + std::to_string(world_size) +
                         " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
-  auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
-    throw PlanError(rule, key, what + " is not yet supported by the runner");
-  };
   if (m.family == Family::rwkv6 && (p.mesh[Axis::tensor] > 1 || p.mesh[Axis::sequence] > 1))
     not_yet("runner rwkv6 axes", p.mesh[Axis::tensor] > 1 ? "mesh.tensor" : "mesh.sequence",
             "RWKV-6 under tensor or sequence sharding");

@@ -84,7 +84,7 @@ TEST_CASE("Griffin-family counts equal the per-block closed form for every prese
   // attention block: Q and O (2·D·H·N) + K, V (2·D·Hkv·N) + output bias (D);
   // plus the final norm (D) and the tied embedding (V·D).
   for (const auto& m : all_model_presets()) {
-    if (m.is_rwkv()) continue;
+    if (m.is_rwkv() || m.family == Family::transformer) continue;
     INFO(m.name);
     const std::int64_t D = m.width, R = m.recurrent_width, F = m.mlp_width, K = m.conv_width;
     const std::int64_t Hb = m.gate_blocks, H = m.heads, Hkv = m.kv_heads, N = m.head_dim;
@@ -111,4 +111,46 @@ TEST_CASE("Griffin interleaves two recurrent blocks and one local attention bloc
   REQUIRE(temporal_kind(m, 2) == Temporal::local_attention);
   REQUIRE(temporal_kind(load_model("mqa-400m"), 5) == Temporal::global_attention);
   REQUIRE(temporal_kind(load_model("hawk-400m"), 2) == Temporal::recurrent);
+}
+
+TEST_CASE("GPT-style transformer counts follow Narayanan et al. 2021's 12·l·h²(1 + 13/(12h) + (V+s)/(12·l·h))", "[params]") {
+  // Narayanan et al. 2021 (arXiv 2104.04473) §5.1: a GPT layer has Q, K, V, O (4h²) and a 4h MLP
+  // (8h²) = 12h² weights plus 13h biases and LayerNorm parameters (QKV 3h, O h, MLP 4h + h, two
+  // LayerNorms 4h); the tied embedding V·h and the learned positions s·h complete
+  //   P = 12·l·h² (1 + 13/(12h) + (V + s)/(12·l·h)).
+  // The formula leaves out the final LayerNorm (2h), which the model has.
+  struct Row { const char* preset; std::int64_t l, h, heads, s; };
+  const Row rows[] = {{"megatron-22b", 48, 6144, 64, 2048}, {"gpt3-175b", 96, 12288, 96, 2048},
+                      {"turing-nlg-530b", 105, 20480, 128, 2048}, {"megatron-1t", 128, 25600, 160, 2048}};
+  for (const auto& r : rows) {
+    INFO(r.preset);
+    const auto m = load_model(r.preset);
+    REQUIRE(m.family == Family::transformer);
+    REQUIRE(m.depth == r.l);
+    REQUIRE(m.width == r.h);
+    REQUIRE(m.heads == r.heads);
+    REQUIRE(m.max_positions == r.s);
+    const double l = static_cast<double>(r.l), h = static_cast<double>(r.h), V = static_cast<double>(m.vocab),
+                 s = static_cast<double>(r.s);
+    const double formula = 12 * l * h * h * (1 + 13 / (12 * h) + (V + s) / (12 * l * h));
+    const auto c = count_parameters(m);
+    REQUIRE(static_cast<double>(c.total) == Approx(formula + 2 * h).epsilon(1e-15));
+    REQUIRE(c.embedding == (m.vocab + r.s) * r.h);  // token table and position table
+  }
+  // Narayanan et al. 2021 Table 1 prints 1008 billion parameters for the 1T model.
+  REQUIRE(std::round(static_cast<double>(count_parameters(load_model("megatron-1t")).total) / 1e9) == 1008);
+}
+
+TEST_CASE("Llama-2-70B (grouped-query attention, SwiGLU, untied head) has its published count", "[params]") {
+  // Per layer: Q and O 2·h² , K and V 2·h·(kv·h/heads), SwiGLU 3·h·F, two RMSNorm scales 2h; no
+  // biases. Embedding and untied head 2·V·h, final RMSNorm h. The released checkpoint
+  // (meta-llama/Llama-2-70b-hf) has 68,976,648,192 parameters.
+  const auto m = load_model("llama2-70b");
+  const std::int64_t h = 8192, l = 80, kv_dim = 8 * 128, F = 28672, V = 32000;
+  REQUIRE(m.kv_heads == 8);
+  REQUIRE(m.head_dim == 128);
+  const std::int64_t per_layer = 2 * h * h + 2 * h * kv_dim + 3 * h * F + 2 * h;
+  const std::int64_t expected = l * per_layer + 2 * V * h + h;
+  REQUIRE(count_parameters(m).total == expected);
+  REQUIRE(expected == 68'976'648'192);
 }

@@ -146,7 +146,8 @@ TEST_CASE("the pruned search returns exactly what pricing every plan returns", "
   // ties go to the first plan in enumeration order on both paths.
   std::mt19937 rng(2024);
   const std::vector<std::string> models = {"griffin-tiny", "hawk-tiny",   "mqa-tiny",     "rwkv4-tiny", "rwkv6-tiny",
-                                           "griffin-100m", "hawk-100m",   "mqa-200m",     "rwkv4-169m", "griffin-400m"};
+                                           "griffin-100m", "hawk-100m",   "mqa-200m",     "rwkv4-169m", "griffin-400m",
+                                           "transformer-tiny"};
   std::vector<ClusterSpec> clusters = {load_cluster("cpu-local"), load_cluster("tpu-v5e-64"), load_cluster("tpu-v4-256")};
   ClusterSpec islands = load_cluster("dgx-h100-32");  // hierarchical network: 4 islands of 8
   islands.topology.islands = 4;
@@ -180,4 +181,45 @@ TEST_CASE("the pruned search returns exactly what pricing every plan returns", "
     bounded += pruned.bounded;
   }
   CHECK(bounded > 0);  // and the bounds do skip plans
+}
+
+TEST_CASE("GPT-3 175B on eight DGX A100 nodes gets a Megatron-like plan", "[planner]") {
+  // Narayanan et al. 2021 §3.3 (takeaways 1 and 2): tensor parallelism up to the GPUs of a node
+  // (NVLink), pipeline parallelism across nodes. On 64 A100s an NVLink island holds 8 GPUs whose
+  // links are 12x faster than the per-GPU InfiniBand share (300 vs 25 GB/s), and the model's
+  // parameter state (~16 bytes per parameter, 2.8 TB) needs at least 39 of the 72 GB devices.
+  const auto c = load_cluster("dgx-a100-8");
+  const auto m = load_model("gpt3-175b");
+  REQUIRE(c.topology.island_link_bytes_per_s / c.topology.network_bytes_per_s == 12);
+  const auto r = search(m, c, opts(64, 2048));
+  REQUIRE(!r.top.empty());
+  const Plan& best = r.top.front().plan;
+  INFO(best.mesh.describe());
+  CHECK(best.mesh[Axis::tensor] > 1);
+  CHECK(8 % best.mesh[Axis::tensor] == 0);          // tensor groups inside one node
+  CHECK(best.placement[0] == Axis::tensor);          // on the NVLink island
+  CHECK(best.mesh[Axis::pipeline] * best.mesh[Axis::tensor] >= 32);  // the rest mostly pipeline across nodes
+}
+
+TEST_CASE("the pruned search equals pricing every plan with tensor_comm and interleaving in play", "[planner][property]") {
+  // transformer-tiny (4 layers: pipeline 2 allows 2 chunks per stage, 4 heads: tensor up to 4)
+  // on 4 islands of 8 and on a TPU torus: rs_ag, elementwise/selective remat and interleaved
+  // chunks are all enumerated; both paths must agree exactly.
+  ClusterSpec islands = load_cluster("dgx-a100-4");
+  for (const auto& c : {islands, load_cluster("tpu-v5e-64")}) {
+    for (double fraction : {0.9, 0.0005}) {
+      const auto m = load_model("transformer-tiny");
+      SearchOptions o = opts(c.devices() * 2, 512);
+      o.max_memory_fraction = fraction;
+      INFO(c.name << " memory fraction " << fraction);
+      SearchOptions x = o;
+      x.prune = false;
+      const auto pruned = search(m, c, o), all = search(m, c, x);
+      require_same(pruned.top, all.top);
+      require_same(pruned.pareto, all.pareto);
+      REQUIRE(pruned.why_not == all.why_not);
+      REQUIRE(pruned.considered == all.considered);
+      REQUIRE(pruned.considered == pruned.illegal + pruned.pruned + pruned.over_memory + pruned.bounded + pruned.priced);
+    }
+  }
 }

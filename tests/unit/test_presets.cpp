@@ -26,13 +26,14 @@ TEST_CASE("the preset set covers the sizes the issue promises", "[presets]") {
   for (const char* fam : {"mqa", "hawk", "griffin"})
     for (const char* size : {"100m", "200m", "400m", "1.3b", "3b", "7b"})
       REQUIRE(have.count(std::string(fam) + "-" + size));
-  for (const char* n : {"griffin-14b", "recurrentgemma-2b", "rwkv4-169m", "rwkv4-14b", "rwkv6-1.6b",
+  for (const char* n : {"gpt3-175b", "megatron-22b", "turing-nlg-530b", "megatron-1t", "llama2-70b",
+                        "griffin-14b", "recurrentgemma-2b", "rwkv4-169m", "rwkv4-14b", "rwkv6-1.6b",
                         "rwkv6-3b", "griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny"})
     REQUIRE(have.count(n));
 }
 
 TEST_CASE("tiny models stay small enough to train in tests", "[presets]") {
-  for (const char* n : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny"}) {
+  for (const char* n : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny"}) {
     INFO(n);
     REQUIRE(count_parameters(load_model(n)).total <= 2'100'000);
   }
@@ -59,6 +60,16 @@ TEST_CASE("cluster device counts match their names and DESIGN §5 shapes", "[pre
   REQUIRE(load_cluster("tpu-v5p-256").devices() == 4 * 8 * 8);
   REQUIRE(load_cluster("tpu-v3-1024").devices() == 32 * 32);
   REQUIRE(load_cluster("dgx-h100-32").devices() == 32 * 8);
+  // Island presets take a node count: dgx-a100-64 is 64 DGX A100 nodes of 8 GPUs.
+  const auto a100 = load_cluster("dgx-a100-64");
+  REQUIRE(a100.name == "dgx-a100-64");
+  REQUIRE(a100.devices() == 64 * 8);
+  REQUIRE(a100.chip.peak("bf16") == 312e12);                     // A100 datasheet, dense bf16
+  REQUIRE(a100.chip.memory_bytes_per_s == 2.0e12);               // 80 GB HBM2e
+  REQUIRE(a100.topology.island_link_bytes_per_s == 600e9 / 2);   // NVLink 3: 600 GB/s bidirectional
+  REQUIRE(a100.topology.network_bytes_per_s == 8 * 200e9 / 8 / 8);  // 8 x 200 Gb/s HDR per node, per GPU
+  REQUIRE(load_cluster("dgx-h100-4").devices() == 4 * 8);
+  REQUIRE_THROWS_AS(load_cluster("tpu-v5p-256-2"), ConfigError);  // a torus preset takes no node count
   // TPU v3: matrix 1.23e14 vs vector 3.8e12 → elementwise ridge 3.8e12 / 9e11 ≈ 4.2 FLOP/byte.
   const auto v3 = load_cluster("tpu-v3-256").chip;
   REQUIRE(v3.vector_flops_per_s / v3.memory_bytes_per_s == Approx(4.2).epsilon(0.01));

@@ -1,0 +1,286 @@
+// tests/unit/test_transformer.cpp — the transformer family's lowering and the Megatron options
+// (sequence parallelism as tensor_comm: rs_ag, selective recompute, materialized attention)
+// against the closed forms of Narayanan et al. 2021 and Korthikanti et al. 2022, derived here.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+
+#include "program/lower.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
+#include "sim/network.hpp"
+#include "sim/simulate.hpp"
+
+using namespace scanshard;
+
+namespace {
+
+Plan plan(const std::string& mesh, std::int64_t batch, std::int64_t micro, std::int64_t seq) {
+  Plan p;
+  p.mesh = parse_mesh(mesh, "--mesh");
+  p.global_batch = batch;
+  p.micro_batch = micro;
+  p.seq_len = seq;
+  return p;
+}
+
+double matmul(const std::vector<Step>& steps) {
+  double s = 0;
+  for (const auto& st : steps) s += st.matmul_flops;
+  return s;
+}
+
+// The one layer group of a transformer stage (every layer lowers alike).
+const LayerLowering& layer_of(const ModelSpec& m, const Plan& p) {
+  static std::vector<StageSummary> keep;
+  keep.push_back(lower_stage(m, p, 0, 0));
+  REQUIRE(keep.back().groups.size() == 1);
+  return *keep.back().groups[0].lowered;
+}
+
+}  // namespace
+
+TEST_CASE("transformer FLOPs per iteration with full recomputation follow Narayanan et al. 2021", "[lower][transformer]") {
+  // Narayanan et al. 2021 (arXiv 2104.04473) §5.1: with full activation recomputation one
+  // iteration costs 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)) FLOPs: per layer forward 24·B·s·h²
+  // (QKV 6, O 2, MLP 16) + 4·B·s²·h (QKᵀ and P·V over the whole s×s square, as Megatron
+  // computes it), ×4 for forward, recompute and a backward of twice the forward; the logits
+  // 2·B·s·h·V ×3 (not recomputed). A materialized attention core counts the whole square.
+  for (const char* name : {"megatron-22b", "gpt3-175b"}) {
+    INFO(name);
+    const auto m = load_model(name);
+    const double B = 2, s = 2048, l = static_cast<double>(m.depth), h = static_cast<double>(m.width),
+                 V = static_cast<double>(m.vocab);
+    Plan p = plan("data=1", 2, 2, 2048);
+    p.remat = Remat::block;
+    p.attention = AttentionKernel::materialized;
+    const auto prog = lower(m, p, 0);
+    const double expected = 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h));
+    REQUIRE(matmul(prog.forward) + matmul(prog.backward) == Approx(expected).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("GPT-3 175B activation memory per layer follows Korthikanti et al. 2022 in every mode", "[lower][transformer]") {
+  // Korthikanti et al. 2022 (arXiv 2205.05198) §4: per layer, with bf16 activations and 1-byte
+  // dropout masks, s·b·h·(34 + 5·a·s/h) bytes unsharded. Under tensor parallelism t the
+  // LayerNorm/dropout/residual part (10·s·b·h) stays replicated: s·b·h·(10 + 24/t + 5as/(ht))
+  // (eq. 2); sequence parallelism shards it too: s·b·h·(34 + 5as/h)/t (eq. 3); selective
+  // recompute drops the 5as²b attention-core term (34·s·b·h/t with sequence parallelism, eq. 4);
+  // full recompute keeps the layer input, 2·s·b·h (Table 2), sharded to 2·s·b·h/t under rs_ag.
+  const auto m = load_model("gpt3-175b");
+  const double s = 2048, b = 1, h = 12288, a = 96, t = 8;
+  REQUIRE(m.width == h);
+  REQUIRE(m.heads == a);
+  REQUIRE(m.dropout > 0);
+  const double sbh = s * b * h;
+  struct Mode { Remat remat; TensorComm comm; double expected; const char* what; };
+  const Mode modes[] = {
+      {Remat::none, TensorComm::allreduce, sbh * (10 + 24 / t + 5 * a * s / (h * t)), "tensor parallel"},
+      {Remat::none, TensorComm::rs_ag, sbh * (34 + 5 * a * s / h) / t, "tensor + sequence parallel"},
+      {Remat::selective, TensorComm::rs_ag, 34 * sbh / t, "sequence parallel + selective recompute"},
+      {Remat::selective, TensorComm::allreduce, sbh * (10 + 24 / t), "tensor parallel + selective recompute"},
+      {Remat::block, TensorComm::allreduce, 2 * sbh, "full recompute"},
+      {Remat::block, TensorComm::rs_ag, 2 * sbh / t, "full recompute, sequence-sharded input"},
+  };
+  for (const auto& mode : modes) {
+    INFO(mode.what);
+    Plan p = plan("tensor=8", 1, 1, 2048);
+    p.remat = mode.remat;
+    p.tensor_comm = mode.comm;
+    p.attention = AttentionKernel::materialized;
+    REQUIRE(layer_of(m, p).saved_bytes == Approx(mode.expected).epsilon(1e-12));
+  }
+  // Unsharded: 34·s·b·h + 5·a·s²·b.
+  Plan p = plan("data=1", 1, 1, 2048);
+  p.attention = AttentionKernel::materialized;
+  REQUIRE(layer_of(m, p).saved_bytes == Approx(sbh * (34 + 5 * a * s / h)).epsilon(1e-12));
+}
+
+TEST_CASE("rs_ag replaces each tensor all-reduce by a reduce-scatter and an all-gather of the same bytes", "[lower][sim][transformer]") {
+  // Korthikanti et al. 2022 §4.2.2: on a ring, all-reduce = reduce-scatter + all-gather, each
+  // moving (t−1)/t of the buffer, so sequence parallelism costs the same communication as
+  // tensor parallelism. Check it for every family's layer on a ring (an NVSwitch island and a
+  // TPU torus axis): the exposed tensor-axis seconds of a layer are equal, and the byte sums
+  // agree (reduce-scatter and all-gather bytes each equal the all-reduce bytes). RWKV is left
+  // out: its channel mix gates the gathered value on a channel slice, which needs an exchange
+  // beyond Megatron's pattern under rs_ag (lower.cpp prices it as an all-gather).
+  for (const char* cluster : {"dgx-a100-1", "tpu-v5e-64"}) {
+    const auto c = load_cluster(cluster);
+    for (const char* name : {"gpt3-175b", "llama2-70b", "griffin-7b", "hawk-7b", "mqa-7b"}) {
+      INFO(name << " on " << cluster);
+      const auto m = load_model(name);
+      Plan p = plan("tensor=8", 1, 1, 2048);
+      p.mesh[Axis::data] = c.devices() / 8;
+      p.global_batch = p.micro_batch = p.mesh[Axis::data];
+      p.micro_batch = 1;
+      const Network net(Topology(c), c, p.mesh, p.placement);
+      auto tensor_comm = [&](TensorComm comm) {
+        p.tensor_comm = comm;
+        const auto st = lower_stage(m, p, 0, 0);
+        std::array<double, 4> out{};  // exposed seconds, all-reduce bytes, reduce-scatter bytes, all-gather bytes
+        for (const auto& g : st.groups)
+          for (const auto* steps : {&g.lowered->forward, &g.lowered->backward})
+            for (const auto& s : *steps) {
+              if (s.kind != StepKind::collective || s.axis != Axis::tensor || s.overlappable) continue;
+              out[0] += static_cast<double>(g.count) * comm_seconds(s, net.axis(Axis::tensor));
+              const int k = s.comm == CommKind::all_reduce ? 1 : s.comm == CommKind::reduce_scatter ? 2 : 3;
+              out[static_cast<std::size_t>(k)] += static_cast<double>(g.count) * s.comm_bytes;
+            }
+        return out;
+      };
+      const auto ar = tensor_comm(TensorComm::allreduce), rs = tensor_comm(TensorComm::rs_ag);
+      REQUIRE(ar[0] > 0);
+      REQUIRE(rs[0] == Approx(ar[0]).epsilon(1e-12));
+      REQUIRE(rs[2] > 0);
+      REQUIRE(rs[1] + rs[2] == Approx(ar[1] + ar[3]).epsilon(1e-12));  // each all-reduce became one reduce-scatter...
+      REQUIRE(rs[1] + rs[3] == Approx(ar[1] + ar[3]).epsilon(1e-12));  // ...and one all-gather of the same bytes
+    }
+  }
+}
+
+TEST_CASE("selective recompute reruns only the attention core", "[lower][transformer]") {
+  // Korthikanti et al. 2022 §5: the recompute pass costs the attention core's forward only —
+  // 4·B·s²·h/t matmul FLOPs per layer for a materialized core (QKᵀ and P·V over the square).
+  const auto m = load_model("gpt3-175b");
+  Plan p = plan("tensor=8", 1, 1, 2048);
+  p.attention = AttentionKernel::materialized;
+  p.remat = Remat::selective;
+  p.tensor_comm = TensorComm::rs_ag;
+  const auto& l = layer_of(m, p);
+  double recompute = 0;
+  for (const auto& s : l.backward)
+    if (s.phase == Phase::recompute) {
+      REQUIRE(s.cls == OpClass::attention);
+      recompute += s.matmul_flops;
+    }
+  const double s = 2048, h = 12288, t = 8;
+  REQUIRE(recompute == Approx(4 * s * s * h / t).epsilon(1e-12));
+}
+
+TEST_CASE("interleaving v model chunks per stage shrinks the bubble to (p − 1)/(v·m)", "[sim][transformer]") {
+  // Narayanan et al. 2021 §2.2.2: with v chunks per device a micro-batch's pass through one chunk
+  // takes t/v, so the bubble is (p − 1)·t/v against m·t of work: fraction (p − 1)/(v·m). The
+  // per-micro-batch compute is the same for every v (only the number of pipeline transfers
+  // grows), and each stage still holds depth/p layers.
+  const auto m = load_model("gpt3-175b");
+  const auto c = load_cluster("dgx-a100-8");
+  const double pp = 8, mb = 16;
+  Estimate base;
+  for (std::int64_t v : {1, 2, 4}) {
+    INFO("v = " << v);
+    Plan p = plan("tensor=8,pipeline=8", 16, 1, 2048);
+    p.remat = Remat::block;
+    p.virtual_stages = v;
+    const auto e = simulate(m, p, c);
+    REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] / (mb * e.microbatch_seconds) ==
+            Approx((pp - 1) / (static_cast<double>(v) * mb)).epsilon(1e-12));
+    const auto stages = stage_summaries(m, p);
+    std::int64_t layers = 0;
+    for (const auto& g : stages[3].groups) layers += g.count;
+    REQUIRE(layers == 96 / 8);
+    const auto prog = expand(stages[3], m);  // stage 3 holds chunks 3, 11, 19, ... of 96/(8v) layers
+    REQUIRE(prog.forward.front().kind == StepKind::p2p);
+    REQUIRE(prog.forward.front().hops == v);
+    if (v == 1) { base = e; continue; }
+    for (Bucket b : {Bucket::gemm, Bucket::attention, Bucket::comm_tensor})
+      REQUIRE(e.seconds[static_cast<int>(b)] == Approx(base.seconds[static_cast<int>(b)]).epsilon(1e-12));
+    REQUIRE(e.step_seconds < base.step_seconds);
+  }
+  Plan bad = plan("tensor=8,pipeline=8", 16, 1, 2048);
+  bad.virtual_stages = 5;  // 8·5 does not divide 96
+  REQUIRE_THROWS_AS(check_plan(m, bad, 64), PlanError);
+}
+
+TEST_CASE("a GEMM efficiency curve from the chip file prices small GEMMs slower", "[sim]") {
+  // Efficiency::gemm_curve: linear in log(FLOPs of one GEMM) between points, held beyond them.
+  const auto chip = parse_chip(parse_yaml("name: c\nsource: s\npeak_flops_per_s: {bf16: 1.0e14}\nvector_flops_per_s: 1.0e12\n"
+                                          "memory_bytes: 1.0e10\nmemory_bytes_per_s: 1.0e15\nonchip_memory_bytes: 1.0e6\n"
+                                          "efficiency:\n  gemm_curve: [[1.0e6, 0.2], [1.0e10, 0.8]]\n", "c.yaml"),
+                               "c.yaml", "");
+  const Efficiency& e = chip.efficiency;
+  REQUIRE(e.gemm_at(1e3) == 0.2);
+  REQUIRE(e.gemm_at(1e6) == 0.2);
+  REQUIRE(e.gemm_at(1e8) == Approx(0.5).epsilon(1e-12));  // halfway in log between 1e6 and 1e10
+  REQUIRE(e.gemm_at(1e10) == 0.8);
+  REQUIRE(e.gemm_at(1e14) == 0.8);
+  // A linear of m = 128 tokens, k = n = 128: 2·128³ FLOPs, compute-bound here (huge bandwidth).
+  Step s;
+  s.cls = OpClass::gemm;
+  s.m = s.n = s.k = 128;
+  s.matmul_flops = 2.0 * 128 * 128 * 128;
+  const double eff = 0.2 + 0.6 * (std::log(s.matmul_flops) - std::log(1e6)) / (std::log(1e10) - std::log(1e6));
+  REQUIRE(compute_seconds(s, chip, DType::bf16) == Approx(s.matmul_flops / (1e14 * eff)).epsilon(1e-12));
+  // Chips without a curve keep the single gemm fraction (0.6 by default).
+  const auto flat = load_cluster("tpu-v5p-256").chip;
+  REQUIRE(flat.efficiency.gemm_curve.empty());
+  REQUIRE(flat.efficiency.gemm_at(1e3) == flat.efficiency.gemm);
+  // Bad curves are input errors naming the key.
+  for (const char* bad : {"[[1.0e6, 0.2], [1.0e5, 0.8]]", "[[1.0e6, 1.5]]", "[1.0e6, 0.2]", "[]"}) {
+    INFO(bad);
+    const std::string y = std::string("name: c\npeak_flops_per_s: {bf16: 1.0e14}\nvector_flops_per_s: 1.0e12\nmemory_bytes: 1.0e10\n"
+                                      "memory_bytes_per_s: 1.0e12\nonchip_memory_bytes: 1.0e6\nefficiency:\n  gemm_curve: ") + bad + "\n";
+    try {
+      parse_chip(parse_yaml(y, "c.yaml"), "c.yaml", "");
+      FAIL("no error");
+    } catch (const ConfigError& err) {
+      REQUIRE(std::string(err.what()).find("gemm_curve") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("rs_ag shards the token-wise regions of the linear-recurrence families too", "[lower]") {
+  // Under rs_ag a layer's input and its two norm outputs (the regions between tensor-parallel
+  // blocks; Griffin's residual adds keep nothing) hold n/t tokens instead of n: the layer keeps
+  // (1 − 1/t)·3·n·D·a bytes less with every activation kept, (1 − 1/t)·n·D·a less under full
+  // recompute. The stages exchange n/t tokens.
+  const auto m = load_model("griffin-7b");
+  const double t = 8, n = 2 * 2048, D = static_cast<double>(m.width), a = 2;
+  for (Remat remat : {Remat::none, Remat::block}) {
+    Plan p = plan("tensor=8,pipeline=2", 4, 2, 2048);
+    p.remat = remat;
+    const auto ar = lower_stage(m, p, 1, 0);
+    p.tensor_comm = TensorComm::rs_ag;
+    const auto rs = lower_stage(m, p, 1, 0);
+    REQUIRE(ar.groups.size() == 2);  // recurrent and local-attention layers
+    for (std::size_t g = 0; g < ar.groups.size(); ++g) {
+      INFO(to_string(ar.groups[g].kind) << " remat " << to_string(remat));
+      const double regions = remat == Remat::block ? 1 : 3;
+      REQUIRE(ar.groups[g].lowered->saved_bytes - rs.groups[g].lowered->saved_bytes ==
+              Approx((1 - 1 / t) * regions * n * D * a).epsilon(1e-12));
+    }
+    REQUIRE(ar.pre_forward.front().comm_bytes == Approx(n * D * a));
+    REQUIRE(rs.pre_forward.front().comm_bytes == Approx(n * D * a / t));
+  }
+}
+
+TEST_CASE("interleaved 1F1B holds Megatron-LM's warm-up of chunk passes in flight", "[lower]") {
+  // Megatron-LM (schedules.py, interleaved): stage s runs (p − s − 1)·2 + (v − 1)·p warm-up
+  // chunk passes before its first backward, so it holds that many plus one, each 1/v of the
+  // stage's layers, capped at all m·v; plain 1F1B holds p − s micro-batches, GPipe all m.
+  Plan p = plan("pipeline=8", 16, 1, 2048);
+  const double pp = 8, m = 16;
+  for (std::int64_t s = 0; s < 8; ++s) {
+    p.virtual_stages = 1;
+    REQUIRE(in_flight_micro_batches(p, s) == pp - static_cast<double>(s));
+    p.virtual_stages = 2;
+    REQUIRE(in_flight_micro_batches(p, s) == std::min(m * 2, (pp - static_cast<double>(s) - 1) * 2 + (2 - 1) * pp + 1) / 2);
+  }
+  p.global_batch = 4;  // m = 4 < the warm-up: every chunk pass of every micro-batch is in flight
+  p.virtual_stages = 4;
+  REQUIRE(in_flight_micro_batches(p, 0) == 4);
+  p.virtual_stages = 1;
+  p.schedule = Schedule::gpipe;
+  REQUIRE(in_flight_micro_batches(p, 0) == 4);
+}
+
+TEST_CASE("one device holds every parameter of every preset", "[lower]") {
+  // The stage's local parameters (memory and gradient sync) on a 1-device mesh equal the
+  // parameter tensor list's total: embedding, learned positions, layers, final norm, head.
+  for (const auto& m : all_model_presets()) {
+    INFO(m.name);
+    const auto st = lower_stage(m, plan("data=1", 1, 1, 64), 0, 0);
+    REQUIRE(st.local_params == count_parameters(m).total);
+  }
+}
