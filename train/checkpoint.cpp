@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <zlib.h>
 
 #include "program/yaml_reader.hpp"
 
@@ -430,6 +431,54 @@ void fsync_path(const std::string& p, int flags, const std::string& what) {
   if (rc != 0) throw std::runtime_error(what + ": fsync " + p + ": " + std::strerror(err));
 }
 
+// ---- integrity header (format 2) ------------------------------------------------------------
+
+constexpr std::size_t kUserBlockBytes = 512;  // HDF5 user block: the library ignores its content
+constexpr const char* kIntegrityMagic = "scanshard checkpoint\n";
+
+struct Integrity {
+  std::uint64_t crc = 0;    // CRC-32 (zlib) of bytes [512, end)
+  std::uint64_t bytes = 0;  // the file's size when sealed
+};
+
+// CRC-32 of the file's bytes from the user block's end; the size read.
+Integrity compute_integrity(int fd, const std::string& what) {
+  Integrity in;
+  uLong crc = crc32(0L, Z_NULL, 0);
+  std::vector<unsigned char> buf(1 << 20);
+  off_t at = static_cast<off_t>(kUserBlockBytes);
+  for (;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), at);
+    if (n < 0) throw std::runtime_error(what + ": read: " + std::strerror(errno));
+    if (n == 0) break;
+    crc = crc32(crc, buf.data(), static_cast<uInt>(n));
+    at += n;
+  }
+  in.crc = crc;
+  in.bytes = static_cast<std::uint64_t>(at);
+  return in;
+}
+
+std::string integrity_header(const Integrity& in) {
+  char line[160];
+  std::snprintf(line, sizeof line, "%sintegrity: crc32 %08llx of bytes 512..%llu\n", kIntegrityMagic,
+                static_cast<unsigned long long>(in.crc), static_cast<unsigned long long>(in.bytes));
+  std::string h(line);
+  h.resize(kUserBlockBytes, '\n');
+  return h;
+}
+
+// The header's (crc, size), or nullopt-like {0,0} with ok = false when there is none.
+bool parse_integrity(const std::string& block, Integrity& out) {
+  if (block.rfind(kIntegrityMagic, 0) != 0) return false;
+  unsigned long long crc = 0, bytes = 0;
+  if (std::sscanf(block.c_str() + std::strlen(kIntegrityMagic), "integrity: crc32 %llx of bytes 512..%llu", &crc, &bytes) != 2)
+    return false;
+  out.crc = crc;
+  out.bytes = bytes;
+  return true;
+}
+
 Hid create_group(hid_t parent, const std::string& name, hid_t gcpl = H5P_DEFAULT) {
   return Hid(ok(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT), "create group " + name), H5Gclose);
 }
@@ -440,7 +489,9 @@ void write_file(const Group& g, const std::string& tmp, const std::string& path,
   if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
   // v1.8+ object headers: an attribute larger than 64 KiB (a long model YAML or plan) moves to dense storage.
   ok_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), "H5Pset_libver_bounds");
-  const hid_t fid = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  Hid fcpl = plist(H5P_FILE_CREATE, "file creation properties");
+  ok_status(H5Pset_userblock(fcpl.get(), kUserBlockBytes), "H5Pset_userblock");  // the integrity header's room
+  const hid_t fid = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (fid < 0)
     throw ConfigError(directory_of(path).string() + ": cannot create checkpoint file " + tmp + " (" + hdf5_error() + ")");
   Hid file(fid, H5Fclose);
@@ -531,6 +582,7 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   if (!f && g.rank == 0) {
     f = attempt([&] {
       const std::string dir = directory_of(path).string();
+      seal_checkpoint(tmp);
       fsync_path(tmp, O_RDONLY, "checkpoint " + path);
       std::error_code ec;
       fs::rename(tmp, path, ec);
@@ -544,6 +596,24 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   }
   agree_or_throw(g, f);
 }
+
+}  // namespace
+
+void seal_checkpoint(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(path + ": cannot open to seal: " + std::strerror(errno));
+  try {
+    const std::string h = integrity_header(compute_integrity(fd, path));
+    if (::pwrite(fd, h.data(), h.size(), 0) != static_cast<ssize_t>(h.size()))
+      throw std::runtime_error(path + ": cannot write the integrity header: " + std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+}
+
+namespace {
 
 // ---- reading --------------------------------------------------------------------------------
 
@@ -560,6 +630,29 @@ void precheck_file(const Reader& r) {
   const htri_t is = H5Fis_hdf5(r.path.c_str());
   if (is < 0) r.not_checkpoint("cannot read it: " + hdf5_error());
   if (is == 0) r.not_checkpoint("not an HDF5 file");
+  // The integrity header, before HDF5 parses more than its signature.
+  const int fd = ::open(r.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) r.not_checkpoint(std::string("cannot read it: ") + std::strerror(errno));
+  std::string block(kUserBlockBytes, '\0');
+  const ssize_t got = ::pread(fd, block.data(), block.size(), 0);
+  Integrity want, have;
+  const bool has_header = got == static_cast<ssize_t>(kUserBlockBytes) && parse_integrity(block, want);
+  if (has_header) {
+    try {
+      have = compute_integrity(fd, r.path);
+    } catch (const std::exception& e) {
+      ::close(fd);
+      r.not_checkpoint(std::string("cannot read it: ") + e.what());
+    }
+  }
+  ::close(fd);
+  if (!has_header)
+    r.not_checkpoint("no scanshard integrity header: written by another program or by a scanshard older than checkpoint "
+                     "format_version " + std::to_string(kCheckpointFormatVersion));
+  if (have.bytes != want.bytes)
+    r.not_checkpoint("damaged or truncated HDF5 file: " + std::to_string(have.bytes) + " bytes, written as " +
+                     std::to_string(want.bytes));
+  if (have.crc != want.crc) r.not_checkpoint("damaged HDF5 file: its CRC-32 does not match the one written with it");
 }
 
 CheckpointMeta read_meta(const Reader& r, hid_t file) {

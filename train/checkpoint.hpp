@@ -46,10 +46,17 @@ struct CheckpointMeta {
   std::int64_t step = 0;
   std::uint64_t seed = 0;
   std::int64_t data_cursor = 0;
-  int version = 1;         // format_version; read_checkpoint only accepts 1, write always writes 1
+  int version = 2;         // format_version; read_checkpoint only accepts kCheckpointFormatVersion
 };
 
-inline constexpr int kCheckpointFormatVersion = 1;
+// 2: the file starts with a 512-byte HDF5 user block holding scanshard's integrity header (a CRC-32
+// and the size of the rest of the file), checked before HDF5 parses anything: a damaged or
+// truncated file is refused by the check, never handed to HDF5's parser (which can crash on one).
+inline constexpr int kCheckpointFormatVersion = 2;
+
+// Recomputes the integrity header of a checkpoint file in place (the writer does this before the
+// rename; tests call it after editing a checkpoint on purpose). Not collective.
+void seal_checkpoint(const std::string& path);
 
 // Collective over comm. params / m1 / m2: per tensor of `lay`, a pointer to this rank's slab data,
 // contiguous and row-major over slab.count (may be null where the slab is empty or write == false).

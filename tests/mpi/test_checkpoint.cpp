@@ -324,7 +324,7 @@ TEST_CASE("MPI.checkpoint meta round-trips including long and empty strings", "[
   CHECK(r.step == meta.step);
   CHECK(r.seed == meta.seed);
   CHECK(r.data_cursor == meta.data_cursor);
-  CHECK(r.version == 1);
+  CHECK(r.version == train::kCheckpointFormatVersion);
 
   train::CheckpointMeta blank;  // empty strings, zeros
   write(world, dir / "b.h5", lay, slabs, data, blank);
@@ -471,12 +471,12 @@ TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][chec
     for (int i = 0; i < 4096; ++i) r.put(static_cast<char>(g() & 0xff));
     r.close();
     fs::create_directory(dir / "adir.h5");
-    // edited copies (serial HDF5): format_version 2, no /meta, one optimizer tensor missing
+    // edited copies (serial HDF5): format_version 99, no /meta, one optimizer tensor missing
     for (const char* name : {"v2.h5", "nometa.h5", "noadam.h5"}) fs::copy_file(good, dir / name);
     hid_t f = H5Fopen((dir / "v2.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t mg = H5Gopen2(f, "/meta", H5P_DEFAULT);  // (H5Aopen_by_name + H5Awrite: "can't locate open attribute?" in HDF5 1.10.8)
     hid_t a = H5Aopen(mg, "format_version", H5P_DEFAULT);
-    const int two = 2;
+    const int two = 99;  // a future format
     CHECK(H5Awrite(a, H5T_NATIVE_INT, &two) >= 0);
     H5Aclose(a);
     H5Gclose(mg);
@@ -487,6 +487,23 @@ TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][chec
     f = H5Fopen((dir / "noadam.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     CHECK(H5Ldelete(f, "/optim/adam_v/layer.1/mlp.w2", H5P_DEFAULT) >= 0);
     H5Fclose(f);
+    // deliberate edits: reseal so that the structural checks behind the integrity check are reached
+    for (const char* name : {"v2.h5", "nometa.h5", "noadam.h5"}) train::seal_checkpoint(dir / name);
+    // a flipped byte in the data and a copy whose header is gone: refused before HDF5 parses them
+    fs::copy_file(good, dir / "flipped.h5");
+    {
+      std::fstream fl(dir / "flipped.h5", std::ios::in | std::ios::out | std::ios::binary);
+      fl.seekg(static_cast<std::streamoff>(fs::file_size(good) - 100));
+      const char c = static_cast<char>(fl.get());
+      fl.seekp(static_cast<std::streamoff>(fs::file_size(good) - 100));
+      fl.put(static_cast<char>(c ^ 0x10));
+    }
+    fs::copy_file(good, dir / "noheader.h5");
+    {
+      std::fstream fl(dir / "noheader.h5", std::ios::in | std::ios::out | std::ios::binary);
+      fl.seekp(0);
+      fl.write("0000", 4);
+    }
   }
   world.barrier();
 
@@ -505,7 +522,9 @@ TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][chec
   expect_config_error(read_as(dir / "truncated.h5", lay), {dir / "truncated.h5", nc, "truncated"});
   expect_config_error(read_as(dir / "nometa.h5", lay), {dir / "nometa.h5", nc, "/meta"});
   expect_config_error(read_as(dir / "noadam.h5", lay), {dir / "noadam.h5", nc, "/optim/adam_v/layer.1/mlp.w2 is missing"});
-  expect_config_error(read_as(dir / "v2.h5", lay), {dir / "v2.h5", "format_version 2 is not supported"});
+  expect_config_error(read_as(dir / "v2.h5", lay), {dir / "v2.h5", "format_version 99 is not supported"});
+  expect_config_error(read_as(dir / "flipped.h5", lay), {dir / "flipped.h5", nc, "CRC-32 does not match"});
+  expect_config_error(read_as(dir / "noheader.h5", lay), {dir / "noheader.h5", nc, "no scanshard integrity header"});
 
   // another model: Hawk has recurrent blocks where Griffin has attention
   const Layout hawk(load_model("hawk-tiny"));
