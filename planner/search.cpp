@@ -22,11 +22,13 @@
 #include "planner/search.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <tuple>
 #include <unordered_map>
@@ -131,23 +133,77 @@ bool virtual_stages_apply(const ModelSpec& m, const Mesh& mesh, std::int64_t v) 
 // Schedules for a chunk count: GPipe cannot interleave.
 std::size_t schedules_for(std::int64_t pp, std::int64_t v) { return pp > 1 && v == 1 ? 2 : 1; }
 
+// One per-plan choice of a mesh, as indices into the lists above (zero_i into zero_stages(fsdp),
+// mb_i into the divisors of the local batch).
+struct Choice {
+  std::uint16_t mb_i = 0;
+  std::uint8_t zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0, tc_i = 0, v_i = 0;
+  // The choice without its ZeRO stage, dense in [0, mbs · 192): what a lowering depends on besides the mesh.
+  std::size_t sub() const {
+    return ((((std::size_t{mb_i} * kRemats.size() + remat_i) * kScans.size() + scan_i) * kCarries.size() + carry_i) *
+                kTensorComms.size() + tc_i) * kVirtualStages.size() + v_i;
+  }
+};
+
 // A plan's position in the exhaustive enumeration: mesh, ZeRO, micro-batch, remat, scan, carry,
 // tensor communication, chunks per stage, placement, schedule, overlap — most significant first.
-std::uint64_t plan_index(std::size_t mesh, std::size_t zero_i, std::size_t mb_i, std::size_t remat_i, std::size_t scan_i,
-                         std::size_t carry_i, std::size_t tc_i, std::size_t v_i, std::size_t net, std::size_t sched_i,
-                         std::size_t overlap_i) {
+std::uint64_t plan_index(std::size_t mesh, const Choice& ch, std::size_t net, std::size_t sched_i, std::size_t overlap_i) {
   std::uint64_t x = mesh;
-  x = (x << 2) | zero_i;
-  x = (x << 14) | mb_i;
-  x = (x << 2) | remat_i;
-  x = (x << 2) | scan_i;
-  x = (x << 1) | carry_i;
-  x = (x << 1) | tc_i;
-  x = (x << 2) | v_i;
+  x = (x << 2) | ch.zero_i;
+  x = (x << 14) | ch.mb_i;
+  x = (x << 2) | ch.remat_i;
+  x = (x << 2) | ch.scan_i;
+  x = (x << 1) | ch.carry_i;
+  x = (x << 1) | ch.tc_i;
+  x = (x << 2) | ch.v_i;
   x = (x << 3) | net;
   x = (x << 1) | sched_i;
   x = (x << 1) | overlap_i;
   return x;
+}
+std::uint64_t plan_index(std::size_t mesh) { return plan_index(mesh, Choice{}, 0, 0, 0); }
+
+// Every applicable per-plan choice of a legal mesh's plan p, in enumeration order:
+// fn(const Plan& q, const Choice&) with q = p plus the choice (placement, schedule, overlap left
+// for the caller). Both search paths enumerate through here.
+template <class Fn>
+void for_each_choice(const ModelSpec& m, const Plan& p, const std::vector<int>& zeros, const std::vector<std::int64_t>& mbs, Fn&& fn) {
+  const Mesh& mesh = p.mesh;
+  const bool scans = has_scan(m), carries = mesh[Axis::sequence] > 1;
+  Plan q = p;
+  Choice ch;
+  for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
+    q.zero_stage = zeros[zi];
+    ch.zero_i = static_cast<std::uint8_t>(zi);
+    for (std::size_t bi = 0; bi < mbs.size(); ++bi) {
+      q.micro_batch = mbs[bi];
+      ch.mb_i = static_cast<std::uint16_t>(bi);
+      for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
+        if (!remat_applies(m, kRemats[ri])) continue;
+        q.remat = kRemats[ri];
+        ch.remat_i = static_cast<std::uint8_t>(ri);
+        for (std::size_t si = 0; si < (scans ? kScans.size() : 1); ++si) {
+          q.scan = kScans[si];
+          ch.scan_i = static_cast<std::uint8_t>(si);
+          for (std::size_t ci = 0; ci < (carries ? kCarries.size() : 1); ++ci) {
+            q.carry = kCarries[ci];
+            ch.carry_i = static_cast<std::uint8_t>(ci);
+            for (std::size_t ti = 0; ti < kTensorComms.size(); ++ti) {
+              if (!tensor_comm_applies(m, q, kTensorComms[ti])) continue;
+              q.tensor_comm = kTensorComms[ti];
+              ch.tc_i = static_cast<std::uint8_t>(ti);
+              for (std::size_t vi = 0; vi < kVirtualStages.size(); ++vi) {
+                if (!virtual_stages_apply(m, mesh, kVirtualStages[vi])) continue;
+                q.virtual_stages = kVirtualStages[vi];
+                ch.v_i = static_cast<std::uint8_t>(vi);
+                fn(static_cast<const Plan&>(q), static_cast<const Choice&>(ch));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 // A family: a category (0-4 the mesh axes, 5 remat, 6 scan, 7 ZeRO stage) at one value.
@@ -403,7 +459,7 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
     if (const char* rule = plan_violation(m, p, N)) {
       ++r.illegal;
       ++r.considered;
-      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
+      col.note({plan_index(mi), col.families(p, false), Note::illegal, rule});
       continue;
     }
     const std::int64_t pp = mesh[Axis::pipeline];
@@ -411,63 +467,41 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
     std::vector<Network> nets;  // one per distinct placement; the lowering does not depend on it
     for (const auto& ord : orders) nets.emplace_back(topo, c, mesh, ord);
     const auto zeros = zero_stages(mesh[Axis::fsdp]);
-    const auto mbs = divisors(p.local_batch());
-    for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
-      const double states = state_bound(total_params, mesh, o.dtype, zeros[zi]);
-      for (std::size_t bi = 0; bi < mbs.size(); ++bi) {
-        for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
-          for (std::size_t si = 0; si < kScans.size(); ++si) {
-            if (!has_scan(m) && kScans[si] != ScanAlgo::sequential) continue;
-            for (std::size_t ci = 0; ci < kCarries.size(); ++ci)
-            for (std::size_t ti = 0; ti < kTensorComms.size(); ++ti)
-            for (std::size_t vi = 0; vi < kVirtualStages.size(); ++vi) {
-              if (mesh[Axis::sequence] == 1 && kCarries[ci] != CarryScheme::ring) continue;
-              Plan q = p;
-              q.zero_stage = zeros[zi];
-              q.micro_batch = mbs[bi];
-              q.remat = kRemats[ri];
-              q.scan = kScans[si];
-              q.carry = kCarries[ci];
-              q.tensor_comm = kTensorComms[ti];
-              q.virtual_stages = kVirtualStages[vi];
-              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages) ||
-                  !remat_applies(m, q.remat))
-                continue;
-              const FamIds fams = col.families(q, true);
-              const std::size_t scheds = schedules_for(pp, q.virtual_stages);
-              const int variants = static_cast<int>(scheds) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
-              r.considered += variants;
-              if (states > capacity) {
-                r.pruned += variants;
-                col.note({plan_index(mi, zi, bi, ri, si, ci, ti, vi, 0, 0, 0), fams, Note::states, nullptr, states});
-                continue;
-              }
-              const auto stages = stage_summaries(m, q, &cache);
-              for (std::size_t k = 0; k < nets.size(); ++k) {
-                q.placement = orders[k];
-                const auto passes = price_passes(stages, c, nets[k], q.act_dtype, &prices);
-                for (std::size_t sc = 0; sc < scheds; ++sc) {
-                  for (std::size_t ov = 0; ov < kOverlaps.size(); ++ov) {
-                    if (p.replicas() == 1 && !kOverlaps[ov]) continue;
-                    q.schedule = kSchedules[sc];
-                    q.overlap = kOverlaps[ov];
-                    const Estimate e = finish_estimate(passes, stages, q, c, nets[k]);
-                    const std::uint64_t index = plan_index(mi, zi, bi, ri, si, ci, ti, vi, k, sc, ov);
-                    if (e.memory.total_bytes > capacity) {
-                      ++r.over_memory;
-                      col.note({index, fams, Note::over_memory, nullptr, e.memory.total_bytes, e.memory.activations_bytes});
-                      continue;
-                    }
-                    ++r.priced;
-                    col.keep(q, e, index, fams);
-                  }
-                }
-              }
+    std::vector<double> states;
+    for (int z : zeros) states.push_back(state_bound(total_params, mesh, o.dtype, z));
+    for_each_choice(m, p, zeros, divisors(p.local_batch()), [&](const Plan& q0, const Choice& ch) {
+      Plan q = q0;
+      const FamIds fams = col.families(q, true);
+      const std::size_t scheds = schedules_for(pp, q.virtual_stages);
+      const int variants = static_cast<int>(scheds) * (p.replicas() > 1 ? 2 : 1) * static_cast<int>(nets.size());
+      r.considered += variants;
+      if (states[ch.zero_i] > capacity) {
+        r.pruned += variants;
+        col.note({plan_index(mi, ch, 0, 0, 0), fams, Note::states, nullptr, states[ch.zero_i]});
+        return;
+      }
+      const auto stages = stage_summaries(m, q, &cache);
+      for (std::size_t k = 0; k < nets.size(); ++k) {
+        q.placement = orders[k];
+        const auto passes = price_passes(stages, c, nets[k], q.act_dtype, &prices);
+        for (std::size_t sc = 0; sc < scheds; ++sc) {
+          for (std::size_t ov = 0; ov < kOverlaps.size(); ++ov) {
+            if (p.replicas() == 1 && !kOverlaps[ov]) continue;
+            q.schedule = kSchedules[sc];
+            q.overlap = kOverlaps[ov];
+            const Estimate e = finish_estimate(passes, stages, q, c, nets[k]);
+            const std::uint64_t index = plan_index(mi, ch, k, sc, ov);
+            if (e.memory.total_bytes > capacity) {
+              ++r.over_memory;
+              col.note({index, fams, Note::over_memory, nullptr, e.memory.total_bytes, e.memory.activations_bytes});
+              continue;
             }
+            ++r.priced;
+            col.keep(q, e, index, fams);
           }
         }
       }
-    }
+    });
   }
   col.finish(r);
 }
@@ -637,14 +671,28 @@ Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
 
 // Layers of each kind on every stage of a pp-stage pipeline with v chunks per stage (stage s holds
 // chunks s, s + pp, ..., as lower_stage assigns them).
-using StageCounts = std::vector<std::array<double, kKinds>>;
+// `distinct` lists one stage of each different (layer counts, first, last): pass bounds, maxima
+// over stages, need only those.
+struct StageCounts {
+  std::vector<std::array<double, kKinds>> n;  // [stage][kind]
+  std::vector<std::size_t> distinct;
+  std::size_t size() const { return n.size(); }
+  const std::array<double, kKinds>& operator[](std::size_t s) const { return n[s]; }
+};
 StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
-  StageCounts out(static_cast<std::size_t>(pp));
+  StageCounts out;
+  out.n.resize(static_cast<std::size_t>(pp));
   const std::int64_t per = m.depth / (pp * v);
   for (std::int64_t s = 0; s < pp; ++s)
     for (std::int64_t j = 0; j < v; ++j)
       for (std::int64_t l = (j * pp + s) * per; l < (j * pp + s + 1) * per; ++l)
-        out[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+        out.n[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+  const std::size_t last = out.n.size() - 1;
+  for (std::size_t s = 0; s <= last; ++s) {
+    const bool fresh = s == 0 || s == last ||
+                       std::none_of(out.distinct.begin(), out.distinct.end(), [&](std::size_t d) { return d != 0 && out.n[d] == out.n[s]; });
+    if (fresh) out.distinct.push_back(s);
+  }
   return out;
 }
 
@@ -729,7 +777,7 @@ struct PassBound {
 PassBound pass_bound(const PricedRecord& pr, const Record& rec, const StageCounts& counts, const std::array<Priced, kKinds>* gathers) {
   PassBound b;
   const std::size_t pp = counts.size();
-  for (std::size_t s = 0; s < pp; ++s) {
+  for (std::size_t s : counts.distinct) {
     const Priced& pre = pr[s == 0 ? kEmbed : kReceive];
     const Priced& post = pr[s + 1 == pp ? kHead : kSend];
     double t = 0;
@@ -803,15 +851,43 @@ struct MeshInfo {
 // One (mesh, ZeRO stage, micro-batch, remat, scan, carry): its plans differ in placement, schedule
 // and overlap only.
 struct Config {
-  std::uint32_t mesh = 0;    // into the MeshInfo list
+  double step_bound = 0;     // the least over placements and overlap
+  double memory_bound = 0;   // the least over schedules
   std::uint32_t record = 0;  // into the Record list
-  std::uint32_t anchor = 0;  // into the Anchor list
-  std::int64_t mb = 0;       // micro-batch
-  std::uint16_t mb_i = 0;
-  std::uint8_t zero = 0, zero_i = 0, remat_i = 0, scan_i = 0, carry_i = 0, tc_i = 0, v_i = 0;
-  double step_bound = 0;    // the least over placements and overlap
-  double memory_bound = 0;  // the least over schedules
+  std::uint32_t anchor = 0;  // into the Anchor list (which names the mesh)
+  Choice choice;
 };
+
+// Configurations in (nearly) ascending order of their step bound: a counting sort on the bound's
+// leading bits (buckets 0.04 % wide), enumeration order inside a bucket. The order only decides how
+// soon the thresholds tighten — the Collector's answer does not depend on it — so an O(n) pass
+// replaces a full sort of every configuration.
+std::vector<std::uint32_t> bound_order(const std::vector<Config>& configs) {
+  constexpr int kMantissaBits = 11;
+  auto bucket_of = [](double b) -> std::uint64_t {  // monotone in b for b ≥ 0 (IEEE 754 bit order)
+    if (!(b >= 0)) b = 0;
+    if (b > std::numeric_limits<double>::max()) b = std::numeric_limits<double>::max();
+    return std::bit_cast<std::uint64_t>(b) >> (52 - kMantissaBits);
+  };
+  std::vector<std::uint32_t> order(configs.size());
+  if (configs.empty()) return order;
+  std::uint64_t lo = UINT64_MAX, hi = 0;
+  for (const auto& c : configs) {
+    const auto k = bucket_of(c.step_bound);
+    lo = std::min(lo, k);
+    hi = std::max(hi, k);
+  }
+  if (hi - lo > 64 * configs.size()) {  // bounds spread over many octaves: a comparison sort is cheaper
+    std::iota(order.begin(), order.end(), 0u);
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return configs[a].step_bound < configs[b].step_bound; });
+    return order;
+  }
+  std::vector<std::uint32_t> start(hi - lo + 2, 0);
+  for (const auto& c : configs) ++start[bucket_of(c.step_bound) - lo + 1];
+  for (std::size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
+  for (std::uint32_t i = 0; i < configs.size(); ++i) order[start[bucket_of(configs[i].step_bound) - lo]++] = i;
+  return order;
+}
 
 void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o, const std::vector<Mesh>& all,
                    SearchResult& r) {
@@ -829,6 +905,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   std::map<std::pair<std::int64_t, std::int64_t>, StageCounts> counts_by_pp;  // (pp, chunks per stage)
   std::vector<MeshInfo> infos;
   std::vector<Anchor> anchors;
+  std::vector<std::uint32_t> anchor_mesh;  // [anchor]: into the MeshInfo list
   std::vector<Config> configs;
 
   std::array<int, kRemats.size()> remat_fam{};
@@ -857,11 +934,18 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   }
 
   // 1. Enumerate: legality, the state bound, and per configuration its bounds.
-  struct SubBound {  // per (micro-batch, remat, scan, carry) of a mesh: pass bounds per network, without/with ZeRO-3 gathers
-    bool done[2] = {false, false};
+  struct SubBound {  // per Choice::sub() of a mesh: pass bounds per network, without/with ZeRO-3 gathers
+    std::uint32_t stamp[2] = {0, 0};  // 1 + the mesh they were computed for
     std::array<std::array<PassBound, 2>, kMaxNets> pass{};
   };
   std::vector<SubBound> subs;
+  // The record of a sub's (micro-batch, remat, scan, carry, tensor comm) priced on each network of
+  // the current mesh, shared by its ZeRO stages, chunk counts and ZeRO-3 gather flags.
+  struct MeshPriced {
+    std::uint32_t stamp = 0, record = 0;
+    std::array<PricedRecord, kMaxNets> on{};
+  };
+  std::vector<MeshPriced> mesh_priced;  // [sub / chunk choices]
   for (std::size_t mi = 0; mi < all.size(); ++mi) {
     progress(0.4 * static_cast<double>(mi) / static_cast<double>(all.size()));
     const Mesh& mesh = all[mi];
@@ -869,7 +953,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     if (const char* rule = plan_violation(m, p, N)) {
       ++r.illegal;
       ++r.considered;
-      col.note({plan_index(mi, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), col.families(p, false), Note::illegal, rule});
+      col.note({plan_index(mi), col.families(p, false), Note::illegal, rule});
       continue;
     }
     const std::int64_t pp = mesh[Axis::pipeline];
@@ -878,127 +962,104 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     info.index = mi;
     info.axis_fams = axis_fams;
     info.orders = distinct_orders(mesh);
-    const auto mesh_id = static_cast<std::uint32_t>(infos.size());
+    const auto stamp = static_cast<std::uint32_t>(infos.size() + 1);
     const auto zeros = zero_stages(mesh[Axis::fsdp]);
     const auto mbs = divisors(p.local_batch());
-    for (auto& s : subs) s = SubBound{};
-    for (std::size_t zi = 0; zi < zeros.size(); ++zi) {
-      const double states = state_bound(total_params, mesh, o.dtype, zeros[zi]);
-      std::uint32_t anchor = UINT32_MAX;
-      std::size_t sub = 0;
-      for (std::size_t bi = 0; bi < mbs.size(); ++bi) {
-        for (std::size_t ri = 0; ri < kRemats.size(); ++ri) {
-          for (std::size_t si = 0; si < kScans.size(); ++si) {
-            if (!has_scan(m) && kScans[si] != ScanAlgo::sequential) continue;
-            for (std::size_t ci = 0; ci < kCarries.size(); ++ci)
-            for (std::size_t ti = 0; ti < kTensorComms.size(); ++ti)
-            for (std::size_t vi = 0; vi < kVirtualStages.size(); ++vi, ++sub) {
-              if (mesh[Axis::sequence] == 1 && kCarries[ci] != CarryScheme::ring) continue;
-              Plan q = p;
-              q.zero_stage = zeros[zi];
-              q.micro_batch = mbs[bi];
-              q.remat = kRemats[ri];
-              q.scan = kScans[si];
-              q.carry = kCarries[ci];
-              q.tensor_comm = kTensorComms[ti];
-              q.virtual_stages = kVirtualStages[vi];
-              if (!tensor_comm_applies(m, q, q.tensor_comm) || !virtual_stages_apply(m, mesh, q.virtual_stages) ||
-                  !remat_applies(m, q.remat))
-                continue;
-              const int variants = static_cast<int>(schedules_for(pp, q.virtual_stages)) * (p.replicas() > 1 ? 2 : 1) *
-                                   static_cast<int>(info.orders.size());
-              r.considered += variants;
-              if (states > capacity) {
-                r.pruned += variants;
-                col.note({plan_index(mi, zi, bi, ri, si, ci, ti, vi, 0, 0, 0), families(axis_fams, mesh, ri, si, zeros[zi]), Note::states,
-                          nullptr, states});
-                continue;
-              }
-              auto cit = counts_by_pp.find({pp, q.virtual_stages});
-              if (cit == counts_by_pp.end()) cit = counts_by_pp.emplace(std::pair{pp, q.virtual_stages}, stage_counts(m, pp, q.virtual_stages)).first;
-              const StageCounts& counts = cit->second;
-              if (info.nets.empty())
-                for (const auto& ord : info.orders) {
-                  info.nets.emplace_back(topo, c, mesh, ord);
-                  NetLines l;
-                  for (int a = 0; a < kAxisCount; ++a) {
-                    l.gather[static_cast<std::size_t>(a)] = all_gather_line(info.nets.back().axis(static_cast<Axis>(a)));
-                    l.hop[static_cast<std::size_t>(a)] = p2p_hop_line(info.nets.back().axis(static_cast<Axis>(a)));
-                  }
-                  info.lines.push_back(l);
-                }
-              if (anchor == UINT32_MAX) {
-                anchor = static_cast<std::uint32_t>(anchors.size());
-                anchors.push_back(make_anchor(m, c, q, info.lines, anchor_lc));
-              }
-              const Anchor& an = anchors[anchor];
-              const RecordKey key{mesh[Axis::tensor], mesh[Axis::sequence], mbs[bi], static_cast<int>(q.remat),
-                                  static_cast<int>(q.scan), static_cast<int>(q.carry), static_cast<int>(q.tensor_comm)};
-              auto [rit, fresh] = record_ids.try_emplace(key, static_cast<std::uint32_t>(records.size()));
-              if (fresh) records.push_back(make_record(m, c, o, key, lc, pipeline_parts));
-              const Record& rec = records[rit->second];
-              if (subs.size() <= sub) subs.resize(sub + 1);
-              SubBound& sb = subs[sub];
-              if (!sb.done[an.gathers])
-                for (std::size_t k = 0; k < info.lines.size(); ++k)
-                  sb.pass[k][an.gathers] = pass_bound(price(rec, info.lines[k]), rec, counts, an.gathers ? &an.gather[k] : nullptr);
-              sb.done[an.gathers] = true;
-
-              Config cfg;
-              cfg.mesh = mesh_id;
-              cfg.record = rit->second;
-              cfg.anchor = anchor;
-              cfg.zero = static_cast<std::uint8_t>(zeros[zi]);
-              cfg.zero_i = static_cast<std::uint8_t>(zi);
-              cfg.mb = mbs[bi];
-              cfg.mb_i = static_cast<std::uint16_t>(bi);
-              cfg.remat_i = static_cast<std::uint8_t>(ri);
-              cfg.scan_i = static_cast<std::uint8_t>(si);
-              cfg.carry_i = static_cast<std::uint8_t>(ci);
-              cfg.tc_i = static_cast<std::uint8_t>(ti);
-              cfg.v_i = static_cast<std::uint8_t>(vi);
-              const double mcount = static_cast<double>(q.micro_batches()), v = static_cast<double>(q.virtual_stages);
-              cfg.step_bound = kInf;  // overlapping the gradient sync never makes the bound larger
-              for (std::size_t k = 0; k < info.lines.size(); ++k)
-                cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, v, an, k, true));
-              cfg.memory_bound = memory_bound(rec, counts, an, q);  // 1F1B holds no more activations than GPipe
-              configs.push_back(cfg);
-            }
-          }
-        }
+    std::vector<double> states;
+    for (int z : zeros) states.push_back(state_bound(total_params, mesh, o.dtype, z));
+    std::vector<std::uint32_t> anchor_of(zeros.size(), UINT32_MAX);
+    for_each_choice(m, p, zeros, mbs, [&](const Plan& q, const Choice& ch) {
+      const int variants = static_cast<int>(schedules_for(pp, q.virtual_stages)) * (p.replicas() > 1 ? 2 : 1) *
+                           static_cast<int>(info.orders.size());
+      r.considered += variants;
+      if (states[ch.zero_i] > capacity) {
+        r.pruned += variants;
+        col.note({plan_index(mi, ch, 0, 0, 0), families(axis_fams, mesh, ch.remat_i, ch.scan_i, q.zero_stage), Note::states, nullptr,
+                  states[ch.zero_i]});
+        return;
       }
-    }
+      auto cit = counts_by_pp.find({pp, q.virtual_stages});
+      if (cit == counts_by_pp.end()) cit = counts_by_pp.emplace(std::pair{pp, q.virtual_stages}, stage_counts(m, pp, q.virtual_stages)).first;
+      const StageCounts& counts = cit->second;
+      if (info.nets.empty())
+        for (const auto& ord : info.orders) {
+          info.nets.emplace_back(topo, c, mesh, ord);
+          NetLines l;
+          for (int a = 0; a < kAxisCount; ++a) {
+            l.gather[static_cast<std::size_t>(a)] = all_gather_line(info.nets.back().axis(static_cast<Axis>(a)));
+            l.hop[static_cast<std::size_t>(a)] = p2p_hop_line(info.nets.back().axis(static_cast<Axis>(a)));
+          }
+          info.lines.push_back(l);
+        }
+      std::uint32_t& anchor = anchor_of[ch.zero_i];
+      if (anchor == UINT32_MAX) {
+        anchor = static_cast<std::uint32_t>(anchors.size());
+        anchors.push_back(make_anchor(m, c, q, info.lines, anchor_lc));
+        anchor_mesh.push_back(static_cast<std::uint32_t>(infos.size()));
+      }
+      const Anchor& an = anchors[anchor];
+      const RecordKey key{mesh[Axis::tensor], mesh[Axis::sequence], q.micro_batch, static_cast<int>(q.remat),
+                          static_cast<int>(q.scan), static_cast<int>(q.carry), static_cast<int>(q.tensor_comm)};
+      auto [rit, fresh] = record_ids.try_emplace(key, static_cast<std::uint32_t>(records.size()));
+      if (fresh) records.push_back(make_record(m, c, o, key, lc, pipeline_parts));
+      const Record& rec = records[rit->second];
+      const std::size_t sub = ch.sub();
+      if (subs.size() <= sub) subs.resize(sub + 1);
+      SubBound& sb = subs[sub];
+      if (sb.stamp[an.gathers] != stamp) {
+        const std::size_t local = sub / kVirtualStages.size();
+        if (mesh_priced.size() <= local) mesh_priced.resize(local + 1);
+        MeshPriced& mp = mesh_priced[local];
+        if (mp.stamp != stamp || mp.record != rit->second) {
+          for (std::size_t k = 0; k < info.lines.size(); ++k) mp.on[k] = price(rec, info.lines[k]);
+          mp.stamp = stamp;
+          mp.record = rit->second;
+        }
+        for (std::size_t k = 0; k < info.lines.size(); ++k)
+          sb.pass[k][an.gathers] = pass_bound(mp.on[k], rec, counts, an.gathers ? &an.gather[k] : nullptr);
+        sb.stamp[an.gathers] = stamp;
+      }
+
+      Config cfg;
+      cfg.record = rit->second;
+      cfg.anchor = anchor;
+      cfg.choice = ch;
+      const double mcount = static_cast<double>(q.micro_batches()), v = static_cast<double>(q.virtual_stages);
+      cfg.step_bound = kInf;  // overlapping the gradient sync never makes the bound larger
+      for (std::size_t k = 0; k < info.lines.size(); ++k)
+        cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, v, an, k, true));
+      cfg.memory_bound = memory_bound(rec, counts, an, q);  // 1F1B holds no more activations than GPipe
+      configs.push_back(cfg);
+    });
     infos.push_back(std::move(info));
   }
 
   // 2. Cheapest bound first: skip what cannot matter, price the rest exactly.
-  std::vector<std::pair<double, std::uint32_t>> order;  // configs are in enumeration order: ties by index
-  order.reserve(configs.size());
-  for (std::size_t i = 0; i < configs.size(); ++i) order.emplace_back(configs[i].step_bound, static_cast<std::uint32_t>(i));
-  std::sort(order.begin(), order.end());
+  const std::vector<std::uint32_t> order = bound_order(configs);
   PriceCache prices;
   bool bound_broken = false;
   for (std::size_t ci = 0; ci < order.size() && !bound_broken; ++ci) {
     progress(0.4 + 0.6 * static_cast<double>(ci) / static_cast<double>(order.size()));
-    const Config& cfg = configs[order[ci].second];
-    const MeshInfo& info = infos[cfg.mesh];
+    const Config& cfg = configs[order[ci]];
+    const Choice& ch = cfg.choice;
+    const MeshInfo& info = infos[anchor_mesh[cfg.anchor]];
     const Mesh& mesh = all[info.index];
     const std::int64_t pp = mesh[Axis::pipeline];
     Plan q = base_plan(mesh, o);
-    const std::int64_t v = kVirtualStages[cfg.v_i];
+    const std::int64_t v = kVirtualStages[ch.v_i];
     const std::size_t scheds = schedules_for(pp, v), overlaps = q.replicas() > 1 ? 2 : 1;
     const std::int64_t per_schedule = static_cast<std::int64_t>(info.nets.size() * overlaps);
-    q.zero_stage = cfg.zero;
-    const FamIds fams = families(info.axis_fams, mesh, cfg.remat_i, cfg.scan_i, q.zero_stage);
+    q.zero_stage = zero_stages(mesh[Axis::fsdp])[ch.zero_i];
+    const FamIds fams = families(info.axis_fams, mesh, ch.remat_i, ch.scan_i, q.zero_stage);
     if (col.skippable(fams, cfg.step_bound, cfg.memory_bound)) {
       r.bounded += per_schedule * static_cast<std::int64_t>(scheds);
       continue;
     }
-    q.micro_batch = cfg.mb;
-    q.remat = kRemats[cfg.remat_i];
-    q.scan = kScans[cfg.scan_i];
-    q.carry = kCarries[cfg.carry_i];
-    q.tensor_comm = kTensorComms[cfg.tc_i];
+    q.micro_batch = divisors(q.local_batch())[ch.mb_i];
+    q.remat = kRemats[ch.remat_i];
+    q.scan = kScans[ch.scan_i];
+    q.carry = kCarries[ch.carry_i];
+    q.tensor_comm = kTensorComms[ch.tc_i];
     q.virtual_stages = v;
     const Record& rec = records[cfg.record];
     const Anchor& an = anchors[cfg.anchor];
@@ -1014,7 +1075,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       if (mem[sc].total_bytes < memory_bound(rec, counts, an, q)) bound_broken = true;
       if (!fits[sc]) {
         r.over_memory += per_schedule;
-        col.note({plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, cfg.tc_i, cfg.v_i, 0, sc, 0), fams,
+        col.note({plan_index(info.index, ch, 0, sc, 0), fams,
                   Note::over_memory, nullptr, mem[sc].total_bytes, mem[sc].activations_bytes});
       }
     }
@@ -1036,7 +1097,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
           const Estimate e = finish_estimate(*passes, stages, q, c, info.nets[k]);
           ++r.priced;
           if (e.step_seconds < bound) bound_broken = true;
-          col.keep(q, e, plan_index(info.index, cfg.zero_i, cfg.mb_i, cfg.remat_i, cfg.scan_i, cfg.carry_i, cfg.tc_i, cfg.v_i, k, sc, ov), fams);
+          col.keep(q, e, plan_index(info.index, ch, k, sc, ov), fams);
         }
       }
     }
