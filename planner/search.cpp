@@ -704,6 +704,7 @@ struct Anchor {
   std::size_t pp = 1;
   bool gathers = false;
   std::vector<double> params, buffer;  // per stage: local parameters, the largest step-end or gather buffer
+  std::vector<double> state;           // per stage: parameter, gradient and optimizer bytes under the ZeRO stage
   std::vector<std::array<double, 3>> step_end;  // [net · pp + stage]: optimizer, exposed, overlappable
   std::vector<std::array<Priced, kKinds>> gather;  // [net][kind]
 };
@@ -725,6 +726,7 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
   for (std::size_t s = 0; s < stages.size(); ++s) {
     ends[s].add(0, stages[s].step_end, c, q.act_dtype);
     a.params.push_back(static_cast<double>(stages[s].local_params));
+    a.state.push_back(state_bytes(a.params.back(), q.param_dtype, q.zero_stage, static_cast<double>(q.mesh[Axis::fsdp])).total());
     double buffer = ends[s].max_comm;
     for (const auto& g : stages[s].groups)
       for (const auto* steps : {&g.lowered->forward, &g.lowered->backward})
@@ -774,33 +776,39 @@ PricedRecord price(const Record& rec, const NetLines& l) {
 struct PassBound {
   double slowest = 0, backward = 0;
 };
-PassBound pass_bound(const PricedRecord& pr, const Record& rec, const StageCounts& counts, const std::array<Priced, kKinds>* gathers) {
-  PassBound b;
+// Pass bounds on every network at once: compute does not depend on the network, so each stage's
+// compute sums are formed once.
+void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets, const Record& rec, const StageCounts& counts,
+                 const std::vector<std::array<Priced, kKinds>>* gathers, std::array<PassBound, kMaxNets>& out) {
   const std::size_t pp = counts.size();
+  for (std::size_t k = 0; k < nets; ++k) out[k] = PassBound{};
   for (std::size_t s : counts.distinct) {
-    const Priced& pre = pr[s == 0 ? kEmbed : kReceive];
-    const Priced& post = pr[s + 1 == pp ? kHead : kSend];
-    double t = 0;
+    const std::size_t pre = s == 0 ? kEmbed : kReceive, post = s + 1 == pp ? kHead : kSend;
+    std::array<double, kMaxNets> t{};
     for (std::size_t d = 0; d < 2; ++d) {
-      double comp = pre.compute[d] + post.compute[d], ex = pre.exposed[d] + post.exposed[d], hid = pre.hidden[d] + post.hidden[d];
-      for (Temporal kind : rec.kinds) {
-        const auto k = static_cast<std::size_t>(kind);
-        const double n = counts[s][k];
-        comp += n * pr[k].compute[d];
-        ex += n * pr[k].exposed[d];
-        hid += n * pr[k].hidden[d];
-        if (gathers) {
-          ex += n * (*gathers)[k].exposed[d];
-          hid += n * (*gathers)[k].hidden[d];
+      double comp = rec.part[pre].compute[d] + rec.part[post].compute[d];
+      for (Temporal kind : rec.kinds) comp += counts[s][static_cast<std::size_t>(kind)] * rec.part[static_cast<std::size_t>(kind)].compute[d];
+      for (std::size_t k = 0; k < nets; ++k) {
+        const PricedRecord& pr = on[k];
+        double ex = pr[pre].exposed[d] + pr[post].exposed[d], hid = pr[pre].hidden[d] + pr[post].hidden[d];
+        for (Temporal kind : rec.kinds) {
+          const auto i = static_cast<std::size_t>(kind);
+          const double n = counts[s][i];
+          ex += n * pr[i].exposed[d];
+          hid += n * pr[i].hidden[d];
+          if (gathers) {
+            ex += n * (*gathers)[k][i].exposed[d];
+            hid += n * (*gathers)[k][i].hidden[d];
+          }
         }
+        t[k] += ex + std::max(comp, hid);
       }
-      t += ex + std::max(comp, hid);
-      if (d == 1) b.backward = std::max(b.backward, comp);
+      if (d == 1)
+        for (std::size_t k = 0; k < nets; ++k) out[k].backward = std::max(out[k].backward, comp);
     }
-    b.slowest = std::max(b.slowest, t);
+    for (std::size_t k = 0; k < nets; ++k) out[k].slowest = std::max(out[k].slowest, t[k]);
   }
-  b.backward *= 2 - kBoundSlack;  // an upper bound
-  return b;
+  for (std::size_t k = 0; k < nets; ++k) out[k].backward *= 2 - kBoundSlack;  // an upper bound
 }
 
 // Lower bound on step time (finish_estimate): (micro-batches + (pp − 1)/v) micro-batches of the
@@ -833,8 +841,7 @@ double memory_bound(const Record& rec, const StageCounts& counts, const Anchor& 
       buffer = std::max(buffer, rec.part[k].max_comm);
     }
     const std::int64_t in_flight = q.schedule == Schedule::gpipe ? mb : std::min(mb, pp - s);
-    const double mem = state_bytes(an.params[si], q.param_dtype, q.zero_stage, static_cast<double>(q.mesh[Axis::fsdp])).total() +
-                       act * static_cast<double>(in_flight) + state + buffer;
+    const double mem = an.state[si] + act * static_cast<double>(in_flight) + state + buffer;
     most = std::max(most, mem);
   }
   return most * kBoundSlack;
@@ -936,7 +943,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   // 1. Enumerate: legality, the state bound, and per configuration its bounds.
   struct SubBound {  // per Choice::sub() of a mesh: pass bounds per network, without/with ZeRO-3 gathers
     std::uint32_t stamp[2] = {0, 0};  // 1 + the mesh they were computed for
-    std::array<std::array<PassBound, 2>, kMaxNets> pass{};
+    std::array<std::array<PassBound, kMaxNets>, 2> pass{};  // [gathers][network]
   };
   std::vector<SubBound> subs;
   // The record of a sub's (micro-batch, remat, scan, carry, tensor comm) priced on each network of
@@ -1015,8 +1022,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
           mp.stamp = stamp;
           mp.record = rit->second;
         }
-        for (std::size_t k = 0; k < info.lines.size(); ++k)
-          sb.pass[k][an.gathers] = pass_bound(mp.on[k], rec, counts, an.gathers ? &an.gather[k] : nullptr);
+        pass_bounds(mp.on, info.lines.size(), rec, counts, an.gathers ? &an.gather : nullptr, sb.pass[an.gathers]);
         sb.stamp[an.gathers] = stamp;
       }
 
@@ -1027,7 +1033,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       const double mcount = static_cast<double>(q.micro_batches()), v = static_cast<double>(q.virtual_stages);
       cfg.step_bound = kInf;  // overlapping the gradient sync never makes the bound larger
       for (std::size_t k = 0; k < info.lines.size(); ++k)
-        cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[k][an.gathers], mcount, v, an, k, true));
+        cfg.step_bound = std::min(cfg.step_bound, step_bound(sb.pass[an.gathers][k], mcount, v, an, k, true));
       cfg.memory_bound = memory_bound(rec, counts, an, q);  // 1F1B holds no more activations than GPipe
       configs.push_back(cfg);
     });
@@ -1079,9 +1085,13 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
                   Note::over_memory, nullptr, mem[sc].total_bytes, mem[sc].activations_bytes});
       }
     }
+    std::array<PricedRecord, kMaxNets> on;
+    for (std::size_t k = 0; k < info.nets.size(); ++k) on[k] = price(rec, info.lines[k]);
+    std::array<PassBound, kMaxNets> pbs;
+    pass_bounds(on, info.nets.size(), rec, counts, an.gathers ? &an.gather : nullptr, pbs);
     for (std::size_t k = 0; k < info.nets.size(); ++k) {
       q.placement = info.orders[k];
-      const PassBound pb = pass_bound(price(rec, info.lines[k]), rec, counts, an.gathers ? &an.gather[k] : nullptr);
+      const PassBound& pb = pbs[k];
       std::optional<PricedPasses> passes;
       for (std::size_t sc = 0; sc < scheds; ++sc) {
         if (!fits[sc]) continue;
