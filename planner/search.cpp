@@ -777,29 +777,40 @@ struct PassBound {
   double slowest = 0, backward = 0;
 };
 // Pass bounds on every network at once: compute does not depend on the network, so each stage's
-// compute sums are formed once.
+// compute sums are formed once. ZeRO-3's parameter gathers (per layer kind and network) are added
+// to the layers' communication.
 void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets, const Record& rec, const StageCounts& counts,
                  const std::vector<std::array<Priced, kKinds>>* gathers, std::array<PassBound, kMaxNets>& out) {
-  const std::size_t pp = counts.size();
+  const std::size_t pp = counts.size(), nk = rec.kinds.size();
+  std::array<std::size_t, kKinds> kind{};
+  for (std::size_t i = 0; i < nk; ++i) kind[i] = static_cast<std::size_t>(rec.kinds[i]);
+  // Per network, direction and kind: a layer's exposed and overlappable seconds.
+  std::array<std::array<std::array<std::array<double, 2>, kKinds>, 2>, kMaxNets> layer{};  // [net][dir][kind]{exposed, hidden}
+  for (std::size_t k = 0; k < nets; ++k)
+    for (std::size_t d = 0; d < 2; ++d)
+      for (std::size_t i = 0; i < nk; ++i) {
+        const Priced& pr = on[k][kind[i]];
+        layer[k][d][i] = {pr.exposed[d], pr.hidden[d]};
+        if (gathers) {
+          layer[k][d][i][0] += (*gathers)[k][kind[i]].exposed[d];
+          layer[k][d][i][1] += (*gathers)[k][kind[i]].hidden[d];
+        }
+      }
   for (std::size_t k = 0; k < nets; ++k) out[k] = PassBound{};
   for (std::size_t s : counts.distinct) {
     const std::size_t pre = s == 0 ? kEmbed : kReceive, post = s + 1 == pp ? kHead : kSend;
+    std::array<double, kKinds> n{};
+    for (std::size_t i = 0; i < nk; ++i) n[i] = counts[s][kind[i]];
     std::array<double, kMaxNets> t{};
     for (std::size_t d = 0; d < 2; ++d) {
       double comp = rec.part[pre].compute[d] + rec.part[post].compute[d];
-      for (Temporal kind : rec.kinds) comp += counts[s][static_cast<std::size_t>(kind)] * rec.part[static_cast<std::size_t>(kind)].compute[d];
+      for (std::size_t i = 0; i < nk; ++i) comp += n[i] * rec.part[kind[i]].compute[d];
       for (std::size_t k = 0; k < nets; ++k) {
         const PricedRecord& pr = on[k];
         double ex = pr[pre].exposed[d] + pr[post].exposed[d], hid = pr[pre].hidden[d] + pr[post].hidden[d];
-        for (Temporal kind : rec.kinds) {
-          const auto i = static_cast<std::size_t>(kind);
-          const double n = counts[s][i];
-          ex += n * pr[i].exposed[d];
-          hid += n * pr[i].hidden[d];
-          if (gathers) {
-            ex += n * (*gathers)[k][i].exposed[d];
-            hid += n * (*gathers)[k][i].hidden[d];
-          }
+        for (std::size_t i = 0; i < nk; ++i) {
+          ex += n[i] * layer[k][d][i][0];
+          hid += n[i] * layer[k][d][i][1];
         }
         t[k] += ex + std::max(comp, hid);
       }

@@ -34,7 +34,7 @@ struct Efficiency {
 struct ChipSpec {
   std::string name;
   std::string source;
-  std::map<std::string, double> peak_flops_per_s;  // matrix unit per dtype: "bf16", "fp32", ...
+  std::map<std::string, double, std::less<>> peak_flops_per_s;  // matrix unit per dtype: "bf16", "fp32", ...
   double vector_flops_per_s = 0;    // vector unit / plain SIMD (elementwise, scan)
   double memory_bytes = 0;          // HBM / DRAM capacity
   double memory_bytes_per_s = 0;    // HBM / DRAM bandwidth
