@@ -27,6 +27,7 @@
 #include "program/plan.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "train/checkpoint.hpp"
 #include "train/comm.hpp"
 #include "train/runner.hpp"
 
@@ -129,6 +130,9 @@ void run_train(const TrainOptions& o) {
               << o.steps << " steps, seed " << o.seed << "\n";
     if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32)
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
+    if (!o.checkpoint_dir.empty())
+      for (const auto& f : train::remove_stale_partials(o.checkpoint_dir))
+        std::cout << "note: removed " << f << ", a partial checkpoint an interrupted run left behind\n";
     std::cout.flush();
   }
   train::Options opt;

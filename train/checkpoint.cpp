@@ -7,6 +7,8 @@
 // innermost message is quoted in our errors instead.
 #include "train/checkpoint.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +20,7 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -598,6 +601,23 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
 }
 
 }  // namespace
+
+std::vector<std::string> remove_stale_partials(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const auto at = name.rfind(".h5.tmp-");
+    if (at == std::string::npos || at == 0) continue;
+    const std::string pid = name.substr(at + 8);
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno == EPERM) continue;  // its writer is alive
+    std::error_code rm;
+    if (it->is_regular_file(rm) && fs::remove(it->path(), rm)) removed.push_back(it->path().string());
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
+}
 
 void seal_checkpoint(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);

@@ -58,6 +58,12 @@ inline constexpr int kCheckpointFormatVersion = 2;
 // rename; tests call it after editing a checkpoint on purpose). Not collective.
 void seal_checkpoint(const std::string& path);
 
+// The partial checkpoints (<name>.h5.tmp-<pid>) a killed writer left in `dir`: removed, and their
+// names returned. Only names of that exact form whose process is not alive on this host are
+// touched (a writer still running keeps its file); everything else in the directory is left alone.
+// Not collective: rank 0 calls it before training.
+std::vector<std::string> remove_stale_partials(const std::string& dir);
+
 // Collective over comm. params / m1 / m2: per tensor of `lay`, a pointer to this rank's slab data,
 // contiguous and row-major over slab.count (may be null where the slab is empty or write == false).
 // `meta` is taken from rank 0. comm == nullptr: this process alone (MPI_COMM_SELF when MPI is

@@ -575,3 +575,24 @@ TEST_CASE("MPI.checkpoint into a missing or unwritable directory is an input err
   }
   world.barrier();
 }
+
+TEST_CASE("MPI.checkpoint partials of dead writers are removed, everything else is kept", "[mpi][checkpoint]") {
+  const mpi::Comm world = mpi::Comm::world();
+  TempDir dir(world, "stale");
+  if (world.rank() == 0) {
+    auto touch = [&](const std::string& name) { std::ofstream(dir.path + "/" + name) << "x"; };
+    const std::string alive = "step-3.h5.tmp-" + std::to_string(::getpid());  // this process: a writer still running
+    const std::string dead = "step-3.h5.tmp-999999999";                       // above any pid_max: no such process
+    for (const auto& n : {alive, dead, std::string("step-2.h5.tmp-999999998"), std::string("step-4.h5"),
+                          std::string("notes.tmp-12"), std::string("step-5.h5.tmp-12x"), std::string(".h5.tmp-999999997")})
+      touch(n);
+    fs::create_directories(dir.path + "/step-6.h5.tmp-999999996");  // a directory, not a file: left alone
+    const auto removed = train::remove_stale_partials(dir.path);
+    CHECK(removed == std::vector<std::string>{dir.path + "/step-2.h5.tmp-999999998", dir.path + "/" + dead});
+    std::set<std::string> left;
+    for (const auto& e : fs::directory_iterator(dir.path)) left.insert(e.path().filename().string());
+    CHECK(left == std::set<std::string>{alive, "step-4.h5", "notes.tmp-12", "step-5.h5.tmp-12x", ".h5.tmp-999999997",
+                                        "step-6.h5.tmp-999999996"});
+    CHECK(train::remove_stale_partials(dir.path + "/missing").empty());
+  }
+}
