@@ -308,22 +308,11 @@ void parse_attention(YamlMap& y, ModelSpec& m, bool window_required, double defa
   if (m.rope_base <= 1) throw y.error("rope_base", "must be > 1");
 }
 
-template <class E, std::size_t N>
-E parse_choice(YamlMap& y, const std::string& key, E fallback, const std::array<std::pair<const char*, E>, N>& names) {
-  if (!y.has(key)) return fallback;
-  const auto s = y.required_string(key);
-  std::string allowed;
-  for (const auto& [name, value] : names) {
-    if (s == name) return value;
-    allowed += (allowed.empty() ? "" : ", ") + std::string(name);
-  }
-  throw y.error(key, "unknown value '" + s + "' (one of: " + allowed + ")");
-}
 
 // Transformer: positions (learned table of max_positions rows, or rotary), norm, MLP kind,
 // linear biases, dropout. Attention keys are read by parse_attention (rope only if rotary).
 void parse_transformer(YamlMap& y, ModelSpec& m) {
-  const bool rotary = parse_choice<bool, 2>(y, "positions", false, {{{"learned", false}, {"rotary", true}}});
+  const bool rotary = y.optional_choice<bool, 2>("positions", false, {{{"learned", false}, {"rotary", true}}});
   if (rotary) {
     parse_attention(y, m, false, 1.0);
     if (y.has("max_positions")) throw y.error("max_positions", "only learned positions have a table (positions: learned)");
@@ -332,8 +321,8 @@ void parse_transformer(YamlMap& y, ModelSpec& m) {
     m.rope_fraction = 0;  // no rotary embedding
     m.max_positions = positive(y, "max_positions", y.required_int("max_positions"), 1 << 24);
   }
-  m.norm = parse_choice<NormKind, 2>(y, "norm", NormKind::layernorm, {{{"layernorm", NormKind::layernorm}, {"rmsnorm", NormKind::rmsnorm}}});
-  m.mlp = parse_choice<MlpKind, 2>(y, "mlp", MlpKind::gelu, {{{"gelu", MlpKind::gelu}, {"swiglu", MlpKind::swiglu}}});
+  m.norm = y.optional_choice<NormKind, 2>("norm", NormKind::layernorm, {{{"layernorm", NormKind::layernorm}, {"rmsnorm", NormKind::rmsnorm}}});
+  m.mlp = y.optional_choice<MlpKind, 2>("mlp", MlpKind::gelu, {{{"gelu", MlpKind::gelu}, {"swiglu", MlpKind::swiglu}}});
   m.linear_bias = y.optional_bool("bias", true);
   m.dropout = y.optional_double("dropout", 0.0);
   if (!(m.dropout >= 0 && m.dropout < 1)) throw y.error("dropout", "must be in [0, 1), got " + format_number(m.dropout));

@@ -112,17 +112,6 @@ const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devic
 
 namespace {
 
-template <class E, size_t N>
-E parse_enum(YamlMap& y, const std::string& key, E fallback, const std::array<std::pair<const char*, E>, N>& names) {
-  if (!y.has(key)) { y.raw(key); return fallback; }
-  const auto s = y.required_string(key);
-  std::string allowed;
-  for (const auto& [name, value] : names) {
-    if (s == name) return value;
-    allowed += (allowed.empty() ? "" : ", ") + std::string(name);
-  }
-  throw y.error(key, "unknown value '" + s + "' (one of: " + allowed + ")");
-}
 
 const std::array<std::pair<const char*, DType>, 2> kDTypes{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
 
@@ -168,18 +157,18 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   p.global_batch = positive_int(y, "global_batch", y.required_int("global_batch"));
   p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", p.global_batch / std::max<std::int64_t>(1, p.replicas())));
   p.seq_len = positive_int(y, "seq_len", y.required_int("seq_len"));
-  p.schedule = parse_enum<Schedule, 2>(y, "schedule", p.schedule, {{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}});
+  p.schedule = y.optional_choice<Schedule, 2>("schedule", p.schedule, {{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}});
   p.virtual_stages = positive_int(y, "virtual_stages", y.optional_int("virtual_stages", 1));
-  p.remat = parse_enum<Remat, 4>(y, "remat", p.remat, {{{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}});
-  p.tensor_comm = parse_enum<TensorComm, 2>(y, "tensor_comm", p.tensor_comm, {{{"allreduce", TensorComm::allreduce}, {"rs_ag", TensorComm::rs_ag}}});
-  p.attention = parse_enum<AttentionKernel, 2>(y, "attention", p.attention, {{{"flash", AttentionKernel::flash}, {"materialized", AttentionKernel::materialized}}});
-  p.scan = parse_enum<ScanAlgo, 4>(y, "scan", p.scan, {{{"naive", ScanAlgo::naive}, {"sequential", ScanAlgo::sequential}, {"chunked", ScanAlgo::chunked}, {"associative", ScanAlgo::associative}}});
-  p.carry = parse_enum<CarryScheme, 2>(y, "carry", p.carry, {{{"ring", CarryScheme::ring}, {"allgather", CarryScheme::allgather}}});
+  p.remat = y.optional_choice<Remat, 4>("remat", p.remat, {{{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}});
+  p.tensor_comm = y.optional_choice<TensorComm, 2>("tensor_comm", p.tensor_comm, {{{"allreduce", TensorComm::allreduce}, {"rs_ag", TensorComm::rs_ag}}});
+  p.attention = y.optional_choice<AttentionKernel, 2>("attention", p.attention, {{{"flash", AttentionKernel::flash}, {"materialized", AttentionKernel::materialized}}});
+  p.scan = y.optional_choice<ScanAlgo, 4>("scan", p.scan, {{{"naive", ScanAlgo::naive}, {"sequential", ScanAlgo::sequential}, {"chunked", ScanAlgo::chunked}, {"associative", ScanAlgo::associative}}});
+  p.carry = y.optional_choice<CarryScheme, 2>("carry", p.carry, {{{"ring", CarryScheme::ring}, {"allgather", CarryScheme::allgather}}});
   if (y.has("dtypes")) {
     YamlMap d = y.required_map("dtypes");
-    p.param_dtype = parse_enum<DType, 2>(d, "params", p.param_dtype, kDTypes);
-    p.act_dtype = parse_enum<DType, 2>(d, "activations", p.act_dtype, kDTypes);
-    p.state_dtype = parse_enum<DType, 2>(d, "scan_state", p.state_dtype, kDTypes);
+    p.param_dtype = d.optional_choice<DType, 2>("params", p.param_dtype, kDTypes);
+    p.act_dtype = d.optional_choice<DType, 2>("activations", p.act_dtype, kDTypes);
+    p.state_dtype = d.optional_choice<DType, 2>("scan_state", p.state_dtype, kDTypes);
     d.finish();
   } else {
     y.raw("dtypes");

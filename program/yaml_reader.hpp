@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <set>
 #include <stdexcept>
+#include <array>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
@@ -49,6 +51,22 @@ class YamlMap {
   YamlMap required_map(const std::string& key);
   // The raw node of a key (marks it as known); undefined node when absent.
   YAML::Node raw(const std::string& key);
+  // One of a fixed set of names, as its value; `fallback` when absent (the key is known either
+  // way, so a misspelt key's error can suggest it).
+  template <class E, std::size_t N>
+  E optional_choice(const std::string& key, E fallback, const std::array<std::pair<const char*, E>, N>& names) {
+    if (!has(key)) {
+      raw(key);
+      return fallback;
+    }
+    const auto s = required_string(key);
+    std::string allowed;
+    for (const auto& [name, value] : names) {
+      if (s == name) return value;
+      allowed += (allowed.empty() ? "" : ", ") + std::string(name);
+    }
+    throw error(key, "unknown value '" + s + "' (one of: " + allowed + ")");
+  }
   std::vector<std::string> keys() const;
 
   // Throws for any key that was never asked for, naming the allowed ones.
