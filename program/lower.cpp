@@ -388,8 +388,9 @@ void transformer_attention(Emit& e, bool local) {
   e.norm("norm1");
   e.tensor_allreduce_bwd("attn.in_grad");
   e.linear("attn.wq", D, H * N);
-  if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
+  if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight (and bias) gradient covers its query heads only
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads",
+                 2 * (D + (c.m.linear_bias ? 1 : 0)) * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear("attn.wk", D, KV * N);
   e.linear("attn.wv", D, KV * N);
   if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles

@@ -237,6 +237,25 @@ void embed_bwd(State& s, const Step&) {
   K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() ? s.demb.data() : s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
                               s.escale);
 }
+// Learned positions (transformer): a replicated [max_positions, D] table; row pos (the token's
+// position in its sequence) is added to the reduced token embedding. Every tensor rank holds the
+// whole residual gradient, so each computes the table's whole gradient (no reduction: split dim −1).
+void positions_fwd(State& s, const Step&) {  // in place: the embedding steps are never recomputed
+  const float* P = s.par(-1, "embed.positions");
+  float* x = s.xs[0].data();
+  for (i64 m = 0; m < s.M; ++m) {
+    const float* row = P + static_cast<i64>(s.pos[static_cast<std::size_t>(m)]) * s.D;
+    for (i64 d = 0; d < s.D; ++d) x[m * s.D + d] += row[d];
+  }
+}
+void positions_bwd(State& s, const Step&) {
+  float* G = s.grad(-1, "embed.positions");
+  const float* dx = s.dxs[0].data();
+  for (i64 m = 0; m < s.M; ++m) {
+    float* row = G + static_cast<i64>(s.pos[static_cast<std::size_t>(m)]) * s.D;
+    for (i64 d = 0; d < s.D; ++d) row[d] += dx[m * s.D + d];
+  }
+}
 void final_norm_fwd(State& s, const Step&) {
   K::rmsnorm_forward(s.nf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"), s.M, s.D, 1e-6f);
 }
@@ -358,6 +377,15 @@ void mlp_w3_dw(State& s, const Step& st) {
 void mlp_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::gelu_mul_backward(b.dh1.data(), b.dh2.data(), b.dgm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+}
+// GeLU MLP (transformer): g = gelu_tanh(h1) — the gated product without its second operand.
+void gelu_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_forward(b.gm.data(), b.h1.data(), nullptr, s.M * s.F);
+}
+void gelu_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_backward(b.dh1.data(), nullptr, b.dgm.data(), b.h1.data(), nullptr, s.M * s.F);
 }
 // SwiGLU (transformer): g = silu(h1) ⊙ h2 — rwkv_ops' a ⊙ silu(g) with a = h2, g = h1.
 void swiglu_act_fwd(State& s, const Step& st) {
@@ -583,17 +611,52 @@ void rec_wy_dw(State& s, const Step& st) {
 // ---- attention block (H/t query heads per rank; K/V split when kv_heads ≥ t, else replicated) --
 
 i64 text(const State& s) { return s.halo + s.T; }  // rows of the extended (halo + local) K/V
+// The K/V projection columns this rank computes, of the `full` columns of its local wk / wv (and
+// bk / bv): all of them when the K/V heads are split over tensor ranks (kv_heads ≥ t); when they
+// are replicated (kv_heads < t, MQA or grouped-query) the one head its H query heads share —
+// head ⌊tcoord·kv_heads/t⌋. The replicated weights' gradients then hold only that head's columns
+// on this rank; the "attn.kv_grads" all-reduce over the tensor group sums them (lower.cpp).
+struct KvCols { i64 begin = 0, width = 0, full = 0; };
+KvCols kv_cols(const State& s) {
+  if (s.m.kv_heads >= s.t) return {0, s.KV * s.N, s.KV * s.N};
+  return {s.tcoord * s.m.kv_heads / s.t * s.N, s.KV * s.N, s.m.kv_heads * s.N};
+}
+// Columns [c.begin, c.begin + c.width) of w [D, c.full] as a contiguous [D, c.width] matrix.
+Vec kv_slice(const State& s, const float* w, const KvCols& c) {
+  Vec out(static_cast<std::size_t>(s.D * c.width));
+  for (i64 d = 0; d < s.D; ++d) std::copy_n(w + d * c.full + c.begin, c.width, out.data() + d * c.width);
+  return out;
+}
+// Without rotary positions (learned position table) the program has no rope step: the
+// projections write their rows of the extended buffers themselves and read their gradients there.
+bool no_rope(const State& s) { return s.m.rope_fraction <= 0; }
+void to_ext(const State& s, const float* local, Vec& ext, i64 w) {
+  const i64 Te = text(s);
+  for (i64 r = 0; r < s.B; ++r) std::copy_n(local + r * s.T * w, s.T * w, ext.data() + (r * Te + s.halo) * w);
+}
+void from_ext(const State& s, const Vec& ext, float* local, i64 w) {
+  const i64 Te = text(s);
+  for (i64 r = 0; r < s.B; ++r) std::copy_n(ext.data() + (r * Te + s.halo) * w, s.T * w, local + r * s.T * w);
+}
 void attn_q_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.qr.data(), b.n1.data(), s.par(st.layer, "attn.wq"), nullptr, s.M, s.D, s.H * s.N);
+  K::linear_forward(b.qr.data(), b.n1.data(), s.par(st.layer, "attn.wq"), s.opt_par(st.layer, "attn.bq"), s.M, s.D, s.H * s.N);
+  if (no_rope(s)) to_ext(s, b.qr.data(), b.q_ext, s.H * s.N);
 }
-void attn_k_fwd(State& s, const Step& st) {
+template <int Which>  // 1 k, 2 v
+void attn_kv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.kr.data(), b.n1.data(), s.par(st.layer, "attn.wk"), nullptr, s.M, s.D, s.KV * s.N);
-}
-void attn_v_fwd(State& s, const Step& st) {
-  auto& b = lb(s, st);
-  K::linear_forward(b.v.data(), b.n1.data(), s.par(st.layer, "attn.wv"), nullptr, s.M, s.D, s.KV * s.N);
+  const KvCols c = kv_cols(s);
+  const float* w = s.par(st.layer, Which == 1 ? "attn.wk" : "attn.wv");
+  const float* bias = s.opt_par(st.layer, Which == 1 ? "attn.bk" : "attn.bv");
+  Vec& out = Which == 1 ? b.kr : b.v;
+  if (c.width == c.full) {
+    K::linear_forward(out.data(), b.n1.data(), w, bias, s.M, s.D, c.width);
+  } else {
+    const Vec ws = kv_slice(s, w, c);
+    K::linear_forward(out.data(), b.n1.data(), ws.data(), bias ? bias + c.begin : nullptr, s.M, s.D, c.width);
+  }
+  if (no_rope(s)) to_ext(s, out.data(), Which == 1 ? b.k_ext : b.v_ext, c.width);
 }
 // Writes the local rows into the extended buffers: q after rope at rows halo.., zeros above.
 void rope_fwd(State& s, const Step& st) {
@@ -736,25 +799,60 @@ void rope_bwd(State& s, const Step& st) {
   K::rope_backward(b.dqr.data(), dq.data(), s.pos.data(), s.B, s.T, s.H, s.N, s.rot, s.m.rope_base);
   K::rope_backward(b.dkr.data(), dk.data(), s.pos.data(), s.B, s.T, s.KV, s.N, s.rot, s.m.rope_base);
 }
+// The gradient of projection Which (0 q, 1 k, 2 v) of this rank's rows (from the extended buffer
+// when there is no rope step).
+const float* proj_dy(State& s, LayerBufs& b, int which) {
+  Vec& local = which == 0 ? b.dqr : which == 1 ? b.dkr : b.dv;
+  if (no_rope(s)) from_ext(s, which == 0 ? b.dq_ext : which == 1 ? b.dk_ext : b.dv_ext, local.data(), which == 0 ? s.H * s.N : s.KV * s.N);
+  return local.data();
+}
 template <int Which>  // 0 q, 1 k, 2 v
 void attn_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
-  const float* dy = Which == 0 ? b.dqr.data() : Which == 1 ? b.dkr.data() : b.dv.data();
-  K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, (Which == 0 ? s.H : s.KV) * s.N);
+  const float* dy = proj_dy(s, b, Which);
+  if (Which == 0) {
+    K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, s.H * s.N);
+    return;
+  }
+  const KvCols c = kv_cols(s);
+  if (c.width == c.full) {
+    K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, c.width);
+  } else {
+    const Vec ws = kv_slice(s, s.par(st.layer, w), c);
+    K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), ws.data(), s.M, s.D, c.width);
+  }
 }
 template <int Which>
 void attn_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
-  const float* dy = Which == 0 ? b.dqr.data() : Which == 1 ? b.dkr.data() : b.dv.data();
-  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D,
-                     (Which == 0 ? s.H : s.KV) * s.N);
+  const char* bn = Which == 0 ? "attn.bq" : Which == 1 ? "attn.bk" : "attn.bv";
+  const float* dy = proj_dy(s, b, Which);
+  if (Which == 0) {
+    K::linear_backward(nul(), s.grad(st.layer, w), s.opt_grad(st.layer, bn), dy, b.n1.data(), s.par(st.layer, w), s.M,
+                       s.D, s.H * s.N);
+    return;
+  }
+  const KvCols c = kv_cols(s);
+  float* db = s.opt_grad(st.layer, bn);
+  if (c.width == c.full) {
+    K::linear_backward(nul(), s.grad(st.layer, w), db, dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, c.width);
+    return;
+  }
+  // this head's columns of the replicated weight's gradient (the other heads' stay untouched)
+  Vec dws(static_cast<std::size_t>(s.D * c.width), 0.0f);
+  K::linear_backward(nul(), dws.data(), db ? db + c.begin : nullptr, dy, b.n1.data(), nullptr, s.M, s.D, c.width);
+  float* g = s.grad(st.layer, w);
+  for (i64 d = 0; d < s.D; ++d)
+    for (i64 j = 0; j < c.width; ++j) g[d * c.full + c.begin + j] += dws[static_cast<std::size_t>(d * c.width + j)];
 }
-void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V head: sum the per-rank partial gradients
-  const i64 n = s.D * s.KV * s.N;
-  allreduce_inplace(s, st, s.grad(st.layer, "attn.wk"), n);
-  allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), n);
+void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the per-rank partial gradients
+  const i64 n = s.m.kv_heads * s.N;
+  allreduce_inplace(s, st, s.grad(st.layer, "attn.wk"), s.D * n);
+  allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), s.D * n);
+  for (const char* bias : {"attn.bk", "attn.bv"})
+    if (float* g = s.opt_grad(st.layer, bias)) allreduce_inplace(s, st, g, n);
 }
 
 // ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
@@ -1374,6 +1472,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"all_gather|cm.out", {cm_out_fwd, nullptr}},
       {"add|cm.residual", {cm_residual_fwd, mlp_residual_bwd}},
       {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
+      {"add_positions|embed.positions", {positions_fwd, positions_bwd}},
       {"rmsnorm|final_norm", {final_norm_fwd, final_norm_bwd}},
       {"all_reduce|head.in_grad", {nullptr, head_in_grad_bwd}},
       {"logits|embed.table", {logits_fwd, nullptr}},
@@ -1396,6 +1495,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear|mlp.w2", {mlp_w2_fwd, nullptr}},
       {"gelu_mul|mlp.act", {mlp_act_fwd, mlp_act_bwd}},
       {"silu_mul|mlp.act", {swiglu_act_fwd, swiglu_act_bwd}},  // transformer: SwiGLU
+      {"gelu|mlp.act", {gelu_act_fwd, gelu_act_bwd}},          // transformer: GeLU MLP
       {"linear|mlp.w3", {mlp_w3_fwd, nullptr}},
       {"linear.dx|mlp.w3", {nullptr, mlp_w3_dx}}, {"linear.dw|mlp.w3", {nullptr, mlp_w3_dw}},
       {"linear.dx|mlp.w2", {nullptr, mlp_w2_dx}}, {"linear.dw|mlp.w2", {nullptr, mlp_w2_dw}},
@@ -1424,8 +1524,8 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear.dx|rec.wo", {nullptr, rec_wo_dx}}, {"linear.dw|rec.wo", {nullptr, rec_wo_dw}},
       // attention block
       {"linear|attn.wq", {attn_q_fwd, nullptr}},
-      {"linear|attn.wk", {attn_k_fwd, nullptr}},
-      {"linear|attn.wv", {attn_v_fwd, nullptr}},
+      {"linear|attn.wk", {attn_kv_fwd<1>, nullptr}},
+      {"linear|attn.wv", {attn_kv_fwd<2>, nullptr}},
       {"linear.dx|attn.wq", {nullptr, attn_proj_dx<0>}}, {"linear.dw|attn.wq", {nullptr, attn_proj_dw<0>}},
       {"linear.dx|attn.wk", {nullptr, attn_proj_dx<1>}}, {"linear.dw|attn.wk", {nullptr, attn_proj_dw<1>}},
       {"linear.dx|attn.wv", {nullptr, attn_proj_dx<2>}}, {"linear.dw|attn.wv", {nullptr, attn_proj_dw<2>}},
@@ -1483,7 +1583,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.R = m.recurrent_width / s.t;
   s.F = m.mlp_width / s.t;
   s.H = m.heads ? m.heads / s.t : 0;
-  s.KV = m.kv_heads >= s.t ? m.kv_heads / s.t : m.kv_heads;
+  s.KV = m.kv_heads >= s.t ? m.kv_heads / s.t : 1;  // replicated K/V heads: the one this rank's query heads share
   s.N = m.head_dim;
   s.rot = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
   s.Kc = m.conv_width;
@@ -1508,6 +1608,8 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
     for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);
     for (auto* v : {&s.emean, &s.erstd, &s.meanf}) v->assign(sz(M), 0.0f);
   }
+  const bool layernorm = m.is_rwkv() || m.norm == NormKind::layernorm;  // LayerNorm statistics (mean)
+  if (layernorm) s.meanf.assign(sz(M), 0.0f);
   s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
   s.L.resize(sz(m.depth));
   const i64 Te = s.halo + s.T;
@@ -1521,6 +1623,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
     for (auto* v : {&b.h1, &b.h2, &b.gm, &b.dgm, &b.dh1, &b.dh2}) v->assign(sz(M * s.F), 0.0f);
     b.tout = s.t > 1 ? b.tout_s.data() : b.tpart.data();
     b.y = s.t > 1 ? b.y_s.data() : b.ypart.data();
+    if (layernorm) for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
     if (m.is_rwkv()) {
       const i64 Dl = s.Dl;
       for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);

@@ -227,11 +227,11 @@ TEST_CASE("train: two-axis meshes on 4 ranks equal the single-process run", "[tr
   check_case("hawk-tiny", ds);
 }
 TEST_CASE("train: transformer-tiny (GQA, SwiGLU, rotary) under data tensor pipeline and sequence equals the single-process run", "[train]") {
-  // 4 query heads and 2 K/V heads: tensor 2 splits the K/V heads (the runner does not yet
-  // replicate K/V heads for tensor 4; check_supported refuses it).
+  // 4 query heads and 2 K/V heads: tensor 2 splits the K/V heads, tensor 4 replicates them (each
+  // pair of tensor ranks shares one K/V head; its gradients are all-reduced, attn.kv_grads).
   const auto w = mpi::Comm::world().size();
   check_case("transformer-tiny", one_axis(Axis::data, w));
-  if (w <= 2) check_case("transformer-tiny", one_axis(Axis::tensor, w));
+  check_case("transformer-tiny", one_axis(Axis::tensor, w));
   Case pp = one_axis(Axis::pipeline, w);
   pp.depth = w == 3 ? 3 : 4;
   check_case("transformer-tiny", pp);
@@ -242,6 +242,30 @@ TEST_CASE("train: transformer-tiny (GQA, SwiGLU, rotary) under data tensor pipel
   Case r = one_axis(w <= 2 ? Axis::tensor : Axis::data, w);
   r.remat = Remat::selective;  // recompute the attention core
   check_case("transformer-tiny", r);
+}
+TEST_CASE("train: gpt-tiny (LayerNorm, GeLU MLP, learned positions, biases, GQA) on every axis equals the single-process run", "[train]") {
+  // Column-split biases (bq, bk, bv, b1) are sharded with their weights; the row-split ones (bo,
+  // b3) are added once after the all-reduce; the position table is replicated. tensor 4: the two
+  // K/V heads (and their biases) replicated over pairs of tensor ranks.
+  const auto w = mpi::Comm::world().size();
+  check_case("gpt-tiny", one_axis(Axis::data, w));
+  check_case("gpt-tiny", one_axis(Axis::tensor, w));
+  check_case("gpt-tiny", sequence_case(w, CarryScheme::ring));  // ring attention, positions of each shard
+  Case pp = one_axis(Axis::pipeline, w);
+  pp.depth = w == 3 ? 3 : 4;
+  check_case("gpt-tiny", pp);
+  Case z = one_axis(Axis::fsdp, w);
+  z.zero_stage = 3;
+  check_case("gpt-tiny", z);
+  Case tp;  // tensor × pipeline: the tied table and the position table on different stages
+  tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
+  check_case("gpt-tiny", tp);
+  Case ts = sequence_case(2, CarryScheme::ring);  // tensor × sequence
+  ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+  check_case("gpt-tiny", ts);
+  Case r = one_axis(w <= 2 ? Axis::tensor : Axis::data, w);
+  r.remat = Remat::block;  // the whole layer recomputed: projections rewrite the attention inputs
+  check_case("gpt-tiny", r);
 }
 TEST_CASE("train: remat policies recompute without changing the result", "[train]") {
   const auto w = mpi::Comm::world().size();
@@ -315,6 +339,16 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   // Not yet supported by the runner: RWKV-6 under tensor or sequence sharding.
   CHECK_THROWS_AS(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::tensor, 2), 2),
                   PlanError);
+  // Nor dropout (GPT-3's 0.1 is priced by the simulator); a learned position table shorter than
+  // the sequence is a plan error.
+  ModelSpec drop = load_model("gpt-tiny");
+  drop.dropout = 0.1;
+  CHECK_THROWS_WITH(train::check_supported(drop, tiny_plan("gpt-tiny", Axis::data, 1), 1),
+                    Catch::Contains("dropout is not yet supported by the runner"));
+  Plan longer = tiny_plan("gpt-tiny", Axis::data, 1);
+  longer.seq_len = 129;
+  CHECK_THROWS_WITH(train::check_supported(load_model("gpt-tiny"), longer, 1), Catch::Contains("max_positions 128"));
+  CHECK_NOTHROW(train::check_supported(load_model("gpt-tiny"), tiny_plan("gpt-tiny", Axis::tensor, 4), 4));
 }
 TEST_CASE("train: token files in bytes uint16 and uint32 load as written and bad ones are ConfigErrors", "[train]") {
   const auto world = mpi::Comm::world();
