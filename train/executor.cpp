@@ -110,6 +110,7 @@ struct LayerBufs {
   float* hs = nullptr;    // scan output after the carry fix (aliases hs0 when sequence = 1)
   // attention (ext: `halo` rows from the left neighbour, then the local T rows)
   Vec qr, kr, v, q_ext, k_ext, v_ext, a_ext, lse_ext, a;
+  Vec pm, dpm;  // materialized attention: probabilities [B, H, T, halo + T] and their gradient
   std::vector<std::uint8_t> reset_ext;
   // RWKV-4 (ln: LayerNorm statistics; xs3: the three token-shift mixes r, k, v; c*: channel mix)
   Vec mean1, mean2, xs3, r, k, wkv, o, cxk, cxr, ck, ch, cv_s, cr, cvl, cg, cgath_s;
@@ -743,6 +744,32 @@ void attn_core_fwd(State& s, const Step& st) {
                        b.reset_ext.data(), s.B, Te, s.H, s.KV, s.N, s.W);
   for (i64 r = 0; r < s.B; ++r)
     std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
+}
+// Materialized attention (plan `attention: materialized`): the scores step writes the whole
+// probability matrix P [B, H, T, halo + T] of this rank's query rows against every key row it
+// holds, and keeps it; the context step multiplies it by V. Backward: the context step forms dP
+// (and dV), the scores step the softmax backward and dQ, dK — the two steps lower.cpp prices.
+void attn_scores_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::attention_scores_forward(b.pm.data(), b.q_ext.data(), b.k_ext.data(), b.reset_ext.data(), s.B, text(s), s.halo, s.H,
+                              s.KV, s.N, s.W);
+}
+void attn_context_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), qw = s.H * s.N;
+  K::attention_context_forward(b.a_ext.data(), b.pm.data(), b.v_ext.data(), s.B, Te, s.halo, s.H, s.KV, s.N);
+  for (i64 r = 0; r < s.B; ++r)
+    std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
+}
+void attn_context_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::attention_context_backward(b.dpm.data(), b.dv_ext.data(), b.da_ext.data(), b.pm.data(), b.v_ext.data(), s.B, text(s),
+                                s.halo, s.H, s.KV, s.N);
+}
+void attn_scores_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::attention_scores_backward(b.dq_ext.data(), b.dk_ext.data(), b.dpm.data(), b.pm.data(), b.q_ext.data(), b.k_ext.data(),
+                               s.B, text(s), s.halo, s.H, s.KV, s.N);
 }
 void attn_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -1536,6 +1563,8 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"attention.local|attn.core", {attn_core_fwd, attn_core_bwd}},
       {"attention.global|attn.core", {attn_core_fwd, attn_core_bwd}},
       {"attention.scores|attn.scores_recompute", {nullptr, fused}},  // inside the attention backward
+      {"attention.scores|attn.core", {attn_scores_fwd, attn_scores_bwd}},      // materialized
+      {"attention.context|attn.core", {attn_context_fwd, attn_context_bwd}},
       {"linear|attn.wo", {attn_wo_fwd, nullptr}},
       {"linear.dx|attn.wo", {nullptr, attn_wo_dx}}, {"linear.dw|attn.wo", {nullptr, attn_wo_dw}},
   };
@@ -1662,6 +1691,8 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       for (auto* v : {&b.q_ext, &b.a_ext, &b.da_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
       for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
       b.lse_ext.assign(sz(s.B * s.H * Te), 0.0f);
+      if (p.attention == AttentionKernel::materialized)
+        for (auto* v : {&b.pm, &b.dpm}) v->assign(sz(s.B * s.H * s.T * Te), 0.0f);
       b.reset_ext.assign(sz(s.B * Te), 0);
       for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
         const i64 g0 = s.s * s.T - s.halo;

@@ -41,7 +41,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
   if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1)
     not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag (Megatron sequence parallelism)");
-  if (p.attention == AttentionKernel::materialized) not_yet("runner materialized attention", "attention", "attention: materialized");
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <span>
 #include <unistd.h>
 #include <string>
@@ -38,6 +39,7 @@ struct Case {
   Remat remat = Remat::none;
   Schedule schedule = Schedule::one_f_one_b;
   std::int64_t depth = 0;  // > 0: override the preset's depth (pipeline stages need depth % stages == 0)
+  AttentionKernel attention = AttentionKernel::flash;
 };
 
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
@@ -52,6 +54,7 @@ Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   p.carry = c.carry;
   p.remat = c.remat;
   p.schedule = c.schedule;
+  p.attention = c.attention;
   p.param_dtype = p.act_dtype = DType::fp32;
   return p;
 }
@@ -95,7 +98,8 @@ void compare_params(const ModelSpec& m, const std::vector<float>& dist, const st
 
 bool close(double a, double b, double rel) { return std::abs(a - b) <= rel * std::max({std::abs(a), std::abs(b), 1e-3}); }
 
-void check_case(const std::string& name, const Case& c) {
+// `ref_attention`: the attention kernel of the single-process reference (default: the case's own).
+void check_case(const std::string& name, const Case& c, std::optional<AttentionKernel> ref_attention = std::nullopt) {
   const auto world = mpi::Comm::world();
   ModelSpec m = load_model(name);
   if (c.depth > 0) m.depth = c.depth;
@@ -117,7 +121,9 @@ void check_case(const std::string& name, const Case& c) {
   o.adamw.eps = 1e-3f;
   o.adamw.lr = 1e-2f;
   const auto dist = train::run(m, dist_plan, data, o, &world);
-  const auto ref = train::run(m, make_plan(name, c, false), data, o, nullptr);
+  Plan ref_plan = make_plan(name, c, false);
+  if (ref_attention) ref_plan.attention = *ref_attention;
+  const auto ref = train::run(m, ref_plan, data, o, nullptr);
   REQUIRE(dist.losses.size() == 3);
   for (size_t s = 0; s < 3; ++s) {
     INFO(name << " on " << dist_plan.mesh.describe() << " step " << s << ": " << dist.losses[s] << " vs reference "
@@ -266,6 +272,41 @@ TEST_CASE("train: gpt-tiny (LayerNorm, GeLU MLP, learned positions, biases, GQA)
   Case r = one_axis(w <= 2 ? Axis::tensor : Axis::data, w);
   r.remat = Remat::block;  // the whole layer recomputed: projections rewrite the attention inputs
   check_case("gpt-tiny", r);
+}
+TEST_CASE("train: materialized attention (the whole probability matrix kept) equals the single-process run", "[train]") {
+  // The distributed run materialises; the reference is the flash (blockwise) single-process run.
+  const auto w = mpi::Comm::world().size();
+  for (const char* m : {"gpt-tiny", "griffin-tiny"}) {
+    Case d = one_axis(Axis::data, w);
+    d.attention = AttentionKernel::materialized;
+    check_case(m, d, AttentionKernel::flash);
+    Case t = one_axis(Axis::tensor, w);
+    t.attention = AttentionKernel::materialized;
+    check_case(m, t, AttentionKernel::flash);
+    Case sq = sequence_case(w, CarryScheme::ring);  // ring attention (gpt-tiny), K/V halo (griffin-tiny)
+    sq.attention = AttentionKernel::materialized;
+    check_case(m, sq, AttentionKernel::flash);
+    Case r = one_axis(Axis::data, w);
+    r.attention = AttentionKernel::materialized;
+    r.remat = Remat::selective;  // recompute the matrix
+    check_case(m, r, AttentionKernel::flash);
+  }
+  // The trace names the two materialized steps (the matrix, then P·V) and not the flash kernel.
+  Case one = one_axis(Axis::data, 1);
+  one.attention = AttentionKernel::materialized;
+  train::Options o;
+  o.steps = 1;
+  const Plan pl = make_plan("gpt-tiny", one, false);
+  const auto res = train::run(load_model("gpt-tiny"), pl, train::load_bytes(train::default_corpus_path(), 1000), o, nullptr);
+  REQUIRE(res.trace.steps().size() == 1);
+  const auto& cells = res.trace.steps()[0].cells;
+  for (const char* phase : {"forward", "backward"})
+    for (const char* op : {"attention.scores", "attention.context"}) {
+      INFO(phase << " " << op);
+      REQUIRE(cells.count({phase, op, "attn.core"}));
+      CHECK(cells.at({phase, op, "attn.core"}).calls == 4 * pl.micro_batches());  // per layer and micro-batch
+    }
+  CHECK(!cells.count({"forward", "attention.global", "attn.core"}));
 }
 TEST_CASE("train: remat policies recompute without changing the result", "[train]") {
   const auto w = mpi::Comm::world().size();
