@@ -28,11 +28,10 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
   // The transformer family: RMSNorm or LayerNorm, SwiGLU or GeLU MLP, rotary or learned
-  // positions, with or without linear biases, MHA / GQA / MQA. Not yet: dropout (the runner has
-  // no seeded mask stream that is the same for every plan), local attention windows.
+  // positions, with or without linear biases, MHA / GQA / MQA, global or local attention. Not
+  // yet: dropout (the runner has no seeded mask stream that is the same for every plan).
   if (m.family == Family::transformer) {
     if (m.dropout > 0) not_yet("runner transformer", "dropout", "dropout");
-    if (m.window > 0) not_yet("runner transformer", "window", "a transformer with local attention");
     if (m.max_positions > 0 && p.seq_len > m.max_positions)
       throw PlanError("seq_len fits the position table", "seq_len",
                       "seq_len " + std::to_string(p.seq_len) + " is longer than the model's learned position table (max_positions " +

@@ -78,10 +78,13 @@ TEST_CASE("train: the executor's first loss equals the plain model composition f
 TEST_CASE("train: the executor's first gradient equals the plain model composition's backward", "[train]") {
   const auto bytes = train::load_bytes(train::default_corpus_path(), 1000);
   const std::vector<std::int32_t> data(bytes.begin(), bytes.end());
-  for (const char* name : {"griffin-tiny", "mqa-tiny", "transformer-tiny", "gpt-tiny"}) {
-    const ModelSpec m = load_model(name);
+  ModelSpec windowed = load_model("gpt-tiny");  // a local-attention transformer (window 5 of 16 tokens)
+  windowed.window = 5;
+  for (const ModelSpec& m : {load_model("griffin-tiny"), load_model("mqa-tiny"), load_model("transformer-tiny"),
+                             load_model("gpt-tiny"), windowed}) {
+    const std::string name = m.name + (m.window > 0 && m.family == Family::transformer ? " (window 5)" : "");
     Plan p;
-    p.model = name;
+    p.model = m.name;
     p.global_batch = 2;
     p.micro_batch = 2;
     p.seq_len = 16;

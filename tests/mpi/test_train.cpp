@@ -40,6 +40,7 @@ struct Case {
   Schedule schedule = Schedule::one_f_one_b;
   std::int64_t depth = 0;  // > 0: override the preset's depth (pipeline stages need depth % stages == 0)
   AttentionKernel attention = AttentionKernel::flash;
+  std::int64_t window = -1;  // ≥ 0: override the model's attention window
 };
 
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
@@ -103,6 +104,7 @@ void check_case(const std::string& name, const Case& c, std::optional<AttentionK
   const auto world = mpi::Comm::world();
   ModelSpec m = load_model(name);
   if (c.depth > 0) m.depth = c.depth;
+  if (c.window >= 0) m.window = c.window;
   const Plan dist_plan = make_plan(name, c, true);
   if (dist_plan.mesh.devices() != world.size()) return;  // this case is for another rank count
   if (const char* why = plan_violation(m, dist_plan, world.size())) {
@@ -272,6 +274,18 @@ TEST_CASE("train: gpt-tiny (LayerNorm, GeLU MLP, learned positions, biases, GQA)
   Case r = one_axis(w <= 2 ? Axis::tensor : Axis::data, w);
   r.remat = Remat::block;  // the whole layer recomputed: projections rewrite the attention inputs
   check_case("gpt-tiny", r);
+}
+TEST_CASE("train: a local-attention gpt-tiny (window 24) under data tensor and sequence equals the single-process run", "[train]") {
+  // Sequence shards of 32 tokens: the K/V halo of 24 rows from the left neighbour.
+  const auto w = mpi::Comm::world().size();
+  for (Case c : {one_axis(Axis::data, w), one_axis(Axis::tensor, w), sequence_case(w, CarryScheme::ring)}) {
+    c.window = 24;
+    check_case("gpt-tiny", c);
+  }
+  Case m = sequence_case(w, CarryScheme::ring);
+  m.window = 24;
+  m.attention = AttentionKernel::materialized;  // the masked matrix over halo + local keys
+  check_case("gpt-tiny", m, AttentionKernel::flash);
 }
 TEST_CASE("train: materialized attention (the whole probability matrix kept) equals the single-process run", "[train]") {
   // The distributed run materialises; the reference is the flash (blockwise) single-process run.
