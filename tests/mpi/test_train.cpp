@@ -1,5 +1,5 @@
-// tests/mpi/test_train.cpp — the runner's central contract (issue 8): for griffin-tiny,
-// hawk-tiny and mqa-tiny, on meshes of the world size over each supported axis alone and in
+// tests/mpi/test_train.cpp — the runner's central contract (issues 8, 11): for griffin-tiny,
+// hawk-tiny, mqa-tiny, the RWKV tiny models and the transformers (transformer-tiny, gpt-tiny), on meshes of the world size over each supported axis alone and in
 // combination (data, fsdp with ZeRO 0–3, tensor, sequence with both carry schemes, pipeline
 // under GPipe and 1F1B), the loss at
 // every step and every parameter after 3 steps equal a single-process reference run (mesh of 1,
@@ -330,41 +330,52 @@ TEST_CASE("train: remat policies recompute without changing the result", "[train
     check_case("griffin-tiny", c);
   }
 }
-TEST_CASE("train: 2 steps then checkpoint then resume under another plan for 2 steps equals 4 steps", "[train]") {
+namespace {
+// 2 steps under `before`, checkpoint, resume under `after` for 2 steps == 4 uninterrupted steps.
+void resume_case(const std::string& model, const Case& before, const Case& after) {
   const auto world = mpi::Comm::world();
-  const auto w = world.size();
-  const ModelSpec m = load_model("griffin-tiny");
+  const ModelSpec m = load_model(model);
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
   world.broadcast(std::span<std::int64_t>(id, 1), 0);
   const std::string dir = "/tmp/scanshard-resume-" + std::to_string(id[0]);
   if (world.rank() == 0) std::filesystem::create_directories(dir);
   world.barrier();
-  Case before = one_axis(Axis::data, w), after = one_axis(Axis::tensor, w);
-  if (w == 3) after = one_axis(Axis::fsdp, 3), after.zero_stage = 2;  // tensor = 3 does not divide 4 heads
   train::Options o;
   o.seed = 7;
   o.adamw.eps = 1e-3f;  // see check_case
   o.adamw.lr = 1e-2f;
   o.steps = 4;
-  const auto ref = train::run(m, make_plan("griffin-tiny", before, false), data, o, nullptr);
+  const auto ref = train::run(m, make_plan(model, before, false), data, o, nullptr);
   o.steps = 2;
   o.checkpoint_dir = dir;
-  const auto first = train::run(m, make_plan("griffin-tiny", before, true), data, o, &world);
+  const auto first = train::run(m, make_plan(model, before, true), data, o, &world);
   REQUIRE(first.checkpoints == std::vector<std::string>{dir + "/step-2.h5"});
   o.checkpoint_dir.clear();
   o.resume = dir + "/step-2.h5";
   o.seed = 999;  // ignored: parameters come from the checkpoint
-  const auto second = train::run(m, make_plan("griffin-tiny", after, true), data, o, &world);
+  const auto second = train::run(m, make_plan(model, after, true), data, o, &world);
   CHECK(second.first_step == 2);
   REQUIRE(second.losses.size() == 2);
   for (size_t s = 0; s < 2; ++s) {
-    INFO("resumed step " << s + 2 << ": " << second.losses[s] << " vs uninterrupted " << ref.losses[s + 2]);
+    INFO(model << " resumed step " << s + 2 << ": " << second.losses[s] << " vs uninterrupted " << ref.losses[s + 2]);
     CHECK(close(second.losses[s], ref.losses[s + 2], 1e-5));
   }
-  compare_params(m, second.params, ref.params, "resumed on " + make_plan("griffin-tiny", after, true).mesh.describe());
+  compare_params(m, second.params, ref.params, model + " resumed on " + make_plan(model, after, true).mesh.describe());
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove_all(dir);
+}
+}  // namespace
+
+TEST_CASE("train: 2 steps then checkpoint then resume under another plan for 2 steps equals 4 steps", "[train]") {
+  const auto w = mpi::Comm::world().size();
+  Case before = one_axis(Axis::data, w), after = one_axis(Axis::tensor, w);
+  if (w == 3) after = one_axis(Axis::fsdp, 3), after.zero_stage = 2;  // tensor = 3 does not divide 4 heads
+  resume_case("griffin-tiny", before, after);
+  // gpt-tiny: biases, LayerNorms and the position table written from tensor shards (tensor 4:
+  // replicated K/V heads) and read back whole on data ranks
+  if (w == 3) resume_case("gpt-tiny", after, before);
+  else resume_case("gpt-tiny", one_axis(Axis::tensor, w), before);
 }
 TEST_CASE("train: resuming from a checkpoint of another model is a ConfigError on every rank", "[train]") {
   const auto world = mpi::Comm::world();
