@@ -806,6 +806,21 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes / fs, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes / fs, p.overlap);
     }
+    if (c.rs_ag) {  // norms, post-reduction biases, positions: each rank's gradient covers its tokens only
+      double partial = 0;
+      for (const auto& t : parameter_tensors(m)) {
+        bool here = false;
+        if (t.block == "embed") here = first;
+        else if (t.block == "final" || t.block == "head") here = last;
+        else {
+          const std::int64_t l = std::stoll(t.block.substr(t.block.find('.') + 1));
+          for (std::int64_t j = 0; j < st.chunks; ++j)
+            here = here || (l >= st.first_layer + j * st.chunk_stride && l < st.end_layer + j * st.chunk_stride);
+        }
+        if (here && token_partial_grad(m, t, c.t)) partial += static_cast<double>(t.count());
+      }
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * 4 / (zero >= 1 ? fs : 1.0));
+    }
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");
     // AdamW on fp32 master weights: read w, g, m, v; write w, m, v (+ a bf16 copy when mixed).

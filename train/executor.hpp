@@ -13,7 +13,8 @@
 // naming it. Pipeline stages: the program's p2p steps move activations and their gradients
 // between stages (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
 // Not for: the training loop, data, optimizer state (runner.cpp), what runner::check_supported
-// refuses (dropout, interleaved stages, rs_ag, ...).
+// refuses (dropout, interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
+// sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs).
 //
 // Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
 // steps simply run the forward handler again.

@@ -38,8 +38,13 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
                           std::to_string(m.max_positions) + ")");
   }
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
-  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1)
-    not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag (Megatron sequence parallelism)");
+  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1) {
+    if (m.is_rwkv())  // the channel mix's gated output needs an exchange beyond Megatron's pattern
+      not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag for RWKV");
+    if (m.vocab % p.mesh[Axis::tensor] != 0)  // equal shards: replicated gradients at the same offsets
+      not_yet("runner sequence parallelism", "tensor_comm",
+              "tensor_comm: rs_ag with a vocabulary (" + std::to_string(m.vocab) + ") the tensor size does not divide");
+  }
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
@@ -421,6 +426,14 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
       } else if (op == "all_reduce" && std::string_view(st.name) == "grads") {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         c->allreduce_sum(std::span<double>(gacc.data() + b, static_cast<std::size_t>(e - b)));
+      } else if (op == "all_reduce" && std::string_view(st.name) == "tp.replicated_grads") {
+        // rs_ag: whole tensors whose gradient covered this rank's tokens only (its part under ZeRO)
+        const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
+        for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
+          if (!stage.held[ti] || !token_partial_grad(m, lay.tensors[ti], p.mesh[Axis::tensor])) continue;
+          const std::int64_t lo = std::max(b, sl.offset[ti]), hi = std::min(e, sl.offset[ti] + sl.count(ti));
+          if (lo < hi) c->allreduce_sum(std::span<double>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)));
+        }
       } else if (op == "all_reduce" && std::string_view(st.name) == "tied_embedding.grads") {
         const std::size_t ti = lay.index.at("embed/embed.table");
         tied->allreduce_sum(std::span<double>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));

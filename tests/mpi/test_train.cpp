@@ -41,6 +41,7 @@ struct Case {
   std::int64_t depth = 0;  // > 0: override the preset's depth (pipeline stages need depth % stages == 0)
   AttentionKernel attention = AttentionKernel::flash;
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
+  TensorComm tensor_comm = TensorComm::allreduce;
 };
 
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
@@ -56,6 +57,7 @@ Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   p.remat = c.remat;
   p.schedule = c.schedule;
   p.attention = c.attention;
+  p.tensor_comm = c.tensor_comm;
   p.param_dtype = p.act_dtype = DType::fp32;
   return p;
 }
@@ -286,6 +288,37 @@ TEST_CASE("train: a local-attention gpt-tiny (window 24) under data tensor and s
   m.window = 24;
   m.attention = AttentionKernel::materialized;  // the masked matrix over halo + local keys
   check_case("gpt-tiny", m, AttentionKernel::flash);
+}
+TEST_CASE("train: tensor_comm rs_ag (Megatron sequence parallelism) equals the single-process run", "[train]") {
+  // The distributed run shards the token-wise regions over the tensor ranks (reduce-scatter /
+  // all-gather pairs, replicated gradients all-reduced at the step end); the reference has no
+  // tensor axis. Pipeline and sequence shards of n/t tokens, and every remat policy's recompute.
+  const auto w = mpi::Comm::world().size();
+  for (const char* m : {"gpt-tiny", "transformer-tiny", "griffin-tiny", "mqa-tiny"}) {
+    Case c = one_axis(Axis::tensor, w);
+    c.tensor_comm = TensorComm::rs_ag;
+    check_case(m, c);
+  }
+  for (Remat r : {Remat::selective, Remat::elementwise, Remat::block}) {
+    Case c = one_axis(Axis::tensor, w);
+    c.tensor_comm = TensorComm::rs_ag;
+    c.remat = r;
+    check_case("gpt-tiny", c);
+  }
+  Case tp;  // tensor × pipeline: stages exchange n/t tokens
+  tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
+  tp.tensor_comm = TensorComm::rs_ag;
+  check_case("gpt-tiny", tp);
+  Case ts = sequence_case(2, CarryScheme::ring);  // tensor × sequence
+  ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+  ts.tensor_comm = TensorComm::rs_ag;
+  check_case("gpt-tiny", ts);
+  check_case("griffin-tiny", ts);
+  Case ft;  // fsdp (ZeRO-2) × tensor: the replicated gradients reduced on each rank's part
+  ft.mesh = {{Axis::fsdp, 2}, {Axis::tensor, 2}};
+  ft.zero_stage = 2;
+  ft.tensor_comm = TensorComm::rs_ag;
+  check_case("gpt-tiny", ft);
 }
 TEST_CASE("train: materialized attention (the whole probability matrix kept) equals the single-process run", "[train]") {
   // The distributed run materialises; the reference is the flash (blockwise) single-process run.
