@@ -22,6 +22,7 @@ set(SCANSHARD_PRESET_FILES
   clusters/tpu-v5p-256.yaml
   clusters/tpu-v5p-4096.yaml
   clusters/tpu-v6e-256.yaml
+  models/gpt-tiny.yaml
   models/gpt3-175b.yaml
   models/griffin-1.3b.yaml
   models/griffin-100m.yaml

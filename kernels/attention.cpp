@@ -415,6 +415,99 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
 }
 
+// ---- materialized attention: whole score / probability matrices, one (batch, head) at a time --
+namespace {
+bool mat_visible(const std::uint8_t* reset, i64 b, i64 T, i64 t, i64 s, i64 W) {
+  if (s > t || (W > 0 && t - s > W)) return false;
+  if (reset)
+    for (i64 u = s + 1; u <= t; ++u)
+      if (reset[b * T + u]) return false;
+  return true;
+}
+}  // namespace
+
+void attention_scores_forward(float* P, const float* q, const float* k, const std::uint8_t* reset, i64 B, i64 T,
+                              i64 q0, i64 H, i64 Hk, i64 N, i64 W) {
+  const i64 Tq = T - q0, qw = H * N, kw = Hk * N;
+  const float scale = float(1.0 / std::sqrt(double(N)));
+  if (Tq <= 0) return;
+  #pragma omp parallel for collapse(2) schedule(static)
+  for (i64 b = 0; b < B; ++b)
+    for (i64 h = 0; h < H; ++h) {
+      const i64 hk = h / (H / Hk);
+      float* Pb = P + (b * H + h) * Tq * T;
+      // S = Q Kᵀ/√N over the whole square, then the mask and a row softmax in place
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(Tq), int(T), int(N), scale,
+                  q + (b * T + q0) * qw + h * N, int(qw), k + b * T * kw + hk * N, int(kw), 0.0f, Pb, int(T));
+      for (i64 i = 0; i < Tq; ++i) {
+        const i64 t = q0 + i;
+        float* row = Pb + i * T;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (i64 u = 0; u < T; ++u)
+          if (mat_visible(reset, b, T, t, u, W)) mx = std::max(mx, row[u]);
+          else row[u] = -std::numeric_limits<float>::infinity();
+        double sum = 0;
+        for (i64 u = 0; u < T; ++u) {
+          row[u] = row[u] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(row[u] - mx);
+          sum += row[u];
+        }
+        const float inv = float(1.0 / sum);
+        for (i64 u = 0; u < T; ++u) row[u] *= inv;
+      }
+    }
+}
+
+void attention_context_forward(float* out, const float* P, const float* v, i64 B, i64 T, i64 q0, i64 H, i64 Hk, i64 N) {
+  const i64 Tq = T - q0, qw = H * N, kw = Hk * N;
+  if (Tq <= 0) return;
+  #pragma omp parallel for collapse(2) schedule(static)
+  for (i64 b = 0; b < B; ++b)
+    for (i64 h = 0; h < H; ++h) {
+      const i64 hk = h / (H / Hk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Tq), int(N), int(T), 1.0f, P + (b * H + h) * Tq * T,
+                  int(T), v + b * T * kw + hk * N, int(kw), 0.0f, out + (b * T + q0) * qw + h * N, int(qw));
+    }
+}
+
+void attention_context_backward(float* dP, float* dv, const float* dout, const float* P, const float* v, i64 B, i64 T,
+                                i64 q0, i64 H, i64 Hk, i64 N) {
+  const i64 Tq = T - q0, qw = H * N, kw = Hk * N;
+  if (Tq <= 0) return;
+  #pragma omp parallel for schedule(static)
+  for (i64 b = 0; b < B; ++b)  // heads sharing a K/V head accumulate into the same dv: one thread per row b
+    for (i64 h = 0; h < H; ++h) {
+      const i64 hk = h / (H / Hk);
+      const float* dO = dout + (b * T + q0) * qw + h * N;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(Tq), int(T), int(N), 1.0f, dO, int(qw),
+                  v + b * T * kw + hk * N, int(kw), 0.0f, dP + (b * H + h) * Tq * T, int(T));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(N), int(Tq), 1.0f, P + (b * H + h) * Tq * T,
+                  int(T), dO, int(qw), 1.0f, dv + b * T * kw + hk * N, int(kw));
+    }
+}
+
+void attention_scores_backward(float* dq, float* dk, float* dP, const float* P, const float* q, const float* k, i64 B,
+                               i64 T, i64 q0, i64 H, i64 Hk, i64 N) {
+  const i64 Tq = T - q0, qw = H * N, kw = Hk * N;
+  const float scale = float(1.0 / std::sqrt(double(N)));
+  if (Tq <= 0) return;
+  #pragma omp parallel for schedule(static)
+  for (i64 b = 0; b < B; ++b)
+    for (i64 h = 0; h < H; ++h) {
+      const i64 hk = h / (H / Hk);
+      const float* Pb = P + (b * H + h) * Tq * T;
+      float* dS = dP + (b * H + h) * Tq * T;
+      for (i64 i = 0; i < Tq; ++i) {  // softmax backward, row by row
+        double dot = 0;
+        for (i64 u = 0; u < T; ++u) dot += double(Pb[i * T + u]) * dS[i * T + u];
+        for (i64 u = 0; u < T; ++u) dS[i * T + u] = Pb[i * T + u] * (dS[i * T + u] - float(dot));
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Tq), int(N), int(T), scale, dS, int(T),
+                  k + b * T * kw + hk * N, int(kw), 1.0f, dq + (b * T + q0) * qw + h * N, int(qw));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(N), int(Tq), scale, dS, int(T),
+                  q + (b * T + q0) * qw + h * N, int(qw), 1.0f, dk + b * T * kw + hk * N, int(kw));
+    }
+}
+
 }  // namespace fast
 
 }  // namespace scanshard::kernels

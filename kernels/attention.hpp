@@ -8,9 +8,10 @@
 // h uses kv head h / (H/Hk)); saved lse [B,H,T] (log-sum-exp of each score row); reset [B,T]
 // nullable; pos [B,T] int32 positions for RoPE (nullable = t).
 //
-// Nothing here materialises a T×T matrix: the reference walks one score row at a time, the fast
-// version streams key blocks with an online softmax (running max and sum) and recomputes the
-// probabilities in backward from lse.
+// attention_forward / _backward materialise no T×T matrix: the reference walks one score row at
+// a time, the fast version streams key blocks with an online softmax (running max and sum) and
+// recomputes the probabilities in backward from lse. The materialized variant at the end of
+// `fast` does write (and keep) the whole probability matrix, as unfused Megatron-LM does.
 #pragma once
 #include "kernels/kernels.hpp"
 
@@ -46,6 +47,22 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v,
                         const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W);
+
+// Materialized attention (Megatron-LM's unfused core, plan `attention: materialized`): the
+// probabilities of every (query, key) pair are written to memory and kept for backward —
+// mathematically the attention above. Queries are rows q0..T−1 of q (the local rows after a halo
+// of q0 key-only rows; rows below q0 of out / dq are not touched), keys all T rows of k, v.
+// P [B, H, T−q0, T]: p_{t,τ} = softmax_τ((q_t·k_τ)/√N) over visible τ, 0 elsewhere.
+void attention_scores_forward(float* P, const float* q, const float* k, const std::uint8_t* reset, i64 B, i64 T,
+                              i64 q0, i64 H, i64 Hk, i64 N, i64 W);
+// out_t = Σ_τ p_{t,τ} v_τ
+void attention_context_forward(float* out, const float* P, const float* v, i64 B, i64 T, i64 q0, i64 H, i64 Hk, i64 N);
+// dP = dout·vᵀ (written, [B, H, T−q0, T]);  dv += Pᵀ·dout
+void attention_context_backward(float* dP, float* dv, const float* dout, const float* P, const float* v, i64 B, i64 T,
+                                i64 q0, i64 H, i64 Hk, i64 N);
+// dS = P ⊙ (dP − Σ_τ P ⊙ dP) (overwrites dP);  dq += dS·k/√N;  dk += dSᵀ·q/√N
+void attention_scores_backward(float* dq, float* dk, float* dP, const float* P, const float* q, const float* k, i64 B,
+                               i64 T, i64 q0, i64 H, i64 Hk, i64 N);
 }  // namespace fast
 
 }  // namespace scanshard::kernels

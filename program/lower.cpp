@@ -388,8 +388,9 @@ void transformer_attention(Emit& e, bool local) {
   e.norm("norm1");
   e.tensor_allreduce_bwd("attn.in_grad");
   e.linear("attn.wq", D, H * N);
-  if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
+  if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight (and bias) gradient covers its query heads only
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads",
+                 2 * (D + (c.m.linear_bias ? 1 : 0)) * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear("attn.wk", D, KV * N);
   e.linear("attn.wv", D, KV * N);
   if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles
@@ -804,6 +805,21 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, "grads", grad_bytes, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes / fs, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes / fs, p.overlap);
+    }
+    if (c.rs_ag) {  // norms, post-reduction biases, positions: each rank's gradient covers its tokens only
+      double partial = 0;
+      for (const auto& t : parameter_tensors(m)) {
+        bool here = false;
+        if (t.block == "embed") here = first;
+        else if (t.block == "final" || t.block == "head") here = last;
+        else {
+          const std::int64_t l = std::stoll(t.block.substr(t.block.find('.') + 1));
+          for (std::int64_t j = 0; j < st.chunks; ++j)
+            here = here || (l >= st.first_layer + j * st.chunk_stride && l < st.end_layer + j * st.chunk_stride);
+        }
+        if (here && token_partial_grad(m, t, c.t)) partial += static_cast<double>(t.count());
+      }
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * 4 / (zero >= 1 ? fs : 1.0));
     }
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");

@@ -40,6 +40,12 @@ int tensor_split_dim(const ModelSpec& m, const ParamTensor& p, std::int64_t t) {
   return last;  // column-split weights and per-channel vectors
 }
 
+bool token_partial_grad(const ModelSpec& m, const ParamTensor& p, std::int64_t t) {
+  if (tensor_split_dim(m, p, t) >= 0) return false;
+  const std::string& n = p.name;
+  return n.find("norm") != std::string::npos || n == "embed.positions";
+}
+
 Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i) {
   return {n * i / parts, n * (i + 1) / parts};
 }

@@ -29,6 +29,14 @@ struct Layout {
 // table on the vocab dim, per-channel vectors on their only dim.
 int tensor_split_dim(const ModelSpec& m, const ParamTensor& p, std::int64_t t);
 
+// Under tensor_comm rs_ag (sequence parallelism), the tensors every tensor rank holds whole whose
+// gradient each rank sums over its own n/t tokens only — the norms (they run on the token shards)
+// and the learned position table — so the tensor group all-reduces them once per step
+// ("tp.replicated_grads", lower.cpp). The biases of row-split linears are added (on one rank)
+// before the reduce-scatter, so their gradient comes from the all-gathered output gradient of
+// every token; replicated K/V heads and RWKV's token-shift mixes see every token too.
+bool token_partial_grad(const ModelSpec& m, const ParamTensor& p, std::int64_t t);
+
 // The contiguous range [begin, end) that part `i` of `parts` gets of `n` items (sizes differ by
 // at most one).
 struct Range { std::int64_t begin = 0, end = 0; std::int64_t size() const { return end - begin; } };

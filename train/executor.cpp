@@ -110,6 +110,7 @@ struct LayerBufs {
   float* hs = nullptr;    // scan output after the carry fix (aliases hs0 when sequence = 1)
   // attention (ext: `halo` rows from the left neighbour, then the local T rows)
   Vec qr, kr, v, q_ext, k_ext, v_ext, a_ext, lse_ext, a;
+  Vec pm, dpm;  // materialized attention: probabilities [B, H, T, halo + T] and their gradient
   std::vector<std::uint8_t> reset_ext;
   // RWKV-4 (ln: LayerNorm statistics; xs3: the three token-shift mixes r, k, v; c*: channel mix)
   Vec mean1, mean2, xs3, r, k, wkv, o, cxk, cxr, ck, ch, cv_s, cr, cvl, cg, cgath_s;
@@ -124,6 +125,8 @@ struct LayerBufs {
   Vec xx, xxx, lz, ltz, mz, xs5, dza, dlt, dd, logw, gg, gn, gmean, grstd;
   Vec dxx, dxxx, dlz, dltz, dmz, dxs5, ddza, ddlt, ddd, dlogw, dgg, dgn;
   // backward
+  Vec n1_loc, n2_loc, dn1_loc, dn2_loc, dtout_loc, dy_loc;  // rs_ag: this rank's tokens (see State::rs)
+  int regathers = 0;  // rs_ag: "tp.regather_input" steps seen in this backward (MLP's first, then the mixer's)
   Vec dy, dgm, dh1, dh2, dn2, dx_mid, dtout, dpr, dgy, dhs, dcu, dga, dgx, du, dconv_state, dh_out, dh_loc, dn1;
   Vec da_ext, dq_ext, dk_ext, dv_ext, dqr, dkr, dv;
 };
@@ -135,6 +138,12 @@ struct Executor::State {
   MeshComms comms;
   i64 B, T, M, D, Dl, V, v0, Vl, R, F, H, KV, N, rot, Kc, W, Hb;
   i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;
+  // tensor_comm rs_ag (Megatron sequence parallelism): the residual region (norms, residual adds,
+  // positions, pipeline transfers) holds this rank's Ms = M/t tokens, rows m0 .. m0+Ms of the
+  // micro-batch; norms write their Ms-token outputs to the *_loc buffers, which the entry
+  // all-gathers turn into the full M-token inputs of the tensor-parallel blocks.
+  bool rs = false;
+  i64 Ms = 0, m0 = 0;
   i64 stage = 0, first_layer = 0, end_layer = 0;
   std::vector<MPI_Request> pending;  // pipeline sends from this slot's buffers  // halo: K/V rows received (local attention)
   float escale = 1;
@@ -148,7 +157,7 @@ struct Executor::State {
   std::vector<Vec> dxs;
   Vec emb, emean, erstd, demb, meanf;  // RWKV: embedding before its LayerNorm
   float* emb_out = nullptr;            // where the (reduced) lookup lands: xs[0], or emb (RWKV)
-  Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf;
+  Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf, nf_loc, dnf_loc;
   std::vector<LayerBufs> L;
 
   State(const ModelSpec& m_, const Plan& p_, const ShardLayout& l_, MeshComms c) : m(m_), p(p_), lay(l_), comms(c) {}
@@ -234,15 +243,35 @@ void embed_fwd(State& s, const Step&) {  // a partial sum over vocab shards when
 }
 void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.epart.data(), s.emb_out, s.M * s.D); }
 void embed_bwd(State& s, const Step&) {
-  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() ? s.demb.data() : s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
+  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() || s.rs ? s.demb.data() : s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
                               s.escale);
 }
+// Learned positions (transformer): a replicated [max_positions, D] table; row pos (the token's
+// position in its sequence) is added to the reduced token embedding. Every tensor rank holds the
+// whole residual gradient, so each computes the table's whole gradient (no reduction: split dim −1).
+void positions_fwd(State& s, const Step&) {  // in place: the embedding steps are never recomputed
+  const float* P = s.par(-1, "embed.positions");
+  float* x = s.xs[0].data();
+  for (i64 m = 0; m < s.Ms; ++m) {  // this rank's tokens under rs_ag
+    const float* row = P + static_cast<i64>(s.pos[static_cast<std::size_t>(s.m0 + m)]) * s.D;
+    for (i64 d = 0; d < s.D; ++d) x[m * s.D + d] += row[d];
+  }
+}
+void positions_bwd(State& s, const Step&) {
+  float* G = s.grad(-1, "embed.positions");
+  const float* dx = s.dxs[0].data();
+  for (i64 m = 0; m < s.Ms; ++m) {
+    float* row = G + static_cast<i64>(s.pos[static_cast<std::size_t>(s.m0 + m)]) * s.D;
+    for (i64 d = 0; d < s.D; ++d) row[d] += dx[m * s.D + d];
+  }
+}
 void final_norm_fwd(State& s, const Step&) {
-  K::rmsnorm_forward(s.nf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"), s.M, s.D, 1e-6f);
+  K::rmsnorm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
+                     s.Ms, s.D, 1e-6f);
 }
 void final_norm_bwd(State& s, const Step&) {
-  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.dnf.data(), s.xs.back().data(),
-                      s.rstdf.data(), s.par(-2, "final_norm.scale"), s.M, s.D);
+  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.rs ? s.dnf_loc.data() : s.dnf.data(),
+                      s.xs.back().data(), s.rstdf.data(), s.par(-2, "final_norm.scale"), s.Ms, s.D);
 }
 void logits_fwd(State& s, const Step&) {  // local vocab columns, and their (max, Σ exp) per token
   K::logits_tied_forward(s.logits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M, s.D, s.Vl);
@@ -280,24 +309,29 @@ void head_in_grad_bwd(State& s, const Step& st) { allreduce_inplace(s, st, s.dnf
 
 LayerBufs& lb(State& s, const Step& st) { return s.L[static_cast<std::size_t>(st.layer)]; }
 const float* x_in(const State& s, const Step& st) { return s.xs[static_cast<std::size_t>(st.layer)].data(); }
+// A norm's output and the gradient its backward reads: this rank's tokens under rs_ag.
+float* n1_out(State& s, LayerBufs& b) { return s.rs ? b.n1_loc.data() : b.n1.data(); }
+float* n2_out(State& s, LayerBufs& b) { return s.rs ? b.n2_loc.data() : b.n2.data(); }
+const float* dn1_in(State& s, LayerBufs& b) { return s.rs ? b.dn1_loc.data() : b.dn1.data(); }
+const float* dn2_in(State& s, LayerBufs& b) { return s.rs ? b.dn2_loc.data() : b.dn2.data(); }
 
 void norm1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(b.n1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.M, s.D, 1e-6f);
+  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.Ms, s.D, 1e-6f);
 }
 void norm1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"), b.dn1.data(),
-                      x_in(s, st), b.rstd1.data(), s.par(st.layer, "norm1.scale"), s.M, s.D);
+  K::rmsnorm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"), dn1_in(s, b),
+                      x_in(s, st), b.rstd1.data(), s.par(st.layer, "norm1.scale"), s.Ms, s.D);
 }
 void norm2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(b.n2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.M, s.D, 1e-6f);
+  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.Ms, s.D, 1e-6f);
 }
 void norm2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), b.dn2.data(), b.x_mid.data(), b.rstd2.data(),
-                      s.par(st.layer, "norm2.scale"), s.M, s.D);
+  K::rmsnorm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), dn2_in(s, b), b.x_mid.data(), b.rstd2.data(),
+                      s.par(st.layer, "norm2.scale"), s.Ms, s.D);
 }
 void in_grad1_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn1.data(), s.M * s.D); }
 void in_grad2_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn2.data(), s.M * s.D); }
@@ -307,11 +341,11 @@ void temporal_out_fwd(State& s, const Step& st) {
 }
 void temporal_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(b.x_mid.data(), x_in(s, st), b.tout, s.M * s.D);
+  add(b.x_mid.data(), x_in(s, st), b.tout, s.Ms * s.D);
 }
 void temporal_residual_bwd(State& s, const Step& st) {  // d tout = d x_in (so far) = d x_mid
   auto& b = lb(s, st);
-  b.dtout = b.dx_mid;
+  (s.rs ? b.dtout_loc : b.dtout) = b.dx_mid;  // rs_ag: the exit's all-gather makes dtout
   s.dxs[static_cast<std::size_t>(st.layer)] = b.dx_mid;
 }
 
@@ -339,12 +373,12 @@ void mlp_out_fwd(State& s, const Step& st) {
 }
 void mlp_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.y, s.M * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.y, s.Ms * s.D);
 }
 void mlp_residual_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  b.dy = s.dxs[static_cast<std::size_t>(st.layer) + 1];
-  b.dx_mid = b.dy;
+  (s.rs ? b.dy_loc : b.dy) = s.dxs[static_cast<std::size_t>(st.layer) + 1];  // rs_ag: the exit's all-gather makes dy
+  b.dx_mid = s.dxs[static_cast<std::size_t>(st.layer) + 1];
 }
 void mlp_w3_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -358,6 +392,15 @@ void mlp_w3_dw(State& s, const Step& st) {
 void mlp_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::gelu_mul_backward(b.dh1.data(), b.dh2.data(), b.dgm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+}
+// GeLU MLP (transformer): g = gelu_tanh(h1) — the gated product without its second operand.
+void gelu_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_forward(b.gm.data(), b.h1.data(), nullptr, s.M * s.F);
+}
+void gelu_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_backward(b.dh1.data(), nullptr, b.dgm.data(), b.h1.data(), nullptr, s.M * s.F);
 }
 // SwiGLU (transformer): g = silu(h1) ⊙ h2 — rwkv_ops' a ⊙ silu(g) with a = h2, g = h1.
 void swiglu_act_fwd(State& s, const Step& st) {
@@ -583,17 +626,52 @@ void rec_wy_dw(State& s, const Step& st) {
 // ---- attention block (H/t query heads per rank; K/V split when kv_heads ≥ t, else replicated) --
 
 i64 text(const State& s) { return s.halo + s.T; }  // rows of the extended (halo + local) K/V
+// The K/V projection columns this rank computes, of the `full` columns of its local wk / wv (and
+// bk / bv): all of them when the K/V heads are split over tensor ranks (kv_heads ≥ t); when they
+// are replicated (kv_heads < t, MQA or grouped-query) the one head its H query heads share —
+// head ⌊tcoord·kv_heads/t⌋. The replicated weights' gradients then hold only that head's columns
+// on this rank; the "attn.kv_grads" all-reduce over the tensor group sums them (lower.cpp).
+struct KvCols { i64 begin = 0, width = 0, full = 0; };
+KvCols kv_cols(const State& s) {
+  if (s.m.kv_heads >= s.t) return {0, s.KV * s.N, s.KV * s.N};
+  return {s.tcoord * s.m.kv_heads / s.t * s.N, s.KV * s.N, s.m.kv_heads * s.N};
+}
+// Columns [c.begin, c.begin + c.width) of w [D, c.full] as a contiguous [D, c.width] matrix.
+Vec kv_slice(const State& s, const float* w, const KvCols& c) {
+  Vec out(static_cast<std::size_t>(s.D * c.width));
+  for (i64 d = 0; d < s.D; ++d) std::copy_n(w + d * c.full + c.begin, c.width, out.data() + d * c.width);
+  return out;
+}
+// Without rotary positions (learned position table) the program has no rope step: the
+// projections write their rows of the extended buffers themselves and read their gradients there.
+bool no_rope(const State& s) { return s.m.rope_fraction <= 0; }
+void to_ext(const State& s, const float* local, Vec& ext, i64 w) {
+  const i64 Te = text(s);
+  for (i64 r = 0; r < s.B; ++r) std::copy_n(local + r * s.T * w, s.T * w, ext.data() + (r * Te + s.halo) * w);
+}
+void from_ext(const State& s, const Vec& ext, float* local, i64 w) {
+  const i64 Te = text(s);
+  for (i64 r = 0; r < s.B; ++r) std::copy_n(ext.data() + (r * Te + s.halo) * w, s.T * w, local + r * s.T * w);
+}
 void attn_q_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.qr.data(), b.n1.data(), s.par(st.layer, "attn.wq"), nullptr, s.M, s.D, s.H * s.N);
+  K::linear_forward(b.qr.data(), b.n1.data(), s.par(st.layer, "attn.wq"), s.opt_par(st.layer, "attn.bq"), s.M, s.D, s.H * s.N);
+  if (no_rope(s)) to_ext(s, b.qr.data(), b.q_ext, s.H * s.N);
 }
-void attn_k_fwd(State& s, const Step& st) {
+template <int Which>  // 1 k, 2 v
+void attn_kv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.kr.data(), b.n1.data(), s.par(st.layer, "attn.wk"), nullptr, s.M, s.D, s.KV * s.N);
-}
-void attn_v_fwd(State& s, const Step& st) {
-  auto& b = lb(s, st);
-  K::linear_forward(b.v.data(), b.n1.data(), s.par(st.layer, "attn.wv"), nullptr, s.M, s.D, s.KV * s.N);
+  const KvCols c = kv_cols(s);
+  const float* w = s.par(st.layer, Which == 1 ? "attn.wk" : "attn.wv");
+  const float* bias = s.opt_par(st.layer, Which == 1 ? "attn.bk" : "attn.bv");
+  Vec& out = Which == 1 ? b.kr : b.v;
+  if (c.width == c.full) {
+    K::linear_forward(out.data(), b.n1.data(), w, bias, s.M, s.D, c.width);
+  } else {
+    const Vec ws = kv_slice(s, w, c);
+    K::linear_forward(out.data(), b.n1.data(), ws.data(), bias ? bias + c.begin : nullptr, s.M, s.D, c.width);
+  }
+  if (no_rope(s)) to_ext(s, out.data(), Which == 1 ? b.k_ext : b.v_ext, c.width);
 }
 // Writes the local rows into the extended buffers: q after rope at rows halo.., zeros above.
 void rope_fwd(State& s, const Step& st) {
@@ -681,6 +759,32 @@ void attn_core_fwd(State& s, const Step& st) {
   for (i64 r = 0; r < s.B; ++r)
     std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
 }
+// Materialized attention (plan `attention: materialized`): the scores step writes the whole
+// probability matrix P [B, H, T, halo + T] of this rank's query rows against every key row it
+// holds, and keeps it; the context step multiplies it by V. Backward: the context step forms dP
+// (and dV), the scores step the softmax backward and dQ, dK — the two steps lower.cpp prices.
+void attn_scores_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::attention_scores_forward(b.pm.data(), b.q_ext.data(), b.k_ext.data(), b.reset_ext.data(), s.B, text(s), s.halo, s.H,
+                              s.KV, s.N, s.W);
+}
+void attn_context_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 Te = text(s), qw = s.H * s.N;
+  K::attention_context_forward(b.a_ext.data(), b.pm.data(), b.v_ext.data(), s.B, Te, s.halo, s.H, s.KV, s.N);
+  for (i64 r = 0; r < s.B; ++r)
+    std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
+}
+void attn_context_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::attention_context_backward(b.dpm.data(), b.dv_ext.data(), b.da_ext.data(), b.pm.data(), b.v_ext.data(), s.B, text(s),
+                                s.halo, s.H, s.KV, s.N);
+}
+void attn_scores_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::attention_scores_backward(b.dq_ext.data(), b.dk_ext.data(), b.dpm.data(), b.pm.data(), b.q_ext.data(), b.k_ext.data(),
+                               s.B, text(s), s.halo, s.H, s.KV, s.N);
+}
 void attn_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_forward(b.tpart.data(), b.a.data(), s.par(st.layer, "attn.wo"), s.bias_after_reduce(st.layer, "attn.bo"), s.M,
@@ -736,25 +840,60 @@ void rope_bwd(State& s, const Step& st) {
   K::rope_backward(b.dqr.data(), dq.data(), s.pos.data(), s.B, s.T, s.H, s.N, s.rot, s.m.rope_base);
   K::rope_backward(b.dkr.data(), dk.data(), s.pos.data(), s.B, s.T, s.KV, s.N, s.rot, s.m.rope_base);
 }
+// The gradient of projection Which (0 q, 1 k, 2 v) of this rank's rows (from the extended buffer
+// when there is no rope step).
+const float* proj_dy(State& s, LayerBufs& b, int which) {
+  Vec& local = which == 0 ? b.dqr : which == 1 ? b.dkr : b.dv;
+  if (no_rope(s)) from_ext(s, which == 0 ? b.dq_ext : which == 1 ? b.dk_ext : b.dv_ext, local.data(), which == 0 ? s.H * s.N : s.KV * s.N);
+  return local.data();
+}
 template <int Which>  // 0 q, 1 k, 2 v
 void attn_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
-  const float* dy = Which == 0 ? b.dqr.data() : Which == 1 ? b.dkr.data() : b.dv.data();
-  K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, (Which == 0 ? s.H : s.KV) * s.N);
+  const float* dy = proj_dy(s, b, Which);
+  if (Which == 0) {
+    K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, s.H * s.N);
+    return;
+  }
+  const KvCols c = kv_cols(s);
+  if (c.width == c.full) {
+    K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, c.width);
+  } else {
+    const Vec ws = kv_slice(s, s.par(st.layer, w), c);
+    K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), ws.data(), s.M, s.D, c.width);
+  }
 }
 template <int Which>
 void attn_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
-  const float* dy = Which == 0 ? b.dqr.data() : Which == 1 ? b.dkr.data() : b.dv.data();
-  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.n1.data(), s.par(st.layer, w), s.M, s.D,
-                     (Which == 0 ? s.H : s.KV) * s.N);
+  const char* bn = Which == 0 ? "attn.bq" : Which == 1 ? "attn.bk" : "attn.bv";
+  const float* dy = proj_dy(s, b, Which);
+  if (Which == 0) {
+    K::linear_backward(nul(), s.grad(st.layer, w), s.opt_grad(st.layer, bn), dy, b.n1.data(), s.par(st.layer, w), s.M,
+                       s.D, s.H * s.N);
+    return;
+  }
+  const KvCols c = kv_cols(s);
+  float* db = s.opt_grad(st.layer, bn);
+  if (c.width == c.full) {
+    K::linear_backward(nul(), s.grad(st.layer, w), db, dy, b.n1.data(), s.par(st.layer, w), s.M, s.D, c.width);
+    return;
+  }
+  // this head's columns of the replicated weight's gradient (the other heads' stay untouched)
+  Vec dws(static_cast<std::size_t>(s.D * c.width), 0.0f);
+  K::linear_backward(nul(), dws.data(), db ? db + c.begin : nullptr, dy, b.n1.data(), nullptr, s.M, s.D, c.width);
+  float* g = s.grad(st.layer, w);
+  for (i64 d = 0; d < s.D; ++d)
+    for (i64 j = 0; j < c.width; ++j) g[d * c.full + c.begin + j] += dws[static_cast<std::size_t>(d * c.width + j)];
 }
-void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V head: sum the per-rank partial gradients
-  const i64 n = s.D * s.KV * s.N;
-  allreduce_inplace(s, st, s.grad(st.layer, "attn.wk"), n);
-  allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), n);
+void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the per-rank partial gradients
+  const i64 n = s.m.kv_heads * s.N;
+  allreduce_inplace(s, st, s.grad(st.layer, "attn.wk"), s.D * n);
+  allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), s.D * n);
+  for (const char* bias : {"attn.bk", "attn.bv"})
+    if (float* g = s.opt_grad(st.layer, bias)) allreduce_inplace(s, st, g, n);
 }
 
 // ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
@@ -770,13 +909,13 @@ void embed_norm_bwd(State& s, const Step&) {
                          s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.M, s.D);
 }
 void ln_final_fwd(State& s, const Step&) {
-  K::layer_norm_forward(s.nf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
-                        s.par(-2, "final_norm.bias"), s.M, s.D, eps_of(s));
+  K::layer_norm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(),
+                        s.par(-2, "final_norm.scale"), s.par(-2, "final_norm.bias"), s.Ms, s.D, eps_of(s));
 }
 void ln_final_bwd(State& s, const Step&) {
   K::layer_norm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.grad(-2, "final_norm.bias"),
-                         s.dnf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
-                         s.M, s.D);
+                         s.rs ? s.dnf_loc.data() : s.dnf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(),
+                         s.par(-2, "final_norm.scale"), s.Ms, s.D);
 }
 // The untied head [D, V]: this rank's vocab columns.
 void head_w_fwd(State& s, const Step&) {
@@ -793,24 +932,24 @@ void head_w_dw(State& s, const Step&) {
 }
 void ln1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_forward(b.n1.data(), b.mean1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"),
-                        s.par(st.layer, "norm1.bias"), s.M, s.D, eps_of(s));
+  K::layer_norm_forward(n1_out(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"),
+                        s.par(st.layer, "norm1.bias"), s.Ms, s.D, eps_of(s));
 }
 void ln1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::layer_norm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"),
-                         s.grad(st.layer, "norm1.bias"), b.dn1.data(), b.mean1.data(), b.rstd1.data(), x_in(s, st),
-                         s.par(st.layer, "norm1.scale"), s.M, s.D);
+                         s.grad(st.layer, "norm1.bias"), dn1_in(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st),
+                         s.par(st.layer, "norm1.scale"), s.Ms, s.D);
 }
 void ln2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_forward(b.n2.data(), b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"),
-                        s.par(st.layer, "norm2.bias"), s.M, s.D, eps_of(s));
+  K::layer_norm_forward(n2_out(s, b), b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"),
+                        s.par(st.layer, "norm2.bias"), s.Ms, s.D, eps_of(s));
 }
 void ln2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), s.grad(st.layer, "norm2.bias"), b.dn2.data(),
-                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.M, s.D);
+  K::layer_norm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), s.grad(st.layer, "norm2.bias"), dn2_in(s, b),
+                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.Ms, s.D);
 }
 constexpr const char* kTmMu[3] = {"tm.mu_r", "tm.mu_k", "tm.mu_v"};
 void tm_shift_fwd(State& s, const Step& st) {
@@ -1311,6 +1450,41 @@ void pp_send_grad(State& s, const Step& st) {
   s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(d), static_cast<int>(s.stage - 1), 1));
 }
 
+// ---- tensor_comm rs_ag (Megatron sequence parallelism, lower.cpp tensor_allreduce_fwd/_bwd) -----
+// Tokens are split over the tensor group in contiguous blocks of Ms rows: a reduce-scatter of an
+// [M, D] buffer leaves rank r the sum of rows r·Ms .., an all-gather rebuilds the [M, D] buffer.
+void rs_into(const State& s, const Step& st, const float* in, float* out, i64 rows) {
+  need(s, st.axis, st).reduce_scatter_sum(std::span<const float>(in, static_cast<std::size_t>(rows * s.D)),
+                                          std::span<float>(out, static_cast<std::size_t>(rows / s.t * s.D)));
+}
+void ag_into(const State& s, const Step& st, const float* in, float* out, i64 rows) {
+  need(s, st.axis, st).allgather(std::span<const float>(in, static_cast<std::size_t>(rows / s.t * s.D)),
+                                 std::span<float>(out, static_cast<std::size_t>(rows * s.D)));
+}
+// exits: the block's partial sums → this rank's tokens; backward: their gradient gathered
+void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.epart.data(), s.xs[0].data(), s.M); }
+void embed_ag_bwd(State& s, const Step& st) { ag_into(s, st, s.dxs[0].data(), s.demb.data(), s.M); }
+void temporal_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.tpart.data(), b.tout, s.M); }
+void temporal_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dtout_loc.data(), b.dtout.data(), s.M); }
+void mlp_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.ypart.data(), b.y, s.M); }
+void mlp_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
+// entries: the norm output gathered to every token; backward: the input gradient reduce-scattered
+void in1_ag_fwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.M); }
+void in1_rs_bwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.dn1.data(), b.dn1_loc.data(), s.M); }
+void in2_ag_fwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.M); }
+void in2_rs_bwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.dn2.data(), b.dn2_loc.data(), s.M); }
+void head_ag_fwd(State& s, const Step& st) { ag_into(s, st, s.nf_loc.data(), s.nf.data(), s.M); }
+void head_rs_bwd(State& s, const Step& st) { rs_into(s, st, s.dnf.data(), s.dnf_loc.data(), s.M); }
+// The entry's input is saved sharded in a memory-bound implementation, so backward gathers it again
+// for the weight gradients (priced overlapped). The executor keeps the gathered input anyway; it
+// performs the gather into the same buffer (same values): the MLP's first, then the mixer's.
+void regather_bwd(State& s, const Step& st) {
+  if (st.layer < 0) return ag_into(s, st, s.nf_loc.data(), s.nf.data(), s.M);
+  auto& b = lb(s, st);
+  if (b.regathers++ == 0) ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.M);
+  else ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.M);
+}
+
 void fused(State&, const Step&) {}  // work done inside a neighbouring step's kernel (named in the table)
 
 // ---- dispatch -----------------------------------------------------------------------------------
@@ -1374,6 +1548,17 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"all_gather|cm.out", {cm_out_fwd, nullptr}},
       {"add|cm.residual", {cm_residual_fwd, mlp_residual_bwd}},
       {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
+      // tensor_comm rs_ag: reduce-scatter / all-gather pairs in place of the all-reduces
+      {"reduce_scatter|embed.out", {embed_rs_fwd, nullptr}}, {"all_gather|embed.out", {nullptr, embed_ag_bwd}},
+      {"reduce_scatter|attn.out", {temporal_rs_fwd, nullptr}}, {"all_gather|attn.out", {nullptr, temporal_ag_bwd}},
+      {"reduce_scatter|rec.out", {temporal_rs_fwd, nullptr}}, {"all_gather|rec.out", {nullptr, temporal_ag_bwd}},
+      {"reduce_scatter|mlp.out", {mlp_rs_fwd, nullptr}}, {"all_gather|mlp.out", {nullptr, mlp_ag_bwd}},
+      {"all_gather|attn.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|attn.in_grad", {nullptr, in1_rs_bwd}},
+      {"all_gather|rec.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|rec.in_grad", {nullptr, in1_rs_bwd}},
+      {"all_gather|mlp.in_grad", {in2_ag_fwd, nullptr}}, {"reduce_scatter|mlp.in_grad", {nullptr, in2_rs_bwd}},
+      {"all_gather|head.in_grad", {head_ag_fwd, nullptr}}, {"reduce_scatter|head.in_grad", {nullptr, head_rs_bwd}},
+      {"all_gather|tp.regather_input", {nullptr, regather_bwd}},
+      {"add_positions|embed.positions", {positions_fwd, positions_bwd}},
       {"rmsnorm|final_norm", {final_norm_fwd, final_norm_bwd}},
       {"all_reduce|head.in_grad", {nullptr, head_in_grad_bwd}},
       {"logits|embed.table", {logits_fwd, nullptr}},
@@ -1396,6 +1581,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear|mlp.w2", {mlp_w2_fwd, nullptr}},
       {"gelu_mul|mlp.act", {mlp_act_fwd, mlp_act_bwd}},
       {"silu_mul|mlp.act", {swiglu_act_fwd, swiglu_act_bwd}},  // transformer: SwiGLU
+      {"gelu|mlp.act", {gelu_act_fwd, gelu_act_bwd}},          // transformer: GeLU MLP
       {"linear|mlp.w3", {mlp_w3_fwd, nullptr}},
       {"linear.dx|mlp.w3", {nullptr, mlp_w3_dx}}, {"linear.dw|mlp.w3", {nullptr, mlp_w3_dw}},
       {"linear.dx|mlp.w2", {nullptr, mlp_w2_dx}}, {"linear.dw|mlp.w2", {nullptr, mlp_w2_dw}},
@@ -1424,8 +1610,8 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear.dx|rec.wo", {nullptr, rec_wo_dx}}, {"linear.dw|rec.wo", {nullptr, rec_wo_dw}},
       // attention block
       {"linear|attn.wq", {attn_q_fwd, nullptr}},
-      {"linear|attn.wk", {attn_k_fwd, nullptr}},
-      {"linear|attn.wv", {attn_v_fwd, nullptr}},
+      {"linear|attn.wk", {attn_kv_fwd<1>, nullptr}},
+      {"linear|attn.wv", {attn_kv_fwd<2>, nullptr}},
       {"linear.dx|attn.wq", {nullptr, attn_proj_dx<0>}}, {"linear.dw|attn.wq", {nullptr, attn_proj_dw<0>}},
       {"linear.dx|attn.wk", {nullptr, attn_proj_dx<1>}}, {"linear.dw|attn.wk", {nullptr, attn_proj_dw<1>}},
       {"linear.dx|attn.wv", {nullptr, attn_proj_dx<2>}}, {"linear.dw|attn.wv", {nullptr, attn_proj_dw<2>}},
@@ -1436,6 +1622,8 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"attention.local|attn.core", {attn_core_fwd, attn_core_bwd}},
       {"attention.global|attn.core", {attn_core_fwd, attn_core_bwd}},
       {"attention.scores|attn.scores_recompute", {nullptr, fused}},  // inside the attention backward
+      {"attention.scores|attn.core", {attn_scores_fwd, attn_scores_bwd}},      // materialized
+      {"attention.context|attn.core", {attn_context_fwd, attn_context_bwd}},
       {"linear|attn.wo", {attn_wo_fwd, nullptr}},
       {"linear.dx|attn.wo", {nullptr, attn_wo_dx}}, {"linear.dw|attn.wo", {nullptr, attn_wo_dw}},
   };
@@ -1474,6 +1662,9 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.B = p.micro_batch;
   s.T = p.local_tokens();
   s.M = s.B * s.T;
+  s.rs = p.tensor_comm == TensorComm::rs_ag && s.t > 1;
+  s.Ms = s.rs ? s.M / s.t : s.M;
+  s.m0 = s.rs ? s.tcoord * s.Ms : 0;
   s.D = m.width;
   s.Dl = m.width / s.t;
   s.V = m.vocab;
@@ -1483,7 +1674,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.R = m.recurrent_width / s.t;
   s.F = m.mlp_width / s.t;
   s.H = m.heads ? m.heads / s.t : 0;
-  s.KV = m.kv_heads >= s.t ? m.kv_heads / s.t : m.kv_heads;
+  s.KV = m.kv_heads >= s.t ? m.kv_heads / s.t : 1;  // replicated K/V heads: the one this rank's query heads share
   s.N = m.head_dim;
   s.rot = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
   s.Kc = m.conv_width;
@@ -1495,9 +1686,13 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
 
   const auto sz = [](i64 n) { return static_cast<std::size_t>(n); };
   const i64 M = s.M, D = s.D;
-  s.xs.assign(sz(m.depth + 1), Vec(sz(M * D)));
+  s.xs.assign(sz(m.depth + 1), Vec(sz(s.Ms * D)));  // the residual stream: this rank's tokens under rs_ag
   s.dxs = s.xs;
   for (auto* v : {&s.epart, &s.nf, &s.dnf}) v->assign(sz(M * D), 0.0f);
+  if (s.rs) {
+    for (auto* v : {&s.nf_loc, &s.dnf_loc}) v->assign(sz(s.Ms * D), 0.0f);
+    s.demb.assign(sz(M * D), 0.0f);
+  }
   s.rstdf.assign(sz(M), 0.0f);
   s.logits.assign(sz(M * s.Vl), 0.0f);
   s.dlogits = s.logits;
@@ -1508,19 +1703,25 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
     for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);
     for (auto* v : {&s.emean, &s.erstd, &s.meanf}) v->assign(sz(M), 0.0f);
   }
+  const bool layernorm = m.is_rwkv() || m.norm == NormKind::layernorm;  // LayerNorm statistics (mean)
+  if (layernorm) s.meanf.assign(sz(M), 0.0f);
   s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
   s.L.resize(sz(m.depth));
   const i64 Te = s.halo + s.T;
   for (i64 l = prog.first_layer; l < prog.end_layer; ++l) {
     LayerBufs& b = s.L[sz(l)];
     b.kind = temporal_kind(m, l);
-    for (auto* v : {&b.n1, &b.tpart, &b.tout_s, &b.x_mid, &b.n2, &b.ypart, &b.y_s, &b.dy, &b.dn2, &b.dx_mid, &b.dtout, &b.dn1})
+    for (auto* v : {&b.n1, &b.tpart, &b.tout_s, &b.n2, &b.ypart, &b.y_s, &b.dy, &b.dn2, &b.dtout, &b.dn1})
       v->assign(sz(M * D), 0.0f);
+    for (auto* v : {&b.x_mid, &b.dx_mid}) v->assign(sz(s.Ms * D), 0.0f);
+    if (s.rs)
+      for (auto* v : {&b.n1_loc, &b.n2_loc, &b.dn1_loc, &b.dn2_loc, &b.dtout_loc, &b.dy_loc}) v->assign(sz(s.Ms * D), 0.0f);
     b.rstd1.assign(sz(M), 0.0f);
     b.rstd2 = b.rstd1;
     for (auto* v : {&b.h1, &b.h2, &b.gm, &b.dgm, &b.dh1, &b.dh2}) v->assign(sz(M * s.F), 0.0f);
     b.tout = s.t > 1 ? b.tout_s.data() : b.tpart.data();
     b.y = s.t > 1 ? b.y_s.data() : b.ypart.data();
+    if (layernorm) for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
     if (m.is_rwkv()) {
       const i64 Dl = s.Dl;
       for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
@@ -1559,6 +1760,8 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       for (auto* v : {&b.q_ext, &b.a_ext, &b.da_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
       for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
       b.lse_ext.assign(sz(s.B * s.H * Te), 0.0f);
+      if (p.attention == AttentionKernel::materialized)
+        for (auto* v : {&b.pm, &b.dpm}) v->assign(sz(s.B * s.H * s.T * Te), 0.0f);
       b.reset_ext.assign(sz(s.B * Te), 0);
       for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
         const i64 g0 = s.s * s.T - s.halo;
@@ -1632,6 +1835,7 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   s.P = s.Pw = params;
   s.G = grads;
   zero(s.dxs.back());
+  for (auto& b : s.L) b.regathers = 0;
   for (auto& b : s.L)  // accumulation targets of this micro-batch's backward
     for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
                     &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,

@@ -4,14 +4,17 @@
 // description of the model here: the step list decides what runs and in which order; this file
 // only knows what each (op, name) means.
 //
-// For: the runner (train/runner.cpp). Griffin / Hawk / MQA under data, fsdp (ZeRO 0–3), tensor
-// (Megatron column/row splits, vocab-parallel embedding and loss, replicated MQA K/V head) and
-// sequence parallelism (chunk-local RG-LRU scans with the ring or all-gather carry, Conv1D halo,
-// local-attention K/V halo). A step the executor has no meaning for is an error naming it.
-// Pipeline stages: the program's p2p steps move activations and their gradients between stages
-// (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
-// Not for: the training loop, data, optimizer state (runner.cpp), RWKV, ring attention (refused
-// by runner::check_supported until they exist).
+// For: the runner (train/runner.cpp). Griffin / Hawk / MQA, RWKV-4/6 and the transformer family
+// (RMSNorm or LayerNorm, SwiGLU or GeLU MLP, rotary or learned positions, linear biases) under
+// data, fsdp (ZeRO 0–3), tensor (Megatron column/row splits, vocab-parallel embedding and loss,
+// replicated K/V heads when kv_heads < tensor: each rank computes the one its query heads share)
+// and sequence parallelism (chunk-local scans with the ring or all-gather carry, Conv1D halo,
+// local-attention K/V halo, ring attention). A step the executor has no meaning for is an error
+// naming it. Pipeline stages: the program's p2p steps move activations and their gradients
+// between stages (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
+// Not for: the training loop, data, optimizer state (runner.cpp), what runner::check_supported
+// refuses (dropout, interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
+// sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs).
 //
 // Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
 // steps simply run the forward handler again.

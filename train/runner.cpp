@@ -27,24 +27,24 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
-  // The runner trains the transformer family with the Griffin/MQA kernels: rotary positions,
-  // RMSNorm, a SwiGLU MLP, no biases, no dropout (fp32 training is deterministic).
+  // The transformer family: RMSNorm or LayerNorm, SwiGLU or GeLU MLP, rotary or learned
+  // positions, with or without linear biases, MHA / GQA / MQA, global or local attention. Not
+  // yet: dropout (the runner has no seeded mask stream that is the same for every plan).
   if (m.family == Family::transformer) {
-    if (m.max_positions > 0) not_yet("runner transformer", "positions", "a transformer with learned positions");
-    if (m.norm != NormKind::rmsnorm) not_yet("runner transformer", "norm", "a transformer with LayerNorm");
-    if (m.mlp != MlpKind::swiglu) not_yet("runner transformer", "mlp", "a transformer with a GeLU MLP");
-    if (m.linear_bias) not_yet("runner transformer", "bias", "a transformer with linear biases");
     if (m.dropout > 0) not_yet("runner transformer", "dropout", "dropout");
-    if (m.window > 0) not_yet("runner transformer", "window", "a transformer with local attention");
+    if (m.max_positions > 0 && p.seq_len > m.max_positions)
+      throw PlanError("seq_len fits the position table", "seq_len",
+                      "seq_len " + std::to_string(p.seq_len) + " is longer than the model's learned position table (max_positions " +
+                          std::to_string(m.max_positions) + ")");
   }
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
-  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1)
-    not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag (Megatron sequence parallelism)");
-  if (p.attention == AttentionKernel::materialized) not_yet("runner materialized attention", "attention", "attention: materialized");
-  if (m.kv_heads > 1 && m.kv_heads < p.mesh[Axis::tensor])
-    not_yet("runner replicated K/V heads", "mesh.tensor",
-            "grouped-query attention with fewer K/V heads (" + std::to_string(m.kv_heads) + ") than tensor ranks (" +
-                std::to_string(p.mesh[Axis::tensor]) + ")");
+  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1) {
+    if (m.is_rwkv())  // the channel mix's gated output needs an exchange beyond Megatron's pattern
+      not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag for RWKV");
+    if (m.vocab % p.mesh[Axis::tensor] != 0)  // equal shards: replicated gradients at the same offsets
+      not_yet("runner sequence parallelism", "tensor_comm",
+              "tensor_comm: rs_ag with a vocabulary (" + std::to_string(m.vocab) + ") the tensor size does not divide");
+  }
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
@@ -129,14 +129,15 @@ Owned owned_range(std::int64_t total, std::int64_t parts, std::int64_t me) {
 
 // The tensors this rank's pipeline stage owns (updates, counts in the gradient norm, writes):
 // its layers, the embedding on the first stage, the final norm on the last. With a tied head the
-// last stage also holds the table (`held`): updated identically, owned by the first stage.
+// last stage also holds the table (`held`, not the rest of the embed block): updated identically,
+// owned by the first stage.
 struct StageTensors { std::vector<char> owned, held; };
 StageTensors stage_tensors(const ModelSpec& m, const ShardLayout& sl, const StepProgram& prog, std::int64_t pp) {
   const std::int64_t stage = prog.coord[static_cast<int>(Axis::pipeline)];
   StageTensors st;
   for (const auto& t : sl.full.tensors) {
     bool own = false, hold = false;
-    if (t.block == "embed") { own = stage == 0; hold = own || (m.tied_embeddings && stage == pp - 1); }
+    if (t.block == "embed") { own = stage == 0; hold = own || (m.tied_embeddings && stage == pp - 1 && t.name == "embed.table"); }
     else if (t.block == "final" || t.block == "head") own = hold = stage == pp - 1;
     else {
       const std::int64_t l = std::stoll(t.block.substr(t.block.find('.') + 1));
@@ -425,6 +426,14 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
       } else if (op == "all_reduce" && std::string_view(st.name) == "grads") {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         c->allreduce_sum(std::span<double>(gacc.data() + b, static_cast<std::size_t>(e - b)));
+      } else if (op == "all_reduce" && std::string_view(st.name) == "tp.replicated_grads") {
+        // rs_ag: whole tensors whose gradient covered this rank's tokens only (its part under ZeRO)
+        const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
+        for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
+          if (!stage.held[ti] || !token_partial_grad(m, lay.tensors[ti], p.mesh[Axis::tensor])) continue;
+          const std::int64_t lo = std::max(b, sl.offset[ti]), hi = std::min(e, sl.offset[ti] + sl.count(ti));
+          if (lo < hi) c->allreduce_sum(std::span<double>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)));
+        }
       } else if (op == "all_reduce" && std::string_view(st.name) == "tied_embedding.grads") {
         const std::size_t ti = lay.index.at("embed/embed.table");
         tied->allreduce_sum(std::span<double>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));

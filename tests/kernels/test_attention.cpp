@@ -116,3 +116,55 @@ TEST_CASE("attention fast equals reference on awkward shapes and backward matche
     check(dq, qd, 520); check(dk, kd, 521); check(dv, vd, 522);
   }
 }
+
+// Materialized attention (plan `attention: materialized`): the whole probability matrix written,
+// then P·V; backward through the stored matrix. Compared with the reference (itself checked
+// against a dense softmax and finite differences above) on the rows q0.. it computes; rows below
+// q0 are a halo of keys only (their dout is zero in the reference, their out / dq untouched).
+TEST_CASE("materialized attention equals the reference forward and backward, with a key-only halo", "[attention]") {
+  struct Shape { i64 B, T, q0, H, Hk, N, W; };
+  for (const Shape& s : {Shape{1, 1, 0, 2, 1, 8, 0}, Shape{3, 7, 0, 4, 1, 6, 3}, Shape{2, 13, 5, 4, 2, 10, 0},
+                         Shape{1, 9, 4, 3, 3, 5, 2}, Shape{2, 40, 24, 4, 2, 8, 0}}) {
+    const auto [B, T, q0, H, Hk, N, W] = s;
+    INFO("B " << B << " T " << T << " q0 " << q0 << " H " << H << " Hk " << Hk << " N " << N << " W " << W);
+    const auto q = kt::randn(B * T * H * N, 610), kk = kt::randn(B * T * Hk * N, 611), v = kt::randn(B * T * Hk * N, 612);
+    auto dout = kt::randn(B * T * H * N, 613);
+    for (i64 b = 0; b < B; ++b)  // the halo rows are keys only: no gradient flows into their outputs
+      std::fill(dout.begin() + b * T * H * N, dout.begin() + (b * T + q0) * H * N, 0.0f);
+    std::mt19937 g(614);
+    std::vector<std::uint8_t> reset(B * T);
+    for (auto& r : reset) r = (g() % 5 == 0);
+    const auto qd = kt::to_d(q), kd = kt::to_d(kk), vd = kt::to_d(v), dod = kt::to_d(dout);
+    std::vector<double> o_ref(qd.size()), l_ref(B * H * T), dq_ref(qd.size(), 0), dk_ref(kd.size(), 0), dv_ref(vd.size(), 0);
+    k::ref::attention_forward(o_ref.data(), l_ref.data(), qd.data(), kd.data(), vd.data(), reset.data(), B, T, H, Hk, N, W);
+    k::ref::attention_backward(dq_ref.data(), dk_ref.data(), dv_ref.data(), dod.data(), o_ref.data(), l_ref.data(), qd.data(),
+                               kd.data(), vd.data(), reset.data(), B, T, H, Hk, N, W);
+    const i64 Tq = T - q0;
+    std::vector<float> P(B * H * Tq * T, -1.0f), dP(P.size()), out(q.size(), 7.0f), dq(q.size(), 0), dk(kk.size(), 0),
+        dv(v.size(), 0);
+    k::fast::attention_scores_forward(P.data(), q.data(), kk.data(), reset.data(), B, T, q0, H, Hk, N, W);
+    k::fast::attention_context_forward(out.data(), P.data(), v.data(), B, T, q0, H, Hk, N);
+    k::fast::attention_context_backward(dP.data(), dv.data(), dout.data(), P.data(), v.data(), B, T, q0, H, Hk, N);
+    k::fast::attention_scores_backward(dq.data(), dk.data(), dP.data(), P.data(), q.data(), kk.data(), B, T, q0, H, Hk, N);
+    for (i64 b = 0; b < B; ++b)
+      for (i64 h = 0; h < H; ++h)
+        for (i64 i = 0; i < Tq; ++i) {  // every row of the matrix is a distribution over visible keys
+          double sum = 0;
+          for (i64 u = 0; u < T; ++u) sum += P[((b * H + h) * Tq + i) * T + u];
+          CHECK(std::fabs(sum - 1) < 1e-5);
+          for (i64 u = q0 + i + 1; u < T; ++u) CHECK(P[((b * H + h) * Tq + i) * T + u] == 0.0f);  // causal
+        }
+    std::vector<float> out_rows, ref_rows, dq_rows, dqr_rows;
+    for (i64 b = 0; b < B; ++b)
+      for (i64 x = (b * T + q0) * H * N; x < (b * T + T) * H * N; ++x) {
+        out_rows.push_back(out[x]); ref_rows.push_back(float(o_ref[x]));
+        dq_rows.push_back(dq[x]); dqr_rows.push_back(float(dq_ref[x]));
+      }
+    for (i64 b = 0; b < B; ++b)  // the halo rows' outputs are untouched
+      for (i64 x = b * T * H * N; x < (b * T + q0) * H * N; ++x) CHECK(out[x] == 7.0f);
+    KT_CHECK_CLOSE(out_rows, ref_rows, 1e-5, 1e-4);
+    KT_CHECK_CLOSE(dq_rows, dqr_rows, 1e-4, 1e-3);
+    KT_CHECK_CLOSE(dk, kt::to_f(dk_ref), 1e-4, 1e-3);
+    KT_CHECK_CLOSE(dv, kt::to_f(dv_ref), 1e-4, 1e-3);
+  }
+}

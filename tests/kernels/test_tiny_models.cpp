@@ -1,5 +1,5 @@
-// tests/kernels/test_tiny_models.cpp — whole tiny Griffin, Hawk and MQA models (presets
-// griffin-tiny, hawk-tiny, mqa-tiny; shapes from program/'s parameter_tensors()):
+// tests/kernels/test_tiny_models.cpp — whole tiny Griffin, Hawk, MQA and transformer models (presets
+// griffin-tiny, hawk-tiny, mqa-tiny, transformer-tiny, gpt-tiny; shapes from program/'s parameter_tensors()):
 //  1. gradient check: for sampled entries of EVERY parameter tensor, the double reference model's
 //     backward == central finite differences of its loss, and the float fast model's gradient ==
 //     the double reference gradient (fast loss == reference loss too);
@@ -117,6 +117,14 @@ void train(const std::string& preset) {
 TEST_CASE("tiny Griffin gradients of every parameter tensor match finite differences", "[model]") { gradient_check("griffin-tiny"); }
 TEST_CASE("tiny Hawk gradients of every parameter tensor match finite differences", "[model]") { gradient_check("hawk-tiny"); }
 TEST_CASE("tiny MQA gradients of every parameter tensor match finite differences", "[model]") { gradient_check("mqa-tiny"); }
+// The transformer family: rotary / RMSNorm / SwiGLU / no biases (transformer-tiny) and learned
+// positions / LayerNorm / GeLU MLP / biases on every linear (gpt-tiny); both grouped-query.
+TEST_CASE("tiny transformer gradients of every parameter tensor match finite differences", "[model][transformer]") {
+  gradient_check("transformer-tiny");
+}
+TEST_CASE("tiny GPT gradients of every parameter tensor match finite differences", "[model][transformer]") {
+  gradient_check("gpt-tiny");
+}
 TEST_CASE("tiny Griffin trains with AdamW on a repeated corpus", "[model][train]") { train("griffin-tiny"); }
 TEST_CASE("tiny Hawk trains with AdamW on a repeated corpus", "[model][train]") { train("hawk-tiny"); }
 TEST_CASE("tiny MQA trains with AdamW on a repeated corpus", "[model][train]") { train("mqa-tiny"); }

@@ -33,7 +33,7 @@ TEST_CASE("the preset set covers the sizes the issue promises", "[presets]") {
 }
 
 TEST_CASE("tiny models stay small enough to train in tests", "[presets]") {
-  for (const char* n : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny"}) {
+  for (const char* n : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny", "gpt-tiny"}) {
     INFO(n);
     REQUIRE(count_parameters(load_model(n)).total <= 2'100'000);
   }

@@ -284,3 +284,27 @@ TEST_CASE("one device holds every parameter of every preset", "[lower]") {
     REQUIRE(st.local_params == count_parameters(m).total);
   }
 }
+
+TEST_CASE("rs_ag all-reduces the gradients of the norms and the position table once per step", "[lower][transformer]") {
+  // Under sequence parallelism the norms run on n/t tokens and the positions are added to them:
+  // each tensor rank's gradient of those replicated tensors covers its tokens only (Megatron-LM
+  // all-reduces them over the tensor group). GPT-3 175B on one stage: 96 layers × two LayerNorms
+  // (scale, bias) + the final LayerNorm + the 2048 × D position table, fp32 gradients. Under
+  // allreduce there is no such step.
+  const auto m = load_model("gpt3-175b");
+  Plan p = plan("tensor=8", 1, 1, 2048);
+  auto step_bytes = [&](TensorComm tc) {
+    p.tensor_comm = tc;
+    double bytes = -1;
+    for (const auto& s : lower_stage(m, p, 0, 0).step_end)
+      if (s.kind == StepKind::collective && std::strcmp(s.name, "tp.replicated_grads") == 0) {
+        CHECK(s.axis == Axis::tensor);
+        CHECK(s.comm == CommKind::all_reduce);
+        bytes = s.comm_bytes;
+      }
+    return bytes;
+  };
+  const double D = static_cast<double>(m.width);
+  CHECK(step_bytes(TensorComm::rs_ag) == Approx((96 * 4 * D + 2 * D + 2048 * D) * 4));
+  CHECK(step_bytes(TensorComm::allreduce) == -1);
+}
