@@ -37,7 +37,8 @@ struct TimedOps {
   BENCH_TIMED(gated_mlp_forward) BENCH_TIMED(gated_mlp_backward) BENCH_TIMED(conv1d_forward)
   BENCH_TIMED(conv1d_backward) BENCH_TIMED(rglru_forward) BENCH_TIMED(rglru_backward)
   BENCH_TIMED(rope_forward) BENCH_TIMED(rope_backward) BENCH_TIMED(attention_forward)
-  BENCH_TIMED(attention_backward)
+  BENCH_TIMED(attention_backward) BENCH_TIMED(layer_norm_forward) BENCH_TIMED(layer_norm_backward)
+  BENCH_TIMED(silu_mul_forward) BENCH_TIMED(silu_mul_backward)
 };
 }  // namespace
 
