@@ -90,6 +90,8 @@ const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devi
       {"tensor divides the RWKV-6 heads", m.family != Family::rwkv6 || divides(t, m.width / m.head_size),
        "tensor = " + n(t) + " does not divide the " + n(m.head_size ? m.width / m.head_size : 0) + " WKV heads", "mesh.tensor"},
       {"tensor divides width", !m.is_rwkv() || divides(t, m.width), "tensor = " + n(t) + " does not divide width " + n(m.width), "mesh.tensor"},
+      {"seq_len fits the learned position table", m.max_positions == 0 || p.seq_len <= m.max_positions,
+       "seq_len " + n(p.seq_len) + " is longer than the model's learned position table (max_positions " + n(m.max_positions) + ")", "seq_len"},
       {"each sequence shard holds at least conv_width-1 tokens", sq == 1 || m.conv_width == 0 || p.seq_len / sq >= m.conv_width - 1,
        "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1), "mesh.sequence"},
   };

@@ -265,9 +265,11 @@ void positions_bwd(State& s, const Step&) {
     for (i64 d = 0; d < s.D; ++d) row[d] += dx[m * s.D + d];
   }
 }
+// The model's norm epsilon (RMSNorm and LayerNorm alike).
+float eps_of(const State& s) { return static_cast<float>(s.m.norm_eps); }
 void final_norm_fwd(State& s, const Step&) {
   K::rmsnorm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
-                     s.Ms, s.D, 1e-6f);
+                     s.Ms, s.D, eps_of(s));
 }
 void final_norm_bwd(State& s, const Step&) {
   K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.rs ? s.dnf_loc.data() : s.dnf.data(),
@@ -317,7 +319,7 @@ const float* dn2_in(State& s, LayerBufs& b) { return s.rs ? b.dn2_loc.data() : b
 
 void norm1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.Ms, s.D, 1e-6f);
+  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.Ms, s.D, eps_of(s));
 }
 void norm1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -326,7 +328,7 @@ void norm1_bwd(State& s, const Step& st) {
 }
 void norm2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.Ms, s.D, 1e-6f);
+  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.Ms, s.D, eps_of(s));
 }
 void norm2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -898,7 +900,6 @@ void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the 
 
 // ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
 
-float eps_of(const State& s) { return static_cast<float>(s.m.norm_eps); }
 void embed_norm_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.xs[0].data(), s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
                         s.par(-1, "embed_norm.bias"), s.M, s.D, eps_of(s));

@@ -32,10 +32,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   // yet: dropout (the runner has no seeded mask stream that is the same for every plan).
   if (m.family == Family::transformer) {
     if (m.dropout > 0) not_yet("runner transformer", "dropout", "dropout");
-    if (m.max_positions > 0 && p.seq_len > m.max_positions)
-      throw PlanError("seq_len fits the position table", "seq_len",
-                      "seq_len " + std::to_string(p.seq_len) + " is longer than the model's learned position table (max_positions " +
-                          std::to_string(m.max_positions) + ")");
   }
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
   if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1) {

@@ -124,7 +124,7 @@ class Model {
   F* opt(F* base, const std::string& blk, const char* n) const {
     return lay_.index.count(blk + "/" + n) ? base + lay_.off(blk, n) : nullptr;
   }
-  // RMSNorm(scale), eps 1e-6, or the transformer's LayerNorm(scale, bias), eps norm_eps.
+  // RMSNorm(scale) or the transformer's LayerNorm(scale, bias), both with the model's norm_eps.
   void norm_forward(const F* p, const std::string& blk, const std::string& name, std::vector<F>& y, std::vector<F>& mean,
                     std::vector<F>& rstd, const std::vector<F>& x) {
     const i64 D = m_.width, M = M_;
@@ -133,7 +133,7 @@ class Model {
       K::layer_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), sc, p + lay_.off(blk, name + ".bias"), M, D,
                             F(m_.norm_eps));
     else
-      K::rmsnorm_forward(y.data(), rstd.data(), x.data(), sc, M, D, F(1e-6));
+      K::rmsnorm_forward(y.data(), rstd.data(), x.data(), sc, M, D, F(m_.norm_eps));
   }
   // dx += d norm / d x · dy; the scale (and bias) gradients accumulate into g.
   void norm_backward(const F* p, F* g, const std::string& blk, const std::string& name, std::vector<F>& dx,

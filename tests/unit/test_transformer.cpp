@@ -308,3 +308,22 @@ TEST_CASE("rs_ag all-reduces the gradients of the norms and the position table o
   CHECK(step_bytes(TensorComm::rs_ag) == Approx((96 * 4 * D + 2 * D + 2048 * D) * 4));
   CHECK(step_bytes(TensorComm::allreduce) == -1);
 }
+
+TEST_CASE("a learned position table bounds seq_len for every command, not only the runner", "[plan][transformer]") {
+  const auto m = load_model("gpt-tiny");  // max_positions 128
+  REQUIRE(m.max_positions == 128);
+  Plan p;
+  p.global_batch = 2;
+  p.micro_batch = 1;
+  p.seq_len = m.max_positions;
+  CHECK(plan_violation(m, p, 1) == nullptr);
+  p.seq_len = m.max_positions + 1;
+  const char* rule = plan_violation(m, p, 1);
+  REQUIRE(rule != nullptr);
+  CHECK(std::string(rule) == "seq_len fits the learned position table");
+  CHECK_THROWS_WITH(check_plan(m, p, 1), Catch::Contains("seq_len 129 is longer than the model's learned position table (max_positions 128)"));
+  const auto rotary = load_model("transformer-tiny");  // rotary: no table, no bound
+  REQUIRE(rotary.max_positions == 0);
+  p.seq_len = 1 << 16;
+  CHECK(plan_violation(rotary, p, 1) == nullptr);
+}
