@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include "kernels/linear.hpp"
+#include "kernels/vec512.hpp"
 
 namespace scanshard::kernels {
 
@@ -116,6 +117,55 @@ inline Task task(i64 k, const Split& s, i64 R) {
   const i64 b = k / s.nblk, c0 = (k % s.nblk) * s.width;
   return {b, c0, std::min(c0 + s.width, R)};
 }
+
+#if SCANSHARD_VEC512
+// 16 channels of one forward step without a reset (the row loop of rglru_scan_forward):
+//   r, i = σ(ga), σ(gx);  a = e^{nsp·r};  h ← a h + √(1 − a²)(i x);  y = h;  prod ← prod·a
+// Tail = masked loads/stores for the last n mod 16 channels.
+template <bool Tail>
+inline void fwd16(float* y, float* h, float* prod, const float* nsp2, const float* x, const float* ga,
+                  const float* gx, v512::M m) {
+  using namespace v512;
+  auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
+  auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
+  const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
+  const V a = exp2(_mm512_mul_ps(ld(nsp2), r));                      // nsp2 = −8 softplus(Λ)·log2 e
+  const V mz = _mm512_sqrt_ps(_mm512_fnmadd_ps(a, a, set1(1.0f)));  // √(1 − a²)
+  const V hn = _mm512_fmadd_ps(a, ld(h), _mm512_mul_ps(mz, _mm512_mul_ps(i, ld(x))));
+  st(h, hn);
+  st(y, hn);
+  st(prod, _mm512_mul_ps(ld(prod), a));
+}
+
+// 16 channels of one reverse step without a reset (the row loop of rglru_scan_backward);
+// √max(z, zmin) = max(√z, 1/(2·cap)).
+template <bool Tail>
+inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum, const float* nsp2,
+                  const float* hp, const float* dy, const float* x, const float* ga, const float* gx,
+                  v512::M m) {
+  using namespace v512;
+  auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
+  auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
+  const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
+  const V ns2 = ld(nsp2);
+  const V a = exp2(_mm512_mul_ps(ns2, r));
+  const V z = _mm512_fnmadd_ps(a, a, set1(1.0f));  // 1 − a²
+  const V sz = _mm512_sqrt_ps(z);
+  const V dh = _mm512_add_ps(ld(dy), ld(carry));
+  const V xv = ld(x);
+  const V gin = _mm512_mul_ps(i, xv);
+  // da = dh (h_{t−1} − (i x) a/√max(z, zmin));  dlog_a = da·a
+  const V q = _mm512_div_ps(_mm512_mul_ps(gin, a), _mm512_max_ps(sz, set1(float(0.5 / kSqrtGradCap))));
+  const V dla = _mm512_mul_ps(_mm512_mul_ps(dh, _mm512_sub_ps(ld(hp), q)), a);
+  st(dlog_sum, _mm512_fmadd_ps(r, dla, ld(dlog_sum)));
+  // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
+  st(dga, _mm512_mul_ps(_mm512_mul_ps(ns2, dla), _mm512_mul_ps(set1(1.0f / kLog2e), _mm512_fnmadd_ps(r, r, r))));
+  const V dhs = _mm512_mul_ps(dh, sz);
+  st(dgx, _mm512_mul_ps(_mm512_mul_ps(dhs, xv), _mm512_fnmadd_ps(i, i, i)));  // dh m x i(1 − i)
+  st(dx, _mm512_fmadd_ps(dhs, i, ld(dx)));
+  st(carry, _mm512_mul_ps(a, dh));
+}
+#endif
 }  // namespace
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
@@ -130,10 +180,17 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
     float* __restrict h = buf.data();
     float* __restrict prod = h + n;
     float* __restrict nsp = prod + n;
+#if SCANSHARD_VEC512
+    std::vector<float> nsp2v(n);
+    float* __restrict nsp2 = nsp2v.data();
+#endif
     for (i64 j = 0; j < n; ++j) {
       h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       prod[j] = 1.0f;
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));  // −8 softplus(Λ)
+#if SCANSHARD_VEC512
+      nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);  // ·log2 e
+#endif
     }
     for (i64 t = 0; t < T; ++t) {
       const i64 o = (b * T + t) * R + c0;
@@ -150,6 +207,11 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
           yr[j] = h[j];
         }
       } else {
+#if SCANSHARD_VEC512
+        i64 j = 0;
+        for (; j + 16 <= n; j += 16) fwd16<false>(yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j, 0);
+        if (j < n) fwd16<true>(yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j, v512::lanes(n - j));
+#else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
           float r, i;
@@ -160,6 +222,7 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
           prod[j] *= a;
           yr[j] = h[j];
         }
+#endif
       }
     }
     for (i64 j = 0; j < n; ++j) {
@@ -185,9 +248,16 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
     float* __restrict nsp = carry + n;
     float* __restrict dlog_sum = nsp + n;
     float* __restrict h0 = dlog_sum + n;  // h_{−1} of this chunk (h_in or 0)
+#if SCANSHARD_VEC512
+    std::vector<float> nsp2v(n);
+    float* __restrict nsp2 = nsp2v.data();
+#endif
     for (i64 j = 0; j < n; ++j) {
       h0[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       carry[j] = dh_out ? dh_out[b * R + c0 + j] : 0.0f;
+#if SCANSHARD_VEC512
+      nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);  // ·log2 e
+#endif
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
       dlog_sum[j] = 0.0f;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
     }
@@ -213,6 +283,15 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
           carry[j] = 0.0f;
         }
       } else {
+#if SCANSHARD_VEC512
+        i64 j = 0;
+        for (; j + 16 <= n; j += 16)
+          bwd16<false>(dxr + j, dgar + j, dgxr + j, carry + j, dlog_sum + j, nsp2 + j, hp + j, dyr + j, xr + j, gar + j,
+                       gxr + j, 0);
+        if (j < n)
+          bwd16<true>(dxr + j, dgar + j, dgxr + j, carry + j, dlog_sum + j, nsp2 + j, hp + j, dyr + j, xr + j, gar + j,
+                      gxr + j, v512::lanes(n - j));
+#else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
           float r, i;
@@ -231,6 +310,7 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
           dxr[j] += dh * sz * i;
           carry[j] = a * dh;
         }
+#endif
       }
     }
     for (i64 j = 0; j < n; ++j) {
