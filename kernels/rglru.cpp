@@ -130,7 +130,7 @@ inline void fwd16(float* y, float* h, float* prod, const float* nsp2, const floa
   auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
   const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
   const V a = exp2(_mm512_mul_ps(ld(nsp2), r));                      // nsp2 = −8 softplus(Λ)·log2 e
-  const V mz = _mm512_sqrt_ps(_mm512_fnmadd_ps(a, a, set1(1.0f)));  // √(1 − a²)
+  const V mz = sqrt(_mm512_fnmadd_ps(a, a, set1(1.0f)));  // √(1 − a²)
   const V hn = _mm512_fmadd_ps(a, ld(h), _mm512_mul_ps(mz, _mm512_mul_ps(i, ld(x))));
   st(h, hn);
   st(y, hn);
@@ -150,12 +150,12 @@ inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_s
   const V ns2 = ld(nsp2);
   const V a = exp2(_mm512_mul_ps(ns2, r));
   const V z = _mm512_fnmadd_ps(a, a, set1(1.0f));  // 1 − a²
-  const V sz = _mm512_sqrt_ps(z);
+  const V sz = sqrt(z);
   const V dh = _mm512_add_ps(ld(dy), ld(carry));
   const V xv = ld(x);
   const V gin = _mm512_mul_ps(i, xv);
   // da = dh (h_{t−1} − (i x) a/√max(z, zmin));  dlog_a = da·a
-  const V q = _mm512_div_ps(_mm512_mul_ps(gin, a), _mm512_max_ps(sz, set1(float(0.5 / kSqrtGradCap))));
+  const V q = _mm512_div_ps(_mm512_mul_ps(gin, a), max(sz, set1(float(0.5 / kSqrtGradCap))));
   const V dla = _mm512_mul_ps(_mm512_mul_ps(dh, _mm512_sub_ps(ld(hp), q)), a);
   st(dlog_sum, _mm512_fmadd_ps(r, dla, ld(dlog_sum)));
   // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
@@ -237,7 +237,7 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
                          const float* ga, const float* gx, const float* h_in,
                          const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
   const Split sp = split(B, R);
-  const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
+  [[maybe_unused]] const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
   std::vector<float> dl_part(dlambda ? B * R : 0, 0.0f);  // per batch row, reduced below
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {

@@ -23,6 +23,12 @@ using M = __mmask16;
 
 inline V set1(float x) { return _mm512_set1_ps(x); }
 
+// √x, max, min in their all-lanes masked forms: GCC 12 warns (-Wmaybe-uninitialized) about the
+// _mm512_undefined_ps inside the unmasked intrinsics; the instructions are the same.
+inline V sqrt(V x) { return _mm512_mask_sqrt_ps(x, M(0xFFFF), x); }
+inline V max(V x, V y) { return _mm512_mask_max_ps(x, M(0xFFFF), x, y); }
+inline V min(V x, V y) { return _mm512_mask_min_ps(x, M(0xFFFF), x, y); }
+
 // Lanes [0, n) of a 16-lane block, n ≤ 16.
 inline M lanes(std::int64_t n) { return n >= 16 ? M(0xFFFF) : M((1u << n) - 1u); }
 
@@ -46,14 +52,14 @@ inline V exp_in_range(V x) {
   return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
 }
 // exp_fast for x ≤ 88 (only the lower clamp is applied).
-inline V exp_le0(V x) { return exp_in_range(_mm512_max_ps(x, set1(-87.3f))); }
+inline V exp_le0(V x) { return exp_in_range(max(x, set1(-87.3f))); }
 
 // 2^y for any finite y: k = round(y), f = y − k ∈ [−½, ½], 2^f by a degree-5 polynomial
 // (Chebyshev fit, relative error ≤ 1.6e-7 on [−½, ½]) and 2^k by vscalefps, which saturates to
 // +inf / 0 outside the float range — so no clamps. Four multiply-class operations fewer than
 // exp_in_range (the FMA pipes are what the scans are bound by).
 inline V exp2(V y) {
-  const V k = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const V k = _mm512_mask_roundscale_ps(y, M(0xFFFF), y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const V f = _mm512_sub_ps(y, k);
   V p = set1(1.339086331e-3f);
   p = _mm512_fmadd_ps(p, f, set1(9.676031768e-03f));
@@ -61,7 +67,7 @@ inline V exp2(V y) {
   p = _mm512_fmadd_ps(p, f, set1(2.402210683e-01f));
   p = _mm512_fmadd_ps(p, f, set1(6.931471825e-01f));
   p = _mm512_fmadd_ps(p, f, set1(1.000000119e+00f));
-  return _mm512_scalef_ps(p, k);
+  return _mm512_mask_scalef_ps(p, M(0xFFFF), p, k);
 }
 inline constexpr float kLog2e = 1.44269504088896341f;
 
@@ -87,8 +93,8 @@ inline V rsqrt(V x) {
 // σ(x1) = v/(uv), σ(x2) = u/(uv); −x clamped to [−87.3, 40] so that uv stays finite.
 inline void sigmoid2(V x1, V x2, V& s1, V& s2) {
   const V lo = set1(-87.3f), hi = set1(40.0f);
-  const V n1 = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x1), lo), hi);
-  const V n2 = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x2), lo), hi);
+  const V n1 = min(max(_mm512_sub_ps(_mm512_setzero_ps(), x1), lo), hi);
+  const V n2 = min(max(_mm512_sub_ps(_mm512_setzero_ps(), x2), lo), hi);
   const V u = _mm512_add_ps(set1(1.0f), exp_in_range(n1));
   const V v = _mm512_add_ps(set1(1.0f), exp_in_range(n2));
   const V inv = rcp(_mm512_mul_ps(u, v));
