@@ -330,6 +330,78 @@ void wkv4_forward_lazy(float* y, float* state_out, const float* k, const float* 
   }
 }
 #endif
+
+#if SCANSHARD_VEC512
+// ─── backward rows (AVX-512, max form) ───────────────────────────────────────────────────────
+// scaled_pair in 16 lanes: for d = x − y, e = e^{−|d|} and (e^{x−q}, e^{y−q}) = d ≥ 0 ? (1, e) : (e, 1).
+inline void scaled_pair16(v512::V x, v512::V y, v512::V& ex, v512::V& ey) {
+  using namespace v512;
+  const V d = _mm512_sub_ps(x, y);
+  const V nabs = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(d), _mm512_set1_epi32(int(0x80000000u))));
+  const V e = exp2(_mm512_mul_ps(nabs, set1(kLog2e)));
+  const M ge = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GE_OQ);
+  ex = _mm512_mask_blend_ps(ge, e, set1(1.0f));
+  ey = _mm512_mask_blend_ps(ge, set1(1.0f), e);
+}
+
+// The state step of wkv4_step (no output) over nc channels: (an, bn, pn) from (a0, b0, p0).
+// pf: offset (floats) of the k, v rows to prefetch into L2 meanwhile (the hardware prefetchers
+// restart at every page and lose the backward's reverse walk over segments).
+inline void wkv4_state_rows(float* an, float* bn, float* pn, const float* a0, const float* b0, const float* p0,
+                            const float* kt, const float* vt, const float* w, i64 nc, i64 pf) {
+  using namespace v512;
+  for (i64 c = 0; c < nc; c += 16) {
+    const M m = lanes(nc - c);
+    _mm_prefetch(reinterpret_cast<const char*>(kt + c + pf), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(vt + c + pf), _MM_HINT_T1);
+    const V kk = _mm512_maskz_loadu_ps(m, kt + c), vv = _mm512_maskz_loadu_ps(m, vt + c);
+    const V pw = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, p0 + c), _mm512_maskz_loadu_ps(m, w + c));
+    V e1, e2;
+    scaled_pair16(pw, kk, e1, e2);
+    _mm512_mask_storeu_ps(an + c, m, _mm512_fmadd_ps(e1, _mm512_maskz_loadu_ps(m, a0 + c), _mm512_mul_ps(e2, vv)));
+    _mm512_mask_storeu_ps(bn + c, m, _mm512_fmadd_ps(e1, _mm512_maskz_loadu_ps(m, b0 + c), e2));
+    _mm512_mask_storeu_ps(pn + c, m, max(pw, kk));
+  }
+}
+
+// One token of the adjoint recurrence over nc channels (see the scalar loop in wkv4_backward);
+// prefetches the dy, dk, dv rows pf floats away (the previous token's) into L2.
+inline void wkv4_adjoint_rows(float* dkt, float* dvt, float* da, float* db, float* dw, float* du, const float* a0,
+                              const float* b0, const float* p0, const float* kt, const float* vt, const float* gt,
+                              const float* w, const float* u, i64 nc, i64 pf) {
+  using namespace v512;
+  for (i64 c = 0; c < nc; c += 16) {
+    const M m = lanes(nc - c);
+    _mm_prefetch(reinterpret_cast<const char*>(gt + c + pf), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(dkt + c + pf), _MM_HINT_ET1);
+    _mm_prefetch(reinterpret_cast<const char*>(dvt + c + pf), _MM_HINT_ET1);
+    auto ld = [m, c](const float* s) { return _mm512_maskz_loadu_ps(m, s + c); };
+    const V kk = ld(kt), vv = ld(vt), A0 = ld(a0), B0 = ld(b0), P0 = ld(p0), DA = ld(da), DB = ld(db);
+    V ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
+    scaled_pair16(_mm512_sub_ps(P0, ld(w)), kk, ed, ek);
+    V gk = _mm512_mul_ps(_mm512_fmadd_ps(DA, vv, DB), ek), gv = _mm512_mul_ps(DA, ek);
+    _mm512_mask_storeu_ps(dw + c, m, _mm512_fnmadd_ps(_mm512_fmadd_ps(DA, A0, _mm512_mul_ps(DB, B0)), ed, ld(dw)));
+    V dan = _mm512_mul_ps(DA, ed), dbn = _mm512_mul_ps(DB, ed);
+    V e1, e2;
+    scaled_pair16(P0, _mm512_add_ps(ld(u), kk), e1, e2);
+    const V rden = _mm512_div_ps(set1(1.0f), _mm512_fmadd_ps(e1, B0, e2));
+    const V yt = _mm512_mul_ps(_mm512_fmadd_ps(e1, A0, _mm512_mul_ps(e2, vv)), rden);
+    const V gz = _mm512_mul_ps(ld(gt), rden);
+    const V gze2 = _mm512_mul_ps(gz, e2);
+    gv = _mm512_add_ps(gv, gze2);
+    const V gku = _mm512_mul_ps(gze2, _mm512_sub_ps(vv, yt));
+    gk = _mm512_add_ps(gk, gku);
+    _mm512_mask_storeu_ps(du + c, m, _mm512_add_ps(ld(du), gku));
+    const V gze1 = _mm512_mul_ps(gz, e1);
+    dan = _mm512_add_ps(dan, gze1);
+    dbn = _mm512_fnmadd_ps(gze1, yt, dbn);
+    _mm512_mask_storeu_ps(dkt + c, m, _mm512_add_ps(ld(dkt), gk));
+    _mm512_mask_storeu_ps(dvt + c, m, _mm512_add_ps(ld(dvt), gv));
+    _mm512_mask_storeu_ps(da + c, m, dan);
+    _mm512_mask_storeu_ps(db + c, m, dbn);
+  }
+}
+#endif
 }  // namespace
 
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
@@ -375,8 +447,12 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
 #pragma omp parallel
   {
     // checkpoints: the state at the start of every segment; seg: the states inside one segment
-    std::vector<float> ck(static_cast<size_t>((NS + 1) * 3 * CB)),
-        seg(static_cast<size_t>((kSeg + 1) * 3 * CB)), buf(static_cast<size_t>(6 * CB));
+    // per-thread scratch kept across calls (ck is 3·(T/kSeg + 1)·CB floats, 3 MB at T = 1024,
+    // CB = 2048): a fresh zero-filled vector per call cost page faults + a memset every call
+    thread_local std::vector<float> ck, seg, buf;
+    ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * 3 * CB)));
+    seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * 3 * CB)));
+    buf.resize(std::max(buf.size(), static_cast<size_t>(6 * CB)));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 cb = 0; cb < NB; ++cb) {
@@ -397,7 +473,11 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
           std::copy_n(cur, 3 * CB, nxt);
           for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
             const i64 o = (b * T + t) * D + c0;
+#if SCANSHARD_VEC512
+            wkv4_state_rows(nxt, nxt + CB, nxt + 2 * CB, nxt, nxt + CB, nxt + 2 * CB, k + o, v + o, w, nc, D);
+#else
             wkv4_step(nullptr, nxt, nxt + CB, nxt + 2 * CB, nxt, nxt + CB, nxt + 2 * CB, k + o, v + o, w, u, nc);
+#endif
           }
         }
         // pass 2: segments in reverse; states of the segment recomputed, then the adjoint
@@ -409,7 +489,12 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
             const i64 o = (b * T + t) * D + c0;
             float* cur = &seg[(t - t0) * 3 * CB];
             float* nxt = cur + 3 * CB;
+#if SCANSHARD_VEC512
+            wkv4_state_rows(nxt, nxt + CB, nxt + 2 * CB, cur, cur + CB, cur + 2 * CB, k + o, v + o, w, nc,
+                            -kSeg * D);  // the same row of the segment processed next
+#else
             wkv4_step(nullptr, nxt, nxt + CB, nxt + 2 * CB, cur, cur + CB, cur + 2 * CB, k + o, v + o, w, u, nc);
+#endif
           }
           for (i64 t = t1 - 1; t >= t0; --t) {
             const i64 o = (b * T + t) * D + c0;
@@ -417,6 +502,10 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
             float *dkt = dk + o, *dvt = dv + o;
             const float* cur = &seg[(t - t0) * 3 * CB];
             const float *a0 = cur, *b0 = cur + CB, *p0 = cur + 2 * CB;
+#if SCANSHARD_VEC512
+            wkv4_adjoint_rows(dkt, dvt, da, db, dw, du, a0, b0, p0, kt, vt, gt, w, u, nc, -D);
+            continue;
+#endif
 #pragma omp simd
             for (i64 c = 0; c < nc; ++c) {
               float ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
