@@ -142,10 +142,20 @@ inline void fwd16(float* y, float* h, float* prod, const float* nsp2, const floa
 template <bool Tail>
 inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum, const float* nsp2,
                   const float* hp, const float* dy, const float* x, const float* ga, const float* gx,
-                  v512::M m) {
+                  v512::M m, i64 pf) {
   using namespace v512;
   auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
   auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
+  // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
+  // previous token's rows (R floats back) into L2 meanwhile
+  _mm_prefetch(reinterpret_cast<const char*>(ga - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(gx - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(x - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(dy - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(hp - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(dx - pf), _MM_HINT_ET1);
+  _mm_prefetch(reinterpret_cast<const char*>(dga - pf), _MM_HINT_ET1);
+  _mm_prefetch(reinterpret_cast<const char*>(dgx - pf), _MM_HINT_ET1);
   const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
   const V ns2 = ld(nsp2);
   const V a = exp2(_mm512_mul_ps(ns2, r));
@@ -287,10 +297,10 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
         i64 j = 0;
         for (; j + 16 <= n; j += 16)
           bwd16<false>(dxr + j, dgar + j, dgxr + j, carry + j, dlog_sum + j, nsp2 + j, hp + j, dyr + j, xr + j, gar + j,
-                       gxr + j, 0);
+                       gxr + j, 0, R);
         if (j < n)
           bwd16<true>(dxr + j, dgar + j, dgxr + j, carry + j, dlog_sum + j, nsp2 + j, hp + j, dyr + j, xr + j, gar + j,
-                      gxr + j, v512::lanes(n - j));
+                      gxr + j, v512::lanes(n - j), R);
 #else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
