@@ -262,13 +262,20 @@ inline void wkv4_lazy_step(Lazy16& s, float* y, const float* kt, const float* vt
   s.p = pn;
 }
 
-// One token of 16 channels at column offset j of the per-channel rows a, b, q0, n, p, w, cu.
+// The per-channel state of the lazy forward, interleaved by 16-channel group: group g holds
+// a, b, q0, n, p, w, cu as 7 consecutive 16-float vectors (448 B). As 7 separate rows of CB
+// floats (8 KB apart at CB = 2048) they and the k, v, y rows all fell in the same L1 sets:
+// 10 lines per step for 8 ways.
+constexpr i64 kLazyRows = 7;
+inline float& lazy_at(float* buf, int r, i64 c) { return buf[((c / 16) * kLazyRows + r) * 16 + c % 16]; }
+
+// One token of the 16 channels whose state block is st (see lazy_at).
 template <bool Tail>
-inline void wkv4_lazy_col(float* st, i64 CB, i64 j, float* y, const float* k, const float* v, v512::M m) {
+inline void wkv4_lazy_col(float* st, float* y, const float* k, const float* v, v512::M m) {
   using namespace v512;
   auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
   auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
-  float *a = st + j, *bb = a + CB, *q = bb + CB, *n = q + CB, *p = n + CB, *w = p + CB, *cu = w + CB;
+  float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
   // software prefetch kPf floats ahead along the rows (the next token's row: the hardware
   // prefetchers restart at every 4 KB page and the compute between loads keeps few misses in flight)
   _mm_prefetch(reinterpret_cast<const char*>(k + kPf), _MM_HINT_T0);
@@ -292,39 +299,40 @@ bool lazy_ok(const float* decay, const float* bonus, i64 D) {
 
 void wkv4_forward_lazy(float* y, float* state_out, const float* k, const float* v, const float* decay,
                        const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
-  // channel blocks of ≤ 512 keep the six per-channel rows (12 KB) in L1 next to the streams
   const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
 #pragma omp parallel
   {
-    std::vector<float> buf(static_cast<size_t>(7 * CB));
+    std::vector<float> buf(static_cast<size_t>(kLazyRows * ((CB + 15) / 16) * 16));
+    float* sb = buf.data();
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 cb = 0; cb < NB; ++cb) {
         const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0;
-        float *a = buf.data(), *bb = a + CB, *q = bb + CB, *n = q + CB, *p = n + CB, *w = p + CB, *cu = w + CB;
         for (i64 c = 0; c < nc; ++c) {
-          a[c] = state_in ? state_in[s0 + c] : 0.0f;
-          bb[c] = state_in ? state_in[BD + s0 + c] : 0.0f;
-          p[c] = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-          q[c] = p[c];
-          n[c] = 0.0f;
+          lazy_at(sb, 0, c) = state_in ? state_in[s0 + c] : 0.0f;       // a
+          lazy_at(sb, 1, c) = state_in ? state_in[BD + s0 + c] : 0.0f;  // b
+          const float p = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+          lazy_at(sb, 2, c) = p;     // q0
+          lazy_at(sb, 3, c) = 0.0f;  // n
+          lazy_at(sb, 4, c) = p;     // p
           const double wd = std::exp(double(decay[c0 + c]));
-          w[c] = float(wd);
-          cu[c] = float(std::exp(double(bonus[c0 + c]) - wd));  // e^{u − w}
+          lazy_at(sb, 5, c) = float(wd);                                  // w
+          lazy_at(sb, 6, c) = float(std::exp(double(bonus[c0 + c]) - wd));  // e^{u − w}
         }
         for (i64 t = 0; t < T; ++t) {
           const i64 o = (b * T + t) * D + c0;
           i64 j = 0;
-          for (; j + 16 <= nc; j += 16) wkv4_lazy_col<false>(buf.data(), CB, j, y + o + j, k + o + j, v + o + j, 0);
-          if (j < nc)
-            wkv4_lazy_col<true>(buf.data(), CB, j, y + o + j, k + o + j, v + o + j, v512::lanes(nc - j));
+          for (; j + 16 <= nc; j += 16)
+            wkv4_lazy_col<false>(sb + j * kLazyRows, y + o + j, k + o + j, v + o + j, 0);
+          if (j < nc) wkv4_lazy_col<true>(sb + j * kLazyRows, y + o + j, k + o + j, v + o + j, v512::lanes(nc - j));
         }
         if (state_out)
           for (i64 c = 0; c < nc; ++c) {
-            const float sc = std::exp(q[c] - n[c] * w[c] - p[c]);  // back to the max form (≤ 1)
-            state_out[s0 + c] = a[c] * sc;
-            state_out[BD + s0 + c] = bb[c] * sc;
-            state_out[2 * BD + s0 + c] = p[c];
+            // back to the max form: a, b ·= e^{q − p} (≤ 1), q = q0 − n w
+            const float sc = std::exp(lazy_at(sb, 2, c) - lazy_at(sb, 3, c) * lazy_at(sb, 5, c) - lazy_at(sb, 4, c));
+            state_out[s0 + c] = lazy_at(sb, 0, c) * sc;
+            state_out[BD + s0 + c] = lazy_at(sb, 1, c) * sc;
+            state_out[2 * BD + s0 + c] = lazy_at(sb, 4, c);
           }
       }
   }
