@@ -258,19 +258,24 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
     float* __restrict nsp = carry + n;
     float* __restrict dlog_sum = nsp + n;
     float* __restrict h0 = dlog_sum + n;  // h_{−1} of this chunk (h_in or 0)
-#if SCANSHARD_VEC512
-    std::vector<float> nsp2v(n);
-    float* __restrict nsp2 = nsp2v.data();
-#endif
     for (i64 j = 0; j < n; ++j) {
       h0[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       carry[j] = dh_out ? dh_out[b * R + c0 + j] : 0.0f;
-#if SCANSHARD_VEC512
-      nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);  // ·log2 e
-#endif
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
       dlog_sum[j] = 0.0f;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
     }
+#if SCANSHARD_VEC512
+    // carry, dlog_sum, nsp2 = nsp·log2 e interleaved by 16-channel group (3 consecutive vectors):
+    // as rows n floats apart they fell in the same L1 set as the 8 streamed rows of each step
+    std::vector<float> ilv(3 * ((n + 15) / 16) * 16);
+    float* __restrict il = ilv.data();
+    auto at = [il](int r, i64 j) -> float& { return il[(j / 16) * 48 + r * 16 + j % 16]; };
+    for (i64 j = 0; j < n; ++j) {
+      at(0, j) = carry[j];
+      at(1, j) = 0.0f;
+      at(2, j) = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);
+    }
+#endif
     for (i64 t = T - 1; t >= 0; --t) {
       const i64 o = (b * T + t) * R + c0;
       const float* xr = x + o;
@@ -283,6 +288,16 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       float* dgxr = dgx + o;
       const bool rs = reset && reset[b * T + t];
       if (rs) {
+#if SCANSHARD_VEC512
+        for (i64 j = 0; j < n; ++j) {
+          const float i = sigmoid_fast(gxr[j]);
+          const float dh = dyr[j] + at(0, j);
+          dgar[j] = 0.0f;
+          dgxr[j] = dh * xr[j] * i * (1.0f - i);
+          dxr[j] += dh * i;
+          at(0, j) = 0.0f;
+        }
+#else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
           const float i = sigmoid_fast(gxr[j]);
@@ -292,15 +307,16 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
           dxr[j] += dh * i;
           carry[j] = 0.0f;
         }
+#endif
       } else {
 #if SCANSHARD_VEC512
         i64 j = 0;
         for (; j + 16 <= n; j += 16)
-          bwd16<false>(dxr + j, dgar + j, dgxr + j, carry + j, dlog_sum + j, nsp2 + j, hp + j, dyr + j, xr + j, gar + j,
-                       gxr + j, 0, R);
+          bwd16<false>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
+                       xr + j, gar + j, gxr + j, 0, R);
         if (j < n)
-          bwd16<true>(dxr + j, dgar + j, dgxr + j, carry + j, dlog_sum + j, nsp2 + j, hp + j, dyr + j, xr + j, gar + j,
-                      gxr + j, v512::lanes(n - j), R);
+          bwd16<true>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
+                      xr + j, gar + j, gxr + j, v512::lanes(n - j), R);
 #else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
@@ -323,6 +339,12 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
 #endif
       }
     }
+#if SCANSHARD_VEC512
+    for (i64 j = 0; j < n; ++j) {
+      carry[j] = at(0, j);
+      dlog_sum[j] = at(1, j);
+    }
+#endif
     for (i64 j = 0; j < n; ++j) {
       if (dh_in) dh_in[b * R + c0 + j] += carry[j];
       if (dlambda)
