@@ -276,8 +276,8 @@ inline void wkv4_lazy_col(float* st, float* y, const float* k, const float* v, v
   auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
   auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
   float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
-  // software prefetch kPf floats ahead along the rows (the next token's row: the hardware
-  // prefetchers restart at every 4 KB page and the compute between loads keeps few misses in flight)
+  // software prefetch kPf floats (4 KB) ahead along the rows: the hardware prefetchers restart
+  // at every 4 KB page and the compute between loads keeps few misses in flight
   _mm_prefetch(reinterpret_cast<const char*>(k + kPf), _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(v + kPf), _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(y + kPf), _MM_HINT_ET0);
