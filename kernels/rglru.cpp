@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include "kernels/linear.hpp"
+#include "kernels/vec512.hpp"
 
 namespace scanshard::kernels {
 
@@ -116,6 +117,65 @@ inline Task task(i64 k, const Split& s, i64 R) {
   const i64 b = k / s.nblk, c0 = (k % s.nblk) * s.width;
   return {b, c0, std::min(c0 + s.width, R)};
 }
+
+#if SCANSHARD_VEC512
+// 16 channels of one forward step without a reset (the row loop of rglru_scan_forward):
+//   r, i = σ(ga), σ(gx);  a = e^{nsp·r};  h ← a h + √(1 − a²)(i x);  y = h;  prod ← prod·a
+// Tail = masked loads/stores for the last n mod 16 channels.
+template <bool Tail>
+inline void fwd16(float* y, float* h, float* prod, const float* nsp2, const float* x, const float* ga,
+                  const float* gx, v512::M m) {
+  using namespace v512;
+  auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
+  auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
+  const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
+  const V a = exp2(_mm512_mul_ps(ld(nsp2), r));                      // nsp2 = −8 softplus(Λ)·log2 e
+  const V mz = sqrt(_mm512_fnmadd_ps(a, a, set1(1.0f)));  // √(1 − a²)
+  const V hn = _mm512_fmadd_ps(a, ld(h), _mm512_mul_ps(mz, _mm512_mul_ps(i, ld(x))));
+  st(h, hn);
+  st(y, hn);
+  st(prod, _mm512_mul_ps(ld(prod), a));
+}
+
+// 16 channels of one reverse step without a reset (the row loop of rglru_scan_backward);
+// √max(z, zmin) = max(√z, 1/(2·cap)).
+template <bool Tail>
+inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum, const float* nsp2,
+                  const float* hp, const float* dy, const float* x, const float* ga, const float* gx,
+                  v512::M m, i64 pf) {
+  using namespace v512;
+  auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
+  auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
+  // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
+  // previous token's rows (R floats back) into L2 meanwhile
+  _mm_prefetch(reinterpret_cast<const char*>(ga - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(gx - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(x - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(dy - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(hp - pf), _MM_HINT_T1);
+  _mm_prefetch(reinterpret_cast<const char*>(dx - pf), _MM_HINT_ET1);
+  _mm_prefetch(reinterpret_cast<const char*>(dga - pf), _MM_HINT_ET1);
+  _mm_prefetch(reinterpret_cast<const char*>(dgx - pf), _MM_HINT_ET1);
+  const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
+  const V ns2 = ld(nsp2);
+  const V a = exp2(_mm512_mul_ps(ns2, r));
+  const V z = _mm512_fnmadd_ps(a, a, set1(1.0f));  // 1 − a²
+  const V sz = sqrt(z);
+  const V dh = _mm512_add_ps(ld(dy), ld(carry));
+  const V xv = ld(x);
+  const V gin = _mm512_mul_ps(i, xv);
+  // da = dh (h_{t−1} − (i x) a/√max(z, zmin));  dlog_a = da·a
+  const V q = _mm512_div_ps(_mm512_mul_ps(gin, a), max(sz, set1(float(0.5 / kSqrtGradCap))));
+  const V dla = _mm512_mul_ps(_mm512_mul_ps(dh, _mm512_sub_ps(ld(hp), q)), a);
+  st(dlog_sum, _mm512_fmadd_ps(r, dla, ld(dlog_sum)));
+  // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
+  st(dga, _mm512_mul_ps(_mm512_mul_ps(ns2, dla), _mm512_mul_ps(set1(1.0f / kLog2e), _mm512_fnmadd_ps(r, r, r))));
+  const V dhs = _mm512_mul_ps(dh, sz);
+  st(dgx, _mm512_mul_ps(_mm512_mul_ps(dhs, xv), _mm512_fnmadd_ps(i, i, i)));  // dh m x i(1 − i)
+  st(dx, _mm512_fmadd_ps(dhs, i, ld(dx)));
+  st(carry, _mm512_mul_ps(a, dh));
+}
+#endif
 }  // namespace
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
@@ -130,10 +190,17 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
     float* __restrict h = buf.data();
     float* __restrict prod = h + n;
     float* __restrict nsp = prod + n;
+#if SCANSHARD_VEC512
+    std::vector<float> nsp2v(n);
+    float* __restrict nsp2 = nsp2v.data();
+#endif
     for (i64 j = 0; j < n; ++j) {
       h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       prod[j] = 1.0f;
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));  // −8 softplus(Λ)
+#if SCANSHARD_VEC512
+      nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);  // ·log2 e
+#endif
     }
     for (i64 t = 0; t < T; ++t) {
       const i64 o = (b * T + t) * R + c0;
@@ -150,6 +217,11 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
           yr[j] = h[j];
         }
       } else {
+#if SCANSHARD_VEC512
+        i64 j = 0;
+        for (; j + 16 <= n; j += 16) fwd16<false>(yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j, 0);
+        if (j < n) fwd16<true>(yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j, v512::lanes(n - j));
+#else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
           float r, i;
@@ -160,6 +232,7 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
           prod[j] *= a;
           yr[j] = h[j];
         }
+#endif
       }
     }
     for (i64 j = 0; j < n; ++j) {
@@ -174,7 +247,7 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
                          const float* ga, const float* gx, const float* h_in,
                          const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
   const Split sp = split(B, R);
-  const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
+  [[maybe_unused]] const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
   std::vector<float> dl_part(dlambda ? B * R : 0, 0.0f);  // per batch row, reduced below
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
@@ -191,6 +264,18 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
       dlog_sum[j] = 0.0f;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
     }
+#if SCANSHARD_VEC512
+    // carry, dlog_sum, nsp2 = nsp·log2 e interleaved by 16-channel group (3 consecutive vectors):
+    // as rows n floats apart they fell in the same L1 set as the 8 streamed rows of each step
+    std::vector<float> ilv(3 * ((n + 15) / 16) * 16);
+    float* __restrict il = ilv.data();
+    auto at = [il](int r, i64 j) -> float& { return il[(j / 16) * 48 + r * 16 + j % 16]; };
+    for (i64 j = 0; j < n; ++j) {
+      at(0, j) = carry[j];
+      at(1, j) = 0.0f;
+      at(2, j) = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);
+    }
+#endif
     for (i64 t = T - 1; t >= 0; --t) {
       const i64 o = (b * T + t) * R + c0;
       const float* xr = x + o;
@@ -203,6 +288,16 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       float* dgxr = dgx + o;
       const bool rs = reset && reset[b * T + t];
       if (rs) {
+#if SCANSHARD_VEC512
+        for (i64 j = 0; j < n; ++j) {
+          const float i = sigmoid_fast(gxr[j]);
+          const float dh = dyr[j] + at(0, j);
+          dgar[j] = 0.0f;
+          dgxr[j] = dh * xr[j] * i * (1.0f - i);
+          dxr[j] += dh * i;
+          at(0, j) = 0.0f;
+        }
+#else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
           const float i = sigmoid_fast(gxr[j]);
@@ -212,7 +307,17 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
           dxr[j] += dh * i;
           carry[j] = 0.0f;
         }
+#endif
       } else {
+#if SCANSHARD_VEC512
+        i64 j = 0;
+        for (; j + 16 <= n; j += 16)
+          bwd16<false>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
+                       xr + j, gar + j, gxr + j, 0, R);
+        if (j < n)
+          bwd16<true>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
+                      xr + j, gar + j, gxr + j, v512::lanes(n - j), R);
+#else
         #pragma omp simd
         for (i64 j = 0; j < n; ++j) {
           float r, i;
@@ -231,8 +336,15 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
           dxr[j] += dh * sz * i;
           carry[j] = a * dh;
         }
+#endif
       }
     }
+#if SCANSHARD_VEC512
+    for (i64 j = 0; j < n; ++j) {
+      carry[j] = at(0, j);
+      dlog_sum[j] = at(1, j);
+    }
+#endif
     for (i64 j = 0; j < n; ++j) {
       if (dh_in) dh_in[b * R + c0 + j] += carry[j];
       if (dlambda)

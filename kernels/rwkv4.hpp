@@ -45,7 +45,10 @@ void wkv4_backward(F* dk, F* dv, F* ddecay, F* dbonus, F* dstate_in, const F* dy
 
 namespace fast {
 // Same contracts as ref: OpenMP over (b, channel block), vectorised over channels, exp_fast,
-// one exp per step of each recurrence (one of the two scaled terms is always e^0 = 1).
+// one exp per step of each recurrence (one of the two scaled terms is always e^0 = 1). With
+// AVX-512 the forward keeps the state against a lazily decaying reference instead (one exp per
+// token, converted back to the max form at the end; see rwkv4.cpp) and the backward uses explicit
+// AVX-512 rows with per-channel data interleaved by 16-channel group.
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
                   const float* bonus, const float* state_in, i64 B, i64 T, i64 D);
 void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
