@@ -705,6 +705,33 @@ double in_flight_micro_batches(const Plan& p, std::int64_t stage) {
   return static_cast<double>(chunk_passes) / static_cast<double>(v);
 }
 
+namespace {
+// Parameters whose gradient a tensor rank forms from its own tokens under rs_ag (token_partial_grad):
+// of one layer of a kind (kind ≥ 0: a Temporal), of the embedding (−1) or of the final norm and
+// head (−2). Layers of one kind have the same tensors.
+std::int64_t token_partial_params(const ModelSpec& m, int kind, std::int64_t t, LowerCache* cache) {
+  auto count = [&] {
+    std::int64_t n = 0;
+    if (kind >= 0) {
+      for (std::int64_t l = 0; l < m.depth; ++l)
+        if (static_cast<int>(temporal_kind(m, l)) == kind) {
+          for (const auto& p : layer_parameter_tensors(m, l))
+            if (token_partial_grad(m, p, t)) n += p.count();
+          break;
+        }
+      return n;
+    }
+    for (const auto& p : parameter_tensors(m))
+      if ((kind == -1 ? p.block == "embed" : p.block == "final" || p.block == "head") && token_partial_grad(m, p, t)) n += p.count();
+    return n;
+  };
+  if (!cache) return count();
+  auto [it, fresh] = cache->token_partial.try_emplace({kind, t}, 0);
+  if (fresh) it->second = count();
+  return it->second;
+}
+}  // namespace
+
 StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, std::int64_t seq_coord, LowerCache* cache) {
   StageSummary st;
   const std::int64_t pp = p.mesh[Axis::pipeline];
@@ -808,17 +835,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     }
     if (c.rs_ag) {  // norms, post-reduction biases, positions: each rank's gradient covers its tokens only
       double partial = 0;
-      for (const auto& t : parameter_tensors(m)) {
-        bool here = false;
-        if (t.block == "embed") here = first;
-        else if (t.block == "final" || t.block == "head") here = last;
-        else {
-          const std::int64_t l = std::stoll(t.block.substr(t.block.find('.') + 1));
-          for (std::int64_t j = 0; j < st.chunks; ++j)
-            here = here || (l >= st.first_layer + j * st.chunk_stride && l < st.end_layer + j * st.chunk_stride);
-        }
-        if (here && token_partial_grad(m, t, c.t)) partial += static_cast<double>(t.count());
-      }
+      if (first) partial += static_cast<double>(token_partial_params(m, -1, c.t, cache));
+      if (last) partial += static_cast<double>(token_partial_params(m, -2, c.t, cache));
+      for (const auto& g : st.groups)
+        partial += static_cast<double>(g.count) * static_cast<double>(token_partial_params(m, static_cast<int>(g.kind), c.t, cache));
       e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * 4 / (zero >= 1 ? fs : 1.0));
     }
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);

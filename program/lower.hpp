@@ -109,6 +109,9 @@ struct StageSummary {
 struct LowerCache {
   std::map<std::array<double, 15>, std::shared_ptr<const LayerLowering>> layers;
   std::map<std::pair<int, std::int64_t>, std::int64_t> layer_params;  // (layer kind, tensor) -> parameters on a rank
+  // rs_ag: parameters whose gradient each tensor rank forms from its own tokens only, per layer
+  // kind (key (kind, tensor)) and for the embedding (kind −1) and final norm / head (kind −2).
+  std::map<std::pair<int, std::int64_t>, std::int64_t> token_partial;
   double model_flops = 0;
   std::int64_t model_flops_seq_len = -1, model_flops_batch = -1;
 };
