@@ -26,12 +26,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
+#include <new>
 #include <numeric>
 #include <optional>
+#include <span>
 #include <tuple>
 #include <unordered_map>
+
+#include <sys/mman.h>
 
 #include "program/yaml_reader.hpp"
 #include "sim/cost.hpp"
@@ -868,6 +873,28 @@ struct MeshInfo {
 
 // One (mesh, ZeRO stage, micro-batch, remat, scan, carry): its plans differ in placement, schedule
 // and overlap only.
+// An allocator for the one large array of the search (every configuration's bounds, tens of MB):
+// 2 MB-aligned and marked for transparent huge pages, so filling it takes a few dozen page faults
+// instead of thousands (each costly on a virtual machine). Falls back to ordinary pages silently.
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  static constexpr std::size_t kHuge = std::size_t{2} << 20;
+  HugePageAllocator() = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = (n * sizeof(T) + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, bytes);
+    if (!p) throw std::bad_alloc();
+    ::madvise(p, bytes, MADV_HUGEPAGE);
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const HugePageAllocator<U>&) const { return true; }
+};
+
 struct Config {
   double step_bound = 0;     // the least over placements and overlap
   double memory_bound = 0;   // the least over schedules
@@ -880,7 +907,7 @@ struct Config {
 // leading bits (buckets 0.04 % wide), enumeration order inside a bucket. The order only decides how
 // soon the thresholds tighten — the Collector's answer does not depend on it — so an O(n) pass
 // replaces a full sort of every configuration.
-std::vector<std::uint32_t> bound_order(const std::vector<Config>& configs) {
+std::vector<std::uint32_t> bound_order(std::span<const Config> configs) {
   constexpr int kMantissaBits = 11;
   auto bucket_of = [](double b) -> std::uint64_t {  // monotone in b for b ≥ 0 (IEEE 754 bit order)
     if (!(b >= 0)) b = 0;
@@ -924,7 +951,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   std::vector<MeshInfo> infos;
   std::vector<Anchor> anchors;
   std::vector<std::uint32_t> anchor_mesh;  // [anchor]: into the MeshInfo list
-  std::vector<Config> configs;
+  std::vector<Config, HugePageAllocator<Config>> configs;
 
   std::array<int, kRemats.size()> remat_fam{};
   std::array<int, kScans.size()> scan_fam{};
@@ -961,6 +988,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   // the current mesh, shared by its ZeRO stages, chunk counts and ZeRO-3 gather flags.
   struct MeshPriced {
     std::uint32_t stamp = 0, record = 0;
+    bool priced = false;
     std::array<PricedRecord, kMaxNets> on{};
   };
   std::vector<MeshPriced> mesh_priced;  // [sub / chunk choices]
@@ -1016,29 +1044,33 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
         anchor_mesh.push_back(static_cast<std::uint32_t>(infos.size()));
       }
       const Anchor& an = anchors[anchor];
-      const RecordKey key{mesh[Axis::tensor], mesh[Axis::sequence], q.micro_batch, static_cast<int>(q.remat),
-                          static_cast<int>(q.scan), static_cast<int>(q.carry), static_cast<int>(q.tensor_comm)};
-      auto [rit, fresh] = record_ids.try_emplace(key, static_cast<std::uint32_t>(records.size()));
-      if (fresh) records.push_back(make_record(m, c, o, key, lc, pipeline_parts));
-      const Record& rec = records[rit->second];
-      const std::size_t sub = ch.sub();
+      // The record of this (micro-batch, remat, scan, carry, tensor comm): once per mesh from the map.
+      const std::size_t sub = ch.sub(), local = sub / kVirtualStages.size();
+      if (mesh_priced.size() <= local) mesh_priced.resize(local + 1);
+      MeshPriced& mp = mesh_priced[local];
+      if (mp.stamp != stamp) {
+        const RecordKey key{mesh[Axis::tensor], mesh[Axis::sequence], q.micro_batch, static_cast<int>(q.remat),
+                            static_cast<int>(q.scan), static_cast<int>(q.carry), static_cast<int>(q.tensor_comm)};
+        auto [rit, fresh] = record_ids.try_emplace(key, static_cast<std::uint32_t>(records.size()));
+        if (fresh) records.push_back(make_record(m, c, o, key, lc, pipeline_parts));
+        mp.stamp = stamp;
+        mp.record = rit->second;
+        mp.priced = false;
+      }
+      const Record& rec = records[mp.record];
       if (subs.size() <= sub) subs.resize(sub + 1);
       SubBound& sb = subs[sub];
       if (sb.stamp[an.gathers] != stamp) {
-        const std::size_t local = sub / kVirtualStages.size();
-        if (mesh_priced.size() <= local) mesh_priced.resize(local + 1);
-        MeshPriced& mp = mesh_priced[local];
-        if (mp.stamp != stamp || mp.record != rit->second) {
+        if (!mp.priced) {
           for (std::size_t k = 0; k < info.lines.size(); ++k) mp.on[k] = price(rec, info.lines[k]);
-          mp.stamp = stamp;
-          mp.record = rit->second;
+          mp.priced = true;
         }
         pass_bounds(mp.on, info.lines.size(), rec, counts, an.gathers ? &an.gather : nullptr, sb.pass[an.gathers]);
         sb.stamp[an.gathers] = stamp;
       }
 
       Config cfg;
-      cfg.record = rit->second;
+      cfg.record = mp.record;
       cfg.anchor = anchor;
       cfg.choice = ch;
       const double mcount = static_cast<double>(q.micro_batches()), v = static_cast<double>(q.virtual_stages);
