@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <deque>
 #include <map>
 #include <new>
 #include <numeric>
@@ -598,10 +599,13 @@ struct Record {
     CommTotal total;
   };
   std::vector<Flat> flat;
-  void flatten() {
+  void flatten() {  // the per-part lists are not needed afterwards: free them
     for (std::size_t i = 0; i < kParts; ++i)
       for (std::uint8_t d = 0; d < 2; ++d)
         for (const auto& t : part[i].comm[d]) flat.push_back({static_cast<std::uint8_t>(i), d, t});
+    flat.shrink_to_fit();
+    for (auto& p : part)
+      for (auto& l : p.comm) std::vector<CommTotal>().swap(l);
   }
 };
 
@@ -863,6 +867,9 @@ double memory_bound(const Record& rec, const StageCounts& counts, const Anchor& 
   return most * kBoundSlack;
 }
 
+// Layer lowerings the anchors keep for reuse by later meshes (each holds ~100 steps).
+constexpr std::size_t kAnchorLoweringsKept = 256;
+
 struct MeshInfo {
   std::size_t index = 0;  // in the enumeration
   std::vector<std::array<Axis, kAxisCount>> orders;
@@ -944,7 +951,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
   Progress progress(o);
   LowerCache lc, anchor_lc;
 
-  std::vector<Record> records;
+  std::deque<Record> records;  // stable, never moved: a record holds many vectors
   std::unordered_map<RecordKey, std::uint32_t, RecordKeyHash> record_ids;
   std::map<PipelineKey, std::pair<Part, Part>> pipeline_parts;
   std::map<std::pair<std::int64_t, std::int64_t>, StageCounts> counts_by_pp;  // (pp, chunks per stage)
@@ -1041,6 +1048,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       if (anchor == UINT32_MAX) {
         anchor = static_cast<std::uint32_t>(anchors.size());
         anchors.push_back(make_anchor(m, c, q, info.lines, anchor_lc));
+        if (anchor_lc.layers.size() > kAnchorLoweringsKept) anchor_lc.layers.clear();  // memory stays flat
         anchor_mesh.push_back(static_cast<std::uint32_t>(infos.size()));
       }
       const Anchor& an = anchors[anchor];
