@@ -44,6 +44,14 @@ void rope_apply(F* y, const F* x, const std::int32_t* pos, i64 B, i64 T, i64 H, 
     }
 }
 
+// Key s is visible to query t: causal, within the window W (0: global), no document start in (s, t].
+bool visible(const std::uint8_t* reset, i64 b, i64 T, i64 t, i64 s, i64 W) {
+  if (s > t || (W > 0 && t - s > W)) return false;
+  if (reset)
+    for (i64 u = s + 1; u <= t; ++u)
+      if (reset[b * T + u]) return false;
+  return true;
+}
 }  // namespace
 
 namespace ref {
@@ -58,16 +66,6 @@ template <class F>
 void rope_backward(F* dx, const F* dy, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base) {
   rope_apply(dx, dy, pos, B, T, H, N, rot, base, -1.0);  // the inverse rotation accumulates
 }
-
-namespace {
-bool visible(const std::uint8_t* reset, i64 b, i64 T, i64 t, i64 s, i64 W) {
-  if (s > t || (W > 0 && t - s > W)) return false;
-  if (reset)
-    for (i64 u = s + 1; u <= t; ++u)
-      if (reset[b * T + u]) return false;
-  return true;
-}
-}  // namespace
 
 template <class F>
 void attention_forward(F* out, F* lse, const F* q, const F* k, const F* v, const std::uint8_t* reset,
@@ -416,15 +414,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 }
 
 // ---- materialized attention: whole score / probability matrices, one (batch, head) at a time --
-namespace {
-bool mat_visible(const std::uint8_t* reset, i64 b, i64 T, i64 t, i64 s, i64 W) {
-  if (s > t || (W > 0 && t - s > W)) return false;
-  if (reset)
-    for (i64 u = s + 1; u <= t; ++u)
-      if (reset[b * T + u]) return false;
-  return true;
-}
-}  // namespace
 
 void attention_scores_forward(float* P, const float* q, const float* k, const std::uint8_t* reset, i64 B, i64 T,
                               i64 q0, i64 H, i64 Hk, i64 N, i64 W) {
@@ -444,7 +433,7 @@ void attention_scores_forward(float* P, const float* q, const float* k, const st
         float* row = Pb + i * T;
         float mx = -std::numeric_limits<float>::infinity();
         for (i64 u = 0; u < T; ++u)
-          if (mat_visible(reset, b, T, t, u, W)) mx = std::max(mx, row[u]);
+          if (visible(reset, b, T, t, u, W)) mx = std::max(mx, row[u]);
           else row[u] = -std::numeric_limits<float>::infinity();
         double sum = 0;
         for (i64 u = 0; u < T; ++u) {
