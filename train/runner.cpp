@@ -308,6 +308,7 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
   // Gradients are summed over micro-batches and replicas in double: a sum of a few fp32 terms is
   // then (nearly always) exact, so the result barely depends on how the batch was split.
   std::vector<double> gacc(params.size());
+  std::vector<double> rs_part;  // ZeRO: this rank's part of the reduce-scattered gradient
   const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
   const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
   std::vector<Range> zero3_parts;  // ZeRO-3: who owns which part (the executor gathers before use)
@@ -434,7 +435,8 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
         const std::size_t ti = lay.index.at("embed/embed.table");
         tied->allreduce_sum(std::span<double>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));
       } else if (op == "reduce_scatter") {
-        std::vector<double> part(static_cast<std::size_t>(own.end - own.begin));
+        std::vector<double>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
+        part.resize(static_cast<std::size_t>(own.end - own.begin));
         c->reduce_scatter_sum_v(std::span<const double>(gacc), std::span<double>(part), own.counts);
         std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
         scattered = true;
