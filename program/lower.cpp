@@ -560,6 +560,9 @@ void head(Emit& e) {
   e.tensor_allreduce_bwd("head.in_grad");
   e.linear(c.m.tied_embeddings ? "embed.table" : "head.w", D, Vl);
   e.fwd.back().op = "logits";
+  // the logits step also takes each token's (max, Σ exp) over this rank's columns (the stats
+  // the cross-entropy merges across tensor ranks): max, subtract, exp, add per logit
+  e.fwd.back().vector_flops = 4 * c.n * Vl;
   // vocab-parallel cross-entropy: each rank's (max, Σ exp) per token merged across tensor ranks
   // (the logits step computes them), then the softmax and loss are finished locally
   e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "loss.stats", 2 * c.n * 4);
