@@ -21,7 +21,11 @@
 //     norm = RMSNorm; gemm = the gated MLP, the recurrent projections and the block-diagonal
 //     gates (fitted together, time-weighted; each one's own value is recorded); scan = the fused
 //     RG-LRU scan; attention = local (griffin-tiny) and global (mqa-tiny) attention together.
-//     Order: elementwise, norm, gemm (the MLP contains a gelu ⊙), scan, attention;
+//     Order: elementwise, norm, gemm (the MLP contains a gelu ⊙), scan, attention. Then the
+//     other recurrence kernels, each on its own (efficiency.ops: wkv4.scan on rwkv4-tiny; the
+//     RWKV-6 kernel the runner calls, fitted as both wkv6.scan and wkv6.chunked, which the
+//     lowering prices differently): per element they do 3x to 30x the RG-LRU's work, so the
+//     RG-LRU's class value priced RWKV-6's WKV at 1/7 of its measured time;
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB
 //     (buffer per rank; all-gather: the gathered result), each fitted to latency + bytes/bandwidth
 //     on relative residuals; the island link (bytes/s, per-step latency) comes from the
@@ -64,6 +68,8 @@
 #include "kernels/mlp.hpp"
 #include "kernels/rglru.hpp"
 #include "kernels/rmsnorm.hpp"
+#include "kernels/rwkv4.hpp"
+#include "kernels/rwkv6.hpp"
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -205,12 +211,15 @@ struct KernelBench {
   double seconds = 0;   // measured (best of repeated runs, mean over ranks)
   double efficiency = 0;
   bool clamped = false;
+  std::string op{};  // non-empty: fits efficiency.ops[op] (a recurrence kernel), not the class
+  ScanAlgo scan = ScanAlgo::sequential;  // the plan whose lowering prices it
 };
 
 constexpr i64 kBenchBatch = 4, kBenchSeq = 128;
 
-Plan bench_plan(const std::string& model) {
+Plan bench_plan(const std::string& model, ScanAlgo scan = ScanAlgo::sequential) {
   Plan p;
+  p.scan = scan;
   p.model = model;
   p.global_batch = kBenchBatch;
   p.micro_batch = kBenchBatch;
@@ -221,8 +230,9 @@ Plan bench_plan(const std::string& model) {
 
 // Compute steps named in `names` (forward, backward and step end), of the first layer that has
 // them (−1 for the embedding, head, loss and optimizer).
-std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names) {
-  const StepProgram prog = lower(m, bench_plan(m.name), 0);
+std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names,
+                              ScanAlgo scan = ScanAlgo::sequential) {
+  const StepProgram prog = lower(m, bench_plan(m.name, scan), 0);
   auto wanted = [&](const Step& s) { return std::find(names.begin(), names.end(), std::string(s.name)) != names.end(); };
   std::int32_t layer = -2;
   for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
@@ -236,7 +246,10 @@ std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>
   return out;
 }
 
+// `cls` is an op class, or a recurrence kernel's op (efficiency.ops).
 double& efficiency_field(Efficiency& e, const std::string& cls) {
+  for (const char* op : kTunedOps)
+    if (cls == op) return e.ops[cls];
   if (cls == "gemm") return e.gemm;
   if (cls == "elementwise") return e.elementwise;
   if (cls == "scan") return e.scan;
@@ -447,6 +460,38 @@ std::vector<KernelBench> kernel_benches() {
       K::rglru_scan_backward(dx, dga, dgx, nullptr, dlambda, dy, nullptr, y, x, ga, gx, nullptr, reset, lambda, B, T, R);
     }});
   }
+  {  // wkv4.scan: RWKV-4's WKV with the running maximum exponent, forward + backward
+    auto buf = std::make_shared<Buffers>();
+    const ModelSpec r4 = load_model("rwkv4-tiny");
+    const i64 D = r4.width;
+    float *y = buf->add(M * D), *k = buf->add(M * D), *v = buf->add(M * D), *decay = buf->add(D), *bonus = buf->add(D),
+          *dk = buf->add(M * D), *dv = buf->add(M * D), *ddecay = buf->add(D), *dbonus = buf->add(D), *dy = buf->add(M * D);
+    KernelBench kb{"scan", r4.name, "tm.wkv (wkv4.scan)", {"tm.wkv"}, [=, keep = buf] {
+      K::wkv4_forward(y, nullptr, k, v, decay, bonus, nullptr, B, T, D);
+      K::wkv4_backward(dk, dv, ddecay, dbonus, nullptr, dy, nullptr, k, v, decay, bonus, nullptr, B, T, D);
+    }};
+    kb.op = "wkv4.scan";
+    out.push_back(kb);
+  }
+  {  // wkv6: RWKV-6's matrix-state WKV; the runner calls the chunked kernel under either scan
+     // setting, and the lowering prices the two forms differently, so both ops are fitted to it
+    auto buf = std::make_shared<Buffers>();
+    const ModelSpec r6 = load_model("rwkv6-tiny");
+    const i64 N = r6.head_size, H = r6.width / N, E = M * H * N;
+    float *y = buf->add(E), *r = buf->add(E), *k = buf->add(E), *v = buf->add(E), *logw = buf->add(E), *u = buf->add(H * N),
+          *dr = buf->add(E), *dk = buf->add(E), *dv = buf->add(E), *dlogw = buf->add(E), *du = buf->add(H * N), *dy = buf->add(E);
+    for (i64 i = 0; i < E; ++i) logw[i] = -0.05f - std::fabs(logw[i]);  // log w = −exp(d) < 0
+    auto run = [=, keep = buf] {
+      K::wkv6_forward(y, nullptr, r, k, v, logw, u, nullptr, B, T, H, N);
+      K::wkv6_backward(dr, dk, dv, dlogw, du, nullptr, dy, nullptr, r, k, v, logw, u, nullptr, B, T, H, N);
+    };
+    for (const ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked}) {
+      KernelBench kb{"scan", r6.name, scan == ScanAlgo::chunked ? "tm.wkv (wkv6.chunked)" : "tm.wkv (wkv6.scan)", {"tm.wkv"}, run};
+      kb.op = scan == ScanAlgo::chunked ? "wkv6.chunked" : "wkv6.scan";
+      kb.scan = scan;
+      out.push_back(kb);
+    }
+  }
   for (const ModelSpec* m : {&g, &q}) {  // attention: local (griffin-tiny) and global (mqa-tiny)
     auto buf = std::make_shared<Buffers>();
     const i64 H = m->heads, Hk = m->kv_heads, N = m->head_dim, W = m->window;
@@ -603,8 +648,12 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
     << "    attention: " << fmt(chip.efficiency.attention) << "\n"
     << "    norm: " << fmt(chip.efficiency.norm) << "\n"
     << "    memory: " << fmt(chip.efficiency.memory) << "\n"
-    << "    network: " << fmt(chip.efficiency.network) << "\n"
-    << "topology:\n"
+    << "    network: " << fmt(chip.efficiency.network) << "\n";
+  if (!chip.efficiency.ops.empty()) {
+    y << "    ops:                          # recurrence kernels priced with their own value\n";
+    for (const auto& [op, eff] : chip.efficiency.ops) y << "      " << op << ": " << fmt(eff) << "\n";
+  }
+  y << "topology:\n"
     << "  kind: islands\n"
     << "  islands: 1\n"
     << "  devices_per_island: " << topo.devices_per_island << "\n"
@@ -762,7 +811,7 @@ void run_calibrate(const CalibrateOptions& o) {
       std::vector<Step> all;
       double total = 0;
       for (auto& k : r.kernels) {
-        if (k.cls != cls) continue;
+        if (k.cls != cls || !k.op.empty()) continue;
         const auto steps = named_steps(load_model(k.model), k.names);
         k.efficiency = fit_efficiency(steps, chip, cls, k.seconds, &k.clamped);
         all.insert(all.end(), steps.begin(), steps.end());
@@ -770,6 +819,14 @@ void run_calibrate(const CalibrateOptions& o) {
       }
       bool clamped = false;
       efficiency_field(chip.efficiency, cls) = fit_efficiency(all, chip, cls, total, &clamped);
+    }
+    for (auto& k : r.kernels) {  // the recurrence kernels' own values, once every class is known
+      if (k.op.empty()) continue;
+      std::vector<Step> steps;
+      for (const auto& s : named_steps(load_model(k.model), k.names, k.scan))
+        if (k.op == s.op) steps.push_back(s);
+      k.efficiency = fit_efficiency(steps, chip, k.op, k.seconds, &k.clamped);
+      chip.efficiency.ops[k.op] = k.efficiency;
     }
 
     TopologySpec topo = placeholder.topology;
@@ -814,6 +871,9 @@ void run_calibrate(const CalibrateOptions& o) {
       std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f", e.gemm,
                     e.elementwise, e.norm, e.scan, e.attention);
       t.add({"efficiency", effs});
+      std::string ops;
+      for (const auto& [op, eff] : e.ops) { char b[32]; std::snprintf(b, sizeof b, " %.3g", eff); ops += (ops.empty() ? "" : "  ") + op + b; }
+      if (!ops.empty()) t.add({"efficiency of recurrence kernels", ops});
       if (!r.comm.empty()) {
         for (const auto& c : r.comm)
           t.add({c.kind + " (fit)", format_seconds(c.fit.intercept > 0 ? c.fit.intercept : 0) + " + bytes / " +

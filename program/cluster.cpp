@@ -1,6 +1,7 @@
 // program/cluster.cpp — see cluster.hpp.
 #include "program/cluster.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -97,6 +98,18 @@ Efficiency parse_efficiency(YamlMap y) {
   e.norm = fraction(y, "norm", e.norm);
   e.memory = fraction(y, "memory", e.memory);
   e.network = fraction(y, "network", e.network);
+  if (y.has("ops")) {
+    YamlMap ops = y.required_map("ops");
+    for (const auto& op : ops.keys()) {
+      if (std::find_if(kTunedOps.begin(), kTunedOps.end(), [&](const char* o) { return op == o; }) == kTunedOps.end()) {
+        std::string known;
+        for (const char* o : kTunedOps) known += (known.empty() ? "" : ", ") + std::string(o);
+        throw ops.error(op, "no per-kernel efficiency for '" + op + "' (one of: " + known + ")");
+      }
+      e.ops[op] = fraction(ops, op, 1.0);
+    }
+    ops.finish();
+  }
   y.finish();
   return e;
 }

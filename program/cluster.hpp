@@ -4,6 +4,7 @@
 // per-chip peaks, memory, per-op-class efficiencies, and the network (torus or islands joined
 // by a fat tree). Not for: cost formulas (sim/) or building the topology graph (sim/).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,7 +30,14 @@ struct Efficiency {
   // them held at the end value. Empty: every GEMM reaches `gemm`.
   std::vector<std::pair<double, double>> gemm_curve;
   [[nodiscard]] double gemm_at(double gemm_flops) const;
+  // Optional per-kernel values that replace their class's for steps with that op (the kernel
+  // vocabulary of program/lower.cpp and traces). Only the recurrence kernels (kTunedOps): their
+  // class mixes kernels whose work differs per element by 10x or more (an RG-LRU step against
+  // a 64 x 64 matrix-state WKV), so one class value cannot price them all. `scanshard calibrate`
+  // measures them; presets leave them out.
+  std::map<std::string, double, std::less<>> ops;
 };
+inline constexpr std::array<const char*, 4> kTunedOps = {"rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked"};
 
 struct ChipSpec {
   std::string name;

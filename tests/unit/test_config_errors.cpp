@@ -150,3 +150,24 @@ TEST_CASE("chip efficiencies must be fractions", "[config]") {
     CHECK_THAT(e.what(), Catch::Contains("x.yaml:7:20: efficiency.gemm: must be a fraction in (0, 1]"));
   }
 }
+
+TEST_CASE("per-kernel efficiencies name a recurrence kernel and are fractions", "[config]") {
+  const std::string chip =
+      "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
+      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\nefficiency: {scan: 0.5, ops: {";
+  const ChipSpec ok = parse_chip(parse_yaml(chip + "wkv4.scan: 0.25, wkv6.chunked: 1}}\n", "x.yaml"), "x.yaml", "");
+  CHECK(ok.efficiency.scan == 0.5);
+  CHECK(ok.efficiency.ops.at("wkv4.scan") == 0.25);
+  CHECK(ok.efficiency.ops.at("wkv6.chunked") == 1.0);
+  CHECK(ok.efficiency.ops.size() == 2);
+  auto error_of = [&](const std::string& ops) -> std::string {
+    try {
+      parse_chip(parse_yaml(chip + ops + "}}\n", "x.yaml"), "x.yaml", "");
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK_THAT(error_of("linear: 0.5"), Catch::Contains("efficiency.ops.linear: no per-kernel efficiency for 'linear' (one of: rglru.scan, wkv4.scan"));
+  CHECK_THAT(error_of("wkv6.scan: 0"), Catch::Contains("efficiency.ops.wkv6.scan: must be a fraction in (0, 1]"));
+}

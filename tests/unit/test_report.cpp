@@ -87,6 +87,12 @@ void check_calibrated(const fs::path& file, int devices) {
     CHECK(positive_finite(e));
     CHECK(e <= 1.0);
   }
+  for (const char* op : {"wkv4.scan", "wkv6.scan", "wkv6.chunked"}) {  // the recurrence kernels measured on their own
+    INFO(op);
+    REQUIRE(chip.efficiency.ops.count(op) == 1);
+    CHECK(positive_finite(chip.efficiency.ops.at(op)));
+    CHECK(chip.efficiency.ops.at(op) <= 1.0);
+  }
   CHECK(positive_finite(c.topology.island_link_bytes_per_s));
   CHECK(positive_finite(c.topology.island_latency_seconds));
 }

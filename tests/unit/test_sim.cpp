@@ -100,6 +100,26 @@ TEST_CASE("on TPU-v3 the RG-LRU scan is memory-bound and large GEMMs compute-bou
   REQUIRE(saw_gemm);
 }
 
+TEST_CASE("a per-kernel efficiency replaces the class value for that op only", "[sim]") {
+  // Roofline by hand: max(vector FLOPs / (vector peak · eff), bytes / bandwidth) + launch.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.efficiency.scan = 0.5;
+  Step s;
+  s.cls = OpClass::scan;
+  s.op = "wkv4.scan";
+  s.vector_flops = 1e9;
+  s.bytes_read = 1e3;
+  auto by_hand = [&](double eff) {
+    return std::max(1e9 / (chip.vector_flops_per_s * eff), 1e3 / (chip.memory_bytes_per_s * chip.efficiency.memory)) +
+           chip.launch_overhead_seconds;
+  };
+  CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.5)).epsilon(1e-12));
+  chip.efficiency.ops["wkv4.scan"] = 0.125;
+  CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.125)).epsilon(1e-12));
+  s.op = "rglru.scan";  // another op of the same class keeps the class value
+  CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.5)).epsilon(1e-12));
+}
+
 TEST_CASE("the fused scan is priced faster than the naive one and the associative one slower", "[sim]") {
   const auto chip = load_cluster("tpu-v3-256").chip;
   auto scan_seconds = [&](ScanAlgo algo) {
