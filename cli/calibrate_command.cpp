@@ -60,6 +60,7 @@
 #include "cli/mpi_session.hpp"
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
+#include "cli/probe.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
 #include "kernels/conv1d.hpp"
@@ -88,30 +89,6 @@ struct CalibrateOptions {
   std::string name = "cpu-local";
   bool quick = false;
 };
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-// Seconds of f() per call after one warm-up call: at least min_reps calls, more until `budget`
-// seconds have been spent; best_seconds takes the fastest (other processes only slow calls down).
-template <class F>
-std::vector<double> call_seconds(F&& f, double budget, int min_reps, int max_reps) {
-  f();
-  std::vector<double> t;
-  double total = 0;
-  while (static_cast<int>(t.size()) < min_reps || (total < budget && static_cast<int>(t.size()) < max_reps)) {
-    const double t0 = now();
-    f();
-    const double dt = now() - t0;
-    t.push_back(dt);
-    total += dt;
-  }
-  return t;
-}
-template <class F>
-double best_seconds(F&& f, double budget, int min_reps = 3, int max_reps = 100000) {
-  const auto t = call_seconds(f, budget, min_reps, max_reps);
-  return *std::min_element(t.begin(), t.end());
-}
 
 std::vector<float> random_vector(std::size_t n, float scale, unsigned seed) {
   std::mt19937 g(seed);
@@ -523,18 +500,18 @@ template <class F>
 double time_collective(const mpi::Comm& w, F&& op, double target) {
   op();
   w.barrier();
-  double t0 = now();
+  double t0 = now_seconds();
   op();
-  double one = now() - t0;
+  double one = now_seconds() - t0;
   w.allreduce_max(std::span<double>(&one, 1));
   const int reps = static_cast<int>(std::clamp(std::ceil(target / std::max(one, 1e-7)), 1.0, 2000.0));
   const int rounds = one > 0.01 ? 2 : 4;  // large messages: fewer loops (the run stays under a minute)
   double best = 1e300;  // the fastest of a few timing loops: other processes only slow one down
   for (int round = 0; round < rounds; ++round) {
     w.barrier();
-    t0 = now();
+    t0 = now_seconds();
     for (int r = 0; r < reps; ++r) op();
-    double mean = (now() - t0) / reps;
+    double mean = (now_seconds() - t0) / reps;
     w.allreduce_max(std::span<double>(&mean, 1));
     best = std::min(best, mean);
   }
@@ -594,6 +571,7 @@ struct Measured {
   std::vector<GemmSample> gemm;
   std::vector<TriadSample> triad;
   double vector_flops = 0, launch = 0;
+  double probe_seconds = 0;  // machine_probe_seconds() (cli/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
   std::vector<CommFit> comm;
   double seconds = 0;
@@ -668,6 +646,7 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
     << "  threads_per_rank: 1\n"
     << "  quick: " << (o.quick ? "true" : "false") << "\n"
     << "  load_average_1min: [" << fmt(r.load_start) << ", " << fmt(r.load_end) << "]   # at start and end; > cores: timings inflated\n"
+    << "  probe_seconds: " << fmt(r.probe_seconds) << "   # cli/probe.hpp: sgemm 256^3 + 3 MiB triad, median; validate's drift reference\n"
     << "  seconds: " << fmt(r.seconds) << "\n"
     << "  sgemm:                          # [m, n, k, seconds, flop/s], mean over ranks\n";
   for (const auto& g : r.gemm)
@@ -728,13 +707,13 @@ void run_calibrate(const CalibrateOptions& o) {
   try {
     omp_set_num_threads(1);
     openblas_set_num_threads(1);
-    const double t_start = now();
+    const double t_start = now_seconds();
     Measured r;
     r.ranks = world.size();
     r.load_start = load_average_1min();
     double t_phase = t_start;
     auto say = [&](const std::string& s) {  // progress, with the seconds the previous phase took
-      const double t = now();
+      const double t = now_seconds();
       if (rank == 0) {
         if (s.starts_with(" ")) std::cout << " (" << format_seconds(t - t_phase) << ")";
         std::cout << s << std::flush;
@@ -769,6 +748,12 @@ void run_calibrate(const CalibrateOptions& o) {
       mean_over_ranks(world, v);
       r.vector_flops = 1.0 / v[0];
       r.launch = v[1];
+    }
+    world.barrier();
+    {  // the reference for validate's drift check, run on every rank at once as validate runs it
+      std::vector<double> v = {machine_probe_seconds()};
+      mean_over_ranks(world, v);
+      r.probe_seconds = v[0];
     }
 
     ChipSpec chip;
@@ -840,7 +825,7 @@ void run_calibrate(const CalibrateOptions& o) {
       if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
       if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = ar.link_latency_seconds;
     }
-    r.seconds = now() - t_start;
+    r.seconds = now_seconds() - t_start;
     r.load_end = load_average_1min();
     say(" done (" + format_seconds(r.seconds) + ")\n");
 

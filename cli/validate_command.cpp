@@ -26,6 +26,13 @@
 // (gradient reduction after the last backward; fp32 everywhere).
 // Plans the runner refuses today (e.g. ZeRO-3 before it lands) are listed as skipped.
 //
+// Machine drift: on a shared VM the same plan's step time moves by 20–30 % over minutes with no
+// code change, while the cluster file was measured earlier. Before each plan every rank runs the
+// machine-speed probe (cli/probe.hpp); with the probe calibrate recorded, each plan gets a speed
+// factor (probe now / probe at calibration) and a second summary scores predictions multiplied
+// by it. One measured number per plan, the same formula for all: not a fitted correction. The
+// primary statistics stay unscaled.
+//
 // Writes DIR/validate.json (everything), validate.csv (one row per plan), validate-groups.csv
 // (per plan and op group) and validate-classes.csv (per op class), atomically.
 #include <cblas.h>
@@ -43,12 +50,14 @@
 
 #include <mpi.h>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
 #include "cli/html_report.hpp"
+#include "cli/probe.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/stats.hpp"
@@ -57,6 +66,20 @@
 
 namespace scanshard {
 namespace {
+
+// The probe `scanshard calibrate` recorded in the cluster file (measurements: probe_seconds),
+// or 0: presets and older files have none. `measurements:` is free-form, so it is read here
+// rather than by the strict loader; a malformed value just means no reference.
+double calibrated_probe_seconds(const std::string& cluster_arg) {
+  if (!looks_like_path(cluster_arg)) return 0;
+  try {
+    const YAML::Node m = YAML::LoadFile(cluster_arg)["measurements"];
+    const double v = m && m["probe_seconds"] ? m["probe_seconds"].as<double>() : 0;
+    return std::isfinite(v) && v > 0 ? v : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
 
 struct ValidateOptions {
   std::string cluster = "cpu-local";
@@ -209,6 +232,7 @@ void run_validate(const ValidateOptions& o) {
 
   omp_set_num_threads(1);
   openblas_set_num_threads(1);
+  const double probe_ref = calibrated_probe_seconds(o.cluster);
   const double load_start = load_average_1min();
   if (rank == 0) {
     std::cout << "validate: " << cases.size() << " plans, " << o.steps << " steps each (first = warm-up), " << W
@@ -220,7 +244,7 @@ void run_validate(const ValidateOptions& o) {
   }
 
   nlohmann::json plans_json = nlohmann::json::array();
-  std::vector<double> pred_steps, meas_steps, fastest_steps;
+  std::vector<double> pred_steps, meas_steps, fastest_steps, speed;
   std::vector<stats::ClassSample> class_samples;
   Table t({"id", "plan", "predicted", "measured", "error", "largest group error"}, {false, false, true, true, true, false});
   std::string csv = "id,model,family,mesh,zero_stage,remat,carry,ranks,global_batch,micro_batch,seq_len,predicted_seconds,"
@@ -251,6 +275,9 @@ void run_validate(const ValidateOptions& o) {
         }
         continue;
       }
+      std::vector<double> probe = {machine_probe_seconds()};  // every rank at once, as calibrate ran it
+      world.allreduce_sum(std::span<double>(probe));
+      const double probe_now = probe[0] / W;
       const mpi::Comm sub = world.split(rank < n ? 0 : 1, rank);
       train::Result res;
       if (rank < n) res = train::run(c.model, c.plan, data, opt, &sub);
@@ -263,6 +290,7 @@ void run_validate(const ValidateOptions& o) {
       pred_steps.push_back(cmp.predicted_step_seconds);
       meas_steps.push_back(cmp.measured_step_seconds);
       fastest_steps.push_back(cmp.fastest_step_seconds);
+      speed.push_back(probe_ref > 0 ? probe_now / probe_ref : std::nan(""));
       std::string worst = "-";
       double worst_share = 0;
       nlohmann::json groups = nlohmann::json::array();
@@ -295,6 +323,8 @@ void run_validate(const ValidateOptions& o) {
                             {"measured_step_seconds", cmp.measured_step_seconds}, {"relative_error", err},
                             {"fastest_step_seconds", cmp.fastest_step_seconds},
                             {"steps_measured", cmp.steps_used}, {"groups", groups}, {"classes", by_class},
+                            {"probe_seconds", probe_now},
+                            {"speed_factor", probe_ref > 0 ? nlohmann::json(probe_now / probe_ref) : nlohmann::json()},
                             {"predicted_buckets_seconds", buckets},
                             {"memory_bytes", {{"params", mem.params_bytes}, {"grads", mem.grads_bytes},
                                               {"optimizer", mem.optimizer_bytes}, {"activations", mem.activations_bytes},
@@ -309,7 +339,13 @@ void run_validate(const ValidateOptions& o) {
       csv += row;
       t.add({c.id, describe_plan(c), ms(cmp.predicted_step_seconds), ms(cmp.measured_step_seconds), pct(err), worst});
       std::cout << "  " << c.id << " " << describe_plan(c) << ": predicted " << ms(cmp.predicted_step_seconds) << ", measured "
-                << ms(cmp.measured_step_seconds) << " (" << pct(err) << ")\n" << std::flush;
+                << ms(cmp.measured_step_seconds) << " (" << pct(err) << ")";
+      if (probe_ref > 0) {
+        char f[64];
+        std::snprintf(f, sizeof f, "; machine probe %.2fx its calibration time", probe_now / probe_ref);
+        std::cout << f;
+      }
+      std::cout << "\n" << std::flush;
     }
   } catch (const std::exception& e) {
     if (W == 1) throw;
@@ -353,6 +389,27 @@ void run_validate(const ValidateOptions& o) {
                 "Spearman %.3f)\n",
                 100 * fastest_err.median_abs, 100 * fastest_err.max_abs, 100 * fastest_err.bias, rho_fastest);
   std::cout << summary;
+  nlohmann::json drift_json;  // null without a calibrated probe
+  if (probe_ref > 0) {
+    std::vector<double> scaled(pred_steps.size());
+    for (std::size_t i = 0; i < scaled.size(); ++i) scaled[i] = pred_steps[i] * speed[i];
+    const auto scaled_err = stats::summarize_errors(scaled, meas_steps);
+    const double rho_scaled = scaled.size() >= 2 ? stats::spearman(scaled, meas_steps) : std::nan("");
+    const auto [lo, hi] = std::minmax_element(speed.begin(), speed.end());
+    std::snprintf(summary, sizeof summary,
+                  "machine drift: the speed probe ran %.2fx to %.2fx its time at calibration (median %.2fx); with each "
+                  "prediction scaled by its plan's probe: median |error| %.1f %%, max %.1f %%, bias %+.1f %%, Spearman %.3f\n",
+                  *lo, *hi, stats::median(speed), 100 * scaled_err.median_abs, 100 * scaled_err.max_abs, 100 * scaled_err.bias,
+                  rho_scaled);
+    std::cout << summary;
+    drift_json = {{"probe_seconds_at_calibration", probe_ref}, {"speed_factor_min", *lo}, {"speed_factor_max", *hi},
+                  {"median_abs_error", scaled_err.median_abs}, {"max_abs_error", scaled_err.max_abs},
+                  {"median_signed_error", scaled_err.bias},
+                  {"spearman", std::isnan(rho_scaled) ? nlohmann::json() : nlohmann::json(rho_scaled)}};
+  } else {
+    std::cout << "machine drift: not checked (" << cluster.name
+              << " has no calibrated probe; pass the file `scanshard calibrate` wrote)\n";
+  }
   const double load_end = load_average_1min();
   const double cores = std::max(1u, std::thread::hardware_concurrency());
   std::cout << "machine load (1-min average): " << load_start << " at the start, " << load_end << " at the end, on " << cores
@@ -377,6 +434,7 @@ void run_validate(const ValidateOptions& o) {
       {"summary_fastest_step", {{"median_abs_error", fastest_err.median_abs}, {"max_abs_error", fastest_err.max_abs},
                                 {"median_signed_error", fastest_err.bias},
                                 {"spearman", std::isnan(rho_fastest) ? nlohmann::json() : nlohmann::json(rho_fastest)}}},
+      {"summary_probe_scaled", drift_json},
       {"classes", classes_json}};
   std::filesystem::create_directories(o.out);
   write_file_atomically(o.out + "/validate.json", doc.dump(2) + "\n");
