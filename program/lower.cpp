@@ -481,7 +481,9 @@ void rwkv6_time_mix(Emit& e) {
   e.linear("tm.lora_a", D, 5 * r);                                                   // replicated
   e.elementwise(OpClass::elementwise, "tanh", "tm.lora_act", c.n * 5 * r, 1, 1, 6);
   e.linear("tm.lora_b", r, D, 5);  // five rank-r maps, stored [5, r, D]
-  e.elementwise(OpClass::elementwise, "ddlerp", "tm.mix", c.n * D, 3, 5, 10);          // x_□ = x + xx·(μ_□ + m_□)
+  // x_□ = x + xx·(μ_□ + m_□) for the five targets: reads x, xx and the five m_□, writes five
+  // (kernels/rwkv_ops.cpp ddlerp_mix_forward), 3 FLOPs per output
+  e.elementwise(OpClass::elementwise, "ddlerp", "tm.mix", c.n * D, 7, 5, 15);
   e.linear("tm.decay_a", D, rw);
   e.elementwise(OpClass::elementwise, "tanh", "tm.decay_act", c.n * rw, 1, 1, 6);
   e.linear("tm.decay_b", rw, Dl);
