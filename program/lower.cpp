@@ -477,6 +477,10 @@ void rwkv6_time_mix(Emit& e) {
   e.layernorm("norm1");
   e.tensor_allreduce_bwd("tm.in_grad");
   e.halo("tm.shift_halo", 1, D);
+  // Whole on every tensor rank but fed only this rank's columns of gradient: μ_x [D], μ_□ [5, D],
+  // the shared LoRA A [D, 5r] and B [5, r, D] and the decay LoRA A [D, rw] — every path from them
+  // to the loss runs through a column-split linear (r, k, v, g: D → D/t; decay_b: rw → D/t).
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "tm.mu_grads", (6 + 10 * r + rw) * D * c.g);
   e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 2, 3);  // xx, x + xx·μ_x
   e.linear("tm.lora_a", D, 5 * r);                                                   // replicated
   e.elementwise(OpClass::elementwise, "tanh", "tm.lora_act", c.n * 5 * r, 1, 1, 6);

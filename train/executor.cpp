@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <stdexcept>
 #include <string_view>
@@ -479,7 +480,8 @@ void wkv_carry_gather_bwd(State& s, const Step& st);
 // "scan.carry" belongs to whichever scan the layer has.
 template <bool Ring, bool Fwd>
 void carry_any(State& s, const Step& st) {
-  const bool wkv = lb(s, st).kind == Temporal::rwkv4_time_mix;
+  const Temporal k = lb(s, st).kind;
+  const bool wkv = k == Temporal::rwkv4_time_mix || k == Temporal::rwkv6_time_mix;
   if (Ring && Fwd) (wkv ? wkv_carry_ring_fwd : carry_ring_fwd)(s, st);
   if (!Ring && Fwd) (wkv ? wkv_carry_gather_fwd : carry_gather_fwd)(s, st);
   if (Ring && !Fwd) (wkv ? wkv_carry_ring_bwd : carry_ring_bwd)(s, st);
@@ -966,8 +968,18 @@ void tm_shift_bwd(State& s, const Step& st) {
                             b.dxs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
                             s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
 }
+// Parameters whole on every tensor rank that see only this rank's part of their gradient (their
+// consumers are column-split): the gradients are summed over the tensor axis.
+void replicated_grads_bwd(State& s, const Step& st, std::initializer_list<const char*> names) {
+  for (const char* n : names) {
+    const auto it = s.lay.full.index.find(State::block(st.layer) + "/" + n);
+    allreduce_inplace(s, st, s.grad(st.layer, n), s.lay.count(it->second));
+  }
+}
+// RWKV-4: the three token-shift mixes. RWKV-6: μ_x, μ_□, the shared LoRA A and B and the decay LoRA A.
 void tm_mu_grads_bwd(State& s, const Step& st) {
-  for (const char* mu : kTmMu) allreduce_inplace(s, st, s.grad(st.layer, mu), s.D);
+  if (s.m.family == Family::rwkv6) return replicated_grads_bwd(s, st, {"tm.mu_x", "tm.mu", "tm.lora_a", "tm.lora_b", "tm.decay_a"});
+  replicated_grads_bwd(s, st, {kTmMu[0], kTmMu[1], kTmMu[2]});
 }
 template <int J>  // 0 r, 1 k, 2 v
 void tm_proj_fwd(State& s, const Step& st) {
@@ -1053,9 +1065,7 @@ void cm_shift_bwd(State& s, const Step& st) {
   K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_r"), b.dcxr.data(), b.n2.data(), prev,
                           s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
 }
-void cm_mu_grads_bwd(State& s, const Step& st) {
-  for (const char* mu : {"cm.mu_k", "cm.mu_r"}) allreduce_inplace(s, st, s.grad(st.layer, mu), s.D);
-}
+void cm_mu_grads_bwd(State& s, const Step& st) { replicated_grads_bwd(s, st, {"cm.mu_k", "cm.mu_r"}); }
 void cm_wk_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_forward(b.ck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), nullptr, s.M, s.D, s.F);
@@ -1107,19 +1117,25 @@ void cm_wr_dw(State& s, const Step& st) {
   K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M,
                      s.D, s.Dl);
 }
-// ---- RWKV-6 time mix (DESIGN §3.3), whole on each rank (data / fsdp / pipeline) ----------------
+// ---- RWKV-6 time mix (DESIGN §3.3) ---------------------------------------------------------------
+// Under tensor: the shift, the LoRAs and the five mixes are whole on every rank (replicated
+// parameters, tm.mu_grads); decay_b, the decay, r, k, v, g, the WKV heads, GroupNorm and the gate
+// hold this rank's Dl = D/t channels (Dl/N heads); W_o is row-split. Under sequence: the shift's
+// previous token comes from the left shard (tm.shift_halo), the WKV state through scan.carry.
 
 i64 rank_mix(const State& s) { return s.m.lora_rank_mix; }
 i64 rank_decay(const State& s) { return s.m.lora_rank_decay; }
 float* x5(State& s, Vec& v, int j) { return v.data() + j * s.M * s.D; }  // j: 0 w, 1 k, 2 v, 3 r, 4 g
 void r6_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_shift_forward(b.xx.data(), b.xxx.data(), b.n1.data(), nullptr, s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+  K::ddlerp_shift_forward(b.xx.data(), b.xxx.data(), b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                          s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
 }
 void r6_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_shift_backward(b.dn1.data(), nullptr, s.grad(st.layer, "tm.mu_x"), b.dxx.data(), b.dxxx.data(), b.n1.data(),
-                           nullptr, s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+  K::ddlerp_shift_backward(b.dn1.data(), s.sp > 1 ? b.dshift_prev.data() : nullptr, s.grad(st.layer, "tm.mu_x"),
+                           b.dxx.data(), b.dxxx.data(), b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                           s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
 }
 void r6_lora_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -1211,25 +1227,25 @@ void r6_decay_act_bwd(State& s, const Step& st) {
 }
 void r6_decay_b_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.dd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.M, rank_decay(s), s.D);
+  K::linear_forward(b.dd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.M, rank_decay(s), s.Dl);
 }
 void r6_decay_b_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(b.ddlt.data(), nul(), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), s.M,
-                     rank_decay(s), s.D);
+                     rank_decay(s), s.Dl);
 }
 void r6_decay_b_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(nul(), s.grad(st.layer, "tm.decay_b"), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"),
-                     s.M, rank_decay(s), s.D);
+                     s.M, rank_decay(s), s.Dl);
 }
 void r6_decay_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.dd.data(), s.M, s.D);
+  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.dd.data(), s.M, s.Dl);
 }
 void r6_decay_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddd.data(), b.dlogw.data(), b.logw.data(), s.M, s.D);
+  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddd.data(), b.dlogw.data(), b.logw.data(), s.M, s.Dl);
 }
 template <int J>  // 1 k, 2 v, 3 r, 4 g
 float* r6_out(LayerBufs& b, bool grad) {
@@ -1242,28 +1258,40 @@ constexpr const char* kR6W[5] = {"", "tm.wk", "tm.wv", "tm.wr", "tm.wg"};
 template <int J>
 void r6_proj_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(r6_out<J>(b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.D);
+  K::linear_forward(r6_out<J>(b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.Dl);
 }
 template <int J>
 void r6_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(x5(s, b.dxs5, J), nul(), nul(), r6_out<J>(b, true), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), s.M,
-                     s.D, s.D);
+                     s.D, s.Dl);
 }
 template <int J>
 void r6_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(b, true), x5(s, b.xs5, J),
-                     s.par(st.layer, kR6W[J]), s.M, s.D, s.D);
+                     s.par(st.layer, kR6W[J]), s.M, s.D, s.Dl);
 }
-i64 heads6(const State& s) { return s.D / s.m.head_size; }
+i64 heads6(const State& s) { return s.Dl / s.m.head_size; }  // this tensor rank's WKV heads
 void wkv6_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
+  if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
+    kernels::wkv6_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.r.data(), b.k.data(), b.v.data(),
+                                b.logw.data(), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, heads6(s), s.m.head_size);
+    return;
+  }
   K::wkv6_forward(b.wkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
                   nullptr, s.B, s.T, heads6(s), s.m.head_size);
 }
 void wkv6_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
+  if (s.sp > 1) {
+    kernels::wkv6_chunk_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
+                                 b.dwkv.data(), s.s + 1 < s.sp ? b.dst_out.data() : nullptr, b.r.data(), b.k.data(),
+                                 b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"), s.s > 0 ? b.st_in.data() : nullptr,
+                                 s.B, s.T, heads6(s), s.m.head_size);
+    return;
+  }
   K::wkv6_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
                    b.dwkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
                    nullptr, s.B, s.T, heads6(s), s.m.head_size);
@@ -1281,11 +1309,11 @@ void r6_gn_bwd(State& s, const Step& st) {
 }
 void r6_gated_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::silu_mul_forward(b.o.data(), b.gn.data(), b.gg.data(), s.M * s.D);
+  K::silu_mul_forward(b.o.data(), b.gn.data(), b.gg.data(), s.M * s.Dl);
 }
 void r6_gated_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::silu_mul_backward(b.dgn.data(), b.dgg.data(), b.do_.data(), b.gn.data(), b.gg.data(), s.M * s.D);
+  K::silu_mul_backward(b.dgn.data(), b.dgg.data(), b.do_.data(), b.gn.data(), b.gg.data(), s.M * s.Dl);
 }
 
 // Steps both RWKV generations name alike ("tm.shift", "tm.wr", ...) but compute differently.
@@ -1305,42 +1333,79 @@ void shift_halo_bwd(State& s, const Step& st) {
   shift_left(s, st, Channel ? b.dcprev : b.dshift_prev, back);
   add_last_rows(s, (Channel ? b.dn2 : b.dn1).data(), back, 1, s.D);
 }
-// WKV-4 carry: states combine in the kernel's scaled (α, β, p) form; the fix recomputes the chunk
-// from its true incoming state (the output is not linear in it).
+// WKV chunk-state carry of either generation (DESIGN §4). RWKV-4: a state is the kernel's scaled
+// (α, β, p) form [3,B,Dl], its gradient [2,B,Dl], the decay summary [Dl]; composing gradients also
+// needs the shard's incoming and final states (aux). RWKV-6: a state is the matrix S [B,H,N,N] of
+// this rank's heads, its gradient the same, the summary log diag(Π w) [B,H,N]; both compose
+// linearly (S_out = diag(Π w) S_in + S_loc, dS_in = diag(Π w) dS_out + dS_loc). The output is
+// not linear in the state for RWKV-4, so for both the fix re-runs the chunk from its true state.
+struct WkvCarry {
+  bool six;
+  i64 state, grad, summary, aux;  // elements per shard: state, its gradient, decay summary, aux states
+  void combine(const State& s, float* out, const float* in, const float* local, const float* logdec) const {
+    if (six) kernels::wkv6_state_combine(out, in, local, logdec, s.B, heads6(s), s.m.head_size);
+    else kernels::wkv4_state_combine(out, in, local, logdec, s.B, s.Dl);
+  }
+  // d_in = dL/d(incoming state) of a shard, from its d_out, its own part dloc, its aux states
+  // (st_in, st_fin; RWKV-4 only) and its summary.
+  void grad_combine(const State& s, float* d_in, const float* d_out, const float* dloc, const float* st_in,
+                    const float* st_fin, const float* logdec) const {
+    if (six) kernels::wkv6_grad_state_combine(d_in, d_out, dloc, logdec, s.B, heads6(s), s.m.head_size);
+    else kernels::wkv4_grad_state_combine(d_in, d_out, dloc, st_in, st_fin, logdec, s.B, s.Dl);
+  }
+};
+WkvCarry wkv_carry(const State& s) {
+  if (s.m.family == Family::rwkv6) {
+    const i64 st = s.B * s.Dl * s.m.head_size;
+    return {true, st, st, s.B * s.Dl, 0};
+  }
+  return {false, 3 * s.B * s.Dl, 2 * s.B * s.Dl, s.Dl, 3 * s.B * s.Dl};
+}
 void wkv_carry_ring_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const auto& c = need(s, Axis::sequence, st);
   c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.st_in), left(s));
-  kernels::wkv4_state_combine(b.st_fin.data(), s.s > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data(), s.B, s.Dl);
+  wkv_carry(s).combine(s, b.st_fin.data(), s.s > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data());
   c.sendrecv(std::span<const float>(b.st_fin), right(s), std::span<float>(), MPI_PROC_NULL);
 }
 void wkv_carry_gather_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 n = 3 * s.B * s.Dl, per = n + s.Dl;
+  const WkvCarry w = wkv_carry(s);
+  const i64 n = w.state, per = n + w.summary;
   Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
   std::copy(b.st_loc.begin(), b.st_loc.end(), mine.begin());
   std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
   for (i64 r = 0; r <= s.s; ++r) {  // fold shards 0..s: st_in before this shard, st_fin after it
     if (r == s.s) b.st_in = b.st_fin;
-    kernels::wkv4_state_combine(b.st_fin.data(), r > 0 ? b.st_in.data() : nullptr, all.data() + r * per,
-                          all.data() + r * per + n, s.B, s.Dl);
+    w.combine(s, b.st_fin.data(), r > 0 ? b.st_in.data() : nullptr, all.data() + r * per, all.data() + r * per + n);
     if (r < s.s) b.st_in = b.st_fin;
   }
 }
 void wkv_carry_fix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.s == 0) { b.wkv = b.wkv_loc; return; }
-  kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"),
-                        s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.Dl);
+  if (s.m.family == Family::rwkv6)
+    kernels::wkv6_chunk_forward(b.wkv.data(), nullptr, nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(),
+                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, heads6(s), s.m.head_size);
+  else
+    kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"),
+                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.Dl);
 }
 void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
   auto& b = lb(s, st);
   Vec dk(b.dk.size()), dv(b.dv.size()), dd(static_cast<std::size_t>(s.Dl)), db(static_cast<std::size_t>(s.Dl));
   std::fill(b.dloc.begin(), b.dloc.end(), 0.0f);
+  const float* st_in = s.s > 0 ? b.st_in.data() : nullptr;
+  if (s.m.family == Family::rwkv6) {  // dd: d bonus [H,N] = Dl; dr, dlogw the size of dk
+    Vec dr(b.dk.size()), dlogw(b.dk.size());
+    kernels::wkv6_chunk_backward(dr.data(), dk.data(), dv.data(), dlogw.data(), dd.data(), b.dloc.data(), b.dwkv.data(),
+                                 nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+                                 st_in, s.B, s.T, heads6(s), s.m.head_size);
+    return;
+  }
   kernels::wkv4_chunk_backward(dk.data(), dv.data(), dd.data(), db.data(), b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(),
-                         b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
-                         s.s > 0 ? b.st_in.data() : nullptr, s.B, s.T, s.Dl);
+                               b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), st_in, s.B, s.T, s.Dl);
 }
 void wkv_carry_ring_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -1349,24 +1414,27 @@ void wkv_carry_ring_bwd(State& s, const Step& st) {
   c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dst_out), right(s));
   if (s.s == 0) return;
   Vec d_in(b.dloc.size());
-  kernels::wkv4_grad_state_combine(d_in.data(), b.dst_out.data(), b.dloc.data(), b.st_in.data(), b.st_fin.data(),
-                             b.logdec.data(), s.B, s.Dl);
+  wkv_carry(s).grad_combine(s, d_in.data(), b.dst_out.data(), b.dloc.data(), b.st_in.data(), b.st_fin.data(),
+                            b.logdec.data());
   c.sendrecv(std::span<const float>(d_in), left(s), std::span<float>(), MPI_PROC_NULL);
 }
-void wkv_carry_gather_bwd(State& s, const Step& st) {
+void wkv_carry_gather_bwd(State& s, const Step& st) {  // every shard's (dloc, aux states, summary)
   auto& b = lb(s, st);
-  const i64 n2 = 2 * s.B * s.Dl, n3 = 3 * s.B * s.Dl, per = n2 + 2 * n3 + s.Dl;
+  const WkvCarry w = wkv_carry(s);
+  const i64 n2 = w.grad, n3 = w.aux, per = n2 + 2 * n3 + w.summary;
   Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
   std::copy(b.dloc.begin(), b.dloc.end(), mine.begin());
-  std::copy(b.st_in.begin(), b.st_in.end(), mine.begin() + n2);
-  std::copy(b.st_fin.begin(), b.st_fin.end(), mine.begin() + n2 + n3);
+  if (n3 > 0) {
+    std::copy(b.st_in.begin(), b.st_in.end(), mine.begin() + n2);
+    std::copy(b.st_fin.begin(), b.st_fin.end(), mine.begin() + n2 + n3);
+  }
   std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n2 + 2 * n3);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
   zero(b.dst_out);
   for (i64 r = s.sp - 1; r > s.s; --r) {  // dstate_out of shard r−1 = total dstate_in of shard r
     const float* o = all.data() + r * per;
     Vec d_in(static_cast<std::size_t>(n2));
-    kernels::wkv4_grad_state_combine(d_in.data(), b.dst_out.data(), o, o + n2, o + n2 + n3, o + n2 + 2 * n3, s.B, s.Dl);
+    w.grad_combine(s, d_in.data(), b.dst_out.data(), o, o + n2, o + n2 + n3, o + n2 + 2 * n3);
     b.dst_out = d_in;
   }
 }
@@ -1517,7 +1585,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear|tm.wk", {by_family<tm_proj_fwd<1>, r6_proj_fwd<1>>, nullptr}}, {"linear.dx|tm.wk", {nullptr, by_family<tm_proj_dx<1>, r6_proj_dx<1>>}}, {"linear.dw|tm.wk", {nullptr, by_family<tm_proj_dw<1>, r6_proj_dw<1>>}},
       {"linear|tm.wv", {by_family<tm_proj_fwd<2>, r6_proj_fwd<2>>, nullptr}}, {"linear.dx|tm.wv", {nullptr, by_family<tm_proj_dx<2>, r6_proj_dx<2>>}}, {"linear.dw|tm.wv", {nullptr, by_family<tm_proj_dw<2>, r6_proj_dw<2>>}},
       {"wkv4.scan|tm.wkv", {wkv4_fwd, wkv4_bwd}},
-      {"scan.carry_fix|tm.wkv", {wkv_carry_fix_fwd, wkv_carry_fix_bwd}},
+      {"scan.carry_fix|tm.wkv", {wkv_carry_fix_fwd, wkv_carry_fix_bwd}},  // both generations
       // RWKV-6 time mix
       {"linear|tm.lora_a", {r6_lora_a_fwd, nullptr}}, {"linear.dx|tm.lora_a", {nullptr, r6_lora_a_dx}}, {"linear.dw|tm.lora_a", {nullptr, r6_lora_a_dw}},
       {"tanh|tm.lora_act", {r6_lora_act_fwd, r6_lora_act_bwd}},
@@ -1736,13 +1804,14 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       b.dcvl = s.t > 1 ? b.dcvl_s.data() : b.dcv.data();
       for (auto* v : {&b.shift_prev, &b.dshift_prev, &b.cprev, &b.dcprev}) v->assign(sz(s.B * D), 0.0f);
       b.wkv_loc.assign(sz(M * Dl), 0.0f);
-      for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(3 * s.B * Dl), 0.0f);
-      for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(2 * s.B * Dl), 0.0f);
-      b.logdec.assign(sz(Dl), 0.0f);
+      const WkvCarry wc = wkv_carry(s);
+      for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(wc.state), 0.0f);
+      for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(wc.grad), 0.0f);
+      b.logdec.assign(sz(wc.summary), 0.0f);
       if (m.family == Family::rwkv6) {
-        const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = D / m.head_size;
-        for (auto* v : {&b.xx, &b.xxx, &b.dd, &b.logw, &b.gg, &b.gn, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw, &b.dgg, &b.dgn})
-          v->assign(sz(M * D), 0.0f);
+        const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = Dl / m.head_size;
+        for (auto* v : {&b.xx, &b.xxx, &b.dxx, &b.dxxx}) v->assign(sz(M * D), 0.0f);
+        for (auto* v : {&b.dd, &b.logw, &b.gg, &b.gn, &b.ddd, &b.dlogw, &b.dgg, &b.dgn}) v->assign(sz(M * Dl), 0.0f);
         for (auto* v : {&b.lz, &b.ltz, &b.dlz, &b.dltz}) v->assign(sz(M * r5), 0.0f);
         for (auto* v : {&b.mz, &b.xs5, &b.dmz, &b.dxs5}) v->assign(sz(5 * M * D), 0.0f);
         for (auto* v : {&b.dza, &b.dlt, &b.ddza, &b.ddlt}) v->assign(sz(M * rw), 0.0f);

@@ -46,9 +46,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
                         " devices but the job has " + std::to_string(world_size) +
                         " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
-  if (m.family == Family::rwkv6 && (p.mesh[Axis::tensor] > 1 || p.mesh[Axis::sequence] > 1))
-    not_yet("runner rwkv6 axes", p.mesh[Axis::tensor] > 1 ? "mesh.tensor" : "mesh.sequence",
-            "RWKV-6 under tensor or sequence sharding");
   check_plan(m, p, world_size);
   const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
   if (sp > 1) {

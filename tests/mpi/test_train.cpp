@@ -42,6 +42,7 @@ struct Case {
   AttentionKernel attention = AttentionKernel::flash;
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
   TensorComm tensor_comm = TensorComm::allreduce;
+  ScanAlgo scan = ScanAlgo::sequential;  // RWKV-6: chunked lowers to wkv6.chunked
 };
 
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
@@ -58,6 +59,7 @@ Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   p.schedule = c.schedule;
   p.attention = c.attention;
   p.tensor_comm = c.tensor_comm;
+  p.scan = c.scan;
   p.param_dtype = p.act_dtype = DType::fp32;
   return p;
 }
@@ -188,6 +190,41 @@ TEST_CASE("train: rwkv6-tiny under data fsdp and pipeline equals the single-proc
   Case z = one_axis(Axis::fsdp, w);
   z.zero_stage = 3;
   check_case("rwkv6-tiny", z);
+}
+TEST_CASE("train: rwkv6-tiny under tensor and sequence equals the single-process run", "[train]") {
+  // tensor: 4 WKV heads split by head (decay_b, decay, r, k, v, g, u, GroupNorm), the shift, the
+  // LoRAs and the mixes replicated with their partial gradients summed (tm.mu_grads); tensor = 3
+  // does not divide the heads and is skipped. sequence: the token-shift halo and the WKV-6
+  // state carry (ring and all-gather), under the sequential and the chunked scan. The tiny
+  // model's decays are fast (w ≈ e^{−1} per token), so with 32-token shards a state crossing a
+  // whole shard arrives scaled by ~e^{−32}, below the tolerance: shards of 4 tokens keep what
+  // crosses two shards or more (3 and 4 ranks: the composition of summaries) in view.
+  const auto w = mpi::Comm::world().size();
+  check_case("rwkv6-tiny", one_axis(Axis::tensor, w));
+  for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked})
+    for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {
+      for (std::int64_t shard : {32, 4}) {
+        Case c = sequence_case(w, carry);
+        c.seq_len = shard * w;
+        c.scan = scan;
+        check_case("rwkv6-tiny", c);
+      }
+    }
+  for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {  // tensor × sequence
+    Case ts = sequence_case(2, carry);
+    ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+    ts.scan = carry == CarryScheme::ring ? ScanAlgo::sequential : ScanAlgo::chunked;
+    check_case("rwkv6-tiny", ts);
+  }
+  Case tp;  // tensor × pipeline
+  tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
+  check_case("rwkv6-tiny", tp);
+  Case ds = sequence_case(2, CarryScheme::ring);  // data × sequence
+  ds.mesh = {{Axis::data, 2}, {Axis::sequence, 2}};
+  check_case("rwkv6-tiny", ds);
+  Case dt;  // data × tensor
+  dt.mesh = {{Axis::data, 2}, {Axis::tensor, 2}};
+  check_case("rwkv6-tiny", dt);
 }
 TEST_CASE("train: tensor-parallel runs equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
@@ -435,9 +472,12 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   const ModelSpec m = load_model("griffin-tiny");
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   CHECK_THROWS_AS(train::run(m, tiny_plan("griffin-tiny", Axis::data, world.size() + 1), data, {}, &world), PlanError);
-  // Not yet supported by the runner: RWKV-6 under tensor or sequence sharding.
-  CHECK_THROWS_AS(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::tensor, 2), 2),
-                  PlanError);
+  // RWKV-6 runs under tensor and sequence sharding; not yet under tensor_comm rs_ag.
+  CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::tensor, 2), 2));
+  CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::sequence, 2), 2));
+  Plan rs = tiny_plan("rwkv6-tiny", Axis::tensor, 2);
+  rs.tensor_comm = TensorComm::rs_ag;
+  CHECK_THROWS_WITH(train::check_supported(load_model("rwkv6-tiny"), rs, 2), Catch::Contains("rs_ag for RWKV"));
   // Nor dropout (GPT-3's 0.1 is priced by the simulator); a learned position table shorter than
   // the sequence is a plan error.
   ModelSpec drop = load_model("gpt-tiny");

@@ -184,6 +184,50 @@ TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", 
   REQUIRE(gathers == m.depth);
 }
 
+TEST_CASE("RWKV-6 under tensor sums the replicated LoRA and mix gradients and under sequence carries the matrix state", "[lower]") {
+  // tensor: μ_x [D], μ_□ [5, D], LoRA A [D, 5r], LoRA B [5, r, D] and the decay LoRA A [D, rw] are
+  // whole on every rank but their consumers are column-split: one backward all-reduce of
+  // (6 + 10r + rw)·D fp32 gradients per layer (tm.mu_grads). sequence: the WKV state of this
+  // rank's heads, B·H·N² fp32 per ring hop; the all-gather takes every shard's (S, log Π w),
+  // B·H·(N² + N) each; the token-shift halos are one token of D.
+  const auto m = load_model("rwkv6-tiny");
+  const double D = static_cast<double>(m.width), r = static_cast<double>(m.lora_rank_mix),
+               rw = static_cast<double>(m.lora_rank_decay), N = static_cast<double>(m.head_size), B = 2;
+  Plan p = single_device(2, 64);
+  p.mesh[Axis::tensor] = 2;
+  int mu = 0;
+  for (const auto& s : lower(m, p, 0).backward)
+    if (std::strcmp(s.name, "tm.mu_grads") == 0) {
+      ++mu;
+      REQUIRE(s.comm == CommKind::all_reduce);
+      REQUIRE(s.axis == Axis::tensor);
+      REQUIRE(s.comm_bytes == (D + 5 * D + D * 5 * r + 5 * r * D + D * rw) * 4);
+    }
+  REQUIRE(mu == m.depth);
+  const double H = D / N / 2;  // heads per tensor rank
+  p.mesh[Axis::sequence] = 2;
+  for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked}) {
+    p.scan = scan;
+    for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {
+      p.carry = carry;
+      int carries = 0, halos = 0;
+      for (const auto& s : lower(m, p, 0).forward) {
+        if (std::strcmp(s.name, "scan.carry") == 0) {
+          ++carries;
+          REQUIRE(s.axis == Axis::sequence);
+          REQUIRE(s.comm_bytes == (carry == CarryScheme::ring ? B * H * N * N * 4 : 2 * B * H * (N * N + N) * 4));
+        }
+        if (std::strcmp(s.name, "tm.shift_halo") == 0 || std::strcmp(s.name, "cm.shift_halo") == 0) {
+          ++halos;
+          REQUIRE(s.comm_bytes == B * D * 2);
+        }
+      }
+      REQUIRE(carries == m.depth);
+      REQUIRE(halos == 2 * m.depth);
+    }
+  }
+}
+
 TEST_CASE("illegal plans name the rule that failed", "[lower]") {
   const auto m = load_model("griffin-tiny");
   Plan p = single_device(4, 32);
