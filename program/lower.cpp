@@ -185,8 +185,11 @@ struct Emit {
   // Linear-recurrence scan over `elems` = n·channels. Base accounting (fused, state on chip):
   // reads `reads` tensors, writes `writes`, `flops` per element (Griffin paper §4: RG-LRU reads
   // a, i, x and writes h, 6 FLOPs → bf16: 6 B read + 2 B written → 0.75 FLOP/byte).
+  // rerun_fix: the sequence carry's fix re-runs the scan from the true incoming state (WKV: its
+  // output is not a linear function of the state the way the RG-LRU's is).
   void scan(const char* op, const char* name, double elems, double reads, double writes, double flops,
-            double state_bytes, double ring_bytes, double gather_bytes, double bwd_reads, double bwd_writes) {
+            double state_bytes, double ring_bytes, double gather_bytes, double bwd_reads, double bwd_writes,
+            bool rerun_fix = false) {
     double r = reads, wr = writes, fl = flops;
     switch (c.p.scan) {
       case ScanAlgo::naive:        // each stage materialised: ~5 extra elementwise passes
@@ -212,14 +215,18 @@ struct Emit {
     b.state_bytes = state_bytes;
     b.spill_bytes = f.spill_bytes;
     bwd.push_back(b);
-    sequence_carry(name, ring_bytes, gather_bytes, elems);
+    sequence_carry(name, ring_bytes, gather_bytes, elems, rerun_fix ? &f : nullptr, rerun_fix ? &b : nullptr);
   }
 
   // Sequence-sharded scan: exchange chunk summaries, then fix the local output with
   // y_t += (Π_{s≤t} a_s) · h_in (read y and the cumulative decay, write y). Backward mirrors it.
   // ring: each hop passes the combined state onward (`ring_bytes`); all-gather: every shard's
   // (local final state, decay product) summary (`gather_bytes` each).
-  void sequence_carry(const char* name, double ring_bytes, double gather_bytes, double elems) {
+  // The fix is elementwise (h += Π a · h_in), or with rerun_fwd/bwd a copy of the scan's own
+  // steps: train/executor.cpp re-runs the WKV chunk forward from its true incoming state (the
+  // first shard only copies) and its backward once more for the chunk's own d state_in.
+  void sequence_carry(const char* name, double ring_bytes, double gather_bytes, double elems,
+                      const Step* rerun_fwd = nullptr, const Step* rerun_bwd = nullptr) {
     const std::int64_t P = c.p.mesh[Axis::sequence];
     if (P <= 1) return;
     for (Phase ph : {Phase::forward, Phase::backward}) {
@@ -228,9 +235,17 @@ struct Emit {
     }
     Step fix = base(Phase::forward, OpClass::elementwise, "scan.carry_fix", name);
     fix.vector_flops = 2 * elems; fix.bytes_read = 2 * elems * c.a; fix.bytes_written = elems * c.a;
-    fwd.push_back(fix);
+    auto rerun = [&](const Step* like, Phase ph) {
+      Step r = *like;
+      r.phase = ph;
+      r.kernel = like->op;
+      r.op = "scan.carry_fix";
+      r.saved_bytes = 0;
+      return r;
+    };
+    fwd.push_back(rerun_fwd && c.s_coord > 0 ? rerun(rerun_fwd, Phase::forward) : fix);
     fix.phase = Phase::backward;
-    bwd.push_back(fix);
+    bwd.push_back(rerun_bwd ? rerun(rerun_bwd, Phase::backward) : fix);
   }
 
   // Halo of `tokens` tokens of `channels` channels from the left neighbour (forward; every shard
@@ -463,7 +478,7 @@ void rwkv4_time_mix(Emit& e) {
   e.linear("tm.wk", D, Dl);
   e.linear("tm.wv", D, Dl);
   // WKV with running maximum exponent: reads k, v, writes wkv; ~14 FLOPs (3 exp, max, 6 mul-add).
-  e.scan("wkv4.scan", "tm.wkv", c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2);
+  e.scan("wkv4.scan", "tm.wkv", c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2, true);
   e.elementwise(OpClass::elementwise, "sigmoid_mul", "tm.gated", c.n * Dl, 2, 1, 5);
   e.linear("tm.wo", Dl, D);
   e.tensor_allreduce_fwd("tm.out");
@@ -508,9 +523,9 @@ void rwkv6_time_mix(Emit& e) {
     Step b = f; b.phase = Phase::backward; b.saved_bytes = 0;
     b.matmul_flops *= 2; b.vector_flops *= 2; b.bytes_read = 6 * elems * c.a; b.bytes_written = 4 * elems * c.a;
     e.bwd.push_back(b);
-    e.sequence_carry("tm.wkv", c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, elems);
+    e.sequence_carry("tm.wkv", c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, elems, &f, &b);
   } else {
-    e.scan("wkv6.scan", "tm.wkv", elems, 4, 1, 6 * N, state, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, 5, 4);
+    e.scan("wkv6.scan", "tm.wkv", elems, 4, 1, 6 * N, state, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, 5, 4, true);
   }
   e.elementwise(OpClass::norm, "groupnorm", "tm.gn", elems, 1, 1, 8);
   e.elementwise(OpClass::elementwise, "silu_mul", "tm.gated", elems, 2, 1, 6);

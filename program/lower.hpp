@@ -41,6 +41,8 @@ struct Step {
   Axis axis = Axis::data;
   const char* op = "";    // kernel / collective vocabulary shared with traces: "linear", "rglru.scan"
   const char* name = "";  // the tensor it concerns: "mlp.w1", "rec.conv", "grads"
+  const char* kernel = nullptr;  // the kernel it runs when that is not `op` (a carry fix re-running a WKV scan):
+                                 // keys efficiency.ops
   std::int32_t layer = -1;           // -1: embedding, head, optimizer, gradient sync
   double matmul_flops = 0;
   double vector_flops = 0;

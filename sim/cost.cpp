@@ -40,7 +40,7 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   const double one_gemm = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k);
   double eff = s.cls == OpClass::gemm && one_gemm > 0 ? e.gemm_at(one_gemm) : class_efficiency(s.cls, e);
   if (!e.ops.empty())
-    if (const auto it = e.ops.find(std::string_view(s.op)); it != e.ops.end()) eff = it->second;
+    if (const auto it = e.ops.find(std::string_view(s.kernel ? s.kernel : s.op)); it != e.ops.end()) eff = it->second;
   const double mm = s.cls == OpClass::gemm ? padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile) : s.matmul_flops;
   const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
   const double vector_s = s.vector_flops / (chip.vector_flops_per_s * (s.matmul_flops > 0 ? e.elementwise : eff));

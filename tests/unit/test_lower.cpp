@@ -248,3 +248,58 @@ TEST_CASE("illegal plans name the rule that failed", "[lower]") {
   p.mesh[Axis::data] = 2;
   REQUIRE(std::string(plan_violation(m, p, 8)) == "mesh size equals the cluster's device count");
 }
+
+TEST_CASE("a WKV carry fix is priced as the scan it re-runs, an RG-LRU fix as one elementwise pass", "[lower]") {
+  // train/executor.cpp fixes a WKV shard by running its chunk again from the true incoming state
+  // (forward; the first shard copies) and its chunk backward once more for d state_in; the RG-LRU
+  // adds Π a · h_in to each output (2 FLOPs per element).
+  Plan p = single_device(2, 64);
+  p.mesh[Axis::sequence] = 2;
+  auto steps_named = [](const std::vector<Step>& list, const char* op, const char* name) {
+    std::vector<Step> out;
+    for (const auto& s : list)
+      if (std::strcmp(s.op, op) == 0 && std::strcmp(s.name, name) == 0) out.push_back(s);
+    return out;
+  };
+  for (const char* model : {"rwkv4-tiny", "rwkv6-tiny"}) {
+    for (ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked}) {
+      INFO(model << " scan " << to_string(scan));
+      p.scan = scan;
+      const auto m = load_model(model);
+      const char* kernel = m.family == Family::rwkv4 ? "wkv4.scan" : scan == ScanAlgo::chunked ? "wkv6.chunked" : "wkv6.scan";
+      for (std::int64_t shard : {0, 1}) {
+        const auto prog = lower(m, p, shard);
+        const auto fwd = steps_named(prog.forward, kernel, "tm.wkv"), bwd = steps_named(prog.backward, kernel, "tm.wkv");
+        const auto fix_f = steps_named(prog.forward, "scan.carry_fix", "tm.wkv");
+        const auto fix_b = steps_named(prog.backward, "scan.carry_fix", "tm.wkv");
+        REQUIRE(fwd.size() == static_cast<std::size_t>(m.depth));
+        REQUIRE(fix_f.size() == fwd.size());
+        REQUIRE(fix_b.size() == bwd.size());
+        for (std::size_t i = 0; i < fwd.size(); ++i) {
+          REQUIRE(fix_b[i].kernel != nullptr);
+          CHECK(std::strcmp(fix_b[i].kernel, kernel) == 0);
+          CHECK(fix_b[i].vector_flops == bwd[i].vector_flops);
+          CHECK(fix_b[i].matmul_flops == bwd[i].matmul_flops);
+          if (shard == 0) {  // the first shard's state is already true: a copy
+            CHECK(fix_f[i].matmul_flops == 0);
+            CHECK(fix_f[i].vector_flops < fwd[i].vector_flops);
+          } else {
+            CHECK(fix_f[i].vector_flops == fwd[i].vector_flops);
+            CHECK(fix_f[i].matmul_flops == fwd[i].matmul_flops);
+            CHECK(fix_f[i].bytes_read == fwd[i].bytes_read);
+            CHECK(fix_f[i].saved_bytes == 0);
+          }
+        }
+      }
+    }
+  }
+  const auto hawk = load_model("hawk-tiny");
+  p.scan = ScanAlgo::sequential;
+  const double elems = 2.0 * 32 * static_cast<double>(hawk.recurrent_width);  // B · local tokens · R
+  const auto rg_fix = steps_named(lower(hawk, p, 1).forward, "scan.carry_fix", "rec.scan");
+  REQUIRE(rg_fix.size() == static_cast<std::size_t>(hawk.depth));
+  for (const auto& s : rg_fix) {
+    CHECK(s.kernel == nullptr);
+    CHECK(s.vector_flops == 2 * elems);
+  }
+}
