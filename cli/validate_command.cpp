@@ -14,7 +14,7 @@
 // time of the steps after the first (warm-up), and per op group the median of its seconds.
 // The prediction uses the cluster sliced to the plan's n devices.
 //
-// The plan set varies what the runner executes: family (griffin / hawk / mqa / rwkv4 / rwkv6 — a
+// The plan set varies what the runner executes: family (griffin / hawk / mqa / rwkv4 / rwkv6 / a GPT-style transformer — a
 // family the runner does not run yet is listed as skipped with its reason), width and depth,
 // sequence length, batch, micro-batch, mesh axes at 1–2 ranks (data, fsdp with ZeRO 0–3,
 // tensor, sequence with the ring or all-gather carry or ring attention, pipeline with 1F1B or
@@ -133,10 +133,10 @@ Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t 
   return p;
 }
 
-// The built-in plan set (see the file comment), 47 plans. --quick: every third plan.
+// The built-in plan set (see the file comment), 51 plans. --quick: every third plan.
 std::vector<PlanCase> plan_set(bool quick) {
   const ModelSpec g = load_model("griffin-tiny"), h = load_model("hawk-tiny"), q = load_model("mqa-tiny");
-  const ModelSpec r4 = load_model("rwkv4-tiny"), r6 = load_model("rwkv6-tiny");
+  const ModelSpec r4 = load_model("rwkv4-tiny"), r6 = load_model("rwkv6-tiny"), gpt = load_model("gpt-tiny");
   const ModelSpec gw = variant("griffin-tiny", 256, 3), hw = variant("hawk-tiny", 256, 2), qw = variant("mqa-tiny", 256, 2),
                   gd = variant("griffin-tiny", 128, 6);
   const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::elementwise},
@@ -159,6 +159,8 @@ std::vector<PlanCase> plan_set(bool quick) {
       {&r4, "data=1", 4, 4, 128, none},  {&r4, "data=2", 8, 4, 128, none},    {&r4, "tensor=2", 4, 4, 128, none},
       {&r6, "data=1", 4, 4, 128, none},  {&r6, "data=2", 8, 4, 128, none},    {&r6, "tensor=2", 4, 2, 128, none},
       {&q, "sequence=2", 4, 4, 128, none}, {&r4, "sequence=2", 4, 2, 128, gather},
+      {&r6, "sequence=2", 4, 4, 128, none}, {&gpt, "data=1", 8, 8, 128, none}, {&gpt, "tensor=2", 8, 4, 128, none},
+      {&gpt, "data=2", 8, 4, 128, blk},
   };
   std::vector<PlanCase> out;
   for (std::size_t i = 0; i < rows.size(); ++i) {
