@@ -227,7 +227,7 @@ void rope_backward(float* dx, const float* dy, const std::int32_t* pos, i64 B, i
 // are visited in order; S = Qs Kᵀ and O += P V are sgemm calls on [rows, ≤ kKeyBlock] tiles, the
 // online softmax keeps a running max m and sum l per row. Memory per task: O(rows·(N + kKeyBlock)).
 namespace {
-constexpr i64 kQBlock = 32;
+constexpr i64 kQBlock = kAttentionQueryBlock;
 
 struct AttnTask {
   i64 b, hk, t0, nq;

@@ -40,6 +40,9 @@ void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const 
 }  // namespace ref
 
 namespace fast {
+// Queries per task of the blocked kernel: each task computes its whole tile of queries against
+// every key any of them sees (program/lower.cpp prices those pairs: kAttentionQueryTile).
+inline constexpr std::int64_t kAttentionQueryBlock = 32;
 void rope_forward(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base);
 void rope_backward(float* dx, const float* dy, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base);
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,

@@ -56,6 +56,16 @@ std::int64_t visible_keys(std::int64_t q0, std::int64_t q1, std::int64_t window)
   return tri(q0, split) + (q1 - split) * (window + 1);
 }
 
+std::int64_t tiled_attention_pairs(std::int64_t q0, std::int64_t q1, std::int64_t window, std::int64_t tile) {
+  std::int64_t pairs = 0;
+  for (std::int64_t t0 = q0; t0 < q1; t0 += tile) {
+    const std::int64_t last = std::min(q1, t0 + tile) - 1;                   // the tile's last query
+    const std::int64_t first_key = window > 0 ? std::max<std::int64_t>(0, t0 - window) : 0;  // its first query's
+    pairs += (last - t0 + 1) * (last - first_key + 1);
+  }
+  return pairs;
+}
+
 namespace {
 
 // Everything an emitter needs, derived once per lowering.
@@ -348,8 +358,9 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
     return;
   }
   const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
+  const double tiled = static_cast<double>(tiled_attention_pairs(q0, q1, W, kAttentionQueryTile));
   Step f = e.base(Phase::forward, OpClass::attention, local ? "attention.local" : "attention.global", "attn.core");
-  f.matmul_flops = 4 * N * keys * H * c.B;  // QKᵀ and P·V
+  f.matmul_flops = 4 * N * tiled * H * c.B;  // QKᵀ and P·V over whole query tiles
   f.vector_flops = 5 * keys * H * c.B;      // scale, max, exp, sum, normalise
   f.bytes_read = q_bytes + kv_bytes;
   f.bytes_written = q_bytes;

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "kernels/attention.hpp"
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -79,9 +80,10 @@ TEST_CASE("Megatron FLOPs per iteration with full recomputation for a GPT-style 
   // Narayanan et al. 2021: 96·B·s·l·h²·(1 + s/6h + V/16lh) with full activation recomputation.
   // An MQA-family model with kv_heads = heads (MHA), global attention and a gated MLP of width
   // 8h/3 has Megatron's 12h² weights per layer. Megatron counts attention over all s keys and
-  // materialises scores; we count the exact causal keys s(s+1)/2 per sequence and recompute the
-  // scores blockwise in backward (excluded here), so the attention term 16·B·s²·l·h becomes
-  // 4 passes × 4·B·h·l·s(s+1)/2.
+  // materialises scores; we count what the blocked kernel multiplies — whole tiles of τ queries
+  // against every key the tile sees, τ²·n(n+1)/2 pairs per sequence with n = s/τ — and recompute
+  // the scores blockwise in backward (excluded here), so the attention term 16·B·s²·l·h becomes
+  // 4 passes × 4·B·h·l·τ²·n(n+1)/2.
   const auto m = model_from("name: gpt\nfamily: mqa\nwidth: 384\ndepth: 3\nvocab: 1000\nheads: 6\nkv_heads: 6\n"
                             "window: 0\nmlp_width: 1024\n");
   const double B = 2, s = 64, l = 3, h = 384, V = 1000;
@@ -89,7 +91,8 @@ TEST_CASE("Megatron FLOPs per iteration with full recomputation for a GPT-style 
   p.remat = Remat::block;
   const auto prog = lower(m, p, 0);
   const double ours = sum_matmul(prog.forward) + sum_matmul(prog.backward, not_score_recompute);
-  const double causal = 96 * B * s * l * h * h + 4 * 4 * B * h * l * s * (s + 1) / 2 + 6 * B * s * h * V;
+  const double tau = static_cast<double>(kAttentionQueryTile), n = s / tau;
+  const double causal = 96 * B * s * l * h * h + 4 * 4 * B * h * l * tau * tau * n * (n + 1) / 2 + 6 * B * s * h * V;
   REQUIRE(ours == Approx(causal).epsilon(1e-12));
   // Without recomputation the layer part is 3/4 of that while the logit part is unchanged.
   p.remat = Remat::none;
@@ -302,4 +305,32 @@ TEST_CASE("a WKV carry fix is priced as the scan it re-runs, an RG-LRU fix as on
     CHECK(s.kernel == nullptr);
     CHECK(s.vector_flops == 2 * elems);
   }
+}
+
+TEST_CASE("a blocked attention kernel multiplies whole query tiles", "[lower]") {
+  // Tile 1 is the exact count; otherwise every query of a tile meets every key its tile sees:
+  // counted here pair by pair over the (query, key) grid.
+  auto brute = [](std::int64_t q0, std::int64_t q1, std::int64_t W, std::int64_t tile) {
+    std::int64_t n = 0;
+    for (std::int64_t t0 = q0; t0 < q1; t0 += tile) {
+      const std::int64_t t1 = std::min(q1, t0 + tile);
+      for (std::int64_t q = t0; q < t1; ++q)
+        for (std::int64_t key = 0; key < t1; ++key) {
+          bool seen_by_tile = false;
+          for (std::int64_t r = t0; r < t1; ++r) seen_by_tile = seen_by_tile || (key <= r && (W == 0 || key >= r - W));
+          n += seen_by_tile ? 1 : 0;
+        }
+    }
+    return n;
+  };
+  for (std::int64_t W : {0, 5, 32, 100})
+    for (auto [q0, q1] : {std::pair<std::int64_t, std::int64_t>{0, 1}, {0, 45}, {0, 128}, {64, 200}, {7, 70}}) {
+      INFO("W " << W << " queries " << q0 << ".." << q1);
+      CHECK(tiled_attention_pairs(q0, q1, W, 1) == visible_keys(q0, q1, W));
+      for (std::int64_t tile : {2, 7, 32}) CHECK(tiled_attention_pairs(q0, q1, W, tile) == brute(q0, q1, W, tile));
+    }
+  // causal, 32-query tiles from 0: 32²·n(n+1)/2 with n = T/32, against T(T+1)/2
+  CHECK(tiled_attention_pairs(0, 128, 0, 32) == 1024 * 10);
+  CHECK(tiled_attention_pairs(0, 512, 0, 32) == 1024 * 136);
+  CHECK(kAttentionQueryTile == scanshard::kernels::fast::kAttentionQueryBlock);  // the runner's kernel
 }
