@@ -160,6 +160,7 @@ struct Executor::State {
   float* emb_out = nullptr;            // where the (reduced) lookup lands: xs[0], or emb (RWKV)
   Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf, nf_loc, dnf_loc;
   std::vector<LayerBufs> L;
+  Vec fix_scratch;  // the WKV carry fix's discarded gradients: kept, so no step pays its page faults
 
   State(const ModelSpec& m_, const Plan& p_, const ShardLayout& l_, MeshComms c) : m(m_), p(p_), lay(l_), comms(c) {}
   const float* par(i64 layer, const char* name) const { return P + lay.off(block(layer), name); }
@@ -1394,17 +1395,19 @@ void wkv_carry_fix_fwd(State& s, const Step& st) {
 }
 void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
   auto& b = lb(s, st);
-  Vec dk(b.dk.size()), dv(b.dv.size()), dd(static_cast<std::size_t>(s.Dl)), db(static_cast<std::size_t>(s.Dl));
+  // discarded gradients (the kernels accumulate: zeroed): dk, dv, dr, dlogw the size of dk; dd, db [Dl]
+  const std::size_t n = b.dk.size(), dl = static_cast<std::size_t>(s.Dl);
+  s.fix_scratch.assign(4 * n + 2 * dl, 0.0f);
+  float *dk = s.fix_scratch.data(), *dv = dk + n, *dr = dv + n, *dlogw = dr + n, *dd = dlogw + n, *db = dd + dl;
   std::fill(b.dloc.begin(), b.dloc.end(), 0.0f);
   const float* st_in = s.s > 0 ? b.st_in.data() : nullptr;
-  if (s.m.family == Family::rwkv6) {  // dd: d bonus [H,N] = Dl; dr, dlogw the size of dk
-    Vec dr(b.dk.size()), dlogw(b.dk.size());
-    kernels::wkv6_chunk_backward(dr.data(), dk.data(), dv.data(), dlogw.data(), dd.data(), b.dloc.data(), b.dwkv.data(),
+  if (s.m.family == Family::rwkv6) {  // dd: d bonus [H,N] = Dl
+    kernels::wkv6_chunk_backward(dr, dk, dv, dlogw, dd, b.dloc.data(), b.dwkv.data(),
                                  nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
                                  st_in, s.B, s.T, heads6(s), s.m.head_size);
     return;
   }
-  kernels::wkv4_chunk_backward(dk.data(), dv.data(), dd.data(), db.data(), b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(),
+  kernels::wkv4_chunk_backward(dk, dv, dd, db, b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(),
                                b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), st_in, s.B, s.T, s.Dl);
 }
 void wkv_carry_ring_bwd(State& s, const Step& st) {
