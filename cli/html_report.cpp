@@ -755,6 +755,15 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
       << pct(f.value("median_abs_error", 0.0), false) << ", max " << pct(f.value("max_abs_error", 0.0), false) << ", Spearman "
       << (f.contains("spearman") && f["spearman"].is_number() ? num(f["spearman"].get<double>(), 3) : std::string("n/a")) << ".</p>\n";
   }
+  if (v.doc.contains("summary_probe_scaled") && v.doc["summary_probe_scaled"].is_object()) {
+    const auto& d = v.doc["summary_probe_scaled"];
+    h << "<p class=\"meta\">Machine drift: the speed probe run before each plan took "
+      << num(d.value("speed_factor_min", 0.0), 3) << "&times; to " << num(d.value("speed_factor_max", 0.0), 3)
+      << "&times; its time at calibration. With each prediction scaled by its plan's probe: median |error| "
+      << pct(d.value("median_abs_error", 0.0), false) << ", max " << pct(d.value("max_abs_error", 0.0), false) << ", Spearman "
+      << (d.contains("spearman") && d["spearman"].is_number() ? num(d["spearman"].get<double>(), 3) : std::string("n/a"))
+      << ".</p>\n";
+  }
   auto figure = [&](const Chart& c) {
     h << "<h2 id=\"" << c.id << "\">" << html_escape(c.title) << "</h2>\n<figure>" << inline_svg(c.svg) << "\n<figcaption>"
       << html_escape(c.caption);

@@ -119,6 +119,8 @@ void write_synthetic_validate(const fs::path& dir) {
       {"cluster", {{"name", "cpu-local"}, {"origin", "configs/clusters/cpu-local.yaml"}, {"source", "test"}, {"argument", "cpu-local"}}},
       {"ranks", 2}, {"steps", 4}, {"plans", plans}, {"skipped", nlohmann::json::array()},
       {"summary", {{"plans", 6}, {"median_abs_error", 0.02}, {"max_abs_error", 0.06}, {"median_signed_error", 0.01}, {"spearman", 1.0}}},
+      {"summary_probe_scaled", {{"probe_seconds_at_calibration", 4e-4}, {"speed_factor_min", 0.875}, {"speed_factor_max", 1.25},
+                                {"median_abs_error", 0.0125}, {"max_abs_error", 0.0375}, {"median_signed_error", 0.0}, {"spearman", 0.5}}},
       {"classes", {{"gemm", {{"plans", 6}, {"median_abs_error", 0.1}, {"max_abs_error", 0.2}, {"median_signed_error", 0.1}}}}}};
   std::ofstream(dir / "validate.json") << doc.dump(1);
 }
@@ -218,6 +220,8 @@ TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSO
                             "memory per device (", "step time (ms)", "sequence length (tokens"})
     CHECK_THAT(html, Catch::Contains(label));
   CHECK_THAT(html, Catch::Contains("y = x"));
+  CHECK_THAT(html, Catch::Contains("Machine drift"));  // validate's probe summary, numbers as written
+  CHECK_THAT(html, Catch::Contains("0.875&times; to 1.25&times;"));
   CHECK_THAT(html, Catch::Contains("10 % band"));
   // Self-contained: no external scripts or stylesheets.
   CHECK(html.find("<script src") == std::string::npos);
