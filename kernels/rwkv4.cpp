@@ -493,6 +493,221 @@ void wkv4_backward_il(float* dk, float* dv, float* ddecay, float* dbonus, float*
       dbonus[c] += pdu[b * D + c];
     }
 }
+
+// ─── backward in the lazy-reference form (AVX-512) ───────────────────────────────────────────
+// The state against the decaying reference q (see the lazy forward): α_t = a_t e^{q_t}, β_t =
+// b_t e^{q_t}, q_{t+1} = q_t − w, so a_{t+1} = a_t + e_t v_t, b_{t+1} = b_t + e_t with e_t =
+// e^{k_t − q_{t+1}}. The adjoints against the same reference, da_t = dL/dα_t · e^{q_t} (and db),
+// need no decay factor either, since e^{−w}·e^{q_t − q_{t+1}} = 1:
+//   z = b_t + E (E = e_t e^{u−w}),  y = (a_t + E v)/z,  gz = dy/z
+//   dk += (da_{t+1} v + db_{t+1}) e_t + gz (v − y) E      dv += da_{t+1} e_t + gz E
+//   dw −= da_{t+1} a_t + db_{t+1} b_t                      du += gz (v − y) E
+//   da_t = da_{t+1} + gz,   db_t = db_{t+1} − gz y
+// At a re-referencing step (q_t raised to q', a_t, b_t ·= sc = e^{q_t − q'}) the adjoints go
+// back to the old reference: da, db ·= sc. ONE exp per token and step of each pass (checkpoint
+// pass, segment recompute) and none in the adjoint, against 4 in the max form (_il above).
+// Loop order: per segment of kSeg tokens, per 16-channel group, all kSeg tokens with the state
+// (and then the adjoint) in registers; the kSeg rows of each stream are fetched by software
+// prefetch kPfG groups ahead (kSeg·5 streams are more than the hardware prefetchers follow).
+constexpr i64 kLzRows = 5;   // checkpoint per group: a, b, q0, n, p
+constexpr i64 kLzAdj = 6;    // per group: w, cu, da, db, dw (Σ da a + db b), du
+constexpr i64 kPfG = 4;      // software prefetch distance in 16-channel groups
+
+struct LzState { v512::V a, b, q0, n, p; };
+
+// One state step: returns the (re-referenced) a_t, b_t used by y and the adjoint, e_t, and the
+// re-referencing factor sc (1 where none).
+inline void lz_step(LzState& s, v512::V w, v512::V kk, v512::V vv, v512::V& at, v512::V& bt, v512::V& e,
+                    v512::V& sc) {
+  using namespace v512;
+  V n1 = _mm512_add_ps(s.n, set1(1.0f));
+  const V pn = max(_mm512_sub_ps(s.p, w), kk);
+  V x = _mm512_fmadd_ps(n1, w, _mm512_sub_ps(kk, s.q0));
+  const M big = _mm512_cmp_ps_mask(x, set1(kLazyGap), _CMP_GT_OQ);
+  sc = set1(1.0f);
+  if (big) {
+    const V qn = _mm512_add_ps(pn, w);
+    const V f = exp2(_mm512_mul_ps(_mm512_sub_ps(_mm512_fnmadd_ps(s.n, w, s.q0), qn), set1(kLog2e)));
+    s.a = _mm512_mask_mul_ps(s.a, big, s.a, f);
+    s.b = _mm512_mask_mul_ps(s.b, big, s.b, f);
+    s.q0 = _mm512_mask_mov_ps(s.q0, big, qn);
+    n1 = _mm512_mask_mov_ps(n1, big, set1(1.0f));
+    x = _mm512_mask_sub_ps(x, big, kk, pn);
+    sc = _mm512_mask_mov_ps(sc, big, f);
+  }
+  e = exp2(_mm512_mul_ps(x, set1(kLog2e)));
+  at = s.a;
+  bt = s.b;
+  s.a = _mm512_fmadd_ps(e, vv, s.a);
+  s.b = _mm512_add_ps(s.b, e);
+  s.n = n1;
+  s.p = pn;
+}
+
+template <bool Tail>
+void wkv4_backward_lazy_item(float* dk, float* dv, const float* dy, const float* k, const float* v, float* ck,
+                             float* pc, const float* dso, i64 T, i64 D, i64 nc) {
+  using namespace v512;
+  (void)Tail;
+  const i64 NS = (T + kSeg - 1) / kSeg, NG = (nc + 15) / 16, SL = kLzRows * NG * 16;
+  auto pf = [](const float* p, int hint) {
+    if (hint) _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_ET0);
+    else _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  };
+  // pass 1: the states at the segment starts
+  for (i64 s = 0; s + 1 < NS; ++s) {
+    const i64 t0 = s * kSeg;
+    for (i64 g = 0; g < NG; ++g) {
+      const i64 c = g * 16;
+      const M m = lanes(nc - c);
+      if (g + kPfG < NG)
+        for (i64 t = t0; t < t0 + kSeg; ++t) {
+          pf(k + t * D + c + kPfG * 16, 0);
+          pf(v + t * D + c + kPfG * 16, 0);
+        }
+      const float* cs = ck + s * SL + g * kLzRows * 16;
+      float* cn = ck + (s + 1) * SL + g * kLzRows * 16;
+      LzState st{_mm512_loadu_ps(cs), _mm512_loadu_ps(cs + 16), _mm512_loadu_ps(cs + 32), _mm512_loadu_ps(cs + 48),
+                 _mm512_loadu_ps(cs + 64)};
+      const V w = _mm512_loadu_ps(pc + g * kLzAdj * 16);
+      for (i64 t = t0; t < t0 + kSeg; ++t) {
+        V at, bt, e, sc;
+        lz_step(st, w, _mm512_maskz_loadu_ps(m, k + t * D + c), _mm512_maskz_loadu_ps(m, v + t * D + c), at, bt, e, sc);
+      }
+      _mm512_storeu_ps(cn, st.a);
+      _mm512_storeu_ps(cn + 16, st.b);
+      _mm512_storeu_ps(cn + 32, st.q0);
+      _mm512_storeu_ps(cn + 48, st.n);
+      _mm512_storeu_ps(cn + 64, st.p);
+    }
+  }
+  // pass 2: segments in reverse; per group the segment's states recomputed, then the adjoint
+  alignas(64) float loc[kSeg * 4 * 16];
+  for (i64 s = NS - 1; s >= 0; --s) {
+    const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
+    for (i64 g = 0; g < NG; ++g) {
+      const i64 c = g * 16;
+      const M m = lanes(nc - c);
+      if (g + kPfG < NG)
+        for (i64 t = t0; t < t1; ++t) {
+          const i64 o = t * D + c + kPfG * 16;
+          pf(k + o, 0);
+          pf(v + o, 0);
+          pf(dy + o, 0);
+          pf(dk + o, 1);
+          pf(dv + o, 1);
+        }
+      const float* cs = ck + s * SL + g * kLzRows * 16;
+      LzState st{_mm512_loadu_ps(cs), _mm512_loadu_ps(cs + 16), _mm512_loadu_ps(cs + 32), _mm512_loadu_ps(cs + 48),
+                 _mm512_loadu_ps(cs + 64)};
+      float* q = pc + g * kLzAdj * 16;
+      const V w = _mm512_loadu_ps(q), cu = _mm512_loadu_ps(q + 16);
+      for (i64 t = t0; t < t1; ++t) {
+        V at, bt, e, sc;
+        lz_step(st, w, _mm512_maskz_loadu_ps(m, k + t * D + c), _mm512_maskz_loadu_ps(m, v + t * D + c), at, bt, e, sc);
+        float* l = loc + (t - t0) * 64;
+        _mm512_store_ps(l, at);
+        _mm512_store_ps(l + 16, bt);
+        _mm512_store_ps(l + 32, e);
+        _mm512_store_ps(l + 48, sc);
+      }
+      V da, db;
+      if (s == NS - 1) {  // the incoming adjoint of the chunk's end state: max form → reference form
+        if (dso) {
+          const V f = exp2(_mm512_mul_ps(_mm512_sub_ps(_mm512_fnmadd_ps(st.n, w, st.q0), st.p), set1(kLog2e)));
+          da = _mm512_mul_ps(_mm512_loadu_ps(q + 32), f);
+          db = _mm512_mul_ps(_mm512_loadu_ps(q + 48), f);
+        } else {
+          da = _mm512_setzero_ps();
+          db = _mm512_setzero_ps();
+        }
+      } else {
+        da = _mm512_loadu_ps(q + 32);
+        db = _mm512_loadu_ps(q + 48);
+      }
+      V dwa = _mm512_loadu_ps(q + 64), dua = _mm512_loadu_ps(q + 80);
+      for (i64 t = t1 - 1; t >= t0; --t) {
+        const float* l = loc + (t - t0) * 64;
+        const i64 o = t * D + c;
+        const V at = _mm512_load_ps(l), bt = _mm512_load_ps(l + 16), e = _mm512_load_ps(l + 32),
+                sc = _mm512_load_ps(l + 48);
+        const V vv = _mm512_maskz_loadu_ps(m, v + o), g = _mm512_maskz_loadu_ps(m, dy + o);
+        const V E = _mm512_mul_ps(e, cu);
+        const V rz = _mm512_div_ps(set1(1.0f), _mm512_add_ps(bt, E));
+        const V yt = _mm512_mul_ps(_mm512_fmadd_ps(E, vv, at), rz);
+        const V gz = _mm512_mul_ps(g, rz);
+        const V gzE = _mm512_mul_ps(gz, E);
+        const V gku = _mm512_mul_ps(gzE, _mm512_sub_ps(vv, yt));
+        const V gk = _mm512_fmadd_ps(_mm512_fmadd_ps(da, vv, db), e, gku);
+        const V gv = _mm512_fmadd_ps(da, e, gzE);
+        _mm512_mask_storeu_ps(dk + o, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dk + o), gk));
+        _mm512_mask_storeu_ps(dv + o, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dv + o), gv));
+        dwa = _mm512_fmadd_ps(da, at, dwa);
+        dwa = _mm512_fmadd_ps(db, bt, dwa);
+        dua = _mm512_add_ps(dua, gku);
+        da = _mm512_mul_ps(_mm512_add_ps(da, gz), sc);
+        db = _mm512_mul_ps(_mm512_fnmadd_ps(gz, yt, db), sc);
+      }
+      _mm512_storeu_ps(q + 32, da);
+      _mm512_storeu_ps(q + 48, db);
+      _mm512_storeu_ps(q + 64, dwa);
+      _mm512_storeu_ps(q + 80, dua);
+    }
+  }
+}
+
+void wkv4_backward_lazy(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in, const float* dy,
+                        const float* dstate_out, const float* k, const float* v, const float* decay,
+                        const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
+  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB, CBr = (CB + 15) / 16 * 16;
+  const i64 NS = (T + kSeg - 1) / kSeg;
+  std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
+  auto at = [](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / 16) * rows + r) * 16 + c % 16]; };
+#pragma omp parallel
+  {
+    thread_local std::vector<float> ck, buf;
+    ck.resize(std::max(ck.size(), static_cast<size_t>(NS * kLzRows * CBr)));
+    buf.resize(std::max(buf.size(), static_cast<size_t>(kLzAdj * CBr)));
+#pragma omp for collapse(2) schedule(static)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 cb = 0; cb < NB; ++cb) {
+        const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0, ncr = (nc + 15) / 16 * 16;
+        float *pc = buf.data(), *c0s = ck.data();
+        for (i64 c = 0; c < ncr; ++c) {  // padding lanes too: finite values for the full vectors
+          const bool in = c < nc;
+          const float p = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+          at(c0s, kLzRows, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;
+          at(c0s, kLzRows, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;
+          at(c0s, kLzRows, 2, c) = p;
+          at(c0s, kLzRows, 3, c) = 0.0f;
+          at(c0s, kLzRows, 4, c) = p;
+          const double wd = in ? std::exp(double(decay[c0 + c])) : 1.0;
+          at(pc, kLzAdj, 0, c) = float(wd);
+          at(pc, kLzAdj, 1, c) = float(std::exp((in ? double(bonus[c0 + c]) : 0.0) - wd));
+          at(pc, kLzAdj, 2, c) = in && dstate_out ? dstate_out[s0 + c] : 0.0f;
+          at(pc, kLzAdj, 3, c) = in && dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
+          at(pc, kLzAdj, 4, c) = 0.0f;
+          at(pc, kLzAdj, 5, c) = 0.0f;
+        }
+        const i64 o = b * T * D + c0;
+        wkv4_backward_lazy_item<false>(dk + o, dv + o, dy + o, k + o, v + o, c0s, pc, dstate_out, T, D, nc);
+        for (i64 c = 0; c < nc; ++c) {
+          pdw[s0 + c] = -at(pc, kLzAdj, 4, c) * at(pc, kLzAdj, 0, c);
+          pdu[s0 + c] = at(pc, kLzAdj, 5, c);
+          if (dstate_in) {
+            dstate_in[s0 + c] = at(pc, kLzAdj, 2, c);
+            dstate_in[BD + s0 + c] = at(pc, kLzAdj, 3, c);
+          }
+        }
+      }
+  }
+  for (i64 b = 0; b < B; ++b)
+    for (i64 c = 0; c < D; ++c) {
+      ddecay[c] += pdw[b * D + c];
+      dbonus[c] += pdu[b * D + c];
+    }
+}
+
 #endif
 }  // namespace
 
@@ -533,6 +748,10 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
                    i64 D) {
 #if SCANSHARD_VEC512
+  if (T > 0 && lazy_ok(decay, bonus, D)) {
+    wkv4_backward_lazy(dk, dv, ddecay, dbonus, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D);
+    return;
+  }
   wkv4_backward_il(dk, dv, ddecay, dbonus, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D);
 #else
   const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
