@@ -290,6 +290,33 @@ inline void wkv4_lazy_col(float* st, float* y, const float* k, const float* v, v
   stv(p, s.p);
 }
 
+// Tokens [t0, t1) of the 16 channels [j, j+16) whose state block is st; rows D floats apart.
+// Software prefetch of the same rows kPfGroups groups ahead (the tile's rows are kFwdTile·3
+// streams, more than the hardware prefetchers follow).
+constexpr i64 kFwdTile = 8, kPfGroups = 4;
+template <bool Tail>
+inline void wkv4_lazy_tile(float* st, float* y, const float* k, const float* v, i64 j, i64 t0, i64 t1, i64 D, i64 nc,
+                           v512::M m) {
+  using namespace v512;
+  auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
+  auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
+  float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
+  if (j + kPfGroups * 16 < nc)
+    for (i64 t = t0; t < t1; ++t) {
+      const i64 o = t * D + j + kPfGroups * 16;
+      _mm_prefetch(reinterpret_cast<const char*>(k + o), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v + o), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(y + o), _MM_HINT_ET0);
+    }
+  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), ld(p), ld(w), ld(cu)};
+  for (i64 t = t0; t < t1; ++t) wkv4_lazy_step<Tail>(s, y + t * D + j, k + t * D + j, v + t * D + j, m);
+  stv(a, s.a);
+  stv(bb, s.b);
+  stv(q, s.q0);
+  stv(n, s.n);
+  stv(p, s.p);
+}
+
 // Whether every channel qualifies for the lazy form (|u − w| ≤ kLazyMaxUW).
 bool lazy_ok(const float* decay, const float* bonus, i64 D) {
   for (i64 c = 0; c < D; ++c)
@@ -319,12 +346,17 @@ void wkv4_forward_lazy(float* y, float* state_out, const float* k, const float* 
           lazy_at(sb, 5, c) = float(wd);                                  // w
           lazy_at(sb, 6, c) = float(std::exp(double(bonus[c0 + c]) - wd));  // e^{u − w}
         }
-        for (i64 t = 0; t < T; ++t) {
-          const i64 o = (b * T + t) * D + c0;
+        // tiles of kFwdTile tokens: per 16-channel group the state stays in registers for the
+        // whole tile (as one token per pass over the row, the 7-vector states of 2048 channels,
+        // 57 KB, were reloaded and stored every token and did not fit in L1)
+        const i64 o0 = b * T * D + c0;
+        for (i64 t0 = 0; t0 < T; t0 += kFwdTile) {
+          const i64 t1 = std::min(T, t0 + kFwdTile);
           i64 j = 0;
           for (; j + 16 <= nc; j += 16)
-            wkv4_lazy_col<false>(sb + j * kLazyRows, y + o + j, k + o + j, v + o + j, 0);
-          if (j < nc) wkv4_lazy_col<true>(sb + j * kLazyRows, y + o + j, k + o + j, v + o + j, v512::lanes(nc - j));
+            wkv4_lazy_tile<false>(sb + j * kLazyRows, y + o0, k + o0, v + o0, j, t0, t1, D, nc, 0);
+          if (j < nc)
+            wkv4_lazy_tile<true>(sb + j * kLazyRows, y + o0, k + o0, v + o0, j, t0, t1, D, nc, v512::lanes(nc - j));
         }
         if (state_out)
           for (i64 c = 0; c < nc; ++c) {
