@@ -222,44 +222,45 @@ void load_state(float* a, float* bb, float* p, float* w, float* u, const float* 
 // q is held as q0 − n·w (q0 = the reference at the last renormalisation, n an exact integer
 // count) so that x = k − q0 + (n+1)w has one rounding instead of a drift of t roundings.
 // When x would exceed kLazyGap (a key far above the decayed reference; also the zero state) the
-// lanes concerned are renormalised to the running maximum p of the max form (kept alongside, two
-// cheap ops): a, b ·= e^{q − p'}, q := p' — so terms stay ≤ e^20 and b ≥ 1 (the maximal term is 1
-// at each renormalisation and q never rises above p). E = e·e^{u−w} stays finite for
+// lanes concerned are renormalised to the key: q_{t+1} := k_t, a, b ·= e^{−x}, e = 1 (the same
+// exp of ∓x, so still one exp per token and no branch) — so terms stay ≤ e^20 and b ≥ 1 (the
+// maximal term is 1 at each renormalisation and q never rises above the running maximum p of
+// the max form, kept alongside in two cheap ops for state_out). E = e·e^{u−w} stays finite for
 // |u − w| ≤ kLazyMaxUW; otherwise the whole call uses the max form. state_out is converted back
 // to the max form (a, b ·= e^{q − p}, p). Accuracy vs the double reference is that of the fp32
 // reference (bench of 3 seeds × T = 100, 1000: max |err| 1.1–2.0e-6 vs 0.4–2.5e-6 for ref<float>).
-constexpr i64 kPf = 1024;
+constexpr i64 kPf = 512;  // 2 KB: 0.60–0.65 of triad vs 0.51–0.56 at 4 KB and 0.38 with none (same runs)
 constexpr float kLazyGap = 20.0f;  // natural units: e^20 ≈ 2^29
 constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays finite for |v| < 1e7
 
 // One token for 16 channels, the state in registers (a, b, q0, n, p; w, cu = e^{u−w} constants).
 struct Lazy16 { v512::V a, b, q0, n, p, w, cu; };
-template <bool Tail>
+template <bool Tail, bool P>
 inline void wkv4_lazy_step(Lazy16& s, float* y, const float* kt, const float* vt, v512::M m) {
   using namespace v512;
   const V kk = Tail ? _mm512_maskz_loadu_ps(m, kt) : _mm512_loadu_ps(kt);
   const V vv = Tail ? _mm512_maskz_loadu_ps(m, vt) : _mm512_loadu_ps(vt);
-  V n1 = _mm512_add_ps(s.n, set1(1.0f));
-  const V pn = max(_mm512_sub_ps(s.p, s.w), kk);              // p_{t+1} = max(p_t − w, k_t)
-  V x = _mm512_fmadd_ps(n1, s.w, _mm512_sub_ps(kk, s.q0));    // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
+  const V n1 = _mm512_add_ps(s.n, set1(1.0f));
+  if constexpr (P) s.p = max(_mm512_sub_ps(s.p, s.w), kk);  // p_{t+1} = max(p_t − w, k_t), for state_out only
+  const V x = _mm512_fmadd_ps(n1, s.w, _mm512_sub_ps(kk, s.q0));  // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
+  // re-reference where x > kLazyGap: q_{t+1} := k_t (q0 = k + w, n = 1), so e = 1 and the state
+  // ·= sc = e^{−x}. Branch-free with one exp of ∓x: a branch on x (rare, so mispredicted when
+  // taken) depends on the k just loaded, and a misprediction discarded the loads in flight
+  // behind it: with k from DRAM each cost a full memory latency (forward 0.93 ns/element
+  // from DRAM against 0.26 in L2).
   const M big = _mm512_cmp_ps_mask(x, set1(kLazyGap), _CMP_GT_OQ);
-  if (big) {  // rare: re-reference to the running maximum, q_t := p_{t+1} + w (n = 0)
-    const V qn = _mm512_add_ps(pn, s.w);
-    const V sc = exp2(_mm512_mul_ps(_mm512_sub_ps(_mm512_fnmadd_ps(s.n, s.w, s.q0), qn), set1(kLog2e)));
-    s.a = _mm512_mask_mul_ps(s.a, big, s.a, sc);
-    s.b = _mm512_mask_mul_ps(s.b, big, s.b, sc);
-    s.q0 = _mm512_mask_mov_ps(s.q0, big, qn);
-    n1 = _mm512_mask_mov_ps(n1, big, set1(1.0f));
-    x = _mm512_mask_sub_ps(x, big, kk, pn);
-  }
-  const V e = exp2(_mm512_mul_ps(x, set1(kLog2e)));
+  const V ex = exp2(_mm512_mul_ps(_mm512_mask_sub_ps(x, big, _mm512_setzero_ps(), x), set1(kLog2e)));
+  const V e = _mm512_mask_mov_ps(ex, big, set1(1.0f));
+  const V sc = _mm512_mask_mov_ps(set1(1.0f), big, ex);
+  s.a = _mm512_mul_ps(s.a, sc);
+  s.b = _mm512_mul_ps(s.b, sc);
+  s.q0 = _mm512_mask_add_ps(s.q0, big, kk, s.w);
+  s.n = _mm512_mask_mov_ps(n1, big, set1(1.0f));
   const V E = _mm512_mul_ps(e, s.cu);
   const V yv = _mm512_div_ps(_mm512_fmadd_ps(E, vv, s.a), _mm512_add_ps(s.b, E));
   if constexpr (Tail) _mm512_mask_storeu_ps(y, m, yv); else _mm512_storeu_ps(y, yv);
   s.a = _mm512_fmadd_ps(e, vv, s.a);
   s.b = _mm512_add_ps(s.b, e);
-  s.n = n1;
-  s.p = pn;
 }
 
 // The per-channel state of the lazy forward, interleaved by 16-channel group: group g holds
@@ -269,52 +270,33 @@ inline void wkv4_lazy_step(Lazy16& s, float* y, const float* kt, const float* vt
 constexpr i64 kLazyRows = 7;
 inline float& lazy_at(float* buf, int r, i64 c) { return buf[((c / 16) * kLazyRows + r) * 16 + c % 16]; }
 
-// One token of the 16 channels whose state block is st (see lazy_at).
-template <bool Tail>
+// One token of the 16 channels whose state block is st (see lazy_at). P: keep the running
+// maximum p (only state_out needs it: one load, one store and two operations fewer without).
+template <bool Tail, bool P>
 inline void wkv4_lazy_col(float* st, float* y, const float* k, const float* v, v512::M m) {
   using namespace v512;
   auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
   auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
   float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
-  // software prefetch kPf floats (4 KB) ahead along the rows: the hardware prefetchers restart
-  // at every 4 KB page and the compute between loads keeps few misses in flight
+  // software prefetch kPf floats ahead along the rows: the hardware prefetchers restart at every
+  // 4 KB page and the compute between loads keeps few misses in flight
   _mm_prefetch(reinterpret_cast<const char*>(k + kPf), _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(v + kPf), _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(y + kPf), _MM_HINT_ET0);
-  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), ld(p), ld(w), ld(cu)};
-  wkv4_lazy_step<Tail>(s, y, k, v, m);
+  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), P ? ld(p) : _mm512_setzero_ps(), ld(w), ld(cu)};
+  wkv4_lazy_step<Tail, P>(s, y, k, v, m);
   stv(a, s.a);
   stv(bb, s.b);
   stv(q, s.q0);
   stv(n, s.n);
-  stv(p, s.p);
+  if constexpr (P) stv(p, s.p);
 }
 
-// Tokens [t0, t1) of the 16 channels [j, j+16) whose state block is st; rows D floats apart.
-// Software prefetch of the same rows kPfGroups groups ahead (the tile's rows are kFwdTile·3
-// streams, more than the hardware prefetchers follow).
-constexpr i64 kFwdTile = 8, kPfGroups = 4;
-template <bool Tail>
-inline void wkv4_lazy_tile(float* st, float* y, const float* k, const float* v, i64 j, i64 t0, i64 t1, i64 D, i64 nc,
-                           v512::M m) {
-  using namespace v512;
-  auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
-  auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
-  float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
-  if (j + kPfGroups * 16 < nc)
-    for (i64 t = t0; t < t1; ++t) {
-      const i64 o = t * D + j + kPfGroups * 16;
-      _mm_prefetch(reinterpret_cast<const char*>(k + o), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(v + o), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(y + o), _MM_HINT_ET0);
-    }
-  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), ld(p), ld(w), ld(cu)};
-  for (i64 t = t0; t < t1; ++t) wkv4_lazy_step<Tail>(s, y + t * D + j, k + t * D + j, v + t * D + j, m);
-  stv(a, s.a);
-  stv(bb, s.b);
-  stv(q, s.q0);
-  stv(n, s.n);
-  stv(p, s.p);
+template <bool P>
+inline void wkv4_lazy_row(float* sb, float* y, const float* k, const float* v, i64 nc) {
+  i64 j = 0;
+  for (; j + 16 <= nc; j += 16) wkv4_lazy_col<false, P>(sb + j * kLazyRows, y + j, k + j, v + j, 0);
+  if (j < nc) wkv4_lazy_col<true, P>(sb + j * kLazyRows, y + j, k + j, v + j, v512::lanes(nc - j));
 }
 
 // Whether every channel qualifies for the lazy form (|u − w| ≤ kLazyMaxUW).
@@ -346,17 +328,10 @@ void wkv4_forward_lazy(float* y, float* state_out, const float* k, const float* 
           lazy_at(sb, 5, c) = float(wd);                                  // w
           lazy_at(sb, 6, c) = float(std::exp(double(bonus[c0 + c]) - wd));  // e^{u − w}
         }
-        // tiles of kFwdTile tokens: per 16-channel group the state stays in registers for the
-        // whole tile (as one token per pass over the row, the 7-vector states of 2048 channels,
-        // 57 KB, were reloaded and stored every token and did not fit in L1)
-        const i64 o0 = b * T * D + c0;
-        for (i64 t0 = 0; t0 < T; t0 += kFwdTile) {
-          const i64 t1 = std::min(T, t0 + kFwdTile);
-          i64 j = 0;
-          for (; j + 16 <= nc; j += 16)
-            wkv4_lazy_tile<false>(sb + j * kLazyRows, y + o0, k + o0, v + o0, j, t0, t1, D, nc, 0);
-          if (j < nc)
-            wkv4_lazy_tile<true>(sb + j * kLazyRows, y + o0, k + o0, v + o0, j, t0, t1, D, nc, v512::lanes(nc - j));
+        for (i64 t = 0; t < T; ++t) {
+          const i64 o = (b * T + t) * D + c0;
+          if (state_out) wkv4_lazy_row<true>(sb, y + o, k + o, v + o, nc);
+          else wkv4_lazy_row<false>(sb, y + o, k + o, v + o, nc);
         }
         if (state_out)
           for (i64 c = 0; c < nc; ++c) {
@@ -538,12 +513,9 @@ void wkv4_backward_il(float* dk, float* dv, float* ddecay, float* dbonus, float*
 // At a re-referencing step (q_t raised to q', a_t, b_t ·= sc = e^{q_t − q'}) the adjoints go
 // back to the old reference: da, db ·= sc. ONE exp per token and step of each pass (checkpoint
 // pass, segment recompute) and none in the adjoint, against 4 in the max form (_il above).
-// Loop order: per segment of kSeg tokens, per 16-channel group, all kSeg tokens with the state
-// (and then the adjoint) in registers; the kSeg rows of each stream are fetched by software
-// prefetch kPfG groups ahead (kSeg·5 streams are more than the hardware prefetchers follow).
+// Same passes and segments as wkv4_backward_il, in whole rows (see lz_row_state).
 constexpr i64 kLzRows = 5;   // checkpoint per group: a, b, q0, n, p
 constexpr i64 kLzAdj = 6;    // per group: w, cu, da, db, dw (Σ da a + db b), du
-constexpr i64 kPfG = 4;      // software prefetch distance in 16-channel groups
 
 struct LzState { v512::V a, b, q0, n, p; };
 
@@ -552,139 +524,117 @@ struct LzState { v512::V a, b, q0, n, p; };
 inline void lz_step(LzState& s, v512::V w, v512::V kk, v512::V vv, v512::V& at, v512::V& bt, v512::V& e,
                     v512::V& sc) {
   using namespace v512;
-  V n1 = _mm512_add_ps(s.n, set1(1.0f));
+  const V n1 = _mm512_add_ps(s.n, set1(1.0f));
   const V pn = max(_mm512_sub_ps(s.p, w), kk);
-  V x = _mm512_fmadd_ps(n1, w, _mm512_sub_ps(kk, s.q0));
-  const M big = _mm512_cmp_ps_mask(x, set1(kLazyGap), _CMP_GT_OQ);
-  sc = set1(1.0f);
-  if (big) {
-    const V qn = _mm512_add_ps(pn, w);
-    const V f = exp2(_mm512_mul_ps(_mm512_sub_ps(_mm512_fnmadd_ps(s.n, w, s.q0), qn), set1(kLog2e)));
-    s.a = _mm512_mask_mul_ps(s.a, big, s.a, f);
-    s.b = _mm512_mask_mul_ps(s.b, big, s.b, f);
-    s.q0 = _mm512_mask_mov_ps(s.q0, big, qn);
-    n1 = _mm512_mask_mov_ps(n1, big, set1(1.0f));
-    x = _mm512_mask_sub_ps(x, big, kk, pn);
-    sc = _mm512_mask_mov_ps(sc, big, f);
-  }
-  e = exp2(_mm512_mul_ps(x, set1(kLog2e)));
-  at = s.a;
-  bt = s.b;
-  s.a = _mm512_fmadd_ps(e, vv, s.a);
-  s.b = _mm512_add_ps(s.b, e);
-  s.n = n1;
+  const V x = _mm512_fmadd_ps(n1, w, _mm512_sub_ps(kk, s.q0));
+  const M big = _mm512_cmp_ps_mask(x, set1(kLazyGap), _CMP_GT_OQ);  // branch-free, as wkv4_lazy_step
+  const V ex = exp2(_mm512_mul_ps(_mm512_mask_sub_ps(x, big, _mm512_setzero_ps(), x), set1(kLog2e)));
+  e = _mm512_mask_mov_ps(ex, big, set1(1.0f));
+  sc = _mm512_mask_mov_ps(set1(1.0f), big, ex);
+  at = _mm512_mul_ps(s.a, sc);
+  bt = _mm512_mul_ps(s.b, sc);
+  s.q0 = _mm512_mask_add_ps(s.q0, big, kk, w);
+  s.n = _mm512_mask_mov_ps(n1, big, set1(1.0f));
+  s.a = _mm512_fmadd_ps(e, vv, at);
+  s.b = _mm512_add_ps(bt, e);
   s.p = pn;
 }
 
-template <bool Tail>
-void wkv4_backward_lazy_item(float* dk, float* dv, const float* dy, const float* k, const float* v, float* ck,
-                             float* pc, const float* dso, i64 T, i64 D, i64 nc) {
+// Row order: every pass walks whole rows (token-outer, 16-channel groups inner), so each array
+// is one sequential stream for the hardware prefetchers (a tile of 8 tokens per group, the
+// state in registers, made 8·5 interleaved streams: 0.4 of triad even with no arithmetic).
+// st: the live state (5 vectors per group), pc: w, cu, da, db, dw, du per group, seg: the
+// segment's per-token (a_t, b_t, e_t, sc_t), 4 vectors per group.
+inline void lz_row_state(float* st, float* seg, const float* pc, const float* kt, const float* vt, i64 nc, i64 pf) {
   using namespace v512;
-  (void)Tail;
-  const i64 NS = (T + kSeg - 1) / kSeg, NG = (nc + 15) / 16, SL = kLzRows * NG * 16;
-  auto pf = [](const float* p, int hint) {
-    if (hint) _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_ET0);
-    else _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
-  };
-  // pass 1: the states at the segment starts
-  for (i64 s = 0; s + 1 < NS; ++s) {
-    const i64 t0 = s * kSeg;
-    for (i64 g = 0; g < NG; ++g) {
-      const i64 c = g * 16;
-      const M m = lanes(nc - c);
-      if (g + kPfG < NG)
-        for (i64 t = t0; t < t0 + kSeg; ++t) {
-          pf(k + t * D + c + kPfG * 16, 0);
-          pf(v + t * D + c + kPfG * 16, 0);
-        }
-      const float* cs = ck + s * SL + g * kLzRows * 16;
-      float* cn = ck + (s + 1) * SL + g * kLzRows * 16;
-      LzState st{_mm512_loadu_ps(cs), _mm512_loadu_ps(cs + 16), _mm512_loadu_ps(cs + 32), _mm512_loadu_ps(cs + 48),
-                 _mm512_loadu_ps(cs + 64)};
-      const V w = _mm512_loadu_ps(pc + g * kLzAdj * 16);
-      for (i64 t = t0; t < t0 + kSeg; ++t) {
-        V at, bt, e, sc;
-        lz_step(st, w, _mm512_maskz_loadu_ps(m, k + t * D + c), _mm512_maskz_loadu_ps(m, v + t * D + c), at, bt, e, sc);
-      }
-      _mm512_storeu_ps(cn, st.a);
-      _mm512_storeu_ps(cn + 16, st.b);
-      _mm512_storeu_ps(cn + 32, st.q0);
-      _mm512_storeu_ps(cn + 48, st.n);
-      _mm512_storeu_ps(cn + 64, st.p);
+  for (i64 c = 0, g = 0; c < nc; c += 16, ++g) {
+    const M m = lanes(nc - c);
+    float* s = st + g * kLzRows * 16;
+    _mm_prefetch(reinterpret_cast<const char*>(kt + c + pf), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(vt + c + pf), _MM_HINT_T0);
+    LzState z{_mm512_loadu_ps(s), _mm512_loadu_ps(s + 16), _mm512_loadu_ps(s + 32), _mm512_loadu_ps(s + 48),
+              _mm512_loadu_ps(s + 64)};
+    V at, bt, e, sc;
+    lz_step(z, _mm512_loadu_ps(pc + g * kLzAdj * 16), _mm512_maskz_loadu_ps(m, kt + c), _mm512_maskz_loadu_ps(m, vt + c),
+            at, bt, e, sc);
+    _mm512_storeu_ps(s, z.a);
+    _mm512_storeu_ps(s + 16, z.b);
+    _mm512_storeu_ps(s + 32, z.q0);
+    _mm512_storeu_ps(s + 48, z.n);
+    _mm512_storeu_ps(s + 64, z.p);
+    if (seg) {
+      float* l = seg + g * 64;
+      _mm512_storeu_ps(l, at);
+      _mm512_storeu_ps(l + 16, bt);
+      _mm512_storeu_ps(l + 32, e);
+      _mm512_storeu_ps(l + 48, sc);
     }
   }
-  // pass 2: segments in reverse; per group the segment's states recomputed, then the adjoint
-  alignas(64) float loc[kSeg * 4 * 16];
+}
+
+inline void lz_row_adjoint(float* dkt, float* dvt, float* pc, const float* seg, const float* vt, const float* gt,
+                           i64 nc, i64 pf) {
+  using namespace v512;
+  for (i64 c = 0, g = 0; c < nc; c += 16, ++g) {
+    const M m = lanes(nc - c);
+    float* q = pc + g * kLzAdj * 16;
+    const float* l = seg + g * 64;
+    _mm_prefetch(reinterpret_cast<const char*>(gt + c + pf), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(dkt + c + pf), _MM_HINT_ET0);
+    _mm_prefetch(reinterpret_cast<const char*>(dvt + c + pf), _MM_HINT_ET0);
+    const V at = _mm512_loadu_ps(l), bt = _mm512_loadu_ps(l + 16), e = _mm512_loadu_ps(l + 32), sc = _mm512_loadu_ps(l + 48);
+    const V cu = _mm512_loadu_ps(q + 16), da = _mm512_loadu_ps(q + 32), db = _mm512_loadu_ps(q + 48);
+    const V vv = _mm512_maskz_loadu_ps(m, vt + c), g1 = _mm512_maskz_loadu_ps(m, gt + c);
+    const V E = _mm512_mul_ps(e, cu);
+    const V rz = _mm512_div_ps(set1(1.0f), _mm512_add_ps(bt, E));
+    const V yt = _mm512_mul_ps(_mm512_fmadd_ps(E, vv, at), rz);
+    const V gz = _mm512_mul_ps(g1, rz);
+    const V gzE = _mm512_mul_ps(gz, E);
+    const V gku = _mm512_mul_ps(gzE, _mm512_sub_ps(vv, yt));
+    const V gk = _mm512_fmadd_ps(_mm512_fmadd_ps(da, vv, db), e, gku);
+    const V gv = _mm512_fmadd_ps(da, e, gzE);
+    _mm512_mask_storeu_ps(dkt + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dkt + c), gk));
+    _mm512_mask_storeu_ps(dvt + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dvt + c), gv));
+    _mm512_storeu_ps(q + 64, _mm512_fmadd_ps(db, bt, _mm512_fmadd_ps(da, at, _mm512_loadu_ps(q + 64))));
+    _mm512_storeu_ps(q + 80, _mm512_add_ps(_mm512_loadu_ps(q + 80), gku));
+    _mm512_storeu_ps(q + 32, _mm512_mul_ps(_mm512_add_ps(da, gz), sc));
+    _mm512_storeu_ps(q + 48, _mm512_mul_ps(_mm512_fnmadd_ps(gz, yt, db), sc));
+  }
+}
+
+// One work item (batch row, channel block of nc channels; rows D floats apart). ck: NS
+// checkpoints of kLzRows·NG·16 floats (the first holds the incoming state), seg: kSeg rows of
+// 4·NG·16 floats, st: the live state.
+void wkv4_backward_lazy_item(float* dk, float* dv, const float* dy, const float* k, const float* v, float* ck,
+                             float* seg, float* pc, bool dso, i64 T, i64 D, i64 nc) {
+  using namespace v512;
+  const i64 NS = (T + kSeg - 1) / kSeg, NG = (nc + 15) / 16, SL = kLzRows * NG * 16, RL = 4 * NG * 16;
+  // pass 1: the states at the segment starts
+  for (i64 s = 0; s + 1 < NS; ++s) {
+    float* nxt = ck + (s + 1) * SL;
+    std::copy_n(ck + s * SL, SL, nxt);
+    for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) lz_row_state(nxt, nullptr, pc, k + t * D, v + t * D, nc, D);
+  }
+  // pass 2: segments in reverse; the segment's states recomputed (per token a_t, b_t, e_t, sc_t
+  // into seg, in L2), then the adjoint
   for (i64 s = NS - 1; s >= 0; --s) {
     const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-    for (i64 g = 0; g < NG; ++g) {
-      const i64 c = g * 16;
-      const M m = lanes(nc - c);
-      if (g + kPfG < NG)
-        for (i64 t = t0; t < t1; ++t) {
-          const i64 o = t * D + c + kPfG * 16;
-          pf(k + o, 0);
-          pf(v + o, 0);
-          pf(dy + o, 0);
-          pf(dk + o, 1);
-          pf(dv + o, 1);
-        }
-      const float* cs = ck + s * SL + g * kLzRows * 16;
-      LzState st{_mm512_loadu_ps(cs), _mm512_loadu_ps(cs + 16), _mm512_loadu_ps(cs + 32), _mm512_loadu_ps(cs + 48),
-                 _mm512_loadu_ps(cs + 64)};
-      float* q = pc + g * kLzAdj * 16;
-      const V w = _mm512_loadu_ps(q), cu = _mm512_loadu_ps(q + 16);
-      for (i64 t = t0; t < t1; ++t) {
-        V at, bt, e, sc;
-        lz_step(st, w, _mm512_maskz_loadu_ps(m, k + t * D + c), _mm512_maskz_loadu_ps(m, v + t * D + c), at, bt, e, sc);
-        float* l = loc + (t - t0) * 64;
-        _mm512_store_ps(l, at);
-        _mm512_store_ps(l + 16, bt);
-        _mm512_store_ps(l + 32, e);
-        _mm512_store_ps(l + 48, sc);
+    float* st = ck + s * SL;  // this checkpoint is not needed again: advanced in place
+    for (i64 t = t0; t < t1; ++t)
+      lz_row_state(st, seg + (t - t0) * RL, pc, k + t * D, v + t * D, nc, -kSeg * D);  // prefetch: next segment's row
+    if (s == NS - 1 && dso)  // the adjoint of the chunk's end state: max form (p) → reference form (q)
+      for (i64 g = 0; g < NG; ++g) {
+        const float* z = st + g * kLzRows * 16;
+        float* q = pc + g * kLzAdj * 16;
+        const V f = exp2(_mm512_mul_ps(
+            _mm512_sub_ps(_mm512_fnmadd_ps(_mm512_loadu_ps(z + 48), _mm512_loadu_ps(q), _mm512_loadu_ps(z + 32)),
+                          _mm512_loadu_ps(z + 64)),
+            set1(kLog2e)));
+        _mm512_storeu_ps(q + 32, _mm512_mul_ps(_mm512_loadu_ps(q + 32), f));
+        _mm512_storeu_ps(q + 48, _mm512_mul_ps(_mm512_loadu_ps(q + 48), f));
       }
-      V da, db;
-      if (s == NS - 1) {  // the incoming adjoint of the chunk's end state: max form → reference form
-        if (dso) {
-          const V f = exp2(_mm512_mul_ps(_mm512_sub_ps(_mm512_fnmadd_ps(st.n, w, st.q0), st.p), set1(kLog2e)));
-          da = _mm512_mul_ps(_mm512_loadu_ps(q + 32), f);
-          db = _mm512_mul_ps(_mm512_loadu_ps(q + 48), f);
-        } else {
-          da = _mm512_setzero_ps();
-          db = _mm512_setzero_ps();
-        }
-      } else {
-        da = _mm512_loadu_ps(q + 32);
-        db = _mm512_loadu_ps(q + 48);
-      }
-      V dwa = _mm512_loadu_ps(q + 64), dua = _mm512_loadu_ps(q + 80);
-      for (i64 t = t1 - 1; t >= t0; --t) {
-        const float* l = loc + (t - t0) * 64;
-        const i64 o = t * D + c;
-        const V at = _mm512_load_ps(l), bt = _mm512_load_ps(l + 16), e = _mm512_load_ps(l + 32),
-                sc = _mm512_load_ps(l + 48);
-        const V vv = _mm512_maskz_loadu_ps(m, v + o), g = _mm512_maskz_loadu_ps(m, dy + o);
-        const V E = _mm512_mul_ps(e, cu);
-        const V rz = _mm512_div_ps(set1(1.0f), _mm512_add_ps(bt, E));
-        const V yt = _mm512_mul_ps(_mm512_fmadd_ps(E, vv, at), rz);
-        const V gz = _mm512_mul_ps(g, rz);
-        const V gzE = _mm512_mul_ps(gz, E);
-        const V gku = _mm512_mul_ps(gzE, _mm512_sub_ps(vv, yt));
-        const V gk = _mm512_fmadd_ps(_mm512_fmadd_ps(da, vv, db), e, gku);
-        const V gv = _mm512_fmadd_ps(da, e, gzE);
-        _mm512_mask_storeu_ps(dk + o, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dk + o), gk));
-        _mm512_mask_storeu_ps(dv + o, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dv + o), gv));
-        dwa = _mm512_fmadd_ps(da, at, dwa);
-        dwa = _mm512_fmadd_ps(db, bt, dwa);
-        dua = _mm512_add_ps(dua, gku);
-        da = _mm512_mul_ps(_mm512_add_ps(da, gz), sc);
-        db = _mm512_mul_ps(_mm512_fnmadd_ps(gz, yt, db), sc);
-      }
-      _mm512_storeu_ps(q + 32, da);
-      _mm512_storeu_ps(q + 48, db);
-      _mm512_storeu_ps(q + 64, dwa);
-      _mm512_storeu_ps(q + 80, dua);
-    }
+    for (i64 t = t1 - 1; t >= t0; --t)
+      lz_row_adjoint(dk + t * D, dv + t * D, pc, seg + (t - t0) * RL, v + t * D, dy + t * D, nc, -D);
   }
 }
 
@@ -697,8 +647,9 @@ void wkv4_backward_lazy(float* dk, float* dv, float* ddecay, float* dbonus, floa
   auto at = [](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / 16) * rows + r) * 16 + c % 16]; };
 #pragma omp parallel
   {
-    thread_local std::vector<float> ck, buf;
+    thread_local std::vector<float> ck, seg, buf;
     ck.resize(std::max(ck.size(), static_cast<size_t>(NS * kLzRows * CBr)));
+    seg.resize(std::max(seg.size(), static_cast<size_t>(kSeg * 4 * CBr)));
     buf.resize(std::max(buf.size(), static_cast<size_t>(kLzAdj * CBr)));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
@@ -722,7 +673,7 @@ void wkv4_backward_lazy(float* dk, float* dv, float* ddecay, float* dbonus, floa
           at(pc, kLzAdj, 5, c) = 0.0f;
         }
         const i64 o = b * T * D + c0;
-        wkv4_backward_lazy_item<false>(dk + o, dv + o, dy + o, k + o, v + o, c0s, pc, dstate_out, T, D, nc);
+        wkv4_backward_lazy_item(dk + o, dv + o, dy + o, k + o, v + o, c0s, seg.data(), pc, dstate_out != nullptr, T, D, nc);
         for (i64 c = 0; c < nc; ++c) {
           pdw[s0 + c] = -at(pc, kLzAdj, 4, c) * at(pc, kLzAdj, 0, c);
           pdu[s0 + c] = at(pc, kLzAdj, 5, c);
