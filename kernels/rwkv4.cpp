@@ -159,7 +159,9 @@ SCANSHARD_RWKV4_INSTANTIATE(double)
 namespace fast {
 
 namespace {
-constexpr i64 kSeg = 8;  // tokens per backward segment (its per-token states stay in L2)
+// tokens per backward segment (its per-token states stay in L2); 16 against 8: from DRAM the
+// AVX-512 backward 1.9–2.6 vs 2.3–3.1 ns/element (same runs; 32 and 4 no better)
+constexpr i64 kSeg = 16;
 
 // Channels per work item: whole rows (contiguous streams over t) unless there are fewer batch
 // rows than threads, then rows are split so that every thread has work; multiple of 16.
@@ -222,44 +224,44 @@ void load_state(float* a, float* bb, float* p, float* w, float* u, const float* 
 // q is held as q0 − n·w (q0 = the reference at the last renormalisation, n an exact integer
 // count) so that x = k − q0 + (n+1)w has one rounding instead of a drift of t roundings.
 // When x would exceed kLazyGap (a key far above the decayed reference; also the zero state) the
-// lanes concerned are renormalised to the running maximum p of the max form (kept alongside, two
-// cheap ops): a, b ·= e^{q − p'}, q := p' — so terms stay ≤ e^20 and b ≥ 1 (the maximal term is 1
-// at each renormalisation and q never rises above p). E = e·e^{u−w} stays finite for
+// lanes concerned are renormalised to the key: q_{t+1} := k_t, a, b ·= e^{−x}, e = 1 (the same
+// exp of ∓x, so still one exp per token and no branch) — so terms stay ≤ e^20 and b ≥ 1 (the
+// maximal term is 1 at each renormalisation and q never rises above the running maximum p of
+// the max form, kept alongside in two cheap ops for state_out). E = e·e^{u−w} stays finite for
 // |u − w| ≤ kLazyMaxUW; otherwise the whole call uses the max form. state_out is converted back
 // to the max form (a, b ·= e^{q − p}, p). Accuracy vs the double reference is that of the fp32
 // reference (bench of 3 seeds × T = 100, 1000: max |err| 1.1–2.0e-6 vs 0.4–2.5e-6 for ref<float>).
-constexpr i64 kPf = 1024;
+constexpr i64 kPf = 512;  // 2 KB: 0.60–0.65 of triad vs 0.51–0.56 at 4 KB and 0.38 with none (same runs)
 constexpr float kLazyGap = 20.0f;  // natural units: e^20 ≈ 2^29
 constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays finite for |v| < 1e7
 
 // One token for 16 channels, the state in registers (a, b, q0, n, p; w, cu = e^{u−w} constants).
 struct Lazy16 { v512::V a, b, q0, n, p, w, cu; };
-template <bool Tail>
+template <bool Tail, bool P>
 inline void wkv4_lazy_step(Lazy16& s, float* y, const float* kt, const float* vt, v512::M m) {
   using namespace v512;
   const V kk = Tail ? _mm512_maskz_loadu_ps(m, kt) : _mm512_loadu_ps(kt);
   const V vv = Tail ? _mm512_maskz_loadu_ps(m, vt) : _mm512_loadu_ps(vt);
-  V n1 = _mm512_add_ps(s.n, set1(1.0f));
-  const V pn = max(_mm512_sub_ps(s.p, s.w), kk);              // p_{t+1} = max(p_t − w, k_t)
-  V x = _mm512_fmadd_ps(n1, s.w, _mm512_sub_ps(kk, s.q0));    // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
+  const V n1 = _mm512_add_ps(s.n, set1(1.0f));
+  if constexpr (P) s.p = max(_mm512_sub_ps(s.p, s.w), kk);  // p_{t+1} = max(p_t − w, k_t), for state_out only
+  const V x = _mm512_fmadd_ps(n1, s.w, _mm512_sub_ps(kk, s.q0));  // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
+  // re-reference where x > kLazyGap: q_{t+1} := k_t (q0 = k + w, n = 1), so e = 1 and the state
+  // ·= sc = e^{−x}. Branch-free with one exp of ∓x: a branch on x (rare, so mispredicted when
+  // taken) depends on the k just loaded, and a misprediction discards the loads in flight behind
+  // it (from DRAM: ~10 % more of triad branch-free, same runs; in L2 no difference).
   const M big = _mm512_cmp_ps_mask(x, set1(kLazyGap), _CMP_GT_OQ);
-  if (big) {  // rare: re-reference to the running maximum, q_t := p_{t+1} + w (n = 0)
-    const V qn = _mm512_add_ps(pn, s.w);
-    const V sc = exp2(_mm512_mul_ps(_mm512_sub_ps(_mm512_fnmadd_ps(s.n, s.w, s.q0), qn), set1(kLog2e)));
-    s.a = _mm512_mask_mul_ps(s.a, big, s.a, sc);
-    s.b = _mm512_mask_mul_ps(s.b, big, s.b, sc);
-    s.q0 = _mm512_mask_mov_ps(s.q0, big, qn);
-    n1 = _mm512_mask_mov_ps(n1, big, set1(1.0f));
-    x = _mm512_mask_sub_ps(x, big, kk, pn);
-  }
-  const V e = exp2(_mm512_mul_ps(x, set1(kLog2e)));
+  const V ex = exp2(_mm512_mul_ps(_mm512_mask_sub_ps(x, big, _mm512_setzero_ps(), x), set1(kLog2e)));
+  const V e = _mm512_mask_mov_ps(ex, big, set1(1.0f));
+  const V sc = _mm512_mask_mov_ps(set1(1.0f), big, ex);
+  s.a = _mm512_mul_ps(s.a, sc);
+  s.b = _mm512_mul_ps(s.b, sc);
+  s.q0 = _mm512_mask_add_ps(s.q0, big, kk, s.w);
+  s.n = _mm512_mask_mov_ps(n1, big, set1(1.0f));
   const V E = _mm512_mul_ps(e, s.cu);
   const V yv = _mm512_div_ps(_mm512_fmadd_ps(E, vv, s.a), _mm512_add_ps(s.b, E));
   if constexpr (Tail) _mm512_mask_storeu_ps(y, m, yv); else _mm512_storeu_ps(y, yv);
   s.a = _mm512_fmadd_ps(e, vv, s.a);
   s.b = _mm512_add_ps(s.b, e);
-  s.n = n1;
-  s.p = pn;
 }
 
 // The per-channel state of the lazy forward, interleaved by 16-channel group: group g holds
@@ -269,25 +271,33 @@ inline void wkv4_lazy_step(Lazy16& s, float* y, const float* kt, const float* vt
 constexpr i64 kLazyRows = 7;
 inline float& lazy_at(float* buf, int r, i64 c) { return buf[((c / 16) * kLazyRows + r) * 16 + c % 16]; }
 
-// One token of the 16 channels whose state block is st (see lazy_at).
-template <bool Tail>
+// One token of the 16 channels whose state block is st (see lazy_at). P: keep the running
+// maximum p (only state_out needs it: one load, one store and two operations fewer without).
+template <bool Tail, bool P>
 inline void wkv4_lazy_col(float* st, float* y, const float* k, const float* v, v512::M m) {
   using namespace v512;
   auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
   auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
   float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
-  // software prefetch kPf floats (4 KB) ahead along the rows: the hardware prefetchers restart
-  // at every 4 KB page and the compute between loads keeps few misses in flight
+  // software prefetch kPf floats ahead along the rows: the hardware prefetchers restart at every
+  // 4 KB page and the compute between loads keeps few misses in flight
   _mm_prefetch(reinterpret_cast<const char*>(k + kPf), _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(v + kPf), _MM_HINT_T0);
   _mm_prefetch(reinterpret_cast<const char*>(y + kPf), _MM_HINT_ET0);
-  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), ld(p), ld(w), ld(cu)};
-  wkv4_lazy_step<Tail>(s, y, k, v, m);
+  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), P ? ld(p) : _mm512_setzero_ps(), ld(w), ld(cu)};
+  wkv4_lazy_step<Tail, P>(s, y, k, v, m);
   stv(a, s.a);
   stv(bb, s.b);
   stv(q, s.q0);
   stv(n, s.n);
-  stv(p, s.p);
+  if constexpr (P) stv(p, s.p);
+}
+
+template <bool P>
+inline void wkv4_lazy_row(float* sb, float* y, const float* k, const float* v, i64 nc) {
+  i64 j = 0;
+  for (; j + 16 <= nc; j += 16) wkv4_lazy_col<false, P>(sb + j * kLazyRows, y + j, k + j, v + j, 0);
+  if (j < nc) wkv4_lazy_col<true, P>(sb + j * kLazyRows, y + j, k + j, v + j, v512::lanes(nc - j));
 }
 
 // Whether every channel qualifies for the lazy form (|u − w| ≤ kLazyMaxUW).
@@ -321,10 +331,8 @@ void wkv4_forward_lazy(float* y, float* state_out, const float* k, const float* 
         }
         for (i64 t = 0; t < T; ++t) {
           const i64 o = (b * T + t) * D + c0;
-          i64 j = 0;
-          for (; j + 16 <= nc; j += 16)
-            wkv4_lazy_col<false>(sb + j * kLazyRows, y + o + j, k + o + j, v + o + j, 0);
-          if (j < nc) wkv4_lazy_col<true>(sb + j * kLazyRows, y + o + j, k + o + j, v + o + j, v512::lanes(nc - j));
+          if (state_out) wkv4_lazy_row<true>(sb, y + o, k + o, v + o, nc);
+          else wkv4_lazy_row<false>(sb, y + o, k + o, v + o, nc);
         }
         if (state_out)
           for (i64 c = 0; c < nc; ++c) {
@@ -361,6 +369,10 @@ inline void scaled_pair16(v512::V x, v512::V y, v512::V& ex, v512::V& ey) {
 // per token / checkpoint), and (da, db, dw, du, w, u) as 6. As rows CB floats apart, a step
 // touched ~14 lines in the same L1 set (states, adjoints, k, v, dy, dk, dv rows).
 constexpr i64 kStRows = 3, kAdjRows = 6;
+// At most 1024 channels (4 KB of each row, one page) per work item: the adjoint's per-group
+// data (6 vectors, 48 KB at 2048 channels) and a segment's states no longer overflow L1 with
+// the row streams; from DRAM 14–30 % faster than 2048 (same runs), 768 and 512 slower again.
+constexpr i64 kBwdMaxCB = 1024;
 
 // State step (max form) for nc channels: nxt from cur (interleaved states), w from pc.
 inline void wkv4_state_il(float* nxt, const float* cur, const float* kt, const float* vt, const float* pc, i64 nc,
@@ -424,7 +436,7 @@ inline void wkv4_adjoint_il(float* dkt, float* dvt, float* pc, const float* cur,
 void wkv4_backward_il(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in, const float* dy,
                       const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
                       const float* state_in, i64 B, i64 T, i64 D) {
-  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB, CBr = (CB + 15) / 16 * 16;
+  const i64 BD = B * D, CB = std::min(kBwdMaxCB, channel_block(B, D)), NB = (D + CB - 1) / CB, CBr = (CB + 15) / 16 * 16;
   const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * CBr;  // SB: floats per interleaved state
   std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
   auto at = [](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / 16) * rows + r) * 16 + c % 16]; };
