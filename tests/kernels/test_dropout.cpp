@@ -82,7 +82,7 @@ TEST_CASE("a shard's dropout mask is its slice of the whole mask", "[dropout]") 
               whole[static_cast<std::size_t>((seq[static_cast<std::size_t>(r)] * T + pos[static_cast<std::size_t>(r)]) * C + c0 + c)]);
 }
 
-TEST_CASE("dropout forward scales kept values by 1/(1 − p); backward equals finite differences", "[dropout]") {
+TEST_CASE("dropout forward scales kept values by 1/(1 − p), backward equals finite differences", "[dropout]") {
   const double p = 0.2;
   const i64 n = 300;
   const auto m = mask_of(dropout_key(1, 0, 0, DropSite::embed), 10, 10, 30, 0, p);
