@@ -190,7 +190,7 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--data-format", o->data_format, "bytes (text, any file), uint16 or uint32 (little-endian token ids)")
       ->capture_default_str();
   cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "initialisation seed (the same parameters for every plan)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "initialisation and dropout-mask seed (the same parameters and masks for every plan)")->capture_default_str();
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
                   "write <dir>/step-<N>.h5 (parallel HDF5, full logical tensors) after the last step");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also checkpoint every N steps (needs --checkpoint-dir)");

@@ -13,6 +13,7 @@
 
 #include "kernels/attention.hpp"
 #include "kernels/conv1d.hpp"
+#include "kernels/dropout.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/layernorm.hpp"
 #include "kernels/rwkv4.hpp"
@@ -112,6 +113,12 @@ struct LayerBufs {
   // attention (ext: `halo` rows from the left neighbour, then the local T rows)
   Vec qr, kr, v, q_ext, k_ext, v_ext, a_ext, lse_ext, a;
   Vec pm, dpm;  // materialized attention: probabilities [B, H, T, halo + T] and their gradient
+  // dropout: the dropped block outputs the residual adds read (tres/yres alias tout/y without
+  // dropout), their 1-byte masks, and a materialized core's dropped probabilities P' and mask
+  Vec tdrop, ydrop, pd;
+  std::vector<std::uint8_t> tmask, ymask, pmask;
+  const float* tres = nullptr;
+  const float* yres = nullptr;
   std::vector<std::uint8_t> reset_ext;
   // RWKV-4 (ln: LayerNorm statistics; xs3: the three token-shift mixes r, k, v; c*: channel mix)
   Vec mean1, mean2, xs3, r, k, wkv, o, cxk, cxr, ck, ch, cv_s, cr, cvl, cg, cgath_s;
@@ -148,6 +155,12 @@ struct Executor::State {
   i64 stage = 0, first_layer = 0, end_layer = 0;
   std::vector<MPI_Request> pending;  // pipeline sends from this slot's buffers  // halo: K/V rows received (local attention)
   float escale = 1;
+  // dropout: probability, this micro-batch's BatchIndex, and per residual-region row (Ms rows)
+  // its sequence's index in the global batch and its global position; the embedding's mask
+  double pdrop = 0;
+  BatchIndex ix;
+  std::vector<std::int64_t> row_seq, row_pos;
+  std::vector<std::uint8_t> emask;
   const float* P = nullptr;  // parameters of this rank (ShardLayout order)
   float* Pw = nullptr;       // the same, for ZeRO-3's gathers
   std::vector<Range> zero3;  // ZeRO-3: the part of the flat buffer each fsdp rank owns
@@ -345,7 +358,7 @@ void temporal_out_fwd(State& s, const Step& st) {
 }
 void temporal_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(b.x_mid.data(), x_in(s, st), b.tout, s.Ms * s.D);
+  add(b.x_mid.data(), x_in(s, st), b.tres, s.Ms * s.D);
 }
 void temporal_residual_bwd(State& s, const Step& st) {  // d tout = d x_in (so far) = d x_mid
   auto& b = lb(s, st);
@@ -377,13 +390,50 @@ void mlp_out_fwd(State& s, const Step& st) {
 }
 void mlp_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.y, s.Ms * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.yres, s.Ms * s.D);
 }
 void mlp_residual_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   (s.rs ? b.dy_loc : b.dy) = s.dxs[static_cast<std::size_t>(st.layer) + 1];  // rs_ag: the exit's all-gather makes dy
   b.dx_mid = s.dxs[static_cast<std::size_t>(st.layer) + 1];
 }
+// ---- dropout (transformer; kernels/dropout.hpp) ------------------------------------------------
+// The residual-region sites (embedding, attention and MLP outputs) cover this rank's Ms rows at
+// full width D: the row's sequence and position (State::row_seq/row_pos) are global, channels are
+// 0..D−1. Forward draws the mask and keeps it (1 byte per element, as Emit::dropout prices);
+// backward applies the kept mask and scale to the incoming gradient in place.
+namespace KD = scanshard::kernels;
+void drop_rows_fwd(const State& s, std::vector<std::uint8_t>& mask, float* y, const float* x, i64 layer, KD::DropSite site) {
+  mask.resize(static_cast<std::size_t>(s.Ms * s.D));
+  KD::dropout_mask(mask.data(), KD::dropout_key(s.ix.seed, s.ix.step, layer, site), s.row_seq.data(), s.row_pos.data(), s.Ms,
+                   s.D, 0, s.pdrop);
+  KD::dropout_apply(y, x, mask.data(), s.Ms * s.D, s.pdrop);
+}
+void embed_dropout_fwd(State& s, const Step&) {  // in place: the embedding steps are never recomputed
+  drop_rows_fwd(s, s.emask, s.xs[0].data(), s.xs[0].data(), -1, KD::DropSite::embed);
+}
+void embed_dropout_bwd(State& s, const Step&) {
+  KD::dropout_apply(s.dxs[0].data(), s.dxs[0].data(), s.emask.data(), s.Ms * s.D, s.pdrop);
+}
+void attn_dropout_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  drop_rows_fwd(s, b.tmask, b.tdrop.data(), b.tout, st.layer, KD::DropSite::attn_out);
+}
+void attn_dropout_bwd(State& s, const Step& st) {  // after the residual's backward wrote d tout
+  auto& b = lb(s, st);
+  float* d = s.rs ? b.dtout_loc.data() : b.dtout.data();
+  KD::dropout_apply(d, d, b.tmask.data(), s.Ms * s.D, s.pdrop);
+}
+void mlp_dropout_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  drop_rows_fwd(s, b.ymask, b.ydrop.data(), b.y, st.layer, KD::DropSite::mlp_out);
+}
+void mlp_dropout_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  float* d = s.rs ? b.dy_loc.data() : b.dy.data();
+  KD::dropout_apply(d, d, b.ymask.data(), s.Ms * s.D, s.pdrop);
+}
+
 void mlp_w3_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(b.dgm.data(), nul(), nul(), b.dy.data(), b.gm.data(), s.par(st.layer, "mlp.w3"), s.M, s.F, s.D);
@@ -768,25 +818,46 @@ void attn_core_fwd(State& s, const Step& st) {
 // probability matrix P [B, H, T, halo + T] of this rank's query rows against every key row it
 // holds, and keeps it; the context step multiplies it by V. Backward: the context step forms dP
 // (and dV), the scores step the softmax backward and dQ, dK — the two steps lower.cpp prices.
+// With dropout the scores step also draws the mask of P (Korthikanti et al. 2022: P, its mask and
+// the dropped P' are kept) and writes P' = P ⊙ mask / (1 − p), which the context step multiplies
+// by V. The mask of p_{t,τ} hashes (sequence in the global batch, global query position t,
+// channel = global head · seq_len + global key position τ).
 void attn_scores_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::attention_scores_forward(b.pm.data(), b.q_ext.data(), b.k_ext.data(), b.reset_ext.data(), s.B, text(s), s.halo, s.H,
+  const i64 Te = text(s);
+  K::attention_scores_forward(b.pm.data(), b.q_ext.data(), b.k_ext.data(), b.reset_ext.data(), s.B, Te, s.halo, s.H,
                               s.KV, s.N, s.W);
+  if (s.pdrop <= 0) return;
+  const std::uint64_t key = KD::dropout_key(s.ix.seed, s.ix.step, st.layer, KD::DropSite::attn_probs);
+  const std::uint64_t thr = KD::dropout_threshold(s.pdrop);
+  const i64 q0 = s.s * s.T, k0 = q0 - s.halo;  // global positions of the first local query and of key row 0
+  for (i64 r = 0; r < s.B; ++r)
+    for (i64 h = 0; h < s.H; ++h)
+      for (i64 i = 0; i < s.T; ++i) {
+        const std::uint64_t row = KD::dropout_row(key, s.ix.first_sequence + r, q0 + i);
+        const i64 c0 = (s.tcoord * s.H + h) * s.p.seq_len + k0;
+        std::uint8_t* mk = b.pmask.data() + ((r * s.H + h) * s.T + i) * Te;
+        for (i64 k = 0; k < Te; ++k) mk[k] = KD::dropout_keep(row, c0 + k, thr) ? 1 : 0;
+      }
+  KD::dropout_apply(b.pd.data(), b.pm.data(), b.pmask.data(), static_cast<i64>(b.pm.size()), s.pdrop);
 }
+// The probabilities the context step multiplies: P' with dropout, P without.
+const float* probs(const State& s, const LayerBufs& b) { return s.pdrop > 0 ? b.pd.data() : b.pm.data(); }
 void attn_context_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 Te = text(s), qw = s.H * s.N;
-  K::attention_context_forward(b.a_ext.data(), b.pm.data(), b.v_ext.data(), s.B, Te, s.halo, s.H, s.KV, s.N);
+  K::attention_context_forward(b.a_ext.data(), probs(s, b), b.v_ext.data(), s.B, Te, s.halo, s.H, s.KV, s.N);
   for (i64 r = 0; r < s.B; ++r)
     std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
 }
 void attn_context_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::attention_context_backward(b.dpm.data(), b.dv_ext.data(), b.da_ext.data(), b.pm.data(), b.v_ext.data(), s.B, text(s),
+  K::attention_context_backward(b.dpm.data(), b.dv_ext.data(), b.da_ext.data(), probs(s, b), b.v_ext.data(), s.B, text(s),
                                 s.halo, s.H, s.KV, s.N);
 }
-void attn_scores_bwd(State& s, const Step& st) {
+void attn_scores_bwd(State& s, const Step& st) {  // dP = dP' ⊙ mask / (1 − p), then the softmax backward
   auto& b = lb(s, st);
+  if (s.pdrop > 0) KD::dropout_apply(b.dpm.data(), b.dpm.data(), b.pmask.data(), static_cast<i64>(b.dpm.size()), s.pdrop);
   K::attention_scores_backward(b.dq_ext.data(), b.dk_ext.data(), b.dpm.data(), b.pm.data(), b.q_ext.data(), b.k_ext.data(),
                                s.B, text(s), s.halo, s.H, s.KV, s.N);
 }
@@ -1660,6 +1731,10 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"linear.dx|mlp.w1", {nullptr, mlp_w1_dx}}, {"linear.dw|mlp.w1", {nullptr, mlp_w1_dw}},
       {"all_reduce|mlp.out", {mlp_out_fwd, nullptr}},
       {"add|mlp.residual", {mlp_residual_fwd, mlp_residual_bwd}},
+      // dropout (transformer)
+      {"dropout|embed.dropout", {embed_dropout_fwd, embed_dropout_bwd}},
+      {"dropout|attn.dropout", {attn_dropout_fwd, attn_dropout_bwd}},
+      {"dropout|mlp.dropout", {mlp_dropout_fwd, mlp_dropout_bwd}},
       // recurrent block
       {"linear|rec.wy", {rec_wy_fwd, nullptr}},
       {"linear.dx|rec.wy", {nullptr, rec_wy_dx}}, {"linear.dw|rec.wy", {nullptr, rec_wy_dw}},
@@ -1755,6 +1830,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   // K/V rows before the local ones: the window's halo (local attention) or every earlier shard (ring)
   s.halo = s.sp > 1 && s.s > 0 ? (s.W > 0 ? s.W : s.s * s.T) : 0;
   s.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
+  s.pdrop = m.family == Family::transformer ? m.dropout : 0.0;  // lower.cpp emits dropout steps for transformers only
 
   const auto sz = [](i64 n) { return static_cast<std::size_t>(n); };
   const i64 M = s.M, D = s.D;
@@ -1793,6 +1869,14 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
     for (auto* v : {&b.h1, &b.h2, &b.gm, &b.dgm, &b.dh1, &b.dh2}) v->assign(sz(M * s.F), 0.0f);
     b.tout = s.t > 1 ? b.tout_s.data() : b.tpart.data();
     b.y = s.t > 1 ? b.y_s.data() : b.ypart.data();
+    b.tres = b.tout;
+    b.yres = b.y;
+    if (s.pdrop > 0) {
+      for (auto* v : {&b.tdrop, &b.ydrop}) v->assign(sz(s.Ms * D), 0.0f);
+      for (auto* v : {&b.tmask, &b.ymask}) v->assign(sz(s.Ms * D), 0);
+      b.tres = b.tdrop.data();
+      b.yres = b.ydrop.data();
+    }
     if (layernorm) for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
     if (m.is_rwkv()) {
       const i64 Dl = s.Dl;
@@ -1833,8 +1917,13 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       for (auto* v : {&b.q_ext, &b.a_ext, &b.da_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
       for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
       b.lse_ext.assign(sz(s.B * s.H * Te), 0.0f);
-      if (p.attention == AttentionKernel::materialized)
+      if (p.attention == AttentionKernel::materialized) {
         for (auto* v : {&b.pm, &b.dpm}) v->assign(sz(s.B * s.H * s.T * Te), 0.0f);
+        if (s.pdrop > 0) {
+          b.pd.assign(sz(s.B * s.H * s.T * Te), 0.0f);
+          b.pmask.assign(sz(s.B * s.H * s.T * Te), 0);
+        }
+      }
       b.reset_ext.assign(sz(s.B * Te), 0);
       for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
         const i64 g0 = s.s * s.T - s.halo;
@@ -1879,8 +1968,16 @@ void Executor::finish() {
 }
 
 double Executor::forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets,
-                         Trace* tr) {
+                         Trace* tr, const BatchIndex& ix) {
   State& s = slot(micro);
+  s.ix = ix;
+  s.row_seq.resize(static_cast<std::size_t>(s.Ms));
+  s.row_pos.resize(static_cast<std::size_t>(s.Ms));
+  for (i64 r = 0; r < s.Ms; ++r) {  // residual-region row r is micro-batch row m0 + r: sequence b, local token t
+    const i64 b = (s.m0 + r) / s.T, t = (s.m0 + r) % s.T;
+    s.row_seq[static_cast<std::size_t>(r)] = ix.first_sequence + b;
+    s.row_pos[static_cast<std::size_t>(r)] = s.s * s.T + t;
+  }
   s.P = s.Pw = params;
   const auto n = static_cast<std::size_t>(s.M);
   s.tokens.assign(tokens, tokens + n);

@@ -13,11 +13,16 @@
 // naming it. Pipeline stages: the program's p2p steps move activations and their gradients
 // between stages (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
 // Not for: the training loop, data, optimizer state (runner.cpp), what runner::check_supported
-// refuses (dropout, interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
+// refuses (interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
 // sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs).
 //
 // Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
 // steps simply run the forward handler again.
+//
+// Dropout (transformer `dropout` > 0): each mask element is kernels/dropout.hpp's hash of (seed,
+// training step, layer, site, the sequence's index in the global batch, the token's global
+// position, the global channel), so every plan draws the masks one rank would; the 1-byte masks
+// are kept for backward (what lower.cpp's Emit::dropout prices) and recomputed identically.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -57,6 +62,13 @@ struct MeshComms {
   const mpi::Comm* operator[](Axis a) const { return axis[static_cast<int>(a)]; }
 };
 
+// Names the sequences of one micro-batch for the dropout masks: the run's seed, the training step
+// and the index in the global batch of the micro-batch's first sequence (its b-th is first + b).
+struct BatchIndex {
+  std::uint64_t seed = 0;
+  std::int64_t step = 0, first_sequence = 0;
+};
+
 class Executor {
  public:
   // zero3_parts: under ZeRO-3, the range of the flat parameter buffer each fsdp rank owns (the
@@ -69,7 +81,9 @@ class Executor {
   // the first / before the last). Returns the sum of the token losses whose target falls in this
   // rank's vocab shard (0 off the last stage; summing over the tensor group gives every token's
   // loss once). `params` is written only by ZeRO-3's parameter all-gathers.
-  double forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr);
+  // `ix` names the sequences for the dropout masks (kept in the slot for the backward).
+  double forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr,
+                 const BatchIndex& ix = {});
   // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
   // `layer_done(l)`, if given, is called as soon as layer l's steps are over: from then on this
   // backward no longer touches layer l's gradients (the runner starts their reduction early).

@@ -28,11 +28,9 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
     throw PlanError(rule, key, what + " is not yet supported by the runner");
   };
   // The transformer family: RMSNorm or LayerNorm, SwiGLU or GeLU MLP, rotary or learned
-  // positions, with or without linear biases, MHA / GQA / MQA, global or local attention. Not
-  // yet: dropout (the runner has no seeded mask stream that is the same for every plan).
-  if (m.family == Family::transformer) {
-    if (m.dropout > 0) not_yet("runner transformer", "dropout", "dropout");
-  }
+  // positions, with or without linear biases, MHA / GQA / MQA, global or local attention, with
+  // or without dropout (masks hashed from global indices, kernels/dropout.hpp: the same under
+  // every plan).
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
   if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1) {
     if (m.is_rwkv())  // the channel mix's gated output needs an exchange beyond Megatron's pattern
@@ -330,12 +328,16 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
   // A gradient hook (fault injection) needs every local gradient before any reduction starts.
   buckets.active = buckets.active && ex.layers_contiguous() && !o.gradient_hook;
   std::int64_t first_step = 0;
+  // The seed of the dropout masks: the run's, or on resume the checkpoint's (/meta seed), so a
+  // resumed run draws the masks the uninterrupted one would (they also hash the step number).
+  std::uint64_t mask_seed = o.seed;
   if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
                                                 per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
     if (meta.model_name != m.name)
       throw ConfigError(o.resume + ": checkpoint of model '" + meta.model_name + "', not '" + m.name + "'");
     first_step = meta.step;
+    mask_seed = meta.seed;
   }
   res.first_step = first_step;
   // Writes <dir>/step-<N>.h5 after step N (collective). ZeRO parts are gathered first.
@@ -349,7 +351,7 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
     meta.model_yaml = model_summary(m);
     meta.plan_text = plan_to_yaml(p);
     meta.step = done;
-    meta.seed = o.seed;
+    meta.seed = mask_seed;  // the initialisation seed, or the resumed checkpoint's
     meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
     const std::string path = o.checkpoint_dir + "/step-" + std::to_string(done) + ".h5";
     Trace::Scope sc(&res.trace, "optimizer", "checkpoint", "params");
@@ -397,7 +399,8 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
           targets[static_cast<std::size_t>(b * Tl + t)] = data[start + t + 1];
         }
       }
-      loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr);
+      // Dropout masks hash the seed, the step and each sequence's index in the global batch.
+      loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb});
     }
     ex.finish();
     if (o.gradient_hook) o.gradient_hook(step, std::span<float>(gacc));

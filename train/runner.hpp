@@ -49,7 +49,7 @@ struct Options {
   std::string checkpoint_dir;          // "": no checkpoints; else <dir>/step-<N>.h5 after the last step
   std::int64_t checkpoint_every = 0;   // > 0: also every this many steps
   std::string resume;                  // a checkpoint to start from (any plan, any rank count)
-  unsigned seed = 1234;
+  unsigned seed = 1234;  // parameter initialisation and the dropout masks (on resume: the checkpoint's)
   kernels::AdamW adamw{};  // the same hyperparameters for every plan; weight decay on matrices only
   OnNan on_nan = OnNan::stop;
   // Called on every rank with a one-line notice (a skipped step); may be empty.

@@ -43,6 +43,8 @@ struct Case {
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
   TensorComm tensor_comm = TensorComm::allreduce;
   ScanAlgo scan = ScanAlgo::sequential;  // RWKV-6: chunked lowers to wkv6.chunked
+  double dropout = -1;  // ≥ 0: override the model's dropout probability
+  std::int64_t ref_micro_batch = 0;  // > 0: the single-process reference's micro-batch (other sequence groupings)
 };
 
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
@@ -109,6 +111,7 @@ void check_case(const std::string& name, const Case& c, std::optional<AttentionK
   ModelSpec m = load_model(name);
   if (c.depth > 0) m.depth = c.depth;
   if (c.window >= 0) m.window = c.window;
+  if (c.dropout >= 0) m.dropout = c.dropout;
   const Plan dist_plan = make_plan(name, c, true);
   if (dist_plan.mesh.devices() != world.size()) return;  // this case is for another rank count
   if (const char* why = plan_violation(m, dist_plan, world.size())) {
@@ -129,6 +132,7 @@ void check_case(const std::string& name, const Case& c, std::optional<AttentionK
   const auto dist = train::run(m, dist_plan, data, o, &world);
   Plan ref_plan = make_plan(name, c, false);
   if (ref_attention) ref_plan.attention = *ref_attention;
+  if (c.ref_micro_batch > 0) ref_plan.micro_batch = c.ref_micro_batch;
   const auto ref = train::run(m, ref_plan, data, o, nullptr);
   REQUIRE(dist.losses.size() == 3);
   for (size_t s = 0; s < 3; ++s) {
@@ -314,6 +318,50 @@ TEST_CASE("train: gpt-tiny (LayerNorm, GeLU MLP, learned positions, biases, GQA)
   r.remat = Remat::block;  // the whole layer recomputed: projections rewrite the attention inputs
   check_case("gpt-tiny", r);
 }
+TEST_CASE("train: gpt-tiny with dropout 0.1 under data tensor sequence pipeline ZeRO-3 rs_ag and remat equals the single-process run", "[train][dropout]") {
+  // The masks hash global indices (kernels/dropout.hpp): the sequence's index in the global batch
+  // (data / fsdp replicas, micro-batches), its global position (sequence shards, rs_ag's n/t
+  // tokens), the layer (pipeline stages), the step; recompute (remat) redraws the same masks; a
+  // materialized core drops probabilities indexed by global head (tensor) and key (ring) position.
+  const auto w = mpi::Comm::world().size();
+  // The reference groups the sequences in micro-batches of 4 (the distributed runs: 1 or 2), so a
+  // mask keyed by an index local to the micro-batch or the replica differs.
+  auto drop = [](Case c) { c.dropout = 0.1; c.ref_micro_batch = c.global_batch % 4 == 0 ? 4 : 0; return c; };
+  check_case("gpt-tiny", drop(one_axis(Axis::data, w)));
+  check_case("gpt-tiny", drop(one_axis(Axis::tensor, w)));
+  check_case("gpt-tiny", drop(sequence_case(w, CarryScheme::ring)));
+  Case pp = drop(one_axis(Axis::pipeline, w));
+  pp.depth = w == 3 ? 3 : 4;
+  check_case("gpt-tiny", pp);
+  Case z = drop(one_axis(Axis::fsdp, w));
+  z.zero_stage = 3;
+  z.micro_batch = 2;  // two sequences per micro-batch
+  z.global_batch = 24;  // 2, 3 and 4 replicas of whole micro-batches
+  check_case("gpt-tiny", z);
+  Case rs = drop(one_axis(Axis::tensor, w));
+  rs.tensor_comm = TensorComm::rs_ag;
+  check_case("gpt-tiny", rs);
+  for (Remat r : {Remat::block, Remat::elementwise}) {
+    Case rm = drop(one_axis(w <= 2 ? Axis::tensor : Axis::data, w));
+    rm.remat = r;
+    check_case("gpt-tiny", rm);
+  }
+  Case rsr = rs;  // rs_ag and the whole layer recomputed
+  rsr.remat = Remat::block;
+  check_case("gpt-tiny", rsr);
+  Case ts = drop(sequence_case(2, CarryScheme::ring));  // tensor × sequence
+  ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+  check_case("gpt-tiny", ts);
+  // materialized attention: the probability matrix dropped too (the reference materializes as well)
+  for (Case c : {drop(one_axis(Axis::tensor, w)), drop(sequence_case(w, CarryScheme::ring))}) {
+    c.attention = AttentionKernel::materialized;
+    check_case("gpt-tiny", c);
+  }
+  Case ms = drop(one_axis(Axis::data, w));
+  ms.attention = AttentionKernel::materialized;
+  ms.remat = Remat::selective;  // the matrix and its mask recomputed
+  check_case("gpt-tiny", ms);
+}
 TEST_CASE("train: a local-attention gpt-tiny (window 24) under data tensor and sequence equals the single-process run", "[train]") {
   // Sequence shards of 32 tokens: the K/V halo of 24 rows from the left neighbour.
   const auto w = mpi::Comm::world().size();
@@ -402,9 +450,10 @@ TEST_CASE("train: remat policies recompute without changing the result", "[train
 }
 namespace {
 // 2 steps under `before`, checkpoint, resume under `after` for 2 steps == 4 uninterrupted steps.
-void resume_case(const std::string& model, const Case& before, const Case& after) {
+void resume_case(const std::string& model, const Case& before, const Case& after, double dropout = 0) {
   const auto world = mpi::Comm::world();
-  const ModelSpec m = load_model(model);
+  ModelSpec m = load_model(model);
+  m.dropout = dropout;
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
   world.broadcast(std::span<std::int64_t>(id, 1), 0);
@@ -423,7 +472,7 @@ void resume_case(const std::string& model, const Case& before, const Case& after
   REQUIRE(first.checkpoints == std::vector<std::string>{dir + "/step-2.h5"});
   o.checkpoint_dir.clear();
   o.resume = dir + "/step-2.h5";
-  o.seed = 999;  // ignored: parameters come from the checkpoint
+  o.seed = 999;  // ignored: parameters and the dropout masks' seed come from the checkpoint
   const auto second = train::run(m, make_plan(model, after, true), data, o, &world);
   CHECK(second.first_step == 2);
   REQUIRE(second.losses.size() == 2);
@@ -446,6 +495,12 @@ TEST_CASE("train: 2 steps then checkpoint then resume under another plan for 2 s
   // replicated K/V heads) and read back whole on data ranks
   if (w == 3) resume_case("gpt-tiny", after, before);
   else resume_case("gpt-tiny", one_axis(Axis::tensor, w), before);
+}
+TEST_CASE("train: gpt-tiny with dropout resumed under another plan draws the uninterrupted run's masks", "[train][dropout]") {
+  const auto w = mpi::Comm::world().size();
+  Case before = one_axis(Axis::data, w), after = one_axis(Axis::tensor, w);
+  if (w == 3) after = one_axis(Axis::fsdp, 3), after.zero_stage = 2;  // tensor = 3 does not divide 4 heads
+  resume_case("gpt-tiny", before, after, 0.1);
 }
 TEST_CASE("train: resuming from a checkpoint of another model is a ConfigError on every rank", "[train]") {
   const auto world = mpi::Comm::world();
@@ -478,12 +533,11 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   Plan rs = tiny_plan("rwkv6-tiny", Axis::tensor, 2);
   rs.tensor_comm = TensorComm::rs_ag;
   CHECK_THROWS_WITH(train::check_supported(load_model("rwkv6-tiny"), rs, 2), Catch::Contains("rs_ag for RWKV"));
-  // Nor dropout (GPT-3's 0.1 is priced by the simulator); a learned position table shorter than
-  // the sequence is a plan error.
+  // Dropout is supported (its own test case below); a learned position table shorter than the
+  // sequence is a plan error.
   ModelSpec drop = load_model("gpt-tiny");
   drop.dropout = 0.1;
-  CHECK_THROWS_WITH(train::check_supported(drop, tiny_plan("gpt-tiny", Axis::data, 1), 1),
-                    Catch::Contains("dropout is not yet supported by the runner"));
+  CHECK_NOTHROW(train::check_supported(drop, tiny_plan("gpt-tiny", Axis::data, 1), 1));
   Plan longer = tiny_plan("gpt-tiny", Axis::data, 1);
   longer.seq_len = 129;
   CHECK_THROWS_WITH(train::check_supported(load_model("gpt-tiny"), longer, 1), Catch::Contains("max_positions 128"));
