@@ -4,9 +4,10 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include <omp.h>
@@ -154,34 +155,50 @@ namespace fast {
 namespace {
 
 // cos/sin tables [T, rot/2] for one batch row (positions may differ per row).
-void rope_table(std::vector<float>& cs, std::vector<float>& sn, const std::int32_t* pos, i64 b, i64 T, i64 rot, double base) {
-  const i64 n = rot / 2;
-  cs.resize(T * n);
-  sn.resize(T * n);
-  std::vector<double> f(n);
-  for (i64 j = 0; j < n; ++j) f[j] = std::pow(base, -2.0 * double(j) / double(rot));
-  for (i64 t = 0; t < T; ++t) {
-    const double p = pos ? pos[b * T + t] : double(t);
-    for (i64 j = 0; j < n; ++j) {
-      cs[t * n + j] = float(std::cos(p * f[j]));
-      sn[t * n + j] = float(std::sin(p * f[j]));
-    }
+// cos/sin of p·base^(−2j/rot) for positions p < rows, computed once per (base, rot) in double and
+// grown on demand: every call after the first only reads it. Kernels are called
+// from one thread at a time (see BlasSingleThread below), so one cache serves all.
+struct RopeCache {
+  double base = 0;
+  i64 rot = 0, rows = 0;
+  std::vector<float> cs, sn;
+  void ensure(double b, i64 r, i64 need) {
+    if (b != base || r != rot) { base = b; rot = r; rows = 0; cs.clear(); sn.clear(); }
+    if (need <= rows) return;
+    const i64 n = rot / 2, grow = std::max(need, 2 * rows);
+    std::vector<double> f(n);
+    for (i64 j = 0; j < n; ++j) f[j] = std::pow(base, -2.0 * double(j) / double(rot));
+    cs.resize(grow * n);
+    sn.resize(grow * n);
+    for (i64 p = rows; p < grow; ++p)
+      for (i64 j = 0; j < n; ++j) {
+        cs[p * n + j] = float(std::cos(double(p) * f[j]));
+        sn[p * n + j] = float(std::sin(double(p) * f[j]));
+      }
+    rows = grow;
   }
-}
+};
 
 void rope_fast(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot,
                double base, bool inverse) {
   const i64 n = rot / 2;
+  static RopeCache cache;
+  i64 top = T;  // positions 0 .. top−1 are needed
+  if (pos)
+    for (i64 i = 0; i < B * T; ++i) {
+      if (pos[i] < 0) throw std::invalid_argument("rope: negative position");
+      top = std::max<i64>(top, i64(pos[i]) + 1);
+    }
+  cache.ensure(base, rot, top);
+  const float sg = inverse ? -1.0f : 1.0f;
   for (i64 b = 0; b < B; ++b) {
-    std::vector<float> cs, sn;
-    rope_table(cs, sn, pos, b, T, rot, base);
-    const float sg = inverse ? -1.0f : 1.0f;
     #pragma omp parallel for schedule(static)
-    for (i64 t = 0; t < T; ++t)
+    for (i64 t = 0; t < T; ++t) {
+      const i64 p = pos ? i64(pos[b * T + t]) : t;
+      const float* c = cache.cs.data() + p * n;
+      const float* s = cache.sn.data() + p * n;
       for (i64 h = 0; h < H; ++h) {
         const i64 o = ((b * T + t) * H + h) * N;
-        const float* c = cs.data() + t * n;
-        const float* s = sn.data() + t * n;
         if (inverse) {  // accumulate
           #pragma omp simd
           for (i64 j = 0; j < n; ++j) {
@@ -200,6 +217,7 @@ void rope_fast(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, 
           for (i64 j = rot; j < N; ++j) y[o + j] = x[o + j];
         }
       }
+    }
   }
 }
 
