@@ -8,7 +8,8 @@
 // What is measured, and what it becomes in the cluster file:
 //   * OpenBLAS cblas_sgemm at several shapes -> peak_flops_per_s.fp32 (the best rate);
 //   * a STREAM-triad loop at working sets from L2-sized to DRAM-sized -> memory_bytes_per_s (the
-//     best rate: the roofline ceiling; efficiency.memory = 1);
+//     best rate: the roofline ceiling) and efficiency.memory_curve (each working set's rate as a
+//     fraction of it, so a step's bandwidth follows the bytes it moves);
 //   * an FMA loop on registers -> vector_flops_per_s;
 //   * a tiny kernel call -> launch_overhead_seconds;
 //   * per op class, the kernels the runner's executor calls for one layer's steps (kernels::fast,
@@ -625,7 +626,12 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
     << "    scan: " << fmt(chip.efficiency.scan) << "\n"
     << "    attention: " << fmt(chip.efficiency.attention) << "\n"
     << "    norm: " << fmt(chip.efficiency.norm) << "\n"
-    << "    memory: " << fmt(chip.efficiency.memory) << "\n"
+    << "    memory_curve: [" << [&] {
+         std::string c;
+         for (const auto& [bytes, f] : chip.efficiency.memory_curve)
+           c += (c.empty() ? "[" : ", [") + fmt(bytes) + ", " + fmt(f) + "]";
+         return c;
+       }() << "]   # [bytes a step moves, fraction of memory_bytes_per_s]: the triad working sets\n"
     << "    network: " << fmt(chip.efficiency.network) << "\n";
   if (!chip.efficiency.ops.empty()) {
     y << "    ops:                          # recurrence kernels priced with their own value\n";
@@ -775,6 +781,10 @@ void run_calibrate(const CalibrateOptions& o) {
     chip.matrix_tile = 1;
     chip.launch_overhead_seconds = r.launch;
     chip.efficiency.memory = 1.0;
+    // The fraction of that rate each triad working set reached: a step streaming tens of MB is
+    // priced at the DRAM rate, a small one at the in-cache rate.
+    for (const auto& t : r.triad) chip.efficiency.memory_curve.emplace_back(t.bytes, std::min(1.0, t.bytes_per_s / bw));
+    chip.efficiency.memory = chip.efficiency.memory_curve.back().second;
     chip.efficiency.network = 1.0;
 
     // Per-class efficiencies, in dependency order.

@@ -16,17 +16,23 @@ double ChipSpec::peak(const std::string& dtype) const {
   return it->second;
 }
 
-double Efficiency::gemm_at(double gemm_flops) const {
-  if (gemm_curve.empty()) return gemm;
-  if (gemm_flops <= gemm_curve.front().first) return gemm_curve.front().second;
-  if (gemm_flops >= gemm_curve.back().first) return gemm_curve.back().second;
+namespace {
+// A curve of (x, fraction) points, x increasing: linear in log(x) between points, held beyond.
+double curve_at(const std::vector<std::pair<double, double>>& curve, double x, double flat) {
+  if (curve.empty()) return flat;
+  if (x <= curve.front().first) return curve.front().second;
+  if (x >= curve.back().first) return curve.back().second;
   std::size_t i = 1;
-  while (gemm_curve[i].first < gemm_flops) ++i;
-  const auto [f0, e0] = gemm_curve[i - 1];
-  const auto [f1, e1] = gemm_curve[i];
-  const double x = (std::log(gemm_flops) - std::log(f0)) / (std::log(f1) - std::log(f0));
-  return e0 + x * (e1 - e0);
+  while (curve[i].first < x) ++i;
+  const auto [x0, e0] = curve[i - 1];
+  const auto [x1, e1] = curve[i];
+  const double u = (std::log(x) - std::log(x0)) / (std::log(x1) - std::log(x0));
+  return e0 + u * (e1 - e0);
 }
+}  // namespace
+
+double Efficiency::gemm_at(double gemm_flops) const { return curve_at(gemm_curve, gemm_flops, gemm); }
+double Efficiency::memory_at(double bytes) const { return curve_at(memory_curve, bytes, memory); }
 
 const char* to_string(TopologyKind k) { return k == TopologyKind::torus ? "torus" : "islands"; }
 
@@ -65,23 +71,25 @@ double fraction(YamlMap& y, const std::string& key, double fallback) {
   return v;
 }
 
-// gemm_curve: a list of [gemm_flops, fraction] pairs with increasing FLOPs.
-std::vector<std::pair<double, double>> parse_gemm_curve(YamlMap& y) {
+// gemm_curve / memory_curve: a list of [x, fraction] pairs with increasing x (x named `what`:
+// gemm_flops, bytes).
+std::vector<std::pair<double, double>> parse_curve(YamlMap& y, const std::string& key, const std::string& what,
+                                                   const char* example) {
   std::vector<std::pair<double, double>> out;
-  const YAML::Node list = y.raw("gemm_curve");
+  const YAML::Node list = y.raw(key);
   if (!list.IsDefined()) return out;
   if (!list.IsSequence() || list.size() == 0)
-    throw y.error("gemm_curve", "expected a list of [gemm_flops, fraction] pairs, e.g. [[1.0e6, 0.1], [1.0e12, 0.8]]");
+    throw y.error(key, "expected a list of [" + what + ", fraction] pairs, e.g. " + example);
   for (const auto& item : list) {
     double f = 0, eff = 0;
     if (!item.IsSequence() || item.size() != 2 || !item[0].IsScalar() || !item[1].IsScalar() ||
         !YAML::convert<double>::decode(item[0], f) || !YAML::convert<double>::decode(item[1], eff))
-      throw y.error("gemm_curve", "each entry must be a pair [gemm_flops, fraction]");
-    if (!(f > 0)) throw y.error("gemm_curve", "gemm_flops must be positive, got " + format_number(f));
-    if (!(eff > 0 && eff <= 1)) throw y.error("gemm_curve", "fraction must be in (0, 1], got " + format_number(eff));
+      throw y.error(key, "each entry must be a pair [" + what + ", fraction]");
+    if (!(f > 0)) throw y.error(key, what + " must be positive, got " + format_number(f));
+    if (!(eff > 0 && eff <= 1)) throw y.error(key, "fraction must be in (0, 1], got " + format_number(eff));
     if (!out.empty() && f <= out.back().first)
-      throw y.error("gemm_curve", "gemm_flops must increase from entry to entry (" + format_number(out.back().first) +
-                                      " then " + format_number(f) + ")");
+      throw y.error(key, what + " must increase from entry to entry (" + format_number(out.back().first) + " then " +
+                             format_number(f) + ")");
     out.emplace_back(f, eff);
   }
   return out;
@@ -89,14 +97,16 @@ std::vector<std::pair<double, double>> parse_gemm_curve(YamlMap& y) {
 
 Efficiency parse_efficiency(YamlMap y) {
   Efficiency e;
-  e.gemm_curve = parse_gemm_curve(y);
+  e.gemm_curve = parse_curve(y, "gemm_curve", "gemm_flops", "[[1.0e6, 0.1], [1.0e12, 0.8]]");
   if (!e.gemm_curve.empty() && y.has("gemm")) throw y.error("gemm", "give gemm or gemm_curve, not both");
   e.gemm = fraction(y, "gemm", e.gemm_curve.empty() ? e.gemm : e.gemm_curve.back().second);
   e.elementwise = fraction(y, "elementwise", e.elementwise);
   e.scan = fraction(y, "scan", e.scan);
   e.attention = fraction(y, "attention", e.attention);
   e.norm = fraction(y, "norm", e.norm);
-  e.memory = fraction(y, "memory", e.memory);
+  e.memory_curve = parse_curve(y, "memory_curve", "bytes", "[[1.0e6, 1.0], [2.0e8, 0.1]]");
+  if (!e.memory_curve.empty() && y.has("memory")) throw y.error("memory", "give memory or memory_curve, not both");
+  e.memory = fraction(y, "memory", e.memory_curve.empty() ? e.memory : e.memory_curve.back().second);
   e.network = fraction(y, "network", e.network);
   if (y.has("ops")) {
     YamlMap ops = y.required_map("ops");

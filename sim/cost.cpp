@@ -46,7 +46,7 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   const double vector_s = s.vector_flops / (chip.vector_flops_per_s * (s.matmul_flops > 0 ? e.elementwise : eff));
   double bytes = s.bytes_read + s.bytes_written;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
-  const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory);
+  const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory_at(bytes));
   return std::max(matrix_s + vector_s, memory_s) + chip.launch_overhead_seconds;
 }
 

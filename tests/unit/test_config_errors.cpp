@@ -171,3 +171,26 @@ TEST_CASE("per-kernel efficiencies name a recurrence kernel and are fractions", 
   CHECK_THAT(error_of("linear: 0.5"), Catch::Contains("efficiency.ops.linear: no per-kernel efficiency for 'linear' (one of: rglru.scan, wkv4.scan"));
   CHECK_THAT(error_of("wkv6.scan: 0"), Catch::Contains("efficiency.ops.wkv6.scan: must be a fraction in (0, 1]"));
 }
+
+TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside memory", "[config]") {
+  const std::string chip =
+      "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
+      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\nefficiency: {";
+  const ChipSpec ok = parse_chip(parse_yaml(chip + "memory_curve: [[1.0e6, 1], [1.0e8, 0.25]]}\n", "x.yaml"), "x.yaml", "");
+  CHECK(ok.efficiency.memory_at(1e5) == 1.0);   // held below the first point
+  CHECK(ok.efficiency.memory_at(1e9) == 0.25);  // and beyond the last
+  CHECK(ok.efficiency.memory_at(1e7) == Approx(0.625).epsilon(1e-12));  // halfway in log(bytes)
+  CHECK(ok.efficiency.memory == 0.25);
+  auto error_of = [&](const std::string& e) -> std::string {
+    try {
+      parse_chip(parse_yaml(chip + e + "}\n", "x.yaml"), "x.yaml", "");
+    } catch (const ConfigError& err) {
+      return err.what();
+    }
+    return "no error";
+  };
+  CHECK_THAT(error_of("memory: 0.5, memory_curve: [[1.0e6, 1]]"), Catch::Contains("give memory or memory_curve, not both"));
+  CHECK_THAT(error_of("memory_curve: [[1.0e8, 1], [1.0e6, 0.5]]"), Catch::Contains("bytes must increase from entry to entry"));
+  CHECK_THAT(error_of("memory_curve: [[1.0e6, 1.5]]"), Catch::Contains("fraction must be in (0, 1]"));
+  CHECK_THAT(error_of("memory_curve: 3"), Catch::Contains("expected a list of [bytes, fraction] pairs"));
+}

@@ -120,6 +120,20 @@ TEST_CASE("a per-kernel efficiency replaces the class value for that op only", "
   CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.5)).epsilon(1e-12));
 }
 
+TEST_CASE("a memory-bound step's bandwidth follows the bytes it moves on a memory_curve", "[sim]") {
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
+  Step s;
+  s.cls = OpClass::elementwise;
+  s.vector_flops = 1;  // negligible: the memory side decides
+  for (const auto& [bytes, fraction] : {std::pair{5e5, 1.0}, {1e7, 0.625}, {4e8, 0.25}}) {
+    s.bytes_read = bytes;
+    INFO(bytes << " bytes");
+    CHECK(compute_seconds(s, chip, DType::fp32) ==
+          Approx(bytes / (chip.memory_bytes_per_s * fraction) + chip.launch_overhead_seconds).epsilon(1e-12));
+  }
+}
+
 TEST_CASE("the fused scan is priced faster than the naive one and the associative one slower", "[sim]") {
   const auto chip = load_cluster("tpu-v3-256").chip;
   auto scan_seconds = [&](ScanAlgo algo) {
