@@ -16,10 +16,7 @@ double ChipSpec::peak(const std::string& dtype) const {
   return it->second;
 }
 
-namespace {
-// A curve of (x, fraction) points, x increasing: linear in log(x) between points, held beyond.
-double curve_at(const std::vector<std::pair<double, double>>& curve, double x, double flat) {
-  if (curve.empty()) return flat;
+double Efficiency::curve_at(const std::vector<std::pair<double, double>>& curve, double x) {
   if (x <= curve.front().first) return curve.front().second;
   if (x >= curve.back().first) return curve.back().second;
   std::size_t i = 1;
@@ -29,10 +26,6 @@ double curve_at(const std::vector<std::pair<double, double>>& curve, double x, d
   const double u = (std::log(x) - std::log(x0)) / (std::log(x1) - std::log(x0));
   return e0 + u * (e1 - e0);
 }
-}  // namespace
-
-double Efficiency::gemm_at(double gemm_flops) const { return curve_at(gemm_curve, gemm_flops, gemm); }
-double Efficiency::memory_at(double bytes) const { return curve_at(memory_curve, bytes, memory); }
 
 const char* to_string(TopologyKind k) { return k == TopologyKind::torus ? "torus" : "islands"; }
 

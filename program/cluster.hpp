@@ -29,13 +29,19 @@ struct Efficiency {
   // FLOPs increasing; between points the fraction is interpolated linearly in log(FLOPs), beyond
   // them held at the end value. Empty: every GEMM reaches `gemm`.
   std::vector<std::pair<double, double>> gemm_curve;
-  [[nodiscard]] double gemm_at(double gemm_flops) const;
+  [[nodiscard]] double gemm_at(double gemm_flops) const {  // inline: the planner prices millions of steps
+    return gemm_curve.empty() ? gemm : curve_at(gemm_curve, gemm_flops);
+  }
   // Optional working-set dependence of `memory`: (bytes a step reads and writes, fraction of
   // memory_bytes_per_s) points, bytes increasing, interpolated as gemm_curve. On a CPU the
   // roofline's bandwidth is the in-cache one and a step streaming tens of MB reaches a tenth of
   // it; `scanshard calibrate` writes it from its STREAM-triad working sets.
   std::vector<std::pair<double, double>> memory_curve;
-  [[nodiscard]] double memory_at(double bytes) const;
+  [[nodiscard]] double memory_at(double bytes) const {
+    return memory_curve.empty() ? memory : curve_at(memory_curve, bytes);
+  }
+  // A non-empty curve's value at x: linear in log(x) between points, held beyond them.
+  [[nodiscard]] static double curve_at(const std::vector<std::pair<double, double>>& curve, double x);
   // Optional per-kernel values that replace their class's for steps with that op (the kernel
   // vocabulary of program/lower.cpp and traces). Only the recurrence kernels (kTunedOps): their
   // class mixes kernels whose work differs per element by 10x or more (an RG-LRU step against
