@@ -55,9 +55,9 @@ struct Options {
   // Called on every rank with a one-line notice (a skipped step); may be empty.
   std::function<void(const std::string&)> notice;
   // Fault injection for tests: called on every rank with the step index (0-based) and this rank's
-  // gradient sums (fp32, the local flat layout) after the step's backward passes, before any
+  // gradient sums (double, the local flat layout) after the step's backward passes, before any
   // gradient reduction (the overlapped per-layer reduction is off then). Empty in normal runs.
-  std::function<void(std::int64_t, std::span<float>)> gradient_hook;
+  std::function<void(std::int64_t, std::span<double>)> gradient_hook;
 };
 
 struct Result {

@@ -93,7 +93,7 @@ TEST_CASE("train: the executor's first gradient equals the plain model compositi
     o.steps = 1;
     o.seed = 11;
     std::vector<double> got;
-    o.gradient_hook = [&](std::int64_t, std::span<float> g) { got.assign(g.begin(), g.end()); };
+    o.gradient_hook = [&](std::int64_t, std::span<double> g) { got.assign(g.begin(), g.end()); };
     train::run(m, p, data, o, nullptr);
     const Layout lay(m);
     REQUIRE(got.size() == static_cast<std::size_t>(lay.total));

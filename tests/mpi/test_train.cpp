@@ -586,7 +586,7 @@ TEST_CASE("train: a NaN gradient on one rank stops every rank naming the step an
   // The last rank poisons two tensors in step 2 (index 1): a NaN in layer 1's mlp.w2 and an Inf in
   // the later layer 2's mlp.w3. The message names the earlier one first, on every rank.
   const std::size_t first = lay.index.at("layer.1/mlp.w2"), later = lay.index.at("layer.2/mlp.w3");
-  o.gradient_hook = [&](std::int64_t step, std::span<float> g) {
+  o.gradient_hook = [&](std::int64_t step, std::span<double> g) {
     if (step != 1 || world.rank() != world.size() - 1) return;
     g[static_cast<std::size_t>(lay.offset[first] + 5)] = std::nan("");
     g[static_cast<std::size_t>(lay.offset[later])] = HUGE_VAL;
@@ -621,7 +621,7 @@ TEST_CASE("train: --on-nan skip drops the bad step's update and keeps training",
     CHECK(line.find("step 2:") != std::string::npos);
     CHECK(line.find("layer.0/mlp.w1") != std::string::npos);
   };
-  o.gradient_hook = [&](std::int64_t step, std::span<float> g) {
+  o.gradient_hook = [&](std::int64_t step, std::span<double> g) {
     if (step == 1 && world.rank() == 0) g[static_cast<std::size_t>(lay.offset[lay.index.at("layer.0/mlp.w1")])] = -HUGE_VAL;
   };
   const auto skipped = train::run(m, make_plan("griffin-tiny", c, true), data, o, &world);
