@@ -70,9 +70,9 @@ void rope_backward(F* dx, const F* dy, const std::int32_t* pos, i64 B, i64 T, i6
 
 template <class F>
 void attention_forward(F* out, F* lse, const F* q, const F* k, const F* v, const std::uint8_t* reset,
-                       i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W) {
+                       i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W, const AttnDropout& drop) {
   const double scale = 1.0 / std::sqrt(double(N));
-  std::vector<double> s(T);
+  std::vector<double> s(T), z(T, 1.0);
   for (i64 b = 0; b < B; ++b)
     for (i64 h = 0; h < H; ++h) {
       const i64 hk = h / (H / Hk);
@@ -93,12 +93,14 @@ void attention_forward(F* out, F* lse, const F* q, const F* k, const F* v, const
           if (visible(reset, b, T, t, u, W)) sum += std::exp(s[u] - mx);
         const double l = mx + std::log(sum);
         lse[(b * H + h) * T + t] = F(l);
-        // out_t = Σ_τ softmax(s)_τ v_τ
+        if (drop.p > 0)
+          for (i64 u = 0; u <= t; ++u) z[u] = drop.factor(drop.row(b, t), h, u);
+        // out_t = Σ_τ softmax(s)_τ z_τ v_τ
         F* ot = out + ((b * T + t) * H + h) * N;
         for (i64 j = 0; j < N; ++j) {
           double acc = 0;
           for (i64 u = 0; u <= t; ++u)
-            if (visible(reset, b, T, t, u, W)) acc += std::exp(s[u] - l) * v[((b * T + u) * Hk + hk) * N + j];
+            if (visible(reset, b, T, t, u, W)) acc += std::exp(s[u] - l) * z[u] * v[((b * T + u) * Hk + hk) * N + j];
           ot[j] = F(acc);
         }
       }
@@ -108,7 +110,7 @@ void attention_forward(F* out, F* lse, const F* q, const F* k, const F* v, const
 template <class F>
 void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const F* lse, const F* q,
                         const F* k, const F* v, const std::uint8_t* reset, i64 B, i64 T, i64 H,
-                        i64 Hk, i64 N, i64 W) {
+                        i64 Hk, i64 N, i64 W, const AttnDropout& drop) {
   const double scale = 1.0 / std::sqrt(double(N));
   for (i64 b = 0; b < B; ++b)
     for (i64 h = 0; h < H; ++h) {
@@ -126,11 +128,12 @@ void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const 
             dp += double(dout[qo + j]) * v[ko + j];
           }
           const double p = std::exp(sc * scale - double(lse[(b * H + h) * T + t]));
-          const double ds = p * (dp - Dt);  // ds = p (dp − D)
+          const double z = drop.p > 0 ? drop.factor(drop.row(b, t), h, u) : 1.0;
+          const double ds = p * (z * dp - Dt);  // ds = p (z dp − D)
           for (i64 j = 0; j < N; ++j) {
             dq[qo + j] += F(ds * scale * k[ko + j]);
             dk[ko + j] += F(ds * scale * q[qo + j]);
-            dv[ko + j] += F(p * dout[qo + j]);
+            dv[ko + j] += F(p * z * dout[qo + j]);
           }
         }
       }
@@ -141,9 +144,10 @@ void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const 
   template void rope_forward<F>(F*, const F*, const std::int32_t*, i64, i64, i64, i64, i64, double); \
   template void rope_backward<F>(F*, const F*, const std::int32_t*, i64, i64, i64, i64, i64, double); \
   template void attention_forward<F>(F*, F*, const F*, const F*, const F*, const std::uint8_t*, i64, \
-                                     i64, i64, i64, i64, i64);                                     \
+                                     i64, i64, i64, i64, i64, const AttnDropout&);                 \
   template void attention_backward<F>(F*, F*, F*, const F*, const F*, const F*, const F*, const F*, \
-                                      const F*, const std::uint8_t*, i64, i64, i64, i64, i64, i64);
+                                      const F*, const std::uint8_t*, i64, i64, i64, i64, i64, i64,  \
+                                      const AttnDropout&);
 SCANSHARD_INSTANTIATE(float)
 SCANSHARD_INSTANTIATE(double)
 #undef SCANSHARD_INSTANTIATE
@@ -267,6 +271,14 @@ struct BlasSingleThread {
   ~BlasSingleThread() { if (saved != 1) openblas_set_num_threads(saved); }
 };
 
+// x_j ·= z of (b, t, head h, key row kb + j) for the visible j ∈ [j0, j1) (AttnDropout).
+void drop_row(float* x, const AttnDropout& drop, i64 b, i64 t, i64 h, i64 kb, i64 j0, i64 j1) {
+  const std::uint64_t row = drop.row(b, t), thr = dropout_threshold(drop.p);
+  const float keep = static_cast<float>(1.0 / (1.0 - drop.p));
+  const i64 c0 = (drop.head0 + h) * drop.seq_len + drop.pos0 + kb;
+  for (i64 j = j0; j < j1; ++j) x[j] *= dropout_keep(row, c0 + j, thr) ? keep : 0.0f;
+}
+
 void sgemm_rm(bool ta, bool tb, i64 M, i64 Nn, i64 K, float alpha, const float* A, i64 lda, const float* Bm,
               i64 ldb, float beta, float* C, i64 ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(Nn),
@@ -275,7 +287,8 @@ void sgemm_rm(bool ta, bool tb, i64 M, i64 Nn, i64 K, float alpha, const float* 
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W) {
+                       const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W,
+                       const AttnDropout& drop) {
   const float scale = 1.0f / std::sqrt(float(N));
   const i64 G = H / Hk, ldk = Hk * N;
   std::vector<i64> lo(B * T);
@@ -323,6 +336,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
             sum += Sr[j];
           }
           for (i64 j = j1; j < nk; ++j) Sr[j] = 0.0f;
+          if (drop.p > 0) drop_row(Sr, drop, b, t, hk * G + r % G, kb, j0, j1);  // P·V with P ⊙ z; l undropped
           l[r] = l[r] * corr + sum;
           m[r] = bm;
           float* Or = O.data() + r * N;
@@ -347,7 +361,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v,
-                        const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W) {
+                        const std::uint8_t* reset, i64 B, i64 T, i64 H, i64 Hk, i64 N, i64 W,
+                        const AttnDropout& drop) {
   const float scale = 1.0f / std::sqrt(float(N));
   const i64 G = H / Hk, ldk = Hk * N;
   std::vector<i64> lo(B * T);
@@ -364,7 +379,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     float* dvp = nth > 1 ? dkp + nkv : dv;
     const i64 maxrows = kQBlock * G;
     std::vector<float> Qs(maxrows * N), dOs(maxrows * N), dQs(maxrows * N), P(maxrows * kKeyBlock),
-        dP(maxrows * kKeyBlock), L(maxrows), Dr(maxrows);
+        dP(maxrows * kKeyBlock), L(maxrows), Dr(maxrows), Zr(drop.p > 0 ? kKeyBlock : 0);
     #pragma omp for schedule(dynamic, 1)
     for (i64 id = 0; id < ntask; ++id) {
       const auto [b, hk, t0, nq] = attn_task(id, T, Hk);
@@ -398,6 +413,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           const i64 j0 = std::max<i64>(lo[b * T + t] - kb, 0), j1 = std::min<i64>(t - kb + 1, nk);
           float* Pr = P.data() + r * nk;
           float* dPr = dP.data() + r * nk;
+          if (drop.p > 0) {  // z into dP first (dp = z dO·v), then z·P for dV
+            for (i64 j = 0; j < nk; ++j) Zr[j] = 1.0f;
+            drop_row(Zr.data(), drop, b, t, hk * G + r % G, kb, j0, j1);
+            for (i64 j = 0; j < nk; ++j) {
+              const bool vis = j >= j0 && j < j1;
+              const float p = vis ? exp_fast(Pr[j] - L[r]) : 0.0f;
+              Pr[j] = p * Zr[j];
+              dPr[j] = p * (Zr[j] * dPr[j] - Dr[r]) * scale;
+            }
+            continue;
+          }
           for (i64 j = 0; j < nk; ++j) {
             const bool vis = j >= j0 && j < j1;
             const float p = vis ? exp_fast(Pr[j] - L[r]) : 0.0f;  // P = e^{S − lse}

@@ -361,7 +361,9 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   const double tiled = static_cast<double>(tiled_attention_pairs(q0, q1, W, kAttentionQueryTile));
   Step f = e.base(Phase::forward, OpClass::attention, local ? "attention.local" : "attention.global", "attn.core");
   f.matmul_flops = 4 * N * tiled * H * c.B;  // QKᵀ and P·V over whole query tiles
-  f.vector_flops = 5 * keys * H * c.B;      // scale, max, exp, sum, normalise
+  // scale, max, exp, sum, normalise; with dropout the mask drawn and applied in the kernel (as the
+  // materialized core's 2 per pair; regenerated, not stored, so no saved bytes)
+  f.vector_flops = (5 + (c.m.dropout > 0 ? 2 : 0)) * keys * H * c.B;
   f.bytes_read = q_bytes + kv_bytes;
   f.bytes_written = q_bytes;
   f.saved_bytes = f.bytes_written + c.n * H * 4;  // output and the softmax log-sum-exp

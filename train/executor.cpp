@@ -806,11 +806,25 @@ void ring_kv_bwd(State& s, const Step& st) {
                           std::span<float>(), MPI_PROC_NULL, 2);
 }
 
+// The blocked core's probability dropout: the mask attn_scores_fwd draws for the materialized
+// core (row 0 of the ext buffers is global position s·T − halo; this rank's heads start at
+// tcoord·H), regenerated inside the kernel in backward.
+KD::AttnDropout attn_dropout(const State& s, const Step& st) {
+  KD::AttnDropout d;
+  if (s.pdrop <= 0) return d;
+  d.p = s.pdrop;
+  d.key = KD::dropout_key(s.ix.seed, s.ix.step, st.layer, KD::DropSite::attn_probs);
+  d.first_seq = s.ix.first_sequence;
+  d.pos0 = s.s * s.T - s.halo;
+  d.head0 = s.tcoord * s.H;
+  d.seq_len = s.p.seq_len;
+  return d;
+}
 void attn_core_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 Te = text(s), qw = s.H * s.N;
   K::attention_forward(b.a_ext.data(), b.lse_ext.data(), b.q_ext.data(), b.k_ext.data(), b.v_ext.data(),
-                       b.reset_ext.data(), s.B, Te, s.H, s.KV, s.N, s.W);
+                       b.reset_ext.data(), s.B, Te, s.H, s.KV, s.N, s.W, attn_dropout(s, st));
   for (i64 r = 0; r < s.B; ++r)
     std::copy_n(b.a_ext.data() + (r * Te + s.halo) * qw, s.T * qw, b.a.data() + r * s.T * qw);
 }
@@ -883,7 +897,7 @@ void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block b
   auto& b = lb(s, st);                            // "attention.scores" step is fused here)
   K::attention_backward(b.dq_ext.data(), b.dk_ext.data(), b.dv_ext.data(), b.da_ext.data(), b.a_ext.data(),
                         b.lse_ext.data(), b.q_ext.data(), b.k_ext.data(), b.v_ext.data(), b.reset_ext.data(), s.B, text(s),
-                        s.H, s.KV, s.N, s.W);
+                        s.H, s.KV, s.N, s.W, attn_dropout(s, st));
 }
 void kv_halo_bwd(State& s, const Step& st) {  // gradients of the received rows go back left
   auto& b = lb(s, st);

@@ -378,6 +378,11 @@ TEST_CASE("train: gpt-tiny with dropout 0.1 under data tensor sequence pipeline 
   ms.attention = AttentionKernel::materialized;
   ms.remat = Remat::selective;  // the matrix and its mask recomputed
   check_case("gpt-tiny", ms);
+  // the blocked (flash) core drops the probabilities with the same mask, regenerated in backward:
+  // against a materialized reference, which draws and keeps it element by element — one model
+  // whichever kernel the plan names
+  for (Case c : {drop(one_axis(Axis::data, w)), drop(one_axis(Axis::tensor, w)), drop(sequence_case(w, CarryScheme::ring))})
+    check_case("gpt-tiny", c, AttentionKernel::materialized);
 }
 TEST_CASE("train: a local-attention gpt-tiny (window 24) under data tensor and sequence equals the single-process run", "[train]") {
   // Sequence shards of 32 tokens: the K/V halo of 24 rows from the left neighbour.
