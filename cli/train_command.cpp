@@ -128,8 +128,10 @@ void run_train(const TrainOptions& o) {
     std::cout << "train " << m.name << " on " << world.size() << " rank(s), mesh " << p.mesh.describe() << ", batch "
               << p.global_batch << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << ", "
               << o.steps << " steps, seed " << o.seed << "\n";
-    if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32)
+    if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32 || p.grad_bytes() < 4)
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
+    std::cout << "note: gradients are summed in " << (p.grad_dtype == GradDType::fp64 ? "fp64" : "fp32")
+              << " (plan dtypes: grads: " << to_string(p.grad_dtype) << ")\n";
     if (!o.checkpoint_dir.empty())
       for (const auto& f : train::remove_stale_partials(o.checkpoint_dir))
         std::cout << "note: removed " << f << ", a partial checkpoint an interrupted run left behind\n";

@@ -854,11 +854,11 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   {
     std::vector<Step> none;
     Emit e{c, -1, st.step_end, none};
-    const double grad_bytes = static_cast<double>(params) * (p.param_dtype == DType::fp32 ? 4 : 2);
+    const double grad_bytes = static_cast<double>(params) * p.grad_bytes();
     const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
     const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
     if (m.tied_embeddings && pp > 1 && (first || last))  // keep the tied embedding and head equal
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, "tied_embedding.grads", m.vocab * m.width / c.t * 4.0);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, "tied_embedding.grads", m.vocab * m.width / c.t * p.grad_bytes());
     // Sequence shards saw different tokens of the same sequences: their gradients add up like the
     // replicas' (after the ZeRO reduce-scatter, only each rank's part travels).
     if (zero == 0) {
@@ -876,7 +876,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       if (last) partial += static_cast<double>(token_partial_params(m, -2, c.t, cache));
       for (const auto& g : st.groups)
         partial += static_cast<double>(g.count) * static_cast<double>(token_partial_params(m, static_cast<int>(g.kind), c.t, cache));
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * 4 / (zero >= 1 ? fs : 1.0));
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * p.grad_bytes() / (zero >= 1 ? fs : 1.0));
     }
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");

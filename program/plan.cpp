@@ -24,6 +24,10 @@ const char* to_string(CarryScheme c) { return c == CarryScheme::ring ? "ring" : 
 const char* to_string(DType d) { return d == DType::fp32 ? "fp32" : "bf16"; }
 const char* to_string(TensorComm c) { return c == TensorComm::allreduce ? "allreduce" : "rs_ag"; }
 const char* to_string(AttentionKernel k) { return k == AttentionKernel::flash ? "flash" : "materialized"; }
+const char* to_string(GradDType g) {
+  constexpr const char* names[] = {"params", "bf16", "fp32", "fp64"};
+  return names[static_cast<int>(g)];
+}
 
 std::int64_t Mesh::devices() const {
   std::int64_t n = 1;
@@ -171,6 +175,8 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
     p.param_dtype = d.optional_choice<DType, 2>("params", p.param_dtype, kDTypes);
     p.act_dtype = d.optional_choice<DType, 2>("activations", p.act_dtype, kDTypes);
     p.state_dtype = d.optional_choice<DType, 2>("scan_state", p.state_dtype, kDTypes);
+    p.grad_dtype = d.optional_choice<GradDType, 4>("grads", p.grad_dtype, {{{"params", GradDType::params}, {"bf16", GradDType::bf16},
+                                                                             {"fp32", GradDType::fp32}, {"fp64", GradDType::fp64}}});
     d.finish();
   } else {
     y.raw("dtypes");
@@ -241,7 +247,8 @@ std::string plan_to_yaml(const Plan& p) {
     << "scan: " << to_string(p.scan) << "\n"
     << "carry: " << to_string(p.carry) << "\n"
     << "dtypes:\n  params: " << to_string(p.param_dtype) << "\n  activations: " << to_string(p.act_dtype)
-    << "\n  scan_state: " << to_string(p.state_dtype) << "\n"
+    << "\n  scan_state: " << to_string(p.state_dtype)
+    << "\n  grads: " << to_string(p.grad_dtype) << "   # gradient reduction: params (their dtype) | bf16 | fp32 | fp64\n"
     << "overlap: " << (p.overlap ? "true" : "false") << "\n"
     << "placement: [";
   for (int i = 0; i < kAxisCount; ++i) o << (i ? ", " : "") << to_string(p.placement[static_cast<std::size_t>(i)]);

@@ -37,6 +37,12 @@ enum class AttentionKernel : std::uint8_t { flash, materialized };
 enum class ScanAlgo : std::uint8_t { naive, sequential, chunked, associative };
 enum class CarryScheme : std::uint8_t { ring, allgather };
 enum class DType : std::uint8_t { fp32, bf16 };
+// The element type gradients are summed in across ranks (plan `dtypes: grads:`): the parameters'
+// dtype by default (what travels in Megatron-LM / ZeRO's reduction), or explicitly bf16, fp32 or
+// fp64. The runner sums in fp64 when told so — a sum of a few fp32 terms in double is nearly
+// always exact, so any split of the batch then reproduces the 1-rank run bit for bit, which the
+// equality tests rely on — and in fp32 otherwise (it computes in fp32 throughout).
+enum class GradDType : std::uint8_t { params, bf16, fp32, fp64 };
 const char* to_string(Schedule s);
 const char* to_string(Remat r);
 const char* to_string(ScanAlgo s);
@@ -44,6 +50,7 @@ const char* to_string(CarryScheme c);
 const char* to_string(DType d);
 const char* to_string(TensorComm c);
 const char* to_string(AttentionKernel k);
+const char* to_string(GradDType g);
 constexpr double bytes_of(DType d) { return d == DType::fp32 ? 4.0 : 2.0; }
 
 struct Mesh {
@@ -72,6 +79,7 @@ struct Plan {
   DType param_dtype = DType::bf16;
   DType act_dtype = DType::bf16;
   DType state_dtype = DType::fp32;  // scan state
+  GradDType grad_dtype = GradDType::params;  // gradient reduction across ranks
   bool overlap = true;              // overlap data/fsdp gradient reduction with backward (ZeRO-3
                                     // parameter gathers are always prefetched)
   // Placement: device order of the mesh axes, innermost (neighbouring chips) first. Only the
@@ -83,6 +91,16 @@ struct Plan {
   std::int64_t local_batch() const { return global_batch / replicas(); }   // sequences per replica
   std::int64_t micro_batches() const { return local_batch() / micro_batch; }
   std::int64_t local_tokens() const { return seq_len / mesh[Axis::sequence]; }
+  // Bytes per gradient element in every cross-rank gradient reduction (grad_dtype).
+  double grad_bytes() const {
+    switch (grad_dtype) {
+      case GradDType::bf16: return 2;
+      case GradDType::fp32: return 4;
+      case GradDType::fp64: return 8;
+      case GradDType::params: break;
+    }
+    return bytes_of(param_dtype);
+  }
 };
 
 // A plan that breaks a rule. `rule` names it ("tensor divides heads"), `key` is the plan key to

@@ -280,8 +280,12 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
   return run(m, p, Tokens(data), o, comm, progress);
 }
 
-Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,
-           const std::function<void(std::int64_t, double, double)>& progress) {
+namespace {
+// The run with gradients summed (over micro-batches and across ranks) in Acc: double for plans
+// with `dtypes: grads: fp64`, float otherwise (Plan::grad_dtype).
+template <class Acc>
+Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,
+                const std::function<void(std::int64_t, double, double)>& progress) {
   const std::int64_t world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   check_supported(m, p, world);
   data.check_vocab(m.vocab, comm && world > 1 ? comm : nullptr);
@@ -300,10 +304,11 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
   std::vector<float> params(static_cast<std::size_t>(sl.total));
   sl.extract(init_params(lay, o.seed).data(), params.data());  // every plan starts from the same full tensors
   std::vector<float> grad(params.size()), m1(params.size(), 0.0f), m2(params.size(), 0.0f);
-  // Gradients are summed over micro-batches and replicas in double: a sum of a few fp32 terms is
-  // then (nearly always) exact, so the result barely depends on how the batch was split.
-  std::vector<double> gacc(params.size());
-  std::vector<double> rs_part;  // ZeRO: this rank's part of the reduce-scattered gradient
+  // Gradients summed over micro-batches and replicas, in the plan's gradient dtype (fp64: a sum of
+  // a few fp32 terms is then nearly always exact, so the result barely depends on how the batch
+  // was split; fp32: half the bytes on the wire, rounding that depends on the split).
+  std::vector<Acc> gacc(params.size());
+  std::vector<Acc> rs_part;  // ZeRO: this rank's part of the reduce-scattered gradient
   const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
   const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
   std::vector<Range> zero3_parts;  // ZeRO-3: who owns which part (the executor gathers before use)
@@ -365,7 +370,7 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
 
   for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    std::fill(gacc.begin(), gacc.end(), 0.0);
+    std::fill(gacc.begin(), gacc.end(), Acc(0));
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
     std::fill(buckets.started.begin(), buckets.started.end(), 0);
     for (std::size_t oi = 0; oi < order.size(); ++oi) {
@@ -375,18 +380,18 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
         if (buckets.active && oi == last_backward) {  // the step's last backward: start the buckets
           ex.backward(j, params.data(), grad.data(), &tr, [&](std::int32_t l) {
             const Range r = buckets.layer[static_cast<std::size_t>(l)];
-            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += double(grad[i]);
+            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += Acc(grad[i]);
             buckets.started[static_cast<std::size_t>(l)] = 1;
             ++res.overlapped_buckets;
-            buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<double>(gacc.data() + r.begin, r.size())));
+            buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
             mpi::Comm::test_all(buckets.requests);
           });
           for (const Range& r : buckets.rest(sl))
-            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += double(grad[i]);
+            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += Acc(grad[i]);
           continue;
         }
         ex.backward(j, params.data(), grad.data(), &tr);
-        for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += double(grad[i]);
+        for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += Acc(grad[i]);
         continue;
       }
       for (std::int64_t b = 0; b < mb; ++b) {
@@ -402,7 +407,15 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
       loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb});
     }
     ex.finish();
-    if (o.gradient_hook) o.gradient_hook(step, std::span<double>(gacc));
+    if (o.gradient_hook) {
+      if constexpr (std::is_same_v<Acc, double>) {
+        o.gradient_hook(step, std::span<double>(gacc));
+      } else {  // the hook sees doubles; its changes come back
+        std::vector<double> g(gacc.begin(), gacc.end());
+        o.gradient_hook(step, std::span<double>(g));
+        std::copy(g.begin(), g.end(), gacc.begin());
+      }
+    }
     // The global mean loss (before the update: a non-finite loss stops or skips it)
     double loss_buf[1] = {loss_sum};
     if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
@@ -418,32 +431,32 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
         if (grads_reduced) continue;
         mpi::Comm::wait_all(buckets.requests);
         for (const Range& r : buckets.rest(sl))
-          buckets.group->allreduce_sum(std::span<double>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())));
+          buckets.group->allreduce_sum(std::span<Acc>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())));
         grads_reduced = true;
       } else if (op == "all_reduce" && std::string_view(st.name) == "grads") {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
-        c->allreduce_sum(std::span<double>(gacc.data() + b, static_cast<std::size_t>(e - b)));
+        c->allreduce_sum(std::span<Acc>(gacc.data() + b, static_cast<std::size_t>(e - b)));
       } else if (op == "all_reduce" && std::string_view(st.name) == "tp.replicated_grads") {
         // rs_ag: whole tensors whose gradient covered this rank's tokens only (its part under ZeRO)
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           if (!stage.held[ti] || !token_partial_grad(m, lay.tensors[ti], p.mesh[Axis::tensor])) continue;
           const std::int64_t lo = std::max(b, sl.offset[ti]), hi = std::min(e, sl.offset[ti] + sl.count(ti));
-          if (lo < hi) c->allreduce_sum(std::span<double>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)));
+          if (lo < hi) c->allreduce_sum(std::span<Acc>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)));
         }
       } else if (op == "all_reduce" && std::string_view(st.name) == "tied_embedding.grads") {
         const std::size_t ti = lay.index.at("embed/embed.table");
-        tied->allreduce_sum(std::span<double>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));
+        tied->allreduce_sum(std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));
       } else if (op == "reduce_scatter") {
-        std::vector<double>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
+        std::vector<Acc>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
         part.resize(static_cast<std::size_t>(own.end - own.begin));
-        c->reduce_scatter_sum_v(std::span<const double>(gacc), std::span<double>(part), own.counts);
+        c->reduce_scatter_sum_v(std::span<const Acc>(gacc), std::span<Acc>(part), own.counts);
         std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
         scattered = true;
       } else if (op == "adamw") {
         // the mean gradient over the global batch, its global norm, and AdamW on the owned part
         const double gscale = double(mb) / double(G);
-        for (std::int64_t i = own.begin; i < own.end; ++i) grad[i] = float(gacc[i] * gscale);
+        for (std::int64_t i = own.begin; i < own.end; ++i) grad[i] = float(double(gacc[i]) * gscale);
         double sq[2] = {0, 0};  // [0] tensor-split parts, [1] tensors every tensor rank holds
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
@@ -500,6 +513,13 @@ Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options&
   for (Axis a : {Axis::tensor, Axis::pipeline})
     if (const mpi::Comm* c = comms.view[a]) c->allreduce_sum(std::span<float>(res.params));
   return res;
+}
+}  // namespace
+
+Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,
+           const std::function<void(std::int64_t, double, double)>& progress) {
+  if (p.grad_dtype == GradDType::fp64) return run_with<double>(m, p, data, o, comm, progress);
+  return run_with<float>(m, p, data, o, comm, progress);
 }
 
 }  // namespace scanshard::train

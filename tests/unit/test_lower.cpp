@@ -334,3 +334,39 @@ TEST_CASE("a blocked attention kernel multiplies whole query tiles", "[lower]") 
   CHECK(tiled_attention_pairs(0, 512, 0, 32) == 1024 * 136);
   CHECK(kAttentionQueryTile == scanshard::kernels::fast::kAttentionQueryBlock);  // the runner's kernel
 }
+
+TEST_CASE("gradient reductions move each parameter in the plan's gradient dtype", "[lower][plan]") {
+  // dtypes: grads: params (default) follows the parameters (bf16: 2 bytes, fp32: 4); fp32 and fp64
+  // are 4 and 8 bytes whatever the parameters. Every grads collective (data all-reduce, ZeRO
+  // reduce-scatter) scales with it; no other step changes.
+  const auto m = load_model("griffin-tiny");
+  auto grads_bytes = [&](int zero, DType params, GradDType grads) {
+    Plan p = single_device(4, 32);
+    p.mesh[Axis::fsdp] = 2;
+    p.micro_batch = 2;
+    p.zero_stage = zero;
+    p.param_dtype = params;
+    p.grad_dtype = grads;
+    double bytes = 0;
+    for (const auto& s : lower(m, p, 0).step_end)
+      if (std::strcmp(s.name, "grads") == 0) bytes += s.comm_bytes;
+    return bytes;
+  };
+  for (int zero : {0, 3}) {
+    INFO("ZeRO " << zero);
+    const double bf16 = grads_bytes(zero, DType::bf16, GradDType::params);
+    REQUIRE(bf16 > 0);
+    CHECK(grads_bytes(zero, DType::bf16, GradDType::bf16) == bf16);
+    CHECK(grads_bytes(zero, DType::fp32, GradDType::params) == 2 * bf16);
+    CHECK(grads_bytes(zero, DType::bf16, GradDType::fp32) == 2 * bf16);
+    CHECK(grads_bytes(zero, DType::fp32, GradDType::fp64) == 4 * bf16);
+  }
+  // the plan file: parsed, written back, refused with the key named
+  Plan p = parse_plan(parse_yaml("model: griffin-tiny\nglobal_batch: 4\nseq_len: 32\ndtypes:\n  grads: fp64\n", "p.yaml"), "p.yaml");
+  CHECK(p.grad_dtype == GradDType::fp64);
+  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").grad_dtype == GradDType::fp64);
+  CHECK(parse_plan(parse_yaml("model: griffin-tiny\nglobal_batch: 4\nseq_len: 32\n", "p.yaml"), "p.yaml").grad_dtype ==
+        GradDType::params);
+  CHECK_THROWS_WITH(parse_plan(parse_yaml("model: m\nglobal_batch: 4\nseq_len: 32\ndtypes:\n  grads: fp16\n", "p.yaml"), "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains("grads") && Catch::Contains("fp64"));
+}

@@ -289,8 +289,8 @@ TEST_CASE("rs_ag all-reduces the gradients of the norms and the position table o
   // Under sequence parallelism the norms run on n/t tokens and the positions are added to them:
   // each tensor rank's gradient of those replicated tensors covers its tokens only (Megatron-LM
   // all-reduces them over the tensor group). GPT-3 175B on one stage: 96 layers × two LayerNorms
-  // (scale, bias) + the final LayerNorm + the 2048 × D position table, fp32 gradients. Under
-  // allreduce there is no such step.
+  // (scale, bias) + the final LayerNorm + the 2048 × D position table, in the plan's gradient
+  // dtype (bf16 parameters: 2 bytes; `dtypes: grads: fp32`: 4). Under allreduce there is no such step.
   const auto m = load_model("gpt3-175b");
   Plan p = plan("tensor=8", 1, 1, 2048);
   auto step_bytes = [&](TensorComm tc) {
@@ -305,6 +305,8 @@ TEST_CASE("rs_ag all-reduces the gradients of the norms and the position table o
     return bytes;
   };
   const double D = static_cast<double>(m.width);
+  CHECK(step_bytes(TensorComm::rs_ag) == Approx((96 * 4 * D + 2 * D + 2048 * D) * 2));
+  p.grad_dtype = GradDType::fp32;
   CHECK(step_bytes(TensorComm::rs_ag) == Approx((96 * 4 * D + 2 * D + 2048 * D) * 4));
   CHECK(step_bytes(TensorComm::allreduce) == -1);
 }
