@@ -16,7 +16,8 @@
 // The bounds rely on what lower.cpp emits: a layer's steps depend on its layer_key only, and the
 // ZeRO-3 gathers are its only collectives on the fsdp axis; the embedding, head and pipeline
 // send/receive steps depend on neither the pipeline size nor remat, scan or carry; a stage's
-// step-end work and parameters depend on neither micro-batch, remat, scan nor carry. A bound found
+// step-end work (but the gradient accumulation, bounded per micro-batch) and parameters depend on
+// neither micro-batch, remat, scan nor carry. A bound found
 // above an exact price makes the search fall back to the exhaustive path, and
 // tests/unit/test_planner.cpp holds the two paths equal on random cases.
 #include "planner/search.hpp"
@@ -715,6 +716,9 @@ struct Anchor {
   std::vector<double> params, buffer;  // per stage: local parameters, the largest step-end or gather buffer
   std::vector<double> state;           // per stage: parameter, gradient and optimizer bytes under the ZeRO stage
   std::vector<std::array<double, 3>> step_end;  // [net · pp + stage]: optimizer, exposed, overlappable
+  // per stage: the gradient accumulation of one micro-batch (priced on one micro-batch's bytes,
+  // less the launch overhead): a plan with m micro-batches pays at least m times it
+  std::vector<double> accum;
   std::vector<std::array<Priced, kKinds>> gather;  // [net][kind]
 };
 
@@ -733,7 +737,24 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
   std::array<bool, kKinds> seen{};
   std::vector<Part> ends(stages.size());
   for (std::size_t s = 0; s < stages.size(); ++s) {
-    ends[s].add(0, stages[s].step_end, c, q.act_dtype);
+    // The gradient accumulation grows with the micro-batches, which the anchor does not fix (it
+    // lowers micro-batch 1): priced per micro-batch apart (accum), the rest as one Part.
+    std::vector<Step> end_steps;
+    double accum = 0;
+    for (const auto& st : stages[s].step_end) {
+      if (std::string_view(st.op) != "grad_accumulate") {
+        end_steps.push_back(st);
+        continue;
+      }
+      Step one = st;  // one micro-batch of it: bandwidth falls (never rises) with the bytes moved
+      const double per = 1.0 / static_cast<double>(std::max<std::int64_t>(1, stages[s].micro_batches));
+      one.vector_flops *= per;
+      one.bytes_read *= per;
+      one.bytes_written *= per;
+      accum += std::max(0.0, compute_seconds(one, c.chip, q.act_dtype) - c.chip.launch_overhead_seconds);
+    }
+    a.accum.push_back(accum);
+    ends[s].add(0, end_steps, c, q.act_dtype);
     a.params.push_back(static_cast<double>(stages[s].local_params));
     a.state.push_back(state_bytes(a.params.back(), q.param_dtype, q.zero_stage, static_cast<double>(q.mesh[Axis::fsdp])).total());
     double buffer = ends[s].max_comm;
@@ -838,7 +859,7 @@ double step_bound(const PassBound& pb, double micro_batches, double v, const Anc
   double least_end = kInf;
   for (std::size_t s = 0; s < an.pp; ++s) {
     const auto& e = an.step_end[net * an.pp + s];
-    least_end = std::min(least_end, e[0] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
+    least_end = std::min(least_end, e[0] + micro_batches * an.accum[s] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
   }
   return ((micro_batches + (static_cast<double>(an.pp) - 1) / v) * pb.slowest + least_end) * kBoundSlack;
 }

@@ -42,14 +42,17 @@ struct Efficiency {
   }
   // A non-empty curve's value at x: linear in log(x) between points, held beyond them.
   [[nodiscard]] static double curve_at(const std::vector<std::pair<double, double>>& curve, double x);
-  // Optional per-kernel values that replace their class's for steps with that op (the kernel
-  // vocabulary of program/lower.cpp and traces). Only the recurrence kernels (kTunedOps): their
-  // class mixes kernels whose work differs per element by 10x or more (an RG-LRU step against
-  // a 64 x 64 matrix-state WKV), so one class value cannot price them all. `scanshard calibrate`
-  // measures them; presets leave them out.
+  // Optional per-kernel values that replace their class's for steps with that op or kernel (the
+  // vocabulary of program/lower.cpp and traces). Only kernels whose work per priced FLOP or byte
+  // is far from the rest of their class (kTunedOps): the recurrence kernels (an RG-LRU step
+  // against a 64 x 64 matrix-state WKV: 10x or more per element), the RG-LRU's block-diagonal
+  // gates (thin Rb x Rb GEMMs at a fraction of a square GEMM's rate) and AdamW (a long chain of
+  // dependent operations per parameter, priced with the elementwise class otherwise).
+  // `scanshard calibrate` measures them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 4> kTunedOps = {"rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked"};
+inline constexpr std::array<const char*, 6> kTunedOps = {"rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked",
+                                                         "blockdiag",  "adamw"};
 
 struct ChipSpec {
   std::string name;

@@ -100,9 +100,11 @@ struct Emit {
 
   // y[n, G·dout] = x[n, G·din] · blockdiag(W_1..W_G), each W_g [din, dout] (+ bias); G = 1 is a
   // plain linear, G > 1 the RG-LRU gates and RWKV-6's LoRA B. Backward: dX = dY·Wᵀ, dW = Xᵀ·dY.
-  void linear(const char* name, double din, double dout, double groups = 1) {
+  // `kernel` (optional) names the kernel for a per-kernel efficiency (Efficiency::ops).
+  void linear(const char* name, double din, double dout, double groups = 1, const char* kernel = nullptr) {
     const double X = c.n * groups * din * c.a, Y = c.n * groups * dout * c.a, Wb = groups * din * dout;
     Step f = base(Phase::forward, OpClass::gemm, "linear", name);
+    f.kernel = kernel;
     f.m = static_cast<std::int64_t>(c.n); f.n = static_cast<std::int64_t>(dout); f.k = static_cast<std::int64_t>(din);
     f.matmul_flops = 2 * c.n * groups * din * dout;
     f.bytes_read = X + Wb * c.w;
@@ -110,11 +112,13 @@ struct Emit {
     f.saved_bytes = Y;
     fwd.push_back(f);
     Step dx = base(Phase::backward, OpClass::gemm, "linear.dx", name);
+    dx.kernel = kernel;
     dx.m = f.m; dx.n = f.k; dx.k = f.n;
     dx.matmul_flops = f.matmul_flops;
     dx.bytes_read = Y + Wb * c.w;
     dx.bytes_written = X;
     Step dw = base(Phase::backward, OpClass::gemm, "linear.dw", name);
+    dw.kernel = kernel;
     dw.m = f.k; dw.n = f.n; dw.k = f.m;
     dw.matmul_flops = f.matmul_flops;
     dw.bytes_read = X + Y;
@@ -293,9 +297,10 @@ void recurrent_block(Emit& e) {
   e.linear("rec.wx", D, R);
   e.halo("rec.conv_halo", K - 1, R);
   e.elementwise(OpClass::elementwise, "conv1d", "rec.conv", c.n * R, 1, 1, 2 * K);
-  // block-diagonal gate linears: (R/t)/Rb blocks of Rb×Rb on this rank
-  e.linear("rec.gate_a", Rb, Rb, R / Rb);
-  e.linear("rec.gate_x", Rb, Rb, R / Rb);
+  // block-diagonal gate linears: (R/t)/Rb blocks of Rb×Rb on this rank (thin GEMMs: their own
+  // efficiency when the cluster file has one, efficiency.ops.blockdiag)
+  e.linear("rec.gate_a", Rb, Rb, R / Rb, "blockdiag");
+  e.linear("rec.gate_x", Rb, Rb, R / Rb, "blockdiag");
   // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
   e.elementwise(OpClass::elementwise, "rglru.decay", "rec.decay", c.n * R, 1, 1, 6);
   e.scan("rglru.scan", "rec.scan", c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
@@ -878,6 +883,15 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
         partial += static_cast<double>(g.count) * static_cast<double>(token_partial_params(m, static_cast<int>(g.kind), c.t, cache));
       e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * p.grad_bytes() / (zero >= 1 ? fs : 1.0));
     }
+    // Each micro-batch's weight gradients are added into the step's accumulator (fp64 when the
+    // plan reduces in fp64, else fp32): read the gradient and the sum, write the sum; the runner
+    // also clears the gradient buffer for the next micro-batch (one more write).
+    const double acc_bytes = p.grad_dtype == GradDType::fp64 ? 8 : 4, mbs = static_cast<double>(st.micro_batches);
+    Step accum = e.base(Phase::backward, OpClass::elementwise, "grad_accumulate", "grads");
+    accum.vector_flops = mbs * static_cast<double>(params);
+    accum.bytes_read = mbs * static_cast<double>(params) * (4 + acc_bytes);
+    accum.bytes_written = mbs * static_cast<double>(params) * (4 + acc_bytes);
+    st.step_end.insert(st.step_end.begin(), accum);
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");
     // AdamW on fp32 master weights: read w, g, m, v; write w, m, v (+ a bf16 copy when mixed).

@@ -281,6 +281,8 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
 }
 
 namespace {
+const char* const kAccumPhase = to_string(Phase::backward);  // the phase of lower.cpp's grad_accumulate step
+
 // The run with gradients summed (over micro-batches and across ranks) in Acc: double for plans
 // with `dtypes: grads: fp64`, float otherwise (Plan::grad_dtype).
 template <class Acc>
@@ -376,7 +378,10 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     for (std::size_t oi = 0; oi < order.size(); ++oi) {
       const auto [fwd, j] = order[oi];
       if (!fwd) {
-        std::fill(grad.begin(), grad.end(), 0.0f);
+        {
+          Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");  // lower.cpp prices the clear and the sum
+          std::fill(grad.begin(), grad.end(), 0.0f);
+        }
         if (buckets.active && oi == last_backward) {  // the step's last backward: start the buckets
           ex.backward(j, params.data(), grad.data(), &tr, [&](std::int32_t l) {
             const Range r = buckets.layer[static_cast<std::size_t>(l)];
@@ -386,11 +391,13 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
             buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
             mpi::Comm::test_all(buckets.requests);
           });
+          Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
           for (const Range& r : buckets.rest(sl))
             for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += Acc(grad[i]);
           continue;
         }
         ex.backward(j, params.data(), grad.data(), &tr);
+        Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
         for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += Acc(grad[i]);
         continue;
       }
@@ -426,7 +433,9 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
       const mpi::Comm* c = comms.view[st.axis];
       const std::string_view op = st.op;
-      if (op == "all_reduce" && std::string_view(st.name) == "grads" && buckets.active) {
+      if (op == "grad_accumulate") {
+        continue;  // done (and timed) after each micro-batch's backward, above
+      } else if (op == "all_reduce" && std::string_view(st.name) == "grads" && buckets.active) {
         // every grads axis at once, at the first of them: the buckets, then the rest
         if (grads_reduced) continue;
         mpi::Comm::wait_all(buckets.requests);

@@ -370,3 +370,27 @@ TEST_CASE("gradient reductions move each parameter in the plan's gradient dtype"
   CHECK_THROWS_WITH(parse_plan(parse_yaml("model: m\nglobal_batch: 4\nseq_len: 32\ndtypes:\n  grads: fp16\n", "p.yaml"), "p.yaml"),
                     Catch::Contains("p.yaml") && Catch::Contains("grads") && Catch::Contains("fp64"));
 }
+
+TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on every parameter", "[lower]") {
+  // Per micro-batch the runner clears the fp32 gradient buffer (write 4 B), reads it (4 B) and
+  // reads and writes the accumulator (fp32, or fp64 when the plan reduces in fp64): on one device
+  // every parameter of the model (count_parameters, tested against the papers' counts).
+  const auto m = load_model("griffin-tiny");
+  const double P = static_cast<double>(count_parameters(m).total);
+  for (auto [mb, grads, acc] : {std::tuple{4, GradDType::params, 4.0}, std::tuple{1, GradDType::fp64, 8.0}}) {
+    Plan p = single_device(4, 32);
+    p.micro_batch = mb;
+    p.grad_dtype = grads;
+    const double mbs = 4.0 / mb;
+    int found = 0;
+    for (const auto& s : lower(m, p, 0).step_end)
+      if (std::strcmp(s.op, "grad_accumulate") == 0) {
+        ++found;
+        CHECK(s.kind == StepKind::compute);
+        CHECK(s.bytes_read == Approx(mbs * P * (4 + acc)));
+        CHECK(s.bytes_written == Approx(mbs * P * (4 + acc)));
+        CHECK(s.vector_flops == Approx(mbs * P));
+      }
+    CHECK(found == 1);
+  }
+}
