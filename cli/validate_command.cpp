@@ -67,6 +67,21 @@
 namespace scanshard {
 namespace {
 
+// One set of predictions against one set of measurements: |relative error| summary and the
+// Spearman correlation of plan order (NaN, JSON null, below two plans).
+struct Score {
+  stats::ErrorSummary err;
+  double rho = std::nan("");
+  [[nodiscard]] nlohmann::json json() const {
+    return {{"median_abs_error", err.median_abs}, {"max_abs_error", err.max_abs}, {"median_signed_error", err.bias},
+            {"spearman", std::isnan(rho) ? nlohmann::json() : nlohmann::json(rho)}};
+  }
+};
+Score score(const std::vector<double>& predicted, const std::vector<double>& measured) {
+  return {stats::summarize_errors(predicted, measured),
+          predicted.size() >= 2 ? stats::spearman(predicted, measured) : std::nan("")};
+}
+
 // The probe `scanshard calibrate` recorded in the cluster file (measurements: probe_seconds),
 // or 0: presets and older files have none. `measurements:` is free-form, so it is read here
 // rather than by the strict loader; a malformed value just means no reference.
@@ -277,9 +292,12 @@ void run_validate(const ValidateOptions& o) {
         }
         continue;
       }
-      std::vector<double> probe = {machine_probe_seconds()};  // every rank at once, as calibrate ran it
-      world.allreduce_sum(std::span<double>(probe));
-      const double probe_now = probe[0] / W;
+      double probe_now = std::nan("");
+      if (probe_ref > 0) {  // against a calibrated probe only; every rank at once, as calibrate ran it
+        std::vector<double> probe = {machine_probe_seconds()};
+        world.allreduce_sum(std::span<double>(probe));
+        probe_now = probe[0] / W;
+      }
       const mpi::Comm sub = world.split(rank < n ? 0 : 1, rank);
       train::Result res;
       if (rank < n) res = train::run(c.model, c.plan, data, opt, &sub);
@@ -358,13 +376,13 @@ void run_validate(const ValidateOptions& o) {
   if (pred_steps.empty()) throw std::runtime_error("validate: every plan was skipped; nothing to compare");
 
   // Statistics.
-  const auto step_err = stats::summarize_errors(pred_steps, meas_steps);
-  const double rho = pred_steps.size() >= 2 ? stats::spearman(pred_steps, meas_steps) : std::nan("");
+  const Score primary = score(pred_steps, meas_steps);
+  const auto& step_err = primary.err;
+  const double rho = primary.rho;
   const auto class_err = stats::errors_by_class(class_samples);
   // Secondary view: against the fastest measured step of each plan (what the plan costs when
   // other processes leave the cores alone; the primary numbers use the median, as measured).
-  const auto fastest_err = stats::summarize_errors(pred_steps, fastest_steps);
-  const double rho_fastest = pred_steps.size() >= 2 ? stats::spearman(pred_steps, fastest_steps) : std::nan("");
+  const Score fastest = score(pred_steps, fastest_steps);
   std::cout << "\n" << t.str() << "\n";
   Table ct({"op class", "plans", "median |error|", "max |error|", "bias (median)"}, {false, true, true, true, true});
   nlohmann::json classes_json = nlohmann::json::object();
@@ -389,25 +407,23 @@ void run_validate(const ValidateOptions& o) {
   std::snprintf(summary, sizeof summary,
                 "(against each plan's fastest step instead of the median: median |error| %.1f %%, max %.1f %%, bias %+.1f %%, "
                 "Spearman %.3f)\n",
-                100 * fastest_err.median_abs, 100 * fastest_err.max_abs, 100 * fastest_err.bias, rho_fastest);
+                100 * fastest.err.median_abs, 100 * fastest.err.max_abs, 100 * fastest.err.bias, fastest.rho);
   std::cout << summary;
   nlohmann::json drift_json;  // null without a calibrated probe
   if (probe_ref > 0) {
     std::vector<double> scaled(pred_steps.size());
     for (std::size_t i = 0; i < scaled.size(); ++i) scaled[i] = pred_steps[i] * speed[i];
-    const auto scaled_err = stats::summarize_errors(scaled, meas_steps);
-    const double rho_scaled = scaled.size() >= 2 ? stats::spearman(scaled, meas_steps) : std::nan("");
+    const Score sc = score(scaled, meas_steps);
     const auto [lo, hi] = std::minmax_element(speed.begin(), speed.end());
     std::snprintf(summary, sizeof summary,
                   "machine drift: the speed probe ran %.2fx to %.2fx its time at calibration (median %.2fx); with each "
                   "prediction scaled by its plan's probe: median |error| %.1f %%, max %.1f %%, bias %+.1f %%, Spearman %.3f\n",
-                  *lo, *hi, stats::median(speed), 100 * scaled_err.median_abs, 100 * scaled_err.max_abs, 100 * scaled_err.bias,
-                  rho_scaled);
+                  *lo, *hi, stats::median(speed), 100 * sc.err.median_abs, 100 * sc.err.max_abs, 100 * sc.err.bias, sc.rho);
     std::cout << summary;
-    drift_json = {{"probe_seconds_at_calibration", probe_ref}, {"speed_factor_min", *lo}, {"speed_factor_max", *hi},
-                  {"median_abs_error", scaled_err.median_abs}, {"max_abs_error", scaled_err.max_abs},
-                  {"median_signed_error", scaled_err.bias},
-                  {"spearman", std::isnan(rho_scaled) ? nlohmann::json() : nlohmann::json(rho_scaled)}};
+    drift_json = sc.json();
+    drift_json["probe_seconds_at_calibration"] = probe_ref;
+    drift_json["speed_factor_min"] = *lo;
+    drift_json["speed_factor_max"] = *hi;
   } else {
     std::cout << "machine drift: not checked (" << cluster.name
               << " has no calibrated probe; pass the file `scanshard calibrate` wrote)\n";
@@ -421,6 +437,9 @@ void run_validate(const ValidateOptions& o) {
   std::cout << "\n";
   for (const auto& s : skipped) std::cout << "skipped " << s << "\n";
 
+  nlohmann::json summary_json = primary.json();
+  summary_json["plans"] = step_err.count;
+  summary_json["mean_abs_error"] = step_err.mean_abs;
   const nlohmann::json doc = {
       {"cluster", {{"name", cluster.name}, {"origin", cluster.origin}, {"source", cluster.source},
                    {"argument", looks_like_path(o.cluster) ? std::filesystem::absolute(o.cluster).string() : o.cluster}}},
@@ -430,12 +449,8 @@ void run_validate(const ValidateOptions& o) {
       {"quick", o.quick},
       {"plans", plans_json},
       {"skipped", skipped},
-      {"summary", {{"plans", step_err.count}, {"median_abs_error", step_err.median_abs}, {"max_abs_error", step_err.max_abs},
-                   {"median_signed_error", step_err.bias}, {"mean_abs_error", step_err.mean_abs},
-                   {"spearman", std::isnan(rho) ? nlohmann::json() : nlohmann::json(rho)}}},
-      {"summary_fastest_step", {{"median_abs_error", fastest_err.median_abs}, {"max_abs_error", fastest_err.max_abs},
-                                {"median_signed_error", fastest_err.bias},
-                                {"spearman", std::isnan(rho_fastest) ? nlohmann::json() : nlohmann::json(rho_fastest)}}},
+      {"summary", summary_json},
+      {"summary_fastest_step", fastest.json()},
       {"summary_probe_scaled", drift_json},
       {"classes", classes_json}};
   std::filesystem::create_directories(o.out);
