@@ -60,7 +60,9 @@ inline bool dropout_keep(std::uint64_t row, std::int64_t channel, std::uint64_t 
 inline void dropout_mask(std::uint8_t* mask, std::uint64_t key, const std::int64_t* seq, const std::int64_t* pos, i64 rows,
                          i64 C, i64 c0, double p) {
   const std::uint64_t thr = dropout_threshold(p);
+#ifdef _OPENMP  // the header is also included by code built without OpenMP (tests of the lowering)
 #pragma omp parallel for schedule(static) if (rows * C > 65536)
+#endif
   for (i64 r = 0; r < rows; ++r) {
     const std::uint64_t h = dropout_row(key, seq[r], pos[r]);
     for (i64 c = 0; c < C; ++c) mask[r * C + c] = dropout_keep(h, c0 + c, thr) ? 1 : 0;

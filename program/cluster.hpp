@@ -47,12 +47,15 @@ struct Efficiency {
   // is far from the rest of their class (kTunedOps): the recurrence kernels (an RG-LRU step
   // against a 64 x 64 matrix-state WKV: 10x or more per element), the RG-LRU's block-diagonal
   // gates (thin Rb x Rb GEMMs at a fraction of a square GEMM's rate) and AdamW (a long chain of
-  // dependent operations per parameter, priced with the elementwise class otherwise).
-  // `scanshard calibrate` measures them; presets leave them out.
+  // dependent operations per parameter, priced with the elementwise class otherwise), and the
+  // elementwise and norm kernels calibrate times on their own (RoPE with its sin/cos runs at 1/25
+  // of a residual add's rate per priced FLOP). `scanshard calibrate` measures them; presets leave
+  // them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 6> kTunedOps = {"rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked",
-                                                         "blockdiag",  "adamw"};
+inline constexpr std::array<const char*, 11> kTunedOps = {"rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked",
+                                                          "blockdiag",  "adamw",     "conv1d",    "rope",
+                                                          "softmax_xent", "add",     "rmsnorm"};
 
 struct ChipSpec {
   std::string name;
