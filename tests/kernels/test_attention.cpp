@@ -51,6 +51,34 @@ TEST_CASE("RoPE rotates the first half of each head and makes scores relative", 
   KT_CHECK_CLOSE(kt::pick(dx, idx), kt::fd_grad(xd, idx, loss), 1e-5, 1e-5);
 }
 
+namespace {
+// One attention problem: q [B,T,H,N], k/v [B,T,Hk,N], dout like q, the document resets.
+struct Problem {
+  const std::vector<float>&q, &k, &v, &dout;
+  const std::vector<std::uint8_t>& reset;
+  i64 B, T, H, Hk, N, W;
+};
+// dq, dk, dv (sampled entries) against central finite differences of Σ out·dout through the
+// double-precision reference forward (with `drop`'s fixed mask).
+void check_fd(const Problem& a, const k::AttnDropout& drop, const std::vector<float>& dq, const std::vector<float>& dk,
+              const std::vector<float>& dv, unsigned seed) {
+  auto qd = kt::to_d(a.q), kd = kt::to_d(a.k), vd = kt::to_d(a.v), dod = kt::to_d(a.dout);
+  auto loss = [&] {
+    std::vector<double> o(qd.size()), l(a.B * a.H * a.T);
+    k::ref::attention_forward(o.data(), l.data(), qd.data(), kd.data(), vd.data(), a.reset.data(), a.B, a.T, a.H, a.Hk, a.N,
+                              a.W, drop);
+    return kt::dot(o, dod);
+  };
+  auto check = [&](const std::vector<float>& grad, std::vector<double>& p, unsigned s) {
+    const auto idx = kt::sample_indices(i64(p.size()), 24, s);
+    KT_CHECK_CLOSE(kt::pick(grad, idx), kt::fd_grad(p, idx, loss), 1e-4, 1e-3);
+  };
+  check(dq, qd, seed);
+  check(dk, kd, seed + 1);
+  check(dv, vd, seed + 2);
+}
+}  // namespace
+
 TEST_CASE("attention fast equals reference on awkward shapes and backward matches finite differences", "[attention]") {
   struct Shape { i64 B, T, H, Hk, N, W; };
   for (const Shape& s : {Shape{1, 1, 2, 1, 8, 4}, Shape{3, 7, 4, 1, 6, 3}, Shape{2, 13, 4, 2, 10, 0},
@@ -103,17 +131,7 @@ TEST_CASE("attention fast equals reference on awkward shapes and backward matche
     KT_CHECK_CLOSE(dq, rdq, 1e-4, 1e-3);
     KT_CHECK_CLOSE(dk, rdk, 1e-4, 1e-3);
     KT_CHECK_CLOSE(dv, rdv, 1e-4, 1e-3);
-    auto qd = kt::to_d(q), kd = kt::to_d(kk), vd = kt::to_d(v), dod = kt::to_d(dout);
-    auto loss = [&] {
-      std::vector<double> o(qd.size()), l(B * H * T);
-      k::ref::attention_forward(o.data(), l.data(), qd.data(), kd.data(), vd.data(), reset.data(), B, T, H, Hk, N, W);
-      return kt::dot(o, dod);
-    };
-    auto check = [&](const std::vector<float>& grad, std::vector<double>& p, unsigned seed) {
-      const auto idx = kt::sample_indices(i64(p.size()), 24, seed);
-      KT_CHECK_CLOSE(kt::pick(grad, idx), kt::fd_grad(p, idx, loss), 1e-4, 1e-3);
-    };
-    check(dq, qd, 520); check(dk, kd, 521); check(dv, vd, 522);
+    check_fd({q, kk, v, dout, reset, B, T, H, Hk, N, W}, {}, dq, dk, dv, 520);
   }
 }
 
@@ -235,16 +253,6 @@ TEST_CASE("attention with probability dropout: blocked == reference == materiali
     KT_CHECK_CLOSE(rdk, dk_mat, 1e-4, 1e-3);
     KT_CHECK_CLOSE(rdv, dv_mat, 1e-4, 1e-3);
     // the reference's backward against finite differences of Σ out·dout (the mask is fixed)
-    auto qd = kt::to_d(q), kd = kt::to_d(kk), vd = kt::to_d(v), dod = kt::to_d(dout);
-    auto loss = [&] {
-      std::vector<double> o(qd.size()), l(B * H * T);
-      k::ref::attention_forward(o.data(), l.data(), qd.data(), kd.data(), vd.data(), reset.data(), B, T, H, Hk, N, W, drop);
-      return kt::dot(o, dod);
-    };
-    auto check = [&](const std::vector<float>& grad, std::vector<double>& p, unsigned seed) {
-      const auto idx = kt::sample_indices(i64(p.size()), 24, seed);
-      KT_CHECK_CLOSE(kt::pick(grad, idx), kt::fd_grad(p, idx, loss), 1e-4, 1e-3);
-    };
-    check(rdq, qd, 720); check(rdk, kd, 721); check(rdv, vd, 722);
+    check_fd({q, kk, v, dout, reset, B, T, H, Hk, N, W}, drop, rdq, rdk, rdv, 720);
   }
 }
