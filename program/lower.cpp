@@ -885,12 +885,16 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     }
     // Each micro-batch's weight gradients are added into the step's accumulator (fp64 when the
     // plan reduces in fp64, else fp32): read the gradient and the sum, write the sum; the runner
-    // also clears the gradient buffer for the next micro-batch (one more write).
+    // also clears the gradient buffer for the next micro-batch (one more write). Under ZeRO-2/3
+    // the accumulator is this rank's shard of the gradients (as the memory model keeps it; the
+    // runner accumulates the whole local gradient and reduce-scatters once, which the tiny
+    // validate models barely feel but a 14B model on thousands of chips would).
     const double acc_bytes = p.grad_dtype == GradDType::fp64 ? 8 : 4, mbs = static_cast<double>(st.micro_batches);
+    const double acc_params = static_cast<double>(params) / (zero >= 2 ? fs : 1.0);
     Step accum = e.base(Phase::backward, OpClass::elementwise, "grad_accumulate", "grads");
-    accum.vector_flops = mbs * static_cast<double>(params);
-    accum.bytes_read = mbs * static_cast<double>(params) * (4 + acc_bytes);
-    accum.bytes_written = mbs * static_cast<double>(params) * (4 + acc_bytes);
+    accum.vector_flops = mbs * acc_params;
+    accum.bytes_read = mbs * acc_params * (4 + acc_bytes);
+    accum.bytes_written = mbs * acc_params * (4 + acc_bytes);
     st.step_end.insert(st.step_end.begin(), accum);
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");

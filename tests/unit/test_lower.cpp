@@ -393,4 +393,17 @@ TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on e
       }
     CHECK(found == 1);
   }
+  // ZeRO-2/3 keep a 1/fsdp shard of the gradients: the accumulator is that shard
+  auto accum_bytes = [&](int zero) {
+    Plan p = single_device(4, 32);
+    p.mesh[Axis::fsdp] = 2;
+    p.micro_batch = 1;
+    p.zero_stage = zero;
+    for (const auto& s : lower(m, p, 0).step_end)
+      if (std::strcmp(s.op, "grad_accumulate") == 0) return s.bytes_read;
+    return -1.0;
+  };
+  CHECK(accum_bytes(1) == Approx(2 * P * 8));  // 2 micro-batches per replica, fp32 accumulator
+  CHECK(accum_bytes(2) == Approx(accum_bytes(1) / 2));
+  CHECK(accum_bytes(3) == Approx(accum_bytes(1) / 2));
 }
