@@ -93,8 +93,10 @@ void attention_forward(F* out, F* lse, const F* q, const F* k, const F* v, const
           if (visible(reset, b, T, t, u, W)) sum += std::exp(s[u] - mx);
         const double l = mx + std::log(sum);
         lse[(b * H + h) * T + t] = F(l);
-        if (drop.p > 0)
-          for (i64 u = 0; u <= t; ++u) z[u] = drop.factor(drop.row(b, t), h, u);
+        if (drop.p > 0) {
+          const std::uint64_t row = drop.row(b, t);
+          for (i64 u = 0; u <= t; ++u) z[u] = drop.factor(row, h, u);
+        }
         // out_t = Σ_τ softmax(s)_τ z_τ v_τ
         F* ot = out + ((b * T + t) * H + h) * N;
         for (i64 j = 0; j < N; ++j) {
@@ -119,6 +121,7 @@ void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const 
         const i64 qo = ((b * T + t) * H + h) * N;
         double Dt = 0;  // D_t = dout_t · out_t
         for (i64 j = 0; j < N; ++j) Dt += double(dout[qo + j]) * out[qo + j];
+        const std::uint64_t zrow = drop.p > 0 ? drop.row(b, t) : 0;
         for (i64 u = 0; u <= t; ++u) {
           if (!visible(reset, b, T, t, u, W)) continue;
           const i64 ko = ((b * T + u) * Hk + hk) * N;
@@ -128,7 +131,7 @@ void attention_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const 
             dp += double(dout[qo + j]) * v[ko + j];
           }
           const double p = std::exp(sc * scale - double(lse[(b * H + h) * T + t]));
-          const double z = drop.p > 0 ? drop.factor(drop.row(b, t), h, u) : 1.0;
+          const double z = drop.p > 0 ? drop.factor(zrow, h, u) : 1.0;
           const double ds = p * (z * dp - Dt);  // ds = p (z dp − D)
           for (i64 j = 0; j < N; ++j) {
             dq[qo + j] += F(ds * scale * k[ko + j]);
@@ -275,7 +278,7 @@ struct BlasSingleThread {
 void drop_row(float* x, const AttnDropout& drop, i64 b, i64 t, i64 h, i64 kb, i64 j0, i64 j1) {
   const std::uint64_t row = drop.row(b, t), thr = dropout_threshold(drop.p);
   const float keep = static_cast<float>(1.0 / (1.0 - drop.p));
-  const i64 c0 = (drop.head0 + h) * drop.seq_len + drop.pos0 + kb;
+  const i64 c0 = drop.channel(h, kb);
   for (i64 j = j0; j < j1; ++j) x[j] *= dropout_keep(row, c0 + j, thr) ? keep : 0.0f;
 }
 

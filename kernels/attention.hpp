@@ -32,11 +32,14 @@ struct AttnDropout {
   i64 pos0 = 0;             // global position of row 0
   i64 head0 = 0;            // global index of head 0 (tensor shards hold heads head0 …)
   i64 seq_len = 0;          // the global sequence length (channel = global head·seq_len + key position)
-  // z of one pair: 0 or 1/(1 − p); 1 without dropout
-  double factor(std::uint64_t row, i64 h, i64 tau) const {
-    return dropout_keep(row, (head0 + h) * seq_len + pos0 + tau, dropout_threshold(p)) ? 1.0 / (1.0 - p) : 0.0;
-  }
+  // The hash row of query row t of batch row b, and the channel of (head h, key row τ): the one
+  // definition of the mask, which the materialized core's executor step draws from too.
   std::uint64_t row(i64 b, i64 t) const { return dropout_row(key, first_seq + b, pos0 + t); }
+  i64 channel(i64 h, i64 tau) const { return (head0 + h) * seq_len + pos0 + tau; }
+  // z of one pair: 0 or 1/(1 − p)
+  double factor(std::uint64_t row, i64 h, i64 tau) const {
+    return dropout_keep(row, channel(h, tau), dropout_threshold(p)) ? 1.0 / (1.0 - p) : 0.0;
+  }
 };
 
 namespace ref {

@@ -842,14 +842,13 @@ void attn_scores_fwd(State& s, const Step& st) {
   K::attention_scores_forward(b.pm.data(), b.q_ext.data(), b.k_ext.data(), b.reset_ext.data(), s.B, Te, s.halo, s.H,
                               s.KV, s.N, s.W);
   if (s.pdrop <= 0) return;
-  const std::uint64_t key = KD::dropout_key(s.ix.seed, s.ix.step, st.layer, KD::DropSite::attn_probs);
+  const KD::AttnDropout d = attn_dropout(s, st);  // the blocked core's mask: local query i is ext row halo + i
   const std::uint64_t thr = KD::dropout_threshold(s.pdrop);
-  const i64 q0 = s.s * s.T, k0 = q0 - s.halo;  // global positions of the first local query and of key row 0
   for (i64 r = 0; r < s.B; ++r)
     for (i64 h = 0; h < s.H; ++h)
       for (i64 i = 0; i < s.T; ++i) {
-        const std::uint64_t row = KD::dropout_row(key, s.ix.first_sequence + r, q0 + i);
-        const i64 c0 = (s.tcoord * s.H + h) * s.p.seq_len + k0;
+        const std::uint64_t row = d.row(r, s.halo + i);
+        const i64 c0 = d.channel(h, 0);
         std::uint8_t* mk = b.pmask.data() + ((r * s.H + h) * s.T + i) * Te;
         for (i64 k = 0; k < Te; ++k) mk[k] = KD::dropout_keep(row, c0 + k, thr) ? 1 : 0;
       }
