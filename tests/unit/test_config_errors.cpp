@@ -151,44 +151,42 @@ TEST_CASE("chip efficiencies must be fractions", "[config]") {
   }
 }
 
-TEST_CASE("per-kernel efficiencies name a recurrence kernel and are fractions", "[config]") {
-  const std::string chip =
+namespace {
+// A chip file up to an open `efficiency: {`, and the error message (or "no error") of that file
+// completed by `rest`.
+const std::string kChipToEfficiency =
       "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
-      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\nefficiency: {scan: 0.5, ops: {";
+      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\nefficiency: {";
+std::string chip_error(const std::string& rest) {
+  try {
+    parse_chip(parse_yaml(kChipToEfficiency + rest, "x.yaml"), "x.yaml", "");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST_CASE("per-kernel efficiencies name a recurrence kernel and are fractions", "[config]") {
+  const std::string chip = kChipToEfficiency + "scan: 0.5, ops: {";
   const ChipSpec ok = parse_chip(parse_yaml(chip + "wkv4.scan: 0.25, wkv6.chunked: 1}}\n", "x.yaml"), "x.yaml", "");
   CHECK(ok.efficiency.scan == 0.5);
   CHECK(ok.efficiency.ops.at("wkv4.scan") == 0.25);
   CHECK(ok.efficiency.ops.at("wkv6.chunked") == 1.0);
   CHECK(ok.efficiency.ops.size() == 2);
-  auto error_of = [&](const std::string& ops) -> std::string {
-    try {
-      parse_chip(parse_yaml(chip + ops + "}}\n", "x.yaml"), "x.yaml", "");
-    } catch (const ConfigError& e) {
-      return e.what();
-    }
-    return "no error";
-  };
+  auto error_of = [](const std::string& ops) { return chip_error("scan: 0.5, ops: {" + ops + "}}\n"); };
   CHECK_THAT(error_of("linear: 0.5"), Catch::Contains("efficiency.ops.linear: no per-kernel efficiency for 'linear' (one of: rglru.scan, wkv4.scan"));
   CHECK_THAT(error_of("wkv6.scan: 0"), Catch::Contains("efficiency.ops.wkv6.scan: must be a fraction in (0, 1]"));
 }
 
 TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside memory", "[config]") {
-  const std::string chip =
-      "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
-      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\nefficiency: {";
+  const std::string& chip = kChipToEfficiency;
   const ChipSpec ok = parse_chip(parse_yaml(chip + "memory_curve: [[1.0e6, 1], [1.0e8, 0.25]]}\n", "x.yaml"), "x.yaml", "");
   CHECK(ok.efficiency.memory_at(1e5) == 1.0);   // held below the first point
   CHECK(ok.efficiency.memory_at(1e9) == 0.25);  // and beyond the last
   CHECK(ok.efficiency.memory_at(1e7) == Approx(0.625).epsilon(1e-12));  // halfway in log(bytes)
   CHECK(ok.efficiency.memory == 0.25);
-  auto error_of = [&](const std::string& e) -> std::string {
-    try {
-      parse_chip(parse_yaml(chip + e + "}\n", "x.yaml"), "x.yaml", "");
-    } catch (const ConfigError& err) {
-      return err.what();
-    }
-    return "no error";
-  };
+  auto error_of = [](const std::string& e) { return chip_error(e + "}\n"); };
   CHECK_THAT(error_of("memory: 0.5, memory_curve: [[1.0e6, 1]]"), Catch::Contains("give memory or memory_curve, not both"));
   CHECK_THAT(error_of("memory_curve: [[1.0e8, 1], [1.0e6, 0.5]]"), Catch::Contains("bytes must increase from entry to entry"));
   CHECK_THAT(error_of("memory_curve: [[1.0e6, 1.5]]"), Catch::Contains("fraction must be in (0, 1]"));
