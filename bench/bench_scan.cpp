@@ -4,11 +4,14 @@
 // Bytes that must move per element (fp32): forward reads x, ga, gx and writes y = 16 B;
 // backward reads dy, y (h_{t−1}), x, ga, gx, reads+writes dx (accumulated), writes dga, dgx
 // = 36 B. Triad a = b + s·c counts 12 B per element (STREAM convention). Goal: ratio ≥ 0.85.
+// Arrays are 64-byte aligned (kernels::AlignedVec, as the runner's), so the backward streams
+// dga, dgx out; it is also timed with ordinary stores for the same-run comparison.
 // Not for: correctness (tests/kernels) or GEMM speed (bench_gemm).
 #include <cblas.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 #include "bench_util.hpp"
@@ -21,9 +24,10 @@ int main(int argc, char** argv) {
   const i64 B = 8, T = 2048, R = argc > 1 ? std::atol(argv[1]) : 1024;  // 16.8M elements, 67 MB per array
   const i64 n = B * T * R;
   std::printf("bench_scan: B=%ld T=%ld R=%ld (%.1f MB per [B,T,R] array)\n", long(B), long(T), long(R), n * 4.0 / 1e6);
-  std::vector<float> a(n), b(n), c(n);
-  std::vector<float> x(n), ga(n), gx(n), y(n), dy(n), dx(n), dga(n), dgx(n), lambda(R), hout(B * R), dec(B * R),
-      dl(R), dhin(B * R);
+  using AV = k::AlignedVec;
+  AV a(n), b(n), c(n);
+  AV x(n), ga(n), gx(n), y(n), dy(n), dx(n), dga(n), dgx(n), lambda(R), hout(B * R), dec(B * R),
+      dl(R), dhin(B * R);  // 64-byte aligned: the backward streams dga, dgx out when it may
   #pragma omp parallel for schedule(static)
   for (i64 i = 0; i < n; ++i) {
     a[i] = 0; b[i] = 1.0f + float(i % 7); c[i] = 0.5f;
@@ -33,42 +37,63 @@ int main(int argc, char** argv) {
   for (i64 r = 0; r < R; ++r) lambda[r] = -2.0f + 4.0f * float(r) / float(R);
   for (int th : bench::thread_counts()) {
     bench::set_threads(th);
-    const double t_triad = bench::best_of(5, [&] {
-      const float s = 3.0f;
-      #pragma omp parallel for simd schedule(static)
-      for (i64 i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
-    });
-    const double t_fwd = bench::best_of(5, [&] {
-      k::fast::rglru_scan_forward(y.data(), hout.data(), dec.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr,
-                                  lambda.data(), B, T, R);
-    });
-    const double t_bwd = bench::best_of(5, [&] {
-      k::fast::rglru_scan_backward(dx.data(), dga.data(), dgx.data(), dhin.data(), dl.data(), dy.data(), nullptr,
-                                   y.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr, lambda.data(), B, T, R);
-    });
-    const double bw_triad = 12.0 * n / t_triad / 1e9, bw_fwd = 16.0 * n / t_fwd / 1e9, bw_bwd = 36.0 * n / t_bwd / 1e9;
-    // compute ceiling: the same kernels on B = 1 slices that stay in L2; the per-element time is
-    // the difference between T = 64 and T = 32 (removes the per-call setup), divided by 32·R.
+    // triad, forward, backward, backward with ordinary stores: round-robin, ratios per round
+    std::vector<std::function<void()>> fns = {
+        [&] {
+          const float s = 3.0f;
+          #pragma omp parallel for simd schedule(static)
+          for (i64 i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+        },
+        [&] {
+          k::fast::rglru_scan_forward(y.data(), hout.data(), dec.data(), x.data(), ga.data(), gx.data(), nullptr,
+                                      nullptr, lambda.data(), B, T, R);
+        },
+        [&] {
+          k::fast::rglru_scan_backward(dx.data(), dga.data(), dgx.data(), dhin.data(), dl.data(), dy.data(), nullptr,
+                                       y.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr, lambda.data(), B,
+                                       T, R);
+        },
+        [&] {  // dga, dgx with ordinary stores (the path below kStreamMinBytes)
+          k::fast::rglru_scan_backward(dx.data(), dga.data(), dgx.data(), dhin.data(), dl.data(), dy.data(), nullptr,
+                                       y.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr, lambda.data(), B,
+                                       T, R, /*stream_min_bytes=*/i64(1) << 62);
+        }};
+    const auto t = bench::rounds(9, fns);
+    const double bytes[4] = {12.0 * n, 16.0 * n, 36.0 * n, 36.0 * n};
+    std::vector<double> ratio[4];
+    for (std::size_t r = 0; r < t[0].size(); ++r)
+      for (int f = 1; f < 4; ++f) ratio[f].push_back(bytes[f] / t[f][r] / (bytes[0] / t[0][r]));
+    auto gbs = [&](int f) { return bytes[f] / bench::median(t[f]) / 1e9; };
+    auto lo = [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); };
+    auto hi = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
+    const double t_triad = bench::median(t[0]);
+    std::printf("threads %d: medians of 9 rounds: triad %.1f GB/s | scan fwd %.1f GB/s ratio %.2f (%.2f-%.2f) | "
+                "scan bwd %.1f GB/s ratio %.2f (%.2f-%.2f)\n",
+                th, gbs(0), gbs(1), bench::median(ratio[1]), lo(ratio[1]), hi(ratio[1]), gbs(2),
+                bench::median(ratio[2]), lo(ratio[2]), hi(ratio[2]));
+    std::printf("threads %d: scan bwd with ordinary stores for dga, dgx %.1f GB/s ratio %.2f (%.2f-%.2f)\n", th,
+                gbs(3), bench::median(ratio[3]), lo(ratio[3]), hi(ratio[3]));
+    // compute ceiling: the same kernels on B = 1 slices that stay in L2 (9 rows of R floats per
+    // token: 16 tokens of R = 1024 are 0.6 MB); the per-element time is the difference between
+    // T = 16 and T = 8 (removes the per-call setup), divided by 8·R.
     auto fwd_at = [&](i64 Tc) {
-      return bench::best_of(50, [&] {
+      return bench::best_of(200, [&] {
         k::fast::rglru_scan_forward(y.data(), hout.data(), dec.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr,
                                     lambda.data(), 1, Tc, R);
       });
     };
     auto bwd_at = [&](i64 Tc) {
-      return bench::best_of(50, [&] {
+      return bench::best_of(200, [&] {
         k::fast::rglru_scan_backward(dx.data(), dga.data(), dgx.data(), dhin.data(), dl.data(), dy.data(), nullptr,
                                      y.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr, lambda.data(), 1, Tc, R);
       });
     };
-    const double ns_f = (fwd_at(64) - fwd_at(32)) / double(32 * R) * 1e9;
-    const double ns_b = (bwd_at(64) - bwd_at(32)) / double(32 * R) * 1e9;
+    const double ns_f = (fwd_at(16) - fwd_at(8)) / double(8 * R) * 1e9;
+    const double ns_b = (bwd_at(16) - bwd_at(8)) / double(8 * R) * 1e9;
     const double ns_triad = 1e9 * t_triad / double(n);  // per element, 12 B
     std::printf("threads %d: in-cache scan fwd %.2f ns/element, bwd %.2f ns/element; at the triad bandwidth the "
                 "DRAM traffic alone takes fwd %.2f, bwd %.2f ns/element\n",
                 th, ns_f, ns_b, ns_triad * 16.0 / 12.0, ns_triad * 36.0 / 12.0);
-    std::printf("threads %d: triad %.1f GB/s | scan fwd %.1f GB/s (%.3f s) ratio %.2f | scan bwd %.1f GB/s (%.3f s) ratio %.2f\n",
-                th, bw_triad, bw_fwd, t_fwd, bw_fwd / bw_triad, bw_bwd, t_bwd, bw_bwd / bw_triad);
   }
   return 0;
 }

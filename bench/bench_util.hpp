@@ -28,6 +28,28 @@ double best_of(int reps, Fn&& f) {
   return best;
 }
 
+// Round-robin timing: `rounds` rounds (after one warm-up round), each calling every fn once in
+// order; returns times[fn][round] in seconds. On a shared machine whose memory bandwidth drifts
+// by tens of percent over seconds, ratios taken within one round compare like with like.
+template <class Fn>
+std::vector<std::vector<double>> rounds(int n_rounds, std::vector<Fn>& fns) {
+  std::vector<std::vector<double>> t(fns.size());
+  for (auto& f : fns) f();
+  for (int r = 0; r < n_rounds; ++r)
+    for (std::size_t i = 0; i < fns.size(); ++i) {
+      const double t0 = now();
+      fns[i]();
+      t[i].push_back(now() - t0);
+    }
+  return t;
+}
+
+// Median of v (upper median for even sizes).
+inline double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
 // Same thread count for our OpenMP loops and for OpenBLAS (which otherwise keeps the count it
 // read from the environment at load time).
 inline void set_threads(int n) {

@@ -37,10 +37,26 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
+#include <vector>
 
 namespace scanshard::kernels {
 
 using i64 = std::int64_t;
+
+// Cache-line (64-byte) aligned storage for std::vector. Kernels accept any float*; with aligned
+// rows some of them store whole lines without reading them first (rglru_scan_backward's
+// streaming stores), which plain std::vector data (16-byte aligned) never allows.
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U> Aligned64(const Aligned64<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t(64)); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+using AlignedVec = std::vector<float, Aligned64<float>>;
 
 // ─── shared scalar helpers (inline so they vectorise inside callers' loops) ──────────────────────
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include <omp.h>
@@ -112,6 +113,7 @@ inline Split split(i64 B, i64 R) {
   nblk = (R + width - 1) / width;
   return {nblk, width};
 }
+inline bool aligned64(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 63) == 0; }
 struct Task { i64 b, c0, c1; };
 inline Task task(i64 k, const Split& s, i64 R) {
   const i64 b = k / s.nblk, c0 = (k % s.nblk) * s.width;
@@ -139,13 +141,17 @@ inline void fwd16(float* y, float* h, float* prod, const float* nsp2, const floa
 
 // 16 channels of one reverse step without a reset (the row loop of rglru_scan_backward);
 // √max(z, zmin) = max(√z, 1/(2·cap)).
-template <bool Tail>
+template <bool Tail, bool Stream = false>
 inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum, const float* nsp2,
                   const float* hp, const float* dy, const float* x, const float* ga, const float* gx,
                   v512::M m, i64 pf) {
   using namespace v512;
+  static_assert(!(Tail && Stream), "streaming stores need whole aligned vectors");
   auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
   auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
+  // dga, dgx are write-only: above the cache size they go out with non-temporal stores (no read
+  // for ownership), else as ordinary stores
+  auto st_out = [&st](float* p, V v) { if constexpr (Stream) _mm512_stream_ps(p, v); else st(p, v); };
   // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
   // previous token's rows (R floats back) into L2 meanwhile
   _mm_prefetch(reinterpret_cast<const char*>(ga - pf), _MM_HINT_T1);
@@ -154,8 +160,10 @@ inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_s
   _mm_prefetch(reinterpret_cast<const char*>(dy - pf), _MM_HINT_T1);
   _mm_prefetch(reinterpret_cast<const char*>(hp - pf), _MM_HINT_T1);
   _mm_prefetch(reinterpret_cast<const char*>(dx - pf), _MM_HINT_ET1);
-  _mm_prefetch(reinterpret_cast<const char*>(dga - pf), _MM_HINT_ET1);
-  _mm_prefetch(reinterpret_cast<const char*>(dgx - pf), _MM_HINT_ET1);
+  if constexpr (!Stream) {
+    _mm_prefetch(reinterpret_cast<const char*>(dga - pf), _MM_HINT_ET1);
+    _mm_prefetch(reinterpret_cast<const char*>(dgx - pf), _MM_HINT_ET1);
+  }
   const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
   const V ns2 = ld(nsp2);
   const V a = exp2(_mm512_mul_ps(ns2, r));
@@ -169,9 +177,9 @@ inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_s
   const V dla = _mm512_mul_ps(_mm512_mul_ps(dh, _mm512_sub_ps(ld(hp), q)), a);
   st(dlog_sum, _mm512_fmadd_ps(r, dla, ld(dlog_sum)));
   // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
-  st(dga, _mm512_mul_ps(_mm512_mul_ps(ns2, dla), _mm512_mul_ps(set1(1.0f / kLog2e), _mm512_fnmadd_ps(r, r, r))));
+  st_out(dga, _mm512_mul_ps(_mm512_mul_ps(ns2, dla), _mm512_mul_ps(set1(1.0f / kLog2e), _mm512_fnmadd_ps(r, r, r))));
   const V dhs = _mm512_mul_ps(dh, sz);
-  st(dgx, _mm512_mul_ps(_mm512_mul_ps(dhs, xv), _mm512_fnmadd_ps(i, i, i)));  // dh m x i(1 − i)
+  st_out(dgx, _mm512_mul_ps(_mm512_mul_ps(dhs, xv), _mm512_fnmadd_ps(i, i, i)));  // dh m x i(1 − i)
   st(dx, _mm512_fmadd_ps(dhs, i, ld(dx)));
   st(carry, _mm512_mul_ps(a, dh));
 }
@@ -245,8 +253,10 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
 void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float* dlambda,
                          const float* dy, const float* dh_out, const float* y, const float* x,
                          const float* ga, const float* gx, const float* h_in,
-                         const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R) {
+                         const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R,
+                         i64 stream_min_bytes) {
   const Split sp = split(B, R);
+  [[maybe_unused]] const bool stream = 2 * B * T * R * i64(sizeof(float)) >= stream_min_bytes;
   [[maybe_unused]] const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
   std::vector<float> dl_part(dlambda ? B * R : 0, 0.0f);  // per batch row, reduced below
   #pragma omp parallel for schedule(static)
@@ -311,6 +321,10 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       } else {
 #if SCANSHARD_VEC512
         i64 j = 0;
+        if (stream && aligned64(dgar) && aligned64(dgxr))
+          for (; j + 16 <= n; j += 16)
+            bwd16<false, true>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j,
+                               dyr + j, xr + j, gar + j, gxr + j, 0, R);
         for (; j + 16 <= n; j += 16)
           bwd16<false>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
                        xr + j, gar + j, gxr + j, 0, R);
@@ -340,6 +354,7 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
       }
     }
 #if SCANSHARD_VEC512
+    if (stream) _mm_sfence();  // order this task's streaming stores before the join
     for (i64 j = 0; j < n; ++j) {
       carry[j] = at(0, j);
       dlog_sum[j] = at(1, j);

@@ -27,7 +27,7 @@
 namespace scanshard::train {
 
 namespace K = scanshard::kernels::fast;
-using Vec = std::vector<float>;
+using Vec = kernels::AlignedVec;  // whole cache lines: see kernels.hpp
 
 // ---- shard layout ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 // resets, backward == central finite differences in double, the √ derivative cap, and any split
 // of the sequence chained through the chunk API (h_in/h_out, dh_out/dh_in, carry fix-up) == one pass.
 #include "helpers.hpp"
+#include "kernels/linear.hpp"
 #include "kernels/rglru.hpp"
 
 namespace k = scanshard::kernels;
@@ -434,4 +435,41 @@ TEST_CASE("RG-LRU sequence shards: carry backward + decay ⊙ dh_out chains the 
     KT_CHECK_CLOSE(dbx, dbx1, 1e-4, 1e-4);
     KT_CHECK_CLOSE(dl, dl1, 1e-4, 1e-4);
   }
+}
+
+TEST_CASE("RG-LRU backward with streaming stores (aligned rows) equals the reference", "[rglru]") {
+  // stream_min_bytes = 0 forces the non-temporal path wherever a row of dga and dgx is 64-byte
+  // aligned (R a multiple of 16 and AlignedVec storage); R = 40 also runs the masked tail, and an
+  // unaligned view of the same buffers takes the ordinary stores. Both against ref::rglru_backward.
+  for (i64 offset : {i64(0), i64(1)})
+    for (auto [B, T, R, Hb] : {std::tuple<i64, i64, i64, i64>{3, 7, 32, 4}, {2, 11, 40, 2}}) {
+      Lru p(B, T, R, Hb, 700 + unsigned(R));
+      const i64 N = B * T * R, S = R / Hb;
+      const auto dy = kt::randn(N, 710), dho = kt::randn(B * R, 711);
+      std::vector<float> y(N), ga(N), gx(N);
+      k::ref::rglru_forward(y.data(), static_cast<float*>(nullptr), static_cast<float*>(nullptr), ga.data(), gx.data(),
+                            p.x.data(), p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(),
+                            p.bx.data(), p.lambda.data(), B, T, R, Hb);
+      std::vector<float> rdx(N, 0), rdhi(B * R, 0), rdwa(Hb * S * S, 0), rdba(R, 0), rdwx(Hb * S * S, 0), rdbx(R, 0),
+          rdl(R, 0), rwork(2 * N);
+      k::ref::rglru_backward(rdx.data(), rdhi.data(), rdwa.data(), rdba.data(), rdwx.data(), rdbx.data(), rdl.data(),
+                             rwork.data(), dy.data(), dho.data(), y.data(), ga.data(), gx.data(), p.x.data(),
+                             p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(), B, T, R, Hb);
+      k::AlignedVec dga(N + 16), dgx(N + 16);
+      std::vector<float> dx(N, 0), dhi(B * R, 0), dwa(Hb * S * S, 0), dba(R, 0), dwx(Hb * S * S, 0), dbx(R, 0), dl(R, 0);
+      k::fast::rglru_scan_backward(dx.data(), dga.data() + offset, dgx.data() + offset, dhi.data(), dl.data(), dy.data(),
+                                   dho.data(), y.data(), p.x.data(), ga.data(), gx.data(), p.h_in.data(),
+                                   p.reset.data(), p.lambda.data(), B, T, R, /*stream_min_bytes=*/0);
+      k::fast::blockdiag_backward(dx.data(), dwa.data(), dba.data(), dga.data() + offset, p.x.data(), p.wa.data(),
+                                  B * T, R, Hb);
+      k::fast::blockdiag_backward(dx.data(), dwx.data(), dbx.data(), dgx.data() + offset, p.x.data(), p.wx.data(),
+                                  B * T, R, Hb);
+      KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dhi, rdhi, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dwa, rdwa, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dba, rdba, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dwx, rdwx, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dbx, rdbx, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dl, rdl, 1e-4, 1e-3);
+    }
 }
