@@ -347,3 +347,28 @@ TEST_CASE("RWKV4 WKV fast with more threads than batch rows equals reference", "
   KT_CHECK_CLOSE(ddc, ddr, 1e-3, 1e-4);
   KT_CHECK_CLOSE(du, dur, 1e-3, 1e-4);
 }
+
+TEST_CASE("RWKV4 WKV fast falls back to the max form for a bonus far from the decay", "[rwkv4][stability]") {
+  // |u − w| > 52 (kLazyMaxUW) in one channel sends the whole fast forward to the running-maximum
+  // form (e^{u−w} would overflow the lazy form's scaled sums): outputs still equal the
+  // long-double sums, and the backward the double reference.
+  const i64 B = 2, T = 23, D = 20;
+  auto c = make_case(B, T, D, 81, 3.0f);
+  c.bonus[3] = 60.0f;   // u − w ≈ 60
+  c.bonus[17] = -58.0f;
+  const auto expect = wkv4_direct(c.k, c.v, c.decay, c.bonus, B, T, D);
+  std::vector<float> y(B * T * D);
+  fast::wkv4_forward(y.data(), nullptr, c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
+  KT_CHECK_CLOSE(y, expect, 1e-5, 1e-4);
+  std::vector<float> dk(B * T * D), dv(B * T * D), dd(D), du(D);
+  fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, c.dy.data(), nullptr, c.k.data(),
+                      c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
+  auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), ddec = kt::to_d(c.decay), ud = kt::to_d(c.bonus), gd = kt::to_d(c.dy);
+  std::vector<double> dkr(B * T * D), dvr(B * T * D), ddr(D), dur(D);
+  ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), nullptr, gd.data(), nullptr, kd.data(),
+                             vd.data(), ddec.data(), ud.data(), nullptr, B, T, D);
+  KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-3);
+  KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-3);
+  KT_CHECK_CLOSE(dd, ddr, 1e-4, 1e-3);
+  KT_CHECK_CLOSE(du, dur, 1e-4, 1e-3);
+}
