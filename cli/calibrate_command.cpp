@@ -18,15 +18,16 @@
 //     value at which the roofline price of those steps equals the measured (best) time
 //     (bisection; clamped to (0, 1]). Benchmarks: elementwise = gelu ⊙ of the recurrent gate,
 //     Conv1D, RoPE (with the executor's staging copies), softmax cross-entropy and a residual
-//     add, together; norm = RMSNorm; gemm = the gated MLP and the recurrent projections
+//     add, together; norm = RMSNorm and LayerNorm (rwkv4-tiny); gemm = the gated MLP and the recurrent projections
 //     (fitted together, time-weighted; each one's own value is recorded); scan = the fused
 //     RG-LRU scan; attention = local (griffin-tiny) and global (mqa-tiny) attention together.
 //     Order: elementwise, norm, gemm (the MLP contains a gelu ⊙), scan, attention. Then the
-//     kernels priced on their own (efficiency.ops): Conv1D, RoPE, the cross-entropy, the residual
-//     add and RMSNorm (each also in its class's fit, which prices the kernels not timed here:
-//     one class value mixes kernels 25x apart per priced FLOP), the RG-LRU's block-diagonal gates
-//     (blockdiag: thin GEMMs, ~half the square GEMMs' rate), AdamW (adamw: measured 40 % slower
-//     than the elementwise class prices it), and the other recurrence kernels (wkv4.scan on rwkv4-tiny; the
+//     kernels priced on their own (efficiency.ops): the fused gelu ⊙ (gelu_mul), Conv1D, RoPE,
+//     the cross-entropy, the residual add, RMSNorm and LayerNorm (each also in its class's fit,
+//     which prices the kernels not timed here: one class value mixes kernels 25x apart per
+//     priced FLOP), the RG-LRU's block-diagonal gates (blockdiag: thin GEMMs, ~half the square
+//     GEMMs' rate), AdamW (adamw: measured 40 % slower than the elementwise class prices it), the
+//     runner's gradient accumulation (grad_accumulate: 2-3x slower than the class prices it), and the other recurrence kernels (wkv4.scan on rwkv4-tiny; the
 //     RWKV-6 kernel the runner calls, fitted as both wkv6.scan and wkv6.chunked, which the
 //     lowering prices differently): per element they do 3x to 30x the RG-LRU's work, so the
 //     RG-LRU's class value priced RWKV-6's WKV at 1/7 of its measured time;
@@ -68,6 +69,7 @@
 #include "cli/format.hpp"
 #include "cli/probe.hpp"
 #include "kernels/adamw.hpp"
+#include "kernels/layernorm.hpp"
 #include "kernels/attention.hpp"
 #include "kernels/conv1d.hpp"
 #include "kernels/embedding.hpp"
@@ -315,6 +317,7 @@ std::vector<KernelBench> kernel_benches() {
       K::gelu_mul_forward(o, a, b, n);
       K::gelu_mul_backward(da, db, dout, a, b, n);
     }});
+    own(out.back(), "gelu_mul");
   }
   {  // elementwise: the recurrent block's causal depthwise Conv1D
     auto buf = std::make_shared<Buffers>();
@@ -386,6 +389,31 @@ std::vector<KernelBench> kernel_benches() {
     }};
     kb.op = "adamw";
     out.push_back(kb);
+  }
+  {  // elementwise (efficiency.ops.grad_accumulate): the runner's clear of the gradient buffer and
+     // its sum into the fp32 accumulator after a micro-batch's backward, over griffin-tiny's parameters
+    auto buf = std::make_shared<Buffers>();
+    const i64 n = count_parameters(g).total;
+    float *grad = buf->add(n), *gacc = buf->add(n);
+    KernelBench kb{"elementwise", g.name, "grads (accumulate)", {"grads"}, [=, keep = buf] {
+      std::fill(grad, grad + n, 0.0f);
+      for (i64 i = 0; i < n; ++i) gacc[i] += grad[i];
+    }};
+    kb.op = "grad_accumulate";
+    out.push_back(kb);
+  }
+  {  // norm: LayerNorm forward + backward (RWKV's pre-norms, the transformer's)
+    const ModelSpec r4 = load_model("rwkv4-tiny");
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = r4.width;
+    const float eps = static_cast<float>(r4.norm_eps);
+    float *y = buf->add(M * D), *mean = buf->add(M), *rstd = buf->add(M), *x = buf->add(M * D), *scale = buf->add(D, 0.1f),
+          *bias = buf->add(D, 0.1f), *dx = buf->add(M * D), *dscale = buf->add(D), *dbias = buf->add(D), *dy = buf->add(M * D);
+    out.push_back({"norm", r4.name, "norm1", {"norm1"}, [=, keep = buf] {
+      K::layer_norm_forward(y, mean, rstd, x, scale, bias, M, D, eps);
+      K::layer_norm_backward(dx, dscale, dbias, dy, mean, rstd, x, scale, M, D);
+    }});
+    own(out.back(), "layernorm");
   }
   {  // norm: RMSNorm forward + backward
     auto buf = std::make_shared<Buffers>();
@@ -831,14 +859,24 @@ void run_calibrate(const CalibrateOptions& o) {
       // The median call, not the fastest: validate compares a plan's median step, whose hundred-odd
       // kernels each run at their typical speed (the sum of per-kernel minima undercut it by
       // 10-20 % on this VM: every class's bias was negative).
-      for (auto& k : r.kernels) {
-        if (!k.run) {  // the same kernels as the entry before it
-          v.push_back(v.back());
-          continue;
+      // Round-robin: every round calls each kernel once, so all of them sample the same stretch of
+      // time. Timed one after another (0.15 s each), slow and fast seconds of a shared machine
+      // fell on different kernels: two calibrations minutes apart differed by 8-27 % per value, in
+      // the same direction, while validate's measured steps agreed within 2 %.
+      std::vector<std::vector<double>> calls(r.kernels.size());
+      world.barrier();
+      const double budget_seconds = o.quick ? 0.5 : 10.0, t_start = now_seconds();
+      for (int round = 0; round < 9 || (round < 400 && now_seconds() - t_start < budget_seconds); ++round)
+        for (std::size_t i = 0; i < r.kernels.size(); ++i) {
+          if (!r.kernels[i].run) continue;
+          if (round == 0) r.kernels[i].run();  // warm-up (first-touch of its buffers)
+          evict_l2();
+          const double t0 = now_seconds();
+          r.kernels[i].run();
+          calls[i].push_back(now_seconds() - t0);
         }
-        world.barrier();
-        v.push_back(stats::median(call_seconds(k.run, o.quick ? 0.03 : 0.15, 5, 200, evict_l2)));
-      }
+      for (std::size_t i = 0; i < r.kernels.size(); ++i)  // an entry without run: the entry before it's kernels
+        v.push_back(r.kernels[i].run ? stats::median(calls[i]) : v.back());
       mean_over_ranks(world, v);
       for (std::size_t i = 0; i < v.size(); ++i) r.kernels[i].seconds = v[i];
     }

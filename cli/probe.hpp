@@ -20,15 +20,13 @@ inline double now_seconds() {
 }
 
 // Seconds of f() per call after one warm-up call: at least min_reps calls, more until `budget`
-// seconds have been spent. `before` (untimed) runs before every call, e.g. to evict caches.
-template <class F, class Before = void (*)()>
-std::vector<double> call_seconds(F&& f, double budget, int min_reps, int max_reps, Before&& before = [] {}) {
-  before();
+// seconds have been spent.
+template <class F>
+std::vector<double> call_seconds(F&& f, double budget, int min_reps, int max_reps) {
   f();
   std::vector<double> t;
   double total = 0;
   while (static_cast<int>(t.size()) < min_reps || (total < budget && static_cast<int>(t.size()) < max_reps)) {
-    before();
     const double t0 = now_seconds();
     f();
     const double dt = now_seconds() - t0;

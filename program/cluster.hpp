@@ -49,13 +49,15 @@ struct Efficiency {
   // gates (thin Rb x Rb GEMMs at a fraction of a square GEMM's rate) and AdamW (a long chain of
   // dependent operations per parameter, priced with the elementwise class otherwise), and the
   // elementwise and norm kernels calibrate times on their own (RoPE with its sin/cos runs at 1/25
-  // of a residual add's rate per priced FLOP). `scanshard calibrate` measures them; presets leave
-  // them out.
+  // of a residual add's rate per priced FLOP; the recurrent gate's fused gelu ⊙, gelu_mul, at 2x
+  // the class value; LayerNorm at 2-3x RMSNorm's), and the runner's gradient accumulation
+  // (grad_accumulate: a clear and a sum over every parameter per micro-batch, at 1/2-1/3 of the
+  // class value). `scanshard calibrate` measures them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 11> kTunedOps = {"rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked",
-                                                          "blockdiag",  "adamw",     "conv1d",    "rope",
-                                                          "softmax_xent", "add",     "rmsnorm"};
+inline constexpr std::array<const char*, 14> kTunedOps = {
+    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag", "adamw",    "conv1d",
+    "rope",       "softmax_xent", "add",    "rmsnorm",      "layernorm", "gelu_mul", "grad_accumulate"};
 
 struct ChipSpec {
   std::string name;

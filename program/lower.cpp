@@ -130,14 +130,16 @@ struct Emit {
   // Elementwise op over `elems` elements reading `reads` and writing `writes` tensors of that size.
   // Backward reads the inputs plus dOut and writes one gradient per input, at twice the FLOPs.
   void elementwise(OpClass cls, const char* op, const char* name, double elems, double reads, double writes,
-                   double flops_per_elem, bool saved = true) {
+                   double flops_per_elem, bool saved = true, const char* kernel = nullptr) {
     Step f = base(Phase::forward, cls, op, name);
+    f.kernel = kernel;
     f.vector_flops = flops_per_elem * elems;
     f.bytes_read = reads * elems * c.a;
     f.bytes_written = writes * elems * c.a;
     f.saved_bytes = saved ? f.bytes_written : 0;
     fwd.push_back(f);
     Step b = base(Phase::backward, cls, op, name);
+    b.kernel = kernel;
     b.vector_flops = 2 * f.vector_flops;
     b.bytes_read = (reads + writes) * elems * c.a;
     b.bytes_written = reads * elems * c.a;
@@ -293,7 +295,8 @@ void recurrent_block(Emit& e) {
   e.rmsnorm("norm1");
   e.tensor_allreduce_bwd("rec.in_grad");
   e.linear("rec.wy", D, R);
-  e.elementwise(OpClass::elementwise, "gelu", "rec.gate", c.n * R, 1, 1, 8);
+  // the runner fuses the gate's gelu with the ⊙ below into one kernel (gelu_mul, as mlp.act)
+  e.elementwise(OpClass::elementwise, "gelu", "rec.gate", c.n * R, 1, 1, 8, true, "gelu_mul");
   e.linear("rec.wx", D, R);
   e.halo("rec.conv_halo", K - 1, R);
   e.elementwise(OpClass::elementwise, "conv1d", "rec.conv", c.n * R, 1, 1, 2 * K);
@@ -304,7 +307,7 @@ void recurrent_block(Emit& e) {
   // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
   e.elementwise(OpClass::elementwise, "rglru.decay", "rec.decay", c.n * R, 1, 1, 6);
   e.scan("rglru.scan", "rec.scan", c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
-  e.elementwise(OpClass::elementwise, "mul", "rec.gated", c.n * R, 2, 1, 1);
+  e.elementwise(OpClass::elementwise, "mul", "rec.gated", c.n * R, 2, 1, 1, true, "gelu_mul");
   e.linear("rec.wo", R, D);
   e.tensor_allreduce_fwd("rec.out");
   e.residual("rec.residual");

@@ -120,6 +120,35 @@ TEST_CASE("a per-kernel efficiency replaces the class value for that op only", "
   CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.5)).epsilon(1e-12));
 }
 
+TEST_CASE("the fused gelu ⊙ value prices both steps of the recurrent gate and no other gelu", "[sim]") {
+  // The runner computes rec.gate (gelu) and rec.gated (⊙) in one kernel, gelu_mul, the kernel of
+  // the gated MLP's mlp.act too: its own value must reach those steps of every layer, forward and
+  // backward, and leave the transformer MLP's plain gelu and every other elementwise step at the
+  // class value.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  const double slow = chip.efficiency.elementwise / 16;
+  int tagged = 0;
+  for (const char* model : {"griffin-tiny", "gpt-tiny"}) {
+    const StepProgram prog = lower(load_model(model), plan_for("data=1", 4, 128), 0);
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const Step& s : *list) {
+        if (s.kind != StepKind::compute || s.cls != OpClass::elementwise) continue;
+        const bool gate = std::strcmp(s.name, "rec.gate") == 0 || std::strcmp(s.name, "rec.gated") == 0 ||
+                          (std::strcmp(model, "griffin-tiny") == 0 && std::strcmp(s.name, "mlp.act") == 0);
+        ChipSpec tuned = chip;
+        tuned.efficiency.ops["gelu_mul"] = slow;
+        Step vector_only = s;  // the compute side alone, so the efficiency decides
+        vector_only.bytes_read = vector_only.bytes_written = vector_only.spill_bytes = 0;
+        INFO(model << " " << s.name);
+        const double base = compute_seconds(vector_only, chip, DType::fp32) - chip.launch_overhead_seconds;
+        const double with = compute_seconds(vector_only, tuned, DType::fp32) - chip.launch_overhead_seconds;
+        CHECK(with == Approx(gate ? 16 * base : base).epsilon(1e-9));
+        tagged += gate;
+      }
+  }
+  CHECK(tagged == (2 * 2 + 3) * 2);  // griffin-tiny: 2 recurrent layers x 2 gate steps + 3 MLPs, fwd and bwd
+}
+
 TEST_CASE("a memory-bound step's bandwidth follows the bytes it moves on a memory_curve", "[sim]") {
   ChipSpec chip = load_cluster("cpu-local").chip;
   chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
