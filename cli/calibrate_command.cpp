@@ -860,9 +860,9 @@ void run_calibrate(const CalibrateOptions& o) {
       // kernels each run at their typical speed (the sum of per-kernel minima undercut it by
       // 10-20 % on this VM: every class's bias was negative).
       // Round-robin: every round calls each kernel once, so all of them sample the same stretch of
-      // time. Timed one after another (0.15 s each), slow and fast seconds of a shared machine
-      // fell on different kernels: two calibrations minutes apart differed by 8-27 % per value, in
-      // the same direction, while validate's measured steps agreed within 2 %.
+      // time and their ratios do not depend on which kernel met a slow second of a shared machine.
+      // It does not remove the machine's drift over minutes: calibrations minutes apart still
+      // differ by 5-25 % per value, mostly in one direction (so do validate's measured steps).
       std::vector<std::vector<double>> calls(r.kernels.size());
       world.barrier();
       const double budget_seconds = o.quick ? 0.5 : 10.0, t_start = now_seconds();
