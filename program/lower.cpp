@@ -732,7 +732,14 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
     k->backward.push_back(bwd.front());  // the ZeRO-3 gather comes before recompute and backward
     bwd.erase(bwd.begin());
   }
-  k->backward.reserve(k->backward.size() + fwd.size() + bwd.size());
+  k->backward.reserve(k->backward.size() + fwd.size() + bwd.size() + 1);
+  {  // the layer's backward accumulates (+=) into its activation-gradient buffers, cleared first:
+     // every gradient its backward steps write, but the weights' (the gradient accumulation's)
+    Step clear = e.base(Phase::backward, OpClass::elementwise, "zero", "grad_buffers");
+    for (const Step& s : bwd)
+      if (s.kind == StepKind::compute && std::string_view(s.op) != "linear.dw") clear.bytes_written += s.bytes_written;
+    k->backward.push_back(clear);
+  }
   add_recompute(p.remat, fwd, k->backward);
   k->backward.insert(k->backward.end(), bwd.rbegin(), bwd.rend());
   k->forward = std::move(fwd);

@@ -1598,6 +1598,17 @@ void pp_send_act(State& s, const Step& st) {
   const Vec& x = s.xs[static_cast<std::size_t>(s.end_layer)];
   s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(x), static_cast<int>(s.stage + 1), 0));
 }
+// A layer's accumulation targets (its backward kernels add into them) cleared for this
+// micro-batch: lower.cpp's "zero grad_buffers", the first step of each layer's backward.
+void clear_grad_buffers(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
+                  &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,
+                  &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw,
+                  &b.dgg, &b.dgn, &b.dlz, &b.dltz, &b.dmz, &b.dxs5, &b.ddza, &b.ddlt})
+    zero(*v);
+}
+
 void pp_recv_grad(State& s, const Step& st) {
   need(s, Axis::pipeline, st).recv(span_of(s.dxs[static_cast<std::size_t>(s.end_layer)]), static_cast<int>(s.stage + 1), 1);
 }
@@ -1651,6 +1662,7 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"send_recv|pipeline.recv_activations", {pp_recv_act, nullptr}},
       {"send_recv|pipeline.send_activations", {pp_send_act, nullptr}},
       {"send_recv|pipeline.recv_gradients", {nullptr, pp_recv_grad}},
+      {"zero|grad_buffers", {nullptr, clear_grad_buffers}},
       {"send_recv|pipeline.send_gradients", {nullptr, pp_send_grad}},
       {"all_gather|params", {layer_params_gather, layer_params_gather}},
       {"all_gather|embed.params", {embed_params_gather, nullptr}},
@@ -2017,14 +2029,8 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   State& s = slot(micro);
   s.P = s.Pw = params;
   s.G = grads;
-  zero(s.dxs.back());
+  zero(s.dxs.back());  // the gradient arriving at the top (each layer clears its own buffers: clear_grad_buffers)
   for (auto& b : s.L) b.regathers = 0;
-  for (auto& b : s.L)  // accumulation targets of this micro-batch's backward
-    for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
-                    &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,
-                    &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw,
-                    &b.dgg, &b.dgn, &b.dlz, &b.dltz, &b.dmz, &b.dxs5, &b.ddza, &b.ddlt})
-      zero(*v);
   for (std::size_t i = 0; i < bwd_.size(); ++i) {
     const Bound& b = bwd_[i];
     {
