@@ -27,7 +27,8 @@
 //     which prices the kernels not timed here: one class value mixes kernels 25x apart per
 //     priced FLOP), the RG-LRU's block-diagonal gates (blockdiag: thin GEMMs, ~half the square
 //     GEMMs' rate), AdamW (adamw: measured 40 % slower than the elementwise class prices it), the
-//     runner's gradient accumulation (grad_accumulate: 2-3x slower than the class prices it), and the other recurrence kernels (wkv4.scan on rwkv4-tiny; the
+//     runner's gradient accumulation (grad_accumulate: 2-3x slower than the class prices it), the
+//     clear of a layer's gradient buffers (zero: a cold memset), and the other recurrence kernels (wkv4.scan on rwkv4-tiny; the
 //     RWKV-6 kernel the runner calls, fitted as both wkv6.scan and wkv6.chunked, which the
 //     lowering prices differently): per element they do 3x to 30x the RG-LRU's work, so the
 //     RG-LRU's class value priced RWKV-6's WKV at 1/7 of its measured time;
@@ -409,6 +410,17 @@ std::vector<KernelBench> kernel_benches() {
       for (i64 i = 0; i < n; ++i) gacc[i] += grad[i];
     }};
     kb.op = "grad_accumulate";
+    out.push_back(kb);
+  }
+  {  // elementwise (efficiency.ops.zero): the clear of a layer's activation-gradient buffers
+     // before its backward, as many bytes as the lowering prices for griffin-tiny's first layer;
+     // cold, as in a step (untouched since the previous step's backward)
+    auto buf = std::make_shared<Buffers>();
+    const auto steps = named_steps(g, {"grad_buffers"});
+    const auto n = static_cast<std::size_t>(steps.front().bytes_written / 4);
+    float* z = buf->add(n);
+    KernelBench kb{"elementwise", g.name, "grad_buffers (zero)", {"grad_buffers"}, [=, keep = buf] { std::fill(z, z + n, 0.0f); }};
+    kb.op = "zero";
     out.push_back(kb);
   }
   {  // norm: LayerNorm forward + backward (RWKV's pre-norms, the transformer's)

@@ -52,12 +52,13 @@ struct Efficiency {
   // of a residual add's rate per priced FLOP; the recurrent gate's fused gelu ⊙, gelu_mul, at 2x
   // the class value; LayerNorm at 2-3x RMSNorm's), and the runner's gradient accumulation
   // (grad_accumulate: a clear and a sum over every parameter per micro-batch, at 1/2-1/3 of the
-  // class value). `scanshard calibrate` measures them; presets leave them out.
+  // class value) and the clear of a layer's gradient buffers (zero: cold memory, ~1/5 of the
+  // rate the memory curve gives its size). `scanshard calibrate` measures them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 14> kTunedOps = {
-    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag", "adamw",    "conv1d",
-    "rope",       "softmax_xent", "add",    "rmsnorm",      "layernorm", "gelu_mul", "grad_accumulate"};
+inline constexpr std::array<const char*, 15> kTunedOps = {
+    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag", "adamw",           "conv1d", "rope",
+    "softmax_xent", "add",     "rmsnorm",   "layernorm",    "gelu_mul",  "grad_accumulate", "zero"};
 
 struct ChipSpec {
   std::string name;
