@@ -417,7 +417,7 @@ std::vector<KernelBench> kernel_benches() {
      // cold, as in a step (untouched since the previous step's backward)
     auto buf = std::make_shared<Buffers>();
     const auto steps = named_steps(g, {"grad_buffers"});
-    const auto n = static_cast<std::size_t>(steps.front().bytes_written / 4);
+    const auto n = static_cast<std::size_t>(steps.front().vector_flops);  // the lowering's elements, one store each
     float* z = buf->add(n);
     KernelBench kb{"elementwise", g.name, "grad_buffers (zero)", {"grad_buffers"}, [=, keep = buf] { std::fill(z, z + n, 0.0f); }};
     kb.op = "zero";

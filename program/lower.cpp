@@ -739,7 +739,7 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
      // untouched since the previous step's backward: a cold clear (efficiency.ops.zero).
     Step clear = e.base(Phase::backward, OpClass::elementwise, "zero", "grad_buffers");
     clear.bytes_written = saved_under(Remat::none, fwd, c);
-    clear.vector_flops = clear.bytes_written / 4;
+    clear.vector_flops = clear.bytes_written / c.a;  // elements: one store each
     k->backward.push_back(clear);
   }
   add_recompute(p.remat, fwd, k->backward);
