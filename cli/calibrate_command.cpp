@@ -269,6 +269,55 @@ double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::
   return std::exp(0.5 * (lo + hi));
 }
 
+// efficiency.attention and efficiency.attention_softmax together, from the attention benchmarks
+// (KernelBench::cls == "attention"): for each softmax value on a log grid (refined twice), the
+// attention value that prices the benchmarks' total (fit_efficiency), scored by the sum of squared
+// relative errors of the benchmarks one by one; the best pair is kept. With benchmarks at two head
+// sizes the two are separable: a score costs the same vector work whatever the head size, a matrix
+// FLOP the same whatever the score count. Each benchmark's recorded value is then its own
+// attention value at the chosen softmax value.
+void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip) {
+  std::vector<std::pair<std::vector<Step>, KernelBench*>> att;
+  std::vector<Step> all;
+  double total = 0;
+  for (auto& k : benches)
+    if (k.cls == "attention") {
+      att.emplace_back(named_steps(load_model(k.model), k.names), &k);
+      all.insert(all.end(), att.back().first.begin(), att.back().first.end());
+      total += k.seconds;
+    }
+  if (att.size() < 2) return;
+  auto priced = [&](double softmax, double* attention) {
+    chip.efficiency.attention_softmax = softmax;
+    bool clamped = false;
+    *attention = fit_efficiency(all, chip, "attention", total, &clamped);
+    chip.efficiency.attention = *attention;
+    double sq = 0;
+    for (const auto& [steps, k] : att) {
+      double t = 0;
+      for (const auto& s : steps) t += compute_seconds(s, chip, DType::fp32);
+      sq += (t / k->seconds - 1) * (t / k->seconds - 1);
+    }
+    return sq;
+  };
+  double lo = std::log(1e-4), hi = 0, best_x = hi, best_sq = 1e300, best_att = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const int n = 40;
+    for (int i = 0; i <= n; ++i) {
+      const double x = lo + (hi - lo) * i / n;
+      double a = 0;
+      const double sq = priced(std::exp(x), &a);
+      if (sq < best_sq) best_sq = sq, best_x = x, best_att = a;
+    }
+    const double step = (hi - lo) / n;
+    lo = std::max(std::log(1e-4), best_x - step);
+    hi = std::min(0.0, best_x + step);
+  }
+  chip.efficiency.attention_softmax = std::exp(best_x);
+  chip.efficiency.attention = best_att;
+  for (auto& [steps, k] : att) k->efficiency = fit_efficiency(steps, chip, "attention", k->seconds, &k->clamped);
+}
+
 // Buffers of one benchmark, kept alive by the closure.
 struct Buffers {
   std::vector<std::vector<float>> f;
@@ -543,7 +592,11 @@ std::vector<KernelBench> kernel_benches() {
       out.push_back(kb);
     }
   }
-  for (const ModelSpec* m : {&g, &q}) {  // attention: local (griffin-tiny) and global (mqa-tiny)
+  // attention: local (griffin-tiny) and global (mqa-tiny) at head size 32, and global at head size
+  // 16 with two query heads per K/V head (gpt-tiny): twice the scores per matrix FLOP, so the
+  // per-score vector work (efficiency.attention_softmax) separates from the products' (attention)
+  const ModelSpec gpt = load_model("gpt-tiny");
+  for (const ModelSpec* m : {&g, &q, &gpt}) {
     auto buf = std::make_shared<Buffers>();
     const i64 H = m->heads, Hk = m->kv_heads, N = m->head_dim, W = m->window;
     buf->reset = make_reset();
@@ -698,6 +751,7 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
     << "    elementwise: " << fmt(chip.efficiency.elementwise) << "\n"
     << "    scan: " << fmt(chip.efficiency.scan) << "\n"
     << "    attention: " << fmt(chip.efficiency.attention) << "\n"
+    << "    attention_softmax: " << fmt(chip.efficiency.attention_softmax) << "   # the attention core's per-score vector work\n"
     << "    norm: " << fmt(chip.efficiency.norm) << "\n"
     << "    memory_curve: [" << [&] {
          std::string c;
@@ -924,6 +978,7 @@ void run_calibrate(const CalibrateOptions& o) {
       bool clamped = false;
       efficiency_field(chip.efficiency, cls) = fit_efficiency(all, chip, cls, total, &clamped);
     }
+    fit_attention_softmax(r.kernels, chip);
     for (auto& k : r.kernels) {  // the tuned kernels' own values, once every class is known
       if (k.op.empty()) continue;
       std::vector<Step> steps;
@@ -976,8 +1031,8 @@ void run_calibrate(const CalibrateOptions& o) {
       }
       t.add({"launch overhead", format_seconds(back.chip.launch_overhead_seconds)});
       char effs[200];
-      std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f", e.gemm,
-                    e.elementwise, e.norm, e.scan, e.attention);
+      std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f (softmax %.3f)", e.gemm,
+                    e.elementwise, e.norm, e.scan, e.attention, e.attention_softmax);
       t.add({"efficiency", effs});
       std::string ops;
       for (const auto& [op, eff] : e.ops) { char b[32]; std::snprintf(b, sizeof b, " %.3g", eff); ops += (ops.empty() ? "" : "  ") + op + b; }

@@ -96,6 +96,7 @@ Efficiency parse_efficiency(YamlMap y) {
   e.elementwise = fraction(y, "elementwise", e.elementwise);
   e.scan = fraction(y, "scan", e.scan);
   e.attention = fraction(y, "attention", e.attention);
+  if (y.has("attention_softmax")) e.attention_softmax = fraction(y, "attention_softmax", 1.0);
   e.norm = fraction(y, "norm", e.norm);
   e.memory_curve = parse_curve(y, "memory_curve", "bytes", "[[1.0e6, 1.0], [2.0e8, 0.1]]");
   if (!e.memory_curve.empty() && y.has("memory")) throw y.error("memory", "give memory or memory_curve, not both");

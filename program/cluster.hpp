@@ -24,6 +24,13 @@ struct Efficiency {
   double attention = 0.5;
   double norm = 0.7;
   double memory = 0.85;    // fraction of memory_bytes_per_s reached by streaming ops
+  // Optional: fraction of vector_flops_per_s reached by the attention core's per-score work
+  // (scale, max, exp, sum, normalise; its vector_flops), 0 = the elementwise value, as every other
+  // step that carries matrix FLOPs. On a CPU it is the larger part of a small head's attention:
+  // per score ~2 ns forward and ~5 ns backward against ~13 ps per matrix FLOP (this machine), so
+  // one `attention` value fitted at head size 32 priced head size 16 30 % fast. `scanshard
+  // calibrate` fits it beside `attention` from attention at two head sizes.
+  double attention_softmax = 0;
   double network = 0.85;   // fraction of link bandwidth reached by collectives
   // Optional shape dependence of `gemm`: (FLOPs of one GEMM 2·m·n·k, fraction of peak) points,
   // FLOPs increasing; between points the fraction is interpolated linearly in log(FLOPs), beyond

@@ -43,7 +43,10 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
     if (const auto it = e.ops.find(std::string_view(s.kernel ? s.kernel : s.op)); it != e.ops.end()) eff = it->second;
   const double mm = s.cls == OpClass::gemm ? padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile) : s.matmul_flops;
   const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
-  const double vector_s = s.vector_flops / (chip.vector_flops_per_s * (s.matmul_flops > 0 ? e.elementwise : eff));
+  const double vector_eff = s.matmul_flops <= 0                                       ? eff
+                            : s.cls == OpClass::attention && e.attention_softmax > 0 ? e.attention_softmax
+                                                                                     : e.elementwise;
+  const double vector_s = s.vector_flops / (chip.vector_flops_per_s * vector_eff);
   double bytes = s.bytes_read + s.bytes_written;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
   const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory_at(bytes));

@@ -192,3 +192,12 @@ TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside mem
   CHECK_THAT(error_of("memory_curve: [[1.0e6, 1.5]]"), Catch::Contains("fraction must be in (0, 1]"));
   CHECK_THAT(error_of("memory_curve: 3"), Catch::Contains("expected a list of [bytes, fraction] pairs"));
 }
+
+TEST_CASE("attention_softmax is an optional fraction, unset = the elementwise value", "[config]") {
+  const ChipSpec unset = parse_chip(parse_yaml(kChipToEfficiency + "attention: 0.5}\n", "x.yaml"), "x.yaml", "");
+  CHECK(unset.efficiency.attention_softmax == 0);
+  const ChipSpec ok = parse_chip(parse_yaml(kChipToEfficiency + "attention_softmax: 0.02}\n", "x.yaml"), "x.yaml", "");
+  CHECK(ok.efficiency.attention_softmax == 0.02);
+  CHECK_THAT(chip_error("attention_softmax: 0}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
+  CHECK_THAT(chip_error("attention_softmax: 2}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
+}

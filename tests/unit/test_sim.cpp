@@ -149,6 +149,40 @@ TEST_CASE("the fused gelu ⊙ value prices both steps of the recurrent gate and 
   CHECK(tagged == (2 * 2 + 3) * 2);  // griffin-tiny: 2 recurrent layers x 2 gate steps + 3 MLPs, fwd and bwd
 }
 
+TEST_CASE("attention_softmax prices the attention core's per-score work and nothing else", "[sim]") {
+  // Roofline by hand: matrix FLOPs / (peak · attention) + vector FLOPs / (vector peak · softmax);
+  // unset (0), the vector part keeps the elementwise value like every other step with matrix FLOPs.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.efficiency.attention = 0.5;
+  chip.efficiency.elementwise = 0.25;
+  Step s;
+  s.cls = OpClass::attention;
+  s.op = "attention.global";
+  s.matmul_flops = 4e8;
+  s.vector_flops = 1e7;
+  auto by_hand = [&](double vector_eff) {
+    return 4e8 / (chip.peak("fp32") * 0.5) + 1e7 / (chip.vector_flops_per_s * vector_eff) + chip.launch_overhead_seconds;
+  };
+  CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.25)).epsilon(1e-12));
+  chip.efficiency.attention_softmax = 0.02;
+  CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.02)).epsilon(1e-12));
+  Step g = s;  // a GEMM's vector part (bias, ...) keeps the elementwise value
+  g.cls = OpClass::gemm;
+  g.op = "linear";
+  chip.efficiency.gemm = 0.5;
+  CHECK(compute_seconds(g, chip, DType::fp32) == Approx(by_hand(0.25)).epsilon(1e-12));
+  // the lowering gives a head-size-16 core twice the per-score work per matrix FLOP of size 32
+  auto core_ratio = [](const char* model) {
+    double mm = 0, vec = 0;
+    const StepProgram prog = lower(load_model(model), plan_for("data=1", 4, 128), 0);
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const Step& st : *list)
+        if (st.kind == StepKind::compute && st.cls == OpClass::attention) mm += st.matmul_flops, vec += st.vector_flops;
+    return vec / mm;
+  };
+  CHECK(core_ratio("gpt-tiny") == Approx(2 * core_ratio("mqa-tiny")).epsilon(1e-12));
+}
+
 TEST_CASE("a memory-bound step's bandwidth follows the bytes it moves on a memory_curve", "[sim]") {
   ChipSpec chip = load_cluster("cpu-local").chip;
   chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
