@@ -93,11 +93,45 @@ void blockdiag_backward(F* dx, F* dw, F* db, const F* dy, const F* x,
 }
 
 
+template <class F>
+void grouped_linear_forward(F* y, const F* x, const F* w, i64 M, i64 G, i64 C, i64 OC) {
+  for (i64 g = 0; g < G; ++g)
+    for (i64 m = 0; m < M; ++m)
+      for (i64 o = 0; o < OC; ++o) {
+        // y[g,m,o] = Σ_c x[m, g·C + c] W[g,c,o]
+        double acc = 0;
+        for (i64 c = 0; c < C; ++c) acc += double(x[m * G * C + g * C + c]) * w[(g * C + c) * OC + o];
+        y[(g * M + m) * OC + o] = F(acc);
+      }
+}
+
+template <class F>
+void grouped_linear_backward(F* dx, F* dw, const F* dy, const F* x, const F* w, i64 M, i64 G, i64 C, i64 OC) {
+  for (i64 g = 0; g < G; ++g) {
+    if (dx)
+      for (i64 m = 0; m < M; ++m)
+        for (i64 c = 0; c < C; ++c) {
+          double acc = 0;  // dx[m, g·C + c] += Σ_o dy[g,m,o] W[g,c,o]
+          for (i64 o = 0; o < OC; ++o) acc += double(dy[(g * M + m) * OC + o]) * w[(g * C + c) * OC + o];
+          dx[m * G * C + g * C + c] += F(acc);
+        }
+    if (dw)
+      for (i64 c = 0; c < C; ++c)
+        for (i64 o = 0; o < OC; ++o) {
+          double acc = 0;  // dW[g,c,o] += Σ_m x[m, g·C + c] dy[g,m,o]
+          for (i64 m = 0; m < M; ++m) acc += double(x[m * G * C + g * C + c]) * dy[(g * M + m) * OC + o];
+          dw[(g * C + c) * OC + o] += F(acc);
+        }
+  }
+}
+
 #define SCANSHARD_INSTANTIATE(F) \
   template void linear_forward<F>(F*, const F*, const F*, const F*, i64, i64, i64); \
   template void linear_backward<F>(F*, F*, F*, const F*, const F*, const F*, i64, i64, i64); \
   template void blockdiag_forward<F>(F*, const F*, const F*, const F*, i64, i64, i64); \
-  template void blockdiag_backward<F>(F*, F*, F*, const F*, const F*, const F*, i64, i64, i64);
+  template void blockdiag_backward<F>(F*, F*, F*, const F*, const F*, const F*, i64, i64, i64); \
+  template void grouped_linear_forward<F>(F*, const F*, const F*, i64, i64, i64, i64); \
+  template void grouped_linear_backward<F>(F*, F*, const F*, const F*, const F*, i64, i64, i64, i64);
 SCANSHARD_INSTANTIATE(float)
 SCANSHARD_INSTANTIATE(double)
 #undef SCANSHARD_INSTANTIATE
@@ -176,6 +210,26 @@ void blockdiag_backward(float* dx, float* dw, float* db, const float* dy, const 
                   int(R), dy + h * S, int(R), 1.0f, dw + h * S * S, int(S));
   }
   if (db) bias_grad(db, dy, M, R);
+}
+
+void grouped_linear_forward(float* y, const float* x, const float* w, i64 M, i64 G, i64 C, i64 OC) {
+  if (M == 0 || OC == 0) return;
+  for (i64 g = 0; g < G; ++g)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(OC), int(C), 1.0f, x + g * C, int(G * C),
+                w + g * C * OC, int(OC), 0.0f, y + g * M * OC, int(OC));
+}
+
+void grouped_linear_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, i64 M, i64 G,
+                             i64 C, i64 OC) {
+  if (M == 0) return;
+  for (i64 g = 0; g < G; ++g) {
+    if (dx)  // dx[:, g·C:(g+1)·C] += dy_g [M,OC] · W_gᵀ [OC,C]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(C), int(OC), 1.0f, dy + g * M * OC, int(OC),
+                  w + g * C * OC, int(OC), 1.0f, dx + g * C, int(G * C));
+    if (dw)  // dW_g [C,OC] += x_gᵀ [C,M] · dy_g [M,OC]
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(C), int(OC), int(M), 1.0f, x + g * C, int(G * C),
+                  dy + g * M * OC, int(OC), 1.0f, dw + g * C * OC, int(OC));
+  }
 }
 
 }  // namespace fast

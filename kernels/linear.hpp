@@ -26,6 +26,14 @@ void blockdiag_forward(F* y, const F* x, const F* w, const F* b, i64 M, i64 R, i
 template <class F>
 void blockdiag_backward(F* dx, F* dw, F* db, const F* dy, const F* x,
                         const F* w, i64 M, i64 R, i64 Hb);
+// Grouped linear of G maps side by side (RWKV-6's five LoRA B maps): group g reads columns
+// [g·C, (g+1)·C) of x and writes its own output block:
+// y[g, m, o] = Σ_c x[m, g·C + c] W[g, c, o];   x [M, G·C], W [G, C, OC], y [G, M, OC] (no bias).
+// Backward: dx[m, g·C + c] += Σ_o dy[g, m, o] W[g, c, o];  dW[g, c, o] += Σ_m x[m, g·C + c] dy[g, m, o].
+template <class F>
+void grouped_linear_forward(F* y, const F* x, const F* w, i64 M, i64 G, i64 C, i64 OC);
+template <class F>
+void grouped_linear_backward(F* dx, F* dw, const F* dy, const F* x, const F* w, i64 M, i64 G, i64 C, i64 OC);
 }  // namespace ref
 
 namespace fast {
@@ -35,6 +43,10 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
 void blockdiag_forward(float* y, const float* x, const float* w, const float* b, i64 M, i64 R, i64 Hb);
 void blockdiag_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                         const float* w, i64 M, i64 R, i64 Hb);
+// Strided sgemm per group: no copies of the column blocks.
+void grouped_linear_forward(float* y, const float* x, const float* w, i64 M, i64 G, i64 C, i64 OC);
+void grouped_linear_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, i64 M, i64 G,
+                             i64 C, i64 OC);
 }  // namespace fast
 
 }  // namespace scanshard::kernels

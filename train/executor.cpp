@@ -1244,40 +1244,21 @@ void r6_lora_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::tanh_backward(b.dlz.data(), b.dltz.data(), b.ltz.data(), s.M * 5 * rank_mix(s));
 }
-// LoRA B: five rank-r maps; map j reads columns [j·r, (j+1)·r) of tanh(z).
-Vec cols(const Vec& a, i64 M, i64 C, i64 c0, i64 n) {
-  Vec r(static_cast<std::size_t>(M * n));
-  for (i64 m = 0; m < M; ++m) std::copy_n(a.data() + m * C + c0, n, r.data() + m * n);
-  return r;
-}
+// LoRA B: five rank-r maps; map j reads columns [j·r, (j+1)·r) of tanh(z) and writes x5 block j
+// (kernels::grouped_linear: strided GEMMs, no copies of the column blocks).
 void r6_lora_b_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 r = rank_mix(s);
-  for (int j = 0; j < 5; ++j) {
-    const Vec tj = cols(b.ltz, s.M, 5 * r, j * r, r);
-    K::linear_forward(x5(s, b.mz, j), tj.data(), s.par(st.layer, "tm.lora_b") + j * r * s.D, nullptr, s.M, r, s.D);
-  }
+  K::grouped_linear_forward(b.mz.data(), b.ltz.data(), s.par(st.layer, "tm.lora_b"), s.M, 5, rank_mix(s), s.D);
 }
 void r6_lora_b_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 r = rank_mix(s);
-  for (int j = 0; j < 5; ++j) {
-    const Vec tj = cols(b.ltz, s.M, 5 * r, j * r, r);
-    Vec dtj(static_cast<std::size_t>(s.M * r), 0.0f);
-    K::linear_backward(dtj.data(), nul(), nul(), x5(s, b.dmz, j), tj.data(), s.par(st.layer, "tm.lora_b") + j * r * s.D, s.M,
-                       r, s.D);
-    for (i64 m = 0; m < s.M; ++m)
-      for (i64 c = 0; c < r; ++c) b.dltz[static_cast<std::size_t>(m * 5 * r + j * r + c)] += dtj[static_cast<std::size_t>(m * r + c)];
-  }
+  K::grouped_linear_backward(b.dltz.data(), nul(), b.dmz.data(), b.ltz.data(), s.par(st.layer, "tm.lora_b"), s.M, 5,
+                             rank_mix(s), s.D);
 }
 void r6_lora_b_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 r = rank_mix(s);
-  for (int j = 0; j < 5; ++j) {
-    const Vec tj = cols(b.ltz, s.M, 5 * r, j * r, r);
-    K::linear_backward(nul(), s.grad(st.layer, "tm.lora_b") + j * r * s.D, nul(), x5(s, b.dmz, j), tj.data(),
-                       s.par(st.layer, "tm.lora_b") + j * r * s.D, s.M, r, s.D);
-  }
+  K::grouped_linear_backward(nul(), s.grad(st.layer, "tm.lora_b"), b.dmz.data(), b.ltz.data(),
+                             s.par(st.layer, "tm.lora_b"), s.M, 5, rank_mix(s), s.D);
 }
 void r6_mix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);

@@ -81,3 +81,48 @@ TEST_CASE("block-diagonal linear fast equals reference and backward matches fini
     KT_CHECK_CLOSE(db, rdb, 1e-4, 1e-4);
   }
 }
+
+TEST_CASE("grouped linear equals one plain linear per copied column block, backward matches finite differences",
+          "[linear]") {
+  for (auto [M, G, C, OC] : {std::tuple<i64, i64, i64, i64>{7, 5, 3, 11}, {1, 1, 4, 2}, {9, 2, 8, 16}}) {
+    const auto x = kt::randn(M * G * C, 21), w = kt::randn(G * C * OC, 22, 0.4f), dy = kt::randn(G * M * OC, 23);
+    std::vector<float> y_fast(G * M * OC), y_ref(G * M * OC);
+    k::fast::grouped_linear_forward(y_fast.data(), x.data(), w.data(), M, G, C, OC);
+    k::ref::grouped_linear_forward(y_ref.data(), x.data(), w.data(), M, G, C, OC);
+    // independent: group g's columns copied out, then the plain reference linear with W_g
+    std::vector<float> y_plain(G * M * OC), dx_plain(M * G * C, 0.0f), dw_plain(G * C * OC, 0.0f);
+    for (i64 g = 0; g < G; ++g) {
+      std::vector<float> xg(M * C), dxg(M * C, 0.0f);
+      for (i64 m = 0; m < M; ++m)
+        for (i64 c = 0; c < C; ++c) xg[m * C + c] = x[m * G * C + g * C + c];
+      k::ref::linear_forward(y_plain.data() + g * M * OC, xg.data(), w.data() + g * C * OC, static_cast<const float*>(nullptr),
+                             M, C, OC);
+      k::ref::linear_backward(dxg.data(), dw_plain.data() + g * C * OC, static_cast<float*>(nullptr), dy.data() + g * M * OC,
+                              xg.data(), w.data() + g * C * OC, M, C, OC);
+      for (i64 m = 0; m < M; ++m)
+        for (i64 c = 0; c < C; ++c) dx_plain[m * G * C + g * C + c] = dxg[m * C + c];
+    }
+    KT_CHECK_CLOSE(y_ref, y_plain, 1e-5, 1e-5);
+    KT_CHECK_CLOSE(y_fast, y_plain, 1e-5, 1e-5);
+
+    // backward accumulates: start from a nonzero buffer and subtract it afterwards
+    std::vector<float> dx(M * G * C, 0.5f), dw(G * C * OC, 0.5f);
+    k::fast::grouped_linear_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), M, G, C, OC);
+    for (auto* v : {&dx, &dw}) for (auto& e : *v) e -= 0.5f;
+    KT_CHECK_CLOSE(dx, dx_plain, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dw, dw_plain, 1e-4, 1e-4);
+    auto xd = kt::to_d(x), wd = kt::to_d(w), dyd = kt::to_d(dy);
+    auto loss = [&] {
+      std::vector<double> y(G * M * OC);
+      k::ref::grouped_linear_forward(y.data(), xd.data(), wd.data(), M, G, C, OC);
+      return kt::dot(y, dyd);
+    };
+    const auto ix = kt::sample_indices(M * G * C, 40, 24), iw = kt::sample_indices(G * C * OC, 40, 25);
+    KT_CHECK_CLOSE(kt::pick(dx, ix), kt::fd_grad(xd, ix, loss), 1e-4, 1e-4);
+    KT_CHECK_CLOSE(kt::pick(dw, iw), kt::fd_grad(wd, iw, loss), 1e-4, 1e-4);
+    std::vector<double> rdx(M * G * C), rdw(G * C * OC);
+    k::ref::grouped_linear_backward(rdx.data(), rdw.data(), dyd.data(), xd.data(), wd.data(), M, G, C, OC);
+    KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dw, rdw, 1e-4, 1e-4);
+  }
+}

@@ -73,15 +73,16 @@ TEST_CASE("train: the executor's first loss equals the plain model composition f
 // The backward too: the gradient of the first step (one micro-batch of the whole batch, so the
 // runner's accumulated gradient is the mean-loss gradient), before any reduction or update,
 // equals the plain composition's double-precision backward for every parameter tensor — every
-// backward handler of the executor (biases, positions, LayerNorm, GeLU included) against an
-// independent implementation whose own gradients are finite-difference checked (kernel tests).
+// backward handler of the executor (biases, positions, LayerNorm, GeLU, the RWKV time and channel
+// mixes included) against an independent implementation whose own gradients are
+// finite-difference checked (kernel tests).
 TEST_CASE("train: the executor's first gradient equals the plain model composition's backward", "[train]") {
   const auto bytes = train::load_bytes(train::default_corpus_path(), 1000);
   const std::vector<std::int32_t> data(bytes.begin(), bytes.end());
   ModelSpec windowed = load_model("gpt-tiny");  // a local-attention transformer (window 5 of 16 tokens)
   windowed.window = 5;
   for (const ModelSpec& m : {load_model("griffin-tiny"), load_model("mqa-tiny"), load_model("transformer-tiny"),
-                             load_model("gpt-tiny"), windowed}) {
+                             load_model("gpt-tiny"), windowed, load_model("rwkv4-tiny"), load_model("rwkv6-tiny")}) {
     const std::string name = m.name + (m.window > 0 && m.family == Family::transformer ? " (window 5)" : "");
     Plan p;
     p.model = m.name;
@@ -101,9 +102,15 @@ TEST_CASE("train: the executor's first gradient equals the plain model compositi
     const auto pf = init_params(lay, o.seed);
     const std::vector<double> pd(pf.begin(), pf.end());
     std::vector<double> want(pd.size(), 0.0);
-    kt::Model<double, kt::RefOps> ref(m, lay, p.global_batch, p.seq_len);
-    ref.forward(pd.data(), tokens, targets, reset);
-    ref.backward(pd.data(), want.data());
+    if (m.is_rwkv()) {
+      kt::RwkvModel<double, kt::RwkvRefOps> ref(m, lay, p.global_batch, p.seq_len);
+      ref.forward(pd.data(), tokens, targets);
+      ref.backward(want.data());
+    } else {
+      kt::Model<double, kt::RefOps> ref(m, lay, p.global_batch, p.seq_len);
+      ref.forward(pd.data(), tokens, targets, reset);
+      ref.backward(pd.data(), want.data());
+    }
     for (std::size_t ti = 0; ti < lay.tensors.size(); ++ti) {
       const auto off = static_cast<std::size_t>(lay.offset[ti]);
       const auto n = static_cast<std::size_t>(lay.tensors[ti].count());
