@@ -461,7 +461,7 @@ std::vector<KernelBench> kernel_benches() {
     float *grad = buf->add(n), *gacc = buf->add(n);
     KernelBench kb{"elementwise", g.name, "grads (accumulate)", {"grads"}, [=, keep = buf] {
       std::fill(grad, grad + n, 0.0f);
-      for (i64 i = 0; i < n; ++i) gacc[i] += grad[i];
+      kernels::accumulate(gacc, grad, n);
     }};
     kb.op = "grad_accumulate";
     out.push_back(kb);

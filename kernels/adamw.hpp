@@ -19,6 +19,13 @@ struct AdamW {
   float max_grad_norm = 1.0f;  // ≤ 0: no clipping
 };
 
+// acc[i] += x[i], i < n: a micro-batch's gradient into the step's accumulator (fp32 or fp64, the
+// plan's gradient dtype). The runner's accumulation and calibrate's bench of it (grad_accumulate).
+template <class Acc>
+inline void accumulate(Acc* acc, const float* x, i64 n) {
+  for (i64 i = 0; i < n; ++i) acc[i] += Acc(x[i]);
+}
+
 // Σ g² in double (one buffer; add the results of all buffers/ranks for the global norm).
 double sum_squares(const float* g, i64 n);
 

@@ -385,20 +385,19 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         if (buckets.active && oi == last_backward) {  // the step's last backward: start the buckets
           ex.backward(j, params.data(), grad.data(), &tr, [&](std::int32_t l) {
             const Range r = buckets.layer[static_cast<std::size_t>(l)];
-            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += Acc(grad[i]);
+            kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
             buckets.started[static_cast<std::size_t>(l)] = 1;
             ++res.overlapped_buckets;
             buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
             mpi::Comm::test_all(buckets.requests);
           });
           Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
-          for (const Range& r : buckets.rest(sl))
-            for (std::int64_t i = r.begin; i < r.end; ++i) gacc[i] += Acc(grad[i]);
+          for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
           continue;
         }
         ex.backward(j, params.data(), grad.data(), &tr);
         Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
-        for (std::size_t i = 0; i < grad.size(); ++i) gacc[i] += Acc(grad[i]);
+        kernels::accumulate(gacc.data(), grad.data(), static_cast<std::int64_t>(grad.size()));
         continue;
       }
       for (std::int64_t b = 0; b < mb; ++b) {
