@@ -695,6 +695,38 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
   return fits;
 }
 
+// compute_jitter (ChipSpec): the ranks alternate a stretch of sgemm (~1.5 ms, the order of a tiny
+// plan's compute between collectives) with an 8-byte all-reduce. The time a rank spends in the
+// all-reduce beyond the call's own latency (`latency_seconds`, the smallest all-reduce sample) is
+// its wait for the slowest rank; averaged over iterations and ranks it is E[max] − E[duration] of
+// the ranks' stretches, so jitter = mean wait / (mean stretch · E[max of P standard normals]).
+struct Jitter {
+  double jitter = 0, stretch_seconds = 0, wait_seconds = 0;
+};
+Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick) {
+  const int M = 512, N = 384, Kd = 128, iters = quick ? 20 : 200;
+  std::vector<float> a(static_cast<std::size_t>(M * Kd), 0.5f), b(static_cast<std::size_t>(Kd * N), 0.01f),
+      c(static_cast<std::size_t>(M * N));
+  float token[2] = {0, 0};
+  double stretch = 0, wait = 0;
+  w.barrier();
+  for (int i = 0; i < iters; ++i) {
+    const double t0 = now_seconds();
+    for (int g = 0; g < 3; ++g)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, Kd, 1.0f, a.data(), Kd, b.data(), N, 0.0f, c.data(), N);
+    const double t1 = now_seconds();
+    w.allreduce_sum(std::span<float>(token, 2));
+    stretch += t1 - t0;
+    wait += std::max(0.0, now_seconds() - t1 - latency_seconds);
+  }
+  double v[2] = {stretch / iters, wait / iters};
+  w.allreduce_sum(std::span<double>(v, 2));
+  Jitter j;
+  j.stretch_seconds = v[0] / w.size();
+  j.wait_seconds = v[1] / w.size();
+  j.jitter = std::min(0.5, j.wait_seconds / (j.stretch_seconds * expected_max_standard_normal(w.size())));
+  return j;
+}
 
 // ─── the cluster file ───────────────────────────────────────────────────────────────────────────
 
@@ -706,6 +738,7 @@ struct Measured {
   double probe_seconds = 0;  // machine_probe_seconds() (cli/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
   std::vector<CommFit> comm;
+  Jitter jitter;
   double seconds = 0;
   double load_start = -1, load_end = -1;  // machine load average around the run
 };
@@ -751,6 +784,7 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
     << "  onchip_memory_bytes: " << fmt(chip.onchip_memory_bytes) << "\n"
     << "  matrix_tile: 1\n"
     << "  launch_overhead_seconds: " << fmt(chip.launch_overhead_seconds) << "\n"
+    << "  compute_jitter: " << fmt(chip.compute_jitter) << "   # rank-to-rank spread of compute time: waits at collectives\n"
     << "  efficiency:                     # roofline price of the runner's kernels = measured time\n"
     << "    gemm: " << fmt(chip.efficiency.gemm) << "\n"
     << "    elementwise: " << fmt(chip.efficiency.elementwise) << "\n"
@@ -793,6 +827,8 @@ std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const Chi
   for (const auto& t : r.triad) y << "    - [" << fmt(t.bytes) << ", " << fmt(t.bytes_per_s) << "]\n";
   y << "  vector_fma_flops_per_s: " << fmt(r.vector_flops) << "\n"
     << "  launch_overhead_seconds: " << fmt(r.launch) << "\n"
+    << "  jitter: {stretch_seconds: " << fmt(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt(r.jitter.wait_seconds)
+    << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
     << "  kernels:                        # forward + backward of one layer, 4 x 128 tokens\n";
   for (const auto& k : r.kernels)
     y << "    - {class: " << k.cls << ", model: " << k.model << ", steps: " << yaml_string(k.group) << ", seconds: " << fmt(k.seconds)
@@ -1003,6 +1039,8 @@ void run_calibrate(const CalibrateOptions& o) {
       const CommFit& ar = r.comm.front();
       if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
       if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = ar.link_latency_seconds;
+      r.jitter = measure_jitter(world, ar.samples.front().second, o.quick);
+      chip.compute_jitter = r.jitter.jitter;
     }
     r.seconds = now_seconds() - t_start;
     r.load_end = load_average_1min();

@@ -590,7 +590,7 @@ std::pair<Chart, Chart> sweep_charts(const std::string& gp, const HtmlReportOpti
       case Bucket::attention: return 1;
       case Bucket::scan: return 2;
       case Bucket::comm_data: case Bucket::comm_fsdp: case Bucket::comm_tensor: case Bucket::comm_sequence:
-      case Bucket::comm_pipeline: case Bucket::bubble: return 4;
+      case Bucket::comm_pipeline: case Bucket::bubble: case Bucket::sync_wait: return 4;
       default: return 3;
     }
   };

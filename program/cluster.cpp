@@ -192,6 +192,8 @@ ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::
   c.launch_overhead_seconds = y.optional_double("launch_overhead_seconds", 0.0);
   if (c.launch_overhead_seconds < 0 || c.launch_overhead_seconds > 1)
     throw y.error("launch_overhead_seconds", "must be in [0, 1]");
+  c.compute_jitter = y.optional_double("compute_jitter", 0.0);
+  if (!(c.compute_jitter >= 0 && c.compute_jitter < 1)) throw y.error("compute_jitter", "must be in [0, 1)");
   if (y.has("efficiency")) c.efficiency = parse_efficiency(y.required_map("efficiency"));
   else y.raw("efficiency");
   y.finish();

@@ -77,6 +77,11 @@ struct ChipSpec {
   double onchip_memory_bytes = 0;   // VMEM / SRAM / L2 that a fused scan can keep state in
   std::int64_t matrix_tile = 1;     // GEMM dims are padded up to this (128 on TPU MXU)
   double launch_overhead_seconds = 0;
+  // Relative standard deviation of a compute stretch's duration from rank to rank (other processes,
+  // interrupts, frequency changes): ranks that meet at a collective wait for the slowest, on
+  // average compute_jitter · E[max of P standard normals] of the compute since they last met
+  // (sim/cost.hpp sync_wait_seconds). 0 (presets): no such wait. `scanshard calibrate` measures it.
+  double compute_jitter = 0;
   Efficiency efficiency;
 
   double peak(const std::string& dtype) const;  // throws if the chip has no such dtype

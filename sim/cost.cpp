@@ -95,6 +95,17 @@ double comm_seconds(const Step& s, const AxisNetwork& net) {
   return 0;
 }
 
+double expected_max_standard_normal(std::int64_t P) {
+  static constexpr double table[] = {0,      0,      0.5642, 0.8463, 1.0294, 1.1630, 1.2672, 1.3522, 1.4236,
+                                     1.4850, 1.5388, 1.5864, 1.6292, 1.6680, 1.7034, 1.7359, 1.7660};
+  if (P <= 16) return table[std::max<std::int64_t>(P, 0)];
+  return table[16] * std::sqrt(std::log(static_cast<double>(P)) / std::log(16.0));
+}
+
+double sync_wait_seconds(double compute_seconds, double jitter, std::int64_t P) {
+  return jitter * compute_seconds * expected_max_standard_normal(P);
+}
+
 CommLine all_gather_line(const AxisNetwork& net) {
   CommLine l;
   if (net.size <= 1) return l;

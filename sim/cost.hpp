@@ -31,6 +31,16 @@ namespace scanshard {
 
 [[nodiscard]] double comm_seconds(const Step& s, const AxisNetwork& net);
 
+// E[max of P independent standard normals] (0 for P ≤ 1): exact values to P = 16 (Tippett 1925,
+// Harter 1961 tables), beyond them the 16-rank value grown as √(ln P) (the extreme-value rate).
+[[nodiscard]] double expected_max_standard_normal(std::int64_t P);
+// What P ranks that synchronise after `compute_seconds` of work each lose, on average, waiting for
+// the slowest when each rank's duration varies by `jitter` (relative standard deviation):
+// jitter · compute_seconds · E[max of P standard normals]. Summed over a step's synchronisation
+// points the compute stretches add up to the step's compute, so a step waits
+// sync_wait_seconds(its compute, ...) in all (sim/simulate.cpp).
+[[nodiscard]] double sync_wait_seconds(double compute_seconds, double jitter, std::int64_t P);
+
 // The same prices as straight lines in the bytes moved, for bounds (planner/): the formulas above
 // regrouped as fixed + per_byte · bytes — equal in exact arithmetic, the last bits may differ.
 // An all-gather and a reduce-scatter cost one all_gather_line, an all-reduce two; a p2p transfer

@@ -11,7 +11,7 @@ namespace scanshard {
 const char* to_string(Bucket b) {
   static const char* names[] = {"gemm", "attention", "scan", "elementwise", "norm", "embedding", "recompute",
                                 "optimizer", "comm data", "comm fsdp", "comm tensor", "comm sequence",
-                                "comm pipeline", "pipeline bubble"};
+                                "comm pipeline", "pipeline bubble", "sync wait"};
   return names[static_cast<int>(b)];
 }
 
@@ -195,6 +195,13 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
       hide = std::max(0.0, hide - t);
     }
     e.seconds[static_cast<int>(comm_bucket(s.axis))] += exposed;
+  }
+  // Waiting for the slowest rank: every compute stretch ends at some synchronisation (a collective,
+  // a pipeline transfer or the gradient sync), so the step waits in all for its compute.
+  if (p.mesh.devices() > 1) {
+    double compute = 0;
+    for (int b = 0; b < static_cast<int>(Bucket::comm_data); ++b) compute += e.seconds[b];
+    e.seconds[static_cast<int>(Bucket::sync_wait)] = sync_wait_seconds(compute, cl.chip.compute_jitter, p.mesh.devices());
   }
   for (double b : e.seconds) e.step_seconds += b;
   e.tokens_per_s = prog.tokens_per_step / e.step_seconds;

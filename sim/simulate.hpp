@@ -23,9 +23,10 @@ namespace scanshard {
 
 enum class Bucket : int {
   gemm, attention, scan, elementwise, norm, embedding, recompute, optimizer,
-  comm_data, comm_fsdp, comm_tensor, comm_sequence, comm_pipeline, bubble
+  comm_data, comm_fsdp, comm_tensor, comm_sequence, comm_pipeline, bubble,
+  sync_wait  // ranks waiting for the slowest at collectives (ChipSpec::compute_jitter)
 };
-constexpr int kBucketCount = 14;
+constexpr int kBucketCount = 15;
 const char* to_string(Bucket b);
 
 struct MemoryBreakdown {

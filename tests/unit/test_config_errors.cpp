@@ -201,3 +201,19 @@ TEST_CASE("attention_softmax is an optional fraction, unset = the elementwise va
   CHECK_THAT(chip_error("attention_softmax: 0}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
   CHECK_THAT(chip_error("attention_softmax: 2}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
 }
+
+TEST_CASE("compute_jitter is an optional fraction in [0, 1)", "[config]") {
+  const std::string chip =
+      "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
+      "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\n";
+  CHECK(parse_chip(parse_yaml(chip, "x.yaml"), "x.yaml", "").compute_jitter == 0);
+  CHECK(parse_chip(parse_yaml(chip + "compute_jitter: 0.02\n", "x.yaml"), "x.yaml", "").compute_jitter == 0.02);
+  for (const char* bad : {"compute_jitter: -0.1\n", "compute_jitter: 1\n"}) {
+    try {
+      parse_chip(parse_yaml(chip + bad, "x.yaml"), "x.yaml", "");
+      FAIL("accepted " << bad);
+    } catch (const ConfigError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("x.yaml:7:17: compute_jitter: must be in [0, 1)"));
+    }
+  }
+}

@@ -279,6 +279,31 @@ TEST_CASE("the pipeline bubble is (p − 1) micro-batch slots", "[sim]") {
   REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] == Approx(3 * e.microbatch_seconds));
 }
 
+TEST_CASE("ranks wait for the slowest: jitter times E[max of P normals] times the step's compute", "[sim]") {
+  // Closed forms: E[max of 2 standard normals] = 1/√π, of 3 = 3/(2√π); none for one rank.
+  CHECK(expected_max_standard_normal(1) == 0);
+  CHECK(expected_max_standard_normal(2) == Approx(1 / std::sqrt(M_PI)).epsilon(1e-4));
+  CHECK(expected_max_standard_normal(3) == Approx(1.5 / std::sqrt(M_PI)).epsilon(1e-4));
+  for (std::int64_t P = 2; P < 4096; P *= 2) CHECK(expected_max_standard_normal(2 * P) > expected_max_standard_normal(P));
+  ClusterSpec c = load_cluster("cpu-local");
+  const ModelSpec m = load_model("hawk-tiny");  // depth 2: two pipeline stages
+  const int wait = static_cast<int>(Bucket::sync_wait);
+  const auto quiet = simulate(m, plan_for("data=2", 4, 128), c);
+  CHECK(quiet.seconds[wait] == 0);  // presets: no jitter
+  c.chip.compute_jitter = 0.05;
+  for (const char* mesh : {"data=2", "tensor=2", "pipeline=2"}) {
+    const auto e = simulate(m, plan_for(mesh, 4, 128), c);
+    double compute = 0;
+    for (Bucket b : {Bucket::gemm, Bucket::attention, Bucket::scan, Bucket::elementwise, Bucket::norm, Bucket::embedding,
+                     Bucket::recompute, Bucket::optimizer})
+      compute += e.seconds[static_cast<int>(b)];
+    INFO(mesh);
+    CHECK(e.seconds[wait] == Approx(0.05 * compute / std::sqrt(M_PI)).epsilon(1e-3));
+  }
+  c.topology.devices_per_island = 1;  // one rank waits for nobody
+  CHECK(simulate(m, plan_for("data=1", 4, 128), c).seconds[wait] == 0);
+}
+
 TEST_CASE("collective prices as lines equal the collective prices", "[sim]") {
   // The planner's bounds price collectives as fixed + per_byte · bytes (cost.hpp).
   for (const char* name : {"tpu-v5p-256", "tpu-v5e-64", "dgx-h100-32", "cpu-local"}) {
