@@ -21,7 +21,8 @@ std::vector<MeasuredStep> measured_steps(const nlohmann::json& trace, const std:
       MeasuredStep m;
       m.wall_seconds = s.value("wall_seconds", 0.0);
       if (s.contains("ops"))
-        for (const auto& op : s["ops"]) m.seconds_by_name[op.value("name", std::string())] += op.value("seconds", 0.0);
+        for (const auto& op : s["ops"])
+          m.seconds_by_name[step_name(op.value("op", std::string()), op.value("name", std::string()))] += op.value("seconds", 0.0);
       out.push_back(std::move(m));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -35,10 +36,14 @@ std::vector<MeasuredStep> measured_steps(const train::Trace& trace) {
   for (const auto& s : trace.steps()) {
     MeasuredStep m;
     m.wall_seconds = s.wall;
-    for (const auto& [key, cell] : s.cells) m.seconds_by_name[std::get<2>(key)] += cell.seconds;
+    for (const auto& [key, cell] : s.cells) m.seconds_by_name[step_name(std::get<1>(key), std::get<2>(key))] += cell.seconds;
     out.push_back(std::move(m));
   }
   return out;
+}
+
+std::string step_name(const std::string& op, const std::string& name) {
+  return name == "grads" && op != "grad_accumulate" ? "grads.sync" : name;
 }
 
 std::string op_group(const std::string& name) {
@@ -61,7 +66,7 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
   auto add = [&](const std::vector<Step>& list, double times) {
     const auto secs = step_seconds(list, c, net, p.act_dtype);
     for (std::size_t i = 0; i < list.size(); ++i) {
-      const std::string g = op_group(list[i].name);
+      const std::string g = op_group(step_name(list[i].op, list[i].name));
       predicted[g] += times * secs[i];
       class_seconds[g][to_string(list[i].cls)] += times * secs[i];
     }

@@ -24,7 +24,8 @@
 
 namespace scanshard {
 
-// One measured training step: wall seconds and seconds per trace name ("mlp", "rec.scan", ...).
+// One measured training step: wall seconds and seconds per step name ("mlp", "rec.scan", ...;
+// step_name: the gradient synchronisation is "grads.sync").
 struct MeasuredStep {
   double wall_seconds = 0;
   std::map<std::string, double> seconds_by_name;
@@ -34,7 +35,11 @@ struct MeasuredStep {
 std::vector<MeasuredStep> measured_steps(const nlohmann::json& trace, const std::string& file);
 std::vector<MeasuredStep> measured_steps(const train::Trace& trace);
 
-// The program step name -> the group both sides share ("mlp.w1" -> "mlp", "rec.scan" -> "rec.rglru").
+// The name a step is compared under: its tensor name, except the gradient synchronisation, a
+// collective on "grads" like the runner's accumulation (op grad_accumulate): "grads.sync". As
+// one group, the two were one row whose class flipped between comm and elementwise run to run.
+std::string step_name(const std::string& op, const std::string& name);
+// The step name -> the group both sides share ("mlp.w1" -> "mlp", "rec.scan" -> "rec.rglru").
 std::string op_group(const std::string& name);
 
 struct GroupRow {

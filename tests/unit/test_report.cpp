@@ -200,6 +200,40 @@ TEST_CASE("report takes the median wall time of the steps after the warm-up", "[
   CHECK_THAT(slurp(s.dir / "report.csv"), Catch::StartsWith("group,class,predicted_seconds,measured_seconds\n"));
 }
 
+TEST_CASE("report keeps the gradient sync and the gradient accumulation apart, each with its class", "[report]") {
+  // Both steps concern the tensor "grads": the runner's accumulation (op grad_accumulate) and the
+  // data-parallel all-reduce. One row per step kind, measured from the trace's op of each.
+  Scratch s("report-grads");
+  const auto plan = s.dir / "plan.yaml", trace = s.dir / "trace.json";
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 2}\nglobal_batch: 4\nseq_len: 16\n";
+  nlohmann::json steps = nlohmann::json::array();
+  for (int i = 0; i < 3; ++i)
+    steps.push_back({{"wall_seconds", 0.02},
+                     {"ops", {{{"phase", "backward"}, {"op", "grad_accumulate"}, {"name", "grads"}, {"seconds", 0.001}},
+                              {{"phase", "forward"}, {"op", "all_reduce"}, {"name", "grads"}, {"seconds", 0.003}}}}});
+  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "data=2"}, {"steps", steps}}.dump();
+  const auto r = run("report --cluster cpu-local --plan " + plan.string() + " --trace " + trace.string() + " --out-dir " +
+                     s.dir.string());
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(slurp(s.dir / "report.json"));
+  int found = 0;
+  for (const auto& g : j["groups"]) {
+    if (g["group"] == "grads") {
+      ++found;
+      CHECK(g["class"] == "elementwise");
+      CHECK(g["measured_seconds"].get<double>() == Approx(0.001));
+      CHECK(g["predicted_seconds"].get<double>() > 0);
+    } else if (g["group"] == "grads.sync") {
+      ++found;
+      CHECK(g["class"] == "comm");
+      CHECK(g["measured_seconds"].get<double>() == Approx(0.003));
+      CHECK(g["predicted_seconds"].get<double>() > 0);
+    }
+  }
+  CHECK(found == 2);
+}
+
 TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSON", "[report][html]") {
   Scratch s("report-html");
   write_synthetic_validate(s.dir);
