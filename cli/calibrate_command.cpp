@@ -80,6 +80,7 @@
 #include "kernels/rmsnorm.hpp"
 #include "kernels/rwkv4.hpp"
 #include "kernels/rwkv6.hpp"
+#include "kernels/rwkv_ops.hpp"
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -490,6 +491,39 @@ std::vector<KernelBench> kernel_benches() {
     }});
     out.back().hot = {{x, std::size_t(M * D)}, {dy, std::size_t(M * D)}};
     own(out.back(), "layernorm");
+  }
+  {  // elementwise (efficiency.ops.token_shift): RWKV-4's channel-mix token shift, its two mixes
+     // forward and backward as the executor's cm.shift handler runs them (the time mix's three and
+     // RWKV-6's shifts are priced with the same value); the class value priced them 2x fast
+    const ModelSpec r4 = load_model("rwkv4-tiny");
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = r4.width, n = M * D;
+    float *x = buf->add(n), *xk = buf->add(n), *xr = buf->add(n), *muk = buf->add(D), *mur = buf->add(D), *dx = buf->add(n),
+          *dmuk = buf->add(D), *dmur = buf->add(D), *dxk = buf->add(n), *dxr = buf->add(n);
+    KernelBench kb{"elementwise", r4.name, "cm.shift (token_shift)", {"cm.shift"}, [=, keep = buf] {
+      K::token_shift_forward(xk, x, nullptr, muk, B, T, D);
+      K::token_shift_forward(xr, x, nullptr, mur, B, T, D);
+      K::token_shift_backward(dx, nullptr, dmuk, dxk, x, nullptr, muk, B, T, D);
+      K::token_shift_backward(dx, nullptr, dmur, dxr, x, nullptr, mur, B, T, D);
+    }};
+    kb.op = "token_shift";
+    kb.hot = {{x, std::size_t(n)}, {dxk, std::size_t(n)}, {dxr, std::size_t(n)}};
+    out.push_back(kb);
+  }
+  {  // elementwise (efficiency.ops.ddlerp): RWKV-6's data-dependent mixes of the five targets,
+     // forward and backward as the executor's tm.mix handler (the class value priced them 2x fast)
+    const ModelSpec r6 = load_model("rwkv6-tiny");
+    auto buf = std::make_shared<Buffers>();
+    const i64 D = r6.width, n = M * D, J = 5;
+    float *o5 = buf->add(J * n), *x = buf->add(n), *xx = buf->add(n), *mu = buf->add(J * D), *m = buf->add(J * n),
+          *dx = buf->add(n), *dxx = buf->add(n), *dmu = buf->add(J * D), *dm = buf->add(J * n), *dout = buf->add(J * n);
+    KernelBench kb{"elementwise", r6.name, "tm.mix (ddlerp)", {"tm.mix"}, [=, keep = buf] {
+      K::ddlerp_mix_forward(o5, x, xx, mu, m, J, M, D);
+      K::ddlerp_mix_backward(dx, dxx, dmu, dm, dout, xx, mu, m, J, M, D);
+    }};
+    kb.op = "ddlerp";
+    kb.hot = {{x, std::size_t(n)}, {xx, std::size_t(n)}, {m, std::size_t(J * n)}, {dout, std::size_t(J * n)}};
+    out.push_back(kb);
   }
   {  // norm: RMSNorm forward + backward
     auto buf = std::make_shared<Buffers>();

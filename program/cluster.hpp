@@ -60,12 +60,14 @@ struct Efficiency {
   // the class value; LayerNorm at 2-3x RMSNorm's), and the runner's gradient accumulation
   // (grad_accumulate: a clear and a sum over every parameter per micro-batch, at 1/2-1/3 of the
   // class value) and the clear of a layer's gradient buffers (zero: cold memory, ~1/5 of the
-  // rate the memory curve gives its size). `scanshard calibrate` measures them; presets leave them out.
+  // rate the memory curve gives its size), and RWKV's token shifts (token_shift) and RWKV-6's
+  // data-dependent mixes (ddlerp), each ~1/2 of the class value. `scanshard calibrate` measures
+  // them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 15> kTunedOps = {
-    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag", "adamw",           "conv1d", "rope",
-    "softmax_xent", "add",     "rmsnorm",   "layernorm",    "gelu_mul",  "grad_accumulate", "zero"};
+inline constexpr std::array<const char*, 17> kTunedOps = {
+    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag",       "adamw", "conv1d",      "rope", "softmax_xent",
+    "add",        "rmsnorm",   "layernorm", "gelu_mul",     "grad_accumulate", "zero",  "token_shift", "ddlerp"};
 
 struct ChipSpec {
   std::string name;

@@ -183,6 +183,33 @@ TEST_CASE("attention_softmax prices the attention core's per-score work and noth
   CHECK(core_ratio("gpt-tiny") == Approx(2 * core_ratio("mqa-tiny")).epsilon(1e-12));
 }
 
+TEST_CASE("the token_shift and ddlerp values price RWKV's shifts and mixes and nothing else", "[sim]") {
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  int shifts = 0, mixes = 0;
+  for (const char* model : {"rwkv4-tiny", "rwkv6-tiny", "griffin-tiny"}) {
+    const StepProgram prog = lower(load_model(model), plan_for("data=1", 4, 128), 0);
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const Step& s : *list) {
+        if (s.kind != StepKind::compute) continue;
+        const std::string name = s.name;
+        const bool shift = name == "tm.shift" || name == "cm.shift", mix = name == "tm.mix";
+        for (const char* op : {"token_shift", "ddlerp"}) {
+          ChipSpec tuned = chip;
+          tuned.efficiency.ops[op] = 1e-4;  // far slower than any class value
+          Step compute_only = s;
+          compute_only.bytes_read = compute_only.bytes_written = compute_only.spill_bytes = 0;
+          const bool hit = std::strcmp(op, "token_shift") == 0 ? shift : mix;
+          INFO(model << " " << name << " " << op);
+          CHECK((compute_seconds(compute_only, tuned, DType::fp32) > compute_seconds(compute_only, chip, DType::fp32)) == hit);
+        }
+        shifts += shift;
+        mixes += mix;
+      }
+  }
+  CHECK(shifts == (2 * 2 + 2 * 2) * 2);  // rwkv4-tiny and rwkv6-tiny: 2 layers x (tm, cm), forward and backward
+  CHECK(mixes == 2 * 2);
+}
+
 TEST_CASE("a memory-bound step's bandwidth follows the bytes it moves on a memory_curve", "[sim]") {
   ChipSpec chip = load_cluster("cpu-local").chip;
   chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
