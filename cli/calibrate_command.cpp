@@ -33,15 +33,17 @@
 //     lowering prices differently): per element they do 3x to 30x the RG-LRU's work, so the
 //     RG-LRU's class value priced RWKV-6's WKV at 1/7 of its measured time;
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB
-//     (buffer per rank; all-gather: the gathered result), each fitted to latency + bytes/bandwidth
+//     (buffer per rank; all-gather: the gathered result), each call timed as a step makes it:
+//     after a stretch of sgemm, the ranks released together by a barrier (time_collective),
+//     each fitted to latency + bytes/bandwidth
 //     on relative residuals; the island link (bytes/s, per-step latency) comes from the
 //     all-reduce fit — the collective data/fsdp training uses — through the simulator's ring
 //     formula 2(P−1)/P·bytes/bw + 2(P−1)·latency; efficiency.network = 1.
-// The peaks (sgemm, triad, FMA) and the collectives are the best of repeated runs: other processes
-// on the machine only ever slow a run down, and a cluster file describes the hardware, not the
-// moment's load (recorded under measurements: load_average_1min). The kernels' times, which
-// become efficiencies against those peaks, are the median call: a training step is a hundred-odd
-// kernels each at its typical speed.
+// The peaks (sgemm, triad, FMA) are the best of repeated runs: other processes on the machine only
+// ever slow a run down, and a cluster file describes the hardware, not the moment's load
+// (recorded under measurements: load_average_1min). The kernels' times, which become
+// efficiencies against those peaks, and the collectives' are the median call: a training step
+// is a hundred-odd kernels and collectives each at its typical speed.
 // Raw numbers go under `measurements:` (free-form; the loader accepts and ignores it). The file
 // is written atomically and loaded back with load_cluster before it replaces --out.
 // --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
@@ -660,28 +662,44 @@ struct CommFit {
   double link_bytes_per_s = 0, link_latency_seconds = 0;  // implied by the simulator's formula
 };
 
-// Seconds of one call of op(): the max over ranks of the mean over reps, best of 4 loops (2 for
-// calls over 10 ms); reps chosen so one loop lasts ~target seconds, the same count on every rank.
+// A stretch of compute as a training step has between two collectives: three sgemm of a
+// griffin-tiny MLP's shape (~1.6 ms here, ~1.2 MB touched).
+struct ComputeStretch {
+  static constexpr int M = 512, N = 384, K = 128;
+  std::vector<float> a = std::vector<float>(static_cast<std::size_t>(M * K), 0.5f),
+                     b = std::vector<float>(static_cast<std::size_t>(K * N), 0.01f),
+                     c = std::vector<float>(static_cast<std::size_t>(M * N));
+  void operator()() {
+    for (int g = 0; g < 3; ++g)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
+  }
+};
+
+// Seconds of one call of op() as a step makes it: after a compute stretch, all ranks released
+// together by a barrier (so no rank waits for another: the sync wait is measured apart), then the
+// call alone is timed. The median over reps (3-15, ~target seconds of calls), the max over ranks.
+// Back to back, with the MPI buffers and queues in cache, a 256 KB all-reduce took 49 us here;
+// after a stretch, 69 us: the fit priced the collectives of a step ~1.4-2x fast.
 template <class F>
-double time_collective(const mpi::Comm& w, F&& op, double target) {
+double time_collective(const mpi::Comm& w, F&& op, double target, ComputeStretch& stretch) {
   op();
   w.barrier();
   double t0 = now_seconds();
   op();
   double one = now_seconds() - t0;
   w.allreduce_max(std::span<double>(&one, 1));
-  const int reps = static_cast<int>(std::clamp(std::ceil(target / std::max(one, 1e-7)), 1.0, 2000.0));
-  const int rounds = one > 0.01 ? 2 : 4;  // large messages: fewer loops (the run stays under a minute)
-  double best = 1e300;  // the fastest of a few timing loops: other processes only slow one down
-  for (int round = 0; round < rounds; ++round) {
+  const int reps = static_cast<int>(std::clamp(std::ceil(target / std::max(one, 1e-7)), 3.0, 15.0));
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    stretch();
     w.barrier();
     t0 = now_seconds();
-    for (int r = 0; r < reps; ++r) op();
-    double mean = (now_seconds() - t0) / reps;
-    w.allreduce_max(std::span<double>(&mean, 1));
-    best = std::min(best, mean);
+    op();
+    t.push_back(now_seconds() - t0);
   }
-  return best;
+  double med = stats::median(t);
+  w.allreduce_max(std::span<double>(&med, 1));
+  return med;
 }
 
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
@@ -691,6 +709,7 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
   for (double b = 8; b <= max_bytes; b *= (quick ? 8 : 4)) sizes.push_back(b);
   if (sizes.back() != max_bytes) sizes.push_back(max_bytes);
   const double target = quick ? 0.004 : 0.02;
+  ComputeStretch stretch;
   std::vector<CommFit> fits;
   for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "send_recv"}) {
     CommFit f;
@@ -702,12 +721,12 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
       const std::size_t part = n / P;
       double s = 0;
       const std::string k = kind;
-      if (k == "all_reduce") s = time_collective(w, [&] { w.allreduce_sum(std::span<float>(a)); }, target);
-      else if (k == "all_gather") s = time_collective(w, [&] { w.allgather(std::span<const float>(a.data(), part), std::span<float>(b)); }, target);
-      else if (k == "reduce_scatter") s = time_collective(w, [&] { w.reduce_scatter_sum(std::span<const float>(a), std::span<float>(b.data(), part)); }, target);
+      if (k == "all_reduce") s = time_collective(w, [&] { w.allreduce_sum(std::span<float>(a)); }, target, stretch);
+      else if (k == "all_gather") s = time_collective(w, [&] { w.allgather(std::span<const float>(a.data(), part), std::span<float>(b)); }, target, stretch);
+      else if (k == "reduce_scatter") s = time_collective(w, [&] { w.reduce_scatter_sum(std::span<const float>(a), std::span<float>(b.data(), part)); }, target, stretch);
       else s = time_collective(w, [&] {
         w.sendrecv(std::span<const float>(a), (w.rank() + 1) % P, std::span<float>(b), (w.rank() + P - 1) % P);
-      }, target);
+      }, target, stretch);
       f.samples.push_back({4.0 * double(n), s});
     }
     std::vector<double> x, y;
@@ -738,16 +757,14 @@ struct Jitter {
   double jitter = 0, stretch_seconds = 0, wait_seconds = 0;
 };
 Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick) {
-  const int M = 512, N = 384, Kd = 128, iters = quick ? 20 : 200;
-  std::vector<float> a(static_cast<std::size_t>(M * Kd), 0.5f), b(static_cast<std::size_t>(Kd * N), 0.01f),
-      c(static_cast<std::size_t>(M * N));
+  const int iters = quick ? 20 : 200;
+  ComputeStretch work;
   float token[2] = {0, 0};
   double stretch = 0, wait = 0;
   w.barrier();
   for (int i = 0; i < iters; ++i) {
     const double t0 = now_seconds();
-    for (int g = 0; g < 3; ++g)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, Kd, 1.0f, a.data(), Kd, b.data(), N, 0.0f, c.data(), N);
+    work();
     const double t1 = now_seconds();
     w.allreduce_sum(std::span<float>(token, 2));
     stretch += t1 - t0;
