@@ -83,6 +83,7 @@
 #include "kernels/rwkv4.hpp"
 #include "kernels/rwkv6.hpp"
 #include "kernels/rwkv_ops.hpp"
+#include "program/param_layout.hpp"
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -445,14 +446,21 @@ std::vector<KernelBench> kernel_benches() {
     own(out.back(), "add");
   }
   {  // optimizer (efficiency.ops.adamw): mean gradient from the fp32 sums (the runner's for
-     // fp32 plans), its norm, AdamW — over all of griffin-tiny's parameters
+     // fp32 plans), its norm, AdamW — over all of griffin-tiny's parameters, tensor by tensor as
+     // the runner calls them (the lowering prices the calls' launch overhead apart: Step::calls)
     auto buf = std::make_shared<Buffers>();
     const i64 n = count_parameters(g).total;
     float *param = buf->add(n), *m1 = buf->add(n, 0.0f), *m2 = buf->add(n, 0.0f), *grad = buf->add(n), *gacc = buf->add(n);
+    const Layout lay(g);
+    auto ranges = std::make_shared<std::vector<std::pair<i64, i64>>>();
+    for (std::size_t t = 0; t < lay.tensors.size(); ++t) ranges->push_back({lay.offset[t], lay.tensors[t].count()});
     KernelBench kb{"elementwise", g.name, "params (adamw)", {"params"}, [=, keep = buf] {
       for (i64 i = 0; i < n; ++i) grad[i] = float(double(gacc[i]) * 0.5);
-      const double sq = kernels::sum_squares(grad, n);
-      kernels::fast::adamw_update(param, m1, m2, grad, n, 1, kernels::AdamW{}, 0.1f, kernels::clip_scale(sq, 1.0f));
+      double sq = 0;
+      for (const auto& [off, cnt] : *ranges) sq += kernels::sum_squares(grad + off, cnt);
+      for (const auto& [off, cnt] : *ranges)
+        kernels::fast::adamw_update(param + off, m1 + off, m2 + off, grad + off, cnt, 1, kernels::AdamW{}, 0.1f,
+                                    kernels::clip_scale(sq, 1.0f));
     }};
     kb.op = "adamw";
     out.push_back(kb);

@@ -746,6 +746,7 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
   k->backward.insert(k->backward.end(), bwd.rbegin(), bwd.rend());
   k->forward = std::move(fwd);
   k->params = params;
+  k->tensors = static_cast<std::int64_t>(layer_parameter_tensors(m, layer).size());
   return k;
 }
 
@@ -804,7 +805,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   const double act_bytes = c.n * m.width * c.a / c.tp_seq;  // rs_ag: stages exchange n/t tokens
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
-  std::int64_t params = 0;
+  std::int64_t params = 0, tensors = 0;
   for (std::int64_t j = 0; j < st.chunks; ++j)
   for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l) {
     const Temporal kind = temporal_kind(m, l);
@@ -824,6 +825,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     ++it->count;
     st.saved_activation_bytes += it->lowered->saved_bytes;
     params += it->lowered->params;
+    tensors += it->lowered->tensors;
   }
 
   const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3;
@@ -865,7 +867,12 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
   if (first) params += embed_params;
   if (last) params += head_params;
+  // their tensors: the table (+ RWKV's embedding LayerNorm, a learned position table); the final
+  // norm (LayerNorm: scale and bias) and an untied head
+  if (first) tensors += 1 + (m.is_rwkv() ? 2 : 0) + (m.max_positions > 0 ? 1 : 0);
+  if (last) tensors += (m.norm == NormKind::layernorm ? 2 : 1) + (m.tied_embeddings && first ? 0 : 1);
   st.local_params = params;
+  const double param_tensors = static_cast<double>(tensors);
 
   // Once per step: gradient reduction over the replicas, optimizer, parameter gather (ZeRO).
   {
@@ -914,6 +921,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     opt.vector_flops = 14 * shard;
     opt.bytes_read = 16 * shard;
     opt.bytes_written = (12 + (p.param_dtype == DType::bf16 ? 2 : 0)) * shard;
+    // the runner takes each tensor's Σ g² and updates it with a call of its own: two calls per
+    // tensor (gpt-tiny: 56 tensors of ~3 000 parameters on average; the calls cost as much as the
+    // streaming)
+    opt.calls = 2 * param_tensors / (zero >= 1 ? fs : 1.0);
     st.step_end.push_back(opt);
     if (zero == 1 || zero == 2)
       e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w);

@@ -55,6 +55,7 @@ struct Step {
   double comm_bytes = 0;             // collective: bytes of the full buffer per rank; p2p: per hop
   std::int32_t hops = 0;             // p2p: sequential hops (ring carry: P−1)
   bool overlappable = false;         // may hide behind compute (DP reduction, ring attention)
+  double calls = 1;                  // compute: kernel calls it makes (each pays the launch overhead)
 };
 
 struct StepProgram {
@@ -79,6 +80,7 @@ struct LayerLowering {
   std::vector<Step> backward;  // in execution order: ZeRO-3 gather, recompute, then backward
   double saved_bytes = 0;      // activation bytes kept per micro-batch under the remat policy
   std::int64_t params = 0;     // parameters of the layer on this rank
+  std::int64_t tensors = 0;    // its parameter tensors
 };
 struct LayerGroup {
   Temporal kind;

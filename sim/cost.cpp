@@ -50,7 +50,7 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   double bytes = s.bytes_read + s.bytes_written;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
   const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory_at(bytes));
-  return std::max(matrix_s + vector_s, memory_s) + chip.launch_overhead_seconds;
+  return std::max(matrix_s + vector_s, memory_s) + chip.launch_overhead_seconds * s.calls;
 }
 
 double all_gather_seconds(double bytes, const AxisNetwork& net) {

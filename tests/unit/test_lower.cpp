@@ -6,6 +6,7 @@
 
 #include "kernels/attention.hpp"
 #include "program/lower.hpp"
+#include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 
@@ -406,4 +407,19 @@ TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on e
   CHECK(accum_bytes(1) == Approx(2 * P * 8));  // 2 micro-batches per replica, fp32 accumulator
   CHECK(accum_bytes(2) == Approx(accum_bytes(1) / 2));
   CHECK(accum_bytes(3) == Approx(accum_bytes(1) / 2));
+}
+
+TEST_CASE("the optimizer step makes two calls per parameter tensor, as the runner does", "[lower]") {
+  // Independent count: the parameter layout the runner walks (program/param_layout.hpp).
+  for (const char* name : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny", "gpt-tiny"}) {
+    const ModelSpec m = load_model(name);
+    Plan p = single_device(2, 16);
+    p.model = name;
+    const StepProgram prog = lower(m, p, 0);
+    double calls = -1;
+    for (const auto& s : prog.step_end)
+      if (std::strcmp(s.op, "adamw") == 0) calls = s.calls;
+    INFO(name);
+    CHECK(calls == 2.0 * static_cast<double>(Layout(m).tensors.size()));
+  }
 }
