@@ -922,7 +922,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     opt.bytes_read = 16 * shard;
     opt.bytes_written = (12 + (p.param_dtype == DType::bf16 ? 2 : 0)) * shard;
     // the runner takes each tensor's Σ g² and updates it with a call of its own: two calls per
-    // tensor (gpt-tiny: 56 tensors of ~3 000 parameters on average; the calls cost as much as the
+    // tensor (gpt-tiny: 68 tensors of ~3 000 parameters on average; the calls cost as much as the
     // streaming)
     opt.calls = 2 * param_tensors / (zero >= 1 ? fs : 1.0);
     st.step_end.push_back(opt);
