@@ -686,6 +686,7 @@ Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
 struct StageCounts {
   std::vector<std::array<double, kKinds>> n;  // [stage][kind]
   std::vector<std::size_t> distinct;
+  std::vector<double> copies;  // per distinct stage: how many stages are like it
   std::size_t size() const { return n.size(); }
   const std::array<double, kKinds>& operator[](std::size_t s) const { return n[s]; }
 };
@@ -699,9 +700,13 @@ StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
         out.n[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
   const std::size_t last = out.n.size() - 1;
   for (std::size_t s = 0; s <= last; ++s) {
-    const bool fresh = s == 0 || s == last ||
-                       std::none_of(out.distinct.begin(), out.distinct.end(), [&](std::size_t d) { return d != 0 && out.n[d] == out.n[s]; });
-    if (fresh) out.distinct.push_back(s);
+    const auto like = std::find_if(out.distinct.begin(), out.distinct.end(), [&](std::size_t d) { return d != 0 && out.n[d] == out.n[s]; });
+    if (s == 0 || s == last || like == out.distinct.end()) {
+      out.distinct.push_back(s);
+      out.copies.push_back(1);
+    } else {
+      out.copies[static_cast<std::size_t>(like - out.distinct.begin())] += 1;
+    }
   }
   return out;
 }
@@ -805,6 +810,7 @@ PricedRecord price(const Record& rec, const NetLines& l) {
 // and an upper bound on any stage's backward compute (what can hide the gradient sync).
 struct PassBound {
   double slowest = 0, backward = 0;
+  double all = 0;  // Σ over stages (with the slowest: all − slowest bounds the bubble's stages from below)
 };
 // Pass bounds on every network at once: compute does not depend on the network, so each stage's
 // compute sums are formed once. ZeRO-3's parameter gathers (per layer kind and network) are added
@@ -827,7 +833,8 @@ void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets,
         }
       }
   for (std::size_t k = 0; k < nets; ++k) out[k] = PassBound{};
-  for (std::size_t s : counts.distinct) {
+  for (std::size_t di = 0; di < counts.distinct.size(); ++di) {
+    const std::size_t s = counts.distinct[di];
     const std::size_t pre = s == 0 ? kEmbed : kReceive, post = s + 1 == pp ? kHead : kSend;
     std::array<double, kKinds> n{};
     for (std::size_t i = 0; i < nk; ++i) n[i] = counts[s][kind[i]];
@@ -847,21 +854,26 @@ void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets,
       if (d == 1)
         for (std::size_t k = 0; k < nets; ++k) out[k].backward = std::max(out[k].backward, comp);
     }
-    for (std::size_t k = 0; k < nets; ++k) out[k].slowest = std::max(out[k].slowest, t[k]);
+    for (std::size_t k = 0; k < nets; ++k) {
+      out[k].slowest = std::max(out[k].slowest, t[k]);
+      out[k].all += counts.copies[di] * t[k];
+    }
   }
   for (std::size_t k = 0; k < nets; ++k) out[k].backward *= 2 - kBoundSlack;  // an upper bound
 }
 
-// Lower bound on step time (finish_estimate): (micro-batches + (pp − 1)/v) micro-batches of the
-// slowest stage (v interleaved chunks), plus the once-per-step work of the stage that needs the
-// least, its overlappable sync hidden behind at most the largest backward compute.
+// Lower bound on step time (finish_estimate): micro-batches of the slowest stage plus the bubble,
+// one micro-batch through the other stages over v (the sum of all stages but the largest only
+// grows with each stage's time, so the stages' lower bounds bound it from below), plus the
+// once-per-step work of the stage that needs the least, its overlappable sync hidden behind at
+// most the largest backward compute.
 double step_bound(const PassBound& pb, double micro_batches, double v, const Anchor& an, std::size_t net, bool overlap) {
   double least_end = kInf;
   for (std::size_t s = 0; s < an.pp; ++s) {
     const auto& e = an.step_end[net * an.pp + s];
     least_end = std::min(least_end, e[0] + micro_batches * an.accum[s] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
   }
-  return ((micro_batches + (static_cast<double>(an.pp) - 1) / v) * pb.slowest + least_end) * kBoundSlack;
+  return (micro_batches * pb.slowest + std::max(0.0, pb.all - pb.slowest) / v + least_end) * kBoundSlack;
 }
 
 // Lower bound on memory per device (memory_of in simulate.cpp): per stage the parameter state of

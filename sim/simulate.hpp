@@ -2,9 +2,9 @@
 // MFU and memory per device (DESIGN §5). simulate() is a pure function of its inputs.
 //
 // Timeline: each pipeline stage runs m micro-batches of (forward + backward); the slowest stage
-// sets the pace and the schedule adds a bubble of (p − 1) micro-batch slots, (p − 1)/v with v
-// interleaved model chunks (GPipe and 1F1B alike;
-// they differ in activation memory). Overlappable communication (ring-attention K/V, ZeRO-3
+// sets the pace and the schedule adds a bubble of one micro-batch through every other stage
+// (p − 1 slots when the stages are equal), 1/v of it with v interleaved model chunks (GPipe and
+// 1F1B alike; they differ in activation memory). Overlappable communication (ring-attention K/V, ZeRO-3
 // gathers) hides behind the compute of the same pass; data/fsdp gradient reduction hides behind
 // the last backward pass when the plan overlaps; tensor-parallel collectives are exposed.
 // For: simulate, plan, validate. Not for: deciding plans (planner/).
@@ -74,7 +74,8 @@ Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const 
 // The two halves of simulate(), for callers that vary only the schedule or overlap of a plan
 // (they change activation memory and gradient-sync exposure, not the per-micro-batch passes).
 struct PricedPasses {
-  double microbatch_seconds = 0;
+  double microbatch_seconds = 0;  // of the slowest stage
+  double stages_seconds = 0;      // Σ over stages of one micro-batch's forward + backward
   std::int64_t critical_stage = 0;
   double backward_compute_seconds = 0;
   std::array<double, kBucketCount> per_microbatch{};

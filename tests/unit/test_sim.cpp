@@ -2,8 +2,11 @@
 // Scaling Book), and the qualitative facts of the Griffin paper.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
+#include <vector>
 
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -298,12 +301,39 @@ TEST_CASE("ZeRO divides optimizer state gradients and parameters by the fsdp siz
   }
 }
 
-TEST_CASE("the pipeline bubble is (p − 1) micro-batch slots", "[sim]") {
-  // DESIGN §4: bubble fraction (p−1)/(m+p−1).
-  Plan p = plan_for("pipeline=4,data=64", 256, 2048);
-  p.micro_batch = 1;  // m = 4 micro-batches per replica
-  const auto e = simulate(load_model("hawk-1.3b"), p, load_cluster("tpu-v5p-256"));
-  REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] == Approx(3 * e.microbatch_seconds));
+// Makespan of m identical jobs through a chain of stages taking t[s] each (a flow shop): job j
+// leaves stage s when both job j left stage s − 1 and job j − 1 left stage s.
+double flow_shop_makespan(const std::vector<double>& t, int m) {
+  std::vector<double> done(t.size(), 0.0);
+  for (int j = 0; j < m; ++j)
+    for (std::size_t s = 0; s < t.size(); ++s) done[s] = std::max(done[s], s ? done[s - 1] : 0.0) + t[s];
+  return done.back();
+}
+
+TEST_CASE("the pipeline's micro-batches and bubble take the flow shop's makespan over the stages", "[sim]") {
+  // DESIGN §4 (bubble fraction (p−1)/(m+p−1) for equal stages). The stages here are not equal:
+  // the first holds the embedding, the last the head and loss (in a 2-stage tiny model the head is
+  // a large part of the last stage).
+  for (auto [model, mesh, batch, cluster] : {std::tuple{"hawk-1.3b", "pipeline=4,data=64", 256, "tpu-v5p-256"},
+                                             std::tuple{"hawk-tiny", "pipeline=2", 4, "cpu-local"},
+                                             std::tuple{"mqa-tiny", "pipeline=2", 8, "cpu-local"}}) {
+    INFO(model << " " << mesh);
+    const ModelSpec m = load_model(model);
+    const ClusterSpec c = load_cluster(cluster);
+    Plan p = plan_for(mesh, batch, 256);
+    p.micro_batch = 1;
+    const int mb = static_cast<int>(p.micro_batches());
+    const auto stages = stage_summaries(m, p);
+    const Network net(Topology(c), c, p.mesh, p.placement);
+    std::vector<double> t;  // one micro-batch's forward + backward on each stage alone
+    for (const auto& s : stages) t.push_back(price_passes({s}, c, net, p.act_dtype).microbatch_seconds);
+    const double slowest = *std::max_element(t.begin(), t.end()), fastest = *std::min_element(t.begin(), t.end());
+    REQUIRE(fastest < 0.99 * slowest);  // unequal stages, or the test shows nothing
+    const auto e = simulate(m, p, c);
+    REQUIRE(e.microbatch_seconds == Approx(slowest));
+    REQUIRE(mb * e.microbatch_seconds + e.seconds[static_cast<int>(Bucket::bubble)] ==
+            Approx(flow_shop_makespan(t, mb)).epsilon(1e-9));
+  }
 }
 
 TEST_CASE("ranks wait for the slowest: jitter times E[max of P normals] times the step's compute", "[sim]") {

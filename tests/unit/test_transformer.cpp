@@ -174,8 +174,12 @@ TEST_CASE("interleaving v model chunks per stage shrinks the bubble to (p − 1)
     p.remat = Remat::block;
     p.virtual_stages = v;
     const auto e = simulate(m, p, c);
-    REQUIRE(e.seconds[static_cast<int>(Bucket::bubble)] / (mb * e.microbatch_seconds) ==
-            Approx((pp - 1) / (static_cast<double>(v) * mb)).epsilon(1e-12));
+    // The stages differ by the embedding (first) and the head (last, ~1/3 of a layer against
+    // 12 layers per stage): the bubble is within 5 % of (p − 1) slots of the slowest stage, and
+    // at most that.
+    const double bubble = e.seconds[static_cast<int>(Bucket::bubble)];
+    REQUIRE(bubble / (mb * e.microbatch_seconds) == Approx((pp - 1) / (static_cast<double>(v) * mb)).epsilon(0.05));
+    REQUIRE(bubble <= (pp - 1) * e.microbatch_seconds / static_cast<double>(v));
     const auto stages = stage_summaries(m, p);
     std::int64_t layers = 0;
     for (const auto& g : stages[3].groups) layers += g.count;
