@@ -56,7 +56,8 @@ std::string op_group(const std::string& name) {
   return name;
 }
 
-Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps) {
+Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
+                   bool warm_up) {
   if (steps.empty()) throw ConfigError("compare: no measured steps");
   Comparison out;
   const Network net(Topology(c), c, p.mesh, p.placement);
@@ -78,8 +79,8 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
   out.estimate = simulate(m, p, c);
   out.predicted_step_seconds = out.estimate.step_seconds;
 
-  // Measured: median over the steps after the first (warm-up), per group and for the wall time.
-  const std::size_t first = steps.size() > 1 ? 1 : 0;
+  // Measured: median over the steps after the warm-up, per group and for the wall time.
+  const std::size_t first = warm_up && steps.size() > 1 ? 1 : 0;
   out.steps_total = steps.size();
   out.steps_used = steps.size() - first;
   std::vector<double> walls;

@@ -53,7 +53,7 @@ struct Comparison {
   std::vector<GroupRow> groups;      // largest first
   Estimate estimate;                 // the simulator's full estimate for the plan
   double predicted_step_seconds = 0;
-  double measured_step_seconds = 0;  // median wall seconds over the steps after the first
+  double measured_step_seconds = 0;  // median wall seconds over the measured steps (after the warm-up)
   double fastest_step_seconds = 0;   // the fastest of those steps (least disturbed by other processes)
   std::size_t steps_used = 0;
   std::size_t steps_total = 0;
@@ -63,7 +63,10 @@ struct Comparison {
 
 // Predicts (model, plan) on the cluster (rank 0's program) and lines it up with the measured
 // steps. The plan must be legal on the cluster (check_plan with its device count). Needs ≥ 1 step.
-Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps);
+// warm_up: the first step is a warm-up and not measured (when there are at least two); false
+// when the caller already dropped each run's warm-up (validate's passes).
+Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
+                   bool warm_up = true);
 
 // The first `devices` chips of a cluster (torus slice filled dimension by dimension, or part of
 // one island / whole islands). ConfigError naming `flag` when no such slice exists.

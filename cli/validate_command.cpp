@@ -3,15 +3,18 @@
 // (calibrated) cluster op group by op group, and report how wrong the simulator is (DESIGN §7):
 // median and max |relative error| of the step time and per op class, and the Spearman rank
 // correlation of the plans' order. Run as
-//   mpirun -n 2 scanshard validate [--cluster C] [--out DIR] [--steps S] [--quick]
+//   mpirun -n 2 scanshard validate [--cluster C] [--out DIR] [--steps S] [--passes R] [--quick]
 // or plainly (then only the 1-rank plans run; the others are listed as skipped).
 //
 // Ranks: a plan whose mesh has n devices runs on world ranks 0..n−1 (a communicator split off
 // the world); the other ranks wait in a sleeping barrier, so a 1-rank plan has its core to itself
 // as the simulator assumes. Plans with n > world size, and plans the runner refuses
 // (train::check_supported), are skipped with the reason. Every rank runs one thread (one device
-// = one core, as `scanshard calibrate` measures it). Measured = rank 0's trace: the median wall
-// time of the steps after the first (warm-up), and per op group the median of its seconds.
+// = one core, as `scanshard calibrate` measures it). The set runs in --passes round-robin passes
+// (every plan once per pass, --steps steps, the first a warm-up), so that the machine's slow
+// minutes fall on one run of many plans instead of every run of the few plans that happened to
+// run then. Measured = rank 0's traces: the median wall time of the steps after each warm-up,
+// over all passes, and per op group the median of its seconds.
 // The prediction uses the cluster sliced to the plan's n devices.
 //
 // The plan set varies what the runner executes: family (griffin / hawk / mqa / rwkv4 / rwkv6 / a GPT-style transformer — a
@@ -100,7 +103,8 @@ struct ValidateOptions {
   std::string cluster = "cpu-local";
   std::string out = "validate";
   std::string data;
-  std::int64_t steps = 6;
+  std::int64_t steps = 3;
+  int passes = 3;
   bool quick = false;
 };
 
@@ -235,7 +239,8 @@ void run_validate(const ValidateOptions& o) {
   std::vector<PlanCase> cases;
   std::vector<std::uint8_t> data;
   check_inputs_on_every_rank(rank, [&] {
-    if (o.steps < 2) throw ConfigError("--steps: must be at least 2 (the first step is a warm-up)");
+    if (o.steps < 2) throw ConfigError("--steps: must be at least 2 (the first step of each pass is a warm-up)");
+    if (o.passes < 1) throw ConfigError("--passes: must be at least 1");
     if (o.out.empty()) throw ConfigError("--out: must name a directory");
     std::error_code ec;
     if (std::filesystem::exists(o.out, ec) && !std::filesystem::is_directory(o.out, ec))
@@ -252,7 +257,8 @@ void run_validate(const ValidateOptions& o) {
   const double probe_ref = calibrated_probe_seconds(o.cluster);
   const double load_start = load_average_1min();
   if (rank == 0) {
-    std::cout << "validate: " << cases.size() << " plans, " << o.steps << " steps each (first = warm-up), " << W
+    std::cout << "validate: " << cases.size() << " plans, " << o.passes << " passes of " << o.steps
+              << " steps each (first = warm-up), " << W
               << " rank(s), one thread each; predicted on " << cluster.name << " (" << cluster.origin << ")\n";
     if (cluster.source.find("placeholder") != std::string::npos)
       std::cout << "note: " << cluster.name << " is an uncalibrated placeholder; run `mpirun -n 2 scanshard calibrate` and pass "
@@ -271,101 +277,61 @@ void run_validate(const ValidateOptions& o) {
   train::Options opt;
   opt.steps = o.steps;
 
-  try {
-    for (const auto& c : cases) {
-      const std::int64_t n = c.plan.mesh.devices();
-      std::string why;
-      if (n > W) {
-        why = "needs " + std::to_string(n) + " ranks (run under mpirun -n " + std::to_string(n) + ")";
-      } else {
-        try {
-          train::check_supported(c.model, c.plan, n);
-          check_plan(c.model, c.plan, cluster_slice(cluster, n, "--cluster").devices());
-        } catch (const std::exception& e) {
-          why = e.what();
-        }
+  // Which plans run: the same decision on every rank.
+  std::vector<std::string> why_skipped(cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto& c = cases[i];
+    const std::int64_t n = c.plan.mesh.devices();
+    std::string& why = why_skipped[i];
+    if (n > W) {
+      why = "needs " + std::to_string(n) + " ranks (run under mpirun -n " + std::to_string(n) + ")";
+    } else {
+      try {
+        train::check_supported(c.model, c.plan, n);
+        check_plan(c.model, c.plan, cluster_slice(cluster, n, "--cluster").devices());
+      } catch (const std::exception& e) {
+        why = e.what();
       }
-      if (!why.empty()) {  // the same decision on every rank
-        if (rank == 0) {
-          skipped.push_back(c.id + " (" + describe_plan(c) + "): " + why);
-          std::cout << "  " << c.id << " skipped: " << why << "\n" << std::flush;
-        }
-        continue;
-      }
-      double probe_now = std::nan("");
-      if (probe_ref > 0) {  // against a calibrated probe only; every rank at once, as calibrate ran it
-        std::vector<double> probe = {machine_probe_seconds()};
-        world.allreduce_sum(std::span<double>(probe));
-        probe_now = probe[0] / W;
-      }
-      const mpi::Comm sub = world.split(rank < n ? 0 : 1, rank);
-      train::Result res;
-      if (rank < n) res = train::run(c.model, c.plan, data, opt, &sub);
-      quiet_barrier(world);
-      if (rank != 0) continue;
+    }
+    if (!why.empty() && rank == 0) {
+      skipped.push_back(c.id + " (" + describe_plan(c) + "): " + why);
+      std::cout << "  " << c.id << " skipped: " << why << "\n" << std::flush;
+    }
+  }
 
-      const ClusterSpec cs = cluster_slice(cluster, n, "--cluster");
-      const Comparison cmp = compare(c.model, c.plan, cs, measured_steps(res.trace));
-      const double err = stats::relative_error(cmp.predicted_step_seconds, cmp.measured_step_seconds);
-      pred_steps.push_back(cmp.predicted_step_seconds);
-      meas_steps.push_back(cmp.measured_step_seconds);
-      fastest_steps.push_back(cmp.fastest_step_seconds);
-      speed.push_back(probe_ref > 0 ? probe_now / probe_ref : std::nan(""));
-      std::string worst = "-";
-      double worst_share = 0;
-      nlohmann::json groups = nlohmann::json::array();
-      for (const auto& g : cmp.groups) {
-        groups.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
-        groups_csv += c.id + "," + g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," + std::to_string(g.measured) + "\n";
-        if (g.predicted > 0 && g.measured > 0) {
-          const double share = std::abs(g.predicted - g.measured);  // seconds it contributes to the step error
-          if (share > worst_share) {
-            worst_share = share;
-            worst = g.group + " " + pct(stats::relative_error(g.predicted, g.measured));
-          }
+  // Round-robin passes: every plan runs once per pass (its first step a warm-up), so a slow
+  // minute of the machine touches one run of many plans rather than every run of a few.
+  struct Runs {
+    std::vector<MeasuredStep> steps;  // after each run's warm-up
+    std::vector<double> probes;       // machine probe before each run (seconds)
+  };
+  std::vector<Runs> runs(cases.size());
+  try {
+    for (int pass = 0; pass < o.passes; ++pass) {
+      const auto pass_start = std::chrono::steady_clock::now();
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        if (!why_skipped[i].empty()) continue;
+        const auto& c = cases[i];
+        const std::int64_t n = c.plan.mesh.devices();
+        double probe_now = std::nan("");
+        if (probe_ref > 0) {  // against a calibrated probe only; every rank at once, as calibrate ran it
+          std::vector<double> probe = {machine_probe_seconds()};
+          world.allreduce_sum(std::span<double>(probe));
+          probe_now = probe[0] / W;
         }
+        const mpi::Comm sub = world.split(rank < n ? 0 : 1, rank);
+        train::Result res;
+        if (rank < n) res = train::run(c.model, c.plan, data, opt, &sub);
+        quiet_barrier(world);
+        if (rank != 0) continue;
+        const auto measured = measured_steps(res.trace);
+        runs[i].steps.insert(runs[i].steps.end(), measured.begin() + 1, measured.end());
+        runs[i].probes.push_back(probe_now);
       }
-      nlohmann::json by_class = nlohmann::json::object();
-      for (const auto& [cls, pr] : cmp.predicted_by_class) {
-        const double me = cmp.measured_by_class.at(cls);
-        class_samples.push_back({cls, pr, me});
-        by_class[cls] = {{"predicted_seconds", pr}, {"measured_seconds", me}};
+      if (rank == 0) {
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - pass_start).count();
+        std::cout << "  pass " << pass + 1 << "/" << o.passes << " done (" << std::lround(secs) << " s)\n" << std::flush;
       }
-      nlohmann::json buckets = nlohmann::json::object();
-      for (int b = 0; b < kBucketCount; ++b) buckets[to_string(static_cast<Bucket>(b))] = cmp.estimate.seconds[b];
-      const auto& mem = cmp.estimate.memory;
-      plans_json.push_back({{"id", c.id}, {"model", c.model.name}, {"family", to_string(c.model.family)},
-                            {"mesh", c.plan.mesh.describe()}, {"ranks", n}, {"description", describe_plan(c)},
-                            {"zero_stage", c.plan.zero_stage}, {"remat", to_string(c.plan.remat)}, {"carry", to_string(c.plan.carry)}, {"global_batch", c.plan.global_batch},
-                            {"micro_batch", c.plan.micro_batch}, {"seq_len", c.plan.seq_len},
-                            {"plan_yaml", plan_to_yaml(c.plan)}, {"cluster", cs.name},
-                            {"predicted_step_seconds", cmp.predicted_step_seconds},
-                            {"measured_step_seconds", cmp.measured_step_seconds}, {"relative_error", err},
-                            {"fastest_step_seconds", cmp.fastest_step_seconds},
-                            {"steps_measured", cmp.steps_used}, {"groups", groups}, {"classes", by_class},
-                            {"probe_seconds", probe_now},
-                            {"speed_factor", probe_ref > 0 ? nlohmann::json(probe_now / probe_ref) : nlohmann::json()},
-                            {"predicted_buckets_seconds", buckets},
-                            {"memory_bytes", {{"params", mem.params_bytes}, {"grads", mem.grads_bytes},
-                                              {"optimizer", mem.optimizer_bytes}, {"activations", mem.activations_bytes},
-                                              {"scan_state", mem.state_bytes}, {"buffers", mem.buffers_bytes},
-                                              {"total", mem.total_bytes}}}});
-      char row[512];
-      std::snprintf(row, sizeof row, "%s,%s,%s,\"%s\",%d,%s,%s,%lld,%lld,%lld,%lld,%.9g,%.9g,%.6g\n", c.id.c_str(),
-                    c.model.name.c_str(), to_string(c.model.family), c.plan.mesh.describe().c_str(), c.plan.zero_stage,
-                    to_string(c.plan.remat), to_string(c.plan.carry), static_cast<long long>(n),
-                    static_cast<long long>(c.plan.global_batch), static_cast<long long>(c.plan.micro_batch),
-                    static_cast<long long>(c.plan.seq_len), cmp.predicted_step_seconds, cmp.measured_step_seconds, err);
-      csv += row;
-      t.add({c.id, describe_plan(c), ms(cmp.predicted_step_seconds), ms(cmp.measured_step_seconds), pct(err), worst});
-      std::cout << "  " << c.id << " " << describe_plan(c) << ": predicted " << ms(cmp.predicted_step_seconds) << ", measured "
-                << ms(cmp.measured_step_seconds) << " (" << pct(err) << ")";
-      if (probe_ref > 0) {
-        char f[64];
-        std::snprintf(f, sizeof f, "; machine probe %.2fx its calibration time", probe_now / probe_ref);
-        std::cout << f;
-      }
-      std::cout << "\n" << std::flush;
     }
   } catch (const std::exception& e) {
     if (W == 1) throw;
@@ -373,6 +339,75 @@ void run_validate(const ValidateOptions& o) {
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   if (rank != 0) return;
+
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    if (!why_skipped[i].empty()) continue;
+    const auto& c = cases[i];
+    const std::int64_t n = c.plan.mesh.devices();
+    const double probe_now = probe_ref > 0 ? stats::median(runs[i].probes) : std::nan("");
+    const ClusterSpec cs = cluster_slice(cluster, n, "--cluster");
+    const Comparison cmp = compare(c.model, c.plan, cs, runs[i].steps, /*warm_up=*/false);
+    const double err = stats::relative_error(cmp.predicted_step_seconds, cmp.measured_step_seconds);
+    pred_steps.push_back(cmp.predicted_step_seconds);
+    meas_steps.push_back(cmp.measured_step_seconds);
+    fastest_steps.push_back(cmp.fastest_step_seconds);
+    speed.push_back(probe_ref > 0 ? probe_now / probe_ref : std::nan(""));
+    std::string worst = "-";
+    double worst_share = 0;
+    nlohmann::json groups = nlohmann::json::array();
+    for (const auto& g : cmp.groups) {
+      groups.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
+      groups_csv += c.id + "," + g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," + std::to_string(g.measured) + "\n";
+      if (g.predicted > 0 && g.measured > 0) {
+        const double share = std::abs(g.predicted - g.measured);  // seconds it contributes to the step error
+        if (share > worst_share) {
+          worst_share = share;
+          worst = g.group + " " + pct(stats::relative_error(g.predicted, g.measured));
+        }
+      }
+    }
+    nlohmann::json by_class = nlohmann::json::object();
+    for (const auto& [cls, pr] : cmp.predicted_by_class) {
+      const double me = cmp.measured_by_class.at(cls);
+      class_samples.push_back({cls, pr, me});
+      by_class[cls] = {{"predicted_seconds", pr}, {"measured_seconds", me}};
+    }
+    nlohmann::json buckets = nlohmann::json::object();
+    for (int b = 0; b < kBucketCount; ++b) buckets[to_string(static_cast<Bucket>(b))] = cmp.estimate.seconds[b];
+    const auto& mem = cmp.estimate.memory;
+    plans_json.push_back({{"id", c.id}, {"model", c.model.name}, {"family", to_string(c.model.family)},
+                          {"mesh", c.plan.mesh.describe()}, {"ranks", n}, {"description", describe_plan(c)},
+                          {"zero_stage", c.plan.zero_stage}, {"remat", to_string(c.plan.remat)}, {"carry", to_string(c.plan.carry)}, {"global_batch", c.plan.global_batch},
+                          {"micro_batch", c.plan.micro_batch}, {"seq_len", c.plan.seq_len},
+                          {"plan_yaml", plan_to_yaml(c.plan)}, {"cluster", cs.name},
+                          {"predicted_step_seconds", cmp.predicted_step_seconds},
+                          {"measured_step_seconds", cmp.measured_step_seconds}, {"relative_error", err},
+                          {"fastest_step_seconds", cmp.fastest_step_seconds},
+                          {"steps_measured", cmp.steps_used}, {"groups", groups}, {"classes", by_class},
+                          {"probe_seconds", probe_now},
+                          {"speed_factor", probe_ref > 0 ? nlohmann::json(probe_now / probe_ref) : nlohmann::json()},
+                          {"predicted_buckets_seconds", buckets},
+                          {"memory_bytes", {{"params", mem.params_bytes}, {"grads", mem.grads_bytes},
+                                            {"optimizer", mem.optimizer_bytes}, {"activations", mem.activations_bytes},
+                                            {"scan_state", mem.state_bytes}, {"buffers", mem.buffers_bytes},
+                                            {"total", mem.total_bytes}}}});
+    char row[512];
+    std::snprintf(row, sizeof row, "%s,%s,%s,\"%s\",%d,%s,%s,%lld,%lld,%lld,%lld,%.9g,%.9g,%.6g\n", c.id.c_str(),
+                  c.model.name.c_str(), to_string(c.model.family), c.plan.mesh.describe().c_str(), c.plan.zero_stage,
+                  to_string(c.plan.remat), to_string(c.plan.carry), static_cast<long long>(n),
+                  static_cast<long long>(c.plan.global_batch), static_cast<long long>(c.plan.micro_batch),
+                  static_cast<long long>(c.plan.seq_len), cmp.predicted_step_seconds, cmp.measured_step_seconds, err);
+    csv += row;
+    t.add({c.id, describe_plan(c), ms(cmp.predicted_step_seconds), ms(cmp.measured_step_seconds), pct(err), worst});
+    std::cout << "  " << c.id << " " << describe_plan(c) << ": predicted " << ms(cmp.predicted_step_seconds) << ", measured "
+              << ms(cmp.measured_step_seconds) << " (" << pct(err) << ")";
+    if (probe_ref > 0) {
+      char f[64];
+      std::snprintf(f, sizeof f, "; machine probe %.2fx its calibration time", probe_now / probe_ref);
+      std::cout << f;
+    }
+    std::cout << "\n" << std::flush;
+  }
   if (pred_steps.empty()) throw std::runtime_error("validate: every plan was skipped; nothing to compare");
 
   // Statistics.
@@ -445,6 +480,7 @@ void run_validate(const ValidateOptions& o) {
                    {"argument", looks_like_path(o.cluster) ? std::filesystem::absolute(o.cluster).string() : o.cluster}}},
       {"ranks", W},
       {"steps", o.steps},
+      {"passes", o.passes},
       {"load_average", {{"start", load_start}, {"end", load_end}, {"cores", cores}}},
       {"quick", o.quick},
       {"plans", plans_json},
@@ -471,7 +507,9 @@ void register_validate_command(CLI::App& app) {
   cmd->add_option("--cluster", o->cluster, "cluster to predict on: preset or YAML (e.g. the file `scanshard calibrate` wrote)")
       ->capture_default_str();
   cmd->add_option("--out", o->out, "directory for validate.json and the CSV files")->capture_default_str();
-  cmd->add_option("--steps", o->steps, "training steps per plan (the first is a warm-up)")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "training steps per plan and pass (the first of each is a warm-up)")->capture_default_str();
+  cmd->add_option("--passes", o->passes, "rounds over the plan set; each plan's numbers are medians over all its passes")
+      ->capture_default_str();
   cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");
   cmd->add_flag("--quick", o->quick, "every third plan of the set");
   cmd->callback([o] { run_validate(*o); });
