@@ -78,6 +78,18 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
   add(prog.step_end, 1.0);
   out.estimate = simulate(m, p, c);
   out.predicted_step_seconds = out.estimate.step_seconds;
+  // Rank 0 of a pipeline (stage 0) waits for the later stages in its gradient receives: the
+  // bubble and the slower stages' surplus, the step's time beyond its own work. The trace
+  // measures that wait there, so the prediction puts it there too.
+  if (p.mesh[Axis::pipeline] > 1) {
+    double own = 0;
+    for (const auto& [g, s] : predicted) own += s;
+    const double wait = out.predicted_step_seconds - own;
+    if (wait > 0) {
+      predicted["pipeline.recv_gradients"] += wait;
+      class_seconds["pipeline.recv_gradients"]["comm"] += wait;
+    }
+  }
 
   // Measured: median over the steps after the warm-up, per group and for the wall time.
   const std::size_t first = warm_up && steps.size() > 1 ? 1 : 0;

@@ -306,7 +306,7 @@ TEST_CASE("report --html input errors exit 2", "[report][html]") {
 TEST_CASE("validate --quick runs the 1-rank plans, skips the rest and writes its statistics", "[report][validate]") {
   Scratch s("validate");
   const auto out = s.dir / "v";
-  const auto r = run("validate --quick --steps 2 --cluster cpu-local --out " + out.string(), "OMP_NUM_THREADS=1");
+  const auto r = run("validate --quick --steps 2 --passes 2 --cluster cpu-local --out " + out.string(), "OMP_NUM_THREADS=1");
   INFO(r.out << r.err);
   REQUIRE(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("Spearman"));
@@ -317,6 +317,7 @@ TEST_CASE("validate --quick runs the 1-rank plans, skips the rest and writes its
     CHECK(p["ranks"] == 1);
     CHECK(p["measured_step_seconds"].get<double>() > 0);
     CHECK(p["predicted_step_seconds"].get<double>() > 0);
+    CHECK(p["steps_measured"] == 2);  // one step after the warm-up of each of the 2 passes
     CHECK(std::abs(p["relative_error"].get<double>() -
                    (p["predicted_step_seconds"].get<double>() / p["measured_step_seconds"].get<double>() - 1)) < 1e-9);
   }
@@ -324,4 +325,30 @@ TEST_CASE("validate --quick runs the 1-rank plans, skips the rest and writes its
   CHECK(j["summary"]["max_abs_error"].get<double>() >= j["summary"]["median_abs_error"].get<double>());
   for (const char* f : {"validate.csv", "validate-groups.csv", "validate-classes.csv"}) CHECK(fs::exists(out / f));
   CHECK(run("validate --steps 1 --out " + out.string()).code == 2);  // the only step would be the warm-up
+  CHECK(run("validate --passes 0 --out " + out.string()).code == 2);
+}
+
+TEST_CASE("report prices a pipeline's first stage with its wait: its groups add up to the step", "[report]") {
+  // Stage 0 (rank 0, whose trace is compared) waits for the later stages in its gradient
+  // receives; the predicted groups account for the whole predicted step, as the measured ones do.
+  Scratch s("report-pipeline");
+  const auto plan = s.dir / "plan.yaml", trace = s.dir / "trace.json";
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {pipeline: 2}\nglobal_batch: 4\nmicro_batch: 1\nseq_len: 64\n";
+  nlohmann::json steps = nlohmann::json::array();
+  for (int i = 0; i < 3; ++i)
+    steps.push_back({{"wall_seconds", 0.02},
+                     {"ops", {{{"phase", "backward"}, {"op", "send_recv"}, {"name", "pipeline.recv_gradients"}, {"seconds", 0.004}}}}});
+  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "pipeline=2"}, {"steps", steps}}.dump();
+  const auto r = run("report --cluster cpu-local --plan " + plan.string() + " --trace " + trace.string() + " --out-dir " +
+                     s.dir.string());
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(slurp(s.dir / "report.json"));
+  double sum = 0, recv = 0;
+  for (const auto& g : j["groups"]) {
+    sum += g["predicted_seconds"].get<double>();
+    if (g["group"] == "pipeline.recv_gradients") recv = g["predicted_seconds"].get<double>();
+  }
+  CHECK(sum == Approx(j["predicted_step_seconds"].get<double>()).epsilon(1e-9));
+  CHECK(recv > 0.1 * sum);  // the bubble alone: a micro-batch of stage 0 against 4 of stage 1
 }
