@@ -1019,16 +1019,21 @@ void run_calibrate(const CalibrateOptions& o) {
     r.kernels = kernel_benches();
     {
       std::vector<double> v;
-      // A training step's kernels find their inputs in memory, not in cache as a kernel repeated
+      // A training step's kernels do not find their inputs in the core's cache as a kernel repeated
       // back to back does: a step keeps every layer's activations and touches every parameter,
-      // gradient and optimizer moment, tens of MB even for the tiny models, more than the last
-      // level cache. Each timed call follows a pass over max(8x L2, 64 MiB), which evicts it.
-      // But the input an op's predecessor has just written is in cache: benchmarks list those
-      // buffers (KernelBench::hot; the elementwise and norm kernels), rewritten after the pass.
-      // Cold inputs priced them 20-130 % slower than validate measured them.
+      // gradient and optimizer moment, tens of MB even for the tiny models, far more than L2. Each
+      // timed call follows a pass over 8x L2, which evicts it from L2 but, like a step, leaves
+      // part of it in the shared last level cache. (A 64 MiB pass, which empties that cache too,
+      // priced the runner's steps as if every input came from DRAM. Two alternating pairs of
+      // calibrations: each size's values repeat within 1-2 %; 8x L2 prices norms 15-20 %, the
+      // optimizer 10-14 %, GEMMs 5-6 % faster; in the pair whose validate ran at the machine's
+      // usual speed the class biases moved norm +16 -> -6 %, optimizer +12 -> +3 %, gemm +4.4 ->
+      // +1.8 %, scan +3.3 -> -1.0 %.)
+      // The input an op's predecessor has just written is in L2: benchmarks list those buffers
+      // (KernelBench::hot; the elementwise and norm kernels), rewritten after the pass. Cold
+      // inputs priced them 20-130 % slower than validate measured them.
       const long l2 = ::sysconf(_SC_LEVEL2_CACHE_SIZE);
-      const std::size_t evict_bytes = std::max<std::size_t>(static_cast<std::size_t>(8 * (l2 > 0 ? l2 : 1L << 20)),
-                                                            o.quick ? std::size_t{8} << 20 : std::size_t{64} << 20);
+      const std::size_t evict_bytes = static_cast<std::size_t>(8 * (l2 > 0 ? l2 : 1L << 20));
       std::vector<float> evict(evict_bytes / sizeof(float), 1.0f);
       auto evict_l2 = [&evict] {
         float acc = 0;
