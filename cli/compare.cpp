@@ -89,6 +89,37 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
       predicted["pipeline.recv_gradients"] += wait;
       class_seconds["pipeline.recv_gradients"]["comm"] += wait;
     }
+  } else if (const double wait = out.estimate.seconds[static_cast<int>(Bucket::sync_wait)]; wait > 0) {
+    // Elsewhere ranks wait for the slowest at every collective or transfer (the sync wait: jitter
+    // times the compute between meetings), and the trace measures each wait inside that meeting's
+    // group. Each meeting gets the wait of the compute since the previous one, in the runner's
+    // order (forward, backward, the step's end; what follows the last meeting goes to the first).
+    std::map<std::string, double> before;  // group -> compute seconds leading up to its meetings
+    std::string first;                     // the first meeting's group
+    double run = 0, total = 0;
+    auto walk = [&](const std::vector<Step>& list, double times) {
+      const auto secs = step_seconds(list, c, net, p.act_dtype);
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (list[i].kind == StepKind::compute) {
+          run += times * secs[i];
+        } else {
+          const std::string g = op_group(step_name(list[i].op, list[i].name));
+          if (first.empty()) first = g;
+          before[g] += run;
+          total += run;
+          run = 0;
+        }
+      }
+    };
+    walk(prog.forward, mb);
+    walk(prog.backward, mb);
+    walk(prog.step_end, 1.0);
+    if (!first.empty()) before[first] += run, total += run;
+    for (const auto& [g, share] : before)
+      if (total > 0) {
+        predicted[g] += wait * share / total;
+        class_seconds[g]["comm"] += wait * share / total;
+      }
   }
 
   // Measured: median over the steps after the warm-up, per group and for the wall time.
