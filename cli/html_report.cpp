@@ -585,14 +585,8 @@ std::pair<Chart, Chart> sweep_charts(const std::string& gp, const HtmlReportOpti
   const std::vector<std::pair<std::string, std::string>> cats = {{"GEMM", "#4e79a7"}, {"attention", "#f28e2b"}, {"scan", "#59a14f"},
                                                                  {"other compute", "#bab0ac"}, {"communication + bubble", "#e15759"}};
   auto cat_of = [](Bucket b) -> int {
-    switch (b) {
-      case Bucket::gemm: return 0;
-      case Bucket::attention: return 1;
-      case Bucket::scan: return 2;
-      case Bucket::comm_data: case Bucket::comm_fsdp: case Bucket::comm_tensor: case Bucket::comm_sequence:
-      case Bucket::comm_pipeline: case Bucket::bubble: case Bucket::sync_wait: return 4;
-      default: return 3;
-    }
+    if (!is_compute(b)) return 4;
+    return b == Bucket::gemm ? 0 : b == Bucket::attention ? 1 : b == Bucket::scan ? 2 : 3;
   };
   const std::size_t M = o.sweep_models.size(), S = o.sweep_seq.size();
   // Lines.

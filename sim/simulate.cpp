@@ -205,7 +205,7 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
   // a pipeline transfer or the gradient sync), so the step waits in all for its compute.
   if (p.mesh.devices() > 1) {
     double compute = 0;
-    for (int b = 0; b < static_cast<int>(Bucket::comm_data); ++b) compute += e.seconds[b];
+    for (int b = 0; b < kBucketCount; ++b) compute += is_compute(static_cast<Bucket>(b)) ? e.seconds[b] : 0.0;
     e.seconds[static_cast<int>(Bucket::sync_wait)] = sync_wait_seconds(compute, cl.chip.compute_jitter, p.mesh.devices());
   }
   for (double b : e.seconds) e.step_seconds += b;

@@ -28,6 +28,19 @@ enum class Bucket : int {
 };
 constexpr int kBucketCount = 15;
 const char* to_string(Bucket b);
+// Whether a bucket is time the device computes (not communication, bubble or waiting). A switch
+// without default: a new bucket must be placed here (-Wswitch).
+constexpr bool is_compute(Bucket b) {
+  switch (b) {
+    case Bucket::gemm: case Bucket::attention: case Bucket::scan: case Bucket::elementwise: case Bucket::norm:
+    case Bucket::embedding: case Bucket::recompute: case Bucket::optimizer:
+      return true;
+    case Bucket::comm_data: case Bucket::comm_fsdp: case Bucket::comm_tensor: case Bucket::comm_sequence:
+    case Bucket::comm_pipeline: case Bucket::bubble: case Bucket::sync_wait:
+      return false;
+  }
+  return false;
+}
 
 struct MemoryBreakdown {
   double params_bytes = 0;

@@ -352,8 +352,13 @@ TEST_CASE("ranks wait for the slowest: jitter times E[max of P normals] times th
     const auto e = simulate(m, plan_for(mesh, 4, 128), c);
     double compute = 0;
     for (Bucket b : {Bucket::gemm, Bucket::attention, Bucket::scan, Bucket::elementwise, Bucket::norm, Bucket::embedding,
-                     Bucket::recompute, Bucket::optimizer})
+                     Bucket::recompute, Bucket::optimizer}) {
+      CHECK(is_compute(b));
       compute += e.seconds[static_cast<int>(b)];
+    }
+    for (Bucket b : {Bucket::comm_data, Bucket::comm_fsdp, Bucket::comm_tensor, Bucket::comm_sequence, Bucket::comm_pipeline,
+                     Bucket::bubble, Bucket::sync_wait})
+      CHECK(!is_compute(b));
     INFO(mesh);
     CHECK(e.seconds[wait] == Approx(0.05 * compute / std::sqrt(M_PI)).epsilon(1e-3));
   }
