@@ -2,6 +2,7 @@
 #include "cli/compare.hpp"
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <numeric>
 #include <set>
@@ -64,18 +65,18 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
   const StepProgram prog = lower(m, p, 0);
   std::map<std::string, double> predicted;
   std::map<std::string, std::map<std::string, double>> class_seconds;  // group -> class -> seconds
-  auto add = [&](const std::vector<Step>& list, double times) {
-    const auto secs = step_seconds(list, c, net, p.act_dtype);
+  // Each list priced once: (steps, seconds of each, times per step).
+  struct Priced { const std::vector<Step>& list; std::vector<double> secs; double times; };
+  const double mb = static_cast<double>(p.micro_batches());
+  const std::array<Priced, 3> passes = {Priced{prog.forward, step_seconds(prog.forward, c, net, p.act_dtype), mb},
+                                        Priced{prog.backward, step_seconds(prog.backward, c, net, p.act_dtype), mb},
+                                        Priced{prog.step_end, step_seconds(prog.step_end, c, net, p.act_dtype), 1.0}};
+  for (const auto& [list, secs, times] : passes)
     for (std::size_t i = 0; i < list.size(); ++i) {
       const std::string g = op_group(step_name(list[i].op, list[i].name));
       predicted[g] += times * secs[i];
       class_seconds[g][to_string(list[i].cls)] += times * secs[i];
     }
-  };
-  const double mb = static_cast<double>(p.micro_batches());
-  add(prog.forward, mb);
-  add(prog.backward, mb);
-  add(prog.step_end, 1.0);
   out.estimate = simulate(m, p, c);
   out.predicted_step_seconds = out.estimate.step_seconds;
   // Rank 0 of a pipeline (stage 0) waits for the later stages in its gradient receives: the
@@ -97,8 +98,7 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
     std::map<std::string, double> before;  // group -> compute seconds leading up to its meetings
     std::string first;                     // the first meeting's group
     double run = 0, total = 0;
-    auto walk = [&](const std::vector<Step>& list, double times) {
-      const auto secs = step_seconds(list, c, net, p.act_dtype);
+    for (const auto& [list, secs, times] : passes)
       for (std::size_t i = 0; i < list.size(); ++i) {
         if (list[i].kind == StepKind::compute) {
           run += times * secs[i];
@@ -110,10 +110,6 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
           run = 0;
         }
       }
-    };
-    walk(prog.forward, mb);
-    walk(prog.backward, mb);
-    walk(prog.step_end, 1.0);
     if (!first.empty()) before[first] += run, total += run;
     for (const auto& [g, share] : before)
       if (total > 0) {
