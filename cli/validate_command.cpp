@@ -61,6 +61,7 @@
 #include "cli/format.hpp"
 #include "cli/html_report.hpp"
 #include "cli/probe.hpp"
+#include "cli/published_command.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/stats.hpp"
@@ -106,6 +107,8 @@ struct ValidateOptions {
   std::int64_t steps = 3;
   int passes = 3;
   bool quick = false;
+  bool published = false;            // price the published-measurement suite instead (no MPI)
+  std::vector<std::string> suites;   // --suite files for --published (default: the built-in suite)
 };
 
 struct PlanCase {
@@ -512,7 +515,15 @@ void register_validate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");
   cmd->add_flag("--quick", o->quick, "every third plan of the set");
-  cmd->callback([o] { run_validate(*o); });
+  cmd->add_flag("--published", o->published,
+                "price the published cluster measurements (configs/published/: Megatron-LM, Llama 3, Griffin, ...) and "
+                "report predicted against published per row and source; no MPI, nothing runs");
+  cmd->add_option("--suite", o->suites, "with --published: suite YAML files to price instead of the built-in ones");
+  cmd->callback([o, cmd] {
+    if (o->published) return run_published(o->suites, cmd->count("--out") ? o->out : "");
+    if (!o->suites.empty()) throw ConfigError("--suite: only with --published");
+    run_validate(*o);
+  });
 }
 
 }  // namespace scanshard

@@ -40,6 +40,7 @@ set(SCANSHARD_PRESET_FILES
   models/hawk-7b.yaml
   models/hawk-tiny.yaml
   models/llama2-70b.yaml
+  models/llama3-405b.yaml
   models/megatron-1t.yaml
   models/megatron-22b.yaml
   models/mqa-1.3b.yaml
@@ -62,4 +63,9 @@ set(SCANSHARD_PRESET_FILES
   models/rwkv6-tiny.yaml
   models/transformer-tiny.yaml
   models/turing-nlg-530b.yaml
+  published/narayanan2021-table1.yaml
+  published/korthikanti2022-table5.yaml
+  published/smith2022-mtnlg.yaml
+  published/dubey2024-llama3.yaml
+  published/de2024-griffin-fig3.yaml
 )

@@ -1,0 +1,95 @@
+// cli/published_command.cpp — `scanshard validate --published [--suite FILE ...] [--out DIR]`:
+// prices the published-measurement suite (reports/published.hpp) and prints, per row, the
+// predicted against the published step time (or relative step time) and the error, then mean and
+// max |error| per source and overall, and leave-one-source-out figures. Writes published.csv and
+// published.json under DIR. No MPI: it runs no kernels.
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/format.hpp"
+#include "cli/html_report.hpp"
+#include "cli/published_command.hpp"
+#include "reports/published.hpp"
+
+namespace scanshard {
+
+namespace {
+
+std::string pct(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%+.1f %%", 100 * x);
+  return b;
+}
+std::string num(double x, const char* fmt) {
+  char b[32];
+  std::snprintf(b, sizeof b, fmt, x);
+  return b;
+}
+bool relative(const published::Row& r) { return r.metric == published::Metric::relative_step_time; }
+
+}  // namespace
+
+void run_published(const std::vector<std::string>& suites, const std::string& out_dir) {
+  std::vector<published::Row> rows;
+  if (suites.empty()) rows = published::builtin_suite();
+  for (const auto& f : suites) {
+    auto more = published::load_suite_file(f);
+    rows.insert(rows.end(), more.begin(), more.end());
+  }
+  const auto priced = published::price_suite(rows);
+
+  Table t({"source", "row", "searched", "published", "predicted", "error", "MFU", "bottleneck"},
+          {false, false, false, true, true, true, true, false});
+  std::string csv = "source,row,where,metric,published_value,published,predicted,error,searched,mfu,plan_mesh\n";
+  nlohmann::json rows_json = nlohmann::json::array();
+  std::string last_source;
+  for (const auto& p : priced) {
+    const auto& r = *p.row;
+    const bool rel = relative(r);
+    const char* fmt = rel ? "%.3f" : "%.2f s";
+    if (!p.priced) {
+      t.add({r.source_id, r.id, "", "", "", "not priced: " + p.why, "", ""});
+      rows_json.push_back({{"source", r.source_id}, {"row", r.id}, {"priced", false}, {"why", p.why}});
+      continue;
+    }
+    t.add({r.source_id == last_source ? "" : r.source_id, r.id, p.searched, num(p.published, fmt), num(p.predicted, fmt),
+           rel && r.relative_to.empty() ? "(reference)" : pct(p.error), num(100 * p.estimate.mfu, "%.1f %%"), p.estimate.bottleneck});
+    last_source = r.source_id;
+    csv += r.source_id + "," + r.id + ",\"" + r.where + "\"," + published::to_string(r.metric) + "," + num(r.value, "%.6g") + "," +
+           num(p.published, "%.6g") + "," + num(p.predicted, "%.6g") + "," + num(p.error, "%.6g") + "," + p.searched + "," +
+           num(p.estimate.mfu, "%.4f") + "," + p.plan.mesh.describe() + "\n";
+    nlohmann::json breakdown = nlohmann::json::object();
+    for (int b = 0; b < kBucketCount; ++b) breakdown[to_string(static_cast<Bucket>(b))] = p.estimate.seconds[b];
+    rows_json.push_back({{"source", r.source_id}, {"row", r.id}, {"where", r.where}, {"metric", published::to_string(r.metric)},
+                         {"published_value", r.value}, {"published", p.published}, {"predicted", p.predicted},
+                         {"error", p.error}, {"searched", p.searched}, {"mesh", p.plan.mesh.describe()},
+                         {"micro_batch", p.plan.micro_batch}, {"virtual_stages", p.plan.virtual_stages},
+                         {"mfu", p.estimate.mfu}, {"step_seconds", p.estimate.step_seconds}, {"breakdown_seconds", breakdown}});
+  }
+  std::cout << "published measurements: predicted against published, seconds per step (relative rows: step time "
+               "relative to the reference row)\n\n"
+            << t.str() << "\n";
+  const auto errs = published::source_errors(priced);
+  Table s({"source", "rows", "mean |error|", "max |error|", "bias"}, {false, true, true, true, true});
+  nlohmann::json src_json = nlohmann::json::array();
+  for (const auto& e : errs) {
+    s.add({e.source_id, std::to_string(e.rows), num(100 * e.mean_abs, "%.1f %%"), num(100 * e.max_abs, "%.1f %%"), pct(e.bias)});
+    src_json.push_back({{"source", e.source_id}, {"rows", e.rows}, {"mean_abs_error", e.mean_abs}, {"max_abs_error", e.max_abs},
+                        {"bias", e.bias}});
+  }
+  std::cout << s.str()
+            << "\nleave-one-source-out: no number in the chip and cluster files is fitted to this suite (each is a datasheet "
+               "value or a published micro-benchmark with its source), so each source's out-of-sample error is the error above\n";
+  if (!out_dir.empty()) {
+    std::filesystem::create_directories(out_dir);
+    write_file_atomically(out_dir + "/published.csv", csv);
+    write_file_atomically(out_dir + "/published.json",
+                          nlohmann::json{{"rows", rows_json}, {"sources", src_json}, {"fitted_parameters", 0}}.dump(2) + "\n");
+    std::cout << "wrote " << out_dir << "/published.csv, published.json\n";
+  }
+}
+
+}  // namespace scanshard

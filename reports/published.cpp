@@ -1,0 +1,259 @@
+// reports/published.cpp — see published.hpp.
+#include "reports/published.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "program/embedded.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+
+namespace scanshard::published {
+
+const char* to_string(Metric m) {
+  switch (m) {
+    case Metric::seconds_per_step: return "seconds_per_step";
+    case Metric::tflops_per_gpu: return "tflops_per_gpu";
+    case Metric::mfu: return "mfu";
+    case Metric::relative_step_time: return "relative_step_time";
+  }
+  return "";
+}
+
+double megatron_eq3_flops(double B, double s, double l, double h, double V) {
+  return 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h));
+}
+
+double palm_flops_per_token(double N, double L, double H, double Q, double T) { return 6 * N + 12 * L * H * Q * T; }
+
+namespace {
+
+const std::set<std::string> kSearchable = {"micro_batch", "virtual_stages"};
+
+Row parse_row(YamlMap& y, const std::string& file, const std::string& source_id, const std::string& source) {
+  Row r;
+  r.source_id = source_id;
+  r.source = source;
+  r.file = file;
+  r.id = y.required_string("id");
+  r.where = y.required_string("where");
+  r.note = y.optional_string("note", "");
+  const YAML::Node model = y.raw("model");
+  if (!model.IsDefined()) throw y.error("model", "missing (a preset name or a model mapping)");
+  r.model = model.IsMap() ? parse_model(model, file) : load_model(y.required_string("model"), file + ": " + y.key_path("model"));
+  r.cluster = load_cluster(y.required_string("cluster"), file + ": " + y.key_path("cluster"));
+  const YAML::Node plan = y.raw("plan");
+  if (!plan.IsMap()) throw y.error("plan", "expected a mapping of plan keys (mesh, global_batch, seq_len, ...)");
+  r.plan = parse_plan(plan, file);
+  if (y.has("search")) {
+    const YAML::Node s = y.raw("search");
+    if (!s.IsSequence()) throw y.error("search", "expected a list of plan keys (micro_batch, virtual_stages)");
+    for (const auto& k : s) {
+      const std::string key = k.IsScalar() ? k.Scalar() : "";
+      if (!kSearchable.count(key)) throw y.error("search", "'" + key + "' cannot be searched (micro_batch, virtual_stages)");
+      r.search.push_back(key);
+    }
+  } else {
+    y.raw("search");
+  }
+  YamlMap pub = y.required_map("published");
+  int metrics = 0;
+  for (Metric m : {Metric::seconds_per_step, Metric::tflops_per_gpu, Metric::mfu, Metric::relative_step_time})
+    if (pub.has(to_string(m))) {
+      r.metric = m;
+      r.value = pub.required_double(to_string(m));
+      ++metrics;
+    }
+  if (metrics != 1) throw y.error("published", "needs exactly one of seconds_per_step, tflops_per_gpu, mfu, relative_step_time");
+  if (!(r.value > 0)) throw pub.error(to_string(r.metric), "must be positive");
+  r.formula = pub.optional_choice<FlopFormula, 2>("flops", FlopFormula::none,
+                                                  {{{"megatron_eq3", FlopFormula::megatron_eq3}, {"palm", FlopFormula::palm}}});
+  if ((r.metric == Metric::tflops_per_gpu || r.metric == Metric::mfu) && r.formula == FlopFormula::none)
+    throw pub.error("flops", "a TFLOP/s or MFU figure needs the paper's FLOP formula (megatron_eq3 or palm)");
+  r.relative_to = pub.optional_string("relative_to", "");
+  if (!r.relative_to.empty() && r.metric != Metric::relative_step_time)
+    throw pub.error("relative_to", "only for relative_step_time");
+  pub.finish();
+  return r;  // an illegal plan is reported by price_row (the rule it breaks), not refused here
+}
+
+}  // namespace
+
+std::vector<Row> parse_suite(const std::string& text, const std::string& file) {
+  YamlMap top(parse_yaml(text, file), file, "");
+  const std::string id = top.required_string("id");
+  const std::string source = top.required_string("source");
+  const YAML::Node rows = top.raw("rows");
+  if (!rows.IsSequence() || rows.size() == 0) throw top.error("rows", "expected a non-empty list of rows");
+  top.finish();
+  std::vector<Row> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    YamlMap y(rows[i], file, "rows[" + std::to_string(i) + "]");
+    out.push_back(parse_row(y, file, id, source));
+    y.finish();
+    for (std::size_t j = 0; j + 1 < out.size(); ++j)
+      if (out[j].id == out.back().id) throw y.error("id", "'" + out.back().id + "' appears twice in this file");
+  }
+  for (const auto& r : out) {
+    if (r.relative_to.empty()) continue;
+    const auto ref = std::find_if(out.begin(), out.end(), [&](const Row& o) { return o.id == r.relative_to; });
+    if (ref == out.end() || ref->metric != Metric::relative_step_time || !ref->relative_to.empty())
+      throw ConfigError(file + ": row '" + r.id + "': relative_to: '" + r.relative_to +
+                        "' is not a reference row (a relative_step_time row without relative_to) of this file");
+  }
+  return out;
+}
+
+std::vector<Row> load_suite_file(const std::string& path) {
+  const YAML::Node n = load_yaml_file(path);
+  return parse_suite(YAML::Dump(n), path);
+}
+
+std::vector<Row> builtin_suite() {
+  std::vector<Row> all;
+  for (const auto& f : embedded_files()) {
+    if (!f.path.starts_with("configs/published/")) continue;
+    auto rows = parse_suite(std::string(f.text), std::string(f.path));
+    all.insert(all.end(), rows.begin(), rows.end());
+  }
+  return all;
+}
+
+double published_seconds(const Row& r) {
+  const auto& m = r.model;
+  const auto& p = r.plan;
+  const double devices = static_cast<double>(p.mesh.devices());
+  const double B = static_cast<double>(p.global_batch), T = static_cast<double>(p.seq_len);
+  auto flops = [&] {
+    if (r.formula == FlopFormula::megatron_eq3)
+      return megatron_eq3_flops(B, T, static_cast<double>(m.depth), static_cast<double>(m.width), static_cast<double>(m.vocab));
+    const double head_dim = m.head_dim > 0 ? static_cast<double>(m.head_dim) : static_cast<double>(m.width / m.heads);
+    return B * T * palm_flops_per_token(static_cast<double>(count_parameters(m).total), static_cast<double>(m.depth),
+                                        static_cast<double>(m.heads), head_dim, T);
+  };
+  switch (r.metric) {
+    case Metric::seconds_per_step: return r.value;
+    case Metric::tflops_per_gpu: return flops() / (r.value * 1e12 * devices);
+    case Metric::mfu: {
+      const auto& peaks = r.cluster.chip.peak_flops_per_s;
+      const double peak = peaks.count("bf16") ? peaks.at("bf16") : peaks.begin()->second;
+      return flops() / (r.value * peak * devices);
+    }
+    case Metric::relative_step_time: return r.value;
+  }
+  return 0;
+}
+
+namespace {
+
+std::vector<std::int64_t> divisors_up_to(std::int64_t n, std::int64_t cap) {
+  std::vector<std::int64_t> d;
+  for (std::int64_t i = 1; i <= std::min(n, cap); ++i)
+    if (n % i == 0) d.push_back(i);
+  return d;
+}
+
+std::string describe_choice(const Row& r, const Plan& p) {
+  std::string s;
+  for (const auto& k : r.search) {
+    const std::int64_t v = k == "micro_batch" ? p.micro_batch : p.virtual_stages;
+    s += (s.empty() ? "" : " ") + k + "=" + std::to_string(v);
+  }
+  return s;
+}
+
+}  // namespace
+
+Priced price_row(const Row& r) {
+  Priced out;
+  out.row = &r;
+  const bool search_mb = std::count(r.search.begin(), r.search.end(), "micro_batch") > 0;
+  const bool search_v = std::count(r.search.begin(), r.search.end(), "virtual_stages") > 0;
+  const std::int64_t pp = r.plan.mesh[Axis::pipeline];
+  const auto mbs = search_mb ? divisors_up_to(r.plan.local_batch(), 16) : std::vector<std::int64_t>{r.plan.micro_batch};
+  const auto vs = search_v && pp > 1 ? divisors_up_to(r.model.depth / pp, 8) : std::vector<std::int64_t>{r.plan.virtual_stages};
+  double best = std::numeric_limits<double>::infinity();
+  std::string last_reason = "no candidate";
+  for (auto mb : mbs)
+    for (auto v : vs) {
+      Plan p = r.plan;
+      p.micro_batch = mb;
+      p.virtual_stages = v;
+      if (const char* rule = plan_violation(r.model, p, r.cluster.devices())) {
+        last_reason = std::string("rule '") + rule + "'";
+        continue;
+      }
+      const Estimate e = simulate(r.model, p, r.cluster);
+      if (!e.memory.fits) {
+        last_reason = "out of memory";
+        continue;
+      }
+      if (e.step_seconds < best) {
+        best = e.step_seconds;
+        out.plan = p;
+        out.estimate = e;
+        out.priced = true;
+      }
+    }
+  if (!out.priced) out.why = last_reason;
+  else out.searched = describe_choice(r, out.plan);
+  return out;
+}
+
+std::vector<Priced> price_suite(const std::vector<Row>& rows) {
+  std::vector<Priced> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(price_row(r));
+  std::map<std::pair<std::string, std::string>, const Priced*> by_id;
+  for (const auto& p : out) by_id[{p.row->file, p.row->id}] = &p;
+  for (auto& p : out) {
+    const Row& r = *p.row;
+    if (!p.priced) continue;
+    if (r.metric != Metric::relative_step_time) {
+      p.predicted = p.estimate.step_seconds;
+      p.published = published_seconds(r);
+    } else {
+      const Priced* ref = r.relative_to.empty() ? &p : by_id.at({r.file, r.relative_to});
+      if (!ref->priced) {
+        p.priced = false;
+        p.why = "its reference row '" + ref->row->id + "' could not be priced";
+        continue;
+      }
+      p.predicted = p.estimate.step_seconds / ref->estimate.step_seconds;
+      p.published = r.value;
+    }
+    p.error = p.predicted / p.published - 1;
+  }
+  return out;
+}
+
+std::vector<SourceError> source_errors(const std::vector<Priced>& priced) {
+  std::vector<SourceError> out;
+  SourceError all{"all"};
+  auto add = [](SourceError& s, double e) {
+    s.mean_abs += std::abs(e);
+    s.bias += e;
+    s.max_abs = std::max(s.max_abs, std::abs(e));
+    ++s.rows;
+  };
+  for (const auto& p : priced) {
+    // A reference row of relative times is 1 by definition: nothing to score.
+    if (!p.priced || (p.row->metric == Metric::relative_step_time && p.row->relative_to.empty())) continue;
+    auto it = std::find_if(out.begin(), out.end(), [&](const SourceError& s) { return s.source_id == p.row->source_id; });
+    if (it == out.end()) it = out.insert(out.end(), SourceError{p.row->source_id});
+    add(*it, p.error);
+    add(all, p.error);
+  }
+  out.push_back(all);
+  for (auto& s : out)
+    if (s.rows > 0) {
+      s.mean_abs /= static_cast<double>(s.rows);
+      s.bias /= static_cast<double>(s.rows);
+    }
+  return out;
+}
+
+}  // namespace scanshard::published
