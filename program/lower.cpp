@@ -803,6 +803,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   const Ctx c = make_ctx(m, p, seq_coord);
   const bool first = stage == 0, last = stage == pp - 1;
   const double act_bytes = c.n * m.width * c.a / c.tp_seq;  // rs_ag: stages exchange n/t tokens
+  // Megatron's scatter/gather (Plan::scatter_gather): each tensor rank sends its 1/t slice of the
+  // replicated activation; the receiver all-gathers the slices over the tensor axis.
+  const bool scatter = p.scatter_gather && c.t > 1 && p.tensor_comm == TensorComm::allreduce && pp > 1;
+  const double send_bytes = scatter ? std::ceil(c.n * static_cast<double>(m.width) / c.t) * c.a : act_bytes;
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
   std::int64_t params = 0, tensors = 0;
@@ -845,8 +849,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   // sequential hops of one transfer each.
   if (const std::int64_t recvs = st.chunks - (first ? 1 : 0); recvs > 0) {
     Emit e{c, -1, st.pre_forward, st.pre_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", act_bytes, static_cast<std::int32_t>(recvs));
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", act_bytes, static_cast<std::int32_t>(recvs));
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", send_bytes, static_cast<std::int32_t>(recvs));
+    for (std::int64_t i = 0; i < (scatter ? recvs : 0); ++i)
+      e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "pipeline.activations", act_bytes);
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", send_bytes, static_cast<std::int32_t>(recvs));
   }
   if (last) {
     std::vector<Step> bwd;
@@ -860,8 +866,10 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   // receiving their gradient.
   if (const std::int64_t sends = st.chunks - (last ? 1 : 0); sends > 0) {
     Emit e{c, -1, st.post_forward, st.post_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", act_bytes, static_cast<std::int32_t>(sends));
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", act_bytes, static_cast<std::int32_t>(sends));
+    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", send_bytes, static_cast<std::int32_t>(sends));
+    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", send_bytes, static_cast<std::int32_t>(sends));
+    for (std::int64_t i = 0; i < (scatter ? sends : 0); ++i)
+      e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "pipeline.gradients", act_bytes);
   }
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.

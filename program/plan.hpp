@@ -80,6 +80,12 @@ struct Plan {
   DType act_dtype = DType::bf16;
   DType state_dtype = DType::fp32;  // scan state
   GradDType grad_dtype = GradDType::params;  // gradient reduction across ranks
+  // Pipeline transfers under tensor parallelism (Narayanan et al. 2021 §4.1, Megatron-LM's
+  // scatter/gather): a stage's output is replicated on its t tensor ranks, so each sends only its
+  // 1/t slice over its own link and the next stage all-gathers the slices over the tensor axis
+  // (NVLink). false: every tensor rank sends the whole activation (e.g. DeepSpeed's pipeline
+  // engine). Moot under rs_ag, whose transfers already hold n/t tokens.
+  bool scatter_gather = true;
   bool overlap = true;              // overlap data/fsdp gradient reduction with backward (ZeRO-3
                                     // parameter gathers are always prefetched)
   // Placement: device order of the mesh axes, innermost (neighbouring chips) first. Only the

@@ -55,11 +55,16 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
 
 double all_gather_seconds(double bytes, const AxisNetwork& net) {
   if (net.size <= 1 || bytes <= 0) return 0;
-  if (net.hierarchical) {  // levels in sequence; outer levels move the inner level's share
+  if (net.hierarchical) {
+    // Levels in sequence, innermost first: the island level gathers the whole buffer among its
+    // members, the level outside moves only one island member's share (each member of an island
+    // exchanges its 1/P_in over its own link with the members of the same local rank on other
+    // islands — NCCL's rings use every NIC of a node: the inter-node time is 2(P_out − 1)/P_out
+    // · S/P_in per NIC for an all-reduce, not the whole buffer through one NIC).
     double t = 0, share = bytes;
-    for (auto it = net.levels.rbegin(); it != net.levels.rend(); ++it) {
-      const double Pl = static_cast<double>(it->members);
-      t += (Pl - 1) / Pl * share / it->bytes_per_s + (Pl - 1) * it->step_latency_seconds;
+    for (const auto& l : net.levels) {
+      const double Pl = static_cast<double>(l.members);
+      t += (Pl - 1) / Pl * share / l.bytes_per_s + (Pl - 1) * l.step_latency_seconds;
       share /= Pl;
     }
     return t;
@@ -111,10 +116,10 @@ CommLine all_gather_line(const AxisNetwork& net) {
   if (net.size <= 1) return l;
   if (net.hierarchical) {
     double share = 1;  // bytes moved per byte of the buffer, level by level (see all_gather_seconds)
-    for (auto it = net.levels.rbegin(); it != net.levels.rend(); ++it) {
-      const double Pl = static_cast<double>(it->members);
-      l.per_byte += (Pl - 1) / Pl * share / it->bytes_per_s;
-      l.fixed += (Pl - 1) * it->step_latency_seconds;
+    for (const auto& lv : net.levels) {
+      const double Pl = static_cast<double>(lv.members);
+      l.per_byte += (Pl - 1) / Pl * share / lv.bytes_per_s;
+      l.fixed += (Pl - 1) * lv.step_latency_seconds;
       share /= Pl;
     }
     return l;

@@ -1572,12 +1572,27 @@ void head_params_gather(State& s, const Step& st) {
 // ---- pipeline stages: activations forward, their gradients back (tag 0 / 1) -------------------
 
 std::span<float> span_of(Vec& v) { return std::span<float>(v); }
-void pp_recv_act(State& s, const Step& st) {
-  need(s, Axis::pipeline, st).recv(span_of(s.xs[static_cast<std::size_t>(s.first_layer)]), static_cast<int>(s.stage - 1), 0);
+// Megatron's scatter/gather (Plan::scatter_gather, lower.cpp): the residual stream is replicated
+// on the tensor ranks, so each sends only its slice (split_range of the buffer) and the receiver
+// all-gathers the slices over the tensor axis ("all_gather|pipeline.activations/.gradients").
+bool scatters(const State& s) { return s.p.scatter_gather && s.t > 1 && !s.rs; }
+std::span<float> pp_part(const State& s, Vec& v) {
+  if (!scatters(s)) return span_of(v);
+  const Range r = split_range(static_cast<i64>(v.size()), s.t, s.tcoord);
+  return {v.data() + r.begin, static_cast<std::size_t>(r.size())};
 }
+void pp_gather(const State& s, const Step& st, Vec& v) {
+  std::vector<int> counts;
+  for (i64 i = 0; i < s.t; ++i) counts.push_back(static_cast<int>(split_range(static_cast<i64>(v.size()), s.t, i).size()));
+  need(s, Axis::tensor, st).allgather_v_inplace(span_of(v), counts);
+}
+void pp_recv_act(State& s, const Step& st) {
+  need(s, Axis::pipeline, st).recv(pp_part(s, s.xs[static_cast<std::size_t>(s.first_layer)]), static_cast<int>(s.stage - 1), 0);
+}
+void pp_gather_act(State& s, const Step& st) { pp_gather(s, st, s.xs[static_cast<std::size_t>(s.first_layer)]); }
 void pp_send_act(State& s, const Step& st) {
-  const Vec& x = s.xs[static_cast<std::size_t>(s.end_layer)];
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(x), static_cast<int>(s.stage + 1), 0));
+  const std::span<const float> x = pp_part(s, s.xs[static_cast<std::size_t>(s.end_layer)]);
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(x, static_cast<int>(s.stage + 1), 0));
 }
 // A layer's accumulation targets (its backward kernels add into them) cleared for this
 // micro-batch: lower.cpp's "zero grad_buffers", the first step of each layer's backward.
@@ -1591,11 +1606,12 @@ void clear_grad_buffers(State& s, const Step& st) {
 }
 
 void pp_recv_grad(State& s, const Step& st) {
-  need(s, Axis::pipeline, st).recv(span_of(s.dxs[static_cast<std::size_t>(s.end_layer)]), static_cast<int>(s.stage + 1), 1);
+  need(s, Axis::pipeline, st).recv(pp_part(s, s.dxs[static_cast<std::size_t>(s.end_layer)]), static_cast<int>(s.stage + 1), 1);
 }
+void pp_gather_grad(State& s, const Step& st) { pp_gather(s, st, s.dxs[static_cast<std::size_t>(s.end_layer)]); }
 void pp_send_grad(State& s, const Step& st) {
-  const Vec& d = s.dxs[static_cast<std::size_t>(s.first_layer)];
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(d), static_cast<int>(s.stage - 1), 1));
+  const std::span<const float> d = pp_part(s, s.dxs[static_cast<std::size_t>(s.first_layer)]);
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(d, static_cast<int>(s.stage - 1), 1));
 }
 
 // ---- tensor_comm rs_ag (Megatron sequence parallelism, lower.cpp tensor_allreduce_fwd/_bwd) -----
@@ -1641,6 +1657,8 @@ struct Entry { Executor::Handler fwd; Executor::Handler bwd; };
 const std::map<std::string, Entry, std::less<>>& table() {
   static const std::map<std::string, Entry, std::less<>> t = {
       {"send_recv|pipeline.recv_activations", {pp_recv_act, nullptr}},
+      {"all_gather|pipeline.activations", {pp_gather_act, nullptr}},
+      {"all_gather|pipeline.gradients", {nullptr, pp_gather_grad}},
       {"send_recv|pipeline.send_activations", {pp_send_act, nullptr}},
       {"send_recv|pipeline.recv_gradients", {nullptr, pp_recv_grad}},
       {"zero|grad_buffers", {nullptr, clear_grad_buffers}},

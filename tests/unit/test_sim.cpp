@@ -388,3 +388,18 @@ TEST_CASE("collective prices as lines equal the collective prices", "[sim]") {
     }
   }
 }
+
+TEST_CASE("a data axis over islands: NVLink moves the whole buffer, each NIC only its island member's share", "[sim]") {
+  // 4 DGX A100 nodes, data = 32: 8 members per island, 4 islands. Hierarchical all-reduce of S
+  // bytes (reduce-scatter + all-gather): inside the island 2·(7/8)·S over NVLink, between islands
+  // 2·(3/4)·S/8 over each GPU's own NIC (every NIC of a node carries 1/8 — NCCL's rings use all
+  // eight), plus the ring steps' latencies.
+  const ClusterSpec c = load_cluster("dgx-a100-4");
+  const Network net(c, parse_mesh("data=32", "--mesh"));
+  const auto& t = c.topology;
+  const double eff = c.chip.efficiency.network, S = 3.4e9;
+  const double nvlink = t.island_link_bytes_per_s * eff, nic = t.network_bytes_per_s * eff;
+  const double latency = 7 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
+  const double expect = 2 * (7.0 / 8 * S / nvlink + 3.0 / 4 * S / 8 / nic + latency);
+  CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(expect).epsilon(1e-12));
+}
