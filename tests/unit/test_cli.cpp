@@ -352,3 +352,19 @@ TEST_CASE("CLI train then report puts measured and predicted seconds side by sid
   CHECK_THAT(r.err, Catch::Contains("the trace is of 'hawk-tiny'"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("validate --published prices the built-in suite without MPI and writes CSV and JSON", "[cli][published]") {
+  const fs::path dir = fs::temp_directory_path() / "scanshard-published-test";
+  fs::remove_all(dir);
+  const auto r = run("validate --published --out " + dir.string());
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("narayanan2021-table1") != std::string::npos);
+  CHECK(r.out.find("leave-one-source-out") != std::string::npos);
+  REQUIRE(slurp(dir / "published.csv").starts_with("source,row,where,metric"));
+  REQUIRE(slurp(dir / "published.json").find("\"sources\"") != std::string::npos);
+  const auto bad = run("validate --published --suite " + (dir / "missing.yaml").string());
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("missing.yaml") != std::string::npos);
+  CHECK(run("validate --suite x.yaml").code == 2);  // --suite without --published
+  fs::remove_all(dir);
+}

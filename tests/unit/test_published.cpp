@@ -1,0 +1,99 @@
+// tests/unit/test_published.cpp — the published-measurement suite (reports/published.hpp): the
+// papers' FLOP formulas against the papers' own numbers, the suite file's error messages, the
+// search for unstated plan keys against pricing every candidate, and the built-in suite's rows.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+
+#include "program/yaml_reader.hpp"
+#include "reports/published.hpp"
+
+using namespace scanshard;
+using namespace scanshard::published;
+
+TEST_CASE("Megatron's Eq. 3 is four forward passes of the layers plus three of the logits", "[published]") {
+  // Narayanan et al. 2021 Appendix: a layer's forward is 24Bsh² + 4Bs²h FLOPs, the logits 2BshV;
+  // full recomputation runs the layers' forward twice and their backward (2x) once, the logits
+  // forward and backward once. Table 1's 1.7B row (137 TFLOP/s on 32 GPUs) is then 3.53 s.
+  const double B = 512, s = 2048, l = 24, h = 2304, V = 51200;
+  const double by_pass = 4 * l * (24 * B * s * h * h + 4 * B * s * s * h) + 3 * 2 * B * s * h * V;
+  REQUIRE(megatron_eq3_flops(B, s, l, h, V) == Approx(by_pass).epsilon(1e-12));
+  REQUIRE(megatron_eq3_flops(B, s, l, h, V) / (137e12 * 32) == Approx(3.53).epsilon(0.002));
+}
+
+TEST_CASE("PaLM's MFU formula gives the paper's 46.2 % for PaLM 540B", "[published]") {
+  // Chowdhery et al. 2022 §4.1: 238.3K tokens/s on 6144 TPU v4 chips (275 TFLOP/s each) is
+  // 46.2 % MFU with the attention term and 45.7 % without it.
+  const double tokens_per_s = 238.3e3, peak = 6144 * 275e12;
+  REQUIRE(palm_flops_per_token(540.35e9, 118, 48, 256, 2048) * tokens_per_s / peak == Approx(0.462).margin(0.0005));
+  REQUIRE(6 * 540.35e9 * tokens_per_s / peak == Approx(0.457).margin(0.0005));
+}
+
+namespace {
+const char* kRow = R"(id: test
+source: "a test"
+rows:
+  - id: a
+    where: "row 1"
+    model: gpt-tiny
+    cluster: dgx-a100-1
+    plan: {mesh: {data: 8}, global_batch: 64, seq_len: 128}
+    search: [micro_batch]
+    published: {seconds_per_step: 0.5}
+)";
+std::string with(const std::string& from, const std::string& to) {
+  std::string s = kRow;
+  const auto at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+}  // namespace
+
+TEST_CASE("a suite file's errors name the file, the key and the reason", "[published]") {
+  REQUIRE(parse_suite(kRow, "t.yaml").size() == 1);
+  auto fails = [](const std::string& text, const std::string& part) {
+    INFO(text);
+    REQUIRE_THROWS_WITH(parse_suite(text, "t.yaml"), Catch::Contains("t.yaml") && Catch::Contains(part));
+  };
+  fails(with("{seconds_per_step: 0.5}", "{seconds_per_step: 0.5, mfu: 0.4}"), "exactly one");
+  fails(with("{seconds_per_step: 0.5}", "{seconds_per_step: -1}"), "positive");
+  fails(with("{seconds_per_step: 0.5}", "{mfu: 0.4}"), "FLOP formula");
+  fails(with("search: [micro_batch]", "search: [remat]"), "cannot be searched");
+  fails(with("{seconds_per_step: 0.5}", "{relative_step_time: 1.1, relative_to: nowhere}"), "nowhere");
+  fails(with("cluster: dgx-a100-1", "cluster: no-such-cluster"), "no-such-cluster");
+  fails(with("    where: \"row 1\"\n", ""), "where");
+}
+
+TEST_CASE("a searched micro-batch is the fastest legal one that fits", "[published]") {
+  const auto rows = parse_suite(kRow, "t.yaml");
+  const Priced best = price_row(rows[0]);
+  REQUIRE(best.priced);
+  for (std::int64_t mb : {1, 2, 4, 8}) {  // the local batch is 8
+    Plan p = rows[0].plan;
+    p.micro_batch = mb;
+    REQUIRE(best.estimate.step_seconds <= simulate(rows[0].model, p, rows[0].cluster).step_seconds);
+  }
+  REQUIRE(best.searched == "micro_batch=" + std::to_string(best.plan.micro_batch));
+}
+
+TEST_CASE("the built-in suite prices every row or names the plan rule it cannot meet", "[published]") {
+  const auto rows = builtin_suite();
+  REQUIRE(rows.size() >= 25);
+  const auto priced = price_suite(rows);
+  for (const auto& p : priced) {
+    INFO(p.row->source_id << " " << p.row->id << ": " << p.why);
+    if (!p.priced) {
+      REQUIRE(p.why.find("rule") != std::string::npos);
+      continue;
+    }
+    REQUIRE(std::isfinite(p.error));
+    REQUIRE(p.estimate.memory.fits);
+    REQUIRE(p.published > 0);
+  }
+  const auto errs = source_errors(priced);
+  REQUIRE(errs.back().source_id == "all");
+  std::int64_t rows_scored = 0;
+  for (std::size_t i = 0; i + 1 < errs.size(); ++i) rows_scored += errs[i].rows;
+  REQUIRE(rows_scored == errs.back().rows);
+}
