@@ -81,8 +81,8 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
                         {"bias", e.bias}});
   }
   std::cout << s.str()
-            << "\nleave-one-source-out: no number in the chip and cluster files is fitted to this suite (each is a datasheet "
-               "value or a published micro-benchmark with its source), so each source's out-of-sample error is the error above\n";
+            << "\nleave-one-source-out: no number in the chip and cluster files was fitted to this suite, so each source's "
+               "out-of-sample error is its error above (the files' remaining assumptions are marked there)\n";
   if (!out_dir.empty()) {
     std::filesystem::create_directories(out_dir);
     write_file_atomically(out_dir + "/published.csv", csv);
