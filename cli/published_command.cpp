@@ -51,7 +51,7 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
     const bool rel = relative(r);
     const char* fmt = rel ? "%.3f" : "%.2f s";
     if (!p.priced) {
-      t.add({r.source_id, r.id, "", "", "", "not priced: " + p.why, "", ""});
+      t.add({r.source_id, r.id, "", num(published::published_seconds(r), fmt), "", "not priced", "", p.why});
       rows_json.push_back({{"source", r.source_id}, {"row", r.id}, {"priced", false}, {"why", p.why}});
       continue;
     }
