@@ -10,6 +10,7 @@
 #include "program/embedded.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
 
 namespace scanshard::published {
 
@@ -22,12 +23,6 @@ const char* to_string(Metric m) {
   }
   return "";
 }
-
-double megatron_eq3_flops(double B, double s, double l, double h, double V) {
-  return 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h));
-}
-
-double palm_flops_per_token(double N, double L, double H, double Q, double T) { return 6 * N + 12 * L * H * Q * T; }
 
 namespace {
 
@@ -69,10 +64,12 @@ Row parse_row(YamlMap& y, const std::string& file, const std::string& source_id,
     }
   if (metrics != 1) throw y.error("published", "needs exactly one of seconds_per_step, tflops_per_gpu, mfu, relative_step_time");
   if (!(r.value > 0)) throw pub.error(to_string(r.metric), "must be positive");
-  r.formula = pub.optional_choice<FlopFormula, 2>("flops", FlopFormula::none,
-                                                  {{{"megatron_eq3", FlopFormula::megatron_eq3}, {"palm", FlopFormula::palm}}});
-  if ((r.metric == Metric::tflops_per_gpu || r.metric == Metric::mfu) && r.formula == FlopFormula::none)
+  const bool per_flop = r.metric == Metric::tflops_per_gpu || r.metric == Metric::mfu;
+  if (per_flop && !pub.has("flops"))
     throw pub.error("flops", "a TFLOP/s or MFU figure needs the paper's FLOP formula (megatron_eq3 or palm)");
+  if (!per_flop && pub.has("flops")) throw pub.error("flops", "only for tflops_per_gpu or mfu");
+  r.formula = pub.optional_choice<FlopConvention, 2>("flops", FlopConvention::megatron_eq3,
+                                                     {{{"megatron_eq3", FlopConvention::megatron_eq3}, {"palm", FlopConvention::palm}}});
   r.relative_to = pub.optional_string("relative_to", "");
   if (!r.relative_to.empty() && r.metric != Metric::relative_step_time)
     throw pub.error("relative_to", "only for relative_step_time");
@@ -126,25 +123,11 @@ std::vector<Row> builtin_suite() {
 }
 
 double published_seconds(const Row& r) {
-  const auto& m = r.model;
-  const auto& p = r.plan;
-  const double devices = static_cast<double>(p.mesh.devices());
-  const double B = static_cast<double>(p.global_batch), T = static_cast<double>(p.seq_len);
-  auto flops = [&] {
-    if (r.formula == FlopFormula::megatron_eq3)
-      return megatron_eq3_flops(B, T, static_cast<double>(m.depth), static_cast<double>(m.width), static_cast<double>(m.vocab));
-    const double head_dim = m.head_dim > 0 ? static_cast<double>(m.head_dim) : static_cast<double>(m.width / m.heads);
-    return B * T * palm_flops_per_token(static_cast<double>(count_parameters(m).total), static_cast<double>(m.depth),
-                                        static_cast<double>(m.heads), head_dim, T);
-  };
+  const double devices = static_cast<double>(r.plan.mesh.devices());
   switch (r.metric) {
     case Metric::seconds_per_step: return r.value;
-    case Metric::tflops_per_gpu: return flops() / (r.value * 1e12 * devices);
-    case Metric::mfu: {
-      const auto& peaks = r.cluster.chip.peak_flops_per_s;
-      const double peak = peaks.count("bf16") ? peaks.at("bf16") : peaks.begin()->second;
-      return flops() / (r.value * peak * devices);
-    }
+    case Metric::tflops_per_gpu: return step_flops(r.formula, r.model, r.plan) / (r.value * 1e12 * devices);
+    case Metric::mfu: return step_flops(r.formula, r.model, r.plan) / (r.value * matrix_peak_flops_per_s(r.cluster.chip, DType::bf16) * devices);
     case Metric::relative_step_time: return r.value;
   }
   return 0;
@@ -180,6 +163,7 @@ Priced price_row(const Row& r) {
   const auto vs = search_v && pp > 1 ? divisors_up_to(r.model.depth / pp, 8) : std::vector<std::int64_t>{r.plan.virtual_stages};
   double best = std::numeric_limits<double>::infinity();
   std::string last_reason = "no candidate";
+  const Topology topology(r.cluster);  // the cluster's graph, once for every candidate
   for (auto mb : mbs)
     for (auto v : vs) {
       Plan p = r.plan;
@@ -189,7 +173,7 @@ Priced price_row(const Row& r) {
         last_reason = std::string("rule '") + rule + "'";
         continue;
       }
-      const Estimate e = simulate(r.model, p, r.cluster);
+      const Estimate e = simulate(stage_summaries(r.model, p), p, r.cluster, Network(topology, r.cluster, p.mesh, p.placement));
       if (!e.memory.fits) {
         last_reason = "out of memory";
         continue;

@@ -21,18 +21,13 @@
 
 #include "program/cluster.hpp"
 #include "program/model.hpp"
+#include "program/flop_conventions.hpp"
 #include "program/plan.hpp"
 #include "sim/simulate.hpp"
 
 namespace scanshard::published {
 
 enum class Metric { seconds_per_step, tflops_per_gpu, mfu, relative_step_time };
-// The FLOP count a paper divides by time to report TFLOP/s or MFU.
-//   megatron_eq3: Narayanan et al. 2021 (arXiv 2104.04473) Eq. 3, hardware FLOPs with full
-//     recomputation: F = 96·B·s·l·h²·(1 + s/6h + V/16lh);
-//   palm: Chowdhery et al. 2022 (arXiv 2204.02311) App. B, model FLOPs per token 6N + 12·L·H·Q·T
-//     (N all parameters, H heads, Q head size, T sequence length).
-enum class FlopFormula { none, megatron_eq3, palm };
 const char* to_string(Metric m);
 
 struct Row {
@@ -48,7 +43,7 @@ struct Row {
   std::vector<std::string> search;  // plan keys the paper does not state: micro_batch, virtual_stages
   Metric metric = Metric::seconds_per_step;
   double value = 0;
-  FlopFormula formula = FlopFormula::none;
+  FlopConvention formula = FlopConvention::megatron_eq3;  // the paper's FLOP count (tflops_per_gpu, mfu)
   std::string relative_to;  // relative_step_time: the id of the row it is relative to (same file)
 };
 
@@ -58,9 +53,6 @@ std::vector<Row> load_suite_file(const std::string& path);
 // Every suite file compiled into the binary (configs/published/*.yaml), in file order.
 std::vector<Row> builtin_suite();
 
-// Closed forms from the papers.
-double megatron_eq3_flops(double batch, double seq, double layers, double hidden, double vocab);
-double palm_flops_per_token(double params, double layers, double heads, double head_dim, double seq);
 // The published number of an absolute row as seconds per step (relative rows: their ratio).
 double published_seconds(const Row& r);
 

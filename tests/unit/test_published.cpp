@@ -7,6 +7,7 @@
 #include <string>
 
 #include "program/yaml_reader.hpp"
+#include "program/flop_conventions.hpp"
 #include "reports/published.hpp"
 
 using namespace scanshard;
