@@ -56,7 +56,8 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
       continue;
     }
     t.add({r.source_id == last_source ? "" : r.source_id, r.id, p.searched, num(p.published, fmt), num(p.predicted, fmt),
-           rel && r.relative_to.empty() ? "(reference)" : pct(p.error), num(100 * p.estimate.mfu, "%.1f %%"), p.estimate.bottleneck});
+           rel && r.relative_to.empty() ? "(reference)" : pct(p.error), num(100 * p.estimate.mfu, "%.1f %%"),
+           p.estimate.bottleneck + (p.why.empty() ? "" : "; " + p.why)});
     last_source = r.source_id;
     csv += r.source_id + "," + r.id + ",\"" + r.where + "\"," + published::to_string(r.metric) + "," + num(r.value, "%.6g") + "," +
            num(p.published, "%.6g") + "," + num(p.predicted, "%.6g") + "," + num(p.error, "%.6g") + "," + p.searched + "," +
@@ -67,7 +68,8 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
                          {"published_value", r.value}, {"published", p.published}, {"predicted", p.predicted},
                          {"error", p.error}, {"searched", p.searched}, {"mesh", p.plan.mesh.describe()},
                          {"micro_batch", p.plan.micro_batch}, {"virtual_stages", p.plan.virtual_stages},
-                         {"mfu", p.estimate.mfu}, {"step_seconds", p.estimate.step_seconds}, {"breakdown_seconds", breakdown}});
+                         {"mfu", p.estimate.mfu}, {"step_seconds", p.estimate.step_seconds}, {"breakdown_seconds", breakdown},
+                         {"note", p.why}, {"fits", p.estimate.memory.fits}});
   }
   std::cout << "published measurements: predicted against published, seconds per step (relative rows: step time "
                "relative to the reference row)\n\n"

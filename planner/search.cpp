@@ -23,6 +23,7 @@
 #include "planner/search.hpp"
 
 #include <algorithm>
+#include <ranges>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -135,7 +136,7 @@ bool remat_applies(const ModelSpec& m, Remat r) {
 }
 bool virtual_stages_apply(const ModelSpec& m, const Mesh& mesh, std::int64_t v) {
   const std::int64_t pp = mesh[Axis::pipeline];
-  return v == 1 || (pp > 1 && m.depth % (pp * v) == 0);
+  return v == 1 || (pp > 1 && pp * v <= m.depth);
 }
 // Schedules for a chunk count: GPipe cannot interleave.
 std::size_t schedules_for(std::int64_t pp, std::int64_t v) { return pp > 1 && v == 1 ? 2 : 1; }
@@ -693,10 +694,9 @@ struct StageCounts {
 StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
   StageCounts out;
   out.n.resize(static_cast<std::size_t>(pp));
-  const std::int64_t per = m.depth / (pp * v);
   for (std::int64_t s = 0; s < pp; ++s)
     for (std::int64_t j = 0; j < v; ++j)
-      for (std::int64_t l = (j * pp + s) * per; l < (j * pp + s + 1) * per; ++l)
+      for (const Range r = pipeline_chunk_layers(m.depth, pp * v, j * pp + s); const std::int64_t l : std::views::iota(r.begin, r.end))
         out.n[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
   const std::size_t last = out.n.size() - 1;
   for (std::size_t s = 0; s <= last; ++s) {
@@ -734,7 +734,9 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
   q.scan = ScanAlgo::sequential;
   q.carry = CarryScheme::ring;
   q.tensor_comm = TensorComm::allreduce;
-  q.virtual_stages = 1;
+  // Equal chunks: a stage holds the same layers whatever the interleaving (lower with v = 1).
+  // Uneven chunks (pipeline_chunk_layers): which layers a stage holds depends on v, so does its state.
+  if (m.depth % (q.mesh[Axis::pipeline] * q.virtual_stages) == 0) q.virtual_stages = 1;
   const auto stages = stage_summaries(m, q, &lc);
   Anchor a;
   a.pp = stages.size();
@@ -1053,7 +1055,8 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     const auto mbs = divisors(p.local_batch());
     std::vector<double> states;
     for (int z : zeros) states.push_back(state_bound(total_params, mesh, o.dtype, z));
-    std::vector<std::uint32_t> anchor_of(zeros.size(), UINT32_MAX);
+    // per (ZeRO stage, interleaving): uneven chunks need an anchor per v (make_anchor)
+    std::vector<std::uint32_t> anchor_of(zeros.size() * kVirtualStages.size(), UINT32_MAX);
     for_each_choice(m, p, zeros, mbs, [&](const Plan& q, const Choice& ch) {
       const int variants = static_cast<int>(schedules_for(pp, q.virtual_stages)) * (p.replicas() > 1 ? 2 : 1) *
                            static_cast<int>(info.orders.size());
@@ -1077,7 +1080,8 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
           }
           info.lines.push_back(l);
         }
-      std::uint32_t& anchor = anchor_of[ch.zero_i];
+      const bool even_chunks = m.depth % (pp * q.virtual_stages) == 0;
+      std::uint32_t& anchor = anchor_of[ch.zero_i * kVirtualStages.size() + (even_chunks ? 0 : ch.v_i)];
       if (anchor == UINT32_MAX) {
         anchor = static_cast<std::uint32_t>(anchors.size());
         anchors.push_back(make_anchor(m, c, q, info.lines, anchor_lc));

@@ -787,17 +787,23 @@ std::int64_t token_partial_params(const ModelSpec& m, int kind, std::int64_t t, 
 }
 }  // namespace
 
+Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_t chunk) {
+  const std::int64_t per = (depth + chunks - 1) / chunks, short_by = per * chunks - depth;
+  const std::int64_t front = (short_by + 1) / 2, back = short_by / 2;  // chunks one layer short at each end
+  auto short_before = [&](std::int64_t c) { return std::min(c, front) + std::max<std::int64_t>(0, c - (chunks - back)); };
+  return {chunk * per - short_before(chunk), (chunk + 1) * per - short_before(chunk + 1)};
+}
+
 StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, std::int64_t seq_coord, LowerCache* cache) {
   StageSummary st;
   const std::int64_t pp = p.mesh[Axis::pipeline];
   const std::int64_t v = pp > 1 ? std::max<std::int64_t>(1, p.virtual_stages) : 1;
-  const std::int64_t per_chunk = m.depth / (pp * v);
   st.stage = stage;
   st.seq_coord = seq_coord;
-  st.first_layer = stage * per_chunk;
-  st.end_layer = st.first_layer + per_chunk;
   st.chunks = v;
-  st.chunk_stride = pp * per_chunk;
+  for (std::int64_t j = 0; j < v; ++j) st.chunk_layers.push_back(pipeline_chunk_layers(m.depth, pp * v, j * pp + stage));
+  st.first_layer = st.chunk_layers[0].begin;
+  st.end_layer = st.chunk_layers[0].end;
   st.micro_batches = p.micro_batches();
   st.in_flight_micro_batches = static_cast<std::int64_t>(std::ceil(in_flight_micro_batches(p, stage)));
   const Ctx c = make_ctx(m, p, seq_coord);
@@ -810,8 +816,8 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
   std::int64_t params = 0, tensors = 0;
-  for (std::int64_t j = 0; j < st.chunks; ++j)
-  for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l) {
+  for (const Range& chunk : st.chunk_layers)
+  for (std::int64_t l = chunk.begin; l < chunk.end; ++l) {
     const Temporal kind = temporal_kind(m, l);
     auto it = std::find_if(st.groups.begin(), st.groups.end(), [&](const LayerGroup& g) { return g.kind == kind; });
     if (it == st.groups.end()) {
@@ -982,14 +988,12 @@ StepProgram expand(const StageSummary& st, const ModelSpec& m) {
     for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
   };
   prog.forward = st.pre_forward;
-  for (std::int64_t j = 0; j < st.chunks; ++j)
-    for (std::int64_t l = st.first_layer + j * st.chunk_stride; l < st.end_layer + j * st.chunk_stride; ++l)
-      append(prog.forward, group(l).forward, l);
+  for (const Range& chunk : st.chunk_layers)
+    for (std::int64_t l = chunk.begin; l < chunk.end; ++l) append(prog.forward, group(l).forward, l);
   prog.forward.insert(prog.forward.end(), st.post_forward.begin(), st.post_forward.end());
   prog.backward = st.post_backward;
-  for (std::int64_t j = st.chunks - 1; j >= 0; --j)
-    for (std::int64_t l = st.end_layer - 1 + j * st.chunk_stride; l >= st.first_layer + j * st.chunk_stride; --l)
-      append(prog.backward, group(l).backward, l);
+  for (auto chunk = st.chunk_layers.rbegin(); chunk != st.chunk_layers.rend(); ++chunk)
+    for (std::int64_t l = chunk->end - 1; l >= chunk->begin; --l) append(prog.backward, group(l).backward, l);
   prog.backward.insert(prog.backward.end(), st.pre_backward.begin(), st.pre_backward.end());
   prog.step_end = st.step_end;
   return prog;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "program/model.hpp"
+#include "program/param_layout.hpp"
 #include "program/plan.hpp"
 
 namespace scanshard {
@@ -93,9 +94,11 @@ struct LayerGroup {
 struct StageSummary {
   std::int64_t stage = 0, seq_coord = 0;
   std::int64_t first_layer = 0, end_layer = 0;  // the stage's first model chunk
-  // Interleaved 1F1B: `chunks` model chunks of (end_layer − first_layer) layers, chunk j starting
-  // at first_layer + j·chunk_stride (stage s holds chunks s, s + p, s + 2p, ...).
-  std::int64_t chunks = 1, chunk_stride = 0;
+  // Interleaved 1F1B: `chunks` model chunks, chunk j holding layers chunk_layers[j] (stage s holds
+  // the model's chunks s, s + p, s + 2p, ...; pipeline_chunk_layers). chunk_layers[0] is
+  // [first_layer, end_layer).
+  std::int64_t chunks = 1;
+  std::vector<Range> chunk_layers;
   std::int64_t micro_batches = 1, in_flight_micro_batches = 1;
   std::vector<Step> pre_forward, pre_backward;    // embedding or pipeline receive (pre_backward runs last)
   std::vector<Step> post_forward, post_backward;  // head and loss or pipeline send (post_backward runs first)
@@ -125,6 +128,13 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
                          LowerCache* cache = nullptr);
 // The stage's full step list in execution order (layer indices filled in).
 StepProgram expand(const StageSummary& st, const ModelSpec& m);
+
+// Layers [begin, end) of pipeline chunk `chunk` of `chunks` (pipeline × virtual_stages; stage s
+// holds chunks s, s + p, ...): ceil(depth / chunks) layers each, the shortfall taken one layer at a
+// time from the first and the last chunk inward, which also hold the embedding and the head — as
+// Llama 3 trains 126 layers on 16 stages, the first and last with one layer fewer (Dubey et al.
+// 2024 §3.3.2). Equal chunks when chunks divides depth. Needs chunks ≤ depth.
+Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_t chunk);
 
 // Micro-batches' worth of activations a pipeline stage holds at once under the plan's schedule:
 // GPipe all m; 1F1B min(m, p − stage); interleaved 1F1B (v chunks) the Megatron-LM warm-up of

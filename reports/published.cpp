@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <set>
 
 #include "program/embedded.hpp"
@@ -142,6 +144,12 @@ std::vector<std::int64_t> divisors_up_to(std::int64_t n, std::int64_t cap) {
   return d;
 }
 
+std::vector<std::int64_t> upto(std::int64_t n) {
+  std::vector<std::int64_t> v;
+  for (std::int64_t i = 1; i <= n; ++i) v.push_back(i);
+  return v;
+}
+
 std::string describe_choice(const Row& r, const Plan& p) {
   std::string s;
   for (const auto& k : r.search) {
@@ -160,9 +168,10 @@ Priced price_row(const Row& r) {
   const bool search_v = std::count(r.search.begin(), r.search.end(), "virtual_stages") > 0;
   const std::int64_t pp = r.plan.mesh[Axis::pipeline];
   const auto mbs = search_mb ? divisors_up_to(r.plan.local_batch(), 16) : std::vector<std::int64_t>{r.plan.micro_batch};
-  const auto vs = search_v && pp > 1 ? divisors_up_to(r.model.depth / pp, 8) : std::vector<std::int64_t>{r.plan.virtual_stages};
+  const auto vs = search_v && pp > 1 ? upto(std::min<std::int64_t>(8, r.model.depth / pp)) : std::vector<std::int64_t>{r.plan.virtual_stages};
   double best = std::numeric_limits<double>::infinity();
   std::string last_reason = "no candidate";
+  std::optional<std::pair<Plan, Estimate>> fastest_over;  // the fastest candidate over memory
   const Topology topology(r.cluster);  // the cluster's graph, once for every candidate
   for (auto mb : mbs)
     for (auto v : vs) {
@@ -175,7 +184,7 @@ Priced price_row(const Row& r) {
       }
       const Estimate e = simulate(stage_summaries(r.model, p), p, r.cluster, Network(topology, r.cluster, p.mesh, p.placement));
       if (!e.memory.fits) {
-        last_reason = "out of memory";
+        if (!fastest_over || e.step_seconds < fastest_over->second.step_seconds) fastest_over.emplace(p, e);
         continue;
       }
       if (e.step_seconds < best) {
@@ -185,6 +194,17 @@ Priced price_row(const Row& r) {
         out.priced = true;
       }
     }
+  // The paper ran it, so it fitted: when scanshard's accounting disagrees, price the fastest
+  // candidate, as the authors tuned it, and say by how much it is over (a memory-model error, not
+  // a reason to drop the row).
+  if (!out.priced && fastest_over) {
+    std::tie(out.plan, out.estimate) = *fastest_over;
+    out.priced = true;
+    char b[160];
+    std::snprintf(b, sizeof b, "over memory in scanshard's accounting: %.1f of %.1f GB per device", out.estimate.memory.total_bytes / 1e9,
+                  out.estimate.memory.capacity_bytes / 1e9);
+    out.why = b;
+  }
   if (!out.priced) out.why = last_reason;
   else out.searched = describe_choice(r, out.plan);
   return out;

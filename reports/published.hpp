@@ -60,8 +60,8 @@ struct Priced {
   const Row* row = nullptr;
   Plan plan;               // the plan priced (searched keys filled in)
   Estimate estimate;
-  bool priced = false;     // false: no legal plan fits in memory (`why` says what failed)
-  std::string why;
+  bool priced = false;     // false: no legal plan (`why` names the rule)
+  std::string why;         // priced: a note (the plan does not fit in scanshard's memory accounting)
   std::string searched;    // "micro_batch=2 virtual_stages=3" (what the search chose)
   double predicted = 0;    // seconds per step, or the ratio for relative rows
   double published = 0;    // the same unit

@@ -38,7 +38,7 @@ struct Case {
   CarryScheme carry = CarryScheme::ring;
   Remat remat = Remat::none;
   Schedule schedule = Schedule::one_f_one_b;
-  std::int64_t depth = 0;  // > 0: override the preset's depth (pipeline stages need depth % stages == 0)
+  std::int64_t depth = 0;  // > 0: override the preset's depth
   AttentionKernel attention = AttentionKernel::flash;
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
   TensorComm tensor_comm = TensorComm::allreduce;
@@ -288,6 +288,15 @@ TEST_CASE("train: pipeline stages under GPipe and 1F1B equal the single-process 
     c.depth = w == 3 ? 3 : 4;  // griffin-tiny's pattern (recurrent, recurrent, attention) repeated
     check_case("griffin-tiny", c);
   }
+}
+TEST_CASE("train: stages of unequal depth (5 layers on 2-4 stages) equal the single-process run", "[train]") {
+  // pipeline_chunk_layers: ceil(5/w) layers per stage, the shortfall at the first and last stage
+  // (2+3 on 2 ranks, 1+2+2 on 3, 1+1+2+1 on 4), as Llama 3 splits 126 layers over 16 stages.
+  const auto w = mpi::Comm::world().size();
+  if (w < 2) return;
+  Case c = one_axis(Axis::pipeline, w);
+  c.depth = 5;
+  check_case("griffin-tiny", c);
 }
 TEST_CASE("train: two-axis meshes on 4 ranks equal the single-process run", "[train]") {
   Case pd;  // pipeline × data

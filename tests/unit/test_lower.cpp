@@ -244,8 +244,8 @@ TEST_CASE("illegal plans name the rule that failed", "[lower]") {
     REQUIRE_THAT(e.what(), Catch::Contains("tensor = 3 does not divide heads 4"));
   }
   p.mesh[Axis::tensor] = 1;
-  p.mesh[Axis::pipeline] = 2;
-  REQUIRE(std::string(plan_violation(m, p, 0)) == "pipeline divides depth");
+  p.mesh[Axis::pipeline] = m.depth + 1;
+  REQUIRE(std::string(plan_violation(m, p, 0)) == "each pipeline stage holds a layer");
   p.mesh[Axis::pipeline] = 1;
   p.mesh[Axis::data] = 3;
   REQUIRE(std::string(plan_violation(m, p, 3)) == "data*fsdp divides global_batch");
@@ -422,4 +422,34 @@ TEST_CASE("the optimizer step makes two calls per parameter tensor, as the runne
     INFO(name);
     CHECK(calls == 2.0 * static_cast<double>(Layout(m).tensors.size()));
   }
+}
+
+TEST_CASE("pipeline chunks split the layers evenly, one layer short at the ends first", "[lower]") {
+  // Llama 3 (Dubey et al. 2024 §3.3.2): 126 layers on 16 stages, the first and the last stage one
+  // layer fewer than the others (8). Every split covers the layers once, in order, and differs
+  // from an even split by at most one layer per chunk.
+  for (std::int64_t s = 0; s < 16; ++s)
+    REQUIRE(pipeline_chunk_layers(126, 16, s).size() == (s == 0 || s == 15 ? 7 : 8));
+  for (std::int64_t depth : {1, 3, 7, 24, 96, 105, 126})
+    for (std::int64_t chunks = 1; chunks <= std::min<std::int64_t>(depth, 40); ++chunks) {
+      INFO("depth " << depth << " chunks " << chunks);
+      std::int64_t next = 0, lo = depth, hi = 0;
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        const Range r = pipeline_chunk_layers(depth, chunks, c);
+        REQUIRE(r.begin == next);
+        REQUIRE(r.size() >= 1);
+        lo = std::min(lo, r.size());
+        hi = std::max(hi, r.size());
+        next = r.end;
+      }
+      REQUIRE(next == depth);
+      REQUIRE(hi - lo <= 1);
+      if (depth % chunks == 0) REQUIRE(hi == lo);
+    }
+  // a stage summary holds its chunk's layers: 126 layers on 16 stages, stage 0 layers 0..6
+  Plan p = single_device(16, 64);
+  p.mesh = parse_mesh("pipeline=16", "--mesh");
+  const auto m = load_model("llama3-405b");
+  const auto first = lower_stage(m, p, 0, 0), second = lower_stage(m, p, 1, 0);
+  REQUIRE((first.first_layer == 0 && first.end_layer == 7 && second.first_layer == 7 && second.end_layer == 15));
 }

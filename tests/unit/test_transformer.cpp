@@ -194,7 +194,7 @@ TEST_CASE("interleaving v model chunks per stage shrinks the bubble to (p − 1)
     REQUIRE(e.step_seconds < base.step_seconds);
   }
   Plan bad = plan("tensor=8,pipeline=8", 16, 1, 2048);
-  bad.virtual_stages = 5;  // 8·5 does not divide 96
+  bad.virtual_stages = 13;  // 8·13 chunks for 96 layers
   REQUIRE_THROWS_AS(check_plan(m, bad, 64), PlanError);
 }
 
