@@ -26,6 +26,7 @@
 #include "planner/search.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "reports/published.hpp"
 #include "sim/simulate.hpp"
 
 extern char** environ;
@@ -430,6 +431,81 @@ Chart scatter_chart(const std::string& gp, const Validated& v) {
   return c;
 }
 
+// ─── published measurements ─────────────────────────────────────────────────────────────────────
+
+// The built-in published suite (reports/published.hpp): predicted against published seconds per
+// step for the rows in seconds (relative rows only in the table), and the per-source errors.
+Chart published_chart(const std::string& gp, nlohmann::json& json) {
+  Chart c = make_chart("published", "Published cluster measurements: predicted vs published", "published.csv");
+  const auto rows = published::builtin_suite();
+  const auto priced = published::price_suite(rows);
+  double lo = 1e300, hi = 0;
+  std::map<std::string, std::string> by_source;
+  c.csv = "source,row,where,published,predicted,error,searched\n";
+  std::string table = "<table><tr><th>source</th><th>row</th><th>published</th><th>predicted</th><th>error</th><th>note</th></tr>";
+  for (const auto& p : priced) {
+    const auto& r = *p.row;
+    const bool rel = r.metric == published::Metric::relative_step_time;
+    if (!p.priced) {
+      table += "<tr><td>" + html_escape(r.source_id) + "</td><td>" + html_escape(r.id) + "</td><td></td><td></td><td></td><td>not priced: " +
+               html_escape(p.why) + "</td></tr>";
+      continue;
+    }
+    auto shown = [&](double v) { return rel ? num(v, 3) : format_seconds(v); };
+    table += "<tr><td>" + html_escape(r.source_id) + "</td><td>" + html_escape(r.id) + "</td><td>" + shown(p.published) + "</td><td>" +
+             shown(p.predicted) + "</td><td>" + (rel && r.relative_to.empty() ? std::string("(reference)") : pct(p.error)) + "</td><td>" +
+             html_escape(p.searched + (p.why.empty() ? "" : "; " + p.why)) + "</td></tr>";
+    c.csv += csv_field(r.source_id) + "," + csv_field(r.id) + "," + csv_field(r.where) + "," + num(p.published, 9) + "," +
+             num(p.predicted, 9) + "," + num(p.error, 6) + "," + csv_field(p.searched) + "\n";
+    if (rel) continue;
+    lo = std::min({lo, p.published, p.predicted});
+    hi = std::max({hi, p.published, p.predicted});
+    by_source[r.source_id] += num(p.published) + " " + num(p.predicted) + "\n";
+  }
+  table += "</table>\n";
+  const auto errs = published::source_errors(priced);
+  std::string src_table = "<table><tr><th>source</th><th>rows</th><th>mean |error|</th><th>max |error|</th><th>bias</th></tr>";
+  nlohmann::json src_json = nlohmann::json::array();
+  for (const auto& e : errs) {
+    src_table += "<tr><td>" + html_escape(e.source_id) + "</td><td>" + std::to_string(e.rows) + "</td><td>" + pct(e.mean_abs, false) +
+                 "</td><td>" + pct(e.max_abs, false) + "</td><td>" + pct(e.bias) + "</td></tr>";
+    src_json.push_back({{"source", e.source_id}, {"rows", e.rows}, {"mean_abs_error", e.mean_abs}, {"max_abs_error", e.max_abs}, {"bias", e.bias}});
+  }
+  src_table += "</table>\n";
+  json["published_sources"] = src_json;
+  lo /= 1.3;
+  hi *= 1.3;
+  std::string band = "$band << EOD\n";
+  for (int i = 0; i <= 40; ++i) {
+    const double x = lo * std::pow(hi / lo, i / 40.0);
+    band += num(x) + " " + num(0.9 * x) + " " + num(1.1 * x) + "\n";
+  }
+  band += "EOD\n";
+  static const char* colors[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f"};
+  std::string s = terminal("published", 820, 680) + band;
+  std::string plot = "plot $band using 1:2:3 with filledcurves fc rgb '#9ecae1' fs transparent solid 0.35 noborder title '±10 % band', \\\n"
+                     "     $band using 1:1 with lines lw 1.5 lc rgb '#333333' dt 2 title 'y = x'";
+  int k = 0;
+  for (const auto& [src, data] : by_source) {
+    s += "$src" + std::to_string(k) + " << EOD\n" + data + "EOD\n";
+    plot += ", \\\n     $src" + std::to_string(k) + " using 1:2 with points pt 7 ps 1.3 lc rgb '" + colors[k % 6] + "' title " + gq(src);
+    ++k;
+  }
+  const published::SourceError all = errs.back();
+  const std::string tics = log_tics(lo, hi);
+  s += "set title " + gq2("Published measurements, " + std::to_string(all.rows) + " rows", "mean |error| " + pct(all.mean_abs, false) +
+                              ", max " + pct(all.max_abs, false)) +
+       "\nset logscale xy\nset xrange [" + num(lo) + ":" + num(hi) + "]\nset yrange [" + num(lo) + ":" + num(hi) + "]\n" +
+       "set xtics (" + tics + ")\nset ytics (" + tics + ")\nset size ratio -1\nset grid xtics ytics lc rgb '#e5e5e5'\n"
+       "set xlabel 'published seconds per step'\nset ylabel 'predicted seconds per step'\nset key top left box opaque\n" + plot + "\n";
+  c.svg = run_gnuplot(gp, s);
+  c.caption = "One point per published row measured in seconds per step (TFLOP/s and MFU figures converted with the paper's "
+              "own FLOP formula); relative step times (the Griffin paper's Figure 3) are in the table only. Plans as each paper "
+              "states them (configs/published/); unstated keys searched. Nothing is fitted to these rows.";
+  c.extra_html = src_table + table;
+  return c;
+}
+
 struct Unit { double div; std::string name; };
 Unit bytes_unit(double max_bytes) {
   if (max_bytes >= 1024.0 * 1024 * 1024) return {1024.0 * 1024 * 1024, "GiB"};
@@ -697,6 +773,7 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
   std::vector<Chart> charts;
   charts.push_back(breakdown_chart(gp, v));
   charts.push_back(scatter_chart(gp, v));
+  charts.push_back(published_chart(gp, json));
   auto [pareto, memory] = pareto_charts(gp, o, default_cluster, json);
   charts.push_back(pareto);
   charts.push_back(memory);

@@ -125,7 +125,7 @@ void write_synthetic_validate(const fs::path& dir) {
   std::ofstream(dir / "validate.json") << doc.dump(1);
 }
 
-const char* kChartTitles[] = {"Step-time breakdown per plan", "Predicted vs measured step time", "Pareto front",
+const char* kChartTitles[] = {"Step-time breakdown per plan", "Predicted vs measured step time", "Published cluster measurements", "Pareto front",
                               "Memory per device", "Sequence-length sweep", "Where the time goes along the sweep"};
 
 }  // namespace
@@ -245,8 +245,8 @@ TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSO
   CHECK_THAT(r.out, Catch::Contains(page.string()));
   const std::string html = slurp(page);
   CHECK_THAT(html, Catch::StartsWith("<!DOCTYPE html>"));
-  CHECK(count(html, "<svg") == 6);
-  CHECK(count(html, "</svg>") == 6);
+  CHECK(count(html, "<svg") == 7);
+  CHECK(count(html, "</svg>") == 7);
   CHECK(html.find("<?xml") == std::string::npos);  // prologs stripped: the SVG is inlined
   for (const char* title : kChartTitles) CHECK_THAT(html, Catch::Contains(title));
   // Axis labels with units.
@@ -261,7 +261,7 @@ TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSO
   CHECK(html.find("<script src") == std::string::npos);
   CHECK(html.find("<link") == std::string::npos);
   // Every chart's data next to the page, linked from it.
-  for (const char* csv : {"breakdown", "scatter", "pareto", "memory", "sweep"}) {
+  for (const char* csv : {"breakdown", "scatter", "published", "pareto", "memory", "sweep"}) {
     const auto f = page.parent_path() / (std::string("efficiency-") + csv + ".csv");
     INFO(f);
     REQUIRE(fs::exists(f));
@@ -275,6 +275,10 @@ TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSO
   const auto j = nlohmann::json::parse(slurp(page.parent_path() / "efficiency.json"));
   CHECK(j["sweep"]["points"].size() == 12);  // 4 models x 3 lengths
   CHECK(j["pareto"]["front"].size() >= 1);
+  // The published suite's section: one row per source and "all", the rows of the built-in suite.
+  CHECK_THAT(html, Catch::Contains("published seconds per step"));
+  CHECK(j["published_sources"].back()["source"] == "all");
+  CHECK_THAT(slurp(page.parent_path() / "efficiency-published.csv"), Catch::Contains("narayanan2021-table1,gpt-1.7b,"));
   // Nothing temporary left behind.
   for (const auto& e : fs::directory_iterator(page.parent_path())) CHECK(e.path().filename().string().front() != '.');
 }
