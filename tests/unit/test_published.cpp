@@ -8,6 +8,7 @@
 
 #include "program/yaml_reader.hpp"
 #include "program/flop_conventions.hpp"
+#include "program/presets.hpp"
 #include "reports/published.hpp"
 
 using namespace scanshard;
@@ -97,4 +98,45 @@ TEST_CASE("the built-in suite prices every row or names the plan rule it cannot 
   std::int64_t rows_scored = 0;
   for (std::size_t i = 0; i + 1 < errs.size(); ++i) rows_scored += errs[i].rows;
   REQUIRE(rows_scored == errs.back().rows);
+}
+
+TEST_CASE("Narayanan et al.'s 5.9B sweeps: throughput falls as pipeline or tensor parallelism replaces data parallelism", "[published]") {
+  // Narayanan et al. 2021 §5.4.2-5.4.3 (Figures 14 and 15): a GPT model of 5.9B parameters (32
+  // layers, 32 heads, hidden 3840) on 64 A100 GPUs, micro-batch 1, batch 128 and 512: "throughput
+  // decreases as the pipeline-parallel size increases" and likewise for the tensor-parallel size,
+  // each traded against data parallelism. Priced as Megatron ran it: full recomputation,
+  // materialized attention, no gradient-sync overlap.
+  ModelSpec m = load_model("gpt3-175b");
+  m.width = 3840;
+  m.depth = 32;
+  m.heads = 32;
+  m.head_dim = 120;
+  m.vocab = 51200;
+  const ClusterSpec c = load_cluster("dgx-a100-8");
+  for (std::int64_t B : {128, 512}) {
+    auto step = [&](const std::string& mesh) {
+      Plan p;
+      p.mesh = parse_mesh(mesh, "--mesh");
+      p.global_batch = B;
+      p.micro_batch = 1;
+      p.seq_len = 2048;
+      p.remat = Remat::block;
+      p.attention = AttentionKernel::materialized;
+      p.overlap = false;
+      return simulate(m, p, c).step_seconds;
+    };
+    INFO("batch " << B);
+    double last = 0;
+    for (std::int64_t pp : {2, 4, 8, 16, 32}) {
+      const double t = step("pipeline=" + std::to_string(pp) + ",data=" + std::to_string(64 / pp));
+      CHECK(t > last);
+      last = t;
+    }
+    last = 0;
+    for (std::int64_t tp : {2, 4, 8, 16}) {
+      const double t = step("tensor=" + std::to_string(tp) + ",data=" + std::to_string(64 / tp));
+      CHECK(t > last);
+      last = t;
+    }
+  }
 }
