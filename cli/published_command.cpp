@@ -49,15 +49,16 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
   for (const auto& p : priced) {
     const auto& r = *p.row;
     const bool rel = relative(r);
-    const char* fmt = rel ? "%.3f" : "%.2f s";
+    const bool layer = r.metric == published::Metric::layer_seconds;
+    auto shown = [&](double v) { return rel ? num(v, "%.3f") : format_seconds(v); };
     if (!p.priced) {
-      t.add({r.source_id, r.id, "", num(published::published_seconds(r), fmt), "", "not priced", "", p.why});
+      t.add({r.source_id, r.id, "", shown(published::published_seconds(r)), "", "not priced", "", p.why});
       rows_json.push_back({{"source", r.source_id}, {"row", r.id}, {"priced", false}, {"why", p.why}});
       continue;
     }
-    t.add({r.source_id == last_source ? "" : r.source_id, r.id, p.searched, num(p.published, fmt), num(p.predicted, fmt),
-           rel && r.relative_to.empty() ? "(reference)" : pct(p.error), num(100 * p.estimate.mfu, "%.1f %%"),
-           p.estimate.bottleneck + (p.why.empty() ? "" : "; " + p.why)});
+    t.add({r.source_id == last_source ? "" : r.source_id, r.id, p.searched, shown(p.published), shown(p.predicted),
+           rel && r.relative_to.empty() ? "(reference)" : pct(p.error), layer ? "" : num(100 * p.estimate.mfu, "%.1f %%"),
+           layer ? "(one layer)" : p.estimate.bottleneck + (p.why.empty() ? "" : "; " + p.why)});
     last_source = r.source_id;
     csv += r.source_id + "," + r.id + ",\"" + r.where + "\"," + published::to_string(r.metric) + "," + num(r.value, "%.6g") + "," +
            num(p.published, "%.6g") + "," + num(p.predicted, "%.6g") + "," + num(p.error, "%.6g") + "," + p.searched + "," +

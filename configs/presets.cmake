@@ -64,6 +64,7 @@ set(SCANSHARD_PRESET_FILES
   models/transformer-tiny.yaml
   models/turing-nlg-530b.yaml
   published/narayanan2021-table1.yaml
+  published/korthikanti2022-table4.yaml
   published/korthikanti2022-table5.yaml
   published/smith2022-mtnlg.yaml
   published/dubey2024-llama3.yaml

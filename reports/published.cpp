@@ -22,6 +22,7 @@ const char* to_string(Metric m) {
     case Metric::tflops_per_gpu: return "tflops_per_gpu";
     case Metric::mfu: return "mfu";
     case Metric::relative_step_time: return "relative_step_time";
+    case Metric::layer_seconds: return "layer_seconds";
   }
   return "";
 }
@@ -58,13 +59,14 @@ Row parse_row(YamlMap& y, const std::string& file, const std::string& source_id,
   }
   YamlMap pub = y.required_map("published");
   int metrics = 0;
-  for (Metric m : {Metric::seconds_per_step, Metric::tflops_per_gpu, Metric::mfu, Metric::relative_step_time})
+  for (Metric m : {Metric::seconds_per_step, Metric::tflops_per_gpu, Metric::mfu, Metric::relative_step_time, Metric::layer_seconds})
     if (pub.has(to_string(m))) {
       r.metric = m;
       r.value = pub.required_double(to_string(m));
       ++metrics;
     }
-  if (metrics != 1) throw y.error("published", "needs exactly one of seconds_per_step, tflops_per_gpu, mfu, relative_step_time");
+  if (metrics != 1)
+    throw y.error("published", "needs exactly one of seconds_per_step, tflops_per_gpu, mfu, relative_step_time, layer_seconds");
   if (!(r.value > 0)) throw pub.error(to_string(r.metric), "must be positive");
   const bool per_flop = r.metric == Metric::tflops_per_gpu || r.metric == Metric::mfu;
   if (per_flop && !pub.has("flops"))
@@ -131,9 +133,20 @@ double published_seconds(const Row& r) {
     case Metric::tflops_per_gpu: return step_flops(r.formula, r.model, r.plan) / (r.value * 1e12 * devices);
     case Metric::mfu: return step_flops(r.formula, r.model, r.plan) / (r.value * matrix_peak_flops_per_s(r.cluster.chip, DType::bf16) * devices);
     case Metric::relative_step_time: return r.value;
+    case Metric::layer_seconds: return r.value;
   }
   return 0;
 }
+
+namespace {
+// One layer's forward + backward of one micro-batch: the first layer group of the first stage.
+double layer_seconds(const Row& r, const Plan& p) {
+  const auto stage = lower_stage(r.model, p, 0, 0);
+  const Network net(r.cluster, p.mesh);
+  const LayerLowering& l = *stage.groups.at(0).lowered;
+  return pass_seconds(l.forward, r.cluster, net, p.act_dtype) + pass_seconds(l.backward, r.cluster, net, p.act_dtype);
+}
+}  // namespace
 
 namespace {
 
@@ -183,7 +196,8 @@ Priced price_row(const Row& r) {
         continue;
       }
       const Estimate e = simulate(stage_summaries(r.model, p), p, r.cluster, Network(topology, r.cluster, p.mesh, p.placement));
-      if (!e.memory.fits) {
+      // A layer timed alone (layer_seconds) was measured without the rest of the model in memory.
+      if (!e.memory.fits && r.metric != Metric::layer_seconds) {
         if (!fastest_over || e.step_seconds < fastest_over->second.step_seconds) fastest_over.emplace(p, e);
         continue;
       }
@@ -219,7 +233,10 @@ std::vector<Priced> price_suite(const std::vector<Row>& rows) {
   for (auto& p : out) {
     const Row& r = *p.row;
     if (!p.priced) continue;
-    if (r.metric != Metric::relative_step_time) {
+    if (r.metric == Metric::layer_seconds) {
+      p.predicted = layer_seconds(r, p.plan);
+      p.published = r.value;
+    } else if (r.metric != Metric::relative_step_time) {
       p.predicted = p.estimate.step_seconds;
       p.published = published_seconds(r);
     } else {

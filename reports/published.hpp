@@ -27,7 +27,9 @@
 
 namespace scanshard::published {
 
-enum class Metric { seconds_per_step, tflops_per_gpu, mfu, relative_step_time };
+// layer_seconds: one layer's forward and backward of one micro-batch on one device (the first
+// layer of the first stage), as Korthikanti et al. 2022 Table 4 times it.
+enum class Metric { seconds_per_step, tflops_per_gpu, mfu, relative_step_time, layer_seconds };
 const char* to_string(Metric m);
 
 struct Row {

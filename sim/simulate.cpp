@@ -243,6 +243,12 @@ Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const 
   return e;
 }
 
+double pass_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype) {
+  Pass p;
+  p.add(steps, 1, cl, net, dtype);
+  return p.finish();
+}
+
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype) {
   std::vector<double> out;
   out.reserve(steps.size());

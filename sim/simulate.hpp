@@ -110,6 +110,10 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
 // Memory per device of the stage that needs the most (Estimate::memory); depends on the plan's
 // schedule and ZeRO stage, not on the network or overlap.
 MemoryBreakdown stage_memory(const std::vector<StageSummary>& stages, const Plan& p, const ChipSpec& chip);
+// One pass of a step list (a layer's forward or backward of one micro-batch) priced as a stage's
+// pass prices it: compute, exposed communication, and overlappable communication beyond what the
+// pass's compute hides.
+double pass_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Seconds of every step of an expanded program, in order (for comparing with a measured trace).
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Convenience: check the plan against the cluster, lower, build the network, price.

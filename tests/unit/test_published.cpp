@@ -90,7 +90,8 @@ TEST_CASE("the built-in suite prices every row or names the plan rule it cannot 
       continue;
     }
     REQUIRE(std::isfinite(p.error));
-    REQUIRE(p.estimate.memory.fits == p.why.empty());  // a plan over memory is priced with a note
+    // a plan over memory is priced with a note; a layer timed alone is not held to the model's memory
+    if (p.row->metric != Metric::layer_seconds) REQUIRE(p.estimate.memory.fits == p.why.empty());
     REQUIRE(p.published > 0);
   }
   const auto errs = source_errors(priced);

@@ -403,3 +403,21 @@ TEST_CASE("a data axis over islands: NVLink moves the whole buffer, each NIC onl
   const double expect = 2 * (7.0 / 8 * S / nvlink + 3.0 / 4 * S / 8 / nic + latency);
   CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(expect).epsilon(1e-12));
 }
+
+TEST_CASE("a pass prices compute and exposed communication, and hides overlappable communication behind its compute", "[sim]") {
+  // pass_seconds (a layer's forward or backward, as validate --published prices Korthikanti's
+  // per-layer times): Σ compute + Σ exposed comm + max(0, Σ overlappable comm − Σ compute).
+  const auto m = load_model("megatron-22b");
+  const auto c = load_cluster("dgx-a100-1");
+  Plan p = plan_for("tensor=8", 4, 2048);
+  p.tensor_comm = TensorComm::rs_ag;  // its backward re-gathers the input, overlappable
+  const auto st = lower_stage(m, p, 0, 0);
+  const Network net(c, p.mesh);
+  const auto& bwd = st.groups.at(0).lowered->backward;
+  const auto each = step_seconds(bwd, c, net, p.act_dtype);
+  double compute = 0, exposed = 0, hidden = 0;
+  for (std::size_t i = 0; i < bwd.size(); ++i)
+    (bwd[i].kind == StepKind::compute ? compute : bwd[i].overlappable ? hidden : exposed) += each[i];
+  REQUIRE(hidden > 0);
+  REQUIRE(pass_seconds(bwd, c, net, p.act_dtype) == Approx(compute + exposed + std::max(0.0, hidden - compute)).epsilon(1e-12));
+}
