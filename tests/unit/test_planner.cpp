@@ -126,6 +126,23 @@ TEST_CASE("impossible constraints and hopeless searches explain themselves", "[p
   REQUIRE(memory_reason);
 }
 
+TEST_CASE("why-not lines name the cost that binds: recompute for block remat, tensor communication for tensor sharding", "[planner]") {
+  // griffin-tiny on this machine's two cores (the demo's search): keeping only each layer's input
+  // costs a recomputed forward, and tensor sharding costs its all-reduces — each family's line must
+  // name that bucket, the one that grew most against the winner, not merely a large one.
+  const auto r = search(load_model("griffin-tiny"), load_cluster("cpu-local"), opts(8, 128));
+  REQUIRE(!r.top.empty());
+  auto line = [&](const std::string& family) {
+    for (const auto& w : r.why_not)
+      if (w.starts_with(family + ":")) return w;
+    FAIL("no why-not line for " << family);
+    return std::string();
+  };
+  CHECK_THAT(line("remat=block"), Catch::Contains("recompute is"));
+  CHECK_THAT(line("tensor=2"), Catch::Contains("comm tensor is"));
+  CHECK_THAT(line("pipeline=2"), Catch::Contains("slower"));
+}
+
 namespace {
 void require_same(const std::vector<Candidate>& a, const std::vector<Candidate>& b) {
   REQUIRE(a.size() == b.size());
