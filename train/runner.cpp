@@ -320,6 +320,20 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   const StageTensors stage = stage_tensors(m, sl, prog, p.mesh[Axis::pipeline]);
   std::vector<Slab> slabs = checkpoint_slabs(sl, coord);
   for (std::size_t i = 0; i < slabs.size(); ++i) slabs[i].write = slabs[i].write && stage.owned[i];
+  // Full logical tensors on every rank from this rank's shard layout (parameters, or the first
+  // step's gradients): fsdp parts gathered when only a part is valid here, shards into place, each
+  // value counted once (owning stage, tensor rank 0 for whole tensors).
+  auto assemble = [&](std::vector<float> local, bool gather_fsdp_parts) {
+    if (gather_fsdp_parts) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(local), own.counts);
+    std::vector<float> full(static_cast<std::size_t>(lay.total), 0.0f);
+    sl.insert(local.data(), full.data());
+    for (std::size_t ti = 0; ti < sl.dim.size(); ++ti)
+      if (!stage.owned[ti] || (sl.dim[ti] < 0 && at(Axis::tensor) != 0))
+        std::fill_n(full.data() + lay.offset[ti], lay.tensors[ti].count(), 0.0f);
+    for (Axis a : {Axis::tensor, Axis::pipeline})
+      if (const mpi::Comm* c = comms.view[a]) c->allreduce_sum(std::span<float>(full));
+    return full;
+  };
   // A tied head: the first and last stages keep the table's gradient equal (lower.cpp step end).
   std::optional<mpi::Comm> tied;
   if (const mpi::Comm* pc = comms.view[Axis::pipeline]) {
@@ -465,6 +479,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         // the mean gradient over the global batch, its global norm, and AdamW on the owned part
         const double gscale = double(mb) / double(G);
         for (std::int64_t i = own.begin; i < own.end; ++i) grad[i] = float(double(gacc[i]) * gscale);
+        if (o.keep_first_gradients && step == first_step) res.first_gradients = assemble(grad, zero);
         double sq[2] = {0, 0};  // [0] tensor-split parts, [1] tensors every tensor rank holds
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
@@ -510,16 +525,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     tr.end_step(long(step), wall, loss);
     if (progress) progress(step, loss, tps);
   }
-  // Full logical parameters on every rank: ZeRO-3 parts gathered, shards into place, each value
-  // counted once (owning stage, tensor rank 0 for whole tensors).
-  if (!zero3_parts.empty()) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(params), own.counts);
-  res.params.assign(static_cast<std::size_t>(lay.total), 0.0f);
-  sl.insert(params.data(), res.params.data());
-  for (std::size_t ti = 0; ti < sl.dim.size(); ++ti)  // each value once: its stage, tensor rank 0 if whole
-    if (!stage.owned[ti] || (sl.dim[ti] < 0 && at(Axis::tensor) != 0))
-      std::fill_n(res.params.data() + lay.offset[ti], lay.tensors[ti].count(), 0.0f);
-  for (Axis a : {Axis::tensor, Axis::pipeline})
-    if (const mpi::Comm* c = comms.view[a]) c->allreduce_sum(std::span<float>(res.params));
+  res.params = assemble(params, !zero3_parts.empty());
   return res;
 }
 }  // namespace

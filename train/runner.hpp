@@ -58,6 +58,8 @@ struct Options {
   // gradient sums (double, the local flat layout) after the step's backward passes, before any
   // gradient reduction (the overlapped per-layer reduction is off then). Empty in normal runs.
   std::function<void(std::int64_t, std::span<double>)> gradient_hook;
+  // Tests: keep the first step's reduced mean gradient (Result::first_gradients).
+  bool keep_first_gradients = false;
 };
 
 struct Result {
@@ -66,6 +68,9 @@ struct Result {
   std::vector<std::string> checkpoints;  // files written
   std::vector<double> tokens_per_s;  // global tokens / wall seconds, per step
   std::vector<float> params;         // full parameters after the last step, parameter_tensors() order
+  // Options::keep_first_gradients: the first step's mean gradient over the global batch, reduced
+  // across ranks, before clipping and AdamW; full logical tensors in parameter_tensors() order.
+  std::vector<float> first_gradients;
   std::vector<std::int64_t> skipped_steps;
   std::int64_t overlapped_buckets = 0;  // gradient buckets reduced during backward (plan.overlap)  // 1-based steps whose update --on-nan skip dropped
   Trace trace;
