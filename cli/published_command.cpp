@@ -12,6 +12,7 @@
 #include "cli/format.hpp"
 #include "cli/html_report.hpp"
 #include "cli/published_command.hpp"
+#include "program/yaml_reader.hpp"
 #include "reports/published.hpp"
 
 namespace scanshard {
@@ -33,6 +34,9 @@ bool relative(const published::Row& r) { return r.metric == published::Metric::r
 }  // namespace
 
 void run_published(const std::vector<std::string>& suites, const std::string& out_dir) {
+  std::error_code ec;
+  if (!out_dir.empty() && std::filesystem::exists(out_dir, ec) && !std::filesystem::is_directory(out_dir, ec))
+    throw ConfigError("--out: '" + out_dir + "' exists and is not a directory");
   std::vector<published::Row> rows;
   if (suites.empty()) rows = published::builtin_suite();
   for (const auto& f : suites) {
@@ -87,7 +91,8 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
             << "\nleave-one-source-out: no number in the chip and cluster files was fitted to this suite, so each source's "
                "out-of-sample error is its error above (the files' remaining assumptions are marked there)\n";
   if (!out_dir.empty()) {
-    std::filesystem::create_directories(out_dir);
+    std::filesystem::create_directories(out_dir, ec);
+    if (ec) throw ConfigError("--out: cannot create directory '" + out_dir + "': " + ec.message());
     write_file_atomically(out_dir + "/published.csv", csv);
     write_file_atomically(out_dir + "/published.json",
                           nlohmann::json{{"rows", rows_json}, {"sources", src_json}, {"fitted_parameters", 0}}.dump(2) + "\n");

@@ -2,6 +2,7 @@
 #include "reports/published.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -114,7 +115,12 @@ std::vector<Row> parse_suite_node(const YAML::Node& node, const std::string& fil
 std::vector<Row> parse_suite(const std::string& text, const std::string& file) { return parse_suite_node(parse_yaml(text, file), file); }
 
 // The parsed node keeps the file's own line numbers for error messages (no re-dump).
-std::vector<Row> load_suite_file(const std::string& path) { return parse_suite_node(load_yaml_file(path), path); }
+std::vector<Row> load_suite_file(const std::string& path) {
+  std::error_code ec;  // a FIFO or device would block or never end: refuse before opening
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw ConfigError(path + ": cannot read suite file (" + (std::filesystem::exists(path, ec) ? "not a regular file" : "no such file") + ")");
+  return parse_suite_node(load_yaml_file(path), path);
+}
 
 std::vector<Row> builtin_suite() {
   std::vector<Row> all;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <sys/stat.h>
+
 #include <fstream>
 #include <map>
 #include <random>
@@ -366,5 +368,17 @@ TEST_CASE("validate --published prices the built-in suite without MPI and writes
   CHECK(bad.code == 2);
   CHECK(bad.err.find("missing.yaml") != std::string::npos);
   CHECK(run("validate --suite x.yaml").code == 2);  // --suite without --published
+  // a FIFO is refused before it is opened (it would block); --out onto a file names it
+  const fs::path fifo = dir / "suite.fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const auto f = run("validate --published --suite " + fifo.string());
+  CHECK(f.code == 2);
+  CHECK(f.err.find("not a regular file") != std::string::npos);
+  const fs::path file = dir / "a-file";
+  std::ofstream(file) << "x";
+  const auto o = run("validate --published --out " + file.string());
+  CHECK(o.code == 2);
+  CHECK(o.err.find("is not a directory") != std::string::npos);
+  CHECK(slurp(file) == "x");
   fs::remove_all(dir);
 }
