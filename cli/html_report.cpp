@@ -227,6 +227,16 @@ std::string terminal(const std::string& name, int w, int h) {
          gq(name) + " background '#ffffff'\nset encoding utf8\nset border lw 1 lc rgb '#444444'\nset grid ytics lc rgb '#dddddd'\n";
 }
 
+// The ±10 % band around y = x from lo to hi (log-spaced), as gnuplot's $band data block.
+std::string band_block(double lo, double hi) {
+  std::string band = "$band << EOD\n";
+  for (int i = 0; i <= 40; ++i) {
+    const double x = lo * std::pow(hi / lo, i / 40.0);
+    band += num(x) + " " + num(0.9 * x) + " " + num(1.1 * x) + "\n";
+  }
+  return band + "EOD\n";
+}
+
 // Class palette (tableau-like), in stacking order.
 const std::vector<std::pair<std::string, std::string>> kClassColors = {
     {"gemm", "#4e79a7"},      {"attention", "#f28e2b"}, {"scan", "#59a14f"}, {"elementwise", "#edc948"},
@@ -380,12 +390,7 @@ Chart scatter_chart(const std::string& gp, const Validated& v) {
   }
   lo /= 1.3;
   hi *= 1.3;
-  std::string band = "$band << EOD\n";
-  for (int i = 0; i <= 40; ++i) {
-    const double x = lo * std::pow(hi / lo, i / 40.0);
-    band += num(x) + " " + num(0.9 * x) + " " + num(1.1 * x) + "\n";
-  }
-  band += "EOD\n";
+  const std::string band = band_block(lo, hi);
   std::map<std::string, std::string> by_family;
   std::string labels = "$labels << EOD\n";
   for (const auto& p : v.plans) {
@@ -475,12 +480,7 @@ Chart published_chart(const std::string& gp, nlohmann::json& json) {
   json["published_sources"] = src_json;
   lo /= 1.3;
   hi *= 1.3;
-  std::string band = "$band << EOD\n";
-  for (int i = 0; i <= 40; ++i) {
-    const double x = lo * std::pow(hi / lo, i / 40.0);
-    band += num(x) + " " + num(0.9 * x) + " " + num(1.1 * x) + "\n";
-  }
-  band += "EOD\n";
+  const std::string band = band_block(lo, hi);
   static const char* colors[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f"};
   std::string s = terminal("published", 820, 680) + band;
   std::string plot = "plot $band using 1:2:3 with filledcurves fc rgb '#9ecae1' fs transparent solid 0.35 noborder title '±10 % band', \\\n"

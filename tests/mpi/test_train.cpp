@@ -553,21 +553,40 @@ TEST_CASE("train: remat policies recompute without changing the result", "[train
     }
 }
 namespace {
+// A fresh directory every rank names alike (rank 0's pid), created before anyone uses it.
+std::string shared_temp_dir(const mpi::Comm& world, const std::string& prefix) {
+  std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
+  world.broadcast(std::span<std::int64_t>(id, 1), 0);
+  const std::string dir = "/tmp/" + prefix + std::to_string(id[0]);
+  if (world.rank() == 0) std::filesystem::create_directories(dir);
+  world.barrier();
+  return dir;
+}
+train::Options resume_options() {
+  train::Options o;
+  o.seed = 7;
+  o.adamw.eps = 1e-3f;  // see check_case
+  o.adamw.lr = 1e-2f;
+  return o;
+}
+// A run resumed at step 2 for 2 steps against 4 uninterrupted steps: losses and parameters.
+void check_resumed(const ModelSpec& m, const train::Result& r, const train::Result& ref, const std::string& where) {
+  REQUIRE(r.losses.size() == 2);
+  for (size_t s = 0; s < 2; ++s) {
+    INFO(m.name << " resumed " << where << " step " << s + 2 << ": " << r.losses[s] << " vs uninterrupted " << ref.losses[s + 2]);
+    CHECK(close(r.losses[s], ref.losses[s + 2], 1e-5));
+  }
+  compare_params(m, r.params, ref.params, m.name + " resumed " + where);
+}
+
 // 2 steps under `before`, checkpoint, resume under `after` for 2 steps == 4 uninterrupted steps.
 void resume_case(const std::string& model, const Case& before, const Case& after, double dropout = 0) {
   const auto world = mpi::Comm::world();
   ModelSpec m = load_model(model);
   m.dropout = dropout;
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
-  world.broadcast(std::span<std::int64_t>(id, 1), 0);
-  const std::string dir = "/tmp/scanshard-resume-" + std::to_string(id[0]);
-  if (world.rank() == 0) std::filesystem::create_directories(dir);
-  world.barrier();
-  train::Options o;
-  o.seed = 7;
-  o.adamw.eps = 1e-3f;  // see check_case
-  o.adamw.lr = 1e-2f;
+  const std::string dir = shared_temp_dir(world, "scanshard-resume-");
+  train::Options o = resume_options();
   o.steps = 4;
   const auto ref = train::run(m, make_plan(model, before, false), data, o, nullptr);
   o.steps = 2;
@@ -579,12 +598,7 @@ void resume_case(const std::string& model, const Case& before, const Case& after
   o.seed = 999;  // ignored: parameters and the dropout masks' seed come from the checkpoint
   const auto second = train::run(m, make_plan(model, after, true), data, o, &world);
   CHECK(second.first_step == 2);
-  REQUIRE(second.losses.size() == 2);
-  for (size_t s = 0; s < 2; ++s) {
-    INFO(model << " resumed step " << s + 2 << ": " << second.losses[s] << " vs uninterrupted " << ref.losses[s + 2]);
-    CHECK(close(second.losses[s], ref.losses[s + 2], 1e-5));
-  }
-  compare_params(m, second.params, ref.params, model + " resumed on " + make_plan(model, after, true).mesh.describe());
+  check_resumed(m, second, ref, "on " + make_plan(model, after, true).mesh.describe());
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove_all(dir);
 }
@@ -610,15 +624,8 @@ TEST_CASE("train: a checkpoint written on 2 ranks resumes on 1 rank and on every
   const std::string model = "griffin-tiny";
   const ModelSpec m = load_model(model);
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
-  world.broadcast(std::span<std::int64_t>(id, 1), 0);
-  const std::string dir = "/tmp/scanshard-ranks-" + std::to_string(id[0]);
-  if (world.rank() == 0) std::filesystem::create_directories(dir);
-  world.barrier();
-  train::Options o;
-  o.seed = 7;
-  o.adamw.eps = 1e-3f;  // see check_case
-  o.adamw.lr = 1e-2f;
+  const std::string dir = shared_temp_dir(world, "scanshard-ranks-");
+  train::Options o = resume_options();
   o.steps = 4;
   const auto ref = train::run(m, make_plan(model, one_axis(Axis::data, 1), false), data, o, nullptr);
   const mpi::Comm pair = world.split(world.rank() < 2 ? 0 : 1, world.rank());
@@ -628,18 +635,10 @@ TEST_CASE("train: a checkpoint written on 2 ranks resumes on 1 rank and on every
   world.barrier();
   o.checkpoint_dir.clear();
   o.resume = dir + "/step-2.h5";
-  auto check = [&](const train::Result& r, const std::string& where) {
-    REQUIRE(r.losses.size() == 2);
-    for (size_t s = 0; s < 2; ++s) {
-      INFO(where << " step " << s + 2 << ": " << r.losses[s] << " vs uninterrupted " << ref.losses[s + 2]);
-      CHECK(close(r.losses[s], ref.losses[s + 2], 1e-5));
-    }
-    compare_params(m, r.params, ref.params, "resumed " + where);
-  };
-  if (world.rank() == 0) check(train::run(m, make_plan(model, one_axis(Axis::data, 1), false), data, o, nullptr), "on 1 rank");
+  if (world.rank() == 0) check_resumed(m, train::run(m, make_plan(model, one_axis(Axis::data, 1), false), data, o, nullptr), ref, "on 1 rank");
   world.barrier();
   Case all = one_axis(w == 3 ? Axis::fsdp : Axis::tensor, w);  // tensor = 3 does not divide 4 heads
-  check(train::run(m, make_plan(model, all, true), data, o, &world), "on " + std::to_string(w) + " ranks");
+  check_resumed(m, train::run(m, make_plan(model, all, true), data, o, &world), ref, "on " + std::to_string(w) + " ranks");
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove_all(dir);
 }
