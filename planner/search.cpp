@@ -23,7 +23,6 @@
 #include "planner/search.hpp"
 
 #include <algorithm>
-#include <ranges>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -695,9 +694,10 @@ StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
   StageCounts out;
   out.n.resize(static_cast<std::size_t>(pp));
   for (std::int64_t s = 0; s < pp; ++s)
-    for (std::int64_t j = 0; j < v; ++j)
-      for (const Range r = pipeline_chunk_layers(m.depth, pp * v, j * pp + s); const std::int64_t l : std::views::iota(r.begin, r.end))
-        out.n[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+    for (std::int64_t j = 0; j < v; ++j) {
+      const Range r = pipeline_chunk_layers(m.depth, pp * v, j * pp + s);
+      for (std::int64_t l = r.begin; l < r.end; ++l) out.n[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+    }
   const std::size_t last = out.n.size() - 1;
   for (std::size_t s = 0; s <= last; ++s) {
     const auto like = std::find_if(out.distinct.begin(), out.distinct.end(), [&](std::size_t d) { return d != 0 && out.n[d] == out.n[s]; });

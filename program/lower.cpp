@@ -787,6 +787,10 @@ std::int64_t token_partial_params(const ModelSpec& m, int kind, std::int64_t t, 
 }
 }  // namespace
 
+bool pipeline_scatter_gather(const Plan& p) {
+  return p.scatter_gather && p.mesh[Axis::tensor] > 1 && p.mesh[Axis::pipeline] > 1 && p.tensor_comm == TensorComm::allreduce;
+}
+
 Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_t chunk) {
   const std::int64_t per = (depth + chunks - 1) / chunks, short_by = per * chunks - depth;
   const std::int64_t front = (short_by + 1) / 2, back = short_by / 2;  // chunks one layer short at each end
@@ -811,7 +815,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   const double act_bytes = c.n * m.width * c.a / c.tp_seq;  // rs_ag: stages exchange n/t tokens
   // Megatron's scatter/gather (Plan::scatter_gather): each tensor rank sends its 1/t slice of the
   // replicated activation; the receiver all-gathers the slices over the tensor axis.
-  const bool scatter = p.scatter_gather && c.t > 1 && p.tensor_comm == TensorComm::allreduce && pp > 1;
+  const bool scatter = pipeline_scatter_gather(p);
   const double send_bytes = scatter ? std::ceil(c.n * static_cast<double>(m.width) / c.t) * c.a : act_bytes;
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.

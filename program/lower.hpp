@@ -136,6 +136,12 @@ StepProgram expand(const StageSummary& st, const ModelSpec& m);
 // 2024 §3.3.2). Equal chunks when chunks divides depth. Needs chunks ≤ depth.
 Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_t chunk);
 
+// Whether pipeline transfers use Megatron's scatter/gather (Plan::scatter_gather): each tensor rank
+// sends 1/t of a replicated activation and the receiver all-gathers the slices over the tensor
+// axis. Only with tensor > 1, pipeline > 1 and tensor_comm allreduce (under rs_ag the activation is
+// already token-sharded). The lowering and the runner both ask this.
+bool pipeline_scatter_gather(const Plan& p);
+
 // Micro-batches' worth of activations a pipeline stage holds at once under the plan's schedule:
 // GPipe all m; 1F1B min(m, p − stage); interleaved 1F1B (v chunks) the Megatron-LM warm-up of
 // (p − stage − 1)·2 + (v − 1)·p chunk passes plus the one in flight, each 1/v of the stage.

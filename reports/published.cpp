@@ -79,12 +79,11 @@ Row parse_row(YamlMap& y, const std::string& file, const std::string& source_id,
   if (!r.relative_to.empty() && r.metric != Metric::relative_step_time)
     throw pub.error("relative_to", "only for relative_step_time");
   pub.finish();
+  if (r.metric == Metric::relative_step_time && r.relative_to.empty() && r.value != 1.0)
+    throw pub.error(to_string(r.metric), "a reference row (no relative_to) is 1 by definition");
   return r;  // an illegal plan is reported by price_row (the rule it breaks), not refused here
 }
 
-}  // namespace
-
-namespace {
 std::vector<Row> parse_suite_node(const YAML::Node& node, const std::string& file) {
   YamlMap top(node, file, "");
   const std::string id = top.required_string("id");

@@ -1575,7 +1575,7 @@ std::span<float> span_of(Vec& v) { return std::span<float>(v); }
 // Megatron's scatter/gather (Plan::scatter_gather, lower.cpp): the residual stream is replicated
 // on the tensor ranks, so each sends only its slice (split_range of the buffer) and the receiver
 // all-gathers the slices over the tensor axis ("all_gather|pipeline.activations/.gradients").
-bool scatters(const State& s) { return s.p.scatter_gather && s.t > 1 && !s.rs; }
+bool scatters(const State& s) { return pipeline_scatter_gather(s.p); }
 std::span<float> pp_part(const State& s, Vec& v) {
   if (!scatters(s)) return span_of(v);
   const Range r = split_range(static_cast<i64>(v.size()), s.t, s.tcoord);

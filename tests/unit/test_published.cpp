@@ -63,6 +63,7 @@ TEST_CASE("a suite file's errors name the file, the key and the reason", "[publi
   fails(with("{seconds_per_step: 0.5}", "{mfu: 0.4}"), "FLOP formula");
   fails(with("search: [micro_batch]", "search: [remat]"), "cannot be searched");
   fails(with("{seconds_per_step: 0.5}", "{relative_step_time: 1.1, relative_to: nowhere}"), "nowhere");
+  fails(with("{seconds_per_step: 0.5}", "{relative_step_time: 1.1}"), "1 by definition");
   fails(with("cluster: dgx-a100-1", "cluster: no-such-cluster"), "no-such-cluster");
   fails(with("    where: \"row 1\"\n", ""), "where");
 }
