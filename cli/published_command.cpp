@@ -3,6 +3,7 @@
 // predicted against the published step time (or relative step time) and the error, then mean and
 // max |error| per source and overall, and leave-one-source-out figures. Writes published.csv and
 // published.json under DIR. No MPI: it runs no kernels.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "cli/html_report.hpp"
 #include "cli/published_command.hpp"
 #include "program/yaml_reader.hpp"
+#include "reports/chip_fit.hpp"
 #include "reports/published.hpp"
 
 namespace scanshard {
@@ -33,7 +35,66 @@ bool relative(const published::Row& r) { return r.metric == published::Metric::r
 
 }  // namespace
 
-void run_published(const std::vector<std::string>& suites, const std::string& out_dir) {
+namespace {
+
+std::string fit_value(const std::string& key, double v) {
+  return key == "launch_overhead_seconds" ? num(v, "%.3g") : num(v, "%.3f");
+}
+
+// `--fit CHIP`: the chip's keys fitted to every row on it, the suite priced with that fit, and
+// each source priced with a fit that did not see it.
+nlohmann::json report_fit(const std::vector<published::Row>& rows, const std::string& chip, std::vector<std::string> keys) {
+  if (keys.empty()) keys = published::fit_keys();
+  published::Fit fit;
+  try {
+    fit = published::fit_chip(rows, chip, keys);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("--fit: ") + e.what());
+  }
+  const auto holds = published::leave_one_source_out(rows, chip, keys);
+  std::cout << "\nfit of " << chip << " to the " << fit.rows << " scored rows that use it (" << fit.evaluations
+            << " pricings of the suite; one set for every row, nothing per row):\n\n";
+  Table v({"key", "chip file", "fitted"}, {false, true, true});
+  nlohmann::json values = nlohmann::json::object();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    v.add({keys[i], fit_value(keys[i], fit.start[i]), fit_value(keys[i], fit.values[i])});
+    values[keys[i]] = fit.values[i];
+  }
+  std::cout << v.str() << "\n";
+  const auto in_sample = published::source_errors(published::price_suite(published::with_fit(rows, chip, fit)));
+  Table t({"source", "rows", "in-sample mean", "in-sample max", "held-out mean", "held-out max", "held-out bias"},
+          {false, true, true, true, true, true, true});
+  nlohmann::json src = nlohmann::json::array();
+  for (const auto& e : in_sample) {
+    const auto h = std::find_if(holds.begin(), holds.end(), [&](const auto& x) { return x.source_id == e.source_id; });
+    if (h == holds.end() && e.source_id != "all") continue;
+    if (h == holds.end()) {
+      double mean = 0, mx = 0, bias = 0;
+      std::int64_t n = 0;
+      for (const auto& x : holds) mean += x.mean_abs * static_cast<double>(x.rows), bias += x.bias * static_cast<double>(x.rows),
+                                  mx = std::max(mx, x.max_abs), n += x.rows;
+      if (n > 0) mean /= static_cast<double>(n), bias /= static_cast<double>(n);
+      t.add({"all on " + chip, std::to_string(n), "", "", num(100 * mean, "%.1f %%"), num(100 * mx, "%.1f %%"), pct(bias)});
+      src.push_back({{"source", "all"}, {"rows", n}, {"held_out_mean_abs_error", mean}, {"held_out_max_abs_error", mx}});
+      continue;
+    }
+    t.add({e.source_id, std::to_string(e.rows), num(100 * e.mean_abs, "%.1f %%"), num(100 * e.max_abs, "%.1f %%"),
+           num(100 * h->mean_abs, "%.1f %%"), num(100 * h->max_abs, "%.1f %%"), pct(h->bias)});
+    src.push_back({{"source", e.source_id}, {"rows", e.rows}, {"in_sample_mean_abs_error", e.mean_abs},
+                   {"in_sample_max_abs_error", e.max_abs}, {"held_out_mean_abs_error", h->mean_abs},
+                   {"held_out_max_abs_error", h->max_abs}, {"held_out_bias", h->bias}});
+  }
+  std::cout << t.str()
+            << "\nheld out: the source priced with a fit of the other sources only (what to expect on a stack the fit has "
+               "not seen)\n";
+  return {{"chip", chip}, {"keys", keys}, {"fitted", values}, {"in_sample_mean_abs_error", fit.mean_abs},
+          {"in_sample_max_abs_error", fit.max_abs}, {"sources", src}};
+}
+
+}  // namespace
+
+void run_published(const std::vector<std::string>& suites, const std::string& out_dir, const std::string& fit_chip,
+                   const std::vector<std::string>& fit_keys) {
   std::error_code ec;
   if (!out_dir.empty() && std::filesystem::exists(out_dir, ec) && !std::filesystem::is_directory(out_dir, ec))
     throw ConfigError("--out: '" + out_dir + "' exists and is not a directory");
@@ -87,15 +148,15 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
     src_json.push_back({{"source", e.source_id}, {"rows", e.rows}, {"mean_abs_error", e.mean_abs}, {"max_abs_error", e.max_abs},
                         {"bias", e.bias}});
   }
-  std::cout << s.str()
-            << "\nleave-one-source-out: no number in the chip and cluster files was fitted to this suite, so each source's "
-               "out-of-sample error is its error above (the files' remaining assumptions are marked there)\n";
+  std::cout << s.str();
+  nlohmann::json fit_json = nullptr;
+  if (!fit_chip.empty()) fit_json = report_fit(rows, fit_chip, fit_keys);
   if (!out_dir.empty()) {
     std::filesystem::create_directories(out_dir, ec);
     if (ec) throw ConfigError("--out: cannot create directory '" + out_dir + "': " + ec.message());
     write_file_atomically(out_dir + "/published.csv", csv);
     write_file_atomically(out_dir + "/published.json",
-                          nlohmann::json{{"rows", rows_json}, {"sources", src_json}, {"fitted_parameters", 0}}.dump(2) + "\n");
+                          nlohmann::json{{"rows", rows_json}, {"sources", src_json}, {"fit", fit_json}}.dump(2) + "\n");
     std::cout << "wrote " << out_dir << "/published.csv, published.json\n";
   }
 }

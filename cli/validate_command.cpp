@@ -109,6 +109,8 @@ struct ValidateOptions {
   bool quick = false;
   bool published = false;            // price the published-measurement suite instead (no MPI)
   std::vector<std::string> suites;   // --suite files for --published (default: the built-in suite)
+  std::string fit;                   // --fit CHIP with --published: fit the chip's efficiencies to the suite
+  std::vector<std::string> fit_keys; // --fit-keys (default: every key reports/chip_fit.hpp knows)
 };
 
 struct PlanCase {
@@ -519,9 +521,16 @@ void register_validate_command(CLI::App& app) {
                 "price the published cluster measurements (configs/published/: Megatron-LM, Llama 3, Griffin, ...) and "
                 "report predicted against published per row and source; no MPI, nothing runs");
   cmd->add_option("--suite", o->suites, "with --published: suite YAML files to price instead of the built-in ones");
+  cmd->add_option("--fit", o->fit,
+                  "with --published: fit one chip's efficiency numbers (e.g. a100-sxm-80gb) to the suite rows that use it, "
+                  "with leave-one-source-out errors");
+  cmd->add_option("--fit-keys", o->fit_keys, "with --fit: the keys to fit (gemm, gemm_shape, attention, elementwise, norm, memory, "
+                                             "network, launch_overhead_seconds; default all)")
+      ->delimiter(',');
   cmd->callback([o, cmd] {
-    if (o->published) return run_published(o->suites, cmd->count("--out") ? o->out : "");
+    if (o->published) return run_published(o->suites, cmd->count("--out") ? o->out : "", o->fit, o->fit_keys);
     if (!o->suites.empty()) throw ConfigError("--suite: only with --published");
+    if (!o->fit.empty() || !o->fit_keys.empty()) throw ConfigError("--fit, --fit-keys: only with --published");
     run_validate(*o);
   });
 }

@@ -216,6 +216,7 @@ ClusterSpec parse_cluster(const YAML::Node& node, const std::string& file, const
       throw y.error("chip", e.what());
     }
     c.chip = parse_chip(found.first, found.second, "");
+    c.chip.preset = chip.as<std::string>();
   } else {
     c.chip = parse_chip(chip, file, "chip");
   }

@@ -72,6 +72,7 @@ inline constexpr std::array<const char*, 17> kTunedOps = {
 struct ChipSpec {
   std::string name;
   std::string source;
+  std::string preset;  // the chip preset a cluster file named (`chip: a100-sxm-80gb`); empty when inline
   std::map<std::string, double, std::less<>> peak_flops_per_s;  // matrix unit per dtype: "bf16", "fp32", ...
   double vector_flops_per_s = 0;    // vector unit / plain SIMD (elementwise, scan)
   double memory_bytes = 0;          // HBM / DRAM capacity

@@ -9,6 +9,7 @@
 #include "program/yaml_reader.hpp"
 #include "program/flop_conventions.hpp"
 #include "program/presets.hpp"
+#include "reports/chip_fit.hpp"
 #include "reports/published.hpp"
 
 using namespace scanshard;
@@ -141,4 +142,75 @@ TEST_CASE("Narayanan et al.'s 5.9B sweeps: throughput falls as pipeline or tenso
       last = t;
     }
   }
+}
+
+namespace {
+// Rows of two sources on one 8-GPU node, their "published" step times priced with a chip whose
+// `gemm` top and `attention` are known (the truth the fit must find from the file's values).
+std::vector<Row> synthetic_rows(const std::vector<double>& truth_s1, const std::vector<double>& truth_s2) {
+  std::string text = "id: s\nsource: \"synthetic\"\nrows:\n";
+  int i = 0;
+  for (const char* seq : {"512", "2048", "8192"})
+    for (const char* mesh : {"{data: 8}", "{data: 4, tensor: 2}"})
+      text += std::string("  - {id: r") + std::to_string(i++) + ", where: w, model: mqa-100m, cluster: dgx-a100-1, plan: {mesh: " +
+              mesh + ", global_batch: 8, micro_batch: 1, seq_len: " + seq + "}, published: {seconds_per_step: 1}}\n";
+  auto rows = parse_suite(text, "s1.yaml");
+  auto more = parse_suite(text, "s2.yaml");
+  for (auto& r : rows) r.source_id = "s1";
+  for (auto& r : more) r.source_id = "s2";
+  const std::vector<std::string> keys = {"gemm", "attention"};
+  auto set_truth = [&](std::vector<Row>& rs, const std::vector<double>& truth) {
+    Fit t;
+    t.keys = keys;
+    t.values = truth;
+    const auto priced = price_suite(with_fit(rs, "a100-sxm-80gb", t));
+    for (std::size_t k = 0; k < rs.size(); ++k) rs[k].value = priced[k].predicted;
+  };
+  set_truth(rows, truth_s1);
+  set_truth(more, truth_s2);
+  rows.insert(rows.end(), more.begin(), more.end());
+  return rows;
+}
+}  // namespace
+
+TEST_CASE("a chip's GEMM curve is reshaped as top · (e_i / e_top)^p", "[published][fit]") {
+  ChipSpec c = load_cluster("dgx-a100-1").chip;
+  REQUIRE(c.preset == "a100-sxm-80gb");
+  const auto before = c.efficiency.gemm_curve;
+  REQUIRE(before.size() >= 2);
+  set_chip_values(c, {"gemm", "gemm_shape", "attention"}, {0.6, 2.0, 0.25});
+  for (std::size_t i = 0; i < before.size(); ++i)
+    REQUIRE(c.efficiency.gemm_curve[i].second == Approx(0.6 * std::pow(before[i].second / before.back().second, 2.0)));
+  REQUIRE(c.efficiency.gemm_at(1e15) == Approx(0.6));
+  REQUIRE(c.efficiency.attention == 0.25);
+  REQUIRE(chip_value(c, "attention") == 0.25);
+  REQUIRE_THROWS_WITH(set_chip_values(c, {"gemm_speed"}, {1.0}), Catch::Contains("gemm_speed") && Catch::Contains("one of"));
+}
+
+TEST_CASE("fitting a chip recovers the efficiencies that made the step times", "[published][fit]") {
+  const auto rows = synthetic_rows({0.70, 0.30}, {0.70, 0.30});
+  const ChipSpec file = rows.front().cluster.chip;
+  REQUIRE(file.efficiency.gemm_at(1e15) != Approx(0.70).epsilon(0.05));  // the fit has somewhere to go
+  const Fit f = fit_chip(rows, "a100-sxm-80gb", {"gemm", "attention"});
+  CHECK(f.rows == 12);
+  CHECK(f.values[0] == Approx(0.70).epsilon(0.02));
+  CHECK(f.values[1] == Approx(0.30).epsilon(0.05));
+  CHECK(f.mean_abs < 0.005);
+  // rows of another chip are not fitted
+  REQUIRE_THROWS_WITH(fit_chip(rows, "tpu-v3", {"gemm"}), Catch::Contains("tpu-v3"));
+}
+
+TEST_CASE("leave-one-source-out prices each source with a fit that did not see it", "[published][fit]") {
+  // s2's step times come from a different chip than s1's: fitted on s1 alone, s2 is off by about
+  // the difference; fitted on s2 alone, s1 likewise — while one fit of both sits between them.
+  const auto rows = synthetic_rows({0.70, 0.30}, {0.50, 0.30});
+  const auto holds = leave_one_source_out(rows, "a100-sxm-80gb", {"gemm", "attention"});
+  REQUIRE(holds.size() == 2);
+  REQUIRE(holds[0].source_id == "s1");
+  REQUIRE(holds[0].fit.values[0] == Approx(0.50).epsilon(0.03));  // s1 held out: fitted on s2
+  REQUIRE(holds[1].fit.values[0] == Approx(0.70).epsilon(0.03));
+  CHECK(holds[0].bias > 0.05);   // s1's GEMMs are faster than s2's fit says: priced too slow
+  CHECK(holds[1].bias < -0.05);
+  const Fit both = fit_chip(rows, "a100-sxm-80gb", {"gemm", "attention"});
+  CHECK(both.mean_abs < std::min(holds[0].mean_abs, holds[1].mean_abs));
 }
