@@ -60,7 +60,8 @@ nlohmann::json report_fit(const std::vector<published::Row>& rows, const std::st
     v.add({keys[i], fit_value(keys[i], fit.start[i]), fit_value(keys[i], fit.values[i])});
     values[keys[i]] = fit.values[i];
   }
-  std::cout << v.str() << "\n";
+  std::cout << v.str() << "\nin sample: mean |error| " << num(100 * fit.mean_abs, "%.1f %%") << ", max "
+            << num(100 * fit.max_abs, "%.1f %%") << " over the " << fit.rows << " rows\n\n";
   const auto in_sample = published::source_errors(published::price_suite(published::with_fit(rows, chip, fit)));
   Table t({"source", "rows", "in-sample mean", "in-sample max", "held-out mean", "held-out max", "held-out bias"},
           {false, true, true, true, true, true, true});
