@@ -87,6 +87,7 @@ void run_plan(const PlanCmdOptions& o) {
   if (o.dtype != "bf16" && o.dtype != "fp32") throw ConfigError("--dtype: bf16 or fp32");
   so.dtype = o.dtype == "fp32" ? DType::fp32 : DType::bf16;
   if (!o.fix.empty()) {  // only the axes named are fixed (an axis may be fixed to 1)
+    parse_mesh(o.fix, "--fix");  // the whole list once: an axis named twice is an error
     std::stringstream ss(o.fix);
     std::string item;
     while (std::getline(ss, item, ',')) {

@@ -30,7 +30,7 @@ void PlanOptions::check(const ModelSpec& m, const Plan& p, std::int64_t devices)
   try {
     check_plan(m, p, devices);
   } catch (const PlanError& e) {
-    throw ConfigError(plan_file.empty() ? "plan from flags" : plan_file, 0, 0, e.key(), e.what());
+    throw plan_file_error(plan_file, e);
   }
 }
 

@@ -152,6 +152,9 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
   std::cout << s.str();
   nlohmann::json fit_json = nullptr;
   if (!fit_chip.empty()) fit_json = report_fit(rows, fit_chip, fit_keys);
+  else
+    std::cout << "\nleave-one-source-out: no number in the chip and cluster files was fitted to this suite, so each source's "
+                 "out-of-sample error is its error above (--fit CHIP fits one and reports it)\n";
   if (!out_dir.empty()) {
     std::filesystem::create_directories(out_dir, ec);
     if (ec) throw ConfigError("--out: cannot create directory '" + out_dir + "': " + ec.message());

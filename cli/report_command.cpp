@@ -80,7 +80,7 @@ void run_report(const ReportOptions& o) {
   try {
     check_plan(m, p, c.devices());
   } catch (const PlanError& e) {
-    throw ConfigError(o.plan_file, 0, 0, e.key(), std::string(e.what()) + " (pick the cluster the run used with --cluster)");
+    throw plan_file_error(o.plan_file, e, " (pick the cluster the run used with --cluster)");
   }
   // Predicted seconds per step and group on rank 0's program; measured: median over the steps
   // after the first (warm-up).

@@ -102,7 +102,7 @@ void run_train(const TrainOptions& o) {
     try {
       train::check_supported(m, p, world.size());
     } catch (const PlanError& e) {  // name the plan file and the key to change
-      throw ConfigError(o.plan_file, 0, 0, e.key(), e.what());
+      throw plan_file_error(o.plan_file, e);
     }
     on_nan = train::parse_on_nan(o.on_nan);
     data = train::Tokens::map_file(o.data.empty() ? train::default_corpus_path() : o.data,

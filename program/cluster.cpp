@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
 
 #include "program/yaml_reader.hpp"
 
@@ -53,14 +54,25 @@ std::string TopologySpec::describe() const {
 
 namespace {
 
-double positive_double(YamlMap& y, const std::string& key, double v) {
+// Rates, sizes and latencies: positive and within what any real machine could have, so that
+// every time derived from them is finite and positive (a rate of 4.9e-324 is positive but makes
+// every step time infinite or NaN). Bounds: rates 1 .. 1e18 per second (a chip at 1e18 FLOP/s is
+// ~500x today's largest); bytes 1 .. 1e15; latencies 1 ps .. 10 s.
+enum class Quantity { rate, bytes, seconds };
+double checked(YamlMap& y, const std::string& key, double v, Quantity q) {
+  const auto [lo, hi, what] = q == Quantity::rate    ? std::tuple{1.0, 1e18, "a rate per second"}
+                              : q == Quantity::bytes ? std::tuple{1.0, 1e15, "a size in bytes"}
+                                                     : std::tuple{1e-12, 10.0, "a latency in seconds"};
   if (!(v > 0)) throw y.error(key, "must be positive, got " + format_number(v));
+  if (!(v >= lo && v <= hi))
+    throw y.error(key, std::string("must be ") + what + " in [" + format_number(lo) + ", " + format_number(hi) + "], got " + format_number(v));
   return v;
 }
 
 double fraction(YamlMap& y, const std::string& key, double fallback) {
   const double v = y.optional_double(key, fallback);
-  if (!(v > 0 && v <= 1)) throw y.error(key, "must be a fraction in (0, 1], got " + format_number(v));
+  // at least 1e-6: a smaller fraction is no real kernel's, and its reciprocal prices absurd times
+  if (!(v >= 1e-6 && v <= 1)) throw y.error(key, "must be a fraction in [1e-6, 1], got " + format_number(v));
   return v;
 }
 
@@ -79,7 +91,7 @@ std::vector<std::pair<double, double>> parse_curve(YamlMap& y, const std::string
         !YAML::convert<double>::decode(item[0], f) || !YAML::convert<double>::decode(item[1], eff))
       throw y.error(key, "each entry must be a pair [" + what + ", fraction]");
     if (!(f > 0)) throw y.error(key, what + " must be positive, got " + format_number(f));
-    if (!(eff > 0 && eff <= 1)) throw y.error(key, "fraction must be in (0, 1], got " + format_number(eff));
+    if (!(eff >= 1e-6 && eff <= 1)) throw y.error(key, "fraction must be in [1e-6, 1], got " + format_number(eff));
     if (!out.empty() && f <= out.back().first)
       throw y.error(key, what + " must increase from entry to entry (" + format_number(out.back().first) + " then " +
                              format_number(f) + ")");
@@ -137,8 +149,8 @@ void parse_torus(YamlMap& y, TopologySpec& t) {
       t.wraparound.push_back(b);
     }
   }
-  t.link_bytes_per_s = positive_double(y, "link_bytes_per_s", y.required_double("link_bytes_per_s"));
-  t.hop_latency_seconds = positive_double(y, "hop_latency_seconds", y.required_double("hop_latency_seconds"));
+  t.link_bytes_per_s = checked(y, "link_bytes_per_s", y.required_double("link_bytes_per_s"), Quantity::rate);
+  t.hop_latency_seconds = checked(y, "hop_latency_seconds", y.required_double("hop_latency_seconds"), Quantity::seconds);
 }
 
 void parse_islands(YamlMap& y, TopologySpec& t) {
@@ -147,10 +159,10 @@ void parse_islands(YamlMap& y, TopologySpec& t) {
   t.devices_per_island = y.required_int("devices_per_island");
   if (t.devices_per_island <= 0 || t.devices_per_island > 4096)
     throw y.error("devices_per_island", "must be in 1..4096");
-  t.island_link_bytes_per_s = positive_double(y, "island_link_bytes_per_s", y.required_double("island_link_bytes_per_s"));
-  t.island_latency_seconds = positive_double(y, "island_latency_seconds", y.required_double("island_latency_seconds"));
-  t.network_bytes_per_s = positive_double(y, "network_bytes_per_s", y.required_double("network_bytes_per_s"));
-  t.network_latency_seconds = positive_double(y, "network_latency_seconds", y.required_double("network_latency_seconds"));
+  t.island_link_bytes_per_s = checked(y, "island_link_bytes_per_s", y.required_double("island_link_bytes_per_s"), Quantity::rate);
+  t.island_latency_seconds = checked(y, "island_latency_seconds", y.required_double("island_latency_seconds"), Quantity::seconds);
+  t.network_bytes_per_s = checked(y, "network_bytes_per_s", y.required_double("network_bytes_per_s"), Quantity::rate);
+  t.network_latency_seconds = checked(y, "network_latency_seconds", y.required_double("network_latency_seconds"), Quantity::seconds);
 }
 
 TopologySpec parse_topology(YamlMap y) {
@@ -179,14 +191,14 @@ ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::
   {
     YamlMap peaks = y.required_map("peak_flops_per_s");
     for (const auto& dtype : peaks.keys())
-      c.peak_flops_per_s[dtype] = positive_double(peaks, dtype, peaks.required_double(dtype));
+      c.peak_flops_per_s[dtype] = checked(peaks, dtype, peaks.required_double(dtype), Quantity::rate);
     if (!c.peak_flops_per_s.count("bf16") && !c.peak_flops_per_s.count("fp32"))
       throw y.error("peak_flops_per_s", "needs at least a bf16 or fp32 entry");
   }
-  c.vector_flops_per_s = positive_double(y, "vector_flops_per_s", y.required_double("vector_flops_per_s"));
-  c.memory_bytes = positive_double(y, "memory_bytes", y.required_double("memory_bytes"));
-  c.memory_bytes_per_s = positive_double(y, "memory_bytes_per_s", y.required_double("memory_bytes_per_s"));
-  c.onchip_memory_bytes = positive_double(y, "onchip_memory_bytes", y.required_double("onchip_memory_bytes"));
+  c.vector_flops_per_s = checked(y, "vector_flops_per_s", y.required_double("vector_flops_per_s"), Quantity::rate);
+  c.memory_bytes = checked(y, "memory_bytes", y.required_double("memory_bytes"), Quantity::bytes);
+  c.memory_bytes_per_s = checked(y, "memory_bytes_per_s", y.required_double("memory_bytes_per_s"), Quantity::rate);
+  c.onchip_memory_bytes = checked(y, "onchip_memory_bytes", y.required_double("onchip_memory_bytes"), Quantity::bytes);
   c.matrix_tile = y.optional_int("matrix_tile", 1);
   if (c.matrix_tile <= 0 || c.matrix_tile > 4096) throw y.error("matrix_tile", "must be in 1..4096");
   c.launch_overhead_seconds = y.optional_double("launch_overhead_seconds", 0.0);

@@ -275,6 +275,7 @@ std::int64_t parse_mlp_width(YamlMap& y, std::int64_t D, double default_expansio
   const double f = e * static_cast<double>(D);
   if (std::fabs(f - std::round(f)) > 1e-9)
     throw y.error("mlp_expansion", "expansion × width = " + format_number(f) + " is not a whole number");
+  if (std::round(f) < 1) throw y.error("mlp_expansion", "expansion × width = " + format_number(f) + " leaves the MLP no hidden unit");
   return static_cast<std::int64_t>(std::round(f));
 }
 
@@ -349,6 +350,7 @@ ModelSpec parse_model(const YAML::Node& node, const std::string& file) {
   m.width = positive(y, "width", y.required_int("width"), kMaxWidth);
   m.depth = positive(y, "depth", y.required_int("depth"), kMaxDepth);
   m.vocab = positive(y, "vocab", y.required_int("vocab"), kMaxVocab);
+  if (m.vocab < 2) throw y.error("vocab", "must be at least 2 (one token leaves nothing to predict: the loss is 0 at any weights)");
   m.tied_embeddings = y.optional_bool("tied_embeddings", !m.is_rwkv());
   m.norm_eps = y.optional_double("norm_eps", m.is_rwkv() ? 1e-5 : 1e-6);
   if (m.norm_eps <= 0 || m.norm_eps > 1) throw y.error("norm_eps", "must be in (0, 1]");

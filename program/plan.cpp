@@ -161,6 +161,9 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   p.zero_stage = static_cast<int>(y.optional_int("zero_stage", 0));
   if (p.zero_stage < 0 || p.zero_stage > 3) throw y.error("zero_stage", "must be 0, 1, 2 or 3");
   p.global_batch = positive_int(y, "global_batch", y.required_int("global_batch"));
+  if (!y.has("micro_batch") && p.global_batch < p.replicas())
+    throw y.error("global_batch", std::to_string(p.global_batch) + " sequences cannot feed the " + std::to_string(p.replicas()) +
+                                      " data-parallel replicas (mesh data × fsdp): each needs at least one");
   p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", p.global_batch / std::max<std::int64_t>(1, p.replicas())));
   p.seq_len = positive_int(y, "seq_len", y.required_int("seq_len"));
   p.schedule = y.optional_choice<Schedule, 2>("schedule", p.schedule, {{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}});
@@ -207,8 +210,38 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
 
 Plan load_plan(const std::string& path) { return parse_plan(load_yaml_file(path), path); }
 
+ConfigError plan_file_error(const std::string& plan_file, const PlanError& e, const std::string& advice) {
+  const std::string what = std::string(e.what()) + advice;
+  if (plan_file.empty() || plan_file == "plan from flags") return ConfigError("plan from flags", 0, 0, e.key(), what);
+  YAML::Node node;
+  try {
+    node = load_yaml_file(plan_file);  // read before, so it parses; if it changed since, no line
+  } catch (const ConfigError&) {
+    return ConfigError(plan_file, 0, 0, e.key(), what);
+  }
+  // walk the key path (mesh.tensor), remembering the deepest key the file has
+  int line = 0;
+  bool whole = true;
+  std::stringstream path(e.key());
+  std::string part;
+  while (std::getline(path, part, '.')) {
+    if (!node.IsMap()) { whole = false; break; }
+    bool found = false;
+    for (const auto& kv : node)
+      if (kv.first.IsScalar() && kv.first.Scalar() == part) {
+        line = kv.first.Mark().line + 1;
+        node = kv.second;
+        found = true;
+        break;
+      }
+    if (!found) { whole = false; break; }
+  }
+  return ConfigError(plan_file, line, 0, e.key(), whole || e.key().empty() ? what : what + " (the file leaves " + e.key() + " at its default)");
+}
+
 Mesh parse_mesh(const std::string& text, const std::string& flag) {
   Mesh mesh;
+  std::array<bool, kAxisCount> seen{};
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
@@ -219,6 +252,8 @@ Mesh parse_mesh(const std::string& text, const std::string& flag) {
     for (int i = 0; i < kAxisCount; ++i)
       if (axis == to_string(static_cast<Axis>(i))) found = i;
     if (found < 0) throw ConfigError(flag + ": unknown axis '" + axis + "' (one of: data, fsdp, tensor, sequence, pipeline)");
+    if (seen[static_cast<std::size_t>(found)]) throw ConfigError(flag + ": axis '" + axis + "' is given twice ('" + text + "')");
+    seen[static_cast<std::size_t>(found)] = true;
     char* end = nullptr;
     const long long v = std::strtoll(value.c_str(), &end, 10);
     if (value.empty() || *end != '\0' || v < 1 || v > (1LL << 30))

@@ -11,6 +11,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "program/model.hpp"
+#include "program/yaml_reader.hpp"
 
 namespace scanshard {
 
@@ -126,6 +127,12 @@ class PlanError : public std::runtime_error {
 void check_plan(const ModelSpec& m, const Plan& p, std::int64_t devices);
 // Same rules without exceptions (for the planner's hot loop): nullptr if legal, else the rule.
 const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devices);
+
+// A rule broken by a plan read from `plan_file` ("" or "plan from flags": none) as the
+// ConfigError the CLI prints: file:line of the key to change (of its parent, `mesh` for
+// `mesh.tensor`, when the file leaves the key at its default — the message then says so), the
+// key, the rule and `advice` appended.
+ConfigError plan_file_error(const std::string& plan_file, const PlanError& e, const std::string& advice = "");
 
 // YAML -> Plan; bad keys/values are ConfigError (file:line:col: key: reason).
 Plan parse_plan(const YAML::Node& node, const std::string& file);

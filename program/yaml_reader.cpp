@@ -65,7 +65,13 @@ std::string format_number(double v) {
 
 YAML::Node parse_yaml(const std::string& text, const std::string& file) {
   try {
-    YAML::Node n = YAML::Load(text);
+    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    // `---` starts a second document, which YAML::Load would drop without a word
+    for (std::size_t i = 1; i < docs.size(); ++i)
+      if (docs[i].IsDefined() && !docs[i].IsNull())
+        throw ConfigError(file, docs[i].Mark().line + 1, 0, "",
+                          "a second YAML document (after `---`): scanshard reads one document per file; remove the `---` line");
+    YAML::Node n = docs.empty() ? YAML::Node() : docs.front();
     if (!n.IsDefined() || n.IsNull())
       throw ConfigError(file, 0, 0, "", "file is empty (expected a YAML mapping)");
     return n;

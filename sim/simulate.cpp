@@ -2,6 +2,7 @@
 #include "sim/simulate.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "sim/cost.hpp"
@@ -239,6 +240,11 @@ std::string bottleneck_text(const std::array<double, kBucketCount>& seconds) {
 
 Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const ClusterSpec& cl, const Network& net) {
   Estimate e = finish_estimate(price_passes(stages, cl, net, p.act_dtype), stages, p, cl, net);
+  // The files' ranges (program/cluster.cpp) keep every price finite; if one is not, no plan may
+  // be ranked or printed with it.
+  if (!std::isfinite(e.step_seconds) || !(e.step_seconds > 0))
+    throw ConfigError(cl.origin, 0, 0, "", "the cluster's numbers give step time " + format_number(e.step_seconds) +
+                                               " for mesh " + p.mesh.describe() + ": a rate, size or latency is out of any real range");
   e.bottleneck = bottleneck_text(e.seconds);
   return e;
 }

@@ -60,6 +60,14 @@ TEST_CASE("CLI usage errors exit 2", "[cli]") {
   CHECK(run("").code == 2);
   CHECK(run("frobnicate").code == 2);
   CHECK(run("models --no-such-flag").code == 2);
+  // an axis named twice in a mesh flag: which one would win is a guess, so neither does
+  for (const char* cmd : {"plan --model gpt-tiny --cluster dgx-a100-1 --fix data=2,data=4",
+                          "simulate --model gpt-tiny --cluster dgx-a100-1 --mesh data=4,data=2 --global-batch 8 --seq-len 64"}) {
+    const auto r = run(cmd);
+    INFO(cmd << "\n" << r.err);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("axis 'data' is given twice"));
+  }
 }
 
 TEST_CASE("CLI models lists presets and its JSON carries exact counts", "[cli]") {

@@ -147,7 +147,7 @@ TEST_CASE("chip efficiencies must be fractions", "[config]") {
     parse_chip(parse_yaml(chip, "x.yaml"), "x.yaml", "");
     FAIL("no error");
   } catch (const ConfigError& e) {
-    CHECK_THAT(e.what(), Catch::Contains("x.yaml:7:20: efficiency.gemm: must be a fraction in (0, 1]"));
+    CHECK_THAT(e.what(), Catch::Contains("x.yaml:7:20: efficiency.gemm: must be a fraction in [1e-6, 1]"));
   }
 }
 
@@ -176,7 +176,7 @@ TEST_CASE("per-kernel efficiencies name a recurrence kernel and are fractions", 
   CHECK(ok.efficiency.ops.size() == 2);
   auto error_of = [](const std::string& ops) { return chip_error("scan: 0.5, ops: {" + ops + "}}\n"); };
   CHECK_THAT(error_of("linear: 0.5"), Catch::Contains("efficiency.ops.linear: no per-kernel efficiency for 'linear' (one of: rglru.scan, wkv4.scan"));
-  CHECK_THAT(error_of("wkv6.scan: 0"), Catch::Contains("efficiency.ops.wkv6.scan: must be a fraction in (0, 1]"));
+  CHECK_THAT(error_of("wkv6.scan: 0"), Catch::Contains("efficiency.ops.wkv6.scan: must be a fraction in [1e-6, 1]"));
 }
 
 TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside memory", "[config]") {
@@ -189,7 +189,7 @@ TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside mem
   auto error_of = [](const std::string& e) { return chip_error(e + "}\n"); };
   CHECK_THAT(error_of("memory: 0.5, memory_curve: [[1.0e6, 1]]"), Catch::Contains("give memory or memory_curve, not both"));
   CHECK_THAT(error_of("memory_curve: [[1.0e8, 1], [1.0e6, 0.5]]"), Catch::Contains("bytes must increase from entry to entry"));
-  CHECK_THAT(error_of("memory_curve: [[1.0e6, 1.5]]"), Catch::Contains("fraction must be in (0, 1]"));
+  CHECK_THAT(error_of("memory_curve: [[1.0e6, 1.5]]"), Catch::Contains("fraction must be in [1e-6, 1]"));
   CHECK_THAT(error_of("memory_curve: 3"), Catch::Contains("expected a list of [bytes, fraction] pairs"));
 }
 
@@ -198,8 +198,8 @@ TEST_CASE("attention_softmax is an optional fraction, unset = the elementwise va
   CHECK(unset.efficiency.attention_softmax == 0);
   const ChipSpec ok = parse_chip(parse_yaml(kChipToEfficiency + "attention_softmax: 0.02}\n", "x.yaml"), "x.yaml", "");
   CHECK(ok.efficiency.attention_softmax == 0.02);
-  CHECK_THAT(chip_error("attention_softmax: 0}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
-  CHECK_THAT(chip_error("attention_softmax: 2}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
+  CHECK_THAT(chip_error("attention_softmax: 0}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in [1e-6, 1]"));
+  CHECK_THAT(chip_error("attention_softmax: 2}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in [1e-6, 1]"));
 }
 
 TEST_CASE("compute_jitter is an optional fraction in [0, 1)", "[config]") {
