@@ -336,7 +336,7 @@ TEST_CASE("the pipeline's micro-batches and bubble take the flow shop's makespan
   }
 }
 
-TEST_CASE("ranks wait for the slowest: jitter times E[max of P normals] times the step's compute", "[sim]") {
+TEST_CASE("ranks wait for the slowest: jitter times the expected maximum of P normals times the step's compute", "[sim]") {
   // Closed forms: E[max of 2 standard normals] = 1/√π, of 3 = 3/(2√π); none for one rank.
   CHECK(expected_max_standard_normal(1) == 0);
   CHECK(expected_max_standard_normal(2) == Approx(1 / std::sqrt(M_PI)).epsilon(1e-4));
