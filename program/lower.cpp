@@ -344,6 +344,8 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
     sc.bytes_read = q_bytes + kv_bytes / 2 + pairs * c.a * (1 + drop);
     sc.bytes_written = pairs * (2 * c.a + drop * (c.a + 1));
     sc.saved_bytes = pairs * (c.a + drop * (c.a + 1));  // P, mask, P' (Korthikanti: 2 + 1 + 2 bytes)
+    // softmax (read scores, write P) and dropout (read P, write mask and P') run after QKᵀ
+    sc.unfused_bytes = pairs * (2 * c.a + drop * (2 * c.a + 1));
     e.fwd.push_back(sc);
     Step cx = e.base(Phase::forward, OpClass::attention, "attention.context", "attn.core");  // P'·V
     cx.matmul_flops = 2 * N * pairs;
@@ -356,6 +358,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
     bsc.matmul_flops = 2 * sc.matmul_flops;
     bsc.bytes_read = sc.bytes_written + q_bytes + kv_bytes / 2;
     bsc.bytes_written = pairs * c.a + q_bytes + kv_bytes / 2;
+    bsc.unfused_bytes = pairs * (2 * c.a + drop * (c.a + 1));  // dropout and softmax backward, before dS·K and dSᵀ·Q
     Step bcx = cx;  // dP' = dO·Vᵀ, dV = P'ᵀ·dO
     bcx.phase = Phase::backward; bcx.saved_bytes = 0;
     bcx.matmul_flops = 2 * cx.matmul_flops;

@@ -49,6 +49,10 @@ struct Step {
   double vector_flops = 0;
   double bytes_read = 0;
   double bytes_written = 0;
+  // Of bytes_read + bytes_written, those moved by memory-bound kernels that run one after another
+  // after the step's matrix product instead of overlapping it (a materialized attention core's
+  // softmax and dropout passes over the T×T square: separate kernels in Megatron-LM and XLA).
+  double unfused_bytes = 0;
   double saved_bytes = 0;            // forward only: kept for backward
   double state_bytes = 0;            // scans: recurrent state that should stay on chip
   double spill_bytes = 0;            // scans: extra traffic if the state does not fit on chip

@@ -123,6 +123,37 @@ TEST_CASE("a per-kernel efficiency replaces the class value for that op only", "
   CHECK(compute_seconds(s, chip, DType::fp32) == Approx(by_hand(0.5)).epsilon(1e-12));
 }
 
+TEST_CASE("a materialized attention core's softmax and dropout passes add to its products, not overlap them", "[sim]") {
+  // Megatron-LM's core is QKᵀ (baddbmm), a fused scale-mask-softmax kernel, a dropout kernel and
+  // P'·V: kernels one after another. The scores step is max(products, their own bytes) plus the
+  // softmax and dropout passes' bytes at the memory bandwidth: 2a + (2a + 1) bytes per (query,
+  // key) pair forward with dropout (read scores, write P; read P, write mask and P').
+  ModelSpec m = load_model("gpt-tiny");
+  m.dropout = 0.1;
+  Plan p = plan_for("data=1", 2, 128);
+  p.attention = AttentionKernel::materialized;
+  const StepProgram prog = lower(m, p, 0);
+  const ChipSpec chip = load_cluster("dgx-a100-1").chip;
+  int seen = 0;
+  for (const auto& s : prog.forward) {
+    if (std::string_view(s.op) != "attention.scores") continue;
+    ++seen;
+    const double pairs = 2.0 * 128 * 128 * m.heads, a = 2;  // batch 2, T = 128, bf16
+    REQUIRE(s.unfused_bytes == Approx(pairs * (2 * a + 2 * a + 1)));
+    const double bw = chip.memory_bytes_per_s;
+    const double rest = s.bytes_read + s.bytes_written - s.unfused_bytes;
+    const double products = s.matmul_flops / (chip.peak("bf16") * chip.efficiency.attention) +
+                            s.vector_flops / (chip.vector_flops_per_s * chip.efficiency.elementwise);
+    CHECK(compute_seconds(s, chip, DType::bf16) ==
+          Approx(std::max(products, rest / (bw * chip.efficiency.memory_at(rest))) +
+                 s.unfused_bytes / (bw * chip.efficiency.memory_at(s.unfused_bytes)) + chip.launch_overhead_seconds * s.calls)
+              .epsilon(1e-12));
+  }
+  CHECK(seen == m.depth);
+  p.attention = AttentionKernel::flash;  // blockwise: one fused kernel, nothing unfused
+  for (const auto& s : lower(m, p, 0).forward) CHECK(s.unfused_bytes == 0);
+}
+
 TEST_CASE("the fused gelu ⊙ value prices both steps of the recurrent gate and no other gelu", "[sim]") {
   // The runner computes rec.gate (gelu) and rec.gated (⊙) in one kernel, gelu_mul, the kernel of
   // the gated MLP's mlp.act too: its own value must reach those steps of every layer, forward and
