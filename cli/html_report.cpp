@@ -513,15 +513,6 @@ Unit bytes_unit(double max_bytes) {
   return {1024.0, "KiB"};
 }
 
-std::string plan_label(const Plan& p) {
-  std::string s = p.mesh.describe();
-  if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
-  s += " mb" + std::to_string(p.micro_batch);
-  if (p.remat != Remat::none) s += std::string(" remat:") + to_string(p.remat);
-  s += std::string(" scan:") + to_string(p.scan);
-  return s;
-}
-
 std::pair<Chart, Chart> pareto_charts(const std::string& gp, const HtmlReportOptions& o, const std::string& default_cluster,
                                       nlohmann::json& json) {
   const ModelSpec m = load_model(o.pareto_model, "--pareto-model");
@@ -550,15 +541,15 @@ std::pair<Chart, Chart> pareto_charts(const std::string& gp, const HtmlReportOpt
   for (std::size_t i = 0; i < r.pareto.size(); ++i) {
     const auto& cand = r.pareto[i];
     front += num(cand.memory_bytes / u.div) + " " + num(1e3 * cand.step_seconds) + " F" + std::to_string(i + 1) + "\n";
-    table += "<tr><td>F" + std::to_string(i + 1) + "</td><td>" + html_escape(plan_label(cand.plan)) + "</td><td>" +
+    table += "<tr><td>F" + std::to_string(i + 1) + "</td><td>" + html_escape(plan_summary(cand.plan)) + "</td><td>" +
              format_seconds(cand.step_seconds) + "</td><td>" + format_bytes(cand.memory_bytes) + "</td><td>" +
              html_escape(cand.bottleneck) + "</td></tr>";
-    pc.csv += "F" + std::to_string(i + 1) + "," + csv_field(plan_label(cand.plan)) + "," + num(cand.step_seconds, 9) + "," +
+    pc.csv += "F" + std::to_string(i + 1) + "," + csv_field(plan_summary(cand.plan)) + "," + num(cand.step_seconds, 9) + "," +
               num(cand.memory_bytes, 9) + "," + num(cand.tokens_per_s, 6) + "," + csv_field(cand.bottleneck) + "\n";
   }
   pc.csv += "\nrank_in_top,plan,step_seconds,memory_bytes_per_device\n";
   for (std::size_t i = 0; i < r.top.size(); ++i)
-    pc.csv += std::to_string(i + 1) + "," + csv_field(plan_label(r.top[i].plan)) + "," + num(r.top[i].step_seconds, 9) + "," +
+    pc.csv += std::to_string(i + 1) + "," + csv_field(plan_summary(r.top[i].plan)) + "," + num(r.top[i].step_seconds, 9) + "," +
               num(r.top[i].memory_bytes, 9) + "\n";
   all += "EOD\n";
   front += "EOD\n";
@@ -603,10 +594,10 @@ std::pair<Chart, Chart> pareto_charts(const std::string& gp, const HtmlReportOpt
     d += "\n";
     top = std::max(top, lo);
     tics += (i ? ", " : "") + gq("F" + std::to_string(i + 1)) + " " + std::to_string(i);
-    mc.csv += "F" + std::to_string(i + 1) + "," + csv_field(plan_label(r.pareto[i].plan));
+    mc.csv += "F" + std::to_string(i + 1) + "," + csv_field(plan_summary(r.pareto[i].plan));
     for (double x : v) append_csv(mc.csv, x);
     mc.csv += "," + num(mm.total_bytes, 9) + "," + num(mm.capacity_bytes, 9) + "\n";
-    mem_json.push_back({{"plan", plan_label(r.pareto[i].plan)}, {"params", mm.params_bytes}, {"grads", mm.grads_bytes},
+    mem_json.push_back({{"plan", plan_summary(r.pareto[i].plan)}, {"params", mm.params_bytes}, {"grads", mm.grads_bytes},
                         {"optimizer", mm.optimizer_bytes}, {"activations", mm.activations_bytes}, {"scan_state", mm.state_bytes},
                         {"buffers", mm.buffers_bytes}, {"total", mm.total_bytes}, {"capacity", mm.capacity_bytes}});
   }
@@ -624,7 +615,7 @@ std::pair<Chart, Chart> pareto_charts(const std::string& gp, const HtmlReportOpt
   json["pareto"] = {{"model", m.name}, {"cluster", c.name}, {"global_batch", o.pareto_global_batch}, {"seq_len", o.pareto_seq_len},
                     {"front", nlohmann::json::array()}, {"memory", mem_json}};
   for (const auto& cand : r.pareto)
-    json["pareto"]["front"].push_back({{"plan", plan_label(cand.plan)}, {"step_seconds", cand.step_seconds}, {"memory_bytes", cand.memory_bytes}});
+    json["pareto"]["front"].push_back({{"plan", plan_summary(cand.plan)}, {"step_seconds", cand.step_seconds}, {"memory_bytes", cand.memory_bytes}});
   return {pc, mc};
 }
 

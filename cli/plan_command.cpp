@@ -31,34 +31,20 @@ struct PlanCmdOptions {
   bool json = false, quiet = false;
 };
 
-std::string describe(const Plan& p) {
-  std::string s = p.mesh.describe();
-  if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
-  s += " mb" + std::to_string(p.micro_batch);
-  s += std::string(" remat:") + to_string(p.remat) + " scan:" + to_string(p.scan);
-  if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
-  if (p.mesh[Axis::tensor] > 1 && p.tensor_comm != TensorComm::allreduce) s += std::string(" ") + to_string(p.tensor_comm);
-  if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
-  if (p.virtual_stages > 1) s += " v" + std::to_string(p.virtual_stages);
-  if (!p.overlap) s += " no-overlap";
-  s += std::string(" inner:") + to_string(p.placement[0]);
-  return s;
-}
-
 Table candidates_table(const std::vector<Candidate>& cs) {
   Table t({"#", "plan", "step time", "tokens/s", "MFU", "memory/device", "bottleneck"}, {true, false, true, true, true, true, false});
   int i = 0;
   for (const auto& c : cs) {
     char mfu[16];
     std::snprintf(mfu, sizeof mfu, "%.1f %%", 100 * c.mfu);
-    t.add({std::to_string(++i), describe(c.plan), format_seconds(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
+    t.add({std::to_string(++i), plan_summary(c.plan), format_seconds(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
            format_bytes(c.memory_bytes), c.bottleneck});
   }
   return t;
 }
 
 nlohmann::json candidate_json(const Candidate& c) {
-  return {{"mesh", c.plan.mesh.describe()}, {"plan", describe(c.plan)}, {"step_seconds", c.step_seconds},
+  return {{"mesh", c.plan.mesh.describe()}, {"plan", plan_summary(c.plan)}, {"step_seconds", c.step_seconds},
           {"tokens_per_s", c.tokens_per_s}, {"mfu", c.mfu}, {"memory_bytes", c.memory_bytes}, {"bottleneck", c.bottleneck}};
 }
 

@@ -39,21 +39,19 @@ Plan PlanOptions::load_base() const {
   return load_plan(plan_file);
 }
 
-namespace {
-std::string pick(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file) {
+std::string pick_preset(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file) {
   if (!flag.empty() && !from_plan.empty() && flag != from_plan)
     throw ConfigError(plan_file + ": " + what + ": the plan was made for '" + from_plan + "' but --" + what + " is '" + flag + "'");
   if (!flag.empty()) return flag;
   if (!from_plan.empty()) return from_plan;
   throw ConfigError(std::string("--") + what + ": required (or give `" + what + ":` in the plan file)");
 }
-}  // namespace
 
 ModelSpec PlanOptions::resolve_model(const Plan& p) const {
-  return load_model(pick(model, p.model, "model", plan_file), model.empty() ? plan_file + ": model" : "--model");
+  return load_model(pick_preset(model, p.model, "model", plan_file), model.empty() ? plan_file + ": model" : "--model");
 }
 ClusterSpec PlanOptions::resolve_cluster(const Plan& p) const {
-  return load_cluster(pick(cluster, p.cluster, "cluster", plan_file), cluster.empty() ? plan_file + ": cluster" : "--cluster");
+  return load_cluster(pick_preset(cluster, p.cluster, "cluster", plan_file), cluster.empty() ? plan_file + ": cluster" : "--cluster");
 }
 
 Plan PlanOptions::resolve_plan(std::int64_t devices) const {
@@ -68,32 +66,27 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   if (micro_batch) p.micro_batch = *micro_batch;
   else if (!from_file || global_batch) p.micro_batch = std::max<std::int64_t>(1, p.global_batch / std::max<std::int64_t>(1, p.replicas()));
   if (zero_stage) p.zero_stage = static_cast<int>(*zero_stage);
-  auto choose = [](const std::string& v, const char* flag, auto& field, auto... options) {
+  auto choose = [](const std::string& v, const char* flag, auto& field, const auto& names) {
     if (v.empty()) return;
-    for (auto [name, value] : {options...})
-      if (v == name) { field = value; return; }
-    throw ConfigError(std::string(flag) + ": unknown value '" + v + "'");
+    std::string allowed;
+    for (const auto& [name, value] : names) {
+      if (v == name) return void(field = value);
+      allowed += (allowed.empty() ? "" : " | ") + std::string(name);
+    }
+    throw ConfigError(std::string(flag) + ": unknown value '" + v + "' (one of: " + allowed + ")");
   };
-  using P = std::pair<const char*, Remat>;
-  choose(remat, "--remat", p.remat, P{"none", Remat::none}, P{"selective", Remat::selective}, P{"block", Remat::block},
-         P{"elementwise", Remat::elementwise});
-  using T = std::pair<const char*, TensorComm>;
-  choose(tensor_comm, "--tensor-comm", p.tensor_comm, T{"allreduce", TensorComm::allreduce}, T{"rs_ag", TensorComm::rs_ag});
-  using A = std::pair<const char*, AttentionKernel>;
-  choose(attention, "--attention", p.attention, A{"flash", AttentionKernel::flash}, A{"materialized", AttentionKernel::materialized});
+  choose(remat, "--remat", p.remat, kRematNames);
+  choose(tensor_comm, "--tensor-comm", p.tensor_comm, kTensorCommNames);
+  choose(attention, "--attention", p.attention, kAttentionNames);
   if (virtual_stages) {
     if (*virtual_stages < 1) throw ConfigError("--virtual-stages: must be a positive integer");
     p.virtual_stages = *virtual_stages;
   }
-  using S = std::pair<const char*, ScanAlgo>;
-  choose(scan, "--scan", p.scan, S{"naive", ScanAlgo::naive}, S{"sequential", ScanAlgo::sequential}, S{"chunked", ScanAlgo::chunked}, S{"associative", ScanAlgo::associative});
-  using C = std::pair<const char*, CarryScheme>;
-  choose(carry, "--carry", p.carry, C{"ring", CarryScheme::ring}, C{"allgather", CarryScheme::allgather});
-  using Sc = std::pair<const char*, Schedule>;
-  choose(schedule, "--schedule", p.schedule, Sc{"gpipe", Schedule::gpipe}, Sc{"1f1b", Schedule::one_f_one_b});
+  choose(scan, "--scan", p.scan, kScanNames);
+  choose(carry, "--carry", p.carry, kCarryNames);
+  choose(schedule, "--schedule", p.schedule, kScheduleNames);
   if (!dtype.empty()) {
-    using D = std::pair<const char*, DType>;
-    choose(dtype, "--dtype", p.param_dtype, D{"bf16", DType::bf16}, D{"fp32", DType::fp32});
+    choose(dtype, "--dtype", p.param_dtype, kDTypeNames);
     p.act_dtype = p.param_dtype;
   }
   if (overlap) p.overlap = *overlap;

@@ -30,4 +30,8 @@ struct PlanOptions {
   void check(const ModelSpec& m, const Plan& p, std::int64_t devices) const;
 };
 
+// The model or cluster (`what`) a command uses: the flag's value or the plan file's, which must
+// agree when both are given (ConfigError naming the plan file otherwise, or when neither is).
+std::string pick_preset(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file);
+
 }  // namespace scanshard

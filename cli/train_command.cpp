@@ -24,6 +24,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "cli/plan_options.hpp"
 #include "program/plan.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -91,10 +92,7 @@ void run_train(const TrainOptions& o) {
   train::OnNan on_nan = train::OnNan::stop;
   check_inputs_on_every_rank(rank, [&] {
     p = load_plan(o.plan_file);
-    if (!o.model.empty() && !p.model.empty() && o.model != p.model)
-      throw ConfigError(o.plan_file + ": model: the plan was made for '" + p.model + "' but --model is '" + o.model + "'");
-    const std::string model = o.model.empty() ? p.model : o.model;
-    if (model.empty()) throw ConfigError("--model: required (or give `model:` in the plan file)");
+    const std::string model = pick_preset(o.model, p.model, "model", o.plan_file);
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
     if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
     if (o.checkpoint_every < 0) throw ConfigError("--checkpoint-every: must be 0 (only after the last step) or positive");

@@ -211,16 +211,7 @@ void quiet_barrier(const mpi::Comm& w) {
   }
 }
 
-std::string describe_plan(const PlanCase& c) {
-  const Plan& p = c.plan;
-  std::string s = c.model.name + " " + p.mesh.describe();
-  if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
-  if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
-  s += " B" + std::to_string(p.global_batch) + " mb" + std::to_string(p.micro_batch) + " T" + std::to_string(p.seq_len);
-  if (p.remat != Remat::none) s += std::string(" remat:") + to_string(p.remat);
-  if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
-  return s;
-}
+std::string describe_plan(const PlanCase& c) { return c.model.name + " " + plan_summary(c.plan, true); }
 
 std::string pct(double e) {
   char b[32];

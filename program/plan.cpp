@@ -11,23 +11,14 @@ const char* to_string(Axis a) {
   static const char* names[] = {"data", "fsdp", "tensor", "sequence", "pipeline"};
   return names[static_cast<int>(a)];
 }
-const char* to_string(Schedule s) { return s == Schedule::gpipe ? "gpipe" : "1f1b"; }
-const char* to_string(Remat r) {
-  static const char* names[] = {"none", "selective", "block", "elementwise"};
-  return names[static_cast<int>(r)];
-}
-const char* to_string(ScanAlgo s) {
-  static const char* names[] = {"naive", "sequential", "chunked", "associative"};
-  return names[static_cast<int>(s)];
-}
-const char* to_string(CarryScheme c) { return c == CarryScheme::ring ? "ring" : "allgather"; }
-const char* to_string(DType d) { return d == DType::fp32 ? "fp32" : "bf16"; }
-const char* to_string(TensorComm c) { return c == TensorComm::allreduce ? "allreduce" : "rs_ag"; }
-const char* to_string(AttentionKernel k) { return k == AttentionKernel::flash ? "flash" : "materialized"; }
-const char* to_string(GradDType g) {
-  constexpr const char* names[] = {"params", "bf16", "fp32", "fp64"};
-  return names[static_cast<int>(g)];
-}
+const char* to_string(Schedule s) { return name_of(kScheduleNames, s); }
+const char* to_string(Remat r) { return name_of(kRematNames, r); }
+const char* to_string(ScanAlgo s) { return name_of(kScanNames, s); }
+const char* to_string(CarryScheme c) { return name_of(kCarryNames, c); }
+const char* to_string(DType d) { return name_of(kDTypeNames, d); }
+const char* to_string(TensorComm c) { return name_of(kTensorCommNames, c); }
+const char* to_string(AttentionKernel k) { return name_of(kAttentionNames, k); }
+const char* to_string(GradDType g) { return name_of(kGradDTypeNames, g); }
 
 std::int64_t Mesh::devices() const {
   std::int64_t n = 1;
@@ -119,7 +110,6 @@ const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devic
 namespace {
 
 
-const std::array<std::pair<const char*, DType>, 2> kDTypes{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
 
 // The product of the axes must stay far from int64 overflow (each axis alone may be up to 2^40):
 // Mesh::devices() and everything that multiplies device counts rely on it.
@@ -166,20 +156,19 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
                                       " data-parallel replicas (mesh data × fsdp): each needs at least one");
   p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", p.global_batch / std::max<std::int64_t>(1, p.replicas())));
   p.seq_len = positive_int(y, "seq_len", y.required_int("seq_len"));
-  p.schedule = y.optional_choice<Schedule, 2>("schedule", p.schedule, {{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}});
+  p.schedule = y.optional_choice("schedule", p.schedule, kScheduleNames);
   p.virtual_stages = positive_int(y, "virtual_stages", y.optional_int("virtual_stages", 1));
-  p.remat = y.optional_choice<Remat, 4>("remat", p.remat, {{{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}});
-  p.tensor_comm = y.optional_choice<TensorComm, 2>("tensor_comm", p.tensor_comm, {{{"allreduce", TensorComm::allreduce}, {"rs_ag", TensorComm::rs_ag}}});
-  p.attention = y.optional_choice<AttentionKernel, 2>("attention", p.attention, {{{"flash", AttentionKernel::flash}, {"materialized", AttentionKernel::materialized}}});
-  p.scan = y.optional_choice<ScanAlgo, 4>("scan", p.scan, {{{"naive", ScanAlgo::naive}, {"sequential", ScanAlgo::sequential}, {"chunked", ScanAlgo::chunked}, {"associative", ScanAlgo::associative}}});
-  p.carry = y.optional_choice<CarryScheme, 2>("carry", p.carry, {{{"ring", CarryScheme::ring}, {"allgather", CarryScheme::allgather}}});
+  p.remat = y.optional_choice("remat", p.remat, kRematNames);
+  p.tensor_comm = y.optional_choice("tensor_comm", p.tensor_comm, kTensorCommNames);
+  p.attention = y.optional_choice("attention", p.attention, kAttentionNames);
+  p.scan = y.optional_choice("scan", p.scan, kScanNames);
+  p.carry = y.optional_choice("carry", p.carry, kCarryNames);
   if (y.has("dtypes")) {
     YamlMap d = y.required_map("dtypes");
-    p.param_dtype = d.optional_choice<DType, 2>("params", p.param_dtype, kDTypes);
-    p.act_dtype = d.optional_choice<DType, 2>("activations", p.act_dtype, kDTypes);
-    p.state_dtype = d.optional_choice<DType, 2>("scan_state", p.state_dtype, kDTypes);
-    p.grad_dtype = d.optional_choice<GradDType, 4>("grads", p.grad_dtype, {{{"params", GradDType::params}, {"bf16", GradDType::bf16},
-                                                                             {"fp32", GradDType::fp32}, {"fp64", GradDType::fp64}}});
+    p.param_dtype = d.optional_choice("params", p.param_dtype, kDTypeNames);
+    p.act_dtype = d.optional_choice("activations", p.act_dtype, kDTypeNames);
+    p.state_dtype = d.optional_choice("scan_state", p.state_dtype, kDTypeNames);
+    p.grad_dtype = d.optional_choice("grads", p.grad_dtype, kGradDTypeNames);
     d.finish();
   } else {
     y.raw("dtypes");
@@ -262,6 +251,23 @@ Mesh parse_mesh(const std::string& text, const std::string& flag) {
   }
   if (!mesh_size_ok(mesh)) throw ConfigError(flag + ": " + kMeshTooLarge);
   return mesh;
+}
+
+std::string plan_summary(const Plan& p, bool with_batch) {
+  std::string s = p.mesh.describe();
+  if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
+  if (with_batch) s += " B" + std::to_string(p.global_batch) + " T" + std::to_string(p.seq_len);
+  s += " mb" + std::to_string(p.micro_batch);
+  if (p.remat != Remat::none) s += std::string(" remat:") + to_string(p.remat);
+  s += std::string(" scan:") + to_string(p.scan);
+  if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
+  if (p.mesh[Axis::tensor] > 1 && p.tensor_comm != TensorComm::allreduce) s += std::string(" ") + to_string(p.tensor_comm);
+  if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
+  if (p.virtual_stages > 1) s += " v" + std::to_string(p.virtual_stages);
+  if (p.attention != AttentionKernel::flash) s += std::string(" attention:") + to_string(p.attention);
+  if (!p.overlap) s += " no-overlap";
+  if (p.placement != Plan{}.placement) s += std::string(" inner:") + to_string(p.placement[0]);
+  return s;
 }
 
 std::string plan_to_yaml(const Plan& p) {

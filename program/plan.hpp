@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include <yaml-cpp/yaml.h>
 
@@ -44,6 +45,30 @@ enum class DType : std::uint8_t { fp32, bf16 };
 // always exact, so any split of the batch then reproduces the 1-rank run bit for bit, which the
 // equality tests rely on — and in fp32 otherwise (it computes in fp32 throughout).
 enum class GradDType : std::uint8_t { params, bf16, fp32, fp64 };
+// Each choice's YAML/flag names, one table per enum: the plan reader, the CLI flags and
+// to_string all use these.
+template <class E, std::size_t N>
+using Names = std::array<std::pair<const char*, E>, N>;
+inline constexpr Names<Schedule, 2> kScheduleNames{{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}};
+inline constexpr Names<Remat, 4> kRematNames{
+    {{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}};
+inline constexpr Names<TensorComm, 2> kTensorCommNames{{{"allreduce", TensorComm::allreduce}, {"rs_ag", TensorComm::rs_ag}}};
+inline constexpr Names<AttentionKernel, 2> kAttentionNames{
+    {{"flash", AttentionKernel::flash}, {"materialized", AttentionKernel::materialized}}};
+inline constexpr Names<ScanAlgo, 4> kScanNames{{{"naive", ScanAlgo::naive},
+                                                {"sequential", ScanAlgo::sequential},
+                                                {"chunked", ScanAlgo::chunked},
+                                                {"associative", ScanAlgo::associative}}};
+inline constexpr Names<CarryScheme, 2> kCarryNames{{{"ring", CarryScheme::ring}, {"allgather", CarryScheme::allgather}}};
+inline constexpr Names<DType, 2> kDTypeNames{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
+inline constexpr Names<GradDType, 4> kGradDTypeNames{
+    {{"params", GradDType::params}, {"bf16", GradDType::bf16}, {"fp32", GradDType::fp32}, {"fp64", GradDType::fp64}}};
+template <class E, std::size_t N>
+constexpr const char* name_of(const Names<E, N>& names, E value) {
+  for (const auto& [name, v] : names)
+    if (v == value) return name;
+  return "?";
+}
 const char* to_string(Schedule s);
 const char* to_string(Remat r);
 const char* to_string(ScanAlgo s);
@@ -139,6 +164,10 @@ Plan parse_plan(const YAML::Node& node, const std::string& file);
 Plan load_plan(const std::string& path);
 // "data=8,tensor=4" -> mesh (other axes 1). Bad text is a ConfigError naming `flag`.
 Mesh parse_mesh(const std::string& text, const std::string& flag);
+// One line for tables: the mesh, then only the choices that matter for it or differ from the
+// defaults ("tensor=8,pipeline=4 mb2 remat:block scan:sequential 1f1b v2"); with_batch adds
+// "B64 T2048" (global batch, sequence length). The planner's, validate's and the report's tables.
+std::string plan_summary(const Plan& p, bool with_batch = false);
 // Plan -> YAML text that parse_plan reads back unchanged.
 std::string plan_to_yaml(const Plan& p);
 
