@@ -631,13 +631,12 @@ std::pair<Chart, Chart> sweep_charts(const std::string& gp, const HtmlReportOpti
     const ModelSpec m = load_model(name, "--sweep-models");
     for (auto T : o.sweep_seq) {
       if (T <= 0) throw ConfigError("--sweep-seq: " + std::to_string(T) + " is not a positive length");
-      Plan p;
-      p.model = m.name;
-      p.mesh = mesh;
-      p.seq_len = T;
-      p.global_batch = o.sweep_tokens / T;
-      p.micro_batch = 1;
-      p.param_dtype = p.act_dtype = DType::bf16;
+      Plan base;
+      base.model = m.name;
+      base.mesh = mesh;
+      base.micro_batch = 1;
+      base.param_dtype = base.act_dtype = DType::bf16;
+      const Plan p = at_seq_len(base, T, static_cast<double>(o.sweep_tokens));
       try {
         check_plan(m, p, c.devices());
       } catch (const PlanError& e) {

@@ -96,11 +96,7 @@ void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& 
           {true, true, true, true, true, true, false});
   double first = 0;
   for (auto T : lens) {
-    Plan p = base;
-    p.seq_len = T;
-    p.global_batch = std::max<std::int64_t>(p.replicas(), static_cast<std::int64_t>(tokens / static_cast<double>(T)));
-    p.micro_batch = std::min(p.micro_batch, p.global_batch / p.replicas());
-    while (p.micro_batch > 1 && p.local_batch() % p.micro_batch) --p.micro_batch;
+    const Plan p = at_seq_len(base, T, tokens);
     const auto e = simulate(m, p, c);
     if (first == 0) first = e.step_seconds;
     char rel[16], mfu[16];

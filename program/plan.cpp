@@ -1,6 +1,7 @@
 // program/plan.cpp — see plan.hpp.
 #include "program/plan.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 #include "program/yaml_reader.hpp"
@@ -251,6 +252,15 @@ Mesh parse_mesh(const std::string& text, const std::string& flag) {
   }
   if (!mesh_size_ok(mesh)) throw ConfigError(flag + ": " + kMeshTooLarge);
   return mesh;
+}
+
+Plan at_seq_len(const Plan& base, std::int64_t T, double tokens) {
+  Plan p = base;
+  p.seq_len = T;
+  p.global_batch = std::max<std::int64_t>(p.replicas(), static_cast<std::int64_t>(tokens / static_cast<double>(T)));
+  p.micro_batch = std::max<std::int64_t>(1, std::min(p.micro_batch, p.local_batch()));
+  while (p.micro_batch > 1 && p.local_batch() % p.micro_batch) --p.micro_batch;
+  return p;
 }
 
 std::string plan_summary(const Plan& p, bool with_batch) {

@@ -164,6 +164,10 @@ Plan parse_plan(const YAML::Node& node, const std::string& file);
 Plan load_plan(const std::string& path);
 // "data=8,tensor=4" -> mesh (other axes 1). Bad text is a ConfigError naming `flag`.
 Mesh parse_mesh(const std::string& text, const std::string& flag);
+// `base` at sequence length T with the same tokens per batch (`tokens`): the global batch becomes
+// tokens / T (at least one sequence per replica), the micro-batch the largest that divides the
+// per-replica batch and is at most base's. `simulate --sweep` and the report's sweep chart.
+Plan at_seq_len(const Plan& base, std::int64_t T, double tokens);
 // One line for tables: the mesh, then only the choices that matter for it or differ from the
 // defaults ("tensor=8,pipeline=4 mb2 remat:block scan:sequential 1f1b v2"); with_batch adds
 // "B64 T2048" (global batch, sequence length). The planner's, validate's and the report's tables.
