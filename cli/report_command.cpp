@@ -35,6 +35,10 @@ struct ReportOptions {
 };
 
 nlohmann::json load_json(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))  // a directory would fail inside the stream's read
+    throw ConfigError(path + ": cannot open the trace file (" +
+                      (std::filesystem::exists(path, ec) ? "not a regular file" : "no such file") + ")");
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open the trace file");
   try {
