@@ -44,8 +44,8 @@
 // (recorded under measurements: load_average_1min). The kernels' times, which become
 // efficiencies against those peaks, and the collectives' are the median call: a training step
 // is a hundred-odd kernels and collectives each at its typical speed.
-// Raw numbers go under `measurements:` (free-form; the loader accepts and ignores it). The file
-// is written atomically and loaded back with load_cluster before it replaces --out.
+// Raw numbers go under `measurements:` (free-form; the loader accepts and ignores it). The text
+// is read back by the strict cluster loader, then written to --out atomically (output_file.hpp).
 // --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
 #include <cblas.h>
 #include <omp.h>
@@ -57,7 +57,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -85,6 +84,7 @@
 #include "kernels/rwkv_ops.hpp"
 #include "program/param_layout.hpp"
 #include "program/lower.hpp"
+#include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/cost.hpp"
@@ -922,18 +922,13 @@ void run_calibrate(const CalibrateOptions& o) {
 
   // Input checks: the same on every rank, before any communication.
   namespace fs = std::filesystem;
-  fs::path out_path(o.out), tmp_path;
+  const fs::path out_path(o.out);
   ClusterSpec placeholder;
   check_inputs_on_every_rank(rank, [&] {
     if (o.name.empty()) throw ConfigError("--name: must not be empty");
     if (!looks_like_path(o.out) || !(o.out.ends_with(".yaml") || o.out.ends_with(".yml")))
       throw ConfigError("--out: '" + o.out + "' must name a .yaml file");
-    const fs::path dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) throw ConfigError("--out: directory '" + dir.string() + "' does not exist");
-    if (fs::is_directory(out_path, ec)) throw ConfigError("--out: '" + o.out + "' is a directory");
-    tmp_path = dir / (".calibrate-" + std::to_string(::getpid()) + "-" + out_path.filename().string());
-    if (tmp_path.extension() != ".yaml" && tmp_path.extension() != ".yml") tmp_path += ".yaml";
+    check_output_file(o.out);
     placeholder = load_cluster("cpu-local");
   });
 
@@ -1112,21 +1107,14 @@ void run_calibrate(const CalibrateOptions& o) {
 
     if (rank == 0) {
       const std::string text = cluster_yaml(o, r, chip, topo, host, date);
-      {
-        std::ofstream f(tmp_path);
-        if (!f) throw std::runtime_error(tmp_path.string() + ": cannot write");
-        f << text;
-        if (!f.flush()) throw std::runtime_error(tmp_path.string() + ": write failed");
-      }
-      ClusterSpec back;
+      const ClusterSpec back = parse_cluster_text(text, out_path.string());  // round trip through the strict loader
       try {
-        back = load_cluster(tmp_path.string());  // round trip through the strict loader
-      } catch (...) {
-        std::error_code ec;
-        fs::remove(tmp_path, ec);
-        throw;
+        write_output_file(out_path.string(), text);
+      } catch (const ConfigError& e) {  // after the last collective call: the other ranks are finishing
+        if (world.size() == 1) throw;
+        std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
+        finalize_and_exit(2);
       }
-      fs::rename(tmp_path, out_path);
       const auto& e = back.chip.efficiency;
       Table t({"measured", "value"}, {false, true});
       t.add({"sgemm peak (fp32, 1 thread)", format_si(back.chip.peak("fp32"), "FLOP/s")});

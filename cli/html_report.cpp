@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -24,6 +23,7 @@
 
 #include "cli/format.hpp"
 #include "planner/search.hpp"
+#include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/published.hpp"
@@ -34,30 +34,6 @@ extern char** environ;
 namespace scanshard {
 
 namespace fs = std::filesystem;
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const fs::path p(path);
-  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-  static std::atomic<int> counter{0};
-  const fs::path tmp = dir / ("." + p.filename().string() + ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw std::runtime_error(tmp.string() + ": cannot write");
-    f << text;
-    f.flush();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error(tmp.string() + ": write failed");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error(path + ": cannot rename the temporary file into place: " + ec.message());
-  }
-}
 
 std::string find_on_path(const std::string& program) {
   const char* path = std::getenv("PATH");
@@ -87,8 +63,11 @@ std::string slurp(const fs::path& p) {
 struct TempDir {
   fs::path path;
   TempDir() {
-    std::string templ = (fs::temp_directory_path() / "scanshard-gnuplot-XXXXXX").string();
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("cannot create a temporary directory for gnuplot");
+    std::error_code ec;
+    const fs::path base = fs::temp_directory_path(ec);
+    std::string templ = ((ec ? fs::path("/tmp") : base) / "scanshard-gnuplot-XXXXXX").string();
+    if (!::mkdtemp(templ.data()))
+      throw ConfigError(templ + ": cannot create a temporary directory for gnuplot: " + std::strerror(errno));
     path = templ;
   }
   ~TempDir() {
@@ -102,7 +81,7 @@ struct TempDir {
 std::string run_gnuplot(const std::string& gnuplot, const std::string& script) {
   TempDir tmp;
   const fs::path in = tmp.path / "chart.gp", out = tmp.path / "chart.svg", err = tmp.path / "stderr.txt";
-  std::ofstream(in) << script;
+  write_output_file(in.string(), script);  // checked: a full temporary directory is an error, not a short script
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, in.c_str(), O_RDONLY, 0);
@@ -750,11 +729,12 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
   if (gp.empty())
     throw ConfigError("report --html: gnuplot not found on PATH; the charts are drawn by gnuplot (Debian: apt-get install "
                       "gnuplot-nox, or run scripts/install-deps). Nothing was written.");
-  if (o.html.empty() || fs::is_directory(o.html)) throw ConfigError("--html: must name a file, got '" + o.html + "'");
+  if (o.html.empty()) throw ConfigError("--html: must name a file");
   const fs::path page(o.html);
   const fs::path dir = page.has_parent_path() ? page.parent_path() : fs::path(".");
+  check_output_directory(dir.string(), "--html");
   std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw ConfigError("--html: '" + dir.string() + "' is not a directory");
+  if (fs::is_directory(dir, ec)) check_output_file(o.html);  // else the directory is made below, and the page checked then
   const Validated v = load_validate(o.validate_dir);
   // The Pareto front defaults to the cluster validate predicted on (as it was named on its command line).
   const std::string default_cluster = v.doc.at("cluster").value("argument", std::string("cpu-local"));
@@ -854,21 +834,16 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
   h << "<p class=\"meta\">Charts drawn by gnuplot (SVG terminal) from the CSV files next to this page; produced by "
        "<code>scanshard report --validate " << html_escape(o.validate_dir) << " --html " << html_escape(o.html) << "</code>.</p>\n</body></html>\n";
 
-  // Write: data first, the page last; each file atomically.
-  fs::create_directories(dir);
-  std::vector<std::string> written;
-  const std::string page_text = h.str();
+  // Write: data first, the page last; each file atomically, after checking every target.
+  make_output_directory(dir.string(), "--html");
+  OutputFiles files;
   for (const auto& c : charts)
-    if (!c.csv.empty()) {
-      const std::string p = (dir / data_name(c.csv_name)).string();
-      write_file_atomically(p, c.csv);
-      written.push_back(p);
-    }
-  const std::string jp = (dir / (stem + ".json")).string();
-  write_file_atomically(jp, json.dump(1) + "\n");
-  written.push_back(jp);
-  write_file_atomically(o.html, page_text);
-  written.insert(written.begin(), o.html);
+    if (!c.csv.empty()) files.emplace_back((dir / data_name(c.csv_name)).string(), c.csv);
+  files.emplace_back((dir / (stem + ".json")).string(), json.dump(1) + "\n");
+  files.emplace_back(o.html, h.str());
+  write_output_files(files);
+  std::vector<std::string> written = {o.html};
+  for (std::size_t i = 0; i + 1 < files.size(); ++i) written.push_back(files[i].first);
   return written;
 }
 

@@ -39,9 +39,6 @@ struct HtmlReportOptions {
 // Writes the page and its data files; prints nothing. Returns the paths written (page first).
 std::vector<std::string> write_html_report(const HtmlReportOptions& o);
 
-// Writes `text` to `path` through a temporary file in the same directory and a rename.
-void write_file_atomically(const std::string& path, const std::string& text);
-
 // The executable `program` on $PATH (first match), or "" if there is none.
 std::string find_on_path(const std::string& program);
 

@@ -2,8 +2,6 @@
 // explain the choice: top-k table, Pareto front (step time vs memory), why-not lines, the chosen
 // plan as YAML (stdout or --out FILE, written atomically) that simulate/train accept unchanged.
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <numeric>
@@ -17,6 +15,7 @@
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
 #include "planner/search.hpp"
+#include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 
@@ -48,20 +47,10 @@ nlohmann::json candidate_json(const Candidate& c) {
           {"tokens_per_s", c.tokens_per_s}, {"mfu", c.mfu}, {"memory_bytes", c.memory_bytes}, {"bottleneck", c.bottleneck}};
 }
 
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 void run_plan(const PlanCmdOptions& o) {
   if (o.model.empty()) throw ConfigError("--model: required");
   if (o.cluster.empty()) throw ConfigError("--cluster: required");
+  if (!o.out.empty()) check_output_file(o.out);  // before the search: a bad --out refuses at once
   const ModelSpec m = load_model(o.model);
   const ClusterSpec c = cluster_slice(load_cluster(o.cluster), o.devices);
   SearchOptions so;
@@ -132,7 +121,7 @@ void run_plan(const PlanCmdOptions& o) {
     }
   }
   if (!o.out.empty() && !r.top.empty()) {
-    write_atomically(o.out, plan_to_yaml(best));
+    write_output_file(o.out, plan_to_yaml(best));
     if (!o.json) std::cout << "\nchosen plan written to " << o.out << "\n";
   }
   if (r.top.empty()) throw ConfigError("no legal plan fits " + m.name + " on " + c.name + " (see the reasons above)");

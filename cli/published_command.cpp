@@ -5,14 +5,13 @@
 // published.json under DIR. No MPI: it runs no kernels.
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/format.hpp"
-#include "cli/html_report.hpp"
 #include "cli/published_command.hpp"
+#include "program/output_file.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/chip_fit.hpp"
 #include "reports/published.hpp"
@@ -96,9 +95,7 @@ nlohmann::json report_fit(const std::vector<published::Row>& rows, const std::st
 
 void run_published(const std::vector<std::string>& suites, const std::string& out_dir, const std::string& fit_chip,
                    const std::vector<std::string>& fit_keys) {
-  std::error_code ec;
-  if (!out_dir.empty() && std::filesystem::exists(out_dir, ec) && !std::filesystem::is_directory(out_dir, ec))
-    throw ConfigError("--out: '" + out_dir + "' exists and is not a directory");
+  if (!out_dir.empty()) check_output_directory(out_dir, "--out");
   std::vector<published::Row> rows;
   if (suites.empty()) rows = published::builtin_suite();
   for (const auto& f : suites) {
@@ -156,11 +153,9 @@ void run_published(const std::vector<std::string>& suites, const std::string& ou
     std::cout << "\nleave-one-source-out: no number in the chip and cluster files was fitted to this suite, so each source's "
                  "out-of-sample error is its error above (--fit CHIP fits one and reports it)\n";
   if (!out_dir.empty()) {
-    std::filesystem::create_directories(out_dir, ec);
-    if (ec) throw ConfigError("--out: cannot create directory '" + out_dir + "': " + ec.message());
-    write_file_atomically(out_dir + "/published.csv", csv);
-    write_file_atomically(out_dir + "/published.json",
-                          nlohmann::json{{"rows", rows_json}, {"sources", src_json}, {"fit", fit_json}}.dump(2) + "\n");
+    make_output_directory(out_dir, "--out");
+    const nlohmann::json doc = {{"rows", rows_json}, {"sources", src_json}, {"fit", fit_json}};
+    write_output_files({{out_dir + "/published.csv", csv}, {out_dir + "/published.json", doc.dump(2) + "\n"}});
     std::cout << "wrote " << out_dir << "/published.csv, published.json\n";
   }
 }

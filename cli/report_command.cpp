@@ -20,6 +20,7 @@
 #include "cli/format.hpp"
 #include "cli/html_report.hpp"
 #include "program/lower.hpp"
+#include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/simulate.hpp"
@@ -34,6 +35,10 @@ struct ReportOptions {
 };
 
 nlohmann::json load_json(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))  // a directory would fail inside the stream's read
+    throw ConfigError(path + ": cannot open the trace file (" +
+                      (std::filesystem::exists(path, ec) ? "not a regular file" : "no such file") + ")");
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open the trace file");
   try {
@@ -61,6 +66,7 @@ void run_report(const ReportOptions& o) {
   if (!o.html.empty() || !o.validate_dir.empty()) return run_html_report(o);
   if (o.plan_file.empty() || o.trace_file.empty())
     throw ConfigError("report: give --plan P --trace T (one train run), or --validate DIR --html FILE (the HTML report)");
+  if (!o.out_dir.empty()) check_output_directory(o.out_dir, "--out-dir");
   const Plan p = load_plan(o.plan_file);
   if (p.model.empty()) throw ConfigError(o.plan_file + ": model: the plan must name its model for a report");
   const ModelSpec m = load_model(p.model, o.plan_file + ": model");
@@ -110,13 +116,10 @@ void run_report(const ReportOptions& o) {
   if (c.source.find("placeholder") != std::string::npos)
     std::cout << "note: " << c.name << " is an uncalibrated placeholder; `mpirun -n 2 scanshard calibrate` measures this machine\n";
   if (!o.out_dir.empty()) {
-    std::filesystem::create_directories(o.out_dir);
-    std::ofstream(o.out_dir + "/report.csv") << csv;
-    std::ofstream(o.out_dir + "/report.json")
-        << nlohmann::json{{"model", m.name}, {"mesh", p.mesh.describe()}, {"cluster", c.name},
-                          {"predicted_step_seconds", est.step_seconds}, {"measured_step_seconds", wall}, {"groups", rows}}
-               .dump(2)
-        << "\n";
+    make_output_directory(o.out_dir, "--out-dir");
+    const nlohmann::json doc = {{"model", m.name}, {"mesh", p.mesh.describe()}, {"cluster", c.name},
+                                {"predicted_step_seconds", est.step_seconds}, {"measured_step_seconds", wall}, {"groups", rows}};
+    write_output_files({{o.out_dir + "/report.csv", csv}, {o.out_dir + "/report.json", doc.dump(2) + "\n"}});
     std::cout << "wrote " << o.out_dir << "/report.csv and report.json\n";
   }
 }

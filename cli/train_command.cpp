@@ -10,8 +10,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -25,6 +23,7 @@
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/plan_options.hpp"
+#include "program/output_file.hpp"
 #include "program/plan.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
@@ -57,25 +56,15 @@ nlohmann::json trace_json(const train::Trace& t, const ModelSpec& m, const Plan&
 
 // Rank 0, before training: "" if the outputs can be written, else why not (an input error).
 std::string output_problem(const TrainOptions& o) {
-  namespace fs = std::filesystem;
-  auto writable_dir = [](const fs::path& d, const std::string& flag) -> std::string {
-    std::error_code ec;
-    if (!fs::is_directory(d, ec)) return flag + ": " + d.string() + ": not a directory";
-    if (::access(d.c_str(), W_OK | X_OK) != 0) return flag + ": " + d.string() + ": not writable (" + std::strerror(errno) + ")";
-    return "";
-  };
-  if (!o.checkpoint_dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(o.checkpoint_dir, ec);
-    if (ec && !fs::is_directory(o.checkpoint_dir))
-      return "--checkpoint-dir: " + o.checkpoint_dir + ": cannot create the directory (" + ec.message() + ")";
-    if (auto why = writable_dir(o.checkpoint_dir, "--checkpoint-dir"); !why.empty()) return why;
-  }
-  if (!o.trace.empty()) {
-    const fs::path t(o.trace);
-    std::error_code ec;
-    if (fs::is_directory(t, ec)) return "--trace: " + o.trace + ": is a directory";
-    if (auto why = writable_dir(t.has_parent_path() ? t.parent_path() : fs::path("."), "--trace"); !why.empty()) return why;
+  try {
+    if (!o.checkpoint_dir.empty()) {
+      make_output_directory(o.checkpoint_dir, "--checkpoint-dir");
+      if (::access(o.checkpoint_dir.c_str(), W_OK | X_OK) != 0)
+        return "--checkpoint-dir: " + o.checkpoint_dir + ": not writable (" + std::strerror(errno) + ")";
+    }
+    if (!o.trace.empty()) check_output_file(o.trace);
+  } catch (const ConfigError& e) {
+    return e.what();
   }
   return "";
 }
@@ -159,10 +148,7 @@ void run_train(const TrainOptions& o) {
       std::cout << line << std::flush;
     });
     if (rank == 0 && !o.trace.empty()) {
-      std::ofstream f(o.trace);
-      if (!f) throw ConfigError(o.trace + ": cannot write the trace file");
-      f << trace_json(res.trace, m, p, world.size()).dump(1) << "\n";
-      if (!f) throw std::runtime_error(o.trace + ": write failed");
+      write_output_file(o.trace, trace_json(res.trace, m, p, world.size()).dump(1) + "\n");
     }
     if (rank == 0)
       for (const auto& c : res.checkpoints) std::cout << "checkpoint " << c << "\n";

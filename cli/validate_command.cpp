@@ -59,9 +59,9 @@
 #include "cli/mpi_session.hpp"
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
-#include "cli/html_report.hpp"
 #include "cli/probe.hpp"
 #include "cli/published_command.hpp"
+#include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/stats.hpp"
@@ -237,10 +237,7 @@ void run_validate(const ValidateOptions& o) {
   check_inputs_on_every_rank(rank, [&] {
     if (o.steps < 2) throw ConfigError("--steps: must be at least 2 (the first step of each pass is a warm-up)");
     if (o.passes < 1) throw ConfigError("--passes: must be at least 1");
-    if (o.out.empty()) throw ConfigError("--out: must name a directory");
-    std::error_code ec;
-    if (std::filesystem::exists(o.out, ec) && !std::filesystem::is_directory(o.out, ec))
-      throw ConfigError("--out: '" + o.out + "' exists and is not a directory");
+    check_output_directory(o.out, "--out");
     cluster = load_cluster(o.cluster, "--cluster");
     cases = plan_set(o.quick);
     std::int64_t longest = 0;
@@ -485,11 +482,9 @@ void run_validate(const ValidateOptions& o) {
       {"summary_fastest_step", fastest.json()},
       {"summary_probe_scaled", drift_json},
       {"classes", classes_json}};
-  std::filesystem::create_directories(o.out);
-  write_file_atomically(o.out + "/validate.json", doc.dump(2) + "\n");
-  write_file_atomically(o.out + "/validate.csv", csv);
-  write_file_atomically(o.out + "/validate-groups.csv", groups_csv);
-  write_file_atomically(o.out + "/validate-classes.csv", classes_csv);
+  make_output_directory(o.out, "--out");
+  write_output_files({{o.out + "/validate.json", doc.dump(2) + "\n"}, {o.out + "/validate.csv", csv},
+                      {o.out + "/validate-groups.csv", groups_csv}, {o.out + "/validate-classes.csv", classes_csv}});
   std::cout << "wrote " << o.out << "/validate.json, validate.csv, validate-groups.csv, validate-classes.csv"
             << " (render with `scanshard report --validate " << o.out << " --html FILE`)\n";
 }

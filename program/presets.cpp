@@ -115,6 +115,10 @@ ClusterSpec load_cluster(const std::string& name_or_path, const std::string& con
   return cluster_from(src);
 }
 
+ClusterSpec parse_cluster_text(const std::string& text, const std::string& file) {
+  return cluster_from({parse_yaml(text, file), file});
+}
+
 std::vector<ModelSpec> all_model_presets() {
   std::vector<ModelSpec> out;
   for (const auto& n : preset_names(PresetKind::models)) out.push_back(load_model(n));

@@ -22,6 +22,9 @@ bool looks_like_path(const std::string& arg);
 // prefixed with `context` (where the name came from: "--model", "plan.yaml: model").
 ModelSpec load_model(const std::string& name_or_path, const std::string& context = "--model");
 ClusterSpec load_cluster(const std::string& name_or_path, const std::string& context = "--cluster");
+// A cluster from YAML text, read as if it were the file `file` (chip presets resolved as by
+// load_cluster): for checking a cluster file before it is written.
+ClusterSpec parse_cluster_text(const std::string& text, const std::string& file);
 
 std::vector<ModelSpec> all_model_presets();
 std::vector<ClusterSpec> all_cluster_presets();

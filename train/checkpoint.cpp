@@ -21,6 +21,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -184,6 +186,8 @@ class Hid {
   ~Hid() { reset(); }
   hid_t get() const { return id_; }
   bool valid() const { return id_ >= 0; }
+  // Gives up ownership without closing (HDF5 closes the object when the library shuts down).
+  void release() { id_ = H5I_INVALID_HID; }
   // Closes now; returns the close status (negative on failure).
   herr_t close() {
     herr_t rc = 0;
@@ -425,6 +429,40 @@ void check_space(const std::string& path, double bytes) {
                       std::to_string(static_cast<long long>(need) >> 20) + " MiB)");
 }
 
+// A checkpoint being written: its final path, the temporary file, and about how many bytes it takes.
+struct Target {
+  std::string path, tmp;
+  double bytes = 0;
+};
+
+double checkpoint_bytes(const Layout& lay) { return 3.0 * 4.0 * static_cast<double>(lay.total); }  // params, 2 moments
+
+// Why writing checkpoint `t` ran out of room, when the system can tell; else "". From errno right
+// after the failing call (HDF5's serial driver leaves it; MPI-IO clears it), a file system with no
+// block left, or a file size limit (ulimit -f) below the checkpoint's size.
+std::string space_reason(int err, const Target& t) {
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return std::strerror(err);
+  const std::string dir = directory_of(t.path).string();
+  struct statvfs sv{};
+  if (::statvfs(dir.c_str(), &sv) == 0 && sv.f_bavail == 0)
+    return std::string(std::strerror(ENOSPC)) + " (the file system holding " + dir + " is full)";
+  struct rlimit rl{};
+  if (::getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && static_cast<double>(rl.rlim_cur) < t.bytes)
+    return std::string(std::strerror(EFBIG)) + " (the file size limit, ulimit -f, is " + std::to_string(rl.rlim_cur) +
+           " bytes; the checkpoint needs about " + std::to_string(static_cast<long long>(t.bytes)) + ")";
+  return "";
+}
+
+// Throws the failure of `what`, an HDF5 call writing checkpoint `t` (`err`: errno right after it):
+// ConfigError (exit 2) naming the reason when it is room on the disk, the user's to make; else
+// runtime_error with HDF5's message. Both name the checkpoint.
+[[noreturn]] void write_failed(const Target& t, const std::string& what, int err) {
+  const std::string where = " (" + what + "; HDF5: " + hdf5_error() + ")";
+  const std::string reason = space_reason(err, t);
+  if (!reason.empty()) throw ConfigError(t.path + ": cannot write checkpoint: " + reason + where);
+  throw std::runtime_error(t.path + ": cannot write checkpoint" + where);
+}
+
 void fsync_path(const std::string& p, int flags, const std::string& what) {
   const int fd = ::open(p.c_str(), flags);
   if (fd < 0) throw std::runtime_error(what + ": cannot open " + p + " to fsync: " + std::strerror(errno));
@@ -486,33 +524,35 @@ Hid create_group(hid_t parent, const std::string& name, hid_t gcpl = H5P_DEFAULT
   return Hid(ok(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT), "create group " + name), H5Gclose);
 }
 
-void write_file(const Group& g, const std::string& tmp, const std::string& path, const Layout& lay,
-                const std::vector<Slab>& slabs, const std::vector<const float*>* data[3], const CheckpointMeta& meta) {
+Hid create_file(const Group& g, const Target& t) {
   Hid fapl = plist(H5P_FILE_ACCESS, "file access properties");
   if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
   // v1.8+ object headers: an attribute larger than 64 KiB (a long model YAML or plan) moves to dense storage.
   ok_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), "H5Pset_libver_bounds");
   Hid fcpl = plist(H5P_FILE_CREATE, "file creation properties");
   ok_status(H5Pset_userblock(fcpl.get(), kUserBlockBytes), "H5Pset_userblock");  // the integrity header's room
-  const hid_t fid = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
+  const hid_t fid = H5Fcreate(t.tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (fid < 0)
-    throw ConfigError(directory_of(path).string() + ": cannot create checkpoint file " + tmp + " (" + hdf5_error() + ")");
-  Hid file(fid, H5Fclose);
+    throw ConfigError(directory_of(t.path).string() + ": cannot create checkpoint file " + t.tmp + " (" + hdf5_error() + ")");
+  return Hid(fid, H5Fclose);
+}
 
-  write_string_attr(file.get(), "description", kDescription);
-  {
-    Hid m = create_group(file.get(), "meta");
-    write_string_attr(m.get(), "model_name", meta.model_name);
-    write_string_attr(m.get(), "model_yaml", meta.model_yaml);
-    write_string_attr(m.get(), "plan", meta.plan_text);
-    write_int_attr<std::int64_t>(m.get(), "step", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.step);
-    write_int_attr<std::uint64_t>(m.get(), "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, meta.seed);
-    write_int_attr<std::int64_t>(m.get(), "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.data_cursor);
-    write_int_attr<std::int32_t>(m.get(), "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, kCheckpointFormatVersion);
-  }
+void write_meta(hid_t file, const CheckpointMeta& meta) {
+  write_string_attr(file, "description", kDescription);
+  Hid m = create_group(file, "meta");
+  write_string_attr(m.get(), "model_name", meta.model_name);
+  write_string_attr(m.get(), "model_yaml", meta.model_yaml);
+  write_string_attr(m.get(), "plan", meta.plan_text);
+  write_int_attr<std::int64_t>(m.get(), "step", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.step);
+  write_int_attr<std::uint64_t>(m.get(), "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, meta.seed);
+  write_int_attr<std::int64_t>(m.get(), "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.data_cursor);
+  write_int_attr<std::int32_t>(m.get(), "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, kCheckpointFormatVersion);
+}
 
-  Hid params = create_group(file.get(), "params");
-  Hid optim = create_group(file.get(), "optim");
+void write_tensors(const Group& g, hid_t file, const Target& target, const Layout& lay, const std::vector<Slab>& slabs,
+                   const std::vector<const float*>* data[3]) {
+  Hid params = create_group(file, "params");
+  Hid optim = create_group(file, "optim");
   Hid adam_m = create_group(optim.get(), "adam_m");
   Hid adam_v = create_group(optim.get(), "adam_v");
   const hid_t roots[3] = {params.get(), adam_m.get(), adam_v.get()};
@@ -539,17 +579,48 @@ void write_file(const Group& g, const std::string& tmp, const std::string& path,
       Hid mspace = memory_space(slabs[i], on, what);
       const float* buf = (*data[s])[i];
       // Every rank learns of a failed write here (e.g. the disk filled up on one rank's part): all
-      // then leave together and close the file collectively instead of waiting for each other.
+      // then leave together instead of waiting for each other.
       agree_or_throw(g, attempt([&] {
-        ok_status(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), dxpl.get(), buf ? buf : &none), what);
+        errno = 0;
+        if (H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), dxpl.get(), buf ? buf : &none) < 0)
+          write_failed(target, what + " to " + target.tmp, errno);
       }));
     }
   }
-  adam_v.reset();
-  adam_m.reset();
-  optim.reset();
-  params.reset();
-  ok_status(file.close(), "close " + tmp);
+}
+
+// Writes the checkpoint into t.tmp. The metadata HDF5 caches is flushed (and a failure agreed)
+// before the close, so a full disk is met while the file can still be abandoned: HDF5 1.10 frees
+// a file whose close fails but keeps its ID, and crashes closing it again when the library shuts
+// down. A file that could not be written is therefore left open for that shutdown (write_impl
+// removes its name at once).
+void write_file(const Group& g, const Target& t, const Layout& lay, const std::vector<Slab>& slabs,
+                const std::vector<const float*>* data[3], const CheckpointMeta& meta) {
+  Hid file = create_file(g, t);
+  try {
+    write_meta(file.get(), meta);
+    write_tensors(g, file.get(), t, lay, slabs, data);
+    agree_or_throw(g, attempt([&] {
+      errno = 0;
+      if (H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) write_failed(t, "flush " + t.tmp, errno);
+    }));
+  } catch (...) {
+    file.release();
+    throw;
+  }
+  errno = 0;
+  if (file.close() < 0) write_failed(t, "close " + t.tmp, errno);
+}
+
+// Rank 0: seals the written temporary file, fsyncs it, renames it to the checkpoint's path and
+// fsyncs the directory.
+void publish(const Target& t) {
+  seal_checkpoint(t.tmp);
+  fsync_path(t.tmp, O_RDONLY, "checkpoint " + t.path);
+  std::error_code ec;
+  fs::rename(t.tmp, t.path, ec);
+  if (ec) throw ConfigError(t.path + ": cannot move the finished checkpoint " + t.tmp + " into place: " + ec.message());
+  fsync_path(directory_of(t.path).string(), O_RDONLY | O_DIRECTORY, "checkpoint " + t.path);
 }
 
 void write_impl(const Group& g, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
@@ -558,18 +629,18 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   QuietHdf5 quiet;
   agree_or_throw(g, attempt([&] { check_arguments("write_checkpoint", lay, slabs, params, m1, m2, true); }));
 
-  std::string tmp;
+  Target t{path, "", checkpoint_bytes(lay)};
   if (g.rank == 0) {
     const Failure f = attempt([&] {
       check_directory(path);
-      check_space(path, 3.0 * 4.0 * static_cast<double>(lay.total));  // parameters and two AdamW moments, fp32
-      tmp = path + ".tmp-" + std::to_string(::getpid());
+      check_space(path, t.bytes);
+      t.tmp = path + ".tmp-" + std::to_string(::getpid());
     });
     agree_or_throw(g, f);
   } else {
     agree_or_throw(g, {});
   }
-  tmp = bcast_string(g, tmp, 0);
+  t.tmp = bcast_string(g, t.tmp, 0);
 
   // Metadata (attributes) must be identical on every rank: take rank 0's.
   CheckpointMeta meta = meta_in;
@@ -581,21 +652,11 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   bcast_value(g, meta.data_cursor, 0);
 
   const std::vector<const float*>* data[3] = {&params, &m1, &m2};
-  Failure f = agree(g, attempt([&] { write_file(g, tmp, path, lay, slabs, data, meta); }));
-  if (!f && g.rank == 0) {
-    f = attempt([&] {
-      const std::string dir = directory_of(path).string();
-      seal_checkpoint(tmp);
-      fsync_path(tmp, O_RDONLY, "checkpoint " + path);
-      std::error_code ec;
-      fs::rename(tmp, path, ec);
-      if (ec) throw ConfigError(path + ": cannot move the finished checkpoint " + tmp + " into place: " + ec.message());
-      fsync_path(dir, O_RDONLY | O_DIRECTORY, "checkpoint " + path);
-    });
-  }
+  Failure f = agree(g, attempt([&] { write_file(g, t, lay, slabs, data, meta); }));
+  if (!f && g.rank == 0) f = attempt([&] { publish(t); });
   if (g.rank == 0 && f) {
     std::error_code ec;
-    fs::remove(tmp, ec);  // never leave a partial file behind
+    fs::remove(t.tmp, ec);  // never leave a partial file behind
   }
   agree_or_throw(g, f);
 }

@@ -19,7 +19,12 @@
 // Errors: input problems (unwritable or missing directory, missing / non-HDF5 / truncated file,
 // a file of another model, an unknown format_version) throw ConfigError naming the file or
 // directory and the reason — on every rank of the communicator, so no rank hangs. A bad call
-// (slab out of range, wrong number of buffers) throws std::invalid_argument on every rank.
+// (slab out of range, wrong number of buffers) throws std::invalid_argument on every rank. A write
+// that runs out of room (full disk, quota, ulimit -f) is a ConfigError naming the checkpoint and
+// the system's reason ("No space left on device"); other write failures a runtime_error naming it.
+// Known limit: OpenMPI's collective writer for 3 or more ranks (fcoll vulcan) prints a failed
+// pwrite and reports success; the failure then only shows in HDF5's metadata flush, on rank 0,
+// while the other ranks wait in that collective call.
 #pragma once
 #include <cstdint>
 #include <string>

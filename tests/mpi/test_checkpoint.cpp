@@ -4,11 +4,15 @@
 // m2) has value(s, i, j), exact in float. Ranks write their slabs of one split and read back a
 // different split; rank 0 also reads every full dataset with plain serial HDF5 (no slab logic of
 // ours) and compares it to the formula. Bad files must throw ConfigError on every rank with the
-// expected message; nothing may crash or hang. Every test runs on every rank in the same order
-// and only CHECKs between collective calls (a REQUIRE on one rank would desynchronise them).
+// expected message; nothing may crash or hang. A write that runs out of room (a file size limit)
+// must name the checkpoint and the system's reason, and leave no file. Every test runs on every
+// rank in the same order and only CHECKs between collective calls (a REQUIRE on one rank would
+// desynchronise them).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -20,6 +24,7 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -572,6 +577,53 @@ TEST_CASE("MPI.checkpoint into a missing or unwritable directory is an input err
     world.barrier();
     expect_config_error([&] { write(world, dir / "ro/ckpt.h5", lay, slabs, data, sample_meta(m)); }, {dir / "ro: ", "not writable"});
     if (world.rank() == 0) CHECK(fs::is_empty(dir / "ro"));
+  }
+  world.barrier();
+}
+
+// This process's file size limit lowered to `bytes` with SIGXFSZ ignored (a write past the limit
+// then fails with EFBIG, as a write on a full disk fails with ENOSPC); both restored on destruction.
+struct FileSizeLimit {
+  struct rlimit old{};
+  void (*old_handler)(int) = nullptr;
+  explicit FileSizeLimit(rlim_t bytes) {
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lower = old;
+    lower.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &lower) == 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+  }
+};
+
+// Rank 0 alone (the single-process form): with 3 or more ranks OpenMPI's collective writer hides a
+// failed write (checkpoint.hpp, known limit). The process must also exit cleanly afterwards: HDF5
+// 1.10 crashed at MPI_Finalize when the failed file had been closed.
+TEST_CASE("MPI.checkpoint a write that runs out of room names the file and the system's reason, and leaves no file",
+          "[mpi][checkpoint]") {
+  const auto world = mpi::Comm::world();
+  const TempDir dir(world, "fsize");
+  if (world.rank() == 0) {
+    const ModelSpec m = load_model("griffin-tiny");
+    const Layout lay(m);
+    std::vector<Slab> whole;
+    for (const auto& t : lay.tensors) whole.push_back(train::whole_tensor(t));
+    const auto data = filled(lay, whole);
+    const std::string path = dir / "ckpt.h5";
+    auto write_alone = [&] {
+      train::write_checkpoint(static_cast<const mpi::Comm*>(nullptr), path, lay, whole, data.cptr(0), data.cptr(1),
+                              data.cptr(2), sample_meta(m));
+    };
+    {
+      const FileSizeLimit limit(64 * 1024);  // the checkpoint takes megabytes: a write fails part-way
+      expect_config_error(write_alone, {path + ": cannot write checkpoint: ", std::strerror(EFBIG), "ulimit -f"});
+    }
+    CHECK(dir.listing().empty());
+    write_alone();  // without the limit the same write succeeds
+    CHECK(dir.listing() == std::set<std::string>{"ckpt.h5"});
   }
   world.barrier();
 }

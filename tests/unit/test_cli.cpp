@@ -390,3 +390,98 @@ TEST_CASE("validate --published prices the built-in suite without MPI and writes
   CHECK(slurp(file) == "x");
   fs::remove_all(dir);
 }
+
+// ---- outputs onto what is not a regular file (issue 25) ----------------------------------
+namespace {
+
+struct OutputScratch {
+  fs::path dir = fs::temp_directory_path() / ("scanshard-outputs-" + std::to_string(::getpid()));
+  OutputScratch() {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~OutputScratch() { fs::remove_all(dir); }
+  fs::path fifo(const std::string& name) const {
+    const fs::path p = dir / name;
+    REQUIRE(::mkfifo(p.c_str(), 0600) == 0);
+    return p;
+  }
+};
+
+std::set<std::string> names_in(const fs::path& d) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator(d)) out.insert(e.path().filename().string());
+  return out;
+}
+
+bool still_fifo(const fs::path& p) { return fs::is_fifo(fs::symlink_status(p)); }
+
+const std::string kPlanArgs = "plan --model griffin-tiny --cluster cpu-local --global-batch 2 --seq-len 16 --dtype fp32 --quiet --out ";
+
+}  // namespace
+
+TEST_CASE("plan --out refuses a FIFO, a directory and a symbolic link with exit 2 and leaves them", "[cli][output]") {
+  const OutputScratch s;
+  const fs::path fifo = s.fifo("plan.fifo"), d = s.dir / "plans", link = s.dir / "link.yaml";
+  fs::create_directories(d);
+  std::ofstream(s.dir / "kept.yaml") << "kept";
+  fs::create_symlink(s.dir / "kept.yaml", link);
+  auto r = run(kPlanArgs + fifo.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(fifo.string() + ": cannot write: it is a FIFO"));
+  CHECK(still_fifo(fifo));
+  r = run(kPlanArgs + d.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(d.string() + ": cannot write: it is a directory"));
+  CHECK(fs::is_empty(d));
+  r = run(kPlanArgs + link.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(link.string() + ": cannot write: it is a symbolic link"));
+  CHECK(fs::is_symlink(link));
+  CHECK(slurp(s.dir / "kept.yaml") == "kept");
+  CHECK(names_in(s.dir) == std::set<std::string>{"plan.fifo", "plans", "kept.yaml", "link.yaml"});  // no plans.tmp
+  // the same command writes a plain path: the refusals were about the targets
+  r = run(kPlanArgs + (s.dir / "plan.yaml").string());
+  CHECK(r.code == 0);
+  CHECK_THAT(slurp(s.dir / "plan.yaml"), Catch::Contains("mesh:"));
+}
+
+TEST_CASE("report --out-dir refuses a FIFO among its outputs before writing any, and a file as the directory", "[cli][output]") {
+  const OutputScratch s;
+  const fs::path plan = s.dir / "plan.yaml", trace = s.dir / "trace.json", out = s.dir / "report";
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  nlohmann::json steps = nlohmann::json::array();
+  for (double w : {0.5, 0.01, 0.02})
+    steps.push_back({{"wall_seconds", w}, {"ops", {{{"phase", "forward"}, {"op", "gated_mlp"}, {"name", "mlp"}, {"seconds", w / 2}}}}});
+  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "1"}, {"steps", steps}}.dump();
+  const std::string args = "report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " +
+                           plan.string() + " --trace " + trace.string() + " --out-dir ";
+  fs::create_directories(out);
+  const fs::path fifo = out / "report.json";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  auto r = run(args + out.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(fifo.string() + ": cannot write: it is a FIFO"));
+  CHECK(still_fifo(fifo));
+  CHECK(names_in(out) == std::set<std::string>{"report.json"});  // report.csv, first in order, not written either
+  r = run(args + plan.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--out-dir: '" + plan.string() + "' exists and is not a directory"));
+  CHECK_THAT(slurp(plan), Catch::StartsWith("model: hawk-tiny"));
+  fs::remove(fifo);
+  r = run(args + out.string());  // the same report with the FIFO gone
+  CHECK(r.code == 0);
+  CHECK(names_in(out) == std::set<std::string>{"report.csv", "report.json"});
+}
+
+TEST_CASE("train --trace onto a FIFO is refused before training, exit 2, and leaves it", "[cli][output]") {
+  const OutputScratch s;
+  const fs::path plan = s.dir / "plan.yaml", fifo = s.fifo("trace.fifo");
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  const auto r = run("train --steps 1 --plan " + plan.string() + " --trace " + fifo.string());
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(fifo.string() + ": cannot write: it is a FIFO"));
+  CHECK_THAT(r.out, !Catch::Contains("step 1"));  // refused before the first step
+  CHECK(still_fifo(fifo));
+  CHECK(names_in(s.dir) == std::set<std::string>{"plan.yaml", "trace.fifo"});
+}
