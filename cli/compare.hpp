@@ -68,9 +68,6 @@ struct Comparison {
 Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
                    bool warm_up = true);
 
-// The first `devices` chips of a cluster (torus slice filled dimension by dimension, or part of
-// one island / whole islands). ConfigError naming `flag` when no such slice exists.
-ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std::string& flag = "--devices");
 
 // The machine's 1-minute load average (/proc/loadavg), or −1 where unavailable. Recorded next to
 // measurements: other processes on the same cores slow every timing down.

@@ -86,7 +86,8 @@ void run_plan(const PlanCmdOptions& o) {
   if (!r.top.empty()) {
     best = r.top.front().plan;
     best.model = o.model;
-    best.cluster = o.devices ? "" : o.cluster;
+    best.cluster = o.cluster;
+    best.devices = o.devices && o.devices != load_cluster(o.cluster).devices() ? o.devices : 0;
   }
   if (o.json) {
     nlohmann::json j = {{"model", m.name}, {"cluster", c.name}, {"considered", r.considered}, {"illegal", r.illegal},

@@ -51,7 +51,8 @@ ModelSpec PlanOptions::resolve_model(const Plan& p) const {
   return load_model(pick_preset(model, p.model, "model", plan_file), model.empty() ? plan_file + ": model" : "--model");
 }
 ClusterSpec PlanOptions::resolve_cluster(const Plan& p) const {
-  return load_cluster(pick_preset(cluster, p.cluster, "cluster", plan_file), cluster.empty() ? plan_file + ": cluster" : "--cluster");
+  const ClusterSpec c = load_cluster(pick_preset(cluster, p.cluster, "cluster", plan_file), cluster.empty() ? plan_file + ": cluster" : "--cluster");
+  return cluster_slice(c, p.devices, plan_file + ": devices");
 }
 
 Plan PlanOptions::resolve_plan(std::int64_t devices) const {

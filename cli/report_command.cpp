@@ -71,7 +71,8 @@ void run_report(const ReportOptions& o) {
   if (p.model.empty()) throw ConfigError(o.plan_file + ": model: the plan must name its model for a report");
   const ModelSpec m = load_model(p.model, o.plan_file + ": model");
   const std::string cluster_name = !o.cluster.empty() ? o.cluster : !p.cluster.empty() ? p.cluster : "cpu-local";
-  const ClusterSpec c = load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster");
+  const ClusterSpec c =
+      cluster_slice(load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster"), p.devices, o.plan_file + ": devices");
   const auto trace = load_json(o.trace_file);
   const auto steps = measured_steps(trace, o.trace_file);
   auto text = [&](const char* key) {  // "?" when missing or not a string (json::value would throw)

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <stdexcept>
 #include <tuple>
 
@@ -236,6 +237,30 @@ ClusterSpec parse_cluster(const YAML::Node& node, const std::string& file, const
   y.raw("measurements");  // free-form raw data written by `scanshard calibrate`: kept for readers, not interpreted
   y.finish();
   return c;
+}
+
+ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std::string& flag) {
+  if (devices == 0 || devices == c.devices()) return c;
+  if (devices < 0 || devices > c.devices())
+    throw ConfigError(flag + ": " + std::to_string(devices) + " is not between 1 and the " + std::to_string(c.devices()) + " devices of " + c.name);
+  ClusterSpec s = c;
+  s.name = c.name + "[" + std::to_string(devices) + "]";
+  auto& t = s.topology;
+  if (t.kind == TopologyKind::islands) {
+    if (devices <= t.devices_per_island) { t.islands = 1; t.devices_per_island = devices; }
+    else if (devices % t.devices_per_island == 0) t.islands = devices / t.devices_per_island;
+    else throw ConfigError(flag + ": " + std::to_string(devices) + " is neither part of one island nor whole islands of " + std::to_string(t.devices_per_island));
+    return s;
+  }
+  std::int64_t left = devices;
+  for (std::size_t d = 0; d < t.dims.size(); ++d) {
+    const std::int64_t take = std::gcd(left, t.dims[d]);
+    if (take < t.dims[d]) t.wraparound[d] = false;
+    t.dims[d] = take;
+    left /= take;
+  }
+  if (left != 1) throw ConfigError(flag + ": " + std::to_string(devices) + " chips do not form a slice of " + c.topology.describe());
+  return s;
 }
 
 }  // namespace scanshard

@@ -130,4 +130,8 @@ using ChipResolver = std::function<std::pair<YAML::Node, std::string>(const std:
 ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::string& path);
 ClusterSpec parse_cluster(const YAML::Node& node, const std::string& file, const ChipResolver& chips);
 
+// The first `devices` chips of a cluster (torus slice filled dimension by dimension, or part of
+// one island / whole islands). ConfigError naming `flag` when no such slice exists.
+ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std::string& flag = "--devices");
+
 }  // namespace scanshard

@@ -138,6 +138,7 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   Plan p;
   p.model = y.optional_string("model", "");
   p.cluster = y.optional_string("cluster", "");
+  if (y.has("devices")) p.devices = positive_int(y, "devices", y.required_int("devices"));
   if (y.has("mesh")) {
     YamlMap mesh = y.required_map("mesh");
     for (int i = 0; i < kAxisCount; ++i) {
@@ -285,6 +286,7 @@ std::string plan_to_yaml(const Plan& p) {
   o << "# scanshard plan (DESIGN §2); `scanshard simulate --plan` and `scanshard train --plan` read it.\n";
   if (!p.model.empty()) o << "model: " << p.model << "\n";
   if (!p.cluster.empty()) o << "cluster: " << p.cluster << "\n";
+  if (p.devices > 0) o << "devices: " << p.devices << "   # a slice: the first devices of the cluster\n";
   o << "mesh:\n";
   for (int i = 0; i < kAxisCount; ++i) o << "  " << to_string(static_cast<Axis>(i)) << ": " << p.mesh.size[i] << "\n";
   o << "zero_stage: " << p.zero_stage << "\n"

@@ -90,6 +90,7 @@ struct Mesh {
 struct Plan {
   std::string model;    // optional: the model this plan was made for (preset or path)
   std::string cluster;  // optional: the cluster this plan was made for
+  std::int64_t devices = 0;  // optional: runs on the first `devices` devices of that cluster (a slice, `plan --devices`); 0 = all
   Mesh mesh;
   int zero_stage = 0;             // 0 none; 1 optimizer state; 2 + gradients; 3 + parameters (over fsdp)
   std::int64_t global_batch = 0;  // sequences per step

@@ -302,6 +302,28 @@ TEST_CASE("bad-input corpus has at least 60 inputs, every one of a known kind", 
   CHECK(n >= 60);
 }
 
+TEST_CASE("a plan made for a slice (plan --devices) round-trips into simulate with the planner's price", "[cli]") {
+  const fs::path dir = fs::temp_directory_path() / ("scanshard-slice-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string plan = (dir / "p.yaml").string();
+  const auto made = run("plan --model griffin-tiny --cluster tpu-v5e-64 --devices 4 --global-batch 8 --seq-len 128 --json --out " + plan);
+  REQUIRE(made.code == 0);
+  const auto planned = nlohmann::json::parse(made.out);
+  const auto priced = run("simulate --json --plan " + plan);
+  INFO(priced.err);
+  REQUIRE(priced.code == 0);
+  const auto sim = nlohmann::json::parse(priced.out);
+  CHECK(sim["step_seconds"].get<double>() == Approx(planned["top"][0]["step_seconds"].get<double>()).epsilon(1e-9));
+  // a slice the cluster cannot give is refused naming the plan file's key
+  const std::string bad = (dir / "bad.yaml").string();
+  std::ofstream(bad) << "model: griffin-tiny\ncluster: tpu-v5e-64\ndevices: 65\nmesh: {data: 4}\nglobal_batch: 8\nseq_len: 128\n";
+  const auto refused = run("simulate --plan " + bad);
+  CHECK(refused.code == 2);
+  CHECK_THAT(refused.err, Catch::Contains("bad.yaml: devices") && Catch::Contains("65"));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("CLI simulate prices every example plan", "[cli]") {
   const fs::path dir = fs::path(SCANSHARD_TEST_DATA) / ".." / ".." / "configs" / "plans";
   int n = 0;
