@@ -87,7 +87,7 @@ void run_train(const TrainOptions& o) {
   // Input checks: deterministic, the same on every rank, no communication.
   ModelSpec m;
   Plan p;
-  std::optional<train::Tokens> data;  // mapped: each rank reads only its sequences
+  std::optional<train::Tokens> data;  // opened: each rank reads only its sequences
   train::OnNan on_nan = train::OnNan::stop;
   check_inputs_on_every_rank(rank, [&] {
     p = load_plan(o.plan_file);
@@ -105,7 +105,7 @@ void run_train(const TrainOptions& o) {
       throw ConfigError(o.plan_file, 0, 0, e.key(), e.what());
     }
     on_nan = train::parse_on_nan(o.on_nan);
-    data = train::Tokens::map_file(o.data.empty() ? train::default_corpus_path() : o.data,
+    data = train::Tokens::open_file(o.data.empty() ? train::default_corpus_path() : o.data,
                                    train::parse_token_format(o.data_format), p.seq_len + 2);
   });
 

@@ -817,7 +817,7 @@ TEST_CASE("train: the overlapped per-layer gradient all-reduce equals the reduct
     compare_params(m, overlapped.params, ref.params, "overlapped vs 1 rank on " + p.mesh.describe());
   }
 }
-TEST_CASE("train: a mapped token file is read in slices and a bad token is found by the rank that holds it", "[train]") {
+TEST_CASE("train: a token file is read in slices and a bad token is found by the rank that holds it", "[train]") {
   const auto world = mpi::Comm::world();
   std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
   world.broadcast(std::span<std::int64_t>(id, 1), 0);
@@ -832,10 +832,10 @@ TEST_CASE("train: a mapped token file is read in slices and a bad token is found
     }
   }
   world.barrier();
-  const auto t = train::Tokens::map_file(path, train::TokenFormat::uint16, 18);
+  const auto t = train::Tokens::open_file(path, train::TokenFormat::uint16, 18);
   CHECK(t.size() == 100);
   CHECK(t[5] == 5);
-  CHECK(t[97] == 4000);  // little-endian decoding straight from the mapping
+  CHECK(t[97] == 4000);  // little-endian decoding straight from the file
   std::string message;
   try {
     t.check_vocab(256, &world);
@@ -847,4 +847,40 @@ TEST_CASE("train: a mapped token file is read in slices and a bad token is found
   CHECK_NOTHROW(t.check_vocab(4001, &world));
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove(path);
+}
+TEST_CASE("train: a data file truncated during the run stops every rank with an input error, no SIGBUS", "[train][data]") {
+  // 16384 byte tokens, sequences of 255 + 1 tokens, 12 per step: step 1 (the second) reads
+  // sequences 12..23 at offsets 3072..5888. Rank 0 truncates the file to 4096 bytes in step 0's
+  // gradient hook, before the gradient reduction every rank waits for, so no rank has read step 1
+  // yet: sequences from offset 4096 on (the 5th of step 1 and later, on the last rank at least)
+  // are gone. A memory-mapped reader died of SIGBUS there; every rank must now stop with a
+  // ConfigError naming the file, both sizes and the step whose update was not made.
+  const auto world = mpi::Comm::world();
+  const std::string dir = shared_temp_dir(world, "scanshard-truncated-");
+  const std::string path = dir + "/tokens.txt";
+  if (world.rank() == 0) {
+    const auto corpus = train::load_bytes(train::default_corpus_path(), 1000);
+    std::ofstream f(path, std::ios::binary);
+    for (std::size_t i = 0; i < 16384; ++i) f.put(static_cast<char>(corpus[i % corpus.size()]));
+  }
+  world.barrier();
+  const train::Tokens data = train::Tokens::open_file(path, train::TokenFormat::bytes, 257);
+  Case c = one_axis(Axis::data, world.size());
+  c.seq_len = 255;
+  train::Options o;
+  o.steps = 3;
+  o.gradient_hook = [&](std::int64_t step, std::span<double>) {
+    if (step == 0 && world.rank() == 0) std::filesystem::resize_file(path, 4096);
+  };
+  std::string message = "no error";
+  try {
+    train::run(load_model("hawk-tiny"), make_plan("hawk-tiny", c, true), data, o, &world);
+  } catch (const ConfigError& e) {
+    message = e.what();
+  }
+  INFO("rank " << world.rank() << ": " << message);
+  CHECK_THAT(message, Catch::StartsWith(path + ": the data file changed while in use: it had 16384 bytes"));
+  CHECK_THAT(message, Catch::Contains("now 4096 bytes") && Catch::Contains("stopped before step 2's update"));
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(dir);
 }
