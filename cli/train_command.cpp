@@ -29,6 +29,7 @@
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
 #include "train/comm.hpp"
+#include "train/resume.hpp"
 #include "train/runner.hpp"
 
 namespace scanshard {
@@ -97,6 +98,7 @@ void run_train(const TrainOptions& o) {
     if (model.empty()) throw ConfigError("--model: required (or give `model:` in the plan file)");
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
     if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
+    train::check_steps(0, o.steps);  // again with a --resume checkpoint's step, once it is read
     if (o.checkpoint_every < 0) throw ConfigError("--checkpoint-every: must be 0 (only after the last step) or positive");
     if (o.checkpoint_every > 0 && o.checkpoint_dir.empty()) throw ConfigError("--checkpoint-every: needs --checkpoint-dir");
     try {

@@ -678,10 +678,11 @@ void precheck_file(const Reader& r) {
 CheckpointMeta read_meta(const Reader& r, hid_t file) {
   Hid m = r.group(file, "meta", "/meta");
   CheckpointMeta meta;
-  meta.version = static_cast<int>(r.int_attr<std::int64_t>(m.get(), "format_version", H5T_NATIVE_INT64));
-  if (meta.version != kCheckpointFormatVersion)
-    throw ConfigError(r.path + ": checkpoint format_version " + std::to_string(meta.version) +
+  const std::int64_t version = r.int_attr<std::int64_t>(m.get(), "format_version", H5T_NATIVE_INT64);
+  if (version != kCheckpointFormatVersion)  // compared before narrowing: 2 + 2^32 is not 2
+    throw ConfigError(r.path + ": checkpoint format_version " + std::to_string(version) +
                       " is not supported (this scanshard reads format_version " + std::to_string(kCheckpointFormatVersion) + ")");
+  meta.version = kCheckpointFormatVersion;
   meta.model_name = r.string_attr(m.get(), "model_name");
   meta.model_yaml = r.string_attr(m.get(), "model_yaml");
   meta.plan_text = r.string_attr(m.get(), "plan");

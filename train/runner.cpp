@@ -16,6 +16,7 @@
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
 #include "train/executor.hpp"
+#include "train/resume.hpp"
 
 #ifndef SCANSHARD_DEFAULT_CORPUS
 #define SCANSHARD_DEFAULT_CORPUS "data/corpus.txt"
@@ -263,13 +264,8 @@ GradBuckets grad_buckets(const ModelSpec& m, const Plan& p, const StepProgram& p
   return g;
 }
 
-std::string model_summary(const ModelSpec& m) {
-  return "name: " + m.name + "\nfamily: " + to_string(m.family) + "\nwidth: " + std::to_string(m.width) +
-         "\ndepth: " + std::to_string(m.depth) + "\nvocab: " + std::to_string(m.vocab) + "\n";
-}
-
 // Where sequence i of step k starts: ((k·G + i)·(T+1)) mod span, in 128 bits (no overflow for
-// any realistic step), plus this rank's sequence shard offset s0.
+// any step up to kMaxSteps), plus this rank's sequence shard offset s0.
 std::int64_t sequence_start(std::int64_t step, std::int64_t G, std::int64_t i, std::int64_t T, std::int64_t span,
                             std::int64_t s0) {
   __extension__ using u128 = unsigned __int128;  // GCC and Clang
@@ -316,6 +312,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
                 const std::function<void(std::int64_t, double, double)>& progress) {
   const std::int64_t world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   check_supported(m, p, world);
+  check_steps(0, o.steps);
   data.check_vocab(m.vocab, comm && world > 1 ? comm : nullptr);
   const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch, Tl = p.local_tokens();
   if (data.size() < T + 2) throw ConfigError("data: shorter than one sequence of seq_len+1 tokens");
@@ -380,10 +377,9 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
                                                 per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
-    if (meta.model_name != m.name)
-      throw ConfigError(o.resume + ": checkpoint of model '" + meta.model_name + "', not '" + m.name + "'");
-    first_step = meta.step;
-    mask_seed = meta.seed;
+    const ResumePoint at = check_resume(meta, o.resume, m, p, o.steps);  // every rank read the same /meta
+    first_step = at.step;
+    mask_seed = at.seed;
   }
   res.first_step = first_step;
   // Writes <dir>/step-<N>.h5 after step N (collective). ZeRO parts are gathered first.
