@@ -16,9 +16,11 @@
 // replaced only by that rename; on failure the temporary file is removed and nothing appears under
 // `path`.
 //
-// Errors: input problems (unwritable or missing directory, missing / non-HDF5 / truncated file,
-// a file of another model, an unknown format_version) throw ConfigError naming the file or
-// directory and the reason — on every rank of the communicator, so no rank hangs. A bad call
+// Errors: input problems (unwritable or missing directory, missing / non-regular / non-HDF5 /
+// truncated file, a file of another model, a tensor stored other than as little-endian float32 —
+// float16 or float64 are refused, never converted — an unknown format_version) throw ConfigError
+// naming the file or directory and the reason — on every rank of the communicator, so no rank
+// hangs. The /meta values are returned as read: train/resume.hpp checks them against a run. A bad call
 // (slab out of range, wrong number of buffers) throws std::invalid_argument on every rank.
 #pragma once
 #include <cstdint>

@@ -26,6 +26,7 @@
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "tests/common/checkpoint_edit.hpp"
 #include "train/checkpoint.hpp"
 #include "train/comm.hpp"
 
@@ -547,6 +548,53 @@ TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][chec
   auto got = empty_for(rslabs);
   train::read_checkpoint(world, good, lay, rslabs, got.ptr(0), got.ptr(1), got.ptr(2));
   CHECK(mismatches(lay, rslabs, got) == 0);
+}
+
+TEST_CASE("MPI.checkpoint tensors of another dtype or shape, or missing, are refused on every rank, never converted", "[mpi][checkpoint]") {
+  // Edited copies of a good file, re-sealed so that the integrity check passes. HDF5 would convert
+  // float16 / float64 / big-endian / integer data to float on read: the reader must refuse them.
+  const auto world = mpi::Comm::world();
+  const TempDir dir(world, "dtype");
+  const ModelSpec m = load_model("griffin-tiny");
+  const Layout lay(m);
+  const std::string good = dir / "good.h5";
+  const auto slabs = write_split(lay, world.rank(), world.size());
+  write(world, good, lay, slabs, filled(lay, slabs), sample_meta(m));
+  struct Case { std::string name, object, fragment; std::function<void(const std::string&)> edit; };
+  const std::string w1 = "/params/layer.0/mlp.w1", m2 = "/optim/adam_m/layer.2/mlp.w2", v = "/optim/adam_v/embed/embed.table";
+  auto retype = [](const std::string& o, testing::Dtype t) { return [o, t](const std::string& f) { testing::retype_dataset(f, o, t); }; };
+  const std::vector<Case> cases = {
+      {"f16", w1, w1 + " is stored as float16, not as little-endian float32 (refused, not converted)", retype(w1, testing::Dtype::f16)},
+      {"f64", m2, m2 + " is stored as float64", retype(m2, testing::Dtype::f64)},
+      {"f32be", v, v + " is stored as big-endian float32", retype(v, testing::Dtype::f32be)},
+      {"i32", w1, w1 + " is stored as int32", retype(w1, testing::Dtype::i32)},
+      {"shape", m2, m2 + " has shape [3, 4], the parameters have [",
+       [&](const std::string& f) { testing::reshape_dataset(f, m2, {3, 4}); }},
+      {"rank", w1, "tensor layer.0/mlp.w1 has shape [" , [&](const std::string& f) { testing::reshape_dataset(f, w1, {7}); }},
+      {"missing", v, v + " is missing", [&](const std::string& f) { testing::delete_object(f, v); }},
+      {"no-params", "/params", "no group /params", [](const std::string& f) { testing::delete_object(f, "/params"); }},
+  };
+  if (world.rank() == 0) {
+    for (const auto& c : cases) {
+      fs::copy_file(good, dir / (c.name + ".h5"));
+      c.edit(dir / (c.name + ".h5"));
+      testing::reseal(dir / (c.name + ".h5"));
+    }
+    CHECK(::mkfifo((dir / "fifo.h5").c_str(), 0600) == 0);
+  }
+  world.barrier();
+  const auto rs = read_split(lay, world.rank(), world.size());
+  for (const auto& c : cases) {
+    INFO(c.name);
+    expect_config_error([&] {
+      auto got = empty_for(rs);
+      train::read_checkpoint(world, dir / (c.name + ".h5"), lay, rs, got.ptr(0), got.ptr(1), got.ptr(2));
+    }, {dir / (c.name + ".h5") + ": ", c.fragment});
+  }
+  expect_config_error([&] {
+    auto got = empty_for(rs);
+    train::read_checkpoint(world, dir / "fifo.h5", lay, rs, got.ptr(0), got.ptr(1), got.ptr(2));
+  }, {dir / "fifo.h5" + ": not a scanshard checkpoint (not a regular file"});
 }
 
 TEST_CASE("MPI.checkpoint into a missing or unwritable directory is an input error and leaves no file", "[mpi][checkpoint]") {
