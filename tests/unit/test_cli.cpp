@@ -379,6 +379,15 @@ TEST_CASE("bad-input corpus: train inputs (plans, data, checkpoints) are rejecte
   CHECK(run_corpus({"train"}) >= 15);
 }
 
+TEST_CASE("bad-input corpus: checkpoints with bad tensors or /meta are refused with exit 2 on 1 and 3 ranks", "[cli][corpus]") {
+  CHECK(run_corpus({"resume"}) >= 15);
+  for (const auto& entry : fs::directory_iterator(fs::path(SCANSHARD_TEST_DATA) / "bad")) {
+    const CorpusCase c = read_case(entry.path());
+    INFO(entry.path().string());
+    if (c.header.count("kind") && c.header.at("kind") == "resume") CHECK(c.header.count("ranks3"));
+  }
+}
+
 TEST_CASE("bad-input corpus has at least 60 inputs, every one of a known kind", "[cli][corpus]") {
   int n = 0;
   for (const auto& entry : fs::directory_iterator(fs::path(SCANSHARD_TEST_DATA) / "bad")) {
