@@ -401,21 +401,28 @@ TEST_CASE("bad-input corpus has at least 60 inputs, every one of a known kind", 
   CHECK(n >= 60);
 }
 
-TEST_CASE("CLI refuses a FIFO as a plan or trace at once: exit 2 naming it, nothing waits for a writer", "[cli]") {
-  // A named pipe with no writer: reading it blocked forever (load_yaml_file, the trace reader).
+TEST_CASE("CLI refuses a FIFO as a plan, model, trace or validate.json at once: exit 2 naming it, nothing waits", "[cli]") {
+  // A named pipe with no writer: reading it blocked forever (load_yaml_file, the trace reader,
+  // report --validate's validate.json).
   const fs::path dir = fs::temp_directory_path() / ("scanshard-fifo-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path fifo = dir / "pipe.yaml", plan = dir / "plan.yaml";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  fs::create_directories(dir / "validate");
+  REQUIRE(::mkfifo((dir / "validate" / "validate.json").c_str(), 0600) == 0);
+  const fs::path html = dir / "page.html";
   for (const std::string& args : {"simulate --cluster cpu-local --plan " + fifo.string(), "plan --cluster cpu-local --model " + fifo.string(),
                                   "report --plan " + plan.string() + " --trace " + fifo.string(),
-                                  "report --plan " + fifo.string() + " --trace " + plan.string()}) {
+                                  "report --plan " + fifo.string() + " --trace " + plan.string(),
+                                  "report --validate " + (dir / "validate").string() + " --html " + html.string()}) {
     const auto r = run(args);
     INFO(args << "\n" << r.err);
     CHECK(r.code == 2);
-    CHECK_THAT(r.err, Catch::Contains(fifo.string() + ": ") && Catch::Contains("not a regular file"));
+    CHECK_THAT(r.err, Catch::Contains("pipe.yaml: ") || Catch::Contains("validate.json: "));
+    CHECK_THAT(r.err, Catch::Contains("not a regular file"));
   }
+  CHECK(!fs::exists(html));
   fs::remove_all(dir);
 }
 
