@@ -202,7 +202,7 @@ TEST_CASE("attention_softmax is an optional fraction, unset = the elementwise va
   CHECK_THAT(chip_error("attention_softmax: 2}\n"), Catch::Contains("efficiency.attention_softmax: must be a fraction in (0, 1]"));
 }
 
-TEST_CASE("compute_jitter is an optional fraction in [0, 1)", "[config]") {
+TEST_CASE("compute_jitter is an optional fraction: 0 <= jitter < 1", "[config]") {
   const std::string chip =
       "name: x\npeak_flops_per_s: {fp32: 1e11}\nvector_flops_per_s: 5e10\nmemory_bytes: 1e9\n"
       "memory_bytes_per_s: 1e10\nonchip_memory_bytes: 1e6\n";
