@@ -13,21 +13,13 @@
 
 namespace scanshard {
 
-std::vector<MeasuredStep> measured_steps(const nlohmann::json& trace, const std::string& file) {
-  if (!trace.is_object() || !trace.contains("steps") || !trace["steps"].is_array() || trace["steps"].empty())
-    throw ConfigError(file + ": steps: missing or empty (write one with `scanshard train --trace`)");
+std::vector<MeasuredStep> measured_steps(const TraceFile& trace) {
   std::vector<MeasuredStep> out;
-  try {
-    for (const auto& s : trace["steps"]) {
-      MeasuredStep m;
-      m.wall_seconds = s.value("wall_seconds", 0.0);
-      if (s.contains("ops"))
-        for (const auto& op : s["ops"])
-          m.seconds_by_name[step_name(op.value("op", std::string()), op.value("name", std::string()))] += op.value("seconds", 0.0);
-      out.push_back(std::move(m));
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(file + ": steps: not a trace written by `scanshard train --trace`: " + e.what());
+  for (const auto& s : trace.steps) {
+    MeasuredStep m;
+    m.wall_seconds = s.wall_seconds;
+    for (const auto& op : s.ops) m.seconds_by_name[step_name(op.op, op.name)] += op.seconds;
+    out.push_back(std::move(m));
   }
   return out;
 }

@@ -14,8 +14,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "cli/trace_file.hpp"
 #include "program/cluster.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
@@ -30,9 +29,9 @@ struct MeasuredStep {
   double wall_seconds = 0;
   std::map<std::string, double> seconds_by_name;
 };
-// From `scanshard train --trace` JSON (throws ConfigError naming `file` when malformed) or from
-// the runner's in-memory Trace.
-std::vector<MeasuredStep> measured_steps(const nlohmann::json& trace, const std::string& file);
+// From a `scanshard train --trace` file (validated by load_trace, cli/trace_file.hpp) or from the
+// runner's in-memory Trace.
+std::vector<MeasuredStep> measured_steps(const TraceFile& trace);
 std::vector<MeasuredStep> measured_steps(const train::Trace& trace);
 
 // The name a step is compared under: its tensor name, except the gradient synchronisation, a

@@ -253,10 +253,14 @@ struct Validated {
 Validated load_validate(const std::string& dir) {
   Validated v;
   v.file = (fs::path(dir) / "validate.json").string();
-  std::ifstream in(v.file);
-  if (!in) throw ConfigError("--validate: " + v.file + ": cannot open (write it with `scanshard validate --out " + dir + "`)");
+  std::string text;
   try {
-    v.doc = nlohmann::json::parse(in);
+    text = read_regular_file(v.file);  // a FIFO is refused, not waited on
+  } catch (const ConfigError& e) {
+    throw ConfigError("--validate: " + std::string(e.what()) + " (write it with `scanshard validate --out " + dir + "`)");
+  }
+  try {
+    v.doc = nlohmann::json::parse(text);
     for (const auto& p : v.doc.at("plans")) {
       ValidatedPlan q;
       q.id = p.at("id").get<std::string>();

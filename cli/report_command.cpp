@@ -34,20 +34,6 @@ struct ReportOptions {
   HtmlReportOptions page;
 };
 
-nlohmann::json load_json(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))  // a directory would fail inside the stream's read
-    throw ConfigError(path + ": cannot open the trace file (" +
-                      (std::filesystem::exists(path, ec) ? "not a regular file" : "no such file") + ")");
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open the trace file");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(path + ": not a JSON trace: " + e.what());
-  }
-}
-
 void run_html_report(ReportOptions o) {
   if (!o.plan_file.empty() || !o.trace_file.empty() || !o.out_dir.empty() || !o.cluster.empty())
     throw ConfigError("report: --html renders a validate run (--validate DIR); --plan/--trace/--cluster/--out-dir belong to the "
@@ -73,16 +59,9 @@ void run_report(const ReportOptions& o) {
   const std::string cluster_name = !o.cluster.empty() ? o.cluster : !p.cluster.empty() ? p.cluster : "cpu-local";
   const ClusterSpec c =
       cluster_slice(load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster"), p.devices, o.plan_file + ": devices");
-  const auto trace = load_json(o.trace_file);
-  const auto steps = measured_steps(trace, o.trace_file);
-  auto text = [&](const char* key) {  // "?" when missing or not a string (json::value would throw)
-    const auto it = trace.find(key);
-    return it != trace.end() && it->is_string() ? it->get<std::string>() : std::string("?");
-  };
-  if (text("model") != m.name)
-    throw ConfigError(o.trace_file + ": model: the trace is of '" + text("model") + "', the plan of '" + m.name + "'");
-  if (text("mesh") != p.mesh.describe())
-    throw ConfigError(o.trace_file + ": mesh: the trace ran mesh " + text("mesh") + ", the plan says " + p.mesh.describe());
+  const TraceFile trace = load_trace(o.trace_file);  // untrusted: shape and values checked, then against the plan
+  check_trace_plan(trace, o.trace_file, m, p);
+  const auto steps = measured_steps(trace);
 
   try {
     check_plan(m, p, c.devices());

@@ -29,6 +29,7 @@
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
 #include "train/comm.hpp"
+#include "train/resume.hpp"
 #include "train/runner.hpp"
 
 namespace scanshard {
@@ -77,13 +78,14 @@ void run_train(const TrainOptions& o) {
   // Input checks: deterministic, the same on every rank, no communication.
   ModelSpec m;
   Plan p;
-  std::optional<train::Tokens> data;  // mapped: each rank reads only its sequences
+  std::optional<train::Tokens> data;  // opened: each rank reads only its sequences
   train::OnNan on_nan = train::OnNan::stop;
   check_inputs_on_every_rank(rank, [&] {
     p = load_plan(o.plan_file);
     const std::string model = pick_preset(o.model, p.model, "model", o.plan_file);
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
     if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
+    train::check_steps(0, o.steps);  // again with a --resume checkpoint's step, once it is read
     if (o.checkpoint_every < 0) throw ConfigError("--checkpoint-every: must be 0 (only after the last step) or positive");
     if (o.checkpoint_every > 0 && o.checkpoint_dir.empty()) throw ConfigError("--checkpoint-every: needs --checkpoint-dir");
     try {
@@ -92,7 +94,7 @@ void run_train(const TrainOptions& o) {
       throw plan_file_error(o.plan_file, e);
     }
     on_nan = train::parse_on_nan(o.on_nan);
-    data = train::Tokens::map_file(o.data.empty() ? train::default_corpus_path() : o.data,
+    data = train::Tokens::open_file(o.data.empty() ? train::default_corpus_path() : o.data,
                                    train::parse_token_format(o.data_format), p.seq_len + 2);
   });
 

@@ -2,12 +2,16 @@
 #include "program/yaml_reader.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <limits>
 #include <map>
-#include <sstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace scanshard {
 namespace {
@@ -80,13 +84,31 @@ YAML::Node parse_yaml(const std::string& text, const std::string& file) {
   }
 }
 
-YAML::Node load_yaml_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path, 0, 0, "", "cannot open file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw ConfigError(path, 0, 0, "", "cannot read file");
-  return parse_yaml(ss.str(), path);
+YAML::Node load_yaml_file(const std::string& path) { return parse_yaml(read_regular_file(path), path); }
+
+std::string read_regular_file(const std::string& path, std::int64_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw ConfigError(path, 0, 0, "", std::string("cannot open file (") + std::strerror(errno) + ")");
+  auto fail = [&](const std::string& why) {
+    ::close(fd);
+    throw ConfigError(path, 0, 0, "", why);
+  };
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail("cannot read file");
+  if (!S_ISREG(st.st_mode)) fail(S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file (a FIFO or a device)");
+  if (st.st_size > max_bytes) fail("larger than " + std::to_string(max_bytes) + " bytes");
+  std::string text;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail(std::string("cannot read file (") + std::strerror(errno) + ")");
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (static_cast<std::int64_t>(text.size()) > max_bytes) fail("larger than " + std::to_string(max_bytes) + " bytes");
+  }
+  ::close(fd);
+  return text;
 }
 
 YamlMap::YamlMap(YAML::Node node, std::string file, std::string path)

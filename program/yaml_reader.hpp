@@ -29,8 +29,12 @@ std::string format_number(double v);
 
 // Parses YAML text; syntax errors become ConfigError with the parser's position.
 YAML::Node parse_yaml(const std::string& text, const std::string& file);
-// Reads a file from disk and parses it; a missing or unreadable file is a ConfigError.
+// Reads a file from disk and parses it; a missing, unreadable or non-regular file is a ConfigError.
 YAML::Node load_yaml_file(const std::string& path);
+// The whole content of a regular file. A FIFO, device or directory is refused before anything is
+// read (opening does not wait for a FIFO's writer), as is a file over max_bytes; ConfigError
+// "<path>: <reason>".
+std::string read_regular_file(const std::string& path, std::int64_t max_bytes = std::int64_t{1} << 30);
 
 // A view of one YAML mapping. Every key that is read is remembered; finish() rejects the rest.
 class YamlMap {

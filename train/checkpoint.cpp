@@ -722,6 +722,7 @@ void precheck_file(const Reader& r) {
   const fs::file_status st = fs::status(r.path, ec);
   if (!fs::exists(st)) r.not_checkpoint("no such file");
   if (fs::is_directory(st)) r.not_checkpoint("it is a directory");
+  if (!fs::is_regular_file(st)) r.not_checkpoint("not a regular file (a FIFO or a device)");
   if (::access(r.path.c_str(), R_OK) != 0) r.not_checkpoint(std::string("cannot read it: ") + std::strerror(errno));
   const auto size = fs::file_size(r.path, ec);
   if (ec) r.not_checkpoint("cannot read it: " + ec.message());
@@ -757,10 +758,11 @@ void precheck_file(const Reader& r) {
 CheckpointMeta read_meta(const Reader& r, hid_t file) {
   Hid m = r.group(file, "meta", "/meta");
   CheckpointMeta meta;
-  meta.version = static_cast<int>(r.int_attr<std::int64_t>(m.get(), "format_version", H5T_NATIVE_INT64));
-  if (meta.version != kCheckpointFormatVersion)
-    throw ConfigError(r.path + ": checkpoint format_version " + std::to_string(meta.version) +
+  const std::int64_t version = r.int_attr<std::int64_t>(m.get(), "format_version", H5T_NATIVE_INT64);
+  if (version != kCheckpointFormatVersion)  // compared before narrowing: 2 + 2^32 is not 2
+    throw ConfigError(r.path + ": checkpoint format_version " + std::to_string(version) +
                       " is not supported (this scanshard reads format_version " + std::to_string(kCheckpointFormatVersion) + ")");
+  meta.version = kCheckpointFormatVersion;
   meta.model_name = r.string_attr(m.get(), "model_name");
   meta.model_yaml = r.string_attr(m.get(), "model_yaml");
   meta.plan_text = r.string_attr(m.get(), "plan");
@@ -768,6 +770,17 @@ CheckpointMeta read_meta(const Reader& r, hid_t file) {
   meta.seed = r.int_attr<std::uint64_t>(m.get(), "seed", H5T_NATIVE_UINT64);
   meta.data_cursor = r.int_attr<std::int64_t>(m.get(), "data_cursor", H5T_NATIVE_INT64);
   return meta;
+}
+
+// "float16", "float64", "big-endian float32", "int32", "a string", ... for messages.
+std::string type_name(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const std::string bits = std::to_string(8 * H5Tget_size(type));
+  const std::string order = H5Tget_order(type) == H5T_ORDER_BE ? "big-endian " : "";
+  if (cls == H5T_FLOAT) return order + "float" + bits;
+  if (cls == H5T_INTEGER) return order + (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + bits;
+  if (cls == H5T_STRING) return "a string";
+  return "a non-numeric type";
 }
 
 // Shape of the dataset `name` in `block` (throws "not a scanshard checkpoint" if it is not a float dataset).
@@ -779,7 +792,8 @@ std::vector<std::int64_t> dataset_shape(const Reader& r, hid_t block, const std:
   }
   Hid dset(d, H5Dclose);
   Hid type(ok(H5Dget_type(dset.get()), full), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_FLOAT) r.not_checkpoint(full + " is not floating point");
+  if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // never converted: a float16 or float64 tensor is not ours
+    r.not_checkpoint(full + " is stored as " + type_name(type.get()) + ", not as little-endian float32 (refused, not converted)");
   Hid space(ok(H5Dget_space(dset.get()), full), H5Sclose);
   const int rank = H5Sget_simple_extent_ndims(space.get());
   if (rank < 0) r.not_checkpoint(full + ": unreadable dataspace");

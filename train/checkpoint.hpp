@@ -16,15 +16,17 @@
 // replaced only by that rename; on failure the temporary file is removed and nothing appears under
 // `path`.
 //
-// Errors: input problems (unwritable or missing directory, missing / non-HDF5 / truncated file,
-// a file of another model, an unknown format_version) throw ConfigError naming the file or
-// directory and the reason — on every rank of the communicator, so no rank hangs. A bad call
-// (slab out of range, wrong number of buffers) throws std::invalid_argument on every rank. A write
-// that runs out of room (full disk, quota, ulimit -f) is a ConfigError naming the checkpoint and
-// the system's reason ("No space left on device"); other write failures a runtime_error naming it.
-// Known limit: OpenMPI's collective writer for 3 or more ranks (fcoll vulcan) prints a failed
-// pwrite and reports success; the failure then only shows in HDF5's metadata flush, on rank 0,
-// while the other ranks wait in that collective call.
+// Errors: input problems (unwritable or missing directory, missing / non-regular / non-HDF5 /
+// truncated file, a file of another model, a tensor stored other than as little-endian float32 —
+// float16 or float64 are refused, never converted — an unknown format_version) throw ConfigError
+// naming the file or directory and the reason — on every rank of the communicator, so no rank
+// hangs. The /meta values are returned as read: train/resume.hpp checks them against a run. A bad call
+// (slab out of range, wrong number of buffers) throws std::invalid_argument on every rank.
+// A write that runs out of room (full disk, quota, ulimit -f) is a ConfigError naming the
+// checkpoint and the system's reason ("No space left on device"); other write failures a
+// runtime_error naming it. Rank 0 reserves the checkpoint's blocks before the write (fallocate),
+// because OpenMPI's collective writer for 3 or more ranks (fcoll vulcan) prints a failed pwrite and
+// reports success, leaving the failure to HDF5's metadata flush on rank 0 while the other ranks wait.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -16,6 +16,7 @@
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
 #include "train/executor.hpp"
+#include "train/resume.hpp"
 
 #ifndef SCANSHARD_DEFAULT_CORPUS
 #define SCANSHARD_DEFAULT_CORPUS "data/corpus.txt"
@@ -73,7 +74,7 @@ std::string default_corpus_path() { return SCANSHARD_DEFAULT_CORPUS; }
 
 std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat format, std::int64_t min_tokens,
                                       std::int64_t vocab) {
-  const Tokens t = Tokens::map_file(path, format, min_tokens);
+  const Tokens t = Tokens::open_file(path, format, min_tokens);
   t.check_vocab(vocab, nullptr);
   return t.to_vector();
 }
@@ -263,9 +264,30 @@ GradBuckets grad_buckets(const ModelSpec& m, const Plan& p, const StepProgram& p
   return g;
 }
 
-std::string model_summary(const ModelSpec& m) {
-  return "name: " + m.name + "\nfamily: " + to_string(m.family) + "\nwidth: " + std::to_string(m.width) +
-         "\ndepth: " + std::to_string(m.depth) + "\nvocab: " + std::to_string(m.vocab) + "\n";
+// Where sequence i of step k starts: ((k·G + i)·(T+1)) mod span, in 128 bits (no overflow for
+// any step up to kMaxSteps), plus this rank's sequence shard offset s0.
+std::int64_t sequence_start(std::int64_t step, std::int64_t G, std::int64_t i, std::int64_t T, std::int64_t span,
+                            std::int64_t s0) {
+  __extension__ using u128 = unsigned __int128;  // GCC and Clang
+  const u128 at = (u128(step) * u128(G) + u128(i)) * u128(T + 1);
+  return static_cast<std::int64_t>(at % u128(span)) + s0;
+}
+
+// This rank's tokens and targets of micro-batch j (mb sequences of Tl tokens). false when the data
+// file no longer holds them (the buffers then hold zeros; the caller agrees on the failure).
+bool read_micro_batch(const Tokens& data, std::int64_t step, std::int64_t j, const Plan& p, std::int64_t first_seq,
+                      std::int64_t s0, std::vector<std::int32_t>& tokens, std::vector<std::int32_t>& targets) {
+  const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch, Tl = p.local_tokens();
+  const std::int64_t span = data.size() - T;  // start offsets 0 .. size-T-1
+  std::vector<std::int32_t> window(static_cast<std::size_t>(Tl + 1));
+  bool ok = true;
+  for (std::int64_t b = 0; b < mb; ++b) {
+    const std::int64_t start = sequence_start(step, G, first_seq + j * mb + b, T, span, s0);
+    ok = data.read(start, Tl + 1, window.data()) && ok;
+    std::copy_n(window.begin(), Tl, tokens.begin() + b * Tl);
+    std::copy_n(window.begin() + 1, Tl, targets.begin() + b * Tl);
+  }
+  return ok;
 }
 
 }  // namespace
@@ -290,6 +312,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
                 const std::function<void(std::int64_t, double, double)>& progress) {
   const std::int64_t world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   check_supported(m, p, world);
+  check_steps(0, o.steps);
   data.check_vocab(m.vocab, comm && world > 1 ? comm : nullptr);
   const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch, Tl = p.local_tokens();
   if (data.size() < T + 2) throw ConfigError("data: shorter than one sequence of seq_len+1 tokens");
@@ -354,10 +377,9 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   if (!o.resume.empty()) {  // full logical tensors: any plan's shards can be read back
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
                                                 per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
-    if (meta.model_name != m.name)
-      throw ConfigError(o.resume + ": checkpoint of model '" + meta.model_name + "', not '" + m.name + "'");
-    first_step = meta.step;
-    mask_seed = meta.seed;
+    const ResumePoint at = check_resume(meta, o.resume, m, p, o.steps);  // every rank read the same /meta
+    first_step = at.step;
+    mask_seed = at.seed;
   }
   res.first_step = first_step;
   // Writes <dir>/step-<N>.h5 after step N (collective). ZeRO parts are gathered first.
@@ -381,13 +403,13 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     res.checkpoints.push_back(path);
   };
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
-  const std::int64_t span = data.size() - T;  // start offsets 0 .. size-T-1
   Trace& tr = res.trace;
 
   for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(gacc.begin(), gacc.end(), Acc(0));
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
+    int data_lost = 0;
     std::fill(buckets.started.begin(), buckets.started.end(), 0);
     for (std::size_t oi = 0; oi < order.size(); ++oi) {
       const auto [fwd, j] = order[oi];
@@ -414,15 +436,8 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         kernels::accumulate(gacc.data(), grad.data(), static_cast<std::int64_t>(grad.size()));
         continue;
       }
-      for (std::int64_t b = 0; b < mb; ++b) {
-        // Sequence i of step k starts at byte ((k·G + i)·(T+1)) mod span: a deterministic cursor.
-        const std::int64_t i = first_seq + j * mb + b;
-        const std::int64_t start = ((step * G + i) * (T + 1)) % span + s0;
-        for (std::int64_t t = 0; t < Tl; ++t) {
-          tokens[static_cast<std::size_t>(b * Tl + t)] = data[start + t];
-          targets[static_cast<std::size_t>(b * Tl + t)] = data[start + t + 1];
-        }
-      }
+      // A data file that shrank mid-run: this micro-batch runs on zeros, the step is refused below.
+      if (!read_micro_batch(data, step, j, p, first_seq, s0, tokens, targets)) data_lost = 1;
       // Dropout masks hash the seed, the step and each sequence's index in the global batch.
       loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb});
     }
@@ -437,8 +452,13 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       }
     }
     // The global mean loss (before the update: a non-finite loss stops or skips it)
-    double loss_buf[1] = {loss_sum};
-    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 1));
+    // [1]: ranks whose data file no longer held their tokens — every rank stops alike, no update.
+    double loss_buf[2] = {loss_sum, double(data_lost)};
+    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 2));
+    if (loss_buf[1] > 0) {
+      mpi::Comm::wait_all(buckets.requests);  // nothing in flight into gacc while it is released
+      throw ConfigError(data.changed_message() + "; stopped before step " + std::to_string(step + 1) + "'s update");
+    }
     const double loss = loss_buf[0] / double(G * T);
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
     bool scattered = false, grads_reduced = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further

@@ -85,14 +85,16 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
 // or shorter than `min_bytes`.
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes);
 
-// Reads a whole token file into memory (Tokens::map_file + check_vocab on one process).
+// Reads a whole token file into memory (Tokens::open_file + check_vocab on one process).
 std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat format, std::int64_t min_tokens,
                                       std::int64_t vocab);
 // The corpus shipped with the repository (data/corpus.txt).
 std::string default_corpus_path();
 
 // Runs `o.steps` steps on `data` (every rank first checks its slice of the tokens against the
-// vocabulary: a ConfigError on every rank). Each rank reads only its sequences' tokens. comm == nullptr: one process and no MPI call at all (the plan's mesh must
+// vocabulary: a ConfigError on every rank). Each rank reads only its sequences' tokens; a data file
+// that shrinks during the run stops every rank with a ConfigError before that step's update
+// (Tokens::changed_message). comm == nullptr: one process and no MPI call at all (the plan's mesh must
 // have one device) — the reference the tests compare against. `progress(step, loss, tokens_per_s)` is called on every
 // rank after every step.
 Result run(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,

@@ -8,48 +8,25 @@
 #include <filesystem>
 
 #include "fuzz_common.hpp"
-#include "program/param_layout.hpp"
-#include "train/checkpoint.hpp"
+#include "micro_checkpoint.hpp"
 
 using namespace scanshard;
 
 namespace {
 
-const char* kMicro =
-    "name: micro\nfamily: hawk\nwidth: 8\ndepth: 1\nvocab: 16\nrecurrent_width: 8\ngate_blocks: 2\n"
-    "conv_width: 2\nmlp_width: 16\n";
+using fuzz::Buffers;
+
 const char* kOther =  // same tensor names, other shapes
     "name: other\nfamily: hawk\nwidth: 8\ndepth: 1\nvocab: 24\nrecurrent_width: 8\ngate_blocks: 2\n"
     "conv_width: 2\nmlp_width: 16\n";
 
-ModelSpec micro(const char* yaml) { return parse_model(parse_yaml(yaml, "micro.yaml"), "micro.yaml"); }
-
-struct Buffers {
-  std::vector<train::Slab> slabs;
-  std::vector<std::vector<float>> store[3];
-  std::vector<float*> ptr[3];
-  explicit Buffers(const Layout& lay) {
-    for (const auto& t : lay.tensors) {
-      slabs.push_back(train::whole_tensor(t));
-      for (int s = 0; s < 3; ++s) store[s].emplace_back(static_cast<std::size_t>(t.count()), 0.0f);
-    }
-    for (int s = 0; s < 3; ++s)
-      for (auto& v : store[s]) ptr[s].push_back(v.data());
-  }
-};
-
 void write_seed(const std::string& path, const char* yaml, std::int64_t step) {
-  const ModelSpec m = micro(yaml);
+  const ModelSpec m = fuzz::micro_model(yaml);
   const Layout lay(m);
   Buffers b(lay);
   const std::vector<float> init = init_params(lay, 7);
-  std::vector<const float*> p, m1, m2;
-  for (std::size_t i = 0; i < lay.tensors.size(); ++i) {
+  for (std::size_t i = 0; i < lay.tensors.size(); ++i)
     std::copy_n(init.data() + lay.offset[i], lay.tensors[i].count(), b.store[0][i].data());
-    p.push_back(b.store[0][i].data());
-    m1.push_back(b.store[1][i].data());
-    m2.push_back(b.store[2][i].data());
-  }
   train::CheckpointMeta meta;
   meta.model_name = m.name;
   meta.model_yaml = yaml;
@@ -57,7 +34,7 @@ void write_seed(const std::string& path, const char* yaml, std::int64_t step) {
   meta.step = step;
   meta.seed = 7;
   meta.data_cursor = step;
-  train::write_checkpoint(static_cast<const mpi::Comm*>(nullptr), path, lay, b.slabs, p, m1, m2, meta);
+  train::write_checkpoint(static_cast<const mpi::Comm*>(nullptr), path, lay, b.slabs, b.cptr(0), b.cptr(1), b.cptr(2), meta);
 }
 
 }  // namespace
@@ -65,7 +42,7 @@ void write_seed(const std::string& path, const char* yaml, std::int64_t step) {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (const char* dir = std::getenv("SCANSHARD_FUZZ_WRITE_SEEDS")) {
     std::filesystem::create_directories(dir);
-    write_seed(std::string(dir) + "/micro-step-3.h5", kMicro, 3);
+    write_seed(std::string(dir) + "/micro-step-3.h5", fuzz::kMicroModel, 3);
     write_seed(std::string(dir) + "/other-model.h5", kOther, 1);
     std::printf("wrote seeds to %s\n", dir);
     std::exit(0);
@@ -74,7 +51,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static const ModelSpec m = micro(kMicro);
+  static const ModelSpec m = fuzz::micro_model();
   static const Layout lay(m);
   static Buffers b(lay);
   const std::string& path = fuzz::write_input(data, size, ".h5");

@@ -31,6 +31,7 @@
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "tests/common/checkpoint_edit.hpp"
 #include "train/checkpoint.hpp"
 #include "train/comm.hpp"
 
@@ -283,6 +284,25 @@ void expect_config_error(const std::function<void()>& f, const std::vector<std::
 
 Layout tiny_layout() { return Layout(load_model("griffin-tiny")); }
 
+// A per-test directory holding good.h5: griffin-tiny written by every rank with write_split.
+struct GoodFile {
+  const mpi::Comm& world;
+  const TempDir dir;
+  const ModelSpec m = load_model("griffin-tiny");
+  const Layout lay{m};
+  const std::string good = dir / "good.h5";
+  GoodFile(const mpi::Comm& w, const std::string& name) : world(w), dir(w, name) {
+    const auto slabs = write_split(lay, world.rank(), world.size());
+    write(world, good, lay, slabs, filled(lay, slabs), sample_meta(m));
+  }
+  // Reads `path` as model `l` with read_split (collective).
+  void read(const std::string& path, const Layout& l) const {
+    const auto sl = read_split(l, world.rank(), world.size());
+    auto got = empty_for(sl);
+    train::read_checkpoint(world, path, l, sl, got.ptr(0), got.ptr(1), got.ptr(2));
+  }
+};
+
 }  // namespace
 
 TEST_CASE("MPI.checkpoint written with one split reads back with another split", "[mpi][checkpoint]") {
@@ -460,12 +480,11 @@ TEST_CASE("MPI.checkpoint single-process form writes and reads without the world
 
 TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][checkpoint]") {
   const auto world = mpi::Comm::world();
-  const TempDir dir(world, "bad");
-  const ModelSpec m = load_model("griffin-tiny");
-  const Layout lay(m);
-  const std::string good = dir / "good.h5";
-  const auto slabs = write_split(lay, world.rank(), world.size());
-  write(world, good, lay, slabs, filled(lay, slabs), sample_meta(m));
+  const GoodFile g(world, "bad");
+  const TempDir& dir = g.dir;
+  const ModelSpec& m = g.m;
+  const Layout& lay = g.lay;
+  const std::string& good = g.good;
 
   if (world.rank() == 0) {
     fs::copy_file(good, dir / "truncated.h5");
@@ -512,13 +531,7 @@ TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][chec
   }
   world.barrier();
 
-  auto read_as = [&](const std::string& path, const Layout& l) {
-    return [&, path] {
-      const auto sl = read_split(l, world.rank(), world.size());
-      auto got = empty_for(sl);
-      train::read_checkpoint(world, path, l, sl, got.ptr(0), got.ptr(1), got.ptr(2));
-    };
-  };
+  auto read_as = [&](const std::string& path, const Layout& l) { return [&, path] { g.read(path, l); }; };
   const std::string nc = ": not a scanshard checkpoint (";
   expect_config_error(read_as(dir / "missing.h5", lay), {dir / "missing.h5", nc, "no such file"});
   expect_config_error(read_as(dir / "empty.h5", lay), {dir / "empty.h5", nc, "empty file"});
@@ -552,6 +565,42 @@ TEST_CASE("MPI.checkpoint bad files are input errors on every rank", "[mpi][chec
   auto got = empty_for(rslabs);
   train::read_checkpoint(world, good, lay, rslabs, got.ptr(0), got.ptr(1), got.ptr(2));
   CHECK(mismatches(lay, rslabs, got) == 0);
+}
+
+TEST_CASE("MPI.checkpoint tensors of another dtype or shape, or missing, are refused on every rank, never converted", "[mpi][checkpoint]") {
+  // Edited copies of a good file, re-sealed so that the integrity check passes. HDF5 would convert
+  // float16 / float64 / big-endian / integer data to float on read: the reader must refuse them.
+  const auto world = mpi::Comm::world();
+  const GoodFile g(world, "dtype");
+  const TempDir& dir = g.dir;
+  const std::string& good = g.good;
+  struct Case { std::string name, fragment; std::function<void(const std::string&)> edit; };
+  const std::string w1 = "/params/layer.0/mlp.w1", m2 = "/optim/adam_m/layer.2/mlp.w2", v = "/optim/adam_v/embed/embed.table";
+  auto retype = [](const std::string& o, testing::Dtype t) { return [o, t](const std::string& f) { testing::retype_dataset(f, o, t); }; };
+  const std::vector<Case> cases = {
+      {"f16", w1 + " is stored as float16, not as little-endian float32 (refused, not converted)", retype(w1, testing::Dtype::f16)},
+      {"f64", m2 + " is stored as float64", retype(m2, testing::Dtype::f64)},
+      {"f32be", v + " is stored as big-endian float32", retype(v, testing::Dtype::f32be)},
+      {"i32", w1 + " is stored as int32", retype(w1, testing::Dtype::i32)},
+      {"shape", m2 + " has shape [3, 4], the parameters have [", [&](const std::string& f) { testing::reshape_dataset(f, m2, {3, 4}); }},
+      {"rank", "tensor layer.0/mlp.w1 has shape [7], the model needs [", [&](const std::string& f) { testing::reshape_dataset(f, w1, {7}); }},
+      {"missing", v + " is missing", [&](const std::string& f) { testing::delete_object(f, v); }},
+      {"no-params", "no group /params", [](const std::string& f) { testing::delete_object(f, "/params"); }},
+  };
+  if (world.rank() == 0) {
+    for (const auto& c : cases) {
+      fs::copy_file(good, dir / (c.name + ".h5"));
+      c.edit(dir / (c.name + ".h5"));
+      testing::reseal(dir / (c.name + ".h5"));
+    }
+    CHECK(::mkfifo((dir / "fifo.h5").c_str(), 0600) == 0);
+  }
+  world.barrier();
+  for (const auto& c : cases) {
+    INFO(c.name);
+    expect_config_error([&] { g.read(dir / (c.name + ".h5"), g.lay); }, {dir / (c.name + ".h5") + ": ", c.fragment});
+  }
+  expect_config_error([&] { g.read(dir / "fifo.h5", g.lay); }, {dir / "fifo.h5" + ": not a scanshard checkpoint (not a regular file"});
 }
 
 TEST_CASE("MPI.checkpoint into a missing or unwritable directory is an input error and leaves no file", "[mpi][checkpoint]") {

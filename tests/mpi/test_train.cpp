@@ -22,7 +22,9 @@
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "tests/common/checkpoint_edit.hpp"
 #include "train/comm.hpp"
+#include "train/resume.hpp"
 #include "train/runner.hpp"
 
 using namespace scanshard;
@@ -817,7 +819,7 @@ TEST_CASE("train: the overlapped per-layer gradient all-reduce equals the reduct
     compare_params(m, overlapped.params, ref.params, "overlapped vs 1 rank on " + p.mesh.describe());
   }
 }
-TEST_CASE("train: a mapped token file is read in slices and a bad token is found by the rank that holds it", "[train]") {
+TEST_CASE("train: a token file is read in slices and a bad token is found by the rank that holds it", "[train]") {
   const auto world = mpi::Comm::world();
   std::int64_t id[1] = {static_cast<std::int64_t>(::getpid())};
   world.broadcast(std::span<std::int64_t>(id, 1), 0);
@@ -832,10 +834,10 @@ TEST_CASE("train: a mapped token file is read in slices and a bad token is found
     }
   }
   world.barrier();
-  const auto t = train::Tokens::map_file(path, train::TokenFormat::uint16, 18);
+  const auto t = train::Tokens::open_file(path, train::TokenFormat::uint16, 18);
   CHECK(t.size() == 100);
   CHECK(t[5] == 5);
-  CHECK(t[97] == 4000);  // little-endian decoding straight from the mapping
+  CHECK(t[97] == 4000);  // little-endian decoding straight from the file
   std::string message;
   try {
     t.check_vocab(256, &world);
@@ -847,4 +849,163 @@ TEST_CASE("train: a mapped token file is read in slices and a bad token is found
   CHECK_NOTHROW(t.check_vocab(4001, &world));
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove(path);
+}
+TEST_CASE("train: a data file truncated during the run stops every rank with an input error, no SIGBUS", "[train][data]") {
+  // 16384 byte tokens, sequences of 255 + 1 tokens, 12 per step: step 1 (the second) reads
+  // sequences 12..23 at offsets 3072..5888. Rank 0 truncates the file to 4096 bytes in step 0's
+  // gradient hook, before the gradient reduction every rank waits for, so no rank has read step 1
+  // yet: sequences from offset 4096 on (the 5th of step 1 and later, on the last rank at least)
+  // are gone. A memory-mapped reader died of SIGBUS there; every rank must now stop with a
+  // ConfigError naming the file, both sizes and the step whose update was not made.
+  const auto world = mpi::Comm::world();
+  const std::string dir = shared_temp_dir(world, "scanshard-truncated-");
+  const std::string path = dir + "/tokens.txt";
+  if (world.rank() == 0) {
+    const auto corpus = train::load_bytes(train::default_corpus_path(), 1000);
+    std::ofstream f(path, std::ios::binary);
+    for (std::size_t i = 0; i < 16384; ++i) f.put(static_cast<char>(corpus[i % corpus.size()]));
+  }
+  world.barrier();
+  const train::Tokens data = train::Tokens::open_file(path, train::TokenFormat::bytes, 257);
+  Case c = one_axis(Axis::data, world.size());
+  c.seq_len = 255;
+  train::Options o;
+  o.steps = 3;
+  o.gradient_hook = [&](std::int64_t step, std::span<double>) {
+    if (step == 0 && world.rank() == 0) std::filesystem::resize_file(path, 4096);
+  };
+  std::string message = "no error";
+  try {
+    train::run(load_model("hawk-tiny"), make_plan("hawk-tiny", c, true), data, o, &world);
+  } catch (const ConfigError& e) {
+    message = e.what();
+  }
+  INFO("rank " << world.rank() << ": " << message);
+  CHECK_THAT(message, Catch::StartsWith(path + ": the data file changed while in use: it had 16384 bytes"));
+  CHECK_THAT(message, Catch::Contains("now 4096 bytes") && Catch::Contains("stopped before step 2's update"));
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(dir);
+}
+namespace {
+// The message of the ConfigError f throws ("no error" if none; another exception fails the test).
+std::string config_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+// A checkpoint after 1 step of hawk-tiny on the world's data mesh (12 sequences of 16 tokens), and
+// edited copies: each edit is applied by rank 0 to a copy, which is then re-sealed.
+struct EditedCheckpoints {
+  const mpi::Comm world = mpi::Comm::world();
+  const ModelSpec m = load_model("hawk-tiny");
+  const Plan plan = make_plan("hawk-tiny", one_axis(Axis::data, world.size()), true);
+  const std::vector<std::uint8_t> data = train::load_bytes(train::default_corpus_path(), 1000);
+  const std::string dir = shared_temp_dir(world, "scanshard-meta-");
+  std::string good;
+  EditedCheckpoints() {
+    train::Options o;
+    o.steps = 1;
+    o.checkpoint_dir = dir;
+    good = train::run(m, plan, data, o, &world).checkpoints.at(0);
+  }
+  ~EditedCheckpoints() {
+    world.barrier();
+    if (world.rank() == 0) std::filesystem::remove_all(dir);
+  }
+  std::string edited(const std::string& name, const std::function<void(const std::string&)>& edit) const {
+    const std::string path = dir + "/" + name + ".h5";
+    if (world.rank() == 0) {
+      std::filesystem::copy_file(good, path, std::filesystem::copy_options::overwrite_existing);
+      edit(path);
+      testing::reseal(path);
+    }
+    world.barrier();
+    return path;
+  }
+  // The ConfigError of resuming from `path` for `steps` steps (on this rank).
+  std::string resume_error(const std::string& path, std::int64_t steps = 1) const {
+    train::Options o;
+    o.steps = steps;
+    o.resume = path;
+    return config_error([&] { train::run(m, plan, data, o, &world); });
+  }
+};
+}  // namespace
+
+TEST_CASE("train: a checkpoint whose /meta is out of range or not of this run is refused on every rank naming the field", "[train][resume]") {
+  // Each /meta field edited (and the file re-sealed so that the integrity check passes), as an
+  // outside tester did: a negative step crashed the data reader, a huge one overflowed the cursor.
+  const EditedCheckpoints ck;
+  using namespace testing;
+  struct Case { const char* name; std::function<void(const std::string&)> edit; std::string fragment; };
+  const std::vector<Case> cases = {
+      {"negative-step", [](auto& f) { set_meta_int(f, "step", -5); }, "/meta step: -5 is negative"},
+      {"huge-step", [](auto& f) { set_meta_int(f, "step", INT64_MAX); set_meta_int(f, "data_cursor", INT64_MAX); },
+       "/meta step: 9223372036854775807 is beyond the 1000000000000 steps a run may reach"},
+      {"uint-step", [](auto& f) { set_meta_uint(f, "step", 0x8000000000000005ull); }, "/meta step: 9223372036854775807 is beyond"},
+      {"float-step", [](auto& f) { set_meta_float(f, "step", 1.5); }, "/meta attribute step is not an integer"},
+      {"no-step", [](auto& f) { delete_meta(f, "step"); }, "no attribute step in /meta"},
+      {"cursor", [](auto& f) { set_meta_int(f, "data_cursor", 7); }, "/meta data_cursor: 7 is not the step 1"},
+      {"negative-cursor", [](auto& f) { set_meta_int(f, "data_cursor", -3); }, "/meta data_cursor: -3 is not the step 1"},
+      {"seed", [](auto& f) { set_meta_uint(f, "seed", 1ull << 40); }, "/meta seed: 1099511627776 is outside the range of --seed"},
+      {"version", [](auto& f) { set_meta_int(f, "format_version", 2 + (std::int64_t{1} << 32)); },
+       "format_version 4294967298 is not supported"},
+      {"model-name", [](auto& f) { set_meta_string(f, "model_name", "other"); }, "/meta model_name: a checkpoint of model 'other'"},
+      {"model-yaml", [](auto& f) { set_meta_string(f, "model_yaml", "name: hawk-tiny\nfamily: hawk\nwidth: 7\n"); },
+       "/meta model_yaml: the checkpoint's model is not this run's 'hawk-tiny'"},
+      {"plan-batch", [](auto& f) { set_meta_string(f, "plan", "mesh: {data: 1}\nglobal_batch: 24\nseq_len: 16\n"); },
+       "/meta plan: global_batch 24 in the checkpoint, 12 in this run's plan"},
+      {"plan-seq", [](auto& f) { set_meta_string(f, "plan", "global_batch: 12\nseq_len: 32\n"); },
+       "/meta plan: seq_len 32 in the checkpoint, 16 in this run's plan"},
+      {"plan-world", [](auto& f) { set_meta_string(f, "plan", "mesh: {data: 0}\nglobal_batch: 12\nseq_len: 16\n"); },
+       "/meta plan:1:14: mesh.data: must be a positive integer, got 0"},
+      {"plan-garbage", [](auto& f) { set_meta_string(f, "plan", "[not a plan"); }, "/meta plan:"},
+  };
+  for (const auto& c : cases) {
+    const std::string path = ck.edited(c.name, c.edit);
+    const std::string message = ck.resume_error(path);
+    INFO("rank " << ck.world.rank() << ", " << c.name << ": " << message);
+    CHECK_THAT(message, Catch::StartsWith(path + ":") && Catch::Contains(c.fragment));
+  }
+  // The untouched checkpoint still resumes.
+  CHECK(ck.resume_error(ck.good) == "no error");
+}
+
+TEST_CASE("train: --steps beyond the bound after a resume is refused; up to it the run checkpoints as promised", "[train][resume]") {
+  // --steps INT64_MAX after step 1 overflowed step + steps: the run made one step and wrote no
+  // checkpoint. Now: a ConfigError naming --steps. A checkpoint at kMaxSteps − 1 (edited) still
+  // resumes for its last step and writes step-<kMaxSteps>.h5. Reference for the data cursor there
+  // (computed in 128 bits): sequence positions repeat with period span = size − seq_len in the
+  // step, so the first loss equals that of resuming the same parameters at (kMaxSteps − 1) mod span.
+  const EditedCheckpoints ck;
+  const std::string limit = std::to_string(train::kMaxSteps);
+  CHECK_THAT(ck.resume_error(ck.good, INT64_MAX), Catch::Contains("--steps: 9223372036854775807 steps go beyond the " + limit));
+  CHECK_THAT(ck.resume_error(ck.good, train::kMaxSteps),
+             Catch::Contains("--steps: " + limit + " steps after step 1 of " + ck.good + " go beyond the " + limit));
+  const std::int64_t last = train::kMaxSteps - 1, span = std::int64_t(ck.data.size()) - 16, early = last % span;
+  auto at_step = [&](std::int64_t k) {
+    return ck.edited("at-" + std::to_string(k), [k](auto& f) {
+      testing::set_meta_int(f, "step", k);
+      testing::set_meta_int(f, "data_cursor", k);
+    });
+  };
+  train::Options o;
+  o.steps = 1;
+  o.resume = at_step(last);
+  o.checkpoint_dir = ck.dir + "/out";
+  if (ck.world.rank() == 0) std::filesystem::create_directories(o.checkpoint_dir);
+  ck.world.barrier();
+  const auto far = train::run(ck.m, ck.plan, ck.data, o, &ck.world);
+  CHECK(far.first_step == last);
+  CHECK(far.checkpoints == std::vector<std::string>{o.checkpoint_dir + "/step-" + limit + ".h5"});
+  CHECK(std::filesystem::exists(o.checkpoint_dir + "/step-" + limit + ".h5"));
+  o.resume = at_step(early);
+  o.checkpoint_dir.clear();
+  const auto near = train::run(ck.m, ck.plan, ck.data, o, &ck.world);
+  REQUIRE(far.losses.size() == 1);
+  REQUIRE(near.losses.size() == 1);
+  CHECK(far.losses[0] == near.losses[0]);
 }

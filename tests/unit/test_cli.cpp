@@ -20,6 +20,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/common/checkpoint_edit.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -33,11 +35,12 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-Result run(const std::string& args) {
+// Runs `launcher SCANSHARD_BIN args` in a shell (launcher: e.g. mpirun -n 3).
+Result run(const std::string& args, const std::string& launcher = "") {
   const fs::path dir = fs::temp_directory_path() / ("scanshard-cli-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const auto out = dir / "out", err = dir / "err";
-  const std::string cmd = std::string(SCANSHARD_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
+  const std::string cmd = launcher + " " + std::string(SCANSHARD_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
   const int status = std::system(cmd.c_str());
   Result r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
   fs::remove_all(dir);
@@ -113,16 +116,24 @@ TEST_CASE("CLI unknown presets exit 2 and list what exists", "[cli]") {
 // ---- the bad-input corpus ----------------------------------------------------------------
 //
 // Every tests/data/bad/*.yaml starts with header lines:
-//   # kind: model|cluster|plan|train|report   which command gets the file (see corpus_command)
+//   # kind: model|cluster|plan|train|resume|report   which command gets the file (see corpus_command;
+//                                              resume: train cases of damaged checkpoints)
 //   # expect: <fragment>                       that stderr must contain
 //   # args: <more arguments>                   optional; placeholders below
 //   # fixture: <source> [<edit> ...]           optional; a generated non-YAML input, @FIXTURE@ in args
 // Placeholders in args: @DATA@ = tests/data, @TMP@ = a fresh empty directory for this case (after
 // the run it must hold no file: no partial output), @FIXTURE@ = the fixture file.
+//   # ranks3: <mesh>                           optional (train): also run under mpirun -n 3 with the
+//                                              plan's `mesh:` line set to this 3-device mesh
 // Fixture sources: checkpoint:<model> (a real checkpoint of that preset after one training step,
-// made once per test process with the CLI), random:<bytes> (seeded random bytes), empty.
-// Edits, in order: truncate:<bytes>|<percent>%, flip:<offset>|<percent>% (inverts one byte;
-// a negative offset counts from the end).
+// made once per test process with the CLI), json:<file in tests/data/inputs>, random:<bytes>
+// (seeded random bytes), empty, fifo (a named pipe: nothing may wait for its writer).
+// Byte edits, in order: truncate:<bytes>|<percent>%, flip:<offset>|<percent>% (inverts one byte;
+// a negative offset counts from the end). JSON edits (json: sources): set:<pointer>=<JSON value>,
+// del:<pointer>. Checkpoint edits (tests/common/checkpoint_edit.hpp, applied to the written file
+// after the byte edits): meta:<attr>=<int64>, meta-uint:<attr>=<uint64>, meta-float:<attr>=<x>,
+// meta-string:<attr>=<text> (\n: a newline), meta-delete:<attr>, delete:<object>,
+// dtype:<dataset>=f16|f64|f32be|i32, shape:<dataset>=<d0>x<d1>..., reseal (the CRC made to match).
 // Each case must exit 2 with the fragment on stderr, crash nowhere and print no result on stdout
 // (train may print its one-line header before it reads a --resume file, nothing else).
 namespace {
@@ -148,7 +159,7 @@ std::string corpus_command(const std::string& kind) {
   if (kind == "model") return "models ";
   if (kind == "cluster") return "clusters ";
   if (kind == "plan") return "simulate --plan ";
-  if (kind == "train") return "train --steps 1 --plan ";
+  if (kind == "train" || kind == "resume") return "train --steps 1 --plan ";
   if (kind == "report") return "report --plan ";
   return "";
 }
@@ -160,6 +171,76 @@ void replace_all(std::string& s, const std::string& what, const std::string& wit
 std::string read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Applies a byte edit (truncate, flip); false if `op` is not one.
+bool byte_edit(std::string& bytes, const std::string& op, const std::string& arg) {
+  if (op != "truncate" && op != "flip") return false;
+  const auto n = static_cast<std::int64_t>(bytes.size());
+  std::int64_t at = arg.ends_with("%") ? n * std::stoll(arg) / 100 : std::stoll(arg);
+  if (at < 0) at += n;
+  REQUIRE(at >= 0);
+  if (op == "truncate") {
+    REQUIRE(at <= n);
+    bytes.resize(static_cast<std::size_t>(at));
+  } else {
+    REQUIRE(at < n);
+    bytes[static_cast<std::size_t>(at)] = static_cast<char>(~bytes[static_cast<std::size_t>(at)]);
+  }
+  return true;
+}
+
+// Applies a JSON edit (set, del) to a json: source; false if `op` is not one.
+bool json_edit(nlohmann::json& j, const std::string& op, const std::string& arg) {
+  if (op == "del") {
+    const nlohmann::json::json_pointer at(arg);
+    j.at(at.parent_pointer()).erase(at.back());
+    return true;
+  }
+  if (op != "set") return false;
+  const auto eq = arg.find('=');
+  REQUIRE(eq != std::string::npos);
+  j[nlohmann::json::json_pointer(arg.substr(0, eq))] = nlohmann::json::parse(arg.substr(eq + 1));
+  return true;
+}
+
+// "a=b" -> {a, b}.
+std::pair<std::string, std::string> split_eq(const std::string& arg) {
+  const auto eq = arg.find('=');
+  REQUIRE(eq != std::string::npos);
+  return {arg.substr(0, eq), arg.substr(eq + 1)};
+}
+
+// "a\\nb" (backslash, n) -> "a", newline, "b".
+std::string unescape_newlines(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const bool newline = s[i] == '\\' && i + 1 < s.size() && s[i + 1] == 'n';
+    out += newline ? '\n' : s[i];
+    i += newline ? 1 : 0;
+  }
+  return out;
+}
+
+// Applies a checkpoint edit to the file; false if `op` is not one.
+bool checkpoint_edit(const std::string& file, const std::string& op, const std::string& arg) {
+  namespace t = scanshard::testing;
+  const auto [key, value] = arg.find('=') == std::string::npos ? std::pair{arg, std::string()} : split_eq(arg);
+  if (op == "meta") t::set_meta_int(file, key, std::stoll(value));
+  else if (op == "meta-uint") t::set_meta_uint(file, key, std::stoull(value));
+  else if (op == "meta-float") t::set_meta_float(file, key, std::stod(value));
+  else if (op == "meta-string") t::set_meta_string(file, key, unescape_newlines(value));
+  else if (op == "meta-delete") t::delete_meta(file, key);
+  else if (op == "delete") t::delete_object(file, key);
+  else if (op == "dtype") t::retype_dataset(file, key, t::parse_dtype(value));
+  else if (op == "shape") {
+    std::vector<std::uint64_t> dims;
+    std::istringstream in(value);
+    for (std::string d; std::getline(in, d, 'x');) dims.push_back(std::stoull(d));
+    t::reshape_dataset(file, key, dims);
+  } else if (op == "reseal") t::reseal(file);
+  else return false;
+  return true;
 }
 
 // Generated fixture files, made once per process under one temporary directory.
@@ -178,40 +259,48 @@ class Fixtures {
     std::istringstream words(spec);
     std::string source, edit;
     words >> source;
-    std::string bytes;
-    if (source.starts_with("checkpoint:")) {
-      bytes = read_bytes(checkpoint(source.substr(11)));
-    } else if (source.starts_with("random:")) {
-      std::mt19937 g(2024);
-      bytes.resize(std::stoul(source.substr(7)));
-      for (auto& b : bytes) b = static_cast<char>(g() & 0xff);
-    } else if (source != "empty") {
-      FAIL("unknown fixture source '" << source << "'");
+    const fs::path out = dir_ / ("fixture-" + std::to_string(count_++) + (source.starts_with("json:") ? ".json" : ".h5"));
+    if (source == "fifo") {
+      REQUIRE(::mkfifo(out.c_str(), 0600) == 0);
+      return out;
     }
+    std::string bytes = source_bytes(source);
+    nlohmann::json j = source.starts_with("json:") ? nlohmann::json::parse(bytes) : nlohmann::json();
+    std::vector<std::pair<std::string, std::string>> later;  // checkpoint edits, on the written file
     while (words >> edit) {
       const auto colon = edit.find(':');
-      REQUIRE(colon != std::string::npos);
-      const std::string op = edit.substr(0, colon), arg = edit.substr(colon + 1);
-      const auto n = static_cast<std::int64_t>(bytes.size());
-      std::int64_t at = arg.ends_with("%") ? n * std::stoll(arg) / 100 : std::stoll(arg);
-      if (at < 0) at += n;
-      REQUIRE(at >= 0);
-      if (op == "truncate") {
-        REQUIRE(at <= n);
-        bytes.resize(static_cast<std::size_t>(at));
-      } else if (op == "flip") {
-        REQUIRE(at < n);
-        bytes[static_cast<std::size_t>(at)] = static_cast<char>(~bytes[static_cast<std::size_t>(at)]);
-      } else {
-        FAIL("unknown fixture edit '" << op << "'");
-      }
+      const std::string op = edit.substr(0, colon), arg = colon == std::string::npos ? "" : edit.substr(colon + 1);
+      if (!byte_edit(bytes, op, arg) && !json_edit(j, op, arg)) later.emplace_back(op, arg);
     }
-    const fs::path out = dir_ / ("fixture-" + std::to_string(count_++) + ".h5");
+    if (source.starts_with("json:")) bytes = j.dump();
     std::ofstream(out, std::ios::binary) << bytes;
+    for (const auto& [op, arg] : later)
+      if (!checkpoint_edit(out.string(), op, arg)) FAIL("unknown fixture edit '" << op << "'");
+    return out;
+  }
+  // A copy of the plan file `plan` with its `mesh:` line replaced (the plan of a run on more ranks).
+  fs::path plan_with_mesh(const fs::path& plan, const std::string& mesh) {
+    std::istringstream in(read_bytes(plan));
+    std::string text, line;
+    while (std::getline(in, line)) text += (line.starts_with("mesh:") ? "mesh: " + mesh : line) + "\n";
+    const fs::path out = dir_ / plan.filename();
+    std::ofstream(out) << text;
     return out;
   }
 
  private:
+  std::string source_bytes(const std::string& source) {
+    if (source.starts_with("checkpoint:")) return read_bytes(checkpoint(source.substr(11)));
+    if (source.starts_with("json:")) return read_bytes(fs::path(SCANSHARD_TEST_DATA) / "inputs" / source.substr(5));
+    if (source.starts_with("random:")) {
+      std::mt19937 g(2024);
+      std::string bytes(std::stoul(source.substr(7)), '\0');
+      for (auto& b : bytes) b = static_cast<char>(g() & 0xff);
+      return bytes;
+    }
+    if (source != "empty") FAIL("unknown fixture source '" << source << "'");
+    return "";
+  }
   fs::path checkpoint(const std::string& model) {
     const fs::path ck = dir_ / ("ckpt-" + model);
     if (!fs::exists(ck / "step-1.h5")) {
@@ -234,6 +323,33 @@ Fixtures& fixtures() {
 }
 
 // Runs every corpus file of `kinds`; returns how many ran.
+// Runs one corpus case (its plan file `plan`, under `launcher` when not empty) and checks it.
+void run_case(const CorpusCase& c, const fs::path& plan, const std::string& launcher) {
+  const std::string& kind = c.header.at("kind");
+  const fs::path tmp = fs::temp_directory_path() / ("scanshard-case-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::string args = c.header.count("args") ? " " + c.header.at("args") : "";
+  replace_all(args, "@DATA@", SCANSHARD_TEST_DATA);
+  replace_all(args, "@TMP@", tmp.string());
+  if (c.header.count("fixture")) replace_all(args, "@FIXTURE@", fixtures().get(c.header.at("fixture")).string());
+  const auto r = run(corpus_command(kind) + plan.string() + args, launcher);
+  INFO((launcher.empty() ? "" : launcher + ": ") << "exit " << r.code << "\nstdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.code == 2);
+  if (args.empty()) CHECK_THAT(r.err, Catch::Contains(plan.string() + ":"));  // else the bad file may be in the args
+  CHECK_THAT(r.err, Catch::Contains(c.header.at("expect")));
+  CHECK_THAT(r.err, !Catch::Contains("Sanitizer") && !Catch::Contains("runtime error:"));
+  std::istringstream out(r.out);
+  for (std::string line; std::getline(out, line);)
+    CHECK(((kind == "train" || kind == "resume") && (line.starts_with("train ") || line.starts_with("note: "))));
+  for (const auto& e : fs::recursive_directory_iterator(tmp)) {
+    INFO("left behind: " << e.path().string());
+    CHECK(!e.is_regular_file());
+  }
+  fs::remove_all(tmp);
+}
+
+// Runs every corpus file of `kinds` (and, with ranks3 headers, again on 3 ranks); returns how many ran.
 int run_corpus(const std::set<std::string>& kinds) {
   const fs::path dir = fs::path(SCANSHARD_TEST_DATA) / "bad";
   std::vector<fs::path> files;
@@ -245,31 +361,13 @@ int run_corpus(const std::set<std::string>& kinds) {
     const CorpusCase c = read_case(path);
     REQUIRE(c.header.count("kind"));
     REQUIRE(c.header.count("expect"));
-    const std::string& kind = c.header.at("kind");
-    const std::string cmd = corpus_command(kind);
-    REQUIRE(!cmd.empty());
-    if (!kinds.count(kind)) continue;
-    const fs::path tmp = fs::temp_directory_path() / ("scanshard-case-" + std::to_string(::getpid()));
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    std::string args = c.header.count("args") ? " " + c.header.at("args") : "";
-    replace_all(args, "@DATA@", SCANSHARD_TEST_DATA);
-    replace_all(args, "@TMP@", tmp.string());
-    if (c.header.count("fixture")) replace_all(args, "@FIXTURE@", fixtures().get(c.header.at("fixture")).string());
-    const auto r = run(cmd + path.string() + args);
-    INFO("exit " << r.code << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    CHECK(r.code == 2);
-    if (args.empty()) CHECK_THAT(r.err, Catch::Contains(path.string() + ":"));  // else the bad file may be in the args
-    CHECK_THAT(r.err, Catch::Contains(c.header.at("expect")));
-    CHECK_THAT(r.err, !Catch::Contains("Sanitizer") && !Catch::Contains("runtime error:"));
-    std::istringstream out(r.out);
-    for (std::string line; std::getline(out, line);)
-      CHECK((kind == "train" && (line.starts_with("train ") || line.starts_with("note: "))));
-    for (const auto& e : fs::recursive_directory_iterator(tmp)) {
-      INFO("left behind: " << e.path().string());
-      CHECK(!e.is_regular_file());
-    }
-    fs::remove_all(tmp);
+    REQUIRE(!corpus_command(c.header.at("kind")).empty());
+    if (!kinds.count(c.header.at("kind"))) continue;
+    run_case(c, path, "");
+#ifdef SCANSHARD_MPIRUN
+    if (c.header.count("ranks3"))
+      run_case(c, fixtures().plan_with_mesh(path, c.header.at("ranks3")), std::string("OMP_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n 3");
+#endif
     ++n;
   }
   return n;
@@ -287,6 +385,15 @@ TEST_CASE("bad-input corpus: plans and traces are rejected with exit 2 and their
 
 TEST_CASE("bad-input corpus: train inputs (plans, data, checkpoints) are rejected with exit 2", "[cli][corpus]") {
   CHECK(run_corpus({"train"}) >= 15);
+}
+
+TEST_CASE("bad-input corpus: checkpoints with bad tensors or /meta are refused with exit 2 on 1 and 3 ranks", "[cli][corpus]") {
+  CHECK(run_corpus({"resume"}) >= 15);
+  for (const auto& entry : fs::directory_iterator(fs::path(SCANSHARD_TEST_DATA) / "bad")) {
+    const CorpusCase c = read_case(entry.path());
+    INFO(entry.path().string());
+    if (c.header.count("kind") && c.header.at("kind") == "resume") CHECK(c.header.count("ranks3"));
+  }
 }
 
 TEST_CASE("bad-input corpus has at least 60 inputs, every one of a known kind", "[cli][corpus]") {
@@ -321,6 +428,31 @@ TEST_CASE("a plan made for a slice (plan --devices) round-trips into simulate wi
   const auto refused = run("simulate --plan " + bad);
   CHECK(refused.code == 2);
   CHECK_THAT(refused.err, Catch::Contains("bad.yaml: devices") && Catch::Contains("65"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("CLI refuses a FIFO as a plan, model, trace or validate.json at once: exit 2 naming it, nothing waits", "[cli]") {
+  // A named pipe with no writer: reading it blocked forever (load_yaml_file, the trace reader,
+  // report --validate's validate.json).
+  const fs::path dir = fs::temp_directory_path() / ("scanshard-fifo-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path fifo = dir / "pipe.yaml", plan = dir / "plan.yaml";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  fs::create_directories(dir / "validate");
+  REQUIRE(::mkfifo((dir / "validate" / "validate.json").c_str(), 0600) == 0);
+  const fs::path html = dir / "page.html";
+  for (const std::string& args : {"simulate --cluster cpu-local --plan " + fifo.string(), "plan --cluster cpu-local --model " + fifo.string(),
+                                  "report --plan " + plan.string() + " --trace " + fifo.string(),
+                                  "report --plan " + fifo.string() + " --trace " + plan.string(),
+                                  "report --validate " + (dir / "validate").string() + " --html " + html.string()}) {
+    const auto r = run(args);
+    INFO(args << "\n" << r.err);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("pipe.yaml: ") || Catch::Contains("validate.json: "));
+    CHECK_THAT(r.err, Catch::Contains("not a regular file"));
+  }
+  CHECK(!fs::exists(html));
   fs::remove_all(dir);
 }
 
@@ -381,7 +513,7 @@ TEST_CASE("CLI train then report puts measured and predicted seconds side by sid
   r = run("report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " + plan.string() +
           " --trace " + trace.string());
   CHECK(r.code == 2);
-  CHECK_THAT(r.err, Catch::Contains("the trace is of 'hawk-tiny'"));
+  CHECK_THAT(r.err, Catch::Contains("model: the trace has hawk-tiny, the plan's model is griffin-tiny"));
   fs::remove_all(dir);
 }
 

@@ -46,6 +46,19 @@ struct Scratch {
   ~Scratch() { fs::remove_all(dir); }
 };
 
+// The trace `scanshard train --trace` writes for hawk-tiny under the plan around `steps` ({wall_seconds, ops: [{phase, op, name, seconds}]}): step indices, a loss,
+// and each op called `calls` times per step (forward ops once per micro-batch).
+struct TracePlan { std::string mesh; int ranks, global_batch, micro_batch, seq_len; };
+nlohmann::json train_trace(const TracePlan& p, nlohmann::json steps, int calls) {
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    steps[i]["step"] = i;
+    steps[i]["loss"] = 5.0;
+    for (auto& op : steps[i]["ops"]) op["calls"] = calls;
+  }
+  return {{"model", "hawk-tiny"}, {"mesh", p.mesh}, {"ranks", p.ranks}, {"rank", 0}, {"global_batch", p.global_batch},
+          {"micro_batch", p.micro_batch}, {"seq_len", p.seq_len}, {"dtype", "fp32"}, {"steps", steps}};
+}
+
 // Runs `prefix SCANSHARD_BIN args` in a shell (prefix: environment assignments or a launcher).
 Result run(const std::string& args, const std::string& prefix = "") {
   const fs::path dir = fs::temp_directory_path() / ("scanshard-report-io-" + std::to_string(::getpid()));
@@ -184,6 +197,19 @@ TEST_CASE("calibrate on 2 MPI ranks measures the collectives and fits the link",
 }
 #endif
 
+TEST_CASE("report reads the corpus's base trace (its bad variants are in tests/data/bad/report-trace-*)", "[report]") {
+  // The positive control of the trace corpus: the file every report-trace fixture edits is valid.
+  const std::string data = SCANSHARD_TEST_DATA;
+  Scratch s("report-base-trace");
+  const auto plan = s.dir / "plan.yaml";
+  std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
+  const auto r = run("report --cluster " + data + "/clusters/one-core.yaml --plan " + plan.string() + " --trace " + data +
+                     "/inputs/trace-ops-ok.json --out-dir " + s.dir.string());
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("2 steps, first skipped as warm-up"));
+}
+
 TEST_CASE("report takes the median wall time of the steps after the warm-up", "[report]") {
   Scratch s("report-median");
   const auto plan = s.dir / "plan.yaml", trace = s.dir / "trace.json";
@@ -192,7 +218,7 @@ TEST_CASE("report takes the median wall time of the steps after the warm-up", "[
   nlohmann::json steps = nlohmann::json::array();
   for (double w : {1.0, 0.010, 0.030, 0.012})
     steps.push_back({{"wall_seconds", w}, {"ops", {{{"phase", "forward"}, {"op", "gated_mlp"}, {"name", "mlp"}, {"seconds", w / 2}}}}});
-  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "1"}, {"steps", steps}}.dump();
+  std::ofstream(trace) << train_trace({"1", 1, 2, 2, 16}, steps, 1).dump();
   const auto r = run("report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " + plan.string() +
                      " --trace " + trace.string() + " --out-dir " + s.dir.string());
   INFO(r.err);
@@ -221,7 +247,7 @@ TEST_CASE("report keeps the gradient sync and the gradient accumulation apart, e
     steps.push_back({{"wall_seconds", 0.02},
                      {"ops", {{{"phase", "backward"}, {"op", "grad_accumulate"}, {"name", "grads"}, {"seconds", 0.001}},
                               {{"phase", "forward"}, {"op", "all_reduce"}, {"name", "grads"}, {"seconds", 0.003}}}}});
-  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "data=2"}, {"steps", steps}}.dump();
+  std::ofstream(trace) << train_trace({"data=2", 2, 4, 2, 16}, steps, 1).dump();
   const auto r = run("report --cluster cpu-local --plan " + plan.string() + " --trace " + trace.string() + " --out-dir " +
                      s.dir.string());
   INFO(r.err);
@@ -370,7 +396,8 @@ TEST_CASE("report puts the ranks' waits where the trace measures them: the group
     nlohmann::json steps = nlohmann::json::array();
     for (int i = 0; i < 3; ++i)
       steps.push_back({{"wall_seconds", 0.02}, {"ops", {{{"phase", "forward"}, {"op", "gated_mlp"}, {"name", "mlp"}, {"seconds", 0.004}}}}});
-    std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", name}, {"steps", steps}}.dump();
+    const int micro_batches = std::string(name) == "data=2" ? 2 : 4;  // 4 sequences over the replicas, 1 per micro-batch
+    std::ofstream(trace) << train_trace({name, 2, 4, 1, 64}, steps, micro_batches).dump();
     const auto r = run("report --cluster " + cluster.string() + " --plan " + plan.string() + " --trace " + trace.string() +
                        " --out-dir " + out.string());
     INFO(r.err);
