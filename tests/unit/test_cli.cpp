@@ -605,9 +605,13 @@ TEST_CASE("report --out-dir refuses a FIFO among its outputs before writing any,
   const fs::path plan = s.dir / "plan.yaml", trace = s.dir / "trace.json", out = s.dir / "report";
   std::ofstream(plan) << "model: hawk-tiny\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
   nlohmann::json steps = nlohmann::json::array();
+  int step = 0;
   for (double w : {0.5, 0.01, 0.02})
-    steps.push_back({{"wall_seconds", w}, {"ops", {{{"phase", "forward"}, {"op", "gated_mlp"}, {"name", "mlp"}, {"seconds", w / 2}}}}});
-  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "1"}, {"steps", steps}}.dump();
+    steps.push_back({{"step", step++}, {"loss", 5.0}, {"wall_seconds", w},
+                     {"ops", {{{"phase", "forward"}, {"op", "gated_mlp"}, {"name", "mlp"}, {"seconds", w / 2}, {"calls", 1}}}}});
+  std::ofstream(trace) << nlohmann::json{{"model", "hawk-tiny"}, {"mesh", "1"}, {"ranks", 1}, {"rank", 0}, {"global_batch", 2},
+                                         {"micro_batch", 2}, {"seq_len", 16}, {"dtype", "fp32"}, {"steps", steps}}
+                              .dump();
   const std::string args = "report --cluster " + std::string(SCANSHARD_TEST_DATA) + "/clusters/one-core.yaml --plan " +
                            plan.string() + " --trace " + trace.string() + " --out-dir ";
   fs::create_directories(out);
