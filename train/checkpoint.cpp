@@ -469,7 +469,10 @@ void fsync_path(const std::string& p, int flags, const std::string& what) {
   const int rc = ::fsync(fd);
   const int err = errno;
   ::close(fd);
-  if (rc != 0) throw std::runtime_error(what + ": fsync " + p + ": " + std::strerror(err));
+  if (rc == 0) return;
+  // data that could not reach the disk for lack of room: the user's to fix (exit 2), as a write
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) throw ConfigError(what + ": fsync " + p + ": " + std::strerror(err));
+  throw std::runtime_error(what + ": fsync " + p + ": " + std::strerror(err));
 }
 
 // ---- integrity header (format 2) ------------------------------------------------------------
