@@ -125,7 +125,8 @@ std::vector<GemmSample> bench_sgemm(bool quick) {
   std::vector<std::array<i64, 3>> shapes = {{512, 384, 128}, {512, 128, 128}, {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}};
   if (!quick) shapes.insert(shapes.end(), {{64, 64, 64}, {2048, 384, 128}, {2048, 128, 384}, {2048, 2048, 512}});
   std::vector<GemmSample> out;
-  for (const auto& [m, n, k] : shapes) {
+  for (const auto& shape : shapes) {
+    const i64 m = shape[0], n = shape[1], k = shape[2];  // plain names: lambdas may capture them (clang 14)
     auto a = random_vector(m * k, 1, 1), b = random_vector(k * n, 1, 2);
     std::vector<float> c(m * n);
     const double s = best_seconds([&] {
