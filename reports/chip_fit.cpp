@@ -80,27 +80,8 @@ bool uses_chip(const Row& r, const std::string& chip) { return r.cluster.chip.na
 
 namespace {
 
-bool scored(const Priced& p) { return p.priced && !(p.row->metric == Metric::relative_step_time && p.row->relative_to.empty()); }
-
-struct Score {
-  double mean_abs = 0, max_abs = 0, bias = 0;
-  std::int64_t rows = 0;
-};
-Score score(const std::vector<Priced>& priced, const std::string& only_source = "") {
-  Score s;
-  for (const auto& p : priced) {
-    if (!scored(p) || (!only_source.empty() && p.row->source_id != only_source)) continue;
-    s.mean_abs += std::abs(p.error);
-    s.bias += p.error;
-    s.max_abs = std::max(s.max_abs, std::abs(p.error));
-    ++s.rows;
-  }
-  if (s.rows > 0) {
-    s.mean_abs /= static_cast<double>(s.rows);
-    s.bias /= static_cast<double>(s.rows);
-  }
-  return s;
-}
+// The error over every scored row (source_errors' "all" entry, its last).
+SourceError overall(const std::vector<Priced>& priced) { return source_errors(priced).back(); }
 
 // Nelder–Mead (Nelder & Mead 1965; coefficients 1, 2, ½, ½) from x0 with initial steps `step`.
 template <class F>
@@ -185,12 +166,12 @@ Fit fit_chip(const std::vector<Row>& rows, const std::string& chip, const std::v
   };
   auto objective = [&](const std::vector<double>& x) {
     fit.values = values_of(x);
-    const Score s = score(price_suite(with_fit(mine, chip, fit)));
+    const SourceError s = overall(price_suite(with_fit(mine, chip, fit)));
     return s.rows > 0 ? s.mean_abs : 1e9;
   };
   const auto x = nelder_mead(objective, x0, 0.5, max_evaluations, fit.evaluations);
   fit.values = values_of(x);
-  const Score s = score(price_suite(with_fit(mine, chip, fit)));
+  const SourceError s = overall(price_suite(with_fit(mine, chip, fit)));
   fit.mean_abs = s.mean_abs;
   fit.max_abs = s.max_abs;
   fit.rows = s.rows;
@@ -214,7 +195,7 @@ std::vector<HoldOut> leave_one_source_out(const std::vector<Row>& rows, const st
     else h.fit.keys = keys;  // nothing else to fit on: the chip file as written
     if (h.fit.values.empty())
       for (const auto& k : keys) h.fit.values.push_back(chip_value(held.front().cluster.chip, k));
-    const Score s = score(price_suite(with_fit(held, chip, h.fit)), src);
+    const SourceError s = overall(price_suite(with_fit(held, chip, h.fit)));  // `held` is this source's rows only
     h.rows = s.rows;
     h.mean_abs = s.mean_abs;
     h.max_abs = s.max_abs;
