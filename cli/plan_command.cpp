@@ -82,9 +82,13 @@ void run_plan(const PlanCmdOptions& o) {
     };
   const SearchResult r = search(m, c, so);
   if (shown) std::fprintf(stderr, "\r%*s\r", 20, "");
+  // The chosen plan: the fastest (with --top 0 the Pareto front's fastest, which is the same plan).
+  const Candidate* fastest = !r.top.empty() ? &r.top.front() : nullptr;
+  for (const auto& cnd : r.pareto)
+    if (!fastest || cnd.step_seconds < fastest->step_seconds) fastest = &cnd;
   Plan best;
-  if (!r.top.empty()) {
-    best = r.top.front().plan;
+  if (fastest) {
+    best = fastest->plan;
     best.model = o.model;
     best.cluster = o.cluster;
     best.devices = o.devices && o.devices != load_cluster(o.cluster).devices() ? o.devices : 0;
@@ -94,11 +98,12 @@ void run_plan(const PlanCmdOptions& o) {
                         {"pruned", r.pruned}, {"over_memory", r.over_memory}, {"bounded", r.bounded}, {"priced", r.priced},
                         {"seconds", r.seconds},
                         {"why_not", r.why_not}};
+    if (!r.blocking.empty()) j["blocking_rule"] = r.blocking;
     j["top"] = nlohmann::json::array();
     for (const auto& cnd : r.top) j["top"].push_back(candidate_json(cnd));
     j["pareto"] = nlohmann::json::array();
     for (const auto& cnd : r.pareto) j["pareto"].push_back(candidate_json(cnd));
-    if (!r.top.empty()) j["plan_yaml"] = plan_to_yaml(best);
+    if (fastest) j["plan_yaml"] = plan_to_yaml(best);
     std::cout << j.dump(2) << "\n";
   } else {
     std::cout << "model " << m.name << " on " << c.name << " (" << c.devices() << " x " << c.chip.name << "), batch "
@@ -110,22 +115,24 @@ void run_plan(const PlanCmdOptions& o) {
                   static_cast<long long>(r.considered), static_cast<long long>(r.illegal), static_cast<long long>(r.pruned),
                   static_cast<long long>(r.over_memory), static_cast<long long>(r.bounded), static_cast<long long>(r.priced), r.seconds);
     std::cout << stats;
-    if (r.top.empty()) {
-      std::cout << "NO LEGAL PLAN FITS. Why, per family:\n";
+    if (!fastest) {
+      if (!r.blocking.empty()) std::cout << "NO LEGAL PLAN: every plan breaks the rule " << r.blocking << "\n";
+      else std::cout << "NO LEGAL PLAN FITS.\n";
+      if (!r.why_not.empty()) std::cout << "Why, per family (the rule that fails on all its meshes, or its smallest memory need):\n";
       for (const auto& w : r.why_not) std::cout << "  " << w << "\n";
     } else {
-      std::cout << "fastest plans\n" << candidates_table(r.top).str() << "\n";
+      if (!r.top.empty()) std::cout << "fastest plans\n" << candidates_table(r.top).str() << "\n";
       std::cout << "Pareto front: step time vs memory per device\n" << candidates_table(r.pareto).str() << "\n";
       std::cout << "why not\n";
       for (const auto& w : r.why_not) std::cout << "  " << w << "\n";
       if (o.out.empty()) std::cout << "\nchosen plan (save with --out FILE):\n" << plan_to_yaml(best);
     }
   }
-  if (!o.out.empty() && !r.top.empty()) {
+  if (!o.out.empty() && fastest) {
     write_output_file(o.out, plan_to_yaml(best));
     if (!o.json) std::cout << "\nchosen plan written to " << o.out << "\n";
   }
-  if (r.top.empty()) throw ConfigError("no legal plan fits " + m.name + " on " + c.name + " (see the reasons above)");
+  if (!fastest) throw ConfigError("no legal plan fits " + m.name + " on " + c.name + " (see the reasons above)");
 }
 
 }  // namespace

@@ -35,6 +35,7 @@
 #include <numeric>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 
@@ -234,14 +235,13 @@ struct FamIds {
   int n = 0;
 };
 
-// A rejection that explains a family if none of its plans survives. Replayed in enumeration order
-// at the end; the reason text is only built if it is used.
+// A memory rejection that explains a family if none of its plans survives. Replayed in
+// enumeration order at the end; the reason text is only built if it is used.
 struct Note {
-  enum Kind : std::uint8_t { illegal, states, over_memory };
+  enum Kind : std::uint8_t { states, over_memory };
   std::uint64_t index = 0;
   FamIds fams;
-  Kind kind = illegal;
-  const char* rule = nullptr;
+  Kind kind = states;
   double memory = 0, activations = 0;
 };
 
@@ -329,32 +329,69 @@ class Collector {
 
   void note(const Note& n) { notes_.push_back(n); }
 
+  // A mesh that breaks `broken` (every failing rule, plan_violations): tallied per family and
+  // overall, so that the explanation can name the rule that binds — the one that fails on every
+  // mesh of the family, which changing anything else would not fix.
+  void illegal(std::uint64_t index, const FamIds& f, const std::vector<RuleFailure>& broken) {
+    auto tally = [&](Tally& t) {
+      ++t.illegal;
+      for (std::size_t i = 0; i < broken.size(); ++i) {
+        auto& r = t.rules[broken[i].rule];
+        if (r.count++ == 0 || index < r.first_index) {
+          r.first_index = index;
+          r.position = i;
+          r.detail = broken[i].detail;
+        }
+      }
+    };
+    tally(all_);
+    for (int i = 0; i < f.n; ++i) {
+      Family& F = fams_[static_cast<std::size_t>(f.id[static_cast<std::size_t>(i)])];
+      F.touched = true;
+      tally(F.tally);
+    }
+  }
+  // A mesh that passes every rule (its plans may still fail on memory).
+  void legal(const FamIds& f) {
+    ++all_.legal;
+    for (int i = 0; i < f.n; ++i) ++fams_[static_cast<std::size_t>(f.id[static_cast<std::size_t>(i)])].tally.legal;
+  }
+
   void finish(SearchResult& r) {
-    // Rejection reasons count only for families without a surviving plan; replay them in order.
+    // Memory reasons count only for families without a surviving plan: the smallest need.
     std::stable_sort(notes_.begin(), notes_.end(), [](const Note& a, const Note& b) { return a.index < b.index; });
     for (const Note& n : notes_) {
       for (int i = 0; i < n.fams.n; ++i) {
         Family& F = fams_[static_cast<std::size_t>(n.fams.id[static_cast<std::size_t>(i)])];
         F.touched = true;
         if (F.have) continue;
-        if (F.reason.empty() || (n.memory > 0 && n.memory < F.reason_memory)) {
+        if (F.reason.empty() || n.memory < F.reason_memory) {
           F.reason = reason(n);
           F.reason_memory = n.memory;
         }
       }
     }
+    // A rule no mesh at all passes (the model's position table, say) is the whole answer.
+    const char* blocking = all_.legal == 0 ? binding_rule(all_) : nullptr;
+    if (blocking) r.blocking = "'" + std::string(blocking) + "': " + all_.rules.at(blocking).detail;
     for (auto& k : top_) r.top.push_back(std::move(k.c));
     for (auto& k : pareto_) r.pareto.push_back(std::move(k.c));
     std::sort(r.pareto.begin(), r.pareto.end(), [](const Candidate& a, const Candidate& b) { return a.memory_bytes < b.memory_bytes; });
 
     // Why not: every family whose best plan is not the winner (by category, then value).
-    const Candidate* best = r.top.empty() ? nullptr : &r.top.front();
+    // (with top = 0 the Pareto front's fastest plan: the fastest of all)
+    const Candidate* best = !r.top.empty() ? &r.top.front()
+                            : r.pareto.empty() ? nullptr
+                                               : &*std::min_element(r.pareto.begin(), r.pareto.end(), [](const Candidate& a, const Candidate& b) {
+                                                   return a.step_seconds < b.step_seconds;
+                                                 });
     for (const auto& [key, id] : ids_) {
       const Family& f = fams_[static_cast<std::size_t>(id)];
       if (!f.touched) continue;
       const std::string name = family_name(key);
       if (!f.have) {
-        r.why_not.push_back(name + ": no plan survived: " + f.reason);
+        if (blocking) continue;  // the same rule for every family: said once
+        r.why_not.push_back(name + ": no plan survived: " + family_reason(f));
         continue;
       }
       if (!best || f.best.step_seconds <= best->step_seconds) continue;  // the winner's own families
@@ -380,8 +417,19 @@ class Collector {
     Candidate c;
     std::uint64_t index = 0;
   };
+  struct RuleTally {
+    std::int64_t count = 0;
+    std::uint64_t first_index = 0;
+    std::size_t position = 0;  // among that mesh's broken rules (check order)
+    std::string detail;        // of the first mesh (in enumeration order) it rejected
+  };
+  struct Tally {
+    std::int64_t legal = 0, illegal = 0;  // meshes
+    std::map<std::string_view, RuleTally> rules;
+  };
   struct Family {
     FamilyKey key;
+    Tally tally;
     bool touched = false, have = false;
     double best_step = 0;
     std::uint64_t best_index = 0;
@@ -391,9 +439,44 @@ class Collector {
   };
   static bool before(double s1, std::uint64_t i1, double s2, std::uint64_t i2) { return s1 < s2 || (s1 == s2 && i1 < i2); }
 
+  // The first rule (in check order) that rejects every illegal mesh of `t`, if one does and no mesh
+  // is legal; nullptr otherwise.
+  static const char* binding_rule(const Tally& t) {
+    if (t.illegal == 0 || t.legal > 0) return nullptr;
+    const char* first = nullptr;
+    const RuleTally* best = nullptr;
+    for (const auto& [rule, tally] : t.rules)
+      if (tally.count == t.illegal &&
+          (!best || std::tie(tally.first_index, tally.position) < std::tie(best->first_index, best->position))) {
+        first = rule.data();  // the rule's name literal (plan_violations)
+        best = &tally;
+      }
+    return first;
+  }
+
+  // Why a family has no plan: memory if any of its meshes is legal (legality does not bind
+  // then), else the rule that rejects all its meshes, else the rules that reject the most.
+  std::string family_reason(const Family& f) const {
+    const Tally& t = f.tally;
+    if (t.legal > 0 || t.illegal == 0) {
+      std::string s = f.reason.empty() ? "no plan of it was priced" : f.reason;
+      if (t.illegal > 0) s += " (" + std::to_string(t.illegal) + " of its " + std::to_string(t.legal + t.illegal) + " meshes are also illegal)";
+      return s;
+    }
+    if (const char* rule = binding_rule(t))
+      return "illegal: " + std::string(rule) + " (" + t.rules.at(rule).detail + ")" +
+             (t.illegal > 1 ? ", on all " + std::to_string(t.illegal) + " of its meshes" : "");
+    std::vector<std::pair<std::int64_t, std::string_view>> by_count;
+    for (const auto& [rule, tally] : t.rules) by_count.emplace_back(-tally.count, rule);
+    std::sort(by_count.begin(), by_count.end());
+    std::string s = "illegal: no one rule fails on all its " + std::to_string(t.illegal) + " meshes:";
+    for (std::size_t i = 0; i < by_count.size() && i < 2; ++i)
+      s += std::string(i ? ";" : "") + " " + std::string(by_count[i].second) + " on " + std::to_string(-by_count[i].first);
+    return s;
+  }
+
   std::string reason(const Note& n) const {
     switch (n.kind) {
-      case Note::illegal: return std::string("illegal: ") + n.rule;
       case Note::states: return "parameters, gradients and optimizer state need " + gib(n.memory) + " > " + gib(capacity_);
       case Note::over_memory:
         return "needs " + gib(n.memory) + " per device (activations " + gib(n.activations) + ") > " + gib(capacity_);
@@ -407,6 +490,7 @@ class Collector {
   std::vector<Family> fams_;
   std::map<FamilyKey, int> ids_;
   std::vector<Note> notes_;
+  Tally all_;
 };
 
 // Calls o.progress once a search has run for a second, then every half second.
@@ -463,12 +547,13 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
     progress(static_cast<double>(mi) / static_cast<double>(all.size()));
     const Mesh& mesh = all[mi];
     const Plan p = base_plan(mesh, o);
-    if (const char* rule = plan_violation(m, p, N)) {
+    if (plan_violation(m, p, N)) {
       ++r.illegal;
       ++r.considered;
-      col.note({plan_index(mi), col.families(p, false), Note::illegal, rule});
+      col.illegal(plan_index(mi), col.families(p, false), plan_violations(m, p, N));
       continue;
     }
+    col.legal(col.families(p, false));
     const std::int64_t pp = mesh[Axis::pipeline];
     const auto orders = distinct_orders(mesh);
     std::vector<Network> nets;  // one per distinct placement; the lowering does not depend on it
@@ -484,7 +569,7 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
       r.considered += variants;
       if (states[ch.zero_i] > capacity) {
         r.pruned += variants;
-        col.note({plan_index(mi, ch, 0, 0, 0), fams, Note::states, nullptr, states[ch.zero_i]});
+        col.note({plan_index(mi, ch, 0, 0, 0), fams, Note::states, states[ch.zero_i]});
         return;
       }
       const auto stages = stage_summaries(m, q, &cache);
@@ -500,7 +585,7 @@ void search_exhaustive(const ModelSpec& m, const ClusterSpec& c, const SearchOpt
             const std::uint64_t index = plan_index(mi, ch, k, sc, ov);
             if (e.memory.total_bytes > capacity) {
               ++r.over_memory;
-              col.note({index, fams, Note::over_memory, nullptr, e.memory.total_bytes, e.memory.activations_bytes});
+              col.note({index, fams, Note::over_memory, e.memory.total_bytes, e.memory.activations_bytes});
               continue;
             }
             ++r.priced;
@@ -1038,12 +1123,13 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
     progress(0.4 * static_cast<double>(mi) / static_cast<double>(all.size()));
     const Mesh& mesh = all[mi];
     const Plan p = base_plan(mesh, o);
-    if (const char* rule = plan_violation(m, p, N)) {
+    if (plan_violation(m, p, N)) {
       ++r.illegal;
       ++r.considered;
-      col.note({plan_index(mi), col.families(p, false), Note::illegal, rule});
+      col.illegal(plan_index(mi), col.families(p, false), plan_violations(m, p, N));
       continue;
     }
+    col.legal(col.families(p, false));
     const std::int64_t pp = mesh[Axis::pipeline];
     const FamIds axis_fams = col.families(p, false);
     MeshInfo info;
@@ -1063,7 +1149,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       r.considered += variants;
       if (states[ch.zero_i] > capacity) {
         r.pruned += variants;
-        col.note({plan_index(mi, ch, 0, 0, 0), families(axis_fams, mesh, ch.remat_i, ch.scan_i, q.zero_stage), Note::states, nullptr,
+        col.note({plan_index(mi, ch, 0, 0, 0), families(axis_fams, mesh, ch.remat_i, ch.scan_i, q.zero_stage), Note::states,
                   states[ch.zero_i]});
         return;
       }
@@ -1170,7 +1256,7 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
       if (!fits[sc]) {
         r.over_memory += per_schedule;
         col.note({plan_index(info.index, ch, 0, sc, 0), fams,
-                  Note::over_memory, nullptr, mem[sc].total_bytes, mem[sc].activations_bytes});
+                  Note::over_memory, mem[sc].total_bytes, mem[sc].activations_bytes});
       }
     }
     std::array<PricedRecord, kMaxNets> on;

@@ -50,6 +50,9 @@ struct SearchResult {
   std::vector<Candidate> top;     // fastest first
   std::vector<Candidate> pareto;  // step time vs memory per device, by memory
   std::vector<std::string> why_not;
+  // Set when no mesh passes one legality rule (e.g. seq_len beyond the model's position table):
+  // "rule: numbers". The why-not lines then leave out the families that rule explains.
+  std::string blocking;
   // considered = illegal + pruned + over_memory + bounded + priced
   std::int64_t considered = 0;    // plans enumerated
   std::int64_t illegal = 0;       // rejected by a divisibility rule (one per mesh)

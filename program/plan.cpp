@@ -49,17 +49,18 @@ struct Rule {
   const char* key = "mesh";
 };
 
-template <class F>
-const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devices, F&& on_fail) {
+// Every rule in check order, each with whether it holds. The first five are sanity rules: when one
+// fails the rest are not evaluated (their arithmetic assumes them), so it is returned alone.
+std::vector<Rule> plan_rules(const ModelSpec& m, const Plan& p, std::int64_t devices) {
   const auto t = p.mesh[Axis::tensor], sq = p.mesh[Axis::sequence], pp = p.mesh[Axis::pipeline];
   auto n = [](std::int64_t v) { return std::to_string(v); };
   for (int i = 0; i < kAxisCount; ++i)
-    if (p.mesh.size[i] < 1) return on_fail(Rule{"mesh axes are positive", false, std::string(to_string(static_cast<Axis>(i))) + " = " + n(p.mesh.size[i])});
-  if (p.global_batch < 1) return on_fail(Rule{"global_batch is positive", false, "global_batch = " + n(p.global_batch), "global_batch"});
-  if (p.micro_batch < 1) return on_fail(Rule{"micro_batch is positive", false, "micro_batch = " + n(p.micro_batch), "micro_batch"});
-  if (p.seq_len < 1) return on_fail(Rule{"seq_len is positive", false, "seq_len = " + n(p.seq_len), "seq_len"});
-  if (p.zero_stage < 0 || p.zero_stage > 3) return on_fail(Rule{"zero_stage is 0..3", false, "zero_stage = " + n(p.zero_stage), "zero_stage"});
-  const std::vector<Rule> rules = {
+    if (p.mesh.size[i] < 1) return {Rule{"mesh axes are positive", false, std::string(to_string(static_cast<Axis>(i))) + " = " + n(p.mesh.size[i])}};
+  if (p.global_batch < 1) return {Rule{"global_batch is positive", false, "global_batch = " + n(p.global_batch), "global_batch"}};
+  if (p.micro_batch < 1) return {Rule{"micro_batch is positive", false, "micro_batch = " + n(p.micro_batch), "micro_batch"}};
+  if (p.seq_len < 1) return {Rule{"seq_len is positive", false, "seq_len = " + n(p.seq_len), "seq_len"}};
+  if (p.zero_stage < 0 || p.zero_stage > 3) return {Rule{"zero_stage is 0..3", false, "zero_stage = " + n(p.zero_stage), "zero_stage"}};
+  return {
       {"mesh size equals the cluster's device count", devices <= 0 || p.mesh.devices() == devices,
        "mesh " + p.mesh.describe() + " has " + n(p.mesh.devices()) + " devices, the cluster has " + n(devices)},
       {"data*fsdp divides global_batch", divides(p.replicas(), p.global_batch),
@@ -91,7 +92,11 @@ const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devi
       {"each sequence shard holds at least conv_width-1 tokens", sq == 1 || m.conv_width == 0 || p.seq_len / sq >= m.conv_width - 1,
        "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1), "mesh.sequence"},
   };
-  for (const auto& r : rules)
+}
+
+template <class F>
+const char* first_violation(const ModelSpec& m, const Plan& p, std::int64_t devices, F&& on_fail) {
+  for (const auto& r : plan_rules(m, p, devices))
     if (!r.ok) return on_fail(r);
   return nullptr;
 }
@@ -106,6 +111,13 @@ void check_plan(const ModelSpec& m, const Plan& p, std::int64_t devices) {
 
 const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devices) {
   return first_violation(m, p, devices, [](const Rule& r) { return r.name; });
+}
+
+std::vector<RuleFailure> plan_violations(const ModelSpec& m, const Plan& p, std::int64_t devices) {
+  std::vector<RuleFailure> out;
+  for (auto& r : plan_rules(m, p, devices))
+    if (!r.ok) out.push_back(RuleFailure{r.name, r.key, std::move(r.detail)});
+  return out;
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -153,6 +154,14 @@ class PlanError : public std::runtime_error {
 void check_plan(const ModelSpec& m, const Plan& p, std::int64_t devices);
 // Same rules without exceptions (for the planner's hot loop): nullptr if legal, else the rule.
 const char* plan_violation(const ModelSpec& m, const Plan& p, std::int64_t devices);
+// Every rule the plan breaks, in check order, each with its numbers (empty: legal). The planner's
+// explanations ask which rule binds: the one that fails whatever else is changed.
+struct RuleFailure {
+  const char* rule;  // the rule's name (the string plan_violation returns)
+  const char* key;   // the plan key to change
+  std::string detail;
+};
+std::vector<RuleFailure> plan_violations(const ModelSpec& m, const Plan& p, std::int64_t devices);
 
 // A rule broken by a plan read from `plan_file` ("" or "plan from flags": none) as the
 // ConfigError the CLI prints: file:line of the key to change (of its parent, `mesh` for

@@ -240,3 +240,51 @@ TEST_CASE("the pruned search equals pricing every plan with tensor_comm and inte
     }
   }
 }
+
+TEST_CASE("a rule no plan can pass is named once as the reason, with its numbers", "[planner]") {
+  // gpt-tiny has a learned position table of 128 entries: at 256 tokens every plan breaks that
+  // rule, whatever the mesh, so it is the answer; a per-family list blaming whatever rule a mesh
+  // happened to break first (pipeline, heads) would send the user to the wrong key.
+  const auto m = load_model("gpt-tiny");
+  REQUIRE(m.max_positions < 256);
+  const auto c = load_cluster("tpu-v5e-64");
+  const auto r = search(m, c, opts(64, 256));
+  REQUIRE(r.top.empty());
+  CHECK_THAT(r.blocking, Catch::Contains("seq_len fits the learned position table"));
+  CHECK_THAT(r.blocking, Catch::Contains("256") && Catch::Contains("128"));
+  for (const auto& w : r.why_not) CHECK_THAT(w, !Catch::Contains("illegal"));
+}
+
+TEST_CASE("why-not lines name the reason that binds: memory when a family has legal meshes, else the rule every mesh breaks", "[planner]") {
+  // Griffin-1.3B at 64K tokens on 32 A100s: plans exist, and families run out for different reasons.
+  const auto m = load_model("griffin-1.3b");
+  const auto c = load_cluster("dgx-a100-4");
+  const auto r = search(m, c, opts(32, 65536));
+  REQUIRE(!r.top.empty());
+  CHECK(r.blocking.empty());
+  auto line = [&](const std::string& family) {
+    for (const auto& w : r.why_not)
+      if (w.starts_with(family + ":")) return w;
+    FAIL("no why-not line for " << family);
+    return std::string();
+  };
+  // data=32 (one sequence per replica, nothing else sharded) is a legal mesh, so legality cannot be
+  // why that family has no plan: the line must give its memory need against the limit.
+  Plan alone;
+  alone.mesh = parse_mesh("data=32", "--mesh");
+  alone.global_batch = 32;
+  alone.micro_batch = 1;
+  alone.seq_len = 65536;
+  REQUIRE(plan_violations(m, alone, c.devices()).empty());
+  const std::string data32 = line("data=32");
+  CHECK_THAT(data32, Catch::Contains("no plan survived") && Catch::Contains("GB per device"));
+  CHECK_THAT(data32, !Catch::Contains("illegal:"));
+  // tensor=32 cannot split the 16 heads on any mesh: the named rule is the one each such mesh breaks.
+  REQUIRE(m.heads % 32 != 0);
+  Plan t32 = alone;
+  t32.mesh = parse_mesh("tensor=32", "--mesh");
+  bool heads_rule = false;
+  for (const auto& f : plan_violations(m, t32, c.devices())) heads_rule = heads_rule || std::string(f.rule) == "tensor divides heads";
+  REQUIRE(heads_rule);
+  CHECK_THAT(line("tensor=32"), Catch::Contains("illegal: tensor divides heads") && Catch::Contains("does not divide heads 16"));
+}
