@@ -6,6 +6,10 @@
 
 namespace scanshard {
 
+// `simulate` of one plan that is priced but needs more memory than a plan may use (the report is
+// printed in full first). 3 is `train`'s numerical failure.
+inline constexpr int kExitDoesNotFit = 4;
+
 void register_list_commands(CLI::App& app);  // models, clusters
 void register_simulate_command(CLI::App& app);
 void register_plan_command(CLI::App& app);

@@ -1,5 +1,6 @@
 // cli/main.cpp — the scanshard executable: subcommands and exit codes.
-// Exit codes: 0 ok; 2 bad input or usage (CLI errors, ConfigError); 1 runtime failure.
+// Exit codes: 0 ok; 2 bad input or usage (CLI errors, ConfigError); 1 runtime failure; 3 train
+// stopped on non-finite values; 4 simulate: the plan does not fit in memory (kExitDoesNotFit).
 #include <iostream>
 
 #include <CLI/CLI.hpp>

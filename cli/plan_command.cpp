@@ -25,7 +25,7 @@ namespace {
 struct PlanCmdOptions {
   std::string model, cluster, fix, out, dtype = "bf16";
   std::int64_t devices = 0, global_batch = 0, seq_len = 2048;
-  double max_memory_fraction = 0.9;
+  double max_memory_fraction = kMaxMemoryFraction;
   std::size_t top = 10;
   bool json = false, quiet = false;
 };
@@ -146,7 +146,7 @@ void register_plan_command(CLI::App& app) {
   cmd->add_option("--global-batch", o->global_batch, "Sequences per step (default: one per device)");
   cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence");
   cmd->add_option("--fix", o->fix, "Fix axes, e.g. tensor=4,pipeline=2");
-  cmd->add_option("--max-memory-fraction", o->max_memory_fraction, "Fraction of device memory a plan may use (default 0.9)");
+  cmd->add_option("--max-memory-fraction", o->max_memory_fraction, "Fraction of device memory a plan may use (default 0.9, as simulate)");
   cmd->add_option("--top", o->top, "How many plans to list (default 10)");
   cmd->add_option("--dtype", o->dtype, "bf16 or fp32");
   cmd->add_option("--out", o->out, "Write the chosen plan YAML here (atomically)");

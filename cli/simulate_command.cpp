@@ -31,7 +31,7 @@ nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
           {"mfu", e.mfu}, {"bottleneck", e.bottleneck}, {"breakdown_seconds", breakdown},
           {"memory_bytes", {{"params", m.params_bytes}, {"grads", m.grads_bytes}, {"optimizer", m.optimizer_bytes},
                             {"activations", m.activations_bytes}, {"scan_state", m.state_bytes},
-                            {"buffers", m.buffers_bytes}, {"total", m.total_bytes}, {"capacity", m.capacity_bytes}}},
+                            {"buffers", m.buffers_bytes}, {"total", m.total_bytes}, {"capacity", m.capacity_bytes}, {"limit", m.limit_bytes}}},
           {"fits", m.fits}};
 }
 
@@ -66,11 +66,16 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
   mt.add({"activations", format_bytes(mem.activations_bytes)});
   mt.add({"scan state", format_bytes(mem.state_bytes)});
   mt.add({"comm buffers", format_bytes(mem.buffers_bytes)});
-  mt.add({"total", format_bytes(mem.total_bytes) + " of " + format_bytes(mem.capacity_bytes)});
+  mt.add({"total", format_bytes(mem.total_bytes) + " of " + format_bytes(mem.limit_bytes)});
   std::cout << mt.str();
+  char limit[96];
+  std::snprintf(limit, sizeof limit, "%s a plan may use (%.0f %% of the chip's %s)", format_bytes(mem.limit_bytes).c_str(),
+                100 * kMaxMemoryFraction, format_bytes(mem.capacity_bytes).c_str());
   if (!mem.fits)
-    std::cout << "\nDOES NOT FIT: needs " << format_bytes(mem.total_bytes) << " per device, the chip has "
-              << format_bytes(mem.capacity_bytes) << " (try zero_stage 3, remat, or more tensor/pipeline sharding)\n";
+    std::cout << "\nDOES NOT FIT: needs " << format_bytes(mem.total_bytes) << " per device, more than the " << limit
+              << " (try zero_stage 3, remat, or more tensor/pipeline sharding); exit status " << kExitDoesNotFit << "\n";
+  else
+    std::cout << "\nfits in the " << limit << "\n";
 }
 
 std::vector<std::int64_t> parse_sweep(const std::string& text) {
@@ -127,6 +132,10 @@ void run_simulate(const SimulateOptions& o) {
     std::cout << j.dump(2) << "\n";
   } else {
     print_estimate(e, m, c, p);
+  }
+  if (!e.memory.fits) {
+    std::cout.flush();
+    std::exit(kExitDoesNotFit);
   }
 }
 

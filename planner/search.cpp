@@ -224,9 +224,9 @@ std::string family_name(const FamilyKey& k) {
   return "zero=" + std::to_string(k.second);
 }
 
-std::string gib(double b) {
+std::string gib(double b) {  // the unit `simulate` and the plan tables print
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f GB", b / 1e9);
+  std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1024.0 * 1024.0 * 1024.0));
   return buf;
 }
 

@@ -26,7 +26,7 @@ struct SearchOptions {
   std::int64_t global_batch = 0;  // sequences per step
   std::int64_t seq_len = 2048;
   std::array<std::int64_t, kAxisCount> fixed{};  // 0 = free; else the axis must have this size
-  double max_memory_fraction = 0.9;              // of device memory a plan may use
+  double max_memory_fraction = kMaxMemoryFraction;  // of device memory a plan may use
   std::size_t top = 10;
   DType dtype = DType::bf16;
   std::function<void(double fraction)> progress;  // fraction done: after a second, then every half second

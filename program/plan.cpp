@@ -70,6 +70,8 @@ std::vector<Rule> plan_rules(const ModelSpec& m, const Plan& p, std::int64_t dev
       {"sequence divides seq_len", divides(sq, p.seq_len), "sequence = " + n(sq) + " does not divide seq_len " + n(p.seq_len), "mesh.sequence"},
       {"each pipeline stage holds a layer", pp <= m.depth, "pipeline = " + n(pp) + " is more stages than the " + n(m.depth) + " layers", "mesh.pipeline"},
       {"virtual_stages is positive", p.virtual_stages >= 1, "virtual_stages = " + n(p.virtual_stages), "virtual_stages"},
+      {"interleaving needs a pipeline", p.virtual_stages == 1 || pp > 1,
+       "virtual_stages = " + n(p.virtual_stages) + " splits each stage into chunks, but pipeline = 1 has no stages to interleave", "virtual_stages"},
       {"interleaving needs the 1f1b schedule", p.virtual_stages == 1 || p.schedule == Schedule::one_f_one_b,
        "virtual_stages = " + n(p.virtual_stages) + " with schedule " + to_string(p.schedule), "virtual_stages"},
       {"each pipeline chunk holds a layer", pp * std::max<std::int64_t>(1, p.virtual_stages) <= m.depth,

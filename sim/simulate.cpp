@@ -145,7 +145,8 @@ MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpe
   m.buffers_bytes = prog.max_comm_bytes;
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activations_bytes + m.state_bytes + m.buffers_bytes;
   m.capacity_bytes = chip.memory_bytes;
-  m.fits = m.total_bytes <= m.capacity_bytes;
+  m.limit_bytes = kMaxMemoryFraction * chip.memory_bytes;
+  m.fits = m.total_bytes <= m.limit_bytes;
   return m;
 }
 

@@ -50,9 +50,15 @@ struct MemoryBreakdown {
   double state_bytes = 0;    // scan states kept on device
   double buffers_bytes = 0;  // largest communication buffer (and ZeRO-3 gathered layer)
   double total_bytes = 0;
-  double capacity_bytes = 0;
-  bool fits = true;
+  double capacity_bytes = 0;  // the chip's memory
+  double limit_bytes = 0;     // what a plan may use: capacity × kMaxMemoryFraction
+  bool fits = true;           // total ≤ limit
 };
+
+// Of a device's memory a plan may use, in `plan` and `simulate` alike; the rest is left to the
+// runtime (CUDA/XLA context, allocator fragmentation, kernel workspaces). An assumption, not a
+// measurement; `plan --max-memory-fraction` changes it for the search.
+inline constexpr double kMaxMemoryFraction = 0.9;
 
 // Per-device bytes of parameters, gradients and AdamW state for `params` local parameters under a
 // ZeRO stage over `fsdp` ranks: parameters in their dtype (sharded at stage 3), fp32 gradient

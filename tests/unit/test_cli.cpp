@@ -3,6 +3,8 @@
 // the message fragment it must produce in its first lines).
 #include <catch2/catch.hpp>
 
+#include "program/presets.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -642,4 +644,27 @@ TEST_CASE("train --trace onto a FIFO is refused before training, exit 2, and lea
   CHECK_THAT(r.out, !Catch::Contains("step 1"));  // refused before the first step
   CHECK(still_fifo(fifo));
   CHECK(names_in(s.dir) == std::set<std::string>{"plan.yaml", "trace.fifo"});
+}
+
+TEST_CASE("CLI simulate says in its output and exit status whether a plan fits the memory a plan may use", "[cli]") {
+  // Griffin-1.3B, one 64K-token sequence per A100 with nothing but data parallelism: far beyond
+  // 90 % of 80 GB (the same limit `plan` uses); one 2K-token sequence per device fits.
+  const auto c = scanshard::load_cluster("dgx-a100-4");
+  const auto big = run("simulate --json --model griffin-1.3b --cluster dgx-a100-4 --mesh data=32 --global-batch 32 --seq-len 65536");
+  INFO(big.err);
+  CHECK(big.code == 4);
+  const auto j = nlohmann::json::parse(big.out);
+  CHECK(j["memory_bytes"]["total"].get<double>() > 0.9 * c.chip.memory_bytes);
+  CHECK(j["memory_bytes"]["limit"].get<double>() == Approx(0.9 * c.chip.memory_bytes));
+  CHECK_FALSE(j["fits"].get<bool>());
+  const auto text = run("simulate --model griffin-1.3b --cluster dgx-a100-4 --mesh data=32 --global-batch 32 --seq-len 65536");
+  CHECK(text.code == 4);
+  CHECK_THAT(text.out, Catch::Contains("DOES NOT FIT") && Catch::Contains("90 % of the chip's"));
+  const auto small = run("simulate --model griffin-1.3b --cluster dgx-a100-4 --mesh data=32 --global-batch 32 --seq-len 2048");
+  CHECK(small.code == 0);
+  CHECK_THAT(small.out, Catch::Contains("fits in the"));
+  // interleaving without a pipeline is refused, naming the key
+  const auto v = run("simulate --model griffin-tiny --cluster cpu-local --global-batch 4 --seq-len 128 --virtual-stages 2");
+  CHECK(v.code == 2);
+  CHECK_THAT(v.err, Catch::Contains("virtual_stages") && Catch::Contains("pipeline = 1"));
 }

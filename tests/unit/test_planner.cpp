@@ -122,7 +122,7 @@ TEST_CASE("impossible constraints and hopeless searches explain themselves", "[p
   REQUIRE(r.top.empty());
   REQUIRE(!r.why_not.empty());
   bool memory_reason = false;
-  for (const auto& w : r.why_not) memory_reason = memory_reason || w.find("GB") != std::string::npos;
+  for (const auto& w : r.why_not) memory_reason = memory_reason || w.find("GiB") != std::string::npos;
   REQUIRE(memory_reason);
 }
 
@@ -277,7 +277,7 @@ TEST_CASE("why-not lines name the reason that binds: memory when a family has le
   alone.seq_len = 65536;
   REQUIRE(plan_violations(m, alone, c.devices()).empty());
   const std::string data32 = line("data=32");
-  CHECK_THAT(data32, Catch::Contains("no plan survived") && Catch::Contains("GB per device"));
+  CHECK_THAT(data32, Catch::Contains("no plan survived") && Catch::Contains("GiB per device"));
   CHECK_THAT(data32, !Catch::Contains("illegal:"));
   // tensor=32 cannot split the 16 heads on any mesh: the named rule is the one each such mesh breaks.
   REQUIRE(m.heads % 32 != 0);
