@@ -14,6 +14,7 @@
 #include "cli/commands.hpp"
 #include "cli/compare.hpp"
 #include "cli/format.hpp"
+#include "cli/plan_options.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
@@ -30,20 +31,20 @@ struct PlanCmdOptions {
   bool json = false, quiet = false;
 };
 
-Table candidates_table(const std::vector<Candidate>& cs) {
+Table candidates_table(const std::vector<Candidate>& cs, bool scan) {
   Table t({"#", "plan", "step time", "tokens/s", "MFU", "memory/device", "bottleneck"}, {true, false, true, true, true, true, false});
   int i = 0;
   for (const auto& c : cs) {
     char mfu[16];
     std::snprintf(mfu, sizeof mfu, "%.1f %%", 100 * c.mfu);
-    t.add({std::to_string(++i), plan_summary(c.plan), format_seconds(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
+    t.add({std::to_string(++i), plan_summary(c.plan, false, scan), format_seconds(c.step_seconds), format_si(c.tokens_per_s, ""), mfu,
            format_bytes(c.memory_bytes), c.bottleneck});
   }
   return t;
 }
 
-nlohmann::json candidate_json(const Candidate& c) {
-  return {{"mesh", c.plan.mesh.describe()}, {"plan", plan_summary(c.plan)}, {"step_seconds", c.step_seconds},
+nlohmann::json candidate_json(const Candidate& c, bool scan) {
+  return {{"mesh", c.plan.mesh.describe()}, {"summary", plan_summary(c.plan, false, scan)}, {"plan", plan_json(c.plan)}, {"step_seconds", c.step_seconds},
           {"tokens_per_s", c.tokens_per_s}, {"mfu", c.mfu}, {"memory_bytes", c.memory_bytes}, {"bottleneck", c.bottleneck}};
 }
 
@@ -100,9 +101,9 @@ void run_plan(const PlanCmdOptions& o) {
                         {"why_not", r.why_not}};
     if (!r.blocking.empty()) j["blocking_rule"] = r.blocking;
     j["top"] = nlohmann::json::array();
-    for (const auto& cnd : r.top) j["top"].push_back(candidate_json(cnd));
+    for (const auto& cnd : r.top) j["top"].push_back(candidate_json(cnd, m.has_scan()));
     j["pareto"] = nlohmann::json::array();
-    for (const auto& cnd : r.pareto) j["pareto"].push_back(candidate_json(cnd));
+    for (const auto& cnd : r.pareto) j["pareto"].push_back(candidate_json(cnd, m.has_scan()));
     if (fastest) j["plan_yaml"] = plan_to_yaml(best);
     std::cout << j.dump(2) << "\n";
   } else {
@@ -121,8 +122,8 @@ void run_plan(const PlanCmdOptions& o) {
       if (!r.why_not.empty()) std::cout << "Why, per family (the rule that fails on all its meshes, or its smallest memory need):\n";
       for (const auto& w : r.why_not) std::cout << "  " << w << "\n";
     } else {
-      if (!r.top.empty()) std::cout << "fastest plans\n" << candidates_table(r.top).str() << "\n";
-      std::cout << "Pareto front: step time vs memory per device\n" << candidates_table(r.pareto).str() << "\n";
+      if (!r.top.empty()) std::cout << "fastest plans\n" << candidates_table(r.top, m.has_scan()).str() << "\n";
+      std::cout << "Pareto front: step time vs memory per device\n" << candidates_table(r.pareto, m.has_scan()).str() << "\n";
       std::cout << "why not\n";
       for (const auto& w : r.why_not) std::cout << "  " << w << "\n";
       if (o.out.empty()) std::cout << "\nchosen plan (save with --out FILE):\n" << plan_to_yaml(best);

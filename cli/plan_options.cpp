@@ -65,7 +65,7 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   if (global_batch) p.global_batch = *global_batch;
   else if (!from_file) p.global_batch = p.replicas();
   if (micro_batch) p.micro_batch = *micro_batch;
-  else if (!from_file || global_batch) p.micro_batch = std::max<std::int64_t>(1, p.global_batch / std::max<std::int64_t>(1, p.replicas()));
+  else if (!from_file || global_batch) p.micro_batch = default_micro_batch(p.local_batch(), p.mesh[Axis::pipeline]);
   if (zero_stage) p.zero_stage = static_cast<int>(*zero_stage);
   auto choose = [](const std::string& v, const char* flag, auto& field, const auto& names) {
     if (v.empty()) return;
@@ -92,6 +92,33 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   }
   if (overlap) p.overlap = *overlap;
   return p;
+}
+
+nlohmann::json plan_json(const Plan& p) {
+  nlohmann::json mesh = nlohmann::json::object(), placement = nlohmann::json::array();
+  for (int i = 0; i < kAxisCount; ++i) mesh[to_string(static_cast<Axis>(i))] = p.mesh.size[static_cast<std::size_t>(i)];
+  for (Axis a : p.placement) placement.push_back(to_string(a));
+  nlohmann::json j = {{"mesh", mesh},
+                      {"zero_stage", p.zero_stage},
+                      {"global_batch", p.global_batch},
+                      {"micro_batch", p.micro_batch},
+                      {"seq_len", p.seq_len},
+                      {"schedule", to_string(p.schedule)},
+                      {"virtual_stages", p.virtual_stages},
+                      {"remat", to_string(p.remat)},
+                      {"tensor_comm", to_string(p.tensor_comm)},
+                      {"attention", to_string(p.attention)},
+                      {"scan", to_string(p.scan)},
+                      {"carry", to_string(p.carry)},
+                      {"dtypes", {{"params", to_string(p.param_dtype)}, {"activations", to_string(p.act_dtype)},
+                                  {"scan_state", to_string(p.state_dtype)}, {"grads", to_string(p.grad_dtype)}}},
+                      {"overlap", p.overlap},
+                      {"scatter_gather", p.scatter_gather},
+                      {"placement", placement}};
+  if (!p.model.empty()) j["model"] = p.model;
+  if (!p.cluster.empty()) j["cluster"] = p.cluster;
+  if (p.devices > 0) j["devices"] = p.devices;
+  return j;
 }
 
 }  // namespace scanshard

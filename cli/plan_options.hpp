@@ -5,6 +5,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "program/cluster.hpp"
 #include "program/model.hpp"
@@ -32,6 +33,10 @@ struct PlanOptions {
 
 // The model or cluster (`what`) a command uses: the flag's value or the plan file's, which must
 // agree when both are given (ConfigError naming the plan file otherwise, or when neither is).
+// Every field of a plan as a JSON object with the plan YAML's keys and value names (plan_to_yaml),
+// for `plan --json` and `simulate --json`.
+nlohmann::json plan_json(const Plan& p);
+
 std::string pick_preset(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file);
 
 }  // namespace scanshard

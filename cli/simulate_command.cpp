@@ -27,7 +27,7 @@ nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
   for (int b = 0; b < kBucketCount; ++b) breakdown[to_string(static_cast<Bucket>(b))] = e.seconds[b];
   const auto& m = e.memory;
   return {{"mesh", p.mesh.describe()}, {"seq_len", p.seq_len}, {"global_batch", p.global_batch},
-          {"micro_batch", p.micro_batch}, {"step_seconds", e.step_seconds}, {"tokens_per_s", e.tokens_per_s},
+          {"micro_batch", p.micro_batch}, {"plan", plan_json(p)}, {"step_seconds", e.step_seconds}, {"tokens_per_s", e.tokens_per_s},
           {"mfu", e.mfu}, {"bottleneck", e.bottleneck}, {"breakdown_seconds", breakdown},
           {"memory_bytes", {{"params", m.params_bytes}, {"grads", m.grads_bytes}, {"optimizer", m.optimizer_bytes},
                             {"activations", m.activations_bytes}, {"scan_state", m.state_bytes},
@@ -40,8 +40,10 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
             << "cluster " << c.name << "  (" << c.devices() << " x " << c.chip.name << ", " << c.topology.describe() << ")\n"
             << "plan    mesh " << p.mesh.describe() << ", zero " << p.zero_stage << ", batch " << p.global_batch
             << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << " (" << p.micro_batches()
-            << " per step), remat " << to_string(p.remat) << ", scan " << to_string(p.scan) << ", carry "
-            << to_string(p.carry) << ", " << to_string(p.act_dtype);
+            << " per step), remat " << to_string(p.remat);
+  if (m.has_scan()) std::cout << ", scan " << to_string(p.scan);
+  if (m.has_scan() && p.mesh[Axis::sequence] > 1) std::cout << ", carry " << to_string(p.carry);
+  std::cout << ", " << to_string(p.act_dtype);
   if (p.mesh[Axis::tensor] > 1) std::cout << ", tensor_comm " << to_string(p.tensor_comm);
   if (p.virtual_stages > 1) std::cout << ", " << p.virtual_stages << " chunks per stage (interleaved 1f1b)";
   if (p.attention != AttentionKernel::flash) std::cout << ", attention " << to_string(p.attention);

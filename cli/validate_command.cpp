@@ -211,7 +211,7 @@ void quiet_barrier(const mpi::Comm& w) {
   }
 }
 
-std::string describe_plan(const PlanCase& c) { return c.model.name + " " + plan_summary(c.plan, true); }
+std::string describe_plan(const PlanCase& c) { return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()); }
 
 std::string pct(double e) {
   char b[32];

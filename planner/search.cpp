@@ -108,8 +108,6 @@ std::vector<std::array<Axis, kAxisCount>> distinct_orders(const Mesh& mesh) {
   return orders;
 }
 
-bool has_scan(const ModelSpec& m) { return m.family != Family::mqa && m.family != Family::transformer; }
-
 // The enumeration order of the per-plan choices (also the tie-break order).
 constexpr std::array<Remat, 4> kRemats = {Remat::none, Remat::selective, Remat::block, Remat::elementwise};
 constexpr std::array<ScanAlgo, 4> kScans = {ScanAlgo::sequential, ScanAlgo::chunked, ScanAlgo::associative, ScanAlgo::naive};
@@ -177,7 +175,7 @@ std::uint64_t plan_index(std::size_t mesh) { return plan_index(mesh, Choice{}, 0
 template <class Fn>
 void for_each_choice(const ModelSpec& m, const Plan& p, const std::vector<int>& zeros, const std::vector<std::int64_t>& mbs, Fn&& fn) {
   const Mesh& mesh = p.mesh;
-  const bool scans = has_scan(m), carries = mesh[Axis::sequence] > 1;
+  const bool scans = m.has_scan(), carries = mesh[Axis::sequence] > 1;
   Plan q = p;
   Choice ch;
   for (std::size_t zi = 0; zi < zeros.size(); ++zi) {

@@ -67,6 +67,8 @@ struct ModelSpec {
   double dropout = 0.0;
 
   bool is_rwkv() const { return family == Family::rwkv4 || family == Family::rwkv6; }
+  // Whether any layer runs a linear-recurrence scan (so the plan's scan and carry choices matter).
+  bool has_scan() const { return family != Family::mqa && family != Family::transformer; }
 };
 
 Temporal temporal_kind(const ModelSpec& m, std::int64_t layer);

@@ -170,7 +170,7 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   if (!y.has("micro_batch") && p.global_batch < p.replicas())
     throw y.error("global_batch", std::to_string(p.global_batch) + " sequences cannot feed the " + std::to_string(p.replicas()) +
                                       " data-parallel replicas (mesh data × fsdp): each needs at least one");
-  p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", p.global_batch / std::max<std::int64_t>(1, p.replicas())));
+  p.micro_batch = positive_int(y, "micro_batch", y.optional_int("micro_batch", default_micro_batch(p.local_batch(), p.mesh[Axis::pipeline])));
   p.seq_len = positive_int(y, "seq_len", y.required_int("seq_len"));
   p.schedule = y.optional_choice("schedule", p.schedule, kScheduleNames);
   p.virtual_stages = positive_int(y, "virtual_stages", y.optional_int("virtual_stages", 1));
@@ -269,6 +269,13 @@ Mesh parse_mesh(const std::string& text, const std::string& flag) {
   return mesh;
 }
 
+std::int64_t default_micro_batch(std::int64_t local_batch, std::int64_t pipeline) {
+  if (pipeline <= 1 || local_batch <= 1) return std::max<std::int64_t>(1, local_batch);
+  for (std::int64_t d = local_batch; d > 1; --d)
+    if (local_batch % d == 0 && local_batch / d >= 4 * pipeline) return d;
+  return 1;
+}
+
 Plan at_seq_len(const Plan& base, std::int64_t T, double tokens) {
   Plan p = base;
   p.seq_len = T;
@@ -278,14 +285,14 @@ Plan at_seq_len(const Plan& base, std::int64_t T, double tokens) {
   return p;
 }
 
-std::string plan_summary(const Plan& p, bool with_batch) {
+std::string plan_summary(const Plan& p, bool with_batch, bool scan) {
   std::string s = p.mesh.describe();
   if (p.mesh[Axis::fsdp] > 1) s += " zero" + std::to_string(p.zero_stage);
   if (with_batch) s += " B" + std::to_string(p.global_batch) + " T" + std::to_string(p.seq_len);
   s += " mb" + std::to_string(p.micro_batch);
   if (p.remat != Remat::none) s += std::string(" remat:") + to_string(p.remat);
-  s += std::string(" scan:") + to_string(p.scan);
-  if (p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
+  if (scan) s += std::string(" scan:") + to_string(p.scan);
+  if (scan && p.mesh[Axis::sequence] > 1) s += std::string(" carry:") + to_string(p.carry);
   if (p.mesh[Axis::tensor] > 1 && p.tensor_comm != TensorComm::allreduce) s += std::string(" ") + to_string(p.tensor_comm);
   if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
   if (p.virtual_stages > 1) s += " v" + std::to_string(p.virtual_stages);

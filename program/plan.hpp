@@ -169,6 +169,11 @@ std::vector<RuleFailure> plan_violations(const ModelSpec& m, const Plan& p, std:
 // key, the rule and `advice` appended.
 ConfigError plan_file_error(const std::string& plan_file, const PlanError& e, const std::string& advice = "");
 
+// The micro-batch a plan gets when it names none: the whole per-replica batch without a pipeline;
+// with p stages the largest micro-batch that still makes at least 4·p micro-batches per step (GPipe,
+// Huang et al. 2019 §2.3: the bubble is negligible once M ≥ 4·K), else 1.
+std::int64_t default_micro_batch(std::int64_t local_batch, std::int64_t pipeline);
+
 // YAML -> Plan; bad keys/values are ConfigError (file:line:col: key: reason).
 Plan parse_plan(const YAML::Node& node, const std::string& file);
 Plan load_plan(const std::string& path);
@@ -181,7 +186,7 @@ Plan at_seq_len(const Plan& base, std::int64_t T, double tokens);
 // One line for tables: the mesh, then only the choices that matter for it or differ from the
 // defaults ("tensor=8,pipeline=4 mb2 remat:block scan:sequential 1f1b v2"); with_batch adds
 // "B64 T2048" (global batch, sequence length). The planner's, validate's and the report's tables.
-std::string plan_summary(const Plan& p, bool with_batch = false);
+std::string plan_summary(const Plan& p, bool with_batch = false, bool scan = true);
 // Plan -> YAML text that parse_plan reads back unchanged.
 std::string plan_to_yaml(const Plan& p);
 

@@ -3,6 +3,8 @@
 // the message fragment it must produce in its first lines).
 #include <catch2/catch.hpp>
 
+#include <yaml-cpp/yaml.h>
+
 #include "program/presets.hpp"
 
 #include <algorithm>
@@ -667,4 +669,43 @@ TEST_CASE("CLI simulate says in its output and exit status whether a plan fits t
   const auto v = run("simulate --model griffin-tiny --cluster cpu-local --global-batch 4 --seq-len 128 --virtual-stages 2");
   CHECK(v.code == 2);
   CHECK_THAT(v.err, Catch::Contains("virtual_stages") && Catch::Contains("pipeline = 1"));
+}
+
+TEST_CASE("plan --json carries every field of each plan as an object with the plan file's keys and values", "[cli]") {
+  const fs::path dir = fs::temp_directory_path() / ("scanshard-planjson-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string out = (dir / "p.yaml").string();
+  const auto r = run("plan --json --model mqa-tiny --cluster cpu-local --global-batch 4 --seq-len 64 --top 2 --out " + out);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j["top"].is_array());
+  REQUIRE(j["pareto"].is_array());
+  const auto& plan = j["top"][0]["plan"];
+  REQUIRE(plan.is_object());
+  // the written plan file (plan_to_yaml, read back with yaml-cpp) and the JSON agree on every key
+  const YAML::Node file = YAML::LoadFile(out);
+  int keys = 0;
+  for (const auto& kv : file) {
+    const std::string key = kv.first.as<std::string>();
+    if (key == "model" || key == "cluster") continue;
+    INFO(key);
+    REQUIRE(plan.contains(key));
+    if (kv.second.IsScalar()) {
+      const auto& v = plan[key];
+      const std::string text = v.is_string() ? v.get<std::string>() : v.is_boolean() ? (v.get<bool>() ? "true" : "false") : v.dump();
+      CHECK(text == kv.second.as<std::string>());
+    } else if (kv.second.IsMap()) {
+      for (const auto& sub : kv.second) {
+        const auto& v = plan[key][sub.first.as<std::string>()];
+        CHECK((v.is_string() ? v.get<std::string>() : v.dump()) == sub.second.as<std::string>());
+      }
+    }
+    ++keys;
+  }
+  CHECK(keys >= 15);
+  // an attention-only model's summaries say nothing of scans or carries
+  for (const auto& c : j["top"]) CHECK_THAT(c["summary"].get<std::string>(), !Catch::Contains("scan:"));
+  fs::remove_all(dir);
 }

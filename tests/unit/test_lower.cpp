@@ -453,3 +453,25 @@ TEST_CASE("pipeline chunks split the layers evenly, one layer short at the ends 
   const auto first = lower_stage(m, p, 0, 0), second = lower_stage(m, p, 1, 0);
   REQUIRE((first.first_layer == 0 && first.end_layer == 7 && second.first_layer == 7 && second.end_layer == 15));
 }
+
+TEST_CASE("a pipelined plan that names no micro-batch gets at least 4 micro-batches per stage", "[plan]") {
+  // GPipe (Huang et al. 2019 §2.3): the bubble (p − 1)/(m + p − 1) is negligible once m ≥ 4·p.
+  // The default is the largest micro-batch that keeps m ≥ 4·p: doubling it would not.
+  for (std::int64_t local : {1, 6, 16, 64, 96, 100}) {
+    for (std::int64_t p : {1, 2, 4, 8}) {
+      INFO("per-replica batch " << local << ", pipeline " << p);
+      const std::int64_t mb = default_micro_batch(local, p);
+      REQUIRE(mb >= 1);
+      REQUIRE(local % mb == 0);
+      if (p == 1) { CHECK(mb == local); continue; }
+      const std::int64_t m = local / mb;
+      if (local >= 4 * p) CHECK(m >= 4 * p);
+      else CHECK(mb == 1);
+      for (std::int64_t bigger = mb + 1; bigger <= local; ++bigger)
+        if (local % bigger == 0) CHECK(local / bigger < 4 * p);
+    }
+  }
+  // and a plan file without micro_batch uses it
+  const Plan p = parse_plan(YAML::Load("mesh: {pipeline: 4}\nglobal_batch: 64\nseq_len: 128\n"), "p.yaml");
+  CHECK(p.micro_batch == 4);
+}
