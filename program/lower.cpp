@@ -66,6 +66,20 @@ std::int64_t tiled_attention_pairs(std::int64_t q0, std::int64_t q1, std::int64_
   return pairs;
 }
 
+std::int64_t kv_halo_rows(std::int64_t window, std::int64_t T, std::int64_t hop) {
+  return std::clamp<std::int64_t>(window - (hop - 1) * T, 0, T);
+}
+std::int64_t kv_halo_hops(std::int64_t window, std::int64_t T) { return window <= 0 ? 0 : (window + T - 1) / T; }
+
+KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t sp) {
+  KvHalo k;
+  for (std::int64_t h = 1; h <= kv_halo_hops(window, T); ++h) {
+    if (s - h >= 0) k.received += kv_halo_rows(window, T, h);  // from shard s − h
+    if (s + h < sp) k.sent += kv_halo_rows(window, T, h);      // to shard s + h
+  }
+  return k;
+}
+
 namespace {
 
 // Everything an emitter needs, derived once per lowering.
@@ -323,10 +337,11 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   const Ctx& c = e.c;
   const std::int64_t W = local ? c.m.window : 0;
   const auto q0 = static_cast<std::int64_t>(c.s_coord * c.T), q1 = q0 + static_cast<std::int64_t>(c.T);
-  const double halo_tokens = local ? std::min<double>(static_cast<double>(W), static_cast<double>(q0)) : static_cast<double>(q0);
-  const double halo_sent = c.s_coord == 0 ? std::min<double>(static_cast<double>(W), c.T) : halo_tokens;
+  const KvHalo kv = kv_halo(W, static_cast<std::int64_t>(c.T), c.s_coord, c.sp);
+  const double halo_tokens = static_cast<double>(local ? kv.received : q0);  // K/V rows before this rank's own
   if (local) {
-    e.halo("attn.kv_halo", halo_sent, 2 * KV * N);
+    // every peer the window reaches at once (one round): the link carries the larger direction
+    e.halo("attn.kv_halo", static_cast<double>(std::max(kv.received, kv.sent)), 2 * KV * N);
   } else if (c.sp > 1) {  // ring attention: K/V blocks travel P−1 hops, hidden behind compute
     const double block = c.B * c.T * 2 * KV * N * c.a;
     e.p2p(Phase::forward, Axis::sequence, "attn.ring_kv", block, static_cast<std::int32_t>(c.sp - 1), true);

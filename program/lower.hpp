@@ -167,6 +167,17 @@ std::int64_t visible_keys(std::int64_t q0, std::int64_t q1, std::int64_t window)
 // pairs are computed too (1.24x the causal pairs at 128 tokens with 32-query tiles, 1.06x at
 // 512). tile = 1 gives visible_keys.
 std::int64_t tiled_attention_pairs(std::int64_t q0, std::int64_t q1, std::int64_t window, std::int64_t tile);
+// Local attention under `sequence` (window W, shards of T tokens): shard s needs the K/V rows of
+// global positions [s·T − W, s·T), held by up to ⌈W/T⌉ shards to its left. From the shard h hops
+// to its left (h ≥ 1) it receives that shard's last kv_halo_rows(W, T, h) = clamp(W − (h−1)·T,
+// 0, T) rows: whole shards, then the remainder from the farthest. The runner exchanges them
+// point to point with every such peer at once; the lowering prices the same rows.
+[[nodiscard]] std::int64_t kv_halo_rows(std::int64_t window, std::int64_t T, std::int64_t hop);
+[[nodiscard]] std::int64_t kv_halo_hops(std::int64_t window, std::int64_t T);  // ⌈W/T⌉ peers on each side
+// Rows shard s of sp receives (min(W, s·T): the K/V rows before its own that it holds) and sends
+// (to shards s+1 .. s+⌈W/T⌉ that exist), summed over its peers.
+struct KvHalo { std::int64_t received = 0, sent = 0; };
+[[nodiscard]] KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t sp);
 // The query tile of the runner's blocked kernel (kernels/attention.hpp kAttentionQueryBlock; a
 // unit test keeps them equal). Accelerator kernels use 64–128; at their sequence lengths (≥ 2K)
 // that moves the count by under 3 %.

@@ -741,23 +741,70 @@ void rope_fwd(State& s, const Step& st) {
     std::copy_n(b.v.data() + r * s.T * kw, s.T * kw, b.v_ext.data() + (r * Te + s.halo) * kw);
   }
 }
-// Local attention across shards: my last W rows of K and V go right; W rows arrive from the left.
+// Local attention across shards: shard s needs the K/V rows of global positions [s·T − W, s·T),
+// held by up to ⌈W/T⌉ shards to its left (program/lower.hpp kv_halo_rows). Every shard sends
+// its last kv_halo_rows(W, T, h) rows of K and V to the shard h to its right and receives as
+// many from the shard h to its left, with all its peers at once; the rows from shard s − h land
+// at ext rows halo − (h−1)·T − rows .. halo − (h−1)·T.
+constexpr int kKvHaloTag = 3;
+struct HaloPeer { i64 hop, rows, ext0; };  // rows of the peer h hops away and where they sit in the ext buffers
+std::vector<HaloPeer> halo_peers(const State& s) {
+  std::vector<HaloPeer> out;
+  for (i64 h = 1; h <= kv_halo_hops(s.W, s.T); ++h) {
+    const i64 rows = kv_halo_rows(s.W, s.T, h);
+    out.push_back({h, rows, s.halo - (h - 1) * s.T - rows});
+  }
+  return out;
+}
+// Packs rows [e0, e0 + rows) of the K and V ext buffers of every sequence as [B][k|v][rows][kw].
+Vec pack_kv(const State& s, const Vec& k, const Vec& v, i64 e0, i64 rows) {
+  const i64 Te = text(s), kw = s.KV * s.N;
+  Vec out(static_cast<std::size_t>(2 * s.B * rows * kw));
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which)
+      std::copy_n((which ? v : k).data() + (r * Te + e0) * kw, rows * kw, out.data() + ((2 * r + which) * rows) * kw);
+  return out;
+}
+// Unpacks pack_kv's layout into rows [e0, e0 + rows), overwriting or (accumulate) adding.
+void unpack_kv(const State& s, Vec& k, Vec& v, i64 e0, i64 rows, const Vec& in, bool accumulate) {
+  const i64 Te = text(s), kw = s.KV * s.N;
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which) {
+      float* d = (which ? v : k).data() + (r * Te + e0) * kw;
+      const float* g = in.data() + ((2 * r + which) * rows) * kw;
+      if (accumulate) for (i64 i = 0; i < rows * kw; ++i) d[i] += g[i];
+      else std::copy_n(g, rows * kw, d);
+    }
+}
+// One round with every peer: `send(h)` goes to shard s + dir·h, `recv(h)` from shard s − dir·h.
+template <class Send, class Recv>
+void halo_exchange(const State& s, const Step& st, int dir, Send&& send, Recv&& recv) {
+  const auto& c = need(s, Axis::sequence, st);
+  std::vector<Vec> out;
+  std::vector<MPI_Request> reqs;
+  const auto peers = halo_peers(s);
+  out.reserve(peers.size());
+  for (const HaloPeer& p : peers) {
+    const i64 to = s.s + dir * p.hop;
+    if (to < 0 || to >= s.sp) continue;
+    out.push_back(send(p));
+    reqs.push_back(c.isend(std::span<const float>(out.back()), static_cast<int>(to), kKvHaloTag));
+  }
+  for (const HaloPeer& p : peers) {
+    const i64 from = s.s - dir * p.hop;
+    if (from < 0 || from >= s.sp) continue;
+    Vec in(static_cast<std::size_t>(2 * s.B * p.rows * s.KV * s.N));
+    c.recv(std::span<float>(in), static_cast<int>(from), kKvHaloTag);
+    recv(p, in);
+  }
+  mpi::Comm::wait_all(reqs);
+}
 void kv_halo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 Te = text(s), kw = s.KV * s.N, W = s.W;
-  Vec send(static_cast<std::size_t>(2 * s.B * W * kw)), recv(send.size());
-  for (i64 r = 0; r < s.B; ++r)
-    for (int which = 0; which < 2; ++which) {
-      const Vec& src = which == 0 ? b.k_ext : b.v_ext;
-      std::copy_n(src.data() + (r * Te + Te - W) * kw, W * kw, send.data() + ((2 * r + which) * W) * kw);
-    }
-  shift_right(s, st, send, recv);
-  if (s.halo == 0) return;
-  for (i64 r = 0; r < s.B; ++r)
-    for (int which = 0; which < 2; ++which) {
-      Vec& dst = which == 0 ? b.k_ext : b.v_ext;
-      std::copy_n(recv.data() + ((2 * r + which) * W) * kw, W * kw, dst.data() + (r * Te) * kw);
-    }
+  const i64 Te = text(s);
+  halo_exchange(
+      s, st, +1, [&](const HaloPeer& p) { return pack_kv(s, b.k_ext, b.v_ext, Te - p.rows, p.rows); },
+      [&](const HaloPeer& p, const Vec& in) { unpack_kv(s, b.k_ext, b.v_ext, p.ext0, p.rows, in, false); });
 }
 // Ring attention (global attention, sequence-sharded): K/V blocks travel one hop right per step
 // of a P−1-hop chain; shard s keeps the blocks of shards 0..s−1 in its extended K/V rows.
@@ -898,24 +945,12 @@ void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block b
                         b.lse_ext.data(), b.q_ext.data(), b.k_ext.data(), b.v_ext.data(), b.reset_ext.data(), s.B, text(s),
                         s.H, s.KV, s.N, s.W, attn_dropout(s, st));
 }
-void kv_halo_bwd(State& s, const Step& st) {  // gradients of the received rows go back left
+void kv_halo_bwd(State& s, const Step& st) {  // gradients of the received rows go back to their owners, summed there
   auto& b = lb(s, st);
-  const i64 Te = text(s), kw = s.KV * s.N, W = s.W;
-  Vec send(static_cast<std::size_t>(2 * s.B * W * kw), 0.0f), recv(send.size());
-  if (s.halo > 0)
-    for (i64 r = 0; r < s.B; ++r)
-      for (int which = 0; which < 2; ++which) {
-        const Vec& src = which == 0 ? b.dk_ext : b.dv_ext;
-        std::copy_n(src.data() + (r * Te) * kw, W * kw, send.data() + ((2 * r + which) * W) * kw);
-      }
-  shift_left(s, st, send, recv);
-  for (i64 r = 0; r < s.B; ++r)
-    for (int which = 0; which < 2; ++which) {
-      Vec& dst = which == 0 ? b.dk_ext : b.dv_ext;
-      float* d = dst.data() + (r * Te + Te - W) * kw;
-      const float* g = recv.data() + ((2 * r + which) * W) * kw;
-      for (i64 i = 0; i < W * kw; ++i) d[i] += g[i];
-    }
+  const i64 Te = text(s);
+  halo_exchange(
+      s, st, -1, [&](const HaloPeer& p) { return pack_kv(s, b.dk_ext, b.dv_ext, p.ext0, p.rows); },
+      [&](const HaloPeer& p, const Vec& in) { unpack_kv(s, b.dk_ext, b.dv_ext, Te - p.rows, p.rows, in, true); });
 }
 void rope_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -1852,7 +1887,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.W = m.window;
   s.Hb = m.gate_blocks ? m.gate_blocks / s.t : 0;
   // K/V rows before the local ones: the window's halo (local attention) or every earlier shard (ring)
-  s.halo = s.sp > 1 && s.s > 0 ? (s.W > 0 ? s.W : s.s * s.T) : 0;
+  s.halo = s.W > 0 ? kv_halo(s.W, s.T, s.s, s.sp).received : s.s * s.T;
   s.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
   s.pdrop = m.family == Family::transformer ? m.dropout : 0.0;  // lower.cpp emits dropout steps for transformers only
 

@@ -46,16 +46,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
                         " devices but the job has " + std::to_string(world_size) +
                         " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
   check_plan(m, p, world_size);
-  const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
-  if (sp > 1) {
-    for (std::int64_t l = 0; l < m.depth; ++l) {
-      const Temporal k = temporal_kind(m, l);
-      if (k == Temporal::local_attention && Tl < m.window)
-        not_yet("runner attention halo", "mesh.sequence",
-                "a local-attention window (" + std::to_string(m.window) + ") longer than the " + std::to_string(Tl) +
-                    " tokens of a sequence shard");
-    }
-  }
 }
 
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes) {

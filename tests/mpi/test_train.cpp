@@ -170,23 +170,45 @@ Case sequence_case(std::int64_t world, CarryScheme carry) {
   return c;
 }
 
+// The first step's mean gradient of `c`'s distributed run, reduced in fp32 as a default plan
+// does (dtypes: grads: params) and taken before clipping and AdamW (default hyperparameters),
+// equals the 1-rank run's to fp32 rounding at each tensor's scale. Skipped when `c` is for
+// another world size or illegal.
+void check_first_gradients(const std::string& model, Case c) {
+  const auto world = mpi::Comm::world();
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  train::Options o;
+  o.steps = 1;
+  o.seed = 7;
+  o.keep_first_gradients = true;
+  c.grads = GradDType::params;
+  ModelSpec m = load_model(model);
+  if (c.window >= 0) m.window = c.window;
+  const Plan dist_plan = make_plan(model, c, true);
+  if (dist_plan.mesh.devices() != world.size() || plan_violation(m, dist_plan, world.size())) return;
+  const auto dist = train::run(m, dist_plan, data, o, &world);
+  const auto ref = train::run(m, make_plan(model, c, false), data, o, nullptr);
+  REQUIRE(dist.first_gradients.size() == ref.first_gradients.size());
+  REQUIRE(!ref.first_gradients.empty());
+  CHECK(close(dist.losses[0], ref.losses[0], 1e-5));
+  // A tensor whose exact gradient is zero — the attention key bias, since softmax ignores a
+  // constant added to every score of a query — holds only the rounding of the terms it sums:
+  // compare it at a thousandth of the model's largest gradient rather than its own noise.
+  double largest = 0;
+  for (float g : ref.first_gradients) largest = std::max(largest, std::abs(double(g)));
+  compare_params(m, dist.first_gradients, ref.first_gradients, model + " gradients on " + dist_plan.mesh.describe(), 1e-5,
+                 1e-3 * largest);
+}
+
 }  // namespace
 
 TEST_CASE("train: the first step's reduced gradients equal the single-process run's at the default settings", "[train]") {
   // The equality tests above compare parameters after 3 AdamW steps with eps 1e-3 and fp64
   // gradient sums, because Adam's first steps (≈ lr·sign(g) at eps 1e-8) turn a last-bit
   // difference in a near-zero gradient into a ±lr step. The gradients themselves need no such
-  // help: here the first step's mean gradient, reduced in fp32 as a default plan does and taken
-  // before clipping and AdamW (default hyperparameters), equals the 1-rank run's to fp32 rounding
-  // at each tensor's scale, on every axis.
-  const auto world = mpi::Comm::world();
-  const auto w = world.size();
+  // help (check_first_gradients), on every axis.
+  const auto w = mpi::Comm::world().size();
   if (w < 2) return;
-  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  train::Options o;
-  o.steps = 1;
-  o.seed = 7;
-  o.keep_first_gradients = true;
   struct Named { const char* model; Case c; };
   std::vector<Named> cases = {{"griffin-tiny", one_axis(Axis::data, w)},
                               {"griffin-tiny", sequence_case(w, CarryScheme::ring)},
@@ -196,24 +218,7 @@ TEST_CASE("train: the first step's reduced gradients equal the single-process ru
   z.zero_stage = 2;
   cases.push_back({"hawk-tiny", z});
   if (w != 3) cases.push_back({"gpt-tiny", one_axis(Axis::tensor, w)});
-  for (auto& [model, c] : cases) {
-    c.grads = GradDType::params;
-    const ModelSpec m = load_model(model);
-    const Plan dist_plan = make_plan(model, c, true);
-    if (plan_violation(m, dist_plan, w)) continue;
-    const auto dist = train::run(m, dist_plan, data, o, &world);
-    const auto ref = train::run(m, make_plan(model, c, false), data, o, nullptr);
-    REQUIRE(dist.first_gradients.size() == ref.first_gradients.size());
-    REQUIRE(!ref.first_gradients.empty());
-    CHECK(close(dist.losses[0], ref.losses[0], 1e-5));
-    // A tensor whose exact gradient is zero — the attention key bias, since softmax ignores a
-    // constant added to every score of a query — holds only the rounding of the terms it sums:
-    // compare it at a thousandth of the model's largest gradient rather than its own noise.
-    double largest = 0;
-    for (float g : ref.first_gradients) largest = std::max(largest, std::abs(double(g)));
-    compare_params(m, dist.first_gradients, ref.first_gradients, std::string(model) + " gradients on " + dist_plan.mesh.describe(),
-                   1e-5, 1e-3 * largest);
-  }
+  for (auto& [model, c] : cases) check_first_gradients(model, c);
 }
 
 TEST_CASE("train: data-parallel runs equal the single-process run", "[train]") {
@@ -317,6 +322,25 @@ TEST_CASE("train: sequence-parallel runs with the ring carry equal the single-pr
 TEST_CASE("train: sequence-parallel runs with the all-gather carry equal the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
   for (const char* m : {"griffin-tiny", "hawk-tiny"}) check_case(m, sequence_case(w, CarryScheme::allgather));
+}
+TEST_CASE("train: a local-attention window longer than a sequence shard gathers its K/V halo from every shard it reaches", "[train]") {
+  // griffin-tiny (window 32) on shards of 12 tokens and gpt-tiny (window 20) on shards of 8: at
+  // 3 and 4 ranks the last shard's window reaches back 2 and 3 shards (the farthest in part,
+  // 32 − 24 = 8 and 20 − 16 = 4 rows). Loss and parameters after 3 steps, the blocked and the
+  // materialized core, and the first step's gradients at the default settings, against the
+  // single-process run.
+  const auto w = mpi::Comm::world().size();
+  struct Named { const char* model; std::int64_t shard; };
+  for (const auto& [model, shard] : {Named{"griffin-tiny", 12}, Named{"gpt-tiny", 8}}) {
+    Case c = sequence_case(w, CarryScheme::ring);
+    c.seq_len = shard * w;
+    if (std::string(model) == "gpt-tiny") c.window = 20;
+    check_case(model, c);
+    check_first_gradients(model, c);
+    Case mat = c;
+    mat.attention = AttentionKernel::materialized;  // the masked matrix over every halo row
+    check_case(model, mat, AttentionKernel::flash);
+  }
 }
 TEST_CASE("train: hawk-tiny on 4-token sequence shards equals the single-process run", "[train]") {
   // no attention window to fit: shards this short keep the RG-LRU carry that crosses two shards or

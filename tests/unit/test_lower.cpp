@@ -188,6 +188,45 @@ TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", 
   REQUIRE(gathers == m.depth);
 }
 
+TEST_CASE("a local-attention window longer than a shard takes its K/V halo from every shard it reaches", "[lower]") {
+  // griffin-tiny (window W = 32, one K/V head of N channels) on 4 shards of T = 12 tokens: shard
+  // s needs positions s·T − 32 .. s·T − 1, i.e. 12 rows from s−1, 12 from s−2 and 32 − 24 = 8 from
+  // s−3. It receives min(32, 12·s) rows and sends 12 + 12 + 8 to the shards that exist on its
+  // right, all peers at once; the p2p step is priced on the larger direction, one round, B·rows·2·N
+  // values each way, in fp32 activations here.
+  const auto m = load_model("griffin-tiny");
+  const std::int64_t W = m.window, T = 12, P = 4;
+  REQUIRE(W == 32);
+  CHECK(kv_halo_hops(W, T) == 3);
+  CHECK(kv_halo_rows(W, T, 1) == 12);
+  CHECK(kv_halo_rows(W, T, 2) == 12);
+  CHECK(kv_halo_rows(W, T, 3) == 8);
+  CHECK(kv_halo_rows(W, T, 4) == 0);
+  const std::int64_t received[] = {0, 12, 24, 32}, sent[] = {32, 24, 12, 0};
+  Plan p = single_device(2, T * P);
+  p.mesh[Axis::sequence] = P;
+  p.act_dtype = DType::fp32;
+  const double B = 2, N = static_cast<double>(m.head_dim);
+  for (std::int64_t s = 0; s < P; ++s) {
+    const KvHalo k = kv_halo(W, T, s, P);
+    CHECK(k.received == received[s]);
+    CHECK(k.sent == sent[s]);
+    const auto prog = lower(m, p, s);  // tensor innermost, tensor = 1: rank s is shard s
+    int halos = 0;
+    for (const auto* steps : {&prog.forward, &prog.backward})
+      for (const auto& st : *steps)
+        if (std::strcmp(st.name, "attn.kv_halo") == 0) {
+          ++halos;
+          CHECK(st.hops == 1);
+          CHECK(st.comm_bytes == B * static_cast<double>(std::max(received[s], sent[s])) * 2 * N * 4);
+        }
+    CHECK(halos == 2);  // one attention layer: forward rows, backward gradients
+  }
+  // a window inside one shard: the left neighbour's last W rows, as before
+  CHECK(kv_halo(W, 40, 1, 4).received == W);
+  CHECK(kv_halo(W, 40, 1, 4).sent == W);
+}
+
 TEST_CASE("RWKV-6 under tensor sums the replicated LoRA and mix gradients and under sequence carries the matrix state", "[lower]") {
   // tensor: μ_x [D], μ_□ [5, D], LoRA A [D, 5r], LoRA B [5, r, D] and the decay LoRA A [D, rw] are
   // whole on every rank but their consumers are column-split: one backward all-reduce of
