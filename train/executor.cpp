@@ -44,7 +44,13 @@ ShardLayout::ShardLayout(const ModelSpec& m, const Layout& f, i64 t, i64 tcoord)
     range.push_back(r);
     shape.push_back(sh);
     offset.push_back(total);
-    total += count(shape.size() - 1);
+    // The slots of the largest shard (⌈n/t⌉ along the split dimension; only a vocabulary can
+    // split unevenly): every tensor rank lays its buffer out alike, so a ZeRO part covers the
+    // same elements of each whole tensor on every tensor rank (tp.replicated_grads sums them).
+    // The padding after a smaller shard stays zero.
+    i64 slots = count(shape.size() - 1);
+    if (d >= 0 && r.size() > 0) slots = slots / r.size() * ((p.shape[static_cast<std::size_t>(d)] + t - 1) / t);
+    total += slots;
   }
 }
 
@@ -170,6 +176,7 @@ struct Executor::State {
   std::vector<Vec> xs;  // residual stream: xs[l] enters layer l, xs[L] leaves the last
   std::vector<Vec> dxs;
   Vec emb, emean, erstd, demb, meanf;  // RWKV: embedding before its LayerNorm
+  Vec demb_loc;                        // RWKV under rs_ag: the LayerNorm's input gradient, this rank's tokens
   float* emb_out = nullptr;            // where the (reduced) lookup lands: xs[0], or emb (RWKV)
   Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf, nf_loc, dnf_loc;
   std::vector<LayerBufs> L;
@@ -1022,14 +1029,18 @@ void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the 
 
 // ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
 
+// The embedding's LayerNorm on this rank's Ms tokens (all M without rs_ag): under rs_ag the
+// reduce-scatter leaves them in emb and the norm's input gradient goes to demb_loc, which the
+// embedding's all-gather turns into every token's gradient (demb).
 void embed_norm_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.xs[0].data(), s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
-                        s.par(-1, "embed_norm.bias"), s.M, s.D, eps_of(s));
+                        s.par(-1, "embed_norm.bias"), s.Ms, s.D, eps_of(s));
 }
 void embed_norm_bwd(State& s, const Step&) {
-  zero(s.demb);
-  K::layer_norm_backward(s.demb.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
-                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.M, s.D);
+  Vec& d = s.rs ? s.demb_loc : s.demb;
+  zero(d);
+  K::layer_norm_backward(d.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
+                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.Ms, s.D);
 }
 void ln_final_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(),
@@ -1574,9 +1585,10 @@ void cm_value_grad_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   gather_cols(s, st, b.dcvl, b.dcv.data());
 }
+// The residual adds this rank's tokens of the gathered output (all of them without rs_ag).
 void cm_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath, s.M * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath + s.m0 * s.D, s.Ms * s.D);
 }
 
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
@@ -1661,12 +1673,15 @@ void ag_into(const State& s, const Step& st, const float* in, float* out, i64 ro
                                  std::span<float>(out, static_cast<std::size_t>(rows * s.D)));
 }
 // exits: the block's partial sums → this rank's tokens; backward: their gradient gathered
-void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.epart.data(), s.xs[0].data(), s.M); }
-void embed_ag_bwd(State& s, const Step& st) { ag_into(s, st, s.dxs[0].data(), s.demb.data(), s.M); }
+void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.epart.data(), s.emb_out, s.M); }
+void embed_ag_bwd(State& s, const Step& st) { ag_into(s, st, s.m.is_rwkv() ? s.demb_loc.data() : s.dxs[0].data(), s.demb.data(), s.M); }
 void temporal_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.tpart.data(), b.tout, s.M); }
 void temporal_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dtout_loc.data(), b.dtout.data(), s.M); }
 void mlp_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.ypart.data(), b.y, s.M); }
 void mlp_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
+// RWKV's channel mix: the residual's gradient covers this rank's tokens; the gate's backward needs
+// every token of this rank's channels, so the token slices are gathered (lower.cpp "cm.out_grad").
+void cm_out_grad_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
 // entries: the norm output gathered to every token; backward: the input gradient reduce-scattered
 void in1_ag_fwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.M); }
 void in1_rs_bwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.dn1.data(), b.dn1_loc.data(), s.M); }
@@ -1748,15 +1763,19 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"sigmoid_mul|cm.gate", {cm_gate_fwd, cm_gate_bwd}},
       {"all_gather|cm.value_grad", {nullptr, cm_value_grad_bwd}},
       {"all_gather|cm.out", {cm_out_fwd, nullptr}},
+      {"all_gather|cm.out_grad", {nullptr, cm_out_grad_bwd}},
       {"add|cm.residual", {cm_residual_fwd, mlp_residual_bwd}},
       {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
       // tensor_comm rs_ag: reduce-scatter / all-gather pairs in place of the all-reduces
       {"reduce_scatter|embed.out", {embed_rs_fwd, nullptr}}, {"all_gather|embed.out", {nullptr, embed_ag_bwd}},
       {"reduce_scatter|attn.out", {temporal_rs_fwd, nullptr}}, {"all_gather|attn.out", {nullptr, temporal_ag_bwd}},
       {"reduce_scatter|rec.out", {temporal_rs_fwd, nullptr}}, {"all_gather|rec.out", {nullptr, temporal_ag_bwd}},
+      {"reduce_scatter|tm.out", {temporal_rs_fwd, nullptr}}, {"all_gather|tm.out", {nullptr, temporal_ag_bwd}},
       {"reduce_scatter|mlp.out", {mlp_rs_fwd, nullptr}}, {"all_gather|mlp.out", {nullptr, mlp_ag_bwd}},
       {"all_gather|attn.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|attn.in_grad", {nullptr, in1_rs_bwd}},
       {"all_gather|rec.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|rec.in_grad", {nullptr, in1_rs_bwd}},
+      {"all_gather|tm.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|tm.in_grad", {nullptr, in1_rs_bwd}},
+      {"all_gather|cm.in_grad", {in2_ag_fwd, nullptr}}, {"reduce_scatter|cm.in_grad", {nullptr, in2_rs_bwd}},
       {"all_gather|mlp.in_grad", {in2_ag_fwd, nullptr}}, {"reduce_scatter|mlp.in_grad", {nullptr, in2_rs_bwd}},
       {"all_gather|head.in_grad", {head_ag_fwd, nullptr}}, {"reduce_scatter|head.in_grad", {nullptr, head_rs_bwd}},
       {"all_gather|tp.regather_input", {nullptr, regather_bwd}},
@@ -1908,6 +1927,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.dlosses.assign(sz(M), 1.0f / static_cast<float>(s.B * p.seq_len));
   if (m.is_rwkv()) {
     for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);
+    if (s.rs) s.demb_loc.assign(sz(s.Ms * D), 0.0f);
     for (auto* v : {&s.emean, &s.erstd, &s.meanf}) v->assign(sz(M), 0.0f);
   }
   const bool layernorm = m.is_rwkv() || m.norm == NormKind::layernorm;  // LayerNorm statistics (mean)

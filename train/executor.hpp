@@ -40,7 +40,8 @@ namespace scanshard::train {
 
 using i64 = std::int64_t;
 
-// This rank's tensor-parallel shard of every parameter tensor, contiguous, in Layout order.
+// This rank's tensor-parallel shard of every parameter tensor, in Layout order, each at the same
+// offset on every tensor rank (a shard smaller than the largest is followed by zero padding).
 struct ShardLayout {
   ShardLayout(const ModelSpec& m, const Layout& full, i64 t, i64 tcoord);
   const Layout& full;

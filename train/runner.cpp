@@ -33,13 +33,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   // or without dropout (masks hashed from global indices, kernels/dropout.hpp: the same under
   // every plan).
   if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
-  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1) {
-    if (m.is_rwkv())  // the channel mix's gated output needs an exchange beyond Megatron's pattern
-      not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag for RWKV");
-    if (m.vocab % p.mesh[Axis::tensor] != 0)  // equal shards: replicated gradients at the same offsets
-      not_yet("runner sequence parallelism", "tensor_comm",
-              "tensor_comm: rs_ag with a vocabulary (" + std::to_string(m.vocab) + ") the tensor size does not divide");
-  }
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +

@@ -13,8 +13,7 @@
 // resumes under any plan; the data cursor is the step index.
 // Pipeline stages run the micro-batches in the plan's schedule (GPipe or 1F1B); each stage owns
 // (updates, checkpoints) its layers' tensors, the first and last keep a tied table equal.
-// Not for: interleaved pipeline stages, rs_ag for RWKV or for a vocabulary the tensor size does
-// not divide (check_supported refuses them).
+// Not for: interleaved pipeline stages (check_supported refuses them).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -78,8 +77,7 @@ struct Result {
 };
 
 // Throws PlanError when the runner cannot execute (model, plan) on `world_size` ranks: mesh size
-// ≠ world size, an illegal plan, or what is not yet supported (interleaved stages, rs_ag for RWKV
-// or for a vocabulary the tensor size does not divide).
+// ≠ world size, an illegal plan, or what is not yet supported (interleaved stages).
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size);
 
 // The bytes of a text or binary file as byte-level tokens (vocab 256). ConfigError when missing

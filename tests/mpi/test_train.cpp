@@ -24,6 +24,7 @@
 #include "program/yaml_reader.hpp"
 #include "tests/common/checkpoint_edit.hpp"
 #include "train/comm.hpp"
+#include "train/executor.hpp"
 #include "train/resume.hpp"
 #include "train/runner.hpp"
 
@@ -43,6 +44,7 @@ struct Case {
   std::int64_t depth = 0;  // > 0: override the preset's depth
   AttentionKernel attention = AttentionKernel::flash;
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
+  std::int64_t width = 0, mlp_width = 0, vocab = 0;  // > 0: override the model's (shapes other tensor sizes divide)
   TensorComm tensor_comm = TensorComm::allreduce;
   ScanAlgo scan = ScanAlgo::sequential;  // RWKV-6: chunked lowers to wkv6.chunked
   double dropout = -1;  // ≥ 0: override the model's dropout probability
@@ -72,6 +74,14 @@ Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   p.param_dtype = p.act_dtype = DType::fp32;
   p.grad_dtype = c.grads;
   return p;
+}
+
+// The case's overrides of the model's window and shapes.
+void reshape(ModelSpec& m, const Case& c) {
+  if (c.window >= 0) m.window = c.window;
+  if (c.width > 0) m.width = c.width;
+  if (c.mlp_width > 0) m.mlp_width = c.mlp_width;
+  if (c.vocab > 0) m.vocab = c.vocab;
 }
 
 // Back-compatible form: one axis of size n.
@@ -119,7 +129,7 @@ void check_case(const std::string& name, const Case& c, std::optional<AttentionK
   const auto world = mpi::Comm::world();
   ModelSpec m = load_model(name);
   if (c.depth > 0) m.depth = c.depth;
-  if (c.window >= 0) m.window = c.window;
+  reshape(m, c);
   if (c.dropout >= 0) m.dropout = c.dropout;
   const Plan dist_plan = make_plan(name, c, true);
   if (dist_plan.mesh.devices() != world.size()) return;  // this case is for another rank count
@@ -183,7 +193,8 @@ void check_first_gradients(const std::string& model, Case c) {
   o.keep_first_gradients = true;
   c.grads = GradDType::params;
   ModelSpec m = load_model(model);
-  if (c.window >= 0) m.window = c.window;
+  if (c.depth > 0) m.depth = c.depth;
+  reshape(m, c);
   const Plan dist_plan = make_plan(model, c, true);
   if (dist_plan.mesh.devices() != world.size() || plan_violation(m, dist_plan, world.size())) return;
   const auto dist = train::run(m, dist_plan, data, o, &world);
@@ -529,6 +540,73 @@ TEST_CASE("train: tensor_comm rs_ag (Megatron sequence parallelism) equals the s
   ft.tensor_comm = TensorComm::rs_ag;
   check_case("gpt-tiny", ft);
 }
+TEST_CASE("train: tensor_comm rs_ag for RWKV and for a vocabulary the tensor size does not divide equals the single-process run", "[train]") {
+  // RWKV under rs_ag: the channel mix's gated output is gathered by channels, the residual keeps
+  // this rank's tokens and backward gathers their gradient by tokens (lower.cpp cm.out_grad).
+  // A vocabulary of 257 splits into uneven shards at every tensor size; under ZeRO the flat
+  // buffer's padding keeps the replicated tensors at the same offsets on every tensor rank.
+  // Width 96 (MLP 384) lets RWKV-4 run at 3 tensor ranks; RWKV-6 (heads of 32) at 3 only.
+  const auto w = mpi::Comm::world().size();
+  auto rs = [](Case c) { c.tensor_comm = TensorComm::rs_ag; return c; };
+  for (const char* m : {"rwkv4-tiny", "rwkv6-tiny"})
+    if (w != 3) check_case(m, rs(one_axis(Axis::tensor, w)));
+  Case narrow = rs(one_axis(Axis::tensor, w));
+  narrow.width = 96;
+  narrow.mlp_width = 384;
+  narrow.seq_len = 24;  // rs_ag splits a micro-batch's tokens: 24 over 2, 3 or 4 ranks
+  check_case("rwkv4-tiny", narrow);
+  if (w == 3) check_case("rwkv6-tiny", narrow);
+  Case odd = narrow;  // uneven vocabulary shards: 257 = 129 + 128, 86 + 86 + 85, 65 + 64 + 64 + 64
+  odd.vocab = 257;
+  check_case("rwkv4-tiny", odd);
+  Case gpt_odd = rs(one_axis(Axis::tensor, w));
+  gpt_odd.vocab = 257;
+  if (w != 3) check_case("gpt-tiny", gpt_odd);
+  // at the default settings: the first step's gradients
+  if (w != 3) check_first_gradients("rwkv6-tiny", rs(one_axis(Axis::tensor, w)));
+  check_first_gradients("rwkv4-tiny", odd);
+  if (w != 4) return;
+  for (int zero : {2, 3}) {  // fsdp × tensor: ZeRO parts of uneven vocabulary shards
+    Case ft = gpt_odd;
+    ft.mesh = {{Axis::fsdp, 2}, {Axis::tensor, 2}};
+    ft.zero_stage = zero;
+    check_case("gpt-tiny", ft);
+    ft.vocab = 0;
+    check_case("rwkv4-tiny", ft);
+  }
+  Case tp = rs(Case{});  // RWKV tensor × pipeline: stages exchange n/t tokens
+  tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
+  check_case("rwkv6-tiny", tp);
+  Case ts = rs(sequence_case(2, CarryScheme::ring));  // RWKV tensor × sequence: token-shift halos and WKV carries
+  ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+  ts.seq_len = 8;
+  check_case("rwkv4-tiny", ts);
+}
+TEST_CASE("train: every tensor rank lays its shards out at the same offsets with an uneven vocabulary padded", "[train]") {
+  // tp.replicated_grads sums a ZeRO part of each whole tensor over the tensor ranks: the part must
+  // cover the same elements everywhere, so a tensor starts at the same offset on every tensor rank
+  // even when the vocabulary splits unevenly (257 rows: 86 + 86 + 85 on 3 ranks).
+  ModelSpec m = load_model("rwkv4-tiny");
+  m.width = 96;
+  m.mlp_width = 384;
+  m.vocab = 257;
+  const Layout lay(m);
+  for (std::int64_t t : {2, 3, 4}) {
+    const train::ShardLayout first(m, lay, t, 0);
+    for (std::int64_t r = 1; r < t; ++r) {
+      const train::ShardLayout other(m, lay, t, r);
+      INFO("tensor " << t << " rank " << r);
+      CHECK(other.offset == first.offset);
+      CHECK(other.total == first.total);
+      for (std::size_t i = 0; i < lay.tensors.size(); ++i)
+        if (other.dim[i] < 0) CHECK(other.count(i) == lay.tensors[i].count());
+    }
+    const std::size_t table = lay.index.at("embed/embed.table");  // each rank its own rows, the slots of the largest
+    for (std::int64_t r = 0; r < t; ++r)
+      CHECK(train::ShardLayout(m, lay, t, r).count(table) == split_range(257, t, r).size() * 96);
+    CHECK(first.offset[table + 1] - first.offset[table] == (257 + t - 1) / t * 96);
+  }
+}
 TEST_CASE("train: materialized attention (the whole probability matrix kept) equals the single-process run", "[train]") {
   // The distributed run materialises; the reference is the flash (blockwise) single-process run.
   const auto w = mpi::Comm::world().size();
@@ -699,12 +777,12 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   const ModelSpec m = load_model("griffin-tiny");
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   CHECK_THROWS_AS(train::run(m, tiny_plan("griffin-tiny", Axis::data, world.size() + 1), data, {}, &world), PlanError);
-  // RWKV-6 runs under tensor and sequence sharding; not yet under tensor_comm rs_ag.
+  // RWKV-6 runs under tensor and sequence sharding, and under tensor_comm rs_ag.
   CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::tensor, 2), 2));
   CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::sequence, 2), 2));
   Plan rs = tiny_plan("rwkv6-tiny", Axis::tensor, 2);
   rs.tensor_comm = TensorComm::rs_ag;
-  CHECK_THROWS_WITH(train::check_supported(load_model("rwkv6-tiny"), rs, 2), Catch::Contains("rs_ag for RWKV"));
+  CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), rs, 2));
   // Dropout is supported (its own test case below); a learned position table shorter than the
   // sequence is a plan error.
   ModelSpec drop = load_model("gpt-tiny");
