@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <list>
 #include <map>
 #include <stdexcept>
 #include <string_view>
@@ -158,8 +159,11 @@ struct Executor::State {
   // all-gathers turn into the full M-token inputs of the tensor-parallel blocks.
   bool rs = false;
   i64 Ms = 0, m0 = 0;
-  i64 stage = 0, first_layer = 0, end_layer = 0;
-  std::vector<MPI_Request> pending;  // pipeline sends from this slot's buffers  // halo: K/V rows received (local attention)
+  i64 stage = 0;
+  std::vector<Range> chunks;  // the layers of each model chunk of this stage (one without interleaving)
+  i64 chunk = 0;              // the chunk being run (its pipeline transfers)
+  std::vector<MPI_Request> pending;  // pipeline sends of this slot, from copies in send_bufs
+  std::list<Vec> send_bufs;
   float escale = 1;
   // dropout: probability, this micro-batch's BatchIndex, and per residual-region row (Ms rows)
   // its sequence's index in the global batch and its global position; the embedding's mask
@@ -1602,21 +1606,40 @@ Range block_range(const ShardLayout& lay, const std::string& block) {
     }
   return r;
 }
-void gather_block(State& s, const Step& st, const std::string& block) {
-  const Range r = block_range(s.lay, block);
+void gather_range(State& s, const Step& st, const Range r) {
   std::vector<int> counts;
   for (const Range& part : s.zero3)
     counts.push_back(static_cast<int>(std::max<i64>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
   need(s, Axis::fsdp, st).allgather_v_inplace(std::span<float>(s.Pw + r.begin, static_cast<std::size_t>(r.size())), counts);
 }
+void gather_block(State& s, const Step& st, const std::string& block) { gather_range(s, st, block_range(s.lay, block)); }
 void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::block(st.layer)); }
 void embed_params_gather(State& s, const Step& st) { gather_block(s, st, "embed"); }
+// The final norm and the head: an untied head's block, or a tied head's table on a last stage
+// that is not also the first (whose embedding steps gathered it) — lower.cpp's head_params.
 void head_params_gather(State& s, const Step& st) {
   gather_block(s, st, "final");
-  if (!s.m.tied_embeddings) gather_block(s, st, "head");
+  if (!s.m.tied_embeddings) return gather_block(s, st, "head");
+  if (s.stage == 0) return;
+  const std::size_t table = s.lay.full.index.at("embed/embed.table");
+  gather_range(s, st, {s.lay.offset[table], s.lay.offset[table] + s.lay.count(table)});
 }
 
-// ---- pipeline stages: activations forward, their gradients back (tag 0 / 1) -------------------
+// ---- pipeline stages: activations forward, their gradients back ---------------------------------
+// Chunk j of stage s (its layers [b, e)) receives xs[b] from the previous stage — stage s − 1,
+// or for stage 0's later chunks stage pp − 1's chunk j − 1 — and sends xs[e] to the next (stage
+// s + 1, or stage 0 from the last stage); the gradients go back the same way. The boundary layer
+// names the message: tag 2·b for the activations entering layer b, 2·b + 1 for their gradient.
+// Sends go from copies, completed before the step's gradient reduction (finish), so no slot ever
+// waits for a receiver.
+int prev_stage(const State& s) { return static_cast<int>((s.stage + s.p.mesh[Axis::pipeline] - 1) % s.p.mesh[Axis::pipeline]); }
+int next_stage(const State& s) { return static_cast<int>((s.stage + 1) % s.p.mesh[Axis::pipeline]); }
+const Range& cur_chunk(const State& s) { return s.chunks[static_cast<std::size_t>(s.chunk)]; }
+void pp_isend(State& s, const Step& st, std::span<const float> data, int dest, int tag) {
+  Vec& copy = s.send_bufs.emplace_back(data.size());
+  std::copy(data.begin(), data.end(), copy.begin());
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(copy.data(), copy.size()), dest, tag));
+}
 
 std::span<float> span_of(Vec& v) { return std::span<float>(v); }
 // Megatron's scatter/gather (Plan::scatter_gather, lower.cpp): the residual stream is replicated
@@ -1634,12 +1657,13 @@ void pp_gather(const State& s, const Step& st, Vec& v) {
   need(s, Axis::tensor, st).allgather_v_inplace(span_of(v), counts);
 }
 void pp_recv_act(State& s, const Step& st) {
-  need(s, Axis::pipeline, st).recv(pp_part(s, s.xs[static_cast<std::size_t>(s.first_layer)]), static_cast<int>(s.stage - 1), 0);
+  const i64 b = cur_chunk(s).begin;
+  need(s, Axis::pipeline, st).recv(pp_part(s, s.xs[static_cast<std::size_t>(b)]), prev_stage(s), static_cast<int>(2 * b));
 }
-void pp_gather_act(State& s, const Step& st) { pp_gather(s, st, s.xs[static_cast<std::size_t>(s.first_layer)]); }
+void pp_gather_act(State& s, const Step& st) { pp_gather(s, st, s.xs[static_cast<std::size_t>(cur_chunk(s).begin)]); }
 void pp_send_act(State& s, const Step& st) {
-  const std::span<const float> x = pp_part(s, s.xs[static_cast<std::size_t>(s.end_layer)]);
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(x, static_cast<int>(s.stage + 1), 0));
+  const i64 e = cur_chunk(s).end;
+  pp_isend(s, st, pp_part(s, s.xs[static_cast<std::size_t>(e)]), next_stage(s), static_cast<int>(2 * e));
 }
 // A layer's accumulation targets (its backward kernels add into them) cleared for this
 // micro-batch: lower.cpp's "zero grad_buffers", the first step of each layer's backward.
@@ -1653,12 +1677,13 @@ void clear_grad_buffers(State& s, const Step& st) {
 }
 
 void pp_recv_grad(State& s, const Step& st) {
-  need(s, Axis::pipeline, st).recv(pp_part(s, s.dxs[static_cast<std::size_t>(s.end_layer)]), static_cast<int>(s.stage + 1), 1);
+  const i64 e = cur_chunk(s).end;
+  need(s, Axis::pipeline, st).recv(pp_part(s, s.dxs[static_cast<std::size_t>(e)]), next_stage(s), static_cast<int>(2 * e + 1));
 }
-void pp_gather_grad(State& s, const Step& st) { pp_gather(s, st, s.dxs[static_cast<std::size_t>(s.end_layer)]); }
+void pp_gather_grad(State& s, const Step& st) { pp_gather(s, st, s.dxs[static_cast<std::size_t>(cur_chunk(s).end)]); }
 void pp_send_grad(State& s, const Step& st) {
-  const std::span<const float> d = pp_part(s, s.dxs[static_cast<std::size_t>(s.first_layer)]);
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(d, static_cast<int>(s.stage - 1), 1));
+  const i64 b = cur_chunk(s).begin;
+  pp_isend(s, st, pp_part(s, s.dxs[static_cast<std::size_t>(b)]), prev_stage(s), static_cast<int>(2 * b + 1));
 }
 
 // ---- tensor_comm rs_ag (Megatron sequence parallelism, lower.cpp tensor_allreduce_fwd/_bwd) -----
@@ -1878,8 +1903,7 @@ namespace {
 void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& prog, const std::vector<Range>& zero3_parts) {
   s.zero3 = zero3_parts;
   s.stage = prog.coord[static_cast<int>(Axis::pipeline)];
-  s.first_layer = prog.first_layer;
-  s.end_layer = prog.end_layer;
+  s.chunks = prog.chunk_layers;
   s.t = p.mesh[Axis::tensor];
   s.tcoord = prog.coord[static_cast<int>(Axis::tensor)];
   s.sp = p.mesh[Axis::sequence];
@@ -1935,7 +1959,8 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
   s.L.resize(sz(m.depth));
   const i64 Te = s.halo + s.T;
-  for (i64 l = prog.first_layer; l < prog.end_layer; ++l) {
+  for (const Range& chunk : s.chunks)
+  for (i64 l = chunk.begin; l < chunk.end; ++l) {
     LayerBufs& b = s.L[sz(l)];
     b.kind = temporal_kind(m, l);
     for (auto* v : {&b.n1, &b.tpart, &b.tout_s, &b.n2, &b.ypart, &b.y_s, &b.dy, &b.dn2, &b.dtout, &b.dn1})
@@ -2017,7 +2042,11 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
 Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
                    std::vector<Range> zero3_parts)
     : prog_(prog) {
-  const std::int64_t n = std::max<std::int64_t>(1, prog.in_flight_micro_batches);
+  // one activation set per micro-batch the stage's schedule keeps alive at once (micro-batches start
+  // and finish in order, so slot micro mod n is free when micro starts)
+  const std::int64_t pp = p.mesh[Axis::pipeline], v = static_cast<std::int64_t>(prog.chunk_layers.size());
+  const std::int64_t n = std::max<std::int64_t>(
+      1, live_micro_batches(pipeline_schedule(p.schedule, prog.micro_batches, pp, v, prog.coord[static_cast<int>(Axis::pipeline)])));
   for (std::int64_t i = 0; i < n; ++i) {
     slots_.push_back(std::make_unique<State>(m, p, lay, comms));
     init_state(*slots_.back(), m, p, prog, zero3_parts);
@@ -2038,17 +2067,33 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
 
 Executor::State& Executor::slot(std::int64_t micro) {
   State& s = *slots_[static_cast<std::size_t>(micro % static_cast<std::int64_t>(slots_.size()))];
-  mpi::Comm::wait_all(s.pending);  // its buffers are about to be rewritten
+  mpi::Comm::test_all(s.pending);  // the sends copied their data: only free what has gone
+  if (s.pending.empty()) s.send_bufs.clear();
   return s;
 }
 
 void Executor::finish() {
-  for (auto& s : slots_) mpi::Comm::wait_all(s->pending);
+  for (auto& s : slots_) {
+    mpi::Comm::wait_all(s->pending);
+    s->send_bufs.clear();
+  }
+}
+
+Range Executor::chunk_range(const std::vector<Range>& chunks, std::size_t steps, std::int64_t chunk) const {
+  if (chunk < 0) {
+    if (chunks.size() > 1) throw std::logic_error("executor: an interleaved stage runs one model chunk per pass");
+    return {0, static_cast<std::int64_t>(steps)};
+  }
+  if (chunk >= static_cast<std::int64_t>(chunks.size()))
+    throw std::logic_error("executor: chunk " + std::to_string(chunk) + " of a stage with " + std::to_string(chunks.size()));
+  return chunks[static_cast<std::size_t>(chunk)];
 }
 
 double Executor::forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets,
-                         Trace* tr, const BatchIndex& ix) {
+                         Trace* tr, const BatchIndex& ix, std::int64_t chunk) {
+  const Range run = chunk_range(prog_.forward_chunk, fwd_.size(), chunk);
   State& s = slot(micro);
+  s.chunk = std::max<std::int64_t>(0, chunk);
   s.ix = ix;
   s.row_seq.resize(static_cast<std::size_t>(s.Ms));
   s.row_pos.resize(static_cast<std::size_t>(s.Ms));
@@ -2069,23 +2114,29 @@ double Executor::forward(std::int64_t micro, float* params, const std::int32_t* 
       s.pos[static_cast<std::size_t>(b * s.T + t)] = static_cast<std::int32_t>(g);
       s.reset[static_cast<std::size_t>(b * s.T + t)] = g == 0;
     }
-  for (const Bound& b : fwd_) {
+  bool loss = false;  // the pass ran the head: its token losses are this micro-batch's
+  for (i64 i = run.begin; i < run.end; ++i) {
+    const Bound& b = fwd_[static_cast<std::size_t>(i)];
     Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
     b.fn(s, *b.step);
+    loss = loss || std::string_view(b.step->op) == "softmax_xent";
   }
   double sum = 0;
-  for (float l : s.losses) sum += l;
+  if (loss)
+    for (float l : s.losses) sum += l;
   return sum;
 }
 
 void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* tr,
-                        const std::function<void(std::int32_t)>& layer_done) {
+                        const std::function<void(std::int32_t)>& layer_done, std::int64_t chunk) {
+  const Range run = chunk_range(prog_.backward_chunk, bwd_.size(), chunk);
   State& s = slot(micro);
+  s.chunk = std::max<std::int64_t>(0, chunk);
   s.P = s.Pw = params;
   s.G = grads;
   zero(s.dxs.back());  // the gradient arriving at the top (each layer clears its own buffers: clear_grad_buffers)
   for (auto& b : s.L) b.regathers = 0;
-  for (std::size_t i = 0; i < bwd_.size(); ++i) {
+  for (auto i = static_cast<std::size_t>(run.begin); i < static_cast<std::size_t>(run.end); ++i) {
     const Bound& b = bwd_[i];
     {
       Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);

@@ -41,6 +41,7 @@ struct Case {
   CarryScheme carry = CarryScheme::ring;
   Remat remat = Remat::none;
   Schedule schedule = Schedule::one_f_one_b;
+  std::int64_t virtual_stages = 1;  // the distributed run's model chunks per pipeline stage (the reference has one)
   std::int64_t depth = 0;  // > 0: override the preset's depth
   AttentionKernel attention = AttentionKernel::flash;
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
@@ -59,8 +60,10 @@ struct Case {
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   Plan p;
   p.model = model;
-  if (distributed)
+  if (distributed) {
     for (auto [a, n] : c.mesh) p.mesh[a] = n;
+    p.virtual_stages = c.virtual_stages;
+  }
   p.global_batch = c.global_batch;
   p.micro_batch = c.micro_batch;
   p.seq_len = c.seq_len;
@@ -371,6 +374,49 @@ TEST_CASE("train: pipeline stages under GPipe and 1F1B equal the single-process 
     c.depth = w == 3 ? 3 : 4;  // griffin-tiny's pattern (recurrent, recurrent, attention) repeated
     check_case("griffin-tiny", c);
   }
+}
+TEST_CASE("train: interleaved 1F1B (v model chunks per stage) equals the single-process run", "[train]") {
+  // Megatron's interleaved schedule (program/lower.hpp pipeline_schedule; its order and bubble
+  // are unit-tested): stage s holds chunks s, s + p, …; stage 0's later chunks receive from the
+  // last stage. 12 micro-batches (groups of p), and 5 (a last group of 5 mod p); 2 and 3 chunks
+  // per stage; uneven chunks (pipeline_chunk_layers); pipeline × data with the per-layer
+  // gradient buckets started at each chunk's last backward; pipeline × tensor with Megatron's
+  // scatter/gather; RWKV-6; the first step's gradients at the default settings.
+  const auto w = mpi::Comm::world().size();
+  if (w < 2) return;
+  Case c = one_axis(Axis::pipeline, w);
+  c.virtual_stages = 2;
+  c.depth = 2 * w;
+  check_case("gpt-tiny", c);
+  check_first_gradients("gpt-tiny", c);
+  Case odd = c;  // micro-batches not a multiple of the stages
+  odd.global_batch = 5;
+  check_case("gpt-tiny", odd);
+  Case three = c;
+  three.virtual_stages = 3;
+  three.depth = 3 * w;
+  check_case("griffin-tiny", three);
+  Case uneven = c;  // 2w chunks over 2w + 1 layers: one chunk holds two
+  uneven.depth = 2 * w + 1;
+  check_case("griffin-tiny", uneven);
+  Case rwkv = c;
+  check_case("rwkv6-tiny", rwkv);
+  if (w != 4) return;
+  Case pd;  // pipeline × data: the overlapped buckets
+  pd.mesh = {{Axis::pipeline, 2}, {Axis::data, 2}};
+  pd.virtual_stages = 2;
+  check_case("gpt-tiny", pd);
+  Case pt = pd;  // pipeline × tensor: scatter/gather transfers
+  pt.mesh = {{Axis::pipeline, 2}, {Axis::tensor, 2}};
+  check_case("gpt-tiny", pt);
+  pt.tensor_comm = TensorComm::rs_ag;
+  check_case("gpt-tiny", pt);
+  Case pz = pd;  // pipeline × fsdp, ZeRO-3: each chunk's layers gathered before use, and the
+  pz.mesh = {{Axis::pipeline, 2}, {Axis::fsdp, 2}};  // tied head's table on the last stage
+  pz.zero_stage = 3;
+  check_case("gpt-tiny", pz);
+  pz.virtual_stages = 1;
+  check_case("gpt-tiny", pz);
 }
 TEST_CASE("train: stages of unequal depth (5 layers on 2-4 stages) equal the single-process run", "[train]") {
   // pipeline_chunk_layers: ceil(5/w) layers per stage, the shortfall at the first and last stage

@@ -2,7 +2,13 @@
 // papers, compared under each paper's counting convention (expected values derived here).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "kernels/attention.hpp"
 #include "program/lower.hpp"
@@ -491,4 +497,137 @@ TEST_CASE("pipeline chunks split the layers evenly, one layer short at the ends 
   const auto m = load_model("llama3-405b");
   const auto first = lower_stage(m, p, 0, 0), second = lower_stage(m, p, 1, 0);
   REQUIRE((first.first_layer == 0 && first.end_layer == 7 && second.first_layer == 7 && second.end_layer == 15));
+}
+
+TEST_CASE("interleaved 1F1B runs Megatron's order and its bubble is 1/v of the 1F1B bubble", "[lower][pipeline]") {
+  // Narayanan et al. 2021 §2.2: with m a multiple of p, the k-th forward pass of a stage runs
+  // micro-batch ⌊k/(p·v)⌋·p + k mod p on chunk ⌊(k mod p·v)/p⌋, the k-th backward the same
+  // micro-batch on chunk v − 1 − that; (p − s − 1)·2 + (v − 1)·p warm-up forwards, then
+  // alternating, then the cool-down.
+  for (std::int64_t pp : {2, 3, 4})
+    for (std::int64_t v : {1, 2, 3})
+      for (std::int64_t m : {pp, 2 * pp, 3 * pp})
+        for (std::int64_t s = 0; s < pp; ++s) {
+          const std::int64_t total = m * v;
+          auto fwd = [&](std::int64_t k) { return PipelinePass{true, k / (pp * v) * pp + k % pp, k % (pp * v) / pp}; };
+          auto bwd = [&](std::int64_t k) { return PipelinePass{false, k / (pp * v) * pp + k % pp, v - 1 - k % (pp * v) / pp}; };
+          const std::int64_t warm = std::min(total, v == 1 ? pp - s - 1 : (pp - s - 1) * 2 + (v - 1) * pp);
+          std::vector<PipelinePass> want;
+          for (std::int64_t k = 0; k < warm; ++k) want.push_back(fwd(k));
+          for (std::int64_t k = warm; k < total; ++k) { want.push_back(fwd(k)); want.push_back(bwd(k - warm)); }
+          for (std::int64_t k = total - warm; k < total; ++k) want.push_back(bwd(k));
+          INFO("p=" << pp << " v=" << v << " m=" << m << " stage " << s);
+          CHECK(pipeline_schedule(Schedule::one_f_one_b, m, pp, v, s) == want);
+        }
+  // The bubble: run every stage's order with a forward chunk pass of 1 unit and a backward of 2,
+  // each pass waiting for the one it depends on (the previous model chunk's forward; the next
+  // one's backward, or its own forward on the model's last chunk). With the same work per stage —
+  // 1F1B's passes are v times longer — each stage idles (p − 1)·3·v units under 1F1B and
+  // (p − 1)·3 interleaved: the bubble shrinks by v (§2.2); with m not a multiple of p it still
+  // shrinks. The orders never wait on each other in a cycle (the runner's receives would hang).
+  auto idle = [](std::int64_t m, std::int64_t pp, std::int64_t v, double f, double b) {
+    std::vector<std::vector<PipelinePass>> orders;
+    for (std::int64_t s = 0; s < pp; ++s) orders.push_back(pipeline_schedule(Schedule::one_f_one_b, m, pp, v, s));
+    std::map<std::tuple<bool, std::int64_t, std::int64_t>, double> done;  // (forward, micro, model chunk) -> end
+    std::vector<double> free(static_cast<std::size_t>(pp), 0), busy = free;
+    std::vector<std::size_t> at(static_cast<std::size_t>(pp), 0);
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (std::int64_t s = 0; s < pp; ++s) {
+        auto& i = at[static_cast<std::size_t>(s)];
+        for (; i < orders[static_cast<std::size_t>(s)].size(); ++i) {
+          const PipelinePass q = orders[static_cast<std::size_t>(s)][i];
+          const std::int64_t g = q.chunk * pp + s, last = pp * v - 1;
+          std::optional<std::tuple<bool, std::int64_t, std::int64_t>> dep;
+          if (q.forward && g > 0) dep = {true, q.micro, g - 1};
+          if (!q.forward) dep = g < last ? std::tuple{false, q.micro, g + 1} : std::tuple{true, q.micro, g};
+          if (dep && !done.count(*dep)) break;
+          const double start = std::max(free[static_cast<std::size_t>(s)], dep ? done.at(*dep) : 0.0), d = q.forward ? f : b;
+          done[{q.forward, q.micro, g}] = start + d;
+          free[static_cast<std::size_t>(s)] = start + d;
+          busy[static_cast<std::size_t>(s)] += d;
+          moved = true;
+        }
+      }
+    }
+    for (std::int64_t s = 0; s < pp; ++s) REQUIRE(at[static_cast<std::size_t>(s)] == orders[static_cast<std::size_t>(s)].size());
+    const double makespan = *std::max_element(free.begin(), free.end());
+    std::vector<double> out;
+    for (double x : busy) out.push_back(makespan - x);
+    return out;
+  };
+  for (std::int64_t pp : {2, 3, 4})
+    for (std::int64_t v : {2, 3})
+      for (std::int64_t m : {pp, 2 * pp, 2 * pp + 1}) {
+        const auto plain = idle(m, pp, 1, 1.0 * static_cast<double>(v), 2.0 * static_cast<double>(v));
+        const auto inter = idle(m, pp, v, 1.0, 2.0);
+        INFO("p=" << pp << " v=" << v << " m=" << m);
+        for (std::int64_t s = 0; s < pp; ++s) {
+          const auto i = static_cast<std::size_t>(s);
+          CHECK(plain[i] == Approx(static_cast<double>((pp - 1) * 3 * v)));
+          if (m % pp == 0) CHECK(inter[i] == Approx(static_cast<double>((pp - 1) * 3)));
+          CHECK(inter[i] < plain[i]);
+        }
+      }
+  // GPipe: every forward, then every backward, in micro-batch order
+  const auto g = pipeline_schedule(Schedule::gpipe, 3, 2, 1, 0);
+  CHECK(g == std::vector<PipelinePass>{{true, 0, 0}, {true, 1, 0}, {true, 2, 0}, {false, 0, 0}, {false, 1, 0}, {false, 2, 0}});
+  // the micro-batches alive at once: 1F1B p − s; interleaved more (the executor's activation slots)
+  CHECK(live_micro_batches(pipeline_schedule(Schedule::one_f_one_b, 8, 4, 1, 0)) == 4);
+  CHECK(live_micro_batches(pipeline_schedule(Schedule::one_f_one_b, 8, 4, 1, 3)) == 1);
+  CHECK(live_micro_batches(g) == 3);
+}
+
+TEST_CASE("an interleaved stage's program runs each chunk's receive then layers then send priced as before", "[lower][pipeline]") {
+  // gpt-tiny at 8 layers on 2 stages of 2 chunks: stage 0 holds layers 0-1 and 4-5, stage 1
+  // layers 2-3 and 6-7. Stage 0's chunk 1 receives from stage 1 and sends on; stage 1's chunk 0
+  // sends to stage 0. Every transfer is one hop: a middle boundary costs what one chunk of
+  // 1F1B's multi-hop step cost per hop.
+  ModelSpec m = load_model("gpt-tiny");
+  m.depth = 8;
+  Plan p = single_device(4, 32);
+  p.micro_batch = 1;
+  p.mesh[Axis::pipeline] = 2;
+  p.virtual_stages = 2;
+  const auto s0 = lower(m, p, 0), s1 = lower(m, p, 1);
+  auto layers = [](const StepProgram& prog) {
+    std::vector<std::int64_t> out;
+    for (const Range& r : prog.chunk_layers) out.insert(out.end(), {r.begin, r.end});
+    return out;
+  };
+  REQUIRE(layers(s0) == std::vector<std::int64_t>{0, 2, 4, 6});
+  REQUIRE(layers(s1) == std::vector<std::int64_t>{2, 4, 6, 8});
+  auto names = [](const StepProgram& prog, bool forward, std::size_t j) {
+    const Range r = (forward ? prog.forward_chunk : prog.backward_chunk)[j];
+    const auto& steps = forward ? prog.forward : prog.backward;
+    std::vector<std::string> out;
+    for (std::int64_t i = r.begin; i < r.end; ++i)
+      if (steps[static_cast<std::size_t>(i)].kind == StepKind::p2p || steps[static_cast<std::size_t>(i)].layer < 0)
+        out.push_back(steps[static_cast<std::size_t>(i)].name);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  CHECK(names(s0, true, 0).back() == "pipeline.send_activations");
+  CHECK(names(s0, true, 1).front() == "pipeline.recv_activations");
+  CHECK(names(s0, true, 1).back() == "pipeline.send_activations");
+  CHECK(names(s1, true, 0) == V{"pipeline.recv_activations", "pipeline.send_activations"});
+  CHECK(names(s1, true, 1).front() == "pipeline.recv_activations");
+  CHECK(names(s1, false, 0) == V{"pipeline.recv_gradients", "pipeline.send_gradients"});
+  CHECK(names(s0, false, 1) == V{"pipeline.recv_gradients", "pipeline.send_gradients"});
+  // the chunks tile the whole stage's lists: backward runs chunk 1 first
+  CHECK(s0.forward_chunk[0].begin == 0);
+  CHECK(s0.forward_chunk[1].begin == s0.forward_chunk[0].end);
+  CHECK(s0.forward_chunk[1].end == static_cast<std::int64_t>(s0.forward.size()));
+  CHECK(s0.backward_chunk[1].begin == 0);
+  CHECK(s0.backward_chunk[0].begin == s0.backward_chunk[1].end);
+  CHECK(s0.backward_chunk[0].end == static_cast<std::int64_t>(s0.backward.size()));
+  // every transfer is one hop of one micro-batch's activations [B·T, D] (fp32 here)
+  int sends = 0;
+  for (const auto& st : s1.forward)
+    if (st.kind == StepKind::p2p) {
+      CHECK(st.hops == 1);
+      CHECK(st.comm_bytes == 1.0 * 32 * static_cast<double>(m.width) * bytes_of(p.act_dtype));
+      ++sends;
+    }
+  CHECK(sends == 3);  // receive chunk 0, send chunk 0, receive chunk 1 (chunk 1 ends with the head)
 }
