@@ -378,8 +378,8 @@ TEST_CASE("train: pipeline stages under GPipe and 1F1B equal the single-process 
 TEST_CASE("train: interleaved 1F1B (v model chunks per stage) equals the single-process run", "[train]") {
   // Megatron's interleaved schedule (program/lower.hpp pipeline_schedule; its order and bubble
   // are unit-tested): stage s holds chunks s, s + p, …; stage 0's later chunks receive from the
-  // last stage. 12 micro-batches (groups of p), and 5 (a last group of 5 mod p); 2 and 3 chunks
-  // per stage; uneven chunks (pipeline_chunk_layers); pipeline × data with the per-layer
+  // last stage. 12 micro-batches (groups of p; 2p + 1 is an illegal plan); 2 and 3 chunks per
+  // stage; uneven chunks (pipeline_chunk_layers); pipeline × data with the per-layer
   // gradient buckets started at each chunk's last backward; pipeline × tensor with Megatron's
   // scatter/gather; RWKV-6; the first step's gradients at the default settings.
   const auto w = mpi::Comm::world().size();
@@ -389,9 +389,14 @@ TEST_CASE("train: interleaved 1F1B (v model chunks per stage) equals the single-
   c.depth = 2 * w;
   check_case("gpt-tiny", c);
   check_first_gradients("gpt-tiny", c);
-  Case odd = c;  // micro-batches not a multiple of the stages
-  odd.global_batch = 5;
-  check_case("gpt-tiny", odd);
+  Case odd = c;  // micro-batches not a multiple of the stages: an illegal plan, refused
+  odd.global_batch = 2 * w + 1;
+  {
+    ModelSpec m = load_model("gpt-tiny");
+    m.depth = odd.depth;
+    CHECK_THROWS_WITH(train::check_supported(m, make_plan("gpt-tiny", odd, true), w),
+                      Catch::Contains("interleaving needs pipeline to divide the micro-batches"));
+  }
   Case three = c;
   three.virtual_stages = 3;
   three.depth = 3 * w;
