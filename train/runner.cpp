@@ -26,14 +26,15 @@ namespace scanshard::train {
 
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size) {
   // Every legal plan runs (the transformer family with dropout among them: masks hashed from
-  // global indices, kernels/dropout.hpp, the same under every plan): what remains to refuse is a
-  // job of the wrong size and the illegal-plan rules the planner applies too (check_plan).
+  // global indices, kernels/dropout.hpp, the same under every plan): what remains to refuse is an
+  // illegal plan — the rules the planner applies too (check_plan), first: they say what to change
+  // in the plan — and a job of the wrong size.
+  check_plan(m, p, 0);
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
                         " devices but the job has " + std::to_string(world_size) +
                         " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
-  check_plan(m, p, world_size);
 }
 
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes) {
@@ -98,9 +99,9 @@ Owned owned_range(std::int64_t total, std::int64_t parts, std::int64_t me) {
 }
 
 // The tensors this rank's pipeline stage owns (updates, counts in the gradient norm, writes):
-// the layers of its model chunks, the embedding on the first stage, the final norm on the last. With a tied head the
-// last stage also holds the table (`held`, not the rest of the embed block): updated identically,
-// owned by the first stage.
+// the layers of its model chunks, the embedding on the first stage, the final norm on the last.
+// With a tied head the last stage also holds the table (`held`, not the rest of the embed block):
+// updated identically, owned by the first stage.
 struct StageTensors { std::vector<char> owned, held; };
 StageTensors stage_tensors(const ModelSpec& m, const ShardLayout& sl, const StepProgram& prog, std::int64_t pp) {
   const std::int64_t stage = prog.coord[static_cast<int>(Axis::pipeline)];
