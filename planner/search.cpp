@@ -118,7 +118,8 @@ constexpr std::array<TensorComm, 2> kTensorComms = {TensorComm::allreduce, Tenso
 constexpr std::array<std::int64_t, 3> kVirtualStages = {1, 2, 4};  // interleaved 1F1B model chunks per stage
 
 // Tensor-parallel communication and interleaving worth enumerating: rs_ag only with tensor > 1
-// (and the tokens dividing), chunks only with a pipeline they divide into the depth.
+// (and the tokens dividing), chunks only with a pipeline they divide into the depth and that
+// divides the micro-batches (check_plan).
 bool tensor_comm_applies(const ModelSpec& m, const Plan& q, TensorComm tc) {
   (void)m;
   if (tc == TensorComm::allreduce) return true;
@@ -132,9 +133,9 @@ bool remat_applies(const ModelSpec& m, Remat r) {
     if (temporal_kind(m, l) == Temporal::local_attention || temporal_kind(m, l) == Temporal::global_attention) return true;
   return false;
 }
-bool virtual_stages_apply(const ModelSpec& m, const Mesh& mesh, std::int64_t v) {
-  const std::int64_t pp = mesh[Axis::pipeline];
-  return v == 1 || (pp > 1 && pp * v <= m.depth);
+bool virtual_stages_apply(const ModelSpec& m, const Plan& q, std::int64_t v) {
+  const std::int64_t pp = q.mesh[Axis::pipeline];
+  return v == 1 || (pp > 1 && pp * v <= m.depth && q.micro_batches() % pp == 0);  // check_plan's interleaving rules
 }
 // Schedules for a chunk count: GPipe cannot interleave.
 std::size_t schedules_for(std::int64_t pp, std::int64_t v) { return pp > 1 && v == 1 ? 2 : 1; }
@@ -199,7 +200,7 @@ void for_each_choice(const ModelSpec& m, const Plan& p, const std::vector<int>& 
               q.tensor_comm = kTensorComms[ti];
               ch.tc_i = static_cast<std::uint8_t>(ti);
               for (std::size_t vi = 0; vi < kVirtualStages.size(); ++vi) {
-                if (!virtual_stages_apply(m, mesh, kVirtualStages[vi])) continue;
+                if (!virtual_stages_apply(m, q, kVirtualStages[vi])) continue;
                 q.virtual_stages = kVirtualStages[vi];
                 ch.v_i = static_cast<std::uint8_t>(vi);
                 fn(static_cast<const Plan&>(q), static_cast<const Choice&>(ch));

@@ -66,6 +66,20 @@ std::int64_t tiled_attention_pairs(std::int64_t q0, std::int64_t q1, std::int64_
   return pairs;
 }
 
+std::int64_t kv_halo_rows(std::int64_t window, std::int64_t T, std::int64_t hop) {
+  return std::clamp<std::int64_t>(window - (hop - 1) * T, 0, T);
+}
+std::int64_t kv_halo_hops(std::int64_t window, std::int64_t T) { return window <= 0 ? 0 : (window + T - 1) / T; }
+
+KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t sp) {
+  KvHalo k;
+  for (std::int64_t h = 1; h <= kv_halo_hops(window, T); ++h) {
+    if (s - h >= 0) k.received += kv_halo_rows(window, T, h);  // from shard s − h
+    if (s + h < sp) k.sent += kv_halo_rows(window, T, h);      // to shard s + h
+  }
+  return k;
+}
+
 namespace {
 
 // Everything an emitter needs, derived once per lowering.
@@ -323,10 +337,11 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   const Ctx& c = e.c;
   const std::int64_t W = local ? c.m.window : 0;
   const auto q0 = static_cast<std::int64_t>(c.s_coord * c.T), q1 = q0 + static_cast<std::int64_t>(c.T);
-  const double halo_tokens = local ? std::min<double>(static_cast<double>(W), static_cast<double>(q0)) : static_cast<double>(q0);
-  const double halo_sent = c.s_coord == 0 ? std::min<double>(static_cast<double>(W), c.T) : halo_tokens;
+  const KvHalo kv = kv_halo(W, static_cast<std::int64_t>(c.T), c.s_coord, c.sp);
+  const double halo_tokens = static_cast<double>(local ? kv.received : q0);  // K/V rows before this rank's own
   if (local) {
-    e.halo("attn.kv_halo", halo_sent, 2 * KV * N);
+    // every peer the window reaches at once (one round): the link carries the larger direction
+    e.halo("attn.kv_halo", static_cast<double>(std::max(kv.received, kv.sent)), 2 * KV * N);
   } else if (c.sp > 1) {  // ring attention: K/V blocks travel P−1 hops, hidden behind compute
     const double block = c.B * c.T * 2 * KV * N * c.a;
     e.p2p(Phase::forward, Axis::sequence, "attn.ring_kv", block, static_cast<std::int32_t>(c.sp - 1), true);
@@ -755,6 +770,40 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
 
 }  // namespace
 
+std::vector<PipelinePass> pipeline_schedule(Schedule kind, std::int64_t m, std::int64_t pp, std::int64_t v, std::int64_t stage) {
+  std::vector<PipelinePass> fwd, order;  // forward passes in the order they run; the backward ones mirror it
+  if (v <= 1) {
+    for (std::int64_t i = 0; i < m; ++i) fwd.push_back({true, i, 0});
+  } else {  // Megatron-LM's schedule table: groups of pp micro-batches, each group chunk by chunk
+    for (std::int64_t g = 0; g < m; g += pp) {
+      const std::int64_t group_end = g + pp >= m ? m : g + pp;  // the last group takes what is left
+      for (std::int64_t j = 0; j < v; ++j)
+        for (std::int64_t i = g; i < group_end; ++i) fwd.push_back({true, i, j});
+    }
+  }
+  auto bwd = [&](std::size_t k) { return PipelinePass{false, fwd[k].micro, v - 1 - fwd[k].chunk}; };
+  const auto total = fwd.size();
+  const std::int64_t warm_passes = kind == Schedule::gpipe ? m * v : v <= 1 ? pp - stage - 1 : (pp - stage - 1) * 2 + (v - 1) * pp;
+  const auto warm = std::min<std::size_t>(total, static_cast<std::size_t>(std::max<std::int64_t>(0, warm_passes)));
+  std::size_t f = 0, b = 0;
+  for (; f < warm; ++f) order.push_back(fwd[f]);
+  for (; f < total; ++f, ++b) { order.push_back(fwd[f]); order.push_back(bwd(b)); }
+  for (; b < total; ++b) order.push_back(bwd(b));
+  return order;
+}
+
+std::int64_t live_micro_batches(const std::vector<PipelinePass>& order) {
+  std::map<std::int64_t, std::int64_t> passes;  // micro-batch -> passes run so far
+  std::int64_t chunks = 0, live = 0, most = 0;
+  for (const auto& q : order) chunks = std::max(chunks, q.chunk + 1);
+  for (const auto& q : order) {
+    const std::int64_t n = ++passes[q.micro];
+    if (n == 1) most = std::max(most, ++live);
+    if (n == 2 * chunks) --live;
+  }
+  return most;
+}
+
 double in_flight_micro_batches(const Plan& p, std::int64_t stage) {
   const std::int64_t m = p.micro_batches(), pp = p.mesh[Axis::pipeline], v = p.virtual_stages;
   if (p.schedule == Schedule::gpipe) return static_cast<double>(m);
@@ -850,40 +899,46 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   // (the learned position table is replicated; LayerNorms have a scale and a bias)
   const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0) + m.max_positions * m.width;
   const std::int64_t head_params = (m.norm == NormKind::layernorm ? 2 : 1) * m.width + (m.tied_embeddings && first ? 0 : m.vocab * m.width / c.t);
-  if (first) {
-    std::vector<Step> bwd;
-    Emit e{c, -1, st.pre_forward, bwd};
-    if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
-    embedding(e);
-    st.pre_backward.assign(bwd.rbegin(), bwd.rend());
+  // Per chunk j of the stage: before its layers the embedding (the model's first chunk) or the
+  // receive of its input (from the previous stage; stage 0's later chunks from stage pp − 1), whose
+  // gradient goes back at the chunk's backward end; after them the head and loss (the model's
+  // last chunk) or the send of its output, whose gradient the chunk's backward starts by
+  // receiving. Each transfer is one hop.
+  auto mark = [&st] {
+    st.chunk_at.pre_forward.push_back(st.pre_forward.size());
+    st.chunk_at.pre_backward.push_back(st.pre_backward.size());
+    st.chunk_at.post_forward.push_back(st.post_forward.size());
+    st.chunk_at.post_backward.push_back(st.post_backward.size());
+  };
+  for (std::int64_t j = 0; j < v; ++j) {
+    mark();
+    if (first && j == 0) {
+      std::vector<Step> bwd;
+      Emit e{c, -1, st.pre_forward, bwd};
+      if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
+      embedding(e);
+      st.pre_backward.insert(st.pre_backward.end(), bwd.rbegin(), bwd.rend());
+    } else {
+      Emit e{c, -1, st.pre_forward, st.pre_backward};
+      e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", send_bytes, 1);
+      if (scatter) e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "pipeline.activations", act_bytes);
+      e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", send_bytes, 1);
+    }
+    if (last && j == v - 1) {
+      std::vector<Step> bwd;
+      Emit e{c, -1, st.post_forward, bwd};
+      if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "head.params", static_cast<double>(head_params) * c.w, true);
+      head(e);
+      st.post_backward.insert(st.post_backward.end(), bwd.rbegin(), bwd.rend());
+      st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
+    } else {
+      Emit e{c, -1, st.post_forward, st.post_backward};
+      e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", send_bytes, 1);
+      e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", send_bytes, 1);
+      if (scatter) e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "pipeline.gradients", act_bytes);
+    }
   }
-  // Receive the micro-batch's activations once per chunk (not for the model's first chunk); send
-  // their gradient back at the very end. Interleaved chunks' transfers are priced as that many
-  // sequential hops of one transfer each.
-  if (const std::int64_t recvs = st.chunks - (first ? 1 : 0); recvs > 0) {
-    Emit e{c, -1, st.pre_forward, st.pre_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", send_bytes, static_cast<std::int32_t>(recvs));
-    for (std::int64_t i = 0; i < (scatter ? recvs : 0); ++i)
-      e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "pipeline.activations", act_bytes);
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", send_bytes, static_cast<std::int32_t>(recvs));
-  }
-  if (last) {
-    std::vector<Step> bwd;
-    Emit e{c, -1, st.post_forward, bwd};
-    if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "head.params", static_cast<double>(head_params) * c.w, true);
-    head(e);
-    st.post_backward.assign(bwd.rbegin(), bwd.rend());
-    st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
-  }
-  // Send the activations on (once per chunk but the model's last); the backward starts by
-  // receiving their gradient.
-  if (const std::int64_t sends = st.chunks - (last ? 1 : 0); sends > 0) {
-    Emit e{c, -1, st.post_forward, st.post_backward};
-    e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", send_bytes, static_cast<std::int32_t>(sends));
-    e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", send_bytes, static_cast<std::int32_t>(sends));
-    for (std::int64_t i = 0; i < (scatter ? sends : 0); ++i)
-      e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "pipeline.gradients", act_bytes);
-  }
+  mark();
 
   // Parameters outside the layers: embedding on the first stage, final norm and head on the last.
   if (first) params += embed_params;
@@ -994,14 +1049,28 @@ StepProgram expand(const StageSummary& st, const ModelSpec& m) {
     out.insert(out.end(), in.begin(), in.end());
     for (auto i = first; i < out.size(); ++i) out[i].layer = static_cast<std::int32_t>(l);
   };
-  prog.forward = st.pre_forward;
-  for (const Range& chunk : st.chunk_layers)
-    for (std::int64_t l = chunk.begin; l < chunk.end; ++l) append(prog.forward, group(l).forward, l);
-  prog.forward.insert(prog.forward.end(), st.post_forward.begin(), st.post_forward.end());
-  prog.backward = st.post_backward;
-  for (auto chunk = st.chunk_layers.rbegin(); chunk != st.chunk_layers.rend(); ++chunk)
-    for (std::int64_t l = chunk->end - 1; l >= chunk->begin; --l) append(prog.backward, group(l).backward, l);
-  prog.backward.insert(prog.backward.end(), st.pre_backward.begin(), st.pre_backward.end());
+  // chunk j's part of one of the summary's pre/post lists
+  auto part = [](std::vector<Step>& out, const std::vector<Step>& in, const std::vector<std::size_t>& at, std::size_t j) {
+    out.insert(out.end(), in.begin() + static_cast<std::ptrdiff_t>(at[j]), in.begin() + static_cast<std::ptrdiff_t>(at[j + 1]));
+  };
+  const auto v = st.chunk_layers.size();
+  prog.chunk_layers = st.chunk_layers;
+  prog.forward_chunk.resize(v);
+  prog.backward_chunk.resize(v);
+  for (std::size_t j = 0; j < v; ++j) {
+    const auto begin = static_cast<std::int64_t>(prog.forward.size());
+    part(prog.forward, st.pre_forward, st.chunk_at.pre_forward, j);
+    for (std::int64_t l = st.chunk_layers[j].begin; l < st.chunk_layers[j].end; ++l) append(prog.forward, group(l).forward, l);
+    part(prog.forward, st.post_forward, st.chunk_at.post_forward, j);
+    prog.forward_chunk[j] = {begin, static_cast<std::int64_t>(prog.forward.size())};
+  }
+  for (std::size_t j = v; j-- > 0;) {
+    const auto begin = static_cast<std::int64_t>(prog.backward.size());
+    part(prog.backward, st.post_backward, st.chunk_at.post_backward, j);
+    for (std::int64_t l = st.chunk_layers[j].end - 1; l >= st.chunk_layers[j].begin; --l) append(prog.backward, group(l).backward, l);
+    part(prog.backward, st.pre_backward, st.chunk_at.pre_backward, j);
+    prog.backward_chunk[j] = {begin, static_cast<std::int64_t>(prog.backward.size())};
+  }
   prog.step_end = st.step_end;
   return prog;
 }

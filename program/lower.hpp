@@ -66,7 +66,13 @@ struct Step {
 struct StepProgram {
   std::int64_t rank = 0;
   std::array<std::int64_t, kAxisCount> coord{};  // this rank's index on each mesh axis
-  std::int64_t first_layer = 0, end_layer = 0;   // layers [first, end) live on this rank's stage
+  std::int64_t first_layer = 0, end_layer = 0;   // the layers [first, end) of the stage's first model chunk
+  // Every model chunk of the stage (one without interleaving; chunk_layers[0] = [first, end)) and,
+  // per chunk j, its steps forward[forward_chunk[j]) (its input received or embedded, its layers,
+  // its output sent or the head) and backward[backward_chunk[j]) (the mirror). `forward` holds
+  // the chunks in order 0..v−1, `backward` in order v−1..0 — one micro-batch's whole stage.
+  std::vector<Range> chunk_layers;
+  std::vector<Range> forward_chunk, backward_chunk;
   std::int64_t micro_batches = 1;
   std::int64_t in_flight_micro_batches = 1;      // activations held at once (schedule)
   std::vector<Step> forward;    // one micro-batch, in execution order
@@ -106,6 +112,10 @@ struct StageSummary {
   std::int64_t micro_batches = 1, in_flight_micro_batches = 1;
   std::vector<Step> pre_forward, pre_backward;    // embedding or pipeline receive (pre_backward runs last)
   std::vector<Step> post_forward, post_backward;  // head and loss or pipeline send (post_backward runs first)
+  // Chunk j's part of each of the four lists above: [at[j], at[j + 1]) (chunks + 1 entries): before
+  // its layers the embedding (the model's first chunk) or the receive of its input (one hop), after
+  // them the head (the model's last chunk) or the send of its output. sim/ prices the lists whole.
+  struct ChunkAt { std::vector<std::size_t> pre_forward, pre_backward, post_forward, post_backward; } chunk_at;
   std::vector<LayerGroup> groups;
   std::vector<Step> step_end;
   std::int64_t local_params = 0;
@@ -146,6 +156,26 @@ Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_
 // already token-sharded). The lowering and the runner both ask this.
 bool pipeline_scatter_gather(const Plan& p);
 
+// One pass of a pipeline schedule: the forward or the backward of model chunk `chunk` (0 .. v−1
+// of the stage) for micro-batch `micro`.
+struct PipelinePass {
+  bool forward = true;
+  std::int64_t micro = 0, chunk = 0;
+  bool operator==(const PipelinePass&) const = default;
+};
+// The order in which pipeline stage `stage` of `pp` runs its passes over m micro-batches with v
+// model chunks per stage. GPipe: every forward, then every backward. 1F1B (v = 1): pp − stage − 1
+// warm-up forwards, then one forward and one backward alternately, then the cool-down backwards.
+// Interleaved 1F1B (v > 1; Narayanan et al. 2021 §2.2, Megatron-LM's schedule table): forward
+// passes in groups of pp micro-batches — chunk 0 of micro-batches 0..pp−1, chunk 1 of the same,
+// …, chunk v−1, then the next group (the last group holds the m mod pp left over) — and the
+// backward passes in the same order with the chunks reversed; (pp − stage − 1)·2 + (v − 1)·pp
+// warm-up forwards (at most all m·v), then one forward and one backward alternately, then the
+// cool-down backwards.
+std::vector<PipelinePass> pipeline_schedule(Schedule kind, std::int64_t m, std::int64_t pp, std::int64_t v, std::int64_t stage);
+// The most micro-batches an order keeps alive at once (first forward run, last backward not yet).
+std::int64_t live_micro_batches(const std::vector<PipelinePass>& order);
+
 // Micro-batches' worth of activations a pipeline stage holds at once under the plan's schedule:
 // GPipe all m; 1F1B min(m, p − stage); interleaved 1F1B (v chunks) the Megatron-LM warm-up of
 // (p − stage − 1)·2 + (v − 1)·p chunk passes plus the one in flight, each 1/v of the stage.
@@ -167,6 +197,17 @@ std::int64_t visible_keys(std::int64_t q0, std::int64_t q1, std::int64_t window)
 // pairs are computed too (1.24x the causal pairs at 128 tokens with 32-query tiles, 1.06x at
 // 512). tile = 1 gives visible_keys.
 std::int64_t tiled_attention_pairs(std::int64_t q0, std::int64_t q1, std::int64_t window, std::int64_t tile);
+// Local attention under `sequence` (window W, shards of T tokens): shard s needs the K/V rows of
+// global positions [s·T − W, s·T), held by up to ⌈W/T⌉ shards to its left. From the shard h hops
+// to its left (h ≥ 1) it receives that shard's last kv_halo_rows(W, T, h) = clamp(W − (h−1)·T,
+// 0, T) rows: whole shards, then the remainder from the farthest. The runner exchanges them
+// point to point with every such peer at once; the lowering prices the same rows.
+[[nodiscard]] std::int64_t kv_halo_rows(std::int64_t window, std::int64_t T, std::int64_t hop);
+[[nodiscard]] std::int64_t kv_halo_hops(std::int64_t window, std::int64_t T);  // ⌈W/T⌉ peers on each side
+// Rows shard s of sp receives (min(W, s·T): the K/V rows before its own that it holds) and sends
+// (to shards s+1 .. s+⌈W/T⌉ that exist), summed over its peers.
+struct KvHalo { std::int64_t received = 0, sent = 0; };
+[[nodiscard]] KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t sp);
 // The query tile of the runner's blocked kernel (kernels/attention.hpp kAttentionQueryBlock; a
 // unit test keeps them equal). Accelerator kernels use 64–128; at their sequence lengths (≥ 2K)
 // that moves the count by under 3 %.

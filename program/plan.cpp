@@ -40,6 +40,10 @@ std::string Mesh::describe() const {
 namespace {
 
 bool divides(std::int64_t d, std::int64_t n) { return d > 0 && n % d == 0; }
+// Micro-batches per replica, 0 when the batch rules fail (they are checked first).
+std::int64_t micro_batches(const Plan& p) {
+  return p.replicas() > 0 && p.micro_batch > 0 ? p.global_batch / p.replicas() / p.micro_batch : 0;
+}
 
 // One rule: its name, whether it holds, and the numbers for the message.
 struct Rule {
@@ -76,6 +80,11 @@ std::vector<Rule> plan_rules(const ModelSpec& m, const Plan& p, std::int64_t dev
        "virtual_stages = " + n(p.virtual_stages) + " with schedule " + to_string(p.schedule), "virtual_stages"},
       {"each pipeline chunk holds a layer", pp * std::max<std::int64_t>(1, p.virtual_stages) <= m.depth,
        "pipeline*virtual_stages = " + n(pp * p.virtual_stages) + " chunks for " + n(m.depth) + " layers", "virtual_stages"},
+      // Megatron-LM's interleaved schedule runs micro-batches in groups of pp per chunk; a last,
+      // longer group can make the stages wait on each other in a cycle (pipeline_schedule's unit
+      // test: pp 4, v 3, 9 micro-batches) and loses the smaller bubble.
+      {"interleaving needs pipeline to divide the micro-batches", p.virtual_stages <= 1 || pp <= 1 || divides(pp, micro_batches(p)),
+       "pipeline = " + n(pp) + " does not divide the " + n(micro_batches(p)) + " micro-batches of an interleaved schedule", "virtual_stages"},
       {"rs_ag: tensor divides the tokens of a micro-batch", p.tensor_comm == TensorComm::allreduce || divides(t, p.micro_batch * (p.seq_len / std::max<std::int64_t>(1, sq))),
        "tensor = " + n(t) + " does not divide the " + n(p.micro_batch * (p.seq_len / std::max<std::int64_t>(1, sq))) + " tokens of a micro-batch shard", "tensor_comm"},
       {"tensor divides mlp_width", divides(t, m.mlp_width), "tensor = " + n(t) + " does not divide mlp_width " + n(m.mlp_width), "mesh.tensor"},

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <list>
 #include <map>
 #include <stdexcept>
 #include <string_view>
@@ -44,7 +45,13 @@ ShardLayout::ShardLayout(const ModelSpec& m, const Layout& f, i64 t, i64 tcoord)
     range.push_back(r);
     shape.push_back(sh);
     offset.push_back(total);
-    total += count(shape.size() - 1);
+    // The slots of the largest shard (⌈n/t⌉ along the split dimension; only a vocabulary can
+    // split unevenly): every tensor rank lays its buffer out alike, so a ZeRO part covers the
+    // same elements of each whole tensor on every tensor rank (tp.replicated_grads sums them).
+    // The padding after a smaller shard stays zero.
+    i64 slots = count(shape.size() - 1);
+    if (d >= 0 && r.size() > 0) slots = slots / r.size() * ((p.shape[static_cast<std::size_t>(d)] + t - 1) / t);
+    total += slots;
   }
 }
 
@@ -152,8 +159,11 @@ struct Executor::State {
   // all-gathers turn into the full M-token inputs of the tensor-parallel blocks.
   bool rs = false;
   i64 Ms = 0, m0 = 0;
-  i64 stage = 0, first_layer = 0, end_layer = 0;
-  std::vector<MPI_Request> pending;  // pipeline sends from this slot's buffers  // halo: K/V rows received (local attention)
+  i64 stage = 0;
+  std::vector<Range> chunks;  // the layers of each model chunk of this stage (one without interleaving)
+  i64 chunk = 0;              // the chunk being run (its pipeline transfers)
+  std::vector<MPI_Request> pending;  // pipeline sends of this slot, from copies in send_bufs
+  std::list<Vec> send_bufs;
   float escale = 1;
   // dropout: probability, this micro-batch's BatchIndex, and per residual-region row (Ms rows)
   // its sequence's index in the global batch and its global position; the embedding's mask
@@ -170,6 +180,7 @@ struct Executor::State {
   std::vector<Vec> xs;  // residual stream: xs[l] enters layer l, xs[L] leaves the last
   std::vector<Vec> dxs;
   Vec emb, emean, erstd, demb, meanf;  // RWKV: embedding before its LayerNorm
+  Vec demb_loc;                        // RWKV under rs_ag: the LayerNorm's input gradient, this rank's tokens
   float* emb_out = nullptr;            // where the (reduced) lookup lands: xs[0], or emb (RWKV)
   Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf, nf_loc, dnf_loc;
   std::vector<LayerBufs> L;
@@ -741,23 +752,70 @@ void rope_fwd(State& s, const Step& st) {
     std::copy_n(b.v.data() + r * s.T * kw, s.T * kw, b.v_ext.data() + (r * Te + s.halo) * kw);
   }
 }
-// Local attention across shards: my last W rows of K and V go right; W rows arrive from the left.
+// Local attention across shards: shard s needs the K/V rows of global positions [s·T − W, s·T),
+// held by up to ⌈W/T⌉ shards to its left (program/lower.hpp kv_halo_rows). Every shard sends
+// its last kv_halo_rows(W, T, h) rows of K and V to the shard h to its right and receives as
+// many from the shard h to its left, with all its peers at once; the rows from shard s − h land
+// at ext rows halo − (h−1)·T − rows .. halo − (h−1)·T.
+constexpr int kKvHaloTag = 3;
+struct HaloPeer { i64 hop, rows, ext0; };  // rows of the peer h hops away and where they sit in the ext buffers
+std::vector<HaloPeer> halo_peers(const State& s) {
+  std::vector<HaloPeer> out;
+  for (i64 h = 1; h <= kv_halo_hops(s.W, s.T); ++h) {
+    const i64 rows = kv_halo_rows(s.W, s.T, h);
+    out.push_back({h, rows, s.halo - (h - 1) * s.T - rows});
+  }
+  return out;
+}
+// Packs rows [e0, e0 + rows) of the K and V ext buffers of every sequence as [B][k|v][rows][kw].
+Vec pack_kv(const State& s, const Vec& k, const Vec& v, i64 e0, i64 rows) {
+  const i64 Te = text(s), kw = s.KV * s.N;
+  Vec out(static_cast<std::size_t>(2 * s.B * rows * kw));
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which)
+      std::copy_n((which ? v : k).data() + (r * Te + e0) * kw, rows * kw, out.data() + ((2 * r + which) * rows) * kw);
+  return out;
+}
+// Unpacks pack_kv's layout into rows [e0, e0 + rows), overwriting or (accumulate) adding.
+void unpack_kv(const State& s, Vec& k, Vec& v, i64 e0, i64 rows, const Vec& in, bool accumulate) {
+  const i64 Te = text(s), kw = s.KV * s.N;
+  for (i64 r = 0; r < s.B; ++r)
+    for (int which = 0; which < 2; ++which) {
+      float* d = (which ? v : k).data() + (r * Te + e0) * kw;
+      const float* g = in.data() + ((2 * r + which) * rows) * kw;
+      if (accumulate) for (i64 i = 0; i < rows * kw; ++i) d[i] += g[i];
+      else std::copy_n(g, rows * kw, d);
+    }
+}
+// One round with every peer: `send(h)` goes to shard s + dir·h, `recv(h)` from shard s − dir·h.
+template <class Send, class Recv>
+void halo_exchange(const State& s, const Step& st, int dir, Send&& send, Recv&& recv) {
+  const auto& c = need(s, Axis::sequence, st);
+  std::vector<Vec> out;
+  std::vector<MPI_Request> reqs;
+  const auto peers = halo_peers(s);
+  out.reserve(peers.size());
+  for (const HaloPeer& p : peers) {
+    const i64 to = s.s + dir * p.hop;
+    if (to < 0 || to >= s.sp) continue;
+    out.push_back(send(p));
+    reqs.push_back(c.isend(std::span<const float>(out.back()), static_cast<int>(to), kKvHaloTag));
+  }
+  for (const HaloPeer& p : peers) {
+    const i64 from = s.s - dir * p.hop;
+    if (from < 0 || from >= s.sp) continue;
+    Vec in(static_cast<std::size_t>(2 * s.B * p.rows * s.KV * s.N));
+    c.recv(std::span<float>(in), static_cast<int>(from), kKvHaloTag);
+    recv(p, in);
+  }
+  mpi::Comm::wait_all(reqs);
+}
 void kv_halo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 Te = text(s), kw = s.KV * s.N, W = s.W;
-  Vec send(static_cast<std::size_t>(2 * s.B * W * kw)), recv(send.size());
-  for (i64 r = 0; r < s.B; ++r)
-    for (int which = 0; which < 2; ++which) {
-      const Vec& src = which == 0 ? b.k_ext : b.v_ext;
-      std::copy_n(src.data() + (r * Te + Te - W) * kw, W * kw, send.data() + ((2 * r + which) * W) * kw);
-    }
-  shift_right(s, st, send, recv);
-  if (s.halo == 0) return;
-  for (i64 r = 0; r < s.B; ++r)
-    for (int which = 0; which < 2; ++which) {
-      Vec& dst = which == 0 ? b.k_ext : b.v_ext;
-      std::copy_n(recv.data() + ((2 * r + which) * W) * kw, W * kw, dst.data() + (r * Te) * kw);
-    }
+  const i64 Te = text(s);
+  halo_exchange(
+      s, st, +1, [&](const HaloPeer& p) { return pack_kv(s, b.k_ext, b.v_ext, Te - p.rows, p.rows); },
+      [&](const HaloPeer& p, const Vec& in) { unpack_kv(s, b.k_ext, b.v_ext, p.ext0, p.rows, in, false); });
 }
 // Ring attention (global attention, sequence-sharded): K/V blocks travel one hop right per step
 // of a P−1-hop chain; shard s keeps the blocks of shards 0..s−1 in its extended K/V rows.
@@ -898,24 +956,12 @@ void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block b
                         b.lse_ext.data(), b.q_ext.data(), b.k_ext.data(), b.v_ext.data(), b.reset_ext.data(), s.B, text(s),
                         s.H, s.KV, s.N, s.W, attn_dropout(s, st));
 }
-void kv_halo_bwd(State& s, const Step& st) {  // gradients of the received rows go back left
+void kv_halo_bwd(State& s, const Step& st) {  // gradients of the received rows go back to their owners, summed there
   auto& b = lb(s, st);
-  const i64 Te = text(s), kw = s.KV * s.N, W = s.W;
-  Vec send(static_cast<std::size_t>(2 * s.B * W * kw), 0.0f), recv(send.size());
-  if (s.halo > 0)
-    for (i64 r = 0; r < s.B; ++r)
-      for (int which = 0; which < 2; ++which) {
-        const Vec& src = which == 0 ? b.dk_ext : b.dv_ext;
-        std::copy_n(src.data() + (r * Te) * kw, W * kw, send.data() + ((2 * r + which) * W) * kw);
-      }
-  shift_left(s, st, send, recv);
-  for (i64 r = 0; r < s.B; ++r)
-    for (int which = 0; which < 2; ++which) {
-      Vec& dst = which == 0 ? b.dk_ext : b.dv_ext;
-      float* d = dst.data() + (r * Te + Te - W) * kw;
-      const float* g = recv.data() + ((2 * r + which) * W) * kw;
-      for (i64 i = 0; i < W * kw; ++i) d[i] += g[i];
-    }
+  const i64 Te = text(s);
+  halo_exchange(
+      s, st, -1, [&](const HaloPeer& p) { return pack_kv(s, b.dk_ext, b.dv_ext, p.ext0, p.rows); },
+      [&](const HaloPeer& p, const Vec& in) { unpack_kv(s, b.dk_ext, b.dv_ext, Te - p.rows, p.rows, in, true); });
 }
 void rope_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -987,14 +1033,18 @@ void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the 
 
 // ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
 
+// The embedding's LayerNorm on this rank's Ms tokens (all M without rs_ag): under rs_ag the
+// reduce-scatter leaves them in emb and the norm's input gradient goes to demb_loc, which the
+// embedding's all-gather turns into every token's gradient (demb).
 void embed_norm_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.xs[0].data(), s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
-                        s.par(-1, "embed_norm.bias"), s.M, s.D, eps_of(s));
+                        s.par(-1, "embed_norm.bias"), s.Ms, s.D, eps_of(s));
 }
 void embed_norm_bwd(State& s, const Step&) {
-  zero(s.demb);
-  K::layer_norm_backward(s.demb.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
-                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.M, s.D);
+  Vec& d = s.rs ? s.demb_loc : s.demb;
+  zero(d);
+  K::layer_norm_backward(d.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
+                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.Ms, s.D);
 }
 void ln_final_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(),
@@ -1539,9 +1589,10 @@ void cm_value_grad_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   gather_cols(s, st, b.dcvl, b.dcv.data());
 }
+// The residual adds this rank's tokens of the gathered output (all of them without rs_ag).
 void cm_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath, s.M * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath + s.m0 * s.D, s.Ms * s.D);
 }
 
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
@@ -1555,21 +1606,40 @@ Range block_range(const ShardLayout& lay, const std::string& block) {
     }
   return r;
 }
-void gather_block(State& s, const Step& st, const std::string& block) {
-  const Range r = block_range(s.lay, block);
+void gather_range(State& s, const Step& st, const Range r) {
   std::vector<int> counts;
   for (const Range& part : s.zero3)
     counts.push_back(static_cast<int>(std::max<i64>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
   need(s, Axis::fsdp, st).allgather_v_inplace(std::span<float>(s.Pw + r.begin, static_cast<std::size_t>(r.size())), counts);
 }
+void gather_block(State& s, const Step& st, const std::string& block) { gather_range(s, st, block_range(s.lay, block)); }
 void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::block(st.layer)); }
 void embed_params_gather(State& s, const Step& st) { gather_block(s, st, "embed"); }
+// The final norm and the head: an untied head's block, or a tied head's table on a last stage
+// that is not also the first (whose embedding steps gathered it) — lower.cpp's head_params.
 void head_params_gather(State& s, const Step& st) {
   gather_block(s, st, "final");
-  if (!s.m.tied_embeddings) gather_block(s, st, "head");
+  if (!s.m.tied_embeddings) return gather_block(s, st, "head");
+  if (s.stage == 0) return;
+  const std::size_t table = s.lay.full.index.at("embed/embed.table");
+  gather_range(s, st, {s.lay.offset[table], s.lay.offset[table] + s.lay.count(table)});
 }
 
-// ---- pipeline stages: activations forward, their gradients back (tag 0 / 1) -------------------
+// ---- pipeline stages: activations forward, their gradients back ---------------------------------
+// Chunk j of stage s (its layers [b, e)) receives xs[b] from the previous stage — stage s − 1,
+// or for stage 0's later chunks stage pp − 1's chunk j − 1 — and sends xs[e] to the next (stage
+// s + 1, or stage 0 from the last stage); the gradients go back the same way. The boundary layer
+// names the message: tag 2·b for the activations entering layer b, 2·b + 1 for their gradient.
+// Sends go from copies, completed before the step's gradient reduction (finish), so no slot ever
+// waits for a receiver.
+int prev_stage(const State& s) { return static_cast<int>((s.stage + s.p.mesh[Axis::pipeline] - 1) % s.p.mesh[Axis::pipeline]); }
+int next_stage(const State& s) { return static_cast<int>((s.stage + 1) % s.p.mesh[Axis::pipeline]); }
+const Range& cur_chunk(const State& s) { return s.chunks[static_cast<std::size_t>(s.chunk)]; }
+void pp_isend(State& s, const Step& st, std::span<const float> data, int dest, int tag) {
+  Vec& copy = s.send_bufs.emplace_back(data.size());
+  std::copy(data.begin(), data.end(), copy.begin());
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(copy.data(), copy.size()), dest, tag));
+}
 
 std::span<float> span_of(Vec& v) { return std::span<float>(v); }
 // Megatron's scatter/gather (Plan::scatter_gather, lower.cpp): the residual stream is replicated
@@ -1587,12 +1657,13 @@ void pp_gather(const State& s, const Step& st, Vec& v) {
   need(s, Axis::tensor, st).allgather_v_inplace(span_of(v), counts);
 }
 void pp_recv_act(State& s, const Step& st) {
-  need(s, Axis::pipeline, st).recv(pp_part(s, s.xs[static_cast<std::size_t>(s.first_layer)]), static_cast<int>(s.stage - 1), 0);
+  const i64 b = cur_chunk(s).begin;
+  need(s, Axis::pipeline, st).recv(pp_part(s, s.xs[static_cast<std::size_t>(b)]), prev_stage(s), static_cast<int>(2 * b));
 }
-void pp_gather_act(State& s, const Step& st) { pp_gather(s, st, s.xs[static_cast<std::size_t>(s.first_layer)]); }
+void pp_gather_act(State& s, const Step& st) { pp_gather(s, st, s.xs[static_cast<std::size_t>(cur_chunk(s).begin)]); }
 void pp_send_act(State& s, const Step& st) {
-  const std::span<const float> x = pp_part(s, s.xs[static_cast<std::size_t>(s.end_layer)]);
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(x, static_cast<int>(s.stage + 1), 0));
+  const i64 e = cur_chunk(s).end;
+  pp_isend(s, st, pp_part(s, s.xs[static_cast<std::size_t>(e)]), next_stage(s), static_cast<int>(2 * e));
 }
 // A layer's accumulation targets (its backward kernels add into them) cleared for this
 // micro-batch: lower.cpp's "zero grad_buffers", the first step of each layer's backward.
@@ -1606,12 +1677,13 @@ void clear_grad_buffers(State& s, const Step& st) {
 }
 
 void pp_recv_grad(State& s, const Step& st) {
-  need(s, Axis::pipeline, st).recv(pp_part(s, s.dxs[static_cast<std::size_t>(s.end_layer)]), static_cast<int>(s.stage + 1), 1);
+  const i64 e = cur_chunk(s).end;
+  need(s, Axis::pipeline, st).recv(pp_part(s, s.dxs[static_cast<std::size_t>(e)]), next_stage(s), static_cast<int>(2 * e + 1));
 }
-void pp_gather_grad(State& s, const Step& st) { pp_gather(s, st, s.dxs[static_cast<std::size_t>(s.end_layer)]); }
+void pp_gather_grad(State& s, const Step& st) { pp_gather(s, st, s.dxs[static_cast<std::size_t>(cur_chunk(s).end)]); }
 void pp_send_grad(State& s, const Step& st) {
-  const std::span<const float> d = pp_part(s, s.dxs[static_cast<std::size_t>(s.first_layer)]);
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(d, static_cast<int>(s.stage - 1), 1));
+  const i64 b = cur_chunk(s).begin;
+  pp_isend(s, st, pp_part(s, s.dxs[static_cast<std::size_t>(b)]), prev_stage(s), static_cast<int>(2 * b + 1));
 }
 
 // ---- tensor_comm rs_ag (Megatron sequence parallelism, lower.cpp tensor_allreduce_fwd/_bwd) -----
@@ -1626,12 +1698,15 @@ void ag_into(const State& s, const Step& st, const float* in, float* out, i64 ro
                                  std::span<float>(out, static_cast<std::size_t>(rows * s.D)));
 }
 // exits: the block's partial sums → this rank's tokens; backward: their gradient gathered
-void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.epart.data(), s.xs[0].data(), s.M); }
-void embed_ag_bwd(State& s, const Step& st) { ag_into(s, st, s.dxs[0].data(), s.demb.data(), s.M); }
+void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.epart.data(), s.emb_out, s.M); }
+void embed_ag_bwd(State& s, const Step& st) { ag_into(s, st, s.m.is_rwkv() ? s.demb_loc.data() : s.dxs[0].data(), s.demb.data(), s.M); }
 void temporal_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.tpart.data(), b.tout, s.M); }
 void temporal_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dtout_loc.data(), b.dtout.data(), s.M); }
 void mlp_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.ypart.data(), b.y, s.M); }
 void mlp_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
+// RWKV's channel mix: the residual's gradient covers this rank's tokens; the gate's backward needs
+// every token of this rank's channels, so the token slices are gathered (lower.cpp "cm.out_grad").
+void cm_out_grad_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
 // entries: the norm output gathered to every token; backward: the input gradient reduce-scattered
 void in1_ag_fwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.M); }
 void in1_rs_bwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.dn1.data(), b.dn1_loc.data(), s.M); }
@@ -1713,15 +1788,19 @@ const std::map<std::string, Entry, std::less<>>& table() {
       {"sigmoid_mul|cm.gate", {cm_gate_fwd, cm_gate_bwd}},
       {"all_gather|cm.value_grad", {nullptr, cm_value_grad_bwd}},
       {"all_gather|cm.out", {cm_out_fwd, nullptr}},
+      {"all_gather|cm.out_grad", {nullptr, cm_out_grad_bwd}},
       {"add|cm.residual", {cm_residual_fwd, mlp_residual_bwd}},
       {"all_reduce|embed.out", {embed_reduce_fwd, nullptr}},
       // tensor_comm rs_ag: reduce-scatter / all-gather pairs in place of the all-reduces
       {"reduce_scatter|embed.out", {embed_rs_fwd, nullptr}}, {"all_gather|embed.out", {nullptr, embed_ag_bwd}},
       {"reduce_scatter|attn.out", {temporal_rs_fwd, nullptr}}, {"all_gather|attn.out", {nullptr, temporal_ag_bwd}},
       {"reduce_scatter|rec.out", {temporal_rs_fwd, nullptr}}, {"all_gather|rec.out", {nullptr, temporal_ag_bwd}},
+      {"reduce_scatter|tm.out", {temporal_rs_fwd, nullptr}}, {"all_gather|tm.out", {nullptr, temporal_ag_bwd}},
       {"reduce_scatter|mlp.out", {mlp_rs_fwd, nullptr}}, {"all_gather|mlp.out", {nullptr, mlp_ag_bwd}},
       {"all_gather|attn.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|attn.in_grad", {nullptr, in1_rs_bwd}},
       {"all_gather|rec.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|rec.in_grad", {nullptr, in1_rs_bwd}},
+      {"all_gather|tm.in_grad", {in1_ag_fwd, nullptr}}, {"reduce_scatter|tm.in_grad", {nullptr, in1_rs_bwd}},
+      {"all_gather|cm.in_grad", {in2_ag_fwd, nullptr}}, {"reduce_scatter|cm.in_grad", {nullptr, in2_rs_bwd}},
       {"all_gather|mlp.in_grad", {in2_ag_fwd, nullptr}}, {"reduce_scatter|mlp.in_grad", {nullptr, in2_rs_bwd}},
       {"all_gather|head.in_grad", {head_ag_fwd, nullptr}}, {"reduce_scatter|head.in_grad", {nullptr, head_rs_bwd}},
       {"all_gather|tp.regather_input", {nullptr, regather_bwd}},
@@ -1824,8 +1903,7 @@ namespace {
 void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& prog, const std::vector<Range>& zero3_parts) {
   s.zero3 = zero3_parts;
   s.stage = prog.coord[static_cast<int>(Axis::pipeline)];
-  s.first_layer = prog.first_layer;
-  s.end_layer = prog.end_layer;
+  s.chunks = prog.chunk_layers;
   s.t = p.mesh[Axis::tensor];
   s.tcoord = prog.coord[static_cast<int>(Axis::tensor)];
   s.sp = p.mesh[Axis::sequence];
@@ -1852,7 +1930,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.W = m.window;
   s.Hb = m.gate_blocks ? m.gate_blocks / s.t : 0;
   // K/V rows before the local ones: the window's halo (local attention) or every earlier shard (ring)
-  s.halo = s.sp > 1 && s.s > 0 ? (s.W > 0 ? s.W : s.s * s.T) : 0;
+  s.halo = s.W > 0 ? kv_halo(s.W, s.T, s.s, s.sp).received : s.s * s.T;
   s.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
   s.pdrop = m.family == Family::transformer ? m.dropout : 0.0;  // lower.cpp emits dropout steps for transformers only
 
@@ -1873,6 +1951,7 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.dlosses.assign(sz(M), 1.0f / static_cast<float>(s.B * p.seq_len));
   if (m.is_rwkv()) {
     for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);
+    if (s.rs) s.demb_loc.assign(sz(s.Ms * D), 0.0f);
     for (auto* v : {&s.emean, &s.erstd, &s.meanf}) v->assign(sz(M), 0.0f);
   }
   const bool layernorm = m.is_rwkv() || m.norm == NormKind::layernorm;  // LayerNorm statistics (mean)
@@ -1880,7 +1959,8 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
   s.L.resize(sz(m.depth));
   const i64 Te = s.halo + s.T;
-  for (i64 l = prog.first_layer; l < prog.end_layer; ++l) {
+  for (const Range& chunk : s.chunks)
+  for (i64 l = chunk.begin; l < chunk.end; ++l) {
     LayerBufs& b = s.L[sz(l)];
     b.kind = temporal_kind(m, l);
     for (auto* v : {&b.n1, &b.tpart, &b.tout_s, &b.n2, &b.ypart, &b.y_s, &b.dy, &b.dn2, &b.dtout, &b.dn1})
@@ -1962,7 +2042,11 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
 Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
                    std::vector<Range> zero3_parts)
     : prog_(prog) {
-  const std::int64_t n = std::max<std::int64_t>(1, prog.in_flight_micro_batches);
+  // one activation set per micro-batch the stage's schedule keeps alive at once (micro-batches start
+  // and finish in order, so slot micro mod n is free when micro starts)
+  const std::int64_t pp = p.mesh[Axis::pipeline], v = static_cast<std::int64_t>(prog.chunk_layers.size());
+  const std::int64_t n = std::max<std::int64_t>(
+      1, live_micro_batches(pipeline_schedule(p.schedule, prog.micro_batches, pp, v, prog.coord[static_cast<int>(Axis::pipeline)])));
   for (std::int64_t i = 0; i < n; ++i) {
     slots_.push_back(std::make_unique<State>(m, p, lay, comms));
     init_state(*slots_.back(), m, p, prog, zero3_parts);
@@ -1983,17 +2067,33 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
 
 Executor::State& Executor::slot(std::int64_t micro) {
   State& s = *slots_[static_cast<std::size_t>(micro % static_cast<std::int64_t>(slots_.size()))];
-  mpi::Comm::wait_all(s.pending);  // its buffers are about to be rewritten
+  mpi::Comm::test_all(s.pending);  // the sends copied their data: only free what has gone
+  if (s.pending.empty()) s.send_bufs.clear();
   return s;
 }
 
 void Executor::finish() {
-  for (auto& s : slots_) mpi::Comm::wait_all(s->pending);
+  for (auto& s : slots_) {
+    mpi::Comm::wait_all(s->pending);
+    s->send_bufs.clear();
+  }
+}
+
+Range Executor::chunk_range(const std::vector<Range>& chunks, std::size_t steps, std::int64_t chunk) const {
+  if (chunk < 0) {
+    if (chunks.size() > 1) throw std::logic_error("executor: an interleaved stage runs one model chunk per pass");
+    return {0, static_cast<std::int64_t>(steps)};
+  }
+  if (chunk >= static_cast<std::int64_t>(chunks.size()))
+    throw std::logic_error("executor: chunk " + std::to_string(chunk) + " of a stage with " + std::to_string(chunks.size()));
+  return chunks[static_cast<std::size_t>(chunk)];
 }
 
 double Executor::forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets,
-                         Trace* tr, const BatchIndex& ix) {
+                         Trace* tr, const BatchIndex& ix, std::int64_t chunk) {
+  const Range run = chunk_range(prog_.forward_chunk, fwd_.size(), chunk);
   State& s = slot(micro);
+  s.chunk = std::max<std::int64_t>(0, chunk);
   s.ix = ix;
   s.row_seq.resize(static_cast<std::size_t>(s.Ms));
   s.row_pos.resize(static_cast<std::size_t>(s.Ms));
@@ -2014,23 +2114,29 @@ double Executor::forward(std::int64_t micro, float* params, const std::int32_t* 
       s.pos[static_cast<std::size_t>(b * s.T + t)] = static_cast<std::int32_t>(g);
       s.reset[static_cast<std::size_t>(b * s.T + t)] = g == 0;
     }
-  for (const Bound& b : fwd_) {
+  bool loss = false;  // the pass ran the head: its token losses are this micro-batch's
+  for (i64 i = run.begin; i < run.end; ++i) {
+    const Bound& b = fwd_[static_cast<std::size_t>(i)];
     Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
     b.fn(s, *b.step);
+    loss = loss || std::string_view(b.step->op) == "softmax_xent";
   }
   double sum = 0;
-  for (float l : s.losses) sum += l;
+  if (loss)
+    for (float l : s.losses) sum += l;
   return sum;
 }
 
 void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* tr,
-                        const std::function<void(std::int32_t)>& layer_done) {
+                        const std::function<void(std::int32_t)>& layer_done, std::int64_t chunk) {
+  const Range run = chunk_range(prog_.backward_chunk, bwd_.size(), chunk);
   State& s = slot(micro);
+  s.chunk = std::max<std::int64_t>(0, chunk);
   s.P = s.Pw = params;
   s.G = grads;
   zero(s.dxs.back());  // the gradient arriving at the top (each layer clears its own buffers: clear_grad_buffers)
   for (auto& b : s.L) b.regathers = 0;
-  for (std::size_t i = 0; i < bwd_.size(); ++i) {
+  for (auto i = static_cast<std::size_t>(run.begin); i < static_cast<std::size_t>(run.end); ++i) {
     const Bound& b = bwd_[i];
     {
       Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);

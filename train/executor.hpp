@@ -40,7 +40,8 @@ namespace scanshard::train {
 
 using i64 = std::int64_t;
 
-// This rank's tensor-parallel shard of every parameter tensor, contiguous, in Layout order.
+// This rank's tensor-parallel shard of every parameter tensor, in Layout order, each at the same
+// offset on every tensor rank (a shard smaller than the largest is followed by zero padding).
 struct ShardLayout {
   ShardLayout(const ModelSpec& m, const Layout& full, i64 t, i64 tcoord);
   const Layout& full;
@@ -76,21 +77,24 @@ class Executor {
   Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, const ShardLayout& lay, MeshComms comms,
            std::vector<Range> zero3_parts = {});
   ~Executor();
-  // Forward of micro-batch `micro` (its activations live in slot micro mod in-flight count until
-  // its backward): tokens/targets [B, T] of this rank's sequence shard (ignored by stages after
-  // the first / before the last). Returns the sum of the token losses whose target falls in this
-  // rank's vocab shard (0 off the last stage; summing over the tensor group gives every token's
-  // loss once). `params` is written only by ZeRO-3's parameter all-gathers.
-  // `ix` names the sequences for the dropout masks (kept in the slot for the backward).
+  // Forward of micro-batch `micro` (its activations live in slot micro mod the number of
+  // micro-batches the stage's pipeline_schedule keeps alive, until its backward): tokens/targets
+  // [B, T] of this rank's sequence shard (ignored by stages after the first / before the last).
+  // Returns the sum of the token losses whose target falls in this rank's vocab shard (0 unless
+  // the pass ran the head; summing over the tensor group gives every token's loss once). `params`
+  // is written only by ZeRO-3's parameter all-gathers. `ix` names the sequences for the dropout
+  // masks (kept in the slot for the backward). `chunk`: the model chunk to run (interleaved 1F1B,
+  // StepProgram::forward_chunk); −1 = the whole stage, which must then be one chunk.
   double forward(std::int64_t micro, float* params, const std::int32_t* tokens, const std::int32_t* targets, Trace* tr,
-                 const BatchIndex& ix = {});
+                 const BatchIndex& ix = {}, std::int64_t chunk = -1);
   // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
   // `layer_done(l)`, if given, is called as soon as layer l's steps are over: from then on this
   // backward no longer touches layer l's gradients (the runner starts their reduction early).
+  // `chunk` as for forward (StepProgram::backward_chunk).
   void backward(std::int64_t micro, float* params, float* grads, Trace* tr,
-                const std::function<void(std::int32_t)>& layer_done = {});
+                const std::function<void(std::int32_t)>& layer_done = {}, std::int64_t chunk = -1);
   // True when every layer's backward steps form one contiguous run (layer_done is then called
-  // once per layer of this stage, in the order of the backward pass).
+  // once per layer of the chunk a backward pass runs, in the order of the pass).
   bool layers_contiguous() const { return layers_contiguous_; }
   // Completes outstanding pipeline sends (before the step's gradient reduction).
   void finish();
@@ -102,6 +106,7 @@ class Executor {
   struct Bound { Handler fn; const Step* step; };
   std::vector<Bound> bind(const std::vector<Step>& steps, bool backward) const;
   State& slot(std::int64_t micro);
+  Range chunk_range(const std::vector<Range>& chunks, std::size_t steps, std::int64_t chunk) const;
   const StepProgram& prog_;
   std::vector<std::unique_ptr<State>> slots_;  // one activation set per micro-batch in flight
   std::vector<Bound> fwd_, bwd_;

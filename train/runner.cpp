@@ -25,37 +25,16 @@
 namespace scanshard::train {
 
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size) {
-  auto not_yet = [](const char* rule, const std::string& key, const std::string& what) {
-    throw PlanError(rule, key, what + " is not yet supported by the runner");
-  };
-  // The transformer family: RMSNorm or LayerNorm, SwiGLU or GeLU MLP, rotary or learned
-  // positions, with or without linear biases, MHA / GQA / MQA, global or local attention, with
-  // or without dropout (masks hashed from global indices, kernels/dropout.hpp: the same under
-  // every plan).
-  if (p.virtual_stages > 1) not_yet("runner interleaved pipeline", "virtual_stages", "an interleaved pipeline schedule");
-  if (p.tensor_comm == TensorComm::rs_ag && p.mesh[Axis::tensor] > 1) {
-    if (m.is_rwkv())  // the channel mix's gated output needs an exchange beyond Megatron's pattern
-      not_yet("runner sequence parallelism", "tensor_comm", "tensor_comm: rs_ag for RWKV");
-    if (m.vocab % p.mesh[Axis::tensor] != 0)  // equal shards: replicated gradients at the same offsets
-      not_yet("runner sequence parallelism", "tensor_comm",
-              "tensor_comm: rs_ag with a vocabulary (" + std::to_string(m.vocab) + ") the tensor size does not divide");
-  }
+  // Every legal plan runs (the transformer family with dropout among them: masks hashed from
+  // global indices, kernels/dropout.hpp, the same under every plan): what remains to refuse is an
+  // illegal plan — the rules the planner applies too (check_plan), first: they say what to change
+  // in the plan — and a job of the wrong size.
+  check_plan(m, p, 0);
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
                         " devices but the job has " + std::to_string(world_size) +
                         " ranks; run with mpirun -n " + std::to_string(p.mesh.devices()));
-  check_plan(m, p, world_size);
-  const std::int64_t sp = p.mesh[Axis::sequence], Tl = p.local_tokens();
-  if (sp > 1) {
-    for (std::int64_t l = 0; l < m.depth; ++l) {
-      const Temporal k = temporal_kind(m, l);
-      if (k == Temporal::local_attention && Tl < m.window)
-        not_yet("runner attention halo", "mesh.sequence",
-                "a local-attention window (" + std::to_string(m.window) + ") longer than the " + std::to_string(Tl) +
-                    " tokens of a sequence shard");
-    }
-  }
 }
 
 std::vector<std::uint8_t> load_bytes(const std::string& path, std::int64_t min_bytes) {
@@ -120,9 +99,9 @@ Owned owned_range(std::int64_t total, std::int64_t parts, std::int64_t me) {
 }
 
 // The tensors this rank's pipeline stage owns (updates, counts in the gradient norm, writes):
-// its layers, the embedding on the first stage, the final norm on the last. With a tied head the
-// last stage also holds the table (`held`, not the rest of the embed block): updated identically,
-// owned by the first stage.
+// the layers of its model chunks, the embedding on the first stage, the final norm on the last.
+// With a tied head the last stage also holds the table (`held`, not the rest of the embed block):
+// updated identically, owned by the first stage.
 struct StageTensors { std::vector<char> owned, held; };
 StageTensors stage_tensors(const ModelSpec& m, const ShardLayout& sl, const StepProgram& prog, std::int64_t pp) {
   const std::int64_t stage = prog.coord[static_cast<int>(Axis::pipeline)];
@@ -133,25 +112,13 @@ StageTensors stage_tensors(const ModelSpec& m, const ShardLayout& sl, const Step
     else if (t.block == "final" || t.block == "head") own = hold = stage == pp - 1;
     else {
       const std::int64_t l = std::stoll(t.block.substr(t.block.find('.') + 1));
-      own = hold = l >= prog.first_layer && l < prog.end_layer;
+      for (const Range& c : prog.chunk_layers) own = own || (l >= c.begin && l < c.end);
+      hold = own;
     }
     st.owned.push_back(own);
     st.held.push_back(hold);
   }
   return st;
-}
-
-// The order of forward (true) and backward (false) passes of micro-batches 0..n−1 on a stage:
-// GPipe runs every forward, then every backward; 1F1B runs pp − stage − 1 forwards to fill the
-// pipeline, then alternates one forward and one backward, then drains.
-std::vector<std::pair<bool, std::int64_t>> schedule(Schedule kind, std::int64_t n, std::int64_t pp, std::int64_t stage) {
-  std::vector<std::pair<bool, std::int64_t>> order;
-  const std::int64_t warm = kind == Schedule::gpipe ? n : std::min(n, pp - stage - 1);
-  std::int64_t f = 0, b = 0;
-  for (; f < warm; ++f) order.push_back({true, f});
-  for (; f < n; ++f, ++b) { order.push_back({true, f}); order.push_back({false, b}); }
-  for (; b < n; ++b) order.push_back({false, b});
-  return order;
 }
 
 // Who writes what in a checkpoint: this rank's slab of every tensor; one writer per slab (the
@@ -363,10 +330,13 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     const std::int64_t s_ = at(Axis::pipeline), pp = p.mesh[Axis::pipeline];
     tied = pc->split(s_ == 0 || s_ == pp - 1 ? 0 : 1, static_cast<int>(s_));
   }
-  const auto order = schedule(p.schedule, prog.micro_batches, p.mesh[Axis::pipeline], at(Axis::pipeline));
-  std::size_t last_backward = 0;
+  // The stage's passes (program/lower.hpp pipeline_schedule: GPipe, 1F1B, interleaved 1F1B) and,
+  // per model chunk, its last backward pass of the step (its layers' gradient buckets start there).
+  const auto v = static_cast<std::int64_t>(prog.chunk_layers.size());
+  const auto order = pipeline_schedule(p.schedule, prog.micro_batches, p.mesh[Axis::pipeline], v, at(Axis::pipeline));
+  std::vector<std::size_t> last_backward(static_cast<std::size_t>(v), 0);
   for (std::size_t oi = 0; oi < order.size(); ++oi)
-    if (!order[oi].first) last_backward = oi;
+    if (!order[oi].forward) last_backward[static_cast<std::size_t>(order[oi].chunk)] = oi;
   GradBuckets buckets = grad_buckets(m, p, prog, sl, comm, rank);
   // A gradient hook (fault injection) needs every local gradient before any reduction starts.
   buckets.active = buckets.active && ex.layers_contiguous() && !o.gradient_hook;
@@ -412,34 +382,39 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     int data_lost = 0;
     std::fill(buckets.started.begin(), buckets.started.end(), 0);
     for (std::size_t oi = 0; oi < order.size(); ++oi) {
-      const auto [fwd, j] = order[oi];
-      if (!fwd) {
+      const PipelinePass pass = order[oi];
+      const std::int64_t j = pass.micro;
+      if (!pass.forward) {
         {
           Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");  // lower.cpp prices the clear and the sum
           std::fill(grad.begin(), grad.end(), 0.0f);
         }
-        if (buckets.active && oi == last_backward) {  // the step's last backward: start the buckets
-          ex.backward(j, params.data(), grad.data(), &tr, [&](std::int32_t l) {
+        // The chunk's last backward of the step: its layers' buckets start as the pass leaves them.
+        // From then on the sum skips their ranges (rest): MPI owns them until the step end.
+        const bool start = buckets.active && oi == last_backward[static_cast<std::size_t>(pass.chunk)];
+        std::function<void(std::int32_t)> layer_done;
+        if (start)
+          layer_done = [&](std::int32_t l) {
             const Range r = buckets.layer[static_cast<std::size_t>(l)];
             kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
             buckets.started[static_cast<std::size_t>(l)] = 1;
             ++res.overlapped_buckets;
             buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
             mpi::Comm::test_all(buckets.requests);
-          });
-          Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
-          for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
-          continue;
-        }
-        ex.backward(j, params.data(), grad.data(), &tr);
+          };
+        ex.backward(j, params.data(), grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
         Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
-        kernels::accumulate(gacc.data(), grad.data(), static_cast<std::int64_t>(grad.size()));
+        if (buckets.active)
+          for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
+        else
+          kernels::accumulate(gacc.data(), grad.data(), static_cast<std::int64_t>(grad.size()));
         continue;
       }
       // A data file that shrank mid-run: this micro-batch runs on zeros, the step is refused below.
       if (!read_micro_batch(data, step, j, p, first_seq, s0, tokens, targets)) data_lost = 1;
       // Dropout masks hash the seed, the step and each sequence's index in the global batch.
-      loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb});
+      loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb},
+                             v > 1 ? pass.chunk : -1);
     }
     ex.finish();
     if (o.gradient_hook) {

@@ -11,9 +11,10 @@
 // over the data × fsdp × sequence group, started as the executor leaves each layer); the step
 // end waits for them and reduces the rest. Checkpoints (checkpoint.hpp) hold full logical tensors, so a run
 // resumes under any plan; the data cursor is the step index.
-// Pipeline stages run the micro-batches in the plan's schedule (GPipe or 1F1B); each stage owns
-// (updates, checkpoints) its layers' tensors, the first and last keep a tied table equal.
-// Not for: dropout, interleaved pipeline stages, rs_ag for RWKV (check_supported refuses them).
+// Pipeline stages run the micro-batches in the plan's schedule (GPipe, 1F1B, or interleaved
+// 1F1B with virtual_stages model chunks per stage: program/lower.hpp pipeline_schedule); each
+// stage owns (updates, checkpoints) its chunks' layers' tensors, the first and last keep a tied
+// table equal.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -77,8 +78,7 @@ struct Result {
 };
 
 // Throws PlanError when the runner cannot execute (model, plan) on `world_size` ranks: mesh size
-// ≠ world size, an illegal plan, or what is not yet supported (dropout, interleaved stages,
-// rs_ag for RWKV, a local-attention window longer than a sequence shard).
+// ≠ world size, or an illegal plan (check_plan, the planner's rules). Every legal plan runs.
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size);
 
 // The bytes of a text or binary file as byte-level tokens (vocab 256). ConfigError when missing

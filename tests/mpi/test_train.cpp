@@ -24,6 +24,7 @@
 #include "program/yaml_reader.hpp"
 #include "tests/common/checkpoint_edit.hpp"
 #include "train/comm.hpp"
+#include "train/executor.hpp"
 #include "train/resume.hpp"
 #include "train/runner.hpp"
 
@@ -40,9 +41,11 @@ struct Case {
   CarryScheme carry = CarryScheme::ring;
   Remat remat = Remat::none;
   Schedule schedule = Schedule::one_f_one_b;
+  std::int64_t virtual_stages = 1;  // the distributed run's model chunks per pipeline stage (the reference has one)
   std::int64_t depth = 0;  // > 0: override the preset's depth
   AttentionKernel attention = AttentionKernel::flash;
   std::int64_t window = -1;  // ≥ 0: override the model's attention window
+  std::int64_t width = 0, mlp_width = 0, vocab = 0;  // > 0: override the model's (shapes other tensor sizes divide)
   TensorComm tensor_comm = TensorComm::allreduce;
   ScanAlgo scan = ScanAlgo::sequential;  // RWKV-6: chunked lowers to wkv6.chunked
   double dropout = -1;  // ≥ 0: override the model's dropout probability
@@ -57,8 +60,10 @@ struct Case {
 Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   Plan p;
   p.model = model;
-  if (distributed)
+  if (distributed) {
     for (auto [a, n] : c.mesh) p.mesh[a] = n;
+    p.virtual_stages = c.virtual_stages;
+  }
   p.global_batch = c.global_batch;
   p.micro_batch = c.micro_batch;
   p.seq_len = c.seq_len;
@@ -72,6 +77,14 @@ Plan make_plan(const std::string& model, const Case& c, bool distributed) {
   p.param_dtype = p.act_dtype = DType::fp32;
   p.grad_dtype = c.grads;
   return p;
+}
+
+// The case's overrides of the model's window and shapes.
+void reshape(ModelSpec& m, const Case& c) {
+  if (c.window >= 0) m.window = c.window;
+  if (c.width > 0) m.width = c.width;
+  if (c.mlp_width > 0) m.mlp_width = c.mlp_width;
+  if (c.vocab > 0) m.vocab = c.vocab;
 }
 
 // Back-compatible form: one axis of size n.
@@ -119,7 +132,7 @@ void check_case(const std::string& name, const Case& c, std::optional<AttentionK
   const auto world = mpi::Comm::world();
   ModelSpec m = load_model(name);
   if (c.depth > 0) m.depth = c.depth;
-  if (c.window >= 0) m.window = c.window;
+  reshape(m, c);
   if (c.dropout >= 0) m.dropout = c.dropout;
   const Plan dist_plan = make_plan(name, c, true);
   if (dist_plan.mesh.devices() != world.size()) return;  // this case is for another rank count
@@ -170,23 +183,46 @@ Case sequence_case(std::int64_t world, CarryScheme carry) {
   return c;
 }
 
+// The first step's mean gradient of `c`'s distributed run, reduced in fp32 as a default plan
+// does (dtypes: grads: params) and taken before clipping and AdamW (default hyperparameters),
+// equals the 1-rank run's to fp32 rounding at each tensor's scale. Skipped when `c` is for
+// another world size or illegal.
+void check_first_gradients(const std::string& model, Case c) {
+  const auto world = mpi::Comm::world();
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  train::Options o;
+  o.steps = 1;
+  o.seed = 7;
+  o.keep_first_gradients = true;
+  c.grads = GradDType::params;
+  ModelSpec m = load_model(model);
+  if (c.depth > 0) m.depth = c.depth;
+  reshape(m, c);
+  const Plan dist_plan = make_plan(model, c, true);
+  if (dist_plan.mesh.devices() != world.size() || plan_violation(m, dist_plan, world.size())) return;
+  const auto dist = train::run(m, dist_plan, data, o, &world);
+  const auto ref = train::run(m, make_plan(model, c, false), data, o, nullptr);
+  REQUIRE(dist.first_gradients.size() == ref.first_gradients.size());
+  REQUIRE(!ref.first_gradients.empty());
+  CHECK(close(dist.losses[0], ref.losses[0], 1e-5));
+  // A tensor whose exact gradient is zero — the attention key bias, since softmax ignores a
+  // constant added to every score of a query — holds only the rounding of the terms it sums:
+  // compare it at a thousandth of the model's largest gradient rather than its own noise.
+  double largest = 0;
+  for (float g : ref.first_gradients) largest = std::max(largest, std::abs(double(g)));
+  compare_params(m, dist.first_gradients, ref.first_gradients, model + " gradients on " + dist_plan.mesh.describe(), 1e-5,
+                 1e-3 * largest);
+}
+
 }  // namespace
 
 TEST_CASE("train: the first step's reduced gradients equal the single-process run's at the default settings", "[train]") {
   // The equality tests above compare parameters after 3 AdamW steps with eps 1e-3 and fp64
   // gradient sums, because Adam's first steps (≈ lr·sign(g) at eps 1e-8) turn a last-bit
   // difference in a near-zero gradient into a ±lr step. The gradients themselves need no such
-  // help: here the first step's mean gradient, reduced in fp32 as a default plan does and taken
-  // before clipping and AdamW (default hyperparameters), equals the 1-rank run's to fp32 rounding
-  // at each tensor's scale, on every axis.
-  const auto world = mpi::Comm::world();
-  const auto w = world.size();
+  // help (check_first_gradients), on every axis.
+  const auto w = mpi::Comm::world().size();
   if (w < 2) return;
-  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  train::Options o;
-  o.steps = 1;
-  o.seed = 7;
-  o.keep_first_gradients = true;
   struct Named { const char* model; Case c; };
   std::vector<Named> cases = {{"griffin-tiny", one_axis(Axis::data, w)},
                               {"griffin-tiny", sequence_case(w, CarryScheme::ring)},
@@ -196,24 +232,7 @@ TEST_CASE("train: the first step's reduced gradients equal the single-process ru
   z.zero_stage = 2;
   cases.push_back({"hawk-tiny", z});
   if (w != 3) cases.push_back({"gpt-tiny", one_axis(Axis::tensor, w)});
-  for (auto& [model, c] : cases) {
-    c.grads = GradDType::params;
-    const ModelSpec m = load_model(model);
-    const Plan dist_plan = make_plan(model, c, true);
-    if (plan_violation(m, dist_plan, w)) continue;
-    const auto dist = train::run(m, dist_plan, data, o, &world);
-    const auto ref = train::run(m, make_plan(model, c, false), data, o, nullptr);
-    REQUIRE(dist.first_gradients.size() == ref.first_gradients.size());
-    REQUIRE(!ref.first_gradients.empty());
-    CHECK(close(dist.losses[0], ref.losses[0], 1e-5));
-    // A tensor whose exact gradient is zero — the attention key bias, since softmax ignores a
-    // constant added to every score of a query — holds only the rounding of the terms it sums:
-    // compare it at a thousandth of the model's largest gradient rather than its own noise.
-    double largest = 0;
-    for (float g : ref.first_gradients) largest = std::max(largest, std::abs(double(g)));
-    compare_params(m, dist.first_gradients, ref.first_gradients, std::string(model) + " gradients on " + dist_plan.mesh.describe(),
-                   1e-5, 1e-3 * largest);
-  }
+  for (auto& [model, c] : cases) check_first_gradients(model, c);
 }
 
 TEST_CASE("train: data-parallel runs equal the single-process run", "[train]") {
@@ -318,6 +337,25 @@ TEST_CASE("train: sequence-parallel runs with the all-gather carry equal the sin
   const auto w = mpi::Comm::world().size();
   for (const char* m : {"griffin-tiny", "hawk-tiny"}) check_case(m, sequence_case(w, CarryScheme::allgather));
 }
+TEST_CASE("train: a local-attention window longer than a sequence shard gathers its K/V halo from every shard it reaches", "[train]") {
+  // griffin-tiny (window 32) on shards of 12 tokens and gpt-tiny (window 20) on shards of 8: at
+  // 3 and 4 ranks the last shard's window reaches back 2 and 3 shards (the farthest in part,
+  // 32 − 24 = 8 and 20 − 16 = 4 rows). Loss and parameters after 3 steps, the blocked and the
+  // materialized core, and the first step's gradients at the default settings, against the
+  // single-process run.
+  const auto w = mpi::Comm::world().size();
+  struct Named { const char* model; std::int64_t shard; };
+  for (const auto& [model, shard] : {Named{"griffin-tiny", 12}, Named{"gpt-tiny", 8}}) {
+    Case c = sequence_case(w, CarryScheme::ring);
+    c.seq_len = shard * w;
+    if (std::string(model) == "gpt-tiny") c.window = 20;
+    check_case(model, c);
+    check_first_gradients(model, c);
+    Case mat = c;
+    mat.attention = AttentionKernel::materialized;  // the masked matrix over every halo row
+    check_case(model, mat, AttentionKernel::flash);
+  }
+}
 TEST_CASE("train: hawk-tiny on 4-token sequence shards equals the single-process run", "[train]") {
   // no attention window to fit: shards this short keep the RG-LRU carry that crosses two shards or
   // more (the composed decay products at 3 and 4 ranks) above the tolerance
@@ -336,6 +374,54 @@ TEST_CASE("train: pipeline stages under GPipe and 1F1B equal the single-process 
     c.depth = w == 3 ? 3 : 4;  // griffin-tiny's pattern (recurrent, recurrent, attention) repeated
     check_case("griffin-tiny", c);
   }
+}
+TEST_CASE("train: interleaved 1F1B (v model chunks per stage) equals the single-process run", "[train]") {
+  // Megatron's interleaved schedule (program/lower.hpp pipeline_schedule; its order and bubble
+  // are unit-tested): stage s holds chunks s, s + p, …; stage 0's later chunks receive from the
+  // last stage. 12 micro-batches (groups of p; 2p + 1 is an illegal plan); 2 and 3 chunks per
+  // stage; uneven chunks (pipeline_chunk_layers); pipeline × data with the per-layer
+  // gradient buckets started at each chunk's last backward; pipeline × tensor with Megatron's
+  // scatter/gather; RWKV-6; the first step's gradients at the default settings.
+  const auto w = mpi::Comm::world().size();
+  if (w < 2) return;
+  Case c = one_axis(Axis::pipeline, w);
+  c.virtual_stages = 2;
+  c.depth = 2 * w;
+  check_case("gpt-tiny", c);
+  check_first_gradients("gpt-tiny", c);
+  Case odd = c;  // micro-batches not a multiple of the stages: an illegal plan, refused
+  odd.global_batch = 2 * w + 1;
+  {
+    ModelSpec m = load_model("gpt-tiny");
+    m.depth = odd.depth;
+    CHECK_THROWS_WITH(train::check_supported(m, make_plan("gpt-tiny", odd, true), w),
+                      Catch::Contains("interleaving needs pipeline to divide the micro-batches"));
+  }
+  Case three = c;
+  three.virtual_stages = 3;
+  three.depth = 3 * w;
+  check_case("griffin-tiny", three);
+  Case uneven = c;  // 2w chunks over 2w + 1 layers: one chunk holds two
+  uneven.depth = 2 * w + 1;
+  check_case("griffin-tiny", uneven);
+  Case rwkv = c;
+  check_case("rwkv6-tiny", rwkv);
+  if (w != 4) return;
+  Case pd;  // pipeline × data: the overlapped buckets
+  pd.mesh = {{Axis::pipeline, 2}, {Axis::data, 2}};
+  pd.virtual_stages = 2;
+  check_case("gpt-tiny", pd);
+  Case pt = pd;  // pipeline × tensor: scatter/gather transfers
+  pt.mesh = {{Axis::pipeline, 2}, {Axis::tensor, 2}};
+  check_case("gpt-tiny", pt);
+  pt.tensor_comm = TensorComm::rs_ag;
+  check_case("gpt-tiny", pt);
+  Case pz = pd;  // pipeline × fsdp, ZeRO-3: each chunk's layers gathered before use, and the
+  pz.mesh = {{Axis::pipeline, 2}, {Axis::fsdp, 2}};  // tied head's table on the last stage
+  pz.zero_stage = 3;
+  check_case("gpt-tiny", pz);
+  pz.virtual_stages = 1;
+  check_case("gpt-tiny", pz);
 }
 TEST_CASE("train: stages of unequal depth (5 layers on 2-4 stages) equal the single-process run", "[train]") {
   // pipeline_chunk_layers: ceil(5/w) layers per stage, the shortfall at the first and last stage
@@ -504,6 +590,73 @@ TEST_CASE("train: tensor_comm rs_ag (Megatron sequence parallelism) equals the s
   ft.zero_stage = 2;
   ft.tensor_comm = TensorComm::rs_ag;
   check_case("gpt-tiny", ft);
+}
+TEST_CASE("train: tensor_comm rs_ag for RWKV and for a vocabulary the tensor size does not divide equals the single-process run", "[train]") {
+  // RWKV under rs_ag: the channel mix's gated output is gathered by channels, the residual keeps
+  // this rank's tokens and backward gathers their gradient by tokens (lower.cpp cm.out_grad).
+  // A vocabulary of 257 splits into uneven shards at every tensor size; under ZeRO the flat
+  // buffer's padding keeps the replicated tensors at the same offsets on every tensor rank.
+  // Width 96 (MLP 384) lets RWKV-4 run at 3 tensor ranks; RWKV-6 (heads of 32) at 3 only.
+  const auto w = mpi::Comm::world().size();
+  auto rs = [](Case c) { c.tensor_comm = TensorComm::rs_ag; return c; };
+  for (const char* m : {"rwkv4-tiny", "rwkv6-tiny"})
+    if (w != 3) check_case(m, rs(one_axis(Axis::tensor, w)));
+  Case narrow = rs(one_axis(Axis::tensor, w));
+  narrow.width = 96;
+  narrow.mlp_width = 384;
+  narrow.seq_len = 24;  // rs_ag splits a micro-batch's tokens: 24 over 2, 3 or 4 ranks
+  check_case("rwkv4-tiny", narrow);
+  if (w == 3) check_case("rwkv6-tiny", narrow);
+  Case odd = narrow;  // uneven vocabulary shards: 257 = 129 + 128, 86 + 86 + 85, 65 + 64 + 64 + 64
+  odd.vocab = 257;
+  check_case("rwkv4-tiny", odd);
+  Case gpt_odd = rs(one_axis(Axis::tensor, w));
+  gpt_odd.vocab = 257;
+  if (w != 3) check_case("gpt-tiny", gpt_odd);
+  // at the default settings: the first step's gradients
+  if (w != 3) check_first_gradients("rwkv6-tiny", rs(one_axis(Axis::tensor, w)));
+  check_first_gradients("rwkv4-tiny", odd);
+  if (w != 4) return;
+  for (int zero : {2, 3}) {  // fsdp × tensor: ZeRO parts of uneven vocabulary shards
+    Case ft = gpt_odd;
+    ft.mesh = {{Axis::fsdp, 2}, {Axis::tensor, 2}};
+    ft.zero_stage = zero;
+    check_case("gpt-tiny", ft);
+    ft.vocab = 0;
+    check_case("rwkv4-tiny", ft);
+  }
+  Case tp = rs(Case{});  // RWKV tensor × pipeline: stages exchange n/t tokens
+  tp.mesh = {{Axis::tensor, 2}, {Axis::pipeline, 2}};
+  check_case("rwkv6-tiny", tp);
+  Case ts = rs(sequence_case(2, CarryScheme::ring));  // RWKV tensor × sequence: token-shift halos and WKV carries
+  ts.mesh = {{Axis::tensor, 2}, {Axis::sequence, 2}};
+  ts.seq_len = 8;
+  check_case("rwkv4-tiny", ts);
+}
+TEST_CASE("train: every tensor rank lays its shards out at the same offsets with an uneven vocabulary padded", "[train]") {
+  // tp.replicated_grads sums a ZeRO part of each whole tensor over the tensor ranks: the part must
+  // cover the same elements everywhere, so a tensor starts at the same offset on every tensor rank
+  // even when the vocabulary splits unevenly (257 rows: 86 + 86 + 85 on 3 ranks).
+  ModelSpec m = load_model("rwkv4-tiny");
+  m.width = 96;
+  m.mlp_width = 384;
+  m.vocab = 257;
+  const Layout lay(m);
+  for (std::int64_t t : {2, 3, 4}) {
+    const train::ShardLayout first(m, lay, t, 0);
+    for (std::int64_t r = 1; r < t; ++r) {
+      const train::ShardLayout other(m, lay, t, r);
+      INFO("tensor " << t << " rank " << r);
+      CHECK(other.offset == first.offset);
+      CHECK(other.total == first.total);
+      for (std::size_t i = 0; i < lay.tensors.size(); ++i)
+        if (other.dim[i] < 0) CHECK(other.count(i) == lay.tensors[i].count());
+    }
+    const std::size_t table = lay.index.at("embed/embed.table");  // each rank its own rows, the slots of the largest
+    for (std::int64_t r = 0; r < t; ++r)
+      CHECK(train::ShardLayout(m, lay, t, r).count(table) == split_range(257, t, r).size() * 96);
+    CHECK(first.offset[table + 1] - first.offset[table] == (257 + t - 1) / t * 96);
+  }
 }
 TEST_CASE("train: materialized attention (the whole probability matrix kept) equals the single-process run", "[train]") {
   // The distributed run materialises; the reference is the flash (blockwise) single-process run.
@@ -675,12 +828,12 @@ TEST_CASE("train: mesh size different from the world size is a PlanError", "[tra
   const ModelSpec m = load_model("griffin-tiny");
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   CHECK_THROWS_AS(train::run(m, tiny_plan("griffin-tiny", Axis::data, world.size() + 1), data, {}, &world), PlanError);
-  // RWKV-6 runs under tensor and sequence sharding; not yet under tensor_comm rs_ag.
+  // RWKV-6 runs under tensor and sequence sharding, and under tensor_comm rs_ag.
   CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::tensor, 2), 2));
   CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), tiny_plan("rwkv6-tiny", Axis::sequence, 2), 2));
   Plan rs = tiny_plan("rwkv6-tiny", Axis::tensor, 2);
   rs.tensor_comm = TensorComm::rs_ag;
-  CHECK_THROWS_WITH(train::check_supported(load_model("rwkv6-tiny"), rs, 2), Catch::Contains("rs_ag for RWKV"));
+  CHECK_NOTHROW(train::check_supported(load_model("rwkv6-tiny"), rs, 2));
   // Dropout is supported (its own test case below); a learned position table shorter than the
   // sequence is a plan error.
   ModelSpec drop = load_model("gpt-tiny");

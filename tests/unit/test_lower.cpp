@@ -2,7 +2,13 @@
 // papers, compared under each paper's counting convention (expected values derived here).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "kernels/attention.hpp"
 #include "program/lower.hpp"
@@ -186,6 +192,45 @@ TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", 
   for (const auto& s : lower(m, p, 3).forward)
     if (s.comm == CommKind::all_gather && std::strcmp(s.name, "scan.carry") == 0) { ++gathers; REQUIRE(s.comm_bytes == 4 * 2 * B * R * 4); }
   REQUIRE(gathers == m.depth);
+}
+
+TEST_CASE("a local-attention window longer than a shard takes its K/V halo from every shard it reaches", "[lower]") {
+  // griffin-tiny (window W = 32, one K/V head of N channels) on 4 shards of T = 12 tokens: shard
+  // s needs positions s·T − 32 .. s·T − 1, i.e. 12 rows from s−1, 12 from s−2 and 32 − 24 = 8 from
+  // s−3. It receives min(32, 12·s) rows and sends 12 + 12 + 8 to the shards that exist on its
+  // right, all peers at once; the p2p step is priced on the larger direction, one round, B·rows·2·N
+  // values each way, in fp32 activations here.
+  const auto m = load_model("griffin-tiny");
+  const std::int64_t W = m.window, T = 12, P = 4;
+  REQUIRE(W == 32);
+  CHECK(kv_halo_hops(W, T) == 3);
+  CHECK(kv_halo_rows(W, T, 1) == 12);
+  CHECK(kv_halo_rows(W, T, 2) == 12);
+  CHECK(kv_halo_rows(W, T, 3) == 8);
+  CHECK(kv_halo_rows(W, T, 4) == 0);
+  const std::int64_t received[] = {0, 12, 24, 32}, sent[] = {32, 24, 12, 0};
+  Plan p = single_device(2, T * P);
+  p.mesh[Axis::sequence] = P;
+  p.act_dtype = DType::fp32;
+  const double B = 2, N = static_cast<double>(m.head_dim);
+  for (std::int64_t s = 0; s < P; ++s) {
+    const KvHalo k = kv_halo(W, T, s, P);
+    CHECK(k.received == received[s]);
+    CHECK(k.sent == sent[s]);
+    const auto prog = lower(m, p, s);  // tensor innermost, tensor = 1: rank s is shard s
+    int halos = 0;
+    for (const auto* steps : {&prog.forward, &prog.backward})
+      for (const auto& st : *steps)
+        if (std::strcmp(st.name, "attn.kv_halo") == 0) {
+          ++halos;
+          CHECK(st.hops == 1);
+          CHECK(st.comm_bytes == B * static_cast<double>(std::max(received[s], sent[s])) * 2 * N * 4);
+        }
+    CHECK(halos == 2);  // one attention layer: forward rows, backward gradients
+  }
+  // a window inside one shard: the left neighbour's last W rows, as before
+  CHECK(kv_halo(W, 40, 1, 4).received == W);
+  CHECK(kv_halo(W, 40, 1, 4).sent == W);
 }
 
 TEST_CASE("RWKV-6 under tensor sums the replicated LoRA and mix gradients and under sequence carries the matrix state", "[lower]") {
@@ -474,4 +519,144 @@ TEST_CASE("a pipelined plan that names no micro-batch gets at least 4 micro-batc
   // and a plan file without micro_batch uses it
   const Plan p = parse_plan(YAML::Load("mesh: {pipeline: 4}\nglobal_batch: 64\nseq_len: 128\n"), "p.yaml");
   CHECK(p.micro_batch == 4);
+}
+
+TEST_CASE("interleaved 1F1B runs Megatron's order and its bubble is 1/v of the 1F1B bubble", "[lower][pipeline]") {
+  // Narayanan et al. 2021 §2.2: with m a multiple of p, the k-th forward pass of a stage runs
+  // micro-batch ⌊k/(p·v)⌋·p + k mod p on chunk ⌊(k mod p·v)/p⌋, the k-th backward the same
+  // micro-batch on chunk v − 1 − that; (p − s − 1)·2 + (v − 1)·p warm-up forwards, then
+  // alternating, then the cool-down.
+  for (std::int64_t pp : {2, 3, 4})
+    for (std::int64_t v : {1, 2, 3})
+      for (std::int64_t m : {pp, 2 * pp, 3 * pp})
+        for (std::int64_t s = 0; s < pp; ++s) {
+          const std::int64_t total = m * v;
+          auto fwd = [&](std::int64_t k) { return PipelinePass{true, k / (pp * v) * pp + k % pp, k % (pp * v) / pp}; };
+          auto bwd = [&](std::int64_t k) { return PipelinePass{false, k / (pp * v) * pp + k % pp, v - 1 - k % (pp * v) / pp}; };
+          const std::int64_t warm = std::min(total, v == 1 ? pp - s - 1 : (pp - s - 1) * 2 + (v - 1) * pp);
+          std::vector<PipelinePass> want;
+          for (std::int64_t k = 0; k < warm; ++k) want.push_back(fwd(k));
+          for (std::int64_t k = warm; k < total; ++k) { want.push_back(fwd(k)); want.push_back(bwd(k - warm)); }
+          for (std::int64_t k = total - warm; k < total; ++k) want.push_back(bwd(k));
+          INFO("p=" << pp << " v=" << v << " m=" << m << " stage " << s);
+          CHECK(pipeline_schedule(Schedule::one_f_one_b, m, pp, v, s) == want);
+        }
+  // The bubble: run every stage's order with a forward chunk pass of 1 unit and a backward of 2,
+  // each pass waiting for the one it depends on (the previous model chunk's forward; the next
+  // one's backward, or its own forward on the model's last chunk). With the same work per stage —
+  // 1F1B's passes are v times longer — each stage idles (p − 1)·3·v units under 1F1B and
+  // (p − 1)·3 interleaved: the bubble shrinks by v (§2.2), and the orders never wait on each
+  // other in a cycle (the runner's blocking receives would hang). With m not a multiple of p the
+  // last group is longer than p: the orders can wait in a cycle (p = 4, v = 3, m = 9), which is
+  // why check_plan requires pipeline to divide the micro-batches of an interleaved plan.
+  // idle() returns each stage's idle units, or nothing when some stage can never go on.
+  auto idle = [](std::int64_t m, std::int64_t pp, std::int64_t v, double f, double b) {
+    std::vector<std::vector<PipelinePass>> orders;
+    for (std::int64_t s = 0; s < pp; ++s) orders.push_back(pipeline_schedule(Schedule::one_f_one_b, m, pp, v, s));
+    std::map<std::tuple<bool, std::int64_t, std::int64_t>, double> done;  // (forward, micro, model chunk) -> end
+    std::vector<double> free(static_cast<std::size_t>(pp), 0), busy = free;
+    std::vector<std::size_t> at(static_cast<std::size_t>(pp), 0);
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (std::int64_t s = 0; s < pp; ++s) {
+        auto& i = at[static_cast<std::size_t>(s)];
+        for (; i < orders[static_cast<std::size_t>(s)].size(); ++i) {
+          const PipelinePass q = orders[static_cast<std::size_t>(s)][i];
+          const std::int64_t g = q.chunk * pp + s, last = pp * v - 1;
+          std::optional<std::tuple<bool, std::int64_t, std::int64_t>> dep;
+          if (q.forward && g > 0) dep = {true, q.micro, g - 1};
+          if (!q.forward) dep = g < last ? std::tuple{false, q.micro, g + 1} : std::tuple{true, q.micro, g};
+          if (dep && !done.count(*dep)) break;
+          const double start = std::max(free[static_cast<std::size_t>(s)], dep ? done.at(*dep) : 0.0), d = q.forward ? f : b;
+          done[{q.forward, q.micro, g}] = start + d;
+          free[static_cast<std::size_t>(s)] = start + d;
+          busy[static_cast<std::size_t>(s)] += d;
+          moved = true;
+        }
+      }
+    }
+    std::vector<double> out;
+    for (std::int64_t s = 0; s < pp; ++s)
+      if (at[static_cast<std::size_t>(s)] != orders[static_cast<std::size_t>(s)].size()) return out;
+    const double makespan = *std::max_element(free.begin(), free.end());
+    for (double x : busy) out.push_back(makespan - x);
+    return out;
+  };
+  for (std::int64_t pp : {2, 3, 4})
+    for (std::int64_t v : {2, 3})
+      for (std::int64_t m : {pp, 2 * pp, 3 * pp}) {
+        const auto plain = idle(m, pp, 1, 1.0 * static_cast<double>(v), 2.0 * static_cast<double>(v));
+        const auto inter = idle(m, pp, v, 1.0, 2.0);
+        INFO("p=" << pp << " v=" << v << " m=" << m);
+        REQUIRE(plain.size() == static_cast<std::size_t>(pp));
+        REQUIRE(inter.size() == static_cast<std::size_t>(pp));
+        for (std::int64_t s = 0; s < pp; ++s) {
+          const auto i = static_cast<std::size_t>(s);
+          CHECK(plain[i] == Approx(static_cast<double>((pp - 1) * 3 * v)));
+          CHECK(inter[i] == Approx(static_cast<double>((pp - 1) * 3)));
+        }
+      }
+  CHECK(idle(9, 4, 3, 1.0, 2.0).empty());  // a last group of 5 on 4 stages: a cycle
+  CHECK(idle(9, 4, 1, 3.0, 6.0).size() == 4);  // plain 1F1B runs any m
+  // GPipe: every forward, then every backward, in micro-batch order
+  const auto g = pipeline_schedule(Schedule::gpipe, 3, 2, 1, 0);
+  CHECK(g == std::vector<PipelinePass>{{true, 0, 0}, {true, 1, 0}, {true, 2, 0}, {false, 0, 0}, {false, 1, 0}, {false, 2, 0}});
+  // the micro-batches alive at once: 1F1B p − s; interleaved more (the executor's activation slots)
+  CHECK(live_micro_batches(pipeline_schedule(Schedule::one_f_one_b, 8, 4, 1, 0)) == 4);
+  CHECK(live_micro_batches(pipeline_schedule(Schedule::one_f_one_b, 8, 4, 1, 3)) == 1);
+  CHECK(live_micro_batches(g) == 3);
+}
+
+TEST_CASE("an interleaved stage's program runs each chunk's receive then layers then send priced as before", "[lower][pipeline]") {
+  // gpt-tiny at 8 layers on 2 stages of 2 chunks: stage 0 holds layers 0-1 and 4-5, stage 1
+  // layers 2-3 and 6-7. Stage 0's chunk 1 receives from stage 1 and sends on; stage 1's chunk 0
+  // sends to stage 0. Every transfer is one hop: a middle boundary costs what one chunk of
+  // 1F1B's multi-hop step cost per hop.
+  ModelSpec m = load_model("gpt-tiny");
+  m.depth = 8;
+  Plan p = single_device(4, 32);
+  p.micro_batch = 1;
+  p.mesh[Axis::pipeline] = 2;
+  p.virtual_stages = 2;
+  const auto s0 = lower(m, p, 0), s1 = lower(m, p, 1);
+  auto layers = [](const StepProgram& prog) {
+    std::vector<std::int64_t> out;
+    for (const Range& r : prog.chunk_layers) out.insert(out.end(), {r.begin, r.end});
+    return out;
+  };
+  REQUIRE(layers(s0) == std::vector<std::int64_t>{0, 2, 4, 6});
+  REQUIRE(layers(s1) == std::vector<std::int64_t>{2, 4, 6, 8});
+  auto names = [](const StepProgram& prog, bool forward, std::size_t j) {
+    const Range r = (forward ? prog.forward_chunk : prog.backward_chunk)[j];
+    const auto& steps = forward ? prog.forward : prog.backward;
+    std::vector<std::string> out;
+    for (std::int64_t i = r.begin; i < r.end; ++i)
+      if (steps[static_cast<std::size_t>(i)].kind == StepKind::p2p || steps[static_cast<std::size_t>(i)].layer < 0)
+        out.push_back(steps[static_cast<std::size_t>(i)].name);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  CHECK(names(s0, true, 0).back() == "pipeline.send_activations");
+  CHECK(names(s0, true, 1).front() == "pipeline.recv_activations");
+  CHECK(names(s0, true, 1).back() == "pipeline.send_activations");
+  CHECK(names(s1, true, 0) == V{"pipeline.recv_activations", "pipeline.send_activations"});
+  CHECK(names(s1, true, 1).front() == "pipeline.recv_activations");
+  CHECK(names(s1, false, 0) == V{"pipeline.recv_gradients", "pipeline.send_gradients"});
+  CHECK(names(s0, false, 1) == V{"pipeline.recv_gradients", "pipeline.send_gradients"});
+  // the chunks tile the whole stage's lists: backward runs chunk 1 first
+  CHECK(s0.forward_chunk[0].begin == 0);
+  CHECK(s0.forward_chunk[1].begin == s0.forward_chunk[0].end);
+  CHECK(s0.forward_chunk[1].end == static_cast<std::int64_t>(s0.forward.size()));
+  CHECK(s0.backward_chunk[1].begin == 0);
+  CHECK(s0.backward_chunk[0].begin == s0.backward_chunk[1].end);
+  CHECK(s0.backward_chunk[0].end == static_cast<std::int64_t>(s0.backward.size()));
+  // every transfer is one hop of one micro-batch's activations [B·T, D] (fp32 here)
+  int sends = 0;
+  for (const auto& st : s1.forward)
+    if (st.kind == StepKind::p2p) {
+      CHECK(st.hops == 1);
+      CHECK(st.comm_bytes == 1.0 * 32 * static_cast<double>(m.width) * bytes_of(p.act_dtype));
+      ++sends;
+    }
+  CHECK(sends == 3);  // receive chunk 0, send chunk 0, receive chunk 1 (chunk 1 ends with the head)
 }

@@ -186,7 +186,14 @@ TEST_CASE("interleaving v model chunks per stage shrinks the bubble to (p − 1)
     REQUIRE(layers == 96 / 8);
     const auto prog = expand(stages[3], m);  // stage 3 holds chunks 3, 11, 19, ... of 96/(8v) layers
     REQUIRE(prog.forward.front().kind == StepKind::p2p);
-    REQUIRE(prog.forward.front().hops == v);
+    std::int64_t receives = 0;  // one per chunk, one hop each, at the chunk's start
+    for (const Range& r : prog.forward_chunk) {
+      const Step& first = prog.forward[static_cast<std::size_t>(r.begin)];
+      REQUIRE(std::string(first.name) == "pipeline.recv_activations");
+      REQUIRE(first.hops == 1);
+      ++receives;
+    }
+    REQUIRE(receives == v);
     if (v == 1) { base = e; continue; }
     for (Bucket b : {Bucket::gemm, Bucket::attention})
       REQUIRE(e.seconds[static_cast<int>(b)] == Approx(base.seconds[static_cast<int>(b)]).epsilon(1e-12));
