@@ -15,6 +15,7 @@
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
+#include "train/checkpoint_dir.hpp"
 #include "train/executor.hpp"
 #include "train/resume.hpp"
 
@@ -395,12 +396,24 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     meta.step = done;
     meta.seed = mask_seed;  // the initialisation seed, or the resumed checkpoint's
     meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
-    const std::string path = o.checkpoint_dir + "/step-" + std::to_string(done) + ".h5";
+    const std::string path = o.checkpoint_dir + "/" + step_file_name(done);
     Trace::Scope sc(&res.trace, "optimizer", "checkpoint", "params");
     write_checkpoint(comm, path, lay, slabs, per_tensor(sl, static_cast<const float*>(params.data())),
                      per_tensor(sl, static_cast<const float*>(m1.data())), per_tensor(sl, static_cast<const float*>(m2.data())),
                      meta);
     res.checkpoints.push_back(path);
+    if (rank != 0) return;
+    // The pointer and the retention, after the file is complete: rank 0 alone, and a failure is a
+    // notice (the checkpoint itself is written; the next one tries again), never a hang.
+    try {
+      write_latest_pointer(o.checkpoint_dir, done);
+    } catch (const std::exception& e) {
+      if (o.notice) o.notice(std::string("the latest pointer was not updated: ") + e.what());
+    }
+    std::vector<std::string> failed;
+    for (auto& f : prune_step_files(o.checkpoint_dir, o.keep_last, done, &failed)) res.pruned.push_back(std::move(f));
+    for (const auto& f : failed)
+      if (o.notice) o.notice("--keep-last: cannot remove " + f);
   };
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
   Trace& tr = res.trace;
@@ -453,8 +466,10 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     }
     // The global mean loss (before the update: a non-finite loss stops or skips it)
     // [1]: ranks whose data file no longer held their tokens — every rank stops alike, no update.
-    double loss_buf[2] = {loss_sum, double(data_lost)};
-    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 2));
+    // [2]: ranks asked to stop (a signal) — every rank stops after this step.
+    const bool stop_here = o.stop_requested && o.stop_requested();
+    double loss_buf[3] = {loss_sum, double(data_lost), stop_here ? 1.0 : 0.0};
+    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 3));
     if (loss_buf[1] > 0) {
       mpi::Comm::wait_all(buckets.requests);  // nothing in flight into gacc while it is released
       throw ConfigError(data.changed_message() + "; stopped before step " + std::to_string(step + 1) + "'s update");
@@ -535,15 +550,20 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");
       }
     }
-    const bool last = step + 1 == first_step + o.steps;
+    const bool stop = loss_buf[2] > 0, last = stop || step + 1 == first_step + o.steps;
     if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0)))
       save(step + 1);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(G * T) / wall;
+    mpi::watchdog_note_step(wall);  // a slow step stretches the watchdog's timeout (watchdog.hpp)
     res.losses.push_back(loss);
     res.tokens_per_s.push_back(tps);
     tr.end_step(long(step), wall, loss);
     if (progress) progress(step, loss, tps);
+    if (stop && step + 1 < first_step + o.steps) {
+      res.stopped_after = step + 1;
+      break;
+    }
   }
   res.params = assemble(params, !zero3_parts.empty());
   return res;

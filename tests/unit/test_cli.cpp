@@ -303,15 +303,15 @@ class Fixtures {
   }
   fs::path checkpoint(const std::string& model) {
     const fs::path ck = dir_ / ("ckpt-" + model);
-    if (!fs::exists(ck / "step-1.h5")) {
+    if (!fs::exists(ck / "step-00000001.h5")) {
       const fs::path plan = dir_ / ("plan-" + model + ".yaml");
       std::ofstream(plan) << "model: " << model << "\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
       const auto r = run("train --steps 1 --plan " + plan.string() + " --checkpoint-dir " + ck.string());
       INFO(r.err);
       REQUIRE(r.code == 0);
-      REQUIRE(fs::exists(ck / "step-1.h5"));
+      REQUIRE(fs::exists(ck / "step-00000001.h5"));
     }
-    return ck / "step-1.h5";
+    return ck / "step-00000001.h5";
   }
   fs::path dir_;
   int count_ = 0;

@@ -5,6 +5,8 @@
 // plans that cannot be placed on the nodes asked for are refused with exit 2.
 #include <catch2/catch.hpp>
 
+#include "tests/common/shell.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -14,37 +16,17 @@
 #include <unistd.h>
 
 namespace fs = std::filesystem;
+using scanshard::testing::sh;
+using scanshard::testing::Shell;
 
 namespace {
-
-struct Shell {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-Shell sh(const std::string& cmd, const fs::path& dir) {
-  const fs::path log = dir / "log";
-  const int status = std::system((cmd + " >" + log.string() + " 2>&1").c_str());
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), ss.str()};
-}
 
 std::string launch(const std::string& args) { return std::string(SCANSHARD_BIN) + " launch " + args; }
 
 const std::string kPlan = std::string(SCANSHARD_TEST_DATA) + "/../../configs/plans/griffin-tiny-cpu-2.yaml";
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("scanshard-launch-" + std::to_string(::getpid()));
-  TempDir() {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : scanshard::testing::TempDir {
+  TempDir() : scanshard::testing::TempDir("scanshard-launch-") {}
 };
 
 // The loss the trainer printed for `step` ("step 3 loss 4.622031 ...").
@@ -70,12 +52,12 @@ TEST_CASE("launch --scheduler none: the script runs at 2 ranks and a second job 
   const Shell first = sh(env + job2, t.path);
   INFO(first.out);
   REQUIRE(first.code == 0);
-  CHECK(fs::exists(ck + "/step-2.h5"));
+  CHECK(fs::exists(ck + "/step-00000002.h5"));
   const Shell second = sh(env + job3, t.path);
   INFO(second.out);
   REQUIRE(second.code == 0);
   CHECK_THAT(second.out, Catch::Contains("resuming from step 2"));
-  CHECK(fs::exists(ck + "/step-3.h5"));
+  CHECK(fs::exists(ck + "/step-00000003.h5"));
   CHECK(loss_at(second.out, 2).empty());  // step 2 is not run again
   // the reference: the same plan for 3 steps without interruption
   const Shell whole = sh(std::string("OMP_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n 2 " + SCANSHARD_BIN + " train --steps 3 --plan " + kPlan, t.path);
