@@ -28,7 +28,7 @@ namespace {
 const std::string kPlan = std::string(SCANSHARD_TEST_DATA) + "/../../configs/plans/griffin-tiny-cpu-2.yaml";
 
 std::string mpirun(int ranks, const std::string& train_args) {
-  return std::string("OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n " + std::to_string(ranks) + " " +
+  return std::string("env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n " + std::to_string(ranks) + " " +
          SCANSHARD_BIN + " train " + train_args;
 }
 
