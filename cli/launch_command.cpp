@@ -30,12 +30,14 @@
 #include "program/output_file.hpp"
 #include "program/plan.hpp"
 #include "program/yaml_reader.hpp"
+#include "train/optimizer.hpp"
 
 namespace scanshard {
 namespace {
 
 struct LaunchOptions {
-  std::string plan_file, scheduler = "slurm", out, time = "01:00:00", checkpoint_dir = "checkpoints", data, job_name = "scanshard",
+  std::string plan_file, scheduler = "slurm", out, time = "01:00:00", checkpoint_dir = "checkpoints", data, optimizer,
+              job_name = "scanshard",
               partition, account;
   std::int64_t nodes = 0, ranks_per_node = 0, cpus_per_rank = 1, steps = 1000, checkpoint_every = 100, signal_seconds = 120,
                keep_last = 0;
@@ -126,6 +128,7 @@ std::string job_script(const LaunchOptions& o, const Plan& p) {
   s += "CKPT_DIR=" + quoted(absolute(o.checkpoint_dir)) + "\n";
   s += "TOTAL_STEPS=" + std::to_string(o.steps) + "\n";
   s += "DATA=(" + (o.data.empty() ? std::string() : "--data " + quoted(absolute(o.data))) + ")\n";
+  s += "OPTIMIZER=(" + (o.optimizer.empty() ? std::string() : "--optimizer " + quoted(absolute(o.optimizer))) + ")\n";
   s += "mkdir -p \"$CKPT_DIR\"\n";
   s += "# newest complete checkpoint: step-<N>.h5 with the highest N (written to a temporary name, renamed whole)\n";
   s += "done_steps=0; latest=\n";
@@ -145,7 +148,7 @@ std::string job_script(const LaunchOptions& o, const Plan& p) {
   std::string map = "--map-by ppr:" + std::to_string(o.ranks_per_node) + ":node";
   if (o.scheduler != "none") map += ":PE=" + std::to_string(o.cpus_per_rank) + " --bind-to core";
   s += "mpirun -n " + std::to_string(ranks) + " " + map + " ${SCANSHARD_MPIRUN_FLAGS:-} \\\n"
-       "  \"$SCANSHARD\" train --plan \"$PLAN\" \"${DATA[@]}\" --steps \"$left\" \\\n"
+       "  \"$SCANSHARD\" train --plan \"$PLAN\" \"${DATA[@]}\" \"${OPTIMIZER[@]}\" --steps \"$left\" \\\n"
        "  --checkpoint-dir \"$CKPT_DIR\" --checkpoint-every " + std::to_string(o.checkpoint_every) +
        (o.keep_last > 0 ? " --keep-last " + std::to_string(o.keep_last) : std::string()) + " \"${resume[@]}\" &\n";
   s += "run=$!\n";
@@ -166,6 +169,7 @@ void run_launch(const LaunchOptions& o) {
   const Plan p = load_plan(o.plan_file);
   check(o, p);
   if (!o.data.empty() && !std::filesystem::is_regular_file(o.data)) throw ConfigError("--data: '" + o.data + "' is not a regular file");
+  if (!o.optimizer.empty()) train::load_optimizer(o.optimizer);  // a bad file is refused now, not on the cluster
   const std::string script = job_script(o, p);
   if (o.out.empty()) {
     std::cout << script;
@@ -193,6 +197,7 @@ void register_launch_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "checkpoint every N steps")->capture_default_str();
   cmd->add_option("--keep-last", o->keep_last, "keep only the newest N checkpoints (0: all)")->capture_default_str();
   cmd->add_option("--data", o->data, "training data file (default: the runner's default corpus)");
+  cmd->add_option("--optimizer", o->optimizer, "train config with an optimizer: section (train --optimizer)");
   cmd->add_option("--job-name", o->job_name, "job name")->capture_default_str();
   cmd->add_option("--partition", o->partition, "Slurm partition / PBS queue");
   cmd->add_option("--account", o->account, "account to charge");

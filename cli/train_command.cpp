@@ -54,7 +54,8 @@ void install_stop_handlers() {
 }
 
 struct TrainOptions {
-  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume, on_nan = "stop";
+  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume, on_nan = "stop", optimizer;
+  bool allow_optimizer_change = false;
   std::int64_t steps = 10, checkpoint_every = 0, keep_last = 0;
   // Long enough for any wait inside a step of a healthy job (ranks reach each collective within
   // this of one another; the timeout also stretches to 3 × the slowest step), short enough that a
@@ -102,7 +103,9 @@ void run_train(const TrainOptions& o) {
   Plan p;
   std::optional<train::Tokens> data;  // opened: each rank reads only its sequences
   train::OnNan on_nan = train::OnNan::stop;
+  train::OptimizerConfig optimizer;  // defaults (train/optimizer.hpp) unless --optimizer
   check_inputs_on_every_rank(rank, [&] {
+    if (!o.optimizer.empty()) optimizer = train::load_optimizer(o.optimizer);
     p = load_plan(o.plan_file);
     const std::string model = pick_preset(o.model, p.model, "model", o.plan_file);
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
@@ -141,6 +144,7 @@ void run_train(const TrainOptions& o) {
     std::cout << "train " << m.name << " on " << world.size() << " rank(s), mesh " << p.mesh.describe() << ", batch "
               << p.global_batch << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << ", "
               << o.steps << " steps, seed " << o.seed << "\n";
+    std::cout << optimizer.describe() << (o.optimizer.empty() ? " (defaults; --optimizer FILE to change)" : "") << "\n";
     if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32 || p.grad_bytes() < 4)
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
     std::cout << "note: gradients are summed in " << (p.grad_dtype == GradDType::fp64 ? "fp64" : "fp32")
@@ -158,6 +162,9 @@ void run_train(const TrainOptions& o) {
   opt.keep_last = o.keep_last;
   opt.resume = o.resume;
   opt.on_nan = on_nan;
+  opt.adamw = optimizer.adamw;
+  opt.schedule = optimizer.schedule;
+  opt.allow_optimizer_change = o.allow_optimizer_change;
   install_stop_handlers();
   opt.stop_requested = [] { return g_stop_signal != 0; };
   opt.notice = [rank](const std::string& line) {
@@ -226,6 +233,11 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--keep-last", o->keep_last, "keep only the newest N step files (0: all; needs --checkpoint-dir)")
       ->capture_default_str();
   cmd->add_option("--resume", o->resume, "start from this checkpoint (written under any plan and rank count)");
+  cmd->add_option("--optimizer", o->optimizer,
+                  "train config YAML with an `optimizer:` section (AdamW lr, beta1, beta2, eps, weight_decay, "
+                  "max_grad_norm, warmup_steps, decay_steps, min_lr_ratio; see train/optimizer.hpp)");
+  cmd->add_flag("--allow-optimizer-change", o->allow_optimizer_change,
+                "resume from a checkpoint written with another optimizer (default: refused, naming what changed)");
   cmd->add_option("--on-nan", o->on_nan,
                   "a NaN/Inf loss or gradient: stop (exit 3, naming the step and the first bad tensor) or skip "
                   "that step's update")

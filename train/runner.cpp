@@ -379,6 +379,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
                                                 per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
     const ResumePoint at = check_resume(meta, o.resume, m, p, o.steps);  // every rank read the same /meta
+    check_optimizer(meta, o.resume, OptimizerConfig{o.adamw, o.schedule}, o.allow_optimizer_change);
     first_step = at.step;
     mask_seed = at.seed;
   }
@@ -396,6 +397,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     meta.step = done;
     meta.seed = mask_seed;  // the initialisation seed, or the resumed checkpoint's
     meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
+    meta.optimizer_yaml = OptimizerConfig{o.adamw, o.schedule}.to_yaml();
     const std::string path = o.checkpoint_dir + "/" + step_file_name(done);
     Trace::Scope sc(&res.trace, "optimizer", "checkpoint", "params");
     write_checkpoint(comm, path, lay, slabs, per_tensor(sl, static_cast<const float*>(params.data())),
@@ -537,12 +539,14 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
           continue;
         }
         const float clip = kernels::clip_scale(sq[0] + sq[1], o.adamw.max_grad_norm);
+        kernels::AdamW adamw = o.adamw;  // this step's learning rate (× 1 exactly when constant)
+        adamw.lr = static_cast<float>(double(o.adamw.lr) * o.schedule.factor(step + 1));
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
           if (b >= e || !stage.held[ti]) continue;
           const float wd = lay.tensors[ti].shape.size() >= 2 ? o.adamw.weight_decay : 0.0f;
           kernels::fast::adamw_update(params.data() + b, m1.data() + b, m2.data() + b, grad.data() + b, e - b, step + 1,
-                                      o.adamw, wd, clip);
+                                      adamw, wd, clip);
         }
       } else if (op == "all_gather" && std::string_view(st.name) == "params") {
         c->allgather_v_inplace(std::span<float>(params), own.counts);

@@ -26,6 +26,7 @@
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "train/comm.hpp"
+#include "train/optimizer.hpp"
 #include "train/tokens.hpp"
 #include "train/trace.hpp"
 
@@ -54,6 +55,10 @@ struct Options {
   std::string resume;                  // a checkpoint to start from (any plan, any rank count)
   unsigned seed = 1234;  // parameter initialisation and the dropout masks (on resume: the checkpoint's)
   kernels::AdamW adamw{};  // the same hyperparameters for every plan; weight decay on matrices only
+  LrSchedule schedule{};   // lr at step s = adamw.lr × schedule.factor(s) (optimizer.hpp); constant by default
+  // A resumed checkpoint records its optimizer (/meta optimizer): a different one is a ConfigError
+  // naming the changed keys unless this is set.
+  bool allow_optimizer_change = false;
   OnNan on_nan = OnNan::stop;
   // Called on every rank with a one-line notice (a skipped step); may be empty.
   std::function<void(const std::string&)> notice;

@@ -146,3 +146,45 @@ TEST_CASE("a stop asked on one rank stops every rank after the same step; resumi
   CHECK(resumed.losses[1] == whole.losses[4]);
   CHECK(resumed.params == whole.params);
 }
+
+TEST_CASE("optimizer: a warm-up step equals a constant run at that step's learning rate", "[train][job][optimizer]") {
+  // Step 1 of a 4-step warm-up runs at lr / 4 (optimizer.hpp), so it must equal a plain step at lr / 4.
+  const auto world = mpi::Comm::world();
+  const ModelSpec m = load_model("griffin-tiny");
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  const Plan p = data_plan(world.size());
+  train::Options warm;
+  warm.steps = 1;
+  warm.schedule.warmup_steps = 4;
+  train::Options plain;
+  plain.steps = 1;
+  plain.adamw.lr = warm.adamw.lr / 4;  // exact: a power of two
+  const auto a = train::run(m, p, data, warm, &world), b = train::run(m, p, data, plain, &world);
+  CHECK(a.params == b.params);
+  train::Options full;
+  full.steps = 1;
+  CHECK(train::run(m, p, data, full, &world).params != a.params);  // and the warm-up did change the step
+}
+
+TEST_CASE("optimizer: a resume with another optimizer is refused naming the change, unless allowed", "[train][job][optimizer]") {
+  const auto world = mpi::Comm::world();
+  const SharedDir dir(world, "scanshard-optim-");
+  const ModelSpec m = load_model("griffin-tiny");
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  const Plan p = data_plan(world.size());
+  train::Options o;
+  o.steps = 1;
+  o.checkpoint_dir = dir.path;
+  train::run(m, p, data, o, &world);
+  o.checkpoint_dir.clear();
+  o.resume = dir.path + "/" + train::step_file_name(1);
+  o.adamw.lr = 2e-3f;
+  o.schedule.warmup_steps = 5;
+  CHECK_THROWS_WITH(train::run(m, p, data, o, &world),
+                    Catch::Contains("/meta optimizer: this run's optimizer differs from the checkpoint's (lr 0.001 → 0.002, "
+                                    "warmup_steps 0 → 5); pass --allow-optimizer-change"));
+  o.allow_optimizer_change = true;
+  const auto r = train::run(m, p, data, o, &world);
+  CHECK(r.first_step == 1);
+  CHECK(r.losses.size() == 1);
+}

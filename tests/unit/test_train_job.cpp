@@ -78,6 +78,7 @@ void stop_and_resume(int sig, bool to_one_rank, const std::string& signame) {
   const std::int64_t k = stopped_after(first.out);
   REQUIRE(k >= 1);
   CHECK_THAT(first.out, Catch::Contains("stopped by " + signame));
+  CHECK_THAT(first.out, Catch::Contains("optimizer: AdamW lr 0.001, betas (0.9, 0.95)"));  // printed at start
   const std::string at_k = ck + "/" + train::step_file_name(k);
   CHECK_THAT(first.out, Catch::Contains("resume with --resume " + at_k));
 
