@@ -55,6 +55,15 @@ Plan data_plan(std::int64_t ranks) {
   return p;
 }
 
+// What every test here trains: griffin-tiny on the repository's corpus, data-parallel over the world.
+struct Job {
+  const mpi::Comm world = mpi::Comm::world();
+  const ModelSpec m = load_model("griffin-tiny");
+  const std::vector<std::uint8_t> data = train::load_bytes(train::default_corpus_path(), 1000);
+  const Plan p = data_plan(world.size());
+  train::Result run(const train::Options& o) const { return train::run(m, p, data, o, &world); }
+};
+
 std::vector<std::string> names_in(const std::string& dir) {
   std::vector<std::string> n;
   for (const auto& e : fs::directory_iterator(dir)) n.push_back(e.path().filename().string());
@@ -85,19 +94,18 @@ TEST_CASE("checkpoint names: zero-padded step files list in step order, readers 
 }
 
 TEST_CASE("train --keep-last 2: only the two newest step files stay, latest names the newest", "[train][job]") {
-  const auto world = mpi::Comm::world();
+  const Job job;
+  const mpi::Comm& world = job.world;
   const SharedDir dir(world, "scanshard-keep-");
   // another run's file numbered above this run's steps: retention leaves it alone
   if (world.rank() == 0) std::ofstream(dir.path + "/" + train::step_file_name(99)) << "not ours";
   world.barrier();
-  const ModelSpec m = load_model("griffin-tiny");
-  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
   train::Options o;
   o.steps = 5;
   o.checkpoint_dir = dir.path;
   o.checkpoint_every = 1;
   o.keep_last = 2;
-  const auto r = train::run(m, data_plan(world.size()), data, o, &world);
+  const auto r = job.run(o);
   world.barrier();
   std::vector<std::string> written;
   for (std::int64_t s = 1; s <= 5; ++s) written.push_back(dir.path + "/" + train::step_file_name(s));
@@ -115,21 +123,19 @@ TEST_CASE("train --keep-last 2: only the two newest step files stay, latest name
 
 TEST_CASE("a stop asked on one rank stops every rank after the same step; resuming equals an uninterrupted run", "[train][job]") {
   // What SIGTERM / SIGUSR1 do in `scanshard train`: only the last rank is asked, at its third step.
-  const auto world = mpi::Comm::world();
+  const Job job;
+  const mpi::Comm& world = job.world;
   const SharedDir dir(world, "scanshard-stop-");
-  const ModelSpec m = load_model("griffin-tiny");
-  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  const Plan p = data_plan(world.size());
   train::Options o;
   o.steps = 5;
-  const auto whole = train::run(m, p, data, o, &world);  // the reference: 5 steps in one go
+  const auto whole = job.run(o);  // the reference: 5 steps in one go
   REQUIRE(whole.stopped_after == 0);
 
   o.steps = 100;  // far more than run: the stop ends it
   o.checkpoint_dir = dir.path;
   int asked = 0;
   o.stop_requested = [&] { return world.rank() == world.size() - 1 && ++asked == 3; };
-  const auto stopped = train::run(m, p, data, o, &world);
+  const auto stopped = job.run(o);
   CHECK(stopped.stopped_after == 3);
   CHECK(stopped.losses.size() == 3);  // every rank, not only the one asked
   CHECK(stopped.checkpoints == std::vector<std::string>{dir.path + "/" + train::step_file_name(3)});
@@ -138,7 +144,7 @@ TEST_CASE("a stop asked on one rank stops every rank after the same step; resumi
   o.checkpoint_dir.clear();
   o.resume = dir.path + "/" + train::step_file_name(3);
   o.steps = 2;
-  const auto resumed = train::run(m, p, data, o, &world);
+  const auto resumed = job.run(o);
   CHECK(resumed.first_step == 3);
   REQUIRE(resumed.losses.size() == 2);
   // the same plan and ranks, the same data cursor, moments and step count: the same bits
@@ -149,42 +155,37 @@ TEST_CASE("a stop asked on one rank stops every rank after the same step; resumi
 
 TEST_CASE("optimizer: a warm-up step equals a constant run at that step's learning rate", "[train][job][optimizer]") {
   // Step 1 of a 4-step warm-up runs at lr / 4 (optimizer.hpp), so it must equal a plain step at lr / 4.
-  const auto world = mpi::Comm::world();
-  const ModelSpec m = load_model("griffin-tiny");
-  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  const Plan p = data_plan(world.size());
+  const Job job;
   train::Options warm;
   warm.steps = 1;
   warm.schedule.warmup_steps = 4;
   train::Options plain;
   plain.steps = 1;
   plain.adamw.lr = warm.adamw.lr / 4;  // exact: a power of two
-  const auto a = train::run(m, p, data, warm, &world), b = train::run(m, p, data, plain, &world);
+  const auto a = job.run(warm), b = job.run(plain);
   CHECK(a.params == b.params);
   train::Options full;
   full.steps = 1;
-  CHECK(train::run(m, p, data, full, &world).params != a.params);  // and the warm-up did change the step
+  CHECK(job.run(full).params != a.params);  // and the warm-up did change the step
 }
 
 TEST_CASE("optimizer: a resume with another optimizer is refused naming the change, unless allowed", "[train][job][optimizer]") {
-  const auto world = mpi::Comm::world();
+  const Job job;
+  const mpi::Comm& world = job.world;
   const SharedDir dir(world, "scanshard-optim-");
-  const ModelSpec m = load_model("griffin-tiny");
-  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  const Plan p = data_plan(world.size());
   train::Options o;
   o.steps = 1;
   o.checkpoint_dir = dir.path;
-  train::run(m, p, data, o, &world);
+  job.run(o);
   o.checkpoint_dir.clear();
   o.resume = dir.path + "/" + train::step_file_name(1);
   o.adamw.lr = 2e-3f;
   o.schedule.warmup_steps = 5;
-  CHECK_THROWS_WITH(train::run(m, p, data, o, &world),
+  CHECK_THROWS_WITH(job.run(o),
                     Catch::Contains("/meta optimizer: this run's optimizer differs from the checkpoint's (lr 0.001 → 0.002, "
                                     "warmup_steps 0 → 5); pass --allow-optimizer-change"));
   o.allow_optimizer_change = true;
-  const auto r = train::run(m, p, data, o, &world);
+  const auto r = job.run(o);
   CHECK(r.first_step == 1);
   CHECK(r.losses.size() == 1);
 }

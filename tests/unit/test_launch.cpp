@@ -106,10 +106,31 @@ TEST_CASE("launch writes Slurm and PBS headers in their documented directive syn
       CHECK_THAT(all, Catch::Contains("#PBS -l walltime=2-03:00:00\n"));
       CHECK_THAT(all, Catch::Contains("#PBS -r y\n"));
     }
+    if (std::string(sched) == "slurm") {  // USR1 reaches mpirun, which forwards it; mpirun's TERM would kill the ranks
+      CHECK_THAT(all, Catch::Contains("kill -USR1 \"$run\""));
+      CHECK_THAT(all, !Catch::Contains("kill -TERM"));
+    }
     CHECK_THAT(all, Catch::Contains("export OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4"));
     CHECK_THAT(all, Catch::Contains("mpirun -n 2 --map-by ppr:1:node:PE=4 --bind-to core"));
     CHECK(sh("bash -n " + out, t.path).code == 0);
   }
+}
+
+TEST_CASE("launch: the job script reads zero-padded step files as decimal and keeps --keep-last", "[cli][launch]") {
+  // step-00000009.h5 as an octal number is an error in bash arithmetic; as decimal it is step 9
+  TempDir t;
+  const std::string ck = (t.path / "ck").string(), job = (t.path / "job.sh").string();
+  fs::create_directories(ck);
+  std::ofstream(ck + "/step-00000009.h5") << "only its name is read";
+  REQUIRE(sh(launch("--plan " + kPlan + " --nodes 1 --ranks-per-node 2 --scheduler none --steps 9 --keep-last 3 --checkpoint-dir " +
+                    ck + " --out " + job), t.path).code == 0);
+  std::ifstream in(job);
+  const std::string script((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(script, Catch::Contains("--keep-last 3"));
+  const Shell r = sh("bash " + job, t.path);
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("all 9 steps done"));
 }
 
 TEST_CASE("launch refuses a plan the nodes cannot hold, naming the plan's key or the flag", "[cli][launch]") {
