@@ -121,7 +121,7 @@ TEST_CASE("train --keep-last 2: only the two newest step files stay, latest name
   }
 }
 
-TEST_CASE("a stop asked on one rank stops every rank after the same step; resuming equals an uninterrupted run", "[train][job]") {
+TEST_CASE("a stop asked on one rank stops every rank after the same step, and resuming equals an uninterrupted run", "[train][job]") {
   // What SIGTERM / SIGUSR1 do in `scanshard train`: only the last rank is asked, at its third step.
   const Job job;
   const mpi::Comm& world = job.world;

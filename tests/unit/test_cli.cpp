@@ -341,7 +341,8 @@ void run_case(const CorpusCase& c, const fs::path& plan, const std::string& laun
   CHECK_THAT(r.err, !Catch::Contains("Sanitizer") && !Catch::Contains("runtime error:"));
   std::istringstream out(r.out);
   for (std::string line; std::getline(out, line);)
-    CHECK(((kind == "train" || kind == "resume") && (line.starts_with("train ") || line.starts_with("note: "))));
+    CHECK(((kind == "train" || kind == "resume") &&
+           (line.starts_with("train ") || line.starts_with("optimizer: ") || line.starts_with("note: "))));
   for (const auto& e : fs::recursive_directory_iterator(tmp)) {
     INFO("left behind: " << e.path().string());
     CHECK(!e.is_regular_file());

@@ -95,12 +95,12 @@ void stop_and_resume(int sig, bool to_one_rank, const std::string& signame) {
 
 }  // namespace
 
-TEST_CASE("train: SIGUSR1 to mpirun stops every rank after a step with a checkpoint; resuming equals an uninterrupted run",
+TEST_CASE("train: SIGUSR1 to mpirun stops every rank after a step with a checkpoint, and resuming equals an uninterrupted run",
           "[cli][train][job]") {
   stop_and_resume(SIGUSR1, false, "SIGUSR1");
 }
 
-TEST_CASE("train: SIGTERM to one rank stops every rank at the same step; resuming equals an uninterrupted run",
+TEST_CASE("train: SIGTERM to one rank stops every rank at the same step, and resuming equals an uninterrupted run",
           "[cli][train][job]") {
   stop_and_resume(SIGTERM, true, "SIGTERM");
 }
