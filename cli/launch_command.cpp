@@ -6,15 +6,17 @@
 //     wall time, requeue; none: no header, run it on a host or under an existing allocation);
 //   - OMP_NUM_THREADS / OPENBLAS_NUM_THREADS = the CPUs per rank;
 //   - the checkpoint directory, and resume from its latest complete checkpoint (step-<N>.h5 with
-//     the highest N: checkpoints are renamed into place whole, so every such file is complete),
+//     the highest N, zero-padded or not — train/checkpoint_dir.hpp: checkpoints are renamed into
+//     place whole, so every such file is complete), keeping the newest --keep-last of them,
 //     running only the steps left of --steps in total;
 //   - mpirun with --map-by ppr:R:node (consecutive ranks fill a node): the runner numbers ranks
 //     tensor innermost, then sequence, fsdp, data, pipeline, so a tensor group of size t stays
 //     inside one node when t divides R — the launch refuses a plan whose tensor group would span
 //     nodes (its all-reduces would cross the network the simulator priced as NVLink/ICI);
 //   - on Slurm, requeue on preemption or the time limit: the batch shell traps USR1 (sent
-//     --signal seconds before the end), stops the run and requeues the job, which resumes from the
-//     last checkpoint (at most --checkpoint-every steps are redone).
+//     --signal seconds before the end), passes it to mpirun (which forwards USR1 to every rank;
+//     the run finishes its step, checkpoints and exits 0) and requeues the job, which resumes from
+//     that checkpoint.
 // Extra mpirun flags (a hostfile, --allow-run-as-root) come from $SCANSHARD_MPIRUN_FLAGS at run
 // time. The script's paths are absolute, so it runs from any directory.
 #include <cstdio>
@@ -28,14 +30,17 @@
 #include "program/output_file.hpp"
 #include "program/plan.hpp"
 #include "program/yaml_reader.hpp"
+#include "train/optimizer.hpp"
 
 namespace scanshard {
 namespace {
 
 struct LaunchOptions {
-  std::string plan_file, scheduler = "slurm", out, time = "01:00:00", checkpoint_dir = "checkpoints", data, job_name = "scanshard",
+  std::string plan_file, scheduler = "slurm", out, time = "01:00:00", checkpoint_dir = "checkpoints", data, optimizer,
+              job_name = "scanshard",
               partition, account;
-  std::int64_t nodes = 0, ranks_per_node = 0, cpus_per_rank = 1, steps = 1000, checkpoint_every = 100, signal_seconds = 120;
+  std::int64_t nodes = 0, ranks_per_node = 0, cpus_per_rank = 1, steps = 1000, checkpoint_every = 100, signal_seconds = 120,
+               keep_last = 0;
 };
 
 std::string absolute(const std::string& p) { return std::filesystem::absolute(p).lexically_normal().string(); }
@@ -61,6 +66,7 @@ void check(const LaunchOptions& o, const Plan& p) {
   if (o.cpus_per_rank < 1) throw ConfigError("--cpus-per-rank: must be at least 1");
   if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
   if (o.checkpoint_every < 1) throw ConfigError("--checkpoint-every: must be at least 1 (a job must be able to resume)");
+  if (o.keep_last < 0) throw ConfigError("--keep-last: must be 0 (keep every checkpoint) or positive");
   if (!std::regex_match(o.time, std::regex(R"(([0-9]+-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9])")))
     throw ConfigError("--time: expected [D-]HH:MM:SS, got '" + o.time + "'");
   for (const auto& [flag, v] : {std::pair{"--job-name", o.job_name}, {"--partition", o.partition}, {"--account", o.account}})
@@ -122,6 +128,7 @@ std::string job_script(const LaunchOptions& o, const Plan& p) {
   s += "CKPT_DIR=" + quoted(absolute(o.checkpoint_dir)) + "\n";
   s += "TOTAL_STEPS=" + std::to_string(o.steps) + "\n";
   s += "DATA=(" + (o.data.empty() ? std::string() : "--data " + quoted(absolute(o.data))) + ")\n";
+  s += "OPTIMIZER=(" + (o.optimizer.empty() ? std::string() : "--optimizer " + quoted(absolute(o.optimizer))) + ")\n";
   s += "mkdir -p \"$CKPT_DIR\"\n";
   s += "# newest complete checkpoint: step-<N>.h5 with the highest N (written to a temporary name, renamed whole)\n";
   s += "done_steps=0; latest=\n";
@@ -129,6 +136,7 @@ std::string job_script(const LaunchOptions& o, const Plan& p) {
        "  [ -f \"$f\" ] || continue\n"
        "  n=${f##*/step-}; n=${n%.h5}\n"
        "  case $n in ''|*[!0-9]*) continue ;; esac\n"
+       "  n=$((10#$n))  # zero-padded: decimal, not octal\n"
        "  if [ \"$n\" -gt \"$done_steps\" ]; then done_steps=$n; latest=$f; fi\n"
        "done\n";
   s += "left=$((TOTAL_STEPS - done_steps))\n";
@@ -140,16 +148,19 @@ std::string job_script(const LaunchOptions& o, const Plan& p) {
   std::string map = "--map-by ppr:" + std::to_string(o.ranks_per_node) + ":node";
   if (o.scheduler != "none") map += ":PE=" + std::to_string(o.cpus_per_rank) + " --bind-to core";
   s += "mpirun -n " + std::to_string(ranks) + " " + map + " ${SCANSHARD_MPIRUN_FLAGS:-} \\\n"
-       "  \"$SCANSHARD\" train --plan \"$PLAN\" \"${DATA[@]}\" --steps \"$left\" \\\n"
-       "  --checkpoint-dir \"$CKPT_DIR\" --checkpoint-every " + std::to_string(o.checkpoint_every) + " \"${resume[@]}\" &\n";
+       "  \"$SCANSHARD\" train --plan \"$PLAN\" \"${DATA[@]}\" \"${OPTIMIZER[@]}\" --steps \"$left\" \\\n"
+       "  --checkpoint-dir \"$CKPT_DIR\" --checkpoint-every " + std::to_string(o.checkpoint_every) +
+       (o.keep_last > 0 ? " --keep-last " + std::to_string(o.keep_last) : std::string()) + " \"${resume[@]}\" &\n";
   s += "run=$!\n";
   if (o.scheduler == "slurm")
-    s += "# preemption or the time limit: Slurm sends USR1 to this shell; stop the run, requeue (it resumes)\n"
-         "trap 'echo \"scanshard launch: USR1, requeueing $SLURM_JOB_ID\"; kill -TERM \"$run\" 2>/dev/null; wait \"$run\" || true; "
-         "scontrol requeue \"$SLURM_JOB_ID\"; exit 0' USR1\n";
+    s += "# preemption or the time limit: Slurm sends USR1 to this shell; pass it to mpirun, which forwards it to every rank\n"
+         "# (mpirun's own TERM would kill them): they finish the step and checkpoint; then requeue (it resumes)\n"
+         "trap 'echo \"scanshard launch: USR1, checkpointing and requeueing $SLURM_JOB_ID\"; kill -USR1 \"$run\" 2>/dev/null; "
+         "wait \"$run\" || true; scontrol requeue \"$SLURM_JOB_ID\"; exit 0' USR1\n";
   else if (o.scheduler == "pbs")
     s += "# preemption: PBS sends TERM before it kills a rerunnable (-r y) job, which is queued again and resumes\n"
-         "trap 'kill -TERM \"$run\" 2>/dev/null; wait \"$run\" || true; exit 143' TERM\n";
+         "# (USR1 to mpirun reaches every rank: they finish the step and checkpoint)\n"
+         "trap 'kill -USR1 \"$run\" 2>/dev/null; wait \"$run\" || true; exit 143' TERM\n";
   s += "wait \"$run\"\n";
   return s;
 }
@@ -158,6 +169,7 @@ void run_launch(const LaunchOptions& o) {
   const Plan p = load_plan(o.plan_file);
   check(o, p);
   if (!o.data.empty() && !std::filesystem::is_regular_file(o.data)) throw ConfigError("--data: '" + o.data + "' is not a regular file");
+  if (!o.optimizer.empty()) train::load_optimizer(o.optimizer);  // a bad file is refused now, not on the cluster
   const std::string script = job_script(o, p);
   if (o.out.empty()) {
     std::cout << script;
@@ -183,7 +195,9 @@ void register_launch_command(CLI::App& app) {
   cmd->add_option("--steps", o->steps, "training steps in total (a resumed job runs the ones left)")->capture_default_str();
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir, "checkpoint directory (resume source)")->capture_default_str();
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "checkpoint every N steps")->capture_default_str();
+  cmd->add_option("--keep-last", o->keep_last, "keep only the newest N checkpoints (0: all)")->capture_default_str();
   cmd->add_option("--data", o->data, "training data file (default: the runner's default corpus)");
+  cmd->add_option("--optimizer", o->optimizer, "train config with an optimizer: section (train --optimizer)");
   cmd->add_option("--job-name", o->job_name, "job name")->capture_default_str();
   cmd->add_option("--partition", o->partition, "Slurm partition / PBS queue");
   cmd->add_option("--account", o->account, "account to charge");

@@ -1,7 +1,9 @@
 // cli/mpi_session.cpp — see mpi_session.hpp.
 #include "cli/mpi_session.hpp"
 
+#include <cstdio>
 #include <cstdlib>
+#include <iostream>
 
 #include <mpi.h>
 
@@ -34,12 +36,25 @@ void finalize_and_exit(int code) {
   std::exit(code);
 }
 
+void print_error(const std::exception& e) {
+  std::cerr << (exit_code_of(e) == 2 ? "scanshard: error: " : "scanshard: runtime failure: ") << e.what() << "\n" << std::flush;
+  std::fflush(stderr);
+}
+
+void exit_on_every_rank(int rank, const std::exception& e) {
+  // Rank 0 writes the message before any rank can exit: once a rank has exited with a non-zero
+  // code, mpirun kills the others, and a rank 0 that had finalised but not yet printed (the
+  // message used to be printed by main, after MPI_Finalize) lost it.
+  if (rank == 0) print_error(e);
+  MPI_Barrier(MPI_COMM_WORLD);
+  finalize_and_exit(exit_code_of(e));
+}
+
 void check_inputs_on_every_rank(int rank, const std::function<void()>& checks) {
   try {
     checks();
   } catch (const std::exception& e) {
-    if (rank == 0) throw;
-    finalize_and_exit(exit_code_of(e));
+    exit_on_every_rank(rank, e);
   }
 }
 

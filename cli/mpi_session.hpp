@@ -21,9 +21,16 @@ class MpiSession {
 int exit_code_of(const std::exception& e);
 
 // Runs `checks` (deterministic, identical on every rank, no communication). When they throw,
-// rank 0 rethrows (main prints the message and exits 2 or 1); every other rank finalises MPI and
-// exits silently with the same code.
+// exit_on_every_rank: rank 0 prints the message, every rank exits with the same code.
 void check_inputs_on_every_rank(int rank, const std::function<void()>& checks);
+
+// For an error every rank of MPI_COMM_WORLD has (collective): rank 0 prints it as main would
+// ("scanshard: error: ..." for input errors), flushed, before any rank exits — a barrier — then
+// every rank finalises MPI and exits with exit_code_of(e).
+[[noreturn]] void exit_on_every_rank(int rank, const std::exception& e);
+
+// The message main prints for `e`, on stderr, flushed.
+void print_error(const std::exception& e);
 
 // Ends this rank with `code` after finalising MPI (for failures every rank has agreed on).
 [[noreturn]] void finalize_and_exit(int code);

@@ -1,12 +1,18 @@
 // cli/train_command.cpp — `scanshard train`: run a plan for real on MPI ranks (issue 8: data, fsdp
 // with ZeRO 0–3, tensor and sequence parallelism for Griffin / Hawk / MQA, fp32). Run as
 //   mpirun -n N scanshard train --plan P [--model M] [--data FILE] [--steps S] [--seed N] [--trace FILE]
-//                                [--checkpoint-dir D [--checkpoint-every K]] [--resume PATH]
+//                                [--checkpoint-dir D [--checkpoint-every K] [--keep-last N]] [--resume PATH]
 // or plainly for one rank. N must equal the plan's mesh size. Input errors (bad plan, mesh ≠ ranks,
 // unsupported axis or family, missing data) are detected identically on every rank before any
 // communication: rank 0 reports them, every rank exits with the same code (2), nothing hangs. A
 // failure during training aborts the whole job (MPI_Abort) after the failing rank prints it.
+// SIGTERM or SIGUSR1 (a batch scheduler's warning before preemption or the time limit; mpirun
+// forwards SIGUSR1 to every rank, Slurm signals every task) at any rank: every rank finishes the
+// current step, the run checkpoints (with --checkpoint-dir), rank 0 says where to resume, exit 0.
+// A rank that stops responding (SIGSTOP, a hang outside MPI, a dead node) ends the job within
+// --watchdog-seconds plus a 10 s grace with a message naming it (train/watchdog.hpp).
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -35,9 +41,26 @@
 namespace scanshard {
 namespace {
 
+// The stop signal this rank received (0: none). Set by the handler, read by the step loop.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGTERM, SIGUSR1}) ::sigaction(sig, &sa, nullptr);
+}
+
 struct TrainOptions {
-  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume, on_nan = "stop";
-  std::int64_t steps = 10, checkpoint_every = 0;
+  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume, on_nan = "stop", optimizer;
+  bool allow_optimizer_change = false;
+  std::int64_t steps = 10, checkpoint_every = 0, keep_last = 0;
+  // Long enough for any wait inside a step of a healthy job (ranks reach each collective within
+  // this of one another; the timeout also stretches to 3 × the slowest step), short enough that a
+  // stopped rank ends the job within a minute (40 s + the 10 s heartbeat grace).
+  double watchdog_seconds = 40;
   unsigned seed = 1234;
 };
 
@@ -80,14 +103,19 @@ void run_train(const TrainOptions& o) {
   Plan p;
   std::optional<train::Tokens> data;  // opened: each rank reads only its sequences
   train::OnNan on_nan = train::OnNan::stop;
+  train::OptimizerConfig optimizer;  // defaults (train/optimizer.hpp) unless --optimizer
   check_inputs_on_every_rank(rank, [&] {
+    if (!o.optimizer.empty()) optimizer = train::load_optimizer(o.optimizer);
     p = load_plan(o.plan_file);
     const std::string model = pick_preset(o.model, p.model, "model", o.plan_file);
     m = load_model(model, o.model.empty() ? o.plan_file + ": model" : "--model");
     if (o.steps < 1) throw ConfigError("--steps: must be at least 1");
     train::check_steps(0, o.steps);  // again with a --resume checkpoint's step, once it is read
     if (o.checkpoint_every < 0) throw ConfigError("--checkpoint-every: must be 0 (only after the last step) or positive");
+    if (!(o.watchdog_seconds >= 0)) throw ConfigError("--watchdog-seconds: must be 0 (off) or positive");
     if (o.checkpoint_every > 0 && o.checkpoint_dir.empty()) throw ConfigError("--checkpoint-every: needs --checkpoint-dir");
+    if (o.keep_last < 0) throw ConfigError("--keep-last: must be 0 (keep every checkpoint) or positive");
+    if (o.keep_last > 0 && o.checkpoint_dir.empty()) throw ConfigError("--keep-last: needs --checkpoint-dir");
     try {
       train::check_supported(m, p, world.size());
     } catch (const PlanError& e) {  // name the plan file and the key to change
@@ -107,16 +135,16 @@ void run_train(const TrainOptions& o) {
     world.broadcast(std::span<std::int64_t>(&n, 1), 0);
     bad.resize(static_cast<std::size_t>(n));
     if (n > 0) world.broadcast(std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(bad.data()), bad.size()), 0);
-    if (n > 0) {
-      if (rank == 0) throw ConfigError(bad);
-      finalize_and_exit(2);
-    }
+    if (n > 0) exit_on_every_rank(rank, ConfigError(bad));
   }
+
+  mpi::arm_watchdog(MPI_COMM_WORLD, o.watchdog_seconds);  // every rank, here: see watchdog.hpp
 
   if (rank == 0) {
     std::cout << "train " << m.name << " on " << world.size() << " rank(s), mesh " << p.mesh.describe() << ", batch "
               << p.global_batch << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << ", "
               << o.steps << " steps, seed " << o.seed << "\n";
+    std::cout << optimizer.describe() << (o.optimizer.empty() ? " (defaults; --optimizer FILE to change)" : "") << "\n";
     if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32 || p.grad_bytes() < 4)
       std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
     std::cout << "note: gradients are summed in " << (p.grad_dtype == GradDType::fp64 ? "fp64" : "fp32")
@@ -131,8 +159,14 @@ void run_train(const TrainOptions& o) {
   opt.seed = o.seed;
   opt.checkpoint_dir = o.checkpoint_dir;
   opt.checkpoint_every = o.checkpoint_every;
+  opt.keep_last = o.keep_last;
   opt.resume = o.resume;
   opt.on_nan = on_nan;
+  opt.adamw = optimizer.adamw;
+  opt.schedule = optimizer.schedule;
+  opt.allow_optimizer_change = o.allow_optimizer_change;
+  install_stop_handlers();
+  opt.stop_requested = [] { return g_stop_signal != 0; };
   opt.notice = [rank](const std::string& line) {
     if (rank == 0) std::cout << "warning: " << line << "\n" << std::flush;
   };
@@ -154,12 +188,25 @@ void run_train(const TrainOptions& o) {
     }
     if (rank == 0)
       for (const auto& c : res.checkpoints) std::cout << "checkpoint " << c << "\n";
+    if (res.stopped_after > 0) {  // every rank stopped at the same step: name the signal on rank 0
+      std::int64_t sig = g_stop_signal;
+      world.allreduce_max(std::span<std::int64_t>(&sig, 1));
+      if (rank == 0) {
+        std::cout << "stopped by " << (sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM") << " after step " << res.stopped_after << " ("
+                  << res.stopped_after - res.first_step << " of the " << o.steps << " step(s) this run was asked for); ";
+        if (res.checkpoints.empty()) std::cout << "no --checkpoint-dir, so nothing was saved\n";
+        else std::cout << "resume with --resume " << res.checkpoints.back() << "\n";
+        std::cout << std::flush;
+      }
+    }
+    if (rank == 0 && !res.pruned.empty())
+      std::cout << "removed " << res.pruned.size() << " older checkpoint(s) (--keep-last " << o.keep_last << ")\n";
   } catch (const train::NumericalError& e) {  // every rank saw the same non-finite values
     if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
+    MPI_Barrier(MPI_COMM_WORLD);  // printed before any rank exits (mpi_session.hpp)
     finalize_and_exit(3);
   } catch (const ConfigError& e) {  // a bad --resume file or checkpoint directory: every rank agrees
-    if (rank == 0) std::cerr << "scanshard: error: " << e.what() << "\n" << std::flush;
-    finalize_and_exit(2);
+    exit_on_every_rank(rank, e);
   } catch (const std::exception& e) {
     std::cerr << "scanshard: rank " << rank << ": runtime failure: " << e.what() << "\n" << std::flush;
     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -180,12 +227,24 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
   cmd->add_option("--seed", o->seed, "initialisation and dropout-mask seed (the same parameters and masks for every plan)")->capture_default_str();
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
-                  "write <dir>/step-<N>.h5 (parallel HDF5, full logical tensors) after the last step");
+                  "write <dir>/step-<N>.h5 (N zero-padded to 8 digits; parallel HDF5, full logical tensors) after the last "
+                  "step, and <dir>/latest naming the newest");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also checkpoint every N steps (needs --checkpoint-dir)");
+  cmd->add_option("--keep-last", o->keep_last, "keep only the newest N step files (0: all; needs --checkpoint-dir)")
+      ->capture_default_str();
   cmd->add_option("--resume", o->resume, "start from this checkpoint (written under any plan and rank count)");
+  cmd->add_option("--optimizer", o->optimizer,
+                  "train config YAML with an `optimizer:` section (AdamW lr, beta1, beta2, eps, weight_decay, "
+                  "max_grad_norm, warmup_steps, decay_steps, min_lr_ratio; see train/optimizer.hpp)");
+  cmd->add_flag("--allow-optimizer-change", o->allow_optimizer_change,
+                "resume from a checkpoint written with another optimizer (default: refused, naming what changed)");
   cmd->add_option("--on-nan", o->on_nan,
                   "a NaN/Inf loss or gradient: stop (exit 3, naming the step and the first bad tensor) or skip "
                   "that step's update")
+      ->capture_default_str();
+  cmd->add_option("--watchdog-seconds", o->watchdog_seconds,
+                  "end the job, naming the rank, when a wait for other ranks exceeds this (and 3x the slowest step); "
+                  "0: off")
       ->capture_default_str();
   cmd->add_option("--trace", o->trace, "write measured seconds per (phase, op, name) per step as JSON (rank 0)");
   cmd->callback([o] { run_train(*o); });

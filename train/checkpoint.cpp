@@ -549,6 +549,7 @@ void write_meta(hid_t file, const CheckpointMeta& meta) {
   write_int_attr<std::int64_t>(m.get(), "step", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.step);
   write_int_attr<std::uint64_t>(m.get(), "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, meta.seed);
   write_int_attr<std::int64_t>(m.get(), "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.data_cursor);
+  if (!meta.optimizer_yaml.empty()) write_string_attr(m.get(), "optimizer", meta.optimizer_yaml);
   write_int_attr<std::int32_t>(m.get(), "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, kCheckpointFormatVersion);
 }
 
@@ -668,6 +669,7 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   meta.model_name = bcast_string(g, meta.model_name, 0);
   meta.model_yaml = bcast_string(g, meta.model_yaml, 0);
   meta.plan_text = bcast_string(g, meta.plan_text, 0);
+  meta.optimizer_yaml = bcast_string(g, meta.optimizer_yaml, 0);
   bcast_value(g, meta.step, 0);
   bcast_value(g, meta.seed, 0);
   bcast_value(g, meta.data_cursor, 0);
@@ -772,6 +774,7 @@ CheckpointMeta read_meta(const Reader& r, hid_t file) {
   meta.step = r.int_attr<std::int64_t>(m.get(), "step", H5T_NATIVE_INT64);
   meta.seed = r.int_attr<std::uint64_t>(m.get(), "seed", H5T_NATIVE_UINT64);
   meta.data_cursor = r.int_attr<std::int64_t>(m.get(), "data_cursor", H5T_NATIVE_INT64);
+  if (H5Aexists(m.get(), "optimizer") > 0) meta.optimizer_yaml = r.string_attr(m.get(), "optimizer");
   return meta;
 }
 

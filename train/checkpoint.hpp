@@ -9,7 +9,8 @@
 //   /                         attribute description (one sentence explaining the layout)
 //   /params/<block>/<name>    float32, the full logical parameter tensor, e.g. /params/layer.0/mlp.w1
 //   /optim/adam_m/<block>/<name>, /optim/adam_v/<block>/<name>   AdamW moments, same shapes
-//   /meta                     attributes model_name, model_yaml, plan, step, seed, data_cursor, format_version
+//   /meta                     attributes model_name, model_yaml, plan, step, seed, data_cursor, format_version,
+//                             and optimizer (optional: absent in files written before it was recorded)
 //
 // Atomicity: the file is written as `<path>.tmp-<pid of rank 0>`, closed collectively, fsynced, and
 // renamed to `path` by rank 0 (then the directory is fsynced). An existing checkpoint at `path` is
@@ -53,6 +54,7 @@ struct CheckpointMeta {
   std::int64_t step = 0;
   std::uint64_t seed = 0;
   std::int64_t data_cursor = 0;
+  std::string optimizer_yaml;  // train/optimizer.hpp's to_yaml(); "" in files written before it was recorded
   int version = 2;         // format_version; read_checkpoint only accepts kCheckpointFormatVersion
 };
 

@@ -59,7 +59,7 @@ Comm Comm::split(int color, int key) const {
   return Comm(out, true);
 }
 
-void Comm::barrier() const { SCANSHARD_MPI(MPI_Barrier(comm_)); }
+void Comm::barrier() const { SCANSHARD_MPI_WAITED(MPI_Barrier, MPI_Ibarrier, comm_); }
 
 int Comm::count(size_t n) {
   if (n > static_cast<size_t>(INT_MAX)) throw MpiError("message of " + std::to_string(n) + " elements exceeds MPI's int count");

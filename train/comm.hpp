@@ -13,6 +13,8 @@
 
 #include <mpi.h>
 
+#include "train/watchdog.hpp"
+
 namespace scanshard::mpi {
 
 class MpiError : public std::runtime_error {
@@ -23,6 +25,18 @@ class MpiError : public std::runtime_error {
 // Throws MpiError if rc != MPI_SUCCESS: "<call> failed at file:line on rank r: <MPI message>".
 void check(int rc, const char* call, const char* file, int line);
 #define SCANSHARD_MPI(call) ::scanshard::mpi::check((call), #call, __FILE__, __LINE__)
+// The blocking collective BLOCKING(args...), or while the watchdog is armed (watchdog.hpp) its
+// non-blocking form NONBLOCKING(args..., &request) completed by watchdog_wait.
+#define SCANSHARD_MPI_WAITED(BLOCKING, NONBLOCKING, ...)                       \
+  do {                                                                          \
+    if (!::scanshard::mpi::watchdog_armed()) {                                  \
+      SCANSHARD_MPI(BLOCKING(__VA_ARGS__));                                     \
+    } else {                                                                    \
+      MPI_Request waited_request_ = MPI_REQUEST_NULL;                           \
+      SCANSHARD_MPI(NONBLOCKING(__VA_ARGS__, &waited_request_));               \
+      ::scanshard::mpi::watchdog_wait(waited_request_, #BLOCKING);              \
+    }                                                                           \
+  } while (0)
 
 int world_rank();  // rank in MPI_COMM_WORLD (for messages); -1 before MPI_Init
 
@@ -53,27 +67,29 @@ class Comm {
 
   // In-place sum over all ranks.
   template <class T> void allreduce_sum(std::span<T> data) const {
-    SCANSHARD_MPI(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_SUM, comm_));
+    SCANSHARD_MPI_WAITED(MPI_Allreduce, MPI_Iallreduce, MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_SUM, comm_);
   }
   template <class T> void allreduce_max(std::span<T> data) const {
-    SCANSHARD_MPI(MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_MAX, comm_));
+    SCANSHARD_MPI_WAITED(MPI_Allreduce, MPI_Iallreduce, MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), MPI_MAX, comm_);
   }
   // out[r*n .. (r+1)*n) = in of rank r; out.size() must be size()·in.size().
   template <class T> void allgather(std::span<const T> in, std::span<T> out) const {
     require(out.size() == in.size() * static_cast<size_t>(size_), "allgather: out.size() must be size()*in.size()");
-    SCANSHARD_MPI(MPI_Allgather(in.data(), count(in.size()), datatype<T>(), out.data(), count(in.size()), datatype<T>(), comm_));
+    SCANSHARD_MPI_WAITED(MPI_Allgather, MPI_Iallgather, in.data(), count(in.size()), datatype<T>(), out.data(), count(in.size()),
+                         datatype<T>(), comm_);
   }
   // Sum over ranks of in, scattered: rank r gets elements [r*n, (r+1)*n) with n = out.size().
   template <class T> void reduce_scatter_sum(std::span<const T> in, std::span<T> out) const {
     require(in.size() == out.size() * static_cast<size_t>(size_), "reduce_scatter: in.size() must be size()*out.size()");
-    SCANSHARD_MPI(MPI_Reduce_scatter_block(in.data(), out.data(), count(out.size()), datatype<T>(), MPI_SUM, comm_));
+    SCANSHARD_MPI_WAITED(MPI_Reduce_scatter_block, MPI_Ireduce_scatter_block, in.data(), out.data(), count(out.size()),
+                         datatype<T>(), MPI_SUM, comm_);
   }
   // Sum over ranks of `in` (length Σ counts); rank r receives its contiguous part of counts[r]
   // elements in `out` (ZeRO gradient sharding with uneven shards).
   template <class T> void reduce_scatter_sum_v(std::span<const T> in, std::span<T> out, const std::vector<int>& counts) const {
     require(counts.size() == static_cast<size_t>(size_) && out.size() == static_cast<size_t>(counts[static_cast<size_t>(rank_)]),
             "reduce_scatter_v: one count per rank, out sized to this rank's count");
-    SCANSHARD_MPI(MPI_Reduce_scatter(in.data(), out.data(), counts.data(), datatype<T>(), MPI_SUM, comm_));
+    SCANSHARD_MPI_WAITED(MPI_Reduce_scatter, MPI_Ireduce_scatter, in.data(), out.data(), counts.data(), datatype<T>(), MPI_SUM, comm_);
   }
   // In place: buf holds Σ counts elements, this rank's part (counts[rank] at its offset) is
   // current; afterwards every part is (ZeRO parameter gather).
@@ -82,8 +98,8 @@ class Comm {
     for (size_t i = 1; i < counts.size(); ++i) displs[i] = displs[i - 1] + counts[i - 1];
     require(counts.size() == static_cast<size_t>(size_) && buf.size() == static_cast<size_t>(displs.back() + counts.back()),
             "allgather_v: one count per rank summing to the buffer size");
-    SCANSHARD_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data(), counts.data(), displs.data(),
-                                 datatype<T>(), comm_));
+    SCANSHARD_MPI_WAITED(MPI_Allgatherv, MPI_Iallgatherv, MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data(), counts.data(),
+                         displs.data(), datatype<T>(), comm_);
   }
   // Point to point (pipeline stages): a non-blocking send completed by wait_all, a blocking receive.
   template <class T> MPI_Request isend(std::span<const T> data, int dest, int tag) const {
@@ -92,7 +108,13 @@ class Comm {
     return r;
   }
   template <class T> void recv(std::span<T> data, int source, int tag) const {
-    SCANSHARD_MPI(MPI_Recv(data.data(), count(data.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
+    if (!watchdog_armed()) {
+      SCANSHARD_MPI(MPI_Recv(data.data(), count(data.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
+      return;
+    }
+    MPI_Request r = MPI_REQUEST_NULL;
+    SCANSHARD_MPI(MPI_Irecv(data.data(), count(data.size()), datatype<T>(), source, tag, comm_, &r));
+    watchdog_wait(r, "MPI_Recv");
   }
   // Non-blocking in-place sum (a gradient bucket while the backward pass goes on); complete it
   // with wait_all. `data` must stay alive and untouched until then.
@@ -109,17 +131,22 @@ class Comm {
     if (done) requests.clear();
   }
   static void wait_all(std::vector<MPI_Request>& requests) {
-    if (requests.empty()) return;
-    SCANSHARD_MPI(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
-    requests.clear();
+    watchdog_wait(requests, "MPI_Waitall");  // MPI_Waitall while the watchdog is disarmed
   }
   template <class T> void broadcast(std::span<T> data, int root) const {
-    SCANSHARD_MPI(MPI_Bcast(data.data(), count(data.size()), datatype<T>(), root, comm_));
+    SCANSHARD_MPI_WAITED(MPI_Bcast, MPI_Ibcast, data.data(), count(data.size()), datatype<T>(), root, comm_);
   }
   // Send `send` to `dest` and receive `recv` from `source` (either may be MPI_PROC_NULL).
   template <class T> void sendrecv(std::span<const T> send, int dest, std::span<T> recv, int source, int tag = 0) const {
-    SCANSHARD_MPI(MPI_Sendrecv(send.data(), count(send.size()), datatype<T>(), dest, tag, recv.data(),
-                               count(recv.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
+    if (!watchdog_armed()) {
+      SCANSHARD_MPI(MPI_Sendrecv(send.data(), count(send.size()), datatype<T>(), dest, tag, recv.data(),
+                                 count(recv.size()), datatype<T>(), source, tag, comm_, MPI_STATUS_IGNORE));
+      return;
+    }
+    std::vector<MPI_Request> r(2, MPI_REQUEST_NULL);
+    SCANSHARD_MPI(MPI_Irecv(recv.data(), count(recv.size()), datatype<T>(), source, tag, comm_, &r[1]));
+    SCANSHARD_MPI(MPI_Isend(send.data(), count(send.size()), datatype<T>(), dest, tag, comm_, &r[0]));
+    watchdog_wait(r, "MPI_Sendrecv");
   }
 
  private:

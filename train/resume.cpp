@@ -74,4 +74,18 @@ ResumePoint check_resume(const CheckpointMeta& meta, const std::string& path, co
   return {meta.step, meta.seed};
 }
 
+void check_optimizer(const CheckpointMeta& meta, const std::string& path, const OptimizerConfig& now, bool allow) {
+  if (meta.optimizer_yaml.empty()) return;
+  OptimizerConfig before;
+  try {
+    before = parse_optimizer(meta.optimizer_yaml, path + ": /meta optimizer");
+  } catch (const ConfigError& e) {
+    throw ConfigError(path + ": /meta optimizer: not an optimizer record (" + e.what() + ")");
+  }
+  const std::string changed = optimizer_changes(before, now);
+  if (!changed.empty() && !allow)
+    throw ConfigError(path + ": /meta optimizer: this run's optimizer differs from the checkpoint's (" + changed +
+                      "); pass --allow-optimizer-change to resume with the new one");
+}
+
 }  // namespace scanshard::train

@@ -15,6 +15,7 @@
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "train/checkpoint.hpp"
+#include "train/optimizer.hpp"
 
 namespace scanshard::train {
 
@@ -43,5 +44,10 @@ struct ResumePoint {
 //   seed: a value --seed can give (32 bits).
 ResumePoint check_resume(const CheckpointMeta& meta, const std::string& path, const ModelSpec& m, const Plan& p,
                          std::int64_t steps);
+
+// The checkpoint's /meta optimizer against the run's: a parse failure is refused like any bad
+// /meta field; a different optimizer is a ConfigError naming the changed keys unless `allow`
+// (--allow-optimizer-change). A checkpoint without the record (written before it was kept) passes.
+void check_optimizer(const CheckpointMeta& meta, const std::string& path, const OptimizerConfig& now, bool allow);
 
 }  // namespace scanshard::train

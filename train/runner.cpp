@@ -15,6 +15,7 @@
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
+#include "train/checkpoint_dir.hpp"
 #include "train/executor.hpp"
 #include "train/resume.hpp"
 
@@ -348,6 +349,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     const CheckpointMeta meta = read_checkpoint(comm, o.resume, lay, slabs, per_tensor(sl, params.data()),
                                                 per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
     const ResumePoint at = check_resume(meta, o.resume, m, p, o.steps);  // every rank read the same /meta
+    check_optimizer(meta, o.resume, OptimizerConfig{o.adamw, o.schedule}, o.allow_optimizer_change);
     first_step = at.step;
     mask_seed = at.seed;
   }
@@ -365,12 +367,25 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     meta.step = done;
     meta.seed = mask_seed;  // the initialisation seed, or the resumed checkpoint's
     meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
-    const std::string path = o.checkpoint_dir + "/step-" + std::to_string(done) + ".h5";
+    meta.optimizer_yaml = OptimizerConfig{o.adamw, o.schedule}.to_yaml();
+    const std::string path = o.checkpoint_dir + "/" + step_file_name(done);
     Trace::Scope sc(&res.trace, "optimizer", "checkpoint", "params");
     write_checkpoint(comm, path, lay, slabs, per_tensor(sl, static_cast<const float*>(params.data())),
                      per_tensor(sl, static_cast<const float*>(m1.data())), per_tensor(sl, static_cast<const float*>(m2.data())),
                      meta);
     res.checkpoints.push_back(path);
+    if (rank != 0) return;
+    // The pointer and the retention, after the file is complete: rank 0 alone, and a failure is a
+    // notice (the checkpoint itself is written; the next one tries again), never a hang.
+    try {
+      write_latest_pointer(o.checkpoint_dir, done);
+    } catch (const std::exception& e) {
+      if (o.notice) o.notice(std::string("the latest pointer was not updated: ") + e.what());
+    }
+    std::vector<std::string> failed;
+    for (auto& f : prune_step_files(o.checkpoint_dir, o.keep_last, done, &failed)) res.pruned.push_back(std::move(f));
+    for (const auto& f : failed)
+      if (o.notice) o.notice("--keep-last: cannot remove " + f);
   };
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
   Trace& tr = res.trace;
@@ -428,8 +443,10 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     }
     // The global mean loss (before the update: a non-finite loss stops or skips it)
     // [1]: ranks whose data file no longer held their tokens — every rank stops alike, no update.
-    double loss_buf[2] = {loss_sum, double(data_lost)};
-    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 2));
+    // [2]: ranks asked to stop (a signal) — every rank stops after this step.
+    const bool stop_here = o.stop_requested && o.stop_requested();
+    double loss_buf[3] = {loss_sum, double(data_lost), stop_here ? 1.0 : 0.0};
+    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 3));
     if (loss_buf[1] > 0) {
       mpi::Comm::wait_all(buckets.requests);  // nothing in flight into gacc while it is released
       throw ConfigError(data.changed_message() + "; stopped before step " + std::to_string(step + 1) + "'s update");
@@ -497,12 +514,14 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
           continue;
         }
         const float clip = kernels::clip_scale(sq[0] + sq[1], o.adamw.max_grad_norm);
+        kernels::AdamW adamw = o.adamw;  // this step's learning rate (× 1 exactly when constant)
+        adamw.lr = static_cast<float>(double(o.adamw.lr) * o.schedule.factor(step + 1));
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           const std::int64_t b = std::max(own.begin, sl.offset[ti]), e = std::min(own.end, sl.offset[ti] + sl.count(ti));
           if (b >= e || !stage.held[ti]) continue;
           const float wd = lay.tensors[ti].shape.size() >= 2 ? o.adamw.weight_decay : 0.0f;
           kernels::fast::adamw_update(params.data() + b, m1.data() + b, m2.data() + b, grad.data() + b, e - b, step + 1,
-                                      o.adamw, wd, clip);
+                                      adamw, wd, clip);
         }
       } else if (op == "all_gather" && std::string_view(st.name) == "params") {
         c->allgather_v_inplace(std::span<float>(params), own.counts);
@@ -510,15 +529,20 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");
       }
     }
-    const bool last = step + 1 == first_step + o.steps;
+    const bool stop = loss_buf[2] > 0, last = stop || step + 1 == first_step + o.steps;
     if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0)))
       save(step + 1);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(G * T) / wall;
+    mpi::watchdog_note_step(wall);  // a slow step stretches the watchdog's timeout (watchdog.hpp)
     res.losses.push_back(loss);
     res.tokens_per_s.push_back(tps);
     tr.end_step(long(step), wall, loss);
     if (progress) progress(step, loss, tps);
+    if (stop && step + 1 < first_step + o.steps) {
+      res.stopped_after = step + 1;
+      break;
+    }
   }
   res.params = assemble(params, !zero3_parts.empty());
   return res;

@@ -27,6 +27,7 @@
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "train/comm.hpp"
+#include "train/optimizer.hpp"
 #include "train/tokens.hpp"
 #include "train/trace.hpp"
 
@@ -49,9 +50,16 @@ struct Options {
   std::int64_t steps = 10;             // steps to run in this invocation (after a resume: more steps)
   std::string checkpoint_dir;          // "": no checkpoints; else <dir>/step-<N>.h5 after the last step
   std::int64_t checkpoint_every = 0;   // > 0: also every this many steps
+  // > 0: after each checkpoint keep only the newest this many step files (checkpoint_dir.hpp);
+  // every checkpoint also updates <dir>/latest.
+  std::int64_t keep_last = 0;
   std::string resume;                  // a checkpoint to start from (any plan, any rank count)
   unsigned seed = 1234;  // parameter initialisation and the dropout masks (on resume: the checkpoint's)
   kernels::AdamW adamw{};  // the same hyperparameters for every plan; weight decay on matrices only
+  LrSchedule schedule{};   // lr at step s = adamw.lr × schedule.factor(s) (optimizer.hpp); constant by default
+  // A resumed checkpoint records its optimizer (/meta optimizer): a different one is a ConfigError
+  // naming the changed keys unless this is set.
+  bool allow_optimizer_change = false;
   OnNan on_nan = OnNan::stop;
   // Called on every rank with a one-line notice (a skipped step); may be empty.
   std::function<void(const std::string&)> notice;
@@ -61,18 +69,25 @@ struct Options {
   std::function<void(std::int64_t, std::span<double>)> gradient_hook;
   // Tests: keep the first step's reduced mean gradient (Result::first_gradients).
   bool keep_first_gradients = false;
+  // Asked on every rank once per step, before the step's update: true on any rank (SIGTERM or
+  // SIGUSR1 arrive at one rank or at all) makes every rank stop after that step — agreed in the
+  // step's loss all-reduce, so no extra collective — with a checkpoint when checkpoint_dir is set.
+  // Empty: never.
+  std::function<bool()> stop_requested;
 };
 
 struct Result {
   std::int64_t first_step = 0;       // 0, or the step a resumed run started from
   std::vector<double> losses;        // mean over the global batch, per step run
   std::vector<std::string> checkpoints;  // files written
+  std::vector<std::string> pruned;       // step files --keep-last removed (rank 0; empty elsewhere)
   std::vector<double> tokens_per_s;  // global tokens / wall seconds, per step
   std::vector<float> params;         // full parameters after the last step, parameter_tensors() order
   // Options::keep_first_gradients: the first step's mean gradient over the global batch, reduced
   // across ranks, before clipping and AdamW; full logical tensors in parameter_tensors() order.
   std::vector<float> first_gradients;
   std::vector<std::int64_t> skipped_steps;
+  std::int64_t stopped_after = 0;   // > 0: Options::stop_requested ended the run after this 1-based step
   std::int64_t overlapped_buckets = 0;  // gradient buckets reduced during backward (plan.overlap)  // 1-based steps whose update --on-nan skip dropped
   Trace trace;
 };

@@ -23,6 +23,7 @@
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "tests/common/checkpoint_edit.hpp"
+#include "train/checkpoint_dir.hpp"
 #include "train/comm.hpp"
 #include "train/executor.hpp"
 #include "train/resume.hpp"
@@ -747,9 +748,9 @@ void resume_case(const std::string& model, const Case& before, const Case& after
   o.steps = 2;
   o.checkpoint_dir = dir;
   const auto first = train::run(m, make_plan(model, before, true), data, o, &world);
-  REQUIRE(first.checkpoints == std::vector<std::string>{dir + "/step-2.h5"});
+  REQUIRE(first.checkpoints == std::vector<std::string>{dir + "/" + train::step_file_name(2)});
   o.checkpoint_dir.clear();
-  o.resume = dir + "/step-2.h5";
+  o.resume = dir + "/" + train::step_file_name(2);
   o.seed = 999;  // ignored: parameters and the dropout masks' seed come from the checkpoint
   const auto second = train::run(m, make_plan(model, after, true), data, o, &world);
   CHECK(second.first_step == 2);
@@ -789,7 +790,7 @@ TEST_CASE("train: a checkpoint written on 2 ranks resumes on 1 rank and on every
   if (world.rank() < 2) train::run(m, make_plan(model, one_axis(Axis::data, 2), true), data, o, &pair);
   world.barrier();
   o.checkpoint_dir.clear();
-  o.resume = dir + "/step-2.h5";
+  o.resume = dir + "/" + train::step_file_name(2);
   if (world.rank() == 0) check_resumed(m, train::run(m, make_plan(model, one_axis(Axis::data, 1), false), data, o, nullptr), ref, "on 1 rank");
   world.barrier();
   Case all = one_axis(w == 3 ? Axis::fsdp : Axis::tensor, w);  // tensor = 3 does not divide 4 heads
@@ -816,7 +817,7 @@ TEST_CASE("train: resuming from a checkpoint of another model is a ConfigError o
   o.checkpoint_dir = dir;
   train::run(load_model("hawk-tiny"), make_plan("hawk-tiny", one_axis(Axis::data, world.size()), true), data, o, &world);
   o.checkpoint_dir.clear();
-  o.resume = dir + "/step-1.h5";
+  o.resume = dir + "/" + train::step_file_name(1);
   CHECK_THROWS_AS(train::run(load_model("griffin-tiny"), make_plan("griffin-tiny", one_axis(Axis::data, world.size()), true),
                              data, o, &world),
                   ConfigError);

@@ -307,15 +307,15 @@ class Fixtures {
   }
   fs::path checkpoint(const std::string& model) {
     const fs::path ck = dir_ / ("ckpt-" + model);
-    if (!fs::exists(ck / "step-1.h5")) {
+    if (!fs::exists(ck / "step-00000001.h5")) {
       const fs::path plan = dir_ / ("plan-" + model + ".yaml");
       std::ofstream(plan) << "model: " << model << "\nmesh: {data: 1}\nglobal_batch: 2\nseq_len: 16\n";
       const auto r = run("train --steps 1 --plan " + plan.string() + " --checkpoint-dir " + ck.string());
       INFO(r.err);
       REQUIRE(r.code == 0);
-      REQUIRE(fs::exists(ck / "step-1.h5"));
+      REQUIRE(fs::exists(ck / "step-00000001.h5"));
     }
-    return ck / "step-1.h5";
+    return ck / "step-00000001.h5";
   }
   fs::path dir_;
   int count_ = 0;
@@ -345,7 +345,8 @@ void run_case(const CorpusCase& c, const fs::path& plan, const std::string& laun
   CHECK_THAT(r.err, !Catch::Contains("Sanitizer") && !Catch::Contains("runtime error:"));
   std::istringstream out(r.out);
   for (std::string line; std::getline(out, line);)
-    CHECK(((kind == "train" || kind == "resume") && (line.starts_with("train ") || line.starts_with("note: "))));
+    CHECK(((kind == "train" || kind == "resume") &&
+           (line.starts_with("train ") || line.starts_with("optimizer: ") || line.starts_with("note: "))));
   for (const auto& e : fs::recursive_directory_iterator(tmp)) {
     INFO("left behind: " << e.path().string());
     CHECK(!e.is_regular_file());

@@ -5,6 +5,8 @@
 // plans that cannot be placed on the nodes asked for are refused with exit 2.
 #include <catch2/catch.hpp>
 
+#include "tests/common/shell.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -14,37 +16,17 @@
 #include <unistd.h>
 
 namespace fs = std::filesystem;
+using scanshard::testing::sh;
+using scanshard::testing::Shell;
 
 namespace {
-
-struct Shell {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-Shell sh(const std::string& cmd, const fs::path& dir) {
-  const fs::path log = dir / "log";
-  const int status = std::system((cmd + " >" + log.string() + " 2>&1").c_str());
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), ss.str()};
-}
 
 std::string launch(const std::string& args) { return std::string(SCANSHARD_BIN) + " launch " + args; }
 
 const std::string kPlan = std::string(SCANSHARD_TEST_DATA) + "/../../configs/plans/griffin-tiny-cpu-2.yaml";
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("scanshard-launch-" + std::to_string(::getpid()));
-  TempDir() {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : scanshard::testing::TempDir {
+  TempDir() : scanshard::testing::TempDir("scanshard-launch-") {}
 };
 
 // The loss the trainer printed for `step` ("step 3 loss 4.622031 ...").
@@ -70,12 +52,12 @@ TEST_CASE("launch --scheduler none: the script runs at 2 ranks and a second job 
   const Shell first = sh(env + job2, t.path);
   INFO(first.out);
   REQUIRE(first.code == 0);
-  CHECK(fs::exists(ck + "/step-2.h5"));
+  CHECK(fs::exists(ck + "/step-00000002.h5"));
   const Shell second = sh(env + job3, t.path);
   INFO(second.out);
   REQUIRE(second.code == 0);
   CHECK_THAT(second.out, Catch::Contains("resuming from step 2"));
-  CHECK(fs::exists(ck + "/step-3.h5"));
+  CHECK(fs::exists(ck + "/step-00000003.h5"));
   CHECK(loss_at(second.out, 2).empty());  // step 2 is not run again
   // the reference: the same plan for 3 steps without interruption
   const Shell whole = sh(std::string("OMP_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n 2 " + SCANSHARD_BIN + " train --steps 3 --plan " + kPlan, t.path);
@@ -124,10 +106,31 @@ TEST_CASE("launch writes Slurm and PBS headers in their documented directive syn
       CHECK_THAT(all, Catch::Contains("#PBS -l walltime=2-03:00:00\n"));
       CHECK_THAT(all, Catch::Contains("#PBS -r y\n"));
     }
+    if (std::string(sched) == "slurm") {  // USR1 reaches mpirun, which forwards it; mpirun's TERM would kill the ranks
+      CHECK_THAT(all, Catch::Contains("kill -USR1 \"$run\""));
+      CHECK_THAT(all, !Catch::Contains("kill -TERM"));
+    }
     CHECK_THAT(all, Catch::Contains("export OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4"));
     CHECK_THAT(all, Catch::Contains("mpirun -n 2 --map-by ppr:1:node:PE=4 --bind-to core"));
     CHECK(sh("bash -n " + out, t.path).code == 0);
   }
+}
+
+TEST_CASE("launch: the job script reads zero-padded step files as decimal and keeps --keep-last", "[cli][launch]") {
+  // step-00000009.h5 as an octal number is an error in bash arithmetic; as decimal it is step 9
+  TempDir t;
+  const std::string ck = (t.path / "ck").string(), job = (t.path / "job.sh").string();
+  fs::create_directories(ck);
+  std::ofstream(ck + "/step-00000009.h5") << "only its name is read";
+  REQUIRE(sh(launch("--plan " + kPlan + " --nodes 1 --ranks-per-node 2 --scheduler none --steps 9 --keep-last 3 --checkpoint-dir " +
+                    ck + " --out " + job), t.path).code == 0);
+  std::ifstream in(job);
+  const std::string script((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(script, Catch::Contains("--keep-last 3"));
+  const Shell r = sh("bash " + job, t.path);
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("all 9 steps done"));
 }
 
 TEST_CASE("launch refuses a plan the nodes cannot hold, naming the plan's key or the flag", "[cli][launch]") {
