@@ -35,6 +35,7 @@
 #include "program/yaml_reader.hpp"
 #include "train/checkpoint.hpp"
 #include "train/comm.hpp"
+#include "train/checkpoint_dir.hpp"
 #include "train/resume.hpp"
 #include "train/runner.hpp"
 
@@ -104,7 +105,9 @@ void run_train(const TrainOptions& o) {
   std::optional<train::Tokens> data;  // opened: each rank reads only its sequences
   train::OnNan on_nan = train::OnNan::stop;
   train::OptimizerConfig optimizer;  // defaults (train/optimizer.hpp) unless --optimizer
+  std::string resume;  // --resume, a directory resolved to the step file its `latest` names
   check_inputs_on_every_rank(rank, [&] {
+    if (!o.resume.empty()) resume = train::resolve_resume_path(o.resume);
     if (!o.optimizer.empty()) optimizer = train::load_optimizer(o.optimizer);
     p = load_plan(o.plan_file);
     const std::string model = pick_preset(o.model, p.model, "model", o.plan_file);
@@ -160,7 +163,7 @@ void run_train(const TrainOptions& o) {
   opt.checkpoint_dir = o.checkpoint_dir;
   opt.checkpoint_every = o.checkpoint_every;
   opt.keep_last = o.keep_last;
-  opt.resume = o.resume;
+  opt.resume = resume;
   opt.on_nan = on_nan;
   opt.adamw = optimizer.adamw;
   opt.schedule = optimizer.schedule;
@@ -175,6 +178,9 @@ void run_train(const TrainOptions& o) {
     std::int64_t done = 0;
     auto res = train::run(m, p, *data, opt, &world, [&](std::int64_t step, double loss, double tps) {
       if (rank != 0) return;
+      if (done == 0 && !resume.empty())
+        std::cout << "resumed from step " << step << " of " << resume << ": running steps " << step + 1 << ".." << step + o.steps
+                  << " (--steps counts the steps after the checkpoint)\n";
       ++done;  // ETA: the mean step time so far times the steps left in this run
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double eta = elapsed / static_cast<double>(done) * static_cast<double>(o.steps - done);
@@ -224,7 +230,7 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--data", o->data, "training data (default: the repository's data/corpus.txt)");
   cmd->add_option("--data-format", o->data_format, "bytes (text, any file), uint16 or uint32 (little-endian token ids)")
       ->capture_default_str();
-  cmd->add_option("--steps", o->steps, "training steps")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "training steps to run (after the checkpoint with --resume)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "initialisation and dropout-mask seed (the same parameters and masks for every plan)")->capture_default_str();
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
                   "write <dir>/step-<N>.h5 (N zero-padded to 8 digits; parallel HDF5, full logical tensors) after the last "
@@ -232,7 +238,8 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also checkpoint every N steps (needs --checkpoint-dir)");
   cmd->add_option("--keep-last", o->keep_last, "keep only the newest N step files (0: all; needs --checkpoint-dir)")
       ->capture_default_str();
-  cmd->add_option("--resume", o->resume, "start from this checkpoint (written under any plan and rank count)");
+  cmd->add_option("--resume", o->resume,
+                  "start from this checkpoint (written under any plan and rank count), or a checkpoint directory's latest");
   cmd->add_option("--optimizer", o->optimizer,
                   "train config YAML with an `optimizer:` section (AdamW lr, beta1, beta2, eps, weight_decay, "
                   "max_grad_norm, warmup_steps, decay_steps, min_lr_ratio; see train/optimizer.hpp)");

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "program/output_file.hpp"
+#include "program/yaml_reader.hpp"
 
 namespace fs = std::filesystem;
 
@@ -39,6 +40,27 @@ std::vector<StepFile> list_step_files(const std::string& dir) {
     return a.step != b.step ? a.step < b.step : a.path < b.path;
   });
   return out;
+}
+
+std::string resolve_resume_path(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return path;
+  const std::string pointer = path + "/" + kLatestPointer;
+  std::FILE* f = std::fopen(pointer.c_str(), "rb");
+  if (!f)
+    throw ConfigError(path + ": a checkpoint directory without a `latest` pointer (give a step file, e.g. " + path + "/" +
+                      step_file_name(1) + ")");
+  char buf[128] = {};
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  std::string name(buf, n);
+  if (!name.empty() && name.back() == '\n') name.pop_back();
+  if (!step_of_file_name(name) || name.find('/') != std::string::npos)
+    throw ConfigError(pointer + ": expected one step file name such as " + step_file_name(12) + ", got '" +
+                      name.substr(0, 40) + "'");
+  const std::string file = path + "/" + name;
+  if (!fs::is_regular_file(file, ec)) throw ConfigError(pointer + ": names " + name + ", which is not in " + path);
+  return file;
 }
 
 void write_latest_pointer(const std::string& dir, std::int64_t step) {

@@ -37,6 +37,11 @@ std::vector<StepFile> list_step_files(const std::string& dir);
 // Replaces <dir>/latest by "<step_file_name(step)>\n" atomically. Throws ConfigError on failure.
 void write_latest_pointer(const std::string& dir, std::int64_t step);
 
+// What `train --resume PATH` reads: PATH itself when it is a file; for a checkpoint directory the
+// step file its `latest` pointer names. Throws ConfigError naming the directory when the pointer
+// is missing, is not one step file name, or names a file that is not there. Not collective.
+std::string resolve_resume_path(const std::string& path);
+
 // Retention: keeps the `keep_last` highest-numbered step files up to `newest` (the one just
 // written) and removes the older ones; files numbered above `newest` (another run's) are left
 // alone. keep_last ≤ 0 keeps everything. Returns the removed paths; a file that cannot be

@@ -55,8 +55,9 @@ std::int64_t stopped_after(const std::string& out) {
 }
 
 // Runs 10^6 steps at 2 ranks, sends `sig` when step 1 is printed (to mpirun, or to one rank),
-// resumes from the checkpoint to step k + 2 and compares with k + 2 uninterrupted steps.
-void stop_and_resume(int sig, bool to_one_rank, const std::string& signame) {
+// resumes from the checkpoint to step k + 2 and compares with k + 2 uninterrupted steps. With
+// `from_dir` the resume names the checkpoint directory, whose `latest` pointer must lead to step k.
+void stop_and_resume(int sig, bool to_one_rank, const std::string& signame, bool from_dir) {
   testing::TempDir t("scanshard-stop-");
   const std::string ck = (t.path / "ck").string(), ref = (t.path / "ref").string();
   testing::Watched run(mpirun(2, "--plan " + kPlan + " --steps 1000000 --checkpoint-dir " + ck));
@@ -82,9 +83,13 @@ void stop_and_resume(int sig, bool to_one_rank, const std::string& signame) {
   const std::string at_k = ck + "/" + train::step_file_name(k);
   CHECK_THAT(first.out, Catch::Contains("resume with --resume " + at_k));
 
-  const Shell resumed = testing::sh(mpirun(2, "--plan " + kPlan + " --steps 2 --checkpoint-dir " + ck + " --resume " + at_k), t.path);
+  const Shell resumed =
+      testing::sh(mpirun(2, "--plan " + kPlan + " --steps 2 --checkpoint-dir " + ck + " --resume " + (from_dir ? ck : at_k)), t.path);
   INFO(resumed.out);
   REQUIRE(resumed.code == 0);
+  // says where it resumed and that --steps counted the steps after the checkpoint
+  CHECK_THAT(resumed.out, Catch::Contains("resumed from step " + std::to_string(k) + " of " + at_k + ": running steps " +
+                                          std::to_string(k + 1) + ".." + std::to_string(k + 2)));
   const Shell whole = testing::sh(mpirun(2, "--plan " + kPlan + " --steps " + std::to_string(k + 2) + " --checkpoint-dir " + ref), t.path);
   INFO(whole.out);
   REQUIRE(whole.code == 0);
@@ -97,12 +102,12 @@ void stop_and_resume(int sig, bool to_one_rank, const std::string& signame) {
 
 TEST_CASE("train: SIGUSR1 to mpirun stops every rank after a step with a checkpoint, and resuming equals an uninterrupted run",
           "[cli][train][job]") {
-  stop_and_resume(SIGUSR1, false, "SIGUSR1");
+  stop_and_resume(SIGUSR1, false, "SIGUSR1", true);
 }
 
 TEST_CASE("train: SIGTERM to one rank stops every rank at the same step, and resuming equals an uninterrupted run",
           "[cli][train][job]") {
-  stop_and_resume(SIGTERM, true, "SIGTERM");
+  stop_and_resume(SIGTERM, true, "SIGTERM", false);
 }
 
 TEST_CASE("train: a rank stopped with SIGSTOP ends the job with a message naming it (watchdog)", "[cli][train][job]") {
