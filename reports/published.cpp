@@ -219,9 +219,11 @@ Priced price_row(const Row& r) {
   if (!out.priced && fastest_over) {
     std::tie(out.plan, out.estimate) = *fastest_over;
     out.priced = true;
-    char b[160];
-    std::snprintf(b, sizeof b, "over memory in scanshard's accounting: %.1f of %.1f GB per device", out.estimate.memory.total_bytes / 1e9,
-                  out.estimate.memory.capacity_bytes / 1e9);
+    char b[200];
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    std::snprintf(b, sizeof b, "over memory in scanshard's accounting: %.1f GiB per device, the limit is %.1f (%.0f %% of %.1f GiB)",
+                  out.estimate.memory.total_bytes / gib, out.estimate.memory.limit_bytes / gib, 100 * kMaxMemoryFraction,
+                  out.estimate.memory.capacity_bytes / gib);
     out.why = b;
   }
   if (!out.priced) out.why = last_reason;
