@@ -67,8 +67,8 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
-#include "cli/compare.hpp"
-#include "cli/format.hpp"
+#include "reports/compare.hpp"
+#include "reports/format.hpp"
 #include "cli/probe.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/layernorm.hpp"
@@ -88,7 +88,7 @@
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/cost.hpp"
-#include "sim/stats.hpp"
+#include "reports/stats.hpp"
 #include "train/comm.hpp"
 
 namespace scanshard {

@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "cli/compare.hpp"
-#include "cli/format.hpp"
+#include "reports/compare.hpp"
+#include "reports/format.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"

@@ -1,10 +1,10 @@
 // cli/report_command.cpp — `scanshard report`, two modes:
 //   report --plan P --trace T [--cluster C] [--out-dir D]: the measured trace of a `scanshard train`
 //     run next to the simulator's prediction for the same plan, op group by op group (seconds per
-//     step, cli/compare.hpp), with the total step time; also written as CSV and JSON.
+//     step, reports/compare.hpp), with the total step time; also written as CSV and JSON.
 //   report --validate DIR --html FILE [...]: the self-contained HTML page with gnuplot SVG charts
 //     of a `scanshard validate` run plus the planner's Pareto front and a sequence-length sweep
-//     (cli/html_report.hpp); CSV/JSON next to the page. No gnuplot on PATH: exit 2, nothing written.
+//     (reports/html_report.hpp); CSV/JSON next to the page. No gnuplot on PATH: exit 2, nothing written.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -16,9 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "cli/compare.hpp"
-#include "cli/format.hpp"
-#include "cli/html_report.hpp"
+#include "reports/compare.hpp"
+#include "reports/format.hpp"
+#include "reports/html_report.hpp"
 #include "program/lower.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"

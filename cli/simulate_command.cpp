@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "cli/format.hpp"
+#include "reports/format.hpp"
 #include "cli/plan_options.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/simulate.hpp"

@@ -34,7 +34,7 @@
 #include "program/lower.hpp"
 #include "program/param_layout.hpp"
 #include "train/comm.hpp"
-#include "train/trace.hpp"
+#include "program/trace.hpp"
 
 namespace scanshard::train {
 

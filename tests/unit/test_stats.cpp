@@ -5,7 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "sim/stats.hpp"
+#include "reports/stats.hpp"
 
 using namespace scanshard::stats;
 

@@ -1,4 +1,4 @@
-// cli/compare.hpp — a measured run next to the simulator's prediction for the same plan, op group
+// reports/compare.hpp — a measured run next to the simulator's prediction for the same plan, op group
 // by op group (seconds per step) and in total. Shared by `scanshard report` (one trace file) and
 // `scanshard validate` (many plans run in-process).
 //
@@ -8,18 +8,18 @@
 // sides are summed to those groups (op_group). Each group gets the op class
 // (gemm, scan, attention, elementwise, norm, embedding, optimizer, comm) of the steps that carry
 // most of its predicted time. Measured: the median over the steps after the first (warm-up).
-// For: report, validate, the HTML report. Not for: statistics over many plans (sim/stats.hpp).
+// For: report, validate, the HTML report. Not for: statistics over many plans (reports/stats.hpp).
 #pragma once
 #include <map>
 #include <string>
 #include <vector>
 
-#include "cli/trace_file.hpp"
+#include "reports/trace_file.hpp"
 #include "program/cluster.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "sim/simulate.hpp"
-#include "train/trace.hpp"
+#include "program/trace.hpp"
 
 namespace scanshard {
 
@@ -29,10 +29,10 @@ struct MeasuredStep {
   double wall_seconds = 0;
   std::map<std::string, double> seconds_by_name;
 };
-// From a `scanshard train --trace` file (validated by load_trace, cli/trace_file.hpp) or from the
+// From a `scanshard train --trace` file (validated by load_trace, reports/trace_file.hpp) or from the
 // runner's in-memory Trace.
 std::vector<MeasuredStep> measured_steps(const TraceFile& trace);
-std::vector<MeasuredStep> measured_steps(const train::Trace& trace);
+std::vector<MeasuredStep> measured_steps(const Trace& trace);
 
 // The name a step is compared under: its tensor name, except the gradient synchronisation, a
 // collective on "grads" like the runner's accumulation (op grad_accumulate): "grads.sync". As

@@ -1,5 +1,5 @@
-// cli/compare.cpp — see compare.hpp.
-#include "cli/compare.hpp"
+// reports/compare.cpp — see compare.hpp.
+#include "reports/compare.hpp"
 
 #include <algorithm>
 #include <array>
@@ -9,7 +9,7 @@
 
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
-#include "sim/stats.hpp"
+#include "reports/stats.hpp"
 
 namespace scanshard {
 
@@ -24,7 +24,7 @@ std::vector<MeasuredStep> measured_steps(const TraceFile& trace) {
   return out;
 }
 
-std::vector<MeasuredStep> measured_steps(const train::Trace& trace) {
+std::vector<MeasuredStep> measured_steps(const Trace& trace) {
   std::vector<MeasuredStep> out;
   for (const auto& s : trace.steps()) {
     MeasuredStep m;

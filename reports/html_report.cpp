@@ -1,5 +1,5 @@
-// cli/html_report.cpp — see html_report.hpp.
-#include "cli/html_report.hpp"
+// reports/html_report.cpp — see html_report.hpp.
+#include "reports/html_report.hpp"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/format.hpp"
+#include "reports/format.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
