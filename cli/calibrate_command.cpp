@@ -46,6 +46,8 @@
 // is a hundred-odd kernels and collectives each at its typical speed.
 // Raw numbers go under `measurements:` (free-form; the loader accepts and ignores it). The text
 // is read back by the strict cluster loader, then written to --out atomically (output_file.hpp).
+// This file measures and prints; every fit from measurements to the cluster file (peaks, class
+// and kernel efficiencies, collective fits, jitter, the YAML text) is reports/calibration.hpp.
 // --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
 #include <cblas.h>
 #include <omp.h>
@@ -67,6 +69,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "reports/calibration.hpp"
 #include "reports/compare.hpp"
 #include "reports/format.hpp"
 #include "cli/probe.hpp"
@@ -111,15 +114,7 @@ std::vector<float> random_vector(std::size_t n, float scale, unsigned seed) {
   return v;
 }
 
-std::string fmt(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.6g", v);
-  return b;
-}
-
 // ─── compute benchmarks ─────────────────────────────────────────────────────────────────────────
-
-struct GemmSample { i64 m, n, k; double seconds, flops_per_s; };
 
 std::vector<GemmSample> bench_sgemm(bool quick) {
   std::vector<std::array<i64, 3>> shapes = {{512, 384, 128}, {512, 128, 128}, {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}};
@@ -137,8 +132,6 @@ std::vector<GemmSample> bench_sgemm(bool quick) {
   }
   return out;
 }
-
-struct TriadSample { double bytes, bytes_per_s; };
 
 // a = b + s·c over three float arrays of `bytes` in total; counts 12 bytes per element.
 std::vector<TriadSample> bench_triad(bool quick) {
@@ -192,136 +185,6 @@ double bench_launch_overhead() {
 }
 
 // ─── per-class efficiency from the runner's kernels ────────────────────────────────────────────
-
-struct KernelBench {
-  std::string cls;      // efficiency field fitted: elementwise, norm, gemm, scan, attention
-  std::string model;    // preset whose shapes (and lowering) are used
-  std::string group;    // label: the program steps the kernels implement
-  std::vector<std::string> names;  // those steps' names (forward and backward of one layer)
-  std::function<void()> run;  // the kernels train/executor.cpp calls for them, one micro-batch
-  double seconds = 0;   // measured (median of repeated cold calls, mean over ranks)
-  double efficiency = 0;
-  bool clamped = false;
-  std::string op{};  // non-empty: fits efficiency.ops[op], its own value (kTunedOps) ...
-  bool also_class = false;  // ... and, if set, joins its class's fit too (else only its own)
-  // Inputs that the step's previous op has just written (the forward input, the incoming
-  // gradient): rewritten, untimed, after the eviction pass, so they are in cache as in a step.
-  std::vector<std::pair<float*, std::size_t>> hot{};
-  ScanAlgo scan = ScanAlgo::sequential;  // the plan whose lowering prices it
-};
-
-constexpr i64 kBenchBatch = 4, kBenchSeq = 128;
-
-Plan bench_plan(const std::string& model, ScanAlgo scan = ScanAlgo::sequential) {
-  Plan p;
-  p.scan = scan;
-  p.model = model;
-  p.global_batch = kBenchBatch;
-  p.micro_batch = kBenchBatch;
-  p.seq_len = kBenchSeq;
-  p.param_dtype = p.act_dtype = DType::fp32;
-  return p;
-}
-
-// Compute steps named in `names` (forward, backward and step end), of the first layer that has
-// them (−1 for the embedding, head, loss and optimizer).
-std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names,
-                              ScanAlgo scan = ScanAlgo::sequential) {
-  const StepProgram prog = lower(m, bench_plan(m.name, scan), 0);
-  auto wanted = [&](const Step& s) { return std::find(names.begin(), names.end(), std::string(s.name)) != names.end(); };
-  std::int32_t layer = -2;
-  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
-    for (const auto& s : *list)
-      if (layer == -2 && wanted(s)) layer = s.layer;
-  std::vector<Step> out;
-  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
-    for (const auto& s : *list)
-      if (wanted(s) && s.layer == layer && s.kind == StepKind::compute) out.push_back(s);
-  if (out.empty()) throw std::runtime_error("calibrate: the lowering of " + m.name + " has no steps named " + names.front());
-  return out;
-}
-
-// `cls` is an op class, or a recurrence kernel's op (efficiency.ops).
-double& efficiency_field(Efficiency& e, const std::string& cls) {
-  for (const char* op : kTunedOps)
-    if (cls == op) return e.ops[cls];
-  if (cls == "gemm") return e.gemm;
-  if (cls == "elementwise") return e.elementwise;
-  if (cls == "scan") return e.scan;
-  if (cls == "attention") return e.attention;
-  if (cls == "norm") return e.norm;
-  throw std::logic_error("calibrate: no efficiency field " + cls);
-}
-
-// The efficiency at which the roofline price of `steps` equals `measured` (bisection in log space;
-// the price falls as the efficiency grows). Clamped to [1e-4, 1].
-double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::string& cls, double measured, bool* clamped) {
-  auto price = [&](double eff) {
-    efficiency_field(chip.efficiency, cls) = eff;
-    double t = 0;
-    for (const auto& s : steps)
-      if (s.kind == StepKind::compute) t += compute_seconds(s, chip, DType::fp32);
-    return t;
-  };
-  *clamped = false;
-  if (price(1.0) >= measured) { *clamped = true; return 1.0; }
-  if (price(1e-4) <= measured) { *clamped = true; return 1e-4; }
-  double lo = std::log(1e-4), hi = 0;
-  for (int i = 0; i < 60; ++i) {
-    const double mid = 0.5 * (lo + hi);
-    (price(std::exp(mid)) > measured ? lo : hi) = mid;
-  }
-  return std::exp(0.5 * (lo + hi));
-}
-
-// efficiency.attention and efficiency.attention_softmax together, from the attention benchmarks
-// (KernelBench::cls == "attention"): for each softmax value on a log grid (refined twice), the
-// attention value that prices the benchmarks' total (fit_efficiency), scored by the sum of squared
-// relative errors of the benchmarks one by one; the best pair is kept. With benchmarks at two head
-// sizes the two are separable: a score costs the same vector work whatever the head size, a matrix
-// FLOP the same whatever the score count. Each benchmark's recorded value is then its own
-// attention value at the chosen softmax value.
-void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip) {
-  std::vector<std::pair<std::vector<Step>, KernelBench*>> att;
-  std::vector<Step> all;
-  double total = 0;
-  for (auto& k : benches)
-    if (k.cls == "attention") {
-      att.emplace_back(named_steps(load_model(k.model), k.names), &k);
-      all.insert(all.end(), att.back().first.begin(), att.back().first.end());
-      total += k.seconds;
-    }
-  if (att.size() < 2) return;
-  auto priced = [&](double softmax, double* attention) {
-    chip.efficiency.attention_softmax = softmax;
-    bool clamped = false;
-    *attention = fit_efficiency(all, chip, "attention", total, &clamped);
-    chip.efficiency.attention = *attention;
-    double sq = 0;
-    for (const auto& [steps, k] : att) {
-      double t = 0;
-      for (const auto& s : steps) t += compute_seconds(s, chip, DType::fp32);
-      sq += (t / k->seconds - 1) * (t / k->seconds - 1);
-    }
-    return sq;
-  };
-  double lo = std::log(1e-4), hi = 0, best_x = hi, best_sq = 1e300, best_att = 0;
-  for (int pass = 0; pass < 3; ++pass) {
-    const int n = 40;
-    for (int i = 0; i <= n; ++i) {
-      const double x = lo + (hi - lo) * i / n;
-      double a = 0;
-      const double sq = priced(std::exp(x), &a);
-      if (sq < best_sq) best_sq = sq, best_x = x, best_att = a;
-    }
-    const double step = (hi - lo) / n;
-    lo = std::max(std::log(1e-4), best_x - step);
-    hi = std::min(0.0, best_x + step);
-  }
-  chip.efficiency.attention_softmax = std::exp(best_x);
-  chip.efficiency.attention = best_att;
-  for (auto& [steps, k] : att) k->efficiency = fit_efficiency(steps, chip, "attention", k->seconds, &k->clamped);
-}
 
 // Buffers of one benchmark, kept alive by the closure.
 struct Buffers {
@@ -664,13 +527,6 @@ std::vector<KernelBench> kernel_benches() {
 
 // ─── MPI benchmarks ─────────────────────────────────────────────────────────────────────────────
 
-struct CommFit {
-  std::string kind;
-  std::vector<std::pair<double, double>> samples;  // (bytes, seconds)
-  stats::AffineFit fit;
-  double link_bytes_per_s = 0, link_latency_seconds = 0;  // implied by the simulator's formula
-};
-
 // A stretch of compute as a training step has between two collectives: three sgemm of a
 // griffin-tiny MLP's shape (~1.6 ms here, ~1.2 MB touched).
 struct ComputeStretch {
@@ -721,8 +577,7 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
   ComputeStretch stretch;
   std::vector<CommFit> fits;
   for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "send_recv"}) {
-    CommFit f;
-    f.kind = kind;
+    CommFit f;  // the samples; fit_collective (reports/calibration.hpp) fits them
     for (double bytes : sizes) {
       // Whole floats, a multiple of P for the gather/scatter (the buffer per rank is `bytes`).
       const std::size_t n = std::max<std::size_t>(P, static_cast<std::size_t>(bytes / 4) / P * P);
@@ -738,21 +593,7 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
       }, target, stretch);
       f.samples.push_back({4.0 * double(n), s});
     }
-    std::vector<double> x, y;
-    for (const auto& [bytes, s] : f.samples) { x.push_back(bytes); y.push_back(s); }
-    f.fit = stats::fit_affine_relative(x, y);
-    // Simulator formulas (sim/cost.cpp) on one island of P devices:
-    //   all-reduce 2(P−1)/P·b/bw + 2(P−1)·lat; all-gather, reduce-scatter (P−1)/P·b/bw + (P−1)·lat;
-    //   send/recv lat + b/bw.
-    const double Pd = P;
-    double bw_factor = 1, lat_factor = 1;
-    if (f.kind == "all_reduce") { bw_factor = 2 * (Pd - 1) / Pd; lat_factor = 2 * (Pd - 1); }
-    else if (f.kind != "send_recv") { bw_factor = (Pd - 1) / Pd; lat_factor = Pd - 1; }
-    const double smallest = f.samples.front().second;
-    f.link_bytes_per_s = f.fit.slope > 0 ? bw_factor / f.fit.slope : 0;
-    // A negative fitted intercept (noise) falls back to half the smallest message's time.
-    f.link_latency_seconds = (f.fit.intercept > 0 ? f.fit.intercept : 0.5 * smallest) / lat_factor;
-    fits.push_back(std::move(f));
+    fits.push_back(fit_collective(kind, std::move(f.samples), P));
   }
   return fits;
 }
@@ -762,9 +603,6 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
 // all-reduce beyond the call's own latency (`latency_seconds`, the smallest all-reduce sample) is
 // its wait for the slowest rank; averaged over iterations and ranks it is E[max] − E[duration] of
 // the ranks' stretches, so jitter = mean wait / (mean stretch · E[max of P standard normals]).
-struct Jitter {
-  double jitter = 0, stretch_seconds = 0, wait_seconds = 0;
-};
 Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick) {
   const int iters = quick ? 20 : 200;
   ComputeStretch work;
@@ -781,27 +619,10 @@ Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick) {
   }
   double v[2] = {stretch / iters, wait / iters};
   w.allreduce_sum(std::span<double>(v, 2));
-  Jitter j;
-  j.stretch_seconds = v[0] / w.size();
-  j.wait_seconds = v[1] / w.size();
-  j.jitter = std::min(0.5, j.wait_seconds / (j.stretch_seconds * expected_max_standard_normal(w.size())));
-  return j;
+  return jitter_from(v[0] / w.size(), v[1] / w.size(), w.size());
 }
 
 // ─── the cluster file ───────────────────────────────────────────────────────────────────────────
-
-struct Measured {
-  int ranks = 1;
-  std::vector<GemmSample> gemm;
-  std::vector<TriadSample> triad;
-  double vector_flops = 0, launch = 0;
-  double probe_seconds = 0;  // machine_probe_seconds() (cli/probe.hpp), mean over ranks
-  std::vector<KernelBench> kernels;
-  std::vector<CommFit> comm;
-  Jitter jitter;
-  double seconds = 0;
-  double load_start = -1, load_end = -1;  // machine load average around the run
-};
 
 std::string hostname() {
   char h[256] = {0};
@@ -814,99 +635,6 @@ std::string utc_now() {
   char b[64];
   std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return b;
-}
-
-std::string yaml_string(const std::string& s) {
-  std::string o = "\"";
-  for (char c : s) o += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  return o + "\"";
-}
-
-std::string cluster_yaml(const CalibrateOptions& o, const Measured& r, const ChipSpec& chip, const TopologySpec& topo,
-                         const std::string& host, const std::string& date) {
-  std::ostringstream y;
-  const bool net = !r.comm.empty();
-  y << "# Written by `scanshard calibrate` (" << (o.quick ? "--quick, " : "") << r.ranks << " rank(s)) on " << host << " at " << date << ".\n"
-    << "# One device = one core running one MPI rank single-threaded. Re-run calibrate to refresh; the raw numbers\n"
-    << "# are under `measurements:` (free-form, ignored by the loader).\n"
-    << "name: " << yaml_string(o.name) << "\n"
-    << "source: " << yaml_string("measured by scanshard calibrate on " + host + " at " + date + " with " + std::to_string(r.ranks) +
-                                  " MPI rank(s)" + (o.quick ? " (--quick)" : "") +
-                                  (net ? "" : "; network NOT measured (one rank): link numbers are the cpu-local placeholders")) << "\n"
-    << "chip:\n"
-    << "  name: " << yaml_string(chip.name) << "\n"
-    << "  source: " << yaml_string(chip.source) << "\n"
-    << "  peak_flops_per_s:\n"
-    << "    fp32: " << fmt(chip.peak_flops_per_s.at("fp32")) << "          # best OpenBLAS sgemm rate, one thread\n"
-    << "  vector_flops_per_s: " << fmt(chip.vector_flops_per_s) << "      # FMA loop on registers\n"
-    << "  memory_bytes: " << fmt(chip.memory_bytes) << "            # physical memory / devices\n"
-    << "  memory_bytes_per_s: " << fmt(chip.memory_bytes_per_s) << "      # best STREAM-triad rate over working sets (an in-cache one: the runner's test-size models live in cache; DRAM rates under measurements: triad)\n"
-    << "  onchip_memory_bytes: " << fmt(chip.onchip_memory_bytes) << "\n"
-    << "  matrix_tile: 1\n"
-    << "  launch_overhead_seconds: " << fmt(chip.launch_overhead_seconds) << "\n"
-    << "  compute_jitter: " << fmt(chip.compute_jitter) << "   # rank-to-rank spread of compute time: waits at collectives\n"
-    << "  efficiency:                     # roofline price of the runner's kernels = measured time\n"
-    << "    gemm: " << fmt(chip.efficiency.gemm) << "\n"
-    << "    elementwise: " << fmt(chip.efficiency.elementwise) << "\n"
-    << "    scan: " << fmt(chip.efficiency.scan) << "\n"
-    << "    attention: " << fmt(chip.efficiency.attention) << "\n"
-    << "    attention_softmax: " << fmt(chip.efficiency.attention_softmax) << "   # the attention core's per-score vector work\n"
-    << "    norm: " << fmt(chip.efficiency.norm) << "\n"
-    << "    memory_curve: [" << [&] {
-         std::string c;
-         for (const auto& [bytes, f] : chip.efficiency.memory_curve)
-           c += (c.empty() ? "[" : ", [") + fmt(bytes) + ", " + fmt(f) + "]";
-         return c;
-       }() << "]   # [bytes a step moves, fraction of memory_bytes_per_s]: the triad working sets\n"
-    << "    network: " << fmt(chip.efficiency.network) << "\n";
-  if (!chip.efficiency.ops.empty()) {
-    y << "    ops:                          # kernels priced with their own value (kTunedOps)\n";
-    for (const auto& [op, eff] : chip.efficiency.ops) y << "      " << op << ": " << fmt(eff) << "\n";
-  }
-  y << "topology:\n"
-    << "  kind: islands\n"
-    << "  islands: 1\n"
-    << "  devices_per_island: " << topo.devices_per_island << "\n"
-    << "  island_link_bytes_per_s: " << fmt(topo.island_link_bytes_per_s) << (net ? "   # from the all-reduce fit" : "   # placeholder") << "\n"
-    << "  island_latency_seconds: " << fmt(topo.island_latency_seconds) << "\n"
-    << "  network_bytes_per_s: " << fmt(topo.network_bytes_per_s) << "       # one island: unused\n"
-    << "  network_latency_seconds: " << fmt(topo.network_latency_seconds) << "\n"
-    << "measurements:\n"
-    << "  date: " << yaml_string(date) << "\n"
-    << "  host: " << yaml_string(host) << "\n"
-    << "  ranks: " << r.ranks << "\n"
-    << "  threads_per_rank: 1\n"
-    << "  quick: " << (o.quick ? "true" : "false") << "\n"
-    << "  load_average_1min: [" << fmt(r.load_start) << ", " << fmt(r.load_end) << "]   # at start and end; > cores: timings inflated\n"
-    << "  probe_seconds: " << fmt(r.probe_seconds) << "   # cli/probe.hpp: sgemm 256^3 + 3 MiB triad, median; validate's drift reference\n"
-    << "  seconds: " << fmt(r.seconds) << "\n"
-    << "  sgemm:                          # [m, n, k, seconds, flop/s], mean over ranks\n";
-  for (const auto& g : r.gemm)
-    y << "    - [" << g.m << ", " << g.n << ", " << g.k << ", " << fmt(g.seconds) << ", " << fmt(g.flops_per_s) << "]\n";
-  y << "  triad:                          # [bytes streamed, bytes/s]\n";
-  for (const auto& t : r.triad) y << "    - [" << fmt(t.bytes) << ", " << fmt(t.bytes_per_s) << "]\n";
-  y << "  vector_fma_flops_per_s: " << fmt(r.vector_flops) << "\n"
-    << "  launch_overhead_seconds: " << fmt(r.launch) << "\n"
-    << "  jitter: {stretch_seconds: " << fmt(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt(r.jitter.wait_seconds)
-    << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
-    << "  kernels:                        # forward + backward of one layer, 4 x 128 tokens\n";
-  for (const auto& k : r.kernels)
-    y << "    - {class: " << k.cls << ", model: " << k.model << ", steps: " << yaml_string(k.group) << ", seconds: " << fmt(k.seconds)
-      << ", efficiency: " << fmt(k.efficiency) << ", clamped: " << (k.clamped ? "true" : "false") << "}\n";
-  if (net) {
-    y << "  mpi:                            # bytes = buffer per rank (all-gather: the gathered result)\n";
-    for (const auto& c : r.comm) {
-      y << "    " << c.kind << ":\n"
-        << "      fit_latency_seconds: " << fmt(c.fit.intercept) << "\n"
-        << "      fit_seconds_per_byte: " << fmt(c.fit.slope) << "\n"
-        << "      fit_max_relative_residual: " << fmt(c.fit.max_abs_relative_residual) << "\n"
-        << "      link_bytes_per_s: " << fmt(c.link_bytes_per_s) << "\n"
-        << "      link_latency_seconds: " << fmt(c.link_latency_seconds) << "\n"
-        << "      samples:                  # [bytes, seconds]\n";
-      for (const auto& [b, s] : c.samples) y << "        - [" << fmt(b) << ", " << fmt(s) << "]\n";
-    }
-  }
-  return y.str();
 }
 
 // Mean over ranks, in place.
@@ -937,7 +665,7 @@ void run_calibrate(const CalibrateOptions& o) {
     omp_set_num_threads(1);
     openblas_set_num_threads(1);
     const double t_start = now_seconds();
-    Measured r;
+    CalibrationMeasurements r;
     r.ranks = world.size();
     r.load_start = load_average_1min();
     double t_phase = t_start;
@@ -985,30 +713,16 @@ void run_calibrate(const CalibrateOptions& o) {
       r.probe_seconds = v[0];
     }
 
-    ChipSpec chip;
-    chip.name = "CPU core (" + hostname() + ", calibrated)";
     const std::string host = hostname(), date = utc_now();
+    ChipSpec chip = chip_from_peaks(r.gemm, r.triad, r.vector_flops, r.launch);
+    chip.name = "CPU core (" + host + ", calibrated)";
     chip.source = "measured by scanshard calibrate on " + host + " at " + date;
-    double peak = 0, bw = 0;
-    for (const auto& g : r.gemm) peak = std::max(peak, g.flops_per_s);
-    for (const auto& t : r.triad) bw = std::max(bw, t.bytes_per_s);
-    chip.peak_flops_per_s["fp32"] = peak;
-    chip.vector_flops_per_s = r.vector_flops;
     const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
     const int cores = std::max(1u, std::thread::hardware_concurrency());
     const std::int64_t devices = r.ranks > 1 ? r.ranks : cores;
     chip.memory_bytes = phys > 0 ? phys / double(devices) : placeholder.chip.memory_bytes;
-    chip.memory_bytes_per_s = bw;
     const long l2 = ::sysconf(_SC_LEVEL2_CACHE_SIZE);
     chip.onchip_memory_bytes = l2 > 0 ? double(l2) : placeholder.chip.onchip_memory_bytes;
-    chip.matrix_tile = 1;
-    chip.launch_overhead_seconds = r.launch;
-    chip.efficiency.memory = 1.0;
-    // The fraction of that rate each triad working set reached: a step streaming tens of MB is
-    // priced at the DRAM rate, a small one at the in-cache rate.
-    for (const auto& t : r.triad) chip.efficiency.memory_curve.emplace_back(t.bytes, std::min(1.0, t.bytes_per_s / bw));
-    chip.efficiency.memory = chip.efficiency.memory_curve.back().second;
-    chip.efficiency.network = 1.0;
 
     // Per-class efficiencies, in dependency order.
     say(" kernels ...");
@@ -1063,31 +777,7 @@ void run_calibrate(const CalibrateOptions& o) {
       mean_over_ranks(world, v);
       for (std::size_t i = 0; i < v.size(); ++i) r.kernels[i].seconds = v[i];
     }
-    for (const char* cls : {"elementwise", "norm", "gemm", "scan", "attention"}) {
-      // Each benchmark's own efficiency (recorded), then one for the class: the value at which the
-      // benchmarks' steps together cost their measured total (time-weighted, so the larger kernels
-      // the runner spends its time in count most).
-      std::vector<Step> all;
-      double total = 0;
-      for (auto& k : r.kernels) {
-        if (k.cls != cls || (!k.op.empty() && !k.also_class)) continue;
-        const auto steps = named_steps(load_model(k.model), k.names);
-        k.efficiency = fit_efficiency(steps, chip, cls, k.seconds, &k.clamped);
-        all.insert(all.end(), steps.begin(), steps.end());
-        total += k.seconds;
-      }
-      bool clamped = false;
-      efficiency_field(chip.efficiency, cls) = fit_efficiency(all, chip, cls, total, &clamped);
-    }
-    fit_attention_softmax(r.kernels, chip);
-    for (auto& k : r.kernels) {  // the tuned kernels' own values, once every class is known
-      if (k.op.empty()) continue;
-      std::vector<Step> steps;
-      for (const auto& s : named_steps(load_model(k.model), k.names, k.scan))
-        if (k.op == (s.kernel ? s.kernel : s.op)) steps.push_back(s);
-      k.efficiency = fit_efficiency(steps, chip, k.op, k.seconds, &k.clamped);
-      chip.efficiency.ops[k.op] = k.efficiency;
-    }
+    fit_kernel_efficiencies(r.kernels, chip);
 
     TopologySpec topo = placeholder.topology;
     topo.kind = TopologyKind::islands;
@@ -1107,7 +797,7 @@ void run_calibrate(const CalibrateOptions& o) {
     say(" done (" + format_seconds(r.seconds) + ")\n");
 
     if (rank == 0) {
-      const std::string text = cluster_yaml(o, r, chip, topo, host, date);
+      const std::string text = calibrated_cluster_yaml(o.name, o.quick, r, chip, topo, host, date);
       const ClusterSpec back = parse_cluster_text(text, out_path.string());  // round trip through the strict loader
       try {
         write_output_file(out_path.string(), text);
