@@ -234,12 +234,12 @@ std::vector<KernelBench> kernel_benches() {
     auto buf = std::make_shared<Buffers>();
     const i64 n = M * g.recurrent_width;
     float *o = buf->add(n), *a = buf->add(n), *b = buf->add(n), *da = buf->add(n), *db = buf->add(n), *dout = buf->add(n);
-    out.push_back({"elementwise", g.name, "rec.gate + rec.gated", {"rec.gate", "rec.gated"}, [=, keep = buf] {
+    out.push_back({"elementwise", g.name, "rec.gate + rec.gated", {tensors::rec_gate, tensors::rec_gated}, [=, keep = buf] {
       K::gelu_mul_forward(o, a, b, n);
       K::gelu_mul_backward(da, db, dout, a, b, n);
     }});
     out.back().hot = {{a, n}, {b, n}, {dout, n}};
-    own(out.back(), "gelu_mul");
+    own(out.back(), ops::gelu_mul);
   }
   {  // elementwise: the recurrent block's causal depthwise Conv1D
     auto buf = std::make_shared<Buffers>();
@@ -248,12 +248,12 @@ std::vector<KernelBench> kernel_benches() {
     const std::uint8_t* reset = buf->reset.data();
     float *y = buf->add(M * R), *x = buf->add(M * R), *w = buf->add(Kc * R, 0.3f), *b = buf->add(R), *dx = buf->add(M * R),
           *dw = buf->add(Kc * R), *db = buf->add(R), *dy = buf->add(M * R);
-    out.push_back({"elementwise", g.name, "rec.conv", {"rec.conv"}, [=, keep = buf] {
+    out.push_back({"elementwise", g.name, "rec.conv", {tensors::rec_conv}, [=, keep = buf] {
       K::conv1d_forward(y, nullptr, x, nullptr, reset, w, b, B, T, R, Kc);
       K::conv1d_backward(dx, nullptr, dw, db, dy, nullptr, x, nullptr, reset, w, B, T, R, Kc);
     }});
     out.back().hot = {{x, std::size_t(M * R)}, {dy, std::size_t(M * R)}};
-    own(out.back(), "conv1d");
+    own(out.back(), ops::conv1d);
   }
   {  // elementwise: RoPE on q and k, with the executor's staging copies (forward and backward)
     auto buf = std::make_shared<Buffers>();
@@ -263,7 +263,7 @@ std::vector<KernelBench> kernel_benches() {
     for (i64 i = 0; i < M; ++i) (*pos)[i] = std::int32_t(i % T);
     float *qr = buf->add(M * H * N), *kr = buf->add(M * Hk * N), *qe = buf->add(M * H * N), *ke = buf->add(M * Hk * N),
           *dqr = buf->add(M * H * N), *dkr = buf->add(M * Hk * N), *dqe = buf->add(M * H * N), *dke = buf->add(M * Hk * N);
-    out.push_back({"elementwise", g.name, "attn.rope", {"attn.rope"}, [=, keep = buf] {
+    out.push_back({"elementwise", g.name, "attn.rope", {tensors::attn_rope}, [=, keep = buf] {
       std::vector<float> q(M * H * N), k(M * Hk * N);
       K::rope_forward(q.data(), qr, pos->data(), B, T, H, N, rot, base);
       K::rope_forward(k.data(), kr, pos->data(), B, T, Hk, N, rot, base);
@@ -275,7 +275,7 @@ std::vector<KernelBench> kernel_benches() {
     }});
     out.back().hot = {{qr, std::size_t(M * H * N)}, {kr, std::size_t(M * Hk * N)}, {dqe, std::size_t(M * H * N)},
                       {dke, std::size_t(M * Hk * N)}};
-    own(out.back(), "rope");
+    own(out.back(), ops::rope);
   }
   {  // elementwise: softmax cross-entropy over the vocabulary (finish, backward). The per-token
      // (max, Σ exp) are the logits step's (lower.cpp prices them there; the executor computes them
@@ -288,26 +288,26 @@ std::vector<KernelBench> kernel_benches() {
     float *logits = buf->add(M * V, 2.0f), *stats = buf->add(2 * M), *losses = buf->add(M), *dlosses = buf->add(M),
           *dlogits = buf->add(M * V);
     K::softmax_stats(stats, logits, M, V);
-    out.push_back({"elementwise", g.name, "loss", {"loss"}, [=, keep = buf] {
+    out.push_back({"elementwise", g.name, "loss", {tensors::loss}, [=, keep = buf] {
       // probabilities in place of the logits, as the executor's handler (later calls take the
       // exp of probabilities against stale stats: the same work, finite values)
       K::softmax_ce_shard_finish(losses, logits, logits, stats, targets->data(), 0, M, V);
       K::softmax_ce_shard_backward(dlogits, dlosses, logits, targets->data(), 0, M, V);
     }});
     out.back().hot = {{logits, std::size_t(M * V)}};
-    own(out.back(), "softmax_xent");
+    own(out.back(), ops::softmax_xent);
   }
   {  // elementwise: a residual add (forward) and its gradient copies (backward)
     auto buf = std::make_shared<Buffers>();
     const i64 D = g.width, n = M * D;
     float *xm = buf->add(n), *x = buf->add(n), *t = buf->add(n), *dxm = buf->add(n), *dt = buf->add(n), *dx = buf->add(n);
-    out.push_back({"elementwise", g.name, "rec.residual", {"rec.residual"}, [=, keep = buf] {
+    out.push_back({"elementwise", g.name, "rec.residual", {tensors::rec_residual}, [=, keep = buf] {
       for (i64 i = 0; i < n; ++i) xm[i] = x[i] + t[i];
       std::copy(dxm, dxm + n, dt);
       std::copy(dxm, dxm + n, dx);
     }});
     out.back().hot = {{x, std::size_t(n)}, {t, std::size_t(n)}, {dxm, std::size_t(n)}};
-    own(out.back(), "add");
+    own(out.back(), ops::add);
   }
   {  // optimizer (efficiency.ops.adamw): mean gradient from the fp32 sums (the runner's for
      // fp32 plans), its norm, AdamW — over all of griffin-tiny's parameters, tensor by tensor as
@@ -318,7 +318,7 @@ std::vector<KernelBench> kernel_benches() {
     const Layout lay(g);
     auto ranges = std::make_shared<std::vector<std::pair<i64, i64>>>();
     for (std::size_t t = 0; t < lay.tensors.size(); ++t) ranges->push_back({lay.offset[t], lay.tensors[t].count()});
-    KernelBench kb{"elementwise", g.name, "params (adamw)", {"params"}, [=, keep = buf] {
+    KernelBench kb{"elementwise", g.name, "params (adamw)", {tensors::params}, [=, keep = buf] {
       for (i64 i = 0; i < n; ++i) grad[i] = float(double(gacc[i]) * 0.5);
       double sq = 0;
       for (const auto& [off, cnt] : *ranges) sq += kernels::sum_squares(grad + off, cnt);
@@ -326,7 +326,7 @@ std::vector<KernelBench> kernel_benches() {
         kernels::fast::adamw_update(param + off, m1 + off, m2 + off, grad + off, cnt, 1, kernels::AdamW{}, 0.1f,
                                     kernels::clip_scale(sq, 1.0f));
     }};
-    kb.op = "adamw";
+    kb.op = ops::adamw;
     out.push_back(kb);
   }
   {  // elementwise (efficiency.ops.grad_accumulate): the runner's clear of the gradient buffer and
@@ -334,22 +334,22 @@ std::vector<KernelBench> kernel_benches() {
     auto buf = std::make_shared<Buffers>();
     const i64 n = count_parameters(g).total;
     float *grad = buf->add(n), *gacc = buf->add(n);
-    KernelBench kb{"elementwise", g.name, "grads (accumulate)", {"grads"}, [=, keep = buf] {
+    KernelBench kb{"elementwise", g.name, "grads (accumulate)", {tensors::grads}, [=, keep = buf] {
       std::fill(grad, grad + n, 0.0f);
       kernels::accumulate(gacc, grad, n);
     }};
-    kb.op = "grad_accumulate";
+    kb.op = ops::grad_accumulate;
     out.push_back(kb);
   }
   {  // elementwise (efficiency.ops.zero): the clear of a layer's activation-gradient buffers
      // before its backward, as many bytes as the lowering prices for griffin-tiny's first layer;
      // cold, as in a step (untouched since the previous step's backward)
     auto buf = std::make_shared<Buffers>();
-    const auto steps = named_steps(g, {"grad_buffers"});
+    const auto steps = named_steps(g, {tensors::grad_buffers});
     const auto n = static_cast<std::size_t>(steps.front().vector_flops);  // the lowering's elements, one store each
     float* z = buf->add(n);
-    KernelBench kb{"elementwise", g.name, "grad_buffers (zero)", {"grad_buffers"}, [=, keep = buf] { std::fill(z, z + n, 0.0f); }};
-    kb.op = "zero";
+    KernelBench kb{"elementwise", g.name, "grad_buffers (zero)", {tensors::grad_buffers}, [=, keep = buf] { std::fill(z, z + n, 0.0f); }};
+    kb.op = ops::zero;
     out.push_back(kb);
   }
   {  // norm: LayerNorm forward + backward (RWKV's pre-norms, the transformer's)
@@ -359,12 +359,12 @@ std::vector<KernelBench> kernel_benches() {
     const float eps = static_cast<float>(r4.norm_eps);
     float *y = buf->add(M * D), *mean = buf->add(M), *rstd = buf->add(M), *x = buf->add(M * D), *scale = buf->add(D, 0.1f),
           *bias = buf->add(D, 0.1f), *dx = buf->add(M * D), *dscale = buf->add(D), *dbias = buf->add(D), *dy = buf->add(M * D);
-    out.push_back({"norm", r4.name, "norm1", {"norm1"}, [=, keep = buf] {
+    out.push_back({"norm", r4.name, "norm1", {tensors::norm1}, [=, keep = buf] {
       K::layer_norm_forward(y, mean, rstd, x, scale, bias, M, D, eps);
       K::layer_norm_backward(dx, dscale, dbias, dy, mean, rstd, x, scale, M, D);
     }});
     out.back().hot = {{x, std::size_t(M * D)}, {dy, std::size_t(M * D)}};
-    own(out.back(), "layernorm");
+    own(out.back(), ops::layernorm);
   }
   {  // elementwise (efficiency.ops.token_shift): RWKV-4's channel-mix token shift, its two mixes
      // forward and backward as the executor's cm.shift handler runs them (the time mix's three and
@@ -374,13 +374,13 @@ std::vector<KernelBench> kernel_benches() {
     const i64 D = r4.width, n = M * D;
     float *x = buf->add(n), *xk = buf->add(n), *xr = buf->add(n), *muk = buf->add(D), *mur = buf->add(D), *dx = buf->add(n),
           *dmuk = buf->add(D), *dmur = buf->add(D), *dxk = buf->add(n), *dxr = buf->add(n);
-    KernelBench kb{"elementwise", r4.name, "cm.shift (token_shift)", {"cm.shift"}, [=, keep = buf] {
+    KernelBench kb{"elementwise", r4.name, "cm.shift (token_shift)", {tensors::cm_shift}, [=, keep = buf] {
       K::token_shift_forward(xk, x, nullptr, muk, B, T, D);
       K::token_shift_forward(xr, x, nullptr, mur, B, T, D);
       K::token_shift_backward(dx, nullptr, dmuk, dxk, x, nullptr, muk, B, T, D);
       K::token_shift_backward(dx, nullptr, dmur, dxr, x, nullptr, mur, B, T, D);
     }};
-    kb.op = "token_shift";
+    kb.op = ops::token_shift;
     kb.hot = {{x, std::size_t(n)}, {dxk, std::size_t(n)}, {dxr, std::size_t(n)}};
     out.push_back(kb);
   }
@@ -391,11 +391,11 @@ std::vector<KernelBench> kernel_benches() {
     const i64 D = r6.width, n = M * D, J = 5;
     float *o5 = buf->add(J * n), *x = buf->add(n), *xx = buf->add(n), *mu = buf->add(J * D), *m = buf->add(J * n),
           *dx = buf->add(n), *dxx = buf->add(n), *dmu = buf->add(J * D), *dm = buf->add(J * n), *dout = buf->add(J * n);
-    KernelBench kb{"elementwise", r6.name, "tm.mix (ddlerp)", {"tm.mix"}, [=, keep = buf] {
+    KernelBench kb{"elementwise", r6.name, "tm.mix (ddlerp)", {tensors::tm_mix}, [=, keep = buf] {
       K::ddlerp_mix_forward(o5, x, xx, mu, m, J, M, D);
       K::ddlerp_mix_backward(dx, dxx, dmu, dm, dout, xx, mu, m, J, M, D);
     }};
-    kb.op = "ddlerp";
+    kb.op = ops::ddlerp;
     kb.hot = {{x, std::size_t(n)}, {xx, std::size_t(n)}, {m, std::size_t(J * n)}, {dout, std::size_t(J * n)}};
     out.push_back(kb);
   }
@@ -404,19 +404,19 @@ std::vector<KernelBench> kernel_benches() {
     const i64 D = g.width;
     float *y = buf->add(M * D), *rstd = buf->add(M), *x = buf->add(M * D), *scale = buf->add(D, 0.1f), *dx = buf->add(M * D),
           *dscale = buf->add(D), *dy = buf->add(M * D);
-    out.push_back({"norm", g.name, "norm1", {"norm1"}, [=, keep = buf] {
+    out.push_back({"norm", g.name, "norm1", {tensors::norm1}, [=, keep = buf] {
       K::rmsnorm_forward(y, rstd, x, scale, M, D);
       K::rmsnorm_backward(dx, dscale, dy, x, rstd, scale, M, D);
     }});
     out.back().hot = {{x, std::size_t(M * D)}, {dy, std::size_t(M * D)}};
-    own(out.back(), "rmsnorm");
+    own(out.back(), ops::rmsnorm);
   }
   {  // gemm: the gated MLP — W1, W2, gelu ⊙, W3 and their backward
     auto buf = std::make_shared<Buffers>();
     const i64 D = g.width, F = g.mlp_width;
     const Linear w1 = linear(*buf, M, D, F), w2 = linear(*buf, M, D, F), w3 = linear(*buf, M, F, D);
     float *da = buf->add(M * F), *db = buf->add(M * F);
-    out.push_back({"gemm", g.name, "mlp.w1 + w2 + act + w3", {"mlp.w1", "mlp.w2", "mlp.act", "mlp.w3"}, [=, keep = buf] {
+    out.push_back({"gemm", g.name, "mlp.w1 + w2 + act + w3", {tensors::mlp_w1, tensors::mlp_w2, tensors::mlp_act, tensors::mlp_w3}, [=, keep = buf] {
       w1.fwd();
       w2.fwd();
       K::gelu_mul_forward(w3.x, w1.y, w2.y, M * F);
@@ -431,7 +431,7 @@ std::vector<KernelBench> kernel_benches() {
     auto buf = std::make_shared<Buffers>();
     const i64 D = g.width, R = g.recurrent_width;
     const Linear wx = linear(*buf, M, D, R), wy = linear(*buf, M, D, R), wo = linear(*buf, M, R, D);
-    out.push_back({"gemm", g.name, "rec.wx + wy + wo", {"rec.wx", "rec.wy", "rec.wo"}, [=, keep = buf] {
+    out.push_back({"gemm", g.name, "rec.wx + wy + wo", {tensors::rec_wx, tensors::rec_wy, tensors::rec_wo}, [=, keep = buf] {
       wy.fwd();
       wx.fwd();
       wo.fwd();
@@ -447,7 +447,7 @@ std::vector<KernelBench> kernel_benches() {
           *ba = buf->add(R), *wx = buf->add(Hb * Rb * Rb, 0.2f), *bx = buf->add(R), *dx = buf->add(M * R),
           *dwa = buf->add(Hb * Rb * Rb), *dba = buf->add(R), *dwx = buf->add(Hb * Rb * Rb), *dbx = buf->add(R),
           *dya = buf->add(M * R), *dyx = buf->add(M * R);
-    KernelBench kb{"gemm", g.name, "rec.gate_a + gate_x (blockdiag)", {"rec.gate_a", "rec.gate_x"}, [=, keep = buf] {
+    KernelBench kb{"gemm", g.name, "rec.gate_a + gate_x (blockdiag)", {tensors::rec_gate_a, tensors::rec_gate_x}, [=, keep = buf] {
       K::blockdiag_forward(ya, x, wa, ba, M, R, Hb);
       K::blockdiag_forward(yx, x, wx, bx, M, R, Hb);
       K::blockdiag_backward(dx, nullptr, nullptr, dyx, x, wx, M, R, Hb);
@@ -455,7 +455,7 @@ std::vector<KernelBench> kernel_benches() {
       K::blockdiag_backward(dx, nullptr, nullptr, dya, x, wa, M, R, Hb);
       K::blockdiag_backward(nullptr, dwa, dba, dya, x, wa, M, R, Hb);
     }};
-    kb.op = "blockdiag";  // thin GEMMs: their own value, not part of the gemm class's fit
+    kb.op = ops::blockdiag;  // thin GEMMs: their own value, not part of the gemm class's fit
     out.push_back(kb);
   }
   {  // scan: the fused RG-LRU scan (σ, softplus decay, √(1−a²), recurrence), forward + reverse
@@ -466,7 +466,7 @@ std::vector<KernelBench> kernel_benches() {
     float *y = buf->add(M * R), *x = buf->add(M * R), *ga = buf->add(M * R), *gx = buf->add(M * R), *lambda = buf->add(R),
           *dx = buf->add(M * R), *dga = buf->add(M * R), *dgx = buf->add(M * R), *dlambda = buf->add(R), *dy = buf->add(M * R);
     for (i64 i = 0; i < R; ++i) lambda[i] = -3.0f + 0.5f * lambda[i];  // a = σ(−Λ)^(8r) well inside (0, 1)
-    out.push_back({"scan", g.name, "rec.decay + rec.scan", {"rec.decay", "rec.scan"}, [=, keep = buf] {
+    out.push_back({"scan", g.name, "rec.decay + rec.scan", {tensors::rec_decay, tensors::rec_scan}, [=, keep = buf] {
       K::rglru_scan_forward(y, nullptr, nullptr, x, ga, gx, nullptr, reset, lambda, B, T, R);
       K::rglru_scan_backward(dx, dga, dgx, nullptr, dlambda, dy, nullptr, y, x, ga, gx, nullptr, reset, lambda, B, T, R);
     }});
@@ -477,11 +477,11 @@ std::vector<KernelBench> kernel_benches() {
     const i64 D = r4.width;
     float *y = buf->add(M * D), *k = buf->add(M * D), *v = buf->add(M * D), *decay = buf->add(D), *bonus = buf->add(D),
           *dk = buf->add(M * D), *dv = buf->add(M * D), *ddecay = buf->add(D), *dbonus = buf->add(D), *dy = buf->add(M * D);
-    KernelBench kb{"scan", r4.name, "tm.wkv (wkv4.scan)", {"tm.wkv"}, [=, keep = buf] {
+    KernelBench kb{"scan", r4.name, "tm.wkv (wkv4.scan)", {tensors::tm_wkv}, [=, keep = buf] {
       K::wkv4_forward(y, nullptr, k, v, decay, bonus, nullptr, B, T, D);
       K::wkv4_backward(dk, dv, ddecay, dbonus, nullptr, dy, nullptr, k, v, decay, bonus, nullptr, B, T, D);
     }};
-    kb.op = "wkv4.scan";
+    kb.op = ops::wkv4_scan;
     out.push_back(kb);
   }
   {  // wkv6: RWKV-6's matrix-state WKV; the runner calls the chunked kernel under either scan
@@ -498,9 +498,9 @@ std::vector<KernelBench> kernel_benches() {
     };
     for (const ScanAlgo scan : {ScanAlgo::sequential, ScanAlgo::chunked}) {
       // the chunked entry is fitted to the sequential entry's time (run empty: timed once)
-      KernelBench kb{"scan", r6.name, scan == ScanAlgo::chunked ? "tm.wkv (wkv6.chunked)" : "tm.wkv (wkv6.scan)", {"tm.wkv"},
+      KernelBench kb{"scan", r6.name, scan == ScanAlgo::chunked ? "tm.wkv (wkv6.chunked)" : "tm.wkv (wkv6.scan)", {tensors::tm_wkv},
                      scan == ScanAlgo::chunked ? std::function<void()>() : std::function<void()>(run)};
-      kb.op = scan == ScanAlgo::chunked ? "wkv6.chunked" : "wkv6.scan";
+      kb.op = scan == ScanAlgo::chunked ? ops::wkv6_chunked : ops::wkv6_scan;
       kb.scan = scan;
       out.push_back(kb);
     }
@@ -517,7 +517,7 @@ std::vector<KernelBench> kernel_benches() {
     float *o = buf->add(M * H * N), *lse = buf->add(B * H * T), *qq = buf->add(M * H * N), *k = buf->add(M * Hk * N),
           *v = buf->add(M * Hk * N), *dq = buf->add(M * H * N), *dk = buf->add(M * Hk * N), *dv = buf->add(M * Hk * N),
           *dout = buf->add(M * H * N);
-    out.push_back({"attention", m->name, "attn.core", {"attn.core", "attn.scores_recompute"}, [=, keep = buf] {
+    out.push_back({"attention", m->name, "attn.core", {tensors::attn_core, tensors::attn_scores_recompute}, [=, keep = buf] {
       K::attention_forward(o, lse, qq, k, v, reset, B, T, H, Hk, N, W);
       K::attention_backward(dq, dk, dv, dout, o, lse, qq, k, v, reset, B, T, H, Hk, N, W);
     }});
@@ -576,7 +576,7 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
   const double target = quick ? 0.004 : 0.02;
   ComputeStretch stretch;
   std::vector<CommFit> fits;
-  for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "send_recv"}) {
+  for (const char* kind : {ops::all_reduce, ops::all_gather, ops::reduce_scatter, ops::send_recv}) {
     CommFit f;  // the samples; fit_collective (reports/calibration.hpp) fits them
     for (double bytes : sizes) {
       // Whole floats, a multiple of P for the gather/scatter (the buffer per rank is `bytes`).
@@ -585,9 +585,9 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
       const std::size_t part = n / P;
       double s = 0;
       const std::string k = kind;
-      if (k == "all_reduce") s = time_collective(w, [&] { w.allreduce_sum(std::span<float>(a)); }, target, stretch);
-      else if (k == "all_gather") s = time_collective(w, [&] { w.allgather(std::span<const float>(a.data(), part), std::span<float>(b)); }, target, stretch);
-      else if (k == "reduce_scatter") s = time_collective(w, [&] { w.reduce_scatter_sum(std::span<const float>(a), std::span<float>(b.data(), part)); }, target, stretch);
+      if (k == ops::all_reduce) s = time_collective(w, [&] { w.allreduce_sum(std::span<float>(a)); }, target, stretch);
+      else if (k == ops::all_gather) s = time_collective(w, [&] { w.allgather(std::span<const float>(a.data(), part), std::span<float>(b)); }, target, stretch);
+      else if (k == ops::reduce_scatter) s = time_collective(w, [&] { w.reduce_scatter_sum(std::span<const float>(a), std::span<float>(b.data(), part)); }, target, stretch);
       else s = time_collective(w, [&] {
         w.sendrecv(std::span<const float>(a), (w.rank() + 1) % P, std::span<float>(b), (w.rank() + P - 1) % P);
       }, target, stretch);

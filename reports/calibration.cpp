@@ -134,7 +134,7 @@ void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip) {
 }
 
 void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) {
-  for (const char* cls : {"elementwise", "norm", "gemm", "scan", "attention"}) {
+  for (const char* cls : kCalibratedClasses) {
     // Each benchmark's own efficiency (recorded), then one for the class: the value at which the
     // benchmarks' steps together cost their measured total (time-weighted, so the larger kernels
     // the runner spends its time in count most).
@@ -193,8 +193,8 @@ CommFit fit_collective(const std::string& kind, std::vector<std::pair<double, do
   //   send/recv lat + b/bw.
   const double Pd = P;
   double bw_factor = 1, lat_factor = 1;
-  if (f.kind == "all_reduce") { bw_factor = 2 * (Pd - 1) / Pd; lat_factor = 2 * (Pd - 1); }
-  else if (f.kind != "send_recv") { bw_factor = (Pd - 1) / Pd; lat_factor = Pd - 1; }
+  if (f.kind == ops::all_reduce) { bw_factor = 2 * (Pd - 1) / Pd; lat_factor = 2 * (Pd - 1); }
+  else if (f.kind != ops::send_recv) { bw_factor = (Pd - 1) / Pd; lat_factor = Pd - 1; }
   const double smallest = f.samples.front().second;
   f.link_bytes_per_s = f.fit.slope > 0 ? bw_factor / f.fit.slope : 0;
   // A negative fitted intercept (noise) falls back to half the smallest message's time.

@@ -21,6 +21,7 @@
 // For: calibrate (which measures, then calls these), tests. Not for: measuring (no kernels, no
 // MPI here: cli/calibrate_command.cpp times them), printing.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -76,6 +77,11 @@ double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::
 // efficiency.attention and efficiency.attention_softmax together, from the attention benchmarks
 // (see calibration.cpp). Needs ≥ 2 attention benchmarks (else leaves the chip as it is).
 void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip);
+
+// The op classes calibrate fits, in its order (the MLP's gemm benchmark contains a gelu ⊙, so
+// elementwise comes first). Steps of the other compute classes (embedding, optimizer) are priced
+// with the elementwise value (sim/cost.cpp).
+inline constexpr std::array<const char*, 5> kCalibratedClasses = {"elementwise", "norm", "gemm", "scan", "attention"};
 
 // Every class value, attention_softmax and the tuned kernels' own values, in that order, from the
 // benchmarks' measured seconds; records each benchmark's own efficiency.

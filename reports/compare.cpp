@@ -36,15 +36,18 @@ std::vector<MeasuredStep> measured_steps(const Trace& trace) {
 }
 
 std::string step_name(const std::string& op, const std::string& name) {
-  return name == "grads" && op != "grad_accumulate" ? "grads.sync" : name;
+  return name == tensors::grads && op != ops::grad_accumulate ? "grads.sync" : name;
 }
 
 std::string op_group(const std::string& name) {
   if (name.starts_with("mlp")) return "mlp";
-  if (name == "rec.gate_a" || name == "rec.gate_x" || name == "rec.decay" || name == "rec.scan" || name == "scan.carry_fix")
+  // scan.carry_fix is the carry fix's op, never a step name (the step carries its scan's name,
+  // rec.scan); matching it here changes nothing and is kept as it was.
+  if (name == tensors::rec_gate_a || name == tensors::rec_gate_x || name == tensors::rec_decay || name == tensors::rec_scan ||
+      name == ops::scan_carry_fix)
     return "rec.rglru";
-  if (name == "rec.gate" || name == "rec.gated") return "rec.gate";
-  if (name == "attn.scores_recompute") return "attn.core";  // recomputed inside the attention backward
+  if (name == tensors::rec_gate || name == tensors::rec_gated) return "rec.gate";
+  if (name == tensors::attn_scores_recompute) return tensors::attn_core;  // recomputed inside the attention backward
   if (name.ends_with(".residual")) return "residual";
   return name;
 }

@@ -109,4 +109,9 @@ class Executor {
   bool layers_contiguous_ = true;
 };
 
+// Whether the executor has a kernel for `st` when it runs in a forward pass (backward = false) or
+// in a backward pass (a backward step's backward handler; recompute steps rerun the forward one):
+// what bind() asks. For tests that walk every family's programs (tests/unit/test_steps.cpp).
+bool has_handler(const Step& st, bool backward);
+
 }  // namespace scanshard::train
