@@ -13,7 +13,7 @@
 // = one core, as `scanshard calibrate` measures it). Measured = rank 0's traces: the median wall
 // time of the steps after each warm-up, over all passes, and per op group the median of its
 // seconds. The prediction uses the cluster sliced to the plan's n devices. Before each plan every
-// rank runs the machine-speed probe (cli/probe.hpp) when the cluster file has a calibrated one.
+// rank runs the machine-speed probe (measure/probe.hpp) when the cluster file has a calibrated one.
 //
 // Writes DIR/validate.json (everything), validate.csv (one row per plan), validate-groups.csv
 // (per plan and op group) and validate-classes.csv (per op class), atomically.
@@ -29,7 +29,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
-#include "cli/probe.hpp"
+#include "measure/probe.hpp"
 #include "cli/published_command.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"

@@ -266,7 +266,7 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  threads_per_rank: 1\n"
     << "  quick: " << (quick ? "true" : "false") << "\n"
     << "  load_average_1min: [" << fmt6(r.load_start) << ", " << fmt6(r.load_end) << "]   # at start and end; > cores: timings inflated\n"
-    << "  probe_seconds: " << fmt6(r.probe_seconds) << "   # cli/probe.hpp: sgemm 256^3 + 3 MiB triad, median; validate's drift reference\n"
+    << "  probe_seconds: " << fmt6(r.probe_seconds) << "   # measure/probe.hpp: sgemm 256^3 + 3 MiB triad, median; validate's drift reference\n"
     << "  seconds: " << fmt6(r.seconds) << "\n"
     << "  sgemm:                          # [m, n, k, seconds, flop/s], mean over ranks\n";
   for (const auto& g : r.gemm)

@@ -115,7 +115,7 @@ struct CalibrationMeasurements {
   std::vector<GemmSample> gemm;
   std::vector<TriadSample> triad;
   double vector_flops = 0, launch = 0;
-  double probe_seconds = 0;  // machine_probe_seconds() (cli/probe.hpp), mean over ranks
+  double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
   std::vector<CommFit> comm;
   Jitter jitter;

@@ -121,3 +121,16 @@ TEST_CASE("every per-kernel efficiency key and every op calibrate times is a reg
   CHECK(find_op_kind("no.such.op") == nullptr);
   CHECK(step_key(ops::linear, tensors::mlp_w1) == "linear|mlp.w1");
 }
+
+TEST_CASE("the executor reports a missing handler: an unknown step, and a GEMM forward in a backward pass", "[steps]") {
+  Step s;
+  s.op = ops::linear;
+  s.name = "no.such.tensor";
+  CHECK_FALSE(train::has_handler(s, false));
+  s.name = tensors::mlp_w1;
+  CHECK(train::has_handler(s, false));
+  s.phase = Phase::backward;  // linear|mlp.w1 has a forward handler only; its backward is linear.dx / linear.dw
+  CHECK_FALSE(train::has_handler(s, true));
+  s.phase = Phase::recompute;  // recompute reruns the forward handler
+  CHECK(train::has_handler(s, true));
+}
