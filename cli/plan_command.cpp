@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "reports/compare.hpp"
 #include "reports/format.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"

@@ -13,8 +13,6 @@
 #include <set>
 #include <memory>
 
-#include <nlohmann/json.hpp>
-
 #include "cli/commands.hpp"
 #include "reports/compare.hpp"
 #include "reports/format.hpp"
@@ -73,16 +71,12 @@ void run_report(const ReportOptions& o) {
   const Comparison cmp = compare(m, p, c, steps);
 
   Table t({"op group", "predicted", "measured", "measured/predicted"}, {false, true, true, true});
-  nlohmann::json rows = nlohmann::json::array();
-  std::string csv = "group,class,predicted_seconds,measured_seconds\n";
   auto ms = [](double s) { char b[32]; std::snprintf(b, sizeof b, "%.3f ms", 1e3 * s); return std::string(b); };
   for (const auto& g : cmp.groups) {
     const double pr = g.predicted, me = g.measured;
     char ratio[32] = "-";
     if (pr > 0 && me > 0) std::snprintf(ratio, sizeof ratio, "%.2f", me / pr);
     t.add({g.group, pr > 0 ? ms(pr) : "-", me > 0 ? ms(me) : "-", ratio});
-    rows.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", pr}, {"measured_seconds", me}});
-    csv += g.group + "," + g.cls + "," + std::to_string(pr) + "," + std::to_string(me) + "\n";
   }
   const double wall = cmp.measured_step_seconds;
   const Estimate& est = cmp.estimate;
@@ -97,9 +91,9 @@ void run_report(const ReportOptions& o) {
     std::cout << "note: " << c.name << " is an uncalibrated placeholder; `mpirun -n 2 scanshard calibrate` measures this machine\n";
   if (!o.out_dir.empty()) {
     make_output_directory(o.out_dir, "--out-dir");
-    const nlohmann::json doc = {{"model", m.name}, {"mesh", p.mesh.describe()}, {"cluster", c.name},
-                                {"predicted_step_seconds", est.step_seconds}, {"measured_step_seconds", wall}, {"groups", rows}};
-    write_output_files({{o.out_dir + "/report.csv", csv}, {o.out_dir + "/report.json", doc.dump(2) + "\n"}});
+    OutputFiles files;
+    for (auto& [name, text] : comparison_files(cmp, m.name, p.mesh.describe(), c.name)) files.push_back({o.out_dir + "/" + name, std::move(text)});
+    write_output_files(files);
     std::cout << "wrote " << o.out_dir << "/report.csv and report.json\n";
   }
 }

@@ -7,6 +7,8 @@
 #include <numeric>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/stats.hpp"
@@ -159,6 +161,20 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
     return x != y ? x > y : a.group < b.group;
   });
   return out;
+}
+
+std::vector<std::pair<std::string, std::string>> comparison_files(const Comparison& cmp, const std::string& model,
+                                                                  const std::string& mesh, const std::string& cluster) {
+  nlohmann::json rows = nlohmann::json::array();
+  std::string csv = "group,class,predicted_seconds,measured_seconds\n";
+  for (const auto& g : cmp.groups) {
+    rows.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
+    csv += g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," + std::to_string(g.measured) + "\n";
+  }
+  const nlohmann::json doc = {{"model", model}, {"mesh", mesh}, {"cluster", cluster},
+                              {"predicted_step_seconds", cmp.estimate.step_seconds},
+                              {"measured_step_seconds", cmp.measured_step_seconds}, {"groups", rows}};
+  return {{"report.csv", csv}, {"report.json", doc.dump(2) + "\n"}};
 }
 
 double load_average_1min() {

@@ -12,6 +12,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "reports/trace_file.hpp"
@@ -67,6 +68,11 @@ struct Comparison {
 Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
                    bool warm_up = true);
 
+// report.csv (group, class, predicted_seconds, measured_seconds per group) and report.json (the
+// run's model, mesh, cluster, the step times and the groups) of one comparison, named without a
+// directory.
+std::vector<std::pair<std::string, std::string>> comparison_files(const Comparison& cmp, const std::string& model,
+                                                                  const std::string& mesh, const std::string& cluster);
 
 // The machine's 1-minute load average (/proc/loadavg), or −1 where unavailable. Recorded next to
 // measurements: other processes on the same cores slow every timing down.
