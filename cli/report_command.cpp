@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "cli/commands.hpp"
+#include "cli/plan_options.hpp"
 #include "reports/compare.hpp"
 #include "reports/format.hpp"
 #include "reports/html_report.hpp"
@@ -54,9 +55,9 @@ void run_report(const ReportOptions& o) {
   const Plan p = load_plan(o.plan_file);
   if (p.model.empty()) throw ConfigError(o.plan_file + ": model: the plan must name its model for a report");
   const ModelSpec m = load_model(p.model, o.plan_file + ": model");
+  // --cluster overrides the plan's cluster (the one the run used); neither: the local CPU.
   const std::string cluster_name = !o.cluster.empty() ? o.cluster : !p.cluster.empty() ? p.cluster : "cpu-local";
-  const ClusterSpec c =
-      cluster_slice(load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster"), p.devices, o.plan_file + ": devices");
+  const ClusterSpec c = load_plan_cluster(cluster_name, !o.cluster.empty(), p, o.plan_file);
   const TraceFile trace = load_trace(o.trace_file);  // untrusted: shape and values checked, then against the plan
   check_trace_plan(trace, o.trace_file, m, p);
   const auto steps = measured_steps(trace);

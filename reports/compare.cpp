@@ -48,7 +48,7 @@ std::string op_group(const std::string& name) {
   if (name == tensors::rec_gate_a || name == tensors::rec_gate_x || name == tensors::rec_decay || name == tensors::rec_scan ||
       name == ops::scan_carry_fix)
     return "rec.rglru";
-  if (name == tensors::rec_gate || name == tensors::rec_gated) return "rec.gate";
+  if (name == tensors::rec_gate || name == tensors::rec_gated) return tensors::rec_gate;
   if (name == tensors::attn_scores_recompute) return tensors::attn_core;  // recomputed inside the attention backward
   if (name.ends_with(".residual")) return "residual";
   return name;
@@ -84,8 +84,8 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
     for (const auto& [g, s] : predicted) own += s;
     const double wait = out.predicted_step_seconds - own;
     if (wait > 0) {
-      predicted["pipeline.recv_gradients"] += wait;
-      class_seconds["pipeline.recv_gradients"]["comm"] += wait;
+      predicted[tensors::pipeline_recv_gradients] += wait;
+      class_seconds[tensors::pipeline_recv_gradients]["comm"] += wait;
     }
   } else if (const double wait = out.estimate.seconds[static_cast<int>(Bucket::sync_wait)]; wait > 0) {
     // Elsewhere ranks wait for the slowest at every collective or transfer (the sync wait: jitter
