@@ -4,7 +4,9 @@
 // carry scheme, scan algorithm, rs_ag, materialized attention, interleaved stages, dropout). Every
 // step lowered must carry a registered op and step name with the class the registry gives its
 // kernel, every forward and backward step of a plan the runner accepts must have an executor
-// handler, and every compute step must be priced by an efficiency calibrate fits.
+// handler, and every compute step must be priced by an efficiency calibrate fits. Calibrate's
+// kernel benchmarks must name steps its models lower, and a benchmark fitted as its own kernel
+// must find steps with that kernel tag (else its fit would price nothing).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/steps.hpp"
+#include "measure/microbench.hpp"
 #include "reports/calibration.hpp"
 #include "train/executor.hpp"
 #include "train/runner.hpp"
@@ -114,7 +117,7 @@ TEST_CASE("every lowered step of every family is registered, handled by the exec
   CHECK(w.runnable < w.programs);  // some plans are refused by the runner and only checked against the registry
 }
 
-TEST_CASE("every per-kernel efficiency key and every op calibrate times is a registered op", "[steps]") {
+TEST_CASE("every per-kernel efficiency key is a registered op, and op keys are unique", "[steps]") {
   for (const char* k : kTunedOps) CHECK(find_op_kind(k) != nullptr);
   for (const auto& k : kOpKinds) CHECK(find_op_kind(k.key) == &k);  // keys are unique
   for (const auto n : kStepNames) CHECK(is_step_name(n));
@@ -133,4 +136,29 @@ TEST_CASE("the executor reports a missing handler: an unknown step, and a GEMM f
   CHECK_FALSE(train::has_handler(s, true));
   s.phase = Phase::recompute;  // recompute reruns the forward handler
   CHECK(train::has_handler(s, true));
+}
+
+TEST_CASE("calibrate's kernel benchmarks name lowered steps, and each tuned one finds steps with its kernel tag", "[steps]") {
+  const auto benches = measure::kernel_benches();
+  REQUIRE_FALSE(benches.empty());
+  std::set<std::string> tuned;
+  for (const auto& b : benches) {
+    INFO(b.group << " on " << b.model);
+    CHECK(std::find(kCalibratedClasses.begin(), kCalibratedClasses.end(), b.cls) != kCalibratedClasses.end());
+    for (const auto& n : b.names) CHECK(is_step_name(n));
+    std::vector<Step> steps;
+    REQUIRE_NOTHROW(steps = named_steps(load_model(b.model), b.names, b.scan));
+    // A benchmark in its class's fit must contain steps that class prices (the others in it, the
+    // MLP's gelu ⊙ or the RG-LRU's fused decay, are priced with their own, already fitted, class):
+    // else the bisection on the class would move nothing and clamp.
+    if (b.op.empty() || b.also_class)
+      CHECK(std::any_of(steps.begin(), steps.end(), [&](const Step& st) { return priced_by_class(st.cls) == b.cls; }));
+    if (b.op.empty()) continue;
+    CHECK(find_op_kind(b.op) != nullptr);
+    CHECK(std::find(kTunedOps.begin(), kTunedOps.end(), b.op) != kTunedOps.end());
+    const auto with_tag = std::count_if(steps.begin(), steps.end(), [&](const Step& st) { return b.op == (st.kernel ? st.kernel : st.op); });
+    CHECK(with_tag > 0);
+    tuned.insert(b.op);
+  }
+  CHECK(tuned.size() >= 10);  // the benchmarks fitted as their own kernel (gelu_mul, conv1d, rope, ..., wkv6.chunked)
 }
