@@ -28,7 +28,7 @@
 #include "program/plan.hpp"
 #include "train/comm.hpp"
 #include "train/tokens.hpp"
-#include "train/trace.hpp"
+#include "program/trace.hpp"
 
 namespace scanshard::train {
 
