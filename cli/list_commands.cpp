@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "cli/format.hpp"
+#include "reports/format.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 

@@ -12,13 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "cli/compare.hpp"
-#include "cli/format.hpp"
 #include "cli/plan_options.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "reports/format.hpp"
 
 namespace scanshard {
 namespace {

@@ -50,9 +50,11 @@ std::string pick_preset(const std::string& flag, const std::string& from_plan, c
 ModelSpec PlanOptions::resolve_model(const Plan& p) const {
   return load_model(pick_preset(model, p.model, "model", plan_file), model.empty() ? plan_file + ": model" : "--model");
 }
+ClusterSpec load_plan_cluster(const std::string& name, bool from_flag, const Plan& p, const std::string& plan_file) {
+  return cluster_slice(load_cluster(name, from_flag ? "--cluster" : plan_file + ": cluster"), p.devices, plan_file + ": devices");
+}
 ClusterSpec PlanOptions::resolve_cluster(const Plan& p) const {
-  const ClusterSpec c = load_cluster(pick_preset(cluster, p.cluster, "cluster", plan_file), cluster.empty() ? plan_file + ": cluster" : "--cluster");
-  return cluster_slice(c, p.devices, plan_file + ": devices");
+  return load_plan_cluster(pick_preset(cluster, p.cluster, "cluster", plan_file), !cluster.empty(), p, plan_file);
 }
 
 Plan PlanOptions::resolve_plan(std::int64_t devices) const {

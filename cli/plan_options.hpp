@@ -39,4 +39,9 @@ nlohmann::json plan_json(const Plan& p);
 
 std::string pick_preset(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file);
 
+// The cluster `name` (from --cluster when from_flag, else the plan file's `cluster:`) sliced to
+// the plan's devices: what simulate (resolve_cluster) and report run a plan on. Errors name the
+// flag or the plan file's key.
+ClusterSpec load_plan_cluster(const std::string& name, bool from_flag, const Plan& p, const std::string& plan_file);
+
 }  // namespace scanshard

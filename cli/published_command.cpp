@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/format.hpp"
+#include "reports/format.hpp"
 #include "cli/published_command.hpp"
 #include "program/output_file.hpp"
 #include "program/yaml_reader.hpp"

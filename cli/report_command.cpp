@@ -1,10 +1,10 @@
 // cli/report_command.cpp — `scanshard report`, two modes:
 //   report --plan P --trace T [--cluster C] [--out-dir D]: the measured trace of a `scanshard train`
 //     run next to the simulator's prediction for the same plan, op group by op group (seconds per
-//     step, cli/compare.hpp), with the total step time; also written as CSV and JSON.
+//     step, reports/compare.hpp), with the total step time; also written as CSV and JSON.
 //   report --validate DIR --html FILE [...]: the self-contained HTML page with gnuplot SVG charts
 //     of a `scanshard validate` run plus the planner's Pareto front and a sequence-length sweep
-//     (cli/html_report.hpp); CSV/JSON next to the page. No gnuplot on PATH: exit 2, nothing written.
+//     (reports/html_report.hpp); CSV/JSON next to the page. No gnuplot on PATH: exit 2, nothing written.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -13,12 +13,11 @@
 #include <set>
 #include <memory>
 
-#include <nlohmann/json.hpp>
-
 #include "cli/commands.hpp"
-#include "cli/compare.hpp"
-#include "cli/format.hpp"
-#include "cli/html_report.hpp"
+#include "cli/plan_options.hpp"
+#include "reports/compare.hpp"
+#include "reports/format.hpp"
+#include "reports/html_report.hpp"
 #include "program/lower.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
@@ -56,9 +55,9 @@ void run_report(const ReportOptions& o) {
   const Plan p = load_plan(o.plan_file);
   if (p.model.empty()) throw ConfigError(o.plan_file + ": model: the plan must name its model for a report");
   const ModelSpec m = load_model(p.model, o.plan_file + ": model");
+  // --cluster overrides the plan's cluster (the one the run used); neither: the local CPU.
   const std::string cluster_name = !o.cluster.empty() ? o.cluster : !p.cluster.empty() ? p.cluster : "cpu-local";
-  const ClusterSpec c =
-      cluster_slice(load_cluster(cluster_name, o.cluster.empty() ? o.plan_file + ": cluster" : "--cluster"), p.devices, o.plan_file + ": devices");
+  const ClusterSpec c = load_plan_cluster(cluster_name, !o.cluster.empty(), p, o.plan_file);
   const TraceFile trace = load_trace(o.trace_file);  // untrusted: shape and values checked, then against the plan
   check_trace_plan(trace, o.trace_file, m, p);
   const auto steps = measured_steps(trace);
@@ -73,16 +72,12 @@ void run_report(const ReportOptions& o) {
   const Comparison cmp = compare(m, p, c, steps);
 
   Table t({"op group", "predicted", "measured", "measured/predicted"}, {false, true, true, true});
-  nlohmann::json rows = nlohmann::json::array();
-  std::string csv = "group,class,predicted_seconds,measured_seconds\n";
   auto ms = [](double s) { char b[32]; std::snprintf(b, sizeof b, "%.3f ms", 1e3 * s); return std::string(b); };
   for (const auto& g : cmp.groups) {
     const double pr = g.predicted, me = g.measured;
     char ratio[32] = "-";
     if (pr > 0 && me > 0) std::snprintf(ratio, sizeof ratio, "%.2f", me / pr);
     t.add({g.group, pr > 0 ? ms(pr) : "-", me > 0 ? ms(me) : "-", ratio});
-    rows.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", pr}, {"measured_seconds", me}});
-    csv += g.group + "," + g.cls + "," + std::to_string(pr) + "," + std::to_string(me) + "\n";
   }
   const double wall = cmp.measured_step_seconds;
   const Estimate& est = cmp.estimate;
@@ -97,9 +92,9 @@ void run_report(const ReportOptions& o) {
     std::cout << "note: " << c.name << " is an uncalibrated placeholder; `mpirun -n 2 scanshard calibrate` measures this machine\n";
   if (!o.out_dir.empty()) {
     make_output_directory(o.out_dir, "--out-dir");
-    const nlohmann::json doc = {{"model", m.name}, {"mesh", p.mesh.describe()}, {"cluster", c.name},
-                                {"predicted_step_seconds", est.step_seconds}, {"measured_step_seconds", wall}, {"groups", rows}};
-    write_output_files({{o.out_dir + "/report.csv", csv}, {o.out_dir + "/report.json", doc.dump(2) + "\n"}});
+    OutputFiles files;
+    for (auto& [name, text] : comparison_files(cmp, m.name, p.mesh.describe(), c.name)) files.push_back({o.out_dir + "/" + name, std::move(text)});
+    write_output_files(files);
     std::cout << "wrote " << o.out_dir << "/report.csv and report.json\n";
   }
 }

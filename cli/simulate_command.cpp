@@ -8,9 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
-#include "cli/format.hpp"
+#include "reports/format.hpp"
 #include "cli/plan_options.hpp"
 #include "program/yaml_reader.hpp"
+#include "reports/sweep.hpp"
 #include "sim/simulate.hpp"
 
 namespace scanshard {
@@ -102,9 +103,7 @@ void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& 
   Table t({"seq_len", "global_batch", "step time", "relative", "tokens/s", "MFU", "bottleneck"},
           {true, true, true, true, true, true, false});
   double first = 0;
-  for (auto T : lens) {
-    const Plan p = at_seq_len(base, T, tokens);
-    const auto e = simulate(m, p, c);
+  for (const auto& [T, p, e] : seq_len_sweep(m, c, base, lens, tokens, "--sweep")) {
     if (first == 0) first = e.step_seconds;
     char rel[16], mfu[16];
     std::snprintf(rel, sizeof rel, "%.3f", e.step_seconds / first);

@@ -65,7 +65,7 @@ struct TrainOptions {
   unsigned seed = 1234;
 };
 
-nlohmann::json trace_json(const train::Trace& t, const ModelSpec& m, const Plan& p, int world) {
+nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const Plan& p, int world) {
   nlohmann::json steps = nlohmann::json::array();
   for (const auto& s : t.steps()) {
     nlohmann::json ops = nlohmann::json::array();

@@ -833,7 +833,7 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
     std::vector<Step> end_steps;
     double accum = 0;
     for (const auto& st : stages[s].step_end) {
-      if (std::string_view(st.op) != "grad_accumulate") {
+      if (std::string_view(st.op) != ops::grad_accumulate) {
         end_steps.push_back(st);
         continue;
       }

@@ -21,7 +21,7 @@ const char* to_string(OpClass c) {
   return n[static_cast<int>(c)];
 }
 const char* to_string(CommKind k) {
-  static const char* n[] = {"none", "all_reduce", "all_gather", "reduce_scatter", "send_recv"};
+  static const char* n[] = {"none", ops::all_reduce, ops::all_gather, ops::reduce_scatter, ops::send_recv};
   return n[static_cast<int>(k)];
 }
 
@@ -117,7 +117,7 @@ struct Emit {
   // `kernel` (optional) names the kernel for a per-kernel efficiency (Efficiency::ops).
   void linear(const char* name, double din, double dout, double groups = 1, const char* kernel = nullptr) {
     const double X = c.n * groups * din * c.a, Y = c.n * groups * dout * c.a, Wb = groups * din * dout;
-    Step f = base(Phase::forward, OpClass::gemm, "linear", name);
+    Step f = base(Phase::forward, OpClass::gemm, ops::linear, name);
     f.kernel = kernel;
     f.m = static_cast<std::int64_t>(c.n); f.n = static_cast<std::int64_t>(dout); f.k = static_cast<std::int64_t>(din);
     f.matmul_flops = 2 * c.n * groups * din * dout;
@@ -125,13 +125,13 @@ struct Emit {
     f.bytes_written = Y;
     f.saved_bytes = Y;
     fwd.push_back(f);
-    Step dx = base(Phase::backward, OpClass::gemm, "linear.dx", name);
+    Step dx = base(Phase::backward, OpClass::gemm, ops::linear_dx, name);
     dx.kernel = kernel;
     dx.m = f.m; dx.n = f.k; dx.k = f.n;
     dx.matmul_flops = f.matmul_flops;
     dx.bytes_read = Y + Wb * c.w;
     dx.bytes_written = X;
-    Step dw = base(Phase::backward, OpClass::gemm, "linear.dw", name);
+    Step dw = base(Phase::backward, OpClass::gemm, ops::linear_dw, name);
     dw.kernel = kernel;
     dw.m = f.k; dw.n = f.n; dw.k = f.m;
     dw.matmul_flops = f.matmul_flops;
@@ -163,14 +163,14 @@ struct Emit {
   void collective(Phase ph, CommKind kind, Axis axis, const char* name, double bytes, bool overlappable = false) {
     const std::int64_t size = c.p.mesh[axis];
     if (size <= 1 || bytes <= 0) return;
-    Step s = base(ph, OpClass::comm, kind == CommKind::all_reduce ? "all_reduce" : kind == CommKind::all_gather ? "all_gather" : "reduce_scatter", name);
+    Step s = base(ph, OpClass::comm, kind == CommKind::all_reduce ? ops::all_reduce : kind == CommKind::all_gather ? ops::all_gather : ops::reduce_scatter, name);
     s.kind = StepKind::collective; s.comm = kind; s.axis = axis; s.comm_bytes = bytes; s.overlappable = overlappable;
     (ph == Phase::forward ? fwd : bwd).push_back(s);
   }
 
   void p2p(Phase ph, Axis axis, const char* name, double bytes, std::int32_t hops, bool overlappable = false) {
     if (c.p.mesh[axis] <= 1 || bytes <= 0 || hops <= 0) return;
-    Step s = base(ph, OpClass::comm, "send_recv", name);
+    Step s = base(ph, OpClass::comm, ops::send_recv, name);
     s.kind = StepKind::p2p; s.comm = CommKind::send_recv; s.axis = axis; s.comm_bytes = bytes; s.hops = hops;
     s.overlappable = overlappable;
     (ph == Phase::forward ? fwd : bwd).push_back(s);
@@ -194,20 +194,20 @@ struct Emit {
     const double bytes = c.n * c.m.width * c.a;
     if (!c.rs_ag) return collective(Phase::backward, CommKind::all_reduce, Axis::tensor, name, bytes);
     collective(Phase::forward, CommKind::all_gather, Axis::tensor, name, bytes);
-    if (c.p.remat != Remat::block) collective(Phase::backward, CommKind::all_gather, Axis::tensor, "tp.regather_input", bytes, true);
+    if (c.p.remat != Remat::block) collective(Phase::backward, CommKind::all_gather, Axis::tensor, tensors::tp_regather_input, bytes, true);
     collective(Phase::backward, CommKind::reduce_scatter, Axis::tensor, name, bytes);
   }
 
   // Token-wise regions between tensor-parallel blocks: n·D elements, or n·D/t under rs_ag.
   double seq_elems() const { return c.n * c.m.width / c.tp_seq; }
-  void rmsnorm(const char* name) { elementwise(OpClass::norm, "rmsnorm", name, seq_elems(), 1, 1, 4); }
-  void layernorm(const char* name) { elementwise(OpClass::norm, "layernorm", name, seq_elems(), 1, 1, 8); }
+  void rmsnorm(const char* name) { elementwise(OpClass::norm, ops::rmsnorm, name, seq_elems(), 1, 1, 4); }
+  void layernorm(const char* name) { elementwise(OpClass::norm, ops::layernorm, name, seq_elems(), 1, 1, 8); }
   void norm(const char* name) { c.m.norm == NormKind::layernorm ? layernorm(name) : rmsnorm(name); }
-  void residual(const char* name, bool saved = false) { elementwise(OpClass::elementwise, "add", name, seq_elems(), 2, 1, 1, saved); }
+  void residual(const char* name, bool saved = false) { elementwise(OpClass::elementwise, ops::add, name, seq_elems(), 2, 1, 1, saved); }
   // Dropout (training): reads x, writes y and a one-byte mask; the mask is what backward keeps.
   void dropout(const char* name, double elems) {
     if (c.m.dropout <= 0) return;
-    elementwise(OpClass::elementwise, "dropout", name, elems, 1, 1, 2);
+    elementwise(OpClass::elementwise, ops::dropout, name, elems, 1, 1, 2);
     fwd.back().bytes_written += elems;
     fwd.back().saved_bytes = elems;  // the mask, 1 byte per element
   }
@@ -260,16 +260,16 @@ struct Emit {
     const std::int64_t P = c.p.mesh[Axis::sequence];
     if (P <= 1) return;
     for (Phase ph : {Phase::forward, Phase::backward}) {
-      if (c.p.carry == CarryScheme::ring) p2p(ph, Axis::sequence, "scan.carry", ring_bytes, static_cast<std::int32_t>(P - 1));
-      else collective(ph, CommKind::all_gather, Axis::sequence, "scan.carry", gather_bytes * static_cast<double>(P));
+      if (c.p.carry == CarryScheme::ring) p2p(ph, Axis::sequence, tensors::scan_carry, ring_bytes, static_cast<std::int32_t>(P - 1));
+      else collective(ph, CommKind::all_gather, Axis::sequence, tensors::scan_carry, gather_bytes * static_cast<double>(P));
     }
-    Step fix = base(Phase::forward, OpClass::elementwise, "scan.carry_fix", name);
+    Step fix = base(Phase::forward, OpClass::elementwise, ops::scan_carry_fix, name);
     fix.vector_flops = 2 * elems; fix.bytes_read = 2 * elems * c.a; fix.bytes_written = elems * c.a;
     auto rerun = [&](const Step* like, Phase ph) {
       Step r = *like;
       r.phase = ph;
       r.kernel = like->op;
-      r.op = "scan.carry_fix";
+      r.op = ops::scan_carry_fix;
       r.saved_bytes = 0;
       return r;
     };
@@ -292,39 +292,39 @@ struct Emit {
 void gated_mlp(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t;
-  e.rmsnorm("norm2");
-  e.tensor_allreduce_bwd("mlp.in_grad");  // after the norm in forward order: runs before its backward
-  e.linear("mlp.w1", D, F);
-  e.linear("mlp.w2", D, F);
-  e.elementwise(OpClass::elementwise, "gelu_mul", "mlp.act", c.n * F, 2, 1, 10);  // gelu_tanh(h1) ⊙ h2
-  e.linear("mlp.w3", F, D);
-  e.tensor_allreduce_fwd("mlp.out");
-  e.residual("mlp.residual");
+  e.rmsnorm(tensors::norm2);
+  e.tensor_allreduce_bwd(tensors::mlp_in_grad);  // after the norm in forward order: runs before its backward
+  e.linear(tensors::mlp_w1, D, F);
+  e.linear(tensors::mlp_w2, D, F);
+  e.elementwise(OpClass::elementwise, ops::gelu_mul, tensors::mlp_act, c.n * F, 2, 1, 10);  // gelu_tanh(h1) ⊙ h2
+  e.linear(tensors::mlp_w3, F, D);
+  e.tensor_allreduce_fwd(tensors::mlp_out);
+  e.residual(tensors::mlp_residual);
 }
 
 void recurrent_block(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, R = c.m.recurrent_width / c.t, K = c.m.conv_width;
   const double Rb = static_cast<double>(c.m.recurrent_width / c.m.gate_blocks);  // block size
-  e.rmsnorm("norm1");
-  e.tensor_allreduce_bwd("rec.in_grad");
-  e.linear("rec.wy", D, R);
+  e.rmsnorm(tensors::norm1);
+  e.tensor_allreduce_bwd(tensors::rec_in_grad);
+  e.linear(tensors::rec_wy, D, R);
   // the runner fuses the gate's gelu with the ⊙ below into one kernel (gelu_mul, as mlp.act)
-  e.elementwise(OpClass::elementwise, "gelu", "rec.gate", c.n * R, 1, 1, 8, true, "gelu_mul");
-  e.linear("rec.wx", D, R);
-  e.halo("rec.conv_halo", K - 1, R);
-  e.elementwise(OpClass::elementwise, "conv1d", "rec.conv", c.n * R, 1, 1, 2 * K);
+  e.elementwise(OpClass::elementwise, ops::gelu, tensors::rec_gate, c.n * R, 1, 1, 8, true, ops::gelu_mul);
+  e.linear(tensors::rec_wx, D, R);
+  e.halo(tensors::rec_conv_halo, K - 1, R);
+  e.elementwise(OpClass::elementwise, ops::conv1d, tensors::rec_conv, c.n * R, 1, 1, 2 * K);
   // block-diagonal gate linears: (R/t)/Rb blocks of Rb×Rb on this rank (thin GEMMs: their own
   // efficiency when the cluster file has one, efficiency.ops.blockdiag)
-  e.linear("rec.gate_a", Rb, Rb, R / Rb, "blockdiag");
-  e.linear("rec.gate_x", Rb, Rb, R / Rb, "blockdiag");
+  e.linear(tensors::rec_gate_a, Rb, Rb, R / Rb, ops::blockdiag);
+  e.linear(tensors::rec_gate_x, Rb, Rb, R / Rb, ops::blockdiag);
   // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
-  e.elementwise(OpClass::elementwise, "rglru.decay", "rec.decay", c.n * R, 1, 1, 6);
-  e.scan("rglru.scan", "rec.scan", c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
-  e.elementwise(OpClass::elementwise, "mul", "rec.gated", c.n * R, 2, 1, 1, true, "gelu_mul");
-  e.linear("rec.wo", R, D);
-  e.tensor_allreduce_fwd("rec.out");
-  e.residual("rec.residual");
+  e.elementwise(OpClass::elementwise, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
+  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
+  e.elementwise(OpClass::elementwise, ops::mul, tensors::rec_gated, c.n * R, 2, 1, 1, true, ops::gelu_mul);
+  e.linear(tensors::rec_wo, R, D);
+  e.tensor_allreduce_fwd(tensors::rec_out);
+  e.residual(tensors::rec_residual);
 }
 
 // The attention core on this rank's H query and KV key/value heads of size N: halo or ring
@@ -341,11 +341,11 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   const double halo_tokens = static_cast<double>(local ? kv.received : q0);  // K/V rows before this rank's own
   if (local) {
     // every peer the window reaches at once (one round): the link carries the larger direction
-    e.halo("attn.kv_halo", static_cast<double>(std::max(kv.received, kv.sent)), 2 * KV * N);
+    e.halo(tensors::attn_kv_halo, static_cast<double>(std::max(kv.received, kv.sent)), 2 * KV * N);
   } else if (c.sp > 1) {  // ring attention: K/V blocks travel P−1 hops, hidden behind compute
     const double block = c.B * c.T * 2 * KV * N * c.a;
-    e.p2p(Phase::forward, Axis::sequence, "attn.ring_kv", block, static_cast<std::int32_t>(c.sp - 1), true);
-    e.p2p(Phase::backward, Axis::sequence, "attn.ring_kv", 2 * block, static_cast<std::int32_t>(c.sp - 1), true);
+    e.p2p(Phase::forward, Axis::sequence, tensors::attn_ring_kv, block, static_cast<std::int32_t>(c.sp - 1), true);
+    e.p2p(Phase::backward, Axis::sequence, tensors::attn_ring_kv, 2 * block, static_cast<std::int32_t>(c.sp - 1), true);
   }
   const double kv_tokens = c.T + halo_tokens;
   const double q_bytes = c.n * H * N * c.a, kv_bytes = c.B * kv_tokens * 2 * KV * N * c.a;
@@ -353,7 +353,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
     const double pairs = c.T * kv_tokens * H * c.B;  // the whole square: every (query, key) pair
     const double drop = c.m.dropout > 0 ? 1 : 0;
     // scores = QKᵀ·N^−½ (written), softmax (read, write P), dropout (read P, write mask + P')
-    Step sc = e.base(Phase::forward, OpClass::attention, "attention.scores", "attn.core");
+    Step sc = e.base(Phase::forward, OpClass::attention, ops::attention_scores, tensors::attn_core);
     sc.matmul_flops = 2 * N * pairs;
     sc.vector_flops = (5 + 2 * drop) * pairs;
     sc.bytes_read = q_bytes + kv_bytes / 2 + pairs * c.a * (1 + drop);
@@ -362,7 +362,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
     // softmax (read scores, write P) and dropout (read P, write mask and P') run after QKᵀ
     sc.unfused_bytes = pairs * (2 * c.a + drop * (2 * c.a + 1));
     e.fwd.push_back(sc);
-    Step cx = e.base(Phase::forward, OpClass::attention, "attention.context", "attn.core");  // P'·V
+    Step cx = e.base(Phase::forward, OpClass::attention, ops::attention_context, tensors::attn_core);  // P'·V
     cx.matmul_flops = 2 * N * pairs;
     cx.bytes_read = pairs * c.a + kv_bytes / 2;
     cx.bytes_written = q_bytes;
@@ -385,7 +385,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   }
   const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
   const double tiled = static_cast<double>(tiled_attention_pairs(q0, q1, W, kAttentionQueryTile));
-  Step f = e.base(Phase::forward, OpClass::attention, local ? "attention.local" : "attention.global", "attn.core");
+  Step f = e.base(Phase::forward, OpClass::attention, local ? ops::attention_local : ops::attention_global, tensors::attn_core);
   f.matmul_flops = 4 * N * tiled * H * c.B;  // QKᵀ and P·V over whole query tiles
   // scale, max, exp, sum, normalise; with dropout the mask drawn and applied in the kernel (as the
   // materialized core's 2 per pair; regenerated, not stored, so no saved bytes)
@@ -401,8 +401,8 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   b.bytes_read = f.bytes_read + 2 * f.bytes_written;
   b.bytes_written = f.bytes_read;
   Step scores = f;  // blockwise attention keeps no T×T scores: backward recomputes QKᵀ
-  scores.phase = Phase::backward; scores.saved_bytes = 0; scores.op = "attention.scores";
-  scores.name = "attn.scores_recompute";
+  scores.phase = Phase::backward; scores.saved_bytes = 0; scores.op = ops::attention_scores;
+  scores.name = tensors::attn_scores_recompute;
   scores.matmul_flops = f.matmul_flops / 2;
   e.bwd.push_back(b);
   e.bwd.push_back(scores);
@@ -414,18 +414,18 @@ void attention_block(Emit& e, bool local) {
   // K/V heads on this rank: split when kv_heads ≥ t, else the weights are replicated and each rank
   // computes the one K/V head its query heads share (MQA's single head).
   const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);
-  e.rmsnorm("norm1");
-  e.tensor_allreduce_bwd("attn.in_grad");
-  e.linear("attn.wq", D, H * N);
+  e.rmsnorm(tensors::norm1);
+  e.tensor_allreduce_bwd(tensors::attn_in_grad);
+  e.linear(tensors::attn_wq, D, H * N);
   if (c.m.kv_heads < c.t)  // replicated K/V head: each rank's weight gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads", 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
-  e.linear("attn.wk", D, KV * N);
-  e.linear("attn.wv", D, KV * N);
-  e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::attn_kv_grads, 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
+  e.linear(tensors::attn_wk, D, KV * N);
+  e.linear(tensors::attn_wv, D, KV * N);
+  e.elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
   attention_core(e, local, H, KV, N);
-  e.linear("attn.wo", H * N, D);
-  e.tensor_allreduce_fwd("attn.out");
-  e.residual("attn.residual");
+  e.linear(tensors::attn_wo, H * N, D);
+  e.tensor_allreduce_fwd(tensors::attn_out);
+  e.residual(tensors::attn_residual);
 }
 
 // ---- Transformer (GPT-style pre-LN block) -----------------------------------------------------
@@ -439,42 +439,42 @@ void transformer_attention(Emit& e, bool local) {
   const Ctx& c = e.c;
   const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
   const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);  // as attention_block
-  e.norm("norm1");
-  e.tensor_allreduce_bwd("attn.in_grad");
-  e.linear("attn.wq", D, H * N);
+  e.norm(tensors::norm1);
+  e.tensor_allreduce_bwd(tensors::attn_in_grad);
+  e.linear(tensors::attn_wq, D, H * N);
   if (c.m.kv_heads < c.t)  // replicated K/V heads: each rank's weight (and bias) gradient covers its query heads only
-    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "attn.kv_grads",
+    e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::attn_kv_grads,
                  2 * (D + (c.m.linear_bias ? 1 : 0)) * static_cast<double>(c.m.kv_heads) * N * c.g);
-  e.linear("attn.wk", D, KV * N);
-  e.linear("attn.wv", D, KV * N);
+  e.linear(tensors::attn_wk, D, KV * N);
+  e.linear(tensors::attn_wv, D, KV * N);
   if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles
-    e.elementwise(OpClass::elementwise, "rope", "attn.rope", c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, false);
+    e.elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, false);
   }
   attention_core(e, local, H, KV, N);
-  e.linear("attn.wo", H * N, D);
+  e.linear(tensors::attn_wo, H * N, D);
   e.fwd.back().saved_bytes = 0;
-  e.tensor_allreduce_fwd("attn.out");
-  e.dropout("attn.dropout", e.seq_elems());
-  e.residual("attn.residual", true);  // the second norm's input
+  e.tensor_allreduce_fwd(tensors::attn_out);
+  e.dropout(tensors::attn_dropout, e.seq_elems());
+  e.residual(tensors::attn_residual, true);  // the second norm's input
 }
 
 void transformer_mlp(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t;
-  e.norm("norm2");
-  e.tensor_allreduce_bwd("mlp.in_grad");
-  e.linear("mlp.w1", D, F);
+  e.norm(tensors::norm2);
+  e.tensor_allreduce_bwd(tensors::mlp_in_grad);
+  e.linear(tensors::mlp_w1, D, F);
   if (c.m.mlp == MlpKind::gelu) {
-    e.elementwise(OpClass::elementwise, "gelu", "mlp.act", c.n * F, 1, 1, 8);
+    e.elementwise(OpClass::elementwise, ops::gelu, tensors::mlp_act, c.n * F, 1, 1, 8);
   } else {  // swiglu: silu(x W1) ⊙ x W2
-    e.linear("mlp.w2", D, F);
-    e.elementwise(OpClass::elementwise, "silu_mul", "mlp.act", c.n * F, 2, 1, 6);
+    e.linear(tensors::mlp_w2, D, F);
+    e.elementwise(OpClass::elementwise, ops::silu_mul, tensors::mlp_act, c.n * F, 2, 1, 6);
   }
-  e.linear("mlp.w3", F, D);
+  e.linear(tensors::mlp_w3, F, D);
   e.fwd.back().saved_bytes = 0;
-  e.tensor_allreduce_fwd("mlp.out");
-  e.dropout("mlp.dropout", e.seq_elems());
-  e.residual("mlp.residual");
+  e.tensor_allreduce_fwd(tensors::mlp_out);
+  e.dropout(tensors::mlp_dropout, e.seq_elems());
+  e.residual(tensors::mlp_residual);
 }
 
 // ---- RWKV blocks (DESIGN §3.2, §3.3) --------------------------------------------------------
@@ -482,77 +482,77 @@ void transformer_mlp(Emit& e) {
 void channel_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t, Dl = D / c.t;
-  e.layernorm("norm2");
-  e.tensor_allreduce_bwd("cm.in_grad");
-  e.halo("cm.shift_halo", 1, D);
+  e.layernorm(tensors::norm2);
+  e.tensor_allreduce_bwd(tensors::cm_in_grad);
+  e.halo(tensors::cm_shift_halo, 1, D);
   // the shift's mixes μ_k, μ_r are whole on every tensor rank but see partial input gradients
-  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "cm.mu_grads", 2 * D * c.g);
-  e.elementwise(OpClass::elementwise, "token_shift", "cm.shift", c.n * D, 2, 2, 4);
-  e.linear("cm.wk", D, F);
-  e.elementwise(OpClass::elementwise, "relu_sq", "cm.act", c.n * F, 1, 1, 2);
-  e.linear("cm.wv", F, D);
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::cm_mu_grads, 2 * D * c.g);
+  e.elementwise(OpClass::elementwise, ops::token_shift, tensors::cm_shift, c.n * D, 2, 2, 4);
+  e.linear(tensors::cm_wk, D, F);
+  e.elementwise(OpClass::elementwise, ops::relu_sq, tensors::cm_act, c.n * F, 1, 1, 2);
+  e.linear(tensors::cm_wv, F, D);
   // stays an all-reduce under rs_ag too: the gate needs every token on this rank's channels
-  e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "cm.value", c.n * D * c.a);
-  e.linear("cm.wr", D, Dl);  // column split; σ(r) ⊙ value on the local slice, then gathered
+  e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, tensors::cm_value, c.n * D * c.a);
+  e.linear(tensors::cm_wr, D, Dl);  // column split; σ(r) ⊙ value on the local slice, then gathered
   // backward: the value's gradient slices are gathered after the gate's backward (for Wv's dX)
-  e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.value_grad", c.n * D * c.a);
-  e.elementwise(OpClass::elementwise, "sigmoid_mul", "cm.gate", c.n * Dl, 2, 1, 5);
-  e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "cm.out", c.n * D * c.a);
+  e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, tensors::cm_value_grad, c.n * D * c.a);
+  e.elementwise(OpClass::elementwise, ops::sigmoid_mul, tensors::cm_gate, c.n * Dl, 2, 1, 5);
+  e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, tensors::cm_out, c.n * D * c.a);
   // rs_ag: the residual keeps this rank's n/t tokens of the gathered output (a slice, free);
   // backward must turn those tokens' gradient back into all tokens of the channel slice (an
   // all-to-all, priced as the all-gather that bounds it).
-  if (c.rs_ag) e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "cm.out_grad", c.n * D * c.a);
-  e.residual("cm.residual");
+  if (c.rs_ag) e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, tensors::cm_out_grad, c.n * D * c.a);
+  e.residual(tensors::cm_residual);
 }
 
 void rwkv4_time_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, Dl = D / c.t;
-  e.layernorm("norm1");
-  e.tensor_allreduce_bwd("tm.in_grad");
-  e.halo("tm.shift_halo", 1, D);
-  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "tm.mu_grads", 3 * D * c.g);
-  e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 3, 6);
-  e.linear("tm.wr", D, Dl);
-  e.linear("tm.wk", D, Dl);
-  e.linear("tm.wv", D, Dl);
+  e.layernorm(tensors::norm1);
+  e.tensor_allreduce_bwd(tensors::tm_in_grad);
+  e.halo(tensors::tm_shift_halo, 1, D);
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::tm_mu_grads, 3 * D * c.g);
+  e.elementwise(OpClass::elementwise, ops::token_shift, tensors::tm_shift, c.n * D, 2, 3, 6);
+  e.linear(tensors::tm_wr, D, Dl);
+  e.linear(tensors::tm_wk, D, Dl);
+  e.linear(tensors::tm_wv, D, Dl);
   // WKV with running maximum exponent: reads k, v, writes wkv; ~14 FLOPs (3 exp, max, 6 mul-add).
-  e.scan("wkv4.scan", "tm.wkv", c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2, true);
-  e.elementwise(OpClass::elementwise, "sigmoid_mul", "tm.gated", c.n * Dl, 2, 1, 5);
-  e.linear("tm.wo", Dl, D);
-  e.tensor_allreduce_fwd("tm.out");
-  e.residual("tm.residual");
+  e.scan(ops::wkv4_scan, tensors::tm_wkv, c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2, true);
+  e.elementwise(OpClass::elementwise, ops::sigmoid_mul, tensors::tm_gated, c.n * Dl, 2, 1, 5);
+  e.linear(tensors::tm_wo, Dl, D);
+  e.tensor_allreduce_fwd(tensors::tm_out);
+  e.residual(tensors::tm_residual);
 }
 
 void rwkv6_time_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, Dl = D / c.t, N = c.m.head_size, Hl = Dl / N;
   const double r = c.m.lora_rank_mix, rw = c.m.lora_rank_decay;
-  e.layernorm("norm1");
-  e.tensor_allreduce_bwd("tm.in_grad");
-  e.halo("tm.shift_halo", 1, D);
+  e.layernorm(tensors::norm1);
+  e.tensor_allreduce_bwd(tensors::tm_in_grad);
+  e.halo(tensors::tm_shift_halo, 1, D);
   // Whole on every tensor rank but fed only this rank's columns of gradient: μ_x [D], μ_□ [5, D],
   // the shared LoRA A [D, 5r] and B [5, r, D] and the decay LoRA A [D, rw] — every path from them
   // to the loss runs through a column-split linear (r, k, v, g: D → D/t; decay_b: rw → D/t).
-  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, "tm.mu_grads", (6 + 10 * r + rw) * D * c.g);
-  e.elementwise(OpClass::elementwise, "token_shift", "tm.shift", c.n * D, 2, 2, 3);  // xx, x + xx·μ_x
-  e.linear("tm.lora_a", D, 5 * r);                                                   // replicated
-  e.elementwise(OpClass::elementwise, "tanh", "tm.lora_act", c.n * 5 * r, 1, 1, 6);
-  e.linear("tm.lora_b", r, D, 5);  // five rank-r maps, stored [5, r, D]
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::tm_mu_grads, (6 + 10 * r + rw) * D * c.g);
+  e.elementwise(OpClass::elementwise, ops::token_shift, tensors::tm_shift, c.n * D, 2, 2, 3);  // xx, x + xx·μ_x
+  e.linear(tensors::tm_lora_a, D, 5 * r);                                                   // replicated
+  e.elementwise(OpClass::elementwise, ops::tanh, tensors::tm_lora_act, c.n * 5 * r, 1, 1, 6);
+  e.linear(tensors::tm_lora_b, r, D, 5);  // five rank-r maps, stored [5, r, D]
   // x_□ = x + xx·(μ_□ + m_□) for the five targets: reads x, xx and the five m_□, writes five
   // (kernels/rwkv_ops.cpp ddlerp_mix_forward), 3 FLOPs per output
-  e.elementwise(OpClass::elementwise, "ddlerp", "tm.mix", c.n * D, 7, 5, 15);
-  e.linear("tm.decay_a", D, rw);
-  e.elementwise(OpClass::elementwise, "tanh", "tm.decay_act", c.n * rw, 1, 1, 6);
-  e.linear("tm.decay_b", rw, Dl);
-  e.elementwise(OpClass::elementwise, "exp_exp", "tm.decay", c.n * Dl, 1, 1, 4);      // w = exp(−exp(d))
-  for (const char* w : {"tm.wr", "tm.wk", "tm.wv", "tm.wg"}) e.linear(w, D, Dl);
+  e.elementwise(OpClass::elementwise, ops::ddlerp, tensors::tm_mix, c.n * D, 7, 5, 15);
+  e.linear(tensors::tm_decay_a, D, rw);
+  e.elementwise(OpClass::elementwise, ops::tanh, tensors::tm_decay_act, c.n * rw, 1, 1, 6);
+  e.linear(tensors::tm_decay_b, rw, Dl);
+  e.elementwise(OpClass::elementwise, ops::exp_exp, tensors::tm_decay, c.n * Dl, 1, 1, 4);      // w = exp(−exp(d))
+  for (const char* w : {tensors::tm_wr, tensors::tm_wk, tensors::tm_wv, tensors::tm_wg}) e.linear(w, D, Dl);
   // Matrix-state WKV per head: 6·N² FLOPs per token per head (Finch App. E counts 6·D·N per
   // token forward): decay S, kᵀv outer product, accumulate, r·S, bonus term.
   const double elems = c.n * Dl;
   const double state = c.B * Hl * N * N * c.st;
   if (c.p.scan == ScanAlgo::chunked) {  // chunked form: inter/intra-chunk products on the matrix unit
-    Step f = e.base(Phase::forward, OpClass::gemm, "wkv6.chunked", "tm.wkv");
+    Step f = e.base(Phase::forward, OpClass::gemm, ops::wkv6_chunked, tensors::tm_wkv);
     const double C = 64;
     f.matmul_flops = (4 * N + 4 * C) * elems;
     f.vector_flops = 4 * elems;
@@ -562,15 +562,15 @@ void rwkv6_time_mix(Emit& e) {
     Step b = f; b.phase = Phase::backward; b.saved_bytes = 0;
     b.matmul_flops *= 2; b.vector_flops *= 2; b.bytes_read = 6 * elems * c.a; b.bytes_written = 4 * elems * c.a;
     e.bwd.push_back(b);
-    e.sequence_carry("tm.wkv", c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, elems, &f, &b);
+    e.sequence_carry(tensors::tm_wkv, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, elems, &f, &b);
   } else {
-    e.scan("wkv6.scan", "tm.wkv", elems, 4, 1, 6 * N, state, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, 5, 4, true);
+    e.scan(ops::wkv6_scan, tensors::tm_wkv, elems, 4, 1, 6 * N, state, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, 5, 4, true);
   }
-  e.elementwise(OpClass::norm, "groupnorm", "tm.gn", elems, 1, 1, 8);
-  e.elementwise(OpClass::elementwise, "silu_mul", "tm.gated", elems, 2, 1, 6);
-  e.linear("tm.wo", Dl, D);
-  e.tensor_allreduce_fwd("tm.out");
-  e.residual("tm.residual");
+  e.elementwise(OpClass::norm, ops::groupnorm, tensors::tm_gn, elems, 1, 1, 8);
+  e.elementwise(OpClass::elementwise, ops::silu_mul, tensors::tm_gated, elems, 2, 1, 6);
+  e.linear(tensors::tm_wo, Dl, D);
+  e.tensor_allreduce_fwd(tensors::tm_out);
+  e.residual(tensors::tm_residual);
 }
 
 void lower_layer(const Ctx& c, std::int32_t layer, std::vector<Step>& fwd, std::vector<Step>& bwd) {
@@ -594,20 +594,20 @@ void lower_layer(const Ctx& c, std::int32_t layer, std::vector<Step>& fwd, std::
 void embedding(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width;
-  Step f = e.base(Phase::forward, OpClass::embedding, "embedding", "embed.table");
+  Step f = e.base(Phase::forward, OpClass::embedding, ops::embedding, tensors::embed_table);
   f.bytes_read = c.n * D * c.w + c.n * 4;
   f.bytes_written = c.n * D * c.a;
   e.fwd.push_back(f);
-  Step b = e.base(Phase::backward, OpClass::embedding, "embedding", "embed.table");  // scatter-add
+  Step b = e.base(Phase::backward, OpClass::embedding, ops::embedding, tensors::embed_table);  // scatter-add
   b.bytes_read = c.n * D * c.a + c.n * D * c.g;
   b.bytes_written = c.n * D * c.g;
   e.bwd.push_back(b);
-  e.tensor_allreduce_fwd("embed.out");
+  e.tensor_allreduce_fwd(tensors::embed_out);
   if (c.m.max_positions > 0) {  // learned positions: a replicated table, added to this rank's tokens
-    e.elementwise(OpClass::embedding, "add_positions", "embed.positions", e.seq_elems(), 2, 1, 1, false);
+    e.elementwise(OpClass::embedding, ops::add_positions, tensors::embed_positions, e.seq_elems(), 2, 1, 1, false);
   }
-  if (c.m.family == Family::transformer) e.dropout("embed.dropout", e.seq_elems());
-  if (c.m.is_rwkv()) e.layernorm("embed_norm");
+  if (c.m.family == Family::transformer) e.dropout(tensors::embed_dropout, e.seq_elems());
+  if (c.m.is_rwkv()) e.layernorm(tensors::embed_norm);
 }
 
 // Final norm, logits (vocab-parallel column split) and softmax cross-entropy.
@@ -615,18 +615,18 @@ void head(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width;
   const double Vl = std::ceil(static_cast<double>(c.m.vocab) / static_cast<double>(c.t));  // padded
-  if (c.m.family == Family::transformer) e.norm("final_norm");
-  else if (c.m.is_rwkv()) e.layernorm("final_norm"); else e.rmsnorm("final_norm");
-  e.tensor_allreduce_bwd("head.in_grad");
-  e.linear(c.m.tied_embeddings ? "embed.table" : "head.w", D, Vl);
-  e.fwd.back().op = "logits";
+  if (c.m.family == Family::transformer) e.norm(tensors::final_norm);
+  else if (c.m.is_rwkv()) e.layernorm(tensors::final_norm); else e.rmsnorm(tensors::final_norm);
+  e.tensor_allreduce_bwd(tensors::head_in_grad);
+  e.linear(c.m.tied_embeddings ? tensors::embed_table : tensors::head_w, D, Vl);
+  e.fwd.back().op = ops::logits;
   // the logits step also takes each token's (max, Σ exp) over this rank's columns (the stats
   // the cross-entropy merges across tensor ranks): max, subtract, exp, add per logit
   e.fwd.back().vector_flops = 4 * c.n * Vl;
   // vocab-parallel cross-entropy: each rank's (max, Σ exp) per token merged across tensor ranks
   // (the logits step computes them), then the softmax and loss are finished locally
-  e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "loss.stats", 2 * c.n * 4);
-  e.elementwise(OpClass::elementwise, "softmax_xent", "loss", c.n * Vl, 1, 0, 6, false);
+  e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, tensors::loss_stats, 2 * c.n * 4);
+  e.elementwise(OpClass::elementwise, ops::softmax_xent, tensors::loss, c.n * Vl, 1, 0, 6, false);
 }
 
 Ctx make_ctx(const ModelSpec& m, const Plan& p, std::int64_t s_coord) {
@@ -671,7 +671,7 @@ double saved_under(Remat policy, const std::vector<Step>& fwd, const Ctx& c) {
     if (policy == Remat::none) s += st.saved_bytes;
     else if (policy == Remat::elementwise) s += st.cls == OpClass::gemm || st.cls == OpClass::attention ? st.saved_bytes : 0;
     else if (st.cls != OpClass::attention) s += st.saved_bytes;
-    else if (std::string_view(st.op) != "attention.scores") s += std::min(st.saved_bytes, st.bytes_written);
+    else if (std::string_view(st.op) != ops::attention_scores) s += std::min(st.saved_bytes, st.bytes_written);
   }
   return s + input;
 }
@@ -741,12 +741,12 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
   }
   if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather the layer's weights before use
     // prefetched behind the previous layer's compute, as FSDP implementations do
-    e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, true);
-    e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w, true);
+    e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w, true);
+    e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w, true);
   }
   lower_layer(c, static_cast<std::int32_t>(layer), fwd, bwd);
   k->saved_bytes = saved_under(p.remat, fwd, c);
-  if (!bwd.empty() && bwd.front().comm == CommKind::all_gather && std::string_view(bwd.front().name) == "params") {
+  if (!bwd.empty() && bwd.front().comm == CommKind::all_gather && std::string_view(bwd.front().name) == tensors::params) {
     k->backward.push_back(bwd.front());  // the ZeRO-3 gather comes before recompute and backward
     bwd.erase(bwd.begin());
   }
@@ -755,7 +755,7 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
      // one per activation it keeps without recompute (they exist whatever is kept; griffin-tiny:
      // 5.8 MB priced per layer, 4.2 MB in the executor), one store per float. The buffers are
      // untouched since the previous step's backward: a cold clear (efficiency.ops.zero).
-    Step clear = e.base(Phase::backward, OpClass::elementwise, "zero", "grad_buffers");
+    Step clear = e.base(Phase::backward, OpClass::elementwise, ops::zero, tensors::grad_buffers);
     clear.bytes_written = saved_under(Remat::none, fwd, c);
     clear.vector_flops = clear.bytes_written / c.a;  // elements: one store each
     k->backward.push_back(clear);
@@ -915,27 +915,27 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     if (first && j == 0) {
       std::vector<Step> bwd;
       Emit e{c, -1, st.pre_forward, bwd};
-      if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "embed.params", static_cast<double>(embed_params) * c.w, true);
+      if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::embed_params, static_cast<double>(embed_params) * c.w, true);
       embedding(e);
       st.pre_backward.insert(st.pre_backward.end(), bwd.rbegin(), bwd.rend());
     } else {
       Emit e{c, -1, st.pre_forward, st.pre_backward};
-      e.p2p(Phase::forward, Axis::pipeline, "pipeline.recv_activations", send_bytes, 1);
-      if (scatter) e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, "pipeline.activations", act_bytes);
-      e.p2p(Phase::backward, Axis::pipeline, "pipeline.send_gradients", send_bytes, 1);
+      e.p2p(Phase::forward, Axis::pipeline, tensors::pipeline_recv_activations, send_bytes, 1);
+      if (scatter) e.collective(Phase::forward, CommKind::all_gather, Axis::tensor, tensors::pipeline_activations, act_bytes);
+      e.p2p(Phase::backward, Axis::pipeline, tensors::pipeline_send_gradients, send_bytes, 1);
     }
     if (last && j == v - 1) {
       std::vector<Step> bwd;
       Emit e{c, -1, st.post_forward, bwd};
-      if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "head.params", static_cast<double>(head_params) * c.w, true);
+      if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::head_params, static_cast<double>(head_params) * c.w, true);
       head(e);
       st.post_backward.insert(st.post_backward.end(), bwd.rbegin(), bwd.rend());
       st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
     } else {
       Emit e{c, -1, st.post_forward, st.post_backward};
-      e.p2p(Phase::forward, Axis::pipeline, "pipeline.send_activations", send_bytes, 1);
-      e.p2p(Phase::backward, Axis::pipeline, "pipeline.recv_gradients", send_bytes, 1);
-      if (scatter) e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, "pipeline.gradients", act_bytes);
+      e.p2p(Phase::forward, Axis::pipeline, tensors::pipeline_send_activations, send_bytes, 1);
+      e.p2p(Phase::backward, Axis::pipeline, tensors::pipeline_recv_gradients, send_bytes, 1);
+      if (scatter) e.collective(Phase::backward, CommKind::all_gather, Axis::tensor, tensors::pipeline_gradients, act_bytes);
     }
   }
   mark();
@@ -958,17 +958,17 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
     const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
     if (m.tied_embeddings && pp > 1 && (first || last))  // keep the tied embedding and head equal
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, "tied_embedding.grads", m.vocab * m.width / c.t * p.grad_bytes());
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, tensors::tied_embedding_grads, m.vocab * m.width / c.t * p.grad_bytes());
     // Sequence shards saw different tokens of the same sequences: their gradients add up like the
     // replicas' (after the ZeRO reduce-scatter, only each rank's part travels).
     if (zero == 0) {
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::fsdp, "grads", grad_bytes, p.overlap);
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes, p.overlap);
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::fsdp, tensors::grads, grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, tensors::grads, grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::data, tensors::grads, grad_bytes, p.overlap);
     } else {
-      e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, "grads", grad_bytes, p.overlap);
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, "grads", grad_bytes / fs, p.overlap);
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::data, "grads", grad_bytes / fs, p.overlap);
+      e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, tensors::grads, grad_bytes, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, tensors::grads, grad_bytes / fs, p.overlap);
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::data, tensors::grads, grad_bytes / fs, p.overlap);
     }
     if (c.rs_ag) {  // norms, post-reduction biases, positions: each rank's gradient covers its tokens only
       double partial = 0;
@@ -976,7 +976,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       if (last) partial += static_cast<double>(token_partial_params(m, -2, c.t, cache));
       for (const auto& g : st.groups)
         partial += static_cast<double>(g.count) * static_cast<double>(token_partial_params(m, static_cast<int>(g.kind), c.t, cache));
-      e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, "tp.replicated_grads", partial * p.grad_bytes() / (zero >= 1 ? fs : 1.0));
+      e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, tensors::tp_replicated_grads, partial * p.grad_bytes() / (zero >= 1 ? fs : 1.0));
     }
     // Each micro-batch's weight gradients are added into the step's accumulator (fp64 when the
     // plan reduces in fp64, else fp32): read the gradient and the sum, write the sum; the runner
@@ -986,13 +986,13 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     // validate models barely feel but a 14B model on thousands of chips would).
     const double acc_bytes = p.grad_dtype == GradDType::fp64 ? 8 : 4, mbs = static_cast<double>(st.micro_batches);
     const double acc_params = static_cast<double>(params) / (zero >= 2 ? fs : 1.0);
-    Step accum = e.base(Phase::backward, OpClass::elementwise, "grad_accumulate", "grads");
+    Step accum = e.base(Phase::backward, OpClass::elementwise, ops::grad_accumulate, tensors::grads);
     accum.vector_flops = mbs * acc_params;
     accum.bytes_read = mbs * acc_params * (4 + acc_bytes);
     accum.bytes_written = mbs * acc_params * (4 + acc_bytes);
     st.step_end.insert(st.step_end.begin(), accum);
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
-    Step opt = e.base(Phase::optimizer, OpClass::optimizer, "adamw", "params");
+    Step opt = e.base(Phase::optimizer, OpClass::optimizer, ops::adamw, tensors::params);
     // AdamW on fp32 master weights: read w, g, m, v; write w, m, v (+ a bf16 copy when mixed).
     opt.vector_flops = 14 * shard;
     opt.bytes_read = 16 * shard;
@@ -1003,7 +1003,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     opt.calls = 2 * param_tensors / (zero >= 1 ? fs : 1.0);
     st.step_end.push_back(opt);
     if (zero == 1 || zero == 2)
-      e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, "params", static_cast<double>(params) * c.w);
+      e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w);
     for (auto& s : st.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
   }
 

@@ -22,16 +22,14 @@
 #include "program/model.hpp"
 #include "program/param_layout.hpp"
 #include "program/plan.hpp"
+#include "program/steps.hpp"
 
 namespace scanshard {
 
 enum class Phase : std::uint8_t { forward, backward, recompute, optimizer };
 enum class StepKind : std::uint8_t { compute, collective, p2p };
-enum class OpClass : std::uint8_t { gemm, attention, scan, elementwise, norm, embedding, optimizer, comm };
 enum class CommKind : std::uint8_t { none, all_reduce, all_gather, reduce_scatter, send_recv };
-constexpr int kOpClassCount = 8;
 const char* to_string(Phase p);
-const char* to_string(OpClass c);
 const char* to_string(CommKind k);
 
 struct Step {

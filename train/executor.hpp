@@ -34,7 +34,7 @@
 #include "program/lower.hpp"
 #include "program/param_layout.hpp"
 #include "train/comm.hpp"
-#include "train/trace.hpp"
+#include "program/trace.hpp"
 
 namespace scanshard::train {
 
@@ -113,5 +113,10 @@ class Executor {
   std::vector<char> last_of_layer_;  // bwd_[i] is the last step of its layer (layer ≥ 0)
   bool layers_contiguous_ = true;
 };
+
+// Whether the executor has a kernel for `st` when it runs in a forward pass (backward = false) or
+// in a backward pass (a backward step's backward handler; recompute steps rerun the forward one):
+// what bind() asks. For tests that walk every family's programs (tests/unit/test_steps.cpp).
+bool has_handler(const Step& st, bool backward);
 
 }  // namespace scanshard::train

@@ -207,8 +207,8 @@ GradBuckets grad_buckets(const ModelSpec& m, const Plan& p, const StepProgram& p
   GradBuckets g;
   bool all_reduce = false, scatter = false;
   for (const Step& st : prog.step_end) {
-    all_reduce = all_reduce || (std::string_view(st.op) == "all_reduce" && std::string_view(st.name) == "grads");
-    scatter = scatter || std::string_view(st.op) == "reduce_scatter";
+    all_reduce = all_reduce || (std::string_view(st.op) == ops::all_reduce && std::string_view(st.name) == tensors::grads);
+    scatter = scatter || std::string_view(st.op) == ops::reduce_scatter;
   }
   if (!world || !p.overlap || !all_reduce || scatter) return g;
   auto coord = rank_coords(p.mesh, rank);
@@ -369,7 +369,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
     meta.optimizer_yaml = OptimizerConfig{o.adamw, o.schedule}.to_yaml();
     const std::string path = o.checkpoint_dir + "/" + step_file_name(done);
-    Trace::Scope sc(&res.trace, "optimizer", "checkpoint", "params");
+    Trace::Scope sc(&res.trace, "optimizer", ops::checkpoint, tensors::params);
     write_checkpoint(comm, path, lay, slabs, per_tensor(sl, static_cast<const float*>(params.data())),
                      per_tensor(sl, static_cast<const float*>(m1.data())), per_tensor(sl, static_cast<const float*>(m2.data())),
                      meta);
@@ -401,7 +401,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       const std::int64_t j = pass.micro;
       if (!pass.forward) {
         {
-          Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");  // lower.cpp prices the clear and the sum
+          Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);  // lower.cpp prices the clear and the sum
           std::fill(grad.begin(), grad.end(), 0.0f);
         }
         // The chunk's last backward of the step: its layers' buckets start as the pass leaves them.
@@ -418,7 +418,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
             mpi::Comm::test_all(buckets.requests);
           };
         ex.backward(j, params.data(), grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
-        Trace::Scope acc(&tr, kAccumPhase, "grad_accumulate", "grads");
+        Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);
         if (buckets.active)
           for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
         else
@@ -458,19 +458,19 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
       const mpi::Comm* c = comms.view[st.axis];
       const std::string_view op = st.op;
-      if (op == "grad_accumulate") {
+      if (op == ops::grad_accumulate) {
         continue;  // done (and timed) after each micro-batch's backward, above
-      } else if (op == "all_reduce" && std::string_view(st.name) == "grads" && buckets.active) {
+      } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::grads && buckets.active) {
         // every grads axis at once, at the first of them: the buckets, then the rest
         if (grads_reduced) continue;
         mpi::Comm::wait_all(buckets.requests);
         for (const Range& r : buckets.rest(sl))
           buckets.group->allreduce_sum(std::span<Acc>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())));
         grads_reduced = true;
-      } else if (op == "all_reduce" && std::string_view(st.name) == "grads") {
+      } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::grads) {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         c->allreduce_sum(std::span<Acc>(gacc.data() + b, static_cast<std::size_t>(e - b)));
-      } else if (op == "all_reduce" && std::string_view(st.name) == "tp.replicated_grads") {
+      } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tp_replicated_grads) {
         // rs_ag: whole tensors whose gradient covered this rank's tokens only (its part under ZeRO)
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
@@ -478,16 +478,16 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
           const std::int64_t lo = std::max(b, sl.offset[ti]), hi = std::min(e, sl.offset[ti] + sl.count(ti));
           if (lo < hi) c->allreduce_sum(std::span<Acc>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)));
         }
-      } else if (op == "all_reduce" && std::string_view(st.name) == "tied_embedding.grads") {
+      } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tied_embedding_grads) {
         const std::size_t ti = lay.index.at("embed/embed.table");
         tied->allreduce_sum(std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));
-      } else if (op == "reduce_scatter") {
+      } else if (op == ops::reduce_scatter) {
         std::vector<Acc>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
         part.resize(static_cast<std::size_t>(own.end - own.begin));
         c->reduce_scatter_sum_v(std::span<const Acc>(gacc), std::span<Acc>(part), own.counts);
         std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
         scattered = true;
-      } else if (op == "adamw") {
+      } else if (op == ops::adamw) {
         // the mean gradient over the global batch, its global norm, and AdamW on the owned part
         const double gscale = double(mb) / double(G);
         for (std::int64_t i = own.begin; i < own.end; ++i) grad[i] = float(double(gacc[i]) * gscale);
@@ -523,7 +523,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
           kernels::fast::adamw_update(params.data() + b, m1.data() + b, m2.data() + b, grad.data() + b, e - b, step + 1,
                                       adamw, wd, clip);
         }
-      } else if (op == "all_gather" && std::string_view(st.name) == "params") {
+      } else if (op == ops::all_gather && std::string_view(st.name) == tensors::params) {
         c->allgather_v_inplace(std::span<float>(params), own.counts);
       } else {
         throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");

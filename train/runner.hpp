@@ -29,7 +29,7 @@
 #include "train/comm.hpp"
 #include "train/optimizer.hpp"
 #include "train/tokens.hpp"
-#include "train/trace.hpp"
+#include "program/trace.hpp"
 
 namespace scanshard::train {
 

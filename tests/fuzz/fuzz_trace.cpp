@@ -4,7 +4,7 @@
 // hold only what it promises (seconds in [0, 1e9] and within the step, calls ≥ 1 and a multiple of
 // the micro-batches for forward ops, consecutive steps), else the run aborts.
 // Seeds: tests/fuzz/corpus/trace/ (a trace written by train, the report corpus's base trace).
-#include "cli/trace_file.hpp"
+#include "reports/trace_file.hpp"
 #include "fuzz_common.hpp"
 #include "program/presets.hpp"
 

@@ -1,11 +1,11 @@
-// tests/unit/test_stats.cpp — sim/stats on synthetic data with answers computed by hand or in
+// tests/unit/test_stats.cpp — reports/stats on synthetic data with answers computed by hand or in
 // closed form: relative errors, median / max, per-class errors, average ranks with ties, Spearman.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <stdexcept>
 
-#include "sim/stats.hpp"
+#include "reports/stats.hpp"
 
 using namespace scanshard::stats;
 

@@ -1,9 +1,11 @@
-// train/trace.hpp — measured seconds per step of the runner, keyed by (phase, op, name) in the
+// program/trace.hpp — measured seconds per step of the runner, keyed by (phase, op, name) in the
 // StepProgram's vocabulary (program/lower.hpp: op "linear", "rglru.scan", "attention.local",
 // "all_reduce", ...; name the tensor, "mlp.w1", "rec.scan", "grads").
 //
 // For: timing kernel and MPI calls with std::chrono (Scope is an RAII timer) and writing the
 // per-step table as JSON. Not for: estimates (sim/), deciding what runs (lower()).
+// Lives in program/ (header-only, no MPI) so that reports/ can read a runner's trace without
+// depending on the MPI executor (train/ records it, reports/ compares it).
 #pragma once
 #include <chrono>
 #include <map>
@@ -11,7 +13,7 @@
 #include <tuple>
 #include <vector>
 
-namespace scanshard::train {
+namespace scanshard {
 
 class Trace {
  public:
@@ -52,4 +54,4 @@ class Trace {
   std::vector<StepRecord> steps_;
 };
 
-}  // namespace scanshard::train
+}  // namespace scanshard

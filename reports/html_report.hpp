@@ -1,4 +1,4 @@
-// cli/html_report.hpp — the self-contained HTML efficiency report (DESIGN §7): SVG charts drawn by
+// reports/html_report.hpp — the self-contained HTML efficiency report (DESIGN §7): SVG charts drawn by
 // gnuplot (run as a subprocess with `set terminal svg`, the SVG text inlined), with the data of
 // every chart next to the page as CSV and JSON.
 //

@@ -1,5 +1,5 @@
-// cli/format.cpp — see format.hpp.
-#include "cli/format.hpp"
+// reports/format.cpp — see format.hpp.
+#include "reports/format.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
-// sim/stats.cpp — see stats.hpp.
-#include "sim/stats.hpp"
+// reports/stats.cpp — see stats.hpp.
+#include "reports/stats.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
-// cli/html_report.cpp — see html_report.hpp.
-#include "cli/html_report.hpp"
+// reports/html_report.cpp — see html_report.hpp.
+#include "reports/html_report.hpp"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -21,12 +21,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/format.hpp"
+#include "reports/format.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/published.hpp"
+#include "reports/sweep.hpp"
 #include "sim/simulate.hpp"
 
 extern char** environ;
@@ -610,24 +611,17 @@ std::pair<Chart, Chart> sweep_charts(const std::string& gp, const HtmlReportOpti
   if (o.sweep_tokens <= 0) throw ConfigError("--sweep-tokens: must be positive");
   struct Point { std::string model, family; std::int64_t T, batch; Estimate e; };
   std::vector<Point> pts;
+  for (auto T : o.sweep_seq)
+    if (T <= 0) throw ConfigError("--sweep-seq: " + std::to_string(T) + " is not a positive length");
   for (const auto& name : o.sweep_models) {
     const ModelSpec m = load_model(name, "--sweep-models");
-    for (auto T : o.sweep_seq) {
-      if (T <= 0) throw ConfigError("--sweep-seq: " + std::to_string(T) + " is not a positive length");
-      Plan base;
-      base.model = m.name;
-      base.mesh = mesh;
-      base.micro_batch = 1;
-      base.param_dtype = base.act_dtype = DType::bf16;
-      const Plan p = at_seq_len(base, T, static_cast<double>(o.sweep_tokens));
-      try {
-        check_plan(m, p, c.devices());
-      } catch (const PlanError& e) {
-        throw ConfigError("--sweep-mesh: " + m.name + " at seq_len " + std::to_string(T) + " (batch " + std::to_string(p.global_batch) +
-                          "): " + e.what());
-      }
-      pts.push_back({m.name, to_string(m.family), T, p.global_batch, simulate(m, p, c)});
-    }
+    Plan base;
+    base.model = m.name;
+    base.mesh = mesh;
+    base.micro_batch = 1;
+    base.param_dtype = base.act_dtype = DType::bf16;
+    for (auto& pt : seq_len_sweep(m, c, base, o.sweep_seq, static_cast<double>(o.sweep_tokens), "--sweep-mesh"))
+      pts.push_back({m.name, to_string(m.family), pt.seq_len, pt.plan.global_batch, std::move(pt.estimate)});
   }
   const double base = pts.front().e.step_seconds;
   // Categories of the split.

@@ -1,4 +1,4 @@
-// cli/compare.hpp — a measured run next to the simulator's prediction for the same plan, op group
+// reports/compare.hpp — a measured run next to the simulator's prediction for the same plan, op group
 // by op group (seconds per step) and in total. Shared by `scanshard report` (one trace file) and
 // `scanshard validate` (many plans run in-process).
 //
@@ -8,18 +8,19 @@
 // sides are summed to those groups (op_group). Each group gets the op class
 // (gemm, scan, attention, elementwise, norm, embedding, optimizer, comm) of the steps that carry
 // most of its predicted time. Measured: the median over the steps after the first (warm-up).
-// For: report, validate, the HTML report. Not for: statistics over many plans (sim/stats.hpp).
+// For: report, validate, the HTML report. Not for: statistics over many plans (reports/stats.hpp).
 #pragma once
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "cli/trace_file.hpp"
+#include "reports/trace_file.hpp"
 #include "program/cluster.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "sim/simulate.hpp"
-#include "train/trace.hpp"
+#include "program/trace.hpp"
 
 namespace scanshard {
 
@@ -29,10 +30,10 @@ struct MeasuredStep {
   double wall_seconds = 0;
   std::map<std::string, double> seconds_by_name;
 };
-// From a `scanshard train --trace` file (validated by load_trace, cli/trace_file.hpp) or from the
+// From a `scanshard train --trace` file (validated by load_trace, reports/trace_file.hpp) or from the
 // runner's in-memory Trace.
 std::vector<MeasuredStep> measured_steps(const TraceFile& trace);
-std::vector<MeasuredStep> measured_steps(const train::Trace& trace);
+std::vector<MeasuredStep> measured_steps(const Trace& trace);
 
 // The name a step is compared under: its tensor name, except the gradient synchronisation, a
 // collective on "grads" like the runner's accumulation (op grad_accumulate): "grads.sync". As
@@ -67,6 +68,11 @@ struct Comparison {
 Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
                    bool warm_up = true);
 
+// report.csv (group, class, predicted_seconds, measured_seconds per group) and report.json (the
+// run's model, mesh, cluster, the step times and the groups) of one comparison, named without a
+// directory.
+std::vector<std::pair<std::string, std::string>> comparison_files(const Comparison& cmp, const std::string& model,
+                                                                  const std::string& mesh, const std::string& cluster);
 
 // The machine's 1-minute load average (/proc/loadavg), or −1 where unavailable. Recorded next to
 // measurements: other processes on the same cores slow every timing down.

@@ -1,5 +1,5 @@
-// cli/trace_file.cpp — see trace_file.hpp.
-#include "cli/trace_file.hpp"
+// reports/trace_file.cpp — see trace_file.hpp.
+#include "reports/trace_file.hpp"
 
 #include <set>
 #include <tuple>

@@ -1,4 +1,4 @@
-// cli/trace_file.hpp — a `scanshard train --trace` file read as untrusted input.
+// reports/trace_file.hpp — a `scanshard train --trace` file read as untrusted input.
 //
 // For: `scanshard report --trace` (and the fuzz target fuzz_trace). The file must be a regular
 // file (a FIFO is refused before it is opened for reading: it would block forever); its JSON must

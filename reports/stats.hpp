@@ -1,9 +1,9 @@
-// sim/stats.hpp — pure statistics for comparing the simulator with measurements (DESIGN §7):
+// reports/stats.hpp — pure statistics for comparing the simulator with measurements (DESIGN §7):
 // relative errors and their median / maximum, errors grouped by op class, average ranks with ties
 // and the Spearman rank correlation. Numbers in, numbers out; no I/O, no state.
 //
 // For: `scanshard validate` and the report (how wrong is the prediction, and does it at least
-// order plans correctly). Not for: deciding what to compare (cli/compare.hpp) or timing.
+// order plans correctly). Not for: deciding what to compare (reports/compare.hpp) or timing.
 #pragma once
 #include <cstddef>
 #include <map>

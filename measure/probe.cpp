@@ -1,5 +1,5 @@
-// cli/probe.cpp — see probe.hpp.
-#include "cli/probe.hpp"
+// measure/probe.cpp — see probe.hpp.
+#include "measure/probe.hpp"
 
 #include <cblas.h>
 

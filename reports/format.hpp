@@ -1,5 +1,5 @@
-// cli/format.hpp — human-readable numbers and plain-text tables for terminal output.
-// For: the CLI's tables. Not for: reports (reports/ writes CSV/JSON/HTML).
+// reports/format.hpp — human-readable numbers and plain-text tables for terminal output.
+// For: the CLI's tables and the HTML report's labels. Not for: machine-readable output (CSV/JSON keep full precision).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,4 +1,4 @@
-// cli/probe.hpp — timing helpers shared by `calibrate` and `validate`, and the machine-speed probe.
+// measure/probe.hpp — timing helpers shared by `calibrate` and `validate`, and the machine-speed probe.
 //
 // The probe answers "is this machine as fast now as when it was calibrated?". On a shared VM the
 // same binary's step time drifts by 20–30 % over minutes (CPU steal, frequency, neighbours) with

@@ -1,5 +1,5 @@
-// cli/compare.cpp — see compare.hpp.
-#include "cli/compare.hpp"
+// reports/compare.cpp — see compare.hpp.
+#include "reports/compare.hpp"
 
 #include <algorithm>
 #include <array>
@@ -7,9 +7,11 @@
 #include <numeric>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
-#include "sim/stats.hpp"
+#include "reports/stats.hpp"
 
 namespace scanshard {
 
@@ -24,7 +26,7 @@ std::vector<MeasuredStep> measured_steps(const TraceFile& trace) {
   return out;
 }
 
-std::vector<MeasuredStep> measured_steps(const train::Trace& trace) {
+std::vector<MeasuredStep> measured_steps(const Trace& trace) {
   std::vector<MeasuredStep> out;
   for (const auto& s : trace.steps()) {
     MeasuredStep m;
@@ -36,15 +38,18 @@ std::vector<MeasuredStep> measured_steps(const train::Trace& trace) {
 }
 
 std::string step_name(const std::string& op, const std::string& name) {
-  return name == "grads" && op != "grad_accumulate" ? "grads.sync" : name;
+  return name == tensors::grads && op != ops::grad_accumulate ? "grads.sync" : name;
 }
 
 std::string op_group(const std::string& name) {
   if (name.starts_with("mlp")) return "mlp";
-  if (name == "rec.gate_a" || name == "rec.gate_x" || name == "rec.decay" || name == "rec.scan" || name == "scan.carry_fix")
+  // scan.carry_fix is the carry fix's op, never a step name (the step carries its scan's name,
+  // rec.scan); matching it here changes nothing and is kept as it was.
+  if (name == tensors::rec_gate_a || name == tensors::rec_gate_x || name == tensors::rec_decay || name == tensors::rec_scan ||
+      name == ops::scan_carry_fix)
     return "rec.rglru";
-  if (name == "rec.gate" || name == "rec.gated") return "rec.gate";
-  if (name == "attn.scores_recompute") return "attn.core";  // recomputed inside the attention backward
+  if (name == tensors::rec_gate || name == tensors::rec_gated) return tensors::rec_gate;
+  if (name == tensors::attn_scores_recompute) return tensors::attn_core;  // recomputed inside the attention backward
   if (name.ends_with(".residual")) return "residual";
   return name;
 }
@@ -79,8 +84,8 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
     for (const auto& [g, s] : predicted) own += s;
     const double wait = out.predicted_step_seconds - own;
     if (wait > 0) {
-      predicted["pipeline.recv_gradients"] += wait;
-      class_seconds["pipeline.recv_gradients"]["comm"] += wait;
+      predicted[tensors::pipeline_recv_gradients] += wait;
+      class_seconds[tensors::pipeline_recv_gradients]["comm"] += wait;
     }
   } else if (const double wait = out.estimate.seconds[static_cast<int>(Bucket::sync_wait)]; wait > 0) {
     // Elsewhere ranks wait for the slowest at every collective or transfer (the sync wait: jitter
@@ -156,6 +161,20 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
     return x != y ? x > y : a.group < b.group;
   });
   return out;
+}
+
+std::vector<std::pair<std::string, std::string>> comparison_files(const Comparison& cmp, const std::string& model,
+                                                                  const std::string& mesh, const std::string& cluster) {
+  nlohmann::json rows = nlohmann::json::array();
+  std::string csv = "group,class,predicted_seconds,measured_seconds\n";
+  for (const auto& g : cmp.groups) {
+    rows.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
+    csv += g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," + std::to_string(g.measured) + "\n";
+  }
+  const nlohmann::json doc = {{"model", model}, {"mesh", mesh}, {"cluster", cluster},
+                              {"predicted_step_seconds", cmp.estimate.step_seconds},
+                              {"measured_step_seconds", cmp.measured_step_seconds}, {"groups", rows}};
+  return {{"report.csv", csv}, {"report.json", doc.dump(2) + "\n"}};
 }
 
 double load_average_1min() {

@@ -1,0 +1,48 @@
+// measure/microbench.hpp — the measuring half of `scanshard calibrate`: micro-benchmarks on the
+// local ranks, one thread each (one rank = one core = one device), whose results reports/
+// calibration.hpp fits into a cluster file.
+//   * OpenBLAS cblas_sgemm at several shapes (bench_sgemm), a STREAM triad at working sets from
+//     L2-sized to DRAM-sized (bench_triad), an FMA loop on registers (bench_vector_flops), a tiny
+//     kernel call (bench_launch_overhead): the best of repeated runs (other processes only ever slow
+//     a run down);
+//   * per op class, the kernels the runner's executor calls for one layer's steps (kernels::fast,
+//     same call pattern) on griffin-tiny / mqa-tiny / rwkv4-tiny / rwkv6-tiny / gpt-tiny shapes, 4
+//     sequences x 128 tokens (kernel_benches), timed round-robin after an L2 eviction pass, the
+//     median call (time_kernel_benches);
+//   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB, each
+//     call timed as a step makes it: after a stretch of sgemm, the ranks released together by a
+//     barrier (bench_mpi); the wait at an 8-byte all-reduce after such a stretch (measure_jitter).
+// Means over ranks where the ranks measure alike (mean_over_ranks).
+// For: calibrate. Not for: fitting (reports/calibration.hpp), printing (cli/calibrate_command.cpp).
+#pragma once
+#include <vector>
+
+#include "reports/calibration.hpp"
+#include "train/comm.hpp"
+
+namespace scanshard::measure {
+
+std::vector<GemmSample> bench_sgemm(bool quick);
+// a = b + s·c over three float arrays of `bytes` in total; counts 12 bytes per element.
+std::vector<TriadSample> bench_triad(bool quick);
+// Multiply-adds on 128 independent lanes held in registers: the vector unit's FLOP/s.
+double bench_vector_flops(bool quick);
+// Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).
+double bench_launch_overhead();
+
+// One layer's worth of each op class, run with the kernels and call pattern of the executor's
+// handlers; their descriptions name the program steps they stand for (program/steps.hpp).
+std::vector<KernelBench> kernel_benches();
+// Times every benchmark with a `run` (KernelBench::seconds: the median call, mean over ranks; an
+// entry without `run` takes the time of the entry before it). Every rank calls it.
+void time_kernel_benches(const mpi::Comm& world, std::vector<KernelBench>& benches, bool quick);
+
+// The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
+std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);
+// compute_jitter: see jitter_from; latency_seconds is the smallest all-reduce sample.
+Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick);
+
+// Mean over ranks, in place.
+void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v);
+
+}  // namespace scanshard::measure

@@ -1,0 +1,300 @@
+// reports/calibration.cpp — see calibration.hpp.
+#include "reports/calibration.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+#include <stdexcept>
+
+#include "program/presets.hpp"
+#include "sim/cost.hpp"
+
+namespace scanshard {
+namespace {
+
+std::string yaml_string(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) o += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+  return o + "\"";
+}
+
+}  // namespace
+
+std::string fmt6(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+Plan bench_plan(const std::string& model, ScanAlgo scan) {
+  Plan p;
+  p.scan = scan;
+  p.model = model;
+  p.global_batch = kBenchBatch;
+  p.micro_batch = kBenchBatch;
+  p.seq_len = kBenchSeq;
+  p.param_dtype = p.act_dtype = DType::fp32;
+  return p;
+}
+
+std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names,
+                              ScanAlgo scan) {
+  const StepProgram prog = lower(m, bench_plan(m.name, scan), 0);
+  auto wanted = [&](const Step& s) { return std::find(names.begin(), names.end(), std::string(s.name)) != names.end(); };
+  std::int32_t layer = -2;
+  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
+    for (const auto& s : *list)
+      if (layer == -2 && wanted(s)) layer = s.layer;
+  std::vector<Step> out;
+  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
+    for (const auto& s : *list)
+      if (wanted(s) && s.layer == layer && s.kind == StepKind::compute) out.push_back(s);
+  if (out.empty()) throw std::runtime_error("calibrate: the lowering of " + m.name + " has no steps named " + names.front());
+  return out;
+}
+
+double& efficiency_field(Efficiency& e, const std::string& cls) {
+  for (const char* op : kTunedOps)
+    if (cls == op) return e.ops[cls];
+  if (cls == "gemm") return e.gemm;
+  if (cls == "elementwise") return e.elementwise;
+  if (cls == "scan") return e.scan;
+  if (cls == "attention") return e.attention;
+  if (cls == "norm") return e.norm;
+  throw std::logic_error("calibrate: no efficiency field " + cls);
+}
+
+double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::string& cls, double measured, bool* clamped) {
+  auto price = [&](double eff) {
+    efficiency_field(chip.efficiency, cls) = eff;
+    double t = 0;
+    for (const auto& s : steps)
+      if (s.kind == StepKind::compute) t += compute_seconds(s, chip, DType::fp32);
+    return t;
+  };
+  *clamped = false;
+  if (price(1.0) >= measured) { *clamped = true; return 1.0; }
+  if (price(1e-4) <= measured) { *clamped = true; return 1e-4; }
+  double lo = std::log(1e-4), hi = 0;
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (price(std::exp(mid)) > measured ? lo : hi) = mid;
+  }
+  return std::exp(0.5 * (lo + hi));
+}
+
+// efficiency.attention and efficiency.attention_softmax together, from the attention benchmarks
+// (KernelBench::cls == "attention"): for each softmax value on a log grid (refined twice), the
+// attention value that prices the benchmarks' total (fit_efficiency), scored by the sum of squared
+// relative errors of the benchmarks one by one; the best pair is kept. With benchmarks at two head
+// sizes the two are separable: a score costs the same vector work whatever the head size, a matrix
+// FLOP the same whatever the score count. Each benchmark's recorded value is then its own
+// attention value at the chosen softmax value.
+void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip) {
+  std::vector<std::pair<std::vector<Step>, KernelBench*>> att;
+  std::vector<Step> all;
+  double total = 0;
+  for (auto& k : benches)
+    if (k.cls == "attention") {
+      att.emplace_back(named_steps(load_model(k.model), k.names), &k);
+      all.insert(all.end(), att.back().first.begin(), att.back().first.end());
+      total += k.seconds;
+    }
+  if (att.size() < 2) return;
+  auto priced = [&](double softmax, double* attention) {
+    chip.efficiency.attention_softmax = softmax;
+    bool clamped = false;
+    *attention = fit_efficiency(all, chip, "attention", total, &clamped);
+    chip.efficiency.attention = *attention;
+    double sq = 0;
+    for (const auto& [steps, k] : att) {
+      double t = 0;
+      for (const auto& s : steps) t += compute_seconds(s, chip, DType::fp32);
+      sq += (t / k->seconds - 1) * (t / k->seconds - 1);
+    }
+    return sq;
+  };
+  double lo = std::log(1e-4), hi = 0, best_x = hi, best_sq = 1e300, best_att = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const int n = 40;
+    for (int i = 0; i <= n; ++i) {
+      const double x = lo + (hi - lo) * i / n;
+      double a = 0;
+      const double sq = priced(std::exp(x), &a);
+      if (sq < best_sq) best_sq = sq, best_x = x, best_att = a;
+    }
+    const double step = (hi - lo) / n;
+    lo = std::max(std::log(1e-4), best_x - step);
+    hi = std::min(0.0, best_x + step);
+  }
+  chip.efficiency.attention_softmax = std::exp(best_x);
+  chip.efficiency.attention = best_att;
+  for (auto& [steps, k] : att) k->efficiency = fit_efficiency(steps, chip, "attention", k->seconds, &k->clamped);
+}
+
+void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) {
+  for (const char* cls : kCalibratedClasses) {
+    // Each benchmark's own efficiency (recorded), then one for the class: the value at which the
+    // benchmarks' steps together cost their measured total (time-weighted, so the larger kernels
+    // the runner spends its time in count most).
+    std::vector<Step> all;
+    double total = 0;
+    for (auto& k : benches) {
+      if (k.cls != cls || (!k.op.empty() && !k.also_class)) continue;
+      const auto steps = named_steps(load_model(k.model), k.names);
+      k.efficiency = fit_efficiency(steps, chip, cls, k.seconds, &k.clamped);
+      all.insert(all.end(), steps.begin(), steps.end());
+      total += k.seconds;
+    }
+    bool clamped = false;
+    efficiency_field(chip.efficiency, cls) = fit_efficiency(all, chip, cls, total, &clamped);
+  }
+  fit_attention_softmax(benches, chip);
+  for (auto& k : benches) {  // the tuned kernels' own values, once every class is known
+    if (k.op.empty()) continue;
+    std::vector<Step> steps;
+    for (const auto& s : named_steps(load_model(k.model), k.names, k.scan))
+      if (k.op == (s.kernel ? s.kernel : s.op)) steps.push_back(s);
+    k.efficiency = fit_efficiency(steps, chip, k.op, k.seconds, &k.clamped);
+    chip.efficiency.ops[k.op] = k.efficiency;
+  }
+}
+
+ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
+                         double launch_overhead_seconds) {
+  if (gemm.empty() || triad.empty()) throw std::invalid_argument("chip_from_peaks: needs sgemm and triad samples");
+  ChipSpec chip;
+  double peak = 0, bw = 0;
+  for (const auto& g : gemm) peak = std::max(peak, g.flops_per_s);
+  for (const auto& t : triad) bw = std::max(bw, t.bytes_per_s);
+  chip.peak_flops_per_s["fp32"] = peak;
+  chip.vector_flops_per_s = vector_flops_per_s;
+  chip.memory_bytes_per_s = bw;
+  chip.matrix_tile = 1;
+  chip.launch_overhead_seconds = launch_overhead_seconds;
+  // The fraction of that rate each triad working set reached: a step streaming tens of MB is
+  // priced at the DRAM rate, a small one at the in-cache rate.
+  for (const auto& t : triad) chip.efficiency.memory_curve.emplace_back(t.bytes, std::min(1.0, t.bytes_per_s / bw));
+  chip.efficiency.memory = chip.efficiency.memory_curve.back().second;
+  chip.efficiency.network = 1.0;
+  return chip;
+}
+
+CommFit fit_collective(const std::string& kind, std::vector<std::pair<double, double>> samples, int P) {
+  CommFit f;
+  f.kind = kind;
+  f.samples = std::move(samples);
+  std::vector<double> x, y;
+  for (const auto& [bytes, s] : f.samples) { x.push_back(bytes); y.push_back(s); }
+  f.fit = stats::fit_affine_relative(x, y);
+  // Simulator formulas (sim/cost.cpp) on one island of P devices:
+  //   all-reduce 2(P−1)/P·b/bw + 2(P−1)·lat; all-gather, reduce-scatter (P−1)/P·b/bw + (P−1)·lat;
+  //   send/recv lat + b/bw.
+  const double Pd = P;
+  double bw_factor = 1, lat_factor = 1;
+  if (f.kind == ops::all_reduce) { bw_factor = 2 * (Pd - 1) / Pd; lat_factor = 2 * (Pd - 1); }
+  else if (f.kind != ops::send_recv) { bw_factor = (Pd - 1) / Pd; lat_factor = Pd - 1; }
+  const double smallest = f.samples.front().second;
+  f.link_bytes_per_s = f.fit.slope > 0 ? bw_factor / f.fit.slope : 0;
+  // A negative fitted intercept (noise) falls back to half the smallest message's time.
+  f.link_latency_seconds = (f.fit.intercept > 0 ? f.fit.intercept : 0.5 * smallest) / lat_factor;
+  return f;
+}
+
+Jitter jitter_from(double stretch_seconds, double wait_seconds, int P) {
+  Jitter j;
+  j.stretch_seconds = stretch_seconds;
+  j.wait_seconds = wait_seconds;
+  j.jitter = std::min(0.5, j.wait_seconds / (j.stretch_seconds * expected_max_standard_normal(P)));
+  return j;
+}
+
+std::string calibrated_cluster_yaml(const std::string& name, bool quick, const CalibrationMeasurements& r, const ChipSpec& chip, const TopologySpec& topo,
+                         const std::string& host, const std::string& date) {
+  std::ostringstream y;
+  const bool net = !r.comm.empty();
+  y << "# Written by `scanshard calibrate` (" << (quick ? "--quick, " : "") << r.ranks << " rank(s)) on " << host << " at " << date << ".\n"
+    << "# One device = one core running one MPI rank single-threaded. Re-run calibrate to refresh; the raw numbers\n"
+    << "# are under `measurements:` (free-form, ignored by the loader).\n"
+    << "name: " << yaml_string(name) << "\n"
+    << "source: " << yaml_string("measured by scanshard calibrate on " + host + " at " + date + " with " + std::to_string(r.ranks) +
+                                  " MPI rank(s)" + (quick ? " (--quick)" : "") +
+                                  (net ? "" : "; network NOT measured (one rank): link numbers are the cpu-local placeholders")) << "\n"
+    << "chip:\n"
+    << "  name: " << yaml_string(chip.name) << "\n"
+    << "  source: " << yaml_string(chip.source) << "\n"
+    << "  peak_flops_per_s:\n"
+    << "    fp32: " << fmt6(chip.peak_flops_per_s.at("fp32")) << "          # best OpenBLAS sgemm rate, one thread\n"
+    << "  vector_flops_per_s: " << fmt6(chip.vector_flops_per_s) << "      # FMA loop on registers\n"
+    << "  memory_bytes: " << fmt6(chip.memory_bytes) << "            # physical memory / devices\n"
+    << "  memory_bytes_per_s: " << fmt6(chip.memory_bytes_per_s) << "      # best STREAM-triad rate over working sets (an in-cache one: the runner's test-size models live in cache; DRAM rates under measurements: triad)\n"
+    << "  onchip_memory_bytes: " << fmt6(chip.onchip_memory_bytes) << "\n"
+    << "  matrix_tile: 1\n"
+    << "  launch_overhead_seconds: " << fmt6(chip.launch_overhead_seconds) << "\n"
+    << "  compute_jitter: " << fmt6(chip.compute_jitter) << "   # rank-to-rank spread of compute time: waits at collectives\n"
+    << "  efficiency:                     # roofline price of the runner's kernels = measured time\n"
+    << "    gemm: " << fmt6(chip.efficiency.gemm) << "\n"
+    << "    elementwise: " << fmt6(chip.efficiency.elementwise) << "\n"
+    << "    scan: " << fmt6(chip.efficiency.scan) << "\n"
+    << "    attention: " << fmt6(chip.efficiency.attention) << "\n"
+    << "    attention_softmax: " << fmt6(chip.efficiency.attention_softmax) << "   # the attention core's per-score vector work\n"
+    << "    norm: " << fmt6(chip.efficiency.norm) << "\n"
+    << "    memory_curve: [" << [&] {
+         std::string c;
+         for (const auto& [bytes, f] : chip.efficiency.memory_curve)
+           c += (c.empty() ? "[" : ", [") + fmt6(bytes) + ", " + fmt6(f) + "]";
+         return c;
+       }() << "]   # [bytes a step moves, fraction of memory_bytes_per_s]: the triad working sets\n"
+    << "    network: " << fmt6(chip.efficiency.network) << "\n";
+  if (!chip.efficiency.ops.empty()) {
+    y << "    ops:                          # kernels priced with their own value (kTunedOps)\n";
+    for (const auto& [op, eff] : chip.efficiency.ops) y << "      " << op << ": " << fmt6(eff) << "\n";
+  }
+  y << "topology:\n"
+    << "  kind: islands\n"
+    << "  islands: 1\n"
+    << "  devices_per_island: " << topo.devices_per_island << "\n"
+    << "  island_link_bytes_per_s: " << fmt6(topo.island_link_bytes_per_s) << (net ? "   # from the all-reduce fit" : "   # placeholder") << "\n"
+    << "  island_latency_seconds: " << fmt6(topo.island_latency_seconds) << "\n"
+    << "  network_bytes_per_s: " << fmt6(topo.network_bytes_per_s) << "       # one island: unused\n"
+    << "  network_latency_seconds: " << fmt6(topo.network_latency_seconds) << "\n"
+    << "measurements:\n"
+    << "  date: " << yaml_string(date) << "\n"
+    << "  host: " << yaml_string(host) << "\n"
+    << "  ranks: " << r.ranks << "\n"
+    << "  threads_per_rank: 1\n"
+    << "  quick: " << (quick ? "true" : "false") << "\n"
+    << "  load_average_1min: [" << fmt6(r.load_start) << ", " << fmt6(r.load_end) << "]   # at start and end; > cores: timings inflated\n"
+    << "  probe_seconds: " << fmt6(r.probe_seconds) << "   # measure/probe.hpp: sgemm 256^3 + 3 MiB triad, median; validate's drift reference\n"
+    << "  seconds: " << fmt6(r.seconds) << "\n"
+    << "  sgemm:                          # [m, n, k, seconds, flop/s], mean over ranks\n";
+  for (const auto& g : r.gemm)
+    y << "    - [" << g.m << ", " << g.n << ", " << g.k << ", " << fmt6(g.seconds) << ", " << fmt6(g.flops_per_s) << "]\n";
+  y << "  triad:                          # [bytes streamed, bytes/s]\n";
+  for (const auto& t : r.triad) y << "    - [" << fmt6(t.bytes) << ", " << fmt6(t.bytes_per_s) << "]\n";
+  y << "  vector_fma_flops_per_s: " << fmt6(r.vector_flops) << "\n"
+    << "  launch_overhead_seconds: " << fmt6(r.launch) << "\n"
+    << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)
+    << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
+    << "  kernels:                        # forward + backward of one layer, 4 x 128 tokens\n";
+  for (const auto& k : r.kernels)
+    y << "    - {class: " << k.cls << ", model: " << k.model << ", steps: " << yaml_string(k.group) << ", seconds: " << fmt6(k.seconds)
+      << ", efficiency: " << fmt6(k.efficiency) << ", clamped: " << (k.clamped ? "true" : "false") << "}\n";
+  if (net) {
+    y << "  mpi:                            # bytes = buffer per rank (all-gather: the gathered result)\n";
+    for (const auto& c : r.comm) {
+      y << "    " << c.kind << ":\n"
+        << "      fit_latency_seconds: " << fmt6(c.fit.intercept) << "\n"
+        << "      fit_seconds_per_byte: " << fmt6(c.fit.slope) << "\n"
+        << "      fit_max_relative_residual: " << fmt6(c.fit.max_abs_relative_residual) << "\n"
+        << "      link_bytes_per_s: " << fmt6(c.link_bytes_per_s) << "\n"
+        << "      link_latency_seconds: " << fmt6(c.link_latency_seconds) << "\n"
+        << "      samples:                  # [bytes, seconds]\n";
+      for (const auto& [b, s] : c.samples) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";
+    }
+  }
+  return y.str();
+}
+
+}  // namespace scanshard

@@ -1,0 +1,253 @@
+// reports/validation.cpp — see validation.hpp.
+#include "reports/validation.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+#include <stdexcept>
+
+#include <yaml-cpp/yaml.h>
+
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/simulate.hpp"
+
+namespace scanshard {
+namespace {
+
+struct Knobs {
+  int zero = 0;
+  Remat remat = Remat::none;
+  CarryScheme carry = CarryScheme::ring;
+  Schedule schedule = Schedule::one_f_one_b;
+};
+
+Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t micro_batch, std::int64_t seq_len, Knobs k) {
+  Plan p;
+  p.mesh = parse_mesh(mesh, "validate");
+  p.global_batch = global_batch;
+  p.micro_batch = micro_batch;
+  p.seq_len = seq_len;
+  p.zero_stage = k.zero;
+  p.remat = k.remat;
+  p.carry = k.carry;
+  p.schedule = k.schedule;
+  p.param_dtype = p.act_dtype = DType::fp32;  // the runner computes in fp32
+  p.overlap = false;  // the runner reduces gradients after the last backward, not during it
+  return p;
+}
+
+}  // namespace
+
+ModelSpec validation_variant(const std::string& preset, std::int64_t width, std::int64_t depth) {
+  ModelSpec m = load_model(preset);
+  if (width == m.width && depth == m.depth) return m;
+  std::ostringstream y;
+  y << "name: " << preset << "-w" << width << "-l" << depth << "\n"
+    << "family: " << to_string(m.family) << "\n"
+    << "width: " << width << "\ndepth: " << depth << "\nvocab: " << m.vocab << "\n"
+    << "mlp_expansion: 3\ntied_embeddings: true\n";
+  if (m.family != Family::mqa)
+    y << "recurrent_width: " << width << "\ngate_blocks: " << m.gate_blocks << "\nconv_width: " << m.conv_width << "\n";
+  if (m.family != Family::hawk)
+    y << "heads: " << width / 32 << "\nhead_dim: 32\nkv_heads: 1\nwindow: " << m.window << "\n";
+  return parse_model(parse_yaml(y.str(), "validate: " + preset + " variant"), "validate: " + preset + " variant");
+}
+
+std::vector<PlanCase> validation_plan_set(bool quick) {
+  const ModelSpec g = load_model("griffin-tiny"), h = load_model("hawk-tiny"), q = load_model("mqa-tiny");
+  const ModelSpec r4 = load_model("rwkv4-tiny"), r6 = load_model("rwkv6-tiny"), gpt = load_model("gpt-tiny");
+  const ModelSpec gw = validation_variant("griffin-tiny", 256, 3), hw = validation_variant("hawk-tiny", 256, 2),
+                  qw = validation_variant("mqa-tiny", 256, 2), gd = validation_variant("griffin-tiny", 128, 6);
+  const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::elementwise},
+      gather{0, Remat::none, CarryScheme::allgather}, gpipe{0, Remat::none, CarryScheme::ring, Schedule::gpipe};
+  struct Row { const ModelSpec* m; const char* mesh; std::int64_t G, mb, T; Knobs k; };
+  const std::vector<Row> rows = {
+      {&g, "data=1", 4, 4, 128, none},   {&g, "data=1", 8, 4, 128, none},     {&g, "data=1", 4, 2, 256, none},
+      {&g, "data=2", 8, 4, 128, none},   {&g, "fsdp=2", 8, 4, 128, z1},       {&g, "data=2", 16, 4, 64, none},
+      {&g, "data=2", 4, 1, 256, none},   {&g, "data=1", 16, 8, 32, none},     {&g, "tensor=2", 4, 4, 128, none},
+      {&g, "sequence=2", 4, 4, 128, none}, {&g, "sequence=2", 4, 2, 256, gather}, {&g, "data=1", 4, 4, 128, blk},
+      {&g, "data=1", 4, 4, 128, sel},    {&g, "fsdp=2", 8, 2, 128, z2},       {&g, "fsdp=2", 8, 4, 128, z3},
+      {&h, "data=1", 4, 4, 128, none},   {&h, "data=1", 8, 8, 64, none},      {&h, "data=2", 8, 2, 128, none},
+      {&h, "fsdp=2", 4, 2, 256, none},   {&h, "sequence=2", 4, 2, 256, none}, {&h, "data=2", 8, 4, 128, blk},
+      {&q, "data=1", 4, 4, 128, none},   {&q, "data=1", 2, 2, 512, none},     {&q, "data=2", 8, 4, 128, none},
+      {&q, "fsdp=2", 4, 1, 256, z1},     {&q, "data=2", 4, 2, 256, none},     {&q, "tensor=2", 4, 4, 128, none},
+      {&gw, "data=1", 4, 4, 128, none},  {&gw, "data=2", 8, 4, 128, none},    {&gw, "tensor=2", 4, 2, 128, none},
+      {&hw, "data=1", 4, 2, 128, none},  {&hw, "data=2", 4, 2, 256, none},    {&qw, "data=1", 4, 4, 128, none},
+      {&qw, "data=2", 8, 2, 128, none},  {&gd, "data=2", 8, 4, 128, none},    {&gd, "data=1", 4, 4, 128, blk},
+      {&h, "pipeline=2", 4, 1, 128, none}, {&q, "pipeline=2", 8, 2, 128, gpipe}, {&gd, "pipeline=2", 8, 2, 128, none},
+      {&r4, "data=1", 4, 4, 128, none},  {&r4, "data=2", 8, 4, 128, none},    {&r4, "tensor=2", 4, 4, 128, none},
+      {&r6, "data=1", 4, 4, 128, none},  {&r6, "data=2", 8, 4, 128, none},    {&r6, "tensor=2", 4, 2, 128, none},
+      {&q, "sequence=2", 4, 4, 128, none}, {&r4, "sequence=2", 4, 2, 128, gather},
+      {&r6, "sequence=2", 4, 4, 128, none}, {&gpt, "data=1", 8, 8, 128, none}, {&gpt, "tensor=2", 8, 4, 128, none},
+      {&gpt, "data=2", 8, 4, 128, blk},
+  };
+  std::vector<PlanCase> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (quick && i % 3 != 0) continue;
+    char id[8];
+    std::snprintf(id, sizeof id, "P%02zu", i + 1);
+    PlanCase c{id, *rows[i].m, make_plan(rows[i].mesh, rows[i].G, rows[i].mb, rows[i].T, rows[i].k)};
+    c.plan.model = c.model.name;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::string describe_plan(const PlanCase& c) { return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()); }
+
+double calibrated_probe_seconds(const std::string& cluster_arg) {
+  if (!looks_like_path(cluster_arg)) return 0;
+  try {
+    const YAML::Node m = YAML::LoadFile(cluster_arg)["measurements"];
+    const double v = m && m["probe_seconds"] ? m["probe_seconds"].as<double>() : 0;
+    return std::isfinite(v) && v > 0 ? v : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+nlohmann::json Score::json() const {
+  return {{"median_abs_error", err.median_abs}, {"max_abs_error", err.max_abs}, {"median_signed_error", err.bias},
+          {"spearman", std::isnan(rho) ? nlohmann::json() : nlohmann::json(rho)}};
+}
+
+Score score(const std::vector<double>& predicted, const std::vector<double>& measured) {
+  return {stats::summarize_errors(predicted, measured),
+          predicted.size() >= 2 ? stats::spearman(predicted, measured) : std::nan("")};
+}
+
+ValidationResult score_validation(const std::vector<PlanCase>& cases, const std::vector<PlanMeasurement>& measured,
+                                  const ClusterSpec& cluster, double probe_ref) {
+  if (measured.size() != cases.size()) throw std::invalid_argument("score_validation: one measurement per plan case");
+  ValidationResult r;
+  std::vector<double> pred_steps, meas_steps, fastest_steps, speed;
+  std::vector<stats::ClassSample> class_samples;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    if (measured[i].steps.empty()) continue;
+    const auto& c = cases[i];
+    PlanResult pr;
+    pr.plan_case = &c;
+    const ClusterSpec cs = cluster_slice(cluster, c.plan.mesh.devices(), "--cluster");
+    pr.cluster = cs.name;
+    pr.cmp = compare(c.model, c.plan, cs, measured[i].steps, /*warm_up=*/false);
+    pr.error = stats::relative_error(pr.cmp.predicted_step_seconds, pr.cmp.measured_step_seconds);
+    if (probe_ref > 0) {
+      pr.probe_seconds = stats::median(measured[i].probes);
+      pr.speed_factor = pr.probe_seconds / probe_ref;
+    }
+    double worst_share = 0;
+    for (const auto& g : pr.cmp.groups)
+      if (g.predicted > 0 && g.measured > 0) {
+        const double share = std::abs(g.predicted - g.measured);  // seconds it contributes to the step error
+        if (share > worst_share) {
+          worst_share = share;
+          pr.worst_group = g.group;
+          pr.worst_group_error = stats::relative_error(g.predicted, g.measured);
+        }
+      }
+    for (const auto& [cls, p] : pr.cmp.predicted_by_class) class_samples.push_back({cls, p, pr.cmp.measured_by_class.at(cls)});
+    pred_steps.push_back(pr.cmp.predicted_step_seconds);
+    meas_steps.push_back(pr.cmp.measured_step_seconds);
+    fastest_steps.push_back(pr.cmp.fastest_step_seconds);
+    speed.push_back(pr.speed_factor);
+    r.plans.push_back(std::move(pr));
+  }
+  if (pred_steps.empty()) throw std::runtime_error("validate: every plan was skipped; nothing to compare");
+  r.primary = score(pred_steps, meas_steps);
+  r.fastest = score(pred_steps, fastest_steps);
+  r.classes = stats::errors_by_class(class_samples);
+  if (probe_ref > 0) {
+    std::vector<double> scaled(pred_steps.size());
+    for (std::size_t i = 0; i < scaled.size(); ++i) scaled[i] = pred_steps[i] * speed[i];
+    r.probe_scaled = score(scaled, meas_steps);
+    const auto [lo, hi] = std::minmax_element(speed.begin(), speed.end());
+    r.speed_min = *lo;
+    r.speed_max = *hi;
+    r.speed_median = stats::median(speed);
+  }
+  return r;
+}
+
+std::vector<std::pair<std::string, std::string>> validation_files(const ValidationResult& r, const ClusterSpec& cluster,
+                                                                  const ValidationRunInfo& info) {
+  nlohmann::json plans_json = nlohmann::json::array();
+  std::string csv = "id,model,family,mesh,zero_stage,remat,carry,ranks,global_batch,micro_batch,seq_len,predicted_seconds,"
+                    "measured_seconds,relative_error\n";
+  std::string groups_csv = "id,group,class,predicted_seconds,measured_seconds\n";
+  for (const auto& pr : r.plans) {
+    const PlanCase& c = *pr.plan_case;
+    const Comparison& cmp = pr.cmp;
+    const std::int64_t n = c.plan.mesh.devices();
+    nlohmann::json groups = nlohmann::json::array();
+    for (const auto& g : cmp.groups) {
+      groups.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
+      groups_csv += c.id + "," + g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," + std::to_string(g.measured) + "\n";
+    }
+    nlohmann::json by_class = nlohmann::json::object();
+    for (const auto& [cls, p] : cmp.predicted_by_class)
+      by_class[cls] = {{"predicted_seconds", p}, {"measured_seconds", cmp.measured_by_class.at(cls)}};
+    nlohmann::json buckets = nlohmann::json::object();
+    for (int b = 0; b < kBucketCount; ++b) buckets[to_string(static_cast<Bucket>(b))] = cmp.estimate.seconds[b];
+    const auto& mem = cmp.estimate.memory;
+    plans_json.push_back({{"id", c.id}, {"model", c.model.name}, {"family", to_string(c.model.family)},
+                          {"mesh", c.plan.mesh.describe()}, {"ranks", n}, {"description", describe_plan(c)},
+                          {"zero_stage", c.plan.zero_stage}, {"remat", to_string(c.plan.remat)}, {"carry", to_string(c.plan.carry)}, {"global_batch", c.plan.global_batch},
+                          {"micro_batch", c.plan.micro_batch}, {"seq_len", c.plan.seq_len},
+                          {"plan_yaml", plan_to_yaml(c.plan)}, {"cluster", pr.cluster},
+                          {"predicted_step_seconds", cmp.predicted_step_seconds},
+                          {"measured_step_seconds", cmp.measured_step_seconds}, {"relative_error", pr.error},
+                          {"fastest_step_seconds", cmp.fastest_step_seconds},
+                          {"steps_measured", cmp.steps_used}, {"groups", groups}, {"classes", by_class},
+                          {"probe_seconds", pr.probe_seconds},
+                          {"speed_factor", info.probe_at_calibration > 0 ? nlohmann::json(pr.speed_factor) : nlohmann::json()},
+                          {"predicted_buckets_seconds", buckets},
+                          {"memory_bytes", {{"params", mem.params_bytes}, {"grads", mem.grads_bytes},
+                                            {"optimizer", mem.optimizer_bytes}, {"activations", mem.activations_bytes},
+                                            {"scan_state", mem.state_bytes}, {"buffers", mem.buffers_bytes},
+                                            {"total", mem.total_bytes}}}});
+    char row[512];
+    std::snprintf(row, sizeof row, "%s,%s,%s,\"%s\",%d,%s,%s,%lld,%lld,%lld,%lld,%.9g,%.9g,%.6g\n", c.id.c_str(),
+                  c.model.name.c_str(), to_string(c.model.family), c.plan.mesh.describe().c_str(), c.plan.zero_stage,
+                  to_string(c.plan.remat), to_string(c.plan.carry), static_cast<long long>(n),
+                  static_cast<long long>(c.plan.global_batch), static_cast<long long>(c.plan.micro_batch),
+                  static_cast<long long>(c.plan.seq_len), cmp.predicted_step_seconds, cmp.measured_step_seconds, pr.error);
+    csv += row;
+  }
+  nlohmann::json classes_json = nlohmann::json::object();
+  std::string classes_csv = "class,plans,median_abs_error,max_abs_error,median_signed_error\n";
+  for (const auto& [cls, s] : r.classes) {
+    classes_json[cls] = {{"plans", s.count}, {"median_abs_error", s.median_abs}, {"max_abs_error", s.max_abs}, {"median_signed_error", s.bias}};
+    char row[256];
+    std::snprintf(row, sizeof row, "%s,%zu,%.6g,%.6g,%.6g\n", cls.c_str(), s.count, s.median_abs, s.max_abs, s.bias);
+    classes_csv += row;
+  }
+  nlohmann::json drift_json;  // null without a calibrated probe
+  if (r.probe_scaled) {
+    drift_json = r.probe_scaled->json();
+    drift_json["probe_seconds_at_calibration"] = info.probe_at_calibration;
+    drift_json["speed_factor_min"] = r.speed_min;
+    drift_json["speed_factor_max"] = r.speed_max;
+  }
+  nlohmann::json summary_json = r.primary.json();
+  summary_json["plans"] = r.primary.err.count;
+  summary_json["mean_abs_error"] = r.primary.err.mean_abs;
+  const nlohmann::json doc = {
+      {"cluster", {{"name", cluster.name}, {"origin", cluster.origin}, {"source", cluster.source},
+                   {"argument", info.cluster_argument}}},
+      {"ranks", info.ranks},
+      {"steps", info.steps},
+      {"passes", info.passes},
+      {"load_average", {{"start", info.load_start}, {"end", info.load_end}, {"cores", info.cores}}},
+      {"quick", info.quick},
+      {"plans", plans_json},
+      {"skipped", info.skipped},
+      {"summary", summary_json},
+      {"summary_fastest_step", r.fastest.json()},
+      {"summary_probe_scaled", drift_json},
+      {"classes", classes_json}};
+  return {{"validate.json", doc.dump(2) + "\n"}, {"validate.csv", csv}, {"validate-groups.csv", groups_csv},
+          {"validate-classes.csv", classes_csv}};
+}
+
+}  // namespace scanshard

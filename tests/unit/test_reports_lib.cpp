@@ -1,0 +1,272 @@
+// tests/unit/test_reports_lib.cpp — reports/ linked directly (no CLI, no MPI): the trace-to-estimate
+// comparison on a hand-made 3-step trace, validate's plan set and scoring on synthetic
+// measurements whose errors are known by construction, and calibrate's fits on synthetic samples
+// drawn from known parameters. Expected values are derived in the test from those inputs.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <set>
+
+#include "program/lower.hpp"
+#include "program/presets.hpp"
+#include "reports/calibration.hpp"
+#include "reports/compare.hpp"
+#include "reports/trace_file.hpp"
+#include "reports/validation.hpp"
+#include "sim/cost.hpp"
+#include "sim/network.hpp"
+#include "sim/simulate.hpp"
+
+using namespace scanshard;
+
+namespace {
+
+const GroupRow& row(const Comparison& c, const std::string& group) {
+  for (const auto& g : c.groups)
+    if (g.group == group) return g;
+  FAIL("no group " << group);
+  return c.groups.front();
+}
+
+// griffin-tiny, one device, 4 sequences of 128 tokens in one micro-batch, fp32 (validate's P01).
+Plan one_device_plan() {
+  Plan p;
+  p.model = "griffin-tiny";
+  p.global_batch = 4;
+  p.micro_batch = 4;
+  p.seq_len = 128;
+  p.param_dtype = p.act_dtype = DType::fp32;
+  p.overlap = false;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("step names: the gradient sync and the accumulation stay apart, op groups merge fused steps", "[reports]") {
+  CHECK(step_name("all_reduce", "grads") == "grads.sync");
+  CHECK(step_name("grad_accumulate", "grads") == "grads");
+  CHECK(step_name("linear", "mlp.w1") == "mlp.w1");
+  CHECK(op_group("mlp.w1") == "mlp");
+  CHECK(op_group("mlp.gelu_mul") == "mlp");
+  for (const char* n : {"rec.gate_a", "rec.gate_x", "rec.decay", "rec.scan", "scan.carry_fix"}) CHECK(op_group(n) == "rec.rglru");
+  CHECK(op_group("rec.gated") == "rec.gate");
+  CHECK(op_group("attn.scores_recompute") == "attn.core");
+  CHECK(op_group("block.0.residual") == "residual");
+  CHECK(op_group("attn.rope") == "attn.rope");
+}
+
+TEST_CASE("comparison of a 3-step trace: warm-up dropped, medians per group and of the wall time", "[reports]") {
+  // Three steps of a trace file as `scanshard train --trace` writes them. Step 0 is the warm-up.
+  TraceFile t;
+  auto op = [](const char* phase, const char* o, const char* name, double s) { return TraceFile::Op{phase, o, name, s, 1}; };
+  t.steps = {{0, 10.0, {op("forward", "linear", "mlp.w1", 9.0)}},
+             {1, 2.0, {op("forward", "linear", "mlp.w1", 0.1), op("forward", "linear", "mlp.w2", 0.2),
+                       op("forward", "rglru.scan", "rec.scan", 0.6), op("step_end", "all_reduce", "grads", 0.05)}},
+             {2, 4.0, {op("forward", "linear", "mlp.w1", 0.5), op("step_end", "grad_accumulate", "grads", 0.07)}}};
+  const auto steps = measured_steps(t);
+  REQUIRE(steps.size() == 3);
+  CHECK(steps[1].seconds_by_name.at("grads.sync") == 0.05);
+  CHECK(steps[2].seconds_by_name.at("grads") == 0.07);
+
+  const ModelSpec m = load_model("griffin-tiny");
+  const Plan p = one_device_plan();
+  const ClusterSpec c = cluster_slice(load_cluster("cpu-local"), 1);
+  const Comparison cmp = compare(m, p, c, steps);
+  CHECK(cmp.steps_total == 3);
+  CHECK(cmp.steps_used == 2);
+  CHECK(cmp.measured_step_seconds == Approx((2.0 + 4.0) / 2));  // median of the two measured walls
+  CHECK(cmp.fastest_step_seconds == 2.0);
+  // mlp: step 1 0.1 + 0.2, step 2 0.5 -> median 0.4. rec.rglru: 0.6 and (absent) 0 -> 0.3.
+  CHECK(row(cmp, "mlp").measured == Approx((0.3 + 0.5) / 2));
+  CHECK(row(cmp, "rec.rglru").measured == Approx((0.6 + 0.0) / 2));
+  CHECK(row(cmp, "grads.sync").measured == Approx(0.05 / 2));
+  CHECK(row(cmp, "grads").measured == Approx(0.07 / 2));
+
+  // Predicted: each group is the sum of its steps' prices (forward and backward once per
+  // micro-batch, the step's end once), priced here step by step, grouped by the names' prefix.
+  const StepProgram prog = lower(m, p, 0);
+  const Network net(Topology(c), c, p.mesh, p.placement);
+  double mlp = 0, all = 0;
+  const double mb = static_cast<double>(p.micro_batches());
+  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end}) {
+    const auto secs = step_seconds(*list, c, net, p.act_dtype);
+    const double times = list == &prog.step_end ? 1.0 : mb;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      all += times * secs[i];
+      if (std::string((*list)[i].name).starts_with("mlp")) mlp += times * secs[i];
+    }
+  }
+  CHECK(row(cmp, "mlp").predicted == Approx(mlp).epsilon(1e-12));
+  CHECK(row(cmp, "mlp").cls == "gemm");
+  double groups_total = 0;
+  for (const auto& g : cmp.groups) groups_total += g.predicted;
+  CHECK(groups_total == Approx(all).epsilon(1e-12));  // one device: no sync wait is spread over the groups
+  CHECK(cmp.predicted_step_seconds == cmp.estimate.step_seconds);
+  // Largest first.
+  for (std::size_t i = 1; i < cmp.groups.size(); ++i)
+    CHECK(std::max(cmp.groups[i - 1].predicted, cmp.groups[i - 1].measured) >=
+          std::max(cmp.groups[i].predicted, cmp.groups[i].measured));
+}
+
+TEST_CASE("validate plan set: 51 plans, quick keeps every third, each names its own model", "[reports][validate]") {
+  const auto all = validation_plan_set(false), quick = validation_plan_set(true);
+  REQUIRE(all.size() == 51);
+  REQUIRE(quick.size() == (51 + 2) / 3);
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    CHECK(all[i].id == (i + 1 < 10 ? "P0" : "P") + std::to_string(i + 1));
+    CHECK(all[i].plan.model == all[i].model.name);
+    CHECK(all[i].plan.act_dtype == DType::fp32);
+    CHECK_FALSE(all[i].plan.overlap);
+    ids.insert(all[i].id);
+  }
+  CHECK(ids.size() == all.size());
+  for (std::size_t i = 0; i < quick.size(); ++i) CHECK(quick[i].id == all[3 * i].id);
+  // A variant keeps the family and takes the width and depth asked for.
+  const ModelSpec v = validation_variant("griffin-tiny", 256, 3);
+  CHECK(v.family == Family::griffin);
+  CHECK(v.width == 256);
+  CHECK(v.depth == 3);
+}
+
+TEST_CASE("validate scoring: errors and rank order of synthetic measurements known by construction", "[reports][validate]") {
+  // Three 1-rank plans; plan 2 skipped. Each plan's every measured step is the simulator's step
+  // time times a known factor, so its relative error (predicted − measured) / measured is
+  // 1/factor − 1.
+  auto cases = validation_plan_set(false);
+  cases.resize(3);
+  const ClusterSpec cluster = load_cluster("cpu-local");
+  const double factor[3] = {1.25, 0.0, 0.8};
+  std::vector<PlanMeasurement> measured(3);
+  std::vector<double> predicted;
+  for (int i : {0, 2}) {
+    const double pred = simulate(cases[i].model, cases[i].plan, cluster_slice(cluster, cases[i].plan.mesh.devices())).step_seconds;
+    predicted.push_back(pred);
+    for (int s = 0; s < 3; ++s) measured[i].steps.push_back({factor[i] * pred, {}});
+  }
+  const ValidationResult r = score_validation(cases, measured, cluster, 0);
+  REQUIRE(r.plans.size() == 2);
+  CHECK(r.plans[0].plan_case->id == "P01");
+  CHECK(r.plans[1].plan_case->id == "P03");
+  const double e0 = 1 / 1.25 - 1, e2 = 1 / 0.8 - 1;  // −0.2, +0.25
+  CHECK(r.plans[0].error == Approx(e0));
+  CHECK(r.plans[1].error == Approx(e2));
+  CHECK(r.primary.err.count == 2);
+  CHECK(r.primary.err.max_abs == Approx(0.25));
+  CHECK(r.primary.err.median_abs == Approx((0.2 + 0.25) / 2));
+  // Two plans: measured in the predicted order -> +1, else −1.
+  const bool same_order = (predicted[0] < predicted[1]) == (1.25 * predicted[0] < 0.8 * predicted[1]);
+  CHECK(r.primary.rho == Approx(same_order ? 1.0 : -1.0));
+  CHECK_FALSE(r.probe_scaled.has_value());
+
+  ValidationRunInfo info;
+  info.skipped = {"P02 (x): test"};
+  const auto files = validation_files(r, cluster, info);
+  REQUIRE(files.size() == 4);
+  CHECK(files[0].first == "validate.json");
+  const auto doc = nlohmann::json::parse(files[0].second);
+  CHECK(doc["plans"].size() == 2);
+  CHECK(doc["summary"]["max_abs_error"].get<double>() == Approx(0.25));
+  CHECK(doc["skipped"].size() == 1);
+  CHECK(doc["summary_probe_scaled"].is_null());
+  const std::string& csv = files[1].second;
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 2);  // header + one row per plan that ran
+
+  // Every plan skipped: nothing to score.
+  CHECK_THROWS_AS(score_validation(cases, std::vector<PlanMeasurement>(3), cluster, 0), std::runtime_error);
+}
+
+TEST_CASE("calibrate fits: a collective's link from samples drawn from latency + bytes/bandwidth", "[reports][calibrate]") {
+  // all-reduce on P ranks, priced by the simulator as 2(P−1)/P·b/bw + 2(P−1)·lat: samples with
+  // a known intercept α and slope β recover bw = 2(P−1)/P / β and lat = α / (2(P−1)).
+  const double alpha = 5e-6, beta = 1e-9;
+  std::vector<std::pair<double, double>> samples;
+  for (double b = 8; b <= 64.0 * 1024 * 1024; b *= 8) samples.push_back({b, alpha + beta * b});
+  for (int P : {2, 4}) {
+    const CommFit f = fit_collective("all_reduce", samples, P);
+    CHECK(f.fit.intercept == Approx(alpha).epsilon(1e-6));
+    CHECK(f.fit.slope == Approx(beta).epsilon(1e-6));
+    CHECK(f.link_bytes_per_s == Approx(2.0 * (P - 1) / P / beta).epsilon(1e-6));
+    CHECK(f.link_latency_seconds == Approx(alpha / (2.0 * (P - 1))).epsilon(1e-6));
+  }
+  // send/recv: lat + b/bw directly.
+  const CommFit s = fit_collective("send_recv", samples, 2);
+  CHECK(s.link_bytes_per_s == Approx(1 / beta).epsilon(1e-6));
+  CHECK(s.link_latency_seconds == Approx(alpha).epsilon(1e-6));
+  // A negative intercept falls back to half the smallest message's time.
+  std::vector<std::pair<double, double>> neg;
+  for (double b : {1e3, 1e6, 1e7}) neg.push_back({b, b * 1e-9 - 1e-7});  // intercept −0.1 us
+  const CommFit n = fit_collective("send_recv", neg, 2);
+  CHECK(n.link_latency_seconds == Approx(0.5 * neg.front().second));
+}
+
+TEST_CASE("calibrate fits: jitter from the wait at a collective, E of the max of two normals is 1 over sqrt pi", "[reports][calibrate]") {
+  const Jitter j = jitter_from(1e-3, 1e-4, 2);
+  // E[max of 2 standard normals] = 1/√π exactly; sim/cost.cpp keeps a 4-digit table (0.5642).
+  CHECK(j.jitter == Approx(1e-4 / (1e-3 / std::sqrt(std::numbers::pi))).epsilon(1e-3));
+  CHECK(jitter_from(1e-3, 1.0, 2).jitter == 0.5);  // capped
+}
+
+TEST_CASE("calibrate fits: the efficiency at which the roofline price equals the measured time", "[reports][calibrate]") {
+  const ModelSpec m = load_model("griffin-tiny");
+  const auto steps = named_steps(m, {"mlp.w1", "mlp.w2"});
+  REQUIRE_FALSE(steps.empty());
+  for (const auto& s : steps) CHECK(s.kind == StepKind::compute);
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  auto price = [&](double eff) {
+    ChipSpec c = chip;
+    efficiency_field(c.efficiency, "gemm") = eff;
+    double t = 0;
+    for (const auto& s : steps) t += compute_seconds(s, c, DType::fp32);
+    return t;
+  };
+  // A measured time between the prices at efficiency 1 and 1e-4: the fit prices it back.
+  const double measured = 3 * price(1.0);
+  bool clamped = true;
+  const double eff = fit_efficiency(steps, chip, "gemm", measured, &clamped);
+  CHECK_FALSE(clamped);
+  CHECK(price(eff) == Approx(measured).epsilon(1e-6));
+  // Faster than the roofline allows: clamped at 1.
+  CHECK(fit_efficiency(steps, chip, "gemm", 0.5 * price(1.0), &clamped) == 1.0);
+  CHECK(clamped);
+  CHECK_THROWS(named_steps(m, {"no.such.step"}));
+}
+
+TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read back by the strict loader", "[reports][calibrate]") {
+  const std::vector<GemmSample> gemm = {{64, 64, 64, 1.0, 1e9}, {512, 512, 512, 1.0, 3e9}};
+  const std::vector<TriadSample> triad = {{1e6, 4e9}, {1e8, 1e9}};
+  const ChipSpec chip0 = chip_from_peaks(gemm, triad, 5e9, 4e-7);
+  CHECK(chip0.peak_flops_per_s.at("fp32") == 3e9);  // the best sgemm rate
+  CHECK(chip0.memory_bytes_per_s == 4e9);           // the best triad rate
+  REQUIRE(chip0.efficiency.memory_curve.size() == 2);
+  CHECK(chip0.efficiency.memory_curve[0].second == 1.0);
+  CHECK(chip0.efficiency.memory_curve[1].second == Approx(1e9 / 4e9));
+  CHECK(chip0.efficiency.memory == Approx(0.25));  // the largest working set's fraction
+
+  ChipSpec chip = chip0;
+  chip.name = "test core";
+  chip.source = "test";
+  chip.memory_bytes = 8e9;
+  chip.onchip_memory_bytes = 1e6;
+  chip.efficiency.gemm = 0.5;
+  chip.efficiency.attention_softmax = 0.125;
+  chip.efficiency.ops["rglru.scan"] = 0.25;
+  TopologySpec topo = load_cluster("cpu-local").topology;
+  topo.kind = TopologyKind::islands;
+  topo.islands = 1;
+  topo.devices_per_island = 2;
+  CalibrationMeasurements r;
+  r.ranks = 2;
+  r.gemm = gemm;
+  r.triad = triad;
+  const std::string text = calibrated_cluster_yaml("test-cluster", true, r, chip, topo, "host", "2026-01-01T00:00:00Z");
+  const ClusterSpec back = parse_cluster_text(text, "calibrated.yaml");
+  CHECK(back.name == "test-cluster");
+  CHECK(back.devices() == 2);
+  CHECK(back.chip.peak("fp32") == 3e9);
+  CHECK(back.chip.memory_bytes_per_s == 4e9);
+  CHECK(back.chip.efficiency.gemm == 0.5);
+  CHECK(back.chip.efficiency.ops.at("rglru.scan") == 0.25);
+}
