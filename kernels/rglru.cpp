@@ -23,14 +23,18 @@
 HWY_BEFORE_NAMESPACE();
 namespace scanshard::kernels::HWY_NAMESPACE {
 
+// a = 2^{nsp2·r} (nsp2 = −8 softplus(Λ)·log2 e ≤ 0, r ∈ [0, 1]: the exponent is ≤ 0).
+HWY_INLINE VF DecayFactor(VF nsp2, VF r) { return Exp2UpTo126(hn::Mul(nsp2, r)); }
+
 // One vector of channels, one forward step without a reset:
 //   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  prod ← prod·a
 template <bool Tail>
 HWY_INLINE void FwdStep(const RowIo<Tail>& io, float* y, float* h, float* prod, const float* nsp2,
                         const float* x, const float* ga, const float* gx) {
   const DF d;
-  const VF r = Sigmoid(io.ld(ga)), i = Sigmoid(io.ld(gx));
-  const VF a = Exp2(hn::Mul(io.ld(nsp2), r));                         // nsp2 = −8 softplus(Λ)·log2 e
+  VF r, i;
+  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
+  const VF a = DecayFactor(io.ld(nsp2), r);
   const VF m = hn::Sqrt(hn::NegMulAdd(a, a, hn::Set(d, 1.0f)));       // √(1 − a²)
   const VF hnew = hn::MulAdd(a, io.ld(h), hn::Mul(m, hn::Mul(i, io.ld(x))));
   io.st(h, hnew);
@@ -84,9 +88,10 @@ HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx
     PrefetchL2Write(dgx - pf);
   }
   // carry, dlog_sum, nsp2 are interleaved whole vectors (padded): never a tail
-  const VF r = Sigmoid(io.ld(ga)), i = Sigmoid(io.ld(gx));
+  VF r, i;
+  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
   const VF ns2 = hn::LoadU(d, nsp2);
-  const VF a = Exp2(hn::Mul(ns2, r));
+  const VF a = DecayFactor(ns2, r);
   const VF z = hn::NegMulAdd(a, a, hn::Set(d, 1.0f));  // 1 − a²
   const VF sz = hn::Sqrt(z);
   const VF dh = hn::Add(io.ld(dy), hn::LoadU(d, carry));
@@ -337,8 +342,7 @@ inline Task task(i64 k, const Split& s, i64 R) {
 inline void decay_exponents(float* nsp2, const float* lambda, i64 c0, i64 n) {
   for (i64 j = 0; j < n; ++j)
     nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);
-}
-}  // namespace
+}}  // namespace
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
                         const float* gx, const float* h_in, const std::uint8_t* reset,

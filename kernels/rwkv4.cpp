@@ -104,8 +104,8 @@ HWY_INLINE void LazyCol(const RowIo<Tail>& io, float* st, float* y, const float*
   // ·= sc = e^{−x}. Branch-free with one exp of ∓x: a branch on x (rare, so mispredicted when
   // taken) depends on the k just loaded, and a misprediction discards the loads in flight behind
   // it (from DRAM: ~10 % more of triad branch-free, same runs; in L2 no difference).
-  const auto big = x > hn::Set(d, kLazyGap);
-  const VF ex = Exp2(hn::Mul(hn::IfThenElse(big, hn::Neg(x), x), hn::Set(d, kLog2e)));
+  const auto big = hn::Gt(x, hn::Set(d, kLazyGap));
+  const VF ex = Exp2UpTo126(hn::Mul(hn::IfThenElse(big, hn::Neg(x), x), hn::Set(d, kLog2e)));  // ∓x ≤ kLazyGap
   const VF e = hn::IfThenElse(big, one, ex);
   const VF sc = hn::IfThenElse(big, ex, one);
   sa = hn::Mul(sa, sc);
@@ -168,8 +168,8 @@ void LazyForwardTask(float* y, float* state_out, const float* k, const float* v,
 HWY_INLINE void ScaledPair(VF x, VF y, VF& ex, VF& ey) {
   const DF d;
   const VF diff = hn::Sub(x, y);
-  const VF e = Exp2(hn::Mul(NegAbs(diff), hn::Set(d, kLog2e)));
-  const auto ge = diff >= hn::Zero(d);
+  const VF e = Exp2UpTo126(hn::Mul(NegAbs(diff), hn::Set(d, kLog2e)));
+  const auto ge = hn::Ge(diff, hn::Zero(d));
   ex = hn::IfThenElse(ge, hn::Set(d, 1.0f), e);
   ey = hn::IfThenElse(ge, e, hn::Set(d, 1.0f));
 }
