@@ -35,26 +35,33 @@ namespace scanshard::kernels::HWY_NAMESPACE {
 using namespace wkv6_detail;
 
 
-// A row of NC floats kept in vector registers (GCC/Clang vector extension; 16 lanes per vector,
-// split by the compiler on narrower targets). Used when the head size is a compile-time
-// multiple of 16, so the accumulators of the small matrix products never round-trip memory.
-// (-Wpsabi: GCC notes that a 64-byte vector is passed differently without AVX-512; these helpers
-// are inlined and never cross a target boundary.)
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float v16 __attribute__((vector_size(64)));
-inline v16 ld16(const float* p) { v16 x; std::memcpy(&x, p, sizeof x); return x; }
-inline void st16(float* p, v16 x) { std::memcpy(p, &x, sizeof x); }
+// A row of NC floats kept in vector registers (GCC/Clang vector extension of the target's native
+// width: 16 lanes on AVX-512, 8 on AVX2, 4 on SSE4/NEON/SVE). Used when the head size is a
+// compile-time multiple of 16, so the accumulators of the small matrix products never round-trip
+// memory. A vector wider than the target (the 64-byte type everywhere) is lowered piecewise
+// through memory on AVX2: the chunked WKV-6 was then slower than the sequential reference.
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && HWY_MAX_BYTES >= 64
+constexpr int kRowVecBytes = 64;
+#elif !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && HWY_MAX_BYTES >= 32
+constexpr int kRowVecBytes = 32;
+#else
+constexpr int kRowVecBytes = 16;
+#endif
+constexpr int kRowLanes = kRowVecBytes / int(sizeof(float));
+typedef float vrow __attribute__((vector_size(kRowVecBytes)));
+HWY_INLINE vrow ldv(const float* p) { vrow x; std::memcpy(&x, p, sizeof x); return x; }
+HWY_INLINE void stv(float* p, vrow x) { std::memcpy(p, &x, sizeof x); }
 template <int NC>
 struct RowAcc {
-  static constexpr int kV = NC >= 16 ? NC / 16 : 1;  // (NC < 16: never used, kept well-formed)
-  v16 a[kV];
+  static constexpr int kV = NC >= kRowLanes ? NC / kRowLanes : 1;  // (NC < 16: never used, kept well-formed)
+  vrow a[kV];
   void zero() {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) a[q] = v16{};
+    for (int q = 0; q < kV; ++q) a[q] = vrow{};
   }
   void load(const float* p, float scale) {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) a[q] = scale * ld16(p + 16 * q);
+    for (int q = 0; q < kV; ++q) a[q] = scale * ldv(p + kRowLanes * q);
   }
   // acc += Σ_{m<M} coef[m·cs] · rows[m·rs .. m·rs + NC)
   void fma_rows(const float* coef, i64 cs, const float* rows, i64 rs, i64 M) {
@@ -62,16 +69,16 @@ struct RowAcc {
       const float c = coef[m * cs];
       const float* r = rows + m * rs;
 #pragma GCC unroll 16
-      for (int q = 0; q < kV; ++q) a[q] += c * ld16(r + 16 * q);
+      for (int q = 0; q < kV; ++q) a[q] += c * ldv(r + kRowLanes * q);
     }
   }
   void store(float* p) const {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) st16(p + 16 * q, a[q]);
+    for (int q = 0; q < kV; ++q) stv(p + kRowLanes * q, a[q]);
   }
   void add_to(float* p) const {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) st16(p + 16 * q, ld16(p + 16 * q) + a[q]);
+    for (int q = 0; q < kV; ++q) stv(p + kRowLanes * q, ldv(p + kRowLanes * q) + a[q]);
   }
 };
 template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;

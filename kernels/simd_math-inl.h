@@ -49,7 +49,11 @@ HWY_INLINE VF Exp2(VF y) {
   const VF k = hn::Round(y);
 #else
   if constexpr (kSaturate) y = hn::Min(hn::Max(y, hn::Set(d, -127.0f)), hn::Set(d, 128.0f));
-  const VF k = hn::Round(y);
+  // k = round(y) by the 1.5·2²³ trick: the sum's low mantissa bits ARE k (round to nearest even,
+  // like Round), so 2^k comes from them by one shift — no float→int conversion (Highway's
+  // ConvertTo adds an overflow fix-up on x86 that costs more than the rest of 2^k)
+  const VF t = hn::Add(y, hn::Set(d, 12582912.0f));  // 1.5·2²³ + k, exactly
+  const VF k = hn::Sub(t, hn::Set(d, 12582912.0f));
 #endif
   const VF f = hn::Sub(y, k);
   VF p = hn::Set(d, 1.339086331e-3f);
@@ -63,13 +67,14 @@ HWY_INLINE VF Exp2(VF y) {
   // inside the unmasked intrinsic; the instruction is the same
   return VF{_mm512_mask_scalef_ps(p.raw, __mmask16(0xFFFF), p.raw, k.raw)};
 #else
+  // bits(t) = 0x4B400000 + k, and 0x4B400000 << 23 vanishes mod 2³², so bits(t) << 23 = k << 23
   const hn::RebindToSigned<DF> di;
+  const auto tb = hn::BitCast(di, t);
   if constexpr (kSaturate) {
-    const auto bits = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, k), hn::Set(di, 127)));
-    return hn::Mul(p, hn::BitCast(d, bits));
+    return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(tb, hn::Set(di, 127)))));  // 2^k, k ∈ [−127, 128]
   } else {
     // p ∈ [2^−½, 2^½] is normal, and so is p·2^k for k ∈ [−125, 126]: add k to its exponent
-    return hn::BitCast(d, hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(hn::ConvertTo(di, k))));
+    return hn::BitCast(d, hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(tb)));
   }
 #endif
 }
