@@ -101,7 +101,13 @@ HWY_INLINE VF Sigmoid(VF x) {
 // [−40, 80]: uv ≤ (1 + e^40)² stays finite, σ(−40) ≈ 4e-18 stands for anything below (an
 // absolute error below 1e-17), σ(80) = 1 in float; the exponents stay within [−116, 58], so 2^y
 // needs no saturation.
+// On AVX-512 two plain σ are cheaper (the divider keeps up there, the clamps and products do
+// not: bench_scan forward 0.67 → 0.78 ns/element in cache with the pair, back to back).
 HWY_INLINE void SigmoidPair(VF x1, VF x2, VF& s1, VF& s2) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  s1 = Sigmoid(x1);
+  s2 = Sigmoid(x2);
+#else
   const DF d;
   const VF lo = hn::Set(d, -40.0f), hi = hn::Set(d, 80.0f), nl2e = hn::Set(d, -kLog2e), one = hn::Set(d, 1.0f);
   const VF u = hn::Add(one, Exp2<false>(hn::Mul(hn::Min(hn::Max(x1, lo), hi), nl2e)));
@@ -109,6 +115,7 @@ HWY_INLINE void SigmoidPair(VF x1, VF x2, VF& s1, VF& s2) {
   const VF inv = hn::Div(one, hn::Mul(u, v));
   s1 = hn::Mul(v, inv);
   s2 = hn::Mul(u, inv);
+#endif
 }
 
 // −|x| (sign bit set).
