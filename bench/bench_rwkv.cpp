@@ -218,7 +218,8 @@ int main(int argc, char** argv) {
   const i64 n_triad = quick ? (i64(1) << 22) : (i64(1) << 24);
   const i64 B4 = quick ? 2 : 8, T4 = 1024, D4 = 2048;            // WKV-4: 16.8M elements, 67 MB per array
   const i64 B6 = quick ? 1 : 2, T6 = 1024, H6 = 12, N6 = 64;      // WKV-6: D = 768
-  std::printf("bench_rwkv%s\n", quick ? " (quick)" : "");
+  const std::string isa = bench::simd_isa();
+  std::printf("bench_rwkv%s; kernels dispatched to %s\n", quick ? " (quick)" : "", isa.c_str());
   for (int th : {1, omp_get_num_procs()}) {
     omp_set_num_threads(th);
     std::printf("\n=== %d thread(s) ===\n", th);
@@ -265,10 +266,10 @@ int main(int argc, char** argv) {
       });
       const double bwf = 12.0 * n / tf / 1e9, bwb = 28.0 * n / tb / 1e9;
       std::printf("WKV-4 B=%ld T=%ld D=%ld\n", long(B4), long(T4), long(D4));
-      std::printf("  forward : fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad (median of per-round ratios)\n",
-                  tf * 1e3, rf * 1e3, rf / tf, bwf, bench::median(ratio_f));
-      std::printf("  backward: fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad (median of per-round ratios)\n",
-                  tb * 1e3, rb * 1e3, rb / tb, bwb, bench::median(ratio_b));
+      std::printf("  forward : fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad (median of per-round ratios) %s\n",
+                  tf * 1e3, rf * 1e3, rf / tf, bwf, bench::median(ratio_f), isa.c_str());
+      std::printf("  backward: fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad (median of per-round ratios) %s\n",
+                  tb * 1e3, rb * 1e3, rb / tb, bwb, bench::median(ratio_b), isa.c_str());
       // compute ceiling: B = 1 slices of 16 and 8 tokens that stay in L2; the difference per
       // element is the kernel's in-cache cost, against the DRAM budget the goal allows
       auto bwd_at = [&](i64 Tc) {
@@ -323,9 +324,9 @@ int main(int argc, char** argv) {
         });
         const double bw = 20.0 * n / tf / 1e9;
         std::printf("  fast chunk %2ld: fwd %.2f ms = %.2f GFLOP/s (%.3f of sgemm), %.2f GB/s (%.3f of triad), "
-                    "speedup %.1fx | bwd %.2f ms = %.2f GFLOP/s, speedup %.1fx\n",
+                    "speedup %.1fx | bwd %.2f ms = %.2f GFLOP/s, speedup %.1fx %s\n",
                     long(chunk), tf * 1e3, flop_f / tf / 1e9, flop_f / tf / 1e9 / gemm, bw, bw / triad, rf / tf,
-                    tb * 1e3, flop_b / tb / 1e9, rb / tb);
+                    tb * 1e3, flop_b / tb / 1e9, rb / tb, isa.c_str());
       }
     }
     // ── one RWKV-6 layer training step ──

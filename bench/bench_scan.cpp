@@ -23,7 +23,9 @@ using k::i64;
 int main(int argc, char** argv) {
   const i64 B = 8, T = 2048, R = argc > 1 ? std::atol(argv[1]) : 1024;  // 16.8M elements, 67 MB per array
   const i64 n = B * T * R;
-  std::printf("bench_scan: B=%ld T=%ld R=%ld (%.1f MB per [B,T,R] array)\n", long(B), long(T), long(R), n * 4.0 / 1e6);
+  const std::string isa = bench::simd_isa();
+  std::printf("bench_scan: B=%ld T=%ld R=%ld (%.1f MB per [B,T,R] array); kernels dispatched to %s\n", long(B), long(T),
+              long(R), n * 4.0 / 1e6, isa.c_str());
   using AV = k::AlignedVec;
   AV a(n), b(n), c(n);
   AV x(n), ga(n), gx(n), y(n), dy(n), dx(n), dga(n), dgx(n), lambda(R), hout(B * R), dec(B * R),
@@ -67,12 +69,12 @@ int main(int argc, char** argv) {
     auto lo = [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); };
     auto hi = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
     const double t_triad = bench::median(t[0]);
-    std::printf("threads %d: medians of 9 rounds: triad %.1f GB/s | scan fwd %.1f GB/s ratio %.2f (%.2f-%.2f) | "
-                "scan bwd %.1f GB/s ratio %.2f (%.2f-%.2f)\n",
-                th, gbs(0), gbs(1), bench::median(ratio[1]), lo(ratio[1]), hi(ratio[1]), gbs(2),
-                bench::median(ratio[2]), lo(ratio[2]), hi(ratio[2]));
-    std::printf("threads %d: scan bwd with ordinary stores for dga, dgx %.1f GB/s ratio %.2f (%.2f-%.2f)\n", th,
-                gbs(3), bench::median(ratio[3]), lo(ratio[3]), hi(ratio[3]));
+    std::printf("threads %d: medians of 9 rounds: triad %.1f GB/s | scan fwd %.1f GB/s ratio %.2f (%.2f-%.2f) %s | "
+                "scan bwd %.1f GB/s ratio %.2f (%.2f-%.2f) %s\n",
+                th, gbs(0), gbs(1), bench::median(ratio[1]), lo(ratio[1]), hi(ratio[1]), isa.c_str(), gbs(2),
+                bench::median(ratio[2]), lo(ratio[2]), hi(ratio[2]), isa.c_str());
+    std::printf("threads %d: scan bwd with ordinary stores for dga, dgx %.1f GB/s ratio %.2f (%.2f-%.2f) %s\n", th,
+                gbs(3), bench::median(ratio[3]), lo(ratio[3]), hi(ratio[3]), isa.c_str());
     // compute ceiling: the same kernels on B = 1 slices that stay in L2 (9 rows of R floats per
     // token: 16 tokens of R = 1024 are 0.6 MB); the per-element time is the difference between
     // T = 16 and T = 8 (removes the per-call setup), divided by 8·R.

@@ -1,5 +1,5 @@
 // bench/bench_util.hpp — tiny helpers shared by the kernel benchmarks: wall clock, best-of-n
-// timing, thread count control. Not for: tests (no assertions here; benchmarks only print).
+// timing, thread count control, the SIMD target of the dispatched kernels. Not for: tests (no assertions here; benchmarks only print).
 #pragma once
 #include <cblas.h>
 #include <omp.h>
@@ -7,7 +7,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
+
+#include "kernels/simd.hpp"
 
 namespace bench {
 
@@ -63,6 +67,24 @@ inline std::vector<int> thread_counts() {
   std::vector<int> v = {1};
   if (n > 1) v.push_back(n);
   return v;
+}
+
+// The SIMD target the dispatched kernels run on (printed beside every ratio). The environment
+// variable SCANSHARD_BENCH_SIMD=AVX2 (or SSE4, AVX3, …) pins the kernels to that target on the
+// first call; a target this CPU lacks stops the bench rather than print figures for another one.
+inline std::string simd_isa() {
+  static const std::string isa = [] {
+    if (const char* want = std::getenv("SCANSHARD_BENCH_SIMD"); want && *want) {
+      if (!scanshard::kernels::simd::pin_target(std::string(want))) {
+        std::fprintf(stderr, "SCANSHARD_BENCH_SIMD=%s: not a SIMD target of this CPU; targets:", want);
+        for (const auto& t : scanshard::kernels::simd::targets()) std::fprintf(stderr, " %s", t.name.c_str());
+        std::fprintf(stderr, "\n");
+        std::exit(2);
+      }
+    }
+    return scanshard::kernels::simd::current_target();
+  }();
+  return isa;
 }
 
 }  // namespace bench

@@ -1,6 +1,6 @@
-// kernels/rglru.cpp — see rglru.hpp.
-#include "kernels/rglru.hpp"
-
+// kernels/rglru.cpp — see rglru.hpp. The fused scan passes are compiled once per SIMD target
+// (Google Highway, hwy/foreach_target.h re-includes this file per target) and dispatched at run
+// time (simd.hpp); the reference, the work split and the GEMMs are compiled once (HWY_ONCE).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -9,8 +9,223 @@
 #include <omp.h>
 
 #include "kernels/linear.hpp"
-#include "kernels/vec512.hpp"
+#include "kernels/rglru.hpp"
 
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/rglru.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/simd_math-inl.h"
+
+// ─── per-target scan rows ─────────────────────────────────────────────────────────────────────
+// One task = one batch row b and a channel range of n channels, walked over all T tokens; row
+// pointers x, ga, gx, y, dy, dx, dga, dgx point at (b, t = 0, c0), the row stride is R.
+HWY_BEFORE_NAMESPACE();
+namespace scanshard::kernels::HWY_NAMESPACE {
+
+// a = 2^{nsp2·r} (nsp2 = −8 softplus(Λ)·log2 e ≤ 0, r ∈ [0, 1]: the exponent is ≤ 0).
+HWY_INLINE VF DecayFactor(VF nsp2, VF r) { return Exp2UpTo126(hn::Mul(nsp2, r)); }
+
+// One vector of channels, one forward step without a reset:
+//   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  prod ← prod·a
+template <bool Tail>
+HWY_INLINE void FwdStep(const RowIo<Tail>& io, float* y, float* h, float* prod, const float* nsp2,
+                        const float* x, const float* ga, const float* gx) {
+  const DF d;
+  VF r, i;
+  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
+  const VF a = DecayFactor(io.ld(nsp2), r);
+  const VF m = hn::Sqrt(hn::NegMulAdd(a, a, hn::Set(d, 1.0f)));       // √(1 − a²)
+  const VF hnew = hn::MulAdd(a, io.ld(h), hn::Mul(m, hn::Mul(i, io.ld(x))));
+  io.st(h, hnew);
+  io.st(y, hnew);
+  io.st(prod, hn::Mul(io.ld(prod), a));
+}
+
+// The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā) hold n channels.
+void ScanForwardTask(float* y, float* h, float* prod, const float* nsp2, const float* x,
+                     const float* ga, const float* gx, const std::uint8_t* reset, i64 T, i64 R,
+                     i64 n) {
+  const i64 NL = i64(hn::Lanes(DF()));
+  for (i64 j = 0; j < n; ++j) prod[j] = 1.0f;
+  for (i64 t = 0; t < T; ++t) {
+    const i64 o = t * R;
+    const float *xr = x + o, *gar = ga + o, *gxr = gx + o;
+    float* yr = y + o;
+    if (reset && reset[t]) {
+      for (i64 j = 0; j < n; ++j) {
+        h[j] = sigmoid_fast(gxr[j]) * xr[j];  // ā = 0, m = 1
+        prod[j] = 0.0f;
+        yr[j] = h[j];
+      }
+      continue;
+    }
+    i64 j = 0;
+    const RowIo<false> whole{0};
+    for (; j + NL <= n; j += NL) FwdStep(whole, yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j);
+    if (j < n) FwdStep(RowIo<true>{size_t(n - j)}, yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j);
+  }
+}
+
+// One vector of channels, one reverse step without a reset; √max(z, zmin) = max(√z, 1/(2·cap)).
+// carry, dlog_sum, nsp2 are this group's three interleaved vectors (see ScanBackwardTask).
+template <bool Tail, bool Stream>
+HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx, float* carry,
+                        float* dlog_sum, const float* nsp2, const float* hp, const float* dy,
+                        const float* x, const float* ga, const float* gx, i64 pf) {
+  static_assert(!(Tail && Stream), "streaming stores need whole aligned vectors");
+  const DF d;
+  // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
+  // previous token's rows (R floats back) into L2 meanwhile
+  PrefetchL2(ga - pf);
+  PrefetchL2(gx - pf);
+  PrefetchL2(x - pf);
+  PrefetchL2(dy - pf);
+  PrefetchL2(hp - pf);
+  PrefetchL2Write(dx - pf);
+  if constexpr (!Stream) {
+    PrefetchL2Write(dga - pf);
+    PrefetchL2Write(dgx - pf);
+  }
+  // carry, dlog_sum, nsp2 are interleaved whole vectors (padded): never a tail
+  VF r, i;
+  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
+  const VF ns2 = hn::LoadU(d, nsp2);
+  const VF a = DecayFactor(ns2, r);
+  const VF z = hn::NegMulAdd(a, a, hn::Set(d, 1.0f));  // 1 − a²
+  const VF sz = hn::Sqrt(z);
+  const VF dh = hn::Add(io.ld(dy), hn::LoadU(d, carry));
+  const VF xv = io.ld(x);
+  const VF gin = hn::Mul(i, xv);
+  // da = dh (h_{t−1} − (i x) a/√max(z, zmin));  dlog_a = da·a
+  const VF q = hn::Div(hn::Mul(gin, a), hn::Max(sz, hn::Set(d, float(0.5 / kSqrtGradCap))));
+  const VF dla = hn::Mul(hn::Mul(dh, hn::Sub(io.ld(hp), q)), a);
+  hn::StoreU(hn::MulAdd(r, dla, hn::LoadU(d, dlog_sum)), d, dlog_sum);
+  // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
+  const VF dgav = hn::Mul(hn::Mul(ns2, dla), hn::Mul(hn::Set(d, 1.0f / kLog2e), hn::NegMulAdd(r, r, r)));
+  const VF dhs = hn::Mul(dh, sz);
+  const VF dgxv = hn::Mul(hn::Mul(dhs, xv), hn::NegMulAdd(i, i, i));  // dh m x i(1 − i)
+  // dga, dgx are write-only: above the cache size they go out with non-temporal stores (no read
+  // for ownership), else as ordinary stores
+  if constexpr (Stream) {
+    hn::Stream(dgav, d, dga);
+    hn::Stream(dgxv, d, dgx);
+  } else {
+    io.st(dga, dgav);
+    io.st(dgx, dgxv);
+  }
+  io.st(dx, hn::MulAdd(dhs, i, io.ld(dx)));
+  hn::StoreU(hn::Mul(a, dh), d, carry);
+}
+
+// The reverse rows of one task. carry: in dh_out (or 0), out ā_0 dh_0 (the dh_in contribution);
+// dlog_sum: out Σ_t r_t dlog_a_t; nsp2, h0 (h_{−1}): n channels. stream: dga, dgx rows whose start
+// is aligned to the vector go out with streaming stores.
+void ScanBackwardTask(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum,
+                      const float* nsp2, const float* h0, const float* y, const float* dy,
+                      const float* x, const float* ga, const float* gx, const std::uint8_t* reset,
+                      i64 T, i64 R, i64 n, bool stream) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  // carry, dlog_sum, nsp2 interleaved by NL-channel group (3 consecutive vectors): as rows n
+  // floats apart they fell in the same L1 set as the 8 streamed rows of each step
+  AlignedVec ilv(size_t(3 * ((n + NL - 1) / NL) * NL), 0.0f);
+  float* __restrict il = ilv.data();
+  auto at = [il, NL](int row, i64 j) -> float& { return il[(j / NL) * 3 * NL + row * NL + j % NL]; };
+  for (i64 j = 0; j < n; ++j) {
+    at(0, j) = carry[j];
+    at(1, j) = 0.0f;
+    at(2, j) = nsp2[j];
+  }
+  const size_t vec_bytes = size_t(NL) * sizeof(float);
+  auto aligned = [vec_bytes](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % vec_bytes == 0; };
+  for (i64 t = T - 1; t >= 0; --t) {
+    const i64 o = t * R;
+    const float *xr = x + o, *gar = ga + o, *gxr = gx + o, *dyr = dy + o;
+    const float* hp = t > 0 ? y + o - R : h0;
+    float *dxr = dx + o, *dgar = dga + o, *dgxr = dgx + o;
+    if (reset && reset[t]) {
+      for (i64 j = 0; j < n; ++j) {
+        const float i = sigmoid_fast(gxr[j]);
+        const float dh = dyr[j] + at(0, j);
+        dgar[j] = 0.0f;
+        dgxr[j] = dh * xr[j] * i * (1.0f - i);
+        dxr[j] += dh * i;
+        at(0, j) = 0.0f;
+      }
+      continue;
+    }
+    i64 j = 0;
+    const RowIo<false> whole{0};
+    if (stream && aligned(dgar) && aligned(dgxr))
+      for (; j + NL <= n; j += NL)
+        BwdStep<false, true>(whole, dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + NL, il + j * 3 + 2 * NL,
+                             hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
+    for (; j + NL <= n; j += NL)
+      BwdStep<false, false>(whole, dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + NL, il + j * 3 + 2 * NL,
+                            hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
+    if (j < n)
+      BwdStep<true, false>(RowIo<true>{size_t(n - j)}, dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + NL,
+                           il + j * 3 + 2 * NL, hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
+  }
+  if (stream) hwy::FlushStream();  // order this task's streaming stores before the join
+  for (i64 j = 0; j < n; ++j) {
+    carry[j] = at(0, j);
+    dlog_sum[j] = at(1, j);
+  }
+}
+
+// rglru_carry's rows: carry (in h_in) ← carry·ā_t, y_t += carry until a reset.
+void CarryTask(float* y, float* carry, const float* nsp2, const float* ga, const std::uint8_t* reset,
+               i64 T, i64 R, i64 n) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  for (i64 t = 0; t < T; ++t) {
+    if (reset && reset[t]) break;  // ā = 0 from here on: nothing more to add
+    const i64 o = t * R;
+    i64 j = 0;
+    for (; j + NL <= n; j += NL) {
+      const VF c = hn::Mul(hn::LoadU(d, carry + j), Exp2(hn::Mul(hn::LoadU(d, nsp2 + j), Sigmoid(hn::LoadU(d, ga + o + j)))));
+      hn::StoreU(c, d, carry + j);
+      hn::StoreU(hn::Add(hn::LoadU(d, y + o + j), c), d, y + o + j);
+    }
+    if (j < n) {
+      const size_t m = size_t(n - j);
+      const VF c = hn::Mul(LoadPart(carry + j, m), Exp2(hn::Mul(LoadPart(nsp2 + j, m), Sigmoid(LoadPart(ga + o + j, m)))));
+      StorePart(c, carry + j, m);
+      StorePart(hn::Add(LoadPart(y + o + j, m), c), y + o + j, m);
+    }
+  }
+}
+
+// rglru_carry_backward's rows: g_t = dy_t + ā_{t+1} g_{t+1}; carry (out) = ā_0 g_0.
+void CarryBackwardTask(float* carry, const float* nsp2, const float* dy, const float* ga,
+                       const std::uint8_t* reset, i64 T, i64 R, i64 n) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  for (i64 j = 0; j < n; ++j) carry[j] = 0.0f;
+  for (i64 t = T - 1; t >= 0; --t) {
+    const i64 o = t * R;
+    const bool rs = reset && reset[t];
+    i64 j = 0;
+    for (; j + NL <= n; j += NL) {
+      const VF g = hn::Add(hn::LoadU(d, dy + o + j), hn::LoadU(d, carry + j));
+      const VF c = rs ? hn::Zero(d) : hn::Mul(g, Exp2(hn::Mul(hn::LoadU(d, nsp2 + j), Sigmoid(hn::LoadU(d, ga + o + j)))));
+      hn::StoreU(c, d, carry + j);
+    }
+    if (j < n) {
+      const size_t m = size_t(n - j);
+      const VF g = hn::Add(LoadPart(dy + o + j, m), LoadPart(carry + j, m));
+      const VF c = rs ? hn::Zero(d) : hn::Mul(g, Exp2(hn::Mul(LoadPart(nsp2 + j, m), Sigmoid(LoadPart(ga + o + j, m)))));
+      StorePart(c, carry + j, m);
+    }
+  }
+}
+
+}  // namespace scanshard::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 namespace scanshard::kernels {
 
 namespace ref {
@@ -99,6 +314,11 @@ SCANSHARD_INSTANTIATE(double)
 namespace fast {
 
 namespace {
+HWY_EXPORT(ScanForwardTask);
+HWY_EXPORT(ScanBackwardTask);
+HWY_EXPORT(CarryTask);
+HWY_EXPORT(CarryBackwardTask);
+
 // Work split: each task owns a contiguous channel range [c0, c1) of one batch row and walks t.
 // Wide ranges keep every row access a long contiguous run (the hardware prefetcher then streams
 // along t; 64-channel slivers were latency-bound on page-crossing strided loads). The range is
@@ -113,78 +333,16 @@ inline Split split(i64 B, i64 R) {
   nblk = (R + width - 1) / width;
   return {nblk, width};
 }
-inline bool aligned64(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 63) == 0; }
 struct Task { i64 b, c0, c1; };
 inline Task task(i64 k, const Split& s, i64 R) {
   const i64 b = k / s.nblk, c0 = (k % s.nblk) * s.width;
   return {b, c0, std::min(c0 + s.width, R)};
 }
-
-#if SCANSHARD_VEC512
-// 16 channels of one forward step without a reset (the row loop of rglru_scan_forward):
-//   r, i = σ(ga), σ(gx);  a = e^{nsp·r};  h ← a h + √(1 − a²)(i x);  y = h;  prod ← prod·a
-// Tail = masked loads/stores for the last n mod 16 channels.
-template <bool Tail>
-inline void fwd16(float* y, float* h, float* prod, const float* nsp2, const float* x, const float* ga,
-                  const float* gx, v512::M m) {
-  using namespace v512;
-  auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
-  auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
-  const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
-  const V a = exp2(_mm512_mul_ps(ld(nsp2), r));                      // nsp2 = −8 softplus(Λ)·log2 e
-  const V mz = sqrt(_mm512_fnmadd_ps(a, a, set1(1.0f)));  // √(1 − a²)
-  const V hn = _mm512_fmadd_ps(a, ld(h), _mm512_mul_ps(mz, _mm512_mul_ps(i, ld(x))));
-  st(h, hn);
-  st(y, hn);
-  st(prod, _mm512_mul_ps(ld(prod), a));
-}
-
-// 16 channels of one reverse step without a reset (the row loop of rglru_scan_backward);
-// √max(z, zmin) = max(√z, 1/(2·cap)).
-template <bool Tail, bool Stream = false>
-inline void bwd16(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum, const float* nsp2,
-                  const float* hp, const float* dy, const float* x, const float* ga, const float* gx,
-                  v512::M m, i64 pf) {
-  using namespace v512;
-  static_assert(!(Tail && Stream), "streaming stores need whole aligned vectors");
-  auto ld = [m](const float* p) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p); };
-  auto st = [m](float* p, V v) { if constexpr (Tail) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v); };
-  // dga, dgx are write-only: above the cache size they go out with non-temporal stores (no read
-  // for ownership), else as ordinary stores
-  auto st_out = [&st](float* p, V v) { if constexpr (Stream) _mm512_stream_ps(p, v); else st(p, v); };
-  // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
-  // previous token's rows (R floats back) into L2 meanwhile
-  _mm_prefetch(reinterpret_cast<const char*>(ga - pf), _MM_HINT_T1);
-  _mm_prefetch(reinterpret_cast<const char*>(gx - pf), _MM_HINT_T1);
-  _mm_prefetch(reinterpret_cast<const char*>(x - pf), _MM_HINT_T1);
-  _mm_prefetch(reinterpret_cast<const char*>(dy - pf), _MM_HINT_T1);
-  _mm_prefetch(reinterpret_cast<const char*>(hp - pf), _MM_HINT_T1);
-  _mm_prefetch(reinterpret_cast<const char*>(dx - pf), _MM_HINT_ET1);
-  if constexpr (!Stream) {
-    _mm_prefetch(reinterpret_cast<const char*>(dga - pf), _MM_HINT_ET1);
-    _mm_prefetch(reinterpret_cast<const char*>(dgx - pf), _MM_HINT_ET1);
-  }
-  const V r = sigmoid(ld(ga)), i = sigmoid(ld(gx));
-  const V ns2 = ld(nsp2);
-  const V a = exp2(_mm512_mul_ps(ns2, r));
-  const V z = _mm512_fnmadd_ps(a, a, set1(1.0f));  // 1 − a²
-  const V sz = sqrt(z);
-  const V dh = _mm512_add_ps(ld(dy), ld(carry));
-  const V xv = ld(x);
-  const V gin = _mm512_mul_ps(i, xv);
-  // da = dh (h_{t−1} − (i x) a/√max(z, zmin));  dlog_a = da·a
-  const V q = _mm512_div_ps(_mm512_mul_ps(gin, a), max(sz, set1(float(0.5 / kSqrtGradCap))));
-  const V dla = _mm512_mul_ps(_mm512_mul_ps(dh, _mm512_sub_ps(ld(hp), q)), a);
-  st(dlog_sum, _mm512_fmadd_ps(r, dla, ld(dlog_sum)));
-  // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
-  st_out(dga, _mm512_mul_ps(_mm512_mul_ps(ns2, dla), _mm512_mul_ps(set1(1.0f / kLog2e), _mm512_fnmadd_ps(r, r, r))));
-  const V dhs = _mm512_mul_ps(dh, sz);
-  st_out(dgx, _mm512_mul_ps(_mm512_mul_ps(dhs, xv), _mm512_fnmadd_ps(i, i, i)));  // dh m x i(1 − i)
-  st(dx, _mm512_fmadd_ps(dhs, i, ld(dx)));
-  st(carry, _mm512_mul_ps(a, dh));
-}
-#endif
-}  // namespace
+// −8 softplus(Λ)·log2 e for channels [c0, c0 + n): the exponent of a = 2^{nsp2·r}
+inline void decay_exponents(float* nsp2, const float* lambda, i64 c0, i64 n) {
+  for (i64 j = 0; j < n; ++j)
+    nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);
+}}  // namespace
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
                         const float* gx, const float* h_in, const std::uint8_t* reset,
@@ -193,56 +351,15 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
-    const i64 n = c1 - c0;
+    const i64 n = c1 - c0, row = b * T * R + c0;
     std::vector<float> buf(3 * n);
-    float* __restrict h = buf.data();
-    float* __restrict prod = h + n;
-    float* __restrict nsp = prod + n;
-#if SCANSHARD_VEC512
-    std::vector<float> nsp2v(n);
-    float* __restrict nsp2 = nsp2v.data();
-#endif
-    for (i64 j = 0; j < n; ++j) {
-      h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
-      prod[j] = 1.0f;
-      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));  // −8 softplus(Λ)
-#if SCANSHARD_VEC512
-      nsp2[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);  // ·log2 e
-#endif
-    }
-    for (i64 t = 0; t < T; ++t) {
-      const i64 o = (b * T + t) * R + c0;
-      const float* xr = x + o;
-      const float* gar = ga + o;
-      const float* gxr = gx + o;
-      float* yr = y + o;
-      const bool rs = reset && reset[b * T + t];
-      if (rs) {
-        #pragma omp simd
-        for (i64 j = 0; j < n; ++j) {
-          h[j] = sigmoid_fast(gxr[j]) * xr[j];  // ā = 0, m = 1
-          prod[j] = 0.0f;
-          yr[j] = h[j];
-        }
-      } else {
-#if SCANSHARD_VEC512
-        i64 j = 0;
-        for (; j + 16 <= n; j += 16) fwd16<false>(yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j, 0);
-        if (j < n) fwd16<true>(yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j, v512::lanes(n - j));
-#else
-        #pragma omp simd
-        for (i64 j = 0; j < n; ++j) {
-          float r, i;
-          sigmoid2_fast(gar[j], gxr[j], r, i);
-          const float a = exp_fast(nsp[j] * r);
-          const float m = std::sqrt(1.0f - a * a);
-          h[j] = a * h[j] + m * (i * xr[j]);
-          prod[j] *= a;
-          yr[j] = h[j];
-        }
-#endif
-      }
-    }
+    float* h = buf.data();
+    float* prod = h + n;
+    float* nsp2 = prod + n;
+    for (i64 j = 0; j < n; ++j) h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
+    decay_exponents(nsp2, lambda, c0, n);
+    HWY_DYNAMIC_DISPATCH(ScanForwardTask)(y + row, h, prod, nsp2, x + row, ga + row, gx + row,
+                                          reset ? reset + b * T : nullptr, T, R, n);
     for (i64 j = 0; j < n; ++j) {
       if (h_out) h_out[b * R + c0 + j] = h[j];
       if (decay) decay[b * R + c0 + j] = prod[j];
@@ -256,110 +373,25 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
                          const std::uint8_t* reset, const float* lambda, i64 B, i64 T, i64 R,
                          i64 stream_min_bytes) {
   const Split sp = split(B, R);
-  [[maybe_unused]] const bool stream = 2 * B * T * R * i64(sizeof(float)) >= stream_min_bytes;
-  [[maybe_unused]] const float zmin = float(1.0 / (4.0 * kSqrtGradCap * kSqrtGradCap));
+  const bool stream = 2 * B * T * R * i64(sizeof(float)) >= stream_min_bytes;
   std::vector<float> dl_part(dlambda ? B * R : 0, 0.0f);  // per batch row, reduced below
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
-    const i64 n = c1 - c0;
+    const i64 n = c1 - c0, row = b * T * R + c0;
     std::vector<float> buf(4 * n);
-    float* __restrict carry = buf.data();
-    float* __restrict nsp = carry + n;
-    float* __restrict dlog_sum = nsp + n;
-    float* __restrict h0 = dlog_sum + n;  // h_{−1} of this chunk (h_in or 0)
+    float* carry = buf.data();
+    float* nsp2 = carry + n;
+    float* dlog_sum = nsp2 + n;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
+    float* h0 = dlog_sum + n;    // h_{−1} of this chunk (h_in or 0)
     for (i64 j = 0; j < n; ++j) {
       h0[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
       carry[j] = dh_out ? dh_out[b * R + c0 + j] : 0.0f;
-      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
-      dlog_sum[j] = 0.0f;  // Σ_t r_t dlog_a_t  (dΛ = −8 σ(Λ) Σ r dlog_a)
     }
-#if SCANSHARD_VEC512
-    // carry, dlog_sum, nsp2 = nsp·log2 e interleaved by 16-channel group (3 consecutive vectors):
-    // as rows n floats apart they fell in the same L1 set as the 8 streamed rows of each step
-    std::vector<float> ilv(3 * ((n + 15) / 16) * 16);
-    float* __restrict il = ilv.data();
-    auto at = [il](int r, i64 j) -> float& { return il[(j / 16) * 48 + r * 16 + j % 16]; };
-    for (i64 j = 0; j < n; ++j) {
-      at(0, j) = carry[j];
-      at(1, j) = 0.0f;
-      at(2, j) = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])) * 1.4426950408889634);
-    }
-#endif
-    for (i64 t = T - 1; t >= 0; --t) {
-      const i64 o = (b * T + t) * R + c0;
-      const float* xr = x + o;
-      const float* gar = ga + o;
-      const float* gxr = gx + o;
-      const float* dyr = dy + o;
-      const float* hp = t > 0 ? y + o - R : h0;
-      float* dxr = dx + o;
-      float* dgar = dga + o;
-      float* dgxr = dgx + o;
-      const bool rs = reset && reset[b * T + t];
-      if (rs) {
-#if SCANSHARD_VEC512
-        for (i64 j = 0; j < n; ++j) {
-          const float i = sigmoid_fast(gxr[j]);
-          const float dh = dyr[j] + at(0, j);
-          dgar[j] = 0.0f;
-          dgxr[j] = dh * xr[j] * i * (1.0f - i);
-          dxr[j] += dh * i;
-          at(0, j) = 0.0f;
-        }
-#else
-        #pragma omp simd
-        for (i64 j = 0; j < n; ++j) {
-          const float i = sigmoid_fast(gxr[j]);
-          const float dh = dyr[j] + carry[j];
-          dgar[j] = 0.0f;
-          dgxr[j] = dh * xr[j] * i * (1.0f - i);
-          dxr[j] += dh * i;
-          carry[j] = 0.0f;
-        }
-#endif
-      } else {
-#if SCANSHARD_VEC512
-        i64 j = 0;
-        if (stream && aligned64(dgar) && aligned64(dgxr))
-          for (; j + 16 <= n; j += 16)
-            bwd16<false, true>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j,
-                               dyr + j, xr + j, gar + j, gxr + j, 0, R);
-        for (; j + 16 <= n; j += 16)
-          bwd16<false>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
-                       xr + j, gar + j, gxr + j, 0, R);
-        if (j < n)
-          bwd16<true>(dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + 16, il + j * 3 + 32, hp + j, dyr + j,
-                      xr + j, gar + j, gxr + j, v512::lanes(n - j), R);
-#else
-        #pragma omp simd
-        for (i64 j = 0; j < n; ++j) {
-          float r, i;
-          sigmoid2_fast(gar[j], gxr[j], r, i);
-          const float a = exp_fast(nsp[j] * r);
-          const float z = 1.0f - a * a;
-          const float sz = std::sqrt(z);
-          const float h_prev = hp[j];
-          const float dh = dyr[j] + carry[j];
-          const float gin = i * xr[j];
-          const float da = dh * h_prev - dh * gin * a / std::sqrt(z > zmin ? z : zmin);
-          const float dlog_a = da * a;
-          dlog_sum[j] += r * dlog_a;
-          dgar[j] = nsp[j] * dlog_a * r * (1.0f - r);
-          dgxr[j] = dh * sz * xr[j] * i * (1.0f - i);
-          dxr[j] += dh * sz * i;
-          carry[j] = a * dh;
-        }
-#endif
-      }
-    }
-#if SCANSHARD_VEC512
-    if (stream) _mm_sfence();  // order this task's streaming stores before the join
-    for (i64 j = 0; j < n; ++j) {
-      carry[j] = at(0, j);
-      dlog_sum[j] = at(1, j);
-    }
-#endif
+    decay_exponents(nsp2, lambda, c0, n);
+    HWY_DYNAMIC_DISPATCH(ScanBackwardTask)(dx + row, dga + row, dgx + row, carry, dlog_sum, nsp2, h0,
+                                           y + row, dy + row, x + row, ga + row, gx + row,
+                                           reset ? reset + b * T : nullptr, T, R, n, stream);
     for (i64 j = 0; j < n; ++j) {
       if (dh_in) dh_in[b * R + c0 + j] += carry[j];
       if (dlambda)
@@ -397,23 +429,13 @@ void rglru_carry(float* y, float* h_out, const float* h_in, const float* decay, 
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
-    const i64 n = c1 - c0;
+    const i64 n = c1 - c0, row = b * T * R + c0;
     std::vector<float> buf(2 * n);
-    float* __restrict carry = buf.data();
-    float* __restrict nsp = carry + n;
-    for (i64 j = 0; j < n; ++j) {
-      carry[j] = h_in[b * R + c0 + j];  // (Π_{s≤t} ā_s) h_in, built up over t
-      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
-    }
-    for (i64 t = 0; t < T; ++t) {
-      if (reset && reset[b * T + t]) break;  // ā = 0 from here on: nothing more to add
-      const i64 o = (b * T + t) * R + c0;
-      #pragma omp simd
-      for (i64 j = 0; j < n; ++j) {
-        carry[j] *= exp_fast(nsp[j] * sigmoid_fast(ga[o + j]));
-        y[o + j] += carry[j];
-      }
-    }
+    float* carry = buf.data();  // (Π_{s≤t} ā_s) h_in, built up over t
+    float* nsp2 = carry + n;
+    for (i64 j = 0; j < n; ++j) carry[j] = h_in[b * R + c0 + j];
+    decay_exponents(nsp2, lambda, c0, n);
+    HWY_DYNAMIC_DISPATCH(CarryTask)(y + row, carry, nsp2, ga + row, reset ? reset + b * T : nullptr, T, R, n);
     if (h_out)
       for (i64 j = 0; j < n; ++j) h_out[b * R + c0 + j] += decay[b * R + c0 + j] * h_in[b * R + c0 + j];
   }
@@ -425,23 +447,12 @@ void rglru_carry_backward(float* dh_in, const float* dy, const float* ga, const 
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
-    const i64 n = c1 - c0;
+    const i64 n = c1 - c0, row = b * T * R + c0;
     std::vector<float> buf(2 * n);
-    float* __restrict carry = buf.data();  // ā_{t+1} g_{t+1}
-    float* __restrict nsp = carry + n;
-    for (i64 j = 0; j < n; ++j) {
-      carry[j] = 0.0f;
-      nsp[j] = float(-kRgLruC * softplus_ref(double(lambda[c0 + j])));
-    }
-    for (i64 t = T - 1; t >= 0; --t) {
-      const i64 o = (b * T + t) * R + c0;
-      const bool rs = reset && reset[b * T + t];
-      #pragma omp simd
-      for (i64 j = 0; j < n; ++j) {
-        const float g = dy[o + j] + carry[j];
-        carry[j] = rs ? 0.0f : g * exp_fast(nsp[j] * sigmoid_fast(ga[o + j]));
-      }
-    }
+    float* carry = buf.data();  // ā_{t+1} g_{t+1}
+    float* nsp2 = carry + n;
+    decay_exponents(nsp2, lambda, c0, n);
+    HWY_DYNAMIC_DISPATCH(CarryBackwardTask)(carry, nsp2, dy + row, ga + row, reset ? reset + b * T : nullptr, T, R, n);
     for (i64 j = 0; j < n; ++j) dh_in[b * R + c0 + j] = carry[j];
   }
 }
@@ -449,3 +460,4 @@ void rglru_carry_backward(float* dh_in, const float* dy, const float* ga, const 
 }  // namespace fast
 
 }  // namespace scanshard::kernels
+#endif  // HWY_ONCE

@@ -1,8 +1,11 @@
 // kernels/rwkv4.cpp — see rwkv4.hpp. Reference: scalar loops per (b, c) over t with std::exp.
-// Fast: the same scaled recurrence, vectorised across a block of channels (contiguous in [B,T,D]),
-// exp_fast, one exp per recurrence step; whole rows per work item so every stream is contiguous.
-// Backward: pass 1 keeps the state every kSeg tokens, pass 2 walks the segments in reverse,
-// recomputes a segment's per-token states (they stay in L2) and runs the adjoint recurrence.
+// Fast: the same recurrence vectorised across a block of channels (contiguous in [B,T,D]), one
+// exp per recurrence step; whole rows per work item so every stream is contiguous. Forward in the
+// lazy-reference form (below), backward in the max form: pass 1 keeps the state every kSeg tokens,
+// pass 2 walks the segments in reverse, recomputes a segment's per-token states (they stay in L2)
+// and runs the adjoint recurrence. The vector loops are compiled once per SIMD target (Google
+// Highway; hwy/foreach_target.h re-includes this file per target) and dispatched at run time
+// (simd.hpp); the reference, the work split and the max-form fallback are compiled once (HWY_ONCE).
 #include "kernels/rwkv4.hpp"
 
 #include <omp.h>
@@ -12,8 +15,297 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/vec512.hpp"
+// Constants shared by the per-target code and the dispatching code (this file is included once
+// per target, so they sit behind their own guard).
+#ifndef SCANSHARD_KERNELS_RWKV4_SHARED
+#define SCANSHARD_KERNELS_RWKV4_SHARED
+namespace scanshard::kernels::wkv4_detail {
+// tokens per backward segment (its per-token states stay in L2); 16 against 8: from DRAM the
+// AVX-512 backward 1.9–2.6 vs 2.3–3.1 ns/element (same runs; 32 and 4 no better)
+constexpr i64 kSeg = 16;
+constexpr float kLazyGap = 20.0f;    // natural units: e^20 ≈ 2^29
+constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays finite for |v| < 1e7
+// At most 1024 channels (4 KB of each row, one page) per backward work item: the adjoint's
+// per-group data (6 vectors per group, 48 KB at 2048 channels) and a segment's states no longer
+// overflow L1 with the row streams; from DRAM 14–30 % faster than 2048 (AVX-512, same runs),
+// 768 and 512 slower again.
+constexpr i64 kBwdMaxCB = 1024;
+}  // namespace scanshard::kernels::wkv4_detail
+#endif
 
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/rwkv4.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/simd_math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace scanshard::kernels::HWY_NAMESPACE {
+
+using namespace wkv4_detail;
+
+// Whole vector or its first rem lanes (rem ≥ 1), by a predictable branch.
+HWY_INLINE VF LoadClip(const float* p, i64 rem) {
+  return rem >= i64(hn::Lanes(DF())) ? hn::LoadU(DF(), p) : LoadPart(p, size_t(rem));
+}
+HWY_INLINE void StoreClip(VF v, float* p, i64 rem) {
+  if (rem >= i64(hn::Lanes(DF()))) hn::StoreU(v, DF(), p);
+  else StorePart(v, p, size_t(rem));
+}
+
+// ─── forward in the lazy-reference form ─────────────────────────────────────────────────────────
+// The max form (fast::wkv4_step) spends two exps per token (y and the state each rescale to a new
+// maximum). Here the state is kept as α = a·e^q, β = b·e^q against a reference q that simply
+// decays with the state, q_{t+1} = q_t − w, so the update needs no rescaling:
+//   x = k_t − q_{t+1},  e = e^x:   a ← a + e v_t,  b ← b + e
+//   y_t = (a + E v_t)/(b + E),  E = e^{u + k_t − q_t} = e·e^{u−w}          — ONE exp per token.
+// q is held as q0 − n·w (q0 = the reference at the last renormalisation, n an exact integer
+// count) so that x = k − q0 + (n+1)w has one rounding instead of a drift of t roundings.
+// When x would exceed kLazyGap (a key far above the decayed reference; also the zero state) the
+// lanes concerned are renormalised to the key: q_{t+1} := k_t, a, b ·= e^{−x}, e = 1 (the same
+// exp of ∓x, so still one exp per token and no branch) — so terms stay ≤ e^20 and b ≥ 1 (the
+// maximal term is 1 at each renormalisation and q never rises above the running maximum p of
+// the max form, kept alongside in two cheap ops for state_out). E = e·e^{u−w} stays finite for
+// |u − w| ≤ kLazyMaxUW; otherwise the whole call uses the max form. state_out is converted back
+// to the max form (a, b ·= e^{q − p}, p). Accuracy vs the double reference is that of the fp32
+// reference (bench of 3 seeds × T = 100, 1000: max |err| 1.1–2.0e-6 vs 0.4–2.5e-6 for ref<float>).
+constexpr i64 kPf = 512;  // 2 KB: 0.60–0.65 of triad vs 0.51–0.56 at 4 KB and 0.38 with none (AVX-512, same runs)
+
+// The per-channel state of the lazy forward, interleaved by vector-sized channel group: group g
+// holds a, b, q0, n, p, w, cu = e^{u−w} as 7 consecutive vectors. As 7 separate rows of CB
+// floats (8 KB apart at CB = 2048) they and the k, v, y rows all fell in the same L1 sets:
+// 10 lines per step for 8 ways.
+constexpr i64 kLazyRows = 7;
+HWY_INLINE float& LazyAt(float* buf, int r, i64 c) {
+  const i64 NL = i64(hn::Lanes(DF()));
+  return buf[((c / NL) * kLazyRows + r) * NL + c % NL];
+}
+
+// One token of the vector of channels whose state block is st (see LazyAt). P: keep the running
+// maximum p (only state_out needs it: one load, one store and two operations fewer without).
+template <bool Tail, bool P>
+HWY_INLINE void LazyCol(const RowIo<Tail>& io, float* st, float* y, const float* k, const float* v) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  float *a = st, *bb = a + NL, *q = bb + NL, *n = q + NL, *p = n + NL, *w = p + NL, *cu = w + NL;
+  // software prefetch kPf floats ahead along the rows: the hardware prefetchers restart at every
+  // 4 KB page and the compute between loads keeps few misses in flight
+  PrefetchL1(k + kPf);
+  PrefetchL1(v + kPf);
+  PrefetchL1Write(y + kPf);
+  VF sa = hn::LoadU(d, a), sb = hn::LoadU(d, bb), q0 = hn::LoadU(d, q), sn = hn::LoadU(d, n);
+  const VF sw = hn::LoadU(d, w), scu = hn::LoadU(d, cu);
+  const VF one = hn::Set(d, 1.0f);
+  const VF kk = io.ld(k), vv = io.ld(v);
+  const VF n1 = hn::Add(sn, one);
+  if constexpr (P) hn::StoreU(hn::Max(hn::Sub(hn::LoadU(d, p), sw), kk), d, p);  // p_{t+1} = max(p_t − w, k_t)
+  const VF x = hn::MulAdd(n1, sw, hn::Sub(kk, q0));  // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
+  // re-reference where x > kLazyGap: q_{t+1} := k_t (q0 = k + w, n = 1), so e = 1 and the state
+  // ·= sc = e^{−x}. Branch-free with one exp of ∓x: a branch on x (rare, so mispredicted when
+  // taken) depends on the k just loaded, and a misprediction discards the loads in flight behind
+  // it (from DRAM: ~10 % more of triad branch-free, same runs; in L2 no difference).
+  const auto big = hn::Gt(x, hn::Set(d, kLazyGap));
+  const VF ex = Exp2UpTo126(hn::Mul(hn::IfThenElse(big, hn::Neg(x), x), hn::Set(d, kLog2e)));  // ∓x ≤ kLazyGap
+  const VF e = hn::IfThenElse(big, one, ex);
+  const VF sc = hn::IfThenElse(big, ex, one);
+  sa = hn::Mul(sa, sc);
+  sb = hn::Mul(sb, sc);
+  hn::StoreU(hn::IfThenElse(big, hn::Add(kk, sw), q0), d, q);
+  hn::StoreU(hn::IfThenElse(big, one, n1), d, n);
+  const VF E = hn::Mul(e, scu);
+  io.st(y, hn::Div(hn::MulAdd(E, vv, sa), hn::Add(sb, E)));
+  hn::StoreU(hn::MulAdd(e, vv, sa), d, a);
+  hn::StoreU(hn::Add(sb, e), d, bb);
+}
+
+template <bool P>
+HWY_INLINE void LazyRow(float* sb, float* y, const float* k, const float* v, i64 nc) {
+  const i64 NL = i64(hn::Lanes(DF()));
+  const RowIo<false> whole{0};
+  i64 j = 0;
+  for (; j + NL <= nc; j += NL) LazyCol<false, P>(whole, sb + j * kLazyRows, y + j, k + j, v + j);
+  if (j < nc) LazyCol<true, P>(RowIo<true>{size_t(nc - j)}, sb + j * kLazyRows, y + j, k + j, v + j);
+}
+
+// One work item of the lazy forward: batch row b, channels [c0, c0 + nc), all T tokens.
+void LazyForwardTask(float* y, float* state_out, const float* k, const float* v, const float* decay,
+                     const float* bonus, const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
+  const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
+  thread_local AlignedVec buf;
+  if (buf.size() < size_t(kLazyRows * ncr)) buf.resize(size_t(kLazyRows * ncr));
+  float* sb = buf.data();
+  for (i64 c = 0; c < ncr; ++c) {  // padding lanes too: finite values for the full vectors
+    const bool in = c < nc;
+    LazyAt(sb, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;       // a
+    LazyAt(sb, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;  // b
+    const float p = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+    LazyAt(sb, 2, c) = p;     // q0
+    LazyAt(sb, 3, c) = 0.0f;  // n
+    LazyAt(sb, 4, c) = p;     // p
+    const double wd = in ? std::exp(double(decay[c0 + c])) : 1.0;
+    LazyAt(sb, 5, c) = float(wd);                                                // w
+    LazyAt(sb, 6, c) = in ? float(std::exp(double(bonus[c0 + c]) - wd)) : 1.0f;  // e^{u − w}
+  }
+  for (i64 t = 0; t < T; ++t) {
+    const i64 o = (b * T + t) * D + c0;
+    if (state_out) LazyRow<true>(sb, y + o, k + o, v + o, nc);
+    else LazyRow<false>(sb, y + o, k + o, v + o, nc);
+  }
+  if (state_out)
+    for (i64 c = 0; c < nc; ++c) {
+      // back to the max form: a, b ·= e^{q − p} (≤ 1), q = q0 − n w — in double, so the exponent
+      // has no rounding of its own (n w reaches a few hundred) with or without an FMA unit
+      const float sc = float(std::exp(double(LazyAt(sb, 2, c)) - double(LazyAt(sb, 3, c)) * double(LazyAt(sb, 5, c)) -
+                                      double(LazyAt(sb, 4, c))));
+      state_out[s0 + c] = LazyAt(sb, 0, c) * sc;
+      state_out[BD + s0 + c] = LazyAt(sb, 1, c) * sc;
+      state_out[2 * BD + s0 + c] = LazyAt(sb, 4, c);
+    }
+}
+
+// ─── backward (max form) ──────────────────────────────────────────────────────────────────────
+// For d = x − y, e = e^{−|d|} and (e^{x−q}, e^{y−q}) with q = max(x, y) is d ≥ 0 ? (1, e) : (e, 1).
+HWY_INLINE void ScaledPair(VF x, VF y, VF& ex, VF& ey) {
+  const DF d;
+  const VF diff = hn::Sub(x, y);
+  const VF e = Exp2UpTo126(hn::Mul(NegAbs(diff), hn::Set(d, kLog2e)));
+  const auto ge = hn::Ge(diff, hn::Zero(d));
+  ex = hn::IfThenElse(ge, hn::Set(d, 1.0f), e);
+  ey = hn::IfThenElse(ge, e, hn::Set(d, 1.0f));
+}
+
+// Every per-channel array of the backward is interleaved by vector-sized channel group, like the
+// lazy forward: states (a, b, p) as 3 consecutive vectors per group ([3·ncr] per token /
+// checkpoint), and (da, db, dw, du, w, u) as 6. As rows CB floats apart, a step touched ~14 lines
+// in the same L1 set (states, adjoints, k, v, dy, dk, dv rows).
+constexpr i64 kStRows = 3, kAdjRows = 6;
+
+// State step (max form) for nc channels: nxt from cur (interleaved states), w from pc.
+HWY_INLINE void StateStep(float* nxt, const float* cur, const float* kt, const float* vt, const float* pc, i64 nc,
+                          i64 pf) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  for (i64 c = 0; c < nc; c += NL) {
+    const float* sc = cur + c * kStRows;
+    float* sn = nxt + c * kStRows;
+    PrefetchL2(kt + c + pf);
+    PrefetchL2(vt + c + pf);
+    const VF kk = LoadClip(kt + c, nc - c), vv = LoadClip(vt + c, nc - c);
+    const VF pw = hn::Sub(hn::LoadU(d, sc + 2 * NL), hn::LoadU(d, pc + c * kAdjRows + 4 * NL));
+    VF e1, e2;
+    ScaledPair(pw, kk, e1, e2);
+    hn::StoreU(hn::MulAdd(e1, hn::LoadU(d, sc), hn::Mul(e2, vv)), d, sn);
+    hn::StoreU(hn::MulAdd(e1, hn::LoadU(d, sc + NL), e2), d, sn + NL);
+    hn::StoreU(hn::Max(pw, kk), d, sn + 2 * NL);
+  }
+}
+
+// One token of the adjoint recurrence for nc channels (see the scalar loop of ref::wkv4_backward).
+HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur, const float* kt, const float* vt,
+                            const float* gt, i64 nc, i64 pf) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  for (i64 c = 0; c < nc; c += NL) {
+    const i64 rem = nc - c;
+    const float* sc = cur + c * kStRows;
+    float* q = pc + c * kAdjRows;  // da, db, dw, du, w, u
+    PrefetchL2(gt + c + pf);
+    PrefetchL2Write(dkt + c + pf);
+    PrefetchL2Write(dvt + c + pf);
+    const VF kk = LoadClip(kt + c, rem), vv = LoadClip(vt + c, rem);
+    const VF A0 = hn::LoadU(d, sc), B0 = hn::LoadU(d, sc + NL), P0 = hn::LoadU(d, sc + 2 * NL);
+    const VF DA = hn::LoadU(d, q), DB = hn::LoadU(d, q + NL);
+    VF ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
+    ScaledPair(hn::Sub(P0, hn::LoadU(d, q + 4 * NL)), kk, ed, ek);
+    VF gk = hn::Mul(hn::MulAdd(DA, vv, DB), ek), gv = hn::Mul(DA, ek);
+    hn::StoreU(hn::NegMulAdd(hn::MulAdd(DA, A0, hn::Mul(DB, B0)), ed, hn::LoadU(d, q + 2 * NL)), d, q + 2 * NL);
+    VF dan = hn::Mul(DA, ed), dbn = hn::Mul(DB, ed);
+    VF e1, e2;
+    ScaledPair(P0, hn::Add(hn::LoadU(d, q + 5 * NL), kk), e1, e2);
+    const VF rden = hn::Div(hn::Set(d, 1.0f), hn::MulAdd(e1, B0, e2));
+    const VF yt = hn::Mul(hn::MulAdd(e1, A0, hn::Mul(e2, vv)), rden);
+    const VF gz = hn::Mul(LoadClip(gt + c, rem), rden);
+    const VF gze2 = hn::Mul(gz, e2);
+    gv = hn::Add(gv, gze2);
+    const VF gku = hn::Mul(gze2, hn::Sub(vv, yt));
+    gk = hn::Add(gk, gku);
+    hn::StoreU(hn::Add(hn::LoadU(d, q + 3 * NL), gku), d, q + 3 * NL);
+    const VF gze1 = hn::Mul(gz, e1);
+    dan = hn::Add(dan, gze1);
+    dbn = hn::NegMulAdd(gze1, yt, dbn);
+    StoreClip(hn::Add(LoadClip(dkt + c, rem), gk), dkt + c, rem);
+    StoreClip(hn::Add(LoadClip(dvt + c, rem), gv), dvt + c, rem);
+    hn::StoreU(dan, d, q);
+    hn::StoreU(dbn, d, q + NL);
+  }
+}
+
+// One work item of the backward: batch row b, channels [c0, c0 + nc). Writes pdw, pdu (per
+// (b, channel) partial dw·w and du, reduced over b by the caller) and dstate_in; accumulates dk, dv.
+void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
+                  const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
+                  const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
+  const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
+  const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr;  // SB: floats per interleaved state
+  auto at = [NL](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / NL) * rows + r) * NL + c % NL]; };
+  // per-thread scratch kept across calls (a fresh zero-filled vector per call cost page faults +
+  // a memset: 1.3 ms per call, 19.7 ns/element at T = 64, D = 1024): checkpoints (the state at
+  // every segment start), the states inside one segment, the adjoints
+  thread_local AlignedVec ck, seg, buf;
+  ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * SB)));
+  seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * SB)));
+  buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * ncr)));
+  float *pc = buf.data(), *c0s = ck.data();
+  for (i64 c = 0; c < ncr; ++c) {  // padding lanes too: finite values for the full vectors
+    const bool in = c < nc;
+    at(c0s, kStRows, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;
+    at(c0s, kStRows, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;
+    at(c0s, kStRows, 2, c) = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
+    at(pc, kAdjRows, 0, c) = in && dstate_out ? dstate_out[s0 + c] : 0.0f;
+    at(pc, kAdjRows, 1, c) = in && dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
+    at(pc, kAdjRows, 2, c) = 0.0f;
+    at(pc, kAdjRows, 3, c) = 0.0f;
+    at(pc, kAdjRows, 4, c) = in ? std::exp(decay[c0 + c]) : 1.0f;
+    at(pc, kAdjRows, 5, c) = in ? bonus[c0 + c] : 0.0f;
+  }
+  // pass 1: states at the segment starts
+  for (i64 s = 0; s + 1 < NS; ++s) {
+    float* cur = &ck[s * SB];
+    float* nxt = &ck[(s + 1) * SB];
+    std::copy_n(cur, SB, nxt);
+    for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
+      const i64 o = (b * T + t) * D + c0;
+      StateStep(nxt, nxt, k + o, v + o, pc, nc, D);
+    }
+  }
+  // pass 2: segments in reverse; the segment's states recomputed, then the adjoint
+  for (i64 s = NS - 1; s >= 0; --s) {
+    const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
+    std::copy_n(&ck[s * SB], SB, seg.data());
+    for (i64 t = t0; t < t1; ++t) {
+      const i64 o = (b * T + t) * D + c0;
+      float* cur = &seg[(t - t0) * SB];
+      StateStep(cur + SB, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
+    }
+    for (i64 t = t1 - 1; t >= t0; --t) {
+      const i64 o = (b * T + t) * D + c0;
+      AdjointStep(dk + o, dv + o, pc, &seg[(t - t0) * SB], k + o, v + o, dy + o, nc, -D);
+    }
+  }
+  for (i64 c = 0; c < nc; ++c) {
+    pdw[s0 + c] = at(pc, kAdjRows, 2, c) * at(pc, kAdjRows, 4, c);
+    pdu[s0 + c] = at(pc, kAdjRows, 3, c);
+    if (dstate_in) {
+      dstate_in[s0 + c] = at(pc, kAdjRows, 0, c);
+      dstate_in[BD + s0 + c] = at(pc, kAdjRows, 1, c);
+    }
+  }
+}
+
+}  // namespace scanshard::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 namespace scanshard::kernels {
 
 namespace ref {
@@ -159,9 +451,9 @@ SCANSHARD_RWKV4_INSTANTIATE(double)
 namespace fast {
 
 namespace {
-// tokens per backward segment (its per-token states stay in L2); 16 against 8: from DRAM the
-// AVX-512 backward 1.9–2.6 vs 2.3–3.1 ns/element (same runs; 32 and 4 no better)
-constexpr i64 kSeg = 16;
+using namespace wkv4_detail;
+HWY_EXPORT(LazyForwardTask);
+HWY_EXPORT(BackwardTask);
 
 // Channels per work item: whole rows (contiguous streams over t) unless there are fewer batch
 // rows than threads, then rows are split so that every thread has work; multiple of 16.
@@ -214,309 +506,26 @@ void load_state(float* a, float* bb, float* p, float* w, float* u, const float* 
   }
 }
 
-#if SCANSHARD_VEC512
-// ─── forward in the lazy-reference form (AVX-512) ──────────────────────────────────────────────
-// The max form above spends two exps per token (y and the state each rescale to a new maximum).
-// Here the state is kept as α = a·e^q, β = b·e^q against a reference q that simply decays with
-// the state, q_{t+1} = q_t − w, so the update needs no rescaling:
-//   x = k_t − q_{t+1},  e = e^x:   a ← a + e v_t,  b ← b + e
-//   y_t = (a + E v_t)/(b + E),  E = e^{u + k_t − q_t} = e·e^{u−w}          — ONE exp per token.
-// q is held as q0 − n·w (q0 = the reference at the last renormalisation, n an exact integer
-// count) so that x = k − q0 + (n+1)w has one rounding instead of a drift of t roundings.
-// When x would exceed kLazyGap (a key far above the decayed reference; also the zero state) the
-// lanes concerned are renormalised to the key: q_{t+1} := k_t, a, b ·= e^{−x}, e = 1 (the same
-// exp of ∓x, so still one exp per token and no branch) — so terms stay ≤ e^20 and b ≥ 1 (the
-// maximal term is 1 at each renormalisation and q never rises above the running maximum p of
-// the max form, kept alongside in two cheap ops for state_out). E = e·e^{u−w} stays finite for
-// |u − w| ≤ kLazyMaxUW; otherwise the whole call uses the max form. state_out is converted back
-// to the max form (a, b ·= e^{q − p}, p). Accuracy vs the double reference is that of the fp32
-// reference (bench of 3 seeds × T = 100, 1000: max |err| 1.1–2.0e-6 vs 0.4–2.5e-6 for ref<float>).
-constexpr i64 kPf = 512;  // 2 KB: 0.60–0.65 of triad vs 0.51–0.56 at 4 KB and 0.38 with none (same runs)
-constexpr float kLazyGap = 20.0f;  // natural units: e^20 ≈ 2^29
-constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays finite for |v| < 1e7
-
-// One token for 16 channels, the state in registers (a, b, q0, n, p; w, cu = e^{u−w} constants).
-struct Lazy16 { v512::V a, b, q0, n, p, w, cu; };
-template <bool Tail, bool P>
-inline void wkv4_lazy_step(Lazy16& s, float* y, const float* kt, const float* vt, v512::M m) {
-  using namespace v512;
-  const V kk = Tail ? _mm512_maskz_loadu_ps(m, kt) : _mm512_loadu_ps(kt);
-  const V vv = Tail ? _mm512_maskz_loadu_ps(m, vt) : _mm512_loadu_ps(vt);
-  const V n1 = _mm512_add_ps(s.n, set1(1.0f));
-  if constexpr (P) s.p = max(_mm512_sub_ps(s.p, s.w), kk);  // p_{t+1} = max(p_t − w, k_t), for state_out only
-  const V x = _mm512_fmadd_ps(n1, s.w, _mm512_sub_ps(kk, s.q0));  // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
-  // re-reference where x > kLazyGap: q_{t+1} := k_t (q0 = k + w, n = 1), so e = 1 and the state
-  // ·= sc = e^{−x}. Branch-free with one exp of ∓x: a branch on x (rare, so mispredicted when
-  // taken) depends on the k just loaded, and a misprediction discards the loads in flight behind
-  // it (from DRAM: ~10 % more of triad branch-free, same runs; in L2 no difference).
-  const M big = _mm512_cmp_ps_mask(x, set1(kLazyGap), _CMP_GT_OQ);
-  const V ex = exp2(_mm512_mul_ps(_mm512_mask_sub_ps(x, big, _mm512_setzero_ps(), x), set1(kLog2e)));
-  const V e = _mm512_mask_mov_ps(ex, big, set1(1.0f));
-  const V sc = _mm512_mask_mov_ps(set1(1.0f), big, ex);
-  s.a = _mm512_mul_ps(s.a, sc);
-  s.b = _mm512_mul_ps(s.b, sc);
-  s.q0 = _mm512_mask_add_ps(s.q0, big, kk, s.w);
-  s.n = _mm512_mask_mov_ps(n1, big, set1(1.0f));
-  const V E = _mm512_mul_ps(e, s.cu);
-  const V yv = _mm512_div_ps(_mm512_fmadd_ps(E, vv, s.a), _mm512_add_ps(s.b, E));
-  if constexpr (Tail) _mm512_mask_storeu_ps(y, m, yv); else _mm512_storeu_ps(y, yv);
-  s.a = _mm512_fmadd_ps(e, vv, s.a);
-  s.b = _mm512_add_ps(s.b, e);
-}
-
-// The per-channel state of the lazy forward, interleaved by 16-channel group: group g holds
-// a, b, q0, n, p, w, cu as 7 consecutive 16-float vectors (448 B). As 7 separate rows of CB
-// floats (8 KB apart at CB = 2048) they and the k, v, y rows all fell in the same L1 sets:
-// 10 lines per step for 8 ways.
-constexpr i64 kLazyRows = 7;
-inline float& lazy_at(float* buf, int r, i64 c) { return buf[((c / 16) * kLazyRows + r) * 16 + c % 16]; }
-
-// One token of the 16 channels whose state block is st (see lazy_at). P: keep the running
-// maximum p (only state_out needs it: one load, one store and two operations fewer without).
-template <bool Tail, bool P>
-inline void wkv4_lazy_col(float* st, float* y, const float* k, const float* v, v512::M m) {
-  using namespace v512;
-  auto ld = [m](const float* s) { if constexpr (Tail) return _mm512_maskz_loadu_ps(m, s); else return _mm512_loadu_ps(s); };
-  auto stv = [m](float* d, V x) { if constexpr (Tail) _mm512_mask_storeu_ps(d, m, x); else _mm512_storeu_ps(d, x); };
-  float *a = st, *bb = a + 16, *q = bb + 16, *n = q + 16, *p = n + 16, *w = p + 16, *cu = w + 16;
-  // software prefetch kPf floats ahead along the rows: the hardware prefetchers restart at every
-  // 4 KB page and the compute between loads keeps few misses in flight
-  _mm_prefetch(reinterpret_cast<const char*>(k + kPf), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(v + kPf), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(y + kPf), _MM_HINT_ET0);
-  Lazy16 s{ld(a), ld(bb), ld(q), ld(n), P ? ld(p) : _mm512_setzero_ps(), ld(w), ld(cu)};
-  wkv4_lazy_step<Tail, P>(s, y, k, v, m);
-  stv(a, s.a);
-  stv(bb, s.b);
-  stv(q, s.q0);
-  stv(n, s.n);
-  if constexpr (P) stv(p, s.p);
-}
-
-template <bool P>
-inline void wkv4_lazy_row(float* sb, float* y, const float* k, const float* v, i64 nc) {
-  i64 j = 0;
-  for (; j + 16 <= nc; j += 16) wkv4_lazy_col<false, P>(sb + j * kLazyRows, y + j, k + j, v + j, 0);
-  if (j < nc) wkv4_lazy_col<true, P>(sb + j * kLazyRows, y + j, k + j, v + j, v512::lanes(nc - j));
-}
-
 // Whether every channel qualifies for the lazy form (|u − w| ≤ kLazyMaxUW).
 bool lazy_ok(const float* decay, const float* bonus, i64 D) {
   for (i64 c = 0; c < D; ++c)
     if (!(std::fabs(double(bonus[c]) - std::exp(double(decay[c]))) <= kLazyMaxUW)) return false;
   return true;
 }
-
-void wkv4_forward_lazy(float* y, float* state_out, const float* k, const float* v, const float* decay,
-                       const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
-  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
-#pragma omp parallel
-  {
-    std::vector<float> buf(static_cast<size_t>(kLazyRows * ((CB + 15) / 16) * 16));
-    float* sb = buf.data();
-#pragma omp for collapse(2) schedule(static)
-    for (i64 b = 0; b < B; ++b)
-      for (i64 cb = 0; cb < NB; ++cb) {
-        const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0;
-        for (i64 c = 0; c < nc; ++c) {
-          lazy_at(sb, 0, c) = state_in ? state_in[s0 + c] : 0.0f;       // a
-          lazy_at(sb, 1, c) = state_in ? state_in[BD + s0 + c] : 0.0f;  // b
-          const float p = state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-          lazy_at(sb, 2, c) = p;     // q0
-          lazy_at(sb, 3, c) = 0.0f;  // n
-          lazy_at(sb, 4, c) = p;     // p
-          const double wd = std::exp(double(decay[c0 + c]));
-          lazy_at(sb, 5, c) = float(wd);                                  // w
-          lazy_at(sb, 6, c) = float(std::exp(double(bonus[c0 + c]) - wd));  // e^{u − w}
-        }
-        for (i64 t = 0; t < T; ++t) {
-          const i64 o = (b * T + t) * D + c0;
-          if (state_out) wkv4_lazy_row<true>(sb, y + o, k + o, v + o, nc);
-          else wkv4_lazy_row<false>(sb, y + o, k + o, v + o, nc);
-        }
-        if (state_out)
-          for (i64 c = 0; c < nc; ++c) {
-            // back to the max form: a, b ·= e^{q − p} (≤ 1), q = q0 − n w
-            const float sc = std::exp(lazy_at(sb, 2, c) - lazy_at(sb, 3, c) * lazy_at(sb, 5, c) - lazy_at(sb, 4, c));
-            state_out[s0 + c] = lazy_at(sb, 0, c) * sc;
-            state_out[BD + s0 + c] = lazy_at(sb, 1, c) * sc;
-            state_out[2 * BD + s0 + c] = lazy_at(sb, 4, c);
-          }
-      }
-  }
-}
-#endif
-
-#if SCANSHARD_VEC512
-// ─── backward rows (AVX-512, max form) ───────────────────────────────────────────────────────
-// scaled_pair in 16 lanes: for d = x − y, e = e^{−|d|} and (e^{x−q}, e^{y−q}) = d ≥ 0 ? (1, e) : (e, 1).
-inline void scaled_pair16(v512::V x, v512::V y, v512::V& ex, v512::V& ey) {
-  using namespace v512;
-  const V d = _mm512_sub_ps(x, y);
-  const V nabs = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(d), _mm512_set1_epi32(int(0x80000000u))));
-  const V e = exp2(_mm512_mul_ps(nabs, set1(kLog2e)));
-  const M ge = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GE_OQ);
-  ex = _mm512_mask_blend_ps(ge, e, set1(1.0f));
-  ey = _mm512_mask_blend_ps(ge, set1(1.0f), e);
-}
-
-#endif
-
-#if SCANSHARD_VEC512
-// ─── backward with interleaved per-channel data (AVX-512) ────────────────────────────────────
-// Same passes as wkv4_backward below, but every per-channel array is interleaved by 16-channel
-// group, like the lazy forward: states (a, b, p) as 3 consecutive vectors per group ([3·CBr]
-// per token / checkpoint), and (da, db, dw, du, w, u) as 6. As rows CB floats apart, a step
-// touched ~14 lines in the same L1 set (states, adjoints, k, v, dy, dk, dv rows).
-constexpr i64 kStRows = 3, kAdjRows = 6;
-// At most 1024 channels (4 KB of each row, one page) per work item: the adjoint's per-group
-// data (6 vectors, 48 KB at 2048 channels) and a segment's states no longer overflow L1 with
-// the row streams; from DRAM 14–30 % faster than 2048 (same runs), 768 and 512 slower again.
-constexpr i64 kBwdMaxCB = 1024;
-
-// State step (max form) for nc channels: nxt from cur (interleaved states), w from pc.
-inline void wkv4_state_il(float* nxt, const float* cur, const float* kt, const float* vt, const float* pc, i64 nc,
-                          i64 pf) {
-  using namespace v512;
-  for (i64 c = 0; c < nc; c += 16) {
-    const M m = lanes(nc - c);
-    const float* sc = cur + c * kStRows;
-    float* sn = nxt + c * kStRows;
-    _mm_prefetch(reinterpret_cast<const char*>(kt + c + pf), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(vt + c + pf), _MM_HINT_T1);
-    const V kk = _mm512_maskz_loadu_ps(m, kt + c), vv = _mm512_maskz_loadu_ps(m, vt + c);
-    const V pw = _mm512_sub_ps(_mm512_loadu_ps(sc + 32), _mm512_loadu_ps(pc + c * kAdjRows + 64));
-    V e1, e2;
-    scaled_pair16(pw, kk, e1, e2);
-    _mm512_storeu_ps(sn, _mm512_fmadd_ps(e1, _mm512_loadu_ps(sc), _mm512_mul_ps(e2, vv)));
-    _mm512_storeu_ps(sn + 16, _mm512_fmadd_ps(e1, _mm512_loadu_ps(sc + 16), e2));
-    _mm512_storeu_ps(sn + 32, max(pw, kk));
-  }
-}
-
-// One token of the adjoint recurrence for nc channels (see the scalar loop of wkv4_backward).
-inline void wkv4_adjoint_il(float* dkt, float* dvt, float* pc, const float* cur, const float* kt, const float* vt,
-                            const float* gt, i64 nc, i64 pf) {
-  using namespace v512;
-  for (i64 c = 0; c < nc; c += 16) {
-    const M m = lanes(nc - c);
-    const float* sc = cur + c * kStRows;
-    float* q = pc + c * kAdjRows;  // da, db, dw, du, w, u
-    _mm_prefetch(reinterpret_cast<const char*>(gt + c + pf), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(dkt + c + pf), _MM_HINT_ET1);
-    _mm_prefetch(reinterpret_cast<const char*>(dvt + c + pf), _MM_HINT_ET1);
-    const V kk = _mm512_maskz_loadu_ps(m, kt + c), vv = _mm512_maskz_loadu_ps(m, vt + c);
-    const V A0 = _mm512_loadu_ps(sc), B0 = _mm512_loadu_ps(sc + 16), P0 = _mm512_loadu_ps(sc + 32);
-    const V DA = _mm512_loadu_ps(q), DB = _mm512_loadu_ps(q + 16);
-    V ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
-    scaled_pair16(_mm512_sub_ps(P0, _mm512_loadu_ps(q + 64)), kk, ed, ek);
-    V gk = _mm512_mul_ps(_mm512_fmadd_ps(DA, vv, DB), ek), gv = _mm512_mul_ps(DA, ek);
-    _mm512_storeu_ps(q + 32, _mm512_fnmadd_ps(_mm512_fmadd_ps(DA, A0, _mm512_mul_ps(DB, B0)), ed, _mm512_loadu_ps(q + 32)));
-    V dan = _mm512_mul_ps(DA, ed), dbn = _mm512_mul_ps(DB, ed);
-    V e1, e2;
-    scaled_pair16(P0, _mm512_add_ps(_mm512_loadu_ps(q + 80), kk), e1, e2);
-    const V rden = _mm512_div_ps(set1(1.0f), _mm512_fmadd_ps(e1, B0, e2));
-    const V yt = _mm512_mul_ps(_mm512_fmadd_ps(e1, A0, _mm512_mul_ps(e2, vv)), rden);
-    const V gz = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gt + c), rden);
-    const V gze2 = _mm512_mul_ps(gz, e2);
-    gv = _mm512_add_ps(gv, gze2);
-    const V gku = _mm512_mul_ps(gze2, _mm512_sub_ps(vv, yt));
-    gk = _mm512_add_ps(gk, gku);
-    _mm512_storeu_ps(q + 48, _mm512_add_ps(_mm512_loadu_ps(q + 48), gku));
-    const V gze1 = _mm512_mul_ps(gz, e1);
-    dan = _mm512_add_ps(dan, gze1);
-    dbn = _mm512_fnmadd_ps(gze1, yt, dbn);
-    _mm512_mask_storeu_ps(dkt + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dkt + c), gk));
-    _mm512_mask_storeu_ps(dvt + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dvt + c), gv));
-    _mm512_storeu_ps(q, dan);
-    _mm512_storeu_ps(q + 16, dbn);
-  }
-}
-
-void wkv4_backward_il(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in, const float* dy,
-                      const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                      const float* state_in, i64 B, i64 T, i64 D) {
-  const i64 BD = B * D, CB = std::min(kBwdMaxCB, channel_block(B, D)), NB = (D + CB - 1) / CB, CBr = (CB + 15) / 16 * 16;
-  const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * CBr;  // SB: floats per interleaved state
-  std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
-  auto at = [](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / 16) * rows + r) * 16 + c % 16]; };
-#pragma omp parallel
-  {
-    // per-thread scratch kept across calls (a fresh zero-filled vector per call cost page
-    // faults + a memset: 1.3 ms per call, 19.7 ns/element at T = 64, D = 1024)
-    thread_local std::vector<float> ck, seg, buf;
-    ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * SB)));
-    seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * SB)));
-    buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * CBr)));
-#pragma omp for collapse(2) schedule(static)
-    for (i64 b = 0; b < B; ++b)
-      for (i64 cb = 0; cb < NB; ++cb) {
-        const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0;
-        float *pc = buf.data(), *c0s = ck.data();
-        for (i64 c = 0; c < CBr; ++c) {  // padding lanes too: finite values for the full vectors
-          const bool in = c < nc;
-          at(c0s, kStRows, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;
-          at(c0s, kStRows, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;
-          at(c0s, kStRows, 2, c) = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-          at(pc, kAdjRows, 0, c) = in && dstate_out ? dstate_out[s0 + c] : 0.0f;
-          at(pc, kAdjRows, 1, c) = in && dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
-          at(pc, kAdjRows, 2, c) = 0.0f;
-          at(pc, kAdjRows, 3, c) = 0.0f;
-          at(pc, kAdjRows, 4, c) = in ? std::exp(decay[c0 + c]) : 1.0f;
-          at(pc, kAdjRows, 5, c) = in ? bonus[c0 + c] : 0.0f;
-        }
-        // pass 1: states at the segment starts
-        for (i64 s = 0; s + 1 < NS; ++s) {
-          float* cur = &ck[s * SB];
-          float* nxt = &ck[(s + 1) * SB];
-          std::copy_n(cur, SB, nxt);
-          for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
-            const i64 o = (b * T + t) * D + c0;
-            wkv4_state_il(nxt, nxt, k + o, v + o, pc, nc, D);
-          }
-        }
-        // pass 2: segments in reverse; the segment's states recomputed, then the adjoint
-        for (i64 s = NS - 1; s >= 0; --s) {
-          const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-          std::copy_n(&ck[s * SB], SB, seg.data());
-          for (i64 t = t0; t < t1; ++t) {
-            const i64 o = (b * T + t) * D + c0;
-            float* cur = &seg[(t - t0) * SB];
-            wkv4_state_il(cur + SB, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
-          }
-          for (i64 t = t1 - 1; t >= t0; --t) {
-            const i64 o = (b * T + t) * D + c0;
-            wkv4_adjoint_il(dk + o, dv + o, pc, &seg[(t - t0) * SB], k + o, v + o, dy + o, nc, -D);
-          }
-        }
-        for (i64 c = 0; c < nc; ++c) {
-          pdw[s0 + c] = at(pc, kAdjRows, 2, c) * at(pc, kAdjRows, 4, c);
-          pdu[s0 + c] = at(pc, kAdjRows, 3, c);
-          if (dstate_in) {
-            dstate_in[s0 + c] = at(pc, kAdjRows, 0, c);
-            dstate_in[BD + s0 + c] = at(pc, kAdjRows, 1, c);
-          }
-        }
-      }
-  }
-  for (i64 b = 0; b < B; ++b)
-    for (i64 c = 0; c < D; ++c) {
-      ddecay[c] += pdw[b * D + c];
-      dbonus[c] += pdu[b * D + c];
-    }
-}
-#endif
 }  // namespace
 
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
                   const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
-#if SCANSHARD_VEC512
+  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
   if (lazy_ok(decay, bonus, D)) {
-    wkv4_forward_lazy(y, state_out, k, v, decay, bonus, state_in, B, T, D);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (i64 b = 0; b < B; ++b)
+      for (i64 cb = 0; cb < NB; ++cb)
+        HWY_DYNAMIC_DISPATCH(LazyForwardTask)(y, state_out, k, v, decay, bonus, state_in, B, T, D, b, cb * CB,
+                                              std::min(CB, D - cb * CB));
     return;
   }
-#endif
-  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
+  // max form (a bonus far from the decay): plain vectorisable loops
 #pragma omp parallel
   {
     std::vector<float> buf(static_cast<size_t>(5 * CB));
@@ -544,102 +553,19 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
                    const float* dy, const float* dstate_out, const float* k, const float* v,
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
                    i64 D) {
-#if SCANSHARD_VEC512
-  wkv4_backward_il(dk, dv, ddecay, dbonus, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D);
-#else
-  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
-  const i64 NS = (T + kSeg - 1) / kSeg;
+  const i64 BD = B * D, CB = std::min(kBwdMaxCB, channel_block(B, D)), NB = (D + CB - 1) / CB;
   // per-(b, channel) partial dw, du; reduced over b afterwards (deterministic order)
   std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
-#pragma omp parallel
-  {
-    // checkpoints: the state at the start of every segment; seg: the states inside one segment
-    // per-thread scratch kept across calls (ck is 3·(T/kSeg + 1)·CB floats, 3 MB at T = 1024,
-    // CB = 2048): a fresh zero-filled vector per call cost page faults + a memset every call
-    thread_local std::vector<float> ck, seg, buf;
-    ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * 3 * CB)));
-    seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * 3 * CB)));
-    buf.resize(std::max(buf.size(), static_cast<size_t>(6 * CB)));
-#pragma omp for collapse(2) schedule(static)
-    for (i64 b = 0; b < B; ++b)
-      for (i64 cb = 0; cb < NB; ++cb) {
-        const i64 c0 = cb * CB, nc = std::min(CB, D - c0), s0 = b * D + c0;
-        float *w = buf.data(), *u = w + CB, *da = u + CB, *db = da + CB, *dw = db + CB, *du = dw + CB;
-        float* a = ck.data();
-        load_state(a, a + CB, a + 2 * CB, w, u, state_in, decay, bonus, BD, s0, c0, nc);
-        for (i64 c = 0; c < nc; ++c) {
-          da[c] = dstate_out ? dstate_out[s0 + c] : 0.0f;
-          db[c] = dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
-          dw[c] = 0.0f;
-          du[c] = 0.0f;
-        }
-        // pass 1: states at the segment starts
-        for (i64 s = 0; s + 1 < NS; ++s) {
-          float* cur = &ck[s * 3 * CB];
-          float* nxt = &ck[(s + 1) * 3 * CB];
-          std::copy_n(cur, 3 * CB, nxt);
-          for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
-            const i64 o = (b * T + t) * D + c0;
-            wkv4_step(nullptr, nxt, nxt + CB, nxt + 2 * CB, nxt, nxt + CB, nxt + 2 * CB, k + o, v + o, w, u, nc);
-          }
-        }
-        // pass 2: segments in reverse; states of the segment recomputed, then the adjoint
-        // recurrence (scaled adjoints da = dL/dα·e^p, db = dL/dβ·e^p; see ref::wkv4_backward)
-        for (i64 s = NS - 1; s >= 0; --s) {
-          const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-          std::copy_n(&ck[s * 3 * CB], 3 * CB, seg.data());
-          for (i64 t = t0; t < t1; ++t) {
-            const i64 o = (b * T + t) * D + c0;
-            float* cur = &seg[(t - t0) * 3 * CB];
-            float* nxt = cur + 3 * CB;
-            wkv4_step(nullptr, nxt, nxt + CB, nxt + 2 * CB, cur, cur + CB, cur + 2 * CB, k + o, v + o, w, u, nc);
-          }
-          for (i64 t = t1 - 1; t >= t0; --t) {
-            const i64 o = (b * T + t) * D + c0;
-            const float *kt = k + o, *vt = v + o, *gt = dy + o;
-            float *dkt = dk + o, *dvt = dv + o;
-            const float* cur = &seg[(t - t0) * 3 * CB];
-            const float *a0 = cur, *b0 = cur + CB, *p0 = cur + 2 * CB;
-#pragma omp simd
-            for (i64 c = 0; c < nc; ++c) {
-              float ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
-              scaled_pair(p0[c] - w[c], kt[c], ed, ek);
-              float gk = (da[c] * vt[c] + db[c]) * ek, gv = da[c] * ek;
-              dw[c] -= (da[c] * a0[c] + db[c] * b0[c]) * ed;
-              float dan = da[c] * ed, dbn = db[c] * ed;
-              float e1, e2;
-              scaled_pair(p0[c], u[c] + kt[c], e1, e2);
-              const float den = e1 * b0[c] + e2;
-              const float yt = (e1 * a0[c] + e2 * vt[c]) / den, gz = gt[c] / den;
-              gv += gz * e2;
-              const float gku = gz * (vt[c] - yt) * e2;
-              gk += gku;
-              du[c] += gku;
-              dan += gz * e1;
-              dbn -= gz * yt * e1;
-              dkt[c] += gk;
-              dvt[c] += gv;
-              da[c] = dan;
-              db[c] = dbn;
-            }
-          }
-        }
-        for (i64 c = 0; c < nc; ++c) {
-          pdw[s0 + c] = dw[c] * w[c];
-          pdu[s0 + c] = du[c];
-          if (dstate_in) {
-            dstate_in[s0 + c] = da[c];
-            dstate_in[BD + s0 + c] = db[c];
-          }
-        }
-      }
-  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (i64 b = 0; b < B; ++b)
+    for (i64 cb = 0; cb < NB; ++cb)
+      HWY_DYNAMIC_DISPATCH(BackwardTask)(dk, dv, pdw.data(), pdu.data(), dstate_in, dy, dstate_out, k, v, decay,
+                                         bonus, state_in, B, T, D, b, cb * CB, std::min(CB, D - cb * CB));
   for (i64 b = 0; b < B; ++b)
     for (i64 c = 0; c < D; ++c) {
       ddecay[c] += pdw[b * D + c];
       dbonus[c] += pdu[b * D + c];
     }
-#endif
 }
 
 void token_shift_forward(float* out, const float* x, const float* prev, const float* mu, i64 B,
@@ -745,3 +671,4 @@ void wkv4_grad_state_combine(float* dstate_in, const float* dstate_out,
 }
 
 }  // namespace scanshard::kernels
+#endif  // HWY_ONCE

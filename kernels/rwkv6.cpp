@@ -4,6 +4,10 @@
 // accumulated in vector registers (RowAcc, head size a compile-time 32 or 64; a runtime-N loop
 // version otherwise), with Kᵀ, Vᵀ, S_0ᵀ, dSᵀ tiles so no product needs a horizontal sum. The
 // backward recomputes the chunk-boundary states, then walks the chunks in reverse.
+// The chunk kernels (RowAcc rows, omp simd loops) are compiled once per SIMD target (Google
+// Highway's foreach_target.h re-includes this file per target; the code inside is plain C++ that
+// the compiler vectorises for that target) and dispatched per (b, h) work item at run time
+// (simd.hpp); the reference and the work split are compiled once (HWY_ONCE).
 #include "kernels/rwkv6.hpp"
 
 #include <omp.h>
@@ -12,136 +16,52 @@
 #include <cstring>
 #include <vector>
 
-namespace scanshard::kernels {
-
-namespace ref {
-
-template <class F>
-void wkv6_forward(F* y, F* state_out, const F* r, const F* k, const F* v, const F* logw,
-                  const F* u, const F* state_in, i64 B, i64 T, i64 H, i64 N) {
-  const i64 D = H * N, NN = N * N;
-  std::vector<F> S(NN);
-  for (i64 b = 0; b < B; ++b)
-    for (i64 h = 0; h < H; ++h) {
-      const i64 so = (b * H + h) * NN;
-      for (i64 e = 0; e < NN; ++e) S[e] = state_in ? state_in[so + e] : F(0);
-      const F* uh = u + h * N;
-      for (i64 t = 0; t < T; ++t) {
-        const i64 o = (b * T + t) * D + h * N;
-        const F *rt = r + o, *kt = k + o, *vt = v + o, *lw = logw + o;
-        // y_t[j] = Σ_i r_t[i] (S[i][j] + u[i] k_t[i] v_t[j])
-        for (i64 j = 0; j < N; ++j) {
-          F acc = 0;
-          for (i64 i = 0; i < N; ++i) acc += rt[i] * (S[i * N + j] + uh[i] * kt[i] * vt[j]);
-          y[o + j] = acc;
-        }
-        // S[i][j] ← w_t[i] S[i][j] + k_t[i] v_t[j],  w = e^{logw}
-        for (i64 i = 0; i < N; ++i) {
-          const F w = std::exp(lw[i]);
-          for (i64 j = 0; j < N; ++j) S[i * N + j] = w * S[i * N + j] + kt[i] * vt[j];
-        }
-      }
-      if (state_out)
-        for (i64 e = 0; e < NN; ++e) state_out[so + e] = S[e];
-    }
-}
-
-template <class F>
-void wkv6_backward(F* dr, F* dk, F* dv, F* dlogw, F* du, F* dstate_in, const F* dy,
-                   const F* dstate_out, const F* r, const F* k, const F* v, const F* logw,
-                   const F* u, const F* state_in, i64 B, i64 T, i64 H, i64 N) {
-  const i64 D = H * N, NN = N * N;
-  std::vector<F> S(size_t((T + 1) * NN)), dS(NN);
-  for (i64 b = 0; b < B; ++b)
-    for (i64 h = 0; h < H; ++h) {
-      const i64 so = (b * H + h) * NN;
-      const F* uh = u + h * N;
-      // forward states S_t before token t
-      for (i64 e = 0; e < NN; ++e) S[e] = state_in ? state_in[so + e] : F(0);
-      for (i64 t = 0; t < T; ++t) {
-        const i64 o = (b * T + t) * D + h * N;
-        for (i64 i = 0; i < N; ++i)
-          for (i64 j = 0; j < N; ++j)
-            S[(t + 1) * NN + i * N + j] =
-                std::exp(logw[o + i]) * S[t * NN + i * N + j] + k[o + i] * v[o + j];
-      }
-      for (i64 e = 0; e < NN; ++e) dS[e] = dstate_out ? dstate_out[so + e] : F(0);
-      for (i64 t = T - 1; t >= 0; --t) {
-        const i64 o = (b * T + t) * D + h * N;
-        const F *rt = r + o, *kt = k + o, *vt = v + o, *gt = dy + o;
-        const F* St = &S[t * NN];
-        // S_{t+1} = diag(w) S_t + kᵀ v:  dk_i += Σ_j dS[i][j] v_j;  dv_j += Σ_i dS[i][j] k_i;
-        //   dlogw_i += w_i Σ_j dS[i][j] S_t[i][j]
-        for (i64 i = 0; i < N; ++i) {
-          const F w = std::exp(logw[o + i]);
-          F gk = 0, gw = 0;
-          for (i64 j = 0; j < N; ++j) {
-            gk += dS[i * N + j] * vt[j];
-            gw += dS[i * N + j] * St[i * N + j];
-            dv[o + j] += dS[i * N + j] * kt[i];
-          }
-          dk[o + i] += gk;
-          dlogw[o + i] += w * gw;
-        }
-        // y_t = r (S_t + diag(u) kᵀ v):  dr_i += Σ_j g_j (S_t[i][j] + u_i k_i v_j);
-        //   dk_i += r_i u_i (g·v);  dv_j += g_j Σ_i r_i u_i k_i;  du_i += r_i k_i (g·v)
-        F gv = 0, ruk = 0;
-        for (i64 j = 0; j < N; ++j) gv += gt[j] * vt[j];
-        for (i64 i = 0; i < N; ++i) ruk += rt[i] * uh[i] * kt[i];
-        for (i64 i = 0; i < N; ++i) {
-          F acc = 0;
-          for (i64 j = 0; j < N; ++j) acc += gt[j] * (St[i * N + j] + uh[i] * kt[i] * vt[j]);
-          dr[o + i] += acc;
-          dk[o + i] += rt[i] * uh[i] * gv;
-          du[h * N + i] += rt[i] * kt[i] * gv;
-        }
-        for (i64 j = 0; j < N; ++j) dv[o + j] += gt[j] * ruk;
-        // dS_t = diag(w) dS_{t+1} + r_tᵀ g_t
-        for (i64 i = 0; i < N; ++i) {
-          const F w = std::exp(logw[o + i]);
-          for (i64 j = 0; j < N; ++j) dS[i * N + j] = w * dS[i * N + j] + rt[i] * gt[j];
-        }
-      }
-      if (dstate_in)
-        for (i64 e = 0; e < NN; ++e) dstate_in[so + e] = dS[e];
-    }
-}
-
-#define SCANSHARD_RWKV6_INSTANTIATE(F)                                                           \
-  template void wkv6_forward<F>(F*, F*, const F*, const F*, const F*, const F*, const F*,          \
-                                const F*, i64, i64, i64, i64);                                     \
-  template void wkv6_backward<F>(F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*,   \
-                                 const F*, const F*, const F*, const F*, i64, i64, i64, i64);
-SCANSHARD_RWKV6_INSTANTIATE(float)
-SCANSHARD_RWKV6_INSTANTIATE(double)
-#undef SCANSHARD_RWKV6_INSTANTIATE
-
-}  // namespace ref
-
-namespace fast {
-
-namespace {
-
+#ifndef SCANSHARD_KERNELS_RWKV6_SHARED
+#define SCANSHARD_KERNELS_RWKV6_SHARED
+namespace scanshard::kernels::wkv6_detail {
 constexpr float kMaxLogSpan = 60.0f;  // bound on −A where e^{−A} is used (e^{60} ≈ 1e26)
 constexpr i64 kMaxN = 256;            // head sizes above this fall back to the reference
+}  // namespace scanshard::kernels::wkv6_detail
+#endif
 
-// A row of NC floats kept in vector registers (GCC/Clang vector extension; 16 lanes per vector,
-// split by the compiler on narrower machines). Used when the head size is a compile-time
-// multiple of 16, so the accumulators of the small matrix products never round-trip memory.
-typedef float v16 __attribute__((vector_size(64)));
-inline v16 ld16(const float* p) { v16 x; std::memcpy(&x, p, sizeof x); return x; }
-inline void st16(float* p, v16 x) { std::memcpy(p, &x, sizeof x); }
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/rwkv6.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace scanshard::kernels::HWY_NAMESPACE {
+
+using namespace wkv6_detail;
+
+
+// A row of NC floats kept in vector registers (GCC/Clang vector extension of the target's native
+// width: 16 lanes on AVX-512, 8 on AVX2, 4 on SSE4/NEON/SVE). Used when the head size is a
+// compile-time multiple of 16, so the accumulators of the small matrix products never round-trip
+// memory. A vector wider than the target (the 64-byte type everywhere) is lowered piecewise
+// through memory on AVX2: the chunked WKV-6 was then slower than the sequential reference.
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && HWY_MAX_BYTES >= 64
+constexpr int kRowVecBytes = 64;
+#elif !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && HWY_MAX_BYTES >= 32
+constexpr int kRowVecBytes = 32;
+#else
+constexpr int kRowVecBytes = 16;
+#endif
+constexpr int kRowLanes = kRowVecBytes / int(sizeof(float));
+typedef float vrow __attribute__((vector_size(kRowVecBytes)));
+HWY_INLINE vrow ldv(const float* p) { vrow x; std::memcpy(&x, p, sizeof x); return x; }
+HWY_INLINE void stv(float* p, vrow x) { std::memcpy(p, &x, sizeof x); }
 template <int NC>
 struct RowAcc {
-  static constexpr int kV = NC >= 16 ? NC / 16 : 1;  // (NC < 16: never used, kept well-formed)
-  v16 a[kV];
+  static constexpr int kV = NC >= kRowLanes ? NC / kRowLanes : 1;  // (NC < 16: never used, kept well-formed)
+  vrow a[kV];
   void zero() {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) a[q] = v16{};
+    for (int q = 0; q < kV; ++q) a[q] = vrow{};
   }
   void load(const float* p, float scale) {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) a[q] = scale * ld16(p + 16 * q);
+    for (int q = 0; q < kV; ++q) a[q] = scale * ldv(p + kRowLanes * q);
   }
   // acc += Σ_{m<M} coef[m·cs] · rows[m·rs .. m·rs + NC)
   void fma_rows(const float* coef, i64 cs, const float* rows, i64 rs, i64 M) {
@@ -149,16 +69,16 @@ struct RowAcc {
       const float c = coef[m * cs];
       const float* r = rows + m * rs;
 #pragma GCC unroll 16
-      for (int q = 0; q < kV; ++q) a[q] += c * ld16(r + 16 * q);
+      for (int q = 0; q < kV; ++q) a[q] += c * ldv(r + kRowLanes * q);
     }
   }
   void store(float* p) const {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) st16(p + 16 * q, a[q]);
+    for (int q = 0; q < kV; ++q) stv(p + kRowLanes * q, a[q]);
   }
   void add_to(float* p) const {
 #pragma GCC unroll 16
-    for (int q = 0; q < kV; ++q) st16(p + 16 * q, ld16(p + 16 * q) + a[q]);
+    for (int q = 0; q < kV; ++q) stv(p + kRowLanes * q, ldv(p + kRowLanes * q) + a[q]);
   }
 };
 template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
@@ -572,6 +492,149 @@ void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, fl
   }
 }
 
+
+// One (b, h) work item of the forward: S holds the incoming state, then the outgoing one.
+void ForwardTask(float* S, float* y, const float* r, const float* k, const float* v, const float* logw,
+                 const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 N, i64 chunk) {
+  thread_local Tiles W;  // per-thread chunk tiles, kept across work items and calls
+  if (W.C != chunk || W.N != N) W.resize(chunk, N);
+  if (N == 64) forward_bh<64>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+  else if (N == 32) forward_bh<32>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+  else forward_bh<0>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+}
+
+// One (b, h) work item of the backward: dS holds dL/d(state out), then dL/d(state in).
+void BackwardTask(float* dS, float* dr, float* dk, float* dv, float* dlogw, float* duh, const float* dy,
+                  const float* r, const float* k, const float* v, const float* logw, const float* uh,
+                  const float* s_in, i64 b, i64 T, i64 D, i64 hN, i64 N, i64 chunk) {
+  thread_local Tiles W;
+  thread_local std::vector<float> S0s;
+  thread_local std::vector<i64> starts;
+  if (W.C != chunk || W.N != N) W.resize(chunk, N);
+  if (N == 64)
+    backward_bh<64>(W, S0s, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
+  else if (N == 32)
+    backward_bh<32>(W, S0s, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
+  else
+    backward_bh<0>(W, S0s, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
+}
+
+}  // namespace scanshard::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace scanshard::kernels {
+
+namespace ref {
+
+template <class F>
+void wkv6_forward(F* y, F* state_out, const F* r, const F* k, const F* v, const F* logw,
+                  const F* u, const F* state_in, i64 B, i64 T, i64 H, i64 N) {
+  const i64 D = H * N, NN = N * N;
+  std::vector<F> S(NN);
+  for (i64 b = 0; b < B; ++b)
+    for (i64 h = 0; h < H; ++h) {
+      const i64 so = (b * H + h) * NN;
+      for (i64 e = 0; e < NN; ++e) S[e] = state_in ? state_in[so + e] : F(0);
+      const F* uh = u + h * N;
+      for (i64 t = 0; t < T; ++t) {
+        const i64 o = (b * T + t) * D + h * N;
+        const F *rt = r + o, *kt = k + o, *vt = v + o, *lw = logw + o;
+        // y_t[j] = Σ_i r_t[i] (S[i][j] + u[i] k_t[i] v_t[j])
+        for (i64 j = 0; j < N; ++j) {
+          F acc = 0;
+          for (i64 i = 0; i < N; ++i) acc += rt[i] * (S[i * N + j] + uh[i] * kt[i] * vt[j]);
+          y[o + j] = acc;
+        }
+        // S[i][j] ← w_t[i] S[i][j] + k_t[i] v_t[j],  w = e^{logw}
+        for (i64 i = 0; i < N; ++i) {
+          const F w = std::exp(lw[i]);
+          for (i64 j = 0; j < N; ++j) S[i * N + j] = w * S[i * N + j] + kt[i] * vt[j];
+        }
+      }
+      if (state_out)
+        for (i64 e = 0; e < NN; ++e) state_out[so + e] = S[e];
+    }
+}
+
+template <class F>
+void wkv6_backward(F* dr, F* dk, F* dv, F* dlogw, F* du, F* dstate_in, const F* dy,
+                   const F* dstate_out, const F* r, const F* k, const F* v, const F* logw,
+                   const F* u, const F* state_in, i64 B, i64 T, i64 H, i64 N) {
+  const i64 D = H * N, NN = N * N;
+  std::vector<F> S(size_t((T + 1) * NN)), dS(NN);
+  for (i64 b = 0; b < B; ++b)
+    for (i64 h = 0; h < H; ++h) {
+      const i64 so = (b * H + h) * NN;
+      const F* uh = u + h * N;
+      // forward states S_t before token t
+      for (i64 e = 0; e < NN; ++e) S[e] = state_in ? state_in[so + e] : F(0);
+      for (i64 t = 0; t < T; ++t) {
+        const i64 o = (b * T + t) * D + h * N;
+        for (i64 i = 0; i < N; ++i)
+          for (i64 j = 0; j < N; ++j)
+            S[(t + 1) * NN + i * N + j] =
+                std::exp(logw[o + i]) * S[t * NN + i * N + j] + k[o + i] * v[o + j];
+      }
+      for (i64 e = 0; e < NN; ++e) dS[e] = dstate_out ? dstate_out[so + e] : F(0);
+      for (i64 t = T - 1; t >= 0; --t) {
+        const i64 o = (b * T + t) * D + h * N;
+        const F *rt = r + o, *kt = k + o, *vt = v + o, *gt = dy + o;
+        const F* St = &S[t * NN];
+        // S_{t+1} = diag(w) S_t + kᵀ v:  dk_i += Σ_j dS[i][j] v_j;  dv_j += Σ_i dS[i][j] k_i;
+        //   dlogw_i += w_i Σ_j dS[i][j] S_t[i][j]
+        for (i64 i = 0; i < N; ++i) {
+          const F w = std::exp(logw[o + i]);
+          F gk = 0, gw = 0;
+          for (i64 j = 0; j < N; ++j) {
+            gk += dS[i * N + j] * vt[j];
+            gw += dS[i * N + j] * St[i * N + j];
+            dv[o + j] += dS[i * N + j] * kt[i];
+          }
+          dk[o + i] += gk;
+          dlogw[o + i] += w * gw;
+        }
+        // y_t = r (S_t + diag(u) kᵀ v):  dr_i += Σ_j g_j (S_t[i][j] + u_i k_i v_j);
+        //   dk_i += r_i u_i (g·v);  dv_j += g_j Σ_i r_i u_i k_i;  du_i += r_i k_i (g·v)
+        F gv = 0, ruk = 0;
+        for (i64 j = 0; j < N; ++j) gv += gt[j] * vt[j];
+        for (i64 i = 0; i < N; ++i) ruk += rt[i] * uh[i] * kt[i];
+        for (i64 i = 0; i < N; ++i) {
+          F acc = 0;
+          for (i64 j = 0; j < N; ++j) acc += gt[j] * (St[i * N + j] + uh[i] * kt[i] * vt[j]);
+          dr[o + i] += acc;
+          dk[o + i] += rt[i] * uh[i] * gv;
+          du[h * N + i] += rt[i] * kt[i] * gv;
+        }
+        for (i64 j = 0; j < N; ++j) dv[o + j] += gt[j] * ruk;
+        // dS_t = diag(w) dS_{t+1} + r_tᵀ g_t
+        for (i64 i = 0; i < N; ++i) {
+          const F w = std::exp(logw[o + i]);
+          for (i64 j = 0; j < N; ++j) dS[i * N + j] = w * dS[i * N + j] + rt[i] * gt[j];
+        }
+      }
+      if (dstate_in)
+        for (i64 e = 0; e < NN; ++e) dstate_in[so + e] = dS[e];
+    }
+}
+
+#define SCANSHARD_RWKV6_INSTANTIATE(F)                                                           \
+  template void wkv6_forward<F>(F*, F*, const F*, const F*, const F*, const F*, const F*,          \
+                                const F*, i64, i64, i64, i64);                                     \
+  template void wkv6_backward<F>(F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*,   \
+                                 const F*, const F*, const F*, const F*, i64, i64, i64, i64);
+SCANSHARD_RWKV6_INSTANTIATE(float)
+SCANSHARD_RWKV6_INSTANTIATE(double)
+#undef SCANSHARD_RWKV6_INSTANTIATE
+
+}  // namespace ref
+
+namespace fast {
+
+namespace {
+using namespace wkv6_detail;
+HWY_EXPORT(ForwardTask);
+HWY_EXPORT(BackwardTask);
 }  // namespace
 
 void wkv6_forward(float* y, float* state_out, const float* r, const float* k, const float* v,
@@ -585,8 +648,6 @@ void wkv6_forward(float* y, float* state_out, const float* r, const float* k, co
   chunk = std::max<i64>(1, chunk);
 #pragma omp parallel
   {
-    Tiles W;
-    W.resize(chunk, N);
     std::vector<float> S(static_cast<size_t>(NN));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
@@ -594,9 +655,7 @@ void wkv6_forward(float* y, float* state_out, const float* r, const float* k, co
         const i64 so = (b * H + h) * NN, hN = h * N;
         if (state_in) std::copy_n(state_in + so, NN, S.data());
         else std::fill(S.begin(), S.end(), 0.0f);
-        if (N == 64) forward_bh<64>(W, S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, chunk);
-        else if (N == 32) forward_bh<32>(W, S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, chunk);
-        else forward_bh<0>(W, S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, chunk);
+        HWY_DYNAMIC_DISPATCH(ForwardTask)(S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, N, chunk);
         if (state_out) std::copy_n(S.data(), NN, state_out + so);
       }
   }
@@ -616,10 +675,7 @@ void wkv6_backward(float* dr, float* dk, float* dv, float* dlogw, float* du, flo
   std::vector<float> pdu(static_cast<size_t>(B * H * N), 0.0f);  // per-(b,h) du, reduced in order below
 #pragma omp parallel
   {
-    Tiles W;
-    W.resize(chunk, N);
-    std::vector<float> S0s, dS(static_cast<size_t>(NN));
-    std::vector<i64> starts;
+    std::vector<float> dS(static_cast<size_t>(NN));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 h = 0; h < H; ++h) {
@@ -628,15 +684,8 @@ void wkv6_backward(float* dr, float* dk, float* dv, float* dlogw, float* du, flo
         if (dstate_out) std::copy_n(dstate_out + so, NN, dS.data());
         else std::fill(dS.begin(), dS.end(), 0.0f);
         const float* s_in = state_in ? state_in + so : nullptr;
-        if (N == 64)
-          backward_bh<64>(W, S0s, starts, dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
-                          T, D, hN, chunk);
-        else if (N == 32)
-          backward_bh<32>(W, S0s, starts, dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
-                          T, D, hN, chunk);
-        else
-          backward_bh<0>(W, S0s, starts, dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
-                         T, D, hN, chunk);
+        HWY_DYNAMIC_DISPATCH(BackwardTask)(dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
+                                           T, D, hN, N, chunk);
         if (dstate_in) std::copy_n(dS.data(), NN, dstate_in + so);
       }
   }
@@ -698,3 +747,4 @@ void wkv6_grad_state_combine(float* dstate_in, const float* dstate_out,
 }
 
 }  // namespace scanshard::kernels
+#endif  // HWY_ONCE

@@ -22,6 +22,7 @@
 #include "kernels/rwkv6.hpp"
 #include "kernels/rwkv_ops.hpp"
 #include "measure/probe.hpp"
+#include "measure/vector_loops.hpp"
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "reports/stats.hpp"
@@ -71,12 +72,8 @@ std::vector<TriadSample> bench_triad(bool quick) {
     const std::size_t n = static_cast<std::size_t>(bytes / 12);
     std::vector<float> a(n, 0.0f), b(n, 1.0f), c(n, 2.0f);
     const float s = 0.5f;
-    float* __restrict pa = a.data();
-    const float* __restrict pb = b.data();
-    const float* __restrict pc = c.data();
-    const double t = best_seconds([&] {
-      for (std::size_t i = 0; i < n; ++i) pa[i] = pb[i] + s * pc[i];
-    }, quick ? 0.02 : 0.1);
+    const double t = best_seconds([&] { vector_loops::triad(a.data(), b.data(), c.data(), s, n); },
+                                  quick ? 0.02 : 0.1);
     volatile float sink = a[n / 2];
     (void)sink;
     out.push_back({12.0 * double(n), 12.0 * double(n) / t});
@@ -91,10 +88,7 @@ double bench_vector_flops(bool quick) {
   for (int j = 0; j < kLanes; ++j) acc[j] = 1.0f + 1e-3f * float(j);
   const float mul = 0.999999f, add = 1e-7f;
   const long reps = 20000;  // ~1-2 ms per timed call
-  const double t = best_seconds([&] {
-    for (long r = 0; r < reps; ++r)
-      for (int j = 0; j < kLanes; ++j) acc[j] = acc[j] * mul + add;
-  }, quick ? 0.02 : 0.1);
+  const double t = best_seconds([&] { vector_loops::fma_lanes128(acc, reps, mul, add); }, quick ? 0.02 : 0.1);
   float sum = 0;
   for (float x : acc) sum += x;
   volatile float sink = sum;

@@ -1,5 +1,6 @@
 // measure/probe.cpp — see probe.hpp.
 #include "measure/probe.hpp"
+#include "measure/vector_loops.hpp"
 
 #include <cblas.h>
 
@@ -12,15 +13,12 @@ double machine_probe_seconds(int blocks, int calls) {
   constexpr std::size_t kTriad = 3 * 1024 * 1024 / 12;  // floats per array: 3 MiB over three arrays
   std::vector<float> a(kGemm * kGemm, 0.5f), b(kGemm * kGemm, 0.25f), c(kGemm * kGemm, 0.0f);
   std::vector<float> x(kTriad, 0.0f), y(kTriad, 1.0f), z(kTriad, 2.0f);
-  float* __restrict px = x.data();
-  const float* __restrict py = y.data();
-  const float* __restrict pz = z.data();
   // A block of `calls` probes (~20 ms, as long as a small training step, so it sees the same
   // time-slicing by other processes a step sees); the median over `blocks` blocks, per probe.
   auto one = [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kGemm, kGemm, kGemm, 1.0f, a.data(), kGemm, b.data(), kGemm, 0.0f,
                 c.data(), kGemm);
-    for (std::size_t i = 0; i < kTriad; ++i) px[i] = py[i] + 0.5f * pz[i];
+    vector_loops::triad(x.data(), y.data(), z.data(), 0.5f, kTriad);
   };
   auto t = call_seconds([&] { for (int i = 0; i < calls; ++i) one(); }, 0.0, blocks, blocks);
   for (auto& s : t) s /= calls;

@@ -1,0 +1,163 @@
+// kernels/simd_math-inl.h — per-target SIMD helpers (Google Highway) for the hand-vectorised scan
+// kernels (rglru.cpp, rwkv4.cpp): 2^y, σ, partial-vector loads/stores, cache hints.
+//
+// For: code inside `namespace scanshard::kernels::HWY_NAMESPACE` of a file compiled once per
+// target through hwy/foreach_target.h (include this after foreach_target.h, like any Highway -inl
+// header; the include guard toggles per target). Runtime dispatch and the list of targets:
+// simd.hpp. Not for: anything that must equal the references bit for bit (tests compare with
+// tolerances), or scalar code (kernels.hpp has exp_fast / sigmoid_fast).
+//
+// Why not Highway's contrib Exp: the scans are bound by the FMA pipes once their memory streams
+// are fed, so these helpers spend as few multiply-class operations as possible: exp as 2^y with a
+// degree-5 polynomial (the numeric approach of the former vec512.hpp, unchanged), divisions and
+// square roots on the divider, which runs beside the FMA pipes. contrib's Exp uses a longer
+// polynomial plus a two-constant range reduction (≈ 4 more multiply-class ops per call).
+#if defined(SCANSHARD_KERNELS_SIMD_MATH_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SCANSHARD_KERNELS_SIMD_MATH_INL_H_
+#undef SCANSHARD_KERNELS_SIMD_MATH_INL_H_
+#else
+#define SCANSHARD_KERNELS_SIMD_MATH_INL_H_
+#endif
+
+#include <cstddef>
+#include <cstring>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace scanshard::kernels::HWY_NAMESPACE {
+
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;  // the full native vector (16 lanes AVX3, 8 AVX2, 4 SSE4)
+using VF = hn::VFromD<DF>;
+
+inline constexpr float kLog2e = 1.44269504088896341f;
+
+// 2^y: k = round(y), f = y − k ∈ [−½, ½], 2^f by a degree-5 polynomial (Chebyshev fit, relative
+// error ≤ 1.6e-7 on [−½, ½]), times 2^k. AVX-512 builds 2^k with vscalefps, which saturates to
+// +inf / 0 outside the float range — no clamps. Other targets: with kSaturate, y is clamped to
+// [−127, 128] and 2^k built from the exponent bits (k = 128 gives the bits of +inf, k = −127 the
+// bits of 0), so the result saturates the same way (below 2^−126 it is 0 instead of a denormal);
+// without kSaturate the caller guarantees y ∈ [−125, 126] and k is added to the exponent of the
+// polynomial directly (no clamps, no multiply: 3 operations fewer on AVX2/SSE4). Callers scale
+// natural exponents by kLog2e (or hoist it).
+template <bool kSaturate = true>
+HWY_INLINE VF Exp2(VF y) {
+  const DF d;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  const VF k = hn::Round(y);
+#else
+  if constexpr (kSaturate) y = hn::Min(hn::Max(y, hn::Set(d, -127.0f)), hn::Set(d, 128.0f));
+  // k = round(y) by the 1.5·2²³ trick: the sum's low mantissa bits ARE k (round to nearest even,
+  // like Round), so 2^k comes from them by one shift — no float→int conversion (Highway's
+  // ConvertTo adds an overflow fix-up on x86 that costs more than the rest of 2^k)
+  const VF t = hn::Add(y, hn::Set(d, 12582912.0f));  // 1.5·2²³ + k, exactly
+  const VF k = hn::Sub(t, hn::Set(d, 12582912.0f));
+#endif
+  const VF f = hn::Sub(y, k);
+  VF p = hn::Set(d, 1.339086331e-3f);
+  p = hn::MulAdd(p, f, hn::Set(d, 9.676031768e-03f));
+  p = hn::MulAdd(p, f, hn::Set(d, 5.550356954e-02f));
+  p = hn::MulAdd(p, f, hn::Set(d, 2.402210683e-01f));
+  p = hn::MulAdd(p, f, hn::Set(d, 6.931471825e-01f));
+  p = hn::MulAdd(p, f, hn::Set(d, 1.000000119e+00f));
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  // all-lanes masked form: GCC 12 warns (-Wmaybe-uninitialized) about the _mm512_undefined_ps
+  // inside the unmasked intrinsic; the instruction is the same
+  return VF{_mm512_mask_scalef_ps(p.raw, __mmask16(0xFFFF), p.raw, k.raw)};
+#else
+  // bits(t) = 0x4B400000 + k, and 0x4B400000 << 23 vanishes mod 2³², so bits(t) << 23 = k << 23
+  const hn::RebindToSigned<DF> di;
+  const auto tb = hn::BitCast(di, t);
+  if constexpr (kSaturate) {
+    return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(tb, hn::Set(di, 127)))));  // 2^k, k ∈ [−127, 128]
+  } else {
+    // p ∈ [2^−½, 2^½] is normal, and so is p·2^k for k ∈ [−125, 126]: add k to its exponent
+    return hn::BitCast(d, hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(tb)));
+  }
+#endif
+}
+
+// 2^y for y ≤ 126 (the caller guarantees the bound): y floored at −125 instead of Exp2's two-sided
+// saturation, one operation instead of two (none on AVX-512, where vscalefps saturates), so
+// below 2^−125 the result is 2^−125 ≈ 2e-38 (0 on AVX-512), standing for anything smaller.
+HWY_INLINE VF Exp2UpTo126(VF y) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  return Exp2(y);
+#else
+  return Exp2<false>(hn::Max(y, hn::Set(DF(), -125.0f)));
+#endif
+}
+
+// σ(x) = 1/(1 + 2^{−x·log2 e}) with a true division (1/(1 + inf) = 0 exactly: no clamp needed).
+HWY_INLINE VF Sigmoid(VF x) {
+  const DF d;
+  return hn::Div(hn::Set(d, 1.0f), hn::Add(hn::Set(d, 1.0f), Exp2(hn::Mul(x, hn::Set(d, -kLog2e)))));
+}
+
+// Two sigmoids for one division (the vector form of kernels.hpp's sigmoid2_fast): with
+// u = 1 + e^{−x1}, v = 1 + e^{−x2}, σ(x1) = v/(uv), σ(x2) = u/(uv). Arguments are clamped to
+// [−40, 80]: uv ≤ (1 + e^40)² stays finite, σ(−40) ≈ 4e-18 stands for anything below (an
+// absolute error below 1e-17), σ(80) = 1 in float; the exponents stay within [−116, 58], so 2^y
+// needs no saturation.
+// On AVX-512 two plain σ are cheaper (the divider keeps up there, the clamps and products do
+// not: bench_scan forward 0.67 → 0.78 ns/element in cache with the pair, back to back).
+HWY_INLINE void SigmoidPair(VF x1, VF x2, VF& s1, VF& s2) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  s1 = Sigmoid(x1);
+  s2 = Sigmoid(x2);
+#else
+  const DF d;
+  const VF lo = hn::Set(d, -40.0f), hi = hn::Set(d, 80.0f), nl2e = hn::Set(d, -kLog2e), one = hn::Set(d, 1.0f);
+  const VF u = hn::Add(one, Exp2<false>(hn::Mul(hn::Min(hn::Max(x1, lo), hi), nl2e)));
+  const VF v = hn::Add(one, Exp2<false>(hn::Mul(hn::Min(hn::Max(x2, lo), hi), nl2e)));
+  const VF inv = hn::Div(one, hn::Mul(u, v));
+  s1 = hn::Mul(v, inv);
+  s2 = hn::Mul(u, inv);
+#endif
+}
+
+// −|x| (sign bit set).
+HWY_INLINE VF NegAbs(VF x) { return hn::Neg(hn::Abs(x)); }
+
+// Lanes [0, n) of a vector at p, n < Lanes: through a stack buffer, so nothing past p + n is read
+// or written (Highway 1.0.3's MaskedLoad reads the whole vector on SSE4, and aligned).
+HWY_INLINE VF LoadPart(const float* p, size_t n) {
+  const DF d;
+  HWY_ALIGN float buf[hn::MaxLanes(DF())] = {};
+  std::memcpy(buf, p, n * sizeof(float));
+  return hn::Load(d, buf);
+}
+HWY_INLINE void StorePart(VF v, float* p, size_t n) {
+  const DF d;
+  HWY_ALIGN float buf[hn::MaxLanes(DF())];
+  hn::Store(v, d, buf);
+  std::memcpy(p, buf, n * sizeof(float));
+}
+
+// Loads and stores of one vector of a row: whole (Tail = false) or its first n lanes.
+template <bool Tail>
+struct RowIo {
+  size_t n;
+  HWY_INLINE VF ld(const float* p) const {
+    if constexpr (Tail) return LoadPart(p, n);
+    else return hn::LoadU(DF(), p);
+  }
+  HWY_INLINE void st(float* p, VF v) const {
+    if constexpr (Tail) StorePart(v, p, n);
+    else hn::StoreU(v, DF(), p);
+  }
+};
+
+// Prefetch into L2 (the T1 hint), for reading or for writing. __builtin_prefetch is portable; on
+// x86 without PREFETCHW in the target both become prefetcht1.
+HWY_INLINE void PrefetchL2(const void* p) { __builtin_prefetch(p, 0, 2); }
+HWY_INLINE void PrefetchL2Write(const void* p) { __builtin_prefetch(p, 1, 2); }
+HWY_INLINE void PrefetchL1(const void* p) { __builtin_prefetch(p, 0, 3); }
+HWY_INLINE void PrefetchL1Write(const void* p) { __builtin_prefetch(p, 1, 3); }
+
+}  // namespace scanshard::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard toggle
