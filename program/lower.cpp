@@ -479,15 +479,25 @@ void transformer_mlp(Emit& e) {
 
 // ---- RWKV blocks (DESIGN §3.2, §3.3) --------------------------------------------------------
 
+// The entry both RWKV mixes share: LayerNorm, the tensor-parallel input gradient, the one-token
+// shift halo, the all-reduce of the `mixes` shift weights μ (whole on every tensor rank, partial
+// gradients) and the token shift writing `mixes` mixed inputs.
+void rwkv_shift_entry(Emit& e, const char* norm, const char* in_grad, const char* halo, const char* mu_grads,
+                      const char* shift, double mixes) {
+  const Ctx& c = e.c;
+  const double D = c.m.width;
+  e.layernorm(norm);
+  e.tensor_allreduce_bwd(in_grad);
+  e.halo(halo, 1, D);
+  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, mu_grads, mixes * D * c.g);
+  e.elementwise(OpClass::elementwise, ops::token_shift, shift, c.n * D, 2, mixes, 2 * mixes);
+}
+
 void channel_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t, Dl = D / c.t;
-  e.layernorm(tensors::norm2);
-  e.tensor_allreduce_bwd(tensors::cm_in_grad);
-  e.halo(tensors::cm_shift_halo, 1, D);
   // the shift's mixes μ_k, μ_r are whole on every tensor rank but see partial input gradients
-  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::cm_mu_grads, 2 * D * c.g);
-  e.elementwise(OpClass::elementwise, ops::token_shift, tensors::cm_shift, c.n * D, 2, 2, 4);
+  rwkv_shift_entry(e, tensors::norm2, tensors::cm_in_grad, tensors::cm_shift_halo, tensors::cm_mu_grads, tensors::cm_shift, 2);
   e.linear(tensors::cm_wk, D, F);
   e.elementwise(OpClass::elementwise, ops::relu_sq, tensors::cm_act, c.n * F, 1, 1, 2);
   e.linear(tensors::cm_wv, F, D);
@@ -508,11 +518,7 @@ void channel_mix(Emit& e) {
 void rwkv4_time_mix(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, Dl = D / c.t;
-  e.layernorm(tensors::norm1);
-  e.tensor_allreduce_bwd(tensors::tm_in_grad);
-  e.halo(tensors::tm_shift_halo, 1, D);
-  e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::tm_mu_grads, 3 * D * c.g);
-  e.elementwise(OpClass::elementwise, ops::token_shift, tensors::tm_shift, c.n * D, 2, 3, 6);
+  rwkv_shift_entry(e, tensors::norm1, tensors::tm_in_grad, tensors::tm_shift_halo, tensors::tm_mu_grads, tensors::tm_shift, 3);
   e.linear(tensors::tm_wr, D, Dl);
   e.linear(tensors::tm_wk, D, Dl);
   e.linear(tensors::tm_wv, D, Dl);
