@@ -78,13 +78,14 @@ double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::
 // (see calibration.cpp). Needs ≥ 2 attention benchmarks (else leaves the chip as it is).
 void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip);
 
-// The op classes calibrate fits, in its order (the MLP's gemm benchmark contains a gelu ⊙, so
-// elementwise comes first). Steps of the other compute classes (embedding, optimizer) are priced
+// The op classes calibrate fits, in its order. Steps of the other compute classes (embedding, optimizer) are priced
 // with the elementwise value (sim/cost.cpp).
 inline constexpr std::array<const char*, 5> kCalibratedClasses = {"elementwise", "norm", "gemm", "scan", "attention"};
 
-// Every class value, attention_softmax and the tuned kernels' own values, in that order, from the
-// benchmarks' measured seconds; records each benchmark's own efficiency.
+// The tuned kernels' own values, then every class value and attention_softmax, from the benchmarks'
+// measured seconds; records each benchmark's own efficiency. A benchmark's steps of another class
+// that has a tuned value (the gemm benchmark's gelu ⊙) are priced with that value while its class
+// is fitted, as the simulator prices them.
 void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip);
 
 // The chip from its peaks: the best sgemm and triad rates, the memory curve. memory_bytes and

@@ -11,6 +11,7 @@
 
 #include "program/lower.hpp"
 #include "program/presets.hpp"
+#include "program/steps.hpp"
 #include "reports/calibration.hpp"
 #include "reports/compare.hpp"
 #include "reports/trace_file.hpp"
@@ -232,6 +233,49 @@ TEST_CASE("calibrate fits: the efficiency at which the roofline price equals the
   CHECK(fit_efficiency(steps, chip, "gemm", 0.5 * price(1.0), &clamped) == 1.0);
   CHECK(clamped);
   CHECK_THROWS(named_steps(m, {"no.such.step"}));
+}
+
+TEST_CASE("calibrate fits: benchmarks timed on a known chip give that chip back, a gemm bench's gelu priced once", "[reports][calibrate]") {
+  // Independent reference: a chip with chosen efficiencies prices each benchmark's steps; those
+  // prices are the "measured" seconds. The fit must recover the chosen values, including the gemm
+  // value of a benchmark (the gated MLP) that also runs a tuned elementwise kernel (gelu ⊙), while
+  // the elementwise class mixes kernels of different speeds (gelu ⊙ and Conv1D).
+  const ModelSpec g = load_model("griffin-tiny");
+  ChipSpec truth = load_cluster("cpu-local").chip;
+  truth.efficiency.ops.clear();
+  truth.efficiency.gemm = 0.7;
+  truth.efficiency.elementwise = 0.05;
+  truth.efficiency.ops["gelu_mul"] = 0.012;
+  truth.efficiency.ops["conv1d"] = 0.09;
+  auto priced = [&](const std::vector<std::string>& names) {
+    double t = 0;
+    for (const auto& s : named_steps(g, names)) t += compute_seconds(s, truth, DType::fp32);
+    return t;
+  };
+  auto bench = [&](const char* cls, std::vector<std::string> names, const char* op) {
+    KernelBench k{cls, g.name, "test", names, {}};
+    k.seconds = priced(names);
+    if (op) k.op = op, k.also_class = true;
+    return k;
+  };
+  std::vector<KernelBench> benches = {
+      bench("elementwise", {tensors::rec_gate, tensors::rec_gated}, "gelu_mul"),
+      bench("elementwise", {tensors::rec_conv}, "conv1d"),
+      bench("gemm", {tensors::mlp_w1, tensors::mlp_w2, tensors::mlp_act, tensors::mlp_w3}, nullptr),
+  };
+  ChipSpec fitted = truth;
+  fitted.efficiency.ops.clear();
+  fitted.efficiency.gemm = fitted.efficiency.elementwise = 0.5;  // start away from the truth
+  fit_kernel_efficiencies(benches, fitted);
+  CHECK(fitted.efficiency.ops.at("gelu_mul") == Approx(0.012).epsilon(1e-6));
+  CHECK(fitted.efficiency.ops.at("conv1d") == Approx(0.09).epsilon(1e-6));
+  CHECK(fitted.efficiency.gemm == Approx(0.7).epsilon(1e-6));
+  CHECK(benches[2].efficiency == Approx(0.7).epsilon(1e-6));
+  // The class value lies between its two kernels' values (time-weighted), and the tuned benches
+  // record their own values.
+  CHECK(fitted.efficiency.elementwise > 0.012);
+  CHECK(fitted.efficiency.elementwise < 0.09);
+  CHECK(benches[0].efficiency == Approx(0.012).epsilon(1e-6));
 }
 
 TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read back by the strict loader", "[reports][calibrate]") {
