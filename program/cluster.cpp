@@ -207,6 +207,9 @@ ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::
     throw y.error("launch_overhead_seconds", "must be in [0, 1]");
   c.compute_jitter = y.optional_double("compute_jitter", 0.0);
   if (!(c.compute_jitter >= 0 && c.compute_jitter < 1)) throw y.error("compute_jitter", "must be in [0, 1)");
+  c.overlap_compute_slowdown = y.optional_double("overlap_compute_slowdown", 0.0);
+  if (!(c.overlap_compute_slowdown >= 0 && c.overlap_compute_slowdown < 1))
+    throw y.error("overlap_compute_slowdown", "must be in [0, 1)");
   if (y.has("efficiency")) c.efficiency = parse_efficiency(y.required_map("efficiency"));
   else y.raw("efficiency");
   y.finish();

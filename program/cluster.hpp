@@ -85,6 +85,11 @@ struct ChipSpec {
   // average compute_jitter · E[max of P standard normals] of the compute since they last met
   // (sim/cost.hpp sync_wait_seconds). 0 (presets): no such wait. `scanshard calibrate` measures it.
   double compute_jitter = 0;
+  // Fraction by which compute slows while overlapped communication runs on the same device (on a
+  // GPU the collective's kernels take SMs and HBM bandwidth from the GEMMs beside them): compute
+  // that would take t alone takes t·(1 + overlap_compute_slowdown) while a collective runs
+  // (sim/cost.hpp overlapped_seconds). 0 (default): overlap is free.
+  double overlap_compute_slowdown = 0;
   Efficiency efficiency;
 
   double peak(const std::string& dtype) const;  // throws if the chip has no such dtype

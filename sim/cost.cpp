@@ -112,6 +112,14 @@ double sync_wait_seconds(double compute_seconds, double jitter, std::int64_t P) 
   return jitter * compute_seconds * expected_max_standard_normal(P);
 }
 
+double overlapped_seconds(double compute_seconds, double comm_seconds, double slowdown) {
+  if (comm_seconds <= 0) return compute_seconds;
+  // While the communication runs, compute progresses at 1/(1+s) of its rate; once it ends, at the
+  // full rate. The communication covers min(comm, compute·(1+s)) of the compute's stretch.
+  const double shared = std::min(comm_seconds, compute_seconds * (1 + slowdown));
+  return std::max(comm_seconds, compute_seconds + shared * slowdown / (1 + slowdown));
+}
+
 CommLine all_gather_line(const AxisNetwork& net) {
   CommLine l;
   if (net.size <= 1) return l;

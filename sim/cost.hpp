@@ -41,6 +41,12 @@ namespace scanshard {
 // sync_wait_seconds(its compute, ...) in all (sim/simulate.cpp).
 [[nodiscard]] double sync_wait_seconds(double compute_seconds, double jitter, std::int64_t P);
 
+// The time a stretch of `compute_seconds` of work and `comm_seconds` of communication take when
+// they run at once, compute slowed by the factor (1 + slowdown) while the communication runs
+// (ChipSpec::overlap_compute_slowdown): max(comm, compute + min(comm, compute·(1+s))·s/(1+s)).
+// With slowdown 0 it is max(compute, comm): overlap hides the shorter one completely.
+[[nodiscard]] double overlapped_seconds(double compute_seconds, double comm_seconds, double slowdown);
+
 // The same prices as straight lines in the bytes moved, for bounds (planner/): the formulas above
 // regrouped as fixed + per_byte · bytes — equal in exact arithmetic, the last bits may differ.
 // An all-gather and a reduce-scatter cost one all_gather_line, an all-reduce two; a p2p transfer

@@ -79,9 +79,10 @@ struct Pass {
       }
     }
   }
-  // Charges what compute could not hide to the axes, in proportion.
-  double finish() {
-    const double exposed = std::max(0.0, overlappable - compute);
+  // Charges what compute could not hide, and the compute's slowdown while the hidden communication
+  // runs beside it (ChipSpec::overlap_compute_slowdown), to the axes in proportion.
+  double finish(double slowdown) {
+    const double exposed = overlapped_seconds(compute, overlappable, slowdown) - compute;
     if (overlappable > 0)
       for (int a = 0; a < kAxisCount; ++a)
         buckets[static_cast<int>(comm_bucket(static_cast<Axis>(a)))] += exposed * hidden_by_axis[a] / overlappable;
@@ -157,7 +158,7 @@ PricedPasses price_passes(const std::vector<StageSummary>& stages, const Cluster
   PricedPasses out;
   for (std::size_t s = 0; s < stages.size(); ++s) {  // the slowest stage sets the pace
     Pass f = price_pass(stages[s], true, cl, net, dtype, cache), b = price_pass(stages[s], false, cl, net, dtype, cache);
-    const double t = f.finish() + b.finish();
+    const double t = f.finish(cl.chip.overlap_compute_slowdown) + b.finish(cl.chip.overlap_compute_slowdown);
     out.stages_seconds += t;
     if (t > out.microbatch_seconds || s == 0) {
       out.microbatch_seconds = t;
@@ -188,20 +189,28 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
   const double v = pp > 1 ? static_cast<double>(std::max<std::int64_t>(1, p.virtual_stages)) : 1.0;
   e.seconds[static_cast<int>(Bucket::bubble)] = std::max(0.0, passes.stages_seconds - passes.microbatch_seconds) / v;
 
-  // Once per step: gradient sync (hidden behind the last backward pass if overlapped), optimizer.
-  double hide = passes.backward_compute_seconds;
+  // Once per step: gradient sync (hidden behind the last backward pass if overlapped, which it
+  // slows as a pass's hidden communication does), optimizer.
+  std::array<double, kAxisCount> hidden_by_axis{};
+  double hidden = 0;
   for (const auto& s : prog.step_end) {
     if (s.kind == StepKind::compute) {
       e.seconds[static_cast<int>(compute_bucket(s))] += compute_seconds(s, cl.chip, dtype);
       continue;
     }
     const double t = comm_seconds(s, net.axis(s.axis));
-    double exposed = t;
     if (s.overlappable && p.overlap) {
-      exposed = std::max(0.0, t - hide);
-      hide = std::max(0.0, hide - t);
+      hidden += t;
+      hidden_by_axis[static_cast<int>(s.axis)] += t;
+    } else {
+      e.seconds[static_cast<int>(comm_bucket(s.axis))] += t;
     }
-    e.seconds[static_cast<int>(comm_bucket(s.axis))] += exposed;
+  }
+  if (hidden > 0) {
+    const double hide = passes.backward_compute_seconds;
+    const double exposed = overlapped_seconds(hide, hidden, cl.chip.overlap_compute_slowdown) - hide;
+    for (int a = 0; a < kAxisCount; ++a)
+      e.seconds[static_cast<int>(comm_bucket(static_cast<Axis>(a)))] += exposed * hidden_by_axis[a] / hidden;
   }
   // Waiting for the slowest rank: every compute stretch ends at some synchronisation (a collective,
   // a pipeline transfer or the gradient sync), so the step waits in all for its compute.
@@ -253,7 +262,7 @@ Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const 
 double pass_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype) {
   Pass p;
   p.add(steps, 1, cl, net, dtype);
-  return p.finish();
+  return p.finish(cl.chip.overlap_compute_slowdown);
 }
 
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype) {

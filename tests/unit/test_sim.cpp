@@ -451,5 +451,35 @@ TEST_CASE("a pass prices compute and exposed communication, and hides overlappab
   for (std::size_t i = 0; i < bwd.size(); ++i)
     (bwd[i].kind == StepKind::compute ? compute : bwd[i].overlappable ? hidden : exposed) += each[i];
   REQUIRE(hidden > 0);
-  REQUIRE(pass_seconds(bwd, c, net, p.act_dtype) == Approx(compute + exposed + std::max(0.0, hidden - compute)).epsilon(1e-12));
+  // The hidden all-gather slows the compute beside it by the chip's overlap_compute_slowdown s:
+  // the compute done while it runs is hidden/(1+s), the rest at the full rate after it.
+  const double s = c.chip.overlap_compute_slowdown;
+  REQUIRE(s > 0);
+  REQUIRE(hidden < compute);
+  const double overlapped = hidden + (compute - hidden / (1 + s));
+  REQUIRE(pass_seconds(bwd, c, net, p.act_dtype) == Approx(compute + exposed + std::max(0.0, overlapped - compute)).epsilon(1e-12));
+  ClusterSpec free_overlap = c;
+  free_overlap.chip.overlap_compute_slowdown = 0;
+  REQUIRE(pass_seconds(bwd, free_overlap, net, p.act_dtype) == Approx(compute + exposed + std::max(0.0, hidden - compute)).epsilon(1e-12));
+}
+
+TEST_CASE("overlapped compute and communication: compute slowed while the communication runs, work conserved", "[sim]") {
+  // Independent reference: a time-stepped simulation of the two streams (compute progresses at
+  // 1/(1+s) per unit of time while communication remains, at 1 afterwards).
+  auto stepped = [](double compute, double comm, double s) {
+    const double dt = 1e-5;
+    double t = 0, done = 0;
+    while (done < compute || t < comm) {
+      done += (t < comm ? 1 / (1 + s) : 1.0) * dt;
+      t += dt;
+    }
+    return t;
+  };
+  for (double s : {0.0, 0.189, 0.4})
+    for (auto [compute, comm] : {std::pair{1.0, 0.3}, {1.0, 1.0}, {1.0, 1.1}, {0.5, 2.0}, {1.0, 0.0}}) {
+      INFO("s " << s << " compute " << compute << " comm " << comm);
+      CHECK(overlapped_seconds(compute, comm, s) == Approx(stepped(compute, comm, s)).margin(2e-5));
+    }
+  CHECK(overlapped_seconds(1.0, 0.4, 0.0) == 1.0);  // free overlap: the longer one
+  CHECK(overlapped_seconds(0.3, 1.0, 0.0) == 1.0);
 }
