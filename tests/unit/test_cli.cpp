@@ -450,11 +450,12 @@ std::string embedded_text(std::string_view path) {
 }  // namespace
 
 TEST_CASE("relative model, cluster and chip paths in a YAML file resolve against that file's directory", "[cli][paths]") {
-  // root/{models,chips,clusters,plans,out,elsewhere}: every file names the next by a path relative
-  // to itself; the commands run from root/elsewhere and from /, never from root/plans.
+  // root/{models,chips,clusters,plans,out}: every file names the next by a path relative to itself;
+  // the commands run from root/a/b and from /, where those paths lead nowhere (root/a/b is one
+  // level deeper than root/plans, so the plan's ../models is root/a/models from there).
   const fs::path root = fs::temp_directory_path() / ("scanshard-relpaths-" + std::to_string(::getpid()));
   fs::remove_all(root);
-  for (const char* d : {"models", "chips", "clusters", "plans", "out", "elsewhere"}) fs::create_directories(root / d);
+  for (const char* d : {"models", "chips", "clusters", "plans", "out", "a/b"}) fs::create_directories(root / d);
   std::ofstream(root / "models/m.yaml") << embedded_text("configs/models/griffin-tiny.yaml");
   std::ofstream(root / "chips/core.yaml") << embedded_text("configs/chips/cpu-core.yaml");
   std::string cluster = embedded_text("configs/clusters/cpu-local.yaml");
@@ -463,22 +464,22 @@ TEST_CASE("relative model, cluster and chip paths in a YAML file resolve against
   std::ofstream(root / "clusters/c.yaml") << cluster;
   std::ofstream(root / "plans/p.yaml") << "model: ../models/m.yaml\ncluster: ../clusters/c.yaml\nmesh: {data: 2}\n"
                                           "global_batch: 4\nseq_len: 64\n";
-  const std::string in_elsewhere = "cd " + (root / "elsewhere").string() + " &&";
+  const std::string in_elsewhere = "cd " + (root / "a/b").string() + " &&";
 
-  const auto sim = run("simulate --plan ../plans/p.yaml", in_elsewhere);
+  const auto sim = run("simulate --plan ../../plans/p.yaml", in_elsewhere);
   INFO(sim.err);
   CHECK(sim.code == 0);
   CHECK_THAT(sim.out, Catch::Contains("griffin-tiny") && Catch::Contains("rel-cluster") && Catch::Contains("CPU core"));
   // the same model named by another path to the same file is no mismatch; another model is
-  CHECK(run("simulate --plan ../plans/p.yaml --model " + (root / "models/m.yaml").string(), in_elsewhere).code == 0);
-  const auto other = run("simulate --plan ../plans/p.yaml --model hawk-tiny", in_elsewhere);
+  CHECK(run("simulate --plan ../../plans/p.yaml --model " + (root / "models/m.yaml").string(), in_elsewhere).code == 0);
+  const auto other = run("simulate --plan ../../plans/p.yaml --model hawk-tiny", in_elsewhere);
   CHECK(other.code == 2);
   CHECK_THAT(other.err, Catch::Contains("p.yaml: model: the plan was made for") && Catch::Contains("but --model is 'hawk-tiny'"));
   // a cluster file read from elsewhere finds its chip next to it
   CHECK(run("clusters " + (root / "clusters/c.yaml").string(), "cd / &&").code == 0);
 
   // plan --out writes paths relative to the plan file, so the plan works from anywhere
-  const auto made = run("plan --model ../models/m.yaml --cluster ../clusters/c.yaml --global-batch 4 --seq-len 64 --top 1 --out ../out/q.yaml",
+  const auto made = run("plan --model ../../models/m.yaml --cluster ../../clusters/c.yaml --global-batch 4 --seq-len 64 --top 1 --out ../../out/q.yaml",
                         in_elsewhere);
   INFO(made.err);
   REQUIRE(made.code == 0);
