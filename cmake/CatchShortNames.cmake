@@ -4,6 +4,7 @@
 # first words of that name, lower case, joined by '_', at most 48 characters ("Serial.relative_model_
 # cluster_and_chip_paths_in_a_yaml_file"), with _2, _3 ... on a clash. Long names padded every ctest
 # result line to the longest one. tests/CMakeLists.txt points catch_discover_tests here.
+cmake_policy(VERSION 3.16...3.25)  # script mode starts with no policies set: IN_LIST, while() conditions
 set(prefix "${TEST_PREFIX}")
 set(suffix "${TEST_SUFFIX}")
 set(spec ${TEST_SPEC})
