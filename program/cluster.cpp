@@ -169,8 +169,10 @@ void parse_islands(YamlMap& y, TopologySpec& t) {
 TopologySpec parse_topology(YamlMap y) {
   TopologySpec t;
   t.kind = y.required_choice("kind", kTopologyNames);
-  if (t.kind == TopologyKind::torus) parse_torus(y, t);
-  else parse_islands(y, t);
+  if (t.kind == TopologyKind::torus)
+    parse_torus(y, t);
+  else
+    parse_islands(y, t);
   y.finish();
   return t;
 }

@@ -479,8 +479,10 @@ TEST_CASE("relative model, cluster and chip paths in a YAML file resolve against
   CHECK(run("clusters " + (root / "clusters/c.yaml").string(), "cd / &&").code == 0);
 
   // plan --out writes paths relative to the plan file, so the plan works from anywhere
-  const auto made = run("plan --model ../../models/m.yaml --cluster ../../clusters/c.yaml --global-batch 4 --seq-len 64 --top 1 --out ../../out/q.yaml",
-                        in_elsewhere);
+  const auto made =
+      run("plan --model ../../models/m.yaml --cluster ../../clusters/c.yaml --global-batch 4 --seq-len 64 --top 1 --out "
+          "../../out/q.yaml",
+          in_elsewhere);
   INFO(made.err);
   REQUIRE(made.code == 0);
   const std::string written = slurp(root / "out/q.yaml");
