@@ -47,11 +47,8 @@ void list_models(const ListOptions& o) {
     return count_parameters(a).total < count_parameters(b).total;
   });
   if (!o.family.empty()) {
-    bool known = false;
-    for (Family f : {Family::griffin, Family::hawk, Family::mqa, Family::rwkv4, Family::rwkv6})
-      known = known || o.family == to_string(f);
-    if (!known) throw ConfigError("--family: unknown family '" + o.family + "' (one of: griffin, hawk, mqa, rwkv4, rwkv6)");
-    std::erase_if(models, [&](const ModelSpec& m) { return o.family != to_string(m.family); });
+    const Family family = parse_choice(kFamilyNames, o.family, "--family");
+    std::erase_if(models, [&](const ModelSpec& m) { return m.family != family; });
   }
   if (o.json) {
     auto arr = nlohmann::json::array();
@@ -124,7 +121,7 @@ void register_list_commands(CLI::App& app) {
   auto mo = std::make_shared<ListOptions>();
   auto* models = app.add_subcommand("models", "List model presets: family, shape and parameter counts");
   models->add_flag("--json", mo->json, "Print JSON instead of a table");
-  models->add_option("--family", mo->family, "Only this family (griffin, hawk, mqa, rwkv4, rwkv6)");
+  models->add_option("--family", mo->family, "Only this family (griffin, hawk, mqa, rwkv4, rwkv6, transformer)");
   models->add_option("name", mo->name, "Show one model: preset name or path to a YAML file");
   models->callback([mo] { list_models(*mo); });
 

@@ -59,17 +59,15 @@ void run_plan(const PlanCmdOptions& o) {
   if (!(o.max_memory_fraction > 0 && o.max_memory_fraction <= 1)) throw ConfigError("--max-memory-fraction: must be in (0, 1]");
   so.max_memory_fraction = o.max_memory_fraction;
   so.top = o.top;
-  if (o.dtype != "bf16" && o.dtype != "fp32") throw ConfigError("--dtype: bf16 or fp32");
-  so.dtype = o.dtype == "fp32" ? DType::fp32 : DType::bf16;
+  so.dtype = parse_choice(kDTypeNames, o.dtype, "--dtype");
   if (!o.fix.empty()) {  // only the axes named are fixed (an axis may be fixed to 1)
     parse_mesh(o.fix, "--fix");  // the whole list once: an axis named twice is an error
     std::stringstream ss(o.fix);
     std::string item;
     while (std::getline(ss, item, ',')) {
       const Mesh one = parse_mesh(item, "--fix");
-      const std::string axis = item.substr(0, item.find('='));
-      for (int a = 0; a < kAxisCount; ++a)
-        if (axis == to_string(static_cast<Axis>(a))) so.fixed[static_cast<std::size_t>(a)] = one.size[static_cast<std::size_t>(a)];
+      const auto axis = static_cast<std::size_t>(parse_choice(kAxisNames, item.substr(0, item.find('=')), "--fix"));
+      so.fixed[axis] = one.size[axis];
     }
   }
   // Progress on a terminal only (search() reports after about a second); pipes and logs stay clean.
@@ -129,7 +127,10 @@ void run_plan(const PlanCmdOptions& o) {
     }
   }
   if (!o.out.empty() && fastest) {
-    write_output_file(o.out, plan_to_yaml(best));
+    Plan saved = best;  // a model or cluster path, relative to the plan file (load_plan reads it so)
+    saved.model = path_for_file(best.model, o.out);
+    saved.cluster = path_for_file(best.cluster, o.out);
+    write_output_file(o.out, plan_to_yaml(saved));
     if (!o.json) std::cout << "\nchosen plan written to " << o.out << "\n";
   }
   if (!fastest) throw ConfigError("no legal plan fits " + m.name + " on " + c.name + " (see the reasons above)");

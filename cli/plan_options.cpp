@@ -40,7 +40,7 @@ Plan PlanOptions::load_base() const {
 }
 
 std::string pick_preset(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file) {
-  if (!flag.empty() && !from_plan.empty() && flag != from_plan)
+  if (!flag.empty() && !from_plan.empty() && !same_config(flag, from_plan))
     throw ConfigError(plan_file + ": " + what + ": the plan was made for '" + from_plan + "' but --" + what + " is '" + flag + "'");
   if (!flag.empty()) return flag;
   if (!from_plan.empty()) return from_plan;
@@ -70,13 +70,7 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   else if (!from_file || global_batch) p.micro_batch = default_micro_batch(p.local_batch(), p.mesh[Axis::pipeline]);
   if (zero_stage) p.zero_stage = static_cast<int>(*zero_stage);
   auto choose = [](const std::string& v, const char* flag, auto& field, const auto& names) {
-    if (v.empty()) return;
-    std::string allowed;
-    for (const auto& [name, value] : names) {
-      if (v == name) return void(field = value);
-      allowed += (allowed.empty() ? "" : " | ") + std::string(name);
-    }
-    throw ConfigError(std::string(flag) + ": unknown value '" + v + "' (one of: " + allowed + ")");
+    if (!v.empty()) field = parse_choice(names, v, flag);
   };
   choose(remat, "--remat", p.remat, kRematNames);
   choose(tensor_comm, "--tensor-comm", p.tensor_comm, kTensorCommNames);

@@ -29,7 +29,7 @@ double Efficiency::curve_at(const std::vector<std::pair<double, double>>& curve,
   return e0 + u * (e1 - e0);
 }
 
-const char* to_string(TopologyKind k) { return k == TopologyKind::torus ? "torus" : "islands"; }
+const char* to_string(TopologyKind k) { return name_of(kTopologyNames, k); }
 
 std::int64_t TopologySpec::devices() const {
   if (kind == TopologyKind::islands) return islands * devices_per_island;
@@ -168,16 +168,11 @@ void parse_islands(YamlMap& y, TopologySpec& t) {
 
 TopologySpec parse_topology(YamlMap y) {
   TopologySpec t;
-  const auto kind = y.required_string("kind");
-  if (kind == "torus") {
-    t.kind = TopologyKind::torus;
+  t.kind = y.required_choice("kind", kTopologyNames);
+  if (t.kind == TopologyKind::torus)
     parse_torus(y, t);
-  } else if (kind == "islands") {
-    t.kind = TopologyKind::islands;
+  else
     parse_islands(y, t);
-  } else {
-    throw y.error("kind", "unknown topology '" + kind + "' (one of: torus, islands)");
-  }
   y.finish();
   return t;
 }

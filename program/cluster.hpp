@@ -14,6 +14,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "program/names.hpp"
+
 namespace scanshard {
 
 // Achieved fraction of peak per op class; the defaults are assumptions until `calibrate`.
@@ -96,6 +98,7 @@ struct ChipSpec {
 };
 
 enum class TopologyKind { torus, islands };
+inline constexpr Names<TopologyKind, 2> kTopologyNames{{{"torus", TopologyKind::torus}, {"islands", TopologyKind::islands}}};
 const char* to_string(TopologyKind k);
 
 struct TopologySpec {

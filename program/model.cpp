@@ -8,19 +8,9 @@
 
 namespace scanshard {
 
-const char* to_string(Family f) {
-  switch (f) {
-    case Family::griffin: return "griffin";
-    case Family::hawk: return "hawk";
-    case Family::mqa: return "mqa";
-    case Family::rwkv4: return "rwkv4";
-    case Family::rwkv6: return "rwkv6";
-    case Family::transformer: return "transformer";
-  }
-  return "?";
-}
+const char* to_string(Family f) { return name_of(kFamilyNames, f); }
 
-const char* to_string(NormKind n) { return n == NormKind::rmsnorm ? "rmsnorm" : "layernorm"; }
+const char* to_string(NormKind n) { return name_of(kNormNames, n); }
 const char* to_string(MlpKind k) {
   static const char* names[] = {"gated_gelu", "gelu", "swiglu"};
   return names[static_cast<int>(k)];
@@ -254,12 +244,7 @@ void must_divide(YamlMap& y, const std::string& key, std::int64_t divisor, const
     throw y.error(key, std::to_string(divisor) + " does not divide " + what + " " + std::to_string(n));
 }
 
-Family parse_family(YamlMap& y) {
-  const auto s = y.required_string("family");
-  for (Family f : {Family::griffin, Family::hawk, Family::mqa, Family::rwkv4, Family::rwkv6, Family::transformer})
-    if (s == to_string(f)) return f;
-  throw y.error("family", "unknown family '" + s + "' (one of: griffin, hawk, mqa, rwkv4, rwkv6, transformer)");
-}
+Family parse_family(YamlMap& y) { return y.required_choice("family", kFamilyNames); }
 
 // F = expansion · D, or given directly as mlp_width; must be a whole number.
 std::int64_t parse_mlp_width(YamlMap& y, std::int64_t D, double default_expansion) {
@@ -322,7 +307,7 @@ void parse_transformer(YamlMap& y, ModelSpec& m) {
     m.rope_fraction = 0;  // no rotary embedding
     m.max_positions = positive(y, "max_positions", y.required_int("max_positions"), 1 << 24);
   }
-  m.norm = y.optional_choice<NormKind, 2>("norm", NormKind::layernorm, {{{"layernorm", NormKind::layernorm}, {"rmsnorm", NormKind::rmsnorm}}});
+  m.norm = y.optional_choice("norm", NormKind::layernorm, kNormNames);
   m.mlp = y.optional_choice<MlpKind, 2>("mlp", MlpKind::gelu, {{{"gelu", MlpKind::gelu}, {"swiglu", MlpKind::swiglu}}});
   m.linear_bias = y.optional_bool("bias", true);
   m.dropout = y.optional_double("dropout", 0.0);

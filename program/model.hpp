@@ -14,13 +14,22 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "program/names.hpp"
+
 namespace scanshard {
 
 enum class Family { griffin, hawk, mqa, rwkv4, rwkv6, transformer };
+inline constexpr Names<Family, 6> kFamilyNames{{{"griffin", Family::griffin},
+                                                {"hawk", Family::hawk},
+                                                {"mqa", Family::mqa},
+                                                {"rwkv4", Family::rwkv4},
+                                                {"rwkv6", Family::rwkv6},
+                                                {"transformer", Family::transformer}}};
 const char* to_string(Family f);
 
 // Transformer family (GPT-style pre-LN blocks) choices; the other families fix these.
 enum class NormKind : std::uint8_t { rmsnorm, layernorm };
+inline constexpr Names<NormKind, 2> kNormNames{{{"layernorm", NormKind::layernorm}, {"rmsnorm", NormKind::rmsnorm}}};
 enum class MlpKind : std::uint8_t { gated_gelu, gelu, swiglu };  // gated_gelu: Griffin's MLP
 const char* to_string(NormKind n);
 const char* to_string(MlpKind k);

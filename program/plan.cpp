@@ -4,14 +4,12 @@
 #include <algorithm>
 #include <sstream>
 
+#include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 
 namespace scanshard {
 
-const char* to_string(Axis a) {
-  static const char* names[] = {"data", "fsdp", "tensor", "sequence", "pipeline"};
-  return names[static_cast<int>(a)];
-}
+const char* to_string(Axis a) { return name_of(kAxisNames, a); }
 const char* to_string(Schedule s) { return name_of(kScheduleNames, s); }
 const char* to_string(Remat r) { return name_of(kRematNames, r); }
 const char* to_string(ScanAlgo s) { return name_of(kScanNames, s); }
@@ -207,13 +205,11 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
     std::array<bool, kAxisCount> seen{};
     for (std::size_t i = 0; i < kAxisCount; ++i) {
       const std::string name = list[i].IsScalar() ? list[i].Scalar() : "";
-      int found = -1;
-      for (int a = 0; a < kAxisCount; ++a)
-        if (name == to_string(static_cast<Axis>(a))) found = a;
-      if (found < 0 || seen[static_cast<std::size_t>(found)])
-        throw y.error("placement", "'" + name + "' is not an axis or appears twice (axes: data, fsdp, tensor, sequence, pipeline)");
-      seen[static_cast<std::size_t>(found)] = true;
-      p.placement[i] = static_cast<Axis>(found);
+      const auto axis = find_name(kAxisNames, name);
+      if (!axis || seen[static_cast<std::size_t>(*axis)])
+        throw y.error("placement", "'" + name + "' is not an axis or appears twice (axes: " + name_list(kAxisNames) + ")");
+      seen[static_cast<std::size_t>(*axis)] = true;
+      p.placement[i] = *axis;
     }
   } else {
     y.raw("placement");
@@ -222,7 +218,12 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   return p;
 }
 
-Plan load_plan(const std::string& path) { return parse_plan(load_yaml_file(path), path); }
+Plan load_plan(const std::string& path) {
+  Plan p = parse_plan(load_yaml_file(path), path);
+  p.model = resolve_named_path(p.model, path);
+  p.cluster = resolve_named_path(p.cluster, path);
+  return p;
+}
 
 ConfigError plan_file_error(const std::string& plan_file, const PlanError& e, const std::string& advice) {
   const std::string what = std::string(e.what()) + advice;
@@ -262,12 +263,9 @@ Mesh parse_mesh(const std::string& text, const std::string& flag) {
     const auto eq = item.find('=');
     if (eq == std::string::npos) throw ConfigError(flag + ": expected axis=size, got '" + item + "'");
     const auto axis = item.substr(0, eq), value = item.substr(eq + 1);
-    int found = -1;
-    for (int i = 0; i < kAxisCount; ++i)
-      if (axis == to_string(static_cast<Axis>(i))) found = i;
-    if (found < 0) throw ConfigError(flag + ": unknown axis '" + axis + "' (one of: data, fsdp, tensor, sequence, pipeline)");
-    if (seen[static_cast<std::size_t>(found)]) throw ConfigError(flag + ": axis '" + axis + "' is given twice ('" + text + "')");
-    seen[static_cast<std::size_t>(found)] = true;
+    const auto found = static_cast<std::size_t>(parse_choice(kAxisNames, axis, flag));
+    if (seen[found]) throw ConfigError(flag + ": axis '" + axis + "' is given twice ('" + text + "')");
+    seen[found] = true;
     char* end = nullptr;
     const long long v = std::strtoll(value.c_str(), &end, 10);
     if (value.empty() || *end != '\0' || v < 1 || v > (1LL << 30))

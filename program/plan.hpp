@@ -13,12 +13,18 @@
 #include <yaml-cpp/yaml.h>
 
 #include "program/model.hpp"
+#include "program/names.hpp"
 #include "program/yaml_reader.hpp"
 
 namespace scanshard {
 
 enum class Axis : std::uint8_t { data, fsdp, tensor, sequence, pipeline };
 constexpr int kAxisCount = 5;
+inline constexpr Names<Axis, kAxisCount> kAxisNames{{{"data", Axis::data},
+                                                     {"fsdp", Axis::fsdp},
+                                                     {"tensor", Axis::tensor},
+                                                     {"sequence", Axis::sequence},
+                                                     {"pipeline", Axis::pipeline}}};
 const char* to_string(Axis a);
 
 enum class Schedule : std::uint8_t { gpipe, one_f_one_b };
@@ -46,10 +52,8 @@ enum class DType : std::uint8_t { fp32, bf16 };
 // always exact, so any split of the batch then reproduces the 1-rank run bit for bit, which the
 // equality tests rely on — and in fp32 otherwise (it computes in fp32 throughout).
 enum class GradDType : std::uint8_t { params, bf16, fp32, fp64 };
-// Each choice's YAML/flag names, one table per enum: the plan reader, the CLI flags and
-// to_string all use these.
-template <class E, std::size_t N>
-using Names = std::array<std::pair<const char*, E>, N>;
+// Each choice's YAML/flag names, one table per enum (program/names.hpp): the plan reader, the CLI
+// flags and to_string all use these.
 inline constexpr Names<Schedule, 2> kScheduleNames{{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}};
 inline constexpr Names<Remat, 4> kRematNames{
     {{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}};
@@ -64,12 +68,6 @@ inline constexpr Names<CarryScheme, 2> kCarryNames{{{"ring", CarryScheme::ring},
 inline constexpr Names<DType, 2> kDTypeNames{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
 inline constexpr Names<GradDType, 4> kGradDTypeNames{
     {{"params", GradDType::params}, {"bf16", GradDType::bf16}, {"fp32", GradDType::fp32}, {"fp64", GradDType::fp64}}};
-template <class E, std::size_t N>
-constexpr const char* name_of(const Names<E, N>& names, E value) {
-  for (const auto& [name, v] : names)
-    if (v == value) return name;
-  return "?";
-}
 const char* to_string(Schedule s);
 const char* to_string(Remat r);
 const char* to_string(ScanAlgo s);
@@ -176,6 +174,8 @@ std::int64_t default_micro_batch(std::int64_t local_batch, std::int64_t pipeline
 
 // YAML -> Plan; bad keys/values are ConfigError (file:line:col: key: reason).
 Plan parse_plan(const YAML::Node& node, const std::string& file);
+// From a file: a relative `model:` or `cluster:` path is made relative to the working directory
+// (it was written relative to the plan file's directory; presets.hpp resolve_named_path).
 Plan load_plan(const std::string& path);
 // "data=8,tensor=4" -> mesh (other axes 1). Bad text is a ConfigError naming `flag`.
 Mesh parse_mesh(const std::string& text, const std::string& flag);

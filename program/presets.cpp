@@ -56,15 +56,40 @@ std::pair<YAML::Node, std::string> resolve(PresetKind kind, const std::string& n
   return {parse_yaml(std::string(f->text), file), file};
 }
 
-ClusterSpec cluster_from(const std::pair<YAML::Node, std::string>& src) {
-  return parse_cluster(src.first, src.second,
-                       [](const std::string& chip) { return resolve(PresetKind::chips, chip); });
+// `on_disk`: the cluster file was read from disk, so a relative `chip:` path is relative to it
+// (an embedded preset names chip presets).
+ClusterSpec cluster_from(const std::pair<YAML::Node, std::string>& src, bool on_disk) {
+  const std::string naming_file = on_disk ? src.second : "";
+  return parse_cluster(src.first, src.second, [&](const std::string& chip) {
+    return resolve(PresetKind::chips, resolve_named_path(chip, naming_file));
+  });
 }
 
 }  // namespace
 
 bool looks_like_path(const std::string& arg) {
   return arg.find('/') != std::string::npos || arg.ends_with(".yaml") || arg.ends_with(".yml");
+}
+
+std::string resolve_named_path(const std::string& name_or_path, const std::string& naming_file) {
+  const std::filesystem::path p(name_or_path);
+  if (naming_file.empty() || !looks_like_path(name_or_path) || p.is_absolute()) return name_or_path;
+  return (std::filesystem::path(naming_file).parent_path() / p).lexically_normal().string();
+}
+
+std::string path_for_file(const std::string& name_or_path, const std::string& file) {
+  const std::filesystem::path p(name_or_path);
+  if (!looks_like_path(name_or_path) || p.is_absolute()) return name_or_path;
+  const auto dir = std::filesystem::absolute(std::filesystem::path(file)).parent_path();
+  return std::filesystem::absolute(p).lexically_normal().lexically_relative(dir).string();
+}
+
+bool same_config(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  if (!looks_like_path(a) || !looks_like_path(b)) return false;
+  std::error_code ec_a, ec_b;
+  const auto ca = std::filesystem::weakly_canonical(a, ec_a), cb = std::filesystem::weakly_canonical(b, ec_b);
+  return !ec_a && !ec_b && ca == cb;
 }
 
 std::vector<std::string> preset_names(PresetKind kind) {
@@ -95,7 +120,7 @@ ClusterSpec load_cluster(const std::string& name_or_path, const std::string& con
     const std::string count = dash == std::string::npos ? "" : name_or_path.substr(dash + 1);
     if (!count.empty() && count.size() <= 7 && std::all_of(count.begin(), count.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
         find_preset(PresetKind::clusters, base)) {
-      ClusterSpec c = cluster_from(resolve(PresetKind::clusters, base));
+      ClusterSpec c = cluster_from(resolve(PresetKind::clusters, base), false);
       const std::int64_t nodes = std::stoll(count);
       if (c.topology.kind != TopologyKind::islands)
         throw ConfigError(context + ": '" + name_or_path + "': only island (node) presets take a node count; " + base + " is a " +
@@ -112,11 +137,11 @@ ClusterSpec load_cluster(const std::string& name_or_path, const std::string& con
   } catch (const std::invalid_argument& e) {
     throw ConfigError(context + ": " + e.what() + " (island presets such as dgx-a100 take a node count: dgx-a100-64)");
   }
-  return cluster_from(src);
+  return cluster_from(src, looks_like_path(name_or_path));
 }
 
 ClusterSpec parse_cluster_text(const std::string& text, const std::string& file) {
-  return cluster_from({parse_yaml(text, file), file});
+  return cluster_from({parse_yaml(text, file), file}, true);
 }
 
 std::vector<ModelSpec> all_model_presets() {

@@ -22,154 +22,168 @@ enum class OpClass : std::uint8_t { gemm, attention, scan, elementwise, norm, em
 constexpr int kOpClassCount = 8;
 const char* to_string(OpClass c);  // program/lower.cpp
 
-// Ops: the kernel or collective a step runs ("linear", "rglru.scan", "all_reduce").
+// Ops: the kernel or collective a step runs ("linear", "rglru.scan", "all_reduce"), each once:
+// X(identifier, trace key, op class, display name). The constants ops::<identifier> and the
+// registry kOpKinds are both generated from this one list.
+#define SCANSHARD_OPS(X) \
+  X(adamw, "adamw", optimizer, "AdamW update of the owned parameters") \
+  X(add, "add", elementwise, "residual add") \
+  X(add_positions, "add_positions", embedding, "learned position embeddings added (transformer)") \
+  X(all_gather, "all_gather", comm, "all-gather over a mesh axis") \
+  X(all_reduce, "all_reduce", comm, "all-reduce (sum) over a mesh axis") \
+  X(attention_context, "attention.context", attention, "attention probabilities times values (materialized kernel)") \
+  X(attention_global, "attention.global", attention, "causal attention over the whole sequence (fused kernel)") \
+  X(attention_local, "attention.local", attention, "causal attention within a window (fused kernel)") \
+  X(attention_scores, "attention.scores", attention, \
+    "attention scores and softmax (materialized kernel; recomputed in the fused backward)") \
+  X(checkpoint, "checkpoint", optimizer, "checkpoint write (the runner's trace only; never lowered)") \
+  X(conv1d, "conv1d", elementwise, "causal depthwise Conv1D of the recurrent block") \
+  X(ddlerp, "ddlerp", elementwise, "RWKV-6 data-dependent token mix") \
+  X(dropout, "dropout", elementwise, "dropout mask and scale") \
+  X(embedding, "embedding", embedding, "token embedding lookup") \
+  X(exp_exp, "exp_exp", elementwise, "RWKV-6 decay w = exp(-exp(d))") \
+  X(gelu, "gelu", elementwise, "GeLU") \
+  X(gelu_mul, "gelu_mul", elementwise, "gelu(a) * b, fused") \
+  X(grad_accumulate, "grad_accumulate", elementwise, "the runner's gradient accumulation over micro-batches") \
+  X(groupnorm, "groupnorm", norm, "GroupNorm (RWKV-6 heads)") \
+  X(layernorm, "layernorm", norm, "LayerNorm") \
+  X(linear, "linear", gemm, "GEMM forward, y = x W") \
+  X(linear_dw, "linear.dw", gemm, "GEMM weight gradient, dW = x^T dy") \
+  X(linear_dx, "linear.dx", gemm, "GEMM input gradient, dx = dy W^T") \
+  X(logits, "logits", gemm, "the head's logits GEMM with the per-token softmax statistics") \
+  X(mul, "mul", elementwise, "elementwise product") \
+  X(reduce_scatter, "reduce_scatter", comm, "reduce-scatter (sum) over a mesh axis") \
+  X(relu_sq, "relu_sq", elementwise, "squared ReLU (RWKV channel mix)") \
+  X(rglru_decay, "rglru.decay", elementwise, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)") \
+  X(rglru_scan, "rglru.scan", scan, "RG-LRU linear recurrence") \
+  X(rmsnorm, "rmsnorm", norm, "RMSNorm") \
+  X(rope, "rope", elementwise, "rotary position embedding") \
+  X(scan_carry_fix, "scan.carry_fix", elementwise, "sequence-parallel scan: the incoming carry applied to a shard") \
+  X(send_recv, "send_recv", comm, "point-to-point send/receive") \
+  X(sigmoid_mul, "sigmoid_mul", elementwise, "sigmoid(a) * b") \
+  X(silu_mul, "silu_mul", elementwise, "silu(a) * b (SwiGLU)") \
+  X(softmax_xent, "softmax_xent", elementwise, "softmax cross-entropy loss") \
+  X(tanh, "tanh", elementwise, "tanh (RWKV-6 LoRA)") \
+  X(token_shift, "token_shift", elementwise, "RWKV token shift (previous token's features)") \
+  X(wkv4_scan, "wkv4.scan", scan, "RWKV-4 WKV recurrence") \
+  X(wkv6_chunked, "wkv6.chunked", gemm, "RWKV-6 WKV, chunked form (matrix products per chunk)") \
+  X(wkv6_scan, "wkv6.scan", scan, "RWKV-6 WKV recurrence, sequential form") \
+  X(zero, "zero", elementwise, "clear of gradient buffers") \
+  X(blockdiag, "blockdiag", gemm, "block-diagonal GEMM (RG-LRU gates; a kernel tag on linear steps, never an op)")
+
+// Step names: the tensor or buffer a step concerns ("mlp.w1", "rec.scan", "grads"), each once:
+// X(identifier, name); the constants tensors::<identifier> and kStepNames come from this list.
+#define SCANSHARD_STEP_NAMES(X) \
+  X(attn_core, "attn.core") \
+  X(attn_dropout, "attn.dropout") \
+  X(attn_in_grad, "attn.in_grad") \
+  X(attn_kv_grads, "attn.kv_grads") \
+  X(attn_kv_halo, "attn.kv_halo") \
+  X(attn_out, "attn.out") \
+  X(attn_residual, "attn.residual") \
+  X(attn_ring_kv, "attn.ring_kv") \
+  X(attn_rope, "attn.rope") \
+  X(attn_scores_recompute, "attn.scores_recompute") \
+  X(attn_wk, "attn.wk") \
+  X(attn_wo, "attn.wo") \
+  X(attn_wq, "attn.wq") \
+  X(attn_wv, "attn.wv") \
+  X(cm_act, "cm.act") \
+  X(cm_gate, "cm.gate") \
+  X(cm_in_grad, "cm.in_grad") \
+  X(cm_mu_grads, "cm.mu_grads") \
+  X(cm_out, "cm.out") \
+  X(cm_out_grad, "cm.out_grad") \
+  X(cm_residual, "cm.residual") \
+  X(cm_shift, "cm.shift") \
+  X(cm_shift_halo, "cm.shift_halo") \
+  X(cm_value, "cm.value") \
+  X(cm_value_grad, "cm.value_grad") \
+  X(cm_wk, "cm.wk") \
+  X(cm_wr, "cm.wr") \
+  X(cm_wv, "cm.wv") \
+  X(embed_dropout, "embed.dropout") \
+  X(embed_out, "embed.out") \
+  X(embed_params, "embed.params") \
+  X(embed_positions, "embed.positions") \
+  X(embed_table, "embed.table") \
+  X(embed_norm, "embed_norm") \
+  X(final_norm, "final_norm") \
+  X(grad_buffers, "grad_buffers") \
+  X(grads, "grads") \
+  X(head_in_grad, "head.in_grad") \
+  X(head_params, "head.params") \
+  X(head_w, "head.w") \
+  X(loss, "loss") \
+  X(loss_stats, "loss.stats") \
+  X(mlp_act, "mlp.act") \
+  X(mlp_dropout, "mlp.dropout") \
+  X(mlp_in_grad, "mlp.in_grad") \
+  X(mlp_out, "mlp.out") \
+  X(mlp_residual, "mlp.residual") \
+  X(mlp_w1, "mlp.w1") \
+  X(mlp_w2, "mlp.w2") \
+  X(mlp_w3, "mlp.w3") \
+  X(norm1, "norm1") \
+  X(norm2, "norm2") \
+  X(params, "params") \
+  X(pipeline_activations, "pipeline.activations") \
+  X(pipeline_gradients, "pipeline.gradients") \
+  X(pipeline_recv_activations, "pipeline.recv_activations") \
+  X(pipeline_recv_gradients, "pipeline.recv_gradients") \
+  X(pipeline_send_activations, "pipeline.send_activations") \
+  X(pipeline_send_gradients, "pipeline.send_gradients") \
+  X(rec_conv, "rec.conv") \
+  X(rec_conv_halo, "rec.conv_halo") \
+  X(rec_decay, "rec.decay") \
+  X(rec_gate, "rec.gate") \
+  X(rec_gate_a, "rec.gate_a") \
+  X(rec_gate_x, "rec.gate_x") \
+  X(rec_gated, "rec.gated") \
+  X(rec_in_grad, "rec.in_grad") \
+  X(rec_out, "rec.out") \
+  X(rec_residual, "rec.residual") \
+  X(rec_scan, "rec.scan") \
+  X(rec_wo, "rec.wo") \
+  X(rec_wx, "rec.wx") \
+  X(rec_wy, "rec.wy") \
+  X(scan_carry, "scan.carry") \
+  X(tied_embedding_grads, "tied_embedding.grads") \
+  X(tm_decay, "tm.decay") \
+  X(tm_decay_a, "tm.decay_a") \
+  X(tm_decay_act, "tm.decay_act") \
+  X(tm_decay_b, "tm.decay_b") \
+  X(tm_gated, "tm.gated") \
+  X(tm_gn, "tm.gn") \
+  X(tm_in_grad, "tm.in_grad") \
+  X(tm_lora_a, "tm.lora_a") \
+  X(tm_lora_act, "tm.lora_act") \
+  X(tm_lora_b, "tm.lora_b") \
+  X(tm_mix, "tm.mix") \
+  X(tm_mu_grads, "tm.mu_grads") \
+  X(tm_out, "tm.out") \
+  X(tm_residual, "tm.residual") \
+  X(tm_shift, "tm.shift") \
+  X(tm_shift_halo, "tm.shift_halo") \
+  X(tm_wg, "tm.wg") \
+  X(tm_wk, "tm.wk") \
+  X(tm_wkv, "tm.wkv") \
+  X(tm_wo, "tm.wo") \
+  X(tm_wr, "tm.wr") \
+  X(tm_wv, "tm.wv") \
+  X(tp_regather_input, "tp.regather_input") \
+  X(tp_replicated_grads, "tp.replicated_grads")
+
 namespace ops {
-inline constexpr char adamw[] = "adamw";
-inline constexpr char add[] = "add";
-inline constexpr char add_positions[] = "add_positions";
-inline constexpr char all_gather[] = "all_gather";
-inline constexpr char all_reduce[] = "all_reduce";
-inline constexpr char attention_context[] = "attention.context";
-inline constexpr char attention_global[] = "attention.global";
-inline constexpr char attention_local[] = "attention.local";
-inline constexpr char attention_scores[] = "attention.scores";
-inline constexpr char checkpoint[] = "checkpoint";
-inline constexpr char conv1d[] = "conv1d";
-inline constexpr char ddlerp[] = "ddlerp";
-inline constexpr char dropout[] = "dropout";
-inline constexpr char embedding[] = "embedding";
-inline constexpr char exp_exp[] = "exp_exp";
-inline constexpr char gelu[] = "gelu";
-inline constexpr char gelu_mul[] = "gelu_mul";
-inline constexpr char grad_accumulate[] = "grad_accumulate";
-inline constexpr char groupnorm[] = "groupnorm";
-inline constexpr char layernorm[] = "layernorm";
-inline constexpr char linear[] = "linear";
-inline constexpr char linear_dw[] = "linear.dw";
-inline constexpr char linear_dx[] = "linear.dx";
-inline constexpr char logits[] = "logits";
-inline constexpr char mul[] = "mul";
-inline constexpr char reduce_scatter[] = "reduce_scatter";
-inline constexpr char relu_sq[] = "relu_sq";
-inline constexpr char rglru_decay[] = "rglru.decay";
-inline constexpr char rglru_scan[] = "rglru.scan";
-inline constexpr char rmsnorm[] = "rmsnorm";
-inline constexpr char rope[] = "rope";
-inline constexpr char scan_carry_fix[] = "scan.carry_fix";
-inline constexpr char send_recv[] = "send_recv";
-inline constexpr char sigmoid_mul[] = "sigmoid_mul";
-inline constexpr char silu_mul[] = "silu_mul";
-inline constexpr char softmax_xent[] = "softmax_xent";
-inline constexpr char tanh[] = "tanh";
-inline constexpr char token_shift[] = "token_shift";
-inline constexpr char wkv4_scan[] = "wkv4.scan";
-inline constexpr char wkv6_chunked[] = "wkv6.chunked";
-inline constexpr char wkv6_scan[] = "wkv6.scan";
-inline constexpr char zero[] = "zero";
-inline constexpr char blockdiag[] = "blockdiag";
+#define SCANSHARD_OP_CONSTANT(id, key, cls, display) inline constexpr char id[] = key;
+SCANSHARD_OPS(SCANSHARD_OP_CONSTANT)
+#undef SCANSHARD_OP_CONSTANT
 }  // namespace ops
 
-// Step names: the tensor or buffer a step concerns ("mlp.w1", "rec.scan", "grads").
 namespace tensors {
-inline constexpr char attn_core[] = "attn.core";
-inline constexpr char attn_dropout[] = "attn.dropout";
-inline constexpr char attn_in_grad[] = "attn.in_grad";
-inline constexpr char attn_kv_grads[] = "attn.kv_grads";
-inline constexpr char attn_kv_halo[] = "attn.kv_halo";
-inline constexpr char attn_out[] = "attn.out";
-inline constexpr char attn_residual[] = "attn.residual";
-inline constexpr char attn_ring_kv[] = "attn.ring_kv";
-inline constexpr char attn_rope[] = "attn.rope";
-inline constexpr char attn_scores_recompute[] = "attn.scores_recompute";
-inline constexpr char attn_wk[] = "attn.wk";
-inline constexpr char attn_wo[] = "attn.wo";
-inline constexpr char attn_wq[] = "attn.wq";
-inline constexpr char attn_wv[] = "attn.wv";
-inline constexpr char cm_act[] = "cm.act";
-inline constexpr char cm_gate[] = "cm.gate";
-inline constexpr char cm_in_grad[] = "cm.in_grad";
-inline constexpr char cm_mu_grads[] = "cm.mu_grads";
-inline constexpr char cm_out[] = "cm.out";
-inline constexpr char cm_out_grad[] = "cm.out_grad";
-inline constexpr char cm_residual[] = "cm.residual";
-inline constexpr char cm_shift[] = "cm.shift";
-inline constexpr char cm_shift_halo[] = "cm.shift_halo";
-inline constexpr char cm_value[] = "cm.value";
-inline constexpr char cm_value_grad[] = "cm.value_grad";
-inline constexpr char cm_wk[] = "cm.wk";
-inline constexpr char cm_wr[] = "cm.wr";
-inline constexpr char cm_wv[] = "cm.wv";
-inline constexpr char embed_dropout[] = "embed.dropout";
-inline constexpr char embed_out[] = "embed.out";
-inline constexpr char embed_params[] = "embed.params";
-inline constexpr char embed_positions[] = "embed.positions";
-inline constexpr char embed_table[] = "embed.table";
-inline constexpr char embed_norm[] = "embed_norm";
-inline constexpr char final_norm[] = "final_norm";
-inline constexpr char grad_buffers[] = "grad_buffers";
-inline constexpr char grads[] = "grads";
-inline constexpr char head_in_grad[] = "head.in_grad";
-inline constexpr char head_params[] = "head.params";
-inline constexpr char head_w[] = "head.w";
-inline constexpr char loss[] = "loss";
-inline constexpr char loss_stats[] = "loss.stats";
-inline constexpr char mlp_act[] = "mlp.act";
-inline constexpr char mlp_dropout[] = "mlp.dropout";
-inline constexpr char mlp_in_grad[] = "mlp.in_grad";
-inline constexpr char mlp_out[] = "mlp.out";
-inline constexpr char mlp_residual[] = "mlp.residual";
-inline constexpr char mlp_w1[] = "mlp.w1";
-inline constexpr char mlp_w2[] = "mlp.w2";
-inline constexpr char mlp_w3[] = "mlp.w3";
-inline constexpr char norm1[] = "norm1";
-inline constexpr char norm2[] = "norm2";
-inline constexpr char params[] = "params";
-inline constexpr char pipeline_activations[] = "pipeline.activations";
-inline constexpr char pipeline_gradients[] = "pipeline.gradients";
-inline constexpr char pipeline_recv_activations[] = "pipeline.recv_activations";
-inline constexpr char pipeline_recv_gradients[] = "pipeline.recv_gradients";
-inline constexpr char pipeline_send_activations[] = "pipeline.send_activations";
-inline constexpr char pipeline_send_gradients[] = "pipeline.send_gradients";
-inline constexpr char rec_conv[] = "rec.conv";
-inline constexpr char rec_conv_halo[] = "rec.conv_halo";
-inline constexpr char rec_decay[] = "rec.decay";
-inline constexpr char rec_gate[] = "rec.gate";
-inline constexpr char rec_gate_a[] = "rec.gate_a";
-inline constexpr char rec_gate_x[] = "rec.gate_x";
-inline constexpr char rec_gated[] = "rec.gated";
-inline constexpr char rec_in_grad[] = "rec.in_grad";
-inline constexpr char rec_out[] = "rec.out";
-inline constexpr char rec_residual[] = "rec.residual";
-inline constexpr char rec_scan[] = "rec.scan";
-inline constexpr char rec_wo[] = "rec.wo";
-inline constexpr char rec_wx[] = "rec.wx";
-inline constexpr char rec_wy[] = "rec.wy";
-inline constexpr char scan_carry[] = "scan.carry";
-inline constexpr char tied_embedding_grads[] = "tied_embedding.grads";
-inline constexpr char tm_decay[] = "tm.decay";
-inline constexpr char tm_decay_a[] = "tm.decay_a";
-inline constexpr char tm_decay_act[] = "tm.decay_act";
-inline constexpr char tm_decay_b[] = "tm.decay_b";
-inline constexpr char tm_gated[] = "tm.gated";
-inline constexpr char tm_gn[] = "tm.gn";
-inline constexpr char tm_in_grad[] = "tm.in_grad";
-inline constexpr char tm_lora_a[] = "tm.lora_a";
-inline constexpr char tm_lora_act[] = "tm.lora_act";
-inline constexpr char tm_lora_b[] = "tm.lora_b";
-inline constexpr char tm_mix[] = "tm.mix";
-inline constexpr char tm_mu_grads[] = "tm.mu_grads";
-inline constexpr char tm_out[] = "tm.out";
-inline constexpr char tm_residual[] = "tm.residual";
-inline constexpr char tm_shift[] = "tm.shift";
-inline constexpr char tm_shift_halo[] = "tm.shift_halo";
-inline constexpr char tm_wg[] = "tm.wg";
-inline constexpr char tm_wk[] = "tm.wk";
-inline constexpr char tm_wkv[] = "tm.wkv";
-inline constexpr char tm_wo[] = "tm.wo";
-inline constexpr char tm_wr[] = "tm.wr";
-inline constexpr char tm_wv[] = "tm.wv";
-inline constexpr char tp_regather_input[] = "tp.regather_input";
-inline constexpr char tp_replicated_grads[] = "tp.replicated_grads";
+#define SCANSHARD_STEP_NAME_CONSTANT(id, name) inline constexpr char id[] = name;
+SCANSHARD_STEP_NAMES(SCANSHARD_STEP_NAME_CONSTANT)
+#undef SCANSHARD_STEP_NAME_CONSTANT
 }  // namespace tensors
 
 // One registered op: its trace key, the op class that prices it (sim/cost.cpp picks the class's
@@ -180,74 +194,13 @@ struct OpKind {
   std::string_view display;
 };
 
-inline constexpr std::array<OpKind, 43> kOpKinds = {{
-    {ops::adamw, OpClass::optimizer, "AdamW update of the owned parameters"},
-    {ops::add, OpClass::elementwise, "residual add"},
-    {ops::add_positions, OpClass::embedding, "learned position embeddings added (transformer)"},
-    {ops::all_gather, OpClass::comm, "all-gather over a mesh axis"},
-    {ops::all_reduce, OpClass::comm, "all-reduce (sum) over a mesh axis"},
-    {ops::attention_context, OpClass::attention, "attention probabilities times values (materialized kernel)"},
-    {ops::attention_global, OpClass::attention, "causal attention over the whole sequence (fused kernel)"},
-    {ops::attention_local, OpClass::attention, "causal attention within a window (fused kernel)"},
-    {ops::attention_scores, OpClass::attention, "attention scores and softmax (materialized kernel; recomputed in the fused backward)"},
-    {ops::checkpoint, OpClass::optimizer, "checkpoint write (the runner's trace only; never lowered)"},
-    {ops::conv1d, OpClass::elementwise, "causal depthwise Conv1D of the recurrent block"},
-    {ops::ddlerp, OpClass::elementwise, "RWKV-6 data-dependent token mix"},
-    {ops::dropout, OpClass::elementwise, "dropout mask and scale"},
-    {ops::embedding, OpClass::embedding, "token embedding lookup"},
-    {ops::exp_exp, OpClass::elementwise, "RWKV-6 decay w = exp(-exp(d))"},
-    {ops::gelu, OpClass::elementwise, "GeLU"},
-    {ops::gelu_mul, OpClass::elementwise, "gelu(a) * b, fused"},
-    {ops::grad_accumulate, OpClass::elementwise, "the runner's gradient accumulation over micro-batches"},
-    {ops::groupnorm, OpClass::norm, "GroupNorm (RWKV-6 heads)"},
-    {ops::layernorm, OpClass::norm, "LayerNorm"},
-    {ops::linear, OpClass::gemm, "GEMM forward, y = x W"},
-    {ops::linear_dw, OpClass::gemm, "GEMM weight gradient, dW = x^T dy"},
-    {ops::linear_dx, OpClass::gemm, "GEMM input gradient, dx = dy W^T"},
-    {ops::logits, OpClass::gemm, "the head's logits GEMM with the per-token softmax statistics"},
-    {ops::mul, OpClass::elementwise, "elementwise product"},
-    {ops::reduce_scatter, OpClass::comm, "reduce-scatter (sum) over a mesh axis"},
-    {ops::relu_sq, OpClass::elementwise, "squared ReLU (RWKV channel mix)"},
-    {ops::rglru_decay, OpClass::elementwise, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)"},
-    {ops::rglru_scan, OpClass::scan, "RG-LRU linear recurrence"},
-    {ops::rmsnorm, OpClass::norm, "RMSNorm"},
-    {ops::rope, OpClass::elementwise, "rotary position embedding"},
-    {ops::scan_carry_fix, OpClass::elementwise, "sequence-parallel scan: the incoming carry applied to a shard"},
-    {ops::send_recv, OpClass::comm, "point-to-point send/receive"},
-    {ops::sigmoid_mul, OpClass::elementwise, "sigmoid(a) * b"},
-    {ops::silu_mul, OpClass::elementwise, "silu(a) * b (SwiGLU)"},
-    {ops::softmax_xent, OpClass::elementwise, "softmax cross-entropy loss"},
-    {ops::tanh, OpClass::elementwise, "tanh (RWKV-6 LoRA)"},
-    {ops::token_shift, OpClass::elementwise, "RWKV token shift (previous token's features)"},
-    {ops::wkv4_scan, OpClass::scan, "RWKV-4 WKV recurrence"},
-    {ops::wkv6_chunked, OpClass::gemm, "RWKV-6 WKV, chunked form (matrix products per chunk)"},
-    {ops::wkv6_scan, OpClass::scan, "RWKV-6 WKV recurrence, sequential form"},
-    {ops::zero, OpClass::elementwise, "clear of gradient buffers"},
-    {ops::blockdiag, OpClass::gemm, "block-diagonal GEMM (RG-LRU gates; a kernel tag on linear steps, never an op)"},
-}};
+#define SCANSHARD_OP_KIND(id, key, cls, display) OpKind{ops::id, OpClass::cls, display},
+inline constexpr auto kOpKinds = std::to_array<OpKind>({SCANSHARD_OPS(SCANSHARD_OP_KIND)});
+#undef SCANSHARD_OP_KIND
 
-inline constexpr std::array<std::string_view, 99> kStepNames = {{
-    tensors::attn_core, tensors::attn_dropout, tensors::attn_in_grad, tensors::attn_kv_grads, tensors::attn_kv_halo,
-    tensors::attn_out, tensors::attn_residual, tensors::attn_ring_kv, tensors::attn_rope,
-    tensors::attn_scores_recompute, tensors::attn_wk, tensors::attn_wo, tensors::attn_wq, tensors::attn_wv,
-    tensors::cm_act, tensors::cm_gate, tensors::cm_in_grad, tensors::cm_mu_grads, tensors::cm_out,
-    tensors::cm_out_grad, tensors::cm_residual, tensors::cm_shift, tensors::cm_shift_halo, tensors::cm_value,
-    tensors::cm_value_grad, tensors::cm_wk, tensors::cm_wr, tensors::cm_wv, tensors::embed_dropout,
-    tensors::embed_out, tensors::embed_params, tensors::embed_positions, tensors::embed_table, tensors::embed_norm,
-    tensors::final_norm, tensors::grad_buffers, tensors::grads, tensors::head_in_grad, tensors::head_params,
-    tensors::head_w, tensors::loss, tensors::loss_stats, tensors::mlp_act, tensors::mlp_dropout, tensors::mlp_in_grad,
-    tensors::mlp_out, tensors::mlp_residual, tensors::mlp_w1, tensors::mlp_w2, tensors::mlp_w3, tensors::norm1,
-    tensors::norm2, tensors::params, tensors::pipeline_activations, tensors::pipeline_gradients,
-    tensors::pipeline_recv_activations, tensors::pipeline_recv_gradients, tensors::pipeline_send_activations,
-    tensors::pipeline_send_gradients, tensors::rec_conv, tensors::rec_conv_halo, tensors::rec_decay,
-    tensors::rec_gate, tensors::rec_gate_a, tensors::rec_gate_x, tensors::rec_gated, tensors::rec_in_grad,
-    tensors::rec_out, tensors::rec_residual, tensors::rec_scan, tensors::rec_wo, tensors::rec_wx, tensors::rec_wy,
-    tensors::scan_carry, tensors::tied_embedding_grads, tensors::tm_decay, tensors::tm_decay_a, tensors::tm_decay_act,
-    tensors::tm_decay_b, tensors::tm_gated, tensors::tm_gn, tensors::tm_in_grad, tensors::tm_lora_a,
-    tensors::tm_lora_act, tensors::tm_lora_b, tensors::tm_mix, tensors::tm_mu_grads, tensors::tm_out,
-    tensors::tm_residual, tensors::tm_shift, tensors::tm_shift_halo, tensors::tm_wg, tensors::tm_wk, tensors::tm_wkv,
-    tensors::tm_wo, tensors::tm_wr, tensors::tm_wv, tensors::tp_regather_input, tensors::tp_replicated_grads,
-}};
+#define SCANSHARD_STEP_NAME(id, name) std::string_view(tensors::id),
+inline constexpr auto kStepNames = std::to_array<std::string_view>({SCANSHARD_STEP_NAMES(SCANSHARD_STEP_NAME)});
+#undef SCANSHARD_STEP_NAME
 
 // The registered op `key`, or nullptr.
 [[nodiscard]] constexpr const OpKind* find_op_kind(std::string_view key) {

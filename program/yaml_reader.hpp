@@ -13,6 +13,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "program/names.hpp"
+
 namespace scanshard {
 
 // An input error: bad file, bad key, bad value. The CLI maps it to exit code 2.
@@ -55,21 +57,22 @@ class YamlMap {
   YamlMap required_map(const std::string& key);
   // The raw node of a key (marks it as known); undefined node when absent.
   YAML::Node raw(const std::string& key);
-  // One of a fixed set of names, as its value; `fallback` when absent (the key is known either
-  // way, so a misspelt key's error can suggest it).
+  // One of a fixed set of names (program/names.hpp), as its value; `fallback` when absent (the key
+  // is known either way, so a misspelt key's error can suggest it). An unknown name is an error
+  // listing the table's names.
   template <class E, std::size_t N>
-  E optional_choice(const std::string& key, E fallback, const std::array<std::pair<const char*, E>, N>& names) {
+  E optional_choice(const std::string& key, E fallback, const Names<E, N>& names) {
     if (!has(key)) {
       raw(key);
       return fallback;
     }
+    return required_choice(key, names);
+  }
+  template <class E, std::size_t N>
+  E required_choice(const std::string& key, const Names<E, N>& names) {
     const auto s = required_string(key);
-    std::string allowed;
-    for (const auto& [name, value] : names) {
-      if (s == name) return value;
-      allowed += (allowed.empty() ? "" : ", ") + std::string(name);
-    }
-    throw error(key, "unknown value '" + s + "' (one of: " + allowed + ")");
+    if (const auto v = find_name(names, s)) return *v;
+    throw error(key, unknown_name(names, s));
   }
   std::vector<std::string> keys() const;
 
@@ -92,5 +95,13 @@ class YamlMap {
   std::string path_;
   std::set<std::string> asked_;
 };
+
+// A flag's value (or any text outside a YAML file) looked up in a names table; an unknown name is
+// ConfigError "<where>: unknown value 'x' (one of: a, b)".
+template <class E, std::size_t N>
+E parse_choice(const Names<E, N>& names, const std::string& text, const std::string& where) {
+  if (const auto v = find_name(names, text)) return *v;
+  throw ConfigError(where + ": " + unknown_name(names, text));
+}
 
 }  // namespace scanshard

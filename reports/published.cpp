@@ -42,8 +42,9 @@ Row parse_row(YamlMap& y, const std::string& file, const std::string& source_id,
   r.note = y.optional_string("note", "");
   const YAML::Node model = y.raw("model");
   if (!model.IsDefined()) throw y.error("model", "missing (a preset name or a model mapping)");
-  r.model = model.IsMap() ? parse_model(model, file) : load_model(y.required_string("model"), file + ": " + y.key_path("model"));
-  r.cluster = load_cluster(y.required_string("cluster"), file + ": " + y.key_path("cluster"));
+  r.model = model.IsMap() ? parse_model(model, file)
+                          : load_model(resolve_named_path(y.required_string("model"), file), file + ": " + y.key_path("model"));
+  r.cluster = load_cluster(resolve_named_path(y.required_string("cluster"), file), file + ": " + y.key_path("cluster"));
   const YAML::Node plan = y.raw("plan");
   if (!plan.IsMap()) throw y.error("plan", "expected a mapping of plan keys (mesh, global_batch, seq_len, ...)");
   r.plan = parse_plan(plan, file);

@@ -59,11 +59,7 @@ std::vector<std::int32_t> load_tokens(const std::string& path, TokenFormat forma
   return t.to_vector();
 }
 
-OnNan parse_on_nan(const std::string& s) {
-  if (s == "stop") return OnNan::stop;
-  if (s == "skip") return OnNan::skip;
-  throw ConfigError("--on-nan: '" + s + "' is not one of stop, skip");
-}
+OnNan parse_on_nan(const std::string& s) { return parse_choice(kOnNanNames, s, "--on-nan"); }
 
 namespace {
 

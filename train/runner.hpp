@@ -37,6 +37,7 @@ namespace scanshard::train {
 // the same global values, so every rank decides alike): stop with a NumericalError, or skip the
 // optimizer update of that step (parameters and AdamW moments unchanged) and go on.
 enum class OnNan { stop, skip };
+inline constexpr Names<OnNan, 2> kOnNanNames{{{"stop", OnNan::stop}, {"skip", OnNan::skip}}};
 OnNan parse_on_nan(const std::string& s);  // ConfigError naming --on-nan
 
 // A non-finite loss or gradient: the 1-based step and the first bad gradient tensor (and the first

@@ -37,12 +37,7 @@ struct Tokens::File {
   }
 };
 
-TokenFormat parse_token_format(const std::string& s) {
-  if (s == "bytes") return TokenFormat::bytes;
-  if (s == "uint16") return TokenFormat::uint16;
-  if (s == "uint32") return TokenFormat::uint32;
-  throw ConfigError("--data-format: '" + s + "' is not one of bytes, uint16, uint32");
-}
+TokenFormat parse_token_format(const std::string& s) { return parse_choice(kTokenFormatNames, s, "--data-format"); }
 
 Tokens::Tokens(std::vector<std::int32_t> in_memory) : memory_(std::move(in_memory)), size_(std::int64_t(memory_.size())) {}
 

@@ -13,11 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "program/names.hpp"
 #include "train/comm.hpp"
 
 namespace scanshard::train {
 
 enum class TokenFormat { bytes, uint16, uint32 };
+inline constexpr Names<TokenFormat, 3> kTokenFormatNames{
+    {{"bytes", TokenFormat::bytes}, {"uint16", TokenFormat::uint16}, {"uint32", TokenFormat::uint32}}};
 TokenFormat parse_token_format(const std::string& s);  // ConfigError naming --data-format
 
 class Tokens {

@@ -5,6 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "program/embedded.hpp"
 #include "program/presets.hpp"
 
 #include <algorithm>
@@ -114,6 +115,9 @@ TEST_CASE("CLI unknown presets exit 2 and list what exists", "[cli]") {
   CHECK(r.out.empty());
   auto f = run("models --family gryffin");
   CHECK(f.code == 2);
+  // the family table's names, every one (the transformer family too)
+  CHECK_THAT(f.err, Catch::Contains("--family: unknown value 'gryffin' (one of: griffin, hawk, mqa, rwkv4, rwkv6, transformer)"));
+  CHECK_THAT(run("models --family transformer").out, Catch::Contains("gpt-tiny"));
   CHECK(run("models /no/such/file.yaml").code == 2);
 }
 
@@ -434,6 +438,57 @@ TEST_CASE("a plan made for a slice (plan --devices) round-trips into simulate wi
   CHECK(refused.code == 2);
   CHECK_THAT(refused.err, Catch::Contains("bad.yaml: devices") && Catch::Contains("65"));
   fs::remove_all(dir);
+}
+
+namespace {
+std::string embedded_text(std::string_view path) {
+  for (const auto& f : scanshard::embedded_files())
+    if (f.path == path) return std::string(f.text);
+  FAIL("no embedded file " << path);
+  return "";
+}
+}  // namespace
+
+TEST_CASE("relative model, cluster and chip paths in a YAML file resolve against that file's directory", "[cli][paths]") {
+  // root/{models,chips,clusters,plans,out}: every file names the next by a path relative to itself;
+  // the commands run from root/a/b and from /, where those paths lead nowhere (root/a/b is one
+  // level deeper than root/plans, so the plan's ../models is root/a/models from there).
+  const fs::path root = fs::temp_directory_path() / ("scanshard-relpaths-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  for (const char* d : {"models", "chips", "clusters", "plans", "out", "a/b"}) fs::create_directories(root / d);
+  std::ofstream(root / "models/m.yaml") << embedded_text("configs/models/griffin-tiny.yaml");
+  std::ofstream(root / "chips/core.yaml") << embedded_text("configs/chips/cpu-core.yaml");
+  std::string cluster = embedded_text("configs/clusters/cpu-local.yaml");
+  cluster.replace(cluster.find("chip: cpu-core"), 14, "chip: ../chips/core.yaml");
+  cluster.replace(cluster.find("name: cpu-local"), 15, "name: rel-cluster");
+  std::ofstream(root / "clusters/c.yaml") << cluster;
+  std::ofstream(root / "plans/p.yaml") << "model: ../models/m.yaml\ncluster: ../clusters/c.yaml\nmesh: {data: 2}\n"
+                                          "global_batch: 4\nseq_len: 64\n";
+  const std::string in_elsewhere = "cd " + (root / "a/b").string() + " &&";
+
+  const auto sim = run("simulate --plan ../../plans/p.yaml", in_elsewhere);
+  INFO(sim.err);
+  CHECK(sim.code == 0);
+  CHECK_THAT(sim.out, Catch::Contains("griffin-tiny") && Catch::Contains("rel-cluster") && Catch::Contains("CPU core"));
+  // the same model named by another path to the same file is no mismatch; another model is
+  CHECK(run("simulate --plan ../../plans/p.yaml --model " + (root / "models/m.yaml").string(), in_elsewhere).code == 0);
+  const auto other = run("simulate --plan ../../plans/p.yaml --model hawk-tiny", in_elsewhere);
+  CHECK(other.code == 2);
+  CHECK_THAT(other.err, Catch::Contains("p.yaml: model: the plan was made for") && Catch::Contains("but --model is 'hawk-tiny'"));
+  // a cluster file read from elsewhere finds its chip next to it
+  CHECK(run("clusters " + (root / "clusters/c.yaml").string(), "cd / &&").code == 0);
+
+  // plan --out writes paths relative to the plan file, so the plan works from anywhere
+  const auto made =
+      run("plan --model ../../models/m.yaml --cluster ../../clusters/c.yaml --global-batch 4 --seq-len 64 --top 1 --out "
+          "../../out/q.yaml",
+          in_elsewhere);
+  INFO(made.err);
+  REQUIRE(made.code == 0);
+  const std::string written = slurp(root / "out/q.yaml");
+  CHECK_THAT(written, Catch::Contains("model: ../models/m.yaml") && Catch::Contains("cluster: ../clusters/c.yaml"));
+  CHECK(run("simulate --plan " + (root / "out/q.yaml").string(), "cd / &&").code == 0);
+  fs::remove_all(root);
 }
 
 TEST_CASE("CLI refuses a FIFO as a plan, model, trace or validate.json at once: exit 2 naming it, nothing waits", "[cli]") {

@@ -63,7 +63,7 @@ TEST_CASE("model errors: reasons for each kind of bad value", "[config]") {
       {"name: t\nfamily: [hawk\n", "YAML syntax error"},
       {"", "file is empty"},
       {"- a\n- b\n", "expected a mapping"},
-      {replace(kHawk, "family: hawk", "family: gryffin"), "family: unknown family 'gryffin'"},
+      {replace(kHawk, "family: hawk", "family: gryffin"), "family: unknown value 'gryffin' (one of: griffin, hawk, mqa, rwkv4, rwkv6, transformer)"},
       {replace(kHawk, "width: 64", "width: [1, 2]"), "width: expected an integer, got a list"},
       {replace(kHawk, "width: 64", "width: 1.5"), "width: expected an integer, got '1.5'"},
       {replace(kHawk, "width: 64", "width: 0"), "width: must be positive, got 0"},
@@ -125,7 +125,7 @@ TEST_CASE("cluster errors name file key and reason", "[config]") {
   struct Case { std::string text; std::string fragment; };
   const Case cases[] = {
       {replace(kCluster, "chip: tpu-v5e", "chip: tpu-v99"), "c.yaml:2:7: chip: unknown chip preset 'tpu-v99'"},
-      {replace(kCluster, "kind: torus", "kind: hypercube"), "c.yaml:4:9: topology.kind: unknown topology 'hypercube'"},
+      {replace(kCluster, "kind: torus", "kind: hypercube"), "c.yaml:4:9: topology.kind: unknown value 'hypercube' (one of: torus, islands)"},
       {replace(kCluster, "wraparound: true", "wraparound: [true]"), "topology.wraparound: expected true/false or one true/false per dimension (2)"},
       {replace(kCluster, "dims: [4, 4]", "dims: [4, 0]"), "topology.dims: each dimension must be in 1..4096, got 0"},
       {replace(kCluster, "link_bytes_per_s: 4.5e10", "link_bytes_per_s: -1"), "topology.link_bytes_per_s: must be positive"},

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "program/cluster.hpp"
 #include "program/lower.hpp"
@@ -123,6 +124,10 @@ TEST_CASE("every per-kernel efficiency key is a registered op, and op keys are u
   for (const char* k : kTunedOps) CHECK(find_op_kind(k) != nullptr);
   for (const auto& k : kOpKinds) CHECK(find_op_kind(k.key) == &k);  // keys are unique
   for (const auto n : kStepNames) CHECK(is_step_name(n));
+  // one list (steps.hpp's X-macros) makes the constants and the registries: every name once
+  CHECK(std::set<std::string_view>(kStepNames.begin(), kStepNames.end()).size() == kStepNames.size());
+  CHECK(std::string_view(tensors::rec_scan) == "rec.scan");
+  CHECK(find_op_kind(ops::rglru_scan)->cls == OpClass::scan);
   CHECK(find_op_kind("no.such.op") == nullptr);
   CHECK(step_key(ops::linear, tensors::mlp_w1) == "linear|mlp.w1");
 }

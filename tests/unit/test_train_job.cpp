@@ -142,9 +142,9 @@ TEST_CASE("train: an input error's message reaches the terminal at 2, 3 and 4 ra
     std::string args, message;
   };
   const std::vector<Case> cases = {
-      {2, "--on-nan bogus", "--on-nan: 'bogus' is not one of stop, skip"},                // input checks
-      {2, "--checkpoint-dir " + file + "/sub", "--checkpoint-dir"},                       // output checks (rank 0 decides)
-      {3, "", "has 2 devices but the job has 3 ranks"},                                   // mesh ≠ ranks
+      {2, "--on-nan bogus", "--on-nan: unknown value 'bogus' (one of: stop, skip)"},  // input checks
+      {2, "--checkpoint-dir " + file + "/sub", "--checkpoint-dir"},                   // output checks (rank 0 decides)
+      {3, "", "has 2 devices but the job has 3 ranks"},                               // mesh ≠ ranks
       {4, "", "has 2 devices but the job has 4 ranks"},
   };
   for (const auto& c : cases)
