@@ -95,7 +95,7 @@ inline std::string simd_isa() {
 // loop (128 independent lanes, one multiply-add each per rep), dispatched to the same SIMD target
 // as the kernels, on every OpenMP thread. lane_ops() = multiply-adds done per call.
 struct VectorPeak {
-  long reps = 1L << 17;
+  long reps = 1L << 19;
   int threads = 1;
   void operator()() {
     threads = omp_get_max_threads();
@@ -118,19 +118,23 @@ struct Work {
   double bytes, mul_ops;
 };
 
-// Own roofline = max(bytes at the triad bandwidth, mul_ops at the vector peak), per round from
-// the same round's triad and FMA-loop times; the fraction achieved = roofline time / kernel time.
+// Own roofline = max(bytes at the triad bandwidth, mul_ops at the vector peak); the fraction
+// achieved = roofline time / kernel time, per round. The bandwidth is the same round's triad (the
+// shared memory bus drifts by tens of percent between seconds); the peak is the best FMA-loop
+// round of the run (a vector unit does not drift — a slow round only means the loop lost its core
+// to another process for a while, which would credit the kernel with a roofline it never had).
 struct OwnRoofline {
   double fraction, lo, hi;  // median and range over rounds
-  const char* bound;        // the larger term in the median round: "memory" or "vector"
+  const char* bound;        // the larger term over the median round: "memory" or "vector"
   double memory_share;      // memory term / vector term (median over rounds)
 };
 inline OwnRoofline own_roofline(const Work& w, const std::vector<double>& kernel_s, double triad_bytes,
                                 const std::vector<double>& triad_s, double peak_lane_ops,
                                 const std::vector<double>& peak_s) {
+  const double vec = w.mul_ops / (peak_lane_ops / *std::min_element(peak_s.begin(), peak_s.end()));
   std::vector<double> f, mem_over_vec;
   for (std::size_t r = 0; r < kernel_s.size(); ++r) {
-    const double mem = w.bytes / (triad_bytes / triad_s[r]), vec = w.mul_ops / (peak_lane_ops / peak_s[r]);
+    const double mem = w.bytes / (triad_bytes / triad_s[r]);
     f.push_back(std::max(mem, vec) / kernel_s[r]);
     mem_over_vec.push_back(mem / vec);
   }
