@@ -93,21 +93,26 @@ inline std::string simd_isa() {
 // ─── a kernel's own roofline (issue 27) ─────────────────────────────────────────────────────────
 // The vector unit's peak, measured in the same rounds as the kernels: measure/vector_loops' FMA
 // loop (128 independent lanes, one multiply-add each per rep), dispatched to the same SIMD target
-// as the kernels, on every OpenMP thread. lane_ops() = multiply-adds done per call.
+// as the kernels, on every OpenMP thread. Each thread times its own loop and the rates add up, so
+// a thread that waits for its core (the machine is shared) does not lower the peak; best() is
+// the best call of the run (a vector unit does not drift, unlike the memory bus).
 struct VectorPeak {
   long reps = 1L << 19;
-  int threads = 1;
+  std::vector<double> rates;  // multiply-adds per second, one entry per call
   void operator()() {
-    threads = omp_get_max_threads();
-#pragma omp parallel
+    double sum = 0;
+#pragma omp parallel reduction(+ : sum)
     {
       alignas(64) float acc[128];
       for (int j = 0; j < 128; ++j) acc[j] = 1.0f + 1e-3f * float(j);
+      const double t0 = now();
       scanshard::vector_loops::fma_lanes128(acc, reps, 0.999f, 1e-3f);
+      sum += 128.0 * double(reps) / (now() - t0);
       if (acc[0] == 12345.0f) std::printf(" ");  // keep the result alive
     }
+    rates.push_back(sum);
   }
-  double lane_ops() const { return 128.0 * double(reps) * threads; }
+  double best() const { return *std::max_element(rates.begin(), rates.end()); }
 };
 
 // What one call of a kernel must do at least: bytes through DRAM, and multiply-class vector
@@ -120,18 +125,15 @@ struct Work {
 
 // Own roofline = max(bytes at the triad bandwidth, mul_ops at the vector peak); the fraction
 // achieved = roofline time / kernel time, per round. The bandwidth is the same round's triad (the
-// shared memory bus drifts by tens of percent between seconds); the peak is the best FMA-loop
-// round of the run (a vector unit does not drift — a slow round only means the loop lost its core
-// to another process for a while, which would credit the kernel with a roofline it never had).
+// shared memory bus drifts by tens of percent between seconds); the peak is VectorPeak::best().
 struct OwnRoofline {
   double fraction, lo, hi;  // median and range over rounds
   const char* bound;        // the larger term over the median round: "memory" or "vector"
   double memory_share;      // memory term / vector term (median over rounds)
 };
 inline OwnRoofline own_roofline(const Work& w, const std::vector<double>& kernel_s, double triad_bytes,
-                                const std::vector<double>& triad_s, double peak_lane_ops,
-                                const std::vector<double>& peak_s) {
-  const double vec = w.mul_ops / (peak_lane_ops / *std::min_element(peak_s.begin(), peak_s.end()));
+                                const std::vector<double>& triad_s, double peak_lane_ops_per_s) {
+  const double vec = w.mul_ops / peak_lane_ops_per_s;
   std::vector<double> f, mem_over_vec;
   for (std::size_t r = 0; r < kernel_s.size(); ++r) {
     const double mem = w.bytes / (triad_bytes / triad_s[r]);
