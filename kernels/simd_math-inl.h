@@ -176,7 +176,6 @@ HWY_INLINE VF TanhE(VF x) { return hn::Tanh(DF(), x); }
 
 // tanh-GeLU (kernels.hpp gelu_ref): th = tanh(√(2/π)(x + 0.044715x³)); gelu = ½x(1 + th);
 // gelu' = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²).
-struct GeluParts { VF th, value, grad; };
 HWY_INLINE VF GeluTh(VF x) {
   const DF d;
   const VF x2 = hn::Mul(x, x);
@@ -187,16 +186,16 @@ HWY_INLINE VF Gelu(VF x) {
   const VF hx = hn::Mul(hn::Set(d, 0.5f), x);
   return hn::MulAdd(hx, GeluTh(x), hx);
 }
-HWY_INLINE GeluParts GeluWithGrad(VF x) {
+// (value and gradient through references: SVE vectors cannot be struct members)
+HWY_INLINE void GeluWithGrad(VF x, VF& value, VF& grad) {
   const DF d;
   const VF one = hn::Set(d, 1.0f), half = hn::Set(d, 0.5f);
   const VF th = GeluTh(x);
   const VF hx = hn::Mul(half, x);
-  const VF value = hn::MulAdd(hx, th, hx);
+  value = hn::MulAdd(hx, th, hx);
   // ½x(1 − th²)·c(1 + 3a x²)
   const VF slope = hn::Mul(hn::Set(d, 0.7978845608028654f), hn::MulAdd(hn::Set(d, 3.0f * 0.044715f), hn::Mul(x, x), one));
-  const VF grad = hn::MulAdd(hn::Mul(hx, hn::NegMulAdd(th, th, one)), slope, hn::MulAdd(half, th, half));
-  return {th, value, grad};
+  grad = hn::MulAdd(hn::Mul(hx, hn::NegMulAdd(th, th, one)), slope, hn::MulAdd(half, th, half));
 }
 
 // Prefetch into L2 (the T1 hint), for reading or for writing. __builtin_prefetch is portable; on

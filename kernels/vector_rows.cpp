@@ -72,11 +72,12 @@ void GeluMulGrad(float* da, float* db, const float* dout, const float* a, const 
                  bool accumulate) {
   const DF d;
   ForVectors(n, [&](auto io, size_t i) {
-    const GeluParts p = GeluWithGrad(io.ld(a + i));
+    VF value, grad;
+    GeluWithGrad(io.ld(a + i), value, grad);
     const VF go = io.ld(dout + i);
     const VF gb = b ? hn::Mul(go, io.ld(b + i)) : go;
-    if (da) io.st(da + i, hn::MulAdd(gb, p.grad, accumulate ? io.ld(da + i) : hn::Zero(d)));
-    if (db && b) io.st(db + i, hn::MulAdd(go, p.value, accumulate ? io.ld(db + i) : hn::Zero(d)));
+    if (da) io.st(da + i, hn::MulAdd(gb, grad, accumulate ? io.ld(da + i) : hn::Zero(d)));
+    if (db && b) io.st(db + i, hn::MulAdd(go, value, accumulate ? io.ld(db + i) : hn::Zero(d)));
   });
 }
 void NegExpOfSum(float* out, const float* a, const float* b, size_t n) {
