@@ -51,24 +51,31 @@ void ConvForwardTask(float* y, const float* x, const float* state_in, const i64*
 void ConvBackwardTask(float* dx, float* dstate_in, float* acc, const float* dy, const float* x,
                       const float* state_in, const i64* lb, const float* w, bool want_dw, bool want_dbias,
                       i64 b, i64 T, i64 R, i64 K, i64 r0, i64 n) {
-  std::vector<const float*> xs(static_cast<size_t>(K));
-  std::vector<float*> dxs(static_cast<size_t>(K));
+  // row by row (one pass over the channels per tap): interleaving the taps inside one vector loop
+  // was 1.4x slower (bench, AVX3)
   for (i64 t = 0; t < T; ++t) {
-    const i64 L = lb[t];
-    for (i64 j = 0; j <= L; ++j) {
-      xs[size_t(j)] = InputRow(x, state_in, b, t - j, T, R, K);
-      dxs[size_t(j)] = const_cast<float*>(InputRow(dx, dstate_in, b, t - j, T, R, K));
-    }
     const float* g = dy + (b * T + t) * R + r0;
-    ForVectors(size_t(n), [&](auto io, size_t i) {
-      const VF gv = io.ld(g + i);
-      if (want_dbias) io.st(acc + K * R + r0 + i, hn::Add(io.ld(acc + K * R + r0 + i), gv));
-      for (i64 j = 0; j <= L; ++j) {
-        const i64 tap = (K - 1 - j) * R + r0 + i;
-        if (float* dxr = dxs[size_t(j)]) io.st(dxr + r0 + i, hn::MulAdd(gv, io.ld(w + tap), io.ld(dxr + r0 + i)));
-        if (want_dw && xs[size_t(j)]) io.st(acc + tap, hn::MulAdd(gv, io.ld(xs[size_t(j)] + r0 + i), io.ld(acc + tap)));
+    if (want_dbias) {
+      float* ab = acc + K * R + r0;
+      ForVectors(size_t(n), [&](auto io, size_t i) { io.st(ab + i, hn::Add(io.ld(ab + i), io.ld(g + i))); });
+    }
+    for (i64 j = 0; j <= lb[t]; ++j) {
+      const i64 tap = (K - 1 - j) * R + r0;
+      if (float* dxr = const_cast<float*>(InputRow(dx, dstate_in, b, t - j, T, R, K))) {
+        dxr += r0;
+        ForVectors(size_t(n), [&](auto io, size_t i) {
+          io.st(dxr + i, hn::MulAdd(io.ld(g + i), io.ld(w + tap + i), io.ld(dxr + i)));
+        });
       }
-    });
+      const float* xr = InputRow(x, state_in, b, t - j, T, R, K);
+      if (want_dw && xr) {
+        xr += r0;
+        float* aw = acc + tap;
+        ForVectors(size_t(n), [&](auto io, size_t i) {
+          io.st(aw + i, hn::MulAdd(io.ld(g + i), io.ld(xr + i), io.ld(aw + i)));
+        });
+      }
+    }
   }
 }
 
