@@ -3,9 +3,11 @@
 //     bandwidth and GEMM ceilings, at 1 and all threads;
 //  2. WKV-4: fast vs reference speedup; bandwidth vs triad (forward moves 12 B per element: k, v
 //     read, y written; backward 28 B: k, v, dy read, dk, dv read + written). Goal ≥ 0.85 of triad;
-//  3. WKV-6: sequential reference vs the chunked fast kernel (chunk 1 = per-token form, 16, 32,
-//     64): nominal FLOP/s (4N² per token and head forward, the sequential count, 8N² backward +
-//     recompute) vs sgemm, bytes/s (forward 20 B per element: r, k, v, log w read, y written) vs triad;
+//  3. WKV-6: sequential reference vs the chunked fast kernel at chunk 1 (per-token form) … 128,
+//     round-robin: speedup per round (median and worst), nominal FLOP/s (4N² per token and head
+//     forward, the sequential count, 8N² backward + recompute) vs sgemm, and the own roofline;
+//  Every kernel also prints its own roofline: max(bytes at the same-run triad, multiply-class
+//  vector work at the same-run FMA peak of the dispatched target; bench_util.hpp) and the bound.
 //  4. one full RWKV-6 layer training step (LN, time mix with LoRAs, WKV-6, GroupNorm, channel mix,
 //     forward + backward) at B·T = 1024 tokens, D = 768: tokens/s and the per-op breakdown.
 // Not for: correctness (tests/kernels). Usage: bench_rwkv [quick]  (quick = smaller sizes).
@@ -235,6 +237,7 @@ int main(int argc, char** argv) {
       // triad (a = b + s·c over the same element count), forward, backward: round-robin, and the
       // ratios per round (bench_util.hpp: best-of timings let one lucky triad set the denominator)
       std::vector<float> ta(static_cast<size_t>(n)), tb_ = filled(n, 1, 1, 45), tc = filled(n, 1, 1, 46);
+      bench::VectorPeak peak;
       std::vector<std::function<void()>> fns = {
           [&] {
             const float s = 3.0f;
@@ -248,7 +251,8 @@ int main(int argc, char** argv) {
           [&] {
             k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
                                    vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4);
-          }};
+          },
+          std::ref(peak)};
       const auto t = bench::rounds(quick ? 3 : 7, fns);
       std::vector<double> ratio_f, ratio_b;
       for (std::size_t r = 0; r < t[0].size(); ++r) {
@@ -270,6 +274,16 @@ int main(int argc, char** argv) {
                   tf * 1e3, rf * 1e3, rf / tf, bwf, bench::median(ratio_f), isa.c_str());
       std::printf("  backward: fast %.1f ms, reference %.1f ms, speedup %.1fx; %.2f GB/s = %.2f of triad (median of per-round ratios) %s\n",
                   tb * 1e3, rb * 1e3, rb / tb, bwb, bench::median(ratio_b), isa.c_str());
+      std::printf("  vector peak %.1f G multiply-adds/s (best FMA-loop call, threads timed separately, %s)\n", peak.best() / 1e9,
+                  isa.c_str());
+      // multiply-class vector work per element, counted from kernels/rwkv4.cpp (on AVX3 each 2^y
+      // has one vscalefps more): forward LazyCol 12 (x 1, 2^y 1 + 5, rescale 2, E 1, y 1, a 1);
+      // backward 47 = two state steps of 9 (pass 1 and the segment's recompute: ScaledPair 6, state 3)
+      // + AdjointStep 29 (two ScaledPair 12, gk 2, gv 1, dw 3, da db 2, 1/den 1, y 3, gz 1, 4 products)
+      const bool avx3 = isa == "AVX3";
+      const bench::Work wf{12.0 * n, (avx3 ? 13.0 : 12.0) * n}, wb{28.0 * n, (avx3 ? 51.0 : 47.0) * n};
+      bench::print_roofline("forward ", bench::own_roofline(wf, t[1], 12.0 * n, t[0], peak.best()), isa);
+      bench::print_roofline("backward", bench::own_roofline(wb, t[2], 12.0 * n, t[0], peak.best()), isa);
       // compute ceiling: B = 1 slices of 16 and 8 tokens that stay in L2; the difference per
       // element is the kernel's in-cache cost, against the DRAM budget the goal allows
       auto bwd_at = [&](i64 Tc) {
@@ -300,33 +314,65 @@ int main(int argc, char** argv) {
       for (auto& x : lw) x = std::min(x, -1e-3f);  // log w ∈ [−0.55, −0.05]: w ∈ [0.58, 0.95]
       std::vector<float> y(static_cast<size_t>(n)), dr(static_cast<size_t>(n)), dk(static_cast<size_t>(n)), dv(static_cast<size_t>(n)), dlw(static_cast<size_t>(n)), du(static_cast<size_t>(D));
       const double flop_f = 4.0 * B6 * T6 * H6 * N6 * N6, flop_b = 8.0 * B6 * T6 * H6 * N6 * N6 + flop_f;
-      const double rf = best_of(1, [&] {
-        k::ref::wkv6_forward<float>(y.data(), nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr,
-                                    B6, T6, H6, N6);
-      });
-      const double rb = best_of(1, [&] {
-        k::ref::wkv6_backward<float>(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), nullptr, dy.data(),
-                                     nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6, T6, H6,
-                                     N6);
-      });
       std::printf("WKV-6 B=%ld T=%ld H=%ld N=%ld (nominal %.2f GFLOP fwd, %.2f GFLOP bwd)\n", long(B6), long(T6),
                   long(H6), long(N6), flop_f / 1e9, flop_b / 1e9);
-      std::printf("  reference (sequential): fwd %.1f ms = %.2f GFLOP/s (%.3f of sgemm), bwd %.1f ms = %.2f GFLOP/s\n",
-                  rf * 1e3, flop_f / rf / 1e9, flop_f / rf / 1e9 / gemm, rb * 1e3, flop_b / rb / 1e9);
-      for (i64 chunk : {i64(1), i64(16), i64(32), i64(64)}) {
-        const double tf = best_of(3, [&] {
+      // round-robin: triad, FMA peak, the sequential reference and the chunked kernel at every
+      // chunk size, forward and backward; speedups and roofline fractions per round
+      std::vector<float> ta(static_cast<size_t>(n)), tb_ = filled(n, 1, 1, 56), tc = filled(n, 1, 1, 57);
+      bench::VectorPeak peak;
+      const std::vector<i64> chunks = {1, 2, 4, 8, 16, 32, 64, 128};
+      std::vector<std::function<void()>> fns = {
+          [&] {
+            const float s = 3.0f;
+#pragma omp parallel for simd schedule(static)
+            for (i64 i = 0; i < n; ++i) ta[i] = tb_[i] + s * tc[i];
+          },
+          std::ref(peak),
+          [&] {
+            k::ref::wkv6_forward<float>(y.data(), nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(),
+                                        nullptr, B6, T6, H6, N6);
+          },
+          [&] {
+            k::ref::wkv6_backward<float>(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), nullptr, dy.data(),
+                                         nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6, T6,
+                                         H6, N6);
+          }};
+      for (i64 chunk : chunks) {
+        fns.push_back([&, chunk] {
           k::fast::wkv6_forward(y.data(), nullptr, r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6,
                                 T6, H6, N6, chunk);
         });
-        const double tb = best_of(2, [&] {
+        fns.push_back([&, chunk] {
           k::fast::wkv6_backward(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), nullptr, dy.data(), nullptr,
                                  r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6, T6, H6, N6, chunk);
         });
-        const double bw = 20.0 * n / tf / 1e9;
-        std::printf("  fast chunk %2ld: fwd %.2f ms = %.2f GFLOP/s (%.3f of sgemm), %.2f GB/s (%.3f of triad), "
-                    "speedup %.1fx | bwd %.2f ms = %.2f GFLOP/s, speedup %.1fx %s\n",
-                    long(chunk), tf * 1e3, flop_f / tf / 1e9, flop_f / tf / 1e9 / gemm, bw, bw / triad, rf / tf,
-                    tb * 1e3, flop_b / tb / 1e9, rb / tb, isa.c_str());
+      }
+      const auto t = bench::rounds(quick ? 2 : 3, fns);
+      const double rf = bench::median(t[2]), rb = bench::median(t[3]);
+      std::printf("  reference (sequential): fwd %.1f ms = %.2f GFLOP/s (%.3f of sgemm), bwd %.1f ms = %.2f GFLOP/s\n",
+                  rf * 1e3, flop_f / rf / 1e9, flop_f / rf / 1e9 / gemm, rb * 1e3, flop_b / rb / 1e9);
+      std::printf("  vector peak %.1f G multiply-adds/s (best FMA-loop call, threads timed separately, %s)\n", peak.best() / 1e9,
+                  isa.c_str());
+      // own roofline: bytes (forward r, k, v, log w read, y written = 20 B per element; backward
+      // r, k, v, log w, dy read and dr, dk, dv, dlog w accumulated = 52 B) at the triad, and the
+      // nominal FLOPs (the sequential count: one multiply-add per 2 FLOPs) at the FMA peak
+      const bench::Work wf{20.0 * n, flop_f / 2}, wb{52.0 * n, flop_b / 2};
+      for (std::size_t c = 0; c < chunks.size(); ++c) {
+        const auto& tf = t[4 + 2 * c];
+        const auto& tb = t[5 + 2 * c];
+        std::vector<double> sf, sb;  // per-round speedups over the reference
+        for (std::size_t q = 0; q < tf.size(); ++q) {
+          sf.push_back(t[2][q] / tf[q]);
+          sb.push_back(t[3][q] / tb[q]);
+        }
+        const double mf = bench::median(tf), mb = bench::median(tb);
+        std::printf("  fast chunk %3ld: fwd %.2f ms = %.2f GFLOP/s (%.3f of sgemm), speedup %.1fx (min %.1fx) | "
+                    "bwd %.2f ms = %.2f GFLOP/s, speedup %.1fx (min %.1fx) %s\n",
+                    long(chunks[c]), mf * 1e3, flop_f / mf / 1e9, flop_f / mf / 1e9 / gemm, bench::median(sf),
+                    *std::min_element(sf.begin(), sf.end()), mb * 1e3, flop_b / mb / 1e9, bench::median(sb),
+                    *std::min_element(sb.begin(), sb.end()), isa.c_str());
+        bench::print_roofline("  fwd", bench::own_roofline(wf, tf, 12.0 * n, t[0], peak.best()), isa);
+        bench::print_roofline("  bwd", bench::own_roofline(wb, tb, 12.0 * n, t[0], peak.best()), isa);
       }
     }
     // ── one RWKV-6 layer training step ──

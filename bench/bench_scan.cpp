@@ -3,12 +3,20 @@
 //
 // Bytes that must move per element (fp32): forward reads x, ga, gx and writes y = 16 B;
 // backward reads dy, y (h_{t−1}), x, ga, gx, reads+writes dx (accumulated), writes dga, dgx
-// = 36 B. Triad a = b + s·c counts 12 B per element (STREAM convention). Goal: ratio ≥ 0.85.
+// = 36 B. Triad a = b + s·c counts 12 B per element (STREAM convention). Goal: ratio ≥ 0.85, or
+// ≥ 0.9 of the kernel's own roofline: max(bytes at the triad, multiply-class vector work at the
+// same run's FMA peak of the dispatched target; bench_util.hpp) — printed with the bound.
+// Vector work per element, counted from kernels/rglru.cpp (mul + multiply-add lane ops; the same
+// on every target): forward 26 = σ pair 15 (two 2^y of 5 FMAs + their argument scaling 2, the
+// shared-division products 3; on AVX3 two σ of 7 with vscalefps) + decay 2^y 6 + √(1 − a²) 1
+// + h update 3 + Π a 1; backward 37 = σ pair and decay 21 + 1 − a² 1 + i x 1 + q 1 + dlog_a 2
+// + dlog_sum 1 + dga 4 + dh m 1 + dgx 3 + dx 1 + carry 1.
 // Arrays are 64-byte aligned (kernels::AlignedVec, as the runner's), so the backward streams
 // dga, dgx out; it is also timed with ordinary stores for the same-run comparison.
 // Not for: correctness (tests/kernels) or GEMM speed (bench_gemm).
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -39,7 +47,8 @@ int main(int argc, char** argv) {
   for (i64 r = 0; r < R; ++r) lambda[r] = -2.0f + 4.0f * float(r) / float(R);
   for (int th : bench::thread_counts()) {
     bench::set_threads(th);
-    // triad, forward, backward, backward with ordinary stores: round-robin, ratios per round
+    // triad, forward, backward, backward with ordinary stores, the FMA peak: round-robin, ratios per round
+    bench::VectorPeak peak;
     std::vector<std::function<void()>> fns = {
         [&] {
           const float s = 3.0f;
@@ -59,7 +68,8 @@ int main(int argc, char** argv) {
           k::fast::rglru_scan_backward(dx.data(), dga.data(), dgx.data(), dhin.data(), dl.data(), dy.data(), nullptr,
                                        y.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr, lambda.data(), B,
                                        T, R, /*stream_min_bytes=*/i64(1) << 62);
-        }};
+        },
+        std::ref(peak)};
     const auto t = bench::rounds(9, fns);
     const double bytes[4] = {12.0 * n, 16.0 * n, 36.0 * n, 36.0 * n};
     std::vector<double> ratio[4];
@@ -75,6 +85,13 @@ int main(int argc, char** argv) {
                 bench::median(ratio[2]), lo(ratio[2]), hi(ratio[2]), isa.c_str());
     std::printf("threads %d: scan bwd with ordinary stores for dga, dgx %.1f GB/s ratio %.2f (%.2f-%.2f) %s\n", th,
                 gbs(3), bench::median(ratio[3]), lo(ratio[3]), hi(ratio[3]), isa.c_str());
+    std::printf("threads %d: vector peak %.1f G multiply-adds/s (best FMA-loop call, threads timed separately, %s)\n", th,
+                peak.best() / 1e9, isa.c_str());
+    const bench::Work work[4] = {{}, {16.0 * n, 26.0 * n}, {36.0 * n, 37.0 * n}, {36.0 * n, 37.0 * n}};
+    const char* names[4] = {"", "scan fwd", "scan bwd", "scan bwd, ordinary stores,"};
+    for (int f = 1; f < 4; ++f)
+      bench::print_roofline(names[f], bench::own_roofline(work[f], t[f], bytes[0], t[0], peak.best()),
+                            isa);
     // compute ceiling: the same kernels on B = 1 slices that stay in L2 (9 rows of R floats per
     // token: 16 tokens of R = 1024 are 0.6 MB); the per-element time is the difference between
     // T = 16 and T = 8 (removes the per-call setup), divided by 8·R.

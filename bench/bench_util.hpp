@@ -1,5 +1,7 @@
 // bench/bench_util.hpp — tiny helpers shared by the kernel benchmarks: wall clock, best-of-n
-// timing, thread count control, the SIMD target of the dispatched kernels. Not for: tests (no assertions here; benchmarks only print).
+// timing, thread count control, the SIMD target of the dispatched kernels, and a kernel's own
+// roofline against the same run's triad and vector peak. Not for: tests (no assertions here;
+// benchmarks only print).
 #pragma once
 #include <cblas.h>
 #include <omp.h>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "kernels/simd.hpp"
+#include "measure/vector_loops.hpp"
 
 namespace bench {
 
@@ -85,6 +88,65 @@ inline std::string simd_isa() {
     return scanshard::kernels::simd::current_target();
   }();
   return isa;
+}
+
+// ─── a kernel's own roofline (issue 27) ─────────────────────────────────────────────────────────
+// The vector unit's peak, measured in the same rounds as the kernels: measure/vector_loops' FMA
+// loop (128 independent lanes, one multiply-add each per rep), dispatched to the same SIMD target
+// as the kernels, on every OpenMP thread. Each thread times its own loop and the rates add up, so
+// a thread that waits for its core (the machine is shared) does not lower the peak; best() is
+// the best call of the run (a vector unit does not drift, unlike the memory bus).
+struct VectorPeak {
+  long reps = 1L << 19;
+  std::vector<double> rates;  // multiply-adds per second, one entry per call
+  void operator()() {
+    double sum = 0;
+#pragma omp parallel reduction(+ : sum)
+    {
+      alignas(64) float acc[128];
+      for (int j = 0; j < 128; ++j) acc[j] = 1.0f + 1e-3f * float(j);
+      const double t0 = now();
+      scanshard::vector_loops::fma_lanes128(acc, reps, 0.999f, 1e-3f);
+      sum += 128.0 * double(reps) / (now() - t0);
+      if (acc[0] == 12345.0f) std::printf(" ");  // keep the result alive
+    }
+    rates.push_back(sum);
+  }
+  double best() const { return *std::max_element(rates.begin(), rates.end()); }
+};
+
+// What one call of a kernel must do at least: bytes through DRAM, and multiply-class vector
+// lane operations (multiplies and multiply-adds, counted from the kernel's vector code per
+// target; additions, comparisons, divisions and square roots run on other pipes and are not
+// counted, so the vector bound is a lower bound on the time).
+struct Work {
+  double bytes, mul_ops;
+};
+
+// Own roofline = max(bytes at the triad bandwidth, mul_ops at the vector peak); the fraction
+// achieved = roofline time / kernel time, per round. The bandwidth is the same round's triad (the
+// shared memory bus drifts by tens of percent between seconds); the peak is VectorPeak::best().
+struct OwnRoofline {
+  double fraction, lo, hi;  // median and range over rounds
+  const char* bound;        // the larger term over the median round: "memory" or "vector"
+  double memory_share;      // memory term / vector term (median over rounds)
+};
+inline OwnRoofline own_roofline(const Work& w, const std::vector<double>& kernel_s, double triad_bytes,
+                                const std::vector<double>& triad_s, double peak_lane_ops_per_s) {
+  const double vec = w.mul_ops / peak_lane_ops_per_s;
+  std::vector<double> f, mem_over_vec;
+  for (std::size_t r = 0; r < kernel_s.size(); ++r) {
+    const double mem = w.bytes / (triad_bytes / triad_s[r]);
+    f.push_back(std::max(mem, vec) / kernel_s[r]);
+    mem_over_vec.push_back(mem / vec);
+  }
+  const double share = median(mem_over_vec);
+  return {median(f), *std::min_element(f.begin(), f.end()), *std::max_element(f.begin(), f.end()),
+          share >= 1.0 ? "memory" : "vector", share};
+}
+inline void print_roofline(const char* kernel, const OwnRoofline& o, const std::string& isa) {
+  std::printf("  %s own roofline: %s-bound (memory / vector time %.2f), achieved %.2f (%.2f-%.2f) %s\n", kernel,
+              o.bound, o.memory_share, o.fraction, o.lo, o.hi, isa.c_str());
 }
 
 }  // namespace bench

@@ -1,10 +1,12 @@
 // kernels/mlp.cpp — see mlp.hpp. The fast path is three sgemms plus one fused elementwise pass in
-// each direction (the gelu product and its derivative read h1, h2 once).
+// each direction (the gelu product and its derivative read h1, h2 once), SIMD-dispatched rows
+// (vector_rows.hpp).
 #include "kernels/mlp.hpp"
 
 #include <algorithm>
 
 #include "kernels/linear.hpp"
+#include "kernels/vector_rows.hpp"
 
 namespace scanshard::kernels {
 
@@ -61,30 +63,14 @@ SCANSHARD_INSTANTIATE(double)
 namespace fast {
 
 void gelu_mul_forward(float* out, const float* a, const float* b, i64 n) {
-  if (b) {
-    #pragma omp parallel for simd schedule(static)
-    for (i64 i = 0; i < n; ++i) out[i] = gelu_fast(a[i]) * b[i];
-  } else {
-    #pragma omp parallel for simd schedule(static)
-    for (i64 i = 0; i < n; ++i) out[i] = gelu_fast(a[i]);
-  }
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::gelu_mul(out + i, a + i, b ? b + i : nullptr, len); });
 }
 
 void gelu_mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, i64 n) {
-  if (b) {
-    #pragma omp parallel for simd schedule(static)
-    for (i64 i = 0; i < n; ++i) {
-      const float x = a[i];
-      const float th = tanh_fast(kGeluC * (x + 0.044715f * x * x * x));
-      const float gl = 0.5f * x * (1.0f + th);
-      const float gd = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kGeluC * (1.0f + 3.0f * 0.044715f * x * x);
-      if (da) da[i] += dout[i] * b[i] * gd;
-      if (db) db[i] += dout[i] * gl;
-    }
-  } else if (da) {
-    #pragma omp parallel for simd schedule(static)
-    for (i64 i = 0; i < n; ++i) da[i] += dout[i] * gelu_grad_fast(a[i]);
-  }
+  rows::for_spans(n, [&](i64 i, i64 len) {
+    rows::gelu_mul_grad(da ? da + i : nullptr, db ? db + i : nullptr, dout + i, a + i, b ? b + i : nullptr, len,
+                        /*accumulate=*/true);
+  });
 }
 
 void gated_mlp_forward(float* y, float* h1, float* h2, float* g, const float* x, const float* w1,
@@ -108,15 +94,9 @@ void gated_mlp_backward(float* dx, float* dw1, float* db1, float* dw2, float* db
   for (i64 i = 0; i < M * F; ++i) dg[i] = 0.0f;
   linear_backward(dg, dw3, db3, dy, g, w3, M, F, D);
   // fused: dh1 = dg ⊙ h2 ⊙ gelu'(h1), dh2 = dg ⊙ gelu(h1) (written)
-  #pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < M * F; ++i) {
-    const float a = h1[i];
-    const float th = tanh_fast(kGeluC * (a + 0.044715f * a * a * a));
-    const float gl = 0.5f * a * (1.0f + th);
-    const float gd = 0.5f * (1.0f + th) + 0.5f * a * (1.0f - th * th) * kGeluC * (1.0f + 3.0f * 0.044715f * a * a);
-    dh1[i] = dg[i] * h2[i] * gd;
-    dh2[i] = dg[i] * gl;
-  }
+  rows::for_spans(M * F, [&](i64 i, i64 len) {
+    rows::gelu_mul_grad(dh1 + i, dh2 + i, dg + i, h1 + i, h2 + i, len, /*accumulate=*/false);
+  });
   linear_backward(dx, dw1, db1, dh1, x, w1, M, D, F);
   linear_backward(dx, dw2, db2, dh2, x, w2, M, D, F);
 }

@@ -7,6 +7,7 @@
 // Highway; hwy/foreach_target.h re-includes this file per target) and dispatched at run time
 // (simd.hpp); the reference, the work split and the max-form fallback are compiled once (HWY_ONCE).
 #include "kernels/rwkv4.hpp"
+#include "kernels/vector_rows.hpp"
 
 #include <omp.h>
 
@@ -573,16 +574,8 @@ void token_shift_forward(float* out, const float* x, const float* prev, const fl
 #pragma omp parallel for schedule(static)
   for (i64 bt = 0; bt < B * T; ++bt) {
     const i64 b = bt / T, t = bt % T;
-    const float* xt = x + bt * D;
-    const float* xp = t > 0 ? xt - D : (prev ? prev + b * D : nullptr);
-    float* ot = out + bt * D;
-    if (xp) {
-#pragma omp simd
-      for (i64 c = 0; c < D; ++c) ot[c] = mu[c] * xt[c] + (1.0f - mu[c]) * xp[c];
-    } else {
-#pragma omp simd
-      for (i64 c = 0; c < D; ++c) ot[c] = mu[c] * xt[c];
-    }
+    const float* xp = t > 0 ? x + (bt - 1) * D : (prev ? prev + b * D : nullptr);
+    rows::lerp(out + bt * D, x + bt * D, xp, mu, D);  // μ x_t + (1 − μ) x_{t−1}
   }
 }
 
@@ -593,13 +586,8 @@ void token_shift_backward(float* dx, float* dprev, float* dmu, const float* dout
     for (i64 bt = 0; bt < B * T; ++bt) {
       const i64 b = bt / T, t = bt % T;
       const float* gt = dout + bt * D;
-      if (dx) {
-        float* dxt = dx + bt * D;
-        const float* gn = t + 1 < T ? gt + D : nullptr;  // token t is x_{t−1} of token t+1
-#pragma omp simd
-        for (i64 c = 0; c < D; ++c)
-          dxt[c] += mu[c] * gt[c] + (gn ? (1.0f - mu[c]) * gn[c] : 0.0f);
-      }
+      // token t is x_{t−1} of token t+1
+      if (dx) rows::lerp_grad(dx + bt * D, gt, t + 1 < T ? gt + D : nullptr, mu, D);
       if (t == 0 && dprev)
         for (i64 c = 0; c < D; ++c) dprev[b * D + c] += (1.0f - mu[c]) * gt[c];
     }
@@ -607,13 +595,12 @@ void token_shift_backward(float* dx, float* dprev, float* dmu, const float* dout
   if (dmu) {
 #pragma omp parallel for schedule(static)
     for (i64 c0 = 0; c0 < D; c0 += 64) {
-      const i64 c1 = std::min(D, c0 + 64);
+      const i64 w = std::min(D, c0 + 64) - c0;
       for (i64 bt = 0; bt < B * T; ++bt) {
         const i64 b = bt / T, t = bt % T;
-        const float* xt = x + bt * D;
-        const float* xp = t > 0 ? xt - D : (prev ? prev + b * D : nullptr);
-        const float* gt = dout + bt * D;
-        for (i64 c = c0; c < c1; ++c) dmu[c] += gt[c] * (xt[c] - (xp ? xp[c] : 0.0f));
+        const float* xp = t > 0 ? x + (bt - 1) * D : (prev ? prev + b * D : nullptr);
+        // dμ += g ⊙ (x_t − x_{t−1})
+        rows::add_product_of_difference(dmu + c0, dout + bt * D + c0, x + bt * D + c0, xp ? xp + c0 : nullptr, w);
       }
     }
   }

@@ -21,6 +21,12 @@
 namespace scanshard::kernels::wkv6_detail {
 constexpr float kMaxLogSpan = 60.0f;  // bound on −A where e^{−A} is used (e^{60} ≈ 1e26)
 constexpr i64 kMaxN = 256;            // head sizes above this fall back to the reference
+// Backward chunks shorter than this take S_0 g_t and dS v_s as dot products instead of
+// transposing S_0 and dS (2N² scalar moves per chunk: at chunk 1 most of the backward's time)
+constexpr i64 kTransposeMinL = 4;
+// The backward keeps the state at the start of every kCheckpointTokens / chunk chunks and
+// recomputes the states in between (chunks ≥ kCheckpointTokens: every chunk's state is kept).
+constexpr i64 kCheckpointTokens = 16;
 }  // namespace scanshard::kernels::wkv6_detail
 #endif
 
@@ -165,6 +171,14 @@ inline float dot(const float* a, const float* b, i64 n) {
   return acc;
 }
 
+// out[i] = Σ_j M[i][j] x[j] (M [N,N] row-major) as N dot products: the short-chunk form of the
+// backward's S_0 g_t and dS v_s (see kTransposeMinL).
+template <int NC>
+inline void mat_vec(float* out, const float* M, const float* x, i64 n) {
+  const i64 N = NC > 0 ? NC : n;
+  for (i64 i = 0; i < N; ++i) out[i] = dot<NC>(M + i * N, x, N);
+}
+
 // P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]. Computed as rows
 // P[t][:] = Σ_i RT_t[i] KTᵀ[i][:] (vectorised over s, no horizontal sums); only s ≤ t is read.
 template <int NC>
@@ -227,14 +241,14 @@ void intra_grad_scores(Tiles& W, i64 L) {
 
 // S ← diag(EL) S + KHᵀ V   (row i accumulated in registers)
 template <int NC>
-void state_update(float* __restrict S, const Tiles& W, i64 L) {
+void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
   const i64 N = head<NC>(W);
   if constexpr (kVec<NC>) {
     for (i64 i = 0; i < N; ++i) {
       RowAcc<NC> acc;
       acc.load(S + i * N, W.EL[i]);
       acc.fma_rows(&W.KH[i], N, W.V.data(), N, L);
-      acc.store(S + i * N);
+      acc.store(S_out + i * N);
     }
     return;
   }
@@ -250,7 +264,7 @@ void state_update(float* __restrict S, const Tiles& W, i64 L) {
       for (i64 j = 0; j < N; ++j) acc[j] += kh * vs[j];
     }
 #pragma omp simd
-    for (i64 j = 0; j < N; ++j) S[i * N + j] = acc[j];
+    for (i64 j = 0; j < N; ++j) S_out[i * N + j] = acc[j];
   }
 }
 
@@ -294,200 +308,240 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
 #pragma omp simd
       for (i64 j = 0; j < N; ++j) yt[j] = acc[j];
     }
-    state_update<NC>(S, W, L);
+    state_update<NC>(S, S, W, L);
     t0 += L;
   }
 }
 
 template <int NC>
-void backward_bh(Tiles& W, std::vector<float>& S0s, std::vector<i64>& starts, float* dS, float* dr,
-                 float* dk, float* dv, float* dlogw, float* duh, const float* dy, const float* r,
+void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std::vector<i64>& starts, float* dS,
+                 float* dr, float* dk, float* dv, float* dlogw, float* duh, const float* dy, const float* r,
                  const float* k, const float* v, const float* logw, const float* uh, const float* s_in,
                  i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
   const i64 N = head<NC>(W), NN = N * N, C = W.C;
-  // pass 1: chunk boundaries and the incoming state of every chunk
-  starts.clear();
-  S0s.clear();
-  std::vector<float> S(static_cast<size_t>(NN));
-  if (s_in) std::copy_n(s_in, NN, S.data());
-  else std::fill(S.begin(), S.end(), 0.0f);
-  for (i64 t0 = 0; t0 < T;) {
-    const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
-    starts.push_back(t0);
-    S0s.insert(S0s.end(), S.begin(), S.end());
+  // ck, seg only grow (a vector resized down and up again zero-fills the new part)
+  auto grow = [](std::vector<float>& buf, size_t n) {
+    if (buf.size() < n) buf.resize(std::max(n, 2 * buf.size()));
+  };
+  // S_out = the state after the chunk of at most Lmax tokens at t0, from S_in (may alias); its length
+  auto advance = [&](float* S_out, const float* S_in, i64 t0, i64 Lmax) {
+    const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, Lmax);
     load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
     load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
     load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
-    state_update<NC>(S.data(), W, L);
-    t0 += L;
+    state_update<NC>(S_out, S_in, W, L);
+    return L;
+  };
+  // pass 1: chunk boundaries, and the incoming state of the first chunk of every segment of
+  // G = kCheckpointTokens / chunk chunks (short chunks: storing every chunk's N² state streamed
+  // 2·4N² bytes per token through DRAM, the backward's largest cost at chunk 1)
+  const i64 G = std::max<i64>(1, kCheckpointTokens / chunk);
+  grow(seg, static_cast<size_t>((G + 1) * NN));
+  float* S = seg.data();  // the running state
+  if (s_in) std::copy_n(s_in, NN, S);
+  else std::fill_n(S, NN, 0.0f);
+  starts.clear();
+  for (i64 t0 = 0; t0 < T;) {
+    const i64 c = i64(starts.size());
+    if (c % G == 0) {
+      grow(ck, static_cast<size_t>((c / G + 1) * NN));
+      std::copy_n(S, NN, &ck[static_cast<size_t>(c / G * NN)]);
+    }
+    starts.push_back(t0);
+    t0 += advance(S, S, t0, chunk);
   }
   starts.push_back(T);
-  // pass 2: chunks in reverse with dS = dL/d(state after the chunk)
-  for (i64 c = i64(starts.size()) - 2; c >= 0; --c) {
-    const i64 t0 = starts[c], L = starts[c + 1] - t0;
-    const float* S0 = &S0s[static_cast<size_t>(c) * NN];
-    chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
-    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-    load_tile(W.G.data(), dy, b, t0, L, T, D, hN, N);
-    decay_factors<NC>(W, L);
-    intra_scores<NC>(W, uh, L);
-    float* S0T = W.S0T.data();
-    float* dST = W.dST.data();
-    for (i64 i = 0; i < N; ++i)
-      for (i64 j = 0; j < N; ++j) {
-        S0T[j * N + i] = S0[i * N + j];
-        dST[j * N + i] = dS[i * N + j];
-      }
-    intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
-    for (i64 s = 0; s < L && kVec<NC>; ++s) {
-      RowAcc<NC> acc;
-      acc.zero();
-      acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // Σ_{t≥s} P[t][s] g_t
-      acc.fma_rows(&W.KH[s * N], 1, dS, N, N);                  // + Σ_i KH_s[i] dS[i][:]
-      acc.add_to(dv + (b * T + t0 + s) * D + hN);
-      acc.zero();
-      acc.fma_rows(&W.V[s * N], 1, dST, N, N);                  // dKH_s = dS v_s
-      acc.store(&W.dK[s * N]);
-    }
-    for (i64 s = 0; s < L && !kVec<NC>; ++s) {
-      alignas(64) float acc[kMaxN];
-      // dV_s = Σ_{t≥s} P[t][s] g_t + Σ_i KH_s[i] dS[i][:]
-      std::fill(acc, acc + N, 0.0f);
-      for (i64 t = s; t < L; ++t) {
-        const float p = W.P[t * C + s];
-        const float* gt = &W.G[t * N];
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) acc[j] += p * gt[j];
-      }
-      for (i64 i = 0; i < N; ++i) {
-        const float kh = W.KH[s * N + i];
-        const float* dsi = dS + i * N;
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) acc[j] += kh * dsi[j];
-      }
-      float* dvout = dv + (b * T + t0 + s) * D + hN;
-#pragma omp simd
-      for (i64 j = 0; j < N; ++j) dvout[j] += acc[j];
-      // dKH_s[i] = Σ_j dS[i][j] v_s[j]  (kept in dK until scaled)
-      std::fill(acc, acc + N, 0.0f);
-      for (i64 j = 0; j < N; ++j) {
-        const float vj = W.V[s * N + j];
-        const float* dsj = dST + j * N;
-#pragma omp simd
-        for (i64 i = 0; i < N; ++i) acc[i] += vj * dsj[i];
-      }
-      std::copy_n(acc, N, &W.dK[s * N]);
-    }
-    // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
-    for (i64 t = 0; t < L && kVec<NC>; ++t) {
-      RowAcc<NC> acc;
-      acc.zero();
-      acc.fma_rows(&W.G[t * N], 1, S0T, N, N);           // S_0 g_t
-      acc.fma_rows(&W.dP[t * C], 1, W.KT.data(), N, t);  // + Σ_{s<t} dP[t][s] KT_s
-      acc.store(&W.dR[t * N]);
-    }
-    for (i64 t = 0; t < L && !kVec<NC>; ++t) {
-      alignas(64) float acc[kMaxN];
-      std::fill(acc, acc + N, 0.0f);
-      for (i64 j = 0; j < N; ++j) {
-        const float gj = W.G[t * N + j];
-        const float* sj = S0T + j * N;
-#pragma omp simd
-        for (i64 i = 0; i < N; ++i) acc[i] += gj * sj[i];
-      }
-      for (i64 s = 0; s < t; ++s) {
-        const float p = W.dP[t * C + s];
-        const float* ks = &W.KT[s * N];
-#pragma omp simd
-        for (i64 i = 0; i < N; ++i) acc[i] += p * ks[i];
-      }
-      std::copy_n(acc, N, &W.dR[t * N]);
-    }
-    // dA (rows 1..L), then dr, dk and du
-    float* dA = W.dA.data();
-    std::fill(dA, dA + (L + 1) * N, 0.0f);
-    const float* A = W.A.data();
-    for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * dot<NC>(dS + i * N, S0 + i * N, N);
-    for (i64 s = 0; s < L; ++s) {
-      const float* dks = &W.dK[s * N];  // holds dKH_s
-      const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
-      const float* a1 = A + (s + 1) * N;
-      const float* aL = A + L * N;
-      alignas(64) float dki[kMaxN];
-      // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
-      if constexpr (kVec<NC>) {
+  const i64 nch = i64(starts.size()) - 1;
+  // pass 2: segments in reverse; a segment's incoming states recomputed from its checkpoint (they
+  // stay in L2), then its chunks in reverse with dS = dL/d(state after the chunk)
+  for (i64 g0 = (nch - 1) / G * G; g0 >= 0; g0 -= G) {
+    const i64 g1 = std::min(nch, g0 + G);
+    std::copy_n(&ck[static_cast<size_t>(g0 / G * NN)], NN, seg.data());
+    for (i64 c = g0; c + 1 < g1; ++c)
+      advance(&seg[static_cast<size_t>((c - g0 + 1) * NN)], &seg[static_cast<size_t>((c - g0) * NN)], starts[c],
+              starts[c + 1] - starts[c]);
+    for (i64 c = g1 - 1; c >= g0; --c) {
+      const i64 t0 = starts[c], L = starts[c + 1] - t0;
+      const float* S0 = &seg[static_cast<size_t>((c - g0) * NN)];
+      chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
+      load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
+      load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
+      load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
+      load_tile(W.G.data(), dy, b, t0, L, T, D, hN, N);
+      decay_factors<NC>(W, L);
+      intra_scores<NC>(W, uh, L);
+      // S_0 g_t and dS v_s: from chunk kTransposeMinL on as rows of the transposed S_0, dS (2N²
+      // scalar moves per chunk, then no horizontal sums); below, as N dot products per token
+      const bool transposed = L >= kTransposeMinL;
+      float* S0T = W.S0T.data();
+      float* dST = W.dST.data();
+      for (i64 i = 0; i < N && transposed; ++i)
+        for (i64 j = 0; j < N; ++j) {
+          S0T[j * N + i] = S0[i * N + j];
+          dST[j * N + i] = dS[i * N + j];
+        }
+      intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
+      for (i64 s = 0; s < L && kVec<NC>; ++s) {
         RowAcc<NC> acc;
         acc.zero();
-        if (s + 1 < L) acc.fma_rows(&W.dP[(s + 1) * C + s], C, &W.RT[(s + 1) * N], N, L - s - 1);
-        acc.store(dki);
-      } else
-        std::fill(dki, dki + N, 0.0f);
-      for (i64 t = s + 1; t < L && !kVec<NC>; ++t) {
-        const float p = W.dP[t * C + s];
-        const float* rt = &W.RT[t * N];
-#pragma omp simd
-        for (i64 i = 0; i < N; ++i) dki[i] += p * rt[i];
+        acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // Σ_{t≥s} P[t][s] g_t
+        acc.fma_rows(&W.KH[s * N], 1, dS, N, N);                  // + Σ_i KH_s[i] dS[i][:]
+        acc.add_to(dv + (b * T + t0 + s) * D + hN);
+        if (transposed) {
+          acc.zero();
+          acc.fma_rows(&W.V[s * N], 1, dST, N, N);                // dKH_s = dS v_s
+          acc.store(&W.dK[s * N]);
+        } else
+          mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
       }
-      const bool has_intra = s + 1 < L;
-      const float pd = W.dP[s * C + s];
-      float* dkout = dk + (b * T + t0 + s) * D + hN;
+      for (i64 s = 0; s < L && !kVec<NC>; ++s) {
+        alignas(64) float acc[kMaxN];
+        // dV_s = Σ_{t≥s} P[t][s] g_t + Σ_i KH_s[i] dS[i][:]
+        std::fill(acc, acc + N, 0.0f);
+        for (i64 t = s; t < L; ++t) {
+          const float p = W.P[t * C + s];
+          const float* gt = &W.G[t * N];
 #pragma omp simd
-      for (i64 i = 0; i < N; ++i) {
-        const float kin = has_intra ? dki[i] * exp_fast(-a1[i]) : 0.0f;
-        dA[L * N + i] += dks[i] * kh[i];  // KH depends on A_L
-        const float kst = dks[i] * exp_fast(aL[i] - a1[i]);
-        dA[(s + 1) * N + i] -= ks[i] * (kin + kst);  // −A_{s+1} enters through KT_s and KH_s
-        dkout[i] += kin + kst + pd * uh[i] * rs[i];
-      }
-    }
-    for (i64 t = 0; t < L; ++t) {
-      const float* a0 = A + t * N;
-      const float *rr = &W.R[t * N], *kk = &W.K[t * N], *drt = &W.dR[t * N];
-      const float pd = W.dP[t * C + t];
-      float* drout = dr + (b * T + t0 + t) * D + hN;
+          for (i64 j = 0; j < N; ++j) acc[j] += p * gt[j];
+        }
+        for (i64 i = 0; i < N; ++i) {
+          const float kh = W.KH[s * N + i];
+          const float* dsi = dS + i * N;
 #pragma omp simd
-      for (i64 i = 0; i < N; ++i) {
-        const float g = drt[i] * exp_fast(a0[i]);  // (inter + intra) · e^{A_t}
-        if (t > 0) dA[t * N + i] += rr[i] * g;
-        drout[i] += g + pd * uh[i] * kk[i];
-        duh[i] += pd * rr[i] * kk[i];
+          for (i64 j = 0; j < N; ++j) acc[j] += kh * dsi[j];
+        }
+        float* dvout = dv + (b * T + t0 + s) * D + hN;
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) dvout[j] += acc[j];
+        // dKH_s[i] = Σ_j dS[i][j] v_s[j]  (kept in dK until scaled)
+        if (!transposed) {
+          mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
+          continue;
+        }
+        std::fill(acc, acc + N, 0.0f);
+        for (i64 j = 0; j < N; ++j) {
+          const float vj = W.V[s * N + j];
+          const float* dsj = dST + j * N;
+#pragma omp simd
+          for (i64 i = 0; i < N; ++i) acc[i] += vj * dsj[i];
+        }
+        std::copy_n(acc, N, &W.dK[s * N]);
       }
-    }
-    // dlogw_q = Σ_{t=q+1..L} dA_t (reverse cumulative sum)
-    {
-      alignas(64) float acc[kMaxN];
-      std::fill(acc, acc + N, 0.0f);
-      for (i64 q = L - 1; q >= 0; --q) {
-        float* dl = dlogw + (b * T + t0 + q) * D + hN;
+      // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
+      for (i64 t = 0; t < L && kVec<NC>; ++t) {
+        RowAcc<NC> acc;
+        if (transposed) {
+          acc.zero();
+          acc.fma_rows(&W.G[t * N], 1, S0T, N, N);         // S_0 g_t
+        } else {
+          mat_vec<NC>(&W.dR[t * N], S0, &W.G[t * N], N);
+          acc.load(&W.dR[t * N], 1.0f);
+        }
+        acc.fma_rows(&W.dP[t * C], 1, W.KT.data(), N, t);  // + Σ_{s<t} dP[t][s] KT_s
+        acc.store(&W.dR[t * N]);
+      }
+      for (i64 t = 0; t < L && !kVec<NC>; ++t) {
+        alignas(64) float acc[kMaxN];
+        std::fill(acc, acc + N, 0.0f);
+        if (!transposed) mat_vec<NC>(acc, S0, &W.G[t * N], N);
+        for (i64 j = 0; j < N && transposed; ++j) {
+          const float gj = W.G[t * N + j];
+          const float* sj = S0T + j * N;
+#pragma omp simd
+          for (i64 i = 0; i < N; ++i) acc[i] += gj * sj[i];
+        }
+        for (i64 s = 0; s < t; ++s) {
+          const float p = W.dP[t * C + s];
+          const float* ks = &W.KT[s * N];
+#pragma omp simd
+          for (i64 i = 0; i < N; ++i) acc[i] += p * ks[i];
+        }
+        std::copy_n(acc, N, &W.dR[t * N]);
+      }
+      // dA (rows 1..L), then dr, dk and du
+      float* dA = W.dA.data();
+      std::fill(dA, dA + (L + 1) * N, 0.0f);
+      const float* A = W.A.data();
+      for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * dot<NC>(dS + i * N, S0 + i * N, N);
+      for (i64 s = 0; s < L; ++s) {
+        const float* dks = &W.dK[s * N];  // holds dKH_s
+        const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
+        const float* a1 = A + (s + 1) * N;
+        const float* aL = A + L * N;
+        alignas(64) float dki[kMaxN];
+        // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
+        if constexpr (kVec<NC>) {
+          RowAcc<NC> acc;
+          acc.zero();
+          if (s + 1 < L) acc.fma_rows(&W.dP[(s + 1) * C + s], C, &W.RT[(s + 1) * N], N, L - s - 1);
+          acc.store(dki);
+        } else
+          std::fill(dki, dki + N, 0.0f);
+        for (i64 t = s + 1; t < L && !kVec<NC>; ++t) {
+          const float p = W.dP[t * C + s];
+          const float* rt = &W.RT[t * N];
+#pragma omp simd
+          for (i64 i = 0; i < N; ++i) dki[i] += p * rt[i];
+        }
+        const bool has_intra = s + 1 < L;
+        const float pd = W.dP[s * C + s];
+        float* dkout = dk + (b * T + t0 + s) * D + hN;
 #pragma omp simd
         for (i64 i = 0; i < N; ++i) {
-          acc[i] += dA[(q + 1) * N + i];
-          dl[i] += acc[i];
+          const float kin = has_intra ? dki[i] * exp_fast(-a1[i]) : 0.0f;
+          dA[L * N + i] += dks[i] * kh[i];  // KH depends on A_L
+          const float kst = dks[i] * exp_fast(aL[i] - a1[i]);
+          dA[(s + 1) * N + i] -= ks[i] * (kin + kst);  // −A_{s+1} enters through KT_s and KH_s
+          dkout[i] += kin + kst + pd * uh[i] * rs[i];
         }
       }
-    }
-    // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
-    for (i64 i = 0; i < N && kVec<NC>; ++i) {
-      RowAcc<NC> acc;
-      acc.load(dS + i * N, W.EL[i]);
-      acc.fma_rows(&W.RT[i], N, W.G.data(), N, L);
-      acc.store(dS + i * N);
-    }
-    for (i64 i = 0; i < N && !kVec<NC>; ++i) {
-      alignas(64) float acc[kMaxN];
-      const float el = W.EL[i];
-#pragma omp simd
-      for (i64 j = 0; j < N; ++j) acc[j] = el * dS[i * N + j];
       for (i64 t = 0; t < L; ++t) {
-        const float rt = W.RT[t * N + i];
-        const float* gt = &W.G[t * N];
+        const float* a0 = A + t * N;
+        const float *rr = &W.R[t * N], *kk = &W.K[t * N], *drt = &W.dR[t * N];
+        const float pd = W.dP[t * C + t];
+        float* drout = dr + (b * T + t0 + t) * D + hN;
 #pragma omp simd
-        for (i64 j = 0; j < N; ++j) acc[j] += rt * gt[j];
+        for (i64 i = 0; i < N; ++i) {
+          const float g = drt[i] * exp_fast(a0[i]);  // (inter + intra) · e^{A_t}
+          if (t > 0) dA[t * N + i] += rr[i] * g;
+          drout[i] += g + pd * uh[i] * kk[i];
+          duh[i] += pd * rr[i] * kk[i];
+        }
       }
-      std::copy_n(acc, N, dS + i * N);
+      // dlogw_q = Σ_{t=q+1..L} dA_t (reverse cumulative sum)
+      {
+        alignas(64) float acc[kMaxN];
+        std::fill(acc, acc + N, 0.0f);
+        for (i64 q = L - 1; q >= 0; --q) {
+          float* dl = dlogw + (b * T + t0 + q) * D + hN;
+#pragma omp simd
+          for (i64 i = 0; i < N; ++i) {
+            acc[i] += dA[(q + 1) * N + i];
+            dl[i] += acc[i];
+          }
+        }
+      }
+      // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
+      for (i64 i = 0; i < N && kVec<NC>; ++i) {
+        RowAcc<NC> acc;
+        acc.load(dS + i * N, W.EL[i]);
+        acc.fma_rows(&W.RT[i], N, W.G.data(), N, L);
+        acc.store(dS + i * N);
+      }
+      for (i64 i = 0; i < N && !kVec<NC>; ++i) {
+        alignas(64) float acc[kMaxN];
+        const float el = W.EL[i];
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) acc[j] = el * dS[i * N + j];
+        for (i64 t = 0; t < L; ++t) {
+          const float rt = W.RT[t * N + i];
+          const float* gt = &W.G[t * N];
+#pragma omp simd
+          for (i64 j = 0; j < N; ++j) acc[j] += rt * gt[j];
+        }
+        std::copy_n(acc, N, dS + i * N);
+      }
     }
   }
 }
@@ -508,15 +562,15 @@ void BackwardTask(float* dS, float* dr, float* dk, float* dv, float* dlogw, floa
                   const float* r, const float* k, const float* v, const float* logw, const float* uh,
                   const float* s_in, i64 b, i64 T, i64 D, i64 hN, i64 N, i64 chunk) {
   thread_local Tiles W;
-  thread_local std::vector<float> S0s;
+  thread_local std::vector<float> ck, seg;  // checkpoint states, one segment's states
   thread_local std::vector<i64> starts;
   if (W.C != chunk || W.N != N) W.resize(chunk, N);
   if (N == 64)
-    backward_bh<64>(W, S0s, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
+    backward_bh<64>(W, ck, seg, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
   else if (N == 32)
-    backward_bh<32>(W, S0s, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
+    backward_bh<32>(W, ck, seg, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
   else
-    backward_bh<0>(W, S0s, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
+    backward_bh<0>(W, ck, seg, starts, dS, dr, dk, dv, dlogw, duh, dy, r, k, v, logw, uh, s_in, b, T, D, hN, chunk);
 }
 
 }  // namespace scanshard::kernels::HWY_NAMESPACE

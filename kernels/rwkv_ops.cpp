@@ -1,7 +1,9 @@
 // kernels/rwkv_ops.cpp — see rwkv_ops.hpp. Reference: one loop per equation, std:: math. Fast:
-// OpenMP over elements or rows with vectorisable bodies (exp_fast / sigmoid_fast / tanh_fast);
-// reductions over rows into per-channel gradients are parallel over channel blocks.
+// OpenMP over elements or rows, each row one SIMD-dispatched call (vector_rows.hpp); reductions
+// over rows into per-channel gradients are parallel over channel blocks.
 #include "kernels/rwkv_ops.hpp"
+
+#include "kernels/vector_rows.hpp"
 
 #include <algorithm>
 
@@ -136,66 +138,48 @@ namespace fast {
 
 namespace {
 constexpr i64 kColBlock = 64;  // channels per work item of a reduction over rows
+
+// x_{t−1} of row bt of [B,T,D]: the previous row, the halo prev[b] at t = 0, or nullptr (= 0)
+inline const float* previous_row(const float* x, const float* prev, i64 bt, i64 T, i64 D) {
+  const i64 b = bt / T, t = bt % T;
+  return t > 0 ? x + (bt - 1) * D : (prev ? prev + b * D : nullptr);
 }
+}  // namespace
 
 void sigmoid_mul_forward(float* out, const float* a, const float* b, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) out[i] = sigmoid_fast(a[i]) * b[i];
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::sigmoid_mul(out + i, a + i, b + i, len); });
 }
 void sigmoid_mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) {
-    const float s = sigmoid_fast(a[i]);
-    if (da) da[i] += dout[i] * b[i] * s * (1.0f - s);
-    if (db) db[i] += dout[i] * s;
-  }
+  rows::for_spans(n, [&](i64 i, i64 len) {
+    rows::sigmoid_mul_grad(da ? da + i : nullptr, db ? db + i : nullptr, dout + i, a + i, b + i, len);
+  });
 }
 void relu_square_forward(float* out, const float* x, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) {
-    const float r = x[i] > 0.0f ? x[i] : 0.0f;
-    out[i] = r * r;
-  }
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::relu_square(out + i, x + i, len); });
 }
 void relu_square_backward(float* dx, const float* dout, const float* x, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) dx[i] += dout[i] * 2.0f * (x[i] > 0.0f ? x[i] : 0.0f);
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::relu_square_grad(dx + i, dout + i, x + i, len); });
 }
 void silu_mul_forward(float* out, const float* a, const float* g, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) out[i] = a[i] * g[i] * sigmoid_fast(g[i]);
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::silu_mul(out + i, a + i, g + i, len); });
 }
 void silu_mul_backward(float* da, float* dg, const float* dout, const float* a, const float* g, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) {
-    const float s = sigmoid_fast(g[i]);
-    if (da) da[i] += dout[i] * g[i] * s;
-    if (dg) dg[i] += dout[i] * a[i] * s * (1.0f + g[i] * (1.0f - s));
-  }
+  rows::for_spans(n, [&](i64 i, i64 len) {
+    rows::silu_mul_grad(da ? da + i : nullptr, dg ? dg + i : nullptr, dout + i, a + i, g + i, len);
+  });
 }
 void tanh_forward(float* y, const float* x, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) y[i] = tanh_fast(x[i]);
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::tanh(y + i, x + i, len); });
 }
 void tanh_backward(float* dx, const float* dy, const float* y, i64 n) {
-#pragma omp parallel for simd schedule(static)
-  for (i64 i = 0; i < n; ++i) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+  rows::for_spans(n, [&](i64 i, i64 len) { rows::tanh_grad(dx + i, dy + i, y + i, len); });
 }
 
 void ddlerp_shift_forward(float* xx, float* xxx, const float* x, const float* prev, const float* mu_x,
                           i64 B, i64 T, i64 D) {
 #pragma omp parallel for schedule(static)
-  for (i64 bt = 0; bt < B * T; ++bt) {
-    const i64 b = bt / T, t = bt % T;
-    const float* xt = x + bt * D;
-    const float* xp = t > 0 ? xt - D : (prev ? prev + b * D : nullptr);
-#pragma omp simd
-    for (i64 c = 0; c < D; ++c) {
-      const float d = (xp ? xp[c] : 0.0f) - xt[c];
-      xx[bt * D + c] = d;
-      xxx[bt * D + c] = xt[c] + d * mu_x[c];
-    }
-  }
+  for (i64 bt = 0; bt < B * T; ++bt)
+    rows::shift_mix(xx + bt * D, xxx + bt * D, x + bt * D, previous_row(x, prev, bt, T, D), mu_x, D);
 }
 
 void ddlerp_shift_backward(float* dx, float* dprev, float* dmu_x, const float* dxx, const float* dxxx,
@@ -205,16 +189,11 @@ void ddlerp_shift_backward(float* dx, float* dprev, float* dmu_x, const float* d
     for (i64 bt = 0; bt < B * T; ++bt) {
       const i64 b = bt / T, t = bt % T;
       // own token: dxxx − dxx'_t; as x_{t−1} of token t+1: + dxx'_{t+1}
-      if (dx) {
-        const bool nxt = t + 1 < T;
-#pragma omp simd
-        for (i64 c = 0; c < D; ++c) {
-          const i64 i = bt * D + c;
-          const float g0 = (dxx ? dxx[i] : 0.0f) + dxxx[i] * mu_x[c];
-          const float g1 = nxt ? (dxx ? dxx[i + D] : 0.0f) + dxxx[i + D] * mu_x[c] : 0.0f;
-          dx[i] += dxxx[i] - g0 + g1;
-        }
-      }
+      const bool nxt = t + 1 < T;
+      const float* gxx = dxx ? dxx + bt * D : nullptr;
+      if (dx)
+        rows::shift_mix_grad(dx + bt * D, gxx, dxxx + bt * D, nxt && gxx ? gxx + D : nullptr,
+                             nxt ? dxxx + (bt + 1) * D : nullptr, mu_x, D);
       if (t == 0 && dprev)
         for (i64 c = 0; c < D; ++c) {
           const i64 i = bt * D + c;
@@ -225,12 +204,10 @@ void ddlerp_shift_backward(float* dx, float* dprev, float* dmu_x, const float* d
   if (dmu_x) {
 #pragma omp parallel for schedule(static)
     for (i64 c0 = 0; c0 < D; c0 += kColBlock) {
-      const i64 c1 = std::min(D, c0 + kColBlock);
+      const i64 w = std::min(D, c0 + kColBlock) - c0;
       for (i64 bt = 0; bt < B * T; ++bt) {
-        const i64 b = bt / T, t = bt % T;
-        const float* xt = x + bt * D;
-        const float* xp = t > 0 ? xt - D : (prev ? prev + b * D : nullptr);
-        for (i64 c = c0; c < c1; ++c) dmu_x[c] += dxxx[bt * D + c] * ((xp ? xp[c] : 0.0f) - xt[c]);
+        const float* xp = previous_row(x, prev, bt, T, D);
+        rows::add_product_of_difference(dmu_x + c0, dxxx + bt * D + c0, xp ? xp + c0 : nullptr, x + bt * D + c0, w);
       }
     }
   }
@@ -240,58 +217,39 @@ void ddlerp_mix_forward(float* out, const float* x, const float* xx, const float
                         i64 J, i64 M, i64 D) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (i64 j = 0; j < J; ++j)
-    for (i64 r = 0; r < M; ++r) {
-      const float *xr = x + r * D, *xxr = xx + r * D, *mj = mu + j * D, *mr = m + (j * M + r) * D;
-      float* o = out + (j * M + r) * D;
-#pragma omp simd
-      for (i64 c = 0; c < D; ++c) o[c] = xr[c] + xxr[c] * (mj[c] + mr[c]);
-    }
+    for (i64 r = 0; r < M; ++r)
+      rows::mix(out + (j * M + r) * D, x + r * D, xx + r * D, mu + j * D, m + (j * M + r) * D, D);
 }
 
 void ddlerp_mix_backward(float* dx, float* dxx, float* dmu, float* dm, const float* dout,
                          const float* xx, const float* mu, const float* m, i64 J, i64 M, i64 D) {
 #pragma omp parallel for schedule(static)
   for (i64 r = 0; r < M; ++r)
-    for (i64 j = 0; j < J; ++j) {
-      const float *g = dout + (j * M + r) * D, *xxr = xx + r * D, *mj = mu + j * D,
-                  *mr = m + (j * M + r) * D;
-#pragma omp simd
-      for (i64 c = 0; c < D; ++c) {
-        if (dx) dx[r * D + c] += g[c];
-        if (dxx) dxx[r * D + c] += g[c] * (mj[c] + mr[c]);
-        if (dm) dm[(j * M + r) * D + c] += g[c] * xxr[c];
-      }
-    }
+    for (i64 j = 0; j < J; ++j)
+      rows::mix_grad(dx ? dx + r * D : nullptr, dxx ? dxx + r * D : nullptr, dm ? dm + (j * M + r) * D : nullptr,
+                     dout + (j * M + r) * D, xx + r * D, mu + j * D, m + (j * M + r) * D, D);
   if (dmu) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (i64 j = 0; j < J; ++j)
       for (i64 c0 = 0; c0 < D; c0 += kColBlock) {
-        const i64 c1 = std::min(D, c0 + kColBlock);
-        for (i64 r = 0; r < M; ++r)
-          for (i64 c = c0; c < c1; ++c) dmu[j * D + c] += dout[(j * M + r) * D + c] * xx[r * D + c];
+        const i64 w = std::min(D, c0 + kColBlock) - c0;
+        for (i64 r = 0; r < M; ++r) rows::add_product(dmu + j * D + c0, dout + (j * M + r) * D + c0, xx + r * D + c0, w);
       }
   }
 }
 
 void decay_forward(float* logw, const float* lambda, const float* z, i64 M, i64 D) {
 #pragma omp parallel for schedule(static)
-  for (i64 r = 0; r < M; ++r) {
-#pragma omp simd
-    for (i64 c = 0; c < D; ++c) logw[r * D + c] = -exp_fast(lambda[c] + z[r * D + c]);
-  }
+  for (i64 r = 0; r < M; ++r) rows::neg_exp_of_sum(logw + r * D, lambda, z + r * D, D);
 }
 
 void decay_backward(float* dlambda, float* dz, const float* dlogw, const float* logw, i64 M, i64 D) {
-  if (dz) {
-#pragma omp parallel for simd schedule(static)
-    for (i64 i = 0; i < M * D; ++i) dz[i] += dlogw[i] * logw[i];
-  }
+  if (dz) rows::for_spans(M * D, [&](i64 i, i64 len) { rows::add_product(dz + i, dlogw + i, logw + i, len); });
   if (dlambda) {
 #pragma omp parallel for schedule(static)
     for (i64 c0 = 0; c0 < D; c0 += kColBlock) {
-      const i64 c1 = std::min(D, c0 + kColBlock);
-      for (i64 r = 0; r < M; ++r)
-        for (i64 c = c0; c < c1; ++c) dlambda[c] += dlogw[r * D + c] * logw[r * D + c];
+      const i64 w = std::min(D, c0 + kColBlock) - c0;
+      for (i64 r = 0; r < M; ++r) rows::add_product(dlambda + c0, dlogw + r * D + c0, logw + r * D + c0, w);
     }
   }
 }

@@ -1,5 +1,7 @@
-// kernels/simd_math-inl.h — per-target SIMD helpers (Google Highway) for the hand-vectorised scan
-// kernels (rglru.cpp, rwkv4.cpp): 2^y, σ, partial-vector loads/stores, cache hints.
+// kernels/simd_math-inl.h — per-target SIMD helpers (Google Highway) for the hand-vectorised
+// kernels: the scans' 2^y and σ (rglru.cpp, rwkv4.cpp), the elementwise ops' e^x, σ, tanh and
+// tanh-GeLU on Highway's contrib math (rwkv_ops.cpp, mlp.cpp), partial-vector loads/stores, a
+// whole-vectors-then-tail loop, cache hints.
 //
 // For: code inside `namespace scanshard::kernels::HWY_NAMESPACE` of a file compiled once per
 // target through hwy/foreach_target.h (include this after foreach_target.h, like any Highway -inl
@@ -23,6 +25,7 @@
 #include <cstring>
 
 #include "hwy/cache_control.h"
+#include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -149,6 +152,51 @@ struct RowIo {
     else hn::StoreU(v, DF(), p);
   }
 };
+
+// body(io, i) for every vector of [0, n): whole vectors (RowIo<false>), then one tail vector of
+// the remaining lanes (RowIo<true>) — the loop shape of every elementwise row below.
+template <class Body>
+HWY_INLINE void ForVectors(size_t n, const Body& body) {
+  const size_t NL = hn::Lanes(DF());
+  size_t i = 0;
+  for (; i + NL <= n; i += NL) body(RowIo<false>{NL}, i);
+  if (i < n) body(RowIo<true>{n - i}, i);
+}
+
+// ─── natural-base math of the elementwise ops (contrib/math) ────────────────────────────────────
+// e^x: contrib's Exp is valid up to x = 104 (e^x overflows to +inf from 88.7 on); clamping there
+// keeps +inf for any larger x, as std::exp gives.
+HWY_INLINE VF ExpE(VF x) { return hn::Exp(DF(), hn::Min(x, hn::Set(DF(), 100.0f))); }
+// σ(x) = 1/(1 + e^{−x}): 1/(1 + inf) = 0 for x below −88.7, like the reference.
+HWY_INLINE VF SigmoidE(VF x) {
+  const DF d;
+  return hn::Div(hn::Set(d, 1.0f), hn::Add(hn::Set(d, 1.0f), ExpE(hn::Neg(x))));
+}
+HWY_INLINE VF TanhE(VF x) { return hn::Tanh(DF(), x); }
+
+// tanh-GeLU (kernels.hpp gelu_ref): th = tanh(√(2/π)(x + 0.044715x³)); gelu = ½x(1 + th);
+// gelu' = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²).
+HWY_INLINE VF GeluTh(VF x) {
+  const DF d;
+  const VF x2 = hn::Mul(x, x);
+  return TanhE(hn::Mul(hn::Set(d, 0.7978845608028654f), hn::MulAdd(hn::Mul(x2, hn::Set(d, 0.044715f)), x, x)));
+}
+HWY_INLINE VF Gelu(VF x) {
+  const DF d;
+  const VF hx = hn::Mul(hn::Set(d, 0.5f), x);
+  return hn::MulAdd(hx, GeluTh(x), hx);
+}
+// (value and gradient through references: SVE vectors cannot be struct members)
+HWY_INLINE void GeluWithGrad(VF x, VF& value, VF& grad) {
+  const DF d;
+  const VF one = hn::Set(d, 1.0f), half = hn::Set(d, 0.5f);
+  const VF th = GeluTh(x);
+  const VF hx = hn::Mul(half, x);
+  value = hn::MulAdd(hx, th, hx);
+  // ½x(1 − th²)·c(1 + 3a x²)
+  const VF slope = hn::Mul(hn::Set(d, 0.7978845608028654f), hn::MulAdd(hn::Set(d, 3.0f * 0.044715f), hn::Mul(x, x), one));
+  grad = hn::MulAdd(hn::Mul(hx, hn::NegMulAdd(th, th, one)), slope, hn::MulAdd(half, th, half));
+}
 
 // Prefetch into L2 (the T1 hint), for reading or for writing. __builtin_prefetch is portable; on
 // x86 without PREFETCHW in the target both become prefetcht1.

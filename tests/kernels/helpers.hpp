@@ -1,5 +1,6 @@
 // tests/kernels/helpers.hpp — shared test utilities for kernels/: seeded random tensors, float ↔
-// double copies, worst-case error against a tolerance, and central finite differences in double.
+// double copies, worst-case error against a tolerance, central finite differences in double, and
+// a loop that runs a test body on every SIMD target of this CPU.
 // Not for: expected values — every test derives those from a reference loop or finite differences.
 #pragma once
 #include <catch2/catch.hpp>
@@ -10,6 +11,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "kernels/simd.hpp"
 
 namespace kt {
 
@@ -103,6 +106,37 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
+}
+
+// The SIMD target the command line pinned for the whole run (main.cpp `--simd-target`); empty
+// when none was given.
+inline std::string& command_line_simd_target() {
+  static std::string name;
+  return name;
+}
+
+// body() once per SIMD target this CPU supports, with the dispatched kernels pinned to it (INFO
+// names it), then the target in force before is restored — also when a REQUIRE throws. So every
+// fast-vs-reference test checks the AVX2 and SSE4 code on an AVX-512 machine. When the command
+// line pinned a target (ctest runs the scan suites once per target), only that one runs.
+template <class Body>
+void on_every_simd_target(Body&& body) {
+  namespace simd = scanshard::kernels::simd;
+  if (!command_line_simd_target().empty()) {
+    INFO("target " << simd::current_target() << " (pinned on the command line)");
+    body();
+    return;
+  }
+  struct Restore {
+    std::string before = simd::current_target();
+    ~Restore() { simd::pin_target(before); }
+  } restore;
+  for (const auto& t : simd::targets()) {
+    simd::pin_target(t.bit);
+    INFO("target " << t.name);
+    REQUIRE(simd::current_target() == t.name);
+    body();
+  }
 }
 
 }  // namespace kt

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "helpers.hpp"
 #include "kernels/simd.hpp"
 
 namespace {
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
                    target.c_str());
       return kSkipped;
     }
+    kt::command_line_simd_target() = scanshard::kernels::simd::current_target();
     std::fprintf(stderr, "kernel_tests: kernels pinned to SIMD target %s\n",
                  scanshard::kernels::simd::current_target().c_str());
   }

@@ -66,53 +66,55 @@ TEST_CASE("RG-LRU reference follows the Griffin equations", "[rglru]") {
 }
 
 TEST_CASE("RG-LRU fast equals reference and backward matches finite differences", "[rglru]") {
-  for (auto [B, T, R, Hb] : {std::tuple<i64, i64, i64, i64>{1, 1, 8, 2}, {3, 7, 20, 4}, {2, 13, 72, 3}}) {
-    Lru p(B, T, R, Hb, 300 + unsigned(T));
-    const i64 N = B * T * R, S = R / Hb;
-    const auto dy = kt::randn(N, 310), dho = kt::randn(B * R, 311);
-    std::vector<float> y_ref(N), ga_ref(N), gx_ref(N), ho_ref(B * R), dc_ref(B * R);
-    std::vector<float> y_fast(N), ga_fast(N), gx_fast(N), ho_fast(B * R), dc_fast(B * R);
-    k::ref::rglru_forward(y_ref.data(), ho_ref.data(), dc_ref.data(), ga_ref.data(), gx_ref.data(), p.x.data(),
-                          p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(),
-                          p.lambda.data(), B, T, R, Hb);
-    k::fast::rglru_forward(y_fast.data(), ho_fast.data(), dc_fast.data(), ga_fast.data(), gx_fast.data(), p.x.data(),
-                           p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(),
-                           p.lambda.data(), B, T, R, Hb);
-    KT_CHECK_CLOSE(y_fast, y_ref, 1e-5, 1e-4);
-    KT_CHECK_CLOSE(ho_fast, ho_ref, 1e-5, 1e-4);
-    KT_CHECK_CLOSE(dc_fast, dc_ref, 1e-6, 1e-4);
+  kt::on_every_simd_target([&] {
+    for (auto [B, T, R, Hb] : {std::tuple<i64, i64, i64, i64>{1, 1, 8, 2}, {3, 7, 20, 4}, {2, 13, 72, 3}}) {
+      Lru p(B, T, R, Hb, 300 + unsigned(T));
+      const i64 N = B * T * R, S = R / Hb;
+      const auto dy = kt::randn(N, 310), dho = kt::randn(B * R, 311);
+      std::vector<float> y_ref(N), ga_ref(N), gx_ref(N), ho_ref(B * R), dc_ref(B * R);
+      std::vector<float> y_fast(N), ga_fast(N), gx_fast(N), ho_fast(B * R), dc_fast(B * R);
+      k::ref::rglru_forward(y_ref.data(), ho_ref.data(), dc_ref.data(), ga_ref.data(), gx_ref.data(), p.x.data(),
+                            p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(),
+                            p.lambda.data(), B, T, R, Hb);
+      k::fast::rglru_forward(y_fast.data(), ho_fast.data(), dc_fast.data(), ga_fast.data(), gx_fast.data(), p.x.data(),
+                             p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(), p.bx.data(),
+                             p.lambda.data(), B, T, R, Hb);
+      KT_CHECK_CLOSE(y_fast, y_ref, 1e-5, 1e-4);
+      KT_CHECK_CLOSE(ho_fast, ho_ref, 1e-5, 1e-4);
+      KT_CHECK_CLOSE(dc_fast, dc_ref, 1e-6, 1e-4);
 
-    std::vector<float> dx(N, 0), dhi(B * R, 0), dwa(Hb * S * S, 0), dba(R, 0), dwx(Hb * S * S, 0), dbx(R, 0),
-        dl(R, 0), work(2 * N);
-    auto rdx = dx, rdhi = dhi, rdwa = dwa, rdba = dba, rdwx = dwx, rdbx = dbx, rdl = dl;
-    k::fast::rglru_backward(dx.data(), dhi.data(), dwa.data(), dba.data(), dwx.data(), dbx.data(), dl.data(),
-                            work.data(), dy.data(), dho.data(), y_fast.data(), ga_fast.data(), gx_fast.data(),
-                            p.x.data(), p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(),
-                            B, T, R, Hb);
-    k::ref::rglru_backward(rdx.data(), rdhi.data(), rdwa.data(), rdba.data(), rdwx.data(), rdbx.data(), rdl.data(),
-                           work.data(), dy.data(), dho.data(), y_ref.data(), ga_ref.data(), gx_ref.data(), p.x.data(),
-                           p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(), B, T, R, Hb);
-    KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dhi, rdhi, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dwa, rdwa, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dl, rdl, 1e-4, 1e-3);
+      std::vector<float> dx(N, 0), dhi(B * R, 0), dwa(Hb * S * S, 0), dba(R, 0), dwx(Hb * S * S, 0), dbx(R, 0),
+          dl(R, 0), work(2 * N);
+      auto rdx = dx, rdhi = dhi, rdwa = dwa, rdba = dba, rdwx = dwx, rdbx = dbx, rdl = dl;
+      k::fast::rglru_backward(dx.data(), dhi.data(), dwa.data(), dba.data(), dwx.data(), dbx.data(), dl.data(),
+                              work.data(), dy.data(), dho.data(), y_fast.data(), ga_fast.data(), gx_fast.data(),
+                              p.x.data(), p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(),
+                              B, T, R, Hb);
+      k::ref::rglru_backward(rdx.data(), rdhi.data(), rdwa.data(), rdba.data(), rdwx.data(), rdbx.data(), rdl.data(),
+                             work.data(), dy.data(), dho.data(), y_ref.data(), ga_ref.data(), gx_ref.data(), p.x.data(),
+                             p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(), B, T, R, Hb);
+      KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dhi, rdhi, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dwa, rdwa, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dl, rdl, 1e-4, 1e-3);
 
-    auto xd = kt::to_d(p.x), wad = kt::to_d(p.wa), bad = kt::to_d(p.ba), wxd = kt::to_d(p.wx), bxd = kt::to_d(p.bx),
-         ld = kt::to_d(p.lambda), hid = kt::to_d(p.h_in), dyd = kt::to_d(dy), dhod = kt::to_d(dho);
-    auto loss = [&] {
-      std::vector<double> y(N), ga(N), gx(N), ho(B * R);
-      k::ref::rglru_forward(y.data(), ho.data(), static_cast<double*>(nullptr), ga.data(), gx.data(), xd.data(),
-                            hid.data(), p.reset.data(), wad.data(), bad.data(), wxd.data(), bxd.data(), ld.data(), B,
-                            T, R, Hb);
-      return kt::dot(y, dyd) + kt::dot(ho, dhod);
-    };
-    auto check = [&](const std::vector<float>& grad, std::vector<double>& q, unsigned seed) {
-      const auto idx = kt::sample_indices(i64(q.size()), 40, seed);
-      KT_CHECK_CLOSE(kt::pick(grad, idx), kt::fd_grad(q, idx, loss), 2e-4, 2e-3);
-    };
-    check(dx, xd, 320); check(dhi, hid, 321); check(dwa, wad, 322); check(dba, bad, 323);
-    check(dwx, wxd, 324); check(dbx, bxd, 325); check(dl, ld, 326);
-  }
+      auto xd = kt::to_d(p.x), wad = kt::to_d(p.wa), bad = kt::to_d(p.ba), wxd = kt::to_d(p.wx), bxd = kt::to_d(p.bx),
+           ld = kt::to_d(p.lambda), hid = kt::to_d(p.h_in), dyd = kt::to_d(dy), dhod = kt::to_d(dho);
+      auto loss = [&] {
+        std::vector<double> y(N), ga(N), gx(N), ho(B * R);
+        k::ref::rglru_forward(y.data(), ho.data(), static_cast<double*>(nullptr), ga.data(), gx.data(), xd.data(),
+                              hid.data(), p.reset.data(), wad.data(), bad.data(), wxd.data(), bxd.data(), ld.data(), B,
+                              T, R, Hb);
+        return kt::dot(y, dyd) + kt::dot(ho, dhod);
+      };
+      auto check = [&](const std::vector<float>& grad, std::vector<double>& q, unsigned seed) {
+        const auto idx = kt::sample_indices(i64(q.size()), 40, seed);
+        KT_CHECK_CLOSE(kt::pick(grad, idx), kt::fd_grad(q, idx, loss), 2e-4, 2e-3);
+      };
+      check(dx, xd, 320); check(dhi, hid, 321); check(dwa, wad, 322); check(dba, bad, 323);
+      check(dwx, wxd, 324); check(dbx, bxd, 325); check(dl, ld, 326);
+    }
+  });
 }
 
 TEST_CASE("RG-LRU caps the derivative of the square root at 1000", "[rglru]") {
@@ -438,38 +440,40 @@ TEST_CASE("RG-LRU sequence shards: carry backward + decay ⊙ dh_out chains the 
 }
 
 TEST_CASE("RG-LRU backward with streaming stores (aligned rows) equals the reference", "[rglru]") {
-  // stream_min_bytes = 0 forces the non-temporal path wherever a row of dga and dgx is 64-byte
-  // aligned (R a multiple of 16 and AlignedVec storage); R = 40 also runs the masked tail, and an
-  // unaligned view of the same buffers takes the ordinary stores. Both against ref::rglru_backward.
-  for (i64 offset : {i64(0), i64(1)})
-    for (auto [B, T, R, Hb] : {std::tuple<i64, i64, i64, i64>{3, 7, 32, 4}, {2, 11, 40, 2}}) {
-      Lru p(B, T, R, Hb, 700 + unsigned(R));
-      const i64 N = B * T * R, S = R / Hb;
-      const auto dy = kt::randn(N, 710), dho = kt::randn(B * R, 711);
-      std::vector<float> y(N), ga(N), gx(N);
-      k::ref::rglru_forward(y.data(), static_cast<float*>(nullptr), static_cast<float*>(nullptr), ga.data(), gx.data(),
-                            p.x.data(), p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(),
-                            p.bx.data(), p.lambda.data(), B, T, R, Hb);
-      std::vector<float> rdx(N, 0), rdhi(B * R, 0), rdwa(Hb * S * S, 0), rdba(R, 0), rdwx(Hb * S * S, 0), rdbx(R, 0),
-          rdl(R, 0), rwork(2 * N);
-      k::ref::rglru_backward(rdx.data(), rdhi.data(), rdwa.data(), rdba.data(), rdwx.data(), rdbx.data(), rdl.data(),
-                             rwork.data(), dy.data(), dho.data(), y.data(), ga.data(), gx.data(), p.x.data(),
-                             p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(), B, T, R, Hb);
-      k::AlignedVec dga(N + 16), dgx(N + 16);
-      std::vector<float> dx(N, 0), dhi(B * R, 0), dwa(Hb * S * S, 0), dba(R, 0), dwx(Hb * S * S, 0), dbx(R, 0), dl(R, 0);
-      k::fast::rglru_scan_backward(dx.data(), dga.data() + offset, dgx.data() + offset, dhi.data(), dl.data(), dy.data(),
-                                   dho.data(), y.data(), p.x.data(), ga.data(), gx.data(), p.h_in.data(),
-                                   p.reset.data(), p.lambda.data(), B, T, R, /*stream_min_bytes=*/0);
-      k::fast::blockdiag_backward(dx.data(), dwa.data(), dba.data(), dga.data() + offset, p.x.data(), p.wa.data(),
-                                  B * T, R, Hb);
-      k::fast::blockdiag_backward(dx.data(), dwx.data(), dbx.data(), dgx.data() + offset, p.x.data(), p.wx.data(),
-                                  B * T, R, Hb);
-      KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-3);
-      KT_CHECK_CLOSE(dhi, rdhi, 1e-4, 1e-3);
-      KT_CHECK_CLOSE(dwa, rdwa, 1e-4, 1e-3);
-      KT_CHECK_CLOSE(dba, rdba, 1e-4, 1e-3);
-      KT_CHECK_CLOSE(dwx, rdwx, 1e-4, 1e-3);
-      KT_CHECK_CLOSE(dbx, rdbx, 1e-4, 1e-3);
-      KT_CHECK_CLOSE(dl, rdl, 1e-4, 1e-3);
-    }
+  kt::on_every_simd_target([&] {
+    // stream_min_bytes = 0 forces the non-temporal path wherever a row of dga and dgx is 64-byte
+    // aligned (R a multiple of 16 and AlignedVec storage); R = 40 also runs the masked tail, and an
+    // unaligned view of the same buffers takes the ordinary stores. Both against ref::rglru_backward.
+    for (i64 offset : {i64(0), i64(1)})
+      for (auto [B, T, R, Hb] : {std::tuple<i64, i64, i64, i64>{3, 7, 32, 4}, {2, 11, 40, 2}}) {
+        Lru p(B, T, R, Hb, 700 + unsigned(R));
+        const i64 N = B * T * R, S = R / Hb;
+        const auto dy = kt::randn(N, 710), dho = kt::randn(B * R, 711);
+        std::vector<float> y(N), ga(N), gx(N);
+        k::ref::rglru_forward(y.data(), static_cast<float*>(nullptr), static_cast<float*>(nullptr), ga.data(), gx.data(),
+                              p.x.data(), p.h_in.data(), p.reset.data(), p.wa.data(), p.ba.data(), p.wx.data(),
+                              p.bx.data(), p.lambda.data(), B, T, R, Hb);
+        std::vector<float> rdx(N, 0), rdhi(B * R, 0), rdwa(Hb * S * S, 0), rdba(R, 0), rdwx(Hb * S * S, 0), rdbx(R, 0),
+            rdl(R, 0), rwork(2 * N);
+        k::ref::rglru_backward(rdx.data(), rdhi.data(), rdwa.data(), rdba.data(), rdwx.data(), rdbx.data(), rdl.data(),
+                               rwork.data(), dy.data(), dho.data(), y.data(), ga.data(), gx.data(), p.x.data(),
+                               p.h_in.data(), p.reset.data(), p.wa.data(), p.wx.data(), p.lambda.data(), B, T, R, Hb);
+        k::AlignedVec dga(N + 16), dgx(N + 16);
+        std::vector<float> dx(N, 0), dhi(B * R, 0), dwa(Hb * S * S, 0), dba(R, 0), dwx(Hb * S * S, 0), dbx(R, 0), dl(R, 0);
+        k::fast::rglru_scan_backward(dx.data(), dga.data() + offset, dgx.data() + offset, dhi.data(), dl.data(), dy.data(),
+                                     dho.data(), y.data(), p.x.data(), ga.data(), gx.data(), p.h_in.data(),
+                                     p.reset.data(), p.lambda.data(), B, T, R, /*stream_min_bytes=*/0);
+        k::fast::blockdiag_backward(dx.data(), dwa.data(), dba.data(), dga.data() + offset, p.x.data(), p.wa.data(),
+                                    B * T, R, Hb);
+        k::fast::blockdiag_backward(dx.data(), dwx.data(), dbx.data(), dgx.data() + offset, p.x.data(), p.wx.data(),
+                                    B * T, R, Hb);
+        KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-3);
+        KT_CHECK_CLOSE(dhi, rdhi, 1e-4, 1e-3);
+        KT_CHECK_CLOSE(dwa, rdwa, 1e-4, 1e-3);
+        KT_CHECK_CLOSE(dba, rdba, 1e-4, 1e-3);
+        KT_CHECK_CLOSE(dwx, rdwx, 1e-4, 1e-3);
+        KT_CHECK_CLOSE(dbx, rdbx, 1e-4, 1e-3);
+        KT_CHECK_CLOSE(dl, rdl, 1e-4, 1e-3);
+      }
+  });
 }

@@ -108,38 +108,40 @@ TEST_CASE("RWKV4 WKV reference forward equals the defining sums in long double",
 }
 
 TEST_CASE("RWKV4 WKV fast equals reference on awkward shapes", "[rwkv4]") {
-  // D = 300: one full 256-channel block plus a ragged one; odd T; non-zero incoming state
-  const i64 B = 2, T = 37, D = 300;
-  auto c = make_case(B, T, D, 41, 2.0f);
-  std::vector<float> sin(3 * B * D), tmp(B * 5 * D);
-  auto pk = kt::randn(B * 5 * D, 42), pv = kt::randn(B * 5 * D, 43);
-  ref::wkv4_forward<float>(tmp.data(), sin.data(), pk.data(), pv.data(), c.decay.data(),
-                           c.bonus.data(), nullptr, B, 5, D);
-  auto dso = kt::randn(2 * B * D, 44, 0.1f);
-  // reference in double
-  auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), dd = kt::to_d(c.decay), ud = kt::to_d(c.bonus);
-  auto gd = kt::to_d(c.dy), sind = kt::to_d(sin), dsod = kt::to_d(dso);
-  std::vector<double> yr(B * T * D), sr(3 * B * D), dkr(B * T * D), dvr(B * T * D), ddr(D),
-      dur(D), dsr(2 * B * D);
-  ref::wkv4_forward<double>(yr.data(), sr.data(), kd.data(), vd.data(), dd.data(), ud.data(),
-                            sind.data(), B, T, D);
-  ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), dsr.data(),
-                             gd.data(), dsod.data(), kd.data(), vd.data(), dd.data(), ud.data(),
-                             sind.data(), B, T, D);
-  std::vector<float> y(B * T * D), s(3 * B * D), dk(B * T * D), dv(B * T * D), ddc(D), du(D),
-      ds(2 * B * D);
-  fast::wkv4_forward(y.data(), s.data(), c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(),
-                     sin.data(), B, T, D);
-  fast::wkv4_backward(dk.data(), dv.data(), ddc.data(), du.data(), ds.data(), c.dy.data(),
-                      dso.data(), c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(),
-                      sin.data(), B, T, D);
-  KT_CHECK_CLOSE(y, yr, 1e-5, 1e-4);
-  KT_CHECK_CLOSE(s, sr, 1e-5, 1e-4);
-  KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-4);
-  KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-4);
-  KT_CHECK_CLOSE(ddc, ddr, 1e-3, 1e-4);
-  KT_CHECK_CLOSE(du, dur, 1e-3, 1e-4);
-  KT_CHECK_CLOSE(ds, dsr, 1e-4, 1e-4);
+  kt::on_every_simd_target([&] {
+    // D = 300: one full 256-channel block plus a ragged one; odd T; non-zero incoming state
+    const i64 B = 2, T = 37, D = 300;
+    auto c = make_case(B, T, D, 41, 2.0f);
+    std::vector<float> sin(3 * B * D), tmp(B * 5 * D);
+    auto pk = kt::randn(B * 5 * D, 42), pv = kt::randn(B * 5 * D, 43);
+    ref::wkv4_forward<float>(tmp.data(), sin.data(), pk.data(), pv.data(), c.decay.data(),
+                             c.bonus.data(), nullptr, B, 5, D);
+    auto dso = kt::randn(2 * B * D, 44, 0.1f);
+    // reference in double
+    auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), dd = kt::to_d(c.decay), ud = kt::to_d(c.bonus);
+    auto gd = kt::to_d(c.dy), sind = kt::to_d(sin), dsod = kt::to_d(dso);
+    std::vector<double> yr(B * T * D), sr(3 * B * D), dkr(B * T * D), dvr(B * T * D), ddr(D),
+        dur(D), dsr(2 * B * D);
+    ref::wkv4_forward<double>(yr.data(), sr.data(), kd.data(), vd.data(), dd.data(), ud.data(),
+                              sind.data(), B, T, D);
+    ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), dsr.data(),
+                               gd.data(), dsod.data(), kd.data(), vd.data(), dd.data(), ud.data(),
+                               sind.data(), B, T, D);
+    std::vector<float> y(B * T * D), s(3 * B * D), dk(B * T * D), dv(B * T * D), ddc(D), du(D),
+        ds(2 * B * D);
+    fast::wkv4_forward(y.data(), s.data(), c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(),
+                       sin.data(), B, T, D);
+    fast::wkv4_backward(dk.data(), dv.data(), ddc.data(), du.data(), ds.data(), c.dy.data(),
+                        dso.data(), c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(),
+                        sin.data(), B, T, D);
+    KT_CHECK_CLOSE(y, yr, 1e-5, 1e-4);
+    KT_CHECK_CLOSE(s, sr, 1e-5, 1e-4);
+    KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-4);
+    KT_CHECK_CLOSE(ddc, ddr, 1e-3, 1e-4);
+    KT_CHECK_CLOSE(du, dur, 1e-3, 1e-4);
+    KT_CHECK_CLOSE(ds, dsr, 1e-4, 1e-4);
+  });
 }
 
 TEST_CASE("RWKV4 WKV sequence chunks chained equal one pass", "[rwkv4][chunk]") {
@@ -296,31 +298,33 @@ TEST_CASE("RWKV4 WKV is stable for extreme keys and decays", "[rwkv4][stability]
 
 TEST_CASE("RWKV token shift backward matches finite differences and fast equals reference",
           "[rwkv4]") {
-  const i64 B = 2, T = 5, D = 7;
-  auto x = kt::to_d(kt::randn(B * T * D, 71)), prev = kt::to_d(kt::randn(B * D, 72));
-  auto mu = kt::to_d(kt::randn(D, 73, 0.3f, 0.5f)), dout = kt::to_d(kt::randn(B * T * D, 74));
-  std::vector<double> out(B * T * D);
-  auto loss = [&] {
-    ref::token_shift_forward<double>(out.data(), x.data(), prev.data(), mu.data(), B, T, D);
-    return kt::dot(out, dout);
-  };
-  std::vector<double> dx(x.size()), dp(prev.size()), dm(D);
-  ref::token_shift_backward<double>(dx.data(), dp.data(), dm.data(), dout.data(), x.data(),
-                                    prev.data(), mu.data(), B, T, D);
-  KT_CHECK_CLOSE(dx, kt::fd_grad(x, kt::sample_indices(x.size(), x.size(), 0), loss), 1e-8, 1e-6);
-  KT_CHECK_CLOSE(dp, kt::fd_grad(prev, kt::sample_indices(B * D, B * D, 0), loss), 1e-8, 1e-6);
-  KT_CHECK_CLOSE(dm, kt::fd_grad(mu, kt::sample_indices(D, D, 0), loss), 1e-8, 1e-6);
-  // fast (fp32) vs reference (double)
-  auto xf = kt::to_f(x), pf = kt::to_f(prev), mf = kt::to_f(mu), gf = kt::to_f(dout);
-  std::vector<float> of(B * T * D), dxf(x.size()), dpf(prev.size()), dmf(D);
-  fast::token_shift_forward(of.data(), xf.data(), pf.data(), mf.data(), B, T, D);
-  fast::token_shift_backward(dxf.data(), dpf.data(), dmf.data(), gf.data(), xf.data(), pf.data(),
-                             mf.data(), B, T, D);
-  loss();
-  KT_CHECK_CLOSE(of, out, 1e-6, 1e-5);
-  KT_CHECK_CLOSE(dxf, dx, 1e-6, 1e-5);
-  KT_CHECK_CLOSE(dpf, dp, 1e-6, 1e-5);
-  KT_CHECK_CLOSE(dmf, dm, 1e-5, 1e-5);
+  kt::on_every_simd_target([&] {
+    const i64 B = 2, T = 5, D = 7;
+    auto x = kt::to_d(kt::randn(B * T * D, 71)), prev = kt::to_d(kt::randn(B * D, 72));
+    auto mu = kt::to_d(kt::randn(D, 73, 0.3f, 0.5f)), dout = kt::to_d(kt::randn(B * T * D, 74));
+    std::vector<double> out(B * T * D);
+    auto loss = [&] {
+      ref::token_shift_forward<double>(out.data(), x.data(), prev.data(), mu.data(), B, T, D);
+      return kt::dot(out, dout);
+    };
+    std::vector<double> dx(x.size()), dp(prev.size()), dm(D);
+    ref::token_shift_backward<double>(dx.data(), dp.data(), dm.data(), dout.data(), x.data(),
+                                      prev.data(), mu.data(), B, T, D);
+    KT_CHECK_CLOSE(dx, kt::fd_grad(x, kt::sample_indices(x.size(), x.size(), 0), loss), 1e-8, 1e-6);
+    KT_CHECK_CLOSE(dp, kt::fd_grad(prev, kt::sample_indices(B * D, B * D, 0), loss), 1e-8, 1e-6);
+    KT_CHECK_CLOSE(dm, kt::fd_grad(mu, kt::sample_indices(D, D, 0), loss), 1e-8, 1e-6);
+    // fast (fp32) vs reference (double)
+    auto xf = kt::to_f(x), pf = kt::to_f(prev), mf = kt::to_f(mu), gf = kt::to_f(dout);
+    std::vector<float> of(B * T * D), dxf(x.size()), dpf(prev.size()), dmf(D);
+    fast::token_shift_forward(of.data(), xf.data(), pf.data(), mf.data(), B, T, D);
+    fast::token_shift_backward(dxf.data(), dpf.data(), dmf.data(), gf.data(), xf.data(), pf.data(),
+                               mf.data(), B, T, D);
+    loss();
+    KT_CHECK_CLOSE(of, out, 1e-6, 1e-5);
+    KT_CHECK_CLOSE(dxf, dx, 1e-6, 1e-5);
+    KT_CHECK_CLOSE(dpf, dp, 1e-6, 1e-5);
+    KT_CHECK_CLOSE(dmf, dm, 1e-5, 1e-5);
+  });
 }
 
 TEST_CASE("RWKV4 WKV fast with more threads than batch rows equals reference", "[rwkv4][threads]") {
@@ -349,26 +353,28 @@ TEST_CASE("RWKV4 WKV fast with more threads than batch rows equals reference", "
 }
 
 TEST_CASE("RWKV4 WKV fast falls back to the max form for a bonus far from the decay", "[rwkv4][stability]") {
-  // |u − w| > 52 (kLazyMaxUW) in one channel sends the whole fast forward to the running-maximum
-  // form (e^{u−w} would overflow the lazy form's scaled sums): outputs still equal the
-  // long-double sums, and the backward the double reference.
-  const i64 B = 2, T = 23, D = 20;
-  auto c = make_case(B, T, D, 81, 3.0f);
-  c.bonus[3] = 60.0f;   // u − w ≈ 60
-  c.bonus[17] = -58.0f;
-  const auto expect = wkv4_direct(c.k, c.v, c.decay, c.bonus, B, T, D);
-  std::vector<float> y(B * T * D);
-  fast::wkv4_forward(y.data(), nullptr, c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
-  KT_CHECK_CLOSE(y, expect, 1e-5, 1e-4);
-  std::vector<float> dk(B * T * D), dv(B * T * D), dd(D), du(D);
-  fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, c.dy.data(), nullptr, c.k.data(),
-                      c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
-  auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), ddec = kt::to_d(c.decay), ud = kt::to_d(c.bonus), gd = kt::to_d(c.dy);
-  std::vector<double> dkr(B * T * D), dvr(B * T * D), ddr(D), dur(D);
-  ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), nullptr, gd.data(), nullptr, kd.data(),
-                             vd.data(), ddec.data(), ud.data(), nullptr, B, T, D);
-  KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-3);
-  KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-3);
-  KT_CHECK_CLOSE(dd, ddr, 1e-4, 1e-3);
-  KT_CHECK_CLOSE(du, dur, 1e-4, 1e-3);
+  kt::on_every_simd_target([&] {
+    // |u − w| > 52 (kLazyMaxUW) in one channel sends the whole fast forward to the running-maximum
+    // form (e^{u−w} would overflow the lazy form's scaled sums): outputs still equal the
+    // long-double sums, and the backward the double reference.
+    const i64 B = 2, T = 23, D = 20;
+    auto c = make_case(B, T, D, 81, 3.0f);
+    c.bonus[3] = 60.0f;   // u − w ≈ 60
+    c.bonus[17] = -58.0f;
+    const auto expect = wkv4_direct(c.k, c.v, c.decay, c.bonus, B, T, D);
+    std::vector<float> y(B * T * D);
+    fast::wkv4_forward(y.data(), nullptr, c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
+    KT_CHECK_CLOSE(y, expect, 1e-5, 1e-4);
+    std::vector<float> dk(B * T * D), dv(B * T * D), dd(D), du(D);
+    fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, c.dy.data(), nullptr, c.k.data(),
+                        c.v.data(), c.decay.data(), c.bonus.data(), nullptr, B, T, D);
+    auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), ddec = kt::to_d(c.decay), ud = kt::to_d(c.bonus), gd = kt::to_d(c.dy);
+    std::vector<double> dkr(B * T * D), dvr(B * T * D), ddr(D), dur(D);
+    ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), nullptr, gd.data(), nullptr, kd.data(),
+                               vd.data(), ddec.data(), ud.data(), nullptr, B, T, D);
+    KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-3);
+    KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-3);
+    KT_CHECK_CLOSE(dd, ddr, 1e-4, 1e-3);
+    KT_CHECK_CLOSE(du, dur, 1e-4, 1e-3);
+  });
 }

@@ -115,33 +115,35 @@ TEST_CASE("RWKV6 WKV reference forward equals the unrolled sum in long double", 
 }
 
 TEST_CASE("RWKV6 WKV chunked fast kernel equals the sequential reference", "[rwkv6][chunk]") {
-  // T = 50 and 37 are not multiples of 7, 16 or 64 (and 64 > T); N = 12 is not a vector
-  // multiple (runtime head size path); N = 32 and 64 take the compile-time head size paths.
-  struct Shape { i64 B, T, H, N; };
-  for (Shape sh : {Shape{2, 50, 2, 12}, Shape{1, 37, 2, 32}, Shape{1, 37, 2, 64}}) {
-  const i64 B = sh.B, T = sh.T, H = sh.H, N = sh.N, NS = B * H * N * N, n = B * T * H * N;
-  INFO("B " << B << " T " << T << " H " << H << " N " << N);
-  auto c = make_case(B, T, H, N, 121);
-  auto sin = kt::randn(NS, 122), dso = kt::randn(NS, 123);
-  const auto e = ref_double(c, &sin, &dso);
-  for (i64 chunk : {1, 2, 7, 16, 64}) {
-    INFO("chunk " << chunk);
-    std::vector<float> y(n), so(NS), dr(n), dk(n), dv(n), dlw(n), du(H * N), dsi(NS);
-    fast::wkv6_forward(y.data(), so.data(), c.r.data(), c.k.data(), c.v.data(), c.logw.data(),
-                       c.u.data(), sin.data(), B, T, H, N, chunk);
-    fast::wkv6_backward(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), dsi.data(),
-                        c.dy.data(), dso.data(), c.r.data(), c.k.data(), c.v.data(),
-                        c.logw.data(), c.u.data(), sin.data(), B, T, H, N, chunk);
-    KT_CHECK_CLOSE(y, e.y, 1e-4, 1e-4);
-    KT_CHECK_CLOSE(so, e.sout, 1e-4, 1e-4);
-    KT_CHECK_CLOSE(dr, e.dr, 1e-4, 1e-4);
-    KT_CHECK_CLOSE(dk, e.dk, 1e-4, 1e-4);
-    KT_CHECK_CLOSE(dv, e.dv, 1e-4, 1e-4);
-    KT_CHECK_CLOSE(dlw, e.dlw, 1e-3, 1e-3);
-    KT_CHECK_CLOSE(du, e.du, 1e-3, 1e-4);
-    KT_CHECK_CLOSE(dsi, e.dsin, 1e-4, 1e-4);
-  }
-  }
+  kt::on_every_simd_target([&] {
+    // T = 50 and 37 are not multiples of 7, 16 or 64 (and 64 > T); N = 12 is not a vector
+    // multiple (runtime head size path); N = 32 and 64 take the compile-time head size paths.
+    struct Shape { i64 B, T, H, N; };
+    for (Shape sh : {Shape{2, 50, 2, 12}, Shape{1, 37, 2, 32}, Shape{1, 37, 2, 64}}) {
+    const i64 B = sh.B, T = sh.T, H = sh.H, N = sh.N, NS = B * H * N * N, n = B * T * H * N;
+    INFO("B " << B << " T " << T << " H " << H << " N " << N);
+    auto c = make_case(B, T, H, N, 121);
+    auto sin = kt::randn(NS, 122), dso = kt::randn(NS, 123);
+    const auto e = ref_double(c, &sin, &dso);
+    for (i64 chunk : {1, 2, 7, 16, 64}) {
+      INFO("chunk " << chunk);
+      std::vector<float> y(n), so(NS), dr(n), dk(n), dv(n), dlw(n), du(H * N), dsi(NS);
+      fast::wkv6_forward(y.data(), so.data(), c.r.data(), c.k.data(), c.v.data(), c.logw.data(),
+                         c.u.data(), sin.data(), B, T, H, N, chunk);
+      fast::wkv6_backward(dr.data(), dk.data(), dv.data(), dlw.data(), du.data(), dsi.data(),
+                          c.dy.data(), dso.data(), c.r.data(), c.k.data(), c.v.data(),
+                          c.logw.data(), c.u.data(), sin.data(), B, T, H, N, chunk);
+      KT_CHECK_CLOSE(y, e.y, 1e-4, 1e-4);
+      KT_CHECK_CLOSE(so, e.sout, 1e-4, 1e-4);
+      KT_CHECK_CLOSE(dr, e.dr, 1e-4, 1e-4);
+      KT_CHECK_CLOSE(dk, e.dk, 1e-4, 1e-4);
+      KT_CHECK_CLOSE(dv, e.dv, 1e-4, 1e-4);
+      KT_CHECK_CLOSE(dlw, e.dlw, 1e-3, 1e-3);
+      KT_CHECK_CLOSE(du, e.du, 1e-3, 1e-4);
+      KT_CHECK_CLOSE(dsi, e.dsin, 1e-4, 1e-4);
+    }
+    }
+  });
 }
 
 TEST_CASE("RWKV6 WKV sequence chunks chained equal one pass", "[rwkv6][chunk]") {
