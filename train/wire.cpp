@@ -44,6 +44,14 @@ void widen(std::span<const Bf16> in, std::span<float> out) {
   K::unpack_bf16(out.data(), reinterpret_cast<const K::bf16_bits*>(in.data()), static_cast<K::i64>(out.size()));
 }
 static_assert(sizeof(Bf16) == 2, "a bf16 element is two bytes on the wire");
+// `in` packed to bf16, `call(packed, received)` with room for out.size() elements, widened into `out`.
+template <class Call>
+void through_bf16(std::span<const float> in, std::span<float> out, Call&& call) {
+  auto b = packed(0, in);
+  auto r = room(1, out.size());
+  call(std::span<const Bf16>(b), r);
+  widen(r, out);
+}
 }  // namespace
 
 void Wire::allreduce_sum(std::span<float> data) const {
@@ -55,26 +63,17 @@ void Wire::allreduce_sum(std::span<float> data) const {
 
 void Wire::allgather(std::span<const float> in, std::span<float> out) const {
   if (dtype_ == DType::fp32) return comm.allgather(in, out);
-  auto b = packed(0, in);
-  auto all = room(1, out.size());
-  comm.allgather(std::span<const Bf16>(b), all);
-  widen(all, out);
+  through_bf16(in, out, [&](std::span<const Bf16> b, std::span<Bf16> r) { comm.allgather(b, r); });
 }
 
 void Wire::reduce_scatter_sum(std::span<const float> in, std::span<float> out) const {
   if (dtype_ == DType::fp32) return comm.reduce_scatter_sum(in, out);
-  auto b = packed(0, in);
-  auto part = room(1, out.size());
-  comm.reduce_scatter_sum(std::span<const Bf16>(b), part);
-  widen(part, out);
+  through_bf16(in, out, [&](std::span<const Bf16> b, std::span<Bf16> r) { comm.reduce_scatter_sum(b, r); });
 }
 
 void Wire::reduce_scatter_sum_v(std::span<const float> in, std::span<float> out, const std::vector<int>& counts) const {
   if (dtype_ == DType::fp32) return comm.reduce_scatter_sum_v(in, out, counts);
-  auto b = packed(0, in);
-  auto part = room(1, out.size());
-  comm.reduce_scatter_sum_v(std::span<const Bf16>(b), part, counts);
-  widen(part, out);
+  through_bf16(in, out, [&](std::span<const Bf16> b, std::span<Bf16> r) { comm.reduce_scatter_sum_v(b, r, counts); });
 }
 
 void Wire::allgather_v_inplace(std::span<float> buf, const std::vector<int>& counts) const {
