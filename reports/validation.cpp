@@ -97,7 +97,10 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
   return out;
 }
 
-std::string describe_plan(const PlanCase& c) { return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()); }
+std::string describe_plan(const PlanCase& c) {
+  // the set's plans are fp32 unless they say bf16 (plan_summary leaves dtypes out)
+  return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()) + (c.plan.act_dtype == DType::bf16 ? " bf16" : "");
+}
 
 double calibrated_probe_seconds(const std::string& cluster_arg) {
   if (!looks_like_path(cluster_arg)) return 0;

@@ -508,26 +508,26 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         if (grads_reduced) continue;
         mpi::Comm::wait_all(buckets.requests);
         for (const Range& r : buckets.rest(sl))
-          grad_allreduce(*buckets.group, std::span<Acc>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())), grad_wire);
+          grad_allreduce(*buckets.group, std::span<Acc>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())), message_dtype(p, st));
         grads_reduced = true;
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::grads) {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
-        grad_allreduce(*c, std::span<Acc>(gacc.data() + b, static_cast<std::size_t>(e - b)), grad_wire);
+        grad_allreduce(*c, std::span<Acc>(gacc.data() + b, static_cast<std::size_t>(e - b)), message_dtype(p, st));
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tp_replicated_grads) {
         // rs_ag: whole tensors whose gradient covered this rank's tokens only (its part under ZeRO)
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           if (!stage.held[ti] || !token_partial_grad(m, lay.tensors[ti], p.mesh[Axis::tensor])) continue;
           const std::int64_t lo = std::max(b, sl.offset[ti]), hi = std::min(e, sl.offset[ti] + sl.count(ti));
-          if (lo < hi) grad_allreduce(*c, std::span<Acc>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)), grad_wire);
+          if (lo < hi) grad_allreduce(*c, std::span<Acc>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)), message_dtype(p, st));
         }
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tied_embedding_grads) {
         const std::size_t ti = lay.index.at("embed/embed.table");
-        grad_allreduce(*tied, std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))), grad_wire);
+        grad_allreduce(*tied, std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))), message_dtype(p, st));
       } else if (op == ops::reduce_scatter) {
         std::vector<Acc>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
         part.resize(static_cast<std::size_t>(own.end - own.begin));
-        grad_reduce_scatter_v(*c, std::span<const Acc>(gacc), std::span<Acc>(part), own.counts, grad_wire);
+        grad_reduce_scatter_v(*c, std::span<const Acc>(gacc), std::span<Acc>(part), own.counts, message_dtype(p, st));
         std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
         scattered = true;
       } else if (op == ops::adamw) {
@@ -568,7 +568,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         }
         refresh_work(own.begin, own.end);  // the bf16 working copy of the owned part
       } else if (op == ops::all_gather && std::string_view(st.name) == tensors::params) {
-        if (mixed) Wire(*c, DType::bf16).allgather_v_inplace(std::span<float>(work), own.counts);
+        if (mixed) Wire(*c, message_dtype(p, st)).allgather_v_inplace(std::span<float>(work), own.counts);  // the working copy, bf16
         else c->allgather_v_inplace(std::span<float>(params), own.counts);
       } else {
         throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");
