@@ -18,12 +18,16 @@ namespace scanshard {
 class Trace {
  public:
   using Key = std::tuple<std::string, std::string, std::string>;  // phase, op, name
-  struct Cell { double seconds = 0; long calls = 0; };
+  // bytes: the payload a communication step moved (train/wire.hpp trace_step_bytes; 0 for compute)
+  struct Cell { double seconds = 0; long calls = 0; double bytes = 0; };
 
   void add(const char* phase, const char* op, const char* name, double s) {
     auto& c = current_[Key{phase, op, name}];
     c.seconds += s;
     ++c.calls;
+  }
+  void add_bytes(const char* phase, const char* op, const char* name, double bytes) {
+    current_[Key{phase, op, name}].bytes += bytes;
   }
   // Closes the current step (step index, wall seconds) and starts a new one.
   void end_step(long step, double wall_seconds, double loss) {

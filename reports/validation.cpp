@@ -20,6 +20,7 @@ struct Knobs {
   Remat remat = Remat::none;
   CarryScheme carry = CarryScheme::ring;
   Schedule schedule = Schedule::one_f_one_b;
+  DType dtype = DType::fp32;  // parameters and activations; the plan default (bf16) is stated where wanted
 };
 
 Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t micro_batch, std::int64_t seq_len, Knobs k) {
@@ -32,7 +33,7 @@ Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t 
   p.remat = k.remat;
   p.carry = k.carry;
   p.schedule = k.schedule;
-  p.param_dtype = p.act_dtype = DType::fp32;  // the runner computes in fp32
+  p.param_dtype = p.act_dtype = k.dtype;  // fp32 unless the row says bf16 (the runner executes either)
   p.overlap = false;  // the runner reduces gradients after the last backward, not during it
   return p;
 }
@@ -60,7 +61,8 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
   const ModelSpec gw = validation_variant("griffin-tiny", 256, 3), hw = validation_variant("hawk-tiny", 256, 2),
                   qw = validation_variant("mqa-tiny", 256, 2), gd = validation_variant("griffin-tiny", 128, 6);
   const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::elementwise},
-      gather{0, Remat::none, CarryScheme::allgather}, gpipe{0, Remat::none, CarryScheme::ring, Schedule::gpipe};
+      gather{0, Remat::none, CarryScheme::allgather}, gpipe{0, Remat::none, CarryScheme::ring, Schedule::gpipe},
+      bf16{0, Remat::none, CarryScheme::ring, Schedule::one_f_one_b, DType::bf16};
   struct Row { const ModelSpec* m; const char* mesh; std::int64_t G, mb, T; Knobs k; };
   const std::vector<Row> rows = {
       {&g, "data=1", 4, 4, 128, none},   {&g, "data=1", 8, 4, 128, none},     {&g, "data=1", 4, 2, 256, none},
@@ -81,6 +83,7 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
       {&q, "sequence=2", 4, 4, 128, none}, {&r4, "sequence=2", 4, 2, 128, gather},
       {&r6, "sequence=2", 4, 4, 128, none}, {&gpt, "data=1", 8, 8, 128, none}, {&gpt, "tensor=2", 8, 4, 128, none},
       {&gpt, "data=2", 8, 4, 128, blk},
+      {&g, "data=2", 8, 4, 128, bf16},  // bf16 storage and messages, gradients reduced in bf16 (P04 in fp32)
   };
   std::vector<PlanCase> out;
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -94,7 +97,10 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
   return out;
 }
 
-std::string describe_plan(const PlanCase& c) { return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()); }
+std::string describe_plan(const PlanCase& c) {
+  // the set's plans are fp32 unless they say bf16 (plan_summary leaves dtypes out)
+  return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()) + (c.plan.act_dtype == DType::bf16 ? " bf16" : "");
+}
 
 double calibrated_probe_seconds(const std::string& cluster_arg) {
   if (!looks_like_path(cluster_arg)) return 0;

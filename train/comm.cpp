@@ -1,7 +1,10 @@
 // train/comm.cpp — see comm.hpp.
 #include "train/comm.hpp"
 
+#include <algorithm>
 #include <climits>
+
+#include "kernels/bf16.hpp"
 
 namespace scanshard::mpi {
 
@@ -13,6 +16,34 @@ int world_rank() {
   int r = -1;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
   return r;
+}
+
+Traffic& traffic() {
+  static Traffic t;
+  return t;
+}
+
+double Traffic::step_bytes_since(const Traffic& before) const {
+  return collective_bytes - before.collective_bytes +
+         std::max(sent_bytes - before.sent_bytes, received_bytes - before.received_bytes);
+}
+
+namespace {
+// io[i] = round_bf16(in[i] + io[i]): one bf16 sum, added in fp32 (both widen exactly).
+void bf16_sum(void* in, void* io, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const std::uint16_t*>(in);
+  auto* b = static_cast<std::uint16_t*>(io);
+  for (int i = 0; i < *len; ++i) b[i] = kernels::to_bf16(kernels::from_bf16(a[i]) + kernels::from_bf16(b[i]));
+}
+}  // namespace
+
+template <> MPI_Op sum_op<Bf16>() {
+  static MPI_Op op = [] {
+    MPI_Op o = MPI_OP_NULL;
+    SCANSHARD_MPI(MPI_Op_create(&bf16_sum, 1, &o));  // commutative: a + b == b + a in fp32
+    return o;
+  }();
+  return op;
 }
 
 void check(int rc, const char* call, const char* file, int line) {

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "kernels/attention.hpp"
+#include "kernels/bf16.hpp"
 #include "kernels/conv1d.hpp"
 #include "kernels/dropout.hpp"
 #include "kernels/embedding.hpp"
@@ -24,6 +25,7 @@
 #include "kernels/mlp.hpp"
 #include "kernels/rglru.hpp"
 #include "kernels/rmsnorm.hpp"
+#include "train/wire.hpp"
 
 namespace scanshard::train {
 
@@ -163,7 +165,7 @@ struct Executor::State {
   std::vector<Range> chunks;  // the layers of each model chunk of this stage (one without interleaving)
   i64 chunk = 0;              // the chunk being run (its pipeline transfers)
   std::vector<MPI_Request> pending;  // pipeline sends of this slot, from copies in send_bufs
-  std::list<Vec> send_bufs;
+  SendCopies send_bufs;
   float escale = 1;
   // dropout: probability, this micro-batch's BatchIndex, and per residual-region row (Ms rows)
   // its sequence's index in the global batch and its global position; the embedding's mask
@@ -210,11 +212,12 @@ void add(float* out, const float* a, const float* b, i64 n) { for (i64 i = 0; i 
 
 // ---- communication ------------------------------------------------------------------------------
 
-const mpi::Comm& need(const State& s, Axis a, const Step& st) {
+// The step's communicator on axis `a`, its messages in the dtype the lowering prices (wire.hpp).
+Wire need(const State& s, Axis a, const Step& st) {
   const mpi::Comm* c = s.comms[a];
   if (!c) throw std::logic_error(std::string("executor: step ") + st.op + " " + st.name + " needs a communicator on axis " +
                                  to_string(a));
-  return *c;
+  return Wire(*c, message_dtype(s.p, st));
 }
 
 // out = Σ over the step's axis of in (out-of-place, so forward handlers stay idempotent).
@@ -311,10 +314,13 @@ void merge_stats_op(void* in, void* io, int* len, MPI_Datatype*) {
 void loss_stats_fwd(State& s, const Step& st) {
   MPI_Op op;
   SCANSHARD_MPI(MPI_Op_create(&merge_stats_op, 1, &op));
-  const int rc = MPI_Allreduce(MPI_IN_PLACE, s.stats.data(), static_cast<int>(s.stats.size()), MPI_FLOAT, op,
-                               need(s, st.axis, st).raw());
+  try {
+    need(s, st.axis, st).comm.allreduce_op(std::span<float>(s.stats), op);
+  } catch (...) {
+    MPI_Op_free(&op);
+    throw;
+  }
   MPI_Op_free(&op);
-  SCANSHARD_MPI(rc);
 }
 void softmax_xent_fwd(State& s, const Step&) {
   K::softmax_ce_shard_finish(s.losses.data(), s.logits.data(), s.logits.data(), s.stats.data(), s.targets.data(), s.v0,
@@ -791,15 +797,13 @@ void unpack_kv(const State& s, Vec& k, Vec& v, i64 e0, i64 rows, const Vec& in, 
 template <class Send, class Recv>
 void halo_exchange(const State& s, const Step& st, int dir, Send&& send, Recv&& recv) {
   const auto& c = need(s, Axis::sequence, st);
-  std::vector<Vec> out;
+  SendCopies out;
   std::vector<MPI_Request> reqs;
   const auto peers = halo_peers(s);
-  out.reserve(peers.size());
   for (const HaloPeer& p : peers) {
     const i64 to = s.s + dir * p.hop;
     if (to < 0 || to >= s.sp) continue;
-    out.push_back(send(p));
-    reqs.push_back(c.isend(std::span<const float>(out.back()), static_cast<int>(to), kKvHaloTag));
+    reqs.push_back(c.isend(std::span<const float>(send(p)), static_cast<int>(to), kKvHaloTag, out));
   }
   for (const HaloPeer& p : peers) {
     const i64 from = s.s - dir * p.hop;
@@ -1636,9 +1640,7 @@ int prev_stage(const State& s) { return static_cast<int>((s.stage + s.p.mesh[Axi
 int next_stage(const State& s) { return static_cast<int>((s.stage + 1) % s.p.mesh[Axis::pipeline]); }
 const Range& cur_chunk(const State& s) { return s.chunks[static_cast<std::size_t>(s.chunk)]; }
 void pp_isend(State& s, const Step& st, std::span<const float> data, int dest, int tag) {
-  Vec& copy = s.send_bufs.emplace_back(data.size());
-  std::copy(data.begin(), data.end(), copy.begin());
-  s.pending.push_back(need(s, Axis::pipeline, st).isend(std::span<const float>(copy.data(), copy.size()), dest, tag));
+  s.pending.push_back(need(s, Axis::pipeline, st).isend(data, dest, tag, s.send_bufs));
 }
 
 std::span<float> span_of(Vec& v) { return std::span<float>(v); }
@@ -2071,6 +2073,31 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
   }
 }
 
+namespace {
+// Activations stored in bf16 (plan `dtypes: activations: bf16`): the residual stream — each
+// layer's input xs[l], which backward and recompute read, the blocks add into and pipeline stages
+// exchange — and its gradient dxs[l] are rounded to bf16 (kernels/bf16.hpp) at every layer
+// boundary a pass crosses; the kernels inside a layer compute and keep fp32. Parameters arrive as
+// bf16 values already (the runner's working copy); messages travel in bf16 (wire.hpp).
+struct LayerBoundaries {
+  std::vector<Vec>& stream;  // xs (forward) or dxs (backward)
+  bool bf16;
+  std::int32_t current = -1;
+  void store(std::size_t i) {
+    if (bf16) kernels::round_bf16(stream[i].data(), static_cast<i64>(stream[i].size()));
+  }
+  // Before running a step of layer `l` (−1 outside the layers); forward: l's input xs[l] and the
+  // previous layer's output; backward (reverse order): dxs[l + 1] arriving, dxs[l] leaving.
+  void enter(std::int32_t l, bool forward) {
+    if (l == current) return;
+    if (current >= 0) store(static_cast<std::size_t>(forward ? current + 1 : current));
+    if (l >= 0) store(static_cast<std::size_t>(forward ? l : l + 1));
+    current = l;
+  }
+  void done(bool forward) { enter(-1, forward); }
+};
+}  // namespace
+
 Executor::State& Executor::slot(std::int64_t micro) {
   State& s = *slots_[static_cast<std::size_t>(micro % static_cast<std::int64_t>(slots_.size()))];
   mpi::Comm::test_all(s.pending);  // the sends copied their data: only free what has gone
@@ -2121,12 +2148,19 @@ double Executor::forward(std::int64_t micro, float* params, const std::int32_t* 
       s.reset[static_cast<std::size_t>(b * s.T + t)] = g == 0;
     }
   bool loss = false;  // the pass ran the head: its token losses are this micro-batch's
+  LayerBoundaries stored{s.xs, s.p.act_dtype == DType::bf16};
   for (i64 i = run.begin; i < run.end; ++i) {
     const Bound& b = fwd_[static_cast<std::size_t>(i)];
-    Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
-    b.fn(s, *b.step);
+    stored.enter(b.step->layer, true);
+    const mpi::Traffic before = mpi::traffic();
+    {
+      Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
+      b.fn(s, *b.step);
+    }
+    trace_step_bytes(tr, *b.step, before);
     loss = loss || std::string_view(b.step->op) == ops::softmax_xent;
   }
+  stored.done(true);
   double sum = 0;
   if (loss)
     for (float l : s.losses) sum += l;
@@ -2142,14 +2176,19 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   s.G = grads;
   zero(s.dxs.back());  // the gradient arriving at the top (each layer clears its own buffers: clear_grad_buffers)
   for (auto& b : s.L) b.regathers = 0;
+  LayerBoundaries stored{s.dxs, s.p.act_dtype == DType::bf16};
   for (auto i = static_cast<std::size_t>(run.begin); i < static_cast<std::size_t>(run.end); ++i) {
     const Bound& b = bwd_[i];
+    stored.enter(b.step->layer, false);
+    const mpi::Traffic before = mpi::traffic();
     {
       Trace::Scope sc(tr, to_string(b.step->phase), b.step->op, b.step->name);
       b.fn(s, *b.step);
     }
+    trace_step_bytes(tr, *b.step, before);
     if (layer_done && layers_contiguous_ && last_of_layer_[i]) layer_done(b.step->layer);
   }
+  stored.done(false);
 }
 
 }  // namespace scanshard::train

@@ -16,6 +16,11 @@
 // refuses (interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
 // sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs).
 //
+// Dtypes (plan `dtypes`): every message travels in the dtype the lowering prices for its step
+// (train/wire.hpp message_dtype); with `activations: bf16` the residual stream and its gradient
+// are rounded to bf16 at each layer boundary (executor.cpp LayerBoundaries); kernels compute in
+// fp32 on the parameters they are given (the runner's bf16 working copy under `params: bf16`).
+//
 // Forward handlers are idempotent (outputs never alias inputs), so a remat policy's recompute
 // steps simply run the forward handler again.
 //

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string_view>
 #include <stdexcept>
+#include <type_traits>
 
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
@@ -18,6 +19,8 @@
 #include "train/checkpoint_dir.hpp"
 #include "train/executor.hpp"
 #include "train/resume.hpp"
+#include "train/wire.hpp"
+#include "kernels/bf16.hpp"
 
 #ifndef SCANSHARD_DEFAULT_CORPUS
 #define SCANSHARD_DEFAULT_CORPUS "data/corpus.txt"
@@ -269,8 +272,38 @@ Result run(const ModelSpec& m, const Plan& p, const std::vector<std::int32_t>& d
 namespace {
 const char* const kAccumPhase = to_string(Phase::backward);  // the phase of lower.cpp's grad_accumulate step
 
+// A gradient reduction in the step's message dtype (wire.hpp): bf16 on the wire when the plan's
+// gradient dtype is 2 bytes (Acc is float then), else Acc itself.
+template <class Acc>
+void grad_allreduce(const mpi::Comm& c, std::span<Acc> g, DType wire) {
+  if constexpr (std::is_same_v<Acc, float>)
+    if (wire == DType::bf16) return Wire(c, wire).allreduce_sum(g);
+  c.allreduce_sum(g);
+}
+template <class Acc>
+void grad_reduce_scatter_v(const mpi::Comm& c, std::span<const Acc> in, std::span<Acc> out, const std::vector<int>& counts, DType wire) {
+  if constexpr (std::is_same_v<Acc, float>)
+    if (wire == DType::bf16) return Wire(c, wire).reduce_scatter_sum_v(in, out, counts);
+  c.reduce_scatter_sum_v(in, out, counts);
+}
+
+// Adds a step-end step's moved bytes to its trace cell when it goes out of scope (wire.hpp).
+struct StepBytes {
+  Trace* tr;
+  const Step& st;
+  mpi::Traffic before = mpi::traffic();
+  ~StepBytes() { trace_step_bytes(tr, st, before); }
+};
+
 // The run with gradients summed (over micro-batches and across ranks) in Acc: double for plans
 // with `dtypes: grads: fp64`, float otherwise (Plan::grad_dtype).
+//
+// Mixed precision (plan `dtypes: params: bf16`, Micikevicius et al. 2018, arXiv 1710.03740):
+// `params` is the fp32 master copy AdamW updates; the executor reads `work`, its bf16 working
+// copy (each value rounded to bf16, held widened in fp32 so OpenBLAS sgemm multiplies it with
+// fp32 accumulation — kernels/bf16.hpp), refreshed from the master after every update. ZeRO's
+// parameter gathers move the working copy (bf16 on the wire, as lower.cpp prices c.w); under
+// ZeRO 1–2 the master's other parts are gathered only for checkpoints and the result.
 template <class Acc>
 Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Options& o, const mpi::Comm* comm,
                 const std::function<void(std::int64_t, double, double)>& progress) {
@@ -293,6 +326,12 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   std::vector<float> params(static_cast<std::size_t>(sl.total));
   sl.extract(init_params(lay, o.seed).data(), params.data());  // every plan starts from the same full tensors
   std::vector<float> grad(params.size()), m1(params.size(), 0.0f), m2(params.size(), 0.0f);
+  const bool mixed = p.param_dtype == DType::bf16;
+  std::vector<float> work(mixed ? params.size() : 0);
+  auto refresh_work = [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; mixed && i < e; ++i) work[static_cast<std::size_t>(i)] = kernels::round_bf16(params[static_cast<std::size_t>(i)]);
+  };
+  float* const compute_params = mixed ? work.data() : params.data();
   // Gradients summed over micro-batches and replicas, in the plan's gradient dtype (fp64: a sum of
   // a few fp32 terms is then nearly always exact, so the result barely depends on how the batch
   // was split; fp32: half the bytes on the wire, rounding that depends on the split).
@@ -311,7 +350,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // step's gradients): fsdp parts gathered when only a part is valid here, shards into place, each
   // value counted once (owning stage, tensor rank 0 for whole tensors).
   auto assemble = [&](std::vector<float> local, bool gather_fsdp_parts) {
-    if (gather_fsdp_parts) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(local), own.counts);
+    if (gather_fsdp_parts || (zero && mixed)) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(local), own.counts);
     std::vector<float> full(static_cast<std::size_t>(lay.total), 0.0f);
     sl.insert(local.data(), full.data());
     for (std::size_t ti = 0; ti < sl.dim.size(); ++ti)
@@ -336,7 +375,9 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     if (!order[oi].forward) last_backward[static_cast<std::size_t>(order[oi].chunk)] = oi;
   GradBuckets buckets = grad_buckets(m, p, prog, sl, comm, rank);
   // A gradient hook (fault injection) needs every local gradient before any reduction starts.
-  buckets.active = buckets.active && ex.layers_contiguous() && !o.gradient_hook;
+  // bf16 gradient messages are reduced at the step end (the buckets' non-blocking reduction is fp32 or fp64 only).
+  const DType grad_wire = p.grad_bytes() == 2 ? DType::bf16 : DType::fp32;
+  buckets.active = buckets.active && ex.layers_contiguous() && !o.gradient_hook && grad_wire != DType::bf16;
   std::int64_t first_step = 0;
   // The seed of the dropout masks: the run's, or on resume the checkpoint's (/meta seed), so a
   // resumed run draws the masks the uninterrupted one would (they also hash the step number).
@@ -350,11 +391,12 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     mask_seed = at.seed;
   }
   res.first_step = first_step;
+  refresh_work(0, sl.total);
   // Writes <dir>/step-<N>.h5 after step N (collective). ZeRO parts are gathered first.
   auto save = [&](std::int64_t done) {
     if (zero) {
       for (auto* v : {&m1, &m2}) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(*v), own.counts);
-      if (!zero3_parts.empty()) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(params), own.counts);
+      if (!zero3_parts.empty() || mixed) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(params), own.counts);
     }
     CheckpointMeta meta;
     meta.model_name = m.name;
@@ -413,7 +455,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
             buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
             mpi::Comm::test_all(buckets.requests);
           };
-        ex.backward(j, params.data(), grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
+        ex.backward(j, compute_params, grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
         Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);
         if (buckets.active)
           for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
@@ -424,7 +466,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       // A data file that shrank mid-run: this micro-batch runs on zeros, the step is refused below.
       if (!read_micro_batch(data, step, j, p, first_seq, s0, tokens, targets)) data_lost = 1;
       // Dropout masks hash the seed, the step and each sequence's index in the global batch.
-      loss_sum += ex.forward(j, params.data(), tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb},
+      loss_sum += ex.forward(j, compute_params, tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb},
                              v > 1 ? pass.chunk : -1);
     }
     ex.finish();
@@ -452,6 +494,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     bool scattered = false, grads_reduced = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
     for (const Step& st : prog.step_end) {
       Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
+      const StepBytes moved{&tr, st};
       const mpi::Comm* c = comms.view[st.axis];
       const std::string_view op = st.op;
       if (op == ops::grad_accumulate) {
@@ -461,26 +504,26 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         if (grads_reduced) continue;
         mpi::Comm::wait_all(buckets.requests);
         for (const Range& r : buckets.rest(sl))
-          buckets.group->allreduce_sum(std::span<Acc>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())));
+          grad_allreduce(*buckets.group, std::span<Acc>(gacc.data() + r.begin, static_cast<std::size_t>(r.size())), message_dtype(p, st));
         grads_reduced = true;
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::grads) {
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
-        c->allreduce_sum(std::span<Acc>(gacc.data() + b, static_cast<std::size_t>(e - b)));
+        grad_allreduce(*c, std::span<Acc>(gacc.data() + b, static_cast<std::size_t>(e - b)), message_dtype(p, st));
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tp_replicated_grads) {
         // rs_ag: whole tensors whose gradient covered this rank's tokens only (its part under ZeRO)
         const std::int64_t b = scattered ? own.begin : 0, e = scattered ? own.end : sl.total;
         for (std::size_t ti = 0; ti < sl.dim.size(); ++ti) {
           if (!stage.held[ti] || !token_partial_grad(m, lay.tensors[ti], p.mesh[Axis::tensor])) continue;
           const std::int64_t lo = std::max(b, sl.offset[ti]), hi = std::min(e, sl.offset[ti] + sl.count(ti));
-          if (lo < hi) c->allreduce_sum(std::span<Acc>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)));
+          if (lo < hi) grad_allreduce(*c, std::span<Acc>(gacc.data() + lo, static_cast<std::size_t>(hi - lo)), message_dtype(p, st));
         }
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tied_embedding_grads) {
         const std::size_t ti = lay.index.at("embed/embed.table");
-        tied->allreduce_sum(std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))));
+        grad_allreduce(*tied, std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))), message_dtype(p, st));
       } else if (op == ops::reduce_scatter) {
         std::vector<Acc>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
         part.resize(static_cast<std::size_t>(own.end - own.begin));
-        c->reduce_scatter_sum_v(std::span<const Acc>(gacc), std::span<Acc>(part), own.counts);
+        grad_reduce_scatter_v(*c, std::span<const Acc>(gacc), std::span<Acc>(part), own.counts, message_dtype(p, st));
         std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
         scattered = true;
       } else if (op == ops::adamw) {
@@ -519,8 +562,10 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
           kernels::fast::adamw_update(params.data() + b, m1.data() + b, m2.data() + b, grad.data() + b, e - b, step + 1,
                                       adamw, wd, clip);
         }
+        refresh_work(own.begin, own.end);  // the bf16 working copy of the owned part
       } else if (op == ops::all_gather && std::string_view(st.name) == tensors::params) {
-        c->allgather_v_inplace(std::span<float>(params), own.counts);
+        if (mixed) Wire(*c, message_dtype(p, st)).allgather_v_inplace(std::span<float>(work), own.counts);  // the working copy, bf16
+        else c->allgather_v_inplace(std::span<float>(params), own.counts);
       } else {
         throw std::logic_error(std::string("runner: no meaning for the step-end step '") + st.op + " " + st.name + "'");
       }

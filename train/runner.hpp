@@ -1,5 +1,7 @@
 // train/runner.hpp — the training loop: one rank's StepProgram (program/lower.hpp) executed by
-// the Executor (executor.hpp) in fp32 for Griffin, Hawk and MQA models.
+// the Executor (executor.hpp) in the plan's dtypes: fp32, or mixed precision (`dtypes: params:
+// bf16`, the plan default) with an fp32 master copy for AdamW, a bf16 working copy the kernels
+// read, the residual stream stored in bf16 and bf16 messages (train/wire.hpp).
 //
 // For: `scanshard train` and the MPI tests. Each rank lowers the plan for itself, keeps its
 // tensor-parallel shard of every parameter (cut from the same full tensors for every plan), feeds

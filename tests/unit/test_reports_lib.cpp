@@ -111,18 +111,22 @@ TEST_CASE("comparison of a 3-step trace: warm-up dropped, medians per group and 
           std::max(cmp.groups[i].predicted, cmp.groups[i].measured));
 }
 
-TEST_CASE("validate plan set: 51 plans, quick keeps every third, each names its own model", "[reports][validate]") {
+TEST_CASE("validate plan set: 52 plans, quick keeps every third, each names its own model", "[reports][validate]") {
   const auto all = validation_plan_set(false), quick = validation_plan_set(true);
-  REQUIRE(all.size() == 51);
-  REQUIRE(quick.size() == (51 + 2) / 3);
+  REQUIRE(all.size() == 52);
+  REQUIRE(quick.size() == (52 + 2) / 3);
   std::set<std::string> ids;
+  std::size_t bf16 = 0;
   for (std::size_t i = 0; i < all.size(); ++i) {
     CHECK(all[i].id == (i + 1 < 10 ? "P0" : "P") + std::to_string(i + 1));
     CHECK(all[i].plan.model == all[i].model.name);
-    CHECK(all[i].plan.act_dtype == DType::fp32);
+    // every plan states its dtype: fp32, or bf16 for parameters and activations alike
+    CHECK(all[i].plan.act_dtype == all[i].plan.param_dtype);
+    bf16 += all[i].plan.act_dtype == DType::bf16;
     CHECK_FALSE(all[i].plan.overlap);
     ids.insert(all[i].id);
   }
+  CHECK(bf16 >= 1);  // the runner's bf16 execution is validated too
   CHECK(ids.size() == all.size());
   for (std::size_t i = 0; i < quick.size(); ++i) CHECK(quick[i].id == all[3 * i].id);
   // A variant keeps the family and takes the width and depth asked for.
