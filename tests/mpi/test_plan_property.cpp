@@ -16,6 +16,7 @@
 // (tests/unit/test_planner.cpp).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -73,13 +74,18 @@ bool has_local_attention(const ModelSpec& m) {
 }
 
 // What a plan exercises in the runner, as feature names (a sample covers a feature when one of its
-// plans has it).
+// plans has it). Each axis at each size, and per family too (a family's blocks shard their own
+// way); the multi-shard halo by how many shards the window reaches back.
 std::vector<std::string> features(const ModelSpec& m, const Plan& p) {
   std::vector<std::string> f;
+  const std::string family = std::string(to_string(m.family)) + ":";
   int axes = 0;
   for (int a = 0; a < kAxisCount; ++a)
-    if (p.mesh.size[static_cast<std::size_t>(a)] > 1) {
-      f.push_back(std::string("axis:") + to_string(static_cast<Axis>(a)));
+    if (const auto size = p.mesh.size[static_cast<std::size_t>(a)]; size > 1) {
+      const std::string axis = std::string("axis:") + to_string(static_cast<Axis>(a));
+      f.push_back(axis);
+      f.push_back(axis + "=" + std::to_string(size));
+      f.push_back(family + axis);
       ++axes;
     }
   if (axes >= 2) f.push_back("mesh:two or more axes");
@@ -89,10 +95,17 @@ std::vector<std::string> features(const ModelSpec& m, const Plan& p) {
   f.push_back(std::string("remat:") + to_string(p.remat));
   if (m.has_scan()) f.push_back(std::string("scan:") + to_string(p.scan));
   if (m.has_scan() && p.mesh[Axis::sequence] > 1) f.push_back(std::string("carry:") + to_string(p.carry));
-  if (p.mesh[Axis::tensor] > 1) f.push_back(std::string("tensor_comm:") + to_string(p.tensor_comm));
+  if (p.mesh[Axis::tensor] > 1) {
+    f.push_back(std::string("tensor_comm:") + to_string(p.tensor_comm));
+    f.push_back(family + "tensor_comm:" + to_string(p.tensor_comm));
+  }
   if (p.replicas() > 1) f.push_back(p.overlap ? "overlap:on" : "overlap:off");
   if (p.micro_batches() > 1) f.push_back("micro-batches:several");
-  if (p.mesh[Axis::sequence] > 1 && has_local_attention(m) && m.window > p.local_tokens()) f.push_back("halo:window beyond a shard");
+  if (p.mesh[Axis::sequence] > 1 && has_local_attention(m) && m.window > p.local_tokens()) {
+    f.push_back("halo:window beyond a shard");
+    const std::int64_t reach = std::min(p.mesh[Axis::sequence] - 1, (m.window + p.local_tokens() - 1) / p.local_tokens());
+    f.push_back("halo:from " + std::to_string(reach) + " shards");
+  }
   return f;
 }
 
