@@ -9,14 +9,15 @@
 // after 3 steps must equal the single-process run of the same model and batch (mesh 1, one
 // micro-batch, no remat, sequential scan: an independent composition of the same kernels).
 //
-// fp32 plans only (SearchOptions::dtype); dtype becomes one more sampled axis once the runner
-// executes bf16 — one more feature in `features` and a bf16 tolerance in `tolerance_for`.
+// fp32 plans only: dtype is already a sampled axis (kDTypes, a feature of each plan) holding one
+// value; bf16 joins it, with its own bound in `tolerance_for`, once the runner executes bf16.
 //
 // Not for: hand-picked cases with a named mechanism (test_train.cpp), the search itself
 // (tests/unit/test_planner.cpp).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -49,6 +50,9 @@ int env_int(const char* name, int fallback) {
 }
 const int kPerModel = env_int("SCANSHARD_PLAN_PROPERTY_PER_MODEL", 1);
 const unsigned kSeed = static_cast<unsigned>(env_int("SCANSHARD_PLAN_PROPERTY_SEED", 28));
+// The dtypes sampled: one more axis of the space. fp32 only while the runner executes fp32; add
+// DType::bf16 here (and its bound in tolerance_for) when it executes bf16.
+constexpr std::array kDTypes = {DType::fp32};
 
 struct Subject {
   std::string label;
@@ -101,6 +105,7 @@ std::vector<std::string> features(const ModelSpec& m, const Plan& p) {
   if (p.mesh[Axis::fsdp] > 1) f.push_back("zero:" + std::to_string(p.zero_stage));
   if (p.mesh[Axis::pipeline] > 1) f.push_back(std::string("schedule:") + to_string(p.schedule));
   if (p.virtual_stages > 1) f.push_back("interleaved:v" + std::to_string(p.virtual_stages));
+  f.push_back(std::string("dtype:") + to_string(p.act_dtype));
   f.push_back(std::string("remat:") + to_string(p.remat));
   if (m.has_scan()) f.push_back(std::string("scan:") + to_string(p.scan));
   if (m.has_scan() && p.mesh[Axis::sequence] > 1) f.push_back(std::string("carry:") + to_string(p.carry));
@@ -140,14 +145,16 @@ std::vector<Pick> sample(const std::vector<Subject>& subs, std::int64_t n, std::
   SearchOptions o;
   o.global_batch = kGlobalBatch;
   o.seq_len = kSeqLen;
-  o.dtype = DType::fp32;  // the runner's dtype today; bf16 joins as a sampled axis later
-  for (std::size_t i = 0; i < subs.size(); ++i)
-    for_each_legal_plan(subs[i].model, n, o, [&](const Plan& p) {
-      Cand c{p, features(subs[i].model, p), rng()};
-      c.plan.model = subs[i].label;
-      space.insert(c.f.begin(), c.f.end());
-      pool[i].push_back(std::move(c));
-    });
+  for (DType dtype : kDTypes) {  // the planner searches one dtype at a time (SearchOptions::dtype)
+    o.dtype = dtype;
+    for (std::size_t i = 0; i < subs.size(); ++i)
+      for_each_legal_plan(subs[i].model, n, o, [&](const Plan& p) {
+        Cand c{p, features(subs[i].model, p), rng()};
+        c.plan.model = subs[i].label;
+        space.insert(c.f.begin(), c.f.end());
+        pool[i].push_back(std::move(c));
+      });
+  }
   std::set<std::string> global;
   std::vector<std::set<std::string>> local(subs.size());
   std::vector<Pick> out;
@@ -190,7 +197,7 @@ std::vector<Pick> sample(const std::vector<Subject>& subs, std::int64_t n, std::
 // by split, so equality holds to 1e-4 at each tensor's scale (test_train.cpp's fp32-reduction
 // case); the reference's own sums are fp64. A bf16 plan will need its own bound here.
 double tolerance_for(const Plan& p) {
-  (void)p;
+  REQUIRE(p.act_dtype == DType::fp32);
   return 1e-4;
 }
 
