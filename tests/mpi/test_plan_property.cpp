@@ -24,6 +24,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "planner/search.hpp"
@@ -139,6 +140,7 @@ std::vector<Pick> sample(const std::vector<Subject>& subs, std::int64_t n, std::
     Plan plan;
     std::vector<std::string> f;
     std::uint64_t key;
+    bool taken = false;
   };
   std::mt19937_64 rng(kSeed * 1000 + static_cast<unsigned>(n));
   std::vector<std::vector<Cand>> pool(subs.size());
@@ -163,27 +165,29 @@ std::vector<Pick> sample(const std::vector<Subject>& subs, std::int64_t n, std::
     for (const auto& x : c.f) g += have.count(x) == 0;
     return g;
   };
-  auto take = [&](std::size_t i, const Cand& c) {
+  auto take = [&](std::size_t i, Cand& c) {
+    c.taken = true;
     global.insert(c.f.begin(), c.f.end());
     local[i].insert(c.f.begin(), c.f.end());
     out.push_back({i, c.plan, c.f});
   };
   for (int round = 0; round < kPerModel; ++round)
     for (std::size_t i = 0; i < subs.size(); ++i) {
-      const Cand* best = nullptr;
+      Cand* best = nullptr;
       std::tuple<int, int, std::uint64_t> best_score{};
-      for (const auto& c : pool[i]) {
+      for (auto& c : pool[i]) {
+        if (c.taken) continue;
         const std::tuple<int, int, std::uint64_t> s{gain(c, global), gain(c, local[i]), c.key};
         if (!best || s > best_score) { best = &c; best_score = s; }
       }
       if (best) take(i, *best);
     }
   for (;;) {
-    const Cand* best = nullptr;
+    Cand* best = nullptr;
     std::size_t best_i = 0;
     std::pair<int, std::uint64_t> best_score{0, 0};
     for (std::size_t i = 0; i < subs.size(); ++i)
-      for (const auto& c : pool[i]) {
+      for (auto& c : pool[i]) {
         const std::pair<int, std::uint64_t> s{gain(c, global), c.key};
         if (s.first > 0 && (!best || s > best_score)) { best = &c; best_i = i; best_score = s; }
       }
