@@ -1297,31 +1297,61 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
 
 }  // namespace
 
-SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::int64_t N = c.devices();
+namespace {
+
+// Every mesh of `devices` devices honouring o.fixed (illegal ones included), in enumeration order.
+// ConfigError for impossible constraints; `where` names the devices in the message.
+std::vector<Mesh> candidate_meshes(std::int64_t devices, const SearchOptions& o, const std::string& where) {
+  const std::int64_t N = devices;
   std::int64_t fixed_product = 1;
   for (int a = 0; a < kAxisCount; ++a) {
     const auto f = o.fixed[static_cast<std::size_t>(a)];
     if (f == 0) continue;
     if (N % f != 0)
       throw ConfigError("--fix " + family_name({a, f}) + ": " + std::to_string(f) + " does not divide the " +
-                        std::to_string(N) + " devices of " + c.name);
+                        std::to_string(N) + " devices of " + where);
     fixed_product *= f;
   }
   if (N % fixed_product != 0)
     throw ConfigError("--fix: the fixed axes multiply to " + std::to_string(fixed_product) + ", which does not divide the " +
                       std::to_string(N) + " devices");
   if (o.global_batch < 1 || o.seq_len < 1) throw ConfigError("--global-batch and --seq-len must be positive");
-
   std::vector<Mesh> all;
   Mesh cur;
   meshes(N, 0, cur, o.fixed, all);
+  return all;
+}
+
+}  // namespace
+
+SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<Mesh> all = candidate_meshes(c.devices(), o, c.name);
   SearchResult r;
   if (o.prune) search_pruned(m, c, o, all, r);
   else search_exhaustive(m, c, o, all, r);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+void for_each_legal_plan(const ModelSpec& m, std::int64_t devices, const SearchOptions& o,
+                         const std::function<void(const Plan&)>& fn) {
+  // The exhaustive path's loops (search_exhaustive) without placements and pricing.
+  // dtype is one value per search (o.dtype); were it searched, it would be one more loop here.
+  for (const Mesh& mesh : candidate_meshes(devices, o, std::to_string(devices) + " devices")) {
+    const Plan p = base_plan(mesh, o);
+    if (plan_violation(m, p, devices)) continue;
+    for_each_choice(m, p, zero_stages(mesh[Axis::fsdp]), divisors(p.local_batch()), [&](const Plan& q0, const Choice&) {
+      Plan q = q0;
+      for (std::size_t sc = 0; sc < schedules_for(mesh[Axis::pipeline], q.virtual_stages); ++sc)
+        for (std::size_t ov = 0; ov < kOverlaps.size(); ++ov) {
+          if (p.replicas() == 1 && !kOverlaps[ov]) continue;
+          q.schedule = kSchedules[sc];
+          q.overlap = kOverlaps[ov];
+          fn(q);
+        }
+    });
+  }
 }
 
 }  // namespace scanshard

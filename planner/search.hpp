@@ -66,6 +66,16 @@ struct SearchResult {
 // Throws ConfigError for impossible constraints (a fixed axis that does not divide the devices).
 SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o);
 
+// Every legal plan of the search space on `devices` devices, in enumeration order, unpriced and
+// without the memory limit: each mesh that passes plan_violation × ZeRO stage × micro-batch ×
+// remat × scan × carry × tensor communication × chunks per stage × schedule × overlap — exactly
+// the plans search() lowers and may return (o.global_batch, seq_len, fixed and dtype as there),
+// but with the placement left at Plan's default: only the simulator's network reads it.
+// For: the planner–runner property test (tests/mpi/test_plan_property.cpp), which runs samples of
+// these plans. Throws like search() on impossible constraints.
+void for_each_legal_plan(const ModelSpec& m, std::int64_t devices, const SearchOptions& o,
+                         const std::function<void(const Plan&)>& fn);
+
 // Plans per axis order tried for placement: innermost axis first.
 std::vector<std::array<Axis, kAxisCount>> placements();
 

@@ -20,6 +20,8 @@ struct Knobs {
   Remat remat = Remat::none;
   CarryScheme carry = CarryScheme::ring;
   Schedule schedule = Schedule::one_f_one_b;
+  TensorComm tensor_comm = TensorComm::allreduce;
+  std::int64_t virtual_stages = 1;
   DType dtype = DType::fp32;  // parameters and activations; the plan default (bf16) is stated where wanted
 };
 
@@ -33,6 +35,8 @@ Plan make_plan(const std::string& mesh, std::int64_t global_batch, std::int64_t 
   p.remat = k.remat;
   p.carry = k.carry;
   p.schedule = k.schedule;
+  p.tensor_comm = k.tensor_comm;
+  p.virtual_stages = k.virtual_stages;
   p.param_dtype = p.act_dtype = k.dtype;  // fp32 unless the row says bf16 (the runner executes either)
   p.overlap = false;  // the runner reduces gradients after the last backward, not during it
   return p;
@@ -62,7 +66,14 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
                   qw = validation_variant("mqa-tiny", 256, 2), gd = validation_variant("griffin-tiny", 128, 6);
   const Knobs none{}, z1{1}, z2{2}, z3{3}, blk{0, Remat::block}, sel{0, Remat::elementwise},
       gather{0, Remat::none, CarryScheme::allgather}, gpipe{0, Remat::none, CarryScheme::ring, Schedule::gpipe},
-      bf16{0, Remat::none, CarryScheme::ring, Schedule::one_f_one_b, DType::bf16};
+      bf16{0, Remat::none, CarryScheme::ring, Schedule::one_f_one_b, TensorComm::allreduce, 1, DType::bf16},
+      rs_ag{0, Remat::none, CarryScheme::ring, Schedule::one_f_one_b, TensorComm::rs_ag},
+      interleaved{0, Remat::none, CarryScheme::ring, Schedule::one_f_one_b, TensorComm::allreduce, 2};
+  // rwkv4-tiny with a vocabulary of 257 (a prime; byte tokens fit): no tensor size divides it, so
+  // rs_ag's head runs on uneven vocabulary shards.
+  ModelSpec r4v = r4;
+  r4v.vocab = 257;
+  r4v.name = "rwkv4-tiny-v257";
   struct Row { const ModelSpec* m; const char* mesh; std::int64_t G, mb, T; Knobs k; };
   const std::vector<Row> rows = {
       {&g, "data=1", 4, 4, 128, none},   {&g, "data=1", 8, 4, 128, none},     {&g, "data=1", 4, 2, 256, none},
@@ -84,6 +95,11 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
       {&r6, "sequence=2", 4, 4, 128, none}, {&gpt, "data=1", 8, 8, 128, none}, {&gpt, "tensor=2", 8, 4, 128, none},
       {&gpt, "data=2", 8, 4, 128, blk},
       {&g, "data=2", 8, 4, 128, bf16},  // bf16 storage and messages, gradients reduced in bf16 (P04 in fp32)
+      // Issue 28's kinds: interleaved 1F1B (2 chunks per stage, 4 micro-batches); a local-attention
+      // window (32) longer than a sequence shard (24 tokens: the halo spans both shards); rs_ag for
+      // RWKV-4 and RWKV-6; rs_ag with a vocabulary tensor = 2 does not divide.
+      {&gpt, "pipeline=2", 8, 2, 128, interleaved}, {&g, "sequence=2", 8, 4, 48, none},
+      {&r4, "tensor=2", 4, 4, 128, rs_ag}, {&r6, "tensor=2", 4, 2, 128, rs_ag}, {&r4v, "tensor=2", 4, 4, 128, rs_ag},
   };
   std::vector<PlanCase> out;
   for (std::size_t i = 0; i < rows.size(); ++i) {

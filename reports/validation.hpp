@@ -8,7 +8,8 @@
 // The plan set varies what the runner executes: family (griffin / hawk / mqa / rwkv4 / rwkv6 / a
 // GPT-style transformer), width and depth, sequence length, batch, micro-batch, mesh axes at 1–2
 // ranks (data, fsdp with ZeRO 0–3, tensor, sequence with the ring or all-gather carry or ring
-// attention, pipeline with 1F1B or GPipe), remat policy (the executor re-runs the forward steps the
+// attention, a local-attention window longer than a shard, pipeline with 1F1B, interleaved 1F1B
+// or GPipe, tensor_comm rs_ag for RWKV-4/6 and with an uneven vocabulary), remat policy (the executor re-runs the forward steps the
 // lowering lists as recompute). The scan algorithm stays `sequential`: the executor runs the same
 // fused scan kernel whatever the plan says (only the simulator's price changes), so comparing an
 // unfused or associative prediction with it would measure nothing. Likewise every plan says
@@ -49,7 +50,7 @@ struct PlanCase {
 
 // A preset with a different width / depth (recurrent width and MLP width follow the width).
 ModelSpec validation_variant(const std::string& preset, std::int64_t width, std::int64_t depth);
-// The built-in plan set (51 plans, ids P01..P51). quick: every third plan (P01, P04, ...).
+// The built-in plan set (57 plans, ids P01..P57). quick: every third plan (P01, P04, ...).
 std::vector<PlanCase> validation_plan_set(bool quick);
 // "griffin-tiny data=2 G=8 mb=4 T=128 ..." (the model name and plan_summary with the batch).
 std::string describe_plan(const PlanCase& c);

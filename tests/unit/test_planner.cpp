@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <set>
 
 #include "planner/search.hpp"
 #include "program/presets.hpp"
@@ -287,4 +288,55 @@ TEST_CASE("why-not lines name the reason that binds: memory when a family has le
   for (const auto& f : plan_violations(m, t32, c.devices())) heads_rule = heads_rule || std::string(f.rule) == "tensor divides heads";
   REQUIRE(heads_rule);
   CHECK_THAT(line("tensor=32"), Catch::Contains("illegal: tensor divides heads") && Catch::Contains("does not divide heads 16"));
+}
+
+TEST_CASE("for_each_legal_plan yields exactly the plans the exhaustive search prices, placement aside", "[planner][property]") {
+  // The property test's sampler (tests/mpi/test_plan_property.cpp) draws from for_each_legal_plan;
+  // it must be the planner's own space: every plan search() may return (top k as large as the
+  // space, nothing over memory for a tiny model), and no other. Placement only moves the price,
+  // so plans are compared without it. griffin-tiny has attention (selective remat), a scan
+  // (four algorithms) and 3 layers (pipeline 2, no interleaving); at 4 sequences of 12 tokens on
+  // 2 devices every axis is legal.
+  const auto m = load_model("griffin-tiny");
+  const auto c = cluster_slice(load_cluster("dgx-h100"), 2);
+  SearchOptions o = opts(4, 12);
+  o.dtype = DType::fp32;
+  o.prune = false;
+  o.top = 1'000'000;
+  auto key = [](Plan p) {
+    p.placement = Plan{}.placement;
+    return plan_to_yaml(p);
+  };
+  const auto r = search(m, c, o);
+  REQUIRE(r.over_memory == 0);
+  REQUIRE(r.pruned == 0);
+  std::set<std::string> searched, enumerated;
+  for (const auto& cand : r.top) searched.insert(key(cand.plan));
+  std::size_t count = 0;
+  for_each_legal_plan(m, 2, o, [&](const Plan& p) {
+    ++count;
+    CHECK(plan_violation(m, p, 2) == nullptr);
+    CHECK(p.param_dtype == DType::fp32);
+    enumerated.insert(key(p));
+  });
+  CHECK(count == enumerated.size());  // each plan once
+  CHECK(enumerated.size() > 100);
+  CHECK(enumerated == searched);
+  // every axis and every per-plan choice appears
+  std::set<std::string> seen;
+  for_each_legal_plan(m, 2, o, [&](const Plan& p) {
+    for (int a = 0; a < kAxisCount; ++a)
+      if (p.mesh.size[static_cast<std::size_t>(a)] > 1) seen.insert(to_string(static_cast<Axis>(a)));
+    seen.insert(to_string(p.remat));
+    seen.insert(to_string(p.scan));
+    if (p.mesh[Axis::sequence] > 1) seen.insert(to_string(p.carry));
+    if (p.mesh[Axis::pipeline] > 1) seen.insert(to_string(p.schedule));
+    if (p.mesh[Axis::tensor] > 1) seen.insert(to_string(p.tensor_comm));
+  });
+  for (const char* want : {"data", "fsdp", "tensor", "sequence", "pipeline", "none", "selective", "block", "elementwise", "sequential",
+                           "chunked", "associative", "naive", "ring", "allgather", "gpipe", "1f1b", "allreduce", "rs_ag"})
+    CHECK(seen.count(want) == 1);
+  SearchOptions bad = o;
+  bad.fixed[static_cast<std::size_t>(Axis::tensor)] = 3;  // does not divide 2 devices: as search() says
+  CHECK_THROWS_AS(for_each_legal_plan(m, 2, bad, [](const Plan&) {}), ConfigError);
 }

@@ -111,10 +111,10 @@ TEST_CASE("comparison of a 3-step trace: warm-up dropped, medians per group and 
           std::max(cmp.groups[i].predicted, cmp.groups[i].measured));
 }
 
-TEST_CASE("validate plan set: 52 plans, quick keeps every third, each names its own model", "[reports][validate]") {
+TEST_CASE("validate plan set: 57 plans, quick keeps every third, each names its own model", "[reports][validate]") {
   const auto all = validation_plan_set(false), quick = validation_plan_set(true);
-  REQUIRE(all.size() == 52);
-  REQUIRE(quick.size() == (52 + 2) / 3);
+  REQUIRE(all.size() == 57);
+  REQUIRE(quick.size() == (57 + 2) / 3);
   std::set<std::string> ids;
   std::size_t bf16 = 0;
   for (std::size_t i = 0; i < all.size(); ++i) {
@@ -129,6 +129,26 @@ TEST_CASE("validate plan set: 52 plans, quick keeps every third, each names its 
   CHECK(bf16 >= 1);  // the runner's bf16 execution is validated too
   CHECK(ids.size() == all.size());
   for (std::size_t i = 0; i < quick.size(); ++i) CHECK(quick[i].id == all[3 * i].id);
+  // Issue 28's kinds are in the set, each a legal plan: interleaved 1F1B, a local-attention window
+  // longer than a sequence shard, rs_ag for RWKV-4 and RWKV-6, rs_ag on a vocabulary tensor does
+  // not divide.
+  bool interleaved = false, long_window = false, rs_ag_rwkv4 = false, rs_ag_rwkv6 = false, uneven_vocab = false;
+  for (const auto& c : all) {
+    INFO(describe_plan(c));
+    CHECK(plan_violation(c.model, c.plan, c.plan.mesh.devices()) == nullptr);
+    const Plan& p = c.plan;
+    interleaved |= p.virtual_stages > 1;
+    long_window |= p.mesh[Axis::sequence] > 1 && c.model.window > p.local_tokens() && c.model.family == Family::griffin;
+    const bool rs_ag = p.mesh[Axis::tensor] > 1 && p.tensor_comm == TensorComm::rs_ag;
+    rs_ag_rwkv4 |= rs_ag && c.model.family == Family::rwkv4;
+    rs_ag_rwkv6 |= rs_ag && c.model.family == Family::rwkv6;
+    uneven_vocab |= rs_ag && c.model.vocab % p.mesh[Axis::tensor] != 0;
+  }
+  CHECK(interleaved);
+  CHECK(long_window);
+  CHECK(rs_ag_rwkv4);
+  CHECK(rs_ag_rwkv6);
+  CHECK(uneven_vocab);
   // A variant keeps the family and takes the width and depth asked for.
   const ModelSpec v = validation_variant("griffin-tiny", 256, 3);
   CHECK(v.family == Family::griffin);
