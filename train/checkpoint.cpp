@@ -920,6 +920,24 @@ void write_checkpoint(const mpi::Comm* comm, const std::string& path, const Layo
   write_impl(group_of(comm), path, lay, slabs, params, m1, m2, meta);
 }
 
+CheckpointMeta read_checkpoint_meta(const mpi::Comm* comm, const std::string& path) {
+  QuietHdf5 quiet;
+  const Group g = group_of(comm);
+  const Reader r{path};
+  agree_or_throw(g, g.rank == 0 ? attempt([&] { precheck_file(r); }) : Failure{});
+  CheckpointMeta meta;
+  agree_or_throw(g, attempt([&] {
+    Hid fapl = plist(H5P_FILE_ACCESS, "file access properties");
+    if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+    const hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+    if (fid < 0) r.not_checkpoint("damaged or truncated HDF5 file: " + hdf5_error());
+    Hid file(fid, H5Fclose);
+    meta = read_meta(r, file.get());
+    ok_status(file.close(), "close " + path);
+  }));
+  return meta;
+}
+
 CheckpointMeta read_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay,
                                const std::vector<Slab>& slabs, const std::vector<float*>& params,
                                const std::vector<float*>& m1, const std::vector<float*>& m2) {
