@@ -9,11 +9,13 @@
 // weight bytes) and the ratio (medians of per-round ratios, and their range).
 // Usage: bench_decode [model ...]  (default: hawk-100m griffin-100m mqa-100m rwkv4-169m).
 #include <cstdio>
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "bench_util.hpp"
+#include "kernels/kernels.hpp"
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "train/decode.hpp"
