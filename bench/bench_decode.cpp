@@ -43,7 +43,7 @@ void bench_model(const std::string& name, int rounds) {
   for (int th : bench::thread_counts()) {
     bench::set_threads(th);
     const i64 prompt = 8;
-    train::Decoder dec(m, sl, params.data(), nullptr, 1, prompt + rounds + 2);
+    train::Decoder dec(m, sl, params.data(), nullptr, 1, prompt + rounds + 6);
     std::vector<std::int32_t> p(prompt);
     for (i64 i = 0; i < prompt; ++i) p[i] = static_cast<std::int32_t>((7 * i + 3) % m.vocab);
     std::vector<float> logits;
@@ -67,6 +67,21 @@ void bench_model(const std::string& name, int rounds) {
                 "tokens/s; ratio %.2f (%.2f-%.2f)\n",
                 name.c_str(), th, wbytes / 1e6, 1e3 * step, 1.0 / step, triad / 1e9, triad / wbytes, bench::median(ratio),
                 *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
+    // where a step's time goes: the decoder's own trace over 3 more steps, largest shares first
+    Trace tr;
+    for (int i = 0; i < 3; ++i) dec.feed(&tok, 1, logits, true, &tr);
+    tr.end_step(0, 0, 0);
+    std::vector<std::pair<double, std::string>> share;
+    double total = 0;
+    for (const auto& [k, c] : tr.steps()[0].cells) {
+      share.emplace_back(c.seconds, std::get<1>(k) + " " + std::get<2>(k));
+      total += c.seconds;
+    }
+    std::sort(share.rbegin(), share.rend());
+    std::printf("  time by op:");
+    for (std::size_t i = 0; i < std::min<std::size_t>(6, share.size()); ++i)
+      std::printf(" %s %.0f%%", share[i].second.c_str(), 100 * share[i].first / total);
+    std::printf("\n");
     std::fflush(stdout);
   }
 }
