@@ -50,11 +50,7 @@ void bench_model(const std::string& name, int rounds) {
     dec.feed(p.data(), prompt, logits, true);
     std::int32_t tok = 1;
     std::vector<std::function<void()>> fns = {
-        [&] {
-          const float s = 3.0f;
-#pragma omp parallel for simd schedule(static)
-          for (i64 i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
-        },
+        [&] { bench::triad(a.data(), b.data(), c.data(), n); },
         [&] {
           dec.feed(&tok, 1, logits, true);
           tok = static_cast<std::int32_t>((tok * 31 + 7) % m.vocab);
