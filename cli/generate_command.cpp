@@ -1,5 +1,5 @@
 // cli/generate_command.cpp — `scanshard generate`: decode with a trained checkpoint on MPI ranks
-// (issue 26). Run as
+// (issue 26), under tensor parallelism (default: every rank) and pipeline stages (--plan mesh). Run as
 //   mpirun -n N scanshard generate --checkpoint ck.h5 [--model M] --tokens K --batch B [--prompt-file F]
 //                                  [--plan serve.yaml] [--temperature T --top-k K --seed S] [--trace t.json]
 // The checkpoint (any training plan's, full logical tensors) is read with parallel HDF5, each rank
@@ -10,7 +10,7 @@
 // per-token latency; --trace writes measured seconds per (phase, op, name) per step like `train`.
 // Input errors (bad flags, a missing prompt or checkpoint, a mesh that does not divide the model)
 // exit 2 on every rank naming the flag or file and the reason.
-// Not for: pricing inference (simulate/plan --workload), pipeline or replica axes (refused).
+// Not for: pricing inference (simulate/plan --workload), replica or sequence axes (refused).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +28,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "program/lower.hpp"
 #include "program/output_file.hpp"
 #include "program/plan.hpp"
 #include "program/presets.hpp"
@@ -49,18 +50,22 @@ struct GenerateOptions {
   unsigned seed = 1234;
 };
 
-// The tensor-parallel degree the run uses: the plan's mesh (tensor axis only) or every rank.
-std::int64_t tensor_ranks(const GenerateOptions& o, int world) {
-  if (o.plan_file.empty()) return world;
+// The serving mesh: the plan's tensor × pipeline axes, or tensor parallelism over every rank.
+Mesh serving_mesh(const GenerateOptions& o, int world) {
+  Mesh mesh;
+  if (o.plan_file.empty()) {
+    mesh[Axis::tensor] = world;
+    return mesh;
+  }
   const Plan p = load_plan(o.plan_file);
-  for (Axis a : {Axis::data, Axis::fsdp, Axis::sequence, Axis::pipeline})
+  for (Axis a : {Axis::data, Axis::fsdp, Axis::sequence})
     if (p.mesh[a] > 1)
       throw ConfigError(o.plan_file + ": mesh: " + to_string(a) + " = " + std::to_string(p.mesh[a]) +
-                        ": generate runs tensor parallelism only (use tensor = N)");
-  if (p.mesh[Axis::tensor] != world)
-    throw ConfigError(o.plan_file + ": mesh: tensor = " + std::to_string(p.mesh[Axis::tensor]) + " but mpirun started " +
-                      std::to_string(world) + " rank(s)");
-  return world;
+                        ": generate runs tensor and pipeline axes only");
+  if (p.mesh.devices() != world)
+    throw ConfigError(o.plan_file + ": mesh: " + p.mesh.describe() + " is " + std::to_string(p.mesh.devices()) +
+                      " rank(s) but mpirun started " + std::to_string(world));
+  return p.mesh;
 }
 
 // ConfigError unless every tensor-split dimension of `m` divides by t (what ShardLayout and the
@@ -113,7 +118,8 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const GenerateOptions& o, int world, std::int64_t prompt) {
+nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const Mesh& mesh, const GenerateOptions& o, int world,
+                          std::int64_t prompt) {
   nlohmann::json steps = nlohmann::json::array();
   for (const auto& s : t.steps()) {
     nlohmann::json ops = nlohmann::json::array();
@@ -122,7 +128,7 @@ nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const GenerateOpti
                      {"calls", c.calls}});
     steps.push_back({{"step", s.step}, {"wall_seconds", s.wall}, {"ops", ops}});
   }
-  return {{"workload", "generate"}, {"model", m.name}, {"mesh", "tensor=" + std::to_string(world)}, {"ranks", world},
+  return {{"workload", "generate"}, {"model", m.name}, {"mesh", mesh.describe()}, {"ranks", world},
           {"rank", 0}, {"batch", o.batch}, {"prompt_tokens", prompt}, {"tokens", o.tokens}, {"dtype", "fp32"},
           {"steps", steps}};
 }
@@ -152,6 +158,7 @@ void run_generate(const GenerateOptions& o) {
   const mpi::Comm world = mpi::Comm::world();
   const int rank = world.rank();
   std::vector<std::int32_t> prompt;
+  Mesh mesh;
   std::int64_t t = 1;
   check_inputs_on_every_rank(rank, [&] {
     if (o.tokens < 1) throw ConfigError("--tokens: must be at least 1");
@@ -159,7 +166,8 @@ void run_generate(const GenerateOptions& o) {
     if (!(o.temperature >= 0) || !std::isfinite(o.temperature)) throw ConfigError("--temperature: must be 0 (greedy) or positive");
     if (o.top_k < 0) throw ConfigError("--top-k: must be 0 (the whole vocabulary) or positive");
     if (o.top_k > 0 && o.temperature == 0) throw ConfigError("--top-k: needs --temperature > 0 (temperature 0 is greedy)");
-    t = tensor_ranks(o, world.size());
+    mesh = serving_mesh(o, world.size());
+    t = mesh[Axis::tensor];
     prompt = read_prompt(o);
     if (!o.trace.empty()) check_output_file(o.trace);
   });
@@ -173,6 +181,9 @@ void run_generate(const GenerateOptions& o) {
         throw ConfigError("--checkpoint " + o.checkpoint + ": holds model '" + meta.model_name + "', not '" + m.name +
                           "' (family, width, depth or vocab differ)");
       check_divides(m, t, o.plan_file.empty() ? "mpirun -n " + std::to_string(t) : o.plan_file);
+      if (mesh[Axis::pipeline] > m.depth)
+        throw ConfigError(o.plan_file + ": mesh: pipeline = " + std::to_string(mesh[Axis::pipeline]) + " stages for " +
+                          std::to_string(m.depth) + " layers");
       for (std::int32_t id : prompt)
         if (id >= m.vocab)
           throw ConfigError("--prompt-file: byte " + std::to_string(id) + " is not a token of " + m.name + "'s vocabulary of " +
@@ -182,8 +193,13 @@ void run_generate(const GenerateOptions& o) {
     exit_on_every_rank(rank, e);
   }
   try {
+    // this rank's tensor group (same stage) and pipeline group (same tensor shard)
+    const auto coord = rank_coords(mesh, rank);
+    const int tcoord = static_cast<int>(coord[static_cast<int>(Axis::tensor)]);
+    const int scoord = static_cast<int>(coord[static_cast<int>(Axis::pipeline)]);
+    const mpi::Comm tensor_group = world.split(scoord, tcoord), stage_group = world.split(tcoord, scoord);
     const Layout lay(m);
-    const train::ShardLayout sl(m, lay, t, rank);
+    const train::ShardLayout sl(m, lay, t, tcoord);
     std::vector<float> params;
     try {
       params = load_params(world, o.checkpoint, lay, sl);
@@ -191,7 +207,7 @@ void run_generate(const GenerateOptions& o) {
       exit_on_every_rank(rank, e);
     }
     const std::int64_t B = o.batch, P = static_cast<std::int64_t>(prompt.size()), Vv = m.vocab;
-    train::Decoder dec(m, sl, params.data(), &world, B, P + o.tokens);
+    train::Decoder dec(m, sl, params.data(), &tensor_group, B, P + o.tokens, &stage_group);
     Trace trace;
     std::vector<std::int32_t> in;
     for (std::int64_t b = 0; b < B; ++b) in.insert(in.end(), prompt.begin(), prompt.end());
@@ -218,7 +234,7 @@ void run_generate(const GenerateOptions& o) {
     if (rank != 0) return;
     double decode_s = 0;
     for (double s : latency) decode_s += s;
-    std::cout << "generate " << m.name << " on " << world.size() << " rank(s) (tensor=" << t << "), batch " << B
+    std::cout << "generate " << m.name << " on " << world.size() << " rank(s) (" << mesh.describe() << "), batch " << B
               << ", prompt " << P << " tokens, " << o.tokens << " new tokens, "
               << (o.temperature > 0 ? "temperature " + std::to_string(o.temperature) + (o.top_k ? ", top-k " + std::to_string(o.top_k) : "") + ", seed " + std::to_string(o.seed)
                                     : std::string("greedy"))
@@ -241,7 +257,7 @@ void run_generate(const GenerateOptions& o) {
     }
     std::snprintf(line, sizeof line, "caches and recurrent states: %.3f MiB per rank\n", dec.state_bytes() / 1048576.0);
     std::cout << line << std::flush;
-    if (!o.trace.empty()) write_output_file(o.trace, trace_json(trace, m, o, world.size(), P).dump(1) + "\n");
+    if (!o.trace.empty()) write_output_file(o.trace, trace_json(trace, m, mesh, o, world.size(), P).dump(1) + "\n");
   } catch (const std::exception& e) {
     std::cerr << "scanshard: rank " << rank << ": runtime failure: " << e.what() << "\n" << std::flush;
     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -259,7 +275,7 @@ void register_generate_command(CLI::App& app) {
   cmd->add_option("--tokens", o->tokens, "new tokens per sequence")->capture_default_str();
   cmd->add_option("--batch", o->batch, "sequences decoded together (each starts with the prompt)")->capture_default_str();
   cmd->add_option("--prompt-file", o->prompt_file, "prompt bytes as byte-level tokens (default: the first 32 bytes of data/corpus.txt)");
-  cmd->add_option("--plan", o->plan_file, "serving plan YAML: its mesh (tensor axis only) must match the ranks");
+  cmd->add_option("--plan", o->plan_file, "serving plan YAML: its mesh (tensor and pipeline axes) must have as many devices as ranks");
   cmd->add_option("--temperature", o->temperature, "0: greedy; > 0: sample from softmax(logits / T)")->capture_default_str();
   cmd->add_option("--top-k", o->top_k, "sample among the k largest logits (0: all; needs --temperature)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "sampling seed")->capture_default_str();

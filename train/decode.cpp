@@ -50,7 +50,9 @@ struct Decoder::Impl {
   const ShardLayout& lay;
   const float* P;
   const mpi::Comm* tp;
-  i64 t = 1, tc = 0, B, max_len;
+  const mpi::Comm* pp = nullptr;  // pipeline stages (nullptr: one)
+  i64 t = 1, tc = 0, B, max_len, stage = 0, stages = 1;
+  Range layers;                   // this stage's layers
   i64 D, Dl, V, v0, Vl, R, F, H, KV, N, rot, Kc, Hb, Hl6 = 0;
   float escale = 1, eps;
   std::vector<LayerState> L;
@@ -330,6 +332,24 @@ struct Decoder::Impl {
       for (i64 row = 0; row < M; ++row) std::copy_n(all.data() + (r * M + row) * Dl, Dl, part.data() + row * D + r * Dl);
   }
 
+  // ---- pipeline stages: the residual stream in from the previous stage, out to the next ---------
+  void stage_input(const std::int32_t* tokens) {
+    if (stage == 0) return embed(tokens);
+    timed(ops::send_recv, tensors::pipeline_recv_activations, [&] {
+      pp->sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(x.data(), sz(M * D)), static_cast<int>(stage - 1));
+    });
+  }
+  void stage_output(std::vector<float>& logits) {
+    if (stage + 1 < stages)
+      timed(ops::send_recv, tensors::pipeline_send_activations, [&] {
+        pp->sendrecv(std::span<const float>(x.data(), sz(M * D)), static_cast<int>(stage + 1), std::span<float>(), MPI_PROC_NULL);
+      });
+    if (stage + 1 == stages) head(logits);
+    if (!pp) return;
+    logits.resize(sz(M * V));
+    timed(ops::all_gather, tensors::head_w, [&] { pp->broadcast(std::span<float>(logits), static_cast<int>(stages - 1)); });
+  }
+
   // ---- one layer, residuals ------------------------------------------------------------------
   void add_into(float* acc, const float* y) {
     for (i64 i = 0; i < M * D; ++i) acc[i] += y[i];
@@ -355,10 +375,14 @@ struct Decoder::Impl {
 };
 
 Decoder::Decoder(const ModelSpec& m, const ShardLayout& lay, const float* params, const mpi::Comm* tensor, i64 batch,
-                 i64 max_len)
+                 i64 max_len, const mpi::Comm* pipeline)
     : impl_(std::make_unique<Impl>(m, lay, params, tensor && tensor->size() > 1 ? tensor : nullptr)), B_(batch) {
   if (batch < 1 || max_len < 1) throw std::invalid_argument("decode: batch and max_len must be positive");
   Impl& d = *impl_;
+  d.pp = pipeline && pipeline->size() > 1 ? pipeline : nullptr;
+  d.stage = d.pp ? d.pp->rank() : 0;
+  d.stages = d.pp ? d.pp->size() : 1;
+  d.layers = split_range(m.depth, d.stages, d.stage);
   d.t = tensor ? tensor->size() : 1;
   d.tc = tensor ? tensor->rank() : 0;
   d.B = batch;
@@ -384,6 +408,7 @@ Decoder::Decoder(const ModelSpec& m, const ShardLayout& lay, const float* params
   for (i64 l = 0; l < m.depth; ++l) {
     LayerState& s = d.L[sz(l)];
     s.kind = temporal_kind(m, l);
+    if (l < d.layers.begin || l >= d.layers.end) continue;  // another stage's layer: no state here
     switch (s.kind) {
       case Temporal::recurrent:
         for (Vec* v : {&s.conv, &s.conv_next}) v->assign(sz(batch * (d.Kc - 1) * d.R), 0.0f);
@@ -449,10 +474,10 @@ void Decoder::feed(const std::int32_t* tokens, i64 T, std::vector<float>& logits
       d.pos[sz(b * T + t)] = static_cast<std::int32_t>(pos_ + t);
       d.reset[sz(b * T + t)] = pos_ + t == 0;  // a document starts at position 0 (the executor's reset)
     }
-  d.embed(tokens);
-  for (i64 l = 0; l < d.m.depth; ++l) d.layer(l);
+  d.stage_input(tokens);
+  for (i64 l = d.layers.begin; l < d.layers.end; ++l) d.layer(l);
   std::vector<float> all;
-  d.head(all);
+  d.stage_output(all);
   pos_ += T;
   if (!last_only) {
     logits.swap(all);

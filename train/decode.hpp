@@ -12,8 +12,7 @@
 // share), RWKV's channel-mix gate on Dl channels then all-gathered. Every cross-rank byte goes
 // through train/comm.hpp (OpenMPI). The correctness reference is the training forward: feeding a
 // sequence token by token gives the executor's logits at every position (tests/mpi/test_decode.cpp).
-// Not for: sampling (sampling.hpp), pipeline or sequence axes (refused: check_decode_plan), the
-// loss, dropout (inference runs without it), the logit soft-cap (the executor has none either).
+// Not for: sampling (sampling.hpp), sequence or replica axes, the loss, dropout (inference runs without it), the logit soft-cap (the executor has none either).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -31,8 +30,11 @@ class Decoder {
   // `params`: this rank's shards in `lay` order (kept by pointer; must outlive the decoder).
   // `tensor`: the tensor-parallel group (nullptr = one rank); its size must be lay's split count.
   // batch B sequences, contexts of up to max_len tokens (the global KV caches' capacity).
+  // `pipeline`: the ranks holding this rank's tensor shard in each pipeline stage (nullptr = one
+  // stage). Stage s runs layers split_range(depth, stages, s); the residual stream [B·T, D] goes
+  // stage to stage, the last stage's logits are broadcast back so every rank returns them.
   Decoder(const ModelSpec& m, const ShardLayout& lay, const float* params, const mpi::Comm* tensor, std::int64_t batch,
-          std::int64_t max_len);
+          std::int64_t max_len, const mpi::Comm* pipeline = nullptr);
   ~Decoder();
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;

@@ -5,6 +5,7 @@
 // MPI communication, and under tensor = world size (2 in ctest) with the same full parameters cut
 // by ShardLayout: the references are the executor's full-sequence kernels, an independent path
 // (blocked attention with a causal mask vs a KV cache; chunked WKV-6 vs one token at a time).
+// Pipeline stages (world size 2: layers split over two stages) against the one-rank forward.
 // Local-attention caches never hold more than window + 1 rows.
 #include <catch2/catch.hpp>
 
@@ -97,8 +98,9 @@ std::vector<double> log_softmax(const float* z, std::int64_t V) {
 // time) and returns the worst |log p_decode − log p_executor| / (1 + |log p_executor|) over
 // every position, batch row and this rank's vocab columns.
 double decode_error(Fixture& f, const std::vector<double>& want, std::int64_t t, std::int64_t tc, const mpi::Comm* comm,
-                    std::int64_t prefill) {
-  train::Decoder dec(f.m, f.sl, f.params.data(), t > 1 ? comm : nullptr, kBatch, kLen);
+                    std::int64_t prefill, const mpi::Comm* pipeline = nullptr) {
+  train::Decoder dec(f.m, f.sl, f.params.data(), t > 1 ? comm : nullptr, kBatch, kLen, pipeline);
+  const Range mine = split_range(f.m.depth, pipeline ? pipeline->size() : 1, pipeline ? pipeline->rank() : 0);
   const Range vr = split_range(f.m.vocab, t, tc);
   double worst = 0;
   auto compare = [&](std::int64_t b, std::int64_t pos, const float* z) {
@@ -127,7 +129,7 @@ double decode_error(Fixture& f, const std::vector<double>& want, std::int64_t t,
     for (std::int64_t l = 0; l < f.m.depth; ++l)
       if (temporal_kind(f.m, l) == Temporal::local_attention) REQUIRE(dec.cache_rows(l) <= f.m.window + 1);
   }
-  for (std::int64_t l = 0; l < f.m.depth; ++l) {
+  for (std::int64_t l = mine.begin; l < mine.end; ++l) {  // this stage's layers
     const Temporal k = temporal_kind(f.m, l);
     if (k == Temporal::local_attention) CHECK(dec.cache_rows(l) == std::min<std::int64_t>(f.m.window + 1, kLen));
     if (k == Temporal::global_attention) CHECK(dec.cache_rows(l) == kLen);
@@ -154,6 +156,21 @@ void check_all(std::int64_t t, std::int64_t tc, const mpi::Comm* comm) {
 
 TEST_CASE("decode: token-by-token decoding gives the training forward's distribution, one rank", "[decode]") {
   check_all(1, 0, nullptr);
+}
+
+TEST_CASE("decode: split into pipeline stages decoding gives the training forward's distribution", "[decode]") {
+  const mpi::Comm world = mpi::Comm::world();
+  if (world.size() < 2) return;
+  for (const ModelSpec& m : families()) {
+    if (m.depth < world.size()) continue;
+    Fixture f(m, 1, 0);
+    const auto want = executor_logp(f, 1, 0, nullptr);  // the one-rank training forward
+    for (std::int64_t prefill : {std::int64_t(1), std::int64_t(7)}) {
+      const double worst = decode_error(f, want, 1, 0, nullptr, prefill, &world);
+      INFO(m.name << " pipeline=" << world.size() << " prefill " << prefill << ": worst |Δ log p| / (1 + |log p|) = " << worst);
+      CHECK(worst <= 1e-5);
+    }
+  }
 }
 
 TEST_CASE("decode: under tensor parallelism decoding gives the training forward's distribution", "[decode]") {

@@ -1,5 +1,6 @@
 // tests/unit/test_generate.cpp — `scanshard generate` end to end and the sampler (issue 26).
-// The CLI's greedy tokens, from a checkpoint `scanshard train` wrote, at 1 and 2 ranks, are
+// The CLI's greedy tokens, from a checkpoint `scanshard train` wrote, at 1 and 2 ranks (tensor = 2,
+// and pipeline = 2 through --plan), are
 // checked against the executor's training forward over the prompt plus the generated tokens
 // (each generated token is the argmax of the forward's distribution at the position before it).
 // Bad flags and files exit 2 naming them. The sampler: greedy = argmax, top-k = 1 = greedy, a
@@ -82,8 +83,9 @@ TEST_CASE("generate: greedy tokens from a trained checkpoint are the training fo
   const ModelSpec m = load_model("hawk-tiny");
   auto params = checkpoint_params(m, ck);
   const std::string args = " generate --checkpoint " + ck + " --tokens 12 --batch 2 --prompt-file " + d + "/prompt.txt";
-  for (int ranks : {1, 2}) {
-    const auto run = testing::sh(env + SCANSHARD_MPIRUN + " -n " + std::to_string(ranks) + " " + SCANSHARD_BIN + args, dir.path);
+  std::ofstream(d + "/serve.yaml") << "model: hawk-tiny\nmesh: {pipeline: 2}\nglobal_batch: 2\nmicro_batch: 1\nseq_len: 32\n";
+  for (const auto& [ranks, extra] : std::vector<std::pair<int, std::string>>{{1, ""}, {2, ""}, {2, " --plan " + d + "/serve.yaml"}}) {
+    const auto run = testing::sh(env + SCANSHARD_MPIRUN + " -n " + std::to_string(ranks) + " " + SCANSHARD_BIN + args + extra, dir.path);
     INFO(run.out);
     REQUIRE(run.code == 0);
     const auto got = printed_tokens(run.out);
@@ -96,7 +98,7 @@ TEST_CASE("generate: greedy tokens from a trained checkpoint are the training fo
     for (std::size_t i = 0; i < got.size(); ++i) {
       const float* row = probs.data() + (P - 1 + i) * static_cast<std::size_t>(m.vocab);
       const auto best = std::max_element(row, row + m.vocab) - row;
-      INFO(ranks << " rank(s), generated token " << i);
+      INFO(ranks << " rank(s)" << extra << ", generated token " << i);
       CHECK(got[i] == best);
     }
     CHECK(run.out.find("tokens/s") != std::string::npos);
