@@ -14,7 +14,9 @@
 #include "helpers.hpp"
 #include "kernels/attention.hpp"
 #include "kernels/conv1d.hpp"
+#include "kernels/embedding.hpp"
 #include "kernels/kv_cache.hpp"
+#include "kernels/linear.hpp"
 #include "kernels/rglru.hpp"
 #include "kernels/rwkv4.hpp"
 #include "kernels/rwkv6.hpp"
@@ -171,4 +173,22 @@ TEST_CASE("decode step: token-by-token attention over a KV cache equals causal s
       INFO("window " << W << " H " << H << " Hk " << Hk);
       KT_CHECK_CLOSE(got, want, 1e-6, 1e-5);
     }
+}
+
+TEST_CASE("decode step: one-row linear and tied logits (the GEMV paths) equal their references", "[decode]") {
+  const i64 C = 37, OC = 29, V = 41;
+  const auto x = kt::randn(C, 61), w = kt::randn(C * OC, 62), b = kt::randn(OC, 63), table = kt::randn(V * C, 64);
+  const auto xd = kt::to_d(x), wd = kt::to_d(w), bd = kt::to_d(b), td = kt::to_d(table);
+  for (bool bias : {false, true}) {
+    std::vector<float> y(OC);
+    std::vector<double> yd(OC);
+    K::fast::linear_forward(y.data(), x.data(), w.data(), bias ? b.data() : nullptr, 1, C, OC);
+    K::ref::linear_forward(yd.data(), xd.data(), wd.data(), bias ? bd.data() : nullptr, 1, C, OC);
+    KT_CHECK_CLOSE(y, yd, 1e-5, 1e-5);
+  }
+  std::vector<float> z(V);
+  std::vector<double> zd(V);
+  K::fast::logits_tied_forward(z.data(), x.data(), table.data(), 1, C, V);
+  K::ref::logits_tied_forward(zd.data(), xd.data(), td.data(), 1, C, V);
+  KT_CHECK_CLOSE(z, zd, 1e-5, 1e-5);
 }
