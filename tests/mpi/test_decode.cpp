@@ -178,3 +178,25 @@ TEST_CASE("decode: under tensor parallelism decoding gives the training forward'
   if (world.size() < 2) return;  // the one-rank case above
   check_all(world.size(), world.rank(), &world);
 }
+
+// DESIGN §8: per sequence, a recurrent layer keeps h (R floats) and the Conv1D window ((K−1)·R);
+// an attention layer K and V of kv_heads heads for min(context, W + 1) rows (local) or the whole
+// context (global); RWKV-4 (a, b, p) per channel and two token-shift rows of D; RWKV-6 an N×N
+// matrix per head and the two token-shift rows.
+TEST_CASE("decode: cache and state bytes equal their closed forms", "[decode]") {
+  const std::int64_t B = 3, len = 20;
+  for (const ModelSpec& m : families()) {
+    Fixture f(m, 1, 0);
+    train::Decoder dec(m, f.sl, f.params.data(), nullptr, B, len);
+    std::int64_t floats = 0;
+    for (std::int64_t l = 0; l < m.depth; ++l) switch (temporal_kind(m, l)) {
+        case Temporal::recurrent: floats += B * (m.recurrent_width + (m.conv_width - 1) * m.recurrent_width); break;
+        case Temporal::local_attention: floats += 2 * B * std::min(m.window + 1, len) * m.kv_heads * m.head_dim; break;
+        case Temporal::global_attention: floats += 2 * B * len * m.kv_heads * m.head_dim; break;
+        case Temporal::rwkv4_time_mix: floats += B * (3 * m.width + 2 * m.width); break;
+        case Temporal::rwkv6_time_mix: floats += B * ((m.width / m.head_size) * m.head_size * m.head_size + 2 * m.width); break;
+      }
+    INFO(m.name);
+    CHECK(dec.state_bytes() == 4 * floats);
+  }
+}
