@@ -18,5 +18,6 @@ void register_train_command(CLI::App& app);  // mpirun -n N scanshard train
 void register_calibrate_command(CLI::App& app);  // mpirun -n N scanshard calibrate
 void register_validate_command(CLI::App& app);   // mpirun -n 2 scanshard validate
 void register_launch_command(CLI::App& app);     // the batch job script for a plan
+void register_generate_command(CLI::App& app);   // mpirun -n N scanshard generate
 
 }  // namespace scanshard

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   scanshard::register_calibrate_command(app);
   scanshard::register_validate_command(app);
   scanshard::register_launch_command(app);
+  scanshard::register_generate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

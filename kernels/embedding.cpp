@@ -123,6 +123,10 @@ void embedding_backward(float* dtable, const float* dout, const std::int32_t* to
 
 void logits_tied_forward(float* logits, const float* x, const float* table, i64 M, i64 D, i64 V) {
   // logits [M,V] = x [M,D] · Eᵀ [D,V]
+  if (M == 1) {  // one row (batch-1 decoding): a GEMV streams E once; sgemm would pack all of E first
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(V), int(D), 1.0f, table, int(D), x, 1, 0.0f, logits, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(V), int(D), 1.0f, x, int(D), table,
               int(D), 0.0f, logits, int(V));
 }

@@ -170,6 +170,10 @@ void fill_bias(float* y, const float* b, i64 M, i64 ld, i64 OC) {
 void linear_forward(float* y, const float* x, const float* w, const float* b, i64 M, i64 C, i64 OC) {
   if (M == 0 || OC == 0) return;
   if (b) fill_bias(y, b, M, OC, OC);
+  if (M == 1) {  // one row (batch-1 decoding): y = Wᵀx streams W once; sgemm would pack all of W first
+    cblas_sgemv(CblasRowMajor, CblasTrans, int(C), int(OC), 1.0f, w, int(OC), x, 1, b ? 1.0f : 0.0f, y, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(OC), int(C), 1.0f, x, int(C),
               w, int(OC), b ? 1.0f : 0.0f, y, int(OC));
 }

@@ -868,6 +868,15 @@ void read_data(const Group& g, hid_t file, const Layout& lay, const std::vector<
     }
 }
 
+// The checkpoint opened read-only by every rank of g (MPI-IO when g is parallel).
+Hid open_read(const Group& g, const Reader& r) {
+  Hid fapl = plist(H5P_FILE_ACCESS, "file access properties");
+  if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+  const hid_t fid = H5Fopen(r.path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (fid < 0) r.not_checkpoint("damaged or truncated HDF5 file: " + hdf5_error());
+  return Hid(fid, H5Fclose);
+}
+
 CheckpointMeta read_impl(const Group& g, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,
                          const std::vector<float*>& params, const std::vector<float*>& m1, const std::vector<float*>& m2) {
   QuietHdf5 quiet;
@@ -878,11 +887,7 @@ CheckpointMeta read_impl(const Group& g, const std::string& path, const Layout& 
   Hid file;
   CheckpointMeta meta;
   agree_or_throw(g, attempt([&] {
-    Hid fapl = plist(H5P_FILE_ACCESS, "file access properties");
-    if (g.mpi()) ok_status(H5Pset_fapl_mpio(fapl.get(), g.comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
-    const hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
-    if (fid < 0) r.not_checkpoint("damaged or truncated HDF5 file: " + hdf5_error());
-    file = Hid(fid, H5Fclose);
+    file = open_read(g, r);
     meta = read_meta(r, file.get());
     check_model(r, file.get(), lay, meta);
   }));
@@ -918,6 +923,20 @@ void write_checkpoint(const mpi::Comm* comm, const std::string& path, const Layo
                       const std::vector<const float*>& params, const std::vector<const float*>& m1,
                       const std::vector<const float*>& m2, const CheckpointMeta& meta) {
   write_impl(group_of(comm), path, lay, slabs, params, m1, m2, meta);
+}
+
+CheckpointMeta read_checkpoint_meta(const mpi::Comm* comm, const std::string& path) {
+  QuietHdf5 quiet;
+  const Group g = group_of(comm);
+  const Reader r{path};
+  agree_or_throw(g, g.rank == 0 ? attempt([&] { precheck_file(r); }) : Failure{});
+  CheckpointMeta meta;
+  agree_or_throw(g, attempt([&] {
+    Hid file = open_read(g, r);
+    meta = read_meta(r, file.get());
+    ok_status(file.close(), "close " + path);
+  }));
+  return meta;
 }
 
 CheckpointMeta read_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay,

@@ -93,4 +93,8 @@ CheckpointMeta read_checkpoint(const mpi::Comm* comm, const std::string& path, c
                                const std::vector<Slab>& slabs, const std::vector<float*>& params,
                                const std::vector<float*>& m1, const std::vector<float*>& m2);
 
+// Collective. Only the /meta of `path` (integrity header and format checked as read_checkpoint
+// does): which model a checkpoint holds, before its layout is known (`scanshard generate`).
+CheckpointMeta read_checkpoint_meta(const mpi::Comm* comm, const std::string& path);
+
 }  // namespace scanshard::train

@@ -2105,6 +2105,11 @@ Executor::State& Executor::slot(std::int64_t micro) {
   return s;
 }
 
+std::span<const float> Executor::head_probs(std::int64_t micro) {
+  const State& s = slot(micro);
+  return {s.logits.data(), s.logits.size()};
+}
+
 void Executor::finish() {
   for (auto& s : slots_) {
     mpi::Comm::wait_all(s->pending);

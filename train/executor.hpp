@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,10 @@ class Executor {
   bool layers_contiguous() const { return layers_contiguous_; }
   // Completes outstanding pipeline sends (before the step's gradient reduction).
   void finish();
+  // The head's output of micro-batch `micro`'s last forward pass that ran the head: the softmax
+  // probabilities [B·T, this rank's vocab columns] (the logits, normalised in place by the loss
+  // step). For the decode tests, which compare token-by-token decoding with the training forward.
+  std::span<const float> head_probs(std::int64_t micro);
 
   struct State;  // activations and buffers (executor.cpp)
   using Handler = void (*)(State&, const Step&);
