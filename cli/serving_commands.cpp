@@ -1,7 +1,9 @@
 // cli/serving_commands.cpp — see serving_commands.hpp.
 #include "cli/serving_commands.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
