@@ -70,6 +70,10 @@ std::int64_t serving_micro_batch(const Plan& p, std::int64_t batch) {
   return pp > 1 && batch % pp == 0 ? batch / pp : batch;
 }
 
+std::int64_t prefill_pass_batch(std::int64_t batch, std::int64_t prompt_len) {
+  return std::clamp<std::int64_t>(kPrefillTokensPerPass / std::max<std::int64_t>(1, prompt_len), 1, std::max<std::int64_t>(1, batch));
+}
+
 Plan serving_plan(const Plan& p, const ServingShape& s) {
   Plan q = p;
   q.global_batch = s.batch * p.replicas();
@@ -236,10 +240,10 @@ InferenceMemory inference_memory(const ModelSpec& m, const Plan& p, std::int64_t
     mem.kv_cache_bytes += static_cast<double>(s.batch) * st.kv_cache;
     mem.state_bytes += static_cast<double>(s.batch) * st.recurrent;
   }
-  const std::int64_t b = serving_micro_batch(p, s.batch);
-  const double bd = static_cast<double>(b);
+  const std::int64_t b = serving_micro_batch(p, s.batch), bp = prefill_pass_batch(s.batch, s.prompt_len);
+  const double bd = static_cast<double>(b), bpd = static_cast<double>(bp);
   mem.activations_bytes =
-      std::max(working_set_bytes(lower_prefill(m, p, stage, b, s.prompt_len), bd, bd * static_cast<double>(s.prompt_len), m, p.act_dtype, t),
+      std::max(working_set_bytes(lower_prefill(m, p, stage, bp, s.prompt_len), bpd, bpd * static_cast<double>(s.prompt_len), m, p.act_dtype, t),
                working_set_bytes(lower_decode(m, p, stage, b, s.context() - 1), bd, bd, m, p.act_dtype, t));
   return mem;
 }

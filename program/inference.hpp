@@ -75,6 +75,13 @@ struct ServingShape {
 // Sequences per micro-batch of a serving plan: with p > 1 pipeline stages the replica's batch
 // runs as p micro-batches of B/p (every stage busy in steady state), else one of B.
 [[nodiscard]] std::int64_t serving_micro_batch(const Plan& p, std::int64_t batch);
+// Prompt tokens one prefill pass takes at most: serving engines prefill a batch in passes of a
+// token budget (vLLM's max_num_batched_tokens, JetStream's prefill buckets) so the working set
+// stays bounded. An assumption, not a measurement.
+inline constexpr std::int64_t kPrefillTokensPerPass = 8192;
+// Sequences per prefill pass: as many of a replica's batch as the token budget holds (at least
+// one); the last pass takes what is left.
+[[nodiscard]] std::int64_t prefill_pass_batch(std::int64_t batch, std::int64_t prompt_len);
 // The training plan whose legality rules a serving plan must also pass (global batch B × data,
 // seq_len P + S for a learned position table).
 [[nodiscard]] Plan serving_plan(const Plan& p, const ServingShape& s);
@@ -120,7 +127,7 @@ struct InferenceMemory {
   double weights_bytes = 0;      // the stage's parameters on this tensor rank, in the param dtype
   double kv_cache_bytes = 0;     // every sequence the stage holds (B per replica), at context P + S
   double state_bytes = 0;        // recurrent states of those sequences
-  double activations_bytes = 0;  // the largest pass's working set (prefill of a micro-batch, or a decode step)
+  double activations_bytes = 0;  // the largest pass's working set (a prefill pass, or a decode step)
   double total_bytes() const { return weights_bytes + kv_cache_bytes + state_bytes + activations_bytes; }
 };
 // Parameters of pipeline stage `stage` on one tensor rank (every tensor of parameter_tensors on it,

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 namespace scanshard {
 
@@ -75,29 +74,42 @@ InferenceEstimate inference_memory_estimate(const ModelSpec& m, const Plan& p, c
 
 std::int64_t max_batch_that_fits(const ModelSpec& m, const Plan& p, const ServingShape& s, const ChipSpec& chip) {
   const std::int64_t unit = p.mesh[Axis::pipeline];  // the batch must split into p micro-batches
-  auto need = [&](std::int64_t batch) {
+  auto fits = [&](std::int64_t units) {
     ServingShape x = s;
-    x.batch = batch;
-    return inference_memory_estimate(m, p, x, chip).memory.total_bytes();
+    x.batch = units * unit;
+    return inference_memory_estimate(m, p, x, chip).fits;
   };
-  const double limit = kMaxMemoryFraction * chip.memory_bytes;
-  const double one = need(unit), per_unit = need(2 * unit) - one;
-  if (one > limit) return 0;
-  if (per_unit <= 0) return std::numeric_limits<std::int64_t>::max() / 4;
-  std::int64_t units = 1 + static_cast<std::int64_t>(std::floor((limit - one) / per_unit));
-  while (units > 1 && need(units * unit) > limit) --units;  // guards the linear extrapolation's last bits
-  return units * unit;
+  // memory grows with the batch (weights fixed; caches, states, working sets per sequence):
+  // double until it does not fit, then bisect
+  if (!fits(1)) return 0;
+  std::int64_t lo = 1, hi = 2;
+  while (fits(hi)) {
+    lo = hi;
+    hi *= 2;
+    if (hi > (std::int64_t{1} << 40)) return lo * unit;
+  }
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo * unit;
 }
 
 InferenceEstimate simulate_inference(const ModelSpec& m, const Plan& p, const ClusterSpec& cl, const Network& net,
                                      const ServingShape& s, std::int64_t points) {
   InferenceEstimate e = inference_memory_estimate(m, p, s, cl.chip);
-  const std::int64_t pp = p.mesh[Axis::pipeline], b = serving_micro_batch(p, s.batch);
+  const std::int64_t pp = p.mesh[Axis::pipeline], b = serving_micro_batch(p, s.batch), bp = prefill_pass_batch(s.batch, s.prompt_len);
   const double micro = static_cast<double>(s.batch / b), replicas = static_cast<double>(p.replicas());
   const DType dtype = p.act_dtype;
   std::vector<std::array<double, kBucketCount>> stages;
-  for (std::int64_t st = 0; st < pp; ++st) stages.push_back(pass_buckets(lower_prefill(m, p, st, b, s.prompt_len), cl, net, dtype));
-  e.prefill_seconds = pipeline_seconds(stages, micro, true);
+  for (std::int64_t st = 0; st < pp; ++st) stages.push_back(pass_buckets(lower_prefill(m, p, st, bp, s.prompt_len), cl, net, dtype));
+  e.prefill_seconds = pipeline_seconds(stages, static_cast<double>(s.batch / bp), true);
+  if (const std::int64_t rest = s.batch % bp; rest > 0) {  // the last, smaller pass leaves the slowest stage last
+    stages.clear();
+    for (std::int64_t st = 0; st < pp; ++st) stages.push_back(pass_buckets(lower_prefill(m, p, st, rest, s.prompt_len), cl, net, dtype));
+    const auto slowest = *std::max_element(stages.begin(), stages.end(), [](const auto& a, const auto& b) { return total(a) < total(b); });
+    for (int k = 0; k < kBucketCount; ++k) e.prefill_seconds[k] += slowest[k];
+  }
   const auto positions = decode_positions(s.prompt_len, s.sample_len, points);
   for (const std::int64_t n : positions) {
     stages.clear();

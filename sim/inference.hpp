@@ -4,7 +4,9 @@
 // priced as a training pass is (pass_breakdown: roofline per step, exposed collectives).
 //
 // Pipeline timeline: a replica's B sequences run as m micro-batches (m = p with p > 1 stages,
-// serving_micro_batch). Prefill is a flow shop: Σ_s t_s + (m − 1)·max_s t_s. Decoding keeps every
+// serving_micro_batch). Prefill runs in passes of prefill_pass_batch sequences (a token budget),
+// a flow shop over the stages: Σ_s t_s + (passes − 1)·max_s t_s (a last, smaller pass adds its
+// slowest stage). Decoding keeps every
 // stage busy: one token of every sequence takes max(Σ_s t_s, m·max_s t_s) — the stages' cycle.
 // For: simulate --workload, plan --workload. Not for: the lowering (program/inference.hpp).
 #pragma once
@@ -43,8 +45,8 @@ inline constexpr std::int64_t kDecodePoints = 32;
 
 // Memory of the stage that needs the most, against the chip's limit (kMaxMemoryFraction).
 InferenceEstimate inference_memory_estimate(const ModelSpec& m, const Plan& p, const ServingShape& s, const ChipSpec& chip);
-// The largest batch per replica (a multiple of p) whose memory fits, 0 if none; memory is linear
-// in the batch (weights fixed, caches, states and working sets per sequence).
+// The largest batch per replica (a multiple of p) whose memory fits, 0 if none; memory grows with
+// the batch (weights fixed; caches, states and working sets per sequence).
 [[nodiscard]] std::int64_t max_batch_that_fits(const ModelSpec& m, const Plan& p, const ServingShape& s, const ChipSpec& chip);
 
 // Prices prefill and decode of `s` under the serving plan (legal: serving_violations empty).

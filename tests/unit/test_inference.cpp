@@ -267,10 +267,11 @@ TEST_CASE("pipelined decode: the busy cycle is p times the slowest stage", "[inf
   const auto cl = cluster_slice(load_cluster("tpu-v5e-64"), 2, "devices");
   const auto m = load_model("hawk-1.3b");
   const Plan p = serving(1, 2);
-  const ServingShape s{4, 64, 8};
+  const ServingShape s{4, 4096, 8};  // prefill: passes of 8192 / 4096 = 2 sequences
   const auto e = simulate_inference(m, p, cl, s);
   // each stage's pass of 2 sequences, priced alone; the round is 2 × the slower one (flow-shop
-  // steady state with 2 micro-batches in 2 stages); prefill: t0 + t1 + (2 − 1)·max
+  // steady state with 2 micro-batches in 2 stages); prefill: 2 passes of 2 sequences through the
+  // 2 stages, t0 + t1 + (2 − 1)·max
   const Network net(Topology(cl), cl, p.mesh, p.placement);
   auto pass_time = [&](const InferencePass& x) {
     double t = 0;
@@ -279,9 +280,9 @@ TEST_CASE("pipelined decode: the busy cycle is p times the slowest stage", "[inf
     return t;
   };
   double round = 0;
-  for (std::int64_t n : decode_positions(64, 8, kDecodePoints))
+  for (std::int64_t n : decode_positions(4096, 8, kDecodePoints))
     round += 2 * std::max(pass_time(lower_decode(m, p, 0, 2, n)), pass_time(lower_decode(m, p, 1, 2, n))) / 8;
   CHECK(e.per_token_seconds == Approx(round).epsilon(1e-9));
-  const double f0 = pass_time(lower_prefill(m, p, 0, 2, 64)), f1 = pass_time(lower_prefill(m, p, 1, 2, 64));
+  const double f0 = pass_time(lower_prefill(m, p, 0, 2, 4096)), f1 = pass_time(lower_prefill(m, p, 1, 2, 4096));
   CHECK(e.ttft_seconds == Approx(f0 + f1 + std::max(f0, f1)).epsilon(1e-9));
 }
