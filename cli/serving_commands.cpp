@@ -158,22 +158,6 @@ void print_estimate(const InferenceEstimate& e, Workload w, const ServingShape& 
               << kExitDoesNotFit << "\n";
 }
 
-std::vector<std::int64_t> parse_sample_sweep(const std::string& text) {
-  const std::string key = "sample_len=";
-  if (!text.starts_with(key)) throw ConfigError("--sweep: expected sample_len=S1,S2,... with --workload, got '" + text + "'");
-  std::vector<std::int64_t> out;
-  std::stringstream ss(text.substr(key.size()));
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end || v < 1) throw ConfigError("--sweep: '" + item + "' is not a positive sample length");
-    out.push_back(v);
-  }
-  if (out.empty()) throw ConfigError("--sweep: no sample lengths given");
-  return out;
-}
-
 // The serving plan legal for shape s on the cluster, or a ConfigError naming the key.
 void check_serving(const ModelSpec& m, const Plan& p, const ServingShape& s, std::int64_t devices) {
   const auto broken = serving_violations(m, p, s, devices);
@@ -191,7 +175,7 @@ void run_simulate_serving(const SimulateServing& o, const ModelSpec& m, const Cl
   bool batch_max = false;
   const ServingShape base = o.flags.shape(plan, from_file, &batch_max);
   std::vector<std::int64_t> samples{base.sample_len};
-  if (!o.sweep.empty()) samples = parse_sample_sweep(o.sweep);
+  if (!o.sweep.empty()) samples = parse_sweep_values(o.sweep, "sample_len", "sample length");
   nlohmann::json rows = nlohmann::json::array();
   Table t({"sample_len", "batch", "TTFT", "per-token latency", "decode tokens/s", "generate tokens/s", "memory/device", "largest batch"},
           {true, true, true, true, true, true, true, true});

@@ -85,23 +85,8 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
     std::cout << "\nfits in the " << limit << "\n";
 }
 
-std::vector<std::int64_t> parse_sweep(const std::string& text) {
-  if (!text.starts_with("seq=")) throw ConfigError("--sweep: expected seq=L1,L2,..., got '" + text + "'");
-  std::vector<std::int64_t> out;
-  std::stringstream ss(text.substr(4));
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end || v < 1) throw ConfigError("--sweep: '" + item + "' is not a positive sequence length");
-    out.push_back(v);
-  }
-  if (out.empty()) throw ConfigError("--sweep: no sequence lengths given");
-  return out;
-}
-
 void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& c, Plan base) {
-  const auto lens = parse_sweep(o.sweep);
+  const auto lens = parse_sweep_values(o.sweep, "seq", "sequence length");
   const double tokens = static_cast<double>(base.global_batch) * static_cast<double>(base.seq_len);
   nlohmann::json arr = nlohmann::json::array();
   Table t({"seq_len", "global_batch", "step time", "relative", "tokens/s", "MFU", "bottleneck"},

@@ -737,32 +737,27 @@ TEST_CASE("CLI simulate --workload prices serving: a sample-length sweep, JSON, 
 }
 
 TEST_CASE("CLI serving flags: bad values exit 2 naming the flag", "[cli][inference]") {
-  const std::string base = "simulate --model hawk-tiny --cluster tpu-v5e-64 --devices 1 --mesh data=1";
+  const std::string sim = "simulate --model hawk-tiny --cluster tpu-v5e-64 --devices ";
+  const std::string base = sim + "1 --mesh data=1";
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {" --workload serve", "--workload"},
-      {" --workload decode --batch 0", "--batch"},
-      {" --workload decode --batch many", "--batch"},
-      {" --workload generate --prompt-len 0", "--prompt-len"},
-      {" --workload generate --sample-len -4", "--sample-len"},
-      {" --workload generate --sweep sample_len=64,0", "--sweep"},
-      {" --workload generate --sweep seq=64", "--sweep"},
-      {" --prompt-len 64", "--prompt-len"},  // without --workload
+      {base + " --workload serve", "--workload"},
+      {base + " --workload decode --batch 0", "--batch"},
+      {base + " --workload decode --batch many", "--batch"},
+      {base + " --workload generate --prompt-len 0", "--prompt-len"},
+      {base + " --workload generate --sample-len -4", "--sample-len"},
+      {base + " --workload generate --sweep sample_len=64,0", "--sweep"},
+      {base + " --workload generate --sweep seq=64", "--sweep"},
+      {base + " --prompt-len 64", "--prompt-len"},  // without --workload
+      {sim + "2 --mesh pipeline=2 --workload decode --batch 3", "pipeline divides the batch"},
+      {sim + "2 --mesh sequence=2 --workload decode", "mesh.sequence"},
+      {"plan --model hawk-tiny --cluster tpu-v5e-64 --devices 2 --workload generate", "--latency-budget"},
   };
-  for (std::size_t i = 0; i < bad.size(); ++i) {
-    INFO(bad[i].first);
-    auto r = run(base + bad[i].first);
+  for (const auto& [args, fragment] : bad) {
+    INFO(args);
+    auto r = run(args);
     CHECK(r.code == 2);
-    CHECK_THAT(r.err, Catch::Contains(bad[i].second));
+    CHECK_THAT(r.err, Catch::Contains(fragment));
   }
-  auto pipe = run("simulate --model hawk-tiny --cluster tpu-v5e-64 --devices 2 --mesh pipeline=2 --workload decode --batch 3");
-  CHECK(pipe.code == 2);
-  CHECK_THAT(pipe.err, Catch::Contains("pipeline divides the batch"));
-  auto seq = run("simulate --model hawk-tiny --cluster tpu-v5e-64 --devices 2 --mesh sequence=2 --workload decode");
-  CHECK(seq.code == 2);
-  CHECK_THAT(seq.err, Catch::Contains("mesh.sequence"));
-  auto nobudget = run("plan --model hawk-tiny --cluster tpu-v5e-64 --devices 2 --workload generate");
-  CHECK(nobudget.code == 2);
-  CHECK_THAT(nobudget.err, Catch::Contains("--latency-budget"));
 }
 
 TEST_CASE("CLI plan --workload generate keeps the latency budget and explains the rest", "[cli][inference]") {

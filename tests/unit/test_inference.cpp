@@ -13,6 +13,7 @@
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "sim/inference.hpp"
+#include "tests/unit/plans.hpp"
 
 using namespace scanshard;
 
@@ -26,13 +27,7 @@ Plan serving(std::int64_t tensor = 1, std::int64_t pipeline = 1, std::int64_t da
   return p;
 }
 
-Plan training(std::int64_t batch, std::int64_t seq) {
-  Plan p;
-  p.global_batch = batch;
-  p.micro_batch = batch;
-  p.seq_len = seq;
-  return p;
-}
+Plan training(std::int64_t batch, std::int64_t seq) { return test::single_device(batch, seq); }
 
 double flops(const Step& s) { return s.matmul_flops + s.vector_flops; }
 double bytes(const Step& s) { return s.bytes_read + s.bytes_written; }
