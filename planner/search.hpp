@@ -74,6 +74,7 @@ SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOption
 // legal mesh and placement, batches pp·2^k up to the largest that fits (and that one), each priced
 // by simulate_inference. The result's candidates rank by inverse throughput (step_seconds = 1 /
 // tokens_per_s); why-not lines per axis size and per batch ("batch=64: ... over the budget").
+// In its SearchResult, `bounded` counts the plans over the latency budget, `pruned` none.
 struct ServingSearchOptions {
   ServingShape shape;           // prompt and sample lengths (its batch is searched)
   Workload workload = Workload::generate;

@@ -12,6 +12,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "program/cluster.hpp"
 #include "program/inference.hpp"
