@@ -1,6 +1,7 @@
 // cli/plan_command.cpp — `scanshard plan`: search the sharding space for a model on a cluster and
 // explain the choice: top-k table, Pareto front (step time vs memory), why-not lines, the chosen
 // plan as YAML (stdout or --out FILE, written atomically) that simulate/train accept unchanged.
+// --workload generate --latency-budget S searches serving layouts instead (cli/serving_commands.hpp).
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -13,6 +14,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/plan_options.hpp"
+#include "cli/serving_commands.hpp"
 #include "planner/search.hpp"
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
@@ -28,6 +30,7 @@ struct PlanCmdOptions {
   double max_memory_fraction = kMaxMemoryFraction;
   std::size_t top = 10;
   bool json = false, quiet = false;
+  PlanServing serving;  // --workload generate --latency-budget S (cli/serving_commands.hpp)
 };
 
 Table candidates_table(const std::vector<Candidate>& cs, bool scan) {
@@ -47,29 +50,42 @@ nlohmann::json candidate_json(const Candidate& c, bool scan) {
           {"tokens_per_s", c.tokens_per_s}, {"mfu", c.mfu}, {"memory_bytes", c.memory_bytes}, {"bottleneck", c.bottleneck}};
 }
 
+// --fix tensor=4,pipeline=2: only the axes named are fixed (an axis may be fixed to 1); 0 = free.
+std::array<std::int64_t, kAxisCount> fixed_axes(const std::string& fix) {
+  std::array<std::int64_t, kAxisCount> fixed{};
+  if (fix.empty()) return fixed;
+  parse_mesh(fix, "--fix");  // the whole list once: an axis named twice is an error
+  std::stringstream ss(fix);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const Mesh one = parse_mesh(item, "--fix");
+    const auto axis = static_cast<std::size_t>(parse_choice(kAxisNames, item.substr(0, item.find('=')), "--fix"));
+    fixed[axis] = one.size[axis];
+  }
+  return fixed;
+}
+
 void run_plan(const PlanCmdOptions& o) {
   if (o.model.empty()) throw ConfigError("--model: required");
   if (o.cluster.empty()) throw ConfigError("--cluster: required");
   if (!o.out.empty()) check_output_file(o.out);  // before the search: a bad --out refuses at once
   const ModelSpec m = load_model(o.model);
   const ClusterSpec c = cluster_slice(load_cluster(o.cluster), o.devices);
+  const std::array<std::int64_t, kAxisCount> fixed = fixed_axes(o.fix);
+  const DType dtype = parse_choice(kDTypeNames, o.dtype, "--dtype");
+  if (o.serving.flags.active())
+    return run_plan_serving(o.serving, m, c, fixed, o.top, dtype, o.json, o.out, o.model, o.cluster,
+                            o.devices && o.devices != load_cluster(o.cluster).devices() ? o.devices : 0);
+  o.serving.flags.check_unused();
+  if (o.serving.latency_budget_seconds != 0) throw ConfigError("--latency-budget: a serving flag; give --workload generate with it");
   SearchOptions so;
   so.global_batch = o.global_batch ? o.global_batch : c.devices();
   so.seq_len = o.seq_len;
   if (!(o.max_memory_fraction > 0 && o.max_memory_fraction <= 1)) throw ConfigError("--max-memory-fraction: must be in (0, 1]");
   so.max_memory_fraction = o.max_memory_fraction;
   so.top = o.top;
-  so.dtype = parse_choice(kDTypeNames, o.dtype, "--dtype");
-  if (!o.fix.empty()) {  // only the axes named are fixed (an axis may be fixed to 1)
-    parse_mesh(o.fix, "--fix");  // the whole list once: an axis named twice is an error
-    std::stringstream ss(o.fix);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      const Mesh one = parse_mesh(item, "--fix");
-      const auto axis = static_cast<std::size_t>(parse_choice(kAxisNames, item.substr(0, item.find('=')), "--fix"));
-      so.fixed[axis] = one.size[axis];
-    }
-  }
+  so.dtype = dtype;
+  so.fixed = fixed;
   // Progress on a terminal only (search() reports after about a second); pipes and logs stay clean.
   bool shown = false;
   if (!o.quiet && isatty(STDERR_FILENO))
@@ -153,6 +169,9 @@ void register_plan_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "Write the chosen plan YAML here (atomically)");
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->add_flag("--quiet", o->quiet, "No progress indicator");
+  o->serving.flags.add_to(*cmd, false);
+  cmd->add_option("--latency-budget", o->serving.latency_budget_seconds, "Serving: per-token latency bound in seconds (with --workload)");
+  cmd->add_option("--max-batch", o->serving.max_batch, "Serving: largest batch per replica to consider (default: what memory allows)");
   cmd->callback([o] { run_plan(*o); });
 }
 

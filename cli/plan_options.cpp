@@ -1,6 +1,9 @@
 // cli/plan_options.cpp — see plan_options.hpp.
 #include "cli/plan_options.hpp"
 
+#include <cstdlib>
+#include <sstream>
+
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 
@@ -88,6 +91,22 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   }
   if (overlap) p.overlap = *overlap;
   return p;
+}
+
+std::vector<std::int64_t> parse_sweep_values(const std::string& text, const std::string& key, const std::string& what) {
+  const std::string prefix = key + "=";
+  if (!text.starts_with(prefix)) throw ConfigError("--sweep: expected " + prefix + "V1,V2,..., got '" + text + "'");
+  std::vector<std::int64_t> out;
+  std::stringstream ss(text.substr(prefix.size()));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end || v < 1) throw ConfigError("--sweep: '" + item + "' is not a positive " + what);
+    out.push_back(v);
+  }
+  if (out.empty()) throw ConfigError("--sweep: no " + what + "s given");
+  return out;
 }
 
 nlohmann::json plan_json(const Plan& p) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -36,6 +37,10 @@ struct PlanOptions {
 // Every field of a plan as a JSON object with the plan YAML's keys and value names (plan_to_yaml),
 // for `plan --json` and `simulate --json`.
 nlohmann::json plan_json(const Plan& p);
+
+// "KEY=V1,V2,..." (a --sweep value) -> the positive integers; ConfigError naming --sweep, with
+// `what` ("sequence length") for a bad item.
+std::vector<std::int64_t> parse_sweep_values(const std::string& text, const std::string& key, const std::string& what);
 
 std::string pick_preset(const std::string& flag, const std::string& from_plan, const char* what, const std::string& plan_file);
 

@@ -1,6 +1,7 @@
 // cli/simulate_command.cpp — `scanshard simulate`: price a plan for a model on a cluster, print
 // step time, tokens/s, MFU, the per-bucket breakdown and memory per device; `--sweep seq=...`
 // repeats it over sequence lengths at fixed tokens per batch (the Griffin paper's Figure 3 setup).
+// --workload prefill|decode|generate prices serving instead (cli/serving_commands.hpp).
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "cli/commands.hpp"
 #include "reports/format.hpp"
 #include "cli/plan_options.hpp"
+#include "cli/serving_commands.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/sweep.hpp"
 #include "sim/simulate.hpp"
@@ -21,6 +23,8 @@ struct SimulateOptions {
   PlanOptions plan;
   bool json = false;
   std::string sweep;
+  ServingFlags serving;  // --workload ...: inference (cli/serving_commands.hpp)
+  std::optional<std::int64_t> devices;
 };
 
 nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
@@ -81,23 +85,8 @@ void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c,
     std::cout << "\nfits in the " << limit << "\n";
 }
 
-std::vector<std::int64_t> parse_sweep(const std::string& text) {
-  if (!text.starts_with("seq=")) throw ConfigError("--sweep: expected seq=L1,L2,..., got '" + text + "'");
-  std::vector<std::int64_t> out;
-  std::stringstream ss(text.substr(4));
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end || v < 1) throw ConfigError("--sweep: '" + item + "' is not a positive sequence length");
-    out.push_back(v);
-  }
-  if (out.empty()) throw ConfigError("--sweep: no sequence lengths given");
-  return out;
-}
-
 void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& c, Plan base) {
-  const auto lens = parse_sweep(o.sweep);
+  const auto lens = parse_sweep_values(o.sweep, "seq", "sequence length");
   const double tokens = static_cast<double>(base.global_batch) * static_cast<double>(base.seq_len);
   nlohmann::json arr = nlohmann::json::array();
   Table t({"seq_len", "global_batch", "step time", "relative", "tokens/s", "MFU", "bottleneck"},
@@ -119,10 +108,15 @@ void run_sweep(const SimulateOptions& o, const ModelSpec& m, const ClusterSpec& 
 }
 
 void run_simulate(const SimulateOptions& o) {
-  const Plan base = o.plan.load_base();
+  Plan base = o.plan.load_base();
+  if (o.devices) base.devices = *o.devices;  // a slice of the cluster (cluster_slice checks it)
   const ModelSpec m = o.plan.resolve_model(base);
   const ClusterSpec c = o.plan.resolve_cluster(base);
   Plan p = o.plan.resolve_plan(c.devices());
+  if (o.serving.active()) {
+    return run_simulate_serving({o.serving, o.sweep, o.json}, m, c, p, !o.plan.plan_file.empty());
+  }
+  o.serving.check_unused();
   o.plan.check(m, p, c.devices());
   if (!o.sweep.empty()) return run_sweep(o, m, c, p);
   const Estimate e = simulate(m, p, c);
@@ -147,7 +141,10 @@ void register_simulate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("simulate", "Price a plan: step time, tokens/s, MFU, breakdown and memory per device");
   o->plan.add_to(*cmd);
   cmd->add_flag("--json", o->json, "Print JSON");
-  cmd->add_option("--sweep", o->sweep, "seq=2048,4096,8192: sweep sequence length at fixed tokens per batch");
+  cmd->add_option("--sweep", o->sweep,
+                  "seq=2048,4096,8192: sweep sequence length at fixed tokens per batch; with --workload: sample_len=256,512,...");
+  cmd->add_option("--devices", o->devices, "Use the first N devices of the cluster (a slice)");
+  o->serving.add_to(*cmd, true);
   cmd->callback([o] { run_simulate(*o); });
 }
 

@@ -42,7 +42,9 @@
 #include <sys/mman.h>
 
 #include "program/yaml_reader.hpp"
+#include "program/inference.hpp"
 #include "sim/cost.hpp"
+#include "sim/inference.hpp"
 
 namespace scanshard {
 
@@ -213,13 +215,16 @@ void for_each_choice(const ModelSpec& m, const Plan& p, const std::vector<int>& 
   }
 }
 
-// A family: a category (0-4 the mesh axes, 5 remat, 6 scan, 7 ZeRO stage) at one value.
+// A family: a category (0-4 the mesh axes, 5 remat, 6 scan, 7 ZeRO stage, 8 the serving batch
+// per replica) at one value.
 using FamilyKey = std::pair<int, std::int64_t>;
+constexpr int kBatchFamily = 8;
 
 std::string family_name(const FamilyKey& k) {
   if (k.first < kAxisCount) return std::string(to_string(static_cast<Axis>(k.first))) + "=" + std::to_string(k.second);
   if (k.first == 5) return std::string("remat=") + to_string(static_cast<Remat>(k.second));
   if (k.first == 6) return std::string("scan=") + to_string(static_cast<ScanAlgo>(k.second));
+  if (k.first == kBatchFamily) return "batch=" + std::to_string(k.second);
   return "zero=" + std::to_string(k.second);
 }
 
@@ -236,8 +241,11 @@ struct FamIds {
 
 // A memory rejection that explains a family if none of its plans survives. Replayed in
 // enumeration order at the end; the reason text is only built if it is used.
+// over_latency (serving): `memory` holds the plan's per-token latency in seconds and
+// `activations` the budget — a family's reason is its smallest note, so a latency miss (seconds)
+// ranks before any memory miss (bytes): the family fits but is too slow.
 struct Note {
-  enum Kind : std::uint8_t { states, over_memory };
+  enum Kind : std::uint8_t { states, over_memory, over_latency };
   std::uint64_t index = 0;
   FamIds fams;
   Kind kind = states;
@@ -293,11 +301,12 @@ class Collector {
     return false;
   }
 
-  void keep(const Plan& q, const Estimate& e, std::uint64_t index, const FamIds& f) {
+  // latency, ttft: a serving plan's per-token latency and time to first token (else 0).
+  void keep(const Plan& q, const Estimate& e, std::uint64_t index, const FamIds& f, double latency = 0, double ttft = 0) {
     const double step = e.step_seconds, mem = e.memory.total_bytes;
     std::optional<Candidate> cand;
     auto make = [&]() -> const Candidate& {
-      if (!cand) cand = Candidate{q, e.step_seconds, e.tokens_per_s, e.mfu, e.memory.total_bytes, bottleneck_text(e.seconds), e.seconds};
+      if (!cand) cand = Candidate{q, e.step_seconds, e.tokens_per_s, e.mfu, e.memory.total_bytes, bottleneck_text(e.seconds), e.seconds, latency, ttft};
       return *cand;
     };
     for (int i = 0; i < f.n; ++i) {
@@ -479,6 +488,11 @@ class Collector {
       case Note::states: return "parameters, gradients and optimizer state need " + gib(n.memory) + " > " + gib(capacity_);
       case Note::over_memory:
         return "needs " + gib(n.memory) + " per device (activations " + gib(n.activations) + ") > " + gib(capacity_);
+      case Note::over_latency: {
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "its fastest per-token latency %.3f ms is over the budget %.3f ms", 1e3 * n.memory, 1e3 * n.activations);
+        return buf;
+      }
     }
     return {};
   }
@@ -1299,13 +1313,15 @@ void search_pruned(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
 
 namespace {
 
-// Every mesh of `devices` devices honouring o.fixed (illegal ones included), in enumeration order.
-// ConfigError for impossible constraints; `where` names the devices in the message.
-std::vector<Mesh> candidate_meshes(std::int64_t devices, const SearchOptions& o, const std::string& where) {
+// Every mesh of `devices` devices with the fixed axes at their sizes (illegal ones included), in
+// enumeration order. ConfigError for impossible constraints; `where` names the devices in the
+// message.
+std::vector<Mesh> constrained_meshes(std::int64_t devices, const std::array<std::int64_t, kAxisCount>& fixed,
+                                     const std::string& where) {
   const std::int64_t N = devices;
   std::int64_t fixed_product = 1;
   for (int a = 0; a < kAxisCount; ++a) {
-    const auto f = o.fixed[static_cast<std::size_t>(a)];
+    const auto f = fixed[static_cast<std::size_t>(a)];
     if (f == 0) continue;
     if (N % f != 0)
       throw ConfigError("--fix " + family_name({a, f}) + ": " + std::to_string(f) + " does not divide the " +
@@ -1315,10 +1331,9 @@ std::vector<Mesh> candidate_meshes(std::int64_t devices, const SearchOptions& o,
   if (N % fixed_product != 0)
     throw ConfigError("--fix: the fixed axes multiply to " + std::to_string(fixed_product) + ", which does not divide the " +
                       std::to_string(N) + " devices");
-  if (o.global_batch < 1 || o.seq_len < 1) throw ConfigError("--global-batch and --seq-len must be positive");
   std::vector<Mesh> all;
   Mesh cur;
-  meshes(N, 0, cur, o.fixed, all);
+  meshes(N, 0, cur, fixed, all);
   return all;
 }
 
@@ -1326,7 +1341,8 @@ std::vector<Mesh> candidate_meshes(std::int64_t devices, const SearchOptions& o,
 
 SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<Mesh> all = candidate_meshes(c.devices(), o, c.name);
+  if (o.global_batch < 1 || o.seq_len < 1) throw ConfigError("--global-batch and --seq-len must be positive");
+  const std::vector<Mesh> all = constrained_meshes(c.devices(), o.fixed, c.name);
   SearchResult r;
   if (o.prune) search_pruned(m, c, o, all, r);
   else search_exhaustive(m, c, o, all, r);
@@ -1338,7 +1354,8 @@ void for_each_legal_plan(const ModelSpec& m, std::int64_t devices, const SearchO
                          const std::function<void(const Plan&)>& fn) {
   // The exhaustive path's loops (search_exhaustive) without placements and pricing.
   // dtype is one value per search (o.dtype); were it searched, it would be one more loop here.
-  for (const Mesh& mesh : candidate_meshes(devices, o, std::to_string(devices) + " devices")) {
+  if (o.global_batch < 1 || o.seq_len < 1) throw ConfigError("--global-batch and --seq-len must be positive");
+  for (const Mesh& mesh : constrained_meshes(devices, o.fixed, std::to_string(devices) + " devices")) {
     const Plan p = base_plan(mesh, o);
     if (plan_violation(m, p, devices)) continue;
     for_each_choice(m, p, zero_stages(mesh[Axis::fsdp]), divisors(p.local_batch()), [&](const Plan& q0, const Choice&) {
@@ -1352,6 +1369,94 @@ void for_each_legal_plan(const ModelSpec& m, std::int64_t devices, const SearchO
         }
     });
   }
+}
+
+// ---- serving search ----------------------------------------------------------------------------
+
+std::vector<std::int64_t> serving_batches(std::int64_t unit, std::int64_t most) {
+  std::vector<std::int64_t> out;
+  for (std::int64_t b = unit; b <= most; b *= 2) out.push_back(b);
+  if (most >= unit && (out.empty() || out.back() != most)) out.push_back(most);
+  return out;
+}
+
+SearchResult search_serving(const ModelSpec& m, const ClusterSpec& c, const ServingSearchOptions& so) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!(so.latency_budget_seconds > 0)) throw ConfigError("--latency-budget: must be a positive number of seconds");
+  auto fixed = so.fixed;
+  for (Axis a : {Axis::fsdp, Axis::sequence}) {
+    auto& f = fixed[static_cast<std::size_t>(a)];
+    if (f > 1) throw ConfigError("--fix " + family_name({static_cast<int>(a), f}) + ": a serving plan uses data, tensor and pipeline only");
+    f = 1;
+  }
+  const std::vector<Mesh> all = constrained_meshes(c.devices(), fixed, c.name);
+  const std::int64_t N = c.devices();
+  SearchOptions o;
+  o.top = so.top;
+  const double capacity = c.chip.memory_bytes * kMaxMemoryFraction;
+  Collector col(o, capacity);
+  const Topology topo(c);
+  SearchResult r;
+  for (std::size_t mi = 0; mi < all.size(); ++mi) {
+    Plan p;
+    p.mesh = all[mi];
+    p.param_dtype = p.act_dtype = so.dtype;
+    const std::int64_t pp = p.mesh[Axis::pipeline];
+    ServingShape s = so.shape;
+    s.batch = pp;  // the smallest batch a pipeline of pp stages can run
+    const auto broken = serving_violations(m, p, s, N);
+    if (!broken.empty()) {
+      ++r.illegal;
+      ++r.considered;
+      col.illegal(plan_index(mi), col.families(p, false), broken);
+      continue;
+    }
+    col.legal(col.families(p, false));
+    std::int64_t most = max_batch_that_fits(m, p, s, c.chip);
+    if (so.max_batch > 0) most = std::min(most, so.max_batch / pp * pp);
+    if (most < pp) {  // not even the smallest batch fits
+      ++r.considered;
+      ++r.over_memory;
+      const auto mem = inference_memory_estimate(m, p, s, c.chip).memory;
+      FamIds f = col.families(p, false);
+      f.id[static_cast<std::size_t>(f.n++)] = col.family({kBatchFamily, pp});
+      col.note({plan_index(mi), f, Note::over_memory, mem.total_bytes(), mem.activations_bytes});
+      continue;
+    }
+    const auto orders = distinct_orders(p.mesh);
+    const auto batches = serving_batches(pp, most);
+    for (std::size_t k = 0; k < orders.size(); ++k) {
+      p.placement = orders[k];
+      const Network net(topo, c, p.mesh, p.placement);
+      for (std::size_t bi = 0; bi < batches.size(); ++bi) {
+        s.batch = batches[bi];
+        Plan q = serving_plan(p, s);
+        FamIds f = col.families(q, false);
+        f.id[static_cast<std::size_t>(f.n++)] = col.family({kBatchFamily, s.batch});
+        const std::uint64_t index = plan_index(mi, Choice{static_cast<std::uint16_t>(bi)}, k, 0, 0);
+        ++r.considered;
+        const InferenceEstimate e = simulate_inference(m, q, c, net, s);
+        if (e.per_token_seconds > so.latency_budget_seconds) {
+          ++r.bounded;
+          col.note({index, f, Note::over_latency, e.per_token_seconds, so.latency_budget_seconds});
+          continue;
+        }
+        ++r.priced;
+        // Ranked by inverse throughput (device-seconds per sampled token over the deployment), so
+        // the fastest is the highest throughput; the buckets are the decode round's, scaled to it.
+        Estimate as;
+        as.tokens_per_s = e.tokens_per_s(so.workload);
+        as.step_seconds = 1 / as.tokens_per_s;
+        for (int b = 0; b < kBucketCount; ++b) as.seconds[b] = e.decode_seconds[b] * as.step_seconds / e.per_token_seconds;
+        as.memory.total_bytes = e.memory.total_bytes();
+        as.memory.activations_bytes = e.memory.activations_bytes;
+        col.keep(q, as, index, f, e.per_token_seconds, e.ttft_seconds);
+      }
+    }
+  }
+  col.finish(r);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
 }
 
 }  // namespace scanshard

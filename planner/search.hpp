@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "program/cluster.hpp"
+#include "program/inference.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "sim/simulate.hpp"
@@ -44,6 +45,8 @@ struct Candidate {
   double memory_bytes = 0;
   std::string bottleneck;
   std::array<double, kBucketCount> seconds{};
+  double latency_seconds = 0;  // serving: per-token latency (mean over the sample)
+  double ttft_seconds = 0;     // serving: time to first token
 };
 
 struct SearchResult {
@@ -75,6 +78,23 @@ SearchResult search(const ModelSpec& m, const ClusterSpec& c, const SearchOption
 // these plans. Throws like search() on impossible constraints.
 void for_each_legal_plan(const ModelSpec& m, std::int64_t devices, const SearchOptions& o,
                          const std::function<void(const Plan&)>& fn);
+
+// Serving (DESIGN §8): the data (replicas), tensor and pipeline layout and the batch per replica
+// with the highest throughput of `workload` whose per-token latency is within the budget. Every
+// legal mesh and placement, batches pp·2^k up to the largest that fits (and that one), each priced
+// by simulate_inference. The result's candidates rank by inverse throughput (step_seconds = 1 /
+// tokens_per_s); why-not lines per axis size and per batch ("batch=64: ... over the budget").
+// In its SearchResult, `bounded` counts the plans over the latency budget, `pruned` none.
+struct ServingSearchOptions {
+  ServingShape shape;           // prompt and sample lengths (its batch is searched)
+  Workload workload = Workload::generate;
+  double latency_budget_seconds = 0;
+  std::array<std::int64_t, kAxisCount> fixed{};  // 0 = free (fsdp and sequence are 1)
+  std::int64_t max_batch = 0;   // 0: as large as memory allows
+  std::size_t top = 10;
+  DType dtype = DType::bf16;
+};
+SearchResult search_serving(const ModelSpec& m, const ClusterSpec& c, const ServingSearchOptions& o);
 
 // Plans per axis order tried for placement: innermost axis first.
 std::vector<std::array<Axis, kAxisCount>> placements();

@@ -80,6 +80,8 @@ KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t
   return k;
 }
 
+std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t) { return m.kv_heads >= t ? m.kv_heads / t : 1; }
+
 namespace {
 
 // Everything an emitter needs, derived once per lowering.
@@ -411,9 +413,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
 void attention_block(Emit& e, bool local) {
   const Ctx& c = e.c;
   const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
-  // K/V heads on this rank: split when kv_heads ≥ t, else the weights are replicated and each rank
-  // computes the one K/V head its query heads share (MQA's single head).
-  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);
+  const double KV = static_cast<double>(kv_heads_per_rank(c.m, c.t));
   e.rmsnorm(tensors::norm1);
   e.tensor_allreduce_bwd(tensors::attn_in_grad);
   e.linear(tensors::attn_wq, D, H * N);
@@ -438,7 +438,7 @@ void attention_block(Emit& e, bool local) {
 void transformer_attention(Emit& e, bool local) {
   const Ctx& c = e.c;
   const double D = c.m.width, N = c.m.head_dim, H = static_cast<double>(c.m.heads / c.t);
-  const double KV = static_cast<double>(c.m.kv_heads >= c.t ? c.m.kv_heads / c.t : 1);  // as attention_block
+  const double KV = static_cast<double>(kv_heads_per_rank(c.m, c.t));
   e.norm(tensors::norm1);
   e.tensor_allreduce_bwd(tensors::attn_in_grad);
   e.linear(tensors::attn_wq, D, H * N);
@@ -1079,6 +1079,24 @@ StepProgram expand(const StageSummary& st, const ModelSpec& m) {
   }
   prog.step_end = st.step_end;
   return prog;
+}
+
+std::vector<Step> forward_steps(const ModelSpec& m, const Plan& p, std::int64_t part, std::int64_t batch, std::int64_t tokens,
+                                std::int64_t first_position) {
+  if (batch < 1 || tokens < 1 || first_position < 0 || first_position % tokens != 0 || p.mesh[Axis::sequence] != 1)
+    throw std::logic_error("forward_steps: needs batch, tokens ≥ 1, first_position a multiple of tokens, no sequence axis");
+  Plan q = p;
+  q.micro_batch = batch;
+  q.seq_len = tokens;
+  // the shard index of a sequence split into pieces of `tokens`: attention reads the keys before
+  // it as its halo (kv_halo), i.e. as a cache
+  const Ctx c = make_ctx(m, q, first_position / tokens);
+  std::vector<Step> fwd, bwd;
+  Emit e{c, static_cast<std::int32_t>(part), fwd, bwd};
+  if (part == kEmbeddingPart) embedding(e);
+  else if (part == kHeadPart) head(e);
+  else lower_layer(c, static_cast<std::int32_t>(part), fwd, bwd);
+  return fwd;
 }
 
 StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank) {

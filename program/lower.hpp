@@ -214,4 +214,19 @@ inline constexpr std::int64_t kAttentionQueryTile = 32;
 // Lowers the plan for one rank. The plan must be legal (check_plan).
 StepProgram lower(const ModelSpec& m, const Plan& p, std::int64_t rank);
 
+// K/V heads an attention layer computes on a tensor rank: kv_heads / t when kv_heads ≥ t, else the
+// K/V weights are replicated and each rank computes the one head its query heads share (MQA).
+[[nodiscard]] std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t);
+
+// The forward steps of one part of the model on a rank of the plan's tensor group — layer `part`
+// (≥ 0), the embedding (kEmbeddingPart) or the final norm, logits and softmax (kHeadPart) — for
+// `batch` sequences of `tokens` tokens whose first sits at position `first_position` (a multiple
+// of `tokens`): attention also reads the K/V rows of the positions before it, as a sequence shard
+// reads its halo — for a decode step (tokens 1) the KV cache. The emitters training lowers with;
+// program/inference.cpp builds prefill and decode on it. The plan may have no sequence axis; its
+// micro_batch and seq_len are replaced by batch and tokens.
+inline constexpr std::int64_t kEmbeddingPart = -1, kHeadPart = -2;
+std::vector<Step> forward_steps(const ModelSpec& m, const Plan& p, std::int64_t part, std::int64_t batch, std::int64_t tokens,
+                                std::int64_t first_position);
+
 }  // namespace scanshard

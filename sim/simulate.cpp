@@ -265,6 +265,14 @@ double pass_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const
   return p.finish(cl.chip.overlap_compute_slowdown);
 }
 
+std::array<double, kBucketCount> pass_breakdown(const std::vector<TimedSteps>& lists, const ClusterSpec& cl, const Network& net,
+                                                DType dtype) {
+  Pass p;
+  for (const auto& l : lists) p.add(*l.steps, l.times, cl, net, dtype);
+  p.finish();
+  return p.buckets;
+}
+
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cl, const Network& net, DType dtype) {
   std::vector<double> out;
   out.reserve(steps.size());

@@ -120,6 +120,14 @@ MemoryBreakdown stage_memory(const std::vector<StageSummary>& stages, const Plan
 // pass prices it: compute, exposed communication, and overlappable communication beyond what the
 // pass's compute hides.
 double pass_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
+// A pass of several step lists, each run `times` times, per bucket (what pass_seconds sums):
+// compute and exposed communication; overlappable communication beyond what the compute hides.
+struct TimedSteps {
+  const std::vector<Step>* steps;
+  double times = 1;
+};
+std::array<double, kBucketCount> pass_breakdown(const std::vector<TimedSteps>& lists, const ClusterSpec& cluster,
+                                                const Network& net, DType dtype);
 // Seconds of every step of an expanded program, in order (for comparing with a measured trace).
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Convenience: check the plan against the cluster, lower, build the network, price.

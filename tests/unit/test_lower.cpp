@@ -15,18 +15,13 @@
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "tests/unit/plans.hpp"
 
 using namespace scanshard;
 
 namespace {
 
-Plan single_device(std::int64_t batch, std::int64_t seq) {
-  Plan p;
-  p.global_batch = batch;
-  p.micro_batch = batch;
-  p.seq_len = seq;
-  return p;
-}
+using test::single_device;
 
 double sum_matmul(const std::vector<Step>& steps, bool (*keep)(const Step&) = nullptr) {
   double s = 0;

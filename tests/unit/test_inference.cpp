@@ -1,0 +1,283 @@
+// tests/unit/test_inference.cpp — the inference lowering (program/inference.hpp) and its pricing
+// (sim/inference.hpp) against independent references: the training lowering's forward steps,
+// closed forms of the weights, caches and states written here from the papers' equations, and
+// the roofline's bandwidth bound.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "program/inference.hpp"
+#include "program/lower.hpp"
+#include "program/presets.hpp"
+#include "program/yaml_reader.hpp"
+#include "sim/inference.hpp"
+#include "tests/unit/plans.hpp"
+
+using namespace scanshard;
+
+namespace {
+
+Plan serving(std::int64_t tensor = 1, std::int64_t pipeline = 1, std::int64_t data = 1) {
+  Plan p;
+  p.mesh[Axis::tensor] = tensor;
+  p.mesh[Axis::pipeline] = pipeline;
+  p.mesh[Axis::data] = data;
+  return p;
+}
+
+Plan training(std::int64_t batch, std::int64_t seq) { return test::single_device(batch, seq); }
+
+double flops(const Step& s) { return s.matmul_flops + s.vector_flops; }
+double bytes(const Step& s) { return s.bytes_read + s.bytes_written; }
+
+// Σ over every stage of the pipeline of f(step) for a decode step / a prefill.
+template <class F>
+double decode_sum(const ModelSpec& m, const Plan& p, std::int64_t batch, std::int64_t n, F f) {
+  double s = 0;
+  for (std::int64_t st = 0; st < p.mesh[Axis::pipeline]; ++st) s += lower_decode(m, p, st, batch, n).sum(f);
+  return s;
+}
+
+ModelSpec model_from(const std::string& yaml) { return parse_model(parse_yaml(yaml, "t.yaml"), "t.yaml"); }
+
+const char* const kFamilies[] = {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny"};
+
+}  // namespace
+
+TEST_CASE("prefill FLOPs equal the training forward's for the same tokens; the head runs on the last token", "[inference]") {
+  const std::int64_t B = 3, P = 40;
+  for (const char* name : kFamilies) {
+    for (std::int64_t pp : {1, 2}) {
+      INFO(name << " pipeline " << pp);
+      ModelSpec m = load_model(name);
+      m.dropout = 0;  // inference has none; the training forward then has the same steps
+      // training forward: every layer's steps and the embedding (layer −1 steps before layer 0)
+      const auto prog = lower(m, training(B, P), 0);
+      double train_body = 0;
+      bool before_layers = true;
+      for (const auto& s : prog.forward) {
+        if (s.layer >= 0) before_layers = false;
+        if (s.layer >= 0 || before_layers) train_body += flops(s);
+      }
+      double prefill_body = 0, head_matmul = 0;
+      for (std::int64_t st = 0; st < pp; ++st) {
+        const auto pass = lower_prefill(m, serving(1, pp), st, B, P);
+        prefill_body += pass.sum([&](const Step& s) { return s.kind == StepKind::compute ? flops(s) : 0.0; });
+        for (const auto& s : pass.post) {
+          prefill_body -= flops(s);
+          head_matmul += s.matmul_flops;
+        }
+      }
+      CHECK(prefill_body == Approx(train_body).epsilon(1e-12));
+      // logits of one token per sequence: 2·B·D·V
+      CHECK(head_matmul == Approx(2.0 * B * m.width * m.vocab).epsilon(1e-12));
+    }
+  }
+}
+
+TEST_CASE("state sizes equal the papers' closed forms and split over tensor", "[inference]") {
+  const DType bf16 = DType::bf16, fp32 = DType::fp32;
+  const auto g = load_model("griffin-1.3b");
+  const double R = 2560, K = 4;
+  // Griffin §2.4: h_t ∈ R^R per sequence, fp32; the Conv1D (width K) keeps its last K − 1 inputs
+  CHECK(rglru_state_bytes(g, 1, fp32) == R * 4);
+  CHECK(conv_state_bytes(g, 1, bf16) == (K - 1) * R * 2);
+  CHECK(rglru_state_bytes(g, 2, fp32) == R * 4 / 2);
+  CHECK(layer_state_bytes(g, 0, 5000, 1, bf16, fp32).recurrent == R * 4 + (K - 1) * R * 2);
+  // RWKV-4 (arXiv 2305.13048, App. "numerically stable" WKV): per channel a (numerator),
+  // b (denominator) and p (max exponent); plus the two token-shift vectors (time and channel mix)
+  const auto r4 = load_model("rwkv4-1.5b");
+  const double D4 = 2048;
+  CHECK(wkv4_state_bytes(r4, 1, fp32) == 3 * D4 * 4);
+  CHECK(layer_state_bytes(r4, 3, 100, 1, bf16, fp32).recurrent == 3 * D4 * 4 + 2 * D4 * 2);
+  CHECK(wkv4_state_bytes(r4, 4, fp32) == 3 * D4 * 4 / 4);
+  // RWKV-6 (arXiv 2404.05892 §4): S ∈ R^{N×N} per head, N = 64, H = D/64
+  const auto r6 = load_model("rwkv6-1.6b");
+  const double D6 = 2048, N = 64;
+  CHECK(wkv6_state_bytes(r6, 1, fp32) == (D6 / N) * N * N * 4);
+  CHECK(wkv6_state_bytes(r6, 2, fp32) == (D6 / N) / 2 * N * N * 4);
+  // recurrent layers keep no cache, whatever the context
+  CHECK(layer_state_bytes(g, 0, 1 << 20, 1, bf16, fp32).kv_cache == 0);
+}
+
+TEST_CASE("a local-attention cache never exceeds the window", "[inference]") {
+  const auto m = load_model("griffin-tiny");  // (R, R, A): layer 2 is local attention, W = 32
+  const std::int64_t W = m.window;
+  for (std::int64_t n : {0, 1, 5, 31, 32, 33, 100, 10000}) {
+    INFO("context " << n);
+    CHECK(kv_cache_rows(n, W) <= W);
+    CHECK(kv_cache_rows(n, W) == std::min(n, W));
+    CHECK(kv_cache_rows(n, 0) == n);  // global: every row
+  }
+  // memory of the cache and the bytes of a decode step stop growing once n passes the window
+  const double row = 2.0 * static_cast<double>(m.kv_heads) * static_cast<double>(m.head_dim) * 2;  // K and V, bf16
+  CHECK(kv_cache_bytes(m, 2, 10 * W, 1, DType::bf16) == W * row);
+  const auto at = [&](std::int64_t n) { return decode_sum(m, serving(), 2, n, bytes); };
+  CHECK(at(W) == at(W + 1));
+  CHECK(at(W) == at(50 * W));
+  CHECK(at(W - 1) < at(W));
+  // and the attention step reads at most the window plus the new row
+  for (const auto& g : lower_decode(m, serving(), 0, 1, 50 * W).groups)
+    for (const auto& s : g.steps)
+      if (s.cls == OpClass::attention) CHECK(s.matmul_flops == 4.0 * m.head_dim * m.heads * (W + 1));
+}
+
+TEST_CASE("KV-cache bytes scale with kv_heads (MHA, GQA, MQA)", "[inference]") {
+  const std::string base =
+      "name: t\nfamily: transformer\nwidth: 128\ndepth: 2\nvocab: 256\nheads: 8\nhead_dim: 16\npositions: rotary\n"
+      "mlp: swiglu\nmlp_width: 256\nnorm: rmsnorm\nbias: false\ntied_embeddings: true\n";
+  const auto one = model_from(base + "kv_heads: 1\n");
+  for (std::int64_t kv : {1, 2, 4, 8}) {
+    INFO("kv_heads " << kv);
+    const auto m = model_from(base + "kv_heads: " + std::to_string(kv) + "\n");
+    // per layer per sequence: rows × 2 (K, V) × kv_heads × N × 2 bytes
+    CHECK(kv_cache_bytes(m, 0, 1000, 1, DType::bf16) == 1000.0 * 2 * kv * 16 * 2);
+    CHECK(kv_cache_bytes(m, 0, 1000, 1, DType::bf16) == kv * kv_cache_bytes(one, 0, 1000, 1, DType::bf16));
+    // a decode step reads the cache: 100 more positions read 100 rows more in each of the 2 layers
+    const double grow = decode_sum(m, serving(), 3, 600, bytes) - decode_sum(m, serving(), 3, 500, bytes);
+    CHECK(grow == Approx(3.0 * 2 * 100 * 2 * kv * 16 * 2).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("a decode step's bytes are the weights plus the caches and states read and written", "[inference]") {
+  SECTION("the part independent of the batch is every GEMM weight once (closed forms from the shapes)") {
+    struct Case { const char* name; double weights; };  // bf16: 2 bytes per weight
+    const auto mqa = load_model("mqa-tiny"), hawk = load_model("hawk-tiny"), r4 = load_model("rwkv4-tiny");
+    auto d = [](std::int64_t x) { return static_cast<double>(x); };
+    const double Dm = d(mqa.width), Fm = d(mqa.mlp_width), Hm = d(mqa.heads), Nm = d(mqa.head_dim), KVm = d(mqa.kv_heads);
+    // MQA layer: Q, K, V, O and the gated MLP's W1, W2, W3; the tied head reads the V×D table
+    const double w_mqa = d(mqa.depth) * (Dm * Hm * Nm + 2 * Dm * KVm * Nm + Hm * Nm * Dm + 3 * Dm * Fm) + d(mqa.vocab) * Dm;
+    const double Dh = d(hawk.width), Fh = d(hawk.mlp_width), R = d(hawk.recurrent_width), Hb = d(hawk.gate_blocks);
+    // recurrent block: Wy, Wx, the two block-diagonal gates (Hb blocks of (R/Hb)²), Wo; MLP
+    const double w_hawk = d(hawk.depth) * (2 * Dh * R + 2 * Hb * (R / Hb) * (R / Hb) + R * Dh + 3 * Dh * Fh) + d(hawk.vocab) * Dh;
+    const double D4 = d(r4.width), F4 = d(r4.mlp_width);
+    // RWKV-4: time mix Wr, Wk, Wv, Wo; channel mix Wk (D×F), Wv (F×D), Wr (D×D); untied head
+    const double w_r4 = d(r4.depth) * (4 * D4 * D4 + 2 * D4 * F4 + D4 * D4) + d(r4.vocab) * D4;
+    for (const auto& [m, w] : {std::pair{mqa, w_mqa}, std::pair{hawk, w_hawk}, std::pair{r4, w_r4}}) {
+      INFO(m.name);
+      // bytes(B) = weights + B·per_sequence, so weights = 2·bytes(B) − bytes(2B)
+      const double fixed = 2 * decode_sum(m, serving(), 4, 300, bytes) - decode_sum(m, serving(), 8, 300, bytes);
+      CHECK(fixed == Approx(2 * w).epsilon(1e-9));
+    }
+  }
+  SECTION("the part per sequence is one token's forward plus the cache rows and the state round trip") {
+    for (const char* name : kFamilies) {
+      INFO(name);
+      const auto m = load_model(name);
+      const std::int64_t B = 3, n = 45;
+      // the training lowering's forward of one token (position 0: attention reads its own row)
+      double one_token = 0;
+      for (const auto& s : lower(m, training(B, 1), 0).forward) one_token += bytes(s);
+      double extra = 0;  // per sequence, closed forms
+      for (std::int64_t l = 0; l < m.depth; ++l) {
+        const double N = static_cast<double>(m.head_dim), KV = static_cast<double>(m.kv_heads), D = static_cast<double>(m.width);
+        switch (temporal_kind(m, l)) {
+          case Temporal::global_attention: extra += n * 2 * KV * N * 2; break;                       // n cached rows read
+          case Temporal::local_attention: extra += std::min<std::int64_t>(n, m.window) * 2 * KV * N * 2; break;
+          case Temporal::recurrent:  // h (fp32) and the conv window (bf16), each read and written
+            extra += 2 * (m.recurrent_width * 4.0 + (m.conv_width - 1) * m.recurrent_width * 2.0); break;
+          case Temporal::rwkv4_time_mix:  // WKV (a, b, p) read and written; two shift vectors written
+            extra += 2 * 3 * D * 4 + 2 * D * 2; break;
+          case Temporal::rwkv6_time_mix:
+            extra += 2 * (D / m.head_size) * m.head_size * m.head_size * 4.0 + 2 * D * 2; break;
+        }
+      }
+      CHECK(decode_sum(m, serving(), B, n, bytes) == Approx(one_token + B * extra).epsilon(1e-12));
+    }
+  }
+}
+
+TEST_CASE("tensor = 2 halves per-device weights and a split KV cache; an MQA head stays whole", "[inference]") {
+  const ServingShape s{8, 512, 512};
+  const auto g = load_model("griffin-1.3b");
+  const auto m1 = inference_memory(g, serving(1), 0, s), m2 = inference_memory(g, serving(2), 0, s);
+  // the matrices halve; norms, Λ, conv biases and the single K/V head (replicated) do not
+  CHECK(m2.weights_bytes / m1.weights_bytes == Approx(0.5).margin(0.01));
+  CHECK(m2.weights_bytes > m1.weights_bytes / 2);
+  CHECK(m2.state_bytes == Approx(m1.state_bytes / 2).epsilon(1e-12));
+  CHECK(m2.kv_cache_bytes == m1.kv_cache_bytes);  // kv_heads 1 < tensor 2: replicated
+  const auto t = load_model("transformer-tiny");  // kv_heads 2: split over tensor = 2
+  CHECK(inference_memory(t, serving(2), 0, s).kv_cache_bytes == inference_memory(t, serving(1), 0, s).kv_cache_bytes / 2);
+  // the tied table's memory: 2 stages each hold it (embedding, head); tensor splits it
+  const auto gm = load_model("griffin-tiny");
+  CHECK(stage_parameters(gm, 1, 2, 0) + stage_parameters(gm, 1, 2, 1) ==
+        count_parameters(gm).total + gm.vocab * gm.width);
+}
+
+TEST_CASE("serving plans: only data, tensor and pipeline; errors name the key", "[inference]") {
+  const auto m = load_model("griffin-tiny");
+  Plan p = serving();
+  p.mesh[Axis::sequence] = 2;
+  auto v = serving_violations(m, p, {4, 16, 16}, 0);
+  REQUIRE(!v.empty());
+  CHECK(std::string(v[0].key) == "mesh.sequence");
+  v = serving_violations(m, serving(1, 3), {4, 16, 16}, 0);
+  REQUIRE(!v.empty());
+  CHECK(std::string(v[0].rule) == "pipeline divides the batch");
+  v = serving_violations(m, serving(8), {4, 16, 16}, 0);  // 4 heads
+  REQUIRE(!v.empty());
+  CHECK(std::string(v[0].key) == "mesh.tensor");
+  CHECK(serving_violations(m, serving(2, 3), {6, 16, 16}, 6).empty());
+}
+
+TEST_CASE("decode pricing: memory-bound at batch 1, MQA slows with the sample, Hawk does not", "[inference]") {
+  const auto cl = load_cluster("tpu-v5e-64");
+  auto one = cluster_slice(cl, 1, "devices");
+  const auto hawk = load_model("hawk-1.3b"), mqa = load_model("mqa-1.3b"), griffin = load_model("griffin-1.3b");
+  const ServingShape shortS{1, 128, 128}, longS{1, 128, 4096};
+  const auto h = simulate_inference(hawk, serving(), one, shortS), hl = simulate_inference(hawk, serving(), one, longS);
+  // no step moves bytes faster than HBM: a decode round takes at least everything it moves / bandwidth
+  const double moved = decode_sum(hawk, serving(), 1, 200, bytes);
+  CHECK(h.per_token_seconds >= moved / one.chip.memory_bytes_per_s);
+  CHECK(hl.per_token_seconds == Approx(h.per_token_seconds).epsilon(1e-12));  // fixed state
+  const auto q = simulate_inference(mqa, serving(), one, shortS), ql = simulate_inference(mqa, serving(), one, longS);
+  CHECK(ql.per_token_seconds > q.per_token_seconds);
+  // Griffin's local caches stop growing at the window (1024): flat once the sample is past it
+  const auto g1 = simulate_inference(griffin, serving(), one, {1, 2048, 1024}), g2 = simulate_inference(griffin, serving(), one, {1, 2048, 8192});
+  CHECK(g2.per_token_seconds == Approx(g1.per_token_seconds).epsilon(1e-12));
+  // throughput = batch / latency; generate = S tokens after the first-token time
+  CHECK(h.decode_tokens_per_s == Approx(1 / h.per_token_seconds));
+  CHECK(h.generate_seconds == Approx(h.ttft_seconds + 128 * h.per_token_seconds));
+}
+
+TEST_CASE("the largest batch that fits is the last one under the memory limit", "[inference]") {
+  const auto cl = cluster_slice(load_cluster("tpu-v5e-64"), 2, "devices");
+  const auto m = load_model("mqa-1.3b");
+  for (std::int64_t pp : {1, 2}) {
+    INFO("pipeline " << pp);
+    const Plan p = serving(1, pp, 2 / pp);
+    const ServingShape s{1, 2048, 2048};
+    const std::int64_t most = max_batch_that_fits(m, p, s, cl.chip);
+    REQUIRE(most >= pp);
+    CHECK(most % pp == 0);
+    auto with = [&](std::int64_t b) { ServingShape x = s; x.batch = b; return inference_memory_estimate(m, p, x, cl.chip); };
+    CHECK(with(most).fits);
+    CHECK(!with(most + pp).fits);
+  }
+}
+
+TEST_CASE("pipelined decode: the busy cycle is p times the slowest stage", "[inference]") {
+  const auto cl = cluster_slice(load_cluster("tpu-v5e-64"), 2, "devices");
+  const auto m = load_model("hawk-1.3b");
+  const Plan p = serving(1, 2);
+  const ServingShape s{4, 4096, 8};  // prefill: passes of 8192 / 4096 = 2 sequences
+  const auto e = simulate_inference(m, p, cl, s);
+  // each stage's pass of 2 sequences, priced alone; the round is 2 × the slower one (flow-shop
+  // steady state with 2 micro-batches in 2 stages); prefill: 2 passes of 2 sequences through the
+  // 2 stages, t0 + t1 + (2 − 1)·max
+  const Network net(Topology(cl), cl, p.mesh, p.placement);
+  auto pass_time = [&](const InferencePass& x) {
+    double t = 0;
+    for (const auto* list : {&x.pre, &x.post}) t += pass_seconds(*list, cl, net, DType::bf16);
+    for (const auto& g : x.groups) t += static_cast<double>(g.count) * pass_seconds(g.steps, cl, net, DType::bf16);
+    return t;
+  };
+  double round = 0;
+  for (std::int64_t n : decode_positions(4096, 8, kDecodePoints))
+    round += 2 * std::max(pass_time(lower_decode(m, p, 0, 2, n)), pass_time(lower_decode(m, p, 1, 2, n))) / 8;
+  CHECK(e.per_token_seconds == Approx(round).epsilon(1e-9));
+  const double f0 = pass_time(lower_prefill(m, p, 0, 2, 4096)), f1 = pass_time(lower_prefill(m, p, 1, 2, 4096));
+  CHECK(e.ttft_seconds == Approx(f0 + f1 + std::max(f0, f1)).epsilon(1e-9));
+}
