@@ -269,7 +269,7 @@ std::array<double, kBucketCount> pass_breakdown(const std::vector<TimedSteps>& l
                                                 DType dtype) {
   Pass p;
   for (const auto& l : lists) p.add(*l.steps, l.times, cl, net, dtype);
-  p.finish();
+  p.finish(cl.chip.overlap_compute_slowdown);
   return p.buckets;
 }
 
