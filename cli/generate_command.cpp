@@ -184,6 +184,10 @@ void run_generate(const GenerateOptions& o) {
       if (mesh[Axis::pipeline] > m.depth)
         throw ConfigError(o.plan_file + ": mesh: pipeline = " + std::to_string(mesh[Axis::pipeline]) + " stages for " +
                           std::to_string(m.depth) + " layers");
+      const std::int64_t len = static_cast<std::int64_t>(prompt.size()) + o.tokens;
+      if (m.max_positions > 0 && len > m.max_positions)
+        throw ConfigError("--tokens: the prompt's " + std::to_string(prompt.size()) + " tokens plus " + std::to_string(o.tokens) +
+                          " new ones exceed " + m.name + "'s " + std::to_string(m.max_positions) + " learned positions");
       for (std::int32_t id : prompt)
         if (id >= m.vocab)
           throw ConfigError("--prompt-file: byte " + std::to_string(id) + " is not a token of " + m.name + "'s vocabulary of " +

@@ -148,10 +148,12 @@ void run_train(const TrainOptions& o) {
               << p.global_batch << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << ", "
               << o.steps << " steps, seed " << o.seed << "\n";
     std::cout << optimizer.describe() << (o.optimizer.empty() ? " (defaults; --optimizer FILE to change)" : "") << "\n";
-    if (p.param_dtype != DType::fp32 || p.act_dtype != DType::fp32 || p.grad_bytes() < 4)
-      std::cout << "note: the runner computes in fp32 (the plan's bf16 dtypes only affect the simulator)\n";
-    std::cout << "note: gradients are summed in " << (p.grad_dtype == GradDType::fp64 ? "fp64" : "fp32")
-              << " (plan dtypes: grads: " << to_string(p.grad_dtype) << ")\n";
+    std::cout << "note: parameters " << to_string(p.param_dtype)
+              << (p.param_dtype == DType::bf16 ? " (an fp32 master copy for AdamW)" : "") << ", activations "
+              << to_string(p.act_dtype) << ", arithmetic and GEMM accumulation fp32 (docs/mixed-precision.md)\n";
+    std::cout << "note: gradients are summed in " << (p.grad_dtype == GradDType::fp64 ? "fp64" : "fp32") << " and reduced across ranks in "
+              << (p.grad_bytes() == 2 ? "bf16" : p.grad_bytes() == 8 ? "fp64" : "fp32") << " (plan dtypes: grads: "
+              << to_string(p.grad_dtype) << ")\n";
     if (!o.checkpoint_dir.empty())
       for (const auto& f : train::remove_stale_partials(o.checkpoint_dir))
         std::cout << "note: removed " << f << ", a partial checkpoint an interrupted run left behind\n";

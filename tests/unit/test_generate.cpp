@@ -110,6 +110,13 @@ TEST_CASE("generate: bad flags and files exit 2 naming them", "[generate]") {
   const testing::TempDir dir("scanshard-generate-bad-");
   const std::string d = dir.path.string();
   std::ofstream(d + "/empty.txt");
+  // a real checkpoint of a model with a learned position table (128 rows; the default prompt is 32 bytes)
+  std::ofstream(d + "/plan.yaml") << "model: gpt-tiny\nmesh: {data: 1}\nglobal_batch: 2\nmicro_batch: 2\nseq_len: 16\n";
+  REQUIRE(testing::sh(std::string("env OMP_NUM_THREADS=1 ") + SCANSHARD_BIN + " train --plan " + d + "/plan.yaml --steps 1 --checkpoint-dir " + d +
+                          "/ck",
+                      dir.path)
+              .code == 0);
+  const std::string ck = d + "/ck/step-00000001.h5";
   const std::string bin = std::string("env OMP_NUM_THREADS=1 ") + SCANSHARD_BIN + " generate ";
   for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
            {"--checkpoint " + d + "/none.h5", "none.h5: not a scanshard checkpoint (no such file)"},
@@ -119,7 +126,9 @@ TEST_CASE("generate: bad flags and files exit 2 naming them", "[generate]") {
            {"--checkpoint x.h5 --top-k 3", "--top-k: needs --temperature"},
            {"--checkpoint x.h5 --prompt-file " + d + "/missing.txt", "--prompt-file: " + d + "/missing.txt: cannot be read"},
            {"--checkpoint x.h5 --prompt-file " + d + "/empty.txt", "empty"},
-           {"--checkpoint " + d + "/empty.txt", "empty.txt: not a scanshard checkpoint"}}) {
+           {"--checkpoint " + d + "/empty.txt", "empty.txt: not a scanshard checkpoint"},
+           {"--checkpoint " + ck + " --tokens 120", "exceed gpt-tiny's 128 learned positions"},
+           {"--checkpoint " + ck + " --model hawk-tiny", "holds model 'gpt-tiny', not 'hawk-tiny'"}}) {
     const auto run = testing::sh(bin + args, dir.path);
     INFO(args << "\n" << run.out);
     CHECK(run.code == 2);

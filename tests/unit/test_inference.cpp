@@ -46,7 +46,7 @@ const char* const kFamilies[] = {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4
 
 }  // namespace
 
-TEST_CASE("prefill FLOPs equal the training forward's for the same tokens; the head runs on the last token", "[inference]") {
+TEST_CASE("prefill FLOPs equal the training forward's for the same tokens, the head runs on the last token", "[inference]") {
   const std::int64_t B = 3, P = 40;
   for (const char* name : kFamilies) {
     for (std::int64_t pp : {1, 2}) {
@@ -189,7 +189,7 @@ TEST_CASE("a decode step's bytes are the weights plus the caches and states read
   }
 }
 
-TEST_CASE("tensor = 2 halves per-device weights and a split KV cache; an MQA head stays whole", "[inference]") {
+TEST_CASE("tensor = 2 halves per-device weights and a split KV cache, an MQA head stays whole", "[inference]") {
   const ServingShape s{8, 512, 512};
   const auto g = load_model("griffin-1.3b");
   const auto m1 = inference_memory(g, serving(1), 0, s), m2 = inference_memory(g, serving(2), 0, s);
@@ -206,7 +206,7 @@ TEST_CASE("tensor = 2 halves per-device weights and a split KV cache; an MQA hea
         count_parameters(gm).total + gm.vocab * gm.width);
 }
 
-TEST_CASE("serving plans: only data, tensor and pipeline; errors name the key", "[inference]") {
+TEST_CASE("serving plans: only data, tensor and pipeline, errors name the key", "[inference]") {
   const auto m = load_model("griffin-tiny");
   Plan p = serving();
   p.mesh[Axis::sequence] = 2;
