@@ -12,6 +12,8 @@
 #include "cli/plan_options.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/sweep.hpp"
+#include "reports/timeline.hpp"
+#include "program/output_file.hpp"
 #include "sim/simulate.hpp"
 
 namespace scanshard {
@@ -21,6 +23,7 @@ struct SimulateOptions {
   PlanOptions plan;
   bool json = false;
   std::string sweep;
+  std::string timeline;
 };
 
 nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
@@ -124,8 +127,15 @@ void run_simulate(const SimulateOptions& o) {
   const ClusterSpec c = o.plan.resolve_cluster(base);
   Plan p = o.plan.resolve_plan(c.devices());
   o.plan.check(m, p, c.devices());
+  if (!o.sweep.empty() && !o.timeline.empty()) throw ConfigError("--timeline: writes one plan's timeline; not with --sweep");
   if (!o.sweep.empty()) return run_sweep(o, m, c, p);
   const Estimate e = simulate(m, p, c);
+  if (!o.timeline.empty()) {  // the same pricing laid out in time (sim/timeline.hpp)
+    const nlohmann::json other = {{"kind", "predicted"}, {"model", m.name}, {"cluster", c.name}, {"mesh", p.mesh.describe()},
+                                  {"schedule", to_string(p.schedule)}, {"micro_batches", p.micro_batches()},
+                                  {"step_seconds", e.step_seconds}};
+    write_output_file(o.timeline, trace_event_file(trace_events(predicted_timeline(m, p, c)), other).dump() + "\n");
+  }
   if (o.json) {
     auto j = estimate_json(e, p);
     j["model"] = m.name;
@@ -148,6 +158,9 @@ void register_simulate_command(CLI::App& app) {
   o->plan.add_to(*cmd);
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->add_option("--sweep", o->sweep, "seq=2048,4096,8192: sweep sequence length at fixed tokens per batch");
+  cmd->add_option("--timeline", o->timeline,
+                  "write the predicted timeline (per pipeline stage its passes per micro-batch, the bubble, overlapped "
+                  "communication, the step end) as Chrome trace-event JSON for Perfetto / chrome://tracing");
   cmd->callback([o] { run_simulate(*o); });
 }
 

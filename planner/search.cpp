@@ -896,7 +896,8 @@ PricedRecord price(const Record& rec, const NetLines& l) {
 // and an upper bound on any stage's backward compute (what can hide the gradient sync).
 struct PassBound {
   double slowest = 0, backward = 0;
-  double all = 0;  // Σ over stages (with the slowest: all − slowest bounds the bubble's stages from below)
+  double all = 0;   // Σ over stages
+  double last = 0;  // the last stage (with all: the stages before it)
 };
 // Pass bounds on every network at once: compute does not depend on the network, so each stage's
 // compute sums are formed once. ZeRO-3's parameter gathers (per layer kind and network) are added
@@ -943,23 +944,27 @@ void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets,
     for (std::size_t k = 0; k < nets; ++k) {
       out[k].slowest = std::max(out[k].slowest, t[k]);
       out[k].all += counts.copies[di] * t[k];
+      if (s + 1 == pp) out[k].last = t[k];
     }
   }
   for (std::size_t k = 0; k < nets; ++k) out[k].backward *= 2 - kBoundSlack;  // an upper bound
 }
 
-// Lower bound on step time (finish_estimate): micro-batches of the slowest stage plus the bubble,
-// one micro-batch through the other stages over v (the sum of all stages but the largest only
-// grows with each stage's time, so the stages' lower bounds bound it from below), plus the
-// once-per-step work of the stage that needs the least, its overlappable sync hidden behind at
-// most the largest backward compute.
+// Lower bound on step time (finish_estimate): the pipelined part (sim/schedule.hpp) at least the
+// micro-batches of the slowest stage and, with one chunk per stage, at least the last stage's
+// micro-batches plus one micro-batch's forward through the stages before it (its first pass waits
+// for that) and its backward back through them (after its last pass) — the stages' lower bounds
+// bound both from below; plus the once-per-step work of the stage that needs the least, its
+// overlappable sync hidden behind at most the largest backward compute.
 double step_bound(const PassBound& pb, double micro_batches, double v, const Anchor& an, std::size_t net, bool overlap) {
   double least_end = kInf;
   for (std::size_t s = 0; s < an.pp; ++s) {
     const auto& e = an.step_end[net * an.pp + s];
     least_end = std::min(least_end, e[0] + micro_batches * an.accum[s] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
   }
-  return (micro_batches * pb.slowest + std::max(0.0, pb.all - pb.slowest) / v + least_end) * kBoundSlack;
+  double pipelined = micro_batches * pb.slowest;
+  if (v <= 1) pipelined = std::max(pipelined, micro_batches * pb.last + std::max(0.0, pb.all - pb.last));
+  return (pipelined + least_end) * kBoundSlack;
 }
 
 // Lower bound on memory per device (memory_of in simulate.cpp): per stage the parameter state of
