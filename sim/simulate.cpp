@@ -296,10 +296,13 @@ std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSp
   return out;
 }
 
-Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
+Network plan_network(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
   check_plan(m, p, cluster.devices());
-  const Network net(Topology(cluster), cluster, p.mesh, p.placement);
-  return simulate(stage_summaries(m, p), p, cluster, net);
+  return Network(Topology(cluster), cluster, p.mesh, p.placement);
+}
+
+Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
+  return simulate(stage_summaries(m, p), p, cluster, plan_network(m, p, cluster));
 }
 
 }  // namespace scanshard

@@ -137,6 +137,8 @@ MemoryBreakdown stage_memory(const std::vector<StageSummary>& stages, const Plan
 double pass_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
 // Seconds of every step of an expanded program, in order (for comparing with a measured trace).
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
+// The plan checked against the cluster (check_plan), and its mesh placed on the cluster's topology.
+Network plan_network(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster);
 // Convenience: check the plan against the cluster, lower, build the network, price.
 Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster);
 

@@ -82,9 +82,7 @@ Timeline predicted_timeline(const std::vector<StageSummary>& stages, const Plan&
 }
 
 Timeline predicted_timeline(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
-  check_plan(m, p, cluster.devices());
-  const Network net(Topology(cluster), cluster, p.mesh, p.placement);
-  return predicted_timeline(stage_summaries(m, p), p, cluster, net);
+  return predicted_timeline(stage_summaries(m, p), p, cluster, plan_network(m, p, cluster));
 }
 
 }  // namespace scanshard

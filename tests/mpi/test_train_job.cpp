@@ -64,6 +64,18 @@ struct Job {
   train::Result run(const train::Options& o) const { return train::run(m, p, data, o, &world); }
 };
 
+// Trains one step into a checkpoint in `dir`; returns the options that resume from it (one more
+// step, no new checkpoints).
+train::Options resume_after_one_step(const Job& job, const SharedDir& dir) {
+  train::Options o;
+  o.steps = 1;
+  o.checkpoint_dir = dir.path;
+  job.run(o);
+  o.checkpoint_dir.clear();
+  o.resume = dir.path + "/" + train::step_file_name(1);
+  return o;
+}
+
 std::vector<std::string> names_in(const std::string& dir) {
   std::vector<std::string> n;
   for (const auto& e : fs::directory_iterator(dir)) n.push_back(e.path().filename().string());
@@ -173,12 +185,7 @@ TEST_CASE("optimizer: a resume with another optimizer is refused naming the chan
   const Job job;
   const mpi::Comm& world = job.world;
   const SharedDir dir(world, "scanshard-optim-");
-  train::Options o;
-  o.steps = 1;
-  o.checkpoint_dir = dir.path;
-  job.run(o);
-  o.checkpoint_dir.clear();
-  o.resume = dir.path + "/" + train::step_file_name(1);
+  train::Options o = resume_after_one_step(job, dir);
   o.adamw.lr = 2e-3f;
   o.schedule.warmup_steps = 5;
   CHECK_THROWS_WITH(job.run(o),
@@ -230,12 +237,7 @@ TEST_CASE("data: a resume on other data is refused naming what changed, unless a
   const Job job;
   const mpi::Comm& world = job.world;
   const SharedDir dir(world, "scanshard-data-");
-  train::Options o;
-  o.steps = 1;
-  o.checkpoint_dir = dir.path;
-  job.run(o);
-  o.checkpoint_dir.clear();
-  o.resume = dir.path + "/" + train::step_file_name(1);
+  train::Options o = resume_after_one_step(job, dir);
   CHECK(job.run(o).first_step == 1);  // the same data resumes
   std::vector<std::uint8_t> edited = job.data;
   edited[100] ^= 1;  // one token changed: the same size, another CRC

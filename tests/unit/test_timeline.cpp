@@ -22,12 +22,16 @@
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/timeline.hpp"
+#include "tests/unit/scratch.hpp"
 #include "sim/schedule.hpp"
 #include "sim/simulate.hpp"
 #include "sim/timeline.hpp"
 
 using namespace scanshard;
 namespace fs = std::filesystem;
+using testing::Result;
+using testing::Scratch;
+using testing::slurp;
 
 namespace {
 
@@ -70,34 +74,14 @@ double gpipe_recurrence(const std::vector<double>& f, const std::vector<double>&
   return end;
 }
 
+// A plan from its file's keys (program/plan.hpp parse_plan).
 Plan plan_for(const std::string& mesh, std::int64_t batch, std::int64_t micro, std::int64_t seq) {
-  Plan p;
-  p.mesh = parse_mesh(mesh, "--mesh");
-  p.global_batch = batch;
-  p.micro_batch = micro;
-  p.seq_len = seq;
-  return p;
-}
-
-struct Scratch {
-  fs::path dir;
-  explicit Scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("scanshard-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() { fs::remove_all(dir); }
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return parse_plan(YAML::Load("mesh: {" + mesh + "}\nglobal_batch: " + std::to_string(batch) + "\nmicro_batch: " +
+                               std::to_string(micro) + "\nseq_len: " + std::to_string(seq) + "\n"),
+                    "test.yaml");
 }
 
 // Runs `prefix SCANSHARD_BIN args`; the exit code, stdout and stderr.
-struct Result { int code; std::string out, err; };
 Result run(const std::string& args, const fs::path& dir, const std::string& prefix = "") {
   const auto out = dir / "out", err = dir / "err";
   const std::string cmd = prefix + " " + std::string(SCANSHARD_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
@@ -182,12 +166,12 @@ TEST_CASE("schedule: GPipe over unequal stages equals its recurrence; 1F1B hides
 TEST_CASE("simulate's step time is the predicted timeline's makespan; its bubble is the critical stage's idle time",
           "[timeline][sim]") {
   struct Case { const char* model; const char* cluster; const char* mesh; std::int64_t batch, micro, seq, v; Schedule schedule; int zero; };
-  for (const Case& k : {Case{"hawk-tiny", "cpu-local", "pipeline=2", 8, 1, 64, 1, Schedule::one_f_one_b, 0},
-                        Case{"hawk-tiny", "cpu-local", "pipeline=2", 8, 1, 64, 1, Schedule::gpipe, 0},
-                        Case{"griffin-1.3b", "tpu-v5p-256", "pipeline=4,data=64", 512, 1, 2048, 1, Schedule::one_f_one_b, 0},
-                        Case{"griffin-1.3b", "tpu-v5p-256", "pipeline=4,data=64", 512, 1, 2048, 2, Schedule::one_f_one_b, 0},
-                        Case{"mqa-tiny", "cpu-local", "pipeline=2", 8, 2, 64, 1, Schedule::one_f_one_b, 0},
-                        Case{"griffin-1.3b", "tpu-v5p-256", "fsdp=256", 256, 1, 2048, 1, Schedule::one_f_one_b, 3}}) {
+  for (const Case& k : {Case{"hawk-tiny", "cpu-local", "pipeline: 2", 8, 1, 64, 1, Schedule::one_f_one_b, 0},
+                        Case{"hawk-tiny", "cpu-local", "pipeline: 2", 8, 1, 64, 1, Schedule::gpipe, 0},
+                        Case{"griffin-1.3b", "tpu-v5p-256", "pipeline: 4, data: 64", 512, 1, 2048, 1, Schedule::one_f_one_b, 0},
+                        Case{"griffin-1.3b", "tpu-v5p-256", "pipeline: 4, data: 64", 512, 1, 2048, 2, Schedule::one_f_one_b, 0},
+                        Case{"mqa-tiny", "cpu-local", "pipeline: 2", 8, 2, 64, 1, Schedule::one_f_one_b, 0},
+                        Case{"griffin-1.3b", "tpu-v5p-256", "fsdp: 256", 256, 1, 2048, 1, Schedule::one_f_one_b, 3}}) {
     INFO(k.model << " " << k.mesh << " v=" << k.v << " " << to_string(k.schedule));
     const ModelSpec m = load_model(k.model);
     const ClusterSpec c = load_cluster(k.cluster);
