@@ -956,15 +956,19 @@ void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets,
   }
   for (std::size_t k = 0; k < nets; ++k) out[k].backward *= 2 - kBoundSlack;  // an upper bound
   // Chunk 0 of every stage before the last: one micro-batch passes them forward before the last
-  // stage starts and backward after it ends (its layers only: each one's exposed communication
-  // plus compute, which their pass cannot undercut).
-  for (std::size_t s = 0; s + 1 < pp; ++s)
+  // stage starts and backward after it ends (its embedding or receive, its layers and its send:
+  // each one's exposed communication plus compute, which their pass cannot undercut).
+  for (std::size_t s = 0; s + 1 < pp; ++s) {
+    for (const std::size_t part : {s == 0 ? kEmbed : kReceive, kSend})
+      for (std::size_t k = 0; k < nets; ++k)
+        for (std::size_t d = 0; d < 2; ++d) out[k].first_chunks += on[k][part].exposed[d] + on[k][part].compute[d];
     for (std::size_t i = 0; i < nk; ++i) {
       const double n = counts.first_chunk[s][kind[i]];
       if (n == 0) continue;
       const double compute = rec.part[kind[i]].compute[0] + rec.part[kind[i]].compute[1];
       for (std::size_t k = 0; k < nets; ++k) out[k].first_chunks += n * (layer[k][0][i][0] + layer[k][1][i][0] + compute);
     }
+  }
 }
 
 // Lower bound on step time (finish_estimate): the pipelined part (sim/schedule.hpp) at least the

@@ -2,10 +2,22 @@
 #include "sim/schedule.hpp"
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 #include <stdexcept>
 
 namespace scanshard {
 namespace {
+
+// Every stage's pass order, kept per (schedule, m, pp, v): the planner prices many plans that
+// share them (per thread; a search meets a few hundred shapes at most).
+const std::vector<std::vector<PipelinePass>>& stage_orders(Schedule kind, std::int64_t m, std::int64_t pp, std::int64_t v) {
+  thread_local std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t>, std::vector<std::vector<PipelinePass>>> memo;
+  auto [it, fresh] = memo.try_emplace({static_cast<int>(kind), m, pp, v});
+  if (fresh)
+    for (std::int64_t s = 0; s < pp; ++s) it->second.push_back(pipeline_schedule(kind, m, pp, v, s));
+  return it->second;
+}
 
 // Runs every stage's order; `keep` receives (stage, pass, start, end) of each pass as it is placed.
 template <class Keep>
@@ -14,13 +26,15 @@ double run_schedule(Schedule kind, std::int64_t m, const std::vector<std::vector
   if (pp == 0 || m < 1) return 0;
   const auto v = static_cast<std::int64_t>(chunks[0].size());
   const std::int64_t model_chunks = pp * v;  // model chunk g = j·pp + s lives on stage s as its chunk j
-  // End time of each (model chunk, micro-batch) pass; < 0 until it has run.
-  std::vector<double> fwd_end(static_cast<std::size_t>(model_chunks * m), -1.0), bwd_end = fwd_end;
+  // End time of each (model chunk, micro-batch) pass; < 0 until it has run (buffers kept per thread).
+  thread_local std::vector<double> fwd_end, bwd_end, free;
+  thread_local std::vector<std::size_t> next;
+  fwd_end.assign(static_cast<std::size_t>(model_chunks * m), -1.0);
+  bwd_end.assign(fwd_end.size(), -1.0);
   auto at = [m](std::int64_t g, std::int64_t micro) { return static_cast<std::size_t>(g * m + micro); };
-  std::vector<std::vector<PipelinePass>> orders;
-  for (std::int64_t s = 0; s < pp; ++s) orders.push_back(pipeline_schedule(kind, m, pp, v, s));
-  std::vector<std::size_t> next(static_cast<std::size_t>(pp), 0);
-  std::vector<double> free(static_cast<std::size_t>(pp), 0.0);
+  const auto& orders = stage_orders(kind, m, pp, v);
+  next.assign(static_cast<std::size_t>(pp), 0);
+  free.assign(static_cast<std::size_t>(pp), 0.0);
   std::size_t left = 0;
   for (const auto& o : orders) left += o.size();
   double makespan = 0;
