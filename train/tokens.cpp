@@ -181,8 +181,9 @@ DataIdentity Tokens::identity(unsigned long crc, Range mine, const mpi::Comm* co
 
 std::string DataIdentity::to_yaml() const {
   YAML::Emitter out;  // quotes the path as YAML needs
-  out << YAML::BeginMap << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << path
-      << YAML::Key << "bytes" << YAML::Value << bytes << YAML::Key << "crc32" << YAML::Value << crc32 << YAML::EndMap << YAML::EndMap;
+  out << YAML::BeginMap << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  if (!path.empty()) out << YAML::Key << "path" << YAML::Value << path;  // none: tokens in memory
+  out << YAML::Key << "bytes" << YAML::Value << bytes << YAML::Key << "crc32" << YAML::Value << crc32 << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
 
@@ -190,7 +191,7 @@ DataIdentity parse_data_identity(const std::string& text, const std::string& whe
   YamlMap top(parse_yaml(text, where), where, "");
   YamlMap d = top.required_map("data");
   DataIdentity id;
-  id.path = d.required_string("path");
+  id.path = d.has("path") ? d.required_string("path") : "";
   id.bytes = d.required_int("bytes");
   if (id.bytes < 0) throw d.error("bytes", std::to_string(id.bytes) + " is negative");
   const std::int64_t crc = d.required_int("crc32");

@@ -28,7 +28,8 @@ struct DataIdentity {
   std::string path;
   std::int64_t bytes = 0;
   std::uint32_t crc32 = 0;
-  [[nodiscard]] std::string to_yaml() const;  // "data:\n  path: ...\n  bytes: ...\n  crc32: ...\n" (decimal)
+  // "data:\n  path: ...\n  bytes: ...\n  crc32: ...\n" (decimal; no path for tokens in memory)
+  [[nodiscard]] std::string to_yaml() const;
 };
 // Reads to_yaml()'s text; `where` names it in errors (unknown keys, a negative size, a CRC beyond 32 bits).
 DataIdentity parse_data_identity(const std::string& text, const std::string& where);
