@@ -141,7 +141,7 @@ TEST_CASE("schedule: equal stages idle (p − 1)/(m + p − 1) of the makespan u
       }
 }
 
-TEST_CASE("schedule: GPipe over unequal stages equals its recurrence; 1F1B hides a slow first stage's bubble",
+TEST_CASE("schedule: GPipe over unequal stages equals its recurrence, and 1F1B hides a slow first stage's bubble",
           "[timeline][schedule]") {
   const std::vector<std::vector<double>> fs_ = {{1.0, 0.5, 0.7}, {0.3, 0.3, 1.1}, {2.0, 0.1}, {0.4, 0.9, 0.2, 0.6}};
   for (const auto& f : fs_)
@@ -163,7 +163,7 @@ TEST_CASE("schedule: GPipe over unequal stages equals its recurrence; 1F1B hides
   CHECK(pipeline_makespan(Schedule::one_f_one_b, 4, slow_first) == Approx(8.0));
 }
 
-TEST_CASE("simulate's step time is the predicted timeline's makespan; its bubble is the critical stage's idle time",
+TEST_CASE("simulate's step time is the predicted timeline's makespan, its bubble the critical stage's idle time",
           "[timeline][sim]") {
   struct Case { const char* model; const char* cluster; const char* mesh; std::int64_t batch, micro, seq, v; Schedule schedule; int zero; };
   for (const Case& k : {Case{"hawk-tiny", "cpu-local", "pipeline: 2", 8, 1, 64, 1, Schedule::one_f_one_b, 0},
