@@ -2,6 +2,8 @@
 // explain the choice: top-k table, Pareto front (step time vs memory), why-not lines, the chosen
 // plan as YAML (stdout or --out FILE, written atomically) that simulate/train accept unchanged.
 // --workload generate --latency-budget S searches serving layouts instead (cli/serving_commands.hpp).
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -20,6 +22,7 @@
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/format.hpp"
+#include "reports/progress.hpp"
 
 namespace scanshard {
 namespace {
@@ -86,16 +89,30 @@ void run_plan(const PlanCmdOptions& o) {
   so.top = o.top;
   so.dtype = dtype;
   so.fixed = fixed;
-  // Progress on a terminal only (search() reports after about a second); pipes and logs stay clean.
+  // Progress with the time left (search() reports after about a second, then every half second):
+  // on a terminal one line rewritten in place; otherwise (a log, a batch job) a line after 10 s,
+  // then every 30 s — a short search prints nothing.
   bool shown = false;
-  if (!o.quiet && isatty(STDERR_FILENO))
-    so.progress = [&shown](double f) {
-      std::fprintf(stderr, "\rsearching... %3.0f %%", 100 * f);
+  const bool terminal = isatty(STDERR_FILENO);
+  const auto t0 = std::chrono::steady_clock::now();
+  ProgressPacer pacer(terminal ? 0.0 : 10.0, terminal ? 0.0 : 30.0);
+  std::size_t width = 0;
+  if (!o.quiet)
+    so.progress = [&](double f) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!pacer.due(elapsed)) return;
+      const std::string line = fraction_line("searching", f, elapsed);
+      if (terminal) {
+        width = std::max(width, line.size());
+        std::fprintf(stderr, "\r%-*s", static_cast<int>(width), line.c_str());
+      } else {
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
       std::fflush(stderr);
-      shown = true;
+      shown = terminal;
     };
   const SearchResult r = search(m, c, so);
-  if (shown) std::fprintf(stderr, "\r%*s\r", 20, "");
+  if (shown) std::fprintf(stderr, "\r%*s\r", static_cast<int>(width), "");
   // The chosen plan: the fastest (with --top 0 the Pareto front's fastest, which is the same plan).
   const Candidate* fastest = !r.top.empty() ? &r.top.front() : nullptr;
   for (const auto& cnd : r.pareto)

@@ -14,6 +14,8 @@
 #include "cli/serving_commands.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/sweep.hpp"
+#include "reports/timeline.hpp"
+#include "program/output_file.hpp"
 #include "sim/simulate.hpp"
 
 namespace scanshard {
@@ -25,6 +27,7 @@ struct SimulateOptions {
   std::string sweep;
   ServingFlags serving;  // --workload ...: inference (cli/serving_commands.hpp)
   std::optional<std::int64_t> devices;
+  std::string timeline;
 };
 
 nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
@@ -118,8 +121,15 @@ void run_simulate(const SimulateOptions& o) {
   }
   o.serving.check_unused();
   o.plan.check(m, p, c.devices());
+  if (!o.sweep.empty() && !o.timeline.empty()) throw ConfigError("--timeline: writes one plan's timeline; not with --sweep");
   if (!o.sweep.empty()) return run_sweep(o, m, c, p);
   const Estimate e = simulate(m, p, c);
+  if (!o.timeline.empty()) {  // the same pricing laid out in time (sim/timeline.hpp)
+    const nlohmann::json other = {{"kind", "predicted"}, {"model", m.name}, {"cluster", c.name}, {"mesh", p.mesh.describe()},
+                                  {"schedule", to_string(p.schedule)}, {"micro_batches", p.micro_batches()},
+                                  {"step_seconds", e.step_seconds}};
+    write_output_file(o.timeline, trace_event_file(trace_events(predicted_timeline(m, p, c)), other).dump() + "\n");
+  }
   if (o.json) {
     auto j = estimate_json(e, p);
     j["model"] = m.name;
@@ -145,6 +155,9 @@ void register_simulate_command(CLI::App& app) {
                   "seq=2048,4096,8192: sweep sequence length at fixed tokens per batch; with --workload: sample_len=256,512,...");
   cmd->add_option("--devices", o->devices, "Use the first N devices of the cluster (a slice)");
   o->serving.add_to(*cmd, true);
+  cmd->add_option("--timeline", o->timeline,
+                  "write the predicted timeline (per pipeline stage its passes per micro-batch, the bubble, overlapped "
+                  "communication, the step end) as Chrome trace-event JSON for Perfetto / chrome://tracing");
   cmd->callback([o] { run_simulate(*o); });
 }
 

@@ -33,6 +33,7 @@
 #include "program/plan.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "reports/timeline.hpp"
 #include "train/checkpoint.hpp"
 #include "train/comm.hpp"
 #include "train/checkpoint_dir.hpp"
@@ -55,8 +56,8 @@ void install_stop_handlers() {
 }
 
 struct TrainOptions {
-  std::string plan_file, model, data, data_format = "bytes", trace, checkpoint_dir, resume, on_nan = "stop", optimizer;
-  bool allow_optimizer_change = false;
+  std::string plan_file, model, data, data_format = "bytes", trace, timeline, checkpoint_dir, resume, on_nan = "stop", optimizer;
+  bool allow_optimizer_change = false, allow_data_change = false;
   std::int64_t steps = 10, checkpoint_every = 0, keep_last = 0;
   // Long enough for any wait inside a step of a healthy job (ranks reach each collective within
   // this of one another; the timeout also stretches to 3 × the slowest step), short enough that a
@@ -79,6 +80,36 @@ nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const Plan& p, int
           {"dtype", "fp32"}, {"steps", steps}};
 }
 
+// Every rank's measured timeline (reports/timeline.hpp) in one trace-event file, written by rank 0
+// (collective: each rank's events travel as JSON text).
+void write_timeline(const mpi::Comm& world, const Trace& trace, const std::string& file, const ModelSpec& m, const Plan& p) {
+  std::string mine = trace_events(measured_timeline(trace, world.rank())).dump();
+  std::vector<std::int64_t> sizes(static_cast<std::size_t>(world.size()));
+  const std::int64_t n = static_cast<std::int64_t>(mine.size());
+  world.allgather(std::span<const std::int64_t>(&n, 1), std::span<std::int64_t>(sizes));
+  std::vector<int> counts;
+  std::int64_t total = 0, offset = 0;
+  for (std::int64_t k = 0; k < world.size(); ++k) {
+    counts.push_back(static_cast<int>(sizes[static_cast<std::size_t>(k)]));
+    if (k < world.rank()) offset += sizes[static_cast<std::size_t>(k)];
+    total += sizes[static_cast<std::size_t>(k)];
+  }
+  std::vector<std::uint8_t> all(static_cast<std::size_t>(total));
+  std::copy(mine.begin(), mine.end(), all.begin() + offset);
+  world.allgather_v_inplace(std::span<std::uint8_t>(all), counts);
+  if (world.rank() != 0) return;
+  nlohmann::json events = nlohmann::json::array();
+  std::size_t at = 0;
+  for (int c : counts) {
+    for (auto& e : nlohmann::json::parse(all.begin() + static_cast<std::ptrdiff_t>(at), all.begin() + static_cast<std::ptrdiff_t>(at) + c))
+      events.push_back(std::move(e));
+    at += static_cast<std::size_t>(c);
+  }
+  const nlohmann::json other = {{"kind", "measured"}, {"model", m.name}, {"mesh", p.mesh.describe()}, {"ranks", world.size()},
+                                {"schedule", to_string(p.schedule)}, {"micro_batches", p.micro_batches()}};
+  write_output_file(file, trace_event_file(std::move(events), other).dump() + "\n");
+}
+
 // Rank 0, before training: "" if the outputs can be written, else why not (an input error).
 std::string output_problem(const TrainOptions& o) {
   try {
@@ -88,6 +119,7 @@ std::string output_problem(const TrainOptions& o) {
         return "--checkpoint-dir: " + o.checkpoint_dir + ": not writable (" + std::strerror(errno) + ")";
     }
     if (!o.trace.empty()) check_output_file(o.trace);
+    if (!o.timeline.empty()) check_output_file(o.timeline);
   } catch (const ConfigError& e) {
     return e.what();
   }
@@ -170,6 +202,8 @@ void run_train(const TrainOptions& o) {
   opt.adamw = optimizer.adamw;
   opt.schedule = optimizer.schedule;
   opt.allow_optimizer_change = o.allow_optimizer_change;
+  opt.allow_data_change = o.allow_data_change;
+  opt.timeline = !o.timeline.empty();
   install_stop_handlers();
   opt.stop_requested = [] { return g_stop_signal != 0; };
   opt.notice = [rank](const std::string& line) {
@@ -194,6 +228,7 @@ void run_train(const TrainOptions& o) {
     if (rank == 0 && !o.trace.empty()) {
       write_output_file(o.trace, trace_json(res.trace, m, p, world.size()).dump(1) + "\n");
     }
+    if (!o.timeline.empty()) write_timeline(world, res.trace, o.timeline, m, p);
     if (rank == 0)
       for (const auto& c : res.checkpoints) std::cout << "checkpoint " << c << "\n";
     if (res.stopped_after > 0) {  // every rank stopped at the same step: name the signal on rank 0
@@ -247,6 +282,9 @@ void register_train_command(CLI::App& app) {
                   "max_grad_norm, warmup_steps, decay_steps, min_lr_ratio; see train/optimizer.hpp)");
   cmd->add_flag("--allow-optimizer-change", o->allow_optimizer_change,
                 "resume from a checkpoint written with another optimizer (default: refused, naming what changed)");
+  cmd->add_flag("--allow-data-change", o->allow_data_change,
+                "resume on other data than the checkpoint's /meta data records (path, size, CRC-32 of the token ids; "
+                "default: refused, naming what changed)");
   cmd->add_option("--on-nan", o->on_nan,
                   "a NaN/Inf loss or gradient: stop (exit 3, naming the step and the first bad tensor) or skip "
                   "that step's update")
@@ -256,6 +294,9 @@ void register_train_command(CLI::App& app) {
                   "0: off")
       ->capture_default_str();
   cmd->add_option("--trace", o->trace, "write measured seconds per (phase, op, name) per step as JSON (rank 0)");
+  cmd->add_option("--timeline", o->timeline,
+                  "write every rank's measured timeline (one span per executed step and pipeline pass) as Chrome "
+                  "trace-event JSON: open it in Perfetto (ui.perfetto.dev) or chrome://tracing");
   cmd->callback([o] { run_train(*o); });
 }
 

@@ -21,6 +21,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -34,6 +35,7 @@
 #include "program/output_file.hpp"
 #include "program/presets.hpp"
 #include "reports/format.hpp"
+#include "reports/progress.hpp"
 #include "reports/validation.hpp"
 #include "train/comm.hpp"
 #include "train/plan_runs.hpp"
@@ -163,6 +165,15 @@ void run_validate(const ValidateOptions& o) {
   if (probe_ref > 0) rr.probe = [] { return machine_probe_seconds(); };  // against a calibrated probe only
   rr.pass_done = [&](int pass, double secs) {
     std::cout << "  pass " << pass + 1 << "/" << o.passes << " done (" << std::lround(secs) << " s)\n" << std::flush;
+  };
+  // Progress per plan run, with the time left at the pace so far (reports/progress.hpp).
+  const double runs_total = static_cast<double>(o.passes) *
+                            static_cast<double>(std::count_if(to_run.begin(), to_run.end(), [](const auto& t) { return t.run; }));
+  const auto t_runs = std::chrono::steady_clock::now();
+  double runs_done = 0;
+  rr.run_done = [&](int, std::size_t i) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_runs).count();
+    std::cout << "    " << progress_line("run", ++runs_done, runs_total, elapsed) << " (" << cases[i].id << ")\n" << std::flush;
   };
   const auto runs = train::run_round_robin(to_run, data, rr, world);
   if (rank != 0) return;

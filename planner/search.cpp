@@ -783,6 +783,7 @@ Record make_record(const ModelSpec& m, const ClusterSpec& c, const SearchOptions
 // over stages, need only those.
 struct StageCounts {
   std::vector<std::array<double, kKinds>> n;  // [stage][kind]
+  std::vector<std::array<double, kKinds>> first_chunk;  // [stage][kind]: the stage's chunk 0 (model chunk s)
   std::vector<std::size_t> distinct;
   std::vector<double> copies;  // per distinct stage: how many stages are like it
   std::size_t size() const { return n.size(); }
@@ -791,10 +792,15 @@ struct StageCounts {
 StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
   StageCounts out;
   out.n.resize(static_cast<std::size_t>(pp));
+  out.first_chunk.resize(static_cast<std::size_t>(pp));
   for (std::int64_t s = 0; s < pp; ++s)
     for (std::int64_t j = 0; j < v; ++j) {
       const Range r = pipeline_chunk_layers(m.depth, pp * v, j * pp + s);
-      for (std::int64_t l = r.begin; l < r.end; ++l) out.n[static_cast<std::size_t>(s)][static_cast<std::size_t>(temporal_kind(m, l))] += 1;
+      for (std::int64_t l = r.begin; l < r.end; ++l) {
+        const auto k = static_cast<std::size_t>(temporal_kind(m, l));
+        out.n[static_cast<std::size_t>(s)][k] += 1;
+        if (j == 0) out.first_chunk[static_cast<std::size_t>(s)][k] += 1;
+      }
     }
   const std::size_t last = out.n.size() - 1;
   for (std::size_t s = 0; s <= last; ++s) {
@@ -910,7 +916,9 @@ PricedRecord price(const Record& rec, const NetLines& l) {
 // and an upper bound on any stage's backward compute (what can hide the gradient sync).
 struct PassBound {
   double slowest = 0, backward = 0;
-  double all = 0;  // Σ over stages (with the slowest: all − slowest bounds the bubble's stages from below)
+  double all = 0;   // Σ over stages
+  double last = 0;  // the last stage (with all: the stages before it)
+  double first_chunks = 0;  // Σ over the stages before the last of their chunk 0's layers (exposed comm + compute)
 };
 // Pass bounds on every network at once: compute does not depend on the network, so each stage's
 // compute sums are formed once. ZeRO-3's parameter gathers (per layer kind and network) are added
@@ -957,23 +965,42 @@ void pass_bounds(const std::array<PricedRecord, kMaxNets>& on, std::size_t nets,
     for (std::size_t k = 0; k < nets; ++k) {
       out[k].slowest = std::max(out[k].slowest, t[k]);
       out[k].all += counts.copies[di] * t[k];
+      if (s + 1 == pp) out[k].last = t[k];
     }
   }
   for (std::size_t k = 0; k < nets; ++k) out[k].backward *= 2 - kBoundSlack;  // an upper bound
+  // Chunk 0 of every stage before the last: one micro-batch passes them forward before the last
+  // stage starts and backward after it ends (its embedding or receive, its layers and its send:
+  // each one's exposed communication plus compute, which their pass cannot undercut).
+  for (std::size_t s = 0; s + 1 < pp; ++s) {
+    for (const std::size_t part : {s == 0 ? kEmbed : kReceive, kSend})
+      for (std::size_t k = 0; k < nets; ++k)
+        for (std::size_t d = 0; d < 2; ++d) out[k].first_chunks += on[k][part].exposed[d] + on[k][part].compute[d];
+    for (std::size_t i = 0; i < nk; ++i) {
+      const double n = counts.first_chunk[s][kind[i]];
+      if (n == 0) continue;
+      const double compute = rec.part[kind[i]].compute[0] + rec.part[kind[i]].compute[1];
+      for (std::size_t k = 0; k < nets; ++k) out[k].first_chunks += n * (layer[k][0][i][0] + layer[k][1][i][0] + compute);
+    }
+  }
 }
 
-// Lower bound on step time (finish_estimate): micro-batches of the slowest stage plus the bubble,
-// one micro-batch through the other stages over v (the sum of all stages but the largest only
-// grows with each stage's time, so the stages' lower bounds bound it from below), plus the
-// once-per-step work of the stage that needs the least, its overlappable sync hidden behind at
-// most the largest backward compute.
+// Lower bound on step time (finish_estimate): the pipelined part (sim/schedule.hpp) at least the
+// micro-batches of the slowest stage, and at least the last stage's micro-batches plus one
+// micro-batch's forward through chunk 0 of the stages before it (the last stage's first pass
+// waits for that) and its backward back through them (after its last pass, chunk 0's backward of
+// the last micro-batch) — with one chunk per stage the whole stages, whose lower bounds bound it
+// from below; plus the once-per-step work of the stage that needs the least, its
+// overlappable sync hidden behind at most the largest backward compute.
 double step_bound(const PassBound& pb, double micro_batches, double v, const Anchor& an, std::size_t net, bool overlap) {
   double least_end = kInf;
   for (std::size_t s = 0; s < an.pp; ++s) {
     const auto& e = an.step_end[net * an.pp + s];
     least_end = std::min(least_end, e[0] + micro_batches * an.accum[s] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
   }
-  return (micro_batches * pb.slowest + std::max(0.0, pb.all - pb.slowest) / v + least_end) * kBoundSlack;
+  const double before_last = v <= 1 ? std::max(0.0, pb.all - pb.last) : pb.first_chunks;
+  const double pipelined = std::max(micro_batches * pb.slowest, micro_batches * pb.last + before_last);
+  return (pipelined + least_end) * kBoundSlack;
 }
 
 // Lower bound on memory per device (memory_of in simulate.cpp): per stage the parameter state of

@@ -878,8 +878,8 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
 
   // Layers of one temporal kind lower identically (up to the layer index): lower each kind once.
   std::int64_t params = 0, tensors = 0;
-  for (const Range& chunk : st.chunk_layers)
-  for (std::int64_t l = chunk.begin; l < chunk.end; ++l) {
+  for (std::size_t j = 0; j < st.chunk_layers.size(); ++j)
+  for (std::int64_t l = st.chunk_layers[j].begin; l < st.chunk_layers[j].end; ++l) {
     const Temporal kind = temporal_kind(m, l);
     auto it = std::find_if(st.groups.begin(), st.groups.end(), [&](const LayerGroup& g) { return g.kind == kind; });
     if (it == st.groups.end()) {
@@ -891,10 +891,11 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       } else {
         lowered = lower_layer_kind(m, p, c, l, nullptr);
       }
-      st.groups.push_back({kind, 0, std::move(lowered)});
+      st.groups.push_back({kind, 0, std::move(lowered), std::vector<std::int64_t>(st.chunk_layers.size(), 0)});
       it = st.groups.end() - 1;
     }
     ++it->count;
+    ++it->chunk_count[j];
     st.saved_activation_bytes += it->lowered->saved_bytes;
     params += it->lowered->params;
     tensors += it->lowered->tensors;

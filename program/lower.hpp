@@ -95,6 +95,7 @@ struct LayerGroup {
   Temporal kind;
   std::int64_t count = 0;  // layers of this kind in the stage
   std::shared_ptr<const LayerLowering> lowered;
+  std::vector<std::int64_t> chunk_count;  // of them in each model chunk of the stage (Σ = count)
 };
 
 // One pipeline stage's program in compressed form: identical layers appear once with a count.

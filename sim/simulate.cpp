@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <span>
 
 #include "sim/cost.hpp"
+#include "sim/schedule.hpp"
 
 namespace scanshard {
 
@@ -48,7 +50,7 @@ struct Pass {
   std::array<double, kAxisCount> hidden_by_axis{};
   std::array<double, kBucketCount> buckets{};
 
-  void add(const std::vector<Step>& steps, double times, const ClusterSpec& cl, const Network& net, DType dtype) {
+  void add(std::span<const Step> steps, double times, const ClusterSpec& cl, const Network& net, DType dtype) {
     for (const auto& s : steps) {
       if (s.kind == StepKind::compute) {
         const double t = times * compute_seconds(s, cl.chip, dtype);
@@ -108,14 +110,27 @@ const GroupCompute& group_compute(PriceCache& cache, const LayerLowering& l, boo
   return it->second[forward ? 1 : 0];
 }
 
-Pass price_pass(const StageSummary& st, bool forward, const ClusterSpec& cl, const Network& net, DType dtype, PriceCache* cache) {
+// The steps of list `all` that belong to model chunk j ([at[j], at[j + 1]); all of them when the
+// stage has one chunk).
+std::span<const Step> chunk_part(const std::vector<Step>& all, const std::vector<std::size_t>& at, std::size_t j) {
+  if (at.size() < j + 2) return all;
+  return std::span<const Step>(all).subspan(at[j], at[j + 1] - at[j]);
+}
+
+// One micro-batch's forward or backward pass through model chunk j of the stage: its receive or
+// embedding, its layers, its send or head; overlappable communication hides behind this pass only.
+Pass price_pass(const StageSummary& st, std::size_t j, bool forward, const ClusterSpec& cl, const Network& net, DType dtype,
+                PriceCache* cache) {
   Pass p;
-  p.add(forward ? st.pre_forward : st.pre_backward, 1, cl, net, dtype);
+  const auto& at = st.chunk_at;
+  p.add(forward ? chunk_part(st.pre_forward, at.pre_forward, j) : chunk_part(st.pre_backward, at.pre_backward, j), 1, cl, net, dtype);
   for (const auto& g : st.groups) {
-    if (cache) p.add_cached(group_compute(*cache, *g.lowered, forward, cl, dtype), static_cast<double>(g.count), net);
-    else p.add(forward ? g.lowered->forward : g.lowered->backward, static_cast<double>(g.count), cl, net, dtype);
+    const auto count = static_cast<double>(g.chunk_count.size() > j && st.chunks > 1 ? g.chunk_count[j] : g.count);
+    if (count == 0) continue;
+    if (cache) p.add_cached(group_compute(*cache, *g.lowered, forward, cl, dtype), count, net);
+    else p.add(forward ? g.lowered->forward : g.lowered->backward, count, cl, net, dtype);
   }
-  p.add(forward ? st.post_forward : st.post_backward, 1, cl, net, dtype);
+  p.add(forward ? chunk_part(st.post_forward, at.post_forward, j) : chunk_part(st.post_backward, at.post_backward, j), 1, cl, net, dtype);
   return p;
 }
 
@@ -157,15 +172,53 @@ PricedPasses price_passes(const std::vector<StageSummary>& stages, const Cluster
                           PriceCache* cache) {
   PricedPasses out;
   for (std::size_t s = 0; s < stages.size(); ++s) {  // the slowest stage sets the pace
-    Pass f = price_pass(stages[s], true, cl, net, dtype, cache), b = price_pass(stages[s], false, cl, net, dtype, cache);
-    const double t = f.finish(cl.chip.overlap_compute_slowdown) + b.finish(cl.chip.overlap_compute_slowdown);
+    const auto chunks = static_cast<std::size_t>(std::max<std::int64_t>(1, stages[s].chunks));
+    std::vector<ChunkSeconds>& per_chunk = out.chunks.emplace_back(chunks);
+    double t = 0, backward_compute = 0;
+    std::array<double, kBucketCount> buckets{};
+    for (std::size_t j = 0; j < chunks; ++j) {
+      Pass f = price_pass(stages[s], j, true, cl, net, dtype, cache), b = price_pass(stages[s], j, false, cl, net, dtype, cache);
+      per_chunk[j] = {f.finish(cl.chip.overlap_compute_slowdown), b.finish(cl.chip.overlap_compute_slowdown), std::min(f.overlappable, f.compute), std::min(b.overlappable, b.compute)};
+      t += per_chunk[j].forward + per_chunk[j].backward;
+      backward_compute += b.compute;
+      for (int k = 0; k < kBucketCount; ++k) buckets[k] += f.buckets[k] + b.buckets[k];
+    }
     out.stages_seconds += t;
     if (t > out.microbatch_seconds || s == 0) {
       out.microbatch_seconds = t;
       out.critical_stage = static_cast<std::int64_t>(s);
-      out.backward_compute_seconds = b.compute;
-      for (int k = 0; k < kBucketCount; ++k) out.per_microbatch[k] = f.buckets[k] + b.buckets[k];
+      out.backward_compute_seconds = backward_compute;
+      out.per_microbatch = buckets;
     }
+  }
+  return out;
+}
+
+double pipelined_seconds(const PricedPasses& passes, const Plan& p) {
+  const std::int64_t m = p.micro_batches();
+  if (passes.chunks.size() <= 1) return static_cast<double>(m) * passes.microbatch_seconds;  // one stage never waits
+  return pipeline_makespan(p.schedule, m, passes.chunks);
+}
+
+std::vector<StepEndCost> step_end_costs(const StageSummary& prog, const Plan& p, const ClusterSpec& cl, const Network& net,
+                                        double hide_seconds) {
+  std::vector<StepEndCost> out;
+  double hide = hide_seconds;
+  for (const auto& s : prog.step_end) {
+    if (s.kind == StepKind::compute) {
+      out.push_back({&s, compute_bucket(s), compute_seconds(s, cl.chip, p.act_dtype), 0});
+      continue;
+    }
+    const double t = comm_seconds(s, net.axis(s.axis));
+    double exposed = t;
+    if (s.overlappable && p.overlap) {
+      // While it runs, the compute beside it slows by (1 + slowdown) (sim/cost.hpp
+      // overlapped_seconds); the compute left to hide the next one is what did not run beside it.
+      const double slowdown = cl.chip.overlap_compute_slowdown;
+      exposed = overlapped_seconds(hide, t, slowdown) - hide;
+      hide = std::max(0.0, hide - std::min(t, hide * (1 + slowdown)) / (1 + slowdown));
+    }
+    out.push_back({&s, comm_bucket(s.axis), exposed, t - exposed});
   }
   return out;
 }
@@ -175,43 +228,18 @@ Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSumm
   Estimate e;
   const DType dtype = p.act_dtype;
   const double m = static_cast<double>(p.micro_batches());
-  const double pp = static_cast<double>(p.mesh[Axis::pipeline]);
   e.microbatch_seconds = passes.microbatch_seconds;
   e.critical_stage = passes.critical_stage;
   const StageSummary& prog = stages[static_cast<std::size_t>(e.critical_stage)];
   for (int b = 0; b < kBucketCount; ++b) e.seconds[b] = m * passes.per_microbatch[b];
-  // The bubble: one micro-batch's pass through every stage but the slowest (the first micro-batch
-  // reaches the slowest stage, the last one leaves it), 1/v of it with v interleaved chunks. With
-  // identical micro-batches this is the makespan of a flow shop, Σ_s t_s + (m − 1)·max_s t_s; for
-  // equal stages it is the familiar (p − 1)·t (Narayanan et al. 2021 §2.2.2: bubble fraction
-  // (p − 1)/(v·m)). Priced as (p − 1) slots of the slowest stage, it over-priced a 2-stage plan
-  // whose last stage also runs the head and loss by 12-19 % (validate P37-P39).
-  const double v = pp > 1 ? static_cast<double>(std::max<std::int64_t>(1, p.virtual_stages)) : 1.0;
-  e.seconds[static_cast<int>(Bucket::bubble)] = std::max(0.0, passes.stages_seconds - passes.microbatch_seconds) / v;
+  // The bubble: what the slowest stage idles in the event-level schedule of its passes
+  // (sim/schedule.hpp): the pipelined part of the step is that schedule's makespan.
+  e.seconds[static_cast<int>(Bucket::bubble)] = std::max(0.0, pipelined_seconds(passes, p) - m * passes.microbatch_seconds);
 
   // Once per step: gradient sync (hidden behind the last backward pass if overlapped, which it
-  // slows as a pass's hidden communication does), optimizer.
-  std::array<double, kAxisCount> hidden_by_axis{};
-  double hidden = 0;
-  for (const auto& s : prog.step_end) {
-    if (s.kind == StepKind::compute) {
-      e.seconds[static_cast<int>(compute_bucket(s))] += compute_seconds(s, cl.chip, dtype);
-      continue;
-    }
-    const double t = comm_seconds(s, net.axis(s.axis));
-    if (s.overlappable && p.overlap) {
-      hidden += t;
-      hidden_by_axis[static_cast<int>(s.axis)] += t;
-    } else {
-      e.seconds[static_cast<int>(comm_bucket(s.axis))] += t;
-    }
-  }
-  if (hidden > 0) {
-    const double hide = passes.backward_compute_seconds;
-    const double exposed = overlapped_seconds(hide, hidden, cl.chip.overlap_compute_slowdown) - hide;
-    for (int a = 0; a < kAxisCount; ++a)
-      e.seconds[static_cast<int>(comm_bucket(static_cast<Axis>(a)))] += exposed * hidden_by_axis[a] / hidden;
-  }
+  // slows as a pass's hidden communication does: step_end_costs), optimizer.
+  for (const StepEndCost& c : step_end_costs(prog, p, cl, net, passes.backward_compute_seconds))
+    e.seconds[static_cast<int>(c.bucket)] += c.exposed;
   // Waiting for the slowest rank: every compute stretch ends at some synchronisation (a collective,
   // a pipeline transfer or the gradient sync), so the step waits in all for its compute.
   if (p.mesh.devices() > 1) {
@@ -281,10 +309,13 @@ std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSp
   return out;
 }
 
-Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
+Network plan_network(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
   check_plan(m, p, cluster.devices());
-  const Network net(Topology(cluster), cluster, p.mesh, p.placement);
-  return simulate(stage_summaries(m, p), p, cluster, net);
+  return Network(Topology(cluster), cluster, p.mesh, p.placement);
+}
+
+Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster) {
+  return simulate(stage_summaries(m, p), p, cluster, plan_network(m, p, cluster));
 }
 
 }  // namespace scanshard

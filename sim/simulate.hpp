@@ -1,10 +1,10 @@
 // sim/simulate.hpp — prices StepPrograms on a cluster: step time with its breakdown, tokens/s,
 // MFU and memory per device (DESIGN §5). simulate() is a pure function of its inputs.
 //
-// Timeline: each pipeline stage runs m micro-batches of (forward + backward); the slowest stage
-// sets the pace and the schedule adds a bubble of one micro-batch through every other stage
-// (p − 1 slots when the stages are equal), 1/v of it with v interleaved model chunks (GPipe and
-// 1F1B alike; they differ in activation memory). Overlappable communication (ring-attention K/V, ZeRO-3
+// Timeline: each pipeline stage runs m micro-batches of (forward + backward) per model chunk in its
+// schedule's order; the pipelined part of the step is the makespan of those passes' event-level
+// schedule (sim/schedule.hpp), the bubble what the slowest stage idles in it ((p − 1) passes of a
+// stage when the stages are equal, 1/v of it with v interleaved model chunks). Overlappable communication (ring-attention K/V, ZeRO-3
 // gathers) hides behind the compute of the same pass; data/fsdp gradient reduction hides behind
 // the last backward pass when the plan overlaps; tensor-parallel collectives are exposed.
 // For: simulate, plan, validate. Not for: deciding plans (planner/).
@@ -18,6 +18,7 @@
 #include "program/cluster.hpp"
 #include "program/lower.hpp"
 #include "sim/network.hpp"
+#include "sim/schedule.hpp"
 
 namespace scanshard {
 
@@ -95,6 +96,7 @@ Estimate simulate(const std::vector<StageSummary>& stages, const Plan& p, const 
 struct PricedPasses {
   double microbatch_seconds = 0;  // of the slowest stage
   double stages_seconds = 0;      // Σ over stages of one micro-batch's forward + backward
+  std::vector<std::vector<ChunkSeconds>> chunks;  // per stage and model chunk: one micro-batch's passes (schedule.hpp)
   std::int64_t critical_stage = 0;
   double backward_compute_seconds = 0;
   std::array<double, kBucketCount> per_microbatch{};
@@ -111,6 +113,19 @@ struct PriceCache {
 };
 PricedPasses price_passes(const std::vector<StageSummary>& stages, const ClusterSpec& cluster, const Network& net, DType dtype,
                           PriceCache* cache = nullptr);
+// The once-per-step work (StageSummary::step_end) of a stage, in order: per step the seconds it
+// adds to the step (charged to `bucket`) and, for the overlappable gradient sync of a plan that
+// overlaps, the seconds of it hidden behind the last backward pass (`hide_seconds` of compute).
+struct StepEndCost {
+  const Step* step = nullptr;
+  Bucket bucket = Bucket::optimizer;
+  double exposed = 0, hidden = 0;
+};
+std::vector<StepEndCost> step_end_costs(const StageSummary& prog, const Plan& p, const ClusterSpec& cluster, const Network& net,
+                                        double hide_seconds);
+// The pipelined part of a step: the event-level schedule's makespan of the plan's micro-batches
+// over the stages' passes (m × the micro-batch time on one stage).
+double pipelined_seconds(const PricedPasses& passes, const Plan& p);
 Estimate finish_estimate(const PricedPasses& passes, const std::vector<StageSummary>& stages, const Plan& p,
                          const ClusterSpec& cluster, const Network& net);
 // Memory per device of the stage that needs the most (Estimate::memory); depends on the plan's
@@ -130,6 +145,8 @@ std::array<double, kBucketCount> pass_breakdown(const std::vector<TimedSteps>& l
                                                 const Network& net, DType dtype);
 // Seconds of every step of an expanded program, in order (for comparing with a measured trace).
 std::vector<double> step_seconds(const std::vector<Step>& steps, const ClusterSpec& cluster, const Network& net, DType dtype);
+// The plan checked against the cluster (check_plan), and its mesh placed on the cluster's topology.
+Network plan_network(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster);
 // Convenience: check the plan against the cluster, lower, build the network, price.
 Estimate simulate(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster);
 

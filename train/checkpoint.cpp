@@ -66,19 +66,21 @@ Group group_of(const mpi::Comm* c) {
   return {};
 }
 
+// The checkpoint's own agreement and broadcasts (not HDF5's I/O) take their non-blocking form
+// under the watchdog (train/watchdog.hpp), like Comm's calls.
 std::string bcast_string(const Group& g, std::string s, int root) {
   if (!g.mpi() || g.size == 1) return s;
   long long n = static_cast<long long>(s.size());
-  SCANSHARD_MPI(MPI_Bcast(&n, 1, MPI_LONG_LONG, root, g.comm));
+  SCANSHARD_MPI_WAITED(MPI_Bcast, MPI_Ibcast, &n, 1, MPI_LONG_LONG, root, g.comm);
   if (n > INT_MAX) throw mpi::MpiError("checkpoint: string of " + std::to_string(n) + " bytes is too long to broadcast");
   s.resize(static_cast<size_t>(n));
-  if (n > 0) SCANSHARD_MPI(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, root, g.comm));
+  if (n > 0) SCANSHARD_MPI_WAITED(MPI_Bcast, MPI_Ibcast, s.data(), static_cast<int>(n), MPI_CHAR, root, g.comm);
   return s;
 }
 
 template <class T> void bcast_value(const Group& g, T& v, int root) {
   if (!g.mpi() || g.size == 1) return;
-  SCANSHARD_MPI(MPI_Bcast(&v, static_cast<int>(sizeof(T)), MPI_BYTE, root, g.comm));
+  SCANSHARD_MPI_WAITED(MPI_Bcast, MPI_Ibcast, &v, static_cast<int>(sizeof(T)), MPI_BYTE, root, g.comm);
 }
 
 // ---- failures agreed over all ranks ---------------------------------------------------------
@@ -107,10 +109,10 @@ Failure attempt(const std::function<void()>& f) {
 Failure agree(const Group& g, Failure f) {
   if (!g.mpi() || g.size == 1) return f;
   int mine = f ? g.rank : INT_MAX, first = INT_MAX;
-  SCANSHARD_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, g.comm));
+  SCANSHARD_MPI_WAITED(MPI_Allreduce, MPI_Iallreduce, &mine, &first, 1, MPI_INT, MPI_MIN, g.comm);
   if (first == INT_MAX) return {};
   int kind = static_cast<int>(f.kind);
-  SCANSHARD_MPI(MPI_Bcast(&kind, 1, MPI_INT, first, g.comm));
+  SCANSHARD_MPI_WAITED(MPI_Bcast, MPI_Ibcast, &kind, 1, MPI_INT, first, g.comm);
   return {static_cast<Kind>(kind), bcast_string(g, f.what, first)};
 }
 
@@ -550,6 +552,7 @@ void write_meta(hid_t file, const CheckpointMeta& meta) {
   write_int_attr<std::uint64_t>(m.get(), "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, meta.seed);
   write_int_attr<std::int64_t>(m.get(), "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, meta.data_cursor);
   if (!meta.optimizer_yaml.empty()) write_string_attr(m.get(), "optimizer", meta.optimizer_yaml);
+  if (!meta.data_yaml.empty()) write_string_attr(m.get(), "data", meta.data_yaml);
   write_int_attr<std::int32_t>(m.get(), "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, kCheckpointFormatVersion);
 }
 
@@ -670,6 +673,7 @@ void write_impl(const Group& g, const std::string& path, const Layout& lay, cons
   meta.model_yaml = bcast_string(g, meta.model_yaml, 0);
   meta.plan_text = bcast_string(g, meta.plan_text, 0);
   meta.optimizer_yaml = bcast_string(g, meta.optimizer_yaml, 0);
+  meta.data_yaml = bcast_string(g, meta.data_yaml, 0);
   bcast_value(g, meta.step, 0);
   bcast_value(g, meta.seed, 0);
   bcast_value(g, meta.data_cursor, 0);
@@ -775,6 +779,7 @@ CheckpointMeta read_meta(const Reader& r, hid_t file) {
   meta.seed = r.int_attr<std::uint64_t>(m.get(), "seed", H5T_NATIVE_UINT64);
   meta.data_cursor = r.int_attr<std::int64_t>(m.get(), "data_cursor", H5T_NATIVE_INT64);
   if (H5Aexists(m.get(), "optimizer") > 0) meta.optimizer_yaml = r.string_attr(m.get(), "optimizer");
+  if (H5Aexists(m.get(), "data") > 0) meta.data_yaml = r.string_attr(m.get(), "data");
   return meta;
 }
 

@@ -55,6 +55,7 @@ struct CheckpointMeta {
   std::uint64_t seed = 0;
   std::int64_t data_cursor = 0;
   std::string optimizer_yaml;  // train/optimizer.hpp's to_yaml(); "" in files written before it was recorded
+  std::string data_yaml;       // train/tokens.hpp DataIdentity::to_yaml(); "" in files written before it was recorded
   int version = 2;         // format_version; read_checkpoint only accepts kCheckpointFormatVersion
 };
 

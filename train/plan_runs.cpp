@@ -61,6 +61,7 @@ std::vector<PlanRuns> run_round_robin(const std::vector<PlanToRun>& plans, const
         if (rank != 0) continue;
         runs[i].traces.push_back(std::move(res.trace));
         runs[i].probes.push_back(probe_now);
+        if (o.run_done) o.run_done(pass, i);
       }
       if (rank == 0 && o.pass_done)
         o.pass_done(pass, std::chrono::duration<double>(std::chrono::steady_clock::now() - pass_start).count());

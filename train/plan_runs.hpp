@@ -44,6 +44,7 @@ struct RoundRobinOptions {
   Options train;                                        // steps per run, seeds, ...
   std::function<double()> probe;                        // may be empty: no probe
   std::function<void(int pass, double seconds)> pass_done;  // rank 0 only; may be empty
+  std::function<void(int pass, std::size_t plan)> run_done;  // rank 0 only, after each plan's run; may be empty
 };
 
 // Runs the plans (every rank calls it with the same list). A failure on one rank of a multi-rank

@@ -88,4 +88,23 @@ void check_optimizer(const CheckpointMeta& meta, const std::string& path, const 
                       "); pass --allow-optimizer-change to resume with the new one");
 }
 
+std::string check_data(const CheckpointMeta& meta, const std::string& path, const DataIdentity& now, bool allow) {
+  if (meta.data_yaml.empty()) return "";
+  DataIdentity before;
+  try {
+    before = parse_data_identity(meta.data_yaml, path + ": /meta data");
+  } catch (const ConfigError& e) {
+    throw ConfigError(path + ": /meta data: not a data record (" + e.what() + ")");
+  }
+  auto name = [](const DataIdentity& d) { return d.path.empty() ? std::string("tokens in memory") : d.path; };
+  const std::string changed = data_changes(before, now);
+  if (!changed.empty() && !allow)
+    throw ConfigError(path + ": /meta data: this run's data differs from the checkpoint's (" + name(before) + " → " + name(now) +
+                      ": " + changed + "); the data cursor would continue in other tokens: pass --allow-data-change to resume on "
+                      "the new data");
+  if (!changed.empty()) return "resuming on other data than the checkpoint's (--allow-data-change): " + changed;
+  if (before.path != now.path) return "the data file moved: " + name(before) + " → " + name(now) + " (the same size and CRC-32)";
+  return "";
+}
+
 }  // namespace scanshard::train

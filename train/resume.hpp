@@ -16,6 +16,7 @@
 #include "program/plan.hpp"
 #include "train/checkpoint.hpp"
 #include "train/optimizer.hpp"
+#include "train/tokens.hpp"
 
 namespace scanshard::train {
 
@@ -49,5 +50,11 @@ ResumePoint check_resume(const CheckpointMeta& meta, const std::string& path, co
 // /meta field; a different optimizer is a ConfigError naming the changed keys unless `allow`
 // (--allow-optimizer-change). A checkpoint without the record (written before it was kept) passes.
 void check_optimizer(const CheckpointMeta& meta, const std::string& path, const OptimizerConfig& now, bool allow);
+
+// The checkpoint's /meta data against this run's data (DataIdentity): a parse failure is refused
+// like any bad /meta field; other content (size or CRC-32) is a ConfigError naming what changed
+// unless `allow` (--allow-data-change). Returns a notice when only the path differs (the same
+// content, moved) or a change was allowed; "" otherwise. A checkpoint without the record passes.
+std::string check_data(const CheckpointMeta& meta, const std::string& path, const DataIdentity& now, bool allow);
 
 }  // namespace scanshard::train

@@ -310,7 +310,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   const std::int64_t world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   check_supported(m, p, world);
   check_steps(0, o.steps);
-  data.check_vocab(m.vocab, comm && world > 1 ? comm : nullptr);
+  const DataIdentity data_id = data.check_vocab(m.vocab, comm && world > 1 ? comm : nullptr);
   const std::int64_t T = p.seq_len, G = p.global_batch, mb = p.micro_batch, Tl = p.local_tokens();
   if (data.size() < T + 2) throw ConfigError("data: shorter than one sequence of seq_len+1 tokens");
   const auto coord = rank_coords(p.mesh, rank);
@@ -387,6 +387,8 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
                                                 per_tensor(sl, m1.data()), per_tensor(sl, m2.data()));
     const ResumePoint at = check_resume(meta, o.resume, m, p, o.steps);  // every rank read the same /meta
     check_optimizer(meta, o.resume, OptimizerConfig{o.adamw, o.schedule}, o.allow_optimizer_change);
+    const std::string data_notice = check_data(meta, o.resume, data_id, o.allow_data_change);
+    if (!data_notice.empty() && o.notice) o.notice(data_notice);
     first_step = at.step;
     mask_seed = at.seed;
   }
@@ -406,6 +408,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     meta.seed = mask_seed;  // the initialisation seed, or the resumed checkpoint's
     meta.data_cursor = done;  // sequence i of step k starts at ((k·G + i)·(T+1)) mod span
     meta.optimizer_yaml = OptimizerConfig{o.adamw, o.schedule}.to_yaml();
+    meta.data_yaml = data_id.to_yaml();
     const std::string path = o.checkpoint_dir + "/" + step_file_name(done);
     Trace::Scope sc(&res.trace, "optimizer", ops::checkpoint, tensors::params);
     write_checkpoint(comm, path, lay, slabs, per_tensor(sl, static_cast<const float*>(params.data())),
@@ -427,6 +430,10 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   };
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(mb * Tl)), targets(tokens.size());
   Trace& tr = res.trace;
+  if (o.timeline) {  // time 0 of every rank's spans: the same instant, to a barrier's skew
+    if (comm && world > 1) comm->barrier();
+    tr.enable_spans(Trace::Clock::now());
+  }
 
   for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -455,7 +462,10 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
             buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
             mpi::Comm::test_all(buckets.requests);
           };
-        ex.backward(j, compute_params, grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
+        {
+          const Trace::PassScope span(&tr, false, j, pass.chunk);
+          ex.backward(j, compute_params, grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
+        }
         Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);
         if (buckets.active)
           for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
@@ -466,6 +476,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       // A data file that shrank mid-run: this micro-batch runs on zeros, the step is refused below.
       if (!read_micro_batch(data, step, j, p, first_seq, s0, tokens, targets)) data_lost = 1;
       // Dropout masks hash the seed, the step and each sequence's index in the global batch.
+      const Trace::PassScope span(&tr, true, j, pass.chunk);
       loss_sum += ex.forward(j, compute_params, tokens.data(), targets.data(), &tr, BatchIndex{mask_seed, step, first_seq + j * mb},
                              v > 1 ? pass.chunk : -1);
     }

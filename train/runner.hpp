@@ -63,6 +63,12 @@ struct Options {
   // A resumed checkpoint records its optimizer (/meta optimizer): a different one is a ConfigError
   // naming the changed keys unless this is set.
   bool allow_optimizer_change = false;
+  // A resumed checkpoint records its data (/meta data: path, size, CRC-32 of the token ids): other
+  // content is a ConfigError naming what changed unless this is set.
+  bool allow_data_change = false;
+  // Keep every timed step's and pipeline pass's span in Result::trace (a timeline); the ranks
+  // start their clocks together after a barrier.
+  bool timeline = false;
   OnNan on_nan = OnNan::stop;
   // Called on every rank with a one-line notice (a skipped step); may be empty.
   std::function<void(const std::string&)> notice;

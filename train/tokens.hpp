@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "program/names.hpp"
+#include "program/param_layout.hpp"
 #include "train/comm.hpp"
 
 namespace scanshard::train {
@@ -21,6 +22,23 @@ namespace scanshard::train {
 enum class TokenFormat { bytes, uint16, uint32 };
 inline constexpr Names<TokenFormat, 3> kTokenFormatNames{
     {{"bytes", TokenFormat::bytes}, {"uint16", TokenFormat::uint16}, {"uint32", TokenFormat::uint32}}};
+
+// What a checkpoint records of the training data (/meta data) so that a resume on other data is
+// noticed: the file's path ("" for tokens in memory), its size in bytes, and the CRC-32 (zlib) of
+// its token ids, each as 4 little-endian bytes — the same number whatever the rank count, since
+// the ranks' parts are joined with crc32_combine.
+struct DataIdentity {
+  std::string path;
+  std::int64_t bytes = 0;
+  std::uint32_t crc32 = 0;
+  // "data:\n  path: ...\n  bytes: ...\n  crc32: ...\n" (decimal; no path for tokens in memory)
+  [[nodiscard]] std::string to_yaml() const;
+};
+// Reads to_yaml()'s text; `where` names it in errors (unknown keys, a negative size, a CRC beyond 32 bits).
+DataIdentity parse_data_identity(const std::string& text, const std::string& where);
+// "" when the content is the same (size and CRC-32); else what changed, "bytes 100 → 120, crc32
+// 0x1234abcd → 0x0badf00d". A moved file with the same content is not a change.
+std::string data_changes(const DataIdentity& before, const DataIdentity& now);
 TokenFormat parse_token_format(const std::string& s);  // ConfigError naming --data-format
 
 class Tokens {
@@ -33,8 +51,9 @@ class Tokens {
   // The first token ≥ vocab, as a ConfigError naming the file, the token and its position. Each
   // rank of `comm` scans 1/size of the file and the first bad position is agreed (collective;
   // comm == nullptr: this process scans all). The same verdict on every rank, also when the file
-  // shrank under one rank's scan (changed_message()).
-  void check_vocab(std::int64_t vocab, const mpi::Comm* comm) const;
+  // shrank under one rank's scan (changed_message()). Returns the data's identity (the same scan
+  // forms the CRC-32; the ranks' parts are combined, so the same on every rank).
+  DataIdentity check_vocab(std::int64_t vocab, const mpi::Comm* comm) const;
 
   std::int64_t size() const { return size_; }
   // Tokens [begin, begin + n) into out. false (out zero-filled) when they are outside size() or
@@ -49,6 +68,7 @@ class Tokens {
  private:
   struct File;
   Tokens() = default;
+  DataIdentity identity(unsigned long crc, Range mine, const mpi::Comm* comm) const;
   std::vector<std::int32_t> memory_;
   std::shared_ptr<const File> file_;  // nullptr: memory_
   int width_ = 1;

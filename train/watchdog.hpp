@@ -2,9 +2,12 @@
 // of leaving the other ranks waiting forever in their next collective.
 //
 // For: `scanshard train` (arm_watchdog after the input checks) and Comm (comm.hpp), whose blocking
-// calls become non-blocking ones completed by watchdog_wait while the watchdog is armed. Not for:
-// MPI calls made outside Comm (HDF5's collective I/O inside a checkpoint, MPI_Comm_split,
-// MPI_Finalize): a rank that stops there still hangs the others.
+// calls become non-blocking ones completed by watchdog_wait while the watchdog is armed (also the
+// executor's all-reduce of the vocab-sharded softmax statistics, a custom MPI_Op, and the
+// checkpoint writer's own agreement all-reduce and broadcasts). Not for the MPI calls that have no
+// non-blocking form or run inside a library: HDF5's collective I/O inside a checkpoint,
+// MPI_Comm_split / MPI_Comm_dup (communicator setup, before the first step), MPI_Finalize — a rank
+// that stops there still hangs the others (docs/timelines-2026-12-06.md lists them).
 //
 // How: while a rank waits for a collective or a message it polls the request and, every turn,
 // answers heartbeat pings from other ranks (a duplicate of the world communicator, so they never

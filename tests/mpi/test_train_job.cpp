@@ -64,6 +64,18 @@ struct Job {
   train::Result run(const train::Options& o) const { return train::run(m, p, data, o, &world); }
 };
 
+// Trains one step into a checkpoint in `dir`; returns the options that resume from it (one more
+// step, no new checkpoints).
+train::Options resume_after_one_step(const Job& job, const SharedDir& dir) {
+  train::Options o;
+  o.steps = 1;
+  o.checkpoint_dir = dir.path;
+  job.run(o);
+  o.checkpoint_dir.clear();
+  o.resume = dir.path + "/" + train::step_file_name(1);
+  return o;
+}
+
 std::vector<std::string> names_in(const std::string& dir) {
   std::vector<std::string> n;
   for (const auto& e : fs::directory_iterator(dir)) n.push_back(e.path().filename().string());
@@ -173,12 +185,7 @@ TEST_CASE("optimizer: a resume with another optimizer is refused naming the chan
   const Job job;
   const mpi::Comm& world = job.world;
   const SharedDir dir(world, "scanshard-optim-");
-  train::Options o;
-  o.steps = 1;
-  o.checkpoint_dir = dir.path;
-  job.run(o);
-  o.checkpoint_dir.clear();
-  o.resume = dir.path + "/" + train::step_file_name(1);
+  train::Options o = resume_after_one_step(job, dir);
   o.adamw.lr = 2e-3f;
   o.schedule.warmup_steps = 5;
   CHECK_THROWS_WITH(job.run(o),
@@ -188,4 +195,66 @@ TEST_CASE("optimizer: a resume with another optimizer is refused naming the chan
   const auto r = job.run(o);
   CHECK(r.first_step == 1);
   CHECK(r.losses.size() == 1);
+}
+
+namespace {
+// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) bit by bit: the reference for the
+// runner's zlib CRC of the token ids, each as 4 little-endian bytes.
+std::uint32_t crc32_of_ids(const std::vector<std::int32_t>& ids) {
+  std::uint32_t c = 0xffffffffu;
+  for (std::int32_t id : ids)
+    for (int k = 0; k < 4; ++k) {
+      c ^= (static_cast<std::uint32_t>(id) >> (8 * k)) & 0xffu;
+      for (int bit = 0; bit < 8; ++bit) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+  return ~c;
+}
+}  // namespace
+
+TEST_CASE("data: the recorded identity is the whole token stream's CRC-32 at any rank count, from memory or a file",
+          "[train][job][data]") {
+  const Job job;
+  const std::vector<std::int32_t> ids(job.data.begin(), job.data.end());
+  const auto mem = train::Tokens(ids).check_vocab(job.m.vocab, &job.world);
+  CHECK(mem.path.empty());
+  CHECK(mem.bytes == 4 * static_cast<std::int64_t>(ids.size()));
+  CHECK(mem.crc32 == crc32_of_ids(ids));
+  const SharedDir dir(job.world, "scanshard-data-id-");
+  const std::string file = dir.path + "/corpus.bin";
+  if (job.world.rank() == 0) std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(job.data.data()), std::streamsize(job.data.size()));
+  job.world.barrier();
+  const auto disk = train::Tokens::open_file(file, train::TokenFormat::bytes, 10).check_vocab(job.m.vocab, &job.world);
+  CHECK(disk.path == file);
+  CHECK(disk.bytes == static_cast<std::int64_t>(job.data.size()));  // the file's size: one byte per token
+  CHECK(disk.crc32 == mem.crc32);                                      // the same ids
+  const auto back = train::parse_data_identity(disk.to_yaml(), "test");
+  CHECK(back.path == disk.path);
+  CHECK(back.bytes == disk.bytes);
+  CHECK(back.crc32 == disk.crc32);
+}
+
+TEST_CASE("data: a resume on other data is refused naming what changed, unless allowed", "[train][job][data]") {
+  const Job job;
+  const mpi::Comm& world = job.world;
+  const SharedDir dir(world, "scanshard-data-");
+  train::Options o = resume_after_one_step(job, dir);
+  CHECK(job.run(o).first_step == 1);  // the same data resumes
+  std::vector<std::uint8_t> edited = job.data;
+  edited[100] ^= 1;  // one token changed: the same size, another CRC
+  const auto n = static_cast<long long>(job.data.size());
+  CHECK_THROWS_WITH(train::run(job.m, job.p, edited, o, &world),
+                    Catch::Contains("/meta data: this run's data differs from the checkpoint's (tokens in memory → tokens in "
+                                    "memory: crc32 0x") &&
+                        !Catch::Contains("bytes ") && Catch::Contains("pass --allow-data-change"));
+  std::vector<std::uint8_t> longer = job.data;
+  longer.resize(job.data.size() + 7, 'a');
+  CHECK_THROWS_WITH(train::run(job.m, job.p, longer, o, &world),
+                    Catch::Contains("bytes " + std::to_string(4 * n) + " → " + std::to_string(4 * (n + 7))));
+  o.allow_data_change = true;
+  std::vector<std::string> notices;
+  o.notice = [&](const std::string& s) { notices.push_back(s); };
+  const auto r = train::run(job.m, job.p, edited, o, &world);
+  CHECK(r.first_step == 1);
+  REQUIRE(notices.size() == 1);
+  CHECK_THAT(notices[0], Catch::Contains("--allow-data-change"));
 }

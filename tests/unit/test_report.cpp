@@ -21,30 +21,15 @@
 
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "tests/unit/scratch.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result { int code; std::string out, err; };
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// A fresh directory per test case, removed at the end.
-struct Scratch {
-  fs::path dir;
-  explicit Scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("scanshard-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() { fs::remove_all(dir); }
-};
+using scanshard::testing::Result;
+using scanshard::testing::Scratch;
+using scanshard::testing::slurp;
 
 // The trace `scanshard train --trace` writes for hawk-tiny under the plan around `steps` ({wall_seconds, ops: [{phase, op, name, seconds}]}): step indices, a loss,
 // and each op called `calls` times per step (forward ops once per micro-batch).
