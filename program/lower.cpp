@@ -600,11 +600,18 @@ void lower_layer(const Ctx& c, std::int32_t layer, std::vector<Step>& fwd, std::
 void embedding(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width;
+  // Work as well as bytes: the lookup scales every element it copies (by sqrt(D) or 1), the
+  // scatter-add multiplies and adds every element into the table's gradient rows — one row at a
+  // time, repeated tokens hitting the same row, a rate far from a streaming kernel's that only an
+  // efficiency on this work can price (efficiency.ops.embedding). Bytes alone priced the step at
+  // the in-cache bandwidth, a third of the runner's time.
   Step f = e.base(Phase::forward, OpClass::embedding, ops::embedding, tensors::embed_table);
+  f.vector_flops = c.n * D;
   f.bytes_read = c.n * D * c.w + c.n * 4;
   f.bytes_written = c.n * D * c.a;
   e.fwd.push_back(f);
   Step b = e.base(Phase::backward, OpClass::embedding, ops::embedding, tensors::embed_table);  // scatter-add
+  b.vector_flops = 2 * c.n * D;
   b.bytes_read = c.n * D * c.a + c.n * D * c.g;
   b.bytes_written = c.n * D * c.g;
   e.bwd.push_back(b);
