@@ -318,8 +318,11 @@ void recurrent_block(Emit& e) {
   // efficiency when the cluster file has one, efficiency.ops.blockdiag)
   e.linear(tensors::rec_gate_a, Rb, Rb, R / Rb, ops::blockdiag);
   e.linear(tensors::rec_gate_x, Rb, Rb, R / Rb, ops::blockdiag);
-  // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
-  e.elementwise(OpClass::elementwise, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
+  // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a. Class scan: the fused
+  // scan kernel computes it per token (the runner's, and the paper's fused linear scan), so it runs
+  // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
+  // two together: priced at the elementwise value, the decay alone cost more than both measured).
+  e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
   e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
   e.elementwise(OpClass::elementwise, ops::mul, tensors::rec_gated, c.n * R, 2, 1, 1, true, ops::gelu_mul);
   e.linear(tensors::rec_wo, R, D);

@@ -208,7 +208,7 @@ inline constexpr std::array<OpKind, 43> kOpKinds = {{
     {ops::mul, OpClass::elementwise, "elementwise product"},
     {ops::reduce_scatter, OpClass::comm, "reduce-scatter (sum) over a mesh axis"},
     {ops::relu_sq, OpClass::elementwise, "squared ReLU (RWKV channel mix)"},
-    {ops::rglru_decay, OpClass::elementwise, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)"},
+    {ops::rglru_decay, OpClass::scan, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)"},
     {ops::rglru_scan, OpClass::scan, "RG-LRU linear recurrence"},
     {ops::rmsnorm, OpClass::norm, "RMSNorm"},
     {ops::rope, OpClass::elementwise, "rotary position embedding"},

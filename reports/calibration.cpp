@@ -163,7 +163,9 @@ std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>
     std::map<Trace::Key, std::size_t> index;  // key -> out position
     for (const auto* list : {&prog.forward, &prog.backward})
       for (const auto& s : *list) {
-        if (s.kind != StepKind::compute || s.cls != OpClass::gemm || is_tuned(s.kernel ? s.kernel : s.op)) continue;
+        // a pure GEMM: not a tuned kernel (blockdiag), no other work in the step (the logits' softmax
+        // statistics are priced at the elementwise value: their time would move the GEMM's point)
+        if (s.kind != StepKind::compute || s.cls != OpClass::gemm || is_tuned(s.kernel ? s.kernel : s.op) || s.vector_flops > 0) continue;
         const Trace::Key key{to_string(s.phase), s.op, s.name};
         auto [it, fresh] = index.emplace(key, out.size());
         if (fresh) {

@@ -96,7 +96,8 @@ struct GemmStepSample {
   double efficiency = 0;  // its own value (fit_gemm_curve)
   bool clamped = false;
 };
-// Every GEMM step of the plans (class gemm, not a tuned kernel such as blockdiag).
+// Every pure GEMM step of the plans (class gemm, no vector work: not the logits with their softmax
+// statistics; not a tuned kernel such as blockdiag).
 std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>& plans);
 
 // Seconds per training step of the trace cells `take` accepts: each cell's median over every run's
