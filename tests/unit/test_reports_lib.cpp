@@ -111,6 +111,46 @@ TEST_CASE("comparison of a 3-step trace: warm-up dropped, medians per group and 
           std::max(cmp.groups[i].predicted, cmp.groups[i].measured));
 }
 
+TEST_CASE("comparison of a sequence-parallel plan: rank 0 waits for the last shard at its first backward exchange", "[reports]") {
+  // RWKV-4 on sequence=2: the last shard alone re-runs its WKV chunk from the true incoming state
+  // (the carry fix), so it is slower; the simulator prices it, the groups are rank 0's. Reference:
+  // each shard's program priced step by step here; the difference must land in rank 0's first
+  // backward step on the sequence axis (the last layer's channel-mix token-shift halo).
+  const ModelSpec m = load_model("rwkv4-tiny");
+  Plan p = one_device_plan();
+  p.model = m.name;
+  p.mesh = parse_mesh("sequence=2", "test");
+  const ClusterSpec c = cluster_slice(load_cluster("cpu-local"), 2);
+  REQUIRE(c.chip.compute_jitter == 0);  // no sync wait spread over the meetings
+  const Network net(Topology(c), c, p.mesh, p.placement);
+  auto own = [&](std::int64_t rank) {
+    const StepProgram prog = lower(m, p, rank);
+    double t = 0;
+    for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
+      for (double s : step_seconds(*list, c, net, p.act_dtype)) t += s;
+    return t;
+  };
+  const double first = own(0), last = own(1);
+  REQUIRE(last > first);
+  MeasuredStep step;
+  step.wall_seconds = 1.0;
+  const Comparison cmp = compare(m, p, c, {step, step}, /*warm_up=*/false);
+  CHECK(cmp.predicted_step_seconds == Approx(last).epsilon(1e-9));
+  double groups_total = 0;
+  for (const auto& g : cmp.groups) groups_total += g.predicted;
+  CHECK(groups_total == Approx(last).epsilon(1e-9));
+  // the halo's own price: its forward and backward p2p steps on rank 0
+  const StepProgram prog0 = lower(m, p, 0);
+  double halo = 0;
+  for (const auto* list : {&prog0.forward, &prog0.backward}) {
+    const auto secs = step_seconds(*list, c, net, p.act_dtype);
+    for (std::size_t i = 0; i < list->size(); ++i)
+      if (std::string((*list)[i].name) == "cm.shift_halo") halo += secs[i];
+  }
+  CHECK(row(cmp, "cm.shift_halo").predicted == Approx(halo + (last - first)).epsilon(1e-9));
+  CHECK(row(cmp, "cm.shift_halo").cls == "comm");
+}
+
 TEST_CASE("validate plan set: 51 plans, quick keeps every third, each names its own model", "[reports][validate]") {
   const auto all = validation_plan_set(false), quick = validation_plan_set(true);
   REQUIRE(all.size() == 51);
