@@ -468,7 +468,9 @@ void transformer_mlp(Emit& e) {
   e.tensor_allreduce_bwd(tensors::mlp_in_grad);
   e.linear(tensors::mlp_w1, D, F);
   if (c.m.mlp == MlpKind::gelu) {
-    e.elementwise(OpClass::elementwise, ops::gelu, tensors::mlp_act, c.n * F, 1, 1, 8);
+    // the runner's gelu_mul kernel without its second operand (as the recurrent gate's gelu):
+    // priced with that kernel's own value when the chip has one, not the class's
+    e.elementwise(OpClass::elementwise, ops::gelu, tensors::mlp_act, c.n * F, 1, 1, 8, true, ops::gelu_mul);
   } else {  // swiglu: silu(x W1) ⊙ x W2
     e.linear(tensors::mlp_w2, D, F);
     e.elementwise(OpClass::elementwise, ops::silu_mul, tensors::mlp_act, c.n * F, 2, 1, 6);
