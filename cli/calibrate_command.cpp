@@ -7,14 +7,16 @@
 //
 // This file parses the arguments, runs the phases in order and prints. What is measured and how:
 // measure/microbench.hpp (sgemm, STREAM triad, FMA loop, launch overhead, the executor on
-// calibrate's own small plans for the per-class values and the GEMM curve, MPI collectives, jitter) and measure/probe.hpp (validate's drift reference). What
+// calibrate's own small plans for the per-class values and the GEMM curve, MPI collectives,
+// jitter) and measure/probe.hpp (validate's drift reference). What
 // it becomes in the cluster file: reports/calibration.hpp (peaks, the memory curve, class and
 // kernel efficiencies by bisection on the roofline price, collective fits through the simulator's
 // formulas, compute_jitter, the YAML text). The peaks are the best of repeated runs (a cluster
 // file describes the hardware, not the moment's load, recorded under measurements:
-// load_average_1min); the kernels' and collectives' times the median call. The text is read back
+// load_average_1min); each trace cell's and each collective's time the median call. The text is read back
 // by the strict cluster loader, then written to --out atomically (program/output_file.hpp).
-// --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
+// --quick: fewer shapes and repetitions, one pass of 2 steps per calibration plan, messages up to
+// 1 MiB (seconds, for tests).
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
