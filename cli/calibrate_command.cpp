@@ -6,15 +6,17 @@
 // single-threaded (OpenMP and OpenBLAS), on all ranks at once (as they will when training).
 //
 // This file parses the arguments, runs the phases in order and prints. What is measured and how:
-// measure/microbench.hpp (sgemm, STREAM triad, FMA loop, launch overhead, the executor's kernels
-// per op class, MPI collectives, jitter) and measure/probe.hpp (validate's drift reference). What
+// measure/microbench.hpp (sgemm, STREAM triad, FMA loop, launch overhead, the executor on
+// calibrate's own small plans for the per-class values and the GEMM curve, MPI collectives,
+// jitter) and measure/probe.hpp (validate's drift reference). What
 // it becomes in the cluster file: reports/calibration.hpp (peaks, the memory curve, class and
 // kernel efficiencies by bisection on the roofline price, collective fits through the simulator's
 // formulas, compute_jitter, the YAML text). The peaks are the best of repeated runs (a cluster
 // file describes the hardware, not the moment's load, recorded under measurements:
-// load_average_1min); the kernels' and collectives' times the median call. The text is read back
+// load_average_1min); each trace cell's and each collective's time the median call. The text is read back
 // by the strict cluster loader, then written to --out atomically (program/output_file.hpp).
-// --quick: fewer shapes and repetitions, messages up to 1 MiB (seconds, for tests).
+// --quick: fewer shapes and repetitions, one pass of 2 steps per calibration plan, messages up to
+// 1 MiB (seconds, for tests).
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
@@ -160,10 +162,14 @@ void run_calibrate(const CalibrateOptions& o) {
     chip.onchip_memory_bytes = l2 > 0 ? double(l2) : placeholder.chip.onchip_memory_bytes;
 
     // Per-class efficiencies, in dependency order.
-    phase();
-    r.kernels = measure::kernel_benches();
-    measure::time_kernel_benches(world, r.kernels, o.quick);
+    phase();  // the executor on calibrate's own plans
+    const auto plans = calibration_plan_set();
+    r.kernels = calibration_benches(plans);
+    r.gemm_steps = gemm_step_samples(plans);
+    measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
     fit_kernel_efficiencies(r.kernels, chip);
+    chip.efficiency.gemm_curve = fit_gemm_curve(r.gemm_steps, chip);
+    if (!chip.efficiency.gemm_curve.empty()) chip.efficiency.gemm = chip.efficiency.gemm_curve.back().second;
 
     TopologySpec topo = placeholder.topology;
     topo.kind = TopologyKind::islands;
@@ -207,9 +213,14 @@ void run_calibrate(const CalibrateOptions& o) {
       std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f (softmax %.3f)", e.gemm,
                     e.elementwise, e.norm, e.scan, e.attention, e.attention_softmax);
       t.add({"efficiency", effs});
+      if (!e.gemm_curve.empty()) {
+        std::string curve;
+        for (const auto& [flops, f] : e.gemm_curve) curve += (curve.empty() ? "" : "  ") + format_si(flops, "FLOP") + " " + fmt6(f);
+        t.add({"gemm by FLOPs of one GEMM", curve});
+      }
       std::string ops;
       for (const auto& [op, eff] : e.ops) { char b[32]; std::snprintf(b, sizeof b, " %.3g", eff); ops += (ops.empty() ? "" : "  ") + op + b; }
-      if (!ops.empty()) t.add({"efficiency of recurrence kernels", ops});
+      if (!ops.empty()) t.add({"efficiency of kernels priced on their own", ops});
       if (!r.comm.empty()) {
         for (const auto& c : r.comm)
           t.add({c.kind + " (fit)", format_seconds(c.fit.intercept > 0 ? c.fit.intercept : 0) + " + bytes / " +

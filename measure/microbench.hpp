@@ -5,10 +5,11 @@
 //     L2-sized to DRAM-sized (bench_triad), an FMA loop on registers (bench_vector_flops), a tiny
 //     kernel call (bench_launch_overhead): the best of repeated runs (other processes only ever slow
 //     a run down);
-//   * per op class, the kernels the runner's executor calls for one layer's steps (kernels::fast,
-//     same call pattern) on griffin-tiny / mqa-tiny / rwkv4-tiny / rwkv6-tiny / gpt-tiny shapes, 4
-//     sequences x 128 tokens (kernel_benches), timed round-robin after an L2 eviction pass, the
-//     median call (time_kernel_benches);
+//   * per op class: the runner's executor itself (train::run, one rank each, no MPI) on calibrate's
+//     own small plans (reports/calibration.hpp calibration_plan_set), every rank running the same
+//     plan at once (one core each, as validate's 2-rank plans keep both busy), a few passes of a
+//     few steps; the step trace gives each benchmark's and each GEMM step's seconds (the median
+//     step after each run's warm-up, mean over ranks) — the code it times is the code that trains;
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB, each
 //     call timed as a step makes it: after a stretch of sgemm, the ranks released together by a
 //     barrier (bench_mpi); the wait at an 8-byte all-reduce after such a stretch (measure_jitter).
@@ -30,12 +31,13 @@ double bench_vector_flops(bool quick);
 // Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).
 double bench_launch_overhead();
 
-// One layer's worth of each op class, run with the kernels and call pattern of the executor's
-// handlers; their descriptions name the program steps they stand for (program/steps.hpp).
-std::vector<KernelBench> kernel_benches();
-// Times every benchmark with a `run` (KernelBench::seconds: the median call, mean over ranks; an
-// entry without `run` takes the time of the entry before it). Every rank calls it.
-void time_kernel_benches(const mpi::Comm& world, std::vector<KernelBench>& benches, bool quick);
+// Runs every calibration plan `quick ? 1 : 5` times (2 or 4 steps each) on every rank at once;
+// traces[i]: plan i's runs on this rank.
+std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick);
+// Runs them and fills KernelBench::seconds and GemmStepSample::seconds (read_traces, mean over
+// ranks). Every rank calls it.
+void time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
+                            std::vector<GemmStepSample>& gemms, bool quick);
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);

@@ -63,13 +63,16 @@ struct Efficiency {
   // (grad_accumulate: a clear and a sum over every parameter per micro-batch, at 1/2-1/3 of the
   // class value) and the clear of a layer's gradient buffers (zero: cold memory, ~1/5 of the
   // rate the memory curve gives its size), and RWKV's token shifts (token_shift) and RWKV-6's
-  // data-dependent mixes (ddlerp), each ~1/2 of the class value. `scanshard calibrate` measures
+  // data-dependent mixes (ddlerp), each ~1/2 of the class value, and the embedding lookup with
+  // its scatter-add into the table's gradient (embedding) and the learned positions (add_positions):
+  // class embedding, priced with the elementwise value otherwise. `scanshard calibrate` measures
   // them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 17> kTunedOps = {
-    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag",       "adamw", "conv1d",      "rope", "softmax_xent",
-    "add",        "rmsnorm",   "layernorm", "gelu_mul",     "grad_accumulate", "zero",  "token_shift", "ddlerp"};
+inline constexpr std::array<const char*, 19> kTunedOps = {
+    "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag",       "adamw", "conv1d",      "rope",   "softmax_xent",
+    "add",        "rmsnorm",   "layernorm", "gelu_mul",     "grad_accumulate", "zero",  "token_shift", "ddlerp", "embedding",
+    "add_positions"};
 
 struct ChipSpec {
   std::string name;

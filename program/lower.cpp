@@ -320,8 +320,11 @@ void recurrent_block(Emit& e) {
   // efficiency when the cluster file has one, efficiency.ops.blockdiag)
   e.linear(tensors::rec_gate_a, Rb, Rb, R / Rb, ops::blockdiag);
   e.linear(tensors::rec_gate_x, Rb, Rb, R / Rb, ops::blockdiag);
-  // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a.
-  e.elementwise(OpClass::elementwise, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
+  // log a = −8·r·softplus(Λ), a, sqrt(1 − a²): reads the r gate, writes a. Class scan: the fused
+  // scan kernel computes it per token (the runner's, and the paper's fused linear scan), so it runs
+  // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
+  // two together: priced at the elementwise value, the decay alone cost more than both measured).
+  e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
   e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
   e.elementwise(OpClass::elementwise, ops::mul, tensors::rec_gated, c.n * R, 2, 1, 1, true, ops::gelu_mul);
   e.linear(tensors::rec_wo, R, D);
@@ -465,7 +468,9 @@ void transformer_mlp(Emit& e) {
   e.tensor_allreduce_bwd(tensors::mlp_in_grad);
   e.linear(tensors::mlp_w1, D, F);
   if (c.m.mlp == MlpKind::gelu) {
-    e.elementwise(OpClass::elementwise, ops::gelu, tensors::mlp_act, c.n * F, 1, 1, 8);
+    // the runner's gelu_mul kernel without its second operand (as the recurrent gate's gelu):
+    // priced with that kernel's own value when the chip has one, not the class's
+    e.elementwise(OpClass::elementwise, ops::gelu, tensors::mlp_act, c.n * F, 1, 1, 8, true, ops::gelu_mul);
   } else {  // swiglu: silu(x W1) ⊙ x W2
     e.linear(tensors::mlp_w2, D, F);
     e.elementwise(OpClass::elementwise, ops::silu_mul, tensors::mlp_act, c.n * F, 2, 1, 6);
@@ -600,11 +605,18 @@ void lower_layer(const Ctx& c, std::int32_t layer, std::vector<Step>& fwd, std::
 void embedding(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width;
+  // Work as well as bytes: the lookup scales every element it copies (by sqrt(D) or 1), the
+  // scatter-add multiplies and adds every element into the table's gradient rows — one row at a
+  // time, repeated tokens hitting the same row, a rate far from a streaming kernel's that only an
+  // efficiency on this work can price (efficiency.ops.embedding). Bytes alone priced the step at
+  // the in-cache bandwidth, a third of the runner's time.
   Step f = e.base(Phase::forward, OpClass::embedding, ops::embedding, tensors::embed_table);
+  f.vector_flops = c.n * D;
   f.bytes_read = c.n * D * c.w + c.n * 4;
   f.bytes_written = c.n * D * c.a;
   e.fwd.push_back(f);
   Step b = e.base(Phase::backward, OpClass::embedding, ops::embedding, tensors::embed_table);  // scatter-add
+  b.vector_flops = 2 * c.n * D;
   b.bytes_read = c.n * D * c.a + c.n * D * c.g;
   b.bytes_written = c.n * D * c.g;
   e.bwd.push_back(b);

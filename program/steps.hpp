@@ -54,7 +54,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(mul, "mul", elementwise, "elementwise product") \
   X(reduce_scatter, "reduce_scatter", comm, "reduce-scatter (sum) over a mesh axis") \
   X(relu_sq, "relu_sq", elementwise, "squared ReLU (RWKV channel mix)") \
-  X(rglru_decay, "rglru.decay", elementwise, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)") \
+  X(rglru_decay, "rglru.decay", scan, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)") \
   X(rglru_scan, "rglru.scan", scan, "RG-LRU linear recurrence") \
   X(rmsnorm, "rmsnorm", norm, "RMSNorm") \
   X(rope, "rope", elementwise, "rotary position embedding") \

@@ -4,14 +4,25 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
+#include <string_view>
 #include <stdexcept>
 
 #include "program/presets.hpp"
+#include "reports/compare.hpp"
+#include "reports/validation.hpp"
 #include "sim/cost.hpp"
 
 namespace scanshard {
 namespace {
+
+// [[x, fraction], ...] in flow style.
+std::string curve_text(const std::vector<std::pair<double, double>>& curve) {
+  std::string c;
+  for (const auto& [x, f] : curve) c += (c.empty() ? "[" : ", [") + fmt6(x) + ", " + fmt6(f) + "]";
+  return "[" + c + "]";
+}
 
 std::string yaml_string(const std::string& s) {
   std::string o = "\"";
@@ -27,31 +38,174 @@ std::string fmt6(double v) {
   return b;
 }
 
-Plan bench_plan(const std::string& model, ScanAlgo scan) {
+namespace {
+
+// A preset with `depth` layers (same widths), named for it.
+ModelSpec with_depth(const std::string& preset, std::int64_t depth) {
+  ModelSpec m = load_model(preset);
+  if (m.depth == depth) return m;
+  m.depth = depth;
+  m.name += "-l" + std::to_string(depth);
+  return m;
+}
+
+Plan one_device_plan(const ModelSpec& m, std::int64_t batch, std::int64_t seq_len) {
   Plan p;
-  p.scan = scan;
-  p.model = model;
-  p.global_batch = kBenchBatch;
-  p.micro_batch = kBenchBatch;
-  p.seq_len = kBenchSeq;
-  p.param_dtype = p.act_dtype = DType::fp32;
+  p.model = m.name;
+  p.global_batch = p.micro_batch = batch;
+  p.seq_len = seq_len;
+  p.param_dtype = p.act_dtype = DType::fp32;  // the runner computes in fp32
+  p.overlap = false;
   return p;
 }
 
-std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names,
-                              ScanAlgo scan) {
-  const StepProgram prog = lower(m, bench_plan(m.name, scan), 0);
-  auto wanted = [&](const Step& s) { return std::find(names.begin(), names.end(), std::string(s.name)) != names.end(); };
-  std::int32_t layer = -2;
-  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
-    for (const auto& s : *list)
-      if (layer == -2 && wanted(s)) layer = s.layer;
+bool is_tuned(const char* op) {
+  return std::any_of(kTunedOps.begin(), kTunedOps.end(), [&](const char* o) { return std::string_view(o) == op; });
+}
+
+}  // namespace
+
+std::vector<CalibrationPlan> calibration_plan_set() {
+  struct Row { const char* id; ModelSpec m; std::int64_t B, T; };
+  const std::vector<Row> rows = {
+      {"C01", load_model("griffin-tiny"), 5, 96},  // recurrent, recurrent, local attention
+      {"C02", with_depth("mqa-tiny", 1), 5, 96},
+      {"C03", with_depth("rwkv4-tiny", 1), 5, 96},
+      {"C04", with_depth("rwkv6-tiny", 1), 5, 96},
+      {"C05", with_depth("gpt-tiny", 1), 5, 96},
+      {"C06", with_depth("gpt-tiny", 1), 3, 64},  // the smallest GEMMs
+      {"C07", validation_variant("griffin-tiny", 64, 1), 5, 96},
+      {"C08", validation_variant("griffin-tiny", 256, 1), 5, 96},
+      {"C09", validation_variant("griffin-tiny", 256, 1), 6, 128},  // the largest GEMMs
+  };
+  std::vector<CalibrationPlan> out;
+  for (const auto& r : rows) out.push_back({r.id, r.m, one_device_plan(r.m, r.B, r.T)});
+  return out;
+}
+
+std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vector<std::string>& names) {
+  const StepProgram prog = lower(m, p, 0);
+  auto wanted = [&](const Step& s) {
+    return s.kind == StepKind::compute && std::find(names.begin(), names.end(), std::string(s.name)) != names.end();
+  };
   std::vector<Step> out;
-  for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
-    for (const auto& s : *list)
-      if (wanted(s) && s.layer == layer && s.kind == StepKind::compute) out.push_back(s);
+  for (std::int64_t mb = 0; mb < prog.micro_batches; ++mb)
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const auto& s : *list)
+        if (wanted(s)) out.push_back(s);
+  for (const auto& s : prog.step_end)
+    if (wanted(s)) out.push_back(s);
   if (out.empty()) throw std::runtime_error("calibrate: the lowering of " + m.name + " has no steps named " + names.front());
   return out;
+}
+
+std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>& plans) {
+  auto plan = [&](const char* id) -> const CalibrationPlan& {
+    for (const auto& c : plans)
+      if (c.id == id) return c;
+    throw std::logic_error(std::string("calibrate: no calibration plan ") + id);
+  };
+  // (class, plan, label, steps, own value: op, joins its class's fit too, the lowering's scan)
+  struct Spec { const char* cls; const char* plan; const char* group; std::vector<std::string> names; const char* op; bool also_class; ScanAlgo scan; };
+  using S = ScanAlgo;
+  const std::vector<Spec> specs = {
+      // A kernel that is the only one behind its op gets its own value (efficiency.ops) too: a
+      // class mixes kernels 25x apart per priced FLOP (RoPE's sin/cos tables against a residual add).
+      {"elementwise", "C01", "rec.gate + rec.gated", {tensors::rec_gate, tensors::rec_gated}, ops::gelu_mul, true, S::sequential},
+      {"elementwise", "C01", "rec.conv", {tensors::rec_conv}, ops::conv1d, true, S::sequential},
+      {"elementwise", "C01", "attn.rope", {tensors::attn_rope}, ops::rope, true, S::sequential},
+      {"elementwise", "C01", "loss", {tensors::loss}, ops::softmax_xent, true, S::sequential},
+      {"elementwise", "C01", "rec.residual + mlp.residual", {tensors::rec_residual, tensors::mlp_residual}, ops::add, true, S::sequential},
+      {"elementwise", "C01", "params (adamw)", {tensors::params}, ops::adamw, false, S::sequential},
+      {"elementwise", "C01", "grads (accumulate)", {tensors::grads}, ops::grad_accumulate, false, S::sequential},
+      {"elementwise", "C01", "grad_buffers (zero)", {tensors::grad_buffers}, ops::zero, false, S::sequential},
+      {"elementwise", "C03", "cm.shift (token_shift)", {tensors::cm_shift}, ops::token_shift, false, S::sequential},
+      {"elementwise", "C04", "tm.mix (ddlerp)", {tensors::tm_mix}, ops::ddlerp, false, S::sequential},
+      // the embedding lookup and its scatter-add (untied: no logits GEMM under the same name)
+      {"elementwise", "C03", "embed.table (embedding)", {tensors::embed_table}, ops::embedding, false, S::sequential},
+      {"elementwise", "C05", "embed.positions (add_positions)", {tensors::embed_positions}, ops::add_positions, false, S::sequential},
+      {"norm", "C03", "norm1 + norm2 (layernorm)", {tensors::norm1, tensors::norm2}, ops::layernorm, true, S::sequential},
+      {"norm", "C01", "norm1 + norm2 (rmsnorm)", {tensors::norm1, tensors::norm2}, ops::rmsnorm, true, S::sequential},
+      {"gemm", "C01", "mlp.w1 + w2 + act + w3", {tensors::mlp_w1, tensors::mlp_w2, tensors::mlp_act, tensors::mlp_w3}, "", false, S::sequential},
+      {"gemm", "C01", "rec.wx + wy + wo", {tensors::rec_wx, tensors::rec_wy, tensors::rec_wo}, "", false, S::sequential},
+      {"gemm", "C01", "rec.gate_a + gate_x (blockdiag)", {tensors::rec_gate_a, tensors::rec_gate_x}, ops::blockdiag, false, S::sequential},
+      {"scan", "C01", "rec.decay + rec.scan", {tensors::rec_decay, tensors::rec_scan}, "", false, S::sequential},
+      {"scan", "C03", "tm.wkv (wkv4.scan)", {tensors::tm_wkv}, ops::wkv4_scan, false, S::sequential},
+      // the runner calls RWKV-6's chunked kernel under either scan setting; the lowering prices
+      // the two forms differently, so both ops are fitted to the same run
+      {"scan", "C04", "tm.wkv (wkv6.scan)", {tensors::tm_wkv}, ops::wkv6_scan, false, S::sequential},
+      {"scan", "C04", "tm.wkv (wkv6.chunked)", {tensors::tm_wkv}, ops::wkv6_chunked, false, S::chunked},
+      // local (griffin-tiny) and global (mqa-tiny) at head size 32, and global at head size 16
+      // with two query heads per K/V head (gpt-tiny): twice the scores per matrix FLOP, so the
+      // per-score vector work (efficiency.attention_softmax) separates from the products'
+      {"attention", "C01", "attn.core (local)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
+      {"attention", "C02", "attn.core (global)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
+      {"attention", "C05", "attn.core (global, N 16)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
+  };
+  std::vector<KernelBench> out;
+  for (const auto& s : specs) {
+    const CalibrationPlan& c = plan(s.plan);
+    Plan priced = c.plan;
+    priced.scan = s.scan;
+    KernelBench k{s.cls, c.id, c.model.name, s.group, s.names, plan_steps(c.model, priced, s.names)};
+    k.op = s.op;
+    k.also_class = s.also_class;
+    k.scan = s.scan;
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>& plans) {
+  std::vector<GemmStepSample> out;
+  for (const auto& c : plans) {
+    const StepProgram prog = lower(c.model, c.plan, 0);
+    std::map<Trace::Key, std::size_t> index;  // key -> out position
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const auto& s : *list) {
+        // a pure GEMM: not a tuned kernel (blockdiag), no other work in the step (the logits' softmax
+        // statistics are priced at the elementwise value: their time would move the GEMM's point)
+        if (s.kind != StepKind::compute || s.cls != OpClass::gemm || is_tuned(s.kernel ? s.kernel : s.op) || s.vector_flops > 0) continue;
+        const Trace::Key key{to_string(s.phase), s.op, s.name};
+        auto [it, fresh] = index.emplace(key, out.size());
+        if (fresh) {
+          GemmStepSample g;
+          g.plan = c.id;
+          g.key = key;
+          g.m = s.m, g.n = s.n, g.k = s.k;
+          g.gemm_flops = 2.0 * double(s.m) * double(s.n) * double(s.k);
+          out.push_back(std::move(g));
+        }
+        out[it->second].steps.push_back(s);
+      }
+  }
+  return out;
+}
+
+double median_cell_seconds(const std::vector<Trace>& runs, const std::function<bool(const Trace::Key&)>& take) {
+  std::map<Trace::Key, std::vector<double>> per_cell;
+  for (const auto& run : runs)
+    for (std::size_t i = 1; i < run.steps().size(); ++i)
+      for (const auto& [key, cell] : run.steps()[i].cells)
+        if (take(key)) per_cell[key].push_back(cell.seconds);
+  double t = 0;
+  for (const auto& [key, v] : per_cell) t += stats::median(v);
+  return t;
+}
+
+void read_traces(const std::vector<CalibrationPlan>& plans, const std::vector<std::vector<Trace>>& traces,
+                 std::vector<KernelBench>& benches, std::vector<GemmStepSample>& gemms) {
+  auto runs_of = [&](const std::string& id) -> const std::vector<Trace>& {
+    for (std::size_t i = 0; i < plans.size(); ++i)
+      if (plans[i].id == id) return traces.at(i);
+    throw std::logic_error("calibrate: no calibration plan " + id);
+  };
+  for (auto& k : benches)
+    k.seconds = median_cell_seconds(runs_of(k.plan), [&](const Trace::Key& key) {
+      const auto& [phase, op, name] = key;
+      return step_name(op, name) == name && std::find(k.names.begin(), k.names.end(), name) != k.names.end();
+    });
+  for (auto& g : gemms) g.seconds = median_cell_seconds(runs_of(g.plan), [&](const Trace::Key& key) { return key == g.key; });
 }
 
 double& efficiency_field(Efficiency& e, const std::string& cls) {
@@ -97,7 +251,7 @@ void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip) {
   double total = 0;
   for (auto& k : benches)
     if (k.cls == "attention") {
-      att.emplace_back(named_steps(load_model(k.model), k.names), &k);
+      att.emplace_back(k.steps, &k);
       all.insert(all.end(), att.back().first.begin(), att.back().first.end());
       total += k.seconds;
     }
@@ -142,7 +296,7 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
   for (auto& k : benches) {
     if (k.op.empty()) continue;
     std::vector<Step> steps;
-    for (const auto& s : named_steps(load_model(k.model), k.names, k.scan))
+    for (const auto& s : k.steps)
       if (k.op == (s.kernel ? s.kernel : s.op)) steps.push_back(s);
     k.efficiency = fit_efficiency(steps, chip, k.op, k.seconds, &k.clamped);
     chip.efficiency.ops[k.op] = k.efficiency;
@@ -160,7 +314,7 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
     double total = 0;
     for (auto& k : benches) {
       if (k.cls != cls || (!k.op.empty() && !k.also_class)) continue;
-      const auto steps = named_steps(load_model(k.model), k.names);
+      const auto& steps = k.steps;
       bool clamped = false;
       const double eff = fit_efficiency(steps, fit_chip, cls, k.seconds, &clamped);
       if (k.op.empty()) k.efficiency = eff, k.clamped = clamped;  // a tuned kernel keeps its own value
@@ -172,6 +326,35 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
     chip.efficiency.ops = tuned;
   }
   fit_attention_softmax(benches, chip);
+}
+
+std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample>& samples, const ChipSpec& chip) {
+  ChipSpec flat = chip;  // each sample priced at one gemm value: its own
+  flat.efficiency.gemm_curve.clear();
+  std::vector<GemmStepSample*> sorted;
+  for (auto& g : samples) {
+    if (g.seconds <= 0 || g.steps.empty()) continue;
+    g.efficiency = fit_efficiency(g.steps, flat, "gemm", g.seconds, &g.clamped);
+    // clamped: priced at least its time at any value (memory-bound) or slower than the roofline
+    // allows at every value; either way it says nothing about the GEMM's rate
+    if (!g.clamped) sorted.push_back(&g);
+  }
+  std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->gemm_flops < b->gemm_flops; });
+  std::vector<std::pair<double, double>> curve;
+  for (std::size_t i = 0; i < sorted.size();) {
+    std::size_t j = i;
+    std::vector<Step> steps;
+    double seconds = 0, log_flops = 0;
+    for (; j < sorted.size() && sorted[j]->gemm_flops <= kGemmBinRatio * sorted[i]->gemm_flops; ++j) {
+      steps.insert(steps.end(), sorted[j]->steps.begin(), sorted[j]->steps.end());
+      seconds += sorted[j]->seconds;
+      log_flops += std::log(sorted[j]->gemm_flops);
+    }
+    bool clamped = false;
+    curve.emplace_back(std::exp(log_flops / double(j - i)), fit_efficiency(steps, flat, "gemm", seconds, &clamped));
+    i = j;
+  }
+  return curve;
 }
 
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
@@ -247,18 +430,16 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  launch_overhead_seconds: " << fmt6(chip.launch_overhead_seconds) << "\n"
     << "  compute_jitter: " << fmt6(chip.compute_jitter) << "   # rank-to-rank spread of compute time: waits at collectives\n"
     << "  efficiency:                     # roofline price of the runner's kernels = measured time\n"
-    << "    gemm: " << fmt6(chip.efficiency.gemm) << "\n"
+    << (chip.efficiency.gemm_curve.empty() ? "    gemm: " + fmt6(chip.efficiency.gemm) + "\n"
+                                           : "    gemm_curve: " + curve_text(chip.efficiency.gemm_curve) +
+                                                 "   # [FLOPs of one GEMM, fraction of peak]: the executor's GEMM steps, binned\n")
     << "    elementwise: " << fmt6(chip.efficiency.elementwise) << "\n"
     << "    scan: " << fmt6(chip.efficiency.scan) << "\n"
     << "    attention: " << fmt6(chip.efficiency.attention) << "\n"
     << "    attention_softmax: " << fmt6(chip.efficiency.attention_softmax) << "   # the attention core's per-score vector work\n"
     << "    norm: " << fmt6(chip.efficiency.norm) << "\n"
-    << "    memory_curve: [" << [&] {
-         std::string c;
-         for (const auto& [bytes, f] : chip.efficiency.memory_curve)
-           c += (c.empty() ? "[" : ", [") + fmt6(bytes) + ", " + fmt6(f) + "]";
-         return c;
-       }() << "]   # [bytes a step moves, fraction of memory_bytes_per_s]: the triad working sets\n"
+    << "    memory_curve: " << curve_text(chip.efficiency.memory_curve)
+    << "   # [bytes a step moves, fraction of memory_bytes_per_s]: the triad working sets\n"
     << "    network: " << fmt6(chip.efficiency.network) << "\n";
   if (!chip.efficiency.ops.empty()) {
     y << "    ops:                          # kernels priced with their own value (kTunedOps)\n";
@@ -290,10 +471,15 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  launch_overhead_seconds: " << fmt6(r.launch) << "\n"
     << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)
     << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
-    << "  kernels:                        # forward + backward of one layer, 4 x 128 tokens\n";
+    << "  kernels:                        # seconds per training step of a calibration plan (the executor's trace)\n";
   for (const auto& k : r.kernels)
-    y << "    - {class: " << k.cls << ", model: " << k.model << ", steps: " << yaml_string(k.group) << ", seconds: " << fmt6(k.seconds)
-      << ", efficiency: " << fmt6(k.efficiency) << ", clamped: " << (k.clamped ? "true" : "false") << "}\n";
+    y << "    - {class: " << k.cls << ", plan: " << k.plan << ", model: " << k.model << ", steps: " << yaml_string(k.group)
+      << ", seconds: " << fmt6(k.seconds) << ", efficiency: " << fmt6(k.efficiency) << ", clamped: " << (k.clamped ? "true" : "false")
+      << "}\n";
+  y << "  gemm_steps:                     # [plan, phase, op, name, m, n, k, layers, seconds per step, own gemm efficiency]\n";
+  for (const auto& g : r.gemm_steps)
+    y << "    - [" << g.plan << ", " << std::get<0>(g.key) << ", " << std::get<1>(g.key) << ", " << std::get<2>(g.key) << ", " << g.m
+      << ", " << g.n << ", " << g.k << ", " << g.steps.size() << ", " << fmt6(g.seconds) << ", " << fmt6(g.efficiency) << "]\n";
   if (net) {
     y << "  mpi:                            # bytes = buffer per rank (all-gather: the gathered result)\n";
     for (const auto& c : r.comm) {

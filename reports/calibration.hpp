@@ -6,11 +6,14 @@
 //     (the roofline ceiling) and efficiency.memory_curve = each working set's rate as a fraction
 //     of it; efficiency.memory = the largest working set's fraction.
 //   * per op class, the efficiency at which the roofline price (sim/cost.hpp compute_seconds) of
-//     a benchmark's program steps equals its measured time (fit_efficiency: bisection in log
-//     space, clamped to [1e-4, 1]); a class's value prices all its benchmarks' steps together
-//     (time-weighted). Order: elementwise, norm, gemm, scan, attention; then attention and
-//     attention_softmax together (fit_attention_softmax), then the tuned kernels' own values
-//     (efficiency.ops, kTunedOps) once every class is known.
+//     a benchmark's program steps equals the time the executor's trace gives them when it runs
+//     calibrate's own plans (calibration_plan_set: small, one to three layers, not validate's;
+//     fit_efficiency: bisection in log space, clamped to [1e-4, 1]); a class's value prices all
+//     its benchmarks' steps together (time-weighted). Order: the tuned kernels' own values
+//     (efficiency.ops, kTunedOps) first, then elementwise, norm, gemm, scan, attention; then
+//     attention and attention_softmax together (fit_attention_softmax); then
+//     efficiency.gemm_curve from every GEMM step of those plans by the FLOPs of one GEMM
+//     (fit_gemm_curve).
 //   * each collective's samples fitted to latency + bytes/bandwidth on relative residuals, and the
 //     island link implied through the simulator's formula for that collective on P devices
 //     (all-reduce 2(P−1)/P·b/bw + 2(P−1)·lat; all-gather, reduce-scatter (P−1)/P·b/bw + (P−1)·lat;
@@ -19,7 +22,7 @@
 //     normals]), capped at 0.5.
 //
 // For: calibrate (which measures, then calls these), tests. Not for: measuring (no kernels, no
-// MPI here: cli/calibrate_command.cpp times them), printing.
+// MPI here: measure/microbench.hpp runs the plans and the micro-benchmarks), printing.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -32,6 +35,7 @@
 #include "program/lower.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
+#include "program/trace.hpp"
 #include "reports/stats.hpp"
 
 namespace scanshard {
@@ -39,33 +43,72 @@ namespace scanshard {
 struct GemmSample { std::int64_t m, n, k; double seconds, flops_per_s; };
 struct TriadSample { double bytes, bytes_per_s; };
 
-// One kernel benchmark: which program steps it stands for (the description, filled by whoever
-// builds the closures), the closure that runs them (measurement side), and the fit (this file).
+// calibrate's own plans (not validate's: see calibration_plan_set), run by the executor on one
+// rank each; their traces are what the fits below read.
+struct CalibrationPlan {
+  std::string id;  // "C01", ...
+  ModelSpec model;
+  Plan plan;
+};
+// One device each (data=1), one micro-batch, fp32, sequential scan, no overlap; one or few layers
+// per family (griffin-tiny's 3 layers for its local-attention layer, the others 1), widths 64–256
+// for the GEMM curve, 5 sequences x 96 tokens (and 3 x 64, 6 x 128 for smaller and larger GEMMs).
+// Validate's 51 plans use other depths (2–6), batches and sequence lengths (none has 96 tokens,
+// or a micro-batch of 3, 5 or 6), so the loop calibrates on one set of programs and is scored on
+// another.
+std::vector<CalibrationPlan> calibration_plan_set();
+
+// The compute steps of rank 0's program of (m, p) whose name is in `names`, every layer's, as
+// many times as one training step runs them (forward and backward once per micro-batch, the
+// step end once): what a trace sums under those names. std::runtime_error when there are none.
+std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vector<std::string>& names);
+
+// One kernel benchmark: a group of program steps of one calibration plan (forward and backward of
+// every layer that has them), their priced steps, and their time in the executor's trace.
 struct KernelBench {
   std::string cls;      // efficiency field fitted: elementwise, norm, gemm, scan, attention
-  std::string model;    // preset whose shapes (and lowering) are used
+  std::string plan;     // the calibration plan (CalibrationPlan::id) whose trace times it
+  std::string model;    // that plan's model (a label)
   std::string group;    // label: the program steps the kernels implement
-  std::vector<std::string> names;  // those steps' names (forward and backward of one layer)
-  std::function<void()> run;  // the kernels train/executor.cpp calls for them, one micro-batch
-  double seconds = 0;   // measured (median of repeated cold calls, mean over ranks)
+  std::vector<std::string> names;  // those steps' names
+  std::vector<Step> steps{};  // plan_steps of them (lowered with `scan`)
+  double seconds = 0;   // measured per training step (median over steps, mean over ranks)
   double efficiency = 0;
   bool clamped = false;
   std::string op{};  // non-empty: fits efficiency.ops[op], its own value (kTunedOps) ...
   bool also_class = false;  // ... and, if set, joins its class's fit too (else only its own)
-  // Inputs that the step's previous op has just written (the forward input, the incoming
-  // gradient): rewritten, untimed, after the eviction pass, so they are in cache as in a step.
-  std::vector<std::pair<float*, std::size_t>> hot{};
-  ScanAlgo scan = ScanAlgo::sequential;  // the plan whose lowering prices it
+  ScanAlgo scan = ScanAlgo::sequential;  // the lowering that prices it (the run is always sequential)
 };
 
-// The benchmarks' shapes: 4 sequences x 128 tokens, one micro-batch, fp32.
-inline constexpr std::int64_t kBenchBatch = 4, kBenchSeq = 128;
-Plan bench_plan(const std::string& model, ScanAlgo scan = ScanAlgo::sequential);
+// calibrate's benchmarks on the calibration plans (steps filled, seconds 0).
+std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>& plans);
 
-// Compute steps named in `names` (forward, backward and step end), of the first layer that has
-// them (−1 for the embedding, head, loss and optimizer). std::runtime_error when there are none.
-std::vector<Step> named_steps(const ModelSpec& m, const std::vector<std::string>& names,
-                              ScanAlgo scan = ScanAlgo::sequential);
+// One GEMM step of a calibration plan as the trace keys it (phase, op, name): its priced steps
+// (one per layer that has it), its measured seconds and the FLOPs of one of its GEMMs (2·m·n·k),
+// the x of efficiency.gemm_curve.
+struct GemmStepSample {
+  std::string plan;
+  Trace::Key key;
+  std::vector<Step> steps;
+  std::int64_t m = 0, n = 0, k = 0;
+  double gemm_flops = 0;
+  double seconds = 0;
+  double efficiency = 0;  // its own value (fit_gemm_curve)
+  bool clamped = false;
+};
+// Every pure GEMM step of the plans (class gemm, no vector work: not the logits with their softmax
+// statistics; not a tuned kernel such as blockdiag).
+std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>& plans);
+
+// Seconds per training step of the trace cells `take` accepts: each cell's median over every run's
+// steps after its first (a warm-up), all runs together (one Trace per run), summed over the cells
+// (0 without any). Per cell, not the median of per-step sums: a process switch (~40-80 ms on a
+// loaded machine) lands in one call, and in a sum over many cells it would spoil most steps.
+double median_cell_seconds(const std::vector<Trace>& runs, const std::function<bool(const Trace::Key&)>& take);
+// KernelBench::seconds and GemmStepSample::seconds from each calibration plan's traces
+// (traces[i]: plan i's runs on this rank).
+void read_traces(const std::vector<CalibrationPlan>& plans, const std::vector<std::vector<Trace>>& traces,
+                 std::vector<KernelBench>& benches, std::vector<GemmStepSample>& gemms);
 
 // The efficiency field `cls` names: an op class, or a tuned kernel's op (efficiency.ops).
 double& efficiency_field(Efficiency& e, const std::string& cls);
@@ -87,6 +130,15 @@ inline constexpr std::array<const char*, 5> kCalibratedClasses = {"elementwise",
 // that has a tuned value (the gemm benchmark's gelu ⊙) are priced with that value while its class
 // is fitted, as the simulator prices them.
 void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip);
+
+// efficiency.gemm_curve from the executor's own GEMM steps: each sample's own value (the gemm
+// efficiency at which its steps' roofline price equals its time, every other field as `chip` has
+// it), then the samples whose value is not clamped (a memory-bound step's price does not depend on
+// it) sorted by the FLOPs of one GEMM and pooled into bins no wider than a factor kGemmBinRatio;
+// one point per bin, at the bin's time-weighted value (fit_efficiency on its steps together) and
+// the geometric mean of its FLOPs. Empty without such samples.
+inline constexpr double kGemmBinRatio = 1.5;
+std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample>& samples, const ChipSpec& chip);
 
 // The chip from its peaks: the best sgemm and triad rates, the memory curve. memory_bytes and
 // onchip_memory_bytes as given (the caller reads them from the machine).
@@ -118,6 +170,7 @@ struct CalibrationMeasurements {
   double vector_flops = 0, launch = 0;
   double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
+  std::vector<GemmStepSample> gemm_steps;
   std::vector<CommFit> comm;
   Jitter jitter;
   double seconds = 0;

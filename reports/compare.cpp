@@ -54,6 +54,31 @@ std::string op_group(const std::string& name) {
   return name;
 }
 
+namespace {
+
+// Sequence shards: the simulator prices the last shard (the slowest: it alone re-runs its WKV
+// chunk from the true incoming state, and every later shard's work waits on the carry from the
+// ones before), while the groups are rank 0's program. Rank 0's sends in forward do not wait
+// (eager, nothing to receive from the right), so it runs ahead and waits at its first backward
+// exchange with a later shard (the last layer's token-shift or Conv1D halo gradient, or the carry)
+// for the difference. The trace measures that wait there, so the prediction puts it there.
+void wait_for_later_shards(const StepProgram& prog, double step_seconds, std::map<std::string, double>& predicted,
+                           std::map<std::string, std::map<std::string, double>>& class_seconds) {
+  double own = 0;
+  for (const auto& [g, s] : predicted) own += s;
+  const double behind = step_seconds - own;
+  if (behind <= 0) return;
+  for (const auto& st : prog.backward)
+    if (st.kind != StepKind::compute && st.axis == Axis::sequence) {
+      const std::string g = op_group(step_name(st.op, st.name));
+      predicted[g] += behind;
+      class_seconds[g]["comm"] += behind;
+      return;
+    }
+}
+
+}  // namespace
+
 Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
                    bool warm_up) {
   if (steps.empty()) throw ConfigError("compare: no measured steps");
@@ -114,6 +139,8 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
         class_seconds[g]["comm"] += wait * share / total;
       }
   }
+
+  if (p.mesh[Axis::pipeline] == 1 && p.mesh[Axis::sequence] > 1) wait_for_later_shards(prog, out.predicted_step_seconds, predicted, class_seconds);
 
   // Measured: median over the steps after the warm-up, per group and for the wall time.
   const std::size_t first = warm_up && steps.size() > 1 ? 1 : 0;

@@ -111,6 +111,46 @@ TEST_CASE("comparison of a 3-step trace: warm-up dropped, medians per group and 
           std::max(cmp.groups[i].predicted, cmp.groups[i].measured));
 }
 
+TEST_CASE("comparison of a sequence-parallel plan: rank 0 waits for the last shard at its first backward exchange", "[reports]") {
+  // RWKV-4 on sequence=2: the last shard alone re-runs its WKV chunk from the true incoming state
+  // (the carry fix), so it is slower; the simulator prices it, the groups are rank 0's. Reference:
+  // each shard's program priced step by step here; the difference must land in rank 0's first
+  // backward step on the sequence axis (the last layer's channel-mix token-shift halo).
+  const ModelSpec m = load_model("rwkv4-tiny");
+  Plan p = one_device_plan();
+  p.model = m.name;
+  p.mesh = parse_mesh("sequence=2", "test");
+  const ClusterSpec c = cluster_slice(load_cluster("cpu-local"), 2);
+  REQUIRE(c.chip.compute_jitter == 0);  // no sync wait spread over the meetings
+  const Network net(Topology(c), c, p.mesh, p.placement);
+  auto own = [&](std::int64_t rank) {
+    const StepProgram prog = lower(m, p, rank);
+    double t = 0;
+    for (const auto* list : {&prog.forward, &prog.backward, &prog.step_end})
+      for (double s : step_seconds(*list, c, net, p.act_dtype)) t += s;
+    return t;
+  };
+  const double first = own(0), last = own(1);
+  REQUIRE(last > first);
+  MeasuredStep step;
+  step.wall_seconds = 1.0;
+  const Comparison cmp = compare(m, p, c, {step, step}, /*warm_up=*/false);
+  CHECK(cmp.predicted_step_seconds == Approx(last).epsilon(1e-9));
+  double groups_total = 0;
+  for (const auto& g : cmp.groups) groups_total += g.predicted;
+  CHECK(groups_total == Approx(last).epsilon(1e-9));
+  // the halo's own price: its forward and backward p2p steps on rank 0
+  const StepProgram prog0 = lower(m, p, 0);
+  double halo = 0;
+  for (const auto* list : {&prog0.forward, &prog0.backward}) {
+    const auto secs = step_seconds(*list, c, net, p.act_dtype);
+    for (std::size_t i = 0; i < list->size(); ++i)
+      if (std::string((*list)[i].name) == "cm.shift_halo") halo += secs[i];
+  }
+  CHECK(row(cmp, "cm.shift_halo").predicted == Approx(halo + (last - first)).epsilon(1e-9));
+  CHECK(row(cmp, "cm.shift_halo").cls == "comm");
+}
+
 TEST_CASE("validate plan set: 57 plans, quick keeps every third, each names its own model", "[reports][validate]") {
   const auto all = validation_plan_set(false), quick = validation_plan_set(true);
   REQUIRE(all.size() == 57);
@@ -235,16 +275,17 @@ TEST_CASE("calibrate fits: jitter from the wait at a collective, E of the max of
 }
 
 TEST_CASE("calibrate fits: the efficiency at which the roofline price equals the measured time", "[reports][calibrate]") {
-  const ModelSpec m = load_model("griffin-tiny");
-  const auto steps = named_steps(m, {"mlp.w1", "mlp.w2"});
-  REQUIRE_FALSE(steps.empty());
+  const CalibrationPlan c = calibration_plan_set().front();
+  const auto steps = plan_steps(c.model, c.plan, {"mlp.w1", "mlp.w2"});
+  // mlp.w1 and mlp.w2: forward, dx and dw of every layer (one micro-batch)
+  CHECK(steps.size() == 2 * 3 * static_cast<std::size_t>(c.model.depth));
   for (const auto& s : steps) CHECK(s.kind == StepKind::compute);
   ChipSpec chip = load_cluster("cpu-local").chip;
   auto price = [&](double eff) {
-    ChipSpec c = chip;
-    efficiency_field(c.efficiency, "gemm") = eff;
+    ChipSpec ch = chip;
+    efficiency_field(ch.efficiency, "gemm") = eff;
     double t = 0;
-    for (const auto& s : steps) t += compute_seconds(s, c, DType::fp32);
+    for (const auto& s : steps) t += compute_seconds(s, ch, DType::fp32);
     return t;
   };
   // A measured time between the prices at efficiency 1 and 1e-4: the fit prices it back.
@@ -256,50 +297,166 @@ TEST_CASE("calibrate fits: the efficiency at which the roofline price equals the
   // Faster than the roofline allows: clamped at 1.
   CHECK(fit_efficiency(steps, chip, "gemm", 0.5 * price(1.0), &clamped) == 1.0);
   CHECK(clamped);
-  CHECK_THROWS(named_steps(m, {"no.such.step"}));
+  CHECK_THROWS(plan_steps(c.model, c.plan, {"no.such.step"}));
 }
 
-TEST_CASE("calibrate fits: benchmarks timed on a known chip give that chip back, a gemm bench's gelu priced once", "[reports][calibrate]") {
-  // Independent reference: a chip with chosen efficiencies prices each benchmark's steps; those
-  // prices are the "measured" seconds. The fit must recover the chosen values, including the gemm
-  // value of a benchmark (the gated MLP) that also runs a tuned elementwise kernel (gelu ⊙), while
-  // the elementwise class mixes kernels of different speeds (gelu ⊙ and Conv1D).
-  const ModelSpec g = load_model("griffin-tiny");
+namespace {
+
+// The trace the executor would record for `runs` runs of `steps` steps of a calibration plan if
+// every compute step took exactly its roofline price on `chip`: the synthetic measurement.
+std::vector<Trace> priced_traces(const CalibrationPlan& c, const ChipSpec& chip, int runs, int steps) {
+  const StepProgram prog = lower(c.model, c.plan, 0);
+  std::vector<Trace> out(static_cast<std::size_t>(runs));
+  for (auto& t : out)
+    for (int s = 0; s < steps; ++s) {
+      for (std::int64_t mb = 0; mb < prog.micro_batches; ++mb)
+        for (const auto* list : {&prog.forward, &prog.backward})
+          for (const auto& st : *list)
+            if (st.kind == StepKind::compute) t.add(to_string(st.phase), st.op, st.name, compute_seconds(st, chip, DType::fp32));
+      for (const auto& st : prog.step_end)
+        if (st.kind == StepKind::compute) t.add(to_string(st.phase), st.op, st.name, compute_seconds(st, chip, DType::fp32));
+      // a warm-up far slower than the rest: read_traces must skip it
+      if (s == 0) t.add("forward", "linear", "mlp.w1", 1.0);
+      t.end_step(s, 0, 0);
+    }
+  return out;
+}
+
+double class_value(Efficiency e, const std::string& cls) { return efficiency_field(e, cls); }
+
+// A chip whose every tuned kernel that calibrate benchmarks has its own value, and whose GEMMs
+// follow a curve by FLOPs: the truth the round trip must give back.
+ChipSpec known_chip(const std::vector<KernelBench>& benches) {
   ChipSpec truth = load_cluster("cpu-local").chip;
+  // memory fast enough that no step is memory-bound: every efficiency moves its steps' price
+  truth.memory_bytes_per_s = 1e16;
   truth.efficiency.ops.clear();
-  truth.efficiency.gemm = 0.7;
   truth.efficiency.elementwise = 0.05;
-  truth.efficiency.ops["gelu_mul"] = 0.012;
-  truth.efficiency.ops["conv1d"] = 0.09;
-  auto priced = [&](const std::vector<std::string>& names) {
+  truth.efficiency.norm = 0.08;
+  truth.efficiency.scan = 0.03;
+  truth.efficiency.attention = 0.3;
+  truth.efficiency.attention_softmax = 0.02;
+  truth.efficiency.gemm_curve = {{1e6, 0.15}, {3e7, 0.5}, {3e8, 0.75}};
+  truth.efficiency.gemm = truth.efficiency.gemm_curve.back().second;
+  // Kernels fitted as their own value only get values of their own; those that also join their
+  // class's fit (also_class) run at the class value, so that the class's fit (their time-weighted
+  // mix) is the value the class's other steps (the RG-LRU decay, the logits' softmax statistics)
+  // are priced at, and it can be recovered.
+  double v = 0.01;
+  for (const auto& k : benches)
+    if (!k.op.empty()) truth.efficiency.ops[k.op] = k.also_class ? class_value(truth.efficiency, k.cls) : (v *= 1.3);
+  return truth;
+}
+
+}  // namespace
+
+TEST_CASE("calibrate fits: a trace's cells, each its median step after each run's warm-up, runs pooled, summed", "[reports][calibrate]") {
+  // Independent reference: the median written out by hand from the values below.
+  std::vector<Trace> runs(2);
+  const std::vector<std::vector<double>> w1 = {{9.0, 1.0, 3.0}, {8.0, 2.0, 5.0}};  // per run, per step: mlp.w1
+  const std::vector<std::vector<double>> dx = {{9.0, 0.5, 4.0}, {8.0, 0.5, 0.5}};  // its dx: one disturbed call
+  for (std::size_t r = 0; r < 2; ++r)
+    for (std::size_t s = 0; s < 3; ++s) {
+      runs[r].add("forward", "linear", "mlp.w1", w1[r][s]);
+      runs[r].add("backward", "linear.dx", "mlp.w1", dx[r][s]);
+      runs[r].add("forward", "linear", "mlp.w2", 100.0);
+      runs[r].end_step(static_cast<long>(s), 0, 0);
+    }
+  auto w1_cells = [](const Trace::Key& k) { return std::get<2>(k) == "mlp.w1"; };
+  // after the warm-ups, per cell: forward 1, 3, 2, 5 -> median 2.5; dx 0.5, 4, 0.5, 0.5 -> 0.5
+  // (the median of the per-step sums 1.5, 7, 2.5, 5.5 would be 4)
+  CHECK(median_cell_seconds(runs, w1_cells) == Approx(2.5 + 0.5));
+  CHECK(median_cell_seconds(runs, [](const Trace::Key&) { return false; }) == 0);
+  CHECK(median_cell_seconds({}, w1_cells) == 0);
+}
+
+TEST_CASE("calibrate fits: traces priced on a known chip give that chip back, a gemm bench's gelu priced once", "[reports][calibrate]") {
+  // Independent reference: a chip with chosen efficiencies prices every compute step of every
+  // calibration plan; those prices are the executor's "measured" trace. Reading the traces and
+  // fitting must recover the chosen values: every tuned kernel's own value, the scan class, the
+  // attention pair, and each GEMM step's point on the chosen curve — including the gemm class of
+  // a benchmark (the gated MLP) that also runs a tuned elementwise kernel (gelu ⊙).
+  const auto plans = calibration_plan_set();
+  auto benches = calibration_benches(plans);
+  auto gemms = gemm_step_samples(plans);
+  const ChipSpec truth = known_chip(benches);
+  std::vector<std::vector<Trace>> traces;
+  for (const auto& c : plans) traces.push_back(priced_traces(c, truth, 2, 3));
+  read_traces(plans, traces, benches, gemms);
+  for (const auto& k : benches) {
+    INFO(k.group);
     double t = 0;
-    for (const auto& s : named_steps(g, names)) t += compute_seconds(s, truth, DType::fp32);
-    return t;
-  };
-  auto bench = [&](const char* cls, std::vector<std::string> names, const char* op) {
-    KernelBench k{cls, g.name, "test", names, {}};
-    k.seconds = priced(names);
-    if (op) k.op = op, k.also_class = true;
-    return k;
-  };
-  std::vector<KernelBench> benches = {
-      bench("elementwise", {tensors::rec_gate, tensors::rec_gated}, "gelu_mul"),
-      bench("elementwise", {tensors::rec_conv}, "conv1d"),
-      bench("gemm", {tensors::mlp_w1, tensors::mlp_w2, tensors::mlp_act, tensors::mlp_w3}, nullptr),
-  };
+    for (const auto& s : k.steps) t += compute_seconds(s, truth, DType::fp32);
+    // the chunked WKV entry is priced by another lowering than the one that ran
+    if (k.scan == ScanAlgo::sequential) CHECK(k.seconds == Approx(t).epsilon(1e-9));
+  }
+
   ChipSpec fitted = truth;
   fitted.efficiency.ops.clear();
-  fitted.efficiency.gemm = fitted.efficiency.elementwise = 0.5;  // start away from the truth
+  fitted.efficiency.gemm_curve.clear();
+  fitted.efficiency.gemm = fitted.efficiency.scan = fitted.efficiency.attention = fitted.efficiency.elementwise =
+      fitted.efficiency.norm = 0.5;  // start away from the truth
+  fitted.efficiency.attention_softmax = 0;
   fit_kernel_efficiencies(benches, fitted);
-  CHECK(fitted.efficiency.ops.at("gelu_mul") == Approx(0.012).epsilon(1e-6));
-  CHECK(fitted.efficiency.ops.at("conv1d") == Approx(0.09).epsilon(1e-6));
-  CHECK(fitted.efficiency.gemm == Approx(0.7).epsilon(1e-6));
-  CHECK(benches[2].efficiency == Approx(0.7).epsilon(1e-6));
-  // The class value lies between its two kernels' values (time-weighted), and the tuned benches
-  // record their own values.
-  CHECK(fitted.efficiency.elementwise > 0.012);
-  CHECK(fitted.efficiency.elementwise < 0.09);
-  CHECK(benches[0].efficiency == Approx(0.012).epsilon(1e-6));
+  for (const auto& k : benches)
+    if (!k.op.empty() && k.scan == ScanAlgo::sequential) {
+      INFO(k.op);
+      CHECK(fitted.efficiency.ops.at(k.op) == Approx(truth.efficiency.ops.at(k.op)).epsilon(1e-6));
+      CHECK(k.efficiency == Approx(truth.efficiency.ops.at(k.op)).epsilon(1e-6));
+    }
+  for (const char* cls : {"elementwise", "norm", "scan"}) {
+    INFO(cls);
+    CHECK(class_value(fitted.efficiency, cls) == Approx(class_value(truth.efficiency, cls)).epsilon(1e-6));
+  }
+  // the attention pair: a grid search refined twice (1e-3 of the log range)
+  CHECK(fitted.efficiency.attention_softmax == Approx(truth.efficiency.attention_softmax).epsilon(2e-2));
+  CHECK(fitted.efficiency.attention == Approx(truth.efficiency.attention).epsilon(2e-2));
+
+  fitted.efficiency.gemm_curve = fit_gemm_curve(gemms, fitted);
+  const auto& tc = truth.efficiency.gemm_curve;
+  double max_slope = 0;
+  for (std::size_t i = 1; i < tc.size(); ++i)
+    max_slope = std::max(max_slope, (tc[i].second - tc[i - 1].second) / std::log(tc[i].first / tc[i - 1].first));
+  REQUIRE(fitted.efficiency.gemm_curve.size() >= 3);
+  for (std::size_t i = 1; i < fitted.efficiency.gemm_curve.size(); ++i)
+    CHECK(fitted.efficiency.gemm_curve[i].first > fitted.efficiency.gemm_curve[i - 1].first);
+  for (const auto& g : gemms) {
+    INFO(std::get<1>(g.key) << " " << std::get<2>(g.key) << " of " << g.plan);
+    // each sample's own value is the curve's at its FLOPs (its steps share one shape) ...
+    CHECK(g.efficiency == Approx(truth.efficiency.gemm_at(g.gemm_flops)).epsilon(1e-6));
+    // ... and the binned curve prices it within what a bin's width allows: the truth moves by at
+    // most (steepest slope per log FLOPs) · log(kGemmBinRatio) inside a bin
+    double fit_t = 0, true_t = 0;
+    for (const auto& s : g.steps) {
+      fit_t += compute_seconds(s, fitted, DType::fp32);
+      true_t += compute_seconds(s, truth, DType::fp32);
+    }
+    CHECK(fit_t == Approx(true_t).epsilon(max_slope * std::log(kGemmBinRatio) / 0.15));
+  }
+  // The GEMMs span the curve: gpt-tiny's width-64 steps below 3e7 FLOPs, width-256 ones above.
+  const auto [lo, hi] = std::minmax_element(gemms.begin(), gemms.end(), [](const auto& a, const auto& b) { return a.gemm_flops < b.gemm_flops; });
+  CHECK(lo->gemm_flops < 1e7);
+  CHECK(hi->gemm_flops > 3e8);
+}
+
+TEST_CASE("calibrate fits: a flat GEMM truth gives a flat curve at that value", "[reports][calibrate]") {
+  const auto plans = calibration_plan_set();
+  auto gemms = gemm_step_samples(plans);
+  ChipSpec truth = load_cluster("cpu-local").chip;
+  truth.efficiency.ops.clear();
+  truth.efficiency.gemm_curve.clear();
+  truth.efficiency.gemm = 0.42;
+  std::vector<std::vector<Trace>> traces;
+  for (const auto& c : plans) traces.push_back(priced_traces(c, truth, 1, 2));
+  std::vector<KernelBench> none;
+  read_traces(plans, traces, none, gemms);
+  // cpu-local's memory: some small GEMMs are memory-bound at 0.42 (their value clamps and is left
+  // out of the curve), and the rest give 0.42 back
+  const auto curve = fit_gemm_curve(gemms, truth);
+  REQUIRE_FALSE(curve.empty());
+  for (const auto& [flops, eff] : curve) CHECK(eff == Approx(0.42).epsilon(1e-6));
+  std::vector<GemmStepSample> empty;
+  CHECK(fit_gemm_curve(empty, truth).empty());
 }
 
 TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read back by the strict loader", "[reports][calibrate]") {
@@ -337,4 +494,10 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
   CHECK(back.chip.memory_bytes_per_s == 4e9);
   CHECK(back.chip.efficiency.gemm == 0.5);
   CHECK(back.chip.efficiency.ops.at("rglru.scan") == 0.25);
+  // a GEMM curve is written in place of the scalar (the loader takes one or the other)
+  chip.efficiency.gemm_curve = {{1e6, 0.25}, {1e9, 0.5}};
+  const ClusterSpec curved = parse_cluster_text(calibrated_cluster_yaml("test-cluster", true, r, chip, topo, "host", "2026-01-01T00:00:00Z"),
+                                                "calibrated.yaml");
+  CHECK(curved.chip.efficiency.gemm_curve == chip.efficiency.gemm_curve);
+  CHECK(curved.chip.efficiency.gemm == 0.5);
 }

@@ -18,8 +18,8 @@
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/steps.hpp"
-#include "measure/microbench.hpp"
 #include "reports/calibration.hpp"
+#include "reports/validation.hpp"
 #include "train/executor.hpp"
 #include "train/runner.hpp"
 
@@ -146,15 +146,15 @@ TEST_CASE("the executor reports a missing handler: an unknown step, and a GEMM f
 }
 
 TEST_CASE("calibrate's kernel benchmarks name lowered steps, and each tuned one finds steps with its kernel tag", "[steps]") {
-  const auto benches = measure::kernel_benches();
+  const auto benches = calibration_benches(calibration_plan_set());  // plan_steps throws on a name no step has
   REQUIRE_FALSE(benches.empty());
   std::set<std::string> tuned;
   for (const auto& b : benches) {
     INFO(b.group << " on " << b.model);
     CHECK(std::find(kCalibratedClasses.begin(), kCalibratedClasses.end(), b.cls) != kCalibratedClasses.end());
     for (const auto& n : b.names) CHECK(is_step_name(n));
-    std::vector<Step> steps;
-    REQUIRE_NOTHROW(steps = named_steps(load_model(b.model), b.names, b.scan));
+    const auto& steps = b.steps;
+    REQUIRE_FALSE(steps.empty());
     // A benchmark in its class's fit must contain steps that class prices (the others in it, the
     // MLP's gelu ⊙ or the RG-LRU's fused decay, are priced with their own, already fitted, class):
     // else the bisection on the class would move nothing and clamp.
@@ -168,4 +168,26 @@ TEST_CASE("calibrate's kernel benchmarks name lowered steps, and each tuned one 
     tuned.insert(b.op);
   }
   CHECK(tuned.size() >= 10);  // the benchmarks fitted as their own kernel (gelu_mul, conv1d, rope, ..., wkv6.chunked)
+}
+
+TEST_CASE("calibrate's plans run on one rank and are none of validate's plans", "[steps]") {
+  const auto cal = calibration_plan_set();
+  const auto val = validation_plan_set(false);
+  std::set<Family> families;
+  for (const auto& c : cal) {
+    INFO(c.id << " " << c.model.name);
+    CHECK(c.plan.mesh.devices() == 1);
+    CHECK(c.plan.micro_batches() == 1);
+    CHECK_NOTHROW(train::check_supported(c.model, c.plan, 1));
+    families.insert(c.model.family);
+    for (const auto& v : val) {
+      // the same program would mean the same family, width, depth, micro-batch and tokens
+      const bool same = v.model.family == c.model.family && v.model.width == c.model.width && v.model.depth == c.model.depth &&
+                        v.plan.micro_batch == c.plan.micro_batch && v.plan.seq_len == c.plan.seq_len;
+      CHECK_FALSE(same);
+    }
+  }
+  // every family validate runs, but hawk (griffin's recurrent layer without the attention)
+  for (const auto& v : val)
+    if (v.model.family != Family::hawk) CHECK(families.count(v.model.family) == 1);
 }
