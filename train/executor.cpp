@@ -318,10 +318,9 @@ void loss_stats_fwd(State& s, const Step& st) {
     MPI_Op& op;
     ~FreeOp() { MPI_Op_free(&op); }
   } free_op{op};
-  // While the watchdog is armed, its non-blocking form polled by the watchdog like Comm's calls
-  // (train/watchdog.hpp): a rank that stops responding is named instead of waited for.
-  SCANSHARD_MPI_WAITED(MPI_Allreduce, MPI_Iallreduce, MPI_IN_PLACE, s.stats.data(), static_cast<int>(s.stats.size()), MPI_FLOAT,
-                       op, need(s, st.axis, st).comm.raw());
+  // Comm::allreduce_op: polled by the watchdog like Comm's other calls (train/watchdog.hpp) and
+  // counted in mpi::traffic() (the fp32 statistics the lowering prices).
+  need(s, st.axis, st).comm.allreduce_op(std::span<float>(s.stats), op);
 }
 void softmax_xent_fwd(State& s, const Step&) {
   K::softmax_ce_shard_finish(s.losses.data(), s.logits.data(), s.logits.data(), s.stats.data(), s.targets.data(), s.v0,
