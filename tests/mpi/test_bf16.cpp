@@ -125,9 +125,11 @@ TEST_CASE("train: a bf16 plan computes in bf16 (its losses differ from the fp32 
     INFO("step " << s << ": fp32 " << f.losses[s] << ", bf16 " << b.losses[s]);
     CHECK(b.losses[s] == again.losses[s]);  // deterministic
     const double rel = std::abs(b.losses[s] - f.losses[s]) / f.losses[s];
-    // fp32 rounding alone moves the loss by ~1e-7 relative; bf16 storage of the parameters and the
-    // residual stream moves it by some u (2^-8 ≈ 3.9e-3) relative at most, not by orders more
-    CHECK(rel > 1e-5);
+    // The fp32 run repeated gives the same loss exactly (rel 0) and fp32 rounding differences are
+    // ~1e-7 relative; bf16 storage of the parameters and the residual stream moves it by far more
+    // (7.5e-6 at step 0 seen in an ASan build, more in others) and by some u (2^-8 ≈ 3.9e-3)
+    // relative at most, not by orders more
+    CHECK(rel > 1e-6);
     CHECK(rel < 4 * u);
   }
 }
