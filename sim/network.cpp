@@ -148,11 +148,15 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
       if (spanned > 1) {
         std::int64_t inside = 0;
         for (auto m : members) inside += m < pod ? 1 : 0;
-        if (inside * spanned != net.size)
-          throw ConfigError(cluster.origin, 0, 0, "", "mesh axis " + std::string(to_string(a)) + " of size " + std::to_string(net.size) +
-                                                          " does not split evenly over the " + std::to_string(t.pods) +
-                                                          " pods (" + std::to_string(pod) + " chips each): choose sizes whose product per pod divides " +
-                                                          std::to_string(pod));
+        if (inside * spanned != net.size) {
+          // Uneven over the pods (e.g. 3 pipeline stages on 2 pods): a ring runs at its slowest
+          // link, so every step is priced at the DCN share. Legal, and priced so no search picks it.
+          net.hierarchical = true;
+          net.levels = {{net.size, t.dcn_bytes_per_s * eff, t.dcn_latency_seconds}};
+          net.p2p_bytes_per_s = t.dcn_bytes_per_s * eff;
+          net.p2p_latency_seconds = t.dcn_latency_seconds;
+          continue;
+        }
         members.resize(static_cast<std::size_t>(inside));
       }
       // One level per torus dimension the axis moves along (members differing only there). Along
