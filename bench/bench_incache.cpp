@@ -1,0 +1,144 @@
+// bench/bench_incache.cpp — the compute cost of the dispatched recurrence kernels, in cache, on
+// every SIMD target of this CPU in the same rounds: ns per element of thread CPU time.
+//
+// Why: on a shared machine wall-time ratios against a triad drift with the neighbours' load; the
+// CPU time a kernel spends on slices that stay in L2 is what an op-count change moves, and
+// pinning the targets in turn (AVX3, AVX2, … via simd::pin_target) inside one round compares them
+// in the same minutes. Per element = (time of T2 tokens − time of T1 tokens) / ((T2 − T1)·width),
+// each the best of `reps` calls, which removes the per-call setup (per-channel softplus, scratch).
+// Prints, per kernel and target, the median and range over the rounds.
+// Usage: bench_incache [rounds = 7] [targets, comma-separated = all of this CPU]
+// Not for: DRAM bandwidth or roofline ratios (bench_scan, bench_rwkv), correctness (tests/kernels).
+#include <time.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench_util.hpp"
+#include "kernels/kernels.hpp"
+#include "kernels/rglru.hpp"
+#include "kernels/rwkv4.hpp"
+
+namespace k = scanshard::kernels;
+namespace simd = scanshard::kernels::simd;
+using k::i64;
+
+namespace {
+
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Best of reps calls of f(), thread CPU seconds (one warm-up call first).
+double best_cpu(int reps, const std::function<void()>& f) {
+  f();
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = thread_cpu_s();
+    f();
+    best = std::min(best, thread_cpu_s() - t0);
+  }
+  return best;
+}
+
+// Deterministic values in [lo, lo + span) (a cheap hash: no RNG state to carry).
+std::vector<float> filled(i64 n, float lo, float span, unsigned seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (i64 i = 0; i < n; ++i) {
+    unsigned h = unsigned(i) * 2654435761u ^ (seed * 40503u);
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    v[static_cast<size_t>(i)] = lo + span * float(h % 100000u) / 100000.0f;
+  }
+  return v;
+}
+
+// A kernel timed on T tokens of `width` channels (B = 1): run(T) makes one call.
+struct Kernel {
+  std::string name;
+  i64 width;
+  std::function<void(i64)> run;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int n_rounds = argc > 1 ? std::atoi(argv[1]) : 7;
+  std::vector<simd::Target> targets;
+  if (argc > 2) {
+    const std::string want = std::string(",") + argv[2] + ",";
+    for (const auto& t : simd::targets())
+      if (want.find("," + t.name + ",") != std::string::npos) targets.push_back(t);
+  } else {
+    targets = simd::targets();
+  }
+  if (targets.empty()) {
+    std::fprintf(stderr, "bench_incache: no SIMD target of this CPU matches '%s'\n", argc > 2 ? argv[2] : "");
+    return 2;
+  }
+  bench::set_threads(1);
+  constexpr i64 T1 = 16, T2 = 32;
+  const i64 R = 1024, D = 1024, n = T2 * std::max(R, D);
+  // RG-LRU operands: gates in the range a trained layer sees, Λ with a = σ(−Λ) from 0.12 to 0.88
+  auto x = filled(n, -2, 4, 1), ga = filled(n, -4, 8, 2), gx = filled(n, -4, 8, 3), dy = filled(n, -1, 2, 4);
+  auto lambda = filled(R, -2, 4, 5), y = filled(n, -1, 2, 6);
+  std::vector<float> dx(static_cast<size_t>(n)), dga(static_cast<size_t>(n)), dgx(static_cast<size_t>(n));
+  std::vector<float> hout(static_cast<size_t>(R)), dec(static_cast<size_t>(R)), dl(static_cast<size_t>(R)),
+      dhin(static_cast<size_t>(R));
+  // WKV-4 operands (bench_rwkv's ranges)
+  auto kk = filled(n, 0, 4, 7), vv = filled(n, 0, 2, 8), decay = filled(D, -1, 2, 9), bonus = filled(D, 0, 1, 10);
+  std::vector<float> dk(static_cast<size_t>(n)), dv(static_cast<size_t>(n)), dd(static_cast<size_t>(D)),
+      du(static_cast<size_t>(D));
+  std::vector<Kernel> kernels = {
+      {"rglru fwd", R,
+       [&](i64 T) {
+         k::fast::rglru_scan_forward(y.data(), hout.data(), dec.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr,
+                                     lambda.data(), 1, T, R);
+       }},
+      {"rglru bwd", R,
+       [&](i64 T) {
+         k::fast::rglru_scan_backward(dx.data(), dga.data(), dgx.data(), dhin.data(), dl.data(), dy.data(), nullptr,
+                                      y.data(), x.data(), ga.data(), gx.data(), nullptr, nullptr, lambda.data(), 1, T, R);
+       }},
+      {"wkv4 fwd", D,
+       [&](i64 T) {
+         k::fast::wkv4_forward(y.data(), nullptr, kk.data(), vv.data(), decay.data(), bonus.data(), nullptr, 1, T, D);
+       }},
+      {"wkv4 bwd", D,
+       [&](i64 T) {
+         k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
+                                vv.data(), decay.data(), bonus.data(), nullptr, 1, T, D);
+       }},
+  };
+  std::printf("bench_incache: 1 thread, thread CPU time, ns per element = (T=%ld − T=%ld tokens) / (%ld · width), "
+              "best of 40 calls each, %d rounds\n",
+              long(T2), long(T1), long(T2 - T1), n_rounds);
+  const std::string before = simd::current_target();
+  // ns[kernel][target] over rounds
+  std::vector<std::vector<std::vector<double>>> ns(kernels.size(), std::vector<std::vector<double>>(targets.size()));
+  for (int r = 0; r < n_rounds; ++r)
+    for (std::size_t ti = 0; ti < targets.size(); ++ti) {
+      simd::pin_target(targets[ti].bit);
+      for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
+        const auto& kn = kernels[ki];
+        const double t2 = best_cpu(40, [&] { kn.run(T2); }), t1 = best_cpu(40, [&] { kn.run(T1); });
+        ns[ki][ti].push_back((t2 - t1) / double((T2 - T1) * kn.width) * 1e9);
+      }
+    }
+  simd::pin_target(before);
+  for (std::size_t ki = 0; ki < kernels.size(); ++ki)
+    for (std::size_t ti = 0; ti < targets.size(); ++ti) {
+      const auto& v = ns[ki][ti];
+      std::printf("%-12s %-7s %6.3f ns/element (%.3f-%.3f)\n", kernels[ki].name.c_str(), targets[ti].name.c_str(),
+                  bench::median(v), *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()));
+    }
+  return 0;
+}
