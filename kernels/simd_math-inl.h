@@ -146,6 +146,18 @@ HWY_INLINE void SigmoidPair(VF x1, VF x2, VF& s1, VF& s2) {
 #endif
 }
 
+// v < 0 (sign bit set, so −0 counts) ? yes : no. x86 from SSE4 on: blendvps reads the sign bit,
+// no comparison needed. Elsewhere by a comparison (v < 0, so −0 counts as ≥ 0; callers must not
+// care): Highway 1.0.3's IfNegativeThenElse for SSSE3 hands the raw sign vector to an and/andnot
+// select and mixes the bits.
+HWY_INLINE VF IfNegative(VF v, VF yes, VF no) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_SSE4
+  return hn::IfNegativeThenElse(v, yes, no);
+#else
+  return hn::IfThenElse(hn::Lt(v, hn::Zero(DF())), yes, no);
+#endif
+}
+
 // −|x| (sign bit set).
 HWY_INLINE VF NegAbs(VF x) { return hn::Neg(hn::Abs(x)); }
 
