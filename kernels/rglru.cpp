@@ -44,12 +44,9 @@ HWY_INLINE bool NeedsFloor(const float* nsp2, i64 n) {
 //   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  rsum ← rsum + r
 // st: this group's interleaved h, rsum, nsp2 (whole vectors, see ScanForwardRows).
 template <bool Tail, bool kFloor>
-HWY_INLINE void FwdStep(const RowIo<Tail>& io, float* y, float* st, const float* x, const float* ga,
-                        const float* gx) {
+HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, const float* x, VF r, VF i) {
   const DF d;
   const size_t NL = hn::Lanes(d);
-  VF r, i;
-  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
   const VF a = DecayFactor<kFloor>(hn::LoadU(d, st + 2 * NL), r);
   const VF m = hn::Sqrt(hn::NegMulAdd(a, a, hn::Set(d, 1.0f)));       // √(1 − a²)
   const VF hnew = hn::MulAdd(a, hn::LoadU(d, st), hn::Mul(m, hn::Mul(i, io.ld(x))));
@@ -93,8 +90,28 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
     }
     i64 j = 0;
     const RowIo<false> whole{0};
-    for (; j + NL <= n; j += NL) FwdStep<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, gar + j, gxr + j);
-    if (j < n) FwdStep<true, kFloor>(RowIo<true>{size_t(n - j)}, yr + j, il + j * kIl, xr + j, gar + j, gxr + j);
+    const i64 nw = n / NL * NL;
+    if (nw > 0) {
+      // software-pipelined by one vector: the gates of the next vector are computed before the
+      // update of this one, so the σ → a → √ chain spans two iterations of the reorder window
+      VF r, i;
+      SigmoidPair(hn::LoadU(DF(), gar), hn::LoadU(DF(), gxr), r, i);
+      for (; j + NL < nw; j += NL) {
+        VF rn, in;
+        SigmoidPair(hn::LoadU(DF(), gar + j + NL), hn::LoadU(DF(), gxr + j + NL), rn, in);
+        FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, r, i);
+        r = rn;
+        i = in;
+      }
+      FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, r, i);
+      j += NL;
+    }
+    if (j < n) {
+      const RowIo<true> io{size_t(n - j)};
+      VF r, i;
+      SigmoidPair(io.ld(gar + j), io.ld(gxr + j), r, i);
+      FwdUpdate<true, kFloor>(io, yr + j, il + j * kIl, xr + j, r, i);
+    }
   }
   for (i64 j = 0; j < n; ++j) {
     h[j] = at(0, j);
