@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
@@ -128,10 +129,17 @@ void ScanForwardTask(float* y, float* h, float* prod, const float* nsp2, const f
 // One vector of channels, one reverse step without a reset; √max(z, zmin) = max(√z, 1/(2·cap)).
 // carry, dlog_sum, nsp2 are this group's interleaved vectors, nsp2 followed by nsp2/log2 e (see
 // ScanBackwardTask).
-template <bool Tail, bool Stream, bool kFloor>
+// r = σ(ga), i = σ(gx), a = 2^{nsp2·r}: the head of the step's dependency chain, computed one
+// vector ahead by ScanBackwardRows (software pipelining, as in the forward).
+template <bool kFloor>
+HWY_INLINE void BwdGates(VF ga, VF gx, VF nsp2, VF& r, VF& i, VF& a) {
+  SigmoidPair(ga, gx, r, i);
+  a = DecayFactor<kFloor>(nsp2, r);
+}
+template <bool Tail, bool Stream>
 HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx, float* carry,
                         float* dlog_sum, const float* nsp2, const float* hp, const float* dy,
-                        const float* x, const float* ga, const float* gx, i64 pf) {
+                        const float* x, const float* ga, const float* gx, i64 pf, VF r, VF i, VF a) {
   static_assert(!(Tail && Stream), "streaming stores need whole aligned vectors");
   const DF d;
   // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
@@ -147,10 +155,6 @@ HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx
     PrefetchL2Write(dgx - pf);
   }
   // carry, dlog_sum, nsp2 are interleaved whole vectors (padded): never a tail
-  VF r, i;
-  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
-  const VF ns2 = hn::LoadU(d, nsp2);
-  const VF a = DecayFactor<kFloor>(ns2, r);
   const VF z = hn::NegMulAdd(a, a, hn::Set(d, 1.0f));  // 1 − a²
   const VF sz = hn::Sqrt(z);
   const VF dh = hn::Add(io.ld(dy), hn::LoadU(d, carry));
@@ -219,17 +223,38 @@ void ScanBackwardRows(float* dx, float* dga, float* dgx, float* carry, float* dl
     }
     i64 j = 0;
     const RowIo<false> whole{0};
-    if (stream && aligned(dgar) && aligned(dgxr))
-      for (; j + NL <= n; j += NL)
-        BwdStep<false, true, kFloor>(whole, dxr + j, dgar + j, dgxr + j, il + j * kIl, il + j * kIl + NL,
-                                     il + j * kIl + 2 * NL, hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
-    for (; j + NL <= n; j += NL)
-      BwdStep<false, false, kFloor>(whole, dxr + j, dgar + j, dgxr + j, il + j * kIl, il + j * kIl + NL,
-                                    il + j * kIl + 2 * NL, hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
-    if (j < n)
-      BwdStep<true, false, kFloor>(RowIo<true>{size_t(n - j)}, dxr + j, dgar + j, dgxr + j, il + j * kIl,
-                                   il + j * kIl + NL, il + j * kIl + 2 * NL, hp + j, dyr + j, xr + j, gar + j,
-                                   gxr + j, R);
+    const i64 nw = n / NL * NL;
+    auto whole_vectors = [&](auto stream_tag) {
+      constexpr bool kStream = decltype(stream_tag)::value;
+      VF r, i, a;
+      BwdGates<kFloor>(hn::LoadU(d, gar), hn::LoadU(d, gxr), hn::LoadU(d, il + 2 * NL), r, i, a);
+      auto step = [&] {
+        BwdStep<false, kStream>(whole, dxr + j, dgar + j, dgxr + j, il + j * kIl, il + j * kIl + NL,
+                                il + j * kIl + 2 * NL, hp + j, dyr + j, xr + j, gar + j, gxr + j, R, r, i, a);
+      };
+      for (; j + NL < nw; j += NL) {
+        VF rn, in, an;
+        BwdGates<kFloor>(hn::LoadU(d, gar + j + NL), hn::LoadU(d, gxr + j + NL),
+                         hn::LoadU(d, il + (j + NL) * kIl + 2 * NL), rn, in, an);
+        step();
+        r = rn;
+        i = in;
+        a = an;
+      }
+      step();
+      j += NL;
+    };
+    if (nw > 0) {
+      if (stream && aligned(dgar) && aligned(dgxr)) whole_vectors(std::true_type{});
+      else whole_vectors(std::false_type{});
+    }
+    if (j < n) {
+      const RowIo<true> io{size_t(n - j)};
+      VF r, i, a;
+      BwdGates<kFloor>(io.ld(gar + j), io.ld(gxr + j), hn::LoadU(d, il + j * kIl + 2 * NL), r, i, a);
+      BwdStep<true, false>(io, dxr + j, dgar + j, dgxr + j, il + j * kIl, il + j * kIl + NL, il + j * kIl + 2 * NL,
+                           hp + j, dyr + j, xr + j, gar + j, gxr + j, R, r, i, a);
+    }
   }
   if (stream) hwy::FlushStream();  // order this task's streaming stores before the join
   for (i64 j = 0; j < n; ++j) {
