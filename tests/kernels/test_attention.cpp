@@ -135,6 +135,37 @@ TEST_CASE("attention fast equals reference on awkward shapes and backward matche
   }
 }
 
+TEST_CASE("attention fast equals reference on every SIMD target (the softmax rows are dispatched)", "[attention]") {
+  struct Shape { i64 B, T, H, Hk, N, W; };
+  kt::on_every_simd_target([&] {
+    for (const Shape& s : {Shape{1, 1, 2, 1, 8, 4}, Shape{3, 7, 4, 1, 6, 3}, Shape{2, 13, 4, 2, 10, 0},
+                           Shape{1, 70, 2, 1, 16, 0}, Shape{2, 75, 2, 1, 8, 66}, Shape{1, 150, 2, 2, 8, 0}}) {
+      const auto [B, T, H, Hk, N, W] = s;
+      INFO("B " << B << " T " << T << " H " << H << " Hk " << Hk << " N " << N << " W " << W);
+      const auto q = kt::randn(B * T * H * N, 530, 2.0f), kk = kt::randn(B * T * Hk * N, 531, 2.0f),
+                 v = kt::randn(B * T * Hk * N, 532), dout = kt::randn(B * T * H * N, 533);
+      std::mt19937 g(534);
+      std::vector<std::uint8_t> reset(B * T);
+      for (auto& r : reset) r = (g() % 9 == 0);
+      std::vector<float> o_ref(q.size()), o_fast(q.size()), l_ref(B * H * T), l_fast(B * H * T);
+      k::ref::attention_forward(o_ref.data(), l_ref.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+      k::fast::attention_forward(o_fast.data(), l_fast.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N,
+                                 W);
+      KT_CHECK_CLOSE(o_fast, o_ref, 1e-5, 1e-4);
+      KT_CHECK_CLOSE(l_fast, l_ref, 1e-5, 1e-5);
+      std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
+      auto rdq = dq, rdk = dk, rdv = dv;
+      k::fast::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), o_fast.data(), l_fast.data(), q.data(),
+                                  kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+      k::ref::attention_backward(rdq.data(), rdk.data(), rdv.data(), dout.data(), o_ref.data(), l_ref.data(), q.data(),
+                                 kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
+      KT_CHECK_CLOSE(dq, rdq, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dk, rdk, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dv, rdv, 1e-4, 1e-3);
+    }
+  });
+}
+
 // Materialized attention (plan `attention: materialized`): the whole probability matrix written,
 // then P·V; backward through the stored matrix. Compared with the reference (itself checked
 // against a dense softmax and finite differences above) on the rows q0.. it computes; rows below
