@@ -1,6 +1,6 @@
 // kernels/vector_rows.cpp — see vector_rows.hpp. The rows (elementwise, and the norm / softmax
-// reductions) are compiled once per SIMD target
-// (hwy/foreach_target.h re-includes this file per target); the dispatching wrappers once (HWY_ONCE).
+// reductions) are compiled once per SIMD target (hwy/foreach_target.h re-includes this file per
+// target); the dispatching wrappers once (HWY_ONCE).
 #include <cmath>
 #include <cstddef>
 
