@@ -1,11 +1,13 @@
-// bench/bench_incache.cpp — the compute cost of the dispatched recurrence kernels, in cache, on
-// every SIMD target of this CPU in the same rounds: ns per element of thread CPU time.
+// bench/bench_incache.cpp — the compute cost of the dispatched kernels (RG-LRU and WKV-4 scans,
+// RMSNorm, LayerNorm, flash attention), in cache, on every SIMD target of this CPU in the same
+// rounds: ns per element of thread CPU time.
 //
 // Why: on a shared machine wall-time ratios against a triad drift with the neighbours' load; the
 // CPU time a kernel spends on slices that stay in L2 is what an op-count change moves, and
 // pinning the targets in turn (AVX3, AVX2, … via simd::pin_target) inside one round compares them
 // in the same minutes. Per element = (time of T2 tokens − time of T1 tokens) / ((T2 − T1)·width),
 // each the best of `reps` calls, which removes the per-call setup (per-channel softplus, scratch).
+// Attention: one call on T2 tokens, per (query, visible key, head) — the score GEMMs included.
 // Prints, per kernel and target, the median and range over the rounds.
 // Usage: bench_incache [rounds = 7] [targets, comma-separated = all of this CPU]
 // Not for: DRAM bandwidth or roofline ratios (bench_scan, bench_rwkv), correctness (tests/kernels).
@@ -20,8 +22,11 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "kernels/attention.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/layernorm.hpp"
 #include "kernels/rglru.hpp"
+#include "kernels/rmsnorm.hpp"
 #include "kernels/rwkv4.hpp"
 
 namespace k = scanshard::kernels;
@@ -61,11 +66,13 @@ std::vector<float> filled(i64 n, float lo, float span, unsigned seed) {
   return v;
 }
 
-// A kernel timed on T tokens of `width` channels (B = 1): run(T) makes one call.
+// A kernel timed on T tokens of `width` channels (B = 1): run(T) makes one call. fixed > 0: the
+// time of run(T2) divided by `fixed` elements instead of the T2 − T1 difference.
 struct Kernel {
   std::string name;
   i64 width;
   std::function<void(i64)> run;
+  double fixed = 0;
 };
 
 }  // namespace
@@ -97,6 +104,16 @@ int main(int argc, char** argv) {
   auto kk = filled(n, 0, 4, 7), vv = filled(n, 0, 2, 8), decay = filled(D, -1, 2, 9), bonus = filled(D, 0, 1, 10);
   std::vector<float> dk(static_cast<size_t>(n)), dv(static_cast<size_t>(n)), dd(static_cast<size_t>(D)),
       du(static_cast<size_t>(D));
+  // norms: rows of D channels (scale, bias, saved statistics)
+  std::vector<float> nmean(static_cast<size_t>(T2)), nrstd(static_cast<size_t>(T2)), dsc(static_cast<size_t>(D)),
+      dbi(static_cast<size_t>(D));
+  // attention: B = 1, T2 tokens, H = 8 query heads on one K/V head of N = 64 (MQA), causal
+  const i64 AH = 8, AN = 64, AT = T2 * 8;
+  auto aq = filled(AT * AH * AN, -1, 2, 11), ak = filled(AT * AN, -1, 2, 12), av = filled(AT * AN, -1, 2, 13),
+       adout = filled(AT * AH * AN, -1, 2, 14);
+  std::vector<float> aout(aq.size()), alse(static_cast<size_t>(AH * AT)), adq(aq.size()), adk(ak.size()),
+      adv(av.size());
+  const double attn_elems = double(AH) * double(AT) * double(AT + 1) / 2;
   std::vector<Kernel> kernels = {
       {"rglru fwd", R,
        [&](i64 T) {
@@ -117,6 +134,33 @@ int main(int argc, char** argv) {
          k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
                                 vv.data(), decay.data(), bonus.data(), nullptr, 1, T, D);
        }},
+      {"rmsnorm fwd", D, [&](i64 T) { k::fast::rmsnorm_forward(y.data(), nrstd.data(), x.data(), bonus.data(), T, D); }},
+      {"rmsnorm bwd", D,
+       [&](i64 T) {
+         k::fast::rmsnorm_backward(dx.data(), dsc.data(), dy.data(), x.data(), nrstd.data(), bonus.data(), T, D);
+       }},
+      {"layernorm fwd", D,
+       [&](i64 T) {
+         k::fast::layer_norm_forward(y.data(), nmean.data(), nrstd.data(), x.data(), bonus.data(), decay.data(), T, D,
+                                     1e-5f);
+       }},
+      {"layernorm bwd", D,
+       [&](i64 T) {
+         k::fast::layer_norm_backward(dx.data(), dsc.data(), dbi.data(), dy.data(), nmean.data(), nrstd.data(), x.data(),
+                                      bonus.data(), T, D);
+       }},
+      {"attn fwd", 0,
+       [&](i64) {
+         k::fast::attention_forward(aout.data(), alse.data(), aq.data(), ak.data(), av.data(), nullptr, 1, AT, AH, 1, AN,
+                                    0);
+       },
+       attn_elems},
+      {"attn bwd", 0,
+       [&](i64) {
+         k::fast::attention_backward(adq.data(), adk.data(), adv.data(), adout.data(), aout.data(), alse.data(),
+                                     aq.data(), ak.data(), av.data(), nullptr, 1, AT, AH, 1, AN, 0);
+       },
+       attn_elems},
   };
   std::printf("bench_incache: 1 thread, thread CPU time, ns per element = (T=%ld − T=%ld tokens) / (%ld · width), "
               "best of 40 calls each, %d rounds\n",
@@ -129,7 +173,12 @@ int main(int argc, char** argv) {
       simd::pin_target(targets[ti].bit);
       for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
         const auto& kn = kernels[ki];
-        const double t2 = best_cpu(40, [&] { kn.run(T2); }), t1 = best_cpu(40, [&] { kn.run(T1); });
+        const double t2 = best_cpu(kn.fixed > 0 ? 5 : 40, [&] { kn.run(T2); });
+        if (kn.fixed > 0) {
+          ns[ki][ti].push_back(t2 / kn.fixed * 1e9);
+          continue;
+        }
+        const double t1 = best_cpu(40, [&] { kn.run(T1); });
         ns[ki][ti].push_back((t2 - t1) / double((T2 - T1) * kn.width) * 1e9);
       }
     }
@@ -137,7 +186,7 @@ int main(int argc, char** argv) {
   for (std::size_t ki = 0; ki < kernels.size(); ++ki)
     for (std::size_t ti = 0; ti < targets.size(); ++ti) {
       const auto& v = ns[ki][ti];
-      std::printf("%-12s %-7s %6.3f ns/element (%.3f-%.3f)\n", kernels[ki].name.c_str(), targets[ti].name.c_str(),
+      std::printf("%-14s %-7s %6.3f ns/element (%.3f-%.3f)\n", kernels[ki].name.c_str(), targets[ti].name.c_str(),
                   bench::median(v), *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()));
     }
   return 0;
