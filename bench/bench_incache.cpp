@@ -11,8 +11,6 @@
 // Prints, per kernel and target, the median and range over the rounds.
 // Usage: bench_incache [rounds = 7] [targets, comma-separated = all of this CPU]
 // Not for: DRAM bandwidth or roofline ratios (bench_scan, bench_rwkv), correctness (tests/kernels).
-#include <time.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -34,24 +32,6 @@ namespace simd = scanshard::kernels::simd;
 using k::i64;
 
 namespace {
-
-double thread_cpu_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-// Best of reps calls of f(), thread CPU seconds (one warm-up call first).
-double best_cpu(int reps, const std::function<void()>& f) {
-  f();
-  double best = 1e300;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = thread_cpu_s();
-    f();
-    best = std::min(best, thread_cpu_s() - t0);
-  }
-  return best;
-}
 
 // Deterministic values in [lo, lo + span) (a cheap hash: no RNG state to carry).
 std::vector<float> filled(i64 n, float lo, float span, unsigned seed) {
@@ -173,12 +153,12 @@ int main(int argc, char** argv) {
       simd::pin_target(targets[ti].bit);
       for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
         const auto& kn = kernels[ki];
-        const double t2 = best_cpu(kn.fixed > 0 ? 5 : 40, [&] { kn.run(T2); });
+        const double t2 = bench::best_of(kn.fixed > 0 ? 5 : 40, [&] { kn.run(T2); }, bench::thread_cpu_s);
         if (kn.fixed > 0) {
           ns[ki][ti].push_back(t2 / kn.fixed * 1e9);
           continue;
         }
-        const double t1 = best_cpu(40, [&] { kn.run(T1); });
+        const double t1 = bench::best_of(40, [&] { kn.run(T1); }, bench::thread_cpu_s);
         ns[ki][ti].push_back((t2 - t1) / double((T2 - T1) * kn.width) * 1e9);
       }
     }

@@ -41,6 +41,17 @@ HWY_INLINE bool NeedsFloor(const float* nsp2, i64 n) {
   return false;
 }
 
+// Per-channel rows of one task interleaved by NL-channel group (kRows consecutive vectors per
+// group, padding lanes 0): as rows n floats apart they fell in the same L1 sets as the row streams
+// of each step. at(row, j): channel j of that row.
+template <i64 kRows>
+struct GroupRows {
+  i64 NL = i64(hn::Lanes(DF()));
+  AlignedVec buf;
+  explicit GroupRows(i64 n) : buf(size_t(kRows * ((n + NL - 1) / NL) * NL), 0.0f) {}
+  float& at(int row, i64 j) { return buf[size_t((j / NL) * kRows * NL + row * NL + j % NL)]; }
+};
+
 // One vector of channels, one forward step without a reset:
 //   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  rsum ← rsum + r
 // st: this group's interleaved h, rsum, nsp2 (whole vectors, see ScanForwardRows).
@@ -66,12 +77,11 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
                      const float* ga, const float* gx, const std::uint8_t* reset, i64 T, i64 R,
                      i64 n) {
   const i64 NL = i64(hn::Lanes(DF()));
-  // h, Σ r, nsp2 interleaved by NL-channel group (3 consecutive vectors), like the backward's
-  // per-channel rows (one cache line per group instead of three in the same L1 set)
+  // h, Σ r, nsp2 (GroupRows)
   constexpr i64 kIl = 3;
-  AlignedVec ilv(size_t(kIl * ((n + NL - 1) / NL) * NL), 0.0f);
-  float* __restrict il = ilv.data();
-  auto at = [il, NL](int row, i64 j) -> float& { return il[(j / NL) * kIl * NL + row * NL + j % NL]; };
+  GroupRows<kIl> rows(n);
+  float* __restrict il = rows.buf.data();
+  auto at = [&rows](int row, i64 j) -> float& { return rows.at(row, j); };
   for (i64 j = 0; j < n; ++j) {
     at(0, j) = h[j];
     at(1, j) = 0.0f;
@@ -191,12 +201,11 @@ void ScanBackwardRows(float* dx, float* dga, float* dgx, float* carry, float* dl
                       i64 T, i64 R, i64 n, bool stream) {
   const DF d;
   const i64 NL = i64(hn::Lanes(d));
-  // carry, dlog_sum, nsp2, nsp2/log2 e interleaved by NL-channel group (kIl consecutive vectors):
-  // as rows n floats apart they fell in the same L1 set as the 8 streamed rows of each step
+  // carry, dlog_sum, nsp2, nsp2/log2 e (GroupRows)
   constexpr i64 kIl = 4;
-  AlignedVec ilv(size_t(kIl * ((n + NL - 1) / NL) * NL), 0.0f);
-  float* __restrict il = ilv.data();
-  auto at = [il, NL](int row, i64 j) -> float& { return il[(j / NL) * kIl * NL + row * NL + j % NL]; };
+  GroupRows<kIl> rows(n);
+  float* __restrict il = rows.buf.data();
+  auto at = [&rows](int row, i64 j) -> float& { return rows.at(row, j); };
   for (i64 j = 0; j < n; ++j) {
     at(0, j) = carry[j];
     at(1, j) = 0.0f;
