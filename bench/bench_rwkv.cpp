@@ -278,10 +278,13 @@ int main(int argc, char** argv) {
                   isa.c_str());
       // multiply-class vector work per element, counted from kernels/rwkv4.cpp (on AVX3 each 2^y
       // has one vscalefps more): forward LazyCol 12 (x 1, 2^y 1 + 5, rescale 2, E 1, y 1, a 1);
-      // backward 47 = two state steps of 9 (pass 1 and the segment's recompute: ScaledPair 6, state 3)
-      // + AdjointStep 29 (two ScaledPair 12, gk 2, gv 1, dw 3, da db 2, 1/den 1, y 3, gz 1, 4 products)
+      // backward 44 on every target = two state steps of 10 (pass 1 and the segment's recompute:
+      // ScaledPair 7 — below AVX-512 its log2 e product folds into two multiply-adds of the range
+      // reduction, on AVX3 a multiply and vscalefps — state 3) + AdjointStep 24 (one ScaledPair 7:
+      // the other pair is the one the segment's state step kept; gk 2, gv 1, dw 3, da db 2,
+      // 1/den 1, y 3, gz 1, 4 products)
       const bool avx3 = isa == "AVX3";
-      const bench::Work wf{12.0 * n, (avx3 ? 13.0 : 12.0) * n}, wb{28.0 * n, (avx3 ? 51.0 : 47.0) * n};
+      const bench::Work wf{12.0 * n, (avx3 ? 13.0 : 12.0) * n}, wb{28.0 * n, 44.0 * n};
       bench::print_roofline("forward ", bench::own_roofline(wf, t[1], 12.0 * n, t[0], peak.best()), isa);
       bench::print_roofline("backward", bench::own_roofline(wb, t[2], 12.0 * n, t[0], peak.best()), isa);
       // compute ceiling: B = 1 slices of 16 and 8 tokens that stay in L2; the difference per

@@ -1,10 +1,11 @@
-// bench/bench_util.hpp — tiny helpers shared by the kernel benchmarks: wall clock, best-of-n
-// timing, thread count control, the SIMD target of the dispatched kernels, and a kernel's own
-// roofline against the same run's triad and vector peak. Not for: tests (no assertions here;
+// bench/bench_util.hpp — tiny helpers shared by the kernel benchmarks: wall clock and thread CPU
+// time, best-of-n timing, thread count control, the SIMD target of the dispatched kernels, and a
+// kernel's own roofline against the same run's triad and vector peak. Not for: tests (no assertions here;
 // benchmarks only print).
 #pragma once
 #include <cblas.h>
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,15 +23,23 @@ inline double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Minimum over `reps` runs of f() (after one warm-up run), in seconds.
+// CPU time of the calling thread, in seconds (time it actually ran: immune to waiting for a core
+// on a shared machine).
+inline double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Minimum over `reps` runs of f() (after one warm-up run), in seconds of `clock` (wall by default).
 template <class Fn>
-double best_of(int reps, Fn&& f) {
+double best_of(int reps, Fn&& f, double (*clock)() = now) {
   f();
   double best = 1e300;
   for (int i = 0; i < reps; ++i) {
-    const double t0 = now();
+    const double t0 = clock();
     f();
-    best = std::min(best, now() - t0);
+    best = std::min(best, clock() - t0);
   }
   return best;
 }

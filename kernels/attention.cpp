@@ -1,5 +1,7 @@
-// kernels/attention.cpp — see attention.hpp.
+// kernels/attention.cpp — see attention.hpp. The flash path's softmax rows run on the dispatched
+// SIMD target (vector_rows.hpp); the block products are sgemm calls.
 #include "kernels/attention.hpp"
+#include "kernels/vector_rows.hpp"
 
 #include <cblas.h>
 
@@ -328,16 +330,10 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
             std::fill(Sr, Sr + nk, 0.0f);
             continue;
           }
-          float bm = m[r];
-          for (i64 j = j0; j < j1; ++j) bm = std::max(bm, Sr[j]);
+          const float bm = rows::max_of(Sr + j0, j1 - j0, m[r]);
           const float corr = exp_fast(m[r] - bm);  // ≈ 0 when m was −∞ (clamped), O and l are 0 then
-          float sum = 0;
           for (i64 j = 0; j < j0; ++j) Sr[j] = 0.0f;
-          #pragma omp simd reduction(+ : sum)
-          for (i64 j = j0; j < j1; ++j) {
-            Sr[j] = exp_fast(Sr[j] - bm);
-            sum += Sr[j];
-          }
+          const float sum = rows::exp_minus_sum(Sr + j0, j1 - j0, bm);  // dispatched SIMD row
           for (i64 j = j1; j < nk; ++j) Sr[j] = 0.0f;
           if (drop.p > 0) drop_row(Sr, drop, b, t, hk * G + r % G, kb, j0, j1);  // P·V with P ⊙ z; l undropped
           l[r] = l[r] * corr + sum;
@@ -427,12 +423,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
             }
             continue;
           }
-          for (i64 j = 0; j < nk; ++j) {
-            const bool vis = j >= j0 && j < j1;
-            const float p = vis ? exp_fast(Pr[j] - L[r]) : 0.0f;  // P = e^{S − lse}
-            Pr[j] = p;
-            dPr[j] = p * (dPr[j] - Dr[r]) * scale;                // dS/√N = P (dP − D)/√N
-          }
+          // P = e^{S − lse}, dS/√N = P (dP − D)/√N on the visible keys (dispatched SIMD row), 0 elsewhere
+          const i64 v0 = std::min(j0, nk), v1 = std::clamp(j1, v0, nk);  // [v0, v1): visible, maybe empty
+          std::fill(Pr, Pr + v0, 0.0f);
+          std::fill(dPr, dPr + v0, 0.0f);
+          rows::softmax_grad(Pr + v0, dPr + v0, v1 - v0, L[r], Dr[r], scale);
+          std::fill(Pr + v1, Pr + nk, 0.0f);
+          std::fill(dPr + v1, dPr + nk, 0.0f);
         }
         sgemm_rm(false, false, rows, N, nk, 1.0f, dP.data(), nk, k + ko, ldk, 1.0f, dQs.data(), N);   // dQ += dS K
         sgemm_rm(true, false, nk, N, rows, 1.0f, dP.data(), nk, Qs.data(), N, 1.0f, dkp + ko, ldk);   // dK += dSᵀ Q

@@ -1,7 +1,9 @@
 // kernels/layernorm.cpp — see layernorm.hpp. Reference: two-pass statistics in double, obvious
-// loops. Fast: fp32 two-pass statistics per row (OpenMP over rows); the weight gradients are
-// reduced through one partial buffer per thread.
+// loops. Fast: fp32 two-pass statistics per (row, group) on the dispatched SIMD target
+// (vector_rows.hpp; OpenMP over rows); the weight gradients are reduced through one partial
+// buffer per thread.
 #include "kernels/layernorm.hpp"
+#include "kernels/vector_rows.hpp"
 
 #include <omp.h>
 
@@ -84,23 +86,8 @@ void group_norm_forward(float* y, float* mean, float* rstd, const float* x, cons
   const i64 D = G * N;
 #pragma omp parallel for schedule(static)
   for (i64 mg = 0; mg < M * G; ++mg) {
-    const i64 m = mg / G, g = mg % G;
-    const float* xr = x + m * D + g * N;
-    float* yr = y + m * D + g * N;
-    const float* sc = scale + g * N;
-    const float* bi = bias + g * N;
-    float s = 0;
-#pragma omp simd reduction(+ : s)
-    for (i64 n = 0; n < N; ++n) s += xr[n];
-    const float mu = s / float(N);
-    float v = 0;
-#pragma omp simd reduction(+ : v)
-    for (i64 n = 0; n < N; ++n) v += (xr[n] - mu) * (xr[n] - mu);
-    const float rs = 1.0f / std::sqrt(v / float(N) + eps);
-    mean[mg] = mu;
-    rstd[mg] = rs;
-#pragma omp simd
-    for (i64 n = 0; n < N; ++n) yr[n] = (xr[n] - mu) * rs * sc[n] + bi[n];
+    const i64 o = (mg / G) * D + (mg % G) * N, c0 = (mg % G) * N;
+    rows::group_norm(y + o, mean + mg, rstd + mg, x + o, scale + c0, bias + c0, N, eps);
   }
 }
 
@@ -113,35 +100,11 @@ void group_norm_backward(float* dx, float* dscale, float* dbias, const float* dy
 #pragma omp parallel
   {
     float* ps = part.empty() ? nullptr : part.data() + size_t(omp_get_thread_num()) * 2 * D;
-    float* pb = ps ? ps + D : nullptr;
 #pragma omp for schedule(static)
     for (i64 mg = 0; mg < M * G; ++mg) {
-      const i64 m = mg / G, g = mg % G;
-      const i64 o = m * D + g * N;
-      const float mu = mean[mg], rs = rstd[mg];
-      const float* sc = scale + g * N;
-      float sg = 0, sgx = 0;
-#pragma omp simd reduction(+ : sg, sgx)
-      for (i64 n = 0; n < N; ++n) {
-        const float xh = (x[o + n] - mu) * rs, gh = dy[o + n] * sc[n];
-        sg += gh;
-        sgx += gh * xh;
-      }
-      if (ps) {
-#pragma omp simd
-        for (i64 n = 0; n < N; ++n) {
-          ps[g * N + n] += dy[o + n] * (x[o + n] - mu) * rs;
-          pb[g * N + n] += dy[o + n];
-        }
-      }
-      if (dx) {
-        const float mgm = sg / float(N), mgx = sgx / float(N);
-#pragma omp simd
-        for (i64 n = 0; n < N; ++n) {
-          const float xh = (x[o + n] - mu) * rs, gh = dy[o + n] * sc[n];
-          dx[o + n] += rs * (gh - mgm - xh * mgx);
-        }
-      }
+      const i64 o = (mg / G) * D + (mg % G) * N, c0 = (mg % G) * N;
+      rows::group_norm_grad(dx ? dx + o : nullptr, ps ? ps + c0 : nullptr, ps ? ps + D + c0 : nullptr, dy + o, x + o,
+                            scale + c0, mean[mg], rstd[mg], N);
     }
   }
   for (int t = 0; t < nt && !part.empty(); ++t)

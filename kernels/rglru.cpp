@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
@@ -23,56 +24,132 @@
 HWY_BEFORE_NAMESPACE();
 namespace scanshard::kernels::HWY_NAMESPACE {
 
-// a = 2^{nsp2·r} (nsp2 = −8 softplus(Λ)·log2 e ≤ 0, r ∈ [0, 1]: the exponent is ≤ 0).
-HWY_INLINE VF DecayFactor(VF nsp2, VF r) { return Exp2UpTo126(hn::Mul(nsp2, r)); }
+// a = 2^{nsp2·r} (nsp2 = −8 softplus(Λ)·log2 e ≤ 0, r ∈ (0, 1]: the exponent is in [nsp2, 0]).
+// kFloor: some channel of the task has nsp2 < kNoFloorMin (softplus(Λ) > 10.7: a ≤ e^{−86 r}), so
+// the exponent is floored at −125 (Exp2UpTo126). Otherwise the floor cannot bind, and the product
+// folds into 2^y's range reduction (Exp2OfProduct): a multiply and a max fewer per vector.
+inline constexpr float kNoFloorMin = -124.0f;
+template <bool kFloor>
+HWY_INLINE VF DecayFactor(VF nsp2, VF r) {
+  if constexpr (kFloor) return Exp2UpTo126(hn::Mul(nsp2, r));
+  else return Exp2OfProduct(nsp2, r);
+}
+// Whether every one of the n exponents keeps DecayFactor<false> in range.
+HWY_INLINE bool NeedsFloor(const float* nsp2, i64 n) {
+  for (i64 j = 0; j < n; ++j)
+    if (!(nsp2[j] >= kNoFloorMin)) return true;
+  return false;
+}
+
+// Per-channel rows of one task interleaved by NL-channel group (kRows consecutive vectors per
+// group, padding lanes 0): as rows n floats apart they fell in the same L1 sets as the row streams
+// of each step. at(row, j): channel j of that row.
+template <i64 kRows>
+struct GroupRows {
+  i64 NL = i64(hn::Lanes(DF()));
+  AlignedVec buf;
+  explicit GroupRows(i64 n) : buf(size_t(kRows * ((n + NL - 1) / NL) * NL), 0.0f) {}
+  float& at(int row, i64 j) { return buf[size_t((j / NL) * kRows * NL + row * NL + j % NL)]; }
+};
 
 // One vector of channels, one forward step without a reset:
-//   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  prod ← prod·a
-template <bool Tail>
-HWY_INLINE void FwdStep(const RowIo<Tail>& io, float* y, float* h, float* prod, const float* nsp2,
-                        const float* x, const float* ga, const float* gx) {
+//   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  rsum ← rsum + r
+// st: this group's interleaved h, rsum, nsp2 (whole vectors, see ScanForwardRows).
+template <bool Tail, bool kFloor>
+HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, const float* x, VF r, VF i) {
   const DF d;
-  VF r, i;
-  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
-  const VF a = DecayFactor(io.ld(nsp2), r);
+  const size_t NL = hn::Lanes(d);
+  const VF a = DecayFactor<kFloor>(hn::LoadU(d, st + 2 * NL), r);
   const VF m = hn::Sqrt(hn::NegMulAdd(a, a, hn::Set(d, 1.0f)));       // √(1 − a²)
-  const VF hnew = hn::MulAdd(a, io.ld(h), hn::Mul(m, hn::Mul(i, io.ld(x))));
-  io.st(h, hnew);
+  const VF hnew = hn::MulAdd(a, hn::LoadU(d, st), hn::Mul(m, hn::Mul(i, io.ld(x))));
+  hn::StoreU(hnew, d, st);
   io.st(y, hnew);
-  io.st(prod, hn::Mul(io.ld(prod), a));
+  hn::StoreU(hn::Add(hn::LoadU(d, st + NL), r), d, st + NL);
 }
 
 // The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā) hold n channels.
-void ScanForwardTask(float* y, float* h, float* prod, const float* nsp2, const float* x,
+// Π ā is kept as Σ r (Π_t 2^{nsp2·r_t} = 2^{nsp2·Σ r}; +inf after a reset) and exponentiated once
+// at the end: the running product sinks through the denormals (0.9^t from t ≈ 830 on for ~150
+// tokens), whose multiplies take microcode assists: the former code's AVX2 forward in cache ran at
+// 1.86 ns/element, 1.31 with FTZ/DAZ set (bench_incache). And one add instead of a multiply.
+template <bool kFloor>
+void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const float* x,
                      const float* ga, const float* gx, const std::uint8_t* reset, i64 T, i64 R,
                      i64 n) {
   const i64 NL = i64(hn::Lanes(DF()));
-  for (i64 j = 0; j < n; ++j) prod[j] = 1.0f;
+  // h, Σ r, nsp2 (GroupRows)
+  constexpr i64 kIl = 3;
+  GroupRows<kIl> rows(n);
+  float* __restrict il = rows.buf.data();
+  auto at = [&rows](int row, i64 j) -> float& { return rows.at(row, j); };
+  for (i64 j = 0; j < n; ++j) {
+    at(0, j) = h[j];
+    at(1, j) = 0.0f;
+    at(2, j) = nsp2[j];
+  }
   for (i64 t = 0; t < T; ++t) {
     const i64 o = t * R;
     const float *xr = x + o, *gar = ga + o, *gxr = gx + o;
     float* yr = y + o;
     if (reset && reset[t]) {
       for (i64 j = 0; j < n; ++j) {
-        h[j] = sigmoid_fast(gxr[j]) * xr[j];  // ā = 0, m = 1
-        prod[j] = 0.0f;
-        yr[j] = h[j];
+        at(0, j) = sigmoid_fast(gxr[j]) * xr[j];  // ā = 0, m = 1
+        at(1, j) = HUGE_VALF;  // Π ā = 0 from here on
+        yr[j] = at(0, j);
       }
       continue;
     }
     i64 j = 0;
     const RowIo<false> whole{0};
-    for (; j + NL <= n; j += NL) FwdStep(whole, yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j);
-    if (j < n) FwdStep(RowIo<true>{size_t(n - j)}, yr + j, h + j, prod + j, nsp2 + j, xr + j, gar + j, gxr + j);
+    const i64 nw = n / NL * NL;
+    if (nw > 0) {
+      // software-pipelined by one vector: the gates of the next vector are computed before the
+      // update of this one, so the σ → a → √ chain spans two iterations of the reorder window
+      VF r, i;
+      SigmoidPair(hn::LoadU(DF(), gar), hn::LoadU(DF(), gxr), r, i);
+      for (; j + NL < nw; j += NL) {
+        VF rn, in;
+        SigmoidPair(hn::LoadU(DF(), gar + j + NL), hn::LoadU(DF(), gxr + j + NL), rn, in);
+        FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, r, i);
+        r = rn;
+        i = in;
+      }
+      FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, r, i);
+      j += NL;
+    }
+    if (j < n) {
+      const RowIo<true> io{size_t(n - j)};
+      VF r, i;
+      SigmoidPair(io.ld(gar + j), io.ld(gxr + j), r, i);
+      FwdUpdate<true, kFloor>(io, yr + j, il + j * kIl, xr + j, r, i);
+    }
   }
+  for (i64 j = 0; j < n; ++j) {
+    h[j] = at(0, j);
+    prod[j] = at(1, j) == HUGE_VALF ? 0.0f : float(std::exp2(double(nsp2[j]) * double(at(1, j))));
+  }
+}
+void ScanForwardTask(float* y, float* h, float* prod, const float* nsp2, const float* x,
+                     const float* ga, const float* gx, const std::uint8_t* reset, i64 T, i64 R,
+                     i64 n) {
+  if (NeedsFloor(nsp2, n)) ScanForwardRows<true>(y, h, prod, nsp2, x, ga, gx, reset, T, R, n);
+  else ScanForwardRows<false>(y, h, prod, nsp2, x, ga, gx, reset, T, R, n);
 }
 
 // One vector of channels, one reverse step without a reset; √max(z, zmin) = max(√z, 1/(2·cap)).
-// carry, dlog_sum, nsp2 are this group's three interleaved vectors (see ScanBackwardTask).
+// carry, dlog_sum, nsp2 are this group's interleaved vectors, nsp2 followed by nsp2/log2 e (see
+// ScanBackwardTask).
+// r = σ(ga), i = σ(gx), a = 2^{nsp2·r}: the head of the step's dependency chain, computed one
+// vector ahead by ScanBackwardRows (software pipelining, as in the forward).
+template <bool kFloor>
+HWY_INLINE void BwdGates(VF ga, VF gx, VF nsp2, VF& r, VF& i, VF& a) {
+  SigmoidPair(ga, gx, r, i);
+  a = DecayFactor<kFloor>(nsp2, r);
+}
 template <bool Tail, bool Stream>
 HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx, float* carry,
                         float* dlog_sum, const float* nsp2, const float* hp, const float* dy,
-                        const float* x, const float* ga, const float* gx, i64 pf) {
+                        const float* x, const float* ga, const float* gx, i64 pf, VF r, VF i, VF a) {
   static_assert(!(Tail && Stream), "streaming stores need whole aligned vectors");
   const DF d;
   // the reverse walk over t defeats the hardware prefetchers at page boundaries: fetch the
@@ -88,10 +165,6 @@ HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx
     PrefetchL2Write(dgx - pf);
   }
   // carry, dlog_sum, nsp2 are interleaved whole vectors (padded): never a tail
-  VF r, i;
-  SigmoidPair(io.ld(ga), io.ld(gx), r, i);
-  const VF ns2 = hn::LoadU(d, nsp2);
-  const VF a = DecayFactor(ns2, r);
   const VF z = hn::NegMulAdd(a, a, hn::Set(d, 1.0f));  // 1 − a²
   const VF sz = hn::Sqrt(z);
   const VF dh = hn::Add(io.ld(dy), hn::LoadU(d, carry));
@@ -101,8 +174,8 @@ HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx
   const VF q = hn::Div(hn::Mul(gin, a), hn::Max(sz, hn::Set(d, float(0.5 / kSqrtGradCap))));
   const VF dla = hn::Mul(hn::Mul(dh, hn::Sub(io.ld(hp), q)), a);
   hn::StoreU(hn::MulAdd(r, dla, hn::LoadU(d, dlog_sum)), d, dlog_sum);
-  // dga = −8 sp dlog_a r(1 − r)   (nsp2 = −8 sp·log2 e: the log2 e is divided out again)
-  const VF dgav = hn::Mul(hn::Mul(ns2, dla), hn::Mul(hn::Set(d, 1.0f / kLog2e), hn::NegMulAdd(r, r, r)));
+  // dga = −8 sp dlog_a r(1 − r)   (the vector after nsp2 is −8 sp = nsp2/log2 e)
+  const VF dgav = hn::Mul(hn::Mul(hn::LoadU(d, nsp2 + hn::Lanes(d)), dla), hn::NegMulAdd(r, r, r));
   const VF dhs = hn::Mul(dh, sz);
   const VF dgxv = hn::Mul(hn::Mul(dhs, xv), hn::NegMulAdd(i, i, i));  // dh m x i(1 − i)
   // dga, dgx are write-only: above the cache size they go out with non-temporal stores (no read
@@ -121,21 +194,23 @@ HWY_INLINE void BwdStep(const RowIo<Tail>& io, float* dx, float* dga, float* dgx
 // The reverse rows of one task. carry: in dh_out (or 0), out ā_0 dh_0 (the dh_in contribution);
 // dlog_sum: out Σ_t r_t dlog_a_t; nsp2, h0 (h_{−1}): n channels. stream: dga, dgx rows whose start
 // is aligned to the vector go out with streaming stores.
-void ScanBackwardTask(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum,
+template <bool kFloor>
+void ScanBackwardRows(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum,
                       const float* nsp2, const float* h0, const float* y, const float* dy,
                       const float* x, const float* ga, const float* gx, const std::uint8_t* reset,
                       i64 T, i64 R, i64 n, bool stream) {
   const DF d;
   const i64 NL = i64(hn::Lanes(d));
-  // carry, dlog_sum, nsp2 interleaved by NL-channel group (3 consecutive vectors): as rows n
-  // floats apart they fell in the same L1 set as the 8 streamed rows of each step
-  AlignedVec ilv(size_t(3 * ((n + NL - 1) / NL) * NL), 0.0f);
-  float* __restrict il = ilv.data();
-  auto at = [il, NL](int row, i64 j) -> float& { return il[(j / NL) * 3 * NL + row * NL + j % NL]; };
+  // carry, dlog_sum, nsp2, nsp2/log2 e (GroupRows)
+  constexpr i64 kIl = 4;
+  GroupRows<kIl> rows(n);
+  float* __restrict il = rows.buf.data();
+  auto at = [&rows](int row, i64 j) -> float& { return rows.at(row, j); };
   for (i64 j = 0; j < n; ++j) {
     at(0, j) = carry[j];
     at(1, j) = 0.0f;
     at(2, j) = nsp2[j];
+    at(3, j) = nsp2[j] * (1.0f / kLog2e);
   }
   const size_t vec_bytes = size_t(NL) * sizeof(float);
   auto aligned = [vec_bytes](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % vec_bytes == 0; };
@@ -157,22 +232,53 @@ void ScanBackwardTask(float* dx, float* dga, float* dgx, float* carry, float* dl
     }
     i64 j = 0;
     const RowIo<false> whole{0};
-    if (stream && aligned(dgar) && aligned(dgxr))
-      for (; j + NL <= n; j += NL)
-        BwdStep<false, true>(whole, dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + NL, il + j * 3 + 2 * NL,
-                             hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
-    for (; j + NL <= n; j += NL)
-      BwdStep<false, false>(whole, dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + NL, il + j * 3 + 2 * NL,
-                            hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
-    if (j < n)
-      BwdStep<true, false>(RowIo<true>{size_t(n - j)}, dxr + j, dgar + j, dgxr + j, il + j * 3, il + j * 3 + NL,
-                           il + j * 3 + 2 * NL, hp + j, dyr + j, xr + j, gar + j, gxr + j, R);
+    const i64 nw = n / NL * NL;
+    auto whole_vectors = [&](auto stream_tag) {
+      constexpr bool kStream = decltype(stream_tag)::value;
+      VF r, i, a;
+      BwdGates<kFloor>(hn::LoadU(d, gar), hn::LoadU(d, gxr), hn::LoadU(d, il + 2 * NL), r, i, a);
+      auto step = [&] {
+        BwdStep<false, kStream>(whole, dxr + j, dgar + j, dgxr + j, il + j * kIl, il + j * kIl + NL,
+                                il + j * kIl + 2 * NL, hp + j, dyr + j, xr + j, gar + j, gxr + j, R, r, i, a);
+      };
+      for (; j + NL < nw; j += NL) {
+        VF rn, in, an;
+        BwdGates<kFloor>(hn::LoadU(d, gar + j + NL), hn::LoadU(d, gxr + j + NL),
+                         hn::LoadU(d, il + (j + NL) * kIl + 2 * NL), rn, in, an);
+        step();
+        r = rn;
+        i = in;
+        a = an;
+      }
+      step();
+      j += NL;
+    };
+    if (nw > 0) {
+      if (stream && aligned(dgar) && aligned(dgxr)) whole_vectors(std::true_type{});
+      else whole_vectors(std::false_type{});
+    }
+    if (j < n) {
+      const RowIo<true> io{size_t(n - j)};
+      VF r, i, a;
+      BwdGates<kFloor>(io.ld(gar + j), io.ld(gxr + j), hn::LoadU(d, il + j * kIl + 2 * NL), r, i, a);
+      BwdStep<true, false>(io, dxr + j, dgar + j, dgxr + j, il + j * kIl, il + j * kIl + NL, il + j * kIl + 2 * NL,
+                           hp + j, dyr + j, xr + j, gar + j, gxr + j, R, r, i, a);
+    }
   }
   if (stream) hwy::FlushStream();  // order this task's streaming stores before the join
   for (i64 j = 0; j < n; ++j) {
     carry[j] = at(0, j);
     dlog_sum[j] = at(1, j);
   }
+}
+void ScanBackwardTask(float* dx, float* dga, float* dgx, float* carry, float* dlog_sum,
+                      const float* nsp2, const float* h0, const float* y, const float* dy,
+                      const float* x, const float* ga, const float* gx, const std::uint8_t* reset,
+                      i64 T, i64 R, i64 n, bool stream) {
+  if (NeedsFloor(nsp2, n))
+    ScanBackwardRows<true>(dx, dga, dgx, carry, dlog_sum, nsp2, h0, y, dy, x, ga, gx, reset, T, R, n, stream);
+  else
+    ScanBackwardRows<false>(dx, dga, dgx, carry, dlog_sum, nsp2, h0, y, dy, x, ga, gx, reset, T, R, n, stream);
 }
 
 // rglru_carry's rows: carry (in h_in) ← carry·ā_t, y_t += carry until a reset.

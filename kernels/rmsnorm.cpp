@@ -1,5 +1,7 @@
-// kernels/rmsnorm.cpp — see rmsnorm.hpp.
+// kernels/rmsnorm.cpp — see rmsnorm.hpp. The fast rows run on the dispatched SIMD target
+// (vector_rows.hpp); the reference is plain loops in double.
 #include "kernels/rmsnorm.hpp"
+#include "kernels/vector_rows.hpp"
 
 #include <cmath>
 #include <vector>
@@ -48,17 +50,7 @@ namespace fast {
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* scale, i64 M, i64 D, float eps) {
   #pragma omp parallel for schedule(static)
-  for (i64 m = 0; m < M; ++m) {
-    const float* xr = x + m * D;
-    float* yr = y + m * D;
-    float ss = 0;
-    #pragma omp simd reduction(+ : ss)
-    for (i64 d = 0; d < D; ++d) ss += xr[d] * xr[d];
-    const float r = 1.0f / std::sqrt(ss / float(D) + eps);
-    rstd[m] = r;
-    #pragma omp simd
-    for (i64 d = 0; d < D; ++d) yr[d] = xr[d] * r * (1.0f + scale[d]);
-  }
+  for (i64 m = 0; m < M; ++m) rstd[m] = rows::rmsnorm(y + m * D, x + m * D, scale, D, eps);
 }
 
 void rmsnorm_backward(float* dx, float* dscale, const float* dy, const float* x, const float* rstd,
@@ -67,24 +59,9 @@ void rmsnorm_backward(float* dx, float* dscale, const float* dy, const float* x,
   {
     std::vector<float> ds(dscale ? D : 0, 0.0f);
     #pragma omp for schedule(static)
-    for (i64 m = 0; m < M; ++m) {
-      const float* xr = x + m * D;
-      const float* dyr = dy + m * D;
-      const float r = rstd[m];
-      float dot = 0;
-      #pragma omp simd reduction(+ : dot)
-      for (i64 d = 0; d < D; ++d) dot += dyr[d] * (1.0f + scale[d]) * xr[d];
-      const float mean = dot * r / float(D);
-      if (dx) {
-        float* dxr = dx + m * D;
-        #pragma omp simd
-        for (i64 d = 0; d < D; ++d) dxr[d] += r * (dyr[d] * (1.0f + scale[d]) - xr[d] * r * mean);
-      }
-      if (dscale) {
-        #pragma omp simd
-        for (i64 d = 0; d < D; ++d) ds[d] += dyr[d] * xr[d] * r;
-      }
-    }
+    for (i64 m = 0; m < M; ++m)
+      rows::rmsnorm_grad(dx ? dx + m * D : nullptr, dscale ? ds.data() : nullptr, dy + m * D, x + m * D, scale, rstd[m],
+                         D);
     if (dscale) {
       #pragma omp critical
       for (i64 d = 0; d < D; ++d) dscale[d] += ds[d];

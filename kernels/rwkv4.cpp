@@ -165,36 +165,50 @@ void LazyForwardTask(float* y, float* state_out, const float* k, const float* v,
 }
 
 // ─── backward (max form) ──────────────────────────────────────────────────────────────────────
-// For d = x − y, e = e^{−|d|} and (e^{x−q}, e^{y−q}) with q = max(x, y) is d ≥ 0 ? (1, e) : (e, 1).
+// For d = x − y, e = e^{−|d|} and (e^{x−q}, e^{y−q}) with q = max(x, y) is d ≥ 0 ? (1, e) : (e, 1)
+// (at d = ±0 both forms are (1, 1)). Below AVX-512, |d| is capped at 86
+// (e^{−86} ≈ 4e-38 stands for anything smaller, as Exp2UpTo126's floor did) so that −|d|·log2 e
+// stays in Exp2OfProduct's range, and the scaling by log2 e folds into its range reduction.
 HWY_INLINE void ScaledPair(VF x, VF y, VF& ex, VF& ey) {
   const DF d;
   const VF diff = hn::Sub(x, y);
-  const VF e = Exp2UpTo126(hn::Mul(NegAbs(diff), hn::Set(d, kLog2e)));
-  const auto ge = hn::Ge(diff, hn::Zero(d));
-  ex = hn::IfThenElse(ge, hn::Set(d, 1.0f), e);
-  ey = hn::IfThenElse(ge, e, hn::Set(d, 1.0f));
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  const VF e = Exp2(hn::Mul(hn::Abs(diff), hn::Set(d, -kLog2e)));
+#else
+  const VF e = Exp2OfProduct(hn::Min(hn::Abs(diff), hn::Set(d, 86.0f)), hn::Set(d, -kLog2e));
+#endif
+  ex = IfNegative(diff, e, hn::Set(d, 1.0f));
+  ey = IfNegative(diff, hn::Set(d, 1.0f), e);
 }
 
 // Every per-channel array of the backward is interleaved by vector-sized channel group, like the
-// lazy forward: states (a, b, p) as 3 consecutive vectors per group ([3·ncr] per token /
-// checkpoint), and (da, db, dw, du, w, u) as 6. As rows CB floats apart, a step touched ~14 lines
-// in the same L1 set (states, adjoints, k, v, dy, dk, dv rows).
-constexpr i64 kStRows = 3, kAdjRows = 6;
+// lazy forward: states (a, b, p) as 3 consecutive vectors per group ([3·ncr] per checkpoint), and
+// (da, db, dw, du, w, u) as 6. As rows CB floats apart, a step touched ~14 lines in the same L1
+// set (states, adjoints, k, v, dy, dk, dv rows). A segment's recomputed states carry 2 rows more:
+// the pair (e^{p−w−p'}, e^{k−p'}) of the step out of that state, which the adjoint step needs
+// too (one ScaledPair per token fewer).
+constexpr i64 kStRows = 3, kSegRows = 5, kAdjRows = 6;
 
-// State step (max form) for nc channels: nxt from cur (interleaved states), w from pc.
-HWY_INLINE void StateStep(float* nxt, const float* cur, const float* kt, const float* vt, const float* pc, i64 nc,
+// State step (max form) for nc channels: nxt from cur (interleaved states, kRows vectors per
+// group), w from pc. kRows = kSegRows: also keeps the step's scaled pair in cur's rows 3 and 4.
+template <i64 kRows>
+HWY_INLINE void StateStep(float* nxt, float* cur, const float* kt, const float* vt, const float* pc, i64 nc,
                           i64 pf) {
   const DF d;
   const i64 NL = i64(hn::Lanes(d));
   for (i64 c = 0; c < nc; c += NL) {
-    const float* sc = cur + c * kStRows;
-    float* sn = nxt + c * kStRows;
+    float* sc = cur + c * kRows;
+    float* sn = nxt + c * kRows;
     PrefetchL2(kt + c + pf);
     PrefetchL2(vt + c + pf);
     const VF kk = LoadClip(kt + c, nc - c), vv = LoadClip(vt + c, nc - c);
     const VF pw = hn::Sub(hn::LoadU(d, sc + 2 * NL), hn::LoadU(d, pc + c * kAdjRows + 4 * NL));
     VF e1, e2;
     ScaledPair(pw, kk, e1, e2);
+    if constexpr (kRows == kSegRows) {
+      hn::StoreU(e1, d, sc + 3 * NL);
+      hn::StoreU(e2, d, sc + 4 * NL);
+    }
     hn::StoreU(hn::MulAdd(e1, hn::LoadU(d, sc), hn::Mul(e2, vv)), d, sn);
     hn::StoreU(hn::MulAdd(e1, hn::LoadU(d, sc + NL), e2), d, sn + NL);
     hn::StoreU(hn::Max(pw, kk), d, sn + 2 * NL);
@@ -208,7 +222,7 @@ HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur,
   const i64 NL = i64(hn::Lanes(d));
   for (i64 c = 0; c < nc; c += NL) {
     const i64 rem = nc - c;
-    const float* sc = cur + c * kStRows;
+    const float* sc = cur + c * kSegRows;
     float* q = pc + c * kAdjRows;  // da, db, dw, du, w, u
     PrefetchL2(gt + c + pf);
     PrefetchL2Write(dkt + c + pf);
@@ -216,8 +230,8 @@ HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur,
     const VF kk = LoadClip(kt + c, rem), vv = LoadClip(vt + c, rem);
     const VF A0 = hn::LoadU(d, sc), B0 = hn::LoadU(d, sc + NL), P0 = hn::LoadU(d, sc + 2 * NL);
     const VF DA = hn::LoadU(d, q), DB = hn::LoadU(d, q + NL);
-    VF ed, ek;  // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}
-    ScaledPair(hn::Sub(P0, hn::LoadU(d, q + 4 * NL)), kk, ed, ek);
+    // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}: kept by the segment's StateStep
+    const VF ed = hn::LoadU(d, sc + 3 * NL), ek = hn::LoadU(d, sc + 4 * NL);
     VF gk = hn::Mul(hn::MulAdd(DA, vv, DB), ek), gv = hn::Mul(DA, ek);
     hn::StoreU(hn::NegMulAdd(hn::MulAdd(DA, A0, hn::Mul(DB, B0)), ed, hn::LoadU(d, q + 2 * NL)), d, q + 2 * NL);
     VF dan = hn::Mul(DA, ed), dbn = hn::Mul(DB, ed);
@@ -247,14 +261,15 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
                   const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
                   const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
   const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
-  const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr;  // SB: floats per interleaved state
+  // SB, SG: floats per interleaved checkpoint / segment state
+  const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr, SG = kSegRows * ncr;
   auto at = [NL](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / NL) * rows + r) * NL + c % NL]; };
   // per-thread scratch kept across calls (a fresh zero-filled vector per call cost page faults +
   // a memset: 1.3 ms per call, 19.7 ns/element at T = 64, D = 1024): checkpoints (the state at
   // every segment start), the states inside one segment, the adjoints
   thread_local AlignedVec ck, seg, buf;
   ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * SB)));
-  seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * SB)));
+  seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * SG)));
   buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * ncr)));
   float *pc = buf.data(), *c0s = ck.data();
   for (i64 c = 0; c < ncr; ++c) {  // padding lanes too: finite values for the full vectors
@@ -276,21 +291,21 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
     std::copy_n(cur, SB, nxt);
     for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
       const i64 o = (b * T + t) * D + c0;
-      StateStep(nxt, nxt, k + o, v + o, pc, nc, D);
+      StateStep<kStRows>(nxt, nxt, k + o, v + o, pc, nc, D);
     }
   }
   // pass 2: segments in reverse; the segment's states recomputed, then the adjoint
   for (i64 s = NS - 1; s >= 0; --s) {
     const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-    std::copy_n(&ck[s * SB], SB, seg.data());
+    for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &seg[g * kSegRows * NL]);
     for (i64 t = t0; t < t1; ++t) {
       const i64 o = (b * T + t) * D + c0;
-      float* cur = &seg[(t - t0) * SB];
-      StateStep(cur + SB, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
+      float* cur = &seg[(t - t0) * SG];
+      StateStep<kSegRows>(cur + SG, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
     }
     for (i64 t = t1 - 1; t >= t0; --t) {
       const i64 o = (b * T + t) * D + c0;
-      AdjointStep(dk + o, dv + o, pc, &seg[(t - t0) * SB], k + o, v + o, dy + o, nc, -D);
+      AdjointStep(dk + o, dv + o, pc, &seg[(t - t0) * SG], k + o, v + o, dy + o, nc, -D);
     }
   }
   for (i64 c = 0; c < nc; ++c) {

@@ -44,41 +44,66 @@ inline constexpr float kLog2e = 1.44269504088896341f;
 // bits of 0), so the result saturates the same way (below 2^−126 it is 0 instead of a denormal);
 // without kSaturate the caller guarantees y ∈ [−125, 126] and k is added to the exponent of the
 // polynomial directly (no clamps, no multiply: 3 operations fewer on AVX2/SSE4). Callers scale
-// natural exponents by kLog2e (or hoist it).
-template <bool kSaturate = true>
-HWY_INLINE VF Exp2(VF y) {
+// natural exponents by kLog2e (or hoist it; Exp2OfProduct folds the scaling into the reduction).
+// Exp2Poly: 2^f for f ∈ [−½, ½].
+HWY_INLINE VF Exp2Poly(VF f) {
   const DF d;
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-  const VF k = hn::Round(y);
-#else
-  if constexpr (kSaturate) y = hn::Min(hn::Max(y, hn::Set(d, -127.0f)), hn::Set(d, 128.0f));
-  // k = round(y) by the 1.5·2²³ trick: the sum's low mantissa bits ARE k (round to nearest even,
-  // like Round), so 2^k comes from them by one shift — no float→int conversion (Highway's
-  // ConvertTo adds an overflow fix-up on x86 that costs more than the rest of 2^k)
-  const VF t = hn::Add(y, hn::Set(d, 12582912.0f));  // 1.5·2²³ + k, exactly
-  const VF k = hn::Sub(t, hn::Set(d, 12582912.0f));
-#endif
-  const VF f = hn::Sub(y, k);
   VF p = hn::Set(d, 1.339086331e-3f);
   p = hn::MulAdd(p, f, hn::Set(d, 9.676031768e-03f));
   p = hn::MulAdd(p, f, hn::Set(d, 5.550356954e-02f));
   p = hn::MulAdd(p, f, hn::Set(d, 2.402210683e-01f));
   p = hn::MulAdd(p, f, hn::Set(d, 6.931471825e-01f));
-  p = hn::MulAdd(p, f, hn::Set(d, 1.000000119e+00f));
+  return hn::MulAdd(p, f, hn::Set(d, 1.000000119e+00f));
+}
+
+#if !(HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3)
+inline constexpr float kRoundMagic = 12582912.0f;  // 1.5·2²³: y + it has k = round(y) as its low mantissa bits
+// p·2^k from t = 1.5·2²³ + k (k ∈ [−125, 126], p ∈ [2^−½, 2^½] normal, so p·2^k is normal): k is
+// added to p's exponent. bits(t) = 0x4B400000 + k, and 0x4B400000 << 23 vanishes mod 2³², so
+// bits(t) << 23 = k << 23 — no float→int conversion (Highway's ConvertTo adds an overflow fix-up
+// on x86 that costs more than the rest of 2^k).
+HWY_INLINE VF ScaleByRounded(VF p, VF t) {
+  const hn::RebindToSigned<DF> di;
+  return hn::BitCast(DF(), hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(hn::BitCast(di, t))));
+}
+#endif
+
+template <bool kSaturate = true>
+HWY_INLINE VF Exp2(VF y) {
+  const DF d;
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  const VF k = hn::Round(y);
+  const VF p = Exp2Poly(hn::Sub(y, k));
   // all-lanes masked form: GCC 12 warns (-Wmaybe-uninitialized) about the _mm512_undefined_ps
   // inside the unmasked intrinsic; the instruction is the same
   return VF{_mm512_mask_scalef_ps(p.raw, __mmask16(0xFFFF), p.raw, k.raw)};
 #else
-  // bits(t) = 0x4B400000 + k, and 0x4B400000 << 23 vanishes mod 2³², so bits(t) << 23 = k << 23
-  const hn::RebindToSigned<DF> di;
-  const auto tb = hn::BitCast(di, t);
+  if constexpr (kSaturate) y = hn::Min(hn::Max(y, hn::Set(d, -127.0f)), hn::Set(d, 128.0f));
+  // k = round(y) by the 1.5·2²³ trick: the sum's low mantissa bits ARE k (round to nearest even,
+  // like Round)
+  const VF t = hn::Add(y, hn::Set(d, kRoundMagic));  // 1.5·2²³ + k, exactly
+  const VF p = Exp2Poly(hn::Sub(y, hn::Sub(t, hn::Set(d, kRoundMagic))));
   if constexpr (kSaturate) {
+    const hn::RebindToSigned<DF> di;
+    const auto tb = hn::BitCast(di, t);
     return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(tb, hn::Set(di, 127)))));  // 2^k, k ∈ [−127, 128]
   } else {
-    // p ∈ [2^−½, 2^½] is normal, and so is p·2^k for k ∈ [−125, 126]: add k to its exponent
-    return hn::BitCast(d, hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(tb)));
+    return ScaleByRounded(p, t);
   }
+#endif
+}
+
+// 2^{a·b} for a·b ∈ [−124, 126] (the caller guarantees the bound; AVX-512 saturates anyway):
+// Exp2<false> of the product with the multiply folded into the range reduction — t = a·b + 1.5·2²³
+// and f = a·b − k are each one multiply-add of the exact product, so the product costs no
+// operation of its own (and f is exact). AVX-512: the product, then Exp2 (vscalefps).
+HWY_INLINE VF Exp2OfProduct(VF a, VF b) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  return Exp2(hn::Mul(a, b));
+#else
+  const VF magic = hn::Set(DF(), kRoundMagic);
+  const VF t = hn::MulAdd(a, b, magic);
+  return ScaleByRounded(Exp2Poly(hn::MulSub(a, b, hn::Sub(t, magic))), t);
 #endif
 }
 
@@ -113,11 +138,23 @@ HWY_INLINE void SigmoidPair(VF x1, VF x2, VF& s1, VF& s2) {
 #else
   const DF d;
   const VF lo = hn::Set(d, -40.0f), hi = hn::Set(d, 80.0f), nl2e = hn::Set(d, -kLog2e), one = hn::Set(d, 1.0f);
-  const VF u = hn::Add(one, Exp2<false>(hn::Mul(hn::Min(hn::Max(x1, lo), hi), nl2e)));
-  const VF v = hn::Add(one, Exp2<false>(hn::Mul(hn::Min(hn::Max(x2, lo), hi), nl2e)));
+  const VF u = hn::Add(one, Exp2OfProduct(hn::Min(hn::Max(x1, lo), hi), nl2e));
+  const VF v = hn::Add(one, Exp2OfProduct(hn::Min(hn::Max(x2, lo), hi), nl2e));
   const VF inv = hn::Div(one, hn::Mul(u, v));
   s1 = hn::Mul(v, inv);
   s2 = hn::Mul(u, inv);
+#endif
+}
+
+// v < 0 (sign bit set, so −0 counts) ? yes : no. x86 from SSE4 on: blendvps reads the sign bit,
+// no comparison needed. Elsewhere by a comparison (v < 0, so −0 counts as ≥ 0; callers must not
+// care): Highway 1.0.3's IfNegativeThenElse for SSSE3 hands the raw sign vector to an and/andnot
+// select and mixes the bits.
+HWY_INLINE VF IfNegative(VF v, VF yes, VF no) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_SSE4
+  return hn::IfNegativeThenElse(v, yes, no);
+#else
+  return hn::IfThenElse(hn::Lt(v, hn::Zero(DF())), yes, no);
 #endif
 }
 

@@ -1,5 +1,7 @@
-// kernels/vector_rows.cpp — see vector_rows.hpp. The rows are compiled once per SIMD target
-// (hwy/foreach_target.h re-includes this file per target); the dispatching wrappers once (HWY_ONCE).
+// kernels/vector_rows.cpp — see vector_rows.hpp. The rows (elementwise, and the norm / softmax
+// reductions) are compiled once per SIMD target (hwy/foreach_target.h re-includes this file per
+// target); the dispatching wrappers once (HWY_ONCE).
+#include <cmath>
 #include <cstddef>
 
 #include "kernels/vector_rows.hpp"
@@ -142,6 +144,118 @@ void MixGrad(float* dx, float* dxx, float* dm, const float* g, const float* xx, 
   });
 }
 
+
+// ─── reductions: norms and softmax rows ─────────────────────────────────────────────────────────
+// v in the lanes of this row, `pad` in a tail vector's lanes past n (LoadPart fills them with 0).
+template <bool Tail>
+HWY_INLINE VF InRow(const RowIo<Tail>& io, VF v, VF pad) {
+  if constexpr (Tail) return hn::IfThenElse(hn::FirstN(DF(), io.n), v, pad);
+  else return v;
+}
+HWY_INLINE float SumLanes(VF v) { return hn::GetLane(hn::SumOfLanes(DF(), v)); }
+
+float RmsNormRow(float* y, const float* x, const float* scale, size_t n, float eps) {
+  const DF d;
+  VF ss = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF xv = io.ld(x + i);
+    ss = hn::MulAdd(xv, xv, ss);
+  });
+  const float r = 1.0f / std::sqrt(SumLanes(ss) / float(n) + eps);
+  const VF rv = hn::Set(d, r);
+  // y = x · r · (1 + scale) = x r + (x r) scale
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF xr = hn::Mul(io.ld(x + i), rv);
+    io.st(y + i, hn::MulAdd(xr, io.ld(scale + i), xr));
+  });
+  return r;
+}
+void RmsNormGradRow(float* dx, float* dscale, const float* dy, const float* x, const float* scale, float r,
+                    size_t n) {
+  const DF d;
+  VF dot = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF g = io.ld(dy + i);
+    dot = hn::MulAdd(hn::MulAdd(g, io.ld(scale + i), g), io.ld(x + i), dot);  // dy (1 + s) x
+  });
+  const VF rv = hn::Set(d, r), rrm = hn::Set(d, r * (SumLanes(dot) * r / float(n)));  // r · mean
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF g = io.ld(dy + i), xv = io.ld(x + i);
+    // dx += r (dy (1 + s) − x r mean)
+    if (dx) io.st(dx + i, hn::MulAdd(rv, hn::NegMulAdd(xv, rrm, hn::MulAdd(g, io.ld(scale + i), g)), io.ld(dx + i)));
+    if (dscale) io.st(dscale + i, hn::MulAdd(hn::Mul(g, xv), rv, io.ld(dscale + i)));  // ds += dy x r
+  });
+}
+void GroupNormRow(float* y, float* mean, float* rstd, const float* x, const float* scale, const float* bias, size_t n,
+                  float eps) {
+  const DF d;
+  VF s = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) { s = hn::Add(s, io.ld(x + i)); });
+  const float mu = SumLanes(s) / float(n);
+  const VF muv = hn::Set(d, mu);
+  VF v = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF c = InRow(io, hn::Sub(io.ld(x + i), muv), hn::Zero(d));
+    v = hn::MulAdd(c, c, v);
+  });
+  const float rs = 1.0f / std::sqrt(SumLanes(v) / float(n) + eps);
+  *mean = mu;
+  *rstd = rs;
+  const VF rsv = hn::Set(d, rs);
+  ForVectors(n, [&](auto io, size_t i) {
+    io.st(y + i, hn::MulAdd(hn::Mul(hn::Sub(io.ld(x + i), muv), rsv), io.ld(scale + i), io.ld(bias + i)));
+  });
+}
+void GroupNormGradRow(float* dx, float* dscale, float* dbias, const float* dy, const float* x, const float* scale,
+                      float mu, float rs, size_t n) {
+  const DF d;
+  const VF muv = hn::Set(d, mu), rsv = hn::Set(d, rs);
+  VF sg = hn::Zero(d), sgx = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF xh = hn::Mul(hn::Sub(io.ld(x + i), muv), rsv), gh = hn::Mul(io.ld(dy + i), io.ld(scale + i));
+    sg = hn::Add(sg, gh);
+    sgx = hn::MulAdd(gh, xh, sgx);
+  });
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF g = io.ld(dy + i), xh = hn::Mul(hn::Sub(io.ld(x + i), muv), rsv);
+    if (dscale) io.st(dscale + i, hn::MulAdd(g, xh, io.ld(dscale + i)));
+    if (dbias) io.st(dbias + i, hn::Add(io.ld(dbias + i), g));
+  });
+  if (!dx) return;
+  const VF mg = hn::Set(d, SumLanes(sg) / float(n)), mgx = hn::Set(d, SumLanes(sgx) / float(n));
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF xh = hn::Mul(hn::Sub(io.ld(x + i), muv), rsv), gh = hn::Mul(io.ld(dy + i), io.ld(scale + i));
+    // dx += rs (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))
+    io.st(dx + i, hn::MulAdd(rsv, hn::NegMulAdd(xh, mgx, hn::Sub(gh, mg)), io.ld(dx + i)));
+  });
+}
+float MaxOf(const float* x, size_t n, float init) {
+  const DF d;
+  VF m = hn::Set(d, init);
+  ForVectors(n, [&](auto io, size_t i) { m = hn::Max(m, InRow(io, io.ld(x + i), hn::Set(d, init))); });
+  return hn::GetLane(hn::MaxOfLanes(d, m));
+}
+float ExpMinusSum(float* x, size_t n, float c) {
+  const DF d;
+  const VF cv = hn::Set(d, c);
+  VF s = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF e = ExpE(hn::Sub(io.ld(x + i), cv));
+    io.st(x + i, e);
+    s = hn::Add(s, InRow(io, e, hn::Zero(d)));
+  });
+  return SumLanes(s);
+}
+void SoftmaxGradRow(float* p, float* dp, size_t n, float lse, float dot, float scale) {
+  const DF d;
+  const VF lv = hn::Set(d, lse), dv = hn::Set(d, dot), sv = hn::Set(d, scale);
+  ForVectors(n, [&](auto io, size_t i) {
+    const VF pv = ExpE(hn::Sub(io.ld(p + i), lv));
+    io.st(p + i, pv);
+    io.st(dp + i, hn::Mul(hn::Mul(pv, hn::Sub(io.ld(dp + i), dv)), sv));
+  });
+}
+
 }  // namespace scanshard::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -167,6 +281,13 @@ HWY_EXPORT(ShiftMix);
 HWY_EXPORT(ShiftMixGrad);
 HWY_EXPORT(Mix);
 HWY_EXPORT(MixGrad);
+HWY_EXPORT(RmsNormRow);
+HWY_EXPORT(RmsNormGradRow);
+HWY_EXPORT(GroupNormRow);
+HWY_EXPORT(GroupNormGradRow);
+HWY_EXPORT(MaxOf);
+HWY_EXPORT(ExpMinusSum);
+HWY_EXPORT(SoftmaxGradRow);
 
 void sigmoid_mul(float* out, const float* a, const float* b, i64 n) {
   HWY_DYNAMIC_DISPATCH(SigmoidMul)(out, a, b, size_t(n));
@@ -216,6 +337,26 @@ void mix(float* out, const float* x, const float* xx, const float* mu, const flo
 void mix_grad(float* dx, float* dxx, float* dm, const float* g, const float* xx, const float* mu, const float* m,
               i64 n) {
   HWY_DYNAMIC_DISPATCH(MixGrad)(dx, dxx, dm, g, xx, mu, m, size_t(n));
+}
+
+float rmsnorm(float* y, const float* x, const float* scale, i64 n, float eps) {
+  return HWY_DYNAMIC_DISPATCH(RmsNormRow)(y, x, scale, size_t(n), eps);
+}
+void rmsnorm_grad(float* dx, float* dscale, const float* dy, const float* x, const float* scale, float rstd, i64 n) {
+  HWY_DYNAMIC_DISPATCH(RmsNormGradRow)(dx, dscale, dy, x, scale, rstd, size_t(n));
+}
+void group_norm(float* y, float* mean, float* rstd, const float* x, const float* scale, const float* bias, i64 n,
+                float eps) {
+  HWY_DYNAMIC_DISPATCH(GroupNormRow)(y, mean, rstd, x, scale, bias, size_t(n), eps);
+}
+void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, const float* x, const float* scale,
+                     float mean, float rstd, i64 n) {
+  HWY_DYNAMIC_DISPATCH(GroupNormGradRow)(dx, dscale, dbias, dy, x, scale, mean, rstd, size_t(n));
+}
+float max_of(const float* x, i64 n, float init) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, size_t(n), init); }
+float exp_minus_sum(float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(x, size_t(n), c); }
+void softmax_grad(float* p, float* dp, i64 n, float lse, float dot, float scale) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxGradRow)(p, dp, size_t(n), lse, dot, scale);
 }
 
 }  // namespace scanshard::kernels::rows

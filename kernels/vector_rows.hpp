@@ -2,9 +2,10 @@
 // floats, written once with Google Highway and dispatched to the best SIMD target of the CPU at
 // run time (simd.hpp; the tests pin every target). Math: contrib's Exp / Tanh (simd_math-inl.h).
 //
-// For: fast:: kernels in rwkv_ops.cpp, mlp.cpp, rwkv4.cpp (token shift), which keep their OpenMP
-// work split and call one row per (thread's) span. Not for: the recurrences (their own per-target
-// code: rglru.cpp, rwkv4.cpp, rwkv6.cpp, conv1d.cpp), references (ref::, plain loops).
+// For: fast:: kernels in rwkv_ops.cpp, mlp.cpp, rwkv4.cpp (token shift), rmsnorm.cpp, layernorm.cpp
+// (GroupNorm / LayerNorm) and attention.cpp (the flash softmax), which keep their OpenMP work
+// split and call one row per (thread's) span, token or group. Not for: the recurrences (their own
+// per-target code: rglru.cpp, rwkv4.cpp, rwkv6.cpp, conv1d.cpp), references (ref::, plain loops).
 // Convention: "+=" rows accumulate into their outputs, the others write (=); every row accepts
 // n = 0 and any alignment.
 #pragma once
@@ -54,6 +55,26 @@ void mix(float* out, const float* x, const float* xx, const float* mu, const flo
 // dx += g;  dxx += g ⊙ (μ + m);  dm += g ⊙ xx   (each nullable)
 void mix_grad(float* dx, float* dxx, float* dm, const float* g, const float* xx, const float* mu, const float* m,
               i64 n);
+
+// ─── reductions over one row (norms, softmax; sums in float, per-lane partial sums) ─────────────
+// RMSNorm of one row: returns r = 1/√(Σ x²/n + eps) and writes y = x·r·(1 + scale)
+float rmsnorm(float* y, const float* x, const float* scale, i64 n, float eps);
+// its gradient, mean = Σ dy(1 + scale)x·r / n:  dx += r(dy(1 + scale) − x·r·mean);  dscale += dy·x·r
+// (dx, dscale nullable)
+void rmsnorm_grad(float* dx, float* dscale, const float* dy, const float* x, const float* scale, float rstd, i64 n);
+// one group of n channels: μ, rstd = 1/√(Σ(x − μ)²/n + eps) into *mean, *rstd; y = (x − μ)·rstd·scale + bias
+void group_norm(float* y, float* mean, float* rstd, const float* x, const float* scale, const float* bias, i64 n,
+                float eps);
+// with x̂ = (x − μ)·rstd, ĝ = dy·scale: dx += rstd(ĝ − mean(ĝ) − x̂·mean(ĝ x̂)); dscale += dy·x̂; dbias += dy
+// (each nullable)
+void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, const float* x, const float* scale,
+                     float mean, float rstd, i64 n);
+// max(init, max x)
+float max_of(const float* x, i64 n, float init);
+// x = e^{x − c} (in place); returns Σ of the new x
+float exp_minus_sum(float* x, i64 n, float c);
+// softmax backward from scores: p = e^{p − lse} (in place);  dp = p·(dp − dot)·scale
+void softmax_grad(float* p, float* dp, i64 n, float lse, float dot, float scale);
 
 // fn(i0, len) for consecutive spans of [0, n) (len ≤ span), spread over the OpenMP threads: how
 // the fast kernels hand rows to the functions above.

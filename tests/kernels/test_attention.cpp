@@ -2,6 +2,8 @@
 // with document mask): the reference against a dense masked softmax written here, fast ==
 // reference on awkward shapes (T = 1, T < W, odd T, odd N), backward == finite differences, and
 // RoPE's defining property (scores depend only on the position difference).
+#include <tuple>
+
 #include "helpers.hpp"
 #include "kernels/attention.hpp"
 
@@ -77,6 +79,31 @@ void check_fd(const Problem& a, const k::AttnDropout& drop, const std::vector<fl
   check(dk, kd, seed + 1);
   check(dv, vd, seed + 2);
 }
+// The fast blocked forward and backward of `a` against ref:: in float (no dropout); returns the
+// reference output and the fast gradients.
+struct FastVsRef {
+  std::vector<float> o_ref, dq, dk, dv;
+};
+FastVsRef check_fast_equals_reference(const Problem& a) {
+  const auto [B, T, H, Hk, N, W] = std::tuple(a.B, a.T, a.H, a.Hk, a.N, a.W);
+  std::vector<float> o_ref(a.q.size()), o_fast(a.q.size()), l_ref(B * H * T), l_fast(B * H * T);
+  k::ref::attention_forward(o_ref.data(), l_ref.data(), a.q.data(), a.k.data(), a.v.data(), a.reset.data(), B, T, H, Hk,
+                            N, W);
+  k::fast::attention_forward(o_fast.data(), l_fast.data(), a.q.data(), a.k.data(), a.v.data(), a.reset.data(), B, T, H,
+                             Hk, N, W);
+  KT_CHECK_CLOSE(o_fast, o_ref, 1e-5, 1e-4);
+  KT_CHECK_CLOSE(l_fast, l_ref, 1e-5, 1e-5);
+  std::vector<float> dq(a.q.size(), 0), dk(a.k.size(), 0), dv(a.v.size(), 0);
+  auto rdq = dq, rdk = dk, rdv = dv;
+  k::fast::attention_backward(dq.data(), dk.data(), dv.data(), a.dout.data(), o_fast.data(), l_fast.data(), a.q.data(),
+                              a.k.data(), a.v.data(), a.reset.data(), B, T, H, Hk, N, W);
+  k::ref::attention_backward(rdq.data(), rdk.data(), rdv.data(), a.dout.data(), o_ref.data(), l_ref.data(), a.q.data(),
+                             a.k.data(), a.v.data(), a.reset.data(), B, T, H, Hk, N, W);
+  KT_CHECK_CLOSE(dq, rdq, 1e-4, 1e-3);
+  KT_CHECK_CLOSE(dk, rdk, 1e-4, 1e-3);
+  KT_CHECK_CLOSE(dv, rdv, 1e-4, 1e-3);
+  return {o_ref, dq, dk, dv};
+}
 }  // namespace
 
 TEST_CASE("attention fast equals reference on awkward shapes and backward matches finite differences", "[attention]") {
@@ -90,11 +117,7 @@ TEST_CASE("attention fast equals reference on awkward shapes and backward matche
     std::mt19937 g(514);
     std::vector<std::uint8_t> reset(B * T);
     for (auto& r : reset) r = (g() % 6 == 0);
-    std::vector<float> o_ref(q.size()), o_fast(q.size()), l_ref(B * H * T), l_fast(B * H * T);
-    k::ref::attention_forward(o_ref.data(), l_ref.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
-    k::fast::attention_forward(o_fast.data(), l_fast.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
-    KT_CHECK_CLOSE(o_fast, o_ref, 1e-5, 1e-4);
-    KT_CHECK_CLOSE(l_fast, l_ref, 1e-5, 1e-5);
+    const auto [o_ref, dq, dk, dv] = check_fast_equals_reference({q, kk, v, dout, reset, B, T, H, Hk, N, W});
     // independent dense masked softmax for a few rows (document id + window + causality)
     for (i64 b = 0; b < B; ++b) {
       std::vector<int> doc(T);
@@ -122,17 +145,25 @@ TEST_CASE("attention fast equals reference on awkward shapes and backward matche
           }
         }
     }
-    std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
-    auto rdq = dq, rdk = dk, rdv = dv;
-    k::fast::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), o_fast.data(), l_fast.data(), q.data(),
-                                kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
-    k::ref::attention_backward(rdq.data(), rdk.data(), rdv.data(), dout.data(), o_ref.data(), l_ref.data(), q.data(),
-                               kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W);
-    KT_CHECK_CLOSE(dq, rdq, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dk, rdk, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dv, rdv, 1e-4, 1e-3);
     check_fd({q, kk, v, dout, reset, B, T, H, Hk, N, W}, {}, dq, dk, dv, 520);
   }
+}
+
+TEST_CASE("attention fast equals reference on every SIMD target (the softmax rows are dispatched)", "[attention]") {
+  struct Shape { i64 B, T, H, Hk, N, W; };
+  kt::on_every_simd_target([&] {
+    for (const Shape& s : {Shape{1, 1, 2, 1, 8, 4}, Shape{3, 7, 4, 1, 6, 3}, Shape{2, 13, 4, 2, 10, 0},
+                           Shape{1, 70, 2, 1, 16, 0}, Shape{2, 75, 2, 1, 8, 66}, Shape{1, 150, 2, 2, 8, 0}}) {
+      const auto [B, T, H, Hk, N, W] = s;
+      INFO("B " << B << " T " << T << " H " << H << " Hk " << Hk << " N " << N << " W " << W);
+      const auto q = kt::randn(B * T * H * N, 530, 2.0f), kk = kt::randn(B * T * Hk * N, 531, 2.0f),
+                 v = kt::randn(B * T * Hk * N, 532), dout = kt::randn(B * T * H * N, 533);
+      std::mt19937 g(534);
+      std::vector<std::uint8_t> reset(B * T);
+      for (auto& r : reset) r = (g() % 9 == 0);
+      check_fast_equals_reference({q, kk, v, dout, reset, B, T, H, Hk, N, W});
+    }
+  });
 }
 
 // Materialized attention (plan `attention: materialized`): the whole probability matrix written,

@@ -1,5 +1,5 @@
 // tests/kernels/test_rmsnorm_mlp.cpp — RMSNorm and the gated MLP: fast == reference on awkward
-// widths, backward == central finite differences of the double reference forward.
+// widths on every SIMD target, backward == central finite differences of the double reference forward.
 #include "helpers.hpp"
 #include "kernels/mlp.hpp"
 #include "kernels/rmsnorm.hpp"
@@ -8,39 +8,41 @@ namespace k = scanshard::kernels;
 using kt::i64;
 
 TEST_CASE("RMSNorm fast equals reference and backward matches finite differences", "[rmsnorm]") {
-  for (auto [M, D] : {std::pair<i64, i64>{1, 1}, {5, 17}, {3, 130}}) {
-    const auto x = kt::randn(M * D, 51, 2.0f), s = kt::randn(D, 52, 0.3f), dy = kt::randn(M * D, 53);
-    std::vector<float> y_ref(M * D), y_fast(M * D), r_ref(M), r_fast(M);
-    k::ref::rmsnorm_forward(y_ref.data(), r_ref.data(), x.data(), s.data(), M, D);
-    k::fast::rmsnorm_forward(y_fast.data(), r_fast.data(), x.data(), s.data(), M, D);
-    KT_CHECK_CLOSE(y_fast, y_ref, 1e-5, 1e-5);
-    // independent: mean of (y/(1+s))² ≈ mean x²/(mean x² + eps) per row
-    for (i64 m = 0; m < M; ++m) {
-      double ms = 0, my = 0;
-      for (i64 d = 0; d < D; ++d) {
-        ms += double(x[m * D + d]) * x[m * D + d] / D;
-        const double u = y_ref[m * D + d] / (1.0 + s[d]);
-        my += u * u / D;
+  kt::on_every_simd_target([&] {
+    for (auto [M, D] : {std::pair<i64, i64>{1, 1}, {5, 17}, {3, 130}}) {
+      const auto x = kt::randn(M * D, 51, 2.0f), s = kt::randn(D, 52, 0.3f), dy = kt::randn(M * D, 53);
+      std::vector<float> y_ref(M * D), y_fast(M * D), r_ref(M), r_fast(M);
+      k::ref::rmsnorm_forward(y_ref.data(), r_ref.data(), x.data(), s.data(), M, D);
+      k::fast::rmsnorm_forward(y_fast.data(), r_fast.data(), x.data(), s.data(), M, D);
+      KT_CHECK_CLOSE(y_fast, y_ref, 1e-5, 1e-5);
+      // independent: mean of (y/(1+s))² ≈ mean x²/(mean x² + eps) per row
+      for (i64 m = 0; m < M; ++m) {
+        double ms = 0, my = 0;
+        for (i64 d = 0; d < D; ++d) {
+          ms += double(x[m * D + d]) * x[m * D + d] / D;
+          const double u = y_ref[m * D + d] / (1.0 + s[d]);
+          my += u * u / D;
+        }
+        CHECK(std::fabs(my - ms / (ms + 1e-6)) < 1e-4);
       }
-      CHECK(std::fabs(my - ms / (ms + 1e-6)) < 1e-4);
+      std::vector<float> dx(M * D, 0.0f), ds(D, 0.0f);
+      k::fast::rmsnorm_backward(dx.data(), ds.data(), dy.data(), x.data(), r_fast.data(), s.data(), M, D);
+      auto xd = kt::to_d(x), sd = kt::to_d(s), dyd = kt::to_d(dy);
+      auto loss = [&] {
+        std::vector<double> y(M * D), r(M);
+        k::ref::rmsnorm_forward(y.data(), r.data(), xd.data(), sd.data(), M, D, 1e-6);
+        return kt::dot(y, dyd);
+      };
+      const auto ix = kt::sample_indices(M * D, 60, 54), is = kt::sample_indices(D, 60, 55);
+      KT_CHECK_CLOSE(kt::pick(dx, ix), kt::fd_grad(xd, ix, loss), 1e-4, 1e-3);
+      KT_CHECK_CLOSE(kt::pick(ds, is), kt::fd_grad(sd, is, loss), 1e-4, 1e-3);
+      std::vector<double> rdx(M * D, 0.0), rds(D, 0.0), rr(M), ry(M * D);
+      k::ref::rmsnorm_forward(ry.data(), rr.data(), xd.data(), sd.data(), M, D, 1e-6);
+      k::ref::rmsnorm_backward(rdx.data(), rds.data(), dyd.data(), xd.data(), rr.data(), sd.data(), M, D);
+      KT_CHECK_CLOSE(kt::pick(rdx, ix), kt::fd_grad(xd, ix, loss), 1e-7, 1e-6);
+      KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-4);
     }
-    std::vector<float> dx(M * D, 0.0f), ds(D, 0.0f);
-    k::fast::rmsnorm_backward(dx.data(), ds.data(), dy.data(), x.data(), r_fast.data(), s.data(), M, D);
-    auto xd = kt::to_d(x), sd = kt::to_d(s), dyd = kt::to_d(dy);
-    auto loss = [&] {
-      std::vector<double> y(M * D), r(M);
-      k::ref::rmsnorm_forward(y.data(), r.data(), xd.data(), sd.data(), M, D, 1e-6);
-      return kt::dot(y, dyd);
-    };
-    const auto ix = kt::sample_indices(M * D, 60, 54), is = kt::sample_indices(D, 60, 55);
-    KT_CHECK_CLOSE(kt::pick(dx, ix), kt::fd_grad(xd, ix, loss), 1e-4, 1e-3);
-    KT_CHECK_CLOSE(kt::pick(ds, is), kt::fd_grad(sd, is, loss), 1e-4, 1e-3);
-    std::vector<double> rdx(M * D, 0.0), rds(D, 0.0), rr(M), ry(M * D);
-    k::ref::rmsnorm_forward(ry.data(), rr.data(), xd.data(), sd.data(), M, D, 1e-6);
-    k::ref::rmsnorm_backward(rdx.data(), rds.data(), dyd.data(), xd.data(), rr.data(), sd.data(), M, D);
-    KT_CHECK_CLOSE(kt::pick(rdx, ix), kt::fd_grad(xd, ix, loss), 1e-7, 1e-6);
-    KT_CHECK_CLOSE(dx, rdx, 1e-4, 1e-4);
-  }
+  });
 }
 
 TEST_CASE("gated MLP fast equals reference and backward matches finite differences", "[mlp]") {
