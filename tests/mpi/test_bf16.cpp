@@ -1,7 +1,7 @@
 // tests/mpi/test_bf16.cpp — the runner's messages against the lowering's prices: on 2 ranks, for
 // griffin-tiny plans over every axis (data, fsdp with ZeRO 1 and 3, tensor with both tensor_comm
-// schemes, sequence with both carries, pipeline) and RWKV-4/6 and gpt-tiny plans over tensor and
-// sequence, every communication step of one training step moves —
+// schemes, sequence with both carries, pipeline), RWKV-4/6 plans over tensor and sequence (both
+// carries) and a gpt-tiny plan over tensor, every communication step of one training step moves —
 // counted by the runner's comm layer (mpi::traffic(), per trace cell) — exactly the bytes
 // program/lower.cpp puts in its comm_bytes, summed over the times the step runs; in fp32 and in
 // bf16 (plan dtypes), where activation, parameter and gradient messages are half as large. And a
@@ -77,11 +77,11 @@ TEST_CASE("train: every message moves the bytes the lowering prices, in fp32 and
       {"sequence=2", 0, TensorComm::allreduce, CarryScheme::allgather},
       {"pipeline=2", 0, TensorComm::allreduce, CarryScheme::ring},
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv4-tiny"},
-      // not RWKV-4 under sequence: its WKV carry moves other sizes than lower.cpp prices, in fp32 as
-      // in bf16 (a lowering gap, not a dtype one): all-gather 4 arrays of B·D/t per shard forward
-      // and 9 backward against 3 priced; ring backward 2 against 3
+      {"sequence=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv4-tiny"},
+      {"sequence=2", 0, TensorComm::allreduce, CarryScheme::allgather, "rwkv4-tiny"},
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv6-tiny"},
       {"sequence=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv6-tiny"},
+      {"sequence=2", 0, TensorComm::allreduce, CarryScheme::allgather, "rwkv6-tiny"},
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring, "gpt-tiny"},
   };
   for (const auto& mesh : meshes)
