@@ -25,6 +25,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -271,6 +272,35 @@ train::Result reference(const ModelSpec& m, DType dtype, const std::vector<std::
   return train::run(m, p, data, run_options(), nullptr);
 }
 
+using RefKey = std::pair<std::size_t, DType>;  // (subject, dtype)
+
+// The references the picks need, each run on one rank (round robin) and broadcast from it: every
+// rank compares its own result with them, and the ranks share the cores, so running each on every
+// rank would multiply its cost by the world size.
+std::map<RefKey, train::Result> shared_references(const mpi::Comm& world, const std::vector<Subject>& subs,
+                                                  const std::vector<Pick>& picks, const std::vector<std::uint8_t>& data) {
+  std::vector<RefKey> keys;
+  for (const Pick& p : picks)
+    if (const RefKey k{p.subject, p.plan.act_dtype}; std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+  std::map<RefKey, train::Result> refs;
+  const auto owner = [&](std::size_t i) { return static_cast<int>(i % static_cast<std::size_t>(world.size())); };
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (owner(i) == world.rank()) refs[keys[i]] = reference(subs[keys[i].first].model, keys[i].second, data);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    train::Result& r = refs[keys[i]];
+    std::array<std::int64_t, 3> sizes{static_cast<std::int64_t>(r.losses.size()), static_cast<std::int64_t>(r.params.size()),
+                                      static_cast<std::int64_t>(r.first_gradients.size())};
+    world.broadcast(std::span<std::int64_t>(sizes), owner(i));
+    r.losses.resize(static_cast<std::size_t>(sizes[0]));
+    r.params.resize(static_cast<std::size_t>(sizes[1]));
+    r.first_gradients.resize(static_cast<std::size_t>(sizes[2]));
+    world.broadcast(std::span<double>(r.losses), owner(i));
+    world.broadcast(std::span<float>(r.params), owner(i));
+    world.broadcast(std::span<float>(r.first_gradients), owner(i));
+  }
+  return refs;
+}
+
 void check_world() {
   const auto world = mpi::Comm::world();
   const std::int64_t n = world.size();
@@ -296,7 +326,7 @@ void check_world() {
   CHECK(covered == space);
 
   const auto data = train::load_bytes(train::default_corpus_path(), 1000);
-  std::map<std::pair<std::size_t, DType>, train::Result> refs;
+  const auto refs = shared_references(world, subs, picks, data);
   int bf16_plans = 0;
   double worst_loss = 0, worst_grad = 0, worst_param = 0, worst_bf16_grad = 0;
   for (std::size_t k = 0; k < picks.size(); ++k) {
@@ -306,9 +336,7 @@ void check_world() {
     if (world.rank() == 0) std::printf("plan %zu/%zu at %lld ranks: %s\n", k + 1, picks.size(), static_cast<long long>(n), label.c_str());
     std::fflush(stdout);
     INFO(label);
-    const auto ref_key = std::make_pair(pick.subject, pick.plan.act_dtype);
-    if (!refs.count(ref_key)) refs.emplace(ref_key, reference(m, pick.plan.act_dtype, data));
-    const train::Result& ref = refs.at(ref_key);
+    const train::Result& ref = refs.at(RefKey{pick.subject, pick.plan.act_dtype});
     bf16_plans += pick.plan.act_dtype == DType::bf16;
     train::Result dist;
     try {
