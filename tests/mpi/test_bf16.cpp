@@ -4,8 +4,9 @@
 // carries) and a gpt-tiny plan over tensor, every communication step of one training step moves —
 // counted by the runner's comm layer (mpi::traffic(), per trace cell) — exactly the bytes
 // program/lower.cpp puts in its comm_bytes, summed over the times the step runs; in fp32 and in
-// bf16 (plan dtypes), where activation, parameter and gradient messages are half as large. And a
-// bf16 plan really computes in bf16: its single-process losses differ from the fp32 plan's.
+// bf16 (plan dtypes, scan_state too), where activation, parameter, gradient and scan-carry messages
+// are half as large. And a bf16 plan really computes in bf16: its single-process losses differ
+// from the fp32 plan's.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -36,6 +37,7 @@ Plan plan_for(const Mesh2& c, DType dtype) {
   p.tensor_comm = c.comm;
   p.carry = c.carry;
   p.param_dtype = p.act_dtype = dtype;
+  p.state_dtype = dtype;  // the sequence carry travels in it (scan_state)
   p.grad_dtype = GradDType::params;
   p.overlap = false;  // gradient buckets started during backward would land in no step's cell
   return p;
