@@ -260,8 +260,9 @@ void run_train(const TrainOptions& o) {
 
 void register_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
-  auto* cmd = app.add_subcommand("train", "run a plan for real on MPI ranks (mpirun -n <mesh size>); fp32, data / fsdp "
-                                          "(ZeRO 0-3) / tensor / sequence / pipeline meshes, Griffin/Hawk/MQA/RWKV/transformer");
+  auto* cmd = app.add_subcommand("train", "run a plan for real on MPI ranks (mpirun -n <mesh size>); fp32 or bf16 (the plan's "
+                                          "dtypes), data / fsdp (ZeRO 0-3) / tensor / sequence / pipeline (interleaved too) "
+                                          "meshes, Griffin/Hawk/MQA/RWKV/transformer");
   cmd->add_option("--plan", o->plan_file, "plan YAML file (mesh, batch, seq_len)")->required();
   cmd->add_option("--model", o->model, "model preset or YAML path (default: the plan's model)");
   cmd->add_option("--data", o->data, "training data (default: the repository's data/corpus.txt)");

@@ -82,6 +82,11 @@ KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t
 
 std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t) { return m.kv_heads >= t ? m.kv_heads / t : 1; }
 
+WkvCarryElems wkv_carry_elems(Family family, std::int64_t B, std::int64_t Dl, std::int64_t N) {
+  if (family == Family::rwkv6) return {B * Dl * N, B * Dl * N, B * Dl, true};  // B·Hl·N·N, Hl = Dl/N
+  return {3 * B * Dl, 2 * B * Dl, Dl, false};
+}
+
 namespace {
 
 // Everything an emitter needs, derived once per lowering.
@@ -100,6 +105,18 @@ struct Ctx {
   double st = 4;              // scan state bytes
   double tp_seq = 1;          // rs_ag: t — norm/dropout/residual regions hold n/t tokens (Korthikanti et al. 2022)
   bool rs_ag = false;
+};
+
+// Bytes one shard sends in a sequence-parallel scan carry: a ring hop's message, its share of the
+// all-gather; forward and backward.
+struct CarryBytes {
+  double ring_forward, ring_backward, gather_forward, gather_backward;
+  static CarryBytes same(double ring, double gather) { return {ring, ring, gather, gather}; }
+  static CarryBytes wkv(const Ctx& c, double Dl) {
+    const WkvCarryElems e = wkv_carry_elems(c.m.family, static_cast<std::int64_t>(c.B), static_cast<std::int64_t>(Dl), c.m.head_size);
+    const auto bytes = [&](std::int64_t elems) { return static_cast<double>(elems) * c.st; };
+    return {bytes(e.ring_forward()), bytes(e.ring_backward()), bytes(e.gather_forward()), bytes(e.gather_backward())};
+  }
 };
 
 struct Emit {
@@ -220,8 +237,7 @@ struct Emit {
   // rerun_fix: the sequence carry's fix re-runs the scan from the true incoming state (WKV: its
   // output is not a linear function of the state the way the RG-LRU's is).
   void scan(const char* op, const char* name, double elems, double reads, double writes, double flops,
-            double state_bytes, double ring_bytes, double gather_bytes, double bwd_reads, double bwd_writes,
-            bool rerun_fix = false) {
+            double state_bytes, const CarryBytes& carry, double bwd_reads, double bwd_writes, bool rerun_fix = false) {
     double r = reads, wr = writes, fl = flops;
     switch (c.p.scan) {
       case ScanAlgo::naive:        // each stage materialised: ~5 extra elementwise passes
@@ -247,23 +263,27 @@ struct Emit {
     b.state_bytes = state_bytes;
     b.spill_bytes = f.spill_bytes;
     bwd.push_back(b);
-    sequence_carry(name, ring_bytes, gather_bytes, elems, rerun_fix ? &f : nullptr, rerun_fix ? &b : nullptr);
+    sequence_carry(name, carry, elems, rerun_fix ? &f : nullptr, rerun_fix ? &b : nullptr);
   }
 
   // Sequence-sharded scan: exchange chunk summaries, then fix the local output with
   // y_t += (Π_{s≤t} a_s) · h_in (read y and the cumulative decay, write y). Backward mirrors it.
-  // ring: each hop passes the combined state onward (`ring_bytes`); all-gather: every shard's
-  // (local final state, decay product) summary (`gather_bytes` each).
+  // ring: each hop passes the combined state (gradient) onward; all-gather: every shard's summary
+  // (CarryBytes: what one shard sends, per scheme and direction).
   // The fix is elementwise (h += Π a · h_in), or with rerun_fwd/bwd a copy of the scan's own
   // steps: train/executor.cpp re-runs the WKV chunk forward from its true incoming state (the
   // first shard only copies) and its backward once more for the chunk's own d state_in.
-  void sequence_carry(const char* name, double ring_bytes, double gather_bytes, double elems,
-                      const Step* rerun_fwd = nullptr, const Step* rerun_bwd = nullptr) {
+  void sequence_carry(const char* name, const CarryBytes& carry, double elems, const Step* rerun_fwd = nullptr,
+                      const Step* rerun_bwd = nullptr) {
     const std::int64_t P = c.p.mesh[Axis::sequence];
     if (P <= 1) return;
     for (Phase ph : {Phase::forward, Phase::backward}) {
-      if (c.p.carry == CarryScheme::ring) p2p(ph, Axis::sequence, tensors::scan_carry, ring_bytes, static_cast<std::int32_t>(P - 1));
-      else collective(ph, CommKind::all_gather, Axis::sequence, tensors::scan_carry, gather_bytes * static_cast<double>(P));
+      const bool f = ph == Phase::forward;
+      if (c.p.carry == CarryScheme::ring)
+        p2p(ph, Axis::sequence, tensors::scan_carry, f ? carry.ring_forward : carry.ring_backward, static_cast<std::int32_t>(P - 1));
+      else
+        collective(ph, CommKind::all_gather, Axis::sequence, tensors::scan_carry,
+                   (f ? carry.gather_forward : carry.gather_backward) * static_cast<double>(P));
     }
     Step fix = base(Phase::forward, OpClass::elementwise, ops::scan_carry_fix, name);
     fix.vector_flops = 2 * elems; fix.bytes_read = 2 * elems * c.a; fix.bytes_written = elems * c.a;
@@ -325,7 +345,9 @@ void recurrent_block(Emit& e) {
   // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
   // two together: priced at the elementwise value, the decay alone cost more than both measured).
   e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
-  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, c.B * R * c.st, 2 * c.B * R * c.st, 5, 3);
+  // RG-LRU carry: h [B,R] along the ring; the all-gather adds the decay product Π a [B,R]
+  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, CarryBytes::same(c.B * R * c.st, 2 * c.B * R * c.st),
+         5, 3);
   e.elementwise(OpClass::elementwise, ops::mul, tensors::rec_gated, c.n * R, 2, 1, 1, true, ops::gelu_mul);
   e.linear(tensors::rec_wo, R, D);
   e.tensor_allreduce_fwd(tensors::rec_out);
@@ -536,7 +558,8 @@ void rwkv4_time_mix(Emit& e) {
   e.linear(tensors::tm_wk, D, Dl);
   e.linear(tensors::tm_wv, D, Dl);
   // WKV with running maximum exponent: reads k, v, writes wkv; ~14 FLOPs (3 exp, max, 6 mul-add).
-  e.scan(ops::wkv4_scan, tensors::tm_wkv, c.n * Dl, 2, 1, 14, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 3 * c.B * Dl * c.st, 4, 2, true);
+  const CarryBytes carry = CarryBytes::wkv(c, Dl);  // the state (a, b, p) [3,B,Dl] is what a ring hop carries
+  e.scan(ops::wkv4_scan, tensors::tm_wkv, c.n * Dl, 2, 1, 14, carry.ring_forward, carry, 4, 2, true);
   e.elementwise(OpClass::elementwise, ops::sigmoid_mul, tensors::tm_gated, c.n * Dl, 2, 1, 5);
   e.linear(tensors::tm_wo, Dl, D);
   e.tensor_allreduce_fwd(tensors::tm_out);
@@ -581,9 +604,9 @@ void rwkv6_time_mix(Emit& e) {
     Step b = f; b.phase = Phase::backward; b.saved_bytes = 0;
     b.matmul_flops *= 2; b.vector_flops *= 2; b.bytes_read = 6 * elems * c.a; b.bytes_written = 4 * elems * c.a;
     e.bwd.push_back(b);
-    e.sequence_carry(tensors::tm_wkv, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, elems, &f, &b);
+    e.sequence_carry(tensors::tm_wkv, CarryBytes::wkv(c, Dl), elems, &f, &b);
   } else {
-    e.scan(ops::wkv6_scan, tensors::tm_wkv, elems, 4, 1, 6 * N, state, c.B * Hl * N * N * c.st, c.B * Hl * (N + N * N) * c.st, 5, 4, true);
+    e.scan(ops::wkv6_scan, tensors::tm_wkv, elems, 4, 1, 6 * N, state, CarryBytes::wkv(c, Dl), 5, 4, true);
   }
   e.elementwise(OpClass::norm, ops::groupnorm, tensors::tm_gn, elems, 1, 1, 8);
   e.elementwise(OpClass::elementwise, ops::silu_mul, tensors::tm_gated, elems, 2, 1, 6);

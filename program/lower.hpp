@@ -207,6 +207,28 @@ std::int64_t tiled_attention_pairs(std::int64_t q0, std::int64_t q1, std::int64_
 // (to shards s+1 .. s+⌈W/T⌉ that exist), summed over its peers.
 struct KvHalo { std::int64_t received = 0, sent = 0; };
 [[nodiscard]] KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t sp);
+// The WKV state carry of a sequence-sharded RWKV time mix (DESIGN §4), in elements per shard for a
+// micro-batch of B sequences and Dl = D/t channels (N head size). Every shard scans its chunk from
+// the zero state; the carry composes chunk states (state_out = decay summary ⊙ state_in + local).
+//   RWKV-4: a state is the kernel's scaled (a, b, p) [3,B,Dl] — numerator, denominator, running
+//     maximum exponent (kernels/rwkv4.hpp); its gradient (da, db) [2,B,Dl] (p held fixed); the
+//     summary −T·exp(decay) [Dl] is a parameter times the shard length, the same on every shard,
+//     so it is never sent.
+//   RWKV-6: a state is S [B,Hl,N,N]; its gradient the same; the summary log Π w [B,Hl,N] depends
+//     on the data, so the all-gather carries it.
+// Messages: ring forward passes a state, backward a gradient (P−1 hops); all-gather forward
+// gathers every shard's state (and summary if sent), backward every shard's local gradient only —
+// each rank keeps what its forward fold learnt about the later shards (their states' exponents,
+// their summaries) to compose the gradients.
+struct WkvCarryElems {
+  std::int64_t state = 0, grad = 0, summary = 0;
+  bool summary_sent = false;
+  [[nodiscard]] std::int64_t ring_forward() const { return state; }
+  [[nodiscard]] std::int64_t ring_backward() const { return grad; }
+  [[nodiscard]] std::int64_t gather_forward() const { return state + (summary_sent ? summary : 0); }
+  [[nodiscard]] std::int64_t gather_backward() const { return grad; }
+};
+[[nodiscard]] WkvCarryElems wkv_carry_elems(Family family, std::int64_t B, std::int64_t Dl, std::int64_t N);
 // The query tile of the runner's blocked kernel (kernels/attention.hpp kAttentionQueryBlock; a
 // unit test keeps them equal). Accelerator kernels use 64–128; at their sequence lengths (≥ 2K)
 // that moves the count by under 3 %.

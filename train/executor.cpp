@@ -135,8 +135,9 @@ struct LayerBufs {
   float* cgath = nullptr;  // gathered gated output (aliases cg when tensor = 1)
   Vec dxs3, dr, dk, dwkv, do_, dcxk, dcxr, dck, dch, dcv, dcr, dcvl_s;
   float* dcvl = nullptr;   // the gate's value-gradient slice (aliases dcv when tensor = 1)
-  // RWKV under sequence sharding: token-shift halos, WKV-4 chunk states [3,B,Dl], their gradients [2,B,Dl]
-  Vec shift_prev, dshift_prev, cprev, dcprev, wkv_loc, st_loc, st_in, st_fin, logdec, dloc, dst_out;
+  // RWKV under sequence sharding: token-shift halos, WKV-4 chunk states [3,B,Dl], their gradients [2,B,Dl];
+  // fold: the all-gather carry's final state and summary of every shard, kept for backward
+  Vec shift_prev, dshift_prev, cprev, dcprev, wkv_loc, st_loc, st_in, st_fin, logdec, dloc, dst_out, fold;
   // RWKV-6 time mix: xx, xxx (shift), z/tz (LoRA A, tanh), mz [5,M,D] (LoRA B), xs5 [5,M,D] (w k v r g),
   // dz/dlt (decay LoRA), dd, logw, g, gn (GroupNorm out), gmean/grstd [M,H]
   Vec xx, xxx, lz, ltz, mz, xs5, dza, dlt, dd, logw, gg, gn, gmean, grstd;
@@ -1453,21 +1454,23 @@ void shift_halo_bwd(State& s, const Step& st) {
   shift_left(s, st, Channel ? b.dcprev : b.dshift_prev, back);
   add_last_rows(s, (Channel ? b.dn2 : b.dn1).data(), back, 1, s.D);
 }
-// WKV chunk-state carry of either generation (DESIGN §4). RWKV-4: a state is the kernel's scaled
-// (α, β, p) form [3,B,Dl], its gradient [2,B,Dl], the decay summary [Dl]; composing gradients also
-// needs the shard's incoming and final states (aux). RWKV-6: a state is the matrix S [B,H,N,N] of
-// this rank's heads, its gradient the same, the summary log diag(Π w) [B,H,N]; both compose
-// linearly (S_out = diag(Π w) S_in + S_loc, dS_in = diag(Π w) dS_out + dS_loc). The output is
-// not linear in the state for RWKV-4, so for both the fix re-runs the chunk from its true state.
+// WKV chunk-state carry of either generation (DESIGN §4); its element counts, and what each scheme
+// sends, are program/lower.hpp wkv_carry_elems. RWKV-4: a state is the kernel's scaled (α, β, p)
+// form [3,B,Dl], its gradient [2,B,Dl], the decay summary [Dl] (the same on every shard); composing
+// gradients also needs the exponents of the shard's incoming and final states. RWKV-6: a state is
+// the matrix S [B,H,N,N] of this rank's heads, its gradient the same, the summary log diag(Π w)
+// [B,H,N]; both compose linearly (S_out = diag(Π w) S_in + S_loc, dS_in = diag(Π w) dS_out +
+// dS_loc). The output is not linear in the state for RWKV-4, so for both the fix re-runs the chunk
+// from its true state.
 struct WkvCarry {
   bool six;
-  i64 state, grad, summary, aux;  // elements per shard: state, its gradient, decay summary, aux states
+  WkvCarryElems n;  // elements per shard
   void combine(const State& s, float* out, const float* in, const float* local, const float* logdec) const {
     if (six) kernels::wkv6_state_combine(out, in, local, logdec, s.B, heads6(s), s.m.head_size);
     else kernels::wkv4_state_combine(out, in, local, logdec, s.B, s.Dl);
   }
-  // d_in = dL/d(incoming state) of a shard, from its d_out, its own part dloc, its aux states
-  // (st_in, st_fin; RWKV-4 only) and its summary.
+  // d_in = dL/d(incoming state) of a shard, from its d_out, its own part dloc, its incoming and
+  // final states (st_in, st_fin; RWKV-4 only) and its summary.
   void grad_combine(const State& s, float* d_in, const float* d_out, const float* dloc, const float* st_in,
                     const float* st_fin, const float* logdec) const {
     if (six) kernels::wkv6_grad_state_combine(d_in, d_out, dloc, logdec, s.B, heads6(s), s.m.head_size);
@@ -1475,11 +1478,7 @@ struct WkvCarry {
   }
 };
 WkvCarry wkv_carry(const State& s) {
-  if (s.m.family == Family::rwkv6) {
-    const i64 st = s.B * s.Dl * s.m.head_size;
-    return {true, st, st, s.B * s.Dl, 0};
-  }
-  return {false, 3 * s.B * s.Dl, 2 * s.B * s.Dl, s.Dl, 3 * s.B * s.Dl};
+  return {s.m.family == Family::rwkv6, wkv_carry_elems(s.m.family, s.B, s.Dl, s.m.head_size)};
 }
 void wkv_carry_ring_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -1488,19 +1487,25 @@ void wkv_carry_ring_fwd(State& s, const Step& st) {
   wkv_carry(s).combine(s, b.st_fin.data(), s.s > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data());
   c.sendrecv(std::span<const float>(b.st_fin), right(s), std::span<float>(), MPI_PROC_NULL);
 }
+// All-gather of every shard's local state (and summary, where the data decide it; otherwise every
+// shard's is this shard's own). Every rank folds all shards into `fold` (shard r's final state,
+// then its summary), keeps it for backward, and takes its own incoming and final states from it.
 void wkv_carry_gather_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const WkvCarry w = wkv_carry(s);
-  const i64 n = w.state, per = n + w.summary;
+  const i64 n = w.n.state, sum = w.n.summary, per = w.n.gather_forward(), kept = n + sum;
   Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
   std::copy(b.st_loc.begin(), b.st_loc.end(), mine.begin());
-  std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n);
+  if (w.n.summary_sent) std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
-  for (i64 r = 0; r <= s.s; ++r) {  // fold shards 0..s: st_in before this shard, st_fin after it
-    if (r == s.s) b.st_in = b.st_fin;
-    w.combine(s, b.st_fin.data(), r > 0 ? b.st_in.data() : nullptr, all.data() + r * per, all.data() + r * per + n);
-    if (r < s.s) b.st_in = b.st_fin;
+  for (i64 r = 0; r < s.sp; ++r) {
+    const float* local = all.data() + r * per;
+    float* fin = b.fold.data() + r * kept;
+    std::copy_n(w.n.summary_sent ? local + n : b.logdec.data(), sum, fin + n);
+    w.combine(s, fin, r > 0 ? fin - kept : nullptr, local, fin + n);
   }
+  if (s.s > 0) std::copy_n(b.fold.data() + (s.s - 1) * kept, n, b.st_in.data());
+  std::copy_n(b.fold.data() + s.s * kept, n, b.st_fin.data());
 }
 void wkv_carry_fix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -1540,23 +1545,19 @@ void wkv_carry_ring_bwd(State& s, const Step& st) {
                             b.logdec.data());
   c.sendrecv(std::span<const float>(d_in), left(s), std::span<float>(), MPI_PROC_NULL);
 }
-void wkv_carry_gather_bwd(State& s, const Step& st) {  // every shard's (dloc, aux states, summary)
+// All-gather of every shard's own dloc only: the states and summaries of the later shards are in
+// the forward's `fold`.
+void wkv_carry_gather_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const WkvCarry w = wkv_carry(s);
-  const i64 n2 = w.grad, n3 = w.aux, per = n2 + 2 * n3 + w.summary;
-  Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
-  std::copy(b.dloc.begin(), b.dloc.end(), mine.begin());
-  if (n3 > 0) {
-    std::copy(b.st_in.begin(), b.st_in.end(), mine.begin() + n2);
-    std::copy(b.st_fin.begin(), b.st_fin.end(), mine.begin() + n2 + n3);
-  }
-  std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n2 + 2 * n3);
-  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  const i64 n2 = w.n.gather_backward(), kept = w.n.state + w.n.summary;
+  Vec all(static_cast<std::size_t>(n2 * s.sp));
+  need(s, Axis::sequence, st).allgather(std::span<const float>(b.dloc), std::span<float>(all));
   zero(b.dst_out);
+  Vec d_in(static_cast<std::size_t>(n2));
   for (i64 r = s.sp - 1; r > s.s; --r) {  // dstate_out of shard r−1 = total dstate_in of shard r
-    const float* o = all.data() + r * per;
-    Vec d_in(static_cast<std::size_t>(n2));
-    w.grad_combine(s, d_in.data(), b.dst_out.data(), o, o + n2, o + n2 + n3, o + n2 + 2 * n3);
+    const float* fin = b.fold.data() + r * kept;
+    w.grad_combine(s, d_in.data(), b.dst_out.data(), all.data() + r * n2, fin - kept, fin, fin + w.n.state);
     b.dst_out = d_in;
   }
 }
@@ -2003,10 +2004,11 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       b.dcvl = s.t > 1 ? b.dcvl_s.data() : b.dcv.data();
       for (auto* v : {&b.shift_prev, &b.dshift_prev, &b.cprev, &b.dcprev}) v->assign(sz(s.B * D), 0.0f);
       b.wkv_loc.assign(sz(M * Dl), 0.0f);
-      const WkvCarry wc = wkv_carry(s);
+      const WkvCarryElems wc = wkv_carry(s).n;
       for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(wc.state), 0.0f);
       for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(wc.grad), 0.0f);
       b.logdec.assign(sz(wc.summary), 0.0f);
+      if (p.carry == CarryScheme::allgather && s.sp > 1) b.fold.assign(sz(s.sp * (wc.state + wc.summary)), 0.0f);
       if (m.family == Family::rwkv6) {
         const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = Dl / m.head_size;
         for (auto* v : {&b.xx, &b.xxx, &b.dxx, &b.dxxx}) v->assign(sz(M * D), 0.0f);

@@ -11,10 +11,11 @@
 // and sequence parallelism (chunk-local scans with the ring or all-gather carry, Conv1D halo,
 // local-attention K/V halo, ring attention). A step the executor has no meaning for is an error
 // naming it. Pipeline stages: the program's p2p steps move activations and their gradients
-// between stages (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
-// Not for: the training loop, data, optimizer state (runner.cpp), what runner::check_supported
-// refuses (interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
-// sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs).
+// between stages (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B,
+// interleaved 1F1B). Not for: the training loop, data, optimizer state (runner.cpp), telling legal
+// plans from illegal ones (program/plan.hpp check_plan, which runner::check_supported applies).
+// tensor_comm rs_ag (Megatron sequence parallelism): the residual stream holds this rank's n/t
+// tokens (State::rs).
 //
 // Dtypes (plan `dtypes`): every message travels in the dtype the lowering prices for its step
 // (train/wire.hpp message_dtype); with `activations: bf16` the residual stream and its gradient

@@ -1,11 +1,12 @@
 // tests/mpi/test_bf16.cpp — the runner's messages against the lowering's prices: on 2 ranks, for
 // griffin-tiny plans over every axis (data, fsdp with ZeRO 1 and 3, tensor with both tensor_comm
-// schemes, sequence with both carries, pipeline) and RWKV-4/6 and gpt-tiny plans over tensor and
-// sequence, every communication step of one training step moves —
+// schemes, sequence with both carries, pipeline), RWKV-4/6 plans over tensor and sequence (both
+// carries) and a gpt-tiny plan over tensor, every communication step of one training step moves —
 // counted by the runner's comm layer (mpi::traffic(), per trace cell) — exactly the bytes
 // program/lower.cpp puts in its comm_bytes, summed over the times the step runs; in fp32 and in
-// bf16 (plan dtypes), where activation, parameter and gradient messages are half as large. And a
-// bf16 plan really computes in bf16: its single-process losses differ from the fp32 plan's.
+// bf16 (plan dtypes, scan_state too), where activation, parameter, gradient and scan-carry messages
+// are half as large. And a bf16 plan really computes in bf16: its single-process losses differ
+// from the fp32 plan's.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -36,6 +37,7 @@ Plan plan_for(const Mesh2& c, DType dtype) {
   p.tensor_comm = c.comm;
   p.carry = c.carry;
   p.param_dtype = p.act_dtype = dtype;
+  p.state_dtype = dtype;  // the sequence carry travels in it (scan_state)
   p.grad_dtype = GradDType::params;
   p.overlap = false;  // gradient buckets started during backward would land in no step's cell
   return p;
@@ -77,11 +79,11 @@ TEST_CASE("train: every message moves the bytes the lowering prices, in fp32 and
       {"sequence=2", 0, TensorComm::allreduce, CarryScheme::allgather},
       {"pipeline=2", 0, TensorComm::allreduce, CarryScheme::ring},
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv4-tiny"},
-      // not RWKV-4 under sequence: its WKV carry moves other sizes than lower.cpp prices, in fp32 as
-      // in bf16 (a lowering gap, not a dtype one): all-gather 4 arrays of B·D/t per shard forward
-      // and 9 backward against 3 priced; ring backward 2 against 3
+      {"sequence=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv4-tiny"},
+      {"sequence=2", 0, TensorComm::allreduce, CarryScheme::allgather, "rwkv4-tiny"},
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv6-tiny"},
       {"sequence=2", 0, TensorComm::allreduce, CarryScheme::ring, "rwkv6-tiny"},
+      {"sequence=2", 0, TensorComm::allreduce, CarryScheme::allgather, "rwkv6-tiny"},
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring, "gpt-tiny"},
   };
   for (const auto& mesh : meshes)

@@ -268,8 +268,53 @@ TEST_CASE("RWKV-6 under tensor sums the replicated LoRA and mix gradients and un
       }
       REQUIRE(carries == m.depth);
       REQUIRE(halos == 2 * m.depth);
+      // backward: the state's gradient (B·H·N²) per hop; the all-gather only the local gradients —
+      // every rank kept the summaries its forward fold gathered
+      int grads = 0;
+      for (const auto& s : lower(m, p, 0).backward)
+        if (std::strcmp(s.name, "scan.carry") == 0) {
+          ++grads;
+          REQUIRE(s.comm_bytes == (carry == CarryScheme::ring ? 1 : 2) * B * H * N * N * 4);
+        }
+      REQUIRE(grads == m.depth);
     }
   }
+}
+
+TEST_CASE("RWKV-4 under sequence carries (a, b, p) forward and (da, db) backward, never the decay summary", "[lower]") {
+  // kernels/rwkv4.hpp: a chunk state is the scaled numerator a, denominator b and running maximum
+  // exponent p per (sequence, channel), B·D/t each; its gradient is (da, db) with p held fixed.
+  // The decay summary −T·exp(decay) is a parameter times the shard length, the same on every
+  // shard, so neither scheme sends it: a ring hop carries 3·B·D/t forward and 2·B·D/t backward,
+  // the all-gather P times that. The scan-state dtype sets the element size.
+  const auto m = load_model("rwkv4-tiny");
+  const double D = static_cast<double>(m.width), B = 2;
+  for (std::int64_t t : {1, 2})
+    for (std::int64_t P : {2, 4})
+      for (DType st : {DType::fp32, DType::bf16})
+        for (CarryScheme carry : {CarryScheme::ring, CarryScheme::allgather}) {
+          Plan p = single_device(2, 64);
+          p.mesh[Axis::tensor] = t;
+          p.mesh[Axis::sequence] = P;
+          p.carry = carry;
+          p.state_dtype = st;
+          INFO("tensor " << t << " sequence " << P << " " << to_string(st) << " " << to_string(carry));
+          const double elem_bytes = st == DType::fp32 ? 4 : 2, Dl = D / static_cast<double>(t);
+          const double shards = carry == CarryScheme::ring ? 1 : static_cast<double>(P);
+          const auto prog = lower(m, p, 1);
+          for (const auto* list : {&prog.forward, &prog.backward}) {
+            const double per_shard = (list == &prog.forward ? 3 : 2) * B * Dl * elem_bytes;
+            int carries = 0;
+            for (const auto& s : *list)
+              if (std::strcmp(s.name, "scan.carry") == 0) {
+                ++carries;
+                CHECK(s.axis == Axis::sequence);
+                CHECK(s.comm == (carry == CarryScheme::ring ? CommKind::send_recv : CommKind::all_gather));
+                CHECK(s.comm_bytes == shards * per_shard);
+              }
+            CHECK(carries == m.depth);
+          }
+        }
 }
 
 TEST_CASE("illegal plans name the rule that failed", "[lower]") {
