@@ -109,7 +109,7 @@ class Executor {
   // step). For the decode tests, which compare token-by-token decoding with the training forward.
   std::span<const float> head_probs(std::int64_t micro);
 
-  struct State;  // activations and buffers (executor.cpp)
+  struct State;  // activations and buffers (executor_state.hpp)
   using Handler = void (*)(State&, const Step&);
 
  private:

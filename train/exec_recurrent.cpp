@@ -1,0 +1,234 @@
+// train/exec_recurrent.cpp — the Executor's handlers of the Griffin / Hawk recurrent block: the x and
+// y branches, the Conv1D (and its halo under sequence sharding), the RG-LRU gates and scan, the
+// chunk-state carry (ring or all-gather) and the output projection.
+// See executor.hpp for what the Executor does and executor_state.hpp for the State.
+
+#include <algorithm>
+
+#include "kernels/conv1d.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/mlp.hpp"
+#include "kernels/rglru.hpp"
+#include "train/executor_state.hpp"
+
+namespace scanshard::train::exec {
+
+namespace {
+// ---- recurrent block (R/t channels per tensor rank; channel-local conv, gates, scan) -----------
+
+void rec_wy_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.gy.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.par(st.layer, "rec.by"), s.M, s.D, s.R);
+}
+void rec_wx_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.u.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.par(st.layer, "rec.bx"), s.M, s.D, s.R);
+}
+void conv_halo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  shift_right(s, st, last_rows(s, b.u.data(), s.Kc - 1, s.R, true), b.conv_state);
+}
+void conv_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::conv1d_forward(b.cu.data(), nul(), b.u.data(), s.sp > 1 ? b.conv_state.data() : nullptr, s.reset.data(),
+                    s.par(st.layer, "rec.conv_w"), s.par(st.layer, "rec.conv_b"), s.B, s.T, s.R, s.Kc);
+}
+void gate_a_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_forward(b.ga.data(), b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.par(st.layer, "rec.gate_a_b"), s.M,
+                       s.R, s.Hb);
+}
+void gate_x_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_forward(b.gx.data(), b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.par(st.layer, "rec.gate_x_b"), s.M,
+                       s.R, s.Hb);
+}
+void scan_fwd(State& s, const Step& st) {  // chunk-local: from h = 0 when the sequence is sharded
+  auto& b = lb(s, st);
+  K::rglru_scan_forward(b.hs0.data(), s.sp > 1 ? b.h_out.data() : nullptr, s.sp > 1 ? b.decay.data() : nullptr,
+                        b.cu.data(), b.ga.data(), b.gx.data(), nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"),
+                        s.B, s.T, s.R);
+}
+// Ring: shard s waits for h_in from s−1, passes h_out + decay ⊙ h_in to s+1 (P−1 sequential hops).
+void carry_ring_fwd(State& s, const Step& st);
+void carry_gather_fwd(State& s, const Step& st);
+void carry_ring_bwd(State& s, const Step& st);
+void carry_gather_bwd(State& s, const Step& st);
+// "scan.carry" belongs to whichever scan the layer has.
+template <bool Ring, bool Fwd>
+void carry_any(State& s, const Step& st) {
+  const Temporal k = lb(s, st).kind;
+  const bool wkv = k == Temporal::rwkv4_time_mix || k == Temporal::rwkv6_time_mix;
+  if (Ring && Fwd) (wkv ? wkv_carry_ring_fwd : carry_ring_fwd)(s, st);
+  if (!Ring && Fwd) (wkv ? wkv_carry_gather_fwd : carry_gather_fwd)(s, st);
+  if (Ring && !Fwd) (wkv ? wkv_carry_ring_bwd : carry_ring_bwd)(s, st);
+  if (!Ring && !Fwd) (wkv ? wkv_carry_gather_bwd : carry_gather_bwd)(s, st);
+}
+void carry_ring_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  const i64 n = s.B * s.R;
+  zero(b.h_in);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.h_in), left(s));
+  Vec h_fin(static_cast<std::size_t>(n));
+  for (i64 i = 0; i < n; ++i) h_fin[i] = b.h_out[i] + b.decay[i] * b.h_in[i];
+  c.sendrecv(std::span<const float>(h_fin), right(s), std::span<float>(), MPI_PROC_NULL);
+}
+// All-gather: every shard's (h_out, decay); shard s folds shards 0..s−1 into its h_in.
+void carry_gather_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 n = s.B * s.R;
+  Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
+  std::copy(b.h_out.begin(), b.h_out.end(), mine.begin());
+  std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  zero(b.h_in);
+  for (i64 r = 0; r < s.s; ++r)
+    for (i64 i = 0; i < n; ++i) b.h_in[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.h_in[i];
+}
+void carry_fix_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  b.hs_s = b.hs0;
+  K::rglru_carry(b.hs_s.data(), nullptr, b.h_in.data(), b.decay.data(), b.ga.data(), s.reset.data(),
+                 s.par(st.layer, "rec.lambda"), s.B, s.T, s.R);
+}
+void rec_gated_fwd(State& s, const Step& st) {  // gelu(gy) ⊙ h (the "gelu rec.gate" step is fused here)
+  auto& b = lb(s, st);
+  K::gelu_mul_forward(b.pr.data(), b.gy.data(), b.hs, s.M * s.R);
+}
+void rec_wo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.tpart.data(), b.pr.data(), s.par(st.layer, "rec.wo"), s.bias_after_reduce(st.layer, "rec.bo"), s.M,
+                    s.R, s.D);
+}
+
+void rec_wo_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dpr.data(), nul(), nul(), b.dtout.data(), b.pr.data(), s.par(st.layer, "rec.wo"), s.M, s.R, s.D);
+}
+void rec_wo_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wo"), s.grad(st.layer, "rec.bo"), b.dtout.data(), b.pr.data(),
+                     s.par(st.layer, "rec.wo"), s.M, s.R, s.D);
+}
+void rec_gated_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::gelu_mul_backward(b.dgy.data(), b.dhs.data(), b.dpr.data(), b.gy.data(), b.hs, s.M * s.R);
+}
+void carry_fix_bwd(State& s, const Step& st) {  // this chunk's own contribution to dh_in
+  auto& b = lb(s, st);
+  K::rglru_carry_backward(b.dh_loc.data(), b.dhs.data(), b.ga.data(), s.reset.data(), s.par(st.layer, "rec.lambda"), s.B,
+                          s.T, s.R);
+}
+// Mirrored ring: shard s waits for dh_out from s+1, passes dh_loc + decay ⊙ dh_out to s−1.
+void carry_ring_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  const i64 n = s.B * s.R;
+  zero(b.dh_out);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dh_out), right(s));
+  Vec d_fin(static_cast<std::size_t>(n));
+  for (i64 i = 0; i < n; ++i) d_fin[i] = b.dh_loc[i] + b.decay[i] * b.dh_out[i];
+  c.sendrecv(std::span<const float>(d_fin), left(s), std::span<float>(), MPI_PROC_NULL);
+}
+void carry_gather_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const i64 n = s.B * s.R;
+  Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
+  std::copy(b.dh_loc.begin(), b.dh_loc.end(), mine.begin());
+  std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  zero(b.dh_out);
+  for (i64 r = s.sp - 1; r > s.s; --r)
+    for (i64 i = 0; i < n; ++i) b.dh_out[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.dh_out[i];
+}
+void scan_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const bool sh = s.sp > 1;
+  K::rglru_scan_backward(b.dcu.data(), b.dga.data(), b.dgx.data(), nullptr, s.grad(st.layer, "rec.lambda"), b.dhs.data(),
+                         sh ? b.dh_out.data() : nullptr, b.hs, b.cu.data(), b.ga.data(), b.gx.data(),
+                         sh ? b.h_in.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"), s.B, s.T, s.R);
+}
+void gate_x_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(b.dcu.data(), nul(), nul(), b.dgx.data(), b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.M, s.R,
+                        s.Hb);
+}
+void gate_x_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_x_w"), s.grad(st.layer, "rec.gate_x_b"), b.dgx.data(),
+                        b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.M, s.R, s.Hb);
+}
+void gate_a_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(b.dcu.data(), nul(), nul(), b.dga.data(), b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.M, s.R,
+                        s.Hb);
+}
+void gate_a_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_a_w"), s.grad(st.layer, "rec.gate_a_b"), b.dga.data(),
+                        b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.M, s.R, s.Hb);
+}
+void conv_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const bool sh = s.sp > 1;
+  K::conv1d_backward(b.du.data(), sh ? b.dconv_state.data() : nullptr, s.grad(st.layer, "rec.conv_w"),
+                     s.grad(st.layer, "rec.conv_b"), b.dcu.data(), nullptr, b.u.data(), sh ? b.conv_state.data() : nullptr,
+                     s.reset.data(), s.par(st.layer, "rec.conv_w"), s.B, s.T, s.R, s.Kc);
+}
+void conv_halo_bwd(State& s, const Step& st) {  // the halo's gradient returns to its owner's last K−1 rows
+  auto& b = lb(s, st);
+  Vec back(b.dconv_state.size());
+  shift_left(s, st, b.dconv_state, back);
+  // entries the owner masked (a later document start) were zeros there: their gradient is dropped
+  const Vec mask = last_rows(s, std::vector<float>(static_cast<std::size_t>(s.M * s.R), 1.0f).data(), s.Kc - 1, s.R, true);
+  for (std::size_t i = 0; i < back.size(); ++i) back[i] *= mask[i];
+  add_last_rows(s, b.du.data(), back, s.Kc - 1, s.R);
+}
+void rec_wx_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.du.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.M, s.D, s.R);
+}
+void rec_wx_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wx"), s.grad(st.layer, "rec.bx"), b.du.data(), b.n1.data(),
+                     s.par(st.layer, "rec.wx"), s.M, s.D, s.R);
+}
+void rec_wy_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.dgy.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.M, s.D, s.R);
+}
+void rec_wy_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wy"), s.grad(st.layer, "rec.by"), b.dgy.data(), b.n1.data(),
+                     s.par(st.layer, "rec.wy"), s.M, s.D, s.R);
+}
+
+}  // namespace
+
+void add_recurrent_handlers(Table& t) {
+  add_entries(t, {
+      // recurrent block
+      {step_key(ops::linear, tensors::rec_wy), {rec_wy_fwd, nullptr}},
+      {step_key(ops::linear_dx, tensors::rec_wy), {nullptr, rec_wy_dx}}, {step_key(ops::linear_dw, tensors::rec_wy), {nullptr, rec_wy_dw}},
+      {step_key(ops::gelu, tensors::rec_gate), {fused, fused}},  // inside "mul rec.gated" (gelu(gy) ⊙ h)
+      {step_key(ops::linear, tensors::rec_wx), {rec_wx_fwd, nullptr}},
+      {step_key(ops::linear_dx, tensors::rec_wx), {nullptr, rec_wx_dx}}, {step_key(ops::linear_dw, tensors::rec_wx), {nullptr, rec_wx_dw}},
+      {step_key(ops::send_recv, tensors::rec_conv_halo), {conv_halo_fwd, conv_halo_bwd}},
+      {step_key(ops::conv1d, tensors::rec_conv), {conv_fwd, conv_bwd}},
+      {step_key(ops::linear, tensors::rec_gate_a), {gate_a_fwd, nullptr}},
+      {step_key(ops::linear_dx, tensors::rec_gate_a), {nullptr, gate_a_dx}}, {step_key(ops::linear_dw, tensors::rec_gate_a), {nullptr, gate_a_dw}},
+      {step_key(ops::linear, tensors::rec_gate_x), {gate_x_fwd, nullptr}},
+      {step_key(ops::linear_dx, tensors::rec_gate_x), {nullptr, gate_x_dx}}, {step_key(ops::linear_dw, tensors::rec_gate_x), {nullptr, gate_x_dw}},
+      {step_key(ops::rglru_decay, tensors::rec_decay), {fused, fused}},  // inside the fused scan (σ, softplus, √(1−a²))
+      {step_key(ops::rglru_scan, tensors::rec_scan), {scan_fwd, scan_bwd}},
+      {step_key(ops::send_recv, tensors::scan_carry), {carry_any<true, true>, carry_any<true, false>}},
+      {step_key(ops::all_gather, tensors::scan_carry), {carry_any<false, true>, carry_any<false, false>}},
+      {step_key(ops::scan_carry_fix, tensors::rec_scan), {carry_fix_fwd, carry_fix_bwd}},
+      {step_key(ops::mul, tensors::rec_gated), {rec_gated_fwd, rec_gated_bwd}},
+      {step_key(ops::linear, tensors::rec_wo), {rec_wo_fwd, nullptr}},
+      {step_key(ops::linear_dx, tensors::rec_wo), {nullptr, rec_wo_dx}}, {step_key(ops::linear_dw, tensors::rec_wo), {nullptr, rec_wo_dw}},
+  });
+}
+
+}  // namespace scanshard::train::exec

@@ -1,0 +1,367 @@
+// train/exec_rwkv4.cpp — the Executor's handlers of the RWKV-4 time mix, the RWKV channel mix (both
+// generations), the embedding's LayerNorm, the token-shift halos and the WKV chunk-state carry
+// of both generations under sequence sharding.
+// See executor.hpp for what the Executor does and executor_state.hpp for the State.
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "kernels/layernorm.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/rwkv4.hpp"
+#include "kernels/rwkv6.hpp"
+#include "kernels/rwkv_ops.hpp"
+#include "train/executor_state.hpp"
+
+namespace scanshard::train::exec {
+
+namespace {
+// ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
+
+// The embedding's LayerNorm on this rank's Ms tokens (all M without rs_ag): under rs_ag the
+// reduce-scatter leaves them in emb and the norm's input gradient goes to demb_loc, which the
+// embedding's all-gather turns into every token's gradient (demb).
+void embed_norm_fwd(State& s, const Step&) {
+  K::layer_norm_forward(s.xs[0].data(), s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
+                        s.par(-1, "embed_norm.bias"), s.Ms, s.D, eps_of(s));
+}
+void embed_norm_bwd(State& s, const Step&) {
+  Vec& d = s.rs ? s.demb_loc : s.demb;
+  zero(d);
+  K::layer_norm_backward(d.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
+                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.Ms, s.D);
+}
+constexpr const char* kTmMu[3] = {"tm.mu_r", "tm.mu_k", "tm.mu_v"};
+void tm_shift_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  for (int j = 0; j < 3; ++j)
+    K::token_shift_forward(b.xs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                           s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
+}
+void tm_shift_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  for (int j = 0; j < 3; ++j)
+    K::token_shift_backward(b.dn1.data(), s.sp > 1 ? b.dshift_prev.data() : nullptr, s.grad(st.layer, kTmMu[j]),
+                            b.dxs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                            s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
+}
+// Parameters whole on every tensor rank that see only this rank's part of their gradient (their
+// consumers are column-split): the gradients are summed over the tensor axis.
+void replicated_grads_bwd(State& s, const Step& st, std::initializer_list<const char*> names) {
+  for (const char* n : names) {
+    const auto it = s.lay.full.index.find(State::block(st.layer) + "/" + n);
+    allreduce_inplace(s, st, s.grad(st.layer, n), s.lay.count(it->second));
+  }
+}
+// RWKV-4: the three token-shift mixes. RWKV-6: μ_x, μ_□, the shared LoRA A and B and the decay LoRA A.
+void tm_mu_grads_bwd(State& s, const Step& st) {
+  if (s.m.family == Family::rwkv6) return replicated_grads_bwd(s, st, {"tm.mu_x", "tm.mu", "tm.lora_a", "tm.lora_b", "tm.decay_a"});
+  replicated_grads_bwd(s, st, {kTmMu[0], kTmMu[1], kTmMu[2]});
+}
+template <int J>  // 0 r, 1 k, 2 v
+void tm_proj_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  float* out = J == 0 ? b.r.data() : J == 1 ? b.k.data() : b.v.data();
+  K::linear_forward(out, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), nullptr, s.M, s.D, s.Dl);
+}
+template <int J>
+void tm_proj_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
+  K::linear_backward(b.dxs3.data() + J * s.M * s.D, nul(), nul(), dy, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), s.M,
+                     s.D, s.Dl);
+}
+template <int J>
+void tm_proj_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
+  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), s.M, s.D,
+                     s.Dl);
+}
+void wkv4_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
+    kernels::wkv4_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.k.data(), b.v.data(),
+                          s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, s.Dl);
+    return;
+  }
+  K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+                  nullptr, s.B, s.T, s.Dl);
+}
+void wkv4_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  if (s.sp > 1) {
+    kernels::wkv4_chunk_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nullptr,
+                           b.dwkv.data(), s.s + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(), b.v.data(),
+                           s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), s.s > 0 ? b.st_in.data() : nullptr,
+                           s.B, s.T, s.Dl);
+    return;
+  }
+  K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nul(),
+                   b.dwkv.data(), nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+                   nullptr, s.B, s.T, s.Dl);
+}
+void tm_gated_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::sigmoid_mul_forward(b.o.data(), b.r.data(), b.wkv.data(), s.M * s.Dl);
+}
+void tm_gated_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::sigmoid_mul_backward(b.dr.data(), b.dwkv.data(), b.do_.data(), b.r.data(), b.wkv.data(), s.M * s.Dl);
+}
+void tm_wo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.tpart.data(), b.o.data(), s.par(st.layer, "tm.wo"), nullptr, s.M, s.Dl, s.D);
+}
+void tm_wo_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.do_.data(), nul(), nul(), b.dtout.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.M, s.Dl, s.D);
+}
+void tm_wo_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.wo"), nul(), b.dtout.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.M,
+                     s.Dl, s.D);
+}
+// Channel mix: Wk column split (F/t), Wv row split + all-reduce, Wr column split (D/t), the gate on
+// the local D/t slice, then gathered.
+void cm_shift_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const float* prev = s.sp > 1 ? b.cprev.data() : nullptr;
+  K::token_shift_forward(b.cxk.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
+  K::token_shift_forward(b.cxr.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+}
+void cm_shift_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const float* prev = s.sp > 1 ? b.cprev.data() : nullptr;
+  float* dprev = s.sp > 1 ? b.dcprev.data() : nullptr;
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_k"), b.dcxk.data(), b.n2.data(), prev,
+                          s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_r"), b.dcxr.data(), b.n2.data(), prev,
+                          s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+}
+void cm_mu_grads_bwd(State& s, const Step& st) { replicated_grads_bwd(s, st, {"cm.mu_k", "cm.mu_r"}); }
+void cm_wk_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.ck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), nullptr, s.M, s.D, s.F);
+}
+void cm_wk_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dcxk.data(), nul(), nul(), b.dck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), s.M, s.D, s.F);
+}
+void cm_wk_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wk"), nul(), b.dck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), s.M,
+                     s.D, s.F);
+}
+void cm_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::relu_square_forward(b.ch.data(), b.ck.data(), s.M * s.F);
+}
+void cm_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::relu_square_backward(b.dck.data(), b.dch.data(), b.ck.data(), s.M * s.F);
+}
+void cm_wv_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.ypart.data(), b.ch.data(), s.par(st.layer, "cm.wv"), nullptr, s.M, s.F, s.D);
+}
+void cm_wv_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dch.data(), nul(), nul(), b.dcv.data(), b.ch.data(), s.par(st.layer, "cm.wv"), s.M, s.F, s.D);
+}
+void cm_wv_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wv"), nul(), b.dcv.data(), b.ch.data(), s.par(st.layer, "cm.wv"), s.M,
+                     s.F, s.D);
+}
+void cm_value_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  allreduce_into(s, st, b.ypart.data(), b.cv, s.M * s.D);
+}
+void cm_wr_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.cr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), nullptr, s.M, s.D, s.Dl);
+}
+void cm_wr_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dcxr.data(), nul(), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M, s.D, s.Dl);
+}
+void cm_wr_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M,
+                     s.D, s.Dl);
+}
+// Steps both RWKV generations name alike ("tm.shift", "tm.wr", ...) but compute differently.
+template <Executor::Handler Four, Executor::Handler Six>
+void by_family(State& s, const Step& st) { (s.m.family == Family::rwkv6 ? Six : Four)(s, st); }
+
+// Token-shift halo: the last token of the norm output goes right; its gradient comes back.
+template <bool Channel>
+void shift_halo_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  shift_right(s, st, last_rows(s, (Channel ? b.n2 : b.n1).data(), 1, s.D, false), Channel ? b.cprev : b.shift_prev);
+}
+template <bool Channel>
+void shift_halo_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  Vec back(static_cast<std::size_t>(s.B * s.D));
+  shift_left(s, st, Channel ? b.dcprev : b.dshift_prev, back);
+  add_last_rows(s, (Channel ? b.dn2 : b.dn1).data(), back, 1, s.D);
+}
+}  // namespace
+void wkv_carry_ring_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.st_in), left(s));
+  wkv_carry(s).combine(s, b.st_fin.data(), s.s > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data());
+  c.sendrecv(std::span<const float>(b.st_fin), right(s), std::span<float>(), MPI_PROC_NULL);
+}
+void wkv_carry_gather_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const WkvCarry w = wkv_carry(s);
+  const i64 n = w.state, per = n + w.summary;
+  Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
+  std::copy(b.st_loc.begin(), b.st_loc.end(), mine.begin());
+  std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  for (i64 r = 0; r <= s.s; ++r) {  // fold shards 0..s: st_in before this shard, st_fin after it
+    if (r == s.s) b.st_in = b.st_fin;
+    w.combine(s, b.st_fin.data(), r > 0 ? b.st_in.data() : nullptr, all.data() + r * per, all.data() + r * per + n);
+    if (r < s.s) b.st_in = b.st_fin;
+  }
+}
+namespace {
+void wkv_carry_fix_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  if (s.s == 0) { b.wkv = b.wkv_loc; return; }
+  if (s.m.family == Family::rwkv6)
+    kernels::wkv6_chunk_forward(b.wkv.data(), nullptr, nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(),
+                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, heads6(s), s.m.head_size);
+  else
+    kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"),
+                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.Dl);
+}
+void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
+  auto& b = lb(s, st);
+  // discarded gradients (the kernels accumulate: zeroed): dk, dv, dr, dlogw the size of dk; dd, db [Dl]
+  const std::size_t n = b.dk.size(), dl = static_cast<std::size_t>(s.Dl);
+  s.fix_scratch.assign(4 * n + 2 * dl, 0.0f);
+  float *dk = s.fix_scratch.data(), *dv = dk + n, *dr = dv + n, *dlogw = dr + n, *dd = dlogw + n, *db = dd + dl;
+  std::fill(b.dloc.begin(), b.dloc.end(), 0.0f);
+  const float* st_in = s.s > 0 ? b.st_in.data() : nullptr;
+  if (s.m.family == Family::rwkv6) {  // dd: d bonus [H,N] = Dl
+    kernels::wkv6_chunk_backward(dr, dk, dv, dlogw, dd, b.dloc.data(), b.dwkv.data(),
+                                 nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+                                 st_in, s.B, s.T, heads6(s), s.m.head_size);
+    return;
+  }
+  kernels::wkv4_chunk_backward(dk, dv, dd, db, b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(),
+                               b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), st_in, s.B, s.T, s.Dl);
+}
+}  // namespace
+void wkv_carry_ring_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  const auto& c = need(s, Axis::sequence, st);
+  zero(b.dst_out);
+  c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dst_out), right(s));
+  if (s.s == 0) return;
+  Vec d_in(b.dloc.size());
+  wkv_carry(s).grad_combine(s, d_in.data(), b.dst_out.data(), b.dloc.data(), b.st_in.data(), b.st_fin.data(),
+                            b.logdec.data());
+  c.sendrecv(std::span<const float>(d_in), left(s), std::span<float>(), MPI_PROC_NULL);
+}
+void wkv_carry_gather_bwd(State& s, const Step& st) {  // every shard's (dloc, aux states, summary)
+  auto& b = lb(s, st);
+  const WkvCarry w = wkv_carry(s);
+  const i64 n2 = w.grad, n3 = w.aux, per = n2 + 2 * n3 + w.summary;
+  Vec mine(static_cast<std::size_t>(per)), all(static_cast<std::size_t>(per * s.sp));
+  std::copy(b.dloc.begin(), b.dloc.end(), mine.begin());
+  if (n3 > 0) {
+    std::copy(b.st_in.begin(), b.st_in.end(), mine.begin() + n2);
+    std::copy(b.st_fin.begin(), b.st_fin.end(), mine.begin() + n2 + n3);
+  }
+  std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n2 + 2 * n3);
+  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  zero(b.dst_out);
+  for (i64 r = s.sp - 1; r > s.s; --r) {  // dstate_out of shard r−1 = total dstate_in of shard r
+    const float* o = all.data() + r * per;
+    Vec d_in(static_cast<std::size_t>(n2));
+    w.grad_combine(s, d_in.data(), b.dst_out.data(), o, o + n2, o + n2 + n3, o + n2 + 2 * n3);
+    b.dst_out = d_in;
+  }
+}
+
+namespace {
+// rows [M, D] ↔ this rank's column slice [M, Dl]
+void take_cols(const State& s, const float* full, float* part) {
+  const i64 d0 = s.tcoord * s.Dl;
+  for (i64 m = 0; m < s.M; ++m) std::copy_n(full + m * s.D + d0, s.Dl, part + m * s.Dl);
+}
+void cm_gate_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  take_cols(s, b.cv, b.cvl.data());
+  K::sigmoid_mul_forward(b.cg.data(), b.cr.data(), b.cvl.data(), s.M * s.Dl);
+}
+void cm_gate_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  Vec dcg(static_cast<std::size_t>(s.M * s.Dl));
+  take_cols(s, b.dy.data(), dcg.data());
+  std::fill_n(b.dcvl, s.M * s.Dl, 0.0f);
+  K::sigmoid_mul_backward(b.dcr.data(), b.dcvl, dcg.data(), b.cr.data(), b.cvl.data(), s.M * s.Dl);
+}
+// All-gather of [M, Dl] column slices into [M, D].
+void gather_cols(const State& s, const Step& st, const float* part, float* full) {
+  Vec all(static_cast<std::size_t>(s.M * s.D));
+  need(s, Axis::tensor, st).allgather(std::span<const float>(part, static_cast<std::size_t>(s.M * s.Dl)), std::span<float>(all));
+  for (i64 r = 0; r < s.t; ++r)
+    for (i64 m = 0; m < s.M; ++m) std::copy_n(all.data() + (r * s.M + m) * s.Dl, s.Dl, full + m * s.D + r * s.Dl);
+}
+void cm_out_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  gather_cols(s, st, b.cg.data(), b.cgath);
+}
+void cm_value_grad_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  gather_cols(s, st, b.dcvl, b.dcv.data());
+}
+// The residual adds this rank's tokens of the gathered output (all of them without rs_ag).
+void cm_residual_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath + s.m0 * s.D, s.Ms * s.D);
+}
+
+}  // namespace
+
+void add_rwkv4_handlers(Table& t) {
+  add_entries(t, {
+      // RWKV-4 time mix (by_family: the steps RWKV-6 names alike) and the RWKV channel mix
+      {step_key(ops::layernorm, tensors::embed_norm), {embed_norm_fwd, embed_norm_bwd}},
+      {step_key(ops::all_reduce, tensors::tm_mu_grads), {nullptr, tm_mu_grads_bwd}},
+      {step_key(ops::all_reduce, tensors::cm_mu_grads), {nullptr, cm_mu_grads_bwd}},
+      {step_key(ops::token_shift, tensors::tm_shift), {by_family<tm_shift_fwd, r6_shift_fwd>, by_family<tm_shift_bwd, r6_shift_bwd>}},
+      {step_key(ops::linear, tensors::tm_wr), {by_family<tm_proj_fwd<0>, r6_proj_fwd<3>>, nullptr}}, {step_key(ops::linear_dx, tensors::tm_wr), {nullptr, by_family<tm_proj_dx<0>, r6_proj_dx<3>>}}, {step_key(ops::linear_dw, tensors::tm_wr), {nullptr, by_family<tm_proj_dw<0>, r6_proj_dw<3>>}},
+      {step_key(ops::linear, tensors::tm_wk), {by_family<tm_proj_fwd<1>, r6_proj_fwd<1>>, nullptr}}, {step_key(ops::linear_dx, tensors::tm_wk), {nullptr, by_family<tm_proj_dx<1>, r6_proj_dx<1>>}}, {step_key(ops::linear_dw, tensors::tm_wk), {nullptr, by_family<tm_proj_dw<1>, r6_proj_dw<1>>}},
+      {step_key(ops::linear, tensors::tm_wv), {by_family<tm_proj_fwd<2>, r6_proj_fwd<2>>, nullptr}}, {step_key(ops::linear_dx, tensors::tm_wv), {nullptr, by_family<tm_proj_dx<2>, r6_proj_dx<2>>}}, {step_key(ops::linear_dw, tensors::tm_wv), {nullptr, by_family<tm_proj_dw<2>, r6_proj_dw<2>>}},
+      {step_key(ops::wkv4_scan, tensors::tm_wkv), {wkv4_fwd, wkv4_bwd}},
+      {step_key(ops::scan_carry_fix, tensors::tm_wkv), {wkv_carry_fix_fwd, wkv_carry_fix_bwd}},  // both generations
+      {step_key(ops::send_recv, tensors::tm_shift_halo), {shift_halo_fwd<false>, shift_halo_bwd<false>}},
+      {step_key(ops::send_recv, tensors::cm_shift_halo), {shift_halo_fwd<true>, shift_halo_bwd<true>}},
+      {step_key(ops::sigmoid_mul, tensors::tm_gated), {tm_gated_fwd, tm_gated_bwd}},
+      {step_key(ops::linear, tensors::tm_wo), {tm_wo_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::tm_wo), {nullptr, tm_wo_dx}}, {step_key(ops::linear_dw, tensors::tm_wo), {nullptr, tm_wo_dw}},
+      {step_key(ops::token_shift, tensors::cm_shift), {cm_shift_fwd, cm_shift_bwd}},
+      {step_key(ops::linear, tensors::cm_wk), {cm_wk_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::cm_wk), {nullptr, cm_wk_dx}}, {step_key(ops::linear_dw, tensors::cm_wk), {nullptr, cm_wk_dw}},
+      {step_key(ops::relu_sq, tensors::cm_act), {cm_act_fwd, cm_act_bwd}},
+      {step_key(ops::linear, tensors::cm_wv), {cm_wv_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::cm_wv), {nullptr, cm_wv_dx}}, {step_key(ops::linear_dw, tensors::cm_wv), {nullptr, cm_wv_dw}},
+      {step_key(ops::all_reduce, tensors::cm_value), {cm_value_fwd, nullptr}},
+      {step_key(ops::linear, tensors::cm_wr), {cm_wr_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::cm_wr), {nullptr, cm_wr_dx}}, {step_key(ops::linear_dw, tensors::cm_wr), {nullptr, cm_wr_dw}},
+      {step_key(ops::sigmoid_mul, tensors::cm_gate), {cm_gate_fwd, cm_gate_bwd}},
+      {step_key(ops::all_gather, tensors::cm_value_grad), {nullptr, cm_value_grad_bwd}},
+      {step_key(ops::all_gather, tensors::cm_out), {cm_out_fwd, nullptr}},
+      {step_key(ops::add, tensors::cm_residual), {cm_residual_fwd, mlp_residual_bwd}},
+  });
+}
+
+}  // namespace scanshard::train::exec

@@ -1,0 +1,229 @@
+// train/exec_rwkv6.cpp — the Executor's handlers of the RWKV-6 time mix (data-dependent token shift,
+// LoRAs, decay, WKV-6 heads, GroupNorm, the SiLU gate).
+// See executor.hpp for what the Executor does and executor_state.hpp for the State.
+
+#include "kernels/layernorm.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/rwkv6.hpp"
+#include "kernels/rwkv_ops.hpp"
+#include "train/executor_state.hpp"
+
+namespace scanshard::train::exec {
+
+namespace {
+// ---- RWKV-6 time mix (DESIGN §3.3) ---------------------------------------------------------------
+// Under tensor: the shift, the LoRAs and the five mixes are whole on every rank (replicated
+// parameters, tm.mu_grads); decay_b, the decay, r, k, v, g, the WKV heads, GroupNorm and the gate
+// hold this rank's Dl = D/t channels (Dl/N heads); W_o is row-split. Under sequence: the shift's
+// previous token comes from the left shard (tm.shift_halo), the WKV state through scan.carry.
+
+i64 rank_mix(const State& s) { return s.m.lora_rank_mix; }
+i64 rank_decay(const State& s) { return s.m.lora_rank_decay; }
+float* x5(State& s, Vec& v, int j) { return v.data() + j * s.M * s.D; }  // j: 0 w, 1 k, 2 v, 3 r, 4 g
+}  // namespace
+void r6_shift_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_shift_forward(b.xx.data(), b.xxx.data(), b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                          s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+}
+void r6_shift_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_shift_backward(b.dn1.data(), s.sp > 1 ? b.dshift_prev.data() : nullptr, s.grad(st.layer, "tm.mu_x"),
+                           b.dxx.data(), b.dxxx.data(), b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+                           s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+}
+namespace {
+void r6_lora_a_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.lz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"), nullptr, s.M, s.D, 5 * rank_mix(s));
+}
+void r6_lora_a_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.dxxx.data(), nul(), nul(), b.dlz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"), s.M, s.D,
+                     5 * rank_mix(s));
+}
+void r6_lora_a_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.lora_a"), nul(), b.dlz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"),
+                     s.M, s.D, 5 * rank_mix(s));
+}
+void r6_lora_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_forward(b.ltz.data(), b.lz.data(), s.M * 5 * rank_mix(s));
+}
+void r6_lora_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_backward(b.dlz.data(), b.dltz.data(), b.ltz.data(), s.M * 5 * rank_mix(s));
+}
+// LoRA B: five rank-r maps; map j reads columns [j·r, (j+1)·r) of tanh(z) and writes x5 block j
+// (kernels::grouped_linear: strided GEMMs, no copies of the column blocks).
+void r6_lora_b_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::grouped_linear_forward(b.mz.data(), b.ltz.data(), s.par(st.layer, "tm.lora_b"), s.M, 5, rank_mix(s), s.D);
+}
+void r6_lora_b_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::grouped_linear_backward(b.dltz.data(), nul(), b.dmz.data(), b.ltz.data(), s.par(st.layer, "tm.lora_b"), s.M, 5,
+                             rank_mix(s), s.D);
+}
+void r6_lora_b_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::grouped_linear_backward(nul(), s.grad(st.layer, "tm.lora_b"), b.dmz.data(), b.ltz.data(),
+                             s.par(st.layer, "tm.lora_b"), s.M, 5, rank_mix(s), s.D);
+}
+void r6_mix_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_mix_forward(b.xs5.data(), b.n1.data(), b.xx.data(), s.par(st.layer, "tm.mu"), b.mz.data(), 5, s.M, s.D);
+}
+void r6_mix_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::ddlerp_mix_backward(b.dn1.data(), b.dxx.data(), s.grad(st.layer, "tm.mu"), b.dmz.data(), b.dxs5.data(), b.xx.data(),
+                         s.par(st.layer, "tm.mu"), b.mz.data(), 5, s.M, s.D);
+}
+void r6_decay_a_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.dza.data(), x5(s, b.xs5, 0), s.par(st.layer, "tm.decay_a"), nullptr, s.M, s.D, rank_decay(s));
+}
+void r6_decay_a_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(x5(s, b.dxs5, 0), nul(), nul(), b.ddza.data(), x5(s, b.xs5, 0), s.par(st.layer, "tm.decay_a"), s.M,
+                     s.D, rank_decay(s));
+}
+void r6_decay_a_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_a"), nul(), b.ddza.data(), x5(s, b.xs5, 0),
+                     s.par(st.layer, "tm.decay_a"), s.M, s.D, rank_decay(s));
+}
+void r6_decay_act_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_forward(b.dlt.data(), b.dza.data(), s.M * rank_decay(s));
+}
+void r6_decay_act_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::tanh_backward(b.ddza.data(), b.ddlt.data(), b.dlt.data(), s.M * rank_decay(s));
+}
+void r6_decay_b_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(b.dd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.M, rank_decay(s), s.Dl);
+}
+void r6_decay_b_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(b.ddlt.data(), nul(), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), s.M,
+                     rank_decay(s), s.Dl);
+}
+void r6_decay_b_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_b"), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"),
+                     s.M, rank_decay(s), s.Dl);
+}
+void r6_decay_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.dd.data(), s.M, s.Dl);
+}
+void r6_decay_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddd.data(), b.dlogw.data(), b.logw.data(), s.M, s.Dl);
+}
+template <int J>  // 1 k, 2 v, 3 r, 4 g
+float* r6_out(LayerBufs& b, bool grad) {
+  if (J == 1) return (grad ? b.dk : b.k).data();
+  if (J == 2) return (grad ? b.dv : b.v).data();
+  if (J == 3) return (grad ? b.dr : b.r).data();
+  return (grad ? b.dgg : b.gg).data();
+}
+constexpr const char* kR6W[5] = {"", "tm.wk", "tm.wv", "tm.wr", "tm.wg"};
+}  // namespace
+template <int J>
+void r6_proj_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_forward(r6_out<J>(b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.Dl);
+}
+template <int J>
+void r6_proj_dx(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(x5(s, b.dxs5, J), nul(), nul(), r6_out<J>(b, true), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), s.M,
+                     s.D, s.Dl);
+}
+template <int J>
+void r6_proj_dw(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(b, true), x5(s, b.xs5, J),
+                     s.par(st.layer, kR6W[J]), s.M, s.D, s.Dl);
+}
+namespace {
+void wkv6_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
+    kernels::wkv6_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.r.data(), b.k.data(), b.v.data(),
+                                b.logw.data(), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, heads6(s), s.m.head_size);
+    return;
+  }
+  K::wkv6_forward(b.wkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+                  nullptr, s.B, s.T, heads6(s), s.m.head_size);
+}
+void wkv6_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  if (s.sp > 1) {
+    kernels::wkv6_chunk_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
+                                 b.dwkv.data(), s.s + 1 < s.sp ? b.dst_out.data() : nullptr, b.r.data(), b.k.data(),
+                                 b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"), s.s > 0 ? b.st_in.data() : nullptr,
+                                 s.B, s.T, heads6(s), s.m.head_size);
+    return;
+  }
+  K::wkv6_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
+                   b.dwkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+                   nullptr, s.B, s.T, heads6(s), s.m.head_size);
+}
+void r6_gn_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::group_norm_forward(b.gn.data(), b.gmean.data(), b.grstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"),
+                        s.par(st.layer, "tm.gn_bias"), s.M, heads6(s), s.m.head_size, static_cast<float>(s.m.group_norm_eps));
+}
+void r6_gn_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::group_norm_backward(b.dwkv.data(), s.grad(st.layer, "tm.gn_scale"), s.grad(st.layer, "tm.gn_bias"), b.dgn.data(),
+                         b.gmean.data(), b.grstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"), s.M, heads6(s),
+                         s.m.head_size);
+}
+void r6_gated_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::silu_mul_forward(b.o.data(), b.gn.data(), b.gg.data(), s.M * s.Dl);
+}
+void r6_gated_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  K::silu_mul_backward(b.dgn.data(), b.dgg.data(), b.do_.data(), b.gn.data(), b.gg.data(), s.M * s.Dl);
+}
+
+}  // namespace
+
+// the RWKV-4 file's by_family entries take these
+template void r6_proj_fwd<1>(State&, const Step&);
+template void r6_proj_fwd<2>(State&, const Step&);
+template void r6_proj_fwd<3>(State&, const Step&);
+template void r6_proj_dx<1>(State&, const Step&);
+template void r6_proj_dx<2>(State&, const Step&);
+template void r6_proj_dx<3>(State&, const Step&);
+template void r6_proj_dw<1>(State&, const Step&);
+template void r6_proj_dw<2>(State&, const Step&);
+template void r6_proj_dw<3>(State&, const Step&);
+
+void add_rwkv6_handlers(Table& t) {
+  add_entries(t, {
+      // RWKV-6 time mix
+      {step_key(ops::linear, tensors::tm_lora_a), {r6_lora_a_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::tm_lora_a), {nullptr, r6_lora_a_dx}}, {step_key(ops::linear_dw, tensors::tm_lora_a), {nullptr, r6_lora_a_dw}},
+      {step_key(ops::tanh, tensors::tm_lora_act), {r6_lora_act_fwd, r6_lora_act_bwd}},
+      {step_key(ops::linear, tensors::tm_lora_b), {r6_lora_b_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::tm_lora_b), {nullptr, r6_lora_b_dx}}, {step_key(ops::linear_dw, tensors::tm_lora_b), {nullptr, r6_lora_b_dw}},
+      {step_key(ops::ddlerp, tensors::tm_mix), {r6_mix_fwd, r6_mix_bwd}},
+      {step_key(ops::linear, tensors::tm_decay_a), {r6_decay_a_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::tm_decay_a), {nullptr, r6_decay_a_dx}}, {step_key(ops::linear_dw, tensors::tm_decay_a), {nullptr, r6_decay_a_dw}},
+      {step_key(ops::tanh, tensors::tm_decay_act), {r6_decay_act_fwd, r6_decay_act_bwd}},
+      {step_key(ops::linear, tensors::tm_decay_b), {r6_decay_b_fwd, nullptr}}, {step_key(ops::linear_dx, tensors::tm_decay_b), {nullptr, r6_decay_b_dx}}, {step_key(ops::linear_dw, tensors::tm_decay_b), {nullptr, r6_decay_b_dw}},
+      {step_key(ops::exp_exp, tensors::tm_decay), {r6_decay_fwd, r6_decay_bwd}},
+      {step_key(ops::linear, tensors::tm_wg), {r6_proj_fwd<4>, nullptr}}, {step_key(ops::linear_dx, tensors::tm_wg), {nullptr, r6_proj_dx<4>}}, {step_key(ops::linear_dw, tensors::tm_wg), {nullptr, r6_proj_dw<4>}},
+      {step_key(ops::wkv6_scan, tensors::tm_wkv), {wkv6_fwd, wkv6_bwd}},
+      {step_key(ops::wkv6_chunked, tensors::tm_wkv), {wkv6_fwd, wkv6_bwd}},
+      {step_key(ops::groupnorm, tensors::tm_gn), {r6_gn_fwd, r6_gn_bwd}},
+      {step_key(ops::silu_mul, tensors::tm_gated), {r6_gated_fwd, r6_gated_bwd}},
+  });
+}
+
+}  // namespace scanshard::train::exec
