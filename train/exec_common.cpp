@@ -35,12 +35,12 @@ void allreduce_inplace(const State& s, const Step& st, float* buf, i64 n) {
 }
 // Sends `send` to the right neighbour and receives `recv` from the left one (zeros on shard 0).
 void shift_right(const State& s, const Step& st, const Vec& send, Vec& recv) {
-  if (s.s == 0) zero(recv);
+  if (s.sp_rank == 0) zero(recv);
   need(s, Axis::sequence, st).sendrecv(std::span<const float>(send), right(s), std::span<float>(recv), left(s));
 }
 // The gradient of a halo goes back: send `send` left, receive `recv` from the right (zeros on the last shard).
 void shift_left(const State& s, const Step& st, const Vec& send, Vec& recv) {
-  if (s.s + 1 == s.sp) zero(recv);
+  if (s.sp_rank + 1 == s.sp) zero(recv);
   need(s, Axis::sequence, st).sendrecv(std::span<const float>(send), left(s), std::span<float>(recv), right(s));
 }
 
@@ -71,24 +71,26 @@ namespace {
 // ---- embedding and head -------------------------------------------------------------------------
 
 void embed_fwd(State& s, const Step&) {  // a partial sum over vocab shards when tensor > 1
-  K::embedding_shard_forward(s.t > 1 ? s.epart.data() : s.emb_out, s.tokens.data(), s.par(-1, "embed.table"), s.v0, s.Vl, s.M, s.D, s.escale);
+  K::embedding_shard_forward(s.tp > 1 ? s.embed_partial.data() : s.emb_out, s.tokens.data(), s.par(-1, "embed.table"),
+                             s.vocab_begin, s.vocab_local, s.rows, s.D, s.embed_scale);
 }
-void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.epart.data(), s.emb_out, s.M * s.D); }
+void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.embed_partial.data(), s.emb_out, s.rows * s.D); }
 void embed_bwd(State& s, const Step&) {
-  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() || s.rs ? s.demb.data() : s.dxs[0].data(), s.tokens.data(), s.v0, s.Vl, s.M, s.D,
-                              s.escale);
+  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() || s.rs_ag ? s.demb.data() : s.dxs[0].data(),
+                              s.tokens.data(), s.vocab_begin, s.vocab_local, s.rows, s.D, s.embed_scale);
 }
 void final_norm_fwd(State& s, const Step&) {
-  K::rmsnorm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.rstdf.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"),
-                     s.Ms, s.D, eps_of(s));
+  K::rmsnorm_forward(s.rs_ag ? s.final_norm_out_loc.data() : s.final_norm_out.data(), s.final_rstd.data(), s.xs.back().data(),
+                     s.par(-2, "final_norm.scale"), s.res_rows, s.D, eps_of(s));
 }
 void final_norm_bwd(State& s, const Step&) {
-  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.rs ? s.dnf_loc.data() : s.dnf.data(),
-                      s.xs.back().data(), s.rstdf.data(), s.par(-2, "final_norm.scale"), s.Ms, s.D);
+  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"),
+                      s.rs_ag ? s.dfinal_norm_out_loc.data() : s.dfinal_norm_out.data(), s.xs.back().data(), s.final_rstd.data(),
+                      s.par(-2, "final_norm.scale"), s.res_rows, s.D);
 }
 void logits_fwd(State& s, const Step&) {  // local vocab columns, and their (max, Σ exp) per token
-  K::logits_tied_forward(s.logits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M, s.D, s.Vl);
-  K::softmax_stats(s.stats.data(), s.logits.data(), s.M, s.Vl);
+  K::logits_tied_forward(s.logits.data(), s.final_norm_out.data(), s.par(-1, "embed.table"), s.rows, s.D, s.vocab_local);
+  K::softmax_stats(s.stats.data(), s.logits.data(), s.rows, s.vocab_local);
 }
 void merge_stats_op(void* in, void* io, int* len, MPI_Datatype*) {
   K::merge_softmax_stats(static_cast<float*>(io), static_cast<const float*>(in), *len / 2);
@@ -105,167 +107,173 @@ void loss_stats_fwd(State& s, const Step& st) {
   need(s, st.axis, st).comm.allreduce_op(std::span<float>(s.stats), op);
 }
 void softmax_xent_fwd(State& s, const Step&) {
-  K::softmax_ce_shard_finish(s.losses.data(), s.logits.data(), s.logits.data(), s.stats.data(), s.targets.data(), s.v0,
-                             s.M, s.Vl);
+  K::softmax_ce_shard_finish(s.losses.data(), s.logits.data(), s.logits.data(), s.stats.data(), s.targets.data(), s.vocab_begin,
+                             s.rows, s.vocab_local);
 }
 void softmax_xent_bwd(State& s, const Step&) {
-  K::softmax_ce_shard_backward(s.dlogits.data(), s.dlosses.data(), s.logits.data(), s.targets.data(), s.v0, s.M, s.Vl);
+  K::softmax_ce_shard_backward(s.dlogits.data(), s.dlosses.data(), s.logits.data(), s.targets.data(), s.vocab_begin, s.rows,
+                               s.vocab_local);
 }
 void head_dx_bwd(State& s, const Step&) {
-  zero(s.dnf);
-  K::logits_tied_backward(s.dnf.data(), nul(), s.dlogits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M, s.D, s.Vl);
+  zero(s.dfinal_norm_out);
+  K::logits_tied_backward(s.dfinal_norm_out.data(), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-1, "embed.table"),
+                          s.rows, s.D, s.vocab_local);
 }
 void head_dw_bwd(State& s, const Step&) {
-  K::logits_tied_backward(nul(), s.grad(-1, "embed.table"), s.dlogits.data(), s.nf.data(), s.par(-1, "embed.table"), s.M,
-                          s.D, s.Vl);
+  K::logits_tied_backward(nul(), s.grad(-1, "embed.table"), s.dlogits.data(), s.final_norm_out.data(), s.par(-1, "embed.table"),
+                          s.rows, s.D, s.vocab_local);
 }
-void head_in_grad_bwd(State& s, const Step& st) { allreduce_inplace(s, st, s.dnf.data(), s.M * s.D); }
+void head_in_grad_bwd(State& s, const Step& st) { allreduce_inplace(s, st, s.dfinal_norm_out.data(), s.rows * s.D); }
 
 // ---- shared block pieces ------------------------------------------------------------------------
 
 void norm1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.Ms, s.D, eps_of(s));
+  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.res_rows, s.D, eps_of(s));
 }
 void norm1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::rmsnorm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"), dn1_in(s, b),
-                      x_in(s, st), b.rstd1.data(), s.par(st.layer, "norm1.scale"), s.Ms, s.D);
+                      x_in(s, st), b.rstd1.data(), s.par(st.layer, "norm1.scale"), s.res_rows, s.D);
 }
 void norm2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.Ms, s.D, eps_of(s));
+  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.res_rows, s.D, eps_of(s));
 }
 void norm2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::rmsnorm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), dn2_in(s, b), b.x_mid.data(), b.rstd2.data(),
-                      s.par(st.layer, "norm2.scale"), s.Ms, s.D);
+                      s.par(st.layer, "norm2.scale"), s.res_rows, s.D);
 }
-void in_grad1_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn1.data(), s.M * s.D); }
-void in_grad2_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn2.data(), s.M * s.D); }
+void in_grad1_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn1.data(), s.rows * s.D); }
+void in_grad2_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn2.data(), s.rows * s.D); }
 void temporal_out_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  allreduce_into(s, st, b.tpart.data(), b.tout, s.M * s.D);
+  allreduce_into(s, st, b.temporal_partial.data(), b.temporal_out, s.rows * s.D);
 }
 void temporal_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(b.x_mid.data(), x_in(s, st), b.tres, s.Ms * s.D);
+  add(b.x_mid.data(), x_in(s, st), b.temporal_res, s.res_rows * s.D);
 }
-void temporal_residual_bwd(State& s, const Step& st) {  // d tout = d x_in (so far) = d x_mid
+void temporal_residual_bwd(State& s, const Step& st) {  // dtemporal_out = d x_in (so far) = d x_mid
   auto& b = lb(s, st);
-  (s.rs ? b.dtout_loc : b.dtout) = b.dx_mid;  // rs_ag: the exit's all-gather makes dtout
+  (s.rs_ag ? b.dtemporal_out_loc : b.dtemporal_out) = b.dx_mid;  // rs_ag: the exit's all-gather makes dtemporal_out
   s.dxs[static_cast<std::size_t>(st.layer)] = b.dx_mid;
 }
 
 // Gated MLP, Megatron split: W1, W2 by columns (F/t), W3 by rows, all-reduce after W3.
 void mlp_w1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.opt_par(st.layer, "mlp.b1"), s.M, s.D, s.F);
+  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.opt_par(st.layer, "mlp.b1"), s.rows, s.D, s.mlp_local);
 }
 void mlp_w2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.opt_par(st.layer, "mlp.b2"), s.M, s.D, s.F);
+  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.opt_par(st.layer, "mlp.b2"), s.rows, s.D, s.mlp_local);
 }
 void mlp_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::gelu_mul_forward(b.gm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+  K::gelu_mul_forward(b.mlp_act.data(), b.h1.data(), b.h2.data(), s.rows * s.mlp_local);
 }
 void mlp_w3_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.ypart.data(), b.gm.data(), s.par(st.layer, "mlp.w3"), s.bias_after_reduce(st.layer, "mlp.b3"), s.M,
-                    s.F, s.D);
+  K::linear_forward(b.mlp_partial.data(), b.mlp_act.data(), s.par(st.layer, "mlp.w3"), s.bias_after_reduce(st.layer, "mlp.b3"),
+                    s.rows, s.mlp_local, s.D);
 }
 void mlp_out_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  allreduce_into(s, st, b.ypart.data(), b.y, s.M * s.D);
+  allreduce_into(s, st, b.mlp_partial.data(), b.mlp_out, s.rows * s.D);
 }
 void mlp_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.yres, s.Ms * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.mlp_res, s.res_rows * s.D);
 }
 }  // namespace
 void mlp_residual_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  (s.rs ? b.dy_loc : b.dy) = s.dxs[static_cast<std::size_t>(st.layer) + 1];  // rs_ag: the exit's all-gather makes dy
+  (s.rs_ag ? b.dmlp_out_loc : b.dmlp_out) =
+      s.dxs[static_cast<std::size_t>(st.layer) + 1];  // rs_ag: the exit's all-gather makes dmlp_out
   b.dx_mid = s.dxs[static_cast<std::size_t>(st.layer) + 1];
 }
 namespace {
 void mlp_w3_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dgm.data(), nul(), nul(), b.dy.data(), b.gm.data(), s.par(st.layer, "mlp.w3"), s.M, s.F, s.D);
+  K::linear_backward(b.dmlp_act.data(), nul(), nul(), b.dmlp_out.data(), b.mlp_act.data(), s.par(st.layer, "mlp.w3"), s.rows,
+                     s.mlp_local, s.D);
 }
 void mlp_w3_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w3"), s.opt_grad(st.layer, "mlp.b3"), b.dy.data(), b.gm.data(),
-                     s.par(st.layer, "mlp.w3"), s.M, s.F, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, "mlp.w3"), s.opt_grad(st.layer, "mlp.b3"), b.dmlp_out.data(), b.mlp_act.data(),
+                     s.par(st.layer, "mlp.w3"), s.rows, s.mlp_local, s.D);
 }
 void mlp_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::gelu_mul_backward(b.dh1.data(), b.dh2.data(), b.dgm.data(), b.h1.data(), b.h2.data(), s.M * s.F);
+  K::gelu_mul_backward(b.dh1.data(), b.dh2.data(), b.dmlp_act.data(), b.h1.data(), b.h2.data(), s.rows * s.mlp_local);
 }
 void mlp_w2_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.M, s.D, s.F);
+  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.rows, s.D, s.mlp_local);
 }
 void mlp_w2_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(nul(), s.grad(st.layer, "mlp.w2"), s.opt_grad(st.layer, "mlp.b2"), b.dh2.data(), b.n2.data(),
-                     s.par(st.layer, "mlp.w2"), s.M, s.D, s.F);
+                     s.par(st.layer, "mlp.w2"), s.rows, s.D, s.mlp_local);
 }
 void mlp_w1_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.M, s.D, s.F);
+  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.rows, s.D, s.mlp_local);
 }
 void mlp_w1_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(nul(), s.grad(st.layer, "mlp.w1"), s.opt_grad(st.layer, "mlp.b1"), b.dh1.data(), b.n2.data(),
-                     s.par(st.layer, "mlp.w1"), s.M, s.D, s.F);
+                     s.par(st.layer, "mlp.w1"), s.rows, s.D, s.mlp_local);
 }
 
 // ---- LayerNorm (RWKV, transformer `norm: layernorm`) and the untied head ------------------------
 
 void ln_final_fwd(State& s, const Step&) {
-  K::layer_norm_forward(s.rs ? s.nf_loc.data() : s.nf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(),
-                        s.par(-2, "final_norm.scale"), s.par(-2, "final_norm.bias"), s.Ms, s.D, eps_of(s));
+  K::layer_norm_forward(s.rs_ag ? s.final_norm_out_loc.data() : s.final_norm_out.data(), s.final_mean.data(), s.final_rstd.data(),
+                        s.xs.back().data(), s.par(-2, "final_norm.scale"), s.par(-2, "final_norm.bias"), s.res_rows, s.D,
+                        eps_of(s));
 }
 void ln_final_bwd(State& s, const Step&) {
   K::layer_norm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.grad(-2, "final_norm.bias"),
-                         s.rs ? s.dnf_loc.data() : s.dnf.data(), s.meanf.data(), s.rstdf.data(), s.xs.back().data(),
-                         s.par(-2, "final_norm.scale"), s.Ms, s.D);
+                         s.rs_ag ? s.dfinal_norm_out_loc.data() : s.dfinal_norm_out.data(), s.final_mean.data(),
+                         s.final_rstd.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"), s.res_rows, s.D);
 }
 // The untied head [D, V]: this rank's vocab columns.
 void head_w_fwd(State& s, const Step&) {
-  K::linear_forward(s.logits.data(), s.nf.data(), s.par(-3, "head.w"), nullptr, s.M, s.D, s.Vl);
-  K::softmax_stats(s.stats.data(), s.logits.data(), s.M, s.Vl);
+  K::linear_forward(s.logits.data(), s.final_norm_out.data(), s.par(-3, "head.w"), nullptr, s.rows, s.D, s.vocab_local);
+  K::softmax_stats(s.stats.data(), s.logits.data(), s.rows, s.vocab_local);
 }
 void head_w_dx(State& s, const Step&) {
-  zero(s.dnf);
-  K::linear_backward(s.dnf.data(), nul(), nul(), s.dlogits.data(), s.nf.data(), s.par(-3, "head.w"), s.M, s.D, s.Vl);
+  zero(s.dfinal_norm_out);
+  K::linear_backward(s.dfinal_norm_out.data(), nul(), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-3, "head.w"),
+                     s.rows, s.D, s.vocab_local);
 }
 void head_w_dw(State& s, const Step&) {
-  K::linear_backward(nul(), s.grad(-3, "head.w"), nul(), s.dlogits.data(), s.nf.data(), s.par(-3, "head.w"), s.M, s.D,
-                     s.Vl);
+  K::linear_backward(nul(), s.grad(-3, "head.w"), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-3, "head.w"), s.rows,
+                     s.D, s.vocab_local);
 }
 void ln1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::layer_norm_forward(n1_out(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"),
-                        s.par(st.layer, "norm1.bias"), s.Ms, s.D, eps_of(s));
+                        s.par(st.layer, "norm1.bias"), s.res_rows, s.D, eps_of(s));
 }
 void ln1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::layer_norm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"),
                          s.grad(st.layer, "norm1.bias"), dn1_in(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st),
-                         s.par(st.layer, "norm1.scale"), s.Ms, s.D);
+                         s.par(st.layer, "norm1.scale"), s.res_rows, s.D);
 }
 void ln2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::layer_norm_forward(n2_out(s, b), b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"),
-                        s.par(st.layer, "norm2.bias"), s.Ms, s.D, eps_of(s));
+                        s.par(st.layer, "norm2.bias"), s.res_rows, s.D, eps_of(s));
 }
 void ln2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::layer_norm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), s.grad(st.layer, "norm2.bias"), dn2_in(s, b),
-                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.Ms, s.D);
+                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.res_rows, s.D);
 }
 
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
@@ -283,7 +291,8 @@ void gather_range(State& s, const Step& st, const Range r) {
   std::vector<int> counts;
   for (const Range& part : s.zero3)
     counts.push_back(static_cast<int>(std::max<i64>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
-  need(s, Axis::fsdp, st).allgather_v_inplace(std::span<float>(s.Pw + r.begin, static_cast<std::size_t>(r.size())), counts);
+  need(s, Axis::fsdp, st)
+      .allgather_v_inplace(std::span<float>(s.params_writable + r.begin, static_cast<std::size_t>(r.size())), counts);
 }
 void gather_block(State& s, const Step& st, const std::string& block) { gather_range(s, st, block_range(s.lay, block)); }
 void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::block(st.layer)); }
@@ -319,12 +328,12 @@ std::span<float> span_of(Vec& v) { return std::span<float>(v); }
 bool scatters(const State& s) { return pipeline_scatter_gather(s.p); }
 std::span<float> pp_part(const State& s, Vec& v) {
   if (!scatters(s)) return span_of(v);
-  const Range r = split_range(static_cast<i64>(v.size()), s.t, s.tcoord);
+  const Range r = split_range(static_cast<i64>(v.size()), s.tp, s.tp_rank);
   return {v.data() + r.begin, static_cast<std::size_t>(r.size())};
 }
 void pp_gather(const State& s, const Step& st, Vec& v) {
   std::vector<int> counts;
-  for (i64 i = 0; i < s.t; ++i) counts.push_back(static_cast<int>(split_range(static_cast<i64>(v.size()), s.t, i).size()));
+  for (i64 i = 0; i < s.tp; ++i) counts.push_back(static_cast<int>(split_range(static_cast<i64>(v.size()), s.tp, i).size()));
   need(s, Axis::tensor, st).allgather_v_inplace(span_of(v), counts);
 }
 void pp_recv_act(State& s, const Step& st) {
@@ -340,10 +349,47 @@ void pp_send_act(State& s, const Step& st) {
 // micro-batch: lower.cpp's "zero grad_buffers", the first step of each layer's backward.
 void clear_grad_buffers(State& s, const Step& st) {
   auto& b = lb(s, st);
-  for (auto* v : {&b.dn1, &b.dn2, &b.dcu, &b.du, &b.dconv_state, &b.dq_ext, &b.dk_ext, &b.dv_ext, &b.dqr, &b.dkr, &b.dv,
-                  &b.dgy, &b.dhs, &b.dh1, &b.dh2, &b.dgm, &b.dpr, &b.dxs3, &b.dr, &b.dk, &b.dwkv, &b.do_, &b.dcxk,
-                  &b.dcxr, &b.dck, &b.dch, &b.dcr, &b.dshift_prev, &b.dcprev, &b.dxx, &b.dxxx, &b.ddd, &b.dlogw,
-                  &b.dgg, &b.dgn, &b.dlz, &b.dltz, &b.dmz, &b.dxs5, &b.ddza, &b.ddlt})
+  for (auto* v : {&b.dn1,
+                  &b.dn2,
+                  &b.dconv_out,
+                  &b.dx_branch,
+                  &b.dconv_state,
+                  &b.dq_ext,
+                  &b.dk_ext,
+                  &b.dv_ext,
+                  &b.dq_proj,
+                  &b.dk_proj,
+                  &b.dv,
+                  &b.dy_branch,
+                  &b.dscan_out,
+                  &b.dh1,
+                  &b.dh2,
+                  &b.dmlp_act,
+                  &b.dgated,
+                  &b.dmix3,
+                  &b.dr,
+                  &b.dk,
+                  &b.dwkv,
+                  &b.do_,
+                  &b.dcm_mix_k,
+                  &b.dcm_mix_r,
+                  &b.dcm_key,
+                  &b.dcm_hidden,
+                  &b.dcm_recept,
+                  &b.dtm_shift_prev,
+                  &b.dcm_shift_prev,
+                  &b.dshift_delta,
+                  &b.dlora_in,
+                  &b.ddecay_delta,
+                  &b.dlogw,
+                  &b.dgate_g,
+                  &b.dgn_out,
+                  &b.dlora_z,
+                  &b.dlora_tanh,
+                  &b.dlora_mix,
+                  &b.dmix5,
+                  &b.ddecay_z,
+                  &b.ddecay_tanh})
     zero(*v);
 }
 
@@ -358,41 +404,74 @@ void pp_send_grad(State& s, const Step& st) {
 }
 
 // ---- tensor_comm rs_ag (Megatron sequence parallelism, lower.cpp tensor_allreduce_fwd/_bwd) -----
-// Tokens are split over the tensor group in contiguous blocks of Ms rows: a reduce-scatter of an
-// [M, D] buffer leaves rank r the sum of rows r·Ms .., an all-gather rebuilds the [M, D] buffer.
+// Tokens are split over the tensor group in contiguous blocks of res_rows rows: a reduce-scatter of an
+// [rows, D] buffer leaves rank r the sum of rows r·res_rows .., an all-gather rebuilds the [rows, D] buffer.
 void rs_into(const State& s, const Step& st, const float* in, float* out, i64 rows) {
-  need(s, st.axis, st).reduce_scatter_sum(std::span<const float>(in, static_cast<std::size_t>(rows * s.D)),
-                                          std::span<float>(out, static_cast<std::size_t>(rows / s.t * s.D)));
+  need(s, st.axis, st)
+      .reduce_scatter_sum(std::span<const float>(in, static_cast<std::size_t>(rows * s.D)),
+                          std::span<float>(out, static_cast<std::size_t>(rows / s.tp * s.D)));
 }
 void ag_into(const State& s, const Step& st, const float* in, float* out, i64 rows) {
-  need(s, st.axis, st).allgather(std::span<const float>(in, static_cast<std::size_t>(rows / s.t * s.D)),
-                                 std::span<float>(out, static_cast<std::size_t>(rows * s.D)));
+  need(s, st.axis, st)
+      .allgather(std::span<const float>(in, static_cast<std::size_t>(rows / s.tp * s.D)),
+                 std::span<float>(out, static_cast<std::size_t>(rows * s.D)));
 }
 // exits: the block's partial sums → this rank's tokens; backward: their gradient gathered
-void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.epart.data(), s.emb_out, s.M); }
-void embed_ag_bwd(State& s, const Step& st) { ag_into(s, st, s.m.is_rwkv() ? s.demb_loc.data() : s.dxs[0].data(), s.demb.data(), s.M); }
-void temporal_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.tpart.data(), b.tout, s.M); }
-void temporal_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dtout_loc.data(), b.dtout.data(), s.M); }
-void mlp_rs_fwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.ypart.data(), b.y, s.M); }
-void mlp_ag_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
+void embed_rs_fwd(State& s, const Step& st) { rs_into(s, st, s.embed_partial.data(), s.emb_out, s.rows); }
+void embed_ag_bwd(State& s, const Step& st) {
+  ag_into(s, st, s.m.is_rwkv() ? s.demb_loc.data() : s.dxs[0].data(), s.demb.data(), s.rows);
+}
+void temporal_rs_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  rs_into(s, st, b.temporal_partial.data(), b.temporal_out, s.rows);
+}
+void temporal_ag_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  ag_into(s, st, b.dtemporal_out_loc.data(), b.dtemporal_out.data(), s.rows);
+}
+void mlp_rs_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  rs_into(s, st, b.mlp_partial.data(), b.mlp_out, s.rows);
+}
+void mlp_ag_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  ag_into(s, st, b.dmlp_out_loc.data(), b.dmlp_out.data(), s.rows);
+}
 // RWKV's channel mix: the residual's gradient covers this rank's tokens; the gate's backward needs
 // every token of this rank's channels, so the token slices are gathered (lower.cpp "cm.out_grad").
-void cm_out_grad_bwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.dy_loc.data(), b.dy.data(), s.M); }
+void cm_out_grad_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  ag_into(s, st, b.dmlp_out_loc.data(), b.dmlp_out.data(), s.rows);
+}
 // entries: the norm output gathered to every token; backward: the input gradient reduce-scattered
-void in1_ag_fwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.M); }
-void in1_rs_bwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.dn1.data(), b.dn1_loc.data(), s.M); }
-void in2_ag_fwd(State& s, const Step& st) { auto& b = lb(s, st); ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.M); }
-void in2_rs_bwd(State& s, const Step& st) { auto& b = lb(s, st); rs_into(s, st, b.dn2.data(), b.dn2_loc.data(), s.M); }
-void head_ag_fwd(State& s, const Step& st) { ag_into(s, st, s.nf_loc.data(), s.nf.data(), s.M); }
-void head_rs_bwd(State& s, const Step& st) { rs_into(s, st, s.dnf.data(), s.dnf_loc.data(), s.M); }
+void in1_ag_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.rows);
+}
+void in1_rs_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  rs_into(s, st, b.dn1.data(), b.dn1_loc.data(), s.rows);
+}
+void in2_ag_fwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.rows);
+}
+void in2_rs_bwd(State& s, const Step& st) {
+  auto& b = lb(s, st);
+  rs_into(s, st, b.dn2.data(), b.dn2_loc.data(), s.rows);
+}
+void head_ag_fwd(State& s, const Step& st) { ag_into(s, st, s.final_norm_out_loc.data(), s.final_norm_out.data(), s.rows); }
+void head_rs_bwd(State& s, const Step& st) { rs_into(s, st, s.dfinal_norm_out.data(), s.dfinal_norm_out_loc.data(), s.rows); }
 // The entry's input is saved sharded in a memory-bound implementation, so backward gathers it again
 // for the weight gradients (priced overlapped). The executor keeps the gathered input anyway; it
 // performs the gather into the same buffer (same values): the MLP's first, then the mixer's.
 void regather_bwd(State& s, const Step& st) {
-  if (st.layer < 0) return ag_into(s, st, s.nf_loc.data(), s.nf.data(), s.M);
+  if (st.layer < 0) return ag_into(s, st, s.final_norm_out_loc.data(), s.final_norm_out.data(), s.rows);
   auto& b = lb(s, st);
-  if (b.regathers++ == 0) ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.M);
-  else ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.M);
+  if (b.regathers++ == 0)
+    ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.rows);
+  else
+    ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.rows);
 }
 
 }  // namespace

@@ -18,36 +18,38 @@ namespace {
 
 void rec_wy_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.gy.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.par(st.layer, "rec.by"), s.M, s.D, s.R);
+  K::linear_forward(b.y_branch.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.par(st.layer, "rec.by"), s.rows, s.D,
+                    s.rec_local);
 }
 void rec_wx_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.u.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.par(st.layer, "rec.bx"), s.M, s.D, s.R);
+  K::linear_forward(b.x_branch.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.par(st.layer, "rec.bx"), s.rows, s.D,
+                    s.rec_local);
 }
 void conv_halo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  shift_right(s, st, last_rows(s, b.u.data(), s.Kc - 1, s.R, true), b.conv_state);
+  shift_right(s, st, last_rows(s, b.x_branch.data(), s.conv_width - 1, s.rec_local, true), b.conv_state);
 }
 void conv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::conv1d_forward(b.cu.data(), nul(), b.u.data(), s.sp > 1 ? b.conv_state.data() : nullptr, s.reset.data(),
-                    s.par(st.layer, "rec.conv_w"), s.par(st.layer, "rec.conv_b"), s.B, s.T, s.R, s.Kc);
+  K::conv1d_forward(b.conv_out.data(), nul(), b.x_branch.data(), s.sp > 1 ? b.conv_state.data() : nullptr, s.reset.data(),
+                    s.par(st.layer, "rec.conv_w"), s.par(st.layer, "rec.conv_b"), s.B, s.T, s.rec_local, s.conv_width);
 }
 void gate_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_forward(b.ga.data(), b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.par(st.layer, "rec.gate_a_b"), s.M,
-                       s.R, s.Hb);
+  K::blockdiag_forward(b.gate_a.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_a_w"), s.par(st.layer, "rec.gate_a_b"),
+                       s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_x_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_forward(b.gx.data(), b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.par(st.layer, "rec.gate_x_b"), s.M,
-                       s.R, s.Hb);
+  K::blockdiag_forward(b.gate_x.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_x_w"), s.par(st.layer, "rec.gate_x_b"),
+                       s.rows, s.rec_local, s.gate_blocks_local);
 }
 void scan_fwd(State& s, const Step& st) {  // chunk-local: from h = 0 when the sequence is sharded
   auto& b = lb(s, st);
-  K::rglru_scan_forward(b.hs0.data(), s.sp > 1 ? b.h_out.data() : nullptr, s.sp > 1 ? b.decay.data() : nullptr,
-                        b.cu.data(), b.ga.data(), b.gx.data(), nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"),
-                        s.B, s.T, s.R);
+  K::rglru_scan_forward(b.scan_local.data(), s.sp > 1 ? b.h_out.data() : nullptr, s.sp > 1 ? b.decay.data() : nullptr,
+                        b.conv_out.data(), b.gate_a.data(), b.gate_x.data(), nullptr, s.reset.data(),
+                        s.par(st.layer, "rec.lambda"), s.B, s.T, s.rec_local);
 }
 // Ring: shard s waits for h_in from s−1, passes h_out + decay ⊙ h_in to s+1 (P−1 sequential hops).
 void carry_ring_fwd(State& s, const Step& st);
@@ -67,7 +69,7 @@ void carry_any(State& s, const Step& st) {
 void carry_ring_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const auto& c = need(s, Axis::sequence, st);
-  const i64 n = s.B * s.R;
+  const i64 n = s.B * s.rec_local;
   zero(b.h_in);
   c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.h_in), left(s));
   Vec h_fin(static_cast<std::size_t>(n));
@@ -77,54 +79,56 @@ void carry_ring_fwd(State& s, const Step& st) {
 // All-gather: every shard's (h_out, decay); shard s folds shards 0..s−1 into its h_in.
 void carry_gather_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 n = s.B * s.R;
+  const i64 n = s.B * s.rec_local;
   Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
   std::copy(b.h_out.begin(), b.h_out.end(), mine.begin());
   std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
   zero(b.h_in);
-  for (i64 r = 0; r < s.s; ++r)
+  for (i64 r = 0; r < s.sp_rank; ++r)
     for (i64 i = 0; i < n; ++i) b.h_in[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.h_in[i];
 }
 void carry_fix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  b.hs_s = b.hs0;
-  K::rglru_carry(b.hs_s.data(), nullptr, b.h_in.data(), b.decay.data(), b.ga.data(), s.reset.data(),
-                 s.par(st.layer, "rec.lambda"), s.B, s.T, s.R);
+  b.scan_fixed = b.scan_local;
+  K::rglru_carry(b.scan_fixed.data(), nullptr, b.h_in.data(), b.decay.data(), b.gate_a.data(), s.reset.data(),
+                 s.par(st.layer, "rec.lambda"), s.B, s.T, s.rec_local);
 }
 void rec_gated_fwd(State& s, const Step& st) {  // gelu(gy) ⊙ h (the "gelu rec.gate" step is fused here)
   auto& b = lb(s, st);
-  K::gelu_mul_forward(b.pr.data(), b.gy.data(), b.hs, s.M * s.R);
+  K::gelu_mul_forward(b.gated.data(), b.y_branch.data(), b.scan_out, s.rows * s.rec_local);
 }
 void rec_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.tpart.data(), b.pr.data(), s.par(st.layer, "rec.wo"), s.bias_after_reduce(st.layer, "rec.bo"), s.M,
-                    s.R, s.D);
+  K::linear_forward(b.temporal_partial.data(), b.gated.data(), s.par(st.layer, "rec.wo"), s.bias_after_reduce(st.layer, "rec.bo"),
+                    s.rows, s.rec_local, s.D);
 }
 
 void rec_wo_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dpr.data(), nul(), nul(), b.dtout.data(), b.pr.data(), s.par(st.layer, "rec.wo"), s.M, s.R, s.D);
+  K::linear_backward(b.dgated.data(), nul(), nul(), b.dtemporal_out.data(), b.gated.data(), s.par(st.layer, "rec.wo"), s.rows,
+                     s.rec_local, s.D);
 }
 void rec_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "rec.wo"), s.grad(st.layer, "rec.bo"), b.dtout.data(), b.pr.data(),
-                     s.par(st.layer, "rec.wo"), s.M, s.R, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wo"), s.grad(st.layer, "rec.bo"), b.dtemporal_out.data(), b.gated.data(),
+                     s.par(st.layer, "rec.wo"), s.rows, s.rec_local, s.D);
 }
 void rec_gated_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::gelu_mul_backward(b.dgy.data(), b.dhs.data(), b.dpr.data(), b.gy.data(), b.hs, s.M * s.R);
+  K::gelu_mul_backward(b.dy_branch.data(), b.dscan_out.data(), b.dgated.data(), b.y_branch.data(), b.scan_out,
+                       s.rows * s.rec_local);
 }
 void carry_fix_bwd(State& s, const Step& st) {  // this chunk's own contribution to dh_in
   auto& b = lb(s, st);
-  K::rglru_carry_backward(b.dh_loc.data(), b.dhs.data(), b.ga.data(), s.reset.data(), s.par(st.layer, "rec.lambda"), s.B,
-                          s.T, s.R);
+  K::rglru_carry_backward(b.dh_loc.data(), b.dscan_out.data(), b.gate_a.data(), s.reset.data(), s.par(st.layer, "rec.lambda"),
+                          s.B, s.T, s.rec_local);
 }
 // Mirrored ring: shard s waits for dh_out from s+1, passes dh_loc + decay ⊙ dh_out to s−1.
 void carry_ring_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const auto& c = need(s, Axis::sequence, st);
-  const i64 n = s.B * s.R;
+  const i64 n = s.B * s.rec_local;
   zero(b.dh_out);
   c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dh_out), right(s));
   Vec d_fin(static_cast<std::size_t>(n));
@@ -133,75 +137,80 @@ void carry_ring_bwd(State& s, const Step& st) {
 }
 void carry_gather_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const i64 n = s.B * s.R;
+  const i64 n = s.B * s.rec_local;
   Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
   std::copy(b.dh_loc.begin(), b.dh_loc.end(), mine.begin());
   std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
   zero(b.dh_out);
-  for (i64 r = s.sp - 1; r > s.s; --r)
+  for (i64 r = s.sp - 1; r > s.sp_rank; --r)
     for (i64 i = 0; i < n; ++i) b.dh_out[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.dh_out[i];
 }
 void scan_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const bool sh = s.sp > 1;
-  K::rglru_scan_backward(b.dcu.data(), b.dga.data(), b.dgx.data(), nullptr, s.grad(st.layer, "rec.lambda"), b.dhs.data(),
-                         sh ? b.dh_out.data() : nullptr, b.hs, b.cu.data(), b.ga.data(), b.gx.data(),
-                         sh ? b.h_in.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"), s.B, s.T, s.R);
+  K::rglru_scan_backward(b.dconv_out.data(), b.dgate_a.data(), b.dgate_x.data(), nullptr, s.grad(st.layer, "rec.lambda"),
+                         b.dscan_out.data(), sh ? b.dh_out.data() : nullptr, b.scan_out, b.conv_out.data(), b.gate_a.data(),
+                         b.gate_x.data(), sh ? b.h_in.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"), s.B, s.T,
+                         s.rec_local);
 }
 void gate_x_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(b.dcu.data(), nul(), nul(), b.dgx.data(), b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.M, s.R,
-                        s.Hb);
+  K::blockdiag_backward(b.dconv_out.data(), nul(), nul(), b.dgate_x.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_x_w"),
+                        s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_x_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_x_w"), s.grad(st.layer, "rec.gate_x_b"), b.dgx.data(),
-                        b.cu.data(), s.par(st.layer, "rec.gate_x_w"), s.M, s.R, s.Hb);
+  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_x_w"), s.grad(st.layer, "rec.gate_x_b"), b.dgate_x.data(),
+                        b.conv_out.data(), s.par(st.layer, "rec.gate_x_w"), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_a_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(b.dcu.data(), nul(), nul(), b.dga.data(), b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.M, s.R,
-                        s.Hb);
+  K::blockdiag_backward(b.dconv_out.data(), nul(), nul(), b.dgate_a.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_a_w"),
+                        s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_a_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_a_w"), s.grad(st.layer, "rec.gate_a_b"), b.dga.data(),
-                        b.cu.data(), s.par(st.layer, "rec.gate_a_w"), s.M, s.R, s.Hb);
+  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_a_w"), s.grad(st.layer, "rec.gate_a_b"), b.dgate_a.data(),
+                        b.conv_out.data(), s.par(st.layer, "rec.gate_a_w"), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void conv_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const bool sh = s.sp > 1;
-  K::conv1d_backward(b.du.data(), sh ? b.dconv_state.data() : nullptr, s.grad(st.layer, "rec.conv_w"),
-                     s.grad(st.layer, "rec.conv_b"), b.dcu.data(), nullptr, b.u.data(), sh ? b.conv_state.data() : nullptr,
-                     s.reset.data(), s.par(st.layer, "rec.conv_w"), s.B, s.T, s.R, s.Kc);
+  K::conv1d_backward(b.dx_branch.data(), sh ? b.dconv_state.data() : nullptr, s.grad(st.layer, "rec.conv_w"),
+                     s.grad(st.layer, "rec.conv_b"), b.dconv_out.data(), nullptr, b.x_branch.data(),
+                     sh ? b.conv_state.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.conv_w"), s.B, s.T, s.rec_local,
+                     s.conv_width);
 }
 void conv_halo_bwd(State& s, const Step& st) {  // the halo's gradient returns to its owner's last K−1 rows
   auto& b = lb(s, st);
   Vec back(b.dconv_state.size());
   shift_left(s, st, b.dconv_state, back);
   // entries the owner masked (a later document start) were zeros there: their gradient is dropped
-  const Vec mask = last_rows(s, std::vector<float>(static_cast<std::size_t>(s.M * s.R), 1.0f).data(), s.Kc - 1, s.R, true);
+  const Vec mask = last_rows(s, std::vector<float>(static_cast<std::size_t>(s.rows * s.rec_local), 1.0f).data(), s.conv_width - 1,
+                             s.rec_local, true);
   for (std::size_t i = 0; i < back.size(); ++i) back[i] *= mask[i];
-  add_last_rows(s, b.du.data(), back, s.Kc - 1, s.R);
+  add_last_rows(s, b.dx_branch.data(), back, s.conv_width - 1, s.rec_local);
 }
 void rec_wx_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn1.data(), nul(), nul(), b.du.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.M, s.D, s.R);
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.dx_branch.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.rows, s.D,
+                     s.rec_local);
 }
 void rec_wx_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "rec.wx"), s.grad(st.layer, "rec.bx"), b.du.data(), b.n1.data(),
-                     s.par(st.layer, "rec.wx"), s.M, s.D, s.R);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wx"), s.grad(st.layer, "rec.bx"), b.dx_branch.data(), b.n1.data(),
+                     s.par(st.layer, "rec.wx"), s.rows, s.D, s.rec_local);
 }
 void rec_wy_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn1.data(), nul(), nul(), b.dgy.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.M, s.D, s.R);
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.dy_branch.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.rows, s.D,
+                     s.rec_local);
 }
 void rec_wy_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "rec.wy"), s.grad(st.layer, "rec.by"), b.dgy.data(), b.n1.data(),
-                     s.par(st.layer, "rec.wy"), s.M, s.D, s.R);
+  K::linear_backward(nul(), s.grad(st.layer, "rec.wy"), s.grad(st.layer, "rec.by"), b.dy_branch.data(), b.n1.data(),
+                     s.par(st.layer, "rec.wy"), s.rows, s.D, s.rec_local);
 }
 
 }  // namespace

@@ -18,31 +18,32 @@ namespace scanshard::train::exec {
 namespace {
 // ---- RWKV-4 (DESIGN §3.2): D/t channels of r, k, v, WKV and the gate per tensor rank -----------
 
-// The embedding's LayerNorm on this rank's Ms tokens (all M without rs_ag): under rs_ag the
+// The embedding's LayerNorm on this rank's res_rows tokens (all rows without rs_ag): under rs_ag the
 // reduce-scatter leaves them in emb and the norm's input gradient goes to demb_loc, which the
 // embedding's all-gather turns into every token's gradient (demb).
 void embed_norm_fwd(State& s, const Step&) {
-  K::layer_norm_forward(s.xs[0].data(), s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
-                        s.par(-1, "embed_norm.bias"), s.Ms, s.D, eps_of(s));
+  K::layer_norm_forward(s.xs[0].data(), s.embed_norm_mean.data(), s.embed_norm_rstd.data(), s.emb.data(),
+                        s.par(-1, "embed_norm.scale"), s.par(-1, "embed_norm.bias"), s.res_rows, s.D, eps_of(s));
 }
 void embed_norm_bwd(State& s, const Step&) {
-  Vec& d = s.rs ? s.demb_loc : s.demb;
+  Vec& d = s.rs_ag ? s.demb_loc : s.demb;
   zero(d);
   K::layer_norm_backward(d.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
-                         s.emean.data(), s.erstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"), s.Ms, s.D);
+                         s.embed_norm_mean.data(), s.embed_norm_rstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
+                         s.res_rows, s.D);
 }
 constexpr const char* kTmMu[3] = {"tm.mu_r", "tm.mu_k", "tm.mu_v"};
 void tm_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   for (int j = 0; j < 3; ++j)
-    K::token_shift_forward(b.xs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+    K::token_shift_forward(b.mix3.data() + j * s.rows * s.D, b.n1.data(), s.sp > 1 ? b.tm_shift_prev.data() : nullptr,
                            s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
 }
 void tm_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   for (int j = 0; j < 3; ++j)
-    K::token_shift_backward(b.dn1.data(), s.sp > 1 ? b.dshift_prev.data() : nullptr, s.grad(st.layer, kTmMu[j]),
-                            b.dxs3.data() + j * s.M * s.D, b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+    K::token_shift_backward(b.dn1.data(), s.sp > 1 ? b.dtm_shift_prev.data() : nullptr, s.grad(st.layer, kTmMu[j]),
+                            b.dmix3.data() + j * s.rows * s.D, b.n1.data(), s.sp > 1 ? b.tm_shift_prev.data() : nullptr,
                             s.par(st.layer, kTmMu[j]), s.B, s.T, s.D);
 }
 // Parameters whole on every tensor rank that see only this rank's part of their gradient (their
@@ -63,136 +64,140 @@ void tm_proj_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
   float* out = J == 0 ? b.r.data() : J == 1 ? b.k.data() : b.v.data();
-  K::linear_forward(out, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), nullptr, s.M, s.D, s.Dl);
+  K::linear_forward(out, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w), nullptr, s.rows, s.D, s.width_local);
 }
 template <int J>
 void tm_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
   const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
-  K::linear_backward(b.dxs3.data() + J * s.M * s.D, nul(), nul(), dy, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), s.M,
-                     s.D, s.Dl);
+  K::linear_backward(b.dmix3.data() + J * s.rows * s.D, nul(), nul(), dy, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w),
+                     s.rows, s.D, s.width_local);
 }
 template <int J>
 void tm_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
   const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
   const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
-  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.xs3.data() + J * s.M * s.D, s.par(st.layer, w), s.M, s.D,
-                     s.Dl);
+  K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w), s.rows, s.D,
+                     s.width_local);
 }
 void wkv4_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
     kernels::wkv4_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.k.data(), b.v.data(),
-                          s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, s.Dl);
+                                s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, s.width_local);
     return;
   }
-  K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
-                  nullptr, s.B, s.T, s.Dl);
+  K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr,
+                  s.B, s.T, s.width_local);
 }
 void wkv4_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {
     kernels::wkv4_chunk_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nullptr,
-                           b.dwkv.data(), s.s + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(), b.v.data(),
-                           s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), s.s > 0 ? b.st_in.data() : nullptr,
-                           s.B, s.T, s.Dl);
+                                 b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(), b.v.data(),
+                                 s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+                                 s.sp_rank > 0 ? b.st_in.data() : nullptr, s.B, s.T, s.width_local);
     return;
   }
-  K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nul(),
-                   b.dwkv.data(), nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
-                   nullptr, s.B, s.T, s.Dl);
+  K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nul(), b.dwkv.data(),
+                   nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T,
+                   s.width_local);
 }
 void tm_gated_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::sigmoid_mul_forward(b.o.data(), b.r.data(), b.wkv.data(), s.M * s.Dl);
+  K::sigmoid_mul_forward(b.o.data(), b.r.data(), b.wkv.data(), s.rows * s.width_local);
 }
 void tm_gated_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::sigmoid_mul_backward(b.dr.data(), b.dwkv.data(), b.do_.data(), b.r.data(), b.wkv.data(), s.M * s.Dl);
+  K::sigmoid_mul_backward(b.dr.data(), b.dwkv.data(), b.do_.data(), b.r.data(), b.wkv.data(), s.rows * s.width_local);
 }
 void tm_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.tpart.data(), b.o.data(), s.par(st.layer, "tm.wo"), nullptr, s.M, s.Dl, s.D);
+  K::linear_forward(b.temporal_partial.data(), b.o.data(), s.par(st.layer, "tm.wo"), nullptr, s.rows, s.width_local, s.D);
 }
 void tm_wo_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.do_.data(), nul(), nul(), b.dtout.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.M, s.Dl, s.D);
+  K::linear_backward(b.do_.data(), nul(), nul(), b.dtemporal_out.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.rows,
+                     s.width_local, s.D);
 }
 void tm_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.wo"), nul(), b.dtout.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.M,
-                     s.Dl, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.wo"), nul(), b.dtemporal_out.data(), b.o.data(), s.par(st.layer, "tm.wo"),
+                     s.rows, s.width_local, s.D);
 }
 // Channel mix: Wk column split (F/t), Wv row split + all-reduce, Wr column split (D/t), the gate on
 // the local D/t slice, then gathered.
 void cm_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const float* prev = s.sp > 1 ? b.cprev.data() : nullptr;
-  K::token_shift_forward(b.cxk.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
-  K::token_shift_forward(b.cxr.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+  const float* prev = s.sp > 1 ? b.cm_shift_prev.data() : nullptr;
+  K::token_shift_forward(b.cm_mix_k.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
+  K::token_shift_forward(b.cm_mix_r.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
 }
 void cm_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const float* prev = s.sp > 1 ? b.cprev.data() : nullptr;
-  float* dprev = s.sp > 1 ? b.dcprev.data() : nullptr;
-  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_k"), b.dcxk.data(), b.n2.data(), prev,
+  const float* prev = s.sp > 1 ? b.cm_shift_prev.data() : nullptr;
+  float* dprev = s.sp > 1 ? b.dcm_shift_prev.data() : nullptr;
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_k"), b.dcm_mix_k.data(), b.n2.data(), prev,
                           s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
-  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_r"), b.dcxr.data(), b.n2.data(), prev,
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_r"), b.dcm_mix_r.data(), b.n2.data(), prev,
                           s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
 }
 void cm_mu_grads_bwd(State& s, const Step& st) { replicated_grads_bwd(s, st, {"cm.mu_k", "cm.mu_r"}); }
 void cm_wk_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.ck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), nullptr, s.M, s.D, s.F);
+  K::linear_forward(b.cm_key.data(), b.cm_mix_k.data(), s.par(st.layer, "cm.wk"), nullptr, s.rows, s.D, s.mlp_local);
 }
 void cm_wk_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dcxk.data(), nul(), nul(), b.dck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), s.M, s.D, s.F);
+  K::linear_backward(b.dcm_mix_k.data(), nul(), nul(), b.dcm_key.data(), b.cm_mix_k.data(), s.par(st.layer, "cm.wk"), s.rows, s.D,
+                     s.mlp_local);
 }
 void cm_wk_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "cm.wk"), nul(), b.dck.data(), b.cxk.data(), s.par(st.layer, "cm.wk"), s.M,
-                     s.D, s.F);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wk"), nul(), b.dcm_key.data(), b.cm_mix_k.data(), s.par(st.layer, "cm.wk"),
+                     s.rows, s.D, s.mlp_local);
 }
 void cm_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::relu_square_forward(b.ch.data(), b.ck.data(), s.M * s.F);
+  K::relu_square_forward(b.cm_hidden.data(), b.cm_key.data(), s.rows * s.mlp_local);
 }
 void cm_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::relu_square_backward(b.dck.data(), b.dch.data(), b.ck.data(), s.M * s.F);
+  K::relu_square_backward(b.dcm_key.data(), b.dcm_hidden.data(), b.cm_key.data(), s.rows * s.mlp_local);
 }
 void cm_wv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.ypart.data(), b.ch.data(), s.par(st.layer, "cm.wv"), nullptr, s.M, s.F, s.D);
+  K::linear_forward(b.mlp_partial.data(), b.cm_hidden.data(), s.par(st.layer, "cm.wv"), nullptr, s.rows, s.mlp_local, s.D);
 }
 void cm_wv_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dch.data(), nul(), nul(), b.dcv.data(), b.ch.data(), s.par(st.layer, "cm.wv"), s.M, s.F, s.D);
+  K::linear_backward(b.dcm_hidden.data(), nul(), nul(), b.dcm_value.data(), b.cm_hidden.data(), s.par(st.layer, "cm.wv"), s.rows,
+                     s.mlp_local, s.D);
 }
 void cm_wv_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "cm.wv"), nul(), b.dcv.data(), b.ch.data(), s.par(st.layer, "cm.wv"), s.M,
-                     s.F, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wv"), nul(), b.dcm_value.data(), b.cm_hidden.data(), s.par(st.layer, "cm.wv"),
+                     s.rows, s.mlp_local, s.D);
 }
 void cm_value_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  allreduce_into(s, st, b.ypart.data(), b.cv, s.M * s.D);
+  allreduce_into(s, st, b.mlp_partial.data(), b.cm_value, s.rows * s.D);
 }
 void cm_wr_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.cr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), nullptr, s.M, s.D, s.Dl);
+  K::linear_forward(b.cm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, "cm.wr"), nullptr, s.rows, s.D, s.width_local);
 }
 void cm_wr_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dcxr.data(), nul(), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M, s.D, s.Dl);
+  K::linear_backward(b.dcm_mix_r.data(), nul(), nul(), b.dcm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, "cm.wr"), s.rows,
+                     s.D, s.width_local);
 }
 void cm_wr_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcr.data(), b.cxr.data(), s.par(st.layer, "cm.wr"), s.M,
-                     s.D, s.Dl);
+  K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, "cm.wr"),
+                     s.rows, s.D, s.width_local);
 }
 // Steps both RWKV generations name alike ("tm.shift", "tm.wr", ...) but compute differently.
 template <Executor::Handler Four, Executor::Handler Six>
@@ -202,13 +207,13 @@ void by_family(State& s, const Step& st) { (s.m.family == Family::rwkv6 ? Six : 
 template <bool Channel>
 void shift_halo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  shift_right(s, st, last_rows(s, (Channel ? b.n2 : b.n1).data(), 1, s.D, false), Channel ? b.cprev : b.shift_prev);
+  shift_right(s, st, last_rows(s, (Channel ? b.n2 : b.n1).data(), 1, s.D, false), Channel ? b.cm_shift_prev : b.tm_shift_prev);
 }
 template <bool Channel>
 void shift_halo_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   Vec back(static_cast<std::size_t>(s.B * s.D));
-  shift_left(s, st, Channel ? b.dcprev : b.dshift_prev, back);
+  shift_left(s, st, Channel ? b.dcm_shift_prev : b.dtm_shift_prev, back);
   add_last_rows(s, (Channel ? b.dn2 : b.dn1).data(), back, 1, s.D);
 }
 }  // namespace
@@ -216,7 +221,7 @@ void wkv_carry_ring_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const auto& c = need(s, Axis::sequence, st);
   c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.st_in), left(s));
-  wkv_carry(s).combine(s, b.st_fin.data(), s.s > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data());
+  wkv_carry(s).combine(s, b.st_fin.data(), s.sp_rank > 0 ? b.st_in.data() : nullptr, b.st_loc.data(), b.logdec.data());
   c.sendrecv(std::span<const float>(b.st_fin), right(s), std::span<float>(), MPI_PROC_NULL);
 }
 void wkv_carry_gather_fwd(State& s, const Step& st) {
@@ -227,39 +232,42 @@ void wkv_carry_gather_fwd(State& s, const Step& st) {
   std::copy(b.st_loc.begin(), b.st_loc.end(), mine.begin());
   std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
-  for (i64 r = 0; r <= s.s; ++r) {  // fold shards 0..s: st_in before this shard, st_fin after it
-    if (r == s.s) b.st_in = b.st_fin;
+  for (i64 r = 0; r <= s.sp_rank; ++r) {  // fold shards 0..s: st_in before this shard, st_fin after it
+    if (r == s.sp_rank) b.st_in = b.st_fin;
     w.combine(s, b.st_fin.data(), r > 0 ? b.st_in.data() : nullptr, all.data() + r * per, all.data() + r * per + n);
-    if (r < s.s) b.st_in = b.st_fin;
+    if (r < s.sp_rank) b.st_in = b.st_fin;
   }
 }
 namespace {
 void wkv_carry_fix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  if (s.s == 0) { b.wkv = b.wkv_loc; return; }
+  if (s.sp_rank == 0) {
+    b.wkv = b.wkv_loc;
+    return;
+  }
   if (s.m.family == Family::rwkv6)
     kernels::wkv6_chunk_forward(b.wkv.data(), nullptr, nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(),
                                 s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, heads6(s), s.m.head_size);
   else
     kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"),
-                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.Dl);
+                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.width_local);
 }
 void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
   auto& b = lb(s, st);
   // discarded gradients (the kernels accumulate: zeroed): dk, dv, dr, dlogw the size of dk; dd, db [Dl]
-  const std::size_t n = b.dk.size(), dl = static_cast<std::size_t>(s.Dl);
+  const std::size_t n = b.dk.size(), dl = static_cast<std::size_t>(s.width_local);
   s.fix_scratch.assign(4 * n + 2 * dl, 0.0f);
   float *dk = s.fix_scratch.data(), *dv = dk + n, *dr = dv + n, *dlogw = dr + n, *dd = dlogw + n, *db = dd + dl;
   std::fill(b.dloc.begin(), b.dloc.end(), 0.0f);
-  const float* st_in = s.s > 0 ? b.st_in.data() : nullptr;
+  const float* st_in = s.sp_rank > 0 ? b.st_in.data() : nullptr;
   if (s.m.family == Family::rwkv6) {  // dd: d bonus [H,N] = Dl
     kernels::wkv6_chunk_backward(dr, dk, dv, dlogw, dd, b.dloc.data(), b.dwkv.data(),
                                  nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
                                  st_in, s.B, s.T, heads6(s), s.m.head_size);
     return;
   }
-  kernels::wkv4_chunk_backward(dk, dv, dd, db, b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(),
-                               b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), st_in, s.B, s.T, s.Dl);
+  kernels::wkv4_chunk_backward(dk, dv, dd, db, b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(), b.v.data(),
+                               s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), st_in, s.B, s.T, s.width_local);
 }
 }  // namespace
 void wkv_carry_ring_bwd(State& s, const Step& st) {
@@ -267,7 +275,7 @@ void wkv_carry_ring_bwd(State& s, const Step& st) {
   const auto& c = need(s, Axis::sequence, st);
   zero(b.dst_out);
   c.sendrecv(std::span<const float>(), MPI_PROC_NULL, std::span<float>(b.dst_out), right(s));
-  if (s.s == 0) return;
+  if (s.sp_rank == 0) return;
   Vec d_in(b.dloc.size());
   wkv_carry(s).grad_combine(s, d_in.data(), b.dst_out.data(), b.dloc.data(), b.st_in.data(), b.st_fin.data(),
                             b.logdec.data());
@@ -286,7 +294,7 @@ void wkv_carry_gather_bwd(State& s, const Step& st) {  // every shard's (dloc, a
   std::copy(b.logdec.begin(), b.logdec.end(), mine.begin() + n2 + 2 * n3);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
   zero(b.dst_out);
-  for (i64 r = s.sp - 1; r > s.s; --r) {  // dstate_out of shard r−1 = total dstate_in of shard r
+  for (i64 r = s.sp - 1; r > s.sp_rank; --r) {  // dstate_out of shard r−1 = total dstate_in of shard r
     const float* o = all.data() + r * per;
     Vec d_in(static_cast<std::size_t>(n2));
     w.grad_combine(s, d_in.data(), b.dst_out.data(), o, o + n2, o + n2 + n3, o + n2 + 2 * n3);
@@ -295,42 +303,45 @@ void wkv_carry_gather_bwd(State& s, const Step& st) {  // every shard's (dloc, a
 }
 
 namespace {
-// rows [M, D] ↔ this rank's column slice [M, Dl]
+// [rows, D] ↔ this rank's column slice [rows, width_local]
 void take_cols(const State& s, const float* full, float* part) {
-  const i64 d0 = s.tcoord * s.Dl;
-  for (i64 m = 0; m < s.M; ++m) std::copy_n(full + m * s.D + d0, s.Dl, part + m * s.Dl);
+  const i64 d0 = s.tp_rank * s.width_local;
+  for (i64 m = 0; m < s.rows; ++m) std::copy_n(full + m * s.D + d0, s.width_local, part + m * s.width_local);
 }
 void cm_gate_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  take_cols(s, b.cv, b.cvl.data());
-  K::sigmoid_mul_forward(b.cg.data(), b.cr.data(), b.cvl.data(), s.M * s.Dl);
+  take_cols(s, b.cm_value, b.cm_value_local.data());
+  K::sigmoid_mul_forward(b.cm_gated.data(), b.cm_recept.data(), b.cm_value_local.data(), s.rows * s.width_local);
 }
 void cm_gate_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  Vec dcg(static_cast<std::size_t>(s.M * s.Dl));
-  take_cols(s, b.dy.data(), dcg.data());
-  std::fill_n(b.dcvl, s.M * s.Dl, 0.0f);
-  K::sigmoid_mul_backward(b.dcr.data(), b.dcvl, dcg.data(), b.cr.data(), b.cvl.data(), s.M * s.Dl);
+  Vec dcg(static_cast<std::size_t>(s.rows * s.width_local));
+  take_cols(s, b.dmlp_out.data(), dcg.data());
+  std::fill_n(b.dcm_value_local, s.rows * s.width_local, 0.0f);
+  K::sigmoid_mul_backward(b.dcm_recept.data(), b.dcm_value_local, dcg.data(), b.cm_recept.data(), b.cm_value_local.data(),
+                          s.rows * s.width_local);
 }
-// All-gather of [M, Dl] column slices into [M, D].
+// All-gather of [rows, width_local] column slices into [rows, D].
 void gather_cols(const State& s, const Step& st, const float* part, float* full) {
-  Vec all(static_cast<std::size_t>(s.M * s.D));
-  need(s, Axis::tensor, st).allgather(std::span<const float>(part, static_cast<std::size_t>(s.M * s.Dl)), std::span<float>(all));
-  for (i64 r = 0; r < s.t; ++r)
-    for (i64 m = 0; m < s.M; ++m) std::copy_n(all.data() + (r * s.M + m) * s.Dl, s.Dl, full + m * s.D + r * s.Dl);
+  Vec all(static_cast<std::size_t>(s.rows * s.D));
+  need(s, Axis::tensor, st)
+      .allgather(std::span<const float>(part, static_cast<std::size_t>(s.rows * s.width_local)), std::span<float>(all));
+  for (i64 r = 0; r < s.tp; ++r)
+    for (i64 m = 0; m < s.rows; ++m)
+      std::copy_n(all.data() + (r * s.rows + m) * s.width_local, s.width_local, full + m * s.D + r * s.width_local);
 }
 void cm_out_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  gather_cols(s, st, b.cg.data(), b.cgath);
+  gather_cols(s, st, b.cm_gated.data(), b.cm_out);
 }
 void cm_value_grad_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  gather_cols(s, st, b.dcvl, b.dcv.data());
+  gather_cols(s, st, b.dcm_value_local, b.dcm_value.data());
 }
 // The residual adds this rank's tokens of the gathered output (all of them without rs_ag).
 void cm_residual_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cgath + s.m0 * s.D, s.Ms * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.cm_out + s.res_row0 * s.D, s.res_rows * s.D);
 }
 
 }  // namespace

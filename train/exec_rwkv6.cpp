@@ -19,136 +19,138 @@ namespace {
 
 i64 rank_mix(const State& s) { return s.m.lora_rank_mix; }
 i64 rank_decay(const State& s) { return s.m.lora_rank_decay; }
-float* x5(State& s, Vec& v, int j) { return v.data() + j * s.M * s.D; }  // j: 0 w, 1 k, 2 v, 3 r, 4 g
+float* x5(State& s, Vec& v, int j) { return v.data() + j * s.rows * s.D; }  // j: 0 w, 1 k, 2 v, 3 r, 4 g
 }  // namespace
 void r6_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_shift_forward(b.xx.data(), b.xxx.data(), b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+  K::ddlerp_shift_forward(b.shift_delta.data(), b.lora_in.data(), b.n1.data(), s.sp > 1 ? b.tm_shift_prev.data() : nullptr,
                           s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
 }
 void r6_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_shift_backward(b.dn1.data(), s.sp > 1 ? b.dshift_prev.data() : nullptr, s.grad(st.layer, "tm.mu_x"),
-                           b.dxx.data(), b.dxxx.data(), b.n1.data(), s.sp > 1 ? b.shift_prev.data() : nullptr,
+  K::ddlerp_shift_backward(b.dn1.data(), s.sp > 1 ? b.dtm_shift_prev.data() : nullptr, s.grad(st.layer, "tm.mu_x"),
+                           b.dshift_delta.data(), b.dlora_in.data(), b.n1.data(), s.sp > 1 ? b.tm_shift_prev.data() : nullptr,
                            s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
 }
 namespace {
 void r6_lora_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.lz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"), nullptr, s.M, s.D, 5 * rank_mix(s));
+  K::linear_forward(b.lora_z.data(), b.lora_in.data(), s.par(st.layer, "tm.lora_a"), nullptr, s.rows, s.D, 5 * rank_mix(s));
 }
 void r6_lora_a_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dxxx.data(), nul(), nul(), b.dlz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"), s.M, s.D,
-                     5 * rank_mix(s));
+  K::linear_backward(b.dlora_in.data(), nul(), nul(), b.dlora_z.data(), b.lora_in.data(), s.par(st.layer, "tm.lora_a"), s.rows,
+                     s.D, 5 * rank_mix(s));
 }
 void r6_lora_a_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.lora_a"), nul(), b.dlz.data(), b.xxx.data(), s.par(st.layer, "tm.lora_a"),
-                     s.M, s.D, 5 * rank_mix(s));
+  K::linear_backward(nul(), s.grad(st.layer, "tm.lora_a"), nul(), b.dlora_z.data(), b.lora_in.data(),
+                     s.par(st.layer, "tm.lora_a"), s.rows, s.D, 5 * rank_mix(s));
 }
 void r6_lora_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::tanh_forward(b.ltz.data(), b.lz.data(), s.M * 5 * rank_mix(s));
+  K::tanh_forward(b.lora_tanh.data(), b.lora_z.data(), s.rows * 5 * rank_mix(s));
 }
 void r6_lora_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::tanh_backward(b.dlz.data(), b.dltz.data(), b.ltz.data(), s.M * 5 * rank_mix(s));
+  K::tanh_backward(b.dlora_z.data(), b.dlora_tanh.data(), b.lora_tanh.data(), s.rows * 5 * rank_mix(s));
 }
 // LoRA B: five rank-r maps; map j reads columns [j·r, (j+1)·r) of tanh(z) and writes x5 block j
 // (kernels::grouped_linear: strided GEMMs, no copies of the column blocks).
 void r6_lora_b_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::grouped_linear_forward(b.mz.data(), b.ltz.data(), s.par(st.layer, "tm.lora_b"), s.M, 5, rank_mix(s), s.D);
+  K::grouped_linear_forward(b.lora_mix.data(), b.lora_tanh.data(), s.par(st.layer, "tm.lora_b"), s.rows, 5, rank_mix(s), s.D);
 }
 void r6_lora_b_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::grouped_linear_backward(b.dltz.data(), nul(), b.dmz.data(), b.ltz.data(), s.par(st.layer, "tm.lora_b"), s.M, 5,
-                             rank_mix(s), s.D);
+  K::grouped_linear_backward(b.dlora_tanh.data(), nul(), b.dlora_mix.data(), b.lora_tanh.data(), s.par(st.layer, "tm.lora_b"),
+                             s.rows, 5, rank_mix(s), s.D);
 }
 void r6_lora_b_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::grouped_linear_backward(nul(), s.grad(st.layer, "tm.lora_b"), b.dmz.data(), b.ltz.data(),
-                             s.par(st.layer, "tm.lora_b"), s.M, 5, rank_mix(s), s.D);
+  K::grouped_linear_backward(nul(), s.grad(st.layer, "tm.lora_b"), b.dlora_mix.data(), b.lora_tanh.data(),
+                             s.par(st.layer, "tm.lora_b"), s.rows, 5, rank_mix(s), s.D);
 }
 void r6_mix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_mix_forward(b.xs5.data(), b.n1.data(), b.xx.data(), s.par(st.layer, "tm.mu"), b.mz.data(), 5, s.M, s.D);
+  K::ddlerp_mix_forward(b.mix5.data(), b.n1.data(), b.shift_delta.data(), s.par(st.layer, "tm.mu"), b.lora_mix.data(), 5, s.rows,
+                        s.D);
 }
 void r6_mix_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_mix_backward(b.dn1.data(), b.dxx.data(), s.grad(st.layer, "tm.mu"), b.dmz.data(), b.dxs5.data(), b.xx.data(),
-                         s.par(st.layer, "tm.mu"), b.mz.data(), 5, s.M, s.D);
+  K::ddlerp_mix_backward(b.dn1.data(), b.dshift_delta.data(), s.grad(st.layer, "tm.mu"), b.dlora_mix.data(), b.dmix5.data(),
+                         b.shift_delta.data(), s.par(st.layer, "tm.mu"), b.lora_mix.data(), 5, s.rows, s.D);
 }
 void r6_decay_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.dza.data(), x5(s, b.xs5, 0), s.par(st.layer, "tm.decay_a"), nullptr, s.M, s.D, rank_decay(s));
+  K::linear_forward(b.decay_z.data(), x5(s, b.mix5, 0), s.par(st.layer, "tm.decay_a"), nullptr, s.rows, s.D, rank_decay(s));
 }
 void r6_decay_a_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(x5(s, b.dxs5, 0), nul(), nul(), b.ddza.data(), x5(s, b.xs5, 0), s.par(st.layer, "tm.decay_a"), s.M,
+  K::linear_backward(x5(s, b.dmix5, 0), nul(), nul(), b.ddecay_z.data(), x5(s, b.mix5, 0), s.par(st.layer, "tm.decay_a"), s.rows,
                      s.D, rank_decay(s));
 }
 void r6_decay_a_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_a"), nul(), b.ddza.data(), x5(s, b.xs5, 0),
-                     s.par(st.layer, "tm.decay_a"), s.M, s.D, rank_decay(s));
+  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_a"), nul(), b.ddecay_z.data(), x5(s, b.mix5, 0),
+                     s.par(st.layer, "tm.decay_a"), s.rows, s.D, rank_decay(s));
 }
 void r6_decay_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::tanh_forward(b.dlt.data(), b.dza.data(), s.M * rank_decay(s));
+  K::tanh_forward(b.decay_tanh.data(), b.decay_z.data(), s.rows * rank_decay(s));
 }
 void r6_decay_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::tanh_backward(b.ddza.data(), b.ddlt.data(), b.dlt.data(), s.M * rank_decay(s));
+  K::tanh_backward(b.ddecay_z.data(), b.ddecay_tanh.data(), b.decay_tanh.data(), s.rows * rank_decay(s));
 }
 void r6_decay_b_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.dd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.M, rank_decay(s), s.Dl);
+  K::linear_forward(b.decay_delta.data(), b.decay_tanh.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.rows, rank_decay(s),
+                    s.width_local);
 }
 void r6_decay_b_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.ddlt.data(), nul(), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"), s.M,
-                     rank_decay(s), s.Dl);
+  K::linear_backward(b.ddecay_tanh.data(), nul(), nul(), b.ddecay_delta.data(), b.decay_tanh.data(),
+                     s.par(st.layer, "tm.decay_b"), s.rows, rank_decay(s), s.width_local);
 }
 void r6_decay_b_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_b"), nul(), b.ddd.data(), b.dlt.data(), s.par(st.layer, "tm.decay_b"),
-                     s.M, rank_decay(s), s.Dl);
+  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_b"), nul(), b.ddecay_delta.data(), b.decay_tanh.data(),
+                     s.par(st.layer, "tm.decay_b"), s.rows, rank_decay(s), s.width_local);
 }
 void r6_decay_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.dd.data(), s.M, s.Dl);
+  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.decay_delta.data(), s.rows, s.width_local);
 }
 void r6_decay_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddd.data(), b.dlogw.data(), b.logw.data(), s.M, s.Dl);
+  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddecay_delta.data(), b.dlogw.data(), b.logw.data(), s.rows, s.width_local);
 }
 template <int J>  // 1 k, 2 v, 3 r, 4 g
 float* r6_out(LayerBufs& b, bool grad) {
   if (J == 1) return (grad ? b.dk : b.k).data();
   if (J == 2) return (grad ? b.dv : b.v).data();
   if (J == 3) return (grad ? b.dr : b.r).data();
-  return (grad ? b.dgg : b.gg).data();
+  return (grad ? b.dgate_g : b.gate_g).data();
 }
 constexpr const char* kR6W[5] = {"", "tm.wk", "tm.wv", "tm.wr", "tm.wg"};
 }  // namespace
 template <int J>
 void r6_proj_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(r6_out<J>(b, false), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), nullptr, s.M, s.D, s.Dl);
+  K::linear_forward(r6_out<J>(b, false), x5(s, b.mix5, J), s.par(st.layer, kR6W[J]), nullptr, s.rows, s.D, s.width_local);
 }
 template <int J>
 void r6_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(x5(s, b.dxs5, J), nul(), nul(), r6_out<J>(b, true), x5(s, b.xs5, J), s.par(st.layer, kR6W[J]), s.M,
-                     s.D, s.Dl);
+  K::linear_backward(x5(s, b.dmix5, J), nul(), nul(), r6_out<J>(b, true), x5(s, b.mix5, J), s.par(st.layer, kR6W[J]), s.rows, s.D,
+                     s.width_local);
 }
 template <int J>
 void r6_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(b, true), x5(s, b.xs5, J),
-                     s.par(st.layer, kR6W[J]), s.M, s.D, s.Dl);
+  K::linear_backward(nul(), s.grad(st.layer, kR6W[J]), nul(), r6_out<J>(b, true), x5(s, b.mix5, J), s.par(st.layer, kR6W[J]),
+                     s.rows, s.D, s.width_local);
 }
 namespace {
 void wkv6_fwd(State& s, const Step& st) {
@@ -165,8 +167,8 @@ void wkv6_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {
     kernels::wkv6_chunk_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
-                                 b.dwkv.data(), s.s + 1 < s.sp ? b.dst_out.data() : nullptr, b.r.data(), b.k.data(),
-                                 b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"), s.s > 0 ? b.st_in.data() : nullptr,
+                                 b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.r.data(), b.k.data(),
+                                 b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"), s.sp_rank > 0 ? b.st_in.data() : nullptr,
                                  s.B, s.T, heads6(s), s.m.head_size);
     return;
   }
@@ -176,22 +178,23 @@ void wkv6_bwd(State& s, const Step& st) {
 }
 void r6_gn_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::group_norm_forward(b.gn.data(), b.gmean.data(), b.grstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"),
-                        s.par(st.layer, "tm.gn_bias"), s.M, heads6(s), s.m.head_size, static_cast<float>(s.m.group_norm_eps));
+  K::group_norm_forward(b.gn_out.data(), b.gn_mean.data(), b.gn_rstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"),
+                        s.par(st.layer, "tm.gn_bias"), s.rows, heads6(s), s.m.head_size, static_cast<float>(s.m.group_norm_eps));
 }
 void r6_gn_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::group_norm_backward(b.dwkv.data(), s.grad(st.layer, "tm.gn_scale"), s.grad(st.layer, "tm.gn_bias"), b.dgn.data(),
-                         b.gmean.data(), b.grstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"), s.M, heads6(s),
+  K::group_norm_backward(b.dwkv.data(), s.grad(st.layer, "tm.gn_scale"), s.grad(st.layer, "tm.gn_bias"), b.dgn_out.data(),
+                         b.gn_mean.data(), b.gn_rstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"), s.rows, heads6(s),
                          s.m.head_size);
 }
 void r6_gated_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::silu_mul_forward(b.o.data(), b.gn.data(), b.gg.data(), s.M * s.Dl);
+  K::silu_mul_forward(b.o.data(), b.gn_out.data(), b.gate_g.data(), s.rows * s.width_local);
 }
 void r6_gated_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::silu_mul_backward(b.dgn.data(), b.dgg.data(), b.do_.data(), b.gn.data(), b.gg.data(), s.M * s.Dl);
+  K::silu_mul_backward(b.dgn_out.data(), b.dgate_g.data(), b.do_.data(), b.gn_out.data(), b.gate_g.data(),
+                       s.rows * s.width_local);
 }
 
 }  // namespace

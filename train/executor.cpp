@@ -149,96 +149,100 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.zero3 = zero3_parts;
   s.stage = prog.coord[static_cast<int>(Axis::pipeline)];
   s.chunks = prog.chunk_layers;
-  s.t = p.mesh[Axis::tensor];
-  s.tcoord = prog.coord[static_cast<int>(Axis::tensor)];
+  s.tp = p.mesh[Axis::tensor];
+  s.tp_rank = prog.coord[static_cast<int>(Axis::tensor)];
   s.sp = p.mesh[Axis::sequence];
-  s.s = prog.coord[static_cast<int>(Axis::sequence)];
+  s.sp_rank = prog.coord[static_cast<int>(Axis::sequence)];
   s.B = p.micro_batch;
   s.T = p.local_tokens();
-  s.M = s.B * s.T;
-  s.rs = p.tensor_comm == TensorComm::rs_ag && s.t > 1;
-  s.Ms = s.rs ? s.M / s.t : s.M;
-  s.m0 = s.rs ? s.tcoord * s.Ms : 0;
+  s.rows = s.B * s.T;
+  s.rs_ag = p.tensor_comm == TensorComm::rs_ag && s.tp > 1;
+  s.res_rows = s.rs_ag ? s.rows / s.tp : s.rows;
+  s.res_row0 = s.rs_ag ? s.tp_rank * s.res_rows : 0;
   s.D = m.width;
-  s.Dl = m.width / s.t;
-  s.V = m.vocab;
-  const Range vr = split_range(m.vocab, s.t, s.tcoord);
-  s.v0 = vr.begin;
-  s.Vl = vr.size();
-  s.R = m.recurrent_width / s.t;
-  s.F = m.mlp_width / s.t;
-  s.H = m.heads ? m.heads / s.t : 0;
-  s.KV = m.kv_heads >= s.t ? m.kv_heads / s.t : 1;  // replicated K/V heads: the one this rank's query heads share
+  s.width_local = m.width / s.tp;
+  s.vocab = m.vocab;
+  const Range vr = split_range(m.vocab, s.tp, s.tp_rank);
+  s.vocab_begin = vr.begin;
+  s.vocab_local = vr.size();
+  s.rec_local = m.recurrent_width / s.tp;
+  s.mlp_local = m.mlp_width / s.tp;
+  s.heads_local = m.heads ? m.heads / s.tp : 0;
+  s.kv_heads_local = m.kv_heads >= s.tp ? m.kv_heads / s.tp : 1;  // replicated K/V heads: the one this rank's query heads share
   s.N = m.head_dim;
-  s.rot = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
-  s.Kc = m.conv_width;
-  s.W = m.window;
-  s.Hb = m.gate_blocks ? m.gate_blocks / s.t : 0;
+  s.rope_dims = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
+  s.conv_width = m.conv_width;
+  s.window = m.window;
+  s.gate_blocks_local = m.gate_blocks ? m.gate_blocks / s.tp : 0;
   // K/V rows before the local ones: the window's halo (local attention) or every earlier shard (ring)
-  s.halo = s.W > 0 ? kv_halo(s.W, s.T, s.s, s.sp).received : s.s * s.T;
-  s.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
+  s.halo = s.window > 0 ? kv_halo(s.window, s.T, s.sp_rank, s.sp).received : s.sp_rank * s.T;
+  s.embed_scale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
   s.pdrop = m.family == Family::transformer ? m.dropout : 0.0;  // lower.cpp emits dropout steps for transformers only
 
   const auto sz = [](i64 n) { return static_cast<std::size_t>(n); };
-  const i64 M = s.M, D = s.D;
-  s.xs.assign(sz(m.depth + 1), Vec(sz(s.Ms * D)));  // the residual stream: this rank's tokens under rs_ag
+  const i64 M = s.rows, D = s.D;
+  s.xs.assign(sz(m.depth + 1), Vec(sz(s.res_rows * D)));  // the residual stream: this rank's tokens under rs_ag
   s.dxs = s.xs;
-  for (auto* v : {&s.epart, &s.nf, &s.dnf}) v->assign(sz(M * D), 0.0f);
-  if (s.rs) {
-    for (auto* v : {&s.nf_loc, &s.dnf_loc}) v->assign(sz(s.Ms * D), 0.0f);
+  for (auto* v : {&s.embed_partial, &s.final_norm_out, &s.dfinal_norm_out}) v->assign(sz(M * D), 0.0f);
+  if (s.rs_ag) {
+    for (auto* v : {&s.final_norm_out_loc, &s.dfinal_norm_out_loc}) v->assign(sz(s.res_rows * D), 0.0f);
     s.demb.assign(sz(M * D), 0.0f);
   }
-  s.rstdf.assign(sz(M), 0.0f);
-  s.logits.assign(sz(M * s.Vl), 0.0f);
+  s.final_rstd.assign(sz(M), 0.0f);
+  s.logits.assign(sz(M * s.vocab_local), 0.0f);
   s.dlogits = s.logits;
   s.stats.assign(sz(2 * M), 0.0f);
   s.losses.assign(sz(M), 0.0f);
   s.dlosses.assign(sz(M), 1.0f / static_cast<float>(s.B * p.seq_len));
   if (m.is_rwkv()) {
     for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);
-    if (s.rs) s.demb_loc.assign(sz(s.Ms * D), 0.0f);
-    for (auto* v : {&s.emean, &s.erstd, &s.meanf}) v->assign(sz(M), 0.0f);
+    if (s.rs_ag) s.demb_loc.assign(sz(s.res_rows * D), 0.0f);
+    for (auto* v : {&s.embed_norm_mean, &s.embed_norm_rstd, &s.final_mean}) v->assign(sz(M), 0.0f);
   }
   const bool layernorm = m.is_rwkv() || m.norm == NormKind::layernorm;  // LayerNorm statistics (mean)
-  if (layernorm) s.meanf.assign(sz(M), 0.0f);
+  if (layernorm) s.final_mean.assign(sz(M), 0.0f);
   s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
-  s.L.resize(sz(m.depth));
+  s.layers.resize(sz(m.depth));
   const i64 Te = s.halo + s.T;
   for (const Range& chunk : s.chunks)
   for (i64 l = chunk.begin; l < chunk.end; ++l) {
-    LayerBufs& b = s.L[sz(l)];
+    LayerBufs& b = s.layers[sz(l)];
     b.kind = temporal_kind(m, l);
-    for (auto* v : {&b.n1, &b.tpart, &b.tout_s, &b.n2, &b.ypart, &b.y_s, &b.dy, &b.dn2, &b.dtout, &b.dn1})
+    for (auto* v : {&b.n1, &b.temporal_partial, &b.temporal_sum, &b.n2, &b.mlp_partial, &b.mlp_sum, &b.dmlp_out, &b.dn2,
+                    &b.dtemporal_out, &b.dn1})
       v->assign(sz(M * D), 0.0f);
-    for (auto* v : {&b.x_mid, &b.dx_mid}) v->assign(sz(s.Ms * D), 0.0f);
-    if (s.rs)
-      for (auto* v : {&b.n1_loc, &b.n2_loc, &b.dn1_loc, &b.dn2_loc, &b.dtout_loc, &b.dy_loc}) v->assign(sz(s.Ms * D), 0.0f);
+    for (auto* v : {&b.x_mid, &b.dx_mid}) v->assign(sz(s.res_rows * D), 0.0f);
+    if (s.rs_ag)
+      for (auto* v : {&b.n1_loc, &b.n2_loc, &b.dn1_loc, &b.dn2_loc, &b.dtemporal_out_loc, &b.dmlp_out_loc})
+        v->assign(sz(s.res_rows * D), 0.0f);
     b.rstd1.assign(sz(M), 0.0f);
     b.rstd2 = b.rstd1;
-    for (auto* v : {&b.h1, &b.h2, &b.gm, &b.dgm, &b.dh1, &b.dh2}) v->assign(sz(M * s.F), 0.0f);
-    b.tout = s.t > 1 ? b.tout_s.data() : b.tpart.data();
-    b.y = s.t > 1 ? b.y_s.data() : b.ypart.data();
-    b.tres = b.tout;
-    b.yres = b.y;
+    for (auto* v : {&b.h1, &b.h2, &b.mlp_act, &b.dmlp_act, &b.dh1, &b.dh2}) v->assign(sz(M * s.mlp_local), 0.0f);
+    b.temporal_out = s.tp > 1 ? b.temporal_sum.data() : b.temporal_partial.data();
+    b.mlp_out = s.tp > 1 ? b.mlp_sum.data() : b.mlp_partial.data();
+    b.temporal_res = b.temporal_out;
+    b.mlp_res = b.mlp_out;
     if (s.pdrop > 0) {
-      for (auto* v : {&b.tdrop, &b.ydrop}) v->assign(sz(s.Ms * D), 0.0f);
-      for (auto* v : {&b.tmask, &b.ymask}) v->assign(sz(s.Ms * D), 0);
-      b.tres = b.tdrop.data();
-      b.yres = b.ydrop.data();
+      for (auto* v : {&b.temporal_dropped, &b.mlp_dropped}) v->assign(sz(s.res_rows * D), 0.0f);
+      for (auto* v : {&b.temporal_mask, &b.mlp_mask}) v->assign(sz(s.res_rows * D), 0);
+      b.temporal_res = b.temporal_dropped.data();
+      b.mlp_res = b.mlp_dropped.data();
     }
     if (layernorm) for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
     if (m.is_rwkv()) {
-      const i64 Dl = s.Dl;
+      const i64 Dl = s.width_local;
       for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
-      for (auto* v : {&b.xs3, &b.dxs3}) v->assign(sz(3 * M * D), 0.0f);
-      for (auto* v : {&b.r, &b.k, &b.v, &b.wkv, &b.o, &b.dr, &b.dk, &b.dv, &b.dwkv, &b.do_, &b.cr, &b.dcr, &b.cvl, &b.cg, &b.dcvl_s})
+      for (auto* v : {&b.mix3, &b.dmix3}) v->assign(sz(3 * M * D), 0.0f);
+      for (auto* v : {&b.r, &b.k, &b.v, &b.wkv, &b.o, &b.dr, &b.dk, &b.dv, &b.dwkv, &b.do_, &b.cm_recept, &b.dcm_recept,
+                      &b.cm_value_local, &b.cm_gated, &b.dcm_value_slice})
         v->assign(sz(M * Dl), 0.0f);
-      for (auto* v : {&b.cxk, &b.cxr, &b.dcxk, &b.dcxr, &b.cv_s, &b.dcv, &b.cgath_s}) v->assign(sz(M * D), 0.0f);
-      for (auto* v : {&b.ck, &b.ch, &b.dck, &b.dch}) v->assign(sz(M * s.F), 0.0f);
-      b.cv = s.t > 1 ? b.cv_s.data() : b.ypart.data();
-      b.cgath = s.t > 1 ? b.cgath_s.data() : b.cg.data();
-      b.dcvl = s.t > 1 ? b.dcvl_s.data() : b.dcv.data();
-      for (auto* v : {&b.shift_prev, &b.dshift_prev, &b.cprev, &b.dcprev}) v->assign(sz(s.B * D), 0.0f);
+      for (auto* v : {&b.cm_mix_k, &b.cm_mix_r, &b.dcm_mix_k, &b.dcm_mix_r, &b.cm_value_sum, &b.dcm_value, &b.cm_gathered})
+        v->assign(sz(M * D), 0.0f);
+      for (auto* v : {&b.cm_key, &b.cm_hidden, &b.dcm_key, &b.dcm_hidden}) v->assign(sz(M * s.mlp_local), 0.0f);
+      b.cm_value = s.tp > 1 ? b.cm_value_sum.data() : b.mlp_partial.data();
+      b.cm_out = s.tp > 1 ? b.cm_gathered.data() : b.cm_gated.data();
+      b.dcm_value_local = s.tp > 1 ? b.dcm_value_slice.data() : b.dcm_value.data();
+      for (auto* v : {&b.tm_shift_prev, &b.dtm_shift_prev, &b.cm_shift_prev, &b.dcm_shift_prev}) v->assign(sz(s.B * D), 0.0f);
       b.wkv_loc.assign(sz(M * Dl), 0.0f);
       const WkvCarry wc = wkv_carry(s);
       for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(wc.state), 0.0f);
@@ -246,36 +250,38 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       b.logdec.assign(sz(wc.summary), 0.0f);
       if (m.family == Family::rwkv6) {
         const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = Dl / m.head_size;
-        for (auto* v : {&b.xx, &b.xxx, &b.dxx, &b.dxxx}) v->assign(sz(M * D), 0.0f);
-        for (auto* v : {&b.dd, &b.logw, &b.gg, &b.gn, &b.ddd, &b.dlogw, &b.dgg, &b.dgn}) v->assign(sz(M * Dl), 0.0f);
-        for (auto* v : {&b.lz, &b.ltz, &b.dlz, &b.dltz}) v->assign(sz(M * r5), 0.0f);
-        for (auto* v : {&b.mz, &b.xs5, &b.dmz, &b.dxs5}) v->assign(sz(5 * M * D), 0.0f);
-        for (auto* v : {&b.dza, &b.dlt, &b.ddza, &b.ddlt}) v->assign(sz(M * rw), 0.0f);
-        for (auto* v : {&b.gmean, &b.grstd}) v->assign(sz(M * Hh), 0.0f);
+        for (auto* v : {&b.shift_delta, &b.lora_in, &b.dshift_delta, &b.dlora_in}) v->assign(sz(M * D), 0.0f);
+        for (auto* v : {&b.decay_delta, &b.logw, &b.gate_g, &b.gn_out, &b.ddecay_delta, &b.dlogw, &b.dgate_g, &b.dgn_out})
+          v->assign(sz(M * Dl), 0.0f);
+        for (auto* v : {&b.lora_z, &b.lora_tanh, &b.dlora_z, &b.dlora_tanh}) v->assign(sz(M * r5), 0.0f);
+        for (auto* v : {&b.lora_mix, &b.mix5, &b.dlora_mix, &b.dmix5}) v->assign(sz(5 * M * D), 0.0f);
+        for (auto* v : {&b.decay_z, &b.decay_tanh, &b.ddecay_z, &b.ddecay_tanh}) v->assign(sz(M * rw), 0.0f);
+        for (auto* v : {&b.gn_mean, &b.gn_rstd}) v->assign(sz(M * Hh), 0.0f);
       }
     } else if (b.kind == Temporal::recurrent) {
-      for (auto* v : {&b.gy, &b.u, &b.cu, &b.ga, &b.gx, &b.hs0, &b.hs_s, &b.pr, &b.dpr, &b.dgy, &b.dhs, &b.dcu, &b.dga, &b.dgx, &b.du})
-        v->assign(sz(M * s.R), 0.0f);
-      for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.R), 0.0f);
-      for (auto* v : {&b.conv_state, &b.dconv_state}) v->assign(sz(s.B * (s.Kc - 1) * s.R), 0.0f);
-      b.hs = s.sp > 1 ? b.hs_s.data() : b.hs0.data();
+      for (auto* v : {&b.y_branch, &b.x_branch, &b.conv_out, &b.gate_a, &b.gate_x, &b.scan_local, &b.scan_fixed, &b.gated,
+                      &b.dgated, &b.dy_branch, &b.dscan_out, &b.dconv_out, &b.dgate_a, &b.dgate_x, &b.dx_branch})
+        v->assign(sz(M * s.rec_local), 0.0f);
+      for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.rec_local), 0.0f);
+      for (auto* v : {&b.conv_state, &b.dconv_state}) v->assign(sz(s.B * (s.conv_width - 1) * s.rec_local), 0.0f);
+      b.scan_out = s.sp > 1 ? b.scan_fixed.data() : b.scan_local.data();
     } else {
-      const i64 qw = s.H * s.N, kw = s.KV * s.N;
-      for (auto* v : {&b.qr, &b.a, &b.dqr}) v->assign(sz(M * qw), 0.0f);
-      for (auto* v : {&b.kr, &b.v, &b.dkr, &b.dv}) v->assign(sz(M * kw), 0.0f);
-      for (auto* v : {&b.q_ext, &b.a_ext, &b.da_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
+      const i64 qw = s.heads_local * s.N, kw = s.kv_heads_local * s.N;
+      for (auto* v : {&b.q_proj, &b.ctx, &b.dq_proj}) v->assign(sz(M * qw), 0.0f);
+      for (auto* v : {&b.k_proj, &b.v, &b.dk_proj, &b.dv}) v->assign(sz(M * kw), 0.0f);
+      for (auto* v : {&b.q_ext, &b.ctx_ext, &b.dctx_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
       for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
-      b.lse_ext.assign(sz(s.B * s.H * Te), 0.0f);
+      b.lse_ext.assign(sz(s.B * s.heads_local * Te), 0.0f);
       if (p.attention == AttentionKernel::materialized) {
-        for (auto* v : {&b.pm, &b.dpm}) v->assign(sz(s.B * s.H * s.T * Te), 0.0f);
+        for (auto* v : {&b.probs, &b.dprobs}) v->assign(sz(s.B * s.heads_local * s.T * Te), 0.0f);
         if (s.pdrop > 0) {
-          b.pd.assign(sz(s.B * s.H * s.T * Te), 0.0f);
-          b.pmask.assign(sz(s.B * s.H * s.T * Te), 0);
+          b.probs_dropped.assign(sz(s.B * s.heads_local * s.T * Te), 0.0f);
+          b.probs_mask.assign(sz(s.B * s.heads_local * s.T * Te), 0);
         }
       }
       b.reset_ext.assign(sz(s.B * Te), 0);
       for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
-        const i64 g0 = s.s * s.T - s.halo;
+        const i64 g0 = s.sp_rank * s.T - s.halo;
         if (g0 <= 0) b.reset_ext[sz(r * Te - g0)] = 1;
       }
     }
@@ -370,22 +376,22 @@ double Executor::forward(std::int64_t micro, float* params, const std::int32_t* 
   State& s = slot(micro);
   s.chunk = std::max<std::int64_t>(0, chunk);
   s.ix = ix;
-  s.row_seq.resize(static_cast<std::size_t>(s.Ms));
-  s.row_pos.resize(static_cast<std::size_t>(s.Ms));
-  for (i64 r = 0; r < s.Ms; ++r) {  // residual-region row r is micro-batch row m0 + r: sequence b, local token t
-    const i64 b = (s.m0 + r) / s.T, t = (s.m0 + r) % s.T;
+  s.row_seq.resize(static_cast<std::size_t>(s.res_rows));
+  s.row_pos.resize(static_cast<std::size_t>(s.res_rows));
+  for (i64 r = 0; r < s.res_rows; ++r) {  // residual-region row r is micro-batch row res_row0 + r: sequence b, local token t
+    const i64 b = (s.res_row0 + r) / s.T, t = (s.res_row0 + r) % s.T;
     s.row_seq[static_cast<std::size_t>(r)] = ix.first_sequence + b;
-    s.row_pos[static_cast<std::size_t>(r)] = s.s * s.T + t;
+    s.row_pos[static_cast<std::size_t>(r)] = s.sp_rank * s.T + t;
   }
-  s.P = s.Pw = params;
-  const auto n = static_cast<std::size_t>(s.M);
+  s.params = s.params_writable = params;
+  const auto n = static_cast<std::size_t>(s.rows);
   s.tokens.assign(tokens, tokens + n);
   s.targets.assign(targets, targets + n);
   s.reset.assign(n, 0);
   s.pos.assign(n, 0);
   for (i64 b = 0; b < s.B; ++b)
     for (i64 t = 0; t < s.T; ++t) {
-      const i64 g = s.s * s.T + t;  // global position in the sequence
+      const i64 g = s.sp_rank * s.T + t;  // global position in the sequence
       s.pos[static_cast<std::size_t>(b * s.T + t)] = static_cast<std::int32_t>(g);
       s.reset[static_cast<std::size_t>(b * s.T + t)] = g == 0;
     }
@@ -414,10 +420,10 @@ void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* 
   const Range run = chunk_range(prog_.backward_chunk, bwd_.size(), chunk);
   State& s = slot(micro);
   s.chunk = std::max<std::int64_t>(0, chunk);
-  s.P = s.Pw = params;
-  s.G = grads;
+  s.params = s.params_writable = params;
+  s.grads = grads;
   zero(s.dxs.back());  // the gradient arriving at the top (each layer clears its own buffers: clear_grad_buffers)
-  for (auto& b : s.L) b.regathers = 0;
+  for (auto& b : s.layers) b.regathers = 0;
   LayerBoundaries stored{s.dxs, s.p.act_dtype == DType::bf16};
   for (auto i = static_cast<std::size_t>(run.begin); i < static_cast<std::size_t>(run.end); ++i) {
     const Bound& b = bwd_[i];

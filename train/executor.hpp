@@ -14,7 +14,7 @@
 // between stages (non-blocking sends); the runner orders micro-batches by the schedule (GPipe, 1F1B).
 // Not for: the training loop, data, optimizer state (runner.cpp), what runner::check_supported
 // refuses (interleaved stages, rs_ag for RWKV, ...). tensor_comm rs_ag (Megatron
-// sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs).
+// sequence parallelism): the residual stream holds this rank's n/t tokens (State::rs_ag).
 //
 // Dtypes (plan `dtypes`): every message travels in the dtype the lowering prices for its step
 // (train/wire.hpp message_dtype); with `activations: bf16` the residual stream and its gradient

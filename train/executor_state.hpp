@@ -28,44 +28,84 @@ using Vec = kernels::AlignedVec;  // whole cache lines: see kernels.hpp
 
 // ---- state --------------------------------------------------------------------------------------
 
-// Buffers of one layer. Forward values are kept for backward (the runner's models are small);
-// names follow DESIGN §3.1.
+// Buffers of one layer. Forward values are kept for backward (the runner's models are small).
+// Shapes: rows = B·T token rows of this rank; widths as in State (D, width_local, rec_local, ...).
+// A gradient buffer is its forward buffer's name with a leading d. *_loc: under rs_ag, this
+// rank's res_rows rows of a residual-region buffer (State::rs_ag).
 struct LayerBufs {
   Temporal kind = Temporal::recurrent;
-  // forward
-  Vec n1, rstd1, tpart, tout_s, x_mid, n2, rstd2, h1, h2, gm, ypart, y_s;
-  float* tout = nullptr;  // all-reduced temporal output (aliases tpart when tensor = 1)
-  float* y = nullptr;     // all-reduced MLP output
-  // recurrent
-  Vec gy, u, conv_state, cu, ga, gx, hs0, hs_s, h_out, decay, h_in, pr;
-  float* hs = nullptr;    // scan output after the carry fix (aliases hs0 when sequence = 1)
-  // attention (ext: `halo` rows from the left neighbour, then the local T rows)
-  Vec qr, kr, v, q_ext, k_ext, v_ext, a_ext, lse_ext, a;
-  Vec pm, dpm;  // materialized attention: probabilities [B, H, T, halo + T] and their gradient
-  // dropout: the dropped block outputs the residual adds read (tres/yres alias tout/y without
-  // dropout), their 1-byte masks, and a materialized core's dropped probabilities P' and mask
-  Vec tdrop, ydrop, pd;
-  std::vector<std::uint8_t> tmask, ymask, pmask;
-  const float* tres = nullptr;
-  const float* yres = nullptr;
-  std::vector<std::uint8_t> reset_ext;
-  // RWKV-4 (ln: LayerNorm statistics; xs3: the three token-shift mixes r, k, v; c*: channel mix)
-  Vec mean1, mean2, xs3, r, k, wkv, o, cxk, cxr, ck, ch, cv_s, cr, cvl, cg, cgath_s;
-  float* cv = nullptr;     // all-reduced channel-mix value (aliases cvpart = ypart when tensor = 1)
-  float* cgath = nullptr;  // gathered gated output (aliases cg when tensor = 1)
-  Vec dxs3, dr, dk, dwkv, do_, dcxk, dcxr, dck, dch, dcv, dcr, dcvl_s;
-  float* dcvl = nullptr;   // the gate's value-gradient slice (aliases dcv when tensor = 1)
-  // RWKV under sequence sharding: token-shift halos, WKV-4 chunk states [3,B,Dl], their gradients [2,B,Dl]
-  Vec shift_prev, dshift_prev, cprev, dcprev, wkv_loc, st_loc, st_in, st_fin, logdec, dloc, dst_out;
-  // RWKV-6 time mix: xx, xxx (shift), z/tz (LoRA A, tanh), mz [5,M,D] (LoRA B), xs5 [5,M,D] (w k v r g),
-  // dz/dlt (decay LoRA), dd, logw, g, gn (GroupNorm out), gmean/grstd [M,H]
-  Vec xx, xxx, lz, ltz, mz, xs5, dza, dlt, dd, logw, gg, gn, gmean, grstd;
-  Vec dxx, dxxx, dlz, dltz, dmz, dxs5, ddza, ddlt, ddd, dlogw, dgg, dgn;
-  // backward
-  Vec n1_loc, n2_loc, dn1_loc, dn2_loc, dtout_loc, dy_loc;  // rs_ag: this rank's tokens (see State::rs)
+  // ---- shared by every block: the two norms, the temporal block's and the MLP's outputs
+  Vec n1, rstd1, x_mid, n2, rstd2;  // norm1 output and 1/rms; the residual after the temporal block; norm2's
+  // [rows, D] the temporal block's (recurrent, attention, time mix) output projection: a partial sum when tensor > 1
+  Vec temporal_partial;
+  Vec temporal_sum;               // its all-reduced sum when tensor > 1
+  float* temporal_out = nullptr;  // the all-reduced temporal output (aliases temporal_partial when tensor = 1)
+  Vec h1, h2, mlp_act;       // [rows, mlp_local] gated MLP: h1 = n2·W1, h2 = n2·W2, mlp_act = gelu(h1) ⊙ h2 (or SwiGLU, GeLU)
+  Vec mlp_partial;           // [rows, D] mlp_act·W3: a partial sum when tensor > 1 (also the RWKV channel mix's value)
+  Vec mlp_sum;               // its all-reduced sum when tensor > 1
+  float* mlp_out = nullptr;  // the all-reduced MLP output (aliases mlp_partial when tensor = 1)
+  // ---- recurrent (Griffin / Hawk RG-LRU block), [rows, rec_local] unless noted
+  Vec y_branch;               // n1·Wy + by: the gate branch, GeLU'd inside rec.gated
+  Vec x_branch;               // n1·Wx + bx: the Conv1D's input
+  Vec conv_state;             // [B, conv_width − 1, rec_local] the left shard's last rows (sequence > 1)
+  Vec conv_out;               // the Conv1D's output: the scan's input x and the gates' input
+  Vec gate_a, gate_x;         // the recurrence and input gates' pre-activations (block-diagonal)
+  Vec scan_local;             // the chunk-local scan output (from h = 0 when the sequence is sharded)
+  Vec scan_fixed;             // scan_local after the carry fix (sequence > 1)
+  Vec h_out, decay, h_in;     // [B, rec_local] the chunk's final state from 0, Π a over the chunk, the true incoming state
+  Vec gated;                  // gelu(y_branch) ⊙ scan_out: the output projection's input
+  float* scan_out = nullptr;  // the scan output after the carry fix (aliases scan_local when sequence = 1)
+  // ---- attention (ext: `halo` rows from the left shards, then the local T rows, per sequence)
+  Vec q_proj, k_proj, v;                      // [rows, heads·N] the projections before rope (v: also RWKV's value)
+  Vec q_ext, k_ext, v_ext, ctx_ext, lse_ext;  // [B, halo + T, ...] queries after rope, keys, values, context, log Σ exp
+  Vec ctx;                                    // [rows, heads_local·N] this rank's rows of the context: W_o's input
+  Vec probs, dprobs;                          // materialized attention: probabilities [B, H, T, halo + T] and their gradient
+  // dropout: the dropped block outputs the residual adds read (temporal_res / mlp_res alias
+  // temporal_out / mlp_out without dropout), their 1-byte masks, and a materialized core's
+  // dropped probabilities P' and mask
+  Vec temporal_dropped, mlp_dropped, probs_dropped;
+  std::vector<std::uint8_t> temporal_mask, mlp_mask, probs_mask;
+  const float* temporal_res = nullptr;
+  const float* mlp_res = nullptr;
+  std::vector<std::uint8_t> reset_ext;  // [B, halo + T] a document starts at this ext row
+  // ---- RWKV-4 time mix ([rows, width_local] unless noted) and the RWKV channel mix
+  Vec mean1, mean2;           // the LayerNorms' means (rstd1, rstd2 above)
+  Vec mix3;                   // [3, rows, D] the token-shift mixes fed to W_r, W_k, W_v
+  Vec r, k, wkv, o;           // receptance, key, the WKV output, σ(r) ⊙ wkv (W_o's input)
+  Vec cm_mix_k, cm_mix_r;     // [rows, D] the channel mix's token-shift mixes fed to W_k and W_r
+  Vec cm_key;                 // [rows, mlp_local] cm_mix_k·W_k
+  Vec cm_hidden;              // [rows, mlp_local] relu(cm_key)²: W_v's input (its output is mlp_partial)
+  Vec cm_value_sum;           // [rows, D] the all-reduced value when tensor > 1
+  Vec cm_recept;              // [rows, width_local] cm_mix_r·W_r
+  Vec cm_value_local;         // [rows, width_local] this rank's columns of the value
+  Vec cm_gated;               // [rows, width_local] σ(cm_recept) ⊙ cm_value_local
+  Vec cm_gathered;            // [rows, D] every rank's cm_gated columns when tensor > 1
+  float* cm_value = nullptr;  // the all-reduced value (aliases mlp_partial when tensor = 1)
+  float* cm_out = nullptr;    // the gathered gated output (aliases cm_gated when tensor = 1)
+  Vec dmix3, dr, dk, dwkv, do_, dcm_mix_k, dcm_mix_r, dcm_key, dcm_hidden, dcm_value, dcm_recept;
+  Vec dcm_value_slice;               // the gate's value-gradient columns when tensor > 1
+  float* dcm_value_local = nullptr;  // the gate's value-gradient slice (aliases dcm_value when tensor = 1)
+  // RWKV under sequence sharding: token-shift halos [B, D] of the time and channel mix, WKV-4 chunk
+  // states [3,B,Dl], their gradients [2,B,Dl] (exec_rwkv4.cpp's WkvCarry)
+  Vec tm_shift_prev, dtm_shift_prev, cm_shift_prev, dcm_shift_prev, wkv_loc, st_loc, st_in, st_fin, logdec, dloc, dst_out;
+  // ---- RWKV-6 time mix (DESIGN §3.3)
+  Vec shift_delta;               // [rows, D] x_{t−1} − x_t
+  Vec lora_in;                   // [rows, D] x + shift_delta ⊙ μ_x: the shared LoRA's input
+  Vec lora_z, lora_tanh;         // [rows, 5·lora_rank_mix] LoRA A's output and its tanh
+  Vec lora_mix;                  // [5, rows, D] LoRA B's five outputs
+  Vec mix5;                      // [5, rows, D] the five data-dependent mixes (w k v r g)
+  Vec decay_z, decay_tanh;       // [rows, lora_rank_decay] the decay LoRA A's output and its tanh
+  Vec decay_delta;               // [rows, width_local] the decay LoRA B's output z
+  Vec logw;                      // [rows, width_local] log w = −exp(λ + z): the per-token decay's log
+  Vec gate_g;                    // [rows, width_local] mix5[g]·W_g: the SiLU gate
+  Vec gn_out, gn_mean, gn_rstd;  // the GroupNorm's output and per-head statistics [rows, heads]
+  Vec dshift_delta, dlora_in, dlora_z, dlora_tanh, dlora_mix, dmix5, ddecay_z, ddecay_tanh, ddecay_delta, dlogw, dgate_g, dgn_out;
+  // ---- backward
+  Vec n1_loc, n2_loc, dn1_loc, dn2_loc, dtemporal_out_loc, dmlp_out_loc;  // rs_ag: this rank's tokens (see State::rs_ag)
   int regathers = 0;  // rs_ag: "tp.regather_input" steps seen in this backward (MLP's first, then the mixer's)
-  Vec dy, dgm, dh1, dh2, dn2, dx_mid, dtout, dpr, dgy, dhs, dcu, dga, dgx, du, dconv_state, dh_out, dh_loc, dn1;
-  Vec da_ext, dq_ext, dk_ext, dv_ext, dqr, dkr, dv;
+  Vec dmlp_out, dmlp_act, dh1, dh2, dn2, dx_mid, dtemporal_out, dgated, dy_branch, dscan_out, dconv_out, dgate_a, dgate_x,
+      dx_branch, dconv_state, dh_out, dh_loc, dn1;
+  Vec dctx_ext, dq_ext, dk_ext, dv_ext, dq_proj, dk_proj, dv;
 };
 
 struct Executor::State {
@@ -73,44 +113,68 @@ struct Executor::State {
   const Plan& p;
   const ShardLayout& lay;
   MeshComms comms;
-  i64 B, T, M, D, Dl, V, v0, Vl, R, F, H, KV, N, rot, Kc, W, Hb;
-  i64 t = 1, tcoord = 0, sp = 1, s = 0, halo = 0;
+  // Dimensions (STYLE.md's vocabulary where it has a letter; *_local: this tensor rank's share)
+  i64 B;                                // sequences in the micro-batch
+  i64 T;                                // this rank's tokens of each sequence (seq_len / sequence)
+  i64 rows;                             // B·T: the token rows every tensor-parallel block computes
+  i64 D;                                // model width
+  i64 width_local;                      // D / tensor: RWKV's channels on this rank
+  i64 vocab, vocab_begin, vocab_local;  // V; this rank's vocab shard [vocab_begin, vocab_begin + vocab_local)
+  i64 rec_local;                        // recurrent width R / tensor
+  i64 mlp_local;                        // MLP width F / tensor
+  i64 heads_local;                      // query heads H / tensor
+  i64 kv_heads_local;                   // K/V heads on this rank: kv_heads / tensor, or the 1 replicated head its queries share
+  i64 N;                                // head dimension
+  i64 rope_dims;                        // rotary dimensions of each head (rope_fraction · N)
+  i64 conv_width;                       // Conv1D taps K
+  i64 window;                           // local attention window W (0: global)
+  i64 gate_blocks_local;                // the RG-LRU gates' diagonal blocks / tensor
+  // Mesh coordinates: tensor-parallel size and rank, sequence-parallel size and rank (the shard
+  // index), and the K/V rows before the local ones (local attention's halo or, ring, every earlier shard)
+  i64 tp = 1, tp_rank = 0, sp = 1, sp_rank = 0, halo = 0;
   // tensor_comm rs_ag (Megatron sequence parallelism): the residual region (norms, residual adds,
-  // positions, pipeline transfers) holds this rank's Ms = M/t tokens, rows m0 .. m0+Ms of the
-  // micro-batch; norms write their Ms-token outputs to the *_loc buffers, which the entry
-  // all-gathers turn into the full M-token inputs of the tensor-parallel blocks.
-  bool rs = false;
-  i64 Ms = 0, m0 = 0;
+  // positions, pipeline transfers) holds this rank's res_rows = rows / tensor token rows, rows
+  // res_row0 .. res_row0 + res_rows of the micro-batch (all rows, from 0, without rs_ag); norms
+  // write their res_rows-row outputs to the *_loc buffers, which the entry all-gathers turn into
+  // the full inputs of the tensor-parallel blocks.
+  bool rs_ag = false;
+  i64 res_rows = 0, res_row0 = 0;
   i64 stage = 0;
   std::vector<Range> chunks;  // the layers of each model chunk of this stage (one without interleaving)
   i64 chunk = 0;              // the chunk being run (its pipeline transfers)
   std::vector<MPI_Request> pending;  // pipeline sends of this slot, from copies in send_bufs
   SendCopies send_bufs;
-  float escale = 1;
-  // dropout: probability, this micro-batch's BatchIndex, and per residual-region row (Ms rows)
+  float embed_scale = 1;
+  // dropout: probability, this micro-batch's BatchIndex, and per residual-region row (res_rows rows)
   // its sequence's index in the global batch and its global position; the embedding's mask
   double pdrop = 0;
   BatchIndex ix;
   std::vector<std::int64_t> row_seq, row_pos;
   std::vector<std::uint8_t> emask;
-  const float* P = nullptr;  // parameters of this rank (ShardLayout order)
-  float* Pw = nullptr;       // the same, for ZeRO-3's gathers
-  std::vector<Range> zero3;  // ZeRO-3: the part of the flat buffer each fsdp rank owns
-  float* G = nullptr;        // gradients
+  const float* params = nullptr;     // parameters of this rank (ShardLayout order)
+  float* params_writable = nullptr;  // the same, for ZeRO-3's gathers
+  std::vector<Range> zero3;          // ZeRO-3: the part of the flat buffer each fsdp rank owns
+  float* grads = nullptr;            // gradients (ShardLayout order)
   std::vector<std::int32_t> tokens, targets, pos;
   std::vector<std::uint8_t> reset;
   std::vector<Vec> xs;  // residual stream: xs[l] enters layer l, xs[L] leaves the last
   std::vector<Vec> dxs;
-  Vec emb, emean, erstd, demb, meanf;  // RWKV: embedding before its LayerNorm
-  Vec demb_loc;                        // RWKV under rs_ag: the LayerNorm's input gradient, this rank's tokens
-  float* emb_out = nullptr;            // where the (reduced) lookup lands: xs[0], or emb (RWKV)
-  Vec epart, nf, rstdf, logits, stats, losses, dlosses, dlogits, dnf, nf_loc, dnf_loc;
-  std::vector<LayerBufs> L;
+  Vec emb, demb;  // RWKV: the embedding before its LayerNorm (and its gradient; also the gathered one under rs_ag)
+  Vec embed_norm_mean, embed_norm_rstd;         // RWKV: the embedding LayerNorm's statistics
+  Vec demb_loc;                                 // RWKV under rs_ag: the LayerNorm's input gradient, this rank's tokens
+  float* emb_out = nullptr;                     // where the (reduced) lookup lands: xs[0], or emb (RWKV)
+  Vec embed_partial;                            // [rows, D] this vocab shard's lookup: a partial sum when tensor > 1
+  Vec final_norm_out, final_mean, final_rstd;   // the final norm's output [rows, D] and statistics
+  Vec final_norm_out_loc, dfinal_norm_out_loc;  // rs_ag: this rank's rows of the final norm's output and gradient
+  Vec logits;  // [rows, vocab_local] this rank's vocab columns (softmax probabilities after the loss step)
+  Vec stats;   // (max, Σ exp) of each row's logits (2 per row), merged over the tensor group
+  Vec losses, dlosses, dlogits, dfinal_norm_out;
+  std::vector<LayerBufs> layers;
   Vec fix_scratch;  // the WKV carry fix's discarded gradients: kept, so no step pays its page faults
 
   State(const ModelSpec& m_, const Plan& p_, const ShardLayout& l_, MeshComms c) : m(m_), p(p_), lay(l_), comms(c) {}
-  const float* par(i64 layer, const char* name) const { return P + lay.off(block(layer), name); }
-  float* grad(i64 layer, const char* name) const { return G + lay.off(block(layer), name); }
+  const float* par(i64 layer, const char* name) const { return params + lay.off(block(layer), name); }
+  float* grad(i64 layer, const char* name) const { return grads + lay.off(block(layer), name); }
   static std::string block(i64 layer) {
     return layer == -1 ? "embed" : layer == -2 ? "final" : layer == -3 ? "head" : "layer." + std::to_string(layer);
   }
@@ -118,7 +182,7 @@ struct Executor::State {
   bool has(i64 layer, const char* name) const { return lay.full.index.count(block(layer) + "/" + name) > 0; }
   const float* opt_par(i64 layer, const char* name) const { return has(layer, name) ? par(layer, name) : nullptr; }
   float* opt_grad(i64 layer, const char* name) const { return has(layer, name) ? grad(layer, name) : nullptr; }
-  const float* bias_after_reduce(i64 layer, const char* name) const { return tcoord == 0 ? opt_par(layer, name) : nullptr; }
+  const float* bias_after_reduce(i64 layer, const char* name) const { return tp_rank == 0 ? opt_par(layer, name) : nullptr; }
 };
 
 namespace exec {
@@ -128,21 +192,21 @@ inline float* nul() { return nullptr; }
 inline void zero(Vec& v) { std::fill(v.begin(), v.end(), 0.0f); }
 inline void add(float* out, const float* a, const float* b, i64 n) { for (i64 i = 0; i < n; ++i) out[i] = a[i] + b[i]; }
 
-inline int left(const State& s) { return s.s > 0 ? static_cast<int>(s.s - 1) : MPI_PROC_NULL; }
-inline int right(const State& s) { return s.s + 1 < s.sp ? static_cast<int>(s.s + 1) : MPI_PROC_NULL; }
+inline int left(const State& s) { return s.sp_rank > 0 ? static_cast<int>(s.sp_rank - 1) : MPI_PROC_NULL; }
+inline int right(const State& s) { return s.sp_rank + 1 < s.sp ? static_cast<int>(s.sp_rank + 1) : MPI_PROC_NULL; }
 
 // The model's norm epsilon (RMSNorm and LayerNorm alike).
 inline float eps_of(const State& s) { return static_cast<float>(s.m.norm_eps); }
-inline LayerBufs& lb(State& s, const Step& st) { return s.L[static_cast<std::size_t>(st.layer)]; }
+inline LayerBufs& lb(State& s, const Step& st) { return s.layers[static_cast<std::size_t>(st.layer)]; }
 inline const float* x_in(const State& s, const Step& st) { return s.xs[static_cast<std::size_t>(st.layer)].data(); }
 // A norm's output and the gradient its backward reads: this rank's tokens under rs_ag.
-inline float* n1_out(State& s, LayerBufs& b) { return s.rs ? b.n1_loc.data() : b.n1.data(); }
-inline float* n2_out(State& s, LayerBufs& b) { return s.rs ? b.n2_loc.data() : b.n2.data(); }
-inline const float* dn1_in(State& s, LayerBufs& b) { return s.rs ? b.dn1_loc.data() : b.dn1.data(); }
-inline const float* dn2_in(State& s, LayerBufs& b) { return s.rs ? b.dn2_loc.data() : b.dn2.data(); }
+inline float* n1_out(State& s, LayerBufs& b) { return s.rs_ag ? b.n1_loc.data() : b.n1.data(); }
+inline float* n2_out(State& s, LayerBufs& b) { return s.rs_ag ? b.n2_loc.data() : b.n2.data(); }
+inline const float* dn1_in(State& s, LayerBufs& b) { return s.rs_ag ? b.dn1_loc.data() : b.dn1.data(); }
+inline const float* dn2_in(State& s, LayerBufs& b) { return s.rs_ag ? b.dn2_loc.data() : b.dn2.data(); }
 
 namespace KD = scanshard::kernels;
-inline i64 heads6(const State& s) { return s.Dl / s.m.head_size; }  // this tensor rank's WKV heads
+inline i64 heads6(const State& s) { return s.width_local / s.m.head_size; }  // this tensor rank's WKV heads
 // WKV chunk-state carry of either generation (DESIGN §4). RWKV-4: a state is the kernel's scaled
 // (α, β, p) form [3,B,Dl], its gradient [2,B,Dl], the decay summary [Dl]; composing gradients also
 // needs the shard's incoming and final states (aux). RWKV-6: a state is the matrix S [B,H,N,N] of
@@ -154,22 +218,24 @@ struct WkvCarry {
   i64 state, grad, summary, aux;  // elements per shard: state, its gradient, decay summary, aux states
   void combine(const State& s, float* out, const float* in, const float* local, const float* logdec) const {
     if (six) kernels::wkv6_state_combine(out, in, local, logdec, s.B, heads6(s), s.m.head_size);
-    else kernels::wkv4_state_combine(out, in, local, logdec, s.B, s.Dl);
+    else
+      kernels::wkv4_state_combine(out, in, local, logdec, s.B, s.width_local);
   }
   // d_in = dL/d(incoming state) of a shard, from its d_out, its own part dloc, its aux states
   // (st_in, st_fin; RWKV-4 only) and its summary.
   void grad_combine(const State& s, float* d_in, const float* d_out, const float* dloc, const float* st_in,
                     const float* st_fin, const float* logdec) const {
     if (six) kernels::wkv6_grad_state_combine(d_in, d_out, dloc, logdec, s.B, heads6(s), s.m.head_size);
-    else kernels::wkv4_grad_state_combine(d_in, d_out, dloc, st_in, st_fin, logdec, s.B, s.Dl);
+    else
+      kernels::wkv4_grad_state_combine(d_in, d_out, dloc, st_in, st_fin, logdec, s.B, s.width_local);
   }
 };
 inline WkvCarry wkv_carry(const State& s) {
   if (s.m.family == Family::rwkv6) {
-    const i64 st = s.B * s.Dl * s.m.head_size;
-    return {true, st, st, s.B * s.Dl, 0};
+    const i64 st = s.B * s.width_local * s.m.head_size;
+    return {true, st, st, s.B * s.width_local, 0};
   }
-  return {false, 3 * s.B * s.Dl, 2 * s.B * s.Dl, s.Dl, 3 * s.B * s.Dl};
+  return {false, 3 * s.B * s.width_local, 2 * s.B * s.width_local, s.width_local, 3 * s.B * s.width_local};
 }
 
 // ---- shared helpers (exec_common.cpp) -------------------------------------------------------------
