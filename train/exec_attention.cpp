@@ -19,7 +19,7 @@ namespace {
 // position in its sequence) is added to the reduced token embedding. Every tensor rank holds the
 // whole residual gradient, so each computes the table's whole gradient (no reduction: split dim −1).
 void positions_fwd(State& s, const Step&) {  // in place: the embedding steps are never recomputed
-  const float* P = s.par(-1, "embed.positions");
+  const float* P = s.par(-1, Param::embed_positions);
   float* x = s.xs[0].data();
   for (i64 m = 0; m < s.res_rows; ++m) {  // this rank's tokens under rs_ag
     const float* row = P + static_cast<i64>(s.pos[static_cast<std::size_t>(s.res_row0 + m)]) * s.D;
@@ -27,7 +27,7 @@ void positions_fwd(State& s, const Step&) {  // in place: the embedding steps ar
   }
 }
 void positions_bwd(State& s, const Step&) {
-  float* G = s.grad(-1, "embed.positions");
+  float* G = s.grad(-1, Param::embed_positions);
   const float* dx = s.dxs[0].data();
   for (i64 m = 0; m < s.res_rows; ++m) {
     float* row = G + static_cast<i64>(s.pos[static_cast<std::size_t>(s.res_row0 + m)]) * s.D;
@@ -120,16 +120,16 @@ void from_ext(const State& s, const Vec& ext, float* local, i64 w) {
 }
 void attn_q_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.q_proj.data(), b.n1.data(), s.par(st.layer, "attn.wq"), s.opt_par(st.layer, "attn.bq"), s.rows, s.D,
-                    s.heads_local * s.N);
+  K::linear_forward(b.q_proj.data(), b.n1.data(), s.par(st.layer, Param::attn_wq), s.opt_par(st.layer, Param::attn_bq), s.rows,
+                    s.D, s.heads_local * s.N);
   if (no_rope(s)) to_ext(s, b.q_proj.data(), b.q_ext, s.heads_local * s.N);
 }
 template <int Which>  // 1 k, 2 v
 void attn_kv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const KvCols c = kv_cols(s);
-  const float* w = s.par(st.layer, Which == 1 ? "attn.wk" : "attn.wv");
-  const float* bias = s.opt_par(st.layer, Which == 1 ? "attn.bk" : "attn.bv");
+  const float* w = s.par(st.layer, Which == 1 ? Param::attn_wk : Param::attn_wv);
+  const float* bias = s.opt_par(st.layer, Which == 1 ? Param::attn_bk : Param::attn_bv);
   Vec& out = Which == 1 ? b.k_proj : b.v;
   if (c.width == c.full) {
     K::linear_forward(out.data(), b.n1.data(), w, bias, s.rows, s.D, c.width);
@@ -333,21 +333,22 @@ void attn_scores_bwd(State& s, const Step& st) {  // dP = dP' ⊙ mask / (1 − 
 }
 void attn_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.temporal_partial.data(), b.ctx.data(), s.par(st.layer, "attn.wo"), s.bias_after_reduce(st.layer, "attn.bo"),
-                    s.rows, s.heads_local * s.N, s.D);
+  K::linear_forward(b.temporal_partial.data(), b.ctx.data(), s.par(st.layer, Param::attn_wo),
+                    s.bias_after_reduce(st.layer, Param::attn_bo), s.rows, s.heads_local * s.N, s.D);
 }
 
 void attn_wo_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 Te = ext_rows(s), qw = s.heads_local * s.N;
   Vec da(static_cast<std::size_t>(s.rows * qw), 0.0f);
-  K::linear_backward(da.data(), nul(), nul(), b.dtemporal_out.data(), b.ctx.data(), s.par(st.layer, "attn.wo"), s.rows, qw, s.D);
+  K::linear_backward(da.data(), nul(), nul(), b.dtemporal_out.data(), b.ctx.data(), s.par(st.layer, Param::attn_wo), s.rows, qw,
+                     s.D);
   for (i64 r = 0; r < s.B; ++r) std::copy_n(da.data() + r * s.T * qw, s.T * qw, b.dctx_ext.data() + (r * Te + s.halo) * qw);
 }
 void attn_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "attn.wo"), s.opt_grad(st.layer, "attn.bo"), b.dtemporal_out.data(), b.ctx.data(),
-                     s.par(st.layer, "attn.wo"), s.rows, s.heads_local * s.N, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, Param::attn_wo), s.opt_grad(st.layer, Param::attn_bo), b.dtemporal_out.data(),
+                     b.ctx.data(), s.par(st.layer, Param::attn_wo), s.rows, s.heads_local * s.N, s.D);
 }
 void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block by block (the
   auto& b = lb(s, st);                            // "attention.scores" step is fused here)
@@ -385,7 +386,7 @@ const float* proj_dy(State& s, LayerBufs& b, int which) {
 template <int Which>  // 0 q, 1 k, 2 v
 void attn_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
+  const Param w = Which == 0 ? Param::attn_wq : Which == 1 ? Param::attn_wk : Param::attn_wv;
   const float* dy = proj_dy(s, b, Which);
   if (Which == 0) {
     K::linear_backward(b.dn1.data(), nul(), nul(), dy, b.n1.data(), s.par(st.layer, w), s.rows, s.D, s.heads_local * s.N);
@@ -402,8 +403,8 @@ void attn_proj_dx(State& s, const Step& st) {
 template <int Which>
 void attn_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const char* w = Which == 0 ? "attn.wq" : Which == 1 ? "attn.wk" : "attn.wv";
-  const char* bn = Which == 0 ? "attn.bq" : Which == 1 ? "attn.bk" : "attn.bv";
+  const Param w = Which == 0 ? Param::attn_wq : Which == 1 ? Param::attn_wk : Param::attn_wv;
+  const Param bn = Which == 0 ? Param::attn_bq : Which == 1 ? Param::attn_bk : Param::attn_bv;
   const float* dy = proj_dy(s, b, Which);
   if (Which == 0) {
     K::linear_backward(nul(), s.grad(st.layer, w), s.opt_grad(st.layer, bn), dy, b.n1.data(), s.par(st.layer, w), s.rows, s.D,
@@ -425,9 +426,9 @@ void attn_proj_dw(State& s, const Step& st) {
 }
 void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the per-rank partial gradients
   const i64 n = s.m.kv_heads * s.N;
-  allreduce_inplace(s, st, s.grad(st.layer, "attn.wk"), s.D * n);
-  allreduce_inplace(s, st, s.grad(st.layer, "attn.wv"), s.D * n);
-  for (const char* bias : {"attn.bk", "attn.bv"})
+  allreduce_inplace(s, st, s.grad(st.layer, Param::attn_wk), s.D * n);
+  allreduce_inplace(s, st, s.grad(st.layer, Param::attn_wv), s.D * n);
+  for (const Param bias : {Param::attn_bk, Param::attn_bv})
     if (float* g = s.opt_grad(st.layer, bias)) allreduce_inplace(s, st, g, n);
 }
 

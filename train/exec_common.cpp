@@ -71,25 +71,25 @@ namespace {
 // ---- embedding and head -------------------------------------------------------------------------
 
 void embed_fwd(State& s, const Step&) {  // a partial sum over vocab shards when tensor > 1
-  K::embedding_shard_forward(s.tp > 1 ? s.embed_partial.data() : s.emb_out, s.tokens.data(), s.par(-1, "embed.table"),
+  K::embedding_shard_forward(s.tp > 1 ? s.embed_partial.data() : s.emb_out, s.tokens.data(), s.par(-1, Param::embed_table),
                              s.vocab_begin, s.vocab_local, s.rows, s.D, s.embed_scale);
 }
 void embed_reduce_fwd(State& s, const Step& st) { allreduce_into(s, st, s.embed_partial.data(), s.emb_out, s.rows * s.D); }
 void embed_bwd(State& s, const Step&) {
-  K::embedding_shard_backward(s.grad(-1, "embed.table"), s.m.is_rwkv() || s.rs_ag ? s.demb.data() : s.dxs[0].data(),
+  K::embedding_shard_backward(s.grad(-1, Param::embed_table), s.m.is_rwkv() || s.rs_ag ? s.demb.data() : s.dxs[0].data(),
                               s.tokens.data(), s.vocab_begin, s.vocab_local, s.rows, s.D, s.embed_scale);
 }
 void final_norm_fwd(State& s, const Step&) {
   K::rmsnorm_forward(s.rs_ag ? s.final_norm_out_loc.data() : s.final_norm_out.data(), s.final_rstd.data(), s.xs.back().data(),
-                     s.par(-2, "final_norm.scale"), s.res_rows, s.D, eps_of(s));
+                     s.par(-2, Param::final_norm_scale), s.res_rows, s.D, eps_of(s));
 }
 void final_norm_bwd(State& s, const Step&) {
-  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"),
+  K::rmsnorm_backward(s.dxs.back().data(), s.grad(-2, Param::final_norm_scale),
                       s.rs_ag ? s.dfinal_norm_out_loc.data() : s.dfinal_norm_out.data(), s.xs.back().data(), s.final_rstd.data(),
-                      s.par(-2, "final_norm.scale"), s.res_rows, s.D);
+                      s.par(-2, Param::final_norm_scale), s.res_rows, s.D);
 }
 void logits_fwd(State& s, const Step&) {  // local vocab columns, and their (max, Σ exp) per token
-  K::logits_tied_forward(s.logits.data(), s.final_norm_out.data(), s.par(-1, "embed.table"), s.rows, s.D, s.vocab_local);
+  K::logits_tied_forward(s.logits.data(), s.final_norm_out.data(), s.par(-1, Param::embed_table), s.rows, s.D, s.vocab_local);
   K::softmax_stats(s.stats.data(), s.logits.data(), s.rows, s.vocab_local);
 }
 void merge_stats_op(void* in, void* io, int* len, MPI_Datatype*) {
@@ -116,12 +116,12 @@ void softmax_xent_bwd(State& s, const Step&) {
 }
 void head_dx_bwd(State& s, const Step&) {
   zero(s.dfinal_norm_out);
-  K::logits_tied_backward(s.dfinal_norm_out.data(), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-1, "embed.table"),
-                          s.rows, s.D, s.vocab_local);
+  K::logits_tied_backward(s.dfinal_norm_out.data(), nul(), s.dlogits.data(), s.final_norm_out.data(),
+                          s.par(-1, Param::embed_table), s.rows, s.D, s.vocab_local);
 }
 void head_dw_bwd(State& s, const Step&) {
-  K::logits_tied_backward(nul(), s.grad(-1, "embed.table"), s.dlogits.data(), s.final_norm_out.data(), s.par(-1, "embed.table"),
-                          s.rows, s.D, s.vocab_local);
+  K::logits_tied_backward(nul(), s.grad(-1, Param::embed_table), s.dlogits.data(), s.final_norm_out.data(),
+                          s.par(-1, Param::embed_table), s.rows, s.D, s.vocab_local);
 }
 void head_in_grad_bwd(State& s, const Step& st) { allreduce_inplace(s, st, s.dfinal_norm_out.data(), s.rows * s.D); }
 
@@ -129,21 +129,22 @@ void head_in_grad_bwd(State& s, const Step& st) { allreduce_inplace(s, st, s.dfi
 
 void norm1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"), s.res_rows, s.D, eps_of(s));
+  K::rmsnorm_forward(n1_out(s, b), b.rstd1.data(), x_in(s, st), s.par(st.layer, Param::norm1_scale), s.res_rows, s.D, eps_of(s));
 }
 void norm1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"), dn1_in(s, b),
-                      x_in(s, st), b.rstd1.data(), s.par(st.layer, "norm1.scale"), s.res_rows, s.D);
+  K::rmsnorm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, Param::norm1_scale), dn1_in(s, b),
+                      x_in(s, st), b.rstd1.data(), s.par(st.layer, Param::norm1_scale), s.res_rows, s.D);
 }
 void norm2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.res_rows, s.D, eps_of(s));
+  K::rmsnorm_forward(n2_out(s, b), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, Param::norm2_scale), s.res_rows, s.D,
+                     eps_of(s));
 }
 void norm2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::rmsnorm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), dn2_in(s, b), b.x_mid.data(), b.rstd2.data(),
-                      s.par(st.layer, "norm2.scale"), s.res_rows, s.D);
+  K::rmsnorm_backward(b.dx_mid.data(), s.grad(st.layer, Param::norm2_scale), dn2_in(s, b), b.x_mid.data(), b.rstd2.data(),
+                      s.par(st.layer, Param::norm2_scale), s.res_rows, s.D);
 }
 void in_grad1_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn1.data(), s.rows * s.D); }
 void in_grad2_bwd(State& s, const Step& st) { allreduce_inplace(s, st, lb(s, st).dn2.data(), s.rows * s.D); }
@@ -164,11 +165,13 @@ void temporal_residual_bwd(State& s, const Step& st) {  // dtemporal_out = d x_i
 // Gated MLP, Megatron split: W1, W2 by columns (F/t), W3 by rows, all-reduce after W3.
 void mlp_w1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.opt_par(st.layer, "mlp.b1"), s.rows, s.D, s.mlp_local);
+  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, Param::mlp_w1), s.opt_par(st.layer, Param::mlp_b1), s.rows, s.D,
+                    s.mlp_local);
 }
 void mlp_w2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.opt_par(st.layer, "mlp.b2"), s.rows, s.D, s.mlp_local);
+  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, Param::mlp_w2), s.opt_par(st.layer, Param::mlp_b2), s.rows, s.D,
+                    s.mlp_local);
 }
 void mlp_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -176,8 +179,8 @@ void mlp_act_fwd(State& s, const Step& st) {
 }
 void mlp_w3_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.mlp_partial.data(), b.mlp_act.data(), s.par(st.layer, "mlp.w3"), s.bias_after_reduce(st.layer, "mlp.b3"),
-                    s.rows, s.mlp_local, s.D);
+  K::linear_forward(b.mlp_partial.data(), b.mlp_act.data(), s.par(st.layer, Param::mlp_w3),
+                    s.bias_after_reduce(st.layer, Param::mlp_b3), s.rows, s.mlp_local, s.D);
 }
 void mlp_out_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -197,13 +200,13 @@ void mlp_residual_bwd(State& s, const Step& st) {
 namespace {
 void mlp_w3_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dmlp_act.data(), nul(), nul(), b.dmlp_out.data(), b.mlp_act.data(), s.par(st.layer, "mlp.w3"), s.rows,
+  K::linear_backward(b.dmlp_act.data(), nul(), nul(), b.dmlp_out.data(), b.mlp_act.data(), s.par(st.layer, Param::mlp_w3), s.rows,
                      s.mlp_local, s.D);
 }
 void mlp_w3_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w3"), s.opt_grad(st.layer, "mlp.b3"), b.dmlp_out.data(), b.mlp_act.data(),
-                     s.par(st.layer, "mlp.w3"), s.rows, s.mlp_local, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w3), s.opt_grad(st.layer, Param::mlp_b3), b.dmlp_out.data(),
+                     b.mlp_act.data(), s.par(st.layer, Param::mlp_w3), s.rows, s.mlp_local, s.D);
 }
 void mlp_act_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -211,82 +214,75 @@ void mlp_act_bwd(State& s, const Step& st) {
 }
 void mlp_w2_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh2.data(), b.n2.data(), s.par(st.layer, "mlp.w2"), s.rows, s.D, s.mlp_local);
+  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh2.data(), b.n2.data(), s.par(st.layer, Param::mlp_w2), s.rows, s.D,
+                     s.mlp_local);
 }
 void mlp_w2_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w2"), s.opt_grad(st.layer, "mlp.b2"), b.dh2.data(), b.n2.data(),
-                     s.par(st.layer, "mlp.w2"), s.rows, s.D, s.mlp_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w2), s.opt_grad(st.layer, Param::mlp_b2), b.dh2.data(), b.n2.data(),
+                     s.par(st.layer, Param::mlp_w2), s.rows, s.D, s.mlp_local);
 }
 void mlp_w1_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh1.data(), b.n2.data(), s.par(st.layer, "mlp.w1"), s.rows, s.D, s.mlp_local);
+  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh1.data(), b.n2.data(), s.par(st.layer, Param::mlp_w1), s.rows, s.D,
+                     s.mlp_local);
 }
 void mlp_w1_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "mlp.w1"), s.opt_grad(st.layer, "mlp.b1"), b.dh1.data(), b.n2.data(),
-                     s.par(st.layer, "mlp.w1"), s.rows, s.D, s.mlp_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w1), s.opt_grad(st.layer, Param::mlp_b1), b.dh1.data(), b.n2.data(),
+                     s.par(st.layer, Param::mlp_w1), s.rows, s.D, s.mlp_local);
 }
 
 // ---- LayerNorm (RWKV, transformer `norm: layernorm`) and the untied head ------------------------
 
 void ln_final_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.rs_ag ? s.final_norm_out_loc.data() : s.final_norm_out.data(), s.final_mean.data(), s.final_rstd.data(),
-                        s.xs.back().data(), s.par(-2, "final_norm.scale"), s.par(-2, "final_norm.bias"), s.res_rows, s.D,
-                        eps_of(s));
+                        s.xs.back().data(), s.par(-2, Param::final_norm_scale), s.par(-2, Param::final_norm_bias), s.res_rows,
+                        s.D, eps_of(s));
 }
 void ln_final_bwd(State& s, const Step&) {
-  K::layer_norm_backward(s.dxs.back().data(), s.grad(-2, "final_norm.scale"), s.grad(-2, "final_norm.bias"),
+  K::layer_norm_backward(s.dxs.back().data(), s.grad(-2, Param::final_norm_scale), s.grad(-2, Param::final_norm_bias),
                          s.rs_ag ? s.dfinal_norm_out_loc.data() : s.dfinal_norm_out.data(), s.final_mean.data(),
-                         s.final_rstd.data(), s.xs.back().data(), s.par(-2, "final_norm.scale"), s.res_rows, s.D);
+                         s.final_rstd.data(), s.xs.back().data(), s.par(-2, Param::final_norm_scale), s.res_rows, s.D);
 }
 // The untied head [D, V]: this rank's vocab columns.
 void head_w_fwd(State& s, const Step&) {
-  K::linear_forward(s.logits.data(), s.final_norm_out.data(), s.par(-3, "head.w"), nullptr, s.rows, s.D, s.vocab_local);
+  K::linear_forward(s.logits.data(), s.final_norm_out.data(), s.par(-3, Param::head_w), nullptr, s.rows, s.D, s.vocab_local);
   K::softmax_stats(s.stats.data(), s.logits.data(), s.rows, s.vocab_local);
 }
 void head_w_dx(State& s, const Step&) {
   zero(s.dfinal_norm_out);
-  K::linear_backward(s.dfinal_norm_out.data(), nul(), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-3, "head.w"),
+  K::linear_backward(s.dfinal_norm_out.data(), nul(), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-3, Param::head_w),
                      s.rows, s.D, s.vocab_local);
 }
 void head_w_dw(State& s, const Step&) {
-  K::linear_backward(nul(), s.grad(-3, "head.w"), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-3, "head.w"), s.rows,
-                     s.D, s.vocab_local);
+  K::linear_backward(nul(), s.grad(-3, Param::head_w), nul(), s.dlogits.data(), s.final_norm_out.data(), s.par(-3, Param::head_w),
+                     s.rows, s.D, s.vocab_local);
 }
 void ln1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_forward(n1_out(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, "norm1.scale"),
-                        s.par(st.layer, "norm1.bias"), s.res_rows, s.D, eps_of(s));
+  K::layer_norm_forward(n1_out(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st), s.par(st.layer, Param::norm1_scale),
+                        s.par(st.layer, Param::norm1_bias), s.res_rows, s.D, eps_of(s));
 }
 void ln1_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, "norm1.scale"),
-                         s.grad(st.layer, "norm1.bias"), dn1_in(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st),
-                         s.par(st.layer, "norm1.scale"), s.res_rows, s.D);
+  K::layer_norm_backward(s.dxs[static_cast<std::size_t>(st.layer)].data(), s.grad(st.layer, Param::norm1_scale),
+                         s.grad(st.layer, Param::norm1_bias), dn1_in(s, b), b.mean1.data(), b.rstd1.data(), x_in(s, st),
+                         s.par(st.layer, Param::norm1_scale), s.res_rows, s.D);
 }
 void ln2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_forward(n2_out(s, b), b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"),
-                        s.par(st.layer, "norm2.bias"), s.res_rows, s.D, eps_of(s));
+  K::layer_norm_forward(n2_out(s, b), b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, Param::norm2_scale),
+                        s.par(st.layer, Param::norm2_bias), s.res_rows, s.D, eps_of(s));
 }
 void ln2_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::layer_norm_backward(b.dx_mid.data(), s.grad(st.layer, "norm2.scale"), s.grad(st.layer, "norm2.bias"), dn2_in(s, b),
-                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, "norm2.scale"), s.res_rows, s.D);
+  K::layer_norm_backward(b.dx_mid.data(), s.grad(st.layer, Param::norm2_scale), s.grad(st.layer, Param::norm2_bias), dn2_in(s, b),
+                         b.mean2.data(), b.rstd2.data(), b.x_mid.data(), s.par(st.layer, Param::norm2_scale), s.res_rows, s.D);
 }
 
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
 
-Range block_range(const ShardLayout& lay, const std::string& block) {
-  Range r{lay.total, 0};
-  for (std::size_t i = 0; i < lay.dim.size(); ++i)
-    if (lay.full.tensors[i].block == block) {
-      r.begin = std::min(r.begin, lay.offset[i]);
-      r.end = std::max(r.end, lay.offset[i] + lay.count(i));
-    }
-  return r;
-}
 void gather_range(State& s, const Step& st, const Range r) {
   std::vector<int> counts;
   for (const Range& part : s.zero3)
@@ -294,17 +290,18 @@ void gather_range(State& s, const Step& st, const Range r) {
   need(s, Axis::fsdp, st)
       .allgather_v_inplace(std::span<float>(s.params_writable + r.begin, static_cast<std::size_t>(r.size())), counts);
 }
-void gather_block(State& s, const Step& st, const std::string& block) { gather_range(s, st, block_range(s.lay, block)); }
-void layer_params_gather(State& s, const Step& st) { gather_block(s, st, State::block(st.layer)); }
-void embed_params_gather(State& s, const Step& st) { gather_block(s, st, "embed"); }
+// block: a layer, or −1 embed, −2 final, −3 head (ParamIndex)
+void gather_block(State& s, const Step& st, i64 block) { gather_range(s, st, s.param_index->block_range(block)); }
+void layer_params_gather(State& s, const Step& st) { gather_block(s, st, st.layer); }
+void embed_params_gather(State& s, const Step& st) { gather_block(s, st, -1); }
 // The final norm and the head: an untied head's block, or a tied head's table on a last stage
 // that is not also the first (whose embedding steps gathered it) — lower.cpp's head_params.
 void head_params_gather(State& s, const Step& st) {
-  gather_block(s, st, "final");
-  if (!s.m.tied_embeddings) return gather_block(s, st, "head");
+  gather_block(s, st, -2);
+  if (!s.m.tied_embeddings) return gather_block(s, st, -3);
   if (s.stage == 0) return;
-  const std::size_t table = s.lay.full.index.at("embed/embed.table");
-  gather_range(s, st, {s.lay.offset[table], s.lay.offset[table] + s.lay.count(table)});
+  const i64 table = s.param_index->offset(-1, Param::embed_table);
+  gather_range(s, st, {table, table + s.param_index->count(-1, Param::embed_table)});
 }
 
 // ---- pipeline stages: activations forward, their gradients back ---------------------------------

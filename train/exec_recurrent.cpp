@@ -18,12 +18,12 @@ namespace {
 
 void rec_wy_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.y_branch.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.par(st.layer, "rec.by"), s.rows, s.D,
+  K::linear_forward(b.y_branch.data(), b.n1.data(), s.par(st.layer, Param::rec_wy), s.par(st.layer, Param::rec_by), s.rows, s.D,
                     s.rec_local);
 }
 void rec_wx_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.x_branch.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.par(st.layer, "rec.bx"), s.rows, s.D,
+  K::linear_forward(b.x_branch.data(), b.n1.data(), s.par(st.layer, Param::rec_wx), s.par(st.layer, Param::rec_bx), s.rows, s.D,
                     s.rec_local);
 }
 void conv_halo_fwd(State& s, const Step& st) {
@@ -33,23 +33,23 @@ void conv_halo_fwd(State& s, const Step& st) {
 void conv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::conv1d_forward(b.conv_out.data(), nul(), b.x_branch.data(), s.sp > 1 ? b.conv_state.data() : nullptr, s.reset.data(),
-                    s.par(st.layer, "rec.conv_w"), s.par(st.layer, "rec.conv_b"), s.B, s.T, s.rec_local, s.conv_width);
+                    s.par(st.layer, Param::rec_conv_w), s.par(st.layer, Param::rec_conv_b), s.B, s.T, s.rec_local, s.conv_width);
 }
 void gate_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_forward(b.gate_a.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_a_w"), s.par(st.layer, "rec.gate_a_b"),
-                       s.rows, s.rec_local, s.gate_blocks_local);
+  K::blockdiag_forward(b.gate_a.data(), b.conv_out.data(), s.par(st.layer, Param::rec_gate_a_w),
+                       s.par(st.layer, Param::rec_gate_a_b), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_x_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_forward(b.gate_x.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_x_w"), s.par(st.layer, "rec.gate_x_b"),
-                       s.rows, s.rec_local, s.gate_blocks_local);
+  K::blockdiag_forward(b.gate_x.data(), b.conv_out.data(), s.par(st.layer, Param::rec_gate_x_w),
+                       s.par(st.layer, Param::rec_gate_x_b), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void scan_fwd(State& s, const Step& st) {  // chunk-local: from h = 0 when the sequence is sharded
   auto& b = lb(s, st);
   K::rglru_scan_forward(b.scan_local.data(), s.sp > 1 ? b.h_out.data() : nullptr, s.sp > 1 ? b.decay.data() : nullptr,
                         b.conv_out.data(), b.gate_a.data(), b.gate_x.data(), nullptr, s.reset.data(),
-                        s.par(st.layer, "rec.lambda"), s.B, s.T, s.rec_local);
+                        s.par(st.layer, Param::rec_lambda), s.B, s.T, s.rec_local);
 }
 // Ring: shard s waits for h_in from s−1, passes h_out + decay ⊙ h_in to s+1 (P−1 sequential hops).
 void carry_ring_fwd(State& s, const Step& st);
@@ -92,7 +92,7 @@ void carry_fix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   b.scan_fixed = b.scan_local;
   K::rglru_carry(b.scan_fixed.data(), nullptr, b.h_in.data(), b.decay.data(), b.gate_a.data(), s.reset.data(),
-                 s.par(st.layer, "rec.lambda"), s.B, s.T, s.rec_local);
+                 s.par(st.layer, Param::rec_lambda), s.B, s.T, s.rec_local);
 }
 void rec_gated_fwd(State& s, const Step& st) {  // gelu(gy) ⊙ h (the "gelu rec.gate" step is fused here)
   auto& b = lb(s, st);
@@ -100,19 +100,19 @@ void rec_gated_fwd(State& s, const Step& st) {  // gelu(gy) ⊙ h (the "gelu rec
 }
 void rec_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.temporal_partial.data(), b.gated.data(), s.par(st.layer, "rec.wo"), s.bias_after_reduce(st.layer, "rec.bo"),
-                    s.rows, s.rec_local, s.D);
+  K::linear_forward(b.temporal_partial.data(), b.gated.data(), s.par(st.layer, Param::rec_wo),
+                    s.bias_after_reduce(st.layer, Param::rec_bo), s.rows, s.rec_local, s.D);
 }
 
 void rec_wo_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dgated.data(), nul(), nul(), b.dtemporal_out.data(), b.gated.data(), s.par(st.layer, "rec.wo"), s.rows,
-                     s.rec_local, s.D);
+  K::linear_backward(b.dgated.data(), nul(), nul(), b.dtemporal_out.data(), b.gated.data(), s.par(st.layer, Param::rec_wo),
+                     s.rows, s.rec_local, s.D);
 }
 void rec_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "rec.wo"), s.grad(st.layer, "rec.bo"), b.dtemporal_out.data(), b.gated.data(),
-                     s.par(st.layer, "rec.wo"), s.rows, s.rec_local, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, Param::rec_wo), s.grad(st.layer, Param::rec_bo), b.dtemporal_out.data(),
+                     b.gated.data(), s.par(st.layer, Param::rec_wo), s.rows, s.rec_local, s.D);
 }
 void rec_gated_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -121,8 +121,8 @@ void rec_gated_bwd(State& s, const Step& st) {
 }
 void carry_fix_bwd(State& s, const Step& st) {  // this chunk's own contribution to dh_in
   auto& b = lb(s, st);
-  K::rglru_carry_backward(b.dh_loc.data(), b.dscan_out.data(), b.gate_a.data(), s.reset.data(), s.par(st.layer, "rec.lambda"),
-                          s.B, s.T, s.rec_local);
+  K::rglru_carry_backward(b.dh_loc.data(), b.dscan_out.data(), b.gate_a.data(), s.reset.data(),
+                          s.par(st.layer, Param::rec_lambda), s.B, s.T, s.rec_local);
 }
 // Mirrored ring: shard s waits for dh_out from s+1, passes dh_loc + decay ⊙ dh_out to s−1.
 void carry_ring_bwd(State& s, const Step& st) {
@@ -149,38 +149,38 @@ void carry_gather_bwd(State& s, const Step& st) {
 void scan_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const bool sh = s.sp > 1;
-  K::rglru_scan_backward(b.dconv_out.data(), b.dgate_a.data(), b.dgate_x.data(), nullptr, s.grad(st.layer, "rec.lambda"),
+  K::rglru_scan_backward(b.dconv_out.data(), b.dgate_a.data(), b.dgate_x.data(), nullptr, s.grad(st.layer, Param::rec_lambda),
                          b.dscan_out.data(), sh ? b.dh_out.data() : nullptr, b.scan_out, b.conv_out.data(), b.gate_a.data(),
-                         b.gate_x.data(), sh ? b.h_in.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.lambda"), s.B, s.T,
-                         s.rec_local);
+                         b.gate_x.data(), sh ? b.h_in.data() : nullptr, s.reset.data(), s.par(st.layer, Param::rec_lambda), s.B,
+                         s.T, s.rec_local);
 }
 void gate_x_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(b.dconv_out.data(), nul(), nul(), b.dgate_x.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_x_w"),
-                        s.rows, s.rec_local, s.gate_blocks_local);
+  K::blockdiag_backward(b.dconv_out.data(), nul(), nul(), b.dgate_x.data(), b.conv_out.data(),
+                        s.par(st.layer, Param::rec_gate_x_w), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_x_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_x_w"), s.grad(st.layer, "rec.gate_x_b"), b.dgate_x.data(),
-                        b.conv_out.data(), s.par(st.layer, "rec.gate_x_w"), s.rows, s.rec_local, s.gate_blocks_local);
+  K::blockdiag_backward(nul(), s.grad(st.layer, Param::rec_gate_x_w), s.grad(st.layer, Param::rec_gate_x_b), b.dgate_x.data(),
+                        b.conv_out.data(), s.par(st.layer, Param::rec_gate_x_w), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_a_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(b.dconv_out.data(), nul(), nul(), b.dgate_a.data(), b.conv_out.data(), s.par(st.layer, "rec.gate_a_w"),
-                        s.rows, s.rec_local, s.gate_blocks_local);
+  K::blockdiag_backward(b.dconv_out.data(), nul(), nul(), b.dgate_a.data(), b.conv_out.data(),
+                        s.par(st.layer, Param::rec_gate_a_w), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void gate_a_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::blockdiag_backward(nul(), s.grad(st.layer, "rec.gate_a_w"), s.grad(st.layer, "rec.gate_a_b"), b.dgate_a.data(),
-                        b.conv_out.data(), s.par(st.layer, "rec.gate_a_w"), s.rows, s.rec_local, s.gate_blocks_local);
+  K::blockdiag_backward(nul(), s.grad(st.layer, Param::rec_gate_a_w), s.grad(st.layer, Param::rec_gate_a_b), b.dgate_a.data(),
+                        b.conv_out.data(), s.par(st.layer, Param::rec_gate_a_w), s.rows, s.rec_local, s.gate_blocks_local);
 }
 void conv_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const bool sh = s.sp > 1;
-  K::conv1d_backward(b.dx_branch.data(), sh ? b.dconv_state.data() : nullptr, s.grad(st.layer, "rec.conv_w"),
-                     s.grad(st.layer, "rec.conv_b"), b.dconv_out.data(), nullptr, b.x_branch.data(),
-                     sh ? b.conv_state.data() : nullptr, s.reset.data(), s.par(st.layer, "rec.conv_w"), s.B, s.T, s.rec_local,
-                     s.conv_width);
+  K::conv1d_backward(b.dx_branch.data(), sh ? b.dconv_state.data() : nullptr, s.grad(st.layer, Param::rec_conv_w),
+                     s.grad(st.layer, Param::rec_conv_b), b.dconv_out.data(), nullptr, b.x_branch.data(),
+                     sh ? b.conv_state.data() : nullptr, s.reset.data(), s.par(st.layer, Param::rec_conv_w), s.B, s.T,
+                     s.rec_local, s.conv_width);
 }
 void conv_halo_bwd(State& s, const Step& st) {  // the halo's gradient returns to its owner's last K−1 rows
   auto& b = lb(s, st);
@@ -194,23 +194,23 @@ void conv_halo_bwd(State& s, const Step& st) {  // the halo's gradient returns t
 }
 void rec_wx_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn1.data(), nul(), nul(), b.dx_branch.data(), b.n1.data(), s.par(st.layer, "rec.wx"), s.rows, s.D,
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.dx_branch.data(), b.n1.data(), s.par(st.layer, Param::rec_wx), s.rows, s.D,
                      s.rec_local);
 }
 void rec_wx_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "rec.wx"), s.grad(st.layer, "rec.bx"), b.dx_branch.data(), b.n1.data(),
-                     s.par(st.layer, "rec.wx"), s.rows, s.D, s.rec_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::rec_wx), s.grad(st.layer, Param::rec_bx), b.dx_branch.data(), b.n1.data(),
+                     s.par(st.layer, Param::rec_wx), s.rows, s.D, s.rec_local);
 }
 void rec_wy_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn1.data(), nul(), nul(), b.dy_branch.data(), b.n1.data(), s.par(st.layer, "rec.wy"), s.rows, s.D,
+  K::linear_backward(b.dn1.data(), nul(), nul(), b.dy_branch.data(), b.n1.data(), s.par(st.layer, Param::rec_wy), s.rows, s.D,
                      s.rec_local);
 }
 void rec_wy_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "rec.wy"), s.grad(st.layer, "rec.by"), b.dy_branch.data(), b.n1.data(),
-                     s.par(st.layer, "rec.wy"), s.rows, s.D, s.rec_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::rec_wy), s.grad(st.layer, Param::rec_by), b.dy_branch.data(), b.n1.data(),
+                     s.par(st.layer, Param::rec_wy), s.rows, s.D, s.rec_local);
 }
 
 }  // namespace

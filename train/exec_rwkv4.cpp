@@ -23,16 +23,16 @@ namespace {
 // embedding's all-gather turns into every token's gradient (demb).
 void embed_norm_fwd(State& s, const Step&) {
   K::layer_norm_forward(s.xs[0].data(), s.embed_norm_mean.data(), s.embed_norm_rstd.data(), s.emb.data(),
-                        s.par(-1, "embed_norm.scale"), s.par(-1, "embed_norm.bias"), s.res_rows, s.D, eps_of(s));
+                        s.par(-1, Param::embed_norm_scale), s.par(-1, Param::embed_norm_bias), s.res_rows, s.D, eps_of(s));
 }
 void embed_norm_bwd(State& s, const Step&) {
   Vec& d = s.rs_ag ? s.demb_loc : s.demb;
   zero(d);
-  K::layer_norm_backward(d.data(), s.grad(-1, "embed_norm.scale"), s.grad(-1, "embed_norm.bias"), s.dxs[0].data(),
-                         s.embed_norm_mean.data(), s.embed_norm_rstd.data(), s.emb.data(), s.par(-1, "embed_norm.scale"),
+  K::layer_norm_backward(d.data(), s.grad(-1, Param::embed_norm_scale), s.grad(-1, Param::embed_norm_bias), s.dxs[0].data(),
+                         s.embed_norm_mean.data(), s.embed_norm_rstd.data(), s.emb.data(), s.par(-1, Param::embed_norm_scale),
                          s.res_rows, s.D);
 }
-constexpr const char* kTmMu[3] = {"tm.mu_r", "tm.mu_k", "tm.mu_v"};
+constexpr Param kTmMu[3] = {Param::tm_mu_r, Param::tm_mu_k, Param::tm_mu_v};
 void tm_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   for (int j = 0; j < 3; ++j)
@@ -48,28 +48,26 @@ void tm_shift_bwd(State& s, const Step& st) {
 }
 // Parameters whole on every tensor rank that see only this rank's part of their gradient (their
 // consumers are column-split): the gradients are summed over the tensor axis.
-void replicated_grads_bwd(State& s, const Step& st, std::initializer_list<const char*> names) {
-  for (const char* n : names) {
-    const auto it = s.lay.full.index.find(State::block(st.layer) + "/" + n);
-    allreduce_inplace(s, st, s.grad(st.layer, n), s.lay.count(it->second));
-  }
+void replicated_grads_bwd(State& s, const Step& st, std::initializer_list<Param> names) {
+  for (const Param n : names) allreduce_inplace(s, st, s.grad(st.layer, n), s.param_index->count(st.layer, n));
 }
 // RWKV-4: the three token-shift mixes. RWKV-6: μ_x, μ_□, the shared LoRA A and B and the decay LoRA A.
 void tm_mu_grads_bwd(State& s, const Step& st) {
-  if (s.m.family == Family::rwkv6) return replicated_grads_bwd(s, st, {"tm.mu_x", "tm.mu", "tm.lora_a", "tm.lora_b", "tm.decay_a"});
+  if (s.m.family == Family::rwkv6)
+    return replicated_grads_bwd(s, st, {Param::tm_mu_x, Param::tm_mu, Param::tm_lora_a, Param::tm_lora_b, Param::tm_decay_a});
   replicated_grads_bwd(s, st, {kTmMu[0], kTmMu[1], kTmMu[2]});
 }
 template <int J>  // 0 r, 1 k, 2 v
 void tm_proj_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const Param w = J == 0 ? Param::tm_wr : J == 1 ? Param::tm_wk : Param::tm_wv;
   float* out = J == 0 ? b.r.data() : J == 1 ? b.k.data() : b.v.data();
   K::linear_forward(out, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w), nullptr, s.rows, s.D, s.width_local);
 }
 template <int J>
 void tm_proj_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const Param w = J == 0 ? Param::tm_wr : J == 1 ? Param::tm_wk : Param::tm_wv;
   const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
   K::linear_backward(b.dmix3.data() + J * s.rows * s.D, nul(), nul(), dy, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w),
                      s.rows, s.D, s.width_local);
@@ -77,7 +75,7 @@ void tm_proj_dx(State& s, const Step& st) {
 template <int J>
 void tm_proj_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  const char* w = J == 0 ? "tm.wr" : J == 1 ? "tm.wk" : "tm.wv";
+  const Param w = J == 0 ? Param::tm_wr : J == 1 ? Param::tm_wk : Param::tm_wv;
   const float* dy = J == 0 ? b.dr.data() : J == 1 ? b.dk.data() : b.dv.data();
   K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w), s.rows, s.D,
                      s.width_local);
@@ -86,24 +84,25 @@ void wkv4_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
     kernels::wkv4_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.k.data(), b.v.data(),
-                                s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, s.width_local);
+                                s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus), nullptr, s.B, s.T,
+                                s.width_local);
     return;
   }
-  K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr,
-                  s.B, s.T, s.width_local);
+  K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus),
+                  nullptr, s.B, s.T, s.width_local);
 }
 void wkv4_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {
-    kernels::wkv4_chunk_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nullptr,
-                                 b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(), b.v.data(),
-                                 s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"),
+    kernels::wkv4_chunk_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, Param::tm_decay), s.grad(st.layer, Param::tm_bonus),
+                                 nullptr, b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(),
+                                 b.v.data(), s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus),
                                  s.sp_rank > 0 ? b.st_in.data() : nullptr, s.B, s.T, s.width_local);
     return;
   }
-  K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, "tm.decay"), s.grad(st.layer, "tm.bonus"), nul(), b.dwkv.data(),
-                   nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T,
-                   s.width_local);
+  K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, Param::tm_decay), s.grad(st.layer, Param::tm_bonus), nul(),
+                   b.dwkv.data(), nullptr, b.k.data(), b.v.data(), s.par(st.layer, Param::tm_decay),
+                   s.par(st.layer, Param::tm_bonus), nullptr, s.B, s.T, s.width_local);
 }
 void tm_gated_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -115,49 +114,49 @@ void tm_gated_bwd(State& s, const Step& st) {
 }
 void tm_wo_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.temporal_partial.data(), b.o.data(), s.par(st.layer, "tm.wo"), nullptr, s.rows, s.width_local, s.D);
+  K::linear_forward(b.temporal_partial.data(), b.o.data(), s.par(st.layer, Param::tm_wo), nullptr, s.rows, s.width_local, s.D);
 }
 void tm_wo_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.do_.data(), nul(), nul(), b.dtemporal_out.data(), b.o.data(), s.par(st.layer, "tm.wo"), s.rows,
+  K::linear_backward(b.do_.data(), nul(), nul(), b.dtemporal_out.data(), b.o.data(), s.par(st.layer, Param::tm_wo), s.rows,
                      s.width_local, s.D);
 }
 void tm_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.wo"), nul(), b.dtemporal_out.data(), b.o.data(), s.par(st.layer, "tm.wo"),
-                     s.rows, s.width_local, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, Param::tm_wo), nul(), b.dtemporal_out.data(), b.o.data(),
+                     s.par(st.layer, Param::tm_wo), s.rows, s.width_local, s.D);
 }
 // Channel mix: Wk column split (F/t), Wv row split + all-reduce, Wr column split (D/t), the gate on
 // the local D/t slice, then gathered.
 void cm_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const float* prev = s.sp > 1 ? b.cm_shift_prev.data() : nullptr;
-  K::token_shift_forward(b.cm_mix_k.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
-  K::token_shift_forward(b.cm_mix_r.data(), b.n2.data(), prev, s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+  K::token_shift_forward(b.cm_mix_k.data(), b.n2.data(), prev, s.par(st.layer, Param::cm_mu_k), s.B, s.T, s.D);
+  K::token_shift_forward(b.cm_mix_r.data(), b.n2.data(), prev, s.par(st.layer, Param::cm_mu_r), s.B, s.T, s.D);
 }
 void cm_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const float* prev = s.sp > 1 ? b.cm_shift_prev.data() : nullptr;
   float* dprev = s.sp > 1 ? b.dcm_shift_prev.data() : nullptr;
-  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_k"), b.dcm_mix_k.data(), b.n2.data(), prev,
-                          s.par(st.layer, "cm.mu_k"), s.B, s.T, s.D);
-  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, "cm.mu_r"), b.dcm_mix_r.data(), b.n2.data(), prev,
-                          s.par(st.layer, "cm.mu_r"), s.B, s.T, s.D);
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, Param::cm_mu_k), b.dcm_mix_k.data(), b.n2.data(), prev,
+                          s.par(st.layer, Param::cm_mu_k), s.B, s.T, s.D);
+  K::token_shift_backward(b.dn2.data(), dprev, s.grad(st.layer, Param::cm_mu_r), b.dcm_mix_r.data(), b.n2.data(), prev,
+                          s.par(st.layer, Param::cm_mu_r), s.B, s.T, s.D);
 }
-void cm_mu_grads_bwd(State& s, const Step& st) { replicated_grads_bwd(s, st, {"cm.mu_k", "cm.mu_r"}); }
+void cm_mu_grads_bwd(State& s, const Step& st) { replicated_grads_bwd(s, st, {Param::cm_mu_k, Param::cm_mu_r}); }
 void cm_wk_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.cm_key.data(), b.cm_mix_k.data(), s.par(st.layer, "cm.wk"), nullptr, s.rows, s.D, s.mlp_local);
+  K::linear_forward(b.cm_key.data(), b.cm_mix_k.data(), s.par(st.layer, Param::cm_wk), nullptr, s.rows, s.D, s.mlp_local);
 }
 void cm_wk_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dcm_mix_k.data(), nul(), nul(), b.dcm_key.data(), b.cm_mix_k.data(), s.par(st.layer, "cm.wk"), s.rows, s.D,
-                     s.mlp_local);
+  K::linear_backward(b.dcm_mix_k.data(), nul(), nul(), b.dcm_key.data(), b.cm_mix_k.data(), s.par(st.layer, Param::cm_wk), s.rows,
+                     s.D, s.mlp_local);
 }
 void cm_wk_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "cm.wk"), nul(), b.dcm_key.data(), b.cm_mix_k.data(), s.par(st.layer, "cm.wk"),
-                     s.rows, s.D, s.mlp_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::cm_wk), nul(), b.dcm_key.data(), b.cm_mix_k.data(),
+                     s.par(st.layer, Param::cm_wk), s.rows, s.D, s.mlp_local);
 }
 void cm_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -169,17 +168,17 @@ void cm_act_bwd(State& s, const Step& st) {
 }
 void cm_wv_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.mlp_partial.data(), b.cm_hidden.data(), s.par(st.layer, "cm.wv"), nullptr, s.rows, s.mlp_local, s.D);
+  K::linear_forward(b.mlp_partial.data(), b.cm_hidden.data(), s.par(st.layer, Param::cm_wv), nullptr, s.rows, s.mlp_local, s.D);
 }
 void cm_wv_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dcm_hidden.data(), nul(), nul(), b.dcm_value.data(), b.cm_hidden.data(), s.par(st.layer, "cm.wv"), s.rows,
-                     s.mlp_local, s.D);
+  K::linear_backward(b.dcm_hidden.data(), nul(), nul(), b.dcm_value.data(), b.cm_hidden.data(), s.par(st.layer, Param::cm_wv),
+                     s.rows, s.mlp_local, s.D);
 }
 void cm_wv_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "cm.wv"), nul(), b.dcm_value.data(), b.cm_hidden.data(), s.par(st.layer, "cm.wv"),
-                     s.rows, s.mlp_local, s.D);
+  K::linear_backward(nul(), s.grad(st.layer, Param::cm_wv), nul(), b.dcm_value.data(), b.cm_hidden.data(),
+                     s.par(st.layer, Param::cm_wv), s.rows, s.mlp_local, s.D);
 }
 void cm_value_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -187,19 +186,19 @@ void cm_value_fwd(State& s, const Step& st) {
 }
 void cm_wr_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.cm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, "cm.wr"), nullptr, s.rows, s.D, s.width_local);
+  K::linear_forward(b.cm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, Param::cm_wr), nullptr, s.rows, s.D, s.width_local);
 }
 void cm_wr_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dcm_mix_r.data(), nul(), nul(), b.dcm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, "cm.wr"), s.rows,
-                     s.D, s.width_local);
+  K::linear_backward(b.dcm_mix_r.data(), nul(), nul(), b.dcm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, Param::cm_wr),
+                     s.rows, s.D, s.width_local);
 }
 void cm_wr_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "cm.wr"), nul(), b.dcm_recept.data(), b.cm_mix_r.data(), s.par(st.layer, "cm.wr"),
-                     s.rows, s.D, s.width_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::cm_wr), nul(), b.dcm_recept.data(), b.cm_mix_r.data(),
+                     s.par(st.layer, Param::cm_wr), s.rows, s.D, s.width_local);
 }
-// Steps both RWKV generations name alike ("tm.shift", "tm.wr", ...) but compute differently.
+// Steps both RWKV generations name alike ("tm.shift", Param::tm_wr, ...) but compute differently.
 template <Executor::Handler Four, Executor::Handler Six>
 void by_family(State& s, const Step& st) { (s.m.family == Family::rwkv6 ? Six : Four)(s, st); }
 
@@ -247,10 +246,10 @@ void wkv_carry_fix_fwd(State& s, const Step& st) {
   }
   if (s.m.family == Family::rwkv6)
     kernels::wkv6_chunk_forward(b.wkv.data(), nullptr, nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(),
-                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, heads6(s), s.m.head_size);
+                                s.par(st.layer, Param::tm_bonus), b.st_in.data(), s.B, s.T, heads6(s), s.m.head_size);
   else
-    kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, "tm.decay"),
-                                s.par(st.layer, "tm.bonus"), b.st_in.data(), s.B, s.T, s.width_local);
+    kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, Param::tm_decay),
+                                s.par(st.layer, Param::tm_bonus), b.st_in.data(), s.B, s.T, s.width_local);
 }
 void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
   auto& b = lb(s, st);
@@ -261,13 +260,13 @@ void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_i
   std::fill(b.dloc.begin(), b.dloc.end(), 0.0f);
   const float* st_in = s.sp_rank > 0 ? b.st_in.data() : nullptr;
   if (s.m.family == Family::rwkv6) {  // dd: d bonus [H,N] = Dl
-    kernels::wkv6_chunk_backward(dr, dk, dv, dlogw, dd, b.dloc.data(), b.dwkv.data(),
-                                 nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
-                                 st_in, s.B, s.T, heads6(s), s.m.head_size);
+    kernels::wkv6_chunk_backward(dr, dk, dv, dlogw, dd, b.dloc.data(), b.dwkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(),
+                                 b.logw.data(), s.par(st.layer, Param::tm_bonus), st_in, s.B, s.T, heads6(s), s.m.head_size);
     return;
   }
   kernels::wkv4_chunk_backward(dk, dv, dd, db, b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(), b.v.data(),
-                               s.par(st.layer, "tm.decay"), s.par(st.layer, "tm.bonus"), st_in, s.B, s.T, s.width_local);
+                               s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus), st_in, s.B, s.T,
+                               s.width_local);
 }
 }  // namespace
 void wkv_carry_ring_bwd(State& s, const Step& st) {

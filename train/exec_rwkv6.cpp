@@ -24,28 +24,28 @@ float* x5(State& s, Vec& v, int j) { return v.data() + j * s.rows * s.D; }  // j
 void r6_shift_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::ddlerp_shift_forward(b.shift_delta.data(), b.lora_in.data(), b.n1.data(), s.sp > 1 ? b.tm_shift_prev.data() : nullptr,
-                          s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+                          s.par(st.layer, Param::tm_mu_x), s.B, s.T, s.D);
 }
 void r6_shift_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_shift_backward(b.dn1.data(), s.sp > 1 ? b.dtm_shift_prev.data() : nullptr, s.grad(st.layer, "tm.mu_x"),
+  K::ddlerp_shift_backward(b.dn1.data(), s.sp > 1 ? b.dtm_shift_prev.data() : nullptr, s.grad(st.layer, Param::tm_mu_x),
                            b.dshift_delta.data(), b.dlora_in.data(), b.n1.data(), s.sp > 1 ? b.tm_shift_prev.data() : nullptr,
-                           s.par(st.layer, "tm.mu_x"), s.B, s.T, s.D);
+                           s.par(st.layer, Param::tm_mu_x), s.B, s.T, s.D);
 }
 namespace {
 void r6_lora_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.lora_z.data(), b.lora_in.data(), s.par(st.layer, "tm.lora_a"), nullptr, s.rows, s.D, 5 * rank_mix(s));
+  K::linear_forward(b.lora_z.data(), b.lora_in.data(), s.par(st.layer, Param::tm_lora_a), nullptr, s.rows, s.D, 5 * rank_mix(s));
 }
 void r6_lora_a_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dlora_in.data(), nul(), nul(), b.dlora_z.data(), b.lora_in.data(), s.par(st.layer, "tm.lora_a"), s.rows,
-                     s.D, 5 * rank_mix(s));
+  K::linear_backward(b.dlora_in.data(), nul(), nul(), b.dlora_z.data(), b.lora_in.data(), s.par(st.layer, Param::tm_lora_a),
+                     s.rows, s.D, 5 * rank_mix(s));
 }
 void r6_lora_a_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.lora_a"), nul(), b.dlora_z.data(), b.lora_in.data(),
-                     s.par(st.layer, "tm.lora_a"), s.rows, s.D, 5 * rank_mix(s));
+  K::linear_backward(nul(), s.grad(st.layer, Param::tm_lora_a), nul(), b.dlora_z.data(), b.lora_in.data(),
+                     s.par(st.layer, Param::tm_lora_a), s.rows, s.D, 5 * rank_mix(s));
 }
 void r6_lora_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -59,41 +59,42 @@ void r6_lora_act_bwd(State& s, const Step& st) {
 // (kernels::grouped_linear: strided GEMMs, no copies of the column blocks).
 void r6_lora_b_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::grouped_linear_forward(b.lora_mix.data(), b.lora_tanh.data(), s.par(st.layer, "tm.lora_b"), s.rows, 5, rank_mix(s), s.D);
+  K::grouped_linear_forward(b.lora_mix.data(), b.lora_tanh.data(), s.par(st.layer, Param::tm_lora_b), s.rows, 5, rank_mix(s),
+                            s.D);
 }
 void r6_lora_b_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::grouped_linear_backward(b.dlora_tanh.data(), nul(), b.dlora_mix.data(), b.lora_tanh.data(), s.par(st.layer, "tm.lora_b"),
-                             s.rows, 5, rank_mix(s), s.D);
+  K::grouped_linear_backward(b.dlora_tanh.data(), nul(), b.dlora_mix.data(), b.lora_tanh.data(),
+                             s.par(st.layer, Param::tm_lora_b), s.rows, 5, rank_mix(s), s.D);
 }
 void r6_lora_b_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::grouped_linear_backward(nul(), s.grad(st.layer, "tm.lora_b"), b.dlora_mix.data(), b.lora_tanh.data(),
-                             s.par(st.layer, "tm.lora_b"), s.rows, 5, rank_mix(s), s.D);
+  K::grouped_linear_backward(nul(), s.grad(st.layer, Param::tm_lora_b), b.dlora_mix.data(), b.lora_tanh.data(),
+                             s.par(st.layer, Param::tm_lora_b), s.rows, 5, rank_mix(s), s.D);
 }
 void r6_mix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_mix_forward(b.mix5.data(), b.n1.data(), b.shift_delta.data(), s.par(st.layer, "tm.mu"), b.lora_mix.data(), 5, s.rows,
-                        s.D);
+  K::ddlerp_mix_forward(b.mix5.data(), b.n1.data(), b.shift_delta.data(), s.par(st.layer, Param::tm_mu), b.lora_mix.data(), 5,
+                        s.rows, s.D);
 }
 void r6_mix_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::ddlerp_mix_backward(b.dn1.data(), b.dshift_delta.data(), s.grad(st.layer, "tm.mu"), b.dlora_mix.data(), b.dmix5.data(),
-                         b.shift_delta.data(), s.par(st.layer, "tm.mu"), b.lora_mix.data(), 5, s.rows, s.D);
+  K::ddlerp_mix_backward(b.dn1.data(), b.dshift_delta.data(), s.grad(st.layer, Param::tm_mu), b.dlora_mix.data(), b.dmix5.data(),
+                         b.shift_delta.data(), s.par(st.layer, Param::tm_mu), b.lora_mix.data(), 5, s.rows, s.D);
 }
 void r6_decay_a_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.decay_z.data(), x5(s, b.mix5, 0), s.par(st.layer, "tm.decay_a"), nullptr, s.rows, s.D, rank_decay(s));
+  K::linear_forward(b.decay_z.data(), x5(s, b.mix5, 0), s.par(st.layer, Param::tm_decay_a), nullptr, s.rows, s.D, rank_decay(s));
 }
 void r6_decay_a_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(x5(s, b.dmix5, 0), nul(), nul(), b.ddecay_z.data(), x5(s, b.mix5, 0), s.par(st.layer, "tm.decay_a"), s.rows,
-                     s.D, rank_decay(s));
+  K::linear_backward(x5(s, b.dmix5, 0), nul(), nul(), b.ddecay_z.data(), x5(s, b.mix5, 0), s.par(st.layer, Param::tm_decay_a),
+                     s.rows, s.D, rank_decay(s));
 }
 void r6_decay_a_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_a"), nul(), b.ddecay_z.data(), x5(s, b.mix5, 0),
-                     s.par(st.layer, "tm.decay_a"), s.rows, s.D, rank_decay(s));
+  K::linear_backward(nul(), s.grad(st.layer, Param::tm_decay_a), nul(), b.ddecay_z.data(), x5(s, b.mix5, 0),
+                     s.par(st.layer, Param::tm_decay_a), s.rows, s.D, rank_decay(s));
 }
 void r6_decay_act_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -105,26 +106,27 @@ void r6_decay_act_bwd(State& s, const Step& st) {
 }
 void r6_decay_b_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.decay_delta.data(), b.decay_tanh.data(), s.par(st.layer, "tm.decay_b"), nullptr, s.rows, rank_decay(s),
+  K::linear_forward(b.decay_delta.data(), b.decay_tanh.data(), s.par(st.layer, Param::tm_decay_b), nullptr, s.rows, rank_decay(s),
                     s.width_local);
 }
 void r6_decay_b_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_backward(b.ddecay_tanh.data(), nul(), nul(), b.ddecay_delta.data(), b.decay_tanh.data(),
-                     s.par(st.layer, "tm.decay_b"), s.rows, rank_decay(s), s.width_local);
+                     s.par(st.layer, Param::tm_decay_b), s.rows, rank_decay(s), s.width_local);
 }
 void r6_decay_b_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, "tm.decay_b"), nul(), b.ddecay_delta.data(), b.decay_tanh.data(),
-                     s.par(st.layer, "tm.decay_b"), s.rows, rank_decay(s), s.width_local);
+  K::linear_backward(nul(), s.grad(st.layer, Param::tm_decay_b), nul(), b.ddecay_delta.data(), b.decay_tanh.data(),
+                     s.par(st.layer, Param::tm_decay_b), s.rows, rank_decay(s), s.width_local);
 }
 void r6_decay_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::decay_forward(b.logw.data(), s.par(st.layer, "tm.decay"), b.decay_delta.data(), s.rows, s.width_local);
+  K::decay_forward(b.logw.data(), s.par(st.layer, Param::tm_decay), b.decay_delta.data(), s.rows, s.width_local);
 }
 void r6_decay_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::decay_backward(s.grad(st.layer, "tm.decay"), b.ddecay_delta.data(), b.dlogw.data(), b.logw.data(), s.rows, s.width_local);
+  K::decay_backward(s.grad(st.layer, Param::tm_decay), b.ddecay_delta.data(), b.dlogw.data(), b.logw.data(), s.rows,
+                    s.width_local);
 }
 template <int J>  // 1 k, 2 v, 3 r, 4 g
 float* r6_out(LayerBufs& b, bool grad) {
@@ -133,7 +135,8 @@ float* r6_out(LayerBufs& b, bool grad) {
   if (J == 3) return (grad ? b.dr : b.r).data();
   return (grad ? b.dgate_g : b.gate_g).data();
 }
-constexpr const char* kR6W[5] = {"", "tm.wk", "tm.wv", "tm.wr", "tm.wg"};
+// J: 1 k, 2 v, 3 r, 4 g (0, w, has the decay LoRA instead)
+constexpr Param kR6W[5] = {Param::tm_wk, Param::tm_wk, Param::tm_wv, Param::tm_wr, Param::tm_wg};
 }  // namespace
 template <int J>
 void r6_proj_fwd(State& s, const Step& st) {
@@ -157,35 +160,36 @@ void wkv6_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
     kernels::wkv6_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.r.data(), b.k.data(), b.v.data(),
-                                b.logw.data(), s.par(st.layer, "tm.bonus"), nullptr, s.B, s.T, heads6(s), s.m.head_size);
+                                b.logw.data(), s.par(st.layer, Param::tm_bonus), nullptr, s.B, s.T, heads6(s), s.m.head_size);
     return;
   }
-  K::wkv6_forward(b.wkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+  K::wkv6_forward(b.wkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, Param::tm_bonus),
                   nullptr, s.B, s.T, heads6(s), s.m.head_size);
 }
 void wkv6_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {
-    kernels::wkv6_chunk_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
-                                 b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.r.data(), b.k.data(),
-                                 b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"), s.sp_rank > 0 ? b.st_in.data() : nullptr,
-                                 s.B, s.T, heads6(s), s.m.head_size);
+    kernels::wkv6_chunk_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, Param::tm_bonus),
+                                 nullptr, b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.r.data(),
+                                 b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, Param::tm_bonus),
+                                 s.sp_rank > 0 ? b.st_in.data() : nullptr, s.B, s.T, heads6(s), s.m.head_size);
     return;
   }
-  K::wkv6_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, "tm.bonus"), nullptr,
-                   b.dwkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, "tm.bonus"),
+  K::wkv6_backward(b.dr.data(), b.dk.data(), b.dv.data(), b.dlogw.data(), s.grad(st.layer, Param::tm_bonus), nullptr,
+                   b.dwkv.data(), nullptr, b.r.data(), b.k.data(), b.v.data(), b.logw.data(), s.par(st.layer, Param::tm_bonus),
                    nullptr, s.B, s.T, heads6(s), s.m.head_size);
 }
 void r6_gn_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::group_norm_forward(b.gn_out.data(), b.gn_mean.data(), b.gn_rstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"),
-                        s.par(st.layer, "tm.gn_bias"), s.rows, heads6(s), s.m.head_size, static_cast<float>(s.m.group_norm_eps));
+  K::group_norm_forward(b.gn_out.data(), b.gn_mean.data(), b.gn_rstd.data(), b.wkv.data(), s.par(st.layer, Param::tm_gn_scale),
+                        s.par(st.layer, Param::tm_gn_bias), s.rows, heads6(s), s.m.head_size,
+                        static_cast<float>(s.m.group_norm_eps));
 }
 void r6_gn_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::group_norm_backward(b.dwkv.data(), s.grad(st.layer, "tm.gn_scale"), s.grad(st.layer, "tm.gn_bias"), b.dgn_out.data(),
-                         b.gn_mean.data(), b.gn_rstd.data(), b.wkv.data(), s.par(st.layer, "tm.gn_scale"), s.rows, heads6(s),
-                         s.m.head_size);
+  K::group_norm_backward(b.dwkv.data(), s.grad(st.layer, Param::tm_gn_scale), s.grad(st.layer, Param::tm_gn_bias),
+                         b.dgn_out.data(), b.gn_mean.data(), b.gn_rstd.data(), b.wkv.data(), s.par(st.layer, Param::tm_gn_scale),
+                         s.rows, heads6(s), s.m.head_size);
 }
 void r6_gated_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
 #include <stdexcept>
 #include <string_view>
 
@@ -50,6 +52,44 @@ i64 ShardLayout::off(const std::string& block, const std::string& name) const {
   if (it == full.index.end()) throw std::logic_error("no parameter " + block + "/" + name);
   return offset[it->second];
 }
+
+// ---- parameters resolved once -----------------------------------------------------------------
+
+std::string ParamIndex::block(i64 layer) {
+  return layer == -1 ? "embed" : layer == -2 ? "final" : layer == -3 ? "head" : "layer." + std::to_string(layer);
+}
+
+ParamIndex::ParamIndex(const ShardLayout& lay, i64 depth) : lay_(lay) {
+  const auto blocks = static_cast<std::size_t>(depth + 3);
+  std::array<std::int32_t, kParamCount> none;
+  none.fill(-1);
+  tensor_.assign(blocks, none);
+  block_range_.assign(blocks, Range{lay.total, 0});
+  std::map<std::string, std::size_t, std::less<>> row_of;  // block name → row
+  for (i64 l = -3; l < depth; ++l) {
+    const std::string b = block(l);
+    row_of[b] = row(l);
+    for (std::size_t p = 0; p < kParamCount; ++p) {
+      const auto it = lay.full.index.find(b + "/" + kParamNames[p]);
+      if (it != lay.full.index.end()) tensor_[row(l)][p] = static_cast<std::int32_t>(it->second);
+    }
+  }
+  for (std::size_t i = 0; i < lay.dim.size(); ++i) {
+    const auto it = row_of.find(lay.full.tensors[i].block);
+    if (it == row_of.end()) continue;
+    Range& r = block_range_[it->second];
+    r.begin = std::min(r.begin, lay.offset[i]);
+    r.end = std::max(r.end, lay.offset[i] + lay.count(i));
+  }
+}
+
+std::size_t ParamIndex::present(i64 layer, Param p) const {
+  const std::int32_t i = tensor(layer, p);
+  if (i < 0) throw std::logic_error("executor: no parameter " + block(layer) + "/" + kParamNames[static_cast<std::size_t>(p)]);
+  return static_cast<std::size_t>(i);
+}
+i64 ParamIndex::offset(i64 layer, Param p) const { return lay_.offset[present(layer, p)]; }
+i64 ParamIndex::count(i64 layer, Param p) const { return lay_.count(present(layer, p)); }
 
 namespace {
 // outer × mid × inner view of tensor i around its split dimension
@@ -302,6 +342,9 @@ Executor::Executor(const ModelSpec& m, const Plan& p, const StepProgram& prog, c
     slots_.push_back(std::make_unique<State>(m, p, lay, comms));
     init_state(*slots_.back(), m, p, prog, zero3_parts);
   }
+  // every parameter a handler reads, found by name once, with the step lists
+  const auto params = std::make_shared<const ParamIndex>(lay, m.depth);
+  for (auto& s : slots_) s->param_index = params;
   fwd_ = bind(prog.forward, false);
   bwd_ = bind(prog.backward, true);
   last_of_layer_.assign(bwd_.size(), 0);

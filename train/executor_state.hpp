@@ -8,9 +8,11 @@
 // Not for: anything outside train/ (the public interface is executor.hpp).
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,65 @@ namespace scanshard::train {
 namespace K = scanshard::kernels::fast;
 using Vec = kernels::AlignedVec;  // whole cache lines: see kernels.hpp
 
+// ---- parameters, resolved once ---------------------------------------------------------------
+
+// Every parameter tensor a handler reads, by its name inside its block (program/model.cpp's
+// parameter_tensors names them; tests/unit/test_steps.cpp checks both lists agree).
+// clang-format off
+#define SCANSHARD_EXEC_PARAMS(X) \
+  X(embed_table, "embed.table") X(embed_positions, "embed.positions") X(embed_norm_scale, "embed_norm.scale") \
+  X(embed_norm_bias, "embed_norm.bias") X(final_norm_scale, "final_norm.scale") \
+  X(final_norm_bias, "final_norm.bias") X(head_w, "head.w") \
+  X(norm1_scale, "norm1.scale") X(norm1_bias, "norm1.bias") X(norm2_scale, "norm2.scale") \
+  X(norm2_bias, "norm2.bias") \
+  X(mlp_w1, "mlp.w1") X(mlp_b1, "mlp.b1") X(mlp_w2, "mlp.w2") X(mlp_b2, "mlp.b2") X(mlp_w3, "mlp.w3") \
+  X(mlp_b3, "mlp.b3") \
+  X(rec_wy, "rec.wy") X(rec_by, "rec.by") X(rec_wx, "rec.wx") X(rec_bx, "rec.bx") X(rec_conv_w, "rec.conv_w") \
+  X(rec_conv_b, "rec.conv_b") X(rec_gate_a_w, "rec.gate_a_w") X(rec_gate_a_b, "rec.gate_a_b") \
+  X(rec_gate_x_w, "rec.gate_x_w") X(rec_gate_x_b, "rec.gate_x_b") X(rec_lambda, "rec.lambda") \
+  X(rec_wo, "rec.wo") X(rec_bo, "rec.bo") \
+  X(attn_wq, "attn.wq") X(attn_bq, "attn.bq") X(attn_wk, "attn.wk") X(attn_bk, "attn.bk") X(attn_wv, "attn.wv") \
+  X(attn_bv, "attn.bv") X(attn_wo, "attn.wo") X(attn_bo, "attn.bo") \
+  X(tm_mu_r, "tm.mu_r") X(tm_mu_k, "tm.mu_k") X(tm_mu_v, "tm.mu_v") X(tm_mu_x, "tm.mu_x") X(tm_mu, "tm.mu") \
+  X(tm_lora_a, "tm.lora_a") X(tm_lora_b, "tm.lora_b") X(tm_decay, "tm.decay") X(tm_decay_a, "tm.decay_a") \
+  X(tm_decay_b, "tm.decay_b") X(tm_bonus, "tm.bonus") X(tm_wr, "tm.wr") X(tm_wk, "tm.wk") X(tm_wv, "tm.wv") \
+  X(tm_wg, "tm.wg") X(tm_wo, "tm.wo") X(tm_gn_scale, "tm.gn_scale") X(tm_gn_bias, "tm.gn_bias") \
+  X(cm_mu_k, "cm.mu_k") X(cm_mu_r, "cm.mu_r") X(cm_wk, "cm.wk") X(cm_wv, "cm.wv") X(cm_wr, "cm.wr")
+// clang-format on
+enum class Param : std::uint8_t {
+#define SCANSHARD_EXEC_PARAM_ENUM(id, name) id,
+  SCANSHARD_EXEC_PARAMS(SCANSHARD_EXEC_PARAM_ENUM)
+#undef SCANSHARD_EXEC_PARAM_ENUM
+};
+inline constexpr const char* kParamNames[] = {
+#define SCANSHARD_EXEC_PARAM_NAME(id, name) name,
+    SCANSHARD_EXEC_PARAMS(SCANSHARD_EXEC_PARAM_NAME)
+#undef SCANSHARD_EXEC_PARAM_NAME
+};
+inline constexpr std::size_t kParamCount = sizeof(kParamNames) / sizeof(kParamNames[0]);
+
+// Where each block's parameters sit in this rank's flat buffer (ShardLayout order), looked up by
+// name once when the Executor binds its step lists; a handler's parameter is then an array
+// access. Blocks: layer l ≥ 0, −1 embed, −2 final, −3 head.
+class ParamIndex {
+ public:
+  ParamIndex(const ShardLayout& lay, i64 depth);
+  static std::string block(i64 layer);
+  // The tensor's position in the layout, or −1 when the model has none (transformer `bias: false`).
+  std::int32_t tensor(i64 layer, Param p) const { return tensor_[row(layer)][static_cast<std::size_t>(p)]; }
+  // Its offset in the flat buffer; a parameter the model lacks is a logic_error naming it.
+  i64 offset(i64 layer, Param p) const;
+  i64 count(i64 layer, Param p) const;  // elements of this rank's shard
+  // The span of the flat buffer that holds block `layer`'s parameters (ZeRO-3's gathers).
+  Range block_range(i64 layer) const { return block_range_[row(layer)]; }
+
+ private:
+  std::size_t row(i64 layer) const { return static_cast<std::size_t>(layer + 3); }
+  std::size_t present(i64 layer, Param p) const;  // tensor(layer, p), or a logic_error naming it
+  const ShardLayout& lay_;
+  std::vector<std::array<std::int32_t, kParamCount>> tensor_;  // [block row][Param]
+  std::vector<Range> block_range_;
+};
 
 // ---- state --------------------------------------------------------------------------------------
 
@@ -172,17 +233,16 @@ struct Executor::State {
   std::vector<LayerBufs> layers;
   Vec fix_scratch;  // the WKV carry fix's discarded gradients: kept, so no step pays its page faults
 
+  std::shared_ptr<const ParamIndex> param_index;  // shared by the Executor's slots, built when it binds
+
   State(const ModelSpec& m_, const Plan& p_, const ShardLayout& l_, MeshComms c) : m(m_), p(p_), lay(l_), comms(c) {}
-  const float* par(i64 layer, const char* name) const { return params + lay.off(block(layer), name); }
-  float* grad(i64 layer, const char* name) const { return grads + lay.off(block(layer), name); }
-  static std::string block(i64 layer) {
-    return layer == -1 ? "embed" : layer == -2 ? "final" : layer == -3 ? "head" : "layer." + std::to_string(layer);
-  }
+  const float* par(i64 layer, Param p) const { return params + param_index->offset(layer, p); }
+  float* grad(i64 layer, Param p) const { return grads + param_index->offset(layer, p); }
   // Biases the model may not have (transformer `bias: false`): nullptr when absent.
-  bool has(i64 layer, const char* name) const { return lay.full.index.count(block(layer) + "/" + name) > 0; }
-  const float* opt_par(i64 layer, const char* name) const { return has(layer, name) ? par(layer, name) : nullptr; }
-  float* opt_grad(i64 layer, const char* name) const { return has(layer, name) ? grad(layer, name) : nullptr; }
-  const float* bias_after_reduce(i64 layer, const char* name) const { return tp_rank == 0 ? opt_par(layer, name) : nullptr; }
+  bool has(i64 layer, Param p) const { return param_index->tensor(layer, p) >= 0; }
+  const float* opt_par(i64 layer, Param p) const { return has(layer, p) ? par(layer, p) : nullptr; }
+  float* opt_grad(i64 layer, Param p) const { return has(layer, p) ? grad(layer, p) : nullptr; }
+  const float* bias_after_reduce(i64 layer, Param p) const { return tp_rank == 0 ? opt_par(layer, p) : nullptr; }
 };
 
 namespace exec {
