@@ -434,6 +434,29 @@ void kv_grads_bwd(State& s, const Step& st) {  // replicated K/V heads: sum the 
 
 }  // namespace
 
+// Sizes an attention layer's buffers (extended K/V rows: halo + T per sequence).
+void size_attention_layer(const State& s, LayerBufs& b) {
+  const i64 M = s.rows, Te = ext_rows(s);
+  const i64 qw = s.heads_local * s.N, kw = s.kv_heads_local * s.N;
+  for (auto* v : {&b.q_proj, &b.ctx, &b.dq_proj}) v->assign(sz(M * qw), 0.0f);
+  for (auto* v : {&b.k_proj, &b.v, &b.dk_proj, &b.dv}) v->assign(sz(M * kw), 0.0f);
+  for (auto* v : {&b.q_ext, &b.ctx_ext, &b.dctx_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
+  for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
+  b.lse_ext.assign(sz(s.B * s.heads_local * Te), 0.0f);
+  if (s.p.attention == AttentionKernel::materialized) {
+    for (auto* v : {&b.probs, &b.dprobs}) v->assign(sz(s.B * s.heads_local * s.T * Te), 0.0f);
+    if (s.pdrop > 0) {
+      b.probs_dropped.assign(sz(s.B * s.heads_local * s.T * Te), 0.0f);
+      b.probs_mask.assign(sz(s.B * s.heads_local * s.T * Te), 0);
+    }
+  }
+  b.reset_ext.assign(sz(s.B * Te), 0);
+  for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
+    const i64 g0 = s.sp_rank * s.T - s.halo;
+    if (g0 <= 0) b.reset_ext[sz(r * Te - g0)] = 1;
+  }
+}
+
 void add_attention_handlers(Table& t) {
   add_entries(t, {
       // transformer: learned positions, SwiGLU and GeLU MLP

@@ -215,6 +215,17 @@ void rec_wy_dw(State& s, const Step& st) {
 
 }  // namespace
 
+// Sizes a recurrent layer's buffers.
+void size_recurrent_layer(const State& s, LayerBufs& b) {
+  const i64 M = s.rows;
+  for (auto* v : {&b.y_branch, &b.x_branch, &b.conv_out, &b.gate_a, &b.gate_x, &b.scan_local, &b.scan_fixed, &b.gated, &b.dgated,
+                  &b.dy_branch, &b.dscan_out, &b.dconv_out, &b.dgate_a, &b.dgate_x, &b.dx_branch})
+    v->assign(sz(M * s.rec_local), 0.0f);
+  for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.rec_local), 0.0f);
+  for (auto* v : {&b.conv_state, &b.dconv_state}) v->assign(sz(s.B * (s.conv_width - 1) * s.rec_local), 0.0f);
+  b.scan_out = s.sp > 1 ? b.scan_fixed.data() : b.scan_local.data();
+}
+
 void add_recurrent_handlers(Table& t) {
   add_entries(t, {
       // recurrent block

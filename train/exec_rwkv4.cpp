@@ -215,6 +215,38 @@ void shift_halo_bwd(State& s, const Step& st) {
   shift_left(s, st, Channel ? b.dcm_shift_prev : b.dtm_shift_prev, back);
   add_last_rows(s, (Channel ? b.dn2 : b.dn1).data(), back, 1, s.D);
 }
+// WKV chunk-state carry of either generation (DESIGN §4). RWKV-4: a state is the kernel's scaled
+// (α, β, p) form [3,B,Dl], its gradient [2,B,Dl], the decay summary [Dl]; composing gradients also
+// needs the shard's incoming and final states (aux). RWKV-6: a state is the matrix S [B,H,N,N] of
+// this rank's heads, its gradient the same, the summary log diag(Π w) [B,H,N]; both compose
+// linearly (S_out = diag(Π w) S_in + S_loc, dS_in = diag(Π w) dS_out + dS_loc). The output is
+// not linear in the state for RWKV-4, so for both the fix re-runs the chunk from its true state.
+struct WkvCarry {
+  bool six;
+  i64 state, grad, summary, aux;  // elements per shard: state, its gradient, decay summary, aux states
+  void combine(const State& s, float* out, const float* in, const float* local, const float* logdec) const {
+    if (six)
+      kernels::wkv6_state_combine(out, in, local, logdec, s.B, heads6(s), s.m.head_size);
+    else
+      kernels::wkv4_state_combine(out, in, local, logdec, s.B, s.width_local);
+  }
+  // d_in = dL/d(incoming state) of a shard, from its d_out, its own part dloc, its aux states
+  // (st_in, st_fin; RWKV-4 only) and its summary.
+  void grad_combine(const State& s, float* d_in, const float* d_out, const float* dloc, const float* st_in, const float* st_fin,
+                    const float* logdec) const {
+    if (six)
+      kernels::wkv6_grad_state_combine(d_in, d_out, dloc, logdec, s.B, heads6(s), s.m.head_size);
+    else
+      kernels::wkv4_grad_state_combine(d_in, d_out, dloc, st_in, st_fin, logdec, s.B, s.width_local);
+  }
+};
+WkvCarry wkv_carry(const State& s) {
+  if (s.m.family == Family::rwkv6) {
+    const i64 st = s.B * s.width_local * s.m.head_size;
+    return {true, st, st, s.B * s.width_local, 0};
+  }
+  return {false, 3 * s.B * s.width_local, 2 * s.B * s.width_local, s.width_local, 3 * s.B * s.width_local};
+}
 }  // namespace
 void wkv_carry_ring_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -344,6 +376,30 @@ void cm_residual_fwd(State& s, const Step& st) {
 }
 
 }  // namespace
+
+// Sizes an RWKV layer's buffers (either generation; RWKV-6's time mix adds its own).
+void size_rwkv_layer(const State& s, LayerBufs& b) {
+  const i64 M = s.rows, D = s.D;
+  const i64 Dl = s.width_local;
+  for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
+  for (auto* v : {&b.mix3, &b.dmix3}) v->assign(sz(3 * M * D), 0.0f);
+  for (auto* v : {&b.r, &b.k, &b.v, &b.wkv, &b.o, &b.dr, &b.dk, &b.dv, &b.dwkv, &b.do_, &b.cm_recept, &b.dcm_recept,
+                  &b.cm_value_local, &b.cm_gated, &b.dcm_value_slice})
+    v->assign(sz(M * Dl), 0.0f);
+  for (auto* v : {&b.cm_mix_k, &b.cm_mix_r, &b.dcm_mix_k, &b.dcm_mix_r, &b.cm_value_sum, &b.dcm_value, &b.cm_gathered})
+    v->assign(sz(M * D), 0.0f);
+  for (auto* v : {&b.cm_key, &b.cm_hidden, &b.dcm_key, &b.dcm_hidden}) v->assign(sz(M * s.mlp_local), 0.0f);
+  b.cm_value = s.tp > 1 ? b.cm_value_sum.data() : b.mlp_partial.data();
+  b.cm_out = s.tp > 1 ? b.cm_gathered.data() : b.cm_gated.data();
+  b.dcm_value_local = s.tp > 1 ? b.dcm_value_slice.data() : b.dcm_value.data();
+  for (auto* v : {&b.tm_shift_prev, &b.dtm_shift_prev, &b.cm_shift_prev, &b.dcm_shift_prev}) v->assign(sz(s.B * D), 0.0f);
+  b.wkv_loc.assign(sz(M * Dl), 0.0f);
+  const WkvCarry wc = wkv_carry(s);
+  for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(wc.state), 0.0f);
+  for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(wc.grad), 0.0f);
+  b.logdec.assign(sz(wc.summary), 0.0f);
+  if (s.m.family == Family::rwkv6) size_rwkv6_time_mix(s, b);
+}
 
 void add_rwkv4_handlers(Table& t) {
   add_entries(t, {

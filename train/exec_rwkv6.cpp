@@ -214,6 +214,20 @@ template void r6_proj_dw<1>(State&, const Step&);
 template void r6_proj_dw<2>(State&, const Step&);
 template void r6_proj_dw<3>(State&, const Step&);
 
+// Sizes the RWKV-6 time mix's own buffers (size_rwkv_layer sized the rest).
+void size_rwkv6_time_mix(const State& s, LayerBufs& b) {
+  const ModelSpec& m = s.m;
+  const i64 M = s.rows, D = s.D, Dl = s.width_local;
+  const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = Dl / m.head_size;
+  for (auto* v : {&b.shift_delta, &b.lora_in, &b.dshift_delta, &b.dlora_in}) v->assign(sz(M * D), 0.0f);
+  for (auto* v : {&b.decay_delta, &b.logw, &b.gate_g, &b.gn_out, &b.ddecay_delta, &b.dlogw, &b.dgate_g, &b.dgn_out})
+    v->assign(sz(M * Dl), 0.0f);
+  for (auto* v : {&b.lora_z, &b.lora_tanh, &b.dlora_z, &b.dlora_tanh}) v->assign(sz(M * r5), 0.0f);
+  for (auto* v : {&b.lora_mix, &b.mix5, &b.dlora_mix, &b.dmix5}) v->assign(sz(5 * M * D), 0.0f);
+  for (auto* v : {&b.decay_z, &b.decay_tanh, &b.ddecay_z, &b.ddecay_tanh}) v->assign(sz(M * rw), 0.0f);
+  for (auto* v : {&b.gn_mean, &b.gn_rstd}) v->assign(sz(M * Hh), 0.0f);
+}
+
 void add_rwkv6_handlers(Table& t) {
   add_entries(t, {
       // RWKV-6 time mix

@@ -139,9 +139,8 @@ namespace {
 
 using State = Executor::State;
 using exec::Entry;
+using exec::sz;
 using exec::Table;
-using exec::WkvCarry;
-using exec::wkv_carry;
 using exec::zero;
 
 // ---- dispatch -----------------------------------------------------------------------------------
@@ -219,7 +218,6 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.embed_scale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
   s.pdrop = m.family == Family::transformer ? m.dropout : 0.0;  // lower.cpp emits dropout steps for transformers only
 
-  const auto sz = [](i64 n) { return static_cast<std::size_t>(n); };
   const i64 M = s.rows, D = s.D;
   s.xs.assign(sz(m.depth + 1), Vec(sz(s.res_rows * D)));  // the residual stream: this rank's tokens under rs_ag
   s.dxs = s.xs;
@@ -243,7 +241,6 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   if (layernorm) s.final_mean.assign(sz(M), 0.0f);
   s.emb_out = m.is_rwkv() ? s.emb.data() : s.xs[0].data();
   s.layers.resize(sz(m.depth));
-  const i64 Te = s.halo + s.T;
   for (const Range& chunk : s.chunks)
   for (i64 l = chunk.begin; l < chunk.end; ++l) {
     LayerBufs& b = s.layers[sz(l)];
@@ -269,62 +266,12 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
       b.mlp_res = b.mlp_dropped.data();
     }
     if (layernorm) for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
-    if (m.is_rwkv()) {
-      const i64 Dl = s.width_local;
-      for (auto* v : {&b.mean1, &b.mean2}) v->assign(sz(M), 0.0f);
-      for (auto* v : {&b.mix3, &b.dmix3}) v->assign(sz(3 * M * D), 0.0f);
-      for (auto* v : {&b.r, &b.k, &b.v, &b.wkv, &b.o, &b.dr, &b.dk, &b.dv, &b.dwkv, &b.do_, &b.cm_recept, &b.dcm_recept,
-                      &b.cm_value_local, &b.cm_gated, &b.dcm_value_slice})
-        v->assign(sz(M * Dl), 0.0f);
-      for (auto* v : {&b.cm_mix_k, &b.cm_mix_r, &b.dcm_mix_k, &b.dcm_mix_r, &b.cm_value_sum, &b.dcm_value, &b.cm_gathered})
-        v->assign(sz(M * D), 0.0f);
-      for (auto* v : {&b.cm_key, &b.cm_hidden, &b.dcm_key, &b.dcm_hidden}) v->assign(sz(M * s.mlp_local), 0.0f);
-      b.cm_value = s.tp > 1 ? b.cm_value_sum.data() : b.mlp_partial.data();
-      b.cm_out = s.tp > 1 ? b.cm_gathered.data() : b.cm_gated.data();
-      b.dcm_value_local = s.tp > 1 ? b.dcm_value_slice.data() : b.dcm_value.data();
-      for (auto* v : {&b.tm_shift_prev, &b.dtm_shift_prev, &b.cm_shift_prev, &b.dcm_shift_prev}) v->assign(sz(s.B * D), 0.0f);
-      b.wkv_loc.assign(sz(M * Dl), 0.0f);
-      const WkvCarry wc = wkv_carry(s);
-      for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(wc.state), 0.0f);
-      for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(wc.grad), 0.0f);
-      b.logdec.assign(sz(wc.summary), 0.0f);
-      if (m.family == Family::rwkv6) {
-        const i64 r5 = 5 * m.lora_rank_mix, rw = m.lora_rank_decay, Hh = Dl / m.head_size;
-        for (auto* v : {&b.shift_delta, &b.lora_in, &b.dshift_delta, &b.dlora_in}) v->assign(sz(M * D), 0.0f);
-        for (auto* v : {&b.decay_delta, &b.logw, &b.gate_g, &b.gn_out, &b.ddecay_delta, &b.dlogw, &b.dgate_g, &b.dgn_out})
-          v->assign(sz(M * Dl), 0.0f);
-        for (auto* v : {&b.lora_z, &b.lora_tanh, &b.dlora_z, &b.dlora_tanh}) v->assign(sz(M * r5), 0.0f);
-        for (auto* v : {&b.lora_mix, &b.mix5, &b.dlora_mix, &b.dmix5}) v->assign(sz(5 * M * D), 0.0f);
-        for (auto* v : {&b.decay_z, &b.decay_tanh, &b.ddecay_z, &b.ddecay_tanh}) v->assign(sz(M * rw), 0.0f);
-        for (auto* v : {&b.gn_mean, &b.gn_rstd}) v->assign(sz(M * Hh), 0.0f);
-      }
-    } else if (b.kind == Temporal::recurrent) {
-      for (auto* v : {&b.y_branch, &b.x_branch, &b.conv_out, &b.gate_a, &b.gate_x, &b.scan_local, &b.scan_fixed, &b.gated,
-                      &b.dgated, &b.dy_branch, &b.dscan_out, &b.dconv_out, &b.dgate_a, &b.dgate_x, &b.dx_branch})
-        v->assign(sz(M * s.rec_local), 0.0f);
-      for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.rec_local), 0.0f);
-      for (auto* v : {&b.conv_state, &b.dconv_state}) v->assign(sz(s.B * (s.conv_width - 1) * s.rec_local), 0.0f);
-      b.scan_out = s.sp > 1 ? b.scan_fixed.data() : b.scan_local.data();
-    } else {
-      const i64 qw = s.heads_local * s.N, kw = s.kv_heads_local * s.N;
-      for (auto* v : {&b.q_proj, &b.ctx, &b.dq_proj}) v->assign(sz(M * qw), 0.0f);
-      for (auto* v : {&b.k_proj, &b.v, &b.dk_proj, &b.dv}) v->assign(sz(M * kw), 0.0f);
-      for (auto* v : {&b.q_ext, &b.ctx_ext, &b.dctx_ext, &b.dq_ext}) v->assign(sz(s.B * Te * qw), 0.0f);
-      for (auto* v : {&b.k_ext, &b.v_ext, &b.dk_ext, &b.dv_ext}) v->assign(sz(s.B * Te * kw), 0.0f);
-      b.lse_ext.assign(sz(s.B * s.heads_local * Te), 0.0f);
-      if (p.attention == AttentionKernel::materialized) {
-        for (auto* v : {&b.probs, &b.dprobs}) v->assign(sz(s.B * s.heads_local * s.T * Te), 0.0f);
-        if (s.pdrop > 0) {
-          b.probs_dropped.assign(sz(s.B * s.heads_local * s.T * Te), 0.0f);
-          b.probs_mask.assign(sz(s.B * s.heads_local * s.T * Te), 0);
-        }
-      }
-      b.reset_ext.assign(sz(s.B * Te), 0);
-      for (i64 r = 0; r < s.B; ++r) {  // every sequence is one document starting at global position 0
-        const i64 g0 = s.sp_rank * s.T - s.halo;
-        if (g0 <= 0) b.reset_ext[sz(r * Te - g0)] = 1;
-      }
-    }
+    if (m.is_rwkv())
+      exec::size_rwkv_layer(s, b);
+    else if (b.kind == Temporal::recurrent)
+      exec::size_recurrent_layer(s, b);
+    else
+      exec::size_attention_layer(s, b);
   }
 }
 

@@ -1,5 +1,6 @@
 // train/executor_state.hpp — private to train/: the Executor's State (every buffer of one
-// micro-batch), the helpers the handler files share, and the handler table they register into.
+// micro-batch), the helpers the handler files share, and the handler table they register into
+// (each file also sizes its family's layer buffers).
 // For: executor.cpp (sizing, binding, running) and the handler files exec_common.cpp (embedding,
 // head, norms, residuals, gated MLP, ZeRO-3 gathers, pipeline transfers, rs_ag),
 // exec_recurrent.cpp (Griffin/Hawk RG-LRU block), exec_attention.cpp (attention, MQA, the
@@ -267,36 +268,6 @@ inline const float* dn2_in(State& s, LayerBufs& b) { return s.rs_ag ? b.dn2_loc.
 
 namespace KD = scanshard::kernels;
 inline i64 heads6(const State& s) { return s.width_local / s.m.head_size; }  // this tensor rank's WKV heads
-// WKV chunk-state carry of either generation (DESIGN §4). RWKV-4: a state is the kernel's scaled
-// (α, β, p) form [3,B,Dl], its gradient [2,B,Dl], the decay summary [Dl]; composing gradients also
-// needs the shard's incoming and final states (aux). RWKV-6: a state is the matrix S [B,H,N,N] of
-// this rank's heads, its gradient the same, the summary log diag(Π w) [B,H,N]; both compose
-// linearly (S_out = diag(Π w) S_in + S_loc, dS_in = diag(Π w) dS_out + dS_loc). The output is
-// not linear in the state for RWKV-4, so for both the fix re-runs the chunk from its true state.
-struct WkvCarry {
-  bool six;
-  i64 state, grad, summary, aux;  // elements per shard: state, its gradient, decay summary, aux states
-  void combine(const State& s, float* out, const float* in, const float* local, const float* logdec) const {
-    if (six) kernels::wkv6_state_combine(out, in, local, logdec, s.B, heads6(s), s.m.head_size);
-    else
-      kernels::wkv4_state_combine(out, in, local, logdec, s.B, s.width_local);
-  }
-  // d_in = dL/d(incoming state) of a shard, from its d_out, its own part dloc, its aux states
-  // (st_in, st_fin; RWKV-4 only) and its summary.
-  void grad_combine(const State& s, float* d_in, const float* d_out, const float* dloc, const float* st_in,
-                    const float* st_fin, const float* logdec) const {
-    if (six) kernels::wkv6_grad_state_combine(d_in, d_out, dloc, logdec, s.B, heads6(s), s.m.head_size);
-    else
-      kernels::wkv4_grad_state_combine(d_in, d_out, dloc, st_in, st_fin, logdec, s.B, s.width_local);
-  }
-};
-inline WkvCarry wkv_carry(const State& s) {
-  if (s.m.family == Family::rwkv6) {
-    const i64 st = s.B * s.width_local * s.m.head_size;
-    return {true, st, st, s.B * s.width_local, 0};
-  }
-  return {false, 3 * s.B * s.width_local, 2 * s.B * s.width_local, s.width_local, 3 * s.B * s.width_local};
-}
 
 // ---- shared helpers (exec_common.cpp) -------------------------------------------------------------
 
@@ -332,6 +303,14 @@ template <int J>
 void r6_proj_dx(State& s, const Step& st);
 template <int J>
 void r6_proj_dw(State& s, const Step& st);
+
+// ---- sizing: executor.cpp's init_state calls these for each layer of the stage ----------------------
+
+inline std::size_t sz(i64 n) { return static_cast<std::size_t>(n); }  // a buffer's element count
+void size_rwkv_layer(const State& s, LayerBufs& b);                   // exec_rwkv4.cpp (both generations)
+void size_rwkv6_time_mix(const State& s, LayerBufs& b);               // exec_rwkv6.cpp
+void size_recurrent_layer(const State& s, LayerBufs& b);              // exec_recurrent.cpp
+void size_attention_layer(const State& s, LayerBufs& b);              // exec_attention.cpp
 
 // ---- the handler table ------------------------------------------------------------------------------
 
