@@ -18,10 +18,11 @@
 #include <vector>
 
 #include "kernels/kernels.hpp"
-#include "kernels/rwkv4.hpp"
-#include "kernels/rwkv6.hpp"
 #include "train/executor.hpp"
 #include "train/wire.hpp"
+
+// each kernels/*.hpp adds its kernels to fast::; the handler files include those they call
+namespace scanshard::kernels::fast {}
 
 namespace scanshard::train {
 
@@ -266,7 +267,7 @@ inline float* n2_out(State& s, LayerBufs& b) { return s.rs_ag ? b.n2_loc.data() 
 inline const float* dn1_in(State& s, LayerBufs& b) { return s.rs_ag ? b.dn1_loc.data() : b.dn1.data(); }
 inline const float* dn2_in(State& s, LayerBufs& b) { return s.rs_ag ? b.dn2_loc.data() : b.dn2.data(); }
 
-namespace KD = scanshard::kernels;
+namespace KD = scanshard::kernels;  // the reference-namespace helpers (dropout masks, WKV chunk kernels)
 inline i64 heads6(const State& s) { return s.width_local / s.m.head_size; }  // this tensor rank's WKV heads
 
 // ---- shared helpers (exec_common.cpp) -------------------------------------------------------------
