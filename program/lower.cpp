@@ -271,7 +271,7 @@ struct Emit {
   // ring: each hop passes the combined state (gradient) onward; all-gather: every shard's summary
   // (CarryBytes: what one shard sends, per scheme and direction).
   // The fix is elementwise (h += Π a · h_in), or with rerun_fwd/bwd a copy of the scan's own
-  // steps: train/executor.cpp re-runs the WKV chunk forward from its true incoming state (the
+  // steps: train/exec_rwkv4.cpp re-runs the WKV chunk forward from its true incoming state (the
   // first shard only copies) and its backward once more for the chunk's own d state_in.
   void sequence_carry(const char* name, const CarryBytes& carry, double elems, const Step* rerun_fwd = nullptr,
                       const Step* rerun_bwd = nullptr) {

@@ -1,6 +1,6 @@
 // program/steps.hpp — the step vocabulary, typed: every op a StepProgram step can carry (with its
 // op class and a display name) and every step name (the tensor a step concerns), as named
-// constants. lower() emits only these; the executor's handler table (train/executor.cpp), the
+// constants. lower() emits only these; the executor's handler table (train/exec_*.cpp), the
 // comparison's op groups (reports/compare.cpp) and calibrate's kernel benchmarks name steps
 // through them, so a renamed step is a compile error in every layer, and a unit test
 // (tests/unit/test_steps.cpp) walks every family's programs and checks that every step's op is

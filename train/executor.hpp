@@ -15,7 +15,7 @@
 // interleaved 1F1B). Not for: the training loop, data, optimizer state (runner.cpp), telling legal
 // plans from illegal ones (program/plan.hpp check_plan, which runner::check_supported applies).
 // tensor_comm rs_ag (Megatron sequence parallelism): the residual stream holds this rank's n/t
-// tokens (State::rs).
+// tokens (State::rs_ag).
 //
 // Dtypes (plan `dtypes`): every message travels in the dtype the lowering prices for its step
 // (train/wire.hpp message_dtype); with `activations: bf16` the residual stream and its gradient
@@ -110,7 +110,7 @@ class Executor {
   // step). For the decode tests, which compare token-by-token decoding with the training forward.
   std::span<const float> head_probs(std::int64_t micro);
 
-  struct State;  // activations and buffers (executor.cpp)
+  struct State;  // activations and buffers (executor_state.hpp)
   using Handler = void (*)(State&, const Step&);
 
  private:

@@ -339,7 +339,7 @@ TEST_CASE("illegal plans name the rule that failed", "[lower]") {
 }
 
 TEST_CASE("a WKV carry fix is priced as the scan it re-runs, an RG-LRU fix as one elementwise pass", "[lower]") {
-  // train/executor.cpp fixes a WKV shard by running its chunk again from the true incoming state
+  // train/exec_rwkv4.cpp fixes a WKV shard by running its chunk again from the true incoming state
   // (forward; the first shard copies) and its chunk backward once more for d state_in; the RG-LRU
   // adds Π a · h_in to each output (2 FLOPs per element).
   Plan p = single_device(2, 64);

@@ -157,7 +157,7 @@ TEST_CASE("a materialized attention core's softmax and dropout passes add to its
 TEST_CASE("the fused gelu ⊙ value prices the recurrent gate's two steps and every MLP activation that runs it", "[sim]") {
   // The runner computes rec.gate (gelu) and rec.gated (⊙) in one kernel, gelu_mul, the kernel of
   // the gated MLP's mlp.act too, and of the transformer MLP's plain gelu (gelu_mul without its
-  // second operand, train/executor.cpp gelu_act_fwd): its own value must reach those steps of
+  // second operand, train/exec_attention.cpp gelu_act_fwd): its own value must reach those steps of
   // every layer, forward and backward, and leave every other elementwise step at the class value.
   ChipSpec chip = load_cluster("cpu-local").chip;
   const double slow = chip.efficiency.elementwise / 16;

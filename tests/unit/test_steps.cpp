@@ -6,7 +6,9 @@
 // kernel, every forward and backward step of a plan the runner accepts must have an executor
 // handler, and every compute step must be priced by an efficiency calibrate fits. Calibrate's
 // kernel benchmarks must name steps its models lower, and a benchmark fitted as its own kernel
-// must find steps with that kernel tag (else its fit would price nothing).
+// must find steps with that kernel tag (else its fit would price nothing). The executor's parameter
+// names (train/executor_state.hpp Param) are exactly the names the families' parameter_tensors
+// give, and each resolves to the offset a lookup by name finds.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -20,7 +22,9 @@
 #include "program/steps.hpp"
 #include "reports/calibration.hpp"
 #include "reports/validation.hpp"
+#include "program/param_layout.hpp"
 #include "train/executor.hpp"
+#include "train/executor_state.hpp"
 #include "train/runner.hpp"
 
 using namespace scanshard;
@@ -190,4 +194,45 @@ TEST_CASE("calibrate's plans run on one rank and are none of validate's plans", 
   // every family validate runs, but hawk (griffin's recurrent layer without the attention)
   for (const auto& v : val)
     if (v.model.family != Family::hawk) CHECK(families.count(v.model.family) == 1);
+}
+
+TEST_CASE("the executor's parameter names are the families' and resolve to the offsets a lookup by name finds", "[steps]") {
+  std::set<std::string> model_names;
+  const std::set<std::string> exec_names(std::begin(train::kParamNames), std::end(train::kParamNames));
+  REQUIRE(exec_names.size() == train::kParamCount);  // no name twice
+  for (const char* name : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "gpt-tiny", "transformer-tiny"}) {
+    const ModelSpec m = load_model(name);
+    const Layout full(m);
+    for (const ParamTensor& t : full.tensors) {
+      model_names.insert(t.name);
+      CHECK(exec_names.count(t.name) == 1);  // the executor can name every parameter
+    }
+    for (const std::int64_t tp : {1, 2})
+      for (std::int64_t rank = 0; rank < tp; ++rank) {
+        const train::ShardLayout lay(m, full, tp, rank);
+        const train::ParamIndex index(lay, m.depth);
+        for (std::int64_t l = -3; l < m.depth; ++l) {
+          const std::string block = train::ParamIndex::block(l);
+          for (std::size_t p = 0; p < train::kParamCount; ++p) {
+            const auto param = static_cast<train::Param>(p);
+            const bool present = full.index.count(block + "/" + train::kParamNames[p]) > 0;
+            CHECK((index.tensor(l, param) >= 0) == present);
+            if (present)
+              CHECK(index.offset(l, param) == lay.off(block, train::kParamNames[p]));
+            else
+              CHECK_THROWS_AS(index.offset(l, param), std::logic_error);
+          }
+          // the block's span: the smallest range holding every tensor of the block
+          std::int64_t begin = lay.total, end = 0;
+          for (std::size_t i = 0; i < full.tensors.size(); ++i)
+            if (full.tensors[i].block == block) {
+              begin = std::min(begin, lay.offset[i]);
+              end = std::max(end, lay.offset[i] + lay.count(i));
+            }
+          CHECK(index.block_range(l).begin == begin);
+          CHECK(index.block_range(l).end == end);
+        }
+      }
+  }
+  for (const std::string& n : exec_names) CHECK(model_names.count(n) == 1);  // no name the families lack
 }
