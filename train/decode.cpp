@@ -23,6 +23,7 @@
 #include "kernels/rwkv6.hpp"
 #include "kernels/rwkv_ops.hpp"
 #include "program/steps.hpp"
+#include "program/yaml_reader.hpp"
 
 namespace scanshard::train {
 
@@ -44,6 +45,22 @@ struct LayerState {
   Vec wkv, wkv_next;                  // RWKV-4 (a,b,p) [3,B,Dl]; RWKV-6 S [B,Hl,N,N]
 };
 }  // namespace
+
+void check_decodable(const ModelSpec& m, i64 t, const std::string& where) {
+  auto need = [&](i64 n, const char* what) {
+    if (n > 0 && n % t != 0)
+      throw ConfigError(where + ": tensor = " + std::to_string(t) + " does not divide the model's " + what + " (" +
+                        std::to_string(n) + ")");
+  };
+  need(m.width, "width");
+  need(m.mlp_width, "mlp_width");
+  need(m.recurrent_width, "recurrent_width");
+  need(m.heads, "heads");
+  need(m.gate_blocks, "gate_blocks");
+  if (m.kv_heads >= t) need(m.kv_heads, "kv_heads");
+  if (m.family == Family::rwkv6 && (m.width / t) % m.head_size != 0)
+    throw ConfigError(where + ": tensor = " + std::to_string(t) + " splits RWKV-6 heads of size " + std::to_string(m.head_size));
+}
 
 struct Decoder::Impl {
   const ModelSpec& m;
