@@ -13,6 +13,7 @@
 #include "program/presets.hpp"
 #include "reports/stats.hpp"
 #include "sim/cost.hpp"
+#include "train/plan_runs.hpp"
 #include "train/runner.hpp"
 
 namespace scanshard::measure {
@@ -104,10 +105,12 @@ std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, co
   o.steps = quick ? 2 : 4;  // the first of each run is a warm-up (median_cell_seconds skips it)
   const int passes = quick ? 1 : 5;
   std::vector<std::vector<Trace>> traces(plans.size());
+  const mpi::Comm self = world.split(world.rank(), 0);  // a decode plan runs on each rank alone
   for (int pass = 0; pass < passes; ++pass)
     for (std::size_t i = 0; i < plans.size(); ++i) {
       world.barrier();  // every rank runs the same plan at the same time, one core each
-      traces[i].push_back(train::run(plans[i].model, plans[i].plan, data, o, nullptr).trace);
+      if (plans[i].decode) traces[i].push_back(train::decode_run(plans[i].model, plans[i].plan, *plans[i].decode, data, o.seed, self));
+      else traces[i].push_back(train::run(plans[i].model, plans[i].plan, data, o, nullptr).trace);
     }
   return traces;
 }

@@ -193,6 +193,8 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
   InferencePass pass = stage_pass(m, p, stage, act, [&](std::int64_t part) {
     auto steps = forward_steps(m, p, part, batch, 1, position);
     if (part >= 0) add_state_traffic(steps, m, p, static_cast<double>(batch));
+    for (Step& s : steps)  // one query per sequence: the decode kernel, not the sequence kernel's tiles
+      if (s.cls == OpClass::attention) s.kernel = ops::attention_decode;
     return steps;
   });
   // Between two tokens the step streams every weight, cache row and state of the stage once: each

@@ -16,7 +16,10 @@
 //     n cached K/V rows plus the new one (global) or min(n, W) plus the new one (local); the new
 //     row is the K/V linear's output, written into the cache — plus every recurrent state read
 //     and written once (it lives in HBM between steps): RG-LRU h and the Conv1D window, the WKV
-//     state, the token-shift vector (written; its read is the shift's second input);
+//     state, the token-shift vector (written; its read is the shift's second input); its attention
+//     steps carry the decode kernel's tag (kernel attention.decode: priced with its own efficiency
+//     when the chip has one), and every step's reuse_bytes is what one token streams (the stage's
+//     weights, caches and states: where its data comes from between tokens);
 //   * the head's (max, Σexp) all-reduce and softmax stand for vocab-parallel sampling.
 // Not for: seconds (sim/inference.hpp), running the decode (train/).
 #pragma once

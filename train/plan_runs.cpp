@@ -30,9 +30,8 @@ void quiet_barrier(const mpi::Comm& w) {
   }
 }
 
-// Decodes `s` under the serving plan on the ranks of `comm` (the plan's devices) with random
-// weights (`seed`): step 0 the prefill, then S sampled tokens (plan_runs.hpp). Every rank returns
-// its own trace.
+}  // namespace
+
 Trace decode_run(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::uint8_t>& data,
                  unsigned seed, const mpi::Comm& comm) {
   const int rank = comm.rank();
@@ -65,8 +64,6 @@ Trace decode_run(const ModelSpec& m, const Plan& p, const ServingShape& s, const
   }
   return trace;
 }
-
-}  // namespace
 
 std::string why_not_runnable(const ModelSpec& m, const Plan& p, std::int64_t world_size, const ClusterSpec& cluster,
                              const ServingShape* decode) {

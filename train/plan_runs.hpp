@@ -57,6 +57,12 @@ struct RoundRobinOptions {
   std::function<void(int pass, std::size_t plan)> run_done;  // rank 0 only, after each plan's run; may be empty
 };
 
+// Decodes `s` under the serving plan on the ranks of `comm` (the plan's devices, tensor and
+// pipeline axes) with deterministic random weights (`seed`): step 0 the prefill, then S sampled
+// tokens (see above). Every rank returns its own trace. For: the round robin, calibrate.
+Trace decode_run(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::uint8_t>& data,
+                 unsigned seed, const mpi::Comm& comm);
+
 // Runs the plans (every rank calls it with the same list). A failure on one rank of a multi-rank
 // world aborts every rank (MPI_Abort) after printing it; on one rank it is rethrown.
 std::vector<PlanRuns> run_round_robin(const std::vector<PlanToRun>& plans, const std::vector<std::uint8_t>& data,

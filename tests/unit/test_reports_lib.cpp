@@ -443,6 +443,25 @@ namespace {
 // The trace the executor would record for `runs` runs of `steps` steps of a calibration plan if
 // every compute step took exactly its roofline price on `chip`: the synthetic measurement.
 std::vector<Trace> priced_traces(const CalibrationPlan& c, const ChipSpec& chip, int runs, int steps) {
+  if (c.decode) {  // a decode trace: every token's step at the sample's middle position (the mean price)
+    const ServingShape& sh = *c.decode;
+    const InferencePass pass = lower_decode(c.model, c.plan, 0, sh.batch, sh.prompt_len + sh.sample_len / 2);
+    std::vector<Trace> out(static_cast<std::size_t>(runs));
+    for (auto& t : out)
+      for (int s = 0; s < steps; ++s) {
+        auto add = [&](const std::vector<Step>& list, std::int64_t times) {
+          for (std::int64_t i = 0; i < times; ++i)
+            for (const auto& st : list)
+              if (st.kind == StepKind::compute) t.add("decode", st.op, st.name, compute_seconds(st, chip, DType::fp32));
+        };
+        add(pass.pre, 1);
+        for (const auto& g : pass.groups) add(g.steps, g.count);
+        add(pass.post, 1);
+        if (s == 0) t.add("prefill", "attention.global", "attn.core", 1.0);  // the prefill: read_traces must skip it
+        t.end_step(s, 0, 0);
+      }
+    return out;
+  }
   const StepProgram prog = lower(c.model, c.plan, 0);
   std::vector<Trace> out(static_cast<std::size_t>(runs));
   for (auto& t : out)
@@ -539,6 +558,16 @@ TEST_CASE("calibrate fits: traces priced on a known chip give that chip back, a 
   for (const auto& k : benches)
     if (!k.op.empty() && k.scan == ScanAlgo::sequential) {
       INFO(k.op);
+      if (k.cls == "attention") {
+        // the decode kernel's per-score work is priced with attention_softmax, which the grid
+        // search below recovers to 2e-2: its own value is fitted last, against the fitted pair, so
+        // it prices its benchmark at the measured time and lands near the truth
+        double t = 0;
+        for (const auto& st : k.steps) t += compute_seconds(st, fitted, DType::fp32);
+        CHECK(t == Approx(k.seconds).epsilon(1e-6));
+        CHECK(fitted.efficiency.ops.at(k.op) == Approx(truth.efficiency.ops.at(k.op)).epsilon(1e-2));
+        continue;
+      }
       CHECK(fitted.efficiency.ops.at(k.op) == Approx(truth.efficiency.ops.at(k.op)).epsilon(1e-6));
       CHECK(k.efficiency == Approx(truth.efficiency.ops.at(k.op)).epsilon(1e-6));
     }
