@@ -368,8 +368,11 @@ struct Decoder::Impl {
   }
 
   // ---- one layer, residuals ------------------------------------------------------------------
-  void add_into(float* acc, const float* y) {
-    for (i64 i = 0; i < M * D; ++i) acc[i] += y[i];
+  // the residual add, timed under the lowering's name for it
+  void add_into(float* acc, const float* y, const char* name) {
+    timed(ops::add, name, [&] {
+      for (i64 i = 0; i < M * D; ++i) acc[i] += y[i];
+    });
   }
   void layer(i64 l) {
     LayerState& s = L[sz(l)];
@@ -383,11 +386,12 @@ struct Decoder::Impl {
       case Temporal::rwkv6_time_mix: rwkv6_time_mix(l, s); break;
     }
     allreduce(part.data(), M * D, m.is_rwkv() ? tensors::tm_out : s.kind == Temporal::recurrent ? tensors::rec_out : tensors::attn_out);
-    add_into(x.data(), part.data());
+    add_into(x.data(), part.data(),
+             m.is_rwkv() ? tensors::tm_residual : s.kind == Temporal::recurrent ? tensors::rec_residual : tensors::attn_residual);
     norm(n2.data(), stat2.data(), x.data(), l, "norm2.scale", "norm2.bias", ln, tensors::norm2);
     if (m.is_rwkv()) channel_mix(l, s);
     else mlp(l);
-    add_into(x.data(), part.data());
+    add_into(x.data(), part.data(), m.is_rwkv() ? tensors::cm_residual : tensors::mlp_residual);
   }
 };
 
