@@ -202,7 +202,7 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
   const double token_bytes = pass.sum([](const Step& s) { return s.kind == StepKind::compute ? s.bytes_read + s.bytes_written : 0.0; });
   for (auto* list : {&pass.pre, &pass.post})
     for (Step& s : *list) s.reuse_bytes = token_bytes;
-  for (auto& g : pass.groups)
+  for (auto& g : pass.groups)  // (for_each_list gives the lists read-only)
     for (Step& s : g.steps) s.reuse_bytes = token_bytes;
   return pass;
 }

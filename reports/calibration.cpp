@@ -110,14 +110,11 @@ std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vecto
 std::vector<Step> decode_plan_steps(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::string>& names) {
   const InferencePass pass = lower_decode(m, p, 0, s.batch, s.prompt_len + s.sample_len / 2);
   std::vector<Step> out;
-  auto take = [&](const std::vector<Step>& list, std::int64_t times) {
+  pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
     for (std::int64_t i = 0; i < times; ++i)
       for (const auto& st : list)
         if (st.kind == StepKind::compute && std::find(names.begin(), names.end(), std::string(st.name)) != names.end()) out.push_back(st);
-  };
-  take(pass.pre, 1);
-  for (const auto& g : pass.groups) take(g.steps, g.count);
-  take(pass.post, 1);
+  });
   if (out.empty()) throw std::runtime_error("calibrate: the decode lowering of " + m.name + " has no steps named " + names.front());
   return out;
 }
@@ -188,10 +185,7 @@ std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>
     std::vector<std::vector<Step>> lists;  // training: forward and backward; decode: one step's layers
     if (c.decode) {
       const InferencePass pass = lower_decode(c.model, c.plan, 0, c.decode->batch, c.decode->prompt_len + c.decode->sample_len / 2);
-      lists.emplace_back(pass.pre);
-      for (const auto& g : pass.groups)
-        for (std::int64_t i = 0; i < g.count; ++i) lists.push_back(g.steps);
-      lists.push_back(pass.post);
+      pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) { lists.insert(lists.end(), times, list); });
     } else {
       const StepProgram prog = lower(c.model, c.plan, 0);
       lists = {prog.forward, prog.backward};

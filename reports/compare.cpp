@@ -215,17 +215,14 @@ Comparison compare_decode(const ModelSpec& m, const Plan& p, const ServingShape&
   const double share = 1.0 / static_cast<double>(positions.size());
   for (const std::int64_t n : positions) {
     const InferencePass pass = lower_decode(m, p, 0, s.batch, n);
-    auto add = [&](const std::vector<Step>& list, double times) {
+    pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
       const std::vector<double> secs = step_seconds(list, c, net, p.act_dtype);
       for (std::size_t i = 0; i < list.size(); ++i) {
         const std::string g = op_group(step_name(list[i].op, list[i].name));
-        predicted[g] += share * times * secs[i];
-        class_seconds[g][to_string(list[i].cls)] += share * times * secs[i];
+        predicted[g] += share * static_cast<double>(times) * secs[i];
+        class_seconds[g][to_string(list[i].cls)] += share * static_cast<double>(times) * secs[i];
       }
-    };
-    add(pass.pre, 1);
-    for (const auto& g : pass.groups) add(g.steps, static_cast<double>(g.count));
-    add(pass.post, 1);
+    });
   }
   add_measured_groups(out, predicted, class_seconds, steps, warm_up);
   return out;

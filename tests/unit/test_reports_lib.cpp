@@ -449,14 +449,11 @@ std::vector<Trace> priced_traces(const CalibrationPlan& c, const ChipSpec& chip,
     std::vector<Trace> out(static_cast<std::size_t>(runs));
     for (auto& t : out)
       for (int s = 0; s < steps; ++s) {
-        auto add = [&](const std::vector<Step>& list, std::int64_t times) {
+        pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
           for (std::int64_t i = 0; i < times; ++i)
             for (const auto& st : list)
               if (st.kind == StepKind::compute) t.add("decode", st.op, st.name, compute_seconds(st, chip, DType::fp32));
-        };
-        add(pass.pre, 1);
-        for (const auto& g : pass.groups) add(g.steps, g.count);
-        add(pass.post, 1);
+        });
         if (s == 0) t.add("prefill", "attention.global", "attn.core", 1.0);  // the prefill: read_traces must skip it
         t.end_step(s, 0, 0);
       }
