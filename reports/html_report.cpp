@@ -314,10 +314,11 @@ Validated load_validate(const std::string& dir) {
 struct SetText {
   std::string id_prefix;   // "" or "decode-"
   std::string step;        // "training step" or "token (decode step)"
+  std::string step_time;   // "step time" or "time per token"
   std::string plans_noun;  // "plans" or "decode plans"
 };
-const SetText kTrainingText{"", "training step", "plans"};
-const SetText kDecodeText{"decode-", "token (decode step)", "decode plans"};
+const SetText kTrainingText{"", "training step", "step time", "plans"};
+const SetText kDecodeText{"decode-", "token (decode step)", "time per token", "decode plans"};
 
 // ─── charts ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -390,7 +391,7 @@ Chart breakdown_chart(const std::string& gp, const PlanSet& v, const SetText& t)
 }
 
 Chart scatter_chart(const std::string& gp, const PlanSet& v, const SetText& t) {
-  Chart c = make_chart(t.id_prefix + "scatter", "Predicted vs measured time per " + t.step, t.id_prefix + "scatter.csv");
+  Chart c = make_chart(t.id_prefix + "scatter", "Predicted vs measured " + t.step_time, t.id_prefix + "scatter.csv");
   double lo = 1e300, hi = 0;
   for (const auto& p : v.plans) {
     lo = std::min({lo, 1e3 * p.predicted, 1e3 * p.measured});
@@ -426,11 +427,11 @@ Chart scatter_chart(const std::string& gp, const PlanSet& v, const SetText& t) {
                 100 * sm.value("median_abs_error", 0.0), 100 * sm.value("max_abs_error", 0.0),
                 sm.contains("spearman") && sm["spearman"].is_number() ? num(sm["spearman"].get<double>(), 3).c_str() : "n/a");
   const std::string tics = log_tics(lo, hi);
-  s += "set title " + gq2("Predicted vs measured time per " + t.step + ", " + std::to_string(v.plans.size()) + " " + t.plans_noun, stats_line) +
+  s += "set title " + gq2("Predicted vs measured " + t.step_time + ", " + std::to_string(v.plans.size()) + " " + t.plans_noun, stats_line) +
        "\nset logscale xy\nset xrange [" + num(lo) + ":" + num(hi) + "]\nset yrange [" + num(lo) + ":" + num(hi) + "]\n" +
        "set xtics (" + tics + ")\nset ytics (" + tics + ")\nset mxtics 10\nset mytics 10\n"
        "set size ratio -1\nset grid xtics ytics lc rgb '#e5e5e5'\n"
-       "set xlabel 'measured time per " + t.step + " (ms, median of the steps after warm-up)'\nset ylabel 'predicted (ms)'\n"
+       "set xlabel 'measured " + t.step_time + " (ms, median of the steps after warm-up)'\nset ylabel 'predicted " + t.step_time + " (ms)'\n"
        "set key top left box opaque\n" + plot;
   c.svg = run_gnuplot(gp, s);
   c.caption = "One point per validated " + t.plans_noun.substr(0, t.plans_noun.size() - 1) + ". Points inside the band are within ±10 % of the measurement; above the dashed "
