@@ -886,8 +886,8 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
     for (const auto& p : v.decode.plans) {
       const double B = static_cast<double>(p.global_batch);
       h << "<tr><td>" << p.id << "</td><td>" << html_escape(p.description) << "</td><td>" << format_seconds(p.predicted) << "</td><td>"
-        << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td><td>" << num(B / p.predicted, 4) << "</td><td>"
-        << num(B / p.measured, 4) << "</td></tr>";
+        << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td><td>" << std::llround(B / p.predicted) << "</td><td>"
+        << std::llround(B / p.measured) << "</td></tr>";
     }
     h << "</table>\n";
     class_table(v.doc["decode"].value("classes", nlohmann::json::object()), "op class (decode)");
