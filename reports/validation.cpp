@@ -196,7 +196,7 @@ ValidationResult score_validation(const std::vector<PlanCase>& cases, const std:
                                   const ClusterSpec& cluster, double probe_ref) {
   if (measured.size() != cases.size()) throw std::invalid_argument("score_validation: one measurement per plan case");
   ValidationResult r;
-  std::vector<double> pred_steps, meas_steps, fastest_steps, speed, pred_decode, meas_decode;
+  std::vector<double> pred_steps, meas_steps, fastest_steps, speed, pred_decode, meas_decode, fastest_decode;
   std::vector<stats::ClassSample> class_samples, decode_class_samples;
   for (std::size_t i = 0; i < cases.size(); ++i) {
     if (measured[i].steps.empty()) continue;
@@ -218,6 +218,7 @@ ValidationResult score_validation(const std::vector<PlanCase>& cases, const std:
     if (c.decode) {
       pred_decode.push_back(pr.cmp.predicted_step_seconds);
       meas_decode.push_back(pr.cmp.measured_step_seconds);
+      fastest_decode.push_back(pr.cmp.fastest_step_seconds);
       r.decode_plans.push_back(std::move(pr));
       continue;
     }
@@ -230,6 +231,7 @@ ValidationResult score_validation(const std::vector<PlanCase>& cases, const std:
   if (pred_steps.empty() && pred_decode.empty()) throw std::runtime_error("validate: every plan was skipped; nothing to compare");
   if (!pred_decode.empty()) {
     r.decode = score(pred_decode, meas_decode);
+    r.decode_fastest = score(pred_decode, fastest_decode);
     r.decode_classes = stats::errors_by_class(decode_class_samples);
   }
   if (pred_steps.empty()) return r;
@@ -393,7 +395,7 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
       {"summary_fastest_step", r.fastest.json()},
       {"summary_probe_scaled", drift_json},
       {"classes", classes},
-      {"decode", {{"plans", decode_plans}, {"summary", summary_json(r.decode)},
+      {"decode", {{"plans", decode_plans}, {"summary", summary_json(r.decode)}, {"summary_fastest_token", r.decode_fastest.json()},
                   {"classes", class_summaries_json(r.decode_classes, nullptr)}}}};
   std::vector<std::pair<std::string, std::string>> files = {
       {"validate.json", doc.dump(2) + "\n"}, {"validate.csv", csv}, {"validate-groups.csv", groups_csv},

@@ -111,6 +111,7 @@ struct ValidationResult {
   // Decode plans, scored apart (per-token latency; the primary statistics above are training's).
   std::vector<PlanResult> decode_plans;
   Score decode;
+  Score decode_fastest;  // against each decode plan's fastest token (a multi-millisecond token is rarely spared a preemption on a loaded machine)
   std::map<std::string, stats::ErrorSummary> decode_classes;
 };
 

@@ -358,6 +358,8 @@ TEST_CASE("validate scoring of decode plans: per-token errors scored apart from 
   CHECK(r.decode.err.count == 2);
   CHECK(r.decode.err.max_abs == Approx(1.0));
   CHECK(r.decode.err.median_abs == Approx((1.0 + (1 - 1 / 1.1)) / 2));
+  // every token the same: the fastest is the median
+  CHECK(r.decode_fastest.err.median_abs == Approx(r.decode.err.median_abs));
 
   const auto files = validation_files(r, cluster, ValidationRunInfo{});
   REQUIRE(files.size() == 5);
