@@ -121,7 +121,7 @@ std::vector<PlanCase> decode_plan_set(bool quick) {
   const ModelSpec hw = validation_variant("hawk-tiny", 512, 4);
   struct Row { const ModelSpec* m; const char* mesh; std::int64_t B, P, S; };
   const std::vector<Row> rows = {
-      {&g, "tensor=1", 1, 64, 32},     // local attention below its window... then at it
+      {&g, "tensor=1", 1, 64, 32},     // batch 1; the local cache full from the start (P > window 32)
       {&g, "tensor=2", 4, 1024, 32},   // local KV cache capped at the window (32 rows)
       {&h, "tensor=1", 4, 64, 32},     // recurrent state only
       {&q, "tensor=1", 1, 2048, 32},   // global KV cache of 2048 rows

@@ -59,8 +59,8 @@ struct PlanCase {
 ModelSpec validation_variant(const std::string& preset, std::int64_t width, std::int64_t depth);
 // The built-in plan set (57 plans, ids P01..P57). quick: every third plan (P01, P04, ...).
 std::vector<PlanCase> validation_plan_set(bool quick);
-// The decode plan set (8 plans, ids D01..D08): every family at batch 1 and 4, tensor = 1 and 2,
-// contexts from 64 to 2048 tokens (a global KV cache that grows, a local one capped at its window,
+// The decode plan set (9 plans, ids D01..D09): every family at batch 1 and 4, tensor = 1 and 2,
+// prompts of 16 to 2048 tokens (a global KV cache that grows, a local one capped at its window,
 // fixed recurrent states), and one model too large for the cache (weights streamed from DRAM).
 // quick: every other plan.
 std::vector<PlanCase> decode_plan_set(bool quick);
