@@ -68,24 +68,6 @@ Mesh serving_mesh(const GenerateOptions& o, int world) {
   return p.mesh;
 }
 
-// ConfigError unless every tensor-split dimension of `m` divides by t (what ShardLayout and the
-// decoder's head and channel splits assume).
-void check_divides(const ModelSpec& m, std::int64_t t, const std::string& where) {
-  auto need = [&](std::int64_t n, const char* what) {
-    if (n > 0 && n % t != 0)
-      throw ConfigError(where + ": tensor = " + std::to_string(t) + " does not divide the model's " + what + " (" +
-                        std::to_string(n) + ")");
-  };
-  need(m.width, "width");
-  need(m.mlp_width, "mlp_width");
-  need(m.recurrent_width, "recurrent_width");
-  need(m.heads, "heads");
-  need(m.gate_blocks, "gate_blocks");
-  if (m.kv_heads >= t) need(m.kv_heads, "kv_heads");
-  if (m.family == Family::rwkv6 && (m.width / t) % m.head_size != 0)
-    throw ConfigError(where + ": tensor = " + std::to_string(t) + " splits RWKV-6 heads of size " + std::to_string(m.head_size));
-}
-
 std::vector<std::int32_t> read_prompt(const GenerateOptions& o) {
   const std::string path = o.prompt_file.empty() ? train::default_corpus_path() : o.prompt_file;
   std::ifstream in(path, std::ios::binary);
@@ -180,7 +162,7 @@ void run_generate(const GenerateOptions& o) {
       if (meta.model_yaml != train::model_summary(m))
         throw ConfigError("--checkpoint " + o.checkpoint + ": holds model '" + meta.model_name + "', not '" + m.name +
                           "' (family, width, depth or vocab differ)");
-      check_divides(m, t, o.plan_file.empty() ? "mpirun -n " + std::to_string(t) : o.plan_file);
+      train::check_decodable(m, t, o.plan_file.empty() ? "mpirun -n " + std::to_string(t) : o.plan_file);
       if (mesh[Axis::pipeline] > m.depth)
         throw ConfigError(o.plan_file + ": mesh: pipeline = " + std::to_string(mesh[Axis::pipeline]) + " stages for " +
                           std::to_string(m.depth) + " layers");

@@ -15,8 +15,13 @@
 // seconds. The prediction uses the cluster sliced to the plan's n devices. Before each plan every
 // rank runs the machine-speed probe (measure/probe.hpp) when the cluster file has a calibrated one.
 //
+// Decode plans (reports/validation.hpp decode_plan_set) run in the same round robin: each run
+// prefills its batch and decodes the plan's S tokens (not --steps; train/plan_runs.hpp); measured = the
+// median decode step over all passes against sim/inference's per-token latency.
+//
 // Writes DIR/validate.json (everything), validate.csv (one row per plan), validate-groups.csv
-// (per plan and op group) and validate-classes.csv (per op class), atomically.
+// (per plan and op group), validate-classes.csv (per op class) and validate-decode.csv (one row
+// per decode plan), atomically.
 #include <cblas.h>
 #include <omp.h>
 
@@ -50,6 +55,7 @@ struct ValidateOptions {
   std::int64_t steps = 3;
   int passes = 3;
   bool quick = false;
+  std::string plans = "all";         // which sets run: training, decode or all
   bool published = false;            // price the published-measurement suite instead (no MPI)
   std::vector<std::string> suites;   // --suite files for --published (default: the built-in suite)
   std::string fit;                   // --fit CHIP with --published: fit the chip's efficiencies to the suite
@@ -74,7 +80,46 @@ std::string ms(double s) {
   return b;
 }
 
+std::string tokens_per_s(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.0f", v);
+  return b;
+}
+
+// The decode plans: per-token latency and tokens/s, predicted and measured, and their summary.
+void print_decode(const ValidationResult& r) {
+  if (r.decode_plans.empty()) return;
+  Table t({"id", "decode plan", "predicted / token", "measured / token", "error", "predicted tok/s", "measured tok/s",
+           "largest group error"},
+          {false, false, true, true, true, true, true, false});
+  for (const auto& pr : r.decode_plans) {
+    const PlanCase& c = *pr.plan_case;
+    const double B = static_cast<double>(c.decode->batch);
+    const std::string worst = pr.worst_group.empty() ? "-" : pr.worst_group + " " + pct(pr.worst_group_error);
+    t.add({c.id, describe_plan(c), ms(pr.cmp.predicted_step_seconds), ms(pr.cmp.measured_step_seconds), pct(pr.error),
+           tokens_per_s(B / pr.cmp.predicted_step_seconds), tokens_per_s(B / pr.cmp.measured_step_seconds), worst});
+  }
+  std::cout << "\ndecoding (a step = one token of every sequence; tokens/s = batch / per-token latency):\n" << t.str() << "\n";
+  Table ct({"op class (decode)", "plans", "median |error|", "max |error|", "bias (median)"}, {false, true, true, true, true});
+  for (const auto& [cls, s] : r.decode_classes)
+    ct.add({cls, std::to_string(s.count), abs_pct(s.median_abs), abs_pct(s.max_abs), pct(s.bias)});
+  std::cout << ct.str() << "\n";
+  const auto& e = r.decode.err;
+  char summary[512];
+  std::snprintf(summary, sizeof summary,
+                "decode per-token latency over %zu plans: median |error| %.1f %%, max |error| %.1f %%, bias %+.1f %%; "
+                "Spearman %.3f\ngoal (issue 26): median <= 5 %% -> %s\n",
+                e.count, 100 * e.median_abs, 100 * e.max_abs, 100 * e.bias, r.decode.rho, e.median_abs <= 0.05 ? "met" : "not met");
+  std::cout << summary;
+  const auto& f = r.decode_fastest.err;
+  std::snprintf(summary, sizeof summary,
+                "(against each decode plan's fastest token instead of the median: median |error| %.1f %%, max %.1f %%, bias %+.1f %%)\n",
+                100 * f.median_abs, 100 * f.max_abs, 100 * f.bias);
+  std::cout << summary;
+}
+
 void print_result(const ValidationResult& r, double probe_ref) {
+  if (r.plans.empty()) return print_decode(r);
   Table t({"id", "plan", "predicted", "measured", "error", "largest group error"}, {false, false, true, true, true, false});
   for (const auto& pr : r.plans) {
     const PlanCase& c = *pr.plan_case;
@@ -111,6 +156,7 @@ void print_result(const ValidationResult& r, double probe_ref) {
                 "Spearman %.3f)\n",
                 100 * r.fastest.err.median_abs, 100 * r.fastest.err.max_abs, 100 * r.fastest.err.bias, r.fastest.rho);
   std::cout << summary;
+  print_decode(r);
 }
 
 void run_validate(const ValidateOptions& o) {
@@ -127,9 +173,13 @@ void run_validate(const ValidateOptions& o) {
     if (o.passes < 1) throw ConfigError("--passes: must be at least 1");
     check_output_directory(o.out, "--out");
     cluster = load_cluster(o.cluster, "--cluster");
-    cases = validation_plan_set(o.quick);
+    if (o.plans != "training" && o.plans != "decode" && o.plans != "all")
+      throw ConfigError("--plans: '" + o.plans + "' is not training, decode or all");
+    if (o.plans != "decode") cases = validation_plan_set(o.quick);
     std::int64_t longest = 0;
     for (const auto& c : cases) longest = std::max(longest, c.plan.seq_len);
+    if (o.plans != "training")
+      for (auto& c : decode_plan_set(o.quick)) cases.push_back(std::move(c));  // their prompts cycle through the data
     data = train::load_bytes(o.data.empty() ? train::default_corpus_path() : o.data, longest + 2);
   });
 
@@ -138,8 +188,10 @@ void run_validate(const ValidateOptions& o) {
   const double probe_ref = calibrated_probe_seconds(o.cluster);
   const double load_start = load_average_1min();
   if (rank == 0) {
-    std::cout << "validate: " << cases.size() << " plans, " << o.passes << " passes of " << o.steps
-              << " steps each (first = warm-up), " << W
+    const auto decoding = std::count_if(cases.begin(), cases.end(), [](const PlanCase& c) { return c.decode.has_value(); });
+    std::cout << "validate: " << cases.size() - static_cast<std::size_t>(decoding) << " training plans, " << o.passes
+              << " passes of " << o.steps << " steps each (first = warm-up), and " << decoding
+              << " decode plans (a prefill, then one step per sampled token), " << W
               << " rank(s), one thread each; predicted on " << cluster.name << " (" << cluster.origin << ")\n";
     if (cluster.source.find("placeholder") != std::string::npos)
       std::cout << "note: " << cluster.name << " is an uncalibrated placeholder; run `mpirun -n 2 scanshard calibrate` and pass "
@@ -151,8 +203,8 @@ void run_validate(const ValidateOptions& o) {
   ValidationRunInfo info;
   std::vector<train::PlanToRun> to_run;
   for (const auto& c : cases) {
-    const std::string why = train::why_not_runnable(c.model, c.plan, W, cluster);
-    to_run.push_back({&c.model, &c.plan, why.empty()});
+    const std::string why = train::why_not_runnable(c.model, c.plan, W, cluster, c.decode ? &*c.decode : nullptr);
+    to_run.push_back({&c.model, &c.plan, why.empty(), c.decode ? &*c.decode : nullptr});
     if (!why.empty() && rank == 0) {
       info.skipped.push_back(c.id + " (" + describe_plan(c) + "): " + why);
       std::cout << "  " << c.id << " skipped: " << why << "\n" << std::flush;
@@ -182,7 +234,7 @@ void run_validate(const ValidateOptions& o) {
   for (std::size_t i = 0; i < cases.size(); ++i) {
     for (const auto& trace : runs[i].traces) {
       const auto steps = measured_steps(trace);
-      measured[i].steps.insert(measured[i].steps.end(), steps.begin() + 1, steps.end());  // after each run's warm-up
+      measured[i].steps.insert(measured[i].steps.end(), steps.begin() + 1, steps.end());  // after each run's warm-up (decode: the prefill)
     }
     measured[i].probes = runs[i].probes;
   }
@@ -209,6 +261,7 @@ void run_validate(const ValidateOptions& o) {
     std::cout << " -- other processes competed for the cores: measured times are inflated and noisy";
   std::cout << "\n";
   for (const auto& s : info.skipped) std::cout << "skipped " << s << "\n";
+  const bool decode_csv = !r.decode_plans.empty();
 
   info.cluster_argument = looks_like_path(o.cluster) ? std::filesystem::absolute(o.cluster).string() : o.cluster;
   info.ranks = W;
@@ -224,6 +277,7 @@ void run_validate(const ValidateOptions& o) {
   for (auto& [name, text] : validation_files(r, cluster, info)) files.push_back({o.out + "/" + name, std::move(text)});
   write_output_files(files);
   std::cout << "wrote " << o.out << "/validate.json, validate.csv, validate-groups.csv, validate-classes.csv"
+            << (decode_csv ? ", validate-decode.csv" : "")
             << " (render with `scanshard report --validate " << o.out << " --html FILE`)\n";
 }
 
@@ -240,7 +294,8 @@ void register_validate_command(CLI::App& app) {
   cmd->add_option("--passes", o->passes, "rounds over the plan set; each plan's numbers are medians over all its passes")
       ->capture_default_str();
   cmd->add_option("--data", o->data, "training data, read as bytes (default: the repository's data/corpus.txt)");
-  cmd->add_flag("--quick", o->quick, "every third plan of the set");
+  cmd->add_flag("--quick", o->quick, "every third training plan and every other decode plan");
+  cmd->add_option("--plans", o->plans, "which plan sets run: training, decode or all")->capture_default_str();
   cmd->add_flag("--published", o->published,
                 "price the published cluster measurements (configs/published/: Megatron-LM, Llama 3, Griffin, ...) and "
                 "report predicted against published per row and source; no MPI, nothing runs");

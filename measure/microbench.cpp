@@ -13,6 +13,7 @@
 #include "program/presets.hpp"
 #include "reports/stats.hpp"
 #include "sim/cost.hpp"
+#include "train/plan_runs.hpp"
 #include "train/runner.hpp"
 
 namespace scanshard::measure {
@@ -50,10 +51,15 @@ std::vector<GemmSample> bench_sgemm(bool quick) {
   return out;
 }
 
-// a = b + s·c over three float arrays of `bytes` in total; counts 12 bytes per element.
+// a = b + s·c over three float arrays of `bytes` in total; counts 12 bytes per element. Sizes: in
+// L2, in L2 of both cores, in the 32 MiB L3, and (full run) just beyond it — where a decode step of
+// a model slightly larger than the cache streams its weights from — and far beyond it.
 std::vector<TriadSample> bench_triad(bool quick) {
   std::vector<double> sizes = {384.0 * 1024, 3.0 * 1024 * 1024, 24.0 * 1024 * 1024};
-  if (!quick) sizes.push_back(192.0 * 1024 * 1024);
+  if (!quick) {
+    sizes.push_back(48.0 * 1024 * 1024);
+    sizes.push_back(192.0 * 1024 * 1024);
+  }
   std::vector<TriadSample> out;
   for (double bytes : sizes) {
     const std::size_t n = static_cast<std::size_t>(bytes / 12);
@@ -104,10 +110,12 @@ std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, co
   o.steps = quick ? 2 : 4;  // the first of each run is a warm-up (median_cell_seconds skips it)
   const int passes = quick ? 1 : 5;
   std::vector<std::vector<Trace>> traces(plans.size());
+  const mpi::Comm self = world.split(world.rank(), 0);  // a decode plan runs on each rank alone
   for (int pass = 0; pass < passes; ++pass)
     for (std::size_t i = 0; i < plans.size(); ++i) {
       world.barrier();  // every rank runs the same plan at the same time, one core each
-      traces[i].push_back(train::run(plans[i].model, plans[i].plan, data, o, nullptr).trace);
+      if (plans[i].decode) traces[i].push_back(train::decode_run(plans[i].model, plans[i].plan, *plans[i].decode, data, o.seed, self));
+      else traces[i].push_back(train::run(plans[i].model, plans[i].plan, data, o, nullptr).trace);
     }
   return traces;
 }

@@ -65,14 +65,15 @@ struct Efficiency {
   // rate the memory curve gives its size), and RWKV's token shifts (token_shift) and RWKV-6's
   // data-dependent mixes (ddlerp), each ~1/2 of the class value, and the embedding lookup with
   // its scatter-add into the table's gradient (embedding) and the learned positions (add_positions):
-  // class embedding, priced with the elementwise value otherwise. `scanshard calibrate` measures
-  // them; presets leave them out.
+  // class embedding, priced with the elementwise value otherwise; and the decode step's attention
+  // (attention.decode: one query row per sequence against its cache, dot products one head wide,
+  // not the training kernel's tiles). `scanshard calibrate` measures them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 19> kTunedOps = {
+inline constexpr std::array<const char*, 20> kTunedOps = {
     "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag",       "adamw", "conv1d",      "rope",   "softmax_xent",
     "add",        "rmsnorm",   "layernorm", "gelu_mul",     "grad_accumulate", "zero",  "token_shift", "ddlerp", "embedding",
-    "add_positions"};
+    "add_positions", "attention.decode"};
 
 struct ChipSpec {
   std::string name;

@@ -190,11 +190,21 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
   const ModelSpec m = served(model);
   const Plan p = pass_plan(plan);
   const double act = static_cast<double>(batch * m.width) * bytes_of(p.act_dtype);
-  return stage_pass(m, p, stage, act, [&](std::int64_t part) {
+  InferencePass pass = stage_pass(m, p, stage, act, [&](std::int64_t part) {
     auto steps = forward_steps(m, p, part, batch, 1, position);
     if (part >= 0) add_state_traffic(steps, m, p, static_cast<double>(batch));
+    for (Step& s : steps)  // one query per sequence: the decode kernel, not the sequence kernel's tiles
+      if (s.cls == OpClass::attention) s.kernel = ops::attention_decode;
     return steps;
   });
+  // Between two tokens the step streams every weight, cache row and state of the stage once: each
+  // step's data comes from wherever a working set of that size lives (cache or DRAM).
+  const double token_bytes = pass.sum([](const Step& s) { return s.kind == StepKind::compute ? s.bytes_read + s.bytes_written : 0.0; });
+  for (auto* list : {&pass.pre, &pass.post})
+    for (Step& s : *list) s.reuse_bytes = token_bytes;
+  for (auto& g : pass.groups)  // (for_each_list gives the lists read-only)
+    for (Step& s : g.steps) s.reuse_bytes = token_bytes;
+  return pass;
 }
 
 std::int64_t stage_parameters(const ModelSpec& m, std::int64_t tensor, std::int64_t pipeline, std::int64_t stage) {

@@ -16,7 +16,10 @@
 //     n cached K/V rows plus the new one (global) or min(n, W) plus the new one (local); the new
 //     row is the K/V linear's output, written into the cache — plus every recurrent state read
 //     and written once (it lives in HBM between steps): RG-LRU h and the Conv1D window, the WKV
-//     state, the token-shift vector (written; its read is the shift's second input);
+//     state, the token-shift vector (written; its read is the shift's second input); its attention
+//     steps carry the decode kernel's tag (kernel attention.decode: priced with its own efficiency
+//     when the chip has one), and every step's reuse_bytes is what one token streams (the stage's
+//     weights, caches and states: where its data comes from between tokens);
 //   * the head's (max, Σexp) all-reduce and softmax stand for vocab-parallel sampling.
 // Not for: seconds (sim/inference.hpp), running the decode (train/).
 #pragma once
@@ -104,14 +107,20 @@ struct InferencePass {
   };
   std::vector<Group> groups;
   std::vector<Step> post;  // the head (last stage) or the send to the next stage
+  // f(step list, times it runs) for pre, each group (times: its count), post, in order.
+  template <class F>
+  void for_each_list(F&& f) const {
+    f(pre, std::int64_t{1});
+    for (const auto& g : groups) f(g.steps, g.count);
+    f(post, std::int64_t{1});
+  }
   // Σ over every step (groups times their count) of f(step).
   template <class F>
   double sum(F&& f) const {
     double s = 0;
-    for (const auto& x : pre) s += f(x);
-    for (const auto& g : groups)
-      for (const auto& x : g.steps) s += static_cast<double>(g.count) * f(x);
-    for (const auto& x : post) s += f(x);
+    for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
+      for (const auto& x : list) s += static_cast<double>(times) * f(x);
+    });
     return s;
   }
 };

@@ -54,6 +54,10 @@ struct Step {
   double saved_bytes = 0;            // forward only: kept for backward
   double state_bytes = 0;            // scans: recurrent state that should stay on chip
   double spill_bytes = 0;            // scans: extra traffic if the state does not fit on chip
+  // Bytes the program touches between two runs of this step (0: its own bytes). Its memory traffic
+  // runs at the rate of a working set that large (efficiency.memory_curve): a decode step's weights
+  // were last read one token ago, with every other weight, cache and state of the stage read since.
+  double reuse_bytes = 0;
   std::int64_t m = 0, n = 0, k = 0;  // GEMM shape on this rank (for tile padding)
   double comm_bytes = 0;             // collective: bytes of the full buffer per rank; p2p: per hop
   std::int32_t hops = 0;             // p2p: sequential hops (ring carry: P−1)

@@ -32,6 +32,8 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(all_gather, "all_gather", comm, "all-gather over a mesh axis") \
   X(all_reduce, "all_reduce", comm, "all-reduce (sum) over a mesh axis") \
   X(attention_context, "attention.context", attention, "attention probabilities times values (materialized kernel)") \
+  X(attention_decode, "attention.decode", attention, \
+    "one query per sequence against its KV cache (the decode kernel; a kernel tag on decode attention steps, never an op)") \
   X(attention_global, "attention.global", attention, "causal attention over the whole sequence (fused kernel)") \
   X(attention_local, "attention.local", attention, "causal attention within a window (fused kernel)") \
   X(attention_scores, "attention.scores", attention, \

@@ -80,6 +80,14 @@ std::vector<CalibrationPlan> calibration_plan_set() {
   };
   std::vector<CalibrationPlan> out;
   for (const auto& r : rows) out.push_back({r.id, r.m, one_device_plan(r.m, r.B, r.T)});
+  // decode plans: (id, model, batch, prompt, sampled tokens)
+  struct DecodeRow { const char* id; ModelSpec m; ServingShape s; };
+  const std::vector<DecodeRow> decode_rows = {
+      {"C10", with_depth("mqa-tiny", 1), {1, 1024, 16}},
+      {"C11", load_model("griffin-tiny"), {4, 48, 16}},
+  };
+  for (const auto& r : decode_rows)
+    out.push_back({r.id, r.m, serving_plan(one_device_plan(r.m, r.s.batch, r.s.context()), r.s), r.s});
   return out;
 }
 
@@ -96,6 +104,18 @@ std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vecto
   for (const auto& s : prog.step_end)
     if (wanted(s)) out.push_back(s);
   if (out.empty()) throw std::runtime_error("calibrate: the lowering of " + m.name + " has no steps named " + names.front());
+  return out;
+}
+
+std::vector<Step> decode_plan_steps(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::string>& names) {
+  const InferencePass pass = lower_decode(m, p, 0, s.batch, s.prompt_len + s.sample_len / 2);
+  std::vector<Step> out;
+  pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
+    for (std::int64_t i = 0; i < times; ++i)
+      for (const auto& st : list)
+        if (st.kind == StepKind::compute && std::find(names.begin(), names.end(), std::string(st.name)) != names.end()) out.push_back(st);
+  });
+  if (out.empty()) throw std::runtime_error("calibrate: the decode lowering of " + m.name + " has no steps named " + names.front());
   return out;
 }
 
@@ -141,13 +161,16 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
       {"attention", "C01", "attn.core (local)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
       {"attention", "C02", "attn.core (global)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
       {"attention", "C05", "attn.core (global, N 16)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
+      // the decode kernel: one query per sequence against a 1024-row global cache
+      {"attention", "C10", "attn.core (decode, global)", {tensors::attn_core}, ops::attention_decode, false, S::sequential},
   };
   std::vector<KernelBench> out;
   for (const auto& s : specs) {
     const CalibrationPlan& c = plan(s.plan);
     Plan priced = c.plan;
     priced.scan = s.scan;
-    KernelBench k{s.cls, c.id, c.model.name, s.group, s.names, plan_steps(c.model, priced, s.names)};
+    KernelBench k{s.cls, c.id, c.model.name, s.group, s.names,
+                  c.decode ? decode_plan_steps(c.model, priced, *c.decode, s.names) : plan_steps(c.model, priced, s.names)};
     k.op = s.op;
     k.also_class = s.also_class;
     k.scan = s.scan;
@@ -159,14 +182,21 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
 std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>& plans) {
   std::vector<GemmStepSample> out;
   for (const auto& c : plans) {
-    const StepProgram prog = lower(c.model, c.plan, 0);
+    std::vector<std::vector<Step>> lists;  // training: forward and backward; decode: one step's layers
+    if (c.decode) {
+      const InferencePass pass = lower_decode(c.model, c.plan, 0, c.decode->batch, c.decode->prompt_len + c.decode->sample_len / 2);
+      pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) { lists.insert(lists.end(), times, list); });
+    } else {
+      const StepProgram prog = lower(c.model, c.plan, 0);
+      lists = {prog.forward, prog.backward};
+    }
     std::map<Trace::Key, std::size_t> index;  // key -> out position
-    for (const auto* list : {&prog.forward, &prog.backward})
-      for (const auto& s : *list) {
+    for (const auto& list : lists)
+      for (const auto& s : list) {
         // a pure GEMM: not a tuned kernel (blockdiag), no other work in the step (the logits' softmax
         // statistics are priced at the elementwise value: their time would move the GEMM's point)
         if (s.kind != StepKind::compute || s.cls != OpClass::gemm || is_tuned(s.kernel ? s.kernel : s.op) || s.vector_flops > 0) continue;
-        const Trace::Key key{to_string(s.phase), s.op, s.name};
+        const Trace::Key key{c.decode ? "decode" : to_string(s.phase), s.op, s.name};  // the decoder's phase
         auto [it, fresh] = index.emplace(key, out.size());
         if (fresh) {
           GemmStepSample g;
@@ -250,7 +280,7 @@ void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip) {
   std::vector<Step> all;
   double total = 0;
   for (auto& k : benches)
-    if (k.cls == "attention") {
+    if (k.cls == "attention" && (k.op.empty() || k.also_class)) {  // not a kernel with its own value (the decode kernel)
       att.emplace_back(k.steps, &k);
       all.insert(all.end(), att.back().first.begin(), att.back().first.end());
       total += k.seconds;
@@ -293,14 +323,18 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
   // benchmark runs gelu ⊙) then prices that step as the simulator will, with the kernel's own
   // value; fitted the other way round, the gemm value absorbed the gelu's time at the elementwise
   // class value and the simulator charged it a second time at gelu_mul's (gemm +19–25 % in validate).
-  for (auto& k : benches) {
-    if (k.op.empty()) continue;
+  auto fit_own = [&](KernelBench& k) {
     std::vector<Step> steps;
     for (const auto& s : k.steps)
       if (k.op == (s.kernel ? s.kernel : s.op)) steps.push_back(s);
     k.efficiency = fit_efficiency(steps, chip, k.op, k.seconds, &k.clamped);
     chip.efficiency.ops[k.op] = k.efficiency;
-  }
+  };
+  // A tuned attention kernel (the decode kernel) prices its per-score vector work with
+  // attention_softmax, fitted last: its own value waits for it.
+  auto own_last = [](const KernelBench& k) { return k.cls == "attention" && !k.also_class; };
+  for (auto& k : benches)
+    if (!k.op.empty() && !own_last(k)) fit_own(k);
   const auto tuned = chip.efficiency.ops;
   for (const char* cls : kCalibratedClasses) {
     // Each benchmark's own efficiency (recorded), then one for the class: the value at which the
@@ -326,6 +360,8 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
     chip.efficiency.ops = tuned;
   }
   fit_attention_softmax(benches, chip);
+  for (auto& k : benches)
+    if (!k.op.empty() && own_last(k)) fit_own(k);
 }
 
 std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample>& samples, const ChipSpec& chip) {

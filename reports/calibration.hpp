@@ -31,7 +31,10 @@
 #include <utility>
 #include <vector>
 
+#include <optional>
+
 #include "program/cluster.hpp"
+#include "program/inference.hpp"
 #include "program/lower.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
@@ -49,13 +52,17 @@ struct CalibrationPlan {
   std::string id;  // "C01", ...
   ModelSpec model;
   Plan plan;
+  std::optional<ServingShape> decode;  // set: decoded (train/plan_runs.hpp decode_run), not trained
 };
 // One device each (data=1), one micro-batch, fp32, sequential scan, no overlap; one or few layers
 // per family (griffin-tiny's 3 layers for its local-attention layer, the others 1), widths 64–256
 // for the GEMM curve, 5 sequences x 96 tokens (and 3 x 64, 6 x 128 for smaller and larger GEMMs).
 // Validate's 51 plans use other depths (2–6), batches and sequence lengths (none has 96 tokens,
 // or a micro-batch of 3, 5 or 6), so the loop calibrates on one set of programs and is scored on
-// another.
+// another. Two decode plans (C10: one mqa-tiny layer, batch 1 after a 1024-token prompt: the
+// decode attention kernel over a global cache and one-row GEMMs; C11: griffin-tiny at batch 4:
+// four-row GEMMs) time the decoder's kernels; validate's decode plans use other depths, batches
+// and contexts.
 std::vector<CalibrationPlan> calibration_plan_set();
 
 // The compute steps of rank 0's program of (m, p) whose name is in `names`, every layer's, as
@@ -63,6 +70,10 @@ std::vector<CalibrationPlan> calibration_plan_set();
 // step end once): what a trace sums under those names. std::runtime_error when there are none.
 std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vector<std::string>& names);
 
+// The compute steps named `names` of one decode step of (m, p, s) at the sample's middle position
+// (decode prices are linear in the position, so this is the mean over the sampled tokens), each
+// layer's: what a decode trace's step sums under those names. std::runtime_error when there are none.
+std::vector<Step> decode_plan_steps(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::string>& names);
 // One kernel benchmark: a group of program steps of one calibration plan (forward and backward of
 // every layer that has them), their priced steps, and their time in the executor's trace.
 struct KernelBench {

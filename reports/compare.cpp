@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "program/inference.hpp"
 #include "program/lower.hpp"
 #include "program/yaml_reader.hpp"
 #include "reports/stats.hpp"
@@ -77,6 +78,59 @@ void wait_for_later_shards(const StepProgram& prog, double step_seconds, std::ma
     }
 }
 
+// The measured half of a comparison, shared by training and decode steps: the median over the
+// steps after the warm-up, per group and for the wall time, next to the predicted seconds per
+// group (`predicted`, with each group's seconds per op class in `class_seconds`); the rows, largest first.
+void add_measured_groups(Comparison& out, std::map<std::string, double>& predicted,
+                         std::map<std::string, std::map<std::string, double>>& class_seconds,
+                         const std::vector<MeasuredStep>& steps, bool warm_up) {
+  // Measured: median over the steps after the warm-up, per group and for the wall time.
+  const std::size_t first = warm_up && steps.size() > 1 ? 1 : 0;
+  out.steps_total = steps.size();
+  out.steps_used = steps.size() - first;
+  std::vector<double> walls;
+  std::set<std::string> measured_groups;
+  std::vector<std::map<std::string, double>> per_step;
+  for (std::size_t s = first; s < steps.size(); ++s) {
+    walls.push_back(steps[s].wall_seconds);
+    std::map<std::string, double> g;
+    for (const auto& [name, sec] : steps[s].seconds_by_name) g[op_group(name)] += sec;
+    for (const auto& [k, v] : g) measured_groups.insert(k);
+    per_step.push_back(std::move(g));
+  }
+  out.measured_step_seconds = stats::median(walls);
+  out.fastest_step_seconds = *std::min_element(walls.begin(), walls.end());
+  std::map<std::string, double> measured;
+  for (const auto& g : measured_groups) {
+    std::vector<double> v;
+    for (const auto& st : per_step) v.push_back(st.count(g) ? st.at(g) : 0.0);
+    measured[g] = stats::median(v);
+  }
+
+  std::set<std::string> groups(measured_groups);
+  for (const auto& [k, v] : predicted) groups.insert(k);
+  for (const auto& g : groups) {
+    GroupRow r;
+    r.group = g;
+    r.predicted = predicted.count(g) ? predicted[g] : 0.0;
+    r.measured = measured.count(g) ? measured[g] : 0.0;
+    r.cls = "other";
+    if (class_seconds.count(g)) {
+      const auto& cs = class_seconds[g];
+      r.cls = std::max_element(cs.begin(), cs.end(), [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+    }
+    if (r.predicted > 0 && r.measured > 0) {
+      out.predicted_by_class[r.cls] += r.predicted;
+      out.measured_by_class[r.cls] += r.measured;
+    }
+    out.groups.push_back(std::move(r));
+  }
+  std::sort(out.groups.begin(), out.groups.end(), [](const GroupRow& a, const GroupRow& b) {
+    const double x = std::max(a.predicted, a.measured), y = std::max(b.predicted, b.measured);
+    return x != y ? x > y : a.group < b.group;
+  });
+}
+
 }  // namespace
 
 Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
@@ -142,51 +196,35 @@ Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, cons
 
   if (p.mesh[Axis::pipeline] == 1 && p.mesh[Axis::sequence] > 1) wait_for_later_shards(prog, out.predicted_step_seconds, predicted, class_seconds);
 
-  // Measured: median over the steps after the warm-up, per group and for the wall time.
-  const std::size_t first = warm_up && steps.size() > 1 ? 1 : 0;
-  out.steps_total = steps.size();
-  out.steps_used = steps.size() - first;
-  std::vector<double> walls;
-  std::set<std::string> measured_groups;
-  std::vector<std::map<std::string, double>> per_step;
-  for (std::size_t s = first; s < steps.size(); ++s) {
-    walls.push_back(steps[s].wall_seconds);
-    std::map<std::string, double> g;
-    for (const auto& [name, sec] : steps[s].seconds_by_name) g[op_group(name)] += sec;
-    for (const auto& [k, v] : g) measured_groups.insert(k);
-    per_step.push_back(std::move(g));
-  }
-  out.measured_step_seconds = stats::median(walls);
-  out.fastest_step_seconds = *std::min_element(walls.begin(), walls.end());
-  std::map<std::string, double> measured;
-  for (const auto& g : measured_groups) {
-    std::vector<double> v;
-    for (const auto& st : per_step) v.push_back(st.count(g) ? st.at(g) : 0.0);
-    measured[g] = stats::median(v);
-  }
+  add_measured_groups(out, predicted, class_seconds, steps, warm_up);
+  return out;
+}
 
-  std::set<std::string> groups(measured_groups);
-  for (const auto& [k, v] : predicted) groups.insert(k);
-  for (const auto& g : groups) {
-    GroupRow r;
-    r.group = g;
-    r.predicted = predicted.count(g) ? predicted[g] : 0.0;
-    r.measured = measured.count(g) ? measured[g] : 0.0;
-    r.cls = "other";
-    if (class_seconds.count(g)) {
-      const auto& cs = class_seconds[g];
-      r.cls = std::max_element(cs.begin(), cs.end(), [](const auto& a, const auto& b) { return a.second < b.second; })->first;
-    }
-    if (r.predicted > 0 && r.measured > 0) {
-      out.predicted_by_class[r.cls] += r.predicted;
-      out.measured_by_class[r.cls] += r.measured;
-    }
-    out.groups.push_back(std::move(r));
+Comparison compare_decode(const ModelSpec& m, const Plan& p, const ServingShape& s, const ClusterSpec& c,
+                          const std::vector<MeasuredStep>& steps, bool warm_up) {
+  if (steps.empty()) throw ConfigError("compare: no measured steps");
+  if (p.mesh[Axis::pipeline] > 1) throw ConfigError("compare: decode steps of a pipelined plan are not compared (pipeline = 1)");
+  Comparison out;
+  const Network net(Topology(c), c, p.mesh, p.placement);
+  out.inference = simulate_inference(m, p, c, net, s);
+  out.predicted_step_seconds = out.inference->per_token_seconds;
+  // each decode position simulate_inference averages over, its pass priced step by step
+  std::map<std::string, double> predicted;
+  std::map<std::string, std::map<std::string, double>> class_seconds;
+  const auto positions = decode_positions(s.prompt_len, s.sample_len, kDecodePoints);
+  const double share = 1.0 / static_cast<double>(positions.size());
+  for (const std::int64_t n : positions) {
+    const InferencePass pass = lower_decode(m, p, 0, s.batch, n);
+    pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
+      const std::vector<double> secs = step_seconds(list, c, net, p.act_dtype);
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        const std::string g = op_group(step_name(list[i].op, list[i].name));
+        predicted[g] += share * static_cast<double>(times) * secs[i];
+        class_seconds[g][to_string(list[i].cls)] += share * static_cast<double>(times) * secs[i];
+      }
+    });
   }
-  std::sort(out.groups.begin(), out.groups.end(), [](const GroupRow& a, const GroupRow& b) {
-    const double x = std::max(a.predicted, a.measured), y = std::max(b.predicted, b.measured);
-    return x != y ? x > y : a.group < b.group;
-  });
+  add_measured_groups(out, predicted, class_seconds, steps, warm_up);
   return out;
 }
 

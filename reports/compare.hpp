@@ -8,9 +8,11 @@
 // sides are summed to those groups (op_group). Each group gets the op class
 // (gemm, scan, attention, elementwise, norm, embedding, optimizer, comm) of the steps that carry
 // most of its predicted time. Measured: the median over the steps after the first (warm-up).
+// Decoding compares the same way: a decode trace's steps are tokens, its first the prefill.
 // For: report, validate, the HTML report. Not for: statistics over many plans (reports/stats.hpp).
 #pragma once
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "program/cluster.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
+#include "sim/inference.hpp"
 #include "sim/simulate.hpp"
 #include "program/trace.hpp"
 
@@ -51,7 +54,8 @@ struct GroupRow {
 
 struct Comparison {
   std::vector<GroupRow> groups;      // largest first
-  Estimate estimate;                 // the simulator's full estimate for the plan
+  Estimate estimate;                 // the simulator's full estimate for the plan (training)
+  std::optional<InferenceEstimate> inference;  // decode comparisons: the serving estimate instead
   double predicted_step_seconds = 0;
   double measured_step_seconds = 0;  // median wall seconds over the measured steps (after the warm-up)
   double fastest_step_seconds = 0;   // the fastest of those steps (least disturbed by other processes)
@@ -67,6 +71,13 @@ struct Comparison {
 // when the caller already dropped each run's warm-up (validate's passes).
 Comparison compare(const ModelSpec& m, const Plan& p, const ClusterSpec& c, const std::vector<MeasuredStep>& steps,
                    bool warm_up = true);
+
+// Decode steps (train/plan_runs.hpp's decode trace: a step = one token of each of s.batch sequences)
+// against sim/inference's mean per-token latency over the sample's positions (predicted step =
+// per_token_seconds); each group's predicted seconds are the decode pass's steps at each position
+// simulate_inference prices, averaged the same way. Pipeline = 1 (ConfigError otherwise).
+Comparison compare_decode(const ModelSpec& m, const Plan& p, const ServingShape& s, const ClusterSpec& c,
+                          const std::vector<MeasuredStep>& steps, bool warm_up = true);
 
 // report.csv (group, class, predicted_seconds, measured_seconds per group) and report.json (the
 // run's model, mesh, cluster, the step times and the groups) of one comparison, named without a

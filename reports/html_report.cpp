@@ -240,16 +240,50 @@ Chart make_chart(const std::string& id, const std::string& title, const std::str
 
 struct ValidatedPlan {
   std::string id, model, family, mesh, description;
-  std::int64_t global_batch = 0, micro_batch = 0, seq_len = 0;
-  double predicted = 0, measured = 0, error = 0;
+  std::int64_t global_batch = 0, micro_batch = 0, seq_len = 0;  // decode: batch, prompt_len, sample_len
+  double predicted = 0, measured = 0, error = 0;  // seconds per step (decode: per token)
   std::map<std::string, double> pred_class, meas_class;  // all groups, by class (+ "untraced")
+};
+
+// One plan set of validate.json: the training plans, or the decode plans.
+struct PlanSet {
+  std::vector<ValidatedPlan> plans;
+  nlohmann::json summary;
 };
 
 struct Validated {
   nlohmann::json doc;
-  std::vector<ValidatedPlan> plans;
+  PlanSet training, decode;
   std::string file;
 };
+
+// A plan of validate.json's "plans" (decode: "decode"/"plans", whose step is a token).
+ValidatedPlan parse_validated_plan(const nlohmann::json& p, bool decode, const std::string& file) {
+  ValidatedPlan q;
+  q.id = p.at("id").get<std::string>();
+  q.model = p.at("model").get<std::string>();
+  q.family = p.value("family", std::string("?"));
+  q.mesh = p.at("mesh").get<std::string>();
+  q.global_batch = p.value(decode ? "batch" : "global_batch", std::int64_t{0});
+  q.micro_batch = p.value(decode ? "prompt_len" : "micro_batch", std::int64_t{0});
+  q.seq_len = p.value(decode ? "sample_len" : "seq_len", std::int64_t{0});
+  q.description = p.value("description", q.model + " " + q.mesh + " B" + std::to_string(q.global_batch) + " mb" +
+                                             std::to_string(q.micro_batch) + " T" + std::to_string(q.seq_len));
+  q.predicted = p.at(decode ? "predicted_seconds_per_token" : "predicted_step_seconds").get<double>();
+  q.measured = p.at(decode ? "measured_seconds_per_token" : "measured_step_seconds").get<double>();
+  if (!(q.predicted > 0) || !(q.measured > 0)) throw ConfigError(file + ": plans: " + q.id + ": step seconds must be positive");
+  if (decode && q.global_batch < 1) throw ConfigError(file + ": decode: plans: " + q.id + ": batch must be positive");
+  q.error = (q.predicted - q.measured) / q.measured;
+  double traced = 0;
+  for (const auto& g : p.at("groups")) {
+    const std::string cls = g.value("class", std::string("other"));
+    q.pred_class[cls] += g.value("predicted_seconds", 0.0);
+    q.meas_class[cls] += g.value("measured_seconds", 0.0);
+    traced += g.value("measured_seconds", 0.0);
+  }
+  q.meas_class["untraced"] = std::max(0.0, q.measured - traced);
+  return q;
+}
 
 Validated load_validate(const std::string& dir) {
   Validated v;
@@ -262,44 +296,35 @@ Validated load_validate(const std::string& dir) {
   }
   try {
     v.doc = nlohmann::json::parse(text);
-    for (const auto& p : v.doc.at("plans")) {
-      ValidatedPlan q;
-      q.id = p.at("id").get<std::string>();
-      q.model = p.at("model").get<std::string>();
-      q.family = p.value("family", std::string("?"));
-      q.mesh = p.at("mesh").get<std::string>();
-      q.global_batch = p.value("global_batch", std::int64_t{0});
-      q.micro_batch = p.value("micro_batch", std::int64_t{0});
-      q.seq_len = p.value("seq_len", std::int64_t{0});
-      q.description = p.value("description", q.model + " " + q.mesh + " B" + std::to_string(q.global_batch) + " mb" +
-                                                 std::to_string(q.micro_batch) + " T" + std::to_string(q.seq_len));
-      q.predicted = p.at("predicted_step_seconds").get<double>();
-      q.measured = p.at("measured_step_seconds").get<double>();
-      if (!(q.predicted > 0) || !(q.measured > 0)) throw ConfigError(v.file + ": plans: " + q.id + ": step seconds must be positive");
-      q.error = (q.predicted - q.measured) / q.measured;
-      double traced = 0;
-      for (const auto& g : p.at("groups")) {
-        const std::string cls = g.value("class", std::string("other"));
-        q.pred_class[cls] += g.value("predicted_seconds", 0.0);
-        q.meas_class[cls] += g.value("measured_seconds", 0.0);
-        traced += g.value("measured_seconds", 0.0);
-      }
-      q.meas_class["untraced"] = std::max(0.0, q.measured - traced);
-      v.plans.push_back(std::move(q));
+    for (const auto& p : v.doc.at("plans")) v.training.plans.push_back(parse_validated_plan(p, false, v.file));
+    v.training.summary = v.doc.at("summary");
+    if (v.doc.contains("decode")) {  // older files have no decode plans
+      for (const auto& p : v.doc["decode"].at("plans")) v.decode.plans.push_back(parse_validated_plan(p, true, v.file));
+      v.decode.summary = v.doc["decode"].at("summary");
     }
-    v.doc.at("summary");
     v.doc.at("cluster").at("name");
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(v.file + ": not the output of `scanshard validate`: " + e.what());
   }
-  if (v.plans.empty()) throw ConfigError(v.file + ": plans: empty (no plan ran)");
+  if (v.training.plans.empty() && v.decode.plans.empty()) throw ConfigError(v.file + ": plans: empty (no plan ran)");
   return v;
 }
 
+// What differs between the training and the decode charts of a plan set.
+struct SetText {
+  std::string id_prefix;   // "" or "decode-"
+  std::string step;        // "training step" or "token (decode step)"
+  std::string step_time;   // "step time" or "time per token"
+  std::string plans_noun;  // "plans" or "decode plans"
+};
+const SetText kTrainingText{"", "training step", "step time", "plans"};
+const SetText kDecodeText{"decode-", "token (decode step)", "time per token", "decode plans"};
+
 // ─── charts ─────────────────────────────────────────────────────────────────────────────────────
 
-Chart breakdown_chart(const std::string& gp, const Validated& v) {
-  Chart c = make_chart("breakdown", "Step-time breakdown per plan", "breakdown.csv");
+Chart breakdown_chart(const std::string& gp, const PlanSet& v, const SetText& t) {
+  Chart c = make_chart(t.id_prefix + "breakdown", t.id_prefix.empty() ? "Step-time breakdown per plan" : "Per-token latency breakdown per decode plan",
+                       t.id_prefix + "breakdown.csv");
   std::vector<std::string> classes;
   for (const auto& [cls, color] : kClassColors) {
     bool used = false;
@@ -337,10 +362,10 @@ Chart breakdown_chart(const std::string& gp, const Validated& v) {
     for (const auto& [k, s] : v.plans[i].meas_class) sm += s;
     ymax = std::max({ymax, 1e3 * sp, 1e3 * sm});
   }
-  std::string s = terminal("breakdown", 1100, 520) + block("pred", false) + block("meas", true) +
+  std::string s = terminal(t.id_prefix.empty() ? "breakdown" : "decode_breakdown", 1100, 520) + block("pred", false) + block("meas", true) +
                   "colors = " + gq(colors) + "\nnames = " + gq(names) + "\n"
-                  "set title 'Step-time breakdown per plan by op class: simulator (pale, left bar) vs measured (solid, right bar)'\n"
-                  "set xlabel 'validated plan (see the table below)'\nset ylabel 'time per training step (ms)'\n"
+                  "set title 'Time per " + t.step + " by op class: simulator (pale, left bar) vs measured (solid, right bar)'\n"
+                  "set xlabel 'validated plan (see the table below)'\nset ylabel 'time per " + t.step + " (ms)'\n"
                   "set xtics (" + tics + ") rotate by -45 font ',10'\n"
                   "set xrange [-1:" + num(3.0 * double(v.plans.size())) + "]\nset yrange [0:" + num(ymax * 1.08) + "]\n"
                   "set key outside right top vertical title 'op class'\n"
@@ -349,7 +374,7 @@ Chart breakdown_chart(const std::string& gp, const Validated& v) {
                   "     for [k=1:words(names)] $meas using 1:(0):($1-0.45):($1+0.45):(column(2*k)):(column(2*k+1)) "
                   "with boxxyerror fs solid 0.9 noborder lc rgb word(colors,k) title word(names,k)\n";
   c.svg = run_gnuplot(gp, s);
-  c.caption = "Seconds per training step of every validated plan, split by op class. The pale left bar is the simulator's "
+  c.caption = "Seconds per " + t.step + " of every validated " + t.plans_noun + ", split by op class. The pale left bar is the simulator's "
               "prediction (sum of its op groups), the solid right bar the median measured step; \"untraced\" is wall time "
               "outside the runner's timed kernels (residual adds, copies, allocation).";
   c.csv = "id,side";
@@ -365,8 +390,8 @@ Chart breakdown_chart(const std::string& gp, const Validated& v) {
   return c;
 }
 
-Chart scatter_chart(const std::string& gp, const Validated& v) {
-  Chart c = make_chart("scatter", "Predicted vs measured step time", "scatter.csv");
+Chart scatter_chart(const std::string& gp, const PlanSet& v, const SetText& t) {
+  Chart c = make_chart(t.id_prefix + "scatter", "Predicted vs measured " + t.step_time, t.id_prefix + "scatter.csv");
   double lo = 1e300, hi = 0;
   for (const auto& p : v.plans) {
     lo = std::min({lo, 1e3 * p.predicted, 1e3 * p.measured});
@@ -385,7 +410,7 @@ Chart scatter_chart(const std::string& gp, const Validated& v) {
   const std::map<std::string, std::string> fam_color = {{"griffin", "#4e79a7"}, {"hawk", "#59a14f"}, {"mqa", "#f28e2b"},
                                                         {"rwkv6", "#b07aa1"}, {"rwkv4", "#9c755f"}};
   const std::map<std::string, int> fam_point = {{"griffin", 7}, {"hawk", 5}, {"mqa", 9}, {"rwkv6", 11}, {"rwkv4", 13}};
-  std::string s = terminal("scatter", 820, 680) + band + labels;
+  std::string s = terminal(t.id_prefix.empty() ? "scatter" : "decode_scatter", 820, 680) + band + labels;
   std::string plot = "plot $band using 1:2:3 with filledcurves fc rgb '#9ecae1' fs transparent solid 0.35 noborder title '±10 % band', \\\n"
                      "     $band using 1:1 with lines lw 1.5 lc rgb '#333333' dt 2 title 'y = x (perfect prediction)'";
   for (const auto& [fam, data] : by_family) {
@@ -396,22 +421,23 @@ Chart scatter_chart(const std::string& gp, const Validated& v) {
             gq(family_label(fam));
   }
   plot += ", \\\n     $labels using 1:2:3 with labels offset char 1.2,0.5 font ',9' tc rgb '#555555' notitle\n";
-  const auto& sm = v.doc.at("summary");
+  const auto& sm = v.summary;
   char stats_line[256];
   std::snprintf(stats_line, sizeof stats_line, "median |error| %.1f %%, max |error| %.1f %%, Spearman rank correlation %s",
                 100 * sm.value("median_abs_error", 0.0), 100 * sm.value("max_abs_error", 0.0),
                 sm.contains("spearman") && sm["spearman"].is_number() ? num(sm["spearman"].get<double>(), 3).c_str() : "n/a");
   const std::string tics = log_tics(lo, hi);
-  s += "set title " + gq2("Predicted vs measured step time, " + std::to_string(v.plans.size()) + " plans", stats_line) +
+  s += "set title " + gq2("Predicted vs measured " + t.step_time + ", " + std::to_string(v.plans.size()) + " " + t.plans_noun, stats_line) +
        "\nset logscale xy\nset xrange [" + num(lo) + ":" + num(hi) + "]\nset yrange [" + num(lo) + ":" + num(hi) + "]\n" +
        "set xtics (" + tics + ")\nset ytics (" + tics + ")\nset mxtics 10\nset mytics 10\n"
        "set size ratio -1\nset grid xtics ytics lc rgb '#e5e5e5'\n"
-       "set xlabel 'measured step time (ms, median of the steps after warm-up)'\nset ylabel 'predicted step time (ms)'\n"
+       "set xlabel 'measured " + t.step_time + " (ms, median of the steps after warm-up)'\nset ylabel 'predicted " + t.step_time + " (ms)'\n"
        "set key top left box opaque\n" + plot;
   c.svg = run_gnuplot(gp, s);
-  c.caption = "One point per validated plan. Points inside the band are within ±10 % of the measurement; above the dashed "
+  c.caption = "One point per validated " + t.plans_noun.substr(0, t.plans_noun.size() - 1) + ". Points inside the band are within ±10 % of the measurement; above the dashed "
               "line the simulator is too slow, below it too fast.";
-  c.csv = "id,plan,model,family,mesh,global_batch,micro_batch,seq_len,predicted_seconds,measured_seconds,relative_error\n";
+  c.csv = t.id_prefix.empty() ? "id,plan,model,family,mesh,global_batch,micro_batch,seq_len,predicted_seconds,measured_seconds,relative_error\n"
+                              : "id,plan,model,family,mesh,batch,prompt_len,sample_len,predicted_seconds,measured_seconds,relative_error\n";
   for (const auto& p : v.plans)
     c.csv += p.id + "," + csv_field(p.description) + "," + p.model + "," + p.family + "," + csv_field(p.mesh) + "," +
              std::to_string(p.global_batch) + "," +
@@ -738,9 +764,17 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
   const std::string default_cluster = v.doc.at("cluster").value("argument", std::string("cpu-local"));
 
   nlohmann::json json = {{"generated", utc_now()}, {"validate", v.doc}};
-  std::vector<Chart> charts;
-  charts.push_back(breakdown_chart(gp, v));
-  charts.push_back(scatter_chart(gp, v));
+  std::vector<Chart> charts;  // the training plans' two (when any ran), then the others
+  if (!v.training.plans.empty()) {
+    charts.push_back(breakdown_chart(gp, v.training, kTrainingText));
+    charts.push_back(scatter_chart(gp, v.training, kTrainingText));
+  }
+  std::vector<Chart> decode_charts;
+  if (!v.decode.plans.empty()) {
+    decode_charts.push_back(breakdown_chart(gp, v.decode, kDecodeText));
+    decode_charts.push_back(scatter_chart(gp, v.decode, kDecodeText));
+  }
+  const std::size_t first_other = charts.size();
   charts.push_back(published_chart(gp, json));
   auto [pareto, memory] = pareto_charts(gp, o, default_cluster, json);
   charts.push_back(pareto);
@@ -753,7 +787,7 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
   auto data_name = [&](const std::string& csv) { return stem + "-" + csv; };
 
   // The page.
-  const auto& sm = v.doc.at("summary");
+  const auto& sm = v.training.summary;
   const double med = sm.value("median_abs_error", 0.0), mx = sm.value("max_abs_error", 0.0);
   const bool has_rho = sm.contains("spearman") && sm["spearman"].is_number();
   const double rho = has_rho ? sm["spearman"].get<double>() : 0.0;
@@ -780,21 +814,22 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
     if (std::max(la.value("start", 0.0), la.value("end", 0.0)) > la.value("cores", 1e9))
       h << " (other processes competed: measured times inflated)";
   }
-  h << "</div>\n"
-    << "<div class=\"cards\"><div class=\"card\">plans compared<b>" << v.plans.size() << "</b></div>"
+  h << "</div>\n";
+  if (!v.training.plans.empty())
+    h << "<div class=\"cards\"><div class=\"card\">plans compared<b>" << v.training.plans.size() << "</b></div>"
     << "<div class=\"card\">median |error| of step time<b>" << pct(med, false) << "</b></div>"
     << "<div class=\"card\">max |error|<b>" << pct(mx, false) << "</b></div>"
     << "<div class=\"card\">Spearman rank correlation<b>" << (has_rho ? num(rho, 3) : "n/a") << "</b></div>"
     << "<div class=\"card\">goal: median &le; 3 %, max &le; 10 %, Spearman &ge; 0.95<b class=\"" << (met ? "ok\">met" : "bad\">not met")
     << "</b></div></div>\n";
-  if (v.doc.contains("summary_fastest_step")) {
+  if (!v.training.plans.empty() && v.doc.contains("summary_fastest_step")) {
     const auto& f = v.doc["summary_fastest_step"];
     h << "<p class=\"meta\">Measured = the median step after the warm-up. Against each plan's fastest step instead (least "
          "disturbed by other processes): median |error| "
       << pct(f.value("median_abs_error", 0.0), false) << ", max " << pct(f.value("max_abs_error", 0.0), false) << ", Spearman "
       << (f.contains("spearman") && f["spearman"].is_number() ? num(f["spearman"].get<double>(), 3) : std::string("n/a")) << ".</p>\n";
   }
-  if (v.doc.contains("summary_probe_scaled") && v.doc["summary_probe_scaled"].is_object()) {
+  if (!v.training.plans.empty() && v.doc.contains("summary_probe_scaled") && v.doc["summary_probe_scaled"].is_object()) {
     const auto& d = v.doc["summary_probe_scaled"];
     h << "<p class=\"meta\">Machine drift: the speed probe run before each plan took "
       << num(d.value("speed_factor_min", 0.0), 3) << "&times; to " << num(d.value("speed_factor_max", 0.0), 3)
@@ -809,34 +844,70 @@ std::vector<std::string> write_html_report(const HtmlReportOptions& o) {
     if (!c.csv_name.empty()) h << " Data: <a href=\"" << html_escape(data_name(c.csv_name)) << "\">" << html_escape(data_name(c.csv_name)) << "</a>.";
     h << "</figcaption></figure>\n" << c.extra_html << "\n";
   };
-  figure(charts[0]);
-  figure(charts[1]);
-  h << "<table><tr><th>id</th><th>plan</th><th>predicted</th><th>measured</th><th>error</th></tr>";
-  for (const auto& p : v.plans)
-    h << "<tr><td>" << p.id << "</td><td>" << html_escape(p.description) << "</td><td>" << format_seconds(p.predicted) << "</td><td>" << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td></tr>";
-  h << "</table>\n";
+  if (!v.training.plans.empty()) {
+    figure(charts[0]);
+    figure(charts[1]);
+    h << "<table><tr><th>id</th><th>plan</th><th>predicted</th><th>measured</th><th>error</th></tr>";
+    for (const auto& p : v.training.plans)
+      h << "<tr><td>" << p.id << "</td><td>" << html_escape(p.description) << "</td><td>" << format_seconds(p.predicted) << "</td><td>" << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td></tr>";
+    h << "</table>\n";
+  }
   if (v.doc.contains("skipped") && v.doc["skipped"].is_array() && !v.doc["skipped"].empty()) {
     h << "<p class=\"meta\">Skipped plans:</p><ul class=\"meta\">";
     for (const auto& sk : v.doc["skipped"]) h << "<li>" << html_escape(sk.is_string() ? sk.get<std::string>() : sk.dump()) << "</li>";
     h << "</ul>\n";
   }
-  h << "<h2 id=\"classes\">Error per op class</h2>\n<table><tr><th>op class</th><th>plans</th><th>median |error|</th>"
-    << "<th>max |error|</th><th>bias (median signed)</th></tr>";
-  if (v.doc.contains("classes"))
-    for (const auto& [cls, s] : v.doc["classes"].items())
+  // validate.json's per-class error summaries (an object: class -> plans, median, max, bias)
+  auto class_table = [&](const nlohmann::json& classes, const char* header) {
+    h << "<table><tr><th>" << header << "</th><th>plans</th><th>median |error|</th><th>max |error|</th><th>bias (median signed)</th></tr>";
+    for (const auto& [cls, s] : classes.items())
       h << "<tr><td>" << html_escape(cls) << "</td><td>" << s.value("plans", 0) << "</td><td>" << pct(s.value("median_abs_error", 0.0), false)
         << "</td><td>" << pct(s.value("max_abs_error", 0.0), false) << "</td><td>" << pct(s.value("median_signed_error", 0.0)) << "</td></tr>";
-  h << "</table>\n<p class=\"meta\">Per class: the sum over a plan's op groups of that class (groups present on both sides), "
+    h << "</table>\n";
+  };
+  h << "<h2 id=\"classes\">Error per op class</h2>\n";
+  class_table(v.doc.value("classes", nlohmann::json::object()), "op class");
+  h << "<p class=\"meta\">Per class: the sum over a plan's op groups of that class (groups present on both sides), "
        "compared plan by plan. Data: <a href=\"" << html_escape(stem) << ".json\">" << html_escape(stem) << ".json</a>.</p>\n";
-  for (std::size_t i = 2; i < charts.size(); ++i) figure(charts[i]);
+  if (!v.decode.plans.empty()) {
+    const auto& ds = v.decode.summary;
+    const double dmed = ds.value("median_abs_error", 0.0);
+    h << "<h2 id=\"decode\">Decoding: per-token latency and throughput</h2>\n<p>Serving plans decoded for real by the runner "
+         "(a prefill of the prompts, then one step per sampled token for every sequence; KV caches and recurrent states) "
+         "against the simulator's per-token latency (sim/inference) on the same cluster. Tokens/s = batch / per-token latency.</p>\n"
+      << "<div class=\"cards\"><div class=\"card\">decode plans<b>" << v.decode.plans.size() << "</b></div>"
+      << "<div class=\"card\">median |error| per token<b>" << pct(dmed, false) << "</b></div>"
+      << "<div class=\"card\">max |error|<b>" << pct(ds.value("max_abs_error", 0.0), false) << "</b></div>"
+      << "<div class=\"card\">goal (issue 26): median &le; 5 %<b class=\"" << (dmed <= 0.05 ? "ok\">met" : "bad\">not met")
+      << "</b></div></div>\n";
+    if (v.doc["decode"].contains("summary_fastest_token")) {
+      const auto& f = v.doc["decode"]["summary_fastest_token"];
+      h << "<p class=\"meta\">Measured = the median token after the prefill. Against each plan's fastest token instead "
+           "(a token of several milliseconds is rarely spared a preemption on a loaded machine): median |error| "
+        << pct(f.value("median_abs_error", 0.0), false) << ", max " << pct(f.value("max_abs_error", 0.0), false) << ".</p>\n";
+    }
+    for (const auto& c : decode_charts) figure(c);
+    h << "<table><tr><th>id</th><th>decode plan</th><th>predicted / token</th><th>measured / token</th><th>error</th>"
+         "<th>predicted tokens/s</th><th>measured tokens/s</th></tr>";
+    for (const auto& p : v.decode.plans) {
+      const double B = static_cast<double>(p.global_batch);
+      h << "<tr><td>" << p.id << "</td><td>" << html_escape(p.description) << "</td><td>" << format_seconds(p.predicted) << "</td><td>"
+        << format_seconds(p.measured) << "</td><td>" << pct(p.error) << "</td><td>" << std::llround(B / p.predicted) << "</td><td>"
+        << std::llround(B / p.measured) << "</td></tr>";
+    }
+    h << "</table>\n";
+    class_table(v.doc["decode"].value("classes", nlohmann::json::object()), "op class (decode)");
+  }
+  for (std::size_t i = first_other; i < charts.size(); ++i) figure(charts[i]);
   h << "<p class=\"meta\">Charts drawn by gnuplot (SVG terminal) from the CSV files next to this page; produced by "
        "<code>scanshard report --validate " << html_escape(o.validate_dir) << " --html " << html_escape(o.html) << "</code>.</p>\n</body></html>\n";
 
   // Write: data first, the page last; each file atomically, after checking every target.
   make_output_directory(dir.string(), "--html");
   OutputFiles files;
-  for (const auto& c : charts)
-    if (!c.csv.empty()) files.emplace_back((dir / data_name(c.csv_name)).string(), c.csv);
+  for (const auto* list : {&charts, &decode_charts})
+    for (const auto& c : *list)
+      if (!c.csv.empty()) files.emplace_back((dir / data_name(c.csv_name)).string(), c.csv);
   files.emplace_back((dir / (stem + ".json")).string(), json.dump(1) + "\n");
   files.emplace_back(o.html, h.str());
   write_output_files(files);

@@ -3,7 +3,8 @@
 // every chart next to the page as CSV and JSON.
 //
 // Charts: step-time breakdown per validated plan (predicted and measured, stacked by op class);
-// predicted vs measured step time with the y = x line and a ±10 % band; the published-measurement
+// predicted vs measured step time with the y = x line and a ±10 % band; the same two for validate's
+// decode plans (time per token), with their latency and tokens/s table; the published-measurement
 // suite (reports/published.hpp) priced, predicted vs published with per-source errors; the planner's Pareto front
 // (step time vs memory per device) and the memory breakdown per device of its plans; a
 // sequence-length sweep at fixed tokens per batch of step time relative to the first model at the

@@ -113,7 +113,44 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
   return out;
 }
 
+std::vector<PlanCase> decode_plan_set(bool quick) {
+  const ModelSpec g = load_model("griffin-tiny"), h = load_model("hawk-tiny"), q = load_model("mqa-tiny");
+  const ModelSpec r4 = load_model("rwkv4-tiny"), r6 = load_model("rwkv6-tiny"), tr = load_model("transformer-tiny");
+  // 12.6 M parameters (50 MB in fp32): more than the 32 MiB last-level cache, so each token streams
+  // the weights from DRAM, where the tiny models' stay in cache
+  const ModelSpec hw = validation_variant("hawk-tiny", 512, 4);
+  struct Row { const ModelSpec* m; const char* mesh; std::int64_t B, P, S; };
+  const std::vector<Row> rows = {
+      {&g, "tensor=1", 1, 64, 32},     // batch 1; the local cache full from the start (P > window 32)
+      {&g, "tensor=2", 4, 1024, 32},   // local KV cache capped at the window (32 rows)
+      {&h, "tensor=1", 4, 64, 32},     // recurrent state only
+      {&q, "tensor=1", 1, 2048, 32},   // global KV cache of 2048 rows
+      {&q, "tensor=2", 4, 512, 32},    // one K/V head replicated on both tensor ranks
+      {&r4, "tensor=2", 1, 64, 32},    // WKV-4 state, channel mix all-gathered
+      {&r6, "tensor=1", 4, 256, 32},   // WKV-6 matrix state
+      {&tr, "tensor=1", 4, 1024, 32},  // GQA (2 K/V heads), rotary, a global cache
+      {&hw, "tensor=1", 1, 16, 32},    // weights streamed from memory (GEMVs)
+  };
+  std::vector<PlanCase> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (quick && i % 2 != 0) continue;
+    char id[8];
+    std::snprintf(id, sizeof id, "D%02zu", i + 1);
+    const ServingShape shape{rows[i].B, rows[i].P, rows[i].S};
+    PlanCase c{id, *rows[i].m, serving_plan(make_plan(rows[i].mesh, rows[i].B, rows[i].B, shape.context(), Knobs{}), shape), shape};
+    c.plan.model = c.model.name;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 std::string describe_plan(const PlanCase& c) {
+  if (c.decode) {
+    const ServingShape& s = *c.decode;
+    const std::string mesh = c.plan.mesh.devices() == 1 ? "tensor=1" : c.plan.mesh.describe();
+    return c.model.name + " decode " + mesh + " B=" + std::to_string(s.batch) + " P=" +
+           std::to_string(s.prompt_len) + " S=" + std::to_string(s.sample_len);
+  }
   // the set's plans are fp32 unless they say bf16 (plan_summary leaves dtypes out)
   return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()) + (c.plan.act_dtype == DType::bf16 ? " bf16" : "");
 }
@@ -139,12 +176,28 @@ Score score(const std::vector<double>& predicted, const std::vector<double>& mea
           predicted.size() >= 2 ? stats::spearman(predicted, measured) : std::nan("")};
 }
 
+namespace {
+// The group contributing most seconds to the step error, and its relative error.
+void find_worst_group(PlanResult& pr) {
+  double worst_share = 0;
+  for (const auto& g : pr.cmp.groups)
+    if (g.predicted > 0 && g.measured > 0) {
+      const double share = std::abs(g.predicted - g.measured);  // seconds it contributes to the step error
+      if (share > worst_share) {
+        worst_share = share;
+        pr.worst_group = g.group;
+        pr.worst_group_error = stats::relative_error(g.predicted, g.measured);
+      }
+    }
+}
+}  // namespace
+
 ValidationResult score_validation(const std::vector<PlanCase>& cases, const std::vector<PlanMeasurement>& measured,
                                   const ClusterSpec& cluster, double probe_ref) {
   if (measured.size() != cases.size()) throw std::invalid_argument("score_validation: one measurement per plan case");
   ValidationResult r;
-  std::vector<double> pred_steps, meas_steps, fastest_steps, speed;
-  std::vector<stats::ClassSample> class_samples;
+  std::vector<double> pred_steps, meas_steps, fastest_steps, speed, pred_decode, meas_decode, fastest_decode;
+  std::vector<stats::ClassSample> class_samples, decode_class_samples;
   for (std::size_t i = 0; i < cases.size(); ++i) {
     if (measured[i].steps.empty()) continue;
     const auto& c = cases[i];
@@ -152,30 +205,36 @@ ValidationResult score_validation(const std::vector<PlanCase>& cases, const std:
     pr.plan_case = &c;
     const ClusterSpec cs = cluster_slice(cluster, c.plan.mesh.devices(), "--cluster");
     pr.cluster = cs.name;
-    pr.cmp = compare(c.model, c.plan, cs, measured[i].steps, /*warm_up=*/false);
+    pr.cmp = c.decode ? compare_decode(c.model, c.plan, *c.decode, cs, measured[i].steps, /*warm_up=*/false)
+                      : compare(c.model, c.plan, cs, measured[i].steps, /*warm_up=*/false);
     pr.error = stats::relative_error(pr.cmp.predicted_step_seconds, pr.cmp.measured_step_seconds);
     if (probe_ref > 0) {
       pr.probe_seconds = stats::median(measured[i].probes);
       pr.speed_factor = pr.probe_seconds / probe_ref;
     }
-    double worst_share = 0;
-    for (const auto& g : pr.cmp.groups)
-      if (g.predicted > 0 && g.measured > 0) {
-        const double share = std::abs(g.predicted - g.measured);  // seconds it contributes to the step error
-        if (share > worst_share) {
-          worst_share = share;
-          pr.worst_group = g.group;
-          pr.worst_group_error = stats::relative_error(g.predicted, g.measured);
-        }
-      }
-    for (const auto& [cls, p] : pr.cmp.predicted_by_class) class_samples.push_back({cls, p, pr.cmp.measured_by_class.at(cls)});
+    find_worst_group(pr);
+    auto& samples = c.decode ? decode_class_samples : class_samples;
+    for (const auto& [cls, p] : pr.cmp.predicted_by_class) samples.push_back({cls, p, pr.cmp.measured_by_class.at(cls)});
+    if (c.decode) {
+      pred_decode.push_back(pr.cmp.predicted_step_seconds);
+      meas_decode.push_back(pr.cmp.measured_step_seconds);
+      fastest_decode.push_back(pr.cmp.fastest_step_seconds);
+      r.decode_plans.push_back(std::move(pr));
+      continue;
+    }
     pred_steps.push_back(pr.cmp.predicted_step_seconds);
     meas_steps.push_back(pr.cmp.measured_step_seconds);
     fastest_steps.push_back(pr.cmp.fastest_step_seconds);
     speed.push_back(pr.speed_factor);
     r.plans.push_back(std::move(pr));
   }
-  if (pred_steps.empty()) throw std::runtime_error("validate: every plan was skipped; nothing to compare");
+  if (pred_steps.empty() && pred_decode.empty()) throw std::runtime_error("validate: every plan was skipped; nothing to compare");
+  if (!pred_decode.empty()) {
+    r.decode = score(pred_decode, meas_decode);
+    r.decode_fastest = score(pred_decode, fastest_decode);
+    r.decode_classes = stats::errors_by_class(decode_class_samples);
+  }
+  if (pred_steps.empty()) return r;
   r.primary = score(pred_steps, meas_steps);
   r.fastest = score(pred_steps, fastest_steps);
   r.classes = stats::errors_by_class(class_samples);
@@ -191,6 +250,91 @@ ValidationResult score_validation(const std::vector<PlanCase>& cases, const std:
   return r;
 }
 
+namespace {
+
+// A plan's groups into validate-groups.csv and its JSON rows.
+nlohmann::json groups_json(const PlanResult& pr, std::string& groups_csv) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const auto& g : pr.cmp.groups) {
+    groups.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
+    groups_csv += pr.plan_case->id + "," + g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," +
+                  std::to_string(g.measured) + "\n";
+  }
+  return groups;
+}
+
+nlohmann::json classes_json(const Comparison& cmp) {
+  nlohmann::json by_class = nlohmann::json::object();
+  for (const auto& [cls, p] : cmp.predicted_by_class)
+    by_class[cls] = {{"predicted_seconds", p}, {"measured_seconds", cmp.measured_by_class.at(cls)}};
+  return by_class;
+}
+
+nlohmann::json buckets_json(const std::array<double, kBucketCount>& seconds) {
+  nlohmann::json buckets = nlohmann::json::object();
+  for (int b = 0; b < kBucketCount; ++b) buckets[to_string(static_cast<Bucket>(b))] = seconds[b];
+  return buckets;
+}
+
+nlohmann::json summary_json(const Score& s) {
+  nlohmann::json j = s.json();
+  j["plans"] = s.err.count;
+  j["mean_abs_error"] = s.err.mean_abs;
+  return j;
+}
+
+nlohmann::json class_summaries_json(const std::map<std::string, stats::ErrorSummary>& classes, std::string* csv) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [cls, s] : classes) {
+    out[cls] = {{"plans", s.count}, {"median_abs_error", s.median_abs}, {"max_abs_error", s.max_abs}, {"median_signed_error", s.bias}};
+    if (!csv) continue;
+    char row[256];
+    std::snprintf(row, sizeof row, "%s,%zu,%.6g,%.6g,%.6g\n", cls.c_str(), s.count, s.median_abs, s.max_abs, s.bias);
+    *csv += row;
+  }
+  return out;
+}
+
+// The decode plans: their JSON rows and validate-decode.csv.
+nlohmann::json decode_plans_json(const ValidationResult& r, std::string& groups_csv, std::string& csv) {
+  csv = "id,model,family,mesh,ranks,batch,prompt_len,sample_len,predicted_seconds_per_token,measured_seconds_per_token,"
+        "relative_error,predicted_tokens_per_s,measured_tokens_per_s\n";
+  nlohmann::json plans = nlohmann::json::array();
+  for (const auto& pr : r.decode_plans) {
+    const PlanCase& c = *pr.plan_case;
+    const Comparison& cmp = pr.cmp;
+    const InferenceEstimate& e = *cmp.inference;
+    const ServingShape& s = *c.decode;
+    const double B = static_cast<double>(s.batch), n = static_cast<double>(c.plan.mesh.devices());
+    const auto& mem = e.memory;
+    plans.push_back({{"id", c.id}, {"model", c.model.name}, {"family", to_string(c.model.family)},
+                     {"mesh", c.plan.mesh.describe()}, {"ranks", n}, {"description", describe_plan(c)},
+                     {"batch", s.batch}, {"prompt_len", s.prompt_len}, {"sample_len", s.sample_len},
+                     {"plan_yaml", plan_to_yaml(c.plan)}, {"cluster", pr.cluster},
+                     {"predicted_seconds_per_token", cmp.predicted_step_seconds},
+                     {"measured_seconds_per_token", cmp.measured_step_seconds}, {"relative_error", pr.error},
+                     {"fastest_seconds_per_token", cmp.fastest_step_seconds},
+                     {"predicted_tokens_per_s", B / cmp.predicted_step_seconds},
+                     {"measured_tokens_per_s", B / cmp.measured_step_seconds},
+                     {"predicted_ttft_seconds", e.ttft_seconds},
+                     {"steps_measured", cmp.steps_used}, {"groups", groups_json(pr, groups_csv)}, {"classes", classes_json(cmp)},
+                     {"predicted_buckets_seconds", buckets_json(e.decode_seconds)},
+                     {"memory_bytes", {{"weights", mem.weights_bytes}, {"kv_cache", mem.kv_cache_bytes},
+                                       {"state", mem.state_bytes}, {"activations", mem.activations_bytes},
+                                       {"total", mem.total_bytes()}}}});
+    char row[512];
+    std::snprintf(row, sizeof row, "%s,%s,%s,\"%s\",%lld,%lld,%lld,%lld,%.9g,%.9g,%.6g,%.9g,%.9g\n", c.id.c_str(), c.model.name.c_str(),
+                  to_string(c.model.family), c.plan.mesh.describe().c_str(), static_cast<long long>(n),
+                  static_cast<long long>(s.batch), static_cast<long long>(s.prompt_len), static_cast<long long>(s.sample_len),
+                  cmp.predicted_step_seconds, cmp.measured_step_seconds, pr.error, B / cmp.predicted_step_seconds,
+                  B / cmp.measured_step_seconds);
+    csv += row;
+  }
+  return plans;
+}
+
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> validation_files(const ValidationResult& r, const ClusterSpec& cluster,
                                                                   const ValidationRunInfo& info) {
   nlohmann::json plans_json = nlohmann::json::array();
@@ -201,16 +345,6 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
     const PlanCase& c = *pr.plan_case;
     const Comparison& cmp = pr.cmp;
     const std::int64_t n = c.plan.mesh.devices();
-    nlohmann::json groups = nlohmann::json::array();
-    for (const auto& g : cmp.groups) {
-      groups.push_back({{"group", g.group}, {"class", g.cls}, {"predicted_seconds", g.predicted}, {"measured_seconds", g.measured}});
-      groups_csv += c.id + "," + g.group + "," + g.cls + "," + std::to_string(g.predicted) + "," + std::to_string(g.measured) + "\n";
-    }
-    nlohmann::json by_class = nlohmann::json::object();
-    for (const auto& [cls, p] : cmp.predicted_by_class)
-      by_class[cls] = {{"predicted_seconds", p}, {"measured_seconds", cmp.measured_by_class.at(cls)}};
-    nlohmann::json buckets = nlohmann::json::object();
-    for (int b = 0; b < kBucketCount; ++b) buckets[to_string(static_cast<Bucket>(b))] = cmp.estimate.seconds[b];
     const auto& mem = cmp.estimate.memory;
     plans_json.push_back({{"id", c.id}, {"model", c.model.name}, {"family", to_string(c.model.family)},
                           {"mesh", c.plan.mesh.describe()}, {"ranks", n}, {"description", describe_plan(c)},
@@ -220,10 +354,10 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
                           {"predicted_step_seconds", cmp.predicted_step_seconds},
                           {"measured_step_seconds", cmp.measured_step_seconds}, {"relative_error", pr.error},
                           {"fastest_step_seconds", cmp.fastest_step_seconds},
-                          {"steps_measured", cmp.steps_used}, {"groups", groups}, {"classes", by_class},
+                          {"steps_measured", cmp.steps_used}, {"groups", groups_json(pr, groups_csv)}, {"classes", classes_json(cmp)},
                           {"probe_seconds", pr.probe_seconds},
                           {"speed_factor", info.probe_at_calibration > 0 ? nlohmann::json(pr.speed_factor) : nlohmann::json()},
-                          {"predicted_buckets_seconds", buckets},
+                          {"predicted_buckets_seconds", buckets_json(cmp.estimate.seconds)},
                           {"memory_bytes", {{"params", mem.params_bytes}, {"grads", mem.grads_bytes},
                                             {"optimizer", mem.optimizer_bytes}, {"activations", mem.activations_bytes},
                                             {"scan_state", mem.state_bytes}, {"buffers", mem.buffers_bytes},
@@ -236,14 +370,10 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
                   static_cast<long long>(c.plan.seq_len), cmp.predicted_step_seconds, cmp.measured_step_seconds, pr.error);
     csv += row;
   }
-  nlohmann::json classes_json = nlohmann::json::object();
+  std::string decode_csv;
+  const nlohmann::json decode_plans = decode_plans_json(r, groups_csv, decode_csv);
   std::string classes_csv = "class,plans,median_abs_error,max_abs_error,median_signed_error\n";
-  for (const auto& [cls, s] : r.classes) {
-    classes_json[cls] = {{"plans", s.count}, {"median_abs_error", s.median_abs}, {"max_abs_error", s.max_abs}, {"median_signed_error", s.bias}};
-    char row[256];
-    std::snprintf(row, sizeof row, "%s,%zu,%.6g,%.6g,%.6g\n", cls.c_str(), s.count, s.median_abs, s.max_abs, s.bias);
-    classes_csv += row;
-  }
+  const nlohmann::json classes = class_summaries_json(r.classes, &classes_csv);
   nlohmann::json drift_json;  // null without a calibrated probe
   if (r.probe_scaled) {
     drift_json = r.probe_scaled->json();
@@ -251,9 +381,6 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
     drift_json["speed_factor_min"] = r.speed_min;
     drift_json["speed_factor_max"] = r.speed_max;
   }
-  nlohmann::json summary_json = r.primary.json();
-  summary_json["plans"] = r.primary.err.count;
-  summary_json["mean_abs_error"] = r.primary.err.mean_abs;
   const nlohmann::json doc = {
       {"cluster", {{"name", cluster.name}, {"origin", cluster.origin}, {"source", cluster.source},
                    {"argument", info.cluster_argument}}},
@@ -264,12 +391,17 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
       {"quick", info.quick},
       {"plans", plans_json},
       {"skipped", info.skipped},
-      {"summary", summary_json},
+      {"summary", summary_json(r.primary)},
       {"summary_fastest_step", r.fastest.json()},
       {"summary_probe_scaled", drift_json},
-      {"classes", classes_json}};
-  return {{"validate.json", doc.dump(2) + "\n"}, {"validate.csv", csv}, {"validate-groups.csv", groups_csv},
-          {"validate-classes.csv", classes_csv}};
+      {"classes", classes},
+      {"decode", {{"plans", decode_plans}, {"summary", summary_json(r.decode)}, {"summary_fastest_token", r.decode_fastest.json()},
+                  {"classes", class_summaries_json(r.decode_classes, nullptr)}}}};
+  std::vector<std::pair<std::string, std::string>> files = {
+      {"validate.json", doc.dump(2) + "\n"}, {"validate.csv", csv}, {"validate-groups.csv", groups_csv},
+      {"validate-classes.csv", classes_csv}};
+  if (!r.decode_plans.empty()) files.push_back({"validate-decode.csv", decode_csv});
+  return files;
 }
 
 }  // namespace scanshard

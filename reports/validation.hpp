@@ -22,6 +22,11 @@
 // scores predictions multiplied by it: one measured number per plan, the same formula for all, not
 // a fitted correction. The primary statistics stay unscaled.
 //
+// Decode plans (decode_plan_set): serving plans decoded for real by the runner (train/decode.hpp,
+// through train/plan_runs.hpp's round robin like the training plans) and compared with
+// sim/inference's per-token latency and throughput, group by group (compare_decode); they are
+// scored apart from the training plans (their own median / max |error|).
+//
 // For: validate (the CLI runs the plans with train/plan_runs.hpp and prints); tests. Not for:
 // running anything (no MPI here), printing.
 #pragma once
@@ -35,6 +40,7 @@
 #include <nlohmann/json.hpp>
 
 #include "program/cluster.hpp"
+#include "program/inference.hpp"
 #include "program/model.hpp"
 #include "program/plan.hpp"
 #include "reports/compare.hpp"
@@ -43,16 +49,23 @@
 namespace scanshard {
 
 struct PlanCase {
-  std::string id;  // "P01", ...
+  std::string id;  // "P01", ... (training), "D01", ... (decoding)
   ModelSpec model;
   Plan plan;
+  std::optional<ServingShape> decode;  // set: a serving plan, decoded (batch, prompt, sampled tokens)
 };
 
 // A preset with a different width / depth (recurrent width and MLP width follow the width).
 ModelSpec validation_variant(const std::string& preset, std::int64_t width, std::int64_t depth);
 // The built-in plan set (57 plans, ids P01..P57). quick: every third plan (P01, P04, ...).
 std::vector<PlanCase> validation_plan_set(bool quick);
-// "griffin-tiny data=2 G=8 mb=4 T=128 ..." (the model name and plan_summary with the batch).
+// The decode plan set (9 plans, ids D01..D09): every family at batch 1 and 4, tensor = 1 and 2,
+// prompts of 16 to 2048 tokens (a global KV cache that grows, a local one capped at its window,
+// fixed recurrent states), and one model too large for the cache (weights streamed from DRAM).
+// quick: every other plan.
+std::vector<PlanCase> decode_plan_set(bool quick);
+// "griffin-tiny data=2 G=8 mb=4 T=128 ..." (the model name and plan_summary with the batch), or for
+// a decode plan "griffin-tiny decode tensor=2 B=4 P=512 S=16".
 std::string describe_plan(const PlanCase& c);
 
 // The probe `scanshard calibrate` recorded in the cluster file (measurements: probe_seconds), or 0:
@@ -79,8 +92,8 @@ struct PlanMeasurement {
 struct PlanResult {
   const PlanCase* plan_case = nullptr;
   std::string cluster;              // the cluster slice the prediction used
-  Comparison cmp;
-  double error = 0;                 // relative error of the step time (median step)
+  Comparison cmp;                   // decode plans: a step is one token of every sequence
+  double error = 0;                 // relative error of the step time (median step; decode: per-token latency)
   double probe_seconds = std::nan("");  // median probe before its runs (NaN without a reference)
   double speed_factor = std::nan("");   // probe_seconds / the probe at calibration
   std::string worst_group;          // the group contributing most seconds to the step error ("" if none)
@@ -95,10 +108,16 @@ struct ValidationResult {
   // With a calibrated probe: predictions scaled by each plan's speed factor.
   std::optional<Score> probe_scaled;
   double speed_min = 0, speed_max = 0, speed_median = 0;
+  // Decode plans, scored apart (per-token latency; the primary statistics above are training's).
+  std::vector<PlanResult> decode_plans;
+  Score decode;
+  Score decode_fastest;  // against each decode plan's fastest token (a multi-millisecond token is rarely spared a preemption on a loaded machine)
+  std::map<std::string, stats::ErrorSummary> decode_classes;
 };
 
 // Scores the plans that ran (measured[i] empty: plan i was skipped). Each plan is predicted on the
-// cluster sliced to its devices; probe_at_calibration: calibrated_probe_seconds (0: none). Throws
+// cluster sliced to its devices; probe_at_calibration: calibrated_probe_seconds (0: none). Decode
+// plans (PlanCase::decode) go to decode_plans and are compared with compare_decode. Throws
 // std::runtime_error when every plan was skipped.
 ValidationResult score_validation(const std::vector<PlanCase>& cases, const std::vector<PlanMeasurement>& measured,
                                   const ClusterSpec& cluster, double probe_at_calibration);
@@ -115,7 +134,9 @@ struct ValidationRunInfo {
   std::vector<std::string> skipped;  // "P03 (description): reason"
 };
 
-// The four files validate writes: file name (no directory) -> contents.
+// The files validate writes: file name (no directory) -> contents: validate.json (its "decode"
+// object: the decode plans and their summary), validate.csv, validate-groups.csv (training and
+// decode plans' groups), validate-classes.csv, and with decode plans validate-decode.csv.
 std::vector<std::pair<std::string, std::string>> validation_files(const ValidationResult& r, const ClusterSpec& cluster,
                                                                   const ValidationRunInfo& info);
 

@@ -49,7 +49,8 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   const double vector_s = s.vector_flops / (chip.vector_flops_per_s * vector_eff);
   double bytes = s.bytes_read + s.bytes_written - s.unfused_bytes;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
-  const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory_at(bytes));
+  // the rate of the working set the data cycles through: the step's own bytes, or more (reuse_bytes)
+  const double memory_s = bytes / (chip.memory_bytes_per_s * e.memory_at(std::max(bytes, s.reuse_bytes)));
   const double unfused_s = s.unfused_bytes > 0 ? s.unfused_bytes / (chip.memory_bytes_per_s * e.memory_at(s.unfused_bytes)) : 0;
   return std::max(matrix_s + vector_s, memory_s) + unfused_s + chip.launch_overhead_seconds * s.calls;
 }

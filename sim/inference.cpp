@@ -26,9 +26,8 @@ std::vector<std::int64_t> decode_positions(std::int64_t prompt_len, std::int64_t
 namespace {
 
 std::array<double, kBucketCount> pass_buckets(const InferencePass& pass, const ClusterSpec& cl, const Network& net, DType dtype) {
-  std::vector<TimedSteps> lists{{&pass.pre, 1}};
-  for (const auto& g : pass.groups) lists.push_back({&g.steps, static_cast<double>(g.count)});
-  lists.push_back({&pass.post, 1});
+  std::vector<TimedSteps> lists;
+  pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) { lists.push_back({&list, static_cast<double>(times)}); });
   return pass_breakdown(lists, cl, net, dtype);
 }
 

@@ -23,6 +23,7 @@
 #include "kernels/rwkv6.hpp"
 #include "kernels/rwkv_ops.hpp"
 #include "program/steps.hpp"
+#include "program/yaml_reader.hpp"
 
 namespace scanshard::train {
 
@@ -44,6 +45,22 @@ struct LayerState {
   Vec wkv, wkv_next;                  // RWKV-4 (a,b,p) [3,B,Dl]; RWKV-6 S [B,Hl,N,N]
 };
 }  // namespace
+
+void check_decodable(const ModelSpec& m, i64 t, const std::string& where) {
+  auto need = [&](i64 n, const char* what) {
+    if (n > 0 && n % t != 0)
+      throw ConfigError(where + ": tensor = " + std::to_string(t) + " does not divide the model's " + what + " (" +
+                        std::to_string(n) + ")");
+  };
+  need(m.width, "width");
+  need(m.mlp_width, "mlp_width");
+  need(m.recurrent_width, "recurrent_width");
+  need(m.heads, "heads");
+  need(m.gate_blocks, "gate_blocks");
+  if (m.kv_heads >= t) need(m.kv_heads, "kv_heads");
+  if (m.family == Family::rwkv6 && (m.width / t) % m.head_size != 0)
+    throw ConfigError(where + ": tensor = " + std::to_string(t) + " splits RWKV-6 heads of size " + std::to_string(m.head_size));
+}
 
 struct Decoder::Impl {
   const ModelSpec& m;
@@ -351,8 +368,11 @@ struct Decoder::Impl {
   }
 
   // ---- one layer, residuals ------------------------------------------------------------------
-  void add_into(float* acc, const float* y) {
-    for (i64 i = 0; i < M * D; ++i) acc[i] += y[i];
+  // the residual add, timed under the lowering's name for it
+  void add_into(float* acc, const float* y, const char* name) {
+    timed(ops::add, name, [&] {
+      for (i64 i = 0; i < M * D; ++i) acc[i] += y[i];
+    });
   }
   void layer(i64 l) {
     LayerState& s = L[sz(l)];
@@ -366,11 +386,12 @@ struct Decoder::Impl {
       case Temporal::rwkv6_time_mix: rwkv6_time_mix(l, s); break;
     }
     allreduce(part.data(), M * D, m.is_rwkv() ? tensors::tm_out : s.kind == Temporal::recurrent ? tensors::rec_out : tensors::attn_out);
-    add_into(x.data(), part.data());
+    add_into(x.data(), part.data(),
+             m.is_rwkv() ? tensors::tm_residual : s.kind == Temporal::recurrent ? tensors::rec_residual : tensors::attn_residual);
     norm(n2.data(), stat2.data(), x.data(), l, "norm2.scale", "norm2.bias", ln, tensors::norm2);
     if (m.is_rwkv()) channel_mix(l, s);
     else mlp(l);
-    add_into(x.data(), part.data());
+    add_into(x.data(), part.data(), m.is_rwkv() ? tensors::cm_residual : tensors::mlp_residual);
   }
 };
 

@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "program/model.hpp"
@@ -24,6 +25,10 @@
 #include "train/executor.hpp"
 
 namespace scanshard::train {
+
+// ConfigError naming `where` unless every tensor-split dimension of `m` divides by t (what
+// ShardLayout and the decoder's head and channel splits assume).
+void check_decodable(const ModelSpec& m, std::int64_t t, const std::string& where);
 
 class Decoder {
  public:

@@ -8,6 +8,12 @@
 
 #include <mpi.h>
 
+#include "program/param_layout.hpp"
+#include "program/yaml_reader.hpp"
+#include "train/decode.hpp"
+#include "train/executor.hpp"
+#include "train/sampling.hpp"
+
 namespace scanshard::train {
 namespace {
 
@@ -26,9 +32,54 @@ void quiet_barrier(const mpi::Comm& w) {
 
 }  // namespace
 
-std::string why_not_runnable(const ModelSpec& m, const Plan& p, std::int64_t world_size, const ClusterSpec& cluster) {
+Trace decode_run(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::uint8_t>& data,
+                 unsigned seed, const mpi::Comm& comm) {
+  const int rank = comm.rank();
+  const auto coord = rank_coords(p.mesh, rank);
+  const int tcoord = static_cast<int>(coord[static_cast<int>(Axis::tensor)]);
+  const int scoord = static_cast<int>(coord[static_cast<int>(Axis::pipeline)]);
+  const mpi::Comm tensor_group = comm.split(scoord, tcoord), stage_group = comm.split(tcoord, scoord);
+  const Layout lay(m);
+  const ShardLayout sl(m, lay, p.mesh[Axis::tensor], tcoord);
+  std::vector<float> params(static_cast<std::size_t>(sl.total));
+  sl.extract(init_params(lay, seed).data(), params.data());
+  const std::int64_t B = s.batch, P = s.prompt_len, V = m.vocab;
+  Decoder dec(m, sl, params.data(), &tensor_group, B, s.context(), &stage_group);
+  std::vector<std::int32_t> in;  // sequence b's prompt: the data from byte 7b on
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < P; ++i) in.push_back(data[static_cast<std::size_t>(7 * b + i) % data.size()] % V);
+  std::mt19937_64 rng(seed);
+  std::vector<float> logits;
+  Trace trace;
+  for (std::int64_t i = 0; i <= s.sample_len; ++i) {
+    comm.barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    dec.feed(in.data(), i == 0 ? P : 1, logits, true, &trace);
+    std::vector<std::int32_t> next(static_cast<std::size_t>(B));
+    if (rank == 0)
+      for (std::int64_t b = 0; b < B; ++b) next[static_cast<std::size_t>(b)] = sample_token(logits.data() + b * V, V, {}, rng);
+    comm.broadcast(std::span<std::int32_t>(next), 0);
+    trace.end_step(i, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0);
+    in = std::move(next);
+  }
+  return trace;
+}
+
+std::string why_not_runnable(const ModelSpec& m, const Plan& p, std::int64_t world_size, const ClusterSpec& cluster,
+                             const ServingShape* decode) {
   const std::int64_t n = p.mesh.devices();
   if (n > world_size) return "needs " + std::to_string(n) + " ranks (run under mpirun -n " + std::to_string(n) + ")";
+  if (decode) {
+    const auto rules = serving_violations(m, p, *decode, cluster_slice(cluster, n, "--cluster").devices());
+    if (!rules.empty()) return std::string(rules.front().rule) + ": " + rules.front().detail;
+    if (p.replicas() > 1) return "decodes one replica (data = 1)";
+    try {
+      check_decodable(m, p.mesh[Axis::tensor], "mesh");
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  }
   try {
     check_supported(m, p, n);
     check_plan(m, p, cluster_slice(cluster, n, "--cluster").devices());
@@ -56,7 +107,8 @@ std::vector<PlanRuns> run_round_robin(const std::vector<PlanToRun>& plans, const
         }
         const mpi::Comm sub = world.split(rank < n ? 0 : 1, rank);
         Result res;
-        if (rank < n) res = run(*plans[i].model, *plans[i].plan, data, o.train, &sub);
+        if (rank < n && plans[i].decode) res.trace = decode_run(*plans[i].model, *plans[i].plan, *plans[i].decode, data, o.train.seed, sub);
+        else if (rank < n) res = run(*plans[i].model, *plans[i].plan, data, o.train, &sub);
         quiet_barrier(world);
         if (rank != 0) continue;
         runs[i].traces.push_back(std::move(res.trace));

@@ -255,6 +255,45 @@ TEST_CASE("report keeps the gradient sync and the gradient accumulation apart, e
   CHECK(found == 2);
 }
 
+TEST_CASE("report --html of decode plans alone: their charts, latency and tokens/s table, no training cards", "[report][html]") {
+  // validate --plans decode: no training plan ran; two decode plans at 1.25x and 0.8x their
+  // prediction (errors +25 % and -20 %), batch 4: tokens/s = 4 / seconds per token.
+  Scratch s("report-decode");
+  nlohmann::json plans = nlohmann::json::array();
+  const double measured[2] = {0.0004, 0.0025}, predicted[2] = {0.0005, 0.002};
+  for (int i = 0; i < 2; ++i)
+    plans.push_back({{"id", i ? "D02" : "D01"}, {"model", "mqa-tiny"}, {"family", "mqa"}, {"mesh", "1"}, {"ranks", 1},
+                     {"description", std::string("mqa-tiny decode tensor=1 B=4 P=") + (i ? "2048" : "64") + " S=32"},
+                     {"batch", 4}, {"prompt_len", i ? 2048 : 64}, {"sample_len", 32},
+                     {"predicted_seconds_per_token", predicted[i]}, {"measured_seconds_per_token", measured[i]},
+                     {"groups", nlohmann::json::array({{{"group", "attn.core"}, {"class", "attention"},
+                                                        {"predicted_seconds", 0.5 * predicted[i]}, {"measured_seconds", 0.5 * measured[i]}}})}});
+  const nlohmann::json doc = {
+      {"cluster", {{"name", "cpu-local"}, {"origin", "configs/clusters/cpu-local.yaml"}, {"source", "test"}, {"argument", "cpu-local"}}},
+      {"ranks", 1}, {"steps", 3}, {"plans", nlohmann::json::array()}, {"skipped", nlohmann::json::array()},
+      {"summary", {{"plans", 0}, {"median_abs_error", 0.0}, {"max_abs_error", 0.0}}},
+      {"decode", {{"plans", plans}, {"summary", {{"plans", 2}, {"median_abs_error", 0.225}, {"max_abs_error", 0.25}}},
+                  {"classes", {{"attention", {{"plans", 2}, {"median_abs_error", 0.225}, {"max_abs_error", 0.25}, {"median_signed_error", 0.025}}}}}}}};
+  std::ofstream(s.dir / "validate.json") << doc.dump(1);
+  const auto page = s.dir / "out" / "r.html";
+  const auto r = run("report --validate " + s.dir.string() + " --html " + page.string() + " --sweep-seq 2048,4096");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  const std::string html = slurp(page);
+  CHECK_THAT(html, Catch::Contains("Decoding: per-token latency and throughput"));
+  CHECK_THAT(html, Catch::Contains("Predicted vs measured time per token"));
+  CHECK_THAT(html, Catch::Contains("op class (decode)"));
+  CHECK(html.find("Predicted vs measured step time") == std::string::npos);  // no training charts
+  CHECK(html.find("plans compared") == std::string::npos);                   // nor their cards
+  CHECK(count(html, "<svg") == 2 + 5);  // the decode pair and the five charts that need no plan
+  CHECK_THAT(html, Catch::Contains("+25.0 %"));
+  CHECK_THAT(html, Catch::Contains("-20.0 %"));
+  CHECK_THAT(html, Catch::Contains("<td>8000</td><td>10000</td>"));  // D01: 4 / 0.5 ms, 4 / 0.4 ms
+  const std::string csv = slurp(page.parent_path() / "r-decode-scatter.csv");
+  CHECK_THAT(csv, Catch::StartsWith("id,plan,model,family,mesh,batch,prompt_len,sample_len,"));
+  CHECK(count(csv, "\n") == 3);
+}
+
 TEST_CASE("report --html contains every chart as inline SVG with its CSV and JSON", "[report][html]") {
   Scratch s("report-html");
   write_synthetic_validate(s.dir);

@@ -174,7 +174,7 @@ TEST_CASE("calibrate's kernel benchmarks name lowered steps, and each tuned one 
   CHECK(tuned.size() >= 10);  // the benchmarks fitted as their own kernel (gelu_mul, conv1d, rope, ..., wkv6.chunked)
 }
 
-TEST_CASE("calibrate's plans run on one rank and are none of validate's plans", "[steps]") {
+TEST_CASE("calibrate's plans run on one rank and are none of validate's plans (decode plans none of its decode plans)", "[steps]") {
   const auto cal = calibration_plan_set();
   const auto val = validation_plan_set(false);
   std::set<Family> families;
@@ -184,6 +184,12 @@ TEST_CASE("calibrate's plans run on one rank and are none of validate's plans", 
     CHECK(c.plan.micro_batches() == 1);
     CHECK_NOTHROW(train::check_supported(c.model, c.plan, 1));
     families.insert(c.model.family);
+    if (c.decode) {  // a decode plan: none of validate's decode plans (family, width, depth, batch, context)
+      for (const auto& v : decode_plan_set(false))
+        CHECK_FALSE((v.model.family == c.model.family && v.model.width == c.model.width && v.model.depth == c.model.depth &&
+                     v.decode->batch == c.decode->batch && v.decode->context() == c.decode->context()));
+      continue;
+    }
     for (const auto& v : val) {
       // the same program would mean the same family, width, depth, micro-batch and tokens
       const bool same = v.model.family == c.model.family && v.model.width == c.model.width && v.model.depth == c.model.depth &&
