@@ -76,6 +76,11 @@ nlohmann::json cluster_json(const ClusterSpec& c) {
     topo["wraparound"] = t.wraparound;
     topo["link_bytes_per_s"] = t.link_bytes_per_s;
     topo["hop_latency_seconds"] = t.hop_latency_seconds;
+    if (t.pods > 1) {
+      topo["pods"] = t.pods;
+      topo["dcn_bytes_per_s"] = t.dcn_bytes_per_s;
+      topo["dcn_latency_seconds"] = t.dcn_latency_seconds;
+    }
   } else {
     topo["islands"] = t.islands;
     topo["devices_per_island"] = t.devices_per_island;

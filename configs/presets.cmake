@@ -17,6 +17,7 @@ set(SCANSHARD_PRESET_FILES
   clusters/tpu-v3-256.yaml
   clusters/tpu-v4-256.yaml
   clusters/tpu-v4-4096.yaml
+  clusters/tpu-v4-2x3072.yaml
   clusters/tpu-v5e-256.yaml
   clusters/tpu-v5e-64.yaml
   clusters/tpu-v5p-256.yaml
@@ -50,6 +51,7 @@ set(SCANSHARD_PRESET_FILES
   models/mqa-400m.yaml
   models/mqa-7b.yaml
   models/mqa-tiny.yaml
+  models/palm-540b.yaml
   models/recurrentgemma-2b.yaml
   models/rwkv4-1.5b.yaml
   models/rwkv4-14b.yaml
@@ -69,4 +71,5 @@ set(SCANSHARD_PRESET_FILES
   published/smith2022-mtnlg.yaml
   published/dubey2024-llama3.yaml
   published/de2024-griffin-fig3.yaml
+  published/chowdhery2022-palm.yaml
 )

@@ -31,12 +31,14 @@ double Efficiency::curve_at(const std::vector<std::pair<double, double>>& curve,
 
 const char* to_string(TopologyKind k) { return name_of(kTopologyNames, k); }
 
-std::int64_t TopologySpec::devices() const {
+std::int64_t TopologySpec::pod_devices() const {
   if (kind == TopologyKind::islands) return islands * devices_per_island;
   std::int64_t n = 1;
   for (auto d : dims) n *= d;
   return n;
 }
+
+std::int64_t TopologySpec::devices() const { return kind == TopologyKind::islands ? pod_devices() : pods * pod_devices(); }
 
 std::string TopologySpec::describe() const {
   if (kind == TopologyKind::islands)
@@ -50,7 +52,8 @@ std::string TopologySpec::describe() const {
     all_wrap = all_wrap && wraparound[i];
     any_wrap = any_wrap || wraparound[i];
   }
-  return s + (all_wrap ? " (wrap)" : any_wrap ? " (partial wrap)" : " (no wrap)");
+  s += all_wrap ? " (wrap)" : any_wrap ? " (partial wrap)" : " (no wrap)";
+  return pods > 1 ? std::to_string(pods) + " pods x " + s + " over DCN" : s;
 }
 
 namespace {
@@ -152,6 +155,16 @@ void parse_torus(YamlMap& y, TopologySpec& t) {
   }
   t.link_bytes_per_s = checked(y, "link_bytes_per_s", y.required_double("link_bytes_per_s"), Quantity::rate);
   t.hop_latency_seconds = checked(y, "hop_latency_seconds", y.required_double("hop_latency_seconds"), Quantity::seconds);
+  t.pods = y.optional_int("pods", 1);
+  if (t.pods <= 0 || t.pods > 4096) throw y.error("pods", "must be in 1..4096, got " + std::to_string(t.pods));
+  if (t.pods > 1 || y.has("dcn_bytes_per_s") || y.has("dcn_latency_seconds")) {
+    if (t.pods > 1 && !y.has("dcn_bytes_per_s"))
+      throw y.error("dcn_bytes_per_s", "required with pods > 1: the datacenter-network bandwidth per chip that joins the pods");
+    if (t.pods > 1 && !y.has("dcn_latency_seconds"))
+      throw y.error("dcn_latency_seconds", "required with pods > 1: the datacenter-network latency between pods");
+    t.dcn_bytes_per_s = checked(y, "dcn_bytes_per_s", y.required_double("dcn_bytes_per_s"), Quantity::rate);
+    t.dcn_latency_seconds = checked(y, "dcn_latency_seconds", y.required_double("dcn_latency_seconds"), Quantity::seconds);
+  }
 }
 
 void parse_islands(YamlMap& y, TopologySpec& t) {
@@ -249,6 +262,13 @@ ClusterSpec cluster_slice(const ClusterSpec& c, std::int64_t devices, const std:
     else if (devices % t.devices_per_island == 0) t.islands = devices / t.devices_per_island;
     else throw ConfigError(flag + ": " + std::to_string(devices) + " is neither part of one island nor whole islands of " + std::to_string(t.devices_per_island));
     return s;
+  }
+  if (t.pods > 1) {  // whole pods, or a slice of one
+    const std::int64_t per = t.pod_devices();
+    if (devices % per == 0) { t.pods = devices / per; return s; }
+    if (devices > per)
+      throw ConfigError(flag + ": " + std::to_string(devices) + " is neither part of one pod nor whole pods of " + std::to_string(per));
+    t.pods = 1;
   }
   std::int64_t left = devices;
   for (std::size_t d = 0; d < t.dims.size(); ++d) {

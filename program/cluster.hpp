@@ -111,6 +111,12 @@ struct TopologySpec {
   std::vector<bool> wraparound;
   double link_bytes_per_s = 0;
   double hop_latency_seconds = 0;
+  // torus pods (TPU slices) joined by the datacenter network: `pods` copies of the torus; a chip
+  // reaches its counterpart in another pod over DCN at dcn_bytes_per_s per chip and direction
+  // (devices are numbered pod by pod). One pod (the default) has no DCN.
+  std::int64_t pods = 1;
+  double dcn_bytes_per_s = 0;
+  double dcn_latency_seconds = 0;
   // islands (NVLink/NVSwitch nodes, or one CPU host) joined by a fat tree
   std::int64_t islands = 0;
   std::int64_t devices_per_island = 0;
@@ -120,7 +126,8 @@ struct TopologySpec {
   double network_latency_seconds = 0;
 
   std::int64_t devices() const;
-  std::string describe() const;  // "torus 4x8x8 (wrap)", "32 islands x 8, fat tree"
+  std::int64_t pod_devices() const;  // chips of one pod (torus), or every device (islands)
+  std::string describe() const;  // "torus 4x8x8 (wrap)", "2 pods x torus 12x16x16 (wrap) over DCN", "32 islands x 8, fat tree"
 };
 
 // YAML keys: name, source, chip (preset name or inline mapping), topology, and optionally

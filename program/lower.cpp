@@ -456,16 +456,23 @@ void transformer_attention(Emit& e, bool local) {
   attention_core(e, local, H, KV, N);
   e.linear(tensors::attn_wo, H * N, D);
   e.fwd.back().saved_bytes = 0;
+  if (c.m.parallel_block) return;  // the MLP branch adds its output, and one exit follows (transformer_mlp)
   e.tensor_allreduce_fwd(tensors::attn_out);
   e.dropout(tensors::attn_dropout, e.seq_elems());
   e.residual(tensors::attn_residual, true);  // the second norm's input
 }
 
+// The MLP branch. Sequential block: its own norm and tensor-parallel entry. Parallel block (after
+// transformer_attention's branch, from the same norm1 output): no entry of its own, and W3
+// accumulates into the attention branch's output (a GEMM with β = 1: it reads that output too),
+// so one exit carries both branches' partial sums.
 void transformer_mlp(Emit& e) {
   const Ctx& c = e.c;
   const double D = c.m.width, F = c.m.mlp_width / c.t;
-  e.norm(tensors::norm2);
-  e.tensor_allreduce_bwd(tensors::mlp_in_grad);
+  if (!c.m.parallel_block) {
+    e.norm(tensors::norm2);
+    e.tensor_allreduce_bwd(tensors::mlp_in_grad);
+  }
   e.linear(tensors::mlp_w1, D, F);
   if (c.m.mlp == MlpKind::gelu) {
     // the runner's gelu_mul kernel without its second operand (as the recurrent gate's gelu):
@@ -477,6 +484,7 @@ void transformer_mlp(Emit& e) {
   }
   e.linear(tensors::mlp_w3, F, D);
   e.fwd.back().saved_bytes = 0;
+  if (c.m.parallel_block) e.fwd.back().bytes_read += c.n * D * c.a;  // β = 1: the attention branch's output
   e.tensor_allreduce_fwd(tensors::mlp_out);
   e.dropout(tensors::mlp_dropout, e.seq_elems());
   e.residual(tensors::mlp_residual);

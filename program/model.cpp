@@ -98,7 +98,8 @@ void add_norm(TensorList& t, const ModelSpec& m, const std::string& name) {
   if (m.norm == NormKind::layernorm) add_layer_norm(t, name, m.width); else t.add(name + ".scale", {m.width});
 }
 
-// Transformer layer (pre-LN GPT block): x += Wo·Attn(Q, K, V)(norm1(x)); x += MLP(norm2(x)).
+// Transformer layer (pre-LN GPT block): x += Wo·Attn(Q, K, V)(norm1(x)); x += MLP(norm2(x)), or
+// with parallel_block x += Wo·Attn(...)(norm1(x)) + MLP(norm1(x)) (no norm2).
 // Q has H heads, K/V kv_heads (H: multi-head, 1: multi-query, else grouped-query); MLP
 // gelu: gelu(x W1 + b1) W3 + b3, swiglu: (silu(x W1) ⊙ x W2) W3; biases on every linear if
 // linear_bias (GPT-3/Megatron: 13·D per layer with the two LayerNorms, Narayanan et al. 2021 §5.1).
@@ -113,7 +114,7 @@ void add_transformer_layer(TensorList& t, const ModelSpec& m) {
   linear("attn.wk", "attn.bk", D, m.kv_heads * N);
   linear("attn.wv", "attn.bv", D, m.kv_heads * N);
   linear("attn.wo", "attn.bo", m.heads * N, D);
-  add_norm(t, m, "norm2");
+  if (!m.parallel_block) add_norm(t, m, "norm2");
   linear("mlp.w1", "mlp.b1", D, F);
   if (m.mlp != MlpKind::gelu) linear("mlp.w2", "mlp.b2", D, F);
   linear("mlp.w3", "mlp.b3", F, D);
@@ -310,6 +311,7 @@ void parse_transformer(YamlMap& y, ModelSpec& m) {
   m.norm = y.optional_choice("norm", NormKind::layernorm, kNormNames);
   m.mlp = y.optional_choice<MlpKind, 2>("mlp", MlpKind::gelu, {{{"gelu", MlpKind::gelu}, {"swiglu", MlpKind::swiglu}}});
   m.linear_bias = y.optional_bool("bias", true);
+  m.parallel_block = y.optional_choice<bool, 2>("block", false, {{{"sequential", false}, {"parallel", true}}});
   m.dropout = y.optional_double("dropout", 0.0);
   if (!(m.dropout >= 0 && m.dropout < 1)) throw y.error("dropout", "must be in [0, 1), got " + format_number(m.dropout));
 }

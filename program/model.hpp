@@ -74,6 +74,9 @@ struct ModelSpec {
   std::int64_t max_positions = 0;  // learned position table rows (0 = none: rotary or no positions)
   bool linear_bias = true;
   double dropout = 0.0;
+  // block: parallel — y = x + Attention(norm1(x)) + MLP(norm1(x)) (GPT-J; PaLM, Chowdhery et al.
+  // 2022 §2): one norm and one tensor-parallel entry and exit for both branches.
+  bool parallel_block = false;
 
   bool is_rwkv() const { return family == Family::rwkv4 || family == Family::rwkv6; }
   // Whether any layer runs a linear-recurrence scan (so the plan's scan and carry choices matter).

@@ -45,6 +45,13 @@ Row parse_row(YamlMap& y, const std::string& file, const std::string& source_id,
   r.model = model.IsMap() ? parse_model(model, file)
                           : load_model(resolve_named_path(y.required_string("model"), file), file + ": " + y.key_path("model"));
   r.cluster = load_cluster(resolve_named_path(y.required_string("cluster"), file), file + ": " + y.key_path("cluster"));
+  if (y.has("devices")) {  // a slice of the cluster (whole islands or pods, or part of one)
+    try {
+      r.cluster = cluster_slice(r.cluster, y.required_int("devices"), "devices");
+    } catch (const ConfigError& e) {
+      throw y.error("devices", e.what());
+    }
+  }
   const YAML::Node plan = y.raw("plan");
   if (!plan.IsMap()) throw y.error("plan", "expected a mapping of plan keys (mesh, global_batch, seq_len, ...)");
   r.plan = parse_plan(plan, file);

@@ -5,7 +5,7 @@
 //
 // A suite file (configs/published/*.yaml) is one source (a paper's table or figure):
 //   id, source (citation), rows: [{id, where (table row), model (preset or inline mapping),
-//   cluster, plan (plan YAML keys), search (plan keys the paper does not state), published
+//   cluster, devices (optional: a slice of the cluster), plan (plan YAML keys), search (plan keys the paper does not state), published
 //   (one metric), note}].
 // Keys under `search` are chosen by pricing every legal value that fits in memory and keeping the
 // fastest, as the paper's authors tuned them; the report says which were searched and what won.

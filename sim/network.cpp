@@ -18,20 +18,45 @@ using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::undire
                                          boost::no_property, boost::no_property, boost::vecS>;
 
 // Torus: one vertex per chip, an edge to the next chip along every dimension (and the wraparound
-// edge where the dimension wraps). Device index = mixed radix with dimension 0 fastest.
+// edge where the dimension wraps). Device index = pod · (chips per pod) + mixed radix with
+// dimension 0 fastest. Pods are separate components: the datacenter network between them is a
+// level of its own in Network (every chip has its own DCN share), not a path of ICI hops.
 void build_torus(BoostGraph& g, const TopologySpec& t) {
-  const std::int64_t n = t.devices();
-  g = BoostGraph(static_cast<size_t>(n));
-  std::int64_t stride = 1;
-  for (size_t d = 0; d < t.dims.size(); ++d) {
-    const std::int64_t size = t.dims[d];
-    for (std::int64_t v = 0; v < n; ++v) {
-      const std::int64_t x = (v / stride) % size;
-      if (x + 1 < size) boost::add_edge(static_cast<size_t>(v), static_cast<size_t>(v + stride), g);
-      else if (t.wraparound[d] && size > 2) boost::add_edge(static_cast<size_t>(v), static_cast<size_t>(v - x * stride), g);
+  const std::int64_t n = t.pod_devices();
+  g = BoostGraph(static_cast<size_t>(t.devices()));
+  for (std::int64_t pod = 0; pod < t.pods; ++pod) {
+    const std::int64_t base = pod * n;
+    std::int64_t stride = 1;
+    for (size_t d = 0; d < t.dims.size(); ++d) {
+      const std::int64_t size = t.dims[d];
+      for (std::int64_t v = 0; v < n; ++v) {
+        const std::int64_t x = (v / stride) % size;
+        if (x + 1 < size) boost::add_edge(static_cast<size_t>(base + v), static_cast<size_t>(base + v + stride), g);
+        else if (t.wraparound[d] && size > 2)
+          boost::add_edge(static_cast<size_t>(base + v), static_cast<size_t>(base + v - x * stride), g);
+      }
+      stride *= size;
     }
-    stride *= size;
   }
+}
+
+// An axis whose ring crosses pods: its ranks inside pod 0 (the torus levels, which run
+// concurrently) as one level, then one rank per pod over DCN — in sequence, like the island levels
+// (sim/cost.cpp all_gather_seconds). The inner level keeps the torus levels' time exactly: summed
+// bandwidth, and the latency of all their steps spread over its P_in − 1 steps.
+void add_dcn_level(AxisNetwork& net, std::int64_t pods_spanned, const TopologySpec& t, double eff) {
+  RingLevel inner;
+  double latency = 0;
+  for (const auto& l : net.levels) {
+    inner.members *= l.members;
+    inner.bytes_per_s += l.bytes_per_s;
+    latency += static_cast<double>(l.members - 1) * l.step_latency_seconds;
+  }
+  if (inner.members > 1) inner.step_latency_seconds = latency / static_cast<double>(inner.members - 1);
+  net.levels.clear();
+  if (inner.members > 1) net.levels.push_back(inner);
+  net.levels.push_back({pods_spanned, t.dcn_bytes_per_s * eff, t.dcn_latency_seconds});
+  net.hierarchical = true;
 }
 
 // Islands: devices 0..n−1, then one switch per island, then the fat-tree core.
@@ -117,6 +142,23 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
     for (std::int64_t i = 0; i < net.size; ++i) members.push_back(i * stride);
     const int neighbour_hops = std::max(1, from0[static_cast<size_t>(members[1])]);
     if (t.kind == TopologyKind::torus) {
+      // The ranks in pod 0 ride the torus; the rest are copies of them in other pods.
+      const std::int64_t pod = t.pod_devices();
+      const std::int64_t spanned = std::min<std::int64_t>(net.size, (members.back() / pod) + 1);
+      if (spanned > 1) {
+        std::int64_t inside = 0;
+        for (auto m : members) inside += m < pod ? 1 : 0;
+        if (inside * spanned != net.size) {
+          // Uneven over the pods (e.g. 3 pipeline stages on 2 pods): a ring runs at its slowest
+          // link, so every step is priced at the DCN share. Legal, and priced so no search picks it.
+          net.hierarchical = true;
+          net.levels = {{net.size, t.dcn_bytes_per_s * eff, t.dcn_latency_seconds}};
+          net.p2p_bytes_per_s = t.dcn_bytes_per_s * eff;
+          net.p2p_latency_seconds = t.dcn_latency_seconds;
+          continue;
+        }
+        members.resize(static_cast<std::size_t>(inside));
+      }
       // One level per torus dimension the axis moves along (members differing only there). Along
       // one dimension the torus is translation-symmetric, so one BFS from device 0 gives every
       // step of such a ring: consecutive members are dist(0, m1) apart and the closing step
@@ -135,13 +177,20 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
         }
         dim_stride *= t.dims[d];
       }
-      if (covered != net.size) {  // not a product of dimensions: one ring through all members
+      if (covered != static_cast<std::int64_t>(members.size())) {  // not a product of dimensions: one ring through all members
         net.levels.clear();
         auto dist = [&topo](std::int64_t a, std::int64_t b) { return topo.hops(a, b); };
         net.levels.push_back(ring_level(members, dist, t.link_bytes_per_s * eff, t.hop_latency_seconds));
       }
       net.p2p_bytes_per_s = t.link_bytes_per_s * eff;
       net.p2p_latency_seconds = neighbour_hops * t.hop_latency_seconds;
+      if (spanned > 1) {
+        add_dcn_level(net, spanned, t, eff);
+        if (members.size() == 1) {  // neighbours sit in different pods
+          net.p2p_bytes_per_s = t.dcn_bytes_per_s * eff;
+          net.p2p_latency_seconds = t.dcn_latency_seconds;
+        }
+      }
     } else {
       // Hierarchical: members inside rank 0's island, then one member per island.
       const std::int64_t per = t.devices_per_island;

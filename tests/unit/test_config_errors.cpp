@@ -132,6 +132,10 @@ TEST_CASE("cluster errors name file key and reason", "[config]") {
       {replace(kCluster, "  hop_latency_seconds: 1.0e-6\n", ""), "topology.hop_latency_seconds: missing required key"},
       {replace(kCluster, "chip: tpu-v5e", "chip: {name: x}"), "chip.peak_flops_per_s: missing required key"},
       {kCluster + "extra: 1\n", "extra: unknown key"},
+      {kCluster + "  pods: 2\n", "topology.dcn_bytes_per_s: required with pods > 1"},
+      {kCluster + "  pods: 2\n  dcn_bytes_per_s: 1.6e9\n", "topology.dcn_latency_seconds: required with pods > 1"},
+      {kCluster + "  pods: 0\n", "topology.pods: must be in 1..4096, got 0"},
+      {kCluster + "  pods: 2\n  dcn_bytes_per_s: 0\n  dcn_latency_seconds: 1e-5\n", "topology.dcn_bytes_per_s: must be positive"},
   };
   for (const auto& c : cases) {
     INFO(c.text);

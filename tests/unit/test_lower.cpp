@@ -655,3 +655,35 @@ TEST_CASE("an interleaved stage's program runs each chunk's receive then layers 
     }
   CHECK(sends == 3);  // receive chunk 0, send chunk 0, receive chunk 1 (chunk 1 ends with the head)
 }
+
+TEST_CASE("a parallel block has one norm and one tensor-parallel entry and exit per layer, and the same GEMM work", "[lower]") {
+  // PaLM (Chowdhery et al. 2022 §2): y = x + Attention(LN(x)) + MLP(LN(x)). Against the
+  // sequential block of the same shapes: no second norm (and no norm2 parameters), one forward
+  // all-reduce of [B·T, D] per layer instead of two, one backward input-gradient all-reduce
+  // instead of two, and every GEMM unchanged (W3 accumulates into the attention output: it also
+  // reads that [B·T, D] output).
+  const std::string base =
+      "name: t\nfamily: transformer\nwidth: 64\ndepth: 3\nheads: 4\nvocab: 256\npositions: rotary\nmlp: swiglu\n"
+      "mlp_width: 128\nnorm: layernorm\nbias: false\n";
+  const ModelSpec seq = model_from(base), par = model_from(base + "block: parallel\n");
+  REQUIRE(par.parallel_block);
+  CHECK(count_parameters(seq).total - count_parameters(par).total == seq.depth * 2 * seq.width);  // norm2 scale + bias
+  Plan p = single_device(2, 32);
+  p.mesh[Axis::tensor] = 2;
+  const auto a = lower(seq, p, 0), b = lower(par, p, 0);
+  CHECK(sum_matmul(b.forward) == Approx(sum_matmul(a.forward)).epsilon(1e-12));
+  CHECK(sum_matmul(b.backward) == Approx(sum_matmul(a.backward)).epsilon(1e-12));
+  auto count = [](const std::vector<Step>& steps, auto&& keep) {
+    return std::count_if(steps.begin(), steps.end(), keep);
+  };
+  const double act = 2 * 32 * 64 * 2.0;  // [B·T, D] in bf16
+  auto tensor_ar = [act](const Step& s) { return s.comm == CommKind::all_reduce && s.axis == Axis::tensor && s.comm_bytes == act; };
+  auto norms = [](const Step& s) { return s.cls == OpClass::norm && s.layer >= 0; };
+  CHECK(count(a.forward, tensor_ar) - count(b.forward, tensor_ar) == seq.depth);
+  CHECK(count(a.backward, tensor_ar) - count(b.backward, tensor_ar) == seq.depth);
+  CHECK(count(a.forward, norms) == 2 * seq.depth);
+  CHECK(count(b.forward, norms) == seq.depth);
+  // PaLM 540B's parameter count, Table 1: 540.35B (scanshard keeps a LayerNorm bias the paper drops:
+  // 2·118·18432 = 4.35M more, plus the final norm's)
+  CHECK(static_cast<double>(count_parameters(load_model("palm-540b")).total) == Approx(540.35e9).epsilon(1e-4));
+}

@@ -437,6 +437,54 @@ TEST_CASE("a data axis over islands: NVLink moves the whole buffer, each NIC onl
   CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(expect).epsilon(1e-12));
 }
 
+namespace {
+// Two 4x4 wrapped torus pods (32 chips) joined by a datacenter network.
+ClusterSpec two_pods() {
+  return parse_cluster_text(
+      "name: two-pods\nchip: tpu-v4\ntopology: {kind: torus, dims: [4, 4], wraparound: true, link_bytes_per_s: 4.5e10,\n"
+      "  hop_latency_seconds: 1.0e-6, pods: 2, dcn_bytes_per_s: 2.0e9, dcn_latency_seconds: 1.0e-5}\n",
+      "two-pods.yaml");
+}
+}  // namespace
+
+TEST_CASE("torus pods over DCN: an axis inside a pod prices as on one pod, one across pods adds a DCN level on its share", "[sim]") {
+  const ClusterSpec c = two_pods();
+  REQUIRE(c.devices() == 32);
+  REQUIRE(c.topology.describe() == "2 pods x torus 4x4 (wrap) over DCN");
+  const auto& t = c.topology;
+  const double eff = c.chip.efficiency.network, S = 1e8;
+  const double ici = 2 * t.link_bytes_per_s * eff, dcn = t.dcn_bytes_per_s * eff;
+  // data = 2 is outermost (stride 16): one rank per pod, the ring is DCN only.
+  {
+    const Network net(c, parse_mesh("tensor=4,fsdp=4,data=2", "--mesh"));
+    CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(2 * (0.5 * S / dcn + t.dcn_latency_seconds)).epsilon(1e-12));
+    // the inside axes see exactly what one pod gives them
+    const ClusterSpec one = cluster_slice(c, 16);
+    REQUIRE(one.topology.pods == 1);
+    const Network alone(one, parse_mesh("tensor=4,fsdp=4", "--mesh"));
+    for (Axis a : {Axis::tensor, Axis::fsdp})
+      CHECK(all_reduce_seconds(S, net.axis(a)) == Approx(all_reduce_seconds(S, alone.axis(a))).epsilon(1e-12));
+    CHECK(all_reduce_seconds(S, net.axis(Axis::fsdp)) == Approx(2 * (0.75 * S / ici + 3 * t.hop_latency_seconds)).epsilon(1e-12));
+    // neighbours in different pods send over DCN
+    CHECK(p2p_seconds(S, 1, net.axis(Axis::data)) == Approx(t.dcn_latency_seconds + S / dcn).epsilon(1e-12));
+  }
+  // fsdp = 8 with tensor = 4 innermost: 4 members along a full torus dimension in each pod, then
+  // 2 pods: reduce-scatter + all-gather, the ICI ring over the whole buffer, DCN over a quarter.
+  {
+    const Network net(c, parse_mesh("tensor=4,fsdp=8", "--mesh"));
+    const double expect = 2 * (0.75 * S / ici + 3 * t.hop_latency_seconds + 0.5 * (S / 4) / dcn + t.dcn_latency_seconds);
+    CHECK(all_reduce_seconds(S, net.axis(Axis::fsdp)) == Approx(expect).epsilon(1e-12));
+  }
+  // an axis that does not split evenly over the pods (3 ranks on 2 pods) rings at the DCN rate at every step
+  {
+    const Network net(c, parse_mesh("tensor=8,fsdp=3", "--mesh"));
+    CHECK(all_reduce_seconds(S, net.axis(Axis::fsdp)) == Approx(2 * (2.0 / 3 * S / dcn + 2 * t.dcn_latency_seconds)).epsilon(1e-12));
+  }
+  // slices: whole pods, or a part of one
+  CHECK(cluster_slice(c, 32).topology.pods == 2);
+  CHECK_THROWS_WITH(cluster_slice(c, 24), Catch::Contains("neither part of one pod nor whole pods of 16"));
+}
+
 TEST_CASE("a pass prices compute and exposed communication, and hides overlappable communication behind its compute", "[sim]") {
   // pass_seconds (a layer's forward or backward, as validate --published prices Korthikanti's
   // per-layer times): Σ compute + Σ exposed comm + max(0, Σ overlappable comm − Σ compute).
