@@ -52,6 +52,7 @@ set(SCANSHARD_PRESET_FILES
   models/mqa-7b.yaml
   models/mqa-tiny.yaml
   models/palm-540b.yaml
+  models/palm-tiny.yaml
   models/recurrentgemma-2b.yaml
   models/rwkv4-1.5b.yaml
   models/rwkv4-14b.yaml

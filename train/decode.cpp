@@ -79,7 +79,7 @@ struct Decoder::Impl {
   Trace* tr = nullptr;
   std::vector<std::int32_t> pos;
   std::vector<std::uint8_t> reset;
-  Vec x, n1, n2, stat1, stat2, tout, part, h1, h2, gm, a1, a2, a3, a4, a5, q, k, v, att, lse, big5, big5b, lz, ltz;
+  Vec x, n1, n2, stat1, stat2, tout, part, branch, h1, h2, gm, a1, a2, a3, a4, a5, q, k, v, att, lse, big5, big5b, lz, ltz;
 
   Impl(const ModelSpec& m_, const ShardLayout& l_, const float* p_, const mpi::Comm* tp_) : m(m_), lay(l_), P(p_), tp(tp_) {}
 
@@ -182,15 +182,21 @@ struct Decoder::Impl {
   }
 
   // ---- MLP (Griffin's gated GeLU, or the transformer's GeLU / SwiGLU) --------------------------
-  void mlp(i64 l) {
-    linear(h1.data(), n2.data(), l, "mlp.w1", opt(l, "mlp.b1"), D, F, tensors::mlp_w1);
-    if (m.mlp != MlpKind::gelu) linear(h2.data(), n2.data(), l, "mlp.w2", opt(l, "mlp.b2"), D, F, tensors::mlp_w2);
+  // in: norm2's output, or norm1's in a parallel block, whose attention branch `branch` (partial
+  // sums) joins the MLP's before the one all-reduce.
+  void mlp(i64 l, const float* in, const float* branch = nullptr) {
+    linear(h1.data(), in, l, "mlp.w1", opt(l, "mlp.b1"), D, F, tensors::mlp_w1);
+    if (m.mlp != MlpKind::gelu) linear(h2.data(), in, l, "mlp.w2", opt(l, "mlp.b2"), D, F, tensors::mlp_w2);
     timed(m.mlp == MlpKind::swiglu ? ops::silu_mul : ops::gelu_mul, tensors::mlp_act, [&] {
       if (m.mlp == MlpKind::gelu) K::gelu_mul_forward(gm.data(), h1.data(), nullptr, M * F);
       else if (m.mlp == MlpKind::swiglu) K::silu_mul_forward(gm.data(), h2.data(), h1.data(), M * F);
       else K::gelu_mul_forward(gm.data(), h1.data(), h2.data(), M * F);
     });
     linear(part.data(), gm.data(), l, "mlp.w3", bias_after_reduce(l, "mlp.b3"), F, D, tensors::mlp_w3);
+    if (branch)  // W3 with β = 1 in the lowering: the add is part of that step's time
+      timed(ops::linear, tensors::mlp_w3, [&] {
+        for (i64 i = 0; i < M * D; ++i) part[sz(i)] += branch[i];
+      });
     allreduce(part.data(), M * D, tensors::mlp_out);
   }
 
@@ -385,12 +391,18 @@ struct Decoder::Impl {
       case Temporal::rwkv4_time_mix: rwkv4_time_mix(l, s); break;
       case Temporal::rwkv6_time_mix: rwkv6_time_mix(l, s); break;
     }
+    if (m.parallel_block) {  // x += Attn(norm1(x)) + MLP(norm1(x)): one all-reduce of both partial sums
+      branch.assign(part.begin(), part.end());
+      mlp(l, n1.data(), branch.data());
+      add_into(x.data(), part.data(), tensors::mlp_residual);
+      return;
+    }
     allreduce(part.data(), M * D, m.is_rwkv() ? tensors::tm_out : s.kind == Temporal::recurrent ? tensors::rec_out : tensors::attn_out);
     add_into(x.data(), part.data(),
              m.is_rwkv() ? tensors::tm_residual : s.kind == Temporal::recurrent ? tensors::rec_residual : tensors::attn_residual);
     norm(n2.data(), stat2.data(), x.data(), l, "norm2.scale", "norm2.bias", ln, tensors::norm2);
     if (m.is_rwkv()) channel_mix(l, s);
-    else mlp(l);
+    else mlp(l, n2.data());
     add_into(x.data(), part.data(), m.is_rwkv() ? tensors::cm_residual : tensors::mlp_residual);
   }
 };

@@ -337,17 +337,18 @@ void attn_wo_fwd(State& s, const Step& st) {
                     s.bias_after_reduce(st.layer, Param::attn_bo), s.rows, s.heads_local * s.N, s.D);
 }
 
+// The gradient of the attention branch's output: the block exit's (the MLP's) in a parallel block.
+const float* dattn_out(const State& s, const LayerBufs& b) { return s.m.parallel_block ? b.dmlp_out.data() : b.dtemporal_out.data(); }
 void attn_wo_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 Te = ext_rows(s), qw = s.heads_local * s.N;
   Vec da(static_cast<std::size_t>(s.rows * qw), 0.0f);
-  K::linear_backward(da.data(), nul(), nul(), b.dtemporal_out.data(), b.ctx.data(), s.par(st.layer, Param::attn_wo), s.rows, qw,
-                     s.D);
+  K::linear_backward(da.data(), nul(), nul(), dattn_out(s, b), b.ctx.data(), s.par(st.layer, Param::attn_wo), s.rows, qw, s.D);
   for (i64 r = 0; r < s.B; ++r) std::copy_n(da.data() + r * s.T * qw, s.T * qw, b.dctx_ext.data() + (r * Te + s.halo) * qw);
 }
 void attn_wo_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, Param::attn_wo), s.opt_grad(st.layer, Param::attn_bo), b.dtemporal_out.data(),
+  K::linear_backward(nul(), s.grad(st.layer, Param::attn_wo), s.opt_grad(st.layer, Param::attn_bo), dattn_out(s, b),
                      b.ctx.data(), s.par(st.layer, Param::attn_wo), s.rows, s.heads_local * s.N, s.D);
 }
 void attn_core_bwd(State& s, const Step& st) {  // recomputes the scores block by block (the

@@ -163,14 +163,18 @@ void temporal_residual_bwd(State& s, const Step& st) {  // dtemporal_out = d x_i
 }
 
 // Gated MLP, Megatron split: W1, W2 by columns (F/t), W3 by rows, all-reduce after W3.
+// A parallel block (transformer `block: parallel`) feeds the MLP norm1's output, its input
+// gradient joins norm1's, and W3 adds the attention branch's output before the one exit.
+const float* mlp_in(const State& s, const LayerBufs& b) { return s.m.parallel_block ? b.n1.data() : b.n2.data(); }
+float* dmlp_in(const State& s, LayerBufs& b) { return s.m.parallel_block ? b.dn1.data() : b.dn2.data(); }
 void mlp_w1_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h1.data(), b.n2.data(), s.par(st.layer, Param::mlp_w1), s.opt_par(st.layer, Param::mlp_b1), s.rows, s.D,
+  K::linear_forward(b.h1.data(), mlp_in(s, b), s.par(st.layer, Param::mlp_w1), s.opt_par(st.layer, Param::mlp_b1), s.rows, s.D,
                     s.mlp_local);
 }
 void mlp_w2_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_forward(b.h2.data(), b.n2.data(), s.par(st.layer, Param::mlp_w2), s.opt_par(st.layer, Param::mlp_b2), s.rows, s.D,
+  K::linear_forward(b.h2.data(), mlp_in(s, b), s.par(st.layer, Param::mlp_w2), s.opt_par(st.layer, Param::mlp_b2), s.rows, s.D,
                     s.mlp_local);
 }
 void mlp_act_fwd(State& s, const Step& st) {
@@ -181,21 +185,24 @@ void mlp_w3_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   K::linear_forward(b.mlp_partial.data(), b.mlp_act.data(), s.par(st.layer, Param::mlp_w3),
                     s.bias_after_reduce(st.layer, Param::mlp_b3), s.rows, s.mlp_local, s.D);
+  if (s.m.parallel_block) add(b.mlp_partial.data(), b.mlp_partial.data(), b.temporal_partial.data(), s.rows * s.D);
 }
 void mlp_out_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   allreduce_into(s, st, b.mlp_partial.data(), b.mlp_out, s.rows * s.D);
 }
-void mlp_residual_fwd(State& s, const Step& st) {
+void mlp_residual_fwd(State& s, const Step& st) {  // a parallel block adds both branches to the layer's input
   auto& b = lb(s, st);
-  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), b.x_mid.data(), b.mlp_res, s.res_rows * s.D);
+  add(s.xs[static_cast<std::size_t>(st.layer) + 1].data(), s.m.parallel_block ? x_in(s, st) : b.x_mid.data(), b.mlp_res,
+      s.res_rows * s.D);
 }
 }  // namespace
 void mlp_residual_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
-  (s.rs_ag ? b.dmlp_out_loc : b.dmlp_out) =
-      s.dxs[static_cast<std::size_t>(st.layer) + 1];  // rs_ag: the exit's all-gather makes dmlp_out
-  b.dx_mid = s.dxs[static_cast<std::size_t>(st.layer) + 1];
+  const Vec& dy = s.dxs[static_cast<std::size_t>(st.layer) + 1];
+  (s.rs_ag ? b.dmlp_out_loc : b.dmlp_out) = dy;  // rs_ag: the exit's all-gather makes dmlp_out
+  if (s.m.parallel_block) s.dxs[static_cast<std::size_t>(st.layer)] = dy;  // norm1's backward adds to it
+  else b.dx_mid = dy;
 }
 namespace {
 void mlp_w3_dx(State& s, const Step& st) {
@@ -214,22 +221,22 @@ void mlp_act_bwd(State& s, const Step& st) {
 }
 void mlp_w2_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh2.data(), b.n2.data(), s.par(st.layer, Param::mlp_w2), s.rows, s.D,
+  K::linear_backward(dmlp_in(s, b), nul(), nul(), b.dh2.data(), mlp_in(s, b), s.par(st.layer, Param::mlp_w2), s.rows, s.D,
                      s.mlp_local);
 }
 void mlp_w2_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w2), s.opt_grad(st.layer, Param::mlp_b2), b.dh2.data(), b.n2.data(),
+  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w2), s.opt_grad(st.layer, Param::mlp_b2), b.dh2.data(), mlp_in(s, b),
                      s.par(st.layer, Param::mlp_w2), s.rows, s.D, s.mlp_local);
 }
 void mlp_w1_dx(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(b.dn2.data(), nul(), nul(), b.dh1.data(), b.n2.data(), s.par(st.layer, Param::mlp_w1), s.rows, s.D,
+  K::linear_backward(dmlp_in(s, b), nul(), nul(), b.dh1.data(), mlp_in(s, b), s.par(st.layer, Param::mlp_w1), s.rows, s.D,
                      s.mlp_local);
 }
 void mlp_w1_dw(State& s, const Step& st) {
   auto& b = lb(s, st);
-  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w1), s.opt_grad(st.layer, Param::mlp_b1), b.dh1.data(), b.n2.data(),
+  K::linear_backward(nul(), s.grad(st.layer, Param::mlp_w1), s.opt_grad(st.layer, Param::mlp_b1), b.dh1.data(), mlp_in(s, b),
                      s.par(st.layer, Param::mlp_w1), s.rows, s.D, s.mlp_local);
 }
 
@@ -465,7 +472,7 @@ void head_rs_bwd(State& s, const Step& st) { rs_into(s, st, s.dfinal_norm_out.da
 void regather_bwd(State& s, const Step& st) {
   if (st.layer < 0) return ag_into(s, st, s.final_norm_out_loc.data(), s.final_norm_out.data(), s.rows);
   auto& b = lb(s, st);
-  if (b.regathers++ == 0)
+  if (b.regathers++ == 0 && !s.m.parallel_block)  // a parallel block has one entry: norm1's
     ag_into(s, st, b.n2_loc.data(), b.n2.data(), s.rows);
   else
     ag_into(s, st, b.n1_loc.data(), b.n1.data(), s.rows);

@@ -34,9 +34,6 @@ void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size)
   // illegal plan — the rules the planner applies too (check_plan), first: they say what to change
   // in the plan — and a job of the wrong size.
   check_plan(m, p, 0);
-  if (m.parallel_block)
-    throw ConfigError(m.origin, 0, 0, "block", "the parallel attention + MLP block is priced by plan and simulate, but train and "
-                                                "generate do not run it yet (use block: sequential to train)");
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +

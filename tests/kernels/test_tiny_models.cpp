@@ -125,6 +125,10 @@ TEST_CASE("tiny transformer gradients of every parameter tensor match finite dif
 TEST_CASE("tiny GPT gradients of every parameter tensor match finite differences", "[model][transformer]") {
   gradient_check("gpt-tiny");
 }
+// PaLM's parallel block (palm-tiny: one LayerNorm feeds attention and MLP, multi-query, no biases).
+TEST_CASE("tiny PaLM-block gradients of every parameter tensor match finite differences", "[model][transformer]") {
+  gradient_check("palm-tiny");
+}
 TEST_CASE("tiny Griffin trains with AdamW on a repeated corpus", "[model][train]") { train("griffin-tiny"); }
 TEST_CASE("tiny Hawk trains with AdamW on a repeated corpus", "[model][train]") { train("hawk-tiny"); }
 TEST_CASE("tiny MQA trains with AdamW on a repeated corpus", "[model][train]") { train("mqa-tiny"); }

@@ -8,7 +8,8 @@
 // The transformer family (GPT-style pre-LN block, model.hpp) the same way, with its choices:
 //   x = E[tokens] (+ P[position] with a learned table); Norm = RMSNorm or LayerNorm (bias);
 //   Temporal = attention with biases on Q, K, V, O (if linear_bias) and rotary positions only
-//   if rope_fraction > 0; MLP = gelu(x W1 + b1) W3 + b3, or (silu(x W1) ⊙ x W2) W3 (+ biases).
+//   if rope_fraction > 0; MLP = gelu(x W1 + b1) W3 + b3, or (silu(x W1) ⊙ x W2) W3 (+ biases);
+//   block: parallel — x += Temporal(Norm1(x)) + MLP(Norm1(x)) (PaLM), no Norm2.
 #pragma once
 #include <cmath>
 #include <map>
@@ -192,10 +193,17 @@ class Model {
                            N, m_.window);
       K::linear_forward(tout.data(), A.a.data(), P("attn.wo"), opt(p, blk, "attn.bo"), M, H * N, D);
     }
-    for (i64 i = 0; i < M * D; ++i) x[i] += tout[i];
-    A.x_mid = x;
-    A.n2.assign(M * D, F(0)); A.rstd2.assign(M, F(0)); A.mean2.assign(M, F(0));
-    norm_forward(p, blk, "norm2", A.n2, A.mean2, A.rstd2, x);
+    // Parallel block (PaLM): y = x + Attn(norm1(x)) + MLP(norm1(x)) — the MLP reads norm1's output
+    // and both branches add to the input at the end.
+    const bool par = m_.parallel_block;
+    if (!par) {
+      for (i64 i = 0; i < M * D; ++i) x[i] += tout[i];
+      A.x_mid = x;
+      A.n2.assign(M * D, F(0)); A.rstd2.assign(M, F(0)); A.mean2.assign(M, F(0));
+      norm_forward(p, blk, "norm2", A.n2, A.mean2, A.rstd2, x);
+    } else {
+      A.n2 = A.n1;
+    }
     A.h1.assign(M * Fh, F(0)); A.h2 = A.h1; A.gm = A.h1;
     std::vector<F> y(M * D, F(0));
     if (!transformer()) {
@@ -211,7 +219,7 @@ class Model {
       }
       K::linear_forward(y.data(), A.gm.data(), P("mlp.w3"), opt(p, blk, "mlp.b3"), M, Fh, D);
     }
-    for (i64 i = 0; i < M * D; ++i) x[i] += y[i];
+    for (i64 i = 0; i < M * D; ++i) x[i] += y[i] + (par ? tout[i] : F(0));
   }
 
   void layer_backward(const F* p, F* g, i64 l, std::vector<F>& dx) {
@@ -220,8 +228,12 @@ class Model {
     auto G = [&](const char* n) { return g + lay_.off(blk, n); };
     const i64 D = m_.width, M = M_, Fh = m_.mlp_width;
     Acts& A = acts_[l];
-    // x2 = x1 + MLP(RMSNorm(x1))
-    std::vector<F> dn2(M * D, F(0)), work(3 * M * Fh);
+    // x2 = x1 + MLP(RMSNorm(x1)); parallel: the MLP's input gradient joins norm1's (dn1), and the
+    // temporal branch's output gradient is dx itself (no norm2 between)
+    const bool par = m_.parallel_block;
+    std::vector<F> dn1(M * D, F(0));
+    std::vector<F> dn2_own(par ? 0 : M * D, F(0)), work(3 * M * Fh);
+    std::vector<F>& dn2 = par ? dn1 : dn2_own;
     if (!transformer()) {
       K::gated_mlp_backward(dn2.data(), G("mlp.w1"), G("mlp.b1"), G("mlp.w2"), G("mlp.b2"), G("mlp.w3"), G("mlp.b3"),
                             work.data(), dx.data(), A.n2.data(), A.h1.data(), A.h2.data(), A.gm.data(), P("mlp.w1"),
@@ -237,9 +249,8 @@ class Model {
       }
       K::linear_backward(dn2.data(), G("mlp.w1"), opt(g, blk, "mlp.b1"), dh1.data(), A.n2.data(), P("mlp.w1"), M, D, Fh);
     }
-    norm_backward(p, g, blk, "norm2", dx, dn2, A.mean2, A.rstd2, A.x_mid);
+    if (!par) norm_backward(p, g, blk, "norm2", dx, dn2, A.mean2, A.rstd2, A.x_mid);
     // x1 = x0 + Temporal(RMSNorm(x0))
-    std::vector<F> dn1(M * D, F(0));
     if (scanshard::temporal_kind(m_, l) == scanshard::Temporal::recurrent) {
       const i64 R = m_.recurrent_width, Kc = m_.conv_width, Hb = m_.gate_blocks;
       std::vector<F> dpr(M * R, F(0)), dgy(M * R, F(0)), dhs(M * R, F(0)), dcu(M * R, F(0)), du(M * R, F(0)),

@@ -37,7 +37,8 @@ ModelSpec windowed(ModelSpec m) {
 std::vector<ModelSpec> families() {
   return {load_model("griffin-tiny"), windowed(load_model("griffin-tiny")), load_model("hawk-tiny"),
           load_model("mqa-tiny"),     load_model("rwkv4-tiny"),             load_model("rwkv6-tiny"),
-          load_model("transformer-tiny"), load_model("gpt-tiny"),          windowed(load_model("gpt-tiny"))};
+          load_model("transformer-tiny"), load_model("gpt-tiny"),          windowed(load_model("gpt-tiny")),
+          load_model("palm-tiny")};
 }
 
 bool divides(const ModelSpec& m, std::int64_t t) {

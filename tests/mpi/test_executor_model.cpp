@@ -52,7 +52,7 @@ double reference_loss(const ModelSpec& m, const std::vector<float>& params, cons
 TEST_CASE("train: the executor's first loss equals the plain model composition for every family", "[train]") {
   const auto bytes = train::load_bytes(train::default_corpus_path(), 1000);
   const std::vector<std::int32_t> data(bytes.begin(), bytes.end());
-  for (const char* name : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny", "gpt-tiny"}) {
+  for (const char* name : {"griffin-tiny", "hawk-tiny", "mqa-tiny", "rwkv4-tiny", "rwkv6-tiny", "transformer-tiny", "gpt-tiny", "palm-tiny"}) {
     const ModelSpec m = load_model(name);
     Plan p;
     p.model = name;
@@ -81,7 +81,7 @@ TEST_CASE("train: the executor's first gradient equals the plain model compositi
   const std::vector<std::int32_t> data(bytes.begin(), bytes.end());
   ModelSpec windowed = load_model("gpt-tiny");  // a local-attention transformer (window 5 of 16 tokens)
   windowed.window = 5;
-  for (const ModelSpec& m : {load_model("griffin-tiny"), load_model("mqa-tiny"), load_model("transformer-tiny"),
+  for (const ModelSpec& m : {load_model("griffin-tiny"), load_model("mqa-tiny"), load_model("transformer-tiny"), load_model("palm-tiny"),
                              load_model("gpt-tiny"), windowed, load_model("rwkv4-tiny"), load_model("rwkv6-tiny")}) {
     const std::string name = m.name + (m.window > 0 && m.family == Family::transformer ? " (window 5)" : "");
     Plan p;

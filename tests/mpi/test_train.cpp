@@ -486,6 +486,27 @@ TEST_CASE("train: transformer-tiny (GQA, SwiGLU, rotary) under data tensor pipel
   r.remat = Remat::selective;  // recompute the attention core
   check_case("transformer-tiny", r);
 }
+TEST_CASE("train: palm-tiny (parallel attention + MLP block, multi-query) under tensor, rs_ag, pipeline and ZeRO-3 equals the single-process run", "[train]") {
+  // One LayerNorm feeds both branches; W3 adds the attention branch's partial sums before the one
+  // exit (all-reduce, or rs_ag's reduce-scatter), and the input gradient of both branches is
+  // reduced once. The single K/V head is replicated over the tensor ranks.
+  const auto w = mpi::Comm::world().size();
+  if (w != 3) {  // 4 heads and width 128 do not split 3 ways
+    check_case("palm-tiny", one_axis(Axis::tensor, w));
+    Case rs = one_axis(Axis::tensor, w);
+    rs.tensor_comm = TensorComm::rs_ag;
+    check_case("palm-tiny", rs);
+    Case rsr = rs;  // rs_ag with the layer's entry re-gathered for the weight gradients
+    rsr.remat = Remat::selective;
+    check_case("palm-tiny", rsr);
+  }
+  Case pp = one_axis(Axis::pipeline, w);
+  pp.depth = w == 4 ? 4 : 3;
+  check_case("palm-tiny", pp);
+  Case fs = one_axis(Axis::fsdp, w);
+  fs.zero_stage = 3;
+  check_case("palm-tiny", fs);
+}
 TEST_CASE("train: gpt-tiny (LayerNorm, GeLU MLP, learned positions, biases, GQA) on every axis equals the single-process run", "[train]") {
   // Column-split biases (bq, bk, bv, b1) are sharded with their weights; the row-split ones (bo,
   // b3) are added once after the all-reduce; the position table is replicated. tensor 4: the two
