@@ -44,6 +44,13 @@ void build_torus(BoostGraph& g, const TopologySpec& t) {
 // concurrently) as one level, then one rank per pod over DCN — in sequence, like the island levels
 // (sim/cost.cpp all_gather_seconds). The inner level keeps the torus levels' time exactly: summed
 // bandwidth, and the latency of all their steps spread over its P_in − 1 steps.
+RingLevel dcn_level(std::int64_t members, const TopologySpec& t, double eff) {
+  return {members, t.dcn_bytes_per_s * eff, t.dcn_latency_seconds};
+}
+void dcn_p2p(AxisNetwork& net, const TopologySpec& t, double eff) {  // neighbours in different pods
+  net.p2p_bytes_per_s = t.dcn_bytes_per_s * eff;
+  net.p2p_latency_seconds = t.dcn_latency_seconds;
+}
 void add_dcn_level(AxisNetwork& net, std::int64_t pods_spanned, const TopologySpec& t, double eff) {
   RingLevel inner;
   double latency = 0;
@@ -55,7 +62,7 @@ void add_dcn_level(AxisNetwork& net, std::int64_t pods_spanned, const TopologySp
   if (inner.members > 1) inner.step_latency_seconds = latency / static_cast<double>(inner.members - 1);
   net.levels.clear();
   if (inner.members > 1) net.levels.push_back(inner);
-  net.levels.push_back({pods_spanned, t.dcn_bytes_per_s * eff, t.dcn_latency_seconds});
+  net.levels.push_back(dcn_level(pods_spanned, t, eff));
   net.hierarchical = true;
 }
 
@@ -152,9 +159,8 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
           // Uneven over the pods (e.g. 3 pipeline stages on 2 pods): a ring runs at its slowest
           // link, so every step is priced at the DCN share. Legal, and priced so no search picks it.
           net.hierarchical = true;
-          net.levels = {{net.size, t.dcn_bytes_per_s * eff, t.dcn_latency_seconds}};
-          net.p2p_bytes_per_s = t.dcn_bytes_per_s * eff;
-          net.p2p_latency_seconds = t.dcn_latency_seconds;
+          net.levels = {dcn_level(net.size, t, eff)};
+          dcn_p2p(net, t, eff);
           continue;
         }
         members.resize(static_cast<std::size_t>(inside));
@@ -186,10 +192,7 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
       net.p2p_latency_seconds = neighbour_hops * t.hop_latency_seconds;
       if (spanned > 1) {
         add_dcn_level(net, spanned, t, eff);
-        if (members.size() == 1) {  // neighbours sit in different pods
-          net.p2p_bytes_per_s = t.dcn_bytes_per_s * eff;
-          net.p2p_latency_seconds = t.dcn_latency_seconds;
-        }
+        if (members.size() == 1) dcn_p2p(net, t, eff);
       }
     } else {
       // Hierarchical: members inside rank 0's island, then one member per island.
