@@ -167,6 +167,12 @@ void run_calibrate(const CalibrateOptions& o) {
     r.kernels = calibration_benches(plans);
     r.gemm_steps = gemm_step_samples(plans);
     measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
+    // The per-call cost the decode benchmarks show (fit_call_seconds) and the class values depend
+    // on each other (every step's price includes its calls' cost): two rounds settle them.
+    for (int round = 0; round < 2; ++round) {
+      fit_kernel_efficiencies(r.kernels, chip);
+      chip.launch_overhead_seconds = fit_call_seconds(r.kernels, chip, r.launch);
+    }
     fit_kernel_efficiencies(r.kernels, chip);
     chip.efficiency.gemm_curve = fit_gemm_curve(r.gemm_steps, chip);
     if (!chip.efficiency.gemm_curve.empty()) chip.efficiency.gemm = chip.efficiency.gemm_curve.back().second;
@@ -180,7 +186,10 @@ void run_calibrate(const CalibrateOptions& o) {
       r.comm = measure::bench_mpi(world, o.quick);
       const CommFit& ar = r.comm.front();
       if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
-      if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = ar.link_latency_seconds;
+      if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = island_hop_latency_seconds(ar);
+      r.comm_back_to_back = measure::bench_all_reduce_back_to_back(world, o.quick);
+      if (r.comm_back_to_back.link_latency_seconds > 0)
+        topo.island_latency_back_to_back_seconds = island_hop_latency_seconds(r.comm_back_to_back);
       r.jitter = measure::measure_jitter(world, ar.samples.front().second, o.quick);
       chip.compute_jitter = r.jitter.jitter;
     }
@@ -208,7 +217,7 @@ void run_calibrate(const CalibrateOptions& o) {
         t.add({"stream triad (best; priced as memory_bytes_per_s)", format_si(back.chip.memory_bytes_per_s, "B/s")});
         t.add({"stream triad at " + format_si(big.bytes, "B") + " (largest working set)", format_si(big.bytes_per_s, "B/s")});
       }
-      t.add({"launch overhead", format_seconds(back.chip.launch_overhead_seconds)});
+      t.add({"per-call cost (decode kernels; hot loop " + format_seconds(r.launch) + ")", format_seconds(back.chip.launch_overhead_seconds)});
       char effs[200];
       std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f (softmax %.3f)", e.gemm,
                     e.elementwise, e.norm, e.scan, e.attention, e.attention_softmax);
@@ -226,7 +235,9 @@ void run_calibrate(const CalibrateOptions& o) {
           t.add({c.kind + " (fit)", format_seconds(c.fit.intercept > 0 ? c.fit.intercept : 0) + " + bytes / " +
                                         format_si(c.fit.slope > 0 ? 1.0 / c.fit.slope : 0, "B/s")});
         t.add({"island link (from all-reduce)", format_si(back.topology.island_link_bytes_per_s, "B/s") + ", " +
-                                                   format_seconds(back.topology.island_latency_seconds) + " per step"});
+                                                   format_seconds(back.topology.island_latency_seconds) + " per hop"});
+        if (back.topology.island_latency_back_to_back_seconds > 0)
+          t.add({"island latency back to back (decode)", format_seconds(back.topology.island_latency_back_to_back_seconds) + " per hop"});
       } else {
         t.add({"network", "not measured (1 rank; run under mpirun -n 2)"});
       }

@@ -207,6 +207,34 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
   return fits;
 }
 
+// The back-to-back regime (TopologySpec::island_latency_back_to_back_seconds): a decode step's
+// all-reduces follow one another a few µs apart, with a handful of small kernels between them and
+// no barrier. Each call is timed after a ~2 µs GEMV (4 rows x 128 x 128, a tiny model's decode
+// linear), the ranks never re-synchronised except by the collective itself; the median over
+// `reps` calls, the max over ranks. Sizes 8 B … 64 KiB: a decode step's messages (B·D floats).
+CommFit bench_all_reduce_back_to_back(const mpi::Comm& w, bool quick) {
+  constexpr int M = 4, N = 128, K = 128;
+  std::vector<float> x(static_cast<std::size_t>(M * K), 0.5f), wt(static_cast<std::size_t>(K * N), 0.01f),
+      y(static_cast<std::size_t>(M * N));
+  const int reps = quick ? 40 : 300;
+  std::vector<std::pair<double, double>> samples;
+  for (double bytes = 8; bytes <= 64.0 * 1024; bytes *= 8) {
+    std::vector<float> a(std::max<std::size_t>(1, static_cast<std::size_t>(bytes / 4)), 0.0f);
+    std::vector<double> t;
+    w.barrier();
+    for (int r = 0; r < reps + 5; ++r) {  // the first 5: warm-up
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x.data(), K, wt.data(), N, 0.0f, y.data(), N);
+      const double t0 = now_seconds();
+      w.allreduce_sum(std::span<float>(a));
+      if (r >= 5) t.push_back(now_seconds() - t0);
+    }
+    double med = stats::median(t);
+    w.allreduce_max(std::span<double>(&med, 1));
+    samples.push_back({4.0 * double(a.size()), med});
+  }
+  return fit_collective(ops::all_reduce, std::move(samples), w.size());
+}
+
 // compute_jitter (ChipSpec): the ranks alternate a stretch of sgemm (~1.5 ms, the order of a tiny
 // plan's compute between collectives) with an 8-byte all-reduce. The time a rank spends in the
 // all-reduce beyond the call's own latency (`latency_seconds`, the smallest all-reduce sample) is

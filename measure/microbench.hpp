@@ -12,7 +12,8 @@
 //     step after each run's warm-up, mean over ranks) — the code it times is the code that trains;
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB, each
 //     call timed as a step makes it: after a stretch of sgemm, the ranks released together by a
-//     barrier (bench_mpi); the wait at an 8-byte all-reduce after such a stretch (measure_jitter).
+//     barrier (bench_mpi); the all-reduce back to back, as a decode step calls it
+//     (bench_all_reduce_back_to_back); the wait at an 8-byte all-reduce after a stretch (measure_jitter).
 // Means over ranks where the ranks measure alike (mean_over_ranks).
 // For: calibrate. Not for: fitting (reports/calibration.hpp), printing (cli/calibrate_command.cpp).
 #pragma once
@@ -41,6 +42,9 @@ void time_calibration_plans(const mpi::Comm& world, const std::vector<Calibratio
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);
+// The all-reduce as a decode step calls it: back to back, a ~2 µs GEMV between calls, no barrier
+// (8 B … 64 KiB), fitted like bench_mpi's. Needs ≥ 2 ranks.
+CommFit bench_all_reduce_back_to_back(const mpi::Comm& w, bool quick);
 // compute_jitter: see jitter_from; latency_seconds is the smallest all-reduce sample.
 Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick);
 

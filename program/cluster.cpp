@@ -175,6 +175,9 @@ void parse_islands(YamlMap& y, TopologySpec& t) {
     throw y.error("devices_per_island", "must be in 1..4096");
   t.island_link_bytes_per_s = checked(y, "island_link_bytes_per_s", y.required_double("island_link_bytes_per_s"), Quantity::rate);
   t.island_latency_seconds = checked(y, "island_latency_seconds", y.required_double("island_latency_seconds"), Quantity::seconds);
+  if (y.has("island_latency_back_to_back_seconds"))
+    t.island_latency_back_to_back_seconds = checked(y, "island_latency_back_to_back_seconds",
+                                                    y.required_double("island_latency_back_to_back_seconds"), Quantity::seconds);
   t.network_bytes_per_s = checked(y, "network_bytes_per_s", y.required_double("network_bytes_per_s"), Quantity::rate);
   t.network_latency_seconds = checked(y, "network_latency_seconds", y.required_double("network_latency_seconds"), Quantity::seconds);
 }

@@ -123,6 +123,12 @@ struct TopologySpec {
   std::int64_t devices_per_island = 0;
   double island_link_bytes_per_s = 0;      // per device, per direction, inside an island
   double island_latency_seconds = 0;
+  // Optional: the island's per-hop latency when collectives follow one another a few µs apart, as
+  // a decode step's do (sim/inference.hpp prices those with it). island_latency_seconds is what a
+  // training step's collective sees after a stretch of compute, the ranks met at a barrier; back to
+  // back the MPI progress engine and its buffers are still hot and a small all-reduce costs much
+  // less (`scanshard calibrate` measures both). 0 (presets): island_latency_seconds.
+  double island_latency_back_to_back_seconds = 0;
   double network_bytes_per_s = 0;          // per device, per direction, between islands
   double network_latency_seconds = 0;
 

@@ -125,6 +125,32 @@ Step pipeline_receive(double bytes) {
   return s;
 }
 
+// What follows the head of a decode step before the next can start: the next token of each of the
+// `batch` sequences chosen from its logits (greedy: one comparison per logit, the fp32 logits read
+// once) on one rank, then sent to the stage's other tensor ranks (a broadcast of B int32 tokens: a
+// binomial tree, ⌈log2 t⌉ sequential hops). A pipeline's first stage gets the tokens the same way
+// from the last; that hop is not priced (decode plans compared with a run have one stage).
+void add_sampling(std::vector<Step>& post, const ModelSpec& m, const Plan& p, std::int64_t batch) {
+  Step s;
+  s.op = ops::argmax;
+  s.name = tensors::sample_token;
+  s.cls = OpClass::elementwise;
+  s.vector_flops = static_cast<double>(batch * m.vocab);
+  s.bytes_read = static_cast<double>(batch * m.vocab) * 4;
+  s.bytes_written = static_cast<double>(batch) * 4;
+  post.push_back(s);
+  Step b;
+  b.kind = StepKind::p2p;
+  b.cls = OpClass::comm;
+  b.comm = CommKind::send_recv;
+  b.axis = Axis::tensor;
+  b.op = ops::broadcast;
+  b.name = tensors::sample_broadcast;
+  b.comm_bytes = static_cast<double>(batch) * 4;
+  b.hops = static_cast<std::int32_t>(std::ceil(std::log2(static_cast<double>(p.mesh[Axis::tensor]))));
+  post.push_back(b);
+}
+
 // A decode step's recurrent states live in HBM between steps: each is read and written once
 // (inference.hpp). The scan's on-chip spill no longer applies: the round trip is in its bytes.
 void add_state_traffic(std::vector<Step>& steps, const ModelSpec& m, const Plan& p, double batch) {
@@ -195,6 +221,7 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
     if (part >= 0) add_state_traffic(steps, m, p, static_cast<double>(batch));
     for (Step& s : steps)  // one query per sequence: the decode kernel, not the sequence kernel's tiles
       if (s.cls == OpClass::attention) s.kernel = ops::attention_decode;
+    if (part == kHeadPart) add_sampling(steps, m, p, batch);
     return steps;
   });
   // Between two tokens the step streams every weight, cache row and state of the stage once: each

@@ -20,7 +20,10 @@
 //     steps carry the decode kernel's tag (kernel attention.decode: priced with its own efficiency
 //     when the chip has one), and every step's reuse_bytes is what one token streams (the stage's
 //     weights, caches and states: where its data comes from between tokens);
-//   * the head's (max, Σexp) all-reduce and softmax stand for vocab-parallel sampling.
+//   * the head's (max, Σexp) all-reduce and softmax stand for vocab-parallel sampling; after the
+//     head a decode step picks each sequence's next token (argmax over its logits, on one rank)
+//     and broadcasts the tokens to the tensor group, as the decoder does (steps sample.token and
+//     sample.broadcast).
 // Not for: seconds (sim/inference.hpp), running the decode (train/).
 #pragma once
 #include <cstdint>

@@ -31,6 +31,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(add_positions, "add_positions", embedding, "learned position embeddings added (transformer)") \
   X(all_gather, "all_gather", comm, "all-gather over a mesh axis") \
   X(all_reduce, "all_reduce", comm, "all-reduce (sum) over a mesh axis") \
+  X(argmax, "argmax", elementwise, "the next token of each sequence: argmax over its logits (greedy sampling)") \
   X(attention_context, "attention.context", attention, "attention probabilities times values (materialized kernel)") \
   X(attention_decode, "attention.decode", attention, \
     "one query per sequence against its KV cache (the decode kernel; a kernel tag on decode attention steps, never an op)") \
@@ -38,6 +39,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(attention_local, "attention.local", attention, "causal attention within a window (fused kernel)") \
   X(attention_scores, "attention.scores", attention, \
     "attention scores and softmax (materialized kernel; recomputed in the fused backward)") \
+  X(broadcast, "broadcast", comm, "broadcast from one rank to the others of a group (a binomial tree)") \
   X(checkpoint, "checkpoint", optimizer, "checkpoint write (the runner's trace only; never lowered)") \
   X(conv1d, "conv1d", elementwise, "causal depthwise Conv1D of the recurrent block") \
   X(ddlerp, "ddlerp", elementwise, "RWKV-6 data-dependent token mix") \
@@ -149,6 +151,8 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(rec_wo, "rec.wo") \
   X(rec_wx, "rec.wx") \
   X(rec_wy, "rec.wy") \
+  X(sample_broadcast, "sample.broadcast") \
+  X(sample_token, "sample.token") \
   X(scan_carry, "scan.carry") \
   X(tied_embedding_grads, "tied_embedding.grads") \
   X(tm_decay, "tm.decay") \

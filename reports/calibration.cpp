@@ -119,6 +119,32 @@ std::vector<Step> decode_plan_steps(const ModelSpec& m, const Plan& p, const Ser
   return out;
 }
 
+namespace {
+// A step the GEMM curve is fitted from (gemm_step_samples): class gemm, not a tuned kernel
+// (blockdiag), no vector work (not the logits with their softmax statistics).
+bool is_pure_gemm(const Step& s) {
+  return s.kind == StepKind::compute && s.cls == OpClass::gemm && !is_tuned(s.kernel ? s.kernel : s.op) && s.vector_flops <= 0;
+}
+}  // namespace
+
+std::vector<std::string> call_step_names(const CalibrationPlan& c) {
+  if (!c.decode) throw std::logic_error("calibrate: " + c.id + " is not a decode plan");
+  const InferencePass pass = lower_decode(c.model, c.plan, 0, c.decode->batch, c.decode->prompt_len + c.decode->sample_len / 2);
+  std::vector<std::string> gemm, out;
+  pass.for_each_list([&](const std::vector<Step>& list, std::int64_t) {
+    for (const auto& st : list)
+      if (is_pure_gemm(st)) gemm.emplace_back(st.name);
+  });
+  pass.for_each_list([&](const std::vector<Step>& list, std::int64_t) {
+    for (const auto& st : list) {
+      const std::string n = st.name;
+      if (st.kind != StepKind::compute || st.cls == OpClass::attention || std::find(gemm.begin(), gemm.end(), n) != gemm.end()) continue;
+      if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+    }
+  });
+  return out;
+}
+
 std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>& plans) {
   auto plan = [&](const char* id) -> const CalibrationPlan& {
     for (const auto& c : plans)
@@ -163,6 +189,9 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
       {"attention", "C05", "attn.core (global, N 16)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
       // the decode kernel: one query per sequence against a 1024-row global cache
       {"attention", "C10", "attn.core (decode, global)", {tensors::attn_core}, ops::attention_decode, false, S::sequential},
+      // the per-call cost (fit_call_seconds): every other small kernel of a decode step
+      {kCallBenchClass, "C10", "decode step's small kernels (batch 1)", call_step_names(plan("C10")), "", false, S::sequential},
+      {kCallBenchClass, "C11", "decode step's small kernels (batch 4)", call_step_names(plan("C11")), "", false, S::sequential},
   };
   std::vector<KernelBench> out;
   for (const auto& s : specs) {
@@ -195,7 +224,7 @@ std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>
       for (const auto& s : list) {
         // a pure GEMM: not a tuned kernel (blockdiag), no other work in the step (the logits' softmax
         // statistics are priced at the elementwise value: their time would move the GEMM's point)
-        if (s.kind != StepKind::compute || s.cls != OpClass::gemm || is_tuned(s.kernel ? s.kernel : s.op) || s.vector_flops > 0) continue;
+        if (!is_pure_gemm(s)) continue;
         const Trace::Key key{c.decode ? "decode" : to_string(s.phase), s.op, s.name};  // the decoder's phase
         auto [it, fresh] = index.emplace(key, out.size());
         if (fresh) {
@@ -393,6 +422,22 @@ std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample
   return curve;
 }
 
+double fit_call_seconds(const std::vector<KernelBench>& benches, const ChipSpec& chip, double floor_seconds) {
+  ChipSpec bare = chip;  // the roofline price alone
+  bare.launch_overhead_seconds = 0;
+  double measured = 0, roofline = 0, calls = 0;
+  for (const auto& k : benches) {
+    if (k.cls != kCallBenchClass || k.seconds <= 0) continue;
+    measured += k.seconds;
+    for (const auto& s : k.steps) {
+      roofline += compute_seconds(s, bare, DType::fp32);
+      calls += s.calls;
+    }
+  }
+  if (calls <= 0) return floor_seconds;
+  return std::max(floor_seconds, (measured - roofline) / calls);
+}
+
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
                          double launch_overhead_seconds) {
   if (gemm.empty() || triad.empty()) throw std::invalid_argument("chip_from_peaks: needs sgemm and triad samples");
@@ -463,7 +508,8 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  memory_bytes_per_s: " << fmt6(chip.memory_bytes_per_s) << "      # best STREAM-triad rate over working sets (an in-cache one: the runner's test-size models live in cache; DRAM rates under measurements: triad)\n"
     << "  onchip_memory_bytes: " << fmt6(chip.onchip_memory_bytes) << "\n"
     << "  matrix_tile: 1\n"
-    << "  launch_overhead_seconds: " << fmt6(chip.launch_overhead_seconds) << "\n"
+    << "  launch_overhead_seconds: " << fmt6(chip.launch_overhead_seconds)
+    << "   # per kernel call, as a decode step calls them (fit_call_seconds; the hot loop's under measurements)\n"
     << "  compute_jitter: " << fmt6(chip.compute_jitter) << "   # rank-to-rank spread of compute time: waits at collectives\n"
     << "  efficiency:                     # roofline price of the runner's kernels = measured time\n"
     << (chip.efficiency.gemm_curve.empty() ? "    gemm: " + fmt6(chip.efficiency.gemm) + "\n"
@@ -486,7 +532,12 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  islands: 1\n"
     << "  devices_per_island: " << topo.devices_per_island << "\n"
     << "  island_link_bytes_per_s: " << fmt6(topo.island_link_bytes_per_s) << (net ? "   # from the all-reduce fit" : "   # placeholder") << "\n"
-    << "  island_latency_seconds: " << fmt6(topo.island_latency_seconds) << "\n"
+    << "  island_latency_seconds: " << fmt6(topo.island_latency_seconds)
+    << (net ? "   # per hop (a ring step is 2): collectives after a stretch of compute and a barrier (a training step)" : "") << "\n";
+  if (topo.island_latency_back_to_back_seconds > 0)
+    y << "  island_latency_back_to_back_seconds: " << fmt6(topo.island_latency_back_to_back_seconds)
+      << "   # per hop: collectives a few us apart (a decode step's)\n";
+  y
     << "  network_bytes_per_s: " << fmt6(topo.network_bytes_per_s) << "       # one island: unused\n"
     << "  network_latency_seconds: " << fmt6(topo.network_latency_seconds) << "\n"
     << "measurements:\n"
@@ -504,7 +555,7 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
   y << "  triad:                          # [bytes streamed, bytes/s]\n";
   for (const auto& t : r.triad) y << "    - [" << fmt6(t.bytes) << ", " << fmt6(t.bytes_per_s) << "]\n";
   y << "  vector_fma_flops_per_s: " << fmt6(r.vector_flops) << "\n"
-    << "  launch_overhead_seconds: " << fmt6(r.launch) << "\n"
+    << "  launch_overhead_hot_loop_seconds: " << fmt6(r.launch) << "   # one tiny RMSNorm called 2000 times in a loop\n"
     << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)
     << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
     << "  kernels:                        # seconds per training step of a calibration plan (the executor's trace)\n";
@@ -524,6 +575,15 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
         << "      fit_seconds_per_byte: " << fmt6(c.fit.slope) << "\n"
         << "      fit_max_relative_residual: " << fmt6(c.fit.max_abs_relative_residual) << "\n"
         << "      link_bytes_per_s: " << fmt6(c.link_bytes_per_s) << "\n"
+        << "      link_latency_seconds: " << fmt6(c.link_latency_seconds) << "\n"
+        << "      samples:                  # [bytes, seconds]\n";
+      for (const auto& [b, s] : c.samples) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";
+    }
+    if (const CommFit& c = r.comm_back_to_back; !c.samples.empty()) {
+      y << "  mpi_back_to_back:               # the all-reduce a few us apart, no barrier (a decode step's)\n"
+        << "    all_reduce:\n"
+        << "      fit_latency_seconds: " << fmt6(c.fit.intercept) << "\n"
+        << "      fit_seconds_per_byte: " << fmt6(c.fit.slope) << "\n"
         << "      link_latency_seconds: " << fmt6(c.link_latency_seconds) << "\n"
         << "      samples:                  # [bytes, seconds]\n";
       for (const auto& [b, s] : c.samples) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";

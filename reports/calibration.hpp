@@ -74,10 +74,15 @@ std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vecto
 // (decode prices are linear in the position, so this is the mean over the sampled tokens), each
 // layer's: what a decode trace's step sums under those names. std::runtime_error when there are none.
 std::vector<Step> decode_plan_steps(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::string>& names);
+// Every compute step name of one decode step of decode plan `c` (at the sample's middle position)
+// that is neither a GEMM the curve is fitted from (gemm_step_samples) nor attention (the decode
+// kernel's own value): the norms, residual adds, gates, scans, Conv1D, embedding, logits and the
+// sampling — the small calls whose price is mostly the per-call cost (fit_call_seconds).
+std::vector<std::string> call_step_names(const CalibrationPlan& c);
 // One kernel benchmark: a group of program steps of one calibration plan (forward and backward of
 // every layer that has them), their priced steps, and their time in the executor's trace.
 struct KernelBench {
-  std::string cls;      // efficiency field fitted: elementwise, norm, gemm, scan, attention
+  std::string cls;      // efficiency field fitted: elementwise, norm, gemm, scan, attention; "call": fit_call_seconds
   std::string plan;     // the calibration plan (CalibrationPlan::id) whose trace times it
   std::string model;    // that plan's model (a label)
   std::string group;    // label: the program steps the kernels implement
@@ -132,6 +137,9 @@ double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::
 // (see calibration.cpp). Needs ≥ 2 attention benchmarks (else leaves the chip as it is).
 void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip);
 
+// KernelBench::cls of the per-call cost's benchmarks (fit_call_seconds), which fit no efficiency.
+inline constexpr char kCallBenchClass[] = "call";
+
 // The op classes calibrate fits, in its order. Steps of the other compute classes (embedding, optimizer) are priced
 // with the elementwise value (sim/cost.cpp).
 inline constexpr std::array<const char*, 5> kCalibratedClasses = {"elementwise", "norm", "gemm", "scan", "attention"};
@@ -151,6 +159,17 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip);
 inline constexpr double kGemmBinRatio = 1.5;
 std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample>& samples, const ChipSpec& chip);
 
+// The per-call cost of a kernel as a decode step calls it, one number for every class
+// (ChipSpec::launch_overhead_seconds, which sim/cost.hpp adds per call to every compute step):
+// the call benchmarks' (cls "call": every small kernel of calibrate's decode plans C10 and C11,
+// call_step_names) measured total beyond their roofline price, per call,
+//   x = (Σ measured − Σ roofline price without any per-call cost) / Σ calls,
+// and at least `floor_seconds` (the hot loop's cost of one tiny call: none is cheaper). A decode
+// step calls ~60 kernels on one to four rows, each after another kernel with other code and data:
+// 0.6–1 µs a call here, where the same RMSNorm called 2000 times in a loop costs 0.33 µs. The
+// floor when there are no call benchmarks.
+double fit_call_seconds(const std::vector<KernelBench>& benches, const ChipSpec& chip, double floor_seconds);
+
 // The chip from its peaks: the best sgemm and triad rates, the memory curve. memory_bytes and
 // onchip_memory_bytes as given (the caller reads them from the machine).
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
@@ -167,6 +186,11 @@ struct CommFit {
 // bandwidth (0).
 CommFit fit_collective(const std::string& kind, std::vector<std::pair<double, double>> samples, int P);
 
+// The island per-hop latency (TopologySpec::island_latency_seconds) from a collective fit's
+// per-step latency: inside an island a ring step is two hops (device → switch → device,
+// sim/network.cpp), so half the step.
+[[nodiscard]] inline double island_hop_latency_seconds(const CommFit& f) { return f.link_latency_seconds / 2; }
+
 struct Jitter {
   double jitter = 0, stretch_seconds = 0, wait_seconds = 0;
 };
@@ -178,11 +202,12 @@ struct CalibrationMeasurements {
   int ranks = 1;
   std::vector<GemmSample> gemm;
   std::vector<TriadSample> triad;
-  double vector_flops = 0, launch = 0;
+  double vector_flops = 0, launch = 0;  // launch: the hot loop's cost of one tiny call (fit_call_seconds' floor)
   double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
   std::vector<GemmStepSample> gemm_steps;
   std::vector<CommFit> comm;
+  CommFit comm_back_to_back;  // the all-reduce as a decode step calls it (empty samples: not measured)
   Jitter jitter;
   double seconds = 0;
   double load_start = -1, load_end = -1;  // machine load average around the run

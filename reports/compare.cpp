@@ -207,6 +207,8 @@ Comparison compare_decode(const ModelSpec& m, const Plan& p, const ServingShape&
   Comparison out;
   const Network net(Topology(c), c, p.mesh, p.placement);
   out.inference = simulate_inference(m, p, c, net, s);
+  const ClusterSpec dc = decode_cluster(c);  // the groups priced as simulate_inference prices a decode step
+  const Network dnet(Topology(dc), dc, p.mesh, p.placement);
   out.predicted_step_seconds = out.inference->per_token_seconds;
   // each decode position simulate_inference averages over, its pass priced step by step
   std::map<std::string, double> predicted;
@@ -216,7 +218,7 @@ Comparison compare_decode(const ModelSpec& m, const Plan& p, const ServingShape&
   for (const std::int64_t n : positions) {
     const InferencePass pass = lower_decode(m, p, 0, s.batch, n);
     pass.for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
-      const std::vector<double> secs = step_seconds(list, c, net, p.act_dtype);
+      const std::vector<double> secs = step_seconds(list, dc, dnet, p.act_dtype);
       for (std::size_t i = 0; i < list.size(); ++i) {
         const std::string g = op_group(step_name(list[i].op, list[i].name));
         predicted[g] += share * static_cast<double>(times) * secs[i];

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace scanshard {
 
@@ -55,6 +56,18 @@ std::array<double, kBucketCount> pipeline_seconds(const std::vector<std::array<d
 }
 
 }  // namespace
+
+bool has_back_to_back_latency(const ClusterSpec& c) {
+  const TopologySpec& t = c.topology;
+  return t.kind == TopologyKind::islands && t.island_latency_back_to_back_seconds > 0 &&
+         t.island_latency_back_to_back_seconds != t.island_latency_seconds;
+}
+
+ClusterSpec decode_cluster(const ClusterSpec& c) {
+  ClusterSpec d = c;
+  if (has_back_to_back_latency(c)) d.topology.island_latency_seconds = c.topology.island_latency_back_to_back_seconds;
+  return d;
+}
 
 InferenceEstimate inference_memory_estimate(const ModelSpec& m, const Plan& p, const ServingShape& s, const ChipSpec& chip) {
   InferenceEstimate e;
@@ -109,10 +122,19 @@ InferenceEstimate simulate_inference(const ModelSpec& m, const Plan& p, const Cl
     const auto slowest = *std::max_element(stages.begin(), stages.end(), [](const auto& a, const auto& b) { return total(a) < total(b); });
     for (int k = 0; k < kBucketCount; ++k) e.prefill_seconds[k] += slowest[k];
   }
+  // the decode step's collectives, back to back (decode_cluster)
+  std::optional<ClusterSpec> dcl;
+  std::optional<Network> dnet;
+  if (has_back_to_back_latency(cl)) {
+    dcl.emplace(decode_cluster(cl));
+    dnet.emplace(Topology(*dcl), *dcl, p.mesh, p.placement);
+  }
+  const ClusterSpec& decode_cl = dcl ? *dcl : cl;
+  const Network& decode_net = dnet ? *dnet : net;
   const auto positions = decode_positions(s.prompt_len, s.sample_len, points);
   for (const std::int64_t n : positions) {
     stages.clear();
-    for (std::int64_t st = 0; st < pp; ++st) stages.push_back(pass_buckets(lower_decode(m, p, st, b, n), cl, net, dtype));
+    for (std::int64_t st = 0; st < pp; ++st) stages.push_back(pass_buckets(lower_decode(m, p, st, b, n), decode_cl, decode_net, dtype));
     const auto round = pipeline_seconds(stages, micro, false);
     for (int k = 0; k < kBucketCount; ++k) e.decode_seconds[k] += round[k] / static_cast<double>(positions.size());
   }

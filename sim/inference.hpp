@@ -50,7 +50,17 @@ InferenceEstimate inference_memory_estimate(const ModelSpec& m, const Plan& p, c
 // the batch (weights fixed; caches, states and working sets per sequence).
 [[nodiscard]] std::int64_t max_batch_that_fits(const ModelSpec& m, const Plan& p, const ServingShape& s, const ChipSpec& chip);
 
+// The cluster as a decode step's collectives see it: the island latency of collectives that follow
+// one another a few µs apart (TopologySpec::island_latency_back_to_back_seconds, when the cluster
+// has it), not a training step's, which meet after a stretch of compute. A decode step has no
+// such stretch: between two all-reduces of a layer run one to four rows of a few kernels, µs in
+// all, so the MPI engine and its buffers stay hot. Prefill is priced with the cluster as it is
+// (a training forward's pattern).
+[[nodiscard]] ClusterSpec decode_cluster(const ClusterSpec& c);
+[[nodiscard]] bool has_back_to_back_latency(const ClusterSpec& c);
+
 // Prices prefill and decode of `s` under the serving plan (legal: serving_violations empty).
+// `net`: the cluster's network for the plan's mesh (prefill); decode is priced on decode_cluster's.
 InferenceEstimate simulate_inference(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster, const Network& net,
                                      const ServingShape& s, std::int64_t points = kDecodePoints);
 InferenceEstimate simulate_inference(const ModelSpec& m, const Plan& p, const ClusterSpec& cluster, const ServingShape& s);

@@ -80,6 +80,11 @@ struct Decoder::Impl {
   std::vector<std::int32_t> pos;
   std::vector<std::uint8_t> reset;
   Vec x, n1, n2, stat1, stat2, tout, part, branch, h1, h2, gm, a1, a2, a3, a4, a5, q, k, v, att, lse, big5, big5b, lz, ltz;
+  // scratch a token would otherwise allocate (sized once per T): norm means, one query row per
+  // sequence and its output, this rank's logits, the gathered logits and channel-mix gate
+  Vec nmean, qt, ot, logits_local, gathered;
+  std::vector<float> logits_gathered, logits_full;
+  std::vector<int> gather_counts;
 
   Impl(const ModelSpec& m_, const ShardLayout& l_, const float* p_, const mpi::Comm* tp_) : m(m_), lay(l_), P(p_), tp(tp_) {}
 
@@ -105,8 +110,7 @@ struct Decoder::Impl {
             const char* name) {
     timed(layernorm ? ops::layernorm : ops::rmsnorm, name, [&] {
       if (layernorm) {
-        Vec mean(sz(M));
-        K::layer_norm_forward(y, mean.data(), stat, in, par(layer, scale), par(layer, bias), M, D, eps);
+        K::layer_norm_forward(y, nmean.data(), stat, in, par(layer, scale), par(layer, bias), M, D, eps);
       } else {
         K::rmsnorm_forward(y, stat, in, par(layer, scale), M, D, eps);
       }
@@ -126,6 +130,11 @@ struct Decoder::Impl {
     for (Vec* v_ : {&h1, &h2, &gm, &a1, &a2, &a3, &a4, &a5, &q, &att}) v_->assign(sz(M * wide), 0.0f);
     for (Vec* v_ : {&k, &v}) v_->assign(sz(M * std::max(wide, KV * N)), 0.0f);
     lse.assign(sz(M * std::max<i64>(1, H)), 0.0f);
+    nmean.assign(sz(M * std::max<i64>(1, Hl6)), 0.0f);
+    for (Vec* v_ : {&qt, &ot}) v_->assign(sz(B * std::max<i64>(1, H * N)), 0.0f);
+    logits_local.assign(sz(M * Vl), 0.0f);
+    gathered.assign(sz(M * D), 0.0f);
+    logits_gathered.assign(tp ? sz(M * V) : 0, 0.0f);
     if (m.is_rwkv()) {
       for (Vec* v_ : {&big5, &big5b}) v_->assign(sz(5 * M * D), 0.0f);
       for (Vec* v_ : {&lz, &ltz}) v_->assign(sz(M * std::max<i64>(1, 5 * m.lora_rank_mix)), 0.0f);
@@ -152,7 +161,7 @@ struct Decoder::Impl {
   void head(std::vector<float>& logits) {
     const bool ln = m.family == Family::transformer ? m.norm == NormKind::layernorm : m.is_rwkv();
     norm(n1.data(), stat1.data(), x.data(), -2, "final_norm.scale", "final_norm.bias", ln, tensors::final_norm);
-    Vec loc(sz(M * Vl));
+    Vec& loc = logits_local;
     timed(ops::logits, m.tied_embeddings ? tensors::embed_table : tensors::head_w, [&] {
       if (m.tied_embeddings) K::logits_tied_forward(loc.data(), n1.data(), par(-1, "embed.table"), M, D, Vl);
       else K::linear_forward(loc.data(), n1.data(), par(-3, "head.w"), nullptr, M, D, Vl);
@@ -162,8 +171,9 @@ struct Decoder::Impl {
       std::copy(loc.begin(), loc.end(), logits.begin());
       return;
     }
-    std::vector<float> all(sz(M * V));
-    std::vector<int> counts;
+    std::vector<float>& all = logits_gathered;
+    std::vector<int>& counts = gather_counts;
+    counts.clear();
     i64 off = 0;
     for (i64 r = 0; r < t; ++r) {
       const Range vr = split_range(V, t, r);
@@ -250,7 +260,6 @@ struct Decoder::Impl {
       for (i64 b = 0; b < B; ++b)
         for (i64 tt = std::max<i64>(0, T - s.capacity); tt < T; ++tt) store_kv(s, b, tt, tt);
     } else {
-      Vec qt(sz(B * qw)), ot(sz(B * qw));
       for (i64 tt = 0; tt < T; ++tt) {
         const i64 p = pos0 + tt;
         for (i64 b = 0; b < B; ++b) {
@@ -322,8 +331,7 @@ struct Decoder::Impl {
     });
     s.wkv.swap(s.wkv_next);
     timed(ops::groupnorm, tensors::tm_gn, [&] {
-      Vec mean(sz(M * Hl6));
-      K::group_norm_forward(a4.data(), mean.data(), stat2.data(), h2.data(), par(l, "tm.gn_scale"), par(l, "tm.gn_bias"), M,
+      K::group_norm_forward(a4.data(), nmean.data(), stat2.data(), h2.data(), par(l, "tm.gn_scale"), par(l, "tm.gn_bias"), M,
                             Hl6, Nh, static_cast<float>(m.group_norm_eps));
     });
     timed(ops::silu_mul, tensors::tm_gated, [&] { K::silu_mul_forward(a5.data(), a4.data(), gm.data(), M * Dl); });
@@ -348,7 +356,7 @@ struct Decoder::Impl {
       std::copy_n(a5.data(), M * D, part.data());
       return;
     }
-    Vec all(sz(M * D));
+    Vec& all = gathered;
     timed(ops::all_gather, tensors::cm_out,
           [&] { tp->allgather(std::span<const float>(a5.data(), sz(M * Dl)), std::span<float>(all)); });
     for (i64 r = 0; r < t; ++r)
@@ -509,11 +517,11 @@ void Decoder::feed(const std::int32_t* tokens, i64 T, std::vector<float>& logits
     }
   d.stage_input(tokens);
   for (i64 l = d.layers.begin; l < d.layers.end; ++l) d.layer(l);
-  std::vector<float> all;
+  std::vector<float>& all = d.logits_full;  // kept between calls: no allocation per token
   d.stage_output(all);
   pos_ += T;
   if (!last_only) {
-    logits.swap(all);
+    logits.assign(all.begin(), all.end());
     return;
   }
   logits.resize(sz(d.B * d.V));

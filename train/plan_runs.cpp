@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include "program/param_layout.hpp"
+#include "program/steps.hpp"
 #include "program/yaml_reader.hpp"
 #include "train/decode.hpp"
 #include "train/executor.hpp"
@@ -50,17 +51,25 @@ Trace decode_run(const ModelSpec& m, const Plan& p, const ServingShape& s, const
     for (std::int64_t i = 0; i < P; ++i) in.push_back(data[static_cast<std::size_t>(7 * b + i) % data.size()] % V);
   std::mt19937_64 rng(seed);
   std::vector<float> logits;
+  std::vector<std::int32_t> next(static_cast<std::size_t>(B));
   Trace trace;
   for (std::int64_t i = 0; i <= s.sample_len; ++i) {
     comm.barrier();
     const auto t0 = std::chrono::steady_clock::now();
     dec.feed(in.data(), i == 0 ? P : 1, logits, true, &trace);
-    std::vector<std::int32_t> next(static_cast<std::size_t>(B));
-    if (rank == 0)
+    // the lowering's sample.token and sample.broadcast (program/inference.cpp), timed under their names
+    const char* phase = i == 0 ? "prefill" : "decode";
+    next.resize(static_cast<std::size_t>(B));  // (after the first swap it held the prompt: no allocation)
+    if (rank == 0) {
+      Trace::Scope sc(&trace, phase, ops::argmax, tensors::sample_token);
       for (std::int64_t b = 0; b < B; ++b) next[static_cast<std::size_t>(b)] = sample_token(logits.data() + b * V, V, {}, rng);
-    comm.broadcast(std::span<std::int32_t>(next), 0);
+    }
+    {
+      Trace::Scope sc(&trace, phase, ops::broadcast, tensors::sample_broadcast);
+      comm.broadcast(std::span<std::int32_t>(next), 0);
+    }
     trace.end_step(i, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0);
-    in = std::move(next);
+    in.swap(next);
   }
   return trace;
 }

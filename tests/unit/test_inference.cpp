@@ -184,6 +184,7 @@ TEST_CASE("a decode step's bytes are the weights plus the caches and states read
             extra += 2 * (D / m.head_size) * m.head_size * m.head_size * 4.0 + 2 * D * 2; break;
         }
       }
+      extra += static_cast<double>(m.vocab) * 4 + 4;  // sampling: the fp32 logits read, the token written
       CHECK(decode_sum(m, serving(), B, n, bytes) == Approx(one_token + B * extra).epsilon(1e-12));
     }
   }
@@ -280,4 +281,60 @@ TEST_CASE("pipelined decode: the busy cycle is p times the slowest stage", "[inf
   CHECK(e.per_token_seconds == Approx(round).epsilon(1e-9));
   const double f0 = pass_time(lower_prefill(m, p, 0, 2, 4096)), f1 = pass_time(lower_prefill(m, p, 1, 2, 4096));
   CHECK(e.ttft_seconds == Approx(f0 + f1 + std::max(f0, f1)).epsilon(1e-9));
+}
+
+TEST_CASE("a decode step ends with the sampling: argmax over the fp32 logits, the tokens broadcast over tensor", "[inference]") {
+  const auto m = load_model("hawk-tiny");  // width, vocab and heads divide by 4
+  const std::int64_t B = 3;
+  const double V = static_cast<double>(m.vocab);
+  for (const auto& [t, hops] : {std::pair{1, 0}, std::pair{2, 1}, std::pair{4, 2}}) {  // a binomial tree: ⌈log2 t⌉
+    INFO("tensor " << t);
+    const InferencePass pass = lower_decode(m, serving(t), 0, B, 20);
+    REQUIRE(pass.post.size() >= 2);
+    const Step& pick = pass.post[pass.post.size() - 2];
+    const Step& send = pass.post.back();
+    CHECK(std::string(pick.name) == tensors::sample_token);
+    CHECK(pick.kind == StepKind::compute);
+    CHECK(pick.vector_flops == B * V);              // one comparison per logit
+    CHECK(pick.bytes_read == B * V * 4);            // the fp32 logits of every sequence
+    CHECK(pick.bytes_written == B * 4);             // one int32 token each
+    CHECK(std::string(send.name) == tensors::sample_broadcast);
+    CHECK(send.kind == StepKind::p2p);
+    CHECK(send.axis == Axis::tensor);
+    CHECK(send.comm_bytes == B * 4);
+    CHECK(send.hops == hops);
+  }
+  // a pipeline's first stage has no head, so no sampling
+  for (const auto& s : lower_decode(m, serving(1, 2), 0, 2, 20).post) CHECK(std::string(s.name) != tensors::sample_token);
+}
+
+TEST_CASE("decode collectives are priced back to back, prefill's as a training step's", "[inference]") {
+  // cpu-local's 2 devices on one island: a ring step inside it is 2 hops (sim/network.cpp), so an
+  // all-reduce on t = 2 costs 2·(t−1) steps of 2·L latency, an all-gather (t−1) steps, the
+  // broadcast's hop 2·L. With L_b2b the decode step is cheaper by exactly the latency difference of
+  // its collectives; prefill does not change.
+  ClusterSpec slow = load_cluster("cpu-local");
+  slow.chip.compute_jitter = 0;
+  slow.topology.island_latency_seconds = 20e-6;
+  ClusterSpec fast = slow;
+  fast.topology.island_latency_back_to_back_seconds = 1e-6;
+  CHECK(has_back_to_back_latency(fast));
+  CHECK_FALSE(has_back_to_back_latency(slow));
+  CHECK(decode_cluster(fast).topology.island_latency_seconds == 1e-6);
+  const auto m = load_model("hawk-tiny");
+  const Plan p = serving(2);
+  const ServingShape s{4, 16, 4};
+  const auto a = simulate_inference(m, p, slow, s), b = simulate_inference(m, p, fast, s);
+  CHECK(b.ttft_seconds == Approx(a.ttft_seconds).epsilon(1e-12));
+  const double dL = 20e-6 - 1e-6;
+  double steps = 0;  // ring steps (or hops) of the decode step's collectives, each 2 hops inside the island
+  lower_decode(m, p, 0, 4, 17).for_each_list([&](const std::vector<Step>& list, std::int64_t times) {
+    for (const auto& x : list) {
+      if (x.comm == CommKind::all_reduce) steps += static_cast<double>(times) * 2 * (2 - 1);
+      else if (x.comm == CommKind::all_gather || x.comm == CommKind::reduce_scatter) steps += static_cast<double>(times) * (2 - 1);
+      else if (x.comm == CommKind::send_recv) steps += static_cast<double>(times) * x.hops;
+    }
+  });
+  REQUIRE(steps > 0);
+  CHECK(a.per_token_seconds - b.per_token_seconds == Approx(steps * 2 * dL).epsilon(1e-9));
 }

@@ -407,6 +407,70 @@ TEST_CASE("calibrate fits: a collective's link from samples drawn from latency +
   CHECK(n.link_latency_seconds == Approx(0.5 * neg.front().second));
 }
 
+TEST_CASE("calibrate fits: the island latency from a fit prices the fitted all-reduce through the network", "[reports][calibrate]") {
+  // samples α + β·b on P ranks; the island written from the fit (hop latency, link bandwidth) must
+  // give the simulator's all-reduce of b bytes back as α + β·b: a ring step inside an island is two hops
+  const double alpha = 4e-6, beta = 2e-10;
+  std::vector<std::pair<double, double>> samples;
+  for (double b = 8; b <= 16.0 * 1024 * 1024; b *= 8) samples.push_back({b, alpha + beta * b});
+  for (int P : {2, 4}) {
+    INFO("P = " << P);
+    const CommFit f = fit_collective("all_reduce", samples, P);
+    ClusterSpec c = load_cluster("cpu-local");
+    c.topology.devices_per_island = P;
+    c.chip.efficiency.network = 1.0;
+    c.topology.island_link_bytes_per_s = f.link_bytes_per_s;
+    c.topology.island_latency_seconds = island_hop_latency_seconds(f);
+    Mesh mesh;
+    mesh[Axis::tensor] = P;
+    const Network net(c, mesh);
+    for (double b : {8.0, 4096.0, 1e6}) CHECK(all_reduce_seconds(b, net.axis(Axis::tensor)) == Approx(alpha + beta * b).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("calibrate fits: the per-call cost is the decode kernels' time beyond their roofline price, per call", "[reports][calibrate]") {
+  // Steps that only move bytes (roofline price bytes / (bandwidth · memory efficiency), closed
+  // form), made to measure price + calls · x0: the fit returns x0, whatever the bytes and calls.
+  ChipSpec chip;
+  chip.peak_flops_per_s["fp32"] = 1e11;
+  chip.vector_flops_per_s = 1e11;
+  chip.memory_bytes_per_s = 10e9;
+  chip.efficiency.memory = 0.5;
+  chip.launch_overhead_seconds = 123e-6;  // not used by the fit: it prices without any per-call cost
+  auto step = [](double bytes, double calls) {
+    Step s;
+    s.cls = OpClass::norm;
+    s.bytes_read = bytes;
+    s.calls = calls;
+    return s;
+  };
+  const double x0 = 0.8e-6, rate = 10e9 * 0.5;
+  KernelBench a{kCallBenchClass, "C10", "m", "a", {"x"}, {step(512, 1), step(2048, 2)}};
+  KernelBench b{kCallBenchClass, "C11", "m", "b", {"y"}, {step(1e5, 3)}};
+  a.seconds = (512 + 2048) / rate + 3 * x0;
+  b.seconds = 1e5 / rate + 3 * x0;
+  KernelBench other{"norm", "C01", "m", "n", {"z"}, {step(1e6, 1)}};  // not a call benchmark: ignored
+  other.seconds = 1.0;
+  const std::vector<KernelBench> benches = {a, b, other};
+  CHECK(fit_call_seconds(benches, chip, 0.1e-6) == Approx(x0).epsilon(1e-9));
+  // (Σ measured − Σ price) / Σ calls below the floor gives the floor (the hot loop's cost)
+  CHECK(fit_call_seconds(benches, chip, 2e-6) == 2e-6);
+  // no call benchmarks: the floor
+  CHECK(fit_call_seconds({other}, chip, 0.3e-6) == 0.3e-6);
+  // calibrate's call benchmarks: the small kernels of a decode step, not its GEMMs or attention
+  for (const auto& c : calibration_plan_set()) {
+    if (c.id != "C11") continue;
+    const auto names = call_step_names(c);
+    auto has = [&](const char* n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+    CHECK(has(tensors::norm1));
+    CHECK(has(tensors::rec_scan));
+    CHECK(has(tensors::rec_conv));
+    CHECK(has(tensors::sample_token));
+    CHECK_FALSE(has(tensors::mlp_w1));
+    CHECK_FALSE(has(tensors::attn_core));
+  }
+}
+
 TEST_CASE("calibrate fits: jitter from the wait at a collective, E of the max of two normals is 1 over sqrt pi", "[reports][calibrate]") {
   const Jitter j = jitter_from(1e-3, 1e-4, 2);
   // E[max of 2 standard normals] = 1/√π exactly; sim/cost.cpp keeps a 4-digit table (0.5642).
