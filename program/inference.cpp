@@ -125,30 +125,54 @@ Step pipeline_receive(double bytes) {
   return s;
 }
 
-// What follows the head of a decode step before the next can start: the next token of each of the
-// `batch` sequences chosen from its logits (greedy: one comparison per logit, the fp32 logits read
-// once) on one rank, then sent to the stage's other tensor ranks (a broadcast of B int32 tokens: a
-// binomial tree, ⌈log2 t⌉ sequential hops). A pipeline's first stage gets the tokens the same way
-// from the last; that hop is not priced (decode plans compared with a run have one stage).
-void add_sampling(std::vector<Step>& post, const ModelSpec& m, const Plan& p, std::int64_t batch) {
-  Step s;
-  s.op = ops::argmax;
-  s.name = tensors::sample_token;
-  s.cls = OpClass::elementwise;
-  s.vector_flops = static_cast<double>(batch * m.vocab);
-  s.bytes_read = static_cast<double>(batch * m.vocab) * 4;
-  s.bytes_written = static_cast<double>(batch) * 4;
-  post.push_back(s);
-  Step b;
-  b.kind = StepKind::p2p;
-  b.cls = OpClass::comm;
-  b.comm = CommKind::send_recv;
-  b.axis = Axis::tensor;
-  b.op = ops::broadcast;
-  b.name = tensors::sample_broadcast;
-  b.comm_bytes = static_cast<double>(batch) * 4;
-  b.hops = static_cast<std::int32_t>(std::ceil(std::log2(static_cast<double>(p.mesh[Axis::tensor]))));
-  post.push_back(b);
+// The head of a decode step as the decoder runs it, then what must happen before the next step:
+// the logits without the training head's softmax statistics, the loss and its (max, Σexp)
+// all-reduce (decoding computes no loss); each tensor rank's vocabulary columns all-gathered
+// (B·V fp32); the next token of each sequence chosen from them on one rank (greedy: one
+// comparison per logit, the logits read once; a plain loop, no kernel call); the B int32 tokens
+// broadcast to the stage's other tensor ranks (a binomial tree: ⌈log2 t⌉ sequential hops). A
+// pipeline's first stage gets the tokens from the last the same way; that hop is not priced
+// (decode plans compared with a run have one stage).
+void decode_head(std::vector<Step>& head, const ModelSpec& m, const Plan& p, std::int64_t batch) {
+  const std::int64_t t = p.mesh[Axis::tensor];
+  std::erase_if(head, [](const Step& s) {
+    return std::string_view(s.name) == tensors::loss || std::string_view(s.name) == tensors::loss_stats;
+  });
+  const double B = static_cast<double>(batch), V = static_cast<double>(m.vocab);
+  const auto logits = std::find_if(head.begin(), head.end(), [](const Step& s) { return std::string_view(s.op) == ops::logits; });
+  if (logits != head.end()) {
+    logits->vector_flops = 0;
+    if (t > 1) {
+      Step g;
+      g.kind = StepKind::collective;
+      g.cls = OpClass::comm;
+      g.comm = CommKind::all_gather;
+      g.axis = Axis::tensor;
+      g.op = ops::all_gather;
+      g.name = logits->name;
+      g.comm_bytes = B * V * 4;  // the gathered result per rank (fp32 logits)
+      head.push_back(g);
+    }
+  }
+  Step pick;
+  pick.op = ops::argmax;
+  pick.name = tensors::sample_token;
+  pick.cls = OpClass::elementwise;
+  pick.vector_flops = B * V;
+  pick.bytes_read = B * V * 4;
+  pick.bytes_written = B * 4;
+  pick.calls = 0;
+  head.push_back(pick);
+  Step send;
+  send.kind = StepKind::p2p;
+  send.cls = OpClass::comm;
+  send.comm = CommKind::send_recv;
+  send.axis = Axis::tensor;
+  send.op = ops::broadcast;
+  send.name = tensors::sample_broadcast;
+  send.comm_bytes = B * 4;
+  send.hops = static_cast<std::int32_t>(std::ceil(std::log2(static_cast<double>(t))));
+  head.push_back(send);
 }
 
 // A decode step's recurrent states live in HBM between steps: each is read and written once
@@ -221,7 +245,7 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
     if (part >= 0) add_state_traffic(steps, m, p, static_cast<double>(batch));
     for (Step& s : steps)  // one query per sequence: the decode kernel, not the sequence kernel's tiles
       if (s.cls == OpClass::attention) s.kernel = ops::attention_decode;
-    if (part == kHeadPart) add_sampling(steps, m, p, batch);
+    if (part == kHeadPart) decode_head(steps, m, p, batch);
     return steps;
   });
   // Between two tokens the step streams every weight, cache row and state of the stage once: each

@@ -20,10 +20,10 @@
 //     steps carry the decode kernel's tag (kernel attention.decode: priced with its own efficiency
 //     when the chip has one), and every step's reuse_bytes is what one token streams (the stage's
 //     weights, caches and states: where its data comes from between tokens);
-//   * the head's (max, Σexp) all-reduce and softmax stand for vocab-parallel sampling; after the
-//     head a decode step picks each sequence's next token (argmax over its logits, on one rank)
-//     and broadcasts the tokens to the tensor group, as the decoder does (steps sample.token and
-//     sample.broadcast).
+//   * prefill's head keeps the training head's (max, Σexp) all-reduce and softmax (standing for
+//     vocab-parallel sampling); a decode step's head is the decoder's: the logits all-gathered
+//     over tensor, each sequence's next token picked on one rank (argmax over its logits) and the
+//     tokens broadcast to the tensor group (steps sample.token and sample.broadcast).
 // Not for: seconds (sim/inference.hpp), running the decode (train/).
 #pragma once
 #include <cstdint>

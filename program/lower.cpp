@@ -222,7 +222,12 @@ struct Emit {
   void rmsnorm(const char* name) { elementwise(OpClass::norm, ops::rmsnorm, name, seq_elems(), 1, 1, 4); }
   void layernorm(const char* name) { elementwise(OpClass::norm, ops::layernorm, name, seq_elems(), 1, 1, 8); }
   void norm(const char* name) { c.m.norm == NormKind::layernorm ? layernorm(name) : rmsnorm(name); }
-  void residual(const char* name, bool saved = false) { elementwise(OpClass::elementwise, ops::add, name, seq_elems(), 2, 1, 1, saved); }
+  // A residual add is a plain loop in the runner and the decoder (no kernel of its own: no OpenMP
+  // region) and fused into its neighbours by XLA: it pays no per-call cost (calls = 0).
+  void residual(const char* name, bool saved = false) {
+    elementwise(OpClass::elementwise, ops::add, name, seq_elems(), 2, 1, 1, saved);
+    fwd.back().calls = bwd.back().calls = 0;
+  }
   // Dropout (training): reads x, writes y and a one-byte mask; the mask is what backward keeps.
   void dropout(const char* name, double elems) {
     if (c.m.dropout <= 0) return;

@@ -169,7 +169,8 @@ TEST_CASE("a decode step's bytes are the weights plus the caches and states read
       const std::int64_t B = 3, n = 45;
       // the training lowering's forward of one token (position 0: attention reads its own row)
       double one_token = 0;
-      for (const auto& s : lower(m, training(B, 1), 0).forward) one_token += bytes(s);
+      for (const auto& s : lower(m, training(B, 1), 0).forward)
+        if (std::string(s.name) != tensors::loss) one_token += bytes(s);  // decoding computes no loss
       double extra = 0;  // per sequence, closed forms
       for (std::int64_t l = 0; l < m.depth; ++l) {
         const double N = static_cast<double>(m.head_dim), KV = static_cast<double>(m.kv_heads), D = static_cast<double>(m.width);
@@ -303,6 +304,17 @@ TEST_CASE("a decode step ends with the sampling: argmax over the fp32 logits, th
     CHECK(send.axis == Axis::tensor);
     CHECK(send.comm_bytes == B * 4);
     CHECK(send.hops == hops);
+    // the decoder's head: no loss, no (max, Σexp) merge; the logits all-gathered over tensor
+    int gathers = 0;
+    for (const auto& x : pass.post) {
+      CHECK(std::string(x.name) != tensors::loss);
+      CHECK(std::string(x.name) != tensors::loss_stats);
+      if (x.comm == CommKind::all_gather) {
+        ++gathers;
+        CHECK(x.comm_bytes == B * V * 4);
+      }
+    }
+    CHECK(gathers == (t > 1 ? 1 : 0));
   }
   // a pipeline's first stage has no head, so no sampling
   for (const auto& s : lower_decode(m, serving(1, 2), 0, 2, 20).post) CHECK(std::string(s.name) != tensors::sample_token);
