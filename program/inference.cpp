@@ -109,20 +109,25 @@ std::vector<RuleFailure> serving_violations(const ModelSpec& m, const Plan& p, c
 
 namespace {
 
+// A communication step of a pass (forward phase, class comm).
+Step comm_step(StepKind kind, CommKind comm, Axis axis, const char* op, const char* name, double bytes, std::int32_t hops = 0) {
+  Step s;
+  s.kind = kind;
+  s.phase = Phase::forward;
+  s.cls = OpClass::comm;
+  s.comm = comm;
+  s.axis = axis;
+  s.op = op;
+  s.name = name;
+  s.comm_bytes = bytes;
+  s.hops = hops;
+  return s;
+}
+
 // The receive of the previous stage's output activations (one hop over the pipeline axis). Only
 // the receiver prices the hop, so a token's path through the stages counts each transfer once.
 Step pipeline_receive(double bytes) {
-  Step s;
-  s.kind = StepKind::p2p;
-  s.phase = Phase::forward;
-  s.cls = OpClass::comm;
-  s.comm = CommKind::send_recv;
-  s.axis = Axis::pipeline;
-  s.op = ops::send_recv;
-  s.name = tensors::pipeline_recv_activations;
-  s.comm_bytes = bytes;
-  s.hops = 1;
-  return s;
+  return comm_step(StepKind::p2p, CommKind::send_recv, Axis::pipeline, ops::send_recv, tensors::pipeline_recv_activations, bytes, 1);
 }
 
 // The head of a decode step as the decoder runs it, then what must happen before the next step:
@@ -142,17 +147,8 @@ void decode_head(std::vector<Step>& head, const ModelSpec& m, const Plan& p, std
   const auto logits = std::find_if(head.begin(), head.end(), [](const Step& s) { return std::string_view(s.op) == ops::logits; });
   if (logits != head.end()) {
     logits->vector_flops = 0;
-    if (t > 1) {
-      Step g;
-      g.kind = StepKind::collective;
-      g.cls = OpClass::comm;
-      g.comm = CommKind::all_gather;
-      g.axis = Axis::tensor;
-      g.op = ops::all_gather;
-      g.name = logits->name;
-      g.comm_bytes = B * V * 4;  // the gathered result per rank (fp32 logits)
-      head.push_back(g);
-    }
+    if (t > 1)  // the gathered result per rank: every sequence's fp32 logits
+      head.push_back(comm_step(StepKind::collective, CommKind::all_gather, Axis::tensor, ops::all_gather, logits->name, B * V * 4));
   }
   Step pick;
   pick.op = ops::argmax;
@@ -163,16 +159,8 @@ void decode_head(std::vector<Step>& head, const ModelSpec& m, const Plan& p, std
   pick.bytes_written = B * 4;
   pick.calls = 0;
   head.push_back(pick);
-  Step send;
-  send.kind = StepKind::p2p;
-  send.cls = OpClass::comm;
-  send.comm = CommKind::send_recv;
-  send.axis = Axis::tensor;
-  send.op = ops::broadcast;
-  send.name = tensors::sample_broadcast;
-  send.comm_bytes = B * 4;
-  send.hops = static_cast<std::int32_t>(std::ceil(std::log2(static_cast<double>(t))));
-  head.push_back(send);
+  head.push_back(comm_step(StepKind::p2p, CommKind::send_recv, Axis::tensor, ops::broadcast, tensors::sample_broadcast, B * 4,
+                           static_cast<std::int32_t>(std::ceil(std::log2(static_cast<double>(t))))));
 }
 
 // A decode step's recurrent states live in HBM between steps: each is read and written once
