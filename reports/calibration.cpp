@@ -189,9 +189,6 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
       {"attention", "C05", "attn.core (global, N 16)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
       // the decode kernel: one query per sequence against a 1024-row global cache
       {"attention", "C10", "attn.core (decode, global)", {tensors::attn_core}, ops::attention_decode, false, S::sequential},
-      // the per-call cost (fit_call_seconds): every other small kernel of a decode step
-      {kCallBenchClass, "C10", "decode step's small kernels (batch 1)", call_step_names(plan("C10")), "", false, S::sequential},
-      {kCallBenchClass, "C11", "decode step's small kernels (batch 4)", call_step_names(plan("C11")), "", false, S::sequential},
   };
   std::vector<KernelBench> out;
   for (const auto& s : specs) {
@@ -204,6 +201,18 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
     k.also_class = s.also_class;
     k.scan = s.scan;
     out.push_back(std::move(k));
+  }
+  // the per-call cost (fit_call_seconds): every other small kernel of a decode step, one benchmark
+  // per op group (as validate compares them: the RG-LRU's gates, decay and scan together)
+  for (const char* id : {"C10", "C11"}) {
+    const CalibrationPlan& c = plan(id);
+    std::map<std::string, std::vector<std::string>> groups;
+    for (const auto& n : call_step_names(c)) groups[op_group(n)].push_back(n);
+    for (auto& [g, names] : groups) {
+      KernelBench k{kCallBenchClass, c.id, c.model.name, g + " (decode, batch " + std::to_string(c.decode->batch) + ")", names,
+                    decode_plan_steps(c.model, c.plan, *c.decode, names)};
+      out.push_back(std::move(k));
+    }
   }
   return out;
 }
@@ -425,17 +434,18 @@ std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample
 double fit_call_seconds(const std::vector<KernelBench>& benches, const ChipSpec& chip, double floor_seconds) {
   ChipSpec bare = chip;  // the roofline price alone
   bare.launch_overhead_seconds = 0;
-  double measured = 0, roofline = 0, calls = 0;
+  std::vector<double> per_call;
   for (const auto& k : benches) {
     if (k.cls != kCallBenchClass || k.seconds <= 0) continue;
-    measured += k.seconds;
+    double roofline = 0, calls = 0;
     for (const auto& s : k.steps) {
       roofline += compute_seconds(s, bare, DType::fp32);
       calls += s.calls;
     }
+    if (calls > 0) per_call.push_back((k.seconds - roofline) / calls);
   }
-  if (calls <= 0) return floor_seconds;
-  return std::max(floor_seconds, (measured - roofline) / calls);
+  if (per_call.empty()) return floor_seconds;
+  return std::max(floor_seconds, stats::median(per_call));
 }
 
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,

@@ -161,13 +161,12 @@ std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample
 
 // The per-call cost of a kernel as a decode step calls it, one number for every class
 // (ChipSpec::launch_overhead_seconds, which sim/cost.hpp adds per call to every compute step):
-// the call benchmarks' (cls "call": every small kernel of calibrate's decode plans C10 and C11,
-// call_step_names) measured total beyond their roofline price, per call,
-//   x = (Σ measured − Σ roofline price without any per-call cost) / Σ calls,
-// and at least `floor_seconds` (the hot loop's cost of one tiny call: none is cheaper). A decode
-// step calls ~60 kernels on one to four rows, each after another kernel with other code and data:
-// 0.6–1 µs a call here, where the same RMSNorm called 2000 times in a loop costs 0.33 µs. The
-// floor when there are no call benchmarks.
+// over the call benchmarks (cls kCallBenchClass: the small kernels of calibrate's decode plans C10
+// and C11, call_step_names, one benchmark per op group), each one's time beyond its roofline price
+// per call, (measured − roofline price without any per-call cost) / calls, and their median — at
+// least `floor_seconds` (the hot loop's cost of one tiny call: none is cheaper). The median, not
+// the total: a group whose work is priced wrong at decode sizes (the RG-LRU's gates at 4 rows)
+// must not become every kernel's per-call cost. The floor without call benchmarks.
 double fit_call_seconds(const std::vector<KernelBench>& benches, const ChipSpec& chip, double floor_seconds);
 
 // The chip from its peaks: the best sgemm and triad rates, the memory curve. memory_bytes and

@@ -428,7 +428,7 @@ TEST_CASE("calibrate fits: the island latency from a fit prices the fitted all-r
   }
 }
 
-TEST_CASE("calibrate fits: the per-call cost is the decode kernels' time beyond their roofline price, per call", "[reports][calibrate]") {
+TEST_CASE("calibrate fits: the per-call cost is the decode kernels' median time beyond their roofline price, per call", "[reports][calibrate]") {
   // Steps that only move bytes (roofline price bytes / (bandwidth · memory efficiency), closed
   // form), made to measure price + calls · x0: the fit returns x0, whatever the bytes and calls.
   ChipSpec chip;
@@ -447,13 +447,18 @@ TEST_CASE("calibrate fits: the per-call cost is the decode kernels' time beyond 
   const double x0 = 0.8e-6, rate = 10e9 * 0.5;
   KernelBench a{kCallBenchClass, "C10", "m", "a", {"x"}, {step(512, 1), step(2048, 2)}};
   KernelBench b{kCallBenchClass, "C11", "m", "b", {"y"}, {step(1e5, 3)}};
+  KernelBench c{kCallBenchClass, "C11", "m", "c", {"w"}, {step(4096, 2)}};  // an outlier: 10 x0 a call
+  KernelBench none{kCallBenchClass, "C11", "m", "r", {"v"}, {step(4096, 0)}};  // no kernel call (a plain loop): no sample
   a.seconds = (512 + 2048) / rate + 3 * x0;
-  b.seconds = 1e5 / rate + 3 * x0;
+  b.seconds = 1e5 / rate + 3 * x0 * 1.2;   // 1.2 x0 a call
+  c.seconds = 4096 / rate + 2 * x0 * 10;
+  none.seconds = 1.0;
   KernelBench other{"norm", "C01", "m", "n", {"z"}, {step(1e6, 1)}};  // not a call benchmark: ignored
   other.seconds = 1.0;
-  const std::vector<KernelBench> benches = {a, b, other};
-  CHECK(fit_call_seconds(benches, chip, 0.1e-6) == Approx(x0).epsilon(1e-9));
-  // (Σ measured − Σ price) / Σ calls below the floor gives the floor (the hot loop's cost)
+  const std::vector<KernelBench> benches = {a, b, c, none, other};
+  // the median of x0, 1.2 x0 and 10 x0 a call
+  CHECK(fit_call_seconds(benches, chip, 0.1e-6) == Approx(1.2 * x0).epsilon(1e-9));
+  // below the floor: the floor (the hot loop's cost)
   CHECK(fit_call_seconds(benches, chip, 2e-6) == 2e-6);
   // no call benchmarks: the floor
   CHECK(fit_call_seconds({other}, chip, 0.3e-6) == 0.3e-6);
