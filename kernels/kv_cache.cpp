@@ -50,7 +50,8 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
 #pragma omp parallel for collapse(2) schedule(static) if (B * H * n * N > 32768)
   for (i64 b = 0; b < B; ++b)
     for (i64 h = 0; h < H; ++h) {
-      std::vector<float> s(static_cast<std::size_t>(n));
+      thread_local std::vector<float> s;  // the scores: kept per thread, no allocation per token
+      s.resize(static_cast<std::size_t>(n));
       const float* qh = q + (b * H + h) * N;
       const i64 kh = h / group;
       float mx = -INFINITY;

@@ -454,16 +454,22 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
                         const float* gx, const float* h_in, const std::uint8_t* reset,
                         const float* lambda, i64 B, i64 T, i64 R) {
   const Split sp = split(B, R);
+  // the decay exponents depend on the channel only: once per call, not once per batch row (a
+  // decode step, T = 1, would spend more on them than on its scan)
+  thread_local std::vector<float> exponents;
+  exponents.resize(static_cast<std::size_t>(R));
+  decay_exponents(exponents.data(), lambda, 0, R);
+  const float* const all_nsp2 = exponents.data();
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
     const i64 n = c1 - c0, row = b * T * R + c0;
-    std::vector<float> buf(3 * n);
+    thread_local std::vector<float> buf;  // kept per thread: a decode step calls this once per layer and token
+    buf.resize(static_cast<std::size_t>(2 * n));
     float* h = buf.data();
     float* prod = h + n;
-    float* nsp2 = prod + n;
+    const float* nsp2 = all_nsp2 + c0;
     for (i64 j = 0; j < n; ++j) h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
-    decay_exponents(nsp2, lambda, c0, n);
     HWY_DYNAMIC_DISPATCH(ScanForwardTask)(y + row, h, prod, nsp2, x + row, ga + row, gx + row,
                                           reset ? reset + b * T : nullptr, T, R, n);
     for (i64 j = 0; j < n; ++j) {
