@@ -1056,6 +1056,18 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w);
     for (auto& s : st.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
   }
+  // Before the update every rank learns the step's mean loss (and whether any rank lost its data or
+  // was asked to stop): 3 doubles summed over the whole mesh, one axis after another (the runner
+  // makes the same calls). It is the step's first meeting after the last backward pass, so the
+  // ranks wait there for the slowest (sim: sync_wait; reports/compare.cpp puts that wait here).
+  {
+    std::vector<Step> metrics, none;
+    Emit e{c, -1, metrics, none};
+    for (Axis a : {Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline})
+      e.collective(Phase::forward, CommKind::all_reduce, a, tensors::step_metrics, 3 * 8);
+    for (auto& s : metrics) s.phase = Phase::optimizer;
+    st.step_end.insert(st.step_end.begin() + 1, metrics.begin(), metrics.end());  // after the accumulation
+  }
 
   auto extremes = [&st](const std::vector<Step>& steps) {
     for (const auto& s : steps) {
