@@ -345,9 +345,10 @@ void recurrent_block(Emit& e) {
   // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
   // two together: priced at the elementwise value, the decay alone cost more than both measured).
   e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
-  // RG-LRU carry: h [B,R] along the ring; the all-gather adds the decay product Π a [B,R]
-  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, CarryBytes::same(c.B * R * c.st, 2 * c.B * R * c.st),
-         5, 3);
+  // RG-LRU carry: h [B,R] along the ring (dh backward); the forward all-gather adds the decay
+  // product Π a [B,R], which every shard keeps, so the backward gathers dh only
+  const double carry = c.B * R * c.st;
+  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, carry, CarryBytes{carry, carry, 2 * carry, carry}, 5, 3);
   e.elementwise(OpClass::elementwise, ops::mul, tensors::rec_gated, c.n * R, 2, 1, 1, true, ops::gelu_mul);
   e.linear(tensors::rec_wo, R, D);
   e.tensor_allreduce_fwd(tensors::rec_out);

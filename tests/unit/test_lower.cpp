@@ -168,7 +168,8 @@ TEST_CASE("a one-device plan has no communication", "[lower]") {
 TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", "[lower]") {
   // Hawk on 4 sequence shards, ring carry: each scan passes the combined state h (B·R fp32
   // values) P−1 = 3 sequential hops; the all-gather variant gathers every shard's summary
-  // (Π a, h_last) = 2·B·R values; Conv1D needs K−1 = 3 tokens of R channels.
+  // (Π a, h_last) = 2·B·R values forward, dh = B·R backward; Conv1D needs K−1 = 3 tokens of R
+  // channels.
   const auto m = load_model("hawk-tiny");
   Plan p = single_device(2, 64);
   p.mesh[Axis::sequence] = 4;
@@ -186,6 +187,11 @@ TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", 
   int gathers = 0;
   for (const auto& s : lower(m, p, 3).forward)
     if (s.comm == CommKind::all_gather && std::strcmp(s.name, "scan.carry") == 0) { ++gathers; REQUIRE(s.comm_bytes == 4 * 2 * B * R * 4); }
+  REQUIRE(gathers == m.depth);
+  // backward: every shard's dh_loc (B·R values); the decays are the forward's, kept
+  gathers = 0;
+  for (const auto& s : lower(m, p, 3).backward)
+    if (s.comm == CommKind::all_gather && std::strcmp(s.name, "scan.carry") == 0) { ++gathers; REQUIRE(s.comm_bytes == 4 * B * R * 4); }
   REQUIRE(gathers == m.depth);
 }
 
