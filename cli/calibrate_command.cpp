@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -166,7 +167,7 @@ void run_calibrate(const CalibrateOptions& o) {
     const auto plans = calibration_plan_set();
     r.kernels = calibration_benches(plans);
     r.gemm_steps = gemm_step_samples(plans);
-    measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
+    r.rank_kernel_seconds = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
     fit_kernel_efficiencies(r.kernels, chip);
     chip.efficiency.gemm_curve = fit_gemm_curve(r.gemm_steps, chip);
     if (!chip.efficiency.gemm_curve.empty()) chip.efficiency.gemm = chip.efficiency.gemm_curve.back().second;
@@ -213,6 +214,17 @@ void run_calibrate(const CalibrateOptions& o) {
       std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f (softmax %.3f)", e.gemm,
                     e.elementwise, e.norm, e.scan, e.attention, e.attention_softmax);
       t.add({"efficiency", effs});
+      if (r.rank_kernel_seconds.size() > 1) {  // the same kernels on every rank at once: a slower core shows here
+        const double mean = std::accumulate(r.rank_kernel_seconds.begin(), r.rank_kernel_seconds.end(), 0.0) /
+                            static_cast<double>(r.rank_kernel_seconds.size());
+        std::string by;
+        for (std::size_t i = 0; i < r.rank_kernel_seconds.size(); ++i) {
+          char b[48];
+          std::snprintf(b, sizeof b, "%srank %zu %.3f", i ? "  " : "", i, r.rank_kernel_seconds[i] / mean);
+          by += b;
+        }
+        t.add({"kernel time by rank (of the mean)", by});
+      }
       if (!e.gemm_curve.empty()) {
         std::string curve;
         for (const auto& [flops, f] : e.gemm_curve) curve += (curve.empty() ? "" : "  ") + format_si(flops, "FLOP") + " " + fmt6(f);

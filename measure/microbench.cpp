@@ -120,15 +120,19 @@ std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, co
   return traces;
 }
 
-void time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
-                            std::vector<GemmStepSample>& gemms, bool quick) {
+std::vector<double> time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans,
+                                           std::vector<KernelBench>& benches, std::vector<GemmStepSample>& gemms, bool quick) {
   read_traces(plans, run_calibration_plans(world, plans, quick), benches, gemms);
+  std::vector<double> by_rank(static_cast<std::size_t>(world.size()), 0.0);
+  for (const auto& k : benches) by_rank[static_cast<std::size_t>(world.rank())] += k.seconds;
+  if (world.size() > 1) world.allreduce_sum(std::span<double>(by_rank));
   std::vector<double> v;
   for (const auto& k : benches) v.push_back(k.seconds);
   for (const auto& g : gemms) v.push_back(g.seconds);
   mean_over_ranks(world, v);
   for (std::size_t i = 0; i < benches.size(); ++i) benches[i].seconds = v[i];
   for (std::size_t i = 0; i < gemms.size(); ++i) gemms[i].seconds = v[benches.size() + i];
+  return by_rank;
 }
 
 // ─── MPI benchmarks ─────────────────────────────────────────────────────────────────────────────

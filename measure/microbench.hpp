@@ -35,8 +35,9 @@ double bench_launch_overhead();
 // traces[i]: plan i's runs on this rank.
 std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick);
 // Runs them and fills KernelBench::seconds and GemmStepSample::seconds (read_traces, mean over
-// ranks). Every rank calls it.
-void time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
+// ranks). Every rank calls it. Returns each rank's own sum of the kernel benchmarks' seconds, in
+// rank order (the same work on every rank at once: how far the ranks' speeds differ).
+std::vector<double> time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
                             std::vector<GemmStepSample>& gemms, bool quick);
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.

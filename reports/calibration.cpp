@@ -507,6 +507,9 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  launch_overhead_seconds: " << fmt6(r.launch) << "\n"
     << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)
     << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
+    << "  rank_kernel_seconds: [";
+  for (std::size_t i = 0; i < r.rank_kernel_seconds.size(); ++i) y << (i ? ", " : "") << fmt6(r.rank_kernel_seconds[i]);
+  y << "]   # each rank's sum of the kernel benchmarks below, all ranks running them at once\n"
     << "  kernels:                        # seconds per training step of a calibration plan (the executor's trace)\n";
   for (const auto& k : r.kernels)
     y << "    - {class: " << k.cls << ", plan: " << k.plan << ", model: " << k.model << ", steps: " << yaml_string(k.group)

@@ -182,6 +182,7 @@ struct CalibrationMeasurements {
   double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
   std::vector<GemmStepSample> gemm_steps;
+  std::vector<double> rank_kernel_seconds;  // each rank's own sum of the kernel benchmarks (same work, same time)
   std::vector<CommFit> comm;
   Jitter jitter;
   double seconds = 0;
