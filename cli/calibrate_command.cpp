@@ -182,7 +182,7 @@ void run_calibrate(const CalibrateOptions& o) {
       const CommFit& ar = r.comm.front();
       if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
       if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = ar.link_latency_seconds;
-      r.jitter = measure::measure_jitter(world, ar.samples.front().second, o.quick);
+      r.jitter = measure::measure_jitter(world, plans, ar.samples.front().second, o.quick);
       chip.compute_jitter = r.jitter.jitter;
     }
     r.seconds = now_seconds() - t_start;

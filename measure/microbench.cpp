@@ -216,21 +216,37 @@ std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick) {
 // all-reduce beyond the call's own latency (`latency_seconds`, the smallest all-reduce sample) is
 // its wait for the slowest rank; averaged over iterations and ranks it is E[max] − E[duration] of
 // the ranks' stretches, so jitter = mean wait / (mean stretch · E[max of P standard normals]).
-Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick) {
-  const int iters = quick ? 20 : 200;
-  ComputeStretch work;
-  float token[2] = {0, 0};
-  double stretch = 0, wait = 0;
-  w.barrier();
-  for (int i = 0; i < iters; ++i) {
-    const double t0 = now_seconds();
-    work();
-    const double t1 = now_seconds();
-    w.allreduce_sum(std::span<float>(token, 2));
-    stretch += t1 - t0;
-    wait += std::max(0.0, now_seconds() - t1 - latency_seconds);
+// The ranks train calibrate's first plan as replicas (data = P, every rank its own sequences).
+// Per step after each run's warm-up: the compute (every cell but the collectives) and the time in
+// the loss all-reduce (step.metrics: the step's first meeting after the backward, where the ranks
+// wait for the slowest) beyond the collective's latency. Medians over those steps (validate
+// compares median steps), the mean of the two over ranks, then jitter_from.
+Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, double latency_seconds, bool quick) {
+  const auto it = std::find_if(plans.begin(), plans.end(), [](const CalibrationPlan& c) { return !c.decode; });
+  if (it == plans.end() || w.size() < 2) return {};
+  Plan p = it->plan;
+  p.mesh = Mesh{};
+  p.mesh[Axis::data] = w.size();
+  p.global_batch *= w.size();
+  const auto data = train::load_bytes(train::default_corpus_path(), p.seq_len + 2);
+  train::Options o;
+  o.steps = quick ? 3 : 6;
+  std::vector<double> compute, wait;
+  for (int pass = 0; pass < (quick ? 1 : 3); ++pass) {
+    w.barrier();
+    const Trace tr = train::run(it->model, p, data, o, &w).trace;
+    for (std::size_t s = 1; s < tr.steps().size(); ++s) {
+      double c = 0, m = 0;
+      for (const auto& [key, cell] : tr.steps()[s].cells) {
+        const std::string& op = std::get<1>(key);
+        if (std::get<2>(key) == tensors::step_metrics) m += cell.seconds;
+        else if (op != ops::all_reduce && op != ops::all_gather && op != ops::reduce_scatter && op != ops::send_recv) c += cell.seconds;
+      }
+      compute.push_back(c);
+      wait.push_back(std::max(0.0, m - latency_seconds));
+    }
   }
-  double v[2] = {stretch / iters, wait / iters};
+  double v[2] = {stats::median(compute), stats::median(wait)};
   w.allreduce_sum(std::span<double>(v, 2));
   return jitter_from(v[0] / w.size(), v[1] / w.size(), w.size());
 }

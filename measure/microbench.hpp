@@ -12,7 +12,8 @@
 //     step after each run's warm-up, mean over ranks) — the code it times is the code that trains;
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB, each
 //     call timed as a step makes it: after a stretch of sgemm, the ranks released together by a
-//     barrier (bench_mpi); the wait at an 8-byte all-reduce after such a stretch (measure_jitter).
+//     barrier (bench_mpi); the wait at a training step's loss all-reduce, calibrate's first plan
+//     trained as replicas (measure_jitter).
 // Means over ranks where the ranks measure alike (mean_over_ranks).
 // For: calibrate. Not for: fitting (reports/calibration.hpp), printing (cli/calibrate_command.cpp).
 #pragma once
@@ -42,8 +43,10 @@ std::vector<double> time_calibration_plans(const mpi::Comm& world, const std::ve
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);
-// compute_jitter: see jitter_from; latency_seconds is the smallest all-reduce sample.
-Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick);
+// compute_jitter (see jitter_from) from a training step: calibrate's first training plan run as
+// P replicas, the wait at the step's loss all-reduce against the step's compute (medians over
+// steps); latency_seconds is the smallest all-reduce sample. Needs ≥ 2 ranks (else {}).
+Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, double latency_seconds, bool quick);
 
 // Mean over ranks, in place.
 void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v);
