@@ -145,11 +145,6 @@ void run_calibrate(const CalibrateOptions& o) {
       r.launch = v[1];
     }
     world.barrier();
-    {  // the reference for validate's drift check, run on every rank at once as validate runs it
-      std::vector<double> v = {machine_probe_seconds()};
-      measure::mean_over_ranks(world, v);
-      r.probe_seconds = v[0];
-    }
 
     const std::string host = hostname(), date = utc_now();
     ChipSpec chip = chip_from_peaks(r.gemm, r.triad, r.vector_flops, r.launch);
@@ -167,7 +162,9 @@ void run_calibrate(const CalibrateOptions& o) {
     const auto plans = calibration_plan_set();
     r.kernels = calibration_benches(plans);
     r.gemm_steps = gemm_step_samples(plans);
-    r.rank_kernel_seconds = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
+    const measure::KernelTiming timing = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
+    r.rank_kernel_seconds = timing.rank_kernel_seconds;
+    r.probe_seconds = timing.probe_seconds;  // validate's drift reference: the kernels' minutes
     fit_kernel_efficiencies(r.kernels, chip);
     chip.efficiency.gemm_curve = fit_gemm_curve(r.gemm_steps, chip);
     if (!chip.efficiency.gemm_curve.empty()) chip.efficiency.gemm = chip.efficiency.gemm_curve.back().second;

@@ -102,7 +102,8 @@ double bench_launch_overhead() {
 
 // ─── per-class efficiency: the executor on calibrate's plans ───────────────────────────────────
 
-std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick) {
+std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick,
+                                                      std::vector<double>* probes) {
   std::int64_t longest = 0;
   for (const auto& c : plans) longest = std::max(longest, c.plan.seq_len);
   const auto data = train::load_bytes(train::default_corpus_path(), longest + 2);
@@ -111,18 +112,26 @@ std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, co
   const int passes = quick ? 1 : 5;
   std::vector<std::vector<Trace>> traces(plans.size());
   const mpi::Comm self = world.split(world.rank(), 0);  // a decode plan runs on each rank alone
-  for (int pass = 0; pass < passes; ++pass)
+  for (int pass = 0; pass < passes; ++pass) {
+    if (probes) {
+      world.barrier();  // as validate runs it: every rank at once
+      probes->push_back(machine_probe_seconds());
+    }
     for (std::size_t i = 0; i < plans.size(); ++i) {
       world.barrier();  // every rank runs the same plan at the same time, one core each
       if (plans[i].decode) traces[i].push_back(train::decode_run(plans[i].model, plans[i].plan, *plans[i].decode, data, o.seed, self));
       else traces[i].push_back(train::run(plans[i].model, plans[i].plan, data, o, nullptr).trace);
     }
+  }
   return traces;
 }
 
-std::vector<double> time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans,
-                                           std::vector<KernelBench>& benches, std::vector<GemmStepSample>& gemms, bool quick) {
-  read_traces(plans, run_calibration_plans(world, plans, quick), benches, gemms);
+KernelTiming time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
+                                    std::vector<GemmStepSample>& gemms, bool quick) {
+  std::vector<double> probes;
+  read_traces(plans, run_calibration_plans(world, plans, quick, &probes), benches, gemms);
+  std::vector<double> probe = {stats::median(probes)};
+  mean_over_ranks(world, probe);
   std::vector<double> by_rank(static_cast<std::size_t>(world.size()), 0.0);
   for (const auto& k : benches) by_rank[static_cast<std::size_t>(world.rank())] += k.seconds;
   if (world.size() > 1) world.allreduce_sum(std::span<double>(by_rank));
@@ -132,7 +141,7 @@ std::vector<double> time_calibration_plans(const mpi::Comm& world, const std::ve
   mean_over_ranks(world, v);
   for (std::size_t i = 0; i < benches.size(); ++i) benches[i].seconds = v[i];
   for (std::size_t i = 0; i < gemms.size(); ++i) gemms[i].seconds = v[benches.size() + i];
-  return by_rank;
+  return {by_rank, probe[0]};
 }
 
 // ─── MPI benchmarks ─────────────────────────────────────────────────────────────────────────────

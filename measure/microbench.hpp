@@ -33,13 +33,22 @@ double bench_vector_flops(bool quick);
 double bench_launch_overhead();
 
 // Runs every calibration plan `quick ? 1 : 5` times (2 or 4 steps each) on every rank at once;
-// traces[i]: plan i's runs on this rank.
-std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick);
+// traces[i]: plan i's runs on this rank. With `probes`, the machine-speed probe runs before each
+// pass and its seconds are appended.
+std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick,
+                                                      std::vector<double>* probes = nullptr);
+struct KernelTiming {
+  // each rank's own sum of the kernel benchmarks' seconds, in rank order (the same work on every
+  // rank at once: how far the ranks' speeds differ)
+  std::vector<double> rank_kernel_seconds;
+  // the machine-speed probe (measure/probe.hpp) before each pass: median over the passes, mean
+  // over ranks — validate's drift reference, taken in the minutes the kernels were timed
+  double probe_seconds = 0;
+};
 // Runs them and fills KernelBench::seconds and GemmStepSample::seconds (read_traces, mean over
-// ranks). Every rank calls it. Returns each rank's own sum of the kernel benchmarks' seconds, in
-// rank order (the same work on every rank at once: how far the ranks' speeds differ).
-std::vector<double> time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
-                            std::vector<GemmStepSample>& gemms, bool quick);
+// ranks). Every rank calls it.
+KernelTiming time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
+                                    std::vector<GemmStepSample>& gemms, bool quick);
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);
