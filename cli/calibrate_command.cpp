@@ -97,7 +97,7 @@ void run_calibrate(const CalibrateOptions& o) {
     // (2026-12-06: sgemm 4.9 s, triad 0.9, vector 3.9, kernels 14.5, mpi 39.0): a rough guide,
     // refined as the phases finish.
     struct PhaseWeight { const char* name; double weight; };
-    std::vector<PhaseWeight> phases = {{"sgemm", 4.9}, {"triad", 0.9}, {"vector", 3.9}, {"kernels", 14.5}};
+    std::vector<PhaseWeight> phases = {{"sgemm", 4.9}, {"triad", 0.9}, {"vector", 3.9}, {"kernels", 29.0}};
     if (r.ranks > 1) phases.push_back({"mpi", 39.0});
     double total_weight = 0, done_weight = 0, t_phase = t_start;
     for (const auto& ph : phases) total_weight += ph.weight;

@@ -32,7 +32,7 @@ double bench_vector_flops(bool quick);
 // Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).
 double bench_launch_overhead();
 
-// Runs every calibration plan `quick ? 1 : 5` times (2 or 4 steps each) on every rank at once;
+// Runs every calibration plan `quick ? 1 : 10` times (2 or 4 steps each) on every rank at once;
 // traces[i]: plan i's runs on this rank. With `probes`, the machine-speed probe runs before each
 // pass and its seconds are appended.
 std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick,
