@@ -82,27 +82,6 @@ HWY_INLINE float& LazyAt(float* buf, int r, i64 c) {
   return buf[((c / NL) * kLazyRows + r) * NL + c % NL];
 }
 
-// The lazy step's exponential for a vector of channels: from x = k_t − q_{t+1} (q_{t+1} = q0 −
-// (n+1)w, the reference decayed one token), e = e^{x} and sc = 1, or — in the lanes where x >
-// kLazyGap — the re-reference to the key: e = 1, sc = e^{−x} (the factor of the state before the
-// token), q0 := k + w, n := 1 (so q_{t+1} = k). Branch-free with one exp of ∓x: a branch on x
-// (rare, so mispredicted when taken) depends on the k just loaded, and a misprediction discards
-// the loads in flight behind it (from DRAM: ~10 % more of triad branch-free, same runs; in L2 no
-// difference). Shared by the forward and the lazy backward's state steps (same arithmetic, so the
-// backward's recomputed states are the forward's).
-HWY_INLINE void LazyFactors(VF kk, VF sw, VF& q0, VF& sn, VF& e, VF& sc) {
-  const DF d;
-  const VF one = hn::Set(d, 1.0f);
-  const VF n1 = hn::Add(sn, one);
-  const VF x = hn::MulAdd(n1, sw, hn::Sub(kk, q0));  // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
-  const auto big = hn::Gt(x, hn::Set(d, kLazyGap));
-  const VF ex = Exp2UpTo126(hn::Mul(hn::IfThenElse(big, hn::Neg(x), x), hn::Set(d, kLog2e)));  // ∓x ≤ kLazyGap
-  e = hn::IfThenElse(big, one, ex);
-  sc = hn::IfThenElse(big, ex, one);
-  q0 = hn::IfThenElse(big, hn::Add(kk, sw), q0);
-  sn = hn::IfThenElse(big, one, n1);
-}
-
 // One token of the vector of channels whose state block is st (see LazyAt). P: keep the running
 // maximum p (only state_out needs it: one load, one store and two operations fewer without).
 template <bool Tail, bool P>
@@ -117,14 +96,23 @@ HWY_INLINE void LazyCol(const RowIo<Tail>& io, float* st, float* y, const float*
   PrefetchL1Write(y + kPf);
   VF sa = hn::LoadU(d, a), sb = hn::LoadU(d, bb), q0 = hn::LoadU(d, q), sn = hn::LoadU(d, n);
   const VF sw = hn::LoadU(d, w), scu = hn::LoadU(d, cu);
+  const VF one = hn::Set(d, 1.0f);
   const VF kk = io.ld(k), vv = io.ld(v);
+  const VF n1 = hn::Add(sn, one);
   if constexpr (P) hn::StoreU(hn::Max(hn::Sub(hn::LoadU(d, p), sw), kk), d, p);  // p_{t+1} = max(p_t − w, k_t)
-  VF e, sc;
-  LazyFactors(kk, sw, q0, sn, e, sc);
+  const VF x = hn::MulAdd(n1, sw, hn::Sub(kk, q0));  // k − q_{t+1},  q_{t+1} = q0 − (n+1) w
+  // re-reference where x > kLazyGap: q_{t+1} := k_t (q0 = k + w, n = 1), so e = 1 and the state
+  // ·= sc = e^{−x}. Branch-free with one exp of ∓x: a branch on x (rare, so mispredicted when
+  // taken) depends on the k just loaded, and a misprediction discards the loads in flight behind
+  // it (from DRAM: ~10 % more of triad branch-free, same runs; in L2 no difference).
+  const auto big = hn::Gt(x, hn::Set(d, kLazyGap));
+  const VF ex = Exp2UpTo126(hn::Mul(hn::IfThenElse(big, hn::Neg(x), x), hn::Set(d, kLog2e)));  // ∓x ≤ kLazyGap
+  const VF e = hn::IfThenElse(big, one, ex);
+  const VF sc = hn::IfThenElse(big, ex, one);
   sa = hn::Mul(sa, sc);
   sb = hn::Mul(sb, sc);
-  hn::StoreU(q0, d, q);
-  hn::StoreU(sn, d, n);
+  hn::StoreU(hn::IfThenElse(big, hn::Add(kk, sw), q0), d, q);
+  hn::StoreU(hn::IfThenElse(big, one, n1), d, n);
   const VF E = hn::Mul(e, scu);
   io.st(y, hn::Div(hn::MulAdd(E, vv, sa), hn::Add(sb, E)));
   hn::StoreU(hn::MulAdd(e, vv, sa), d, a);
@@ -330,255 +318,6 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
   }
 }
 
-// ─── backward in the lazy-reference form ──────────────────────────────────────────────────────
-// The forward's frame: α = a·e^q, β = b·e^q with q = q0 − n·w, and the scaled adjoints da =
-// dL/dα·e^q, db = dL/dβ·e^q. Token t (state a', b' = the state before it after LazyFactors' sc, in
-// the frame q'_t with q_{t+1} = q'_t − w; e, E = e·e^{u−w}, Z = b' + E, y = (a' + E v)/Z,
-// g = dL/dy_t), da, db the adjoints of the state after the token:
-//   dk += e (da v + db) + g E (v − y)/Z;   dv += e da + g E/Z;   du += g E (v − y)/Z
-//   dw −= da a' + db b'                      (ddecay = dw·w, as in the max form)
-//   da ← (da + g/Z)·sc;   db ← (db − g y/Z)·sc   (back to the frame of the state before rescaling)
-// — no exponential: e and sc are the recomputed state step's. (In the max form the adjoint step
-// needs e^{u+k−max} and the state step's pair again.) da stays bounded: |da_t| ≤ Σ|g|/b_t with
-// b_t ≥ 1 once the state is non-zero. dstate_in is da, db in the frame of state_in (q0 = p_in,
-// n = 0: the max form's frame); dstate_out enters scaled by e^{q_T − p_T} ∈ [e^{−20}, 1].
-//
-// Layout and passes: pass 1 walks all tokens (token by token over the work item's channels,
-// every row stream contiguous) and keeps the state at every segment start. Pass 2 takes the
-// segments in reverse and, within one, sub-blocks of kSubCh channels: the sub-block's states
-// are recomputed for the segment's kSeg tokens into a buffer that stays in L1 (a', b', e, sc per
-// token: 16 KB at 64 channels), then its adjoint runs. While a segment is processed, the rows the
-// next one needs (k, v, dy, dk, dv of kSeg tokens, and its checkpoint) are prefetched into L2,
-// spread evenly over the sub-blocks; the rows reach L1 from L2 one sub-block at a time.
-constexpr i64 kCkRows = 5;   // a, b, q0, n, p (p only kept when dstate_out is given)
-constexpr i64 kLzAdj = 4;    // da, db, dw, du
-constexpr i64 kLzSeg = 4;    // a', b', e, sc
-constexpr i64 kSubCh = 64;   // channels per pass-2 sub-block
-constexpr i64 kPass1Ahead = 4;  // pass 1 prefetches k, v this many tokens ahead
-
-// One token of pass 1 for nc channels: state st (kCkRows per group), w and e^{u−w} in wc (2 per
-// group). P: also p_{t+1} = max(p_t − w, k_t).
-template <bool P>
-HWY_INLINE void LazyPass1Step(float* st, const float* wc, const float* kt, const float* vt, i64 nc, i64 pf) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  for (i64 c = 0; c < nc; c += NL) {
-    float* s = st + c * kCkRows;
-    if (pf > 0) {
-      static const bool kL1X = getenv("WKV_L1") != nullptr;
-      if (kL1X) {
-        PrefetchL1(kt + c + pf);
-        PrefetchL1(vt + c + pf);
-      } else {
-        PrefetchL2(kt + c + pf);
-        PrefetchL2(vt + c + pf);
-      }
-    }
-    const VF kk = LoadClip(kt + c, nc - c), vv = LoadClip(vt + c, nc - c);
-    const VF sw = hn::LoadU(d, wc + c * 2);
-    VF q0 = hn::LoadU(d, s + 2 * NL), sn = hn::LoadU(d, s + 3 * NL), e, sc;
-    if constexpr (P) hn::StoreU(hn::Max(hn::Sub(hn::LoadU(d, s + 4 * NL), sw), kk), d, s + 4 * NL);
-    LazyFactors(kk, sw, q0, sn, e, sc);
-    hn::StoreU(hn::MulAdd(e, vv, hn::Mul(hn::LoadU(d, s), sc)), d, s);
-    hn::StoreU(hn::MulAdd(hn::LoadU(d, s + NL), sc, e), d, s + NL);
-    hn::StoreU(q0, d, s + 2 * NL);
-    hn::StoreU(sn, d, s + 3 * NL);
-  }
-}
-
-// One token of the pass-2 recompute for the nc channels of a sub-block: as LazyPass1Step, and
-// keeps (a', b', e, sc) of the token in sg (kLzSeg per group).
-template <bool P>
-HWY_INLINE void LazyRecomputeStep(float* st, float* sg, const float* wc, const float* kt, const float* vt, i64 nc) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  for (i64 c = 0; c < nc; c += NL) {
-    float* s = st + c * kCkRows;
-    float* o = sg + c * kLzSeg;
-    const VF kk = LoadClip(kt + c, nc - c), vv = LoadClip(vt + c, nc - c);
-    const VF sw = hn::LoadU(d, wc + c * 2);
-    VF q0 = hn::LoadU(d, s + 2 * NL), sn = hn::LoadU(d, s + 3 * NL), e, sc;
-    if constexpr (P) hn::StoreU(hn::Max(hn::Sub(hn::LoadU(d, s + 4 * NL), sw), kk), d, s + 4 * NL);
-    LazyFactors(kk, sw, q0, sn, e, sc);
-    const VF a1 = hn::Mul(hn::LoadU(d, s), sc), b1 = hn::Mul(hn::LoadU(d, s + NL), sc);
-    hn::StoreU(a1, d, o);
-    hn::StoreU(b1, d, o + NL);
-    hn::StoreU(e, d, o + 2 * NL);
-    hn::StoreU(sc, d, o + 3 * NL);
-    hn::StoreU(hn::MulAdd(e, vv, a1), d, s);
-    hn::StoreU(hn::Add(b1, e), d, s + NL);
-    hn::StoreU(q0, d, s + 2 * NL);
-    hn::StoreU(sn, d, s + 3 * NL);
-  }
-}
-
-// One token of the lazy adjoint for the nc channels of a sub-block (the formulas above).
-HWY_INLINE void LazyAdjointStep(float* dkt, float* dvt, float* pa, const float* sg, const float* wc, const float* vt,
-                                const float* gt, i64 nc) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  for (i64 c = 0; c < nc; c += NL) {
-    const i64 rem = nc - c;
-    const float* o = sg + c * kLzSeg;
-    float* q = pa + c * kLzAdj;
-    const VF vv = LoadClip(vt + c, rem), gg = LoadClip(gt + c, rem);
-    const VF a1 = hn::LoadU(d, o), b1 = hn::LoadU(d, o + NL), e = hn::LoadU(d, o + 2 * NL), sc = hn::LoadU(d, o + 3 * NL);
-    const VF DA = hn::LoadU(d, q), DB = hn::LoadU(d, q + NL);
-    const VF E = hn::Mul(e, hn::LoadU(d, wc + c * 2 + NL));
-    const VF rz = hn::Div(hn::Set(d, 1.0f), hn::Add(b1, E));
-    const VF yt = hn::Mul(hn::MulAdd(E, vv, a1), rz);
-    const VF gz = hn::Mul(gg, rz);
-    const VF gze = hn::Mul(gz, E);
-    const VF gku = hn::Mul(gze, hn::Sub(vv, yt));
-    StoreClip(hn::Add(LoadClip(dkt + c, rem), hn::MulAdd(e, hn::MulAdd(DA, vv, DB), gku)), dkt + c, rem);
-    StoreClip(hn::Add(LoadClip(dvt + c, rem), hn::MulAdd(e, DA, gze)), dvt + c, rem);
-    hn::StoreU(hn::NegMulAdd(DA, a1, hn::NegMulAdd(DB, b1, hn::LoadU(d, q + 2 * NL))), d, q + 2 * NL);
-    hn::StoreU(hn::Add(hn::LoadU(d, q + 3 * NL), gku), d, q + 3 * NL);
-    hn::StoreU(hn::Mul(hn::Add(DA, gz), sc), d, q);
-    hn::StoreU(hn::Mul(hn::NegMulAdd(gz, yt, DB), sc), d, q + NL);
-  }
-}
-
-// Prefetches into L2 the lines of a tile — tokens [row0, row0 + rows) of a few row arrays (nc
-// channels each; for writing: the accumulated rows), then a checkpoint block — a few lines per
-// call, so that the prefetches spread over the compute instead of one burst that fills the miss
-// queues and stalls it. Lines in order row by row (contiguous runs for the DRAM pages).
-struct TilePrefetcher {
-  const float* const* rd;
-  int n_rd;
-  float* const* wr;
-  int n_wr;
-  const float* ckpt;
-  i64 ck_lines, row0, D, rows, nc, per_row;
-  i64 arr = 0, rr = 0, l = 0, ck_i = 0;
-  TilePrefetcher(const float* const* rd_, int n_rd_, float* const* wr_, int n_wr_, const float* ckpt_, i64 ck_floats,
-                 i64 row0_, i64 D_, i64 rows_, i64 nc_)
-      : rd(rd_), n_rd(n_rd_), wr(wr_), n_wr(n_wr_), ckpt(ckpt_), ck_lines((ck_floats + 15) / 16), row0(row0_), D(D_),
-        rows(rows_), nc(nc_), per_row((nc_ + 15) / 16 + 1) {}  // one line more: unaligned rows
-  i64 total() const { return (n_rd + n_wr) * rows * per_row + ck_lines; }
-  HWY_INLINE void issue(i64 n) {
-    for (; n > 0 && arr < n_rd + n_wr; --n) {
-      const i64 off = (row0 + rr) * D + std::min(l * 16, nc - 1);
-      if (arr < n_rd) PrefetchL2(rd[arr] + off);
-      else PrefetchL2Write(wr[arr - n_rd] + off);
-      if (++l == per_row) {
-        l = 0;
-        if (++rr == rows) {
-          rr = 0;
-          ++arr;
-        }
-      }
-    }
-    for (; n > 0 && ck_i < ck_lines; --n) PrefetchL2(ckpt + 16 * ck_i++);
-  }
-};
-
-// One work item of the lazy backward: batch row b, channels [c0, c0 + nc) (BackwardTask's contract).
-template <bool P>
-void LazyBackwardBody(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
-                      const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                      const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
-  const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
-  const i64 NS = (T + kSeg - 1) / kSeg, SB = kCkRows * ncr;
-  static const i64 kSubX = getenv("WKV_SUB") ? atoi(getenv("WKV_SUB")) : kSubCh;  // TEMP
-  static const bool kPfX = !getenv("WKV_NOPF");  // TEMP
-  static const i64 kAheadX = getenv("WKV_AHEAD") ? atoi(getenv("WKV_AHEAD")) : kPass1Ahead;  // TEMP
-  static const int kSkip = getenv("WKV_SKIP") ? atoi(getenv("WKV_SKIP")) : 0;  // TEMP
-  const i64 sub = std::max(NL, kSubX / NL * NL), nsub = (ncr + sub - 1) / sub;
-  auto at = [NL](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / NL) * rows + r) * NL + c % NL]; };
-  // per-thread scratch kept across calls: checkpoints, one sub-block's running state and its
-  // recomputed segment, the adjoints (da, db, dw, du) and the constants (w, e^{u−w}) per group
-  thread_local AlignedVec ck, st, seg, adj, wcb;
-  ck.resize(std::max(ck.size(), static_cast<size_t>(std::max<i64>(NS, 1) * SB)));
-  st.resize(std::max(st.size(), static_cast<size_t>(kCkRows * sub)));
-  seg.resize(std::max(seg.size(), static_cast<size_t>(kSeg * kLzSeg * sub)));
-  adj.resize(std::max(adj.size(), static_cast<size_t>(kLzAdj * ncr)));
-  wcb.resize(std::max(wcb.size(), static_cast<size_t>(2 * ncr)));
-  float *pa = adj.data(), *wc = wcb.data();
-  for (i64 c = 0; c < ncr; ++c) {  // padding lanes too: finite values for the full vectors
-    const bool in = c < nc;
-    const float p = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-    at(ck.data(), kCkRows, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;
-    at(ck.data(), kCkRows, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;
-    at(ck.data(), kCkRows, 2, c) = p;     // q0
-    at(ck.data(), kCkRows, 3, c) = 0.0f;  // n
-    at(ck.data(), kCkRows, 4, c) = p;     // p
-    const double wd = in ? std::exp(double(decay[c0 + c])) : 1.0;
-    at(wc, 2, 0, c) = float(wd);
-    at(wc, 2, 1, c) = in ? float(std::exp(double(bonus[c0 + c]) - wd)) : 1.0f;
-    // da, db: set at the last segment (T = 0: dstate_out passes through, in the same frame)
-    for (int r = 0; r < kLzAdj; ++r) at(pa, kLzAdj, r, c) = 0.0f;
-    if (in && P && NS == 0) {
-      at(pa, kLzAdj, 0, c) = dstate_out[s0 + c];
-      at(pa, kLzAdj, 1, c) = dstate_out[BD + s0 + c];
-    }
-  }
-  // pass 1: states at the segment starts
-  for (i64 s = 0; s + 1 < NS && !(kSkip & 1); ++s) {
-    float* nxt = &ck[(s + 1) * SB];
-    std::copy_n(&ck[s * SB], SB, nxt);
-    for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
-      const i64 o = (b * T + t) * D + c0;
-      LazyPass1Step<P>(nxt, wc, k + o, v + o, nc, std::min(kAheadX, T - 1 - t) * D);
-    }
-  }
-  // pass 2: segments in reverse, sub-blocks of channels within one
-  const float* rd[3] = {k + c0, v + c0, dy + c0};
-  float* wr[2] = {dk + c0, dv + c0};
-  for (i64 s = NS - 1; s >= 0; --s) {
-    const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-    // the next segment's rows and checkpoint, a few lines per token step of every sub-block
-    TilePrefetcher pf(rd, 3, wr, 2, s > 0 ? &ck[(s - 1) * SB] : nullptr, s > 0 ? SB : 0, b * T + t0 - kSeg, D,
-                      s > 0 && kPfX ? kSeg : 0, nc);
-    const i64 per_step = (pf.total() + 2 * kSeg * nsub - 1) / (2 * kSeg * nsub);
-    for (i64 j = 0; j < nsub; ++j) {
-      const i64 cs = j * sub, ns = std::min(nc, cs + sub) - cs, nsr = std::min(ncr, cs + sub) - cs;
-      float* sst = st.data();
-      std::copy_n(&ck[s * SB + cs * kCkRows], nsr * kCkRows, sst);
-      const bool last = P && s == NS - 1;
-      for (i64 t = t0; t < t1 && !(kSkip & 2); ++t) {
-        const i64 o = (b * T + t) * D + c0 + cs;
-        float* sg = &seg[(t - t0) * kLzSeg * nsr];
-        pf.issue(per_step);
-        if (last) LazyRecomputeStep<true>(sst, sg, wc + cs * 2, k + o, v + o, ns);
-        else LazyRecomputeStep<false>(sst, sg, wc + cs * 2, k + o, v + o, ns);
-      }
-      if (last)  // dstate_out enters in the frame of the final state: ·e^{q_T − p_T}
-        for (i64 c = cs; c < cs + ns; ++c) {
-          const i64 cc = c - cs;
-          const float f = float(std::exp(double(at(sst, kCkRows, 2, cc)) -
-                                         double(at(sst, kCkRows, 3, cc)) * double(at(wc, 2, 0, c)) -
-                                         double(at(sst, kCkRows, 4, cc))));
-          at(pa, kLzAdj, 0, c) = dstate_out[s0 + c] * f;
-          at(pa, kLzAdj, 1, c) = dstate_out[BD + s0 + c] * f;
-        }
-      for (i64 t = t1 - 1; t >= t0 && !(kSkip & 4); --t) {
-        const i64 o = (b * T + t) * D + c0 + cs;
-        pf.issue(per_step);
-        LazyAdjointStep(dk + o, dv + o, pa + cs * kLzAdj, &seg[(t - t0) * kLzSeg * nsr], wc + cs * 2, v + o, dy + o, ns);
-      }
-    }
-    pf.issue(pf.total());  // what the steps left (a short last segment)
-  }
-  for (i64 c = 0; c < nc; ++c) {
-    pdw[s0 + c] = at(pa, kLzAdj, 2, c) * at(wc, 2, 0, c);
-    pdu[s0 + c] = at(pa, kLzAdj, 3, c);
-    if (dstate_in) {
-      dstate_in[s0 + c] = at(pa, kLzAdj, 0, c);
-      dstate_in[BD + s0 + c] = at(pa, kLzAdj, 1, c);
-    }
-  }
-}
-
-void LazyBackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
-                      const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                      const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
-  if (dstate_out)
-    LazyBackwardBody<true>(dk, dv, pdw, pdu, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D, b, c0, nc);
-  else
-    LazyBackwardBody<false>(dk, dv, pdw, pdu, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D, b, c0, nc);
-}
-
 }  // namespace scanshard::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -731,7 +470,6 @@ namespace {
 using namespace wkv4_detail;
 HWY_EXPORT(LazyForwardTask);
 HWY_EXPORT(BackwardTask);
-HWY_EXPORT(LazyBackwardTask);
 
 // Channels per work item: whole rows (contiguous streams over t) unless there are fewer batch
 // rows than threads, then rows are split so that every thread has work; multiple of 16.
@@ -831,15 +569,13 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
                    const float* dy, const float* dstate_out, const float* k, const float* v,
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
                    i64 D) {
-  static const i64 kCBX = getenv("WKV_CB") ? atoi(getenv("WKV_CB")) : kBwdMaxCB;  // TEMP
-  const i64 BD = B * D, CB = std::min(kCBX, channel_block(B, D)), NB = (D + CB - 1) / CB;
+  const i64 BD = B * D, CB = std::min(kBwdMaxCB, channel_block(B, D)), NB = (D + CB - 1) / CB;
   // per-(b, channel) partial dw, du; reduced over b afterwards (deterministic order)
   std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
-  const bool lazy = lazy_ok(decay, bonus, D);
 #pragma omp parallel for collapse(2) schedule(static)
   for (i64 b = 0; b < B; ++b)
     for (i64 cb = 0; cb < NB; ++cb)
-      (lazy ? HWY_DYNAMIC_DISPATCH(LazyBackwardTask) : HWY_DYNAMIC_DISPATCH(BackwardTask))(dk, dv, pdw.data(), pdu.data(), dstate_in, dy, dstate_out, k, v, decay,
+      HWY_DYNAMIC_DISPATCH(BackwardTask)(dk, dv, pdw.data(), pdu.data(), dstate_in, dy, dstate_out, k, v, decay,
                                          bonus, state_in, B, T, D, b, cb * CB, std::min(CB, D - cb * CB));
   for (i64 b = 0; b < B; ++b)
     for (i64 c = 0; c < D; ++c) {
