@@ -460,7 +460,7 @@ TEST_CASE("a data axis over islands runs one ring at min(NVLink, NICs per island
   }
 }
 
-TEST_CASE("measured bus bandwidths price collectives; without them, link x network efficiency; p2p keeps the link", "[sim]") {
+TEST_CASE("measured bus bandwidths price collectives, link x network efficiency without them, and p2p keeps the link", "[sim]") {
   const std::string head =
       "name: two-nodes\nchip: a100-sxm-80gb\ntopology: {kind: islands, islands: 2, devices_per_island: 4,\n"
       "  island_link_bytes_per_s: 3.0e11, island_latency_seconds: 2.0e-6, network_bytes_per_s: 2.5e10,\n"
