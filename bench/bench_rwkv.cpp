@@ -10,7 +10,9 @@
 //  vector work at the same-run FMA peak of the dispatched target; bench_util.hpp) and the bound.
 //  4. one full RWKV-6 layer training step (LN, time mix with LoRAs, WKV-6, GroupNorm, channel mix,
 //     forward + backward) at B·T = 1024 tokens, D = 768: tokens/s and the per-op breakdown.
-// Not for: correctness (tests/kernels). Usage: bench_rwkv [quick]  (quick = smaller sizes).
+// Not for: correctness (tests/kernels).
+// Usage: bench_rwkv [quick] [wkv4] [wkv6] [layer] [t1]  (quick = smaller sizes; naming sections runs
+// only those; t1 = the 1-thread pass only). SCANSHARD_BENCH_SIMD=AVX2 pins the target.
 #include <cblas.h>
 #include <omp.h>
 
@@ -216,20 +218,37 @@ void rwkv6_layer_step(i64 B, i64 T, i64 D, i64 N, i64 r, i64 rw, Timers& tm, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  bool quick = false, one_thread = false;
+  std::vector<std::string> sections;
+  for (int a = 1; a < argc; ++a) {
+    const std::string w = argv[a];
+    if (w == "quick") quick = true;
+    else if (w == "t1") one_thread = true;
+    else if (w == "wkv4" || w == "wkv6" || w == "layer") sections.push_back(w);
+    else {
+      std::fprintf(stderr, "bench_rwkv: unknown argument '%s' (quick, wkv4, wkv6, layer, t1)\n", w.c_str());
+      return 2;
+    }
+  }
+  auto want = [&](const char* sec) { return sections.empty() || std::find(sections.begin(), sections.end(), sec) != sections.end(); };
   const i64 n_triad = quick ? (i64(1) << 22) : (i64(1) << 24);
   const i64 B4 = quick ? 2 : 8, T4 = 1024, D4 = 2048;            // WKV-4: 16.8M elements, 67 MB per array
   const i64 B6 = quick ? 1 : 2, T6 = 1024, H6 = 12, N6 = 64;      // WKV-6: D = 768
   const std::string isa = bench::simd_isa();
   std::printf("bench_rwkv%s; kernels dispatched to %s\n", quick ? " (quick)" : "", isa.c_str());
-  for (int th : {1, omp_get_num_procs()}) {
+  std::vector<int> thread_counts = {1};
+  if (!one_thread && omp_get_num_procs() > 1) thread_counts.push_back(omp_get_num_procs());
+  for (int th : thread_counts) {
     omp_set_num_threads(th);
-    std::printf("\n=== %d thread(s) ===\n", th);
+    // 1 thread: rounds timed in thread CPU time (neighbours on the shared cores do not stretch
+    // one kernel's round and not the triad's); more threads: wall time
+    double (*clock)() = th == 1 ? bench::thread_cpu_s : bench::now;
+    std::printf("\n=== %d thread(s), rounds timed in %s ===\n", th, th == 1 ? "thread CPU time" : "wall time");
     const double triad = triad_gbs(n_triad), gemm = sgemm_gflops(quick ? 512 : 1024);
     std::printf("STREAM triad: %.2f GB/s; sgemm: %.1f GFLOP/s\n", triad, gemm);
 
     // ── WKV-4 ──
-    {
+    if (want("wkv4")) {
       const i64 n = B4 * T4 * D4;
       auto kk = filled(n, 0, 4, 40), vv = filled(n, 0, 2, 41), dy = filled(n, 0, 1, 42);
       auto decay = filled(D4, -1, 2, 43), bonus = filled(D4, 0, 1, 44);
@@ -253,7 +272,7 @@ int main(int argc, char** argv) {
                                    vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4);
           },
           std::ref(peak)};
-      const auto t = bench::rounds(quick ? 3 : 7, fns);
+      const auto t = bench::rounds(quick ? 3 : 7, fns, clock);
       std::vector<double> ratio_f, ratio_b;
       for (std::size_t r = 0; r < t[0].size(); ++r) {
         ratio_f.push_back(t[0][r] / t[1][r]);               // 12 B per element both
@@ -293,13 +312,13 @@ int main(int argc, char** argv) {
         return bench::best_of(100, [&] {
           k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
                                  vv.data(), decay.data(), bonus.data(), nullptr, 1, Tc, D4);
-        });
+        }, clock);
       };
       auto fwd_at = [&](i64 Tc) {
         return bench::best_of(100, [&] {
           k::fast::wkv4_forward(y.data(), nullptr, kk.data(), vv.data(), decay.data(), bonus.data(), nullptr, 1, Tc,
                                 D4);
-        });
+        }, clock);
       };
       const double ns_b = (bwd_at(32) - bwd_at(16)) / double(16 * D4) * 1e9;
       const double ns_f = (fwd_at(32) - fwd_at(16)) / double(16 * D4) * 1e9;
@@ -310,7 +329,7 @@ int main(int argc, char** argv) {
                   ns_triad * 28.0 / 12.0 / 0.85);
     }
     // ── WKV-6 ──
-    {
+    if (want("wkv6")) {
       const i64 D = H6 * N6, n = B6 * T6 * D;
       auto r = filled(n, 0, 1, 50), kk = filled(n, 0, 1, 51), vv = filled(n, 0, 1, 52), dy = filled(n, 0, 1, 53);
       auto lw = filled(n, -0.3f, 0.5f, 54), u = filled(D, 0, 1, 55);
@@ -350,7 +369,7 @@ int main(int argc, char** argv) {
                                  r.data(), kk.data(), vv.data(), lw.data(), u.data(), nullptr, B6, T6, H6, N6, chunk);
         });
       }
-      const auto t = bench::rounds(quick ? 2 : 3, fns);
+      const auto t = bench::rounds(quick ? 2 : 3, fns, clock);
       const double rf = bench::median(t[2]), rb = bench::median(t[3]);
       std::printf("  reference (sequential): fwd %.1f ms = %.2f GFLOP/s (%.3f of sgemm), bwd %.1f ms = %.2f GFLOP/s\n",
                   rf * 1e3, flop_f / rf / 1e9, flop_f / rf / 1e9 / gemm, rb * 1e3, flop_b / rb / 1e9);
@@ -379,7 +398,7 @@ int main(int argc, char** argv) {
       }
     }
     // ── one RWKV-6 layer training step ──
-    {
+    if (want("layer")) {
       const i64 B = 1, T = quick ? 256 : 1024, D = 768;
       Timers warm, tm;
       rwkv6_layer_step(B, T, D, 64, 32, 64, warm, 1);

@@ -47,15 +47,17 @@ double best_of(int reps, Fn&& f, double (*clock)() = now) {
 // Round-robin timing: `rounds` rounds (after one warm-up round), each calling every fn once in
 // order; returns times[fn][round] in seconds. On a shared machine whose memory bandwidth drifts
 // by tens of percent over seconds, ratios taken within one round compare like with like.
+// clock: wall time by default; thread_cpu_s for 1-thread runs on a machine whose cores other
+// processes share (the time the thread was descheduled then counts for neither kernel nor triad).
 template <class Fn>
-std::vector<std::vector<double>> rounds(int n_rounds, std::vector<Fn>& fns) {
+std::vector<std::vector<double>> rounds(int n_rounds, std::vector<Fn>& fns, double (*clock)() = now) {
   std::vector<std::vector<double>> t(fns.size());
   for (auto& f : fns) f();
   for (int r = 0; r < n_rounds; ++r)
     for (std::size_t i = 0; i < fns.size(); ++i) {
-      const double t0 = now();
+      const double t0 = clock();
       fns[i]();
-      t[i].push_back(now() - t0);
+      t[i].push_back(clock() - t0);
     }
   return t;
 }

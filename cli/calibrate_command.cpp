@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -96,7 +97,7 @@ void run_calibrate(const CalibrateOptions& o) {
     // (2026-12-06: sgemm 4.9 s, triad 0.9, vector 3.9, kernels 14.5, mpi 39.0): a rough guide,
     // refined as the phases finish.
     struct PhaseWeight { const char* name; double weight; };
-    std::vector<PhaseWeight> phases = {{"sgemm", 4.9}, {"triad", 0.9}, {"vector", 3.9}, {"kernels", 14.5}};
+    std::vector<PhaseWeight> phases = {{"sgemm", 4.9}, {"triad", 0.9}, {"vector", 3.9}, {"kernels", 29.0}};
     if (r.ranks > 1) phases.push_back({"mpi", 39.0});
     double total_weight = 0, done_weight = 0, t_phase = t_start;
     for (const auto& ph : phases) total_weight += ph.weight;
@@ -144,11 +145,6 @@ void run_calibrate(const CalibrateOptions& o) {
       r.launch = v[1];
     }
     world.barrier();
-    {  // the reference for validate's drift check, run on every rank at once as validate runs it
-      std::vector<double> v = {machine_probe_seconds()};
-      measure::mean_over_ranks(world, v);
-      r.probe_seconds = v[0];
-    }
 
     const std::string host = hostname(), date = utc_now();
     ChipSpec chip = chip_from_peaks(r.gemm, r.triad, r.vector_flops, r.launch);
@@ -166,7 +162,9 @@ void run_calibrate(const CalibrateOptions& o) {
     const auto plans = calibration_plan_set();
     r.kernels = calibration_benches(plans);
     r.gemm_steps = gemm_step_samples(plans);
-    measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
+    const measure::KernelTiming timing = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
+    r.rank_kernel_seconds = timing.rank_kernel_seconds;
+    r.probe_seconds = timing.probe_seconds;  // validate's drift reference: the kernels' minutes
     // The per-call cost the decode benchmarks show (fit_call_seconds) and the class values depend
     // on each other (every step's price includes its calls' cost): two rounds settle them.
     for (int round = 0; round < 2; ++round) {
@@ -190,7 +188,7 @@ void run_calibrate(const CalibrateOptions& o) {
       r.comm_back_to_back = measure::bench_all_reduce_back_to_back(world, o.quick);
       if (r.comm_back_to_back.link_latency_seconds > 0)
         topo.island_latency_back_to_back_seconds = island_hop_latency_seconds(r.comm_back_to_back);
-      r.jitter = measure::measure_jitter(world, ar.samples.front().second, o.quick);
+      r.jitter = measure::measure_jitter(world, plans, ar.samples.front().second, o.quick);
       chip.compute_jitter = r.jitter.jitter;
     }
     r.seconds = now_seconds() - t_start;
@@ -222,6 +220,17 @@ void run_calibrate(const CalibrateOptions& o) {
       std::snprintf(effs, sizeof effs, "gemm %.2f  elementwise %.2f  norm %.2f  scan %.2f  attention %.2f (softmax %.3f)", e.gemm,
                     e.elementwise, e.norm, e.scan, e.attention, e.attention_softmax);
       t.add({"efficiency", effs});
+      if (r.rank_kernel_seconds.size() > 1) {  // the same kernels on every rank at once: a slower core shows here
+        const double mean = std::accumulate(r.rank_kernel_seconds.begin(), r.rank_kernel_seconds.end(), 0.0) /
+                            static_cast<double>(r.rank_kernel_seconds.size());
+        std::string by;
+        for (std::size_t i = 0; i < r.rank_kernel_seconds.size(); ++i) {
+          char b[48];
+          std::snprintf(b, sizeof b, "%srank %zu %.3f", i ? "  " : "", i, r.rank_kernel_seconds[i] / mean);
+          by += b;
+        }
+        t.add({"kernel time by rank (of the mean)", by});
+      }
       if (!e.gemm_curve.empty()) {
         std::string curve;
         for (const auto& [flops, f] : e.gemm_curve) curve += (curve.empty() ? "" : "  ") + format_si(flops, "FLOP") + " " + fmt6(f);

@@ -86,6 +86,8 @@ nlohmann::json cluster_json(const ClusterSpec& c) {
     topo["devices_per_island"] = t.devices_per_island;
     topo["island_link_bytes_per_s"] = t.island_link_bytes_per_s;
     topo["network_bytes_per_s"] = t.network_bytes_per_s;
+    if (t.island_busbw_bytes_per_s > 0) topo["island_busbw_bytes_per_s"] = t.island_busbw_bytes_per_s;
+    if (t.network_busbw_bytes_per_s > 0) topo["network_busbw_bytes_per_s"] = t.network_busbw_bytes_per_s;
   }
   return {{"name", c.name}, {"chip", c.chip.name}, {"devices", c.devices()},
           {"peak_flops_per_s", c.chip.peak_flops_per_s}, {"vector_flops_per_s", c.chip.vector_flops_per_s},

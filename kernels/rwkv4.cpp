@@ -26,11 +26,14 @@ namespace scanshard::kernels::wkv4_detail {
 constexpr i64 kSeg = 16;
 constexpr float kLazyGap = 20.0f;    // natural units: e^20 ≈ 2^29
 constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays finite for |v| < 1e7
-// At most 1024 channels (4 KB of each row, one page) per backward work item: the adjoint's
-// per-group data (6 vectors per group, 48 KB at 2048 channels) and a segment's states no longer
-// overflow L1 with the row streams; from DRAM 14–30 % faster than 2048 (AVX-512, same runs),
-// 768 and 512 slower again.
-constexpr i64 kBwdMaxCB = 1024;
+// At most 2048 channels (8 KB of each row) per backward work item. Whole rows keep pass 1's k, v
+// streams contiguous over tokens and a segment's rows one contiguous block; 4 KB pieces of rows
+// 8 KB apart (1024 channels at D = 2048) were slower from DRAM although the adjoint's per-group
+// data (48 KB at 2048 channels) then overflows L1: own roofline 0.40–0.54 vs 0.36–0.46 (AVX3),
+// 0.35–0.46 vs 0.30–0.40 (AVX2), six runs each in thread CPU time; 8-token segments no better
+// (docs/kernels-wkv-2026-12-07.md; an earlier wall-time comparison under load had favoured 1024).
+// The forward shows the same: row pieces of 1024 / 512 channels halve its fraction of triad.
+constexpr i64 kBwdMaxCB = 2048;
 }  // namespace scanshard::kernels::wkv4_detail
 #endif
 

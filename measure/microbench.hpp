@@ -13,7 +13,8 @@
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB, each
 //     call timed as a step makes it: after a stretch of sgemm, the ranks released together by a
 //     barrier (bench_mpi); the all-reduce back to back, as a decode step calls it
-//     (bench_all_reduce_back_to_back); the wait at an 8-byte all-reduce after a stretch (measure_jitter).
+//     (bench_all_reduce_back_to_back); the wait at a training step's loss all-reduce, calibrate's
+//     first plan trained as replicas (measure_jitter).
 // Means over ranks where the ranks measure alike (mean_over_ranks).
 // For: calibrate. Not for: fitting (reports/calibration.hpp), printing (cli/calibrate_command.cpp).
 #pragma once
@@ -32,21 +33,33 @@ double bench_vector_flops(bool quick);
 // Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).
 double bench_launch_overhead();
 
-// Runs every calibration plan `quick ? 1 : 5` times (2 or 4 steps each) on every rank at once;
-// traces[i]: plan i's runs on this rank.
-std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick);
+// Runs every calibration plan `quick ? 1 : 10` times (2 or 4 steps each) on every rank at once;
+// traces[i]: plan i's runs on this rank. With `probes`, the machine-speed probe runs before each
+// pass and its seconds are appended.
+std::vector<std::vector<Trace>> run_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, bool quick,
+                                                      std::vector<double>* probes = nullptr);
+struct KernelTiming {
+  // each rank's own sum of the kernel benchmarks' seconds, in rank order (the same work on every
+  // rank at once: how far the ranks' speeds differ)
+  std::vector<double> rank_kernel_seconds;
+  // the machine-speed probe (measure/probe.hpp) before each pass: median over the passes, mean
+  // over ranks — validate's drift reference, taken in the minutes the kernels were timed
+  double probe_seconds = 0;
+};
 // Runs them and fills KernelBench::seconds and GemmStepSample::seconds (read_traces, mean over
 // ranks). Every rank calls it.
-void time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
-                            std::vector<GemmStepSample>& gemms, bool quick);
+KernelTiming time_calibration_plans(const mpi::Comm& world, const std::vector<CalibrationPlan>& plans, std::vector<KernelBench>& benches,
+                                    std::vector<GemmStepSample>& gemms, bool quick);
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);
 // The all-reduce as a decode step calls it: back to back, a ~2 µs GEMV between calls, no barrier
 // (8 B … 64 KiB), fitted like bench_mpi's. Needs ≥ 2 ranks.
 CommFit bench_all_reduce_back_to_back(const mpi::Comm& w, bool quick);
-// compute_jitter: see jitter_from; latency_seconds is the smallest all-reduce sample.
-Jitter measure_jitter(const mpi::Comm& w, double latency_seconds, bool quick);
+// compute_jitter (see jitter_from) from a training step: calibrate's first training plan run as
+// P replicas, the wait at the step's loss all-reduce against the step's compute (medians over
+// steps); latency_seconds is the smallest all-reduce sample. Needs ≥ 2 ranks (else {}).
+Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, double latency_seconds, bool quick);
 
 // Mean over ranks, in place.
 void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v);

@@ -4,7 +4,8 @@
 // same binary's step time drifts by 20–30 % over minutes (CPU steal, frequency, neighbours) with
 // no code change; `validate` compares against a cluster file measured earlier, so it runs the
 // probe before every plan and reports the ratio to the probe `calibrate` recorded (measurements:
-// probe_seconds). The probe is the two things training steps spend their time on here: one
+// probe_seconds: the median of the probes it ran before each pass over its kernel plans, so the
+// reference is the machine of the minutes the efficiencies were measured in). The probe is the two things training steps spend their time on here: one
 // OpenBLAS sgemm of 256³ (in cache, compute-bound) and a STREAM triad over 3 MiB (cache-to-core
 // streaming), one thread, timed like a training step is: the median of ~20 ms blocks.
 #pragma once

@@ -180,6 +180,9 @@ void parse_islands(YamlMap& y, TopologySpec& t) {
                                                     y.required_double("island_latency_back_to_back_seconds"), Quantity::seconds);
   t.network_bytes_per_s = checked(y, "network_bytes_per_s", y.required_double("network_bytes_per_s"), Quantity::rate);
   t.network_latency_seconds = checked(y, "network_latency_seconds", y.required_double("network_latency_seconds"), Quantity::seconds);
+  for (auto [key, field] : {std::pair{"island_busbw_bytes_per_s", &t.island_busbw_bytes_per_s},
+                            std::pair{"network_busbw_bytes_per_s", &t.network_busbw_bytes_per_s}})
+    if (y.has(key)) *field = checked(y, key, y.required_double(key), Quantity::rate);
 }
 
 TopologySpec parse_topology(YamlMap y) {

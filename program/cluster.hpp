@@ -131,6 +131,13 @@ struct TopologySpec {
   double island_latency_back_to_back_seconds = 0;
   double network_bytes_per_s = 0;          // per device, per direction, between islands
   double network_latency_seconds = 0;
+  // Optional measured bus bandwidths of collectives (nccl-tests `busbw` at large messages, per
+  // device): among the devices of one island, and per device's NIC between islands. A measured
+  // rate already carries the protocol's overhead, so a level that has one prices its collectives
+  // at it instead of link × efficiency.network. 0 (default): link × efficiency.network.
+  // Point-to-point transfers keep link × efficiency.network either way.
+  double island_busbw_bytes_per_s = 0;
+  double network_busbw_bytes_per_s = 0;
 
   std::int64_t devices() const;
   std::int64_t pod_devices() const;  // chips of one pod (torus), or every device (islands)

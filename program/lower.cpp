@@ -350,9 +350,10 @@ void recurrent_block(Emit& e) {
   // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
   // two together: priced at the elementwise value, the decay alone cost more than both measured).
   e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
-  // RG-LRU carry: h [B,R] along the ring; the all-gather adds the decay product Π a [B,R]
-  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, c.B * R * c.st, CarryBytes::same(c.B * R * c.st, 2 * c.B * R * c.st),
-         5, 3);
+  // RG-LRU carry: h [B,R] along the ring (dh backward); the forward all-gather adds the decay
+  // product Π a [B,R], which every shard keeps, so the backward gathers dh only
+  const double carry = c.B * R * c.st;
+  e.scan(ops::rglru_scan, tensors::rec_scan, c.n * R, 3, 1, 6, carry, CarryBytes{carry, carry, 2 * carry, carry}, 5, 3);
   e.elementwise(OpClass::elementwise, ops::mul, tensors::rec_gated, c.n * R, 2, 1, 1, true, ops::gelu_mul);
   e.linear(tensors::rec_wo, R, D);
   e.tensor_allreduce_fwd(tensors::rec_out);
@@ -1060,6 +1061,18 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     if (zero == 1 || zero == 2)
       e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w);
     for (auto& s : st.step_end) if (s.kind != StepKind::compute) s.phase = Phase::optimizer;
+  }
+  // Before the update every rank learns the step's mean loss (and whether any rank lost its data or
+  // was asked to stop): 3 doubles summed over the whole mesh, one axis after another (the runner
+  // makes the same calls). It is the step's first meeting after the last backward pass, so the
+  // ranks wait there for the slowest (sim: sync_wait; reports/compare.cpp puts that wait here).
+  {
+    std::vector<Step> metrics, none;
+    Emit e{c, -1, metrics, none};
+    for (Axis a : {Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline})
+      e.collective(Phase::forward, CommKind::all_reduce, a, tensors::step_metrics, 3 * 8);
+    for (auto& s : metrics) s.phase = Phase::optimizer;
+    st.step_end.insert(st.step_end.begin() + 1, metrics.begin(), metrics.end());  // after the accumulation
   }
 
   auto extremes = [&st](const std::vector<Step>& steps) {

@@ -154,6 +154,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(sample_broadcast, "sample.broadcast") \
   X(sample_token, "sample.token") \
   X(scan_carry, "scan.carry") \
+  X(step_metrics, "step.metrics") \
   X(tied_embedding_grads, "tied_embedding.grads") \
   X(tm_decay, "tm.decay") \
   X(tm_decay_a, "tm.decay_a") \

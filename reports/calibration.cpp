@@ -567,7 +567,10 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
   y << "  vector_fma_flops_per_s: " << fmt6(r.vector_flops) << "\n"
     << "  launch_overhead_hot_loop_seconds: " << fmt6(r.launch) << "   # one tiny RMSNorm called 2000 times in a loop\n"
     << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)
-    << "}   # sgemm stretch, then the mean wait at an 8-byte all-reduce\n"
+    << "}   # a training step's compute (calibrate's first plan, data = ranks), then the wait at its loss all-reduce (medians)\n"
+    << "  rank_kernel_seconds: [";
+  for (std::size_t i = 0; i < r.rank_kernel_seconds.size(); ++i) y << (i ? ", " : "") << fmt6(r.rank_kernel_seconds[i]);
+  y << "]   # each rank's sum of the kernel benchmarks below, all ranks running them at once\n"
     << "  kernels:                        # seconds per training step of a calibration plan (the executor's trace)\n";
   for (const auto& k : r.kernels)
     y << "    - {class: " << k.cls << ", plan: " << k.plan << ", model: " << k.model << ", steps: " << yaml_string(k.group)

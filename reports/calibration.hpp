@@ -18,8 +18,8 @@
 //     island link implied through the simulator's formula for that collective on P devices
 //     (all-reduce 2(P−1)/P·b/bw + 2(P−1)·lat; all-gather, reduce-scatter (P−1)/P·b/bw + (P−1)·lat;
 //     send/recv lat + b/bw).
-//   * compute_jitter = mean wait at an all-reduce / (mean compute stretch · E[max of P standard
-//     normals]), capped at 0.5.
+//   * compute_jitter = median wait at a training step's loss all-reduce / (median compute of the
+//     step · E[max of P standard normals]), capped at 0.5 (measure/microbench.hpp measure_jitter).
 //
 // For: calibrate (which measures, then calls these), tests. Not for: measuring (no kernels, no
 // MPI here: measure/microbench.hpp runs the plans and the micro-benchmarks), printing.
@@ -205,6 +205,7 @@ struct CalibrationMeasurements {
   double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;
   std::vector<GemmStepSample> gemm_steps;
+  std::vector<double> rank_kernel_seconds;  // each rank's own sum of the kernel benchmarks (same work, same time)
   std::vector<CommFit> comm;
   CommFit comm_back_to_back;  // the all-reduce as a decode step calls it (empty samples: not measured)
   Jitter jitter;

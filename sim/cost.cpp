@@ -57,12 +57,18 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
 
 double all_gather_seconds(double bytes, const AxisNetwork& net) {
   if (net.size <= 1 || bytes <= 0) return 0;
+  if (net.ring_bytes_per_s > 0) {  // one NCCL ring through the islands (network.hpp)
+    double latency = 0;
+    for (const auto& l : net.levels) latency += static_cast<double>(l.members - 1) * l.step_latency_seconds;
+    const double P = static_cast<double>(net.size);
+    return (P - 1) / P * bytes / net.ring_bytes_per_s + latency;
+  }
   if (net.hierarchical) {
-    // Levels in sequence, innermost first: the island level gathers the whole buffer among its
-    // members, the level outside moves only one island member's share (each member of an island
-    // exchanges its 1/P_in over its own link with the members of the same local rank on other
-    // islands — NCCL's rings use every NIC of a node: the inter-node time is 2(P_out − 1)/P_out
-    // · S/P_in per NIC for an all-reduce, not the whole buffer through one NIC).
+    // Levels in sequence, innermost first (torus pods: the in-pod rings, then one rank per pod
+    // over DCN): the inner level gathers the whole buffer among its members, the level outside
+    // moves only one inner member's share (each inner member exchanges its 1/P_in over its own
+    // link with its counterparts elsewhere, not the whole buffer through one link). Island axes
+    // with members on both levels take the one-ring price above instead.
     double t = 0, share = bytes;
     for (const auto& l : net.levels) {
       const double Pl = static_cast<double>(l.members);
@@ -124,6 +130,12 @@ double overlapped_seconds(double compute_seconds, double comm_seconds, double sl
 CommLine all_gather_line(const AxisNetwork& net) {
   CommLine l;
   if (net.size <= 1) return l;
+  if (net.ring_bytes_per_s > 0) {
+    for (const auto& lv : net.levels) l.fixed += static_cast<double>(lv.members - 1) * lv.step_latency_seconds;
+    const double P = static_cast<double>(net.size);
+    l.per_byte = (P - 1) / P / net.ring_bytes_per_s;
+    return l;
+  }
   if (net.hierarchical) {
     double share = 1;  // bytes moved per byte of the buffer, level by level (see all_gather_seconds)
     for (const auto& lv : net.levels) {

@@ -201,8 +201,12 @@ Network::Network(const Topology& topo, const ClusterSpec& cluster, const Mesh& m
       for (auto m : members) inside += (m / per == 0) ? 1 : 0;
       net.hierarchical = true;
       const double hop2 = 2 * t.island_latency_seconds;
-      if (inside > 1) net.levels.push_back({inside, t.island_link_bytes_per_s * eff, hop2});
-      if (net.size / inside > 1) net.levels.push_back({net.size / inside, t.network_bytes_per_s * eff, 2 * t.network_latency_seconds + hop2});
+      // a level's collective rate: the measured bus bandwidth when the file gives one
+      const double island_bw = t.island_busbw_bytes_per_s > 0 ? t.island_busbw_bytes_per_s : t.island_link_bytes_per_s * eff;
+      const double nic_bw = t.network_busbw_bytes_per_s > 0 ? t.network_busbw_bytes_per_s : t.network_bytes_per_s * eff;
+      if (inside > 1) net.levels.push_back({inside, island_bw, hop2});
+      if (net.size / inside > 1) net.levels.push_back({net.size / inside, nic_bw, 2 * t.network_latency_seconds + hop2});
+      if (net.levels.size() == 2) net.ring_bytes_per_s = std::min(island_bw, static_cast<double>(inside) * nic_bw);
       const bool same_island = members[1] / per == 0;
       net.p2p_bytes_per_s = (same_island ? t.island_link_bytes_per_s : t.network_bytes_per_s) * eff;
       net.p2p_latency_seconds = same_island ? hop2 : 2 * t.network_latency_seconds + hop2;

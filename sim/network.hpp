@@ -31,6 +31,12 @@ struct AxisNetwork {
   // sum of the dims' bandwidths); island levels run one after the other (hierarchical).
   bool hierarchical = false;
   std::vector<RingLevel> levels;
+  // > 0 on an axis that spans islands with several members in each: NCCL runs one ring through
+  // all P members, pipelined over NVLink and the NICs, not level after level. Each member drives
+  // its own NIC, so the ring moves at min(island level's rate, members per island × NIC rate)
+  // per rank (DGX A100: min(NVLink, 8 × 24 GB/s) = the 192 GB/s busbw NVIDIA measures across
+  // nodes); its latency stays the levels' sum. 0: the levels price the axis.
+  double ring_bytes_per_s = 0;
   double p2p_bytes_per_s = 0;        // one link, one direction, neighbour to neighbour
   double p2p_latency_seconds = 0;
 };

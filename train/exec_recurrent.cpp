@@ -76,7 +76,8 @@ void carry_ring_fwd(State& s, const Step& st) {
   for (i64 i = 0; i < n; ++i) h_fin[i] = b.h_out[i] + b.decay[i] * b.h_in[i];
   c.sendrecv(std::span<const float>(h_fin), right(s), std::span<float>(), MPI_PROC_NULL);
 }
-// All-gather: every shard's (h_out, decay); shard s folds shards 0..s−1 into its h_in.
+// All-gather: every shard's (h_out, decay); shard s folds shards 0..s−1 into its h_in and keeps
+// every decay for the backward (which then sends its dh_loc only).
 void carry_gather_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 n = s.B * s.rec_local;
@@ -84,9 +85,10 @@ void carry_gather_fwd(State& s, const Step& st) {
   std::copy(b.h_out.begin(), b.h_out.end(), mine.begin());
   std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
   need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  for (i64 r = 0; r < s.sp; ++r) std::copy_n(all.begin() + (2 * r + 1) * n, n, b.decay_all.begin() + r * n);
   zero(b.h_in);
   for (i64 r = 0; r < s.sp_rank; ++r)
-    for (i64 i = 0; i < n; ++i) b.h_in[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.h_in[i];
+    for (i64 i = 0; i < n; ++i) b.h_in[i] = all[(2 * r) * n + i] + b.decay_all[r * n + i] * b.h_in[i];
 }
 void carry_fix_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -135,16 +137,15 @@ void carry_ring_bwd(State& s, const Step& st) {
   for (i64 i = 0; i < n; ++i) d_fin[i] = b.dh_loc[i] + b.decay[i] * b.dh_out[i];
   c.sendrecv(std::span<const float>(d_fin), left(s), std::span<float>(), MPI_PROC_NULL);
 }
+// Every shard's dh_loc; the decays are the forward's (decay_all).
 void carry_gather_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   const i64 n = s.B * s.rec_local;
-  Vec mine(static_cast<std::size_t>(2 * n)), all(static_cast<std::size_t>(2 * n * s.sp));
-  std::copy(b.dh_loc.begin(), b.dh_loc.end(), mine.begin());
-  std::copy(b.decay.begin(), b.decay.end(), mine.begin() + n);
-  need(s, Axis::sequence, st).allgather(std::span<const float>(mine), std::span<float>(all));
+  Vec all(static_cast<std::size_t>(n * s.sp));
+  need(s, Axis::sequence, st).allgather(std::span<const float>(b.dh_loc), std::span<float>(all));
   zero(b.dh_out);
   for (i64 r = s.sp - 1; r > s.sp_rank; --r)
-    for (i64 i = 0; i < n; ++i) b.dh_out[i] = all[(2 * r) * n + i] + all[(2 * r + 1) * n + i] * b.dh_out[i];
+    for (i64 i = 0; i < n; ++i) b.dh_out[i] = all[r * n + i] + b.decay_all[r * n + i] * b.dh_out[i];
 }
 void scan_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -222,6 +223,7 @@ void size_recurrent_layer(const State& s, LayerBufs& b) {
                   &b.dy_branch, &b.dscan_out, &b.dconv_out, &b.dgate_a, &b.dgate_x, &b.dx_branch})
     v->assign(sz(M * s.rec_local), 0.0f);
   for (auto* v : {&b.h_out, &b.decay, &b.h_in, &b.dh_out, &b.dh_loc}) v->assign(sz(s.B * s.rec_local), 0.0f);
+  if (s.sp > 1 && s.p.carry == CarryScheme::allgather) b.decay_all.assign(sz(s.sp * s.B * s.rec_local), 0.0f);
   for (auto* v : {&b.conv_state, &b.dconv_state}) v->assign(sz(s.B * (s.conv_width - 1) * s.rec_local), 0.0f);
   b.scan_out = s.sp > 1 ? b.scan_fixed.data() : b.scan_local.data();
 }

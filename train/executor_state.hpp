@@ -116,6 +116,7 @@ struct LayerBufs {
   Vec scan_local;             // the chunk-local scan output (from h = 0 when the sequence is sharded)
   Vec scan_fixed;             // scan_local after the carry fix (sequence > 1)
   Vec h_out, decay, h_in;     // [B, rec_local] the chunk's final state from 0, Π a over the chunk, the true incoming state
+  Vec decay_all;              // [sp, B, rec_local] every shard's Π a, kept from the forward all-gather for the backward's fold
   Vec gated;                  // gelu(y_branch) ⊙ scan_out: the output projection's input
   float* scan_out = nullptr;  // the scan output after the carry fix (aliases scan_local when sequence = 1)
   // ---- attention (ext: `halo` rows from the left shards, then the local T rows, per sequence)

@@ -495,7 +495,12 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     // [2]: ranks asked to stop (a signal) — every rank stops after this step.
     const bool stop_here = o.stop_requested && o.stop_requested();
     double loss_buf[3] = {loss_sum, double(data_lost), stop_here ? 1.0 : 0.0};
-    if (comm && world > 1) comm->allreduce_sum(std::span<double>(loss_buf, 3));
+    for (const Step& st : prog.step_end)  // summed over the mesh one axis at a time, as lower.cpp prices it
+      if (std::string_view(st.name) == tensors::step_metrics) {
+        Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
+        const StepBytes moved{&tr, st};
+        comms.view[st.axis]->allreduce_sum(std::span<double>(loss_buf, 3));
+      }
     if (loss_buf[1] > 0) {
       mpi::Comm::wait_all(buckets.requests);  // nothing in flight into gacc while it is released
       throw ConfigError(data.changed_message() + "; stopped before step " + std::to_string(step + 1) + "'s update");
@@ -504,13 +509,13 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
     bool scattered = false, grads_reduced = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
     for (const Step& st : prog.step_end) {
+      const std::string_view op = st.op;
+      // done (and timed) after each micro-batch's backward, and before the update, above
+      if (op == ops::grad_accumulate || std::string_view(st.name) == tensors::step_metrics) continue;
       Trace::Scope sc(&tr, to_string(st.phase), st.op, st.name);
       const StepBytes moved{&tr, st};
       const mpi::Comm* c = comms.view[st.axis];
-      const std::string_view op = st.op;
-      if (op == ops::grad_accumulate) {
-        continue;  // done (and timed) after each micro-batch's backward, above
-      } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::grads && buckets.active) {
+      if (op == ops::all_reduce && std::string_view(st.name) == tensors::grads && buckets.active) {
         // every grads axis at once, at the first of them: the buckets, then the rest
         if (grads_reduced) continue;
         mpi::Comm::wait_all(buckets.requests);

@@ -136,6 +136,10 @@ TEST_CASE("cluster errors name file key and reason", "[config]") {
       {kCluster + "  pods: 2\n  dcn_bytes_per_s: 1.6e9\n", "topology.dcn_latency_seconds: required with pods > 1"},
       {kCluster + "  pods: 0\n", "topology.pods: must be in 1..4096, got 0"},
       {kCluster + "  pods: 2\n  dcn_bytes_per_s: 0\n  dcn_latency_seconds: 1e-5\n", "topology.dcn_bytes_per_s: must be positive"},
+      {replace(kCluster, "kind: torus\n  dims: [4, 4]\n  wraparound: true\n  link_bytes_per_s: 4.5e10\n  hop_latency_seconds: 1.0e-6\n",
+               "kind: islands\n  islands: 2\n  devices_per_island: 8\n  island_link_bytes_per_s: 3e11\n  island_latency_seconds: 2e-6\n"
+               "  network_bytes_per_s: 2.5e10\n  network_latency_seconds: 5e-6\n  network_busbw_bytes_per_s: -2.4e10\n"),
+       "topology.network_busbw_bytes_per_s: must be positive"},
   };
   for (const auto& c : cases) {
     INFO(c.text);

@@ -168,7 +168,8 @@ TEST_CASE("a one-device plan has no communication", "[lower]") {
 TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", "[lower]") {
   // Hawk on 4 sequence shards, ring carry: each scan passes the combined state h (B·R fp32
   // values) P−1 = 3 sequential hops; the all-gather variant gathers every shard's summary
-  // (Π a, h_last) = 2·B·R values; Conv1D needs K−1 = 3 tokens of R channels.
+  // (Π a, h_last) = 2·B·R values forward, dh = B·R backward; Conv1D needs K−1 = 3 tokens of R
+  // channels.
   const auto m = load_model("hawk-tiny");
   Plan p = single_device(2, 64);
   p.mesh[Axis::sequence] = 4;
@@ -186,6 +187,11 @@ TEST_CASE("sequence sharding adds carries and halos with the DESIGN §4 sizes", 
   int gathers = 0;
   for (const auto& s : lower(m, p, 3).forward)
     if (s.comm == CommKind::all_gather && std::strcmp(s.name, "scan.carry") == 0) { ++gathers; REQUIRE(s.comm_bytes == 4 * 2 * B * R * 4); }
+  REQUIRE(gathers == m.depth);
+  // backward: every shard's dh_loc (B·R values); the decays are the forward's, kept
+  gathers = 0;
+  for (const auto& s : lower(m, p, 3).backward)
+    if (s.comm == CommKind::all_gather && std::strcmp(s.name, "scan.carry") == 0) { ++gathers; REQUIRE(s.comm_bytes == 4 * B * R * 4); }
   REQUIRE(gathers == m.depth);
 }
 
@@ -492,6 +498,44 @@ TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on e
   CHECK(accum_bytes(1) == Approx(2 * P * 8));  // 2 micro-batches per replica, fp32 accumulator
   CHECK(accum_bytes(2) == Approx(accum_bytes(1) / 2));
   CHECK(accum_bytes(3) == Approx(accum_bytes(1) / 2));
+}
+
+TEST_CASE("the step's loss is summed over every mesh axis of size > 1 before the update: 3 doubles each", "[lower]") {
+  // The runner sums (loss, lost data, stop) over the whole mesh one axis after another; the
+  // lowering prices exactly those calls, after the gradient accumulation and before any gradient
+  // reduction (the first meeting after the last backward pass: where the ranks wait).
+  const auto m = load_model("griffin-tiny");
+  for (const char* mesh : {"data=1", "data=2", "tensor=2,data=2", "fsdp=2,sequence=2,pipeline=2"}) {
+    Plan p = single_device(8, 32);
+    p.mesh = parse_mesh(mesh, "test");
+    p.micro_batch = 1;
+    const StepProgram prog = lower(m, p, 0);
+    std::vector<Axis> axes;
+    std::size_t first = prog.step_end.size(), first_grads = prog.step_end.size();
+    for (std::size_t i = 0; i < prog.step_end.size(); ++i) {
+      const Step& s = prog.step_end[i];
+      if (std::strcmp(s.name, "step.metrics") == 0) {
+        first = std::min(first, i);
+        axes.push_back(s.axis);
+        CHECK(s.kind == StepKind::collective);
+        CHECK(s.comm == CommKind::all_reduce);
+        CHECK(s.comm_bytes == 24);
+        CHECK(!s.overlappable);
+      } else if (s.kind != StepKind::compute && first_grads == prog.step_end.size()) {
+        first_grads = i;
+      }
+    }
+    INFO(mesh);
+    std::vector<Axis> want;
+    for (Axis a : {Axis::tensor, Axis::sequence, Axis::fsdp, Axis::data, Axis::pipeline})
+      if (p.mesh[a] > 1) want.push_back(a);
+    CHECK(axes == want);
+    if (!want.empty()) {
+      CHECK(std::strcmp(prog.step_end.front().op, "grad_accumulate") == 0);
+      CHECK(first == 1);
+      CHECK(first < first_grads);
+    }
+  }
 }
 
 TEST_CASE("the optimizer step makes two calls per parameter tensor, as the runner does", "[lower]") {

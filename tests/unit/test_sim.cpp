@@ -422,19 +422,64 @@ TEST_CASE("collective prices as lines equal the collective prices", "[sim]") {
   }
 }
 
-TEST_CASE("a data axis over islands: NVLink moves the whole buffer, each NIC only its island member's share", "[sim]") {
-  // 4 DGX A100 nodes, data = 32: 8 members per island, 4 islands. Hierarchical all-reduce of S
-  // bytes (reduce-scatter + all-gather): inside the island 2·(7/8)·S over NVLink, between islands
-  // 2·(3/4)·S/8 over each GPU's own NIC (every NIC of a node carries 1/8 — NCCL's rings use all
-  // eight), plus the ring steps' latencies.
+TEST_CASE("a data axis over islands runs one ring at min(NVLink, NICs per island), not level after level", "[sim]") {
+  // 4 DGX A100 nodes, data = 32: 8 members per island, 4 islands. NCCL's ring through all 32
+  // members is pipelined over NVLink and the eight NICs of each node, so an all-reduce of S bytes
+  // (reduce-scatter + all-gather) takes 2·(31/32)·S / min(island busbw, 8 × NIC busbw), plus the
+  // ring steps' latencies (the levels' sum, as before).
   const ClusterSpec c = load_cluster("dgx-a100-4");
-  const Network net(c, parse_mesh("data=32", "--mesh"));
   const auto& t = c.topology;
-  const double eff = c.chip.efficiency.network, S = 3.4e9;
-  const double nvlink = t.island_link_bytes_per_s * eff, nic = t.network_bytes_per_s * eff;
+  REQUIRE(t.island_busbw_bytes_per_s > 0);
+  REQUIRE(t.network_busbw_bytes_per_s > 0);
+  const double S = 3.4e9;
   const double latency = 7 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
-  const double expect = 2 * (7.0 / 8 * S / nvlink + 3.0 / 4 * S / 8 / nic + latency);
-  CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(expect).epsilon(1e-12));
+  {
+    const Network net(c, parse_mesh("data=32", "--mesh"));
+    const double ring = std::min(t.island_busbw_bytes_per_s, 8 * t.network_busbw_bytes_per_s);
+    CHECK(ring == 8 * t.network_busbw_bytes_per_s);  // the NICs bound it: 192 < 232.5 GB/s
+    CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(2 * (31.0 / 32 * S / ring + latency)).epsilon(1e-12));
+    // the bus bandwidth nccl-tests would report for it, algbw · 2(P−1)/P: 8 × NIC busbw, less
+    // the ring latency's share (0.4 % at 3.4 GB)
+    const double busbw = S / all_reduce_seconds(S, net.axis(Axis::data)) * 2 * 31 / 32;
+    CHECK(busbw < 8 * t.network_busbw_bytes_per_s);
+    CHECK(busbw == Approx(8 * t.network_busbw_bytes_per_s).epsilon(1e-2));
+  }
+  {  // tensor = 2 inside the node: the data ring has 4 members per node, driving 4 NICs
+    const Network net(c, parse_mesh("tensor=2,data=16", "--mesh"));
+    const double ring = std::min(t.island_busbw_bytes_per_s, 4 * t.network_busbw_bytes_per_s);
+    const double lat = 3 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
+    CHECK(all_gather_seconds(S, net.axis(Axis::data)) == Approx(15.0 / 16 * S / ring + lat).epsilon(1e-12));
+  }
+  {  // tensor = 8 fills the node: one data member per node, a ring over the NICs alone
+    const Network net(c, parse_mesh("tensor=8,data=4", "--mesh"));
+    const double lat = 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
+    CHECK(all_reduce_seconds(S, net.axis(Axis::data)) == Approx(2 * (0.75 * S / t.network_busbw_bytes_per_s + lat)).epsilon(1e-12));
+    // inside the node, the tensor axis runs at the measured NVLink busbw
+    CHECK(all_gather_seconds(S, net.axis(Axis::tensor)) ==
+          Approx(7.0 / 8 * S / t.island_busbw_bytes_per_s + 7 * 2 * t.island_latency_seconds).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("measured bus bandwidths price collectives, link x network efficiency without them, and p2p keeps the link", "[sim]") {
+  const std::string head =
+      "name: two-nodes\nchip: a100-sxm-80gb\ntopology: {kind: islands, islands: 2, devices_per_island: 4,\n"
+      "  island_link_bytes_per_s: 3.0e11, island_latency_seconds: 2.0e-6, network_bytes_per_s: 2.5e10,\n"
+      "  network_latency_seconds: 5.0e-6";
+  const ClusterSpec plain = parse_cluster_text(head + "}\n", "plain.yaml");
+  const ClusterSpec measured =
+      parse_cluster_text(head + ", island_busbw_bytes_per_s: 1.0e11, network_busbw_bytes_per_s: 4.0e10}\n", "measured.yaml");
+  const double eff = plain.chip.efficiency.network, S = 1e9, il = 2e-6, nl = 5e-6;
+  const Mesh mesh = parse_mesh("data=8", "--mesh");
+  // one ring over 8 members, 4 per island: min(island rate, 4 × NIC rate)
+  CHECK(all_gather_seconds(S, Network(plain, mesh).axis(Axis::data)) ==
+        Approx(7.0 / 8 * S / std::min(3e11 * eff, 4 * 2.5e10 * eff) + 3 * 2 * il + (2 * nl + 2 * il)).epsilon(1e-12));
+  // measured: the island's 100 GB/s now binds (4 × 40 = 160 GB/s of NICs)
+  CHECK(all_gather_seconds(S, Network(measured, mesh).axis(Axis::data)) ==
+        Approx(7.0 / 8 * S / 1e11 + 3 * 2 * il + (2 * nl + 2 * il)).epsilon(1e-12));
+  // pipeline = 2 outermost: a neighbour in the other island, sent at the NIC's link × efficiency
+  const Mesh pipe = parse_mesh("data=4,pipeline=2", "--mesh");
+  for (const ClusterSpec* c : {&plain, &measured})
+    CHECK(p2p_seconds(S, 1, Network(*c, pipe).axis(Axis::pipeline)) == Approx(2 * nl + 2 * il + S / (2.5e10 * eff)).epsilon(1e-12));
 }
 
 namespace {
