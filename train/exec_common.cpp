@@ -291,9 +291,7 @@ void ln2_bwd(State& s, const Step& st) {
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
 
 void gather_range(State& s, const Step& st, const Range r) {
-  std::vector<int> counts;
-  for (const Range& part : s.zero3)
-    counts.push_back(static_cast<int>(std::max<i64>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
+  const std::vector<int> counts = overlap_counts(r, s.zero3);
   need(s, Axis::fsdp, st)
       .allgather_v_inplace(std::span<float>(s.params_writable + r.begin, static_cast<std::size_t>(r.size())), counts);
 }

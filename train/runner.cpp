@@ -388,17 +388,15 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // reduction: with one the blocks are accumulated whole and reduce-scattered at the step end.
   const bool sharded = zero_sharded_gradients(p), hooked = sharded && static_cast<bool>(o.gradient_hook);
   std::vector<Acc> rs_in;  // fp64 plans: the block's gradient widened for the message
+  std::vector<Range> fsdp_parts;  // the part of the flat buffer each fsdp rank owns
+  for (std::int64_t r = 0; sharded && r < p.mesh[Axis::fsdp]; ++r) fsdp_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
   const GradientSink reduce_grads = [&](const Step& st, std::span<const Range> ranges) {
     for (const Range r : ranges) {
       float* const g = grad.data() + r.begin;
       if (hooked) {
         kernels::accumulate(gacc.data() + r.begin, g, r.size());
       } else {
-        std::vector<int> counts;
-        for (std::int64_t i = 0; i < p.mesh[Axis::fsdp]; ++i) {
-          const Range o_i = split_range(sl.total, p.mesh[Axis::fsdp], i);
-          counts.push_back(static_cast<int>(std::max<std::int64_t>(0, std::min(r.end, o_i.end) - std::max(r.begin, o_i.begin))));
-        }
+        const std::vector<int> counts = overlap_counts(r, fsdp_parts);
         const std::int64_t b = std::max(r.begin, own.begin);
         rs_part.resize(static_cast<std::size_t>(counts[static_cast<std::size_t>(at(Axis::fsdp))]));
         std::span<const Acc> in;
