@@ -765,29 +765,31 @@ double model_flops_per_step(const ModelSpec& m, const Plan& p) {
 }
 
 // Everything a layer's lowering depends on besides the model and its kind.
-std::array<double, 18> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+std::array<double, 17> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
   const bool sharded = zero_sharded_gradients(p);  // ZeRO-2/3: the gradient reduce-scatter (and ZeRO-3's gathers)
   return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
           static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
           static_cast<double>(p.remat), static_cast<double>(p.scan), static_cast<double>(p.carry),
           static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
           static_cast<double>(sharded ? p.mesh[Axis::fsdp] : 1), static_cast<double>(sharded ? p.zero_stage : 0),
-          sharded ? p.grad_bytes() : 0.0, static_cast<double>(sharded && p.overlap),
-          static_cast<double>(p.tensor_comm), static_cast<double>(p.attention)};
+          sharded ? p.grad_bytes() : 0.0, static_cast<double>(p.tensor_comm), static_cast<double>(p.attention)};
 }
 
 // ZeRO-2/3 (zero_sharded_gradients): the reduce-scatter over fsdp of one block's gradient —
 // `params` parameters on this rank, in the plan's gradient dtype — at the end of the block's
 // backward, every micro-batch; each rank adds its 1/fsdp part to its shard of the accumulator.
-// overlap: true (PyTorch FSDP, DeepSpeed: the bucket's reduce-scatter runs while the backward
-// goes on to the next layer) hides it behind the pass's backward compute like the other
-// overlappable collectives; overlap: false runs it where it stands: the backward waits for it.
+// Overlappable always, as ZeRO-3's gathers: PyTorch FSDP and DeepSpeed run the bucket's
+// reduce-scatter on a communication stream while the backward goes on to the next layer, so it
+// hides behind the pass's backward compute and what the compute cannot cover is exposed (sim/
+// Pass::finish). The plan's `overlap` is the step end's switch (whether the remaining gradient
+// sync hides behind the last backward pass); overlap: false does not serialise these — a layer
+// lowering stays the same for both (the planner prices the two from one lowering).
 Step grads_reduce_scatter(const Ctx& c, const char* name, std::int32_t layer, double params) {
   Step s;
   s.kind = StepKind::collective; s.phase = Phase::backward; s.cls = OpClass::comm; s.comm = CommKind::reduce_scatter;
   s.axis = Axis::fsdp; s.op = ops::reduce_scatter; s.name = name; s.layer = layer;
   s.comm_bytes = params * c.p.grad_bytes();
-  s.overlappable = c.p.overlap;
+  s.overlappable = true;
   return s;
 }
 

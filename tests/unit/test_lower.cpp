@@ -816,7 +816,7 @@ TEST_CASE("ZeRO-2/3 reduce-scatter every block's gradient in every micro-batch; 
       for (const Step& s : prog.backward) {
         if (s.comm != CommKind::reduce_scatter || s.axis != Axis::fsdp) continue;
         per_micro += s.comm_bytes;
-        CHECK(s.overlappable == p.overlap);
+        CHECK(s.overlappable);  // behind the backward compute, whatever the step end's `overlap`
         if (s.layer >= 0) CHECK(s.comm_bytes == block.at("layer." + std::to_string(s.layer)) * gb);
       }
       for (const Step& s : prog.step_end)
