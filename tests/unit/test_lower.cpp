@@ -782,7 +782,7 @@ TEST_CASE("a parallel block has one norm and one tensor-parallel entry and exit 
   CHECK(static_cast<double>(count_parameters(load_model("palm-540b")).total) == Approx(540.35e9).epsilon(1e-4));
 }
 
-TEST_CASE("ZeRO-2/3 reduce-scatter every block's gradient in every micro-batch; the comm buffer is one block's", "[lower][zero]") {
+TEST_CASE("ZeRO-2/3 reduce-scatter every block gradient in every micro-batch and the comm buffer is one block", "[lower][zero]") {
   // Closed forms from the model's parameter tensors (program/model.cpp parameter_tensors), not from
   // the lowering: in each micro-batch's backward the fsdp reduce-scatters carry every block's
   // parameters once (a layer's, the embedding's, the final norm's and head's) in the gradient
