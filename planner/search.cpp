@@ -14,7 +14,7 @@
 //     the Pareto front; lowers and prices the rest with exactly the exhaustive path's calls;
 //  3. breaks every tie by enumeration order (Collector), so the visiting order does not matter.
 // The bounds rely on what lower.cpp emits: a layer's steps depend on its layer_key only, and the
-// ZeRO-3 gathers are its only collectives on the fsdp axis; the embedding, head and pipeline
+// ZeRO-3 gathers and the ZeRO-2/3 gradient reduce-scatters are its only collectives on the fsdp axis; the embedding, head and pipeline
 // send/receive steps depend on neither the pipeline size nor remat, scan or carry; a stage's
 // step-end work (but the gradient accumulation, bounded per micro-batch) and parameters depend on
 // neither micro-batch, remat, scan nor carry. A bound found
@@ -818,7 +818,7 @@ StageCounts stage_counts(const ModelSpec& m, std::int64_t pp, std::int64_t v) {
 // What depends on the mesh and ZeRO stage but not on micro-batch, remat, scan or carry, from one
 // lowering of the mesh (micro-batch 1) priced on each network: per stage the once-per-step work
 // (optimizer compute, exposed and overlappable gradient sync and parameter gathers); per layer kind
-// the ZeRO-3 parameter gathers (its collectives on the fsdp axis).
+// the ZeRO-3 parameter gathers and ZeRO-2/3 gradient reduce-scatters (its collectives on the fsdp axis).
 struct Anchor {
   std::size_t pp = 1;
   bool gathers = false;
@@ -868,12 +868,7 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
     ends[s].add(0, end_steps, c, q.act_dtype);
     a.params.push_back(static_cast<double>(stages[s].local_params));
     a.state.push_back(state_bytes(a.params.back(), q.param_dtype, q.zero_stage, static_cast<double>(q.mesh[Axis::fsdp])).total());
-    double buffer = ends[s].max_comm;
-    for (const auto& g : stages[s].groups)
-      for (const auto* steps : {&g.lowered->forward, &g.lowered->backward})
-        for (const auto& st : *steps)
-          if (st.kind != StepKind::compute && st.axis == Axis::fsdp) buffer = std::max(buffer, st.comm_bytes);
-    a.buffer.push_back(buffer);
+    a.buffer.push_back(stages[s].zero_comm_bytes);  // the step end's and the fsdp collectives' buffers
     for (const auto& g : stages[s].groups) {
       const auto i = static_cast<std::size_t>(g.kind);
       if (seen[i]) continue;

@@ -770,13 +770,32 @@ double model_flops_per_step(const ModelSpec& m, const Plan& p) {
 }
 
 // Everything a layer's lowering depends on besides the model and its kind.
-std::array<double, 15> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+std::array<double, 17> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+  const bool sharded = zero_sharded_gradients(p);  // ZeRO-2/3: the gradient reduce-scatter (and ZeRO-3's gathers)
   return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
           static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
           static_cast<double>(p.remat), static_cast<double>(p.scan), static_cast<double>(p.carry),
           static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
-          static_cast<double>(p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3 ? p.mesh[Axis::fsdp] : 1),
-          static_cast<double>(p.tensor_comm), static_cast<double>(p.attention)};
+          static_cast<double>(sharded ? p.mesh[Axis::fsdp] : 1), static_cast<double>(sharded ? p.zero_stage : 0),
+          sharded ? p.grad_bytes() : 0.0, static_cast<double>(p.tensor_comm), static_cast<double>(p.attention)};
+}
+
+// ZeRO-2/3 (zero_sharded_gradients): the reduce-scatter over fsdp of one block's gradient —
+// `params` parameters on this rank, in the plan's gradient dtype — at the end of the block's
+// backward, every micro-batch; each rank adds its 1/fsdp part to its shard of the accumulator.
+// Overlappable always, as ZeRO-3's gathers: PyTorch FSDP and DeepSpeed run the bucket's
+// reduce-scatter on a communication stream while the backward goes on to the next layer, so it
+// hides behind the pass's backward compute and what the compute cannot cover is exposed (sim/
+// Pass::finish). The plan's `overlap` is the step end's switch (whether the remaining gradient
+// sync hides behind the last backward pass); overlap: false does not serialise these — a layer
+// lowering stays the same for both (the planner prices the two from one lowering).
+Step grads_reduce_scatter(const Ctx& c, const char* name, std::int32_t layer, double params) {
+  Step s;
+  s.kind = StepKind::collective; s.phase = Phase::backward; s.cls = OpClass::comm; s.comm = CommKind::reduce_scatter;
+  s.axis = Axis::fsdp; s.op = ops::reduce_scatter; s.name = name; s.layer = layer;
+  s.comm_bytes = params * c.p.grad_bytes();
+  s.overlappable = true;
+  return s;
 }
 
 std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const Plan& p, const Ctx& c, std::int64_t layer,
@@ -817,6 +836,8 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
   }
   add_recompute(p.remat, fwd, k->backward);
   k->backward.insert(k->backward.end(), bwd.rbegin(), bwd.rend());
+  if (zero_sharded_gradients(p))
+    k->backward.push_back(grads_reduce_scatter(c, tensors::grads, static_cast<std::int32_t>(layer), static_cast<double>(params)));
   k->forward = std::move(fwd);
   k->params = params;
   k->tensors = static_cast<std::int64_t>(layer_parameter_tensors(m, layer).size());
@@ -894,6 +915,8 @@ std::int64_t token_partial_params(const ModelSpec& m, int kind, std::int64_t t, 
 }
 }  // namespace
 
+bool zero_sharded_gradients(const Plan& p) { return p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 2; }
+
 bool pipeline_scatter_gather(const Plan& p) {
   return p.scatter_gather && p.mesh[Axis::tensor] > 1 && p.mesh[Axis::pipeline] > 1 && p.tensor_comm == TensorComm::allreduce;
 }
@@ -950,7 +973,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     tensors += it->lowered->tensors;
   }
 
-  const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3;
+  const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3, sharded = zero_sharded_gradients(p);
   // ZeRO-3 gathers the embedding (and tied head) and the final norm / untied head before use too
   // (the learned position table is replicated; LayerNorms have a scale and a bias)
   const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0) + m.max_positions * m.width;
@@ -974,6 +997,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::embed_params, static_cast<double>(embed_params) * c.w, true);
       embedding(e);
       st.pre_backward.insert(st.pre_backward.end(), bwd.rbegin(), bwd.rend());
+      if (sharded) st.pre_backward.push_back(grads_reduce_scatter(c, tensors::embed_grads, -1, static_cast<double>(embed_params)));
     } else {
       Emit e{c, -1, st.pre_forward, st.pre_backward};
       e.p2p(Phase::forward, Axis::pipeline, tensors::pipeline_recv_activations, send_bytes, 1);
@@ -986,6 +1010,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::head_params, static_cast<double>(head_params) * c.w, true);
       head(e);
       st.post_backward.insert(st.post_backward.end(), bwd.rbegin(), bwd.rend());
+      if (sharded) st.post_backward.push_back(grads_reduce_scatter(c, tensors::head_grads, -1, static_cast<double>(head_params)));
       st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
     } else {
       Emit e{c, -1, st.post_forward, st.post_backward};
@@ -1006,7 +1031,9 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   st.local_params = params;
   const double param_tensors = static_cast<double>(tensors);
 
-  // Once per step: gradient reduction over the replicas, optimizer, parameter gather (ZeRO).
+  // Once per step: gradient reduction over the replicas (ZeRO-2/3: what the per-block
+  // reduce-scatters left, the shard's reduction over data and sequence), optimizer, parameter
+  // gather (ZeRO-1/2).
   {
     std::vector<Step> none;
     Emit e{c, -1, st.step_end, none};
@@ -1022,7 +1049,9 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, tensors::grads, grad_bytes, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, tensors::grads, grad_bytes, p.overlap);
     } else {
-      e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, tensors::grads, grad_bytes, p.overlap);
+      // ZeRO-1 keeps the whole local gradient and reduce-scatters it here (DeepSpeed ZeRO-1);
+      // ZeRO-2/3 did in every micro-batch's backward (grads_reduce_scatter)
+      if (!sharded) e.collective(Phase::forward, CommKind::reduce_scatter, Axis::fsdp, tensors::grads, grad_bytes, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::sequence, tensors::grads, grad_bytes / fs, p.overlap);
       e.collective(Phase::forward, CommKind::all_reduce, Axis::data, tensors::grads, grad_bytes / fs, p.overlap);
     }
@@ -1037,9 +1066,8 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     // Each micro-batch's weight gradients are added into the step's accumulator (fp64 when the
     // plan reduces in fp64, else fp32): read the gradient and the sum, write the sum; the runner
     // also clears the gradient buffer for the next micro-batch (one more write). Under ZeRO-2/3
-    // the accumulator is this rank's shard of the gradients (as the memory model keeps it; the
-    // runner accumulates the whole local gradient and reduce-scatters once, which the tiny
-    // validate models barely feel but a 14B model on thousands of chips would).
+    // the accumulator is this rank's shard of the gradients: each block's reduce-scatter delivers
+    // its part (params/fsdp in all), added to the shard.
     const double acc_bytes = p.grad_dtype == GradDType::fp64 ? 8 : 4, mbs = static_cast<double>(st.micro_batches);
     const double acc_params = static_cast<double>(params) / (zero >= 2 ? fs : 1.0);
     Step accum = e.base(Phase::backward, OpClass::elementwise, ops::grad_accumulate, tensors::grads);
@@ -1075,14 +1103,28 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     st.step_end.insert(st.step_end.begin() + 1, metrics.begin(), metrics.end());  // after the accumulation
   }
 
-  auto extremes = [&st](const std::vector<Step>& steps) {
+  // Memory: the largest scan state and communication buffer (StageSummary::max_comm_bytes).
+  auto in_place = [](const Step& s) {  // the step end's parameter gather fills the whole copy in place
+    return s.comm == CommKind::all_gather && std::string_view(s.name) == tensors::params && s.phase == Phase::optimizer;
+  };
+  auto extremes = [&](const std::vector<Step>& steps) {
     for (const auto& s : steps) {
       st.max_state_bytes = std::max(st.max_state_bytes, s.state_bytes);
-      if (s.kind != StepKind::compute) st.max_comm_bytes = std::max(st.max_comm_bytes, s.comm_bytes);
+      if (s.kind == StepKind::compute || in_place(s)) continue;
+      st.max_comm_bytes = std::max(st.max_comm_bytes, s.comm_bytes);
+      if (s.axis == Axis::fsdp || s.phase == Phase::optimizer) st.zero_comm_bytes = std::max(st.zero_comm_bytes, s.comm_bytes);
     }
   };
   for (const auto* l : {&st.pre_forward, &st.post_forward, &st.pre_backward, &st.post_backward, &st.step_end}) extremes(*l);
-  for (const auto& g : st.groups) { extremes(g.lowered->forward); extremes(g.lowered->backward); }
+  for (const auto& g : st.groups) {
+    extremes(g.lowered->forward);
+    extremes(g.lowered->backward);
+    double layer = 0;  // ZeRO-3: the layer's gathered parameters beside its gradient (both fsdp steps of its backward)
+    for (const auto& s : g.lowered->backward)
+      if (zero3 && s.kind == StepKind::collective && s.axis == Axis::fsdp) layer += s.comm_bytes;
+    st.max_comm_bytes = std::max(st.max_comm_bytes, layer);
+    st.zero_comm_bytes = std::max(st.zero_comm_bytes, layer);
+  }
   st.tokens_per_step = static_cast<double>(p.global_batch) * static_cast<double>(p.seq_len);
   if (cache) {
     if (cache->model_flops_seq_len != p.seq_len || cache->model_flops_batch != p.global_batch) {

@@ -126,12 +126,20 @@ struct StageSummary {
   double tokens_per_step = 0;
   double model_flops_per_step = 0;
   double max_state_bytes = 0;  // largest scan state any step keeps on device
-  double max_comm_bytes = 0;   // largest communication buffer of any step
+  // Largest communication buffer of any step (memory_of's buffers). Collectives that work in place
+  // on a buffer the state bytes count — the step end's ZeRO-1/2 parameter all-gather, into the
+  // whole parameter copy — add none. Under ZeRO-3 a layer's gathered parameters stay until its
+  // backward is done, beside its gradient waiting for the reduce-scatter: the two at once.
+  double max_comm_bytes = 0;
+  // Of it, the part that does not depend on the micro-batch: the step end's collectives and the
+  // fsdp collectives of the layers, embedding and head (ZeRO gathers and gradient reduce-scatters).
+  // The planner's memory bound starts from it.
+  double zero_comm_bytes = 0;
 };
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
 struct LowerCache {
-  std::map<std::array<double, 15>, std::shared_ptr<const LayerLowering>> layers;
+  std::map<std::array<double, 17>, std::shared_ptr<const LayerLowering>> layers;
   std::map<std::pair<int, std::int64_t>, std::int64_t> layer_params;  // (layer kind, tensor) -> parameters on a rank
   // rs_ag: parameters whose gradient each tensor rank forms from its own tokens only, per layer
   // kind (key (kind, tensor)) and for the embedding (kind −1) and final norm / head (kind −2).
@@ -158,6 +166,13 @@ Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_
 // axis. Only with tensor > 1, pipeline > 1 and tensor_comm allreduce (under rs_ag the activation is
 // already token-sharded). The lowering and the runner both ask this.
 bool pipeline_scatter_gather(const Plan& p);
+
+// Whether gradients are reduce-scattered block by block in every micro-batch's backward (ZeRO-2/3
+// with fsdp > 1: a layer's, the embedding's, the final norm's and head's, as PyTorch FSDP and
+// DeepSpeed ZeRO-2/3 do), each rank accumulating only its 1/fsdp shard; otherwise (ZeRO-0/1) the
+// whole local gradient is accumulated and reduced once at the step end. The lowering and the
+// runner both ask this.
+bool zero_sharded_gradients(const Plan& p);
 
 // One pass of a pipeline schedule: the forward or the backward of model chunk `chunk` (0 .. v−1
 // of the stage) for micro-batch `micro`.

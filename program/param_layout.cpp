@@ -1,6 +1,7 @@
 // program/param_layout.cpp — see param_layout.hpp.
 #include "program/param_layout.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -48,6 +49,13 @@ bool token_partial_grad(const ModelSpec& m, const ParamTensor& p, std::int64_t t
 
 Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i) {
   return {n * i / parts, n * (i + 1) / parts};
+}
+
+std::vector<int> overlap_counts(Range r, const std::vector<Range>& parts) {
+  std::vector<int> counts;
+  for (const Range& part : parts)
+    counts.push_back(static_cast<int>(std::max<std::int64_t>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
+  return counts;
 }
 
 std::vector<float> init_params(const Layout& lay, unsigned seed) {

@@ -41,6 +41,9 @@ bool token_partial_grad(const ModelSpec& m, const ParamTensor& p, std::int64_t t
 // at most one).
 struct Range { std::int64_t begin = 0, end = 0; std::int64_t size() const { return end - begin; } };
 Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i);
+// How many items of `r` fall in each of `parts`: the per-rank counts of a collective over r when
+// rank i owns parts[i] (ZeRO's gathers and gradient reduce-scatters of one block).
+std::vector<int> overlap_counts(Range r, const std::vector<Range>& parts);
 
 // Deterministic init from `seed`, in parameter_tensors() order: matrices N(0, 1/fan_in), vectors
 // N(0, 0.1²) (nonzero so every gradient path is exercised), Λ (rec.lambda) so that

@@ -107,6 +107,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(cm_wr, "cm.wr") \
   X(cm_wv, "cm.wv") \
   X(embed_dropout, "embed.dropout") \
+  X(embed_grads, "embed.grads") \
   X(embed_out, "embed.out") \
   X(embed_params, "embed.params") \
   X(embed_positions, "embed.positions") \
@@ -115,6 +116,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(final_norm, "final_norm") \
   X(grad_buffers, "grad_buffers") \
   X(grads, "grads") \
+  X(head_grads, "head.grads") \
   X(head_in_grad, "head.in_grad") \
   X(head_params, "head.params") \
   X(head_w, "head.w") \

@@ -39,7 +39,8 @@ std::vector<MeasuredStep> measured_steps(const Trace& trace) {
 }
 
 std::string step_name(const std::string& op, const std::string& name) {
-  return name == tensors::grads && op != ops::grad_accumulate ? "grads.sync" : name;
+  const bool grads = name == tensors::grads || name == tensors::embed_grads || name == tensors::head_grads;
+  return grads && op != ops::grad_accumulate ? "grads.sync" : name;
 }
 
 std::string op_group(const std::string& name) {

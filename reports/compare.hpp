@@ -39,7 +39,8 @@ std::vector<MeasuredStep> measured_steps(const TraceFile& trace);
 std::vector<MeasuredStep> measured_steps(const Trace& trace);
 
 // The name a step is compared under: its tensor name, except the gradient synchronisation, a
-// collective on "grads" like the runner's accumulation (op grad_accumulate): "grads.sync". As
+// collective on "grads" (or ZeRO-2/3's embed.grads, head.grads) like the runner's accumulation
+// (op grad_accumulate): "grads.sync". As
 // one group, the two were one row whose class flipped between comm and elementwise run to run.
 std::string step_name(const std::string& op, const std::string& name);
 // The step name -> the group both sides share ("mlp.w1" -> "mlp", "rec.scan" -> "rec.rglru").

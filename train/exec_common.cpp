@@ -291,9 +291,7 @@ void ln2_bwd(State& s, const Step& st) {
 // ---- ZeRO-3: gather a block's parameters from their owners before use --------------------------
 
 void gather_range(State& s, const Step& st, const Range r) {
-  std::vector<int> counts;
-  for (const Range& part : s.zero3)
-    counts.push_back(static_cast<int>(std::max<i64>(0, std::min(r.end, part.end) - std::max(r.begin, part.begin))));
+  const std::vector<int> counts = overlap_counts(r, s.zero3);
   need(s, Axis::fsdp, st)
       .allgather_v_inplace(std::span<float>(s.params_writable + r.begin, static_cast<std::size_t>(r.size())), counts);
 }
@@ -303,13 +301,31 @@ void layer_params_gather(State& s, const Step& st) { gather_block(s, st, st.laye
 void embed_params_gather(State& s, const Step& st) { gather_block(s, st, -1); }
 // The final norm and the head: an untied head's block, or a tied head's table on a last stage
 // that is not also the first (whose embedding steps gathered it) — lower.cpp's head_params.
-void head_params_gather(State& s, const Step& st) {
-  gather_block(s, st, -2);
-  if (!s.m.tied_embeddings) return gather_block(s, st, -3);
-  if (s.stage == 0) return;
-  const i64 table = s.param_index->offset(-1, Param::embed_table);
-  gather_range(s, st, {table, table + s.param_index->count(-1, Param::embed_table)});
+std::vector<Range> head_ranges(const State& s) {
+  std::vector<Range> r{s.param_index->block_range(-2)};
+  if (!s.m.tied_embeddings) {
+    r.push_back(s.param_index->block_range(-3));
+  } else if (s.stage != 0) {
+    const i64 table = s.param_index->offset(-1, Param::embed_table);
+    r.push_back({table, table + s.param_index->count(-1, Param::embed_table)});
+  }
+  return r;
 }
+void head_params_gather(State& s, const Step& st) {
+  for (const Range& r : head_ranges(s)) gather_range(s, st, r);
+}
+
+// ---- ZeRO-2/3: each block's gradient reduce-scattered as its backward ends ----------------------
+// (lower.cpp grads_reduce_scatter; the runner's GradientSink does the reduction and clears the ranges)
+void reduce_ranges(State& s, const Step& st, const std::vector<Range>& ranges) {
+  if (!s.reduce_grads || !*s.reduce_grads)
+    throw std::logic_error(std::string("executor: step '") + st.op + " " + st.name +
+                           "' reduce-scatters gradients (ZeRO-2/3) but the caller gave no gradient sink");
+  (*s.reduce_grads)(st, ranges);
+}
+void layer_grads_rs(State& s, const Step& st) { reduce_ranges(s, st, {s.param_index->block_range(st.layer)}); }
+void embed_grads_rs(State& s, const Step& st) { reduce_ranges(s, st, {s.param_index->block_range(-1)}); }
+void head_grads_rs(State& s, const Step& st) { reduce_ranges(s, st, head_ranges(s)); }
 
 // ---- pipeline stages: activations forward, their gradients back ---------------------------------
 // Chunk j of stage s (its layers [b, e)) receives xs[b] from the previous stage — stage s − 1,
@@ -494,6 +510,9 @@ void add_common_handlers(Table& t) {
       {step_key(ops::all_gather, tensors::params), {layer_params_gather, layer_params_gather}},
       {step_key(ops::all_gather, tensors::embed_params), {embed_params_gather, nullptr}},
       {step_key(ops::all_gather, tensors::head_params), {head_params_gather, nullptr}},
+      {step_key(ops::reduce_scatter, tensors::grads), {nullptr, layer_grads_rs}},
+      {step_key(ops::reduce_scatter, tensors::embed_grads), {nullptr, embed_grads_rs}},
+      {step_key(ops::reduce_scatter, tensors::head_grads), {nullptr, head_grads_rs}},
       {step_key(ops::embedding, tensors::embed_table), {embed_fwd, embed_bwd}},
       {step_key(ops::layernorm, tensors::final_norm), {ln_final_fwd, ln_final_bwd}},
       {step_key(ops::logits, tensors::head_w), {head_w_fwd, nullptr}},

@@ -406,12 +406,14 @@ double Executor::forward(std::int64_t micro, float* params, const std::int32_t* 
 }
 
 void Executor::backward(std::int64_t micro, float* params, float* grads, Trace* tr,
-                        const std::function<void(std::int32_t)>& layer_done, std::int64_t chunk) {
+                        const std::function<void(std::int32_t)>& layer_done, std::int64_t chunk,
+                        const GradientSink* reduce_grads) {
   const Range run = chunk_range(prog_.backward_chunk, bwd_.size(), chunk);
   State& s = slot(micro);
   s.chunk = std::max<std::int64_t>(0, chunk);
   s.params = s.params_writable = params;
   s.grads = grads;
+  s.reduce_grads = reduce_grads;
   zero(s.dxs.back());  // the gradient arriving at the top (each layer clears its own buffers: clear_grad_buffers)
   for (auto& b : s.layers) b.regathers = 0;
   LayerBoundaries stored{s.dxs, s.p.act_dtype == DType::bf16};

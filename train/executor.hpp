@@ -77,6 +77,13 @@ struct BatchIndex {
   std::int64_t step = 0, first_sequence = 0;
 };
 
+// ZeRO-2/3 (program/lower.hpp zero_sharded_gradients): called by a block's gradient
+// reduce-scatter step (reduce_scatter of grads, embed.grads or head.grads) with the ranges of the
+// flat gradient buffer the block's backward has finished — a layer's block; the embedding's; the
+// final norm and the head (a tied head's table on a last stage that is not also the first). The
+// runner reduce-scatters them over fsdp into its shard of the accumulator and clears them.
+using GradientSink = std::function<void(const Step&, std::span<const Range>)>;
+
 class Executor {
  public:
   // zero3_parts: under ZeRO-3, the range of the flat parameter buffer each fsdp rank owns (the
@@ -97,9 +104,11 @@ class Executor {
   // Accumulates d(mean loss over the micro-batch's B·seq_len tokens)/d(params) into grads.
   // `layer_done(l)`, if given, is called as soon as layer l's steps are over: from then on this
   // backward no longer touches layer l's gradients (the runner starts their reduction early).
-  // `chunk` as for forward (StepProgram::backward_chunk).
+  // `chunk` as for forward (StepProgram::backward_chunk). `reduce_grads`: the sink of the program's
+  // ZeRO-2/3 gradient reduce-scatter steps (required when it has them).
   void backward(std::int64_t micro, float* params, float* grads, Trace* tr,
-                const std::function<void(std::int32_t)>& layer_done = {}, std::int64_t chunk = -1);
+                const std::function<void(std::int32_t)>& layer_done = {}, std::int64_t chunk = -1,
+                const GradientSink* reduce_grads = nullptr);
   // True when every layer's backward steps form one contiguous run (layer_done is then called
   // once per layer of the chunk a backward pass runs, in the order of the pass).
   bool layers_contiguous() const { return layers_contiguous_; }

@@ -220,6 +220,7 @@ struct Executor::State {
   float* params_writable = nullptr;  // the same, for ZeRO-3's gathers
   std::vector<Range> zero3;          // ZeRO-3: the part of the flat buffer each fsdp rank owns
   float* grads = nullptr;            // gradients (ShardLayout order)
+  const GradientSink* reduce_grads = nullptr;  // ZeRO-2/3: the runner's per-block reduce-scatter (Executor::backward)
   std::vector<std::int32_t> tokens, targets, pos;
   std::vector<std::uint8_t> reset;
   std::vector<Vec> xs;  // residual stream: xs[l] enters layer l, xs[L] leaves the last

@@ -176,7 +176,8 @@ std::string non_finite_report(std::int64_t step, double loss, double grad_sq, co
   return msg.str();
 }
 
-// Overlapped gradient reduction (plan.overlap without a ZeRO reduce-scatter): during the step's
+// Overlapped gradient reduction (plan.overlap without a ZeRO reduce-scatter; ZeRO-2/3 reduce-scatter
+// block by block in every backward instead, run_with's GradientSink): during the step's
 // last backward pass, each layer's gradients start their all-reduce (one bucket per layer,
 // MPI_Iallreduce over the data × fsdp × sequence group at once) as soon as the executor is done
 // with the layer; the step end waits for them and reduces the rest (embedding, final norm, head).
@@ -209,7 +210,7 @@ GradBuckets grad_buckets(const ModelSpec& m, const Plan& p, const StepProgram& p
     all_reduce = all_reduce || (std::string_view(st.op) == ops::all_reduce && std::string_view(st.name) == tensors::grads);
     scatter = scatter || std::string_view(st.op) == ops::reduce_scatter;
   }
-  if (!world || !p.overlap || !all_reduce || scatter) return g;
+  if (!world || !p.overlap || !all_reduce || scatter || zero_sharded_gradients(p)) return g;
   auto coord = rank_coords(p.mesh, rank);
   for (Axis a : {Axis::data, Axis::fsdp, Axis::sequence}) coord[static_cast<int>(a)] = 0;
   g.group = world->split(static_cast<int>(rank_of(p.mesh, coord)), static_cast<int>(rank));  // collective
@@ -378,6 +379,39 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // bf16 gradient messages are reduced at the step end (the buckets' non-blocking reduction is fp32 or fp64 only).
   const DType grad_wire = p.grad_bytes() == 2 ? DType::bf16 : DType::fp32;
   buckets.active = buckets.active && ex.layers_contiguous() && !o.gradient_hook && grad_wire != DType::bf16;
+  // ZeRO-2/3 (zero_sharded_gradients): each block's gradient, as a micro-batch's backward finishes
+  // it (the program's reduce-scatter steps of grads, embed.grads, head.grads), is reduce-scattered
+  // over fsdp — rank r receives the block's overlap with its owned range [o_r, o_r+1), so the flat
+  // layout, the checkpoints and the ownership stay as they are — and added to this rank's shard of
+  // gacc; the block's range of `grad` is cleared for the next pass. The clipping and the optimizer
+  // then read the shard as before. A gradient hook needs every local gradient before any
+  // reduction: with one the blocks are accumulated whole and reduce-scattered at the step end.
+  const bool sharded = zero_sharded_gradients(p), hooked = sharded && static_cast<bool>(o.gradient_hook);
+  std::vector<Acc> rs_in;  // fp64 plans: the block's gradient widened for the message
+  std::vector<Range> fsdp_parts;  // the part of the flat buffer each fsdp rank owns
+  for (std::int64_t r = 0; sharded && r < p.mesh[Axis::fsdp]; ++r) fsdp_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
+  const GradientSink reduce_grads = [&](const Step& st, std::span<const Range> ranges) {
+    for (const Range r : ranges) {
+      float* const g = grad.data() + r.begin;
+      if (hooked) {
+        kernels::accumulate(gacc.data() + r.begin, g, r.size());
+      } else {
+        const std::vector<int> counts = overlap_counts(r, fsdp_parts);
+        const std::int64_t b = std::max(r.begin, own.begin);
+        rs_part.resize(static_cast<std::size_t>(counts[static_cast<std::size_t>(at(Axis::fsdp))]));
+        std::span<const Acc> in;
+        if constexpr (std::is_same_v<Acc, float>) {
+          in = std::span<const Acc>(g, static_cast<std::size_t>(r.size()));
+        } else {
+          rs_in.assign(g, g + r.size());
+          in = std::span<const Acc>(rs_in);
+        }
+        grad_reduce_scatter_v(*comms.view[Axis::fsdp], in, std::span<Acc>(rs_part), counts, message_dtype(p, st));
+        for (std::size_t i = 0; i < rs_part.size(); ++i) gacc[static_cast<std::size_t>(b) + i] += rs_part[i];
+      }
+      std::fill(g, g + r.size(), 0.0f);
+    }
+  };
   std::int64_t first_step = 0;
   // The seed of the dropout masks: the run's, or on resume the checkpoint's (/meta seed), so a
   // resumed run draws the masks the uninterrupted one would (they also hash the step number).
@@ -438,12 +472,20 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::fill(gacc.begin(), gacc.end(), Acc(0));
+    // the blocks' reduce-scatters clear what the backward writes; the last update left its mean
+    // gradient in the owned range
+    if (sharded) std::fill(grad.begin() + own.begin, grad.begin() + own.end, 0.0f);
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
     int data_lost = 0;
     std::fill(buckets.started.begin(), buckets.started.end(), 0);
     for (std::size_t oi = 0; oi < order.size(); ++oi) {
       const PipelinePass pass = order[oi];
       const std::int64_t j = pass.micro;
+      if (!pass.forward && sharded) {  // each block's reduce-scatter step adds to the shard and clears its range
+        const Trace::PassScope span(&tr, false, j, pass.chunk);
+        ex.backward(j, compute_params, grad.data(), &tr, {}, v > 1 ? pass.chunk : -1, &reduce_grads);
+        continue;
+      }
       if (!pass.forward) {
         {
           Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);  // lower.cpp prices the clear and the sum
@@ -508,6 +550,14 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     const double loss = loss_buf[0] / double(G * T);
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
     bool scattered = false, grads_reduced = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
+    if (hooked) {  // the reduce-scatter the blocks' steps left to the step end (the hook has seen the local gradient)
+      const Step& st = *std::find_if(prog.backward.begin(), prog.backward.end(),
+                                     [](const Step& s_) { return s_.comm == CommKind::reduce_scatter && s_.axis == Axis::fsdp; });
+      rs_part.resize(static_cast<std::size_t>(own.end - own.begin));
+      grad_reduce_scatter_v(*comms.view[Axis::fsdp], std::span<const Acc>(gacc), std::span<Acc>(rs_part), own.counts, message_dtype(p, st));
+      std::copy(rs_part.begin(), rs_part.end(), gacc.begin() + own.begin);
+    }
+    scattered = sharded;
     for (const Step& st : prog.step_end) {
       const std::string_view op = st.op;
       // done (and timed) after each micro-batch's backward, and before the update, above

@@ -74,7 +74,8 @@ struct Options {
   std::function<void(const std::string&)> notice;
   // Fault injection for tests: called on every rank with the step index (0-based) and this rank's
   // gradient sums (double, the local flat layout) after the step's backward passes, before any
-  // gradient reduction (the overlapped per-layer reduction is off then). Empty in normal runs.
+  // gradient reduction (the overlapped per-layer reduction is off then, and ZeRO-2/3's per-block
+  // reduce-scatters wait for the step end). Empty in normal runs.
   std::function<void(std::int64_t, std::span<double>)> gradient_hook;
   // Tests: keep the first step's reduced mean gradient (Result::first_gradients).
   bool keep_first_gradients = false;

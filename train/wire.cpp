@@ -13,7 +13,8 @@ DType message_dtype(const Plan& p, const Step& st) {
   const std::string_view n = st.name;
   if (n == tensors::scan_carry) return p.state_dtype;
   if (n == tensors::params || n == tensors::embed_params || n == tensors::head_params) return p.param_dtype;
-  if (n == tensors::grads || n == tensors::tied_embedding_grads || n == tensors::tp_replicated_grads)
+  if (n == tensors::grads || n == tensors::embed_grads || n == tensors::head_grads || n == tensors::tied_embedding_grads ||
+      n == tensors::tp_replicated_grads)
     return p.grad_bytes() == 2 ? DType::bf16 : DType::fp32;
   if (n == tensors::attn_kv_grads || n == tensors::tm_mu_grads || n == tensors::cm_mu_grads || n == tensors::loss_stats)
     return DType::fp32;

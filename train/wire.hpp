@@ -20,7 +20,8 @@ namespace scanshard::train {
 
 // The element type a step's message travels in, as the lowering prices it (lower.cpp): the scan
 // carry in the scan-state dtype; ZeRO parameter gathers in the parameter dtype; the data/fsdp/
-// sequence gradient reductions (grads, the tied table, rs_ag's token-partial tensors) in the
+// sequence gradient reductions (grads, ZeRO-2/3's embed.grads and head.grads, the tied table,
+// rs_ag's token-partial tensors) in the
 // plan's gradient dtype (Plan::grad_bytes); the tensor-parallel all-reduces of replicated
 // weights' gradients (attn.kv_grads, the RWKV μ/LoRA gradients: lower.cpp's c.g) and the softmax
 // statistics in fp32; every other message — activations and their gradients: tensor-parallel

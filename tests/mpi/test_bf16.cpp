@@ -1,5 +1,5 @@
 // tests/mpi/test_bf16.cpp — the runner's messages against the lowering's prices: on 2 ranks, for
-// griffin-tiny plans over every axis (data, fsdp with ZeRO 1 and 3, tensor with both tensor_comm
+// griffin-tiny plans over every axis (data, fsdp with ZeRO 1, 2 and 3, tensor with both tensor_comm
 // schemes, sequence with both carries, pipeline), RWKV-4/6 plans over tensor and sequence (both
 // carries) and a gpt-tiny plan over tensor, every communication step of one training step moves —
 // counted by the runner's comm layer (mpi::traffic(), per trace cell) — exactly the bytes
@@ -72,7 +72,9 @@ TEST_CASE("train: every message moves the bytes the lowering prices, in fp32 and
   const std::vector<Mesh2> meshes = {
       {"data=2", 0, TensorComm::allreduce, CarryScheme::ring},
       {"fsdp=2", 1, TensorComm::allreduce, CarryScheme::ring},
+      {"fsdp=2", 2, TensorComm::allreduce, CarryScheme::ring},  // per block and micro-batch: grads, embed.grads, head.grads
       {"fsdp=2", 3, TensorComm::allreduce, CarryScheme::ring},
+      {"fsdp=2", 2, TensorComm::allreduce, CarryScheme::ring, "gpt-tiny"},  // learned positions, LayerNorm
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring},
       {"tensor=2", 0, TensorComm::rs_ag, CarryScheme::ring},
       {"sequence=2", 0, TensorComm::allreduce, CarryScheme::ring},

@@ -15,6 +15,7 @@
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "sim/simulate.hpp"
 #include "tests/unit/plans.hpp"
 
 using namespace scanshard;
@@ -439,9 +440,13 @@ TEST_CASE("gradient reductions move each parameter in the plan's gradient dtype"
     p.zero_stage = zero;
     p.param_dtype = params;
     p.grad_dtype = grads;
-    double bytes = 0;
-    for (const auto& s : lower(m, p, 0).step_end)
+    double bytes = 0;  // the step end's, and ZeRO-2/3's per-block reduce-scatters in every micro-batch's backward
+    const StepProgram prog = lower(m, p, 0);
+    for (const auto& s : prog.step_end)
       if (std::strcmp(s.name, "grads") == 0) bytes += s.comm_bytes;
+    for (const auto& s : prog.backward)
+      if (s.kind == StepKind::collective && std::string_view(s.name).find("grads") != std::string_view::npos && s.axis == Axis::fsdp)
+        bytes += static_cast<double>(prog.micro_batches) * s.comm_bytes;
     return bytes;
   };
   for (int zero : {0, 3}) {
@@ -775,4 +780,56 @@ TEST_CASE("a parallel block has one norm and one tensor-parallel entry and exit 
   // PaLM 540B's parameter count, Table 1: 540.35B (scanshard keeps a LayerNorm bias the paper drops:
   // 2·118·18432 = 4.35M more, plus the final norm's)
   CHECK(static_cast<double>(count_parameters(load_model("palm-540b")).total) == Approx(540.35e9).epsilon(1e-4));
+}
+
+TEST_CASE("ZeRO-2/3 reduce-scatter every block gradient in every micro-batch and the comm buffer is one block", "[lower][zero]") {
+  // Closed forms from the model's parameter tensors (program/model.cpp parameter_tensors), not from
+  // the lowering: in each micro-batch's backward the fsdp reduce-scatters carry every block's
+  // parameters once (a layer's, the embedding's, the final norm's and head's) in the gradient
+  // dtype — over a step Σ blocks × micro-batches, of which a ring puts (f−1)/f on each rank's
+  // link (sim/cost.cpp) — and the step end reduce-scatters nothing more; ZeRO-1 keeps its one
+  // reduce-scatter of the whole gradient at the step end. Memory's comm buffer is the largest
+  // block's gradient (ZeRO-2) or, under ZeRO-3, that beside the layer's gathered parameters.
+  for (const char* name : {"griffin-tiny", "gpt-tiny"}) {
+    const auto m = load_model(name);
+    std::map<std::string, double> block;  // parameters per block: "layer.<i>", "embed", "final" (with an untied head)
+    double total = 0;
+    for (const auto& t : parameter_tensors(m)) {
+      block[t.block == "head" ? "final" : t.block] += static_cast<double>(t.count());
+      total += static_cast<double>(t.count());
+    }
+    double largest_layer = 0;
+    for (std::int64_t l = 0; l < m.depth; ++l) largest_layer = std::max(largest_layer, block.at("layer." + std::to_string(l)));
+    const double largest_block = std::max({largest_layer, block.at("embed"), block.at("final")});
+    const double f = 4, gb = 4, w = 2;  // fsdp; fp32 gradient messages, bf16 parameters
+    Plan p = single_device(16, 32);
+    p.mesh[Axis::fsdp] = static_cast<std::int64_t>(f);
+    p.micro_batch = 1;  // 4 sequences per replica: 4 micro-batches
+    p.param_dtype = DType::bf16;
+    p.grad_dtype = GradDType::fp32;
+    for (int zero : {1, 2, 3}) {
+      INFO(name << ", ZeRO " << zero);
+      p.zero_stage = zero;
+      const StepProgram prog = lower(m, p, 0);
+      REQUIRE(prog.micro_batches == 4);
+      double per_micro = 0, at_end = 0;
+      for (const Step& s : prog.backward) {
+        if (s.comm != CommKind::reduce_scatter || s.axis != Axis::fsdp) continue;
+        per_micro += s.comm_bytes;
+        CHECK(s.overlappable);  // behind the backward compute, whatever the step end's `overlap`
+        if (s.layer >= 0) CHECK(s.comm_bytes == block.at("layer." + std::to_string(s.layer)) * gb);
+      }
+      for (const Step& s : prog.step_end)
+        if (s.comm == CommKind::reduce_scatter && s.axis == Axis::fsdp) at_end += s.comm_bytes;
+      const double step_bytes = per_micro * static_cast<double>(prog.micro_batches) + at_end;
+      CHECK(step_bytes == (zero == 1 ? 1.0 : 4.0) * total * gb);
+      CHECK(at_end == (zero == 1 ? total * gb : 0.0));
+      CHECK(step_bytes * (f - 1) / f == Approx((zero == 1 ? 1 : 4) * total * gb * 3 / 4));  // a ring rank's link
+      const MemoryBreakdown mem = stage_memory(stage_summaries(m, p), p, ChipSpec{});
+      if (zero == 1) CHECK(mem.buffers_bytes == total * gb);  // the step end's reduce-scatter of the whole gradient
+      if (zero == 2) CHECK(mem.buffers_bytes == largest_block * gb);
+      if (zero == 3) CHECK(mem.buffers_bytes == std::max(largest_layer * (gb + w), largest_block * gb));
+      CHECK(mem.grads_bytes == total * 4 / (zero >= 2 ? f : 1));  // the fp32 accumulator: a shard from ZeRO-2 on
+    }
+  }
 }

@@ -49,6 +49,8 @@ Plan one_device_plan() {
 TEST_CASE("step names: the gradient sync and the accumulation stay apart, op groups merge fused steps", "[reports]") {
   CHECK(step_name("all_reduce", "grads") == "grads.sync");
   CHECK(step_name("grad_accumulate", "grads") == "grads");
+  // ZeRO-2/3's per-block reduce-scatters, the embedding's and the head's too, are the sync
+  for (const char* n : {"grads", "embed.grads", "head.grads"}) CHECK(step_name("reduce_scatter", n) == "grads.sync");
   CHECK(step_name("linear", "mlp.w1") == "mlp.w1");
   CHECK(op_group("mlp.w1") == "mlp");
   CHECK(op_group("mlp.gelu_mul") == "mlp");
