@@ -278,9 +278,9 @@ Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& pl
     for (std::size_t s = 1; s < tr.steps().size(); ++s) {
       double c = 0, m = 0;
       for (const auto& [key, cell] : tr.steps()[s].cells) {
-        const std::string& op = std::get<1>(key);
+        const OpKind* kind = find_op_kind(std::get<1>(key));
         if (std::get<2>(key) == tensors::step_metrics) m += cell.seconds;
-        else if (op != ops::all_reduce && op != ops::all_gather && op != ops::reduce_scatter && op != ops::send_recv) c += cell.seconds;
+        else if (!kind || kind->cls != OpClass::comm) c += cell.seconds;
       }
       compute.push_back(c);
       wait.push_back(std::max(0.0, m - latency_seconds));

@@ -57,33 +57,8 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
 
 double all_gather_seconds(double bytes, const AxisNetwork& net) {
   if (net.size <= 1 || bytes <= 0) return 0;
-  if (net.ring_bytes_per_s > 0) {  // one NCCL ring through the islands (network.hpp)
-    double latency = 0;
-    for (const auto& l : net.levels) latency += static_cast<double>(l.members - 1) * l.step_latency_seconds;
-    const double P = static_cast<double>(net.size);
-    return (P - 1) / P * bytes / net.ring_bytes_per_s + latency;
-  }
-  if (net.hierarchical) {
-    // Levels in sequence, innermost first (torus pods: the in-pod rings, then one rank per pod
-    // over DCN): the inner level gathers the whole buffer among its members, the level outside
-    // moves only one inner member's share (each inner member exchanges its 1/P_in over its own
-    // link with its counterparts elsewhere, not the whole buffer through one link). Island axes
-    // with members on both levels take the one-ring price above instead.
-    double t = 0, share = bytes;
-    for (const auto& l : net.levels) {
-      const double Pl = static_cast<double>(l.members);
-      t += (Pl - 1) / Pl * share / l.bytes_per_s + (Pl - 1) * l.step_latency_seconds;
-      share /= Pl;
-    }
-    return t;
-  }
-  double bw = 0, latency = 0;  // torus dimensions run concurrently
-  for (const auto& l : net.levels) {
-    bw += l.bytes_per_s;
-    latency += static_cast<double>(l.members - 1) * l.step_latency_seconds;
-  }
-  const double P = static_cast<double>(net.size);
-  return (P - 1) / P * bytes / bw + latency;
+  const CommLine l = all_gather_line(net);  // the price is linear in the bytes
+  return l.fixed + l.per_byte * bytes;
 }
 
 double reduce_scatter_seconds(double bytes, const AxisNetwork& net) { return all_gather_seconds(bytes, net); }
@@ -130,14 +105,19 @@ double overlapped_seconds(double compute_seconds, double comm_seconds, double sl
 CommLine all_gather_line(const AxisNetwork& net) {
   CommLine l;
   if (net.size <= 1) return l;
-  if (net.ring_bytes_per_s > 0) {
+  if (net.ring_bytes_per_s > 0) {  // one NCCL ring through the islands (network.hpp)
     for (const auto& lv : net.levels) l.fixed += static_cast<double>(lv.members - 1) * lv.step_latency_seconds;
     const double P = static_cast<double>(net.size);
     l.per_byte = (P - 1) / P / net.ring_bytes_per_s;
     return l;
   }
   if (net.hierarchical) {
-    double share = 1;  // bytes moved per byte of the buffer, level by level (see all_gather_seconds)
+    // Levels in sequence, innermost first (torus pods: the in-pod rings, then one rank per pod
+    // over DCN): the inner level gathers the whole buffer among its members, the level outside
+    // moves only one inner member's share (each inner member exchanges its 1/P_in over its own
+    // link with its counterparts elsewhere, not the whole buffer through one link). Island axes
+    // with members on both levels take the one-ring price above instead.
+    double share = 1;  // bytes moved per byte of the buffer, level by level
     for (const auto& lv : net.levels) {
       const double Pl = static_cast<double>(lv.members);
       l.per_byte += (Pl - 1) / Pl * share / lv.bytes_per_s;
@@ -146,7 +126,7 @@ CommLine all_gather_line(const AxisNetwork& net) {
     }
     return l;
   }
-  double bw = 0;
+  double bw = 0;  // torus dimensions run concurrently
   for (const auto& lv : net.levels) {
     bw += lv.bytes_per_s;
     l.fixed += static_cast<double>(lv.members - 1) * lv.step_latency_seconds;

@@ -550,13 +550,16 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
     const double loss = loss_buf[0] / double(G * T);
     // The program's step end: gradient reduction, optimizer, parameter gather (lower.cpp).
     bool scattered = false, grads_reduced = false;  // after the ZeRO reduce-scatter only this rank's part is reduced further
-    if (hooked) {  // the reduce-scatter the blocks' steps left to the step end (the hook has seen the local gradient)
-      const Step& st = *std::find_if(prog.backward.begin(), prog.backward.end(),
-                                     [](const Step& s_) { return s_.comm == CommKind::reduce_scatter && s_.axis == Axis::fsdp; });
+    // The whole local gradient reduce-scattered over fsdp into this rank's owned part of gacc
+    // (rs_part is kept between steps: a fresh buffer is page faults inside the timed step).
+    auto scatter_whole = [&](const Step& st) {
       rs_part.resize(static_cast<std::size_t>(own.end - own.begin));
       grad_reduce_scatter_v(*comms.view[Axis::fsdp], std::span<const Acc>(gacc), std::span<Acc>(rs_part), own.counts, message_dtype(p, st));
       std::copy(rs_part.begin(), rs_part.end(), gacc.begin() + own.begin);
-    }
+    };
+    if (hooked)  // the reduce-scatter the blocks' steps left to the step end (the hook has seen the local gradient)
+      scatter_whole(*std::find_if(prog.backward.begin(), prog.backward.end(),
+                                  [](const Step& s_) { return s_.comm == CommKind::reduce_scatter && s_.axis == Axis::fsdp; }));
     scattered = sharded;
     for (const Step& st : prog.step_end) {
       const std::string_view op = st.op;
@@ -586,11 +589,8 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       } else if (op == ops::all_reduce && std::string_view(st.name) == tensors::tied_embedding_grads) {
         const std::size_t ti = lay.index.at("embed/embed.table");
         grad_allreduce(*tied, std::span<Acc>(gacc.data() + sl.offset[ti], static_cast<std::size_t>(sl.count(ti))), message_dtype(p, st));
-      } else if (op == ops::reduce_scatter) {
-        std::vector<Acc>& part = rs_part;  // kept between steps: a fresh buffer is page faults inside the timed step
-        part.resize(static_cast<std::size_t>(own.end - own.begin));
-        grad_reduce_scatter_v(*c, std::span<const Acc>(gacc), std::span<Acc>(part), own.counts, message_dtype(p, st));
-        std::copy(part.begin(), part.end(), gacc.begin() + own.begin);
+      } else if (op == ops::reduce_scatter) {  // ZeRO-1 (the fsdp axis)
+        scatter_whole(st);
         scattered = true;
       } else if (op == ops::adamw) {
         // the mean gradient over the global batch, its global norm, and AdamW on the owned part
