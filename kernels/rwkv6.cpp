@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #ifndef SCANSHARD_KERNELS_RWKV6_SHARED
@@ -136,8 +137,21 @@ i64 chunk_decay(Tiles& W, const float* logw, i64 b, i64 t0, i64 T, i64 D, i64 hN
   return L;
 }
 
+// Rows t0..t0+L of head hN into a contiguous [L,N] tile. With a compile-time head size the row is
+// copied in vector registers: std::copy_n's memmove call per 256-byte row was 7–10 % of the
+// chunked kernels' samples (perf, bench_rwkv wkv6).
+template <int NC>
 inline void load_tile(float* dst, const float* src, i64 b, i64 t0, i64 L, i64 T, i64 D, i64 hN, i64 N) {
-  for (i64 t = 0; t < L; ++t) std::copy_n(src + (b * T + t0 + t) * D + hN, N, dst + t * N);
+  for (i64 t = 0; t < L; ++t) {
+    const float* from = src + (b * T + t0 + t) * D + hN;
+    float* to = dst + t * N;
+    if constexpr (kVec<NC>) {
+#pragma GCC unroll 16
+      for (int q = 0; q < NC / kRowLanes; ++q) stv(to + kRowLanes * q, ldv(from + kRowLanes * q));
+    } else {
+      std::copy_n(from, N, to);
+    }
+  }
 }
 
 // RT = R ⊙ e^{A_t}; KT = K ⊙ e^{−A_{s+1}} (s < L−1 only); KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}
@@ -179,6 +193,29 @@ inline void mat_vec(float* out, const float* M, const float* x, i64 n) {
   for (i64 i = 0; i < N; ++i) out[i] = dot<NC>(M + i * N, x, N);
 }
 
+// Chunk × chunk score rows: out[t][0..C) = Σ_{i<N} X[t][i] MT[i][0..C) for t < L (X rows of N
+// floats, MT = N rows of C), each row accumulated in registers when C is a compile-time 16, 32 or
+// 64 (128 with 64-byte vectors); false for any other chunk, which takes the runtime-length loop.
+// Before, only C = 16 had this path: chunks 32 and 64 were slower than 16 (bench_rwkv wkv6).
+inline bool score_rows(float* out, const float* X, const float* MT, i64 C, i64 N, i64 L) {
+  auto rows = [&](auto width) {
+    constexpr int CC = decltype(width)::value;
+    for (i64 t = 0; t < L; ++t) {
+      RowAcc<CC> acc;
+      acc.zero();
+      acc.fma_rows(X + t * N, 1, MT, CC, N);
+      acc.store(out + t * CC);
+    }
+    return true;
+  };
+  if (C == 16) return rows(std::integral_constant<int, 16>{});
+  if (C == 32) return rows(std::integral_constant<int, 32>{});
+  if (C == 64) return rows(std::integral_constant<int, 64>{});
+  if constexpr (kRowVecBytes == 64)
+    if (C == 128) return rows(std::integral_constant<int, 128>{});
+  return false;
+}
+
 // P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]. Computed as rows
 // P[t][:] = Σ_i RT_t[i] KTᵀ[i][:] (vectorised over s, no horizontal sums); only s ≤ t is read.
 template <int NC>
@@ -187,22 +224,18 @@ void intra_scores(Tiles& W, const float* uh, i64 L) {
   float* KTT = W.KTT.data();
   for (i64 s = 0; s < L; ++s)
     for (i64 i = 0; i < N; ++i) KTT[i * C + s] = W.KT[s * N + i];
+  const bool fixed = score_rows(W.P.data(), W.RT.data(), KTT, C, N, L);
   for (i64 t = 0; t < L; ++t) {
     float* pt = &W.P[t * C];
-    if (C == 16) {
-      RowAcc<16> acc;
-      acc.zero();
-      acc.fma_rows(&W.RT[t * N], 1, KTT, C, N);
-      acc.store(pt);
-    } else {
+    if (!fixed) {
 #pragma omp simd
-    for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
-    for (i64 i = 0; i < N; ++i) {
-      const float rt = W.RT[t * N + i];
-      const float* ki = KTT + i * C;
+      for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
+      for (i64 i = 0; i < N; ++i) {
+        const float rt = W.RT[t * N + i];
+        const float* ki = KTT + i * C;
 #pragma omp simd
-      for (i64 s = 0; s < L; ++s) pt[s] += rt * ki[s];  // full rows: fixed trip count; s ≥ t unused
-    }
+        for (i64 s = 0; s < L; ++s) pt[s] += rt * ki[s];  // full rows: fixed trip count; s ≥ t unused
+      }
     }
     const float *rr = &W.R[t * N], *kk = &W.K[t * N];
     float acc = 0;
@@ -219,15 +252,9 @@ void intra_grad_scores(Tiles& W, i64 L) {
   float* VT = W.VT.data();
   for (i64 s = 0; s < L; ++s)
     for (i64 j = 0; j < N; ++j) VT[j * C + s] = W.V[s * N + j];
+  if (score_rows(W.dP.data(), W.G.data(), VT, C, N, L)) return;
   for (i64 t = 0; t < L; ++t) {
     float* pt = &W.dP[t * C];
-    if (C == 16) {
-      RowAcc<16> acc;
-      acc.zero();
-      acc.fma_rows(&W.G[t * N], 1, VT, C, N);
-      acc.store(pt);
-      continue;
-    }
 #pragma omp simd
     for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
     for (i64 j = 0; j < N; ++j) {
@@ -274,9 +301,9 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
   const i64 N = head<NC>(W);
   for (i64 t0 = 0; t0 < T;) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
-    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     intra_scores<NC>(W, uh, L);
     for (i64 t = 0; t < L && kVec<NC>; ++t) {
@@ -326,9 +353,9 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   // S_out = the state after the chunk of at most Lmax tokens at t0, from S_in (may alias); its length
   auto advance = [&](float* S_out, const float* S_in, i64 t0, i64 Lmax) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, Lmax);
-    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     state_update<NC>(S_out, S_in, W, L);
     return L;
@@ -365,10 +392,10 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
       const i64 t0 = starts[c], L = starts[c + 1] - t0;
       const float* S0 = &seg[static_cast<size_t>((c - g0) * NN)];
       chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
-      load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-      load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-      load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-      load_tile(W.G.data(), dy, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.G.data(), dy, b, t0, L, T, D, hN, N);
       decay_factors<NC>(W, L);
       intra_scores<NC>(W, uh, L);
       // S_0 g_t and dS v_s: from chunk kTransposeMinL on as rows of the transposed S_0, dS (2N²
