@@ -90,6 +90,48 @@ struct RowAcc {
 };
 template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
 
+// out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats; out rows ldo apart):
+// the chunk's [L,K]·[K,NC] products. Register-blocked: R rows at once over a column block of CW
+// vectors, so each loaded vector of M serves R multiply-adds (RowAcc's one row per pass loads
+// every M vector for a single multiply-add). R·CW accumulators: 16 with 32 vector registers
+// (AVX-512), 8 below.
+template <int NC>
+void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L) {
+  constexpr int kV = NC / kRowLanes;
+  constexpr int CW = kV < 4 ? kV : 4;
+  constexpr int R = kRowVecBytes == 64 ? 4 : 2;
+  i64 t = 0;
+  for (; t + R <= L; t += R)
+    for (int c0 = 0; c0 < kV; c0 += CW) {
+      vrow acc[R][CW];
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+      for (i64 i = 0; i < K; ++i) {
+        vrow m[CW];
+#pragma GCC unroll 16
+        for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * NC + (c0 + q) * kRowLanes);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const float x = X[(t + r) * ldx + i];
+#pragma GCC unroll 16
+          for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
+        }
+      }
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int q = 0; q < CW; ++q) stv(out + (t + r) * ldo + (c0 + q) * kRowLanes, acc[r][q]);
+    }
+  for (; t < L; ++t) {
+    RowAcc<NC> a;
+    a.zero();
+    a.fma_rows(X + t * ldx, 1, M, NC, K);
+    a.store(out + t * ldo);
+  }
+}
+
 // Scratch of one (b, h) work item: chunk tiles [C,N] and [C,C].
 struct Tiles {
   i64 C = 0, N = 0;
@@ -306,10 +348,10 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     intra_scores<NC>(W, uh, L);
+    if constexpr (kVec<NC>) rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L);  // (r_t ⊙ e^{A_t}) S_0
     for (i64 t = 0; t < L && kVec<NC>; ++t) {
       RowAcc<NC> acc;
-      acc.zero();
-      acc.fma_rows(&W.RT[t * N], 1, S, N, N);                // y_t = (r_t ⊙ e^{A_t}) S_0
+      acc.load(&W.dR[t * N], 1.0f);                          // y_t = (r_t ⊙ e^{A_t}) S_0
       acc.fma_rows(&W.P[t * W.C], 1, W.V.data(), N, t + 1);  // + Σ_{s≤t} P[t][s] v_s
       acc.store(y + (b * T + t0 + t) * D + hN);
     }
@@ -409,18 +451,16 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
           dST[j * N + i] = dS[i * N + j];
         }
       intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
+      if constexpr (kVec<NC>) {
+        rows_times<NC>(W.dV.data(), N, W.KH.data(), N, dS, N, L);        // Σ_i KH_s[i] dS[i][:]
+        if (transposed) rows_times<NC>(W.dK.data(), N, W.V.data(), N, dST, N, L);  // dKH_s = dS v_s
+      }
       for (i64 s = 0; s < L && kVec<NC>; ++s) {
         RowAcc<NC> acc;
-        acc.zero();
-        acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // Σ_{t≥s} P[t][s] g_t
-        acc.fma_rows(&W.KH[s * N], 1, dS, N, N);                  // + Σ_i KH_s[i] dS[i][:]
+        acc.load(&W.dV[s * N], 1.0f);
+        acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // + Σ_{t≥s} P[t][s] g_t
         acc.add_to(dv + (b * T + t0 + s) * D + hN);
-        if (transposed) {
-          acc.zero();
-          acc.fma_rows(&W.V[s * N], 1, dST, N, N);                // dKH_s = dS v_s
-          acc.store(&W.dK[s * N]);
-        } else
-          mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
+        if (!transposed) mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
       }
       for (i64 s = 0; s < L && !kVec<NC>; ++s) {
         alignas(64) float acc[kMaxN];
@@ -456,11 +496,12 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
         std::copy_n(acc, N, &W.dK[s * N]);
       }
       // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
+      if constexpr (kVec<NC>)
+        if (transposed) rows_times<NC>(W.dR.data(), N, W.G.data(), N, S0T, N, L);  // S_0 g_t
       for (i64 t = 0; t < L && kVec<NC>; ++t) {
         RowAcc<NC> acc;
         if (transposed) {
-          acc.zero();
-          acc.fma_rows(&W.G[t * N], 1, S0T, N, N);         // S_0 g_t
+          acc.load(&W.dR[t * N], 1.0f);
         } else {
           mat_vec<NC>(&W.dR[t * N], S0, &W.G[t * N], N);
           acc.load(&W.dR[t * N], 1.0f);
