@@ -35,7 +35,6 @@ constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays f
 // The forward shows the same: row pieces of 1024 / 512 channels halve its fraction of triad.
 constexpr i64 kBwdMaxCB = 2048;
 }  // namespace scanshard::kernels::wkv4_detail
-namespace scanshard::kernels { extern int g_wkv4_exp; extern long g_pf1; extern int g_pfh; }  // TEMP experiment knob
 #endif
 
 #undef HWY_TARGET_INCLUDE
@@ -98,18 +97,6 @@ HWY_INLINE void LazyCol(const RowIo<Tail>& io, float* st, float* y, const float*
   PrefetchL1(k + kPf);
   PrefetchL1(v + kPf);
   PrefetchL1Write(y + kPf);
-  if (g_wkv4_exp & 16384) {  // TEMP: streams only
-    io.st(y, hn::Add(io.ld(k), io.ld(v)));
-    return;
-  }
-  if (g_wkv4_exp & 8192) {  // TEMP: streams + state traffic, trivial compute
-    const VF x = hn::Add(io.ld(k), io.ld(v));
-    const VF s1 = hn::Add(hn::Add(hn::LoadU(d, a), hn::LoadU(d, bb)), hn::Add(hn::LoadU(d, q), hn::LoadU(d, n)));
-    const VF s2 = hn::Add(hn::Add(hn::LoadU(d, w), hn::LoadU(d, cu)), x);
-    io.st(y, hn::Add(s1, s2));
-    hn::StoreU(s1, d, a); hn::StoreU(s2, d, bb); hn::StoreU(s1, d, q); hn::StoreU(s2, d, n);
-    return;
-  }
   VF sa = hn::LoadU(d, a), sb = hn::LoadU(d, bb), q0 = hn::LoadU(d, q), sn = hn::LoadU(d, n);
   const VF sw = hn::LoadU(d, w), scu = hn::LoadU(d, cu);
   const VF one = hn::Set(d, 1.0f);
@@ -163,16 +150,6 @@ void LazyForwardTask(float* y, float* state_out, const float* k, const float* v,
     LazyAt(sb, 5, c) = float(wd);                                                // w
     LazyAt(sb, 6, c) = in ? float(std::exp(double(bonus[c0 + c]) - wd)) : 1.0f;  // e^{u − w}
   }
-  if (g_wkv4_exp >> 20) {  // TEMP: token blocks × channel sub-blocks of 64·(exp >> 20)
-    const i64 W = i64(g_wkv4_exp >> 20) * 64, TB = (g_wkv4_exp & 2048) ? 8 : ((g_wkv4_exp & 4096) ? 32 : 16);
-    for (i64 t0 = 0; t0 < T; t0 += TB)
-      for (i64 cs = 0; cs < nc; cs += W)
-        for (i64 t = t0; t < std::min(T, t0 + TB); ++t) {
-          const i64 o = (b * T + t) * D + c0 + cs, w = std::min(W, nc - cs);
-          if (state_out) LazyRow<true>(sb + cs * kLazyRows, y + o, k + o, v + o, w);
-          else LazyRow<false>(sb + cs * kLazyRows, y + o, k + o, v + o, w);
-        }
-  } else
   for (i64 t = 0; t < T; ++t) {
     const i64 o = (b * T + t) * D + c0;
     if (state_out) LazyRow<true>(sb, y + o, k + o, v + o, nc);
@@ -225,20 +202,9 @@ HWY_INLINE void StateStep(float* nxt, float* cur, const float* kt, const float* 
   for (i64 c = 0; c < nc; c += NL) {
     float* sc = cur + c * kRows;
     float* sn = nxt + c * kRows;
-    if (g_pfh == 2) { PrefetchL2(kt + c + pf); PrefetchL2(vt + c + pf); }
-    else if (g_pfh == 1) { PrefetchL1(kt + c + pf); PrefetchL1(vt + c + pf); }
-    else if (g_pfh == 3) { __builtin_prefetch(kt + c + pf, 0, 0); __builtin_prefetch(vt + c + pf, 0, 0); }
+    PrefetchL2(kt + c + pf);
+    PrefetchL2(vt + c + pf);
     const VF kk = LoadClip(kt + c, nc - c), vv = LoadClip(vt + c, nc - c);
-    if (g_wkv4_exp & 16384) {  // TEMP: row streams only
-      hn::StoreU(hn::Add(hn::Add(kk, vv), hn::LoadU(d, nxt)), d, nxt);
-      continue;
-    }
-    if (g_wkv4_exp & 8192) {
-      const VF x = hn::Add(hn::Add(kk, vv), hn::LoadU(d, sc));
-      if constexpr (kRows == kSegRows) { hn::StoreU(x, d, sc + 3 * NL); hn::StoreU(x, d, sc + 4 * NL); }
-      hn::StoreU(x, d, sn); hn::StoreU(x, d, sn + NL); hn::StoreU(x, d, sn + 2 * NL);
-      continue;
-    }
     const VF pw = hn::Sub(hn::LoadU(d, sc + 2 * NL), hn::LoadU(d, pc + c * kAdjRows + 4 * NL));
     VF e1, e2;
     ScaledPair(pw, kk, e1, e2);
@@ -253,51 +219,22 @@ HWY_INLINE void StateStep(float* nxt, float* cur, const float* kt, const float* 
 }
 
 // One token of the adjoint recurrence for nc channels (see the scalar loop of ref::wkv4_backward).
-template <i64 kRows = kSegRows>
 HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur, const float* kt, const float* vt,
                             const float* gt, i64 nc, i64 pf) {
   const DF d;
   const i64 NL = i64(hn::Lanes(d));
   for (i64 c = 0; c < nc; c += NL) {
     const i64 rem = nc - c;
-    const float* sc = cur + c * kRows;
+    const float* sc = cur + c * kSegRows;
     float* q = pc + c * kAdjRows;  // da, db, dw, du, w, u
     PrefetchL2(gt + c + pf);
     PrefetchL2Write(dkt + c + pf);
     PrefetchL2Write(dvt + c + pf);
     const VF kk = LoadClip(kt + c, rem), vv = LoadClip(vt + c, rem);
-    if (g_wkv4_exp & 16384) {  // TEMP: row streams only
-      const VF g = hn::Add(hn::Add(kk, vv), LoadClip(gt + c, rem));
-      if (g_wkv4_exp & 32768) {
-        const VF dk0 = LoadClip(dkt + c, rem), dv0 = LoadClip(dvt + c, rem);
-        StoreClip(hn::Add(dk0, g), dkt + c, rem);
-        StoreClip(hn::Add(dv0, g), dvt + c, rem);
-        continue;
-      }
-      StoreClip(hn::Add(LoadClip(dkt + c, rem), g), dkt + c, rem);
-      StoreClip(hn::Add(LoadClip(dvt + c, rem), g), dvt + c, rem);
-      continue;
-    }
     const VF A0 = hn::LoadU(d, sc), B0 = hn::LoadU(d, sc + NL), P0 = hn::LoadU(d, sc + 2 * NL);
     const VF DA = hn::LoadU(d, q), DB = hn::LoadU(d, q + NL);
     // e^{p_t − w − p_{t+1}}, e^{k_t − p_{t+1}}: kept by the segment's StateStep
-    VF ed, ek;
-    if constexpr (kRows == kSegRows) {
-      ed = hn::LoadU(d, sc + 3 * NL);
-      ek = hn::LoadU(d, sc + 4 * NL);
-    } else {
-      ScaledPair(hn::Sub(P0, hn::LoadU(d, q + 4 * NL)), kk, ed, ek);
-    }
-    if (g_wkv4_exp & 8192) {
-      const VF x = hn::Add(hn::Add(hn::Add(kk, vv), hn::Add(A0, B0)), hn::Add(hn::Add(P0, DA), hn::Add(DB, hn::Add(ed, ek))));
-      const VF g = hn::Add(x, LoadClip(gt + c, rem));
-      hn::StoreU(hn::Add(g, hn::LoadU(d, q + 2 * NL)), d, q + 2 * NL);
-      hn::StoreU(hn::Add(g, hn::LoadU(d, q + 3 * NL)), d, q + 3 * NL);
-      StoreClip(hn::Add(LoadClip(dkt + c, rem), g), dkt + c, rem);
-      StoreClip(hn::Add(LoadClip(dvt + c, rem), g), dvt + c, rem);
-      hn::StoreU(g, d, q); hn::StoreU(g, d, q + NL);
-      continue;
-    }
+    const VF ed = hn::LoadU(d, sc + 3 * NL), ek = hn::LoadU(d, sc + 4 * NL);
     VF gk = hn::Mul(hn::MulAdd(DA, vv, DB), ek), gv = hn::Mul(DA, ek);
     hn::StoreU(hn::NegMulAdd(hn::MulAdd(DA, A0, hn::Mul(DB, B0)), ed, hn::LoadU(d, q + 2 * NL)), d, q + 2 * NL);
     VF dan = hn::Mul(DA, ed), dbn = hn::Mul(DB, ed);
@@ -314,448 +251,10 @@ HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur,
     const VF gze1 = hn::Mul(gz, e1);
     dan = hn::Add(dan, gze1);
     dbn = hn::NegMulAdd(gze1, yt, dbn);
-    if (g_wkv4_exp & 32768) {
-      const VF dk0 = LoadClip(dkt + c, rem), dv0 = LoadClip(dvt + c, rem);
-      StoreClip(hn::Add(dk0, gk), dkt + c, rem);
-      StoreClip(hn::Add(dv0, gv), dvt + c, rem);
-    } else {
     StoreClip(hn::Add(LoadClip(dkt + c, rem), gk), dkt + c, rem);
     StoreClip(hn::Add(LoadClip(dvt + c, rem), gv), dvt + c, rem);
-    }
     hn::StoreU(dan, d, q);
     hn::StoreU(dbn, d, q + NL);
-  }
-}
-
-// TEMP: U channel vectors per iteration, loads of all U first (register blocking).
-template <i64 kRows, int U>
-HWY_INLINE void StateStepU(float* nxt, float* cur, const float* kt, const float* vt, const float* pc, i64 nc,
-                           i64 pf, i64 l1) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  i64 c = 0;
-  for (; c + U * NL <= nc; c += U * NL) {
-    VF kk[U], vv[U], pw[U], a0[U], b0[U];
-    for (int u = 0; u < U; ++u) {
-      const i64 cu = c + u * NL;
-      PrefetchL2(kt + cu + pf);
-      PrefetchL2(vt + cu + pf);
-      if (l1) { PrefetchL1(kt + cu + l1); PrefetchL1(vt + cu + l1); }
-    }
-    for (int u = 0; u < U; ++u) {
-      const i64 cu = c + u * NL;
-      kk[u] = hn::LoadU(d, kt + cu);
-      vv[u] = hn::LoadU(d, vt + cu);
-      const float* sc = cur + cu * kRows;
-      pw[u] = hn::Sub(hn::LoadU(d, sc + 2 * NL), hn::LoadU(d, pc + cu * kAdjRows + 4 * NL));
-      a0[u] = hn::LoadU(d, sc);
-      b0[u] = hn::LoadU(d, sc + NL);
-    }
-    for (int u = 0; u < U; ++u) {
-      const i64 cu = c + u * NL;
-      float* sc = cur + cu * kRows;
-      float* sn = nxt + cu * kRows;
-      VF e1, e2;
-      ScaledPair(pw[u], kk[u], e1, e2);
-      if constexpr (kRows == kSegRows) {
-        hn::StoreU(e1, d, sc + 3 * NL);
-        hn::StoreU(e2, d, sc + 4 * NL);
-      }
-      hn::StoreU(hn::MulAdd(e1, a0[u], hn::Mul(e2, vv[u])), d, sn);
-      hn::StoreU(hn::MulAdd(e1, b0[u], e2), d, sn + NL);
-      hn::StoreU(hn::Max(pw[u], kk[u]), d, sn + 2 * NL);
-    }
-  }
-  if (c < nc) StateStep<kRows>(nxt + c * kRows, cur + c * kRows, kt + c, vt + c, pc + c * kAdjRows, nc - c, pf);
-}
-
-template <int U>
-HWY_INLINE void AdjointStepU(float* dkt, float* dvt, float* pc, const float* cur, const float* kt, const float* vt,
-                             const float* gt, i64 nc, i64 pf, i64 l1) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  i64 c = 0;
-  for (; c + U * NL <= nc; c += U * NL) {
-    VF kk[U], vv[U], A0[U], B0[U], P0[U], DA[U], DB[U], ed[U], ek[U], g[U], dk0[U], dv0[U];
-    for (int u = 0; u < U; ++u) {
-      const i64 cu = c + u * NL;
-      PrefetchL2(gt + cu + pf);
-      PrefetchL2Write(dkt + cu + pf);
-      PrefetchL2Write(dvt + cu + pf);
-      if (l1) { PrefetchL1(gt + cu + l1); PrefetchL1Write(dkt + cu + l1); PrefetchL1Write(dvt + cu + l1); }
-    }
-    for (int u = 0; u < U; ++u) {
-      const i64 cu = c + u * NL;
-      const float* sc = cur + cu * kSegRows;
-      const float* q = pc + cu * kAdjRows;
-      kk[u] = hn::LoadU(d, kt + cu);
-      vv[u] = hn::LoadU(d, vt + cu);
-      g[u] = hn::LoadU(d, gt + cu);
-      dk0[u] = hn::LoadU(d, dkt + cu);
-      dv0[u] = hn::LoadU(d, dvt + cu);
-      A0[u] = hn::LoadU(d, sc);
-      B0[u] = hn::LoadU(d, sc + NL);
-      P0[u] = hn::LoadU(d, sc + 2 * NL);
-      ed[u] = hn::LoadU(d, sc + 3 * NL);
-      ek[u] = hn::LoadU(d, sc + 4 * NL);
-      DA[u] = hn::LoadU(d, q);
-      DB[u] = hn::LoadU(d, q + NL);
-    }
-    for (int u = 0; u < U; ++u) {
-      const i64 cu = c + u * NL;
-      float* q = pc + cu * kAdjRows;
-      VF gk = hn::Mul(hn::MulAdd(DA[u], vv[u], DB[u]), ek[u]), gv = hn::Mul(DA[u], ek[u]);
-      hn::StoreU(hn::NegMulAdd(hn::MulAdd(DA[u], A0[u], hn::Mul(DB[u], B0[u])), ed[u], hn::LoadU(d, q + 2 * NL)), d,
-                 q + 2 * NL);
-      VF dan = hn::Mul(DA[u], ed[u]), dbn = hn::Mul(DB[u], ed[u]);
-      VF e1, e2;
-      ScaledPair(P0[u], hn::Add(hn::LoadU(d, q + 5 * NL), kk[u]), e1, e2);
-      const VF rden = hn::Div(hn::Set(d, 1.0f), hn::MulAdd(e1, B0[u], e2));
-      const VF yt = hn::Mul(hn::MulAdd(e1, A0[u], hn::Mul(e2, vv[u])), rden);
-      const VF gz = hn::Mul(g[u], rden);
-      const VF gze2 = hn::Mul(gz, e2);
-      gv = hn::Add(gv, gze2);
-      const VF gku = hn::Mul(gze2, hn::Sub(vv[u], yt));
-      gk = hn::Add(gk, gku);
-      hn::StoreU(hn::Add(hn::LoadU(d, q + 3 * NL), gku), d, q + 3 * NL);
-      const VF gze1 = hn::Mul(gz, e1);
-      dan = hn::Add(dan, gze1);
-      dbn = hn::NegMulAdd(gze1, yt, dbn);
-      hn::StoreU(hn::Add(dk0[u], gk), d, dkt + cu);
-      hn::StoreU(hn::Add(dv0[u], gv), d, dvt + cu);
-      hn::StoreU(dan, d, q);
-      hn::StoreU(dbn, d, q + NL);
-    }
-  }
-  if (c < nc) AdjointStep(dkt + c, dvt + c, pc + c * kAdjRows, cur + c * kSegRows, kt + c, vt + c, gt + c, nc - c, pf);
-}
-
-// TEMP fused: per-vector bodies of StateStep / AdjointStep.
-template <i64 kRows>
-HWY_INLINE void StateVec(float* nxt, float* cur, const float* kt, const float* vt, const float* pc, i64 nc, i64 pf,
-                         i64 c) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  float* sc = cur + c * kRows;
-  float* sn = nxt + c * kRows;
-  PrefetchL2(kt + c + pf);
-  PrefetchL2(vt + c + pf);
-  const VF kk = LoadClip(kt + c, nc - c), vv = LoadClip(vt + c, nc - c);
-  const VF pw = hn::Sub(hn::LoadU(d, sc + 2 * NL), hn::LoadU(d, pc + c * kAdjRows + 4 * NL));
-  VF e1, e2;
-  ScaledPair(pw, kk, e1, e2);
-  if constexpr (kRows == kSegRows) {
-    hn::StoreU(e1, d, sc + 3 * NL);
-    hn::StoreU(e2, d, sc + 4 * NL);
-  }
-  hn::StoreU(hn::MulAdd(e1, hn::LoadU(d, sc), hn::Mul(e2, vv)), d, sn);
-  hn::StoreU(hn::MulAdd(e1, hn::LoadU(d, sc + NL), e2), d, sn + NL);
-  hn::StoreU(hn::Max(pw, kk), d, sn + 2 * NL);
-}
-
-HWY_INLINE void AdjointVec(float* dkt, float* dvt, float* pc, const float* cur, const float* kt, const float* vt,
-                           const float* gt, i64 nc, i64 pf, i64 c) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  const i64 rem = nc - c;
-  const float* sc = cur + c * kSegRows;
-  float* q = pc + c * kAdjRows;  // da, db, dw, du, w, u
-  PrefetchL2(gt + c + pf);
-  PrefetchL2Write(dkt + c + pf);
-  PrefetchL2Write(dvt + c + pf);
-  const VF kk = LoadClip(kt + c, rem), vv = LoadClip(vt + c, rem);
-  const VF A0 = hn::LoadU(d, sc), B0 = hn::LoadU(d, sc + NL), P0 = hn::LoadU(d, sc + 2 * NL);
-  const VF DA = hn::LoadU(d, q), DB = hn::LoadU(d, q + NL);
-  const VF ed = hn::LoadU(d, sc + 3 * NL), ek = hn::LoadU(d, sc + 4 * NL);
-  VF gk = hn::Mul(hn::MulAdd(DA, vv, DB), ek), gv = hn::Mul(DA, ek);
-  hn::StoreU(hn::NegMulAdd(hn::MulAdd(DA, A0, hn::Mul(DB, B0)), ed, hn::LoadU(d, q + 2 * NL)), d, q + 2 * NL);
-  VF dan = hn::Mul(DA, ed), dbn = hn::Mul(DB, ed);
-  VF e1, e2;
-  ScaledPair(P0, hn::Add(hn::LoadU(d, q + 5 * NL), kk), e1, e2);
-  const VF rden = hn::Div(hn::Set(d, 1.0f), hn::MulAdd(e1, B0, e2));
-  const VF yt = hn::Mul(hn::MulAdd(e1, A0, hn::Mul(e2, vv)), rden);
-  const VF gz = hn::Mul(LoadClip(gt + c, rem), rden);
-  const VF gze2 = hn::Mul(gz, e2);
-  gv = hn::Add(gv, gze2);
-  const VF gku = hn::Mul(gze2, hn::Sub(vv, yt));
-  gk = hn::Add(gk, gku);
-  hn::StoreU(hn::Add(hn::LoadU(d, q + 3 * NL), gku), d, q + 3 * NL);
-  const VF gze1 = hn::Mul(gz, e1);
-  dan = hn::Add(dan, gze1);
-  dbn = hn::NegMulAdd(gze1, yt, dbn);
-  StoreClip(hn::Add(LoadClip(dkt + c, rem), gk), dkt + c, rem);
-  StoreClip(hn::Add(LoadClip(dvt + c, rem), gv), dvt + c, rem);
-  hn::StoreU(dan, d, q);
-  hn::StoreU(dbn, d, q + NL);
-}
-
-void BackwardTaskFused(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
-                       const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                       const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
-  const i64 L = (g_wkv4_exp & 2048) ? 8 : ((g_wkv4_exp & 4096) ? 32 : 16);
-  const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
-  const i64 NS = (T + L - 1) / L, SB = kStRows * ncr, SG = kSegRows * ncr;
-  auto at = [NL](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / NL) * rows + r) * NL + c % NL]; };
-  thread_local AlignedVec ck, seg, buf;
-  ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * SB)));
-  seg.resize(std::max(seg.size(), static_cast<size_t>(2 * (L + 1) * SG)));
-  buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * ncr)));
-  float *pc = buf.data(), *c0s = ck.data();
-  for (i64 c = 0; c < ncr; ++c) {
-    const bool in = c < nc;
-    at(c0s, kStRows, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;
-    at(c0s, kStRows, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;
-    at(c0s, kStRows, 2, c) = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-    at(pc, kAdjRows, 0, c) = in && dstate_out ? dstate_out[s0 + c] : 0.0f;
-    at(pc, kAdjRows, 1, c) = in && dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
-    at(pc, kAdjRows, 2, c) = 0.0f;
-    at(pc, kAdjRows, 3, c) = 0.0f;
-    at(pc, kAdjRows, 4, c) = in ? std::exp(decay[c0 + c]) : 1.0f;
-    at(pc, kAdjRows, 5, c) = in ? bonus[c0 + c] : 0.0f;
-  }
-  for (i64 s = 0; s + 1 < NS; ++s) {
-    float* nxt = &ck[(s + 1) * SB];
-    std::copy_n(&ck[s * SB], SB, nxt);
-    for (i64 t = s * L; t < (s + 1) * L; ++t) {
-      const i64 o = (b * T + t) * D + c0;
-      StateStep<kStRows>(nxt, nxt, k + o, v + o, pc, nc, D);
-    }
-  }
-  float* segA = seg.data();
-  float* segB = segA + (L + 1) * SG;
-  auto init = [&](i64 s, float* S) {
-    for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &S[g * kSegRows * NL]);
-  };
-  init(NS - 1, segA);
-  for (i64 t = (NS - 1) * L; t < T; ++t) {
-    const i64 o = (b * T + t) * D + c0;
-    float* cur = &segA[(t - (NS - 1) * L) * SG];
-    StateStep<kSegRows>(cur + SG, cur, k + o, v + o, pc, nc, -L * D);
-  }
-  const i64 NLs = NL;
-  for (i64 s = NS - 1; s >= 0; --s) {
-    const i64 t0 = s * L, t1 = std::min(T, t0 + L), u0 = (s - 1) * L;
-    if (s > 0) init(s - 1, segB);
-    const i64 nj = s > 0 ? L : t1 - t0;
-    for (i64 j = 0; j < nj; ++j) {
-      const i64 t = t1 - 1 - j, tr = u0 + j;
-      const bool adj = t >= t0, rec = s > 0;
-      const i64 o = (b * T + t) * D + c0, orr = (b * T + tr) * D + c0;
-      float* ca = &segA[(t - t0) * SG];
-      float* cr = &segB[j * SG];
-      if (adj && rec) {
-        for (i64 c = 0; c < nc; c += NLs) {
-          AdjointVec(dk + o, dv + o, pc, ca, k + o, v + o, dy + o, nc, -D, c);
-          StateVec<kSegRows>(cr + SG, cr, k + orr, v + orr, pc, nc, -L * D, c);
-        }
-      } else if (adj) {
-        AdjointStep(dk + o, dv + o, pc, ca, k + o, v + o, dy + o, nc, -D);
-      } else {
-        StateStep<kSegRows>(cr + SG, cr, k + orr, v + orr, pc, nc, -L * D);
-      }
-    }
-    std::swap(segA, segB);
-  }
-  for (i64 c = 0; c < nc; ++c) {
-    pdw[s0 + c] = at(pc, kAdjRows, 2, c) * at(pc, kAdjRows, 4, c);
-    pdu[s0 + c] = at(pc, kAdjRows, 3, c);
-    if (dstate_in) {
-      dstate_in[s0 + c] = at(pc, kAdjRows, 0, c);
-      dstate_in[BD + s0 + c] = at(pc, kAdjRows, 1, c);
-    }
-  }
-}
-
-// ─── TEMP: temporally blocked backward ────────────────────────────────────────────────────────
-// Per segment, channel vectors outer and tokens inner: the state (pass 1, recompute) and the
-// adjoints (da, db, dw, du) stay in registers across the segment's tokens; the recomputed
-// per-token states of one channel pair sit in a small L1 tile. Two channel vectors interleaved.
-struct BwdRows {
-  const float *k, *v, *dy;
-  float *dk, *dv;
-  i64 D;  // row stride
-};
-
-// Pass 1 of one segment for channel vectors at c (U = 1 or 2 vectors): state from src → dst.
-template <int U>
-HWY_INLINE void SegStates(float* dst, const float* src, const float* pc, const BwdRows& r, i64 t0, i64 len, i64 c,
-                          i64 nc, i64 pf) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  const i64 c1 = c + (U - 1) * NL;
-  VF a0 = hn::LoadU(d, src), b0 = hn::LoadU(d, src + NL), p0 = hn::LoadU(d, src + 2 * NL);
-  VF a1 = a0, b1 = b0, p1 = p0;
-  if constexpr (U == 2) {
-    a1 = hn::LoadU(d, src + kStRows * NL);
-    b1 = hn::LoadU(d, src + kStRows * NL + NL);
-    p1 = hn::LoadU(d, src + kStRows * NL + 2 * NL);
-  }
-  const VF w0 = hn::LoadU(d, pc + c * kAdjRows + 4 * NL), w1 = hn::LoadU(d, pc + c1 * kAdjRows + 4 * NL);
-  auto step = [&](VF& a, VF& b, VF& p, VF w, const float* kt, const float* vt, i64 rem) {
-    const VF kk = LoadClip(kt, rem), vv = LoadClip(vt, rem);
-    const VF pw = hn::Sub(p, w);
-    VF e1, e2;
-    ScaledPair(pw, kk, e1, e2);
-    a = hn::MulAdd(e1, a, hn::Mul(e2, vv));
-    b = hn::MulAdd(e1, b, e2);
-    p = hn::Max(pw, kk);
-  };
-  for (i64 t = t0; t < t0 + len; ++t) {
-    const float* kt = r.k + t * r.D;
-    const float* vt = r.v + t * r.D;
-    PrefetchL2(kt + c + pf);
-    PrefetchL2(vt + c + pf);
-    step(a0, b0, p0, w0, kt + c, vt + c, nc - c);
-    if constexpr (U == 2) step(a1, b1, p1, w1, kt + c1, vt + c1, nc - c1);
-  }
-  hn::StoreU(a0, d, dst);
-  hn::StoreU(b0, d, dst + NL);
-  hn::StoreU(p0, d, dst + 2 * NL);
-  if constexpr (U == 2) {
-    hn::StoreU(a1, d, dst + kStRows * NL);
-    hn::StoreU(b1, d, dst + kStRows * NL + NL);
-    hn::StoreU(p1, d, dst + kStRows * NL + 2 * NL);
-  }
-}
-
-// Pass 2 of one segment for channel vectors at c: recompute the per-token states into the L1
-// tile (kSegRows vectors per token and vector), then the adjoint over the segment in reverse.
-template <int U>
-HWY_INLINE void SegAdjoint(float* tile, const float* ck, float* pc, const BwdRows& r, i64 t0, i64 len, i64 c, i64 nc,
-                           i64 pf) {
-  const DF d;
-  const i64 NL = i64(hn::Lanes(d));
-  const i64 c1 = c + (U - 1) * NL;
-  const i64 TS = U * kSegRows * NL;  // floats per token in the tile
-  float* q0 = pc + c * kAdjRows;
-  float* q1 = pc + c1 * kAdjRows;
-  {
-    VF a0 = hn::LoadU(d, ck), b0 = hn::LoadU(d, ck + NL), p0 = hn::LoadU(d, ck + 2 * NL);
-    VF a1 = a0, b1 = b0, p1 = p0;
-    if constexpr (U == 2) {
-      a1 = hn::LoadU(d, ck + kStRows * NL);
-      b1 = hn::LoadU(d, ck + kStRows * NL + NL);
-      p1 = hn::LoadU(d, ck + kStRows * NL + 2 * NL);
-    }
-    const VF w0 = hn::LoadU(d, q0 + 4 * NL), w1 = hn::LoadU(d, q1 + 4 * NL);
-    auto step = [&](VF& a, VF& b, VF& p, VF w, const float* kt, const float* vt, i64 rem, float* ts) {
-      const VF kk = LoadClip(kt, rem), vv = LoadClip(vt, rem);
-      const VF pw = hn::Sub(p, w);
-      VF e1, e2;
-      ScaledPair(pw, kk, e1, e2);
-      hn::StoreU(a, d, ts);
-      hn::StoreU(b, d, ts + NL);
-      hn::StoreU(p, d, ts + 2 * NL);
-      hn::StoreU(e1, d, ts + 3 * NL);
-      hn::StoreU(e2, d, ts + 4 * NL);
-      a = hn::MulAdd(e1, a, hn::Mul(e2, vv));
-      b = hn::MulAdd(e1, b, e2);
-      p = hn::Max(pw, kk);
-    };
-    for (i64 j = 0; j < len; ++j) {
-      const i64 t = t0 + j;
-      const float* kt = r.k + t * r.D;
-      const float* vt = r.v + t * r.D;
-      PrefetchL2(kt + c + pf);
-      PrefetchL2(vt + c + pf);
-      step(a0, b0, p0, w0, kt + c, vt + c, nc - c, tile + j * TS);
-      if constexpr (U == 2) step(a1, b1, p1, w1, kt + c1, vt + c1, nc - c1, tile + j * TS + kSegRows * NL);
-    }
-  }
-  VF da0 = hn::LoadU(d, q0), db0 = hn::LoadU(d, q0 + NL), dw0 = hn::LoadU(d, q0 + 2 * NL), du0 = hn::LoadU(d, q0 + 3 * NL);
-  VF da1 = hn::LoadU(d, q1), db1 = hn::LoadU(d, q1 + NL), dw1 = hn::LoadU(d, q1 + 2 * NL), du1 = hn::LoadU(d, q1 + 3 * NL);
-  const VF u0 = hn::LoadU(d, q0 + 5 * NL), u1 = hn::LoadU(d, q1 + 5 * NL);
-  auto adj = [&](VF& DA, VF& DB, VF& DW, VF& DU, VF u, const float* ts, i64 o, i64 rem) {
-    const VF kk = LoadClip(r.k + o, rem), vv = LoadClip(r.v + o, rem);
-    const VF dk0 = LoadClip(r.dk + o, rem), dv0 = LoadClip(r.dv + o, rem), g = LoadClip(r.dy + o, rem);
-    const VF A0 = hn::LoadU(d, ts), B0 = hn::LoadU(d, ts + NL), P0 = hn::LoadU(d, ts + 2 * NL);
-    const VF ed = hn::LoadU(d, ts + 3 * NL), ek = hn::LoadU(d, ts + 4 * NL);
-    VF gk = hn::Mul(hn::MulAdd(DA, vv, DB), ek), gv = hn::Mul(DA, ek);
-    DW = hn::NegMulAdd(hn::MulAdd(DA, A0, hn::Mul(DB, B0)), ed, DW);
-    VF dan = hn::Mul(DA, ed), dbn = hn::Mul(DB, ed);
-    VF e1, e2;
-    ScaledPair(P0, hn::Add(u, kk), e1, e2);
-    const VF rden = hn::Div(hn::Set(d, 1.0f), hn::MulAdd(e1, B0, e2));
-    const VF yt = hn::Mul(hn::MulAdd(e1, A0, hn::Mul(e2, vv)), rden);
-    const VF gz = hn::Mul(g, rden);
-    const VF gze2 = hn::Mul(gz, e2);
-    gv = hn::Add(gv, gze2);
-    const VF gku = hn::Mul(gze2, hn::Sub(vv, yt));
-    gk = hn::Add(gk, gku);
-    DU = hn::Add(DU, gku);
-    const VF gze1 = hn::Mul(gz, e1);
-    DA = hn::Add(dan, gze1);
-    DB = hn::NegMulAdd(gze1, yt, dbn);
-    StoreClip(hn::Add(dk0, gk), r.dk + o, rem);
-    StoreClip(hn::Add(dv0, gv), r.dv + o, rem);
-  };
-  for (i64 j = len - 1; j >= 0; --j) {
-    const i64 t = t0 + j;
-    PrefetchL2(r.dy + t * r.D + c + pf);
-    PrefetchL2Write(r.dk + t * r.D + c + pf);
-    PrefetchL2Write(r.dv + t * r.D + c + pf);
-    adj(da0, db0, dw0, du0, u0, tile + j * TS, t * r.D + c, nc - c);
-    if constexpr (U == 2) adj(da1, db1, dw1, du1, u1, tile + j * TS + kSegRows * NL, t * r.D + c1, nc - c1);
-  }
-  hn::StoreU(da0, d, q0);
-  hn::StoreU(db0, d, q0 + NL);
-  hn::StoreU(dw0, d, q0 + 2 * NL);
-  hn::StoreU(du0, d, q0 + 3 * NL);
-  if constexpr (U == 2) {
-    hn::StoreU(da1, d, q1);
-    hn::StoreU(db1, d, q1 + NL);
-    hn::StoreU(dw1, d, q1 + 2 * NL);
-    hn::StoreU(du1, d, q1 + 3 * NL);
-  }
-}
-
-void BackwardTaskBlocked(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
-                         const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                         const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
-  const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
-  const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr;
-  const i64 pf = g_pf1 > 0 ? g_pf1 : 4 * NL;
-  auto at = [NL](float* base, i64 rows, int r, i64 c) -> float& { return base[((c / NL) * rows + r) * NL + c % NL]; };
-  thread_local AlignedVec ck, tile, buf;
-  ck.resize(std::max(ck.size(), static_cast<size_t>(NS * SB)));
-  tile.resize(std::max(tile.size(), static_cast<size_t>(kSeg * 2 * kSegRows * NL)));
-  buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * ncr)));
-  float *pc = buf.data(), *c0s = ck.data();
-  for (i64 c = 0; c < ncr; ++c) {  // padding lanes too: finite values for the full vectors
-    const bool in = c < nc;
-    at(c0s, kStRows, 0, c) = in && state_in ? state_in[s0 + c] : 0.0f;
-    at(c0s, kStRows, 1, c) = in && state_in ? state_in[BD + s0 + c] : 0.0f;
-    at(c0s, kStRows, 2, c) = in && state_in ? state_in[2 * BD + s0 + c] : kWkv4NoState;
-    at(pc, kAdjRows, 0, c) = in && dstate_out ? dstate_out[s0 + c] : 0.0f;
-    at(pc, kAdjRows, 1, c) = in && dstate_out ? dstate_out[BD + s0 + c] : 0.0f;
-    at(pc, kAdjRows, 2, c) = 0.0f;
-    at(pc, kAdjRows, 3, c) = 0.0f;
-    at(pc, kAdjRows, 4, c) = in ? std::exp(decay[c0 + c]) : 1.0f;
-    at(pc, kAdjRows, 5, c) = in ? bonus[c0 + c] : 0.0f;
-  }
-  const i64 base = b * T * D + c0;
-  const BwdRows r{k + base, v + base, dy + base, dk + base, dv + base, D};
-  for (i64 s = 0; s + 1 < NS && !(g_wkv4_exp & 16); ++s) {
-    i64 c = 0;
-    for (; c + 2 * NL <= ncr; c += 2 * NL)
-      SegStates<2>(&ck[(s + 1) * SB + c * kStRows], &ck[s * SB + c * kStRows], pc, r, s * kSeg, kSeg, c, nc, pf);
-    if (c < ncr)
-      SegStates<1>(&ck[(s + 1) * SB + c * kStRows], &ck[s * SB + c * kStRows], pc, r, s * kSeg, kSeg, c, nc, pf);
-  }
-  for (i64 s = NS - 1; s >= 0 && !(g_wkv4_exp & 8); --s) {
-    const i64 t0 = s * kSeg, len = std::min(T, t0 + kSeg) - t0;
-    i64 c = 0;
-    for (; c + 2 * NL <= ncr; c += 2 * NL)
-      SegAdjoint<2>(tile.data(), &ck[s * SB + c * kStRows], pc, r, t0, len, c, nc, pf);
-    if (c < ncr) SegAdjoint<1>(tile.data(), &ck[s * SB + c * kStRows], pc, r, t0, len, c, nc, pf);
-  }
-  for (i64 c = 0; c < nc; ++c) {
-    pdw[s0 + c] = at(pc, kAdjRows, 2, c) * at(pc, kAdjRows, 4, c);
-    pdu[s0 + c] = at(pc, kAdjRows, 3, c);
-    if (dstate_in) {
-      dstate_in[s0 + c] = at(pc, kAdjRows, 0, c);
-      dstate_in[BD + s0 + c] = at(pc, kAdjRows, 1, c);
-    }
   }
 }
 
@@ -764,8 +263,6 @@ void BackwardTaskBlocked(float* dk, float* dv, float* pdw, float* pdu, float* ds
 void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
                   const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
                   const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
-  if (g_wkv4_exp & 65536) return BackwardTaskBlocked(dk, dv, pdw, pdu, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D, b, c0, nc);
-  if (g_wkv4_exp & 1024) return BackwardTaskFused(dk, dv, pdw, pdu, dstate_in, dy, dstate_out, k, v, decay, bonus, state_in, B, T, D, b, c0, nc);
   const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
   // SB, SG: floats per interleaved checkpoint / segment state
   const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr, SG = kSegRows * ncr;
@@ -797,61 +294,21 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
     std::copy_n(cur, SB, nxt);
     for (i64 t = s * kSeg; t < (s + 1) * kSeg; ++t) {
       const i64 o = (b * T + t) * D + c0;
-      if (g_wkv4_exp & 16) continue;
-      if (g_wkv4_exp & 128) {  // TEMP: bare 2-stream read
-        const DF d; const i64 NL = i64(hn::Lanes(d)); VF acc = hn::Zero(d);
-        for (i64 c = 0; c < nc; c += NL) {
-          if (g_pf1 >= 0) { if (g_pfh == 2) { PrefetchL2(k + o + c + g_pf1); PrefetchL2(v + o + c + g_pf1); } else { PrefetchL1(k + o + c + g_pf1); PrefetchL1(v + o + c + g_pf1); } }
-          acc = hn::Add(acc, hn::Add(hn::LoadU(d, k + o + c), hn::LoadU(d, v + o + c)));
-        }
-        hn::StoreU(hn::Add(acc, hn::LoadU(d, nxt)), d, nxt);
-        continue;
-      }
-      if (g_wkv4_exp & 64) { StateStep<kStRows>(nxt, nxt, k + o, v + o, pc, nc, g_pf1 < 0 ? D : g_pf1); continue; }
-      if (g_wkv4_exp & 1) StateStepU<kStRows, 2>(nxt, nxt, k + o, v + o, pc, nc, D, (g_wkv4_exp & 2) ? 64 : 0);
-      else if (g_wkv4_exp & 32) StateStepU<kStRows, 4>(nxt, nxt, k + o, v + o, pc, nc, D, (g_wkv4_exp & 2) ? 64 : 0);
-      else StateStep<kStRows>(nxt, nxt, k + o, v + o, pc, nc, D);
+      StateStep<kStRows>(nxt, nxt, k + o, v + o, pc, nc, D);
     }
   }
   // pass 2: segments in reverse; the segment's states recomputed, then the adjoint
-  for (i64 s = NS - 1; s >= 0 && !(g_wkv4_exp & 8); --s) {
+  for (i64 s = NS - 1; s >= 0; --s) {
     const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-    if (g_wkv4_exp & 262144) {  // TEMP: 3-row segment states, adjoint recomputes the pair
-      std::copy_n(&ck[s * SB], SB, &seg[0]);
-      for (i64 t = t0; t < t1; ++t) {
-        const i64 o = (b * T + t) * D + c0;
-        float* cur = &seg[(t - t0) * SB];
-        StateStep<kStRows>(cur + SB, cur, k + o, v + o, pc, nc, -kSeg * D);
-      }
-      for (i64 t = t1 - 1; t >= t0; --t) {
-        const i64 o = (b * T + t) * D + c0;
-        AdjointStep<kStRows>(dk + o, dv + o, pc, &seg[(t - t0) * SB], k + o, v + o, dy + o, nc, -D);
-      }
-      continue;
-    }
     for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &seg[g * kSegRows * NL]);
-    for (i64 t = t0; t < t1 && !(g_wkv4_exp & 512); ++t) {
+    for (i64 t = t0; t < t1; ++t) {
       const i64 o = (b * T + t) * D + c0;
       float* cur = &seg[(t - t0) * SG];
-      if (g_wkv4_exp & 1) StateStepU<kSegRows, 2>(cur + SG, cur, k + o, v + o, pc, nc, -kSeg * D, (g_wkv4_exp & 2) ? 64 : 0);
-      else if (g_wkv4_exp & 32) StateStepU<kSegRows, 4>(cur + SG, cur, k + o, v + o, pc, nc, -kSeg * D, (g_wkv4_exp & 2) ? 64 : 0);
-      else StateStep<kSegRows>(cur + SG, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
+      StateStep<kSegRows>(cur + SG, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
     }
-    if (g_pf1 > 0 && !(g_wkv4_exp & 256)) {  // TEMP: adjoint in channel sub-blocks of g_pf1
-      const i64 W = g_pf1;
-      for (i64 cs = 0; cs < nc; cs += W)
-        for (i64 t = t1 - 1; t >= t0; --t) {
-          const i64 o = (b * T + t) * D + c0 + cs;
-          AdjointStep(dk + o, dv + o, pc + cs * kAdjRows, &seg[(t - t0) * SG + cs * kSegRows], k + o, v + o, dy + o,
-                      std::min(W, nc - cs), -D);
-        }
-      continue;
-    }
-    for (i64 t = t1 - 1; t >= t0 && !(g_wkv4_exp & 256); --t) {
+    for (i64 t = t1 - 1; t >= t0; --t) {
       const i64 o = (b * T + t) * D + c0;
-      if (g_wkv4_exp & 1) AdjointStepU<2>(dk + o, dv + o, pc, &seg[(t - t0) * SG], k + o, v + o, dy + o, nc, -D, (g_wkv4_exp & 2) ? 64 : 0);
-      else if (g_wkv4_exp & 32) AdjointStepU<4>(dk + o, dv + o, pc, &seg[(t - t0) * SG], k + o, v + o, dy + o, nc, -D, (g_wkv4_exp & 2) ? 64 : 0);
-      else AdjointStep(dk + o, dv + o, pc, &seg[(t - t0) * SG], k + o, v + o, dy + o, nc, -D);
+      AdjointStep(dk + o, dv + o, pc, &seg[(t - t0) * SG], k + o, v + o, dy + o, nc, -D);
     }
   }
   for (i64 c = 0; c < nc; ++c) {
@@ -869,9 +326,6 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace scanshard::kernels {
-int g_wkv4_exp = 0;  // TEMP
-long g_pf1 = -1;
-int g_pfh = 2;
 
 namespace ref {
 
