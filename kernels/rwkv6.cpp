@@ -265,25 +265,19 @@ inline void mat_vec(float* out, const float* M, const float* x, i64 n) {
 }
 
 // Chunk × chunk score rows: out[t][0..C) = Σ_{i<N} X[t][i] MT[i][0..C) for t < L (X rows of N
-// floats, MT = N rows of C), each row accumulated in registers when C is a compile-time 16, 32 or
-// 64 (128 with 64-byte vectors); false for any other chunk, which takes the runtime-length loop.
-// Before, only C = 16 had this path: chunks 32 and 64 were slower than 16 (bench_rwkv wkv6).
+// floats, MT = N rows of C) through rows_times when C is a compile-time 16, 32, 64 or 128; false
+// for any other chunk, which takes the runtime-length loop. Before, only C = 16 had a register
+// path (one row per pass): chunks 32 and 64 were slower than 16 (bench_rwkv wkv6).
 inline bool score_rows(float* out, const float* X, const float* MT, i64 C, i64 N, i64 L) {
   auto rows = [&](auto width) {
     constexpr int CC = decltype(width)::value;
-    for (i64 t = 0; t < L; ++t) {
-      RowAcc<CC> acc;
-      acc.zero();
-      acc.fma_rows(X + t * N, 1, MT, CC, N);
-      acc.store(out + t * CC);
-    }
+    rows_times<CC>(out, CC, X, N, MT, N, L);
     return true;
   };
   if (C == 16) return rows(std::integral_constant<int, 16>{});
   if (C == 32) return rows(std::integral_constant<int, 32>{});
   if (C == 64) return rows(std::integral_constant<int, 64>{});
-  if constexpr (kRowVecBytes == 64)
-    if (C == 128) return rows(std::integral_constant<int, 128>{});
+  if (C == 128) return rows(std::integral_constant<int, 128>{});
   return false;
 }
 
