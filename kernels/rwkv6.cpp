@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #ifndef SCANSHARD_KERNELS_RWKV6_SHARED
@@ -89,6 +90,48 @@ struct RowAcc {
 };
 template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
 
+// out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats; out rows ldo apart):
+// the chunk's [L,K]·[K,NC] products. Register-blocked: R rows at once over a column block of CW
+// vectors, so each loaded vector of M serves R multiply-adds (RowAcc's one row per pass loads
+// every M vector for a single multiply-add). R·CW accumulators: 16 with 32 vector registers
+// (AVX-512), 8 below.
+template <int NC>
+void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L) {
+  constexpr int kV = NC / kRowLanes;
+  constexpr int CW = kV < 4 ? kV : 4;
+  constexpr int R = kRowVecBytes == 64 ? 4 : 2;
+  i64 t = 0;
+  for (; t + R <= L; t += R)
+    for (int c0 = 0; c0 < kV; c0 += CW) {
+      vrow acc[R][CW];
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+      for (i64 i = 0; i < K; ++i) {
+        vrow m[CW];
+#pragma GCC unroll 16
+        for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * NC + (c0 + q) * kRowLanes);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const float x = X[(t + r) * ldx + i];
+#pragma GCC unroll 16
+          for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
+        }
+      }
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int q = 0; q < CW; ++q) stv(out + (t + r) * ldo + (c0 + q) * kRowLanes, acc[r][q]);
+    }
+  for (; t < L; ++t) {
+    RowAcc<NC> a;
+    a.zero();
+    a.fma_rows(X + t * ldx, 1, M, NC, K);
+    a.store(out + t * ldo);
+  }
+}
+
 // Scratch of one (b, h) work item: chunk tiles [C,N] and [C,C].
 struct Tiles {
   i64 C = 0, N = 0;
@@ -113,6 +156,49 @@ struct Tiles {
 template <int NC>
 inline i64 head(const Tiles& W) { return NC > 0 ? NC : W.N; }
 
+// The reductions over a head row in vector registers when the head size is a compile-time vector
+// multiple (GCC left the `omp simd reduction` loops scalar: perf annotate of backward_bh showed
+// vfmadd231ss over the 64 lanes of every dot product); a plain loop otherwise.
+// Σ_i a[i]·b[i]·(c ? c[i] : 1)
+template <int NC>
+inline float dot(const float* a, const float* b, i64 n, const float* c = nullptr) {
+  if constexpr (kVec<NC>) {
+    vrow acc[2] = {};
+#pragma GCC unroll 16
+    for (int q = 0; q < NC / kRowLanes; ++q) {
+      const vrow x = ldv(a + kRowLanes * q) * ldv(b + kRowLanes * q);
+      acc[q % 2] += c ? x * ldv(c + kRowLanes * q) : x;
+    }
+    const vrow sum = acc[0] + acc[1];
+    float total = 0;
+    for (int j = 0; j < kRowLanes; ++j) total += sum[j];
+    return total;
+  } else {
+    float acc = 0;
+    for (i64 i = 0; i < n; ++i) acc += a[i] * b[i] * (c ? c[i] : 1.0f);
+    return acc;
+  }
+}
+// Whether any of x[0..n) is below lo.
+template <int NC>
+inline bool below(const float* x, float lo, i64 n) {
+  if constexpr (kVec<NC>) {
+    vrow mn = ldv(x);
+#pragma GCC unroll 16
+    for (int q = 1; q < NC / kRowLanes; ++q) {
+      const vrow y = ldv(x + kRowLanes * q);
+      mn = y < mn ? y : mn;
+    }
+    bool any = false;
+    for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
+    return any;
+  } else {
+    for (i64 i = 0; i < n; ++i)
+      if (x[i] < lo) return true;
+    return false;
+  }
+}
+
 // Length of the chunk starting at t0 and its cumulative log decay A[0..L] (tile rows): the chunk
 // stops early once −A_t > kMaxLogSpan at a token t ≥ 1 (that token would need e^{−A_t}).
 template <int NC>
@@ -122,12 +208,7 @@ i64 chunk_decay(Tiles& W, const float* logw, i64 b, i64 t0, i64 T, i64 D, i64 hN
   std::fill(A, A + N, 0.0f);
   i64 L = 0;
   for (i64 t = 0; t < chunk && t0 + t < T; ++t) {
-    if (t > 0) {
-      float mn = 0;
-#pragma omp simd reduction(min : mn)
-      for (i64 i = 0; i < N; ++i) mn = std::min(mn, A[t * N + i]);
-      if (mn < -kMaxLogSpan) break;
-    }
+    if (t > 0 && below<NC>(A + t * N, -kMaxLogSpan, N)) break;
     const float* lw = logw + (b * T + t0 + t) * D + hN;
 #pragma omp simd
     for (i64 i = 0; i < N; ++i) A[(t + 1) * N + i] = A[t * N + i] + lw[i];
@@ -136,8 +217,21 @@ i64 chunk_decay(Tiles& W, const float* logw, i64 b, i64 t0, i64 T, i64 D, i64 hN
   return L;
 }
 
+// Rows t0..t0+L of head hN into a contiguous [L,N] tile. With a compile-time head size the row is
+// copied in vector registers: std::copy_n's memmove call per 256-byte row was 7–10 % of the
+// chunked kernels' samples (perf, bench_rwkv wkv6).
+template <int NC>
 inline void load_tile(float* dst, const float* src, i64 b, i64 t0, i64 L, i64 T, i64 D, i64 hN, i64 N) {
-  for (i64 t = 0; t < L; ++t) std::copy_n(src + (b * T + t0 + t) * D + hN, N, dst + t * N);
+  for (i64 t = 0; t < L; ++t) {
+    const float* from = src + (b * T + t0 + t) * D + hN;
+    float* to = dst + t * N;
+    if constexpr (kVec<NC>) {
+#pragma GCC unroll 16
+      for (int q = 0; q < NC / kRowLanes; ++q) stv(to + kRowLanes * q, ldv(from + kRowLanes * q));
+    } else {
+      std::copy_n(from, N, to);
+    }
+  }
 }
 
 // RT = R ⊙ e^{A_t}; KT = K ⊙ e^{−A_{s+1}} (s < L−1 only); KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}
@@ -162,21 +256,29 @@ void decay_factors(Tiles& W, i64 L) {
   for (i64 i = 0; i < N; ++i) W.EL[i] = exp_fast(A[L * N + i]);
 }
 
-template <int NC>
-inline float dot(const float* a, const float* b, i64 n) {
-  const i64 N = NC > 0 ? NC : n;
-  float acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (i64 i = 0; i < N; ++i) acc += a[i] * b[i];
-  return acc;
-}
-
 // out[i] = Σ_j M[i][j] x[j] (M [N,N] row-major) as N dot products: the short-chunk form of the
 // backward's S_0 g_t and dS v_s (see kTransposeMinL).
 template <int NC>
 inline void mat_vec(float* out, const float* M, const float* x, i64 n) {
   const i64 N = NC > 0 ? NC : n;
   for (i64 i = 0; i < N; ++i) out[i] = dot<NC>(M + i * N, x, N);
+}
+
+// Chunk × chunk score rows: out[t][0..C) = Σ_{i<N} X[t][i] MT[i][0..C) for t < L (X rows of N
+// floats, MT = N rows of C) through rows_times when C is a compile-time 16, 32, 64 or 128; false
+// for any other chunk, which takes the runtime-length loop. Before, only C = 16 had a register
+// path (one row per pass): chunks 32 and 64 were slower than 16 (bench_rwkv wkv6).
+inline bool score_rows(float* out, const float* X, const float* MT, i64 C, i64 N, i64 L) {
+  auto rows = [&](auto width) {
+    constexpr int CC = decltype(width)::value;
+    rows_times<CC>(out, CC, X, N, MT, N, L);
+    return true;
+  };
+  if (C == 16) return rows(std::integral_constant<int, 16>{});
+  if (C == 32) return rows(std::integral_constant<int, 32>{});
+  if (C == 64) return rows(std::integral_constant<int, 64>{});
+  if (C == 128) return rows(std::integral_constant<int, 128>{});
+  return false;
 }
 
 // P[t][s] = RT_t · KT_s for s < t; P[t][t] = Σ_i R_t[i] u[i] K_t[i]. Computed as rows
@@ -187,28 +289,20 @@ void intra_scores(Tiles& W, const float* uh, i64 L) {
   float* KTT = W.KTT.data();
   for (i64 s = 0; s < L; ++s)
     for (i64 i = 0; i < N; ++i) KTT[i * C + s] = W.KT[s * N + i];
+  const bool fixed = score_rows(W.P.data(), W.RT.data(), KTT, C, N, L);
   for (i64 t = 0; t < L; ++t) {
     float* pt = &W.P[t * C];
-    if (C == 16) {
-      RowAcc<16> acc;
-      acc.zero();
-      acc.fma_rows(&W.RT[t * N], 1, KTT, C, N);
-      acc.store(pt);
-    } else {
+    if (!fixed) {
 #pragma omp simd
-    for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
-    for (i64 i = 0; i < N; ++i) {
-      const float rt = W.RT[t * N + i];
-      const float* ki = KTT + i * C;
+      for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
+      for (i64 i = 0; i < N; ++i) {
+        const float rt = W.RT[t * N + i];
+        const float* ki = KTT + i * C;
 #pragma omp simd
-      for (i64 s = 0; s < L; ++s) pt[s] += rt * ki[s];  // full rows: fixed trip count; s ≥ t unused
+        for (i64 s = 0; s < L; ++s) pt[s] += rt * ki[s];  // full rows: fixed trip count; s ≥ t unused
+      }
     }
-    }
-    const float *rr = &W.R[t * N], *kk = &W.K[t * N];
-    float acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (i64 i = 0; i < N; ++i) acc += rr[i] * uh[i] * kk[i];
-    pt[t] = acc;
+    pt[t] = dot<NC>(&W.R[t * N], &W.K[t * N], N, uh);  // Σ_i R_t[i] u[i] K_t[i]
   }
 }
 
@@ -219,15 +313,9 @@ void intra_grad_scores(Tiles& W, i64 L) {
   float* VT = W.VT.data();
   for (i64 s = 0; s < L; ++s)
     for (i64 j = 0; j < N; ++j) VT[j * C + s] = W.V[s * N + j];
+  if (score_rows(W.dP.data(), W.G.data(), VT, C, N, L)) return;
   for (i64 t = 0; t < L; ++t) {
     float* pt = &W.dP[t * C];
-    if (C == 16) {
-      RowAcc<16> acc;
-      acc.zero();
-      acc.fma_rows(&W.G[t * N], 1, VT, C, N);
-      acc.store(pt);
-      continue;
-    }
 #pragma omp simd
     for (i64 s = 0; s < L; ++s) pt[s] = 0.0f;
     for (i64 j = 0; j < N; ++j) {
@@ -274,15 +362,15 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
   const i64 N = head<NC>(W);
   for (i64 t0 = 0; t0 < T;) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
-    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     intra_scores<NC>(W, uh, L);
+    if constexpr (kVec<NC>) rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L);  // (r_t ⊙ e^{A_t}) S_0
     for (i64 t = 0; t < L && kVec<NC>; ++t) {
       RowAcc<NC> acc;
-      acc.zero();
-      acc.fma_rows(&W.RT[t * N], 1, S, N, N);                // y_t = (r_t ⊙ e^{A_t}) S_0
+      acc.load(&W.dR[t * N], 1.0f);                          // y_t = (r_t ⊙ e^{A_t}) S_0
       acc.fma_rows(&W.P[t * W.C], 1, W.V.data(), N, t + 1);  // + Σ_{s≤t} P[t][s] v_s
       acc.store(y + (b * T + t0 + t) * D + hN);
     }
@@ -326,9 +414,9 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   // S_out = the state after the chunk of at most Lmax tokens at t0, from S_in (may alias); its length
   auto advance = [&](float* S_out, const float* S_in, i64 t0, i64 Lmax) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, Lmax);
-    load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-    load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-    load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
+    load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     state_update<NC>(S_out, S_in, W, L);
     return L;
@@ -365,10 +453,10 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
       const i64 t0 = starts[c], L = starts[c + 1] - t0;
       const float* S0 = &seg[static_cast<size_t>((c - g0) * NN)];
       chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
-      load_tile(W.R.data(), r, b, t0, L, T, D, hN, N);
-      load_tile(W.K.data(), k, b, t0, L, T, D, hN, N);
-      load_tile(W.V.data(), v, b, t0, L, T, D, hN, N);
-      load_tile(W.G.data(), dy, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
+      load_tile<NC>(W.G.data(), dy, b, t0, L, T, D, hN, N);
       decay_factors<NC>(W, L);
       intra_scores<NC>(W, uh, L);
       // S_0 g_t and dS v_s: from chunk kTransposeMinL on as rows of the transposed S_0, dS (2N²
@@ -382,18 +470,16 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
           dST[j * N + i] = dS[i * N + j];
         }
       intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
+      if constexpr (kVec<NC>) {
+        rows_times<NC>(W.dV.data(), N, W.KH.data(), N, dS, N, L);        // Σ_i KH_s[i] dS[i][:]
+        if (transposed) rows_times<NC>(W.dK.data(), N, W.V.data(), N, dST, N, L);  // dKH_s = dS v_s
+      }
       for (i64 s = 0; s < L && kVec<NC>; ++s) {
         RowAcc<NC> acc;
-        acc.zero();
-        acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // Σ_{t≥s} P[t][s] g_t
-        acc.fma_rows(&W.KH[s * N], 1, dS, N, N);                  // + Σ_i KH_s[i] dS[i][:]
+        acc.load(&W.dV[s * N], 1.0f);
+        acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // + Σ_{t≥s} P[t][s] g_t
         acc.add_to(dv + (b * T + t0 + s) * D + hN);
-        if (transposed) {
-          acc.zero();
-          acc.fma_rows(&W.V[s * N], 1, dST, N, N);                // dKH_s = dS v_s
-          acc.store(&W.dK[s * N]);
-        } else
-          mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
+        if (!transposed) mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
       }
       for (i64 s = 0; s < L && !kVec<NC>; ++s) {
         alignas(64) float acc[kMaxN];
@@ -429,11 +515,12 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
         std::copy_n(acc, N, &W.dK[s * N]);
       }
       // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
+      if constexpr (kVec<NC>)
+        if (transposed) rows_times<NC>(W.dR.data(), N, W.G.data(), N, S0T, N, L);  // S_0 g_t
       for (i64 t = 0; t < L && kVec<NC>; ++t) {
         RowAcc<NC> acc;
         if (transposed) {
-          acc.zero();
-          acc.fma_rows(&W.G[t * N], 1, S0T, N, N);         // S_0 g_t
+          acc.load(&W.dR[t * N], 1.0f);
         } else {
           mat_vec<NC>(&W.dR[t * N], S0, &W.G[t * N], N);
           acc.load(&W.dR[t * N], 1.0f);
