@@ -340,8 +340,11 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   std::vector<Acc> rs_part;  // ZeRO: this rank's part of the reduce-scattered gradient
   const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
   const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
-  std::vector<Range> zero3_parts;  // ZeRO-3: who owns which part (the executor gathers before use)
-  if (zero && p.zero_stage == 3)
+  // ZeRO-3: who owns which part (the executor gathers before use). Under gradient_sync:
+  // last_microbatch the parameters stay whole through the step (lower.hpp zero_stage_during_step):
+  // the step end's gather refills them once, as under ZeRO-1/2.
+  std::vector<Range> zero3_parts;
+  if (zero_stage_during_step(p) == 3)
     for (std::int64_t r = 0; r < p.mesh[Axis::fsdp]; ++r) zero3_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
   Executor ex(m, p, prog, sl, comms.view, zero3_parts);
   const StageTensors stage = stage_tensors(m, sl, prog, p.mesh[Axis::pipeline]);
@@ -386,6 +389,9 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // gacc; the block's range of `grad` is cleared for the next pass. The clipping and the optimizer
   // then read the shard as before. A gradient hook needs every local gradient before any
   // reduction: with one the blocks are accumulated whole and reduce-scattered at the step end.
+  // gradient_sync: last_microbatch lowers no per-block steps (sharded is false): the whole local
+  // gradient is accumulated over the micro-batches and the step end's reduce-scatter (scatter_whole,
+  // ZeRO-1's) reduces it once.
   const bool sharded = zero_sharded_gradients(p), hooked = sharded && static_cast<bool>(o.gradient_hook);
   std::vector<Acc> rs_in;  // fp64 plans: the block's gradient widened for the message
   std::vector<Range> fsdp_parts;  // the part of the flat buffer each fsdp rank owns
