@@ -133,6 +133,7 @@ nlohmann::json plan_json(const Plan& p) {
                       {"gradient_sync", to_string(p.gradient_sync)},
                       {"overlap", p.overlap},
                       {"scatter_gather", p.scatter_gather},
+                      {"async_tensor_comm", p.async_tensor_comm},
                       {"placement", placement}};
   if (!p.model.empty()) j["model"] = p.model;
   if (!p.cluster.empty()) j["cluster"] = p.cluster;
