@@ -26,6 +26,8 @@ void PlanOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--carry", carry, "Sequence-parallel carry exchange: ring | allgather");
   cmd.add_option("--schedule", schedule, "Pipeline schedule: gpipe | 1f1b");
   cmd.add_option("--dtype", dtype, "Parameters and activations: bf16 | fp32");
+  cmd.add_option("--gradient-sync", gradient_sync,
+                 "ZeRO-2/3 gradient reduce-scatter: every_microbatch (default) | last_microbatch (once per step)");
   cmd.add_option("--overlap", overlap, "Overlap gradient reduction with backward (true/false)");
 }
 
@@ -85,6 +87,7 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   choose(scan, "--scan", p.scan, kScanNames);
   choose(carry, "--carry", p.carry, kCarryNames);
   choose(schedule, "--schedule", p.schedule, kScheduleNames);
+  choose(gradient_sync, "--gradient-sync", p.gradient_sync, kGradientSyncNames);
   if (!dtype.empty()) {
     choose(dtype, "--dtype", p.param_dtype, kDTypeNames);
     p.act_dtype = p.param_dtype;
@@ -127,6 +130,7 @@ nlohmann::json plan_json(const Plan& p) {
                       {"carry", to_string(p.carry)},
                       {"dtypes", {{"params", to_string(p.param_dtype)}, {"activations", to_string(p.act_dtype)},
                                   {"scan_state", to_string(p.state_dtype)}, {"grads", to_string(p.grad_dtype)}}},
+                      {"gradient_sync", to_string(p.gradient_sync)},
                       {"overlap", p.overlap},
                       {"scatter_gather", p.scatter_gather},
                       {"async_tensor_comm", p.async_tensor_comm},

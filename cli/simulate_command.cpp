@@ -46,7 +46,9 @@ nlohmann::json estimate_json(const Estimate& e, const Plan& p) {
 void print_estimate(const Estimate& e, const ModelSpec& m, const ClusterSpec& c, const Plan& p) {
   std::cout << "model   " << m.name << "  (" << format_count(count_parameters(m).total) << " parameters)\n"
             << "cluster " << c.name << "  (" << c.devices() << " x " << c.chip.name << ", " << c.topology.describe() << ")\n"
-            << "plan    mesh " << p.mesh.describe() << ", zero " << p.zero_stage << ", batch " << p.global_batch
+            << "plan    mesh " << p.mesh.describe() << ", zero " << p.zero_stage
+            << (p.gradient_sync != GradientSync::every_microbatch ? std::string(" (gradients: ") + to_string(p.gradient_sync) + ")" : "")
+            << ", batch " << p.global_batch
             << " x " << p.seq_len << " tokens, micro-batch " << p.micro_batch << " (" << p.micro_batches()
             << " per step), remat " << to_string(p.remat);
   if (m.has_scan()) std::cout << ", scan " << to_string(p.scan);

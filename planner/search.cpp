@@ -867,7 +867,7 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
     a.accum.push_back(accum);
     ends[s].add(0, end_steps, c, q.act_dtype);
     a.params.push_back(static_cast<double>(stages[s].local_params));
-    a.state.push_back(state_bytes(a.params.back(), q.param_dtype, q.zero_stage, static_cast<double>(q.mesh[Axis::fsdp])).total());
+    a.state.push_back(state_bytes(a.params.back(), q.param_dtype, zero_stage_during_step(q), static_cast<double>(q.mesh[Axis::fsdp])).total());
     a.buffer.push_back(stages[s].zero_comm_bytes);  // the step end's and the fsdp collectives' buffers
     for (const auto& g : stages[s].groups) {
       const auto i = static_cast<std::size_t>(g.kind);

@@ -818,7 +818,7 @@ std::shared_ptr<const LayerLowering> lower_layer_kind(const ModelSpec& m, const 
   } else {
     params = sharded_params(m, layer_parameter_tensors(m, layer), c.t);
   }
-  if (p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3) {  // ZeRO-3: gather the layer's weights before use
+  if (zero_stage_during_step(p) == 3) {  // ZeRO-3: gather the layer's weights before use
     // prefetched behind the previous layer's compute, as FSDP implementations do
     e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w, true);
     e.collective(Phase::backward, CommKind::all_gather, Axis::fsdp, tensors::params, static_cast<double>(params) * c.w, true);
@@ -920,7 +920,12 @@ std::int64_t token_partial_params(const ModelSpec& m, int kind, std::int64_t t, 
 }
 }  // namespace
 
-bool zero_sharded_gradients(const Plan& p) { return p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 2; }
+int zero_stage_during_step(const Plan& p) {
+  if (p.mesh[Axis::fsdp] <= 1) return 0;
+  return p.gradient_sync == GradientSync::last_microbatch ? std::min(p.zero_stage, 1) : p.zero_stage;
+}
+
+bool zero_sharded_gradients(const Plan& p) { return zero_stage_during_step(p) >= 2; }
 
 bool pipeline_scatter_gather(const Plan& p) {
   return p.scatter_gather && p.mesh[Axis::tensor] > 1 && p.mesh[Axis::pipeline] > 1 && p.tensor_comm == TensorComm::allreduce;
@@ -978,7 +983,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     tensors += it->lowered->tensors;
   }
 
-  const bool zero3 = p.mesh[Axis::fsdp] > 1 && p.zero_stage == 3, sharded = zero_sharded_gradients(p);
+  const bool zero3 = zero_stage_during_step(p) == 3, sharded = zero_sharded_gradients(p);
   // ZeRO-3 gathers the embedding (and tied head) and the final norm / untied head before use too
   // (the learned position table is replicated; LayerNorms have a scale and a bias)
   const std::int64_t embed_params = m.vocab * m.width / c.t + (m.is_rwkv() ? 2 * m.width : 0) + m.max_positions * m.width;
@@ -1038,13 +1043,17 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
 
   // Once per step: gradient reduction over the replicas (ZeRO-2/3: what the per-block
   // reduce-scatters left, the shard's reduction over data and sequence), optimizer, parameter
-  // gather (ZeRO-1/2).
+  // gather (ZeRO-1/2). Under `gradient_sync: last_microbatch` ZeRO-2/3 are ZeRO-1 here
+  // (zero_stage_during_step): the whole local gradient, accumulated over the micro-batches, is
+  // reduce-scattered once, hidden behind the last backward pass when `overlap` says so, and the
+  // updated parameters gathered once (ZeRO-3: FSDP gathers each block in the next step's first
+  // forward and keeps it through the step; the same bytes once per step, priced here like ZeRO-1/2's).
   {
     std::vector<Step> none;
     Emit e{c, -1, st.step_end, none};
     const double grad_bytes = static_cast<double>(params) * p.grad_bytes();
     const double fs = static_cast<double>(p.mesh[Axis::fsdp]);
-    const int zero = p.mesh[Axis::fsdp] > 1 ? p.zero_stage : 0;
+    const int zero = zero_stage_during_step(p);
     if (m.tied_embeddings && pp > 1 && (first || last))  // keep the tied embedding and head equal
       e.collective(Phase::forward, CommKind::all_reduce, Axis::pipeline, tensors::tied_embedding_grads, m.vocab * m.width / c.t * p.grad_bytes());
     // Sequence shards saw different tokens of the same sequences: their gradients add up like the

@@ -167,11 +167,22 @@ Range pipeline_chunk_layers(std::int64_t depth, std::int64_t chunks, std::int64_
 // already token-sharded). The lowering and the runner both ask this.
 bool pipeline_scatter_gather(const Plan& p);
 
+// The ZeRO stage whose sharding holds through the step's micro-batches (0 without fsdp). With
+// `gradient_sync: last_microbatch` ZeRO-2/3 keep the unsharded gradient (and ZeRO-3 the gathered
+// parameters) from the first micro-batch to the step end, so during the step they are ZeRO-1:
+// PyTorch's pipeline stages (torch/distributed/pipelining/stage.py, backward_maybe_with_nosync)
+// call set_requires_gradient_sync(False) and set_reshard_after_backward(False) on an FSDPModule
+// for every backward but the last, which runs the reduce-scatter; with reshard_after_forward off
+// (Llama 3, Dubey et al. 2024 §3.3.2: "we do not reshard after forward computation") each block
+// is all-gathered once per step and stays gathered. Memory (sim/ state_bytes), the lowering and
+// the runner all ask this.
+int zero_stage_during_step(const Plan& p);
+
 // Whether gradients are reduce-scattered block by block in every micro-batch's backward (ZeRO-2/3
-// with fsdp > 1: a layer's, the embedding's, the final norm's and head's, as PyTorch FSDP and
-// DeepSpeed ZeRO-2/3 do), each rank accumulating only its 1/fsdp shard; otherwise (ZeRO-0/1) the
-// whole local gradient is accumulated and reduced once at the step end. The lowering and the
-// runner both ask this.
+// with fsdp > 1 and gradient_sync every_microbatch: a layer's, the embedding's, the final norm's
+// and head's, as PyTorch FSDP and DeepSpeed ZeRO-2/3 do), each rank accumulating only its 1/fsdp
+// shard; otherwise (ZeRO-0/1, or gradient_sync last_microbatch) the whole local gradient is
+// accumulated and reduced once at the step end. The lowering and the runner both ask this.
 bool zero_sharded_gradients(const Plan& p);
 
 // One pass of a pipeline schedule: the forward or the backward of model chunk `chunk` (0 .. v−1

@@ -18,6 +18,7 @@ const char* to_string(DType d) { return name_of(kDTypeNames, d); }
 const char* to_string(TensorComm c) { return name_of(kTensorCommNames, c); }
 const char* to_string(AttentionKernel k) { return name_of(kAttentionNames, k); }
 const char* to_string(GradDType g) { return name_of(kGradDTypeNames, g); }
+const char* to_string(GradientSync g) { return name_of(kGradientSyncNames, g); }
 
 std::int64_t Mesh::devices() const {
   std::int64_t n = 1;
@@ -98,6 +99,11 @@ std::vector<Rule> plan_rules(const ModelSpec& m, const Plan& p, std::int64_t dev
       {"tensor divides width", !m.is_rwkv() || divides(t, m.width), "tensor = " + n(t) + " does not divide width " + n(m.width), "mesh.tensor"},
       {"seq_len fits the learned position table", m.max_positions == 0 || p.seq_len <= m.max_positions,
        "seq_len " + n(p.seq_len) + " is longer than the model's learned position table (max_positions " + n(m.max_positions) + ")", "seq_len"},
+      {"gradient_sync: last_microbatch needs zero_stage 2 or 3",
+       p.gradient_sync == GradientSync::every_microbatch || p.zero_stage >= 2,
+       "gradient_sync: last_microbatch defers ZeRO-2/3's per-block gradient reduce-scatter to the step end; zero_stage " +
+           n(p.zero_stage) + " already reduces the gradients once per step",
+       "gradient_sync"},
       {"each sequence shard holds at least conv_width-1 tokens", sq == 1 || m.conv_width == 0 || p.seq_len / sq >= m.conv_width - 1,
        "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1), "mesh.sequence"},
   };
@@ -196,6 +202,7 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   } else {
     y.raw("dtypes");
   }
+  p.gradient_sync = y.optional_choice("gradient_sync", p.gradient_sync, kGradientSyncNames);
   p.overlap = y.optional_bool("overlap", true);
   p.scatter_gather = y.optional_bool("scatter_gather", true);
   p.async_tensor_comm = y.optional_bool("async_tensor_comm", false);
@@ -305,6 +312,7 @@ std::string plan_summary(const Plan& p, bool with_batch, bool scan) {
   if (p.mesh[Axis::pipeline] > 1) s += std::string(" ") + to_string(p.schedule);
   if (p.virtual_stages > 1) s += " v" + std::to_string(p.virtual_stages);
   if (p.attention != AttentionKernel::flash) s += std::string(" attention:") + to_string(p.attention);
+  if (p.gradient_sync != GradientSync::every_microbatch) s += std::string(" sync:") + to_string(p.gradient_sync);
   if (!p.overlap) s += " no-overlap";
   if (p.placement != Plan{}.placement) s += std::string(" inner:") + to_string(p.placement[0]);
   return s;
@@ -332,6 +340,8 @@ std::string plan_to_yaml(const Plan& p) {
     << "dtypes:\n  params: " << to_string(p.param_dtype) << "\n  activations: " << to_string(p.act_dtype)
     << "\n  scan_state: " << to_string(p.state_dtype)
     << "\n  grads: " << to_string(p.grad_dtype) << "   # gradient reduction: params (their dtype) | bf16 | fp32 | fp64\n"
+    << "gradient_sync: " << to_string(p.gradient_sync)
+    << "   # ZeRO-2/3 gradient reduce-scatter: every_microbatch | last_microbatch (once per step)\n"
     << "overlap: " << (p.overlap ? "true" : "false") << "\n"
     << "scatter_gather: " << (p.scatter_gather ? "true" : "false") << "\n"
     << "async_tensor_comm: " << (p.async_tensor_comm ? "true" : "false") << "\n"

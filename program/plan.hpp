@@ -52,6 +52,15 @@ enum class DType : std::uint8_t { fp32, bf16 };
 // always exact, so any split of the batch then reproduces the 1-rank run bit for bit, which the
 // equality tests rely on — and in fp32 otherwise (it computes in fp32 throughout).
 enum class GradDType : std::uint8_t { params, bf16, fp32, fp64 };
+// When ZeRO-2/3 (zero_stage ≥ 2 over fsdp) reduce-scatters the gradients (plan `gradient_sync`):
+// every_microbatch — each block's gradient at the end of its backward in every micro-batch
+// (DeepSpeed ZeRO-2/3, PyTorch FSDP's default); last_microbatch — the unsharded gradient is
+// accumulated over the micro-batches and reduce-scattered once per step, the parameters stay
+// gathered through the step (PyTorch FSDP under its pipeline schedules:
+// torch/distributed/pipelining/stage.py backward_maybe_with_nosync calls
+// set_requires_gradient_sync(False) and set_reshard_after_backward(False) until the last
+// backward; Llama 3, Dubey et al. 2024 §3.3.2). Memory and communication are then ZeRO-1's.
+enum class GradientSync : std::uint8_t { every_microbatch, last_microbatch };
 // Each choice's YAML/flag names, one table per enum (program/names.hpp): the plan reader, the CLI
 // flags and to_string all use these.
 inline constexpr Names<Schedule, 2> kScheduleNames{{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}};
@@ -68,6 +77,8 @@ inline constexpr Names<CarryScheme, 2> kCarryNames{{{"ring", CarryScheme::ring},
 inline constexpr Names<DType, 2> kDTypeNames{{{"fp32", DType::fp32}, {"bf16", DType::bf16}}};
 inline constexpr Names<GradDType, 4> kGradDTypeNames{
     {{"params", GradDType::params}, {"bf16", GradDType::bf16}, {"fp32", GradDType::fp32}, {"fp64", GradDType::fp64}}};
+inline constexpr Names<GradientSync, 2> kGradientSyncNames{
+    {{"every_microbatch", GradientSync::every_microbatch}, {"last_microbatch", GradientSync::last_microbatch}}};
 const char* to_string(Schedule s);
 const char* to_string(Remat r);
 const char* to_string(ScanAlgo s);
@@ -76,6 +87,7 @@ const char* to_string(DType d);
 const char* to_string(TensorComm c);
 const char* to_string(AttentionKernel k);
 const char* to_string(GradDType g);
+const char* to_string(GradientSync g);
 constexpr double bytes_of(DType d) { return d == DType::fp32 ? 4.0 : 2.0; }
 
 struct Mesh {
@@ -106,6 +118,7 @@ struct Plan {
   DType act_dtype = DType::bf16;
   DType state_dtype = DType::fp32;  // scan state
   GradDType grad_dtype = GradDType::params;  // gradient reduction across ranks
+  GradientSync gradient_sync = GradientSync::every_microbatch;  // ZeRO-2/3: when gradients are reduce-scattered
   // Pipeline transfers under tensor parallelism (Narayanan et al. 2021 §4.1, Megatron-LM's
   // scatter/gather): a stage's output is replicated on its t tensor ranks, so each sends only its
   // 1/t slice over its own link and the next stage all-gathers the slices over the tensor axis

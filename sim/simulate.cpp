@@ -149,7 +149,9 @@ namespace {
 
 MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpec& chip) {
   MemoryBreakdown m;
-  const StateBytes states = state_bytes(static_cast<double>(prog.local_params), p.param_dtype, p.zero_stage,
+  // gradient_sync: last_microbatch holds ZeRO-2/3's gradient (and ZeRO-3's parameters) whole
+  // through the step: the stage that holds during it (lower.hpp zero_stage_during_step)
+  const StateBytes states = state_bytes(static_cast<double>(prog.local_params), p.param_dtype, zero_stage_during_step(p),
                                         static_cast<double>(p.mesh[Axis::fsdp]));
   m.params_bytes = states.params;
   m.grads_bytes = states.grads;

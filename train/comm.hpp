@@ -152,6 +152,16 @@ class Comm {
     SCANSHARD_MPI(MPI_Iallreduce(MPI_IN_PLACE, data.data(), count(data.size()), datatype<T>(), sum_op<T>(), comm_, &r));
     return r;
   }
+  // Non-blocking reduce_scatter_sum_v (a block's gradient while the backward pass goes on);
+  // complete it with wait_all. `in` and `out` must stay alive and untouched until then.
+  template <class T> MPI_Request ireduce_scatter_sum_v(std::span<const T> in, std::span<T> out, const std::vector<int>& counts) const {
+    require(counts.size() == static_cast<size_t>(size_) && out.size() == static_cast<size_t>(counts[static_cast<size_t>(rank_)]),
+            "ireduce_scatter_v: one count per rank, out sized to this rank's count");
+    collective_payload(in.size_bytes());
+    MPI_Request r = MPI_REQUEST_NULL;
+    SCANSHARD_MPI(MPI_Ireduce_scatter(in.data(), out.data(), counts.data(), datatype<T>(), sum_op<T>(), comm_, &r));
+    return r;
+  }
   // In-place reduction of `data` with a user operation `op` (e.g. the softmax statistics merge).
   template <class T> void allreduce_op(std::span<T> data, MPI_Op op) const {
     collective_payload(data.size_bytes());

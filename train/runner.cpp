@@ -340,8 +340,11 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   std::vector<Acc> rs_part;  // ZeRO: this rank's part of the reduce-scattered gradient
   const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
   const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
-  std::vector<Range> zero3_parts;  // ZeRO-3: who owns which part (the executor gathers before use)
-  if (zero && p.zero_stage == 3)
+  // ZeRO-3: who owns which part (the executor gathers before use). Under gradient_sync:
+  // last_microbatch the parameters stay whole through the step (lower.hpp zero_stage_during_step):
+  // the step end's gather refills them once, as under ZeRO-1/2.
+  std::vector<Range> zero3_parts;
+  if (zero_stage_during_step(p) == 3)
     for (std::int64_t r = 0; r < p.mesh[Axis::fsdp]; ++r) zero3_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
   Executor ex(m, p, prog, sl, comms.view, zero3_parts);
   const StageTensors stage = stage_tensors(m, sl, prog, p.mesh[Axis::pipeline]);
@@ -386,30 +389,62 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // gacc; the block's range of `grad` is cleared for the next pass. The clipping and the optimizer
   // then read the shard as before. A gradient hook needs every local gradient before any
   // reduction: with one the blocks are accumulated whole and reduce-scattered at the step end.
+  // gradient_sync: last_microbatch lowers no per-block steps (sharded is false): the whole local
+  // gradient is accumulated over the micro-batches and the step end's reduce-scatter (scatter_whole,
+  // ZeRO-1's) reduces it once.
   const bool sharded = zero_sharded_gradients(p), hooked = sharded && static_cast<bool>(o.gradient_hook);
-  std::vector<Acc> rs_in;  // fp64 plans: the block's gradient widened for the message
   std::vector<Range> fsdp_parts;  // the part of the flat buffer each fsdp rank owns
   for (std::int64_t r = 0; sharded && r < p.mesh[Axis::fsdp]; ++r) fsdp_parts.push_back(split_range(sl.total, p.mesh[Axis::fsdp], r));
+  // The blocks' reduce-scatters in fp32 or fp64 messages are non-blocking (MPI_Ireduce_scatter):
+  // started as the backward pass leaves a block, they run while it goes on to the next, and
+  // complete at the pass's end (finish_block_reductions), which adds each part to the shard in
+  // the order they started and clears the block's range — the same sums as a blocking call, so
+  // the same bytes and results. bf16 messages (a packed copy, wire.hpp) stay blocking.
+  struct BlockReduction {
+    Range range;                  // the block's range of `grad` (the message while in flight)
+    std::int64_t shard_begin = 0;  // where this rank's part lands in gacc
+    std::vector<Acc> in, out;      // fp64: the block's gradient widened; this rank's part
+  };
+  std::vector<BlockReduction> in_flight;  // kept between passes: their buffers are reused
+  std::size_t in_flight_count = 0;
+  std::vector<MPI_Request> block_requests;
+  auto finish_block_reductions = [&] {
+    mpi::Comm::wait_all(block_requests);
+    for (std::size_t k = 0; k < in_flight_count; ++k) {
+      const BlockReduction& br = in_flight[k];
+      for (std::size_t i = 0; i < br.out.size(); ++i) gacc[static_cast<std::size_t>(br.shard_begin) + i] += br.out[i];
+      std::fill(grad.begin() + br.range.begin, grad.begin() + br.range.end, 0.0f);
+    }
+    in_flight_count = 0;
+  };
   const GradientSink reduce_grads = [&](const Step& st, std::span<const Range> ranges) {
     for (const Range r : ranges) {
       float* const g = grad.data() + r.begin;
       if (hooked) {
         kernels::accumulate(gacc.data() + r.begin, g, r.size());
-      } else {
-        const std::vector<int> counts = overlap_counts(r, fsdp_parts);
-        const std::int64_t b = std::max(r.begin, own.begin);
-        rs_part.resize(static_cast<std::size_t>(counts[static_cast<std::size_t>(at(Axis::fsdp))]));
-        std::span<const Acc> in;
-        if constexpr (std::is_same_v<Acc, float>) {
-          in = std::span<const Acc>(g, static_cast<std::size_t>(r.size()));
-        } else {
-          rs_in.assign(g, g + r.size());
-          in = std::span<const Acc>(rs_in);
-        }
-        grad_reduce_scatter_v(*comms.view[Axis::fsdp], in, std::span<Acc>(rs_part), counts, message_dtype(p, st));
-        for (std::size_t i = 0; i < rs_part.size(); ++i) gacc[static_cast<std::size_t>(b) + i] += rs_part[i];
+        std::fill(g, g + r.size(), 0.0f);
+        continue;
       }
-      std::fill(g, g + r.size(), 0.0f);
+      const std::vector<int> counts = overlap_counts(r, fsdp_parts);
+      if (in_flight.size() == in_flight_count) in_flight.emplace_back();
+      BlockReduction& br = in_flight[in_flight_count++];
+      br.range = r;
+      br.shard_begin = std::max(r.begin, own.begin);
+      br.out.resize(static_cast<std::size_t>(counts[static_cast<std::size_t>(at(Axis::fsdp))]));
+      std::span<const Acc> in;
+      if constexpr (std::is_same_v<Acc, float>) {
+        in = std::span<const Acc>(g, static_cast<std::size_t>(r.size()));
+      } else {
+        br.in.assign(g, g + r.size());
+        in = std::span<const Acc>(br.in);
+      }
+      const DType wire = message_dtype(p, st);
+      if (std::is_same_v<Acc, float> && wire == DType::bf16) {
+        grad_reduce_scatter_v(*comms.view[Axis::fsdp], in, std::span<Acc>(br.out), counts, wire);
+      } else {
+        block_requests.push_back(comms.view[Axis::fsdp]->ireduce_scatter_sum_v(in, std::span<Acc>(br.out), counts));
+        mpi::Comm::test_all(block_requests);
+      }
     }
   };
   std::int64_t first_step = 0;
@@ -484,6 +519,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
       if (!pass.forward && sharded) {  // each block's reduce-scatter step adds to the shard and clears its range
         const Trace::PassScope span(&tr, false, j, pass.chunk);
         ex.backward(j, compute_params, grad.data(), &tr, {}, v > 1 ? pass.chunk : -1, &reduce_grads);
+        finish_block_reductions();
         continue;
       }
       if (!pass.forward) {

@@ -1,5 +1,6 @@
 // tests/mpi/test_bf16.cpp — the runner's messages against the lowering's prices: on 2 ranks, for
-// griffin-tiny plans over every axis (data, fsdp with ZeRO 1, 2 and 3, tensor with both tensor_comm
+// griffin-tiny plans over every axis (data, fsdp with ZeRO 1, 2 and 3 — and ZeRO-2/3 with gradient_sync
+// last_microbatch — tensor with both tensor_comm
 // schemes, sequence with both carries, pipeline), RWKV-4/6 plans over tensor and sequence (both
 // carries) and a gpt-tiny plan over tensor, every communication step of one training step moves —
 // counted by the runner's comm layer (mpi::traffic(), per trace cell) — exactly the bytes
@@ -24,7 +25,10 @@ using namespace scanshard;
 
 namespace {
 
-struct Mesh2 { const char* mesh; int zero; TensorComm comm; CarryScheme carry; const char* model = "griffin-tiny"; };
+struct Mesh2 {
+  const char* mesh; int zero; TensorComm comm; CarryScheme carry; const char* model = "griffin-tiny";
+  GradientSync sync = GradientSync::every_microbatch;
+};
 
 Plan plan_for(const Mesh2& c, DType dtype) {
   Plan p;
@@ -39,6 +43,7 @@ Plan plan_for(const Mesh2& c, DType dtype) {
   p.param_dtype = p.act_dtype = dtype;
   p.state_dtype = dtype;  // the sequence carry travels in it (scan_state)
   p.grad_dtype = GradDType::params;
+  p.gradient_sync = c.sync;
   p.overlap = false;  // gradient buckets started during backward would land in no step's cell
   return p;
 }
@@ -74,6 +79,10 @@ TEST_CASE("train: every message moves the bytes the lowering prices, in fp32 and
       {"fsdp=2", 1, TensorComm::allreduce, CarryScheme::ring},
       {"fsdp=2", 2, TensorComm::allreduce, CarryScheme::ring},  // per block and micro-batch: grads, embed.grads, head.grads
       {"fsdp=2", 3, TensorComm::allreduce, CarryScheme::ring},
+      // gradient_sync: last_microbatch: one step-end reduce-scatter of the whole gradient (ZeRO-3:
+      // and one gather of the parameters), none per block
+      {"fsdp=2", 2, TensorComm::allreduce, CarryScheme::ring, "griffin-tiny", GradientSync::last_microbatch},
+      {"fsdp=2", 3, TensorComm::allreduce, CarryScheme::ring, "gpt-tiny", GradientSync::last_microbatch},
       {"fsdp=2", 2, TensorComm::allreduce, CarryScheme::ring, "gpt-tiny"},  // learned positions, LayerNorm
       {"tensor=2", 0, TensorComm::allreduce, CarryScheme::ring},
       {"tensor=2", 0, TensorComm::rs_ag, CarryScheme::ring},
@@ -96,7 +105,7 @@ TEST_CASE("train: every message moves the bytes the lowering prices, in fp32 and
       const auto expected = priced(lower(m, p, world.rank()));
       REQUIRE(res.trace.steps().size() == 1);
       const auto& cells = res.trace.steps()[0].cells;
-      INFO(mesh.model << " " << mesh.mesh << " zero " << mesh.zero << " " << to_string(mesh.comm) << " " << to_string(mesh.carry) << " "
+      INFO(mesh.model << " " << mesh.mesh << " zero " << mesh.zero << " " << to_string(mesh.sync) << " " << to_string(mesh.comm) << " " << to_string(mesh.carry) << " "
                      << to_string(dtype) << " on rank " << world.rank());
       CHECK(!expected.empty());
       for (const auto& [key, bytes] : expected) {

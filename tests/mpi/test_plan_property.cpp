@@ -2,7 +2,8 @@
 // planner may return runs and equals the 1-rank run. For each tiny model (and variants with a
 // local-attention window and with more layers), the planner's own search space at this world
 // size (planner/search.hpp for_each_legal_plan: legal meshes × ZeRO × micro-batch × remat × scan
-// × carry × tensor_comm × chunks per stage × schedule × overlap) is sampled — seeded and
+// × carry × tensor_comm × chunks per stage × schedule × overlap, and each ZeRO-2/3 plan with
+// gradient_sync last_microbatch too) is sampled — seeded and
 // deterministic, greedily so that the sample covers every feature the space holds (each axis, ZeRO
 // stage, schedule, interleaving, remat, scan, carry, rs_ag, overlap, multi-shard attention halo)
 // — and each sampled plan runs 3 steps under MPI. Its losses, first-step gradients and parameters
@@ -108,6 +109,7 @@ std::vector<std::string> features(const ModelSpec& m, const Plan& p) {
     }
   if (axes >= 2) f.push_back("mesh:two or more axes");
   if (p.mesh[Axis::fsdp] > 1) f.push_back("zero:" + std::to_string(p.zero_stage));
+  if (p.gradient_sync != GradientSync::every_microbatch) f.push_back(std::string("gradient_sync:") + to_string(p.gradient_sync));
   if (p.mesh[Axis::pipeline] > 1) f.push_back(std::string("schedule:") + to_string(p.schedule));
   if (p.virtual_stages > 1) f.push_back("interleaved:v" + std::to_string(p.virtual_stages));
   const std::string dtype = std::string("dtype:") + to_string(p.act_dtype);
@@ -157,10 +159,17 @@ std::vector<Pick> sample(const std::vector<Subject>& subs, std::int64_t n, std::
     o.dtype = dtype;
     for (std::size_t i = 0; i < subs.size(); ++i)
       for_each_legal_plan(subs[i].model, n, o, [&](const Plan& p) {
-        Cand c{p, features(subs[i].model, p), rng()};
-        c.plan.model = subs[i].label;
-        space.insert(c.f.begin(), c.f.end());
-        pool[i].push_back(std::move(c));
+        // the planner's plans, and each ZeRO-2/3 plan with its gradients reduced once per step too
+        // (gradient_sync, which the planner does not search)
+        for (GradientSync sync : {GradientSync::every_microbatch, GradientSync::last_microbatch}) {
+          if (sync != p.gradient_sync && (p.zero_stage < 2 || p.mesh[Axis::fsdp] <= 1)) continue;
+          Plan q = p;
+          q.gradient_sync = sync;
+          Cand c{q, features(subs[i].model, q), rng()};
+          c.plan.model = subs[i].label;
+          space.insert(c.f.begin(), c.f.end());
+          pool[i].push_back(std::move(c));
+        }
       });
   }
   std::set<std::string> global;
@@ -312,7 +321,7 @@ void check_world() {
   for (const char* want : {"axis:data", "axis:fsdp", "axis:sequence", "axis:pipeline", "zero:1", "zero:2", "zero:3", "schedule:gpipe",
                            "schedule:1f1b", "interleaved:v2", "remat:none", "remat:selective", "remat:block", "remat:elementwise", "dtype:fp32", "dtype:bf16",
                            "scan:sequential", "scan:chunked", "scan:associative", "scan:naive", "carry:ring", "carry:allgather",
-                           "halo:window beyond a shard", "overlap:off"}) {
+                           "halo:window beyond a shard", "overlap:off", "gradient_sync:last_microbatch"}) {
     INFO("world " << n << ": the planner's space lacks " << want);
     CHECK(space.count(want) == 1);
   }

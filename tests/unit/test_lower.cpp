@@ -871,3 +871,77 @@ TEST_CASE("async_tensor_comm makes each column-split block's input-gradient coll
     CHECK(newly_hidden == 2);
   }
 }
+
+TEST_CASE("gradient_sync last_microbatch reduce-scatters the whole gradient once per step and holds it whole", "[lower][zero]") {
+  // Closed forms from the model's parameter tensors (P parameters in all), f = fsdp, m = 4
+  // micro-batches, fp32 gradient messages (gb = 4 B), bf16 parameters (w = 2 B). With
+  // `gradient_sync: last_microbatch` (PyTorch FSDP under its pipeline schedules; Llama 3) a step
+  // moves each parameter's gradient over fsdp once — P·gb, of which a ring rank's link carries
+  // (f−1)/f — where every_microbatch moves it m times; the reduce-scatter is the step end's (ZeRO-1's)
+  // and hides behind the last backward when `overlap` says so. The fp32 accumulator is whole
+  // through the step: (1 − 1/f)·P·4 B more than every_microbatch's shard; ZeRO-3's parameters stay
+  // gathered (no per-layer gathers, one gather of P·w at the step end), (1 − 1/f)·P·w B more.
+  for (const char* name : {"griffin-tiny", "gpt-tiny"}) {
+    const auto m = load_model(name);
+    double total = 0;
+    for (const auto& t : parameter_tensors(m)) total += static_cast<double>(t.count());
+    const double f = 4, gb = 4, w = 2, micro = 4;
+    Plan p = single_device(16, 32);
+    p.mesh[Axis::fsdp] = static_cast<std::int64_t>(f);
+    p.micro_batch = 1;
+    p.param_dtype = DType::bf16;
+    p.grad_dtype = GradDType::fp32;
+    for (int zero : {2, 3})
+      for (bool overlap : {true, false}) {
+        INFO(name << ", ZeRO " << zero << ", overlap " << overlap);
+        p.zero_stage = zero;
+        p.overlap = overlap;
+        auto fsdp_bytes = [](const std::vector<Step>& steps, CommKind kind) {
+          double b = 0;
+          for (const Step& s : steps)
+            if (s.kind == StepKind::collective && s.axis == Axis::fsdp && s.comm == kind) b += s.comm_bytes;
+          return b;
+        };
+        p.gradient_sync = GradientSync::every_microbatch;
+        const StepProgram every = lower(m, p, 0);
+        const MemoryBreakdown every_mem = stage_memory(stage_summaries(m, p), p, ChipSpec{});
+        p.gradient_sync = GradientSync::last_microbatch;
+        const StepProgram last = lower(m, p, 0);
+        const MemoryBreakdown last_mem = stage_memory(stage_summaries(m, p), p, ChipSpec{});
+        REQUIRE(last.micro_batches == micro);
+        // per micro-batch: no reduce-scatter, no gather
+        CHECK(fsdp_bytes(last.backward, CommKind::reduce_scatter) == 0);
+        CHECK(fsdp_bytes(last.forward, CommKind::all_gather) + fsdp_bytes(last.backward, CommKind::all_gather) == 0);
+        // per step: each parameter's gradient once, against m times
+        const double every_step = micro * fsdp_bytes(every.backward, CommKind::reduce_scatter) + fsdp_bytes(every.step_end, CommKind::reduce_scatter);
+        const double last_step = micro * fsdp_bytes(last.backward, CommKind::reduce_scatter) + fsdp_bytes(last.step_end, CommKind::reduce_scatter);
+        CHECK(last_step == total * gb);
+        CHECK(every_step == micro * total * gb);
+        CHECK(last_step * (f - 1) / f == Approx(total * gb * 3 / 4));  // a ring rank's link
+        for (const Step& s : last.step_end)
+          if (s.comm == CommKind::reduce_scatter && s.axis == Axis::fsdp) CHECK(s.overlappable == overlap);
+        // the parameters: gathered once per step, whole (ZeRO-2 as before; ZeRO-3 instead of 2·m per layer)
+        CHECK(fsdp_bytes(last.step_end, CommKind::all_gather) == total * w);
+        // memory: the accumulator (and ZeRO-3's parameters) whole; the buffer is the whole gradient's (ZeRO-1's)
+        CHECK(last_mem.grads_bytes - every_mem.grads_bytes == Approx((1 - 1 / f) * total * 4));
+        CHECK(last_mem.params_bytes - every_mem.params_bytes == Approx(zero == 3 ? (1 - 1 / f) * total * w : 0.0));
+        CHECK(last_mem.optimizer_bytes == every_mem.optimizer_bytes);
+        CHECK(last_mem.buffers_bytes == total * gb);
+      }
+  }
+  // the plan file: parsed, written back, refused with the key named
+  const std::string base = "model: griffin-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n";
+  Plan p = parse_plan(parse_yaml(base + "zero_stage: 2\ngradient_sync: last_microbatch\n", "p.yaml"), "p.yaml");
+  CHECK(p.gradient_sync == GradientSync::last_microbatch);
+  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").gradient_sync == GradientSync::last_microbatch);
+  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").gradient_sync == GradientSync::every_microbatch);
+  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + "gradient_sync: once\n", "p.yaml"), "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains("gradient_sync") && Catch::Contains("last_microbatch"));
+  Plan one = parse_plan(parse_yaml(base + "zero_stage: 1\ngradient_sync: last_microbatch\n", "p.yaml"), "p.yaml");
+  try {
+    check_plan(load_model("griffin-tiny"), one, 0);
+    FAIL("ZeRO-1 with last_microbatch passed check_plan");
+  } catch (const PlanError& e) {
+    CHECK(e.key() == "gradient_sync");
+  }
+}
