@@ -1081,13 +1081,16 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     // plan reduces in fp64, else fp32): read the gradient and the sum, write the sum; the runner
     // also clears the gradient buffer for the next micro-batch (one more write). Under ZeRO-2/3
     // the accumulator is this rank's shard of the gradients: each block's reduce-scatter delivers
-    // its part (params/fsdp in all), added to the shard.
+    // its part (params/fsdp in all), added to the shard. At the step's start the runner clears
+    // the whole local accumulator (and, ZeRO-2/3, its owned part of the gradient buffer): one
+    // store per element (run L of docs/validation.md 2026-12-07: this clear was untraced time).
     const double acc_bytes = p.grad_dtype == GradDType::fp64 ? 8 : 4, mbs = static_cast<double>(st.micro_batches);
     const double acc_params = static_cast<double>(params) / (zero >= 2 ? fs : 1.0);
+    const double cleared = static_cast<double>(params) + (zero >= 2 ? acc_params : 0.0);
     Step accum = e.base(Phase::backward, OpClass::elementwise, ops::grad_accumulate, tensors::grads);
-    accum.vector_flops = mbs * acc_params;
+    accum.vector_flops = mbs * acc_params + cleared;
     accum.bytes_read = mbs * acc_params * (4 + acc_bytes);
-    accum.bytes_written = mbs * acc_params * (4 + acc_bytes);
+    accum.bytes_written = mbs * acc_params * (4 + acc_bytes) + static_cast<double>(params) * acc_bytes + (zero >= 2 ? acc_params * 4 : 0.0);
     st.step_end.insert(st.step_end.begin(), accum);
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, ops::adamw, tensors::params);

@@ -506,10 +506,13 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
 
   for (std::int64_t step = first_step; step < first_step + o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    std::fill(gacc.begin(), gacc.end(), Acc(0));
-    // the blocks' reduce-scatters clear what the backward writes; the last update left its mean
-    // gradient in the owned range
-    if (sharded) std::fill(grad.begin() + own.begin, grad.begin() + own.end, 0.0f);
+    {
+      Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);  // lower.cpp prices these clears with the sums
+      std::fill(gacc.begin(), gacc.end(), Acc(0));
+      // the blocks' reduce-scatters clear what the backward writes; the last update left its mean
+      // gradient in the owned range
+      if (sharded) std::fill(grad.begin() + own.begin, grad.begin() + own.end, 0.0f);
+    }
     double loss_sum = 0;  // Σ of this rank's token losses (its vocab shard's targets)
     int data_lost = 0;
     std::fill(buckets.started.begin(), buckets.started.end(), 0);

@@ -470,8 +470,9 @@ TEST_CASE("gradient reductions move each parameter in the plan's gradient dtype"
 
 TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on every parameter", "[lower]") {
   // Per micro-batch the runner clears the fp32 gradient buffer (write 4 B), reads it (4 B) and
-  // reads and writes the accumulator (fp32, or fp64 when the plan reduces in fp64): on one device
-  // every parameter of the model (count_parameters, tested against the papers' counts).
+  // reads and writes the accumulator (fp32, or fp64 when the plan reduces in fp64); once per step
+  // it clears the accumulator (one store of `acc` bytes per parameter): on one device every
+  // parameter of the model (count_parameters, tested against the papers' counts).
   const auto m = load_model("griffin-tiny");
   const double P = static_cast<double>(count_parameters(m).total);
   for (auto [mb, grads, acc] : {std::tuple{4, GradDType::params, 4.0}, std::tuple{1, GradDType::fp64, 8.0}}) {
@@ -485,24 +486,29 @@ TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on e
         ++found;
         CHECK(s.kind == StepKind::compute);
         CHECK(s.bytes_read == Approx(mbs * P * (4 + acc)));
-        CHECK(s.bytes_written == Approx(mbs * P * (4 + acc)));
-        CHECK(s.vector_flops == Approx(mbs * P));
+        CHECK(s.bytes_written == Approx(mbs * P * (4 + acc) + P * acc));
+        CHECK(s.vector_flops == Approx(mbs * P + P));
       }
     CHECK(found == 1);
   }
-  // ZeRO-2/3 keep a 1/fsdp shard of the gradients: the accumulator is that shard
-  auto accum_bytes = [&](int zero) {
+  // ZeRO-2/3 keep a 1/fsdp shard of the gradients: the accumulator is that shard. The runner still
+  // clears its whole local accumulator at the step's start, and (ZeRO-2/3) its part of the
+  // gradient buffer that the last update left.
+  auto accum = [&](int zero) {
     Plan p = single_device(4, 32);
     p.mesh[Axis::fsdp] = 2;
     p.micro_batch = 1;
     p.zero_stage = zero;
     for (const auto& s : lower(m, p, 0).step_end)
-      if (std::strcmp(s.op, "grad_accumulate") == 0) return s.bytes_read;
-    return -1.0;
+      if (std::strcmp(s.op, "grad_accumulate") == 0) return std::pair{s.bytes_read, s.bytes_written};
+    return std::pair{-1.0, -1.0};
   };
-  CHECK(accum_bytes(1) == Approx(2 * P * 8));  // 2 micro-batches per replica, fp32 accumulator
-  CHECK(accum_bytes(2) == Approx(accum_bytes(1) / 2));
-  CHECK(accum_bytes(3) == Approx(accum_bytes(1) / 2));
+  CHECK(accum(1).first == Approx(2 * P * 8));  // 2 micro-batches per replica, fp32 accumulator
+  CHECK(accum(1).second == Approx(2 * P * 8 + P * 4));
+  for (int zero : {2, 3}) {
+    CHECK(accum(zero).first == Approx(accum(1).first / 2));
+    CHECK(accum(zero).second == Approx(2 * (P / 2) * 8 + P * 4 + (P / 2) * 4));
+  }
 }
 
 TEST_CASE("the step's loss is summed over every mesh axis of size > 1 before the update: 3 doubles each", "[lower]") {
