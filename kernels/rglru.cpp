@@ -452,14 +452,16 @@ inline void decay_exponents(float* nsp2, const float* lambda, i64 c0, i64 n) {
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
                         const float* gx, const float* h_in, const std::uint8_t* reset,
-                        const float* lambda, i64 B, i64 T, i64 R) {
+                        const float* lambda, i64 B, i64 T, i64 R, const float* exponents) {
   const Split sp = split(B, R);
-  // the decay exponents depend on the channel only: once per call, not once per batch row (a
-  // decode step, T = 1, would spend more on them than on its scan)
-  thread_local std::vector<float> exponents;
-  exponents.resize(static_cast<std::size_t>(R));
-  decay_exponents(exponents.data(), lambda, 0, R);
-  const float* const all_nsp2 = exponents.data();
+  // the decay exponents depend on the channel only: the caller's, or once per call (not once per
+  // batch row: a decode step, T = 1, would spend more on them than on its scan)
+  thread_local std::vector<float> own;
+  if (!exponents) {
+    own.resize(static_cast<std::size_t>(R));
+    decay_exponents(own.data(), lambda, 0, R);
+  }
+  const float* const all_nsp2 = exponents ? exponents : own.data();
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
@@ -514,6 +516,8 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
     for (i64 b = 0; b < B; ++b)
       for (i64 c = 0; c < R; ++c) dlambda[c] += dl_part[b * R + c];
 }
+
+void rglru_decay_exponents(float* exponents, const float* lambda, i64 R) { decay_exponents(exponents, lambda, 0, R); }
 
 void rglru_forward(float* y, float* h_out, float* decay, float* ga, float* gx, const float* x,
                    const float* h_in, const std::uint8_t* reset, const float* wa, const float* ba,

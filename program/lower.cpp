@@ -228,6 +228,9 @@ struct Emit {
     elementwise(OpClass::elementwise, ops::add, name, seq_elems(), 2, 1, 1, saved);
     fwd.back().calls = bwd.back().calls = 0;
   }
+  // The last forward and backward steps run inside a neighbouring step's kernel (the executor's
+  // handler for them is `fused`, train/exec_*.cpp): their work is priced, their call is not.
+  void fused_into_neighbour() { fwd.back().calls = bwd.back().calls = 0; }
   // Dropout (training): reads x, writes y and a one-byte mask; the mask is what backward keeps.
   void dropout(const char* name, double elems) {
     if (c.m.dropout <= 0) return;
@@ -336,8 +339,10 @@ void recurrent_block(Emit& e) {
   e.rmsnorm(tensors::norm1);
   e.tensor_allreduce_bwd(tensors::rec_in_grad);
   e.linear(tensors::rec_wy, D, R);
-  // the runner fuses the gate's gelu with the ⊙ below into one kernel (gelu_mul, as mlp.act)
+  // the runner fuses the gate's gelu with the ⊙ below into one kernel (gelu_mul, as mlp.act): the
+  // call is rec.gated's (the executor's handler for this step is `fused`)
   e.elementwise(OpClass::elementwise, ops::gelu, tensors::rec_gate, c.n * R, 1, 1, 8, true, ops::gelu_mul);
+  e.fused_into_neighbour();
   e.linear(tensors::rec_wx, D, R);
   e.halo(tensors::rec_conv_halo, K - 1, R);
   e.elementwise(OpClass::elementwise, ops::conv1d, tensors::rec_conv, c.n * R, 1, 1, 2 * K);
@@ -350,6 +355,7 @@ void recurrent_block(Emit& e) {
   // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
   // two together: priced at the elementwise value, the decay alone cost more than both measured).
   e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
+  e.fused_into_neighbour();  // no call of its own: the scan kernel's
   // RG-LRU carry: h [B,R] along the ring (dh backward); the forward all-gather adds the decay
   // product Π a [B,R], which every shard keeps, so the backward gathers dh only
   const double carry = c.B * R * c.st;
@@ -437,6 +443,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   scores.phase = Phase::backward; scores.saved_bytes = 0; scores.op = ops::attention_scores;
   scores.name = tensors::attn_scores_recompute;
   scores.matmul_flops = f.matmul_flops / 2;
+  scores.calls = 0;  // inside the attention backward's kernel (the executor's handler: `fused`)
   e.bwd.push_back(b);
   e.bwd.push_back(scores);
 }

@@ -38,6 +38,7 @@ std::size_t sz(i64 n) { return static_cast<std::size_t>(n); }
 struct LayerState {
   Temporal kind = Temporal::recurrent;
   Vec conv, conv_next, h, h_next;     // recurrent: Conv1D window [B,K−1,Rl], RG-LRU h [B,Rl]
+  Vec decay_exponents;                //   the scan's per-channel exponents [Rl], from the fixed Λ
   Vec kc, vc;                         // attention: K/V cache [B,C,KVl,N]
   i64 capacity = 0;                   //   C rows
   Vec kv_w[2], kv_b[2];               //   replicated K/V head: this rank's columns of wk/wv (bk/bv)
@@ -225,7 +226,7 @@ struct Decoder::Impl {
           [&] { K::blockdiag_forward(a5.data(), a3.data(), par(l, "rec.gate_x_w"), par(l, "rec.gate_x_b"), M, R, Hb); });
     timed(ops::rglru_scan, tensors::rec_scan, [&] {
       K::rglru_scan_forward(q.data(), s.h_next.data(), nullptr, a3.data(), a4.data(), a5.data(), s.h.data(), reset.data(),
-                            par(l, "rec.lambda"), B, T, R);
+                            par(l, "rec.lambda"), B, T, R, s.decay_exponents.data());
     });
     s.h.swap(s.h_next);
     timed(ops::gelu_mul, tensors::rec_gated, [&] { K::gelu_mul_forward(gm.data(), a1.data(), q.data(), M * R); });
@@ -454,6 +455,9 @@ Decoder::Decoder(const ModelSpec& m, const ShardLayout& lay, const float* params
       case Temporal::recurrent:
         for (Vec* v : {&s.conv, &s.conv_next}) v->assign(sz(batch * (d.Kc - 1) * d.R), 0.0f);
         for (Vec* v : {&s.h, &s.h_next}) v->assign(sz(batch * d.R), 0.0f);
+        // the weights do not change while decoding: computed once, not in every token's scan
+        s.decay_exponents.assign(sz(d.R), 0.0f);
+        K::rglru_decay_exponents(s.decay_exponents.data(), d.par(l, "rec.lambda"), d.R);
         break;
       case Temporal::local_attention:
       case Temporal::global_attention: {

@@ -158,21 +158,22 @@ const Table& table() {
   return t;
 }
 
+// What `st` runs in a forward pass (backward = false) or a backward pass (nullptr: nothing).
+Executor::Handler handler_of(const Step& st, bool backward) {
+  const auto it = table().find(step_key(st.op, st.name));
+  if (it == table().end()) return nullptr;
+  return backward && st.phase == Phase::backward ? it->second.bwd : it->second.fwd;
+}
+
 }  // namespace
 
-bool has_handler(const Step& st, bool backward) {
-  const auto it = table().find(step_key(st.op, st.name));
-  if (it == table().end()) return false;
-  return (backward && st.phase == Phase::backward ? it->second.bwd : it->second.fwd) != nullptr;
-}
+bool has_handler(const Step& st, bool backward) { return handler_of(st, backward) != nullptr; }
+bool runs_fused(const Step& st, bool backward) { return handler_of(st, backward) == &exec::fused; }
 
 std::vector<Executor::Bound> Executor::bind(const std::vector<Step>& steps, bool backward) const {
   std::vector<Bound> out;
   for (const Step& st : steps) {
-    const std::string key = step_key(st.op, st.name);
-    auto it = table().find(key);
-    const bool bwd = backward && st.phase == Phase::backward;  // recompute steps rerun the forward handler
-    Handler h = it == table().end() ? nullptr : bwd ? it->second.bwd : it->second.fwd;
+    const Handler h = handler_of(st, backward);  // recompute steps rerun the forward handler
     if (!h)
       throw std::logic_error(std::string("executor: no kernel for the ") + to_string(st.phase) + " step '" + st.op + " " +
                              st.name + "' (layer " + std::to_string(st.layer) + ") of " + to_string(slots_[0]->m.family) +

@@ -4,7 +4,8 @@
 // carry scheme, scan algorithm, rs_ag, materialized attention, interleaved stages, dropout). Every
 // step lowered must carry a registered op and step name with the class the registry gives its
 // kernel, every forward and backward step of a plan the runner accepts must have an executor
-// handler, and every compute step must be priced by an efficiency calibrate fits. Calibrate's
+// handler (and make no kernel call of its own, Step::calls = 0, when that handler is `fused`), and
+// every compute step must be priced by an efficiency calibrate fits. Calibrate's
 // kernel benchmarks must name steps its models lower, and a benchmark fitted as its own kernel
 // must find steps with that kernel tag (else its fit would price nothing). The executor's parameter
 // names (train/executor_state.hpp Param) are exactly the names the families' parameter_tensors
@@ -111,6 +112,13 @@ TEST_CASE("every lowered step of every family is registered, handled by the exec
                 // The runner's step end (gradient sync, optimizer, gather) is its own dispatch
                 // (train/runner.cpp), which throws on a step it has no meaning for.
                 if (runnable && list != &prog.step_end) CHECK(train::has_handler(s, list == &prog.backward));
+                // One count of kernel calls (each pays the per-call cost, sim/cost.cpp): a step the
+                // executor runs inside a neighbour's kernel makes none; every other compute step
+                // one or more, but the residual adds (plain loops in the runner and the decoder).
+                if (list != &prog.step_end && s.kind == StepKind::compute) {
+                  if (train::runs_fused(s, list == &prog.backward)) CHECK(s.calls == 0);
+                  else CHECK((s.calls >= 1 || std::string_view(s.op) == ops::add));
+                }
               }
           }
         }
