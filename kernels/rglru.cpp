@@ -67,7 +67,7 @@ HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, const floa
   hn::StoreU(hn::Add(hn::LoadU(d, st + NL), r), d, st + NL);
 }
 
-// The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā) hold n channels.
+// The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā; nullptr: not wanted) hold n channels.
 // Π ā is kept as Σ r (Π_t 2^{nsp2·r_t} = 2^{nsp2·Σ r}; +inf after a reset) and exponentiated once
 // at the end: the running product sinks through the denormals (0.9^t from t ≈ 830 on for ~150
 // tokens), whose multiplies take microcode assists: the former code's AVX2 forward in cache ran at
@@ -124,10 +124,9 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
       FwdUpdate<true, kFloor>(io, yr + j, il + j * kIl, xr + j, r, i);
     }
   }
-  for (i64 j = 0; j < n; ++j) {
-    h[j] = at(0, j);
-    prod[j] = at(1, j) == HUGE_VALF ? 0.0f : float(std::exp2(double(nsp2[j]) * double(at(1, j))));
-  }
+  for (i64 j = 0; j < n; ++j) h[j] = at(0, j);
+  if (!prod) return;  // nobody wants Π ā: no exp2 per channel (at one token per call, more than the scan)
+  for (i64 j = 0; j < n; ++j) prod[j] = at(1, j) == HUGE_VALF ? 0.0f : float(std::exp2(double(nsp2[j]) * double(at(1, j))));
 }
 void ScanForwardTask(float* y, float* h, float* prod, const float* nsp2, const float* x,
                      const float* ga, const float* gx, const std::uint8_t* reset, i64 T, i64 R,
@@ -472,7 +471,7 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
     float* prod = h + n;
     const float* nsp2 = all_nsp2 + c0;
     for (i64 j = 0; j < n; ++j) h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
-    HWY_DYNAMIC_DISPATCH(ScanForwardTask)(y + row, h, prod, nsp2, x + row, ga + row, gx + row,
+    HWY_DYNAMIC_DISPATCH(ScanForwardTask)(y + row, h, decay ? prod : nullptr, nsp2, x + row, ga + row, gx + row,
                                           reset ? reset + b * T : nullptr, T, R, n);
     for (i64 j = 0; j < n; ++j) {
       if (h_out) h_out[b * R + c0 + j] = h[j];
