@@ -228,6 +228,12 @@ struct Emit {
     elementwise(OpClass::elementwise, ops::add, name, seq_elems(), 2, 1, 1, saved);
     fwd.back().calls = bwd.back().calls = 0;
   }
+  // Rotary positions on the H query and KV key heads: two kernel calls each way (the executor's
+  // and the decoder's handlers rotate q, then k).
+  void rope(double H, double KV, double N, bool saved) {
+    elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, saved);
+    fwd.back().calls = bwd.back().calls = 2;
+  }
   // The last forward and backward steps run inside a neighbouring step's kernel (the executor's
   // handler for them is `fused`, train/exec_*.cpp): their work is priced, their call is not.
   void fused_into_neighbour() { fwd.back().calls = bwd.back().calls = 0; }
@@ -459,7 +465,7 @@ void attention_block(Emit& e, bool local) {
     e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::attn_kv_grads, 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear(tensors::attn_wk, D, KV * N);
   e.linear(tensors::attn_wv, D, KV * N);
-  e.elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
+  e.rope(H, KV, N, true);
   attention_core(e, local, H, KV, N);
   e.linear(tensors::attn_wo, H * N, D);
   e.tensor_allreduce_fwd(tensors::attn_out);
@@ -485,9 +491,7 @@ void transformer_attention(Emit& e, bool local) {
                  2 * (D + (c.m.linear_bias ? 1 : 0)) * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear(tensors::attn_wk, D, KV * N);
   e.linear(tensors::attn_wv, D, KV * N);
-  if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles
-    e.elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, false);
-  }
+  if (c.m.rope_fraction > 0) e.rope(H, KV, N, false);  // rotary positions: backward needs only the angles
   attention_core(e, local, H, KV, N);
   e.linear(tensors::attn_wo, H * N, D);
   e.fwd.back().saved_bytes = 0;
@@ -539,6 +543,8 @@ void rwkv_shift_entry(Emit& e, const char* norm, const char* in_grad, const char
   e.halo(halo, 1, D);
   e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, mu_grads, mixes * D * c.g);
   e.elementwise(OpClass::elementwise, ops::token_shift, shift, c.n * D, 2, mixes, 2 * mixes);
+  // one kernel call per mix each way (the executor's and the decoder's handlers shift once per μ)
+  e.fwd.back().calls = e.bwd.back().calls = mixes;
 }
 
 void channel_mix(Emit& e) {

@@ -254,3 +254,31 @@ TEST_CASE("the executor's parameter names are the families' and resolve to the o
   }
   for (const std::string& n : exec_names) CHECK(model_names.count(n) == 1);  // no name the families lack
 }
+
+TEST_CASE("steps whose handler calls its kernel more than once count each call", "[steps]") {
+  // The executor's and the decoder's handlers rotate q, then k (attn.rope), and shift once per
+  // mix weight μ: RWKV-4's time mix r, k, v (3), either generation's channel mix k, r (2); RWKV-6's
+  // time-mix shift is one ddlerp call. Forward and backward alike.
+  auto calls_of = [](const char* model, const char* name) {
+    const ModelSpec m = load_model(model);
+    Plan p;
+    p.model = m.name;
+    p.global_batch = p.micro_batch = 2;
+    p.seq_len = 64;
+    const StepProgram prog = lower(m, p, 0);
+    std::set<double> fwd, bwd;
+    for (const auto& s : prog.forward)
+      if (std::string_view(s.name) == name) fwd.insert(s.calls);
+    for (const auto& s : prog.backward)
+      if (std::string_view(s.name) == name) bwd.insert(s.calls);
+    REQUIRE(fwd.size() == 1);
+    CHECK(bwd == fwd);
+    return *fwd.begin();
+  };
+  CHECK(calls_of("griffin-tiny", tensors::attn_rope) == 2);
+  CHECK(calls_of("transformer-tiny", tensors::attn_rope) == 2);
+  CHECK(calls_of("rwkv4-tiny", tensors::tm_shift) == 3);
+  CHECK(calls_of("rwkv4-tiny", tensors::cm_shift) == 2);
+  CHECK(calls_of("rwkv6-tiny", tensors::tm_shift) == 1);
+  CHECK(calls_of("rwkv6-tiny", tensors::cm_shift) == 2);
+}
