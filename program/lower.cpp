@@ -80,7 +80,7 @@ KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t
   return k;
 }
 
-std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t) { return m.kv_heads >= t ? m.kv_heads / t : 1; }
+std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t) { return tensor_rank_dims(m, t, 0).kv_heads; }
 
 WkvCarryElems wkv_carry_elems(Family family, std::int64_t B, std::int64_t Dl, std::int64_t N) {
   if (family == Family::rwkv6) return {B * Dl * N, B * Dl * N, B * Dl, true};  // B·Hl·N·N, Hl = Dl/N
