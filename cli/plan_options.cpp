@@ -129,6 +129,7 @@ nlohmann::json plan_json(const Plan& p) {
                                   {"scan_state", to_string(p.state_dtype)}, {"grads", to_string(p.grad_dtype)}}},
                       {"overlap", p.overlap},
                       {"scatter_gather", p.scatter_gather},
+                      {"async_tensor_comm", p.async_tensor_comm},
                       {"placement", placement}};
   if (!p.model.empty()) j["model"] = p.model;
   if (!p.cluster.empty()) j["cluster"] = p.cluster;

@@ -1,5 +1,6 @@
 // kernels/embedding.cpp — see embedding.hpp.
 #include "kernels/embedding.hpp"
+#include "kernels/vector_rows.hpp"
 
 #include <cblas.h>
 
@@ -147,19 +148,12 @@ void softmax_ce_forward(float* losses, float* probs, const float* logits, const 
   for (i64 m = 0; m < M; ++m) {
     const float* l = logits + m * V;
     float* p = probs + m * V;
-    float mx = l[0];
-    #pragma omp simd reduction(max : mx)
-    for (i64 v = 1; v < V; ++v) mx = l[v] > mx ? l[v] : mx;
+    const float mx = rows::max_of(l, V, l[0]);
     const std::int32_t tg = targets[m];
     const float lt = tg >= 0 ? l[tg] : 0.0f;  // read before p may overwrite l (in place)
-    float sum = 0;
-    #pragma omp simd reduction(+ : sum)
-    for (i64 v = 0; v < V; ++v) {
-      const float e = exp_fast(l[v] - mx);
-      p[v] = e;
-      sum += e;
-    }
-    const float inv = 1.0f / sum;
+    double sum = 0;  // per-lane float sums over blocks of 128 columns, the blocks in double (softmax_stats)
+    for (i64 v0 = 0; v0 < V; v0 += 128) sum += double(rows::exp_minus(p + v0, l + v0, (v0 + 128 < V ? v0 + 128 : V) - v0, mx));
+    const float inv = float(1.0 / sum);
     #pragma omp simd
     for (i64 v = 0; v < V; ++v) p[v] *= inv;
     losses[m] = tg >= 0 ? float(double(mx) + std::log(double(sum)) - lt) : 0.0f;
@@ -221,20 +215,14 @@ void softmax_stats(float* stats, const float* logits, i64 M, i64 Vl) {
   #pragma omp parallel for schedule(static)
   for (i64 m = 0; m < M; ++m) {
     const float* l = logits + m * Vl;
-    float mx = l[0];
-    #pragma omp simd reduction(max : mx)
-    for (i64 v = 1; v < Vl; ++v) mx = l[v] > mx ? l[v] : mx;
-    // fp32 exponentials (exp_fast, ≲ 4e-7 relative) summed per 16-lane vector over blocks of 128
-    // columns (8 terms per lane), the blocks in double: a double accumulator inside the vector
-    // loop stops it vectorising (mixed widths, 7x slower).
+    const float mx = rows::max_of(l, Vl, l[0]);
+    // fp32 exponentials (the rows' Exp, dispatched per SIMD target) summed in per-lane floats over
+    // blocks of 128 columns (≲ 1e-6 relative even on the one-lane scalar target), the blocks in
+    // double. The OpenMP-simd loop this replaces ran at 3.5 ns per logit on the baseline target
+    // (the build has no -march), as long as the GEMM that made the logits (docs/validation.md,
+    // 2026-12-07 sixteenth session).
     double sum = 0;
-    for (i64 v0 = 0; v0 < Vl; v0 += 128) {
-      const i64 v1 = v0 + 128 < Vl ? v0 + 128 : Vl;
-      float part = 0;
-      #pragma omp simd reduction(+ : part)
-      for (i64 v = v0; v < v1; ++v) part += exp_fast(l[v] - mx);
-      sum += double(part);
-    }
+    for (i64 v0 = 0; v0 < Vl; v0 += 128) sum += double(rows::exp_sum(l + v0, (v0 + 128 < Vl ? v0 + 128 : Vl) - v0, mx));
     stats[2 * m] = mx;
     stats[2 * m + 1] = float(sum);
   }
@@ -258,9 +246,7 @@ void softmax_ce_shard_finish(float* losses, float* probs, const float* logits, c
     const i64 r = i64(targets[m]) - v0;
     const bool local = targets[m] >= 0 && r >= 0 && r < Vl;
     losses[m] = local ? float(lse - double(l[r])) : 0.0f;  // before p may overwrite l
-    const float lse_f = float(lse);
-    #pragma omp simd
-    for (i64 v = 0; v < Vl; ++v) p[v] = exp_fast(l[v] - lse_f);
+    rows::exp_minus(p, l, Vl, float(lse));
   }
 }
 

@@ -235,13 +235,14 @@ float MaxOf(const float* x, size_t n, float init) {
   ForVectors(n, [&](auto io, size_t i) { m = hn::Max(m, InRow(io, io.ld(x + i), hn::Set(d, init))); });
   return hn::GetLane(hn::MaxOfLanes(d, m));
 }
-float ExpMinusSum(float* x, size_t n, float c) {
+// out = e^{x − c} (out nullable: the sum only; out == x in place); returns Σ e^{x − c}
+float ExpMinusSum(float* out, const float* x, size_t n, float c) {
   const DF d;
   const VF cv = hn::Set(d, c);
   VF s = hn::Zero(d);
   ForVectors(n, [&](auto io, size_t i) {
     const VF e = ExpE(hn::Sub(io.ld(x + i), cv));
-    io.st(x + i, e);
+    if (out) io.st(out + i, e);
     s = hn::Add(s, InRow(io, e, hn::Zero(d)));
   });
   return SumLanes(s);
@@ -354,7 +355,9 @@ void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, co
   HWY_DYNAMIC_DISPATCH(GroupNormGradRow)(dx, dscale, dbias, dy, x, scale, mean, rstd, size_t(n));
 }
 float max_of(const float* x, i64 n, float init) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, size_t(n), init); }
-float exp_minus_sum(float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(x, size_t(n), c); }
+float exp_minus_sum(float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(x, x, size_t(n), c); }
+float exp_sum(const float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(nullptr, x, size_t(n), c); }
+float exp_minus(float* out, const float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(out, x, size_t(n), c); }
 void softmax_grad(float* p, float* dp, i64 n, float lse, float dot, float scale) {
   HWY_DYNAMIC_DISPATCH(SoftmaxGradRow)(p, dp, size_t(n), lse, dot, scale);
 }

@@ -203,6 +203,9 @@ struct Emit {
   // gradient in backward — the same bytes as the all-reduce each pair replaces. The entry's
   // input is saved sharded, so backward gathers it again for the weight gradients (overlapped
   // with the input-gradient GEMM, §4.2.2), unless the whole block is recomputed anyway.
+  // Plan::async_tensor_comm: the entry's backward all-reduce (rs_ag: reduce-scatter) of the input
+  // gradient is overlappable (it runs beside the layer's weight-gradient GEMM); the pass model
+  // hides it behind the backward pass's compute (sim Pass::finish).
   void tensor_allreduce_fwd(const char* name) {
     const double bytes = c.n * c.m.width * c.a;
     if (!c.rs_ag) return collective(Phase::forward, CommKind::all_reduce, Axis::tensor, name, bytes);
@@ -211,10 +214,11 @@ struct Emit {
   }
   void tensor_allreduce_bwd(const char* name) {
     const double bytes = c.n * c.m.width * c.a;
-    if (!c.rs_ag) return collective(Phase::backward, CommKind::all_reduce, Axis::tensor, name, bytes);
+    const bool async = c.p.async_tensor_comm;
+    if (!c.rs_ag) return collective(Phase::backward, CommKind::all_reduce, Axis::tensor, name, bytes, async);
     collective(Phase::forward, CommKind::all_gather, Axis::tensor, name, bytes);
     if (c.p.remat != Remat::block) collective(Phase::backward, CommKind::all_gather, Axis::tensor, tensors::tp_regather_input, bytes, true);
-    collective(Phase::backward, CommKind::reduce_scatter, Axis::tensor, name, bytes);
+    collective(Phase::backward, CommKind::reduce_scatter, Axis::tensor, name, bytes, async);
   }
 
   // Token-wise regions between tensor-parallel blocks: n·D elements, or n·D/t under rs_ag.
@@ -783,14 +787,15 @@ double model_flops_per_step(const ModelSpec& m, const Plan& p) {
 }
 
 // Everything a layer's lowering depends on besides the model and its kind.
-std::array<double, 17> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+std::array<double, 18> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
   const bool sharded = zero_sharded_gradients(p);  // ZeRO-2/3: the gradient reduce-scatter (and ZeRO-3's gathers)
   return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
           static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
           static_cast<double>(p.remat), static_cast<double>(p.scan), static_cast<double>(p.carry),
           static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
           static_cast<double>(sharded ? p.mesh[Axis::fsdp] : 1), static_cast<double>(sharded ? p.zero_stage : 0),
-          sharded ? p.grad_bytes() : 0.0, static_cast<double>(p.tensor_comm), static_cast<double>(p.attention)};
+          sharded ? p.grad_bytes() : 0.0, static_cast<double>(p.tensor_comm), static_cast<double>(p.attention),
+          p.async_tensor_comm ? 1.0 : 0.0};
 }
 
 // ZeRO-2/3 (zero_sharded_gradients): the reduce-scatter over fsdp of one block's gradient —

@@ -139,7 +139,7 @@ struct StageSummary {
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
 struct LowerCache {
-  std::map<std::array<double, 17>, std::shared_ptr<const LayerLowering>> layers;
+  std::map<std::array<double, 18>, std::shared_ptr<const LayerLowering>> layers;
   std::map<std::pair<int, std::int64_t>, std::int64_t> layer_params;  // (layer kind, tensor) -> parameters on a rank
   // rs_ag: parameters whose gradient each tensor rank forms from its own tokens only, per layer
   // kind (key (kind, tensor)) and for the embedding (kind −1) and final norm / head (kind −2).

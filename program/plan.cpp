@@ -198,6 +198,7 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   }
   p.overlap = y.optional_bool("overlap", true);
   p.scatter_gather = y.optional_bool("scatter_gather", true);
+  p.async_tensor_comm = y.optional_bool("async_tensor_comm", false);
   if (y.has("placement")) {
     const YAML::Node list = y.raw("placement");
     if (!list.IsSequence() || list.size() != kAxisCount)
@@ -333,6 +334,7 @@ std::string plan_to_yaml(const Plan& p) {
     << "\n  grads: " << to_string(p.grad_dtype) << "   # gradient reduction: params (their dtype) | bf16 | fp32 | fp64\n"
     << "overlap: " << (p.overlap ? "true" : "false") << "\n"
     << "scatter_gather: " << (p.scatter_gather ? "true" : "false") << "\n"
+    << "async_tensor_comm: " << (p.async_tensor_comm ? "true" : "false") << "\n"
     << "placement: [";
   for (int i = 0; i < kAxisCount; ++i) o << (i ? ", " : "") << to_string(p.placement[static_cast<std::size_t>(i)]);
   o << "]   # device order of the axes, innermost first\n";

@@ -112,6 +112,14 @@ struct Plan {
   // (NVLink). false: every tensor rank sends the whole activation (e.g. DeepSpeed's pipeline
   // engine). Moot under rs_ag, whose transfers already hold n/t tokens.
   bool scatter_gather = true;
+  // Megatron-LM's asynchronous tensor-parallel communication in the backward pass: the input
+  // gradient of a column-split block (attention's QKV, the MLP's up projection) is all-reduced
+  // (under rs_ag: reduce-scattered) on NCCL's stream while the same layer's weight-gradient GEMM
+  // runs (megatron/mpu/layers.py, ColumnParallelLinearWithAsyncAllreduce and
+  // ...WithSequenceParallelism; on by default, `--no-async-tensor-model-parallel-allreduce` turns
+  // it off; Korthikanti et al. 2022 §6.1). false: the all-reduce blocks before the next kernel, as
+  // in Megatron-LM 2021 and Megatron-DeepSpeed.
+  bool async_tensor_comm = false;
   bool overlap = true;              // overlap data/fsdp gradient reduction with backward (ZeRO-3
                                     // parameter gathers are always prefetched)
   // Placement: device order of the mesh axes, innermost (neighbouring chips) first. Only the

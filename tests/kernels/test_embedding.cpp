@@ -52,6 +52,7 @@ TEST_CASE("softmax cross-entropy is stable and its backward matches finite diffe
   logits[2 * V + 4] = 1000.0f;  // would overflow exp without the max shift
   logits[3 * V + 1] = -1000.0f;
   const std::vector<std::int32_t> tg = {0, 36, 4, 1, -1};  // -1: no target
+  kt::on_every_simd_target([&] {  // the fast forward's max and exp rows are dispatched
   std::vector<float> loss_ref(M), loss_fast(M), p_ref(M * V), p_fast = logits;
   k::ref::softmax_ce_forward(loss_ref.data(), p_ref.data(), logits.data(), tg.data(), M, V);
   k::fast::softmax_ce_forward(loss_fast.data(), p_fast.data(), p_fast.data(), tg.data(), M, V);  // in place
@@ -82,6 +83,37 @@ TEST_CASE("softmax cross-entropy is stable and its backward matches finite diffe
   std::vector<i64> idx;
   for (i64 i = 0; i < M * V; ++i) idx.push_back(i);
   KT_CHECK_CLOSE(kt::to_d(dlog), kt::fd_grad(ld, idx, loss), 1e-5, 1e-4);
+  });
+}
+
+TEST_CASE("softmax stats of wide rows (many 128-column blocks and a tail) equal the double sums", "[embedding][vocab]") {
+  const i64 M = 3, V = 2600;  // twenty 128-column blocks and a 40-column tail
+  auto logits = kt::randn(M * V, 61, 4.0f);
+  logits[1 * V + 2599] = 80.0f;  // the max in the tail
+  logits[2 * V + 0] = -300.0f;   // a column whose exponential underflows
+  kt::on_every_simd_target([&] {
+    std::vector<float> st(2 * M, -1.0f), loss(M), p(M * V);
+    scanshard::kernels::fast::softmax_stats(st.data(), logits.data(), M, V);
+    for (i64 m = 0; m < M; ++m) {
+      double mx = -1e300, sm = 0;
+      for (i64 v = 0; v < V; ++v) mx = std::max(mx, double(logits[m * V + v]));
+      for (i64 v = 0; v < V; ++v) sm += std::exp(double(logits[m * V + v]) - mx);
+      CHECK(st[2 * m] == float(mx));
+      CHECK(std::fabs(st[2 * m + 1] - sm) <= 1e-6 * sm);
+    }
+    // the unsharded forward on the same rows: probabilities sum to 1, loss = log Σ e^{l − max} + max − l_t
+    const std::vector<std::int32_t> tg = {5, 2599, 0};
+    scanshard::kernels::fast::softmax_ce_forward(loss.data(), p.data(), logits.data(), tg.data(), M, V);
+    for (i64 m = 0; m < M; ++m) {
+      double mx = -1e300, sm = 0, ps = 0;
+      for (i64 v = 0; v < V; ++v) mx = std::max(mx, double(logits[m * V + v]));
+      for (i64 v = 0; v < V; ++v) sm += std::exp(double(logits[m * V + v]) - mx);
+      for (i64 v = 0; v < V; ++v) ps += p[m * V + v];
+      const double expect = std::log(sm) + mx - logits[m * V + tg[m]];
+      CHECK(std::fabs(loss[m] - expect) <= 1e-5 * (1 + std::fabs(expect)));
+      CHECK(std::fabs(ps - 1.0) <= 1e-5);
+    }
+  });
 }
 
 // ─── vocab-parallel forms: a rank holds table rows / logit columns [v0, v0+Vl) ───────────────────
@@ -179,6 +211,7 @@ TEST_CASE("vocab-parallel softmax cross-entropy: merged shard stats give the ful
   k::ref::softmax_ce_backward(dl_d.data(), dlsd.data(), p_d.data(), tg.data(), M, V);
   KT_CHECK_CLOSE(loss_ref, loss_d, 1e-5, 1e-6);
 
+  kt::on_every_simd_target([&] {  // softmax_stats and the shard finish use the dispatched rows
   for (const auto& cut : vocab_splits()) {
     const i64 P = i64(cut.size()) - 1;
     INFO("split into " << P << " shards at " << cut[1]);
@@ -259,6 +292,7 @@ TEST_CASE("vocab-parallel softmax cross-entropy: merged shard stats give the ful
           for (i64 v = 0; v < V; ++v) CHECK(dlog[m * V + v] == 0.0f);  // no target: no gradient
     }
   }
+  });
   // the large-logit rows exercise both ends: target at the +60 max (loss ≈ 0) and a target near
   // −60 with the max at +60 (loss ≈ 120, exp(−120) underflows fp32 probs)
   CHECK(loss_d[2] >= 0.0);

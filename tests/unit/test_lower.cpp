@@ -833,3 +833,41 @@ TEST_CASE("ZeRO-2/3 reduce-scatter every block gradient in every micro-batch and
     }
   }
 }
+
+TEST_CASE("async_tensor_comm makes each column-split block's input-gradient collective overlappable and nothing else", "[lower]") {
+  // Megatron-LM's asynchronous tensor-parallel communication (Plan::async_tensor_comm): per
+  // layer, attention's and the MLP's entry each have one backward collective of the input
+  // gradient, [B·T, D] in the activation dtype: an all-reduce, or under rs_ag a reduce-scatter.
+  // Those two become overlappable; every step keeps its kind, bytes and FLOPs.
+  const auto m = load_model("megatron-22b");
+  for (auto [comm, remat] : {std::pair{TensorComm::allreduce, Remat::block}, {TensorComm::rs_ag, Remat::selective}}) {
+    INFO("tensor_comm " << to_string(comm) << " remat " << to_string(remat));
+    Plan p = single_device(4, 2048);
+    p.mesh[Axis::tensor] = 8;
+    p.tensor_comm = comm;
+    p.remat = remat;
+    const auto sync = lower_stage(m, p, 0, 0).groups.at(0).lowered->backward;
+    p.async_tensor_comm = true;
+    const auto async = lower_stage(m, p, 0, 0).groups.at(0).lowered->backward;
+    REQUIRE(sync.size() == async.size());
+    const double entry_bytes = 4.0 * 2048 * 6144 * 2;
+    const CommKind kind = comm == TensorComm::allreduce ? CommKind::all_reduce : CommKind::reduce_scatter;
+    int newly_hidden = 0;
+    for (std::size_t i = 0; i < sync.size(); ++i) {
+      const Step &a = sync[i], &b = async[i];
+      REQUIRE(std::strcmp(a.name, b.name) == 0);
+      REQUIRE(a.kind == b.kind);
+      REQUIRE(a.comm_bytes == b.comm_bytes);
+      REQUIRE(a.matmul_flops == b.matmul_flops);
+      if (a.overlappable == b.overlappable) continue;
+      ++newly_hidden;
+      CHECK(b.overlappable);
+      CHECK(b.phase == Phase::backward);
+      CHECK(b.axis == Axis::tensor);
+      CHECK(b.comm == kind);
+      CHECK(b.comm_bytes == entry_bytes);
+      CHECK((std::strcmp(b.name, "attn.in_grad") == 0 || std::strcmp(b.name, "mlp.in_grad") == 0));
+    }
+    CHECK(newly_hidden == 2);
+  }
+}
