@@ -200,8 +200,10 @@ void rope_fast(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, 
     }
   cache.ensure(base, rot, top);
   const float sg = inverse ? -1.0f : 1.0f;
+  // one parallel region over every (sequence, token) row: a decode step's call has one row per
+  // sequence, and a region per sequence cost a region's fixed cost each
+  #pragma omp parallel for collapse(2) schedule(static)
   for (i64 b = 0; b < B; ++b) {
-    #pragma omp parallel for schedule(static)
     for (i64 t = 0; t < T; ++t) {
       const i64 p = pos ? i64(pos[b * T + t]) : t;
       const float* c = cache.cs.data() + p * n;

@@ -67,7 +67,7 @@ HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, const floa
   hn::StoreU(hn::Add(hn::LoadU(d, st + NL), r), d, st + NL);
 }
 
-// The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā) hold n channels.
+// The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā; nullptr: not wanted) hold n channels.
 // Π ā is kept as Σ r (Π_t 2^{nsp2·r_t} = 2^{nsp2·Σ r}; +inf after a reset) and exponentiated once
 // at the end: the running product sinks through the denormals (0.9^t from t ≈ 830 on for ~150
 // tokens), whose multiplies take microcode assists: the former code's AVX2 forward in cache ran at
@@ -124,10 +124,9 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
       FwdUpdate<true, kFloor>(io, yr + j, il + j * kIl, xr + j, r, i);
     }
   }
-  for (i64 j = 0; j < n; ++j) {
-    h[j] = at(0, j);
-    prod[j] = at(1, j) == HUGE_VALF ? 0.0f : float(std::exp2(double(nsp2[j]) * double(at(1, j))));
-  }
+  for (i64 j = 0; j < n; ++j) h[j] = at(0, j);
+  if (!prod) return;  // nobody wants Π ā: no exp2 per channel (at one token per call, more than the scan)
+  for (i64 j = 0; j < n; ++j) prod[j] = at(1, j) == HUGE_VALF ? 0.0f : float(std::exp2(double(nsp2[j]) * double(at(1, j))));
 }
 void ScanForwardTask(float* y, float* h, float* prod, const float* nsp2, const float* x,
                      const float* ga, const float* gx, const std::uint8_t* reset, i64 T, i64 R,
@@ -452,14 +451,16 @@ inline void decay_exponents(float* nsp2, const float* lambda, i64 c0, i64 n) {
 
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
                         const float* gx, const float* h_in, const std::uint8_t* reset,
-                        const float* lambda, i64 B, i64 T, i64 R) {
+                        const float* lambda, i64 B, i64 T, i64 R, const float* exponents) {
   const Split sp = split(B, R);
-  // the decay exponents depend on the channel only: once per call, not once per batch row (a
-  // decode step, T = 1, would spend more on them than on its scan)
-  thread_local std::vector<float> exponents;
-  exponents.resize(static_cast<std::size_t>(R));
-  decay_exponents(exponents.data(), lambda, 0, R);
-  const float* const all_nsp2 = exponents.data();
+  // the decay exponents depend on the channel only: the caller's, or once per call (not once per
+  // batch row: a decode step, T = 1, would spend more on them than on its scan)
+  thread_local std::vector<float> own;
+  if (!exponents) {
+    own.resize(static_cast<std::size_t>(R));
+    decay_exponents(own.data(), lambda, 0, R);
+  }
+  const float* const all_nsp2 = exponents ? exponents : own.data();
   #pragma omp parallel for schedule(static)
   for (i64 k = 0; k < B * sp.nblk; ++k) {
     const auto [b, c0, c1] = task(k, sp, R);
@@ -470,7 +471,7 @@ void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, co
     float* prod = h + n;
     const float* nsp2 = all_nsp2 + c0;
     for (i64 j = 0; j < n; ++j) h[j] = h_in ? h_in[b * R + c0 + j] : 0.0f;
-    HWY_DYNAMIC_DISPATCH(ScanForwardTask)(y + row, h, prod, nsp2, x + row, ga + row, gx + row,
+    HWY_DYNAMIC_DISPATCH(ScanForwardTask)(y + row, h, decay ? prod : nullptr, nsp2, x + row, ga + row, gx + row,
                                           reset ? reset + b * T : nullptr, T, R, n);
     for (i64 j = 0; j < n; ++j) {
       if (h_out) h_out[b * R + c0 + j] = h[j];
@@ -514,6 +515,8 @@ void rglru_scan_backward(float* dx, float* dga, float* dgx, float* dh_in, float*
     for (i64 b = 0; b < B; ++b)
       for (i64 c = 0; c < R; ++c) dlambda[c] += dl_part[b * R + c];
 }
+
+void rglru_decay_exponents(float* exponents, const float* lambda, i64 R) { decay_exponents(exponents, lambda, 0, R); }
 
 void rglru_forward(float* y, float* h_out, float* decay, float* ga, float* gx, const float* x,
                    const float* h_in, const std::uint8_t* reset, const float* wa, const float* ba,

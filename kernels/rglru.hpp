@@ -51,10 +51,15 @@ void rglru_backward(float* dx, float* dh_in, float* dwa, float* dba, float* dwx,
                     const float* lambda, i64 B, i64 T, i64 R, i64 Hb);
 
 // The fused scan alone, given gate pre-activations (used by rglru_forward; exposed for benchmarks
-// and for runners that compute the gates themselves).
+// and for runners that compute the gates themselves). `exponents` (nullable): rglru_decay_exponents
+// of `lambda`, computed by the caller once for weights that do not change between calls (a
+// decoder); nullptr computes them from lambda in this call (R softplus in double: at one token per
+// call, 1.5-3x the scan's own time).
 void rglru_scan_forward(float* y, float* h_out, float* decay, const float* x, const float* ga,
                         const float* gx, const float* h_in, const std::uint8_t* reset,
-                        const float* lambda, i64 B, i64 T, i64 R);
+                        const float* lambda, i64 B, i64 T, i64 R, const float* exponents = nullptr);
+// The scan's per-channel decay exponents −8·softplus(Λ_c)·log2 e (a_t = 2^{exponent·r_t}), R of them.
+void rglru_decay_exponents(float* exponents, const float* lambda, i64 R);
 // The fused reverse scan alone: accumulates dx (direct path), dh_in, dlambda; WRITES dga, dgx.
 // When dga and dgx together hold at least stream_min_bytes, their 64-byte aligned rows are
 // written with streaming (non-temporal) stores: no read for ownership, so 9 streams move instead

@@ -67,13 +67,15 @@ struct Efficiency {
   // its scatter-add into the table's gradient (embedding) and the learned positions (add_positions):
   // class embedding, priced with the elementwise value otherwise; and the decode step's attention
   // (attention.decode: one query row per sequence against its cache, dot products one head wide,
-  // not the training kernel's tiles). `scanshard calibrate` measures them; presets leave them out.
+  // not the training kernel's tiles), and the decode step's recurrences (rglru.decode, wkv4.decode,
+  // wkv6.decode: one token per call, where the training kernels' values come from 96-token calls).
+  // `scanshard calibrate` measures them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
 };
-inline constexpr std::array<const char*, 20> kTunedOps = {
+inline constexpr std::array<const char*, 23> kTunedOps = {
     "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag",       "adamw", "conv1d",      "rope",   "softmax_xent",
     "add",        "rmsnorm",   "layernorm", "gelu_mul",     "grad_accumulate", "zero",  "token_shift", "ddlerp", "embedding",
-    "add_positions", "attention.decode"};
+    "add_positions", "attention.decode", "rglru.decode", "wkv4.decode", "wkv6.decode"};
 
 struct ChipSpec {
   std::string name;

@@ -181,6 +181,19 @@ void add_state_traffic(std::vector<Step>& steps, const ModelSpec& m, const Plan&
   }
 }
 
+// The kernel a decode step's work is priced as when it is not the training kernel's: one query
+// per sequence against its cache (attention.decode, not the sequence kernel's tiles), and the
+// recurrences at one token per call (the RG-LRU's decay and scan, WKV-4, WKV-6), whose training
+// values come from calls of ~100 tokens.
+const char* decode_kernel(const Step& s) {
+  if (s.cls == OpClass::attention) return ops::attention_decode;
+  const std::string_view op = s.op;
+  if (op == ops::rglru_scan || op == ops::rglru_decay) return ops::rglru_decode;
+  if (op == ops::wkv4_scan) return ops::wkv4_decode;
+  if (op == ops::wkv6_scan) return ops::wkv6_decode;
+  return s.kernel;
+}
+
 // One stage's pass: `part_steps(part)` gives the steps of a layer, the embedding or the head.
 template <class PartSteps>
 InferencePass stage_pass(const ModelSpec& m, const Plan& p, std::int64_t stage, double activation_bytes, PartSteps&& part_steps) {
@@ -231,8 +244,7 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
   InferencePass pass = stage_pass(m, p, stage, act, [&](std::int64_t part) {
     auto steps = forward_steps(m, p, part, batch, 1, position);
     if (part >= 0) add_state_traffic(steps, m, p, static_cast<double>(batch));
-    for (Step& s : steps)  // one query per sequence: the decode kernel, not the sequence kernel's tiles
-      if (s.cls == OpClass::attention) s.kernel = ops::attention_decode;
+    for (Step& s : steps) s.kernel = decode_kernel(s);
     if (part == kHeadPart) decode_head(steps, m, p, batch);
     return steps;
   });

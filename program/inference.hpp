@@ -18,7 +18,8 @@
 //     and written once (it lives in HBM between steps): RG-LRU h and the Conv1D window, the WKV
 //     state, the token-shift vector (written; its read is the shift's second input); its attention
 //     steps carry the decode kernel's tag (kernel attention.decode: priced with its own efficiency
-//     when the chip has one), and every step's reuse_bytes is what one token streams (the stage's
+//     when the chip has one), its recurrences theirs (rglru.decode on the RG-LRU's decay and scan,
+//     wkv4.decode, wkv6.decode: one token per call; the training kernel's value without one), and every step's reuse_bytes is what one token streams (the stage's
 //     weights, caches and states: where its data comes from between tokens);
 //   * prefill's head keeps the training head's (max, Σexp) all-reduce and softmax (standing for
 //     vocab-parallel sampling); a decode step's head is the decoder's: the logits all-gathered

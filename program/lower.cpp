@@ -80,7 +80,7 @@ KvHalo kv_halo(std::int64_t window, std::int64_t T, std::int64_t s, std::int64_t
   return k;
 }
 
-std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t) { return m.kv_heads >= t ? m.kv_heads / t : 1; }
+std::int64_t kv_heads_per_rank(const ModelSpec& m, std::int64_t t) { return tensor_rank_dims(m, t, 0).kv_heads; }
 
 WkvCarryElems wkv_carry_elems(Family family, std::int64_t B, std::int64_t Dl, std::int64_t N) {
   if (family == Family::rwkv6) return {B * Dl * N, B * Dl * N, B * Dl, true};  // B·Hl·N·N, Hl = Dl/N
@@ -232,6 +232,15 @@ struct Emit {
     elementwise(OpClass::elementwise, ops::add, name, seq_elems(), 2, 1, 1, saved);
     fwd.back().calls = bwd.back().calls = 0;
   }
+  // Rotary positions on the H query and KV key heads: two kernel calls each way (the executor's
+  // and the decoder's handlers rotate q, then k).
+  void rope(double H, double KV, double N, bool saved) {
+    elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, saved);
+    fwd.back().calls = bwd.back().calls = 2;
+  }
+  // The last forward and backward steps run inside a neighbouring step's kernel (the executor's
+  // handler for them is `fused`, train/exec_*.cpp): their work is priced, their call is not.
+  void fused_into_neighbour() { fwd.back().calls = bwd.back().calls = 0; }
   // Dropout (training): reads x, writes y and a one-byte mask; the mask is what backward keeps.
   void dropout(const char* name, double elems) {
     if (c.m.dropout <= 0) return;
@@ -340,8 +349,10 @@ void recurrent_block(Emit& e) {
   e.rmsnorm(tensors::norm1);
   e.tensor_allreduce_bwd(tensors::rec_in_grad);
   e.linear(tensors::rec_wy, D, R);
-  // the runner fuses the gate's gelu with the ⊙ below into one kernel (gelu_mul, as mlp.act)
+  // the runner fuses the gate's gelu with the ⊙ below into one kernel (gelu_mul, as mlp.act): the
+  // call is rec.gated's (the executor's handler for this step is `fused`)
   e.elementwise(OpClass::elementwise, ops::gelu, tensors::rec_gate, c.n * R, 1, 1, 8, true, ops::gelu_mul);
+  e.fused_into_neighbour();
   e.linear(tensors::rec_wx, D, R);
   e.halo(tensors::rec_conv_halo, K - 1, R);
   e.elementwise(OpClass::elementwise, ops::conv1d, tensors::rec_conv, c.n * R, 1, 1, 2 * K);
@@ -354,6 +365,7 @@ void recurrent_block(Emit& e) {
   // at the scan's rate, not a standalone elementwise pass's (calibrate fits the scan class on the
   // two together: priced at the elementwise value, the decay alone cost more than both measured).
   e.elementwise(OpClass::scan, ops::rglru_decay, tensors::rec_decay, c.n * R, 1, 1, 6);
+  e.fused_into_neighbour();  // no call of its own: the scan kernel's
   // RG-LRU carry: h [B,R] along the ring (dh backward); the forward all-gather adds the decay
   // product Π a [B,R], which every shard keeps, so the backward gathers dh only
   const double carry = c.B * R * c.st;
@@ -441,6 +453,7 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   scores.phase = Phase::backward; scores.saved_bytes = 0; scores.op = ops::attention_scores;
   scores.name = tensors::attn_scores_recompute;
   scores.matmul_flops = f.matmul_flops / 2;
+  scores.calls = 0;  // inside the attention backward's kernel (the executor's handler: `fused`)
   e.bwd.push_back(b);
   e.bwd.push_back(scores);
 }
@@ -456,7 +469,7 @@ void attention_block(Emit& e, bool local) {
     e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, tensors::attn_kv_grads, 2 * D * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear(tensors::attn_wk, D, KV * N);
   e.linear(tensors::attn_wv, D, KV * N);
-  e.elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3);
+  e.rope(H, KV, N, true);
   attention_core(e, local, H, KV, N);
   e.linear(tensors::attn_wo, H * N, D);
   e.tensor_allreduce_fwd(tensors::attn_out);
@@ -482,9 +495,7 @@ void transformer_attention(Emit& e, bool local) {
                  2 * (D + (c.m.linear_bias ? 1 : 0)) * static_cast<double>(c.m.kv_heads) * N * c.g);
   e.linear(tensors::attn_wk, D, KV * N);
   e.linear(tensors::attn_wv, D, KV * N);
-  if (c.m.rope_fraction > 0) {  // rotary positions: backward needs only the angles
-    e.elementwise(OpClass::elementwise, ops::rope, tensors::attn_rope, c.n * (H + KV) * N * c.m.rope_fraction, 1, 1, 3, false);
-  }
+  if (c.m.rope_fraction > 0) e.rope(H, KV, N, false);  // rotary positions: backward needs only the angles
   attention_core(e, local, H, KV, N);
   e.linear(tensors::attn_wo, H * N, D);
   e.fwd.back().saved_bytes = 0;
@@ -536,6 +547,8 @@ void rwkv_shift_entry(Emit& e, const char* norm, const char* in_grad, const char
   e.halo(halo, 1, D);
   e.collective(Phase::backward, CommKind::all_reduce, Axis::tensor, mu_grads, mixes * D * c.g);
   e.elementwise(OpClass::elementwise, ops::token_shift, shift, c.n * D, 2, mixes, 2 * mixes);
+  // one kernel call per mix each way (the executor's and the decoder's handlers shift once per μ)
+  e.fwd.back().calls = e.bwd.back().calls = mixes;
 }
 
 void channel_mix(Emit& e) {

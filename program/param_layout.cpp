@@ -47,6 +47,21 @@ bool token_partial_grad(const ModelSpec& m, const ParamTensor& p, std::int64_t t
   return n.find("norm") != std::string::npos || n == "embed.positions";
 }
 
+TensorRankDims tensor_rank_dims(const ModelSpec& m, std::int64_t t, std::int64_t tensor_rank) {
+  TensorRankDims d;
+  d.width = m.width / t;
+  const Range vr = split_range(m.vocab, t, tensor_rank);
+  d.vocab_begin = vr.begin;
+  d.vocab = vr.size();
+  d.recurrent = m.recurrent_width / t;
+  d.mlp = m.mlp_width / t;
+  d.heads = m.heads ? m.heads / t : 0;
+  d.kv_heads = m.kv_heads >= t ? m.kv_heads / t : 1;
+  d.rope_dims = static_cast<std::int64_t>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
+  d.gate_blocks = m.gate_blocks ? m.gate_blocks / t : 0;
+  return d;
+}
+
 Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i) {
   return {n * i / parts, n * (i + 1) / parts};
 }

@@ -41,6 +41,17 @@ bool token_partial_grad(const ModelSpec& m, const ParamTensor& p, std::int64_t t
 // at most one).
 struct Range { std::int64_t begin = 0, end = 0; std::int64_t size() const { return end - begin; } };
 Range split_range(std::int64_t n, std::int64_t parts, std::int64_t i);
+// One tensor rank's share of the model's dimensions under Megatron's splits (ShardLayout's):
+// width D/t (RWKV's column-split mixes), its vocabulary columns [vocab_begin, +vocab), R/t
+// recurrent channels, F/t MLP channels, H/t query heads, kv_heads/t K/V heads (or the one head
+// its query heads share when kv_heads < t: the K/V weights are replicated), the rotary dimensions
+// of a head, gate_blocks/t RG-LRU gate blocks. The executor's State and the decoder size their
+// buffers with it.
+struct TensorRankDims {
+  std::int64_t width = 0, vocab_begin = 0, vocab = 0, recurrent = 0, mlp = 0, heads = 0, kv_heads = 0, rope_dims = 0,
+               gate_blocks = 0;
+};
+TensorRankDims tensor_rank_dims(const ModelSpec& m, std::int64_t t, std::int64_t tensor_rank);
 // How many items of `r` fall in each of `parts`: the per-rank counts of a collective over r when
 // rank i owns parts[i] (ZeRO's gathers and gradient reduce-scatters of one block).
 std::vector<int> overlap_counts(Range r, const std::vector<Range>& parts);

@@ -59,6 +59,8 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(reduce_scatter, "reduce_scatter", comm, "reduce-scatter (sum) over a mesh axis") \
   X(relu_sq, "relu_sq", elementwise, "squared ReLU (RWKV channel mix)") \
   X(rglru_decay, "rglru.decay", scan, "RG-LRU decay a = sigma(-Lambda)^(c r) (fused into the scan)") \
+  X(rglru_decode, "rglru.decode", scan, \
+    "the RG-LRU's decay and scan at one token per call (a kernel tag on decode steps, never an op)") \
   X(rglru_scan, "rglru.scan", scan, "RG-LRU linear recurrence") \
   X(rmsnorm, "rmsnorm", norm, "RMSNorm") \
   X(rope, "rope", elementwise, "rotary position embedding") \
@@ -69,8 +71,10 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(softmax_xent, "softmax_xent", elementwise, "softmax cross-entropy loss") \
   X(tanh, "tanh", elementwise, "tanh (RWKV-6 LoRA)") \
   X(token_shift, "token_shift", elementwise, "RWKV token shift (previous token's features)") \
+  X(wkv4_decode, "wkv4.decode", scan, "RWKV-4 WKV state update at one token per call (a kernel tag on decode steps, never an op)") \
   X(wkv4_scan, "wkv4.scan", scan, "RWKV-4 WKV recurrence") \
   X(wkv6_chunked, "wkv6.chunked", gemm, "RWKV-6 WKV, chunked form (matrix products per chunk)") \
+  X(wkv6_decode, "wkv6.decode", scan, "RWKV-6 WKV state update at one token per call (a kernel tag on decode steps, never an op)") \
   X(wkv6_scan, "wkv6.scan", scan, "RWKV-6 WKV recurrence, sequential form") \
   X(zero, "zero", elementwise, "clear of gradient buffers") \
   X(blockdiag, "blockdiag", gemm, "block-diagonal GEMM (RG-LRU gates; a kernel tag on linear steps, never an op)")

@@ -85,6 +85,8 @@ std::vector<CalibrationPlan> calibration_plan_set() {
   const std::vector<DecodeRow> decode_rows = {
       {"C10", with_depth("mqa-tiny", 1), {1, 1024, 16}},
       {"C11", load_model("griffin-tiny"), {4, 48, 16}},
+      {"C12", with_depth("rwkv4-tiny", 1), {2, 48, 16}},
+      {"C13", with_depth("rwkv6-tiny", 1), {2, 48, 16}},
   };
   for (const auto& r : decode_rows)
     out.push_back({r.id, r.m, serving_plan(one_device_plan(r.m, r.s.batch, r.s.context()), r.s), r.s});
@@ -138,7 +140,10 @@ std::vector<std::string> call_step_names(const CalibrationPlan& c) {
   pass.for_each_list([&](const std::vector<Step>& list, std::int64_t) {
     for (const auto& st : list) {
       const std::string n = st.name;
-      if (st.kind != StepKind::compute || st.cls == OpClass::attention || std::find(gemm.begin(), gemm.end(), n) != gemm.end()) continue;
+      // (attention and the recurrences have decode values of their own: not call benchmarks)
+      if (st.kind != StepKind::compute || st.cls == OpClass::attention || st.cls == OpClass::scan ||
+          std::find(gemm.begin(), gemm.end(), n) != gemm.end())
+        continue;
       if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
     }
   });
@@ -189,6 +194,11 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
       {"attention", "C05", "attn.core (global, N 16)", {tensors::attn_core, tensors::attn_scores_recompute}, "", false, S::sequential},
       // the decode kernel: one query per sequence against a 1024-row global cache
       {"attention", "C10", "attn.core (decode, global)", {tensors::attn_core}, ops::attention_decode, false, S::sequential},
+      // the recurrences at one token per call: the state read and written, per-call set-up over
+      // every channel (the training values come from 96-token calls)
+      {"scan", "C11", "rec.decay + rec.scan (decode)", {tensors::rec_decay, tensors::rec_scan}, ops::rglru_decode, false, S::sequential},
+      {"scan", "C12", "tm.wkv (decode, wkv4)", {tensors::tm_wkv}, ops::wkv4_decode, false, S::sequential},
+      {"scan", "C13", "tm.wkv (decode, wkv6)", {tensors::tm_wkv}, ops::wkv6_decode, false, S::sequential},
   };
   std::vector<KernelBench> out;
   for (const auto& s : specs) {

@@ -59,10 +59,11 @@ struct CalibrationPlan {
 // for the GEMM curve, 5 sequences x 96 tokens (and 3 x 64, 6 x 128 for smaller and larger GEMMs).
 // Validate's 51 plans use other depths (2–6), batches and sequence lengths (none has 96 tokens,
 // or a micro-batch of 3, 5 or 6), so the loop calibrates on one set of programs and is scored on
-// another. Two decode plans (C10: one mqa-tiny layer, batch 1 after a 1024-token prompt: the
+// another. Four decode plans (C10: one mqa-tiny layer, batch 1 after a 1024-token prompt: the
 // decode attention kernel over a global cache and one-row GEMMs; C11: griffin-tiny at batch 4:
-// four-row GEMMs) time the decoder's kernels; validate's decode plans use other depths, batches
-// and contexts.
+// four-row GEMMs and the RG-LRU at one token; C12, C13: one RWKV-4 and one RWKV-6 layer at batch 2:
+// the WKV state updates at one token) time the decoder's kernels; validate's decode plans use
+// other depths, batches and contexts.
 std::vector<CalibrationPlan> calibration_plan_set();
 
 // The compute steps of rank 0's program of (m, p) whose name is in `names`, every layer's, as
@@ -75,9 +76,10 @@ std::vector<Step> plan_steps(const ModelSpec& m, const Plan& p, const std::vecto
 // layer's: what a decode trace's step sums under those names. std::runtime_error when there are none.
 std::vector<Step> decode_plan_steps(const ModelSpec& m, const Plan& p, const ServingShape& s, const std::vector<std::string>& names);
 // Every compute step name of one decode step of decode plan `c` (at the sample's middle position)
-// that is neither a GEMM the curve is fitted from (gemm_step_samples) nor attention (the decode
-// kernel's own value): the norms, residual adds, gates, scans, Conv1D, embedding, logits and the
-// sampling — the small calls whose price is mostly the per-call cost (fit_call_seconds).
+// that is neither a GEMM the curve is fitted from (gemm_step_samples) nor attention or a recurrence
+// (the decode kernels' own values: attention.decode, rglru.decode, wkv4/6.decode): the norms,
+// residual adds, gates, Conv1D, embedding, logits and the sampling — the small calls whose price
+// is mostly the per-call cost (fit_call_seconds).
 std::vector<std::string> call_step_names(const CalibrationPlan& c);
 // One kernel benchmark: a group of program steps of one calibration plan (forward and backward of
 // every layer that has them), their priced steps, and their time in the executor's trace.

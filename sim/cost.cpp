@@ -39,8 +39,13 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   // separately: matmul_flops / (2·m·n·k) of them), from the chip's curve when it has one.
   const double one_gemm = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k);
   double eff = s.cls == OpClass::gemm && one_gemm > 0 ? e.gemm_at(one_gemm) : class_efficiency(s.cls, e);
-  if (!e.ops.empty())
-    if (const auto it = e.ops.find(std::string_view(s.kernel ? s.kernel : s.op)); it != e.ops.end()) eff = it->second;
+  // a per-kernel value: the step's kernel tag's, else its op's (a decode step's tag, rglru.decode,
+  // falls back to the training kernel's value when the chip has none for one token per call)
+  if (!e.ops.empty()) {
+    auto it = s.kernel ? e.ops.find(std::string_view(s.kernel)) : e.ops.end();
+    if (it == e.ops.end()) it = e.ops.find(std::string_view(s.op));
+    if (it != e.ops.end()) eff = it->second;
+  }
   const double mm = s.cls == OpClass::gemm ? padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile) : s.matmul_flops;
   const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
   const double vector_eff = s.matmul_flops <= 0                                       ? eff

@@ -38,6 +38,7 @@ std::size_t sz(i64 n) { return static_cast<std::size_t>(n); }
 struct LayerState {
   Temporal kind = Temporal::recurrent;
   Vec conv, conv_next, h, h_next;     // recurrent: Conv1D window [B,K−1,Rl], RG-LRU h [B,Rl]
+  Vec decay_exponents;                //   the scan's per-channel exponents [Rl], from the fixed Λ
   Vec kc, vc;                         // attention: K/V cache [B,C,KVl,N]
   i64 capacity = 0;                   //   C rows
   Vec kv_w[2], kv_b[2];               //   replicated K/V head: this rank's columns of wk/wv (bk/bv)
@@ -225,7 +226,7 @@ struct Decoder::Impl {
           [&] { K::blockdiag_forward(a5.data(), a3.data(), par(l, "rec.gate_x_w"), par(l, "rec.gate_x_b"), M, R, Hb); });
     timed(ops::rglru_scan, tensors::rec_scan, [&] {
       K::rglru_scan_forward(q.data(), s.h_next.data(), nullptr, a3.data(), a4.data(), a5.data(), s.h.data(), reset.data(),
-                            par(l, "rec.lambda"), B, T, R);
+                            par(l, "rec.lambda"), B, T, R, s.decay_exponents.data());
     });
     s.h.swap(s.h_next);
     timed(ops::gelu_mul, tensors::rec_gated, [&] { K::gelu_mul_forward(gm.data(), a1.data(), q.data(), M * R); });
@@ -428,20 +429,20 @@ Decoder::Decoder(const ModelSpec& m, const ShardLayout& lay, const float* params
   d.tc = tensor ? tensor->rank() : 0;
   d.B = batch;
   d.max_len = max_len;
+  const TensorRankDims dims = tensor_rank_dims(m, d.t, d.tc);  // the executor's State sizes (train/executor.cpp)
   d.D = m.width;
-  d.Dl = m.width / d.t;
+  d.Dl = dims.width;
   d.V = m.vocab;
-  const Range vr = split_range(m.vocab, d.t, d.tc);
-  d.v0 = vr.begin;
-  d.Vl = vr.size();
-  d.R = m.recurrent_width / d.t;
-  d.F = m.mlp_width / d.t;
-  d.H = m.heads ? m.heads / d.t : 0;
-  d.KV = m.kv_heads >= d.t ? m.kv_heads / d.t : 1;
+  d.v0 = dims.vocab_begin;
+  d.Vl = dims.vocab;
+  d.R = dims.recurrent;
+  d.F = dims.mlp;
+  d.H = dims.heads;
+  d.KV = dims.kv_heads;
   d.N = m.head_dim;
-  d.rot = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
+  d.rot = dims.rope_dims;
   d.Kc = m.conv_width;
-  d.Hb = m.gate_blocks ? m.gate_blocks / d.t : 0;
+  d.Hb = dims.gate_blocks;
   d.Hl6 = m.family == Family::rwkv6 ? d.Dl / m.head_size : 0;
   d.escale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;
   d.eps = static_cast<float>(m.norm_eps);
@@ -454,6 +455,9 @@ Decoder::Decoder(const ModelSpec& m, const ShardLayout& lay, const float* params
       case Temporal::recurrent:
         for (Vec* v : {&s.conv, &s.conv_next}) v->assign(sz(batch * (d.Kc - 1) * d.R), 0.0f);
         for (Vec* v : {&s.h, &s.h_next}) v->assign(sz(batch * d.R), 0.0f);
+        // the weights do not change while decoding: computed once, not in every token's scan
+        s.decay_exponents.assign(sz(d.R), 0.0f);
+        K::rglru_decay_exponents(s.decay_exponents.data(), d.par(l, "rec.lambda"), d.R);
         break;
       case Temporal::local_attention:
       case Temporal::global_attention: {

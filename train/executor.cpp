@@ -158,21 +158,22 @@ const Table& table() {
   return t;
 }
 
+// What `st` runs in a forward pass (backward = false) or a backward pass (nullptr: nothing).
+Executor::Handler handler_of(const Step& st, bool backward) {
+  const auto it = table().find(step_key(st.op, st.name));
+  if (it == table().end()) return nullptr;
+  return backward && st.phase == Phase::backward ? it->second.bwd : it->second.fwd;
+}
+
 }  // namespace
 
-bool has_handler(const Step& st, bool backward) {
-  const auto it = table().find(step_key(st.op, st.name));
-  if (it == table().end()) return false;
-  return (backward && st.phase == Phase::backward ? it->second.bwd : it->second.fwd) != nullptr;
-}
+bool has_handler(const Step& st, bool backward) { return handler_of(st, backward) != nullptr; }
+bool runs_fused(const Step& st, bool backward) { return handler_of(st, backward) == &exec::fused; }
 
 std::vector<Executor::Bound> Executor::bind(const std::vector<Step>& steps, bool backward) const {
   std::vector<Bound> out;
   for (const Step& st : steps) {
-    const std::string key = step_key(st.op, st.name);
-    auto it = table().find(key);
-    const bool bwd = backward && st.phase == Phase::backward;  // recompute steps rerun the forward handler
-    Handler h = it == table().end() ? nullptr : bwd ? it->second.bwd : it->second.fwd;
+    const Handler h = handler_of(st, backward);  // recompute steps rerun the forward handler
     if (!h)
       throw std::logic_error(std::string("executor: no kernel for the ") + to_string(st.phase) + " step '" + st.op + " " +
                              st.name + "' (layer " + std::to_string(st.layer) + ") of " + to_string(slots_[0]->m.family) +
@@ -199,20 +200,20 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.res_rows = s.rs_ag ? s.rows / s.tp : s.rows;
   s.res_row0 = s.rs_ag ? s.tp_rank * s.res_rows : 0;
   s.D = m.width;
-  s.width_local = m.width / s.tp;
+  const TensorRankDims dims = tensor_rank_dims(m, s.tp, s.tp_rank);
+  s.width_local = dims.width;
   s.vocab = m.vocab;
-  const Range vr = split_range(m.vocab, s.tp, s.tp_rank);
-  s.vocab_begin = vr.begin;
-  s.vocab_local = vr.size();
-  s.rec_local = m.recurrent_width / s.tp;
-  s.mlp_local = m.mlp_width / s.tp;
-  s.heads_local = m.heads ? m.heads / s.tp : 0;
-  s.kv_heads_local = m.kv_heads >= s.tp ? m.kv_heads / s.tp : 1;  // replicated K/V heads: the one this rank's query heads share
+  s.vocab_begin = dims.vocab_begin;
+  s.vocab_local = dims.vocab;
+  s.rec_local = dims.recurrent;
+  s.mlp_local = dims.mlp;
+  s.heads_local = dims.heads;
+  s.kv_heads_local = dims.kv_heads;  // replicated K/V heads: the one this rank's query heads share
   s.N = m.head_dim;
-  s.rope_dims = static_cast<i64>(std::lround(m.rope_fraction * static_cast<double>(m.head_dim)));
+  s.rope_dims = dims.rope_dims;
   s.conv_width = m.conv_width;
   s.window = m.window;
-  s.gate_blocks_local = m.gate_blocks ? m.gate_blocks / s.tp : 0;
+  s.gate_blocks_local = dims.gate_blocks;
   // K/V rows before the local ones: the window's halo (local attention) or every earlier shard (ring)
   s.halo = s.window > 0 ? kv_halo(s.window, s.T, s.sp_rank, s.sp).received : s.sp_rank * s.T;
   s.embed_scale = m.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(m.width))) : 1.0f;

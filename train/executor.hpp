@@ -138,5 +138,8 @@ class Executor {
 // in a backward pass (a backward step's backward handler; recompute steps rerun the forward one):
 // what bind() asks. For tests that walk every family's programs (tests/unit/test_steps.cpp).
 bool has_handler(const Step& st, bool backward);
+// Whether that handler is `fused`: the step's work runs inside a neighbouring step's kernel, so it
+// makes no call of its own (the lowering's Step::calls must then be 0: tests/unit/test_steps.cpp).
+bool runs_fused(const Step& st, bool backward);
 
 }  // namespace scanshard::train

@@ -65,6 +65,22 @@ TEST_CASE("decode step: RG-LRU one token at a time from h equals the sequence sc
   }
   KT_CHECK_CLOSE(steps, y, 1e-6, 1e-5);
   KT_CHECK_CLOSE(steps, yd, 1e-5, 1e-5);  // fp32 against double: rounding of O(1) values
+  // The decoder's path: the gates, then the scan with the decay exponents computed once up front
+  // (rglru_decay_exponents) and no decay product wanted — the same numbers bit for bit.
+  std::vector<float> exps(R), steps2(B * T * R);
+  K::fast::rglru_decay_exponents(exps.data(), lambda.data(), R);
+  std::fill(h.begin(), h.end(), 0.0f);
+  for (i64 t = 0; t < T; ++t) {
+    const auto xt = step_rows(x, B, T, R, t);
+    std::vector<std::uint8_t> r1(B, t == 0);
+    K::fast::blockdiag_forward(ga1.data(), xt.data(), wa.data(), ba.data(), B, R, Hb);
+    K::fast::blockdiag_forward(gx1.data(), xt.data(), wx.data(), bx.data(), B, R, Hb);
+    K::fast::rglru_scan_forward(y1.data(), h_next.data(), nullptr, xt.data(), ga1.data(), gx1.data(), h.data(), r1.data(),
+                                lambda.data(), B, 1, R, exps.data());
+    h.swap(h_next);
+    put_rows(steps2, y1, B, T, R, t);
+  }
+  CHECK(steps2 == steps);
 }
 
 TEST_CASE("decode step: Conv1D with a rolling window of K-1 inputs equals the sequence conv", "[decode]") {

@@ -1,17 +1,19 @@
 // tests/unit/test_inference.cpp — the inference lowering (program/inference.hpp) and its pricing
 // (sim/inference.hpp) against independent references: the training lowering's forward steps,
 // closed forms of the weights, caches and states written here from the papers' equations, and
-// the roofline's bandwidth bound.
+// the roofline's bandwidth bound, and the decode kernels' prices in closed form.
 #include <catch2/catch.hpp>
 
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "program/inference.hpp"
 #include "program/lower.hpp"
 #include "program/presets.hpp"
 #include "program/yaml_reader.hpp"
+#include "sim/cost.hpp"
 #include "sim/inference.hpp"
 #include "tests/unit/plans.hpp"
 
@@ -349,4 +351,51 @@ TEST_CASE("decode collectives are priced back to back, prefill's as a training s
   });
   REQUIRE(steps > 0);
   CHECK(a.per_token_seconds - b.per_token_seconds == Approx(steps * 2 * dL).epsilon(1e-9));
+}
+
+TEST_CASE("decode recurrences are priced at their one-token values, the fused decay without a call of its own", "[inference]") {
+  // A chip where only the vector unit can bind (bandwidth 1e30 B/s): a step's price is
+  // vector_flops / (vector peak · its value) + calls · the per-call cost.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.memory_bytes_per_s = 1e30;
+  chip.efficiency.memory_curve.clear();
+  chip.vector_flops_per_s = 1e11;
+  chip.launch_overhead_seconds = 1e-6;
+  chip.efficiency.scan = 0.5;
+  chip.efficiency.ops = {{"rglru.scan", 0.2}, {"wkv4.scan", 0.3}, {"wkv6.scan", 0.4}};
+  const std::int64_t B = 4;
+  auto find = [](const InferencePass& pass, const char* op) {
+    for (const auto& g : pass.groups)
+      for (const auto& s : g.steps)
+        if (std::string_view(s.op) == op) return s;
+    FAIL("no step " << op);
+    return Step{};
+  };
+  const auto hawk = load_model("hawk-tiny");
+  const auto pass = lower_decode(hawk, serving(), 0, B, 17);
+  const Step scan = find(pass, ops::rglru_scan), decay = find(pass, ops::rglru_decay);
+  CHECK(std::string_view(scan.kernel) == ops::rglru_decode);
+  CHECK(std::string_view(decay.kernel) == ops::rglru_decode);
+  // log a = −8·r·softplus(Λ) and friends: 6 FLOPs per channel of each sequence, inside the scan's call
+  CHECK(decay.vector_flops == 6.0 * B * hawk.recurrent_width);
+  CHECK(decay.calls == 0);
+  CHECK(scan.calls == 1);
+  // without a one-token value: the training kernel's (the scan's op), the decay at the class value
+  CHECK(compute_seconds(scan, chip, DType::fp32) == Approx(scan.vector_flops / (1e11 * 0.2) + 1e-6));
+  CHECK(compute_seconds(decay, chip, DType::fp32) == Approx(decay.vector_flops / (1e11 * 0.5)));
+  // with one: both at it
+  chip.efficiency.ops["rglru.decode"] = 0.05;
+  CHECK(compute_seconds(scan, chip, DType::fp32) == Approx(scan.vector_flops / (1e11 * 0.05) + 1e-6));
+  CHECK(compute_seconds(decay, chip, DType::fp32) == Approx(decay.vector_flops / (1e11 * 0.05)));
+  // the WKV state updates likewise
+  chip.efficiency.ops["wkv4.decode"] = 0.07;
+  const Step wkv4 = find(lower_decode(load_model("rwkv4-tiny"), serving(), 0, B, 17), ops::wkv4_scan);
+  CHECK(std::string_view(wkv4.kernel) == ops::wkv4_decode);
+  CHECK(compute_seconds(wkv4, chip, DType::fp32) == Approx(wkv4.vector_flops / (1e11 * 0.07) + 1e-6));
+  const Step wkv6 = find(lower_decode(load_model("rwkv6-tiny"), serving(), 0, B, 17), ops::wkv6_scan);
+  CHECK(std::string_view(wkv6.kernel) == ops::wkv6_decode);
+  CHECK(compute_seconds(wkv6, chip, DType::fp32) == Approx(wkv6.vector_flops / (1e11 * 0.4) + 1e-6));  // no wkv6.decode: wkv6.scan's
+  // the training lowering keeps the training kernels
+  const StepProgram train = lower(hawk, training(B, 16), 0);
+  for (const auto& s : train.forward) CHECK((s.kernel == nullptr || std::string_view(s.kernel) != ops::rglru_decode));
 }

@@ -4,7 +4,8 @@
 // carry scheme, scan algorithm, rs_ag, materialized attention, interleaved stages, dropout). Every
 // step lowered must carry a registered op and step name with the class the registry gives its
 // kernel, every forward and backward step of a plan the runner accepts must have an executor
-// handler, and every compute step must be priced by an efficiency calibrate fits. Calibrate's
+// handler (and make no kernel call of its own, Step::calls = 0, when that handler is `fused`), and
+// every compute step must be priced by an efficiency calibrate fits. Calibrate's
 // kernel benchmarks must name steps its models lower, and a benchmark fitted as its own kernel
 // must find steps with that kernel tag (else its fit would price nothing). The executor's parameter
 // names (train/executor_state.hpp Param) are exactly the names the families' parameter_tensors
@@ -111,6 +112,13 @@ TEST_CASE("every lowered step of every family is registered, handled by the exec
                 // The runner's step end (gradient sync, optimizer, gather) is its own dispatch
                 // (train/runner.cpp), which throws on a step it has no meaning for.
                 if (runnable && list != &prog.step_end) CHECK(train::has_handler(s, list == &prog.backward));
+                // One count of kernel calls (each pays the per-call cost, sim/cost.cpp): a step the
+                // executor runs inside a neighbour's kernel makes none; every other compute step
+                // one or more, but the residual adds (plain loops in the runner and the decoder).
+                if (list != &prog.step_end && s.kind == StepKind::compute) {
+                  if (train::runs_fused(s, list == &prog.backward)) CHECK(s.calls == 0);
+                  else CHECK((s.calls >= 1 || std::string_view(s.op) == ops::add));
+                }
               }
           }
         }
@@ -245,4 +253,32 @@ TEST_CASE("the executor's parameter names are the families' and resolve to the o
       }
   }
   for (const std::string& n : exec_names) CHECK(model_names.count(n) == 1);  // no name the families lack
+}
+
+TEST_CASE("steps whose handler calls its kernel more than once count each call", "[steps]") {
+  // The executor's and the decoder's handlers rotate q, then k (attn.rope), and shift once per
+  // mix weight μ: RWKV-4's time mix r, k, v (3), either generation's channel mix k, r (2); RWKV-6's
+  // time-mix shift is one ddlerp call. Forward and backward alike.
+  auto calls_of = [](const char* model, const char* name) {
+    const ModelSpec m = load_model(model);
+    Plan p;
+    p.model = m.name;
+    p.global_batch = p.micro_batch = 2;
+    p.seq_len = 64;
+    const StepProgram prog = lower(m, p, 0);
+    std::set<double> fwd, bwd;
+    for (const auto& s : prog.forward)
+      if (std::string_view(s.name) == name) fwd.insert(s.calls);
+    for (const auto& s : prog.backward)
+      if (std::string_view(s.name) == name) bwd.insert(s.calls);
+    REQUIRE(fwd.size() == 1);
+    CHECK(bwd == fwd);
+    return *fwd.begin();
+  };
+  CHECK(calls_of("griffin-tiny", tensors::attn_rope) == 2);
+  CHECK(calls_of("transformer-tiny", tensors::attn_rope) == 2);
+  CHECK(calls_of("rwkv4-tiny", tensors::tm_shift) == 3);
+  CHECK(calls_of("rwkv4-tiny", tensors::cm_shift) == 2);
+  CHECK(calls_of("rwkv6-tiny", tensors::tm_shift) == 1);
+  CHECK(calls_of("rwkv6-tiny", tensors::cm_shift) == 2);
 }
