@@ -70,8 +70,11 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
       const float* kb = k + (b * C * Hk + kh) * N;
       const float* vb = v + (b * C * Hk + kh) * N;
       float* og = out + (b * H + kh * G) * N;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(G), int(n), int(N), scale, qg, int(N), kb, ld, 0.0f, s.data(),
-                  int(n));
+      // one query head per KV head (MHA): GEMVs, which stream the cache rows once (sgemm would
+      // first pack them into a buffer: twice the cache's traffic for one output row)
+      if (G == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(N), scale, kb, ld, qg, 1, 0.0f, s.data(), 1);
+      else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(G), int(n), int(N), scale, qg, int(N), kb, ld, 0.0f, s.data(),
+                       int(n));
       for (i64 g = 0; g < G; ++g) {
         float* sg = s.data() + g * n;
         const float mx = rows::max_of(sg, n, -INFINITY);
@@ -80,8 +83,9 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
         const float inv = float(1.0 / sum);
         for (i64 j = 0; j < n; ++j) sg[j] *= inv;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(G), int(N), int(n), 1.0f, s.data(), int(n), vb, ld, 0.0f, og,
-                  int(N));
+      if (G == 1) cblas_sgemv(CblasRowMajor, CblasTrans, int(n), int(N), 1.0f, vb, ld, s.data(), 1, 0.0f, og, 1);
+      else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(G), int(N), int(n), 1.0f, s.data(), int(n), vb, ld, 0.0f, og,
+                       int(N));
     }
 }
 }  // namespace fast
