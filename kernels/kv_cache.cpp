@@ -48,6 +48,10 @@ template void attention_decode<double>(double*, const double*, const double*, co
 }  // namespace ref
 
 namespace fast {
+// GEMVs (no packing) up to this many query heads per K/V head, sgemm beyond: one head per KV head
+// is the only group size where GEMVs won (2026-12-07, Zen 4: 2 heads the same either way, 4 heads
+// 1.3-1.6x slower with GEMVs)
+constexpr i64 kGemvGroups = 1;
 // Per (sequence, KV head): the group's G query heads at once (MQA: every head), as two GEMMs over
 // the cache rows, K and V rows strided by Hk·N: S [G×n] = Q_g · Kᵀ · scale, softmax rows, O [G×N]
 // = P · V. The per-key dot products of the loop this replaces stayed scalar on the baseline
@@ -72,18 +76,23 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
       float* og = out + (b * H + kh * G) * N;
       // one query head per KV head (MHA): GEMVs, which stream the cache rows once (sgemm would
       // first pack them into a buffer: twice the cache's traffic for one output row)
-      if (G == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(N), scale, kb, ld, qg, 1, 0.0f, s.data(), 1);
+      if (G <= kGemvGroups)
+        for (i64 g = 0; g < G; ++g)
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(N), scale, kb, ld, qg + g * N, 1, 0.0f, s.data() + g * n, 1);
       else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(G), int(n), int(N), scale, qg, int(N), kb, ld, 0.0f, s.data(),
                        int(n));
       for (i64 g = 0; g < G; ++g) {
         float* sg = s.data() + g * n;
         const float mx = rows::max_of(sg, n, -INFINITY);
         double sum = 0;  // per-lane float sums over blocks of 128 keys, the blocks in double
-        for (i64 j0 = 0; j0 < n; j0 += 128) sum += double(rows::exp_minus_sum(sg + j0, (j0 + 128 < n ? j0 + 128 : n) - j0, mx));
+        for (i64 j0 = 0; j0 < n; j0 += 128)
+          sum += double(rows::exp_minus_sum(sg + j0, (j0 + 128 < n ? j0 + 128 : n) - j0, mx));
         const float inv = float(1.0 / sum);
         for (i64 j = 0; j < n; ++j) sg[j] *= inv;
       }
-      if (G == 1) cblas_sgemv(CblasRowMajor, CblasTrans, int(n), int(N), 1.0f, vb, ld, s.data(), 1, 0.0f, og, 1);
+      if (G <= kGemvGroups)
+        for (i64 g = 0; g < G; ++g)
+          cblas_sgemv(CblasRowMajor, CblasTrans, int(n), int(N), 1.0f, vb, ld, s.data() + g * n, 1, 0.0f, og + g * N, 1);
       else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(G), int(N), int(n), 1.0f, s.data(), int(n), vb, ld, 0.0f, og,
                        int(N));
     }
