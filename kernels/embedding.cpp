@@ -151,8 +151,7 @@ void softmax_ce_forward(float* losses, float* probs, const float* logits, const 
     const float mx = rows::max_of(l, V, l[0]);
     const std::int32_t tg = targets[m];
     const float lt = tg >= 0 ? l[tg] : 0.0f;  // read before p may overwrite l (in place)
-    double sum = 0;  // per-lane float sums over blocks of 128 columns, the blocks in double (softmax_stats)
-    for (i64 v0 = 0; v0 < V; v0 += 128) sum += double(rows::exp_minus(p + v0, l + v0, (v0 + 128 < V ? v0 + 128 : V) - v0, mx));
+    const double sum = rows::exp_minus_sum_blocked(p, l, V, mx);
     const float inv = float(1.0 / sum);
     #pragma omp simd
     for (i64 v = 0; v < V; ++v) p[v] *= inv;
@@ -216,13 +215,10 @@ void softmax_stats(float* stats, const float* logits, i64 M, i64 Vl) {
   for (i64 m = 0; m < M; ++m) {
     const float* l = logits + m * Vl;
     const float mx = rows::max_of(l, Vl, l[0]);
-    // fp32 exponentials (the rows' Exp, dispatched per SIMD target) summed in per-lane floats over
-    // blocks of 128 columns (≲ 1e-6 relative even on the one-lane scalar target), the blocks in
-    // double. The OpenMP-simd loop this replaces ran at 3.5 ns per logit on the baseline target
-    // (the build has no -march), as long as the GEMM that made the logits (docs/validation.md,
-    // 2026-12-07 sixteenth session).
-    double sum = 0;
-    for (i64 v0 = 0; v0 < Vl; v0 += 128) sum += double(rows::exp_sum(l + v0, (v0 + 128 < Vl ? v0 + 128 : Vl) - v0, mx));
+    // the dispatched rows' Exp, summed in blocks (rows::exp_minus_sum_blocked). The OpenMP-simd
+    // loop this replaces ran at 3.5 ns per logit on the baseline target (the build has no -march),
+    // as long as the GEMM that made the logits (docs/validation.md, 2026-12-07 sixteenth session).
+    const double sum = rows::exp_minus_sum_blocked(nullptr, l, Vl, mx);
     stats[2 * m] = mx;
     stats[2 * m + 1] = float(sum);
   }
@@ -246,7 +242,7 @@ void softmax_ce_shard_finish(float* losses, float* probs, const float* logits, c
     const i64 r = i64(targets[m]) - v0;
     const bool local = targets[m] >= 0 && r >= 0 && r < Vl;
     losses[m] = local ? float(lse - double(l[r])) : 0.0f;  // before p may overwrite l
-    rows::exp_minus(p, l, Vl, float(lse));
+    rows::exp_minus_sum_blocked(p, l, Vl, float(lse));
   }
 }
 

@@ -84,10 +84,7 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
       for (i64 g = 0; g < G; ++g) {
         float* sg = s.data() + g * n;
         const float mx = rows::max_of(sg, n, -INFINITY);
-        double sum = 0;  // per-lane float sums over blocks of 128 keys, the blocks in double
-        for (i64 j0 = 0; j0 < n; j0 += 128)
-          sum += double(rows::exp_minus_sum(sg + j0, (j0 + 128 < n ? j0 + 128 : n) - j0, mx));
-        const float inv = float(1.0 / sum);
+        const float inv = float(1.0 / rows::exp_minus_sum_blocked(sg, sg, n, mx));
         for (i64 j = 0; j < n; ++j) sg[j] *= inv;
       }
       if (G <= kGemvGroups)

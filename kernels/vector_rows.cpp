@@ -356,8 +356,13 @@ void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, co
 }
 float max_of(const float* x, i64 n, float init) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, size_t(n), init); }
 float exp_minus_sum(float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(x, x, size_t(n), c); }
-float exp_sum(const float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(nullptr, x, size_t(n), c); }
-float exp_minus(float* out, const float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(out, x, size_t(n), c); }
+double exp_minus_sum_blocked(float* out, const float* x, i64 n, float c) {
+  constexpr i64 kBlock = 128;
+  double sum = 0;
+  for (i64 i = 0; i < n; i += kBlock)
+    sum += double(HWY_DYNAMIC_DISPATCH(ExpMinusSum)(out ? out + i : nullptr, x + i, size_t(i + kBlock < n ? kBlock : n - i), c));
+  return sum;
+}
 void softmax_grad(float* p, float* dp, i64 n, float lse, float dot, float scale) {
   HWY_DYNAMIC_DISPATCH(SoftmaxGradRow)(p, dp, size_t(n), lse, dot, scale);
 }
