@@ -14,6 +14,9 @@
 // time of the steps after each warm-up, over all passes, and per op group the median of its
 // seconds. The prediction uses the cluster sliced to the plan's n devices. Before each plan every
 // rank runs the machine-speed probe (measure/probe.hpp) when the cluster file has a calibrated one.
+// Before the runs, calibrate's all-reduce samples of 64 KiB-8 MiB are re-measured with the same
+// benchmark (network drift, reports/validation.hpp NetworkDrift): printed, and a warning when the
+// collectives run in another regime than at calibration.
 //
 // Decode plans (reports/validation.hpp decode_plan_set) run in the same round robin: each run
 // prefills its batch and decodes the plan's S tokens (not --steps; train/plan_runs.hpp); measured = the
@@ -35,6 +38,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "measure/microbench.hpp"
 #include "measure/probe.hpp"
 #include "cli/published_command.hpp"
 #include "program/output_file.hpp"
@@ -159,6 +163,35 @@ void print_result(const ValidationResult& r, double probe_ref) {
   print_decode(r);
 }
 
+// calibrate's all-reduce samples re-measured now, the same benchmark on the same ranks (every rank
+// calls it; the same decision on every rank: the file is read by each).
+NetworkDrift measure_network_drift(const mpi::Comm& world, const std::string& cluster_arg, bool quick) {
+  if (world.size() < 2) return {};
+  const auto calibration = calibrated_all_reduce_samples(cluster_arg, world.size());
+  std::vector<double> now;
+  for (const auto& [bytes, seconds] : calibration) now.push_back(measure::time_all_reduce(world, bytes, quick));
+  return network_drift(calibration, now);
+}
+
+void print_network_drift(const NetworkDrift& d, const std::string& cluster_name) {
+  if (!d.measured()) {
+    std::cout << "network drift: not checked (" << cluster_name
+              << " has no all-reduce samples calibrated on this many ranks; pass the file `scanshard calibrate` wrote)\n";
+    return;
+  }
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "network drift: calibrate's all-reduce benchmark (%.0f KiB to %.0f KiB) ran %.2fx to %.2fx its time at "
+                "calibration (median %.2fx)",
+                d.bytes.front() / 1024, d.bytes.back() / 1024, d.ratio_min, d.ratio_max, d.ratio_median);
+  std::cout << line;
+  if (d.ratio_median < kNetworkDriftWarnLow || d.ratio_median > kNetworkDriftWarnHigh)
+    std::cout << " -- the collectives run in another regime than calibrated: the comm groups' predictions are off by "
+                 "about that factor; rerun calibrate (on a VM the shared-memory all-reduce can change speed 3-4x "
+                 "between launches)";
+  std::cout << "\n";
+}
+
 void run_validate(const ValidateOptions& o) {
   const MpiSession session;
   const mpi::Comm world = mpi::Comm::world();
@@ -186,6 +219,7 @@ void run_validate(const ValidateOptions& o) {
   omp_set_num_threads(1);
   openblas_set_num_threads(1);
   const double probe_ref = calibrated_probe_seconds(o.cluster);
+  const NetworkDrift network = measure_network_drift(world, o.cluster, o.quick);
   const double load_start = load_average_1min();
   if (rank == 0) {
     const auto decoding = std::count_if(cases.begin(), cases.end(), [](const PlanCase& c) { return c.decode.has_value(); });
@@ -253,6 +287,7 @@ void run_validate(const ValidateOptions& o) {
     std::cout << "machine drift: not checked (" << cluster.name
               << " has no calibrated probe; pass the file `scanshard calibrate` wrote)\n";
   }
+  print_network_drift(network, cluster.name);
   const double load_end = load_average_1min();
   const double cores = std::max(1u, std::thread::hardware_concurrency());
   std::cout << "machine load (1-min average): " << load_start << " at the start, " << load_end << " at the end, on " << cores
@@ -272,6 +307,7 @@ void run_validate(const ValidateOptions& o) {
   info.load_end = load_end;
   info.cores = cores;
   info.probe_at_calibration = probe_ref;
+  info.network = network;
   make_output_directory(o.out, "--out");
   std::vector<std::pair<std::string, std::string>> files;
   for (auto& [name, text] : validation_files(r, cluster, info)) files.push_back({o.out + "/" + name, std::move(text)});

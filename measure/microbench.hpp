@@ -53,6 +53,9 @@ KernelTiming time_calibration_plans(const mpi::Comm& world, const std::vector<Ca
 
 // The collectives at growing message sizes, each fitted (fit_collective). Needs ≥ 2 ranks.
 std::vector<CommFit> bench_mpi(const mpi::Comm& w, bool quick);
+// One bench_mpi all-reduce sample: seconds of an all-reduce of `bytes` per rank (floats), timed as
+// bench_mpi times it. validate's network-drift check calls it at calibrate's sample sizes.
+double time_all_reduce(const mpi::Comm& w, double bytes, bool quick);
 // The all-reduce as a decode step calls it: back to back, a ~2 µs GEMV between calls, no barrier
 // (8 B … 64 KiB), fitted like bench_mpi's. Needs ≥ 2 ranks.
 CommFit bench_all_reduce_back_to_back(const mpi::Comm& w, bool quick);

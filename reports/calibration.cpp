@@ -79,7 +79,7 @@ std::vector<CalibrationPlan> calibration_plan_set() {
       {"C09", validation_variant("griffin-tiny", 256, 1), 6, 128},  // the largest GEMMs
   };
   std::vector<CalibrationPlan> out;
-  for (const auto& r : rows) out.push_back({r.id, r.m, one_device_plan(r.m, r.B, r.T)});
+  for (const auto& r : rows) out.push_back({r.id, r.m, one_device_plan(r.m, r.B, r.T), std::nullopt});
   // decode plans: (id, model, batch, prompt, sampled tokens)
   struct DecodeRow { const char* id; ModelSpec m; ServingShape s; };
   const std::vector<DecodeRow> decode_rows = {

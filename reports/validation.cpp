@@ -106,7 +106,7 @@ std::vector<PlanCase> validation_plan_set(bool quick) {
     if (quick && i % 3 != 0) continue;
     char id[8];
     std::snprintf(id, sizeof id, "P%02zu", i + 1);
-    PlanCase c{id, *rows[i].m, make_plan(rows[i].mesh, rows[i].G, rows[i].mb, rows[i].T, rows[i].k)};
+    PlanCase c{id, *rows[i].m, make_plan(rows[i].mesh, rows[i].G, rows[i].mb, rows[i].T, rows[i].k), std::nullopt};
     c.plan.model = c.model.name;
     out.push_back(std::move(c));
   }
@@ -164,6 +164,41 @@ double calibrated_probe_seconds(const std::string& cluster_arg) {
   } catch (const std::exception&) {
     return 0;
   }
+}
+
+std::vector<std::pair<double, double>> calibrated_all_reduce_samples(const std::string& cluster_arg, int ranks) {
+  if (!looks_like_path(cluster_arg)) return {};
+  std::vector<std::pair<double, double>> out;
+  try {
+    const YAML::Node m = YAML::LoadFile(cluster_arg)["measurements"];
+    if (!m || !m["ranks"] || m["ranks"].as<int>() != ranks) return {};
+    const YAML::Node s = m["mpi"]["all_reduce"]["samples"];
+    if (!s || !s.IsSequence()) return {};
+    for (const auto& row : s) {
+      const double bytes = row[0].as<double>(), seconds = row[1].as<double>();
+      if (std::isfinite(seconds) && seconds > 0 && bytes >= 64.0 * 1024 && bytes <= 8.0 * 1024 * 1024)
+        out.emplace_back(bytes, seconds);
+    }
+  } catch (const std::exception&) {
+    return {};  // free-form section: a malformed value just means no reference
+  }
+  return out;
+}
+
+NetworkDrift network_drift(const std::vector<std::pair<double, double>>& calibration, const std::vector<double>& seconds_now) {
+  NetworkDrift d;
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < calibration.size() && i < seconds_now.size(); ++i) {
+    d.bytes.push_back(calibration[i].first);
+    d.seconds_at_calibration.push_back(calibration[i].second);
+    d.seconds_now.push_back(seconds_now[i]);
+    ratios.push_back(seconds_now[i] / calibration[i].second);
+  }
+  if (ratios.empty()) return d;
+  d.ratio_median = stats::median(ratios);
+  d.ratio_min = *std::min_element(ratios.begin(), ratios.end());
+  d.ratio_max = *std::max_element(ratios.begin(), ratios.end());
+  return d;
 }
 
 nlohmann::json Score::json() const {
@@ -274,6 +309,12 @@ nlohmann::json buckets_json(const std::array<double, kBucketCount>& seconds) {
   nlohmann::json buckets = nlohmann::json::object();
   for (int b = 0; b < kBucketCount; ++b) buckets[to_string(static_cast<Bucket>(b))] = seconds[b];
   return buckets;
+}
+
+nlohmann::json network_drift_json(const NetworkDrift& d) {  // null when not measured
+  if (!d.measured()) return nullptr;
+  return {{"all_reduce_bytes", d.bytes}, {"seconds_at_calibration", d.seconds_at_calibration}, {"seconds_now", d.seconds_now},
+          {"ratio_median", d.ratio_median}, {"ratio_min", d.ratio_min}, {"ratio_max", d.ratio_max}};
 }
 
 nlohmann::json summary_json(const Score& s) {
@@ -394,6 +435,7 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
       {"summary", summary_json(r.primary)},
       {"summary_fastest_step", r.fastest.json()},
       {"summary_probe_scaled", drift_json},
+      {"network_drift", network_drift_json(info.network)},
       {"classes", classes},
       {"decode", {{"plans", decode_plans}, {"summary", summary_json(r.decode)}, {"summary_fastest_token", r.decode_fastest.json()},
                   {"classes", class_summaries_json(r.decode_classes, nullptr)}}}};

@@ -73,6 +73,25 @@ std::string describe_plan(const PlanCase& c);
 // by the strict loader; a malformed value just means no reference.
 double calibrated_probe_seconds(const std::string& cluster_arg);
 
+// Network drift: calibrate's all-reduce samples (measurements: ranks, mpi: all_reduce: samples)
+// re-measured by validate with the same benchmark (measure::time_all_reduce). On a VM the
+// shared-memory all-reduce can run 3-4x faster or slower from one launch to the next
+// (docs/validation.md, run J); a calibration taken in the other regime prices every collective
+// wrong by that factor, and the comm groups' errors say so only indirectly.
+struct NetworkDrift {
+  std::vector<double> bytes, seconds_at_calibration, seconds_now;  // the re-measured sizes
+  double ratio_median = 0, ratio_min = 0, ratio_max = 0;             // seconds_now / seconds_at_calibration
+  [[nodiscard]] bool measured() const { return !bytes.empty(); }
+};
+// The samples to re-measure: calibrate's all-reduce samples from 64 KiB to 8 MiB (the plans'
+// gradient and activation collectives; smaller ones are latency noise), when the file was
+// calibrated on `ranks` ranks. Empty: a preset, another rank count, or no MPI measurements.
+std::vector<std::pair<double, double>> calibrated_all_reduce_samples(const std::string& cluster_arg, int ranks);
+// seconds_now[i] re-measures calibration[i] ((bytes, seconds)); the ratios' median, min and max.
+NetworkDrift network_drift(const std::vector<std::pair<double, double>>& calibration, const std::vector<double>& seconds_now);
+// Outside this band of ratio_median the comm predictions are off by the drift; validate says so.
+inline constexpr double kNetworkDriftWarnLow = 0.67, kNetworkDriftWarnHigh = 1.5;
+
 // One set of predictions against one set of measurements: |relative error| summary and the
 // Spearman correlation of plan order (NaN, JSON null, below two plans).
 struct Score {
@@ -131,6 +150,7 @@ struct ValidationRunInfo {
   bool quick = false;
   double load_start = -1, load_end = -1, cores = 1;
   double probe_at_calibration = 0;
+  NetworkDrift network;  // not measured: one rank, or no calibrated all-reduce samples
   std::vector<std::string> skipped;  // "P03 (description): reason"
 };
 

@@ -179,6 +179,17 @@ TEST_CASE("calibrate on 2 MPI ranks measures the collectives and fits the link",
   for (const char* k : {"all_reduce:", "all_gather:", "reduce_scatter:", "send_recv:", "link_bytes_per_s:"})
     CHECK_THAT(text, Catch::Contains(k));
   CHECK_THAT(text, !Catch::Contains("NOT measured"));
+
+  // validate with that file re-measures its all-reduce samples (network drift), prints and records it.
+  const auto v = run("validate --quick --plans decode --passes 1 --cluster " + file.string() + " --out " + s.dir.string(),
+                     std::string("OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ") + SCANSHARD_MPIRUN + " -n 2");
+  INFO(v.out << v.err);
+  REQUIRE(v.code == 0);
+  CHECK_THAT(v.out, Catch::Contains("network drift: calibrate's all-reduce benchmark"));
+  const auto j = nlohmann::json::parse(slurp(s.dir / "validate.json"));
+  REQUIRE(j["network_drift"].is_object());
+  CHECK(j["network_drift"]["all_reduce_bytes"].size() == 2);  // quick calibrate's 256 KiB and 1 MiB
+  CHECK(j["network_drift"]["ratio_median"].get<double>() > 0);
 }
 #endif
 

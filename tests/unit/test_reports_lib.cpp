@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <numbers>
 #include <set>
 
@@ -739,4 +741,52 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
                                                 "calibrated.yaml");
   CHECK(curved.chip.efficiency.gemm_curve == chip.efficiency.gemm_curve);
   CHECK(curved.chip.efficiency.gemm == 0.5);
+}
+
+TEST_CASE("validate's network drift: calibrate's all-reduce samples read back from its file, re-measured ratios", "[reports][validate]") {
+  // A file as calibrate writes it, with all-reduce samples inside and outside the 64 KiB-8 MiB band.
+  CalibrationMeasurements r;
+  r.ranks = 2;
+  r.gemm = {{64, 64, 64, 1.0, 1e9}};
+  r.triad = {{1e6, 4e9}};
+  r.comm.push_back(fit_collective("all_reduce", {{8, 2e-6}, {65536, 4e-5}, {1048576, 5e-4}, {16777216, 8e-3}}, 2));
+  ChipSpec chip = chip_from_peaks(r.gemm, r.triad, 5e9, 4e-7);
+  chip.name = "test core";
+  chip.source = "test";
+  chip.memory_bytes = 8e9;
+  chip.onchip_memory_bytes = 1e6;
+  TopologySpec topo = load_cluster("cpu-local").topology;
+  const std::string path = (std::filesystem::temp_directory_path() / "scanshard-test-network-drift.yaml").string();
+  {
+    std::ofstream f(path);
+    f << calibrated_cluster_yaml("test-cluster", false, r, chip, topo, "host", "2026-01-01T00:00:00Z");
+  }
+  const auto samples = calibrated_all_reduce_samples(path, 2);
+  REQUIRE(samples.size() == 2);  // 8 B and 16 MiB are outside the band
+  CHECK(samples[0].first == Approx(65536));  // the file holds 6 significant digits
+  CHECK(samples[0].second == Approx(4e-5));
+  CHECK(samples[1].first == Approx(1048576));
+  CHECK(samples[1].second == Approx(5e-4));
+  CHECK(calibrated_all_reduce_samples(path, 3).empty());  // calibrated on 2 ranks, not 3
+  CHECK(calibrated_all_reduce_samples("cpu-local", 2).empty());  // a preset has no measurements
+  std::filesystem::remove(path);
+
+  // Now 4x and 2x faster: ratios 0.25 and 0.5.
+  const NetworkDrift d = network_drift(samples, {1e-5, 2.5e-4});
+  REQUIRE(d.measured());
+  CHECK(d.ratio_min == Approx(0.25));
+  CHECK(d.ratio_max == Approx(0.5));
+  CHECK(d.ratio_median == Approx(0.375));
+  CHECK_FALSE(network_drift({}, {}).measured());
+
+  // validate.json carries it (null when not measured).
+  const ClusterSpec cluster = load_cluster("cpu-local");
+  ValidationResult none;
+  ValidationRunInfo info;
+  info.network = d;
+  auto doc = nlohmann::json::parse(validation_files(none, cluster, info)[0].second);
+  CHECK(doc["network_drift"]["ratio_median"].get<double>() == Approx(0.375));
+  CHECK(doc["network_drift"]["all_reduce_bytes"].size() == 2);
+  doc = nlohmann::json::parse(validation_files(none, cluster, ValidationRunInfo{})[0].second);
+  CHECK(doc["network_drift"].is_null());
 }
