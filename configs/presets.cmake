@@ -1,6 +1,7 @@
 # configs/ — presets (YAML data only), embedded into the binary by program/CMakeLists.txt.
 # List every file explicitly (no globbing); the path is relative to this folder.
 set(SCANSHARD_PRESET_FILES
+  chips/a100-sxm-40gb.yaml
   chips/a100-sxm-80gb.yaml
   chips/cpu-core.yaml
   chips/h100-sxm.yaml
@@ -13,6 +14,8 @@ set(SCANSHARD_PRESET_FILES
   clusters/dgx-a100.yaml
   clusters/dgx-h100-32.yaml
   clusters/dgx-h100.yaml
+  clusters/mosaicml-a100-40gb.yaml
+  clusters/mosaicml-a100-80gb.yaml
   clusters/tpu-v3-1024.yaml
   clusters/tpu-v3-256.yaml
   clusters/tpu-v4-256.yaml
@@ -63,6 +66,15 @@ set(SCANSHARD_PRESET_FILES
   models/rwkv4-tiny.yaml
   models/rwkv6-1.6b.yaml
   models/rwkv6-3b.yaml
+  models/mpt-125m.yaml
+  models/mpt-13b.yaml
+  models/mpt-1b.yaml
+  models/mpt-30b.yaml
+  models/mpt-350m.yaml
+  models/mpt-3b.yaml
+  models/mpt-70b.yaml
+  models/mpt-760m.yaml
+  models/mpt-7b.yaml
   models/rwkv6-tiny.yaml
   models/transformer-tiny.yaml
   models/turing-nlg-530b.yaml
@@ -73,4 +85,5 @@ set(SCANSHARD_PRESET_FILES
   published/dubey2024-llama3.yaml
   published/de2024-griffin-fig3.yaml
   published/chowdhery2022-palm.yaml
+  published/mosaicml2023-llmfoundry.yaml
 )

@@ -111,7 +111,14 @@ CommLine all_gather_line(const AxisNetwork& net) {
   CommLine l;
   if (net.size <= 1) return l;
   if (net.ring_bytes_per_s > 0) {  // one NCCL ring through the islands (network.hpp)
-    for (const auto& lv : net.levels) l.fixed += static_cast<double>(lv.members - 1) * lv.step_latency_seconds;
+    // The ring visits all P = islands × inside members: P − 1 steps, of which (islands − 1)
+    // cross the network and the rest stay inside an island — NCCL's own latency model
+    // (src/graph/tuning.cc: nsteps = nRanks − 1, nInterSteps = nNodes − 1 for all-gather and
+    // reduce-scatter; latency = (nsteps − nInterSteps)·intraLat + nInterSteps·interLat).
+    const RingLevel& in = net.levels.front();
+    const RingLevel& out = net.levels.back();
+    l.fixed = static_cast<double>(out.members * (in.members - 1)) * in.step_latency_seconds +
+              static_cast<double>(out.members - 1) * out.step_latency_seconds;
     const double P = static_cast<double>(net.size);
     l.per_byte = (P - 1) / P / net.ring_bytes_per_s;
     return l;

@@ -35,7 +35,8 @@ struct AxisNetwork {
   // all P members, pipelined over NVLink and the NICs, not level after level. Each member drives
   // its own NIC, so the ring moves at min(island level's rate, members per island × NIC rate)
   // per rank (DGX A100: min(NVLink, 8 × 24 GB/s) = the 192 GB/s busbw NVIDIA measures across
-  // nodes); its latency stays the levels' sum. 0: the levels price the axis.
+  // nodes); its latency is the ring's P − 1 steps, islands − 1 of them over the network (NCCL's
+  // tuning model). Set only with exactly two levels (inside, between). 0: the levels price the axis.
   double ring_bytes_per_s = 0;
   double p2p_bytes_per_s = 0;        // one link, one direction, neighbour to neighbour
   double p2p_latency_seconds = 0;

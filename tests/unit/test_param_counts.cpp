@@ -154,3 +154,25 @@ TEST_CASE("Llama-2-70B (grouped-query attention, SwiGLU, untied head) has its pu
   REQUIRE(count_parameters(m).total == expected);
   REQUIRE(expected == 68'976'648'192);
 }
+
+TEST_CASE("the MPT presets have the NumParams of llm-foundry's benchmark table", "[params]") {
+  // mosaicml/llm-foundry scripts/train/benchmarking/README.md prints NumParams for every run; at
+  // sequence 2048 the runs' MPT had biases, learned positions (2048 × d) and a tied embedding:
+  // per layer 12d² (QKV, out, 4× MLP) + 9d biases + 4d LayerNorm weights and biases, then
+  // (50368 + 2048)·d embeddings and the final LayerNorm's 2d.
+  struct Row { const char* preset; std::int64_t d, L, printed; };
+  const Row rows[] = {{"mpt-125m", 768, 12, 125311488},      {"mpt-350m", 1024, 24, 355985408},
+                      {"mpt-760m", 1536, 24, 760470528},     {"mpt-1b", 2048, 24, 1315950592},
+                      {"mpt-3b", 2560, 32, 2651837440},      {"mpt-7b", 4096, 32, 6658859008},
+                      {"mpt-13b", 5120, 40, 12853954560},    {"mpt-30b", 7168, 48, 29975214080},
+                      {"mpt-70b", 8192, 80, 64862437376}};
+  for (const auto& r : rows) {
+    INFO(r.preset);
+    const auto m = load_model(r.preset);
+    REQUIRE(m.width == r.d);
+    REQUIRE(m.depth == r.L);
+    const std::int64_t formula = r.L * (12 * r.d * r.d + 13 * r.d) + (50368 + 2048) * r.d + 2 * r.d;
+    REQUIRE(formula == r.printed);
+    REQUIRE(count_parameters(m).total == r.printed);
+  }
+}

@@ -427,13 +427,13 @@ TEST_CASE("a data axis over islands runs one ring at min(NVLink, NICs per island
   // 4 DGX A100 nodes, data = 32: 8 members per island, 4 islands. NCCL's ring through all 32
   // members is pipelined over NVLink and the eight NICs of each node, so an all-reduce of S bytes
   // (reduce-scatter + all-gather) takes 2·(31/32)·S / min(island busbw, 8 × NIC busbw), plus the
-  // ring steps' latencies (the levels' sum, as before).
+  // ring's 31 steps' latencies: 3 of them between nodes, 28 inside (NCCL's tuning model).
   const ClusterSpec c = load_cluster("dgx-a100-4");
   const auto& t = c.topology;
   REQUIRE(t.island_busbw_bytes_per_s > 0);
   REQUIRE(t.network_busbw_bytes_per_s > 0);
   const double S = 3.4e9;
-  const double latency = 7 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
+  const double latency = 4 * 7 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
   {
     const Network net(c, parse_mesh("data=32", "--mesh"));
     const double ring = std::min(t.island_busbw_bytes_per_s, 8 * t.network_busbw_bytes_per_s);
@@ -448,7 +448,7 @@ TEST_CASE("a data axis over islands runs one ring at min(NVLink, NICs per island
   {  // tensor = 2 inside the node: the data ring has 4 members per node, driving 4 NICs
     const Network net(c, parse_mesh("tensor=2,data=16", "--mesh"));
     const double ring = std::min(t.island_busbw_bytes_per_s, 4 * t.network_busbw_bytes_per_s);
-    const double lat = 3 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
+    const double lat = 4 * 3 * 2 * t.island_latency_seconds + 3 * (2 * t.network_latency_seconds + 2 * t.island_latency_seconds);
     CHECK(all_gather_seconds(S, net.axis(Axis::data)) == Approx(15.0 / 16 * S / ring + lat).epsilon(1e-12));
   }
   {  // tensor = 8 fills the node: one data member per node, a ring over the NICs alone
@@ -458,6 +458,34 @@ TEST_CASE("a data axis over islands runs one ring at min(NVLink, NICs per island
     // inside the node, the tensor axis runs at the measured NVLink busbw
     CHECK(all_gather_seconds(S, net.axis(Axis::tensor)) ==
           Approx(7.0 / 8 * S / t.island_busbw_bytes_per_s + 7 * 2 * t.island_latency_seconds).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("a ring through N islands has P - 1 steps, N - 1 of them between islands (NCCL's latency model)", "[sim]") {
+  // NCCL src/graph/tuning.cc prices a ring all-gather / reduce-scatter over nRanks ranks on nNodes
+  // nodes as (nsteps - nInterSteps)·intraLat + nInterSteps·interLat with nsteps = nRanks - 1 and
+  // nInterSteps = nNodes - 1: the fixed part of scanshard's price line. A step inside a
+  // node costs 2 × island latency (there and back through the NVSwitch), one between nodes adds
+  // 2 × network latency.
+  for (std::int64_t nodes : {2, 4, 16, 128}) {
+    const ClusterSpec c = load_cluster("dgx-a100-" + std::to_string(nodes));
+    const auto& t = c.topology;
+    const double intra = 2 * t.island_latency_seconds, inter = 2 * t.network_latency_seconds + intra;
+    for (std::int64_t inside : {8, 4, 2}) {
+      const std::int64_t P = nodes * inside;
+      const std::string mesh = (inside == 8 ? std::string() : "tensor=" + std::to_string(8 / inside) + ",") + "fsdp=" + std::to_string(P);
+      const Network net(c, parse_mesh(mesh, "--mesh"));
+      const AxisNetwork& ax = net.axis(Axis::fsdp);
+      REQUIRE(ax.size == P);
+      REQUIRE(ax.ring_bytes_per_s > 0);
+      const double nccl = static_cast<double>((P - 1) - (nodes - 1)) * intra + static_cast<double>(nodes - 1) * inter;
+      CHECK(all_gather_line(ax).fixed == Approx(nccl).epsilon(1e-12));
+      // one byte: the latency plus that byte's share of the ring's bandwidth
+      const double one = (static_cast<double>(P) - 1) / static_cast<double>(P) / ax.ring_bytes_per_s;
+      CHECK(all_gather_seconds(1, ax) == Approx(nccl + one).epsilon(1e-12));
+      CHECK(reduce_scatter_seconds(1, ax) == Approx(nccl + one).epsilon(1e-12));
+      CHECK(all_reduce_seconds(1, ax) == Approx(2 * (nccl + one)).epsilon(1e-12));  // nsteps 2(nRanks - 1), nInterSteps 2(nNodes - 1)
+    }
   }
 }
 
@@ -471,12 +499,12 @@ TEST_CASE("measured bus bandwidths price collectives, link x network efficiency 
       parse_cluster_text(head + ", island_busbw_bytes_per_s: 1.0e11, network_busbw_bytes_per_s: 4.0e10}\n", "measured.yaml");
   const double eff = plain.chip.efficiency.network, S = 1e9, il = 2e-6, nl = 5e-6;
   const Mesh mesh = parse_mesh("data=8", "--mesh");
-  // one ring over 8 members, 4 per island: min(island rate, 4 × NIC rate)
+  // one ring over 8 members, 4 per island: min(island rate, 4 × NIC rate); 7 steps, 1 between islands
   CHECK(all_gather_seconds(S, Network(plain, mesh).axis(Axis::data)) ==
-        Approx(7.0 / 8 * S / std::min(3e11 * eff, 4 * 2.5e10 * eff) + 3 * 2 * il + (2 * nl + 2 * il)).epsilon(1e-12));
+        Approx(7.0 / 8 * S / std::min(3e11 * eff, 4 * 2.5e10 * eff) + 2 * 3 * 2 * il + (2 * nl + 2 * il)).epsilon(1e-12));
   // measured: the island's 100 GB/s now binds (4 × 40 = 160 GB/s of NICs)
   CHECK(all_gather_seconds(S, Network(measured, mesh).axis(Axis::data)) ==
-        Approx(7.0 / 8 * S / 1e11 + 3 * 2 * il + (2 * nl + 2 * il)).epsilon(1e-12));
+        Approx(7.0 / 8 * S / 1e11 + 2 * 3 * 2 * il + (2 * nl + 2 * il)).epsilon(1e-12));
   // pipeline = 2 outermost: a neighbour in the other island, sent at the NIC's link × efficiency
   const Mesh pipe = parse_mesh("data=4,pipeline=2", "--mesh");
   for (const ClusterSpec* c : {&plain, &measured})
