@@ -70,6 +70,47 @@ struct LayerState {
 [[nodiscard]] LayerState layer_state_bytes(const ModelSpec& m, std::int64_t layer, std::int64_t context, std::int64_t t,
                                            DType act, DType state);
 
+// ---- The decode attention's GEMMs ---------------------------------------------------------------
+// How the executor's decode attention (kernels/kv_cache.hpp fast::attention_decode, called by the
+// decoder with this shape) multiplies, and what the lowering records on its step (Step::m, n, k:
+// rows G, keys, head size; sim/ prices its matrix FLOPs at the tuned attention.decode value): per
+// (sequence, K/V head on the rank), the G = H/KV query heads sharing the K/V head as two GEMMs over
+// the `keys` cache rows, S [G × keys] = Q·Kᵀ and O [G × N] = P·V, each as BLAS calls over blocks
+// of at most key_block keys; with one query head per K/V head (G = 1), GEMVs instead (2 per pair,
+// whole: sgemm packs the rows first, 1.3–1.6x slower at G ≥ 2 measured the other way round).
+//
+// The blocks: single-threaded OpenBLAS (0.3, Zen 4) multiplies a GEMM of M·N·K ≤ 32768 in its
+// small-matrix kernel and a larger one through its packed path, whose copy of the K or V rows costs
+// ~0.25 ns per element whatever G: measured 2026-12-07 (same run, hot loop) Q·Kᵀ at G = 2, N = 32
+// 44 GFLOP/s up to 512 keys, 15 GFLOP/s from 640; G = 4 56 → 28 GFLOP/s past 256 keys; the whole
+// kernel at transformer-tiny's D08 shape (G = 2, 1040 keys) 13.6 → 8.3 µs per pair in blocks of
+// 512. Blocks of kDecodeAttentionGemmElements = G·key_block·N keep every call in one regime, so
+// one per-FLOP value prices every group size (G = 2, 4, 8: 2.7–4.0 ns per key and head).
+inline constexpr std::int64_t kDecodeAttentionGemmElements = 32768;
+struct DecodeAttentionGemms {
+  std::int64_t pairs = 0;      // (sequence, K/V head) pairs on the rank: batch · kv_heads_per_rank
+  std::int64_t rows = 0;       // G: query heads per K/V head (M of both GEMMs)
+  std::int64_t keys = 0;       // cache rows read per pair (N of Q·Kᵀ, K of P·V)
+  std::int64_t head_dim = 0;   // N of a head (K of Q·Kᵀ, N of P·V)
+  std::int64_t key_block = 0;  // keys per BLAS call of a GEMM (= keys with GEMVs)
+  bool gemv = false;           // G = 1: GEMVs
+  [[nodiscard]] std::int64_t blocks() const { return keys <= 0 ? 0 : (keys + key_block - 1) / key_block; }
+  // every pair's: two GEMVs per query head, or two GEMMs of blocks() calls each
+  [[nodiscard]] std::int64_t blas_calls() const { return keys <= 0 ? 0 : pairs * (gemv ? 2 * rows : 2 * blocks()); }
+  // the K and V rows the products read: pairs × keys × 2 × N elements
+  [[nodiscard]] double cache_elements_read() const {
+    return static_cast<double>(pairs) * static_cast<double>(keys) * 2 * static_cast<double>(head_dim);
+  }
+};
+// For `heads` query heads and `kv_heads` K/V heads on a rank (heads a multiple of kv_heads),
+// `batch` sequences each reading `keys` cache rows.
+[[nodiscard]] DecodeAttentionGemms decode_attention_gemms(std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+                                                          std::int64_t batch, std::int64_t keys);
+// The same for one attention layer of model `m` on a rank of tensor size t, the new token at
+// `position` (keys: every earlier position and its own, or the last W + 1 of them in a local layer).
+[[nodiscard]] DecodeAttentionGemms decode_attention_gemms(const ModelSpec& m, std::int64_t layer, std::int64_t t, std::int64_t batch,
+                                                          std::int64_t position);
+
 // ---- Serving plans ------------------------------------------------------------------------------
 
 struct ServingShape {
