@@ -469,3 +469,42 @@ TEST_CASE("decode attention GEMMs: rows, key blocks within the small-matrix boun
   CHECK(decode_attention_gemms(4, 1, 32, 1, 0).blas_calls() == 0);
   CHECK_THROWS_AS(decode_attention_gemms(4, 3, 32, 1, 10), std::logic_error);
 }
+
+TEST_CASE("a one-row GEMM (GEMV) streams at the GEMV memory curve, other steps at the triad's", "[inference][sim]") {
+  // A chip where only memory can bind: the price is bytes / (bandwidth · the curve at the working
+  // set) + calls · the per-call cost.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.peak_flops_per_s = {{"fp32", 1e30}};
+  chip.vector_flops_per_s = 1e30;
+  chip.memory_bytes_per_s = 1e11;
+  chip.launch_overhead_seconds = 0;
+  chip.efficiency.ops.clear();
+  chip.efficiency.gemm_curve.clear();
+  chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
+  chip.efficiency.gemv_memory_curve = {{1e6, 1.0}, {1e8, 0.125}};
+  Step gemv;
+  gemv.cls = OpClass::gemm;
+  gemv.m = 1, gemv.n = 1536, gemv.k = 512;
+  gemv.matmul_flops = 2.0 * 1536 * 512;
+  gemv.bytes_read = 4.0 * 1536 * 512;  // the weights (3 MiB), with every other weight of the token since
+  gemv.reuse_bytes = 5e8;
+  CHECK(is_gemv(gemv));
+  CHECK(compute_seconds(gemv, chip, DType::fp32) == Approx(gemv.bytes_read / (1e11 * 0.125)).epsilon(1e-12));
+  Step rows4 = gemv;  // four rows: sgemm, the triad's curve
+  rows4.m = 4;
+  CHECK_FALSE(is_gemv(rows4));
+  CHECK(compute_seconds(rows4, chip, DType::fp32) == Approx(rows4.bytes_read / (1e11 * 0.25)).epsilon(1e-12));
+  // without a GEMV curve the GEMV takes the triad's
+  chip.efficiency.gemv_memory_curve.clear();
+  CHECK(compute_seconds(gemv, chip, DType::fp32) == Approx(gemv.bytes_read / (1e11 * 0.25)).epsilon(1e-12));
+  // a batch-1 decode step's linears are GEMVs, batch 4's are not
+  const auto h = load_model("hawk-tiny");
+  for (std::int64_t B : {1, 4}) {
+    std::int64_t gemvs = 0, linears = 0;
+    for (const auto& g : lower_decode(h, serving(), 0, B, 20).groups)
+      for (const auto& s : g.steps)
+        if (s.cls == OpClass::gemm && std::string_view(s.op) == ops::linear) ++linears, gemvs += is_gemv(s) ? 1 : 0;
+    REQUIRE(linears > 0);
+    CHECK(gemvs == (B == 1 ? linears : 0));
+  }
+}
