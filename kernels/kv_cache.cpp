@@ -51,9 +51,8 @@ namespace fast {
 // Per (sequence, KV head): the group's G query heads at once (MQA: every head), as two GEMMs over
 // the cache rows, K and V rows strided by Hk·N: S [G×n] = Q_g · Kᵀ · scale, softmax rows, O [G×N]
 // = P · V. The per-key dot products of the loop this replaces stayed scalar on the baseline
-// target (GCC left the omp-simd reductions unvectorised; the build has no -march). The GEMMs run
-// in key blocks (program/inference.hpp kDecodeAttentionGemmElements says why); P · V sums its
-// blocks into O (β = 1 after the first).
+// target (GCC left the omp-simd reductions unvectorised; the build has no -march). Q · Kᵀ runs in
+// key blocks (program/inference.hpp kDecodeAttentionScoreBlock says why), P · V in one call.
 i64 attention_decode(float* out, const float* q, const float* k, const float* v, i64 B, i64 C, i64 n, i64 H, i64 Hk, i64 N,
                      i64 key_block, bool gemv) {
   const i64 G = H / Hk;
@@ -92,12 +91,10 @@ i64 attention_decode(float* out, const float* q, const float* k, const float* v,
       if (gemv)
         for (i64 g = 0; g < G; ++g)
           cblas_sgemv(CblasRowMajor, CblasTrans, int(n), int(N), 1.0f, vb, ld, s.data() + g * n, 1, 0.0f, og + g * N, 1);
-      else
-        for (i64 j = 0; j < n; j += block)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(G), int(N), int(std::min(block, n - j)), 1.0f, s.data() + j,
-                      int(n), vb + j * ld, ld, j > 0 ? 1.0f : 0.0f, og, int(N));
+      else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(G), int(N), int(n), 1.0f, s.data(), int(n), vb, ld, 0.0f, og,
+                       int(N));
     }
-  return B * Hk * (gemv ? 2 * G : 2 * blocks);
+  return B * Hk * (gemv ? 2 * G : blocks + 1);
 }
 }  // namespace fast
 

@@ -37,8 +37,8 @@ void attention_decode(F* out, const F* q, const F* k, const F* v, i64 B, i64 C, 
 
 namespace fast {
 // Same contract. Per (sequence, K/V head), OpenMP over them: the G = H/Hk query heads that share
-// the K/V head as GEMMs over the cache rows, S [G×n] = Q·Kᵀ/√N, softmax rows, O [G×N] = P·V, each
-// GEMM as BLAS calls over blocks of `key_block` keys (key_block ≥ 1; ≥ n: one call); with
+// the K/V head as GEMMs over the cache rows, S [G×n] = Q·Kᵀ/√N (BLAS calls over blocks of
+// `key_block` keys; key_block ≥ 1, ≥ n: one call), softmax rows, O [G×N] = P·V (one call); with
 // `gemv`, one GEMV per query head and product instead (no blocks). The shape — G, the blocks,
 // GEMV or GEMM — is the caller's, from program/inference.hpp decode_attention_gemms, which the
 // simulator prices. Returns the BLAS calls it made (all pairs).

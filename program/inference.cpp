@@ -76,7 +76,7 @@ DecodeAttentionGemms decode_attention_gemms(std::int64_t heads, std::int64_t kv_
   g.keys = keys;
   g.head_dim = head_dim;
   g.gemv = g.rows == 1;
-  g.key_block = g.gemv ? std::max<std::int64_t>(1, keys) : std::max<std::int64_t>(1, kDecodeAttentionGemmElements / (g.rows * head_dim));
+  g.key_block = g.gemv ? std::max<std::int64_t>(1, keys) : std::max<std::int64_t>(1, kDecodeAttentionScoreBlock / g.rows);
   return g;
 }
 

@@ -453,13 +453,13 @@ TEST_CASE("decode attention: the step carries the kernel's GEMM shape, its K/V b
 }
 
 TEST_CASE("decode attention GEMMs: rows, key blocks within the small-matrix bound, BLAS calls", "[inference]") {
-  // G = 2, N = 32: blocks of 32768 / 64 = 512 keys; 1040 keys → 3 blocks; 2 products; 8 pairs
+  // G = 2: Q·Kᵀ in blocks of 1152 / 2 = 576 keys; 1040 keys → 2 blocks, then one P·V; 8 pairs
   const auto g = decode_attention_gemms(4, 2, 32, 4, 1040);
   CHECK(g.rows == 2);
   CHECK(g.pairs == 8);
-  CHECK(g.key_block == 512);
-  CHECK(g.blocks() == 3);
-  CHECK(g.blas_calls() == 8 * 2 * 3);
+  CHECK(g.key_block == 576);
+  CHECK(g.blocks() == 2);
+  CHECK(g.blas_calls() == 8 * (2 + 1));
   CHECK(g.cache_elements_read() == 8.0 * 1040 * 2 * 32);
   // one query head per K/V head: GEMVs, one per head and product, the keys whole
   const auto v = decode_attention_gemms(4, 4, 32, 2, 700);
