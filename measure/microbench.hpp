@@ -2,7 +2,8 @@
 // local ranks, one thread each (one rank = one core = one device), whose results reports/
 // calibration.hpp fits into a cluster file.
 //   * OpenBLAS cblas_sgemm at several shapes (bench_sgemm), a STREAM triad at working sets from
-//     L2-sized to DRAM-sized (bench_triad), an FMA loop on registers (bench_vector_flops), a tiny
+//     L2-sized to DRAM-sized (bench_triad), the decoder's one-row linear over weights of the same
+//     sizes (bench_gemv), an FMA loop on registers (bench_vector_flops), a tiny
 //     kernel call (bench_launch_overhead): the best of repeated runs (other processes only ever slow
 //     a run down);
 //   * per op class: the runner's executor itself (train::run, one rank each, no MPI) on calibrate's

@@ -4,7 +4,8 @@
 //
 //   * peaks: peak_flops_per_s.fp32 = the best sgemm rate; memory_bytes_per_s = the best triad rate
 //     (the roofline ceiling) and efficiency.memory_curve = each working set's rate as a fraction
-//     of it; efficiency.memory = the largest working set's fraction.
+//     of it; efficiency.memory = the largest working set's fraction; efficiency.gemv_memory_curve =
+//     the one-row linear's (sgemv) rate at the same working sets as a fraction of that rate.
 //   * per op class, the efficiency at which the roofline price (sim/cost.hpp compute_seconds) of
 //     a benchmark's program steps equals the time the executor's trace gives them when it runs
 //     calibrate's own plans (calibration_plan_set: small, one to three layers, not validate's;
