@@ -135,6 +135,13 @@ void run_calibrate(const CalibrateOptions& o) {
       for (const auto& t : r.triad) v.push_back(t.bytes / t.bytes_per_s);
       measure::mean_over_ranks(world, v);
       for (std::size_t i = 0; i < v.size(); ++i) r.triad[i].bytes_per_s = r.triad[i].bytes / v[i];
+      std::vector<double> sizes;
+      for (const auto& t : r.triad) sizes.push_back(t.bytes);
+      r.gemv = measure::bench_gemv(sizes, o.quick);
+      std::vector<double> g;
+      for (const auto& t : r.gemv) g.push_back(t.bytes / t.bytes_per_s);
+      measure::mean_over_ranks(world, g);
+      for (std::size_t i = 0; i < g.size(); ++i) r.gemv[i].bytes_per_s = r.gemv[i].bytes / g[i];
     }
     world.barrier();
     phase();
@@ -148,6 +155,7 @@ void run_calibrate(const CalibrateOptions& o) {
 
     const std::string host = hostname(), date = utc_now();
     ChipSpec chip = chip_from_peaks(r.gemm, r.triad, r.vector_flops, r.launch);
+    chip.efficiency.gemv_memory_curve = fit_gemv_memory_curve(r.gemv, chip.memory_bytes_per_s);
     chip.name = "CPU core (" + host + ", calibrated)";
     chip.source = "measured by scanshard calibrate on " + host + " at " + date;
     const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
@@ -214,6 +222,8 @@ void run_calibrate(const CalibrateOptions& o) {
         const auto& big = r.triad.back();
         t.add({"stream triad (best; priced as memory_bytes_per_s)", format_si(back.chip.memory_bytes_per_s, "B/s")});
         t.add({"stream triad at " + format_si(big.bytes, "B") + " (largest working set)", format_si(big.bytes_per_s, "B/s")});
+        if (!r.gemv.empty())
+          t.add({"one-row linear (sgemv) at " + format_si(r.gemv.back().bytes, "B") + " of weights", format_si(r.gemv.back().bytes_per_s, "B/s")});
       }
       t.add({"per-call cost (decode kernels; hot loop " + format_seconds(r.launch) + ")", format_seconds(back.chip.launch_overhead_seconds)});
       char effs[200];

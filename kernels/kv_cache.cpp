@@ -48,23 +48,22 @@ template void attention_decode<double>(double*, const double*, const double*, co
 }  // namespace ref
 
 namespace fast {
-// GEMVs (no packing) up to this many query heads per K/V head, sgemm beyond: one head per KV head
-// is the only group size where GEMVs won (2026-12-07, Zen 4: 2 heads the same either way, 4 heads
-// 1.3-1.6x slower with GEMVs)
-constexpr i64 kGemvGroups = 1;
 // Per (sequence, KV head): the group's G query heads at once (MQA: every head), as two GEMMs over
 // the cache rows, K and V rows strided by Hk·N: S [G×n] = Q_g · Kᵀ · scale, softmax rows, O [G×N]
 // = P · V. The per-key dot products of the loop this replaces stayed scalar on the baseline
-// target (GCC left the omp-simd reductions unvectorised; the build has no -march).
-void attention_decode(float* out, const float* q, const float* k, const float* v, i64 B, i64 C, i64 n, i64 H, i64 Hk,
-                      i64 N) {
+// target (GCC left the omp-simd reductions unvectorised; the build has no -march). Q · Kᵀ runs in
+// key blocks (program/inference.hpp kDecodeAttentionScoreBlock says why), P · V in one call.
+i64 attention_decode(float* out, const float* q, const float* k, const float* v, i64 B, i64 C, i64 n, i64 H, i64 Hk, i64 N,
+                     i64 key_block, bool gemv) {
   const i64 G = H / Hk;
   const float scale = 1.0f / std::sqrt(static_cast<float>(N));
   const int ld = static_cast<int>(Hk * N);
   if (n <= 0) {  // no key yet: nothing to attend to
     std::fill_n(out, B * H * N, 0.0f);
-    return;
+    return 0;
   }
+  const i64 block = std::clamp<i64>(key_block, 1, n);
+  const i64 blocks = (n + block - 1) / block;
 #pragma omp parallel for collapse(2) schedule(static) if (B * H * n * N > 32768)
   for (i64 b = 0; b < B; ++b)
     for (i64 kh = 0; kh < Hk; ++kh) {
@@ -76,23 +75,26 @@ void attention_decode(float* out, const float* q, const float* k, const float* v
       float* og = out + (b * H + kh * G) * N;
       // one query head per KV head (MHA): GEMVs, which stream the cache rows once (sgemm would
       // first pack them into a buffer: twice the cache's traffic for one output row)
-      if (G <= kGemvGroups)
+      if (gemv)
         for (i64 g = 0; g < G; ++g)
           cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(N), scale, kb, ld, qg + g * N, 1, 0.0f, s.data() + g * n, 1);
-      else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(G), int(n), int(N), scale, qg, int(N), kb, ld, 0.0f, s.data(),
-                       int(n));
+      else
+        for (i64 j = 0; j < n; j += block)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(G), int(std::min(block, n - j)), int(N), scale, qg, int(N),
+                      kb + j * ld, ld, 0.0f, s.data() + j, int(n));
       for (i64 g = 0; g < G; ++g) {
         float* sg = s.data() + g * n;
         const float mx = rows::max_of(sg, n, -INFINITY);
         const float inv = float(1.0 / rows::exp_minus_sum_blocked(sg, sg, n, mx));
         for (i64 j = 0; j < n; ++j) sg[j] *= inv;
       }
-      if (G <= kGemvGroups)
+      if (gemv)
         for (i64 g = 0; g < G; ++g)
           cblas_sgemv(CblasRowMajor, CblasTrans, int(n), int(N), 1.0f, vb, ld, s.data() + g * n, 1, 0.0f, og + g * N, 1);
       else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(G), int(N), int(n), 1.0f, s.data(), int(n), vb, ld, 0.0f, og,
                        int(N));
     }
+  return B * Hk * (gemv ? 2 * G : blocks + 1);
 }
 }  // namespace fast
 

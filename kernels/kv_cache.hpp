@@ -36,10 +36,14 @@ void attention_decode(F* out, const F* q, const F* k, const F* v, i64 B, i64 C, 
 }  // namespace ref
 
 namespace fast {
-// Same contract: OpenMP over (b, h), two passes over the rows (scores and max, then exp-weighted
-// sum of V), vectorisable dot products.
-void attention_decode(float* out, const float* q, const float* k, const float* v, i64 B, i64 C, i64 n, i64 H, i64 Hk,
-                      i64 N);
+// Same contract. Per (sequence, K/V head), OpenMP over them: the G = H/Hk query heads that share
+// the K/V head as GEMMs over the cache rows, S [G×n] = Q·Kᵀ/√N (BLAS calls over blocks of
+// `key_block` keys; key_block ≥ 1, ≥ n: one call), softmax rows, O [G×N] = P·V (one call); with
+// `gemv`, one GEMV per query head and product instead (no blocks). The shape — G, the blocks,
+// GEMV or GEMM — is the caller's, from program/inference.hpp decode_attention_gemms, which the
+// simulator prices. Returns the BLAS calls it made (all pairs).
+i64 attention_decode(float* out, const float* q, const float* k, const float* v, i64 B, i64 C, i64 n, i64 H, i64 Hk, i64 N,
+                     i64 key_block, bool gemv);
 }  // namespace fast
 
 }  // namespace scanshard::kernels

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/linear.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "measure/probe.hpp"
 #include "measure/vector_loops.hpp"
@@ -70,6 +71,28 @@ std::vector<TriadSample> bench_triad(bool quick) {
     volatile float sink = a[n / 2];
     (void)sink;
     out.push_back({12.0 * double(n), 12.0 * double(n) / t});
+  }
+  return out;
+}
+
+std::vector<TriadSample> bench_gemv(const std::vector<double>& sizes, bool quick) {
+  std::vector<TriadSample> out;
+  for (double bytes : sizes) {
+    // matrices of C × OC floats (hawk-tiny-w512's MLP input: 512 × 1536, 3 MiB), fewer columns
+    // for a working set smaller than one
+    const i64 C = 512, OC = std::clamp<i64>(static_cast<i64>(bytes / 4 / double(C)), 1, 1536);
+    const i64 count = std::max<i64>(1, static_cast<i64>(std::llround(bytes / (4.0 * double(C * OC)))));
+    std::vector<std::vector<float>> w;
+    for (i64 i = 0; i < count; ++i) w.push_back(random_vector(static_cast<std::size_t>(C * OC), 0.05f, 10 + unsigned(i)));
+    const auto x = random_vector(static_cast<std::size_t>(C), 1, 3);
+    std::vector<float> y(static_cast<std::size_t>(OC));
+    const double t = best_seconds([&] {
+      for (const auto& wi : w) K::linear_forward(y.data(), x.data(), wi.data(), nullptr, 1, C, OC);
+    }, quick ? 0.02 : 0.1);
+    volatile float sink = y[0];
+    (void)sink;
+    const double weights = 4.0 * double(C * OC * count);
+    out.push_back({weights, weights / t});
   }
   return out;
 }

@@ -2,7 +2,8 @@
 // local ranks, one thread each (one rank = one core = one device), whose results reports/
 // calibration.hpp fits into a cluster file.
 //   * OpenBLAS cblas_sgemm at several shapes (bench_sgemm), a STREAM triad at working sets from
-//     L2-sized to DRAM-sized (bench_triad), an FMA loop on registers (bench_vector_flops), a tiny
+//     L2-sized to DRAM-sized (bench_triad), the decoder's one-row linear over weights of the same
+//     sizes (bench_gemv), an FMA loop on registers (bench_vector_flops), a tiny
 //     kernel call (bench_launch_overhead): the best of repeated runs (other processes only ever slow
 //     a run down);
 //   * per op class: the runner's executor itself (train::run, one rank each, no MPI) on calibrate's
@@ -28,6 +29,10 @@ namespace scanshard::measure {
 std::vector<GemmSample> bench_sgemm(bool quick);
 // a = b + s·c over three float arrays of `bytes` in total; counts 12 bytes per element.
 std::vector<TriadSample> bench_triad(bool quick);
+// The decoder's one-row linear (kernels/linear.hpp fast::linear_forward with M = 1: cblas_sgemv)
+// over weight matrices of `bytes` in total at the triad's working sets (`sizes`: its samples'
+// bytes), each read once per sweep as a batch-1 decode step reads its weights; bytes = the weights.
+std::vector<TriadSample> bench_gemv(const std::vector<double>& sizes, bool quick);
 // Multiply-adds on 128 independent lanes held in registers: the vector unit's FLOP/s.
 double bench_vector_flops(bool quick);
 // Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).

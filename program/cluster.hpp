@@ -49,6 +49,16 @@ struct Efficiency {
   [[nodiscard]] double memory_at(double bytes) const {
     return memory_curve.empty() ? memory : curve_at(memory_curve, bytes);
   }
+  // Optional: the memory curve of a GEMV (a one-row linear: batch-1 decoding, each weight read
+  // once per token through cblas_sgemv), (bytes of the weights it cycles through, fraction of
+  // memory_bytes_per_s), interpolated as memory_curve; empty: memory_curve. One read stream where
+  // the triad has two reads and a write: beyond the last-level cache it reached ~0.6 of the
+  // triad's rate at the same working set (2026-12-07, Zen 4 VM, D09: 50 MB of weights per token).
+  // `scanshard calibrate` writes it from the decoder's linear kernel at the triad's working sets.
+  std::vector<std::pair<double, double>> gemv_memory_curve;
+  [[nodiscard]] double gemv_memory_at(double bytes) const {
+    return gemv_memory_curve.empty() ? memory_at(bytes) : curve_at(gemv_memory_curve, bytes);
+  }
   // A non-empty curve's value at x: linear in log(x) between points, held beyond them.
   [[nodiscard]] static double curve_at(const std::vector<std::pair<double, double>>& curve, double x);
   // Optional per-kernel values that replace their class's for steps with that op or kernel (the

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string_view>
 
 #include "program/param_layout.hpp"
@@ -63,6 +64,31 @@ LayerState layer_state_bytes(const ModelSpec& m, std::int64_t layer, std::int64_
     case Temporal::rwkv6_time_mix: s.recurrent = wkv6_state_bytes(m, t, state) + 2 * token_shift_state_bytes(m, act); break;
   }
   return s;
+}
+
+DecodeAttentionGemms decode_attention_gemms(std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t batch,
+                                            std::int64_t keys) {
+  if (heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || head_dim < 1 || batch < 1 || keys < 0)
+    throw std::logic_error("decode_attention_gemms: needs heads a positive multiple of kv_heads, head_dim, batch ≥ 1, keys ≥ 0");
+  DecodeAttentionGemms g;
+  g.pairs = batch * kv_heads;
+  g.rows = heads / kv_heads;
+  g.keys = keys;
+  g.head_dim = head_dim;
+  g.gemv = g.rows == 1;
+  g.key_block = g.gemv ? std::max<std::int64_t>(1, keys) : std::max<std::int64_t>(1, kDecodeAttentionScoreBlock / g.rows);
+  return g;
+}
+
+DecodeAttentionGemms decode_attention_gemms(const ModelSpec& m, std::int64_t layer, std::int64_t t, std::int64_t batch,
+                                            std::int64_t position) {
+  const Temporal k = temporal_kind(m, layer);
+  if (!is_attention(k)) throw std::logic_error("decode_attention_gemms: layer " + std::to_string(layer) + " is not attention");
+  const std::int64_t window = k == Temporal::local_attention ? m.window : 0;
+  // the cache after writing the new token: its rows and the new one (kv_cache_rows of position + 1
+  // tokens; a local layer's W cached rows plus its own)
+  const std::int64_t keys = window > 0 ? std::min(position + 1, window + 1) : position + 1;
+  return decode_attention_gemms(m.heads / t, kv_heads_per_rank(m, t), m.head_dim, batch, keys);
 }
 
 std::int64_t serving_micro_batch(const Plan& p, std::int64_t batch) {
@@ -244,7 +270,13 @@ InferencePass lower_decode(const ModelSpec& model, const Plan& plan, std::int64_
   InferencePass pass = stage_pass(m, p, stage, act, [&](std::int64_t part) {
     auto steps = forward_steps(m, p, part, batch, 1, position);
     if (part >= 0) add_state_traffic(steps, m, p, static_cast<double>(batch));
-    for (Step& s : steps) s.kernel = decode_kernel(s);
+    for (Step& s : steps) {
+      s.kernel = decode_kernel(s);
+      if (std::string_view(s.kernel ? s.kernel : "") == ops::attention_decode) {  // the shape the decoder calls the kernel with
+        const DecodeAttentionGemms g = decode_attention_gemms(m, part, p.mesh[Axis::tensor], batch, position);
+        s.m = g.rows, s.n = g.keys, s.k = g.head_dim;
+      }
+    }
     if (part == kHeadPart) decode_head(steps, m, p, batch);
     return steps;
   });

@@ -70,6 +70,48 @@ struct LayerState {
 [[nodiscard]] LayerState layer_state_bytes(const ModelSpec& m, std::int64_t layer, std::int64_t context, std::int64_t t,
                                            DType act, DType state);
 
+// ---- The decode attention's GEMMs ---------------------------------------------------------------
+// How the executor's decode attention (kernels/kv_cache.hpp fast::attention_decode, called by the
+// decoder with this shape) multiplies, and what the lowering records on its step (Step::m, n, k:
+// rows G, keys, head size): per (sequence, K/V head on the rank), the G = H/KV query heads sharing
+// the K/V head as two GEMMs over the `keys` cache rows, S [G × keys] = Q·Kᵀ in BLAS calls of at
+// most key_block keys, and O [G × N] = P·V in one; with one query head per K/V head (G = 1),
+// GEMVs instead (2 per pair, whole: sgemm packs the rows first; at G ≥ 2 GEMVs were 1.3–1.6x
+// slower).
+//
+// The blocks: single-threaded OpenBLAS (0.3, Zen 4 VM) runs Q·Kᵀ (row-major, Kᵀ transposed) in its
+// small-matrix kernel while G·keys ≤ ~1200 and through its packed path beyond, whose copy of the
+// key rows costs ~0.25 ns per element whatever G; P·V has no such step. Measured 2026-12-07 (hot
+// loop, one thread) Q·Kᵀ at G = 2 and 4, N = 32 and 64: 42–70 GFLOP/s below, 16–30 above, the
+// drop between G·keys = 1184 and 1216 for every G and N; the whole kernel at transformer-tiny's
+// D08 shape (G = 2, 1040 keys, 4 layers' caches) 13.6 → 8–12 µs per pair in blocks. Blocks of
+// kDecodeAttentionScoreBlock scores keep every Q·Kᵀ call in the small-matrix regime, so one
+// per-FLOP value prices every group size (G = 2, 4, 8: 2.7–4.0 ns per key and head, in cache).
+inline constexpr std::int64_t kDecodeAttentionScoreBlock = 1152;
+struct DecodeAttentionGemms {
+  std::int64_t pairs = 0;      // (sequence, K/V head) pairs on the rank: batch · kv_heads_per_rank
+  std::int64_t rows = 0;       // G: query heads per K/V head (M of both GEMMs)
+  std::int64_t keys = 0;       // cache rows read per pair (N of Q·Kᵀ, K of P·V)
+  std::int64_t head_dim = 0;   // N of a head (K of Q·Kᵀ, N of P·V)
+  std::int64_t key_block = 0;  // keys per Q·Kᵀ call (= keys with GEMVs)
+  bool gemv = false;           // G = 1: GEMVs
+  [[nodiscard]] std::int64_t blocks() const { return keys <= 0 ? 0 : (keys + key_block - 1) / key_block; }
+  // every pair's: two GEMVs per query head, or blocks() calls of Q·Kᵀ and one of P·V
+  [[nodiscard]] std::int64_t blas_calls() const { return keys <= 0 ? 0 : pairs * (gemv ? 2 * rows : blocks() + 1); }
+  // the K and V rows the products read: pairs × keys × 2 × N elements
+  [[nodiscard]] double cache_elements_read() const {
+    return static_cast<double>(pairs) * static_cast<double>(keys) * 2 * static_cast<double>(head_dim);
+  }
+};
+// For `heads` query heads and `kv_heads` K/V heads on a rank (heads a multiple of kv_heads),
+// `batch` sequences each reading `keys` cache rows.
+[[nodiscard]] DecodeAttentionGemms decode_attention_gemms(std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+                                                          std::int64_t batch, std::int64_t keys);
+// The same for one attention layer of model `m` on a rank of tensor size t, the new token at
+// `position` (keys: every earlier position and its own, or the last W + 1 of them in a local layer).
+[[nodiscard]] DecodeAttentionGemms decode_attention_gemms(const ModelSpec& m, std::int64_t layer, std::int64_t t, std::int64_t batch,
+                                                          std::int64_t position);
+
 // ---- Serving plans ------------------------------------------------------------------------------
 
 struct ServingShape {

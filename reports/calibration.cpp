@@ -458,6 +458,16 @@ double fit_call_seconds(const std::vector<KernelBench>& benches, const ChipSpec&
   return std::max(floor_seconds, stats::median(per_call));
 }
 
+std::vector<std::pair<double, double>> fit_gemv_memory_curve(const std::vector<TriadSample>& gemv, double memory_bytes_per_s) {
+  std::vector<std::pair<double, double>> curve;
+  for (const auto& g : gemv) {
+    if (!(g.bytes > 0) || !(g.bytes_per_s > 0)) continue;
+    if (!curve.empty() && g.bytes <= curve.back().first) continue;  // the loader wants bytes increasing
+    curve.emplace_back(g.bytes, std::clamp(g.bytes_per_s / memory_bytes_per_s, 1e-6, 1.0));
+  }
+  return curve;
+}
+
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
                          double launch_overhead_seconds) {
   if (gemm.empty() || triad.empty()) throw std::invalid_argument("chip_from_peaks: needs sgemm and triad samples");
@@ -542,6 +552,9 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "    norm: " << fmt6(chip.efficiency.norm) << "\n"
     << "    memory_curve: " << curve_text(chip.efficiency.memory_curve)
     << "   # [bytes a step moves, fraction of memory_bytes_per_s]: the triad working sets\n"
+    << (chip.efficiency.gemv_memory_curve.empty() ? ""
+                                                  : "    gemv_memory_curve: " + curve_text(chip.efficiency.gemv_memory_curve) +
+                                                        "   # [weight bytes, fraction of memory_bytes_per_s]: the one-row linear (sgemv)\n")
     << "    network: " << fmt6(chip.efficiency.network) << "\n";
   if (!chip.efficiency.ops.empty()) {
     y << "    ops:                          # kernels priced with their own value (kTunedOps)\n";
@@ -574,6 +587,10 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     y << "    - [" << g.m << ", " << g.n << ", " << g.k << ", " << fmt6(g.seconds) << ", " << fmt6(g.flops_per_s) << "]\n";
   y << "  triad:                          # [bytes streamed, bytes/s]\n";
   for (const auto& t : r.triad) y << "    - [" << fmt6(t.bytes) << ", " << fmt6(t.bytes_per_s) << "]\n";
+  if (!r.gemv.empty()) {
+    y << "  gemv:                           # [weight bytes, bytes/s]: the one-row linear over the triad's working sets\n";
+    for (const auto& t : r.gemv) y << "    - [" << fmt6(t.bytes) << ", " << fmt6(t.bytes_per_s) << "]\n";
+  }
   y << "  vector_fma_flops_per_s: " << fmt6(r.vector_flops) << "\n"
     << "  launch_overhead_hot_loop_seconds: " << fmt6(r.launch) << "   # one tiny RMSNorm called 2000 times in a loop\n"
     << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)

@@ -4,7 +4,8 @@
 //
 //   * peaks: peak_flops_per_s.fp32 = the best sgemm rate; memory_bytes_per_s = the best triad rate
 //     (the roofline ceiling) and efficiency.memory_curve = each working set's rate as a fraction
-//     of it; efficiency.memory = the largest working set's fraction.
+//     of it; efficiency.memory = the largest working set's fraction; efficiency.gemv_memory_curve =
+//     the one-row linear's (sgemv) rate at the same working sets as a fraction of that rate.
 //   * per op class, the efficiency at which the roofline price (sim/cost.hpp compute_seconds) of
 //     a benchmark's program steps equals the time the executor's trace gives them when it runs
 //     calibrate's own plans (calibration_plan_set: small, one to three layers, not validate's;
@@ -176,6 +177,11 @@ double fit_call_seconds(const std::vector<KernelBench>& benches, const ChipSpec&
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
                          double launch_overhead_seconds);
 
+// efficiency.gemv_memory_curve: each GEMV sample's rate as a fraction of memory_bytes_per_s (at
+// most 1), by its weight bytes. Empty without samples.
+[[nodiscard]] std::vector<std::pair<double, double>> fit_gemv_memory_curve(const std::vector<TriadSample>& gemv,
+                                                                           double memory_bytes_per_s);
+
 struct CommFit {
   std::string kind;                                // all_reduce, all_gather, reduce_scatter, send_recv
   std::vector<std::pair<double, double>> samples;  // (bytes, seconds)
@@ -203,6 +209,7 @@ struct CalibrationMeasurements {
   int ranks = 1;
   std::vector<GemmSample> gemm;
   std::vector<TriadSample> triad;
+  std::vector<TriadSample> gemv;  // measure::bench_gemv at the triad's working sets (empty: not measured)
   double vector_flops = 0, launch = 0;  // launch: the hot loop's cost of one tiny call (fit_call_seconds' floor)
   double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;

@@ -17,6 +17,10 @@ namespace scanshard {
 // GEMM FLOPs after padding m, n, k up to the matrix tile.
 [[nodiscard]] double padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t tile);
 
+// A GEMM step of one row (m = 1): the linear kernel runs it as a GEMV (kernels/linear.cpp), whose
+// memory traffic compute_seconds prices at efficiency.gemv_memory_curve.
+[[nodiscard]] bool is_gemv(const Step& s);
+
 // Roofline: max(matrix time + vector time, memory time) + launch overhead. A scan whose state
 // does not fit in on-chip memory pays its spill traffic.
 [[nodiscard]] double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype);

@@ -22,6 +22,7 @@
 #include "kernels/rwkv4.hpp"
 #include "kernels/rwkv6.hpp"
 #include "kernels/rwkv_ops.hpp"
+#include "program/inference.hpp"
 #include "program/steps.hpp"
 #include "program/yaml_reader.hpp"
 
@@ -267,9 +268,10 @@ struct Decoder::Impl {
           store_kv(s, b, tt, p);
           std::copy_n(q.data() + (b * T + tt) * qw, qw, qt.data() + b * qw);
         }
+        const i64 keys = kernels::kv_cache_valid(p, s.capacity);
+        const DecodeAttentionGemms g = decode_attention_gemms(H, KV, N, B, keys);  // the shape the lowering prices
         timed(core, tensors::attn_core, [&] {
-          K::attention_decode(ot.data(), qt.data(), s.kc.data(), s.vc.data(), B, s.capacity,
-                              kernels::kv_cache_valid(p, s.capacity), H, KV, N);
+          K::attention_decode(ot.data(), qt.data(), s.kc.data(), s.vc.data(), B, s.capacity, keys, H, KV, N, g.key_block, g.gemv);
         });
         for (i64 b = 0; b < B; ++b) std::copy_n(ot.data() + b * qw, qw, att.data() + (b * T + tt) * qw);
       }

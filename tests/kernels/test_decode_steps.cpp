@@ -20,6 +20,7 @@
 #include "kernels/rglru.hpp"
 #include "kernels/rwkv4.hpp"
 #include "kernels/rwkv6.hpp"
+#include "program/inference.hpp"
 
 namespace K = scanshard::kernels;
 using kt::i64;
@@ -154,15 +155,40 @@ TEST_CASE("decode step: KV-cache attention equals its reference loop on awkward 
                              {4, 2, 300, 290}, {4, 1, 300, 1}}) {  // 290 keys: three 128-key blocks
     const i64 B = 3, N = 24;
     const auto q = kt::randn(B * H * N, 41), k = kt::randn(B * C * Hk * N, 42), v = kt::randn(B * C * Hk * N, 43);
-    std::vector<float> out(B * H * N);
-    K::fast::attention_decode(out.data(), q.data(), k.data(), v.data(), B, C, n, H, Hk, N);
     std::vector<double> od(B * H * N);
     const auto qd = kt::to_d(q), kd = kt::to_d(k), vd = kt::to_d(v);
     K::ref::attention_decode(od.data(), qd.data(), kd.data(), vd.data(), B, C, n, H, Hk, N);
-    INFO("H " << H << " Hk " << Hk << " n " << n);
-    KT_CHECK_CLOSE(out, od, 1e-6, 1e-5);
+    // the shape the decoder calls it with, then every key block and both product forms
+    const auto g = scanshard::decode_attention_gemms(H, Hk, N, B, n);
+    std::vector<std::pair<i64, bool>> forms = {{g.key_block, g.gemv}, {1, false}, {7, false}, {128, false}, {n, false}, {n, true}};
+    for (auto [block, gemv] : forms) {
+      std::vector<float> out(B * H * N);
+      const i64 calls = K::fast::attention_decode(out.data(), q.data(), k.data(), v.data(), B, C, n, H, Hk, N, block, gemv);
+      INFO("H " << H << " Hk " << Hk << " n " << n << " block " << block << " gemv " << gemv);
+      KT_CHECK_CLOSE(out, od, 1e-6, 1e-5);
+      // per (sequence, K/V head): a GEMV per query head and product, or a Q·Kᵀ call per block and one P·V
+      const i64 G = H / Hk, blocks = (n + block - 1) / block;
+      CHECK(calls == B * Hk * (gemv ? 2 * G : blocks + 1));
+    }
   }
   });
+}
+
+TEST_CASE("decode attention: the kernel makes the BLAS calls program/ prices (decode_attention_gemms)", "[decode]") {
+  // shapes of validate's and calibrate's decode plans: GQA, MQA, MHA, past one key block and not
+  for (auto [H, Hk, N, B, n] : {std::tuple<i64, i64, i64, i64, i64>{4, 2, 32, 4, 1040}, {4, 1, 32, 1, 2064}, {2, 1, 32, 4, 544},
+                                {4, 4, 32, 2, 700}, {8, 1, 64, 1, 300}, {4, 2, 32, 1, 1}}) {
+    const auto g = scanshard::decode_attention_gemms(H, Hk, N, B, n);
+    const i64 C = n + 3;
+    const auto q = kt::randn(B * H * N, 71), k = kt::randn(B * C * Hk * N, 72), v = kt::randn(B * C * Hk * N, 73);
+    std::vector<float> out(B * H * N);
+    INFO("H " << H << " Hk " << Hk << " N " << N << " B " << B << " n " << n);
+    CHECK(K::fast::attention_decode(out.data(), q.data(), k.data(), v.data(), B, C, n, H, Hk, N, g.key_block, g.gemv) ==
+          g.blas_calls());
+    // each Q·Kᵀ call within the small-matrix bound: G · block ≤ kDecodeAttentionScoreBlock scores
+    if (!g.gemv) CHECK(g.rows * g.key_block <= scanshard::kDecodeAttentionScoreBlock);
+    CHECK(g.gemv == (H == Hk));
+  }
 }
 
 TEST_CASE("decode step: token-by-token attention over a KV cache equals causal sequence attention", "[decode]") {
@@ -186,7 +212,8 @@ TEST_CASE("decode step: token-by-token attention over a KV cache equals causal s
         const auto qt = step_rows(q, B, T, H * N, t);
         const i64 valid = K::kv_cache_valid(t, C);
         CHECK(valid <= C);
-        K::fast::attention_decode(o1.data(), qt.data(), kc.data(), vc.data(), B, C, valid, H, Hk, N);
+        const auto g = scanshard::decode_attention_gemms(H, Hk, N, B, valid);
+        K::fast::attention_decode(o1.data(), qt.data(), kc.data(), vc.data(), B, C, valid, H, Hk, N, g.key_block, g.gemv);
         put_rows(got, o1, B, T, H * N, t);
       }
       INFO("window " << W << " H " << H << " Hk " << Hk);

@@ -399,3 +399,112 @@ TEST_CASE("decode recurrences are priced at their one-token values, the fused de
   const StepProgram train = lower(hawk, training(B, 16), 0);
   for (const auto& s : train.forward) CHECK((s.kernel == nullptr || std::string_view(s.kernel) != ops::rglru_decode));
 }
+
+TEST_CASE("decode attention: the step carries the kernel's GEMM shape, its K/V bytes are what the kernel reads", "[inference]") {
+  // per rank and layer, from the models' numbers: G = (H/t)/(K/V heads on the rank), keys = n + 1
+  // (global) or min(n, W) + 1 (local), K/V bytes = 2 × K/V heads on the rank × N × keys × B × bytes
+  struct Case { const char* model; std::int64_t t, B, n, G, kv_per_rank; };
+  const Case cases[] = {
+      {"transformer-tiny", 1, 4, 1039, 2, 2},  // D08: GQA, two query heads per K/V head
+      {"transformer-tiny", 2, 4, 1039, 2, 1},  // K/V heads split over tensor
+      {"mqa-tiny", 1, 1, 2063, 4, 1},          // MQA
+      {"mqa-tiny", 2, 4, 543, 2, 1},           // one K/V head replicated on both ranks
+      {"griffin-tiny", 1, 4, 1055, 4, 1},      // local: the window's rows
+  };
+  for (const auto& c : cases) {
+    INFO(c.model << " tensor " << c.t);
+    const auto m = load_model(c.model);
+    const Plan p = serving(c.t);
+    const double a = bytes_of(p.act_dtype), N = static_cast<double>(m.head_dim);
+    const InferencePass pass = lower_decode(m, p, 0, c.B, c.n);
+    double kv_read = 0, closed = 0;
+    std::int64_t layers = 0;
+    for (const auto& g : pass.groups) {
+      if (g.kind != Temporal::global_attention && g.kind != Temporal::local_attention) continue;
+      const std::int64_t keys = g.kind == Temporal::local_attention ? std::min(c.n, m.window) + 1 : c.n + 1;
+      for (const auto& s : g.steps) {
+        if (s.cls != OpClass::attention) continue;
+        CHECK(std::string_view(s.kernel) == ops::attention_decode);
+        CHECK(s.m == c.G);
+        CHECK(s.n == keys);
+        CHECK(s.k == m.head_dim);
+        const auto gm = decode_attention_gemms(m, static_cast<std::int64_t>(s.layer), c.t, c.B, c.n);
+        CHECK(gm.pairs == c.B * c.kv_per_rank);
+        // Q·Kᵀ and P·V: 2·G·keys·N each per pair
+        CHECK(s.matmul_flops == Approx(4.0 * c.G * keys * N * c.B * c.kv_per_rank).epsilon(1e-12));
+        const double q_bytes = c.B * (m.heads / c.t) * N * a;  // the queries in; the output is bytes_written
+        kv_read += static_cast<double>(g.count) * (s.bytes_read - q_bytes);
+        CHECK(s.bytes_read - q_bytes == Approx(gm.cache_elements_read() * a).epsilon(1e-12));
+        closed += static_cast<double>(g.count) * 2 * c.kv_per_rank * N * keys * c.B * a;
+      }
+      layers += g.count;
+    }
+    REQUIRE(layers > 0);
+    CHECK(kv_read == Approx(closed).epsilon(1e-12));
+  }
+  // the one global-cache case in the issue's closed form: 2 × layers × kv_heads/t × N × (n + 1) × B × bytes
+  const auto tr = load_model("transformer-tiny");
+  const Plan p2 = serving(2);
+  double read = 0;
+  for (const auto& g : lower_decode(tr, p2, 0, 4, 1039).groups)
+    for (const auto& s : g.steps)
+      if (s.cls == OpClass::attention) read += static_cast<double>(g.count) * (s.bytes_read - 4.0 * (tr.heads / 2) * tr.head_dim * bytes_of(p2.act_dtype));
+  CHECK(read == Approx(2.0 * tr.depth * (tr.kv_heads / 2) * tr.head_dim * 1040 * 4 * bytes_of(p2.act_dtype)).epsilon(1e-12));
+}
+
+TEST_CASE("decode attention GEMMs: rows, key blocks within the small-matrix bound, BLAS calls", "[inference]") {
+  // G = 2: Q·Kᵀ in blocks of 1152 / 2 = 576 keys; 1040 keys → 2 blocks, then one P·V; 8 pairs
+  const auto g = decode_attention_gemms(4, 2, 32, 4, 1040);
+  CHECK(g.rows == 2);
+  CHECK(g.pairs == 8);
+  CHECK(g.key_block == 576);
+  CHECK(g.blocks() == 2);
+  CHECK(g.blas_calls() == 8 * (2 + 1));
+  CHECK(g.cache_elements_read() == 8.0 * 1040 * 2 * 32);
+  // one query head per K/V head: GEMVs, one per head and product, the keys whole
+  const auto v = decode_attention_gemms(4, 4, 32, 2, 700);
+  CHECK(v.gemv);
+  CHECK(v.blas_calls() == 2 * 4 * 2);
+  // no key yet: no call
+  CHECK(decode_attention_gemms(4, 1, 32, 1, 0).blas_calls() == 0);
+  CHECK_THROWS_AS(decode_attention_gemms(4, 3, 32, 1, 10), std::logic_error);
+}
+
+TEST_CASE("a one-row GEMM (GEMV) streams at the GEMV memory curve, other steps at the triad's", "[inference][sim]") {
+  // A chip where only memory can bind: the price is bytes / (bandwidth · the curve at the working
+  // set) + calls · the per-call cost.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.peak_flops_per_s = {{"fp32", 1e30}};
+  chip.vector_flops_per_s = 1e30;
+  chip.memory_bytes_per_s = 1e11;
+  chip.launch_overhead_seconds = 0;
+  chip.efficiency.ops.clear();
+  chip.efficiency.gemm_curve.clear();
+  chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
+  chip.efficiency.gemv_memory_curve = {{1e6, 1.0}, {1e8, 0.125}};
+  Step gemv;
+  gemv.cls = OpClass::gemm;
+  gemv.m = 1, gemv.n = 1536, gemv.k = 512;
+  gemv.matmul_flops = 2.0 * 1536 * 512;
+  gemv.bytes_read = 4.0 * 1536 * 512;  // the weights (3 MiB), with every other weight of the token since
+  gemv.reuse_bytes = 5e8;
+  CHECK(is_gemv(gemv));
+  CHECK(compute_seconds(gemv, chip, DType::fp32) == Approx(gemv.bytes_read / (1e11 * 0.125)).epsilon(1e-12));
+  Step rows4 = gemv;  // four rows: sgemm, the triad's curve
+  rows4.m = 4;
+  CHECK_FALSE(is_gemv(rows4));
+  CHECK(compute_seconds(rows4, chip, DType::fp32) == Approx(rows4.bytes_read / (1e11 * 0.25)).epsilon(1e-12));
+  // without a GEMV curve the GEMV takes the triad's
+  chip.efficiency.gemv_memory_curve.clear();
+  CHECK(compute_seconds(gemv, chip, DType::fp32) == Approx(gemv.bytes_read / (1e11 * 0.25)).epsilon(1e-12));
+  // a batch-1 decode step's linears are GEMVs, batch 4's are not
+  const auto h = load_model("hawk-tiny");
+  for (std::int64_t B : {1, 4}) {
+    std::int64_t gemvs = 0, linears = 0;
+    for (const auto& g : lower_decode(h, serving(), 0, B, 20).groups)
+      for (const auto& s : g.steps)
+        if (s.cls == OpClass::gemm && std::string_view(s.op) == ops::linear) ++linears, gemvs += is_gemv(s) ? 1 : 0;
+    REQUIRE(linears > 0);
+    CHECK(gemvs == (B == 1 ? linears : 0));
+  }
+}

@@ -741,6 +741,16 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
                                                 "calibrated.yaml");
   CHECK(curved.chip.efficiency.gemm_curve == chip.efficiency.gemm_curve);
   CHECK(curved.chip.efficiency.gemm == 0.5);
+  // the GEMV samples: each rate over the best triad's (4e9 B/s), at most 1, written and read back
+  r.gemv = {{1e6, 6e9}, {1e8, 0.5e9}};
+  chip.efficiency.gemv_memory_curve = fit_gemv_memory_curve(r.gemv, chip.memory_bytes_per_s);
+  REQUIRE(chip.efficiency.gemv_memory_curve.size() == 2);
+  CHECK(chip.efficiency.gemv_memory_curve[0] == std::pair<double, double>{1e6, 1.0});
+  CHECK(chip.efficiency.gemv_memory_curve[1].second == Approx(0.5e9 / 4e9));
+  const ClusterSpec gemv = parse_cluster_text(calibrated_cluster_yaml("test-cluster", true, r, chip, topo, "host", "2026-01-01T00:00:00Z"),
+                                              "calibrated.yaml");
+  CHECK(gemv.chip.efficiency.gemv_memory_curve == chip.efficiency.gemv_memory_curve);
+  CHECK(fit_gemv_memory_curve({}, 4e9).empty());
 }
 
 TEST_CASE("validate's network drift: calibrate's all-reduce samples read back from its file, re-measured ratios", "[reports][validate]") {
