@@ -34,6 +34,7 @@ constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays f
 // (docs/kernels-wkv-2026-12-07.md; an earlier wall-time comparison under load had favoured 1024).
 // The forward shows the same: row pieces of 1024 / 512 channels halve its fraction of triad.
 constexpr i64 kBwdMaxCB = 2048;
+static_assert(kSeg == kWkv4CheckpointTokens, "the forward's checkpoints are the backward's segment starts");
 }  // namespace scanshard::kernels::wkv4_detail
 #endif
 
@@ -131,8 +132,27 @@ HWY_INLINE void LazyRow(float* sb, float* y, const float* k, const float* v, i64
   if (j < nc) LazyCol<true, P>(RowIo<true>{size_t(nc - j)}, sb + j * kLazyRows, y + j, k + j, v + j);
 }
 
-// One work item of the lazy forward: batch row b, channels [c0, c0 + nc), all T tokens.
-void LazyForwardTask(float* y, float* state_out, const float* k, const float* v, const float* decay,
+// The state before token t in the max form (a, b, p) into the checkpoint rows ck (3 rows D apart):
+// a, b ·= e^{q − p} (≤ 1), q = q0 − n w. The exponent by one multiply-add of the exact product n w
+// (n reaches T; a separate product would round at n w's magnitude). b_max ≥ 1 once a token has
+// been absorbed and b_lazy ≤ e^20·T, so the exponent stays far inside Exp2UpTo126's range.
+HWY_INLINE void LazyCheckpoint(const float* sb, float* ck, i64 D, i64 nc) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  for (i64 c = 0; c < nc; c += NL) {
+    const float* st = sb + c * kLazyRows;  // a, b, q0, n, p, w, cu
+    const VF p = hn::LoadU(d, st + 4 * NL);
+    const VF x = hn::NegMulAdd(hn::LoadU(d, st + 3 * NL), hn::LoadU(d, st + 5 * NL), hn::Sub(hn::LoadU(d, st + 2 * NL), p));
+    const VF sc = Exp2UpTo126(hn::Mul(hn::Min(x, hn::Zero(d)), hn::Set(d, kLog2e)));
+    StoreClip(hn::Mul(hn::LoadU(d, st), sc), ck + c, nc - c);
+    StoreClip(hn::Mul(hn::LoadU(d, st + NL), sc), ck + D + c, nc - c);
+    StoreClip(p, ck + 2 * D + c, nc - c);
+  }
+}
+
+// One work item of the lazy forward: batch row b, channels [c0, c0 + nc), all T tokens. ckpt
+// (nullable): the state before every token t = s·kSeg, s ≥ 1 (see wkv4_checkpoint_floats).
+void LazyForwardTask(float* y, float* state_out, float* ckpt, const float* k, const float* v, const float* decay,
                      const float* bonus, const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
   const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
   thread_local AlignedVec buf;
@@ -150,9 +170,11 @@ void LazyForwardTask(float* y, float* state_out, const float* k, const float* v,
     LazyAt(sb, 5, c) = float(wd);                                                // w
     LazyAt(sb, 6, c) = in ? float(std::exp(double(bonus[c0 + c]) - wd)) : 1.0f;  // e^{u − w}
   }
+  const i64 NC = wkv4_checkpoints(T);
   for (i64 t = 0; t < T; ++t) {
     const i64 o = (b * T + t) * D + c0;
-    if (state_out) LazyRow<true>(sb, y + o, k + o, v + o, nc);
+    if (ckpt && t > 0 && t % kSeg == 0) LazyCheckpoint(sb, ckpt + ((b * NC + t / kSeg - 1) * 3) * D + c0, D, nc);
+    if (state_out || ckpt) LazyRow<true>(sb, y + o, k + o, v + o, nc);
     else LazyRow<false>(sb, y + o, k + o, v + o, nc);
   }
   if (state_out)
@@ -260,9 +282,10 @@ HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur,
 
 // One work item of the backward: batch row b, channels [c0, c0 + nc). Writes pdw, pdu (per
 // (b, channel) partial dw·w and du, reduced over b by the caller) and dstate_in; accumulates dk, dv.
+// ckpt (nullable): the forward's checkpoints; then pass 1 is skipped and k, v are read once.
 void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
                   const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                  const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
+                  const float* state_in, const float* ckpt, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
   const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
   // SB, SG: floats per interleaved checkpoint / segment state
   const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr, SG = kSegRows * ncr;
@@ -271,7 +294,7 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
   // a memset: 1.3 ms per call, 19.7 ns/element at T = 64, D = 1024): checkpoints (the state at
   // every segment start), the states inside one segment, the adjoints
   thread_local AlignedVec ck, seg, buf;
-  ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * SB)));
+  ck.resize(std::max(ck.size(), static_cast<size_t>((ckpt ? 1 : NS + 1) * SB)));
   seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * SG)));
   buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * ncr)));
   float *pc = buf.data(), *c0s = ck.data();
@@ -287,8 +310,8 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
     at(pc, kAdjRows, 4, c) = in ? std::exp(decay[c0 + c]) : 1.0f;
     at(pc, kAdjRows, 5, c) = in ? bonus[c0 + c] : 0.0f;
   }
-  // pass 1: states at the segment starts
-  for (i64 s = 0; s + 1 < NS; ++s) {
+  // pass 1: states at the segment starts (unless the forward kept them)
+  for (i64 s = 0; !ckpt && s + 1 < NS; ++s) {
     float* cur = &ck[s * SB];
     float* nxt = &ck[(s + 1) * SB];
     std::copy_n(cur, SB, nxt);
@@ -300,7 +323,18 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
   // pass 2: segments in reverse; the segment's states recomputed, then the adjoint
   for (i64 s = NS - 1; s >= 0; --s) {
     const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-    for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &seg[g * kSegRows * NL]);
+    if (ckpt && s > 0) {  // segment start from the forward's checkpoint rows; padding lanes as c0s
+      const float* cr = ckpt + ((b * (NS - 1) + s - 1) * 3) * D + c0;
+      for (i64 g = 0; g < ncr / NL; ++g)
+        for (int r = 0; r < kStRows; ++r) {
+          const i64 c = g * NL, rem = std::min(NL, nc - c);
+          float* dst = &seg[(g * kSegRows + r) * NL];
+          hn::StoreU(rem == NL ? hn::LoadU(DF(), cr + r * D + c) : hn::LoadU(DF(), &c0s[(g * kStRows + r) * NL]), DF(), dst);
+          if (rem < NL) std::copy_n(cr + r * D + c, rem, dst);
+        }
+    } else {
+      for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &seg[g * kSegRows * NL]);
+    }
     for (i64 t = t0; t < t1; ++t) {
       const i64 o = (b * T + t) * D + c0;
       float* cur = &seg[(t - t0) * SG];
@@ -534,13 +568,13 @@ bool lazy_ok(const float* decay, const float* bonus, i64 D) {
 }  // namespace
 
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
-                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
-  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
+                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D, float* ckpt) {
+  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB, NC = wkv4_checkpoints(T);
   if (lazy_ok(decay, bonus, D)) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 cb = 0; cb < NB; ++cb)
-        HWY_DYNAMIC_DISPATCH(LazyForwardTask)(y, state_out, k, v, decay, bonus, state_in, B, T, D, b, cb * CB,
+        HWY_DYNAMIC_DISPATCH(LazyForwardTask)(y, state_out, ckpt, k, v, decay, bonus, state_in, B, T, D, b, cb * CB,
                                               std::min(CB, D - cb * CB));
     return;
   }
@@ -556,6 +590,12 @@ void wkv4_forward(float* y, float* state_out, const float* k, const float* v, co
         load_state(a, bb, p, w, u, state_in, decay, bonus, BD, s0, c0, nc);
         for (i64 t = 0; t < T; ++t) {
           const i64 o = (b * T + t) * D + c0;
+          if (ckpt && t > 0 && t % kSeg == 0) {
+            float* cr = ckpt + ((b * NC + t / kSeg - 1) * 3) * D + c0;
+            std::copy_n(a, nc, cr);
+            std::copy_n(bb, nc, cr + D);
+            std::copy_n(p, nc, cr + 2 * D);
+          }
           wkv4_step(y + o, a, bb, p, a, bb, p, k + o, v + o, w, u, nc);
         }
         if (state_out)
@@ -571,7 +611,7 @@ void wkv4_forward(float* y, float* state_out, const float* k, const float* v, co
 void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                    const float* dy, const float* dstate_out, const float* k, const float* v,
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
-                   i64 D) {
+                   i64 D, const float* ckpt) {
   const i64 BD = B * D, CB = std::min(kBwdMaxCB, channel_block(B, D)), NB = (D + CB - 1) / CB;
   // per-(b, channel) partial dw, du; reduced over b afterwards (deterministic order)
   std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
@@ -579,7 +619,7 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
   for (i64 b = 0; b < B; ++b)
     for (i64 cb = 0; cb < NB; ++cb)
       HWY_DYNAMIC_DISPATCH(BackwardTask)(dk, dv, pdw.data(), pdu.data(), dstate_in, dy, dstate_out, k, v, decay,
-                                         bonus, state_in, B, T, D, b, cb * CB, std::min(CB, D - cb * CB));
+                                         bonus, state_in, ckpt, B, T, D, b, cb * CB, std::min(CB, D - cb * CB));
   for (i64 b = 0; b < B; ++b)
     for (i64 c = 0; c < D; ++c) {
       ddecay[c] += pdw[b * D + c];
