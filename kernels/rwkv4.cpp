@@ -668,18 +668,18 @@ void token_shift_backward(float* dx, float* dprev, float* dmu, const float* dout
 
 void wkv4_chunk_forward(float* y, float* state_out, float* log_decay, const float* k,
                         const float* v, const float* decay, const float* bonus,
-                        const float* state_in, i64 B, i64 T, i64 D) {
+                        const float* state_in, i64 B, i64 T, i64 D, float* ckpt) {
   if (log_decay)
     for (i64 c = 0; c < D; ++c) log_decay[c] = -float(T) * std::exp(decay[c]);
-  fast::wkv4_forward(y, state_out, k, v, decay, bonus, state_in, B, T, D);
+  fast::wkv4_forward(y, state_out, k, v, decay, bonus, state_in, B, T, D, ckpt);
 }
 
 void wkv4_chunk_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                          const float* dy, const float* dstate_out, const float* k, const float* v,
                          const float* decay, const float* bonus, const float* state_in, i64 B,
-                         i64 T, i64 D) {
+                         i64 T, i64 D, const float* ckpt) {
   fast::wkv4_backward(dk, dv, ddecay, dbonus, dstate_in, dy, dstate_out, k, v, decay, bonus,
-                      state_in, B, T, D);
+                      state_in, B, T, D, ckpt);
 }
 
 void wkv4_state_combine(float* out, const float* in, const float* local, const float* log_decay,

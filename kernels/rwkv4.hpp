@@ -71,16 +71,17 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
 
 // ─── sequence-chunk API (fast kernels) ───────────────────────────────────────────────────────
 // Forward of one chunk of T tokens: y [B,T,D]; state_out [3,B,D] (nullable); log_decay [D]
-// (nullable) = −T·exp(decay); state_in [3,B,D] (nullable = zero state).
+// (nullable) = −T·exp(decay); state_in [3,B,D] (nullable = zero state); ckpt as fast::.
 void wkv4_chunk_forward(float* y, float* state_out, float* log_decay, const float* k,
                         const float* v, const float* decay, const float* bonus,
-                        const float* state_in, i64 B, i64 T, i64 D);
+                        const float* state_in, i64 B, i64 T, i64 D, float* ckpt = nullptr);
 // Backward of one chunk: accumulates dk, dv, ddecay, dbonus; writes dstate_in [2,B,D] (nullable)
-// = dL/d(state_in); dstate_out [2,B,D] = dL/d(state_out) from the later chunks (nullable = 0).
+// = dL/d(state_in); dstate_out [2,B,D] = dL/d(state_out) from the later chunks (nullable = 0);
+// ckpt (nullable) from the chunk forward with the same state_in.
 void wkv4_chunk_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                          const float* dy, const float* dstate_out, const float* k, const float* v,
                          const float* decay, const float* bonus, const float* state_in, i64 B,
-                         i64 T, i64 D);
+                         i64 T, i64 D, const float* ckpt = nullptr);
 // out = e^{log_decay} ⊙ in + local (as real α, β), rescaled to a running maximum. [3,B,D].
 // in == nullptr means the zero state (out = local). out may alias local.
 void wkv4_state_combine(float* out, const float* in, const float* local, const float* log_decay,
