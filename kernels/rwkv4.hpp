@@ -43,10 +43,13 @@ void wkv4_backward(F* dk, F* dv, F* ddecay, F* dbonus, F* dstate_in, const F* dy
                    const F* state_in, i64 B, i64 T, i64 D);
 }  // namespace ref
 
-// Forward checkpoints: the state (a, b, p) before every token t = s·kWkv4CheckpointTokens,
+// Forward checkpoints: the state (a, b, q) before every token t = s·kWkv4CheckpointTokens,
 // s = 1 … wkv4_checkpoints(T), laid out [B, wkv4_checkpoints(T), 3, D] — the backward's segment
 // starts, so with them it skips its recomputing pass and streams k, v once. 3 floats per 16 tokens
-// per channel: 3/32 of the k, v bytes. (The segment start 0 is state_in.)
+// per channel: 3/32 of the k, v bytes. (The segment start 0 is state_in.) Unlike a state tensor,
+// q is the lazy forward's reference exponent, not the running maximum (α = a·e^q, b ≥ 1): the
+// forward then needs no running maximum, and the backward rescales its adjoint at each segment
+// end from q to the recomputed maximum (one exp per channel per segment).
 inline constexpr i64 kWkv4CheckpointTokens = 16;
 inline constexpr i64 wkv4_checkpoints(i64 T) { return T > 0 ? (T - 1) / kWkv4CheckpointTokens : 0; }
 inline constexpr i64 wkv4_checkpoint_floats(i64 B, i64 T, i64 D) { return 3 * B * D * wkv4_checkpoints(T); }
