@@ -1,8 +1,8 @@
 // kernels/rwkv4.cpp — see rwkv4.hpp. Reference: scalar loops per (b, c) over t with std::exp.
 // Fast: the same recurrence vectorised across a block of channels (contiguous in [B,T,D]), one
 // exp per recurrence step; whole rows per work item so every stream is contiguous. Forward in the
-// lazy-reference form (below), backward in the max form: pass 1 keeps the state every kSeg tokens,
-// pass 2 walks the segments in reverse, recomputes a segment's per-token states (they stay in L2)
+// lazy-reference form (below), backward in the max form: pass 1 keeps the state every kSeg tokens
+// (or the forward's checkpoints stand in for it), pass 2 walks the segments in reverse, recomputes a segment's per-token states (they stay in L2)
 // and runs the adjoint recurrence. The vector loops are compiled once per SIMD target (Google
 // Highway; hwy/foreach_target.h re-includes this file per target) and dispatched at run time
 // (simd.hpp); the reference, the work split and the max-form fallback are compiled once (HWY_ONCE).
