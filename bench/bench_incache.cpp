@@ -94,6 +94,10 @@ int main(int argc, char** argv) {
   std::vector<float> aout(aq.size()), alse(static_cast<size_t>(AH * AT)), adq(aq.size()), adk(ak.size()),
       adv(av.size());
   const double attn_elems = double(AH) * double(AT) * double(AT + 1) / 2;
+  k::AttnDropout adrop;
+  adrop.p = 0.1;
+  adrop.key = 12345;
+  adrop.seq_len = AT;
   std::vector<Kernel> kernels = {
       {"rglru fwd", R,
        [&](i64 T) {
@@ -139,6 +143,12 @@ int main(int argc, char** argv) {
        [&](i64) {
          k::fast::attention_backward(adq.data(), adk.data(), adv.data(), adout.data(), aout.data(), alse.data(),
                                      aq.data(), ak.data(), av.data(), nullptr, 1, AT, AH, 1, AN, 0);
+       },
+       attn_elems},
+      {"attn bwd drop", 0,  // probability dropout 0.1 (its own score-row path in the backward)
+       [&](i64) {
+         k::fast::attention_backward(adq.data(), adk.data(), adv.data(), adout.data(), aout.data(), alse.data(),
+                                     aq.data(), ak.data(), av.data(), nullptr, 1, AT, AH, 1, AN, 0, adrop);
        },
        attn_elems},
   };

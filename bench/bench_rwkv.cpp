@@ -257,6 +257,8 @@ int main(int argc, char** argv) {
       // ratios per round (bench_util.hpp: best-of timings let one lucky triad set the denominator)
       std::vector<float> ta(static_cast<size_t>(n)), tb_ = filled(n, 1, 1, 45), tc = filled(n, 1, 1, 46);
       bench::VectorPeak peak;
+      std::vector<float> ck(static_cast<size_t>(k::wkv4_checkpoint_floats(B4, T4, D4)));
+      const double ck_b = 4.0 * double(ck.size()) / double(n);  // checkpoint bytes per element
       std::vector<std::function<void()>> fns = {
           [&] {
             const float s = 3.0f;
@@ -271,7 +273,16 @@ int main(int argc, char** argv) {
             k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
                                    vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4);
           },
-          std::ref(peak)};
+          std::ref(peak),
+          // the same pair with the forward's checkpoints (k, v streamed once by the backward)
+          [&] {
+            k::fast::wkv4_forward(y.data(), nullptr, kk.data(), vv.data(), decay.data(), bonus.data(), nullptr, B4, T4,
+                                  D4, ck.data());
+          },
+          [&] {
+            k::fast::wkv4_backward(dk.data(), dv.data(), dd.data(), du.data(), nullptr, dy.data(), nullptr, kk.data(),
+                                   vv.data(), decay.data(), bonus.data(), nullptr, B4, T4, D4, ck.data());
+          }};
       const auto t = bench::rounds(quick ? 3 : 7, fns, clock);
       std::vector<double> ratio_f, ratio_b;
       for (std::size_t r = 0; r < t[0].size(); ++r) {
@@ -306,6 +317,18 @@ int main(int argc, char** argv) {
       const bench::Work wf{12.0 * n, (avx3 ? 13.0 : 12.0) * n}, wb{28.0 * n, 44.0 * n};
       bench::print_roofline("forward ", bench::own_roofline(wf, t[1], 12.0 * n, t[0], peak.best()), isa);
       bench::print_roofline("backward", bench::own_roofline(wb, t[2], 12.0 * n, t[0], peak.best()), isa);
+      // with checkpoints: the forward writes ck_b bytes more per element, the backward reads them
+      // and skips pass 1 (one state step of 10 multiply-class ops fewer)
+      const bench::Work wfc{(12.0 + ck_b) * n, wf.mul_ops}, wbc{(28.0 + ck_b) * n, 34.0 * n};
+      bench::print_roofline("forward +ckpt ", bench::own_roofline(wfc, t[4], 12.0 * n, t[0], peak.best()), isa);
+      bench::print_roofline("backward +ckpt", bench::own_roofline(wbc, t[5], 12.0 * n, t[0], peak.best()), isa);
+      std::vector<double> pair_ratio;  // (forward + backward) time without / with checkpoints, per round
+      for (std::size_t r = 0; r < t[0].size(); ++r) pair_ratio.push_back((t[1][r] + t[2][r]) / (t[4][r] + t[5][r]));
+      std::printf("  checkpoints (%.2f B/element): forward %.1f -> %.1f ms, backward %.1f -> %.1f ms; forward+backward "
+                  "speedup %.2fx (median; range %.2f-%.2f over rounds) %s\n",
+                  ck_b, tf * 1e3, bench::median(t[4]) * 1e3, tb * 1e3, bench::median(t[5]) * 1e3,
+                  bench::median(pair_ratio), *std::min_element(pair_ratio.begin(), pair_ratio.end()),
+                  *std::max_element(pair_ratio.begin(), pair_ratio.end()), isa.c_str());
       // compute ceiling: B = 1 slices of 16 and 8 tokens that stay in L2; the difference per
       // element is the kernel's in-cache cost, against the DRAM budget the goal allows
       auto bwd_at = [&](i64 Tc) {

@@ -234,13 +234,6 @@ void rope_fast(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, 
 
 constexpr i64 kKeyBlock = 64;
 
-inline float dotf(const float* a, const float* b, i64 N) {
-  float s = 0;
-  #pragma omp simd reduction(+ : s)
-  for (i64 j = 0; j < N; ++j) s += a[j] * b[j];
-  return s;
-}
-
 }  // namespace
 
 void rope_forward(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, i64 H, i64 N, i64 rot, double base) {
@@ -393,12 +386,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       for (i64 r = 0; r < rows; ++r) {
         const i64 t = t0 + r / G, h = hk * G + r % G;
         L[r] = lse[(b * H + h) * T + t];
-        float d = 0;  // D = dout_t · out_t
-        const float* o = out + ((b * T + t) * H + h) * N;
-        const float* g = dOs.data() + r * N;
-        #pragma omp simd reduction(+ : d)
-        for (i64 j = 0; j < N; ++j) d += g[j] * o[j];
-        Dr[r] = d;
+        Dr[r] = rows::dot(dOs.data() + r * N, out + ((b * T + t) * H + h) * N, N);  // D = dout_t · out_t
       }
       std::fill(dQs.begin(), dQs.begin() + rows * N, 0.0f);
       i64 u_lo = lo[b * T + t0];
@@ -414,22 +402,19 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           const i64 j0 = std::max<i64>(lo[b * T + t] - kb, 0), j1 = std::min<i64>(t - kb + 1, nk);
           float* Pr = P.data() + r * nk;
           float* dPr = dP.data() + r * nk;
-          if (drop.p > 0) {  // z into dP first (dp = z dO·v), then z·P for dV
-            for (i64 j = 0; j < nk; ++j) Zr[j] = 1.0f;
-            drop_row(Zr.data(), drop, b, t, hk * G + r % G, kb, j0, j1);
-            for (i64 j = 0; j < nk; ++j) {
-              const bool vis = j >= j0 && j < j1;
-              const float p = vis ? exp_fast(Pr[j] - L[r]) : 0.0f;
-              Pr[j] = p * Zr[j];
-              dPr[j] = p * (Zr[j] * dPr[j] - Dr[r]) * scale;
-            }
-            continue;
-          }
           // P = e^{S − lse}, dS/√N = P (dP − D)/√N on the visible keys (dispatched SIMD row), 0 elsewhere
           const i64 v0 = std::min(j0, nk), v1 = std::clamp(j1, v0, nk);  // [v0, v1): visible, maybe empty
           std::fill(Pr, Pr + v0, 0.0f);
           std::fill(dPr, dPr + v0, 0.0f);
-          rows::softmax_grad(Pr + v0, dPr + v0, v1 - v0, L[r], Dr[r], scale);
+          if (drop.p > 0) {  // dropout: dS = P (z dP − D), and z·P for dV
+            std::fill(Zr.begin() + v0, Zr.begin() + v1, 1.0f);
+            drop_row(Zr.data(), drop, b, t, hk * G + r % G, kb, v0, v1);
+            rows::mul_by(dPr + v0, Zr.data() + v0, v1 - v0);
+            rows::softmax_grad(Pr + v0, dPr + v0, v1 - v0, L[r], Dr[r], scale);
+            rows::mul_by(Pr + v0, Zr.data() + v0, v1 - v0);
+          } else {
+            rows::softmax_grad(Pr + v0, dPr + v0, v1 - v0, L[r], Dr[r], scale);
+          }
           std::fill(Pr + v1, Pr + nk, 0.0f);
           std::fill(dPr + v1, dPr + nk, 0.0f);
         }

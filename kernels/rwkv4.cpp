@@ -1,8 +1,8 @@
 // kernels/rwkv4.cpp — see rwkv4.hpp. Reference: scalar loops per (b, c) over t with std::exp.
 // Fast: the same recurrence vectorised across a block of channels (contiguous in [B,T,D]), one
 // exp per recurrence step; whole rows per work item so every stream is contiguous. Forward in the
-// lazy-reference form (below), backward in the max form: pass 1 keeps the state every kSeg tokens,
-// pass 2 walks the segments in reverse, recomputes a segment's per-token states (they stay in L2)
+// lazy-reference form (below), backward in the max form: pass 1 keeps the state every kSeg tokens
+// (or the forward's checkpoints stand in for it), pass 2 walks the segments in reverse, recomputes a segment's per-token states (they stay in L2)
 // and runs the adjoint recurrence. The vector loops are compiled once per SIMD target (Google
 // Highway; hwy/foreach_target.h re-includes this file per target) and dispatched at run time
 // (simd.hpp); the reference, the work split and the max-form fallback are compiled once (HWY_ONCE).
@@ -34,6 +34,7 @@ constexpr float kLazyMaxUW = 52.0f;  // E ≤ e^{20 + 52} ≈ 2e31: E·v stays f
 // (docs/kernels-wkv-2026-12-07.md; an earlier wall-time comparison under load had favoured 1024).
 // The forward shows the same: row pieces of 1024 / 512 channels halve its fraction of triad.
 constexpr i64 kBwdMaxCB = 2048;
+static_assert(kSeg == kWkv4CheckpointTokens, "the forward's checkpoints are the backward's segment starts");
 }  // namespace scanshard::kernels::wkv4_detail
 #endif
 
@@ -131,8 +132,25 @@ HWY_INLINE void LazyRow(float* sb, float* y, const float* k, const float* v, i64
   if (j < nc) LazyCol<true, P>(RowIo<true>{size_t(nc - j)}, sb + j * kLazyRows, y + j, k + j, v + j);
 }
 
-// One work item of the lazy forward: batch row b, channels [c0, c0 + nc), all T tokens.
-void LazyForwardTask(float* y, float* state_out, const float* k, const float* v, const float* decay,
+// The state before token t into the checkpoint rows ck (3 rows D apart) as (a, b, q), q = q0 − n w
+// by one multiply-add of the exact product n w (n reaches T; a separate product would round at n w's
+// magnitude) — the lazy form's own scale, so the forward keeps no running maximum for it (writing the
+// max form instead, with p tracked every token: AVX2 forward + backward 1.01–1.03× vs 1.01–1.18× so).
+HWY_INLINE void LazyCheckpoint(const float* sb, float* ck, i64 D, i64 nc) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  for (i64 c = 0; c < nc; c += NL) {
+    const float* st = sb + c * kLazyRows;  // a, b, q0, n, p, w, cu
+    StoreClip(hn::LoadU(d, st), ck + c, nc - c);
+    StoreClip(hn::LoadU(d, st + NL), ck + D + c, nc - c);
+    StoreClip(hn::NegMulAdd(hn::LoadU(d, st + 3 * NL), hn::LoadU(d, st + 5 * NL), hn::LoadU(d, st + 2 * NL)), ck + 2 * D + c,
+              nc - c);
+  }
+}
+
+// One work item of the lazy forward: batch row b, channels [c0, c0 + nc), all T tokens. ckpt
+// (nullable): the state before every token t = s·kSeg, s ≥ 1 (see wkv4_checkpoint_floats).
+void LazyForwardTask(float* y, float* state_out, float* ckpt, const float* k, const float* v, const float* decay,
                      const float* bonus, const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
   const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
   thread_local AlignedVec buf;
@@ -150,8 +168,10 @@ void LazyForwardTask(float* y, float* state_out, const float* k, const float* v,
     LazyAt(sb, 5, c) = float(wd);                                                // w
     LazyAt(sb, 6, c) = in ? float(std::exp(double(bonus[c0 + c]) - wd)) : 1.0f;  // e^{u − w}
   }
+  const i64 NC = wkv4_checkpoints(T);
   for (i64 t = 0; t < T; ++t) {
     const i64 o = (b * T + t) * D + c0;
+    if (ckpt && t > 0 && t % kSeg == 0) LazyCheckpoint(sb, ckpt + ((b * NC + t / kSeg - 1) * 3) * D + c0, D, nc);
     if (state_out) LazyRow<true>(sb, y + o, k + o, v + o, nc);
     else LazyRow<false>(sb, y + o, k + o, v + o, nc);
   }
@@ -260,9 +280,10 @@ HWY_INLINE void AdjointStep(float* dkt, float* dvt, float* pc, const float* cur,
 
 // One work item of the backward: batch row b, channels [c0, c0 + nc). Writes pdw, pdu (per
 // (b, channel) partial dw·w and du, reduced over b by the caller) and dstate_in; accumulates dk, dv.
+// ckpt (nullable): the forward's checkpoints; then pass 1 is skipped and k, v are read once.
 void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in, const float* dy,
                   const float* dstate_out, const float* k, const float* v, const float* decay, const float* bonus,
-                  const float* state_in, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
+                  const float* state_in, const float* ckpt, i64 B, i64 T, i64 D, i64 b, i64 c0, i64 nc) {
   const i64 NL = i64(hn::Lanes(DF())), BD = B * D, s0 = b * D + c0, ncr = (nc + NL - 1) / NL * NL;
   // SB, SG: floats per interleaved checkpoint / segment state
   const i64 NS = (T + kSeg - 1) / kSeg, SB = kStRows * ncr, SG = kSegRows * ncr;
@@ -271,7 +292,7 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
   // a memset: 1.3 ms per call, 19.7 ns/element at T = 64, D = 1024): checkpoints (the state at
   // every segment start), the states inside one segment, the adjoints
   thread_local AlignedVec ck, seg, buf;
-  ck.resize(std::max(ck.size(), static_cast<size_t>((NS + 1) * SB)));
+  ck.resize(std::max(ck.size(), static_cast<size_t>((ckpt ? 1 : NS + 1) * SB)));
   seg.resize(std::max(seg.size(), static_cast<size_t>((kSeg + 1) * SG)));
   buf.resize(std::max(buf.size(), static_cast<size_t>(kAdjRows * ncr)));
   float *pc = buf.data(), *c0s = ck.data();
@@ -287,8 +308,8 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
     at(pc, kAdjRows, 4, c) = in ? std::exp(decay[c0 + c]) : 1.0f;
     at(pc, kAdjRows, 5, c) = in ? bonus[c0 + c] : 0.0f;
   }
-  // pass 1: states at the segment starts
-  for (i64 s = 0; s + 1 < NS; ++s) {
+  // pass 1: states at the segment starts (unless the forward kept them)
+  for (i64 s = 0; !ckpt && s + 1 < NS; ++s) {
     float* cur = &ck[s * SB];
     float* nxt = &ck[(s + 1) * SB];
     std::copy_n(cur, SB, nxt);
@@ -300,11 +321,33 @@ void BackwardTask(float* dk, float* dv, float* pdw, float* pdu, float* dstate_in
   // pass 2: segments in reverse; the segment's states recomputed, then the adjoint
   for (i64 s = NS - 1; s >= 0; --s) {
     const i64 t0 = s * kSeg, t1 = std::min(T, t0 + kSeg);
-    for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &seg[g * kSegRows * NL]);
+    if (ckpt && s > 0) {  // segment start from the forward's checkpoint rows; padding lanes as c0s
+      const float* cr = ckpt + ((b * (NS - 1) + s - 1) * 3) * D + c0;
+      for (i64 g = 0; g < ncr / NL; ++g)
+        for (int r = 0; r < kStRows; ++r) {
+          const i64 c = g * NL, rem = std::min(NL, nc - c);
+          float* dst = &seg[(g * kSegRows + r) * NL];
+          hn::StoreU(rem == NL ? hn::LoadU(DF(), cr + r * D + c) : hn::LoadU(DF(), &c0s[(g * kStRows + r) * NL]), DF(), dst);
+          if (rem < NL) std::copy_n(cr + r * D + c, rem, dst);
+        }
+    } else {
+      for (i64 g = 0; g < ncr / NL; ++g) std::copy_n(&ck[s * SB + g * kStRows * NL], kStRows * NL, &seg[g * kSegRows * NL]);
+    }
     for (i64 t = t0; t < t1; ++t) {
       const i64 o = (b * T + t) * D + c0;
       float* cur = &seg[(t - t0) * SG];
       StateStep<kSegRows>(cur + SG, cur, k + o, v + o, pc, nc, -kSeg * D);  // prefetch: next segment's row
+    }
+    if (ckpt && s + 1 < NS) {  // the adjoint so far is scaled to the next checkpoint's q: to this segment's end p
+      const float* qn = ckpt + ((b * (NS - 1) + s) * 3 + 2) * D + c0;
+      const float* pe = &seg[(t1 - t0) * SG];
+      for (i64 c = 0; c < nc; c += NL) {
+        const VF f = Exp2UpTo126(hn::Mul(hn::Sub(hn::LoadU(DF(), pe + c * kSegRows + 2 * NL), LoadClip(qn + c, nc - c)),
+                                         hn::Set(DF(), kLog2e)));
+        float* q = pc + c * kAdjRows;
+        hn::StoreU(hn::Mul(hn::LoadU(DF(), q), f), DF(), q);
+        hn::StoreU(hn::Mul(hn::LoadU(DF(), q + NL), f), DF(), q + NL);
+      }
     }
     for (i64 t = t1 - 1; t >= t0; --t) {
       const i64 o = (b * T + t) * D + c0;
@@ -534,13 +577,13 @@ bool lazy_ok(const float* decay, const float* bonus, i64 D) {
 }  // namespace
 
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
-                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D) {
-  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB;
+                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D, float* ckpt) {
+  const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB, NC = wkv4_checkpoints(T);
   if (lazy_ok(decay, bonus, D)) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 cb = 0; cb < NB; ++cb)
-        HWY_DYNAMIC_DISPATCH(LazyForwardTask)(y, state_out, k, v, decay, bonus, state_in, B, T, D, b, cb * CB,
+        HWY_DYNAMIC_DISPATCH(LazyForwardTask)(y, state_out, ckpt, k, v, decay, bonus, state_in, B, T, D, b, cb * CB,
                                               std::min(CB, D - cb * CB));
     return;
   }
@@ -556,6 +599,12 @@ void wkv4_forward(float* y, float* state_out, const float* k, const float* v, co
         load_state(a, bb, p, w, u, state_in, decay, bonus, BD, s0, c0, nc);
         for (i64 t = 0; t < T; ++t) {
           const i64 o = (b * T + t) * D + c0;
+          if (ckpt && t > 0 && t % kSeg == 0) {
+            float* cr = ckpt + ((b * NC + t / kSeg - 1) * 3) * D + c0;
+            std::copy_n(a, nc, cr);
+            std::copy_n(bb, nc, cr + D);
+            std::copy_n(p, nc, cr + 2 * D);
+          }
           wkv4_step(y + o, a, bb, p, a, bb, p, k + o, v + o, w, u, nc);
         }
         if (state_out)
@@ -571,7 +620,7 @@ void wkv4_forward(float* y, float* state_out, const float* k, const float* v, co
 void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                    const float* dy, const float* dstate_out, const float* k, const float* v,
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
-                   i64 D) {
+                   i64 D, const float* ckpt) {
   const i64 BD = B * D, CB = std::min(kBwdMaxCB, channel_block(B, D)), NB = (D + CB - 1) / CB;
   // per-(b, channel) partial dw, du; reduced over b afterwards (deterministic order)
   std::vector<float> pdw(static_cast<size_t>(BD), 0.0f), pdu(static_cast<size_t>(BD), 0.0f);
@@ -579,7 +628,7 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
   for (i64 b = 0; b < B; ++b)
     for (i64 cb = 0; cb < NB; ++cb)
       HWY_DYNAMIC_DISPATCH(BackwardTask)(dk, dv, pdw.data(), pdu.data(), dstate_in, dy, dstate_out, k, v, decay,
-                                         bonus, state_in, B, T, D, b, cb * CB, std::min(CB, D - cb * CB));
+                                         bonus, state_in, ckpt, B, T, D, b, cb * CB, std::min(CB, D - cb * CB));
   for (i64 b = 0; b < B; ++b)
     for (i64 c = 0; c < D; ++c) {
       ddecay[c] += pdw[b * D + c];
@@ -628,18 +677,18 @@ void token_shift_backward(float* dx, float* dprev, float* dmu, const float* dout
 
 void wkv4_chunk_forward(float* y, float* state_out, float* log_decay, const float* k,
                         const float* v, const float* decay, const float* bonus,
-                        const float* state_in, i64 B, i64 T, i64 D) {
+                        const float* state_in, i64 B, i64 T, i64 D, float* ckpt) {
   if (log_decay)
     for (i64 c = 0; c < D; ++c) log_decay[c] = -float(T) * std::exp(decay[c]);
-  fast::wkv4_forward(y, state_out, k, v, decay, bonus, state_in, B, T, D);
+  fast::wkv4_forward(y, state_out, k, v, decay, bonus, state_in, B, T, D, ckpt);
 }
 
 void wkv4_chunk_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                          const float* dy, const float* dstate_out, const float* k, const float* v,
                          const float* decay, const float* bonus, const float* state_in, i64 B,
-                         i64 T, i64 D) {
+                         i64 T, i64 D, const float* ckpt) {
   fast::wkv4_backward(dk, dv, ddecay, dbonus, dstate_in, dy, dstate_out, k, v, decay, bonus,
-                      state_in, B, T, D);
+                      state_in, B, T, D, ckpt);
 }
 
 void wkv4_state_combine(float* out, const float* in, const float* local, const float* log_decay,

@@ -43,32 +43,48 @@ void wkv4_backward(F* dk, F* dv, F* ddecay, F* dbonus, F* dstate_in, const F* dy
                    const F* state_in, i64 B, i64 T, i64 D);
 }  // namespace ref
 
+// Forward checkpoints: the state (a, b, q) before every token t = s·kWkv4CheckpointTokens,
+// s = 1 … wkv4_checkpoints(T), laid out [B, wkv4_checkpoints(T), 3, D] — the backward's segment
+// starts, so with them it skips its recomputing pass and streams k, v once. 3 floats per 16 tokens
+// per channel: 3/32 of the k, v bytes. (The segment start 0 is state_in.) Unlike a state tensor,
+// q is the lazy forward's reference exponent, not the running maximum (α = a·e^q, b ≥ 1): the
+// forward then needs no running maximum, and the backward rescales its adjoint at each segment
+// end from q to the recomputed maximum (one exp per channel per segment).
+inline constexpr i64 kWkv4CheckpointTokens = 16;
+inline constexpr i64 wkv4_checkpoints(i64 T) { return T > 0 ? (T - 1) / kWkv4CheckpointTokens : 0; }
+inline constexpr i64 wkv4_checkpoint_floats(i64 B, i64 T, i64 D) { return 3 * B * D * wkv4_checkpoints(T); }
+
 namespace fast {
 // Same contracts as ref: OpenMP over (b, channel block), vectorised over channels, exp_fast,
 // one exp per step of each recurrence (one of the two scaled terms is always e^0 = 1). With
 // AVX-512 the forward keeps the state against a lazily decaying reference instead (one exp per
 // token, converted back to the max form at the end; see rwkv4.cpp) and the backward uses explicit
 // AVX-512 rows with per-channel data interleaved by 16-channel group.
+// ckpt (nullable, wkv4_checkpoint_floats(B, T, D)): the forward writes the checkpoints, the
+// backward reads them (written by the forward of the same k, v, decay, bonus, state_in) instead
+// of recomputing them.
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
-                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D);
+                  const float* bonus, const float* state_in, i64 B, i64 T, i64 D,
+                  float* ckpt = nullptr);
 void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                    const float* dy, const float* dstate_out, const float* k, const float* v,
                    const float* decay, const float* bonus, const float* state_in, i64 B, i64 T,
-                   i64 D);
+                   i64 D, const float* ckpt = nullptr);
 }  // namespace fast
 
 // ─── sequence-chunk API (fast kernels) ───────────────────────────────────────────────────────
 // Forward of one chunk of T tokens: y [B,T,D]; state_out [3,B,D] (nullable); log_decay [D]
-// (nullable) = −T·exp(decay); state_in [3,B,D] (nullable = zero state).
+// (nullable) = −T·exp(decay); state_in [3,B,D] (nullable = zero state); ckpt as fast::.
 void wkv4_chunk_forward(float* y, float* state_out, float* log_decay, const float* k,
                         const float* v, const float* decay, const float* bonus,
-                        const float* state_in, i64 B, i64 T, i64 D);
+                        const float* state_in, i64 B, i64 T, i64 D, float* ckpt = nullptr);
 // Backward of one chunk: accumulates dk, dv, ddecay, dbonus; writes dstate_in [2,B,D] (nullable)
-// = dL/d(state_in); dstate_out [2,B,D] = dL/d(state_out) from the later chunks (nullable = 0).
+// = dL/d(state_in); dstate_out [2,B,D] = dL/d(state_out) from the later chunks (nullable = 0);
+// ckpt (nullable) from the chunk forward with the same state_in.
 void wkv4_chunk_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* dstate_in,
                          const float* dy, const float* dstate_out, const float* k, const float* v,
                          const float* decay, const float* bonus, const float* state_in, i64 B,
-                         i64 T, i64 D);
+                         i64 T, i64 D, const float* ckpt = nullptr);
 // out = e^{log_decay} ⊙ in + local (as real α, β), rescaled to a running maximum. [3,B,D].
 // in == nullptr means the zero state (out = local). out may alias local.
 void wkv4_state_combine(float* out, const float* in, const float* local, const float* log_decay,

@@ -235,6 +235,15 @@ float MaxOf(const float* x, size_t n, float init) {
   ForVectors(n, [&](auto io, size_t i) { m = hn::Max(m, InRow(io, io.ld(x + i), hn::Set(d, init))); });
   return hn::GetLane(hn::MaxOfLanes(d, m));
 }
+float Dot(const float* a, const float* b, size_t n) {
+  const DF d;
+  VF s = hn::Zero(d);
+  ForVectors(n, [&](auto io, size_t i) { s = hn::MulAdd(InRow(io, io.ld(a + i), hn::Zero(d)), io.ld(b + i), s); });
+  return SumLanes(s);
+}
+void MulBy(float* x, const float* m, size_t n) {
+  ForVectors(n, [&](auto io, size_t i) { io.st(x + i, hn::Mul(io.ld(x + i), io.ld(m + i))); });
+}
 // out = e^{x − c} (out nullable: the sum only; out == x in place); returns Σ e^{x − c}
 float ExpMinusSum(float* out, const float* x, size_t n, float c) {
   const DF d;
@@ -287,6 +296,8 @@ HWY_EXPORT(RmsNormGradRow);
 HWY_EXPORT(GroupNormRow);
 HWY_EXPORT(GroupNormGradRow);
 HWY_EXPORT(MaxOf);
+HWY_EXPORT(Dot);
+HWY_EXPORT(MulBy);
 HWY_EXPORT(ExpMinusSum);
 HWY_EXPORT(SoftmaxGradRow);
 
@@ -355,6 +366,8 @@ void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, co
   HWY_DYNAMIC_DISPATCH(GroupNormGradRow)(dx, dscale, dbias, dy, x, scale, mean, rstd, size_t(n));
 }
 float max_of(const float* x, i64 n, float init) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, size_t(n), init); }
+float dot(const float* a, const float* b, i64 n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, size_t(n)); }
+void mul_by(float* x, const float* m, i64 n) { HWY_DYNAMIC_DISPATCH(MulBy)(x, m, size_t(n)); }
 float exp_minus_sum(float* x, i64 n, float c) { return HWY_DYNAMIC_DISPATCH(ExpMinusSum)(x, x, size_t(n), c); }
 double exp_minus_sum_blocked(float* out, const float* x, i64 n, float c) {
   constexpr i64 kBlock = 128;

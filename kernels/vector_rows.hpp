@@ -71,6 +71,10 @@ void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, co
                      float mean, float rstd, i64 n);
 // max(init, max x)
 float max_of(const float* x, i64 n, float init);
+// Σ a·b in per-lane float sums (GCC leaves `omp simd reduction` dot products scalar)
+float dot(const float* a, const float* b, i64 n);
+// x ⊙= m (elementwise)
+void mul_by(float* x, const float* m, i64 n);
 // x = e^{x − c} (in place); returns Σ of the new x
 float exp_minus_sum(float* x, i64 n, float c);
 // Σ e^{x − c} over a row of any length: per-lane float sums over blocks of 128, the blocks summed

@@ -254,8 +254,10 @@ struct Emit {
   // a, i, x and writes h, 6 FLOPs → bf16: 6 B read + 2 B written → 0.75 FLOP/byte).
   // rerun_fix: the sequence carry's fix re-runs the scan from the true incoming state (WKV: its
   // output is not a linear function of the state the way the RG-LRU's is).
+  // saved_state_bytes: states the forward writes and saves for the backward (RWKV-4's checkpoints).
   void scan(const char* op, const char* name, double elems, double reads, double writes, double flops,
-            double state_bytes, const CarryBytes& carry, double bwd_reads, double bwd_writes, bool rerun_fix = false) {
+            double state_bytes, const CarryBytes& carry, double bwd_reads, double bwd_writes, bool rerun_fix = false,
+            double saved_state_bytes = 0) {
     double r = reads, wr = writes, fl = flops;
     switch (c.p.scan) {
       case ScanAlgo::naive:        // each stage materialised: ~5 extra elementwise passes
@@ -269,14 +271,14 @@ struct Emit {
     Step f = base(Phase::forward, OpClass::scan, op, name);
     f.vector_flops = fl * elems;
     f.bytes_read = r * elems * c.a;
-    f.bytes_written = wr * elems * c.a;
-    f.saved_bytes = writes * elems * c.a;
+    f.bytes_written = wr * elems * c.a + saved_state_bytes;
+    f.saved_bytes = writes * elems * c.a + saved_state_bytes;
     f.state_bytes = state_bytes;
     f.spill_bytes = c.p.scan == ScanAlgo::sequential ? 2 * elems * c.st : 0;  // h round-trips per token
     fwd.push_back(f);
     Step b = base(Phase::backward, OpClass::scan, op, name);  // reverse scan
     b.vector_flops = 2 * f.vector_flops;
-    b.bytes_read = (bwd_reads + (r - reads)) * elems * c.a;
+    b.bytes_read = (bwd_reads + (r - reads)) * elems * c.a + saved_state_bytes;
     b.bytes_written = (bwd_writes + (wr - writes)) * elems * c.a;
     b.state_bytes = state_bytes;
     b.spill_bytes = f.spill_bytes;
@@ -582,7 +584,11 @@ void rwkv4_time_mix(Emit& e) {
   e.linear(tensors::tm_wv, D, Dl);
   // WKV with running maximum exponent: reads k, v, writes wkv; ~14 FLOPs (3 exp, max, 6 mul-add).
   const CarryBytes carry = CarryBytes::wkv(c, Dl);  // the state (a, b, p) [3,B,Dl] is what a ring hop carries
-  e.scan(ops::wkv4_scan, tensors::tm_wkv, c.n * Dl, 2, 1, 14, carry.ring_forward, carry, 4, 2, true);
+  // The forward also saves its checkpoints (state dtype), which the backward reads.
+  const double ckpt_bytes = c.st * static_cast<double>(wkv4_checkpoint_elems(static_cast<std::int64_t>(c.B),
+                                                                             static_cast<std::int64_t>(c.T),
+                                                                             static_cast<std::int64_t>(Dl)));
+  e.scan(ops::wkv4_scan, tensors::tm_wkv, c.n * Dl, 2, 1, 14, carry.ring_forward, carry, 4, 2, true, ckpt_bytes);
   e.elementwise(OpClass::elementwise, ops::sigmoid_mul, tensors::tm_gated, c.n * Dl, 2, 1, 5);
   e.linear(tensors::tm_wo, Dl, D);
   e.tensor_allreduce_fwd(tensors::tm_out);

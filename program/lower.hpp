@@ -259,6 +259,14 @@ struct WkvCarryElems {
   [[nodiscard]] std::int64_t gather_backward() const { return grad; }
 };
 [[nodiscard]] WkvCarryElems wkv_carry_elems(Family family, std::int64_t B, std::int64_t Dl, std::int64_t N);
+// RWKV-4 forward checkpoints: the state (a, b, p) [3,B,Dl] before every kWkv4CheckpointTokens-th
+// token of the T local ones (not before token 0: that is the incoming state), written by the
+// forward and saved for the backward, which then streams k, v once instead of recomputing them.
+// The stride is kernels/rwkv4.hpp's (the executor static_asserts the two counts agree).
+inline constexpr std::int64_t kWkv4CheckpointTokens = 16;
+[[nodiscard]] constexpr std::int64_t wkv4_checkpoint_elems(std::int64_t B, std::int64_t T, std::int64_t Dl) {
+  return T > 0 ? 3 * B * Dl * ((T - 1) / kWkv4CheckpointTokens) : 0;
+}
 // The query tile of the runner's blocked kernel (kernels/attention.hpp kAttentionQueryBlock; a
 // unit test keeps them equal). Accelerator kernels use 64–128; at their sequence lengths (≥ 2K)
 // that moves the count by under 3 %.

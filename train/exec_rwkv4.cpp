@@ -80,16 +80,23 @@ void tm_proj_dw(State& s, const Step& st) {
   K::linear_backward(nul(), s.grad(st.layer, w), nul(), dy, b.mix3.data() + J * s.rows * s.D, s.par(st.layer, w), s.rows, s.D,
                      s.width_local);
 }
+// The WKV-4 forward writes its checkpoints (b.wkv_ck) for the backward, from the state the backward
+// starts from: the zero state here (on the first sequence shard only: it is the true one there),
+// the true incoming state in the carry fix's re-run (the other shards; a remat re-run of this step
+// alone then leaves them intact).
+static_assert(kernels::wkv4_checkpoint_floats(3, 50, 7) == wkv4_checkpoint_elems(3, 50, 7) &&
+                  kernels::kWkv4CheckpointTokens == kWkv4CheckpointTokens,
+              "program/lower.hpp prices the checkpoints kernels/rwkv4.hpp writes");
 void wkv4_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
   if (s.sp > 1) {  // chunk-local from the zero state; its state and decay summary for the carry
     kernels::wkv4_chunk_forward(b.wkv_loc.data(), b.st_loc.data(), b.logdec.data(), b.k.data(), b.v.data(),
                                 s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus), nullptr, s.B, s.T,
-                                s.width_local);
+                                s.width_local, s.sp_rank == 0 ? b.wkv_ck.data() : nullptr);
     return;
   }
   K::wkv4_forward(b.wkv.data(), nul(), b.k.data(), b.v.data(), s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus),
-                  nullptr, s.B, s.T, s.width_local);
+                  nullptr, s.B, s.T, s.width_local, b.wkv_ck.data());
 }
 void wkv4_bwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -97,12 +104,12 @@ void wkv4_bwd(State& s, const Step& st) {
     kernels::wkv4_chunk_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, Param::tm_decay), s.grad(st.layer, Param::tm_bonus),
                                  nullptr, b.dwkv.data(), s.sp_rank + 1 < s.sp ? b.dst_out.data() : nullptr, b.k.data(),
                                  b.v.data(), s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus),
-                                 s.sp_rank > 0 ? b.st_in.data() : nullptr, s.B, s.T, s.width_local);
+                                 s.sp_rank > 0 ? b.st_in.data() : nullptr, s.B, s.T, s.width_local, b.wkv_ck.data());
     return;
   }
   K::wkv4_backward(b.dk.data(), b.dv.data(), s.grad(st.layer, Param::tm_decay), s.grad(st.layer, Param::tm_bonus), nul(),
                    b.dwkv.data(), nullptr, b.k.data(), b.v.data(), s.par(st.layer, Param::tm_decay),
-                   s.par(st.layer, Param::tm_bonus), nullptr, s.B, s.T, s.width_local);
+                   s.par(st.layer, Param::tm_bonus), nullptr, s.B, s.T, s.width_local, b.wkv_ck.data());
 }
 void tm_gated_fwd(State& s, const Step& st) {
   auto& b = lb(s, st);
@@ -285,7 +292,7 @@ void wkv_carry_fix_fwd(State& s, const Step& st) {
                                 s.par(st.layer, Param::tm_bonus), b.st_in.data(), s.B, s.T, heads6(s), s.m.head_size);
   else
     kernels::wkv4_chunk_forward(b.wkv.data(), nullptr, nullptr, b.k.data(), b.v.data(), s.par(st.layer, Param::tm_decay),
-                                s.par(st.layer, Param::tm_bonus), b.st_in.data(), s.B, s.T, s.width_local);
+                                s.par(st.layer, Param::tm_bonus), b.st_in.data(), s.B, s.T, s.width_local, b.wkv_ck.data());
 }
 void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_in (dstate_out = 0)
   auto& b = lb(s, st);
@@ -302,7 +309,7 @@ void wkv_carry_fix_bwd(State& s, const Step& st) {  // this chunk's own dstate_i
   }
   kernels::wkv4_chunk_backward(dk, dv, dd, db, b.dloc.data(), b.dwkv.data(), nullptr, b.k.data(), b.v.data(),
                                s.par(st.layer, Param::tm_decay), s.par(st.layer, Param::tm_bonus), st_in, s.B, s.T,
-                               s.width_local);
+                               s.width_local, b.wkv_ck.data());
 }
 }  // namespace
 void wkv_carry_ring_bwd(State& s, const Step& st) {
@@ -394,6 +401,7 @@ void size_rwkv_layer(const State& s, LayerBufs& b) {
   b.dcm_value_local = s.tp > 1 ? b.dcm_value_slice.data() : b.dcm_value.data();
   for (auto* v : {&b.tm_shift_prev, &b.dtm_shift_prev, &b.cm_shift_prev, &b.dcm_shift_prev}) v->assign(sz(s.B * D), 0.0f);
   b.wkv_loc.assign(sz(M * Dl), 0.0f);
+  if (s.m.family == Family::rwkv4) b.wkv_ck.assign(sz(wkv4_checkpoint_elems(s.B, s.T, Dl)), 0.0f);
   const WkvCarryElems wc = wkv_carry(s).n;
   for (auto* v : {&b.st_loc, &b.st_in, &b.st_fin}) v->assign(sz(wc.state), 0.0f);
   for (auto* v : {&b.dloc, &b.dst_out}) v->assign(sz(wc.grad), 0.0f);

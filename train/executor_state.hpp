@@ -136,6 +136,7 @@ struct LayerBufs {
   Vec mean1, mean2;           // the LayerNorms' means (rstd1, rstd2 above)
   Vec mix3;                   // [3, rows, D] the token-shift mixes fed to W_r, W_k, W_v
   Vec r, k, wkv, o;           // receptance, key, the WKV output, σ(r) ⊙ wkv (W_o's input)
+  Vec wkv_ck;                 // RWKV-4: the WKV forward's checkpoints for its backward (program/lower.hpp)
   Vec cm_mix_k, cm_mix_r;     // [rows, D] the channel mix's token-shift mixes fed to W_k and W_r
   Vec cm_key;                 // [rows, mlp_local] cm_mix_k·W_k
   Vec cm_hidden;              // [rows, mlp_local] relu(cm_key)²: W_v's input (its output is mlp_partial)

@@ -224,66 +224,69 @@ TEST_CASE("materialized attention equals the reference forward and backward, wit
 // `attention: materialized`, P' = P ⊙ mask/(1 − p), P'·V and its backward. The offsets (first
 // sequence, position of row 0, first head) are those of a sequence / tensor shard.
 TEST_CASE("attention with probability dropout: blocked == reference == materialized with the drawn mask, and finite differences", "[attention][dropout]") {
-  struct Shape { i64 B, T, H, Hk, N, W; };
-  for (const Shape& s : {Shape{1, 1, 2, 1, 8, 4}, Shape{3, 7, 4, 1, 6, 3}, Shape{2, 13, 4, 2, 10, 0}, Shape{2, 75, 2, 1, 8, 66}}) {
-    const auto [B, T, H, Hk, N, W] = s;
-    INFO("B " << B << " T " << T << " H " << H << " Hk " << Hk << " N " << N << " W " << W);
-    k::AttnDropout drop;
-    drop.p = 0.3;
-    drop.key = k::dropout_key(77, 4, 1, k::DropSite::attn_probs);
-    drop.first_seq = 5;
-    drop.pos0 = 3;
-    drop.head0 = 2;
-    drop.seq_len = 100;
-    const auto q = kt::randn(B * T * H * N, 710), kk = kt::randn(B * T * Hk * N, 711), v = kt::randn(B * T * Hk * N, 712),
-               dout = kt::randn(B * T * H * N, 713);
-    std::mt19937 g(714);
-    std::vector<std::uint8_t> reset(B * T);
-    for (auto& r : reset) r = (g() % 6 == 0);
-    // materialized with the mask drawn here
-    std::vector<float> P(B * H * T * T), Pd(P.size()), dP(P.size()), o_mat(q.size()), dq_mat(q.size(), 0),
-        dk_mat(kk.size(), 0), dv_mat(v.size(), 0);
-    std::vector<std::uint8_t> mask(P.size());
-    const std::uint64_t thr = k::dropout_threshold(drop.p);
-    i64 dropped = 0, visible = 0;
-    for (i64 b = 0; b < B; ++b)
-      for (i64 h = 0; h < H; ++h)
-        for (i64 t = 0; t < T; ++t) {
-          const std::uint64_t row = k::dropout_row(drop.key, drop.first_seq + b, drop.pos0 + t);
-          for (i64 u = 0; u < T; ++u)
-            mask[((b * H + h) * T + t) * T + u] = k::dropout_keep(row, (drop.head0 + h) * drop.seq_len + drop.pos0 + u, thr);
-        }
-    k::fast::attention_scores_forward(P.data(), q.data(), kk.data(), reset.data(), B, T, 0, H, Hk, N, W);
-    for (std::size_t i = 0; i < P.size(); ++i)
-      if (P[i] > 0) { ++visible; dropped += mask[i] == 0; }
-    k::dropout_apply(Pd.data(), P.data(), mask.data(), i64(P.size()), drop.p);
-    k::fast::attention_context_forward(o_mat.data(), Pd.data(), v.data(), B, T, 0, H, Hk, N);
-    k::fast::attention_context_backward(dP.data(), dv_mat.data(), dout.data(), Pd.data(), v.data(), B, T, 0, H, Hk, N);
-    k::dropout_apply(dP.data(), dP.data(), mask.data(), i64(dP.size()), drop.p);
-    k::fast::attention_scores_backward(dq_mat.data(), dk_mat.data(), dP.data(), P.data(), q.data(), kk.data(), B, T, 0, H,
-                                       Hk, N);
-    if (T > 10) CHECK(dropped > 0);  // the mask does drop something (p = 0.3 of the visible pairs)
-    CHECK(dropped < visible);
-    // blocked and reference with the kernel's own mask
-    std::vector<float> o_fast(q.size()), o_ref(q.size()), l_fast(B * H * T), l_ref(B * H * T);
-    k::fast::attention_forward(o_fast.data(), l_fast.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W,
-                               drop);
-    k::ref::attention_forward(o_ref.data(), l_ref.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W, drop);
-    KT_CHECK_CLOSE(o_fast, o_mat, 1e-5, 1e-4);
-    KT_CHECK_CLOSE(o_ref, o_mat, 1e-5, 1e-4);
-    std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
-    auto rdq = dq, rdk = dk, rdv = dv;
-    k::fast::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), o_fast.data(), l_fast.data(), q.data(),
-                                kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W, drop);
-    k::ref::attention_backward(rdq.data(), rdk.data(), rdv.data(), dout.data(), o_ref.data(), l_ref.data(), q.data(),
-                               kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W, drop);
-    KT_CHECK_CLOSE(dq, dq_mat, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dk, dk_mat, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(dv, dv_mat, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(rdq, dq_mat, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(rdk, dk_mat, 1e-4, 1e-3);
-    KT_CHECK_CLOSE(rdv, dv_mat, 1e-4, 1e-3);
-    // the reference's backward against finite differences of Σ out·dout (the mask is fixed)
-    check_fd({q, kk, v, dout, reset, B, T, H, Hk, N, W}, drop, rdq, rdk, rdv, 720);
-  }
+  // every SIMD target: the blocked backward's dropout rows are dispatched
+  kt::on_every_simd_target([&] {
+    struct Shape { i64 B, T, H, Hk, N, W; };
+    for (const Shape& s : {Shape{1, 1, 2, 1, 8, 4}, Shape{3, 7, 4, 1, 6, 3}, Shape{2, 13, 4, 2, 10, 0}, Shape{2, 75, 2, 1, 8, 66}}) {
+      const auto [B, T, H, Hk, N, W] = s;
+      INFO("B " << B << " T " << T << " H " << H << " Hk " << Hk << " N " << N << " W " << W);
+      k::AttnDropout drop;
+      drop.p = 0.3;
+      drop.key = k::dropout_key(77, 4, 1, k::DropSite::attn_probs);
+      drop.first_seq = 5;
+      drop.pos0 = 3;
+      drop.head0 = 2;
+      drop.seq_len = 100;
+      const auto q = kt::randn(B * T * H * N, 710), kk = kt::randn(B * T * Hk * N, 711), v = kt::randn(B * T * Hk * N, 712),
+                 dout = kt::randn(B * T * H * N, 713);
+      std::mt19937 g(714);
+      std::vector<std::uint8_t> reset(B * T);
+      for (auto& r : reset) r = (g() % 6 == 0);
+      // materialized with the mask drawn here
+      std::vector<float> P(B * H * T * T), Pd(P.size()), dP(P.size()), o_mat(q.size()), dq_mat(q.size(), 0),
+          dk_mat(kk.size(), 0), dv_mat(v.size(), 0);
+      std::vector<std::uint8_t> mask(P.size());
+      const std::uint64_t thr = k::dropout_threshold(drop.p);
+      i64 dropped = 0, visible = 0;
+      for (i64 b = 0; b < B; ++b)
+        for (i64 h = 0; h < H; ++h)
+          for (i64 t = 0; t < T; ++t) {
+            const std::uint64_t row = k::dropout_row(drop.key, drop.first_seq + b, drop.pos0 + t);
+            for (i64 u = 0; u < T; ++u)
+              mask[((b * H + h) * T + t) * T + u] = k::dropout_keep(row, (drop.head0 + h) * drop.seq_len + drop.pos0 + u, thr);
+          }
+      k::fast::attention_scores_forward(P.data(), q.data(), kk.data(), reset.data(), B, T, 0, H, Hk, N, W);
+      for (std::size_t i = 0; i < P.size(); ++i)
+        if (P[i] > 0) { ++visible; dropped += mask[i] == 0; }
+      k::dropout_apply(Pd.data(), P.data(), mask.data(), i64(P.size()), drop.p);
+      k::fast::attention_context_forward(o_mat.data(), Pd.data(), v.data(), B, T, 0, H, Hk, N);
+      k::fast::attention_context_backward(dP.data(), dv_mat.data(), dout.data(), Pd.data(), v.data(), B, T, 0, H, Hk, N);
+      k::dropout_apply(dP.data(), dP.data(), mask.data(), i64(dP.size()), drop.p);
+      k::fast::attention_scores_backward(dq_mat.data(), dk_mat.data(), dP.data(), P.data(), q.data(), kk.data(), B, T, 0, H,
+                                         Hk, N);
+      if (T > 10) CHECK(dropped > 0);  // the mask does drop something (p = 0.3 of the visible pairs)
+      CHECK(dropped < visible);
+      // blocked and reference with the kernel's own mask
+      std::vector<float> o_fast(q.size()), o_ref(q.size()), l_fast(B * H * T), l_ref(B * H * T);
+      k::fast::attention_forward(o_fast.data(), l_fast.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W,
+                                 drop);
+      k::ref::attention_forward(o_ref.data(), l_ref.data(), q.data(), kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W, drop);
+      KT_CHECK_CLOSE(o_fast, o_mat, 1e-5, 1e-4);
+      KT_CHECK_CLOSE(o_ref, o_mat, 1e-5, 1e-4);
+      std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
+      auto rdq = dq, rdk = dk, rdv = dv;
+      k::fast::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), o_fast.data(), l_fast.data(), q.data(),
+                                  kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W, drop);
+      k::ref::attention_backward(rdq.data(), rdk.data(), rdv.data(), dout.data(), o_ref.data(), l_ref.data(), q.data(),
+                                 kk.data(), v.data(), reset.data(), B, T, H, Hk, N, W, drop);
+      KT_CHECK_CLOSE(dq, dq_mat, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dk, dk_mat, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(dv, dv_mat, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(rdq, dq_mat, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(rdk, dk_mat, 1e-4, 1e-3);
+      KT_CHECK_CLOSE(rdv, dv_mat, 1e-4, 1e-3);
+      // the reference's backward against finite differences of Σ out·dout (the mask is fixed)
+      check_fd({q, kk, v, dout, reset, B, T, H, Hk, N, W}, drop, rdq, rdk, rdv, 720);
+    }
+  });
 }

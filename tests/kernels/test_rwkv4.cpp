@@ -144,6 +144,71 @@ TEST_CASE("RWKV4 WKV fast equals reference on awkward shapes", "[rwkv4]") {
   });
 }
 
+TEST_CASE("RWKV4 WKV forward checkpoints are the states at segment starts; backward from them equals reference", "[rwkv4]") {
+  kt::on_every_simd_target([&] {
+    // D = 300: a ragged last vector; T around the 16-token checkpoint stride; with and without an
+    // incoming state; bonus 60 forces the max-form forward (|u − w| beyond the lazy form's bound)
+    for (const i64 T : {1, 16, 17, 37, 48}) {
+      for (const bool with_state : {false, true}) {
+        for (const float bonus_shift : {0.0f, 60.0f}) {
+          INFO("T " << T << ", incoming state " << with_state << ", bonus shift " << bonus_shift);
+          const i64 B = 2, D = 300, NC = wkv4_checkpoints(T);
+          auto c = make_case(B, T, D, 61, 2.0f);
+          for (auto& u : c.bonus) u += bonus_shift;
+          std::vector<float> sin(3 * B * D), tmp(B * 5 * D);
+          auto pk = kt::randn(B * 5 * D, 62), pv = kt::randn(B * 5 * D, 63);
+          ref::wkv4_forward<float>(tmp.data(), sin.data(), pk.data(), pv.data(), c.decay.data(), c.bonus.data(),
+                                   nullptr, B, 5, D);
+          const float* si = with_state ? sin.data() : nullptr;
+          auto kd = kt::to_d(c.k), vd = kt::to_d(c.v), dd = kt::to_d(c.decay), ud = kt::to_d(c.bonus);
+          auto gd = kt::to_d(c.dy), sind = kt::to_d(sin);
+          const double* sid = with_state ? sind.data() : nullptr;
+          // independent: the state before token 16·s is the reference's outgoing state of the 16·s-token prefix
+          // (the prefix of every batch row: copy [B, t, D] out of [B, T, D])
+          std::vector<double> ck_ref(size_t(wkv4_checkpoint_floats(B, T, D)));
+          for (i64 s = 1; s <= NC; ++s) {
+            const i64 t = s * kWkv4CheckpointTokens;
+            std::vector<double> kp(B * t * D), vp(B * t * D), yp(B * t * D), so(3 * B * D);
+            for (i64 b = 0; b < B; ++b)
+              for (i64 i = 0; i < t * D; ++i) {
+                kp[b * t * D + i] = kd[b * T * D + i];
+                vp[b * t * D + i] = vd[b * T * D + i];
+              }
+            ref::wkv4_forward<double>(yp.data(), so.data(), kp.data(), vp.data(), dd.data(), ud.data(), sid, B, t, D);
+            for (i64 b = 0; b < B; ++b)
+              for (i64 r = 0; r < 3; ++r)
+                for (i64 ch = 0; ch < D; ++ch) ck_ref[((b * NC + s - 1) * 3 + r) * D + ch] = so[r * B * D + b * D + ch];
+          }
+          std::vector<double> dkr(B * T * D), dvr(B * T * D), ddr(D), dur(D), dsr(2 * B * D);
+          ref::wkv4_backward<double>(dkr.data(), dvr.data(), ddr.data(), dur.data(), dsr.data(), gd.data(), nullptr,
+                                     kd.data(), vd.data(), dd.data(), ud.data(), sid, B, T, D);
+          std::vector<float> y(B * T * D), ck(ck_ref.size(), -7.0f), dk(B * T * D), dv(B * T * D), ddc(D), du(D),
+              ds(2 * B * D);
+          fast::wkv4_forward(y.data(), nullptr, c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(), si, B, T, D,
+                             ck.data());
+          // compare the real state (a·e^p, b·e^p): the max form's p is a choice of scale
+          auto real = [&](const auto& x) {
+            std::vector<double> r;
+            for (i64 j = 0; j < B * NC; ++j)
+              for (i64 r2 = 0; r2 < 2; ++r2)
+                for (i64 ch = 0; ch < D; ++ch)
+                  r.push_back(double(x[(j * 3 + r2) * D + ch]) * std::exp(double(x[(j * 3 + 2) * D + ch])));
+            return r;
+          };
+          KT_CHECK_CLOSE(real(ck), real(ck_ref), 1e-5, 1e-4);
+          fast::wkv4_backward(dk.data(), dv.data(), ddc.data(), du.data(), ds.data(), c.dy.data(), nullptr,
+                              c.k.data(), c.v.data(), c.decay.data(), c.bonus.data(), si, B, T, D, ck.data());
+          KT_CHECK_CLOSE(dk, dkr, 1e-4, 1e-4);
+          KT_CHECK_CLOSE(dv, dvr, 1e-4, 1e-4);
+          KT_CHECK_CLOSE(ddc, ddr, 1e-3, 1e-4);
+          KT_CHECK_CLOSE(du, dur, 1e-3, 1e-4);
+          KT_CHECK_CLOSE(ds, dsr, 1e-4, 1e-4);
+        }
+      }
+    }
+  });
+}
+
 TEST_CASE("RWKV4 WKV sequence chunks chained equal one pass", "[rwkv4][chunk]") {
   const i64 B = 2, T = 100, D = 20;
   auto c = make_case(B, T, D, 51, 2.0f);

@@ -752,9 +752,10 @@ TEST_CASE("train: materialized attention (the whole probability matrix kept) equ
 TEST_CASE("train: remat policies recompute without changing the result", "[train]") {
   // Against a single-process run that keeps every activation (remat: none): recomputation must
   // reproduce what was kept, on griffin-tiny (local attention, RG-LRU) and gpt-tiny (dropout masks
-  // redrawn in recompute, LayerNorm, GeLU).
+  // redrawn in recompute, LayerNorm, GeLU) and rwkv4-tiny (the WKV forward's checkpoints for its
+  // backward, rewritten by a recompute; 32-token shards hold one).
   const auto w = mpi::Comm::world().size();
-  for (const char* model : {"griffin-tiny", "gpt-tiny"})
+  for (const char* model : {"griffin-tiny", "gpt-tiny", "rwkv4-tiny"})
     for (Remat r : {Remat::selective, Remat::elementwise, Remat::block}) {
       Case c = w == 1 ? one_axis(Axis::data, 1) : sequence_case(w, CarryScheme::allgather);
       c.remat = r;

@@ -288,6 +288,35 @@ TEST_CASE("RWKV-6 under tensor sums the replicated LoRA and mix gradients and un
   }
 }
 
+TEST_CASE("RWKV-4's WKV forward saves its checkpoints (3 state values per 16 tokens) and the backward reads them", "[lower]") {
+  // kernels/rwkv4.hpp: the state (a, b, q) [3,B,Dl] before tokens 16, 32, 48 of 64 — 3 checkpoints;
+  // none at 16 tokens. Every other term of the step is linear in T, so the 64-token step minus four
+  // times the 16-token one is the checkpoints alone, in the scan-state dtype.
+  const auto m = load_model("rwkv4-tiny");
+  const double B = 2;
+  auto wkv = [&](const std::vector<Step>& list) {
+    for (const auto& s : list)
+      if (std::strcmp(s.op, "wkv4.scan") == 0 && std::strcmp(s.name, "tm.wkv") == 0) return s;
+    FAIL("no wkv4.scan step");
+    return Step{};
+  };
+  for (std::int64_t t : {1, 2})
+    for (DType st : {DType::fp32, DType::bf16}) {
+      INFO("tensor " << t << " " << to_string(st));
+      auto plan = [&](std::int64_t T) {
+        Plan p = single_device(2, T);
+        p.mesh[Axis::tensor] = t;
+        p.state_dtype = st;
+        return lower(m, p, 0);
+      };
+      const auto p64 = plan(64), p16 = plan(16);
+      const double ck = 3 * B * (static_cast<double>(m.width) / static_cast<double>(t)) * 3 * (st == DType::fp32 ? 4 : 2);
+      CHECK(wkv(p64.forward).saved_bytes - 4 * wkv(p16.forward).saved_bytes == Approx(ck));
+      CHECK(wkv(p64.forward).bytes_written - 4 * wkv(p16.forward).bytes_written == Approx(ck));
+      CHECK(wkv(p64.backward).bytes_read - 4 * wkv(p16.backward).bytes_read == Approx(ck));
+    }
+}
+
 TEST_CASE("RWKV-4 under sequence carries (a, b, p) forward and (da, db) backward, never the decay summary", "[lower]") {
   // kernels/rwkv4.hpp: a chunk state is the scaled numerator a, denominator b and running maximum
   // exponent p per (sequence, channel), B·D/t each; its gradient is (da, db) with p held fixed.
