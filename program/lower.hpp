@@ -140,8 +140,8 @@ struct StageSummary {
   double zero_comm_bytes = 0;
   // Largest buffer of the step end's collectives (gradient reductions, the ZeRO-1 reduce-scatter
   // of the whole gradient under gradient_sync last_microbatch). They run after the stage's last
-  // backward pass, when its activations are freed (with `overlap`, beside that last pass: one
-  // micro-batch's activations at most), so memory_of does not add them to the activation peak.
+  // backward pass or beside it, when one micro-batch's activations at most are left, so memory_of
+  // does not add them to the activation peak.
   // Collectives that work in place on a buffer the state bytes count — the ZeRO-1/2 parameter
   // all-gather into the whole parameter copy — add none.
   double step_end_comm_bytes = 0;

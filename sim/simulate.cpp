@@ -165,10 +165,11 @@ MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpe
   else
     m.activations_bytes = prog.saved_activation_bytes * in_flight_micro_batches(p, prog.stage);
   m.state_bytes = prog.max_state_bytes;
-  // The step end's collectives run after the last backward pass: beside its activations and scan
-  // state (one micro-batch's at most) when they overlap it, beside none otherwise. Its buffer counts only
-  // where it exceeds the passes' peak (StageSummary::step_end_comm_bytes).
-  const double end_peak = prog.step_end_comm_bytes + (p.overlap ? prog.saved_activation_bytes + m.state_bytes : 0);
+  // The step end's collectives run after the last backward pass, or overlap it: beside one
+  // micro-batch's activations and scan state at most (whether or not `overlap` is on: the planner
+  // prices both overlaps on one memory figure). Their buffer counts only where it exceeds the
+  // passes' peak (StageSummary::step_end_comm_bytes).
+  const double end_peak = prog.step_end_comm_bytes + prog.saved_activation_bytes + m.state_bytes;
   m.buffers_bytes = std::max(prog.max_comm_bytes, end_peak - m.activations_bytes - m.state_bytes);
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activations_bytes + m.state_bytes + m.buffers_bytes;
   m.capacity_bytes = chip.memory_bytes;
