@@ -904,6 +904,16 @@ std::int64_t live_micro_batches(const std::vector<PipelinePass>& order) {
   return most;
 }
 
+double peak_held_bytes(const std::vector<PipelinePass>& order, const std::vector<double>& chunk_bytes) {
+  double held = 0, most = 0;
+  for (const auto& q : order) {
+    const double b = chunk_bytes.at(static_cast<std::size_t>(q.chunk));
+    held += q.forward ? b : -b;
+    most = std::max(most, held);
+  }
+  return most;
+}
+
 double in_flight_micro_batches(const Plan& p, std::int64_t stage) {
   const std::int64_t m = p.micro_batches(), pp = p.mesh[Axis::pipeline], v = p.virtual_stages;
   if (p.schedule == Schedule::gpipe) return static_cast<double>(m);
@@ -965,6 +975,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
   st.seq_coord = seq_coord;
   st.chunks = v;
   for (std::int64_t j = 0; j < v; ++j) st.chunk_layers.push_back(pipeline_chunk_layers(m.depth, pp * v, j * pp + stage));
+  st.chunk_saved_bytes.assign(st.chunk_layers.size(), 0.0);
   st.first_layer = st.chunk_layers[0].begin;
   st.end_layer = st.chunk_layers[0].end;
   st.micro_batches = p.micro_batches();
@@ -998,6 +1009,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
     ++it->count;
     ++it->chunk_count[j];
     st.saved_activation_bytes += it->lowered->saved_bytes;
+    st.chunk_saved_bytes[j] += it->lowered->saved_bytes;
     params += it->lowered->params;
     tensors += it->lowered->tensors;
   }
@@ -1040,7 +1052,9 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       head(e);
       st.post_backward.insert(st.post_backward.end(), bwd.rbegin(), bwd.rend());
       if (sharded) st.post_backward.push_back(grads_reduce_scatter(c, tensors::head_grads, -1, static_cast<double>(head_params)));
-      st.saved_activation_bytes += c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;  // logits
+      const double logits = c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;
+      st.saved_activation_bytes += logits;
+      st.chunk_saved_bytes[static_cast<std::size_t>(j)] += logits;
     } else {
       Emit e{c, -1, st.post_forward, st.post_backward};
       e.p2p(Phase::forward, Axis::pipeline, tensors::pipeline_send_activations, send_bytes, 1);
@@ -1148,10 +1162,14 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       st.max_state_bytes = std::max(st.max_state_bytes, s.state_bytes);
       if (s.kind == StepKind::compute || in_place(s)) continue;
       st.max_comm_bytes = std::max(st.max_comm_bytes, s.comm_bytes);
-      if (s.axis == Axis::fsdp || s.phase == Phase::optimizer) st.zero_comm_bytes = std::max(st.zero_comm_bytes, s.comm_bytes);
+      if (s.axis == Axis::fsdp) st.zero_comm_bytes = std::max(st.zero_comm_bytes, s.comm_bytes);
     }
   };
-  for (const auto* l : {&st.pre_forward, &st.post_forward, &st.pre_backward, &st.post_backward, &st.step_end}) extremes(*l);
+  for (const auto* l : {&st.pre_forward, &st.post_forward, &st.pre_backward, &st.post_backward}) extremes(*l);
+  for (const auto& s : st.step_end) {
+    st.max_state_bytes = std::max(st.max_state_bytes, s.state_bytes);
+    if (s.kind != StepKind::compute && !in_place(s)) st.step_end_comm_bytes = std::max(st.step_end_comm_bytes, s.comm_bytes);
+  }
   for (const auto& g : st.groups) {
     extremes(g.lowered->forward);
     extremes(g.lowered->backward);

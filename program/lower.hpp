@@ -123,18 +123,28 @@ struct StageSummary {
   std::vector<Step> step_end;
   std::int64_t local_params = 0;
   double saved_activation_bytes = 0;
+  // Of it, per model chunk j of the stage (Σ = saved_activation_bytes): chunk j's layers, and the
+  // logits on the model's last chunk. A schedule holds different numbers of micro-batches of each
+  // chunk at once (peak_held_bytes), and the chunks need not be equal (pipeline_chunk_layers).
+  std::vector<double> chunk_saved_bytes;
   double tokens_per_step = 0;
   double model_flops_per_step = 0;
   double max_state_bytes = 0;  // largest scan state any step keeps on device
-  // Largest communication buffer of any step (memory_of's buffers). Collectives that work in place
-  // on a buffer the state bytes count — the step end's ZeRO-1/2 parameter all-gather, into the
-  // whole parameter copy — add none. Under ZeRO-3 a layer's gathered parameters stay until its
-  // backward is done, beside its gradient waiting for the reduce-scatter: the two at once.
+  // Largest communication buffer of any step of the forward and backward passes (memory_of's
+  // buffers, held beside the activations). Under ZeRO-3 a layer's gathered parameters stay until
+  // its backward is done, beside its gradient waiting for the reduce-scatter: the two at once.
   double max_comm_bytes = 0;
-  // Of it, the part that does not depend on the micro-batch: the step end's collectives and the
-  // fsdp collectives of the layers, embedding and head (ZeRO gathers and gradient reduce-scatters).
-  // The planner's memory bound starts from it.
+  // Of it, the part that does not depend on the micro-batch: the fsdp collectives of the layers,
+  // embedding and head (ZeRO gathers and gradient reduce-scatters). The planner's memory bound
+  // starts from it.
   double zero_comm_bytes = 0;
+  // Largest buffer of the step end's collectives (gradient reductions, the ZeRO-1 reduce-scatter
+  // of the whole gradient under gradient_sync last_microbatch). They run after the stage's last
+  // backward pass or beside it, when one micro-batch's activations at most are left, so memory_of
+  // does not add them to the activation peak.
+  // Collectives that work in place on a buffer the state bytes count — the ZeRO-1/2 parameter
+  // all-gather into the whole parameter copy — add none.
+  double step_end_comm_bytes = 0;
 };
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
@@ -204,6 +214,13 @@ struct PipelinePass {
 std::vector<PipelinePass> pipeline_schedule(Schedule kind, std::int64_t m, std::int64_t pp, std::int64_t v, std::int64_t stage);
 // The most micro-batches an order keeps alive at once (first forward run, last backward not yet).
 std::int64_t live_micro_batches(const std::vector<PipelinePass>& order);
+
+// The most bytes an order keeps alive at once when a pass of model chunk j keeps chunk_bytes[j]
+// from its forward to its backward: the activation peak of a stage whose chunks differ (the
+// shorter first and last chunks, the logits on the model's last chunk). Interleaved 1F1B on the
+// last stage holds p micro-batches of chunks 0..v−2 but one of chunk v−1, whose backward follows
+// its forward at once; with equal chunks it is in_flight_micro_batches × the stage's bytes.
+double peak_held_bytes(const std::vector<PipelinePass>& order, const std::vector<double>& chunk_bytes);
 
 // Micro-batches' worth of activations a pipeline stage holds at once under the plan's schedule:
 // GPipe all m; 1F1B min(m, p − stage); interleaved 1F1B (v chunks) the Megatron-LM warm-up of

@@ -7,7 +7,6 @@
 #include <stdexcept>
 
 namespace scanshard {
-namespace {
 
 // Every stage's pass order, kept per (schedule, m, pp, v): the planner prices many plans that
 // share them (per thread; a search meets a few hundred shapes at most).
@@ -18,6 +17,9 @@ const std::vector<std::vector<PipelinePass>>& stage_orders(Schedule kind, std::i
     for (std::int64_t s = 0; s < pp; ++s) it->second.push_back(pipeline_schedule(kind, m, pp, v, s));
   return it->second;
 }
+
+namespace {
+
 
 // Runs every stage's order; `keep` receives (stage, pass, start, end) of each pass as it is placed.
 template <class Keep>

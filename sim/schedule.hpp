@@ -19,6 +19,10 @@
 
 namespace scanshard {
 
+// Every stage's pass order (program/lower.hpp pipeline_schedule), memoised per thread and per
+// (schedule, m, pp, v): the makespan and the activation peak (simulate.cpp memory_of) share them.
+const std::vector<std::vector<PipelinePass>>& stage_orders(Schedule kind, std::int64_t m, std::int64_t pp, std::int64_t v);
+
 // One micro-batch through one model chunk of a stage, forward and backward.
 struct ChunkSeconds {
   double forward = 0, backward = 0;

@@ -156,11 +156,21 @@ MemoryBreakdown memory_of(const StageSummary& prog, const Plan& p, const ChipSpe
   m.params_bytes = states.params;
   m.grads_bytes = states.grads;
   m.optimizer_bytes = states.optimizer;
-  // In-flight micro-batches follow the plan's schedule (GPipe: all; 1F1B: p − stage; interleaved:
-  // lower.hpp).
-  m.activations_bytes = prog.saved_activation_bytes * in_flight_micro_batches(p, prog.stage);
+  // The activations the plan's schedule holds at once (GPipe: all micro-batches; 1F1B: p − stage;
+  // interleaved: Megatron-LM's warm-up, chunk by chunk — lower.hpp peak_held_bytes).
+  const std::int64_t pp = p.mesh[Axis::pipeline];
+  if (pp > 1 && prog.chunk_saved_bytes.size() == static_cast<std::size_t>(std::max<std::int64_t>(1, prog.chunks)))
+    m.activations_bytes = peak_held_bytes(stage_orders(p.schedule, p.micro_batches(), pp, prog.chunks)[static_cast<std::size_t>(prog.stage)],
+                                          prog.chunk_saved_bytes);
+  else
+    m.activations_bytes = prog.saved_activation_bytes * in_flight_micro_batches(p, prog.stage);
   m.state_bytes = prog.max_state_bytes;
-  m.buffers_bytes = prog.max_comm_bytes;
+  // The step end's collectives run after the last backward pass, or overlap it: beside one
+  // micro-batch's activations and scan state at most (whether or not `overlap` is on: the planner
+  // prices both overlaps on one memory figure). Their buffer counts only where it exceeds the
+  // passes' peak (StageSummary::step_end_comm_bytes).
+  const double end_peak = prog.step_end_comm_bytes + prog.saved_activation_bytes + m.state_bytes;
+  m.buffers_bytes = std::max(prog.max_comm_bytes, end_peak - m.activations_bytes - m.state_bytes);
   m.total_bytes = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activations_bytes + m.state_bytes + m.buffers_bytes;
   m.capacity_bytes = chip.memory_bytes;
   m.limit_bytes = kMaxMemoryFraction * chip.memory_bytes;

@@ -961,6 +961,8 @@ TEST_CASE("gradient_sync last_microbatch reduce-scatters the whole gradient once
         CHECK(last_mem.grads_bytes - every_mem.grads_bytes == Approx((1 - 1 / f) * total * 4));
         CHECK(last_mem.params_bytes - every_mem.params_bytes == Approx(zero == 3 ? (1 - 1 / f) * total * w : 0.0));
         CHECK(last_mem.optimizer_bytes == every_mem.optimizer_bytes);
+        // the step end's reduce-scatter of the whole gradient (ZeRO-1's buffer) runs beside at most
+        // the last backward's activations — one micro-batch's, all this one-stage plan holds
         CHECK(last_mem.buffers_bytes == total * gb);
       }
   }
@@ -979,4 +981,59 @@ TEST_CASE("gradient_sync last_microbatch reduce-scatters the whole gradient once
   } catch (const PlanError& e) {
     CHECK(e.key() == "gradient_sync");
   }
+}
+
+TEST_CASE("ZeRO-2/3 with gradient_sync last_microbatch are ZeRO-1 during the step: the same price and memory", "[lower][zero][sim]") {
+  // What the planner's zero=1 family prices is the once-per-step reduce-scatter: ZeRO-2 or 3 with
+  // `gradient_sync: last_microbatch` hold the whole fp32 accumulator (and ZeRO-3 the whole
+  // parameters) through the step and reduce-scatter once at its end, which is ZeRO-1's step
+  // (zero_stage_during_step). Closed forms on P local parameters, f = 32: state P·(2 + 4 + 12/f)
+  // bytes; fsdp bytes per step: the whole gradient reduce-scattered (P·4) and the parameters
+  // gathered (P·2) once — against ZeRO-2 every_microbatch's m·P·4 reduce-scattered.
+  const auto m = load_model("mqa-200m");
+  const auto c = load_cluster("dgx-h100-32");
+  Plan p;
+  p.mesh = parse_mesh("fsdp=32,tensor=4,pipeline=2", "--mesh");  // 256 H100s
+  p.global_batch = 256;
+  p.micro_batch = 2;
+  p.seq_len = 1024;
+  p.param_dtype = p.act_dtype = DType::bf16;
+  p.grad_dtype = GradDType::fp32;
+  const double micro = 4, f = 32;
+  REQUIRE(p.micro_batches() == micro);
+  auto fsdp_step_bytes = [&](const Plan& q, CommKind kind) {
+    const StepProgram prog = lower(m, q, 0);
+    double b = 0;
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const Step& s : *list)
+        if (s.kind == StepKind::collective && s.axis == Axis::fsdp && s.comm == kind) b += micro * s.comm_bytes;
+    for (const Step& s : prog.step_end)
+      if (s.kind == StepKind::collective && s.axis == Axis::fsdp && s.comm == kind) b += s.comm_bytes;
+    return std::pair{b, static_cast<double>(prog.local_params)};
+  };
+  p.zero_stage = 1;
+  const Estimate one = simulate(m, p, c);
+  const auto [one_rs, P] = fsdp_step_bytes(p, CommKind::reduce_scatter);
+  CHECK(one_rs == Approx(P * 4));
+  CHECK(fsdp_step_bytes(p, CommKind::all_gather).first == Approx(P * 2));
+  p.zero_stage = 2;
+  CHECK(fsdp_step_bytes(p, CommKind::reduce_scatter).first == Approx(micro * P * 4));
+  for (int zero : {2, 3}) {
+    INFO("ZeRO " << zero);
+    p.zero_stage = zero;
+    p.gradient_sync = GradientSync::last_microbatch;
+    const Estimate last = simulate(m, p, c);
+    CHECK(last.step_seconds == one.step_seconds);
+    CHECK(last.memory.total_bytes == one.memory.total_bytes);
+    CHECK(fsdp_step_bytes(p, CommKind::reduce_scatter).first == Approx(P * 4));
+    CHECK(fsdp_step_bytes(p, CommKind::all_gather).first == Approx(P * 2));
+    p.gradient_sync = GradientSync::every_microbatch;
+  }
+  // the critical stage's state, ZeRO-1 = last_microbatch: P·(2 + 4 + 12/f)
+  const StageSummary st = lower_stage(m, p, p.mesh[Axis::pipeline] - 1, 0);
+  const double Pc = static_cast<double>(st.local_params);
+  p.zero_stage = 3;
+  p.gradient_sync = GradientSync::last_microbatch;
+  const MemoryBreakdown mem = stage_memory({st}, p, ChipSpec{});
+  CHECK(mem.params_bytes + mem.grads_bytes + mem.optimizer_bytes == Approx(Pc * (2 + 4 + 12 / f)));
 }

@@ -316,6 +316,85 @@ TEST_CASE("interleaved 1F1B holds Megatron-LM's warm-up of chunk passes in fligh
   REQUIRE(in_flight_micro_batches(p, 0) == 4);
 }
 
+TEST_CASE("Llama 3 405B activation memory per layer: Korthikanti's count with flash attention, SwiGLU, grouped K/V", "[lower][transformer]") {
+  // Korthikanti et al. 2022 §4.1's count (each tensor a backward needs, bf16), for the Llama 3 block
+  // (Dubey et al. 2024 Table 3: h 16384, FFN f 53248, a 128 heads, g 8 K/V heads of d 128; no
+  // dropout, RMSNorm, SwiGLU) under tensor + sequence parallelism t (eq. 3's sharding: all /t) with
+  // a flash-attention core (no a·s² term; its output and the fp32 log-sum-exp per head):
+  //   norm1 input h, QKV input (norm1 output) h, Q h, K and V 2·g·d, core output h, norm2 input h,
+  //   MLP input (norm2 output) h, W1 and W2 outputs 2f, silu(x W1) ⊙ x W2 (W3's input) f
+  //   → s·b·[2·(6h + 2gd + 3f) + 4a]/t bytes; no remat. Selective recompute keeps the core output but not
+  //   its log-sum-exp: s·b·2·(6h + 2gd + 3f)/t.
+  const auto m = load_model("llama3-405b");
+  const double s = 8192, b = 1, h = 16384, f = 53248, a = 128, g = 8, d = 128, t = 8;
+  REQUIRE((m.width == h && m.mlp_width == f && m.heads == a && m.kv_heads == g && m.head_dim == d && m.dropout == 0));
+  Plan p = plan("tensor=8", 1, 1, 8192);
+  p.tensor_comm = TensorComm::rs_ag;
+  p.attention = AttentionKernel::flash;
+  p.remat = Remat::none;
+  REQUIRE(layer_of(m, p).saved_bytes == Approx(s * b * (2 * (6 * h + 2 * g * d + 3 * f) + 4 * a) / t).epsilon(1e-12));
+  p.remat = Remat::selective;
+  REQUIRE(layer_of(m, p).saved_bytes == Approx(s * b * 2 * (6 * h + 2 * g * d + 3 * f) / t).epsilon(1e-12));
+}
+
+TEST_CASE("a stage holds its chunks' activations as the schedule runs them", "[lower][sim]") {
+  // Closed forms (Megatron-LM's interleaved schedule; m a multiple of p):
+  // - stage 0 with v equal chunks of b bytes holds p·v + p − 1 chunk passes at its peak, i.e.
+  //   p·(1 + (p − 1)/(p·v)) micro-batches of the stage — Korthikanti et al. 2022 §4.2.3's factor;
+  // - the last stage holds p micro-batches of chunks 0..v−2 but one of chunk v−1 (each of its
+  //   forwards is followed by its backward): p·Σ_{j<v−1} b_j + b_{v−1};
+  // - 1F1B (v = 1): p − s micro-batches; GPipe: all m.
+  const std::int64_t pp = 4, v = 3, m = 8;
+  const std::vector<double> chunk = {5, 7, 11};
+  const double equal = 2;
+  REQUIRE(peak_held_bytes(pipeline_schedule(Schedule::one_f_one_b, m, pp, v, 0), std::vector<double>(v, equal)) ==
+          Approx(pp * (1 + (pp - 1.0) / (pp * v)) * v * equal));
+  REQUIRE(peak_held_bytes(pipeline_schedule(Schedule::one_f_one_b, m, pp, v, pp - 1), chunk) == Approx(pp * (5 + 7) + 11));
+  for (std::int64_t s = 0; s < pp; ++s)
+    REQUIRE(peak_held_bytes(pipeline_schedule(Schedule::one_f_one_b, m, pp, 1, s), {3.0}) == Approx(3.0 * (pp - s)));
+  REQUIRE(peak_held_bytes(pipeline_schedule(Schedule::gpipe, m, pp, 1, 2), {3.0}) == Approx(3.0 * m));
+
+  // Llama 3 405B on 16 stages × 4 chunks (Dubey et al. 2024 §3.3.2: the first and last stages one
+  // layer short), m = p = 16 micro-batches: stage 15 holds chunks of 2, 2, 2 and 1 layers (L bytes
+  // each per micro-batch), the last with the logits, n·V/t fp32: 16·6·L + (L + logits) — where a
+  // stage-wide average of ((v − 1)·p + 1)/v micro-batches would give 12.25·(7·L + logits). (With
+  // m ≥ 2p the next group's chunk 0 can follow before chunk v − 2's backwards: the order decides.)
+  const auto l3 = load_model("llama3-405b");
+  Plan p = plan("fsdp=2,tensor=8,pipeline=16", 64, 1, 8192);
+  p.tensor_comm = TensorComm::rs_ag;
+  p.attention = AttentionKernel::flash;
+  p.virtual_stages = 4;
+  p.zero_stage = 2;
+  const double L = 8192.0 * (2 * (6 * 16384.0 + 2 * 8 * 128 + 3 * 53248.0) + 4 * 128) / 8;
+  const double logits = 8192.0 * std::ceil(128256.0 / 8) * 4;
+  auto stage_mem = [&](std::int64_t stage) {
+    for (const auto& st : stage_summaries(l3, p))
+      if (st.stage == stage) return stage_memory({st}, p, ChipSpec{});
+    FAIL("no stage " << stage);
+    return MemoryBreakdown{};
+  };
+  p.global_batch = 32;
+  REQUIRE(p.micro_batches() == 16);
+  REQUIRE(stage_mem(15).activations_bytes == Approx(16 * 6 * L + L + logits).epsilon(1e-12));
+  // stage 1, four chunks of 2 layers: all m·v = 64 chunk passes at m = 16 (below the warm-up);
+  // Megatron's warm-up (p − 2)·2 + (v − 1)·p chunk passes plus one at m = 32
+  REQUIRE(stage_mem(1).activations_bytes == Approx(64 * 2 * L).epsilon(1e-12));
+  p.global_batch = 64;
+  REQUIRE(stage_mem(1).activations_bytes == Approx((2 * 14 + 3 * 16 + 1) * 2 * L).epsilon(1e-12));
+
+  // gradient_sync last_microbatch: the step end reduce-scatters the whole fp32 gradient after the
+  // last backward, when at most one micro-batch's activations are left, so the activation peak
+  // sits beside the passes' largest buffer only — the tensor collectives' whole [n, h] bf16.
+  p.gradient_sync = GradientSync::last_microbatch;
+  p.grad_dtype = GradDType::fp32;
+  for (const auto& st : stage_summaries(l3, p))
+    if (st.stage == 1) {
+      const MemoryBreakdown mem = stage_memory({st}, p, ChipSpec{});
+      REQUIRE(mem.buffers_bytes == Approx(8192.0 * 16384 * 2));
+      REQUIRE(static_cast<double>(st.local_params) * 4 > mem.activations_bytes / 8);  // the buffer left out is not small
+    }
+}
+
 TEST_CASE("one device holds every parameter of every preset", "[lower]") {
   // The stage's local parameters (memory and gradient sync) on a 1-device mesh equal the
   // parameter tensor list's total: embedding, learned positions, layers, final norm, head.
