@@ -118,6 +118,7 @@ Efficiency parse_efficiency(YamlMap y) {
   if (!e.memory_curve.empty() && y.has("memory")) throw y.error("memory", "give memory or memory_curve, not both");
   e.memory = fraction(y, "memory", e.memory_curve.empty() ? e.memory : e.memory_curve.back().second);
   e.gemv_memory_curve = parse_curve(y, "gemv_memory_curve", "bytes", "[[1.0e6, 1.0], [2.0e8, 0.1]]");
+  e.decode_attention_memory_curve = parse_curve(y, "decode_attention_memory_curve", "bytes", "[[1.0e6, 1.0], [2.0e7, 0.2]]");
   e.network = fraction(y, "network", e.network);
   if (y.has("ops")) {
     YamlMap ops = y.required_map("ops");

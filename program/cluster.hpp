@@ -59,6 +59,18 @@ struct Efficiency {
   [[nodiscard]] double gemv_memory_at(double bytes) const {
     return gemv_memory_curve.empty() ? memory_at(bytes) : curve_at(gemv_memory_curve, bytes);
   }
+  // Optional: the memory curve of the decode attention kernel (attention.decode: a step's K/V
+  // cache rows read through small GEMMs, kernels/kv_cache.hpp), (bytes of the working set a token
+  // cycles through, the step's reuse_bytes, fraction of memory_bytes_per_s), interpolated as
+  // memory_curve; empty: memory_curve. The kernel's compute value (ops attention.decode) comes from
+  // a cache in L2; with a cache of several MB per rank (both ranks' in the shared L3) the same
+  // kernel ran ~1.7x slower per FLOP (2026-12-07, Zen 4 VM, D08) while the triad's rate at that
+  // working set still left it compute-bound. `scanshard calibrate` writes one point per decode
+  // attention benchmark (C10: in L2, C14: several MB; fit_decode_attention_memory_curve).
+  std::vector<std::pair<double, double>> decode_attention_memory_curve;
+  [[nodiscard]] double decode_attention_memory_at(double bytes) const {
+    return decode_attention_memory_curve.empty() ? memory_at(bytes) : curve_at(decode_attention_memory_curve, bytes);
+  }
   // A non-empty curve's value at x: linear in log(x) between points, held beyond them.
   [[nodiscard]] static double curve_at(const std::vector<std::pair<double, double>>& curve, double x);
   // Optional per-kernel values that replace their class's for steps with that op or kernel (the

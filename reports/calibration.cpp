@@ -87,9 +87,12 @@ std::vector<CalibrationPlan> calibration_plan_set() {
       {"C11", load_model("griffin-tiny"), {4, 48, 16}},
       {"C12", with_depth("rwkv4-tiny", 1), {2, 48, 16}},
       {"C13", with_depth("rwkv6-tiny", 1), {2, 48, 16}},
+      // the decode attention over a cache beyond L2: 7.2 MB per rank (both ranks' in the shared L3)
+      {"C14", with_depth("transformer-tiny", 3), {6, 768, 16}},
   };
   for (const auto& r : decode_rows)
     out.push_back({r.id, r.m, serving_plan(one_device_plan(r.m, r.s.batch, r.s.context()), r.s), r.s});
+  out.back().attention_only = true;  // C14
   return out;
 }
 
@@ -199,6 +202,8 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
       {"scan", "C11", "rec.decay + rec.scan (decode)", {tensors::rec_decay, tensors::rec_scan}, ops::rglru_decode, false, S::sequential},
       {"scan", "C12", "tm.wkv (decode, wkv4)", {tensors::tm_wkv}, ops::wkv4_decode, false, S::sequential},
       {"scan", "C13", "tm.wkv (decode, wkv6)", {tensors::tm_wkv}, ops::wkv6_decode, false, S::sequential},
+      // the decode kernel over a cache of several MB: a point of the decode attention's memory curve
+      {kDecodeAttentionMemoryClass, "C14", "attn.core (decode, cache beyond L2)", {tensors::attn_core}, "", false, S::sequential},
   };
   std::vector<KernelBench> out;
   for (const auto& s : specs) {
@@ -230,6 +235,7 @@ std::vector<KernelBench> calibration_benches(const std::vector<CalibrationPlan>&
 std::vector<GemmStepSample> gemm_step_samples(const std::vector<CalibrationPlan>& plans) {
   std::vector<GemmStepSample> out;
   for (const auto& c : plans) {
+    if (c.attention_only) continue;
     std::vector<std::vector<Step>> lists;  // training: forward and backward; decode: one step's layers
     if (c.decode) {
       const InferencePass pass = lower_decode(c.model, c.plan, 0, c.decode->batch, c.decode->prompt_len + c.decode->sample_len / 2);
@@ -381,6 +387,7 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
   // A tuned attention kernel (the decode kernel) prices its per-score vector work with
   // attention_softmax, fitted last: its own value waits for it.
   auto own_last = [](const KernelBench& k) { return k.cls == "attention" && !k.also_class; };
+  chip.efficiency.decode_attention_memory_curve.clear();  // fitted at the end from this call's values
   for (auto& k : benches)
     if (!k.op.empty() && !own_last(k)) fit_own(k);
   const auto tuned = chip.efficiency.ops;
@@ -410,6 +417,50 @@ void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip) 
   fit_attention_softmax(benches, chip);
   for (auto& k : benches)
     if (!k.op.empty() && own_last(k)) fit_own(k);
+  chip.efficiency.decode_attention_memory_curve = fit_decode_attention_memory_curve(benches, chip);
+}
+
+std::vector<std::pair<double, double>> fit_decode_attention_memory_curve(std::vector<KernelBench>& benches, const ChipSpec& chip) {
+  std::vector<std::pair<double, double>> points;
+  for (auto& k : benches) {
+    const bool own = k.cls == "attention" && k.op == ops::attention_decode;
+    if ((!own && k.cls != kDecodeAttentionMemoryClass) || k.seconds <= 0) continue;
+    std::vector<Step> steps;
+    double working_set = 0;
+    for (const auto& s : k.steps)
+      if (is_decode_attention(s)) {
+        steps.push_back(s);
+        working_set = std::max({working_set, s.bytes_read + s.bytes_written, s.reuse_bytes});
+      }
+    if (steps.empty()) continue;
+    // priced with this point alone: the fraction at which the steps cost their measured time, or
+    // the triad's at this working set when that price already reaches it (compute-bound: C10)
+    ChipSpec c = chip;
+    const double triad = chip.efficiency.memory_at(working_set);
+    auto price = [&](double fraction) {
+      c.efficiency.decode_attention_memory_curve = {{working_set, fraction}};
+      double t = 0;
+      for (const auto& s : steps) t += compute_seconds(s, c, DType::fp32);
+      return t;
+    };
+    double fraction = triad;
+    if (price(triad) < k.seconds) {
+      double lo = std::log(1e-6), hi = std::log(triad);  // the price falls as the fraction grows
+      if (price(1e-6) <= k.seconds) hi = lo;  // slower than its bytes at any rate: held at the floor
+      for (int i = 0; i < 60 && hi > lo; ++i) {
+        const double mid = 0.5 * (lo + hi);
+        (price(std::exp(mid)) > k.seconds ? lo : hi) = mid;
+      }
+      fraction = std::exp(hi);
+    }
+    if (k.cls == kDecodeAttentionMemoryClass) k.efficiency = fraction, k.clamped = fraction == triad;
+    points.emplace_back(working_set, fraction);
+  }
+  std::sort(points.begin(), points.end());
+  std::vector<std::pair<double, double>> curve;  // bytes increasing (the loader's rule): one point per size
+  for (const auto& p : points)
+    if (curve.empty() || p.first > curve.back().first) curve.push_back(p);
+  return curve.size() >= 2 ? curve : std::vector<std::pair<double, double>>{};
 }
 
 std::vector<std::pair<double, double>> fit_gemm_curve(std::vector<GemmStepSample>& samples, const ChipSpec& chip) {
@@ -555,6 +606,10 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << (chip.efficiency.gemv_memory_curve.empty() ? ""
                                                   : "    gemv_memory_curve: " + curve_text(chip.efficiency.gemv_memory_curve) +
                                                         "   # [weight bytes, fraction of memory_bytes_per_s]: the one-row linear (sgemv)\n")
+    << (chip.efficiency.decode_attention_memory_curve.empty()
+            ? ""
+            : "    decode_attention_memory_curve: " + curve_text(chip.efficiency.decode_attention_memory_curve) +
+                  "   # [bytes a decode token cycles through, fraction of memory_bytes_per_s]: the decode attention (C10, C14)\n")
     << "    network: " << fmt6(chip.efficiency.network) << "\n";
   if (!chip.efficiency.ops.empty()) {
     y << "    ops:                          # kernels priced with their own value (kTunedOps)\n";

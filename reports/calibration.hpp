@@ -5,7 +5,9 @@
 //   * peaks: peak_flops_per_s.fp32 = the best sgemm rate; memory_bytes_per_s = the best triad rate
 //     (the roofline ceiling) and efficiency.memory_curve = each working set's rate as a fraction
 //     of it; efficiency.memory = the largest working set's fraction; efficiency.gemv_memory_curve =
-//     the one-row linear's (sgemv) rate at the same working sets as a fraction of that rate.
+//     the one-row linear's (sgemv) rate at the same working sets as a fraction of that rate;
+//     efficiency.decode_attention_memory_curve = the decode attention's cache rate, in L2 (C10)
+//     and beyond it (C14), as fractions of that rate (fit_decode_attention_memory_curve).
 //   * per op class, the efficiency at which the roofline price (sim/cost.hpp compute_seconds) of
 //     a benchmark's program steps equals the time the executor's trace gives them when it runs
 //     calibrate's own plans (calibration_plan_set: small, one to three layers, not validate's;
@@ -54,6 +56,7 @@ struct CalibrationPlan {
   ModelSpec model;
   Plan plan;
   std::optional<ServingShape> decode;  // set: decoded (train/plan_runs.hpp decode_run), not trained
+  bool attention_only = false;  // times only its decode attention (C14): not a GEMM-curve sample
 };
 // One device each (data=1), one micro-batch, fp32, sequential scan, no overlap; one or few layers
 // per family (griffin-tiny's 3 layers for its local-attention layer, the others 1), widths 64–256
@@ -63,8 +66,9 @@ struct CalibrationPlan {
 // another. Four decode plans (C10: one mqa-tiny layer, batch 1 after a 1024-token prompt: the
 // decode attention kernel over a global cache and one-row GEMMs; C11: griffin-tiny at batch 4:
 // four-row GEMMs and the RG-LRU at one token; C12, C13: one RWKV-4 and one RWKV-6 layer at batch 2:
-// the WKV state updates at one token) time the decoder's kernels; validate's decode plans use
-// other depths, batches and contexts.
+// the WKV state updates at one token; C14: three transformer-tiny layers at batch 6 after a
+// 768-token prompt, 7.2 MB of K/V cache per rank, the decode attention out of L2) time the
+// decoder's kernels; validate's decode plans use other depths, batches and contexts.
 std::vector<CalibrationPlan> calibration_plan_set();
 
 // The compute steps of rank 0's program of (m, p) whose name is in `names`, every layer's, as
@@ -142,6 +146,9 @@ void fit_attention_softmax(std::vector<KernelBench>& benches, ChipSpec& chip);
 
 // KernelBench::cls of the per-call cost's benchmarks (fit_call_seconds), which fit no efficiency.
 inline constexpr char kCallBenchClass[] = "call";
+// KernelBench::cls of the decode attention's benchmark over a cache beyond L2 (C14), which fits
+// a point of efficiency.decode_attention_memory_curve (its `efficiency`), no efficiency field.
+inline constexpr char kDecodeAttentionMemoryClass[] = "decode_attention_memory";
 
 // The op classes calibrate fits, in its order. Steps of the other compute classes (embedding, optimizer) are priced
 // with the elementwise value (sim/cost.cpp).
@@ -152,6 +159,16 @@ inline constexpr std::array<const char*, 5> kCalibratedClasses = {"elementwise",
 // that has a tuned value (the gemm benchmark's gelu ⊙) are priced with that value while its class
 // is fitted, as the simulator prices them.
 void fit_kernel_efficiencies(std::vector<KernelBench>& benches, ChipSpec& chip);
+
+// efficiency.decode_attention_memory_curve: one point per decode attention benchmark (C10's own
+// attention.decode value's and each kDecodeAttentionMemoryClass one), at the working set its
+// steps cycle through (max of their bytes and reuse_bytes): the fraction of memory_bytes_per_s at
+// which the steps' price (sim/cost.hpp compute_seconds with `chip`'s attention.decode value, that
+// point alone on the curve) equals the measured time (bisection in log space, down to 1e-6) — or
+// the triad curve's value there when the price already reaches the time at it (compute-bound,
+// as C10 in L2; such a point's `clamped` is set). Points by working set; fewer than two: empty
+// (the triad's curve, as without calibration). Called at the end of fit_kernel_efficiencies.
+std::vector<std::pair<double, double>> fit_decode_attention_memory_curve(std::vector<KernelBench>& benches, const ChipSpec& chip);
 
 // efficiency.gemm_curve from the executor's own GEMM steps: each sample's own value (the gemm
 // efficiency at which its steps' roofline price equals its time, every other field as `chip` has

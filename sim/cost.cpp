@@ -35,6 +35,10 @@ double class_efficiency(OpClass c, const Efficiency& e) {
 
 bool is_gemv(const Step& s) { return s.kind == StepKind::compute && s.cls == OpClass::gemm && s.m == 1; }
 
+bool is_decode_attention(const Step& s) {
+  return s.kind == StepKind::compute && s.kernel != nullptr && std::string_view(s.kernel) == ops::attention_decode;
+}
+
 double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   const Efficiency& e = chip.efficiency;
   // GEMMs: the efficiency of one GEMM of this shape (groups of a block-diagonal GEMM count
@@ -57,9 +61,12 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
   double bytes = s.bytes_read + s.bytes_written - s.unfused_bytes;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
   // the rate of the working set the data cycles through: the step's own bytes, or more (reuse_bytes);
-  // a GEMV (a GEMM of one row: the linear kernel's sgemv path) streams at its own measured rate
+  // a GEMV (a GEMM of one row: the linear kernel's sgemv path) and the decode attention (its K/V
+  // cache through small GEMMs) at their own measured rates
   const double working_set = std::max(bytes, s.reuse_bytes);
-  const double memory_fraction = is_gemv(s) ? e.gemv_memory_at(working_set) : e.memory_at(working_set);
+  const double memory_fraction = is_gemv(s)                  ? e.gemv_memory_at(working_set)
+                                 : is_decode_attention(s)    ? e.decode_attention_memory_at(working_set)
+                                                             : e.memory_at(working_set);
   const double memory_s = bytes / (chip.memory_bytes_per_s * memory_fraction);
   const double unfused_s = s.unfused_bytes > 0 ? s.unfused_bytes / (chip.memory_bytes_per_s * e.memory_at(s.unfused_bytes)) : 0;
   return std::max(matrix_s + vector_s, memory_s) + unfused_s + chip.launch_overhead_seconds * s.calls;

@@ -20,6 +20,9 @@ namespace scanshard {
 // A GEMM step of one row (m = 1): the linear kernel runs it as a GEMV (kernels/linear.cpp), whose
 // memory traffic compute_seconds prices at efficiency.gemv_memory_curve.
 [[nodiscard]] bool is_gemv(const Step& s);
+// A decode step's attention (kernel attention.decode): its memory traffic, the K/V cache rows,
+// compute_seconds prices at efficiency.decode_attention_memory_curve.
+[[nodiscard]] bool is_decode_attention(const Step& s);
 
 // Roofline: max(matrix time + vector time, memory time) + launch overhead. A scan whose state
 // does not fit in on-chip memory pays its spill traffic.

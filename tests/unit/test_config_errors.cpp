@@ -201,6 +201,22 @@ TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside mem
   CHECK_THAT(error_of("memory_curve: 3"), Catch::Contains("expected a list of [bytes, fraction] pairs"));
 }
 
+TEST_CASE("decode_attention_memory_curve: optional, pairs as memory_curve, unset = memory_curve", "[config]") {
+  const std::string& chip = kChipToEfficiency;
+  const ChipSpec ok = parse_chip(
+      parse_yaml(chip + "memory_curve: [[1.0e6, 1], [1.0e8, 0.25]], decode_attention_memory_curve: [[1.0e6, 0.8], [1.0e8, 0.1]]}\n", "x.yaml"),
+      "x.yaml", "");
+  CHECK(ok.efficiency.decode_attention_memory_at(1e9) == 0.1);
+  CHECK(ok.efficiency.decode_attention_memory_at(1e7) == Approx(0.45).epsilon(1e-12));  // halfway in log(bytes)
+  CHECK(ok.efficiency.memory_at(1e9) == 0.25);
+  CHECK(ok.efficiency.gemv_memory_at(1e9) == 0.25);
+  const ChipSpec unset = parse_chip(parse_yaml(chip + "memory_curve: [[1.0e6, 1], [1.0e8, 0.25]]}\n", "x.yaml"), "x.yaml", "");
+  CHECK(unset.efficiency.decode_attention_memory_curve.empty());
+  CHECK(unset.efficiency.decode_attention_memory_at(1e9) == 0.25);
+  CHECK_THAT(chip_error("decode_attention_memory_curve: [[1.0e8, 1], [1.0e6, 0.5]]}\n"), Catch::Contains("decode_attention_memory_curve"));
+  CHECK_THAT(chip_error("decode_attention_memory_curve: [[1.0e6, 0]]}\n"), Catch::Contains("fraction must be in [1e-6, 1]"));
+}
+
 TEST_CASE("gemv_memory_curve: optional, pairs as memory_curve, unset = memory_curve", "[config]") {
   const std::string& chip = kChipToEfficiency;
   const ChipSpec ok = parse_chip(parse_yaml(chip + "memory_curve: [[1.0e6, 1], [1.0e8, 0.25]], gemv_memory_curve: [[1.0e6, 0.8], [1.0e8, 0.1]]}\n",

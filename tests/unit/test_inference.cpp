@@ -4,6 +4,8 @@
 // the roofline's bandwidth bound, and the decode kernels' prices in closed form.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -468,6 +470,55 @@ TEST_CASE("decode attention GEMMs: rows, key blocks within the small-matrix boun
   // no key yet: no call
   CHECK(decode_attention_gemms(4, 1, 32, 1, 0).blas_calls() == 0);
   CHECK_THROWS_AS(decode_attention_gemms(4, 3, 32, 1, 10), std::logic_error);
+}
+
+TEST_CASE("decode attention: its cache bytes at the decode attention memory curve by working set", "[inference][sim]") {
+  // A chip with round numbers: the price is max(matrix FLOPs / (peak · attention.decode),
+  // bytes / (bandwidth · the curve at the working set)) + calls · the per-call cost.
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.peak_flops_per_s = {{"fp32", 2e11}};
+  chip.vector_flops_per_s = 1e30;
+  chip.memory_bytes_per_s = 1e11;
+  chip.launch_overhead_seconds = 1e-6;
+  chip.efficiency.ops = {{"attention.decode", 0.5}};
+  chip.efficiency.attention_softmax = 0;
+  chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
+  chip.efficiency.decode_attention_memory_curve = {{1e6, 1.0}, {1e7, 0.01}};
+  // transformer-tiny (H 4, K/V 2, N 32) at batch 4, position 1039, four layers: D08's shape
+  const auto m = load_model("transformer-tiny");
+  const InferencePass pass = lower_decode(m, serving(), 0, 4, 1039);
+  const Step* att = nullptr;
+  for (const auto& g : pass.groups)
+    for (const auto& s : g.steps)
+      if (s.cls == OpClass::attention) att = &s;
+  REQUIRE(att != nullptr);
+  CHECK(is_decode_attention(*att));
+  const double N = 32, keys = 1040, B = 4, kv = 2, G = 2;
+  const double flops = 4.0 * G * keys * N * B * kv;
+  const double cache = 2.0 * kv * N * keys * B * bytes_of(serving().act_dtype);  // K and V rows read
+  const double bytes = att->bytes_read + att->bytes_written;
+  CHECK(bytes > cache);  // the cache, the queries in, the output
+  CHECK(bytes < cache * 1.01);
+  const double ws = std::max(bytes, att->reuse_bytes);
+  CHECK(att->reuse_bytes > 4 * cache);  // four layers' caches and the weights: what one token streams
+  // the curve at the working set: linear in log(bytes) between (1e6, 1) and (1e7, 0.01)
+  const double fraction = 1.0 + (0.01 - 1.0) * std::log(ws / 1e6) / std::log(10.0);
+  const double compute_s = flops / (2e11 * 0.5), memory_s = bytes / (1e11 * fraction);
+  REQUIRE(memory_s > compute_s);  // the curve binds
+  CHECK(compute_seconds(*att, chip, DType::fp32) == Approx(memory_s + 1e-6 * att->calls).epsilon(1e-9));
+  // without the curve: the triad's at the same working set (compute-bound here), as before
+  chip.efficiency.decode_attention_memory_curve.clear();
+  const double triad_s = bytes / (1e11 * (1.0 + (0.25 - 1.0) * std::log(ws / 1e6) / std::log(100.0)));
+  CHECK(compute_seconds(*att, chip, DType::fp32) == Approx(std::max(compute_s, triad_s) + 1e-6 * att->calls).epsilon(1e-9));
+  // the curve is the decode attention's only: the same step under the training kernel's tag, and
+  // every other decode step, keep the triad's
+  chip.efficiency.decode_attention_memory_curve = {{1e6, 1e-6}, {1e8, 1e-6}};
+  Step training = *att;
+  training.kernel = nullptr;
+  CHECK_FALSE(is_decode_attention(training));
+  for (const auto& g : pass.groups)
+    for (const auto& s : g.steps)
+      if (s.kind == StepKind::compute && !is_decode_attention(s)) CHECK(compute_seconds(s, chip, DType::fp32) < 1e-3);
 }
 
 TEST_CASE("a one-row GEMM (GEMV) streams at the GEMV memory curve, other steps at the triad's", "[inference][sim]") {

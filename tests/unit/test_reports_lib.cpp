@@ -751,6 +751,88 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
                                               "calibrated.yaml");
   CHECK(gemv.chip.efficiency.gemv_memory_curve == chip.efficiency.gemv_memory_curve);
   CHECK(fit_gemv_memory_curve({}, 4e9).empty());
+  // the decode attention's memory curve: absent, no key (the triad's curve, as before); set, read back
+  CHECK(text.find("decode_attention_memory_curve") == std::string::npos);
+  CHECK(back.chip.efficiency.decode_attention_memory_curve.empty());
+  chip.efficiency.decode_attention_memory_curve = {{2.5e5, 1.0}, {1.25e7, 0.02}};
+  const ClusterSpec dattn = parse_cluster_text(calibrated_cluster_yaml("test-cluster", true, r, chip, topo, "host", "2026-01-01T00:00:00Z"),
+                                               "calibrated.yaml");
+  CHECK(dattn.chip.efficiency.decode_attention_memory_curve == chip.efficiency.decode_attention_memory_curve);
+  CHECK(dattn.chip.efficiency.gemv_memory_curve == chip.efficiency.gemv_memory_curve);
+}
+
+TEST_CASE("calibrate fits: the decode attention's memory curve from C10 (cache in L2) and C14 (several MB)", "[reports][calibrate]") {
+  // Independent reference: "measured" times written as the roofline in closed form on a chip with
+  // round numbers — C10 compute-bound, C14 reading its cache at 2 % of the peak rate.
+  const auto plans = calibration_plan_set();
+  auto benches = calibration_benches(plans);
+  ChipSpec chip = load_cluster("cpu-local").chip;
+  chip.peak_flops_per_s = {{"fp32", 1e11}};
+  chip.vector_flops_per_s = 1e11;
+  chip.memory_bytes_per_s = 1e11;
+  chip.launch_overhead_seconds = 1e-6;
+  chip.efficiency.ops = {{"attention.decode", 0.4}};
+  chip.efficiency.attention_softmax = 0.2;
+  chip.efficiency.memory_curve = {{1e5, 1.0}, {1e8, 0.2}};
+  chip.efficiency.decode_attention_memory_curve.clear();
+  KernelBench *c10 = nullptr, *c14 = nullptr;
+  for (auto& k : benches) {
+    if (k.plan == "C10" && k.op == ops::attention_decode) c10 = &k;
+    if (k.cls == kDecodeAttentionMemoryClass) c14 = &k;
+  }
+  REQUIRE(c10 != nullptr);
+  REQUIRE(c14 != nullptr);
+  CHECK(c14->plan == "C14");
+  // C14: three transformer-tiny layers (K/V heads 2, N 32) at batch 6, position 768 + 8: K/V
+  // bytes per layer 2 × 2 × 32 × 777 keys × 6 × 4 B, the queries 6 × 4 heads × 32 × 4 B besides
+  double read = 0, ws14 = 0;
+  REQUIRE(c14->steps.size() == 3);
+  for (const auto& s : c14->steps) {
+    REQUIRE(is_decode_attention(s));
+    read += s.bytes_read;
+    ws14 = std::max(ws14, s.reuse_bytes);
+  }
+  CHECK(read == Approx(3 * (2.0 * 2 * 32 * 777 * 6 * 4 + 6.0 * 4 * 32 * 4)).epsilon(1e-12));
+  CHECK(read > 7e6);  // several MB per rank: out of L2
+  auto closed_form = [&](const KernelBench& k, double memory_fraction, double* ws) {
+    double t = 0;
+    for (const auto& s : k.steps) {
+      *ws = std::max({*ws, s.bytes_read + s.bytes_written, s.reuse_bytes});
+      const double compute = s.matmul_flops / (1e11 * 0.4) + s.vector_flops / (1e11 * 0.2);
+      const double memory = (s.bytes_read + s.bytes_written) / (1e11 * memory_fraction);
+      t += std::max(compute, memory) + 1e-6 * s.calls;
+    }
+    return t;
+  };
+  double ws10 = 0, unused = 0;
+  closed_form(*c10, 1.0, &ws10);
+  const double f10 = 1.0 + (0.2 - 1.0) * std::log(ws10 / 1e5) / std::log(1e3);  // the triad curve at C10's working set
+  c10->seconds = closed_form(*c10, f10, &unused);
+  c14->seconds = closed_form(*c14, 0.02, &unused);
+  // C10 is compute-bound at the triad's rate, C14 is memory-bound at 2 %
+  double c14_compute = 0;
+  for (const auto& s : c14->steps) c14_compute += s.matmul_flops / (1e11 * 0.4) + s.vector_flops / (1e11 * 0.2) + 1e-6 * s.calls;
+  REQUIRE(c14_compute < 0.5 * c14->seconds);
+  const auto curve = fit_decode_attention_memory_curve(benches, chip);
+  REQUIRE(curve.size() == 2);
+  CHECK(curve[0].first == Approx(ws10).epsilon(1e-12));
+  CHECK(curve[0].second == Approx(f10).epsilon(1e-9));
+  CHECK(curve[1].first == Approx(ws14).epsilon(1e-12));
+  CHECK(curve[1].second == Approx(0.02).epsilon(1e-6));
+  CHECK(ws14 > 5 * ws10);  // C10: ~1.2 MB a token (the cache 264 KB), C14: ~10 MB
+  CHECK(c14->efficiency == Approx(0.02).epsilon(1e-6));
+  CHECK_FALSE(c14->clamped);
+  // priced with the fitted curve, each benchmark costs its measured time
+  chip.efficiency.decode_attention_memory_curve = curve;
+  for (const KernelBench* k : {c10, c14}) {
+    double t = 0;
+    for (const auto& s : k->steps)
+      if (is_decode_attention(s)) t += compute_seconds(s, chip, DType::fp32);
+    CHECK(t == Approx(k->seconds).epsilon(1e-6));
+  }
+  // without C14's time (one point only): no curve, the triad's as before
+  c14->seconds = 0;
+  CHECK(fit_decode_attention_memory_curve(benches, chip).empty());
 }
 
 TEST_CASE("validate's network drift: calibrate's all-reduce samples read back from its file, re-measured ratios", "[reports][validate]") {

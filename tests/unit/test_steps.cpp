@@ -23,6 +23,7 @@
 #include "program/steps.hpp"
 #include "reports/calibration.hpp"
 #include "reports/validation.hpp"
+#include "sim/cost.hpp"
 #include "program/param_layout.hpp"
 #include "train/executor.hpp"
 #include "train/executor_state.hpp"
@@ -168,6 +169,11 @@ TEST_CASE("calibrate's kernel benchmarks name lowered steps, and each tuned one 
     REQUIRE_FALSE(steps.empty());
     if (b.cls == kCallBenchClass) {  // the per-call cost's benchmarks (fit_call_seconds): no efficiency field
       CHECK(b.op.empty());
+      continue;
+    }
+    if (b.cls == kDecodeAttentionMemoryClass) {  // a point of the decode attention's memory curve: its steps only
+      CHECK(b.op.empty());
+      CHECK(std::all_of(steps.begin(), steps.end(), [](const Step& st) { return is_decode_attention(st); }));
       continue;
     }
     CHECK(std::find(kCalibratedClasses.begin(), kCalibratedClasses.end(), b.cls) != kCalibratedClasses.end());
