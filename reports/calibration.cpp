@@ -444,7 +444,8 @@ std::vector<std::pair<double, double>> fit_decode_attention_memory_curve(std::ve
       return t;
     };
     double fraction = triad;
-    if (price(triad) < k.seconds) {
+    // (relative slack: C10's own compute value was fitted to its time by bisection, to ~1e-15)
+    if (price(triad) < k.seconds * (1 - 1e-9)) {
       double lo = std::log(1e-6), hi = std::log(triad);  // the price falls as the fraction grows
       if (price(1e-6) <= k.seconds) hi = lo;  // slower than its bytes at any rate: held at the floor
       for (int i = 0; i < 60 && hi > lo; ++i) {

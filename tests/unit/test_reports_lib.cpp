@@ -830,6 +830,22 @@ TEST_CASE("calibrate fits: the decode attention's memory curve from C10 (cache i
       if (is_decode_attention(s)) t += compute_seconds(s, chip, DType::fp32);
     CHECK(t == Approx(k->seconds).epsilon(1e-6));
   }
+  CHECK(c10->clamped == false);  // (C10's own compute value: its `clamped` is attention.decode's fit's)
+  // a compute value fitted to C10's time (fit_kernel_efficiencies, bisection): C10 stays at the
+  // triad's point, its memory term is not moved up to its time
+  bool clamped = false;
+  std::vector<Step> c10_steps;
+  for (const auto& s : c10->steps)
+    if (is_decode_attention(s)) c10_steps.push_back(s);
+  chip.efficiency.decode_attention_memory_curve.clear();
+  const double own = fit_efficiency(c10_steps, chip, ops::attention_decode, c10->seconds * 1.1, &clamped);
+  CHECK(own < 0.4);
+  chip.efficiency.ops[ops::attention_decode] = own;
+  c10->seconds *= 1.1;
+  const auto refit = fit_decode_attention_memory_curve(benches, chip);
+  REQUIRE(refit.size() == 2);
+  CHECK(refit[0].second == Approx(f10).epsilon(1e-9));
+  CHECK(refit[1].second == Approx(0.02).epsilon(1e-6));  // C14 memory-bound: its compute's value does not enter
   // without C14's time (one point only): no curve, the triad's as before
   c14->seconds = 0;
   CHECK(fit_decode_attention_memory_curve(benches, chip).empty());
