@@ -63,7 +63,7 @@ struct CalibrationPlan {
 // for the GEMM curve, 5 sequences x 96 tokens (and 3 x 64, 6 x 128 for smaller and larger GEMMs).
 // Validate's 51 plans use other depths (2–6), batches and sequence lengths (none has 96 tokens,
 // or a micro-batch of 3, 5 or 6), so the loop calibrates on one set of programs and is scored on
-// another. Four decode plans (C10: one mqa-tiny layer, batch 1 after a 1024-token prompt: the
+// another. Five decode plans (C10: one mqa-tiny layer, batch 1 after a 1024-token prompt: the
 // decode attention kernel over a global cache and one-row GEMMs; C11: griffin-tiny at batch 4:
 // four-row GEMMs and the RG-LRU at one token; C12, C13: one RWKV-4 and one RWKV-6 layer at batch 2:
 // the WKV state updates at one token; C14: three transformer-tiny layers at batch 6 after a
