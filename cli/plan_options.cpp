@@ -20,7 +20,7 @@ void PlanOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--zero", zero_stage, "ZeRO stage over the fsdp axis (0-3)");
   cmd.add_option("--remat", remat, "none | selective (attention core) | elementwise | block");
   cmd.add_option("--tensor-comm", tensor_comm, "Tensor-parallel communication: allreduce | rs_ag (sequence parallelism)");
-  cmd.add_option("--attention", attention, "Attention core: flash | materialized");
+  cmd.add_option("--attention", attention, "Attention core: flash | materialized | flash_v1 | flash_v2 | flash_triton (flash priced at that kernel's measured rate)");
   cmd.add_option("--virtual-stages", virtual_stages, "Interleaved 1F1B: model chunks per pipeline stage");
   cmd.add_option("--scan", scan, "naive | sequential | chunked | associative");
   cmd.add_option("--carry", carry, "Sequence-parallel carry exchange: ring | allgather");

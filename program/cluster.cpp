@@ -132,6 +132,19 @@ Efficiency parse_efficiency(YamlMap y) {
     }
     ops.finish();
   }
+  if (y.has("attention_kernels")) {
+    YamlMap kernels = y.required_map("attention_kernels");
+    for (const auto& k : kernels.keys()) {
+      if (std::find_if(kAttentionKernelRates.begin(), kAttentionKernelRates.end(), [&](const char* o) { return k == o; }) ==
+          kAttentionKernelRates.end()) {
+        std::string known;
+        for (const char* o : kAttentionKernelRates) known += (known.empty() ? "" : ", ") + std::string(o);
+        throw kernels.error(k, "no measured attention kernel '" + k + "' (one of: " + known + ")");
+      }
+      e.attention_kernels[k] = fraction(kernels, k, 1.0);
+    }
+    kernels.finish();
+  }
   y.finish();
   return e;
 }

@@ -437,6 +437,9 @@ void attention_core(Emit& e, bool local, double H, double KV, double N) {
   const double keys = static_cast<double>(visible_keys(q0, q1, W));  // per sequence, per head
   const double tiled = static_cast<double>(tiled_attention_pairs(q0, q1, W, kAttentionQueryTile));
   Step f = e.base(Phase::forward, OpClass::attention, local ? ops::attention_local : ops::attention_global, tensors::attn_core);
+  // a named kernel (flash_v1, flash_v2, flash_triton): its name tags the steps for its measured
+  // rate (efficiency.attention_kernels); the backward and the recomputed scores copy it
+  if (c.p.attention != AttentionKernel::flash) f.kernel = to_string(c.p.attention);
   f.matmul_flops = 4 * N * tiled * H * c.B;  // QKᵀ and P·V over whole query tiles
   // scale, max, exp, sum, normalise; with dropout the mask drawn and applied in the kernel (as the
   // materialized core's 2 per pair; regenerated, not stored, so no saved bytes)

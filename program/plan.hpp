@@ -39,7 +39,13 @@ enum class Remat : std::uint8_t { none, selective, block, elementwise };
 enum class TensorComm : std::uint8_t { allreduce, rs_ag };
 // Attention core: flash (blockwise, keeps no T×T scores, causal keys only) or materialized
 // (scores, softmax and dropout written for the whole T×T square, as Megatron-LM 2021-22 did).
-enum class AttentionKernel : std::uint8_t { flash, materialized };
+// The named blockwise kernels lower exactly as `flash` and differ only in price: their steps
+// carry the kernel's name as their tag, and a chip file that has a measured rate for it
+// (efficiency.attention_kernels) prices them with it; otherwise, and for plain `flash`, the
+// attention class value applies. flash_v1: FlashAttention's CUDA kernels (Dao et al. 2022);
+// flash_v2: FlashAttention-2 (Dao 2023); flash_triton: the Triton FlashAttention of
+// flash_attn/flash_attn_triton.py (Tri Dao, 2022; llm-foundry's `attn_impl: triton`).
+enum class AttentionKernel : std::uint8_t { flash, materialized, flash_v1, flash_v2, flash_triton };
 // naive: every elementwise stage of the scan materialised in HBM (the unfused baseline);
 // sequential: the fused linear scan keeping the state on chip; chunked: chunk-local scans plus a
 // carry fix-up pass; associative: log-depth parallel scan (~2x FLOPs, more traffic).
@@ -67,8 +73,11 @@ inline constexpr Names<Schedule, 2> kScheduleNames{{{"gpipe", Schedule::gpipe}, 
 inline constexpr Names<Remat, 4> kRematNames{
     {{"none", Remat::none}, {"selective", Remat::selective}, {"block", Remat::block}, {"elementwise", Remat::elementwise}}};
 inline constexpr Names<TensorComm, 2> kTensorCommNames{{{"allreduce", TensorComm::allreduce}, {"rs_ag", TensorComm::rs_ag}}};
-inline constexpr Names<AttentionKernel, 2> kAttentionNames{
-    {{"flash", AttentionKernel::flash}, {"materialized", AttentionKernel::materialized}}};
+inline constexpr Names<AttentionKernel, 5> kAttentionNames{{{"flash", AttentionKernel::flash},
+                                                            {"materialized", AttentionKernel::materialized},
+                                                            {"flash_v1", AttentionKernel::flash_v1},
+                                                            {"flash_v2", AttentionKernel::flash_v2},
+                                                            {"flash_triton", AttentionKernel::flash_triton}}};
 inline constexpr Names<ScanAlgo, 4> kScanNames{{{"naive", ScanAlgo::naive},
                                                 {"sequential", ScanAlgo::sequential},
                                                 {"chunked", ScanAlgo::chunked},

@@ -52,12 +52,20 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
     if (it == e.ops.end()) it = e.ops.find(std::string_view(s.op));
     if (it != e.ops.end()) eff = it->second;
   }
+  // a named attention kernel's measured rate: the whole kernel's, its softmax work included
+  bool whole_kernel = false;
+  if (s.cls == OpClass::attention && s.kernel && !e.attention_kernels.empty()) {
+    if (auto it = e.attention_kernels.find(std::string_view(s.kernel)); it != e.attention_kernels.end()) {
+      eff = it->second;
+      whole_kernel = true;
+    }
+  }
   const double mm = s.cls == OpClass::gemm ? padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile) : s.matmul_flops;
   const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
   const double vector_eff = s.matmul_flops <= 0                                       ? eff
                             : s.cls == OpClass::attention && e.attention_softmax > 0 ? e.attention_softmax
                                                                                      : e.elementwise;
-  const double vector_s = s.vector_flops / (chip.vector_flops_per_s * vector_eff);
+  const double vector_s = whole_kernel ? 0 : s.vector_flops / (chip.vector_flops_per_s * vector_eff);
   double bytes = s.bytes_read + s.bytes_written - s.unfused_bytes;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
   // the rate of the working set the data cycles through: the step's own bytes, or more (reuse_bytes);

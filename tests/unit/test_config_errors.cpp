@@ -187,6 +187,19 @@ TEST_CASE("per-kernel efficiencies name a recurrence kernel and are fractions", 
   CHECK_THAT(error_of("wkv6.scan: 0"), Catch::Contains("efficiency.ops.wkv6.scan: must be a fraction in [1e-6, 1]"));
 }
 
+TEST_CASE("attention_kernels: measured rates of the named flash kernels, fractions", "[config]") {
+  const ChipSpec ok =
+      parse_chip(parse_yaml(kChipToEfficiency + "attention_kernels: {flash_v1: 0.25, flash_triton: 0.2}}\n", "x.yaml"), "x.yaml", "");
+  CHECK(ok.efficiency.attention_kernels.at("flash_v1") == 0.25);
+  CHECK(ok.efficiency.attention_kernels.at("flash_triton") == 0.2);
+  CHECK(ok.efficiency.attention_kernels.size() == 2);
+  CHECK(parse_chip(parse_yaml(kChipToEfficiency + "}\n", "x.yaml"), "x.yaml", "").efficiency.attention_kernels.empty());
+  auto error_of = [](const std::string& k) { return chip_error("attention_kernels: {" + k + "}}\n"); };
+  CHECK_THAT(error_of("flash: 0.5"),
+             Catch::Contains("efficiency.attention_kernels.flash: no measured attention kernel 'flash' (one of: flash_v1, flash_v2, flash_triton)"));
+  CHECK_THAT(error_of("flash_v2: 1.5"), Catch::Contains("efficiency.attention_kernels.flash_v2: must be a fraction in [1e-6, 1]"));
+}
+
 TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside memory", "[config]") {
   const std::string& chip = kChipToEfficiency;
   const ChipSpec ok = parse_chip(parse_yaml(chip + "memory_curve: [[1.0e6, 1], [1.0e8, 0.25]]}\n", "x.yaml"), "x.yaml", "");

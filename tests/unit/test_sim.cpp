@@ -630,3 +630,53 @@ TEST_CASE("async tensor-parallel collectives save 1/(1 + s) of their time from a
   REQUIRE(A < compute * (1 + s));
   CHECK(sync - pass_seconds(bwd, c, net, p.act_dtype) == Approx(A / (1 + s)).epsilon(1e-9));
 }
+
+TEST_CASE("a named attention kernel is priced at its measured forward + backward rate, softmax included", "[sim]") {
+  // Dao 2023 (FlashAttention-2) Fig. 4 times the whole kernel, forward + backward, and counts
+  // 4·N FLOPs per (query, key) pair forward and 2.5× that backward: at rate r the core of one
+  // layer takes 3.5 · 4·N·pairs·H·B / r, with nothing added for the softmax. Pairs: the causal
+  // keys over whole query tiles of 32 (program/lower), counted here by a plain loop.
+  const ModelSpec m = load_model("mpt-125m");
+  const std::int64_t T = 2048, B = 2;
+  Plan p = plan_for("data=1", B, T);
+  const ChipSpec chip = load_cluster("mosaicml-a100-40gb-1").chip;
+  const double eff = chip.efficiency.attention_kernels.at("flash_triton");
+  REQUIRE(eff == Approx(79.0 / 312).epsilon(1e-3));  // (77 + 81) / 2 TFLOP/s over the 312 TFLOP/s peak
+  double pairs = 0;
+  for (std::int64_t q0 = 0; q0 < T; q0 += 32) pairs += 32.0 * static_cast<double>(std::min(q0 + 32, T));
+  int tagged = 0;
+  auto core_seconds = [&](AttentionKernel k, const ChipSpec& c) {
+    p.attention = k;
+    const StepProgram prog = lower(m, p, 0);
+    double seconds = 0;
+    tagged = 0;
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const Step& s : *list) {
+        if (s.kind != StepKind::compute || s.cls != OpClass::attention) continue;
+        seconds += compute_seconds(s, c, DType::bf16) - c.launch_overhead_seconds * s.calls;
+        tagged += s.kernel != nullptr && std::string_view(s.kernel) == "flash_triton";
+      }
+    return seconds;
+  };
+  const double H = static_cast<double>(m.heads), N = static_cast<double>(m.head_dim);
+  const double by_hand = static_cast<double>(m.depth) * 3.5 * 4 * N * pairs * H * B / (chip.peak("bf16") * eff);
+  CHECK(core_seconds(AttentionKernel::flash_triton, chip) == Approx(by_hand).epsilon(1e-9));
+  CHECK(tagged == 3 * m.depth);  // forward, backward and the backward's recomputed scores
+  // plain flash: the class value for the products, the per-score work at the elementwise value
+  const double plain = core_seconds(AttentionKernel::flash, chip);
+  CHECK(tagged == 0);
+  double vector_flops = 0;
+  {
+    const StepProgram prog = lower(m, p, 0);
+    for (const auto* list : {&prog.forward, &prog.backward})
+      for (const Step& s : *list)
+        if (s.kind == StepKind::compute && s.cls == OpClass::attention) vector_flops += s.vector_flops;
+  }
+  CHECK(plain == Approx(by_hand * eff / chip.efficiency.attention +
+                        vector_flops / (chip.vector_flops_per_s * chip.efficiency.elementwise))
+                     .epsilon(1e-9));
+  // a chip without a measured rate for the kernel prices it as plain flash
+  ChipSpec unmeasured = chip;
+  unmeasured.efficiency.attention_kernels.clear();
+  CHECK(core_seconds(AttentionKernel::flash_triton, unmeasured) == Approx(plain).epsilon(1e-12));
+}
