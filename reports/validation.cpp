@@ -176,7 +176,7 @@ std::vector<std::pair<double, double>> calibrated_all_reduce_samples(const std::
     if (!s || !s.IsSequence()) return {};
     for (const auto& row : s) {
       const double bytes = row[0].as<double>(), seconds = row[1].as<double>();
-      if (std::isfinite(seconds) && seconds > 0 && bytes >= 64.0 * 1024 && bytes <= 8.0 * 1024 * 1024)
+      if (std::isfinite(seconds) && seconds > 0 && bytes >= 64.0 * 1024 * 0.999 && bytes <= 8.0 * 1024 * 1024 * 1.001)  // the file's 6 digits round 8 MiB up
         out.emplace_back(bytes, seconds);
     }
   } catch (const std::exception&) {

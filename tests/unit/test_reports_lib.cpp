@@ -857,7 +857,7 @@ TEST_CASE("validate's network drift: calibrate's all-reduce samples read back fr
   r.ranks = 2;
   r.gemm = {{64, 64, 64, 1.0, 1e9}};
   r.triad = {{1e6, 4e9}};
-  r.comm.push_back(fit_collective("all_reduce", {{8, 2e-6}, {65536, 4e-5}, {1048576, 5e-4}, {16777216, 8e-3}}, 2));
+  r.comm.push_back(fit_collective("all_reduce", {{8, 2e-6}, {65536, 4e-5}, {1048576, 5e-4}, {8388608, 4e-3}, {16777216, 8e-3}}, 2));
   ChipSpec chip = chip_from_peaks(r.gemm, r.triad, 5e9, 4e-7);
   chip.name = "test core";
   chip.source = "test";
@@ -870,7 +870,7 @@ TEST_CASE("validate's network drift: calibrate's all-reduce samples read back fr
     f << calibrated_cluster_yaml("test-cluster", false, r, chip, topo, "host", "2026-01-01T00:00:00Z");
   }
   const auto samples = calibrated_all_reduce_samples(path, 2);
-  REQUIRE(samples.size() == 2);  // 8 B and 16 MiB are outside the band
+  REQUIRE(samples.size() == 3);  // 8 B and 16 MiB are outside the band; 8 MiB (written 8.38861e+06) inside
   CHECK(samples[0].first == Approx(65536));  // the file holds 6 significant digits
   CHECK(samples[0].second == Approx(4e-5));
   CHECK(samples[1].first == Approx(1048576));
@@ -879,7 +879,8 @@ TEST_CASE("validate's network drift: calibrate's all-reduce samples read back fr
   CHECK(calibrated_all_reduce_samples("cpu-local", 2).empty());  // a preset has no measurements
   std::filesystem::remove(path);
 
-  // Now 4x and 2x faster: ratios 0.25 and 0.5.
+  CHECK(samples[2].first == Approx(8388608));
+  // Now 4x and 2x faster: ratios 0.25 and 0.5 (the third not re-measured).
   const NetworkDrift d = network_drift(samples, {1e-5, 2.5e-4});
   REQUIRE(d.measured());
   CHECK(d.ratio_min == Approx(0.25));
