@@ -303,6 +303,22 @@ double& efficiency_field(Efficiency& e, const std::string& cls) {
   throw std::logic_error("calibrate: no efficiency field " + cls);
 }
 
+// The value in [lo, hi] at which `price`, falling as the value grows, equals `measured`: bisection
+// in log space; a bound when the price there already passes the measurement (*clamped).
+template <class Price>
+double solve_falling_price(Price&& price, double measured, double lo, double hi, bool* clamped) {
+  *clamped = true;
+  if (price(hi) >= measured) return hi;
+  if (price(lo) <= measured) return lo;
+  *clamped = false;
+  double a = std::log(lo), b = std::log(hi);
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (a + b);
+    (price(std::exp(mid)) > measured ? a : b) = mid;
+  }
+  return std::exp(0.5 * (a + b));
+}
+
 double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::string& cls, double measured, bool* clamped) {
   auto price = [&](double eff) {
     efficiency_field(chip.efficiency, cls) = eff;
@@ -311,15 +327,7 @@ double fit_efficiency(const std::vector<Step>& steps, ChipSpec chip, const std::
       if (s.kind == StepKind::compute) t += compute_seconds(s, chip, DType::fp32);
     return t;
   };
-  *clamped = false;
-  if (price(1.0) >= measured) { *clamped = true; return 1.0; }
-  if (price(1e-4) <= measured) { *clamped = true; return 1e-4; }
-  double lo = std::log(1e-4), hi = 0;
-  for (int i = 0; i < 60; ++i) {
-    const double mid = 0.5 * (lo + hi);
-    (price(std::exp(mid)) > measured ? lo : hi) = mid;
-  }
-  return std::exp(0.5 * (lo + hi));
+  return solve_falling_price(price, measured, 1e-4, 1.0, clamped);
 }
 
 // efficiency.attention and efficiency.attention_softmax together, from the attention benchmarks
@@ -443,17 +451,10 @@ std::vector<std::pair<double, double>> fit_decode_attention_memory_curve(std::ve
       for (const auto& s : steps) t += compute_seconds(s, c, DType::fp32);
       return t;
     };
-    double fraction = triad;
-    // (relative slack: C10's own compute value was fitted to its time by bisection, to ~1e-15)
-    if (price(triad) < k.seconds * (1 - 1e-9)) {
-      double lo = std::log(1e-6), hi = std::log(triad);  // the price falls as the fraction grows
-      if (price(1e-6) <= k.seconds) hi = lo;  // slower than its bytes at any rate: held at the floor
-      for (int i = 0; i < 60 && hi > lo; ++i) {
-        const double mid = 0.5 * (lo + hi);
-        (price(std::exp(mid)) > k.seconds ? lo : hi) = mid;
-      }
-      fraction = std::exp(hi);
-    }
+    // (relative slack: C10's own compute value was fitted to its time by bisection, to ~1e-15);
+    // slower than its bytes at any rate: held at the floor 1e-6
+    bool at_bound = false;
+    const double fraction = solve_falling_price(price, k.seconds * (1 - 1e-9), 1e-6, triad, &at_bound);
     if (k.cls == kDecodeAttentionMemoryClass) k.efficiency = fraction, k.clamped = fraction == triad;
     points.emplace_back(working_set, fraction);
   }
