@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "program/plan.hpp"
 #include "program/yaml_reader.hpp"
 
 namespace scanshard {
@@ -135,10 +136,11 @@ Efficiency parse_efficiency(YamlMap y) {
   if (y.has("attention_kernels")) {
     YamlMap kernels = y.required_map("attention_kernels");
     for (const auto& k : kernels.keys()) {
-      if (std::find_if(kAttentionKernelRates.begin(), kAttentionKernelRates.end(), [&](const char* o) { return k == o; }) ==
-          kAttentionKernelRates.end()) {
+      const auto kernel = find_name(kAttentionNames, k);
+      if (!kernel || !has_measured_rate(*kernel)) {
         std::string known;
-        for (const char* o : kAttentionKernelRates) known += (known.empty() ? "" : ", ") + std::string(o);
+        for (const auto& [name, v] : kAttentionNames)
+          if (has_measured_rate(v)) known += (known.empty() ? "" : ", ") + std::string(name);
         throw kernels.error(k, "no measured attention kernel '" + k + "' (one of: " + known + ")");
       }
       e.attention_kernels[k] = fraction(kernels, k, 1.0);

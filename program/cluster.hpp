@@ -94,14 +94,13 @@ struct Efficiency {
   // `scanshard calibrate` measures them; presets leave them out.
   std::map<std::string, double, std::less<>> ops;
   // Optional measured rates of named blockwise attention kernels (plan `attention:` flash_v1,
-  // flash_v2, flash_triton; kAttentionKernelRates), as a fraction of the matrix peak: the kernel's
+  // flash_v2, flash_triton; plan.hpp's has_measured_rate), as a fraction of the matrix peak: the kernel's
   // published forward + backward speed in matmul FLOP/s (4·N per visible (query, key) pair
   // forward, 2.5× that backward with its recompute of QKᵀ: the FLOPs program/lower counts) over
   // the peak. The measurement is the whole kernel's, softmax included, so a step priced with it
   // adds no separate vector time. A kernel without an entry is priced as plain `flash`.
   std::map<std::string, double, std::less<>> attention_kernels;
 };
-inline constexpr std::array<const char*, 3> kAttentionKernelRates = {"flash_v1", "flash_v2", "flash_triton"};
 inline constexpr std::array<const char*, 23> kTunedOps = {
     "rglru.scan", "wkv4.scan", "wkv6.scan", "wkv6.chunked", "blockdiag",       "adamw", "conv1d",      "rope",   "softmax_xent",
     "add",        "rmsnorm",   "layernorm", "gelu_mul",     "grad_accumulate", "zero",  "token_shift", "ddlerp", "embedding",

@@ -78,6 +78,9 @@ inline constexpr Names<AttentionKernel, 5> kAttentionNames{{{"flash", AttentionK
                                                             {"flash_v1", AttentionKernel::flash_v1},
                                                             {"flash_v2", AttentionKernel::flash_v2},
                                                             {"flash_triton", AttentionKernel::flash_triton}}};
+// The blockwise kernels a chip file may give a measured rate for (efficiency.attention_kernels):
+// every named kernel but plain `flash` and `materialized`, which the attention class value prices.
+constexpr bool has_measured_rate(AttentionKernel k) { return k != AttentionKernel::flash && k != AttentionKernel::materialized; }
 inline constexpr Names<ScanAlgo, 4> kScanNames{{{"naive", ScanAlgo::naive},
                                                 {"sequential", ScanAlgo::sequential},
                                                 {"chunked", ScanAlgo::chunked},
