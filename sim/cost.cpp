@@ -78,8 +78,9 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
       whole_kernel = true;
     }
   }
+  // (a GEMV is no tile grid: cuBLAS runs it as a GEMV kernel, bound by its memory traffic)
   const double mm = s.cls != OpClass::gemm ? s.matmul_flops
-                    : chip.sm_count > 0     ? wave_padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip)
+                    : chip.sm_count > 0     ? (is_gemv(s) ? s.matmul_flops : wave_padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip))
                                             : padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile);
   const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
   const double vector_eff = s.matmul_flops <= 0                                       ? eff

@@ -717,4 +717,12 @@ TEST_CASE("a GPU GEMM is priced by whole waves of 128 x 256 tiles over the SMs",
   s.bytes_read = 2.0 * (2048 * 4096 + 4096 * 2304), s.bytes_written = 2.0 * 2048 * 2304;
   const double expect = 216 * tile * 2 * 4096 / (3.12e14 * a100.efficiency.gemm) + a100.launch_overhead_seconds;
   CHECK(compute_seconds(s, a100, DType::bf16) == Approx(expect));
+  // a GEMV (one row: a decode step's linear) is not cut into tiles: its plain FLOPs, or its memory
+  Step v = s;
+  v.m = 1;
+  v.matmul_flops = flops(1, 2304, 4096);
+  v.bytes_read = 2.0 * (4096 + 4096 * 2304), v.bytes_written = 2.0 * 2304;
+  const double gemv_matrix = v.matmul_flops / (3.12e14 * a100.efficiency.gemm);
+  const double gemv_memory = (v.bytes_read + v.bytes_written) / (a100.memory_bytes_per_s * a100.efficiency.gemv_memory_at(v.bytes_read + v.bytes_written));
+  CHECK(compute_seconds(v, a100, DType::bf16) == Approx(std::max(gemv_matrix, gemv_memory) + a100.launch_overhead_seconds));
 }
