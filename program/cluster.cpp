@@ -233,6 +233,16 @@ ChipSpec parse_chip(const YAML::Node& node, const std::string& file, const std::
   c.onchip_memory_bytes = checked(y, "onchip_memory_bytes", y.required_double("onchip_memory_bytes"), Quantity::bytes);
   c.matrix_tile = y.optional_int("matrix_tile", 1);
   if (c.matrix_tile <= 0 || c.matrix_tile > 4096) throw y.error("matrix_tile", "must be in 1..4096");
+  c.sm_count = y.optional_int("sm_count", 0);
+  if (c.sm_count < 0 || c.sm_count > 100000) throw y.error("sm_count", "must be in 0..100000");
+  if (y.has("gemm_tile")) {
+    const auto tile = y.required_int_list("gemm_tile");
+    if (tile.size() != 2 || tile[0] <= 0 || tile[1] <= 0 || tile[0] > 4096 || tile[1] > 4096)
+      throw y.error("gemm_tile", "must be [tile_m, tile_n], each in 1..4096");
+    c.gemm_tile_m = tile[0], c.gemm_tile_n = tile[1];
+  }
+  if ((c.sm_count > 0) != (c.gemm_tile_m > 0)) throw y.error("sm_count", "give sm_count and gemm_tile together");
+  if (c.sm_count > 0 && c.matrix_tile > 1) throw y.error("matrix_tile", "give matrix_tile or sm_count/gemm_tile, not both");
   c.launch_overhead_seconds = y.optional_double("launch_overhead_seconds", 0.0);
   if (c.launch_overhead_seconds < 0 || c.launch_overhead_seconds > 1)
     throw y.error("launch_overhead_seconds", "must be in [0, 1]");

@@ -116,6 +116,12 @@ struct ChipSpec {
   double memory_bytes_per_s = 0;    // HBM / DRAM bandwidth
   double onchip_memory_bytes = 0;   // VMEM / SRAM / L2 that a fused scan can keep state in
   std::int64_t matrix_tile = 1;     // GEMM dims are padded up to this (128 on TPU MXU)
+  // Optional wave quantization of GEMMs on a GPU (sim/cost.hpp wave_padded_gemm_flops): the output
+  // is cut into gemm_tile_m x gemm_tile_n thread-block tiles (either orientation), one tile per SM
+  // at a time, and a partly filled last wave costs a whole wave. 0: no wave model (matrix_tile
+  // padding instead).
+  std::int64_t sm_count = 0;
+  std::int64_t gemm_tile_m = 0, gemm_tile_n = 0;
   double launch_overhead_seconds = 0;
   // Relative standard deviation of a compute stretch's duration from rank to rank (other processes,
   // interrupts, frequency changes): ranks that meet at a collective wait for the slowest, on

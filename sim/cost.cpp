@@ -21,6 +21,24 @@ double padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int6
   return flops * (up(m) / static_cast<double>(m)) * (up(n) / static_cast<double>(n)) * (up(k) / static_cast<double>(k));
 }
 
+double wave_padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int64_t k, const ChipSpec& chip) {
+  const std::int64_t sms = chip.sm_count;
+  if (sms <= 0 || chip.gemm_tile_m <= 0 || m <= 0 || n <= 0 || k <= 0 || flops <= 0) return flops;
+  const double one = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double groups = std::max(1.0, std::round(flops / one));
+  auto padded = [&](std::int64_t tm, std::int64_t tn) {
+    const double tiles = groups * static_cast<double>((m + tm - 1) / tm) * static_cast<double>((n + tn - 1) / tn);
+    double splits = 1;
+    if (tiles < static_cast<double>(sms))
+      splits = std::max(1.0, std::min(std::floor(static_cast<double>(sms) / tiles),
+                                      std::floor(static_cast<double>(k) / static_cast<double>(std::max(tm, tn)))));
+    const double waves = std::ceil(tiles * splits / static_cast<double>(sms));
+    return waves * static_cast<double>(sms) * 2.0 * static_cast<double>(tm * tn) * (static_cast<double>(k) / splits);
+  };
+  const double best = std::min(padded(chip.gemm_tile_m, chip.gemm_tile_n), padded(chip.gemm_tile_n, chip.gemm_tile_m));
+  return std::max(flops, best * flops / (groups * one));
+}
+
 namespace {
 double class_efficiency(OpClass c, const Efficiency& e) {
   switch (c) {
@@ -60,7 +78,10 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
       whole_kernel = true;
     }
   }
-  const double mm = s.cls == OpClass::gemm ? padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile) : s.matmul_flops;
+  // (a GEMV is no tile grid: cuBLAS runs it as a GEMV kernel, bound by its memory traffic)
+  const double mm = s.cls != OpClass::gemm ? s.matmul_flops
+                    : chip.sm_count > 0     ? (is_gemv(s) ? s.matmul_flops : wave_padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip))
+                                            : padded_gemm_flops(s.matmul_flops, s.m, s.n, s.k, chip.matrix_tile);
   const double matrix_s = mm / (matrix_peak_flops_per_s(chip, dtype) * eff);
   const double vector_eff = s.matmul_flops <= 0                                       ? eff
                             : s.cls == OpClass::attention && e.attention_softmax > 0 ? e.attention_softmax

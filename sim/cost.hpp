@@ -17,6 +17,15 @@ namespace scanshard {
 // GEMM FLOPs after padding m, n, k up to the matrix tile.
 [[nodiscard]] double padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t tile);
 
+// GEMM FLOPs after wave quantization on a GPU (chip.sm_count > 0; NVIDIA Deep Learning Performance
+// Guide, "Matrix Multiplication Background" §3: tile and wave quantization). Each group's m x n output
+// (groups = flops / 2mnk, a batched GEMM's) is cut into gemm_tile_m x gemm_tile_n tiles, in the
+// orientation that wastes less; the SMs run one tile each at a time, and a wave costs a full wave's
+// time however few tiles it holds: waves · sm_count · 2 · tile_m · tile_n · k. When the tiles do not
+// fill one wave, k is split (split-K) into min(⌊SMs / tiles⌋, ⌊k / longer tile side⌋) slices, at
+// least 1. Never less than `flops`.
+[[nodiscard]] double wave_padded_gemm_flops(double flops, std::int64_t m, std::int64_t n, std::int64_t k, const ChipSpec& chip);
+
 // A GEMM step of one row (m = 1): the linear kernel runs it as a GEMV (kernels/linear.cpp), whose
 // memory traffic compute_seconds prices at efficiency.gemv_memory_curve.
 [[nodiscard]] bool is_gemv(const Step& s);

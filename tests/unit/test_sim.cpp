@@ -680,3 +680,49 @@ TEST_CASE("a named attention kernel is priced at its measured forward + backward
   unmeasured.efficiency.attention_kernels.clear();
   CHECK(core_seconds(AttentionKernel::flash_triton, unmeasured) == Approx(plain).epsilon(1e-12));
 }
+
+// Wave quantization (NVIDIA "Matrix Multiplication Background" §3): on A100 (108 SMs, 128 x 256
+// tiles) a GEMM costs ceil(tiles / 108) waves of 108 tiles, each tile 2·128·256·k FLOPs.
+TEST_CASE("a GPU GEMM is priced by whole waves of 128 x 256 tiles over the SMs", "[sim]") {
+  const ChipSpec a100 = load_cluster("dgx-a100-1").chip;
+  REQUIRE(a100.sm_count == 108);
+  REQUIRE(a100.matrix_tile == 1);
+  const double tile = 128.0 * 256.0;
+  auto flops = [](double m, double n, double k) { return 2 * m * n * k; };
+  // 2048 x 6912: 16 x 27 = 432 tiles = 4 full waves, nothing wasted
+  CHECK(wave_padded_gemm_flops(flops(2048, 6912, 2304), 2048, 6912, 2304, a100) == Approx(flops(2048, 6912, 2304)));
+  // 2048 x 2304: 16 x 9 = 144 tiles (either orientation) → 2 waves = 216 tile slots
+  CHECK(wave_padded_gemm_flops(flops(2048, 2304, 4096), 2048, 2304, 4096, a100) == Approx(216 * tile * 2 * 4096));
+  // 2000 x 2000: 128 x 256 gives 16 x 8 = 128 tiles → 2 waves; 256 x 128 gives 8 x 16 = 128 too
+  CHECK(wave_padded_gemm_flops(flops(2000, 2000, 1024), 2000, 2000, 1024, a100) == Approx(216 * tile * 2 * 1024));
+  // 300 x 600: 128 x 256 → 3 x 3 = 9 tiles, 256 x 128 → 2 x 5 = 10; one wave either way, split-K into
+  // min(⌊108/9⌋, ⌊4096/256⌋) = 12 slices → 108 units, 1 wave of k/12 against ⌊108/10⌋ = 10 → 100 units
+  CHECK(wave_padded_gemm_flops(flops(300, 600, 4096), 300, 600, 4096, a100) == Approx(108 * tile * 2 * 4096 / 12.0));
+  // a weight gradient 768 x 768 with k = 32768 tokens: 6 x 3 = 18 tiles, 6 slices fill one wave exactly
+  CHECK(wave_padded_gemm_flops(flops(768, 768, 32768), 768, 768, 32768, a100) == Approx(flops(768, 768, 32768)));
+  // split-K is capped at k / 256 slices: 1 tile, k = 512 → 2 slices, 1 wave of k/2
+  CHECK(wave_padded_gemm_flops(flops(100, 100, 512), 100, 100, 512, a100) == Approx(108 * tile * 2 * 256));
+  // a batched GEMM: 4 groups of 2048 x 2304 → 576 tiles → 6 waves = 648 slots
+  CHECK(wave_padded_gemm_flops(4 * flops(2048, 2304, 64), 2048, 2304, 64, a100) == Approx(648 * tile * 2 * 64));
+  // no wave model (a chip without sm_count) leaves the FLOPs alone
+  ChipSpec plain = a100;
+  plain.sm_count = 0;
+  CHECK(wave_padded_gemm_flops(flops(300, 600, 4096), 300, 600, 4096, plain) == flops(300, 600, 4096));
+  // compute_seconds uses it: a compute-bound 2048 x 2304 x 4096 GEMM at 1.5 x its FLOPs
+  Step s;
+  s.kind = StepKind::compute;
+  s.cls = OpClass::gemm;
+  s.m = 2048, s.n = 2304, s.k = 4096;
+  s.matmul_flops = flops(2048, 2304, 4096);
+  s.bytes_read = 2.0 * (2048 * 4096 + 4096 * 2304), s.bytes_written = 2.0 * 2048 * 2304;
+  const double expect = 216 * tile * 2 * 4096 / (3.12e14 * a100.efficiency.gemm) + a100.launch_overhead_seconds;
+  CHECK(compute_seconds(s, a100, DType::bf16) == Approx(expect));
+  // a GEMV (one row: a decode step's linear) is not cut into tiles: its plain FLOPs, or its memory
+  Step v = s;
+  v.m = 1;
+  v.matmul_flops = flops(1, 2304, 4096);
+  v.bytes_read = 2.0 * (4096 + 4096 * 2304), v.bytes_written = 2.0 * 2304;
+  const double gemv_matrix = v.matmul_flops / (3.12e14 * a100.efficiency.gemm);
+  const double gemv_memory = (v.bytes_read + v.bytes_written) / (a100.memory_bytes_per_s * a100.efficiency.gemv_memory_at(v.bytes_read + v.bytes_written));
+  CHECK(compute_seconds(v, a100, DType::bf16) == Approx(std::max(gemv_matrix, gemv_memory) + a100.launch_overhead_seconds));
+}
