@@ -190,14 +190,22 @@ void run_calibrate(const CalibrateOptions& o) {
     if (r.ranks > 1) {
       phase();
       r.comm = measure::bench_mpi(world, o.quick);
-      const CommFit& ar = r.comm.front();
-      if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
-      if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = island_hop_latency_seconds(ar);
       r.comm_back_to_back = measure::bench_all_reduce_back_to_back(world, o.quick);
       if (r.comm_back_to_back.link_latency_seconds > 0)
         topo.island_latency_back_to_back_seconds = island_hop_latency_seconds(r.comm_back_to_back);
-      r.jitter = measure::measure_jitter(world, plans, ar.samples.front().second, o.quick);
+      // The training plans as replicas: the loss all-reduce's wait (jitter, the first plan's) and
+      // the gradient all-reduces as a step runs them, which the island link is fitted from (the
+      // benchmark's hot-cache collectives ran up to 3x faster: docs/validation.md, runs Q/R).
+      const auto replicas = measure::run_replica_plans(world, plans, o.quick);
+      const CommFit& bench = r.comm.front();
+      const auto first = std::find_if(replicas.begin(), replicas.end(), [](const auto& runs) { return !runs.empty(); });
+      if (first != replicas.end()) r.jitter = measure::measure_jitter(world, *first, bench.samples.front().second);
       chip.compute_jitter = r.jitter.jitter;
+      r.traced_all_reduce = measure::traced_all_reduce(world, replicas);
+      r.comm_in_step = fit_collective_in_step(bench, r.traced_all_reduce, r.ranks);
+      const CommFit& ar = r.comm_in_step;
+      if (ar.link_bytes_per_s > 0) topo.island_link_bytes_per_s = topo.network_bytes_per_s = ar.link_bytes_per_s;
+      if (ar.link_latency_seconds > 0) topo.island_latency_seconds = topo.network_latency_seconds = island_hop_latency_seconds(ar);
     }
     r.seconds = now_seconds() - t_start;
     r.load_end = load_average_1min();
@@ -250,10 +258,15 @@ void run_calibrate(const CalibrateOptions& o) {
       for (const auto& [op, eff] : e.ops) { char b[32]; std::snprintf(b, sizeof b, " %.3g", eff); ops += (ops.empty() ? "" : "  ") + op + b; }
       if (!ops.empty()) t.add({"efficiency of kernels priced on their own", ops});
       if (!r.comm.empty()) {
-        for (const auto& c : r.comm)
-          t.add({c.kind + " (fit)", format_seconds(c.fit.intercept > 0 ? c.fit.intercept : 0) + " + bytes / " +
-                                        format_si(c.fit.slope > 0 ? 1.0 / c.fit.slope : 0, "B/s")});
-        t.add({"island link (from all-reduce)", format_si(back.topology.island_link_bytes_per_s, "B/s") + ", " +
+        auto fit_text = [](const CommFit& c) {
+          return format_seconds(c.fit.intercept > 0 ? c.fit.intercept : 0) + " + bytes / " +
+                 format_si(c.fit.slope > 0 ? 1.0 / c.fit.slope : 0, "B/s");
+        };
+        for (const auto& c : r.comm) t.add({c.kind + " (benchmark fit)", fit_text(c)});
+        if (!r.traced_all_reduce.empty())
+          t.add({"all_reduce in training steps (fit, " + std::to_string(r.traced_all_reduce.size()) + " traced sizes)",
+                 fit_text(r.comm_in_step)});
+        t.add({r.traced_all_reduce.empty() ? "island link (from the all-reduce benchmark)" : "island link (from the training steps' all-reduce)", format_si(back.topology.island_link_bytes_per_s, "B/s") + ", " +
                                                    format_seconds(back.topology.island_latency_seconds) + " per hop"});
         if (back.topology.island_latency_back_to_back_seconds > 0)
           t.add({"island latency back to back (decode)", format_seconds(back.topology.island_latency_back_to_back_seconds) + " per hop"});

@@ -281,30 +281,37 @@ CommFit bench_all_reduce_back_to_back(const mpi::Comm& w, bool quick) {
   return fit_collective(ops::all_reduce, std::move(samples), w.size());
 }
 
-// compute_jitter (ChipSpec): the ranks alternate a stretch of sgemm (~1.5 ms, the order of a tiny
-// plan's compute between collectives) with an 8-byte all-reduce. The time a rank spends in the
-// all-reduce beyond the call's own latency (`latency_seconds`, the smallest all-reduce sample) is
-// its wait for the slowest rank; averaged over iterations and ranks it is E[max] − E[duration] of
-// the ranks' stretches, so jitter = mean wait / (mean stretch · E[max of P standard normals]).
-// The ranks train calibrate's first plan as replicas (data = P, every rank its own sequences).
-// Per step after each run's warm-up: the compute (every cell but the collectives) and the time in
-// the loss all-reduce (step.metrics: the step's first meeting after the backward, where the ranks
-// wait for the slowest) beyond the collective's latency. Medians over those steps (validate
-// compares median steps), the mean of the two over ranks, then jitter_from.
-Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, double latency_seconds, bool quick) {
-  const auto it = std::find_if(plans.begin(), plans.end(), [](const CalibrationPlan& c) { return !c.decode; });
-  if (it == plans.end() || w.size() < 2) return {};
-  Plan p = it->plan;
-  p.mesh = Mesh{};
-  p.mesh[Axis::data] = w.size();
-  p.global_batch *= w.size();
-  const auto data = train::load_bytes(train::default_corpus_path(), p.seq_len + 2);
+std::vector<std::vector<Trace>> run_replica_plans(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, bool quick) {
+  std::vector<std::vector<Trace>> traces(plans.size());
+  if (w.size() < 2) return traces;
+  std::int64_t longest = 0;
+  for (const auto& c : plans) longest = std::max(longest, c.plan.seq_len);
+  const auto data = train::load_bytes(train::default_corpus_path(), longest + 2);
   train::Options o;
-  o.steps = quick ? 3 : 6;
+  o.steps = quick ? 3 : 6;  // the first of each run is a warm-up
+  for (int pass = 0; pass < (quick ? 1 : 3); ++pass)
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+      if (plans[i].decode) continue;
+      Plan p = plans[i].plan;
+      p.mesh = Mesh{};
+      p.mesh[Axis::data] = w.size();
+      p.global_batch *= w.size();
+      w.barrier();
+      traces[i].push_back(train::run(plans[i].model, p, data, o, &w).trace);
+    }
+  return traces;
+}
+
+// compute_jitter (ChipSpec) from the first plan's replica runs: per step after each run's warm-up,
+// the compute (every cell but the collectives) and the time in the loss all-reduce (step.metrics:
+// the step's first meeting after the backward, where the ranks wait for the slowest) beyond the
+// collective's latency. Medians over those steps (validate compares median steps), the mean of the
+// two over ranks, then jitter_from (its E[max] − E[duration] of the ranks' compute over the
+// compute's spread).
+Jitter measure_jitter(const mpi::Comm& w, const std::vector<Trace>& runs, double latency_seconds) {
+  if (w.size() < 2) return {};
   std::vector<double> compute, wait;
-  for (int pass = 0; pass < (quick ? 1 : 3); ++pass) {
-    w.barrier();
-    const Trace tr = train::run(it->model, p, data, o, &w).trace;
+  for (const Trace& tr : runs)
     for (std::size_t s = 1; s < tr.steps().size(); ++s) {
       double c = 0, m = 0;
       for (const auto& [key, cell] : tr.steps()[s].cells) {
@@ -315,10 +322,24 @@ Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& pl
       compute.push_back(c);
       wait.push_back(std::max(0.0, m - latency_seconds));
     }
-  }
   double v[2] = {stats::median(compute), stats::median(wait)};
   w.allreduce_sum(std::span<double>(v, 2));
   return jitter_from(v[0] / w.size(), v[1] / w.size(), w.size());
+}
+
+std::vector<std::pair<double, double>> traced_all_reduce(const mpi::Comm& w, const std::vector<std::vector<Trace>>& traces) {
+  std::vector<Trace> runs;
+  for (const auto& t : traces) runs.insert(runs.end(), t.begin(), t.end());
+  auto samples = traced_collective_samples(runs, ops::all_reduce);
+  double count[2] = {double(samples.size()), -double(samples.size())};
+  w.allreduce_max(std::span<double>(count, 2));
+  if (count[0] != -count[1])  // the same plans on every rank move the same sizes
+    throw std::runtime_error("calibrate: the ranks traced different gradient all-reduce sizes");
+  std::vector<double> seconds;
+  for (const auto& s : samples) seconds.push_back(s.second);
+  w.allreduce_max(std::span<double>(seconds));
+  for (std::size_t i = 0; i < samples.size(); ++i) samples[i].second = seconds[i];
+  return samples;
 }
 
 // Mean over ranks, in place.

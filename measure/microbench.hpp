@@ -14,8 +14,9 @@
 //   * MPI (N > 1): all-reduce, all-gather, reduce-scatter and ring send/recv at 8 B … 64 MiB, each
 //     call timed as a step makes it: after a stretch of sgemm, the ranks released together by a
 //     barrier (bench_mpi); the all-reduce back to back, as a decode step calls it
-//     (bench_all_reduce_back_to_back); the wait at a training step's loss all-reduce, calibrate's
-//     first plan trained as replicas (measure_jitter).
+//     (bench_all_reduce_back_to_back); calibrate's training plans trained as replicas
+//     (run_replica_plans): the wait at a step's loss all-reduce (measure_jitter) and the gradient
+//     all-reduces as a step runs them (traced_all_reduce), which the island link is fitted from.
 // Means over ranks where the ranks measure alike (mean_over_ranks).
 // For: calibrate. Not for: fitting (reports/calibration.hpp), printing (cli/calibrate_command.cpp).
 #pragma once
@@ -64,10 +65,20 @@ double time_all_reduce(const mpi::Comm& w, double bytes, bool quick);
 // The all-reduce as a decode step calls it: back to back, a ~2 µs GEMV between calls, no barrier
 // (8 B … 64 KiB), fitted like bench_mpi's. Needs ≥ 2 ranks.
 CommFit bench_all_reduce_back_to_back(const mpi::Comm& w, bool quick);
-// compute_jitter (see jitter_from) from a training step: calibrate's first training plan run as
-// P replicas, the wait at the step's loss all-reduce against the step's compute (medians over
-// steps); latency_seconds is the smallest all-reduce sample. Needs ≥ 2 ranks (else {}).
-Jitter measure_jitter(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, double latency_seconds, bool quick);
+// Every training plan of `plans` trained as P replicas (data = P, every rank its own sequences;
+// the same compute per rank as run_calibration_plans' runs), `quick ? 1 : 3` passes of
+// `quick ? 3 : 6` steps; traces[i]: plan i's runs on this rank (none for a decode plan, or on one
+// rank). Their traces hold a training step's collectives: its loss all-reduce (measure_jitter) and
+// its gradient all-reduce (traced_all_reduce), in the cache state the step leaves them.
+std::vector<std::vector<Trace>> run_replica_plans(const mpi::Comm& w, const std::vector<CalibrationPlan>& plans, bool quick);
+// compute_jitter (see jitter_from) from the replica runs of one plan: the wait at the step's loss
+// all-reduce against the step's compute (medians over steps); latency_seconds is the smallest
+// all-reduce sample. Needs ≥ 2 ranks (else {}).
+Jitter measure_jitter(const mpi::Comm& w, const std::vector<Trace>& runs, double latency_seconds);
+// The gradient all-reduces every replica run traced (traced_collective_samples over all of them):
+// per size the median, the max over ranks (as bench_mpi's). std::runtime_error when the ranks
+// traced different sizes.
+std::vector<std::pair<double, double>> traced_all_reduce(const mpi::Comm& w, const std::vector<std::vector<Trace>>& traces);
 
 // Mean over ranks, in place.
 void mean_over_ranks(const mpi::Comm& w, std::vector<double>& v);

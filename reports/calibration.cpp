@@ -562,6 +562,30 @@ CommFit fit_collective(const std::string& kind, std::vector<std::pair<double, do
   return f;
 }
 
+std::vector<std::pair<double, double>> traced_collective_samples(const std::vector<Trace>& runs, const std::string& kind) {
+  std::map<double, std::vector<double>> by_bytes;  // bytes of one call -> seconds of one call, per step
+  for (const auto& run : runs)
+    for (std::size_t i = 1; i < run.steps().size(); ++i)
+      for (const auto& [key, cell] : run.steps()[i].cells) {
+        if (std::get<1>(key) != kind || std::get<2>(key) == tensors::step_metrics || cell.calls <= 0) continue;
+        const double bytes = cell.bytes / double(cell.calls), seconds = cell.seconds / double(cell.calls);
+        if (std::isfinite(bytes) && bytes > 0 && std::isfinite(seconds) && seconds > 0) by_bytes[bytes].push_back(seconds);
+      }
+  std::vector<std::pair<double, double>> out;
+  for (const auto& [bytes, seconds] : by_bytes) out.emplace_back(bytes, stats::median(seconds));
+  return out;
+}
+
+CommFit fit_collective_in_step(const CommFit& bench, const std::vector<std::pair<double, double>>& traced, int P) {
+  if (traced.empty()) return bench;
+  std::vector<std::pair<double, double>> samples;
+  for (const auto& s : bench.samples)
+    if (s.first < traced.front().first) samples.push_back(s);
+  samples.insert(samples.end(), traced.begin(), traced.end());
+  if (samples.size() < 2) return bench;
+  return fit_collective(ops::all_reduce, std::move(samples), P);
+}
+
 Jitter jitter_from(double stretch_seconds, double wait_seconds, int P) {
   Jitter j;
   j.stretch_seconds = stretch_seconds;
@@ -569,6 +593,21 @@ Jitter jitter_from(double stretch_seconds, double wait_seconds, int P) {
   j.jitter = std::min(0.5, j.wait_seconds / (j.stretch_seconds * expected_max_standard_normal(P)));
   return j;
 }
+
+namespace {
+// One collective fit under `measurements:` (`head` its key, indented): the fit, the link it
+// implies and its samples (`what` follows the samples' comment).
+void comm_fit_yaml(std::ostringstream& y, const std::string& head, const CommFit& c, const std::string& what) {
+  y << head << ":\n"
+    << "      fit_latency_seconds: " << fmt6(c.fit.intercept) << "\n"
+    << "      fit_seconds_per_byte: " << fmt6(c.fit.slope) << "\n"
+    << "      fit_max_relative_residual: " << fmt6(c.fit.max_abs_relative_residual) << "\n"
+    << "      link_bytes_per_s: " << fmt6(c.link_bytes_per_s) << "\n"
+    << "      link_latency_seconds: " << fmt6(c.link_latency_seconds) << "\n"
+    << "      samples:                  # [bytes, seconds]" << what << "\n";
+  for (const auto& [b, s] : c.samples) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";
+}
+}  // namespace
 
 std::string calibrated_cluster_yaml(const std::string& name, bool quick, const CalibrationMeasurements& r, const ChipSpec& chip, const TopologySpec& topo,
                          const std::string& host, const std::string& date) {
@@ -621,7 +660,11 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << "  kind: islands\n"
     << "  islands: 1\n"
     << "  devices_per_island: " << topo.devices_per_island << "\n"
-    << "  island_link_bytes_per_s: " << fmt6(topo.island_link_bytes_per_s) << (net ? "   # from the all-reduce fit" : "   # placeholder") << "\n"
+    << "  island_link_bytes_per_s: " << fmt6(topo.island_link_bytes_per_s)
+    << (!net ? "   # placeholder"
+             : r.traced_all_reduce.empty() ? "   # from the all-reduce benchmark's fit"
+                                           : "   # from the all-reduce fit over the training steps' gradient all-reduces (mpi_in_step)")
+    << "\n"
     << "  island_latency_seconds: " << fmt6(topo.island_latency_seconds)
     << (net ? "   # per hop (a ring step is 2): collectives after a stretch of compute and a barrier (a training step)" : "") << "\n";
   if (topo.island_latency_back_to_back_seconds > 0)
@@ -666,24 +709,16 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
       << ", " << g.n << ", " << g.k << ", " << g.steps.size() << ", " << fmt6(g.seconds) << ", " << fmt6(g.efficiency) << "]\n";
   if (net) {
     y << "  mpi:                            # bytes = buffer per rank (all-gather: the gathered result)\n";
-    for (const auto& c : r.comm) {
-      y << "    " << c.kind << ":\n"
-        << "      fit_latency_seconds: " << fmt6(c.fit.intercept) << "\n"
-        << "      fit_seconds_per_byte: " << fmt6(c.fit.slope) << "\n"
-        << "      fit_max_relative_residual: " << fmt6(c.fit.max_abs_relative_residual) << "\n"
-        << "      link_bytes_per_s: " << fmt6(c.link_bytes_per_s) << "\n"
-        << "      link_latency_seconds: " << fmt6(c.link_latency_seconds) << "\n"
-        << "      samples:                  # [bytes, seconds]\n";
-      for (const auto& [b, s] : c.samples) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";
+    for (const auto& c : r.comm) comm_fit_yaml(y, "    " + c.kind, c, "");
+    if (!r.traced_all_reduce.empty()) {
+      y << "  mpi_in_step:                    # the island link's fit: calibrate's plans trained as replicas (data = ranks)\n";
+      comm_fit_yaml(y, "    all_reduce", r.comm_in_step, ": the benchmark's below the traced sizes, then the traced");
+      y << "      traced:                   # [bytes, seconds]: the gradient all-reduces, median per size, max over ranks\n";
+      for (const auto& [b, s] : r.traced_all_reduce) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";
     }
     if (const CommFit& c = r.comm_back_to_back; !c.samples.empty()) {
-      y << "  mpi_back_to_back:               # the all-reduce a few us apart, no barrier (a decode step's)\n"
-        << "    all_reduce:\n"
-        << "      fit_latency_seconds: " << fmt6(c.fit.intercept) << "\n"
-        << "      fit_seconds_per_byte: " << fmt6(c.fit.slope) << "\n"
-        << "      link_latency_seconds: " << fmt6(c.link_latency_seconds) << "\n"
-        << "      samples:                  # [bytes, seconds]\n";
-      for (const auto& [b, s] : c.samples) y << "        - [" << fmt6(b) << ", " << fmt6(s) << "]\n";
+      y << "  mpi_back_to_back:               # the all-reduce a few us apart, no barrier (a decode step's)\n";
+      comm_fit_yaml(y, "    all_reduce", c, "");
     }
   }
   return y.str();

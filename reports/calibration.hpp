@@ -20,7 +20,10 @@
 //   * each collective's samples fitted to latency + bytes/bandwidth on relative residuals, and the
 //     island link implied through the simulator's formula for that collective on P devices
 //     (all-reduce 2(P−1)/P·b/bw + 2(P−1)·lat; all-gather, reduce-scatter (P−1)/P·b/bw + (P−1)·lat;
-//     send/recv lat + b/bw).
+//     send/recv lat + b/bw). The island link is the all-reduce's fit over the gradient all-reduces
+//     calibrate's plans traced as replicas (the cache state a training step leaves; the benchmark's
+//     collectives run with hot caches, up to 3x faster: docs/validation.md runs Q/R) and the
+//     benchmark's samples below their sizes (fit_collective_in_step).
 //   * compute_jitter = median wait at a training step's loss all-reduce / (median compute of the
 //     step · E[max of P standard normals]), capped at 0.5 (measure/microbench.hpp measure_jitter).
 //
@@ -210,6 +213,21 @@ struct CommFit {
 // bandwidth (0).
 CommFit fit_collective(const std::string& kind, std::vector<std::pair<double, double>> samples, int P);
 
+// The collectives of kind `kind` (ops::all_reduce, ...) that training steps traced, as (bytes of
+// one call, seconds of one call): per size (a cell's bytes / calls), the median over every run's
+// steps after its first (a warm-up), sorted by bytes. Not the step's loss all-reduce
+// (step.metrics: where the ranks wait for the slowest, measure_jitter's sample). A cell without
+// bytes (a trace that did not count them), without calls, or with a non-finite or non-positive
+// time or size is ignored.
+std::vector<std::pair<double, double>> traced_collective_samples(const std::vector<Trace>& runs, const std::string& kind);
+
+// The all-reduce fit as a training step runs its collectives: the traced samples (a training step's
+// own calls, traced_collective_samples, in the cache state the step leaves them) and, below the
+// smallest traced message, the benchmark's samples of `bench` (its latency end), fitted together
+// (fit_collective on P ranks). `bench` itself when nothing was traced or fewer than two samples
+// result.
+CommFit fit_collective_in_step(const CommFit& bench, const std::vector<std::pair<double, double>>& traced, int P);
+
 // The island per-hop latency (TopologySpec::island_latency_seconds) from a collective fit's
 // per-step latency: inside an island a ring step is two hops (device → switch → device,
 // sim/network.cpp), so half the step.
@@ -232,7 +250,11 @@ struct CalibrationMeasurements {
   std::vector<KernelBench> kernels;
   std::vector<GemmStepSample> gemm_steps;
   std::vector<double> rank_kernel_seconds;  // each rank's own sum of the kernel benchmarks (same work, same time)
-  std::vector<CommFit> comm;
+  std::vector<CommFit> comm;  // the benchmark's (bench_mpi)
+  // the all-reduce samples calibrate's plans traced trained as replicas (traced_collective_samples,
+  // max over ranks) and the fit the island link comes from (fit_collective_in_step)
+  std::vector<std::pair<double, double>> traced_all_reduce;
+  CommFit comm_in_step;
   CommFit comm_back_to_back;  // the all-reduce as a decode step calls it (empty samples: not measured)
   Jitter jitter;
   double seconds = 0;

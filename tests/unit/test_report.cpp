@@ -19,7 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "program/lower.hpp"
 #include "program/presets.hpp"
+#include "program/steps.hpp"
+#include "reports/calibration.hpp"
 #include "program/yaml_reader.hpp"
 #include "tests/unit/scratch.hpp"
 
@@ -179,6 +182,33 @@ TEST_CASE("calibrate on 2 MPI ranks measures the collectives and fits the link",
   for (const char* k : {"all_reduce:", "all_gather:", "reduce_scatter:", "send_recv:", "link_bytes_per_s:"})
     CHECK_THAT(text, Catch::Contains(k));
   CHECK_THAT(text, !Catch::Contains("NOT measured"));
+
+  // The island link is the fit over the gradient all-reduces calibrate's training plans traced as
+  // 2 replicas: every traced size is one of those plans' gradient all-reduces as the lowering
+  // sizes it (comm_bytes of step_end's grads step at data = 2), and the topology carries that fit.
+  const YAML::Node in_step = scanshard::load_yaml_file(file.string())["measurements"]["mpi_in_step"]["all_reduce"];
+  REQUIRE(in_step.IsMap());
+  std::vector<double> lowered;
+  for (const auto& c : scanshard::calibration_plan_set()) {
+    if (c.decode) continue;
+    scanshard::Plan p = c.plan;
+    p.mesh[scanshard::Axis::data] = 2;
+    p.global_batch *= 2;
+    for (const auto& st : scanshard::lower(c.model, p, 0).step_end)
+      if (std::string(st.name) == scanshard::tensors::grads && st.comm == scanshard::CommKind::all_reduce) lowered.push_back(st.comm_bytes);
+  }
+  REQUIRE(in_step["traced"].size() >= 2);
+  for (const auto& row : in_step["traced"]) {
+    const double b = row[0].as<double>();
+    INFO("traced all-reduce of " << b << " bytes");
+    CHECK(std::any_of(lowered.begin(), lowered.end(), [&](double l) { return std::abs(l - b) <= 1e-5 * l; }));  // 6 digits in the file
+    CHECK(positive_finite(row[1].as<double>()));
+  }
+  const auto cluster = scanshard::load_cluster(file.string());
+  if (in_step["link_bytes_per_s"].as<double>() > 0)  // a noisy fit's non-positive slope keeps the placeholder link
+    CHECK(cluster.topology.island_link_bytes_per_s == Approx(in_step["link_bytes_per_s"].as<double>()).epsilon(1e-5));
+  if (in_step["link_latency_seconds"].as<double>() > 0)
+    CHECK(cluster.topology.island_latency_seconds == Approx(in_step["link_latency_seconds"].as<double>() / 2).epsilon(1e-5));
 
   // validate with that file re-measures its all-reduce samples (network drift), prints and records it.
   const auto v = run("validate --quick --plans decode --passes 1 --cluster " + file.string() + " --out " + s.dir.string(),

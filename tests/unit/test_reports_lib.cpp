@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -430,6 +431,64 @@ TEST_CASE("calibrate fits: the island latency from a fit prices the fitted all-r
     const Network net(c, mesh);
     for (double b : {8.0, 4096.0, 1e6}) CHECK(all_reduce_seconds(b, net.axis(Axis::tensor)) == Approx(alpha + beta * b).epsilon(1e-6));
   }
+}
+
+TEST_CASE("calibrate fits: the island link from the gradient all-reduces training steps traced", "[reports][calibrate]") {
+  // Traced all-reduces of b bytes take α + β·b (per call, the median step), the benchmark's hot
+  // collectives α + β_hot·b: the fit over the traced sizes and the benchmark's below them gives
+  // α, β back, hence (P = 2: 2(P−1)/P = 1, 2(P−1) = 2) link bandwidth 1/β and latency α/2.
+  const double alpha = 6e-6, beta = 3e-10, beta_hot = 1e-10;
+  const std::vector<double> traced_bytes = {262144, 1048576, 4194304};
+  std::vector<Trace> runs(2);
+  for (auto& run : runs)
+    for (int step = 0; step < 4; ++step) {
+      // the warm-up step (the first) 10x slow; the others spread 0.9, 1.0, 1.3 around the line
+      const double spread = step == 0 ? 10.0 : std::array<double, 3>{0.9, 1.0, 1.3}[step - 1];
+      const char* names[] = {tensors::grads, "embed.grads", "head.grads"};
+      for (std::size_t i = 0; i < traced_bytes.size(); ++i) {
+        const double b = traced_bytes[i];
+        const int calls = i == 2 ? 2 : 1;  // a cell of two calls: bytes and seconds per call
+        for (int c = 0; c < calls; ++c) run.add("step_end", ops::all_reduce, names[i], (alpha + beta * b) * spread);
+        run.add_bytes("step_end", ops::all_reduce, names[i], calls * b);
+      }
+      // ignored: the loss all-reduce (the ranks' wait), a cell without bytes, a non-finite time,
+      // another collective, a compute step, a cell with bytes but no call
+      run.add("step_end", ops::all_reduce, tensors::step_metrics, 5e-3);
+      run.add_bytes("step_end", ops::all_reduce, tensors::step_metrics, 24);
+      run.add("step_end", ops::all_reduce, "no_bytes", 1e-3);
+      run.add("step_end", ops::all_reduce, "nan_time", std::nan(""));
+      run.add_bytes("step_end", ops::all_reduce, "nan_time", 65536);
+      run.add("forward", ops::all_gather, "gather", 1e-3);
+      run.add_bytes("forward", ops::all_gather, "gather", 2e6);
+      run.add("forward", "linear", "mlp.w1", 1e-3);
+      run.add_bytes("step_end", ops::all_reduce, "bytes_only", 8e6);
+      run.end_step(step, 0, 0);
+    }
+  const auto traced = traced_collective_samples(runs, ops::all_reduce);
+  REQUIRE(traced.size() == traced_bytes.size());
+  for (std::size_t i = 0; i < traced.size(); ++i) {
+    CHECK(traced[i].first == traced_bytes[i]);
+    CHECK(traced[i].second == Approx(alpha + beta * traced_bytes[i]).epsilon(1e-12));
+  }
+  const auto gathers = traced_collective_samples(runs, ops::all_gather);
+  REQUIRE(gathers.size() == 1);
+  CHECK(gathers[0].first == 2e6);
+
+  std::vector<std::pair<double, double>> bench_samples;
+  for (double b = 8; b <= 64.0 * 1024 * 1024; b *= 4) bench_samples.push_back({b, b < traced_bytes[0] ? alpha + beta * b : alpha + beta_hot * b});
+  const CommFit bench = fit_collective(ops::all_reduce, bench_samples, 2);
+  const CommFit f = fit_collective_in_step(bench, traced, 2);
+  CHECK(f.fit.intercept == Approx(alpha).epsilon(1e-6));
+  CHECK(f.fit.slope == Approx(beta).epsilon(1e-6));
+  CHECK(f.link_bytes_per_s == Approx(1 / beta).epsilon(1e-6));
+  CHECK(f.link_latency_seconds == Approx(alpha / 2).epsilon(1e-6));
+  CHECK(f.samples.size() == 8 + traced.size());  // 8 B … 128 KiB from the benchmark (8 sizes), then the traced
+  CHECK(bench.fit.slope < 0.5 * beta);  // the benchmark alone: the hot line
+
+  // Nothing traced, or a single traced size with no benchmark sample below it: the benchmark's fit.
+  CHECK(fit_collective_in_step(bench, {}, 2).link_bytes_per_s == bench.link_bytes_per_s);
+  CHECK(fit_collective_in_step(bench, {{4.0, 1e-3}}, 2).link_bytes_per_s == bench.link_bytes_per_s);
+  CHECK(traced_collective_samples({}, ops::all_reduce).empty());
 }
 
 TEST_CASE("calibrate fits: the per-call cost is the decode kernels' median time beyond their roofline price, per call", "[reports][calibrate]") {
