@@ -8,7 +8,7 @@
 // This file parses the arguments, runs the phases in order and prints. What is measured and how:
 // measure/microbench.hpp (sgemm, STREAM triad, FMA loop, launch overhead, the executor on
 // calibrate's own small plans for the per-class values and the GEMM curve, MPI collectives,
-// jitter) and measure/probe.hpp (validate's drift reference). What
+// jitter) and measure/probe.hpp (validate's drift references: the in-cache and the memory probe). What
 // it becomes in the cluster file: reports/calibration.hpp (peaks, the memory curve, class and
 // kernel efficiencies by bisection on the roofline price, collective fits through the simulator's
 // formulas, compute_jitter, the YAML text). The peaks are the best of repeated runs (a cluster
@@ -144,18 +144,25 @@ void run_calibrate(const CalibrateOptions& o) {
       for (std::size_t i = 0; i < g.size(); ++i) r.gemv[i].bytes_per_s = r.gemv[i].bytes / g[i];
     }
     world.barrier();
+    const double memory_probe_triad = memory_probe_seconds();  // validate's memory-drift reference, with the triad's minute
+    world.barrier();
+    world.barrier();
     phase();
     {
       std::vector<double> v = {1.0 / measure::bench_vector_flops(o.quick), measure::bench_launch_overhead()};
+      r.decode_attention_rows = measure::bench_decode_attention_rows(o.quick);
+      for (const auto& d : r.decode_attention_rows) v.push_back(d.seconds_per_key_head);
       measure::mean_over_ranks(world, v);
       r.vector_flops = 1.0 / v[0];
       r.launch = v[1];
+      for (std::size_t i = 0; i < r.decode_attention_rows.size(); ++i) r.decode_attention_rows[i].seconds_per_key_head = v[2 + i];
     }
     world.barrier();
 
     const std::string host = hostname(), date = utc_now();
     ChipSpec chip = chip_from_peaks(r.gemm, r.triad, r.vector_flops, r.launch);
     chip.efficiency.gemv_memory_curve = fit_gemv_memory_curve(r.gemv, chip.memory_bytes_per_s);
+    chip.efficiency.decode_attention_rows_curve = fit_decode_attention_rows_curve(r.decode_attention_rows);  // before C10's fit
     chip.name = "CPU core (" + host + ", calibrated)";
     chip.source = "measured by scanshard calibrate on " + host + " at " + date;
     const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
@@ -173,6 +180,12 @@ void run_calibrate(const CalibrateOptions& o) {
     const measure::KernelTiming timing = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
     r.rank_kernel_seconds = timing.rank_kernel_seconds;
     r.probe_seconds = timing.probe_seconds;  // validate's drift reference: the kernels' minutes
+    {  // the memory probe again, in the kernels' minutes (C14's cache, the decode plans): both runs' mean
+      world.barrier();
+      std::vector<double> v = {memory_probe_triad, memory_probe_seconds()};
+      measure::mean_over_ranks(world, v);
+      r.memory_probe_seconds = (v[0] + v[1]) / 2;
+    }
     // The per-call cost the decode benchmarks show (fit_call_seconds) and the class values depend
     // on each other (every step's price includes its calls' cost): two rounds settle them.
     for (int round = 0; round < 2; ++round) {
