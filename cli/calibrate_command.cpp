@@ -162,7 +162,6 @@ void run_calibrate(const CalibrateOptions& o) {
     const std::string host = hostname(), date = utc_now();
     ChipSpec chip = chip_from_peaks(r.gemm, r.triad, r.vector_flops, r.launch);
     chip.efficiency.gemv_memory_curve = fit_gemv_memory_curve(r.gemv, chip.memory_bytes_per_s);
-    chip.efficiency.decode_attention_rows_curve = fit_decode_attention_rows_curve(r.decode_attention_rows);  // before C10's fit
     chip.name = "CPU core (" + host + ", calibrated)";
     chip.source = "measured by scanshard calibrate on " + host + " at " + date;
     const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
@@ -177,6 +176,8 @@ void run_calibrate(const CalibrateOptions& o) {
     const auto plans = calibration_plan_set();
     r.kernels = calibration_benches(plans);
     r.gemm_steps = gemm_step_samples(plans);
+    chip.efficiency.decode_attention_rows_curve =  // before C10's fit, relative to its G
+        fit_decode_attention_rows_curve(r.decode_attention_rows, decode_attention_reference_rows(r.kernels));
     const measure::KernelTiming timing = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
     r.rank_kernel_seconds = timing.rank_kernel_seconds;
     r.probe_seconds = timing.probe_seconds;  // validate's drift reference: the kernels' minutes

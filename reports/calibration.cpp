@@ -521,18 +521,28 @@ std::vector<std::pair<double, double>> fit_gemv_memory_curve(const std::vector<T
   return curve;
 }
 
-std::vector<std::pair<double, double>> fit_decode_attention_rows_curve(const std::vector<DecodeAttentionRowsSample>& samples) {
+std::vector<std::pair<double, double>> fit_decode_attention_rows_curve(const std::vector<DecodeAttentionRowsSample>& samples,
+                                                                       double reference_rows) {
   std::vector<DecodeAttentionRowsSample> sorted;
   for (const auto& s : samples)
     if (s.rows > 0 && s.seconds_per_key_head > 0) sorted.push_back(s);
-  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.rows < b.rows; });
-  double fastest = 0;
-  for (const auto& s : sorted) fastest = std::max(fastest, 1.0 / s.seconds_per_key_head);
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.rows < b.rows; });
+  const auto ref = std::find_if(sorted.begin(), sorted.end(), [&](const auto& s) { return s.rows == reference_rows; });
+  if (ref == sorted.end()) return {};
+  const double reference_rate = 1.0 / ref->seconds_per_key_head;
   std::vector<std::pair<double, double>> curve;
   for (const auto& s : sorted)
     if (curve.empty() || s.rows > curve.back().first)  // the loader wants rows increasing
-      curve.emplace_back(s.rows, std::clamp((1.0 / s.seconds_per_key_head) / fastest, 1e-6, 1.0));
+      curve.emplace_back(s.rows, std::clamp((1.0 / s.seconds_per_key_head) / reference_rate, 1e-6, 1.0));
   return curve;
+}
+
+double decode_attention_reference_rows(const std::vector<KernelBench>& benches) {
+  for (const auto& b : benches)
+    if (b.cls == "attention" && b.op == ops::attention_decode)
+      for (const auto& s : b.steps)
+        if (is_decode_attention(s)) return static_cast<double>(s.m);
+  return 0;
 }
 
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
@@ -625,7 +635,7 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << (chip.efficiency.decode_attention_rows_curve.empty()
             ? ""
             : "    decode_attention_rows_curve: " + curve_text(chip.efficiency.decode_attention_rows_curve) +
-                  "   # [query heads per K/V head, fraction of the fastest one's rate]: the decode attention kernel, hot loop\n")
+                  "   # [query heads per K/V head, fraction of the rate at C10's]: the decode attention kernel, hot loop\n")
     << (chip.efficiency.decode_attention_memory_curve.empty()
             ? ""
             : "    decode_attention_memory_curve: " + curve_text(chip.efficiency.decode_attention_memory_curve) +

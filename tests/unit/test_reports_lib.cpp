@@ -764,7 +764,7 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
   CHECK(text.find("memory_probe_seconds") == std::string::npos);
   r.decode_attention_rows = {{1, 5e-9}, {2, 2.8e-9}, {4, 2.5e-9}};
   r.memory_probe_seconds = 0.0125;
-  chip.efficiency.decode_attention_rows_curve = fit_decode_attention_rows_curve(r.decode_attention_rows);
+  chip.efficiency.decode_attention_rows_curve = fit_decode_attention_rows_curve(r.decode_attention_rows, 4);
   const std::string rows_text = calibrated_cluster_yaml("test-cluster", true, r, chip, topo, "host", "2026-01-01T00:00:00Z");
   const ClusterSpec rows = parse_cluster_text(rows_text, "calibrated.yaml");
   REQUIRE(rows.chip.efficiency.decode_attention_rows_curve.size() == 3);
@@ -777,17 +777,28 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
   CHECK(rows_text.find("- [2, 2.8e-09]") != std::string::npos);
 }
 
-TEST_CASE("calibrate fits: the decode attention's rows curve, each G's rate over the fastest", "[reports][calibrate]") {
-  // rate = 1 / seconds per key and head; fastest G = 4 (2.5 ns): G 1 at 2.5/5, G 2 at 2.5/2.8, G 8 at 2.5/2.6
-  const auto curve = fit_decode_attention_rows_curve({{8, 2.6e-9}, {1, 5e-9}, {4, 2.5e-9}, {2, 2.8e-9}, {2, 9e-9}, {3, 0}});
+TEST_CASE("calibrate fits: the decode attention's rows curve, each G's rate over the reference G's", "[reports][calibrate]") {
+  // rate = 1 / seconds per key and head; reference G = 4 (2.5 ns): G 1 at 2.5/5, G 2 at 2.5/2.8,
+  // G 8 (2.3 ns, faster) held at 1
+  const std::vector<DecodeAttentionRowsSample> samples = {{8, 2.3e-9}, {1, 5e-9}, {4, 2.5e-9}, {2, 2.8e-9}, {2, 9e-9}, {3, 0}};
+  const auto curve = fit_decode_attention_rows_curve(samples, 4);
   REQUIRE(curve.size() == 4);  // sorted by G; the repeated G = 2 and the unmeasured G = 3 skipped
   CHECK(curve[0].first == 1);
   CHECK(curve[0].second == Approx(0.5).epsilon(1e-12));
   CHECK(curve[1].first == 2);
   CHECK(curve[1].second == Approx(2.5 / 2.8).epsilon(1e-12));
   CHECK(curve[2] == std::pair<double, double>{4, 1.0});
-  CHECK(curve[3].second == Approx(2.5 / 2.6).epsilon(1e-12));
-  CHECK(fit_decode_attention_rows_curve({}).empty());
+  CHECK(curve[3] == std::pair<double, double>{8, 1.0});
+  // against G = 2: G 4 and 8 held at 1, G 1 at 2.8 / 5
+  const auto two = fit_decode_attention_rows_curve(samples, 2);
+  REQUIRE(two.size() == 4);
+  CHECK(two[0].second == Approx(2.8 / 5).epsilon(1e-12));
+  CHECK(two[2].second == 1.0);
+  CHECK(fit_decode_attention_rows_curve({}, 4).empty());
+  CHECK(fit_decode_attention_rows_curve(samples, 16).empty());  // the reference G not measured
+  // the reference: C10's attention.decode step, mqa-tiny (H 4, one K/V head) at tensor 1: G = 4
+  CHECK(decode_attention_reference_rows(calibration_benches(calibration_plan_set())) == 4);
+  CHECK(decode_attention_reference_rows({}) == 0);
 }
 
 TEST_CASE("calibrate fits: the decode attention's memory curve from C10 (cache in L2) and C14 (several MB)", "[reports][calibrate]") {
