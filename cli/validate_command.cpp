@@ -175,23 +175,29 @@ NetworkDrift measure_network_drift(const mpi::Comm& world, const std::string& cl
   return network_drift(calibration, now);
 }
 
-void print_network_drift(const NetworkDrift& d, const std::string& cluster_name) {
-  if (!d.measured()) {
-    std::cout << "network drift: not checked (" << cluster_name
-              << " has no all-reduce samples calibrated on this many ranks; pass the file `scanshard calibrate` wrote)\n";
+// "<label>: <subject> ran Ax to Bx its time at calibration (median Cx)", and `warning` when the
+// median is outside the drift band (kDriftWarnLow/High); without a measurement, why not.
+void print_drift(const char* label, bool measured, const std::string& not_checked, const std::string& subject, double lo, double hi,
+                 double median, const char* warning) {
+  if (!measured) {
+    std::cout << label << ": not checked (" << not_checked << "; pass the file `scanshard calibrate` wrote)\n";
     return;
   }
   char line[512];
-  std::snprintf(line, sizeof line,
-                "network drift: calibrate's all-reduce benchmark (%.0f KiB to %.0f KiB) ran %.2fx to %.2fx its time at "
-                "calibration (median %.2fx)",
-                d.bytes.front() / 1024, d.bytes.back() / 1024, d.ratio_min, d.ratio_max, d.ratio_median);
-  std::cout << line;
-  if (drift_outside_band(d.ratio_median))
-    std::cout << " -- the collectives run in another regime than calibrated: the comm groups' predictions are off by "
-                 "about that factor; rerun calibrate (on a VM the shared-memory all-reduce can change speed 3-4x "
-                 "between launches)";
-  std::cout << "\n";
+  std::snprintf(line, sizeof line, "%s: %s ran %.2fx to %.2fx its time at calibration (median %.2fx)", label, subject.c_str(), lo, hi,
+                median);
+  std::cout << line << (drift_outside_band(median) ? std::string(" -- ") + warning : std::string()) << "\n";
+}
+
+void print_network_drift(const NetworkDrift& d, const std::string& cluster_name) {
+  char subject[128] = "";
+  if (d.measured())
+    std::snprintf(subject, sizeof subject, "calibrate's all-reduce benchmark (%.0f KiB to %.0f KiB)", d.bytes.front() / 1024,
+                  d.bytes.back() / 1024);
+  print_drift("network drift", d.measured(), cluster_name + " has no all-reduce samples calibrated on this many ranks", subject,
+              d.ratio_min, d.ratio_max, d.ratio_median,
+              "the collectives run in another regime than calibrated: the comm groups' predictions are off by about that "
+              "factor; rerun calibrate (on a VM the shared-memory all-reduce can change speed 3-4x between launches)");
 }
 
 // The memory probe on every rank at once (after a barrier), mean over ranks; 0 without a
@@ -205,21 +211,11 @@ double measure_memory_probe(const mpi::Comm& world, double reference) {
 }
 
 void print_memory_drift(const MemoryDrift& d, const std::string& cluster_name) {
-  if (!d.measured()) {
-    std::cout << "memory drift: not checked (" << cluster_name
-              << " has no calibrated memory probe; pass the file `scanshard calibrate` wrote)\n";
-    return;
-  }
-  char line[512];
-  std::snprintf(line, sizeof line,
-                "memory drift: the memory probe (a triad over 96 MiB on every rank at once) ran %.2fx to %.2fx its time at "
-                "calibration before and after the runs (median %.2fx)",
-                d.ratio_min, d.ratio_max, d.ratio_median);
-  std::cout << line;
-  if (drift_outside_band(d.ratio_median))
-    std::cout << " -- the memory bus runs at another speed than calibrated: the memory-bound predictions (decode weight "
-                 "streaming, the decode attention beyond L2) are off by about that factor; rerun calibrate";
-  std::cout << "\n";
+  print_drift("memory drift", d.measured(), cluster_name + " has no calibrated memory probe",
+              "the memory probe (a triad over 96 MiB on every rank at once, before and after the runs)", d.ratio_min, d.ratio_max,
+              d.ratio_median,
+              "the memory bus runs at another speed than calibrated: the memory-bound predictions (decode weight streaming, "
+              "the decode attention beyond L2) are off by about that factor; rerun calibrate");
 }
 
 void run_validate(const ValidateOptions& o) {

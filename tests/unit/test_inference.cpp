@@ -472,16 +472,25 @@ TEST_CASE("decode attention GEMMs: rows, key blocks within the small-matrix boun
   CHECK_THROWS_AS(decode_attention_gemms(4, 3, 32, 1, 10), std::logic_error);
 }
 
-TEST_CASE("decode attention: its cache bytes at the decode attention memory curve by working set", "[inference][sim]") {
-  // A chip with round numbers: the price is max(matrix FLOPs / (peak · attention.decode),
-  // bytes / (bandwidth · the curve at the working set)) + calls · the per-call cost.
+// A chip with round numbers for the decode attention's price: matrix peak 2e11 FLOP/s,
+// attention.decode 0.5, 1 µs per call, no decode attention curves.
+ChipSpec round_decode_chip(double vector_flops_per_s, double memory_bytes_per_s, double attention_softmax) {
   ChipSpec chip = load_cluster("cpu-local").chip;
   chip.peak_flops_per_s = {{"fp32", 2e11}};
-  chip.vector_flops_per_s = 1e30;
-  chip.memory_bytes_per_s = 1e11;
+  chip.vector_flops_per_s = vector_flops_per_s;
+  chip.memory_bytes_per_s = memory_bytes_per_s;
   chip.launch_overhead_seconds = 1e-6;
   chip.efficiency.ops = {{"attention.decode", 0.5}};
-  chip.efficiency.attention_softmax = 0;
+  chip.efficiency.attention_softmax = attention_softmax;
+  chip.efficiency.decode_attention_memory_curve.clear();
+  chip.efficiency.decode_attention_rows_curve.clear();
+  return chip;
+}
+
+TEST_CASE("decode attention: its cache bytes at the decode attention memory curve by working set", "[inference][sim]") {
+  // The price is max(matrix FLOPs / (peak · attention.decode), bytes / (bandwidth · the curve at
+  // the working set)) + calls · the per-call cost.
+  ChipSpec chip = round_decode_chip(1e30, 1e11, 0);
   chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
   chip.efficiency.decode_attention_memory_curve = {{1e6, 1.0}, {1e7, 0.01}};
   // transformer-tiny (H 4, K/V 2, N 32) at batch 4, position 1039, four layers: D08's shape
@@ -525,14 +534,7 @@ TEST_CASE("decode attention: its compute at the rows curve's value for its G, ot
   // A chip where only compute binds: the price is (matrix FLOPs / (peak · attention.decode) +
   // softmax vector FLOPs / (vector peak · attention_softmax)) / (the rows curve at G) + calls · the
   // per-call cost.
-  ChipSpec chip = load_cluster("cpu-local").chip;
-  chip.peak_flops_per_s = {{"fp32", 2e11}};
-  chip.vector_flops_per_s = 1e10;
-  chip.memory_bytes_per_s = 1e18;
-  chip.launch_overhead_seconds = 1e-6;
-  chip.efficiency.ops = {{"attention.decode", 0.5}};
-  chip.efficiency.attention_softmax = 0.25;
-  chip.efficiency.decode_attention_memory_curve.clear();
+  ChipSpec chip = round_decode_chip(1e10, 1e18, 0.25);
   chip.efficiency.decode_attention_rows_curve = {{1, 0.5}, {4, 1.0}};
   // mqa-tiny (H 4, one K/V head, N 32): tensor 1 gives G = 4, tensor 2 (the K/V head replicated) G = 2
   const auto m = load_model("mqa-tiny");
