@@ -8,7 +8,7 @@
 // This file parses the arguments, runs the phases in order and prints. What is measured and how:
 // measure/microbench.hpp (sgemm, STREAM triad, FMA loop, launch overhead, the executor on
 // calibrate's own small plans for the per-class values and the GEMM curve, MPI collectives,
-// jitter) and measure/probe.hpp (validate's drift reference). What
+// jitter) and measure/probe.hpp (validate's drift references: the in-cache and the memory probe). What
 // it becomes in the cluster file: reports/calibration.hpp (peaks, the memory curve, class and
 // kernel efficiencies by bisection on the roofline price, collective fits through the simulator's
 // formulas, compute_jitter, the YAML text). The peaks are the best of repeated runs (a cluster
@@ -144,12 +144,18 @@ void run_calibrate(const CalibrateOptions& o) {
       for (std::size_t i = 0; i < g.size(); ++i) r.gemv[i].bytes_per_s = r.gemv[i].bytes / g[i];
     }
     world.barrier();
+    const double memory_probe_triad = memory_probe_seconds();  // validate's memory-drift reference, with the triad's minute
+    world.barrier();
+    world.barrier();
     phase();
     {
       std::vector<double> v = {1.0 / measure::bench_vector_flops(o.quick), measure::bench_launch_overhead()};
+      r.decode_attention_rows = measure::bench_decode_attention_rows(o.quick);
+      for (const auto& d : r.decode_attention_rows) v.push_back(d.seconds_per_key_head);
       measure::mean_over_ranks(world, v);
       r.vector_flops = 1.0 / v[0];
       r.launch = v[1];
+      for (std::size_t i = 0; i < r.decode_attention_rows.size(); ++i) r.decode_attention_rows[i].seconds_per_key_head = v[2 + i];
     }
     world.barrier();
 
@@ -170,9 +176,17 @@ void run_calibrate(const CalibrateOptions& o) {
     const auto plans = calibration_plan_set();
     r.kernels = calibration_benches(plans);
     r.gemm_steps = gemm_step_samples(plans);
+    chip.efficiency.decode_attention_rows_curve =  // before C10's fit, relative to its G
+        fit_decode_attention_rows_curve(r.decode_attention_rows, decode_attention_reference_rows(r.kernels));
     const measure::KernelTiming timing = measure::time_calibration_plans(world, plans, r.kernels, r.gemm_steps, o.quick);
     r.rank_kernel_seconds = timing.rank_kernel_seconds;
     r.probe_seconds = timing.probe_seconds;  // validate's drift reference: the kernels' minutes
+    {  // the memory probe again, in the kernels' minutes (C14's cache, the decode plans): both runs' mean
+      world.barrier();
+      std::vector<double> v = {memory_probe_triad, memory_probe_seconds()};
+      measure::mean_over_ranks(world, v);
+      r.memory_probe_seconds = (v[0] + v[1]) / 2;
+    }
     // The per-call cost the decode benchmarks show (fit_call_seconds) and the class values depend
     // on each other (every step's price includes its calls' cost): two rounds settle them.
     for (int round = 0; round < 2; ++round) {

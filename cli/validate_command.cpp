@@ -16,7 +16,9 @@
 // rank runs the machine-speed probe (measure/probe.hpp) when the cluster file has a calibrated one.
 // Before the runs, calibrate's all-reduce samples of 64 KiB-8 MiB are re-measured with the same
 // benchmark (network drift, reports/validation.hpp NetworkDrift): printed, and a warning when the
-// collectives run in another regime than at calibration.
+// collectives run in another regime than at calibration. Before and after the runs, every rank
+// runs the memory probe (measure/probe.hpp: a triad beyond the L3) against calibrate's (memory
+// drift, reports/validation.hpp MemoryDrift): printed, and a warning outside the same band.
 //
 // Decode plans (reports/validation.hpp decode_plan_set) run in the same round robin: each run
 // prefills its batch and decodes the plan's S tokens (not --steps; train/plan_runs.hpp); measured = the
@@ -173,23 +175,47 @@ NetworkDrift measure_network_drift(const mpi::Comm& world, const std::string& cl
   return network_drift(calibration, now);
 }
 
-void print_network_drift(const NetworkDrift& d, const std::string& cluster_name) {
-  if (!d.measured()) {
-    std::cout << "network drift: not checked (" << cluster_name
-              << " has no all-reduce samples calibrated on this many ranks; pass the file `scanshard calibrate` wrote)\n";
+// "<label>: <subject> ran Ax to Bx its time at calibration (median Cx)", and `warning` when the
+// median is outside the drift band (kDriftWarnLow/High); without a measurement, why not.
+void print_drift(const char* label, bool measured, const std::string& not_checked, const std::string& subject, double lo, double hi,
+                 double median, const char* warning) {
+  if (!measured) {
+    std::cout << label << ": not checked (" << not_checked << "; pass the file `scanshard calibrate` wrote)\n";
     return;
   }
   char line[512];
-  std::snprintf(line, sizeof line,
-                "network drift: calibrate's all-reduce benchmark (%.0f KiB to %.0f KiB) ran %.2fx to %.2fx its time at "
-                "calibration (median %.2fx)",
-                d.bytes.front() / 1024, d.bytes.back() / 1024, d.ratio_min, d.ratio_max, d.ratio_median);
-  std::cout << line;
-  if (d.ratio_median < kNetworkDriftWarnLow || d.ratio_median > kNetworkDriftWarnHigh)
-    std::cout << " -- the collectives run in another regime than calibrated: the comm groups' predictions are off by "
-                 "about that factor; rerun calibrate (on a VM the shared-memory all-reduce can change speed 3-4x "
-                 "between launches)";
-  std::cout << "\n";
+  std::snprintf(line, sizeof line, "%s: %s ran %.2fx to %.2fx its time at calibration (median %.2fx)", label, subject.c_str(), lo, hi,
+                median);
+  std::cout << line << (drift_outside_band(median) ? std::string(" -- ") + warning : std::string()) << "\n";
+}
+
+void print_network_drift(const NetworkDrift& d, const std::string& cluster_name) {
+  char subject[128] = "";
+  if (d.measured())
+    std::snprintf(subject, sizeof subject, "calibrate's all-reduce benchmark (%.0f KiB to %.0f KiB)", d.bytes.front() / 1024,
+                  d.bytes.back() / 1024);
+  print_drift("network drift", d.measured(), cluster_name + " has no all-reduce samples calibrated on this many ranks", subject,
+              d.ratio_min, d.ratio_max, d.ratio_median,
+              "the collectives run in another regime than calibrated: the comm groups' predictions are off by about that "
+              "factor; rerun calibrate (on a VM the shared-memory all-reduce can change speed 3-4x between launches)");
+}
+
+// The memory probe on every rank at once (after a barrier), mean over ranks; 0 without a
+// calibrated reference (the same decision on every rank: the file is read by each).
+double measure_memory_probe(const mpi::Comm& world, double reference) {
+  if (!(reference > 0)) return 0;
+  world.barrier();
+  std::vector<double> v = {memory_probe_seconds()};
+  measure::mean_over_ranks(world, v);
+  return v[0];
+}
+
+void print_memory_drift(const MemoryDrift& d, const std::string& cluster_name) {
+  print_drift("memory drift", d.measured(), cluster_name + " has no calibrated memory probe",
+              "the memory probe (a triad over 96 MiB on every rank at once, before and after the runs)", d.ratio_min, d.ratio_max,
+              d.ratio_median,
+              "the memory bus runs at another speed than calibrated: the memory-bound predictions (decode weight streaming, "
+              "the decode attention beyond L2) are off by about that factor; rerun calibrate");
 }
 
 void run_validate(const ValidateOptions& o) {
@@ -220,6 +246,8 @@ void run_validate(const ValidateOptions& o) {
   openblas_set_num_threads(1);
   const double probe_ref = calibrated_probe_seconds(o.cluster);
   const NetworkDrift network = measure_network_drift(world, o.cluster, o.quick);
+  const double memory_probe_ref = calibrated_memory_probe_seconds(o.cluster);
+  const double memory_probe_before = measure_memory_probe(world, memory_probe_ref);
   const double load_start = load_average_1min();
   if (rank == 0) {
     const auto decoding = std::count_if(cases.begin(), cases.end(), [](const PlanCase& c) { return c.decode.has_value(); });
@@ -262,6 +290,7 @@ void run_validate(const ValidateOptions& o) {
     std::cout << "    " << progress_line("run", ++runs_done, runs_total, elapsed) << " (" << cases[i].id << ")\n" << std::flush;
   };
   const auto runs = train::run_round_robin(to_run, data, rr, world);
+  const MemoryDrift memory = memory_drift(memory_probe_ref, {memory_probe_before, measure_memory_probe(world, memory_probe_ref)});
   if (rank != 0) return;
 
   std::vector<PlanMeasurement> measured(cases.size());
@@ -288,6 +317,7 @@ void run_validate(const ValidateOptions& o) {
               << " has no calibrated probe; pass the file `scanshard calibrate` wrote)\n";
   }
   print_network_drift(network, cluster.name);
+  print_memory_drift(memory, cluster.name);
   const double load_end = load_average_1min();
   const double cores = std::max(1u, std::thread::hardware_concurrency());
   std::cout << "machine load (1-min average): " << load_start << " at the start, " << load_end << " at the end, on " << cores
@@ -308,6 +338,7 @@ void run_validate(const ValidateOptions& o) {
   info.cores = cores;
   info.probe_at_calibration = probe_ref;
   info.network = network;
+  info.memory = memory;
   make_output_directory(o.out, "--out");
   std::vector<std::pair<std::string, std::string>> files;
   for (auto& [name, text] : validation_files(r, cluster, info)) files.push_back({o.out + "/" + name, std::move(text)});

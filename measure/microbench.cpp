@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/kv_cache.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "measure/probe.hpp"
@@ -93,6 +94,24 @@ std::vector<TriadSample> bench_gemv(const std::vector<double>& sizes, bool quick
     (void)sink;
     const double weights = 4.0 * double(C * OC * count);
     out.push_back({weights, weights / t});
+  }
+  return out;
+}
+
+std::vector<DecodeAttentionRowsSample> bench_decode_attention_rows(bool quick) {
+  constexpr i64 B = 4, N = 32, keys = 1032;
+  std::vector<DecodeAttentionRowsSample> out;
+  for (const i64 G : {1, 2, 4, 8}) {
+    const DecodeAttentionGemms g = decode_attention_gemms(G, 1, N, B, keys);
+    const auto q = random_vector(static_cast<std::size_t>(B * G * N), 1, 5);
+    const auto k = random_vector(static_cast<std::size_t>(B * keys * N), 1, 6), v = random_vector(k.size(), 1, 7);
+    std::vector<float> o(q.size());
+    const double t = best_seconds([&] {
+      K::attention_decode(o.data(), q.data(), k.data(), v.data(), B, keys, keys, G, 1, N, g.key_block, g.gemv);
+    }, quick ? 0.02 : 0.1);
+    volatile float sink = o[0];
+    (void)sink;
+    out.push_back({static_cast<double>(G), t / static_cast<double>(B * keys * G)});
   }
   return out;
 }

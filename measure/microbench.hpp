@@ -3,7 +3,8 @@
 // calibration.hpp fits into a cluster file.
 //   * OpenBLAS cblas_sgemm at several shapes (bench_sgemm), a STREAM triad at working sets from
 //     L2-sized to DRAM-sized (bench_triad), the decoder's one-row linear over weights of the same
-//     sizes (bench_gemv), an FMA loop on registers (bench_vector_flops), a tiny
+//     sizes (bench_gemv), the decode attention kernel at G = 1 … 8 query heads per K/V head
+//     (bench_decode_attention_rows), an FMA loop on registers (bench_vector_flops), a tiny
 //     kernel call (bench_launch_overhead): the best of repeated runs (other processes only ever slow
 //     a run down);
 //   * per op class: the runner's executor itself (train::run, one rank each, no MPI) on calibrate's
@@ -34,6 +35,11 @@ std::vector<TriadSample> bench_triad(bool quick);
 // over weight matrices of `bytes` in total at the triad's working sets (`sizes`: its samples'
 // bytes), each read once per sweep as a batch-1 decode step reads its weights; bytes = the weights.
 std::vector<TriadSample> bench_gemv(const std::vector<double>& sizes, bool quick);
+// The decode attention kernel (kernels/kv_cache.hpp fast::attention_decode, the shape and form
+// program/inference.hpp decode_attention_gemms gives it) at G = 1, 2, 4, 8 query heads per K/V
+// head: 4 sequences, one K/V head, head size 32, 1032 keys (C10's cache), the cache in L2, best of
+// repeated calls: seconds per key and query head.
+std::vector<DecodeAttentionRowsSample> bench_decode_attention_rows(bool quick);
 // Multiply-adds on 128 independent lanes held in registers: the vector unit's FLOP/s.
 double bench_vector_flops(bool quick);
 // Per-call cost of a kernel on a tiny input (what a step costs beyond its FLOPs and bytes).

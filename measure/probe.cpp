@@ -28,4 +28,16 @@ double machine_probe_seconds(int blocks, int calls) {
   return t[t.size() / 2];
 }
 
+double memory_probe_seconds(int blocks, int passes) {
+  constexpr std::size_t kTriad = 32 * 1024 * 1024 / 4;  // floats per array: 32 MiB each
+  std::vector<float> x(kTriad, 0.0f), y(kTriad, 1.0f), z(kTriad, 2.0f);
+  auto t = call_seconds([&] { for (int i = 0; i < passes; ++i) vector_loops::triad(x.data(), y.data(), z.data(), 0.5f, kTriad); },
+                        0.0, blocks, blocks);
+  for (auto& s : t) s /= passes;
+  volatile float sink = x[kTriad / 2];
+  (void)sink;
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return t[t.size() / 2];
+}
+
 }  // namespace scanshard

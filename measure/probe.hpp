@@ -48,4 +48,12 @@ double best_seconds(F&& f, double budget, int min_reps = 3, int max_reps = 10000
 // blocks of `calls` back-to-back probes of each block's mean (~0.1 s in all).
 double machine_probe_seconds(int blocks = 5, int calls = 50);
 
+// The memory-bound counterpart (validate's memory drift): seconds of one STREAM triad pass over
+// three arrays of 32 MiB (96 MiB: beyond this VM's 32 MiB L3, so DRAM and the L3 the other ranks
+// and processes share), the median over `blocks` blocks of `passes` passes (~0.1 s). The in-cache
+// probe above does not see the memory bus: decode's weight streaming and its out-of-L2 attention
+// drifted ±20 % within a minute while it read the same (docs/inference-validate-2026-12-07.md).
+// Every rank calls it at once, as the plans run.
+double memory_probe_seconds(int blocks = 5, int passes = 2);
+
 }  // namespace scanshard

@@ -120,6 +120,7 @@ Efficiency parse_efficiency(YamlMap y) {
   e.memory = fraction(y, "memory", e.memory_curve.empty() ? e.memory : e.memory_curve.back().second);
   e.gemv_memory_curve = parse_curve(y, "gemv_memory_curve", "bytes", "[[1.0e6, 1.0], [2.0e8, 0.1]]");
   e.decode_attention_memory_curve = parse_curve(y, "decode_attention_memory_curve", "bytes", "[[1.0e6, 1.0], [2.0e7, 0.2]]");
+  e.decode_attention_rows_curve = parse_curve(y, "decode_attention_rows_curve", "rows", "[[1, 0.5], [2, 0.9], [4, 1.0]]");
   e.network = fraction(y, "network", e.network);
   if (y.has("ops")) {
     YamlMap ops = y.required_map("ops");

@@ -71,6 +71,22 @@ struct Efficiency {
   [[nodiscard]] double decode_attention_memory_at(double bytes) const {
     return decode_attention_memory_curve.empty() ? memory_at(bytes) : curve_at(decode_attention_memory_curve, bytes);
   }
+  // Optional: the decode attention kernel's rate against G, the query heads that share one K/V
+  // head (the rows of its two GEMMs per (sequence, K/V head): Step::m of an attention.decode
+  // step), as (G, fraction of its rate per key and query head at the G of the benchmark that fits
+  // ops attention.decode — C10, G = 4 — at most 1), interpolated as
+  // gemm_curve (linear in log G, held beyond the points); empty: every G at 1. Its FLOPs are
+  // 4·G·keys·N per pair whatever G, but the kernel is not: G = 1 runs GEMVs (~2x the time per
+  // FLOP), and G = 2 ran 1.13-1.15x the time per key and head of G = 4 in a hot loop with the
+  // cache in L2 (2026-12-07, Zen 4 VM, one thread, bench/bench_decode_attention.cpp), so the one
+  // attention.decode value, fitted on C10 (G = 4), priced G = 2 plans (D05) fast. compute_seconds
+  // divides the step's compute time (GEMMs and softmax) by this value at the step's G.
+  // `scanshard calibrate` writes it from the kernel at G = 1, 2, 4, 8 (a hot loop, one thread;
+  // fit_decode_attention_rows_curve).
+  std::vector<std::pair<double, double>> decode_attention_rows_curve;
+  [[nodiscard]] double decode_attention_rows_at(double rows) const {
+    return decode_attention_rows_curve.empty() || !(rows > 0) ? 1.0 : curve_at(decode_attention_rows_curve, rows);
+  }
   // A non-empty curve's value at x: linear in log(x) between points, held beyond them.
   [[nodiscard]] static double curve_at(const std::vector<std::pair<double, double>>& curve, double x);
   // Optional per-kernel values that replace their class's for steps with that op or kernel (the

@@ -521,6 +521,30 @@ std::vector<std::pair<double, double>> fit_gemv_memory_curve(const std::vector<T
   return curve;
 }
 
+std::vector<std::pair<double, double>> fit_decode_attention_rows_curve(const std::vector<DecodeAttentionRowsSample>& samples,
+                                                                       double reference_rows) {
+  std::vector<DecodeAttentionRowsSample> sorted;
+  for (const auto& s : samples)
+    if (s.rows > 0 && s.seconds_per_key_head > 0) sorted.push_back(s);
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.rows < b.rows; });
+  const auto ref = std::find_if(sorted.begin(), sorted.end(), [&](const auto& s) { return s.rows == reference_rows; });
+  if (ref == sorted.end()) return {};
+  const double reference_rate = 1.0 / ref->seconds_per_key_head;
+  std::vector<std::pair<double, double>> curve;
+  for (const auto& s : sorted)
+    if (curve.empty() || s.rows > curve.back().first)  // the loader wants rows increasing
+      curve.emplace_back(s.rows, std::clamp((1.0 / s.seconds_per_key_head) / reference_rate, 1e-6, 1.0));
+  return curve;
+}
+
+double decode_attention_reference_rows(const std::vector<KernelBench>& benches) {
+  for (const auto& b : benches)
+    if (b.cls == "attention" && b.op == ops::attention_decode)
+      for (const auto& s : b.steps)
+        if (is_decode_attention(s)) return static_cast<double>(s.m);
+  return 0;
+}
+
 ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<TriadSample>& triad, double vector_flops_per_s,
                          double launch_overhead_seconds) {
   if (gemm.empty() || triad.empty()) throw std::invalid_argument("chip_from_peaks: needs sgemm and triad samples");
@@ -647,6 +671,10 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     << (chip.efficiency.gemv_memory_curve.empty() ? ""
                                                   : "    gemv_memory_curve: " + curve_text(chip.efficiency.gemv_memory_curve) +
                                                         "   # [weight bytes, fraction of memory_bytes_per_s]: the one-row linear (sgemv)\n")
+    << (chip.efficiency.decode_attention_rows_curve.empty()
+            ? ""
+            : "    decode_attention_rows_curve: " + curve_text(chip.efficiency.decode_attention_rows_curve) +
+                  "   # [query heads per K/V head, fraction of the rate at C10's]: the decode attention kernel, hot loop\n")
     << (chip.efficiency.decode_attention_memory_curve.empty()
             ? ""
             : "    decode_attention_memory_curve: " + curve_text(chip.efficiency.decode_attention_memory_curve) +
@@ -691,6 +719,13 @@ std::string calibrated_cluster_yaml(const std::string& name, bool quick, const C
     y << "  gemv:                           # [weight bytes, bytes/s]: the one-row linear over the triad's working sets\n";
     for (const auto& t : r.gemv) y << "    - [" << fmt6(t.bytes) << ", " << fmt6(t.bytes_per_s) << "]\n";
   }
+  if (!r.decode_attention_rows.empty()) {
+    y << "  decode_attention_rows:          # [query heads per K/V head, seconds per key and query head]: the kernel, hot loop\n";
+    for (const auto& d : r.decode_attention_rows) y << "    - [" << fmt6(d.rows) << ", " << fmt6(d.seconds_per_key_head) << "]\n";
+  }
+  if (r.memory_probe_seconds > 0)
+    y << "  memory_probe_seconds: " << fmt6(r.memory_probe_seconds)
+      << "   # measure/probe.hpp: a triad over 3 x 32 MiB on every rank at once; validate's memory-drift reference\n";
   y << "  vector_fma_flops_per_s: " << fmt6(r.vector_flops) << "\n"
     << "  launch_overhead_hot_loop_seconds: " << fmt6(r.launch) << "   # one tiny RMSNorm called 2000 times in a loop\n"
     << "  jitter: {stretch_seconds: " << fmt6(r.jitter.stretch_seconds) << ", wait_seconds: " << fmt6(r.jitter.wait_seconds)

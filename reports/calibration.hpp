@@ -8,6 +8,9 @@
 //     the one-row linear's (sgemv) rate at the same working sets as a fraction of that rate;
 //     efficiency.decode_attention_memory_curve = the decode attention's cache rate, in L2 (C10)
 //     and beyond it (C14), as fractions of that rate (fit_decode_attention_memory_curve).
+//     efficiency.decode_attention_rows_curve = the decode attention kernel's rate per key and query
+//     head at G = 1, 2, 4, 8 query heads per K/V head, as fractions of its rate at C10's G
+//     (fit_decode_attention_rows_curve).
 //   * per op class, the efficiency at which the roofline price (sim/cost.hpp compute_seconds) of
 //     a benchmark's program steps equals the time the executor's trace gives them when it runs
 //     calibrate's own plans (calibration_plan_set: small, one to three layers, not validate's;
@@ -202,6 +205,23 @@ ChipSpec chip_from_peaks(const std::vector<GemmSample>& gemm, const std::vector<
 [[nodiscard]] std::vector<std::pair<double, double>> fit_gemv_memory_curve(const std::vector<TriadSample>& gemv,
                                                                            double memory_bytes_per_s);
 
+// The decode attention kernel (kernels/kv_cache.hpp fast::attention_decode) with `rows` = G query
+// heads per K/V head: seconds per key and query head (measure::bench_decode_attention_rows).
+struct DecodeAttentionRowsSample {
+  double rows = 0, seconds_per_key_head = 0;
+};
+// efficiency.decode_attention_rows_curve: each sample's rate (1 / seconds per key and query head)
+// as a fraction of the rate at `reference_rows` — the G of the benchmark that fits the kernel's
+// attention.decode value (decode_attention_reference_rows: C10), so that value stays the
+// kernel's own at that G and a faster G is held at 1 (the loader's fractions are at most 1; a
+// curve normalised to the fastest G put C10's fitted value at the clamp) — by rows increasing (a
+// repeated or unmeasured G is skipped). Empty without samples or without one at reference_rows.
+[[nodiscard]] std::vector<std::pair<double, double>> fit_decode_attention_rows_curve(
+    const std::vector<DecodeAttentionRowsSample>& samples, double reference_rows);
+// The G (Step::m) of the attention.decode steps of the benchmark that fits efficiency.ops
+// attention.decode (cls attention, op attention.decode: C10); 0 without one.
+[[nodiscard]] double decode_attention_reference_rows(const std::vector<KernelBench>& benches);
+
 struct CommFit {
   std::string kind;                                // all_reduce, all_gather, reduce_scatter, send_recv
   std::vector<std::pair<double, double>> samples;  // (bytes, seconds)
@@ -245,6 +265,8 @@ struct CalibrationMeasurements {
   std::vector<GemmSample> gemm;
   std::vector<TriadSample> triad;
   std::vector<TriadSample> gemv;  // measure::bench_gemv at the triad's working sets (empty: not measured)
+  std::vector<DecodeAttentionRowsSample> decode_attention_rows;  // measure::bench_decode_attention_rows (empty: not measured)
+  double memory_probe_seconds = 0;  // memory_probe_seconds() (measure/probe.hpp), mean over ranks and its two runs
   double vector_flops = 0, launch = 0;  // launch: the hot loop's cost of one tiny call (fit_call_seconds' floor)
   double probe_seconds = 0;  // machine_probe_seconds() (measure/probe.hpp), mean over ranks
   std::vector<KernelBench> kernels;

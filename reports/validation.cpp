@@ -155,15 +155,46 @@ std::string describe_plan(const PlanCase& c) {
   return c.model.name + " " + plan_summary(c.plan, true, c.model.has_scan()) + (c.plan.act_dtype == DType::bf16 ? " bf16" : "");
 }
 
-double calibrated_probe_seconds(const std::string& cluster_arg) {
+namespace {
+// measurements: `key` of a calibrated cluster file, or 0.
+double calibrated_measurement(const std::string& cluster_arg, const char* key) {
   if (!looks_like_path(cluster_arg)) return 0;
   try {
     const YAML::Node m = YAML::LoadFile(cluster_arg)["measurements"];
-    const double v = m && m["probe_seconds"] ? m["probe_seconds"].as<double>() : 0;
+    const double v = m && m[key] ? m[key].as<double>() : 0;
     return std::isfinite(v) && v > 0 ? v : 0;
   } catch (const std::exception&) {
     return 0;
   }
+}
+
+// median, min and max of the ratios (none: all 0)
+void summarize_ratios(const std::vector<double>& ratios, double& median, double& min, double& max) {
+  if (ratios.empty()) return;
+  median = stats::median(ratios);
+  min = *std::min_element(ratios.begin(), ratios.end());
+  max = *std::max_element(ratios.begin(), ratios.end());
+}
+}  // namespace
+
+double calibrated_probe_seconds(const std::string& cluster_arg) { return calibrated_measurement(cluster_arg, "probe_seconds"); }
+
+double calibrated_memory_probe_seconds(const std::string& cluster_arg) {
+  return calibrated_measurement(cluster_arg, "memory_probe_seconds");
+}
+
+MemoryDrift memory_drift(double seconds_at_calibration, const std::vector<double>& seconds_now) {
+  MemoryDrift d;
+  if (!(seconds_at_calibration > 0) || !std::isfinite(seconds_at_calibration)) return d;
+  d.seconds_at_calibration = seconds_at_calibration;
+  std::vector<double> ratios;
+  for (double s : seconds_now)
+    if (std::isfinite(s) && s > 0) {
+      d.seconds_now.push_back(s);
+      ratios.push_back(s / seconds_at_calibration);
+    }
+  summarize_ratios(ratios, d.ratio_median, d.ratio_min, d.ratio_max);
+  return d;
 }
 
 std::vector<std::pair<double, double>> calibrated_all_reduce_samples(const std::string& cluster_arg, int ranks) {
@@ -194,10 +225,7 @@ NetworkDrift network_drift(const std::vector<std::pair<double, double>>& calibra
     d.seconds_now.push_back(seconds_now[i]);
     ratios.push_back(seconds_now[i] / calibration[i].second);
   }
-  if (ratios.empty()) return d;
-  d.ratio_median = stats::median(ratios);
-  d.ratio_min = *std::min_element(ratios.begin(), ratios.end());
-  d.ratio_max = *std::max_element(ratios.begin(), ratios.end());
+  summarize_ratios(ratios, d.ratio_median, d.ratio_min, d.ratio_max);
   return d;
 }
 
@@ -315,6 +343,12 @@ nlohmann::json network_drift_json(const NetworkDrift& d) {  // null when not mea
   if (!d.measured()) return nullptr;
   return {{"all_reduce_bytes", d.bytes}, {"seconds_at_calibration", d.seconds_at_calibration}, {"seconds_now", d.seconds_now},
           {"ratio_median", d.ratio_median}, {"ratio_min", d.ratio_min}, {"ratio_max", d.ratio_max}};
+}
+
+nlohmann::json memory_drift_json(const MemoryDrift& d) {  // null when not measured
+  if (!d.measured()) return nullptr;
+  return {{"seconds_at_calibration", d.seconds_at_calibration}, {"seconds_now", d.seconds_now}, {"ratio_median", d.ratio_median},
+          {"ratio_min", d.ratio_min}, {"ratio_max", d.ratio_max}};
 }
 
 nlohmann::json summary_json(const Score& s) {
@@ -436,6 +470,7 @@ std::vector<std::pair<std::string, std::string>> validation_files(const Validati
       {"summary_fastest_step", r.fastest.json()},
       {"summary_probe_scaled", drift_json},
       {"network_drift", network_drift_json(info.network)},
+      {"memory_drift", memory_drift_json(info.memory)},
       {"classes", classes},
       {"decode", {{"plans", decode_plans}, {"summary", summary_json(r.decode)}, {"summary_fastest_token", r.decode_fastest.json()},
                   {"classes", class_summaries_json(r.decode_classes, nullptr)}}}};

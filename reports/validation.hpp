@@ -72,6 +72,8 @@ std::string describe_plan(const PlanCase& c);
 // presets and older files have none. `measurements:` is free-form, so it is read here rather than
 // by the strict loader; a malformed value just means no reference.
 double calibrated_probe_seconds(const std::string& cluster_arg);
+// The same for the memory probe (measurements: memory_probe_seconds), or 0.
+double calibrated_memory_probe_seconds(const std::string& cluster_arg);
 
 // Network drift: calibrate's all-reduce samples (measurements: ranks, mpi: all_reduce: samples)
 // re-measured by validate with the same benchmark (measure::time_all_reduce). On a VM the
@@ -89,8 +91,26 @@ struct NetworkDrift {
 std::vector<std::pair<double, double>> calibrated_all_reduce_samples(const std::string& cluster_arg, int ranks);
 // seconds_now[i] re-measures calibration[i] ((bytes, seconds)); the ratios' median, min and max.
 NetworkDrift network_drift(const std::vector<std::pair<double, double>>& calibration, const std::vector<double>& seconds_now);
-// Outside this band of ratio_median the comm predictions are off by the drift; validate says so.
-inline constexpr double kNetworkDriftWarnLow = 0.67, kNetworkDriftWarnHigh = 1.5;
+// Outside this band of a drift's ratio_median (network or memory) the predictions it concerns are
+// off by the drift; validate says so.
+inline constexpr double kDriftWarnLow = 0.67, kDriftWarnHigh = 1.5;
+[[nodiscard]] inline bool drift_outside_band(double ratio_median) {
+  return ratio_median < kDriftWarnLow || ratio_median > kDriftWarnHigh;
+}
+
+// Memory drift: the memory probe (measure/probe.hpp memory_probe_seconds: a triad beyond the
+// last-level cache on every rank at once) calibrate recorded, re-measured by validate before and
+// after its runs. The in-cache machine probe does not see the memory bus, whose rate other
+// processes move by ±20 % within a minute on this VM; the memory-bound predictions (decode weight
+// streaming, the decode attention beyond L2, large triad working sets) move with it.
+struct MemoryDrift {
+  double seconds_at_calibration = 0;
+  std::vector<double> seconds_now;
+  double ratio_median = 0, ratio_min = 0, ratio_max = 0;  // seconds_now / seconds_at_calibration
+  [[nodiscard]] bool measured() const { return !seconds_now.empty(); }
+};
+// Not measured without a positive reference or any finite positive sample.
+MemoryDrift memory_drift(double seconds_at_calibration, const std::vector<double>& seconds_now);
 
 // One set of predictions against one set of measurements: |relative error| summary and the
 // Spearman correlation of plan order (NaN, JSON null, below two plans).
@@ -151,6 +171,7 @@ struct ValidationRunInfo {
   double load_start = -1, load_end = -1, cores = 1;
   double probe_at_calibration = 0;
   NetworkDrift network;  // not measured: one rank, or no calibrated all-reduce samples
+  MemoryDrift memory;    // not measured: no calibrated memory probe
   std::vector<std::string> skipped;  // "P03 (description): reason"
 };
 

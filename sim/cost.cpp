@@ -87,6 +87,8 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
                             : s.cls == OpClass::attention && e.attention_softmax > 0 ? e.attention_softmax
                                                                                      : e.elementwise;
   const double vector_s = whole_kernel ? 0 : s.vector_flops / (chip.vector_flops_per_s * vector_eff);
+  // the decode attention's rate at its G (query heads per K/V head: the rows of its GEMMs)
+  const double rows_fraction = is_decode_attention(s) ? e.decode_attention_rows_at(static_cast<double>(s.m)) : 1.0;
   double bytes = s.bytes_read + s.bytes_written - s.unfused_bytes;
   if (s.state_bytes > chip.onchip_memory_bytes) bytes += s.spill_bytes;
   // the rate of the working set the data cycles through: the step's own bytes, or more (reuse_bytes);
@@ -98,7 +100,7 @@ double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype) {
                                                              : e.memory_at(working_set);
   const double memory_s = bytes / (chip.memory_bytes_per_s * memory_fraction);
   const double unfused_s = s.unfused_bytes > 0 ? s.unfused_bytes / (chip.memory_bytes_per_s * e.memory_at(s.unfused_bytes)) : 0;
-  return std::max(matrix_s + vector_s, memory_s) + unfused_s + chip.launch_overhead_seconds * s.calls;
+  return std::max((matrix_s + vector_s) / rows_fraction, memory_s) + unfused_s + chip.launch_overhead_seconds * s.calls;
 }
 
 double all_gather_seconds(double bytes, const AxisNetwork& net) {

@@ -34,7 +34,8 @@ namespace scanshard {
 [[nodiscard]] bool is_decode_attention(const Step& s);
 
 // Roofline: max(matrix time + vector time, memory time) + launch overhead. A scan whose state
-// does not fit in on-chip memory pays its spill traffic.
+// does not fit in on-chip memory pays its spill traffic. A decode attention step's compute time
+// runs at efficiency.decode_attention_rows_at(its G = Step::m) of its kernel value.
 [[nodiscard]] double compute_seconds(const Step& s, const ChipSpec& chip, DType dtype);
 
 // Ring-based collectives over an axis. `bytes` is the full buffer per rank (for all-gather: the

@@ -214,6 +214,20 @@ TEST_CASE("memory_curve: pairs of increasing bytes and fractions, not beside mem
   CHECK_THAT(error_of("memory_curve: 3"), Catch::Contains("expected a list of [bytes, fraction] pairs"));
 }
 
+TEST_CASE("decode_attention_rows_curve: optional, pairs by rows, unset = 1 for every G", "[config]") {
+  const std::string& chip = kChipToEfficiency;
+  const ChipSpec ok = parse_chip(parse_yaml(chip + "decode_attention_rows_curve: [[1, 0.5], [4, 1.0]]}\n", "x.yaml"), "x.yaml", "");
+  CHECK(ok.efficiency.decode_attention_rows_at(1) == 0.5);
+  CHECK(ok.efficiency.decode_attention_rows_at(2) == Approx(0.75).epsilon(1e-12));  // halfway in log(G)
+  CHECK(ok.efficiency.decode_attention_rows_at(16) == 1.0);                         // held beyond
+  const ChipSpec unset = parse_chip(parse_yaml(chip + "memory: 0.5}\n", "x.yaml"), "x.yaml", "");
+  CHECK(unset.efficiency.decode_attention_rows_curve.empty());
+  CHECK(unset.efficiency.decode_attention_rows_at(2) == 1.0);
+  CHECK_THAT(chip_error("decode_attention_rows_curve: [[4, 1], [2, 0.5]]}\n"), Catch::Contains("decode_attention_rows_curve"));
+  CHECK_THAT(chip_error("decode_attention_rows_curve: [[2, 0]]}\n"), Catch::Contains("fraction must be in [1e-6, 1]"));
+  CHECK_THAT(chip_error("decode_attention_rows_curve: [[0, 1]]}\n"), Catch::Contains("rows must be positive"));
+}
+
 TEST_CASE("decode_attention_memory_curve: optional, pairs as memory_curve, unset = memory_curve", "[config]") {
   const std::string& chip = kChipToEfficiency;
   const ChipSpec ok = parse_chip(

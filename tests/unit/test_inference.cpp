@@ -472,16 +472,25 @@ TEST_CASE("decode attention GEMMs: rows, key blocks within the small-matrix boun
   CHECK_THROWS_AS(decode_attention_gemms(4, 3, 32, 1, 10), std::logic_error);
 }
 
-TEST_CASE("decode attention: its cache bytes at the decode attention memory curve by working set", "[inference][sim]") {
-  // A chip with round numbers: the price is max(matrix FLOPs / (peak · attention.decode),
-  // bytes / (bandwidth · the curve at the working set)) + calls · the per-call cost.
+// A chip with round numbers for the decode attention's price: matrix peak 2e11 FLOP/s,
+// attention.decode 0.5, 1 µs per call, no decode attention curves.
+ChipSpec round_decode_chip(double vector_flops_per_s, double memory_bytes_per_s, double attention_softmax) {
   ChipSpec chip = load_cluster("cpu-local").chip;
   chip.peak_flops_per_s = {{"fp32", 2e11}};
-  chip.vector_flops_per_s = 1e30;
-  chip.memory_bytes_per_s = 1e11;
+  chip.vector_flops_per_s = vector_flops_per_s;
+  chip.memory_bytes_per_s = memory_bytes_per_s;
   chip.launch_overhead_seconds = 1e-6;
   chip.efficiency.ops = {{"attention.decode", 0.5}};
-  chip.efficiency.attention_softmax = 0;
+  chip.efficiency.attention_softmax = attention_softmax;
+  chip.efficiency.decode_attention_memory_curve.clear();
+  chip.efficiency.decode_attention_rows_curve.clear();
+  return chip;
+}
+
+TEST_CASE("decode attention: its cache bytes at the decode attention memory curve by working set", "[inference][sim]") {
+  // The price is max(matrix FLOPs / (peak · attention.decode), bytes / (bandwidth · the curve at
+  // the working set)) + calls · the per-call cost.
+  ChipSpec chip = round_decode_chip(1e30, 1e11, 0);
   chip.efficiency.memory_curve = {{1e6, 1.0}, {1e8, 0.25}};
   chip.efficiency.decode_attention_memory_curve = {{1e6, 1.0}, {1e7, 0.01}};
   // transformer-tiny (H 4, K/V 2, N 32) at batch 4, position 1039, four layers: D08's shape
@@ -519,6 +528,51 @@ TEST_CASE("decode attention: its cache bytes at the decode attention memory curv
   for (const auto& g : pass.groups)
     for (const auto& s : g.steps)
       if (s.kind == StepKind::compute && !is_decode_attention(s)) CHECK(compute_seconds(s, chip, DType::fp32) < 1e-3);
+}
+
+TEST_CASE("decode attention: its compute at the rows curve's value for its G, other steps untouched", "[inference][sim]") {
+  // A chip where only compute binds: the price is (matrix FLOPs / (peak · attention.decode) +
+  // softmax vector FLOPs / (vector peak · attention_softmax)) / (the rows curve at G) + calls · the
+  // per-call cost.
+  ChipSpec chip = round_decode_chip(1e10, 1e18, 0.25);
+  chip.efficiency.decode_attention_rows_curve = {{1, 0.5}, {4, 1.0}};
+  // mqa-tiny (H 4, one K/V head, N 32): tensor 1 gives G = 4, tensor 2 (the K/V head replicated) G = 2
+  const auto m = load_model("mqa-tiny");
+  auto attention_of = [](const InferencePass& pass) {
+    const Step* att = nullptr;
+    for (const auto& g : pass.groups)
+      for (const auto& s : g.steps)
+        if (s.cls == OpClass::attention) att = &s;
+    REQUIRE(att != nullptr);
+    return *att;
+  };
+  const Plan t2 = serving(2);
+  const Step g4 = attention_of(lower_decode(m, serving(), 0, 4, 544)), g2 = attention_of(lower_decode(m, t2, 0, 4, 544));
+  REQUIRE(g4.m == 4);
+  REQUIRE(g2.m == 2);
+  for (const Step* s : {&g4, &g2}) {
+    const double G = double(s->m), keys = 545, N = 32, B = 4;
+    CHECK(s->matmul_flops == Approx(4.0 * G * keys * N * B));
+    const double compute_s = s->matmul_flops / (2e11 * 0.5) + s->vector_flops / (1e10 * 0.25);
+    // the curve at G: linear in log G between (1, 0.5) and (4, 1): at 2, 0.75; at 4, 1
+    const double rows = G == 4 ? 1.0 : 0.75;
+    CHECK(compute_seconds(*s, chip, DType::fp32) == Approx(compute_s / rows + 1e-6 * s->calls).epsilon(1e-9));
+  }
+  // no curve: every G at the kernel value alone
+  chip.efficiency.decode_attention_rows_curve.clear();
+  CHECK(compute_seconds(g2, chip, DType::fp32) ==
+        Approx(g2.matmul_flops / 1e11 + g2.vector_flops / 2.5e9 + 1e-6 * g2.calls).epsilon(1e-9));
+  // the curve is the decode attention's only: the training tag's step and the decode GEMMs keep their price
+  chip.efficiency.decode_attention_rows_curve = {{1, 1e-6}, {8, 1e-6}};
+  Step training = g2;
+  training.kernel = nullptr;
+  ChipSpec flat = chip;
+  flat.efficiency.decode_attention_rows_curve.clear();
+  CHECK(compute_seconds(training, chip, DType::fp32) == compute_seconds(training, flat, DType::fp32));
+  for (const auto& g : lower_decode(m, t2, 0, 4, 544).groups)
+    for (const auto& s : g.steps)
+      if (s.kind == StepKind::compute && !is_decode_attention(s))
+        CHECK(compute_seconds(s, chip, DType::fp32) == compute_seconds(s, flat, DType::fp32));
 }
 
 TEST_CASE("a one-row GEMM (GEMV) streams at the GEMV memory curve, other steps at the triad's", "[inference][sim]") {

@@ -220,6 +220,11 @@ TEST_CASE("calibrate on 2 MPI ranks measures the collectives and fits the link",
   REQUIRE(j["network_drift"].is_object());
   CHECK(j["network_drift"]["all_reduce_bytes"].size() == 2);  // quick calibrate's 256 KiB and 1 MiB
   CHECK(j["network_drift"]["ratio_median"].get<double>() > 0);
+  // and runs the memory probe before and after its runs against calibrate's
+  CHECK_THAT(v.out, Catch::Contains("memory drift: the memory probe"));
+  REQUIRE(j["memory_drift"].is_object());
+  CHECK(j["memory_drift"]["seconds_now"].size() == 2);
+  CHECK(j["memory_drift"]["seconds_at_calibration"].get<double>() > 0);
 }
 #endif
 

@@ -818,6 +818,46 @@ TEST_CASE("calibrate fits: the chip from its peaks and the cluster file read bac
                                                "calibrated.yaml");
   CHECK(dattn.chip.efficiency.decode_attention_memory_curve == chip.efficiency.decode_attention_memory_curve);
   CHECK(dattn.chip.efficiency.gemv_memory_curve == chip.efficiency.gemv_memory_curve);
+  // the rows curve: absent, no key; set, read back; the measurements' samples and memory probe written
+  CHECK(text.find("decode_attention_rows") == std::string::npos);
+  CHECK(text.find("memory_probe_seconds") == std::string::npos);
+  r.decode_attention_rows = {{1, 5e-9}, {2, 2.8e-9}, {4, 2.5e-9}};
+  r.memory_probe_seconds = 0.0125;
+  chip.efficiency.decode_attention_rows_curve = fit_decode_attention_rows_curve(r.decode_attention_rows, 4);
+  const std::string rows_text = calibrated_cluster_yaml("test-cluster", true, r, chip, topo, "host", "2026-01-01T00:00:00Z");
+  const ClusterSpec rows = parse_cluster_text(rows_text, "calibrated.yaml");
+  REQUIRE(rows.chip.efficiency.decode_attention_rows_curve.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {  // the file holds 6 significant digits
+    CHECK(rows.chip.efficiency.decode_attention_rows_curve[i].first == chip.efficiency.decode_attention_rows_curve[i].first);
+    CHECK(rows.chip.efficiency.decode_attention_rows_curve[i].second ==
+          Approx(chip.efficiency.decode_attention_rows_curve[i].second).epsilon(1e-5));
+  }
+  CHECK(rows_text.find("memory_probe_seconds: 0.0125") != std::string::npos);
+  CHECK(rows_text.find("- [2, 2.8e-09]") != std::string::npos);
+}
+
+TEST_CASE("calibrate fits: the decode attention's rows curve, each G's rate over the reference G's", "[reports][calibrate]") {
+  // rate = 1 / seconds per key and head; reference G = 4 (2.5 ns): G 1 at 2.5/5, G 2 at 2.5/2.8,
+  // G 8 (2.3 ns, faster) held at 1
+  const std::vector<DecodeAttentionRowsSample> samples = {{8, 2.3e-9}, {1, 5e-9}, {4, 2.5e-9}, {2, 2.8e-9}, {2, 9e-9}, {3, 0}};
+  const auto curve = fit_decode_attention_rows_curve(samples, 4);
+  REQUIRE(curve.size() == 4);  // sorted by G; the repeated G = 2 and the unmeasured G = 3 skipped
+  CHECK(curve[0].first == 1);
+  CHECK(curve[0].second == Approx(0.5).epsilon(1e-12));
+  CHECK(curve[1].first == 2);
+  CHECK(curve[1].second == Approx(2.5 / 2.8).epsilon(1e-12));
+  CHECK(curve[2] == std::pair<double, double>{4, 1.0});
+  CHECK(curve[3] == std::pair<double, double>{8, 1.0});
+  // against G = 2: G 4 and 8 held at 1, G 1 at 2.8 / 5
+  const auto two = fit_decode_attention_rows_curve(samples, 2);
+  REQUIRE(two.size() == 4);
+  CHECK(two[0].second == Approx(2.8 / 5).epsilon(1e-12));
+  CHECK(two[2].second == 1.0);
+  CHECK(fit_decode_attention_rows_curve({}, 4).empty());
+  CHECK(fit_decode_attention_rows_curve(samples, 16).empty());  // the reference G not measured
+  // the reference: C10's attention.decode step, mqa-tiny (H 4, one K/V head) at tensor 1: G = 4
+  CHECK(decode_attention_reference_rows(calibration_benches(calibration_plan_set())) == 4);
+  CHECK(decode_attention_reference_rows({}) == 0);
 }
 
 TEST_CASE("calibrate fits: the decode attention's memory curve from C10 (cache in L2) and C14 (several MB)", "[reports][calibrate]") {
@@ -957,4 +997,54 @@ TEST_CASE("validate's network drift: calibrate's all-reduce samples read back fr
   CHECK(doc["network_drift"]["all_reduce_bytes"].size() == 2);
   doc = nlohmann::json::parse(validation_files(none, cluster, ValidationRunInfo{})[0].second);
   CHECK(doc["network_drift"].is_null());
+  CHECK(doc["memory_drift"].is_null());
+}
+
+TEST_CASE("validate's memory drift: the memory probe now against calibrate's, ratios and the band", "[reports][validate]") {
+  // calibrate's memory probe, written and read back from the measurements
+  CalibrationMeasurements r;
+  r.gemm = {{512, 512, 512, 0.0025, 2.0 * 512 * 512 * 512 / 0.0025}};
+  r.triad = {{3e6, 4e10}, {1e8, 1e10}};
+  r.memory_probe_seconds = 0.008;
+  ChipSpec chip = chip_from_peaks(r.gemm, r.triad, 5e9, 4e-7);
+  chip.name = "test core";
+  chip.source = "test";
+  chip.memory_bytes = 8e9;
+  chip.onchip_memory_bytes = 1e6;
+  const std::string path = (std::filesystem::temp_directory_path() / "scanshard-test-memory-drift.yaml").string();
+  {
+    std::ofstream f(path);
+    f << calibrated_cluster_yaml("test-cluster", false, r, chip, load_cluster("cpu-local").topology, "host", "2026-01-01T00:00:00Z");
+  }
+  const double at_calibration = calibrated_memory_probe_seconds(path);
+  std::filesystem::remove(path);
+  CHECK(at_calibration == Approx(0.008));
+  CHECK(calibrated_memory_probe_seconds("cpu-local") == 0);  // a preset has no measurements
+
+  // before and after the runs: 0.010 and 0.014 s against 0.008: ratios 1.25 and 1.75
+  const MemoryDrift d = memory_drift(at_calibration, {0.010, 0.014});
+  REQUIRE(d.measured());
+  CHECK(d.ratio_min == Approx(1.25));
+  CHECK(d.ratio_max == Approx(1.75));
+  CHECK(d.ratio_median == Approx(1.5));  // the mean of the two middle ones (stats::median of two)
+  // an unmeasured sample (0: no reference on that rank) or NaN is left out; no reference: not measured
+  const MemoryDrift one = memory_drift(0.008, {0.004, 0, std::nan("")});
+  REQUIRE(one.seconds_now.size() == 1);
+  CHECK(one.ratio_median == Approx(0.5));
+  CHECK_FALSE(memory_drift(0, {0.01}).measured());
+  CHECK_FALSE(memory_drift(0.008, {}).measured());
+  // the band shared with the network drift: [0.67, 1.5] is quiet, beyond it a warning
+  CHECK_FALSE(drift_outside_band(1.0));
+  CHECK_FALSE(drift_outside_band(1.5));
+  CHECK_FALSE(drift_outside_band(0.67));
+  CHECK(drift_outside_band(1.51));
+  CHECK(drift_outside_band(0.66));
+
+  // validate.json carries it (null when not measured)
+  ValidationRunInfo info;
+  info.memory = d;
+  const auto doc = nlohmann::json::parse(validation_files(ValidationResult{}, load_cluster("cpu-local"), info)[0].second);
+  CHECK(doc["memory_drift"]["ratio_max"].get<double>() == Approx(1.75));
+  CHECK(doc["memory_drift"]["seconds_now"].size() == 2);
+  CHECK(doc["memory_drift"]["seconds_at_calibration"].get<double>() == Approx(0.008));
 }
