@@ -145,7 +145,7 @@ inline void rows_acc_n(float* out, RowMode mode, const float* init, float scale,
 }
 // One output row of a chunk product, head size NC (compile time: RowAcc) or n (NC = 0).
 template <int NC>
-inline void acc_row(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
+HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
                     const float* rows, i64 rs, i64 M, i64 n) {
   if constexpr (kVec<NC>) {
     RowAcc<NC> a;
