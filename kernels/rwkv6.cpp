@@ -208,7 +208,8 @@ struct Tiles {
   void resize(i64 c, i64 n) {
     C = c;
     N = n;
-    auto size = [](std::vector<float>& x, i64 count) { x.assign(static_cast<size_t>(count + kRowSlack), 0.f); };
+    const i64 slack = n == 32 || n == 64 ? 0 : kRowSlack;  // only rows_acc_n reads past a row
+    auto size = [&](std::vector<float>& x, i64 count) { x.assign(static_cast<size_t>(count + slack), 0.f); };
     for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) size(*x, c * n);
     size(A, (c + 1) * n);
     size(dA, (c + 1) * n);
