@@ -1,13 +1,13 @@
-// kernels/rwkv6.cpp — see rwkv6.hpp. Reference: token-by-token recurrence per (b, h) with the
-// states of every token kept for the backward. Fast: chunked form per (b, h) (OpenMP over B·H),
-// chunk tensors copied to contiguous [L,N] tiles; every small matrix product is written as rows
-// accumulated in vector registers (RowAcc, head size a compile-time 32 or 64; a runtime-N loop
-// version otherwise), with Kᵀ, Vᵀ, S_0ᵀ, dSᵀ tiles so no product needs a horizontal sum. The
-// backward recomputes the chunk-boundary states, then walks the chunks in reverse.
+// kernels/rwkv6.cpp — see rwkv6.hpp. Reference: rwkv6_ref.cpp. Fast: chunked form per (b, h)
+// (OpenMP over B·H), chunk tensors copied to contiguous [L,N] tiles; every small matrix product is written as rows
+// accumulated in vector registers (RowAcc, head size a compile-time 32 or 64; rows_acc_n, blocks
+// of up to 4 vectors with a partial last one, for any other head size), with Kᵀ, Vᵀ, S_0ᵀ, dSᵀ
+// tiles so no product needs a horizontal sum. The backward recomputes the chunk-boundary states,
+// then walks the chunks in reverse.
 // The chunk kernels (RowAcc rows, omp simd loops) are compiled once per SIMD target (Google
 // Highway's foreach_target.h re-includes this file per target; the code inside is plain C++ that
 // the compiler vectorises for that target) and dispatched per (b, h) work item at run time
-// (simd.hpp); the reference and the work split are compiled once (HWY_ONCE).
+// (simd.hpp); the work split is compiled once (HWY_ONCE).
 #include "kernels/rwkv6.hpp"
 
 #include <omp.h>
@@ -28,6 +28,9 @@ constexpr i64 kTransposeMinL = 4;
 // The backward keeps the state at the start of every kCheckpointTokens / chunk chunks and
 // recomputes the states in between (chunks ≥ kCheckpointTokens: every chunk's state is kept).
 constexpr i64 kCheckpointTokens = 16;
+// Floats every tile and state buffer carries past its end: the runtime-head-size rows read up to
+// one vector (≤ 64 floats on any target) past a row's last lane (rows_acc_n).
+constexpr i64 kRowSlack = 64;
 }  // namespace scanshard::kernels::wkv6_detail
 #endif
 
@@ -90,45 +93,111 @@ struct RowAcc {
 };
 template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
 
+// ─── rows of a runtime head size (N not 32 or 64) ─────────────────────────────────────────────────
+// RowAcc's products with n known only at run time: the row is cut into blocks of up to 4 vectors
+// accumulated in registers (one load per multiply-add, as RowAcc), the row's last vector possibly
+// partial. Reads of `rows` and `init` may run up to one vector past lane n: every buffer they
+// point into (the tiles, the state and state-gradient buffers) carries kRowSlack floats past its
+// end, and such lanes never reach the output. The output's lanes ≥ n are not touched. Before,
+// these products were `omp simd` loops accumulating through memory (two loads and a store per
+// multiply-add) beside scalar dot products.
+enum class RowMode { store, add };
+template <int CW>
+HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
+                          const float* rows, i64 rs, i64 M, i64 cols) {
+  vrow a[CW];
+#pragma GCC unroll 4
+  for (int q = 0; q < CW; ++q) a[q] = init ? scale * ldv(init + kRowLanes * q) : vrow{};
+  for (i64 m = 0; m < M; ++m) {
+    const float c = coef[m * cs];
+    const float* r = rows + m * rs;
+#pragma GCC unroll 4
+    for (int q = 0; q < CW; ++q) a[q] += c * ldv(r + kRowLanes * q);
+  }
+  const i64 w = cols - kRowLanes * (CW - 1);  // lanes of the last vector in the row, 1..kRowLanes
+#pragma GCC unroll 4
+  for (int q = 0; q < CW; ++q) {
+    float* o = out + kRowLanes * q;
+    if (q + 1 < CW || w == kRowLanes) {
+      stv(o, mode == RowMode::add ? ldv(o) + a[q] : a[q]);
+      continue;
+    }
+    alignas(64) float part[kRowLanes];
+    stv(part, a[q]);
+    for (int j = 0; j < kRowLanes && j < w; ++j) o[j] = mode == RowMode::add ? o[j] + part[j] : part[j];
+  }
+}
+// out[0..n) = scale·init[0..n) (0 without init) + Σ_{m<M} coef[m·cs] · rows[m·rs .. m·rs + n)
+// (RowMode::add: out += that), for any n.
+inline void rows_acc_n(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
+                       const float* rows, i64 rs, i64 M, i64 n) {
+  constexpr i64 kBlock = 4 * kRowLanes;
+  for (i64 c0 = 0; c0 < n; c0 += kBlock) {
+    const i64 cols = std::min(kBlock, n - c0);
+    const float* in = init ? init + c0 : nullptr;
+    switch ((cols + kRowLanes - 1) / kRowLanes) {
+      case 1: row_block<1>(out + c0, mode, in, scale, coef, cs, rows + c0, rs, M, cols); break;
+      case 2: row_block<2>(out + c0, mode, in, scale, coef, cs, rows + c0, rs, M, cols); break;
+      case 3: row_block<3>(out + c0, mode, in, scale, coef, cs, rows + c0, rs, M, cols); break;
+      default: row_block<4>(out + c0, mode, in, scale, coef, cs, rows + c0, rs, M, cols); break;
+    }
+  }
+}
+// One output row of a chunk product, head size NC (compile time: RowAcc) or n (NC = 0).
+template <int NC>
+HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
+                    const float* rows, i64 rs, i64 M, i64 n) {
+  if constexpr (kVec<NC>) {
+    RowAcc<NC> a;
+    if (init) a.load(init, scale);
+    else a.zero();
+    a.fma_rows(coef, cs, rows, rs, M);
+    if (mode == RowMode::add) a.add_to(out);
+    else a.store(out);
+  } else {
+    rows_acc_n(out, mode, init, scale, coef, cs, rows, rs, M, n);
+  }
+}
+
 // out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats; out rows ldo apart):
 // the chunk's [L,K]·[K,NC] products. Register-blocked: R rows at once over a column block of CW
 // vectors, so each loaded vector of M serves R multiply-adds (RowAcc's one row per pass loads
 // every M vector for a single multiply-add). R·CW accumulators: 16 with 32 vector registers
-// (AVX-512), 8 below.
+// (AVX-512), 8 below. NC = 0: rows of n floats, one output row per pass (rows_acc_n).
 template <int NC>
-void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L) {
-  constexpr int kV = NC / kRowLanes;
-  constexpr int CW = kV < 4 ? kV : 4;
-  constexpr int R = kRowVecBytes == 64 ? 4 : 2;
-  i64 t = 0;
-  for (; t + R <= L; t += R)
-    for (int c0 = 0; c0 < kV; c0 += CW) {
-      vrow acc[R][CW];
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-        for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
-      for (i64 i = 0; i < K; ++i) {
-        vrow m[CW];
-#pragma GCC unroll 16
-        for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * NC + (c0 + q) * kRowLanes);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-          const float x = X[(t + r) * ldx + i];
-#pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
+void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L, i64 n = NC) {
+  if constexpr (!kVec<NC>) {
+    for (i64 t = 0; t < L; ++t) rows_acc_n(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, n, K, n);
+    return;
+  } else {
+    constexpr int kV = NC / kRowLanes;
+    constexpr int CW = kV < 4 ? kV : 4;
+    constexpr int R = kRowVecBytes == 64 ? 4 : 2;
+    i64 t = 0;
+    for (; t + R <= L; t += R)
+      for (int c0 = 0; c0 < kV; c0 += CW) {
+        vrow acc[R][CW];
+  #pragma GCC unroll 16
+        for (int r = 0; r < R; ++r)
+  #pragma GCC unroll 16
+          for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+        for (i64 i = 0; i < K; ++i) {
+          vrow m[CW];
+  #pragma GCC unroll 16
+          for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * NC + (c0 + q) * kRowLanes);
+  #pragma GCC unroll 16
+          for (int r = 0; r < R; ++r) {
+            const float x = X[(t + r) * ldx + i];
+  #pragma GCC unroll 16
+            for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
+          }
         }
+  #pragma GCC unroll 16
+        for (int r = 0; r < R; ++r)
+  #pragma GCC unroll 16
+          for (int q = 0; q < CW; ++q) stv(out + (t + r) * ldo + (c0 + q) * kRowLanes, acc[r][q]);
       }
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-        for (int q = 0; q < CW; ++q) stv(out + (t + r) * ldo + (c0 + q) * kRowLanes, acc[r][q]);
-    }
-  for (; t < L; ++t) {
-    RowAcc<NC> a;
-    a.zero();
-    a.fma_rows(X + t * ldx, 1, M, NC, K);
-    a.store(out + t * ldo);
+    for (; t < L; ++t) acc_row<NC>(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, NC, K, NC);
   }
 }
 
@@ -139,16 +208,18 @@ struct Tiles {
   void resize(i64 c, i64 n) {
     C = c;
     N = n;
-    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) x->assign(static_cast<size_t>(c * n), 0.f);
-    A.assign(static_cast<size_t>((c + 1) * n), 0.f);
-    dA.assign(static_cast<size_t>((c + 1) * n), 0.f);
-    EL.assign(static_cast<size_t>(n), 0.f);
-    P.assign(static_cast<size_t>(c * c), 0.f);
-    dP.assign(static_cast<size_t>(c * c), 0.f);
-    S0T.assign(static_cast<size_t>(n * n), 0.f);
-    dST.assign(static_cast<size_t>(n * n), 0.f);
-    KTT.assign(static_cast<size_t>(n * c), 0.f);
-    VT.assign(static_cast<size_t>(n * c), 0.f);
+    const i64 slack = n == 32 || n == 64 ? 0 : kRowSlack;  // only rows_acc_n reads past a row
+    auto size = [&](std::vector<float>& x, i64 count) { x.assign(static_cast<size_t>(count + slack), 0.f); };
+    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) size(*x, c * n);
+    size(A, (c + 1) * n);
+    size(dA, (c + 1) * n);
+    size(EL, n);
+    size(P, c * c);
+    size(dP, c * c);
+    size(S0T, n * n);
+    size(dST, n * n);
+    size(KTT, n * c);
+    size(VT, n * c);
   }
 };
 
@@ -174,9 +245,16 @@ inline float dot(const float* a, const float* b, i64 n, const float* c = nullptr
     for (int j = 0; j < kRowLanes; ++j) total += sum[j];
     return total;
   } else {
-    float acc = 0;
-    for (i64 i = 0; i < n; ++i) acc += a[i] * b[i] * (c ? c[i] : 1.0f);
-    return acc;
+    vrow acc = {};
+    i64 i = 0;
+    for (; i + kRowLanes <= n; i += kRowLanes) {
+      const vrow x = ldv(a + i) * ldv(b + i);
+      acc += c ? x * ldv(c + i) : x;
+    }
+    float total = 0;
+    for (int j = 0; j < kRowLanes; ++j) total += acc[j];
+    for (; i < n; ++i) total += a[i] * b[i] * (c ? c[i] : 1.0f);  // the last partial vector
+    return total;
   }
 }
 // Whether any of x[0..n) is below lo.
@@ -193,9 +271,18 @@ inline bool below(const float* x, float lo, i64 n) {
     for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
     return any;
   } else {
-    for (i64 i = 0; i < n; ++i)
-      if (x[i] < lo) return true;
-    return false;
+    bool any = false;
+    i64 i = 0;
+    if (n >= kRowLanes) {
+      vrow mn = ldv(x);
+      for (i = kRowLanes; i + kRowLanes <= n; i += kRowLanes) {
+        const vrow y = ldv(x + i);
+        mn = y < mn ? y : mn;
+      }
+      for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
+    }
+    for (; i < n; ++i) any |= x[i] < lo;  // the last partial vector
+    return any;
   }
 }
 
@@ -327,33 +414,12 @@ void intra_grad_scores(Tiles& W, i64 L) {
   }
 }
 
-// S ← diag(EL) S + KHᵀ V   (row i accumulated in registers)
+// S ← diag(EL) S + KHᵀ V   (row i accumulated in registers; S_out may alias S)
 template <int NC>
 void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
   const i64 N = head<NC>(W);
-  if constexpr (kVec<NC>) {
-    for (i64 i = 0; i < N; ++i) {
-      RowAcc<NC> acc;
-      acc.load(S + i * N, W.EL[i]);
-      acc.fma_rows(&W.KH[i], N, W.V.data(), N, L);
-      acc.store(S_out + i * N);
-    }
-    return;
-  }
-  for (i64 i = 0; i < N; ++i) {
-    alignas(64) float acc[kMaxN];
-    const float el = W.EL[i];
-#pragma omp simd
-    for (i64 j = 0; j < N; ++j) acc[j] = el * S[i * N + j];
-    for (i64 s = 0; s < L; ++s) {
-      const float kh = W.KH[s * N + i];
-      const float* vs = &W.V[s * N];
-#pragma omp simd
-      for (i64 j = 0; j < N; ++j) acc[j] += kh * vs[j];
-    }
-#pragma omp simd
-    for (i64 j = 0; j < N; ++j) S_out[i * N + j] = acc[j];
-  }
+  for (i64 i = 0; i < N; ++i)
+    acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
 }
 
 template <int NC>
@@ -367,35 +433,10 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L);
     intra_scores<NC>(W, uh, L);
-    if constexpr (kVec<NC>) rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L);  // (r_t ⊙ e^{A_t}) S_0
-    for (i64 t = 0; t < L && kVec<NC>; ++t) {
-      RowAcc<NC> acc;
-      acc.load(&W.dR[t * N], 1.0f);                          // y_t = (r_t ⊙ e^{A_t}) S_0
-      acc.fma_rows(&W.P[t * W.C], 1, W.V.data(), N, t + 1);  // + Σ_{s≤t} P[t][s] v_s
-      acc.store(y + (b * T + t0 + t) * D + hN);
-    }
-    for (i64 t = 0; t < L && !kVec<NC>; ++t) {
-      alignas(64) float acc[kMaxN];
-#pragma omp simd
-      for (i64 j = 0; j < N; ++j) acc[j] = 0.0f;
-      // inter-chunk: y_t = (r_t ⊙ e^{A_t}) S_0
-      for (i64 i = 0; i < N; ++i) {
-        const float rt = W.RT[t * N + i];
-        const float* si = S + i * N;
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) acc[j] += rt * si[j];
-      }
-      // intra-chunk and bonus: y_t += Σ_{s≤t} P[t][s] v_s
-      for (i64 s = 0; s <= t; ++s) {
-        const float p = W.P[t * W.C + s];
-        const float* vs = &W.V[s * N];
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) acc[j] += p * vs[j];
-      }
-      float* yt = y + (b * T + t0 + t) * D + hN;
-#pragma omp simd
-      for (i64 j = 0; j < N; ++j) yt[j] = acc[j];
-    }
+    rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
+    for (i64 t = 0; t < L; ++t)  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
+      acc_row<NC>(y + (b * T + t0 + t) * D + hN, RowMode::store, &W.dR[t * N], 1.0f, &W.P[t * W.C], 1, W.V.data(), N,
+                  t + 1, N);
     state_update<NC>(S, S, W, L);
     t0 += L;
   }
@@ -425,7 +466,7 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   // G = kCheckpointTokens / chunk chunks (short chunks: storing every chunk's N² state streamed
   // 2·4N² bytes per token through DRAM, the backward's largest cost at chunk 1)
   const i64 G = std::max<i64>(1, kCheckpointTokens / chunk);
-  grow(seg, static_cast<size_t>((G + 1) * NN));
+  grow(seg, static_cast<size_t>((G + 1) * NN + kRowSlack));
   float* S = seg.data();  // the running state
   if (s_in) std::copy_n(s_in, NN, S);
   else std::fill_n(S, NN, 0.0f);
@@ -470,81 +511,18 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
           dST[j * N + i] = dS[i * N + j];
         }
       intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
-      if constexpr (kVec<NC>) {
-        rows_times<NC>(W.dV.data(), N, W.KH.data(), N, dS, N, L);        // Σ_i KH_s[i] dS[i][:]
-        if (transposed) rows_times<NC>(W.dK.data(), N, W.V.data(), N, dST, N, L);  // dKH_s = dS v_s
-      }
-      for (i64 s = 0; s < L && kVec<NC>; ++s) {
-        RowAcc<NC> acc;
-        acc.load(&W.dV[s * N], 1.0f);
-        acc.fma_rows(&W.P[s * C + s], C, &W.G[s * N], N, L - s);  // + Σ_{t≥s} P[t][s] g_t
-        acc.add_to(dv + (b * T + t0 + s) * D + hN);
-        if (!transposed) mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
-      }
-      for (i64 s = 0; s < L && !kVec<NC>; ++s) {
-        alignas(64) float acc[kMaxN];
-        // dV_s = Σ_{t≥s} P[t][s] g_t + Σ_i KH_s[i] dS[i][:]
-        std::fill(acc, acc + N, 0.0f);
-        for (i64 t = s; t < L; ++t) {
-          const float p = W.P[t * C + s];
-          const float* gt = &W.G[t * N];
-#pragma omp simd
-          for (i64 j = 0; j < N; ++j) acc[j] += p * gt[j];
-        }
-        for (i64 i = 0; i < N; ++i) {
-          const float kh = W.KH[s * N + i];
-          const float* dsi = dS + i * N;
-#pragma omp simd
-          for (i64 j = 0; j < N; ++j) acc[j] += kh * dsi[j];
-        }
-        float* dvout = dv + (b * T + t0 + s) * D + hN;
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) dvout[j] += acc[j];
-        // dKH_s[i] = Σ_j dS[i][j] v_s[j]  (kept in dK until scaled)
-        if (!transposed) {
-          mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);
-          continue;
-        }
-        std::fill(acc, acc + N, 0.0f);
-        for (i64 j = 0; j < N; ++j) {
-          const float vj = W.V[s * N + j];
-          const float* dsj = dST + j * N;
-#pragma omp simd
-          for (i64 i = 0; i < N; ++i) acc[i] += vj * dsj[i];
-        }
-        std::copy_n(acc, N, &W.dK[s * N]);
+      rows_times<NC>(W.dV.data(), N, W.KH.data(), N, dS, N, L, N);                  // Σ_i KH_s[i] dS[i][:]
+      if (transposed) rows_times<NC>(W.dK.data(), N, W.V.data(), N, dST, N, L, N);  // dKH_s = dS v_s
+      for (i64 s = 0; s < L; ++s) {  // dV_s = Σ_i KH_s[i] dS[i][:] + Σ_{t≥s} P[t][s] g_t
+        acc_row<NC>(dv + (b * T + t0 + s) * D + hN, RowMode::add, &W.dV[s * N], 1.0f, &W.P[s * C + s], C, &W.G[s * N],
+                    N, L - s, N);
+        if (!transposed) mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);  // dKH_s (kept in dK until scaled)
       }
       // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
-      if constexpr (kVec<NC>)
-        if (transposed) rows_times<NC>(W.dR.data(), N, W.G.data(), N, S0T, N, L);  // S_0 g_t
-      for (i64 t = 0; t < L && kVec<NC>; ++t) {
-        RowAcc<NC> acc;
-        if (transposed) {
-          acc.load(&W.dR[t * N], 1.0f);
-        } else {
-          mat_vec<NC>(&W.dR[t * N], S0, &W.G[t * N], N);
-          acc.load(&W.dR[t * N], 1.0f);
-        }
-        acc.fma_rows(&W.dP[t * C], 1, W.KT.data(), N, t);  // + Σ_{s<t} dP[t][s] KT_s
-        acc.store(&W.dR[t * N]);
-      }
-      for (i64 t = 0; t < L && !kVec<NC>; ++t) {
-        alignas(64) float acc[kMaxN];
-        std::fill(acc, acc + N, 0.0f);
-        if (!transposed) mat_vec<NC>(acc, S0, &W.G[t * N], N);
-        for (i64 j = 0; j < N && transposed; ++j) {
-          const float gj = W.G[t * N + j];
-          const float* sj = S0T + j * N;
-#pragma omp simd
-          for (i64 i = 0; i < N; ++i) acc[i] += gj * sj[i];
-        }
-        for (i64 s = 0; s < t; ++s) {
-          const float p = W.dP[t * C + s];
-          const float* ks = &W.KT[s * N];
-#pragma omp simd
-          for (i64 i = 0; i < N; ++i) acc[i] += p * ks[i];
-        }
-        std::copy_n(acc, N, &W.dR[t * N]);
+      if (transposed) rows_times<NC>(W.dR.data(), N, W.G.data(), N, S0T, N, L, N);  // S_0 g_t
+      for (i64 t = 0; t < L; ++t) {
+        if (!transposed) mat_vec<NC>(&W.dR[t * N], S0, &W.G[t * N], N);
+        acc_row<NC>(&W.dR[t * N], RowMode::store, &W.dR[t * N], 1.0f, &W.dP[t * C], 1, W.KT.data(), N, t, N);
       }
       // dA (rows 1..L), then dr, dk and du
       float* dA = W.dA.data();
@@ -558,19 +536,10 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
         const float* aL = A + L * N;
         alignas(64) float dki[kMaxN];
         // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
-        if constexpr (kVec<NC>) {
-          RowAcc<NC> acc;
-          acc.zero();
-          if (s + 1 < L) acc.fma_rows(&W.dP[(s + 1) * C + s], C, &W.RT[(s + 1) * N], N, L - s - 1);
-          acc.store(dki);
-        } else
+        if (s + 1 < L)
+          acc_row<NC>(dki, RowMode::store, nullptr, 0.0f, &W.dP[(s + 1) * C + s], C, &W.RT[(s + 1) * N], N, L - s - 1, N);
+        else
           std::fill(dki, dki + N, 0.0f);
-        for (i64 t = s + 1; t < L && !kVec<NC>; ++t) {
-          const float p = W.dP[t * C + s];
-          const float* rt = &W.RT[t * N];
-#pragma omp simd
-          for (i64 i = 0; i < N; ++i) dki[i] += p * rt[i];
-        }
         const bool has_intra = s + 1 < L;
         const float pd = W.dP[s * C + s];
         float* dkout = dk + (b * T + t0 + s) * D + hN;
@@ -610,25 +579,8 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
         }
       }
       // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
-      for (i64 i = 0; i < N && kVec<NC>; ++i) {
-        RowAcc<NC> acc;
-        acc.load(dS + i * N, W.EL[i]);
-        acc.fma_rows(&W.RT[i], N, W.G.data(), N, L);
-        acc.store(dS + i * N);
-      }
-      for (i64 i = 0; i < N && !kVec<NC>; ++i) {
-        alignas(64) float acc[kMaxN];
-        const float el = W.EL[i];
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) acc[j] = el * dS[i * N + j];
-        for (i64 t = 0; t < L; ++t) {
-          const float rt = W.RT[t * N + i];
-          const float* gt = &W.G[t * N];
-#pragma omp simd
-          for (i64 j = 0; j < N; ++j) acc[j] += rt * gt[j];
-        }
-        std::copy_n(acc, N, dS + i * N);
-      }
+      for (i64 i = 0; i < N; ++i)
+        acc_row<NC>(dS + i * N, RowMode::store, dS + i * N, W.EL[i], &W.RT[i], N, W.G.data(), N, L, N);
     }
   }
 }
@@ -666,110 +618,6 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace scanshard::kernels {
 
-namespace ref {
-
-template <class F>
-void wkv6_forward(F* y, F* state_out, const F* r, const F* k, const F* v, const F* logw,
-                  const F* u, const F* state_in, i64 B, i64 T, i64 H, i64 N) {
-  const i64 D = H * N, NN = N * N;
-  std::vector<F> S(NN);
-  for (i64 b = 0; b < B; ++b)
-    for (i64 h = 0; h < H; ++h) {
-      const i64 so = (b * H + h) * NN;
-      for (i64 e = 0; e < NN; ++e) S[e] = state_in ? state_in[so + e] : F(0);
-      const F* uh = u + h * N;
-      for (i64 t = 0; t < T; ++t) {
-        const i64 o = (b * T + t) * D + h * N;
-        const F *rt = r + o, *kt = k + o, *vt = v + o, *lw = logw + o;
-        // y_t[j] = Σ_i r_t[i] (S[i][j] + u[i] k_t[i] v_t[j])
-        for (i64 j = 0; j < N; ++j) {
-          F acc = 0;
-          for (i64 i = 0; i < N; ++i) acc += rt[i] * (S[i * N + j] + uh[i] * kt[i] * vt[j]);
-          y[o + j] = acc;
-        }
-        // S[i][j] ← w_t[i] S[i][j] + k_t[i] v_t[j],  w = e^{logw}
-        for (i64 i = 0; i < N; ++i) {
-          const F w = std::exp(lw[i]);
-          for (i64 j = 0; j < N; ++j) S[i * N + j] = w * S[i * N + j] + kt[i] * vt[j];
-        }
-      }
-      if (state_out)
-        for (i64 e = 0; e < NN; ++e) state_out[so + e] = S[e];
-    }
-}
-
-template <class F>
-void wkv6_backward(F* dr, F* dk, F* dv, F* dlogw, F* du, F* dstate_in, const F* dy,
-                   const F* dstate_out, const F* r, const F* k, const F* v, const F* logw,
-                   const F* u, const F* state_in, i64 B, i64 T, i64 H, i64 N) {
-  const i64 D = H * N, NN = N * N;
-  std::vector<F> S(size_t((T + 1) * NN)), dS(NN);
-  for (i64 b = 0; b < B; ++b)
-    for (i64 h = 0; h < H; ++h) {
-      const i64 so = (b * H + h) * NN;
-      const F* uh = u + h * N;
-      // forward states S_t before token t
-      for (i64 e = 0; e < NN; ++e) S[e] = state_in ? state_in[so + e] : F(0);
-      for (i64 t = 0; t < T; ++t) {
-        const i64 o = (b * T + t) * D + h * N;
-        for (i64 i = 0; i < N; ++i)
-          for (i64 j = 0; j < N; ++j)
-            S[(t + 1) * NN + i * N + j] =
-                std::exp(logw[o + i]) * S[t * NN + i * N + j] + k[o + i] * v[o + j];
-      }
-      for (i64 e = 0; e < NN; ++e) dS[e] = dstate_out ? dstate_out[so + e] : F(0);
-      for (i64 t = T - 1; t >= 0; --t) {
-        const i64 o = (b * T + t) * D + h * N;
-        const F *rt = r + o, *kt = k + o, *vt = v + o, *gt = dy + o;
-        const F* St = &S[t * NN];
-        // S_{t+1} = diag(w) S_t + kᵀ v:  dk_i += Σ_j dS[i][j] v_j;  dv_j += Σ_i dS[i][j] k_i;
-        //   dlogw_i += w_i Σ_j dS[i][j] S_t[i][j]
-        for (i64 i = 0; i < N; ++i) {
-          const F w = std::exp(logw[o + i]);
-          F gk = 0, gw = 0;
-          for (i64 j = 0; j < N; ++j) {
-            gk += dS[i * N + j] * vt[j];
-            gw += dS[i * N + j] * St[i * N + j];
-            dv[o + j] += dS[i * N + j] * kt[i];
-          }
-          dk[o + i] += gk;
-          dlogw[o + i] += w * gw;
-        }
-        // y_t = r (S_t + diag(u) kᵀ v):  dr_i += Σ_j g_j (S_t[i][j] + u_i k_i v_j);
-        //   dk_i += r_i u_i (g·v);  dv_j += g_j Σ_i r_i u_i k_i;  du_i += r_i k_i (g·v)
-        F gv = 0, ruk = 0;
-        for (i64 j = 0; j < N; ++j) gv += gt[j] * vt[j];
-        for (i64 i = 0; i < N; ++i) ruk += rt[i] * uh[i] * kt[i];
-        for (i64 i = 0; i < N; ++i) {
-          F acc = 0;
-          for (i64 j = 0; j < N; ++j) acc += gt[j] * (St[i * N + j] + uh[i] * kt[i] * vt[j]);
-          dr[o + i] += acc;
-          dk[o + i] += rt[i] * uh[i] * gv;
-          du[h * N + i] += rt[i] * kt[i] * gv;
-        }
-        for (i64 j = 0; j < N; ++j) dv[o + j] += gt[j] * ruk;
-        // dS_t = diag(w) dS_{t+1} + r_tᵀ g_t
-        for (i64 i = 0; i < N; ++i) {
-          const F w = std::exp(logw[o + i]);
-          for (i64 j = 0; j < N; ++j) dS[i * N + j] = w * dS[i * N + j] + rt[i] * gt[j];
-        }
-      }
-      if (dstate_in)
-        for (i64 e = 0; e < NN; ++e) dstate_in[so + e] = dS[e];
-    }
-}
-
-#define SCANSHARD_RWKV6_INSTANTIATE(F)                                                           \
-  template void wkv6_forward<F>(F*, F*, const F*, const F*, const F*, const F*, const F*,          \
-                                const F*, i64, i64, i64, i64);                                     \
-  template void wkv6_backward<F>(F*, F*, F*, F*, F*, F*, const F*, const F*, const F*, const F*,   \
-                                 const F*, const F*, const F*, const F*, i64, i64, i64, i64);
-SCANSHARD_RWKV6_INSTANTIATE(float)
-SCANSHARD_RWKV6_INSTANTIATE(double)
-#undef SCANSHARD_RWKV6_INSTANTIATE
-
-}  // namespace ref
-
 namespace fast {
 
 namespace {
@@ -789,13 +637,13 @@ void wkv6_forward(float* y, float* state_out, const float* r, const float* k, co
   chunk = std::max<i64>(1, chunk);
 #pragma omp parallel
   {
-    std::vector<float> S(static_cast<size_t>(NN));
+    std::vector<float> S(static_cast<size_t>(NN + kRowSlack));  // (+ slack: rows_acc_n)
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 h = 0; h < H; ++h) {
         const i64 so = (b * H + h) * NN, hN = h * N;
         if (state_in) std::copy_n(state_in + so, NN, S.data());
-        else std::fill(S.begin(), S.end(), 0.0f);
+        else std::fill_n(S.begin(), NN, 0.0f);
         HWY_DYNAMIC_DISPATCH(ForwardTask)(S.data(), y, r, k, v, logw, u + hN, b, T, D, hN, N, chunk);
         if (state_out) std::copy_n(S.data(), NN, state_out + so);
       }
@@ -816,14 +664,14 @@ void wkv6_backward(float* dr, float* dk, float* dv, float* dlogw, float* du, flo
   std::vector<float> pdu(static_cast<size_t>(B * H * N), 0.0f);  // per-(b,h) du, reduced in order below
 #pragma omp parallel
   {
-    std::vector<float> dS(static_cast<size_t>(NN));
+    std::vector<float> dS(static_cast<size_t>(NN + kRowSlack));
 #pragma omp for collapse(2) schedule(static)
     for (i64 b = 0; b < B; ++b)
       for (i64 h = 0; h < H; ++h) {
         const i64 so = (b * H + h) * NN, hN = h * N;
         float* duh = &pdu[(b * H + h) * N];
         if (dstate_out) std::copy_n(dstate_out + so, NN, dS.data());
-        else std::fill(dS.begin(), dS.end(), 0.0f);
+        else std::fill_n(dS.begin(), NN, 0.0f);
         const float* s_in = state_in ? state_in + so : nullptr;
         HWY_DYNAMIC_DISPATCH(BackwardTask)(dS.data(), dr, dk, dv, dlogw, duh, dy, r, k, v, logw, u + hN, s_in, b,
                                            T, D, hN, N, chunk);

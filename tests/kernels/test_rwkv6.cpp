@@ -116,10 +116,14 @@ TEST_CASE("RWKV6 WKV reference forward equals the unrolled sum in long double", 
 
 TEST_CASE("RWKV6 WKV chunked fast kernel equals the sequential reference", "[rwkv6][chunk]") {
   kt::on_every_simd_target([&] {
-    // T = 50 and 37 are not multiples of 7, 16 or 64 (and 64 > T); N = 12 is not a vector
-    // multiple (runtime head size path); N = 32 and 64 take the compile-time head size paths.
+    // T = 50 and 37 are not multiples of 7, 16 or 64 (and 64 > T); N = 32 and 64 take the
+    // compile-time head size paths, N = 12, 9 and 72 the runtime one (rows_acc_n): rows of one
+    // partial vector (12 on AVX-512, 9 on AVX2), whole vectors and a partial one (12 and 9 on
+    // AVX2, 9 on SSE4), and several blocks of 4 vectors with a partial last one (72 on AVX-512)
+    // or whole ones (72 on AVX2, SSE4).
     struct Shape { i64 B, T, H, N; };
-    for (Shape sh : {Shape{2, 50, 2, 12}, Shape{1, 37, 2, 32}, Shape{1, 37, 2, 64}}) {
+    for (Shape sh : {Shape{2, 50, 2, 12}, Shape{1, 37, 2, 32}, Shape{1, 37, 2, 64}, Shape{1, 37, 3, 9},
+                     Shape{1, 37, 2, 72}}) {
     const i64 B = sh.B, T = sh.T, H = sh.H, N = sh.N, NS = B * H * N * N, n = B * T * H * N;
     INFO("B " << B << " T " << T << " H " << H << " N " << N);
     auto c = make_case(B, T, H, N, 121);
