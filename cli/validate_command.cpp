@@ -312,6 +312,8 @@ void run_validate(const ValidateOptions& o) {
                   r.speed_min, r.speed_max, r.speed_median, 100 * sc.err.median_abs, 100 * sc.err.max_abs, 100 * sc.err.bias,
                   sc.rho);
     std::cout << summary;
+  } else if (probe_ref > 0 && r.plans.empty()) {
+    std::cout << "machine drift: the speed probe rescales training plans only, and none ran\n";
   } else {
     std::cout << "machine drift: not checked (" << cluster.name
               << " has no calibrated probe; pass the file `scanshard calibrate` wrote)\n";
