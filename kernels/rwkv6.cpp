@@ -23,7 +23,8 @@ namespace scanshard::kernels::wkv6_detail {
 constexpr float kMaxLogSpan = 60.0f;  // bound on −A where e^{−A} is used (e^{60} ≈ 1e26)
 constexpr i64 kMaxN = 256;            // head sizes above this fall back to the reference
 // Backward chunks shorter than this take S_0 g_t and dS v_s as dot products instead of
-// transposing S_0 and dS (2N² scalar moves per chunk: at chunk 1 most of the backward's time)
+// transposing S_0 and dS (2N² scalar moves per chunk: at chunk 1 most of the backward's time).
+// Requested chunks are ≥ kWkv6MinChunk, so these are a sequence's last chunk and decay cuts.
 constexpr i64 kTransposeMinL = 4;
 // The backward keeps the state at the start of every kCheckpointTokens / chunk chunks and
 // recomputes the states in between (chunks ≥ kCheckpointTokens: every chunk's state is kept).
@@ -634,7 +635,7 @@ void wkv6_forward(float* y, float* state_out, const float* r, const float* k, co
     return;
   }
   const i64 D = H * N, NN = N * N;
-  chunk = std::max<i64>(1, chunk);
+  chunk = std::max(kWkv6MinChunk, chunk);
 #pragma omp parallel
   {
     std::vector<float> S(static_cast<size_t>(NN + kRowSlack));  // (+ slack: rows_acc_n)
@@ -660,7 +661,7 @@ void wkv6_backward(float* dr, float* dk, float* dv, float* dlogw, float* du, flo
     return;
   }
   const i64 D = H * N, NN = N * N;
-  chunk = std::max<i64>(1, chunk);
+  chunk = std::max(kWkv6MinChunk, chunk);
   std::vector<float> pdu(static_cast<size_t>(B * H * N), 0.0f);  // per-(b,h) du, reduced in order below
 #pragma omp parallel
   {

@@ -31,6 +31,11 @@
 namespace scanshard::kernels {
 
 inline constexpr i64 kWkv6Chunk = 16;  // default chunk length of the fast kernel (fastest in bench_rwkv)
+// Shortest chunk the fast kernel runs: a requested chunk below it runs as chunks of this length
+// (same results within rounding). Chunks of 1-3 tokens pay each chunk's fixed work (decay
+// factors, tile copies, S_0 g and dS v as dot products) per token: at runtime head sizes their
+// backward was 0.6-0.9x the sequential reference (docs/kernels-wkv-2026-12-07.md, 5.2 and 6).
+inline constexpr i64 kWkv6MinChunk = 4;
 
 namespace ref {
 // Sequential per (b, h, t). state_in, state_out [B,H,N,N] nullable.
@@ -46,7 +51,8 @@ void wkv6_backward(F* dr, F* dk, F* dv, F* dlogw, F* du, F* dstate_in, const F* 
 }  // namespace ref
 
 namespace fast {
-// Chunked (chunk ≥ 1 tokens, cut shorter where the decay demands); same contracts as ref.
+// Chunked (chunk ≥ 1 tokens, run as max(chunk, kWkv6MinChunk); cut shorter where the decay
+// demands); same contracts as ref.
 // Head sizes N ≤ 256 (N = 32, 64 compiled as constants); larger N falls back to the reference.
 void wkv6_forward(float* y, float* state_out, const float* r, const float* k, const float* v,
                   const float* logw, const float* u, const float* state_in, i64 B, i64 T, i64 H,

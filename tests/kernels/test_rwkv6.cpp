@@ -1,6 +1,6 @@
 // tests/kernels/test_rwkv6.cpp — RWKV-6 matrix-state WKV: reference backward vs central finite
 // differences in double, reference forward vs the unrolled sum in long double, the chunked fast
-// kernel (chunk 1, 2, 7, 16, 32, 64, 128; T not a multiple) vs the reference, sequence chunks chained or
+// kernel (chunk 1, 2, 3, 4, 7, 16, 32, 64, 128; T not a multiple) vs the reference, sequence chunks chained or
 // composed from zero-state summaries == one pass, and stability for extreme keys and decays.
 // Not for: the block composition or the tiny model (test_rwkv_model.cpp).
 #include "kernels/rwkv6.hpp"
@@ -129,7 +129,10 @@ TEST_CASE("RWKV6 WKV chunked fast kernel equals the sequential reference", "[rwk
     auto c = make_case(B, T, H, N, 121);
     auto sin = kt::randn(NS, 122), dso = kt::randn(NS, 123);
     const auto e = ref_double(c, &sin, &dso);
-    for (i64 chunk : {1, 2, 7, 16, 32, 64, 128}) {  // 16, 32, 64 (128 on AVX-512): fixed-width score rows
+    // 1-3 run as kWkv6MinChunk = 4 (chunk 4 the shortest transposed chunk); chunk 7's last chunk
+    // (T % 7 = 2, 1) takes the dot-product form of chunks below kTransposeMinL; 16, 32, 64 (128 on
+    // AVX-512): fixed-width score rows
+    for (i64 chunk : {1, 2, 3, 4, 7, 16, 32, 64, 128}) {
       INFO("chunk " << chunk);
       std::vector<float> y(n), so(NS), dr(n), dk(n), dv(n), dlw(n), du(H * N), dsi(NS);
       fast::wkv6_forward(y.data(), so.data(), c.r.data(), c.k.data(), c.v.data(), c.logw.data(),
