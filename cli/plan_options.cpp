@@ -134,6 +134,7 @@ nlohmann::json plan_json(const Plan& p) {
                       {"overlap", p.overlap},
                       {"scatter_gather", p.scatter_gather},
                       {"async_tensor_comm", p.async_tensor_comm},
+                      {"logit_metrics", p.logit_metrics},
                       {"placement", placement}};
   if (!p.model.empty()) j["model"] = p.model;
   if (!p.cluster.empty()) j["cluster"] = p.cluster;

@@ -691,8 +691,28 @@ void embedding(Emit& e) {
   if (c.m.is_rwkv()) e.layernorm(tensors::embed_norm);
 }
 
-// Final norm, logits (vocab-parallel column split) and softmax cross-entropy.
-void head(Emit& e) {
+// A trainer's train metric (Plan::logit_metrics): one more cross-entropy over this rank's
+// `logits`, without gradient and unfused. Composer computes its model's train metrics after every
+// micro-batch's backward (composer/trainer/trainer.py, _train_microbatch -> _eval_train_metrics,
+// under the run's precision context); each of an MPT model's two (LanguageCrossEntropy,
+// LanguagePerplexity: composer/metrics/nlp.py) is a torch.nn.CrossEntropyLoss over the logits.
+// Under autocast cross_entropy runs in fp32 (PyTorch AMP docs, "CUDA Ops that can autocast to
+// float32"): a 2-byte logit is first copied to fp32 (read 2, write 4 B), then log_softmax reads
+// the fp32 copy and writes fp32 log-probabilities (read 4, write 4 B); nll_loss gathers one per
+// token. fp32 logits skip the copy. Each tensor is counted read once and written once.
+void logit_metric(Emit& e, double logits) {
+  const double cast = e.c.a < 4 ? 1 : 0;  // the fp32 copy of narrower logits
+  Step s = e.base(Phase::forward, OpClass::elementwise, ops::metric_xent, tensors::loss);
+  s.vector_flops = 6 * logits;  // as the loss: max, subtract, exp, sum, log, gather
+  s.bytes_read = logits * (cast * e.c.a + 4);
+  s.bytes_written = logits * (cast * 4 + 4);
+  s.calls = 2 + cast;  // (the copy,) log_softmax, nll_loss
+  e.fwd.push_back(s);
+}
+
+// Final norm, logits (vocab-parallel column split) and softmax cross-entropy; `metrics` train
+// metrics over the logits (training only) before the loss normalises them in place.
+void head(Emit& e, std::int64_t metrics = 0) {
   const Ctx& c = e.c;
   const double D = c.m.width;
   const double Vl = std::ceil(static_cast<double>(c.m.vocab) / static_cast<double>(c.t));  // padded
@@ -707,6 +727,7 @@ void head(Emit& e) {
   // vocab-parallel cross-entropy: each rank's (max, Σ exp) per token merged across tensor ranks
   // (the logits step computes them), then the softmax and loss are finished locally
   e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, tensors::loss_stats, 2 * c.n * 4);
+  for (std::int64_t i = 0; i < metrics; ++i) logit_metric(e, c.n * Vl);
   e.elementwise(OpClass::elementwise, ops::softmax_xent, tensors::loss, c.n * Vl, 1, 0, 6, false);
 }
 
@@ -1052,7 +1073,7 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
       std::vector<Step> bwd;
       Emit e{c, -1, st.post_forward, bwd};
       if (zero3) e.collective(Phase::forward, CommKind::all_gather, Axis::fsdp, tensors::head_params, static_cast<double>(head_params) * c.w, true);
-      head(e);
+      head(e, p.logit_metrics);
       st.post_backward.insert(st.post_backward.end(), bwd.rbegin(), bwd.rend());
       if (sharded) st.post_backward.push_back(grads_reduce_scatter(c, tensors::head_grads, -1, static_cast<double>(head_params)));
       const double logits = c.n * (std::ceil(static_cast<double>(m.vocab) / static_cast<double>(c.t))) * 4;

@@ -206,6 +206,9 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
   p.overlap = y.optional_bool("overlap", true);
   p.scatter_gather = y.optional_bool("scatter_gather", true);
   p.async_tensor_comm = y.optional_bool("async_tensor_comm", false);
+  p.logit_metrics = y.optional_int("logit_metrics", 0);
+  if (p.logit_metrics < 0 || p.logit_metrics > 64)
+    throw y.error("logit_metrics", "must be 0 to 64 (cross-entropies over the logits per micro-batch), got " + std::to_string(p.logit_metrics));
   if (y.has("placement")) {
     const YAML::Node list = y.raw("placement");
     if (!list.IsSequence() || list.size() != kAxisCount)
@@ -313,6 +316,7 @@ std::string plan_summary(const Plan& p, bool with_batch, bool scan) {
   if (p.virtual_stages > 1) s += " v" + std::to_string(p.virtual_stages);
   if (p.attention != AttentionKernel::flash) s += std::string(" attention:") + to_string(p.attention);
   if (p.gradient_sync != GradientSync::every_microbatch) s += std::string(" sync:") + to_string(p.gradient_sync);
+  if (p.logit_metrics > 0) s += " metrics:" + std::to_string(p.logit_metrics);
   if (!p.overlap) s += " no-overlap";
   if (p.placement != Plan{}.placement) s += std::string(" inner:") + to_string(p.placement[0]);
   return s;
@@ -345,6 +349,7 @@ std::string plan_to_yaml(const Plan& p) {
     << "overlap: " << (p.overlap ? "true" : "false") << "\n"
     << "scatter_gather: " << (p.scatter_gather ? "true" : "false") << "\n"
     << "async_tensor_comm: " << (p.async_tensor_comm ? "true" : "false") << "\n"
+    << "logit_metrics: " << p.logit_metrics << "   # no-grad cross-entropies over the logits per micro-batch (train metrics)\n"
     << "placement: [";
   for (int i = 0; i < kAxisCount; ++i) o << (i ? ", " : "") << to_string(p.placement[static_cast<std::size_t>(i)]);
   o << "]   # device order of the axes, innermost first\n";

@@ -145,6 +145,12 @@ struct Plan {
   // it off; Korthikanti et al. 2022 §6.1). false: the all-reduce blocks before the next kernel, as
   // in Megatron-LM 2021 and Megatron-DeepSpeed.
   bool async_tensor_comm = false;
+  // A trainer's train metrics over the logits: per micro-batch, this many more cross-entropies over
+  // the last stage's logits, without gradient and unfused (lower.cpp logit_metric). Composer
+  // computes its model's train metrics after every micro-batch's backward; an MPT model's are
+  // LanguageCrossEntropy and LanguagePerplexity, each a full torch cross_entropy (2). 0: none (a
+  // trainer that logs only the loss it already has, e.g. Megatron-LM).
+  std::int64_t logit_metrics = 0;
   bool overlap = true;              // overlap data/fsdp gradient reduction with backward (ZeRO-3
                                     // parameter gathers are always prefetched)
   // Placement: device order of the mesh axes, innermost (neighbouring chips) first. Only the

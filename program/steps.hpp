@@ -55,6 +55,7 @@ const char* to_string(OpClass c);  // program/lower.cpp
   X(linear_dw, "linear.dw", gemm, "GEMM weight gradient, dW = x^T dy") \
   X(linear_dx, "linear.dx", gemm, "GEMM input gradient, dx = dy W^T") \
   X(logits, "logits", gemm, "the head's logits GEMM with the per-token softmax statistics") \
+  X(metric_xent, "metric_xent", elementwise, "a train metric: one more cross-entropy over the logits, no gradient") \
   X(mul, "mul", elementwise, "elementwise product") \
   X(reduce_scatter, "reduce_scatter", comm, "reduce-scatter (sum) over a mesh axis") \
   X(relu_sq, "relu_sq", elementwise, "squared ReLU (RWKV channel mix)") \

@@ -110,6 +110,12 @@ void softmax_xent_fwd(State& s, const Step&) {
   K::softmax_ce_shard_finish(s.losses.data(), s.logits.data(), s.logits.data(), s.stats.data(), s.targets.data(), s.vocab_begin,
                              s.rows, s.vocab_local);
 }
+// A train metric (Plan::logit_metrics): the cross-entropy again from the merged statistics, into
+// its own buffers (no gradient; the result is discarded, as the runner logs only the loss).
+void metric_xent_fwd(State& s, const Step&) {
+  K::softmax_ce_shard_finish(s.metric_losses.data(), s.metric_probs.data(), s.logits.data(), s.stats.data(), s.targets.data(),
+                             s.vocab_begin, s.rows, s.vocab_local);
+}
 void softmax_xent_bwd(State& s, const Step&) {
   K::softmax_ce_shard_backward(s.dlogits.data(), s.dlosses.data(), s.logits.data(), s.targets.data(), s.vocab_begin, s.rows,
                                s.vocab_local);
@@ -546,6 +552,7 @@ void add_common_handlers(Table& t) {
       {step_key(ops::linear_dw, tensors::embed_table), {nullptr, head_dw_bwd}},
       {step_key(ops::all_reduce, tensors::loss_stats), {loss_stats_fwd, nullptr}},
       {step_key(ops::softmax_xent, tensors::loss), {softmax_xent_fwd, softmax_xent_bwd}},
+      {step_key(ops::metric_xent, tensors::loss), {metric_xent_fwd, nullptr}},
       // blocks: norms, reductions, residuals
       {step_key(ops::rmsnorm, tensors::norm1), {norm1_fwd, norm1_bwd}},
       {step_key(ops::rmsnorm, tensors::norm2), {norm2_fwd, norm2_bwd}},

@@ -232,6 +232,10 @@ void init_state(State& s, const ModelSpec& m, const Plan& p, const StepProgram& 
   s.dlogits = s.logits;
   s.stats.assign(sz(2 * M), 0.0f);
   s.losses.assign(sz(M), 0.0f);
+  if (p.logit_metrics > 0) {
+    s.metric_probs.assign(sz(M * s.vocab_local), 0.0f);
+    s.metric_losses.assign(sz(M), 0.0f);
+  }
   s.dlosses.assign(sz(M), 1.0f / static_cast<float>(s.B * p.seq_len));
   if (m.is_rwkv()) {
     for (auto* v : {&s.emb, &s.demb}) v->assign(sz(M * D), 0.0f);

@@ -236,6 +236,7 @@ struct Executor::State {
   Vec logits;  // [rows, vocab_local] this rank's vocab columns (softmax probabilities after the loss step)
   Vec stats;   // (max, Σ exp) of each row's logits (2 per row), merged over the tensor group
   Vec losses, dlosses, dlogits, dfinal_norm_out;
+  Vec metric_probs, metric_losses;  // Plan::logit_metrics: each train metric's own softmax and per-token losses (discarded)
   std::vector<LayerBufs> layers;
   Vec fix_scratch;  // the WKV carry fix's discarded gradients: kept, so no step pays its page faults
 

@@ -749,6 +749,31 @@ TEST_CASE("train: materialized attention (the whole probability matrix kept) equ
     }
   CHECK(!cells.count({"forward", "attention.global", "attn.core"}));
 }
+TEST_CASE("train: logit_metrics runs the train metrics over the logits and leaves the run unchanged", "[train]") {
+  // Plan::logit_metrics: each micro-batch's forward computes that many more cross-entropies over
+  // the logits into buffers of their own (under tensor parallelism from the merged statistics),
+  // before the loss normalises the logits in place. The losses stay bitwise the same; the trace
+  // counts the metric calls.
+  const auto w = mpi::Comm::world().size();
+  const auto world = mpi::Comm::world();
+  const ModelSpec m = load_model("gpt-tiny");
+  const Plan base = make_plan("gpt-tiny", one_axis(w > 1 ? Axis::tensor : Axis::data, w), true);
+  if (base.mesh.devices() != w || plan_violation(m, base, w)) return;
+  Plan with = base;
+  with.logit_metrics = 2;
+  train::Options o;
+  o.steps = 2;
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  const auto a = train::run(m, base, data, o, &world);
+  const auto b = train::run(m, with, data, o, &world);
+  REQUIRE(a.losses.size() == 2);
+  REQUIRE(b.losses.size() == 2);
+  for (std::size_t i = 0; i < 2; ++i) CHECK(a.losses[i] == b.losses[i]);
+  const auto& cells = b.trace.steps()[0].cells;
+  REQUIRE(cells.count({"forward", "metric_xent", "loss"}));
+  CHECK(cells.at({"forward", "metric_xent", "loss"}).calls == 2 * with.micro_batches());
+  CHECK(!a.trace.steps()[0].cells.count({"forward", "metric_xent", "loss"}));
+}
 TEST_CASE("train: remat policies recompute without changing the result", "[train]") {
   // Against a single-process run that keeps every activation (remat: none): recomputation must
   // reproduce what was kept, on griffin-tiny (local attention, RG-LRU) and gpt-tiny (dropout masks

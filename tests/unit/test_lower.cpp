@@ -3,10 +3,12 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -1036,4 +1038,50 @@ TEST_CASE("ZeRO-2/3 with gradient_sync last_microbatch are ZeRO-1 during the ste
   p.gradient_sync = GradientSync::last_microbatch;
   const MemoryBreakdown mem = stage_memory({st}, p, ChipSpec{});
   CHECK(mem.params_bytes + mem.grads_bytes + mem.optimizer_bytes == Approx(Pc * (2 + 4 + 12 / f)));
+}
+
+TEST_CASE("logit_metrics adds that many no-grad cross-entropies over the logits before the loss, 14 B per bf16 logit", "[lower][plan]") {
+  // Composer's train metrics (Plan::logit_metrics): each a torch cross_entropy over the last
+  // stage's n × V/t logits under autocast — the fp32 copy of the logits (read a, write 4 B), then
+  // log_softmax over it (read 4, write 4 B); fp32 logits skip the copy. Forward only, nothing kept.
+  const auto m = load_model("mpt-125m");
+  const double V = static_cast<double>(m.vocab);
+  for (auto [t, act, read, written, calls] :
+       {std::tuple{1, DType::bf16, 6.0, 8.0, 3.0}, std::tuple{2, DType::bf16, 6.0, 8.0, 3.0}, std::tuple{1, DType::fp32, 4.0, 4.0, 2.0}}) {
+    INFO("tensor " << t << " activations " << to_string(act));
+    Plan p = single_device(2, 256);
+    p.mesh[Axis::tensor] = t;
+    p.act_dtype = act;
+    const StepProgram base = lower(m, p, 0);
+    p.logit_metrics = 2;
+    const StepProgram with = lower(m, p, 0);
+    REQUIRE(with.forward.size() == base.forward.size() + 2);
+    CHECK(with.backward.size() == base.backward.size());
+    const double logits = 2.0 * 256 * std::ceil(V / t);
+    int metrics = 0;
+    bool loss_seen = false;
+    for (const Step& s : with.forward) {
+      if (std::string_view(s.op) == "softmax_xent") loss_seen = true;
+      if (std::string_view(s.op) != "metric_xent") continue;
+      ++metrics;
+      CHECK_FALSE(loss_seen);  // before the loss turns the logits into probabilities in place
+      CHECK(s.cls == OpClass::elementwise);
+      CHECK(s.bytes_read == logits * read);
+      CHECK(s.bytes_written == logits * written);
+      CHECK(s.calls == calls);
+      CHECK(s.saved_bytes == 0);
+      CHECK(s.matmul_flops == 0);
+    }
+    CHECK(metrics == 2);
+    for (const Step& s : with.backward) CHECK(std::string_view(s.op) != "metric_xent");
+    CHECK(with.saved_activation_bytes == base.saved_activation_bytes);
+    CHECK(with.model_flops_per_step == base.model_flops_per_step);
+  }
+  // the plan file: parsed, written back, refused out of range with the key named
+  const Plan p = parse_plan(parse_yaml("global_batch: 4\nseq_len: 32\nlogit_metrics: 2\n", "p.yaml"), "p.yaml");
+  CHECK(p.logit_metrics == 2);
+  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").logit_metrics == 2);
+  CHECK(parse_plan(parse_yaml("global_batch: 4\nseq_len: 32\n", "p.yaml"), "p.yaml").logit_metrics == 0);
+  CHECK_THROWS_WITH(parse_plan(parse_yaml("global_batch: 4\nseq_len: 32\nlogit_metrics: -1\n", "p.yaml"), "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains("logit_metrics"));
 }

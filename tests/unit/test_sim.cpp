@@ -726,3 +726,24 @@ TEST_CASE("a GPU GEMM is priced by whole waves of 128 x 256 tiles over the SMs",
   const double gemv_memory = (v.bytes_read + v.bytes_written) / (a100.memory_bytes_per_s * a100.efficiency.gemv_memory_at(v.bytes_read + v.bytes_written));
   CHECK(compute_seconds(v, a100, DType::bf16) == Approx(std::max(gemv_matrix, gemv_memory) + a100.launch_overhead_seconds));
 }
+
+TEST_CASE("train metrics over the logits add their memory-bound passes to the step, once per micro-batch", "[sim]") {
+  // Plan::logit_metrics on one A100 40GB: each metric moves n·V·(2 + 4 + 4 + 4) bytes (bf16 logits
+  // read, fp32 copy written and read, fp32 log-probabilities written) at the chip's HBM rate times
+  // its streaming fraction, plus three kernel launches; its vector work (6 FLOPs per logit at
+  // 19.5 TFLOP/s) is far below that. m micro-batches, M metrics: the step grows by m·M of them.
+  const ModelSpec m = load_model("mpt-125m");
+  const ClusterSpec c = cluster_slice(load_cluster("mosaicml-a100-40gb-1"), 1);  // one GPU: no communication
+  const ChipSpec& chip = c.chip;
+  const std::int64_t T = 2048, mb = 4, micro_batches = 3;
+  Plan p = plan_for("data=1", mb * micro_batches, T);
+  p.micro_batch = mb;
+  const double base = simulate(m, p, c).step_seconds;
+  p.logit_metrics = 2;
+  const double with = simulate(m, p, c).step_seconds;
+  const double logits = static_cast<double>(mb * T * m.vocab);
+  const double bytes = logits * 14;
+  const double one = bytes / (chip.memory_bytes_per_s * chip.efficiency.memory_at(bytes)) + 3 * chip.launch_overhead_seconds;
+  REQUIRE(6 * logits / (chip.vector_flops_per_s * chip.efficiency.elementwise) < bytes / chip.memory_bytes_per_s);
+  CHECK(with - base == Approx(static_cast<double>(micro_batches) * 2 * one).epsilon(1e-6));
+}
