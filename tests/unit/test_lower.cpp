@@ -540,6 +540,91 @@ TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on e
   }
 }
 
+TEST_CASE("grad_accumulation prices each framework's accumulation in closed form", "[lower][grad_accumulation]") {
+  // gpt-tiny on one device, 4 micro-batches, P parameters (count_parameters) of which W are
+  // weights of its linears, whose gradients the weight-gradient GEMMs write: per layer
+  // Wq, Wo (D·D), Wk, Wv (D·kv·D/H), W1, W2 (D·F); and the tied head (V·D).
+  const auto m = load_model("gpt-tiny");
+  const double P = static_cast<double>(count_parameters(m).total);
+  const double D = static_cast<double>(m.width), F = static_cast<double>(m.mlp_width), V = static_cast<double>(m.vocab);
+  const double kvD = static_cast<double>(m.kv_heads) * D / static_cast<double>(m.heads);
+  const double W = static_cast<double>(m.depth) * (2 * D * D + 2 * D * kvD + 2 * D * F) + V * D;
+  const double mbs = 4;
+  auto priced = [&](GradAccumulation acc, GradDType grads) {
+    Plan p = single_device(4, 32);
+    p.micro_batch = 1;
+    p.grad_dtype = grads;
+    p.grad_accumulation = acc;
+    const StepProgram prog = lower(m, p, 0);
+    struct { double read = -1, written = -1, dw_read = 0, dw_written = 0; } r;
+    for (const auto& s : prog.step_end)
+      if (std::strcmp(s.op, "grad_accumulate") == 0) r.read = s.bytes_read, r.written = s.bytes_written;
+    for (const auto& s : prog.backward)
+      if (std::strcmp(s.op, "linear.dw") == 0) r.dw_read += s.bytes_read, r.dw_written += s.bytes_written;
+    return r;
+  };
+  // separate (the default): the runner's 16 B per parameter and micro-batch, fp32
+  const auto sep = priced(GradAccumulation::separate, GradDType::fp32);
+  CHECK(sep.read == Approx(mbs * P * 8));
+  CHECK(sep.written == Approx(mbs * P * 8 + P * 4));
+  CHECK(sep.dw_written == Approx(W * 4));
+  // hook (Megatron-LM's main_grad.add_(grad)): bf16 .grad read, main_grad read and written; main_grad
+  // zeroed once per step. fp32 main_grad: 10 B per micro-batch; bf16 (fp16 in 2021): 6 B.
+  for (auto [grads, a] : {std::pair{GradDType::fp32, 4.0}, std::pair{GradDType::params, 2.0}}) {
+    const auto hook = priced(GradAccumulation::hook, grads);
+    CHECK(hook.read == Approx(mbs * P * (2 + a)));
+    CHECK(hook.written == Approx(mbs * P * a + P * a));
+    CHECK(hook.read + hook.written - P * a == Approx(mbs * P * (a == 4 ? 10 : 6)));
+    CHECK(hook.dw_written == Approx(W * 2));  // the weight-gradient GEMMs write the bf16 .grad
+    CHECK(hook.dw_read == Approx(sep.dw_read));
+    // autograd (.grad += grad): the first micro-batch's gradient is kept (cast when it is narrower
+    // than the accumulator), nothing zeroed
+    const auto ag = priced(GradAccumulation::autograd, grads);
+    const double cast = a == 2 ? 0.0 : 1.0;
+    CHECK(ag.read == Approx((mbs - 1) * P * (2 + a) + cast * P * 2));
+    CHECK(ag.written == Approx((mbs - 1) * P * a + cast * P * a));
+  }
+  // fused (gradient_accumulation_fusion): the GEMMs read main_grad (C, β = 1) and write it in fp32;
+  // only the other P − W parameters pay the hook's 10 B
+  const auto fused = priced(GradAccumulation::fused, GradDType::fp32);
+  CHECK(fused.dw_written == Approx(W * 4));
+  CHECK(fused.dw_read - sep.dw_read == Approx(W * 4));
+  CHECK(fused.read == Approx(mbs * (P - W) * 6));
+  CHECK(fused.written == Approx(mbs * (P - W) * 4 + P * 4));
+  // FSDP (ZeRO-3 over fsdp 2, per-block reduce-scatter): autograd adds the arriving bf16 shard
+  // into the fp32 sharded .grad (FSDP's _cast_grad_to_param_dtype, then +=): P/2 elements, 2 micro-batches
+  {
+    Plan p = single_device(4, 32);
+    p.mesh[Axis::fsdp] = 2;
+    p.micro_batch = 1;
+    p.zero_stage = 3;
+    p.grad_accumulation = GradAccumulation::autograd;
+    for (const auto& s : lower(m, p, 0).step_end)
+      if (std::strcmp(s.op, "grad_accumulate") == 0) {
+        CHECK(s.bytes_read == Approx((2 - 1) * (P / 2) * (2 + 4) + (P / 2) * 2));
+        CHECK(s.bytes_written == Approx((2 - 1) * (P / 2) * 4 + (P / 2) * 4));
+      }
+  }
+  // the plan file: parsed, written back; a bad value names the key; fused under the per-block
+  // reduce-scatter is a PlanError keyed grad_accumulation, allowed once per step (last_microbatch)
+  const std::string base = "model: gpt-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n";
+  Plan p = parse_plan(parse_yaml(base + "grad_accumulation: hook\n", "p.yaml"), "p.yaml");
+  CHECK(p.grad_accumulation == GradAccumulation::hook);
+  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").grad_accumulation == GradAccumulation::hook);
+  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").grad_accumulation == GradAccumulation::separate);
+  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + "grad_accumulation: megatron\n", "p.yaml"), "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains("grad_accumulation") && Catch::Contains("fused"));
+  Plan z2 = parse_plan(parse_yaml(base + "zero_stage: 2\ngrad_accumulation: fused\n", "p.yaml"), "p.yaml");
+  try {
+    check_plan(m, z2, 0);
+    FAIL("fused accumulation under ZeRO-2's per-block reduce-scatter passed check_plan");
+  } catch (const PlanError& e) {
+    CHECK(e.key() == "grad_accumulation");
+  }
+  z2.gradient_sync = GradientSync::last_microbatch;
+  CHECK_NOTHROW(check_plan(m, z2, 0));
+}
+
 TEST_CASE("the step's loss is summed over every mesh axis of size > 1 before the update: 3 doubles each", "[lower]") {
   // The runner sums (loss, lost data, stop) over the whole mesh one axis after another; the
   // lowering prices exactly those calls, after the gradient accumulation and before any gradient
