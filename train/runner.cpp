@@ -38,7 +38,7 @@ void check_fused_accumulation(const ModelSpec& m, const Plan& p) {
   if (p.grad_accumulation != GradAccumulation::fused) return;
   if (p.grad_bytes() != 4)
     throw PlanError("the runner fuses accumulation into an fp32 accumulator", "grad_accumulation",
-                    std::string("grad_accumulation: fused: the runner's kernels accumulate in fp32, but the plan's gradients are ") +
+                    std::string("fused accumulation: the runner's kernels accumulate in fp32, but the plan's gradients are ") +
                         to_string(p.grad_dtype) + " (" + std::to_string(static_cast<int>(p.grad_bytes())) +
                         " bytes); use dtypes: grads: fp32 to run it (simulate prices it as it is)");
   Plan whole = p;  // every layer on one stage: the backward steps of all of them
@@ -48,7 +48,7 @@ void check_fused_accumulation(const ModelSpec& m, const Plan& p) {
     const std::string_view n = st.name;
     if (st.kind == StepKind::collective && (n == tensors::attn_kv_grads || n == tensors::tm_mu_grads || n == tensors::cm_mu_grads))
       throw PlanError("the runner fuses accumulation without in-place gradient reductions", "grad_accumulation",
-                      std::string("grad_accumulation: fused: the backward all-reduces ") + st.name +
+                      std::string("fused accumulation: the backward all-reduces ") + st.name +
                           " in place over the tensor ranks, which would reduce the accumulated sum again; the runner runs it with "
                           "tensor = 1 or with hook, autograd or separate (simulate prices it as it is)");
   }
