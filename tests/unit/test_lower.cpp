@@ -35,6 +35,27 @@ bool not_score_recompute(const Step& s) { return std::strcmp(s.name, "attn.score
 
 ModelSpec model_from(const std::string& yaml) { return parse_model(parse_yaml(yaml, "t.yaml"), "t.yaml"); }
 
+
+// A choice-valued plan key in a plan file: `base` + "key: value" parses to `want` and plan_to_yaml
+// writes it back; `base` alone gives `fallback`; `bad` is refused naming the file, the key and
+// `listed` (one of the valid names); `illegal` parses but check_plan refuses it naming the key.
+template <class E>
+void check_plan_key(const ModelSpec& m, const std::string& base, const std::string& key, E Plan::*field, const std::string& value,
+                    E want, E fallback, const std::string& bad, const std::string& listed, const std::string& illegal) {
+  const Plan p = parse_plan(parse_yaml(base + key + ": " + value + "\n", "p.yaml"), "p.yaml");
+  CHECK(p.*field == want);
+  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").*field == want);
+  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").*field == fallback);
+  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + key + ": " + bad + "\n", "p.yaml"), "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains(key) && Catch::Contains(listed));
+  try {
+    check_plan(m, parse_plan(parse_yaml(base + illegal, "p.yaml"), "p.yaml"), 0);
+    FAIL(illegal << " passed check_plan");
+  } catch (const PlanError& e) {
+    CHECK(e.key() == key);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("RWKV-4 forward FLOPs per token are 2(VD + 13D²L) for every Table 2 size", "[lower]") {
@@ -608,21 +629,9 @@ TEST_CASE("grad_accumulation prices each framework's accumulation in closed form
   // the plan file: parsed, written back; a bad value names the key; fused under the per-block
   // reduce-scatter is a PlanError keyed grad_accumulation, allowed once per step (last_microbatch)
   const std::string base = "model: gpt-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n";
-  Plan p = parse_plan(parse_yaml(base + "grad_accumulation: hook\n", "p.yaml"), "p.yaml");
-  CHECK(p.grad_accumulation == GradAccumulation::hook);
-  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").grad_accumulation == GradAccumulation::hook);
-  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").grad_accumulation == GradAccumulation::separate);
-  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + "grad_accumulation: megatron\n", "p.yaml"), "p.yaml"),
-                    Catch::Contains("p.yaml") && Catch::Contains("grad_accumulation") && Catch::Contains("fused"));
-  Plan z2 = parse_plan(parse_yaml(base + "zero_stage: 2\ngrad_accumulation: fused\n", "p.yaml"), "p.yaml");
-  try {
-    check_plan(m, z2, 0);
-    FAIL("fused accumulation under ZeRO-2's per-block reduce-scatter passed check_plan");
-  } catch (const PlanError& e) {
-    CHECK(e.key() == "grad_accumulation");
-  }
-  z2.gradient_sync = GradientSync::last_microbatch;
-  CHECK_NOTHROW(check_plan(m, z2, 0));
+  check_plan_key(m, base, "grad_accumulation", &Plan::grad_accumulation, "hook", GradAccumulation::hook, GradAccumulation::separate,
+                 "megatron", "fused", "zero_stage: 2\ngrad_accumulation: fused\n");
+  CHECK_NOTHROW(check_plan(m, parse_plan(parse_yaml(base + "zero_stage: 2\ngradient_sync: last_microbatch\ngrad_accumulation: fused\n", "p.yaml"), "p.yaml"), 0));
 }
 
 TEST_CASE("the step's loss is summed over every mesh axis of size > 1 before the update: 3 doubles each", "[lower]") {
@@ -1051,21 +1060,10 @@ TEST_CASE("gradient_sync last_microbatch reduce-scatters the whole gradient once
         CHECK(last_mem.buffers_bytes == total * gb);
       }
   }
-  // the plan file: parsed, written back, refused with the key named
-  const std::string base = "model: griffin-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n";
-  Plan p = parse_plan(parse_yaml(base + "zero_stage: 2\ngradient_sync: last_microbatch\n", "p.yaml"), "p.yaml");
-  CHECK(p.gradient_sync == GradientSync::last_microbatch);
-  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").gradient_sync == GradientSync::last_microbatch);
-  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").gradient_sync == GradientSync::every_microbatch);
-  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + "gradient_sync: once\n", "p.yaml"), "p.yaml"),
-                    Catch::Contains("p.yaml") && Catch::Contains("gradient_sync") && Catch::Contains("last_microbatch"));
-  Plan one = parse_plan(parse_yaml(base + "zero_stage: 1\ngradient_sync: last_microbatch\n", "p.yaml"), "p.yaml");
-  try {
-    check_plan(load_model("griffin-tiny"), one, 0);
-    FAIL("ZeRO-1 with last_microbatch passed check_plan");
-  } catch (const PlanError& e) {
-    CHECK(e.key() == "gradient_sync");
-  }
+  // the plan file: parsed, written back, refused with the key named (ZeRO-1 with last_microbatch)
+  check_plan_key(load_model("griffin-tiny"), "model: griffin-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n",
+                 "gradient_sync", &Plan::gradient_sync, "last_microbatch", GradientSync::last_microbatch,
+                 GradientSync::every_microbatch, "once", "last_microbatch", "zero_stage: 1\ngradient_sync: last_microbatch\n");
 }
 
 TEST_CASE("ZeRO-2/3 with gradient_sync last_microbatch are ZeRO-1 during the step: the same price and memory", "[lower][zero][sim]") {
