@@ -28,6 +28,8 @@ void PlanOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--dtype", dtype, "Parameters and activations: bf16 | fp32");
   cmd.add_option("--gradient-sync", gradient_sync,
                  "ZeRO-2/3 gradient reduce-scatter: every_microbatch (default) | last_microbatch (once per step)");
+  cmd.add_option("--grad-accumulation", grad_accumulation,
+                 "Micro-batch gradient accumulation: separate (default) | hook (Megatron main_grad) | autograd (.grad) | fused (in the weight-gradient GEMMs)");
   cmd.add_option("--overlap", overlap, "Overlap gradient reduction with backward (true/false)");
 }
 
@@ -88,6 +90,7 @@ Plan PlanOptions::resolve_plan(std::int64_t devices) const {
   choose(carry, "--carry", p.carry, kCarryNames);
   choose(schedule, "--schedule", p.schedule, kScheduleNames);
   choose(gradient_sync, "--gradient-sync", p.gradient_sync, kGradientSyncNames);
+  choose(grad_accumulation, "--grad-accumulation", p.grad_accumulation, kGradAccumulationNames);
   if (!dtype.empty()) {
     choose(dtype, "--dtype", p.param_dtype, kDTypeNames);
     p.act_dtype = p.param_dtype;
@@ -131,6 +134,7 @@ nlohmann::json plan_json(const Plan& p) {
                       {"dtypes", {{"params", to_string(p.param_dtype)}, {"activations", to_string(p.act_dtype)},
                                   {"scan_state", to_string(p.state_dtype)}, {"grads", to_string(p.grad_dtype)}}},
                       {"gradient_sync", to_string(p.gradient_sync)},
+                      {"grad_accumulation", to_string(p.grad_accumulation)},
                       {"overlap", p.overlap},
                       {"scatter_gather", p.scatter_gather},
                       {"async_tensor_comm", p.async_tensor_comm},

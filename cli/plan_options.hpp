@@ -17,7 +17,7 @@ namespace scanshard {
 struct PlanOptions {
   std::string model, cluster, plan_file, mesh;
   std::optional<std::int64_t> global_batch, micro_batch, seq_len, zero_stage;
-  std::string remat, scan, carry, schedule, dtype, tensor_comm, attention, gradient_sync;
+  std::string remat, scan, carry, schedule, dtype, tensor_comm, attention, gradient_sync, grad_accumulation;
   std::optional<bool> overlap;
   std::optional<std::int64_t> virtual_stages;
 

@@ -825,9 +825,11 @@ struct Anchor {
   std::vector<double> params, buffer;  // per stage: local parameters, the largest step-end or gather buffer
   std::vector<double> state;           // per stage: parameter, gradient and optimizer bytes under the ZeRO stage
   std::vector<std::array<double, 3>> step_end;  // [net · pp + stage]: optimizer, exposed, overlappable
-  // per stage: the gradient accumulation of one micro-batch (priced on one micro-batch's bytes,
-  // less the launch overhead): a plan with m micro-batches pays at least m times it
+  // per stage: the gradient accumulation's add of one micro-batch (grad_accumulate_parts, less the
+  // launch overhead): a plan with m micro-batches pays at least m − accum_kept times it (autograd
+  // keeps the first micro-batch's gradient: m − 1 adds)
   std::vector<double> accum;
+  double accum_kept = 0;
   std::vector<std::array<Priced, kKinds>> gather;  // [net][kind]
 };
 
@@ -849,19 +851,20 @@ Anchor make_anchor(const ModelSpec& m, const ClusterSpec& c, const Plan& q0, con
   std::vector<Part> ends(stages.size());
   for (std::size_t s = 0; s < stages.size(); ++s) {
     // The gradient accumulation grows with the micro-batches, which the anchor does not fix (it
-    // lowers micro-batch 1): priced per micro-batch apart (accum), the rest as one Part.
+    // lowers micro-batch 1): one micro-batch's add priced apart (accum), the rest as one Part.
     std::vector<Step> end_steps;
     double accum = 0;
+    const GradAccumulateParts parts = grad_accumulate_parts(q, stages[s]);
+    a.accum_kept = static_cast<double>(stages[s].micro_batches) - parts.adds;
     for (const auto& st : stages[s].step_end) {
       if (std::string_view(st.op) != ops::grad_accumulate) {
         end_steps.push_back(st);
         continue;
       }
-      Step one = st;  // one micro-batch of it: bandwidth falls (never rises) with the bytes moved
-      const double per = 1.0 / static_cast<double>(std::max<std::int64_t>(1, stages[s].micro_batches));
-      one.vector_flops *= per;
-      one.bytes_read *= per;
-      one.bytes_written *= per;
+      Step one = st;  // one add: bandwidth falls (never rises) with the bytes moved
+      one.vector_flops = parts.add_flops;
+      one.bytes_read = parts.add_read;
+      one.bytes_written = parts.add_written;
       accum += std::max(0.0, compute_seconds(one, c.chip, q.act_dtype) - c.chip.launch_overhead_seconds);
     }
     a.accum.push_back(accum);
@@ -991,7 +994,8 @@ double step_bound(const PassBound& pb, double micro_batches, double v, const Anc
   double least_end = kInf;
   for (std::size_t s = 0; s < an.pp; ++s) {
     const auto& e = an.step_end[net * an.pp + s];
-    least_end = std::min(least_end, e[0] + micro_batches * an.accum[s] + e[1] + (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
+    least_end = std::min(least_end, e[0] + std::max(0.0, micro_batches - an.accum_kept) * an.accum[s] + e[1] +
+                                        (overlap ? std::max(0.0, e[2] - pb.backward) : e[2]));
   }
   const double before_last = v <= 1 ? std::max(0.0, pb.all - pb.last) : pb.first_chunks;
   const double pipelined = std::max(micro_batches * pb.slowest, micro_batches * pb.last + before_last);

@@ -102,6 +102,8 @@ struct Ctx {
   double a = 2;               // activation bytes
   double w = 2;               // parameter bytes
   double g = 4;               // gradient bytes (accumulated in fp32 unless params are fp32 anyway)
+  double dw = 4;              // bytes per weight element a weight-gradient GEMM writes (grad_accumulation_bytes)
+  double dw_c = 0;            // and reads of its C (grad_accumulation fused: β = 1 into the accumulator)
   double st = 4;              // scan state bytes
   double tp_seq = 1;          // rs_ag: t — norm/dropout/residual regions hold n/t tokens (Korthikanti et al. 2022)
   bool rs_ag = false;
@@ -154,8 +156,9 @@ struct Emit {
     dw.kernel = kernel;
     dw.m = f.k; dw.n = f.n; dw.k = f.m;
     dw.matmul_flops = f.matmul_flops;
-    dw.bytes_read = X + Y;
-    dw.bytes_written = Wb * c.g;
+    dw.bytes_read = X + Y + Wb * c.dw_c;
+    dw.bytes_written = Wb * c.dw;
+    dw.weight_grad_elems = Wb;
     bwd.push_back(dw);
     bwd.push_back(dx);
   }
@@ -742,6 +745,9 @@ Ctx make_ctx(const ModelSpec& m, const Plan& p, std::int64_t s_coord) {
   c.a = bytes_of(p.act_dtype);
   c.w = bytes_of(p.param_dtype);
   c.g = 4;
+  const GradAccumulationBytes acc = grad_accumulation_bytes(p);
+  c.dw = acc.dw_written;
+  c.dw_c = acc.dw_c_read;
   c.st = bytes_of(p.state_dtype);
   c.rs_ag = p.tensor_comm == TensorComm::rs_ag && c.t > 1;
   c.tp_seq = c.rs_ag ? static_cast<double>(c.t) : 1.0;
@@ -817,7 +823,7 @@ double model_flops_per_step(const ModelSpec& m, const Plan& p) {
 }
 
 // Everything a layer's lowering depends on besides the model and its kind.
-std::array<double, 18> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
+std::array<double, 19> layer_key(const Plan& p, std::int64_t s_coord, Temporal kind) {
   const bool sharded = zero_sharded_gradients(p);  // ZeRO-2/3: the gradient reduce-scatter (and ZeRO-3's gathers)
   return {static_cast<double>(kind), static_cast<double>(p.mesh[Axis::tensor]), static_cast<double>(p.mesh[Axis::sequence]),
           static_cast<double>(s_coord), static_cast<double>(p.micro_batch), static_cast<double>(p.seq_len),
@@ -825,7 +831,7 @@ std::array<double, 18> layer_key(const Plan& p, std::int64_t s_coord, Temporal k
           static_cast<double>(p.act_dtype), static_cast<double>(p.param_dtype), static_cast<double>(p.state_dtype),
           static_cast<double>(sharded ? p.mesh[Axis::fsdp] : 1), static_cast<double>(sharded ? p.zero_stage : 0),
           sharded ? p.grad_bytes() : 0.0, static_cast<double>(p.tensor_comm), static_cast<double>(p.attention),
-          p.async_tensor_comm ? 1.0 : 0.0};
+          p.async_tensor_comm ? 1.0 : 0.0, static_cast<double>(p.grad_accumulation)};
 }
 
 // ZeRO-2/3 (zero_sharded_gradients): the reduce-scatter over fsdp of one block's gradient —
@@ -979,6 +985,57 @@ int zero_stage_during_step(const Plan& p) {
 }
 
 bool zero_sharded_gradients(const Plan& p) { return zero_stage_during_step(p) >= 2; }
+
+GradAccumulationBytes grad_accumulation_bytes(const Plan& p) {
+  GradAccumulationBytes b;
+  const bool sharded = zero_sharded_gradients(p);
+  if (p.grad_accumulation == GradAccumulation::separate) {  // the runner: fp32 buffer, added and cleared
+    b.acc = p.grad_dtype == GradDType::fp64 ? 8 : 4;
+    b.handed = 4;
+    b.add_read = b.add_written = b.handed + b.acc;
+    b.clear_local = b.acc;
+    b.clear_acc = sharded ? 4 : 0;  // ZeRO-2/3: the owned part of the gradient buffer, which the last update left
+    b.dw_written = 4;
+    return b;
+  }
+  const bool autograd = p.grad_accumulation == GradAccumulation::autograd, fused = p.grad_accumulation == GradAccumulation::fused;
+  b.handed = sharded ? p.grad_bytes() : bytes_of(p.param_dtype);
+  b.acc = sharded ? std::max(4.0, p.grad_bytes()) : p.grad_bytes();
+  b.add_read = b.handed + b.acc;
+  b.add_written = b.acc;
+  b.first_kept = autograd;
+  b.clear_local = 0;
+  b.clear_acc = autograd ? 0 : b.acc;  // main_grad zeroed once per step; autograd's .grad set to None
+  b.dw_written = fused ? b.acc : bytes_of(p.param_dtype);
+  b.dw_c_read = fused ? b.acc : 0;
+  return b;
+}
+
+double stage_weight_grad_elems(const StageSummary& st) {
+  double w = 0;
+  for (const auto* l : {&st.pre_backward, &st.post_backward})
+    for (const auto& s : *l) w += s.weight_grad_elems;
+  for (const auto& g : st.groups)
+    for (const auto& s : g.lowered->backward) w += static_cast<double>(g.count) * s.weight_grad_elems;
+  return w;
+}
+
+GradAccumulateParts grad_accumulate_parts(const Plan& p, const StageSummary& st) {
+  const GradAccumulationBytes b = grad_accumulation_bytes(p);
+  const double params = static_cast<double>(st.local_params);
+  const double acc = zero_sharded_gradients(p) ? params / static_cast<double>(p.mesh[Axis::fsdp]) : params;
+  const double added = p.grad_accumulation == GradAccumulation::fused ? std::max(0.0, acc - stage_weight_grad_elems(st)) : acc;
+  const double cast = b.first_kept && b.handed != b.acc ? 1.0 : 0.0;  // autograd's first gradient, widened
+  GradAccumulateParts g;
+  g.adds = static_cast<double>(st.micro_batches) - (b.first_kept ? 1.0 : 0.0);
+  g.add_read = added * b.add_read;
+  g.add_written = added * b.add_written;
+  g.add_flops = added;
+  g.once_read = cast * added * b.handed;
+  g.once_written = cast * added * b.acc + params * b.clear_local + acc * b.clear_acc;
+  g.once_flops = cast * added + (b.clear_local > 0 ? params : 0.0) + (b.clear_acc > 0 ? acc : 0.0);
+  return g;
+}
 
 bool pipeline_scatter_gather(const Plan& p) {
   return p.scatter_gather && p.mesh[Axis::tensor] > 1 && p.mesh[Axis::pipeline] > 1 && p.tensor_comm == TensorComm::allreduce;
@@ -1134,20 +1191,15 @@ StageSummary lower_stage(const ModelSpec& m, const Plan& p, std::int64_t stage, 
         partial += static_cast<double>(g.count) * static_cast<double>(token_partial_params(m, static_cast<int>(g.kind), c.t, cache));
       e.collective(Phase::forward, CommKind::all_reduce, Axis::tensor, tensors::tp_replicated_grads, partial * p.grad_bytes() / (zero >= 1 ? fs : 1.0));
     }
-    // Each micro-batch's weight gradients are added into the step's accumulator (fp64 when the
-    // plan reduces in fp64, else fp32): read the gradient and the sum, write the sum; the runner
-    // also clears the gradient buffer for the next micro-batch (one more write). Under ZeRO-2/3
-    // the accumulator is this rank's shard of the gradients: each block's reduce-scatter delivers
-    // its part (params/fsdp in all), added to the shard. At the step's start the runner clears
-    // the whole local accumulator (and, ZeRO-2/3, its owned part of the gradient buffer): one
-    // store per element (run L of docs/validation.md 2026-12-07: this clear was untraced time).
-    const double acc_bytes = p.grad_dtype == GradDType::fp64 ? 8 : 4, mbs = static_cast<double>(st.micro_batches);
-    const double acc_params = static_cast<double>(params) / (zero >= 2 ? fs : 1.0);
-    const double cleared = static_cast<double>(params) + (zero >= 2 ? acc_params : 0.0);
+    // Each micro-batch's gradients are added into the step's accumulator, as the plan's
+    // grad_accumulation says (grad_accumulate_parts; under `fused` the weight-gradient GEMMs add
+    // into it themselves, their C read priced with the GEMM, and only the other parameters are
+    // added here).
+    const GradAccumulateParts ga = grad_accumulate_parts(p, st);
     Step accum = e.base(Phase::backward, OpClass::elementwise, ops::grad_accumulate, tensors::grads);
-    accum.vector_flops = mbs * acc_params + cleared;
-    accum.bytes_read = mbs * acc_params * (4 + acc_bytes);
-    accum.bytes_written = mbs * acc_params * (4 + acc_bytes) + static_cast<double>(params) * acc_bytes + (zero >= 2 ? acc_params * 4 : 0.0);
+    accum.vector_flops = ga.adds * ga.add_flops + ga.once_flops;
+    accum.bytes_read = ga.adds * ga.add_read + ga.once_read;
+    accum.bytes_written = ga.adds * ga.add_written + ga.once_written;
     st.step_end.insert(st.step_end.begin(), accum);
     const double shard = static_cast<double>(params) / (zero >= 1 ? fs : 1.0);
     Step opt = e.base(Phase::optimizer, OpClass::optimizer, ops::adamw, tensors::params);

@@ -62,6 +62,7 @@ struct Step {
   double comm_bytes = 0;             // collective: bytes of the full buffer per rank; p2p: per hop
   std::int32_t hops = 0;             // p2p: sequential hops (ring carry: P−1)
   bool overlappable = false;         // may hide behind compute (DP reduction, ring attention)
+  double weight_grad_elems = 0;      // linear.dw: the weight elements whose gradient it writes (grad_accumulation fused)
   double calls = 1;                  // compute: kernel calls it makes (each pays the launch overhead)
 };
 
@@ -149,7 +150,7 @@ struct StageSummary {
 
 // Memoises layer lowerings across plans that share what a layer depends on (the planner).
 struct LowerCache {
-  std::map<std::array<double, 18>, std::shared_ptr<const LayerLowering>> layers;
+  std::map<std::array<double, 19>, std::shared_ptr<const LayerLowering>> layers;
   std::map<std::pair<int, std::int64_t>, std::int64_t> layer_params;  // (layer kind, tensor) -> parameters on a rank
   // rs_ag: parameters whose gradient each tensor rank forms from its own tokens only, per layer
   // kind (key (kind, tensor)) and for the embedding (kind −1) and final norm / head (kind −2).
@@ -194,6 +195,46 @@ int zero_stage_during_step(const Plan& p);
 // shard; otherwise (ZeRO-0/1, or gradient_sync last_microbatch) the whole local gradient is
 // accumulated and reduced once at the step end. The lowering and the runner both ask this.
 bool zero_sharded_gradients(const Plan& p);
+
+// What gradient accumulation (plan `grad_accumulation`, plan.hpp) moves, in bytes per element.
+// `handed` is the gradient a micro-batch's backward hands over: separate, the runner's fp32
+// buffer; hook, autograd and fused, the .grad in the parameters' dtype (Megatron-LM's and
+// PyTorch's weight-gradient GEMMs write it), or under ZeRO-2/3's per-block reduce-scatter the
+// arriving shard in the gradient dtype. `acc` is the accumulator: separate, fp32 (fp64 when the
+// gradients are); otherwise the gradient dtype (Megatron's main_grad is the reduction buffer;
+// autograd's .grad is reduced as it is), or fp32 under the per-block reduce-scatter (FSDP casts
+// the arriving shard to the sharded parameter's dtype before adding: _cast_grad_to_param_dtype).
+// Per accumulated element and micro-batch that adds: `add_read`, `add_written` (separate: the
+// buffer and the sum read, the sum written and the buffer cleared; hook and autograd: the .grad
+// and main_grad read, main_grad written). autograd keeps the first micro-batch's gradient as the
+// accumulator (`first_kept`; a cast when handed ≠ acc). Once per step the accumulator is zeroed:
+// `clear_local` bytes per local parameter and `clear_acc` per accumulated element. fused: each
+// weight-gradient GEMM writes `dw_written` bytes per weight element and reads its C
+// (`dw_c_read`); the other parameters pay the hook's add. The lowering and the tests use this.
+struct GradAccumulationBytes {
+  double handed = 4, acc = 4;
+  double add_read = 8, add_written = 8;
+  bool first_kept = false;
+  double clear_local = 4, clear_acc = 0;
+  double dw_written = 4, dw_c_read = 0;
+};
+GradAccumulationBytes grad_accumulation_bytes(const Plan& p);
+
+// The stage's gradient accumulation (the step_end's ops::grad_accumulate step) split into what
+// each micro-batch's add moves — `adds` of them: m, or m − 1 when autograd keeps the first — and
+// what the step moves once (the accumulator zeroed, autograd's first gradient widened). The
+// accumulated elements are the stage's local parameters, or under ZeRO-2/3's per-block
+// reduce-scatter this rank's 1/fsdp shard of them; under `fused` the weight-gradient GEMMs' own
+// elements (stage_weight_grad_elems) are left to the GEMMs. The lowering prices the sum; the
+// planner's bound takes one add per micro-batch.
+struct GradAccumulateParts {
+  double adds = 0;
+  double add_read = 0, add_written = 0, add_flops = 0;     // one add
+  double once_read = 0, once_written = 0, once_flops = 0;  // once per step
+};
+GradAccumulateParts grad_accumulate_parts(const Plan& p, const StageSummary& st);
+// The weight elements the stage's weight-gradient GEMMs write per micro-batch (Step::weight_grad_elems).
+double stage_weight_grad_elems(const StageSummary& st);
 
 // One pass of a pipeline schedule: the forward or the backward of model chunk `chunk` (0 .. v−1
 // of the stage) for micro-batch `micro`.

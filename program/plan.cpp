@@ -19,6 +19,7 @@ const char* to_string(TensorComm c) { return name_of(kTensorCommNames, c); }
 const char* to_string(AttentionKernel k) { return name_of(kAttentionNames, k); }
 const char* to_string(GradDType g) { return name_of(kGradDTypeNames, g); }
 const char* to_string(GradientSync g) { return name_of(kGradientSyncNames, g); }
+const char* to_string(GradAccumulation g) { return name_of(kGradAccumulationNames, g); }
 
 std::int64_t Mesh::devices() const {
   std::int64_t n = 1;
@@ -104,6 +105,14 @@ std::vector<Rule> plan_rules(const ModelSpec& m, const Plan& p, std::int64_t dev
        "gradient_sync: last_microbatch defers ZeRO-2/3's per-block gradient reduce-scatter to the step end; zero_stage " +
            n(p.zero_stage) + " already reduces the gradients once per step",
        "gradient_sync"},
+      {"grad_accumulation: fused needs an unsharded accumulator",
+       p.grad_accumulation != GradAccumulation::fused || p.zero_stage < 2 || p.mesh[Axis::fsdp] == 1 ||
+           p.gradient_sync == GradientSync::last_microbatch,
+       "grad_accumulation: fused accumulates in the weight-gradient GEMMs, but zero_stage " + n(p.zero_stage) +
+           " over fsdp " + n(p.mesh[Axis::fsdp]) +
+           " reduce-scatters each micro-batch's gradient before it is added to this rank's shard (use hook or autograd, "
+           "or gradient_sync: last_microbatch)",
+       "grad_accumulation"},
       {"each sequence shard holds at least conv_width-1 tokens", sq == 1 || m.conv_width == 0 || p.seq_len / sq >= m.conv_width - 1,
        "sequence = " + n(sq) + " leaves " + n(p.seq_len / sq) + " tokens per shard, fewer than the conv halo of " + n(m.conv_width - 1), "mesh.sequence"},
   };
@@ -203,6 +212,7 @@ Plan parse_plan(const YAML::Node& node, const std::string& file) {
     y.raw("dtypes");
   }
   p.gradient_sync = y.optional_choice("gradient_sync", p.gradient_sync, kGradientSyncNames);
+  p.grad_accumulation = y.optional_choice("grad_accumulation", p.grad_accumulation, kGradAccumulationNames);
   p.overlap = y.optional_bool("overlap", true);
   p.scatter_gather = y.optional_bool("scatter_gather", true);
   p.async_tensor_comm = y.optional_bool("async_tensor_comm", false);
@@ -317,6 +327,7 @@ std::string plan_summary(const Plan& p, bool with_batch, bool scan) {
   if (p.attention != AttentionKernel::flash) s += std::string(" attention:") + to_string(p.attention);
   if (p.gradient_sync != GradientSync::every_microbatch) s += std::string(" sync:") + to_string(p.gradient_sync);
   if (p.logit_metrics > 0) s += " metrics:" + std::to_string(p.logit_metrics);
+  if (p.grad_accumulation != GradAccumulation::separate) s += std::string(" accumulate:") + to_string(p.grad_accumulation);
   if (!p.overlap) s += " no-overlap";
   if (p.placement != Plan{}.placement) s += std::string(" inner:") + to_string(p.placement[0]);
   return s;
@@ -346,6 +357,8 @@ std::string plan_to_yaml(const Plan& p) {
     << "\n  grads: " << to_string(p.grad_dtype) << "   # gradient reduction: params (their dtype) | bf16 | fp32 | fp64\n"
     << "gradient_sync: " << to_string(p.gradient_sync)
     << "   # ZeRO-2/3 gradient reduce-scatter: every_microbatch | last_microbatch (once per step)\n"
+    << "grad_accumulation: " << to_string(p.grad_accumulation)
+    << "   # micro-batch gradients: separate (fp32 buffer, cleared) | hook (Megatron main_grad) | autograd (.grad) | fused (in the GEMMs)\n"
     << "overlap: " << (p.overlap ? "true" : "false") << "\n"
     << "scatter_gather: " << (p.scatter_gather ? "true" : "false") << "\n"
     << "async_tensor_comm: " << (p.async_tensor_comm ? "true" : "false") << "\n"

@@ -67,6 +67,22 @@ enum class GradDType : std::uint8_t { params, bf16, fp32, fp64 };
 // set_requires_gradient_sync(False) and set_reshard_after_backward(False) until the last
 // backward; Llama 3, Dubey et al. 2024 §3.3.2). Memory and communication are then ZeRO-1's.
 enum class GradientSync : std::uint8_t { every_microbatch, last_microbatch };
+// How each micro-batch's weight gradients reach the step's gradient accumulator (plan
+// `grad_accumulation`; docs/cost-model.md "Gradient accumulation"; the bytes per element:
+// program/lower.hpp grad_accumulation_bytes):
+// separate — scanshard's runner: the backward writes an fp32 gradient buffer, which is added into
+//   the accumulator (fp32, fp64 when the gradients are) and cleared for the next micro-batch;
+// hook — Megatron-LM's DDP hook (`param.main_grad.add_(param.grad.data); param.grad = None`): the
+//   backward's .grad, in the parameters' dtype, is added into main_grad (the reduction buffer, in
+//   the gradient dtype) and freed; main_grad is zeroed once per step;
+// autograd — PyTorch's own accumulation into .grad (DeepSpeed's fp16 engine, FSDP's sharded
+//   .grad): the first micro-batch's gradient becomes the accumulator, later ones are added into
+//   it in the gradient dtype; nothing is zeroed (zero_grad(set_to_none=True));
+// fused — Megatron-LM's gradient_accumulation_fusion: the weight-gradient GEMMs accumulate into
+//   main_grad (C read and written, β = 1); the other parameters (norms, biases, embeddings) go
+//   through the hook. Not with ZeRO-2/3 gradients reduce-scattered every micro-batch (the GEMM's
+//   output must be reduce-scattered before it is added to a shard).
+enum class GradAccumulation : std::uint8_t { separate, hook, autograd, fused };
 // Each choice's YAML/flag names, one table per enum (program/names.hpp): the plan reader, the CLI
 // flags and to_string all use these.
 inline constexpr Names<Schedule, 2> kScheduleNames{{{"gpipe", Schedule::gpipe}, {"1f1b", Schedule::one_f_one_b}}};
@@ -91,6 +107,10 @@ inline constexpr Names<GradDType, 4> kGradDTypeNames{
     {{"params", GradDType::params}, {"bf16", GradDType::bf16}, {"fp32", GradDType::fp32}, {"fp64", GradDType::fp64}}};
 inline constexpr Names<GradientSync, 2> kGradientSyncNames{
     {{"every_microbatch", GradientSync::every_microbatch}, {"last_microbatch", GradientSync::last_microbatch}}};
+inline constexpr Names<GradAccumulation, 4> kGradAccumulationNames{{{"separate", GradAccumulation::separate},
+                                                                   {"hook", GradAccumulation::hook},
+                                                                   {"autograd", GradAccumulation::autograd},
+                                                                   {"fused", GradAccumulation::fused}}};
 const char* to_string(Schedule s);
 const char* to_string(Remat r);
 const char* to_string(ScanAlgo s);
@@ -100,6 +120,7 @@ const char* to_string(TensorComm c);
 const char* to_string(AttentionKernel k);
 const char* to_string(GradDType g);
 const char* to_string(GradientSync g);
+const char* to_string(GradAccumulation g);
 constexpr double bytes_of(DType d) { return d == DType::fp32 ? 4.0 : 2.0; }
 
 struct Mesh {
@@ -131,6 +152,7 @@ struct Plan {
   DType state_dtype = DType::fp32;  // scan state
   GradDType grad_dtype = GradDType::params;  // gradient reduction across ranks
   GradientSync gradient_sync = GradientSync::every_microbatch;  // ZeRO-2/3: when gradients are reduce-scattered
+  GradAccumulation grad_accumulation = GradAccumulation::separate;  // how micro-batches' gradients are summed
   // Pipeline transfers under tensor parallelism (Narayanan et al. 2021 §4.1, Megatron-LM's
   // scatter/gather): a stage's output is replicated on its t tensor ranks, so each sends only its
   // 1/t slice over its own link and the next stage all-gathers the slices over the tensor axis

@@ -28,12 +28,40 @@
 
 namespace scanshard::train {
 
+namespace {
+// grad_accumulation fused: the backward's kernels (which all add into the gradient buffer they are
+// given, β = 1) write straight into the step's accumulator. The runner can do that only when the
+// accumulator is the kernels' fp32, and only when no backward step reduces a parameter's gradient
+// in place over the tensor ranks (replicated K/V heads' attn.kv_grads, RWKV's μ gradients): that
+// would reduce the sum of the earlier micro-batches again. The simulator prices both.
+void check_fused_accumulation(const ModelSpec& m, const Plan& p) {
+  if (p.grad_accumulation != GradAccumulation::fused) return;
+  if (p.grad_bytes() != 4)
+    throw PlanError("the runner fuses accumulation into an fp32 accumulator", "grad_accumulation",
+                    std::string("fused accumulation: the runner's kernels accumulate in fp32, but the plan's gradients are ") +
+                        to_string(p.grad_dtype) + " (" + std::to_string(static_cast<int>(p.grad_bytes())) +
+                        " bytes); use dtypes: grads: fp32 to run it (simulate prices it as it is)");
+  Plan whole = p;  // every layer on one stage: the backward steps of all of them
+  whole.mesh[Axis::pipeline] = 1;
+  whole.virtual_stages = 1;
+  for (const Step& st : lower(m, whole, 0).backward) {
+    const std::string_view n = st.name;
+    if (st.kind == StepKind::collective && (n == tensors::attn_kv_grads || n == tensors::tm_mu_grads || n == tensors::cm_mu_grads))
+      throw PlanError("the runner fuses accumulation without in-place gradient reductions", "grad_accumulation",
+                      std::string("fused accumulation: the backward all-reduces ") + st.name +
+                          " in place over the tensor ranks, which would reduce the accumulated sum again; the runner runs it with "
+                          "tensor = 1 or with hook, autograd or separate (simulate prices it as it is)");
+  }
+}
+}  // namespace
+
 void check_supported(const ModelSpec& m, const Plan& p, std::int64_t world_size) {
   // Every legal plan runs (the transformer family with dropout among them: masks hashed from
   // global indices, kernels/dropout.hpp, the same under every plan): what remains to refuse is an
   // illegal plan — the rules the planner applies too (check_plan), first: they say what to change
   // in the plan — and a job of the wrong size.
   check_plan(m, p, 0);
+  check_fused_accumulation(m, p);
   if (p.mesh.devices() != world_size)
     throw PlanError("mesh size equals ranks", "mesh",
                     "the plan's mesh (" + p.mesh.describe() + ") has " + std::to_string(p.mesh.devices()) +
@@ -337,6 +365,26 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // a few fp32 terms is then nearly always exact, so the result barely depends on how the batch
   // was split; fp32: half the bytes on the wire, rounding that depends on the split).
   std::vector<Acc> gacc(params.size());
+  // How each micro-batch's gradient reaches gacc (plan grad_accumulation; lower.hpp
+  // grad_accumulation_bytes, which the lowering prices): separate — the backward writes `grad`,
+  // which is added and cleared; hook and autograd — the same, with the gradient rounded to the
+  // .grad's dtype (bf16 under mixed precision) before it is added and the sum to the gradient
+  // dtype (bf16 when the gradients are), as Megatron-LM's main_grad.add_(grad) and PyTorch's
+  // .grad += do; fused — the backward adds into gacc itself (check_fused_accumulation). Under
+  // ZeRO-2/3's per-block reduce-scatter the shards arrive in Acc and are added as they are.
+  const GradAccumulationBytes acc_bytes = grad_accumulation_bytes(p);
+  const bool framework_sum = p.grad_accumulation != GradAccumulation::separate && !zero_sharded_gradients(p);
+  const bool round_handed = framework_sum && acc_bytes.handed == 2, round_sum = framework_sum && acc_bytes.acc == 2;
+  const bool fused = p.grad_accumulation == GradAccumulation::fused;
+  float* backward_grad = grad.data();
+  if constexpr (std::is_same_v<Acc, float>)
+    if (fused) backward_grad = gacc.data();
+  auto add_gradient = [&](std::int64_t b, std::int64_t n) {
+    if (round_handed) kernels::round_bf16(grad.data() + b, n);
+    kernels::accumulate(gacc.data() + b, grad.data() + b, n);
+    if constexpr (std::is_same_v<Acc, float>)
+      if (round_sum) kernels::round_bf16(gacc.data() + b, n);
+  };
   std::vector<Acc> rs_part;  // ZeRO: this rank's part of the reduce-scattered gradient
   const bool zero = p.mesh[Axis::fsdp] > 1 && p.zero_stage >= 1;
   const Owned own = zero ? owned_range(sl.total, p.mesh[Axis::fsdp], at(Axis::fsdp)) : Owned{{}, 0, sl.total};
@@ -526,7 +574,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         continue;
       }
       if (!pass.forward) {
-        {
+        if (!fused) {
           Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);  // lower.cpp prices the clear and the sum
           std::fill(grad.begin(), grad.end(), 0.0f);
         }
@@ -537,7 +585,7 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
         if (start)
           layer_done = [&](std::int32_t l) {
             const Range r = buckets.layer[static_cast<std::size_t>(l)];
-            kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
+            if (!fused) add_gradient(r.begin, r.size());
             buckets.started[static_cast<std::size_t>(l)] = 1;
             ++res.overlapped_buckets;
             buckets.requests.push_back(buckets.group->iallreduce_sum(std::span<Acc>(gacc.data() + r.begin, r.size())));
@@ -545,13 +593,14 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
           };
         {
           const Trace::PassScope span(&tr, false, j, pass.chunk);
-          ex.backward(j, compute_params, grad.data(), &tr, layer_done, v > 1 ? pass.chunk : -1);
+          ex.backward(j, compute_params, backward_grad, &tr, layer_done, v > 1 ? pass.chunk : -1);
         }
+        if (fused) continue;
         Trace::Scope acc(&tr, kAccumPhase, ops::grad_accumulate, tensors::grads);
         if (buckets.active)
-          for (const Range& r : buckets.rest(sl)) kernels::accumulate(gacc.data() + r.begin, grad.data() + r.begin, r.size());
+          for (const Range& r : buckets.rest(sl)) add_gradient(r.begin, r.size());
         else
-          kernels::accumulate(gacc.data(), grad.data(), static_cast<std::int64_t>(grad.size()));
+          add_gradient(0, static_cast<std::int64_t>(grad.size()));
         continue;
       }
       // A data file that shrank mid-run: this micro-batch runs on zeros, the step is refused below.

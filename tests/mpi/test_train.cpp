@@ -297,6 +297,85 @@ TEST_CASE("train: ZeRO-2 and ZeRO-3 with gradient_sync last_microbatch equal the
     check_case("gpt-tiny", c);
   }
 }
+TEST_CASE("train: every grad_accumulation the runner executes sums the micro-batches to the one-micro-batch gradient", "[train][grad_accumulation]") {
+  // The reference accumulates nothing: one process, one micro-batch holding the whole batch of 12
+  // sequences, fp64 sums. Each value runs data = world with 12/world micro-batches of one sequence
+  // per replica (fp32 sums), and its first step's reduced gradient must equal the reference's:
+  // - fp32 parameters: every value adds the same fp32 gradients, to fp32 rounding (1e-4);
+  // - bf16 parameters (mixed), fp32 gradients: the bf16 activations of one micro-batch of 12 and
+  //   of 12 of one round differently (3e-3 at the tensor's scale for separate), and hook and
+  //   autograd also round each micro-batch's gradient to bf16 (the .grad's dtype) before adding,
+  //   ≤ 2^-9 of each term: 1e-2; hook and autograd must differ from separate, which adds it unrounded;
+  // - bf16 gradients (dtypes: grads: params): hook and autograd also round the sum to bf16 after
+  //   each add (12 roundings of ≤ 2^-9 of the partial sum: 2e-2).
+  // A missing or doubled micro-batch is off by 1/12 of the gradient, far beyond each tolerance.
+  const auto world = mpi::Comm::world();
+  const std::int64_t w = world.size();
+  if (12 % w != 0) return;
+  const auto data = train::load_bytes(train::default_corpus_path(), 1000);
+  train::Options o;
+  o.steps = 1;
+  o.seed = 7;
+  o.keep_first_gradients = true;
+  for (const char* model : {"gpt-tiny", "griffin-tiny"})
+    for (DType dtype : {DType::fp32, DType::bf16}) {
+      const ModelSpec m = load_model(model);
+      Plan ref;
+      ref.model = model;
+      ref.global_batch = ref.micro_batch = 12;
+      ref.seq_len = 16;
+      ref.param_dtype = ref.act_dtype = dtype;
+      ref.grad_dtype = GradDType::fp64;
+      const auto want = train::run(m, ref, data, o, nullptr).first_gradients;
+      REQUIRE(!want.empty());
+      std::vector<std::vector<float>> got;
+      for (GradAccumulation acc : {GradAccumulation::separate, GradAccumulation::hook, GradAccumulation::autograd, GradAccumulation::fused}) {
+        Plan p = ref;
+        p.mesh[Axis::data] = w;
+        p.micro_batch = 1;
+        p.grad_dtype = GradDType::fp32;
+        p.grad_accumulation = acc;
+        const bool rounds = dtype == DType::bf16 && (acc == GradAccumulation::hook || acc == GradAccumulation::autograd);
+        const std::string label = std::string(model) + " " + to_string(dtype) + " " + to_string(acc);
+        got.push_back(train::run(m, p, data, o, &world).first_gradients);
+        compare_params(m, got.back(), want, label, dtype == DType::bf16 ? 1e-2 : 1e-4);
+        if (rounds) {  // the sum in bf16 too
+          p.grad_dtype = GradDType::params;
+          compare_params(m, train::run(m, p, data, o, &world).first_gradients, want, label + " bf16 sum", 2e-2);
+        }
+      }
+      if (dtype == DType::bf16) {  // the rounding happened: hook and autograd differ from separate and fused
+        CHECK(got[1] != got[0]);
+        CHECK(got[2] == got[1]);
+        CHECK(got[3] != got[1]);
+      }
+    }
+}
+TEST_CASE("train: grad_accumulation fused is refused when the runner cannot accumulate in the GEMMs", "[train][grad_accumulation]") {
+  // The simulator prices these; the runner's kernels add in fp32 and a backward all-reduce of a
+  // replicated gradient (gpt-tiny's 2 K/V heads on 4 tensor ranks) would reduce the running sum.
+  Plan p;
+  p.global_batch = 4;
+  p.micro_batch = 1;
+  p.seq_len = 16;
+  p.grad_accumulation = GradAccumulation::fused;
+  const ModelSpec m = load_model("gpt-tiny");
+  auto refusal = [&](std::int64_t world) -> std::string {  // the PlanError's key and message
+    try {
+      train::check_supported(m, p, world);
+    } catch (const PlanError& e) {
+      return e.key() + ": " + e.what();
+    }
+    return "";
+  };
+  CHECK_THAT(refusal(1), Catch::StartsWith("grad_accumulation: ") && Catch::Contains("fp32"));
+  p.grad_dtype = GradDType::fp32;
+  CHECK_NOTHROW(train::check_supported(m, p, 1));
+  p.mesh[Axis::tensor] = 4;
+  CHECK_THAT(refusal(4), Catch::StartsWith("grad_accumulation: ") && Catch::Contains("attn.kv_grads"));
+  p.mesh[Axis::tensor] = 2;  // 2 K/V heads on 2 ranks: none replicated
+  CHECK_NOTHROW(train::check_supported(m, p, 2));
+}
 TEST_CASE("train: rwkv4-tiny under data tensor fsdp pipeline and sequence equals the single-process run", "[train]") {
   const auto w = mpi::Comm::world().size();
   for (Axis a : {Axis::data, Axis::tensor, Axis::pipeline}) check_case("rwkv4-tiny", one_axis(a, w));

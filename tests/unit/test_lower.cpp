@@ -37,6 +37,27 @@ bool not_score_recompute(const Step& s) { return std::strcmp(s.name, "attn.score
 
 ModelSpec model_from(const std::string& yaml) { return parse_model(parse_yaml(yaml, "t.yaml"), "t.yaml"); }
 
+
+// A choice-valued plan key in a plan file: `base` + "key: value" parses to `want` and plan_to_yaml
+// writes it back; `base` alone gives `fallback`; `bad` is refused naming the file, the key and
+// `listed` (one of the valid names); `illegal` parses but check_plan refuses it naming the key.
+template <class E>
+void check_plan_key(const ModelSpec& m, const std::string& base, const std::string& key, E Plan::*field, const std::string& value,
+                    E want, E fallback, const std::string& bad, const std::string& listed, const std::string& illegal) {
+  const Plan p = parse_plan(parse_yaml(base + key + ": " + value + "\n", "p.yaml"), "p.yaml");
+  CHECK(p.*field == want);
+  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").*field == want);
+  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").*field == fallback);
+  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + key + ": " + bad + "\n", "p.yaml"), "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains(key) && Catch::Contains(listed));
+  try {
+    check_plan(m, parse_plan(parse_yaml(base + illegal, "p.yaml"), "p.yaml"), 0);
+    FAIL(illegal << " passed check_plan");
+  } catch (const PlanError& e) {
+    CHECK(e.key() == key);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("RWKV-4 forward FLOPs per token are 2(VD + 13D²L) for every Table 2 size", "[lower]") {
@@ -542,6 +563,79 @@ TEST_CASE("each micro-batch's gradients are accumulated once: a step priced on e
   }
 }
 
+TEST_CASE("grad_accumulation prices each framework's accumulation in closed form", "[lower][grad_accumulation]") {
+  // gpt-tiny on one device, 4 micro-batches, P parameters (count_parameters) of which W are
+  // weights of its linears, whose gradients the weight-gradient GEMMs write: per layer
+  // Wq, Wo (D·D), Wk, Wv (D·kv·D/H), W1, W2 (D·F); and the tied head (V·D).
+  const auto m = load_model("gpt-tiny");
+  const double P = static_cast<double>(count_parameters(m).total);
+  const double D = static_cast<double>(m.width), F = static_cast<double>(m.mlp_width), V = static_cast<double>(m.vocab);
+  const double kvD = static_cast<double>(m.kv_heads) * D / static_cast<double>(m.heads);
+  const double W = static_cast<double>(m.depth) * (2 * D * D + 2 * D * kvD + 2 * D * F) + V * D;
+  const double mbs = 4;
+  auto priced = [&](GradAccumulation acc, GradDType grads) {
+    Plan p = single_device(4, 32);
+    p.micro_batch = 1;
+    p.grad_dtype = grads;
+    p.grad_accumulation = acc;
+    const StepProgram prog = lower(m, p, 0);
+    struct { double read = -1, written = -1, dw_read = 0, dw_written = 0; } r;
+    for (const auto& s : prog.step_end)
+      if (std::strcmp(s.op, "grad_accumulate") == 0) r.read = s.bytes_read, r.written = s.bytes_written;
+    for (const auto& s : prog.backward)
+      if (std::strcmp(s.op, "linear.dw") == 0) r.dw_read += s.bytes_read, r.dw_written += s.bytes_written;
+    return r;
+  };
+  // separate (the default): the runner's 16 B per parameter and micro-batch, fp32
+  const auto sep = priced(GradAccumulation::separate, GradDType::fp32);
+  CHECK(sep.read == Approx(mbs * P * 8));
+  CHECK(sep.written == Approx(mbs * P * 8 + P * 4));
+  CHECK(sep.dw_written == Approx(W * 4));
+  // hook (Megatron-LM's main_grad.add_(grad)): bf16 .grad read, main_grad read and written; main_grad
+  // zeroed once per step. fp32 main_grad: 10 B per micro-batch; bf16 (fp16 in 2021): 6 B.
+  for (auto [grads, a] : {std::pair{GradDType::fp32, 4.0}, std::pair{GradDType::params, 2.0}}) {
+    const auto hook = priced(GradAccumulation::hook, grads);
+    CHECK(hook.read == Approx(mbs * P * (2 + a)));
+    CHECK(hook.written == Approx(mbs * P * a + P * a));
+    CHECK(hook.read + hook.written - P * a == Approx(mbs * P * (a == 4 ? 10 : 6)));
+    CHECK(hook.dw_written == Approx(W * 2));  // the weight-gradient GEMMs write the bf16 .grad
+    CHECK(hook.dw_read == Approx(sep.dw_read));
+    // autograd (.grad += grad): the first micro-batch's gradient is kept (cast when it is narrower
+    // than the accumulator), nothing zeroed
+    const auto ag = priced(GradAccumulation::autograd, grads);
+    const double cast = a == 2 ? 0.0 : 1.0;
+    CHECK(ag.read == Approx((mbs - 1) * P * (2 + a) + cast * P * 2));
+    CHECK(ag.written == Approx((mbs - 1) * P * a + cast * P * a));
+  }
+  // fused (gradient_accumulation_fusion): the GEMMs read main_grad (C, β = 1) and write it in fp32;
+  // only the other P − W parameters pay the hook's 10 B
+  const auto fused = priced(GradAccumulation::fused, GradDType::fp32);
+  CHECK(fused.dw_written == Approx(W * 4));
+  CHECK(fused.dw_read - sep.dw_read == Approx(W * 4));
+  CHECK(fused.read == Approx(mbs * (P - W) * 6));
+  CHECK(fused.written == Approx(mbs * (P - W) * 4 + P * 4));
+  // FSDP (ZeRO-3 over fsdp 2, per-block reduce-scatter): autograd adds the arriving bf16 shard
+  // into the fp32 sharded .grad (FSDP's _cast_grad_to_param_dtype, then +=): P/2 elements, 2 micro-batches
+  {
+    Plan p = single_device(4, 32);
+    p.mesh[Axis::fsdp] = 2;
+    p.micro_batch = 1;
+    p.zero_stage = 3;
+    p.grad_accumulation = GradAccumulation::autograd;
+    for (const auto& s : lower(m, p, 0).step_end)
+      if (std::strcmp(s.op, "grad_accumulate") == 0) {
+        CHECK(s.bytes_read == Approx((2 - 1) * (P / 2) * (2 + 4) + (P / 2) * 2));
+        CHECK(s.bytes_written == Approx((2 - 1) * (P / 2) * 4 + (P / 2) * 4));
+      }
+  }
+  // the plan file: parsed, written back; a bad value names the key; fused under the per-block
+  // reduce-scatter is a PlanError keyed grad_accumulation, allowed once per step (last_microbatch)
+  const std::string base = "model: gpt-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n";
+  check_plan_key(m, base, "grad_accumulation", &Plan::grad_accumulation, "hook", GradAccumulation::hook, GradAccumulation::separate,
+                 "megatron", "fused", "zero_stage: 2\ngrad_accumulation: fused\n");
+  CHECK_NOTHROW(check_plan(m, parse_plan(parse_yaml(base + "zero_stage: 2\ngradient_sync: last_microbatch\ngrad_accumulation: fused\n", "p.yaml"), "p.yaml"), 0));
+}
+
 TEST_CASE("the step's loss is summed over every mesh axis of size > 1 before the update: 3 doubles each", "[lower]") {
   // The runner sums (loss, lost data, stop) over the whole mesh one axis after another; the
   // lowering prices exactly those calls, after the gradient accumulation and before any gradient
@@ -968,21 +1062,10 @@ TEST_CASE("gradient_sync last_microbatch reduce-scatters the whole gradient once
         CHECK(last_mem.buffers_bytes == total * gb);
       }
   }
-  // the plan file: parsed, written back, refused with the key named
-  const std::string base = "model: griffin-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n";
-  Plan p = parse_plan(parse_yaml(base + "zero_stage: 2\ngradient_sync: last_microbatch\n", "p.yaml"), "p.yaml");
-  CHECK(p.gradient_sync == GradientSync::last_microbatch);
-  CHECK(parse_plan(parse_yaml(plan_to_yaml(p), "q.yaml"), "q.yaml").gradient_sync == GradientSync::last_microbatch);
-  CHECK(parse_plan(parse_yaml(base, "p.yaml"), "p.yaml").gradient_sync == GradientSync::every_microbatch);
-  CHECK_THROWS_WITH(parse_plan(parse_yaml(base + "gradient_sync: once\n", "p.yaml"), "p.yaml"),
-                    Catch::Contains("p.yaml") && Catch::Contains("gradient_sync") && Catch::Contains("last_microbatch"));
-  Plan one = parse_plan(parse_yaml(base + "zero_stage: 1\ngradient_sync: last_microbatch\n", "p.yaml"), "p.yaml");
-  try {
-    check_plan(load_model("griffin-tiny"), one, 0);
-    FAIL("ZeRO-1 with last_microbatch passed check_plan");
-  } catch (const PlanError& e) {
-    CHECK(e.key() == "gradient_sync");
-  }
+  // the plan file: parsed, written back, refused with the key named (ZeRO-1 with last_microbatch)
+  check_plan_key(load_model("griffin-tiny"), "model: griffin-tiny\nmesh: {fsdp: 2}\nglobal_batch: 4\nseq_len: 32\n",
+                 "gradient_sync", &Plan::gradient_sync, "last_microbatch", GradientSync::last_microbatch,
+                 GradientSync::every_microbatch, "once", "last_microbatch", "zero_stage: 1\ngradient_sync: last_microbatch\n");
 }
 
 TEST_CASE("ZeRO-2/3 with gradient_sync last_microbatch are ZeRO-1 during the step: the same price and memory", "[lower][zero][sim]") {
