@@ -11,10 +11,16 @@
 // table) three ways — the kernel the decoder calls, cblas_sgemv on the same matrix, and a
 // read-only pass over its bytes (Σ w², one sequential stream) — each as (head bytes / s) ÷ triad,
 // and the decoder's trace gives the step's share in GEMVs (linear + logits) and its largest ops.
-// Usage: bench_decode [model ...]  (default: hawk-100m griffin-100m mqa-100m rwkv4-169m);
-// SCANSHARD_BENCH_THREADS=1 runs one thread count only.
+// Prefill mode (--prefill P): per round, one prefill of P tokens (batch 1, the head on the last
+// token) and bare cblas_sgemm on every weight GEMM shape the prefill's lowering holds
+// (program/inference.hpp lower_prefill: the linear and logits steps, m × n × k, times their
+// count); prints Σ bare sgemm time ÷ the prefill's time (the whole pass, and its GEMM ops alone
+// from the decoder's trace), medians and ranges over rounds.
+// Usage: bench_decode [--prefill P] [model ...]  (default: hawk-100m griffin-100m mqa-100m
+// rwkv4-169m); SCANSHARD_BENCH_THREADS=1 runs one thread count only.
 #include <cstdio>
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -24,6 +30,7 @@
 #include "kernels/kernels.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/vector_rows.hpp"
+#include "program/inference.hpp"
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
 #include "program/steps.hpp"
@@ -73,6 +80,92 @@ std::string ratio_to_triad(double bytes, const std::vector<double>& kernel_s, do
   std::snprintf(buf, sizeof buf, "%.2f (%.2f-%.2f)", bench::median(r), *std::min_element(r.begin(), r.end()),
                 *std::max_element(r.begin(), r.end()));
   return buf;
+}
+
+// Seconds of the linear and logits ops in a trace (the weight GEMMs).
+double gemm_seconds(const Trace& tr) {
+  double s = 0;
+  for (const auto& [k, c] : tr.steps()[0].cells)
+    if (std::get<1>(k) == ops::linear || std::get<1>(k) == ops::logits) s += c.seconds;
+  return s;
+}
+double total_seconds(const Trace& tr) {
+  double s = 0;
+  for (const auto& [k, c] : tr.steps()[0].cells) s += c.seconds;
+  return s;
+}
+
+// The prefill's weight GEMMs (m, n, k, times) from its lowering, each run as bare cblas_sgemm.
+struct BareGemms {
+  struct Shape {
+    i64 m, n, k, times;
+  };
+  std::vector<Shape> shapes;
+  kernels::AlignedVec a, b, c;
+  double flops = 0;
+  explicit BareGemms(const InferencePass& pass) {
+    i64 most = 1;
+    pass.for_each_list([&](const std::vector<Step>& list, i64 times) {
+      for (const Step& st : list)
+        if ((std::string(st.op) == ops::linear || std::string(st.op) == ops::logits) && st.m > 0) {
+          // a block-diagonal gate: one GEMM per block (its FLOPs are the blocks' sum)
+          const i64 calls = std::max<i64>(1, std::llround(st.matmul_flops / (2.0 * double(st.m * st.n * st.k))));
+          shapes.push_back({st.m, st.n, st.k, times * calls});
+          most = std::max({most, st.m * st.k, st.k * st.n, st.m * st.n});
+          flops += 2.0 * double(st.m) * double(st.n) * double(st.k) * double(times * calls);
+        }
+    });
+    for (auto* v : {&a, &b, &c}) v->assign(std::size_t(most), 0.01f);
+  }
+  void operator()() {
+    for (const Shape& s : shapes)
+      for (i64 r = 0; r < s.times; ++r)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(s.m), int(s.n), int(s.k), 1.0f, a.data(), int(s.k),
+                    b.data(), int(s.n), 0.0f, c.data(), int(s.n));
+  }
+};
+
+void bench_prefill(const std::string& name, i64 P, int rounds) {
+  const ModelSpec m = load_model(name);
+  const Layout lay(m);
+  const train::ShardLayout sl(m, lay, 1, 0);
+  std::vector<float> params(static_cast<std::size_t>(sl.total));
+  sl.extract(init_params(lay, 1).data(), params.data());
+  BareGemms bare(lower_prefill(m, Plan{}, 0, 1, P));
+  std::vector<std::int32_t> prompt(static_cast<std::size_t>(P));
+  for (i64 i = 0; i < P; ++i) prompt[std::size_t(i)] = static_cast<std::int32_t>((7 * i + 3) % m.vocab);
+  for (int th : bench::thread_counts()) {
+    bench::set_threads(th);
+    std::vector<float> logits;
+    std::vector<double> gemm_share;
+    std::vector<std::function<void()>> fns = {[&] {
+                                                Trace tr;
+                                                train::Decoder dec(m, sl, params.data(), nullptr, 1, P + 1);
+                                                dec.feed(prompt.data(), P, logits, true, &tr);
+                                                tr.end_step(0, 0, 0);
+                                                gemm_share.push_back(gemm_seconds(tr) / total_seconds(tr));
+                                              },
+                                              [&] { bare(); }};
+    const auto t = bench::rounds(rounds, fns, th == 1 ? bench::thread_cpu_s : bench::now);
+    gemm_share.erase(gemm_share.begin());  // the warm-up call
+    std::vector<double> whole, gemms;
+    for (std::size_t r = 0; r < t[0].size(); ++r) {
+      whole.push_back(t[1][r] / t[0][r]);
+      gemms.push_back(t[1][r] / (gemm_share[r] * t[0][r]));
+    }
+    auto mr = [](const std::vector<double>& v) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f (%.2f-%.2f)", bench::median(v), *std::min_element(v.begin(), v.end()),
+                    *std::max_element(v.begin(), v.end()));
+      return std::string(buf);
+    };
+    std::printf("%-12s threads %d: prefill %lld tokens %.0f ms (%s time), its GEMMs %.1f GFLOP = %.0f%% of the pass (trace); "
+                "bare sgemm %.0f ms = %.1f GFLOP/s; bare / prefill: whole pass %s, GEMM ops %s\n",
+                name.c_str(), th, static_cast<long long>(P), 1e3 * bench::median(t[0]), th == 1 ? "thread CPU" : "wall",
+                bare.flops / 1e9, 100 * bench::median(gemm_share), 1e3 * bench::median(t[1]),
+                bare.flops / bench::median(t[1]) / 1e9, mr(whole).c_str(), mr(gemms).c_str());
+    std::fflush(stdout);
+  }
 }
 
 void bench_model(const std::string& name, int rounds) {
@@ -130,16 +223,10 @@ void bench_model(const std::string& name, int rounds) {
     for (int i = 0; i < 3; ++i) dec.feed(&tok, 1, logits, true, &tr);
     tr.end_step(0, 0, 0);
     std::vector<std::pair<double, std::string>> share;
-    double total = 0;
-    for (const auto& [k, c] : tr.steps()[0].cells) {
-      share.emplace_back(c.seconds, std::get<1>(k) + " " + std::get<2>(k));
-      total += c.seconds;
-    }
+    const double total = total_seconds(tr);
+    for (const auto& [k, c] : tr.steps()[0].cells) share.emplace_back(c.seconds, std::get<1>(k) + " " + std::get<2>(k));
     std::sort(share.rbegin(), share.rend());
-    double gemv = 0;
-    for (const auto& [k, c] : tr.steps()[0].cells)
-      if (std::get<1>(k) == ops::linear || std::get<1>(k) == ops::logits) gemv += c.seconds;
-    std::printf("  GEMVs (linear + logits) %.0f%% of the step; time by op:", 100 * gemv / total);
+    std::printf("  GEMVs (linear + logits) %.0f%% of the step; time by op:", 100 * gemm_seconds(tr) / total);
     for (std::size_t i = 0; i < std::min<std::size_t>(6, share.size()); ++i)
       std::printf(" %s %.0f%%", share[i].second.c_str(), 100 * share[i].first / total);
     std::printf("\n");
@@ -155,8 +242,18 @@ void bench_model(const std::string& name, int rounds) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> models;
-  for (int i = 1; i < argc; ++i) models.push_back(argv[i]);
+  i64 prefill = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--prefill" && i + 1 < argc) prefill = std::atoll(argv[++i]);
+    else models.push_back(argv[i]);
+  }
   if (models.empty()) models = {"hawk-100m", "griffin-100m", "mqa-100m", "rwkv4-169m"};
+  if (prefill > 0) {
+    std::printf("bench_decode --prefill: batch 1, fp32, median of 5 rounds of (prefill, bare sgemm); kernels on %s\n",
+                bench::simd_isa().c_str());
+    for (const auto& name : models) bench_prefill(name, prefill, 5);
+    return 0;
+  }
   std::printf("bench_decode: batch 1, fp32, median of 11 rounds of (triad, one decode step); kernels dispatched to %s\n",
               bench::simd_isa().c_str());
   for (const auto& name : models) bench_model(name, 11);
