@@ -12,7 +12,7 @@
 // read-only pass over its bytes (Σ w², one sequential stream) — each as (head bytes / s) ÷ triad,
 // and the decoder's trace gives the step's share in GEMVs (linear + logits) and its largest ops.
 // Prefill mode (--prefill P): per round, one prefill of P tokens (batch 1, the head on the last
-// token) and bare cblas_sgemm on every weight GEMM shape the prefill's lowering holds
+// token) and bare cblas_sgemm (weights hot in cache, and cold) on every weight GEMM shape the prefill's lowering holds
 // (program/inference.hpp lower_prefill: the linear and logits steps, m × n × k, times their
 // count); prints Σ bare sgemm time ÷ the prefill's time (the whole pass, and its GEMM ops alone
 // from the decoder's trace), medians and ranges over rounds.
@@ -96,6 +96,9 @@ double total_seconds(const Trace& tr) {
 }
 
 // The prefill's weight GEMMs (m, n, k, times) from its lowering, each run as bare cblas_sgemm.
+// Weights hot: every call reads the same B (in cache after the first); cold: each call's B comes
+// next in a pool of 128 MiB more than the largest B (beyond the 32 MiB L3, as the prefill's weights,
+// each read once per pass).
 struct BareGemms {
   struct Shape {
     i64 m, n, k, times;
@@ -103,6 +106,7 @@ struct BareGemms {
   std::vector<Shape> shapes;
   kernels::AlignedVec a, b, c;
   double flops = 0;
+  i64 largest_b = 1, next_b = 0;
   explicit BareGemms(const InferencePass& pass) {
     i64 most = 1;
     pass.for_each_list([&](const std::vector<Step>& list, i64 times) {
@@ -111,17 +115,22 @@ struct BareGemms {
           // a block-diagonal gate: one GEMM per block (its FLOPs are the blocks' sum)
           const i64 calls = std::max<i64>(1, std::llround(st.matmul_flops / (2.0 * double(st.m * st.n * st.k))));
           shapes.push_back({st.m, st.n, st.k, times * calls});
-          most = std::max({most, st.m * st.k, st.k * st.n, st.m * st.n});
+          most = std::max({most, st.m * st.k, st.m * st.n});
+          largest_b = std::max(largest_b, st.k * st.n);
           flops += 2.0 * double(st.m) * double(st.n) * double(st.k) * double(times * calls);
         }
     });
-    for (auto* v : {&a, &b, &c}) v->assign(std::size_t(most), 0.01f);
+    for (auto* v : {&a, &c}) v->assign(std::size_t(most), 0.01f);
+    b.assign(std::size_t(largest_b + (i64(32) << 20)), 0.01f);
   }
-  void operator()() {
+  void run(bool cold) {
     for (const Shape& s : shapes)
-      for (i64 r = 0; r < s.times; ++r)
+      for (i64 r = 0; r < s.times; ++r) {
+        if (!cold || next_b + s.k * s.n > i64(b.size())) next_b = 0;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(s.m), int(s.n), int(s.k), 1.0f, a.data(), int(s.k),
-                    b.data(), int(s.n), 0.0f, c.data(), int(s.n));
+                    b.data() + next_b, int(s.n), 0.0f, c.data(), int(s.n));
+        if (cold) next_b += s.k * s.n;
+      }
   }
 };
 
@@ -131,7 +140,7 @@ void bench_prefill(const std::string& name, i64 P, int rounds) {
   const train::ShardLayout sl(m, lay, 1, 0);
   std::vector<float> params(static_cast<std::size_t>(sl.total));
   sl.extract(init_params(lay, 1).data(), params.data());
-  BareGemms bare(lower_prefill(m, Plan{}, 0, 1, P));
+  BareGemms bare(lower_prefill(m, Plan{}, 0, 1, P));  // the shapes the simulator prices (one source)
   std::vector<std::int32_t> prompt(static_cast<std::size_t>(P));
   for (i64 i = 0; i < P; ++i) prompt[std::size_t(i)] = static_cast<std::int32_t>((7 * i + 3) % m.vocab);
   for (int th : bench::thread_counts()) {
@@ -145,13 +154,15 @@ void bench_prefill(const std::string& name, i64 P, int rounds) {
                                                 tr.end_step(0, 0, 0);
                                                 gemm_share.push_back(gemm_seconds(tr) / total_seconds(tr));
                                               },
-                                              [&] { bare(); }};
+                                              [&] { bare.run(false); }, [&] { bare.run(true); }};
     const auto t = bench::rounds(rounds, fns, th == 1 ? bench::thread_cpu_s : bench::now);
     gemm_share.erase(gemm_share.begin());  // the warm-up call
-    std::vector<double> whole, gemms;
+    std::vector<double> whole, gemms, whole_cold, gemms_cold;
     for (std::size_t r = 0; r < t[0].size(); ++r) {
       whole.push_back(t[1][r] / t[0][r]);
       gemms.push_back(t[1][r] / (gemm_share[r] * t[0][r]));
+      whole_cold.push_back(t[2][r] / t[0][r]);
+      gemms_cold.push_back(t[2][r] / (gemm_share[r] * t[0][r]));
     }
     auto mr = [](const std::vector<double>& v) {
       char buf[64];
@@ -160,10 +171,12 @@ void bench_prefill(const std::string& name, i64 P, int rounds) {
       return std::string(buf);
     };
     std::printf("%-12s threads %d: prefill %lld tokens %.0f ms (%s time), its GEMMs %.1f GFLOP = %.0f%% of the pass (trace); "
-                "bare sgemm %.0f ms = %.1f GFLOP/s; bare / prefill: whole pass %s, GEMM ops %s\n",
+                "bare sgemm, weights hot %.0f ms = %.1f GFLOP/s, cold %.0f ms; bare / prefill: whole pass %s (cold %s), GEMM "
+                "ops %s (cold %s)\n",
                 name.c_str(), th, static_cast<long long>(P), 1e3 * bench::median(t[0]), th == 1 ? "thread CPU" : "wall",
                 bare.flops / 1e9, 100 * bench::median(gemm_share), 1e3 * bench::median(t[1]),
-                bare.flops / bench::median(t[1]) / 1e9, mr(whole).c_str(), mr(gemms).c_str());
+                bare.flops / bench::median(t[1]) / 1e9, 1e3 * bench::median(t[2]), mr(whole).c_str(), mr(whole_cold).c_str(),
+                mr(gemms).c_str(), mr(gemms_cold).c_str());
     std::fflush(stdout);
   }
 }
@@ -249,7 +262,8 @@ int main(int argc, char** argv) {
   }
   if (models.empty()) models = {"hawk-100m", "griffin-100m", "mqa-100m", "rwkv4-169m"};
   if (prefill > 0) {
-    std::printf("bench_decode --prefill: batch 1, fp32, median of 5 rounds of (prefill, bare sgemm); kernels on %s\n",
+    std::printf("bench_decode --prefill: batch 1, fp32, median of 5 rounds of (prefill, bare sgemm hot, cold); kernels on "
+                "%s\n",
                 bench::simd_isa().c_str());
     for (const auto& name : models) bench_prefill(name, prefill, 5);
     return 0;

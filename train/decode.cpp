@@ -137,9 +137,7 @@ struct Decoder::Impl {
     lse.assign(sz(M * std::max<i64>(1, H)), 0.0f);
     nmean.assign(sz(M * std::max<i64>(1, Hl6)), 0.0f);
     for (Vec* v_ : {&qt, &ot}) v_->assign(sz(B * std::max<i64>(1, H * N)), 0.0f);
-    logits_local.assign(sz(M * Vl), 0.0f);
     gathered.assign(sz(M * D), 0.0f);
-    logits_gathered.assign(tp ? sz(M * V) : 0, 0.0f);
     if (m.is_rwkv()) {
       for (Vec* v_ : {&big5, &big5b}) v_->assign(sz(5 * M * D), 0.0f);
       for (Vec* v_ : {&lz, &ltz}) v_->assign(sz(M * std::max<i64>(1, 5 * m.lora_rank_mix)), 0.0f);
@@ -174,27 +172,29 @@ struct Decoder::Impl {
     const i64 rows = head_rows;
     const bool ln = m.family == Family::transformer ? m.norm == NormKind::layernorm : m.is_rwkv();
     norm(n1.data(), stat1.data(), head_input(), -2, "final_norm.scale", "final_norm.bias", ln, tensors::final_norm, rows);
-    Vec& loc = logits_local;
+    Vec& loc = logits_local;  // sized for the head's rows (not M: a prefill's B·T rows × V would be GBs)
+    if (loc.size() != sz(rows * Vl)) loc.assign(sz(rows * Vl), 0.0f);
     timed(ops::logits, m.tied_embeddings ? tensors::embed_table : tensors::head_w, [&] {
       if (m.tied_embeddings) K::logits_tied_forward(loc.data(), n1.data(), par(-1, "embed.table"), rows, D, Vl);
       else K::linear_forward(loc.data(), n1.data(), par(-3, "head.w"), nullptr, rows, D, Vl);
     });
     if (!tp) {
-      logits.assign(loc.begin(), loc.begin() + rows * Vl);
+      logits.assign(loc.begin(), loc.end());
       return;
     }
     logits.resize(sz(rows * V));
     std::vector<float>& all = logits_gathered;
+    if (all.size() != sz(rows * V)) all.assign(sz(rows * V), 0.0f);
     std::vector<int>& counts = gather_counts;
     counts.clear();
     i64 off = 0;
     for (i64 r = 0; r < t; ++r) {
       const Range vr = split_range(V, t, r);
       counts.push_back(static_cast<int>(rows * vr.size()));
-      if (r == tc) std::copy_n(loc.begin(), rows * Vl, all.begin() + off);
+      if (r == tc) std::copy(loc.begin(), loc.end(), all.begin() + off);
       off += rows * vr.size();
     }
-    timed(ops::all_gather, tensors::head_w, [&] { tp->allgather_v_inplace(std::span<float>(all.data(), sz(rows * V)), counts); });
+    timed(ops::all_gather, tensors::head_w, [&] { tp->allgather_v_inplace(std::span<float>(all), counts); });
     off = 0;
     for (i64 r = 0; r < t; ++r) {
       const Range vr = split_range(V, t, r);
