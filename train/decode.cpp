@@ -129,7 +129,8 @@ struct Decoder::Impl {
   void size_scratch(i64 T_) {
     T = T_;
     M = B * T;
-    const i64 wide = std::max({D, F, R, H * N, 5 * m.lora_rank_mix, m.lora_rank_decay, i64(1)});  // not Vl: the logits have their own buffer
+    // (not the vocabulary: the logits have their own buffer, sized for the head's rows)
+    const i64 wide = std::max({D, F, R, H * N, 5 * m.lora_rank_mix, m.lora_rank_decay, i64(1)});
     for (Vec* v_ : {&x, &n1, &n2, &tout, &part}) v_->assign(sz(M * D), 0.0f);
     for (Vec* v_ : {&stat1, &stat2}) v_->assign(sz(M * std::max<i64>(1, Hl6)), 0.0f);
     for (Vec* v_ : {&h1, &h2, &gm, &a1, &a2, &a3, &a4, &a5, &q, &att}) v_->assign(sz(M * wide), 0.0f);
