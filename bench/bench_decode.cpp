@@ -6,18 +6,34 @@
 // of which a step reads one row). Bandwidth = a STREAM triad (a = b + s·c over 3 × 64 MiB arrays,
 // 12 bytes per element) timed round-robin with the decode steps, so both see the same machine
 // load. Prints per model and thread count: median decode step, tokens/s, the limit (triad B/s ÷
-// weight bytes) and the ratio (medians of per-round ratios, and their range).
-// Usage: bench_decode [model ...]  (default: hawk-100m griffin-100m mqa-100m rwkv4-169m).
+// weight bytes) and the ratio (medians of per-round ratios, and their range). The same rounds also
+// time the head's logits GEMV alone (the step's largest weight: 786 MB of a 256 000-word tied
+// table) three ways — the kernel the decoder calls, cblas_sgemv on the same matrix, and a
+// read-only pass over its bytes (Σ w², one sequential stream) — each as (head bytes / s) ÷ triad,
+// and the decoder's trace gives the step's share in GEMVs (linear + logits) and its largest ops.
+// Prefill mode (--prefill P): per round, one prefill of P tokens (batch 1, the head on the last
+// token) and bare cblas_sgemm (weights hot in cache, and cold) on every weight GEMM shape the prefill's lowering holds
+// (program/inference.hpp lower_prefill: the linear and logits steps, m × n × k, times their
+// count); prints Σ bare sgemm time ÷ the prefill's time (the whole pass, and its GEMM ops alone
+// from the decoder's trace), medians and ranges over rounds.
+// Usage: bench_decode [--prefill P] [model ...]  (default: hawk-100m griffin-100m mqa-100m
+// rwkv4-169m); SCANSHARD_BENCH_THREADS=1 runs one thread count only.
 #include <cstdio>
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "bench_util.hpp"
+#include "kernels/embedding.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/linear.hpp"
+#include "kernels/vector_rows.hpp"
+#include "program/inference.hpp"
 #include "program/param_layout.hpp"
 #include "program/presets.hpp"
+#include "program/steps.hpp"
 #include "train/decode.hpp"
 
 using namespace scanshard;
@@ -31,6 +47,140 @@ double weight_bytes(const ModelSpec& m, const Layout& lay) {
   return 4.0 * n;
 }
 
+// The head's logits GEMV on its own: the tied table E [V,D] (logits = E x) or the untied head.w
+// [D,V] (logits = head.wᵀ x), through the decoder's kernel or through cblas_sgemv directly.
+struct Head {
+  const float* w;
+  i64 D, V;
+  bool tied;
+  double bytes() const { return 4.0 * double(D) * double(V); }
+  void kernel(float* y, const float* x) const {
+    if (tied) kernels::fast::logits_tied_forward(y, x, w, 1, D, V);
+    else kernels::fast::linear_forward(y, x, w, nullptr, 1, D, V);
+  }
+  void sgemv(float* y, const float* x) const {
+    if (tied) cblas_sgemv(CblasRowMajor, CblasNoTrans, int(V), int(D), 1.0f, w, int(D), x, 1, 0.0f, y, 1);
+    else cblas_sgemv(CblasRowMajor, CblasTrans, int(D), int(V), 1.0f, w, int(V), x, 1, 0.0f, y, 1);
+  }
+  // Σ w² in rows of D (a read-only stream over the same bytes, in memory order)
+  double read_pass() const {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+    for (i64 v = 0; v < V; ++v) s += kernels::rows::dot(w + v * D, w + v * D, D);
+    return s;
+  }
+};
+
+// median (range) of per-round (bytes / kernel s) ÷ (triad bytes / triad s)
+std::string ratio_to_triad(double bytes, const std::vector<double>& kernel_s, double triad_bytes,
+                           const std::vector<double>& triad_s) {
+  std::vector<double> r;
+  for (std::size_t i = 0; i < kernel_s.size(); ++i) r.push_back((bytes / kernel_s[i]) / (triad_bytes / triad_s[i]));
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f (%.2f-%.2f)", bench::median(r), *std::min_element(r.begin(), r.end()),
+                *std::max_element(r.begin(), r.end()));
+  return buf;
+}
+
+// Seconds of the linear and logits ops in a trace (the weight GEMMs).
+double gemm_seconds(const Trace& tr) {
+  double s = 0;
+  for (const auto& [k, c] : tr.steps()[0].cells)
+    if (std::get<1>(k) == ops::linear || std::get<1>(k) == ops::logits) s += c.seconds;
+  return s;
+}
+double total_seconds(const Trace& tr) {
+  double s = 0;
+  for (const auto& [k, c] : tr.steps()[0].cells) s += c.seconds;
+  return s;
+}
+
+// The prefill's weight GEMMs (m, n, k, times) from its lowering, each run as bare cblas_sgemm.
+// Weights hot: every call reads the same B (in cache after the first); cold: each call's B comes
+// next in a pool of 128 MiB more than the largest B (beyond the 32 MiB L3, as the prefill's weights,
+// each read once per pass).
+struct BareGemms {
+  struct Shape {
+    i64 m, n, k, times;
+  };
+  std::vector<Shape> shapes;
+  kernels::AlignedVec a, b, c;
+  double flops = 0;
+  i64 largest_b = 1, next_b = 0;
+  explicit BareGemms(const InferencePass& pass) {
+    i64 most = 1;
+    pass.for_each_list([&](const std::vector<Step>& list, i64 times) {
+      for (const Step& st : list)
+        if ((std::string(st.op) == ops::linear || std::string(st.op) == ops::logits) && st.m > 0) {
+          // a block-diagonal gate: one GEMM per block (its FLOPs are the blocks' sum)
+          const i64 calls = std::max<i64>(1, std::llround(st.matmul_flops / (2.0 * double(st.m * st.n * st.k))));
+          shapes.push_back({st.m, st.n, st.k, times * calls});
+          most = std::max({most, st.m * st.k, st.m * st.n});
+          largest_b = std::max(largest_b, st.k * st.n);
+          flops += 2.0 * double(st.m) * double(st.n) * double(st.k) * double(times * calls);
+        }
+    });
+    for (auto* v : {&a, &c}) v->assign(std::size_t(most), 0.01f);
+    b.assign(std::size_t(largest_b + (i64(32) << 20)), 0.01f);
+  }
+  void run(bool cold) {
+    for (const Shape& s : shapes)
+      for (i64 r = 0; r < s.times; ++r) {
+        if (!cold || next_b + s.k * s.n > i64(b.size())) next_b = 0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(s.m), int(s.n), int(s.k), 1.0f, a.data(), int(s.k),
+                    b.data() + next_b, int(s.n), 0.0f, c.data(), int(s.n));
+        if (cold) next_b += s.k * s.n;
+      }
+  }
+};
+
+void bench_prefill(const std::string& name, i64 P, int rounds) {
+  const ModelSpec m = load_model(name);
+  const Layout lay(m);
+  const train::ShardLayout sl(m, lay, 1, 0);
+  std::vector<float> params(static_cast<std::size_t>(sl.total));
+  sl.extract(init_params(lay, 1).data(), params.data());
+  BareGemms bare(lower_prefill(m, Plan{}, 0, 1, P));  // the shapes the simulator prices (one source)
+  std::vector<std::int32_t> prompt(static_cast<std::size_t>(P));
+  for (i64 i = 0; i < P; ++i) prompt[std::size_t(i)] = static_cast<std::int32_t>((7 * i + 3) % m.vocab);
+  for (int th : bench::thread_counts()) {
+    bench::set_threads(th);
+    std::vector<float> logits;
+    std::vector<double> gemm_share;
+    std::vector<std::function<void()>> fns = {[&] {
+                                                Trace tr;
+                                                train::Decoder dec(m, sl, params.data(), nullptr, 1, P + 1);
+                                                dec.feed(prompt.data(), P, logits, true, &tr);
+                                                tr.end_step(0, 0, 0);
+                                                gemm_share.push_back(gemm_seconds(tr) / total_seconds(tr));
+                                              },
+                                              [&] { bare.run(false); }, [&] { bare.run(true); }};
+    const auto t = bench::rounds(rounds, fns, th == 1 ? bench::thread_cpu_s : bench::now);
+    gemm_share.erase(gemm_share.begin());  // the warm-up call
+    std::vector<double> whole, gemms, whole_cold, gemms_cold;
+    for (std::size_t r = 0; r < t[0].size(); ++r) {
+      whole.push_back(t[1][r] / t[0][r]);
+      gemms.push_back(t[1][r] / (gemm_share[r] * t[0][r]));
+      whole_cold.push_back(t[2][r] / t[0][r]);
+      gemms_cold.push_back(t[2][r] / (gemm_share[r] * t[0][r]));
+    }
+    auto mr = [](const std::vector<double>& v) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f (%.2f-%.2f)", bench::median(v), *std::min_element(v.begin(), v.end()),
+                    *std::max_element(v.begin(), v.end()));
+      return std::string(buf);
+    };
+    std::printf("%-12s threads %d: prefill %lld tokens %.0f ms (%s time), its GEMMs %.1f GFLOP = %.0f%% of the pass (trace); "
+                "bare sgemm, weights hot %.0f ms = %.1f GFLOP/s, cold %.0f ms; bare / prefill: whole pass %s (cold %s), GEMM "
+                "ops %s (cold %s)\n",
+                name.c_str(), th, static_cast<long long>(P), 1e3 * bench::median(t[0]), th == 1 ? "thread CPU" : "wall",
+                bare.flops / 1e9, 100 * bench::median(gemm_share), 1e3 * bench::median(t[1]),
+                bare.flops / bench::median(t[1]) / 1e9, 1e3 * bench::median(t[2]), mr(whole).c_str(), mr(whole_cold).c_str(),
+                mr(gemms).c_str(), mr(gemms_cold).c_str());
+    std::fflush(stdout);
+  }
+}
+
 void bench_model(const std::string& name, int rounds) {
   const ModelSpec m = load_model(name);
   const Layout lay(m);
@@ -40,6 +190,10 @@ void bench_model(const std::string& name, int rounds) {
   const double wbytes = weight_bytes(m, lay);
   const i64 n = i64(16) << 20;  // 64 MiB per triad array
   kernels::AlignedVec a(n, 0.0f), b(n, 1.0f), c(n, 0.5f);
+  const Head head{params.data() + (m.tied_embeddings ? sl.off("embed", "embed.table") : sl.off("head", "head.w")), m.width,
+                  m.vocab, m.tied_embeddings};
+  kernels::AlignedVec hx(m.width, 0.01f), hy(m.vocab, 0.0f);
+  double sink = 0;
   for (int th : bench::thread_counts()) {
     bench::set_threads(th);
     const i64 prompt = 8;
@@ -54,30 +208,45 @@ void bench_model(const std::string& name, int rounds) {
         [&] {
           dec.feed(&tok, 1, logits, true);
           tok = static_cast<std::int32_t>((tok * 31 + 7) % m.vocab);
-        }};
-    const auto t = bench::rounds(rounds, fns);
-    std::vector<double> ratio;
-    for (std::size_t r = 0; r < t[0].size(); ++r) ratio.push_back((wbytes / t[1][r]) / (12.0 * n / t[0][r]));
+        },
+        [&] { head.kernel(hy.data(), hx.data()); },
+        [&] { head.sgemv(hy.data(), hx.data()); },
+        [&] { sink += head.read_pass(); }};
+    // One thread is timed in its own CPU time (bench::rounds' thread_cpu_s: the time it waited for
+    // a core of this shared machine counts for neither the step nor the triad; a 200 ms step waits
+    // more often than a 20 ms triad, which biases wall-clock ratios low); wall time beside it.
+    std::vector<std::vector<double>> wall(fns.size());
+    std::vector<std::function<void()>> walled;
+    for (std::size_t i = 0; i < fns.size(); ++i)
+      walled.push_back([&, i] {
+        const double t0 = bench::now();
+        fns[i]();
+        wall[i].push_back(bench::now() - t0);
+      });
+    const auto t = bench::rounds(rounds, walled, th == 1 ? bench::thread_cpu_s : bench::now);
+    for (auto& w : wall) w.erase(w.begin());  // the warm-up call
     const double step = bench::median(t[1]), triad = 12.0 * n / bench::median(t[0]);
     std::printf("%-12s threads %d: weights %.1f MB/step, decode step %.2f ms = %.2f tokens/s; triad %.2f GB/s -> limit %.2f "
-                "tokens/s; ratio %.2f (%.2f-%.2f)\n",
-                name.c_str(), th, wbytes / 1e6, 1e3 * step, 1.0 / step, triad / 1e9, triad / wbytes, bench::median(ratio),
-                *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
+                "tokens/s; ratio %s (%s time); wall-clock ratio %s\n",
+                name.c_str(), th, wbytes / 1e6, 1e3 * step, 1.0 / step, triad / 1e9, triad / wbytes,
+                ratio_to_triad(wbytes, t[1], 12.0 * n, t[0]).c_str(), th == 1 ? "thread CPU" : "wall",
+                ratio_to_triad(wbytes, wall[1], 12.0 * n, wall[0]).c_str());
     // where a step's time goes: the decoder's own trace over 3 more steps, largest shares first
     Trace tr;
     for (int i = 0; i < 3; ++i) dec.feed(&tok, 1, logits, true, &tr);
     tr.end_step(0, 0, 0);
     std::vector<std::pair<double, std::string>> share;
-    double total = 0;
-    for (const auto& [k, c] : tr.steps()[0].cells) {
-      share.emplace_back(c.seconds, std::get<1>(k) + " " + std::get<2>(k));
-      total += c.seconds;
-    }
+    const double total = total_seconds(tr);
+    for (const auto& [k, c] : tr.steps()[0].cells) share.emplace_back(c.seconds, std::get<1>(k) + " " + std::get<2>(k));
     std::sort(share.rbegin(), share.rend());
-    std::printf("  time by op:");
+    std::printf("  GEMVs (linear + logits) %.0f%% of the step; time by op:", 100 * gemm_seconds(tr) / total);
     for (std::size_t i = 0; i < std::min<std::size_t>(6, share.size()); ++i)
       std::printf(" %s %.0f%%", share[i].second.c_str(), 100 * share[i].first / total);
     std::printf("\n");
+    std::printf("  head alone (%.1f MB, %s) / triad: kernel %s, cblas_sgemv %s, read-only pass %s%s\n", head.bytes() / 1e6,
+                head.tied ? "tied E x" : "head.w^T x", ratio_to_triad(head.bytes(), t[2], 12.0 * n, t[0]).c_str(),
+                ratio_to_triad(head.bytes(), t[3], 12.0 * n, t[0]).c_str(),
+                ratio_to_triad(head.bytes(), t[4], 12.0 * n, t[0]).c_str(), sink == 1.2345 ? " " : "");
     std::fflush(stdout);
   }
 }
@@ -86,8 +255,19 @@ void bench_model(const std::string& name, int rounds) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> models;
-  for (int i = 1; i < argc; ++i) models.push_back(argv[i]);
+  i64 prefill = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--prefill" && i + 1 < argc) prefill = std::atoll(argv[++i]);
+    else models.push_back(argv[i]);
+  }
   if (models.empty()) models = {"hawk-100m", "griffin-100m", "mqa-100m", "rwkv4-169m"};
+  if (prefill > 0) {
+    std::printf("bench_decode --prefill: batch 1, fp32, median of 5 rounds of (prefill, bare sgemm hot, cold); kernels on "
+                "%s\n",
+                bench::simd_isa().c_str());
+    for (const auto& name : models) bench_prefill(name, prefill, 5);
+    return 0;
+  }
   std::printf("bench_decode: batch 1, fp32, median of 11 rounds of (triad, one decode step); kernels dispatched to %s\n",
               bench::simd_isa().c_str());
   for (const auto& name : models) bench_model(name, 11);

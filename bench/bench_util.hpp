@@ -75,8 +75,9 @@ inline void set_threads(int n) {
   openblas_set_num_threads(n);
 }
 
-// Thread counts to sweep: 1 and the machine's count (2 here).
+// Thread counts to sweep: 1 and the machine's count (2 here); SCANSHARD_BENCH_THREADS=n: n only.
 inline std::vector<int> thread_counts() {
+  if (const char* want = std::getenv("SCANSHARD_BENCH_THREADS"); want && std::atoi(want) > 0) return {std::atoi(want)};
   const int n = omp_get_num_procs();
   std::vector<int> v = {1};
   if (n > 1) v.push_back(n);

@@ -124,8 +124,10 @@ void embedding_backward(float* dtable, const float* dout, const std::int32_t* to
 
 void logits_tied_forward(float* logits, const float* x, const float* table, i64 M, i64 D, i64 V) {
   // logits [M,V] = x [M,D] · Eᵀ [D,V]
-  if (M == 1) {  // one row (batch-1 decoding): a GEMV streams E once; sgemm would pack all of E first
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(V), int(D), 1.0f, table, int(D), x, 1, 0.0f, logits, 1);
+  if (M == 1) {  // one row (batch-1 decoding): logit v = E[v,:]·x, E's rows read once in memory order
+    // (sgemm would pack all of E first; cblas_sgemv reads 4 rows at once, at ~0.6 of the triad on the
+    // 786 MB table where one sequential stream reaches ~0.9: bench_decode's head-alone line)
+    rows::for_spans(V, [&](i64 v0, i64 n) { rows::dot_rows(logits + v0, table + v0 * D, x, n, D); }, 1024);
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(V), int(D), 1.0f, x, int(D), table,

@@ -49,7 +49,7 @@ template void rmsnorm_backward<double>(double*, double*, const double*, const do
 namespace fast {
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* scale, i64 M, i64 D, float eps) {
-  #pragma omp parallel for schedule(static)
+  #pragma omp parallel for schedule(static) if (M > 1)  // one row (a decode step): no region to wait on
   for (i64 m = 0; m < M; ++m) rstd[m] = rows::rmsnorm(y + m * D, x + m * D, scale, D, eps);
 }
 

@@ -73,6 +73,9 @@ void group_norm_grad(float* dx, float* dscale, float* dbias, const float* dy, co
 float max_of(const float* x, i64 n, float init);
 // Σ a·b in per-lane float sums (GCC leaves `omp simd reduction` dot products scalar)
 float dot(const float* a, const float* b, i64 n);
+// out[r] = Σ_j a[r·n + j]·x[j] for r < rows: a row-major [rows, n] matrix times one vector, its
+// rows read in memory order (one sequential stream), each a dot() of n
+void dot_rows(float* out, const float* a, const float* x, i64 rows, i64 n);
 // x ⊙= m (elementwise)
 void mul_by(float* x, const float* m, i64 n);
 // x = e^{x − c} (in place); returns Σ of the new x
@@ -85,10 +88,12 @@ double exp_minus_sum_blocked(float* out, const float* x, i64 n, float c);
 void softmax_grad(float* p, float* dp, i64 n, float lse, float dot, float scale);
 
 // fn(i0, len) for consecutive spans of [0, n) (len ≤ span), spread over the OpenMP threads: how
-// the fast kernels hand rows to the functions above.
+// the fast kernels hand rows to the functions above. One span (a decode step's single row) runs
+// on the calling thread: no parallel region, whose barrier waits for idle threads to be
+// scheduled (on a loaded machine, a time slice per region).
 template <class Fn>
 void for_spans(i64 n, const Fn& fn, i64 span = 8192) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > span)
   for (i64 i0 = 0; i0 < n; i0 += span) fn(i0, n - i0 < span ? n - i0 : span);
 }
 

@@ -77,6 +77,7 @@ struct Decoder::Impl {
   std::vector<LayerState> L;
   // scratch, sized for the current M = B·T rows
   i64 M = 0, T = 0, pos0 = 0;
+  i64 head_rows = 0;              // rows the head computes logits for: M, or B (each sequence's last)
   const char* phase = "decode";
   Trace* tr = nullptr;
   std::vector<std::int32_t> pos;
@@ -108,13 +109,15 @@ struct Decoder::Impl {
     if (!tp) return;
     timed(ops::all_reduce, name, [&] { tp->allreduce_sum(std::span<float>(buf, sz(n))); });
   }
+  // over `rows` rows of D (−1: all M)
   void norm(float* y, float* stat, const float* in, i64 layer, const char* scale, const char* bias, bool layernorm,
-            const char* name) {
+            const char* name, i64 rows = -1) {
+    if (rows < 0) rows = M;
     timed(layernorm ? ops::layernorm : ops::rmsnorm, name, [&] {
       if (layernorm) {
-        K::layer_norm_forward(y, nmean.data(), stat, in, par(layer, scale), par(layer, bias), M, D, eps);
+        K::layer_norm_forward(y, nmean.data(), stat, in, par(layer, scale), par(layer, bias), rows, D, eps);
       } else {
-        K::rmsnorm_forward(y, stat, in, par(layer, scale), M, D, eps);
+        K::rmsnorm_forward(y, stat, in, par(layer, scale), rows, D, eps);
       }
     });
   }
@@ -126,7 +129,8 @@ struct Decoder::Impl {
   void size_scratch(i64 T_) {
     T = T_;
     M = B * T;
-    const i64 wide = std::max({D, F, R, H * N, 5 * m.lora_rank_mix, m.lora_rank_decay, Vl, i64(1)});
+    // (not the vocabulary: the logits have their own buffer, sized for the head's rows)
+    const i64 wide = std::max({D, F, R, H * N, 5 * m.lora_rank_mix, m.lora_rank_decay, i64(1)});
     for (Vec* v_ : {&x, &n1, &n2, &tout, &part}) v_->assign(sz(M * D), 0.0f);
     for (Vec* v_ : {&stat1, &stat2}) v_->assign(sz(M * std::max<i64>(1, Hl6)), 0.0f);
     for (Vec* v_ : {&h1, &h2, &gm, &a1, &a2, &a3, &a4, &a5, &q, &att}) v_->assign(sz(M * wide), 0.0f);
@@ -134,9 +138,7 @@ struct Decoder::Impl {
     lse.assign(sz(M * std::max<i64>(1, H)), 0.0f);
     nmean.assign(sz(M * std::max<i64>(1, Hl6)), 0.0f);
     for (Vec* v_ : {&qt, &ot}) v_->assign(sz(B * std::max<i64>(1, H * N)), 0.0f);
-    logits_local.assign(sz(M * Vl), 0.0f);
     gathered.assign(sz(M * D), 0.0f);
-    logits_gathered.assign(tp ? sz(M * V) : 0, 0.0f);
     if (m.is_rwkv()) {
       for (Vec* v_ : {&big5, &big5b}) v_->assign(sz(5 * M * D), 0.0f);
       for (Vec* v_ : {&lz, &ltz}) v_->assign(sz(M * std::max<i64>(1, 5 * m.lora_rank_mix)), 0.0f);
@@ -159,37 +161,47 @@ struct Decoder::Impl {
     }
     if (m.is_rwkv()) norm(x.data(), stat1.data(), part.data(), -1, "embed_norm.scale", "embed_norm.bias", true, tensors::embed_norm);
   }
-  // logits [M, V] on every rank: local vocab columns, then all-gathered (uneven shards allowed)
+  // The head's input rows: all M rows of x, or with last_only each sequence's last (B rows, into n2:
+  // a prefill then runs the head on B rows, not B·T, as the lowering prices it).
+  const float* head_input() {
+    if (head_rows == M) return x.data();
+    for (i64 b = 0; b < B; ++b) std::copy_n(x.data() + (b * T + T - 1) * D, D, n2.data() + b * D);
+    return n2.data();
+  }
+  // logits [head_rows, V] on every rank: local vocab columns, then all-gathered (uneven shards allowed)
   void head(std::vector<float>& logits) {
+    const i64 rows = head_rows;
     const bool ln = m.family == Family::transformer ? m.norm == NormKind::layernorm : m.is_rwkv();
-    norm(n1.data(), stat1.data(), x.data(), -2, "final_norm.scale", "final_norm.bias", ln, tensors::final_norm);
-    Vec& loc = logits_local;
+    norm(n1.data(), stat1.data(), head_input(), -2, "final_norm.scale", "final_norm.bias", ln, tensors::final_norm, rows);
+    Vec& loc = logits_local;  // sized for the head's rows (not M: a prefill's B·T rows × V would be GBs)
+    if (loc.size() != sz(rows * Vl)) loc.assign(sz(rows * Vl), 0.0f);
     timed(ops::logits, m.tied_embeddings ? tensors::embed_table : tensors::head_w, [&] {
-      if (m.tied_embeddings) K::logits_tied_forward(loc.data(), n1.data(), par(-1, "embed.table"), M, D, Vl);
-      else K::linear_forward(loc.data(), n1.data(), par(-3, "head.w"), nullptr, M, D, Vl);
+      if (m.tied_embeddings) K::logits_tied_forward(loc.data(), n1.data(), par(-1, "embed.table"), rows, D, Vl);
+      else K::linear_forward(loc.data(), n1.data(), par(-3, "head.w"), nullptr, rows, D, Vl);
     });
-    logits.assign(sz(M * V), 0.0f);
     if (!tp) {
-      std::copy(loc.begin(), loc.end(), logits.begin());
+      logits.assign(loc.begin(), loc.end());
       return;
     }
+    logits.resize(sz(rows * V));
     std::vector<float>& all = logits_gathered;
+    if (all.size() != sz(rows * V)) all.assign(sz(rows * V), 0.0f);
     std::vector<int>& counts = gather_counts;
     counts.clear();
     i64 off = 0;
     for (i64 r = 0; r < t; ++r) {
       const Range vr = split_range(V, t, r);
-      counts.push_back(static_cast<int>(M * vr.size()));
+      counts.push_back(static_cast<int>(rows * vr.size()));
       if (r == tc) std::copy(loc.begin(), loc.end(), all.begin() + off);
-      off += M * vr.size();
+      off += rows * vr.size();
     }
     timed(ops::all_gather, tensors::head_w, [&] { tp->allgather_v_inplace(std::span<float>(all), counts); });
     off = 0;
     for (i64 r = 0; r < t; ++r) {
       const Range vr = split_range(V, t, r);
-      for (i64 row = 0; row < M; ++row)
+      for (i64 row = 0; row < rows; ++row)
         std::copy_n(all.data() + off + row * vr.size(), vr.size(), logits.data() + row * V + vr.begin);
-      off += M * vr.size();
+      off += rows * vr.size();
     }
   }
 
@@ -380,7 +392,7 @@ struct Decoder::Impl {
       });
     if (stage + 1 == stages) head(logits);
     if (!pp) return;
-    logits.resize(sz(M * V));
+    logits.resize(sz(head_rows * V));
     timed(ops::all_gather, tensors::head_w, [&] { pp->broadcast(std::span<float>(logits), static_cast<int>(stages - 1)); });
   }
 
@@ -514,6 +526,7 @@ void Decoder::feed(const std::int32_t* tokens, i64 T, std::vector<float>& logits
   d.phase = pos_ == 0 && T > 1 ? "prefill" : "decode";
   d.pos0 = pos_;
   if (d.T != T) d.size_scratch(T);
+  d.head_rows = last_only ? d.B : d.M;
   d.pos.resize(sz(d.M));
   d.reset.assign(sz(d.M), 0);
   for (i64 b = 0; b < d.B; ++b)
@@ -526,12 +539,7 @@ void Decoder::feed(const std::int32_t* tokens, i64 T, std::vector<float>& logits
   std::vector<float>& all = d.logits_full;  // kept between calls: no allocation per token
   d.stage_output(all);
   pos_ += T;
-  if (!last_only) {
-    logits.assign(all.begin(), all.end());
-    return;
-  }
-  logits.resize(sz(d.B * d.V));
-  for (i64 b = 0; b < d.B; ++b) std::copy_n(all.data() + ((b * T + T - 1) * d.V), d.V, logits.data() + b * d.V);
+  logits.assign(all.begin(), all.end());  // [head_rows, V]
 }
 
 }  // namespace scanshard::train

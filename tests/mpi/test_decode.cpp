@@ -120,6 +120,12 @@ double decode_error(Fixture& f, const std::vector<double>& want, std::int64_t t,
     dec.feed(first.data(), prefill, logits, false);
     for (std::int64_t b = 0; b < kBatch; ++b)
       for (std::int64_t i = 0; i < prefill; ++i) compare(b, i, logits.data() + (b * prefill + i) * f.m.vocab);
+    // the same prefill asking for each sequence's last position only (the head on kBatch rows)
+    train::Decoder last(f.m, f.sl, f.params.data(), t > 1 ? comm : nullptr, kBatch, kLen, pipeline);
+    std::vector<float> tail;
+    last.feed(first.data(), prefill, tail, true);
+    REQUIRE(tail.size() == static_cast<std::size_t>(kBatch * f.m.vocab));
+    for (std::int64_t b = 0; b < kBatch; ++b) compare(b, prefill - 1, tail.data() + b * f.m.vocab);
     pos = prefill;
   }
   for (; pos < kLen; ++pos) {
