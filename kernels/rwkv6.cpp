@@ -13,7 +13,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
@@ -205,13 +207,13 @@ void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i6
 // Scratch of one (b, h) work item: chunk tiles [C,N] and [C,C].
 struct Tiles {
   i64 C = 0, N = 0;
-  std::vector<float> R, K, V, G, A, RT, KT, KH, EL, P, dP, dR, dK, dV, dA, S0T, dST, KTT, VT;
+  std::vector<float> R, K, V, G, A, RT, KT, KH, EA, EK, EH, EL, P, dP, dR, dK, dV, dA, S0T, dST, KTT, VT;
   void resize(i64 c, i64 n) {
     C = c;
     N = n;
     const i64 slack = n == 32 || n == 64 ? 0 : kRowSlack;  // only rows_acc_n reads past a row
     auto size = [&](std::vector<float>& x, i64 count) { x.assign(static_cast<size_t>(count + slack), 0.f); };
-    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) size(*x, c * n);
+    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &EA, &EK, &EH, &dR, &dK, &dV}) size(*x, c * n);
     size(A, (c + 1) * n);
     size(dA, (c + 1) * n);
     size(EL, n);
@@ -322,22 +324,75 @@ inline void load_tile(float* dst, const float* src, i64 b, i64 t0, i64 L, i64 T,
   }
 }
 
-// RT = R ⊙ e^{A_t}; KT = K ⊙ e^{−A_{s+1}} (s < L−1 only); KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}
+// Software prefetch of the rows of the chunk a loop processes next (into L2, prefetcht1 on x86),
+// a share per token of the current chunk's per-token loop (decay_factors) so the prefetches do not
+// queue in one burst. A head row is N floats at a stride of D floats: without them every tile
+// load (load_tile, chunk_decay's log w) and every read-modify-write of an output row stalled on
+// DRAM — perf (cpu-clock, N = 64, chunk 16, AVX3) put 30–35 % of the forward's and ~45 % of the
+// backward's samples on those loads (docs/kernels-wkv-2026-12-07.md §7).
+inline void prefetch_row(const float* p, i64 n) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  for (std::uintptr_t l = a & ~std::uintptr_t(63); l < a + sizeof(float) * std::uintptr_t(n); l += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(l), 0, 2);
+    // GCC counts a prefetch as no side effect and, assuming loops finite (-ffinite-loops, the
+    // C++ default), deleted the loops around it: the empty asm keeps them
+    asm volatile("" : : "r"(l));
+  }
+}
+struct Ahead {
+  static constexpr int kMaxStreams = 9;
+  const float* src[kMaxStreams] = {};
+  int n = 0;
+  i64 from = 0, to = 0;       // tokens of the next chunk (to ≤ from: nothing to prefetch)
+  i64 b = 0, T = 0, D = 0, hN = 0, N = 0;
+  Ahead(i64 b_, i64 T_, i64 D_, i64 hN_, i64 N_) : b(b_), T(T_), D(D_), hN(hN_), N(N_) {}
+  Ahead& rows(std::initializer_list<const float*> streams) {
+    n = 0;
+    for (const float* s : streams) src[n++] = s;
+    return *this;
+  }
+  Ahead& tokens(i64 f, i64 t) {
+    from = f, to = std::min(t, T);
+    return *this;
+  }
+  // the t-th of L equal shares of the next chunk's rows
+  void part(i64 t, i64 L) const {
+    const i64 len = to - from;
+    if (len <= 0) return;
+    for (i64 row = from + t * len / L; row < from + (t + 1) * len / L; ++row)
+      for (int s = 0; s < n; ++s) prefetch_row(src[s] + (b * T + row) * D + hN, N);
+  }
+};
+
+// KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}; with `all`, also RT = R ⊙ e^{A_t} and KT = K ⊙
+// e^{−A_{s+1}} (s < L−1 only), and the three factors kept in EA, EK, EH for the backward's
+// dr, dk rows (which recomputed them: 3 more exps per element and token). The state update (the
+// backward's pass 1 and segment recompute) needs KH and EL only.
 template <int NC>
-void decay_factors(Tiles& W, i64 L) {
+void decay_factors(Tiles& W, i64 L, const Ahead& next, bool all = true) {
   const i64 N = head<NC>(W);
   const float* A = W.A.data();
   for (i64 t = 0; t < L; ++t) {
+    next.part(t, L);
     const float *a0 = A + t * N, *a1 = A + (t + 1) * N, *aL = A + L * N;
     const float* kk = &W.K[t * N];
     float *rt = &W.RT[t * N], *kt = &W.KT[t * N], *kh = &W.KH[t * N];
+    float *ea = &W.EA[t * N], *ek = &W.EK[t * N], *eh = &W.EH[t * N];
     const float* rr = &W.R[t * N];
     const bool need_kt = t + 1 < L;
+    if (!all) {
+#pragma omp simd
+      for (i64 i = 0; i < N; ++i) kh[i] = kk[i] * exp_fast(aL[i] - a1[i]);
+      continue;
+    }
 #pragma omp simd
     for (i64 i = 0; i < N; ++i) {
-      rt[i] = rr[i] * exp_fast(a0[i]);
-      kt[i] = need_kt ? kk[i] * exp_fast(-a1[i]) : 0.0f;
-      kh[i] = kk[i] * exp_fast(aL[i] - a1[i]);
+      ea[i] = exp_fast(a0[i]);
+      ek[i] = need_kt ? exp_fast(-a1[i]) : 0.0f;
+      eh[i] = exp_fast(aL[i] - a1[i]);
+      rt[i] = rr[i] * ea[i];
+      kt[i] = kk[i] * ek[i];
+      kh[i] = kk[i] * eh[i];
     }
   }
 #pragma omp simd
@@ -427,12 +482,14 @@ template <int NC>
 void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
                 const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
   const i64 N = head<NC>(W);
+  Ahead next(b, T, D, hN, N);
+  next.rows({r, k, v, logw, y});
   for (i64 t0 = 0; t0 < T;) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
     load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
-    decay_factors<NC>(W, L);
+    decay_factors<NC>(W, L, next.tokens(t0 + L, t0 + L + chunk));
     intra_scores<NC>(W, uh, L);
     rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
     for (i64 t = 0; t < L; ++t)  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
@@ -454,12 +511,12 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
     if (buf.size() < n) buf.resize(std::max(n, 2 * buf.size()));
   };
   // S_out = the state after the chunk of at most Lmax tokens at t0, from S_in (may alias); its length
+  Ahead next(b, T, D, hN, N);
   auto advance = [&](float* S_out, const float* S_in, i64 t0, i64 Lmax) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, Lmax);
     load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
-    load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
-    decay_factors<NC>(W, L);
+    decay_factors<NC>(W, L, next.rows({k, v, logw}).tokens(t0 + L, t0 + L + C), false);
     state_update<NC>(S_out, S_in, W, L);
     return L;
   };
@@ -499,7 +556,10 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
       load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.G.data(), dy, b, t0, L, T, D, hN, N);
-      decay_factors<NC>(W, L);
+      // the walk's next chunk is the one before (c = g0: the next segment's recompute comes
+      // first; it reads that chunk's k, v, log w rows too)
+      next.rows({r, k, v, logw, dy, dr, dk, dv, dlogw});
+      decay_factors<NC>(W, L, c > 0 ? next.tokens(starts[c - 1], starts[c]) : next.tokens(0, 0));
       intra_scores<NC>(W, uh, L);
       // S_0 g_t and dS v_s: from chunk kTransposeMinL on as rows of the transposed S_0, dS (2N²
       // scalar moves per chunk, then no horizontal sums); below, as N dot products per token
@@ -528,13 +588,11 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
       // dA (rows 1..L), then dr, dk and du
       float* dA = W.dA.data();
       std::fill(dA, dA + (L + 1) * N, 0.0f);
-      const float* A = W.A.data();
       for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * dot<NC>(dS + i * N, S0 + i * N, N);
       for (i64 s = 0; s < L; ++s) {
         const float* dks = &W.dK[s * N];  // holds dKH_s
         const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
-        const float* a1 = A + (s + 1) * N;
-        const float* aL = A + L * N;
+        const float *ek = &W.EK[s * N], *eh = &W.EH[s * N];  // e^{−A_{s+1}}, e^{A_L − A_{s+1}}
         alignas(64) float dki[kMaxN];
         // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
         if (s + 1 < L)
@@ -546,21 +604,21 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
         float* dkout = dk + (b * T + t0 + s) * D + hN;
 #pragma omp simd
         for (i64 i = 0; i < N; ++i) {
-          const float kin = has_intra ? dki[i] * exp_fast(-a1[i]) : 0.0f;
+          const float kin = has_intra ? dki[i] * ek[i] : 0.0f;
           dA[L * N + i] += dks[i] * kh[i];  // KH depends on A_L
-          const float kst = dks[i] * exp_fast(aL[i] - a1[i]);
+          const float kst = dks[i] * eh[i];
           dA[(s + 1) * N + i] -= ks[i] * (kin + kst);  // −A_{s+1} enters through KT_s and KH_s
           dkout[i] += kin + kst + pd * uh[i] * rs[i];
         }
       }
       for (i64 t = 0; t < L; ++t) {
-        const float* a0 = A + t * N;
+        const float* ea = &W.EA[t * N];  // e^{A_t}
         const float *rr = &W.R[t * N], *kk = &W.K[t * N], *drt = &W.dR[t * N];
         const float pd = W.dP[t * C + t];
         float* drout = dr + (b * T + t0 + t) * D + hN;
 #pragma omp simd
         for (i64 i = 0; i < N; ++i) {
-          const float g = drt[i] * exp_fast(a0[i]);  // (inter + intra) · e^{A_t}
+          const float g = drt[i] * ea[i];  // (inter + intra) · e^{A_t}
           if (t > 0) dA[t * N + i] += rr[i] * g;
           drout[i] += g + pd * uh[i] * kk[i];
           duh[i] += pd * rr[i] * kk[i];
