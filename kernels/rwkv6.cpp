@@ -523,20 +523,24 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   // pass 1: chunk boundaries, and the incoming state of the first chunk of every segment of
   // G = kCheckpointTokens / chunk chunks (short chunks: storing every chunk's N² state streamed
   // 2·4N² bytes per token through DRAM, the backward's largest cost at chunk 1)
+  // The state steps read and write the checkpoint slots in place (a segment's first chunk reads
+  // its slot, the chunk before a segment start writes it; seg[0] holds the running state in
+  // between): copying each state into and out of ck was 6–8 % of the backward's samples at chunk
+  // 16 (memmove of 16 KB per chunk at N = 64, ck mostly out of L2).
   const i64 G = std::max<i64>(1, kCheckpointTokens / chunk);
   grow(seg, static_cast<size_t>((G + 1) * NN + kRowSlack));
-  float* S = seg.data();  // the running state
-  if (s_in) std::copy_n(s_in, NN, S);
-  else std::fill_n(S, NN, 0.0f);
+  auto slot = [&](i64 g) { return &ck[static_cast<size_t>(g * NN)]; };  // (+ kRowSlack past the last)
+  grow(ck, static_cast<size_t>(NN + kRowSlack));
+  if (s_in) std::copy_n(s_in, NN, slot(0));
+  else std::fill_n(slot(0), NN, 0.0f);
   starts.clear();
   for (i64 t0 = 0; t0 < T;) {
     const i64 c = i64(starts.size());
-    if (c % G == 0) {
-      grow(ck, static_cast<size_t>((c / G + 1) * NN));
-      std::copy_n(S, NN, &ck[static_cast<size_t>(c / G * NN)]);
-    }
+    if ((c + 1) % G == 0) grow(ck, static_cast<size_t>(((c + 1) / G + 1) * NN + kRowSlack));
+    const float* in = c % G == 0 ? slot(c / G) : seg.data();
+    float* out = (c + 1) % G == 0 ? slot((c + 1) / G) : seg.data();  // (may alias in)
     starts.push_back(t0);
-    t0 += advance(S, S, t0, chunk);
+    t0 += advance(out, in, t0, chunk);
   }
   starts.push_back(T);
   const i64 nch = i64(starts.size()) - 1;
@@ -544,13 +548,12 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   // stay in L2), then its chunks in reverse with dS = dL/d(state after the chunk)
   for (i64 g0 = (nch - 1) / G * G; g0 >= 0; g0 -= G) {
     const i64 g1 = std::min(nch, g0 + G);
-    std::copy_n(&ck[static_cast<size_t>(g0 / G * NN)], NN, seg.data());
-    for (i64 c = g0; c + 1 < g1; ++c)
-      advance(&seg[static_cast<size_t>((c - g0 + 1) * NN)], &seg[static_cast<size_t>((c - g0) * NN)], starts[c],
-              starts[c + 1] - starts[c]);
+    // incoming state of chunk c: the segment's checkpoint slot for g0, recomputed into seg after
+    auto state = [&](i64 c) { return c == g0 ? slot(g0 / G) : &seg[static_cast<size_t>((c - g0) * NN)]; };
+    for (i64 c = g0; c + 1 < g1; ++c) advance(state(c + 1), state(c), starts[c], starts[c + 1] - starts[c]);
     for (i64 c = g1 - 1; c >= g0; --c) {
       const i64 t0 = starts[c], L = starts[c + 1] - t0;
-      const float* S0 = &seg[static_cast<size_t>((c - g0) * NN)];
+      const float* S0 = state(c);
       chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
       load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
