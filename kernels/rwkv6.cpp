@@ -105,18 +105,9 @@ template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
 // these products were `omp simd` loops accumulating through memory (two loads and a store per
 // multiply-add) beside scalar dot products.
 enum class RowMode { store, add };
+// out[0..cols) = (or +=) the CW vectors a, the last one possibly partial (lanes ≥ cols untouched)
 template <int CW>
-HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
-                          const float* rows, i64 rs, i64 M, i64 cols) {
-  vrow a[CW];
-#pragma GCC unroll 4
-  for (int q = 0; q < CW; ++q) a[q] = init ? scale * ldv(init + kRowLanes * q) : vrow{};
-  for (i64 m = 0; m < M; ++m) {
-    const float c = coef[m * cs];
-    const float* r = rows + m * rs;
-#pragma GCC unroll 4
-    for (int q = 0; q < CW; ++q) a[q] += c * ldv(r + kRowLanes * q);
-  }
+HWY_INLINE void store_block(float* out, RowMode mode, const vrow* a, i64 cols) {
   const i64 w = cols - kRowLanes * (CW - 1);  // lanes of the last vector in the row, 1..kRowLanes
 #pragma GCC unroll 4
   for (int q = 0; q < CW; ++q) {
@@ -129,6 +120,20 @@ HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float sca
     stv(part, a[q]);
     for (int j = 0; j < kRowLanes && j < w; ++j) o[j] = mode == RowMode::add ? o[j] + part[j] : part[j];
   }
+}
+template <int CW>
+HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
+                          const float* rows, i64 rs, i64 M, i64 cols) {
+  vrow a[CW];
+#pragma GCC unroll 4
+  for (int q = 0; q < CW; ++q) a[q] = init ? scale * ldv(init + kRowLanes * q) : vrow{};
+  for (i64 m = 0; m < M; ++m) {
+    const float c = coef[m * cs];
+    const float* r = rows + m * rs;
+#pragma GCC unroll 4
+    for (int q = 0; q < CW; ++q) a[q] += c * ldv(r + kRowLanes * q);
+  }
+  store_block<CW>(out, mode, a, cols);
 }
 // out[0..n) = scale·init[0..n) (0 without init) + Σ_{m<M} coef[m·cs] · rows[m·rs .. m·rs + n)
 // (RowMode::add: out += that), for any n.
@@ -162,44 +167,65 @@ HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale
   }
 }
 
-// out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats; out rows ldo apart):
-// the chunk's [L,K]·[K,NC] products. Register-blocked: R rows at once over a column block of CW
-// vectors, so each loaded vector of M serves R multiply-adds (RowAcc's one row per pass loads
-// every M vector for a single multiply-add). R·CW accumulators: 16 with 32 vector registers
-// (AVX-512), 8 below. NC = 0: rows of n floats, one output row per pass (rows_acc_n).
+// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
+// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+template <int R, int CW>
+HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  vrow acc[R][CW];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+  for (i64 i = 0; i < K; ++i) {
+    vrow m[CW];
+#pragma GCC unroll 16
+    for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * ldm + q * kRowLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const float x = X[r * ldx + i];
+#pragma GCC unroll 16
+      for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
+}
+// Rows t ∈ [t, t + R) (R ≤ kRows) over columns [c0, c0 + cols), cols ≤ 4 vectors, for a runtime cols.
+template <int R>
+HWY_INLINE void rows_block_n(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  switch ((cols + kRowLanes - 1) / kRowLanes) {
+    case 1: rows_block<R, 1>(out, ldo, X, ldx, M, ldm, K, cols); break;
+    case 2: rows_block<R, 2>(out, ldo, X, ldx, M, ldm, K, cols); break;
+    case 3: rows_block<R, 3>(out, ldo, X, ldx, M, ldm, K, cols); break;
+    default: rows_block<R, 4>(out, ldo, X, ldx, M, ldm, K, cols); break;
+  }
+}
+
+// out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats, or n at NC = 0; out
+// rows ldo apart): the chunk's [L,K]·[K,N] products. Register-blocked: R rows at once over a
+// column block of up to 4 vectors, so each loaded vector of M serves R multiply-adds (RowAcc's
+// one row per pass loads every M vector for a single multiply-add). R·4 accumulators: 16 with 32
+// vector registers (AVX-512), 8 below. NC = 0 (runtime head size): the same blocks with the row's
+// last vector possibly partial (before: one output row per pass through rows_acc_n).
+constexpr int kRows = kRowVecBytes == 64 ? 4 : 2;
 template <int NC>
 void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L, i64 n = NC) {
   if constexpr (!kVec<NC>) {
-    for (i64 t = 0; t < L; ++t) rows_acc_n(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, n, K, n);
-    return;
+    constexpr i64 kBlock = 4 * kRowLanes;
+    for (i64 c0 = 0; c0 < n; c0 += kBlock) {
+      const i64 cols = std::min(kBlock, n - c0);
+      i64 t = 0;
+      for (; t + kRows <= L; t += kRows) rows_block_n<kRows>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
+      for (; t < L; ++t) rows_block_n<1>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
+    }
   } else {
     constexpr int kV = NC / kRowLanes;
     constexpr int CW = kV < 4 ? kV : 4;
-    constexpr int R = kRowVecBytes == 64 ? 4 : 2;
     i64 t = 0;
-    for (; t + R <= L; t += R)
-      for (int c0 = 0; c0 < kV; c0 += CW) {
-        vrow acc[R][CW];
-  #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-  #pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
-        for (i64 i = 0; i < K; ++i) {
-          vrow m[CW];
-  #pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * NC + (c0 + q) * kRowLanes);
-  #pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const float x = X[(t + r) * ldx + i];
-  #pragma GCC unroll 16
-            for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
-          }
-        }
-  #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-  #pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) stv(out + (t + r) * ldo + (c0 + q) * kRowLanes, acc[r][q]);
-      }
+    for (; t + kRows <= L; t += kRows)
+      for (int c0 = 0; c0 < kV; c0 += CW)
+        rows_block<kRows, CW>(out + t * ldo + c0 * kRowLanes, ldo, X + t * ldx, ldx, M + c0 * kRowLanes, NC, K,
+                              CW * kRowLanes);
     for (; t < L; ++t) acc_row<NC>(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, NC, K, NC);
   }
 }
