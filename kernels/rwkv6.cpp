@@ -190,7 +190,7 @@ HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const f
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
 }
-// Rows t ∈ [t, t + R) (R ≤ kRows) over columns [c0, c0 + cols), cols ≤ 4 vectors, for a runtime cols.
+// rows_block for R rows over a runtime cols ≤ 4 vectors (the vector count picked at run time)
 template <int R>
 HWY_INLINE void rows_block_n(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
   switch ((cols + kRowLanes - 1) / kRowLanes) {
@@ -392,7 +392,7 @@ struct Ahead {
 
 // exp_fast (kernels.hpp) on a vector of the target's width, the same operations lane by lane:
 // GCC compiled decay_factors' `omp simd` loop of exp_fast calls to scalar code on AVX2 (perf,
-// N = 64, chunk 16: 53–58 % of the AVX2 forward's samples; main's build too).
+// N = 64, chunk 16: 53–58 % of the AVX2 forward's samples; main's build has the scalar code too).
 typedef std::uint32_t vbits __attribute__((vector_size(kRowVecBytes)));
 HWY_INLINE vrow exp_fast_v(vrow x) {
   x = x < -87.3f ? vrow{} - 87.3f : x;
