@@ -400,13 +400,7 @@ HWY_INLINE vrow exp_fast_v(vrow x) {
   const vrow t = x * 1.44269504088896341f + 12582912.0f;  // 1.5·2²³ + k, exactly
   const vrow k = t - 12582912.0f;
   const vrow r = x - k * 0.693147180559945309f;
-  vrow p = vrow{} + 1.3888889e-3f;
-  p = p * r + 8.3333333e-3f;
-  p = p * r + 4.1666667e-2f;
-  p = p * r + 1.6666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const vrow p = exp_poly(r);
   vbits tb;
   std::memcpy(&tb, &t, sizeof tb);
   const vbits bits = (tb << 23) + (std::uint32_t(127 - 0x4B400000) << 23);
