@@ -66,6 +66,16 @@ template <class F> inline F sigmoid_ref(F x) { return F(1) / (F(1) + std::exp(-x
 // softplus(x) = log(1 + e^x), stable for large |x|.
 template <class F> inline F softplus_ref(F x) { return x > F(20) ? x : std::log1p(std::exp(x)); }
 
+// e^r for |r| ≤ ln2/2, exp_fast's degree-6 polynomial, for a float or a GCC vector of floats
+template <class V> inline V exp_poly(V r) {
+  V p = V{} + 1.3888889e-3f;
+  p = p * r + 8.3333333e-3f;
+  p = p * r + 4.1666667e-2f;
+  p = p * r + 1.6666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  return p * r + 1.0f;
+}
 // exp for vector loops: x = k·ln2 + r with k = round(x/ln2) (the 1.5·2²³ trick: the sum's low
 // mantissa bits ARE k, so 2^k is built from them with one shift and one add), then a degree-6
 // polynomial for e^r, |r| ≤ ln2/2. One-constant reduction: ln2 in fp32 is off by 1.9e-9, so
@@ -75,13 +85,7 @@ inline float exp_fast(float x) {
   const float t = x * 1.44269504088896341f + 12582912.0f;  // 1.5·2²³ + k, exactly
   const float k = t - 12582912.0f;
   const float r = x - k * 0.693147180559945309f;
-  float p = 1.3888889e-3f;
-  p = p * r + 8.3333333e-3f;
-  p = p * r + 4.1666667e-2f;
-  p = p * r + 1.6666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const float p = exp_poly(r);
   std::int32_t tb;
   std::memcpy(&tb, &t, sizeof tb);
   // bits(t) = 0x4B400000 + k  →  bits(2^k) = (k + 127) << 23 = (bits(t) << 23) + ((127 − 0x4B400000) << 23)

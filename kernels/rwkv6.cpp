@@ -13,7 +13,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
@@ -103,18 +105,9 @@ template <int NC> inline constexpr bool kVec = NC > 0 && NC % 16 == 0;
 // these products were `omp simd` loops accumulating through memory (two loads and a store per
 // multiply-add) beside scalar dot products.
 enum class RowMode { store, add };
+// out[0..cols) = (or +=) the CW vectors a, the last one possibly partial (lanes ≥ cols untouched)
 template <int CW>
-HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
-                          const float* rows, i64 rs, i64 M, i64 cols) {
-  vrow a[CW];
-#pragma GCC unroll 4
-  for (int q = 0; q < CW; ++q) a[q] = init ? scale * ldv(init + kRowLanes * q) : vrow{};
-  for (i64 m = 0; m < M; ++m) {
-    const float c = coef[m * cs];
-    const float* r = rows + m * rs;
-#pragma GCC unroll 4
-    for (int q = 0; q < CW; ++q) a[q] += c * ldv(r + kRowLanes * q);
-  }
+HWY_INLINE void store_block(float* out, RowMode mode, const vrow* a, i64 cols) {
   const i64 w = cols - kRowLanes * (CW - 1);  // lanes of the last vector in the row, 1..kRowLanes
 #pragma GCC unroll 4
   for (int q = 0; q < CW; ++q) {
@@ -127,6 +120,20 @@ HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float sca
     stv(part, a[q]);
     for (int j = 0; j < kRowLanes && j < w; ++j) o[j] = mode == RowMode::add ? o[j] + part[j] : part[j];
   }
+}
+template <int CW>
+HWY_INLINE void row_block(float* out, RowMode mode, const float* init, float scale, const float* coef, i64 cs,
+                          const float* rows, i64 rs, i64 M, i64 cols) {
+  vrow a[CW];
+#pragma GCC unroll 4
+  for (int q = 0; q < CW; ++q) a[q] = init ? scale * ldv(init + kRowLanes * q) : vrow{};
+  for (i64 m = 0; m < M; ++m) {
+    const float c = coef[m * cs];
+    const float* r = rows + m * rs;
+#pragma GCC unroll 4
+    for (int q = 0; q < CW; ++q) a[q] += c * ldv(r + kRowLanes * q);
+  }
+  store_block<CW>(out, mode, a, cols);
 }
 // out[0..n) = scale·init[0..n) (0 without init) + Σ_{m<M} coef[m·cs] · rows[m·rs .. m·rs + n)
 // (RowMode::add: out += that), for any n.
@@ -160,44 +167,65 @@ HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale
   }
 }
 
-// out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats; out rows ldo apart):
-// the chunk's [L,K]·[K,NC] products. Register-blocked: R rows at once over a column block of CW
-// vectors, so each loaded vector of M serves R multiply-adds (RowAcc's one row per pass loads
-// every M vector for a single multiply-add). R·CW accumulators: 16 with 32 vector registers
-// (AVX-512), 8 below. NC = 0: rows of n floats, one output row per pass (rows_acc_n).
+// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
+// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+template <int R, int CW>
+HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  vrow acc[R][CW];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+  for (i64 i = 0; i < K; ++i) {
+    vrow m[CW];
+#pragma GCC unroll 16
+    for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * ldm + q * kRowLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const float x = X[r * ldx + i];
+#pragma GCC unroll 16
+      for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
+}
+// rows_block for R rows over a runtime cols ≤ 4 vectors (the vector count picked at run time)
+template <int R>
+HWY_INLINE void rows_block_n(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  switch ((cols + kRowLanes - 1) / kRowLanes) {
+    case 1: rows_block<R, 1>(out, ldo, X, ldx, M, ldm, K, cols); break;
+    case 2: rows_block<R, 2>(out, ldo, X, ldx, M, ldm, K, cols); break;
+    case 3: rows_block<R, 3>(out, ldo, X, ldx, M, ldm, K, cols); break;
+    default: rows_block<R, 4>(out, ldo, X, ldx, M, ldm, K, cols); break;
+  }
+}
+
+// out[t][:] = Σ_{i<K} X[t·ldx + i] · M[i][:] for t < L (M: K rows of NC floats, or n at NC = 0; out
+// rows ldo apart): the chunk's [L,K]·[K,N] products. Register-blocked: R rows at once over a
+// column block of up to 4 vectors, so each loaded vector of M serves R multiply-adds (RowAcc's
+// one row per pass loads every M vector for a single multiply-add). R·4 accumulators: 16 with 32
+// vector registers (AVX-512), 8 below. NC = 0 (runtime head size): the same blocks with the row's
+// last vector possibly partial (before: one output row per pass through rows_acc_n).
+constexpr int kRows = kRowVecBytes == 64 ? 4 : 2;
 template <int NC>
 void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L, i64 n = NC) {
   if constexpr (!kVec<NC>) {
-    for (i64 t = 0; t < L; ++t) rows_acc_n(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, n, K, n);
-    return;
+    constexpr i64 kBlock = 4 * kRowLanes;
+    for (i64 c0 = 0; c0 < n; c0 += kBlock) {
+      const i64 cols = std::min(kBlock, n - c0);
+      i64 t = 0;
+      for (; t + kRows <= L; t += kRows) rows_block_n<kRows>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
+      for (; t < L; ++t) rows_block_n<1>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
+    }
   } else {
     constexpr int kV = NC / kRowLanes;
     constexpr int CW = kV < 4 ? kV : 4;
-    constexpr int R = kRowVecBytes == 64 ? 4 : 2;
     i64 t = 0;
-    for (; t + R <= L; t += R)
-      for (int c0 = 0; c0 < kV; c0 += CW) {
-        vrow acc[R][CW];
-  #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-  #pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
-        for (i64 i = 0; i < K; ++i) {
-          vrow m[CW];
-  #pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * NC + (c0 + q) * kRowLanes);
-  #pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const float x = X[(t + r) * ldx + i];
-  #pragma GCC unroll 16
-            for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
-          }
-        }
-  #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-  #pragma GCC unroll 16
-          for (int q = 0; q < CW; ++q) stv(out + (t + r) * ldo + (c0 + q) * kRowLanes, acc[r][q]);
-      }
+    for (; t + kRows <= L; t += kRows)
+      for (int c0 = 0; c0 < kV; c0 += CW)
+        rows_block<kRows, CW>(out + t * ldo + c0 * kRowLanes, ldo, X + t * ldx, ldx, M + c0 * kRowLanes, NC, K,
+                              CW * kRowLanes);
     for (; t < L; ++t) acc_row<NC>(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, NC, K, NC);
   }
 }
@@ -205,13 +233,13 @@ void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i6
 // Scratch of one (b, h) work item: chunk tiles [C,N] and [C,C].
 struct Tiles {
   i64 C = 0, N = 0;
-  std::vector<float> R, K, V, G, A, RT, KT, KH, EL, P, dP, dR, dK, dV, dA, S0T, dST, KTT, VT;
+  std::vector<float> R, K, V, G, A, RT, KT, KH, EA, EK, EH, EL, P, dP, dR, dK, dV, dA, S0T, dST, KTT, VT;
   void resize(i64 c, i64 n) {
     C = c;
     N = n;
     const i64 slack = n == 32 || n == 64 ? 0 : kRowSlack;  // only rows_acc_n reads past a row
     auto size = [&](std::vector<float>& x, i64 count) { x.assign(static_cast<size_t>(count + slack), 0.f); };
-    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &dR, &dK, &dV}) size(*x, c * n);
+    for (auto* x : {&R, &K, &V, &G, &RT, &KT, &KH, &EA, &EK, &EH, &dR, &dK, &dV}) size(*x, c * n);
     size(A, (c + 1) * n);
     size(dA, (c + 1) * n);
     size(EL, n);
@@ -322,26 +350,98 @@ inline void load_tile(float* dst, const float* src, i64 b, i64 t0, i64 L, i64 T,
   }
 }
 
-// RT = R ⊙ e^{A_t}; KT = K ⊙ e^{−A_{s+1}} (s < L−1 only); KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}
+// Software prefetch of the rows of the chunk a loop processes next (into L2, prefetcht1 on x86),
+// a share per token of the current chunk's per-token loop (decay_factors) so the prefetches do not
+// queue in one burst. A head row is N floats at a stride of D floats: without them every tile
+// load (load_tile, chunk_decay's log w) and every read-modify-write of an output row stalled on
+// DRAM — perf (cpu-clock, N = 64, chunk 16, AVX3) put 30–35 % of the forward's and ~45 % of the
+// backward's samples on those loads (docs/kernels-wkv-2026-12-07.md §7).
+inline void prefetch_row(const float* p, i64 n) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  for (std::uintptr_t l = a & ~std::uintptr_t(63); l < a + sizeof(float) * std::uintptr_t(n); l += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(l), 0, 2);
+    // GCC counts a prefetch as no side effect and, assuming loops finite (-ffinite-loops, the
+    // C++ default), deleted the loops around it: the empty asm keeps them
+    asm volatile("" : : "r"(l));
+  }
+}
+struct Ahead {
+  static constexpr int kMaxStreams = 9;
+  const float* src[kMaxStreams] = {};
+  int n = 0;
+  i64 from = 0, to = 0;       // tokens of the next chunk (to ≤ from: nothing to prefetch)
+  i64 b = 0, T = 0, D = 0, hN = 0, N = 0;
+  Ahead(i64 b_, i64 T_, i64 D_, i64 hN_, i64 N_) : b(b_), T(T_), D(D_), hN(hN_), N(N_) {}
+  Ahead& rows(std::initializer_list<const float*> streams) {
+    n = 0;
+    for (const float* s : streams) src[n++] = s;
+    return *this;
+  }
+  Ahead& tokens(i64 f, i64 t) {
+    from = f, to = std::min(t, T);
+    return *this;
+  }
+  // the t-th of L equal shares of the next chunk's rows
+  void part(i64 t, i64 L) const {
+    const i64 len = to - from;
+    if (len <= 0) return;
+    for (i64 row = from + t * len / L; row < from + (t + 1) * len / L; ++row)
+      for (int s = 0; s < n; ++s) prefetch_row(src[s] + (b * T + row) * D + hN, N);
+  }
+};
+
+// exp_fast (kernels.hpp) on a vector of the target's width, the same operations lane by lane:
+// GCC compiled decay_factors' `omp simd` loop of exp_fast calls to scalar code on AVX2 (perf,
+// N = 64, chunk 16: 53–58 % of the AVX2 forward's samples; main's build has the scalar code too).
+typedef std::uint32_t vbits __attribute__((vector_size(kRowVecBytes)));
+HWY_INLINE vrow exp_fast_v(vrow x) {
+  x = x < -87.3f ? vrow{} - 87.3f : x;
+  x = x > 88.0f ? vrow{} + 88.0f : x;
+  const vrow t = x * 1.44269504088896341f + 12582912.0f;  // 1.5·2²³ + k, exactly
+  const vrow k = t - 12582912.0f;
+  const vrow r = x - k * 0.693147180559945309f;
+  const vrow p = exp_poly(r);
+  vbits tb;
+  std::memcpy(&tb, &t, sizeof tb);
+  const vbits bits = (tb << 23) + (std::uint32_t(127 - 0x4B400000) << 23);
+  vrow scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// KH = K ⊙ e^{A_L − A_{s+1}}; EL = e^{A_L}; with `all`, also RT = R ⊙ e^{A_t} and KT = K ⊙
+// e^{−A_{s+1}} (s < L−1 only), and the three factors kept in EA, EK, EH for the backward's
+// dr, dk rows (which recomputed them: 3 more exps per element and token). The state update (the
+// backward's pass 1 and segment recompute) needs KH and EL only. Whole vectors only: at a runtime
+// head size a row's last vector runs past lane N into the next row of the same tile (written
+// after it) or the tile's kRowSlack, never into a row already written.
 template <int NC>
-void decay_factors(Tiles& W, i64 L) {
+void decay_factors(Tiles& W, i64 L, const Ahead& next, bool all = true) {
   const i64 N = head<NC>(W);
   const float* A = W.A.data();
   for (i64 t = 0; t < L; ++t) {
+    next.part(t, L);
     const float *a0 = A + t * N, *a1 = A + (t + 1) * N, *aL = A + L * N;
     const float* kk = &W.K[t * N];
     float *rt = &W.RT[t * N], *kt = &W.KT[t * N], *kh = &W.KH[t * N];
+    float *ea = &W.EA[t * N], *ek = &W.EK[t * N], *eh = &W.EH[t * N];
     const float* rr = &W.R[t * N];
-    const bool need_kt = t + 1 < L;
-#pragma omp simd
-    for (i64 i = 0; i < N; ++i) {
-      rt[i] = rr[i] * exp_fast(a0[i]);
-      kt[i] = need_kt ? kk[i] * exp_fast(-a1[i]) : 0.0f;
-      kh[i] = kk[i] * exp_fast(aL[i] - a1[i]);
+    // e^{−A_{s+1}} is used for s < L−1 only: exp_fast clamps its argument, so the unused factor
+    // is finite and its product with 0 is 0
+    const float kt_on = t + 1 < L ? 1.0f : 0.0f;
+    for (i64 i = 0; i < N; i += kRowLanes) {
+      const vrow k = ldv(kk + i), a = ldv(a1 + i), h = exp_fast_v(ldv(aL + i) - a);
+      stv(kh + i, k * h);
+      if (!all) continue;
+      const vrow e0 = exp_fast_v(ldv(a0 + i)), e1 = kt_on * exp_fast_v(-a);
+      stv(ea + i, e0);
+      stv(ek + i, e1);
+      stv(eh + i, h);
+      stv(rt + i, ldv(rr + i) * e0);
+      stv(kt + i, k * e1);
     }
   }
-#pragma omp simd
-  for (i64 i = 0; i < N; ++i) W.EL[i] = exp_fast(A[L * N + i]);
+  for (i64 i = 0; i < N; i += kRowLanes) stv(&W.EL[i], exp_fast_v(ldv(A + L * N + i)));
 }
 
 // out[i] = Σ_j M[i][j] x[j] (M [N,N] row-major) as N dot products: the short-chunk form of the
@@ -427,12 +527,14 @@ template <int NC>
 void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
                 const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
   const i64 N = head<NC>(W);
+  Ahead next(b, T, D, hN, N);
+  next.rows({r, k, v, logw, y});
   for (i64 t0 = 0; t0 < T;) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
     load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
-    decay_factors<NC>(W, L);
+    decay_factors<NC>(W, L, next.tokens(t0 + L, t0 + L + chunk));
     intra_scores<NC>(W, uh, L);
     rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
     for (i64 t = 0; t < L; ++t)  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
@@ -454,32 +556,36 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
     if (buf.size() < n) buf.resize(std::max(n, 2 * buf.size()));
   };
   // S_out = the state after the chunk of at most Lmax tokens at t0, from S_in (may alias); its length
+  Ahead next(b, T, D, hN, N);
   auto advance = [&](float* S_out, const float* S_in, i64 t0, i64 Lmax) {
     const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, Lmax);
     load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
-    load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
-    decay_factors<NC>(W, L);
+    decay_factors<NC>(W, L, next.rows({k, v, logw}).tokens(t0 + L, t0 + L + C), false);
     state_update<NC>(S_out, S_in, W, L);
     return L;
   };
   // pass 1: chunk boundaries, and the incoming state of the first chunk of every segment of
   // G = kCheckpointTokens / chunk chunks (short chunks: storing every chunk's N² state streamed
   // 2·4N² bytes per token through DRAM, the backward's largest cost at chunk 1)
+  // The state steps read and write the checkpoint slots in place (a segment's first chunk reads
+  // its slot, the chunk before a segment start writes it; seg[0] holds the running state in
+  // between): copying each state into and out of ck was 6–8 % of the backward's samples at chunk
+  // 16 (memmove of 16 KB per chunk at N = 64, ck mostly out of L2).
   const i64 G = std::max<i64>(1, kCheckpointTokens / chunk);
   grow(seg, static_cast<size_t>((G + 1) * NN + kRowSlack));
-  float* S = seg.data();  // the running state
-  if (s_in) std::copy_n(s_in, NN, S);
-  else std::fill_n(S, NN, 0.0f);
+  auto slot = [&](i64 g) { return &ck[static_cast<size_t>(g * NN)]; };  // (+ kRowSlack past the last)
+  grow(ck, static_cast<size_t>(NN + kRowSlack));
+  if (s_in) std::copy_n(s_in, NN, slot(0));
+  else std::fill_n(slot(0), NN, 0.0f);
   starts.clear();
   for (i64 t0 = 0; t0 < T;) {
     const i64 c = i64(starts.size());
-    if (c % G == 0) {
-      grow(ck, static_cast<size_t>((c / G + 1) * NN));
-      std::copy_n(S, NN, &ck[static_cast<size_t>(c / G * NN)]);
-    }
+    if ((c + 1) % G == 0) grow(ck, static_cast<size_t>(((c + 1) / G + 1) * NN + kRowSlack));
+    const float* in = c % G == 0 ? slot(c / G) : seg.data();
+    float* out = (c + 1) % G == 0 ? slot((c + 1) / G) : seg.data();  // (may alias in)
     starts.push_back(t0);
-    t0 += advance(S, S, t0, chunk);
+    t0 += advance(out, in, t0, chunk);
   }
   starts.push_back(T);
   const i64 nch = i64(starts.size()) - 1;
@@ -487,19 +593,21 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   // stay in L2), then its chunks in reverse with dS = dL/d(state after the chunk)
   for (i64 g0 = (nch - 1) / G * G; g0 >= 0; g0 -= G) {
     const i64 g1 = std::min(nch, g0 + G);
-    std::copy_n(&ck[static_cast<size_t>(g0 / G * NN)], NN, seg.data());
-    for (i64 c = g0; c + 1 < g1; ++c)
-      advance(&seg[static_cast<size_t>((c - g0 + 1) * NN)], &seg[static_cast<size_t>((c - g0) * NN)], starts[c],
-              starts[c + 1] - starts[c]);
+    // incoming state of chunk c: the segment's checkpoint slot for g0, recomputed into seg after
+    auto state = [&](i64 c) { return c == g0 ? slot(g0 / G) : &seg[static_cast<size_t>((c - g0) * NN)]; };
+    for (i64 c = g0; c + 1 < g1; ++c) advance(state(c + 1), state(c), starts[c], starts[c + 1] - starts[c]);
     for (i64 c = g1 - 1; c >= g0; --c) {
       const i64 t0 = starts[c], L = starts[c + 1] - t0;
-      const float* S0 = &seg[static_cast<size_t>((c - g0) * NN)];
+      const float* S0 = state(c);
       chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
       load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.G.data(), dy, b, t0, L, T, D, hN, N);
-      decay_factors<NC>(W, L);
+      // the walk's next chunk is the one before (c = g0: the next segment's recompute comes
+      // first; it reads that chunk's k, v, log w rows too)
+      next.rows({r, k, v, logw, dy, dr, dk, dv, dlogw});
+      decay_factors<NC>(W, L, c > 0 ? next.tokens(starts[c - 1], starts[c]) : next.tokens(0, 0));
       intra_scores<NC>(W, uh, L);
       // S_0 g_t and dS v_s: from chunk kTransposeMinL on as rows of the transposed S_0, dS (2N²
       // scalar moves per chunk, then no horizontal sums); below, as N dot products per token
@@ -528,13 +636,11 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
       // dA (rows 1..L), then dr, dk and du
       float* dA = W.dA.data();
       std::fill(dA, dA + (L + 1) * N, 0.0f);
-      const float* A = W.A.data();
       for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * dot<NC>(dS + i * N, S0 + i * N, N);
       for (i64 s = 0; s < L; ++s) {
         const float* dks = &W.dK[s * N];  // holds dKH_s
         const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
-        const float* a1 = A + (s + 1) * N;
-        const float* aL = A + L * N;
+        const float *ek = &W.EK[s * N], *eh = &W.EH[s * N];  // e^{−A_{s+1}}, e^{A_L − A_{s+1}}
         alignas(64) float dki[kMaxN];
         // dK_intra_s = Σ_{t>s} dP[t][s] RT_t   (then · e^{−A_{s+1}}, only when s < L−1)
         if (s + 1 < L)
@@ -546,21 +652,21 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
         float* dkout = dk + (b * T + t0 + s) * D + hN;
 #pragma omp simd
         for (i64 i = 0; i < N; ++i) {
-          const float kin = has_intra ? dki[i] * exp_fast(-a1[i]) : 0.0f;
+          const float kin = has_intra ? dki[i] * ek[i] : 0.0f;
           dA[L * N + i] += dks[i] * kh[i];  // KH depends on A_L
-          const float kst = dks[i] * exp_fast(aL[i] - a1[i]);
+          const float kst = dks[i] * eh[i];
           dA[(s + 1) * N + i] -= ks[i] * (kin + kst);  // −A_{s+1} enters through KT_s and KH_s
           dkout[i] += kin + kst + pd * uh[i] * rs[i];
         }
       }
       for (i64 t = 0; t < L; ++t) {
-        const float* a0 = A + t * N;
+        const float* ea = &W.EA[t * N];  // e^{A_t}
         const float *rr = &W.R[t * N], *kk = &W.K[t * N], *drt = &W.dR[t * N];
         const float pd = W.dP[t * C + t];
         float* drout = dr + (b * T + t0 + t) * D + hN;
 #pragma omp simd
         for (i64 i = 0; i < N; ++i) {
-          const float g = drt[i] * exp_fast(a0[i]);  // (inter + intra) · e^{A_t}
+          const float g = drt[i] * ea[i];  // (inter + intra) · e^{A_t}
           if (t > 0) dA[t * N + i] += rr[i] * g;
           drout[i] += g + pd * uh[i] * kk[i];
           duh[i] += pd * rr[i] * kk[i];
