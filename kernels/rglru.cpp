@@ -70,9 +70,59 @@ HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, VF r, VF g
   hn::StoreU(hn::Add(hn::LoadU(d, st + NL), r), d, st + NL);
 }
 
-// Vectors per block of the forward's two passes (see ScanForwardRows); the block's gates, 2 vectors
-// each, stay in L1.
+// The whole vectors [0, nw) of one forward token row; st: the interleaved rows (3 vectors per group).
+// Below AVX-512 in two passes per block of kFwdBlock vectors: the gates r, σ(gx)·x of every vector
+// (kept in `gates`, 2 vectors each, in L1), then the updates. Each vector's chain σ → 2^y → ÷ →
+// 2^y → √ → h is ~110 cycles of dependent latency on AVX2; in one loop (even pipelined by one
+// vector) the reorder window held ~4 such chains and perf put the samples on the multiply waiting
+// for √. Split, every iteration of each pass is an independent chain of half that length: AVX2
+// in cache 1.00 → 0.88 ns/element. On AVX-512 the split gained nothing in cache and lost ~25 % from
+// DRAM (the update pass makes no demand loads of the streams; L2 prefetches of the next token's
+// rows did not help), so AVX3 keeps one loop pipelined by one vector.
+inline constexpr i64 kFwdIl = 3;  // interleaved rows per channel group: h, Σ r, nsp2
+inline constexpr bool kFwdTwoPass = !(HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3);
 inline constexpr i64 kFwdBlock = 64;
+template <bool kFloor>
+HWY_INLINE void FwdWholeVectorsTwoPass(float* yr, float* st, const float* xr, const float* gar,
+                                       const float* gxr, i64 nw, float* gates) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  const RowIo<false> whole{0};
+  for (i64 j0 = 0; j0 < nw; j0 += kFwdBlock * NL) {
+    const i64 j1 = std::min(nw, j0 + kFwdBlock * NL);
+    float* g = gates;
+    for (i64 j = j0; j < j1; j += NL, g += 2 * NL) {
+      VF r, i;
+      SigmoidPair(hn::LoadU(d, gar + j), hn::LoadU(d, gxr + j), r, i);
+      hn::Store(r, d, g);
+      hn::Store(hn::Mul(i, hn::LoadU(d, xr + j)), d, g + NL);
+    }
+    g = gates;
+    for (i64 j = j0; j < j1; j += NL, g += 2 * NL)
+      FwdUpdate<false, kFloor>(whole, yr + j, st + j * kFwdIl, hn::Load(d, g), hn::Load(d, g + NL));
+  }
+}
+// The same in one loop, software-pipelined by one vector: the gates of the next vector are
+// computed before the update of this one.
+template <bool kFloor>
+HWY_INLINE void FwdWholeVectorsPipelined(float* yr, float* st, const float* xr, const float* gar,
+                                         const float* gxr, i64 nw) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  const RowIo<false> whole{0};
+  if (nw == 0) return;
+  VF r, i;
+  SigmoidPair(hn::LoadU(d, gar), hn::LoadU(d, gxr), r, i);
+  i64 j = 0;
+  for (; j + NL < nw; j += NL) {
+    VF rn, in;
+    SigmoidPair(hn::LoadU(d, gar + j + NL), hn::LoadU(d, gxr + j + NL), rn, in);
+    FwdUpdate<false, kFloor>(whole, yr + j, st + j * kFwdIl, r, hn::Mul(i, hn::LoadU(d, xr + j)));
+    r = rn;
+    i = in;
+  }
+  FwdUpdate<false, kFloor>(whole, yr + j, st + j * kFwdIl, r, hn::Mul(i, hn::LoadU(d, xr + j)));
+}
 
 // The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā; nullptr: not wanted) hold n channels.
 // Π ā is kept as Σ r (Π_t 2^{nsp2·r_t} = 2^{nsp2·Σ r}; +inf after a reset) and exponentiated once
@@ -85,11 +135,11 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
                      i64 n) {
   const i64 NL = i64(hn::Lanes(DF()));
   // h, Σ r, nsp2 (GroupRows)
-  constexpr i64 kIl = 3;
+  constexpr i64 kIl = kFwdIl;
   GroupRows<kIl> rows(n);
   float* __restrict il = rows.buf.data();
   auto at = [&rows](int row, i64 j) -> float& { return rows.at(row, j); };
-  AlignedVec gates(size_t(2 * kFwdBlock * NL));  // r, σ(gx)·x of one block's vectors
+  AlignedVec gates(kFwdTwoPass ? size_t(2 * kFwdBlock * NL) : 0);  // r, σ(gx)·x of one block's vectors
   for (i64 j = 0; j < n; ++j) {
     at(0, j) = h[j];
     at(1, j) = 0.0f;
@@ -107,26 +157,9 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
       }
       continue;
     }
-    // Two passes per block of kFwdBlock vectors: the gates r, σ(gx)·x of every vector, then the
-    // updates. Each vector's chain σ → 2^y → ÷ → 2^y → √ → h is ~110 cycles of dependent latency
-    // (AVX2); within one loop the reorder window held ~4 such chains, so the loop was latency-bound
-    // (perf: the samples pile up on the multiply waiting for √). Split, every iteration of each
-    // pass is an independent chain of half that length.
     const i64 nw = n / NL * NL;
-    for (i64 j0 = 0; j0 < nw; j0 += kFwdBlock * NL) {
-      const i64 j1 = std::min(nw, j0 + kFwdBlock * NL);
-      float* g = gates.data();
-      for (i64 j = j0; j < j1; j += NL, g += 2 * NL) {
-        VF r, i;
-        SigmoidPair(hn::LoadU(DF(), gar + j), hn::LoadU(DF(), gxr + j), r, i);
-        hn::Store(r, DF(), g);
-        hn::Store(hn::Mul(i, hn::LoadU(DF(), xr + j)), DF(), g + NL);
-      }
-      g = gates.data();
-      const RowIo<false> whole{0};
-      for (i64 j = j0; j < j1; j += NL, g += 2 * NL)
-        FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, hn::Load(DF(), g), hn::Load(DF(), g + NL));
-    }
+    if constexpr (kFwdTwoPass) FwdWholeVectorsTwoPass<kFloor>(yr, il, xr, gar, gxr, nw, gates.data());
+    else FwdWholeVectorsPipelined<kFloor>(yr, il, xr, gar, gxr, nw);
     if (nw < n) {
       const i64 j = nw;
       const RowIo<true> io{size_t(n - j)};
