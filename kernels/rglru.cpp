@@ -29,8 +29,8 @@ namespace scanshard::kernels::HWY_NAMESPACE {
 // the exponent is floored at −125 (Exp2UpTo126). Otherwise the floor cannot bind, and the product
 // folds into 2^y's range reduction (Exp2OfProduct): a multiply and a max fewer per vector.
 inline constexpr float kNoFloorMin = -124.0f;
-// a is capped at 1: for a tiny exponent (r = σ(ga) ≈ 1e-7 at ga ≈ −16) 2^y's polynomial, whose
-// constant term is 1 + 1.2e-7, gives a > 1, and √(1 − a²) was NaN.
+// a is capped at 1: for an exponent above ≈ −1e-7 (r = σ(ga) ≲ 1e-5 on a slow channel, ga ≲ −12)
+// 2^y's polynomial, whose constant term is 1 + 1.2e-7, gives a = 1 + 2^−23, and √(1 − a²) was NaN.
 template <bool kFloor>
 HWY_INLINE VF DecayFactor(VF nsp2, VF r) {
   const VF one = hn::Set(DF(), 1.0f);

@@ -145,8 +145,8 @@ TEST_CASE("RG-LRU fast equals reference over several blocks of channels", "[rglr
 
 TEST_CASE("RG-LRU fast equals reference when the recurrence gate is closed (a rounds to 1)", "[rglru]") {
   // ga ≈ −30 in every other channel: r = σ(ga) ≈ 1e-13, a = σ(−Λ)^{8r} = 1 − O(1e-14) (1 in
-  // float). The fast 2^y gave 1 + 1.2e-7 there and √(1 − a²) was NaN (found by the test above,
-  // where one of 17k gates reached −16).
+  // float). The fast 2^y gave 1 + 2^−23 there and √(1 − a²) was NaN (found by the test above
+  // when its gates were wider: one of 17k reached −16).
   kt::on_every_simd_target([&] {
     Lru p(2, 9, 24, 2, 950);
     for (std::size_t c = 0; c < p.ba.size(); c += 2) p.ba[c] = -30.0f;
