@@ -256,6 +256,27 @@ struct Tiles {
 template <int NC>
 inline i64 head(const Tiles& W) { return NC > 0 ? NC : W.N; }
 
+// Horizontal sum / min of a row vector as a tree of half-width operations: the lane-by-lane loops
+// were a chain of kRowLanes dependent scalar operations (~60 cycles on AVX-512), a tenth of the
+// tiled forward's time per token in cache (tile_factors' d_t, chunk_decay's cut test).
+template <int Bytes>
+struct HalfVec {
+  typedef float type __attribute__((vector_size(Bytes)));
+};
+template <int Bytes, bool Min>
+HWY_INLINE float reduce_tree(typename HalfVec<Bytes>::type x) {
+  if constexpr (Bytes == 8) {
+    return Min ? (x[0] < x[1] ? x[0] : x[1]) : x[0] + x[1];
+  } else {
+    typename HalfVec<Bytes / 2>::type lo, hi;
+    std::memcpy(&lo, &x, Bytes / 2);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&x) + Bytes / 2, Bytes / 2);
+    return reduce_tree<Bytes / 2, Min>(Min ? (lo < hi ? lo : hi) : lo + hi);
+  }
+}
+HWY_INLINE float hsum(vrow x) { return reduce_tree<kRowVecBytes, false>(x); }
+HWY_INLINE float hmin(vrow x) { return reduce_tree<kRowVecBytes, true>(x); }
+
 // The reductions over a head row in vector registers when the head size is a compile-time vector
 // multiple (GCC left the `omp simd reduction` loops scalar: perf annotate of backward_bh showed
 // vfmadd231ss over the 64 lanes of every dot product); a plain loop otherwise.
@@ -269,10 +290,7 @@ inline float dot(const float* a, const float* b, i64 n, const float* c = nullptr
       const vrow x = ldv(a + kRowLanes * q) * ldv(b + kRowLanes * q);
       acc[q % 2] += c ? x * ldv(c + kRowLanes * q) : x;
     }
-    const vrow sum = acc[0] + acc[1];
-    float total = 0;
-    for (int j = 0; j < kRowLanes; ++j) total += sum[j];
-    return total;
+    return hsum(acc[0] + acc[1]);
   } else {
     vrow acc = {};
     i64 i = 0;
@@ -280,8 +298,7 @@ inline float dot(const float* a, const float* b, i64 n, const float* c = nullptr
       const vrow x = ldv(a + i) * ldv(b + i);
       acc += c ? x * ldv(c + i) : x;
     }
-    float total = 0;
-    for (int j = 0; j < kRowLanes; ++j) total += acc[j];
+    float total = hsum(acc);
     for (; i < n; ++i) total += a[i] * b[i] * (c ? c[i] : 1.0f);  // the last partial vector
     return total;
   }
@@ -296,9 +313,7 @@ inline bool below(const float* x, float lo, i64 n) {
       const vrow y = ldv(x + kRowLanes * q);
       mn = y < mn ? y : mn;
     }
-    bool any = false;
-    for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
-    return any;
+    return hmin(mn) < lo;
   } else {
     bool any = false;
     i64 i = 0;
@@ -308,7 +323,7 @@ inline bool below(const float* x, float lo, i64 n) {
         const vrow y = ldv(x + i);
         mn = y < mn ? y : mn;
       }
-      for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
+      any = hmin(mn) < lo;
     }
     for (; i < n; ++i) any |= x[i] < lo;  // the last partial vector
     return any;
@@ -545,6 +560,109 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
   }
 }
 
+// ─── the forward as a recurrence over register tiles of the state (compile-time head sizes) ───
+// With S̃_t = S_0 + Σ_{s<t} KT_sᵀ v_s (KT_s = k_s ⊙ e^{−A_{s+1}}, as in intra_scores) the state
+// before token t is diag(e^{A_t}) S̃_t, so inside a chunk
+//   y_t = RT_t S̃_t + d_t v_t   (RT_t = r_t ⊙ e^{A_t}, d_t = Σ_i r_t[i] u[i] k_t[i]),
+//   S̃_{t+1} = S̃_t + KT_tᵀ v_t,   S_L = diag(e^{A_L}) S̃_{L−1} + k_{L−1}ᵀ v_{L−1}.
+// That is 2N² multiply-adds per token (the sequential count) plus 2N² per chunk, against the
+// score form's ~3N² per token (docs/kernels-wkv-2026-12-07.md §7.4), and two exps per element
+// instead of three. Every product RT_t[i] · KT_s[i] (s < t) is e^{A_t − A_{s+1}} ≤ 1 times r k, so
+// S̃'s large entries (up to e^{60}, the chunk cut) meet only factors that bring them back to the
+// size of their contribution; a rounding error in S̃ is at most eps times that contribution.
+// An R × CW tile of S̃ (R key rows, CW vectors of value columns) stays in registers for the whole
+// chunk: per token it loads v_t's CW vectors, R RT and R KT scalars and the y row's CW vectors.
+
+// RT, KT (t < L − 1; the last row 0), EL = e^{A_L} and d_t (in P[t]) of the chunk at t0, read from
+// the input rows.
+template <int NC>
+void tile_factors(Tiles& W, const float* r, const float* k, const float* uh, i64 b, i64 t0, i64 L, i64 T, i64 D,
+                  i64 hN) {
+  constexpr i64 N = NC;
+  const float* A = W.A.data();
+  for (i64 t = 0; t < L; ++t) {
+    const float *rr = r + (b * T + t0 + t) * D + hN, *kk = k + (b * T + t0 + t) * D + hN;
+    const float kt_on = t + 1 < L ? 1.0f : 0.0f;  // (e^{−A_L} may be clamped: times 0 before k)
+#pragma GCC unroll 16
+    for (i64 i = 0; i < N; i += kRowLanes) {
+      stv(&W.RT[t * N + i], ldv(rr + i) * exp_fast_v(ldv(A + t * N + i)));
+      stv(&W.KT[t * N + i], ldv(kk + i) * (kt_on * exp_fast_v(-ldv(A + (t + 1) * N + i))));
+    }
+    W.P[t] = dot<NC>(rr, kk, N, uh);
+  }
+#pragma GCC unroll 16
+  for (i64 i = 0; i < N; i += kRowLanes) stv(&W.EL[i], exp_fast_v(ldv(A + L * N + i)));
+}
+
+// Rows i0 .. i0+R, vectors c .. c+CW of the state S [N,N] through the chunk's L tokens; y rows
+// ldy apart: stored (first = the tile of rows 0, which also adds d_t v_t) or added to.
+template <int NC, int R, int CW>
+HWY_INLINE void state_tile(float* S, float* y, i64 ldy, const float* v, i64 ldv_, const Tiles& W, const float* klast,
+                           i64 i0, i64 c, i64 L, bool first) {
+  constexpr i64 N = NC;
+  vrow s[R][CW];
+#pragma GCC unroll 8
+  for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q) s[a][q] = ldv(S + (i0 + a) * N + c + q * kRowLanes);
+  for (i64 t = 0; t < L; ++t) {
+    const float *rt = &W.RT[t * N + i0], *kt = &W.KT[t * N + i0], *vt = v + t * ldv_ + c;
+    float* yt = y + t * ldy + c;
+    vrow vv[CW], acc[CW];
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q) {
+      vv[q] = ldv(vt + q * kRowLanes);
+      acc[q] = first ? W.P[t] * vv[q] : ldv(yt + q * kRowLanes);
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+      for (int q = 0; q < CW; ++q) acc[q] += rt[a] * s[a][q];
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+      for (int q = 0; q < CW; ++q) s[a][q] += kt[a] * vv[q];  // KT's last row is 0
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q) stv(yt + q * kRowLanes, acc[q]);
+  }
+  const float* vl = v + (L - 1) * ldv_ + c;  // S_L = diag(EL) S̃_{L−1} + k_{L−1}ᵀ v_{L−1}
+#pragma GCC unroll 8
+  for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q)
+      stv(S + (i0 + a) * N + c + q * kRowLanes, W.EL[i0 + a] * s[a][q] + klast[i0 + a] * ldv(vl + q * kRowLanes));
+}
+
+template <int NC>
+void forward_bh_tiled(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
+                      const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
+  constexpr i64 N = NC;
+  constexpr int kV = NC / kRowLanes;
+  constexpr int CW = kRowLanes >= 16 ? (kV < 4 ? kV : 4) : (kV < 2 ? kV : 2);  // 26 of 32 / 14 of 16 registers
+  constexpr int R = 4;
+  static_assert(kV % CW == 0 && NC % R == 0);
+  Ahead next(b, T, D, hN, N);
+  next.rows({r, k, v, logw, y});
+  for (i64 t0 = 0; t0 < T;) {
+    const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
+    tile_factors<NC>(W, r, k, uh, b, t0, L, T, D, hN);
+    const float* vc = v + (b * T + t0) * D + hN;
+    float* yc = y + (b * T + t0) * D + hN;
+    const float* klast = k + (b * T + t0 + L - 1) * D + hN;
+    // the next chunk's rows are prefetched a share per tile, spread over the chunk's longest phase
+    // (issued in tile_factors, 55 % of its samples sat on the prefetches: perf, AVX3, N = 64)
+    next.tokens(t0 + L, t0 + L + chunk);
+    constexpr i64 kTiles = (NC / R) * (kV / CW);
+    i64 tile = 0;
+    for (i64 c = 0; c < N; c += CW * kRowLanes)
+      for (i64 i0 = 0; i0 < N; i0 += R, ++tile) {
+        next.part(tile, kTiles);
+        state_tile<NC, R, CW>(S, yc, D, vc, D, W, klast, i0, c, L, i0 == 0);
+      }
+    t0 += L;
+  }
+}
+
 template <int NC>
 void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std::vector<i64>& starts, float* dS,
                  float* dr, float* dk, float* dv, float* dlogw, float* duh, const float* dy, const float* r,
@@ -698,8 +816,8 @@ void ForwardTask(float* S, float* y, const float* r, const float* k, const float
                  const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 N, i64 chunk) {
   thread_local Tiles W;  // per-thread chunk tiles, kept across work items and calls
   if (W.C != chunk || W.N != N) W.resize(chunk, N);
-  if (N == 64) forward_bh<64>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
-  else if (N == 32) forward_bh<32>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+  if (N == 64) forward_bh_tiled<64>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+  else if (N == 32) forward_bh_tiled<32>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
   else forward_bh<0>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
 }
 
