@@ -523,94 +523,68 @@ void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
     acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
 }
 
-// ─── forward products with an initial row (register-blocked) ──────────────────────────────────────
-// R output rows × CW vectors of columns:
-//   out[r·ldo + 0..cols) = sc[r]·init[r·ldi + 0..cols) + Σ_{i<K} X[r·xr + i·xk] · M[i·ldm + 0..cols)
-// (sc null: scale 1). rows_block with an initial row and a strided coefficient: each loaded vector
-// of M serves R multiply-adds. The last vector may be partial: init and M reads may run up to one
-// vector past cols (buffers with kRowSlack; such lanes never reach out). out may alias init (each
-// block reads its init rows before it stores them).
-struct InitRows {
-  const float* init;
-  i64 ldi;
-  const float* sc;
-};
+// ─── the forward's state update, register-blocked ─────────────────────────────────────────────────
+// R state rows × CW vectors of columns:
+//   out[r·ld + 0..cols) = el[r]·S[r·ld + 0..cols) + Σ_{s<L} kh[s·ld + r] · V[s·ld + 0..cols)
+// (S, out, KH and V tiles all rows of ld = N floats). Each loaded vector of V serves R
+// multiply-adds. The last vector may be partial: S and V reads may run up to one vector past
+// cols (buffers with kRowSlack; such lanes never reach out). out may alias S (a block reads its
+// S rows before it stores them).
 template <int R, int CW>
-HWY_INLINE void init_rows_block(float* out, i64 ldo, const InitRows& in, const float* X, i64 xr, i64 xk,
-                                const float* M, i64 ldm, i64 K, i64 cols) {
+HWY_INLINE void state_rows_block(float* out, const float* S, const float* el, const float* kh, const float* V, i64 ld,
+                                 i64 L, i64 cols) {
   vrow acc[R][CW];
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    const float s = in.sc ? in.sc[r] : 1.0f;
+  for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) acc[r][q] = s * ldv(in.init + r * in.ldi + q * kRowLanes);
-  }
-  for (i64 i = 0; i < K; ++i) {
+    for (int q = 0; q < CW; ++q) acc[r][q] = el[r] * ldv(S + r * ld + q * kRowLanes);
+  for (i64 s = 0; s < L; ++s) {
     vrow m[CW];
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * ldm + q * kRowLanes);
+    for (int q = 0; q < CW; ++q) m[q] = ldv(V + s * ld + q * kRowLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const float x = X[r * xr + i * xk];
+      const float x = kh[s * ld + r];
 #pragma GCC unroll 16
       for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
     }
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
+  for (int r = 0; r < R; ++r) store_block<CW>(out + r * ld, RowMode::store, acc[r], cols);
 }
-// init_rows_block over a runtime cols ≤ 4 vectors
-template <int R>
-HWY_INLINE void init_rows_block_n(float* out, i64 ldo, const InitRows& in, const float* X, i64 xr, i64 xk,
-                                  const float* M, i64 ldm, i64 K, i64 cols) {
-  switch ((cols + kRowLanes - 1) / kRowLanes) {
-    case 1: init_rows_block<R, 1>(out, ldo, in, X, xr, xk, M, ldm, K, cols); break;
-    case 2: init_rows_block<R, 2>(out, ldo, in, X, xr, xk, M, ldm, K, cols); break;
-    case 3: init_rows_block<R, 3>(out, ldo, in, X, xr, xk, M, ldm, K, cols); break;
-    default: init_rows_block<R, 4>(out, ldo, in, X, xr, xk, M, ldm, K, cols); break;
-  }
-}
-// R rows [0, R) of an init_rows_block product over all n columns (NC: compile-time n), in column
-// blocks of up to 4 vectors; K(r0) = the coefficient count of the block of rows starting at r0.
+// 4 state rows × up to kStateCW vectors of accumulators per block: 16 of AVX-512's 32 registers,
+// 8 of AVX2's 16 (rows_times' 2 rows × 4 vectors was 3–13 % slower there; on AVX-512 4 × 4 and
+// 4 × 2 were within 1 %; docs/kernels-wkv-2026-12-07.md §8).
+constexpr int kStateRows = 4, kStateCW = kRowVecBytes == 64 ? 4 : 2;
+// R state rows from i0 over all n columns, in column blocks of kStateCW vectors (the last
+// block of a runtime head size with fewer, the last vector possibly partial)
 template <int NC, int R>
-HWY_INLINE void init_rows(float* out, i64 ldo, const InitRows& in, const float* X, i64 xr, i64 xk, const float* M,
-                          i64 ldm, i64 K, i64 n) {
-  constexpr i64 kBlock = 4 * kRowLanes;
-  if constexpr (kVec<NC>) {
-    constexpr int kV = NC / kRowLanes, CW = kV < 4 ? kV : 4;
-    for (int c0 = 0; c0 < NC; c0 += CW * kRowLanes)
-      init_rows_block<R, CW>(out + c0, ldo, {in.init + c0, in.ldi, in.sc}, X, xr, xk, M + c0, ldm, K, CW * kRowLanes);
-  } else {
-    for (i64 c0 = 0; c0 < n; c0 += kBlock)
-      init_rows_block_n<R>(out + c0, ldo, {in.init + c0, in.ldi, in.sc}, X, xr, xk, M + c0, ldm, K,
-                           std::min(kBlock, n - c0));
+HWY_INLINE void state_rows(float* S_out, const float* S, const Tiles& W, i64 i0, i64 L, i64 n) {
+  constexpr i64 kBlock = kStateCW * kRowLanes;
+  for (i64 c0 = 0; c0 < n; c0 += kBlock) {
+    const i64 o = i0 * n + c0, cols = std::min(kBlock, n - c0);
+    const float *el = &W.EL[i0], *kh = &W.KH[i0], *V = W.V.data() + c0;
+    if (cols == kBlock) {
+      state_rows_block<R, kStateCW>(S_out + o, S + o, el, kh, V, n, L, cols);
+      continue;
+    }
+    switch ((cols + kRowLanes - 1) / kRowLanes) {  // (< kStateCW vectors)
+      case 1: state_rows_block<R, 1>(S_out + o, S + o, el, kh, V, n, L, cols); break;
+      case 2: state_rows_block<R, 2>(S_out + o, S + o, el, kh, V, n, L, cols); break;
+      default: state_rows_block<R, 3>(S_out + o, S + o, el, kh, V, n, L, cols); break;
+    }
   }
 }
-
-// S ← diag(EL) S + KHᵀ V, kRows state rows per pass (each loaded V vector serves kRows
-// multiply-adds; state_update, which the backward's state steps call, runs one row per pass and
-// reloads every V row for each state row). S_out may alias S.
+// S ← diag(EL) S + KHᵀ V, kStateRows state rows per pass (state_update, which the backward's
+// state steps call, runs one row per pass and reloads every V row for each state row: ~20 % of
+// the forward's time, §7.5). S_out may alias S.
 template <int NC>
 void state_update_blocked(float* S_out, const float* S, const Tiles& W, i64 L) {
   const i64 N = head<NC>(W);
   i64 i = 0;
-  for (; i + kRows <= N; i += kRows)
-    init_rows<NC, kRows>(S_out + i * N, N, {S + i * N, N, &W.EL[i]}, &W.KH[i], 1, N, W.V.data(), N, L, N);
-  for (; i < N; ++i) init_rows<NC, 1>(S_out + i * N, N, {S + i * N, N, &W.EL[i]}, &W.KH[i], 1, N, W.V.data(), N, L, N);
-}
-
-// y_t = Y0_t + Σ_{s≤t} P[t][s] v_s for t < L (Y0 = (r_t ⊙ e^{A_t}) S_0 in W.dR), kRows tokens per
-// pass: a block of rows t..t+R−1 runs s up to t+R−1 with P's entries above the diagonal zeroed
-// (intra_scores computes whole rows; the forward reads only s ≤ t).
-template <int NC>
-void y_rows(float* y, i64 ldy, Tiles& W, i64 L) {
-  const i64 N = head<NC>(W), C = W.C;
-  float* P = W.P.data();
-  for (i64 t = 0; t < L; ++t) std::fill(P + t * C + t + 1, P + t * C + L, 0.0f);
-  i64 t = 0;
-  for (; t + kRows <= L; t += kRows)
-    init_rows<NC, kRows>(y + t * ldy, ldy, {&W.dR[t * N], N, nullptr}, P + t * C, C, 1, W.V.data(), N, t + kRows, N);
-  for (; t < L; ++t) init_rows<NC, 1>(y + t * ldy, ldy, {&W.dR[t * N], N, nullptr}, P + t * C, C, 1, W.V.data(), N, t + 1, N);
+  for (; i + kStateRows <= N; i += kStateRows) state_rows<NC, kStateRows>(S_out, S, W, i, L, N);
+  if constexpr (!kVec<NC>)  // (a compile-time head size is a multiple of 16)
+    for (; i < N; ++i) state_rows<NC, 1>(S_out, S, W, i, L, N);
 }
 
 template <int NC>
@@ -627,7 +601,9 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
     decay_factors<NC>(W, L, next.tokens(t0 + L, t0 + L + chunk));
     intra_scores<NC>(W, uh, L);
     rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
-    y_rows<NC>(y + (b * T + t0) * D + hN, D, W, L);  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
+    for (i64 t = 0; t < L; ++t)  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
+      acc_row<NC>(y + (b * T + t0 + t) * D + hN, RowMode::store, &W.dR[t * N], 1.0f, &W.P[t * W.C], 1, W.V.data(), N,
+                  t + 1, N);
     state_update_blocked<NC>(S, S, W, L);
     t0 += L;
   }
