@@ -167,28 +167,38 @@ HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale
   }
 }
 
-// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
-// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+// R output rows × CW vectors of columns of the product below, each row started from its initial row:
+//   out[r·ldo + 0..cols) = sc[r]·S[r·lds + 0..cols) + Σ_{i<K} X[r·xr + i·xk] · M[i·ldm + 0..cols)
+// (S null: from 0). Each loaded vector of M serves R multiply-adds. The last vector may be
+// partial: S and M reads may run up to one vector past cols (buffers with kRowSlack; such lanes
+// never reach out). out may alias S (a block reads its S rows before it stores them).
 template <int R, int CW>
-HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+HWY_INLINE void rows_block_from(float* out, i64 ldo, const float* S, i64 lds, const float* sc, const float* X, i64 xr,
+                                i64 xk, const float* M, i64 ldm, i64 K, i64 cols) {
   vrow acc[R][CW];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+    for (int q = 0; q < CW; ++q) acc[r][q] = S ? sc[r] * ldv(S + r * lds + q * kRowLanes) : vrow{};
   for (i64 i = 0; i < K; ++i) {
     vrow m[CW];
 #pragma GCC unroll 16
     for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * ldm + q * kRowLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const float x = X[r * ldx + i];
+      const float x = X[r * xr + i * xk];
 #pragma GCC unroll 16
       for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
     }
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
+}
+// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
+// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+template <int R, int CW>
+HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  rows_block_from<R, CW>(out, ldo, nullptr, 0, nullptr, X, ldx, 1, M, ldm, K, cols);
 }
 // rows_block for R rows over a runtime cols ≤ 4 vectors (the vector count picked at run time)
 template <int R>
@@ -211,7 +221,7 @@ HWY_INLINE void rows_block_n(float* out, i64 ldo, const float* X, i64 ldx, const
 constexpr int kRows = kRowVecBytes == 64 ? 4 : 2;
 // The forward's blocks: 4 rows × up to kFwdCW vectors of accumulators, 16 of AVX-512's 32
 // registers, 8 of AVX2's 16. On AVX2 2 rows × 4 vectors (kRows' shape) was 3–13 % slower in the
-// state update and ~15 % slower over the forward in (r ⊙ e^A) S_0; on AVX-512 4 × 4 and 4 × 2
+// state update and 3–15 % slower over the forward in (r ⊙ e^A) S_0; on AVX-512 4 × 4 and 4 × 2
 // were within 1 % (docs/kernels-wkv-2026-12-07.md §8).
 constexpr int kFwdRows = 4, kFwdCW = kRowVecBytes == 64 ? 4 : 2;
 template <int NC, int R = kRows, int CWM = 4>
@@ -530,36 +540,9 @@ void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
 }
 
 // ─── the forward's state update, register-blocked ─────────────────────────────────────────────────
-// R state rows × CW vectors of columns:
-//   out[r·ld + 0..cols) = el[r]·S[r·ld + 0..cols) + Σ_{s<L} kh[s·ld + r] · V[s·ld + 0..cols)
-// (S, out, KH and V tiles all rows of ld = N floats). Each loaded vector of V serves R
-// multiply-adds. The last vector may be partial: S and V reads may run up to one vector past
-// cols (buffers with kRowSlack; such lanes never reach out). out may alias S (a block reads its
-// S rows before it stores them).
-template <int R, int CW>
-HWY_INLINE void state_rows_block(float* out, const float* S, const float* el, const float* kh, const float* V, i64 ld,
-                                 i64 L, i64 cols) {
-  vrow acc[R][CW];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) acc[r][q] = el[r] * ldv(S + r * ld + q * kRowLanes);
-  for (i64 s = 0; s < L; ++s) {
-    vrow m[CW];
-#pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) m[q] = ldv(V + s * ld + q * kRowLanes);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const float x = kh[s * ld + r];
-#pragma GCC unroll 16
-      for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) store_block<CW>(out + r * ld, RowMode::store, acc[r], cols);
-}
-// R state rows from i0 over all n columns, in column blocks of kFwdCW vectors (the last
-// block of a runtime head size with fewer, the last vector possibly partial)
+// R state rows from i0 over all n columns, in column blocks of kFwdCW vectors (the last block of a
+// runtime head size with fewer, the last vector possibly partial): rows_block_from with the
+// initial rows e^{A_L}[i]·S[i] and the coefficients KH[s][i] (adjacent for the R rows).
 template <int NC, int R>
 HWY_INLINE void state_rows(float* S_out, const float* S, const Tiles& W, i64 i0, i64 L, i64 n) {
   constexpr i64 kBlock = kFwdCW * kRowLanes;
@@ -567,13 +550,13 @@ HWY_INLINE void state_rows(float* S_out, const float* S, const Tiles& W, i64 i0,
     const i64 o = i0 * n + c0, cols = std::min(kBlock, n - c0);
     const float *el = &W.EL[i0], *kh = &W.KH[i0], *V = W.V.data() + c0;
     if (cols == kBlock) {
-      state_rows_block<R, kFwdCW>(S_out + o, S + o, el, kh, V, n, L, cols);
+      rows_block_from<R, kFwdCW>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols);
       continue;
     }
     switch ((cols + kRowLanes - 1) / kRowLanes) {  // (< kFwdCW vectors)
-      case 1: state_rows_block<R, 1>(S_out + o, S + o, el, kh, V, n, L, cols); break;
-      case 2: state_rows_block<R, 2>(S_out + o, S + o, el, kh, V, n, L, cols); break;
-      default: state_rows_block<R, 3>(S_out + o, S + o, el, kh, V, n, L, cols); break;
+      case 1: rows_block_from<R, 1>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+      case 2: rows_block_from<R, 2>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+      default: rows_block_from<R, 3>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
     }
   }
 }
