@@ -167,28 +167,38 @@ HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale
   }
 }
 
-// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
-// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+// R output rows × CW vectors of columns of the product below, each row started from its initial row:
+//   out[r·ldo + 0..cols) = sc[r]·S[r·lds + 0..cols) + Σ_{i<K} X[r·xr + i·xk] · M[i·ldm + 0..cols)
+// (S null: from 0). Each loaded vector of M serves R multiply-adds. The last vector may be
+// partial: S and M reads may run up to one vector past cols (buffers with kRowSlack; such lanes
+// never reach out). out may alias S (a block reads its S rows before it stores them).
 template <int R, int CW>
-HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+HWY_INLINE void rows_block_from(float* out, i64 ldo, const float* S, i64 lds, const float* sc, const float* X, i64 xr,
+                                i64 xk, const float* M, i64 ldm, i64 K, i64 cols) {
   vrow acc[R][CW];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+    for (int q = 0; q < CW; ++q) acc[r][q] = S ? sc[r] * ldv(S + r * lds + q * kRowLanes) : vrow{};
   for (i64 i = 0; i < K; ++i) {
     vrow m[CW];
 #pragma GCC unroll 16
     for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * ldm + q * kRowLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const float x = X[r * ldx + i];
+      const float x = X[r * xr + i * xk];
 #pragma GCC unroll 16
       for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
     }
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
+}
+// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
+// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+template <int R, int CW>
+HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  rows_block_from<R, CW>(out, ldo, nullptr, 0, nullptr, X, ldx, 1, M, ldm, K, cols);
 }
 // rows_block for R rows over a runtime cols ≤ 4 vectors (the vector count picked at run time)
 template <int R>
@@ -206,26 +216,32 @@ HWY_INLINE void rows_block_n(float* out, i64 ldo, const float* X, i64 ldx, const
 // column block of up to 4 vectors, so each loaded vector of M serves R multiply-adds (RowAcc's
 // one row per pass loads every M vector for a single multiply-add). R·4 accumulators: 16 with 32
 // vector registers (AVX-512), 8 below. NC = 0 (runtime head size): the same blocks with the row's
-// last vector possibly partial (before: one output row per pass through rows_acc_n).
+// last vector possibly partial (before: one output row per pass through rows_acc_n). R rows ×
+// CWM vectors at most: the default is the backward's shape; the forward's is kFwdRows × kFwdCW.
 constexpr int kRows = kRowVecBytes == 64 ? 4 : 2;
-template <int NC>
+// The forward's blocks: 4 rows × up to kFwdCW vectors of accumulators, 16 of AVX-512's 32
+// registers, 8 of AVX2's 16. On AVX2 2 rows × 4 vectors (kRows' shape) was 3–13 % slower in the
+// state update and 3–15 % slower over the forward in (r ⊙ e^A) S_0; on AVX-512 4 × 4 and 4 × 2
+// were within 1 % (docs/kernels-wkv-2026-12-07.md §8).
+constexpr int kFwdRows = 4, kFwdCW = kRowVecBytes == 64 ? 4 : 2;
+template <int NC, int R = kRows, int CWM = 4>
 void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L, i64 n = NC) {
   if constexpr (!kVec<NC>) {
-    constexpr i64 kBlock = 4 * kRowLanes;
+    constexpr i64 kBlock = CWM * kRowLanes;
     for (i64 c0 = 0; c0 < n; c0 += kBlock) {
       const i64 cols = std::min(kBlock, n - c0);
       i64 t = 0;
-      for (; t + kRows <= L; t += kRows) rows_block_n<kRows>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
+      for (; t + R <= L; t += R) rows_block_n<R>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
       for (; t < L; ++t) rows_block_n<1>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
     }
   } else {
     constexpr int kV = NC / kRowLanes;
-    constexpr int CW = kV < 4 ? kV : 4;
+    constexpr int CW = kV < CWM ? kV : CWM;
     i64 t = 0;
-    for (; t + kRows <= L; t += kRows)
+    for (; t + R <= L; t += R)
       for (int c0 = 0; c0 < kV; c0 += CW)
-        rows_block<kRows, CW>(out + t * ldo + c0 * kRowLanes, ldo, X + t * ldx, ldx, M + c0 * kRowLanes, NC, K,
-                              CW * kRowLanes);
+        rows_block<R, CW>(out + t * ldo + c0 * kRowLanes, ldo, X + t * ldx, ldx, M + c0 * kRowLanes, NC, K,
+                          CW * kRowLanes);
     for (; t < L; ++t) acc_row<NC>(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, NC, K, NC);
   }
 }
@@ -538,6 +554,39 @@ void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
     acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
 }
 
+// ─── the forward's state update, register-blocked ─────────────────────────────────────────────────
+// R state rows from i0 over all n columns, in column blocks of kFwdCW vectors (the last block of a
+// runtime head size with fewer, the last vector possibly partial): rows_block_from with the
+// initial rows e^{A_L}[i]·S[i] and the coefficients KH[s][i] (adjacent for the R rows).
+template <int NC, int R>
+HWY_INLINE void state_rows(float* S_out, const float* S, const Tiles& W, i64 i0, i64 L, i64 n) {
+  constexpr i64 kBlock = kFwdCW * kRowLanes;
+  for (i64 c0 = 0; c0 < n; c0 += kBlock) {
+    const i64 o = i0 * n + c0, cols = std::min(kBlock, n - c0);
+    const float *el = &W.EL[i0], *kh = &W.KH[i0], *V = W.V.data() + c0;
+    if (cols == kBlock) {
+      rows_block_from<R, kFwdCW>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols);
+      continue;
+    }
+    switch ((cols + kRowLanes - 1) / kRowLanes) {  // (< kFwdCW vectors)
+      case 1: rows_block_from<R, 1>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+      case 2: rows_block_from<R, 2>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+      default: rows_block_from<R, 3>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+    }
+  }
+}
+// S ← diag(EL) S + KHᵀ V, kFwdRows state rows per pass (state_update, which the backward's
+// state steps call, runs one row per pass and reloads every V row for each state row: ~20 % of
+// the forward's time, §7.5). S_out may alias S.
+template <int NC>
+void state_update_blocked(float* S_out, const float* S, const Tiles& W, i64 L) {
+  const i64 N = head<NC>(W);
+  i64 i = 0;
+  for (; i + kFwdRows <= N; i += kFwdRows) state_rows<NC, kFwdRows>(S_out, S, W, i, L, N);
+  if constexpr (!kVec<NC>)  // (a compile-time head size is a multiple of 16)
+    for (; i < N; ++i) state_rows<NC, 1>(S_out, S, W, i, L, N);
+}
+
 template <int NC>
 void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
                 const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
@@ -551,11 +600,11 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L, next.tokens(t0 + L, t0 + L + chunk));
     intra_scores<NC>(W, uh, L);
-    rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
+    rows_times<NC, kFwdRows, kFwdCW>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
     for (i64 t = 0; t < L; ++t)  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
       acc_row<NC>(y + (b * T + t0 + t) * D + hN, RowMode::store, &W.dR[t * N], 1.0f, &W.P[t * W.C], 1, W.V.data(), N,
                   t + 1, N);
-    state_update<NC>(S, S, W, L);
+    state_update_blocked<NC>(S, S, W, L);
     t0 += L;
   }
 }
