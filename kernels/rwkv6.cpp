@@ -9,6 +9,7 @@
 // the compiler vectorises for that target) and dispatched per (b, h) work item at run time
 // (simd.hpp); the work split is compiled once (HWY_ONCE).
 #include "kernels/rwkv6.hpp"
+#include "kernels/rwkv6_count.hpp"
 
 #include <omp.h>
 
@@ -865,6 +866,9 @@ void ForwardTask(float* S, float* y, const float* r, const float* k, const float
                  const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 N, i64 chunk) {
   thread_local Tiles W;  // per-thread chunk tiles, kept across work items and calls
   if (W.C != chunk || W.N != N) W.resize(chunk, N);
+  // the tiled recurrence at the head sizes wkv6_forward_tiled names (kernels/rwkv6_count.hpp, which
+  // bench_rwkv counts by), the score form at the others
+  static_assert(wkv6_forward_tiled(64) && wkv6_forward_tiled(32) && !wkv6_forward_tiled(48));
   if (N == 64) forward_bh_tiled<64>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
   else if (N == 32) forward_bh_tiled<32>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
   else forward_bh<0>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);

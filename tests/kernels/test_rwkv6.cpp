@@ -297,3 +297,11 @@ TEST_CASE("RWKV6 chunked forward operation count equals the hand count", "[rwkv6
   CHECK(2.0 * 64 * 64 / wkv6_chunked_forward_mul_ops(64, 8) == Approx(0.71).margin(0.005));
   CHECK(2.0 * 64 * 64 / wkv6_chunked_forward_mul_ops(64, 64) == Approx(0.50).margin(0.005));
 }
+
+TEST_CASE("RWKV6 tiled forward operation count equals the hand count", "[rwkv6][count]") {
+  // docs/kernels-wkv6-tiled-2026-12-07.md, by hand at N = 64, L = 16: the tile's two products
+  // 2·4096, the chunk end 2·4096/16 = 512, two exps of 9 per element 1152, RT and KT 128, d_t 128
+  CHECK(scanshard::kernels::wkv6_tiled_forward_mul_ops(64, 16) == 10112.0);
+  CHECK(scanshard::kernels::wkv6_forward_mul_ops(64, 16) == 10112.0);
+  CHECK(scanshard::kernels::wkv6_forward_mul_ops(48, 16) == scanshard::kernels::wkv6_chunked_forward_mul_ops(48, 16));
+}
