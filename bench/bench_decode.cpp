@@ -16,6 +16,9 @@
 // (program/inference.hpp lower_prefill: the linear and logits steps, m × n × k, times their
 // count); prints Σ bare sgemm time ÷ the prefill's time (the whole pass, and its GEMM ops alone
 // from the decoder's trace), medians and ranges over rounds.
+// Decode mode runs every step twice per round: weights and triad arrays on transparent huge pages
+// (kernels::AlignedVec, as the decoder's callers hold weights) and on 4 KiB pages (std::vector),
+// each step against the triad on the same pages.
 // Usage: bench_decode [--prefill P] [model ...]  (default: hawk-100m griffin-100m mqa-100m
 // rwkv4-169m); SCANSHARD_BENCH_THREADS=1 runs one thread count only.
 #include <cstdio>
@@ -181,6 +184,34 @@ void bench_prefill(const std::string& name, i64 P, int rounds) {
   }
 }
 
+// kB of this process's anonymous memory on transparent huge pages (/proc/self/smaps_rollup), -1 if unknown
+long anon_huge_kb() {
+  std::FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (!f) return -1;
+  char line[256];
+  long kb = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb;
+}
+
+// The weights and the triad's arrays under one page policy, and a decoder over those weights.
+template <class Vec>
+struct Pages {
+  Vec params, a, b, c;
+  train::Decoder dec;
+  std::vector<float> logits;
+  Pages(const std::vector<float>& p, i64 n, const ModelSpec& m, const train::ShardLayout& sl, i64 prompt, i64 context)
+      : params(p.begin(), p.end()), a(n, 0.0f), b(n, 1.0f), c(n, 0.5f), dec(m, sl, params.data(), nullptr, 1, context) {
+    std::vector<std::int32_t> t(static_cast<std::size_t>(prompt));
+    for (i64 i = 0; i < prompt; ++i) t[std::size_t(i)] = static_cast<std::int32_t>((7 * i + 3) % m.vocab);
+    dec.feed(t.data(), prompt, logits, true);
+  }
+  void triad() { bench::triad(a.data(), b.data(), c.data(), i64(a.size())); }
+  void step(std::int32_t tok) { dec.feed(&tok, 1, logits, true); }
+};
+
 void bench_model(const std::string& name, int rounds) {
   const ModelSpec m = load_model(name);
   const Layout lay(m);
@@ -189,29 +220,27 @@ void bench_model(const std::string& name, int rounds) {
   sl.extract(init_params(lay, 1).data(), params.data());
   const double wbytes = weight_bytes(m, lay);
   const i64 n = i64(16) << 20;  // 64 MiB per triad array
-  kernels::AlignedVec a(n, 0.0f), b(n, 1.0f), c(n, 0.5f);
-  const Head head{params.data() + (m.tied_embeddings ? sl.off("embed", "embed.table") : sl.off("head", "head.w")), m.width,
-                  m.vocab, m.tied_embeddings};
   kernels::AlignedVec hx(m.width, 0.01f), hy(m.vocab, 0.0f);
   double sink = 0;
   for (int th : bench::thread_counts()) {
     bench::set_threads(th);
-    const i64 prompt = 8;
-    train::Decoder dec(m, sl, params.data(), nullptr, 1, prompt + rounds + 6);
-    std::vector<std::int32_t> p(prompt);
-    for (i64 i = 0; i < prompt; ++i) p[i] = static_cast<std::int32_t>((7 * i + 3) % m.vocab);
-    std::vector<float> logits;
-    dec.feed(p.data(), prompt, logits, true);
+    const i64 prompt = 8, context = prompt + 2 * rounds + 12;
+    // huge pages where kernels::AlignedVec asks for them (kernels.hpp: what generate and validate's
+    // plan runs hold the weights in), 4 KiB pages in std::vector; the same rounds time both
+    Pages<kernels::AlignedVec> huge(params, n, m, sl, prompt, context);
+    Pages<std::vector<float>> small(params, n, m, sl, prompt, context);
+    const long huge_kb = anon_huge_kb();
+    const Head head{huge.params.data() + (m.tied_embeddings ? sl.off("embed", "embed.table") : sl.off("head", "head.w")),
+                    m.width, m.vocab, m.tied_embeddings};
     std::int32_t tok = 1;
-    std::vector<std::function<void()>> fns = {
-        [&] { bench::triad(a.data(), b.data(), c.data(), n); },
-        [&] {
-          dec.feed(&tok, 1, logits, true);
-          tok = static_cast<std::int32_t>((tok * 31 + 7) % m.vocab);
-        },
-        [&] { head.kernel(hy.data(), hx.data()); },
-        [&] { head.sgemv(hy.data(), hx.data()); },
-        [&] { sink += head.read_pass(); }};
+    auto next = [&] { return tok = static_cast<std::int32_t>((tok * 31 + 7) % m.vocab); };
+    std::vector<std::function<void()>> fns = {[&] { huge.triad(); },
+                                              [&] { huge.step(next()); },
+                                              [&] { head.kernel(hy.data(), hx.data()); },
+                                              [&] { head.sgemv(hy.data(), hx.data()); },
+                                              [&] { sink += head.read_pass(); },
+                                              [&] { small.triad(); },
+                                              [&] { small.step(next()); }};
     // One thread is timed in its own CPU time (bench::rounds' thread_cpu_s: the time it waited for
     // a core of this shared machine counts for neither the step nor the triad; a 200 ms step waits
     // more often than a 20 ms triad, which biases wall-clock ratios low); wall time beside it.
@@ -225,15 +254,24 @@ void bench_model(const std::string& name, int rounds) {
       });
     const auto t = bench::rounds(rounds, walled, th == 1 ? bench::thread_cpu_s : bench::now);
     for (auto& w : wall) w.erase(w.begin());  // the warm-up call
-    const double step = bench::median(t[1]), triad = 12.0 * n / bench::median(t[0]);
-    std::printf("%-12s threads %d: weights %.1f MB/step, decode step %.2f ms = %.2f tokens/s; triad %.2f GB/s -> limit %.2f "
-                "tokens/s; ratio %s (%s time); wall-clock ratio %s\n",
-                name.c_str(), th, wbytes / 1e6, 1e3 * step, 1.0 / step, triad / 1e9, triad / wbytes,
-                ratio_to_triad(wbytes, t[1], 12.0 * n, t[0]).c_str(), th == 1 ? "thread CPU" : "wall",
-                ratio_to_triad(wbytes, wall[1], 12.0 * n, wall[0]).c_str());
+    auto line = [&](const char* pages, std::size_t triad_i, std::size_t step_i) {
+      const double step = bench::median(t[step_i]), triad = 12.0 * n / bench::median(t[triad_i]);
+      std::printf("%-12s threads %d, %s: weights %.1f MB/step, decode step %.2f ms = %.2f tokens/s; triad %.2f GB/s -> limit "
+                  "%.2f tokens/s; ratio %s (%s time); wall-clock ratio %s\n",
+                  name.c_str(), th, pages, wbytes / 1e6, 1e3 * step, 1.0 / step, triad / 1e9, triad / wbytes,
+                  ratio_to_triad(wbytes, t[step_i], 12.0 * n, t[triad_i]).c_str(), th == 1 ? "thread CPU" : "wall",
+                  ratio_to_triad(wbytes, wall[step_i], 12.0 * n, wall[triad_i]).c_str());
+    };
+    line("huge pages", 0, 1);
+    line("4 KiB pages", 5, 6);
+    std::vector<double> speedup;
+    for (std::size_t r = 0; r < t[1].size(); ++r) speedup.push_back(t[6][r] / t[1][r]);
+    std::printf("  step time 4 KiB / huge pages %.2f (%.2f-%.2f); anonymous memory on huge pages %ld MB\n",
+                bench::median(speedup), *std::min_element(speedup.begin(), speedup.end()),
+                *std::max_element(speedup.begin(), speedup.end()), huge_kb / 1024);
     // where a step's time goes: the decoder's own trace over 3 more steps, largest shares first
     Trace tr;
-    for (int i = 0; i < 3; ++i) dec.feed(&tok, 1, logits, true, &tr);
+    for (int i = 0; i < 3; ++i) huge.dec.feed(&tok, 1, huge.logits, true, &tr);
     tr.end_step(0, 0, 0);
     std::vector<std::pair<double, std::string>> share;
     const double total = total_seconds(tr);
@@ -243,8 +281,9 @@ void bench_model(const std::string& name, int rounds) {
     for (std::size_t i = 0; i < std::min<std::size_t>(6, share.size()); ++i)
       std::printf(" %s %.0f%%", share[i].second.c_str(), 100 * share[i].first / total);
     std::printf("\n");
-    std::printf("  head alone (%.1f MB, %s) / triad: kernel %s, cblas_sgemv %s, read-only pass %s%s\n", head.bytes() / 1e6,
-                head.tied ? "tied E x" : "head.w^T x", ratio_to_triad(head.bytes(), t[2], 12.0 * n, t[0]).c_str(),
+    std::printf("  head alone (%.1f MB, %s, huge pages) / triad: kernel %s, cblas_sgemv %s, read-only pass %s%s\n",
+                head.bytes() / 1e6, head.tied ? "tied E x" : "head.w^T x",
+                ratio_to_triad(head.bytes(), t[2], 12.0 * n, t[0]).c_str(),
                 ratio_to_triad(head.bytes(), t[3], 12.0 * n, t[0]).c_str(),
                 ratio_to_triad(head.bytes(), t[4], 12.0 * n, t[0]).c_str(), sink == 1.2345 ? " " : "");
     std::fflush(stdout);

@@ -55,8 +55,10 @@ int main(int argc, char** argv) {
   std::printf("bench_train_step: %s layers=%ld D=%ld R=%ld H=%ld N=%ld W=%ld F=%ld, B=%ld T=%ld, %.1fM params\n",
               spec.name.c_str(), long(spec.depth), long(spec.width), long(spec.recurrent_width), long(spec.heads),
               long(spec.head_dim), long(spec.window), long(spec.mlp_width), long(B), long(T), lay.total / 1e6);
-  auto p = kt::init_params(lay, 1);
-  std::vector<float> grad(lay.total), m(lay.total, 0.0f), v(lay.total, 0.0f);
+  // parameters, gradient and AdamW moments in kernels::AlignedVec, as large buffers are held
+  // (huge pages: kernels.hpp; SCANSHARD_HUGE_PAGES=0 for 4 KiB pages)
+  const auto p0 = kt::init_params(lay, 1);
+  k::AlignedVec p(p0.begin(), p0.end()), grad(lay.total), m(lay.total, 0.0f), v(lay.total, 0.0f);
   std::vector<std::int32_t> tok(B * T), tgt(B * T);
   for (i64 i = 0; i < B * T; ++i) { tok[i] = std::int32_t((i * 7) % 256); tgt[i] = std::int32_t((i * 7 + 7) % 256); }
   std::vector<std::uint8_t> reset(B * T, 0);

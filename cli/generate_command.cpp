@@ -28,6 +28,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "kernels/kernels.hpp"
 #include "program/lower.hpp"
 #include "program/output_file.hpp"
 #include "program/plan.hpp"
@@ -117,7 +118,8 @@ nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const Mesh& mesh, 
 
 // This rank's tensor-parallel shards of the checkpoint's parameters (the AdamW moments are read
 // through one scratch buffer and dropped).
-std::vector<float> load_params(const mpi::Comm& world, const std::string& path, const Layout& lay, const train::ShardLayout& sl) {
+// The weights in kernels::AlignedVec: on huge pages (kernels.hpp), as every decode step streams them all.
+kernels::AlignedVec load_params(const mpi::Comm& world, const std::string& path, const Layout& lay, const train::ShardLayout& sl) {
   std::vector<train::Slab> slabs;
   std::int64_t largest = 1;
   for (std::size_t i = 0; i < sl.dim.size(); ++i) {
@@ -128,7 +130,8 @@ std::vector<float> load_params(const mpi::Comm& world, const std::string& path, 
     slabs.push_back(std::move(s));
     largest = std::max(largest, sl.count(i));
   }
-  std::vector<float> params(static_cast<std::size_t>(sl.total)), scratch(static_cast<std::size_t>(largest));
+  kernels::AlignedVec params(static_cast<std::size_t>(sl.total));
+  std::vector<float> scratch(static_cast<std::size_t>(largest));
   std::vector<float*> p, moments(sl.dim.size(), scratch.data());
   for (std::size_t i = 0; i < sl.dim.size(); ++i) p.push_back(params.data() + sl.offset[i]);
   train::read_checkpoint(world, path, lay, slabs, p, moments, moments);
@@ -186,7 +189,7 @@ void run_generate(const GenerateOptions& o) {
     const mpi::Comm tensor_group = world.split(scoord, tcoord), stage_group = world.split(tcoord, scoord);
     const Layout lay(m);
     const train::ShardLayout sl(m, lay, t, tcoord);
-    std::vector<float> params;
+    kernels::AlignedVec params;
     try {
       params = load_params(world, o.checkpoint, lay, sl);
     } catch (const ConfigError& e) {

@@ -201,8 +201,10 @@ void rope_fast(float* y, const float* x, const std::int32_t* pos, i64 B, i64 T, 
   cache.ensure(base, rot, top);
   const float sg = inverse ? -1.0f : 1.0f;
   // one parallel region over every (sequence, token) row: a decode step's call has one row per
-  // sequence, and a region per sequence cost a region's fixed cost each
-  #pragma omp parallel for collapse(2) schedule(static)
+  // sequence, and a region per sequence cost a region's fixed cost each; one row (batch-1
+  // decoding) runs on the calling thread (a region's barrier waits for the idle thread to be
+  // scheduled: 23 % of mqa-100m's step at 2 threads on a loaded machine, docs/inference-decode-2026-12-07.md)
+  #pragma omp parallel for collapse(2) schedule(static) if (B * T > 1)
   for (i64 b = 0; b < B; ++b) {
     for (i64 t = 0; t < T; ++t) {
       const i64 p = pos ? i64(pos[b * T + t]) : t;

@@ -125,8 +125,9 @@ void embedding_backward(float* dtable, const float* dout, const std::int32_t* to
 void logits_tied_forward(float* logits, const float* x, const float* table, i64 M, i64 D, i64 V) {
   // logits [M,V] = x [M,D] · Eᵀ [D,V]
   if (M == 1) {  // one row (batch-1 decoding): logit v = E[v,:]·x, E's rows read once in memory order
-    // (sgemm would pack all of E first; cblas_sgemv reads 4 rows at once, at ~0.6 of the triad on the
-    // 786 MB table where one sequential stream reaches ~0.9: bench_decode's head-alone line)
+    // (sgemm would pack all of E first; cblas_sgemv reads 4 rows at once, 4 interleaved streams, at
+    // ~0.6 of the triad on the 786 MB table where one sequential stream reaches ~0.9: bench_decode's
+    // head-alone line)
     rows::for_spans(V, [&](i64 v0, i64 n) { rows::dot_rows(logits + v0, table + v0 * D, x, n, D); }, 1024);
     return;
   }

@@ -439,8 +439,10 @@ bool lazy_ok(const float* decay, const float* bonus, i64 D) {
 void wkv4_forward(float* y, float* state_out, const float* k, const float* v, const float* decay,
                   const float* bonus, const float* state_in, i64 B, i64 T, i64 D, float* ckpt) {
   const i64 BD = B * D, CB = channel_block(B, D), NB = (D + CB - 1) / CB, NC = wkv4_checkpoints(T);
+  // one token of one sequence (batch-1 decoding) runs on the calling thread, as rope and the
+  // norms: a region's barrier waits for an idle thread to be scheduled on a loaded machine
   if (lazy_ok(decay, bonus, D)) {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (B * T > 1)
     for (i64 b = 0; b < B; ++b)
       for (i64 cb = 0; cb < NB; ++cb)
         HWY_DYNAMIC_DISPATCH(LazyForwardTask)(y, state_out, ckpt, k, v, decay, bonus, state_in, B, T, D, b, cb * CB,
@@ -448,7 +450,7 @@ void wkv4_forward(float* y, float* state_out, const float* k, const float* v, co
     return;
   }
   // max form (a bonus far from the decay): plain vectorisable loops
-#pragma omp parallel
+#pragma omp parallel if (B * T > 1)
   {
     std::vector<float> buf(static_cast<size_t>(5 * CB));
 #pragma omp for collapse(2) schedule(static)
@@ -498,7 +500,7 @@ void wkv4_backward(float* dk, float* dv, float* ddecay, float* dbonus, float* ds
 
 void token_shift_forward(float* out, const float* x, const float* prev, const float* mu, i64 B,
                          i64 T, i64 D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * T > 1)
   for (i64 bt = 0; bt < B * T; ++bt) {
     const i64 b = bt / T, t = bt % T;
     const float* xp = t > 0 ? x + (bt - 1) * D : (prev ? prev + b * D : nullptr);

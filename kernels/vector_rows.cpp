@@ -241,17 +241,12 @@ float Dot(const float* a, const float* b, size_t n) {
   ForVectors(n, [&](auto io, size_t i) { s = hn::MulAdd(InRow(io, io.ld(a + i), hn::Zero(d)), io.ld(b + i), s); });
   return SumLanes(s);
 }
-// Each row's lines are prefetched 8 KiB ahead of the dot that reads them: the hardware
-// prefetcher alone left a one-thread stream over a 786 MB table at ~0.87 of a read-only pass
-// (bench_decode's head-alone line).
+// One row at a time, in memory order, no software prefetch: one sequential read stream, which
+// the hardware prefetcher follows. On this machine (2026-12-07, docs/inference-decode-2026-12-07.md
+// "Closing the gap") prefetching each row's lines 8 KiB ahead ran at 0.75-0.85 of this, and 2 or
+// 4 rows in flight (OpenBLAS's sgemv: 2-4 interleaved streams 3 KiB apart) at about half.
 void DotRows(float* out, const float* a, const float* x, size_t rows, size_t n) {
-  constexpr size_t kAhead = 2048, kLine = 16;  // floats: 8 KiB ahead, one prefetch per 64-byte line
-  const float* end = a + rows * n;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* row = a + r * n;
-    for (const float* p = row + kAhead; p < row + n + kAhead && p < end; p += kLine) hwy::Prefetch(p);
-    out[r] = Dot(row, x, n);
-  }
+  for (size_t r = 0; r < rows; ++r) out[r] = Dot(a + r * n, x, n);
 }
 void MulBy(float* x, const float* m, size_t n) {
   ForVectors(n, [&](auto io, size_t i) { io.st(x + i, hn::Mul(io.ld(x + i), io.ld(m + i))); });

@@ -65,7 +65,8 @@ std::vector<TriadSample> bench_triad(bool quick) {
   std::vector<TriadSample> out;
   for (double bytes : sizes) {
     const std::size_t n = static_cast<std::size_t>(bytes / 12);
-    std::vector<float> a(n, 0.0f), b(n, 1.0f), c(n, 2.0f);
+    // kernels::AlignedVec: on huge pages from 4 MiB on, as the runner's and the decoder's buffers
+    kernels::AlignedVec a(n, 0.0f), b(n, 1.0f), c(n, 2.0f);
     const float s = 0.5f;
     const double t = best_seconds([&] { vector_loops::triad(a.data(), b.data(), c.data(), s, n); },
                                   quick ? 0.02 : 0.1);
@@ -83,12 +84,16 @@ std::vector<TriadSample> bench_gemv(const std::vector<double>& sizes, bool quick
     // for a working set smaller than one
     const i64 C = 512, OC = std::clamp<i64>(static_cast<i64>(bytes / 4 / double(C)), 1, 1536);
     const i64 count = std::max<i64>(1, static_cast<i64>(std::llround(bytes / (4.0 * double(C * OC)))));
-    std::vector<std::vector<float>> w;
-    for (i64 i = 0; i < count; ++i) w.push_back(random_vector(static_cast<std::size_t>(C * OC), 0.05f, 10 + unsigned(i)));
+    // one buffer of `count` matrices, as a decoder's weights sit in one (kernels::AlignedVec: huge pages)
+    kernels::AlignedVec w(static_cast<std::size_t>(C * OC * count));
+    for (i64 i = 0; i < count; ++i) {
+      const auto wi = random_vector(static_cast<std::size_t>(C * OC), 0.05f, 10 + unsigned(i));
+      std::copy(wi.begin(), wi.end(), w.begin() + i * C * OC);
+    }
     const auto x = random_vector(static_cast<std::size_t>(C), 1, 3);
     std::vector<float> y(static_cast<std::size_t>(OC));
     const double t = best_seconds([&] {
-      for (const auto& wi : w) K::linear_forward(y.data(), x.data(), wi.data(), nullptr, 1, C, OC);
+      for (i64 i = 0; i < count; ++i) K::linear_forward(y.data(), x.data(), w.data() + i * C * OC, nullptr, 1, C, OC);
     }, quick ? 0.02 : 0.1);
     volatile float sink = y[0];
     (void)sink;

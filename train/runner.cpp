@@ -175,7 +175,7 @@ std::vector<P> per_tensor(const ShardLayout& sl, P base) {
 // whose reduced gradient has a NaN/Inf on any rank, and the first non-finite parameter if any.
 // `owned` / `held` limit each rank to the part it reduced / holds. Collective over `world`.
 std::string non_finite_report(std::int64_t step, double loss, double grad_sq, const Layout& lay, const ShardLayout& sl,
-                              const std::vector<float>& grad, const std::vector<float>& params, Range owned,
+                              std::span<const float> grad, std::span<const float> params, Range owned,
                               const StageTensors& stage, const mpi::Comm* world) {
   const std::size_t n = sl.dim.size();
   std::vector<double> bad(2 * n, 0.0);  // [ti]: gradient, [n + ti]: parameter
@@ -352,11 +352,12 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   const Layout lay(m);
   const ShardLayout sl(m, lay, p.mesh[Axis::tensor], at(Axis::tensor));
   Result res;
-  std::vector<float> params(static_cast<std::size_t>(sl.total));
+  // parameters, gradient and moments in kernels::AlignedVec: large buffers on huge pages (kernels.hpp)
+  kernels::AlignedVec params(static_cast<std::size_t>(sl.total));
   sl.extract(init_params(lay, o.seed).data(), params.data());  // every plan starts from the same full tensors
-  std::vector<float> grad(params.size()), m1(params.size(), 0.0f), m2(params.size(), 0.0f);
+  kernels::AlignedVec grad(params.size()), m1(params.size(), 0.0f), m2(params.size(), 0.0f);
   const bool mixed = p.param_dtype == DType::bf16;
-  std::vector<float> work(mixed ? params.size() : 0);
+  kernels::AlignedVec work(mixed ? params.size() : 0);
   auto refresh_work = [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t i = b; mixed && i < e; ++i) work[static_cast<std::size_t>(i)] = kernels::round_bf16(params[static_cast<std::size_t>(i)]);
   };
@@ -401,7 +402,8 @@ Result run_with(const ModelSpec& m, const Plan& p, const Tokens& data, const Opt
   // Full logical tensors on every rank from this rank's shard layout (parameters, or the first
   // step's gradients): fsdp parts gathered when only a part is valid here, shards into place, each
   // value counted once (owning stage, tensor rank 0 for whole tensors).
-  auto assemble = [&](std::vector<float> local, bool gather_fsdp_parts) {
+  auto assemble = [&](std::span<const float> part, bool gather_fsdp_parts) {
+    std::vector<float> local(part.begin(), part.end());
     if (gather_fsdp_parts || (zero && mixed)) comms.view[Axis::fsdp]->allgather_v_inplace(std::span<float>(local), own.counts);
     std::vector<float> full(static_cast<std::size_t>(lay.total), 0.0f);
     sl.insert(local.data(), full.data());
