@@ -2,8 +2,8 @@
 // (OpenMP over B·H), chunk tensors copied to contiguous [L,N] tiles; every small matrix product is written as rows
 // accumulated in vector registers (RowAcc, head size a compile-time 32 or 64; rows_acc_n, blocks
 // of up to 4 vectors with a partial last one, for any other head size), with Kᵀ, Vᵀ, S_0ᵀ, dSᵀ
-// tiles so no product needs a horizontal sum. The backward recomputes the chunk-boundary states,
-// then walks the chunks in reverse.
+// tiles so no product needs a horizontal sum. The backward recomputes the chunk-boundary states
+// (kept transposed, S_0ᵀ, so S_0 g_t needs no transpose), then walks the chunks in reverse.
 // The chunk kernels (RowAcc rows, omp simd loops) are compiled once per SIMD target (Google
 // Highway's foreach_target.h re-includes this file per target; the code inside is plain C++ that
 // the compiler vectorises for that target) and dispatched per (b, h) work item at run time
