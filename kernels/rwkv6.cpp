@@ -62,9 +62,11 @@ HWY_INLINE vrow ldv(const float* p) { vrow x; std::memcpy(&x, p, sizeof x); retu
 HWY_INLINE void stv(float* p, vrow x) { std::memcpy(p, &x, sizeof x); }
 // Keeps a loaded vector in a register: an empty asm that claims to modify it. Without it GCC folds
 // rows_block's M loads into every multiply-add (`vfmadd231ps mem`), loading each M vector once per
-// output row (R times) — on AVX2 10 loads per 8 multiply-adds, load-bound (perf annotate, §9).
+// output row (R times) — on AVX2 10 loads per 8 multiply-adds, load-bound (perf annotate,
+// docs/kernels-wkv-2026-12-07.md §9). Not on AVX-512, where the folded form was as fast at N = 64
+// and ~10 % faster at runtime head sizes (32 registers, 4 rows per block).
 HWY_INLINE void keep_in_register(vrow& x) {
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !(HWY_TARGET <= HWY_AVX3)
   asm("" : "+v"(x));
 #elif defined(__aarch64__)
   asm("" : "+w"(x));
