@@ -60,19 +60,19 @@ constexpr int kRowLanes = kRowVecBytes / int(sizeof(float));
 typedef float vrow __attribute__((vector_size(kRowVecBytes)));
 HWY_INLINE vrow ldv(const float* p) { vrow x; std::memcpy(&x, p, sizeof x); return x; }
 HWY_INLINE void stv(float* p, vrow x) { std::memcpy(p, &x, sizeof x); }
-// Keeps a loaded vector in a register: an empty asm that claims to modify it. Without it GCC folds
+// ldv, the vector kept in a register: an empty asm claims to modify it. Without it GCC folds
 // rows_block's M loads into every multiply-add (`vfmadd231ps mem`), loading each M vector once per
 // output row (R times) — on AVX2 10 loads per 8 multiply-adds, load-bound (perf annotate,
 // docs/kernels-wkv-2026-12-07.md §9). Not on AVX-512, where the folded form was as fast at N = 64
 // and ~10 % faster at runtime head sizes (32 registers, 4 rows per block).
-HWY_INLINE void keep_in_register(vrow& x) {
+HWY_INLINE vrow ldv_reg(const float* p) {
+  vrow x = ldv(p);
 #if (defined(__x86_64__) || defined(__i386__)) && !(HWY_TARGET <= HWY_AVX3)
   asm("" : "+v"(x));
 #elif defined(__aarch64__)
   asm("" : "+w"(x));
-#else
-  (void)x;
 #endif
+  return x;
 }
 template <int NC>
 struct RowAcc {
@@ -189,10 +189,7 @@ HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const f
   for (i64 i = 0; i < K; ++i) {
     vrow m[CW];
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) {
-      m[q] = ldv(M + i * ldm + q * kRowLanes);
-      keep_in_register(m[q]);
-    }
+    for (int q = 0; q < CW; ++q) m[q] = ldv_reg(M + i * ldm + q * kRowLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const float x = X[r * ldx + i];
