@@ -548,14 +548,6 @@ void intra_grad_scores(Tiles& W, i64 L) {
   }
 }
 
-// S ← diag(EL) S + KHᵀ V   (row i accumulated in registers; S_out may alias S)
-template <int NC>
-void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
-  const i64 N = head<NC>(W);
-  for (i64 i = 0; i < N; ++i)
-    acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
-}
-
 // out[j][:] = in[j][:] ⊙ (per_row ? sc[j] : sc[0..n)) + prod[j][:] for j < n (out may alias in): the
 // diagonal scaling of a state or state gradient [n,n] added to a product computed beside it.
 template <int NC>
@@ -585,6 +577,14 @@ void state_update_t(float* S_out, const float* S, Tiles& W, i64 L) {
   transpose(W.VT.data(), C, W.V.data(), N, L, N);
   rows_times<NC>(W.S0T.data(), N, W.VT.data(), C, W.KH.data(), L, N, N);
   scale_add<NC>(S_out, S, W.EL.data(), false, W.S0T.data(), N);
+}
+
+// S ← diag(EL) S + KHᵀ V   (row i accumulated in registers; S_out may alias S)
+template <int NC>
+void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
+  const i64 N = head<NC>(W);
+  for (i64 i = 0; i < N; ++i)
+    acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
 }
 
 template <int NC>
