@@ -9,7 +9,8 @@
 // each the best of `reps` calls, which removes the per-call setup (per-channel softplus, scratch).
 // Attention: one call on T2 tokens, per (query, visible key, head) — the score GEMMs included.
 // Prints, per kernel and target, the median and range over the rounds.
-// Usage: bench_incache [rounds = 7] [targets, comma-separated = all of this CPU]
+// Usage: bench_incache [rounds = 7] [targets, comma-separated = all of this CPU] [kernel names,
+// comma-separated, e.g. "rglru fwd,rglru bwd" = all]
 // Not for: DRAM bandwidth or roofline ratios (bench_scan, bench_rwkv), correctness (tests/kernels).
 #include <algorithm>
 #include <cmath>
@@ -152,6 +153,14 @@ int main(int argc, char** argv) {
        },
        attn_elems},
   };
+  if (argc > 3) {  // keep only the named kernels
+    const std::string want = std::string(",") + argv[3] + ",";
+    std::erase_if(kernels, [&](const Kernel& kn) { return want.find("," + kn.name + ",") == std::string::npos; });
+    if (kernels.empty()) {
+      std::fprintf(stderr, "bench_incache: no kernel matches '%s'\n", argv[3]);
+      return 2;
+    }
+  }
   std::printf("bench_incache: 1 thread, thread CPU time, ns per element = (T=%ld − T=%ld tokens) / (%ld · width), "
               "best of 40 calls each, %d rounds\n",
               long(T2), long(T1), long(T2 - T1), n_rounds);

@@ -8,6 +8,9 @@
 //     forward, the sequential count, 8N² backward + recompute) vs sgemm, and the own roofline —
 //     for head size 64 (compile-time head size path) and 48, 40 (runtime head size path) in the
 //     same rounds, with the runtime / compile-time ratio of their own-roofline fractions;
+//  WKV-6 forward also prints its fraction of the chunked algorithm's own multiply-class operation
+//  count at the FMA peak (kernels/rwkv6_count.hpp wkv6_forward_mul_ops: the score form's or the tiled
+//  recurrence's, whichever the head size runs; not the roofline).
 //  Every kernel also prints its own roofline: max(bytes at the same-run triad, multiply-class
 //  vector work at the same-run FMA peak of the dispatched target; bench_util.hpp) and the bound.
 //  An RWKV-6 layer's training step (through the executor, against its GEMMs' bare sgemm):
@@ -29,6 +32,7 @@
 
 #include "kernels/rwkv4.hpp"
 #include "kernels/rwkv6.hpp"
+#include "kernels/rwkv6_count.hpp"
 #include "bench_util.hpp"
 
 namespace k = scanshard::kernels;
@@ -300,6 +304,16 @@ int main(int argc, char** argv) {
           const auto ob = bench::own_roofline(wb, tb, 12.0 * n_max, t[0], peak.best());
           bench::print_roofline("  fwd", of, isa);
           bench::print_roofline("  bwd", ob, isa);
+          // not the roofline: the own multiply-class count of the chunk form the forward
+          // runs at this head size (kernels/rwkv6_count.hpp) at the FMA peak, chunks run as
+          // ≥ kWkv6MinChunk tokens
+          const i64 L = std::max(chunks[c], k::kWkv6MinChunk);
+          const double ops = k::wkv6_forward_mul_ops(h.N, L);
+          const auto oc = bench::own_roofline({0.0, ops * double(B6 * T6 * h.H)}, tf, 12.0 * n_max, t[0], peak.best());
+          std::printf("    fwd against the %s form's own multiply-class count (%.0f per token and head at L=%ld, "
+                      "%.2fx the roofline's 2N^2) at the FMA peak: achieved %.2f (%.2f-%.2f) %s\n",
+                      k::wkv6_forward_tiled(h.N) ? "tiled" : "score", ops, long(L), ops / (2.0 * h.N * h.N), oc.fraction,
+                      oc.lo, oc.hi, isa.c_str());
           frac_f[hi].push_back(of.fraction);
           frac_b[hi].push_back(ob.fraction);
         }

@@ -8,11 +8,11 @@
 // same run's FMA peak of the dispatched target; bench_util.hpp) — printed with the bound.
 // Vector work per element, counted from kernels/rglru.cpp (mul + multiply-add lane ops). Below
 // AVX-512 every 2^y is 7 (its argument's product folded into two multiply-adds of the range
-// reduction, 5 for the polynomial); on AVX3 also 7 (the product, 5, vscalefps). Forward: AVX2 28
-// = σ pair 17 (two 2^y, the shared-division products 3) + decay 7 + √(1 − a²) 1 + h update 3
-// (Π ā is a sum of r: no multiply); AVX3 25 (two σ of 7, no shared products). Backward: AVX2 39
-// = σ pair and decay 24 + 1 − a² 1 + i x 1 + q 1 + dlog_a 2 + dlog_sum 1 + dga 3 + dh m 1 +
-// dgx 3 + dx 1 + carry 1; AVX3 36.
+// reduction, 5 for the polynomial); on AVX3 also 7 (the product, 5, vscalefps). Divisions are not
+// counted (σ = 1/(1 + e^{−x}) each, and the forward's σ(gx)·x = x/(1 + e^{−gx}) below AVX-512).
+// Forward: AVX2 24 = σ pair 14 (two 2^y) + decay 7 + √(1 − a²) 1 + h update 2 (Π ā is a sum of
+// r: no multiply); AVX3 25 (σ(gx)·x one multiply more). Backward, both: 36 = σ pair and decay 21 +
+// 1 − a² 1 + i x 1 + q 1 + dlog_a 2 + dlog_sum 1 + dga 3 + dh m 1 + dgx 3 + dx 1 + carry 1.
 // Arrays are 64-byte aligned (kernels::AlignedVec, as the runner's), so the backward streams
 // dga, dgx out; it is also timed with ordinary stores for the same-run comparison.
 // Not for: correctness (tests/kernels) or GEMM speed (bench_gemm).
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     std::printf("threads %d: vector peak %.1f G multiply-adds/s (best FMA-loop call, threads timed separately, %s)\n", th,
                 peak.best() / 1e9, isa.c_str());
     const bool avx3 = isa == "AVX3";
-    const double fwd_ops = avx3 ? 25.0 : 28.0, bwd_ops = avx3 ? 36.0 : 39.0;
+    const double fwd_ops = avx3 ? 25.0 : 24.0, bwd_ops = 36.0;
     const bench::Work work[4] = {{}, {16.0 * n, fwd_ops * n}, {36.0 * n, bwd_ops * n}, {36.0 * n, bwd_ops * n}};
     const char* names[4] = {"", "scan fwd", "scan bwd", "scan bwd, ordinary stores,"};
     for (int f = 1; f < 4; ++f)

@@ -29,10 +29,13 @@ namespace scanshard::kernels::HWY_NAMESPACE {
 // the exponent is floored at −125 (Exp2UpTo126). Otherwise the floor cannot bind, and the product
 // folds into 2^y's range reduction (Exp2OfProduct): a multiply and a max fewer per vector.
 inline constexpr float kNoFloorMin = -124.0f;
+// a is capped at 1: for an exponent above ≈ −1e-7 (r = σ(ga) ≲ 1e-5 on a slow channel, ga ≲ −12)
+// 2^y's polynomial, whose constant term is 1 + 1.2e-7, gives a = 1 + 2^−23, and √(1 − a²) was NaN.
 template <bool kFloor>
 HWY_INLINE VF DecayFactor(VF nsp2, VF r) {
-  if constexpr (kFloor) return Exp2UpTo126(hn::Mul(nsp2, r));
-  else return Exp2OfProduct(nsp2, r);
+  const VF one = hn::Set(DF(), 1.0f);
+  if constexpr (kFloor) return hn::Min(Exp2UpTo126(hn::Mul(nsp2, r)), one);
+  else return hn::Min(Exp2OfProduct(nsp2, r), one);
 }
 // Whether every one of the n exponents keeps DecayFactor<false> in range.
 HWY_INLINE bool NeedsFloor(const float* nsp2, i64 n) {
@@ -52,19 +55,72 @@ struct GroupRows {
   float& at(int row, i64 j) { return buf[size_t((j / NL) * kRows * NL + row * NL + j % NL)]; }
 };
 
-// One vector of channels, one forward step without a reset:
-//   r, i = σ(ga), σ(gx);  a = 2^{nsp2·r};  h ← a h + √(1 − a²)(i x);  y = h;  rsum ← rsum + r
+// One vector of channels, one forward step without a reset, given r = σ(ga) and gin = σ(gx)·x:
+//   a = 2^{nsp2·r};  h ← a h + √(1 − a²) gin;  y = h;  rsum ← rsum + r
 // st: this group's interleaved h, rsum, nsp2 (whole vectors, see ScanForwardRows).
 template <bool Tail, bool kFloor>
-HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, const float* x, VF r, VF i) {
+HWY_INLINE void FwdUpdate(const RowIo<Tail>& io, float* y, float* st, VF r, VF gin) {
   const DF d;
   const size_t NL = hn::Lanes(d);
   const VF a = DecayFactor<kFloor>(hn::LoadU(d, st + 2 * NL), r);
   const VF m = hn::Sqrt(hn::NegMulAdd(a, a, hn::Set(d, 1.0f)));       // √(1 − a²)
-  const VF hnew = hn::MulAdd(a, hn::LoadU(d, st), hn::Mul(m, hn::Mul(i, io.ld(x))));
+  const VF hnew = hn::MulAdd(a, hn::LoadU(d, st), hn::Mul(m, gin));
   hn::StoreU(hnew, d, st);
   io.st(y, hnew);
   hn::StoreU(hn::Add(hn::LoadU(d, st + NL), r), d, st + NL);
+}
+
+// The whole vectors [0, nw) of one forward token row; st: the interleaved rows (3 vectors per group).
+// Below AVX-512 in two passes per block of kFwdBlock vectors: the gates r, σ(gx)·x of every vector
+// (kept in `gates`, 2 vectors each, in L1), then the updates. Each vector's chain σ → 2^y → ÷ →
+// 2^y → √ → h is ~110 cycles of dependent latency on AVX2; in one loop (even pipelined by one
+// vector) the reorder window held ~4 such chains and perf put the samples on the multiply waiting
+// for √. Split, every iteration of each pass is an independent chain of half that length: AVX2
+// in cache 1.00 → 0.89 ns/element (0.82 with SigmoidPair's two divisions). On AVX-512 the split
+// gained nothing in cache and lost ~25 % from DRAM (the update pass makes no demand loads of the
+// streams; L2 prefetches of the next token's rows did not help), so AVX3 keeps one loop
+// pipelined by one vector.
+inline constexpr i64 kFwdIl = 3;  // interleaved rows per channel group: h, Σ r, nsp2
+inline constexpr bool kFwdTwoPass = !(HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3);
+inline constexpr i64 kFwdBlock = 64;
+template <bool kFloor>
+HWY_INLINE void FwdWholeVectorsTwoPass(float* yr, float* st, const float* xr, const float* gar,
+                                       const float* gxr, i64 nw, float* gates) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  const RowIo<false> whole{0};
+  for (i64 j0 = 0; j0 < nw; j0 += kFwdBlock * NL) {
+    const i64 j1 = std::min(nw, j0 + kFwdBlock * NL);
+    float* g = gates;
+    for (i64 j = j0; j < j1; j += NL, g += 2 * NL) {
+      hn::Store(hn::Div(hn::Set(d, 1.0f), SigmoidDenominator(hn::LoadU(d, gar + j))), d, g);  // r
+      hn::Store(hn::Div(hn::LoadU(d, xr + j), SigmoidDenominator(hn::LoadU(d, gxr + j))), d, g + NL);  // σ(gx)·x
+    }
+    g = gates;
+    for (i64 j = j0; j < j1; j += NL, g += 2 * NL)
+      FwdUpdate<false, kFloor>(whole, yr + j, st + j * kFwdIl, hn::Load(d, g), hn::Load(d, g + NL));
+  }
+}
+// The same in one loop, software-pipelined by one vector: the gates of the next vector are
+// computed before the update of this one.
+template <bool kFloor>
+HWY_INLINE void FwdWholeVectorsPipelined(float* yr, float* st, const float* xr, const float* gar,
+                                         const float* gxr, i64 nw) {
+  const DF d;
+  const i64 NL = i64(hn::Lanes(d));
+  const RowIo<false> whole{0};
+  if (nw == 0) return;
+  VF r, i;
+  SigmoidPair(hn::LoadU(d, gar), hn::LoadU(d, gxr), r, i);
+  i64 j = 0;
+  for (; j + NL < nw; j += NL) {
+    VF rn, in;
+    SigmoidPair(hn::LoadU(d, gar + j + NL), hn::LoadU(d, gxr + j + NL), rn, in);
+    FwdUpdate<false, kFloor>(whole, yr + j, st + j * kFwdIl, r, hn::Mul(i, hn::LoadU(d, xr + j)));
+    r = rn;
+    i = in;
+  }
+  FwdUpdate<false, kFloor>(whole, yr + j, st + j * kFwdIl, r, hn::Mul(i, hn::LoadU(d, xr + j)));
 }
 
 // The forward rows of one task: h (in: h_in, out: h_out) and prod (out: Π ā; nullptr: not wanted) hold n channels.
@@ -78,10 +134,11 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
                      i64 n) {
   const i64 NL = i64(hn::Lanes(DF()));
   // h, Σ r, nsp2 (GroupRows)
-  constexpr i64 kIl = 3;
+  constexpr i64 kIl = kFwdIl;
   GroupRows<kIl> rows(n);
   float* __restrict il = rows.buf.data();
   auto at = [&rows](int row, i64 j) -> float& { return rows.at(row, j); };
+  AlignedVec gates(kFwdTwoPass ? size_t(2 * kFwdBlock * NL) : 0);  // r, σ(gx)·x of one block's vectors
   for (i64 j = 0; j < n; ++j) {
     at(0, j) = h[j];
     at(1, j) = 0.0f;
@@ -99,29 +156,15 @@ void ScanForwardRows(float* y, float* h, float* prod, const float* nsp2, const f
       }
       continue;
     }
-    i64 j = 0;
-    const RowIo<false> whole{0};
     const i64 nw = n / NL * NL;
-    if (nw > 0) {
-      // software-pipelined by one vector: the gates of the next vector are computed before the
-      // update of this one, so the σ → a → √ chain spans two iterations of the reorder window
-      VF r, i;
-      SigmoidPair(hn::LoadU(DF(), gar), hn::LoadU(DF(), gxr), r, i);
-      for (; j + NL < nw; j += NL) {
-        VF rn, in;
-        SigmoidPair(hn::LoadU(DF(), gar + j + NL), hn::LoadU(DF(), gxr + j + NL), rn, in);
-        FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, r, i);
-        r = rn;
-        i = in;
-      }
-      FwdUpdate<false, kFloor>(whole, yr + j, il + j * kIl, xr + j, r, i);
-      j += NL;
-    }
-    if (j < n) {
+    if constexpr (kFwdTwoPass) FwdWholeVectorsTwoPass<kFloor>(yr, il, xr, gar, gxr, nw, gates.data());
+    else FwdWholeVectorsPipelined<kFloor>(yr, il, xr, gar, gxr, nw);
+    if (nw < n) {
+      const i64 j = nw;
       const RowIo<true> io{size_t(n - j)};
       VF r, i;
       SigmoidPair(io.ld(gar + j), io.ld(gxr + j), r, i);
-      FwdUpdate<true, kFloor>(io, yr + j, il + j * kIl, xr + j, r, i);
+      FwdUpdate<true, kFloor>(io, yr + j, il + j * kIl, r, hn::Mul(i, io.ld(xr + j)));
     }
   }
   for (i64 j = 0; j < n; ++j) h[j] = at(0, j);

@@ -9,6 +9,7 @@
 // the compiler vectorises for that target) and dispatched per (b, h) work item at run time
 // (simd.hpp); the work split is compiled once (HWY_ONCE).
 #include "kernels/rwkv6.hpp"
+#include "kernels/rwkv6_count.hpp"
 
 #include <omp.h>
 
@@ -177,28 +178,38 @@ HWY_INLINE void acc_row(float* out, RowMode mode, const float* init, float scale
   }
 }
 
-// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
-// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+// R output rows × CW vectors of columns of the product below, each row started from its initial row:
+//   out[r·ldo + 0..cols) = sc[r]·S[r·lds + 0..cols) + Σ_{i<K} X[r·xr + i·xk] · M[i·ldm + 0..cols)
+// (S null: from 0). Each loaded vector of M serves R multiply-adds. The last vector may be
+// partial: S and M reads may run up to one vector past cols (buffers with kRowSlack; such lanes
+// never reach out). out may alias S (a block reads its S rows before it stores them).
 template <int R, int CW>
-HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+HWY_INLINE void rows_block_from(float* out, i64 ldo, const float* S, i64 lds, const float* sc, const float* X, i64 xr,
+                                i64 xk, const float* M, i64 ldm, i64 K, i64 cols) {
   vrow acc[R][CW];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) acc[r][q] = vrow{};
+    for (int q = 0; q < CW; ++q) acc[r][q] = S ? sc[r] * ldv(S + r * lds + q * kRowLanes) : vrow{};
   for (i64 i = 0; i < K; ++i) {
     vrow m[CW];
 #pragma GCC unroll 16
     for (int q = 0; q < CW; ++q) m[q] = ldv_reg(M + i * ldm + q * kRowLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const float x = X[r * ldx + i];
+      const float x = X[r * xr + i * xk];
 #pragma GCC unroll 16
       for (int q = 0; q < CW; ++q) acc[r][q] += x * m[q];
     }
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) store_block<CW>(out + r * ldo, RowMode::store, acc[r], cols);
+}
+// R output rows × CW vectors of columns of the product below: out[r][0..cols) = Σ_{i<K} X[r·ldx + i]
+// M[i·ldm ..] (the last vector possibly partial: M's reads may run up to one vector past cols).
+template <int R, int CW>
+HWY_INLINE void rows_block(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 ldm, i64 K, i64 cols) {
+  rows_block_from<R, CW>(out, ldo, nullptr, 0, nullptr, X, ldx, 1, M, ldm, K, cols);
 }
 // rows_block for R rows over a runtime cols ≤ 4 vectors (the vector count picked at run time)
 template <int R>
@@ -216,26 +227,32 @@ HWY_INLINE void rows_block_n(float* out, i64 ldo, const float* X, i64 ldx, const
 // column block of up to 4 vectors, so each loaded vector of M serves R multiply-adds (RowAcc's
 // one row per pass loads every M vector for a single multiply-add). R·4 accumulators: 16 with 32
 // vector registers (AVX-512), 8 below. NC = 0 (runtime head size): the same blocks with the row's
-// last vector possibly partial (before: one output row per pass through rows_acc_n).
+// last vector possibly partial (before: one output row per pass through rows_acc_n). R rows ×
+// CWM vectors at most: the default is the backward's shape; the forward's is kFwdRows × kFwdCW.
 constexpr int kRows = kRowVecBytes == 64 ? 4 : 2;
-template <int NC>
+// The forward's blocks: 4 rows × up to kFwdCW vectors of accumulators, 16 of AVX-512's 32
+// registers, 8 of AVX2's 16. On AVX2 2 rows × 4 vectors (kRows' shape) was 3–13 % slower in the
+// state update and 3–15 % slower over the forward in (r ⊙ e^A) S_0; on AVX-512 4 × 4 and 4 × 2
+// were within 1 % (docs/kernels-wkv-2026-12-07.md §8).
+constexpr int kFwdRows = 4, kFwdCW = kRowVecBytes == 64 ? 4 : 2;
+template <int NC, int R = kRows, int CWM = 4>
 void rows_times(float* out, i64 ldo, const float* X, i64 ldx, const float* M, i64 K, i64 L, i64 n = NC) {
   if constexpr (!kVec<NC>) {
-    constexpr i64 kBlock = 4 * kRowLanes;
+    constexpr i64 kBlock = CWM * kRowLanes;
     for (i64 c0 = 0; c0 < n; c0 += kBlock) {
       const i64 cols = std::min(kBlock, n - c0);
       i64 t = 0;
-      for (; t + kRows <= L; t += kRows) rows_block_n<kRows>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
+      for (; t + R <= L; t += R) rows_block_n<R>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
       for (; t < L; ++t) rows_block_n<1>(out + t * ldo + c0, ldo, X + t * ldx, ldx, M + c0, n, K, cols);
     }
   } else {
     constexpr int kV = NC / kRowLanes;
-    constexpr int CW = kV < 4 ? kV : 4;
+    constexpr int CW = kV < CWM ? kV : CWM;
     i64 t = 0;
-    for (; t + kRows <= L; t += kRows)
+    for (; t + R <= L; t += R)
       for (int c0 = 0; c0 < kV; c0 += CW)
-        rows_block<kRows, CW>(out + t * ldo + c0 * kRowLanes, ldo, X + t * ldx, ldx, M + c0 * kRowLanes, NC, K,
-                              CW * kRowLanes);
+        rows_block<R, CW>(out + t * ldo + c0 * kRowLanes, ldo, X + t * ldx, ldx, M + c0 * kRowLanes, NC, K,
+                          CW * kRowLanes);
     for (; t < L; ++t) acc_row<NC>(out + t * ldo, RowMode::store, nullptr, 0.0f, X + t * ldx, 1, M, NC, K, NC);
   }
 }
@@ -266,6 +283,27 @@ struct Tiles {
 template <int NC>
 inline i64 head(const Tiles& W) { return NC > 0 ? NC : W.N; }
 
+// Horizontal sum / min of a row vector as a tree of half-width operations: the lane-by-lane loops
+// were a chain of kRowLanes dependent scalar operations (~60 cycles on AVX-512), a tenth of the
+// tiled forward's time per token in cache (tile_factors' d_t, chunk_decay's cut test).
+template <int Bytes>
+struct HalfVec {
+  typedef float type __attribute__((vector_size(Bytes)));
+};
+template <int Bytes, bool Min>
+HWY_INLINE float reduce_tree(typename HalfVec<Bytes>::type x) {
+  if constexpr (Bytes == 8) {
+    return Min ? (x[0] < x[1] ? x[0] : x[1]) : x[0] + x[1];
+  } else {
+    typename HalfVec<Bytes / 2>::type lo, hi;
+    std::memcpy(&lo, &x, Bytes / 2);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&x) + Bytes / 2, Bytes / 2);
+    return reduce_tree<Bytes / 2, Min>(Min ? (lo < hi ? lo : hi) : lo + hi);
+  }
+}
+HWY_INLINE float hsum(vrow x) { return reduce_tree<kRowVecBytes, false>(x); }
+HWY_INLINE float hmin(vrow x) { return reduce_tree<kRowVecBytes, true>(x); }
+
 // The reductions over a head row in vector registers when the head size is a compile-time vector
 // multiple (GCC left the `omp simd reduction` loops scalar: perf annotate of backward_bh showed
 // vfmadd231ss over the 64 lanes of every dot product); a plain loop otherwise.
@@ -279,10 +317,7 @@ inline float dot(const float* a, const float* b, i64 n, const float* c = nullptr
       const vrow x = ldv(a + kRowLanes * q) * ldv(b + kRowLanes * q);
       acc[q % 2] += c ? x * ldv(c + kRowLanes * q) : x;
     }
-    const vrow sum = acc[0] + acc[1];
-    float total = 0;
-    for (int j = 0; j < kRowLanes; ++j) total += sum[j];
-    return total;
+    return hsum(acc[0] + acc[1]);
   } else {
     vrow acc = {};
     i64 i = 0;
@@ -290,8 +325,7 @@ inline float dot(const float* a, const float* b, i64 n, const float* c = nullptr
       const vrow x = ldv(a + i) * ldv(b + i);
       acc += c ? x * ldv(c + i) : x;
     }
-    float total = 0;
-    for (int j = 0; j < kRowLanes; ++j) total += acc[j];
+    float total = hsum(acc);
     for (; i < n; ++i) total += a[i] * b[i] * (c ? c[i] : 1.0f);  // the last partial vector
     return total;
   }
@@ -306,9 +340,7 @@ inline bool below(const float* x, float lo, i64 n) {
       const vrow y = ldv(x + kRowLanes * q);
       mn = y < mn ? y : mn;
     }
-    bool any = false;
-    for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
-    return any;
+    return hmin(mn) < lo;
   } else {
     bool any = false;
     i64 i = 0;
@@ -318,7 +350,7 @@ inline bool below(const float* x, float lo, i64 n) {
         const vrow y = ldv(x + i);
         mn = y < mn ? y : mn;
       }
-      for (int j = 0; j < kRowLanes; ++j) any |= mn[j] < lo;
+      any = hmin(mn) < lo;
     }
     for (; i < n; ++i) any |= x[i] < lo;  // the last partial vector
     return any;
@@ -587,6 +619,39 @@ void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
     acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
 }
 
+// ─── the forward's state update, register-blocked ─────────────────────────────────────────────────
+// R state rows from i0 over all n columns, in column blocks of kFwdCW vectors (the last block of a
+// runtime head size with fewer, the last vector possibly partial): rows_block_from with the
+// initial rows e^{A_L}[i]·S[i] and the coefficients KH[s][i] (adjacent for the R rows).
+template <int NC, int R>
+HWY_INLINE void state_rows(float* S_out, const float* S, const Tiles& W, i64 i0, i64 L, i64 n) {
+  constexpr i64 kBlock = kFwdCW * kRowLanes;
+  for (i64 c0 = 0; c0 < n; c0 += kBlock) {
+    const i64 o = i0 * n + c0, cols = std::min(kBlock, n - c0);
+    const float *el = &W.EL[i0], *kh = &W.KH[i0], *V = W.V.data() + c0;
+    if (cols == kBlock) {
+      rows_block_from<R, kFwdCW>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols);
+      continue;
+    }
+    switch ((cols + kRowLanes - 1) / kRowLanes) {  // (< kFwdCW vectors)
+      case 1: rows_block_from<R, 1>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+      case 2: rows_block_from<R, 2>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+      default: rows_block_from<R, 3>(S_out + o, n, S + o, n, el, kh, 1, n, V, n, L, cols); break;
+    }
+  }
+}
+// S ← diag(EL) S + KHᵀ V, kFwdRows state rows per pass (state_update, which the backward's
+// state steps call, runs one row per pass and reloads every V row for each state row: ~20 % of
+// the forward's time, §7.5). S_out may alias S.
+template <int NC>
+void state_update_blocked(float* S_out, const float* S, const Tiles& W, i64 L) {
+  const i64 N = head<NC>(W);
+  i64 i = 0;
+  for (; i + kFwdRows <= N; i += kFwdRows) state_rows<NC, kFwdRows>(S_out, S, W, i, L, N);
+  if constexpr (!kVec<NC>)  // (a compile-time head size is a multiple of 16)
+    for (; i < N; ++i) state_rows<NC, 1>(S_out, S, W, i, L, N);
+}
+
 template <int NC>
 void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
                 const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
@@ -600,11 +665,114 @@ void forward_bh(Tiles& W, float* S, float* y, const float* r, const float* k, co
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L, next.tokens(t0 + L, t0 + L + chunk));
     intra_scores<NC>(W, uh, L);
-    rows_times<NC>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
+    rows_times<NC, kFwdRows, kFwdCW>(W.dR.data(), N, W.RT.data(), N, S, N, L, N);  // (r_t ⊙ e^{A_t}) S_0
     for (i64 t = 0; t < L; ++t)  // y_t = (r_t ⊙ e^{A_t}) S_0 + Σ_{s≤t} P[t][s] v_s
       acc_row<NC>(y + (b * T + t0 + t) * D + hN, RowMode::store, &W.dR[t * N], 1.0f, &W.P[t * W.C], 1, W.V.data(), N,
                   t + 1, N);
-    state_update<NC>(S, S, W, L);
+    state_update_blocked<NC>(S, S, W, L);
+    t0 += L;
+  }
+}
+
+// ─── the forward as a recurrence over register tiles of the state (compile-time head sizes) ───
+// With S̃_t = S_0 + Σ_{s<t} KT_sᵀ v_s (KT_s = k_s ⊙ e^{−A_{s+1}}, as in intra_scores) the state
+// before token t is diag(e^{A_t}) S̃_t, so inside a chunk
+//   y_t = RT_t S̃_t + d_t v_t   (RT_t = r_t ⊙ e^{A_t}, d_t = Σ_i r_t[i] u[i] k_t[i]),
+//   S̃_{t+1} = S̃_t + KT_tᵀ v_t,   S_L = diag(e^{A_L}) S̃_{L−1} + k_{L−1}ᵀ v_{L−1}.
+// That is 2N² multiply-adds per token (the sequential count) plus 2N² per chunk, against the
+// score form's ~3N² per token (docs/kernels-wkv-2026-12-07.md §7.4), and two exps per element
+// instead of three. Every product RT_t[i] · KT_s[i] (s < t) is e^{A_t − A_{s+1}} ≤ 1 times r k, so
+// S̃'s large entries (up to e^{60}, the chunk cut) meet only factors that bring them back to the
+// size of their contribution; a rounding error in S̃ is at most eps times that contribution.
+// An R × CW tile of S̃ (R key rows, CW vectors of value columns) stays in registers for the whole
+// chunk: per token it loads v_t's CW vectors, R RT and R KT scalars and the y row's CW vectors.
+
+// RT, KT (t < L − 1; the last row 0), EL = e^{A_L} and d_t (in P[t]) of the chunk at t0, read from
+// the input rows.
+template <int NC>
+void tile_factors(Tiles& W, const float* r, const float* k, const float* uh, i64 b, i64 t0, i64 L, i64 T, i64 D,
+                  i64 hN) {
+  constexpr i64 N = NC;
+  const float* A = W.A.data();
+  for (i64 t = 0; t < L; ++t) {
+    const float *rr = r + (b * T + t0 + t) * D + hN, *kk = k + (b * T + t0 + t) * D + hN;
+    const float kt_on = t + 1 < L ? 1.0f : 0.0f;  // (e^{−A_L} may be clamped: times 0 before k)
+#pragma GCC unroll 16
+    for (i64 i = 0; i < N; i += kRowLanes) {
+      stv(&W.RT[t * N + i], ldv(rr + i) * exp_fast_v(ldv(A + t * N + i)));
+      stv(&W.KT[t * N + i], ldv(kk + i) * (kt_on * exp_fast_v(-ldv(A + (t + 1) * N + i))));
+    }
+    W.P[t] = dot<NC>(rr, kk, N, uh);
+  }
+#pragma GCC unroll 16
+  for (i64 i = 0; i < N; i += kRowLanes) stv(&W.EL[i], exp_fast_v(ldv(A + L * N + i)));
+}
+
+// Rows i0 .. i0+R, vectors c .. c+CW of the state S [N,N] through the chunk's L tokens; y rows
+// ldy apart: stored (first = the tile of rows 0, which also adds d_t v_t) or added to.
+template <int NC, int R, int CW>
+HWY_INLINE void state_tile(float* S, float* y, i64 ldy, const float* v, i64 ldv_, const Tiles& W, const float* klast,
+                           i64 i0, i64 c, i64 L, bool first) {
+  constexpr i64 N = NC;
+  vrow s[R][CW];
+#pragma GCC unroll 8
+  for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q) s[a][q] = ldv(S + (i0 + a) * N + c + q * kRowLanes);
+  for (i64 t = 0; t < L; ++t) {
+    const float *rt = &W.RT[t * N + i0], *kt = &W.KT[t * N + i0], *vt = v + t * ldv_ + c;
+    float* yt = y + t * ldy + c;
+    vrow vv[CW], acc[CW];
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q) {
+      vv[q] = ldv(vt + q * kRowLanes);
+      acc[q] = first ? W.P[t] * vv[q] : ldv(yt + q * kRowLanes);
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+      for (int q = 0; q < CW; ++q) acc[q] += rt[a] * s[a][q];
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+      for (int q = 0; q < CW; ++q) s[a][q] += kt[a] * vv[q];  // KT's last row is 0
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q) stv(yt + q * kRowLanes, acc[q]);
+  }
+  const float* vl = v + (L - 1) * ldv_ + c;  // S_L = diag(EL) S̃_{L−1} + k_{L−1}ᵀ v_{L−1}
+#pragma GCC unroll 8
+  for (int a = 0; a < R; ++a)
+#pragma GCC unroll 8
+    for (int q = 0; q < CW; ++q)
+      stv(S + (i0 + a) * N + c + q * kRowLanes, W.EL[i0 + a] * s[a][q] + klast[i0 + a] * ldv(vl + q * kRowLanes));
+}
+
+template <int NC>
+void forward_bh_tiled(Tiles& W, float* S, float* y, const float* r, const float* k, const float* v,
+                      const float* logw, const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 chunk) {
+  constexpr i64 N = NC;
+  constexpr int kV = NC / kRowLanes;
+  constexpr int CW = kRowLanes >= 16 ? (kV < 4 ? kV : 4) : (kV < 2 ? kV : 2);  // 26 of 32 / 14 of 16 registers
+  constexpr int R = 4;
+  static_assert(kV % CW == 0 && NC % R == 0);
+  Ahead next(b, T, D, hN, N);
+  next.rows({r, k, v, logw, y});
+  for (i64 t0 = 0; t0 < T;) {
+    const i64 L = chunk_decay<NC>(W, logw, b, t0, T, D, hN, chunk);
+    tile_factors<NC>(W, r, k, uh, b, t0, L, T, D, hN);
+    const float* vc = v + (b * T + t0) * D + hN;
+    float* yc = y + (b * T + t0) * D + hN;
+    const float* klast = k + (b * T + t0 + L - 1) * D + hN;
+    // the next chunk's rows are prefetched a share per tile, spread over the chunk's longest phase
+    // (issued in tile_factors, 55 % of its samples sat on the prefetches: perf, AVX3, N = 64)
+    next.tokens(t0 + L, t0 + L + chunk);
+    constexpr i64 kTiles = (NC / R) * (kV / CW);
+    i64 tile = 0;
+    for (i64 c = 0; c < N; c += CW * kRowLanes)
+      for (i64 i0 = 0; i0 < N; i0 += R, ++tile) {
+        next.part(tile, kTiles);
+        state_tile<NC, R, CW>(S, yc, D, vc, D, W, klast, i0, c, L, i0 == 0);
+      }
     t0 += L;
   }
 }
@@ -760,8 +928,11 @@ void ForwardTask(float* S, float* y, const float* r, const float* k, const float
                  const float* uh, i64 b, i64 T, i64 D, i64 hN, i64 N, i64 chunk) {
   thread_local Tiles W;  // per-thread chunk tiles, kept across work items and calls
   if (W.C != chunk || W.N != N) W.resize(chunk, N);
-  if (N == 64) forward_bh<64>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
-  else if (N == 32) forward_bh<32>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+  // the tiled recurrence at the head sizes wkv6_forward_tiled names (kernels/rwkv6_count.hpp, which
+  // bench_rwkv counts by), the score form at the others
+  static_assert(wkv6_forward_tiled(64) && wkv6_forward_tiled(32) && !wkv6_forward_tiled(48));
+  if (N == 64) forward_bh_tiled<64>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
+  else if (N == 32) forward_bh_tiled<32>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
   else forward_bh<0>(W, S, y, r, k, v, logw, uh, b, T, D, hN, chunk);
 }
 

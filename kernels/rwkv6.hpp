@@ -19,6 +19,10 @@
 //   S_L = diag(e^{A_L}) S_0 + Σ_s (k_s ⊙ e^{A_L − A_{s+1}})ᵀ v_s
 // Every exp argument is ≤ 0 except e^{−A_{s+1}}; a chunk is cut short (down to one token) so that
 // −A ≤ 60 wherever that factor is used, hence nothing overflows even for tiny decays.
+// At head sizes 32 and 64 the forward evaluates the same chunk as a recurrence on the rescaled
+// state S̃_t = S_0 + Σ_{s<t} (k_s ⊙ e^{−A_{s+1}})ᵀ v_s, y_t = (r_t ⊙ e^{A_t}) S̃_t + (Σ r u k) v_t,
+// S_L = diag(e^{A_L}) S̃_{L−1} + k_{L−1}ᵀ v_{L−1}, with tiles of S̃ held in registers for the chunk
+// (2N² multiply-adds per token instead of the score form's ~3N²; kernels/rwkv6.cpp).
 //
 // Sequence chunks: state_in nullable (= zero state). The decay summary of a chunk is
 // log_decay[b,h,i] = Σ_t logw_t[i] = log of the diagonal of Π w. A runner either passes the state

@@ -133,6 +133,27 @@ TEST_CASE("RG-LRU fast equals reference and backward matches finite differences"
   });
 }
 
+TEST_CASE("RG-LRU fast equals reference over several blocks of channels", "[rglru]") {
+  // The fast forward walks each task's channels in blocks of 64 vectors (two passes per block):
+  // R = 2120 gives a task (1 or 2 threads) more than one block on every target (AVX-512: 1024
+  // channels per block) plus a partial block and a tail vector.
+  kt::on_every_simd_target([&] {
+    Lru p(2, 4, 2120, 265, 900);  // S = 8: |ga| mostly below 5 (at −16 see the next test)
+    check_fast_equals_reference(p, kt::randn(2 * 4 * 2120, 910), kt::randn(2 * 2120, 911));
+  });
+}
+
+TEST_CASE("RG-LRU fast equals reference when the recurrence gate is closed (a rounds to 1)", "[rglru]") {
+  // ga ≈ −30 in every other channel: r = σ(ga) ≈ 1e-13, a = σ(−Λ)^{8r} = 1 − O(1e-14) (1 in
+  // float). The fast 2^y gave 1 + 2^−23 there and √(1 − a²) was NaN (found by the test above
+  // when its gates were wider: one of 17k reached −16).
+  kt::on_every_simd_target([&] {
+    Lru p(2, 9, 24, 2, 950);
+    for (std::size_t c = 0; c < p.ba.size(); c += 2) p.ba[c] = -30.0f;
+    check_fast_equals_reference(p, kt::randn(2 * 9 * 24, 960), kt::randn(2 * 24, 961));
+  });
+}
+
 TEST_CASE("RG-LRU caps the derivative of the square root at 1000", "[rglru]") {
   // One channel, Λ very negative → softplus(Λ) ≈ e^Λ, a ≈ 1, z = 1 − a² ≈ 16·r·e^Λ far below
   // 1/(4·1000²) = 2.5e-7. Then dy_1/dx_1 ... the gradient w.r.t. Λ through m = √z must use

@@ -4,6 +4,7 @@
 // composed from zero-state summaries == one pass, and stability for extreme keys and decays.
 // Not for: the block composition or the tiny model (test_rwkv_model.cpp).
 #include "kernels/rwkv6.hpp"
+#include "kernels/rwkv6_count.hpp"
 
 #include <cmath>
 #include <vector>
@@ -285,4 +286,22 @@ TEST_CASE("RWKV6 WKV is stable for extreme keys and decays", "[rwkv6][stability]
     KT_CHECK_CLOSE(dlw, e.dlw, tol(e.dlw), 1e-3);
     KT_CHECK_CLOSE(du, e.du, tol(e.du), 1e-4);
   }
+}
+
+TEST_CASE("RWKV6 chunked forward operation count equals the hand count", "[rwkv6][count]") {
+  using scanshard::kernels::wkv6_chunked_forward_mul_ops;
+  // docs/kernels-wkv-2026-12-07.md §7.4, counted by hand at N = 64, L = 16: 4096 + 4096 + 256 +
+  // 1024 + 544 + 1920 + 128
+  CHECK(wkv6_chunked_forward_mul_ops(64, 16) == 12064.0);
+  // the same section's ceilings, counted 2N² over the own count: 0.71 at chunk 8, 0.50 at chunk 64
+  CHECK(2.0 * 64 * 64 / wkv6_chunked_forward_mul_ops(64, 8) == Approx(0.71).margin(0.005));
+  CHECK(2.0 * 64 * 64 / wkv6_chunked_forward_mul_ops(64, 64) == Approx(0.50).margin(0.005));
+}
+
+TEST_CASE("RWKV6 tiled forward operation count equals the hand count", "[rwkv6][count]") {
+  // docs/kernels-wkv6-tiled-2026-12-07.md, by hand at N = 64, L = 16: the tile's two products
+  // 2·4096, the chunk end 2·4096/16 = 512, two exps of 9 per element 1152, RT and KT 128, d_t 128
+  CHECK(scanshard::kernels::wkv6_tiled_forward_mul_ops(64, 16) == 10112.0);
+  CHECK(scanshard::kernels::wkv6_forward_mul_ops(64, 16) == 10112.0);
+  CHECK(scanshard::kernels::wkv6_forward_mul_ops(48, 16) == scanshard::kernels::wkv6_chunked_forward_mul_ops(48, 16));
 }
