@@ -2,8 +2,8 @@
 // (OpenMP over B·H), chunk tensors copied to contiguous [L,N] tiles; every small matrix product is written as rows
 // accumulated in vector registers (RowAcc, head size a compile-time 32 or 64; rows_acc_n, blocks
 // of up to 4 vectors with a partial last one, for any other head size), with Kᵀ, Vᵀ, S_0ᵀ, dSᵀ
-// tiles so no product needs a horizontal sum. The backward recomputes the chunk-boundary states,
-// then walks the chunks in reverse.
+// tiles so no product needs a horizontal sum. The backward recomputes the chunk-boundary states
+// (kept transposed, S_0ᵀ, so S_0 g_t needs no transpose), then walks the chunks in reverse.
 // The chunk kernels (RowAcc rows, omp simd loops) are compiled once per SIMD target (Google
 // Highway's foreach_target.h re-includes this file per target; the code inside is plain C++ that
 // the compiler vectorises for that target) and dispatched per (b, h) work item at run time
@@ -25,10 +25,6 @@
 namespace scanshard::kernels::wkv6_detail {
 constexpr float kMaxLogSpan = 60.0f;  // bound on −A where e^{−A} is used (e^{60} ≈ 1e26)
 constexpr i64 kMaxN = 256;            // head sizes above this fall back to the reference
-// Backward chunks shorter than this take S_0 g_t and dS v_s as dot products instead of
-// transposing S_0 and dS (2N² scalar moves per chunk: at chunk 1 most of the backward's time).
-// Requested chunks are ≥ kWkv6MinChunk, so these are a sequence's last chunk and decay cuts.
-constexpr i64 kTransposeMinL = 4;
 // The backward keeps the state at the start of every kCheckpointTokens / chunk chunks and
 // recomputes the states in between (chunks ≥ kCheckpointTokens: every chunk's state is kept).
 constexpr i64 kCheckpointTokens = 16;
@@ -65,6 +61,20 @@ constexpr int kRowLanes = kRowVecBytes / int(sizeof(float));
 typedef float vrow __attribute__((vector_size(kRowVecBytes)));
 HWY_INLINE vrow ldv(const float* p) { vrow x; std::memcpy(&x, p, sizeof x); return x; }
 HWY_INLINE void stv(float* p, vrow x) { std::memcpy(p, &x, sizeof x); }
+// ldv, the vector kept in a register: an empty asm claims to modify it. Without it GCC folds
+// rows_block's M loads into every multiply-add (`vfmadd231ps mem`), loading each M vector once per
+// output row (R times) — on AVX2 10 loads per 8 multiply-adds, load-bound (perf annotate,
+// docs/kernels-wkv-2026-12-07.md §9). Not on AVX-512, where the folded form was as fast at N = 64
+// and ~10 % faster at runtime head sizes (32 registers, 4 rows per block).
+HWY_INLINE vrow ldv_reg(const float* p) {
+  vrow x = ldv(p);
+#if (defined(__x86_64__) || defined(__i386__)) && !(HWY_TARGET <= HWY_AVX3)
+  asm("" : "+v"(x));
+#elif defined(__aarch64__)
+  asm("" : "+w"(x));
+#endif
+  return x;
+}
 template <int NC>
 struct RowAcc {
   static constexpr int kV = NC >= kRowLanes ? NC / kRowLanes : 1;  // (NC < 16: never used, kept well-formed)
@@ -184,7 +194,7 @@ HWY_INLINE void rows_block_from(float* out, i64 ldo, const float* S, i64 lds, co
   for (i64 i = 0; i < K; ++i) {
     vrow m[CW];
 #pragma GCC unroll 16
-    for (int q = 0; q < CW; ++q) m[q] = ldv(M + i * ldm + q * kRowLanes);
+    for (int q = 0; q < CW; ++q) m[q] = ldv_reg(M + i * ldm + q * kRowLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const float x = X[r * xr + i * xk];
@@ -476,12 +486,36 @@ void decay_factors(Tiles& W, i64 L, const Ahead& next, bool all = true) {
   for (i64 i = 0; i < N; i += kRowLanes) stv(&W.EL[i], exp_fast_v(ldv(A + L * N + i)));
 }
 
-// out[i] = Σ_j M[i][j] x[j] (M [N,N] row-major) as N dot products: the short-chunk form of the
-// backward's S_0 g_t and dS v_s (see kTransposeMinL).
-template <int NC>
-inline void mat_vec(float* out, const float* M, const float* x, i64 n) {
-  const i64 N = NC > 0 ? NC : n;
-  for (i64 i = 0; i < N; ++i) out[i] = dot<NC>(M + i * N, x, N);
+// dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols: 4×4 blocks through 128-bit vectors (two
+// rounds of interleaves: 4 loads, 8 shuffles, 4 stores per 16 floats), the edges scalar. The
+// backward's transposes (dS per chunk, the Vᵀ and (R ⊙ e^A)ᵀ tiles) were scalar loops: 2N² scalar
+// moves per chunk for S_0ᵀ and dSᵀ alone, 9 % of backward_bh's samples (perf, N = 64, chunk 16, AVX3).
+inline void transpose(float* dst, i64 ldd, const float* src, i64 lds, i64 rows, i64 cols) {
+  i64 rows4 = 0, cols4 = 0;  // the part done in 4×4 blocks
+#if HWY_TARGET != HWY_SCALAR
+  namespace hn = hwy::HWY_NAMESPACE;
+  const hn::Full128<float> d;
+  const hn::Repartition<std::uint64_t, decltype(d)> d64;
+  rows4 = rows / 4 * 4, cols4 = cols / 4 * 4;
+  for (i64 i0 = 0; i0 < rows4; i0 += 4) {
+    const float* s = src + i0 * lds;
+    for (i64 j0 = 0; j0 < cols4; j0 += 4) {
+      const auto r0 = hn::LoadU(d, s + j0), r1 = hn::LoadU(d, s + lds + j0);
+      const auto r2 = hn::LoadU(d, s + 2 * lds + j0), r3 = hn::LoadU(d, s + 3 * lds + j0);
+      const auto lo01 = hn::BitCast(d64, hn::InterleaveLower(d, r0, r1));  // r0[0] r1[0] r0[1] r1[1]
+      const auto lo23 = hn::BitCast(d64, hn::InterleaveLower(d, r2, r3));
+      const auto hi01 = hn::BitCast(d64, hn::InterleaveUpper(d, r0, r1));  // r0[2] r1[2] r0[3] r1[3]
+      const auto hi23 = hn::BitCast(d64, hn::InterleaveUpper(d, r2, r3));
+      float* o = dst + j0 * ldd + i0;
+      hn::StoreU(hn::BitCast(d, hn::InterleaveLower(d64, lo01, lo23)), d, o);
+      hn::StoreU(hn::BitCast(d, hn::InterleaveUpper(d64, lo01, lo23)), d, o + ldd);
+      hn::StoreU(hn::BitCast(d, hn::InterleaveLower(d64, hi01, hi23)), d, o + 2 * ldd);
+      hn::StoreU(hn::BitCast(d, hn::InterleaveUpper(d64, hi01, hi23)), d, o + 3 * ldd);
+    }
+  }
+#endif
+  for (i64 i = 0; i < rows; ++i)
+    for (i64 j = i < rows4 ? cols4 : 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
 
 // Chunk × chunk score rows: out[t][0..C) = Σ_{i<N} X[t][i] MT[i][0..C) for t < L (X rows of N
@@ -531,8 +565,7 @@ template <int NC>
 void intra_grad_scores(Tiles& W, i64 L) {
   const i64 N = head<NC>(W), C = W.C;
   float* VT = W.VT.data();
-  for (i64 s = 0; s < L; ++s)
-    for (i64 j = 0; j < N; ++j) VT[j * C + s] = W.V[s * N + j];
+  transpose(VT, C, W.V.data(), N, L, N);
   if (score_rows(W.dP.data(), W.G.data(), VT, C, N, L)) return;
   for (i64 t = 0; t < L; ++t) {
     float* pt = &W.dP[t * C];
@@ -545,6 +578,37 @@ void intra_grad_scores(Tiles& W, i64 L) {
       for (i64 s = 0; s < L; ++s) pt[s] += gj * vj[s];  // full rows; s > t unused
     }
   }
+}
+
+// out[j][:] = in[j][:] ⊙ (per_row ? sc[j] : sc[0..n)) + prod[j][:] for j < n (out may alias in): the
+// diagonal scaling of a state or state gradient [n,n] added to a product computed beside it.
+template <int NC>
+void scale_add(float* out, const float* in, const float* sc, bool per_row, const float* prod, i64 n) {
+  const i64 N = NC > 0 ? NC : n;
+  for (i64 j = 0; j < N; ++j) {
+    float *o = out + j * N;
+    const float *x = in + j * N, *p = prod + j * N;
+    if (per_row) {
+      const float f = sc[j];
+#pragma omp simd
+      for (i64 i = 0; i < N; ++i) o[i] = x[i] * f + p[i];
+    } else {
+#pragma omp simd
+      for (i64 i = 0; i < N; ++i) o[i] = x[i] * sc[i] + p[i];
+    }
+  }
+}
+
+// Sᵀ ← Sᵀ diag(EL) + Vᵀ KH: the backward's state step on the transposed state it keeps (so its
+// S_0 g_t needs no transpose of S_0). The product runs register-blocked (rows_times: kRows rows of
+// Sᵀ per pass over Vᵀ, the VT tile) into the S0T tile, then is added to the scaled state (the
+// untransposed state_update runs one state row per pass). S_out may alias S.
+template <int NC>
+void state_update_t(float* S_out, const float* S, Tiles& W, i64 L) {
+  const i64 N = head<NC>(W), C = W.C;
+  transpose(W.VT.data(), C, W.V.data(), N, L, N);
+  rows_times<NC>(W.S0T.data(), N, W.VT.data(), C, W.KH.data(), L, N, N);
+  scale_add<NC>(S_out, S, W.EL.data(), false, W.S0T.data(), N);
 }
 
 // S ← diag(EL) S + KHᵀ V   (row i accumulated in registers; S_out may alias S)
@@ -730,7 +794,7 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
     load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
     load_tile<NC>(W.V.data(), v, b, t0, L, T, D, hN, N);
     decay_factors<NC>(W, L, next.rows({k, v, logw}).tokens(t0 + L, t0 + L + C), false);
-    state_update<NC>(S_out, S_in, W, L);
+    state_update_t<NC>(S_out, S_in, W, L);
     return L;
   };
   // pass 1: chunk boundaries, and the incoming state of the first chunk of every segment of
@@ -744,7 +808,7 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
   grow(seg, static_cast<size_t>((G + 1) * NN + kRowSlack));
   auto slot = [&](i64 g) { return &ck[static_cast<size_t>(g * NN)]; };  // (+ kRowSlack past the last)
   grow(ck, static_cast<size_t>(NN + kRowSlack));
-  if (s_in) std::copy_n(s_in, NN, slot(0));
+  if (s_in) transpose(slot(0), N, s_in, N, N, N);  // the checkpoints hold states transposed
   else std::fill_n(slot(0), NN, 0.0f);
   starts.clear();
   for (i64 t0 = 0; t0 < T;) {
@@ -766,7 +830,7 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
     for (i64 c = g0; c + 1 < g1; ++c) advance(state(c + 1), state(c), starts[c], starts[c + 1] - starts[c]);
     for (i64 c = g1 - 1; c >= g0; --c) {
       const i64 t0 = starts[c], L = starts[c + 1] - t0;
-      const float* S0 = state(c);
+      const float* S0T = state(c);  // S_0ᵀ
       chunk_decay<NC>(W, logw, b, t0, T, D, hN, L);
       load_tile<NC>(W.R.data(), r, b, t0, L, T, D, hN, N);
       load_tile<NC>(W.K.data(), k, b, t0, L, T, D, hN, N);
@@ -777,34 +841,29 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
       next.rows({r, k, v, logw, dy, dr, dk, dv, dlogw});
       decay_factors<NC>(W, L, c > 0 ? next.tokens(starts[c - 1], starts[c]) : next.tokens(0, 0));
       intra_scores<NC>(W, uh, L);
-      // S_0 g_t and dS v_s: from chunk kTransposeMinL on as rows of the transposed S_0, dS (2N²
-      // scalar moves per chunk, then no horizontal sums); below, as N dot products per token
-      const bool transposed = L >= kTransposeMinL;
-      float* S0T = W.S0T.data();
       float* dST = W.dST.data();
-      for (i64 i = 0; i < N && transposed; ++i)
-        for (i64 j = 0; j < N; ++j) {
-          S0T[j * N + i] = S0[i * N + j];
-          dST[j * N + i] = dS[i * N + j];
-        }
+      transpose(dST, N, dS, N, N, N);  // dSᵀ: dS v_s as rows; S_0ᵀ is the state as kept
       intra_grad_scores<NC>(W, L);  // dP[t][s] = g_t · v_s (s ≤ t)
-      rows_times<NC>(W.dV.data(), N, W.KH.data(), N, dS, N, L, N);                  // Σ_i KH_s[i] dS[i][:]
-      if (transposed) rows_times<NC>(W.dK.data(), N, W.V.data(), N, dST, N, L, N);  // dKH_s = dS v_s
-      for (i64 s = 0; s < L; ++s) {  // dV_s = Σ_i KH_s[i] dS[i][:] + Σ_{t≥s} P[t][s] g_t
+      rows_times<NC>(W.dV.data(), N, W.KH.data(), N, dS, N, L, N);   // Σ_i KH_s[i] dS[i][:]
+      rows_times<NC>(W.dK.data(), N, W.V.data(), N, dST, N, L, N);   // dKH_s = dS v_s (kept in dK until scaled)
+      for (i64 s = 0; s < L; ++s)  // dV_s = Σ_i KH_s[i] dS[i][:] + Σ_{t≥s} P[t][s] g_t
         acc_row<NC>(dv + (b * T + t0 + s) * D + hN, RowMode::add, &W.dV[s * N], 1.0f, &W.P[s * C + s], C, &W.G[s * N],
                     N, L - s, N);
-        if (!transposed) mat_vec<NC>(&W.dK[s * N], dS, &W.V[s * N], N);  // dKH_s (kept in dK until scaled)
-      }
       // dRT_t = S_0 g_t (inter) + Σ_{s<t} dP[t][s] KT_s (intra)
-      if (transposed) rows_times<NC>(W.dR.data(), N, W.G.data(), N, S0T, N, L, N);  // S_0 g_t
-      for (i64 t = 0; t < L; ++t) {
-        if (!transposed) mat_vec<NC>(&W.dR[t * N], S0, &W.G[t * N], N);
+      rows_times<NC>(W.dR.data(), N, W.G.data(), N, S0T, N, L, N);  // S_0 g_t
+      for (i64 t = 0; t < L; ++t)
         acc_row<NC>(&W.dR[t * N], RowMode::store, &W.dR[t * N], 1.0f, &W.dP[t * C], 1, W.KT.data(), N, t, N);
-      }
       // dA (rows 1..L), then dr, dk and du
       float* dA = W.dA.data();
       std::fill(dA, dA + (L + 1) * N, 0.0f);
-      for (i64 i = 0; i < N; ++i) dA[L * N + i] = W.EL[i] * dot<NC>(dS + i * N, S0 + i * N, N);
+      float* dAL = dA + L * N;  // e^{A_L}[i] Σ_j dS[i][j] S_0[i][j], down the columns of dSᵀ, S_0ᵀ
+      for (i64 j = 0; j < N; ++j) {
+        const float *x = dST + j * N, *y = S0T + j * N;
+#pragma omp simd
+        for (i64 i = 0; i < N; ++i) dAL[i] += x[i] * y[i];
+      }
+#pragma omp simd
+      for (i64 i = 0; i < N; ++i) dAL[i] *= W.EL[i];
       for (i64 s = 0; s < L; ++s) {
         const float* dks = &W.dK[s * N];  // holds dKH_s
         const float *ks = &W.K[s * N], *rs = &W.R[s * N], *kh = &W.KH[s * N];
@@ -853,9 +912,12 @@ void backward_bh(Tiles& W, std::vector<float>& ck, std::vector<float>& seg, std:
           }
         }
       }
-      // dS_0 = diag(e^{A_L}) dS + Σ_t RT_tᵀ g_t
-      for (i64 i = 0; i < N; ++i)
-        acc_row<NC>(dS + i * N, RowMode::store, dS + i * N, W.EL[i], &W.RT[i], N, W.G.data(), N, L, N);
+      // dS_0 = diag(e^{A_L}) dS + RTᵀ G: RTᵀ into the KTT tile (free after intra_scores), the
+      // product register-blocked into dSᵀ's tile (free after dK and dA_L; one dS row per pass
+      // through acc_row was 27 % of backward_bh's samples)
+      transpose(W.KTT.data(), C, W.RT.data(), N, L, N);
+      rows_times<NC>(dST, N, W.KTT.data(), C, W.G.data(), L, N, N);
+      scale_add<NC>(dS, dS, W.EL.data(), true, dST, N);
     }
   }
 }

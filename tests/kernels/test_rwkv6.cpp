@@ -130,8 +130,8 @@ TEST_CASE("RWKV6 WKV chunked fast kernel equals the sequential reference", "[rwk
     auto c = make_case(B, T, H, N, 121);
     auto sin = kt::randn(NS, 122), dso = kt::randn(NS, 123);
     const auto e = ref_double(c, &sin, &dso);
-    // 1-3 run as kWkv6MinChunk = 4 (chunk 4 the shortest transposed chunk); chunk 7's last chunk
-    // (T % 7 = 2, 1) takes the dot-product form of chunks below kTransposeMinL; 16, 32, 64 (128 on
+    // 1-3 run as kWkv6MinChunk = 4; chunk 7's last chunk (T % 7 = 2, 1) is 1-2 tokens (the
+    // backward's 4x4-block transposes then run on their scalar edges only); 16, 32, 64 (128 on
     // AVX-512): fixed-width score rows
     for (i64 chunk : {1, 2, 3, 4, 7, 16, 32, 64, 128}) {
       INFO("chunk " << chunk);
