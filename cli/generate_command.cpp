@@ -28,7 +28,6 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
-#include "kernels/kernels.hpp"
 #include "program/lower.hpp"
 #include "program/output_file.hpp"
 #include "program/plan.hpp"
@@ -116,28 +115,6 @@ nlohmann::json trace_json(const Trace& t, const ModelSpec& m, const Mesh& mesh, 
           {"steps", steps}};
 }
 
-// This rank's tensor-parallel shards of the checkpoint's parameters (the AdamW moments are read
-// through one scratch buffer and dropped).
-// The weights in kernels::AlignedVec: on huge pages (kernels.hpp), as every decode step streams them all.
-kernels::AlignedVec load_params(const mpi::Comm& world, const std::string& path, const Layout& lay, const train::ShardLayout& sl) {
-  std::vector<train::Slab> slabs;
-  std::int64_t largest = 1;
-  for (std::size_t i = 0; i < sl.dim.size(); ++i) {
-    train::Slab s;
-    s.offset.assign(lay.tensors[i].shape.size(), 0);
-    s.count = sl.shape[i];
-    if (sl.dim[i] >= 0) s.offset[static_cast<std::size_t>(sl.dim[i])] = sl.range[i].begin;
-    slabs.push_back(std::move(s));
-    largest = std::max(largest, sl.count(i));
-  }
-  kernels::AlignedVec params(static_cast<std::size_t>(sl.total));
-  std::vector<float> scratch(static_cast<std::size_t>(largest));
-  std::vector<float*> p, moments(sl.dim.size(), scratch.data());
-  for (std::size_t i = 0; i < sl.dim.size(); ++i) p.push_back(params.data() + sl.offset[i]);
-  train::read_checkpoint(world, path, lay, slabs, p, moments, moments);
-  return params;
-}
-
 void run_generate(const GenerateOptions& o) {
   const MpiSession session;
   const mpi::Comm world = mpi::Comm::world();
@@ -189,9 +166,9 @@ void run_generate(const GenerateOptions& o) {
     const mpi::Comm tensor_group = world.split(scoord, tcoord), stage_group = world.split(tcoord, scoord);
     const Layout lay(m);
     const train::ShardLayout sl(m, lay, t, tcoord);
-    kernels::AlignedVec params;
+    train::DecodeWeights params;
     try {
-      params = load_params(world, o.checkpoint, lay, sl);
+      params = train::read_decode_weights(world, o.checkpoint, lay, sl);
     } catch (const ConfigError& e) {
       exit_on_every_rank(rank, e);
     }

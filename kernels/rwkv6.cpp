@@ -601,22 +601,14 @@ void scale_add(float* out, const float* in, const float* sc, bool per_row, const
 
 // Sᵀ ← Sᵀ diag(EL) + Vᵀ KH: the backward's state step on the transposed state it keeps (so its
 // S_0 g_t needs no transpose of S_0). The product runs register-blocked (rows_times: kRows rows of
-// Sᵀ per pass over Vᵀ, the VT tile) into the S0T tile, then is added to the scaled state (the
-// untransposed state_update runs one state row per pass). S_out may alias S.
+// Sᵀ per pass over Vᵀ, the VT tile) into the S0T tile, then is added to the scaled state. S_out
+// may alias S.
 template <int NC>
 void state_update_t(float* S_out, const float* S, Tiles& W, i64 L) {
   const i64 N = head<NC>(W), C = W.C;
   transpose(W.VT.data(), C, W.V.data(), N, L, N);
   rows_times<NC>(W.S0T.data(), N, W.VT.data(), C, W.KH.data(), L, N, N);
   scale_add<NC>(S_out, S, W.EL.data(), false, W.S0T.data(), N);
-}
-
-// S ← diag(EL) S + KHᵀ V   (row i accumulated in registers; S_out may alias S)
-template <int NC>
-void state_update(float* S_out, const float* S, const Tiles& W, i64 L) {
-  const i64 N = head<NC>(W);
-  for (i64 i = 0; i < N; ++i)
-    acc_row<NC>(S_out + i * N, RowMode::store, S + i * N, W.EL[i], &W.KH[i], N, W.V.data(), N, L, N);
 }
 
 // ─── the forward's state update, register-blocked ─────────────────────────────────────────────────
@@ -640,9 +632,9 @@ HWY_INLINE void state_rows(float* S_out, const float* S, const Tiles& W, i64 i0,
     }
   }
 }
-// S ← diag(EL) S + KHᵀ V, kFwdRows state rows per pass (state_update, which the backward's
-// state steps call, runs one row per pass and reloads every V row for each state row: ~20 % of
-// the forward's time, §7.5). S_out may alias S.
+// S ← diag(EL) S + KHᵀ V, kFwdRows state rows per pass (the score-form forward's state step; one
+// row per pass reloaded every V row for each state row: ~20 % of the forward's time, §7.5). S_out
+// may alias S. The backward keeps the state transposed (state_update_t).
 template <int NC>
 void state_update_blocked(float* S_out, const float* S, const Tiles& W, i64 L) {
   const i64 N = head<NC>(W);

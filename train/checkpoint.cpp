@@ -29,6 +29,7 @@
 #include <zlib.h>
 
 #include "program/yaml_reader.hpp"
+#include "train/executor.hpp"
 
 namespace scanshard::train {
 namespace {
@@ -916,6 +917,17 @@ Slab whole_tensor(const ParamTensor& t, bool write) {
   s.count = t.shape;
   s.write = write;
   return s;
+}
+
+std::vector<Slab> shard_slabs(const ShardLayout& sl) {
+  std::vector<Slab> slabs;
+  for (std::size_t i = 0; i < sl.dim.size(); ++i) {
+    Slab s = whole_tensor(sl.full.tensors[i]);
+    s.count = sl.shape[i];
+    if (sl.dim[i] >= 0) s.offset[static_cast<std::size_t>(sl.dim[i])] = sl.range[i].begin;
+    slabs.push_back(std::move(s));
+  }
+  return slabs;
 }
 
 void write_checkpoint(const mpi::Comm& comm, const std::string& path, const Layout& lay, const std::vector<Slab>& slabs,

@@ -47,6 +47,11 @@ struct Slab {
 // The slab covering all of tensor `t` (a rank holding a full replica).
 Slab whole_tensor(const ParamTensor& t, bool write = true);
 
+struct ShardLayout;  // train/executor.hpp
+// The slab of every tensor this rank holds under `sl` (its tensor-parallel shard on the split
+// dimension, the whole tensor otherwise), in Layout order, every one with write = true.
+std::vector<Slab> shard_slabs(const ShardLayout& sl);
+
 struct CheckpointMeta {
   std::string model_yaml;  // the model's YAML text (whatever the caller wants to record)
   std::string model_name;

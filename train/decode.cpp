@@ -25,6 +25,7 @@
 #include "program/inference.hpp"
 #include "program/steps.hpp"
 #include "program/yaml_reader.hpp"
+#include "train/checkpoint.hpp"
 
 namespace scanshard::train {
 
@@ -62,6 +63,18 @@ void check_decodable(const ModelSpec& m, i64 t, const std::string& where) {
   if (m.kv_heads >= t) need(m.kv_heads, "kv_heads");
   if (m.family == Family::rwkv6 && (m.width / t) % m.head_size != 0)
     throw ConfigError(where + ": tensor = " + std::to_string(t) + " splits RWKV-6 heads of size " + std::to_string(m.head_size));
+}
+
+DecodeWeights read_decode_weights(const mpi::Comm& world, const std::string& path, const Layout& lay,
+                                  const ShardLayout& sl) {
+  std::int64_t largest = 1;
+  for (std::size_t i = 0; i < sl.dim.size(); ++i) largest = std::max(largest, sl.count(i));
+  DecodeWeights params(static_cast<std::size_t>(sl.total));
+  std::vector<float> scratch(static_cast<std::size_t>(largest));
+  std::vector<float*> p, moments(sl.dim.size(), scratch.data());
+  for (std::size_t i = 0; i < sl.dim.size(); ++i) p.push_back(params.data() + sl.offset[i]);
+  read_checkpoint(world, path, lay, shard_slabs(sl), p, moments, moments);
+  return params;
 }
 
 struct Decoder::Impl {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kernels.hpp"
 #include "program/model.hpp"
 #include "program/trace.hpp"
 #include "train/comm.hpp"
@@ -29,6 +30,14 @@ namespace scanshard::train {
 // ConfigError naming `where` unless every tensor-split dimension of `m` divides by t (what
 // ShardLayout and the decoder's head and channel splits assume).
 void check_decodable(const ModelSpec& m, std::int64_t t, const std::string& where);
+
+// A decoder's weights: kernels::AlignedVec, on huge pages (kernels.hpp), as every decode step
+// streams them all.
+using DecodeWeights = kernels::AlignedVec;
+// Collective over `world`. This rank's tensor-parallel shards (`sl`) of the checkpoint's
+// parameters at `path`; the AdamW moments are read through one scratch buffer and dropped.
+DecodeWeights read_decode_weights(const mpi::Comm& world, const std::string& path, const Layout& lay,
+                                  const ShardLayout& sl);
 
 class Decoder {
  public:

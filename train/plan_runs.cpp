@@ -8,7 +8,6 @@
 
 #include <mpi.h>
 
-#include "kernels/kernels.hpp"
 #include "program/param_layout.hpp"
 #include "program/steps.hpp"
 #include "program/yaml_reader.hpp"
@@ -43,7 +42,7 @@ Trace decode_run(const ModelSpec& m, const Plan& p, const ServingShape& s, const
   const mpi::Comm tensor_group = comm.split(scoord, tcoord), stage_group = comm.split(tcoord, scoord);
   const Layout lay(m);
   const ShardLayout sl(m, lay, p.mesh[Axis::tensor], tcoord);
-  kernels::AlignedVec params(static_cast<std::size_t>(sl.total));  // huge pages: kernels.hpp
+  DecodeWeights params(static_cast<std::size_t>(sl.total));  // huge pages: decode.hpp
   sl.extract(init_params(lay, seed).data(), params.data());
   const std::int64_t B = s.batch, P = s.prompt_len, V = m.vocab;
   Decoder dec(m, sl, params.data(), &tensor_group, B, s.context(), &stage_group);

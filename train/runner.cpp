@@ -154,15 +154,9 @@ StageTensors stage_tensors(const ModelSpec& m, const ShardLayout& sl, const Step
 std::vector<Slab> checkpoint_slabs(const ShardLayout& sl, const std::array<std::int64_t, kAxisCount>& coord) {
   const bool replica_writer = coord[static_cast<int>(Axis::data)] == 0 && coord[static_cast<int>(Axis::fsdp)] == 0 &&
                               coord[static_cast<int>(Axis::sequence)] == 0;
-  std::vector<Slab> slabs;
-  for (std::size_t i = 0; i < sl.dim.size(); ++i) {
-    Slab s;
-    s.offset.assign(sl.full.tensors[i].shape.size(), 0);
-    s.count = sl.shape[i];
-    if (sl.dim[i] >= 0) s.offset[static_cast<std::size_t>(sl.dim[i])] = sl.range[i].begin;
-    s.write = replica_writer && (sl.dim[i] >= 0 || coord[static_cast<int>(Axis::tensor)] == 0);
-    slabs.push_back(std::move(s));
-  }
+  std::vector<Slab> slabs = shard_slabs(sl);
+  for (std::size_t i = 0; i < sl.dim.size(); ++i)
+    slabs[i].write = replica_writer && (sl.dim[i] >= 0 || coord[static_cast<int>(Axis::tensor)] == 0);
   return slabs;
 }
 template <class P>
